@@ -1,0 +1,7 @@
+//! Pure domain rules: no actix, diesel or fhirbolt here.
+
+pub mod caller;
+pub mod identifiers;
+
+pub use caller::{BusinessFunction, Caller};
+pub use identifiers::{NhsNumber, OdsCode, Postcode, SdsUserId};

@@ -1,0 +1,100 @@
+//! Bundles: searchset and history.
+
+use serde_json::{json, Value};
+
+use super::datetime;
+
+/// One searchset entry.
+pub struct Entry {
+    pub full_url: String,
+    pub resource: Value,
+    pub include: bool,
+}
+
+pub struct Links {
+    pub self_url: String,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+}
+
+pub fn searchset(total: Option<i64>, links: &Links, entries: Vec<Entry>, outcome: Option<Value>) -> Value {
+    let mut b = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc())},
+        "type": "searchset",
+    });
+    if let Some(t) = total {
+        b["total"] = json!(t);
+    }
+    let mut link = vec![json!({"relation": "self", "url": links.self_url})];
+    if let Some(n) = &links.next {
+        link.push(json!({"relation": "next", "url": n}));
+    }
+    if let Some(p) = &links.previous {
+        link.push(json!({"relation": "previous", "url": p}));
+    }
+    b["link"] = json!(link);
+    let mut out: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            json!({
+                "fullUrl": e.full_url,
+                "resource": e.resource,
+                "search": {"mode": if e.include { "include" } else { "match" }},
+            })
+        })
+        .collect();
+    if let Some(oo) = outcome {
+        out.push(json!({"resource": oo, "search": {"mode": "outcome"}}));
+    }
+    if !out.is_empty() {
+        b["entry"] = json!(out);
+    }
+    b
+}
+
+/// One history entry (a version).
+pub struct HistoryEntry {
+    pub full_url: String,
+    pub resource: Option<Value>,
+    pub method: String,
+    pub url: String,
+    pub status: &'static str,
+    pub etag: String,
+    pub last_modified: String,
+}
+
+pub fn history(total: i64, links: &Links, entries: Vec<HistoryEntry>) -> Value {
+    let mut b = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc())},
+        "type": "history",
+        "total": total,
+    });
+    let mut link = vec![json!({"relation": "self", "url": links.self_url})];
+    if let Some(n) = &links.next {
+        link.push(json!({"relation": "next", "url": n}));
+    }
+    if let Some(p) = &links.previous {
+        link.push(json!({"relation": "previous", "url": p}));
+    }
+    b["link"] = json!(link);
+    let out: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            let mut entry = json!({"fullUrl": e.full_url});
+            if let Some(r) = e.resource {
+                entry["resource"] = r;
+            }
+            entry["request"] = json!({"method": e.method, "url": e.url});
+            entry["response"] = json!({"status": e.status, "etag": e.etag, "lastModified": e.last_modified});
+            entry
+        })
+        .collect();
+    if !out.is_empty() {
+        b["entry"] = json!(out);
+    }
+    b
+}

@@ -1,0 +1,195 @@
+//! Turns a resource into search-index entries, following the registry's element paths.
+
+use ers_schema::{DateEntry, IndexEntries, RefEntry, StringEntry, TokenEntry, UniqueKey};
+use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
+
+use super::datetime;
+use super::registry::{Checked, ParamKind, ResourceDef};
+
+/// Case-, accent- and space-insensitive form of a string, for string search.
+pub fn normalise(s: &str) -> String {
+    let folded: String = s
+        .nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// All values found at a dot-separated path (arrays are flattened at every step).
+pub fn values_at<'a>(root: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut current = vec![root];
+    for step in path.split('.') {
+        let mut next = Vec::new();
+        for v in current {
+            match v.get(step) {
+                Some(Value::Array(items)) => next.extend(items.iter()),
+                Some(other) => next.push(other),
+                None => {}
+            }
+        }
+        current = next;
+    }
+    current
+}
+
+fn tokens_of(v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) => out.push((String::new(), s.clone())),
+        Value::Bool(b) => out.push((String::new(), b.to_string())),
+        Value::Object(o) => {
+            let system = o.get("system").and_then(Value::as_str).unwrap_or_default().to_owned();
+            if let Some(codings) = o.get("coding").and_then(Value::as_array) {
+                for c in codings {
+                    tokens_of(c, out);
+                }
+            } else if let Some(code) = o.get("code").and_then(Value::as_str) {
+                out.push((system, code.to_owned()));
+            } else if let Some(value) = o.get("value").and_then(Value::as_str) {
+                out.push((system, value.to_owned()));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn strings_of(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| strings_of(i, out)),
+        Value::Object(o) => {
+            // HumanName and Address parts.
+            for key in ["text", "family", "given", "prefix", "suffix", "line", "city", "district", "state", "postalCode", "country"] {
+                if let Some(part) = o.get(key) {
+                    strings_of(part, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn dates_of(v: &Value) -> Option<(chrono::NaiveDateTime, chrono::NaiveDateTime)> {
+    match v {
+        Value::String(s) => datetime::range(s),
+        Value::Object(o) => {
+            let start = o.get("start").and_then(Value::as_str).and_then(datetime::range);
+            let end = o.get("end").and_then(Value::as_str).and_then(datetime::range);
+            let low = start.map(|s| s.0).unwrap_or(chrono::NaiveDateTime::MIN);
+            let high = end.map(|e| e.1).unwrap_or(chrono::NaiveDateTime::MAX);
+            (start.is_some() || end.is_some()).then_some((low, high))
+        }
+        _ => None,
+    }
+}
+
+/// A relative literal reference `Type/id` (optionally `/_history/n`) split in two.
+pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
+    let mut parts = reference.split('/');
+    let (t, id) = (parts.next()?, parts.next()?);
+    let valid_type = t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && t.chars().all(|c| c.is_ascii_alphanumeric());
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) | (Some("_history"), Some(_), None) if valid_type && super::is_valid_id(id) => Some((t, id)),
+        _ => None,
+    }
+}
+
+/// The index entries of a resource, with the unique identifiers its check found.
+pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexEntries {
+    let mut out = IndexEntries::default();
+    for p in def.params {
+        for path in p.paths {
+            for v in values_at(resource, path) {
+                match p.kind {
+                    ParamKind::Token => {
+                        let mut found = Vec::new();
+                        tokens_of(v, &mut found);
+                        out.tokens.extend(found.into_iter().map(|(system, code)| TokenEntry { param: p.name.to_owned(), system, code }));
+                    }
+                    ParamKind::String => {
+                        let mut found = Vec::new();
+                        strings_of(v, &mut found);
+                        out.strings.extend(found.into_iter().filter(|s| !s.trim().is_empty()).map(|s| StringEntry {
+                            param: p.name.to_owned(),
+                            norm: normalise(&s),
+                            exact: s,
+                        }));
+                    }
+                    ParamKind::Date => {
+                        if let Some((low, high)) = dates_of(v) {
+                            out.dates.push(DateEntry { param: p.name.to_owned(), low, high });
+                        }
+                    }
+                    ParamKind::Reference => {
+                        if let Some((t, id)) = v.get("reference").and_then(Value::as_str).and_then(split_reference) {
+                            out.refs.push(RefEntry { param: p.name.to_owned(), target_type: t.to_owned(), target_id: id.to_owned() });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.unique = checked.unique.iter().map(|(system, value)| UniqueKey { system: system.clone(), value: value.clone() }).collect();
+    out.dedup();
+    out
+}
+
+/// Every literal reference in a resource, with its FHIRPath-like location.
+pub fn all_references(resource: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(o) => {
+                for (k, child) in o {
+                    if k == "contained" {
+                        continue;
+                    }
+                    if k == "reference" {
+                        if let Some(r) = child.as_str() {
+                            out.push((format!("{path}.reference"), r.to_owned()));
+                        }
+                        continue;
+                    }
+                    walk(child, &format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let root = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
+    let mut out = Vec::new();
+    walk(resource, root, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn normalises_case_accents_and_space() {
+        assert_eq!(normalise("  Zoë   O'BRIEN "), "zoe o'brien");
+    }
+
+    #[test]
+    fn references_split() {
+        assert_eq!(split_reference("Patient/abc"), Some(("Patient", "abc")));
+        assert_eq!(split_reference("Patient/abc/_history/2"), Some(("Patient", "abc")));
+        assert_eq!(split_reference("http://x/Patient/abc"), None);
+        assert_eq!(split_reference("#c1"), None);
+    }
+
+    #[test]
+    fn finds_all_references_with_paths() {
+        let r = json!({"resourceType": "Patient", "generalPractitioner": [{"reference": "Organization/o1"}], "contact": [{"organization": {"reference": "Organization/o2"}}]});
+        let refs = all_references(&r);
+        assert!(refs.contains(&("Patient.generalPractitioner[0].reference".into(), "Organization/o1".into())), "{refs:?}");
+        assert!(refs.contains(&("Patient.contact[0].organization.reference".into(), "Organization/o2".into())), "{refs:?}");
+    }
+}

@@ -1,0 +1,201 @@
+//! The one registration of every resource type the server hosts: its interactions, search
+//! parameters and profile. Routes, search, indexing and the CapabilityStatement all read it.
+
+use serde_json::Value;
+
+use super::outcome::Issue;
+use super::resources;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    Token,
+    String,
+    Date,
+    Reference,
+}
+
+impl ParamKind {
+    pub fn fhir_name(self) -> &'static str {
+        match self {
+            ParamKind::Token => "token",
+            ParamKind::String => "string",
+            ParamKind::Date => "date",
+            ParamKind::Reference => "reference",
+        }
+    }
+}
+
+/// A search parameter: its name, type, the element paths it indexes (dot-separated, from the
+/// resource root) and, for references, the types it may point to.
+#[derive(Debug)]
+pub struct SearchParamDef {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    pub paths: &'static [&'static str],
+    pub targets: &'static [&'static str],
+    pub doc: &'static str,
+}
+
+/// What a resource-specific check found: business identifiers that must stay unique.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub unique: Vec<(String, String)>,
+}
+
+pub type CheckFn = fn(&Value) -> Result<Checked, Vec<Issue>>;
+
+/// One hosted resource type.
+#[derive(Debug)]
+pub struct ResourceDef {
+    pub name: &'static str,
+    /// The UK Core profile this type follows.
+    pub profile: &'static str,
+    pub params: &'static [SearchParamDef],
+    /// Top-level elements marked isSummary in the R4 StructureDefinition (for `_summary=true`).
+    pub summary: &'static [&'static str],
+    /// Whether DELETE is allowed (refused anyway while other resources refer to it).
+    pub delete: bool,
+    /// Whether PUT must carry `If-Match` (428 when it does not).
+    pub if_match_required: bool,
+    pub check: CheckFn,
+}
+
+impl ResourceDef {
+    pub fn param(&self, name: &str) -> Option<&'static SearchParamDef> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+macro_rules! param {
+    ($name:literal, $kind:ident, [$($path:literal),*], $doc:literal) => {
+        SearchParamDef { name: $name, kind: ParamKind::$kind, paths: &[$($path),*], targets: &[], doc: $doc }
+    };
+    ($name:literal, Reference, [$($path:literal),*], targets [$($t:literal),*], $doc:literal) => {
+        SearchParamDef { name: $name, kind: ParamKind::Reference, paths: &[$($path),*], targets: &[$($t),*], doc: $doc }
+    };
+}
+
+const PATIENT_PARAMS: &[SearchParamDef] = &[
+    param!("identifier", Token, ["identifier"], "A patient identifier, e.g. https://fhir.nhs.uk/Id/nhs-number|9912003888"),
+    param!("name", String, ["name"], "Any part of a name (family, given, prefix, suffix, text)"),
+    param!("family", String, ["name.family"], "Family name"),
+    param!("given", String, ["name.given"], "Given name"),
+    param!("birthdate", Date, ["birthDate"], "Date of birth"),
+    param!("gender", Token, ["gender"], "Administrative gender: male | female | other | unknown"),
+    param!("address", String, ["address"], "Any part of an address"),
+    param!("address-postalcode", String, ["address.postalCode"], "Postcode"),
+    param!("address-city", String, ["address.city"], "City or town"),
+    param!("telecom", Token, ["telecom"], "A phone number, email address or other contact point"),
+    param!("active", Token, ["active"], "Whether the record is active"),
+    param!("general-practitioner", Reference, ["generalPractitioner"], targets ["Organization", "Practitioner", "PractitionerRole"], "The registered GP practice or GP"),
+    param!("organization", Reference, ["managingOrganization"], targets ["Organization"], "The organisation that is the custodian of the record"),
+];
+
+const PRACTITIONER_PARAMS: &[SearchParamDef] = &[
+    param!("identifier", Token, ["identifier"], "An identifier, e.g. https://fhir.nhs.uk/Id/sds-user-id|021600556514"),
+    param!("name", String, ["name"], "Any part of a name"),
+    param!("family", String, ["name.family"], "Family name"),
+    param!("given", String, ["name.given"], "Given name"),
+    param!("telecom", Token, ["telecom"], "A contact point"),
+    param!("active", Token, ["active"], "Whether the record is active"),
+];
+
+const ORGANIZATION_PARAMS: &[SearchParamDef] = &[
+    param!("identifier", Token, ["identifier"], "An identifier, e.g. https://fhir.nhs.uk/Id/ods-organization-code|R69"),
+    param!("name", String, ["name", "alias"], "Name or alias"),
+    param!("active", Token, ["active"], "Whether the organisation is active"),
+    param!("type", Token, ["type"], "Organisation type"),
+    param!("address", String, ["address"], "Any part of an address"),
+    param!("address-postalcode", String, ["address.postalCode"], "Postcode"),
+    param!("partof", Reference, ["partOf"], targets ["Organization"], "The parent organisation"),
+];
+
+const PRACTITIONER_ROLE_PARAMS: &[SearchParamDef] = &[
+    param!("identifier", Token, ["identifier"], "A role identifier, e.g. https://fhir.nhs.uk/Id/sds-role-profile-id|..."),
+    param!("practitioner", Reference, ["practitioner"], targets ["Practitioner"], "The practitioner in the role"),
+    param!("organization", Reference, ["organization"], targets ["Organization"], "The organisation where the role is held"),
+    param!("location", Reference, ["location"], targets ["Location"], "Where the role is performed"),
+    param!("role", Token, ["code"], "The role code (e-RS business function or SDS job role)"),
+    param!("specialty", Token, ["specialty"], "Specialty"),
+    param!("active", Token, ["active"], "Whether the role is active"),
+    param!("date", Date, ["period"], "The period the role is held"),
+];
+
+const LOCATION_PARAMS: &[SearchParamDef] = &[
+    param!("identifier", Token, ["identifier"], "An identifier, e.g. https://fhir.nhs.uk/Id/ods-site-code|R6901"),
+    param!("name", String, ["name", "alias"], "Name or alias"),
+    param!("address", String, ["address"], "Any part of the address"),
+    param!("address-postalcode", String, ["address.postalCode"], "Postcode"),
+    param!("address-city", String, ["address.city"], "City or town"),
+    param!("status", Token, ["status"], "active | suspended | inactive"),
+    param!("type", Token, ["type"], "Location type"),
+    param!("organization", Reference, ["managingOrganization"], targets ["Organization"], "The managing organisation"),
+    param!("partof", Reference, ["partOf"], targets ["Location"], "The location this one is part of"),
+];
+
+/// Every hosted type, in CapabilityStatement order.
+pub static RESOURCES: &[ResourceDef] = &[
+    ResourceDef {
+        name: "Patient",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
+        params: PATIENT_PARAMS,
+        summary: &["identifier", "active", "name", "telecom", "gender", "birthDate", "deceasedBoolean", "deceasedDateTime", "address", "managingOrganization", "link"],
+        delete: true,
+        if_match_required: false,
+        check: resources::patient::check,
+    },
+    ResourceDef {
+        name: "Practitioner",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner",
+        params: PRACTITIONER_PARAMS,
+        summary: &["identifier", "active", "name", "telecom", "address", "gender", "birthDate"],
+        delete: true,
+        if_match_required: false,
+        check: resources::practitioner::check,
+    },
+    ResourceDef {
+        name: "Organization",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization",
+        params: ORGANIZATION_PARAMS,
+        summary: &["identifier", "active", "type", "name", "partOf"],
+        delete: true,
+        if_match_required: false,
+        check: resources::organization::check,
+    },
+    ResourceDef {
+        name: "PractitionerRole",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-PractitionerRole",
+        params: PRACTITIONER_ROLE_PARAMS,
+        summary: &["identifier", "active", "period", "practitioner", "organization", "code", "specialty", "location", "telecom"],
+        delete: true,
+        if_match_required: false,
+        check: resources::practitioner_role::check,
+    },
+    ResourceDef {
+        name: "Location",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Location",
+        params: LOCATION_PARAMS,
+        summary: &["identifier", "status", "operationalStatus", "name", "description", "mode", "type", "physicalType", "managingOrganization"],
+        delete: true,
+        if_match_required: false,
+        check: resources::location::check,
+    },
+];
+
+/// The registration of a hosted type.
+pub fn find(name: &str) -> Option<&'static ResourceDef> {
+    RESOURCES.iter().find(|r| r.name == name)
+}
+
+/// `(source type, parameter)` pairs whose references may point at `target` (for `_revinclude`).
+pub fn referrers_of(target: &str) -> Vec<(&'static str, &'static SearchParamDef)> {
+    RESOURCES
+        .iter()
+        .flat_map(|r| {
+            r.params
+                .iter()
+                .filter(move |p| p.kind == ParamKind::Reference && p.targets.contains(&target))
+                .map(move |p| (r.name, p))
+        })
+        .collect()
+}

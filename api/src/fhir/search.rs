@@ -1,0 +1,427 @@
+//! FHIR search parameters → storage criteria. Every refusal names the parameter at fault.
+
+use ers_schema::search::{Criterion, DateMatch, DatePrefix, IndexKind, RefMatch, SortKey, StringMatch, TokenMatch};
+use ers_schema::search::SearchQuery;
+
+use super::datetime;
+use super::index::{normalise, split_reference};
+use super::outcome::Issue;
+use super::registry::{self, ParamKind, ResourceDef, SearchParamDef};
+
+pub const DEFAULT_COUNT: i64 = 20;
+pub const MAX_COUNT: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    False,
+    True,
+    Text,
+    Data,
+    Count,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalMode {
+    None,
+    Accurate,
+}
+
+/// `_include` / `_revinclude` request: `source:param[:target]`.
+#[derive(Debug, Clone)]
+pub struct Include {
+    pub source: &'static str,
+    pub param: &'static SearchParamDef,
+    pub target: Option<String>,
+}
+
+/// A parsed search: what to ask storage, and how to shape the Bundle.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: SearchQuery,
+    pub includes: Vec<Include>,
+    pub revincludes: Vec<Include>,
+    pub summary: Summary,
+    pub elements: Option<Vec<String>>,
+    pub total: TotalMode,
+    /// The parameters understood, as given (for the `self` link), without paging ones.
+    pub accepted: Vec<(String, String)>,
+    /// Parameters that were not understood (ignored unless handling is strict).
+    pub ignored: Vec<String>,
+}
+
+fn bad(param: &str, msg: impl std::fmt::Display) -> Issue {
+    Issue::error("invalid", "INVALID_VALUE", format!("Search parameter '{param}': {msg}")).with_expression(param.to_owned())
+}
+
+/// Parameters that shape results rather than select them (handled by other layers).
+const RESULT_PARAMS: &[&str] = &["_format", "_pretty"];
+
+/// Parses `params` (query string and form body, in order) for a search of `def`.
+pub fn parse(def: &'static ResourceDef, params: &[(String, String)], strict: bool) -> Result<SearchRequest, Vec<Issue>> {
+    let mut req = SearchRequest {
+        query: SearchQuery { res_type: def.name.to_owned(), criteria: Vec::new(), sort: Vec::new(), offset: 0, limit: DEFAULT_COUNT },
+        includes: Vec::new(),
+        revincludes: Vec::new(),
+        summary: Summary::False,
+        elements: None,
+        total: TotalMode::Accurate,
+        accepted: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let mut issues = Vec::new();
+    for (name, value) in params {
+        match parse_one(def, name, value, &mut req) {
+            Ok(true) => req.accepted.push((name.clone(), value.clone())),
+            Ok(false) => {
+                if !RESULT_PARAMS.contains(&name.as_str()) && name != "_count" && name != "_offset" {
+                    req.ignored.push(name.clone());
+                }
+            }
+            Err(issue) => issues.push(issue),
+        }
+    }
+    if strict {
+        for name in &req.ignored {
+            issues.push(
+                Issue::error("not-supported", "INVALID_VALUE", format!("Unknown search parameter '{name}' for {} (Prefer: handling=strict)", def.name))
+                    .with_expression(name.clone()),
+            );
+        }
+    }
+    if issues.is_empty() {
+        Ok(req)
+    } else {
+        Err(issues)
+    }
+}
+
+/// Returns Ok(true) when the parameter selects or shapes results and belongs in `self`,
+/// Ok(false) when it is paging / formatting or unknown.
+fn parse_one(def: &'static ResourceDef, name: &str, value: &str, req: &mut SearchRequest) -> Result<bool, Issue> {
+    match name {
+        "_count" => {
+            let n: i64 = value.parse().map_err(|_| bad(name, format!("'{value}' is not a whole number")))?;
+            if !(0..=MAX_COUNT).contains(&n) {
+                return Err(bad(name, format!("{n} is out of range 0..{MAX_COUNT}")));
+            }
+            req.query.limit = n;
+            return Ok(false);
+        }
+        "_offset" => {
+            let n: i64 = value.parse().map_err(|_| bad(name, format!("'{value}' is not a whole number")))?;
+            if n < 0 {
+                return Err(bad(name, "must not be negative"));
+            }
+            req.query.offset = n;
+            return Ok(false);
+        }
+        "_summary" => {
+            req.summary = match value {
+                "true" => Summary::True,
+                "false" => Summary::False,
+                "text" => Summary::Text,
+                "data" => Summary::Data,
+                "count" => Summary::Count,
+                _ => return Err(bad(name, format!("'{value}' is not one of true, false, text, data, count"))),
+            };
+            return Ok(true);
+        }
+        "_total" => {
+            req.total = match value {
+                "none" => TotalMode::None,
+                "estimate" | "accurate" => TotalMode::Accurate,
+                _ => return Err(bad(name, format!("'{value}' is not one of none, estimate, accurate"))),
+            };
+            return Ok(true);
+        }
+        "_elements" => {
+            let list: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            if list.iter().any(|e| !e.chars().all(|c| c.is_ascii_alphanumeric())) {
+                return Err(bad(name, "expects a comma-separated list of element names"));
+            }
+            req.elements = Some(list);
+            return Ok(true);
+        }
+        "_sort" => {
+            for key in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (desc, key) = key.strip_prefix('-').map(|k| (true, k)).unwrap_or((false, key));
+                let sort = match key {
+                    "_id" => SortKey::Id,
+                    "_lastUpdated" => SortKey::LastUpdated,
+                    other => match def.param(other) {
+                        Some(p) => SortKey::Param { param: p.name.to_owned(), kind: index_kind(p.kind) },
+                        None => return Err(bad(name, format!("cannot sort {} by '{other}'", def.name))),
+                    },
+                };
+                req.query.sort.push((sort, desc));
+            }
+            return Ok(true);
+        }
+        "_include" | "_revinclude" => {
+            let inc = parse_include(def, name, value)?;
+            if name == "_include" {
+                req.includes.push(inc);
+            } else {
+                req.revincludes.push(inc);
+            }
+            return Ok(true);
+        }
+        _ => {}
+    }
+    if RESULT_PARAMS.contains(&name) {
+        return Ok(false);
+    }
+    match criterion(def, name, value)? {
+        Some(c) => {
+            req.query.criteria.push(c);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+fn index_kind(k: ParamKind) -> IndexKind {
+    match k {
+        ParamKind::Token => IndexKind::Token,
+        ParamKind::String => IndexKind::String,
+        ParamKind::Date => IndexKind::Date,
+        ParamKind::Reference => IndexKind::Reference,
+    }
+}
+
+fn parse_include(def: &'static ResourceDef, name: &str, value: &str) -> Result<Include, Issue> {
+    let mut parts = value.split(':');
+    let (source, param, target) = (parts.next().unwrap_or_default(), parts.next(), parts.next());
+    let source_def = registry::find(source).ok_or_else(|| bad(name, format!("'{source}' is not a resource type of this server")))?;
+    let param = param
+        .and_then(|p| source_def.param(p))
+        .filter(|p| p.kind == ParamKind::Reference)
+        .ok_or_else(|| bad(name, format!("'{value}' does not name a reference parameter of {source} (expected Type:param[:target])")))?;
+    if let Some(t) = target {
+        if !param.targets.contains(&t) {
+            return Err(bad(name, format!("{source}:{} cannot point to '{t}'", param.name)));
+        }
+    }
+    if name == "_include" && source != def.name {
+        return Err(bad(name, format!("'{value}' must start with the searched type {}", def.name)));
+    }
+    if name == "_revinclude" && !param.targets.contains(&def.name) {
+        return Err(bad(name, format!("{source}:{} never points to {}", param.name, def.name)));
+    }
+    Ok(Include { source: source_def.name, param, target: target.map(str::to_owned) })
+}
+
+/// Splits `a,b\,c` on unescaped commas.
+fn split_values(value: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if matches!(chars.peek(), Some(',') | Some('|') | Some('$') | Some('\\')) => {
+                if let (Some(n), Some(s)) = (chars.next(), out.last_mut()) {
+                    s.push(n);
+                }
+            }
+            ',' => out.push(String::new()),
+            c => {
+                if let Some(s) = out.last_mut() {
+                    s.push(c)
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One criterion, or None when the parameter is unknown for the type.
+fn criterion(def: &'static ResourceDef, name: &str, value: &str) -> Result<Option<Criterion>, Issue> {
+    if value.is_empty() {
+        return Err(bad(name, "has no value"));
+    }
+    // Chain: `param.child` or `param:Type.child`.
+    if let Some((head, child)) = name.split_once('.') {
+        let (pname, target) = match head.split_once(':') {
+            Some((p, t)) => (p, Some(t)),
+            None => (head, None),
+        };
+        let Some(p) = def.param(pname) else { return Ok(None) };
+        if p.kind != ParamKind::Reference {
+            return Err(bad(name, format!("'{pname}' is not a reference parameter, so it cannot be chained")));
+        }
+        let target = match (target, p.targets) {
+            (Some(t), _) if p.targets.contains(&t) => t,
+            (Some(t), _) => return Err(bad(name, format!("'{pname}' cannot point to '{t}'"))),
+            (None, [only]) => only,
+            (None, _) => {
+                return Err(bad(name, format!("'{pname}' may point to {}: name one, as {pname}:Type.{child}", p.targets.join(", "))))
+            }
+        };
+        let target_def = registry::find(target).ok_or_else(|| bad(name, format!("'{target}' is not hosted here")))?;
+        if child.contains('.') {
+            return Err(bad(name, "only one level of chaining is supported"));
+        }
+        let inner = criterion(target_def, child, value)?.ok_or_else(|| bad(name, format!("'{child}' is not a search parameter of {target}")))?;
+        if matches!(inner, Criterion::Id(_) | Criterion::LastUpdated(_) | Criterion::Chain { .. }) {
+            // Ids are indexed as references: `patient._id=x` is `patient=x`.
+            if let Criterion::Id(ids) = inner {
+                let any_of = ids.into_iter().map(|id| RefMatch { target_type: Some(target.to_owned()), id }).collect();
+                return Ok(Some(Criterion::Reference { param: pname.to_owned(), any_of }));
+            }
+            return Err(bad(name, format!("'{child}' cannot be used in a chain")));
+        }
+        return Ok(Some(Criterion::Chain { param: pname.to_owned(), target_type: target.to_owned(), inner: Box::new(inner) }));
+    }
+    let (pname, modifier) = match name.split_once(':') {
+        Some((p, m)) => (p, Some(m)),
+        None => (name, None),
+    };
+    let values = split_values(value);
+    match pname {
+        "_id" => {
+            if modifier.is_some() {
+                return Err(bad(name, "_id takes no modifier"));
+            }
+            for v in &values {
+                if !super::is_valid_id(v) {
+                    return Err(bad(name, format!("'{v}' is not a valid id")));
+                }
+            }
+            return Ok(Some(Criterion::Id(values)));
+        }
+        "_lastUpdated" => {
+            if modifier.is_some() {
+                return Err(bad(name, "_lastUpdated takes no modifier"));
+            }
+            let any_of = values.iter().map(|v| date_match(name, v)).collect::<Result<_, _>>()?;
+            return Ok(Some(Criterion::LastUpdated(any_of)));
+        }
+        _ => {}
+    }
+    let Some(p) = def.param(pname) else { return Ok(None) };
+    if modifier == Some("missing") {
+        let missing = match value {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad(name, "expects true or false")),
+        };
+        return Ok(Some(Criterion::Missing { param: p.name.to_owned(), kind: index_kind(p.kind), missing }));
+    }
+    let param = p.name.to_owned();
+    let c = match p.kind {
+        ParamKind::Token => {
+            let negate = match modifier {
+                None => false,
+                Some("not") => true,
+                Some(m) => return Err(bad(name, format!("modifier ':{m}' is not supported on a token parameter (use :not or :missing)"))),
+            };
+            let any_of = values
+                .iter()
+                .map(|v| match v.split_once('|') {
+                    Some((s, c)) => TokenMatch { system: Some(s.to_owned()), code: (!c.is_empty()).then(|| c.to_owned()) },
+                    None => TokenMatch { system: None, code: Some(v.clone()) },
+                })
+                .collect();
+            Criterion::Token { param, any_of, negate }
+        }
+        ParamKind::String => {
+            let any_of = values
+                .iter()
+                .map(|v| match modifier {
+                    None => Ok(StringMatch::StartsWith(normalise(v))),
+                    Some("contains") => Ok(StringMatch::Contains(normalise(v))),
+                    Some("exact") => Ok(StringMatch::Exact(v.clone())),
+                    Some(m) => Err(bad(name, format!("modifier ':{m}' is not supported on a string parameter (use :exact, :contains or :missing)"))),
+                })
+                .collect::<Result<_, _>>()?;
+            Criterion::String { param, any_of }
+        }
+        ParamKind::Date => {
+            if let Some(m) = modifier {
+                return Err(bad(name, format!("modifier ':{m}' is not supported on a date parameter")));
+            }
+            let any_of = values.iter().map(|v| date_match(name, v)).collect::<Result<_, _>>()?;
+            Criterion::Date { param, any_of }
+        }
+        ParamKind::Reference => {
+            let forced_type = match modifier {
+                None => None,
+                Some(t) if p.targets.contains(&t) => Some(t.to_owned()),
+                Some(m) => return Err(bad(name, format!("modifier ':{m}' is not a type '{}' can point to", p.name))),
+            };
+            let any_of = values
+                .iter()
+                .map(|v| {
+                    let local = v.rsplit_once("/FHIR/R4/").map(|(_, rest)| rest).unwrap_or(v);
+                    if let Some((t, id)) = split_reference(local) {
+                        if !p.targets.contains(&t) {
+                            return Err(bad(name, format!("'{v}': {} cannot point to {t}", p.name)));
+                        }
+                        Ok(RefMatch { target_type: Some(t.to_owned()), id: id.to_owned() })
+                    } else if super::is_valid_id(local) {
+                        Ok(RefMatch { target_type: forced_type.clone(), id: local.to_owned() })
+                    } else {
+                        Err(bad(name, format!("'{v}' is not a reference (Type/id or id)")))
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            Criterion::Reference { param, any_of }
+        }
+    };
+    Ok(Some(c))
+}
+
+fn date_match(name: &str, v: &str) -> Result<DateMatch, Issue> {
+    let prefixes = [
+        ("eq", DatePrefix::Eq),
+        ("ne", DatePrefix::Ne),
+        ("lt", DatePrefix::Lt),
+        ("gt", DatePrefix::Gt),
+        ("le", DatePrefix::Le),
+        ("ge", DatePrefix::Ge),
+        ("sa", DatePrefix::Sa),
+        ("eb", DatePrefix::Eb),
+    ];
+    let (prefix, rest) = prefixes
+        .iter()
+        .find_map(|(p, d)| v.strip_prefix(p).map(|r| (*d, r)))
+        .unwrap_or((DatePrefix::Eq, v));
+    let (low, high) = datetime::range(rest).ok_or_else(|| bad(name, format!("'{v}' is not a valid date (a prefix such as ge, then YYYY[-MM[-DD[Thh:mm[:ss][Z|+hh:mm]]]])")))?;
+    Ok(DateMatch { prefix, low, high })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient() -> &'static ResourceDef {
+        registry::find("Patient").expect("registered")
+    }
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn unknown_params_are_ignored_or_refused_when_strict() {
+        let r = parse(patient(), &p(&[("foo", "1"), ("family", "smith")]), false).expect("lenient");
+        assert_eq!(r.ignored, vec!["foo".to_string()]);
+        assert_eq!(r.accepted.len(), 1);
+        let e = parse(patient(), &p(&[("foo", "1")]), true).expect_err("strict");
+        assert!(e[0].diagnostics.contains("foo"));
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter() {
+        let e = parse(patient(), &p(&[("birthdate", "ge19x")]), false).expect_err("bad date");
+        assert!(e[0].diagnostics.contains("birthdate"), "{}", e[0].diagnostics);
+        let e = parse(patient(), &p(&[("_count", "-1")]), false).expect_err("bad count");
+        assert!(e[0].diagnostics.contains("_count"));
+        let e = parse(patient(), &p(&[("family:sounds", "x")]), false).expect_err("bad modifier");
+        assert!(e[0].diagnostics.contains(":sounds"));
+    }
+
+    #[test]
+    fn escaped_commas() {
+        assert_eq!(split_values(r"a,b\,c"), vec!["a".to_string(), "b,c".to_string()]);
+    }
+}

@@ -1,0 +1,134 @@
+//! The one place that picks an HTTP status and FHIR issue code for every error.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use ers_fhir::FormatError;
+use ers_schema::StorageError;
+
+use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::service::ServiceError;
+
+/// An error as the HTTP layer sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+    #[error("{0}")]
+    Format(#[from] FormatError),
+    #[error("invalid search")]
+    Search(Vec<Issue>),
+    #[error("Unknown resource type '{0}': this server hosts {1}")]
+    UnknownType(String, String),
+    #[error("Missing or empty {0} header.")]
+    MissingHeader(&'static str),
+    #[error("{header} header: {message}")]
+    BadHeader { header: &'static str, message: String },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("The server is busy: {0}")]
+    Unavailable(String),
+    #[error("Internal server error: {0}")]
+    Internal(String),
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal(format!("a worker failed: {e}"))
+    }
+}
+
+impl From<r2d2::Error> for ApiError {
+    fn from(e: r2d2::Error) -> Self {
+        ApiError::Unavailable(format!("no database connection: {e}"))
+    }
+}
+
+/// The OperationOutcome JSON of an error response, kept so the outcome middleware can write it
+/// in the negotiated format.
+#[derive(Debug, Clone)]
+pub struct OutcomeBody(pub serde_json::Value);
+
+impl ApiError {
+    /// Status and issues.
+    pub fn parts(&self) -> (StatusCode, Vec<Issue>) {
+        use ServiceError as S;
+        let msg = self.to_string();
+        let one = |code: &'static str, ers: &'static str| vec![Issue::error(code, ers, msg.clone())];
+        match self {
+            ApiError::Service(s) => match s {
+                S::NotFound { .. } => (StatusCode::NOT_FOUND, one("not-found", "REFERENCE_NOT_FOUND")),
+                S::VersionNotFound { .. } => (StatusCode::NOT_FOUND, one("not-found", "REFERENCE_NOT_FOUND")),
+                S::Gone { .. } => (StatusCode::GONE, one("deleted", "REFERENCE_NOT_FOUND")),
+                S::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, one("conflict", "INVALID_VALUE")),
+                S::ConcurrentUpdate { .. } => (StatusCode::CONFLICT, one("conflict", "INVALID_REQUEST_STATE")),
+                S::IfMatchRequired { .. } => (StatusCode::PRECONDITION_REQUIRED, one("required", "MISSING_HEADER")),
+                S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
+                S::Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
+                S::Duplicate { .. } => (StatusCode::CONFLICT, one("duplicate", "INAPPROPRIATE_VALUE")),
+                S::ReferenceNotFound { path, .. } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    vec![Issue::error("not-found", "REFERENCE_NOT_FOUND", msg.clone()).with_expression(path.clone())],
+                ),
+                S::StillReferenced { .. } => (StatusCode::CONFLICT, one("conflict", "INVALID_REQUEST_STATE")),
+                S::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, one("not-supported", "INVALID_REQUEST_TYPE")),
+                S::ConditionalMultiple { .. } => (StatusCode::PRECONDITION_FAILED, one("multiple-matches", "INVALID_VALUE")),
+                S::Storage(StorageError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, one("transient", "SYSTEM_UNAVAILABLE")),
+                S::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::error("exception", "SERVICE_ERROR", "Internal server error: the database failed; the request was not applied")]),
+            },
+            ApiError::Format(FormatError::Syntax(_)) => (StatusCode::BAD_REQUEST, one("structure", "INVALID_FHIR_STRUCTURE")),
+            ApiError::Format(FormatError::Structure(m)) => {
+                let ers = if m.contains("unknown field") { "UNEXPECTED_FIELD" } else { "INVALID_FHIR_STRUCTURE" };
+                (StatusCode::BAD_REQUEST, one("structure", ers))
+            }
+            ApiError::Format(FormatError::Doctype) => (StatusCode::BAD_REQUEST, one("security", "INVALID_FHIR_STRUCTURE")),
+            ApiError::Format(FormatError::Serialise(_)) => (StatusCode::INTERNAL_SERVER_ERROR, one("exception", "SERVICE_ERROR")),
+            ApiError::Search(issues) => (StatusCode::BAD_REQUEST, issues.clone()),
+            ApiError::UnknownType(..) => (StatusCode::NOT_FOUND, one("not-supported", "INVALID_VALUE")),
+            ApiError::MissingHeader(h) => (
+                StatusCode::BAD_REQUEST,
+                vec![Issue::error("required", "MISSING_HEADER", msg.clone()).with_expression(h.to_string())],
+            ),
+            ApiError::BadHeader { header, .. } => (
+                StatusCode::BAD_REQUEST,
+                vec![Issue::error("value", "INVALID_VALUE", msg.clone()).with_expression(header.to_string())],
+            ),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, one("not-supported", "INVALID_VALUE")),
+            ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, one("not-supported", "INVALID_VALUE")),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, one("not-found", "INVALID_VALUE")),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, one("transient", "SYSTEM_UNAVAILABLE")),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::error("exception", "SERVICE_ERROR", "Internal server error")]),
+        }
+    }
+}
+
+/// An OperationOutcome response (JSON; the outcome middleware re-encodes it when XML was asked).
+pub fn outcome_response(status: StatusCode, issues: &[Issue]) -> HttpResponse {
+    let oo = operation_outcome(issues);
+    let mut res = HttpResponse::build(status);
+    res.insert_header((header::CONTENT_TYPE, "application/fhir+json; charset=utf-8"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        res.insert_header((header::RETRY_AFTER, "5"));
+    }
+    let mut res = res.body(oo.to_string());
+    res.extensions_mut().insert(OutcomeBody(oo));
+    res
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // Logged with the request id by the outcome middleware.
+        let (status, issues) = self.parts();
+        outcome_response(status, &issues)
+    }
+}

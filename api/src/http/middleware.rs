@@ -1,0 +1,133 @@
+//! Cross-cutting request handling: request and correlation ids, security headers, panics, and
+//! the guarantee that every error leaves as an OperationOutcome in the negotiated format.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, HttpResponse};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+
+use super::error::{outcome_response, OutcomeBody};
+use super::negotiate::{self, Format};
+use crate::fhir::outcome::Issue;
+
+/// A handler panicked: a 500 OperationOutcome that still carries the request id.
+#[derive(Debug, thiserror::Error)]
+#[error("internal server error (request {request_id})")]
+struct Panicked {
+    request_id: String,
+}
+
+impl actix_web::ResponseError for Panicked {
+    fn error_response(&self) -> HttpResponse {
+        let mut res = outcome_response(StatusCode::INTERNAL_SERVER_ERROR, &[Issue::error("exception", "SERVICE_ERROR", "Internal server error")]);
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+            res.headers_mut().insert(HeaderName::from_static(REQUEST_ID), v);
+        }
+        res
+    }
+}
+
+/// The id of this request (`X-Request-ID`), in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub const REQUEST_ID: &str = "x-request-id";
+pub const CORRELATION_ID: &str = "x-correlation-id";
+
+fn fallback_issue(status: StatusCode, message: &str) -> Issue {
+    let (code, ers, text) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "INVALID_VALUE", "No such endpoint: the FHIR base is /FHIR/R4".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => ("not-supported", "INVALID_REQUEST_TYPE", "This HTTP method is not allowed on this URL".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-costly", "FILE_SIZE_ERROR", format!("The request body is too large: {message}")),
+        s if s.is_server_error() => ("exception", "SERVICE_ERROR", "Internal server error".to_owned()),
+        _ => ("invalid", "INVALID_VALUE", message.to_owned()),
+    };
+    Issue::error(code, ers, if text.is_empty() { status.to_string() } else { text })
+}
+
+/// The outermost middleware.
+pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, Error> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let correlation = req.headers().get(CORRELATION_ID).cloned();
+    // Read now: the request cannot be cloned before routing.
+    let wants_xml = negotiate::response_format(req.request()).ok() == Some(Format::Xml);
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+
+    let result = AssertUnwindSafe(next.call(req)).catch_unwind().await;
+    let res: ServiceResponse<BoxBody> = match result {
+        Ok(Ok(res)) => res.map_into_boxed_body(),
+        Ok(Err(e)) => return Err(e),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!("request {request_id}: {method} {path} panicked: {what}");
+            return Err(Panicked { request_id }.into());
+        }
+    };
+
+    let status = res.status();
+    let mut res = if status.is_client_error() || status.is_server_error() {
+        finish_error(res, wants_xml, &format!("request {request_id}: {method} {path}"))
+    } else {
+        res
+    };
+
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static(REQUEST_ID), v);
+    }
+    if let Some(c) = correlation {
+        headers.insert(HeaderName::from_static(CORRELATION_ID), c);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(res)
+}
+
+/// Logs an error response and makes sure its body is an OperationOutcome in the negotiated
+/// format.
+fn finish_error(res: ServiceResponse<BoxBody>, wants_xml: bool, what: &str) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    let error_text = res.response().error().map(|e| e.to_string()).unwrap_or_default();
+    if status.is_server_error() {
+        log::error!("{what} -> {status}: {error_text}");
+    } else {
+        log::warn!("{what} -> {status}: {error_text}");
+    }
+    let existing = res.response().extensions().get::<OutcomeBody>().cloned();
+    let (r, resp) = res.into_parts();
+    let (resp, outcome) = match existing {
+        Some(o) => (resp, o.0),
+        None => {
+            let resp = outcome_response(status, &[fallback_issue(status, &error_text)]);
+            let o = resp.extensions().get::<OutcomeBody>().map(|o| o.0.clone()).unwrap_or_default();
+            (resp, o)
+        }
+    };
+    if !wants_xml {
+        return ServiceResponse::new(r, resp);
+    }
+    match ers_fhir::to_xml(&outcome) {
+        Ok(xml) => {
+            let mut out = HttpResponse::build(status).body(xml);
+            for (k, v) in resp.headers().iter() {
+                out.headers_mut().insert(k.clone(), v.clone());
+            }
+            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+xml; charset=utf-8"));
+            ServiceResponse::new(r, out)
+        }
+        Err(_) => ServiceResponse::new(r, resp),
+    }
+}

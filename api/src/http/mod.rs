@@ -1,0 +1,11 @@
+//! actix-web only: routes, content negotiation, the caller seam, handlers, errors.
+
+pub mod caller;
+pub mod error;
+pub mod handlers;
+pub mod middleware;
+pub mod negotiate;
+pub mod routes;
+pub mod system;
+
+pub use error::ApiError;

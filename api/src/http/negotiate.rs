@@ -1,0 +1,147 @@
+//! Content negotiation in one place: the body's format from `Content-Type`, the response's
+//! from `_format`, then `Accept`, else FHIR JSON.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use super::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/fhir+json; charset=utf-8",
+            Format::Xml => "application/fhir+xml; charset=utf-8",
+        }
+    }
+}
+
+fn format_of_mime(mime: &str) -> Option<Format> {
+    let m = mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match m.as_str() {
+        "application/fhir+json" | "application/json" | "application/json+fhir" | "json" | "text/json" => Some(Format::Json),
+        "application/fhir+xml" | "application/xml" | "application/xml+fhir" | "xml" | "text/xml" => Some(Format::Xml),
+        _ => None,
+    }
+}
+
+fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// The format to answer in, or 406 when the client accepts none we write.
+pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
+    if let Some(f) = query_param(req, "_format") {
+        return format_of_mime(&f).ok_or_else(|| {
+            ApiError::NotAcceptable(format!("_format '{f}' is not supported: use json, xml, application/fhir+json or application/fhir+xml"))
+        });
+    }
+    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Format::Json);
+    };
+    // Highest q first; ties keep the client's order.
+    let mut ranges: Vec<(f32, usize, &str)> = accept
+        .split(',')
+        .enumerate()
+        .map(|(i, r)| {
+            let mut parts = r.split(';');
+            let mime = parts.next().unwrap_or_default().trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (q, i, mime)
+        })
+        .filter(|(q, _, _)| *q > 0.0)
+        .collect();
+    ranges.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+    for (_, _, mime) in &ranges {
+        if let Some(f) = format_of_mime(mime) {
+            return Ok(f);
+        }
+        if matches!(*mime, "*/*" | "application/*" | "") {
+            return Ok(Format::Json);
+        }
+    }
+    Err(ApiError::NotAcceptable(format!(
+        "Accept '{accept}' names no format this server writes: use application/fhir+json or application/fhir+xml"
+    )))
+}
+
+/// The format of a request body, or 415.
+pub fn request_format(req: &HttpRequest) -> Result<Format, ApiError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if ct.is_empty() {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type is missing: send application/fhir+json or application/fhir+xml".into(),
+        ));
+    }
+    format_of_mime(ct).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "Content-Type '{ct}' is not supported: send application/fhir+json or application/fhir+xml"
+        ))
+    })
+}
+
+/// Parses a FHIR request body in its declared format.
+pub fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("the request body is empty: a FHIR resource is required".into()));
+    }
+    let value = match request_format(req)? {
+        Format::Json => ers_fhir::parse_json(body)?,
+        Format::Xml => ers_fhir::parse_xml(body)?,
+    };
+    Ok(value)
+}
+
+/// A resource body: stored JSON text (sent as is when JSON was asked) or a value.
+pub enum Body {
+    Text(String),
+    Value(Value),
+}
+
+/// Whether `_pretty=true` was asked.
+pub fn pretty(req: &HttpRequest) -> bool {
+    query_param(req, "_pretty").as_deref() == Some("true")
+}
+
+/// Encodes a resource in the negotiated format.
+pub fn encode(body: Body, format: Format, pretty: bool) -> Result<Vec<u8>, ApiError> {
+    match (format, body) {
+        (Format::Json, Body::Text(t)) if !pretty => Ok(t.into_bytes()),
+        (Format::Json, Body::Text(t)) => {
+            let v: Value = serde_json::from_str(&t).map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+            serde_json::to_vec_pretty(&v).map_err(|e| ApiError::Internal(e.to_string()))
+        }
+        (Format::Json, Body::Value(v)) => {
+            if pretty {
+                serde_json::to_vec_pretty(&v).map_err(|e| ApiError::Internal(e.to_string()))
+            } else {
+                serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))
+            }
+        }
+        (Format::Xml, Body::Text(t)) => {
+            let v: Value = serde_json::from_str(&t).map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+            Ok(ers_fhir::to_xml(&v)?)
+        }
+        (Format::Xml, Body::Value(v)) => Ok(ers_fhir::to_xml(&v)?),
+    }
+}
+
+/// A FHIR response in the negotiated format.
+pub fn respond(req: &HttpRequest, status: StatusCode, body: Body) -> Result<HttpResponse, ApiError> {
+    let format = response_format(req)?;
+    let bytes = encode(body, format, pretty(req))?;
+    Ok(HttpResponse::build(status).insert_header((header::CONTENT_TYPE, format.content_type())).body(bytes))
+}

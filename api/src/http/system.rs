@@ -1,0 +1,40 @@
+//! `metadata`, `/_ping`, `/_status`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::handlers::base_url;
+use super::negotiate::{self, Body};
+use super::ApiError;
+use crate::fhir::capability::capability_statement;
+use crate::startup::AppState;
+
+pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let cs = capability_statement(&base_url(&req, &state), env!("CARGO_PKG_VERSION"), &state.started);
+    negotiate::respond(&req, StatusCode::OK, Body::Value(cs))
+}
+
+pub async fn ping() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "pass", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.pool.clone();
+    let backend = state.backend;
+    let checked = web::block(move || -> Result<(), String> {
+        let mut c = pool.get().map_err(|e| e.to_string())?;
+        ers_schema::store::ping(&mut c).map_err(|e| e.to_string())
+    })
+    .await;
+    match checked {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "pass", "checks": {"database": {"status": "pass", "backend": backend}}})),
+        Ok(Err(e)) => {
+            log::error!("status check: database failed: {e}");
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .json(json!({"status": "fail", "checks": {"database": {"status": "fail", "backend": backend, "error": "database unreachable"}}}))
+        }
+        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"status": "fail"})),
+    }
+}

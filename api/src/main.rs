@@ -1,0 +1,47 @@
+//! `ers-server [serve | migrate | seed]`.
+
+use ers_api::config::Settings;
+use ers_api::startup::{prepare_database, seed, Application};
+
+fn usage() -> ! {
+    eprintln!("usage: ers-server [serve | migrate | seed]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit");
+    std::process::exit(2)
+}
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    let result = match command.as_str() {
+        "serve" => match Application::build(settings.clone()) {
+            Ok(app) => {
+                log::info!("listening on http://{}/FHIR/R4 (port {})", settings.bind, app.port());
+                app.run_until_stopped().await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        "migrate" => prepare_database(&settings).map(|_| ()).map_err(|e| e.to_string()),
+        "seed" => prepare_database(&settings)
+            .and_then(|(pool, _)| seed(&pool, &Settings { seed: ers_api::config::SeedMode::Sandbox, ..settings.clone() }))
+            .map_err(|e| e.to_string()),
+        "-h" | "--help" | "help" => usage(),
+        other => {
+            eprintln!("unknown command '{other}'");
+            usage()
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Builds the application: pool, migrations, seed, HTTP server. Tests bind port 0.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, Compress, Logger};
+use actix_web::{web, App, HttpServer};
+use ers_schema::DbPool;
+
+use crate::config::{SeedMode, Settings};
+use crate::http::{routes, ApiError};
+
+/// Shared, read-only state of every worker.
+pub struct AppState {
+    pub pool: DbPool,
+    pub settings: Settings,
+    pub backend: &'static str,
+    /// When this process started (the CapabilityStatement date).
+    pub started: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Storage(#[from] ers_schema::StorageError),
+    #[error("cannot get a database connection: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("seeding failed: {0}")]
+    Seed(#[from] crate::service::ServiceError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// Pool + migrations; returns the pool and the backend name.
+pub fn prepare_database(settings: &Settings) -> Result<(DbPool, &'static str), StartupError> {
+    let pool = ers_schema::build_pool(&settings.database_url, settings.pool_size)?;
+    let mut conn = pool.get()?;
+    let applied = ers_schema::run_migrations(&mut conn)?;
+    let backend = conn.backend_name();
+    log::info!("database: {backend}, {applied} migration(s) applied");
+    Ok((pool, backend))
+}
+
+/// Seeds sandbox data when configured.
+pub fn seed(pool: &DbPool, settings: &Settings) -> Result<(), StartupError> {
+    if settings.seed == SeedMode::Sandbox {
+        let mut conn = pool.get()?;
+        let report = crate::service::seed::sandbox(&mut conn)?;
+        log::info!("sandbox data: {} created, {} already present", report.created, report.existing);
+    }
+    Ok(())
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        let (pool, backend) = prepare_database(&settings)?;
+        seed(&pool, &settings)?;
+        let listener = TcpListener::bind(&settings.bind).map_err(|e| StartupError::Bind(settings.bind.clone(), e))?;
+        let port = listener.local_addr().map_err(|e| StartupError::Bind(settings.bind.clone(), e))?.port();
+        let workers = settings.workers;
+        let max_body = settings.max_body_bytes;
+        let state = web::Data::new(AppState {
+            pool,
+            settings,
+            backend,
+            started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("invalid path: {e}")).into()))
+                .wrap(Compress::default())
+                .wrap(from_fn(crate::http::middleware::envelope))
+                .wrap(Logger::new("%a \"%r\" %s %b %Dms request_id=%{x-request-id}o correlation_id=%{x-correlation-id}i"))
+                .configure(routes::configure)
+        })
+        .listen(listener)
+        .map_err(|e| StartupError::Bind(format!("port {port}"), e))?;
+        if let Some(w) = workers {
+            server = server.workers(w);
+        }
+        Ok(Application { port, server: server.run() })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

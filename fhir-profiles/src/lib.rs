@@ -1,0 +1,108 @@
+//! The one crate that calls fhirbolt (FHIR R4). Its (de)serialisers are generic and would be
+//! re-monomorphised in every calling crate, so they sit behind plain functions here.
+//!
+//! Resources cross this boundary as `serde_json::Value` in FHIR JSON form: parsing checks the
+//! structure strictly against the R4 model (unknown elements, wrong JSON types, missing required
+//! elements, wrong `resourceType`) and returns the canonical JSON (elements in FHIR order).
+
+use fhirbolt::model::r4::Resource;
+use fhirbolt::serde::{DeserializationConfig, DeserializationMode, SerializationConfig};
+use serde_json::Value;
+
+/// A body that is not a well-formed FHIR R4 resource.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Not JSON / XML at all.
+    #[error("{0}")]
+    Syntax(String),
+    /// Well-formed, but not a valid FHIR R4 resource structure.
+    #[error("{0}")]
+    Structure(String),
+    /// XML with a document type declaration (refused: entities are never resolved).
+    #[error("XML document type declarations (DOCTYPE) are not allowed")]
+    Doctype,
+    /// A resource we produced could not be serialised (a server fault).
+    #[error("serialisation failed: {0}")]
+    Serialise(String),
+}
+
+fn strict() -> Option<DeserializationConfig> {
+    Some(DeserializationConfig {
+        mode: DeserializationMode::Strict,
+    })
+}
+
+fn sorted() -> Option<SerializationConfig> {
+    Some(SerializationConfig { always_sort: true })
+}
+
+/// Parses a FHIR JSON body into canonical FHIR JSON.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, FormatError> {
+    // Syntax first, so that a broken document gets a syntax message with its position.
+    let raw: Value = serde_json::from_slice(bytes).map_err(|e| FormatError::Syntax(format!("invalid JSON: {e}")))?;
+    if !raw.is_object() {
+        return Err(FormatError::Structure("a FHIR resource must be a JSON object".into()));
+    }
+    if raw.get("resourceType").and_then(Value::as_str).is_none() {
+        return Err(FormatError::Structure("missing 'resourceType'".into()));
+    }
+    let resource: Resource = fhirbolt::json::from_json_value(raw, strict()).map_err(|e| FormatError::Structure(e.to_string()))?;
+    fhirbolt::json::to_json_value(resource, sorted()).map_err(|e| FormatError::Serialise(e.to_string()))
+}
+
+/// Parses a FHIR XML body into canonical FHIR JSON. Any DOCTYPE is refused.
+pub fn parse_xml(bytes: &[u8]) -> Result<Value, FormatError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| FormatError::Syntax(format!("XML is not UTF-8: {e}")))?;
+    if text.contains("<!DOCTYPE") || text.contains("<!doctype") || text.contains("<!ENTITY") {
+        return Err(FormatError::Doctype);
+    }
+    let resource: Resource = fhirbolt::xml::from_str(text, strict()).map_err(|e| FormatError::Structure(format!("invalid FHIR XML: {e}")))?;
+    fhirbolt::json::to_json_value(resource, sorted()).map_err(|e| FormatError::Serialise(e.to_string()))
+}
+
+/// Checks that a JSON value is a valid FHIR R4 resource structure and returns it canonicalised.
+pub fn canonicalise(value: Value) -> Result<Value, FormatError> {
+    let resource: Resource = fhirbolt::json::from_json_value(value, strict()).map_err(|e| FormatError::Structure(e.to_string()))?;
+    fhirbolt::json::to_json_value(resource, sorted()).map_err(|e| FormatError::Serialise(e.to_string()))
+}
+
+/// Serialises a resource (FHIR JSON value) as FHIR XML.
+pub fn to_xml(value: &Value) -> Result<Vec<u8>, FormatError> {
+    let resource: Resource = fhirbolt::json::from_json_value(value.clone(), strict()).map_err(|e| FormatError::Serialise(e.to_string()))?;
+    fhirbolt::xml::to_vec(&resource, None).map_err(|e| FormatError::Serialise(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_decimals_and_orders_elements() {
+        let v = parse_json(br#"{"id":"x","resourceType":"Observation","status":"final","code":{"text":"t"},"valueQuantity":{"value":72.50}}"#)
+            .expect("valid");
+        let text = serde_json::to_string(&v).expect("json");
+        assert!(text.starts_with(r#"{"resourceType":"Observation","id":"x""#), "{text}");
+        assert!(text.contains("72.50"), "{text}");
+    }
+
+    #[test]
+    fn unknown_element_is_a_structure_error() {
+        let e = parse_json(br#"{"resourceType":"Patient","foo":1}"#).expect_err("invalid");
+        assert!(matches!(e, FormatError::Structure(_)));
+        assert!(e.to_string().contains("foo"), "{e}");
+    }
+
+    #[test]
+    fn doctype_is_refused() {
+        let xml = br#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><Patient xmlns="http://hl7.org/fhir"><id value="a"/></Patient>"#;
+        assert!(matches!(parse_xml(xml), Err(FormatError::Doctype)));
+    }
+
+    #[test]
+    fn xml_round_trip() {
+        let v = parse_json(br#"{"resourceType":"Patient","id":"p1","gender":"female","birthDate":"1980-01-02"}"#).expect("valid");
+        let xml = to_xml(&v).expect("xml");
+        let back = parse_xml(&xml).expect("parse xml");
+        assert_eq!(v, back);
+    }
+}

@@ -1,0 +1,71 @@
+//! Storage for the e-RS FHIR server: the diesel schema, row types and query functions.
+//!
+//! Everything here is backend-neutral: one code path serves SQLite and PostgreSQL through
+//! [`DbConnection`] (a `diesel::MultiConnection`). Per-backend branches exist only in `conn.rs`
+//! (pragmas, migrations) and [`write_tx`], each with a comment saying why.
+
+pub mod conn;
+pub mod rows;
+pub mod schema;
+pub mod search;
+pub mod store;
+
+pub use conn::{build_pool, run_migrations, DatabaseUrl, DbConnection, DbPool, PooledConn};
+pub use rows::*;
+
+/// Errors of the storage layer. The HTTP layer maps them to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl StorageError {
+    /// True when the error is a unique-constraint violation (a concurrent writer won).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// Runs `f` in a write transaction. On SQLite the first statement takes the database write
+/// lock (see the `write_lock` table), so concurrent writers wait on `busy_timeout` instead of
+/// failing with SQLITE_BUSY; PostgreSQL needs no such step.
+pub fn write_tx<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::Connection;
+    conn.transaction(|c| {
+        if matches!(c, DbConnection::Sqlite(_)) {
+            store::take_sqlite_write_lock(c)?;
+        }
+        f(c)
+    })
+}
+
+/// Runs `f` in a read transaction, so multi-statement reads see one snapshot.
+pub fn read_tx<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::Connection;
+    conn.transaction(f)
+}

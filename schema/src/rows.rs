@@ -1,0 +1,119 @@
+//! Row types: what the tables hold, apart from the queries over them.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::schema::*;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = resources)]
+pub struct ResourceRow {
+    pub res_type: String,
+    pub id: String,
+    pub version_id: i64,
+    pub last_updated: NaiveDateTime,
+    pub deleted: i32,
+    pub content: String,
+}
+
+impl ResourceRow {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted != 0
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = resource_versions)]
+pub struct VersionRow {
+    pub res_type: String,
+    pub id: String,
+    pub version_id: i64,
+    pub last_updated: NaiveDateTime,
+    pub method: String,
+    pub deleted: i32,
+    pub content: String,
+    pub author_user: Option<String>,
+    pub author_role: String,
+    pub author_org: String,
+    pub request_id: String,
+}
+
+impl VersionRow {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted != 0
+    }
+}
+
+/// Who made a change, recorded with every version.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub user: Option<String>,
+    pub role: String,
+    pub org: String,
+    pub request_id: String,
+}
+
+/// A token index entry (`system|code`); `system` is empty when the element has none.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokenEntry {
+    pub param: String,
+    pub system: String,
+    pub code: String,
+}
+
+/// A string index entry: `norm` is lower-cased with accents and punctuation folded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StringEntry {
+    pub param: String,
+    pub norm: String,
+    pub exact: String,
+}
+
+/// A date index entry: the instant range `[low, high]` the element covers, in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DateEntry {
+    pub param: String,
+    pub low: NaiveDateTime,
+    pub high: NaiveDateTime,
+}
+
+/// A reference index entry to a local resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RefEntry {
+    pub param: String,
+    pub target_type: String,
+    pub target_id: String,
+}
+
+/// A business identifier that must be unique within a resource type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UniqueKey {
+    pub system: String,
+    pub value: String,
+}
+
+/// Everything indexed for one resource version.
+#[derive(Debug, Clone, Default)]
+pub struct IndexEntries {
+    pub tokens: Vec<TokenEntry>,
+    pub strings: Vec<StringEntry>,
+    pub dates: Vec<DateEntry>,
+    pub refs: Vec<RefEntry>,
+    pub unique: Vec<UniqueKey>,
+}
+
+impl IndexEntries {
+    /// Sorts and removes duplicates (the tables' primary keys forbid them).
+    pub fn dedup(&mut self) {
+        self.tokens.sort();
+        self.tokens.dedup();
+        self.strings.sort();
+        self.strings.dedup_by(|a, b| a.param == b.param && a.exact == b.exact);
+        self.dates.sort();
+        self.dates.dedup();
+        self.refs.sort();
+        self.refs.dedup();
+        self.unique.sort();
+        self.unique.dedup();
+    }
+}

@@ -1,0 +1,96 @@
+//! Diesel table definitions. Kept by hand in step with `migrations/{sqlite,postgres}`, which are
+//! identical in shape; only portable SQL types are used (Text, BigInt, Integer, Timestamp).
+
+diesel::table! {
+    resources (res_type, id) {
+        res_type -> Text,
+        id -> Text,
+        version_id -> BigInt,
+        last_updated -> Timestamp,
+        deleted -> Integer,
+        content -> Text,
+    }
+}
+
+diesel::table! {
+    resource_versions (res_type, id, version_id) {
+        res_type -> Text,
+        id -> Text,
+        version_id -> BigInt,
+        last_updated -> Timestamp,
+        method -> Text,
+        deleted -> Integer,
+        content -> Text,
+        author_user -> Nullable<Text>,
+        author_role -> Text,
+        author_org -> Text,
+        request_id -> Text,
+    }
+}
+
+diesel::table! {
+    search_tokens (res_type, res_id, param, system, code) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        system -> Text,
+        code -> Text,
+    }
+}
+
+diesel::table! {
+    search_strings (res_type, res_id, param, value_exact) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        value_norm -> Text,
+        value_exact -> Text,
+    }
+}
+
+diesel::table! {
+    search_dates (res_type, res_id, param, low, high) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        low -> Timestamp,
+        high -> Timestamp,
+    }
+}
+
+diesel::table! {
+    search_refs (res_type, res_id, param, target_type, target_id) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        target_type -> Text,
+        target_id -> Text,
+    }
+}
+
+diesel::table! {
+    unique_identifiers (res_type, system, value) {
+        res_type -> Text,
+        system -> Text,
+        value -> Text,
+        res_id -> Text,
+    }
+}
+
+diesel::table! {
+    write_lock (id) {
+        id -> Integer,
+        counter -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    resources,
+    resource_versions,
+    search_tokens,
+    search_strings,
+    search_dates,
+    search_refs,
+    unique_identifiers,
+    write_lock,
+);

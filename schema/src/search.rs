@@ -1,0 +1,396 @@
+//! The generic search over the index tables. Knows nothing of FHIR element paths: the caller
+//! turns search parameters into [`Criterion`]s and this module turns those into SQL.
+//!
+//! Every criterion becomes `resources.id IN (SELECT res_id FROM search_<kind> WHERE ...)`;
+//! chained parameters nest one such subquery inside another; values of one parameter are ORed
+//! and parameters are ANDed, as FHIR search says.
+//!
+//! Why the subqueries are SQL text with bind parameters ([`SqlPredicate`]) rather than diesel
+//! DSL: a boxed diesel subquery over `MultiBackend` cannot be rendered inside `IN (...)` (diesel
+//! dispatches that fragment per backend and the boxed query is neither `Pg` nor `Sqlite`). The
+//! text is plain ANSI SQL that both databases run unchanged, every value is a bind parameter,
+//! and the outer query is still diesel's.
+
+use chrono::NaiveDateTime;
+use diesel::dsl::sql;
+use diesel::expression::{is_aggregate, ValidGrouping};
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{Bool, Integer, Nullable, Text, Timestamp};
+
+use crate::conn::MultiBackend;
+use crate::rows::ResourceRow;
+use crate::schema::*;
+use crate::{DbConnection, StorageError};
+
+/// One value of a token parameter. `system: None` matches any system, `Some("")` only codes
+/// without a system; `code: None` matches any code in the system.
+#[derive(Debug, Clone)]
+pub struct TokenMatch {
+    pub system: Option<String>,
+    pub code: Option<String>,
+}
+
+/// One value of a string parameter (already normalised for `StartsWith` and `Contains`).
+#[derive(Debug, Clone)]
+pub enum StringMatch {
+    StartsWith(String),
+    Contains(String),
+    Exact(String),
+}
+
+/// Date comparison prefixes of FHIR search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatePrefix {
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    Sa,
+    Eb,
+}
+
+/// One value of a date parameter: the prefix and the range `[low, high]` the value covers.
+#[derive(Debug, Clone)]
+pub struct DateMatch {
+    pub prefix: DatePrefix,
+    pub low: NaiveDateTime,
+    pub high: NaiveDateTime,
+}
+
+/// One value of a reference parameter.
+#[derive(Debug, Clone)]
+pub struct RefMatch {
+    pub target_type: Option<String>,
+    pub id: String,
+}
+
+/// Which index table a parameter lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Token,
+    String,
+    Date,
+    Reference,
+}
+
+/// One ANDed search criterion.
+#[derive(Debug, Clone)]
+pub enum Criterion {
+    Id(Vec<String>),
+    LastUpdated(Vec<DateMatch>),
+    Token { param: String, any_of: Vec<TokenMatch>, negate: bool },
+    String { param: String, any_of: Vec<StringMatch> },
+    Date { param: String, any_of: Vec<DateMatch> },
+    Reference { param: String, any_of: Vec<RefMatch> },
+    /// `param.inner`: resources whose `param` refers to a `target_type` matching `inner`.
+    Chain { param: String, target_type: String, inner: Box<Criterion> },
+    /// `param:missing=true|false`.
+    Missing { param: String, kind: IndexKind, missing: bool },
+}
+
+/// A sort key; `desc` reverses it.
+#[derive(Debug, Clone)]
+pub enum SortKey {
+    Id,
+    LastUpdated,
+    /// By the smallest (ascending) or largest (descending) indexed value of a parameter.
+    Param { param: String, kind: IndexKind },
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub res_type: String,
+    pub criteria: Vec<Criterion>,
+    pub sort: Vec<(SortKey, bool)>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Sql(String),
+    Text(String),
+    Ts(NaiveDateTime),
+}
+
+/// A boolean SQL expression: SQL text with bound values, usable in a diesel `filter`.
+#[derive(Debug, Clone, Default)]
+pub struct SqlPredicate {
+    parts: Vec<Part>,
+}
+
+impl SqlPredicate {
+    fn sql(mut self, s: &str) -> Self {
+        self.parts.push(Part::Sql(s.to_owned()));
+        self
+    }
+    fn text(mut self, v: &str) -> Self {
+        self.parts.push(Part::Text(v.to_owned()));
+        self
+    }
+    fn ts(mut self, v: NaiveDateTime) -> Self {
+        self.parts.push(Part::Ts(v));
+        self
+    }
+    fn append(mut self, other: SqlPredicate) -> Self {
+        self.parts.extend(other.parts);
+        self
+    }
+    /// `(a) OR (b) OR ...`; an empty list is TRUE (no restriction).
+    fn any(preds: Vec<SqlPredicate>) -> SqlPredicate {
+        if preds.is_empty() {
+            return SqlPredicate::default().sql("1 = 1");
+        }
+        let mut out = SqlPredicate::default().sql("(");
+        for (i, p) in preds.into_iter().enumerate() {
+            if i > 0 {
+                out = out.sql(" OR ");
+            }
+            out = out.sql("(").append(p).sql(")");
+        }
+        out.sql(")")
+    }
+}
+
+impl Expression for SqlPredicate {
+    type SqlType = Bool;
+}
+impl<QS> AppearsOnTable<QS> for SqlPredicate {}
+impl<QS> SelectableExpression<QS> for SqlPredicate {}
+impl ValidGrouping<()> for SqlPredicate {
+    type IsAggregate = is_aggregate::Never;
+}
+impl QueryId for SqlPredicate {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+impl QueryFragment<MultiBackend> for SqlPredicate {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+        for p in &self.parts {
+            match p {
+                Part::Sql(s) => out.push_sql(s),
+                Part::Text(v) => out.push_bind_param::<Text, String>(v)?,
+                Part::Ts(v) => out.push_bind_param::<Timestamp, NaiveDateTime>(v)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The FHIR date-prefix semantics over a stored range `[lo, hi]` (column names) and a
+/// searched range.
+fn date_predicate(lo: &str, hi: &str, m: &DateMatch) -> SqlPredicate {
+    let p = SqlPredicate::default();
+    let (pl, ph) = (m.low, m.high);
+    match m.prefix {
+        DatePrefix::Eq => p.sql(&format!("{lo} >= ")).ts(pl).sql(&format!(" AND {hi} <= ")).ts(ph),
+        DatePrefix::Ne => p.sql(&format!("({lo} < ")).ts(pl).sql(&format!(" OR {hi} > ")).ts(ph).sql(")"),
+        DatePrefix::Lt => p.sql(&format!("{lo} < ")).ts(pl),
+        DatePrefix::Gt => p.sql(&format!("{hi} > ")).ts(ph),
+        DatePrefix::Le => p.sql(&format!("{lo} <= ")).ts(ph),
+        DatePrefix::Ge => p.sql(&format!("{hi} >= ")).ts(pl),
+        DatePrefix::Sa => p.sql(&format!("{lo} > ")).ts(ph),
+        DatePrefix::Eb => p.sql(&format!("{hi} < ")).ts(pl),
+    }
+}
+
+fn table_of(kind: IndexKind) -> &'static str {
+    match kind {
+        IndexKind::Token => "search_tokens",
+        IndexKind::String => "search_strings",
+        IndexKind::Date => "search_dates",
+        IndexKind::Reference => "search_refs",
+    }
+}
+
+/// `SELECT res_id FROM <index> WHERE res_type = ? AND param = ? AND (<values>)`, or None
+/// for criteria that are not over an index table.
+fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
+    let (kind, param, values) = match crit {
+        Criterion::Token { param, any_of, .. } => {
+            let values = any_of
+                .iter()
+                .map(|m| {
+                    let mut p = SqlPredicate::default().sql("1 = 1");
+                    if let Some(code) = &m.code {
+                        p = p.sql(" AND code = ").text(code);
+                    }
+                    if let Some(system) = &m.system {
+                        p = p.sql(" AND system = ").text(system);
+                    }
+                    p
+                })
+                .collect();
+            (IndexKind::Token, param, values)
+        }
+        Criterion::String { param, any_of } => {
+            let values = any_of
+                .iter()
+                .map(|m| match m {
+                    StringMatch::StartsWith(v) => SqlPredicate::default()
+                        .sql("value_norm LIKE ")
+                        .text(&format!("{}%", like_escape(v)))
+                        .sql(" ESCAPE '\\'"),
+                    StringMatch::Contains(v) => SqlPredicate::default()
+                        .sql("value_norm LIKE ")
+                        .text(&format!("%{}%", like_escape(v)))
+                        .sql(" ESCAPE '\\'"),
+                    StringMatch::Exact(v) => SqlPredicate::default().sql("value_exact = ").text(v),
+                })
+                .collect();
+            (IndexKind::String, param, values)
+        }
+        Criterion::Date { param, any_of } => {
+            let values = any_of.iter().map(|m| date_predicate("low", "high", m)).collect();
+            (IndexKind::Date, param, values)
+        }
+        Criterion::Reference { param, any_of } => {
+            let values = any_of
+                .iter()
+                .map(|m| {
+                    let mut p = SqlPredicate::default().sql("target_id = ").text(&m.id);
+                    if let Some(t) = &m.target_type {
+                        p = p.sql(" AND target_type = ").text(t);
+                    }
+                    p
+                })
+                .collect();
+            (IndexKind::Reference, param, values)
+        }
+        Criterion::Missing { param, kind, .. } => (*kind, param, Vec::new()),
+        Criterion::Chain { param, target_type, inner } => {
+            let inner_sub = index_subquery(target_type, inner)?;
+            let (inner_sub, negate) = match inner.as_ref() {
+                Criterion::Token { negate: true, .. } => (inner_sub, true),
+                Criterion::Missing { missing: true, .. } => (inner_sub, true),
+                _ => (inner_sub, false),
+            };
+            let op = if negate { " NOT IN (" } else { " IN (" };
+            let values = vec![SqlPredicate::default().sql("target_type = ").text(target_type).sql(" AND target_id").sql(op).append(inner_sub).sql(")")];
+            (IndexKind::Reference, param, values)
+        }
+        Criterion::Id(_) | Criterion::LastUpdated(_) => return None,
+    };
+    Some(
+        SqlPredicate::default()
+            .sql(&format!("SELECT res_id FROM {} WHERE res_type = ", table_of(kind)))
+            .text(res_type)
+            .sql(" AND param = ")
+            .text(param)
+            .sql(" AND ")
+            .append(SqlPredicate::any(values)),
+    )
+}
+
+fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
+    match crit {
+        Criterion::Id(ids) => {
+            let values = ids.iter().map(|id| SqlPredicate::default().sql("resources.id = ").text(id)).collect();
+            SqlPredicate::any(values)
+        }
+        Criterion::LastUpdated(any_of) => SqlPredicate::any(
+            any_of
+                .iter()
+                .map(|m| date_predicate("resources.last_updated", "resources.last_updated", m))
+                .collect(),
+        ),
+        other => {
+            let negate = matches!(
+                other,
+                Criterion::Token { negate: true, .. } | Criterion::Missing { missing: true, .. }
+            );
+            match index_subquery(res_type, other) {
+                Some(sub) => SqlPredicate::default()
+                    .sql(if negate { "resources.id NOT IN (" } else { "resources.id IN (" })
+                    .append(sub)
+                    .sql(")"),
+                None => SqlPredicate::default().sql("1 = 0"),
+            }
+        }
+    }
+}
+
+fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
+    let mut query = resources::table
+        .filter(resources::res_type.eq(q.res_type.clone()))
+        .filter(resources::deleted.eq(0))
+        .into_boxed();
+    for c in &q.criteria {
+        query = query.filter(res_predicate(&q.res_type, c));
+    }
+    query
+}
+
+/// Parameter names come from the server's registry, never from the client; this guard keeps
+/// that true for the SQL text built below.
+fn safe_param(param: &str) -> Result<&str, StorageError> {
+    if !param.is_empty() && param.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        Ok(param)
+    } else {
+        Err(StorageError::Config(format!("invalid sort parameter name '{param}'")))
+    }
+}
+
+/// The matching rows for one page, and the total when `with_total`.
+pub fn search(conn: &mut DbConnection, q: &SearchQuery, with_total: bool) -> Result<(Vec<ResourceRow>, Option<i64>), StorageError> {
+    let total = if with_total {
+        Some(filtered(q).count().get_result::<i64>(conn)?)
+    } else {
+        None
+    };
+    let mut query = filtered(q);
+    for (key, desc) in &q.sort {
+        match key {
+            SortKey::Id => {
+                query = if *desc { query.then_order_by(resources::id.desc()) } else { query.then_order_by(resources::id.asc()) }
+            }
+            SortKey::LastUpdated => {
+                query = if *desc {
+                    query.then_order_by(resources::last_updated.desc())
+                } else {
+                    query.then_order_by(resources::last_updated.asc())
+                }
+            }
+            SortKey::Param { param, kind } => {
+                // A correlated scalar subquery in portable SQL (diesel cannot express the
+                // correlation); resources without a value sort last in either direction.
+                let param = safe_param(param)?;
+                let (table, col_asc, col_desc) = match kind {
+                    IndexKind::Token => ("search_tokens", "MIN(s.code)", "MAX(s.code)"),
+                    IndexKind::String => ("search_strings", "MIN(s.value_norm)", "MAX(s.value_norm)"),
+                    IndexKind::Date => ("search_dates", "MIN(s.low)", "MAX(s.high)"),
+                    IndexKind::Reference => ("search_refs", "MIN(s.target_id)", "MAX(s.target_id)"),
+                };
+                let agg = if *desc { col_desc } else { col_asc };
+                let sub = format!(
+                    "(SELECT {agg} FROM {table} s WHERE s.res_type = resources.res_type AND s.res_id = resources.id AND s.param = '{param}')"
+                );
+                query = query.then_order_by(sql::<Integer>(&format!("CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END")));
+                let value = sql::<Nullable<Text>>(&sub);
+                query = if *desc { query.then_order_by(value.desc()) } else { query.then_order_by(value.asc()) };
+            }
+        }
+    }
+    // A total order, so that offset paging is stable.
+    query = query.then_order_by(resources::id.asc());
+    let rows = query
+        .offset(q.offset)
+        .limit(q.limit)
+        .select(ResourceRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}

@@ -1,0 +1,419 @@
+//! Query functions for resources, versions and their indexes. Callers own the transaction.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::rows::*;
+use crate::schema::*;
+use crate::{DbConnection, StorageError};
+
+type QResult<T> = Result<T, StorageError>;
+
+pub(crate) fn take_sqlite_write_lock(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
+    diesel::update(write_lock::table.filter(write_lock::id.eq(1)))
+        .set(write_lock::counter.eq(write_lock::counter + 1))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// A check that the database answers.
+pub fn ping(conn: &mut DbConnection) -> QResult<()> {
+    resources::table
+        .select(diesel::dsl::count_star())
+        .filter(resources::res_type.eq("__ping__"))
+        .first::<i64>(conn)?;
+    Ok(())
+}
+
+/// The current row of a resource, deleted or not.
+pub fn get_current(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<Option<ResourceRow>> {
+    Ok(resources::table
+        .filter(resources::res_type.eq(res_type))
+        .filter(resources::id.eq(id))
+        .select(ResourceRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Live (not deleted) resources of a type among `ids`.
+pub fn get_many(conn: &mut DbConnection, res_type: &str, ids: &[String]) -> QResult<Vec<ResourceRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        out.extend(
+            resources::table
+                .filter(resources::res_type.eq(res_type))
+                .filter(resources::id.eq_any(chunk))
+                .filter(resources::deleted.eq(0))
+                .select(ResourceRow::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Whether a live resource exists.
+pub fn exists(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<bool> {
+    let n: i64 = resources::table
+        .filter(resources::res_type.eq(res_type))
+        .filter(resources::id.eq(id))
+        .filter(resources::deleted.eq(0))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}
+
+/// One version of a resource.
+pub fn get_version(
+    conn: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    version_id: i64,
+) -> QResult<Option<VersionRow>> {
+    Ok(resource_versions::table
+        .filter(resource_versions::res_type.eq(res_type))
+        .filter(resource_versions::id.eq(id))
+        .filter(resource_versions::version_id.eq(version_id))
+        .select(VersionRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Scope of a history query.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub res_type: Option<String>,
+    pub id: Option<String>,
+    pub since: Option<NaiveDateTime>,
+    pub at_or_before: Option<NaiveDateTime>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+fn history_base(q: &HistoryQuery) -> resource_versions::BoxedQuery<'static, crate::conn::MultiBackend> {
+    let mut query = resource_versions::table.into_boxed();
+    if let Some(t) = &q.res_type {
+        query = query.filter(resource_versions::res_type.eq(t.clone()));
+    }
+    if let Some(id) = &q.id {
+        query = query.filter(resource_versions::id.eq(id.clone()));
+    }
+    if let Some(since) = q.since {
+        query = query.filter(resource_versions::last_updated.ge(since));
+    }
+    if let Some(before) = q.at_or_before {
+        query = query.filter(resource_versions::last_updated.le(before));
+    }
+    query
+}
+
+/// Versions, newest first, and how many there are in all.
+pub fn history(conn: &mut DbConnection, q: &HistoryQuery) -> QResult<(Vec<VersionRow>, i64)> {
+    let total: i64 = history_base(q).count().get_result(conn)?;
+    let rows = history_base(q)
+        .order((
+            resource_versions::last_updated.desc(),
+            resource_versions::res_type.asc(),
+            resource_versions::id.asc(),
+            resource_versions::version_id.desc(),
+        ))
+        .offset(q.offset)
+        .limit(q.limit)
+        .select(VersionRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+/// A new resource version to store.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub res_type: &'a str,
+    pub id: &'a str,
+    pub version_id: i64,
+    pub last_updated: NaiveDateTime,
+    pub content: &'a str,
+    pub author: &'a Author,
+}
+
+fn version_row(v: &NewVersion<'_>, method: &str, deleted: bool) -> VersionRow {
+    VersionRow {
+        res_type: v.res_type.to_owned(),
+        id: v.id.to_owned(),
+        version_id: v.version_id,
+        last_updated: v.last_updated,
+        method: method.to_owned(),
+        deleted: i32::from(deleted),
+        content: v.content.to_owned(),
+        author_user: v.author.user.clone(),
+        author_role: v.author.role.clone(),
+        author_org: v.author.org.clone(),
+        request_id: v.author.request_id.clone(),
+    }
+}
+
+/// Inserts a brand-new resource (version 1), its version row and its indexes.
+pub fn insert_resource(conn: &mut DbConnection, v: &NewVersion<'_>, index: &IndexEntries) -> QResult<()> {
+    diesel::insert_into(resources::table)
+        .values((
+            resources::res_type.eq(v.res_type),
+            resources::id.eq(v.id),
+            resources::version_id.eq(v.version_id),
+            resources::last_updated.eq(v.last_updated),
+            resources::deleted.eq(0),
+            resources::content.eq(v.content),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(resource_versions::table)
+        .values(version_row(v, "POST", false))
+        .execute(conn)?;
+    write_index(conn, v.res_type, v.id, index)
+}
+
+/// Replaces the current version if it is still `expected_version`; returns false when another
+/// writer got there first (nothing is changed then).
+pub fn update_resource(
+    conn: &mut DbConnection,
+    v: &NewVersion<'_>,
+    expected_version: i64,
+    index: &IndexEntries,
+) -> QResult<bool> {
+    let n = diesel::update(
+        resources::table
+            .filter(resources::res_type.eq(v.res_type))
+            .filter(resources::id.eq(v.id))
+            .filter(resources::version_id.eq(expected_version)),
+    )
+    .set((
+        resources::version_id.eq(v.version_id),
+        resources::last_updated.eq(v.last_updated),
+        resources::deleted.eq(0),
+        resources::content.eq(v.content),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    diesel::insert_into(resource_versions::table)
+        .values(version_row(v, "PUT", false))
+        .execute(conn)?;
+    clear_index(conn, v.res_type, v.id)?;
+    write_index(conn, v.res_type, v.id, index)?;
+    Ok(true)
+}
+
+/// Marks a resource deleted (a new version with method DELETE; content kept), drops its
+/// indexes. Returns false when another writer changed it first.
+pub fn delete_resource(conn: &mut DbConnection, v: &NewVersion<'_>, expected_version: i64) -> QResult<bool> {
+    let n = diesel::update(
+        resources::table
+            .filter(resources::res_type.eq(v.res_type))
+            .filter(resources::id.eq(v.id))
+            .filter(resources::version_id.eq(expected_version)),
+    )
+    .set((
+        resources::version_id.eq(v.version_id),
+        resources::last_updated.eq(v.last_updated),
+        resources::deleted.eq(1),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    diesel::insert_into(resource_versions::table)
+        .values(version_row(v, "DELETE", true))
+        .execute(conn)?;
+    clear_index(conn, v.res_type, v.id)?;
+    Ok(true)
+}
+
+fn clear_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<()> {
+    diesel::delete(
+        search_tokens::table
+            .filter(search_tokens::res_type.eq(res_type))
+            .filter(search_tokens::res_id.eq(id)),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        search_strings::table
+            .filter(search_strings::res_type.eq(res_type))
+            .filter(search_strings::res_id.eq(id)),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        search_dates::table
+            .filter(search_dates::res_type.eq(res_type))
+            .filter(search_dates::res_id.eq(id)),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        search_refs::table
+            .filter(search_refs::res_type.eq(res_type))
+            .filter(search_refs::res_id.eq(id)),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        unique_identifiers::table
+            .filter(unique_identifiers::res_type.eq(res_type))
+            .filter(unique_identifiers::res_id.eq(id)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+fn write_index(conn: &mut DbConnection, res_type: &str, id: &str, index: &IndexEntries) -> QResult<()> {
+    for t in &index.tokens {
+        diesel::insert_into(search_tokens::table)
+            .values((
+                search_tokens::res_type.eq(res_type),
+                search_tokens::res_id.eq(id),
+                search_tokens::param.eq(&t.param),
+                search_tokens::system.eq(&t.system),
+                search_tokens::code.eq(&t.code),
+            ))
+            .execute(conn)?;
+    }
+    for s in &index.strings {
+        diesel::insert_into(search_strings::table)
+            .values((
+                search_strings::res_type.eq(res_type),
+                search_strings::res_id.eq(id),
+                search_strings::param.eq(&s.param),
+                search_strings::value_norm.eq(&s.norm),
+                search_strings::value_exact.eq(&s.exact),
+            ))
+            .execute(conn)?;
+    }
+    for d in &index.dates {
+        diesel::insert_into(search_dates::table)
+            .values((
+                search_dates::res_type.eq(res_type),
+                search_dates::res_id.eq(id),
+                search_dates::param.eq(&d.param),
+                search_dates::low.eq(d.low),
+                search_dates::high.eq(d.high),
+            ))
+            .execute(conn)?;
+    }
+    for r in &index.refs {
+        diesel::insert_into(search_refs::table)
+            .values((
+                search_refs::res_type.eq(res_type),
+                search_refs::res_id.eq(id),
+                search_refs::param.eq(&r.param),
+                search_refs::target_type.eq(&r.target_type),
+                search_refs::target_id.eq(&r.target_id),
+            ))
+            .execute(conn)?;
+    }
+    for u in &index.unique {
+        diesel::insert_into(unique_identifiers::table)
+            .values((
+                unique_identifiers::res_type.eq(res_type),
+                unique_identifiers::system.eq(&u.system),
+                unique_identifiers::value.eq(&u.value),
+                unique_identifiers::res_id.eq(id),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The resource (other than `except_id`) that already holds a unique business identifier.
+pub fn unique_owner(
+    conn: &mut DbConnection,
+    res_type: &str,
+    key: &UniqueKey,
+    except_id: Option<&str>,
+) -> QResult<Option<String>> {
+    let mut q = unique_identifiers::table
+        .filter(unique_identifiers::res_type.eq(res_type.to_owned()))
+        .filter(unique_identifiers::system.eq(key.system.clone()))
+        .filter(unique_identifiers::value.eq(key.value.clone()))
+        .select(unique_identifiers::res_id)
+        .into_boxed();
+    if let Some(id) = except_id {
+        q = q.filter(unique_identifiers::res_id.ne(id.to_owned()));
+    }
+    Ok(q.first::<String>(conn).optional()?)
+}
+
+/// Live resources that refer to `target_type/target_id` (type, id), at most `limit`.
+pub fn referrers(
+    conn: &mut DbConnection,
+    target_type: &str,
+    target_id: &str,
+    limit: i64,
+) -> QResult<Vec<(String, String)>> {
+    Ok(search_refs::table
+        .filter(search_refs::target_type.eq(target_type))
+        .filter(search_refs::target_id.eq(target_id))
+        .select((search_refs::res_type, search_refs::res_id))
+        .distinct()
+        .order((search_refs::res_type, search_refs::res_id))
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// Reference targets of the given resources through one parameter (for `_include`).
+pub fn refs_from(
+    conn: &mut DbConnection,
+    res_type: &str,
+    ids: &[String],
+    param: &str,
+    target_type: Option<&str>,
+) -> QResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let mut q = search_refs::table
+            .filter(search_refs::res_type.eq(res_type.to_owned()))
+            .filter(search_refs::param.eq(param.to_owned()))
+            .filter(search_refs::res_id.eq_any(chunk.to_vec()))
+            .select((search_refs::target_type, search_refs::target_id))
+            .distinct()
+            .into_boxed();
+        if let Some(t) = target_type {
+            q = q.filter(search_refs::target_type.eq(t.to_owned()));
+        }
+        out.extend(q.load::<(String, String)>(conn)?);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Ids of `source_type` resources whose `param` refers to one of the targets (for `_revinclude`).
+pub fn refs_to(
+    conn: &mut DbConnection,
+    source_type: &str,
+    param: &str,
+    target_type: &str,
+    target_ids: &[String],
+) -> QResult<Vec<String>> {
+    let mut out = Vec::new();
+    for chunk in target_ids.chunks(500) {
+        out.extend(
+            search_refs::table
+                .filter(search_refs::res_type.eq(source_type))
+                .filter(search_refs::param.eq(param))
+                .filter(search_refs::target_type.eq(target_type))
+                .filter(search_refs::target_id.eq_any(chunk))
+                .select(search_refs::res_id)
+                .distinct()
+                .load::<String>(conn)?,
+        );
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// How many live resources of a type exist.
+pub fn count_live(conn: &mut DbConnection, res_type: &str) -> QResult<i64> {
+    Ok(resources::table
+        .filter(resources::res_type.eq(res_type))
+        .filter(resources::deleted.eq(0))
+        .count()
+        .get_result(conn)?)
+}
