@@ -1,1 +1,8 @@
+//! The one integration-test binary: the real server over HTTP against a fresh database per test.
 
+mod helpers;
+
+mod crud;
+mod errors;
+mod search;
+mod system;

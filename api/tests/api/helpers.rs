@@ -1,0 +1,204 @@
+//! `spawn_app`: the real server on a random port against a fresh database (a temp SQLite file,
+//! or a fresh PostgreSQL database when ERS_TEST_POSTGRES_URL is set).
+
+use std::io::Write;
+use std::sync::Once;
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use ers_api::config::{SeedMode, Settings};
+use ers_api::startup::Application;
+use serde_json::{json, Value};
+
+pub struct TestApp {
+    pub base: String,
+    pub root: String,
+    pub client: awc::Client,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// Asserts an OperationOutcome error with the status and issue code, returns diagnostics.
+    pub fn assert_outcome(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        let oo = self.json();
+        assert_eq!(oo["resourceType"], "OperationOutcome", "{oo}");
+        assert_eq!(oo["issue"][0]["code"], code, "{oo}");
+        assert_eq!(oo["issue"][0]["severity"], "error", "{oo}");
+        let diag = oo["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned();
+        assert!(!diag.is_empty(), "diagnostics must say what was wrong: {oo}");
+        diag
+    }
+}
+
+static BACKEND_NOTICE: Once = Once::new();
+
+fn database_url() -> String {
+    match std::env::var("ERS_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) {
+        Some(admin_url) => {
+            BACKEND_NOTICE.call_once(|| {
+                let _ = writeln!(std::io::stderr(), "ers tests: running on PostgreSQL ({admin_url})");
+            });
+            let name = format!("ers_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = PgConnection::establish(&admin_url).expect("connect to ERS_TEST_POSTGRES_URL");
+            diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).expect("create test database");
+            let mut url = url::Url::parse(&admin_url).expect("ERS_TEST_POSTGRES_URL is a URL");
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+        None => {
+            BACKEND_NOTICE.call_once(|| {
+                let _ = writeln!(std::io::stderr(), "ers tests: running on SQLite; PostgreSQL SKIPPED (set ERS_TEST_POSTGRES_URL to run on PostgreSQL)");
+            });
+            let path = std::env::temp_dir().join(format!("ers-test-{}.db", uuid::Uuid::new_v4().simple()));
+            format!("sqlite://{}", path.display())
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(SeedMode::None).await
+}
+
+pub async fn spawn_with(seed: SeedMode) -> TestApp {
+    let settings = Settings {
+        database_url: database_url(),
+        bind: "127.0.0.1:0".into(),
+        seed,
+        pool_size: 4,
+        workers: Some(1),
+        ..Settings::default()
+    };
+    let app = Application::build(settings).expect("application starts");
+    let port = app.port();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+    TestApp {
+        base: format!("http://127.0.0.1:{port}/FHIR/R4"),
+        root: format!("http://127.0.0.1:{port}"),
+        client,
+    }
+}
+
+pub const BF: &str = "NHSD-eRS-Business-Function";
+pub const ODS: &str = "NHSD-End-User-Organisation-ODS";
+
+impl TestApp {
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else if path.starts_with('/') {
+            format!("{}{}", self.root, path)
+        } else {
+            format!("{}/{}", self.base, path)
+        }
+    }
+
+    /// A request with the caller headers of a referring clinician at R69.
+    pub fn req(&self, method: &str, path: &str) -> awc::ClientRequest {
+        let m = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        self.client.request(m, self.url(path)).insert_header((BF, "REFERRING_CLINICIAN")).insert_header((ODS, "R69"))
+    }
+
+    /// A request without caller headers.
+    pub fn bare(&self, method: &str, path: &str) -> awc::ClientRequest {
+        let m = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        self.client.request(m, self.url(path))
+    }
+
+    pub async fn send(&self, req: awc::ClientRequest, body: Option<Vec<u8>>) -> Reply {
+        let mut res = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let body = res.body().limit(64 * 1024 * 1024).await.expect("body").to_vec();
+        Reply { status: res.status(), headers: res.headers().clone(), body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.req("GET", path), None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        let r = self.req("POST", path).insert_header(("Content-Type", "application/fhir+json"));
+        self.send(r, Some(body.to_string().into_bytes())).await
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value, if_match: Option<&str>) -> Reply {
+        let mut r = self.req("PUT", path).insert_header(("Content-Type", "application/fhir+json"));
+        if let Some(v) = if_match {
+            r = r.insert_header(("If-Match", v));
+        }
+        self.send(r, Some(body.to_string().into_bytes())).await
+    }
+
+    /// Creates a resource and returns its id.
+    pub async fn create(&self, body: &Value) -> String {
+        let t = body["resourceType"].as_str().expect("resourceType");
+        let r = self.post_json(t, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "create {t}: {}", r.text());
+        r.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn search(&self, query: &str) -> Value {
+        let r = self.get(query).await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.text());
+        r.json()
+    }
+}
+
+/// Ids of the `match` entries of a searchset.
+pub fn match_ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["search"]["mode"] == "match")
+                .filter_map(|x| x["resource"]["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn link(bundle: &Value, relation: &str) -> Option<String> {
+    bundle["link"].as_array()?.iter().find(|l| l["relation"] == relation).and_then(|l| l["url"].as_str()).map(str::to_owned)
+}
+
+pub fn patient(nhs: &str, family: &str, given: &str, birth: &str, gender: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}],
+        "name": [{"use": "official", "family": family, "given": [given]}],
+        "gender": gender,
+        "birthDate": birth,
+        "address": [{"line": ["1 Test Street"], "city": "Leeds", "postalCode": "LS1 4AP"}],
+    })
+}
+
+pub fn organization(ods: &str, name: &str) -> Value {
+    json!({
+        "resourceType": "Organization",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": ods}],
+        "name": name,
+        "active": true,
+    })
+}
+
+/// NHS numbers from the reserved test range that pass Modulus 11.
+pub const NHS: [&str; 6] = ["9990000018", "9990000026", "9990000034", "9990000042", "9990000050", "9990000069"];
