@@ -57,30 +57,45 @@ impl Settings {
             s.database_url = v;
         }
         if let Some(v) = get("ERS_BIND").filter(|v| !v.is_empty()) {
-            v.parse::<SocketAddr>().map_err(|e| ConfigError(format!("ERS_BIND '{v}' is not host:port: {e}")))?;
+            v.parse::<SocketAddr>()
+                .map_err(|e| ConfigError(format!("ERS_BIND '{v}' is not host:port: {e}")))?;
             s.bind = v;
         }
         if let Some(v) = get("ERS_SEED").filter(|v| !v.is_empty()) {
             s.seed = match v.as_str() {
                 "sandbox" => SeedMode::Sandbox,
                 "none" => SeedMode::None,
-                _ => return Err(ConfigError(format!("ERS_SEED '{v}' must be 'sandbox' or 'none'"))),
+                _ => {
+                    return Err(ConfigError(format!(
+                        "ERS_SEED '{v}' must be 'sandbox' or 'none'"
+                    )))
+                }
             };
         }
         if let Some(v) = get("ERS_DB_POOL_SIZE").filter(|v| !v.is_empty()) {
-            s.pool_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError(format!("ERS_DB_POOL_SIZE '{v}' must be a positive number")))?;
+            s.pool_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!("ERS_DB_POOL_SIZE '{v}' must be a positive number"))
+            })?;
         }
         if let Some(v) = get("ERS_BASE_URL").filter(|v| !v.is_empty()) {
             if !(v.starts_with("http://") || v.starts_with("https://")) {
-                return Err(ConfigError(format!("ERS_BASE_URL '{v}' must start with http:// or https://")));
+                return Err(ConfigError(format!(
+                    "ERS_BASE_URL '{v}' must start with http:// or https://"
+                )));
             }
             s.base_url = Some(v);
         }
         if let Some(v) = get("ERS_MAX_BODY_BYTES").filter(|v| !v.is_empty()) {
-            s.max_body_bytes = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError(format!("ERS_MAX_BODY_BYTES '{v}' must be a positive number")))?;
+            s.max_body_bytes = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "ERS_MAX_BODY_BYTES '{v}' must be a positive number"
+                ))
+            })?;
         }
         if let Some(v) = get("ERS_WORKERS").filter(|v| !v.is_empty()) {
-            s.workers = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError(format!("ERS_WORKERS '{v}' must be a positive number")))?);
+            s.workers = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!("ERS_WORKERS '{v}' must be a positive number"))
+            })?);
         }
         Ok(s)
     }
@@ -92,10 +107,12 @@ mod tests {
 
     #[test]
     fn env_overrides_and_errors_name_the_variable() {
-        let s = Settings::from_lookup(|k| (k == "ERS_SEED").then(|| "none".to_string())).expect("valid");
+        let s = Settings::from_lookup(|k| (k == "ERS_SEED").then(|| "none".to_string()))
+            .expect("valid");
         assert_eq!(s.seed, SeedMode::None);
         assert_eq!(s.bind, "127.0.0.1:8080");
-        let e = Settings::from_lookup(|k| (k == "ERS_BIND").then(|| "nonsense".to_string())).expect_err("invalid");
+        let e = Settings::from_lookup(|k| (k == "ERS_BIND").then(|| "nonsense".to_string()))
+            .expect_err("invalid");
         assert!(e.to_string().contains("ERS_BIND"));
     }
 }

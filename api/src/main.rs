@@ -22,14 +22,28 @@ async fn main() -> std::process::ExitCode {
     let result = match command.as_str() {
         "serve" => match Application::build(settings.clone()) {
             Ok(app) => {
-                log::info!("listening on http://{}/FHIR/R4 (port {})", settings.bind, app.port());
+                log::info!(
+                    "listening on http://{}/FHIR/R4 (port {})",
+                    settings.bind,
+                    app.port()
+                );
                 app.run_until_stopped().await.map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         },
-        "migrate" => prepare_database(&settings).map(|_| ()).map_err(|e| e.to_string()),
+        "migrate" => prepare_database(&settings)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         "seed" => prepare_database(&settings)
-            .and_then(|(pool, _)| seed(&pool, &Settings { seed: ers_api::config::SeedMode::Sandbox, ..settings.clone() }))
+            .and_then(|(pool, _)| {
+                seed(
+                    &pool,
+                    &Settings {
+                        seed: ers_api::config::SeedMode::Sandbox,
+                        ..settings.clone()
+                    },
+                )
+            })
             .map_err(|e| e.to_string()),
         "-h" | "--help" | "help" => usage(),
         other => {

@@ -46,7 +46,11 @@ pub fn seed(pool: &DbPool, settings: &Settings) -> Result<(), StartupError> {
     if settings.seed == SeedMode::Sandbox {
         let mut conn = pool.get()?;
         let report = crate::service::seed::sandbox(&mut conn)?;
-        log::info!("sandbox data: {} created, {} already present", report.created, report.existing);
+        log::info!(
+            "sandbox data: {} created, {} already present",
+            report.created,
+            report.existing
+        );
     }
     Ok(())
 }
@@ -60,8 +64,12 @@ impl Application {
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
         let (pool, backend) = prepare_database(&settings)?;
         seed(&pool, &settings)?;
-        let listener = TcpListener::bind(&settings.bind).map_err(|e| StartupError::Bind(settings.bind.clone(), e))?;
-        let port = listener.local_addr().map_err(|e| StartupError::Bind(settings.bind.clone(), e))?.port();
+        let listener = TcpListener::bind(&settings.bind)
+            .map_err(|e| StartupError::Bind(settings.bind.clone(), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(settings.bind.clone(), e))?
+            .port();
         let workers = settings.workers;
         let max_body = settings.max_body_bytes;
         let state = web::Data::new(AppState {
@@ -85,7 +93,10 @@ impl Application {
         if let Some(w) = workers {
             server = server.workers(w);
         }
-        Ok(Application { port, server: server.run() })
+        Ok(Application {
+            port,
+            server: server.run(),
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -39,36 +39,47 @@ fn sorted() -> Option<SerializationConfig> {
 /// Parses a FHIR JSON body into canonical FHIR JSON.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, FormatError> {
     // Syntax first, so that a broken document gets a syntax message with its position.
-    let raw: Value = serde_json::from_slice(bytes).map_err(|e| FormatError::Syntax(format!("invalid JSON: {e}")))?;
+    let raw: Value = serde_json::from_slice(bytes)
+        .map_err(|e| FormatError::Syntax(format!("invalid JSON: {e}")))?;
     if !raw.is_object() {
-        return Err(FormatError::Structure("a FHIR resource must be a JSON object".into()));
+        return Err(FormatError::Structure(
+            "a FHIR resource must be a JSON object".into(),
+        ));
     }
     if raw.get("resourceType").and_then(Value::as_str).is_none() {
         return Err(FormatError::Structure("missing 'resourceType'".into()));
     }
-    let resource: Resource = fhirbolt::json::from_json_value(raw, strict()).map_err(|e| FormatError::Structure(e.to_string()))?;
-    fhirbolt::json::to_json_value(resource, sorted()).map_err(|e| FormatError::Serialise(e.to_string()))
+    let resource: Resource = fhirbolt::json::from_json_value(raw, strict())
+        .map_err(|e| FormatError::Structure(e.to_string()))?;
+    fhirbolt::json::to_json_value(resource, sorted())
+        .map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
 /// Parses a FHIR XML body into canonical FHIR JSON. Any DOCTYPE is refused.
 pub fn parse_xml(bytes: &[u8]) -> Result<Value, FormatError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| FormatError::Syntax(format!("XML is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| FormatError::Syntax(format!("XML is not UTF-8: {e}")))?;
     if text.contains("<!DOCTYPE") || text.contains("<!doctype") || text.contains("<!ENTITY") {
         return Err(FormatError::Doctype);
     }
-    let resource: Resource = fhirbolt::xml::from_str(text, strict()).map_err(|e| FormatError::Structure(format!("invalid FHIR XML: {e}")))?;
-    fhirbolt::json::to_json_value(resource, sorted()).map_err(|e| FormatError::Serialise(e.to_string()))
+    let resource: Resource = fhirbolt::xml::from_str(text, strict())
+        .map_err(|e| FormatError::Structure(format!("invalid FHIR XML: {e}")))?;
+    fhirbolt::json::to_json_value(resource, sorted())
+        .map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
 /// Checks that a JSON value is a valid FHIR R4 resource structure and returns it canonicalised.
 pub fn canonicalise(value: Value) -> Result<Value, FormatError> {
-    let resource: Resource = fhirbolt::json::from_json_value(value, strict()).map_err(|e| FormatError::Structure(e.to_string()))?;
-    fhirbolt::json::to_json_value(resource, sorted()).map_err(|e| FormatError::Serialise(e.to_string()))
+    let resource: Resource = fhirbolt::json::from_json_value(value, strict())
+        .map_err(|e| FormatError::Structure(e.to_string()))?;
+    fhirbolt::json::to_json_value(resource, sorted())
+        .map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
 /// Serialises a resource (FHIR JSON value) as FHIR XML.
 pub fn to_xml(value: &Value) -> Result<Vec<u8>, FormatError> {
-    let resource: Resource = fhirbolt::json::from_json_value(value.clone(), strict()).map_err(|e| FormatError::Serialise(e.to_string()))?;
+    let resource: Resource = fhirbolt::json::from_json_value(value.clone(), strict())
+        .map_err(|e| FormatError::Serialise(e.to_string()))?;
     fhirbolt::xml::to_vec(&resource, None).map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
@@ -81,7 +92,10 @@ mod tests {
         let v = parse_json(br#"{"id":"x","resourceType":"Observation","status":"final","code":{"text":"t"},"valueQuantity":{"value":72.50}}"#)
             .expect("valid");
         let text = serde_json::to_string(&v).expect("json");
-        assert!(text.starts_with(r#"{"resourceType":"Observation","id":"x""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"resourceType":"Observation","id":"x""#),
+            "{text}"
+        );
         assert!(text.contains("72.50"), "{text}");
     }
 
@@ -100,7 +114,10 @@ mod tests {
 
     #[test]
     fn xml_round_trip() {
-        let v = parse_json(br#"{"resourceType":"Patient","id":"p1","gender":"female","birthDate":"1980-01-02"}"#).expect("valid");
+        let v = parse_json(
+            br#"{"resourceType":"Patient","id":"p1","gender":"female","birthDate":"1980-01-02"}"#,
+        )
+        .expect("valid");
         let xml = to_xml(&v).expect("xml");
         let back = parse_xml(&xml).expect("parse xml");
         assert_eq!(v, back);

@@ -108,7 +108,8 @@ impl IndexEntries {
         self.tokens.sort();
         self.tokens.dedup();
         self.strings.sort();
-        self.strings.dedup_by(|a, b| a.param == b.param && a.exact == b.exact);
+        self.strings
+            .dedup_by(|a, b| a.param == b.param && a.exact == b.exact);
         self.dates.sort();
         self.dates.dedup();
         self.refs.sort();

@@ -81,14 +81,35 @@ pub enum IndexKind {
 pub enum Criterion {
     Id(Vec<String>),
     LastUpdated(Vec<DateMatch>),
-    Token { param: String, any_of: Vec<TokenMatch>, negate: bool },
-    String { param: String, any_of: Vec<StringMatch> },
-    Date { param: String, any_of: Vec<DateMatch> },
-    Reference { param: String, any_of: Vec<RefMatch> },
+    Token {
+        param: String,
+        any_of: Vec<TokenMatch>,
+        negate: bool,
+    },
+    String {
+        param: String,
+        any_of: Vec<StringMatch>,
+    },
+    Date {
+        param: String,
+        any_of: Vec<DateMatch>,
+    },
+    Reference {
+        param: String,
+        any_of: Vec<RefMatch>,
+    },
     /// `param.inner`: resources whose `param` refers to a `target_type` matching `inner`.
-    Chain { param: String, target_type: String, inner: Box<Criterion> },
+    Chain {
+        param: String,
+        target_type: String,
+        inner: Box<Criterion>,
+    },
     /// `param:missing=true|false`.
-    Missing { param: String, kind: IndexKind, missing: bool },
+    Missing {
+        param: String,
+        kind: IndexKind,
+        missing: bool,
+    },
 }
 
 /// A sort key; `desc` reverses it.
@@ -97,7 +118,10 @@ pub enum SortKey {
     Id,
     LastUpdated,
     /// By the smallest (ascending) or largest (descending) indexed value of a parameter.
-    Param { param: String, kind: IndexKind },
+    Param {
+        param: String,
+        kind: IndexKind,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -197,8 +221,17 @@ fn date_predicate(lo: &str, hi: &str, m: &DateMatch) -> SqlPredicate {
     let p = SqlPredicate::default();
     let (pl, ph) = (m.low, m.high);
     match m.prefix {
-        DatePrefix::Eq => p.sql(&format!("{lo} >= ")).ts(pl).sql(&format!(" AND {hi} <= ")).ts(ph),
-        DatePrefix::Ne => p.sql(&format!("({lo} < ")).ts(pl).sql(&format!(" OR {hi} > ")).ts(ph).sql(")"),
+        DatePrefix::Eq => p
+            .sql(&format!("{lo} >= "))
+            .ts(pl)
+            .sql(&format!(" AND {hi} <= "))
+            .ts(ph),
+        DatePrefix::Ne => p
+            .sql(&format!("({lo} < "))
+            .ts(pl)
+            .sql(&format!(" OR {hi} > "))
+            .ts(ph)
+            .sql(")"),
         DatePrefix::Lt => p.sql(&format!("{lo} < ")).ts(pl),
         DatePrefix::Gt => p.sql(&format!("{hi} > ")).ts(ph),
         DatePrefix::Le => p.sql(&format!("{lo} <= ")).ts(ph),
@@ -255,7 +288,10 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
             (IndexKind::String, param, values)
         }
         Criterion::Date { param, any_of } => {
-            let values = any_of.iter().map(|m| date_predicate("low", "high", m)).collect();
+            let values = any_of
+                .iter()
+                .map(|m| date_predicate("low", "high", m))
+                .collect();
             (IndexKind::Date, param, values)
         }
         Criterion::Reference { param, any_of } => {
@@ -272,7 +308,11 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
             (IndexKind::Reference, param, values)
         }
         Criterion::Missing { param, kind, .. } => (*kind, param, Vec::new()),
-        Criterion::Chain { param, target_type, inner } => {
+        Criterion::Chain {
+            param,
+            target_type,
+            inner,
+        } => {
             let inner_sub = index_subquery(target_type, inner)?;
             let (inner_sub, negate) = match inner.as_ref() {
                 Criterion::Token { negate: true, .. } => (inner_sub, true),
@@ -280,14 +320,23 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
                 _ => (inner_sub, false),
             };
             let op = if negate { " NOT IN (" } else { " IN (" };
-            let values = vec![SqlPredicate::default().sql("target_type = ").text(target_type).sql(" AND target_id").sql(op).append(inner_sub).sql(")")];
+            let values = vec![SqlPredicate::default()
+                .sql("target_type = ")
+                .text(target_type)
+                .sql(" AND target_id")
+                .sql(op)
+                .append(inner_sub)
+                .sql(")")];
             (IndexKind::Reference, param, values)
         }
         Criterion::Id(_) | Criterion::LastUpdated(_) => return None,
     };
     Some(
         SqlPredicate::default()
-            .sql(&format!("SELECT res_id FROM {} WHERE res_type = ", table_of(kind)))
+            .sql(&format!(
+                "SELECT res_id FROM {} WHERE res_type = ",
+                table_of(kind)
+            ))
             .text(res_type)
             .sql(" AND param = ")
             .text(param)
@@ -299,7 +348,10 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
 fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
     match crit {
         Criterion::Id(ids) => {
-            let values = ids.iter().map(|id| SqlPredicate::default().sql("resources.id = ").text(id)).collect();
+            let values = ids
+                .iter()
+                .map(|id| SqlPredicate::default().sql("resources.id = ").text(id))
+                .collect();
             SqlPredicate::any(values)
         }
         Criterion::LastUpdated(any_of) => SqlPredicate::any(
@@ -315,7 +367,11 @@ fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
             );
             match index_subquery(res_type, other) {
                 Some(sub) => SqlPredicate::default()
-                    .sql(if negate { "resources.id NOT IN (" } else { "resources.id IN (" })
+                    .sql(if negate {
+                        "resources.id NOT IN ("
+                    } else {
+                        "resources.id IN ("
+                    })
                     .append(sub)
                     .sql(")"),
                 None => SqlPredicate::default().sql("1 = 0"),
@@ -338,15 +394,25 @@ fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
 /// Parameter names come from the server's registry, never from the client; this guard keeps
 /// that true for the SQL text built below.
 fn safe_param(param: &str) -> Result<&str, StorageError> {
-    if !param.is_empty() && param.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !param.is_empty()
+        && param
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         Ok(param)
     } else {
-        Err(StorageError::Config(format!("invalid sort parameter name '{param}'")))
+        Err(StorageError::Config(format!(
+            "invalid sort parameter name '{param}'"
+        )))
     }
 }
 
 /// The matching rows for one page, and the total when `with_total`.
-pub fn search(conn: &mut DbConnection, q: &SearchQuery, with_total: bool) -> Result<(Vec<ResourceRow>, Option<i64>), StorageError> {
+pub fn search(
+    conn: &mut DbConnection,
+    q: &SearchQuery,
+    with_total: bool,
+) -> Result<(Vec<ResourceRow>, Option<i64>), StorageError> {
     let total = if with_total {
         Some(filtered(q).count().get_result::<i64>(conn)?)
     } else {
@@ -356,7 +422,11 @@ pub fn search(conn: &mut DbConnection, q: &SearchQuery, with_total: bool) -> Res
     for (key, desc) in &q.sort {
         match key {
             SortKey::Id => {
-                query = if *desc { query.then_order_by(resources::id.desc()) } else { query.then_order_by(resources::id.asc()) }
+                query = if *desc {
+                    query.then_order_by(resources::id.desc())
+                } else {
+                    query.then_order_by(resources::id.asc())
+                }
             }
             SortKey::LastUpdated => {
                 query = if *desc {
@@ -371,7 +441,9 @@ pub fn search(conn: &mut DbConnection, q: &SearchQuery, with_total: bool) -> Res
                 let param = safe_param(param)?;
                 let (table, col_asc, col_desc) = match kind {
                     IndexKind::Token => ("search_tokens", "MIN(s.code)", "MAX(s.code)"),
-                    IndexKind::String => ("search_strings", "MIN(s.value_norm)", "MAX(s.value_norm)"),
+                    IndexKind::String => {
+                        ("search_strings", "MIN(s.value_norm)", "MAX(s.value_norm)")
+                    }
                     IndexKind::Date => ("search_dates", "MIN(s.low)", "MAX(s.high)"),
                     IndexKind::Reference => ("search_refs", "MIN(s.target_id)", "MAX(s.target_id)"),
                 };
@@ -379,9 +451,15 @@ pub fn search(conn: &mut DbConnection, q: &SearchQuery, with_total: bool) -> Res
                 let sub = format!(
                     "(SELECT {agg} FROM {table} s WHERE s.res_type = resources.res_type AND s.res_id = resources.id AND s.param = '{param}')"
                 );
-                query = query.then_order_by(sql::<Integer>(&format!("CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END")));
+                query = query.then_order_by(sql::<Integer>(&format!(
+                    "CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END"
+                )));
                 let value = sql::<Nullable<Text>>(&sub);
-                query = if *desc { query.then_order_by(value.desc()) } else { query.then_order_by(value.asc()) };
+                query = if *desc {
+                    query.then_order_by(value.desc())
+                } else {
+                    query.then_order_by(value.asc())
+                };
             }
         }
     }

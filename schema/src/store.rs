@@ -26,7 +26,11 @@ pub fn ping(conn: &mut DbConnection) -> QResult<()> {
 }
 
 /// The current row of a resource, deleted or not.
-pub fn get_current(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<Option<ResourceRow>> {
+pub fn get_current(
+    conn: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+) -> QResult<Option<ResourceRow>> {
     Ok(resources::table
         .filter(resources::res_type.eq(res_type))
         .filter(resources::id.eq(id))
@@ -36,7 +40,11 @@ pub fn get_current(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult
 }
 
 /// Live (not deleted) resources of a type among `ids`.
-pub fn get_many(conn: &mut DbConnection, res_type: &str, ids: &[String]) -> QResult<Vec<ResourceRow>> {
+pub fn get_many(
+    conn: &mut DbConnection,
+    res_type: &str,
+    ids: &[String],
+) -> QResult<Vec<ResourceRow>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -92,7 +100,9 @@ pub struct HistoryQuery {
     pub limit: i64,
 }
 
-fn history_base(q: &HistoryQuery) -> resource_versions::BoxedQuery<'static, crate::conn::MultiBackend> {
+fn history_base(
+    q: &HistoryQuery,
+) -> resource_versions::BoxedQuery<'static, crate::conn::MultiBackend> {
     let mut query = resource_versions::table.into_boxed();
     if let Some(t) = &q.res_type {
         query = query.filter(resource_versions::res_type.eq(t.clone()));
@@ -154,7 +164,11 @@ fn version_row(v: &NewVersion<'_>, method: &str, deleted: bool) -> VersionRow {
 }
 
 /// Inserts a brand-new resource (version 1), its version row and its indexes.
-pub fn insert_resource(conn: &mut DbConnection, v: &NewVersion<'_>, index: &IndexEntries) -> QResult<()> {
+pub fn insert_resource(
+    conn: &mut DbConnection,
+    v: &NewVersion<'_>,
+    index: &IndexEntries,
+) -> QResult<()> {
     diesel::insert_into(resources::table)
         .values((
             resources::res_type.eq(v.res_type),
@@ -205,7 +219,11 @@ pub fn update_resource(
 
 /// Marks a resource deleted (a new version with method DELETE; content kept), drops its
 /// indexes. Returns false when another writer changed it first.
-pub fn delete_resource(conn: &mut DbConnection, v: &NewVersion<'_>, expected_version: i64) -> QResult<bool> {
+pub fn delete_resource(
+    conn: &mut DbConnection,
+    v: &NewVersion<'_>,
+    expected_version: i64,
+) -> QResult<bool> {
     let n = diesel::update(
         resources::table
             .filter(resources::res_type.eq(v.res_type))
@@ -262,7 +280,12 @@ fn clear_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<()>
     Ok(())
 }
 
-fn write_index(conn: &mut DbConnection, res_type: &str, id: &str, index: &IndexEntries) -> QResult<()> {
+fn write_index(
+    conn: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    index: &IndexEntries,
+) -> QResult<()> {
     for t in &index.tokens {
         diesel::insert_into(search_tokens::table)
             .values((

@@ -23,7 +23,12 @@ impl NhsNumber {
             )));
         }
         let d: Vec<u32> = digits.chars().filter_map(|c| c.to_digit(10)).collect();
-        let sum: u32 = d.iter().take(9).zip((2..=10).rev()).map(|(x, w)| x * w).sum();
+        let sum: u32 = d
+            .iter()
+            .take(9)
+            .zip((2..=10).rev())
+            .map(|(x, w)| x * w)
+            .sum();
         let check = match 11 - (sum % 11) {
             11 => 0,
             10 => {
@@ -82,7 +87,9 @@ impl OdsCode {
 
     pub fn parse(raw: &str) -> Result<Self, InvalidIdentifier> {
         let ok = (3..=10).contains(&raw.len())
-            && raw.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
@@ -152,9 +159,20 @@ impl Postcode {
         };
         let shape: String = outward
             .chars()
-            .map(|c| if c.is_ascii_digit() { '9' } else if c.is_ascii_alphabetic() { 'A' } else { '?' })
+            .map(|c| {
+                if c.is_ascii_digit() {
+                    '9'
+                } else if c.is_ascii_alphabetic() {
+                    'A'
+                } else {
+                    '?'
+                }
+            })
             .collect();
-        let outward_ok = matches!(shape.as_str(), "A9" | "A99" | "AA9" | "AA99" | "A9A" | "AA9A");
+        let outward_ok = matches!(
+            shape.as_str(),
+            "A9" | "A99" | "AA9" | "AA99" | "A9A" | "AA9A"
+        );
         if inward_ok && outward_ok {
             Ok(Self(format!("{outward} {inward}")))
         } else {
@@ -178,10 +196,22 @@ mod tests {
 
     #[test]
     fn nhs_number_modulus_11() {
-        for ok in ["9912003888", "9462979626", "9999998887", "9000000009", "943 476 5919"] {
+        for ok in [
+            "9912003888",
+            "9462979626",
+            "9999998887",
+            "9000000009",
+            "943 476 5919",
+        ] {
             assert!(NhsNumber::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["9912003889", "123", "99120038881", "abcdefghij", "9912003890"] {
+        for bad in [
+            "9912003889",
+            "123",
+            "99120038881",
+            "abcdefghij",
+            "9912003890",
+        ] {
             assert!(NhsNumber::parse(bad).is_err(), "{bad}");
         }
     }
@@ -198,8 +228,14 @@ mod tests {
 
     #[test]
     fn postcodes() {
-        assert_eq!(Postcode::parse("ls14hr").map(|p| p.0), Ok("LS1 4HR".to_owned()));
-        assert_eq!(Postcode::parse("SW1A 1AA").map(|p| p.0), Ok("SW1A 1AA".to_owned()));
+        assert_eq!(
+            Postcode::parse("ls14hr").map(|p| p.0),
+            Ok("LS1 4HR".to_owned())
+        );
+        assert_eq!(
+            Postcode::parse("SW1A 1AA").map(|p| p.0),
+            Ok("SW1A 1AA".to_owned())
+        );
         assert!(Postcode::parse("12345").is_err());
         assert!(Postcode::parse("LS1 HHR").is_err());
     }

@@ -17,7 +17,12 @@ pub struct Links {
     pub previous: Option<String>,
 }
 
-pub fn searchset(total: Option<i64>, links: &Links, entries: Vec<Entry>, outcome: Option<Value>) -> Value {
+pub fn searchset(
+    total: Option<i64>,
+    links: &Links,
+    entries: Vec<Entry>,
+    outcome: Option<Value>,
+) -> Value {
     let mut b = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
@@ -89,7 +94,8 @@ pub fn history(total: i64, links: &Links, entries: Vec<HistoryEntry>) -> Value {
                 entry["resource"] = r;
             }
             entry["request"] = json!({"method": e.method, "url": e.url});
-            entry["response"] = json!({"status": e.status, "etag": e.etag, "lastModified": e.last_modified});
+            entry["response"] =
+                json!({"status": e.status, "etag": e.etag, "lastModified": e.last_modified});
             entry
         })
         .collect();

@@ -5,17 +5,29 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 /// The instants `[low, high]` a FHIR date/dateTime/instant value covers, in UTC.
 pub fn range(raw: &str) -> Option<(NaiveDateTime, NaiveDateTime)> {
     let micro = Duration::microseconds(1);
-    let day_range = |d: NaiveDate, end: NaiveDate| Some((d.and_time(NaiveTime::MIN), end.and_time(NaiveTime::MIN) - micro));
+    let day_range = |d: NaiveDate, end: NaiveDate| {
+        Some((
+            d.and_time(NaiveTime::MIN),
+            end.and_time(NaiveTime::MIN) - micro,
+        ))
+    };
     match raw.len() {
         4 => {
             let y: i32 = raw.parse().ok()?;
-            day_range(NaiveDate::from_ymd_opt(y, 1, 1)?, NaiveDate::from_ymd_opt(y + 1, 1, 1)?)
+            day_range(
+                NaiveDate::from_ymd_opt(y, 1, 1)?,
+                NaiveDate::from_ymd_opt(y + 1, 1, 1)?,
+            )
         }
         7 => {
             let (y, m) = raw.split_once('-')?;
             let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
             let start = NaiveDate::from_ymd_opt(y, m, 1)?;
-            let end = if m == 12 { NaiveDate::from_ymd_opt(y + 1, 1, 1)? } else { NaiveDate::from_ymd_opt(y, m + 1, 1)? };
+            let end = if m == 12 {
+                NaiveDate::from_ymd_opt(y + 1, 1, 1)?
+            } else {
+                NaiveDate::from_ymd_opt(y, m + 1, 1)?
+            };
             day_range(start, end)
         }
         10 => {
@@ -37,15 +49,22 @@ fn datetime_range(raw: &str) -> Option<(NaiveDateTime, NaiveDateTime)> {
     };
     let date = NaiveDate::parse_from_str(date_part, "%Y-%m-%d").ok()?;
     let (naive_time, width) = match time.len() {
-        5 => (NaiveTime::parse_from_str(time, "%H:%M").ok()?, Duration::minutes(1)),
-        8 => (NaiveTime::parse_from_str(time, "%H:%M:%S").ok()?, Duration::seconds(1)),
+        5 => (
+            NaiveTime::parse_from_str(time, "%H:%M").ok()?,
+            Duration::minutes(1),
+        ),
+        8 => (
+            NaiveTime::parse_from_str(time, "%H:%M:%S").ok()?,
+            Duration::seconds(1),
+        ),
         n if n > 9 && time.as_bytes()[8] == b'.' => {
             let digits = n - 9;
             if digits > 9 || !time[9..].chars().all(|c| c.is_ascii_digit()) {
                 return None;
             }
             let t = NaiveTime::parse_from_str(time, "%H:%M:%S%.f").ok()?;
-            let width = Duration::nanoseconds(10_i64.pow(9 - digits as u32)).max(Duration::microseconds(1));
+            let width =
+                Duration::nanoseconds(10_i64.pow(9 - digits as u32)).max(Duration::microseconds(1));
             (t, width)
         }
         _ => return None,
@@ -56,7 +75,10 @@ fn datetime_range(raw: &str) -> Option<(NaiveDateTime, NaiveDateTime)> {
         "Z" => local,
         z => {
             let stamp = format!("{}T{}{}", date_part, naive_time.format("%H:%M:%S%.f"), z);
-            DateTime::parse_from_rfc3339(&stamp).ok()?.with_timezone(&Utc).naive_utc()
+            DateTime::parse_from_rfc3339(&stamp)
+                .ok()?
+                .with_timezone(&Utc)
+                .naive_utc()
         }
     };
     Some((utc, utc + width - Duration::microseconds(1)))
@@ -72,13 +94,17 @@ pub fn is_datetime(raw: &str) -> bool {
     if is_date(raw) {
         return true;
     }
-    let has_zone = raw.ends_with('Z') || raw.get(raw.len().saturating_sub(6)..).is_some_and(|z| z.starts_with('+') || z.starts_with('-'));
+    let has_zone = raw.ends_with('Z')
+        || raw
+            .get(raw.len().saturating_sub(6)..)
+            .is_some_and(|z| z.starts_with('+') || z.starts_with('-'));
     has_zone && raw.len() >= 19 && datetime_range(raw).is_some()
 }
 
 /// An instant as FHIR writes it (`2026-11-23T10:00:00.123456Z`).
 pub fn instant(t: NaiveDateTime) -> String {
-    t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// An HTTP date (for `Last-Modified`).

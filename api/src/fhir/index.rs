@@ -39,7 +39,11 @@ fn tokens_of(v: &Value, out: &mut Vec<(String, String)>) {
         Value::String(s) => out.push((String::new(), s.clone())),
         Value::Bool(b) => out.push((String::new(), b.to_string())),
         Value::Object(o) => {
-            let system = o.get("system").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let system = o
+                .get("system")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             if let Some(codings) = o.get("coding").and_then(Value::as_array) {
                 for c in codings {
                     tokens_of(c, out);
@@ -60,7 +64,19 @@ fn strings_of(v: &Value, out: &mut Vec<String>) {
         Value::Array(items) => items.iter().for_each(|i| strings_of(i, out)),
         Value::Object(o) => {
             // HumanName and Address parts.
-            for key in ["text", "family", "given", "prefix", "suffix", "line", "city", "district", "state", "postalCode", "country"] {
+            for key in [
+                "text",
+                "family",
+                "given",
+                "prefix",
+                "suffix",
+                "line",
+                "city",
+                "district",
+                "state",
+                "postalCode",
+                "country",
+            ] {
                 if let Some(part) = o.get(key) {
                     strings_of(part, out);
                 }
@@ -74,8 +90,14 @@ fn dates_of(v: &Value) -> Option<(chrono::NaiveDateTime, chrono::NaiveDateTime)>
     match v {
         Value::String(s) => datetime::range(s),
         Value::Object(o) => {
-            let start = o.get("start").and_then(Value::as_str).and_then(datetime::range);
-            let end = o.get("end").and_then(Value::as_str).and_then(datetime::range);
+            let start = o
+                .get("start")
+                .and_then(Value::as_str)
+                .and_then(datetime::range);
+            let end = o
+                .get("end")
+                .and_then(Value::as_str)
+                .and_then(datetime::range);
             let low = start.map(|s| s.0).unwrap_or(chrono::NaiveDateTime::MIN);
             let high = end.map(|e| e.1).unwrap_or(chrono::NaiveDateTime::MAX);
             (start.is_some() || end.is_some()).then_some((low, high))
@@ -88,9 +110,14 @@ fn dates_of(v: &Value) -> Option<(chrono::NaiveDateTime, chrono::NaiveDateTime)>
 pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
     let mut parts = reference.split('/');
     let (t, id) = (parts.next()?, parts.next()?);
-    let valid_type = t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && t.chars().all(|c| c.is_ascii_alphanumeric());
+    let valid_type = t.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && t.chars().all(|c| c.is_ascii_alphanumeric());
     match (parts.next(), parts.next(), parts.next()) {
-        (None, _, _) | (Some("_history"), Some(_), None) if valid_type && super::is_valid_id(id) => Some((t, id)),
+        (None, _, _) | (Some("_history"), Some(_), None)
+            if valid_type && super::is_valid_id(id) =>
+        {
+            Some((t, id))
+        }
         _ => None,
     }
 }
@@ -105,32 +132,59 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
                     ParamKind::Token => {
                         let mut found = Vec::new();
                         tokens_of(v, &mut found);
-                        out.tokens.extend(found.into_iter().map(|(system, code)| TokenEntry { param: p.name.to_owned(), system, code }));
+                        out.tokens
+                            .extend(found.into_iter().map(|(system, code)| TokenEntry {
+                                param: p.name.to_owned(),
+                                system,
+                                code,
+                            }));
                     }
                     ParamKind::String => {
                         let mut found = Vec::new();
                         strings_of(v, &mut found);
-                        out.strings.extend(found.into_iter().filter(|s| !s.trim().is_empty()).map(|s| StringEntry {
-                            param: p.name.to_owned(),
-                            norm: normalise(&s),
-                            exact: s,
-                        }));
+                        out.strings
+                            .extend(found.into_iter().filter(|s| !s.trim().is_empty()).map(|s| {
+                                StringEntry {
+                                    param: p.name.to_owned(),
+                                    norm: normalise(&s),
+                                    exact: s,
+                                }
+                            }));
                     }
                     ParamKind::Date => {
                         if let Some((low, high)) = dates_of(v) {
-                            out.dates.push(DateEntry { param: p.name.to_owned(), low, high });
+                            out.dates.push(DateEntry {
+                                param: p.name.to_owned(),
+                                low,
+                                high,
+                            });
                         }
                     }
                     ParamKind::Reference => {
-                        if let Some((t, id)) = v.get("reference").and_then(Value::as_str).and_then(split_reference) {
-                            out.refs.push(RefEntry { param: p.name.to_owned(), target_type: t.to_owned(), target_id: id.to_owned() });
+                        if let Some((t, id)) = v
+                            .get("reference")
+                            .and_then(Value::as_str)
+                            .and_then(split_reference)
+                        {
+                            out.refs.push(RefEntry {
+                                param: p.name.to_owned(),
+                                target_type: t.to_owned(),
+                                target_id: id.to_owned(),
+                            });
                         }
                     }
                 }
             }
         }
     }
-    out.unique = checked.unique.iter().map(|(system, value)| UniqueKey { system: system.clone(), value: value.clone() }).collect();
+    out.unique = checked
+        .unique
+        .iter()
+        .map(|(system, value)| UniqueKey {
+            system: system.clone(),
+            value: value.clone(),
+        })
+        .collect();
     out.dedup();
     out
 }
@@ -161,7 +215,10 @@ pub fn all_references(resource: &Value) -> Vec<(String, String)> {
             _ => {}
         }
     }
-    let root = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
+    let root = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("Resource");
     let mut out = Vec::new();
     walk(resource, root, &mut out);
     out
@@ -180,7 +237,10 @@ mod tests {
     #[test]
     fn references_split() {
         assert_eq!(split_reference("Patient/abc"), Some(("Patient", "abc")));
-        assert_eq!(split_reference("Patient/abc/_history/2"), Some(("Patient", "abc")));
+        assert_eq!(
+            split_reference("Patient/abc/_history/2"),
+            Some(("Patient", "abc"))
+        );
         assert_eq!(split_reference("http://x/Patient/abc"), None);
         assert_eq!(split_reference("#c1"), None);
     }
@@ -189,7 +249,19 @@ mod tests {
     fn finds_all_references_with_paths() {
         let r = json!({"resourceType": "Patient", "generalPractitioner": [{"reference": "Organization/o1"}], "contact": [{"organization": {"reference": "Organization/o2"}}]});
         let refs = all_references(&r);
-        assert!(refs.contains(&("Patient.generalPractitioner[0].reference".into(), "Organization/o1".into())), "{refs:?}");
-        assert!(refs.contains(&("Patient.contact[0].organization.reference".into(), "Organization/o2".into())), "{refs:?}");
+        assert!(
+            refs.contains(&(
+                "Patient.generalPractitioner[0].reference".into(),
+                "Organization/o1".into()
+            )),
+            "{refs:?}"
+        );
+        assert!(
+            refs.contains(&(
+                "Patient.contact[0].organization.reference".into(),
+                "Organization/o2".into()
+            )),
+            "{refs:?}"
+        );
     }
 }

@@ -13,13 +13,18 @@ use serde_json::{json, Value};
 
 /// FHIR `id`: 1–64 of `A-Z a-z 0-9 - .`.
 pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 /// Sets `id` and `meta.versionId` / `meta.lastUpdated` (keeping the rest of `meta`), with
 /// `resourceType`, `id` and `meta` first as FHIR JSON writes them.
 pub fn stamp(resource: &mut Value, id: &str, version_id: i64, last_updated: chrono::NaiveDateTime) {
-    let Some(o) = resource.as_object_mut() else { return };
+    let Some(o) = resource.as_object_mut() else {
+        return;
+    };
     let mut meta = match o.remove("meta") {
         Some(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
@@ -57,7 +62,9 @@ pub fn apply_elements(resource: &Value, elements: &[String]) -> Value {
     let mut out = serde_json::Map::new();
     if let Some(o) = resource.as_object() {
         for (k, v) in o {
-            if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == k || is_choice_of(k, e)) {
+            if matches!(k.as_str(), "resourceType" | "id" | "meta")
+                || elements.iter().any(|e| e == k || is_choice_of(k, e))
+            {
                 out.insert(k.clone(), v.clone());
             }
         }
@@ -68,25 +75,39 @@ pub fn apply_elements(resource: &Value, elements: &[String]) -> Value {
 
 /// `deceasedBoolean` is an instance of the choice element `deceased`.
 fn is_choice_of(key: &str, element: &str) -> bool {
-    key.strip_prefix(element).is_some_and(|rest| rest.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+    key.strip_prefix(element)
+        .is_some_and(|rest| rest.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
 }
 
 /// Applies `_summary` = true | text | data to one resource.
-pub fn apply_summary(resource: &Value, summary: search::Summary, summary_elements: &[&str]) -> Value {
+pub fn apply_summary(
+    resource: &Value,
+    summary: search::Summary,
+    summary_elements: &[&str],
+) -> Value {
     use search::Summary;
-    let Some(o) = resource.as_object() else { return resource.clone() };
+    let Some(o) = resource.as_object() else {
+        return resource.clone();
+    };
     let keep = |k: &str| -> bool {
         match summary {
             Summary::False | Summary::Count => true,
             Summary::Data => k != "text",
             Summary::Text => matches!(k, "resourceType" | "id" | "meta" | "text"),
-            Summary::True => matches!(k, "resourceType" | "id" | "meta" | "implicitRules") || summary_elements.contains(&k),
+            Summary::True => {
+                matches!(k, "resourceType" | "id" | "meta" | "implicitRules")
+                    || summary_elements.contains(&k)
+            }
         }
     };
     if matches!(summary, Summary::False | Summary::Count) {
         return resource.clone();
     }
-    let mut out: serde_json::Map<String, Value> = o.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut out: serde_json::Map<String, Value> = o
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     mark_subsetted(&mut out);
     Value::Object(out)
 }

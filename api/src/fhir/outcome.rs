@@ -37,7 +37,11 @@ pub struct Issue {
 }
 
 impl Issue {
-    pub fn error(code: &'static str, ers_code: &'static str, diagnostics: impl Into<String>) -> Self {
+    pub fn error(
+        code: &'static str,
+        ers_code: &'static str,
+        diagnostics: impl Into<String>,
+    ) -> Self {
         Issue {
             severity: Severity::Error,
             code,

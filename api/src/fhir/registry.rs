@@ -76,23 +76,59 @@ macro_rules! param {
 }
 
 const PATIENT_PARAMS: &[SearchParamDef] = &[
-    param!("identifier", Token, ["identifier"], "A patient identifier, e.g. https://fhir.nhs.uk/Id/nhs-number|9912003888"),
-    param!("name", String, ["name"], "Any part of a name (family, given, prefix, suffix, text)"),
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "A patient identifier, e.g. https://fhir.nhs.uk/Id/nhs-number|9912003888"
+    ),
+    param!(
+        "name",
+        String,
+        ["name"],
+        "Any part of a name (family, given, prefix, suffix, text)"
+    ),
     param!("family", String, ["name.family"], "Family name"),
     param!("given", String, ["name.given"], "Given name"),
     param!("birthdate", Date, ["birthDate"], "Date of birth"),
-    param!("gender", Token, ["gender"], "Administrative gender: male | female | other | unknown"),
+    param!(
+        "gender",
+        Token,
+        ["gender"],
+        "Administrative gender: male | female | other | unknown"
+    ),
     param!("address", String, ["address"], "Any part of an address"),
-    param!("address-postalcode", String, ["address.postalCode"], "Postcode"),
+    param!(
+        "address-postalcode",
+        String,
+        ["address.postalCode"],
+        "Postcode"
+    ),
     param!("address-city", String, ["address.city"], "City or town"),
-    param!("telecom", Token, ["telecom"], "A phone number, email address or other contact point"),
+    param!(
+        "telecom",
+        Token,
+        ["telecom"],
+        "A phone number, email address or other contact point"
+    ),
     param!("active", Token, ["active"], "Whether the record is active"),
     param!("general-practitioner", Reference, ["generalPractitioner"], targets ["Organization", "Practitioner", "PractitionerRole"], "The registered GP practice or GP"),
-    param!("organization", Reference, ["managingOrganization"], targets ["Organization"], "The organisation that is the custodian of the record"),
+    param!(
+        "organization",
+        Reference,
+        ["managingOrganization"],
+        targets["Organization"],
+        "The organisation that is the custodian of the record"
+    ),
 ];
 
 const PRACTITIONER_PARAMS: &[SearchParamDef] = &[
-    param!("identifier", Token, ["identifier"], "An identifier, e.g. https://fhir.nhs.uk/Id/sds-user-id|021600556514"),
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "An identifier, e.g. https://fhir.nhs.uk/Id/sds-user-id|021600556514"
+    ),
     param!("name", String, ["name"], "Any part of a name"),
     param!("family", String, ["name.family"], "Family name"),
     param!("given", String, ["name.given"], "Given name"),
@@ -101,36 +137,107 @@ const PRACTITIONER_PARAMS: &[SearchParamDef] = &[
 ];
 
 const ORGANIZATION_PARAMS: &[SearchParamDef] = &[
-    param!("identifier", Token, ["identifier"], "An identifier, e.g. https://fhir.nhs.uk/Id/ods-organization-code|R69"),
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "An identifier, e.g. https://fhir.nhs.uk/Id/ods-organization-code|R69"
+    ),
     param!("name", String, ["name", "alias"], "Name or alias"),
-    param!("active", Token, ["active"], "Whether the organisation is active"),
+    param!(
+        "active",
+        Token,
+        ["active"],
+        "Whether the organisation is active"
+    ),
     param!("type", Token, ["type"], "Organisation type"),
     param!("address", String, ["address"], "Any part of an address"),
-    param!("address-postalcode", String, ["address.postalCode"], "Postcode"),
-    param!("partof", Reference, ["partOf"], targets ["Organization"], "The parent organisation"),
+    param!(
+        "address-postalcode",
+        String,
+        ["address.postalCode"],
+        "Postcode"
+    ),
+    param!(
+        "partof",
+        Reference,
+        ["partOf"],
+        targets["Organization"],
+        "The parent organisation"
+    ),
 ];
 
 const PRACTITIONER_ROLE_PARAMS: &[SearchParamDef] = &[
-    param!("identifier", Token, ["identifier"], "A role identifier, e.g. https://fhir.nhs.uk/Id/sds-role-profile-id|..."),
-    param!("practitioner", Reference, ["practitioner"], targets ["Practitioner"], "The practitioner in the role"),
-    param!("organization", Reference, ["organization"], targets ["Organization"], "The organisation where the role is held"),
-    param!("location", Reference, ["location"], targets ["Location"], "Where the role is performed"),
-    param!("role", Token, ["code"], "The role code (e-RS business function or SDS job role)"),
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "A role identifier, e.g. https://fhir.nhs.uk/Id/sds-role-profile-id|..."
+    ),
+    param!(
+        "practitioner",
+        Reference,
+        ["practitioner"],
+        targets["Practitioner"],
+        "The practitioner in the role"
+    ),
+    param!(
+        "organization",
+        Reference,
+        ["organization"],
+        targets["Organization"],
+        "The organisation where the role is held"
+    ),
+    param!(
+        "location",
+        Reference,
+        ["location"],
+        targets["Location"],
+        "Where the role is performed"
+    ),
+    param!(
+        "role",
+        Token,
+        ["code"],
+        "The role code (e-RS business function or SDS job role)"
+    ),
     param!("specialty", Token, ["specialty"], "Specialty"),
     param!("active", Token, ["active"], "Whether the role is active"),
     param!("date", Date, ["period"], "The period the role is held"),
 ];
 
 const LOCATION_PARAMS: &[SearchParamDef] = &[
-    param!("identifier", Token, ["identifier"], "An identifier, e.g. https://fhir.nhs.uk/Id/ods-site-code|R6901"),
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "An identifier, e.g. https://fhir.nhs.uk/Id/ods-site-code|R6901"
+    ),
     param!("name", String, ["name", "alias"], "Name or alias"),
     param!("address", String, ["address"], "Any part of the address"),
-    param!("address-postalcode", String, ["address.postalCode"], "Postcode"),
+    param!(
+        "address-postalcode",
+        String,
+        ["address.postalCode"],
+        "Postcode"
+    ),
     param!("address-city", String, ["address.city"], "City or town"),
     param!("status", Token, ["status"], "active | suspended | inactive"),
     param!("type", Token, ["type"], "Location type"),
-    param!("organization", Reference, ["managingOrganization"], targets ["Organization"], "The managing organisation"),
-    param!("partof", Reference, ["partOf"], targets ["Location"], "The location this one is part of"),
+    param!(
+        "organization",
+        Reference,
+        ["managingOrganization"],
+        targets["Organization"],
+        "The managing organisation"
+    ),
+    param!(
+        "partof",
+        Reference,
+        ["partOf"],
+        targets["Location"],
+        "The location this one is part of"
+    ),
 ];
 
 /// Every hosted type, in CapabilityStatement order.
@@ -139,7 +246,19 @@ pub static RESOURCES: &[ResourceDef] = &[
         name: "Patient",
         profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
         params: PATIENT_PARAMS,
-        summary: &["identifier", "active", "name", "telecom", "gender", "birthDate", "deceasedBoolean", "deceasedDateTime", "address", "managingOrganization", "link"],
+        summary: &[
+            "identifier",
+            "active",
+            "name",
+            "telecom",
+            "gender",
+            "birthDate",
+            "deceasedBoolean",
+            "deceasedDateTime",
+            "address",
+            "managingOrganization",
+            "link",
+        ],
         delete: true,
         if_match_required: false,
         check: resources::patient::check,
@@ -148,7 +267,15 @@ pub static RESOURCES: &[ResourceDef] = &[
         name: "Practitioner",
         profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner",
         params: PRACTITIONER_PARAMS,
-        summary: &["identifier", "active", "name", "telecom", "address", "gender", "birthDate"],
+        summary: &[
+            "identifier",
+            "active",
+            "name",
+            "telecom",
+            "address",
+            "gender",
+            "birthDate",
+        ],
         delete: true,
         if_match_required: false,
         check: resources::practitioner::check,
@@ -166,7 +293,17 @@ pub static RESOURCES: &[ResourceDef] = &[
         name: "PractitionerRole",
         profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-PractitionerRole",
         params: PRACTITIONER_ROLE_PARAMS,
-        summary: &["identifier", "active", "period", "practitioner", "organization", "code", "specialty", "location", "telecom"],
+        summary: &[
+            "identifier",
+            "active",
+            "period",
+            "practitioner",
+            "organization",
+            "code",
+            "specialty",
+            "location",
+            "telecom",
+        ],
         delete: true,
         if_match_required: false,
         check: resources::practitioner_role::check,
@@ -175,7 +312,17 @@ pub static RESOURCES: &[ResourceDef] = &[
         name: "Location",
         profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Location",
         params: LOCATION_PARAMS,
-        summary: &["identifier", "status", "operationalStatus", "name", "description", "mode", "type", "physicalType", "managingOrganization"],
+        summary: &[
+            "identifier",
+            "status",
+            "operationalStatus",
+            "name",
+            "description",
+            "mode",
+            "type",
+            "physicalType",
+            "managingOrganization",
+        ],
         delete: true,
         if_match_required: false,
         check: resources::location::check,

@@ -1,7 +1,9 @@
 //! FHIR search parameters → storage criteria. Every refusal names the parameter at fault.
 
-use ers_schema::search::{Criterion, DateMatch, DatePrefix, IndexKind, RefMatch, SortKey, StringMatch, TokenMatch};
 use ers_schema::search::SearchQuery;
+use ers_schema::search::{
+    Criterion, DateMatch, DatePrefix, IndexKind, RefMatch, SortKey, StringMatch, TokenMatch,
+};
 
 use super::datetime;
 use super::index::{normalise, split_reference};
@@ -50,16 +52,31 @@ pub struct SearchRequest {
 }
 
 fn bad(param: &str, msg: impl std::fmt::Display) -> Issue {
-    Issue::error("invalid", "INVALID_VALUE", format!("Search parameter '{param}': {msg}")).with_expression(param.to_owned())
+    Issue::error(
+        "invalid",
+        "INVALID_VALUE",
+        format!("Search parameter '{param}': {msg}"),
+    )
+    .with_expression(param.to_owned())
 }
 
 /// Parameters that shape results rather than select them (handled by other layers).
 const RESULT_PARAMS: &[&str] = &["_format", "_pretty"];
 
 /// Parses `params` (query string and form body, in order) for a search of `def`.
-pub fn parse(def: &'static ResourceDef, params: &[(String, String)], strict: bool) -> Result<SearchRequest, Vec<Issue>> {
+pub fn parse(
+    def: &'static ResourceDef,
+    params: &[(String, String)],
+    strict: bool,
+) -> Result<SearchRequest, Vec<Issue>> {
     let mut req = SearchRequest {
-        query: SearchQuery { res_type: def.name.to_owned(), criteria: Vec::new(), sort: Vec::new(), offset: 0, limit: DEFAULT_COUNT },
+        query: SearchQuery {
+            res_type: def.name.to_owned(),
+            criteria: Vec::new(),
+            sort: Vec::new(),
+            offset: 0,
+            limit: DEFAULT_COUNT,
+        },
         includes: Vec::new(),
         revincludes: Vec::new(),
         summary: Summary::False,
@@ -73,7 +90,8 @@ pub fn parse(def: &'static ResourceDef, params: &[(String, String)], strict: boo
         match parse_one(def, name, value, &mut req) {
             Ok(true) => req.accepted.push((name.clone(), value.clone())),
             Ok(false) => {
-                if !RESULT_PARAMS.contains(&name.as_str()) && name != "_count" && name != "_offset" {
+                if !RESULT_PARAMS.contains(&name.as_str()) && name != "_count" && name != "_offset"
+                {
                     req.ignored.push(name.clone());
                 }
             }
@@ -83,8 +101,15 @@ pub fn parse(def: &'static ResourceDef, params: &[(String, String)], strict: boo
     if strict {
         for name in &req.ignored {
             issues.push(
-                Issue::error("not-supported", "INVALID_VALUE", format!("Unknown search parameter '{name}' for {} (Prefer: handling=strict)", def.name))
-                    .with_expression(name.clone()),
+                Issue::error(
+                    "not-supported",
+                    "INVALID_VALUE",
+                    format!(
+                        "Unknown search parameter '{name}' for {} (Prefer: handling=strict)",
+                        def.name
+                    ),
+                )
+                .with_expression(name.clone()),
             );
         }
     }
@@ -97,10 +122,17 @@ pub fn parse(def: &'static ResourceDef, params: &[(String, String)], strict: boo
 
 /// Returns Ok(true) when the parameter selects or shapes results and belongs in `self`,
 /// Ok(false) when it is paging / formatting or unknown.
-fn parse_one(def: &'static ResourceDef, name: &str, value: &str, req: &mut SearchRequest) -> Result<bool, Issue> {
+fn parse_one(
+    def: &'static ResourceDef,
+    name: &str,
+    value: &str,
+    req: &mut SearchRequest,
+) -> Result<bool, Issue> {
     match name {
         "_count" => {
-            let n: i64 = value.parse().map_err(|_| bad(name, format!("'{value}' is not a whole number")))?;
+            let n: i64 = value
+                .parse()
+                .map_err(|_| bad(name, format!("'{value}' is not a whole number")))?;
             if !(0..=MAX_COUNT).contains(&n) {
                 return Err(bad(name, format!("{n} is out of range 0..{MAX_COUNT}")));
             }
@@ -108,7 +140,9 @@ fn parse_one(def: &'static ResourceDef, name: &str, value: &str, req: &mut Searc
             return Ok(false);
         }
         "_offset" => {
-            let n: i64 = value.parse().map_err(|_| bad(name, format!("'{value}' is not a whole number")))?;
+            let n: i64 = value
+                .parse()
+                .map_err(|_| bad(name, format!("'{value}' is not a whole number")))?;
             if n < 0 {
                 return Err(bad(name, "must not be negative"));
             }
@@ -122,7 +156,12 @@ fn parse_one(def: &'static ResourceDef, name: &str, value: &str, req: &mut Searc
                 "text" => Summary::Text,
                 "data" => Summary::Data,
                 "count" => Summary::Count,
-                _ => return Err(bad(name, format!("'{value}' is not one of true, false, text, data, count"))),
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!("'{value}' is not one of true, false, text, data, count"),
+                    ))
+                }
             };
             return Ok(true);
         }
@@ -130,13 +169,25 @@ fn parse_one(def: &'static ResourceDef, name: &str, value: &str, req: &mut Searc
             req.total = match value {
                 "none" => TotalMode::None,
                 "estimate" | "accurate" => TotalMode::Accurate,
-                _ => return Err(bad(name, format!("'{value}' is not one of none, estimate, accurate"))),
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!("'{value}' is not one of none, estimate, accurate"),
+                    ))
+                }
             };
             return Ok(true);
         }
         "_elements" => {
-            let list: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-            if list.iter().any(|e| !e.chars().all(|c| c.is_ascii_alphanumeric())) {
+            let list: Vec<String> = value
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if list
+                .iter()
+                .any(|e| !e.chars().all(|c| c.is_ascii_alphanumeric()))
+            {
                 return Err(bad(name, "expects a comma-separated list of element names"));
             }
             req.elements = Some(list);
@@ -144,13 +195,21 @@ fn parse_one(def: &'static ResourceDef, name: &str, value: &str, req: &mut Searc
         }
         "_sort" => {
             for key in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let (desc, key) = key.strip_prefix('-').map(|k| (true, k)).unwrap_or((false, key));
+                let (desc, key) = key
+                    .strip_prefix('-')
+                    .map(|k| (true, k))
+                    .unwrap_or((false, key));
                 let sort = match key {
                     "_id" => SortKey::Id,
                     "_lastUpdated" => SortKey::LastUpdated,
                     other => match def.param(other) {
-                        Some(p) => SortKey::Param { param: p.name.to_owned(), kind: index_kind(p.kind) },
-                        None => return Err(bad(name, format!("cannot sort {} by '{other}'", def.name))),
+                        Some(p) => SortKey::Param {
+                            param: p.name.to_owned(),
+                            kind: index_kind(p.kind),
+                        },
+                        None => {
+                            return Err(bad(name, format!("cannot sort {} by '{other}'", def.name)))
+                        }
                     },
                 };
                 req.query.sort.push((sort, desc));
@@ -192,23 +251,41 @@ fn index_kind(k: ParamKind) -> IndexKind {
 fn parse_include(def: &'static ResourceDef, name: &str, value: &str) -> Result<Include, Issue> {
     let mut parts = value.split(':');
     let (source, param, target) = (parts.next().unwrap_or_default(), parts.next(), parts.next());
-    let source_def = registry::find(source).ok_or_else(|| bad(name, format!("'{source}' is not a resource type of this server")))?;
+    let source_def = registry::find(source).ok_or_else(|| {
+        bad(
+            name,
+            format!("'{source}' is not a resource type of this server"),
+        )
+    })?;
     let param = param
         .and_then(|p| source_def.param(p))
         .filter(|p| p.kind == ParamKind::Reference)
         .ok_or_else(|| bad(name, format!("'{value}' does not name a reference parameter of {source} (expected Type:param[:target])")))?;
     if let Some(t) = target {
         if !param.targets.contains(&t) {
-            return Err(bad(name, format!("{source}:{} cannot point to '{t}'", param.name)));
+            return Err(bad(
+                name,
+                format!("{source}:{} cannot point to '{t}'", param.name),
+            ));
         }
     }
     if name == "_include" && source != def.name {
-        return Err(bad(name, format!("'{value}' must start with the searched type {}", def.name)));
+        return Err(bad(
+            name,
+            format!("'{value}' must start with the searched type {}", def.name),
+        ));
     }
     if name == "_revinclude" && !param.targets.contains(&def.name) {
-        return Err(bad(name, format!("{source}:{} never points to {}", param.name, def.name)));
+        return Err(bad(
+            name,
+            format!("{source}:{} never points to {}", param.name, def.name),
+        ));
     }
-    Ok(Include { source: source_def.name, param, target: target.map(str::to_owned) })
+    Ok(Include {
+        source: source_def.name,
+        param,
+        target: target.map(str::to_owned),
+    })
 }
 
 /// Splits `a,b\,c` on unescaped commas.
@@ -234,7 +311,11 @@ fn split_values(value: &str) -> Vec<String> {
 }
 
 /// One criterion, or None when the parameter is unknown for the type.
-fn criterion(def: &'static ResourceDef, name: &str, value: &str) -> Result<Option<Criterion>, Issue> {
+fn criterion(
+    def: &'static ResourceDef,
+    name: &str,
+    value: &str,
+) -> Result<Option<Criterion>, Issue> {
     if value.is_empty() {
         return Err(bad(name, "has no value"));
     }
@@ -244,32 +325,65 @@ fn criterion(def: &'static ResourceDef, name: &str, value: &str) -> Result<Optio
             Some((p, t)) => (p, Some(t)),
             None => (head, None),
         };
-        let Some(p) = def.param(pname) else { return Ok(None) };
+        let Some(p) = def.param(pname) else {
+            return Ok(None);
+        };
         if p.kind != ParamKind::Reference {
-            return Err(bad(name, format!("'{pname}' is not a reference parameter, so it cannot be chained")));
+            return Err(bad(
+                name,
+                format!("'{pname}' is not a reference parameter, so it cannot be chained"),
+            ));
         }
         let target = match (target, p.targets) {
             (Some(t), _) if p.targets.contains(&t) => t,
             (Some(t), _) => return Err(bad(name, format!("'{pname}' cannot point to '{t}'"))),
             (None, [only]) => only,
             (None, _) => {
-                return Err(bad(name, format!("'{pname}' may point to {}: name one, as {pname}:Type.{child}", p.targets.join(", "))))
+                return Err(bad(
+                    name,
+                    format!(
+                        "'{pname}' may point to {}: name one, as {pname}:Type.{child}",
+                        p.targets.join(", ")
+                    ),
+                ))
             }
         };
-        let target_def = registry::find(target).ok_or_else(|| bad(name, format!("'{target}' is not hosted here")))?;
+        let target_def = registry::find(target)
+            .ok_or_else(|| bad(name, format!("'{target}' is not hosted here")))?;
         if child.contains('.') {
             return Err(bad(name, "only one level of chaining is supported"));
         }
-        let inner = criterion(target_def, child, value)?.ok_or_else(|| bad(name, format!("'{child}' is not a search parameter of {target}")))?;
-        if matches!(inner, Criterion::Id(_) | Criterion::LastUpdated(_) | Criterion::Chain { .. }) {
+        let inner = criterion(target_def, child, value)?.ok_or_else(|| {
+            bad(
+                name,
+                format!("'{child}' is not a search parameter of {target}"),
+            )
+        })?;
+        if matches!(
+            inner,
+            Criterion::Id(_) | Criterion::LastUpdated(_) | Criterion::Chain { .. }
+        ) {
             // Ids are indexed as references: `patient._id=x` is `patient=x`.
             if let Criterion::Id(ids) = inner {
-                let any_of = ids.into_iter().map(|id| RefMatch { target_type: Some(target.to_owned()), id }).collect();
-                return Ok(Some(Criterion::Reference { param: pname.to_owned(), any_of }));
+                let any_of = ids
+                    .into_iter()
+                    .map(|id| RefMatch {
+                        target_type: Some(target.to_owned()),
+                        id,
+                    })
+                    .collect();
+                return Ok(Some(Criterion::Reference {
+                    param: pname.to_owned(),
+                    any_of,
+                }));
             }
             return Err(bad(name, format!("'{child}' cannot be used in a chain")));
         }
-        return Ok(Some(Criterion::Chain { param: pname.to_owned(), target_type: target.to_owned(), inner: Box::new(inner) }));
+        return Ok(Some(Criterion::Chain {
+            param: pname.to_owned(),
+            target_type: target.to_owned(),
+            inner: Box::new(inner),
+        }));
     }
     let (pname, modifier) = match name.split_once(':') {
         Some((p, m)) => (p, Some(m)),
@@ -292,19 +406,28 @@ fn criterion(def: &'static ResourceDef, name: &str, value: &str) -> Result<Optio
             if modifier.is_some() {
                 return Err(bad(name, "_lastUpdated takes no modifier"));
             }
-            let any_of = values.iter().map(|v| date_match(name, v)).collect::<Result<_, _>>()?;
+            let any_of = values
+                .iter()
+                .map(|v| date_match(name, v))
+                .collect::<Result<_, _>>()?;
             return Ok(Some(Criterion::LastUpdated(any_of)));
         }
         _ => {}
     }
-    let Some(p) = def.param(pname) else { return Ok(None) };
+    let Some(p) = def.param(pname) else {
+        return Ok(None);
+    };
     if modifier == Some("missing") {
         let missing = match value {
             "true" => true,
             "false" => false,
             _ => return Err(bad(name, "expects true or false")),
         };
-        return Ok(Some(Criterion::Missing { param: p.name.to_owned(), kind: index_kind(p.kind), missing }));
+        return Ok(Some(Criterion::Missing {
+            param: p.name.to_owned(),
+            kind: index_kind(p.kind),
+            missing,
+        }));
     }
     let param = p.name.to_owned();
     let c = match p.kind {
@@ -317,11 +440,21 @@ fn criterion(def: &'static ResourceDef, name: &str, value: &str) -> Result<Optio
             let any_of = values
                 .iter()
                 .map(|v| match v.split_once('|') {
-                    Some((s, c)) => TokenMatch { system: Some(s.to_owned()), code: (!c.is_empty()).then(|| c.to_owned()) },
-                    None => TokenMatch { system: None, code: Some(v.clone()) },
+                    Some((s, c)) => TokenMatch {
+                        system: Some(s.to_owned()),
+                        code: (!c.is_empty()).then(|| c.to_owned()),
+                    },
+                    None => TokenMatch {
+                        system: None,
+                        code: Some(v.clone()),
+                    },
                 })
                 .collect();
-            Criterion::Token { param, any_of, negate }
+            Criterion::Token {
+                param,
+                any_of,
+                negate,
+            }
         }
         ParamKind::String => {
             let any_of = values
@@ -337,30 +470,56 @@ fn criterion(def: &'static ResourceDef, name: &str, value: &str) -> Result<Optio
         }
         ParamKind::Date => {
             if let Some(m) = modifier {
-                return Err(bad(name, format!("modifier ':{m}' is not supported on a date parameter")));
+                return Err(bad(
+                    name,
+                    format!("modifier ':{m}' is not supported on a date parameter"),
+                ));
             }
-            let any_of = values.iter().map(|v| date_match(name, v)).collect::<Result<_, _>>()?;
+            let any_of = values
+                .iter()
+                .map(|v| date_match(name, v))
+                .collect::<Result<_, _>>()?;
             Criterion::Date { param, any_of }
         }
         ParamKind::Reference => {
             let forced_type = match modifier {
                 None => None,
                 Some(t) if p.targets.contains(&t) => Some(t.to_owned()),
-                Some(m) => return Err(bad(name, format!("modifier ':{m}' is not a type '{}' can point to", p.name))),
+                Some(m) => {
+                    return Err(bad(
+                        name,
+                        format!("modifier ':{m}' is not a type '{}' can point to", p.name),
+                    ))
+                }
             };
             let any_of = values
                 .iter()
                 .map(|v| {
-                    let local = v.rsplit_once("/FHIR/R4/").map(|(_, rest)| rest).unwrap_or(v);
+                    let local = v
+                        .rsplit_once("/FHIR/R4/")
+                        .map(|(_, rest)| rest)
+                        .unwrap_or(v);
                     if let Some((t, id)) = split_reference(local) {
                         if !p.targets.contains(&t) {
-                            return Err(bad(name, format!("'{v}': {} cannot point to {t}", p.name)));
+                            return Err(bad(
+                                name,
+                                format!("'{v}': {} cannot point to {t}", p.name),
+                            ));
                         }
-                        Ok(RefMatch { target_type: Some(t.to_owned()), id: id.to_owned() })
+                        Ok(RefMatch {
+                            target_type: Some(t.to_owned()),
+                            id: id.to_owned(),
+                        })
                     } else if super::is_valid_id(local) {
-                        Ok(RefMatch { target_type: forced_type.clone(), id: local.to_owned() })
+                        Ok(RefMatch {
+                            target_type: forced_type.clone(),
+                            id: local.to_owned(),
+                        })
                     } else {
-                        Err(bad(name, format!("'{v}' is not a reference (Type/id or id)")))
+                        Err(bad(
+                            name,
+                            format!("'{v}' is not a reference (Type/id or id)"),
+                        ))
                     }
                 })
                 .collect::<Result<_, _>>()?;
@@ -398,7 +557,10 @@ mod tests {
     }
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -413,7 +575,11 @@ mod tests {
     #[test]
     fn bad_values_name_the_parameter() {
         let e = parse(patient(), &p(&[("birthdate", "ge19x")]), false).expect_err("bad date");
-        assert!(e[0].diagnostics.contains("birthdate"), "{}", e[0].diagnostics);
+        assert!(
+            e[0].diagnostics.contains("birthdate"),
+            "{}",
+            e[0].diagnostics
+        );
         let e = parse(patient(), &p(&[("_count", "-1")]), false).expect_err("bad count");
         assert!(e[0].diagnostics.contains("_count"));
         let e = parse(patient(), &p(&[("family:sounds", "x")]), false).expect_err("bad modifier");
@@ -422,6 +588,9 @@ mod tests {
 
     #[test]
     fn escaped_commas() {
-        assert_eq!(split_values(r"a,b\,c"), vec!["a".to_string(), "b,c".to_string()]);
+        assert_eq!(
+            split_values(r"a,b\,c"),
+            vec!["a".to_string(), "b,c".to_string()]
+        );
     }
 }

@@ -19,25 +19,46 @@ fn header<'a>(req: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str
     match req.headers().get(name) {
         None => Ok(None),
         Some(v) => {
-            let s = v.to_str().map_err(|_| ApiError::BadHeader { header: name, message: "is not visible ASCII".into() })?.trim();
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::BadHeader {
+                    header: name,
+                    message: "is not visible ASCII".into(),
+                })?
+                .trim();
             Ok((!s.is_empty()).then_some(s))
         }
     }
 }
 
 fn caller_from(req: &HttpRequest) -> Result<Caller, ApiError> {
-    let bf_raw = header(req, BUSINESS_FUNCTION)?.ok_or(ApiError::MissingHeader(BUSINESS_FUNCTION))?;
+    let bf_raw =
+        header(req, BUSINESS_FUNCTION)?.ok_or(ApiError::MissingHeader(BUSINESS_FUNCTION))?;
     let business_function = BusinessFunction::parse(bf_raw).ok_or_else(|| ApiError::BadHeader {
         header: BUSINESS_FUNCTION,
         message: format!(
             "'{bf_raw}' is not an e-RS business function; allowed values: {}",
-            BusinessFunction::ALL.iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
+            BusinessFunction::ALL
+                .iter()
+                .map(|b| b.code())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     })?;
     let ods_raw = header(req, ORGANISATION)?.ok_or(ApiError::MissingHeader(ORGANISATION))?;
-    let organisation = OdsCode::parse(ods_raw).map_err(|e| ApiError::BadHeader { header: ORGANISATION, message: e.0 })?;
+    let organisation = OdsCode::parse(ods_raw).map_err(|e| ApiError::BadHeader {
+        header: ORGANISATION,
+        message: e.0,
+    })?;
     let user_id = header(req, USER_ID)?
-        .map(|u| SdsUserId::parse(u).map(|s| s.as_str().to_owned()).map_err(|e| ApiError::BadHeader { header: USER_ID, message: e.0 }))
+        .map(|u| {
+            SdsUserId::parse(u)
+                .map(|s| s.as_str().to_owned())
+                .map_err(|e| ApiError::BadHeader {
+                    header: USER_ID,
+                    message: e.0,
+                })
+        })
         .transpose()?;
     let obo = header(req, ON_BEHALF_OF)?;
     let on_behalf_of = match (business_function.acts_on_behalf(), obo) {
@@ -51,7 +72,12 @@ fn caller_from(req: &HttpRequest) -> Result<Caller, ApiError> {
         }
         (false, None) => None,
     };
-    Ok(Caller { user_id, business_function, organisation, on_behalf_of })
+    Ok(Caller {
+        user_id,
+        business_function,
+        organisation,
+        on_behalf_of,
+    })
 }
 
 impl FromRequest for Caller {
@@ -69,6 +95,10 @@ pub fn author(req: &HttpRequest, caller: &Caller) -> ers_schema::Author {
         user: caller.user_id.clone(),
         role: caller.business_function.code().to_owned(),
         org: caller.organisation.as_str().to_owned(),
-        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
     }
 }

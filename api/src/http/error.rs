@@ -22,7 +22,10 @@ pub enum ApiError {
     #[error("Missing or empty {0} header.")]
     MissingHeader(&'static str),
     #[error("{header} header: {message}")]
-    BadHeader { header: &'static str, message: String },
+    BadHeader {
+        header: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -59,51 +62,125 @@ impl ApiError {
     pub fn parts(&self) -> (StatusCode, Vec<Issue>) {
         use ServiceError as S;
         let msg = self.to_string();
-        let one = |code: &'static str, ers: &'static str| vec![Issue::error(code, ers, msg.clone())];
+        let one =
+            |code: &'static str, ers: &'static str| vec![Issue::error(code, ers, msg.clone())];
         match self {
             ApiError::Service(s) => match s {
-                S::NotFound { .. } => (StatusCode::NOT_FOUND, one("not-found", "REFERENCE_NOT_FOUND")),
-                S::VersionNotFound { .. } => (StatusCode::NOT_FOUND, one("not-found", "REFERENCE_NOT_FOUND")),
+                S::NotFound { .. } => (
+                    StatusCode::NOT_FOUND,
+                    one("not-found", "REFERENCE_NOT_FOUND"),
+                ),
+                S::VersionNotFound { .. } => (
+                    StatusCode::NOT_FOUND,
+                    one("not-found", "REFERENCE_NOT_FOUND"),
+                ),
                 S::Gone { .. } => (StatusCode::GONE, one("deleted", "REFERENCE_NOT_FOUND")),
-                S::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, one("conflict", "INVALID_VALUE")),
-                S::ConcurrentUpdate { .. } => (StatusCode::CONFLICT, one("conflict", "INVALID_REQUEST_STATE")),
-                S::IfMatchRequired { .. } => (StatusCode::PRECONDITION_REQUIRED, one("required", "MISSING_HEADER")),
+                S::VersionMismatch { .. } => (
+                    StatusCode::PRECONDITION_FAILED,
+                    one("conflict", "INVALID_VALUE"),
+                ),
+                S::ConcurrentUpdate { .. } => (
+                    StatusCode::CONFLICT,
+                    one("conflict", "INVALID_REQUEST_STATE"),
+                ),
+                S::IfMatchRequired { .. } => (
+                    StatusCode::PRECONDITION_REQUIRED,
+                    one("required", "MISSING_HEADER"),
+                ),
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
                 S::Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
-                S::Duplicate { .. } => (StatusCode::CONFLICT, one("duplicate", "INAPPROPRIATE_VALUE")),
+                S::Duplicate { .. } => (
+                    StatusCode::CONFLICT,
+                    one("duplicate", "INAPPROPRIATE_VALUE"),
+                ),
                 S::ReferenceNotFound { path, .. } => (
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    vec![Issue::error("not-found", "REFERENCE_NOT_FOUND", msg.clone()).with_expression(path.clone())],
+                    vec![
+                        Issue::error("not-found", "REFERENCE_NOT_FOUND", msg.clone())
+                            .with_expression(path.clone()),
+                    ],
                 ),
-                S::StillReferenced { .. } => (StatusCode::CONFLICT, one("conflict", "INVALID_REQUEST_STATE")),
-                S::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, one("not-supported", "INVALID_REQUEST_TYPE")),
-                S::ConditionalMultiple { .. } => (StatusCode::PRECONDITION_FAILED, one("multiple-matches", "INVALID_VALUE")),
-                S::Storage(StorageError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, one("transient", "SYSTEM_UNAVAILABLE")),
-                S::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::error("exception", "SERVICE_ERROR", "Internal server error: the database failed; the request was not applied")]),
+                S::StillReferenced { .. } => (
+                    StatusCode::CONFLICT,
+                    one("conflict", "INVALID_REQUEST_STATE"),
+                ),
+                S::MethodNotAllowed(_) => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    one("not-supported", "INVALID_REQUEST_TYPE"),
+                ),
+                S::ConditionalMultiple { .. } => (
+                    StatusCode::PRECONDITION_FAILED,
+                    one("multiple-matches", "INVALID_VALUE"),
+                ),
+                S::Storage(StorageError::Unavailable(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    one("transient", "SYSTEM_UNAVAILABLE"),
+                ),
+                S::Storage(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    vec![Issue::error(
+                        "exception",
+                        "SERVICE_ERROR",
+                        "Internal server error: the database failed; the request was not applied",
+                    )],
+                ),
             },
-            ApiError::Format(FormatError::Syntax(_)) => (StatusCode::BAD_REQUEST, one("structure", "INVALID_FHIR_STRUCTURE")),
+            ApiError::Format(FormatError::Syntax(_)) => (
+                StatusCode::BAD_REQUEST,
+                one("structure", "INVALID_FHIR_STRUCTURE"),
+            ),
             ApiError::Format(FormatError::Structure(m)) => {
-                let ers = if m.contains("unknown field") { "UNEXPECTED_FIELD" } else { "INVALID_FHIR_STRUCTURE" };
+                let ers = if m.contains("unknown field") {
+                    "UNEXPECTED_FIELD"
+                } else {
+                    "INVALID_FHIR_STRUCTURE"
+                };
                 (StatusCode::BAD_REQUEST, one("structure", ers))
             }
-            ApiError::Format(FormatError::Doctype) => (StatusCode::BAD_REQUEST, one("security", "INVALID_FHIR_STRUCTURE")),
-            ApiError::Format(FormatError::Serialise(_)) => (StatusCode::INTERNAL_SERVER_ERROR, one("exception", "SERVICE_ERROR")),
+            ApiError::Format(FormatError::Doctype) => (
+                StatusCode::BAD_REQUEST,
+                one("security", "INVALID_FHIR_STRUCTURE"),
+            ),
+            ApiError::Format(FormatError::Serialise(_)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                one("exception", "SERVICE_ERROR"),
+            ),
             ApiError::Search(issues) => (StatusCode::BAD_REQUEST, issues.clone()),
-            ApiError::UnknownType(..) => (StatusCode::NOT_FOUND, one("not-supported", "INVALID_VALUE")),
+            ApiError::UnknownType(..) => {
+                (StatusCode::NOT_FOUND, one("not-supported", "INVALID_VALUE"))
+            }
             ApiError::MissingHeader(h) => (
                 StatusCode::BAD_REQUEST,
-                vec![Issue::error("required", "MISSING_HEADER", msg.clone()).with_expression(h.to_string())],
+                vec![Issue::error("required", "MISSING_HEADER", msg.clone())
+                    .with_expression(h.to_string())],
             ),
             ApiError::BadHeader { header, .. } => (
                 StatusCode::BAD_REQUEST,
-                vec![Issue::error("value", "INVALID_VALUE", msg.clone()).with_expression(header.to_string())],
+                vec![Issue::error("value", "INVALID_VALUE", msg.clone())
+                    .with_expression(header.to_string())],
             ),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, one("not-supported", "INVALID_VALUE")),
-            ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, one("not-supported", "INVALID_VALUE")),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                one("not-supported", "INVALID_VALUE"),
+            ),
+            ApiError::NotAcceptable(_) => (
+                StatusCode::NOT_ACCEPTABLE,
+                one("not-supported", "INVALID_VALUE"),
+            ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, one("not-found", "INVALID_VALUE")),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, one("transient", "SYSTEM_UNAVAILABLE")),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::error("exception", "SERVICE_ERROR", "Internal server error")]),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                one("transient", "SYSTEM_UNAVAILABLE"),
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![Issue::error(
+                    "exception",
+                    "SERVICE_ERROR",
+                    "Internal server error",
+                )],
+            ),
         }
     }
 }

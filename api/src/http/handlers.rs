@@ -22,7 +22,14 @@ type Reply = Result<HttpResponse, ApiError>;
 
 fn resource_def(name: &str) -> Result<&'static ResourceDef, ApiError> {
     registry::find(name).ok_or_else(|| {
-        ApiError::UnknownType(name.to_owned(), RESOURCES.iter().map(|r| r.name).collect::<Vec<_>>().join(", "))
+        ApiError::UnknownType(
+            name.to_owned(),
+            RESOURCES
+                .iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     })
 }
 
@@ -30,7 +37,9 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     if is_valid_id(id) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!("'{id}' is not a valid resource id (1-64 of A-Z, a-z, 0-9, '-', '.')")))
+        Err(ApiError::BadRequest(format!(
+            "'{id}' is not a valid resource id (1-64 of A-Z, a-z, 0-9, '-', '.')"
+        )))
     }
 }
 
@@ -52,8 +61,15 @@ struct Prefer {
 }
 
 fn prefer(req: &HttpRequest) -> Prefer {
-    let mut p = Prefer { ret: None, strict: false };
-    for v in req.headers().get_all("prefer").filter_map(|v| v.to_str().ok()) {
+    let mut p = Prefer {
+        ret: None,
+        strict: false,
+    };
+    for v in req
+        .headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+    {
         for item in v.split([',', ';']) {
             match item.trim().split_once('=') {
                 Some(("return", r)) => p.ret = Some(r.trim().trim_matches('"').to_owned()),
@@ -71,13 +87,18 @@ fn etag(version: i64) -> String {
 
 /// `If-Match: W/"n"` (or `"n"`), if present.
 fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
-    let Some(v) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
+    let Some(v) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let raw = v.to_str().unwrap_or_default().trim();
     let inner = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
-    inner.parse::<i64>().map(Some).map_err(|_| ApiError::BadHeader {
-        header: "If-Match",
-        message: format!("'{raw}' is not a version ETag of the form W/\"n\""),
-    })
+    inner
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::BadHeader {
+            header: "If-Match",
+            message: format!("'{raw}' is not a version ETag of the form W/\"n\""),
+        })
 }
 
 async fn conn(state: &web::Data<AppState>) -> Result<ers_schema::PooledConn, ApiError> {
@@ -86,14 +107,27 @@ async fn conn(state: &web::Data<AppState>) -> Result<ers_schema::PooledConn, Api
 }
 
 /// A write's response: status, ETag, Last-Modified, Location, body per `Prefer: return`.
-fn write_reply(req: &HttpRequest, state: &AppState, status: StatusCode, row: &ers_schema::ResourceRow) -> Reply {
-    let location = format!("{}/{}/{}/_history/{}", base_url(req, state), row.res_type, row.id, row.version_id);
+fn write_reply(
+    req: &HttpRequest,
+    state: &AppState,
+    status: StatusCode,
+    row: &ers_schema::ResourceRow,
+) -> Reply {
+    let location = format!(
+        "{}/{}/{}/_history/{}",
+        base_url(req, state),
+        row.res_type,
+        row.id,
+        row.version_id
+    );
     let body = match prefer(req).ret.as_deref() {
         Some("minimal") => None,
-        Some("OperationOutcome") => Some(Body::Value(operation_outcome(&[Issue::information(format!(
-            "{}/{} version {} stored",
-            row.res_type, row.id, row.version_id
-        ))]))),
+        Some("OperationOutcome") => Some(Body::Value(operation_outcome(&[Issue::information(
+            format!(
+                "{}/{} version {} stored",
+                row.res_type, row.id, row.version_id
+            ),
+        )]))),
         _ => Some(Body::Text(row.content.clone())),
     };
     let mut res = match body {
@@ -101,50 +135,93 @@ fn write_reply(req: &HttpRequest, state: &AppState, status: StatusCode, row: &er
         None => HttpResponse::build(status).finish(),
     };
     let h = res.headers_mut();
-    h.insert(header::ETAG, header::HeaderValue::from_str(&etag(row.version_id)).map_err(|e| ApiError::Internal(e.to_string()))?);
-    h.insert(header::LAST_MODIFIED, header::HeaderValue::from_str(&datetime::http_date(row.last_updated)).map_err(|e| ApiError::Internal(e.to_string()))?);
-    h.insert(header::LOCATION, header::HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?);
+    h.insert(
+        header::ETAG,
+        header::HeaderValue::from_str(&etag(row.version_id))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    h.insert(
+        header::LAST_MODIFIED,
+        header::HeaderValue::from_str(&datetime::http_date(row.last_updated))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    h.insert(
+        header::LOCATION,
+        header::HeaderValue::from_str(&location).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
     Ok(res)
 }
 
-fn read_reply(req: &HttpRequest, content: String, version: i64, last_updated: chrono::NaiveDateTime) -> Reply {
+fn read_reply(
+    req: &HttpRequest,
+    content: String,
+    version: i64,
+    last_updated: chrono::NaiveDateTime,
+) -> Reply {
     let mut res = negotiate::respond(req, StatusCode::OK, Body::Text(content))?;
     let h = res.headers_mut();
-    h.insert(header::ETAG, header::HeaderValue::from_str(&etag(version)).map_err(|e| ApiError::Internal(e.to_string()))?);
-    h.insert(header::LAST_MODIFIED, header::HeaderValue::from_str(&datetime::http_date(last_updated)).map_err(|e| ApiError::Internal(e.to_string()))?);
+    h.insert(
+        header::ETAG,
+        header::HeaderValue::from_str(&etag(version))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    h.insert(
+        header::LAST_MODIFIED,
+        header::HeaderValue::from_str(&datetime::http_date(last_updated))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
     Ok(res)
 }
 
 fn parse_query(s: &str) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(s).map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))
+    serde_urlencoded::from_str::<Vec<(String, String)>>(s)
+        .map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))
 }
 
-pub async fn create(req: HttpRequest, path: web::Path<String>, body: web::Bytes, caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn create(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let def = resource_def(&path)?;
     let resource = negotiate::parse_body(&req, &body)?;
     let conditional = match req.headers().get("if-none-exist") {
         None => None,
         Some(v) => {
-            let raw = v.to_str().map_err(|_| ApiError::BadHeader { header: "If-None-Exist", message: "is not visible ASCII".into() })?;
+            let raw = v.to_str().map_err(|_| ApiError::BadHeader {
+                header: "If-None-Exist",
+                message: "is not visible ASCII".into(),
+            })?;
             let query = raw.split_once('?').map(|(_, q)| q).unwrap_or(raw);
             let params = parse_query(query)?;
             let parsed = fsearch::parse(def, &params, true).map_err(ApiError::Search)?;
             if parsed.query.criteria.is_empty() {
-                return Err(ApiError::BadHeader { header: "If-None-Exist", message: format!("'{raw}' has no search criteria") });
+                return Err(ApiError::BadHeader {
+                    header: "If-None-Exist",
+                    message: format!("'{raw}' has no search criteria"),
+                });
             }
             Some((parsed.query, raw.to_owned()))
         }
     };
     let who = author(&req, &caller);
     let mut c = conn(&state).await?;
-    let created = web::block(move || svc::create(&mut c, def, resource, &who, conditional)).await??;
+    let created =
+        web::block(move || svc::create(&mut c, def, resource, &who, conditional)).await??;
     match created {
         Created::New(row) => write_reply(&req, &state, StatusCode::CREATED, &row),
         Created::Existing(row) => write_reply(&req, &state, StatusCode::OK, &row),
     }
 }
 
-pub async fn read(req: HttpRequest, path: web::Path<(String, String)>, _caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn read(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    _caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
     check_id(&id)?;
@@ -154,22 +231,33 @@ pub async fn read(req: HttpRequest, path: web::Path<(String, String)>, _caller: 
     read_reply(&req, row.content, row.version_id, row.last_updated)
 }
 
-pub async fn vread(req: HttpRequest, path: web::Path<(String, String, String)>, _caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn vread(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    _caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let (t, id, vid) = path.into_inner();
     let def = resource_def(&t)?;
     check_id(&id)?;
-    let version: i64 = vid
-        .parse()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::NotFound(format!("'{vid}' is not a version id of {t}/{id} (versions are 1, 2, 3...)")))?;
+    let version: i64 = vid.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "'{vid}' is not a version id of {t}/{id} (versions are 1, 2, 3...)"
+        ))
+    })?;
     negotiate::response_format(&req)?;
     let mut c = conn(&state).await?;
     let row = web::block(move || svc::vread(&mut c, def, &id, version)).await??;
     read_reply(&req, row.content, row.version_id, row.last_updated)
 }
 
-pub async fn update(req: HttpRequest, path: web::Path<(String, String)>, body: web::Bytes, caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn update(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
     check_id(&id)?;
@@ -181,7 +269,12 @@ pub async fn update(req: HttpRequest, path: web::Path<(String, String)>, body: w
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 
-pub async fn delete(req: HttpRequest, path: web::Path<(String, String)>, caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
     check_id(&id)?;
@@ -201,7 +294,12 @@ fn page_url(base: &str, t: &str, accepted: &[(String, String)], count: i64, offs
     format!("{base}/{t}?{qs}")
 }
 
-async fn run_search(req: HttpRequest, def: &'static ResourceDef, params: Vec<(String, String)>, state: web::Data<AppState>) -> Reply {
+async fn run_search(
+    req: HttpRequest,
+    def: &'static ResourceDef,
+    params: Vec<(String, String)>,
+    state: web::Data<AppState>,
+) -> Reply {
     let p = prefer(&req);
     let parsed: SearchRequest = fsearch::parse(def, &params, p.strict).map_err(ApiError::Search)?;
     negotiate::response_format(&req)?;
@@ -216,11 +314,21 @@ async fn run_search(req: HttpRequest, def: &'static ResourceDef, params: Vec<(St
     };
     let links = Links {
         self_url: page_url(&base, def.name, &parsed.accepted, count, offset),
-        next: (has_more && parsed.summary != fsearch::Summary::Count).then(|| page_url(&base, def.name, &parsed.accepted, count, offset + count)),
-        previous: (offset > 0).then(|| page_url(&base, def.name, &parsed.accepted, count, (offset - count).max(0))),
+        next: (has_more && parsed.summary != fsearch::Summary::Count)
+            .then(|| page_url(&base, def.name, &parsed.accepted, count, offset + count)),
+        previous: (offset > 0).then(|| {
+            page_url(
+                &base,
+                def.name,
+                &parsed.accepted,
+                count,
+                (offset - count).max(0),
+            )
+        }),
     };
     let shape = |content: &str, rdef: Option<&ResourceDef>| -> Result<Value, ApiError> {
-        let v: Value = serde_json::from_str(content).map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+        let v: Value = serde_json::from_str(content)
+            .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
         Ok(match (&parsed.elements, parsed.summary) {
             (Some(els), _) => apply_elements(&v, els),
             (None, s) => apply_summary(&v, s, rdef.map(|d| d.summary).unwrap_or(&[])),
@@ -228,7 +336,11 @@ async fn run_search(req: HttpRequest, def: &'static ResourceDef, params: Vec<(St
     };
     let mut entries = Vec::with_capacity(result.matches.len() + result.included.len());
     for row in &result.matches {
-        entries.push(Entry { full_url: format!("{base}/{}/{}", row.res_type, row.id), resource: shape(&row.content, Some(def))?, include: false });
+        entries.push(Entry {
+            full_url: format!("{base}/{}/{}", row.res_type, row.id),
+            resource: shape(&row.content, Some(def))?,
+            include: false,
+        });
     }
     for row in &result.included {
         entries.push(Entry {
@@ -238,7 +350,10 @@ async fn run_search(req: HttpRequest, def: &'static ResourceDef, params: Vec<(St
         });
     }
     let outcome = (!parsed.ignored.is_empty()).then(|| {
-        let mut o = operation_outcome(&[Issue::information(format!("Unknown search parameters ignored: {}", parsed.ignored.join(", ")))]);
+        let mut o = operation_outcome(&[Issue::information(format!(
+            "Unknown search parameters ignored: {}",
+            parsed.ignored.join(", ")
+        ))]);
         o["issue"][0]["severity"] = Value::from("warning");
         o
     });
@@ -246,38 +361,85 @@ async fn run_search(req: HttpRequest, def: &'static ResourceDef, params: Vec<(St
     negotiate::respond(&req, StatusCode::OK, Body::Value(bundle))
 }
 
-pub async fn search_get(req: HttpRequest, path: web::Path<String>, _caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn search_get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    _caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let def = resource_def(&path)?;
     let params = parse_query(req.query_string())?;
     run_search(req, def, params, state).await
 }
 
-pub async fn search_post(req: HttpRequest, path: web::Path<String>, body: web::Bytes, _caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn search_post(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    _caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let def = resource_def(&path)?;
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return Err(ApiError::UnsupportedMediaType(format!(
             "POST _search takes application/x-www-form-urlencoded parameters, not '{ct}'"
         )));
     }
-    let form = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the form body is not UTF-8".into()))?;
+    let form = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the form body is not UTF-8".into()))?;
     let mut params = parse_query(req.query_string())?;
     params.extend(parse_query(form)?);
     run_search(req, def, params, state).await
 }
 
 fn history_query(req: &HttpRequest) -> Result<(HistoryQuery, Vec<(String, String)>), ApiError> {
-    let mut q = HistoryQuery { limit: fsearch::DEFAULT_COUNT, ..Default::default() };
+    let mut q = HistoryQuery {
+        limit: fsearch::DEFAULT_COUNT,
+        ..Default::default()
+    };
     let mut accepted = Vec::new();
     for (k, v) in parse_query(req.query_string())? {
-        let bad = |m: String| ApiError::Search(vec![Issue::error("invalid", "INVALID_VALUE", format!("History parameter '{k}': {m}")).with_expression(k.clone())]);
+        let bad = |m: String| {
+            ApiError::Search(vec![Issue::error(
+                "invalid",
+                "INVALID_VALUE",
+                format!("History parameter '{k}': {m}"),
+            )
+            .with_expression(k.clone())])
+        };
         match k.as_str() {
             "_count" => {
-                q.limit = v.parse().ok().filter(|n| (0..=fsearch::MAX_COUNT).contains(n)).ok_or_else(|| bad(format!("'{v}' is not a number in 0..{}", fsearch::MAX_COUNT)))?;
+                q.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (0..=fsearch::MAX_COUNT).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "'{v}' is not a number in 0..{}",
+                            fsearch::MAX_COUNT
+                        ))
+                    })?;
             }
-            "_offset" => q.offset = v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| bad(format!("'{v}' is not a non-negative number")))?,
+            "_offset" => {
+                q.offset = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad(format!("'{v}' is not a non-negative number")))?
+            }
             "_since" | "_at" => {
-                let (lo, hi) = datetime::range(&v).filter(|_| datetime::is_datetime(&v)).ok_or_else(|| bad(format!("'{v}' is not an instant (e.g. 2026-11-23T10:00:00Z)")))?;
+                let (lo, hi) = datetime::range(&v)
+                    .filter(|_| datetime::is_datetime(&v))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "'{v}' is not an instant (e.g. 2026-11-23T10:00:00Z)"
+                        ))
+                    })?;
                 if k == "_since" {
                     q.since = Some(lo);
                 } else {
@@ -291,7 +453,12 @@ fn history_query(req: &HttpRequest) -> Result<(HistoryQuery, Vec<(String, String
     Ok((q, accepted))
 }
 
-async fn run_history(req: HttpRequest, def: &'static ResourceDef, id: Option<String>, state: web::Data<AppState>) -> Reply {
+async fn run_history(
+    req: HttpRequest,
+    def: &'static ResourceDef,
+    id: Option<String>,
+    state: web::Data<AppState>,
+) -> Reply {
     let (mut q, accepted) = history_query(&req)?;
     negotiate::response_format(&req)?;
     q.res_type = Some(def.name.to_owned());
@@ -306,15 +473,20 @@ async fn run_history(req: HttpRequest, def: &'static ResourceDef, id: Option<Str
     };
     let links = Links {
         self_url: page_url(&base, &path, &accepted, count, offset),
-        next: (offset + count < total).then(|| page_url(&base, &path, &accepted, count, offset + count)),
-        previous: (offset > 0).then(|| page_url(&base, &path, &accepted, count, (offset - count).max(0))),
+        next: (offset + count < total)
+            .then(|| page_url(&base, &path, &accepted, count, offset + count)),
+        previous: (offset > 0)
+            .then(|| page_url(&base, &path, &accepted, count, (offset - count).max(0))),
     };
     let mut entries = Vec::with_capacity(rows.len());
     for v in rows {
         let resource = if v.is_deleted() {
             None
         } else {
-            Some(serde_json::from_str::<Value>(&v.content).map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?)
+            Some(
+                serde_json::from_str::<Value>(&v.content)
+                    .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?,
+            )
         };
         let (url, status) = match v.method.as_str() {
             "POST" => (v.res_type.clone(), "201 Created"),
@@ -331,15 +503,29 @@ async fn run_history(req: HttpRequest, def: &'static ResourceDef, id: Option<Str
             last_modified: datetime::instant(v.last_updated),
         });
     }
-    negotiate::respond(&req, StatusCode::OK, Body::Value(bundle::history(total, &links, entries)))
+    negotiate::respond(
+        &req,
+        StatusCode::OK,
+        Body::Value(bundle::history(total, &links, entries)),
+    )
 }
 
-pub async fn history_type(req: HttpRequest, path: web::Path<String>, _caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn history_type(
+    req: HttpRequest,
+    path: web::Path<String>,
+    _caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let def = resource_def(&path)?;
     run_history(req, def, None, state).await
 }
 
-pub async fn history_instance(req: HttpRequest, path: web::Path<(String, String)>, _caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn history_instance(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    _caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
     check_id(&id)?;

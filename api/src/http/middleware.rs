@@ -23,9 +23,17 @@ struct Panicked {
 
 impl actix_web::ResponseError for Panicked {
     fn error_response(&self) -> HttpResponse {
-        let mut res = outcome_response(StatusCode::INTERNAL_SERVER_ERROR, &[Issue::error("exception", "SERVICE_ERROR", "Internal server error")]);
+        let mut res = outcome_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &[Issue::error(
+                "exception",
+                "SERVICE_ERROR",
+                "Internal server error",
+            )],
+        );
         if let Ok(v) = HeaderValue::from_str(&self.request_id) {
-            res.headers_mut().insert(HeaderName::from_static(REQUEST_ID), v);
+            res.headers_mut()
+                .insert(HeaderName::from_static(REQUEST_ID), v);
         }
         res
     }
@@ -40,17 +48,44 @@ pub const CORRELATION_ID: &str = "x-correlation-id";
 
 fn fallback_issue(status: StatusCode, message: &str) -> Issue {
     let (code, ers, text) = match status {
-        StatusCode::NOT_FOUND => ("not-found", "INVALID_VALUE", "No such endpoint: the FHIR base is /FHIR/R4".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => ("not-supported", "INVALID_REQUEST_TYPE", "This HTTP method is not allowed on this URL".to_owned()),
-        StatusCode::PAYLOAD_TOO_LARGE => ("too-costly", "FILE_SIZE_ERROR", format!("The request body is too large: {message}")),
-        s if s.is_server_error() => ("exception", "SERVICE_ERROR", "Internal server error".to_owned()),
+        StatusCode::NOT_FOUND => (
+            "not-found",
+            "INVALID_VALUE",
+            "No such endpoint: the FHIR base is /FHIR/R4".to_owned(),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "not-supported",
+            "INVALID_REQUEST_TYPE",
+            "This HTTP method is not allowed on this URL".to_owned(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too-costly",
+            "FILE_SIZE_ERROR",
+            format!("The request body is too large: {message}"),
+        ),
+        s if s.is_server_error() => (
+            "exception",
+            "SERVICE_ERROR",
+            "Internal server error".to_owned(),
+        ),
         _ => ("invalid", "INVALID_VALUE", message.to_owned()),
     };
-    Issue::error(code, ers, if text.is_empty() { status.to_string() } else { text })
+    Issue::error(
+        code,
+        ers,
+        if text.is_empty() {
+            status.to_string()
+        } else {
+            text
+        },
+    )
 }
 
 /// The outermost middleware.
-pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, Error> {
+pub async fn envelope(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
     let request_id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let correlation = req.headers().get(CORRELATION_ID).cloned();
@@ -76,7 +111,11 @@ pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static
 
     let status = res.status();
     let mut res = if status.is_client_error() || status.is_server_error() {
-        finish_error(res, wants_xml, &format!("request {request_id}: {method} {path}"))
+        finish_error(
+            res,
+            wants_xml,
+            &format!("request {request_id}: {method} {path}"),
+        )
     } else {
         res
     };
@@ -88,19 +127,36 @@ pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static
     if let Some(c) = correlation {
         headers.insert(HeaderName::from_static(CORRELATION_ID), c);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Ok(res)
 }
 
 /// Logs an error response and makes sure its body is an OperationOutcome in the negotiated
 /// format.
-fn finish_error(res: ServiceResponse<BoxBody>, wants_xml: bool, what: &str) -> ServiceResponse<BoxBody> {
+fn finish_error(
+    res: ServiceResponse<BoxBody>,
+    wants_xml: bool,
+    what: &str,
+) -> ServiceResponse<BoxBody> {
     let status = res.status();
-    let error_text = res.response().error().map(|e| e.to_string()).unwrap_or_default();
+    let error_text = res
+        .response()
+        .error()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     if status.is_server_error() {
         log::error!("{what} -> {status}: {error_text}");
     } else {
@@ -112,7 +168,11 @@ fn finish_error(res: ServiceResponse<BoxBody>, wants_xml: bool, what: &str) -> S
         Some(o) => (resp, o.0),
         None => {
             let resp = outcome_response(status, &[fallback_issue(status, &error_text)]);
-            let o = resp.extensions().get::<OutcomeBody>().map(|o| o.0.clone()).unwrap_or_default();
+            let o = resp
+                .extensions()
+                .get::<OutcomeBody>()
+                .map(|o| o.0.clone())
+                .unwrap_or_default();
             (resp, o)
         }
     };
@@ -125,7 +185,10 @@ fn finish_error(res: ServiceResponse<BoxBody>, wants_xml: bool, what: &str) -> S
             for (k, v) in resp.headers().iter() {
                 out.headers_mut().insert(k.clone(), v.clone());
             }
-            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+xml; charset=utf-8"));
+            out.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/fhir+xml; charset=utf-8"),
+            );
             ServiceResponse::new(r, out)
         }
         Err(_) => ServiceResponse::new(r, resp),

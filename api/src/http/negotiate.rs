@@ -23,10 +23,23 @@ impl Format {
 }
 
 fn format_of_mime(mime: &str) -> Option<Format> {
-    let m = mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let m = mime
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match m.as_str() {
-        "application/fhir+json" | "application/json" | "application/json+fhir" | "json" | "text/json" => Some(Format::Json),
-        "application/fhir+xml" | "application/xml" | "application/xml+fhir" | "xml" | "text/xml" => Some(Format::Xml),
+        "application/fhir+json"
+        | "application/json"
+        | "application/json+fhir"
+        | "json"
+        | "text/json" => Some(Format::Json),
+        "application/fhir+xml"
+        | "application/xml"
+        | "application/xml+fhir"
+        | "xml"
+        | "text/xml" => Some(Format::Xml),
         _ => None,
     }
 }
@@ -46,7 +59,11 @@ pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
             ApiError::NotAcceptable(format!("_format '{f}' is not supported: use json, xml, application/fhir+json or application/fhir+xml"))
         });
     }
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(Format::Json);
     };
     // Highest q first; ties keep the client's order.
@@ -64,7 +81,11 @@ pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
         })
         .filter(|(q, _, _)| *q > 0.0)
         .collect();
-    ranges.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+    ranges.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+    });
     for (_, _, mime) in &ranges {
         if let Some(f) = format_of_mime(mime) {
             return Ok(f);
@@ -80,7 +101,11 @@ pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
 
 /// The format of a request body, or 415.
 pub fn request_format(req: &HttpRequest) -> Result<Format, ApiError> {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if ct.is_empty() {
         return Err(ApiError::UnsupportedMediaType(
             "Content-Type is missing: send application/fhir+json or application/fhir+xml".into(),
@@ -96,7 +121,9 @@ pub fn request_format(req: &HttpRequest) -> Result<Format, ApiError> {
 /// Parses a FHIR request body in its declared format.
 pub fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::BadRequest("the request body is empty: a FHIR resource is required".into()));
+        return Err(ApiError::BadRequest(
+            "the request body is empty: a FHIR resource is required".into(),
+        ));
     }
     let value = match request_format(req)? {
         Format::Json => ers_fhir::parse_json(body)?,
@@ -121,7 +148,8 @@ pub fn encode(body: Body, format: Format, pretty: bool) -> Result<Vec<u8>, ApiEr
     match (format, body) {
         (Format::Json, Body::Text(t)) if !pretty => Ok(t.into_bytes()),
         (Format::Json, Body::Text(t)) => {
-            let v: Value = serde_json::from_str(&t).map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+            let v: Value = serde_json::from_str(&t)
+                .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
             serde_json::to_vec_pretty(&v).map_err(|e| ApiError::Internal(e.to_string()))
         }
         (Format::Json, Body::Value(v)) => {
@@ -132,7 +160,8 @@ pub fn encode(body: Body, format: Format, pretty: bool) -> Result<Vec<u8>, ApiEr
             }
         }
         (Format::Xml, Body::Text(t)) => {
-            let v: Value = serde_json::from_str(&t).map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+            let v: Value = serde_json::from_str(&t)
+                .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
             Ok(ers_fhir::to_xml(&v)?)
         }
         (Format::Xml, Body::Value(v)) => Ok(ers_fhir::to_xml(&v)?),
@@ -140,8 +169,14 @@ pub fn encode(body: Body, format: Format, pretty: bool) -> Result<Vec<u8>, ApiEr
 }
 
 /// A FHIR response in the negotiated format.
-pub fn respond(req: &HttpRequest, status: StatusCode, body: Body) -> Result<HttpResponse, ApiError> {
+pub fn respond(
+    req: &HttpRequest,
+    status: StatusCode,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
     let format = response_format(req)?;
     let bytes = encode(body, format, pretty(req))?;
-    Ok(HttpResponse::build(status).insert_header((header::CONTENT_TYPE, format.content_type())).body(bytes))
+    Ok(HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, format.content_type()))
+        .body(bytes))
 }

@@ -6,13 +6,19 @@ use actix_web::{web, HttpResponse};
 use super::{handlers as h, system, ApiError};
 
 async fn not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::Service(crate::service::ServiceError::MethodNotAllowed(
-        "This HTTP method is not allowed on this URL".into(),
-    )))
+    Err(ApiError::Service(
+        crate::service::ServiceError::MethodNotAllowed(
+            "This HTTP method is not allowed on this URL".into(),
+        ),
+    ))
 }
 
 async fn no_route(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("No such endpoint: {} {} (the FHIR base is /FHIR/R4)", req.method(), req.path())))
+    Err(ApiError::NotFound(format!(
+        "No such endpoint: {} {} (the FHIR base is /FHIR/R4)",
+        req.method(),
+        req.path()
+    )))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -20,14 +26,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_status", web::get().to(system::status))
         .service(
             web::scope("/FHIR/R4")
-                .service(web::resource("/metadata").route(web::get().to(system::metadata)).default_service(web::to(not_allowed)))
-                .service(web::resource("/{type}/_search").route(web::post().to(h::search_post)).default_service(web::to(not_allowed)))
-                .service(web::resource("/{type}/_history").route(web::get().to(h::history_type)).default_service(web::to(not_allowed)))
                 .service(
-                    web::resource("/{type}/{id}/_history/{vid}").route(web::get().to(h::vread)).default_service(web::to(not_allowed)),
+                    web::resource("/metadata")
+                        .route(web::get().to(system::metadata))
+                        .default_service(web::to(not_allowed)),
                 )
                 .service(
-                    web::resource("/{type}/{id}/_history").route(web::get().to(h::history_instance)).default_service(web::to(not_allowed)),
+                    web::resource("/{type}/_search")
+                        .route(web::post().to(h::search_post))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/_history")
+                        .route(web::get().to(h::history_type))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/{id}/_history/{vid}")
+                        .route(web::get().to(h::vread))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type}/{id}/_history")
+                        .route(web::get().to(h::history_instance))
+                        .default_service(web::to(not_allowed)),
                 )
                 .service(
                     web::resource("/{type}/{id}")

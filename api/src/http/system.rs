@@ -10,8 +10,15 @@ use super::ApiError;
 use crate::fhir::capability::capability_statement;
 use crate::startup::AppState;
 
-pub async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let cs = capability_statement(&base_url(&req, &state), env!("CARGO_PKG_VERSION"), &state.started);
+pub async fn metadata(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let cs = capability_statement(
+        &base_url(&req, &state),
+        env!("CARGO_PKG_VERSION"),
+        &state.started,
+    );
     negotiate::respond(&req, StatusCode::OK, Body::Value(cs))
 }
 

@@ -14,12 +14,29 @@ pub enum ServiceError {
     #[error("{res_type}/{id} is not known")]
     NotFound { res_type: String, id: String },
     #[error("{res_type}/{id} has been deleted (version {version})")]
-    Gone { res_type: String, id: String, version: i64 },
+    Gone {
+        res_type: String,
+        id: String,
+        version: i64,
+    },
     #[error("{res_type}/{id} has no version {version}")]
-    VersionNotFound { res_type: String, id: String, version: i64 },
-    #[error("If-Match names version {given} but the current version of {res_type}/{id} is {current}")]
-    VersionMismatch { res_type: String, id: String, given: i64, current: i64 },
-    #[error("{res_type}/{id} was changed by another request at the same time; read it again and retry")]
+    VersionNotFound {
+        res_type: String,
+        id: String,
+        version: i64,
+    },
+    #[error(
+        "If-Match names version {given} but the current version of {res_type}/{id} is {current}"
+    )]
+    VersionMismatch {
+        res_type: String,
+        id: String,
+        given: i64,
+        current: i64,
+    },
+    #[error(
+        "{res_type}/{id} was changed by another request at the same time; read it again and retry"
+    )]
     ConcurrentUpdate { res_type: String, id: String },
     #[error("updating {res_type} requires an If-Match header with the current version (W/\"n\")")]
     IfMatchRequired { res_type: String },
@@ -28,11 +45,20 @@ pub enum ServiceError {
     #[error("the resource is invalid")]
     Invalid(Vec<Issue>),
     #[error("{res_type} with identifier {system}|{value} already exists as {res_type}/{existing}")]
-    Duplicate { res_type: String, system: String, value: String, existing: String },
+    Duplicate {
+        res_type: String,
+        system: String,
+        value: String,
+        existing: String,
+    },
     #[error("'{path}' refers to {reference}, which does not exist on this server")]
     ReferenceNotFound { path: String, reference: String },
     #[error("{res_type}/{id} cannot be deleted while other resources refer to it: {by}")]
-    StillReferenced { res_type: String, id: String, by: String },
+    StillReferenced {
+        res_type: String,
+        id: String,
+        by: String,
+    },
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("the If-None-Exist criteria '{criteria}' match {count} resources; they must match at most one")]

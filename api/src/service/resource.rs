@@ -3,7 +3,9 @@
 use chrono::{NaiveDateTime, Utc};
 use ers_schema::search::{self as store_search, SearchQuery};
 use ers_schema::store::{self, HistoryQuery, NewVersion};
-use ers_schema::{read_tx, write_tx, Author, DbConnection, IndexEntries, ResourceRow, StorageError, VersionRow};
+use ers_schema::{
+    read_tx, write_tx, Author, DbConnection, IndexEntries, ResourceRow, StorageError, VersionRow,
+};
 use serde_json::Value;
 
 use super::ServiceError;
@@ -23,7 +25,11 @@ struct Prepared {
 
 /// Resource rules in one place: type, id, the type's own checks, indexing.
 fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
-    let body_type = body.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let body_type = body
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if body_type != def.name {
         return Err(ServiceError::BadRequest(format!(
             "the body is a {body_type} but the URL is for {}",
@@ -31,7 +37,8 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
         )));
     }
     // One structural check and canonical element order for every write path (HTTP and seed).
-    let mut body = ers_fhir::canonicalise(body).map_err(|e| ServiceError::BadRequest(format!("not a valid FHIR R4 {}: {e}", def.name)))?;
+    let mut body = ers_fhir::canonicalise(body)
+        .map_err(|e| ServiceError::BadRequest(format!("not a valid FHIR R4 {}: {e}", def.name)))?;
     // Server-managed meta is replaced; profile, tag and security are kept.
     if let Some(meta) = body.get_mut("meta").and_then(Value::as_object_mut) {
         meta.remove("versionId");
@@ -42,14 +49,22 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
     let references = index::all_references(&body)
         .into_iter()
         .filter_map(|(path, r)| {
-            if r.starts_with('#') || r.starts_with("http://") || r.starts_with("https://") || r.starts_with("urn:") {
+            if r.starts_with('#')
+                || r.starts_with("http://")
+                || r.starts_with("https://")
+                || r.starts_with("urn:")
+            {
                 None
             } else {
                 Some((path, r))
             }
         })
         .collect();
-    Ok(Prepared { content: body, index, references })
+    Ok(Prepared {
+        content: body,
+        index,
+        references,
+    })
 }
 
 /// Every local reference must name a live resource of a hosted type.
@@ -62,13 +77,21 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
             )]));
         };
         if registry::find(t).is_none() || !store::exists(conn, t, id)? {
-            return Err(ServiceError::ReferenceNotFound { path: path.clone(), reference: reference.clone() });
+            return Err(ServiceError::ReferenceNotFound {
+                path: path.clone(),
+                reference: reference.clone(),
+            });
         }
     }
     Ok(())
 }
 
-fn check_unique(conn: &mut DbConnection, def: &ResourceDef, index: &IndexEntries, except: Option<&str>) -> Result<()> {
+fn check_unique(
+    conn: &mut DbConnection,
+    def: &ResourceDef,
+    index: &IndexEntries,
+    except: Option<&str>,
+) -> Result<()> {
     for key in &index.unique {
         if let Some(existing) = store::unique_owner(conn, def.name, key, except)? {
             return Err(ServiceError::Duplicate {
@@ -130,7 +153,12 @@ pub fn create(
                         return Ok(Created::Existing(row));
                     }
                 }
-                n => return Err(ServiceError::ConditionalMultiple { criteria: criteria.clone(), count: n }),
+                n => {
+                    return Err(ServiceError::ConditionalMultiple {
+                        criteria: criteria.clone(),
+                        count: n,
+                    })
+                }
             }
         }
         verify_references(c, &prepared.references)?;
@@ -139,7 +167,14 @@ pub fn create(
         let mut content = prepared.content.clone();
         crate::fhir::stamp(&mut content, &id, 1, last_updated);
         let text = content.to_string();
-        let v = NewVersion { res_type: def.name, id: &id, version_id: 1, last_updated, content: &text, author };
+        let v = NewVersion {
+            res_type: def.name,
+            id: &id,
+            version_id: 1,
+            last_updated,
+            content: &text,
+            author,
+        };
         store::insert_resource(c, &v, &prepared.index).map_err(|e| storage_conflict(e, def))?;
         Ok(Created::New(ResourceRow {
             res_type: def.name.to_owned(),
@@ -155,21 +190,42 @@ pub fn create(
 /// `GET /{type}/{id}`.
 pub fn read(conn: &mut DbConnection, def: &ResourceDef, id: &str) -> Result<ResourceRow> {
     match store::get_current(conn, def.name, id)? {
-        None => Err(ServiceError::NotFound { res_type: def.name.to_owned(), id: id.to_owned() }),
-        Some(row) if row.is_deleted() => Err(ServiceError::Gone { res_type: def.name.to_owned(), id: id.to_owned(), version: row.version_id }),
+        None => Err(ServiceError::NotFound {
+            res_type: def.name.to_owned(),
+            id: id.to_owned(),
+        }),
+        Some(row) if row.is_deleted() => Err(ServiceError::Gone {
+            res_type: def.name.to_owned(),
+            id: id.to_owned(),
+            version: row.version_id,
+        }),
         Some(row) => Ok(row),
     }
 }
 
 /// `GET /{type}/{id}/_history/{vid}`.
-pub fn vread(conn: &mut DbConnection, def: &ResourceDef, id: &str, version: i64) -> Result<VersionRow> {
+pub fn vread(
+    conn: &mut DbConnection,
+    def: &ResourceDef,
+    id: &str,
+    version: i64,
+) -> Result<VersionRow> {
     match store::get_version(conn, def.name, id, version)? {
-        Some(v) if v.is_deleted() => Err(ServiceError::Gone { res_type: def.name.to_owned(), id: id.to_owned(), version }),
+        Some(v) if v.is_deleted() => Err(ServiceError::Gone {
+            res_type: def.name.to_owned(),
+            id: id.to_owned(),
+            version,
+        }),
         Some(v) => Ok(v),
-        None if store::get_current(conn, def.name, id)?.is_none() => {
-            Err(ServiceError::NotFound { res_type: def.name.to_owned(), id: id.to_owned() })
-        }
-        None => Err(ServiceError::VersionNotFound { res_type: def.name.to_owned(), id: id.to_owned(), version }),
+        None if store::get_current(conn, def.name, id)?.is_none() => Err(ServiceError::NotFound {
+            res_type: def.name.to_owned(),
+            id: id.to_owned(),
+        }),
+        None => Err(ServiceError::VersionNotFound {
+            res_type: def.name.to_owned(),
+            id: id.to_owned(),
+            version,
+        }),
     }
 }
 
@@ -189,7 +245,11 @@ pub fn update(
                 "the resource id in the body ({body_id}) does not match the id in the URL ({id})"
             )))
         }
-        None => return Err(ServiceError::BadRequest(format!("the body has no id; an update must carry the id from the URL ({id})"))),
+        None => {
+            return Err(ServiceError::BadRequest(format!(
+                "the body has no id; an update must carry the id from the URL ({id})"
+            )))
+        }
     }
     let prepared = prepare(def, body)?;
     write_tx(conn, |c| {
@@ -201,9 +261,18 @@ pub fn update(
         })?;
         match if_match {
             Some(given) if given != current.version_id => {
-                return Err(ServiceError::VersionMismatch { res_type: def.name.to_owned(), id: id.to_owned(), given, current: current.version_id })
+                return Err(ServiceError::VersionMismatch {
+                    res_type: def.name.to_owned(),
+                    id: id.to_owned(),
+                    given,
+                    current: current.version_id,
+                })
             }
-            None if def.if_match_required => return Err(ServiceError::IfMatchRequired { res_type: def.name.to_owned() }),
+            None if def.if_match_required => {
+                return Err(ServiceError::IfMatchRequired {
+                    res_type: def.name.to_owned(),
+                })
+            }
             _ => {}
         }
         verify_references(c, &prepared.references)?;
@@ -213,30 +282,67 @@ pub fn update(
         let mut content = prepared.content.clone();
         crate::fhir::stamp(&mut content, id, version_id, last_updated);
         let text = content.to_string();
-        let v = NewVersion { res_type: def.name, id, version_id, last_updated, content: &text, author };
-        let done = store::update_resource(c, &v, current.version_id, &prepared.index).map_err(|e| storage_conflict(e, def))?;
+        let v = NewVersion {
+            res_type: def.name,
+            id,
+            version_id,
+            last_updated,
+            content: &text,
+            author,
+        };
+        let done = store::update_resource(c, &v, current.version_id, &prepared.index)
+            .map_err(|e| storage_conflict(e, def))?;
         if !done {
-            return Err(ServiceError::ConcurrentUpdate { res_type: def.name.to_owned(), id: id.to_owned() });
+            return Err(ServiceError::ConcurrentUpdate {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+            });
         }
-        Ok(ResourceRow { res_type: def.name.to_owned(), id: id.to_owned(), version_id, last_updated, deleted: 0, content: text })
+        Ok(ResourceRow {
+            res_type: def.name.to_owned(),
+            id: id.to_owned(),
+            version_id,
+            last_updated,
+            deleted: 0,
+            content: text,
+        })
     })
 }
 
 /// `DELETE /{type}/{id}`: a new, deleted version; refused while others refer to it.
-pub fn delete(conn: &mut DbConnection, def: &'static ResourceDef, id: &str, author: &Author) -> Result<()> {
+pub fn delete(
+    conn: &mut DbConnection,
+    def: &'static ResourceDef,
+    id: &str,
+    author: &Author,
+) -> Result<()> {
     if !def.delete {
-        return Err(ServiceError::MethodNotAllowed(format!("{} resources cannot be deleted", def.name)));
+        return Err(ServiceError::MethodNotAllowed(format!(
+            "{} resources cannot be deleted",
+            def.name
+        )));
     }
     write_tx(conn, |c| {
-        let current = store::get_current(c, def.name, id)?
-            .ok_or_else(|| ServiceError::NotFound { res_type: def.name.to_owned(), id: id.to_owned() })?;
+        let current =
+            store::get_current(c, def.name, id)?.ok_or_else(|| ServiceError::NotFound {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+            })?;
         if current.is_deleted() {
             return Ok(());
         }
         let by = store::referrers(c, def.name, id, 5)?;
         if !by.is_empty() {
-            let by = by.iter().map(|(t, i)| format!("{t}/{i}")).collect::<Vec<_>>().join(", ");
-            return Err(ServiceError::StillReferenced { res_type: def.name.to_owned(), id: id.to_owned(), by });
+            let by = by
+                .iter()
+                .map(|(t, i)| format!("{t}/{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ServiceError::StillReferenced {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+                by,
+            });
         }
         let last_updated = now();
         let v = NewVersion {
@@ -248,7 +354,10 @@ pub fn delete(conn: &mut DbConnection, def: &'static ResourceDef, id: &str, auth
             author,
         };
         if !store::delete_resource(c, &v, current.version_id)? {
-            return Err(ServiceError::ConcurrentUpdate { res_type: def.name.to_owned(), id: id.to_owned() });
+            return Err(ServiceError::ConcurrentUpdate {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+            });
         }
         Ok(())
     })
@@ -270,14 +379,27 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             let mut q = req.query.clone();
             q.limit = 0;
             let (_, total) = store_search::search(c, &q, true)?;
-            return Ok(SearchResult { matches: Vec::new(), included: Vec::new(), total });
+            return Ok(SearchResult {
+                matches: Vec::new(),
+                included: Vec::new(),
+                total,
+            });
         }
         let (matches, total) = store_search::search(c, &req.query, with_total)?;
         let ids: Vec<String> = matches.iter().map(|r| r.id.clone()).collect();
         let mut included: Vec<ResourceRow> = Vec::new();
-        let mut seen: std::collections::BTreeSet<(String, String)> = matches.iter().map(|r| (r.res_type.clone(), r.id.clone())).collect();
+        let mut seen: std::collections::BTreeSet<(String, String)> = matches
+            .iter()
+            .map(|r| (r.res_type.clone(), r.id.clone()))
+            .collect();
         for inc in &req.includes {
-            let targets = store::refs_from(c, &req.query.res_type, &ids, inc.param.name, inc.target.as_deref())?;
+            let targets = store::refs_from(
+                c,
+                &req.query.res_type,
+                &ids,
+                inc.param.name,
+                inc.target.as_deref(),
+            )?;
             let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
             for (t, id) in targets {
                 by_type.entry(t).or_default().push(id);
@@ -291,7 +413,11 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             }
         }
         for inc in &req.revincludes {
-            if inc.target.as_deref().is_some_and(|t| t != req.query.res_type) {
+            if inc
+                .target
+                .as_deref()
+                .is_some_and(|t| t != req.query.res_type)
+            {
                 continue;
             }
             let sources = store::refs_to(c, inc.source, inc.param.name, &req.query.res_type, &ids)?;
@@ -301,16 +427,27 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
                 }
             }
         }
-        Ok(SearchResult { matches, included, total })
+        Ok(SearchResult {
+            matches,
+            included,
+            total,
+        })
     })
 }
 
 /// `GET /{type}/_history` and `GET /{type}/{id}/_history`.
-pub fn history(conn: &mut DbConnection, def: &ResourceDef, q: HistoryQuery) -> Result<(Vec<VersionRow>, i64)> {
+pub fn history(
+    conn: &mut DbConnection,
+    def: &ResourceDef,
+    q: HistoryQuery,
+) -> Result<(Vec<VersionRow>, i64)> {
     read_tx(conn, |c| {
         if let Some(id) = &q.id {
             if store::get_current(c, def.name, id)?.is_none() {
-                return Err(ServiceError::NotFound { res_type: def.name.to_owned(), id: id.clone() });
+                return Err(ServiceError::NotFound {
+                    res_type: def.name.to_owned(),
+                    id: id.clone(),
+                });
             }
         }
         Ok(store::history(c, &q)?)

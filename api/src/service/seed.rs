@@ -28,12 +28,25 @@ struct Seeder<'a> {
 
 impl Seeder<'_> {
     /// Creates `body` unless a resource with `system|value` exists; returns its id.
-    fn ensure(&mut self, res_type: &str, system: &str, value: &str, body: Value) -> Result<String, ServiceError> {
-        let def = registry::find(res_type).ok_or_else(|| ServiceError::BadRequest(format!("{res_type} is not hosted")))?;
+    fn ensure(
+        &mut self,
+        res_type: &str,
+        system: &str,
+        value: &str,
+        body: Value,
+    ) -> Result<String, ServiceError> {
+        let def = registry::find(res_type)
+            .ok_or_else(|| ServiceError::BadRequest(format!("{res_type} is not hosted")))?;
         let criteria = format!("identifier={system}|{value}");
         let params = vec![("identifier".to_owned(), format!("{system}|{value}"))];
         let req = search::parse(def, &params, true).map_err(ServiceError::Invalid)?;
-        match resource::create(self.conn, def, body, &self.author, Some((req.query, criteria)))? {
+        match resource::create(
+            self.conn,
+            def,
+            body,
+            &self.author,
+            Some((req.query, criteria)),
+        )? {
             Created::New(row) => {
                 self.report.created += 1;
                 Ok(row.id)
@@ -78,12 +91,35 @@ fn role(role_id: &str, practitioner_id: &str, org_id: &str, bf: BusinessFunction
     })
 }
 
-const FAMILIES: &[&str] = &["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood", "Khan"];
-const GIVEN_F: &[&str] = &["Olivia", "Amelia", "Isla", "Ava", "Mia", "Ivy", "Lily", "Isabella", "Rosie", "Sophia"];
-const GIVEN_M: &[&str] = &["Oliver", "George", "Noah", "Arthur", "Harry", "Leo", "Muhammad", "Jack", "Charlie", "Oscar"];
-const PLACES: &[(&str, &str)] = &[("Leeds", "LS1 4AP"), ("Leeds", "LS6 2AB"), ("Harrogate", "HG1 5AA"), ("York", "YO1 7HH"), ("Bradford", "BD1 1AA"), ("Wakefield", "WF1 2AB")];
+const FAMILIES: &[&str] = &[
+    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel",
+    "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall",
+    "Wood", "Khan",
+];
+const GIVEN_F: &[&str] = &[
+    "Olivia", "Amelia", "Isla", "Ava", "Mia", "Ivy", "Lily", "Isabella", "Rosie", "Sophia",
+];
+const GIVEN_M: &[&str] = &[
+    "Oliver", "George", "Noah", "Arthur", "Harry", "Leo", "Muhammad", "Jack", "Charlie", "Oscar",
+];
+const PLACES: &[(&str, &str)] = &[
+    ("Leeds", "LS1 4AP"),
+    ("Leeds", "LS6 2AB"),
+    ("Harrogate", "HG1 5AA"),
+    ("York", "YO1 7HH"),
+    ("Bradford", "BD1 1AA"),
+    ("Wakefield", "WF1 2AB"),
+];
 
-fn patient(nhs: &str, family: &str, given: &str, gender: &str, birth: &str, place: (&str, &str), gp_org: &str) -> Value {
+fn patient(
+    nhs: &str,
+    family: &str,
+    given: &str,
+    gender: &str,
+    birth: &str,
+    place: (&str, &str),
+    gp_org: &str,
+) -> Value {
     json!({
         "resourceType": "Patient",
         "identifier": [{"system": NhsNumber::SYSTEM, "value": nhs}],
@@ -105,19 +141,91 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         org: "ERS".into(),
         request_id: format!("seed-{}", uuid::Uuid::new_v4()),
     };
-    let mut s = Seeder { conn, author, report: SeedReport::default() };
+    let mut s = Seeder {
+        conn,
+        author,
+        report: SeedReport::default(),
+    };
     let ods = OdsCode::ORGANIZATION_SYSTEM;
     // Referrers (GP practices) and providers. Names are synthetic.
-    let r69 = s.ensure("Organization", ods, "R69", organization("R69", "Sandbox Referring Practice North", "prov", "LS1 4AP", "Leeds"))?;
-    let r68 = s.ensure("Organization", ods, "R68", organization("R68", "Sandbox Referring Practice South", "prov", "WF1 2AB", "Wakefield"))?;
-    let rcd = s.ensure("Organization", ods, "RCD", organization("RCD", "Sandbox Acute Hospitals Trust", "prov", "HG1 5AA", "Harrogate"))?;
-    let rr8 = s.ensure("Organization", ods, "RR8", organization("RR8", "Sandbox Teaching Hospitals Trust", "prov", "LS1 3EX", "Leeds"))?;
+    let r69 = s.ensure(
+        "Organization",
+        ods,
+        "R69",
+        organization(
+            "R69",
+            "Sandbox Referring Practice North",
+            "prov",
+            "LS1 4AP",
+            "Leeds",
+        ),
+    )?;
+    let r68 = s.ensure(
+        "Organization",
+        ods,
+        "R68",
+        organization(
+            "R68",
+            "Sandbox Referring Practice South",
+            "prov",
+            "WF1 2AB",
+            "Wakefield",
+        ),
+    )?;
+    let rcd = s.ensure(
+        "Organization",
+        ods,
+        "RCD",
+        organization(
+            "RCD",
+            "Sandbox Acute Hospitals Trust",
+            "prov",
+            "HG1 5AA",
+            "Harrogate",
+        ),
+    )?;
+    let rr8 = s.ensure(
+        "Organization",
+        ods,
+        "RR8",
+        organization(
+            "RR8",
+            "Sandbox Teaching Hospitals Trust",
+            "prov",
+            "LS1 3EX",
+            "Leeds",
+        ),
+    )?;
 
     let site = OdsCode::SITE_SYSTEM;
     for (code, name, org, pc, city, lat, lon) in [
-        ("RCD01", "Sandbox District Hospital", &rcd, "HG2 7SX", "Harrogate", 53.9871, -1.5222),
-        ("RR801", "Sandbox General Infirmary", &rr8, "LS1 3EX", "Leeds", 53.8017, -1.5519),
-        ("RR802", "Sandbox Chapel Allerton Clinic", &rr8, "LS7 4SA", "Leeds", 53.8296, -1.5357),
+        (
+            "RCD01",
+            "Sandbox District Hospital",
+            &rcd,
+            "HG2 7SX",
+            "Harrogate",
+            53.9871,
+            -1.5222,
+        ),
+        (
+            "RR801",
+            "Sandbox General Infirmary",
+            &rr8,
+            "LS1 3EX",
+            "Leeds",
+            53.8017,
+            -1.5519,
+        ),
+        (
+            "RR802",
+            "Sandbox Chapel Allerton Clinic",
+            &rr8,
+            "LS7 4SA",
+            "Leeds",
+            53.8296,
+            -1.5357,
+        ),
     ] {
         s.ensure(
             "Location",
@@ -137,13 +245,48 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
     }
 
     let sds = SdsUserId::SYSTEM;
-    let rc = s.ensure("Practitioner", sds, "021600556514", practitioner("021600556514", "Referrer", "Rachel", "Dr"))?;
-    let multi = s.ensure("Practitioner", sds, "000000000101", practitioner("000000000101", "Admin", "Alex", "Mx"))?;
-    let spc = s.ensure("Practitioner", sds, "555032006106", practitioner("555032006106", "Provider", "Priya", "Dr"))?;
-    let spca = s.ensure("Practitioner", sds, "103264992985", practitioner("103264992985", "Assistant", "Sam", "Mr"))?;
-    let spa = s.ensure("Practitioner", sds, "555032006103", practitioner("555032006103", "Bookings", "Bea", "Ms"))?;
-    let definer = s.ensure("Practitioner", sds, "555031998110", practitioner("555031998110", "Definer", "Dana", "Ms"))?;
-    let analyst = s.ensure("Practitioner", sds, "555031998111", practitioner("555031998111", "Analyst", "Ian", "Mr"))?;
+    let rc = s.ensure(
+        "Practitioner",
+        sds,
+        "021600556514",
+        practitioner("021600556514", "Referrer", "Rachel", "Dr"),
+    )?;
+    let multi = s.ensure(
+        "Practitioner",
+        sds,
+        "000000000101",
+        practitioner("000000000101", "Admin", "Alex", "Mx"),
+    )?;
+    let spc = s.ensure(
+        "Practitioner",
+        sds,
+        "555032006106",
+        practitioner("555032006106", "Provider", "Priya", "Dr"),
+    )?;
+    let spca = s.ensure(
+        "Practitioner",
+        sds,
+        "103264992985",
+        practitioner("103264992985", "Assistant", "Sam", "Mr"),
+    )?;
+    let spa = s.ensure(
+        "Practitioner",
+        sds,
+        "555032006103",
+        practitioner("555032006103", "Bookings", "Bea", "Ms"),
+    )?;
+    let definer = s.ensure(
+        "Practitioner",
+        sds,
+        "555031998110",
+        practitioner("555031998110", "Definer", "Dana", "Ms"),
+    )?;
+    let analyst = s.ensure(
+        "Practitioner",
+        sds,
+        "555031998111",
+        practitioner("555031998111", "Analyst", "Ian", "Mr"),
+    )?;
 
     let roles = "https://fhir.nhs.uk/Id/sds-role-profile-id";
     use BusinessFunction as B;
@@ -152,7 +295,12 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         ("100000000002", &multi, &r69, B::ReferringClinicianAdmin),
         ("100000000003", &multi, &r68, B::ReferringAdmin),
         ("100000000004", &spc, &rcd, B::ServiceProviderClinician),
-        ("100000000005", &spca, &rcd, B::ServiceProviderClinicianAdmin),
+        (
+            "100000000005",
+            &spca,
+            &rcd,
+            B::ServiceProviderClinicianAdmin,
+        ),
         ("100000000006", &spa, &rcd, B::ServiceProviderAdmin),
         ("100000000007", &definer, &rr8, B::ServiceDefiner),
         ("100000000008", &analyst, &rr8, B::InformationAnalyst),
@@ -162,17 +310,65 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
 
     // The NHS sandbox test patients, then synthetic patients from the reserved test range.
     let nhs = NhsNumber::SYSTEM;
-    s.ensure("Patient", nhs, "9912003888", patient("9912003888", "Deacon", "Hannah", "female", "1958-04-12", PLACES[0], &r69))?;
-    s.ensure("Patient", nhs, "9462979626", patient("9462979626", "Morgan", "Terry", "male", "1972-11-30", PLACES[3], &r68))?;
+    s.ensure(
+        "Patient",
+        nhs,
+        "9912003888",
+        patient(
+            "9912003888",
+            "Deacon",
+            "Hannah",
+            "female",
+            "1958-04-12",
+            PLACES[0],
+            &r69,
+        ),
+    )?;
+    s.ensure(
+        "Patient",
+        nhs,
+        "9462979626",
+        patient(
+            "9462979626",
+            "Morgan",
+            "Terry",
+            "male",
+            "1972-11-30",
+            PLACES[3],
+            &r68,
+        ),
+    )?;
     for i in 0..40u32 {
         let n = NhsNumber::test_number(i * 7 + 3);
         let female = i % 2 == 0;
-        let given = if female { GIVEN_F[i as usize % GIVEN_F.len()] } else { GIVEN_M[i as usize % GIVEN_M.len()] };
+        let given = if female {
+            GIVEN_F[i as usize % GIVEN_F.len()]
+        } else {
+            GIVEN_M[i as usize % GIVEN_M.len()]
+        };
         let family = FAMILIES[(i as usize * 3) % FAMILIES.len()];
-        let birth = format!("{}-{:02}-{:02}", 1940 + (i * 2) % 80, 1 + i % 12, 1 + (i * 5) % 28);
+        let birth = format!(
+            "{}-{:02}-{:02}",
+            1940 + (i * 2) % 80,
+            1 + i % 12,
+            1 + (i * 5) % 28
+        );
         let place = PLACES[i as usize % PLACES.len()];
         let gp = if i % 3 == 0 { &r68 } else { &r69 };
-        s.ensure("Patient", nhs, n.as_str(), patient(n.as_str(), family, given, if female { "female" } else { "male" }, &birth, place, gp))?;
+        s.ensure(
+            "Patient",
+            nhs,
+            n.as_str(),
+            patient(
+                n.as_str(),
+                family,
+                given,
+                if female { "female" } else { "male" },
+                &birth,
+                place,
+                gp,
+            ),
+        )?;
     }
     Ok(s.report)
 }

@@ -8,14 +8,25 @@ use serde_json::{json, Value};
 async fn patient_create_read_update_vread_history_search() {
     let app = spawn_app().await;
     // create: 201 + Location + ETag + Last-Modified
-    let r = app.post_json("Patient", &patient(NHS[0], "Smith", "Ann", "1970-03-04", "female")).await;
+    let r = app
+        .post_json(
+            "Patient",
+            &patient(NHS[0], "Smith", "Ann", "1970-03-04", "female"),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let created = r.json();
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["meta"]["versionId"], "1");
     assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
-    assert!(r.header("last-modified").expect("last-modified").ends_with("GMT"));
-    assert_eq!(r.header("location").expect("location"), format!("{}/Patient/{id}/_history/1", app.base));
+    assert!(r
+        .header("last-modified")
+        .expect("last-modified")
+        .ends_with("GMT"));
+    assert_eq!(
+        r.header("location").expect("location"),
+        format!("{}/Patient/{id}/_history/1", app.base)
+    );
 
     // read
     let r = app.get(&format!("Patient/{id}")).await;
@@ -26,17 +37,27 @@ async fn patient_create_read_update_vread_history_search() {
     // update with the right If-Match → version 2
     let mut changed = r.json();
     changed["name"][0]["family"] = json!("Smythe");
-    let r = app.put_json(&format!("Patient/{id}"), &changed, Some("W/\"1\"")).await;
+    let r = app
+        .put_json(&format!("Patient/{id}"), &changed, Some("W/\"1\""))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("etag").as_deref(), Some("W/\"2\""));
     assert_eq!(r.json()["meta"]["versionId"], "2");
 
     // update with a stale If-Match → 412, nothing changed
     changed["name"][0]["family"] = json!("Lost");
-    let r = app.put_json(&format!("Patient/{id}"), &changed, Some("W/\"1\"")).await;
+    let r = app
+        .put_json(&format!("Patient/{id}"), &changed, Some("W/\"1\""))
+        .await;
     let diag = r.assert_outcome(412, "conflict");
-    assert!(diag.contains("version 1") && diag.contains("is 2"), "{diag}");
-    assert_eq!(app.get(&format!("Patient/{id}")).await.json()["name"][0]["family"], "Smythe");
+    assert!(
+        diag.contains("version 1") && diag.contains("is 2"),
+        "{diag}"
+    );
+    assert_eq!(
+        app.get(&format!("Patient/{id}")).await.json()["name"][0]["family"],
+        "Smythe"
+    );
 
     // vread both versions
     let v1 = app.get(&format!("Patient/{id}/_history/1")).await;
@@ -45,7 +66,9 @@ async fn patient_create_read_update_vread_history_search() {
     assert_eq!(v1.header("etag").as_deref(), Some("W/\"1\""));
     let v2 = app.get(&format!("Patient/{id}/_history/2")).await;
     assert_eq!(v2.json()["name"][0]["family"], "Smythe");
-    app.get(&format!("Patient/{id}/_history/3")).await.assert_outcome(404, "not-found");
+    app.get(&format!("Patient/{id}/_history/3"))
+        .await
+        .assert_outcome(404, "not-found");
 
     // instance history: newest first, with request/response
     let h = app.search(&format!("Patient/{id}/_history")).await;
@@ -61,12 +84,25 @@ async fn patient_create_read_update_vread_history_search() {
     assert_eq!(th["total"], 2);
 
     // search by NHS number
-    let b = app.search(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[0])).await;
+    let b = app
+        .search(&format!(
+            "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+            NHS[0]
+        ))
+        .await;
     assert_eq!(b["type"], "searchset");
     assert_eq!(b["total"], 1);
     assert_eq!(match_ids(&b), vec![id.clone()]);
-    assert_eq!(b["entry"][0]["fullUrl"], format!("{}/Patient/{id}", app.base));
-    let none = app.search(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[1])).await;
+    assert_eq!(
+        b["entry"][0]["fullUrl"],
+        format!("{}/Patient/{id}", app.base)
+    );
+    let none = app
+        .search(&format!(
+            "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+            NHS[1]
+        ))
+        .await;
     assert_eq!(none["total"], 0);
 }
 
@@ -83,24 +119,46 @@ async fn xml_round_trips() {
         NHS[1]
     );
     let r = app
-        .send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+xml")).insert_header(("Accept", "application/fhir+xml")), Some(xml.into_bytes()))
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+xml"))
+                .insert_header(("Accept", "application/fhir+xml")),
+            Some(xml.into_bytes()),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert!(r.header("content-type").unwrap_or_default().starts_with("application/fhir+xml"));
-    assert!(r.text().contains("<family value=\"Jones\"/>"), "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("application/fhir+xml"));
+    assert!(
+        r.text().contains("<family value=\"Jones\"/>"),
+        "{}",
+        r.text()
+    );
     let location = r.header("location").expect("location");
     let id = location.split('/').rev().nth(2).expect("id").to_owned();
 
     // read back as JSON and as XML; the XML parses to the same resource
     let as_json = app.get(&format!("Patient/{id}")).await.json();
     assert_eq!(as_json["name"][0]["given"][0], "Bob");
-    let as_xml = app.send(app.req("GET", &format!("Patient/{id}")).insert_header(("Accept", "application/fhir+xml")), None).await;
+    let as_xml = app
+        .send(
+            app.req("GET", &format!("Patient/{id}"))
+                .insert_header(("Accept", "application/fhir+xml")),
+            None,
+        )
+        .await;
     assert_eq!(as_xml.status, 200);
     let via_format = app.get(&format!("Patient/{id}?_format=xml")).await;
     assert_eq!(via_format.text(), as_xml.text());
     // update with the XML we got back: same content, new version
     let r = app
-        .send(app.req("PUT", &format!("Patient/{id}")).insert_header(("Content-Type", "application/fhir+xml")), Some(as_xml.body.clone()))
+        .send(
+            app.req("PUT", &format!("Patient/{id}"))
+                .insert_header(("Content-Type", "application/fhir+xml")),
+            Some(as_xml.body.clone()),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v2 = r.json();
@@ -113,7 +171,11 @@ async fn xml_round_trips() {
 
     // searchsets and errors come back as XML too
     let b = app.get("Patient?_format=xml").await;
-    assert!(b.text().contains("<Bundle xmlns=\"http://hl7.org/fhir\">"), "{}", b.text());
+    assert!(
+        b.text().contains("<Bundle xmlns=\"http://hl7.org/fhir\">"),
+        "{}",
+        b.text()
+    );
     let e = app.get("Patient/nope?_format=xml").await;
     assert_eq!(e.status, 404);
     assert!(e.text().contains("<OperationOutcome"), "{}", e.text());
@@ -124,41 +186,92 @@ async fn conditional_create_with_if_none_exist() {
     let app = spawn_app().await;
     let body = patient(NHS[2], "Taylor", "Cat", "1990-01-01", "female");
     let ine = format!("identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[2]);
-    let r = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+json")).insert_header(("If-None-Exist", ine.as_str())), Some(body.to_string().into_bytes())).await;
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header(("If-None-Exist", ine.as_str())),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
     assert_eq!(r.status, 201);
     let id = r.json()["id"].as_str().expect("id").to_owned();
     // Again: 200 with the existing resource, nothing created.
-    let r = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+json")).insert_header(("If-None-Exist", ine.as_str())), Some(body.to_string().into_bytes())).await;
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header(("If-None-Exist", ine.as_str())),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], id.as_str());
     assert_eq!(app.search("Patient?_summary=count").await["total"], 1);
     // Criteria matching several → 412.
-    app.create(&patient(NHS[3], "Taylor", "Dan", "1991-01-01", "male")).await;
-    let r = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+json")).insert_header(("If-None-Exist", "family=Taylor")), Some(patient(NHS[4], "Taylor", "Eve", "1992-01-01", "female").to_string().into_bytes())).await;
+    app.create(&patient(NHS[3], "Taylor", "Dan", "1991-01-01", "male"))
+        .await;
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header(("If-None-Exist", "family=Taylor")),
+            Some(
+                patient(NHS[4], "Taylor", "Eve", "1992-01-01", "female")
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
     r.assert_outcome(412, "multiple-matches");
     // Unknown criteria are refused rather than ignored (which would match everything).
-    let r = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+json")).insert_header(("If-None-Exist", "nonsense=1")), Some(body.to_string().into_bytes())).await;
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header(("If-None-Exist", "nonsense=1")),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
     r.assert_outcome(400, "not-supported");
 }
 
 #[actix_web::test]
 async fn business_identifiers_are_unique() {
     let app = spawn_app().await;
-    app.create(&patient(NHS[0], "A", "B", "1970-01-01", "male")).await;
-    let r = app.post_json("Patient", &patient(NHS[0], "C", "D", "1971-01-01", "female")).await;
+    app.create(&patient(NHS[0], "A", "B", "1970-01-01", "male"))
+        .await;
+    let r = app
+        .post_json(
+            "Patient",
+            &patient(NHS[0], "C", "D", "1971-01-01", "female"),
+        )
+        .await;
     let diag = r.assert_outcome(409, "duplicate");
     assert!(diag.contains(NHS[0]), "{diag}");
     // An update may not take another patient's NHS number either.
-    let other = app.create(&patient(NHS[1], "E", "F", "1972-01-01", "female")).await;
+    let other = app
+        .create(&patient(NHS[1], "E", "F", "1972-01-01", "female"))
+        .await;
     let mut body = patient(NHS[0], "E", "F", "1972-01-01", "female");
     body["id"] = json!(other);
-    app.put_json(&format!("Patient/{other}"), &body, None).await.assert_outcome(409, "duplicate");
+    app.put_json(&format!("Patient/{other}"), &body, None)
+        .await
+        .assert_outcome(409, "duplicate");
     // But keeping its own is fine.
     let mut own = patient(NHS[1], "E2", "F", "1972-01-01", "female");
     own["id"] = json!(other);
-    assert_eq!(app.put_json(&format!("Patient/{other}"), &own, None).await.status, 200);
-    app.post_json("Organization", &organization("R69", "One")).await;
-    app.post_json("Organization", &organization("R69", "Two")).await.assert_outcome(409, "duplicate");
+    assert_eq!(
+        app.put_json(&format!("Patient/{other}"), &own, None)
+            .await
+            .status,
+        200
+    );
+    app.post_json("Organization", &organization("R69", "One"))
+        .await;
+    app.post_json("Organization", &organization("R69", "Two"))
+        .await
+        .assert_outcome(409, "duplicate");
 }
 
 #[actix_web::test]
@@ -168,43 +281,84 @@ async fn references_must_resolve_and_referenced_resources_cannot_be_deleted() {
     p["generalPractitioner"] = json!([{"reference": "Organization/does-not-exist"}]);
     let r = app.post_json("Patient", &p).await;
     let diag = r.assert_outcome(422, "not-found");
-    assert!(diag.contains("Patient.generalPractitioner[0].reference"), "{diag}");
-    assert_eq!(r.json()["issue"][0]["expression"][0], "Patient.generalPractitioner[0].reference");
+    assert!(
+        diag.contains("Patient.generalPractitioner[0].reference"),
+        "{diag}"
+    );
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Patient.generalPractitioner[0].reference"
+    );
 
     let org = app.create(&organization("R68", "Practice")).await;
     p["generalPractitioner"] = json!([{"reference": format!("Organization/{org}")}]);
     let pid = app.create(&p).await;
-    let r = app.send(app.req("DELETE", &format!("Organization/{org}")), None).await;
+    let r = app
+        .send(app.req("DELETE", &format!("Organization/{org}")), None)
+        .await;
     let diag = r.assert_outcome(409, "conflict");
     assert!(diag.contains(&pid), "{diag}");
 
     // Delete the patient: 204, then 410 on read, history keeps every version.
-    let r = app.send(app.req("DELETE", &format!("Patient/{pid}")), None).await;
+    let r = app
+        .send(app.req("DELETE", &format!("Patient/{pid}")), None)
+        .await;
     assert_eq!(r.status, 204);
-    app.get(&format!("Patient/{pid}")).await.assert_outcome(410, "deleted");
-    assert_eq!(app.get(&format!("Patient/{pid}/_history/1")).await.status, 200);
+    app.get(&format!("Patient/{pid}"))
+        .await
+        .assert_outcome(410, "deleted");
+    assert_eq!(
+        app.get(&format!("Patient/{pid}/_history/1")).await.status,
+        200
+    );
     let h = app.search(&format!("Patient/{pid}/_history")).await;
     assert_eq!(h["total"], 2);
     assert_eq!(h["entry"][0]["request"]["method"], "DELETE");
     assert!(h["entry"][0].get("resource").is_none());
     // A deleted patient is not found by search, and no longer pins the organisation.
     assert_eq!(app.search("Patient?family=Ref").await["total"], 0);
-    assert_eq!(app.send(app.req("DELETE", &format!("Organization/{org}")), None).await.status, 204);
+    assert_eq!(
+        app.send(app.req("DELETE", &format!("Organization/{org}")), None)
+            .await
+            .status,
+        204
+    );
     // Deleting again is idempotent; deleting what never existed is 404.
-    assert_eq!(app.send(app.req("DELETE", &format!("Patient/{pid}")), None).await.status, 204);
-    app.send(app.req("DELETE", "Patient/never"), None).await.assert_outcome(404, "not-found");
+    assert_eq!(
+        app.send(app.req("DELETE", &format!("Patient/{pid}")), None)
+            .await
+            .status,
+        204
+    );
+    app.send(app.req("DELETE", "Patient/never"), None)
+        .await
+        .assert_outcome(404, "not-found");
 }
 
 #[actix_web::test]
 async fn prefer_return_minimal_and_operation_outcome() {
     let app = spawn_app().await;
     let body = patient(NHS[0], "Min", "Imal", "1980-01-01", "male");
-    let r = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+json")).insert_header(("Prefer", "return=minimal")), Some(body.to_string().into_bytes())).await;
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header(("Prefer", "return=minimal")),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
     assert_eq!(r.status, 201);
     assert!(r.body.is_empty());
     assert!(r.header("location").is_some());
     let body = patient(NHS[1], "Oper", "Ation", "1980-01-01", "male");
-    let r = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+json")).insert_header(("Prefer", "return=OperationOutcome")), Some(body.to_string().into_bytes())).await;
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header(("Prefer", "return=OperationOutcome")),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["resourceType"], "OperationOutcome");
     assert_eq!(r.json()["issue"][0]["severity"], "information");
@@ -213,7 +367,9 @@ async fn prefer_return_minimal_and_operation_outcome() {
 #[actix_web::test]
 async fn concurrent_updates_of_one_version_let_exactly_one_win() {
     let app = spawn_app().await;
-    let id = app.create(&patient(NHS[0], "Race", "Condition", "1980-01-01", "male")).await;
+    let id = app
+        .create(&patient(NHS[0], "Race", "Condition", "1980-01-01", "male"))
+        .await;
     let mut futures = Vec::new();
     for i in 0..6 {
         let mut body = patient(NHS[0], &format!("Writer{i}"), "X", "1980-01-01", "male");
@@ -222,11 +378,21 @@ async fn concurrent_updates_of_one_version_let_exactly_one_win() {
     }
     let bodies: Vec<Value> = futures_util::future::join_all(futures).await;
     let path = format!("Patient/{id}");
-    let sends = bodies.iter().map(|b| app.put_json(&path, b, Some("W/\"1\"")));
+    let sends = bodies
+        .iter()
+        .map(|b| app.put_json(&path, b, Some("W/\"1\"")));
     let results = futures_util::future::join_all(sends).await;
     let ok = results.iter().filter(|r| r.status == 200).count();
-    let refused = results.iter().filter(|r| r.status == 412 || r.status == 409).count();
-    assert_eq!(ok, 1, "{:?}", results.iter().map(|r| r.status).collect::<Vec<_>>());
+    let refused = results
+        .iter()
+        .filter(|r| r.status == 412 || r.status == 409)
+        .count();
+    assert_eq!(
+        ok,
+        1,
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     assert_eq!(refused, 5);
     let h = app.search(&format!("Patient/{id}/_history")).await;
     assert_eq!(h["total"], 2);

@@ -8,22 +8,50 @@ use serde_json::json;
 async fn malformed_bodies_are_400() {
     let app = spawn_app().await;
     let send = |body: &'static str, ct: &'static str| {
-        let r = app.req("POST", "Patient").insert_header(("Content-Type", ct));
+        let r = app
+            .req("POST", "Patient")
+            .insert_header(("Content-Type", ct));
         app.send(r, Some(body.as_bytes().to_vec()))
     };
-    let d = send("{\"resourceType\": \"Patient\",", "application/fhir+json").await.assert_outcome(400, "structure");
+    let d = send("{\"resourceType\": \"Patient\",", "application/fhir+json")
+        .await
+        .assert_outcome(400, "structure");
     assert!(d.contains("JSON"), "{d}");
-    let r = send(r#"{"resourceType":"Patient","nickname":"Bob"}"#, "application/fhir+json").await;
+    let r = send(
+        r#"{"resourceType":"Patient","nickname":"Bob"}"#,
+        "application/fhir+json",
+    )
+    .await;
     let d = r.assert_outcome(400, "structure");
     assert!(d.contains("nickname"), "{d}");
-    assert_eq!(r.json()["issue"][0]["details"]["coding"][0]["code"], "UNEXPECTED_FIELD");
-    let d = send(r#"{"resourceType":"Patient","gender":5}"#, "application/fhir+json").await.assert_outcome(400, "structure");
+    assert_eq!(
+        r.json()["issue"][0]["details"]["coding"][0]["code"],
+        "UNEXPECTED_FIELD"
+    );
+    let d = send(
+        r#"{"resourceType":"Patient","gender":5}"#,
+        "application/fhir+json",
+    )
+    .await
+    .assert_outcome(400, "structure");
     assert!(!d.is_empty());
-    send("<Patient xmlns=\"http://hl7.org/fhir\"><bogus/></Patient>", "application/fhir+xml").await.assert_outcome(400, "structure");
-    send("<Patient", "application/fhir+xml").await.assert_outcome(400, "structure");
-    send("", "application/fhir+json").await.assert_outcome(400, "invalid");
+    send(
+        "<Patient xmlns=\"http://hl7.org/fhir\"><bogus/></Patient>",
+        "application/fhir+xml",
+    )
+    .await
+    .assert_outcome(400, "structure");
+    send("<Patient", "application/fhir+xml")
+        .await
+        .assert_outcome(400, "structure");
+    send("", "application/fhir+json")
+        .await
+        .assert_outcome(400, "invalid");
     // A body of another type than the URL.
-    let d = app.post_json("Patient", &organization("R69", "x")).await.assert_outcome(400, "invalid");
+    let d = app
+        .post_json("Patient", &organization("R69", "x"))
+        .await
+        .assert_outcome(400, "invalid");
     assert!(d.contains("Organization"), "{d}");
 }
 
@@ -33,7 +61,13 @@ async fn xml_external_entities_are_refused_never_resolved() {
     let xml = r#"<?xml version="1.0"?>
 <!DOCTYPE Patient [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <Patient xmlns="http://hl7.org/fhir"><name><family value="&xxe;"/></name></Patient>"#;
-    let r = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "application/fhir+xml")), Some(xml.as_bytes().to_vec())).await;
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+xml")),
+            Some(xml.as_bytes().to_vec()),
+        )
+        .await;
     let d = r.assert_outcome(400, "security");
     assert!(d.contains("DOCTYPE"), "{d}");
     assert!(!r.text().contains("root:"), "entity was resolved");
@@ -48,12 +82,29 @@ async fn invalid_resources_are_422_with_locations() {
     assert_eq!(r.status, 422, "{}", r.text());
     let oo = r.json();
     let issues = oo["issue"].as_array().expect("issues");
-    let exprs: Vec<&str> = issues.iter().filter_map(|i| i["expression"][0].as_str()).collect();
-    for e in ["Patient.identifier[0].value", "Patient.gender", "Patient.birthDate", "Patient.address[0].postalCode"] {
+    let exprs: Vec<&str> = issues
+        .iter()
+        .filter_map(|i| i["expression"][0].as_str())
+        .collect();
+    for e in [
+        "Patient.identifier[0].value",
+        "Patient.gender",
+        "Patient.birthDate",
+        "Patient.address[0].postalCode",
+    ] {
         assert!(exprs.contains(&e), "{e} not in {exprs:?}");
     }
-    let nhs = issues.iter().find(|i| i["expression"][0] == "Patient.identifier[0].value").expect("nhs issue");
-    assert!(nhs["diagnostics"].as_str().unwrap_or_default().contains("Modulus 11"), "{nhs}");
+    let nhs = issues
+        .iter()
+        .find(|i| i["expression"][0] == "Patient.identifier[0].value")
+        .expect("nhs issue");
+    assert!(
+        nhs["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Modulus 11"),
+        "{nhs}"
+    );
     // Nothing was stored.
     assert_eq!(app.search("Patient?_summary=count").await["total"], 0);
 }
@@ -61,41 +112,103 @@ async fn invalid_resources_are_422_with_locations() {
 #[actix_web::test]
 async fn unknown_type_missing_and_gone_are_404_and_410() {
     let app = spawn_app().await;
-    let d = app.get("Spaceship/1").await.assert_outcome(404, "not-supported");
+    let d = app
+        .get("Spaceship/1")
+        .await
+        .assert_outcome(404, "not-supported");
     assert!(d.contains("Spaceship") && d.contains("Patient"), "{d}");
-    app.get("Spaceship").await.assert_outcome(404, "not-supported");
-    let d = app.get("Patient/unknown-id").await.assert_outcome(404, "not-found");
+    app.get("Spaceship")
+        .await
+        .assert_outcome(404, "not-supported");
+    let d = app
+        .get("Patient/unknown-id")
+        .await
+        .assert_outcome(404, "not-found");
     assert!(d.contains("Patient/unknown-id"), "{d}");
-    app.get("Patient/bad!id").await.assert_outcome(400, "invalid");
-    app.send(app.bare("GET", "/nowhere"), None).await.assert_outcome(404, "not-found");
-    let id = app.create(&patient(NHS[0], "Gone", "Soon", "1980-01-01", "male")).await;
-    app.send(app.req("DELETE", &format!("Patient/{id}")), None).await;
-    let d = app.get(&format!("Patient/{id}")).await.assert_outcome(410, "deleted");
+    app.get("Patient/bad!id")
+        .await
+        .assert_outcome(400, "invalid");
+    app.send(app.bare("GET", "/nowhere"), None)
+        .await
+        .assert_outcome(404, "not-found");
+    let id = app
+        .create(&patient(NHS[0], "Gone", "Soon", "1980-01-01", "male"))
+        .await;
+    app.send(app.req("DELETE", &format!("Patient/{id}")), None)
+        .await;
+    let d = app
+        .get(&format!("Patient/{id}"))
+        .await
+        .assert_outcome(410, "deleted");
     assert!(d.contains("deleted"), "{d}");
 }
 
 #[actix_web::test]
 async fn wrong_method_media_type_and_accept() {
     let app = spawn_app().await;
-    let id = app.create(&patient(NHS[0], "Meth", "Od", "1980-01-01", "male")).await;
-    app.send(app.req("PATCH", &format!("Patient/{id}")), None).await.assert_outcome(405, "not-supported");
-    app.send(app.req("POST", &format!("Patient/{id}")), Some(b"{}".to_vec())).await.assert_outcome(405, "not-supported");
-    app.send(app.bare("POST", "metadata"), None).await.assert_outcome(405, "not-supported");
+    let id = app
+        .create(&patient(NHS[0], "Meth", "Od", "1980-01-01", "male"))
+        .await;
+    app.send(app.req("PATCH", &format!("Patient/{id}")), None)
+        .await
+        .assert_outcome(405, "not-supported");
+    app.send(
+        app.req("POST", &format!("Patient/{id}")),
+        Some(b"{}".to_vec()),
+    )
+    .await
+    .assert_outcome(405, "not-supported");
+    app.send(app.bare("POST", "metadata"), None)
+        .await
+        .assert_outcome(405, "not-supported");
     // Update-as-create is not supported: the server assigns ids.
     let mut body = patient(NHS[1], "New", "Id", "1980-01-01", "male");
     body["id"] = json!("client-chosen");
-    app.put_json("Patient/client-chosen", &body, None).await.assert_outcome(405, "not-supported");
+    app.put_json("Patient/client-chosen", &body, None)
+        .await
+        .assert_outcome(405, "not-supported");
 
-    let body = patient(NHS[1], "Media", "Type", "1980-01-01", "male").to_string().into_bytes();
-    let d = app.send(app.req("POST", "Patient").insert_header(("Content-Type", "text/plain")), Some(body.clone())).await.assert_outcome(415, "not-supported");
+    let body = patient(NHS[1], "Media", "Type", "1980-01-01", "male")
+        .to_string()
+        .into_bytes();
+    let d = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "text/plain")),
+            Some(body.clone()),
+        )
+        .await
+        .assert_outcome(415, "not-supported");
     assert!(d.contains("text/plain"), "{d}");
-    app.send(app.req("POST", "Patient"), Some(body)).await.assert_outcome(415, "not-supported");
-    let d = app.send(app.req("GET", &format!("Patient/{id}")).insert_header(("Accept", "text/html")), None).await.assert_outcome(406, "not-supported");
+    app.send(app.req("POST", "Patient"), Some(body))
+        .await
+        .assert_outcome(415, "not-supported");
+    let d = app
+        .send(
+            app.req("GET", &format!("Patient/{id}"))
+                .insert_header(("Accept", "text/html")),
+            None,
+        )
+        .await
+        .assert_outcome(406, "not-supported");
     assert!(d.contains("text/html"), "{d}");
-    app.get(&format!("Patient/{id}?_format=yaml")).await.assert_outcome(406, "not-supported");
+    app.get(&format!("Patient/{id}?_format=yaml"))
+        .await
+        .assert_outcome(406, "not-supported");
     // Accept with q-values picks the preferred FHIR format.
-    let r = app.send(app.req("GET", &format!("Patient/{id}")).insert_header(("Accept", "application/fhir+json;q=0.5, application/fhir+xml")), None).await;
-    assert!(r.header("content-type").unwrap_or_default().starts_with("application/fhir+xml"));
+    let r = app
+        .send(
+            app.req("GET", &format!("Patient/{id}")).insert_header((
+                "Accept",
+                "application/fhir+json;q=0.5, application/fhir+xml",
+            )),
+            None,
+        )
+        .await;
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("application/fhir+xml"));
 }
 
 #[actix_web::test]
@@ -111,29 +224,70 @@ async fn oversized_bodies_are_413() {
 #[actix_web::test]
 async fn update_id_rules() {
     let app = spawn_app().await;
-    let id = app.create(&patient(NHS[0], "Id", "Rules", "1980-01-01", "male")).await;
+    let id = app
+        .create(&patient(NHS[0], "Id", "Rules", "1980-01-01", "male"))
+        .await;
     let mut body = patient(NHS[0], "Id", "Rules", "1980-01-01", "male");
-    app.put_json(&format!("Patient/{id}"), &body, None).await.assert_outcome(400, "invalid");
+    app.put_json(&format!("Patient/{id}"), &body, None)
+        .await
+        .assert_outcome(400, "invalid");
     body["id"] = json!("another");
-    let d = app.put_json(&format!("Patient/{id}"), &body, None).await.assert_outcome(400, "invalid");
+    let d = app
+        .put_json(&format!("Patient/{id}"), &body, None)
+        .await
+        .assert_outcome(400, "invalid");
     assert!(d.contains("another"), "{d}");
     body["id"] = json!(id);
-    let d = app.put_json(&format!("Patient/{id}"), &body, Some("banana")).await.assert_outcome(400, "value");
+    let d = app
+        .put_json(&format!("Patient/{id}"), &body, Some("banana"))
+        .await
+        .assert_outcome(400, "value");
     assert!(d.contains("If-Match"), "{d}");
 }
 
 #[actix_web::test]
 async fn caller_headers_are_required_and_checked() {
     let app = spawn_app().await;
-    let d = app.send(app.bare("GET", "Patient"), None).await.assert_outcome(400, "required");
+    let d = app
+        .send(app.bare("GET", "Patient"), None)
+        .await
+        .assert_outcome(400, "required");
     assert!(d.contains("NHSD-eRS-Business-Function"), "{d}");
-    let d = app.send(app.bare("GET", "Patient").insert_header((BF, "REFERRING_CLINICIAN")), None).await.assert_outcome(400, "required");
+    let d = app
+        .send(
+            app.bare("GET", "Patient")
+                .insert_header((BF, "REFERRING_CLINICIAN")),
+            None,
+        )
+        .await
+        .assert_outcome(400, "required");
     assert!(d.contains("NHSD-End-User-Organisation-ODS"), "{d}");
-    let d = app.send(app.bare("GET", "Patient").insert_header((BF, "DOCTOR")).insert_header((ODS, "R69")), None).await.assert_outcome(400, "value");
-    assert!(d.contains("DOCTOR") && d.contains("REFERRING_CLINICIAN"), "{d}");
-    app.send(app.bare("GET", "Patient").insert_header((BF, "REFERRING_CLINICIAN")).insert_header((ODS, "r 69")), None).await.assert_outcome(400, "value");
+    let d = app
+        .send(
+            app.bare("GET", "Patient")
+                .insert_header((BF, "DOCTOR"))
+                .insert_header((ODS, "R69")),
+            None,
+        )
+        .await
+        .assert_outcome(400, "value");
+    assert!(
+        d.contains("DOCTOR") && d.contains("REFERRING_CLINICIAN"),
+        "{d}"
+    );
+    app.send(
+        app.bare("GET", "Patient")
+            .insert_header((BF, "REFERRING_CLINICIAN"))
+            .insert_header((ODS, "r 69")),
+        None,
+    )
+    .await
+    .assert_outcome(400, "value");
     // SPCA must say on whose behalf; others must not.
-    let spca = app.bare("GET", "Patient").insert_header((BF, "SERVICE_PROVIDER_CLINICIAN_ADMIN")).insert_header((ODS, "RCD"));
+    let spca = app
+        .bare("GET", "Patient")
+        .insert_header((BF, "SERVICE_PROVIDER_CLINICIAN_ADMIN"))
+        .insert_header((ODS, "RCD"));
     let d = app.send(spca, None).await.assert_outcome(400, "required");
     assert!(d.contains("NHSD-eRS-On-Behalf-Of-User-ID"), "{d}");
     let ok = app
@@ -142,14 +296,17 @@ async fn caller_headers_are_required_and_checked() {
         .insert_header((ODS, "RCD"))
         .insert_header(("NHSD-eRS-On-Behalf-Of-User-ID", "555032006106"));
     assert_eq!(app.send(ok, None).await.status, 200);
-    let extra = app.req("GET", "Patient").insert_header(("NHSD-eRS-On-Behalf-Of-User-ID", "555032006106"));
+    let extra = app
+        .req("GET", "Patient")
+        .insert_header(("NHSD-eRS-On-Behalf-Of-User-ID", "555032006106"));
     app.send(extra, None).await.assert_outcome(400, "value");
 }
 
 #[actix_web::test]
 async fn sql_injection_strings_are_just_values() {
     let app = spawn_app().await;
-    app.create(&patient(NHS[0], "O'Brien", "Sean", "1980-01-01", "male")).await;
+    app.create(&patient(NHS[0], "O'Brien", "Sean", "1980-01-01", "male"))
+        .await;
     for q in [
         "Patient?family=x'%20OR%20'1'='1",
         "Patient?identifier=x'%3B%20DROP%20TABLE%20resources%3B--",

@@ -25,10 +25,14 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -40,8 +44,14 @@ impl Reply {
         assert_eq!(oo["resourceType"], "OperationOutcome", "{oo}");
         assert_eq!(oo["issue"][0]["code"], code, "{oo}");
         assert_eq!(oo["issue"][0]["severity"], "error", "{oo}");
-        let diag = oo["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned();
-        assert!(!diag.is_empty(), "diagnostics must say what was wrong: {oo}");
+        let diag = oo["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !diag.is_empty(),
+            "diagnostics must say what was wrong: {oo}"
+        );
         diag
     }
 }
@@ -49,14 +59,23 @@ impl Reply {
 static BACKEND_NOTICE: Once = Once::new();
 
 fn database_url() -> String {
-    match std::env::var("ERS_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) {
+    match std::env::var("ERS_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
         Some(admin_url) => {
             BACKEND_NOTICE.call_once(|| {
-                let _ = writeln!(std::io::stderr(), "ers tests: running on PostgreSQL ({admin_url})");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ers tests: running on PostgreSQL ({admin_url})"
+                );
             });
             let name = format!("ers_test_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = PgConnection::establish(&admin_url).expect("connect to ERS_TEST_POSTGRES_URL");
-            diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).expect("create test database");
+            let mut admin =
+                PgConnection::establish(&admin_url).expect("connect to ERS_TEST_POSTGRES_URL");
+            diesel::sql_query(format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .expect("create test database");
             let mut url = url::Url::parse(&admin_url).expect("ERS_TEST_POSTGRES_URL is a URL");
             url.set_path(&format!("/{name}"));
             url.to_string()
@@ -65,7 +84,8 @@ fn database_url() -> String {
             BACKEND_NOTICE.call_once(|| {
                 let _ = writeln!(std::io::stderr(), "ers tests: running on SQLite; PostgreSQL SKIPPED (set ERS_TEST_POSTGRES_URL to run on PostgreSQL)");
             });
-            let path = std::env::temp_dir().join(format!("ers-test-{}.db", uuid::Uuid::new_v4().simple()));
+            let path =
+                std::env::temp_dir().join(format!("ers-test-{}.db", uuid::Uuid::new_v4().simple()));
             format!("sqlite://{}", path.display())
         }
     }
@@ -87,7 +107,9 @@ pub async fn spawn_with(seed: SeedMode) -> TestApp {
     let app = Application::build(settings).expect("application starts");
     let port = app.port();
     actix_web::rt::spawn(app.run_until_stopped());
-    let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
     TestApp {
         base: format!("http://127.0.0.1:{port}/FHIR/R4"),
         root: format!("http://127.0.0.1:{port}"),
@@ -112,7 +134,10 @@ impl TestApp {
     /// A request with the caller headers of a referring clinician at R69.
     pub fn req(&self, method: &str, path: &str) -> awc::ClientRequest {
         let m = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
-        self.client.request(m, self.url(path)).insert_header((BF, "REFERRING_CLINICIAN")).insert_header((ODS, "R69"))
+        self.client
+            .request(m, self.url(path))
+            .insert_header((BF, "REFERRING_CLINICIAN"))
+            .insert_header((ODS, "R69"))
     }
 
     /// A request without caller headers.
@@ -127,8 +152,17 @@ impl TestApp {
             None => req.send().await,
         }
         .expect("request sent");
-        let body = res.body().limit(64 * 1024 * 1024).await.expect("body").to_vec();
-        Reply { status: res.status(), headers: res.headers().clone(), body }
+        let body = res
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .expect("body")
+            .to_vec();
+        Reply {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -136,12 +170,16 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        let r = self.req("POST", path).insert_header(("Content-Type", "application/fhir+json"));
+        let r = self
+            .req("POST", path)
+            .insert_header(("Content-Type", "application/fhir+json"));
         self.send(r, Some(body.to_string().into_bytes())).await
     }
 
     pub async fn put_json(&self, path: &str, body: &Value, if_match: Option<&str>) -> Reply {
-        let mut r = self.req("PUT", path).insert_header(("Content-Type", "application/fhir+json"));
+        let mut r = self
+            .req("PUT", path)
+            .insert_header(("Content-Type", "application/fhir+json"));
         if let Some(v) = if_match {
             r = r.insert_header(("If-Match", v));
         }
@@ -177,7 +215,12 @@ pub fn match_ids(bundle: &Value) -> Vec<String> {
 }
 
 pub fn link(bundle: &Value, relation: &str) -> Option<String> {
-    bundle["link"].as_array()?.iter().find(|l| l["relation"] == relation).and_then(|l| l["url"].as_str()).map(str::to_owned)
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .and_then(|l| l["url"].as_str())
+        .map(str::to_owned)
 }
 
 pub fn patient(nhs: &str, family: &str, given: &str, birth: &str, gender: &str) -> Value {
@@ -201,4 +244,11 @@ pub fn organization(ods: &str, name: &str) -> Value {
 }
 
 /// NHS numbers from the reserved test range that pass Modulus 11.
-pub const NHS: [&str; 6] = ["9990000018", "9990000026", "9990000034", "9990000042", "9990000050", "9990000069"];
+pub const NHS: [&str; 6] = [
+    "9990000018",
+    "9990000026",
+    "9990000034",
+    "9990000042",
+    "9990000050",
+    "9990000069",
+];

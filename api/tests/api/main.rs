@@ -4,5 +4,6 @@ mod helpers;
 
 mod crud;
 mod errors;
+mod examples;
 mod search;
 mod system;

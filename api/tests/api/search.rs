@@ -40,52 +40,162 @@ async fn string_token_date_and_reference_parameters() {
     let f = fixture(&app).await;
     let ids = |b: &serde_json::Value| sorted(match_ids(b));
     // string: starts-with, case- and accent-insensitive; :exact; :contains
-    assert_eq!(ids(&app.search("Patient?family=smith").await), sorted(vec![f.p[0].clone(), f.p[1].clone()]));
-    assert_eq!(ids(&app.search("Patient?family=jones").await), vec![f.p[2].clone()]);
-    assert_eq!(ids(&app.search("Patient?family:exact=Smith").await), vec![f.p[0].clone()]);
+    assert_eq!(
+        ids(&app.search("Patient?family=smith").await),
+        sorted(vec![f.p[0].clone(), f.p[1].clone()])
+    );
+    assert_eq!(
+        ids(&app.search("Patient?family=jones").await),
+        vec![f.p[2].clone()]
+    );
+    assert_eq!(
+        ids(&app.search("Patient?family:exact=Smith").await),
+        vec![f.p[0].clone()]
+    );
     assert_eq!(app.search("Patient?family:exact=smith").await["total"], 0);
-    assert_eq!(ids(&app.search("Patient?family:contains=smith").await).len(), 3);
-    assert_eq!(ids(&app.search("Patient?name=cara").await), vec![f.p[2].clone()]);
-    assert_eq!(app.search("Patient?address-postalcode=LS1").await["total"], 5);
+    assert_eq!(
+        ids(&app.search("Patient?family:contains=smith").await).len(),
+        3
+    );
+    assert_eq!(
+        ids(&app.search("Patient?name=cara").await),
+        vec![f.p[2].clone()]
+    );
+    assert_eq!(
+        app.search("Patient?address-postalcode=LS1").await["total"],
+        5
+    );
     // OR within a parameter, AND across parameters
     assert_eq!(app.search("Patient?family=Brown,Jones").await["total"], 2);
-    assert_eq!(ids(&app.search("Patient?family=smith&gender=male").await), vec![f.p[1].clone()]);
+    assert_eq!(
+        ids(&app.search("Patient?family=smith&gender=male").await),
+        vec![f.p[1].clone()]
+    );
     // token: system|code, |code (no system), code, system|, :not
     let nhs = "https://fhir.nhs.uk/Id/nhs-number";
-    assert_eq!(ids(&app.search(&format!("Patient?identifier={nhs}|{}", NHS[3])).await), vec![f.p[3].clone()]);
-    assert_eq!(ids(&app.search(&format!("Patient?identifier={}", NHS[3])).await), vec![f.p[3].clone()]);
-    assert_eq!(app.search(&format!("Patient?identifier=|{}", NHS[3])).await["total"], 0);
-    assert_eq!(app.search(&format!("Patient?identifier=http://other|{}", NHS[3])).await["total"], 0);
-    assert_eq!(app.search(&format!("Patient?identifier={nhs}|")).await["total"], 5);
+    assert_eq!(
+        ids(&app
+            .search(&format!("Patient?identifier={nhs}|{}", NHS[3]))
+            .await),
+        vec![f.p[3].clone()]
+    );
+    assert_eq!(
+        ids(&app.search(&format!("Patient?identifier={}", NHS[3])).await),
+        vec![f.p[3].clone()]
+    );
+    assert_eq!(
+        app.search(&format!("Patient?identifier=|{}", NHS[3])).await["total"],
+        0
+    );
+    assert_eq!(
+        app.search(&format!("Patient?identifier=http://other|{}", NHS[3]))
+            .await["total"],
+        0
+    );
+    assert_eq!(
+        app.search(&format!("Patient?identifier={nhs}|")).await["total"],
+        5
+    );
     assert_eq!(app.search("Patient?gender=female").await["total"], 2);
     assert_eq!(app.search("Patient?gender:not=female").await["total"], 3);
     // date prefixes
-    assert_eq!(ids(&app.search("Patient?birthdate=1970-12-31").await), vec![f.p[2].clone()]);
-    assert_eq!(ids(&app.search("Patient?birthdate=1970-12").await), vec![f.p[2].clone()]);
+    assert_eq!(
+        ids(&app.search("Patient?birthdate=1970-12-31").await),
+        vec![f.p[2].clone()]
+    );
+    assert_eq!(
+        ids(&app.search("Patient?birthdate=1970-12").await),
+        vec![f.p[2].clone()]
+    );
     assert_eq!(app.search("Patient?birthdate=1970").await["total"], 1);
     assert_eq!(app.search("Patient?birthdate=lt1970").await["total"], 2);
-    assert_eq!(app.search("Patient?birthdate=le1970-12-31").await["total"], 3);
-    assert_eq!(app.search("Patient?birthdate=gt1970-12-31").await["total"], 2);
-    assert_eq!(app.search("Patient?birthdate=ge1970-12-31").await["total"], 3);
-    assert_eq!(app.search("Patient?birthdate=ne1970-12-31").await["total"], 4);
-    assert_eq!(app.search("Patient?birthdate=ge1960&birthdate=lt1980").await["total"], 2);
-    assert_eq!(app.search("Patient?birthdate=sa1980-01-01").await["total"], 2);
-    assert_eq!(app.search("Patient?birthdate=eb1960-01-20").await["total"], 1);
+    assert_eq!(
+        app.search("Patient?birthdate=le1970-12-31").await["total"],
+        3
+    );
+    assert_eq!(
+        app.search("Patient?birthdate=gt1970-12-31").await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("Patient?birthdate=ge1970-12-31").await["total"],
+        3
+    );
+    assert_eq!(
+        app.search("Patient?birthdate=ne1970-12-31").await["total"],
+        4
+    );
+    assert_eq!(
+        app.search("Patient?birthdate=ge1960&birthdate=lt1980")
+            .await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("Patient?birthdate=sa1980-01-01").await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("Patient?birthdate=eb1960-01-20").await["total"],
+        1
+    );
     // reference: Type/id, bare id, :Type modifier; chained on identifier and name
-    assert_eq!(app.search(&format!("Patient?general-practitioner=Organization/{}", f.org_a)).await["total"], 3);
-    assert_eq!(app.search(&format!("Patient?general-practitioner={}", f.org_b)).await["total"], 2);
-    assert_eq!(app.search(&format!("Patient?general-practitioner:Organization={}", f.org_b)).await["total"], 2);
-    assert_eq!(app.search("Patient?general-practitioner:Organization.identifier=R68").await["total"], 2);
-    assert_eq!(app.search("Patient?general-practitioner:Organization.name=north").await["total"], 3);
-    let d = app.get("Patient?general-practitioner.identifier=R68").await.assert_outcome(400, "invalid");
+    assert_eq!(
+        app.search(&format!(
+            "Patient?general-practitioner=Organization/{}",
+            f.org_a
+        ))
+        .await["total"],
+        3
+    );
+    assert_eq!(
+        app.search(&format!("Patient?general-practitioner={}", f.org_b))
+            .await["total"],
+        2
+    );
+    assert_eq!(
+        app.search(&format!(
+            "Patient?general-practitioner:Organization={}",
+            f.org_b
+        ))
+        .await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("Patient?general-practitioner:Organization.identifier=R68")
+            .await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("Patient?general-practitioner:Organization.name=north")
+            .await["total"],
+        3
+    );
+    let d = app
+        .get("Patient?general-practitioner.identifier=R68")
+        .await
+        .assert_outcome(400, "invalid");
     assert!(d.contains("general-practitioner:Type"), "{d}");
     // :missing
-    assert_eq!(app.search("Patient?general-practitioner:missing=false").await["total"], 5);
+    assert_eq!(
+        app.search("Patient?general-practitioner:missing=false")
+            .await["total"],
+        5
+    );
     assert_eq!(app.search("Patient?telecom:missing=true").await["total"], 5);
     // _id and _lastUpdated
-    assert_eq!(app.search(&format!("Patient?_id={},{}", f.p[0], f.p[4])).await["total"], 2);
-    assert_eq!(app.search("Patient?_lastUpdated=gt2000-01-01").await["total"], 5);
-    assert_eq!(app.search("Patient?_lastUpdated=lt2000-01-01").await["total"], 0);
+    assert_eq!(
+        app.search(&format!("Patient?_id={},{}", f.p[0], f.p[4]))
+            .await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("Patient?_lastUpdated=gt2000-01-01").await["total"],
+        5
+    );
+    assert_eq!(
+        app.search("Patient?_lastUpdated=lt2000-01-01").await["total"],
+        0
+    );
 }
 
 #[actix_web::test]
@@ -97,7 +207,10 @@ async fn paging_is_stable_with_self_next_previous_links() {
     assert_eq!(match_ids(&first).len(), 2);
     assert!(link(&first, "previous").is_none());
     let self_link = link(&first, "self").expect("self");
-    assert!(self_link.contains("gender%3Anot=nonsense") && self_link.contains("_count=2"), "{self_link}");
+    assert!(
+        self_link.contains("gender%3Anot=nonsense") && self_link.contains("_count=2"),
+        "{self_link}"
+    );
     let mut seen = match_ids(&first);
     let mut next = link(&first, "next");
     let mut pages = 1;
@@ -109,7 +222,11 @@ async fn paging_is_stable_with_self_next_previous_links() {
         pages += 1;
     }
     assert_eq!(pages, 3);
-    assert_eq!(sorted(seen), sorted(f.p.clone()), "every resource exactly once");
+    assert_eq!(
+        sorted(seen),
+        sorted(f.p.clone()),
+        "every resource exactly once"
+    );
     // _count=0 gives only the total
     let b = app.search("Patient?_count=0").await;
     assert_eq!(b["total"], 5);
@@ -128,19 +245,52 @@ async fn sort_include_revinclude_summary_total_elements() {
     rev.reverse();
     assert_eq!(match_ids(&b), rev);
     let b = app.search("Patient?_sort=family").await;
-    let families: Vec<String> = b["entry"].as_array().expect("entries").iter().map(|e| e["resource"]["name"][0]["family"].as_str().unwrap_or_default().to_owned()).collect();
-    assert_eq!(families, ["Black-Smith", "Brown", "Jonés", "Smith", "Smithson"]);
-    app.get("Patient?_sort=colour").await.assert_outcome(400, "invalid");
+    let families: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            e["resource"]["name"][0]["family"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        families,
+        ["Black-Smith", "Brown", "Jonés", "Smith", "Smithson"]
+    );
+    app.get("Patient?_sort=colour")
+        .await
+        .assert_outcome(400, "invalid");
 
     // _include the GP organisations (each once)
-    let b = app.search("Patient?_include=Patient:general-practitioner").await;
-    let included: Vec<String> = b["entry"].as_array().expect("entries").iter().filter(|e| e["search"]["mode"] == "include").map(|e| e["resource"]["id"].as_str().unwrap_or_default().to_owned()).collect();
-    assert_eq!(sorted(included), sorted(vec![f.org_a.clone(), f.org_b.clone()]));
+    let b = app
+        .search("Patient?_include=Patient:general-practitioner")
+        .await;
+    let included: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"]["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        sorted(included),
+        sorted(vec![f.org_a.clone(), f.org_b.clone()])
+    );
     assert_eq!(b["total"], 5, "total counts matches only");
     // _revinclude: organisations with their patients
-    let b = app.search(&format!("Organization?_id={}&_revinclude=Patient:general-practitioner", f.org_b)).await;
+    let b = app
+        .search(&format!(
+            "Organization?_id={}&_revinclude=Patient:general-practitioner",
+            f.org_b
+        ))
+        .await;
     assert_eq!(b["entry"].as_array().expect("entries").len(), 3);
-    app.get("Patient?_include=Organization:partof").await.assert_outcome(400, "invalid");
+    app.get("Patient?_include=Organization:partof")
+        .await
+        .assert_outcome(400, "invalid");
 
     // _summary=count, _total=none, _elements, _summary=true
     let b = app.search("Patient?gender=female&_summary=count").await;
@@ -148,14 +298,23 @@ async fn sort_include_revinclude_summary_total_elements() {
     assert!(b.get("entry").is_none());
     let b = app.search("Patient?_total=none&_count=1").await;
     assert!(b.get("total").is_none());
-    assert!(link(&b, "next").is_some(), "a full page without a total still offers next");
+    assert!(
+        link(&b, "next").is_some(),
+        "a full page without a total still offers next"
+    );
     let b = app.search("Patient?_elements=birthDate&_count=1").await;
     let r = &b["entry"][0]["resource"];
-    assert!(r.get("birthDate").is_some() && r.get("name").is_none() && r.get("id").is_some(), "{r}");
+    assert!(
+        r.get("birthDate").is_some() && r.get("name").is_none() && r.get("id").is_some(),
+        "{r}"
+    );
     assert_eq!(r["meta"]["tag"][0]["code"], "SUBSETTED");
     let b = app.search("Patient?_summary=true&_count=1").await;
     let r = &b["entry"][0]["resource"];
-    assert!(r.get("name").is_some() && r.get("generalPractitioner").is_none(), "{r}");
+    assert!(
+        r.get("name").is_some() && r.get("generalPractitioner").is_none(),
+        "{r}"
+    );
 }
 
 #[actix_web::test]
@@ -165,18 +324,44 @@ async fn unknown_parameters_are_ignored_or_refused_when_strict() {
     let b = app.search("Patient?colour=blue&family=smith").await;
     assert_eq!(b["total"], 2, "the unknown parameter is ignored");
     let self_link = link(&b, "self").expect("self");
-    assert!(!self_link.contains("colour") && self_link.contains("family=smith"), "{self_link}");
-    let outcome = b["entry"].as_array().expect("entries").iter().find(|e| e["search"]["mode"] == "outcome").expect("outcome entry");
-    assert!(outcome["resource"]["issue"][0]["diagnostics"].as_str().unwrap_or_default().contains("colour"));
-    let r = app.send(app.req("GET", "Patient?colour=blue").insert_header(("Prefer", "handling=strict")), None).await;
+    assert!(
+        !self_link.contains("colour") && self_link.contains("family=smith"),
+        "{self_link}"
+    );
+    let outcome = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("outcome entry");
+    assert!(outcome["resource"]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("colour"));
+    let r = app
+        .send(
+            app.req("GET", "Patient?colour=blue")
+                .insert_header(("Prefer", "handling=strict")),
+            None,
+        )
+        .await;
     let d = r.assert_outcome(400, "not-supported");
     assert!(d.contains("colour"), "{d}");
     // Bad values name the parameter.
-    let d = app.get("Patient?birthdate=yesterday").await.assert_outcome(400, "invalid");
+    let d = app
+        .get("Patient?birthdate=yesterday")
+        .await
+        .assert_outcome(400, "invalid");
     assert!(d.contains("birthdate"), "{d}");
-    let d = app.get("Patient?_count=abc").await.assert_outcome(400, "invalid");
+    let d = app
+        .get("Patient?_count=abc")
+        .await
+        .assert_outcome(400, "invalid");
     assert!(d.contains("_count"), "{d}");
-    let d = app.get("Patient?family:phonetic=smith").await.assert_outcome(400, "invalid");
+    let d = app
+        .get("Patient?family:phonetic=smith")
+        .await
+        .assert_outcome(400, "invalid");
     assert!(d.contains(":phonetic"), "{d}");
 }
 
@@ -185,23 +370,46 @@ async fn post_search_and_other_types() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
     let r = app
-        .send(app.req("POST", "Patient/_search?gender=male").insert_header(("Content-Type", "application/x-www-form-urlencoded")), Some(b"family=smith".to_vec()))
+        .send(
+            app.req("POST", "Patient/_search?gender=male")
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+            Some(b"family=smith".to_vec()),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(match_ids(&r.json()), vec![f.p[1].clone()]);
-    app.send(app.req("POST", "Patient/_search").insert_header(("Content-Type", "application/fhir+json")), Some(b"{}".to_vec()))
-        .await
-        .assert_outcome(415, "not-supported");
+    app.send(
+        app.req("POST", "Patient/_search")
+            .insert_header(("Content-Type", "application/fhir+json")),
+        Some(b"{}".to_vec()),
+    )
+    .await
+    .assert_outcome(415, "not-supported");
 
     // Practitioner + PractitionerRole + Location, with _revinclude and chains
     let pr = app.create(&json!({"resourceType": "Practitioner", "identifier": [{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "021600556514"}], "name": [{"family": "Referrer", "given": ["Rachel"]}]})).await;
     let loc = app.create(&json!({"resourceType": "Location", "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-site-code", "value": "R6901"}], "name": "Main Site", "status": "active", "position": {"latitude": 53.8, "longitude": -1.55}, "managingOrganization": {"reference": format!("Organization/{}", f.org_a)}})).await;
     let role = app.create(&json!({"resourceType": "PractitionerRole", "active": true, "practitioner": {"reference": format!("Practitioner/{pr}")}, "organization": {"reference": format!("Organization/{}", f.org_a)}, "location": [{"reference": format!("Location/{loc}")}], "code": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-BusinessFunction", "code": "REFERRING_CLINICIAN"}]}]})).await;
-    let b = app.search("Practitioner?identifier=021600556514&_revinclude=PractitionerRole:practitioner").await;
+    let b = app
+        .search("Practitioner?identifier=021600556514&_revinclude=PractitionerRole:practitioner")
+        .await;
     assert_eq!(b["entry"].as_array().expect("entries").len(), 2);
-    assert_eq!(match_ids(&app.search("PractitionerRole?organization.identifier=R69&role=REFERRING_CLINICIAN").await), vec![role]);
-    assert_eq!(app.search("Location?organization.identifier=R69").await["total"], 1);
-    assert_eq!(app.search("Location?identifier=https://fhir.nhs.uk/Id/ods-site-code|R6901").await["total"], 1);
+    assert_eq!(
+        match_ids(
+            &app.search("PractitionerRole?organization.identifier=R69&role=REFERRING_CLINICIAN")
+                .await
+        ),
+        vec![role]
+    );
+    assert_eq!(
+        app.search("Location?organization.identifier=R69").await["total"],
+        1
+    );
+    assert_eq!(
+        app.search("Location?identifier=https://fhir.nhs.uk/Id/ods-site-code|R6901")
+            .await["total"],
+        1
+    );
     // Location rules: position in range.
     let r = app.post_json("Location", &json!({"resourceType": "Location", "name": "Nowhere", "position": {"latitude": 123, "longitude": 0}})).await;
     let d = r.assert_outcome(422, "value");

@@ -9,32 +9,91 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
     // No caller headers needed for metadata.
     let r = app.send(app.bare("GET", "metadata"), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").unwrap_or_default().starts_with("application/fhir+json"));
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("application/fhir+json"));
     let cs = r.json();
     assert_eq!(cs["resourceType"], "CapabilityStatement");
     assert_eq!(cs["fhirVersion"], "4.0.1");
     assert_eq!(cs["kind"], "instance");
     assert_eq!(cs["status"], "active");
     let resources = cs["rest"][0]["resource"].as_array().expect("resources");
-    let types: Vec<&str> = resources.iter().filter_map(|r| r["type"].as_str()).collect();
-    assert_eq!(types, ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location"]);
+    let types: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Patient",
+            "Practitioner",
+            "Organization",
+            "PractitionerRole",
+            "Location"
+        ]
+    );
     let patient = &resources[0];
-    let params: Vec<&str> = patient["searchParam"].as_array().expect("params").iter().filter_map(|p| p["name"].as_str()).collect();
-    for p in ["_id", "_lastUpdated", "identifier", "family", "birthdate", "general-practitioner", "address-postalcode"] {
+    let params: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for p in [
+        "_id",
+        "_lastUpdated",
+        "identifier",
+        "family",
+        "birthdate",
+        "general-practitioner",
+        "address-postalcode",
+    ] {
         assert!(params.contains(&p), "{p} missing from {params:?}");
     }
-    let interactions: Vec<&str> = patient["interaction"].as_array().expect("interactions").iter().filter_map(|i| i["code"].as_str()).collect();
-    for i in ["read", "vread", "update", "create", "search-type", "history-instance", "history-type"] {
+    let interactions: Vec<&str> = patient["interaction"]
+        .as_array()
+        .expect("interactions")
+        .iter()
+        .filter_map(|i| i["code"].as_str())
+        .collect();
+    for i in [
+        "read",
+        "vread",
+        "update",
+        "create",
+        "search-type",
+        "history-instance",
+        "history-type",
+    ] {
         assert!(interactions.contains(&i), "{i} missing");
     }
-    assert!(patient["searchInclude"].as_array().expect("includes").iter().any(|i| i == "Patient:general-practitioner"));
-    assert!(resources[1]["searchRevInclude"].as_array().expect("revincludes").iter().any(|i| i == "PractitionerRole:practitioner"));
+    assert!(patient["searchInclude"]
+        .as_array()
+        .expect("includes")
+        .iter()
+        .any(|i| i == "Patient:general-practitioner"));
+    assert!(resources[1]["searchRevInclude"]
+        .as_array()
+        .expect("revincludes")
+        .iter()
+        .any(|i| i == "PractitionerRole:practitioner"));
 
     // The same document as XML.
-    let r = app.send(app.bare("GET", "metadata?_format=xml"), None).await;
+    let r = app
+        .send(app.bare("GET", "metadata?_format=xml"), None)
+        .await;
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap_or_default().starts_with("application/fhir+xml"));
-    assert!(r.text().contains("<CapabilityStatement xmlns=\"http://hl7.org/fhir\">"), "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("application/fhir+xml"));
+    assert!(
+        r.text()
+            .contains("<CapabilityStatement xmlns=\"http://hl7.org/fhir\">"),
+        "{}",
+        r.text()
+    );
 }
 
 #[actix_web::test]
@@ -46,23 +105,45 @@ async fn ping_and_status_check_the_database() {
     assert_eq!(r.status, 200, "{}", r.text());
     let s = r.json();
     assert_eq!(s["checks"]["database"]["status"], "pass");
-    let expected = if std::env::var("ERS_TEST_POSTGRES_URL").map(|u| !u.is_empty()).unwrap_or(false) { "postgres" } else { "sqlite" };
+    let expected = if std::env::var("ERS_TEST_POSTGRES_URL")
+        .map(|u| !u.is_empty())
+        .unwrap_or(false)
+    {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     assert_eq!(s["checks"]["database"]["backend"], expected);
 }
 
 #[actix_web::test]
 async fn request_and_correlation_ids_and_security_headers() {
     let app = spawn_app().await;
-    let r = app.send(app.req("GET", "Patient").insert_header(("X-Correlation-ID", "corr-123")), None).await;
+    let r = app
+        .send(
+            app.req("GET", "Patient")
+                .insert_header(("X-Correlation-ID", "corr-123")),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-correlation-id").as_deref(), Some("corr-123"));
     let id1 = r.header("x-request-id").expect("request id");
     let r2 = app.get("Patient").await;
     let id2 = r2.header("x-request-id").expect("request id");
     assert_ne!(id1, id2);
-    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
     // Errors carry them too.
-    let r = app.send(app.bare("GET", "Patient").insert_header(("X-Correlation-ID", "corr-err")), None).await;
+    let r = app
+        .send(
+            app.bare("GET", "Patient")
+                .insert_header(("X-Correlation-ID", "corr-err")),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.header("x-correlation-id").as_deref(), Some("corr-err"));
     assert!(r.header("x-request-id").is_some());
@@ -72,19 +153,32 @@ async fn request_and_correlation_ids_and_security_headers() {
 async fn sandbox_seed_creates_the_nhs_test_patients_once() {
     let app = spawn_with(SeedMode::Sandbox).await;
     for nhs in ["9912003888", "9462979626"] {
-        let b = app.search(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}")).await;
+        let b = app
+            .search(&format!(
+                "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}"
+            ))
+            .await;
         assert_eq!(b["total"], 1, "{nhs}: {b}");
     }
-    let orgs = app.search("Organization?identifier=R69,R68&_summary=count").await;
+    let orgs = app
+        .search("Organization?identifier=R69,R68&_summary=count")
+        .await;
     assert_eq!(orgs["total"], 2);
     let roles = app.search("PractitionerRole?practitioner.identifier=000000000101&_include=PractitionerRole:organization").await;
     assert_eq!(match_ids(&roles).len(), 2, "{roles}");
-    let total = app.search("Patient?_summary=count").await["total"].as_i64().expect("total");
+    let total = app.search("Patient?_summary=count").await["total"]
+        .as_i64()
+        .expect("total");
     assert!(total >= 42, "{total}");
     // Every generated NHS number is in the reserved test range (or a sandbox test patient).
     let all = app.search("Patient?_count=1000").await;
     for e in all["entry"].as_array().expect("entries") {
-        let nhs = e["resource"]["identifier"][0]["value"].as_str().expect("nhs");
-        assert!(nhs.starts_with("999") || nhs == "9912003888" || nhs == "9462979626", "{nhs}");
+        let nhs = e["resource"]["identifier"][0]["value"]
+            .as_str()
+            .expect("nhs");
+        assert!(
+            nhs.starts_with("999") || nhs == "9912003888" || nhs == "9462979626",
+            "{nhs}"
+        );
     }
 }

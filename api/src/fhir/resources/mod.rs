@@ -35,27 +35,43 @@ fn unique_identifier(
             seen += 1;
             let at = format!("{res_type}.identifier[{i}].value");
             match id.get("value").and_then(Value::as_str) {
-                None => issues.push(Issue::required_at(at, format!("is required for an identifier with system {system}"))),
+                None => issues.push(Issue::required_at(
+                    at,
+                    format!("is required for an identifier with system {system}"),
+                )),
                 Some(v) => match parse(v) {
                     Ok(normal) => checked.unique.push((system.to_owned(), normal)),
                     Err(e) => issues.push(Issue::invalid_at(at, e.0)),
                 },
             }
             if single && seen > 1 {
-                issues.push(Issue::invalid_at(format!("{res_type}.identifier[{i}]"), format!("repeats system {system}: at most one such identifier is allowed")));
+                issues.push(Issue::invalid_at(
+                    format!("{res_type}.identifier[{i}]"),
+                    format!("repeats system {system}: at most one such identifier is allowed"),
+                ));
             }
         }
     }
 }
 
 /// A code element must hold one of `allowed`.
-fn code_in(resource: &Value, res_type: &str, element: &str, allowed: &[&str], issues: &mut Vec<Issue>) {
+fn code_in(
+    resource: &Value,
+    res_type: &str,
+    element: &str,
+    allowed: &[&str],
+    issues: &mut Vec<Issue>,
+) {
     if let Some(v) = resource.get(element) {
         let ok = v.as_str().is_some_and(|s| allowed.contains(&s));
         if !ok {
             issues.push(Issue::invalid_at(
                 format!("{res_type}.{element}"),
-                format!("({}) is not a valid code; expected one of: {}", v, allowed.join(", ")),
+                format!(
+                    "({}) is not a valid code; expected one of: {}",
+                    v,
+                    allowed.join(", ")
+                ),
             ));
         }
     }
@@ -71,7 +87,10 @@ fn telecoms(resource: &Value, res_type: &str, issues: &mut Vec<Issue>) {
             code_in(t, &at, "system", SYSTEMS, issues);
             code_in(t, &at, "use", USES, issues);
             if t.get("value").is_some() && t.get("system").is_none() {
-                issues.push(Issue::required_at(format!("{at}.system"), "is required when a value is given (cpt-2)"));
+                issues.push(Issue::required_at(
+                    format!("{at}.system"),
+                    "is required when a value is given (cpt-2)",
+                ));
             }
         }
     }
@@ -81,7 +100,10 @@ fn telecoms(resource: &Value, res_type: &str, issues: &mut Vec<Issue>) {
 fn date_element(resource: &Value, res_type: &str, element: &str, issues: &mut Vec<Issue>) {
     if let Some(v) = resource.get(element) {
         if !v.as_str().is_some_and(datetime::is_date) {
-            issues.push(Issue::invalid_at(format!("{res_type}.{element}"), format!("({v}) is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)")));
+            issues.push(Issue::invalid_at(
+                format!("{res_type}.{element}"),
+                format!("({v}) is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)"),
+            ));
         }
     }
 }
@@ -91,15 +113,25 @@ fn period(v: &Value, at: &str, issues: &mut Vec<Issue>) {
     let mut bounds = Vec::new();
     for key in ["start", "end"] {
         if let Some(x) = v.get(key) {
-            match x.as_str().filter(|s| datetime::is_datetime(s)).and_then(datetime::range) {
+            match x
+                .as_str()
+                .filter(|s| datetime::is_datetime(s))
+                .and_then(datetime::range)
+            {
                 Some(r) => bounds.push(r),
-                None => issues.push(Issue::invalid_at(format!("{at}.{key}"), format!("({x}) is not a valid FHIR dateTime"))),
+                None => issues.push(Issue::invalid_at(
+                    format!("{at}.{key}"),
+                    format!("({x}) is not a valid FHIR dateTime"),
+                )),
             }
         }
     }
     if let [start, end] = bounds.as_slice() {
         if start.0 > end.1 {
-            issues.push(Issue::invalid_at(at.to_owned(), "starts after it ends (per-1)"));
+            issues.push(Issue::invalid_at(
+                at.to_owned(),
+                "starts after it ends (per-1)",
+            ));
         }
     }
 }

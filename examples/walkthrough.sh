@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# A walkthrough of the REST core with curl, against a running server (cargo run --release).
+# Every step prints the status line; bodies go to stdout.
+set -euo pipefail
+BASE="${BASE:-http://127.0.0.1:8080/FHIR/R4}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+H=(-H "NHSD-eRS-Business-Function: REFERRING_CLINICIAN" -H "NHSD-End-User-Organisation-ODS: R69")
+JSON=(-H "Content-Type: application/fhir+json")
+
+echo "# The CapabilityStatement (no caller headers needed)"
+curl -s "$BASE/metadata" | head -c 300; echo
+
+echo "# A sandbox test patient by NHS number"
+curl -s "${H[@]}" "$BASE/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888"; echo
+
+echo "# Create a patient (201, Location, ETag); If-None-Exist makes it safe to repeat"
+ID=$(curl -s "${H[@]}" "${JSON[@]}" -H "If-None-Exist: identifier=https://fhir.nhs.uk/Id/nhs-number|9990000077" \
+     --data-binary @"$HERE/patient.json" "$BASE/Patient" | sed -E 's/.*"id":"([^"]+)".*/\1/')
+echo "Patient/$ID"
+
+echo "# Read it as XML"
+curl -s "${H[@]}" -H "Accept: application/fhir+xml" "$BASE/Patient/$ID"; echo
+
+echo "# Update with If-Match; a stale If-Match gives 412"
+BODY=$(curl -s "${H[@]}" "$BASE/Patient/$ID" | sed 's/"Example"/"Example-Updated"/')
+VERSION=$(curl -s -o /dev/null -D - "${H[@]}" "$BASE/Patient/$ID" | sed -nE 's/^[Ee][Tt]ag: W\/"([0-9]+)".*/\1/p' | tr -d '\r')
+curl -s -o /dev/null -w "update: %{http_code}\n" -X PUT "${H[@]}" "${JSON[@]}" -H "If-Match: W/\"$VERSION\"" --data "$BODY" "$BASE/Patient/$ID"
+curl -s -w "\nstale update: %{http_code}\n" -X PUT "${H[@]}" "${JSON[@]}" -H "If-Match: W/\"$VERSION\"" --data "$BODY" "$BASE/Patient/$ID"
+
+echo "# Every version, newest first"
+curl -s "${H[@]}" "$BASE/Patient/$ID/_history"; echo
+
+echo "# Search: family name starting 'exam', born after 1980, with their GP organisations"
+curl -s "${H[@]}" "$BASE/Patient?family=exam&birthdate=gt1980&_include=Patient:general-practitioner&_count=10"; echo
