@@ -246,37 +246,24 @@ pub fn delete_resource(
     Ok(true)
 }
 
+/// Deletes the rows of `$table` owned by one resource (`$type_col`, `$id_col`).
+macro_rules! delete_owned {
+    ($conn:expr, $table:ident, $type_col:ident, $id_col:ident, $res_type:expr, $id:expr) => {
+        diesel::delete(
+            $table::table
+                .filter($table::$type_col.eq($res_type))
+                .filter($table::$id_col.eq($id)),
+        )
+        .execute($conn)?
+    };
+}
+
 fn clear_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<()> {
-    diesel::delete(
-        search_tokens::table
-            .filter(search_tokens::res_type.eq(res_type))
-            .filter(search_tokens::res_id.eq(id)),
-    )
-    .execute(conn)?;
-    diesel::delete(
-        search_strings::table
-            .filter(search_strings::res_type.eq(res_type))
-            .filter(search_strings::res_id.eq(id)),
-    )
-    .execute(conn)?;
-    diesel::delete(
-        search_dates::table
-            .filter(search_dates::res_type.eq(res_type))
-            .filter(search_dates::res_id.eq(id)),
-    )
-    .execute(conn)?;
-    diesel::delete(
-        search_refs::table
-            .filter(search_refs::res_type.eq(res_type))
-            .filter(search_refs::res_id.eq(id)),
-    )
-    .execute(conn)?;
-    diesel::delete(
-        unique_identifiers::table
-            .filter(unique_identifiers::res_type.eq(res_type))
-            .filter(unique_identifiers::res_id.eq(id)),
-    )
-    .execute(conn)?;
+    delete_owned!(conn, search_tokens, res_type, res_id, res_type, id);
+    delete_owned!(conn, search_strings, res_type, res_id, res_type, id);
+    delete_owned!(conn, search_dates, res_type, res_id, res_type, id);
+    delete_owned!(conn, search_refs, res_type, res_id, res_type, id);
+    delete_owned!(conn, unique_identifiers, res_type, res_id, res_type, id);
     Ok(())
 }
 

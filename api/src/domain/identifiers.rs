@@ -23,20 +23,10 @@ impl NhsNumber {
             )));
         }
         let d: Vec<u32> = digits.chars().filter_map(|c| c.to_digit(10)).collect();
-        let sum: u32 = d
-            .iter()
-            .take(9)
-            .zip((2..=10).rev())
-            .map(|(x, w)| x * w)
-            .sum();
-        let check = match 11 - (sum % 11) {
-            11 => 0,
-            10 => {
-                return Err(InvalidIdentifier(format!(
-                    "'{raw}' is not a valid NHS number: no check digit exists for it (Modulus 11)"
-                )))
-            }
-            c => c,
+        let Some(check) = Self::check_digit(&d[..9]) else {
+            return Err(InvalidIdentifier(format!(
+                "'{raw}' is not a valid NHS number: no check digit exists for it (Modulus 11)"
+            )));
         };
         if check != d[9] {
             return Err(InvalidIdentifier(format!(
@@ -54,15 +44,24 @@ impl NhsNumber {
         loop {
             let s = format!("{candidate:09}");
             let d: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
-            let sum: u32 = d.iter().zip((2..=10).rev()).map(|(x, w)| x * w).sum();
-            let check = 11 - (sum % 11);
-            if check != 10 {
+            if let Some(check) = Self::check_digit(&d) {
                 if found == n {
-                    return Self(format!("{s}{}", if check == 11 { 0 } else { check }));
+                    return Self(format!("{s}{check}"));
                 }
                 found += 1;
             }
             candidate += 1;
+        }
+    }
+
+    /// The Modulus 11 check digit of the first nine digits (weights 10..2), or None when the
+    /// remainder gives 10 (no valid number starts with these nine digits).
+    fn check_digit(first9: &[u32]) -> Option<u32> {
+        let sum: u32 = first9.iter().zip((2..=10).rev()).map(|(x, w)| x * w).sum();
+        match 11 - (sum % 11) {
+            11 => Some(0),
+            10 => None,
+            c => Some(c),
         }
     }
 

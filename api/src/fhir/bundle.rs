@@ -17,6 +17,19 @@ pub struct Links {
     pub previous: Option<String>,
 }
 
+impl Links {
+    fn to_json(&self) -> Value {
+        let mut link = vec![json!({"relation": "self", "url": self.self_url})];
+        if let Some(n) = &self.next {
+            link.push(json!({"relation": "next", "url": n}));
+        }
+        if let Some(p) = &self.previous {
+            link.push(json!({"relation": "previous", "url": p}));
+        }
+        json!(link)
+    }
+}
+
 pub fn searchset(
     total: Option<i64>,
     links: &Links,
@@ -32,14 +45,7 @@ pub fn searchset(
     if let Some(t) = total {
         b["total"] = json!(t);
     }
-    let mut link = vec![json!({"relation": "self", "url": links.self_url})];
-    if let Some(n) = &links.next {
-        link.push(json!({"relation": "next", "url": n}));
-    }
-    if let Some(p) = &links.previous {
-        link.push(json!({"relation": "previous", "url": p}));
-    }
-    b["link"] = json!(link);
+    b["link"] = links.to_json();
     let mut out: Vec<Value> = entries
         .into_iter()
         .map(|e| {
@@ -78,14 +84,7 @@ pub fn history(total: i64, links: &Links, entries: Vec<HistoryEntry>) -> Value {
         "type": "history",
         "total": total,
     });
-    let mut link = vec![json!({"relation": "self", "url": links.self_url})];
-    if let Some(n) = &links.next {
-        link.push(json!({"relation": "next", "url": n}));
-    }
-    if let Some(p) = &links.previous {
-        link.push(json!({"relation": "previous", "url": p}));
-    }
-    b["link"] = json!(link);
+    b["link"] = links.to_json();
     let out: Vec<Value> = entries
         .into_iter()
         .map(|e| {

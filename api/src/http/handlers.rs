@@ -284,6 +284,23 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `self`, `next` and `previous` links of one page.
+fn page_links(
+    base: &str,
+    path: &str,
+    accepted: &[(String, String)],
+    count: i64,
+    offset: i64,
+    has_more: bool,
+) -> Links {
+    Links {
+        self_url: page_url(base, path, accepted, count, offset),
+        next: has_more.then(|| page_url(base, path, accepted, count, offset + count)),
+        previous: (offset > 0)
+            .then(|| page_url(base, path, accepted, count, (offset - count).max(0))),
+    }
+}
+
 fn page_url(base: &str, t: &str, accepted: &[(String, String)], count: i64, offset: i64) -> String {
     let mut params: Vec<(String, String)> = accepted.to_vec();
     params.push(("_count".into(), count.to_string()));
@@ -312,20 +329,14 @@ async fn run_search(
         Some(t) => offset + count < t,
         None => i64::try_from(result.matches.len()).unwrap_or(0) >= count && count > 0,
     };
-    let links = Links {
-        self_url: page_url(&base, def.name, &parsed.accepted, count, offset),
-        next: (has_more && parsed.summary != fsearch::Summary::Count)
-            .then(|| page_url(&base, def.name, &parsed.accepted, count, offset + count)),
-        previous: (offset > 0).then(|| {
-            page_url(
-                &base,
-                def.name,
-                &parsed.accepted,
-                count,
-                (offset - count).max(0),
-            )
-        }),
-    };
+    let links = page_links(
+        &base,
+        def.name,
+        &parsed.accepted,
+        count,
+        offset,
+        has_more && parsed.summary != fsearch::Summary::Count,
+    );
     let shape = |content: &str, rdef: Option<&ResourceDef>| -> Result<Value, ApiError> {
         let v: Value = serde_json::from_str(content)
             .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
@@ -471,13 +482,14 @@ async fn run_history(
         Some(id) => format!("{}/{id}/_history", def.name),
         None => format!("{}/_history", def.name),
     };
-    let links = Links {
-        self_url: page_url(&base, &path, &accepted, count, offset),
-        next: (offset + count < total)
-            .then(|| page_url(&base, &path, &accepted, count, offset + count)),
-        previous: (offset > 0)
-            .then(|| page_url(&base, &path, &accepted, count, (offset - count).max(0))),
-    };
+    let links = page_links(
+        &base,
+        &path,
+        &accepted,
+        count,
+        offset,
+        offset + count < total,
+    );
     let mut entries = Vec::with_capacity(rows.len());
     for v in rows {
         let resource = if v.is_deleted() {
