@@ -25,6 +25,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `ERS_WORKERS`: HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
+    /// `ERS_REQUIRE_IF_MATCH`: every update must carry `If-Match` (428 without), as e-RS does.
+    pub require_if_match: bool,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             base_url: None,
             max_body_bytes: 5 * 1024 * 1024,
             workers: None,
+            require_if_match: false,
         }
     }
 }
@@ -96,6 +99,17 @@ impl Settings {
             s.workers = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!("ERS_WORKERS '{v}' must be a positive number"))
             })?);
+        }
+        if let Some(v) = get("ERS_REQUIRE_IF_MATCH").filter(|v| !v.is_empty()) {
+            s.require_if_match = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "ERS_REQUIRE_IF_MATCH '{v}' must be true or false"
+                    )))
+                }
+            };
         }
         Ok(s)
     }

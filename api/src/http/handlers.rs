@@ -263,9 +263,11 @@ pub async fn update(
     check_id(&id)?;
     let resource = negotiate::parse_body(&req, &body)?;
     let expected = if_match(&req)?;
+    let require = state.settings.require_if_match;
     let who = author(&req, &caller);
     let mut c = conn(&state).await?;
-    let row = web::block(move || svc::update(&mut c, def, &id, resource, expected, &who)).await??;
+    let row = web::block(move || svc::update(&mut c, def, &id, resource, expected, require, &who))
+        .await??;
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 

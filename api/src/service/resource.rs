@@ -236,6 +236,7 @@ pub fn update(
     id: &str,
     body: Value,
     if_match: Option<i64>,
+    require_if_match: bool,
     author: &Author,
 ) -> Result<ResourceRow> {
     match body.get("id").and_then(Value::as_str) {
@@ -268,7 +269,7 @@ pub fn update(
                     current: current.version_id,
                 })
             }
-            None if def.if_match_required => {
+            None if def.if_match_required || require_if_match => {
                 return Err(ServiceError::IfMatchRequired {
                     res_type: def.name.to_owned(),
                 })

@@ -397,3 +397,33 @@ async fn concurrent_updates_of_one_version_let_exactly_one_win() {
     let h = app.search(&format!("Patient/{id}/_history")).await;
     assert_eq!(h["total"], 2);
 }
+
+#[actix_web::test]
+async fn if_match_can_be_required_for_every_update() {
+    let app = spawn_configured(ers_api::config::Settings {
+        require_if_match: true,
+        seed: ers_api::config::SeedMode::None,
+        ..Default::default()
+    })
+    .await;
+    let id = app
+        .create(&patient(NHS[0], "Lock", "Step", "1980-01-01", "male"))
+        .await;
+    let mut body = patient(NHS[0], "Lock", "Changed", "1980-01-01", "male");
+    body["id"] = json!(id);
+    let d = app
+        .put_json(&format!("Patient/{id}"), &body, None)
+        .await
+        .assert_outcome(428, "required");
+    assert!(d.contains("If-Match"), "{d}");
+    assert_eq!(
+        app.get(&format!("Patient/{id}")).await.json()["meta"]["versionId"],
+        "1"
+    );
+    assert_eq!(
+        app.put_json(&format!("Patient/{id}"), &body, Some("W/\"1\""))
+            .await
+            .status,
+        200
+    );
+}

@@ -96,13 +96,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(seed: SeedMode) -> TestApp {
+    spawn_configured(Settings {
+        seed,
+        ..Settings::default()
+    })
+    .await
+}
+
+/// Starts the app with `base` settings, on a fresh database and a random port.
+pub async fn spawn_configured(base: Settings) -> TestApp {
     let settings = Settings {
         database_url: database_url(),
         bind: "127.0.0.1:0".into(),
-        seed,
         pool_size: 4,
         workers: Some(1),
-        ..Settings::default()
+        ..base
     };
     let app = Application::build(settings).expect("application starts");
     let port = app.port();
