@@ -83,8 +83,10 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("invalid path: {e}")).into()))
-                .wrap(Compress::default())
+                // Innermost first: the envelope sees uncompressed bodies; compression is applied
+                // to the final response.
                 .wrap(from_fn(crate::http::middleware::envelope))
+                .wrap(Compress::default())
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms request_id=%{x-request-id}o correlation_id=%{x-correlation-id}i"))
                 .configure(routes::configure)
         })

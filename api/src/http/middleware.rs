@@ -183,7 +183,9 @@ fn finish_error(
         Ok(xml) => {
             let mut out = HttpResponse::build(status).body(xml);
             for (k, v) in resp.headers().iter() {
-                out.headers_mut().insert(k.clone(), v.clone());
+                if k != header::CONTENT_LENGTH && k != header::CONTENT_ENCODING {
+                    out.headers_mut().insert(k.clone(), v.clone());
+                }
             }
             out.headers_mut().insert(
                 header::CONTENT_TYPE,
