@@ -9,6 +9,34 @@ pub enum SeedMode {
     None,
 }
 
+/// `ERS_MODE`: sandbox (developer conveniences on) or production (they refuse to start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Sandbox,
+    Production,
+}
+
+/// The trusted OIDC identity provider (CIS2 or a test double).
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// `ERS_OIDC_ISSUER`: the exact `iss` of its tokens.
+    pub issuer: String,
+    /// `ERS_OIDC_AUDIENCE`: the `aud` its tokens must carry.
+    pub audience: String,
+    /// `ERS_OIDC_JWKS`: its JWKS, a file path or an https:// URL.
+    pub jwks: String,
+}
+
+/// A registered application (application-restricted access).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AppRegistration {
+    pub client_id: String,
+    /// ODS code of the organisation the application acts for.
+    pub ods: String,
+    /// Public keys that verify its client assertions.
+    pub jwks: crate::security::jwt::Jwks,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `ERS_DATABASE_URL`: `sqlite://path` or `postgres://…`.
@@ -27,6 +55,29 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// `ERS_REQUIRE_IF_MATCH`: every update must carry `If-Match` (428 without), as e-RS does.
     pub require_if_match: bool,
+    /// `ERS_MODE`.
+    pub mode: Mode,
+    pub oidc: Option<OidcSettings>,
+    /// `ERS_AUDIENCE`: the audience of tokens this server issues itself.
+    pub audience: String,
+    /// `ERS_SANDBOX_ISSUER`: run the sandbox token endpoint (default: on in sandbox mode).
+    pub sandbox_issuer: bool,
+    /// `ERS_MIN_IAL` / `ERS_MIN_AAL`: identity and authentication assurance minimums.
+    pub min_ial: u8,
+    pub min_aal: u8,
+    /// `ERS_CLOCK_SKEW_SECS`: leeway for `exp` and `nbf`.
+    pub clock_skew_secs: i64,
+    /// `ERS_TOKEN_TTL_SECS`: lifetime of tokens this server issues.
+    pub token_ttl_secs: i64,
+    /// `ERS_TOKEN_SIGNING_KEY`: RSA private key (PEM file) for application access tokens.
+    pub token_signing_key: Option<String>,
+    /// `ERS_APPS_FILE`: JSON list of registered applications.
+    pub apps: Vec<AppRegistration>,
+    /// `ERS_RATE_LIMIT_PER_SEC` / `ERS_RATE_LIMIT_BURST`: requests per caller (0 = off).
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    /// `ERS_TLS_CERT` / `ERS_TLS_KEY`: PEM files; HTTPS (TLS 1.2+) when both are set.
+    pub tls: Option<(String, String)>,
 }
 
 impl Default for Settings {
@@ -40,6 +91,19 @@ impl Default for Settings {
             max_body_bytes: 5 * 1024 * 1024,
             workers: None,
             require_if_match: false,
+            mode: Mode::Sandbox,
+            oidc: None,
+            audience: "ers-fhir".into(),
+            sandbox_issuer: true,
+            min_ial: 3,
+            min_aal: 2,
+            clock_skew_secs: 60,
+            token_ttl_secs: 3600,
+            token_signing_key: None,
+            apps: Vec::new(),
+            rate_limit_per_sec: 50,
+            rate_limit_burst: 100,
+            tls: None,
         }
     }
 }

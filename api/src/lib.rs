@@ -5,5 +5,6 @@ pub mod config;
 pub mod domain;
 pub mod fhir;
 pub mod http;
+pub mod security;
 pub mod service;
 pub mod startup;

@@ -20,7 +20,7 @@ async fn main() -> std::process::ExitCode {
     };
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
     let result = match command.as_str() {
-        "serve" => match Application::build(settings.clone()) {
+        "serve" => match Application::build(settings.clone()).await {
             Ok(app) => {
                 log::info!(
                     "listening on http://{}/FHIR/R4 (port {})",

@@ -13,6 +13,7 @@ use crate::http::{routes, ApiError};
 /// Shared, read-only state of every worker.
 pub struct AppState {
     pub pool: DbPool,
+    pub auth: crate::security::Authenticator,
     pub settings: Settings,
     pub backend: &'static str,
     /// When this process started (the CapabilityStatement date).
@@ -27,6 +28,8 @@ pub enum StartupError {
     Pool(#[from] r2d2::Error),
     #[error("seeding failed: {0}")]
     Seed(#[from] crate::service::ServiceError),
+    #[error("security: {0}")]
+    Security(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
 }
@@ -55,13 +58,36 @@ pub fn seed(pool: &DbPool, settings: &Settings) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// TLS 1.2 and 1.3 only, with the Mozilla "intermediate" cipher list.
+fn tls_acceptor(cert: &str, key: &str) -> Result<openssl::ssl::SslAcceptorBuilder, String> {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVersion};
+    let mut b =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(|e| e.to_string())?;
+    b.set_private_key_file(key, SslFiletype::PEM)
+        .map_err(|e| format!("ERS_TLS_KEY {key}: {e}"))?;
+    b.set_certificate_chain_file(cert)
+        .map_err(|e| format!("ERS_TLS_CERT {cert}: {e}"))?;
+    b.check_private_key()
+        .map_err(|e| format!("ERS_TLS_KEY does not match ERS_TLS_CERT: {e}"))?;
+    Ok(b)
+}
+
 pub struct Application {
     port: u16,
     server: Server,
 }
 
 impl Application {
-    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let auth = crate::security::Authenticator::from_settings(&settings)
+            .await
+            .map_err(StartupError::Security)?;
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key).map_err(StartupError::Security)?),
+            None => None,
+        };
         let (pool, backend) = prepare_database(&settings)?;
         seed(&pool, &settings)?;
         let listener = TcpListener::bind(&settings.bind)
@@ -74,11 +100,12 @@ impl Application {
         let max_body = settings.max_body_bytes;
         let state = web::Data::new(AppState {
             pool,
+            auth,
             settings,
             backend,
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(max_body))
@@ -89,8 +116,11 @@ impl Application {
                 .wrap(Compress::default())
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms request_id=%{x-request-id}o correlation_id=%{x-correlation-id}i"))
                 .configure(routes::configure)
-        })
-        .listen(listener)
+        });
+        let mut server = match tls {
+            Some(acceptor) => server.listen_openssl(listener, acceptor),
+            None => server.listen(listener),
+        }
         .map_err(|e| StartupError::Bind(format!("port {port}"), e))?;
         if let Some(w) = workers {
             server = server.workers(w);

@@ -63,11 +63,13 @@ impl fmt::Display for BusinessFunction {
     }
 }
 
-/// The caller of one request.
+/// The caller of one request, authenticated and acting in one role at one organisation.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// SDS user id, when the request names one.
+    /// SDS user id (the token subject) of a person; None for an application.
     pub user_id: Option<String>,
+    /// The registered application, for application-restricted access.
+    pub client_id: Option<String>,
     pub business_function: BusinessFunction,
     pub organisation: OdsCode,
     pub on_behalf_of: Option<String>,

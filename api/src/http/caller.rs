@@ -1,19 +1,19 @@
-//! The caller seam: every patient-data handler receives a [`Caller`]. Here it comes from the
-//! e-RS headers; the security work replaces the source with a validated token.
-
-use std::future::{ready, Ready};
+//! The caller of every patient-data handler: a valid bearer token (401 otherwise), then the
+//! acting role and organisation from the e-RS headers, which must be one the user holds (403).
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 
 use super::middleware::RequestId;
 use super::ApiError;
 use crate::domain::{BusinessFunction, Caller, OdsCode, SdsUserId};
+use crate::security::Identity;
+use crate::startup::AppState;
 
 pub const BUSINESS_FUNCTION: &str = "NHSD-eRS-Business-Function";
 pub const ORGANISATION: &str = "NHSD-End-User-Organisation-ODS";
 pub const ON_BEHALF_OF: &str = "NHSD-eRS-On-Behalf-Of-User-ID";
-pub const USER_ID: &str = "NHSD-eRS-User-ID";
 
 fn header<'a>(req: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str>, ApiError> {
     match req.headers().get(name) {
@@ -31,7 +31,36 @@ fn header<'a>(req: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str
     }
 }
 
-fn caller_from(req: &HttpRequest) -> Result<Caller, ApiError> {
+/// The identity the token established, kept on the request for the audit of failures.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Identity);
+
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    let raw = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim();
+    if raw.is_empty() {
+        return Err(ApiError::Unauthorized(
+            crate::security::AuthError::Missing.to_string(),
+        ));
+    }
+    match raw.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "The Authorization header must be 'Bearer <token>'".into(),
+        )),
+    }
+}
+
+/// Business function and organisation from the headers (user-restricted access).
+fn acting_as(req: &HttpRequest) -> Result<(BusinessFunction, OdsCode, Option<String>), ApiError> {
     let bf_raw =
         header(req, BUSINESS_FUNCTION)?.ok_or(ApiError::MissingHeader(BUSINESS_FUNCTION))?;
     let business_function = BusinessFunction::parse(bf_raw).ok_or_else(|| ApiError::BadHeader {
@@ -50,16 +79,6 @@ fn caller_from(req: &HttpRequest) -> Result<Caller, ApiError> {
         header: ORGANISATION,
         message: e.0,
     })?;
-    let user_id = header(req, USER_ID)?
-        .map(|u| {
-            SdsUserId::parse(u)
-                .map(|s| s.as_str().to_owned())
-                .map_err(|e| ApiError::BadHeader {
-                    header: USER_ID,
-                    message: e.0,
-                })
-        })
-        .transpose()?;
     let obo = header(req, ON_BEHALF_OF)?;
     let on_behalf_of = match (business_function.acts_on_behalf(), obo) {
         (true, None) => return Err(ApiError::MissingHeader(ON_BEHALF_OF)),
@@ -72,27 +91,112 @@ fn caller_from(req: &HttpRequest) -> Result<Caller, ApiError> {
         }
         (false, None) => None,
     };
-    Ok(Caller {
-        user_id,
-        business_function,
-        organisation,
-        on_behalf_of,
-    })
+    Ok((business_function, organisation, on_behalf_of))
+}
+
+async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+    let token = bearer(&req)?;
+    let identity = state
+        .auth
+        .authenticate(&token)
+        .await
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    req.extensions_mut().insert(Authenticated(identity.clone()));
+    match identity {
+        Identity::Application { client_id, org } => {
+            for h in [BUSINESS_FUNCTION, ORGANISATION, ON_BEHALF_OF] {
+                if req.headers().contains_key(h) {
+                    return Err(ApiError::Forbidden(format!(
+                        "{h} must not be sent with application-restricted access: the role and organisation come from the application's registration"
+                    )));
+                }
+            }
+            let organisation = OdsCode::parse(&org).map_err(|e| ApiError::Internal(e.0))?;
+            Ok(Caller {
+                user_id: None,
+                client_id: Some(client_id),
+                business_function: BusinessFunction::ProviderAuthorisedApplication,
+                organisation,
+                on_behalf_of: None,
+            })
+        }
+        Identity::User { sub, roles } => {
+            let (business_function, organisation, on_behalf_of) = acting_as(&req)?;
+            if business_function == BusinessFunction::ProviderAuthorisedApplication {
+                return Err(ApiError::Forbidden(format!(
+                    "{business_function} is only for application-restricted access, not for a user's token"
+                )));
+            }
+            let roles = match roles {
+                Some(r) => r,
+                None => {
+                    let pool = state.pool.clone();
+                    let who = sub.clone();
+                    web::block(move || -> Result<_, ApiError> {
+                        let mut c = pool.get()?;
+                        Ok(crate::service::roles::roles_of(&mut c, &who)?)
+                    })
+                    .await??
+                }
+            };
+            if !roles
+                .iter()
+                .any(|(bf, org)| *bf == business_function && org == organisation.as_str())
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "User {sub} does not hold business function {business_function} at organisation {organisation}"
+                )));
+            }
+            if let Some(obo) = &on_behalf_of {
+                let pool = state.pool.clone();
+                let who = obo.clone();
+                let theirs = web::block(move || -> Result<_, ApiError> {
+                    let mut c = pool.get()?;
+                    Ok(crate::service::roles::roles_of(&mut c, &who)?)
+                })
+                .await??;
+                if !theirs.iter().any(|(bf, org)| {
+                    *bf == BusinessFunction::ServiceProviderClinician
+                        && org == organisation.as_str()
+                }) {
+                    return Err(ApiError::Forbidden(format!(
+                        "{ON_BEHALF_OF} {obo} is not a SERVICE_PROVIDER_CLINICIAN at organisation {organisation}"
+                    )));
+                }
+            }
+            Ok(Caller {
+                user_id: Some(sub),
+                client_id: None,
+                business_function,
+                organisation,
+                on_behalf_of,
+            })
+        }
+    }
 }
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(caller_from(req))
+        let req = req.clone();
+        Box::pin(async move {
+            let caller = caller_from(req.clone()).await?;
+            req.extensions_mut().insert(caller.clone());
+            Ok(caller)
+        })
     }
 }
 
 /// Who made a change, for the version table.
 pub fn author(req: &HttpRequest, caller: &Caller) -> ers_schema::Author {
     ers_schema::Author {
-        user: caller.user_id.clone(),
+        user: caller.user_id.clone().or_else(|| caller.client_id.clone()),
         role: caller.business_function.code().to_owned(),
         org: caller.organisation.as_str().to_owned(),
         request_id: req

@@ -34,6 +34,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Too many requests: slow down and retry after {0} s")]
+    TooManyRequests(u64),
     #[error("The server is busy: {0}")]
     Unavailable(String),
     #[error("Internal server error: {0}")]
@@ -169,6 +175,12 @@ impl ApiError {
             ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, one("not-found", "INVALID_VALUE")),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, one("login", "NO_ACCESS")),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, one("forbidden", "FORBIDDEN")),
+            ApiError::TooManyRequests(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                one("throttled", "TOO_MANY_REQUESTS"),
+            ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 one("transient", "SYSTEM_UNAVAILABLE"),
@@ -206,6 +218,23 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         // Logged with the request id by the outcome middleware.
         let (status, issues) = self.parts();
-        outcome_response(status, &issues)
+        let mut res = outcome_response(status, &issues);
+        match self {
+            ApiError::Unauthorized(m) => {
+                let v = format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    m.replace('"', "'")
+                );
+                if let Ok(v) = header::HeaderValue::from_str(&v) {
+                    res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::TooManyRequests(secs) => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(*secs));
+            }
+            _ => {}
+        }
+        res
     }
 }

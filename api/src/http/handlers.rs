@@ -45,11 +45,19 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 /// The FHIR base URL as the client sees it.
 pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
+    format!("{}/FHIR/R4", public_root(req, state))
+}
+
+/// The server root as the client sees it (`ERS_BASE_URL` without `/FHIR/R4`, or the request's).
+pub fn public_root(req: &HttpRequest, state: &AppState) -> String {
     match &state.settings.base_url {
-        Some(b) => b.trim_end_matches('/').to_owned(),
+        Some(b) => b
+            .trim_end_matches('/')
+            .trim_end_matches("/FHIR/R4")
+            .to_owned(),
         None => {
             let info = req.connection_info();
-            format!("{}://{}/FHIR/R4", info.scheme(), info.host())
+            format!("{}://{}", info.scheme(), info.host())
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod handlers;
 pub mod middleware;
 pub mod negotiate;
+pub mod oauth;
 pub mod routes;
 pub mod system;
 

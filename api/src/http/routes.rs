@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::{handlers as h, system, ApiError};
+use super::{handlers as h, oauth, system, ApiError};
 
 async fn not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::Service(
@@ -24,6 +24,13 @@ async fn no_route(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError>
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/_ping", web::get().to(system::ping))
         .route("/_status", web::get().to(system::status))
+        .route("/oauth2/token", web::post().to(oauth::client_credentials))
+        .route("/oauth2/jwks", web::get().to(oauth::app_jwks))
+        .route(
+            "/oauth2/sandbox/token",
+            web::post().to(oauth::sandbox_token),
+        )
+        .route("/oauth2/sandbox/jwks", web::get().to(oauth::sandbox_jwks))
         .service(
             web::scope("/FHIR/R4")
                 .service(

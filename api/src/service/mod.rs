@@ -2,6 +2,7 @@
 //! owns its transaction: domain and resource rules first, then storage.
 
 pub mod resource;
+pub mod roles;
 pub mod seed;
 
 use ers_schema::StorageError;

@@ -249,13 +249,13 @@ async fn update_id_rules() {
 async fn caller_headers_are_required_and_checked() {
     let app = spawn_app().await;
     let d = app
-        .send(app.bare("GET", "Patient"), None)
+        .send(app.authed("GET", "Patient"), None)
         .await
         .assert_outcome(400, "required");
     assert!(d.contains("NHSD-eRS-Business-Function"), "{d}");
     let d = app
         .send(
-            app.bare("GET", "Patient")
+            app.authed("GET", "Patient")
                 .insert_header((BF, "REFERRING_CLINICIAN")),
             None,
         )
@@ -264,7 +264,7 @@ async fn caller_headers_are_required_and_checked() {
     assert!(d.contains("NHSD-End-User-Organisation-ODS"), "{d}");
     let d = app
         .send(
-            app.bare("GET", "Patient")
+            app.authed("GET", "Patient")
                 .insert_header((BF, "DOCTOR"))
                 .insert_header((ODS, "R69")),
             None,
@@ -276,7 +276,7 @@ async fn caller_headers_are_required_and_checked() {
         "{d}"
     );
     app.send(
-        app.bare("GET", "Patient")
+        app.authed("GET", "Patient")
             .insert_header((BF, "REFERRING_CLINICIAN"))
             .insert_header((ODS, "r 69")),
         None,
@@ -285,17 +285,22 @@ async fn caller_headers_are_required_and_checked() {
     .assert_outcome(400, "value");
     // SPCA must say on whose behalf; others must not.
     let spca = app
-        .bare("GET", "Patient")
+        .authed("GET", "Patient")
         .insert_header((BF, "SERVICE_PROVIDER_CLINICIAN_ADMIN"))
         .insert_header((ODS, "RCD"));
     let d = app.send(spca, None).await.assert_outcome(400, "required");
     assert!(d.contains("NHSD-eRS-On-Behalf-Of-User-ID"), "{d}");
-    let ok = app
-        .bare("GET", "Patient")
+    // The user acted for must be a SERVICE_PROVIDER_CLINICIAN at the same organisation.
+    let obo = app
+        .authed("GET", "Patient")
         .insert_header((BF, "SERVICE_PROVIDER_CLINICIAN_ADMIN"))
         .insert_header((ODS, "RCD"))
         .insert_header(("NHSD-eRS-On-Behalf-Of-User-ID", "555032006106"));
-    assert_eq!(app.send(ok, None).await.status, 200);
+    let d = app.send(obo, None).await.assert_outcome(403, "forbidden");
+    assert!(
+        d.contains("555032006106") && d.contains("SERVICE_PROVIDER_CLINICIAN"),
+        "{d}"
+    );
     let extra = app
         .req("GET", "Patient")
         .insert_header(("NHSD-eRS-On-Behalf-Of-User-ID", "555032006106"));

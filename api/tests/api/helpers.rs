@@ -7,14 +7,80 @@ use std::time::Duration;
 
 use awc::http::StatusCode;
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use ers_api::config::{SeedMode, Settings};
+use ers_api::config::{OidcSettings, SeedMode, Settings};
+use ers_api::security::jwt::{Jwks, SigningKey};
 use ers_api::startup::Application;
 use serde_json::{json, Value};
+use std::sync::OnceLock;
 
 pub struct TestApp {
     pub base: String,
     pub root: String,
     pub client: awc::Client,
+    /// A token of the default test user (every business function at R69 and RCD).
+    pub token: String,
+}
+
+pub const TEST_ISSUER: &str = "https://cis2.test/openam/oauth2/realms/root/realms/oidc";
+pub const TEST_AUDIENCE: &str = "ers-test-client";
+pub const TEST_USER: &str = "999000000001";
+
+/// The test identity provider's signing key and its JWKS file (made once per test process).
+pub fn idp() -> &'static (SigningKey, String) {
+    static IDP: OnceLock<(SigningKey, String)> = OnceLock::new();
+    IDP.get_or_init(|| {
+        let key = SigningKey::generate("test-key-1").expect("key");
+        let path = std::env::temp_dir().join(format!(
+            "ers-test-jwks-{}.json",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let jwks = Jwks {
+            keys: vec![key.public_jwk()],
+        };
+        std::fs::write(&path, serde_json::to_vec(&jwks).expect("jwks")).expect("write jwks");
+        (key, path.display().to_string())
+    })
+}
+
+/// Claims of a valid CIS2-style token for `sub`, valid for an hour.
+pub fn claims(sub: &str, roles: &[(&str, &str)]) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({
+        "iss": TEST_ISSUER,
+        "aud": TEST_AUDIENCE,
+        "sub": sub,
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 3600,
+        "id_assurance_level": "3",
+        "authentication_assurance_level": "3",
+        "ers_roles": roles.iter().map(|(bf, org)| json!({"business_function": bf, "org": org})).collect::<Vec<_>>(),
+    })
+}
+
+/// Signs claims with the test identity provider's key.
+pub fn sign(claims: &Value) -> String {
+    idp().0.sign(claims).expect("sign")
+}
+
+pub fn default_token() -> String {
+    let mut roles = Vec::new();
+    for bf in [
+        "REFERRING_CLINICIAN",
+        "REFERRING_CLINICIAN_ADMIN",
+        "REFERRING_ADMIN",
+        "SERVICE_PROVIDER_CLINICIAN",
+        "SERVICE_PROVIDER_CLINICIAN_ADMIN",
+        "SERVICE_PROVIDER_ADMIN",
+        "SERVICE_DEFINER",
+        "INFORMATION_ANALYST",
+        "AUDITOR",
+    ] {
+        for org in ["R69", "RCD"] {
+            roles.push((bf, org));
+        }
+    }
+    sign(&claims(TEST_USER, &roles))
 }
 
 pub struct Reply {
@@ -106,13 +172,22 @@ pub async fn spawn_with(seed: SeedMode) -> TestApp {
 /// Starts the app with `base` settings, on a fresh database and a random port.
 pub async fn spawn_configured(base: Settings) -> TestApp {
     let settings = Settings {
+        oidc: base.oidc.clone().or_else(|| {
+            Some(OidcSettings {
+                issuer: TEST_ISSUER.into(),
+                audience: TEST_AUDIENCE.into(),
+                jwks: idp().1.clone(),
+            })
+        }),
         database_url: database_url(),
         bind: "127.0.0.1:0".into(),
         pool_size: 4,
         workers: Some(1),
         ..base
     };
-    let app = Application::build(settings).expect("application starts");
+    let app = Application::build(settings)
+        .await
+        .expect("application starts");
     let port = app.port();
     actix_web::rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder()
@@ -122,6 +197,7 @@ pub async fn spawn_configured(base: Settings) -> TestApp {
         base: format!("http://127.0.0.1:{port}/FHIR/R4"),
         root: format!("http://127.0.0.1:{port}"),
         client,
+        token: default_token(),
     }
 }
 
@@ -139,13 +215,32 @@ impl TestApp {
         }
     }
 
-    /// A request with the caller headers of a referring clinician at R69.
+    /// A request of the default test user acting as a referring clinician at R69.
     pub fn req(&self, method: &str, path: &str) -> awc::ClientRequest {
-        let m = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
-        self.client
-            .request(m, self.url(path))
+        self.authed(method, path)
             .insert_header((BF, "REFERRING_CLINICIAN"))
             .insert_header((ODS, "R69"))
+    }
+
+    /// A request with the default user's token and no role headers.
+    pub fn authed(&self, method: &str, path: &str) -> awc::ClientRequest {
+        self.bare(method, path)
+            .insert_header(("Authorization", format!("Bearer {}", self.token)))
+    }
+
+    /// A request with a given token acting as `bf` at `org`.
+    pub fn as_user(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        bf: &str,
+        org: &str,
+    ) -> awc::ClientRequest {
+        self.bare(method, path)
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .insert_header((BF, bf))
+            .insert_header((ODS, org))
     }
 
     /// A request without caller headers.

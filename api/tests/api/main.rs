@@ -6,4 +6,5 @@ mod crud;
 mod errors;
 mod examples;
 mod search;
+mod security;
 mod system;

@@ -139,7 +139,7 @@ async fn request_and_correlation_ids_and_security_headers() {
     // Errors carry them too.
     let r = app
         .send(
-            app.bare("GET", "Patient")
+            app.authed("GET", "Patient")
                 .insert_header(("X-Correlation-ID", "corr-err")),
             None,
         )

@@ -1,0 +1,420 @@
+//! Authentication and authorisation at the gate: every failure is a 401 or 403
+//! OperationOutcome that says what was wrong.
+
+use crate::helpers::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ers_api::config::{AppRegistration, Mode, OidcSettings, SeedMode, Settings};
+use ers_api::security::jwt::{Jwks, SigningKey};
+use serde_json::{json, Value};
+
+fn b64(v: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(v)
+}
+
+async fn get_with(app: &TestApp, token: &str) -> Reply {
+    app.send(
+        app.as_user(token, "GET", "Patient", "REFERRING_CLINICIAN", "R69"),
+        None,
+    )
+    .await
+}
+
+fn rc_r69(mut c: Value) -> String {
+    c["ers_roles"] = json!([{"business_function": "REFERRING_CLINICIAN", "org": "R69"}]);
+    sign(&c)
+}
+
+#[actix_web::test]
+async fn tokens_are_required_and_checked() {
+    let app = spawn_app().await;
+    // No token: 401 with a Bearer challenge.
+    let r = app
+        .send(
+            app.bare("GET", "Patient")
+                .insert_header((BF, "REFERRING_CLINICIAN"))
+                .insert_header((ODS, "R69")),
+            None,
+        )
+        .await;
+    let d = r.assert_outcome(401, "login");
+    assert!(d.contains("Authorization"), "{d}");
+    assert!(r
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .starts_with("Bearer"));
+    let base = claims(TEST_USER, &[]);
+    let now = chrono::Utc::now().timestamp();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed", "not-a-jwt".into(), "well-formed"),
+        (
+            "expired",
+            rc_r69({
+                let mut c = base.clone();
+                c["exp"] = json!(now - 600);
+                c
+            }),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            rc_r69({
+                let mut c = base.clone();
+                c["nbf"] = json!(now + 600);
+                c
+            }),
+            "not valid before",
+        ),
+        (
+            "wrong issuer",
+            rc_r69({
+                let mut c = base.clone();
+                c["iss"] = json!("https://evil.example");
+                c
+            }),
+            "issuer",
+        ),
+        (
+            "wrong audience",
+            rc_r69({
+                let mut c = base.clone();
+                c["aud"] = json!("someone-else");
+                c
+            }),
+            "audience",
+        ),
+        (
+            "too-low IAL",
+            rc_r69({
+                let mut c = base.clone();
+                c["id_assurance_level"] = json!("2");
+                c
+            }),
+            "id_assurance_level",
+        ),
+        (
+            "too-low AAL",
+            rc_r69({
+                let mut c = base.clone();
+                c["authentication_assurance_level"] = json!("1");
+                c
+            }),
+            "authentication_assurance_level",
+        ),
+        (
+            "no assurance",
+            rc_r69({
+                let mut c = base.clone();
+                c.as_object_mut().expect("obj").remove("id_assurance_level");
+                c
+            }),
+            "id_assurance_level",
+        ),
+    ];
+    for (what, token, expect) in cases {
+        let d = get_with(&app, &token).await.assert_outcome(401, "login");
+        assert!(d.contains(expect), "{what}: {d}");
+    }
+    // alg none, and HS256 "signed" with the public key as the HMAC secret.
+    let payload = b64(rc_r69(base.clone())
+        .split('.')
+        .nth(1)
+        .map(|p| URL_SAFE_NO_PAD.decode(p).expect("claims"))
+        .expect("payload")
+        .as_slice());
+    let none = format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"JWT"}"#));
+    assert!(get_with(&app, &none)
+        .await
+        .assert_outcome(401, "login")
+        .contains("'none'"));
+    let header = b64(br#"{"alg":"HS256","typ":"JWT","kid":"test-key-1"}"#);
+    let public_pem = std::fs::read_to_string(&idp().1).expect("jwks");
+    let mac = openssl::sign::Signer::new(
+        openssl::hash::MessageDigest::sha256(),
+        &openssl::pkey::PKey::hmac(public_pem.as_bytes()).expect("hmac key"),
+    )
+    .and_then(|mut s| {
+        s.update(format!("{header}.{payload}").as_bytes())?;
+        s.sign_to_vec()
+    })
+    .expect("mac");
+    let hs = format!("{header}.{payload}.{}", b64(&mac));
+    assert!(get_with(&app, &hs)
+        .await
+        .assert_outcome(401, "login")
+        .contains("HS256"));
+    // Forged: signed by another key that claims the same kid.
+    let forged = SigningKey::generate("test-key-1").expect("key").sign(&json!({"iss": TEST_ISSUER, "aud": TEST_AUDIENCE, "sub": TEST_USER, "exp": now + 600, "id_assurance_level": "3", "authentication_assurance_level": "3", "ers_roles": [{"business_function": "REFERRING_CLINICIAN", "org": "R69"}]})).expect("sign");
+    assert!(get_with(&app, &forged)
+        .await
+        .assert_outcome(401, "login")
+        .contains("signature"));
+    // Unknown kid.
+    let stranger = SigningKey::generate("unknown-kid")
+        .expect("key")
+        .sign(&claims(TEST_USER, &[("REFERRING_CLINICIAN", "R69")]))
+        .expect("sign");
+    assert!(get_with(&app, &stranger)
+        .await
+        .assert_outcome(401, "login")
+        .contains("unknown-kid"));
+    // And a good one.
+    assert_eq!(get_with(&app, &rc_r69(base)).await.status, 200);
+}
+
+#[actix_web::test]
+async fn key_rotation_reloads_the_jwks_on_an_unknown_kid() {
+    let path = std::env::temp_dir().join(format!(
+        "ers-rotation-{}.json",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let old = SigningKey::generate("old").expect("key");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&Jwks {
+            keys: vec![old.public_jwk()],
+        })
+        .expect("jwks"),
+    )
+    .expect("write");
+    let app = spawn_configured(Settings {
+        oidc: Some(OidcSettings {
+            issuer: TEST_ISSUER.into(),
+            audience: TEST_AUDIENCE.into(),
+            jwks: path.display().to_string(),
+        }),
+        seed: SeedMode::None,
+        ..Settings::default()
+    })
+    .await;
+    let c = claims(TEST_USER, &[("REFERRING_CLINICIAN", "R69")]);
+    assert_eq!(
+        get_with(&app, &old.sign(&c).expect("sign")).await.status,
+        200
+    );
+    let new = SigningKey::generate("new").expect("key");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&Jwks {
+            keys: vec![new.public_jwk()],
+        })
+        .expect("jwks"),
+    )
+    .expect("write");
+    assert_eq!(
+        get_with(&app, &new.sign(&c).expect("sign")).await.status,
+        200,
+        "new key picked up"
+    );
+}
+
+#[actix_web::test]
+async fn the_acting_role_and_organisation_must_be_held() {
+    let app = spawn_app().await;
+    let token = sign(&claims("999000000002", &[("REFERRING_CLINICIAN", "R69")]));
+    assert_eq!(
+        app.send(
+            app.as_user(&token, "GET", "Patient", "REFERRING_CLINICIAN", "R69"),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let d = app
+        .send(
+            app.as_user(
+                &token,
+                "GET",
+                "Patient",
+                "SERVICE_PROVIDER_CLINICIAN",
+                "R69",
+            ),
+            None,
+        )
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(
+        d.contains("SERVICE_PROVIDER_CLINICIAN") && d.contains("R69") && d.contains("999000000002"),
+        "{d}"
+    );
+    let d = app
+        .send(
+            app.as_user(&token, "GET", "Patient", "REFERRING_CLINICIAN", "R68"),
+            None,
+        )
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(d.contains("R68"), "{d}");
+    // A user token may not claim the application role.
+    let d = app
+        .send(
+            app.as_user(
+                &token,
+                "GET",
+                "Patient",
+                "PROVIDER_AUTHORISED_APPLICATION",
+                "R69",
+            ),
+            None,
+        )
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(d.contains("application"), "{d}");
+}
+
+#[actix_web::test]
+async fn roles_come_from_practitioner_roles_when_the_token_has_none() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let pr = app.create(&json!({"resourceType": "Practitioner", "identifier": [{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "123456789012"}]})).await;
+    app.create(&json!({"resourceType": "PractitionerRole", "practitioner": {"reference": format!("Practitioner/{pr}")}, "organization": {"reference": format!("Organization/{org}")}, "code": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-BusinessFunction", "code": "REFERRING_ADMIN"}]}]})).await;
+    let mut c = claims("123456789012", &[]);
+    c.as_object_mut().expect("obj").remove("ers_roles");
+    let token = sign(&c);
+    assert_eq!(
+        app.send(
+            app.as_user(&token, "GET", "Patient", "REFERRING_ADMIN", "R69"),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    app.send(
+        app.as_user(&token, "GET", "Patient", "REFERRING_CLINICIAN", "R69"),
+        None,
+    )
+    .await
+    .assert_outcome(403, "forbidden");
+}
+
+#[actix_web::test]
+async fn sandbox_tokens_in_one_call_and_never_in_production() {
+    let app = spawn_with(SeedMode::Sandbox).await;
+    let r = app
+        .send(
+            app.bare("POST", "/oauth2/sandbox/token")
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+            Some(b"user_id=021600556514".to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(r.json()["token_type"], "Bearer");
+    assert_eq!(
+        app.send(
+            app.as_user(&token, "GET", "Patient", "REFERRING_CLINICIAN", "R69"),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    app.send(
+        app.as_user(
+            &token,
+            "GET",
+            "Patient",
+            "SERVICE_PROVIDER_CLINICIAN",
+            "RCD",
+        ),
+        None,
+    )
+    .await
+    .assert_outcome(403, "forbidden");
+    let r = app
+        .send(
+            app.bare("POST", "/oauth2/sandbox/token")
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+            Some(b"user_id=999999999999".to_vec()),
+        )
+        .await;
+    r.assert_outcome(400, "invalid");
+
+    // Production mode refuses to start with the sandbox issuer on, or without an identity provider.
+    let prod = Settings {
+        mode: Mode::Production,
+        sandbox_issuer: true,
+        ..Settings::default()
+    };
+    let e = ers_api::security::Authenticator::from_settings(&prod)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.contains("sandbox"), "{e}");
+    let prod = Settings {
+        mode: Mode::Production,
+        sandbox_issuer: false,
+        ..Settings::default()
+    };
+    let e = ers_api::security::Authenticator::from_settings(&prod)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("ERS_OIDC_ISSUER") || e.contains("ERS_TOKEN_SIGNING_KEY"),
+        "{e}"
+    );
+}
+
+#[actix_web::test]
+async fn application_restricted_access_with_a_signed_client_assertion() {
+    let app_key = SigningKey::generate("app-key").expect("key");
+    let app = spawn_configured(Settings {
+        apps: vec![AppRegistration {
+            client_id: "test-app".into(),
+            ods: "RCD".into(),
+            jwks: Jwks {
+                keys: vec![app_key.public_jwk()],
+            },
+        }],
+        seed: SeedMode::None,
+        ..Settings::default()
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let assertion = |key: &SigningKey, exp: i64| {
+        key.sign(&json!({"iss": "test-app", "sub": "test-app", "aud": format!("{}/oauth2/token", app.root), "jti": uuid::Uuid::new_v4().to_string(), "exp": exp})).expect("sign")
+    };
+    let exchange = |a: String| {
+        let body = format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a}");
+        app.send(
+            app.bare("POST", "/oauth2/token")
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+            Some(body.into_bytes()),
+        )
+    };
+    let r = exchange(assertion(&app_key, now + 120)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().expect("token").to_owned();
+    // No role headers: the role is PROVIDER_AUTHORISED_APPLICATION at the registered org.
+    let r = app
+        .send(
+            app.bare("GET", "Patient")
+                .insert_header(("Authorization", format!("Bearer {token}"))),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Sending role headers with an application token is refused.
+    let d = app
+        .send(
+            app.as_user(&token, "GET", "Patient", "REFERRING_CLINICIAN", "R69"),
+            None,
+        )
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(d.contains("application-restricted"), "{d}");
+    // Assertions signed by another key, or living too long, are refused.
+    exchange(assertion(
+        &SigningKey::generate("app-key").expect("key"),
+        now + 120,
+    ))
+    .await
+    .assert_outcome(401, "login");
+    let d = exchange(assertion(&app_key, now + 3600))
+        .await
+        .assert_outcome(401, "login");
+    assert!(d.contains("5 minutes"), "{d}");
+}
