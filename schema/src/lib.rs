@@ -4,6 +4,7 @@
 //! [`DbConnection`] (a `diesel::MultiConnection`). Per-backend branches exist only in `conn.rs`
 //! (pragmas, migrations) and [`write_tx`], each with a comment saying why.
 
+pub mod audit;
 pub mod conn;
 pub mod rows;
 pub mod schema;

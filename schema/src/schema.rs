@@ -94,3 +94,39 @@ diesel::allow_tables_to_appear_in_same_query!(
     unique_identifiers,
     write_lock,
 );
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        recorded -> Timestamp,
+        action -> Text,
+        subtype -> Text,
+        outcome -> Text,
+        outcome_desc -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+        client_id -> Nullable<Text>,
+        role -> Nullable<Text>,
+        org -> Nullable<Text>,
+        on_behalf_of -> Nullable<Text>,
+        method -> Text,
+        path -> Text,
+        query -> Nullable<Text>,
+        status -> Integer,
+        source_address -> Nullable<Text>,
+        request_id -> Text,
+        correlation_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_entities (audit_id, position) {
+        audit_id -> Text,
+        position -> Integer,
+        entity_type -> Text,
+        entity_id -> Text,
+        nhs_number -> Nullable<Text>,
+        ubrn -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(audit_events, audit_entities);

@@ -1,5 +1,6 @@
 //! FHIR mapping: between FHIR JSON and what the service layer works with. No actix or diesel.
 
+pub mod audit;
 pub mod bundle;
 pub mod capability;
 pub mod datetime;

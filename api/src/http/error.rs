@@ -52,6 +52,12 @@ impl From<actix_web::error::BlockingError> for ApiError {
     }
 }
 
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ApiError::Service(ServiceError::Storage(e))
+    }
+}
+
 impl From<r2d2::Error> for ApiError {
     fn from(e: r2d2::Error) -> Self {
         ApiError::Unavailable(format!("no database connection: {e}"))

@@ -2,11 +2,12 @@
 //! `web::block`, write the response. No rules here.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use ers_schema::store::HistoryQuery;
 use serde_json::Value;
 
 use super::caller::author;
+use super::middleware::RequestId;
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -15,6 +16,8 @@ use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::registry::{self, ResourceDef, RESOURCES};
 use crate::fhir::search::{self as fsearch, SearchRequest};
 use crate::fhir::{apply_elements, apply_summary, datetime, is_valid_id};
+use crate::security::permissions::{self, Action};
+use crate::service::audit::{self as audit, AuditDraft, Outcome, Touched};
 use crate::service::resource::{self as svc, Created};
 use crate::startup::AppState;
 
@@ -31,6 +34,71 @@ fn resource_def(name: &str) -> Result<&'static ResourceDef, ApiError> {
                 .join(", "),
         )
     })
+}
+
+/// The permission table's answer for this caller (403 naming role, action and type).
+pub fn authorise(resource: &str, action: Action, caller: &Caller) -> Result<(), ApiError> {
+    if permissions::permits(resource, action, caller.business_function) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "Business function {} may not {} {resource} resources",
+            caller.business_function,
+            action.code()
+        )))
+    }
+}
+
+/// The audit context of a request, before its outcome.
+pub fn draft(req: &HttpRequest, caller: Option<&Caller>) -> AuditDraft {
+    let d = AuditDraft {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+        query: (!req.query_string().is_empty()).then(|| req.query_string().to_owned()),
+        source_address: req
+            .connection_info()
+            .realip_remote_addr()
+            .map(str::to_owned),
+        request_id: req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        correlation_id: req
+            .headers()
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ..Default::default()
+    };
+    match caller {
+        Some(c) => d.with_caller(c),
+        None => d,
+    }
+}
+
+fn ok(action: &'static str, subtype: &str) -> Outcome {
+    Outcome {
+        action,
+        subtype: subtype.to_owned(),
+        status: 200,
+        description: None,
+    }
+}
+
+/// What a version touched, for the audit.
+fn touched_version(v: &ers_schema::VersionRow) -> Touched {
+    let nhs_number = (v.res_type == "Patient")
+        .then(|| serde_json::from_str::<Value>(&v.content).ok())
+        .flatten()
+        .as_ref()
+        .and_then(audit::nhs_number_of);
+    Touched {
+        entity_type: v.res_type.clone(),
+        entity_id: v.id.clone(),
+        nhs_number,
+        ubrn: None,
+    }
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -194,6 +262,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
+    authorise(def.name, Action::Create, &caller)?;
     let resource = negotiate::parse_body(&req, &body)?;
     let conditional = match req.headers().get("if-none-exist") {
         None => None,
@@ -215,9 +284,10 @@ pub async fn create(
         }
     };
     let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
     let created =
-        web::block(move || svc::create(&mut c, def, resource, &who, conditional)).await??;
+        web::block(move || svc::create(&mut c, def, resource, &who, &d, conditional)).await??;
     match created {
         Created::New(row) => write_reply(&req, &state, StatusCode::CREATED, &row),
         Created::Existing(row) => write_reply(&req, &state, StatusCode::OK, &row),
@@ -227,26 +297,34 @@ pub async fn create(
 pub async fn read(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
+    authorise(def.name, Action::Read, &caller)?;
     check_id(&id)?;
     negotiate::response_format(&req)?;
+    let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
-    let row = web::block(move || svc::read(&mut c, def, &id)).await??;
+    let row = web::block(move || -> Result<_, ApiError> {
+        let row = svc::read(&mut c, def, &id)?;
+        audit::record(&mut c, &d, &ok("R", "read"), &[audit::touched(&row)])?;
+        Ok(row)
+    })
+    .await??;
     read_reply(&req, row.content, row.version_id, row.last_updated)
 }
 
 pub async fn vread(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
     let (t, id, vid) = path.into_inner();
     let def = resource_def(&t)?;
+    authorise(def.name, Action::Read, &caller)?;
     check_id(&id)?;
     let version: i64 = vid.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
         ApiError::NotFound(format!(
@@ -254,8 +332,14 @@ pub async fn vread(
         ))
     })?;
     negotiate::response_format(&req)?;
+    let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
-    let row = web::block(move || svc::vread(&mut c, def, &id, version)).await??;
+    let row = web::block(move || -> Result<_, ApiError> {
+        let row = svc::vread(&mut c, def, &id, version)?;
+        audit::record(&mut c, &d, &ok("R", "vread"), &[touched_version(&row)])?;
+        Ok(row)
+    })
+    .await??;
     read_reply(&req, row.content, row.version_id, row.last_updated)
 }
 
@@ -268,14 +352,17 @@ pub async fn update(
 ) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
+    authorise(def.name, Action::Update, &caller)?;
     check_id(&id)?;
     let resource = negotiate::parse_body(&req, &body)?;
     let expected = if_match(&req)?;
     let require = state.settings.require_if_match;
     let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
-    let row = web::block(move || svc::update(&mut c, def, &id, resource, expected, require, &who))
-        .await??;
+    let row =
+        web::block(move || svc::update(&mut c, def, &id, resource, expected, require, &who, &d))
+            .await??;
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 
@@ -287,10 +374,12 @@ pub async fn delete(
 ) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
+    authorise(def.name, Action::Delete, &caller)?;
     check_id(&id)?;
     let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
-    web::block(move || svc::delete(&mut c, def, &id, &who)).await??;
+    web::block(move || svc::delete(&mut c, def, &id, &who, &d)).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -325,14 +414,28 @@ async fn run_search(
     req: HttpRequest,
     def: &'static ResourceDef,
     params: Vec<(String, String)>,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
+    authorise(def.name, Action::Search, &caller)?;
+    let d = draft(&req, Some(&caller));
     let p = prefer(&req);
     let parsed: SearchRequest = fsearch::parse(def, &params, p.strict).map_err(ApiError::Search)?;
     negotiate::response_format(&req)?;
     let request = parsed.clone();
     let mut c = conn(&state).await?;
-    let result = web::block(move || svc::search(&mut c, &request)).await??;
+    let result = web::block(move || -> Result<_, ApiError> {
+        let result = svc::search(&mut c, &request)?;
+        let touched: Vec<Touched> = result
+            .matches
+            .iter()
+            .chain(&result.included)
+            .map(audit::touched)
+            .collect();
+        audit::record(&mut c, &d, &ok("E", "search-type"), &touched)?;
+        Ok(result)
+    })
+    .await??;
     let base = base_url(&req, &state);
     let (count, offset) = (parsed.query.limit, parsed.query.offset);
     let has_more = match result.total {
@@ -385,19 +488,19 @@ async fn run_search(
 pub async fn search_get(
     req: HttpRequest,
     path: web::Path<String>,
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
     let params = parse_query(req.query_string())?;
-    run_search(req, def, params, state).await
+    run_search(req, def, params, caller, state).await
 }
 
 pub async fn search_post(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
@@ -415,7 +518,7 @@ pub async fn search_post(
         .map_err(|_| ApiError::BadRequest("the form body is not UTF-8".into()))?;
     let mut params = parse_query(req.query_string())?;
     params.extend(parse_query(form)?);
-    run_search(req, def, params, state).await
+    run_search(req, def, params, caller, state).await
 }
 
 fn history_query(req: &HttpRequest) -> Result<(HistoryQuery, Vec<(String, String)>), ApiError> {
@@ -478,15 +581,29 @@ async fn run_history(
     req: HttpRequest,
     def: &'static ResourceDef,
     id: Option<String>,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
+    authorise(def.name, Action::History, &caller)?;
+    let d = draft(&req, Some(&caller));
+    let subtype = if id.is_some() {
+        "history-instance"
+    } else {
+        "history-type"
+    };
     let (mut q, accepted) = history_query(&req)?;
     negotiate::response_format(&req)?;
     q.res_type = Some(def.name.to_owned());
     q.id = id.clone();
     let (count, offset) = (q.limit, q.offset);
     let mut c = conn(&state).await?;
-    let (rows, total) = web::block(move || svc::history(&mut c, def, q)).await??;
+    let (rows, total) = web::block(move || -> Result<_, ApiError> {
+        let (rows, total) = svc::history(&mut c, def, q)?;
+        let touched: Vec<Touched> = rows.iter().map(touched_version).collect();
+        audit::record(&mut c, &d, &ok("R", subtype), &touched)?;
+        Ok((rows, total))
+    })
+    .await??;
     let base = base_url(&req, &state);
     let path = match &id {
         Some(id) => format!("{}/{id}/_history", def.name),
@@ -535,21 +652,21 @@ async fn run_history(
 pub async fn history_type(
     req: HttpRequest,
     path: web::Path<String>,
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
-    run_history(req, def, None, state).await
+    run_history(req, def, None, caller, state).await
 }
 
 pub async fn history_instance(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
     check_id(&id)?;
-    run_history(req, def, Some(id), state).await
+    run_history(req, def, Some(id), caller, state).await
 }

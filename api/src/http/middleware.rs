@@ -89,6 +89,9 @@ pub async fn envelope(
     let request_id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let correlation = req.headers().get(CORRELATION_ID).cloned();
+    let state = req
+        .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+        .cloned();
     // Read now: the request cannot be cloned before routing.
     let wants_xml = negotiate::response_format(req.request()).ok() == Some(Format::Xml);
     let method = req.method().clone();
@@ -110,6 +113,11 @@ pub async fn envelope(
     };
 
     let status = res.status();
+    if (status.is_client_error() || status.is_server_error()) && audited_path(&path) {
+        if let Some(state) = state {
+            audit_failure(&res, state).await;
+        }
+    }
     let mut res = if status.is_client_error() || status.is_server_error() {
         finish_error(
             res,
@@ -194,5 +202,87 @@ fn finish_error(
             ServiceResponse::new(r, out)
         }
         Err(_) => ServiceResponse::new(r, resp),
+    }
+}
+
+/// Failures worth an audit record: everything under the FHIR base but the CapabilityStatement,
+/// and the token endpoints.
+fn audited_path(path: &str) -> bool {
+    (path.starts_with("/FHIR/R4/") && path != "/FHIR/R4/metadata") || path.starts_with("/oauth2/")
+}
+
+/// Records a refused or failed request (who, if known; what; why) before the response leaves.
+async fn audit_failure(
+    res: &ServiceResponse<BoxBody>,
+    state: actix_web::web::Data<crate::startup::AppState>,
+) {
+    use crate::domain::Caller;
+    use crate::service::audit::{self, Outcome, Touched};
+    let req = res.request();
+    let caller = req.extensions().get::<Caller>().cloned();
+    let mut draft = super::handlers::draft(req, caller.as_ref());
+    if caller.is_none() {
+        match req
+            .extensions()
+            .get::<super::caller::Authenticated>()
+            .map(|a| a.0.clone())
+        {
+            Some(crate::security::Identity::User { sub, .. }) => draft.user_id = Some(sub),
+            Some(crate::security::Identity::Application { client_id, org }) => {
+                draft.client_id = Some(client_id);
+                draft.org = Some(org);
+            }
+            None => {}
+        }
+    }
+    let status = res.status().as_u16();
+    let subtype = match status {
+        401 | 403 | 429 => "access-denied",
+        _ => "failed",
+    };
+    let action = match req.method().as_str() {
+        "POST" if req.path().ends_with("/_search") => "E",
+        "POST" => "C",
+        "PUT" => "U",
+        "DELETE" => "D",
+        _ => "R",
+    };
+    let description = res.response().error().map(|e| e.to_string());
+    let segments: Vec<&str> = req
+        .path()
+        .trim_start_matches("/FHIR/R4/")
+        .split('/')
+        .collect();
+    let entities: Vec<Touched> = match segments.as_slice() {
+        [t, id, ..]
+            if crate::fhir::registry::find(t).is_some()
+                && crate::fhir::is_valid_id(id)
+                && !id.starts_with('_') =>
+        {
+            vec![Touched {
+                entity_type: (*t).to_owned(),
+                entity_id: (*id).to_owned(),
+                nhs_number: None,
+                ubrn: None,
+            }]
+        }
+        _ => Vec::new(),
+    };
+    let outcome = Outcome {
+        action,
+        subtype: subtype.to_owned(),
+        status,
+        description,
+    };
+    let pool = state.pool.clone();
+    let done = actix_web::web::block(move || -> Result<(), String> {
+        let mut c = pool.get().map_err(|e| e.to_string())?;
+        audit::record(&mut c, &draft, &outcome, &entities).map_err(|e| e.to_string())
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!("could not audit a failed request: {e}"),
+        Err(e) => log::error!("could not audit a failed request: {e}"),
     }
 }

@@ -1,5 +1,6 @@
 //! actix-web only: routes, content negotiation, the caller seam, handlers, errors.
 
+pub mod audit;
 pub mod caller;
 pub mod error;
 pub mod handlers;

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::{handlers as h, oauth, system, ApiError};
+use super::{audit, handlers as h, oauth, system, ApiError};
 
 async fn not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::Service(
@@ -37,6 +37,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::resource("/metadata")
                         .route(web::get().to(system::metadata))
                         .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/AuditEvent/$export")
+                        .route(web::get().to(audit::export))
+                        .default_service(web::to(audit::append_only)),
+                )
+                .service(
+                    web::resource("/AuditEvent/{id}")
+                        .route(web::get().to(audit::read))
+                        .default_service(web::to(audit::append_only)),
+                )
+                .service(
+                    web::resource("/AuditEvent")
+                        .route(web::get().to(audit::search))
+                        .default_service(web::to(audit::append_only)),
                 )
                 .service(
                     web::resource("/{type}/_search")

@@ -2,6 +2,7 @@
 //! this server's own issuer for application-restricted access tokens).
 
 pub mod jwt;
+pub mod permissions;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};

@@ -1,6 +1,7 @@
 //! Use cases. Each is a synchronous function over a connection (run inside `web::block`) that
 //! owns its transaction: domain and resource rules first, then storage.
 
+pub mod audit;
 pub mod resource;
 pub mod roles;
 pub mod seed;

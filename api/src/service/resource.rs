@@ -8,6 +8,7 @@ use ers_schema::{
 };
 use serde_json::Value;
 
+use super::audit::{self, AuditDraft, Outcome};
 use super::ServiceError;
 use crate::fhir::index;
 use crate::fhir::outcome::Issue;
@@ -136,6 +137,7 @@ pub fn create(
     def: &'static ResourceDef,
     body: Value,
     author: &Author,
+    audit: &AuditDraft,
     if_none_exist: Option<(SearchQuery, String)>,
 ) -> Result<Created> {
     let id = uuid::Uuid::new_v4().to_string();
@@ -150,6 +152,15 @@ pub fn create(
                 0 => {}
                 1 => {
                     if let Some(row) = rows.into_iter().next() {
+                        let outcome = Outcome {
+                            action: "C",
+                            subtype: "create".into(),
+                            status: 200,
+                            description: Some(format!(
+                                "If-None-Exist '{criteria}' matched an existing resource"
+                            )),
+                        };
+                        audit::record(c, audit, &outcome, &[audit::touched(&row)])?;
                         return Ok(Created::Existing(row));
                     }
                 }
@@ -176,14 +187,22 @@ pub fn create(
             author,
         };
         store::insert_resource(c, &v, &prepared.index).map_err(|e| storage_conflict(e, def))?;
-        Ok(Created::New(ResourceRow {
+        let row = ResourceRow {
             res_type: def.name.to_owned(),
             id: id.clone(),
             version_id: 1,
             last_updated,
             deleted: 0,
             content: text,
-        }))
+        };
+        let outcome = Outcome {
+            action: "C",
+            subtype: "create".into(),
+            status: 201,
+            description: None,
+        };
+        audit::record(c, audit, &outcome, &[audit::touched(&row)])?;
+        Ok(Created::New(row))
     })
 }
 
@@ -238,6 +257,7 @@ pub fn update(
     if_match: Option<i64>,
     require_if_match: bool,
     author: &Author,
+    audit: &AuditDraft,
 ) -> Result<ResourceRow> {
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
@@ -299,14 +319,22 @@ pub fn update(
                 id: id.to_owned(),
             });
         }
-        Ok(ResourceRow {
+        let row = ResourceRow {
             res_type: def.name.to_owned(),
             id: id.to_owned(),
             version_id,
             last_updated,
             deleted: 0,
             content: text,
-        })
+        };
+        let outcome = Outcome {
+            action: "U",
+            subtype: "update".into(),
+            status: 200,
+            description: None,
+        };
+        audit::record(c, audit, &outcome, &[audit::touched(&row)])?;
+        Ok(row)
     })
 }
 
@@ -316,6 +344,7 @@ pub fn delete(
     def: &'static ResourceDef,
     id: &str,
     author: &Author,
+    audit: &AuditDraft,
 ) -> Result<()> {
     if !def.delete {
         return Err(ServiceError::MethodNotAllowed(format!(
@@ -329,7 +358,14 @@ pub fn delete(
                 res_type: def.name.to_owned(),
                 id: id.to_owned(),
             })?;
+        let outcome = Outcome {
+            action: "D",
+            subtype: "delete".into(),
+            status: 204,
+            description: None,
+        };
         if current.is_deleted() {
+            audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
             return Ok(());
         }
         let by = store::referrers(c, def.name, id, 5)?;
@@ -360,6 +396,7 @@ pub fn delete(
                 id: id.to_owned(),
             });
         }
+        audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
         Ok(())
     })
 }

@@ -23,6 +23,7 @@ pub struct SeedReport {
 struct Seeder<'a> {
     conn: &'a mut DbConnection,
     author: Author,
+    audit: super::audit::AuditDraft,
     report: SeedReport,
 }
 
@@ -45,6 +46,7 @@ impl Seeder<'_> {
             def,
             body,
             &self.author,
+            &self.audit,
             Some((req.query, criteria)),
         )? {
             Created::New(row) => {
@@ -141,9 +143,18 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         org: "ERS".into(),
         request_id: format!("seed-{}", uuid::Uuid::new_v4()),
     };
+    let audit = super::audit::AuditDraft {
+        user_id: Some("ers-seed".into()),
+        role: Some("SYSTEM".into()),
+        method: "SEED".into(),
+        path: "sandbox".into(),
+        request_id: author.request_id.clone(),
+        ..Default::default()
+    };
     let mut s = Seeder {
         conn,
         author,
+        audit,
         report: SeedReport::default(),
     };
     let ods = OdsCode::ORGANIZATION_SYSTEM;

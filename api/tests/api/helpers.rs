@@ -215,10 +215,28 @@ impl TestApp {
         }
     }
 
-    /// A request of the default test user acting as a referring clinician at R69.
+    /// A request of the default test user acting as a referring clinician at R69
+    /// (A service definer for writes of directory and user data, which only they may make.)
     pub fn req(&self, method: &str, path: &str) -> awc::ClientRequest {
+        let first = path
+            .trim_start_matches('/')
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default();
+        let directory = [
+            "Organization",
+            "Practitioner",
+            "PractitionerRole",
+            "Location",
+        ]
+        .contains(&first);
+        let bf = if directory && method != "GET" {
+            "SERVICE_DEFINER"
+        } else {
+            "REFERRING_CLINICIAN"
+        };
         self.authed(method, path)
-            .insert_header((BF, "REFERRING_CLINICIAN"))
+            .insert_header((BF, bf))
             .insert_header((ODS, "R69"))
     }
 

@@ -1,0 +1,135 @@
+//! The one permission table: which business functions may do what to which resource type.
+//! Handlers ask it; the CapabilityStatement shows it.
+
+use crate::domain::BusinessFunction as B;
+
+/// What a request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Search,
+    History,
+    Create,
+    Update,
+    Delete,
+    Export,
+}
+
+impl Action {
+    pub fn code(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Search => "search",
+            Action::History => "history",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Export => "export",
+        }
+    }
+}
+
+const CLINICAL: &[B] = &[
+    B::ReferringClinician,
+    B::ReferringClinicianAdmin,
+    B::ReferringAdmin,
+    B::ServiceProviderClinician,
+    B::ServiceProviderClinicianAdmin,
+    B::ServiceProviderAdmin,
+];
+const CLINICAL_AND_APPS: &[B] = &[
+    B::ReferringClinician,
+    B::ReferringClinicianAdmin,
+    B::ReferringAdmin,
+    B::ServiceProviderClinician,
+    B::ServiceProviderClinicianAdmin,
+    B::ServiceProviderAdmin,
+    B::ProviderAuthorisedApplication,
+];
+const EVERYONE: &[B] = &B::ALL;
+const DEFINERS: &[B] = &[B::ServiceDefiner];
+const AUDITORS: &[B] = &[B::Auditor];
+
+/// `(resource type, action, allowed business functions)`.
+pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
+    // Patient data: clinical and administrative users; applications read only. Operational
+    // roles (service definers, information analysts, auditors) never see patients.
+    ("Patient", Action::Read, CLINICAL_AND_APPS),
+    ("Patient", Action::Search, CLINICAL_AND_APPS),
+    ("Patient", Action::History, CLINICAL_AND_APPS),
+    ("Patient", Action::Create, CLINICAL),
+    ("Patient", Action::Update, CLINICAL),
+    (
+        "Patient",
+        Action::Delete,
+        &[
+            B::ReferringClinician,
+            B::ReferringClinicianAdmin,
+            B::ReferringAdmin,
+        ],
+    ),
+    // Directory and user data: everyone reads; service definers maintain it.
+    ("Organization", Action::Read, EVERYONE),
+    ("Organization", Action::Search, EVERYONE),
+    ("Organization", Action::History, EVERYONE),
+    ("Organization", Action::Create, DEFINERS),
+    ("Organization", Action::Update, DEFINERS),
+    ("Organization", Action::Delete, DEFINERS),
+    ("Location", Action::Read, EVERYONE),
+    ("Location", Action::Search, EVERYONE),
+    ("Location", Action::History, EVERYONE),
+    ("Location", Action::Create, DEFINERS),
+    ("Location", Action::Update, DEFINERS),
+    ("Location", Action::Delete, DEFINERS),
+    ("Practitioner", Action::Read, EVERYONE),
+    ("Practitioner", Action::Search, EVERYONE),
+    ("Practitioner", Action::History, EVERYONE),
+    ("Practitioner", Action::Create, DEFINERS),
+    ("Practitioner", Action::Update, DEFINERS),
+    ("Practitioner", Action::Delete, DEFINERS),
+    ("PractitionerRole", Action::Read, EVERYONE),
+    ("PractitionerRole", Action::Search, EVERYONE),
+    ("PractitionerRole", Action::History, EVERYONE),
+    ("PractitionerRole", Action::Create, DEFINERS),
+    ("PractitionerRole", Action::Update, DEFINERS),
+    ("PractitionerRole", Action::Delete, DEFINERS),
+    // The audit trail: auditors only, read and export; nobody writes it through the API.
+    ("AuditEvent", Action::Read, AUDITORS),
+    ("AuditEvent", Action::Search, AUDITORS),
+    ("AuditEvent", Action::Export, AUDITORS),
+];
+
+/// The business functions allowed to do `action` on `resource` (none when not listed).
+pub fn allowed(resource: &str, action: Action) -> &'static [B] {
+    PERMISSIONS
+        .iter()
+        .find(|(r, a, _)| *r == resource && *a == action)
+        .map(|(_, _, bf)| *bf)
+        .unwrap_or(&[])
+}
+
+pub fn permits(resource: &str, action: Action, bf: B) -> bool {
+    allowed(resource, action).contains(&bf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operational_roles_never_see_patients_and_nobody_writes_audit() {
+        for a in [Action::Read, Action::Search, Action::History] {
+            for bf in [B::ServiceDefiner, B::InformationAnalyst, B::Auditor] {
+                assert!(!permits("Patient", a, bf), "{bf} {a:?}");
+            }
+        }
+        for a in [Action::Create, Action::Update, Action::Delete] {
+            assert!(allowed("AuditEvent", a).is_empty());
+        }
+        assert!(!permits(
+            "Patient",
+            Action::Create,
+            B::ProviderAuthorisedApplication
+        ));
+    }
+}

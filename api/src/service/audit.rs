@@ -1,0 +1,135 @@
+//! Recording the audit trail. Writes record their event inside their own transaction; reads,
+//! searches and refusals record theirs before the response leaves.
+
+use ers_schema::audit::{self, AuditEntityRow, AuditRow};
+use ers_schema::{DbConnection, ResourceRow, StorageError};
+use serde_json::Value;
+
+use crate::domain::{Caller, NhsNumber};
+
+/// Who asked for what, known before the outcome.
+#[derive(Debug, Clone, Default)]
+pub struct AuditDraft {
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub role: Option<String>,
+    pub org: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub source_address: Option<String>,
+    pub request_id: String,
+    pub correlation_id: Option<String>,
+}
+
+impl AuditDraft {
+    pub fn with_caller(mut self, caller: &Caller) -> Self {
+        self.user_id = caller.user_id.clone();
+        self.client_id = caller.client_id.clone();
+        self.role = Some(caller.business_function.code().to_owned());
+        self.org = Some(caller.organisation.as_str().to_owned());
+        self.on_behalf_of = caller.on_behalf_of.clone();
+        self
+    }
+}
+
+/// A resource an event touched.
+#[derive(Debug, Clone)]
+pub struct Touched {
+    pub entity_type: String,
+    pub entity_id: String,
+    pub nhs_number: Option<String>,
+    pub ubrn: Option<String>,
+}
+
+/// The NHS number of a Patient resource.
+pub fn nhs_number_of(resource: &Value) -> Option<String> {
+    resource
+        .get("identifier")?
+        .as_array()?
+        .iter()
+        .find(|i| i.get("system").and_then(Value::as_str) == Some(NhsNumber::SYSTEM))
+        .and_then(|i| i.get("value").and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
+pub fn touched(row: &ResourceRow) -> Touched {
+    let nhs_number = if row.res_type == "Patient" {
+        serde_json::from_str::<Value>(&row.content)
+            .ok()
+            .as_ref()
+            .and_then(nhs_number_of)
+    } else {
+        None
+    };
+    Touched {
+        entity_type: row.res_type.clone(),
+        entity_id: row.id.clone(),
+        nhs_number,
+        ubrn: None,
+    }
+}
+
+/// The outcome of an audited request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// FHIR AuditEvent.action: C, R, U, D or E.
+    pub action: &'static str,
+    /// The interaction (read, search, create...) or `access-denied`.
+    pub subtype: String,
+    pub status: u16,
+    pub description: Option<String>,
+}
+
+/// FHIR audit-event-outcome for an HTTP status: 0 success, 4 minor failure (client), 8 serious.
+fn outcome_code(status: u16) -> &'static str {
+    match status {
+        0..=399 => "0",
+        400..=499 => "4",
+        _ => "8",
+    }
+}
+
+/// Appends an event (in whatever transaction the connection is in).
+pub fn record(
+    conn: &mut DbConnection,
+    draft: &AuditDraft,
+    outcome: &Outcome,
+    entities: &[Touched],
+) -> Result<(), StorageError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let row = AuditRow {
+        id: id.clone(),
+        recorded: chrono::Utc::now().naive_utc(),
+        action: outcome.action.to_owned(),
+        subtype: outcome.subtype.clone(),
+        outcome: outcome_code(outcome.status).to_owned(),
+        outcome_desc: outcome.description.clone(),
+        user_id: draft.user_id.clone(),
+        client_id: draft.client_id.clone(),
+        role: draft.role.clone(),
+        org: draft.org.clone(),
+        on_behalf_of: draft.on_behalf_of.clone(),
+        method: draft.method.clone(),
+        path: draft.path.clone(),
+        query: draft.query.clone(),
+        status: i32::from(outcome.status),
+        source_address: draft.source_address.clone(),
+        request_id: draft.request_id.clone(),
+        correlation_id: draft.correlation_id.clone(),
+    };
+    let entities: Vec<AuditEntityRow> = entities
+        .iter()
+        .enumerate()
+        .map(|(i, t)| AuditEntityRow {
+            audit_id: id.clone(),
+            position: i32::try_from(i).unwrap_or(i32::MAX),
+            entity_type: t.entity_type.clone(),
+            entity_id: t.entity_id.clone(),
+            nhs_number: t.nhs_number.clone(),
+            ubrn: t.ubrn.clone(),
+        })
+        .collect();
+    audit::insert(conn, &row, &entities)
+}
