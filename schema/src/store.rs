@@ -349,7 +349,7 @@ pub fn unique_owner(
     Ok(q.first::<String>(conn).optional()?)
 }
 
-/// Live resources that refer to `target_type/target_id` (type, id), at most `limit`.
+/// Live resources (other than Provenance) that refer to `target_type/target_id`, at most `limit`.
 pub fn referrers(
     conn: &mut DbConnection,
     target_type: &str,
@@ -359,6 +359,8 @@ pub fn referrers(
     Ok(search_refs::table
         .filter(search_refs::target_type.eq(target_type))
         .filter(search_refs::target_id.eq(target_id))
+        // Provenance records history; it never pins what it describes.
+        .filter(search_refs::res_type.ne("Provenance"))
         .select((search_refs::res_type, search_refs::res_id))
         .distinct()
         .order((search_refs::res_type, search_refs::res_id))

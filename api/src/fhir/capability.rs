@@ -3,15 +3,33 @@
 use serde_json::{json, Value};
 
 use super::registry::{self, ParamKind, RESOURCES};
+use crate::security::permissions::{allowed, Action};
+
+/// An interaction entry, listed only when some business function may use it, with who may.
+fn interaction(resource: &str, code: &str, action: Action) -> Option<Value> {
+    let who = allowed(resource, action);
+    (!who.is_empty()).then(|| {
+        json!({"code": code, "documentation": format!("Business functions: {}", who.iter().map(|b| b.code()).collect::<Vec<_>>().join(", "))})
+    })
+}
 
 pub fn capability_statement(base_url: &str, software_version: &str, published: &str) -> Value {
     let resources: Vec<Value> = RESOURCES
         .iter()
         .map(|r| {
-            let mut interactions = vec!["read", "vread", "update", "create", "search-type", "history-instance", "history-type"];
+            let mut wanted = vec![
+                ("read", Action::Read),
+                ("vread", Action::Read),
+                ("update", Action::Update),
+                ("create", Action::Create),
+                ("search-type", Action::Search),
+                ("history-instance", Action::History),
+                ("history-type", Action::History),
+            ];
             if r.delete {
-                interactions.push("delete");
+                wanted.push(("delete", Action::Delete));
             }
+            let interactions: Vec<Value> = wanted.into_iter().filter_map(|(code, action)| interaction(r.name, code, action)).collect();
             let mut params = vec![
                 json!({"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id", "documentation": "Logical id"}),
                 json!({"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", "documentation": "When the resource version last changed"}),
@@ -27,7 +45,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             let mut res = json!({
                 "type": r.name,
                 "profile": r.profile,
-                "interaction": interactions.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
+                "interaction": interactions,
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": false,
@@ -46,6 +64,23 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             res
         })
         .collect();
+    let mut resources = resources;
+    resources.push(json!({
+        "type": "AuditEvent",
+        "profile": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-AuditEvent",
+        "documentation": "The audit trail: every read, search, write and refused request. Append-only.",
+        "interaction": [interaction("AuditEvent", "read", Action::Read), interaction("AuditEvent", "search-type", Action::Search)],
+        "searchParam": [
+            {"name": "date", "type": "date", "documentation": "When it was recorded (eq, ge, gt, le, lt)"},
+            {"name": "agent", "type": "token", "documentation": "SDS user id or application id of who acted"},
+            {"name": "entity", "type": "reference", "documentation": "A resource it touched (Type/id)"},
+            {"name": "patient", "type": "reference", "documentation": "A patient it touched: Patient/id, or patient:identifier=https://fhir.nhs.uk/Id/nhs-number|n"},
+            {"name": "action", "type": "token", "documentation": "C, R, U, D or E"},
+            {"name": "outcome", "type": "token", "documentation": "0 success, 4 refused or invalid, 8 failed"},
+            {"name": "subtype", "type": "token", "documentation": "read, vread, search-type, create, update, delete, history-*, access-denied, failed, export"},
+        ],
+        "operation": [{"name": "export", "definition": "urn:ers:OperationDefinition:audit-export", "documentation": format!("GET AuditEvent/$export with the search parameters: every match as application/fhir+ndjson. Business functions: {}", allowed("AuditEvent", Action::Export).iter().map(|b| b.code()).collect::<Vec<_>>().join(", "))}],
+    }));
     json!({
         "resourceType": "CapabilityStatement",
         "id": "ers-fhir-server",
@@ -65,6 +100,11 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
         "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
         "rest": [{
             "mode": "server",
+            "security": {
+                "cors": false,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth", "display": "OAuth"}]}],
+                "description": "Bearer JWT on every request except metadata: a CIS2-style user token (IAL3, AAL2 or more) with the NHSD-eRS-Business-Function and NHSD-End-User-Organisation-ODS headers naming a role the user holds, or an application access token from POST /oauth2/token (signed client assertion) acting as PROVIDER_AUTHORISED_APPLICATION. Who may do what is listed on each interaction.",
+            },
             "documentation": "Every request under the base except metadata must name the caller's e-RS business function (NHSD-eRS-Business-Function) and organisation (NHSD-End-User-Organisation-ODS).",
             "resource": resources,
         }],

@@ -240,6 +240,23 @@ const LOCATION_PARAMS: &[SearchParamDef] = &[
     ),
 ];
 
+const PROVENANCE_PARAMS: &[SearchParamDef] = &[
+    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location"], "The resource version this records the making of"),
+    param!(
+        "agent",
+        Token,
+        ["agent.who.identifier"],
+        "Who made it: SDS user id or application id"
+    ),
+    param!(
+        "agent-role",
+        Token,
+        ["agent.role"],
+        "The e-RS business function they acted in"
+    ),
+    param!("recorded", Date, ["recorded"], "When the version was made"),
+];
+
 /// Every hosted type, in CapabilityStatement order.
 pub static RESOURCES: &[ResourceDef] = &[
     ResourceDef {
@@ -326,6 +343,22 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         check: resources::location::check,
+    },
+    ResourceDef {
+        name: "Provenance",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance",
+        params: PROVENANCE_PARAMS,
+        summary: &[
+            "target",
+            "occurredPeriod",
+            "occurredDateTime",
+            "recorded",
+            "agent",
+        ],
+        // Written by the server with every version it stores; never by clients.
+        delete: false,
+        if_match_required: false,
+        check: resources::no_rules,
     },
 ];
 

@@ -47,6 +47,15 @@ const CLINICAL_AND_APPS: &[B] = &[
     B::ProviderAuthorisedApplication,
 ];
 const EVERYONE: &[B] = &B::ALL;
+const PROVENANCE_READERS: &[B] = &[
+    B::ReferringClinician,
+    B::ReferringClinicianAdmin,
+    B::ReferringAdmin,
+    B::ServiceProviderClinician,
+    B::ServiceProviderClinicianAdmin,
+    B::ServiceProviderAdmin,
+    B::Auditor,
+];
 const DEFINERS: &[B] = &[B::ServiceDefiner];
 const AUDITORS: &[B] = &[B::Auditor];
 
@@ -93,6 +102,10 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("PractitionerRole", Action::Create, DEFINERS),
     ("PractitionerRole", Action::Update, DEFINERS),
     ("PractitionerRole", Action::Delete, DEFINERS),
+    // Who made each version: the people who may see the data, and auditors. Server-written.
+    ("Provenance", Action::Read, PROVENANCE_READERS),
+    ("Provenance", Action::Search, PROVENANCE_READERS),
+    ("Provenance", Action::History, PROVENANCE_READERS),
     // The audit trail: auditors only, read and export; nobody writes it through the API.
     ("AuditEvent", Action::Read, AUDITORS),
     ("AuditEvent", Action::Search, AUDITORS),

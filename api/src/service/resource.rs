@@ -125,6 +125,65 @@ fn storage_conflict(e: StorageError, def: &ResourceDef) -> ServiceError {
     }
 }
 
+/// Records who made a version, as a Provenance resource in the same transaction.
+fn provenance(
+    c: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    version: i64,
+    activity: &str,
+    author: &Author,
+    audit: &AuditDraft,
+) -> Result<()> {
+    use crate::domain::{OdsCode, SdsUserId};
+    use serde_json::json;
+    let def = registry::find("Provenance")
+        .ok_or_else(|| ServiceError::BadRequest("Provenance is not registered".into()))?;
+    let pid = uuid::Uuid::new_v4().to_string();
+    let last_updated = now();
+    let who = match (&audit.client_id, &author.user) {
+        (Some(app), _) => {
+            json!({"identifier": {"system": "https://fhir.nhs.uk/Id/ers-application", "value": app}})
+        }
+        (None, Some(user)) if SdsUserId::parse(user).is_ok() => {
+            json!({"identifier": {"system": SdsUserId::SYSTEM, "value": user}})
+        }
+        (None, Some(user)) => json!({"display": user}),
+        (None, None) => json!({"display": "ers-server"}),
+    };
+    let on_behalf_of = match &audit.on_behalf_of {
+        Some(obo) => json!({"identifier": {"system": SdsUserId::SYSTEM, "value": obo}}),
+        None => {
+            json!({"identifier": {"system": OdsCode::ORGANIZATION_SYSTEM, "value": author.org}})
+        }
+    };
+    let mut content = json!({
+        "resourceType": "Provenance",
+        "target": [{"reference": format!("{res_type}/{id}/_history/{version}")}],
+        "recorded": crate::fhir::datetime::instant(last_updated),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": activity}]},
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+            "role": [{"coding": [{"system": super::seed::BUSINESS_FUNCTION_SYSTEM, "code": author.role}]}],
+            "who": who,
+            "onBehalfOf": on_behalf_of,
+        }],
+    });
+    let index = index::entries(def, &content, &Default::default());
+    crate::fhir::stamp(&mut content, &pid, 1, last_updated);
+    let text = content.to_string();
+    let v = NewVersion {
+        res_type: def.name,
+        id: &pid,
+        version_id: 1,
+        last_updated,
+        content: &text,
+        author,
+    };
+    store::insert_resource(c, &v, &index)?;
+    Ok(())
+}
+
 /// The outcome of a create: the stored row, or the one match of `If-None-Exist`.
 pub enum Created {
     New(ResourceRow),
@@ -195,6 +254,7 @@ pub fn create(
             deleted: 0,
             content: text,
         };
+        provenance(c, def.name, &id, 1, "CREATE", author, audit)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -327,6 +387,7 @@ pub fn update(
             deleted: 0,
             content: text,
         };
+        provenance(c, def.name, id, version_id, "UPDATE", author, audit)?;
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),
@@ -396,6 +457,15 @@ pub fn delete(
                 id: id.to_owned(),
             });
         }
+        provenance(
+            c,
+            def.name,
+            id,
+            current.version_id + 1,
+            "DELETE",
+            author,
+            audit,
+        )?;
         audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
         Ok(())
     })

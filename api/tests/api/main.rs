@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod audit;
 mod crud;
 mod errors;
 mod examples;

@@ -30,8 +30,42 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "Practitioner",
             "Organization",
             "PractitionerRole",
-            "Location"
+            "Location",
+            "Provenance",
+            "AuditEvent"
         ]
+    );
+    // Interactions come from the permission table, each naming who may use it.
+    let codes = |r: &serde_json::Value| -> Vec<String> {
+        r["interaction"]
+            .as_array()
+            .expect("interactions")
+            .iter()
+            .filter_map(|i| i["code"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let provenance = &resources[5];
+    assert!(
+        !codes(provenance).contains(&"create".to_string()),
+        "Provenance is server-written"
+    );
+    assert_eq!(codes(&resources[6]), ["read", "search-type"]);
+    let create_doc = resources[0]["interaction"]
+        .as_array()
+        .expect("i")
+        .iter()
+        .find(|i| i["code"] == "create")
+        .expect("create")["documentation"]
+        .as_str()
+        .expect("doc")
+        .to_owned();
+    assert!(
+        create_doc.contains("REFERRING_CLINICIAN") && !create_doc.contains("INFORMATION_ANALYST"),
+        "{create_doc}"
+    );
+    assert_eq!(
+        cs["rest"][0]["security"]["service"][0]["coding"][0]["code"],
+        "OAuth"
     );
     let patient = &resources[0];
     let params: Vec<&str> = patient["searchParam"]
