@@ -122,11 +122,14 @@ fn filtered(q: &AuditQuery) -> audit_events::BoxedQuery<'static, crate::conn::Mu
     query
 }
 
+/// An event with the entities it touched.
+pub type AuditRecord = (AuditRow, Vec<AuditEntityRow>);
+
 /// Events newest first with their entities, and the total.
 pub fn search(
     conn: &mut DbConnection,
     q: &AuditQuery,
-) -> Result<(Vec<(AuditRow, Vec<AuditEntityRow>)>, i64), StorageError> {
+) -> Result<(Vec<AuditRecord>, i64), StorageError> {
     let total: i64 = filtered(q).count().get_result(conn)?;
     let rows: Vec<AuditRow> = filtered(q)
         .order((audit_events::recorded.desc(), audit_events::id.asc()))

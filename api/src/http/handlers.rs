@@ -360,9 +360,21 @@ pub async fn update(
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
-    let row =
-        web::block(move || svc::update(&mut c, def, &id, resource, expected, require, &who, &d))
-            .await??;
+    let row = web::block(move || {
+        svc::update(
+            &mut c,
+            def,
+            &id,
+            resource,
+            svc::IfMatch {
+                version: expected,
+                required: require,
+            },
+            &who,
+            &d,
+        )
+    })
+    .await??;
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 

@@ -308,17 +308,24 @@ pub fn vread(
     }
 }
 
+/// The version precondition of an update: the `If-Match` version, and whether one is required.
+#[derive(Debug, Clone, Copy)]
+pub struct IfMatch {
+    pub version: Option<i64>,
+    pub required: bool,
+}
+
 /// `PUT /{type}/{id}`.
 pub fn update(
     conn: &mut DbConnection,
     def: &'static ResourceDef,
     id: &str,
     body: Value,
-    if_match: Option<i64>,
-    require_if_match: bool,
+    precondition: IfMatch,
     author: &Author,
     audit: &AuditDraft,
 ) -> Result<ResourceRow> {
+    let (if_match, require_if_match) = (precondition.version, precondition.required);
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
