@@ -53,6 +53,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `ERS_WORKERS`: HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
+    /// `ERS_MAX_HEADER_BYTES`: total size of the request headers (431 above it).
+    pub max_header_bytes: usize,
     /// `ERS_REQUIRE_IF_MATCH`: every update must carry `If-Match` (428 without), as e-RS does.
     pub require_if_match: bool,
     /// `ERS_MODE`.
@@ -90,6 +92,7 @@ impl Default for Settings {
             base_url: None,
             max_body_bytes: 5 * 1024 * 1024,
             workers: None,
+            max_header_bytes: 16 * 1024,
             require_if_match: false,
             mode: Mode::Sandbox,
             oidc: None,
@@ -164,16 +167,118 @@ impl Settings {
                 ConfigError(format!("ERS_WORKERS '{v}' must be a positive number"))
             })?);
         }
-        if let Some(v) = get("ERS_REQUIRE_IF_MATCH").filter(|v| !v.is_empty()) {
-            s.require_if_match = match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
+        let flag = |name: &str| -> Result<Option<bool>, ConfigError> {
+            match get(name).filter(|v| !v.is_empty()).as_deref() {
+                None => Ok(None),
+                Some("true" | "1") => Ok(Some(true)),
+                Some("false" | "0") => Ok(Some(false)),
+                Some(v) => Err(ConfigError(format!("{name} '{v}' must be true or false"))),
+            }
+        };
+        let number = |name: &str| -> Result<Option<i64>, ConfigError> {
+            match get(name).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        ConfigError(format!("{name} '{v}' must be a non-negative number"))
+                    }),
+            }
+        };
+        if let Some(v) = flag("ERS_REQUIRE_IF_MATCH")? {
+            s.require_if_match = v;
+        }
+        if let Some(v) = number("ERS_MAX_HEADER_BYTES")? {
+            s.max_header_bytes = usize::try_from(v)
+                .map_err(|_| ConfigError("ERS_MAX_HEADER_BYTES is too large".into()))?
+                .max(1024);
+        }
+        if let Some(v) = get("ERS_MODE").filter(|v| !v.is_empty()) {
+            s.mode = match v.as_str() {
+                "sandbox" => Mode::Sandbox,
+                "production" => Mode::Production,
                 _ => {
                     return Err(ConfigError(format!(
-                        "ERS_REQUIRE_IF_MATCH '{v}' must be true or false"
+                        "ERS_MODE '{v}' must be 'sandbox' or 'production'"
                     )))
                 }
             };
+            if s.mode == Mode::Production {
+                s.sandbox_issuer = false;
+            }
+        }
+        if let Some(v) = flag("ERS_SANDBOX_ISSUER")? {
+            s.sandbox_issuer = v;
+        }
+        if let Some(v) = get("ERS_AUDIENCE").filter(|v| !v.is_empty()) {
+            s.audience = v;
+        }
+        let oidc = (
+            get("ERS_OIDC_ISSUER").filter(|v| !v.is_empty()),
+            get("ERS_OIDC_AUDIENCE").filter(|v| !v.is_empty()),
+            get("ERS_OIDC_JWKS").filter(|v| !v.is_empty()),
+        );
+        match oidc {
+            (Some(issuer), Some(audience), Some(jwks)) => {
+                s.oidc = Some(OidcSettings {
+                    issuer,
+                    audience,
+                    jwks,
+                })
+            }
+            (None, None, None) => {}
+            _ => return Err(ConfigError(
+                "ERS_OIDC_ISSUER, ERS_OIDC_AUDIENCE and ERS_OIDC_JWKS go together: set all three"
+                    .into(),
+            )),
+        }
+        let small = |name: &str, v: i64| {
+            u8::try_from(v).map_err(|_| ConfigError(format!("{name} '{v}' is out of range")))
+        };
+        if let Some(v) = number("ERS_MIN_IAL")? {
+            s.min_ial = small("ERS_MIN_IAL", v)?;
+        }
+        if let Some(v) = number("ERS_MIN_AAL")? {
+            s.min_aal = small("ERS_MIN_AAL", v)?;
+        }
+        if let Some(v) = number("ERS_CLOCK_SKEW_SECS")? {
+            s.clock_skew_secs = v;
+        }
+        if let Some(v) = number("ERS_TOKEN_TTL_SECS")? {
+            s.token_ttl_secs = v.max(1);
+        }
+        s.token_signing_key = get("ERS_TOKEN_SIGNING_KEY").filter(|v| !v.is_empty());
+        if let Some(path) = get("ERS_APPS_FILE").filter(|v| !v.is_empty()) {
+            let text = std::fs::read(&path)
+                .map_err(|e| ConfigError(format!("ERS_APPS_FILE {path}: {e}")))?;
+            s.apps = serde_json::from_slice(&text).map_err(|e| {
+                ConfigError(format!(
+                    "ERS_APPS_FILE {path} is not a JSON list of {{client_id, ods, jwks}}: {e}"
+                ))
+            })?;
+        }
+        if let Some(v) = number("ERS_RATE_LIMIT_PER_SEC")? {
+            s.rate_limit_per_sec = u32::try_from(v)
+                .map_err(|_| ConfigError("ERS_RATE_LIMIT_PER_SEC is too large".into()))?;
+        }
+        if let Some(v) = number("ERS_RATE_LIMIT_BURST")? {
+            s.rate_limit_burst = u32::try_from(v)
+                .map_err(|_| ConfigError("ERS_RATE_LIMIT_BURST is too large".into()))?;
+        }
+        match (
+            get("ERS_TLS_CERT").filter(|v| !v.is_empty()),
+            get("ERS_TLS_KEY").filter(|v| !v.is_empty()),
+        ) {
+            (Some(c), Some(k)) => s.tls = Some((c, k)),
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError(
+                    "ERS_TLS_CERT and ERS_TLS_KEY go together: set both or neither".into(),
+                ))
+            }
         }
         Ok(s)
     }
@@ -192,5 +297,18 @@ mod tests {
         let e = Settings::from_lookup(|k| (k == "ERS_BIND").then(|| "nonsense".to_string()))
             .expect_err("invalid");
         assert!(e.to_string().contains("ERS_BIND"));
+        let prod = Settings::from_lookup(|k| (k == "ERS_MODE").then(|| "production".to_string()))
+            .expect("valid");
+        assert!(
+            !prod.sandbox_issuer,
+            "production turns the sandbox issuer off"
+        );
+        let e =
+            Settings::from_lookup(|k| (k == "ERS_OIDC_ISSUER").then(|| "https://x".to_string()))
+                .expect_err("incomplete");
+        assert!(e.to_string().contains("ERS_OIDC_JWKS"));
+        let e = Settings::from_lookup(|k| (k == "ERS_MIN_IAL").then(|| "-1".to_string()))
+            .expect_err("negative");
+        assert!(e.to_string().contains("ERS_MIN_IAL"));
     }
 }

@@ -14,6 +14,8 @@ use crate::http::{routes, ApiError};
 pub struct AppState {
     pub pool: DbPool,
     pub auth: crate::security::Authenticator,
+    /// Per-caller request limiter (None when off).
+    pub limiter: Option<crate::security::rate::Limiter>,
     pub settings: Settings,
     pub backend: &'static str,
     /// When this process started (the CapabilityStatement date).
@@ -101,6 +103,10 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             auth,
+            limiter: crate::security::rate::Limiter::new(
+                settings.rate_limit_per_sec,
+                settings.rate_limit_burst,
+            ),
             settings,
             backend,
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

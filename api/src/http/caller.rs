@@ -106,6 +106,13 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
         .await
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     req.extensions_mut().insert(Authenticated(identity.clone()));
+    if let Some(limiter) = &state.limiter {
+        let key = match &identity {
+            Identity::User { sub, .. } => format!("user:{sub}"),
+            Identity::Application { client_id, .. } => format!("app:{client_id}"),
+        };
+        limiter.check(&key).map_err(ApiError::TooManyRequests)?;
+    }
     match identity {
         Identity::Application { client_id, org } => {
             for h in [BUSINESS_FUNCTION, ORGANISATION, ON_BEHALF_OF] {

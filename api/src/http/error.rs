@@ -34,6 +34,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("The request headers are too large: {0} bytes, at most {1} are accepted")]
+    HeadersTooLarge(usize, usize),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -181,6 +183,10 @@ impl ApiError {
             ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, one("not-found", "INVALID_VALUE")),
+            ApiError::HeadersTooLarge(..) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                one("too-costly", "INVALID_VALUE"),
+            ),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, one("login", "NO_ACCESS")),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, one("forbidden", "FORBIDDEN")),
             ApiError::TooManyRequests(_) => (

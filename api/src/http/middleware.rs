@@ -97,18 +97,32 @@ pub async fn envelope(
     let method = req.method().clone();
     let path = req.path().to_owned();
 
-    let result = AssertUnwindSafe(next.call(req)).catch_unwind().await;
-    let res: ServiceResponse<BoxBody> = match result {
-        Ok(Ok(res)) => res.map_into_boxed_body(),
-        Ok(Err(e)) => return Err(e),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            log::error!("request {request_id}: {method} {path} panicked: {what}");
-            return Err(Panicked { request_id }.into());
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let max_header_bytes = state
+        .as_ref()
+        .map(|s| s.settings.max_header_bytes)
+        .unwrap_or(usize::MAX);
+    let res: ServiceResponse<BoxBody> = if header_bytes > max_header_bytes {
+        let e = super::ApiError::HeadersTooLarge(header_bytes, max_header_bytes);
+        let resp = actix_web::ResponseError::error_response(&e);
+        req.into_response(resp)
+    } else {
+        match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+            Ok(Ok(res)) => res.map_into_boxed_body(),
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!("request {request_id}: {method} {path} panicked: {what}");
+                return Err(Panicked { request_id }.into());
+            }
         }
     };
 

@@ -3,6 +3,7 @@
 
 pub mod jwt;
 pub mod permissions;
+pub mod rate;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};

@@ -162,8 +162,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(seed: SeedMode) -> TestApp {
+    // Tests fire requests far faster than any integrator may; limiting has its own test.
     spawn_configured(Settings {
         seed,
+        rate_limit_per_sec: 0,
         ..Settings::default()
     })
     .await

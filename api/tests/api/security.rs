@@ -418,3 +418,222 @@ async fn application_restricted_access_with_a_signed_client_assertion() {
         .assert_outcome(401, "login");
     assert!(d.contains("5 minutes"), "{d}");
 }
+
+#[actix_web::test]
+async fn callers_are_rate_limited_with_retry_after() {
+    let app = spawn_configured(Settings {
+        rate_limit_per_sec: 1,
+        rate_limit_burst: 2,
+        seed: SeedMode::None,
+        ..Settings::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..4 {
+        let r = app.get("Patient").await;
+        statuses.push(r.status.as_u16());
+        last = Some(r);
+    }
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert_eq!(statuses[3], 429, "{statuses:?}");
+    let r = last.expect("reply");
+    r.assert_outcome(429, "throttled");
+    assert!(r
+        .header("retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|s| s >= 1));
+    // Another user has a budget of their own.
+    let other = sign(&claims("999000000003", &[("REFERRING_CLINICIAN", "R69")]));
+    assert_eq!(
+        app.send(
+            app.as_user(&other, "GET", "Patient", "REFERRING_CLINICIAN", "R69"),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[actix_web::test]
+async fn https_with_tls_1_2_or_later_only() {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+    use openssl::x509::{X509NameBuilder, X509};
+    // A self-signed certificate for 127.0.0.1.
+    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("key");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "127.0.0.1").expect("cn");
+    let name = name.build();
+    let mut cert = X509::builder().expect("cert");
+    cert.set_version(2).expect("v3");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(&name).expect("issuer");
+    cert.set_pubkey(&key).expect("pubkey");
+    cert.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+        .expect("nb");
+    cert.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
+        .expect("na");
+    cert.sign(&key, MessageDigest::sha256()).expect("sign");
+    let dir = std::env::temp_dir().join(format!("ers-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.build().to_pem().expect("pem")).expect("write cert");
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().expect("pem")).expect("write key");
+    let app = spawn_configured(Settings {
+        tls: Some((
+            cert_path.display().to_string(),
+            key_path.display().to_string(),
+        )),
+        seed: SeedMode::None,
+        ..Settings::default()
+    })
+    .await;
+    let client = |max: Option<SslVersion>| {
+        let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
+        b.set_verify(SslVerifyMode::NONE);
+        if let Some(v) = max {
+            // Let the client offer old protocols, so that any refusal is the server's.
+            b.set_security_level(0);
+            b.set_cipher_list("DEFAULT@SECLEVEL=0").expect("ciphers");
+            b.set_min_proto_version(Some(SslVersion::TLS1))
+                .expect("min");
+            b.set_max_proto_version(Some(v)).expect("max");
+        }
+        awc::Client::builder()
+            .connector(awc::Connector::new().openssl(b.build()))
+            .finish()
+    };
+    let url = app.root.replace("http://", "https://") + "/_ping";
+    let mut r = client(None).get(&url).send().await.expect("https works");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let _ = r.body().await;
+    // TLS 1.1 and older are refused at the handshake.
+    assert!(
+        client(Some(SslVersion::TLS1_1))
+            .get(&url)
+            .send()
+            .await
+            .is_err(),
+        "TLS 1.1 must be refused"
+    );
+}
+
+#[actix_web::test]
+async fn oversized_headers_are_431() {
+    let app = spawn_app().await;
+    let big = "a".repeat(20 * 1024);
+    let r = app
+        .send(
+            app.req("GET", "Patient")
+                .insert_header(("X-Padding", big.as_str())),
+            None,
+        )
+        .await;
+    let d = r.assert_outcome(431, "too-costly");
+    assert!(d.contains("headers"), "{d}");
+}
+
+#[actix_web::test]
+async fn injection_strings_in_every_search_parameter_are_harmless() {
+    let app = spawn_app().await;
+    app.create(&patient(NHS[0], "Safe", "Data", "1980-01-01", "female"))
+        .await;
+    let cs = app.send(app.bare("GET", "metadata"), None).await.json();
+    let nasty = [
+        "' OR '1'='1",
+        "1; DROP TABLE resources; --",
+        "%' --",
+        "\\' UNION SELECT content FROM resources --",
+        "Patient/x' OR 1=1 --",
+    ];
+    let mut checked = 0;
+    for res in cs["rest"][0]["resource"].as_array().expect("resources") {
+        let t = res["type"].as_str().expect("type");
+        let bf = if t == "AuditEvent" {
+            "AUDITOR"
+        } else {
+            "REFERRING_CLINICIAN"
+        };
+        for p in res["searchParam"].as_array().expect("params") {
+            let name = p["name"].as_str().expect("name");
+            for v in nasty {
+                let q = serde_urlencoded::to_string([(name, v)]).expect("query");
+                let r = app
+                    .send(
+                        app.as_user(&app.token, "GET", &format!("{t}?{q}"), bf, "R69"),
+                        None,
+                    )
+                    .await;
+                assert!(
+                    r.status == 200 || r.status == 400,
+                    "{t}?{q}: {} {}",
+                    r.status,
+                    r.text()
+                );
+                if r.status == 200 {
+                    assert_eq!(r.json()["total"], 0, "{t}?{q} matched something");
+                } else {
+                    r.assert_outcome(400, "invalid");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 200, "{checked}");
+    // Nothing was harmed.
+    assert_eq!(app.search("Patient?_summary=count").await["total"], 1);
+}
+
+#[actix_web::test]
+async fn every_refused_token_leaves_a_failed_access_audit_event() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now().timestamp();
+    let mut expired = claims(TEST_USER, &[("REFERRING_CLINICIAN", "R69")]);
+    expired["exp"] = json!(now - 3600);
+    for token in ["garbage".to_string(), sign(&expired)] {
+        get_with(&app, &token).await.assert_outcome(401, "login");
+    }
+    app.send(
+        app.as_user(&app.token, "GET", "Patient", "REFERRING_CLINICIAN", "R68"),
+        None,
+    )
+    .await
+    .assert_outcome(403, "forbidden");
+    let r = app
+        .send(
+            app.as_user(
+                &app.token,
+                "GET",
+                "AuditEvent?subtype=access-denied",
+                "AUDITOR",
+                "R69",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["total"], 3, "{b}");
+    let outcomes: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            e["resource"]["outcomeDesc"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        outcomes.iter().any(|o| o.contains("expired")),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.iter().any(|o| o.contains("R68")), "{outcomes:?}");
+}
