@@ -4,7 +4,11 @@
 set -euo pipefail
 BASE="${BASE:-http://127.0.0.1:8080/FHIR/R4}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-H=(-H "NHSD-eRS-Business-Function: REFERRING_CLINICIAN" -H "NHSD-End-User-Organisation-ODS: R69")
+ROOT="${BASE%/FHIR/R4}"
+
+echo "# A token for the sandbox referring clinician 021600556514 (sandbox mode only)"
+TOKEN=$(curl -s -X POST -d user_id=021600556514 "$ROOT/oauth2/sandbox/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+H=(-H "Authorization: Bearer $TOKEN" -H "NHSD-eRS-Business-Function: REFERRING_CLINICIAN" -H "NHSD-End-User-Organisation-ODS: R69")
 JSON=(-H "Content-Type: application/fhir+json")
 
 echo "# The CapabilityStatement (no caller headers needed)"
@@ -32,3 +36,11 @@ curl -s "${H[@]}" "$BASE/Patient/$ID/_history"; echo
 
 echo "# Search: family name starting 'exam', born after 1980, with their GP organisations"
 curl -s "${H[@]}" "$BASE/Patient?family=exam&birthdate=gt1980&_include=Patient:general-practitioner&_count=10"; echo
+
+echo "# Who made each version"
+curl -s "${H[@]}" "$BASE/Provenance?target=Patient/$ID"; echo
+
+echo "# The audit trail of this patient, as the sandbox auditor"
+AUDITOR=$(curl -s -X POST -d user_id=555031998112 "$ROOT/oauth2/sandbox/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+curl -s -H "Authorization: Bearer $AUDITOR" -H "NHSD-eRS-Business-Function: AUDITOR" -H "NHSD-End-User-Organisation-ODS: RR8" \
+     "$BASE/AuditEvent?patient=Patient/$ID"; echo

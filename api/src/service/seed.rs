@@ -298,6 +298,12 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         "555031998111",
         practitioner("555031998111", "Analyst", "Ian", "Mr"),
     )?;
+    let auditor = s.ensure(
+        "Practitioner",
+        sds,
+        "555031998112",
+        practitioner("555031998112", "Auditor", "Ada", "Ms"),
+    )?;
 
     let roles = "https://fhir.nhs.uk/Id/sds-role-profile-id";
     use BusinessFunction as B;
@@ -315,6 +321,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         ("100000000006", &spa, &rcd, B::ServiceProviderAdmin),
         ("100000000007", &definer, &rr8, B::ServiceDefiner),
         ("100000000008", &analyst, &rr8, B::InformationAnalyst),
+        ("100000000009", &auditor, &rr8, B::Auditor),
     ] {
         s.ensure("PractitionerRole", roles, id, role(id, who, org, bf))?;
     }
