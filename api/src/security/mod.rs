@@ -185,8 +185,13 @@ impl Authenticator {
     pub async fn from_settings(s: &Settings) -> Result<Self, String> {
         let mut issuers = Vec::new();
         if let Some(oidc) = &s.oidc {
-            let source = if oidc.jwks.starts_with("https://") || oidc.jwks.starts_with("http://") {
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| oidc.jwks.starts_with(p));
+            let source = if oidc.jwks.starts_with("https://") || loopback {
                 KeySource::Url(oidc.jwks.clone())
+            } else if oidc.jwks.starts_with("http://") {
+                return Err(format!("ERS_OIDC_JWKS {}: keys are fetched over https:// only (plain http only from this machine)", oidc.jwks));
             } else {
                 KeySource::File(PathBuf::from(oidc.jwks.trim_start_matches("file://")))
             };

@@ -637,3 +637,50 @@ async fn every_refused_token_leaves_a_failed_access_audit_event() {
     );
     assert!(outcomes.iter().any(|o| o.contains("R68")), "{outcomes:?}");
 }
+
+#[actix_web::test]
+async fn jwks_from_a_url_is_fetched_and_plain_http_elsewhere_is_refused() {
+    // Server A (sandbox) issues tokens; server B trusts A's issuer through A's JWKS URL.
+    let a = spawn_with(SeedMode::Sandbox).await;
+    let b = spawn_configured(Settings {
+        oidc: Some(OidcSettings {
+            issuer: ers_api::security::SANDBOX_ISSUER.into(),
+            audience: "ers-fhir".into(),
+            jwks: format!("{}/oauth2/sandbox/jwks", a.root),
+        }),
+        sandbox_issuer: false,
+        seed: SeedMode::Sandbox,
+        ..Settings::default()
+    })
+    .await;
+    let r = a
+        .send(
+            a.bare("POST", "/oauth2/sandbox/token")
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+            Some(b"user_id=021600556514".to_vec()),
+        )
+        .await;
+    let token = r.json()["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        b.send(
+            b.as_user(&token, "GET", "Patient", "REFERRING_CLINICIAN", "R69"),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let insecure = Settings {
+        oidc: Some(OidcSettings {
+            issuer: "x".into(),
+            audience: "y".into(),
+            jwks: "http://idp.example/jwks".into(),
+        }),
+        ..Settings::default()
+    };
+    let e = ers_api::security::Authenticator::from_settings(&insecure)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.contains("https://"), "{e}");
+}
