@@ -4,7 +4,7 @@ use ers_api::config::Settings;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit");
+    eprintln!("usage: ers-server [serve | migrate | seed | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -45,6 +45,10 @@ async fn main() -> std::process::ExitCode {
                 )
             })
             .map_err(|e| e.to_string()),
+        "openapi" => {
+            print!("{}", ers_api::http::openapi::document_json());
+            Ok(())
+        }
         "-h" | "--help" | "help" => usage(),
         other => {
             eprintln!("unknown command '{other}'");

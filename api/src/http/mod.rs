@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod middleware;
 pub mod negotiate;
 pub mod oauth;
+pub mod openapi;
 pub mod routes;
 pub mod system;
 

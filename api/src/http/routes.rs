@@ -21,7 +21,20 @@ async fn no_route(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError>
     )))
 }
 
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header(("Location", "/docs/"))
+        .finish()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Interactive API docs, served from the binary (Swagger UI vendored at build time), and the
+    // OpenAPI document they show.
+    cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .url("/FHIR/R4/openapi.json", super::openapi::document()),
+    )
+    .route("/docs", web::get().to(docs_redirect));
     cfg.route("/_ping", web::get().to(system::ping))
         .route("/_status", web::get().to(system::status))
         .route("/oauth2/token", web::post().to(oauth::client_credentials))

@@ -6,6 +6,7 @@ mod audit;
 mod crud;
 mod errors;
 mod examples;
+mod openapi;
 mod search;
 mod security;
 mod system;

@@ -1,0 +1,641 @@
+//! The OpenAPI 3 document, built with utoipa from the same registry, permission table and
+//! search parameters as the routes. Committed as `openapi/openapi.json`; a test fails on drift.
+
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, Content, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr,
+    Required,
+};
+
+use super::caller::{BUSINESS_FUNCTION, ON_BEHALF_OF, ORGANISATION};
+use crate::domain::BusinessFunction;
+use crate::fhir::registry::{ParamKind, RESOURCES};
+use crate::fhir::search::{DEFAULT_COUNT, MAX_COUNT};
+use crate::security::permissions::{allowed, Action};
+
+const FHIR_JSON: &str = "application/fhir+json";
+const FHIR_XML: &str = "application/fhir+xml";
+
+fn string_schema(description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .into()
+}
+
+fn schema_ref(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn fhir_content(schema: &str) -> Vec<(&'static str, Content)> {
+    vec![
+        (FHIR_JSON, Content::new(Some(schema_ref(schema)))),
+        (FHIR_XML, Content::new(Some(schema_ref(schema)))),
+    ]
+}
+
+fn response(description: &str, schema: Option<&str>) -> Response {
+    let mut r = ResponseBuilder::new().description(description);
+    if let Some(s) = schema {
+        for (ct, c) in fhir_content(s) {
+            r = r.content(ct, c);
+        }
+    }
+    r.build()
+}
+
+fn header(name: &str, required: bool, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(string_schema(description)))
+        .build()
+}
+
+fn query(name: &str, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(string_schema(description)))
+        .build()
+}
+
+fn path_param(name: &str, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(string_schema(description)))
+        .build()
+}
+
+/// Headers every FHIR interaction takes (after the bearer token).
+fn caller_headers() -> Vec<Parameter> {
+    let functions = BusinessFunction::ALL
+        .iter()
+        .map(|b| b.code())
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        header(BUSINESS_FUNCTION, false, &format!("The e-RS business function the user acts in ({functions}). Required with a user token; never with an application token.")),
+        header(ORGANISATION, false, "ODS code of the organisation the user acts for. Required with a user token; never with an application token."),
+        header(ON_BEHALF_OF, false, "SDS user id of the SERVICE_PROVIDER_CLINICIAN a SERVICE_PROVIDER_CLINICIAN_ADMIN acts for; only with that role."),
+        header("X-Correlation-ID", false, "Echoed on the response and recorded in the audit trail."),
+        query("_format", "json, xml, application/fhir+json or application/fhir+xml (overrides Accept)."),
+    ]
+}
+
+/// The errors every FHIR interaction can give (shared components).
+const COMMON_ERRORS: [(&str, &str); 8] = [
+    (
+        "400",
+        "Malformed request, or a missing or invalid header or parameter",
+    ),
+    (
+        "401",
+        "No, invalid or expired bearer token, or too-low assurance",
+    ),
+    (
+        "403",
+        "The role is not held at the organisation, or may not do this",
+    ),
+    ("406", "Accept names no format this server writes"),
+    ("429", "Too many requests (see Retry-After)"),
+    ("431", "Request headers too large"),
+    ("500", "Internal error; nothing was changed"),
+    ("503", "Database unavailable (see Retry-After)"),
+];
+
+/// Adds the common error responses (by reference) and the interaction's own, each an
+/// OperationOutcome.
+fn with_errors(mut op: OperationBuilder, codes: &[(&str, &str)]) -> OperationBuilder {
+    for (code, _) in COMMON_ERRORS {
+        op = op.response(
+            code,
+            RefOr::Ref(Ref::from_response_name(format!("Error{code}"))),
+        );
+    }
+    for (code, text) in codes {
+        op = op.response(*code, error_response(text));
+    }
+    op
+}
+
+fn error_response(text: &str) -> Response {
+    ResponseBuilder::new()
+        .description(text)
+        .content(
+            FHIR_JSON,
+            Content::new(Some(schema_ref("OperationOutcome"))),
+        )
+        .build()
+}
+
+fn who_may(resource: &str, action: Action) -> String {
+    format!(
+        "Business functions: {}.",
+        allowed(resource, action)
+            .iter()
+            .map(|b| b.code())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn operation(
+    id: &str,
+    tag: &str,
+    summary: &str,
+    description: String,
+    params: Vec<Parameter>,
+) -> OperationBuilder {
+    OperationBuilder::new()
+        .operation_id(Some(id))
+        .tag(tag)
+        .summary(Some(summary))
+        .description(Some(description))
+        .parameters(Some(caller_headers().into_iter().chain(params)))
+        .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+}
+
+fn resource_body(t: &str) -> utoipa::openapi::request_body::RequestBody {
+    let mut b = RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .description(Some(format!("A FHIR R4 {t} (JSON or XML, at most 5 MB)")));
+    for (ct, c) in fhir_content("Resource") {
+        b = b.content(ct, c);
+    }
+    b.build()
+}
+
+fn search_params(t: &str) -> Vec<Parameter> {
+    let def = RESOURCES.iter().find(|r| r.name == t);
+    let mut out = vec![
+        query("_id", "Logical ids, comma-separated"),
+        query(
+            "_lastUpdated",
+            "Date with prefix (eq, ne, lt, gt, le, ge, sa, eb)",
+        ),
+    ];
+    if let Some(def) = def {
+        for p in def.params {
+            let hint = match p.kind {
+                ParamKind::Token => "token: [system|]code; modifiers :not, :missing",
+                ParamKind::String => "string: starts with, case- and accent-insensitive; modifiers :exact, :contains, :missing",
+                ParamKind::Date => "date with prefix eq, ne, lt, gt, le, ge, sa, eb",
+                ParamKind::Reference => "reference: Type/id or id; modifiers :Type, :missing; chain with .param",
+            };
+            out.push(query(p.name, &format!("{} ({hint})", p.doc)));
+        }
+    }
+    out.extend([
+        query(
+            "_count",
+            &format!("Page size, default {DEFAULT_COUNT}, at most {MAX_COUNT}"),
+        ),
+        query(
+            "_offset",
+            "Where the page starts (from the next/previous links)",
+        ),
+        query("_sort", "Comma-separated parameters, '-' for descending"),
+        query("_include", "Type:param[:target]"),
+        query("_revinclude", "Type:param[:target]"),
+        query("_summary", "true, false, text, data or count"),
+        query("_total", "none, estimate or accurate"),
+        query("_elements", "Comma-separated top-level elements"),
+    ]);
+    out
+}
+
+fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
+    for def in RESOURCES {
+        let t = def.name;
+        let base = format!("/FHIR/R4/{t}");
+        let id = || path_param("id", &format!("Logical id of the {t}"));
+        let mut type_item: Vec<(HttpMethod, Operation)> = Vec::new();
+        if !allowed(t, Action::Search).is_empty() {
+            let op = operation(
+                &format!("search{t}"),
+                t,
+                &format!("Search {t}"),
+                who_may(t, Action::Search),
+                search_params(t),
+            )
+            .response("200", response("A searchset Bundle", Some("Bundle")));
+            type_item.push((HttpMethod::Get, with_errors(op, &[]).build()));
+            let post = operation(
+                &format!("search{t}Post"),
+                t,
+                &format!("Search {t} (form body)"),
+                who_may(t, Action::Search),
+                Vec::new(),
+            )
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .content(
+                        "application/x-www-form-urlencoded",
+                        Content::new(Some(RefOr::T(string_schema("The search parameters")))),
+                    )
+                    .build(),
+            ))
+            .response("200", response("A searchset Bundle", Some("Bundle")));
+            paths = paths.path(
+                format!("{base}/_search"),
+                PathItem::new(
+                    HttpMethod::Post,
+                    with_errors(post, &[("415", "Not a form body")]).build(),
+                ),
+            );
+        }
+        if !allowed(t, Action::Create).is_empty() {
+            let op = operation(
+                &format!("create{t}"),
+                t,
+                &format!("Create a {t}"),
+                format!("{} The server assigns the id. With If-None-Exist, an existing match is returned with 200 instead.", who_may(t, Action::Create)),
+                vec![header("If-None-Exist", false, "Search criteria (identifier=system|value): create only if nothing matches"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
+            )
+            .request_body(Some(resource_body(t)))
+            .response("201", response("Created (Location, ETag, Last-Modified)", Some("Resource")))
+            .response("200", response("If-None-Exist matched an existing resource", Some("Resource")));
+            let errors = [
+                ("409", "A business identifier is already taken"),
+                ("412", "If-None-Exist matched several"),
+                ("413", "Body over 5 MB"),
+                ("415", "Unsupported Content-Type"),
+                (
+                    "422",
+                    "Invalid resource: one issue per problem, with its location",
+                ),
+            ];
+            type_item.push((HttpMethod::Post, with_errors(op, &errors).build()));
+        }
+        if !type_item.is_empty() {
+            let mut item = PathItem::new(type_item[0].0.clone(), type_item[0].1.clone());
+            for (m, op) in type_item.into_iter().skip(1) {
+                item.merge_operations(PathItem::new(m, op));
+            }
+            paths = paths.path(base.clone(), item);
+        }
+        let mut instance: Vec<(HttpMethod, Operation)> = Vec::new();
+        if !allowed(t, Action::Read).is_empty() {
+            let op = operation(
+                &format!("read{t}"),
+                t,
+                &format!("Read a {t}"),
+                who_may(t, Action::Read),
+                vec![id()],
+            )
+            .response(
+                "200",
+                response(
+                    "The current version (ETag, Last-Modified)",
+                    Some("Resource"),
+                ),
+            );
+            instance.push((
+                HttpMethod::Get,
+                with_errors(op, &[("404", "Not known"), ("410", "Deleted")]).build(),
+            ));
+            let vid = path_param("vid", "Version id (1, 2, ...)");
+            let op = operation(
+                &format!("vread{t}"),
+                t,
+                &format!("Read a version of a {t}"),
+                who_may(t, Action::Read),
+                vec![id(), vid],
+            )
+            .response("200", response("That version", Some("Resource")));
+            paths = paths.path(
+                format!("{base}/{{id}}/_history/{{vid}}"),
+                PathItem::new(
+                    HttpMethod::Get,
+                    with_errors(
+                        op,
+                        &[("404", "Not known"), ("410", "That version is a deletion")],
+                    )
+                    .build(),
+                ),
+            );
+        }
+        if !allowed(t, Action::Update).is_empty() {
+            let op = operation(
+                &format!("update{t}"),
+                t,
+                &format!("Update a {t}"),
+                format!("{} The body's id must be the URL's.", who_may(t, Action::Update)),
+                vec![id(), header("If-Match", false, "W/\"n\": the version being replaced (412 when stale; 428 when required and missing)"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
+            )
+            .request_body(Some(resource_body(t)))
+            .response("200", response("Updated (ETag, Last-Modified, Location)", Some("Resource")));
+            let errors = [
+                ("405", "Does not exist (the server assigns ids)"),
+                ("409", "Concurrent update, or identifier taken"),
+                ("412", "If-Match is stale"),
+                ("413", "Body over 5 MB"),
+                ("415", "Unsupported Content-Type"),
+                ("422", "Invalid resource"),
+                ("428", "If-Match required"),
+            ];
+            instance.push((HttpMethod::Put, with_errors(op, &errors).build()));
+        }
+        if def.delete && !allowed(t, Action::Delete).is_empty() {
+            let op = operation(
+                &format!("delete{t}"),
+                t,
+                &format!("Delete a {t}"),
+                format!(
+                    "{} Refused while other resources refer to it; history is kept.",
+                    who_may(t, Action::Delete)
+                ),
+                vec![id()],
+            )
+            .response(
+                "204",
+                ResponseBuilder::new()
+                    .description("Deleted (or already deleted)")
+                    .build(),
+            );
+            instance.push((
+                HttpMethod::Delete,
+                with_errors(op, &[("404", "Not known"), ("409", "Still referred to")]).build(),
+            ));
+        }
+        if !instance.is_empty() {
+            let mut item = PathItem::new(instance[0].0.clone(), instance[0].1.clone());
+            for (m, op) in instance.into_iter().skip(1) {
+                item.merge_operations(PathItem::new(m, op));
+            }
+            paths = paths.path(format!("{base}/{{id}}"), item);
+        }
+        if !allowed(t, Action::History).is_empty() {
+            let page = || {
+                vec![
+                    query("_count", "Page size"),
+                    query("_offset", "Page start"),
+                    query("_since", "Only versions since this instant"),
+                    query("_at", "Only versions up to this instant"),
+                ]
+            };
+            let op = operation(
+                &format!("history{t}"),
+                t,
+                &format!("Every version of a {t}"),
+                who_may(t, Action::History),
+                std::iter::once(id()).chain(page()).collect(),
+            )
+            .response(
+                "200",
+                response("A history Bundle, newest first", Some("Bundle")),
+            );
+            paths = paths.path(
+                format!("{base}/{{id}}/_history"),
+                PathItem::new(
+                    HttpMethod::Get,
+                    with_errors(op, &[("404", "Not known")]).build(),
+                ),
+            );
+            let op = operation(
+                &format!("historyType{t}"),
+                t,
+                &format!("Every version of every {t}"),
+                who_may(t, Action::History),
+                page(),
+            )
+            .response(
+                "200",
+                response("A history Bundle, newest first", Some("Bundle")),
+            );
+            paths = paths.path(
+                format!("{base}/_history"),
+                PathItem::new(HttpMethod::Get, with_errors(op, &[]).build()),
+            );
+        }
+    }
+    paths
+}
+
+fn audit_paths(paths: PathsBuilder) -> PathsBuilder {
+    let params = || {
+        vec![
+            query("date", "When recorded: eq, ge, gt, le, lt and a date"),
+            query("agent", "SDS user id or application id"),
+            query("entity", "Type/id of a resource it touched"),
+            query("patient", "Patient/id"),
+            query("patient:identifier", "https://fhir.nhs.uk/Id/nhs-number|n"),
+            query("action", "C, R, U, D or E"),
+            query("outcome", "0, 4 or 8"),
+            query(
+                "subtype",
+                "read, search-type, create, update, delete, access-denied, failed, export...",
+            ),
+        ]
+    };
+    let search = operation(
+        "searchAuditEvent",
+        "AuditEvent",
+        "Search the audit trail",
+        who_may("AuditEvent", Action::Search),
+        params()
+            .into_iter()
+            .chain([query("_count", "Page size"), query("_offset", "Page start")])
+            .collect(),
+    )
+    .response(
+        "200",
+        response(
+            "A searchset Bundle of AuditEvent, newest first",
+            Some("Bundle"),
+        ),
+    );
+    let read = operation(
+        "readAuditEvent",
+        "AuditEvent",
+        "Read one AuditEvent",
+        who_may("AuditEvent", Action::Read),
+        vec![path_param("id", "AuditEvent id")],
+    )
+    .response("200", response("The AuditEvent", Some("Resource")));
+    let mut export = operation(
+        "exportAuditEvent",
+        "AuditEvent",
+        "Export the audit trail",
+        format!(
+            "{} Every match of the search parameters as NDJSON.",
+            who_may("AuditEvent", Action::Export)
+        ),
+        params(),
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("One AuditEvent per line")
+            .content(
+                "application/fhir+ndjson",
+                Content::new(Some(RefOr::T(string_schema("NDJSON")))),
+            )
+            .build(),
+    );
+    export = with_errors(export, &[]);
+    paths
+        .path(
+            "/FHIR/R4/AuditEvent",
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(search, &[("405", "Append-only: no writes")]).build(),
+            ),
+        )
+        .path(
+            "/FHIR/R4/AuditEvent/{id}",
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(
+                    read,
+                    &[("404", "Not known"), ("405", "Append-only: no writes")],
+                )
+                .build(),
+            ),
+        )
+        .path(
+            "/FHIR/R4/AuditEvent/$export",
+            PathItem::new(HttpMethod::Get, export.build()),
+        )
+}
+
+fn system_paths(paths: PathsBuilder) -> PathsBuilder {
+    let plain = |id: &str, tag: &str, summary: &str, ok: Response| {
+        OperationBuilder::new()
+            .operation_id(Some(id))
+            .tag(tag)
+            .summary(Some(summary))
+            .response("200", ok)
+            .build()
+    };
+    let form = |description: &str| {
+        RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .content(
+                "application/x-www-form-urlencoded",
+                Content::new(Some(RefOr::T(string_schema(description)))),
+            )
+            .build()
+    };
+    let token = ResponseBuilder::new()
+        .description("{access_token, token_type: Bearer, expires_in}")
+        .content(
+            "application/json",
+            Content::new(Some(RefOr::T(
+                ObjectBuilder::new().schema_type(Type::Object).into(),
+            ))),
+        )
+        .build();
+    let json = |d: &str| {
+        ResponseBuilder::new()
+            .description(d)
+            .content(
+                "application/json",
+                Content::new(Some(RefOr::T(
+                    ObjectBuilder::new().schema_type(Type::Object).into(),
+                ))),
+            )
+            .build()
+    };
+    paths
+        .path("/FHIR/R4/metadata", PathItem::new(HttpMethod::Get, plain("metadata", "System", "The CapabilityStatement (no token needed)", response("CapabilityStatement", Some("Resource")))))
+        .path("/FHIR/R4/openapi.json", PathItem::new(HttpMethod::Get, plain("openapi", "System", "This document (no token needed)", json("OpenAPI 3 document"))))
+        .path("/_ping", PathItem::new(HttpMethod::Get, plain("ping", "System", "Liveness", json("{status: pass}"))))
+        .path("/_status", PathItem::new(HttpMethod::Get, OperationBuilder::new().operation_id(Some("status")).tag("System").summary(Some("Readiness: checks the database")).response("200", json("{status: pass}")).response("503", json("{status: fail}")).build()))
+        .path(
+            "/oauth2/token",
+            PathItem::new(
+                HttpMethod::Post,
+                OperationBuilder::new()
+                    .operation_id(Some("clientCredentials"))
+                    .tag("OAuth2")
+                    .summary(Some("Application-restricted access: client assertion for an access token"))
+                    .description(Some("grant_type=client_credentials, client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer, client_assertion=<JWT signed with the registered key: iss = sub = client id, aud = <root>/oauth2/token, exp at most 5 minutes ahead>. The token acts as PROVIDER_AUTHORISED_APPLICATION at the application's organisation."))
+                    .request_body(Some(form("grant_type, client_assertion_type, client_assertion")))
+                    .response("200", token.clone())
+                    .response("400", response("Bad request", Some("OperationOutcome")))
+                    .response("401", response("Assertion refused", Some("OperationOutcome")))
+                    .build(),
+            ),
+        )
+        .path("/oauth2/jwks", PathItem::new(HttpMethod::Get, plain("appJwks", "OAuth2", "Public keys of application access tokens", json("JWKS"))))
+        .path(
+            "/oauth2/sandbox/token",
+            PathItem::new(
+                HttpMethod::Post,
+                OperationBuilder::new()
+                    .operation_id(Some("sandboxToken"))
+                    .tag("OAuth2")
+                    .summary(Some("Sandbox mode only: a token for a seeded sandbox user"))
+                    .request_body(Some(form("user_id=<SDS user id>")))
+                    .response("200", token)
+                    .response("400", response("Not a sandbox user", Some("OperationOutcome")))
+                    .response("404", response("Sandbox issuer off", Some("OperationOutcome")))
+                    .build(),
+            ),
+        )
+        .path("/oauth2/sandbox/jwks", PathItem::new(HttpMethod::Get, plain("sandboxJwks", "OAuth2", "Public keys of sandbox tokens", json("JWKS"))))
+}
+
+fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
+    let mut rt = ObjectBuilder::new().schema_type(Type::String);
+    if let Some(t) = resource_type {
+        rt = rt.enum_values(Some([t]));
+    }
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property("resourceType", rt)
+        .required("resourceType")
+        .into()
+}
+
+/// The whole document.
+pub fn document() -> OpenApi {
+    let paths = system_paths(audit_paths(resource_paths(PathsBuilder::new()))).build();
+    let components = ComponentsBuilder::new()
+        .schema("Resource", fhir_schema(None, "A FHIR R4 resource; its profile is in the CapabilityStatement"))
+        .schema("Bundle", fhir_schema(Some("Bundle"), "A FHIR R4 Bundle (searchset or history)"))
+        .schema("OperationOutcome", fhir_schema(Some("OperationOutcome"), "Every error: issue[].code, an e-RS error code in issue[].details and diagnostics naming what was wrong"))
+        .security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)))
+        .responses_from_iter(COMMON_ERRORS.iter().map(|(code, text)| (format!("Error{code}"), error_response(text))))
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("e-Referral Service FHIR R4 server")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("A FHIR R4 server that does what the NHS e-Referral Service does. Every FHIR request except metadata needs a bearer token; user tokens also name the business function and organisation in headers. Errors are FHIR OperationOutcomes."))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components))
+        .build()
+}
+
+/// The document as committed (pretty JSON with a final newline).
+pub fn document_json() -> String {
+    let mut s = document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}

@@ -1,0 +1,92 @@
+//! The OpenAPI document: generated from the code, committed, served, and shown offline.
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn the_committed_openapi_document_matches_the_code() {
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json"),
+    )
+    .expect("openapi/openapi.json");
+    let generated = ers_api::http::openapi::document_json();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is out of date: run `cargo run -p ers-api --bin ers-server -- openapi > openapi/openapi.json`"
+    );
+    let app = spawn_app().await;
+    let r = app.send(app.bare("GET", "openapi.json"), None).await;
+    assert_eq!(r.status, 200);
+    let served = r.json();
+    assert_eq!(
+        served,
+        serde_json::from_str::<serde_json::Value>(&generated).expect("json")
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+    // Every registered interaction is there, with who may use it.
+    let create = &served["paths"]["/FHIR/R4/Patient"]["post"];
+    assert!(
+        create["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("REFERRING_CLINICIAN"),
+        "{create}"
+    );
+    assert!(
+        served["paths"]["/FHIR/R4/Provenance"].get("post").is_none(),
+        "Provenance is server-written"
+    );
+    assert!(served["paths"]["/FHIR/R4/AuditEvent/$export"]["get"].is_object());
+    let params: Vec<&str> = served["paths"]["/FHIR/R4/Patient"]["get"]["parameters"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for p in [
+        "NHSD-eRS-Business-Function",
+        "identifier",
+        "birthdate",
+        "_count",
+        "_include",
+    ] {
+        assert!(params.contains(&p), "{p} missing");
+    }
+    assert_eq!(
+        served["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[actix_web::test]
+async fn interactive_docs_are_served_from_the_binary() {
+    let app = spawn_app().await;
+    // `/docs` redirects to `/docs/` (the client follows it).
+    let r = app.send(app.bare("GET", "/docs"), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("swagger-ui"), "{}", r.text());
+    let r = app.send(app.bare("GET", "/docs/"), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("swagger-ui"), "{}", r.text());
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("http"),
+        "{csp}"
+    );
+    let js = app
+        .send(app.bare("GET", "/docs/swagger-ui-bundle.js"), None)
+        .await;
+    assert_eq!(js.status, 200);
+    assert!(
+        js.body.len() > 500_000,
+        "the Swagger UI bundle comes from the binary"
+    );
+    let init = app
+        .send(app.bare("GET", "/docs/swagger-initializer.js"), None)
+        .await;
+    assert_eq!(init.status, 200);
+    assert!(
+        init.text().contains("/FHIR/R4/openapi.json"),
+        "{}",
+        init.text()
+    );
+}
