@@ -112,3 +112,29 @@ pub fn operation_outcome(issues: &[Issue]) -> Value {
         .collect();
     json!({"resourceType": "OperationOutcome", "issue": issues})
 }
+
+/// A validator finding as an issue.
+pub fn from_finding(f: ers_fhir::validate::Finding) -> Issue {
+    use ers_fhir::validate::Severity as V;
+    let ers_code = match f.code {
+        "required" => "MISSING_VALUE",
+        "code-invalid" => "INVALID_CODE",
+        "structure" => "INVALID_FHIR_STRUCTURE",
+        _ => "INVALID_VALUE",
+    };
+    Issue {
+        severity: if f.severity == V::Error {
+            Severity::Error
+        } else {
+            Severity::Warning
+        },
+        code: f.code,
+        ers_code: Some(ers_code),
+        diagnostics: if f.expression.is_empty() {
+            f.message
+        } else {
+            format!("'{}' {}", f.expression, f.message)
+        },
+        expression: (!f.expression.is_empty()).then_some(f.expression),
+    }
+}

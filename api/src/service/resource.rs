@@ -45,7 +45,23 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
         meta.remove("versionId");
         meta.remove("lastUpdated");
     }
-    let checked = (def.check)(&body).map_err(ServiceError::Invalid)?;
+    // R4 structure, codes and formats, then the UK Core profile, then e-RS rules: every problem
+    // in one answer.
+    let mut issues: Vec<Issue> = ers_fhir::validate::validate(&body, true)
+        .into_iter()
+        .filter(|f| f.severity == ers_fhir::validate::Severity::Error)
+        .map(crate::fhir::outcome::from_finding)
+        .collect();
+    let checked = match (def.check)(&body) {
+        Ok(c) => c,
+        Err(more) => {
+            issues.extend(more);
+            Default::default()
+        }
+    };
+    if !issues.is_empty() {
+        return Err(ServiceError::Invalid(issues));
+    }
     let index = index::entries(def, &body, &checked);
     let references = index::all_references(&body)
         .into_iter()

@@ -1,4 +1,4 @@
-//! UK Core Location rules.
+//! e-RS Location rules: ODS site codes well-formed and unique; a position on Earth; UK postcode.
 
 use serde_json::Value;
 
@@ -12,35 +12,19 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         r,
         "Location",
         OdsCode::SITE_SYSTEM,
-        true,
         |v| OdsCode::parse(v).map(|c| c.as_str().to_owned()),
         &mut checked,
         &mut issues,
     );
-    code_in(
-        r,
-        "Location",
-        "status",
-        &["active", "suspended", "inactive"],
-        &mut issues,
-    );
-    code_in(r, "Location", "mode", &["instance", "kind"], &mut issues);
     if let Some(pos) = r.get("position") {
         for (key, limit) in [("latitude", 90.0), ("longitude", 180.0)] {
-            let value = pos.get(key).and_then(|v| {
-                v.as_f64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            });
-            match value {
-                Some(x) if (-limit..=limit).contains(&x) => {}
-                Some(x) => issues.push(Issue::invalid_at(
-                    format!("Location.position.{key}"),
-                    format!("({x}) is out of range -{limit}..{limit}"),
-                )),
-                None => issues.push(Issue::required_at(
-                    format!("Location.position.{key}"),
-                    "is required with a position",
-                )),
+            if let Some(x) = pos.get(key).and_then(Value::as_f64) {
+                if !(-limit..=limit).contains(&x) {
+                    issues.push(Issue::invalid_at(
+                        format!("Location.position.{key}"),
+                        format!("({x}) is out of range -{limit}..{limit}"),
+                    ));
+                }
             }
         }
     }
@@ -53,6 +37,5 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             issues.push(Issue::invalid_at("Location.address.postalCode", e.0));
         }
     }
-    telecoms(r, "Location", &mut issues);
     finish(checked, issues)
 }

@@ -1,4 +1,4 @@
-//! UK Core Organization rules.
+//! e-RS Organization rules: ODS organisation and site codes are well-formed and unique.
 
 use serde_json::Value;
 
@@ -8,30 +8,15 @@ use crate::domain::OdsCode;
 pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     let mut checked = Checked::default();
     let mut issues = Vec::new();
-    unique_identifier(
-        r,
-        "Organization",
-        OdsCode::ORGANIZATION_SYSTEM,
-        true,
-        |v| OdsCode::parse(v).map(|c| c.as_str().to_owned()),
-        &mut checked,
-        &mut issues,
-    );
-    unique_identifier(
-        r,
-        "Organization",
-        OdsCode::SITE_SYSTEM,
-        true,
-        |v| OdsCode::parse(v).map(|c| c.as_str().to_owned()),
-        &mut checked,
-        &mut issues,
-    );
-    if r.get("identifier").is_none() && r.get("name").is_none() {
-        issues.push(Issue::required_at(
+    for system in [OdsCode::ORGANIZATION_SYSTEM, OdsCode::SITE_SYSTEM] {
+        unique_identifier(
+            r,
             "Organization",
-            "must have at least an identifier or a name (org-1)",
-        ));
+            system,
+            |v| OdsCode::parse(v).map(|c| c.as_str().to_owned()),
+            &mut checked,
+            &mut issues,
+        );
     }
-    telecoms(r, "Organization", &mut issues);
     finish(checked, issues)
 }

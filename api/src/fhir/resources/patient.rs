@@ -1,4 +1,4 @@
-//! UK Core Patient rules.
+//! e-RS Patient rules: a valid NHS number (Modulus 11), unique; UK postcodes.
 
 use serde_json::Value;
 
@@ -23,56 +23,28 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         r,
         "Patient",
         NhsNumber::SYSTEM,
-        true,
         |v| NhsNumber::parse(v).map(|n| n.as_str().to_owned()),
         &mut checked,
         &mut issues,
     );
-    code_in(
-        r,
-        "Patient",
-        "gender",
-        &["male", "female", "other", "unknown"],
-        &mut issues,
-    );
-    date_element(r, "Patient", "birthDate", &mut issues);
-    telecoms(r, "Patient", &mut issues);
-    if let Some(addresses) = r.get("address").and_then(Value::as_array) {
-        for (i, a) in addresses.iter().enumerate() {
-            let in_uk = a
-                .get("country")
-                .and_then(Value::as_str)
-                .is_none_or(|c| UK_COUNTRIES.iter().any(|u| u.eq_ignore_ascii_case(c)));
-            if let (true, Some(pc)) = (in_uk, a.get("postalCode").and_then(Value::as_str)) {
-                if let Err(e) = Postcode::parse(pc) {
-                    issues.push(Issue::invalid_at(
-                        format!("Patient.address[{i}].postalCode"),
-                        e.0,
-                    ));
-                }
+    for (i, a) in r
+        .get("address")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let in_uk = a
+            .get("country")
+            .and_then(Value::as_str)
+            .is_none_or(|c| UK_COUNTRIES.iter().any(|u| u.eq_ignore_ascii_case(c)));
+        if let (true, Some(pc)) = (in_uk, a.get("postalCode").and_then(Value::as_str)) {
+            if let Err(e) = Postcode::parse(pc) {
+                issues.push(Issue::invalid_at(
+                    format!("Patient.address[{i}].postalCode"),
+                    e.0,
+                ));
             }
-            if let Some(p) = a.get("period") {
-                period(p, &format!("Patient.address[{i}].period"), &mut issues);
-            }
-        }
-    }
-    if let Some(names) = r.get("name").and_then(Value::as_array) {
-        for (i, n) in names.iter().enumerate() {
-            code_in(
-                n,
-                &format!("Patient.name[{i}]"),
-                "use",
-                &[
-                    "usual",
-                    "official",
-                    "temp",
-                    "nickname",
-                    "anonymous",
-                    "old",
-                    "maiden",
-                ],
-                &mut issues,
-            );
         }
     }
     finish(checked, issues)
