@@ -742,14 +742,12 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
                 }
             }
         }
-        "Organization" => {
-            if v.get("identifier").is_none() && v.get("name").is_none() {
-                ctx.error(
-                    "invariant",
-                    "Organization",
-                    "org-1: an organization needs an identifier or a name".into(),
-                );
-            }
+        "Organization" if v.get("identifier").is_none() && v.get("name").is_none() => {
+            ctx.error(
+                "invariant",
+                "Organization",
+                "org-1: an organization needs an identifier or a name".into(),
+            );
         }
         "PractitionerRole" => {
             if let Some(p) = v.get("period") {
