@@ -44,7 +44,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             let revincludes: Vec<String> = registry::referrers_of(r.name).iter().map(|(src, p)| format!("{src}:{}", p.name)).collect();
             let mut res = json!({
                 "type": r.name,
-                "profile": r.profile,
+                "profile": ers_fhir::validate::profile_of(r.name).map(|p| p.url.clone()).unwrap_or_else(|| r.profile.to_owned()),
                 "interaction": interactions,
                 "versioning": "versioned-update",
                 "readHistory": true,
@@ -54,6 +54,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
                 "searchParam": params,
+                "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= the UK Core profile or the base R4 definition. Returns every issue; stores nothing."}],
             });
             if !includes.is_empty() {
                 res["searchInclude"] = json!(includes);

@@ -682,3 +682,102 @@ pub async fn history_instance(
     check_id(&id)?;
     run_history(req, def, Some(id), caller, state).await
 }
+
+/// `POST /{type}/$validate[?profile=…]`: the full OperationOutcome, nothing stored. The body is
+/// the resource, or a Parameters with a `resource` parameter.
+pub async fn validate(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    use crate::service::resource::ValidateAgainst;
+    let def = resource_def(&path)?;
+    authorise(def.name, Action::Validate, &caller)?;
+    let parsed = negotiate::parse_body(&req, &body)?;
+    let resource = if parsed.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+        parsed
+            .get("parameter")
+            .and_then(Value::as_array)
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.get("name").and_then(Value::as_str) == Some("resource"))
+            })
+            .and_then(|p| p.get("resource"))
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::BadRequest("Parameters has no 'resource' parameter to validate".into())
+            })?
+    } else {
+        parsed
+    };
+    let body_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if body_type != def.name {
+        return Err(ApiError::BadRequest(format!(
+            "the resource is a {body_type} but the URL is for {}",
+            def.name
+        )));
+    }
+    let profile = parse_query(req.query_string())?
+        .into_iter()
+        .find(|(k, _)| k == "profile")
+        .map(|(_, v)| v);
+    let against = match profile.as_deref().map(|p| p.split('|').next().unwrap_or(p)) {
+        None => ValidateAgainst::Server,
+        Some(p) if ers_fhir::validate::profile_of(def.name).is_some_and(|uk| uk.url == p) => {
+            ValidateAgainst::UkCore
+        }
+        Some(p) if p == format!("http://hl7.org/fhir/StructureDefinition/{}", def.name) => {
+            ValidateAgainst::Base
+        }
+        Some(p) => {
+            let known: Vec<String> = ers_fhir::validate::profile_of(def.name)
+                .map(|uk| uk.url.clone())
+                .into_iter()
+                .chain([format!(
+                    "http://hl7.org/fhir/StructureDefinition/{}",
+                    def.name
+                )])
+                .collect();
+            return Err(ApiError::BadRequest(format!(
+                "profile '{p}' is not loaded for {}; known: {}",
+                def.name,
+                known.join(", ")
+            )));
+        }
+    };
+    let issues = svc::validate_only(def, &resource, against);
+    let d = draft(&req, Some(&caller));
+    let errors = issues
+        .iter()
+        .filter(|i| i.severity == crate::fhir::outcome::Severity::Error)
+        .count();
+    let mut c = conn(&state).await?;
+    web::block(move || -> Result<(), ApiError> {
+        let outcome = Outcome {
+            action: "E",
+            subtype: "validate".into(),
+            status: 200,
+            description: Some(format!("{errors} error(s)")),
+        };
+        Ok(audit::record(&mut c, &d, &outcome, &[])?)
+    })
+    .await??;
+    let issues = if issues.is_empty() {
+        vec![Issue::information(format!(
+            "No issues: the {} is valid",
+            def.name
+        ))]
+    } else {
+        issues
+    };
+    negotiate::respond(
+        &req,
+        StatusCode::OK,
+        Body::Value(operation_outcome(&issues)),
+    )
+}

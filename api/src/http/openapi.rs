@@ -262,6 +262,22 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 ),
             );
         }
+        let op = operation(
+            &format!("validate{t}"),
+            t,
+            &format!("Validate a {t} ($validate)"),
+            format!("{} Every issue, errors and warnings; nothing is stored.", who_may(t, Action::Validate)),
+            vec![query("profile", "The UK Core profile, or the base R4 StructureDefinition; default: everything a write enforces")],
+        )
+        .request_body(Some(resource_body(t)))
+        .response("200", response("An OperationOutcome with every issue", Some("OperationOutcome")));
+        paths = paths.path(
+            format!("{base}/$validate"),
+            PathItem::new(
+                HttpMethod::Post,
+                with_errors(op, &[("415", "Unsupported Content-Type")]).build(),
+            ),
+        );
         if !allowed(t, Action::Create).is_empty() {
             let op = operation(
                 &format!("create{t}"),

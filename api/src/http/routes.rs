@@ -67,6 +67,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .default_service(web::to(audit::append_only)),
                 )
                 .service(
+                    web::resource("/{type}/$validate")
+                        .route(web::post().to(h::validate))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
                     web::resource("/{type}/_search")
                         .route(web::post().to(h::search_post))
                         .default_service(web::to(not_allowed)),

@@ -62,6 +62,7 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
     if !issues.is_empty() {
         return Err(ServiceError::Invalid(issues));
     }
+    claim_profile(&mut body, def.name);
     let index = index::entries(def, &body, &checked);
     let references = index::all_references(&body)
         .into_iter()
@@ -82,6 +83,67 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
         index,
         references,
     })
+}
+
+/// Adds the type's UK Core profile to `meta.profile` (the resource has just been validated
+/// against it).
+fn claim_profile(body: &mut Value, res_type: &str) {
+    let Some(p) = ers_fhir::validate::profile_of(res_type) else {
+        return;
+    };
+    let Some(o) = body.as_object_mut() else {
+        return;
+    };
+    let meta = o.entry("meta").or_insert_with(|| serde_json::json!({}));
+    let Some(m) = meta.as_object_mut() else {
+        return;
+    };
+    let profiles = m.entry("profile").or_insert_with(|| serde_json::json!([]));
+    if let Some(list) = profiles.as_array_mut() {
+        let claimed = list.iter().any(|x| {
+            x.as_str()
+                .is_some_and(|u| u.split('|').next() == Some(p.url.as_str()))
+        });
+        if !claimed {
+            list.push(Value::from(p.url.clone()));
+        }
+    }
+}
+
+/// What `$validate` found: every problem, errors and warnings, nothing stored.
+pub fn validate_only(
+    def: &'static ResourceDef,
+    body: &Value,
+    profile: ValidateAgainst,
+) -> Vec<Issue> {
+    let use_profile = !matches!(profile, ValidateAgainst::Base);
+    let mut issues: Vec<Issue> = ers_fhir::validate::validate(body, use_profile)
+        .into_iter()
+        .map(crate::fhir::outcome::from_finding)
+        .collect();
+    if let Err(more) = (def.check)(body) {
+        // e-RS rules are errors for the server's own use and warnings under plain profiles
+        // (UK Core accepts an NHS number that fails Modulus 11, for example).
+        let downgrade = !matches!(profile, ValidateAgainst::Server);
+        issues.extend(more.into_iter().map(|mut i| {
+            if downgrade {
+                i.severity = crate::fhir::outcome::Severity::Warning;
+            }
+            i
+        }));
+    }
+    issues
+}
+
+/// What `$validate` checks against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidateAgainst {
+    /// Everything the server enforces on a write (UK Core and e-RS rules).
+    Server,
+    /// The UK Core profile alone.
+    UkCore,
+    /// The base R4 definition alone.
+    Base,
 }
 
 /// Every local reference must name a live resource of a hosted type.

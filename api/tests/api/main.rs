@@ -10,3 +10,4 @@ mod openapi;
 mod search;
 mod security;
 mod system;
+mod validation;

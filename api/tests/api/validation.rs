@@ -1,0 +1,157 @@
+//! UK Core validation on every write, `$validate`, and `meta.profile`.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+
+fn issues(oo: &Value) -> Vec<(String, String, String)> {
+    oo["issue"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .map(|i| {
+            (
+                i["severity"].as_str().unwrap_or_default().to_owned(),
+                i["code"].as_str().unwrap_or_default().to_owned(),
+                i["expression"][0].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn broken_resources_are_refused_with_one_issue_per_problem() {
+    let app = spawn_app().await;
+    let mut p = patient(NHS[0], "Broken", "Bones", "1980-01-01", "female");
+    p["identifier"] = json!([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[0]}, {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[1]}]);
+    p["deceasedDateTime"] = json!("2020-01-01T10:00");
+    p["contact"] = json!([{"gender": "female"}]);
+    p["name"][0]["use"] = json!("nickname-ish");
+    let r = app.post_json("Patient", &p).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let found = issues(&r.json());
+    for (code, at) in [
+        ("structure", "Patient.identifier"),
+        ("value", "Patient.deceasedDateTime"),
+        ("invariant", "Patient.contact[0]"),
+        ("code-invalid", "Patient.name[0].use"),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|(s, c, e)| s == "error" && c == code && e == at),
+            "{code} at {at} missing: {found:?}"
+        );
+    }
+    assert_eq!(
+        app.search("Patient?_summary=count").await["total"],
+        0,
+        "nothing stored"
+    );
+}
+
+#[actix_web::test]
+async fn stored_resources_claim_their_uk_core_profile() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Prof", "Ile", "1980-01-01", "male"))
+        .await;
+    let p = app.get(&format!("Patient/{id}")).await.json();
+    assert_eq!(
+        p["meta"]["profile"],
+        json!(["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"])
+    );
+    let cs = app.send(app.bare("GET", "metadata"), None).await.json();
+    assert_eq!(
+        cs["rest"][0]["resource"][0]["profile"],
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
+    );
+    assert_eq!(
+        cs["rest"][0]["resource"][0]["operation"][0]["name"],
+        "validate"
+    );
+}
+
+#[actix_web::test]
+async fn validate_operation_reports_everything_and_stores_nothing() {
+    let app = spawn_app().await;
+    let send = |query: &'static str, body: Value| {
+        let r = app
+            .req("POST", &format!("Patient/$validate{query}"))
+            .insert_header(("Content-Type", "application/fhir+json"));
+        app.send(r, Some(body.to_string().into_bytes()))
+    };
+    // Valid: one information issue.
+    let r = send("", patient(NHS[0], "Ok", "Fine", "1980-01-01", "male")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["issue"][0]["severity"], "information");
+    // An NHS number failing Modulus 11: an error for this server, a warning under plain UK Core.
+    let bad_nhs = patient("9912003889", "Mod", "Eleven", "1980-01-01", "male");
+    let strict = issues(&send("", bad_nhs.clone()).await.json());
+    assert!(
+        strict
+            .iter()
+            .any(|(s, _, e)| s == "error" && e == "Patient.identifier[0].value"),
+        "{strict:?}"
+    );
+    let uk = issues(
+        &send(
+            "?profile=https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
+            bad_nhs.clone(),
+        )
+        .await
+        .json(),
+    );
+    assert!(
+        uk.iter()
+            .any(|(s, _, e)| s == "warning" && e == "Patient.identifier[0].value"),
+        "{uk:?}"
+    );
+    assert!(!uk.iter().any(|(s, _, _)| s == "error"), "{uk:?}");
+    // Two NHS numbers break the UK Core slice, but not base R4.
+    let mut two = patient(NHS[0], "Two", "Numbers", "1980-01-01", "male");
+    two["identifier"] = json!([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[0]}, {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[1]}]);
+    let uk = issues(
+        &send(
+            "?profile=https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
+            two.clone(),
+        )
+        .await
+        .json(),
+    );
+    assert!(
+        uk.iter()
+            .any(|(s, _, e)| s == "error" && e == "Patient.identifier"),
+        "{uk:?}"
+    );
+    let base = issues(
+        &send(
+            "?profile=http://hl7.org/fhir/StructureDefinition/Patient",
+            two.clone(),
+        )
+        .await
+        .json(),
+    );
+    assert!(
+        !base
+            .iter()
+            .any(|(s, _, e)| s == "error" && e == "Patient.identifier"),
+        "{base:?}"
+    );
+    // Wrapped in Parameters.
+    let r = send(
+        "",
+        json!({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": two}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(issues(&r.json()).iter().any(|(s, _, _)| s == "error"));
+    // Unknown profiles are refused.
+    send(
+        "?profile=https://example.org/StructureDefinition/Other",
+        patient(NHS[0], "A", "B", "1980-01-01", "male"),
+    )
+    .await
+    .assert_outcome(400, "invalid");
+    // Nothing stored.
+    assert_eq!(app.search("Patient?_summary=count").await["total"], 0);
+}
