@@ -146,6 +146,16 @@ fn error_response(text: &str) -> Response {
         .build()
 }
 
+/// "a Patient", "an Organization".
+fn a(t: &str) -> String {
+    let article = if t.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {t}")
+}
+
 fn who_may(resource: &str, action: Action) -> String {
     format!(
         "Business functions: {}.",
@@ -265,7 +275,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
         let op = operation(
             &format!("validate{t}"),
             t,
-            &format!("Validate a {t} ($validate)"),
+            &format!("Validate {} ($validate)", a(t)),
             format!("{} Every issue, errors and warnings; nothing is stored.", who_may(t, Action::Validate)),
             vec![query("profile", "The UK Core profile, or the base R4 StructureDefinition; default: everything a write enforces")],
         )
@@ -282,7 +292,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             let op = operation(
                 &format!("create{t}"),
                 t,
-                &format!("Create a {t}"),
+                &format!("Create {}", a(t)),
                 format!("{} The server assigns the id. With If-None-Exist, an existing match is returned with 200 instead.", who_may(t, Action::Create)),
                 vec![header("If-None-Exist", false, "Search criteria (identifier=system|value): create only if nothing matches"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
             )
@@ -313,7 +323,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             let op = operation(
                 &format!("read{t}"),
                 t,
-                &format!("Read a {t}"),
+                &format!("Read {}", a(t)),
                 who_may(t, Action::Read),
                 vec![id()],
             )
@@ -332,7 +342,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             let op = operation(
                 &format!("vread{t}"),
                 t,
-                &format!("Read a version of a {t}"),
+                &format!("Read a version of {}", a(t)),
                 who_may(t, Action::Read),
                 vec![id(), vid],
             )
@@ -353,7 +363,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             let op = operation(
                 &format!("update{t}"),
                 t,
-                &format!("Update a {t}"),
+                &format!("Update {}", a(t)),
                 format!("{} The body's id must be the URL's.", who_may(t, Action::Update)),
                 vec![id(), header("If-Match", false, "W/\"n\": the version being replaced (412 when stale; 428 when required and missing)"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
             )
@@ -374,7 +384,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             let op = operation(
                 &format!("delete{t}"),
                 t,
-                &format!("Delete a {t}"),
+                &format!("Delete {}", a(t)),
                 format!(
                     "{} Refused while other resources refer to it; history is kept.",
                     who_may(t, Action::Delete)
@@ -411,7 +421,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             let op = operation(
                 &format!("history{t}"),
                 t,
-                &format!("Every version of a {t}"),
+                &format!("Every version of {}", a(t)),
                 who_may(t, Action::History),
                 std::iter::once(id()).chain(page()).collect(),
             )
