@@ -1,0 +1,574 @@
+//! The checks, in the order a client meets them. Each records its exchanges; a check fails on
+//! a wrong answer or on any UK Core validation error in what the server returned.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::client::{Client, Reply};
+use crate::report::{CheckResult, Exchange};
+
+struct Check {
+    group: &'static str,
+    name: String,
+    exchanges: Vec<Exchange>,
+    validation: Vec<String>,
+    failure: Option<String>,
+    start: Instant,
+}
+
+impl Check {
+    fn new(group: &'static str, name: &str) -> Self {
+        Check {
+            group,
+            name: name.to_owned(),
+            exchanges: Vec::new(),
+            validation: Vec::new(),
+            failure: None,
+            start: Instant::now(),
+        }
+    }
+    fn saw(&mut self, r: &Reply) {
+        self.exchanges.push(r.exchange.clone());
+        self.validation.extend(r.validation.iter().cloned());
+    }
+    fn expect(&mut self, ok: bool, message: impl Into<String>) -> bool {
+        if !ok && self.failure.is_none() {
+            self.failure = Some(message.into());
+        }
+        ok
+    }
+    /// The reply is a FHIR OperationOutcome error with this status and a diagnostic.
+    fn outcome(&mut self, r: &Reply, status: u16) {
+        self.expect(
+            r.status == status,
+            format!("expected {status}, got {}", r.status),
+        );
+        let oo = r.json();
+        self.expect(
+            oo["resourceType"] == "OperationOutcome",
+            "the error body is not an OperationOutcome",
+        );
+        self.expect(
+            oo["issue"][0]["code"].is_string(),
+            "the OperationOutcome has no issue code",
+        );
+        self.expect(
+            oo["issue"][0]["diagnostics"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "the OperationOutcome does not say what was wrong",
+        );
+    }
+    fn done(self) -> CheckResult {
+        let passed = self.failure.is_none() && self.validation.is_empty();
+        let message = self.failure.clone().unwrap_or_else(|| {
+            if self.validation.is_empty() {
+                String::new()
+            } else {
+                "the server returned resources that do not validate".into()
+            }
+        });
+        CheckResult {
+            group: self.group,
+            name: self.name,
+            passed,
+            message,
+            exchanges: self.exchanges,
+            validation: self.validation,
+            millis: self.start.elapsed().as_millis(),
+        }
+    }
+}
+
+/// A synthetic NHS number from the reserved test range (999 000 0000–999 999 9999), Modulus 11.
+fn test_nhs_number() -> String {
+    loop {
+        let mut bytes = [0u8; 4];
+        let _ = openssl::rand::rand_bytes(&mut bytes);
+        let n = u32::from_le_bytes(bytes) % 1_000_000;
+        let nine = format!("999{n:06}");
+        let sum: u32 = nine
+            .chars()
+            .filter_map(|c| c.to_digit(10))
+            .zip((2..=10).rev())
+            .map(|(d, w)| d * w)
+            .sum();
+        match 11 - sum % 11 {
+            10 => continue,
+            11 => return format!("{nine}0"),
+            c => return format!("{nine}{c}"),
+        }
+    }
+}
+
+fn patient(nhs: &str, family: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}],
+        "name": [{"use": "official", "family": family, "given": ["Conformance"]}],
+        "gender": "unknown",
+        "birthDate": "1990-06-15",
+        "address": [{"line": ["1 Conformance Way"], "city": "Leeds", "postalCode": "LS1 4AP"}],
+    })
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
+
+pub async fn run_all(c: &Client) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+
+    // Capability.
+    let mut k = Check::new(
+        "capabilities",
+        "GET metadata is an R4 CapabilityStatement that hosts Patient",
+    );
+    let r = c.send("GET", "metadata", &[], None, false).await;
+    k.saw(&r);
+    let cs = r.json();
+    k.expect(r.status == 200, format!("status {}", r.status));
+    k.expect(
+        cs["resourceType"] == "CapabilityStatement",
+        "not a CapabilityStatement",
+    );
+    k.expect(cs["fhirVersion"] == "4.0.1", "fhirVersion is not 4.0.1");
+    let patient_cap = cs["rest"][0]["resource"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["type"] == "Patient"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let interactions: Vec<String> = patient_cap["interaction"]
+        .as_array()
+        .map(|i| {
+            i.iter()
+                .filter_map(|x| x["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for i in [
+        "read",
+        "vread",
+        "create",
+        "update",
+        "search-type",
+        "history-instance",
+    ] {
+        k.expect(
+            interactions.iter().any(|x| x == i),
+            format!("Patient does not support {i}"),
+        );
+    }
+    out.push(k.done());
+    let can_delete = interactions.iter().any(|x| x == "delete");
+
+    // Create.
+    let nhs = test_nhs_number();
+    let body = patient(&nhs, "Conformance").to_string();
+    let mut k = Check::new(
+        "create",
+        "POST Patient gives 201 with Location, ETag W/\"1\" and Last-Modified",
+    );
+    let r = c
+        .send("POST", "Patient", &[JSON], Some(body.as_bytes()), true)
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 201,
+        format!("status {} (expected 201)", r.status),
+    );
+    let id = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    k.expect(!id.is_empty(), "the created resource has no id");
+    k.expect(
+        r.header("location")
+            .is_some_and(|l| l.contains(&format!("Patient/{id}/_history/1"))),
+        "Location is not Patient/{id}/_history/1",
+    );
+    k.expect(
+        r.header("etag").as_deref() == Some("W/\"1\""),
+        "ETag is not W/\"1\"",
+    );
+    k.expect(r.header("last-modified").is_some(), "no Last-Modified");
+    out.push(k.done());
+    if id.is_empty() {
+        return out;
+    }
+
+    let mut k = Check::new(
+        "create",
+        "POST with If-None-Exist on an existing identifier returns it with 200",
+    );
+    let ine = format!("identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}");
+    let r = c
+        .send(
+            "POST",
+            "Patient",
+            &[JSON, ("If-None-Exist", ine.as_str())],
+            Some(body.as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 200,
+        format!("status {} (expected 200)", r.status),
+    );
+    k.expect(
+        r.json()["id"] == id.as_str(),
+        "a different resource came back",
+    );
+    out.push(k.done());
+
+    // Read.
+    let mut k = Check::new(
+        "read",
+        "GET Patient/{id} returns the resource with its ETag",
+    );
+    let r = c
+        .send("GET", &format!("Patient/{id}"), &[], None, true)
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("status {}", r.status));
+    k.expect(
+        r.header("etag").as_deref() == Some("W/\"1\""),
+        "ETag is not W/\"1\"",
+    );
+    k.expect(
+        r.json()["identifier"][0]["value"] == nhs.as_str(),
+        "the NHS number did not survive",
+    );
+    let current = r.json();
+    out.push(k.done());
+
+    let mut k = Check::new("read", "Accept: application/fhir+xml gives FHIR XML");
+    let r = c
+        .send(
+            "GET",
+            &format!("Patient/{id}"),
+            &[("Accept", "application/fhir+xml")],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("status {}", r.status));
+    k.expect(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("application/fhir+xml")),
+        "Content-Type is not application/fhir+xml",
+    );
+    k.expect(
+        String::from_utf8_lossy(&r.body).contains("<Patient xmlns=\"http://hl7.org/fhir\">"),
+        "not a FHIR XML Patient",
+    );
+    out.push(k.done());
+
+    // Update and versioning.
+    let mut changed = current.clone();
+    changed["name"][0]["given"] = json!(["Updated"]);
+    let changed = changed.to_string();
+    let mut k = Check::new("update", "PUT with the current If-Match gives version 2");
+    let r = c
+        .send(
+            "PUT",
+            &format!("Patient/{id}"),
+            &[JSON, ("If-Match", "W/\"1\"")],
+            Some(changed.as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("status {}", r.status));
+    k.expect(
+        r.header("etag").as_deref() == Some("W/\"2\""),
+        "ETag is not W/\"2\"",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "update",
+        "PUT with a stale If-Match is refused with 412 and changes nothing",
+    );
+    let r = c
+        .send(
+            "PUT",
+            &format!("Patient/{id}"),
+            &[JSON, ("If-Match", "W/\"1\"")],
+            Some(changed.as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 412);
+    let after = c
+        .send("GET", &format!("Patient/{id}"), &[], None, true)
+        .await;
+    k.saw(&after);
+    k.expect(
+        after.header("etag").as_deref() == Some("W/\"2\""),
+        "the stale update changed the resource",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "versioning",
+        "vread returns each version; an unknown version is 404",
+    );
+    let r = c
+        .send("GET", &format!("Patient/{id}/_history/1"), &[], None, true)
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 200 && r.json()["name"][0]["given"][0] == "Conformance",
+        "version 1 is not the original",
+    );
+    let r = c
+        .send("GET", &format!("Patient/{id}/_history/99"), &[], None, true)
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 404);
+    out.push(k.done());
+
+    let mut k = Check::new("versioning", "_history lists both versions, newest first");
+    let r = c
+        .send("GET", &format!("Patient/{id}/_history"), &[], None, true)
+        .await;
+    k.saw(&r);
+    let b = r.json();
+    k.expect(b["type"] == "history", "not a history Bundle");
+    k.expect(
+        b["entry"].as_array().map(|e| e.len()) == Some(2),
+        "not 2 entries",
+    );
+    k.expect(
+        b["entry"][0]["resource"]["meta"]["versionId"] == "2",
+        "the newest version is not first",
+    );
+    out.push(k.done());
+
+    // Search.
+    let mut k = Check::new("search", "search by NHS number finds exactly the patient");
+    let r = c
+        .send(
+            "GET",
+            &format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    let b = r.json();
+    k.expect(b["type"] == "searchset", "not a searchset Bundle");
+    k.expect(
+        b["total"] == 1,
+        format!("total is {} (expected 1)", b["total"]),
+    );
+    k.expect(
+        b["entry"][0]["resource"]["id"] == id.as_str(),
+        "a different patient was found",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "search",
+        "paging: _count gives a self link and, when there is more, a next link that works",
+    );
+    let r = c.send("GET", "Patient?_count=1", &[], None, true).await;
+    k.saw(&r);
+    let b = r.json();
+    let links: Vec<(String, String)> = b["link"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|x| {
+                    (
+                        x["relation"].as_str().unwrap_or_default().to_owned(),
+                        x["url"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    k.expect(links.iter().any(|(r, _)| r == "self"), "no self link");
+    if b["total"].as_i64().unwrap_or(0) > 1 {
+        match links.iter().find(|(r, _)| r == "next") {
+            Some((_, next)) => {
+                let n = c.send("GET", next, &[], None, true).await;
+                k.saw(&n);
+                k.expect(
+                    n.status == 200
+                        && n.json()["entry"][0]["resource"]["id"]
+                            != b["entry"][0]["resource"]["id"],
+                    "the next page repeats the first",
+                );
+            }
+            None => {
+                k.expect(false, "more results than _count but no next link");
+            }
+        }
+    }
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "search",
+        "unknown parameters: ignored normally, 400 under Prefer: handling=strict",
+    );
+    let r = c
+        .send(
+            "GET",
+            "Patient?no-such-parameter=1&_count=1",
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("lenient search gave {}", r.status));
+    let r = c
+        .send(
+            "GET",
+            "Patient?no-such-parameter=1",
+            &[("Prefer", "handling=strict")],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 400);
+    out.push(k.done());
+
+    // Errors.
+    let mut k = Check::new(
+        "errors",
+        "unknown id and unknown type are 404 OperationOutcomes",
+    );
+    let r = c
+        .send("GET", "Patient/no-such-patient-0000", &[], None, true)
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 404);
+    let r = c.send("GET", "NoSuchType/1", &[], None, true).await;
+    k.saw(&r);
+    k.outcome(&r, 404);
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "errors",
+        "malformed JSON is 400; an unsupported Content-Type is 415",
+    );
+    let r = c
+        .send(
+            "POST",
+            "Patient",
+            &[JSON],
+            Some(b"{\"resourceType\": \"Patient\","),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 400);
+    let r = c
+        .send(
+            "POST",
+            "Patient",
+            &[("Content-Type", "text/plain")],
+            Some(body.as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 415);
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "errors",
+        "an invalid resource is 422 with the location of each problem",
+    );
+    let mut bad = patient(&test_nhs_number(), "Invalid");
+    bad["gender"] = json!("not-a-gender");
+    bad["birthDate"] = json!("1990-02-30");
+    let r = c
+        .send(
+            "POST",
+            "Patient",
+            &[JSON],
+            Some(bad.to_string().as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 422);
+    let expressions: Vec<String> = r.json()["issue"]
+        .as_array()
+        .map(|i| {
+            i.iter()
+                .filter_map(|x| x["expression"][0].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in ["Patient.gender", "Patient.birthDate"] {
+        k.expect(
+            expressions.iter().any(|x| x == e),
+            format!("no issue at {e}"),
+        );
+    }
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "errors",
+        "$validate reports problems without storing anything",
+    );
+    let r = c
+        .send(
+            "POST",
+            "Patient/$validate",
+            &[JSON],
+            Some(bad.to_string().as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("status {}", r.status));
+    k.expect(
+        r.json()["issue"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x["severity"] == "error")),
+        "no error issue",
+    );
+    out.push(k.done());
+
+    // Security.
+    let mut k = Check::new("security", "no bearer token is 401; metadata needs none");
+    let r = c.send("GET", "Patient", &[], None, false).await;
+    k.saw(&r);
+    k.outcome(&r, 401);
+    out.push(k.done());
+
+    // Delete.
+    if can_delete {
+        let mut k = Check::new(
+            "delete",
+            "DELETE gives 204; the resource is then 410 Gone but its history remains",
+        );
+        let r = c
+            .send("DELETE", &format!("Patient/{id}"), &[], None, true)
+            .await;
+        k.saw(&r);
+        k.expect(
+            r.status == 204 || r.status == 200,
+            format!("status {}", r.status),
+        );
+        let r = c
+            .send("GET", &format!("Patient/{id}"), &[], None, true)
+            .await;
+        k.saw(&r);
+        k.outcome(&r, 410);
+        let r = c
+            .send("GET", &format!("Patient/{id}/_history/1"), &[], None, true)
+            .await;
+        k.saw(&r);
+        k.expect(r.status == 200, "version 1 is gone too");
+        out.push(k.done());
+    }
+    out
+}
