@@ -34,6 +34,8 @@ pub struct SearchParamDef {
     pub paths: &'static [&'static str],
     pub targets: &'static [&'static str],
     pub doc: &'static str,
+    /// For token parameters whose codes imply others (a higher priority also matches lower).
+    pub expand: Option<fn(&str) -> Vec<&'static str>>,
 }
 
 /// What a resource-specific check found: business identifiers that must stay unique.
@@ -68,10 +70,10 @@ impl ResourceDef {
 
 macro_rules! param {
     ($name:literal, $kind:ident, [$($path:literal),*], $doc:literal) => {
-        SearchParamDef { name: $name, kind: ParamKind::$kind, paths: &[$($path),*], targets: &[], doc: $doc }
+        SearchParamDef { name: $name, kind: ParamKind::$kind, paths: &[$($path),*], targets: &[], doc: $doc, expand: None }
     };
     ($name:literal, Reference, [$($path:literal),*], targets [$($t:literal),*], $doc:literal) => {
-        SearchParamDef { name: $name, kind: ParamKind::Reference, paths: &[$($path),*], targets: &[$($t),*], doc: $doc }
+        SearchParamDef { name: $name, kind: ParamKind::Reference, paths: &[$($path),*], targets: &[$($t),*], doc: $doc, expand: None }
     };
 }
 
@@ -241,7 +243,7 @@ const LOCATION_PARAMS: &[SearchParamDef] = &[
 ];
 
 const PROVENANCE_PARAMS: &[SearchParamDef] = &[
-    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location"], "The resource version this records the making of"),
+    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot"], "The resource version this records the making of"),
     param!(
         "agent",
         Token,
@@ -256,6 +258,124 @@ const PROVENANCE_PARAMS: &[SearchParamDef] = &[
     ),
     param!("recorded", Date, ["recorded"], "When the version was made"),
 ];
+
+const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "Service id, e.g. https://fhir.nhs.uk/Id/ers-service|11000"
+    ),
+    param!("name", String, ["name"], "Service name"),
+    param!(
+        "active",
+        Token,
+        ["active"],
+        "Whether the service is active (retired services are not)"
+    ),
+    param!(
+        "specialty",
+        Token,
+        ["specialty"],
+        "Specialty (e-RS SPECIALTY, or UK Core practice setting)"
+    ),
+    param!(
+        "service-type",
+        Token,
+        ["type"],
+        "Clinic type / appointment type"
+    ),
+    param!("service-category", Token, ["category"], "Service category"),
+    param!(
+        "characteristic",
+        Token,
+        ["characteristic"],
+        "Request flow (BOOKABLE, REVIEW, ADVICE_AND_GUIDANCE), bookable type, priorities supported"
+    ),
+    param!(
+        "priority",
+        Token,
+        ["characteristic"],
+        "A priority the service supports: ROUTINE, URGENT, TWO_WEEK_WAIT"
+    ),
+    param!(
+        "organization",
+        Reference,
+        ["providedBy"],
+        targets["Organization"],
+        "The provider organisation"
+    ),
+    param!(
+        "location",
+        Reference,
+        ["location"],
+        targets["Location"],
+        "Where the service is delivered"
+    ),
+];
+
+const SCHEDULE_PARAMS: &[SearchParamDef] = &[
+    param!("identifier", Token, ["identifier"], "Schedule id"),
+    param!("actor", Reference, ["actor"], targets ["HealthcareService", "Practitioner", "PractitionerRole", "Location"], "The service (and named clinician) the schedule is for"),
+    param!(
+        "active",
+        Token,
+        ["active"],
+        "Whether the schedule is in use"
+    ),
+    param!(
+        "date",
+        Date,
+        ["planningHorizon"],
+        "The period the schedule covers"
+    ),
+    param!("specialty", Token, ["specialty"], "Specialty"),
+    param!("service-type", Token, ["serviceType"], "Service type"),
+];
+
+const SLOT_PARAMS: &[SearchParamDef] = &[
+    param!("identifier", Token, ["identifier"], "Slot id"),
+    param!(
+        "schedule",
+        Reference,
+        ["schedule"],
+        targets["Schedule"],
+        "The schedule the slot belongs to"
+    ),
+    param!(
+        "status",
+        Token,
+        ["status"],
+        "free | busy | busy-unavailable | busy-tentative | entered-in-error"
+    ),
+    param!("start", Date, ["start"], "When the slot starts"),
+    param!("service-type", Token, ["serviceType"], "Service type"),
+    param!("specialty", Token, ["specialty"], "Specialty"),
+    param!(
+        "appointment-type",
+        Token,
+        ["appointmentType"],
+        "The priority the slot is for: ROUTINE, URGENT, TWO_WEEK_WAIT"
+    ),
+    SearchParamDef {
+        name: "priority",
+        kind: ParamKind::Token,
+        paths: &["appointmentType"],
+        targets: &[],
+        doc: "Slots usable at this priority: a higher priority also returns lower-priority slots (TWO_WEEK_WAIT > URGENT > ROUTINE)",
+        expand: Some(priorities_at_or_below),
+    },
+];
+
+/// e-RS priority order: a search at one priority also finds slots of the lower ones.
+fn priorities_at_or_below(code: &str) -> Vec<&'static str> {
+    match code {
+        "TWO_WEEK_WAIT" => vec!["TWO_WEEK_WAIT", "URGENT", "ROUTINE"],
+        "URGENT" => vec!["URGENT", "ROUTINE"],
+        "ROUTINE" => vec!["ROUTINE"],
+        _ => Vec::new(),
+    }
+}
 
 /// Every hosted type, in CapabilityStatement order.
 pub static RESOURCES: &[ResourceDef] = &[
@@ -343,6 +463,63 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         check: resources::location::check,
+    },
+    ResourceDef {
+        name: "HealthcareService",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-HealthcareService",
+        params: HEALTHCARE_SERVICE_PARAMS,
+        summary: &[
+            "identifier",
+            "active",
+            "providedBy",
+            "category",
+            "type",
+            "specialty",
+            "location",
+            "name",
+            "telecom",
+            "characteristic",
+        ],
+        delete: true,
+        if_match_required: false,
+        check: resources::healthcare_service::check,
+    },
+    ResourceDef {
+        name: "Schedule",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Schedule",
+        params: SCHEDULE_PARAMS,
+        summary: &[
+            "identifier",
+            "active",
+            "serviceCategory",
+            "serviceType",
+            "specialty",
+            "actor",
+            "planningHorizon",
+        ],
+        delete: true,
+        if_match_required: false,
+        check: resources::no_rules,
+    },
+    ResourceDef {
+        name: "Slot",
+        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Slot",
+        params: SLOT_PARAMS,
+        summary: &[
+            "identifier",
+            "serviceCategory",
+            "serviceType",
+            "specialty",
+            "appointmentType",
+            "schedule",
+            "status",
+            "start",
+            "end",
+            "overbooked",
+        ],
+        delete: true,
+        if_match_required: false,
+        check: resources::slot::check,
     },
     ResourceDef {
         name: "Provenance",

@@ -437,7 +437,7 @@ fn criterion(
                 Some("not") => true,
                 Some(m) => return Err(bad(name, format!("modifier ':{m}' is not supported on a token parameter (use :not or :missing)"))),
             };
-            let any_of = values
+            let mut any_of: Vec<TokenMatch> = values
                 .iter()
                 .map(|v| match v.split_once('|') {
                     Some((s, c)) => TokenMatch {
@@ -450,6 +450,26 @@ fn criterion(
                     },
                 })
                 .collect();
+            if let Some(expand) = p.expand {
+                let mut expanded = Vec::new();
+                for m in &any_of {
+                    let implied = m.code.as_deref().map(expand).unwrap_or_default();
+                    if implied.is_empty() {
+                        return Err(bad(
+                            name,
+                            format!(
+                                "'{}' is not one of the codes this parameter takes",
+                                m.code.as_deref().unwrap_or("")
+                            ),
+                        ));
+                    }
+                    expanded.extend(implied.into_iter().map(|c| TokenMatch {
+                        system: m.system.clone(),
+                        code: Some(c.to_owned()),
+                    }));
+                }
+                any_of = expanded;
+            }
             Criterion::Token {
                 param,
                 any_of,

@@ -118,6 +118,7 @@ impl ApiError {
                     StatusCode::CONFLICT,
                     one("conflict", "INVALID_REQUEST_STATE"),
                 ),
+                S::Forbidden(_) => (StatusCode::FORBIDDEN, one("forbidden", "NO_RELATIONSHIP")),
                 S::MethodNotAllowed(_) => (
                     StatusCode::METHOD_NOT_ALLOWED,
                     one("not-supported", "INVALID_REQUEST_TYPE"),

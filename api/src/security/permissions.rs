@@ -60,6 +60,7 @@ const PROVENANCE_READERS: &[B] = &[
 ];
 const DEFINERS: &[B] = &[B::ServiceDefiner];
 const AUDITORS: &[B] = &[B::Auditor];
+const SLOT_MAINTAINERS: &[B] = &[B::ServiceDefiner, B::ProviderAuthorisedApplication];
 
 /// `(resource type, action, allowed business functions)`.
 pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
@@ -104,6 +105,27 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("PractitionerRole", Action::Create, DEFINERS),
     ("PractitionerRole", Action::Update, DEFINERS),
     ("PractitionerRole", Action::Delete, DEFINERS),
+    // The Directory of Services: everyone reads; service definers maintain their own
+    // organisation's services (the service layer checks the organisation); the provider's
+    // system may also maintain schedules and slots.
+    ("HealthcareService", Action::Read, EVERYONE),
+    ("HealthcareService", Action::Search, EVERYONE),
+    ("HealthcareService", Action::History, EVERYONE),
+    ("HealthcareService", Action::Create, DEFINERS),
+    ("HealthcareService", Action::Update, DEFINERS),
+    ("HealthcareService", Action::Delete, DEFINERS),
+    ("Schedule", Action::Read, EVERYONE),
+    ("Schedule", Action::Search, EVERYONE),
+    ("Schedule", Action::History, EVERYONE),
+    ("Schedule", Action::Create, SLOT_MAINTAINERS),
+    ("Schedule", Action::Update, SLOT_MAINTAINERS),
+    ("Schedule", Action::Delete, SLOT_MAINTAINERS),
+    ("Slot", Action::Read, EVERYONE),
+    ("Slot", Action::Search, EVERYONE),
+    ("Slot", Action::History, EVERYONE),
+    ("Slot", Action::Create, SLOT_MAINTAINERS),
+    ("Slot", Action::Update, SLOT_MAINTAINERS),
+    ("Slot", Action::Delete, SLOT_MAINTAINERS),
     // Who made each version: the people who may see the data, and auditors. Server-written.
     ("Provenance", Action::Read, PROVENANCE_READERS),
     ("Provenance", Action::Search, PROVENANCE_READERS),

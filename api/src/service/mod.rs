@@ -63,6 +63,8 @@ pub enum ServiceError {
     },
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the If-None-Exist criteria '{criteria}' match {count} resources; they must match at most one")]
     ConditionalMultiple { criteria: String, count: i64 },
     #[error(transparent)]

@@ -146,6 +146,93 @@ pub enum ValidateAgainst {
     Base,
 }
 
+/// The ODS code of the organisation that owns a Directory of Services resource: a
+/// HealthcareService's provider, a Schedule's service's, a Slot's schedule's. None for types
+/// without an owner, or when the chain is incomplete.
+fn owner_ods(
+    c: &mut DbConnection,
+    res_type: &str,
+    body: &Value,
+    depth: u8,
+) -> Result<Option<String>> {
+    let reference = |v: &Value, ptr: &str| {
+        v.pointer(ptr)
+            .and_then(Value::as_str)
+            .and_then(index::split_reference)
+            .map(|(t, i)| (t.to_owned(), i.to_owned()))
+    };
+    let load = |c: &mut DbConnection, t: &str, id: &str| -> Result<Option<Value>> {
+        Ok(match store::get_current(c, t, id)? {
+            Some(row) => serde_json::from_str(&row.content).ok(),
+            None => None,
+        })
+    };
+    if depth > 3 {
+        return Ok(None);
+    }
+    let next = match res_type {
+        "HealthcareService" => {
+            let Some((t, id)) = reference(body, "/providedBy/reference") else {
+                return Ok(None);
+            };
+            let org = load(c, &t, &id)?;
+            return Ok(org.as_ref().and_then(|o| {
+                o.get("identifier")?
+                    .as_array()?
+                    .iter()
+                    .find(|i| {
+                        i.get("system").and_then(Value::as_str)
+                            == Some(crate::domain::OdsCode::ORGANIZATION_SYSTEM)
+                    })?
+                    .get("value")?
+                    .as_str()
+                    .map(str::to_owned)
+            }));
+        }
+        "Schedule" => body
+            .get("actor")
+            .and_then(Value::as_array)
+            .and_then(|actors| {
+                actors.iter().find_map(|a| {
+                    a.pointer("/reference")
+                        .and_then(Value::as_str)
+                        .and_then(index::split_reference)
+                        .filter(|(t, _)| *t == "HealthcareService")
+                        .map(|(t, i)| (t.to_owned(), i.to_owned()))
+                })
+            }),
+        "Slot" => reference(body, "/schedule/reference"),
+        _ => return Ok(None),
+    };
+    let Some((t, id)) = next else { return Ok(None) };
+    match load(c, &t, &id)? {
+        Some(v) => owner_ods(c, &t, &v, depth + 1),
+        None => Ok(None),
+    }
+}
+
+/// A caller acting for one organisation may change only that organisation's services,
+/// schedules and slots (server-made writes, with no acting organisation, are exempt).
+fn check_owner(
+    c: &mut DbConnection,
+    res_type: &str,
+    body: &Value,
+    audit: &AuditDraft,
+) -> Result<()> {
+    let Some(acting) = audit.org.as_deref() else {
+        return Ok(());
+    };
+    if let Some(owner) = owner_ods(c, res_type, body, 0)? {
+        if owner != acting {
+            return Err(ServiceError::Forbidden(format!(
+                "{} at {acting} may not change a {res_type} of organisation {owner}",
+                audit.role.as_deref().unwrap_or("the caller")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Every local reference must name a live resource of a hosted type.
 fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Result<()> {
     for (path, reference) in refs {
@@ -310,6 +397,7 @@ pub fn create(
             }
         }
         verify_references(c, &prepared.references)?;
+        check_owner(c, def.name, &prepared.content, audit)?;
         check_unique(c, def, &prepared.index, None)?;
         let last_updated = now();
         let mut content = prepared.content.clone();
@@ -442,6 +530,10 @@ pub fn update(
             _ => {}
         }
         verify_references(c, &prepared.references)?;
+        if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
+            check_owner(c, def.name, &before, audit)?;
+        }
+        check_owner(c, def.name, &prepared.content, audit)?;
         check_unique(c, def, &prepared.index, Some(id))?;
         let last_updated = now();
         let version_id = current.version_id + 1;
@@ -513,6 +605,9 @@ pub fn delete(
         if current.is_deleted() {
             audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
             return Ok(());
+        }
+        if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
+            check_owner(c, def.name, &before, audit)?;
         }
         let by = store::referrers(c, def.name, id, 5)?;
         if !by.is_empty() {

@@ -4,6 +4,7 @@ mod helpers;
 
 mod audit;
 mod crud;
+mod directory;
 mod errors;
 mod examples;
 mod openapi;

@@ -3,11 +3,13 @@
 //! every problem it finds, each with its location. Codes, dates, cardinality and invariants are
 //! the validator's.
 
+pub mod healthcare_service;
 pub mod location;
 pub mod organization;
 pub mod patient;
 pub mod practitioner;
 pub mod practitioner_role;
+pub mod slot;
 
 use serde_json::Value;
 

@@ -1,0 +1,296 @@
+//! The Directory of Services: HealthcareService, Schedule and Slot, maintained by service
+//! definers for their own organisation and searched by everyone.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+
+const FLOW: &str = "https://fhir.nhs.uk/CodeSystem/eRS-RequestFlowType";
+const PRIORITY: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Priority";
+const SPECIALTY: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
+
+fn service(
+    id: &str,
+    name: &str,
+    org: &str,
+    specialty: &str,
+    flows: &[&str],
+    priorities: &[&str],
+) -> Value {
+    let mut characteristic: Vec<Value> = flows
+        .iter()
+        .map(|f| json!({"coding": [{"system": FLOW, "code": f}]}))
+        .collect();
+    characteristic.extend(
+        priorities
+            .iter()
+            .map(|p| json!({"coding": [{"system": PRIORITY, "code": p}]})),
+    );
+    json!({
+        "resourceType": "HealthcareService",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/ers-service", "value": id}],
+        "active": true,
+        "providedBy": {"reference": format!("Organization/{org}")},
+        "type": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentType", "code": "FIRST_OUTPATIENT"}]}],
+        "specialty": [{"coding": [{"system": SPECIALTY, "code": specialty}]}],
+        "name": name,
+        "characteristic": characteristic,
+    })
+}
+
+fn definer(app: &TestApp, method: &str, path: &str, org: &str) -> awc::ClientRequest {
+    app.as_user(&app.token, method, path, "SERVICE_DEFINER", org)
+        .insert_header(("Content-Type", "application/fhir+json"))
+}
+
+#[actix_web::test]
+async fn service_definers_maintain_their_own_organisations_services() {
+    let app = spawn_app().await;
+    let r69 = app.create(&organization("R69", "North")).await;
+    let rcd = app.create(&organization("RCD", "Acute")).await;
+    let body = service(
+        "11000",
+        "Cardiology clinic",
+        &r69,
+        "CARDIOLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE", "URGENT"],
+    );
+    // A referrer may not define services.
+    app.send(
+        app.req("POST", "HealthcareService")
+            .insert_header(("Content-Type", "application/fhir+json")),
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+    .assert_outcome(403, "forbidden");
+    // A definer at RCD may not define R69's services.
+    let d = app
+        .send(
+            definer(&app, "POST", "HealthcareService", "RCD"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(d.contains("RCD") && d.contains("R69"), "{d}");
+    // At R69 they may.
+    let r = app
+        .send(
+            definer(&app, "POST", "HealthcareService", "R69"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        r.json()["meta"]["profile"][0],
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-HealthcareService"
+    );
+    // Nor may RCD move it to themselves, or retire it.
+    let mut moved = r.json();
+    moved["providedBy"] = json!({"reference": format!("Organization/{rcd}")});
+    app.send(
+        definer(&app, "PUT", &format!("HealthcareService/{id}"), "RCD"),
+        Some(moved.to_string().into_bytes()),
+    )
+    .await
+    .assert_outcome(403, "forbidden");
+    // Retiring keeps history.
+    let mut retired = r.json();
+    retired["active"] = json!(false);
+    assert_eq!(
+        app.send(
+            definer(&app, "PUT", &format!("HealthcareService/{id}"), "R69"),
+            Some(retired.to_string().into_bytes())
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        app.search(&format!("HealthcareService/{id}/_history"))
+            .await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("HealthcareService?active=true").await["total"],
+        0
+    );
+    // Unknown e-RS codes and a missing provider are refused.
+    let mut bad = service(
+        "11001",
+        "Bad",
+        &r69,
+        "CARDIOLOGY",
+        &["TELEPATHY"],
+        &["SOON"],
+    );
+    bad.as_object_mut().expect("obj").remove("providedBy");
+    let r = app
+        .send(
+            definer(&app, "POST", "HealthcareService", "R69"),
+            Some(bad.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let text = r.text();
+    for part in ["TELEPATHY", "SOON", "HealthcareService.providedBy"] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+}
+
+#[actix_web::test]
+async fn referrers_filter_services_and_find_slots_by_priority() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let mk = |body: Value| {
+        let r = definer(
+            &app,
+            "POST",
+            body["resourceType"].as_str().unwrap_or_default(),
+            "R69",
+        );
+        app.send(r, Some(body.to_string().into_bytes()))
+    };
+    let mut ids = Vec::new();
+    for (sid, name, spec, flows, prios) in [
+        (
+            "11000",
+            "Cardiology bookable",
+            "CARDIOLOGY",
+            vec!["BOOKABLE"],
+            vec!["ROUTINE", "URGENT"],
+        ),
+        (
+            "50001",
+            "Cardiology triage",
+            "CARDIOLOGY",
+            vec!["REVIEW"],
+            vec!["ROUTINE"],
+        ),
+        (
+            "11014",
+            "Cardiology advice",
+            "CARDIOLOGY",
+            vec!["ADVICE_AND_GUIDANCE"],
+            vec!["ROUTINE"],
+        ),
+        (
+            "50110",
+            "Breast 2WW",
+            "BREAST_SURGERY",
+            vec!["REVIEW", "BOOKABLE"],
+            vec!["TWO_WEEK_WAIT"],
+        ),
+    ] {
+        let r = mk(service(sid, name, &org, spec, &flows, &prios)).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        ids.push(r.json()["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(
+        app.search("HealthcareService?specialty=CARDIOLOGY").await["total"],
+        3
+    );
+    assert_eq!(
+        app.search("HealthcareService?specialty=CARDIOLOGY&characteristic=BOOKABLE")
+            .await["total"],
+        1
+    );
+    assert_eq!(
+        app.search(&format!("HealthcareService?characteristic={FLOW}|REVIEW"))
+            .await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("HealthcareService?priority=TWO_WEEK_WAIT").await["total"],
+        1
+    );
+    assert_eq!(
+        app.search("HealthcareService?organization.identifier=R69&_count=0")
+            .await["total"],
+        4
+    );
+    assert_eq!(
+        app.search("HealthcareService?identifier=11000,50001").await["total"],
+        2
+    );
+    assert_eq!(
+        app.search("HealthcareService?name:contains=advice").await["total"],
+        1
+    );
+
+    // A schedule for the bookable service, with slots at each priority.
+    let sched = mk(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", ids[0])}], "planningHorizon": {"start": "2026-12-01T00:00:00Z", "end": "2026-12-31T00:00:00Z"}})).await;
+    assert_eq!(sched.status, 201, "{}", sched.text());
+    let sched = sched.json()["id"].as_str().expect("id").to_owned();
+    for (day, prio, status) in [
+        ("01", "ROUTINE", "free"),
+        ("02", "URGENT", "free"),
+        ("03", "TWO_WEEK_WAIT", "free"),
+        ("04", "ROUTINE", "busy"),
+    ] {
+        let slot = json!({
+            "resourceType": "Slot",
+            "schedule": {"reference": format!("Schedule/{sched}")},
+            "status": status,
+            "start": format!("2026-12-{day}T09:00:00Z"),
+            "end": format!("2026-12-{day}T09:15:00Z"),
+            "appointmentType": {"coding": [{"system": PRIORITY, "code": prio}]},
+        });
+        let r = mk(slot).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let q = format!("Slot?schedule={sched}&status=free");
+    assert_eq!(
+        app.search(&format!("{q}&priority=ROUTINE")).await["total"],
+        1
+    );
+    assert_eq!(
+        app.search(&format!("{q}&priority=URGENT")).await["total"],
+        2,
+        "URGENT also finds ROUTINE"
+    );
+    assert_eq!(
+        app.search(&format!("{q}&priority=TWO_WEEK_WAIT")).await["total"],
+        3
+    );
+    assert_eq!(
+        app.search(&format!("{q}&priority=TWO_WEEK_WAIT&start=ge2026-12-02"))
+            .await["total"],
+        2
+    );
+    let b = app
+        .search(&format!(
+            "{q}&priority=URGENT&_include=Slot:schedule&_sort=start"
+        ))
+        .await;
+    assert_eq!(
+        b["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["search"]["mode"] == "include")
+            .count(),
+        1
+    );
+    assert_eq!(b["entry"][0]["resource"]["start"], "2026-12-01T09:00:00Z");
+    app.get(&format!("{q}&priority=SOON"))
+        .await
+        .assert_outcome(400, "invalid");
+    // A slot that ends before it starts, or with an unknown priority, is refused.
+    let bad = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-05T10:00:00Z", "end": "2026-12-05T09:00:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "SOON"}]}});
+    let r = mk(bad).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.text().contains("Slot.end") && r.text().contains("SOON"),
+        "{}",
+        r.text()
+    );
+    // A definer elsewhere may not add slots to this schedule.
+    let other = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-06T09:00:00Z", "end": "2026-12-06T09:15:00Z"});
+    app.send(
+        definer(&app, "POST", "Slot", "RCD"),
+        Some(other.to_string().into_bytes()),
+    )
+    .await
+    .assert_outcome(403, "forbidden");
+}
