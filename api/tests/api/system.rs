@@ -31,6 +31,9 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "Organization",
             "PractitionerRole",
             "Location",
+            "HealthcareService",
+            "Schedule",
+            "Slot",
             "Provenance",
             "AuditEvent"
         ]
@@ -44,12 +47,12 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             .filter_map(|i| i["code"].as_str().map(str::to_owned))
             .collect()
     };
-    let provenance = &resources[5];
+    let provenance = &resources[8];
     assert!(
         !codes(provenance).contains(&"create".to_string()),
         "Provenance is server-written"
     );
-    assert_eq!(codes(&resources[6]), ["read", "search-type"]);
+    assert_eq!(codes(&resources[9]), ["read", "search-type"]);
     let create_doc = resources[0]["interaction"]
         .as_array()
         .expect("i")
