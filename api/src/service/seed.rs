@@ -388,5 +388,187 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
             ),
         )?;
     }
+    directory(&mut s, &[(&rcd, "RCD"), (&rr8, "RR8")])?;
     Ok(s.report)
+}
+
+const SPECIALTIES: &[(&str, &str)] = &[
+    ("CARDIOLOGY", "Cardiology"),
+    ("DERMATOLOGY", "Dermatology"),
+    ("ENT", "Ear, Nose and Throat"),
+    ("GASTROENTEROLOGY", "Gastroenterology"),
+    ("GYNAECOLOGY", "Gynaecology"),
+    ("NEUROLOGY", "Neurology"),
+    ("OPHTHALMOLOGY", "Ophthalmology"),
+    ("ORTHOPAEDICS", "Trauma and Orthopaedics"),
+    ("RESPIRATORY", "Respiratory Medicine"),
+    ("UROLOGY", "Urology"),
+    ("2WW", "2 Week Wait"),
+];
+
+/// Services, schedules and slots of the sandbox Directory of Services, with the NHS sandbox
+/// service ids (10000 no slots, 11000 many slots, 12000 few, 50001 triage, 11014 A&G...).
+fn directory(s: &mut Seeder<'_>, providers: &[(&String, &str)]) -> Result<(), ServiceError> {
+    use crate::fhir::resources::healthcare_service::{
+        BOOKABLE_TYPE_SYSTEM, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM,
+    };
+    const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
+    const SPECIALTY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
+    // (id, specialty index, flows, priorities, slots to create)
+    let mut plan: Vec<(String, usize, Vec<&str>, Vec<&str>, usize)> = vec![
+        (
+            "10000".into(),
+            0,
+            vec!["BOOKABLE"],
+            vec!["ROUTINE", "URGENT"],
+            0,
+        ),
+        (
+            "11000".into(),
+            0,
+            vec!["BOOKABLE"],
+            vec!["ROUTINE", "URGENT"],
+            12,
+        ),
+        ("11002".into(), 1, vec!["BOOKABLE"], vec!["ROUTINE"], 6),
+        (
+            "11014".into(),
+            0,
+            vec!["ADVICE_AND_GUIDANCE"],
+            vec!["ROUTINE", "URGENT"],
+            0,
+        ),
+        ("11021".into(), 2, vec!["BOOKABLE"], vec!["ROUTINE"], 6),
+        ("12000".into(), 3, vec!["BOOKABLE"], vec!["ROUTINE"], 1),
+        (
+            "13000".into(),
+            4,
+            vec!["BOOKABLE"],
+            vec!["ROUTINE", "URGENT"],
+            4,
+        ),
+        ("14000".into(), 5, vec!["BOOKABLE"], vec!["ROUTINE"], 4),
+        (
+            "50001".into(),
+            0,
+            vec!["REVIEW"],
+            vec!["ROUTINE", "URGENT"],
+            0,
+        ),
+        ("50110".into(), 10, vec!["REVIEW"], vec!["TWO_WEEK_WAIT"], 0),
+    ];
+    for (i, _) in SPECIALTIES.iter().enumerate() {
+        plan.push((
+            format!("{}", 20000 + i * 10),
+            i,
+            vec!["BOOKABLE"],
+            vec!["ROUTINE", "URGENT"],
+            2,
+        ));
+        plan.push((
+            format!("{}", 20001 + i * 10),
+            i,
+            vec!["REVIEW"],
+            vec!["ROUTINE", "URGENT", "TWO_WEEK_WAIT"],
+            0,
+        ));
+        plan.push((
+            format!("{}", 20002 + i * 10),
+            i,
+            vec!["ADVICE_AND_GUIDANCE"],
+            vec!["ROUTINE"],
+            0,
+        ));
+    }
+    // Slots start on the next weekday at 09:00 UTC; their ids fix them, so a later restart
+    // does not add more.
+    let today = chrono::Utc::now().date_naive();
+    for (n, (sid, spec, flows, priorities, slots)) in plan.into_iter().enumerate() {
+        let (org_id, ods) = providers[n % providers.len()];
+        let (code, display) = SPECIALTIES[spec];
+        let mut characteristic: Vec<Value> = flows
+            .iter()
+            .map(|f| json!({"coding": [{"system": REQUEST_FLOW_SYSTEM, "code": f}]}))
+            .collect();
+        if flows.contains(&"BOOKABLE") {
+            characteristic.push(
+                json!({"coding": [{"system": BOOKABLE_TYPE_SYSTEM, "code": "DIRECTLY_BOOKABLE"}]}),
+            );
+        }
+        characteristic.extend(
+            priorities
+                .iter()
+                .map(|p| json!({"coding": [{"system": PRIORITY_SYSTEM, "code": p}]})),
+        );
+        let kind = match flows[0] {
+            "REVIEW" => "Referral Assessment Service",
+            "ADVICE_AND_GUIDANCE" => "Advice and Guidance",
+            _ => "Clinic",
+        };
+        let service = s.ensure(
+            "HealthcareService",
+            SERVICE_SYSTEM,
+            &sid,
+            json!({
+                "resourceType": "HealthcareService",
+                "identifier": [{"system": SERVICE_SYSTEM, "value": sid}],
+                "active": true,
+                "providedBy": {"reference": format!("Organization/{org_id}")},
+                "type": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentType", "code": if flows[0] == "REVIEW" { "ASSESSMENT_SERVICE" } else { "FIRST_OUTPATIENT" }}]}],
+                "specialty": [{"coding": [{"system": SPECIALTY_SYSTEM, "code": code, "display": display}]}],
+                "name": format!("{display} {kind} ({ods}) {sid}"),
+                "characteristic": characteristic,
+            }),
+        )?;
+        if slots == 0 {
+            continue;
+        }
+        let schedule_id = format!("{sid}-schedule");
+        let schedule = s.ensure(
+            "Schedule",
+            "https://fhir.nhs.uk/Id/ers-schedule",
+            &schedule_id,
+            json!({
+                "resourceType": "Schedule",
+                "identifier": [{"system": "https://fhir.nhs.uk/Id/ers-schedule", "value": schedule_id}],
+                "active": true,
+                "actor": [{"reference": format!("HealthcareService/{service}")}],
+            }),
+        )?;
+        let mut day = today;
+        let mut made = 0;
+        while made < slots {
+            day = day.succ_opt().unwrap_or(day);
+            if matches!(
+                chrono::Datelike::weekday(&day),
+                chrono::Weekday::Sat | chrono::Weekday::Sun
+            ) {
+                continue;
+            }
+            for hour in [9, 11] {
+                if made == slots {
+                    break;
+                }
+                let start = day.and_hms_opt(hour, 0, 0).unwrap_or_default();
+                let slot_id = format!("{sid}-{made}");
+                let priority = priorities[made % priorities.len()];
+                s.ensure(
+                    "Slot",
+                    "https://fhir.nhs.uk/Id/alternative-slot",
+                    &slot_id,
+                    json!({
+                        "resourceType": "Slot",
+                        "identifier": [{"system": "https://fhir.nhs.uk/Id/alternative-slot", "value": slot_id}],
+                        "schedule": {"reference": format!("Schedule/{schedule}")},
+                        "status": "free",
+                        "start": crate::fhir::datetime::instant(start),
+                        "end": crate::fhir::datetime::instant(start + chrono::Duration::minutes(20)),
+                        "appointmentType": {"coding": [{"system": PRIORITY_SYSTEM, "code": priority}]},
+                    }),
+                )?;
+                made += 1;
+            }
+        }
+    }
+    Ok(())
 }

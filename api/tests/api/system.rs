@@ -207,6 +207,27 @@ async fn sandbox_seed_creates_the_nhs_test_patients_once() {
         .as_i64()
         .expect("total");
     assert!(total >= 42, "{total}");
+    // The Directory of Services, with the NHS sandbox service ids and free slots.
+    let services = app
+        .search(
+            "HealthcareService?identifier=10000,11000,11002,12000,11014,50001,50110&_summary=count",
+        )
+        .await;
+    assert_eq!(services["total"], 7);
+    assert_eq!(app.search("HealthcareService?characteristic=ADVICE_AND_GUIDANCE&specialty=CARDIOLOGY&_summary=count").await["total"], 2);
+    let schedules = app
+        .search("Schedule?actor:HealthcareService.identifier=11000")
+        .await;
+    let schedule = schedules["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("schedule of 11000")
+        .to_owned();
+    let slots = app
+        .search(&format!(
+            "Slot?schedule={schedule}&status=free&_summary=count"
+        ))
+        .await;
+    assert_eq!(slots["total"], 12);
     // Every generated NHS number is in the reserved test range (or a sandbox test patient).
     let all = app.search("Patient?_count=1000").await;
     for e in all["entry"].as_array().expect("entries") {
