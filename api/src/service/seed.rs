@@ -406,6 +406,9 @@ const SPECIALTIES: &[(&str, &str)] = &[
     ("2WW", "2 Week Wait"),
 ];
 
+/// (service id, specialty index, request flows, priorities, how many slots).
+type PlannedService = (String, usize, Vec<&'static str>, Vec<&'static str>, usize);
+
 /// Services, schedules and slots of the sandbox Directory of Services, with the NHS sandbox
 /// service ids (10000 no slots, 11000 many slots, 12000 few, 50001 triage, 11014 A&G...).
 fn directory(s: &mut Seeder<'_>, providers: &[(&String, &str)]) -> Result<(), ServiceError> {
@@ -415,7 +418,7 @@ fn directory(s: &mut Seeder<'_>, providers: &[(&String, &str)]) -> Result<(), Se
     const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
     const SPECIALTY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
     // (id, specialty index, flows, priorities, slots to create)
-    let mut plan: Vec<(String, usize, Vec<&str>, Vec<&str>, usize)> = vec![
+    let mut plan: Vec<PlannedService> = vec![
         (
             "10000".into(),
             0,
