@@ -67,6 +67,16 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
         .collect();
     let mut resources = resources;
     resources.push(json!({
+        "type": "CodeSystem",
+        "documentation": "The e-RS reference data (specialties, clinic types, priorities, appointment types, request flows, cancellation reasons, business functions, error codes), each concept with its properties. Read-only.",
+        "interaction": [interaction("CodeSystem", "read", Action::Read), interaction("CodeSystem", "search-type", Action::Search)],
+        "searchParam": [
+            {"name": "url", "type": "uri", "documentation": "Canonical URL, e.g. https://fhir.nhs.uk/CodeSystem/eRS-Priority"},
+            {"name": "name", "type": "string", "documentation": "Name (starts with)"},
+            {"name": "status", "type": "token", "documentation": "active"},
+        ],
+    }));
+    resources.push(json!({
         "type": "AuditEvent",
         "profile": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-AuditEvent",
         "documentation": "The audit trail: every read, search, write and refused request. Append-only.",

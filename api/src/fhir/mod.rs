@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod registry;
 pub mod resources;
 pub mod search;
+pub mod terminology;
 
 use serde_json::{json, Value};
 

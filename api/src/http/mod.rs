@@ -10,5 +10,6 @@ pub mod oauth;
 pub mod openapi;
 pub mod routes;
 pub mod system;
+pub mod terminology;
 
 pub use error::ApiError;

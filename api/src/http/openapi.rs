@@ -543,6 +543,53 @@ fn audit_paths(paths: PathsBuilder) -> PathsBuilder {
         )
 }
 
+fn terminology_paths(paths: PathsBuilder) -> PathsBuilder {
+    let search = operation(
+        "searchCodeSystem",
+        "CodeSystem",
+        "Search the e-RS reference data",
+        who_may("CodeSystem", Action::Search),
+        vec![
+            query("url", "Canonical URL"),
+            query("name", "Name (starts with)"),
+            query("status", "active"),
+        ],
+    )
+    .response(
+        "200",
+        response("A searchset Bundle of CodeSystem", Some("Bundle")),
+    );
+    let read = operation(
+        "readCodeSystem",
+        "CodeSystem",
+        "Read one CodeSystem",
+        who_may("CodeSystem", Action::Read),
+        vec![path_param("id", "e.g. ers-priority, ers-specialty")],
+    )
+    .response(
+        "200",
+        response(
+            "The CodeSystem, each concept with its properties",
+            Some("Resource"),
+        ),
+    );
+    paths
+        .path(
+            "/FHIR/R4/CodeSystem",
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(search, &[("405", "Read-only")]).build(),
+            ),
+        )
+        .path(
+            "/FHIR/R4/CodeSystem/{id}",
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(read, &[("404", "Not known"), ("405", "Read-only")]).build(),
+            ),
+        )
+}
+
 fn system_paths(paths: PathsBuilder) -> PathsBuilder {
     let plain = |id: &str, tag: &str, summary: &str, ok: Response| {
         OperationBuilder::new()
@@ -636,7 +683,10 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
 
 /// The whole document.
 pub fn document() -> OpenApi {
-    let paths = system_paths(audit_paths(resource_paths(PathsBuilder::new()))).build();
+    let paths = system_paths(terminology_paths(audit_paths(resource_paths(
+        PathsBuilder::new(),
+    ))))
+    .build();
     let components = ComponentsBuilder::new()
         .schema("Resource", fhir_schema(None, "A FHIR R4 resource; its profile is in the CapabilityStatement"))
         .schema("Bundle", fhir_schema(Some("Bundle"), "A FHIR R4 Bundle (searchset or history)"))

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::{audit, handlers as h, oauth, system, ApiError};
+use super::{audit, handlers as h, oauth, system, terminology, ApiError};
 
 async fn not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::Service(
@@ -50,6 +50,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::resource("/metadata")
                         .route(web::get().to(system::metadata))
                         .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/CodeSystem")
+                        .route(web::get().to(terminology::search))
+                        .default_service(web::to(terminology::read_only)),
+                )
+                .service(
+                    web::resource("/CodeSystem/{id}")
+                        .route(web::get().to(terminology::read))
+                        .default_service(web::to(terminology::read_only)),
                 )
                 .service(
                     web::resource("/AuditEvent/$export")

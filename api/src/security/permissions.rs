@@ -126,6 +126,9 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("Slot", Action::Create, SLOT_MAINTAINERS),
     ("Slot", Action::Update, SLOT_MAINTAINERS),
     ("Slot", Action::Delete, SLOT_MAINTAINERS),
+    // Reference data (the e-RS CodeSystems): everyone reads.
+    ("CodeSystem", Action::Read, EVERYONE),
+    ("CodeSystem", Action::Search, EVERYONE),
     // Who made each version: the people who may see the data, and auditors. Server-written.
     ("Provenance", Action::Read, PROVENANCE_READERS),
     ("Provenance", Action::Search, PROVENANCE_READERS),

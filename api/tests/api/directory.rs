@@ -177,7 +177,7 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
         (
             "50110",
             "Breast 2WW",
-            "BREAST_SURGERY",
+            "2WW",
             vec!["REVIEW", "BOOKABLE"],
             vec!["TWO_WEEK_WAIT"],
         ),
@@ -293,4 +293,64 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
     )
     .await
     .assert_outcome(403, "forbidden");
+}
+
+#[actix_web::test]
+async fn reference_data_is_served_as_code_systems_and_enforced() {
+    let app = spawn_app().await;
+    let r = app.get("CodeSystem/ers-priority").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cs = r.json();
+    assert_eq!(cs["url"], PRIORITY);
+    let codes: Vec<&str> = cs["concept"]
+        .as_array()
+        .expect("concepts")
+        .iter()
+        .filter_map(|c| c["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["ROUTINE", "URGENT", "TWO_WEEK_WAIT"]);
+    assert_eq!(cs["concept"][1]["property"][1]["code"], "triageContactDays");
+    assert_eq!(cs["concept"][1]["property"][1]["valueInteger"], 5);
+    let b = app.search(&format!("CodeSystem?url={SPECIALTY}")).await;
+    assert_eq!(b["total"], 1);
+    assert!(
+        app.search("CodeSystem").await["total"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 10
+    );
+    let clinic = app.get("CodeSystem/ers-clinic-type").await.json();
+    assert!(clinic["concept"]
+        .as_array()
+        .expect("concepts")
+        .iter()
+        .all(|c| c["property"][0]["code"] == "specialty"));
+    app.get("CodeSystem/nope")
+        .await
+        .assert_outcome(404, "not-found");
+    app.send(
+        app.req("PUT", "CodeSystem/ers-priority")
+            .insert_header(("Content-Type", "application/fhir+json")),
+        Some(b"{}".to_vec()),
+    )
+    .await
+    .assert_outcome(405, "not-supported");
+    // A service with a specialty e-RS does not know is refused, naming the known ones.
+    let org = app.create(&organization("R69", "North")).await;
+    let body = service(
+        "11000",
+        "Bad specialty",
+        &org,
+        "ASTROLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE"],
+    );
+    let r = app
+        .send(
+            definer(&app, "POST", "HealthcareService", "R69"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+    let d = r.assert_outcome(422, "value");
+    assert!(d.contains("ASTROLOGY") && d.contains("CARDIOLOGY"), "{d}");
 }

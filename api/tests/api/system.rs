@@ -35,6 +35,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "Schedule",
             "Slot",
             "Provenance",
+            "CodeSystem",
             "AuditEvent"
         ]
     );
@@ -52,7 +53,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
         !codes(provenance).contains(&"create".to_string()),
         "Provenance is server-written"
     );
-    assert_eq!(codes(&resources[9]), ["read", "search-type"]);
+    assert_eq!(codes(&resources[10]), ["read", "search-type"]);
     let create_doc = resources[0]["interaction"]
         .as_array()
         .expect("i")

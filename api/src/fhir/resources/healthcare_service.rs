@@ -1,29 +1,30 @@
-//! e-RS HealthcareService rules: the e-RS codes a referrer filters on are ones e-RS knows.
+//! e-RS HealthcareService rules: a provider organisation, and e-RS codes that e-RS knows (the
+//! code lists come from the CodeSystems this server serves).
 
 use serde_json::Value;
 
 use super::*;
+use crate::fhir::terminology;
 
 pub const REQUEST_FLOW_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-RequestFlowType";
 pub const BOOKABLE_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-BookableType";
 pub const PRIORITY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Priority";
+pub const SPECIALTY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
+pub const APPOINTMENT_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentType";
+pub const CLINIC_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ClinicType";
 
-const REQUEST_FLOWS: &[&str] = &["BOOKABLE", "REVIEW", "ADVICE_AND_GUIDANCE"];
-const BOOKABLE_TYPES: &[&str] = &["DIRECTLY_BOOKABLE", "INDIRECTLY_BOOKABLE"];
-pub const PRIORITIES: &[&str] = &["ROUTINE", "URGENT", "TWO_WEEK_WAIT"];
-
-/// Codings of a known e-RS system must use one of its codes.
+/// Codings in one of `systems` (e-RS CodeSystems served here) must use one of its codes.
 pub(super) fn known_codes(
     r: &Value,
     at: &str,
     element: &str,
-    rules: &[(&str, &[&str])],
+    systems: &[&str],
     issues: &mut Vec<Issue>,
 ) {
-    let concepts: Vec<&Value> = match r.get(element) {
-        Some(Value::Array(a)) => a.iter().collect(),
-        Some(v) => vec![v],
-        None => Vec::new(),
+    let (concepts, many): (Vec<&Value>, bool) = match r.get(element) {
+        Some(Value::Array(a)) => (a.iter().collect(), true),
+        Some(v) => (vec![v], false),
+        None => (Vec::new(), false),
     };
     for (i, cc) in concepts.iter().enumerate() {
         for (j, coding) in cc
@@ -37,15 +38,16 @@ pub(super) fn known_codes(
                 .get("system")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let Some((_, codes)) = rules.iter().find(|(s, _)| *s == system) else {
+            if !systems.contains(&system) {
                 continue;
-            };
+            }
+            let codes = terminology::codes(system);
             let code = coding
                 .get("code")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             if !codes.contains(&code) {
-                let path = if r.get(element).is_some_and(Value::is_array) {
+                let path = if many {
                     format!("{at}.{element}[{i}].coding[{j}].code")
                 } else {
                     format!("{at}.{element}.coding[{j}].code")
@@ -74,11 +76,21 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         r,
         "HealthcareService",
         "characteristic",
-        &[
-            (REQUEST_FLOW_SYSTEM, REQUEST_FLOWS),
-            (BOOKABLE_TYPE_SYSTEM, BOOKABLE_TYPES),
-            (PRIORITY_SYSTEM, PRIORITIES),
-        ],
+        &[REQUEST_FLOW_SYSTEM, BOOKABLE_TYPE_SYSTEM, PRIORITY_SYSTEM],
+        &mut issues,
+    );
+    known_codes(
+        r,
+        "HealthcareService",
+        "specialty",
+        &[SPECIALTY_SYSTEM],
+        &mut issues,
+    );
+    known_codes(
+        r,
+        "HealthcareService",
+        "type",
+        &[APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM],
         &mut issues,
     );
     finish(Checked::default(), issues)

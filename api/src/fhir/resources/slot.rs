@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::healthcare_service::{known_codes, PRIORITIES, PRIORITY_SYSTEM};
+use super::healthcare_service::{known_codes, PRIORITY_SYSTEM};
 use super::*;
 
 pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
@@ -11,7 +11,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         r,
         "Slot",
         "appointmentType",
-        &[(PRIORITY_SYSTEM, PRIORITIES)],
+        &[PRIORITY_SYSTEM],
         &mut issues,
     );
     if let (Some(s), Some(e)) = (

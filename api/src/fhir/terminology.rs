@@ -1,0 +1,82 @@
+//! The e-RS vocabulary as CodeSystems, written by the project as FHIR JSON
+//! (`fhir-profiles/codesystems/`), built into the binary and served read-only. The resource
+//! rules take their code lists from here, so the served reference data and the checks agree.
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const SOURCES: &[&str] = &[
+    include_str!("../../../fhir-profiles/codesystems/ers-appointment-cancellation-reason.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-appointment-type.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-bookable-type.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-business-function.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-clinic-type.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-error-codes.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-priority.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-referral-cancellation-reason.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-request-flow-type.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-specialty.json"),
+];
+
+/// Every CodeSystem, parsed once (a file that does not parse is left out and logged).
+pub fn code_systems() -> &'static [Value] {
+    static ALL: OnceLock<Vec<Value>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        SOURCES
+            .iter()
+            .filter_map(|s| match serde_json::from_str::<Value>(s) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    log::error!("a built-in CodeSystem does not parse: {e}");
+                    None
+                }
+            })
+            .collect()
+    })
+}
+
+pub fn by_id(id: &str) -> Option<&'static Value> {
+    code_systems()
+        .iter()
+        .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+}
+
+pub fn by_url(url: &str) -> Option<&'static Value> {
+    code_systems()
+        .iter()
+        .find(|c| c.get("url").and_then(Value::as_str) == Some(url))
+}
+
+/// The codes of a CodeSystem given by its canonical URL.
+pub fn codes(url: &str) -> Vec<&'static str> {
+    by_url(url)
+        .and_then(|c| c.get("concept"))
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("code").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_system_is_valid_fhir_and_has_codes() {
+        assert_eq!(code_systems().len(), SOURCES.len());
+        for cs in code_systems() {
+            ers_fhir::canonicalise(cs.clone()).expect("valid R4 CodeSystem");
+            let url = cs["url"].as_str().expect("url");
+            assert!(!codes(url).is_empty(), "{url}");
+            assert_eq!(cs["count"].as_u64(), Some(codes(url).len() as u64), "{url}");
+        }
+        assert_eq!(
+            codes("https://fhir.nhs.uk/CodeSystem/eRS-Priority"),
+            ["ROUTINE", "URGENT", "TWO_WEEK_WAIT"]
+        );
+    }
+}
