@@ -4,8 +4,22 @@ use ers_api::config::Settings;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | import-postcodes FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
+}
+
+fn import_postcodes(settings: &Settings, path: &str) -> Result<(), String> {
+    let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let report = ers_api::service::postcodes::import(&mut conn, std::io::BufReader::new(file))
+        .map_err(|e| e.to_string())?;
+    log::info!(
+        "{path}: {} postcodes imported, {} rows skipped (no usable code or coordinates)",
+        report.imported,
+        report.skipped
+    );
+    Ok(())
 }
 
 #[actix_web::main]
@@ -45,6 +59,10 @@ async fn main() -> std::process::ExitCode {
                 )
             })
             .map_err(|e| e.to_string()),
+        "import-postcodes" => match std::env::args().nth(2) {
+            None => Err("usage: ers-server import-postcodes FILE (ONS Postcode Directory CSV, or postcode,latitude,longitude)".to_string()),
+            Some(path) => import_postcodes(&settings, &path),
+        },
         "openapi" => {
             print!("{}", ers_api::http::openapi::document_json());
             Ok(())

@@ -85,6 +85,14 @@ pub struct RefEntry {
     pub target_id: String,
 }
 
+/// A position index entry (WGS84 degrees).
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub struct GeoEntry {
+    pub param: String,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
 /// A business identifier that must be unique within a resource type.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UniqueKey {
@@ -99,6 +107,7 @@ pub struct IndexEntries {
     pub strings: Vec<StringEntry>,
     pub dates: Vec<DateEntry>,
     pub refs: Vec<RefEntry>,
+    pub geo: Vec<GeoEntry>,
     pub unique: Vec<UniqueKey>,
 }
 
@@ -116,5 +125,6 @@ impl IndexEntries {
         self.refs.dedup();
         self.unique.sort();
         self.unique.dedup();
+        self.geo.dedup_by(|a, b| a.param == b.param);
     }
 }

@@ -130,3 +130,23 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(audit_events, audit_entities);
+
+diesel::table! {
+    search_geo (res_type, res_id, param) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        latitude -> Double,
+        longitude -> Double,
+    }
+}
+
+diesel::table! {
+    postcodes (code) {
+        code -> Text,
+        latitude -> Double,
+        longitude -> Double,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(resources, search_geo);

@@ -16,7 +16,7 @@ use diesel::dsl::sql;
 use diesel::expression::{is_aggregate, ValidGrouping};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Bool, Integer, Nullable, Text, Timestamp};
+use diesel::sql_types::{Bool, Double, Integer, Nullable, Text, Timestamp};
 
 use crate::conn::MultiBackend;
 use crate::rows::ResourceRow;
@@ -110,6 +110,14 @@ pub enum Criterion {
         kind: IndexKind,
         missing: bool,
     },
+    /// Positions within `km` of a point (equirectangular distance, accurate to well under 1%
+    /// at the distances a referral searches).
+    Near {
+        param: String,
+        latitude: f64,
+        longitude: f64,
+        km: f64,
+    },
 }
 
 /// A sort key; `desc` reverses it.
@@ -121,6 +129,14 @@ pub enum SortKey {
     Param {
         param: String,
         kind: IndexKind,
+    },
+    /// By distance of the `param` position from a point; with `via`, of the nearest resource the
+    /// `via` reference parameter points to (a service by its locations).
+    Distance {
+        param: String,
+        via: Option<String>,
+        latitude: f64,
+        longitude: f64,
     },
 }
 
@@ -138,6 +154,7 @@ enum Part {
     Sql(String),
     Text(String),
     Ts(NaiveDateTime),
+    F64(f64),
 }
 
 /// A boolean SQL expression: SQL text with bound values, usable in a diesel `filter`.
@@ -157,6 +174,10 @@ impl SqlPredicate {
     }
     fn ts(mut self, v: NaiveDateTime) -> Self {
         self.parts.push(Part::Ts(v));
+        self
+    }
+    fn f64(mut self, v: f64) -> Self {
+        self.parts.push(Part::F64(v));
         self
     }
     fn append(mut self, other: SqlPredicate) -> Self {
@@ -198,6 +219,7 @@ impl QueryFragment<MultiBackend> for SqlPredicate {
                 Part::Sql(s) => out.push_sql(s),
                 Part::Text(v) => out.push_bind_param::<Text, String>(v)?,
                 Part::Ts(v) => out.push_bind_param::<Timestamp, NaiveDateTime>(v)?,
+                Part::F64(v) => out.push_bind_param::<Double, f64>(v)?,
             }
         }
         Ok(())
@@ -214,6 +236,9 @@ fn like_escape(s: &str) -> String {
     }
     out
 }
+
+/// Kilometres per degree of latitude (and of longitude at the equator).
+pub const KM_PER_DEGREE: f64 = 111.32;
 
 /// The FHIR date-prefix semantics over a stored range `[lo, hi]` (column names) and a
 /// searched range.
@@ -308,6 +333,49 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
             (IndexKind::Reference, param, values)
         }
         Criterion::Missing { param, kind, .. } => (*kind, param, Vec::new()),
+        Criterion::Near {
+            param,
+            latitude,
+            longitude,
+            km,
+        } => {
+            // A box first (index-friendly), then the distance.
+            let d = km / KM_PER_DEGREE;
+            let k = latitude.to_radians().cos();
+            let dlon = d / k.max(0.01);
+            let p = SqlPredicate::default()
+                .sql("latitude BETWEEN ")
+                .f64(latitude - d)
+                .sql(" AND ")
+                .f64(latitude + d)
+                .sql(" AND longitude BETWEEN ")
+                .f64(longitude - dlon)
+                .sql(" AND ")
+                .f64(longitude + dlon)
+                .sql(" AND ((longitude - ")
+                .f64(*longitude)
+                .sql(") * ")
+                .f64(k)
+                .sql(") * ((longitude - ")
+                .f64(*longitude)
+                .sql(") * ")
+                .f64(k)
+                .sql(") + (latitude - ")
+                .f64(*latitude)
+                .sql(") * (latitude - ")
+                .f64(*latitude)
+                .sql(") <= ")
+                .f64(d * d);
+            return Some(
+                SqlPredicate::default()
+                    .sql("SELECT res_id FROM search_geo WHERE res_type = ")
+                    .text(res_type)
+                    .sql(" AND param = ")
+                    .text(param)
+                    .sql(" AND ")
+                    .append(p),
+            );
+        }
         Criterion::Chain {
             param,
             target_type,
@@ -434,6 +502,38 @@ pub fn search(
                 } else {
                     query.then_order_by(resources::last_updated.asc())
                 }
+            }
+            SortKey::Distance {
+                param,
+                via,
+                latitude,
+                longitude,
+            } => {
+                let param = safe_param(param)?;
+                let k = latitude.to_radians().cos();
+                // Numbers formatted by Rust from f64s, and registry parameter names: no client
+                // text reaches this SQL.
+                let d2 = format!(
+                    "((g.longitude - ({longitude:.8})) * {k:.8}) * ((g.longitude - ({longitude:.8})) * {k:.8}) + (g.latitude - ({latitude:.8})) * (g.latitude - ({latitude:.8}))"
+                );
+                let sub = match via {
+                    None => format!("(SELECT MIN({d2}) FROM search_geo g WHERE g.res_type = resources.res_type AND g.res_id = resources.id AND g.param = '{param}')"),
+                    Some(via) => {
+                        let via = safe_param(via)?;
+                        format!(
+                            "(SELECT MIN({d2}) FROM search_refs r, search_geo g WHERE r.res_type = resources.res_type AND r.res_id = resources.id AND r.param = '{via}' AND g.res_type = r.target_type AND g.res_id = r.target_id AND g.param = '{param}')"
+                        )
+                    }
+                };
+                query = query.then_order_by(sql::<Integer>(&format!(
+                    "CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END"
+                )));
+                let value = sql::<Nullable<Double>>(&sub);
+                query = if *desc {
+                    query.then_order_by(value.desc())
+                } else {
+                    query.then_order_by(value.asc())
+                };
             }
             SortKey::Param { param, kind } => {
                 // A correlated scalar subquery in portable SQL (diesel cannot express the

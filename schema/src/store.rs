@@ -264,6 +264,7 @@ fn clear_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<()>
     delete_owned!(conn, search_dates, res_type, res_id, res_type, id);
     delete_owned!(conn, search_refs, res_type, res_id, res_type, id);
     delete_owned!(conn, unique_identifiers, res_type, res_id, res_type, id);
+    delete_owned!(conn, search_geo, res_type, res_id, res_type, id);
     Ok(())
 }
 
@@ -314,6 +315,17 @@ fn write_index(
                 search_refs::param.eq(&r.param),
                 search_refs::target_type.eq(&r.target_type),
                 search_refs::target_id.eq(&r.target_id),
+            ))
+            .execute(conn)?;
+    }
+    for g in &index.geo {
+        diesel::insert_into(search_geo::table)
+            .values((
+                search_geo::res_type.eq(res_type),
+                search_geo::res_id.eq(id),
+                search_geo::param.eq(&g.param),
+                search_geo::latitude.eq(g.latitude),
+                search_geo::longitude.eq(g.longitude),
             ))
             .execute(conn)?;
     }
@@ -428,4 +440,45 @@ pub fn count_live(conn: &mut DbConnection, res_type: &str) -> QResult<i64> {
         .filter(resources::deleted.eq(0))
         .count()
         .get_result(conn)?)
+}
+
+/// Replaces the coordinates of these postcodes (a batch of an import).
+pub fn upsert_postcodes(conn: &mut DbConnection, batch: &[(String, f64, f64)]) -> QResult<usize> {
+    let codes: Vec<&String> = batch.iter().map(|(c, _, _)| c).collect();
+    diesel::delete(postcodes::table.filter(postcodes::code.eq_any(codes))).execute(conn)?;
+    let mut n = 0;
+    for (code, lat, lon) in batch {
+        n += diesel::insert_into(postcodes::table)
+            .values((
+                postcodes::code.eq(code),
+                postcodes::latitude.eq(lat),
+                postcodes::longitude.eq(lon),
+            ))
+            .execute(conn)?;
+    }
+    Ok(n)
+}
+
+/// The coordinates of a postcode: the full code if known, else its outward code.
+pub fn postcode_position(
+    conn: &mut DbConnection,
+    full: &str,
+    outward: &str,
+) -> QResult<Option<(f64, f64)>> {
+    for code in [full, outward] {
+        let found = postcodes::table
+            .filter(postcodes::code.eq(code))
+            .select((postcodes::latitude, postcodes::longitude))
+            .first::<(f64, f64)>(conn)
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// How many postcodes are loaded.
+pub fn postcode_count(conn: &mut DbConnection) -> QResult<i64> {
+    Ok(postcodes::table.count().get_result(conn)?)
 }

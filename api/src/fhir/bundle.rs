@@ -9,6 +9,8 @@ pub struct Entry {
     pub full_url: String,
     pub resource: Value,
     pub include: bool,
+    /// For a `near` search: how far the match is, in km.
+    pub distance_km: Option<f64>,
 }
 
 pub struct Links {
@@ -49,11 +51,15 @@ pub fn searchset(
     let mut out: Vec<Value> = entries
         .into_iter()
         .map(|e| {
-            json!({
-                "fullUrl": e.full_url,
-                "resource": e.resource,
-                "search": {"mode": if e.include { "include" } else { "match" }},
-            })
+            let mut search = json!({"mode": if e.include { "include" } else { "match" }});
+            if let Some(d) = e.distance_km {
+                let value = (d * 1000.0).round() / 1000.0;
+                search["extension"] = json!([{
+                    "url": "http://hl7.org/fhir/StructureDefinition/location-distance",
+                    "valueDistance": {"value": value, "unit": "km", "system": "http://unitsofmeasure.org", "code": "km"},
+                }]);
+            }
+            json!({"fullUrl": e.full_url, "resource": e.resource, "search": search})
         })
         .collect();
     if let Some(oo) = outcome {

@@ -1,6 +1,6 @@
 //! Turns a resource into search-index entries, following the registry's element paths.
 
-use ers_schema::{DateEntry, IndexEntries, RefEntry, StringEntry, TokenEntry, UniqueKey};
+use ers_schema::{DateEntry, GeoEntry, IndexEntries, RefEntry, StringEntry, TokenEntry, UniqueKey};
 use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
@@ -160,6 +160,19 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
                             });
                         }
                     }
+                    ParamKind::Position if p.targets.is_empty() => {
+                        if let (Some(latitude), Some(longitude)) = (
+                            v.get("latitude").and_then(Value::as_f64),
+                            v.get("longitude").and_then(Value::as_f64),
+                        ) {
+                            out.geo.push(GeoEntry {
+                                param: p.name.to_owned(),
+                                latitude,
+                                longitude,
+                            });
+                        }
+                    }
+                    ParamKind::Position => {}
                     ParamKind::Reference => {
                         if let Some((t, id)) = v
                             .get("reference")

@@ -12,6 +12,9 @@ pub enum ParamKind {
     String,
     Date,
     Reference,
+    /// A position (`near=lat|long|distance|units`); with `targets`, the position of the
+    /// resource a reference parameter of the same name as `paths[0]` points to.
+    Position,
 }
 
 impl ParamKind {
@@ -21,6 +24,7 @@ impl ParamKind {
             ParamKind::String => "string",
             ParamKind::Date => "date",
             ParamKind::Reference => "reference",
+            ParamKind::Position => "special",
         }
     }
 }
@@ -240,6 +244,14 @@ const LOCATION_PARAMS: &[SearchParamDef] = &[
         targets["Location"],
         "The location this one is part of"
     ),
+    SearchParamDef {
+        name: "near",
+        kind: ParamKind::Position,
+        paths: &["position"],
+        targets: &[],
+        doc: "lat|long|distance|units (km, mi or m; at most 500 km), nearest first; or near-postcode=POSTCODE|distance|units",
+        expand: None,
+    },
 ];
 
 const PROVENANCE_PARAMS: &[SearchParamDef] = &[
@@ -312,6 +324,14 @@ const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
         targets["Location"],
         "Where the service is delivered"
     ),
+    SearchParamDef {
+        name: "near",
+        kind: ParamKind::Position,
+        paths: &["location"],
+        targets: &["Location"],
+        doc: "Services delivered at a location within a distance: lat|long|distance|units, nearest first; or near-postcode=POSTCODE|distance|units",
+        expand: None,
+    },
 ];
 
 const SCHEDULE_PARAMS: &[SearchParamDef] = &[

@@ -49,6 +49,10 @@ pub struct SearchRequest {
     pub accepted: Vec<(String, String)>,
     /// Parameters that were not understood (ignored unless handling is strict).
     pub ignored: Vec<String>,
+    /// A `near` search (results carry their distance).
+    pub near: Option<Near>,
+    /// A `near-postcode` search, resolved to a `near` by the service: postcode, km, parameter.
+    pub postcode_near: Option<(String, f64, &'static SearchParamDef)>,
 }
 
 fn bad(param: &str, msg: impl std::fmt::Display) -> Issue {
@@ -84,6 +88,8 @@ pub fn parse(
         total: TotalMode::Accurate,
         accepted: Vec::new(),
         ignored: Vec::new(),
+        near: None,
+        postcode_near: None,
     };
     let mut issues = Vec::new();
     for (name, value) in params {
@@ -93,6 +99,17 @@ pub fn parse(
                 if !RESULT_PARAMS.contains(&name.as_str()) && name != "_count" && name != "_offset"
                 {
                     req.ignored.push(name.clone());
+                }
+            }
+            Err(issue) => issues.push(issue),
+        }
+    }
+    if let Some(near) = req.near.clone() {
+        match near_parts(def, &near) {
+            Ok((criterion, sort)) => {
+                req.query.criteria.push(criterion);
+                if req.query.sort.is_empty() {
+                    req.query.sort.push((sort, false));
                 }
             }
             Err(issue) => issues.push(issue),
@@ -202,7 +219,7 @@ fn parse_one(
                 let sort = match key {
                     "_id" => SortKey::Id,
                     "_lastUpdated" => SortKey::LastUpdated,
-                    other => match def.param(other) {
+                    other => match def.param(other).filter(|p| p.kind != ParamKind::Position) {
                         Some(p) => SortKey::Param {
                             param: p.name.to_owned(),
                             kind: index_kind(p.kind),
@@ -230,6 +247,38 @@ fn parse_one(
     if RESULT_PARAMS.contains(&name) {
         return Ok(false);
     }
+    if let Some(p) = def.params.iter().find(|p| {
+        p.kind == ParamKind::Position && (p.name == name || format!("{}-postcode", p.name) == name)
+    }) {
+        let parts: Vec<&str> = value.split('|').collect();
+        if name == p.name {
+            let coord = |i: usize, what: &str, limit: f64| -> Result<f64, Issue> {
+                parts
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|x| x.is_finite() && x.abs() <= limit)
+                    .ok_or_else(|| bad(name, format!("'{value}': {what} must be a number within ±{limit} (near=lat|long|distance|units)")))
+            };
+            let (latitude, longitude) =
+                (coord(0, "latitude", 90.0)?, coord(1, "longitude", 180.0)?);
+            let km = radius_km(name, parts.get(2).copied(), parts.get(3).copied())?;
+            req.near = Some(Near {
+                latitude,
+                longitude,
+                km,
+                param: p,
+            });
+        } else {
+            let postcode = parts
+                .first()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| bad(name, "expects POSTCODE|distance|units"))?;
+            let km = radius_km(name, parts.get(1).copied(), parts.get(2).copied())?;
+            req.postcode_near = Some((postcode.to_owned(), km, p));
+        }
+        return Ok(true);
+    }
     match criterion(def, name, value)? {
         Some(c) => {
             req.query.criteria.push(c);
@@ -245,7 +294,94 @@ fn index_kind(k: ParamKind) -> IndexKind {
         ParamKind::String => IndexKind::String,
         ParamKind::Date => IndexKind::Date,
         ParamKind::Reference => IndexKind::Reference,
+        // Positions are neither sorted by value nor tested for :missing (refused earlier).
+        ParamKind::Position => IndexKind::Token,
     }
+}
+
+/// A `near` search: the point, the radius, and the parameter it applies to.
+#[derive(Debug, Clone)]
+pub struct Near {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub km: f64,
+    pub param: &'static SearchParamDef,
+}
+
+pub const MAX_NEAR_KM: f64 = 500.0;
+
+/// `distance|units` → kilometres (km default; mi, m accepted).
+fn radius_km(name: &str, distance: Option<&str>, units: Option<&str>) -> Result<f64, Issue> {
+    let d: f64 = match distance {
+        None | Some("") => 25.0,
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|x: &f64| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| bad(name, format!("distance '{d}' is not a positive number")))?,
+    };
+    let km = match units.unwrap_or("km") {
+        "km" | "" => d,
+        "mi" | "[mi_i]" => d * 1.609_344,
+        "m" => d / 1000.0,
+        u => return Err(bad(name, format!("units '{u}' are not km, mi or m"))),
+    };
+    if km > MAX_NEAR_KM {
+        return Err(bad(
+            name,
+            format!("{km:.0} km is more than the {MAX_NEAR_KM:.0} km a search may cover"),
+        ));
+    }
+    Ok(km)
+}
+
+/// The criterion and the nearest-first sort of a `near` search on `def`.
+pub fn near_parts(def: &'static ResourceDef, near: &Near) -> Result<(Criterion, SortKey), Issue> {
+    let p = near.param;
+    let inner = |param: &str| Criterion::Near {
+        param: param.to_owned(),
+        latitude: near.latitude,
+        longitude: near.longitude,
+        km: near.km,
+    };
+    if p.targets.is_empty() {
+        return Ok((
+            inner(p.name),
+            SortKey::Distance {
+                param: p.name.to_owned(),
+                via: None,
+                latitude: near.latitude,
+                longitude: near.longitude,
+            },
+        ));
+    }
+    let via = p
+        .paths
+        .first()
+        .and_then(|r| def.param(r))
+        .filter(|r| r.kind == ParamKind::Reference)
+        .ok_or_else(|| bad(p.name, "has no reference to follow"))?;
+    let target = p.targets.first().copied().unwrap_or_default();
+    let geo = registry::find(target)
+        .and_then(|t| {
+            t.params
+                .iter()
+                .find(|x| x.kind == ParamKind::Position && x.targets.is_empty())
+        })
+        .ok_or_else(|| bad(p.name, format!("{target} has no position")))?;
+    Ok((
+        Criterion::Chain {
+            param: via.name.to_owned(),
+            target_type: target.to_owned(),
+            inner: Box::new(inner(geo.name)),
+        },
+        SortKey::Distance {
+            param: geo.name.to_owned(),
+            via: Some(via.name.to_owned()),
+            latitude: near.latitude,
+            longitude: near.longitude,
+        },
+    ))
 }
 
 fn parse_include(def: &'static ResourceDef, name: &str, value: &str) -> Result<Include, Issue> {
@@ -417,7 +553,7 @@ fn criterion(
     let Some(p) = def.param(pname) else {
         return Ok(None);
     };
-    if modifier == Some("missing") {
+    if modifier == Some("missing") && p.kind != ParamKind::Position {
         let missing = match value {
             "true" => true,
             "false" => false,
@@ -429,8 +565,15 @@ fn criterion(
             missing,
         }));
     }
+    if p.kind == ParamKind::Position {
+        return Err(bad(
+            name,
+            "use near=lat|long|distance|units (no modifiers, not in a chain)",
+        ));
+    }
     let param = p.name.to_owned();
     let c = match p.kind {
+        ParamKind::Position => return Err(bad(name, "use near=lat|long|distance|units")),
         ParamKind::Token => {
             let negate = match modifier {
                 None => false,

@@ -186,6 +186,7 @@ pub async fn search(
             full_url: format!("{base}/AuditEvent/{}", r.id),
             resource: audit_event(r, e),
             include: false,
+            distance_km: None,
         })
         .collect();
     negotiate::respond(

@@ -476,6 +476,10 @@ async fn run_search(
             full_url: format!("{base}/{}/{}", row.res_type, row.id),
             resource: shape(&row.content, Some(def))?,
             include: false,
+            distance_km: result
+                .distances
+                .as_ref()
+                .and_then(|d| d.get(&row.id).copied()),
         });
     }
     for row in &result.included {
@@ -483,6 +487,7 @@ async fn run_search(
             full_url: format!("{base}/{}/{}", row.res_type, row.id),
             resource: shape(&row.content, registry::find(&row.res_type))?,
             include: true,
+            distance_km: None,
         });
     }
     let outcome = (!parsed.ignored.is_empty()).then(|| {

@@ -209,6 +209,7 @@ fn search_params(t: &str) -> Vec<Parameter> {
                 ParamKind::String => "string: starts with, case- and accent-insensitive; modifiers :exact, :contains, :missing",
                 ParamKind::Date => "date with prefix eq, ne, lt, gt, le, ge, sa, eb",
                 ParamKind::Reference => "reference: Type/id or id; modifiers :Type, :missing; chain with .param",
+                ParamKind::Position => "position",
             };
             out.push(query(p.name, &format!("{} ({hint})", p.doc)));
         }

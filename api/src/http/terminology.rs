@@ -57,6 +57,7 @@ pub async fn search(
             ),
             resource: cs.clone(),
             include: false,
+            distance_km: None,
         })
         .collect();
     let b = bundle::searchset(

@@ -656,10 +656,99 @@ pub struct SearchResult {
     pub matches: Vec<ResourceRow>,
     pub included: Vec<ResourceRow>,
     pub total: Option<i64>,
+    /// For a `near` search: the point, and each match's distance from it in km.
+    pub distances: Option<std::collections::HashMap<String, f64>>,
+}
+
+/// Great-circle distance in km (haversine).
+pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * h.sqrt().asin()
+}
+
+fn position(v: &Value) -> Option<(f64, f64)> {
+    let p = v.get("position")?;
+    Some((p.get("latitude")?.as_f64()?, p.get("longitude")?.as_f64()?))
+}
+
+/// Each match's distance from the point: its own position, or its nearest referenced Location's.
+fn distances(
+    c: &mut DbConnection,
+    rows: &[ResourceRow],
+    point: (f64, f64),
+) -> Result<std::collections::HashMap<String, f64>> {
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let Ok(v) = serde_json::from_str::<Value>(&row.content) else {
+            continue;
+        };
+        let mut best = position(&v).map(|p| distance_km(point, p));
+        let location_ids: Vec<String> = v
+            .get("location")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                l.get("reference")
+                    .and_then(Value::as_str)
+                    .and_then(index::split_reference)
+            })
+            .filter(|(t, _)| *t == "Location")
+            .map(|(_, id)| id.to_owned())
+            .collect();
+        for loc in store::get_many(c, "Location", &location_ids)? {
+            if let Some(p) = serde_json::from_str::<Value>(&loc.content)
+                .ok()
+                .as_ref()
+                .and_then(position)
+            {
+                let d = distance_km(point, p);
+                best = Some(best.map_or(d, |b: f64| b.min(d)));
+            }
+        }
+        if let Some(d) = best {
+            out.insert(row.id.clone(), d);
+        }
+    }
+    Ok(out)
 }
 
 /// `GET|POST /{type}?…`.
 pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResult> {
+    // A postcode search becomes a `near` search at the postcode's coordinates.
+    let mut resolved;
+    let mut req = req;
+    if let Some((postcode, km, param)) = &req.postcode_near {
+        let pc = crate::domain::Postcode::parse(postcode)
+            .map_err(|e| ServiceError::BadRequest(format!("near-postcode: {}", e.0)))?;
+        let at = store::postcode_position(conn, pc.as_str(), pc.outward())?
+            .ok_or_else(|| ServiceError::BadRequest(format!("near-postcode: {} is not in the postcode table (load one with ers-server import-postcodes)", pc.as_str())))?;
+        resolved = req.clone();
+        let def = registry::find(&req.query.res_type)
+            .ok_or_else(|| ServiceError::BadRequest("unknown type".into()))?;
+        let near = crate::fhir::search::Near {
+            latitude: at.0,
+            longitude: at.1,
+            km: *km,
+            param,
+        };
+        let (criterion, sort) = crate::fhir::search::near_parts(def, &near)
+            .map_err(|i| ServiceError::Invalid(vec![i]))?;
+        resolved.query.criteria.push(criterion);
+        if resolved.query.sort.is_empty() {
+            resolved.query.sort.push((sort, false));
+        }
+        resolved.near = Some(near);
+        resolved.postcode_near = None;
+        req = &resolved;
+    }
     read_tx(conn, |c| {
         let count_only = req.summary == crate::fhir::search::Summary::Count;
         let with_total = count_only || req.total == TotalMode::Accurate;
@@ -671,6 +760,7 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
                 matches: Vec::new(),
                 included: Vec::new(),
                 total,
+                distances: None,
             });
         }
         let (matches, total) = store_search::search(c, &req.query, with_total)?;
@@ -715,10 +805,15 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
                 }
             }
         }
+        let distances = match &req.near {
+            Some(n) => Some(distances(c, &matches, (n.latitude, n.longitude))?),
+            None => None,
+        };
         Ok(SearchResult {
             matches,
             included,
             total,
+            distances,
         })
     })
 }

@@ -137,6 +137,9 @@ fn patient(
 
 /// Creates the sandbox data set.
 pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
+    if ers_schema::store::postcode_count(conn)? == 0 {
+        super::postcodes::import(conn, super::postcodes::SANDBOX_FIXTURE.as_bytes())?;
+    }
     let author = Author {
         user: None,
         role: "SYSTEM".into(),
@@ -209,6 +212,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
     )?;
 
     let site = OdsCode::SITE_SYSTEM;
+    let mut sites = Vec::new();
     for (code, name, org, pc, city, lat, lon) in [
         (
             "RCD01",
@@ -238,7 +242,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
             -1.5357,
         ),
     ] {
-        s.ensure(
+        let id = s.ensure(
             "Location",
             site,
             code,
@@ -253,6 +257,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
                 "managingOrganization": {"reference": format!("Organization/{org}")},
             }),
         )?;
+        sites.push(id);
     }
 
     let sds = SdsUserId::SYSTEM;
@@ -388,7 +393,12 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
             ),
         )?;
     }
-    directory(&mut s, &[(&rcd, "RCD"), (&rr8, "RR8")])?;
+    let providers = [
+        (&rcd, "RCD", &sites[0]),
+        (&rr8, "RR8", &sites[1]),
+        (&rr8, "RR8", &sites[2]),
+    ];
+    directory(&mut s, &providers)?;
     Ok(s.report)
 }
 
@@ -411,7 +421,10 @@ type PlannedService = (String, usize, Vec<&'static str>, Vec<&'static str>, usiz
 
 /// Services, schedules and slots of the sandbox Directory of Services, with the NHS sandbox
 /// service ids (10000 no slots, 11000 many slots, 12000 few, 50001 triage, 11014 A&G...).
-fn directory(s: &mut Seeder<'_>, providers: &[(&String, &str)]) -> Result<(), ServiceError> {
+fn directory(
+    s: &mut Seeder<'_>,
+    providers: &[(&String, &str, &String)],
+) -> Result<(), ServiceError> {
     use crate::fhir::resources::healthcare_service::{
         BOOKABLE_TYPE_SYSTEM, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM,
     };
@@ -487,7 +500,7 @@ fn directory(s: &mut Seeder<'_>, providers: &[(&String, &str)]) -> Result<(), Se
     // does not add more.
     let today = chrono::Utc::now().date_naive();
     for (n, (sid, spec, flows, priorities, slots)) in plan.into_iter().enumerate() {
-        let (org_id, ods) = providers[n % providers.len()];
+        let (org_id, ods, site_id) = providers[n % providers.len()];
         let (code, display) = SPECIALTIES[spec];
         let mut characteristic: Vec<Value> = flows
             .iter()
@@ -517,6 +530,7 @@ fn directory(s: &mut Seeder<'_>, providers: &[(&String, &str)]) -> Result<(), Se
                 "identifier": [{"system": SERVICE_SYSTEM, "value": sid}],
                 "active": true,
                 "providedBy": {"reference": format!("Organization/{org_id}")},
+                "location": [{"reference": format!("Location/{site_id}")}],
                 "type": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentType", "code": if flows[0] == "REVIEW" { "ASSESSMENT_SERVICE" } else { "FIRST_OUTPATIENT" }}]}],
                 "specialty": [{"coding": [{"system": SPECIALTY_SYSTEM, "code": code, "display": display}]}],
                 "name": format!("{display} {kind} ({ods}) {sid}"),

@@ -354,3 +354,99 @@ async fn reference_data_is_served_as_code_systems_and_enforced() {
     let d = r.assert_outcome(422, "value");
     assert!(d.contains("ASTROLOGY") && d.contains("CARDIOLOGY"), "{d}");
 }
+
+fn distance_of(entry: &Value) -> f64 {
+    entry["search"]["extension"][0]["valueDistance"]["value"]
+        .as_f64()
+        .expect("distance")
+}
+
+#[actix_web::test]
+async fn services_and_locations_near_a_point_or_a_postcode_nearest_first() {
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    // Leeds city centre: the two Leeds sites within 10 km, Harrogate (~21 km) beyond.
+    let b = app.search("Location?near=53.7974|-1.5438|10|km").await;
+    let names: Vec<&str> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["resource"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Sandbox General Infirmary",
+            "Sandbox Chapel Allerton Clinic"
+        ],
+        "{b}"
+    );
+    let d: Vec<f64> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(distance_of)
+        .collect();
+    assert!(d[0] < 1.0 && d[1] > 3.0 && d[1] < 5.0, "{d:?}");
+    assert_eq!(
+        app.search("Location?near=53.7974|-1.5438|30|km").await["total"],
+        3
+    );
+    assert_eq!(
+        app.search("Location?near=53.7974|-1.5438|15|mi").await["total"],
+        3,
+        "15 miles is 24 km"
+    );
+    // Services: cardiology services delivered within 10 km of the patient's postcode, nearest first.
+    let b = app.search("HealthcareService?near-postcode=LS1%204AP|10|km&specialty=CARDIOLOGY&characteristic=BOOKABLE").await;
+    let total = b["total"].as_i64().expect("total");
+    assert!(total >= 1, "{b}");
+    let all = app
+        .search("HealthcareService?specialty=CARDIOLOGY&characteristic=BOOKABLE")
+        .await["total"]
+        .as_i64()
+        .expect("total");
+    assert!(
+        total < all,
+        "the radius excludes Harrogate's services ({total} of {all})"
+    );
+    let d: Vec<f64> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(distance_of)
+        .collect();
+    assert!(
+        d.windows(2).all(|w| w[0] <= w[1]) && d.iter().all(|x| *x <= 10.0),
+        "{d:?}"
+    );
+    // The outward code is enough when the full postcode is unknown.
+    assert!(
+        app.search("HealthcareService?near-postcode=LS6%209ZZ|10|km")
+            .await["total"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    );
+    // Bad input.
+    for q in [
+        "Location?near=91|0|5|km",
+        "Location?near=53|-1|1000|km",
+        "Location?near=53|-1|5|furlongs",
+        "Location?near=abc",
+        "Location?near:missing=true",
+    ] {
+        app.get(q).await.assert_outcome(400, "invalid");
+    }
+    let d = app
+        .get("HealthcareService?near-postcode=ZE1%200AA|10|km")
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(
+        d.contains("ZE1 0AA") && d.contains("import-postcodes"),
+        "{d}"
+    );
+    app.get("HealthcareService?near-postcode=not-a-postcode|10")
+        .await
+        .assert_outcome(400, "invalid");
+}

@@ -1,0 +1,2 @@
+DROP TABLE postcodes;
+DROP TABLE search_geo;
