@@ -110,6 +110,13 @@ pub enum Criterion {
         kind: IndexKind,
         missing: bool,
     },
+    /// Resources that some `source_type` resource matching all of `all_of` refers to through
+    /// `param` (a reverse chain: services that a schedule with a free slot belongs to).
+    ReferencedBy {
+        source_type: String,
+        param: String,
+        all_of: Vec<Criterion>,
+    },
     /// Positions within `km` of a point (equirectangular distance, accurate to well under 1%
     /// at the distances a referral searches).
     Near {
@@ -397,7 +404,9 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
                 .sql(")")];
             (IndexKind::Reference, param, values)
         }
-        Criterion::Id(_) | Criterion::LastUpdated(_) => return None,
+        Criterion::Id(_) | Criterion::LastUpdated(_) | Criterion::ReferencedBy { .. } => {
+            return None
+        }
     };
     Some(
         SqlPredicate::default()
@@ -428,6 +437,29 @@ fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
                 .map(|m| date_predicate("resources.last_updated", "resources.last_updated", m))
                 .collect(),
         ),
+        Criterion::ReferencedBy {
+            source_type,
+            param,
+            all_of,
+        } => {
+            let mut sources = SqlPredicate::default()
+                .sql("SELECT resources.id FROM resources WHERE resources.res_type = ")
+                .text(source_type)
+                .sql(" AND resources.deleted = 0");
+            for c in all_of {
+                sources = sources.sql(" AND ").append(res_predicate(source_type, c));
+            }
+            SqlPredicate::default()
+                .sql("resources.id IN (SELECT target_id FROM search_refs WHERE res_type = ")
+                .text(source_type)
+                .sql(" AND param = ")
+                .text(param)
+                .sql(" AND target_type = ")
+                .text(res_type)
+                .sql(" AND res_id IN (")
+                .append(sources)
+                .sql("))")
+        }
         other => {
             let negate = matches!(
                 other,

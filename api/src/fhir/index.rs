@@ -172,7 +172,7 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
                             });
                         }
                     }
-                    ParamKind::Position => {}
+                    ParamKind::Position | ParamKind::Availability => {}
                     ParamKind::Reference => {
                         if let Some((t, id)) = v
                             .get("reference")

@@ -15,6 +15,9 @@ pub enum ParamKind {
     /// A position (`near=lat|long|distance|units`); with `targets`, the position of the
     /// resource a reference parameter of the same name as `paths[0]` points to.
     Position,
+    /// `PRIORITY[|from[|to]]`: services with a free slot usable at that priority (lower-priority
+    /// slots included) starting in the window (from now when no `from`).
+    Availability,
 }
 
 impl ParamKind {
@@ -24,7 +27,7 @@ impl ParamKind {
             ParamKind::String => "string",
             ParamKind::Date => "date",
             ParamKind::Reference => "reference",
-            ParamKind::Position => "special",
+            ParamKind::Position | ParamKind::Availability => "special",
         }
     }
 }
@@ -332,6 +335,14 @@ const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
         doc: "Services delivered at a location within a distance: lat|long|distance|units, nearest first; or near-postcode=POSTCODE|distance|units",
         expand: None,
     },
+    SearchParamDef {
+        name: "available",
+        kind: ParamKind::Availability,
+        paths: &[],
+        targets: &["Schedule", "Slot"],
+        doc: "PRIORITY[|from[|to]]: has a free slot usable at that priority (TWO_WEEK_WAIT also finds URGENT and ROUTINE slots) starting in the window, from now by default",
+        expand: None,
+    },
 ];
 
 const SCHEDULE_PARAMS: &[SearchParamDef] = &[
@@ -388,7 +399,7 @@ const SLOT_PARAMS: &[SearchParamDef] = &[
 ];
 
 /// e-RS priority order: a search at one priority also finds slots of the lower ones.
-fn priorities_at_or_below(code: &str) -> Vec<&'static str> {
+pub fn priorities_at_or_below(code: &str) -> Vec<&'static str> {
     match code {
         "TWO_WEEK_WAIT" => vec!["TWO_WEEK_WAIT", "URGENT", "ROUTINE"],
         "URGENT" => vec!["URGENT", "ROUTINE"],

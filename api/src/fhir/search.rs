@@ -247,6 +247,13 @@ fn parse_one(
     if RESULT_PARAMS.contains(&name) {
         return Ok(false);
     }
+    if let Some(p) = def
+        .param(name)
+        .filter(|p| p.kind == ParamKind::Availability)
+    {
+        req.query.criteria.push(availability(name, value, p)?);
+        return Ok(true);
+    }
     if let Some(p) = def.params.iter().find(|p| {
         p.kind == ParamKind::Position && (p.name == name || format!("{}-postcode", p.name) == name)
     }) {
@@ -295,8 +302,88 @@ fn index_kind(k: ParamKind) -> IndexKind {
         ParamKind::Date => IndexKind::Date,
         ParamKind::Reference => IndexKind::Reference,
         // Positions are neither sorted by value nor tested for :missing (refused earlier).
-        ParamKind::Position => IndexKind::Token,
+        ParamKind::Position | ParamKind::Availability => IndexKind::Token,
     }
+}
+
+/// `available=PRIORITY[|from[|to]]`: a service some schedule of which has a free slot usable at
+/// the priority, starting in the window.
+fn availability(name: &str, value: &str, p: &SearchParamDef) -> Result<Criterion, Issue> {
+    let parts: Vec<&str> = value.split('|').collect();
+    let priority = parts.first().copied().unwrap_or_default();
+    let codes = registry::priorities_at_or_below(priority);
+    if codes.is_empty() {
+        return Err(bad(name, format!("'{priority}' is not a priority (ROUTINE, URGENT or TWO_WEEK_WAIT); expected PRIORITY[|from[|to]]")));
+    }
+    let (Some(schedule), Some(slot)) = (p.targets.first(), p.targets.get(1)) else {
+        return Err(bad(name, "is not set up on this type"));
+    };
+    let date = |i: usize, prefix: DatePrefix| -> Result<Option<DateMatch>, Issue> {
+        match parts.get(i).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => {
+                let (low, high) =
+                    datetime::range(v).ok_or_else(|| bad(name, format!("'{v}' is not a date")))?;
+                Ok(Some(DateMatch { prefix, low, high }))
+            }
+        }
+    };
+    let now = chrono::Utc::now().naive_utc();
+    let from = date(1, DatePrefix::Ge)?.unwrap_or(DateMatch {
+        prefix: DatePrefix::Ge,
+        low: now,
+        high: now,
+    });
+    let mut slot_criteria = vec![
+        Criterion::Token {
+            param: "status".into(),
+            any_of: vec![TokenMatch {
+                system: None,
+                code: Some("free".into()),
+            }],
+            negate: false,
+        },
+        Criterion::Token {
+            param: "appointment-type".into(),
+            any_of: codes
+                .iter()
+                .map(|c| TokenMatch {
+                    system: None,
+                    code: Some((*c).to_owned()),
+                })
+                .collect(),
+            negate: false,
+        },
+        Criterion::Date {
+            param: "start".into(),
+            any_of: vec![from],
+        },
+    ];
+    if let Some(to) = date(2, DatePrefix::Le)? {
+        slot_criteria.push(Criterion::Date {
+            param: "start".into(),
+            any_of: vec![to],
+        });
+    }
+    Ok(Criterion::ReferencedBy {
+        source_type: (*schedule).to_owned(),
+        param: "actor".into(),
+        all_of: vec![
+            Criterion::Token {
+                param: "active".into(),
+                any_of: vec![TokenMatch {
+                    system: None,
+                    code: Some("false".into()),
+                }],
+                negate: true,
+            },
+            Criterion::ReferencedBy {
+                source_type: (*slot).to_owned(),
+                param: "schedule".into(),
+                all_of: slot_criteria,
+            },
+        ],
+    })
 }
 
 /// A `near` search: the point, the radius, and the parameter it applies to.
@@ -553,7 +640,9 @@ fn criterion(
     let Some(p) = def.param(pname) else {
         return Ok(None);
     };
-    if modifier == Some("missing") && p.kind != ParamKind::Position {
+    if modifier == Some("missing")
+        && !matches!(p.kind, ParamKind::Position | ParamKind::Availability)
+    {
         let missing = match value {
             "true" => true,
             "false" => false,
@@ -574,6 +663,12 @@ fn criterion(
     let param = p.name.to_owned();
     let c = match p.kind {
         ParamKind::Position => return Err(bad(name, "use near=lat|long|distance|units")),
+        ParamKind::Availability => {
+            return Err(bad(
+                name,
+                "use available=PRIORITY[|from[|to]] (no modifiers, not in a chain)",
+            ))
+        }
         ParamKind::Token => {
             let negate = match modifier {
                 None => false,

@@ -210,6 +210,7 @@ fn search_params(t: &str) -> Vec<Parameter> {
                 ParamKind::Date => "date with prefix eq, ne, lt, gt, le, ge, sa, eb",
                 ParamKind::Reference => "reference: Type/id or id; modifiers :Type, :missing; chain with .param",
                 ParamKind::Position => "position",
+                ParamKind::Availability => "availability",
             };
             out.push(query(p.name, &format!("{} ({hint})", p.doc)));
         }

@@ -450,3 +450,86 @@ async fn services_and_locations_near_a_point_or_a_postcode_nearest_first() {
         .await
         .assert_outcome(400, "invalid");
 }
+
+#[actix_web::test]
+async fn services_with_free_slots_at_a_priority_in_a_window() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let mk = |body: Value| {
+        let r = definer(
+            &app,
+            "POST",
+            body["resourceType"].as_str().unwrap_or_default(),
+            "R69",
+        );
+        app.send(r, Some(body.to_string().into_bytes()))
+    };
+    // Three bookable services: A has a free URGENT slot, B only a busy one, C none.
+    let mut ids = Vec::new();
+    for sid in ["21000", "21001", "21002"] {
+        let r = mk(service(
+            sid,
+            &format!("Service {sid}"),
+            &org,
+            "CARDIOLOGY",
+            &["BOOKABLE"],
+            &["ROUTINE", "URGENT"],
+        ))
+        .await;
+        ids.push(r.json()["id"].as_str().expect("id").to_owned());
+    }
+    // Dates relative to today: an URGENT slot in 40 days, a ROUTINE one in 70.
+    let day = |n: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let (d40, d70) = (day(40), day(70));
+    for (svc, status, prio, day) in [
+        (&ids[0], "free", "URGENT", d40.as_str()),
+        (&ids[0], "free", "ROUTINE", d70.as_str()),
+        (&ids[1], "busy", "URGENT", d40.as_str()),
+    ] {
+        let sched = mk(json!({"resourceType": "Schedule", "actor": [{"reference": format!("HealthcareService/{svc}")}]})).await.json()["id"].as_str().expect("id").to_owned();
+        let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": status, "start": format!("{day}T09:00:00Z"), "end": format!("{day}T09:15:00Z"), "appointmentType": {"coding": [{"system": PRIORITY, "code": prio}]}})).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let found = |q: &str| {
+        let q = q.to_owned();
+        let app = &app;
+        async move { match_ids(&app.search(&q).await) }
+    };
+    assert_eq!(
+        found("HealthcareService?available=URGENT").await,
+        vec![ids[0].clone()]
+    );
+    assert_eq!(
+        found("HealthcareService?available=ROUTINE").await,
+        vec![ids[0].clone()],
+        "a ROUTINE search finds the ROUTINE slot"
+    );
+    let (from, to) = (day(30), day(50));
+    assert_eq!(
+        found(&format!("HealthcareService?available=ROUTINE|{from}|{to}")).await,
+        Vec::<String>::new(),
+        "only an URGENT slot in that window"
+    );
+    assert_eq!(
+        found(&format!(
+            "HealthcareService?available=TWO_WEEK_WAIT|{from}|{to}"
+        ))
+        .await,
+        vec![ids[0].clone()],
+        "2WW also takes URGENT slots"
+    );
+    assert_eq!(
+        found(&format!("HealthcareService?available=URGENT|{}", day(100))).await,
+        Vec::<String>::new()
+    );
+    app.get("HealthcareService?available=SOON")
+        .await
+        .assert_outcome(400, "invalid");
+    app.get("HealthcareService?available=URGENT|tomorrow")
+        .await
+        .assert_outcome(400, "invalid");
+}
