@@ -67,6 +67,9 @@ pub struct ResourceDef {
     /// Whether PUT must carry `If-Match` (428 when it does not).
     pub if_match_required: bool,
     pub check: CheckFn,
+    /// Most ids one `_id` search may list, and the largest `_count` (e-RS: 20 services, 100 slots).
+    pub max_ids: usize,
+    pub max_count: i64,
 }
 
 impl ResourceDef {
@@ -429,6 +432,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         ],
         delete: true,
         if_match_required: false,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
         check: resources::patient::check,
     },
     ResourceDef {
@@ -446,6 +451,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         ],
         delete: true,
         if_match_required: false,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
         check: resources::practitioner::check,
     },
     ResourceDef {
@@ -455,6 +462,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         summary: &["identifier", "active", "type", "name", "partOf"],
         delete: true,
         if_match_required: false,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
         check: resources::organization::check,
     },
     ResourceDef {
@@ -474,6 +483,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         ],
         delete: true,
         if_match_required: false,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
         check: resources::practitioner_role::check,
     },
     ResourceDef {
@@ -493,6 +504,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         ],
         delete: true,
         if_match_required: false,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
         check: resources::location::check,
     },
     ResourceDef {
@@ -513,6 +526,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         ],
         delete: true,
         if_match_required: false,
+        max_ids: 20,
+        max_count: super::search::MAX_COUNT,
         check: resources::healthcare_service::check,
     },
     ResourceDef {
@@ -530,6 +545,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         ],
         delete: true,
         if_match_required: false,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
     },
     ResourceDef {
@@ -550,6 +567,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         ],
         delete: true,
         if_match_required: false,
+        max_ids: 100,
+        max_count: 100,
         check: resources::slot::check,
     },
     ResourceDef {
@@ -566,6 +585,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         // Written by the server with every version it stores; never by clients.
         delete: false,
         if_match_required: false,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
     },
 ];

@@ -150,8 +150,11 @@ fn parse_one(
             let n: i64 = value
                 .parse()
                 .map_err(|_| bad(name, format!("'{value}' is not a whole number")))?;
-            if !(0..=MAX_COUNT).contains(&n) {
-                return Err(bad(name, format!("{n} is out of range 0..{MAX_COUNT}")));
+            if !(0..=def.max_count).contains(&n) {
+                return Err(bad(
+                    name,
+                    format!("{n} is out of range 0..{} for {}", def.max_count, def.name),
+                ));
             }
             req.query.limit = n;
             return Ok(false);
@@ -622,6 +625,16 @@ fn criterion(
                 if !super::is_valid_id(v) {
                     return Err(bad(name, format!("'{v}' is not a valid id")));
                 }
+            }
+            if values.len() > def.max_ids {
+                return Err(bad(
+                    name,
+                    format!(
+                        "lists {} ids; at most {} may be asked for at once",
+                        values.len(),
+                        def.max_ids
+                    ),
+                ));
             }
             return Ok(Some(Criterion::Id(values)));
         }

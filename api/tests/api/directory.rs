@@ -529,6 +529,23 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
     app.get("HealthcareService?available=SOON")
         .await
         .assert_outcome(400, "invalid");
+    // e-RS limits: at most 20 services by id, slot pages of 1 to 100.
+    let many: Vec<String> = (0..21).map(|i| format!("s{i}")).collect();
+    let d = app
+        .get(&format!("HealthcareService?_id={}", many.join(",")))
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(d.contains("at most 20"), "{d}");
+    assert_eq!(
+        app.get(&format!("HealthcareService?_id={}", many[..20].join(",")))
+            .await
+            .status,
+        200
+    );
+    app.get("Slot?_count=101")
+        .await
+        .assert_outcome(400, "invalid");
+    assert_eq!(app.get("Slot?_count=100").await.status, 200);
     app.get("HealthcareService?available=URGENT|tomorrow")
         .await
         .assert_outcome(400, "invalid");
