@@ -393,14 +393,110 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
             ),
         )?;
     }
-    let providers = [
+    // More providers across England, each with one site (synthetic names, fictional Z codes).
+    let mut more = Vec::new();
+    for (ods, name, city, postcode, lat, lon) in MORE_PROVIDERS {
+        let org = s.ensure(
+            "Organization",
+            OdsCode::ORGANIZATION_SYSTEM,
+            ods,
+            organization(ods, name, "prov", postcode, city),
+        )?;
+        let site_code = format!("{ods}01");
+        let site_id = s.ensure(
+            "Location",
+            site,
+            &site_code,
+            json!({
+                "resourceType": "Location",
+                "identifier": [{"system": site, "value": site_code}],
+                "status": "active",
+                "name": format!("{name} main site"),
+                "mode": "instance",
+                "address": {"line": ["Sandbox Road"], "city": city, "postalCode": postcode, "country": "GB"},
+                "position": {"longitude": lon, "latitude": lat},
+                "managingOrganization": {"reference": format!("Organization/{org}")},
+            }),
+        )?;
+        more.push((org, *ods, site_id));
+    }
+    let mut providers: Vec<(&String, &str, &String)> = vec![
         (&rcd, "RCD", &sites[0]),
         (&rr8, "RR8", &sites[1]),
         (&rr8, "RR8", &sites[2]),
     ];
+    providers.extend(more.iter().map(|(o, c, l)| (o, *c, l)));
     directory(&mut s, &providers)?;
     Ok(s.report)
 }
+
+/// (ODS, name, city, postcode, latitude, longitude): coordinates of our own postcode fixture.
+const MORE_PROVIDERS: &[(&str, &str, &str, &str, f64, f64)] = &[
+    (
+        "ZA1",
+        "Sandbox London Hospitals Trust",
+        "London",
+        "SW1A 1AA",
+        51.5010,
+        -0.1416,
+    ),
+    (
+        "ZA2",
+        "Sandbox Manchester Trust",
+        "Manchester",
+        "M1 1AA",
+        53.4780,
+        -2.2360,
+    ),
+    (
+        "ZA3",
+        "Sandbox Birmingham Trust",
+        "Birmingham",
+        "B1 1AA",
+        52.4800,
+        -1.9030,
+    ),
+    (
+        "ZA4",
+        "Sandbox Newcastle Trust",
+        "Newcastle upon Tyne",
+        "NE1 1AA",
+        54.9710,
+        -1.6130,
+    ),
+    (
+        "ZA5",
+        "Sandbox Bristol Trust",
+        "Bristol",
+        "BS1 1AA",
+        51.4540,
+        -2.5930,
+    ),
+    (
+        "ZA6",
+        "Sandbox Cambridge Trust",
+        "Cambridge",
+        "CB2 0QQ",
+        52.1880,
+        0.1290,
+    ),
+    (
+        "ZA7",
+        "Sandbox Oxford Trust",
+        "Oxford",
+        "OX1 1AA",
+        51.7520,
+        -1.2580,
+    ),
+    (
+        "ZA8",
+        "Sandbox York Trust",
+        "York",
+        "YO1 7HH",
+        53.9590,
+        -1.0820,
+    ),
+];
 
 const SPECIALTIES: &[(&str, &str)] = &[
     ("CARDIOLOGY", "Cardiology"),
@@ -473,6 +569,33 @@ fn directory(
         ),
         ("50110".into(), 10, vec!["REVIEW"], vec!["TWO_WEEK_WAIT"], 0),
     ];
+    // Rounds of every specialty in all three request flows, spread over the providers.
+    for round in 1..8 {
+        for i in 0..SPECIALTIES.len() {
+            let base = 30000 + round * 1000 + i * 10;
+            plan.push((
+                format!("{base}"),
+                i,
+                vec!["BOOKABLE"],
+                vec!["ROUTINE", "URGENT", "TWO_WEEK_WAIT"],
+                1,
+            ));
+            plan.push((
+                format!("{}", base + 1),
+                i,
+                vec!["REVIEW"],
+                vec!["ROUTINE", "URGENT"],
+                0,
+            ));
+            plan.push((
+                format!("{}", base + 2),
+                i,
+                vec!["ADVICE_AND_GUIDANCE"],
+                vec!["ROUTINE", "URGENT"],
+                0,
+            ));
+        }
+    }
     for (i, _) in SPECIALTIES.iter().enumerate() {
         plan.push((
             format!("{}", 20000 + i * 10),
