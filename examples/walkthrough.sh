@@ -44,3 +44,13 @@ echo "# The audit trail of this patient, as the sandbox auditor"
 AUDITOR=$(curl -s -X POST -d user_id=555031998112 "$ROOT/oauth2/sandbox/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 curl -s -H "Authorization: Bearer $AUDITOR" -H "NHSD-eRS-Business-Function: AUDITOR" -H "NHSD-End-User-Organisation-ODS: RR8" \
      "$BASE/AuditEvent?patient=Patient/$ID"; echo
+
+echo "# Directory of Services: bookable cardiology services with a free URGENT slot within 30 km of LS1 4AP, nearest first"
+curl -s "${H[@]}" "$BASE/HealthcareService?near-postcode=LS1%204AP|30|km&specialty=CARDIOLOGY&characteristic=BOOKABLE&available=URGENT&_elements=name"; echo
+
+echo "# The free slots of service 11000 usable for an URGENT referral, with their schedule"
+SCHEDULE=$(curl -s "${H[@]}" "$BASE/Schedule?actor:HealthcareService.identifier=11000" | sed -E 's/.*"resourceType":"Schedule","id":"([^"]+)".*/\1/')
+curl -s "${H[@]}" "$BASE/Slot?schedule=$SCHEDULE&status=free&priority=URGENT&_include=Slot:schedule&_count=5"; echo
+
+echo "# Reference data: e-RS priorities with their contact days"
+curl -s "${H[@]}" "$BASE/CodeSystem/ers-priority"; echo
