@@ -156,27 +156,33 @@ impl Postcode {
             let b = inward.as_bytes();
             b[0].is_ascii_digit() && b[1].is_ascii_alphabetic() && b[2].is_ascii_alphabetic()
         };
-        let shape: String = outward
+        let outward_ok = Self::is_outward_code(outward);
+        if inward_ok && outward_ok {
+            Ok(Self(format!("{outward} {inward}")))
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// Whether `code` (upper case) has the shape of an outward code: A9, A99, AA9, AA99, A9A or
+    /// AA9A.
+    pub fn is_outward_code(code: &str) -> bool {
+        let shape: String = code
             .chars()
             .map(|c| {
                 if c.is_ascii_digit() {
                     '9'
-                } else if c.is_ascii_alphabetic() {
+                } else if c.is_ascii_uppercase() {
                     'A'
                 } else {
                     '?'
                 }
             })
             .collect();
-        let outward_ok = matches!(
+        matches!(
             shape.as_str(),
             "A9" | "A99" | "AA9" | "AA99" | "A9A" | "AA9A"
-        );
-        if inward_ok && outward_ok {
-            Ok(Self(format!("{outward} {inward}")))
-        } else {
-            Err(bad())
-        }
+        )
     }
 
     pub fn as_str(&self) -> &str {

@@ -23,24 +23,7 @@ pub fn normalise(raw: &str) -> Option<String> {
         return Some(p.as_str().to_owned());
     }
     let code = raw.trim().to_ascii_uppercase();
-    // Outward codes: A9, A99, AA9, AA99, A9A, AA9A.
-    let shape: String = code
-        .chars()
-        .map(|c| {
-            if c.is_ascii_digit() {
-                '9'
-            } else if c.is_ascii_alphabetic() {
-                'A'
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    matches!(
-        shape.as_str(),
-        "A9" | "A99" | "AA9" | "AA99" | "A9A" | "AA9A"
-    )
-    .then_some(code)
+    Postcode::is_outward_code(&code).then_some(code)
 }
 
 /// Parses the CSV: rows of (postcode, latitude, longitude); rows without usable coordinates
