@@ -34,6 +34,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("Bundle.entry[{0}]: {1}")]
+    InEntry(usize, Box<ApiError>),
     #[error("The request headers are too large: {0} bytes, at most {1} are accepted")]
     HeadersTooLarge(usize, usize),
     #[error("{0}")]
@@ -51,6 +53,12 @@ pub enum ApiError {
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
         ApiError::Internal(format!("a worker failed: {e}"))
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        ApiError::Service(ServiceError::from(e))
     }
 }
 
@@ -184,6 +192,24 @@ impl ApiError {
             ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, one("not-found", "INVALID_VALUE")),
+            ApiError::InEntry(i, inner) => {
+                let (status, issues) = inner.parts();
+                let issues = issues
+                    .into_iter()
+                    .map(|mut issue| {
+                        issue.diagnostics = format!("Bundle.entry[{i}]: {}", issue.diagnostics);
+                        issue.expression = Some(match issue.expression {
+                            Some(e) => format!(
+                                "Bundle.entry[{i}].resource.{}",
+                                e.split_once('.').map(|(_, rest)| rest).unwrap_or(&e)
+                            ),
+                            None => format!("Bundle.entry[{i}]"),
+                        });
+                        issue
+                    })
+                    .collect();
+                (status, issues)
+            }
             ApiError::HeadersTooLarge(..) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 one("too-costly", "INVALID_VALUE"),

@@ -1,6 +1,7 @@
 //! actix-web only: routes, content negotiation, the caller seam, handlers, errors.
 
 pub mod audit;
+pub mod bundles;
 pub mod caller;
 pub mod error;
 pub mod handlers;

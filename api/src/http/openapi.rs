@@ -631,6 +631,25 @@ fn system_paths(paths: PathsBuilder) -> PathsBuilder {
             .build()
     };
     paths
+        .path(
+            "/FHIR/R4",
+            PathItem::new(
+                HttpMethod::Post,
+                with_errors(
+                    operation(
+                        "transactionOrBatch",
+                        "System",
+                        "A transaction (all or nothing) or batch Bundle of creates and updates",
+                        "Entries: request.method POST with url Type, or PUT with url Type/id (request.ifMatch honoured); at most 1000. Each entry is authorised, validated and audited as if sent alone.".into(),
+                        Vec::new(),
+                    )
+                    .request_body(Some(resource_body("Bundle")))
+                    .response("200", response("A transaction-response or batch-response Bundle", Some("Bundle"))),
+                    &[("409", "An entry conflicts"), ("412", "An entry's If-Match is stale"), ("413", "Body over 5 MB"), ("415", "Unsupported Content-Type"), ("422", "An entry is invalid (named as Bundle.entry[i])")],
+                )
+                .build(),
+            ),
+        )
         .path("/FHIR/R4/metadata", PathItem::new(HttpMethod::Get, plain("metadata", "System", "The CapabilityStatement (no token needed)", response("CapabilityStatement", Some("Resource")))))
         .path("/FHIR/R4/openapi.json", PathItem::new(HttpMethod::Get, plain("openapi", "System", "This document (no token needed)", json("OpenAPI 3 document"))))
         .path("/_ping", PathItem::new(HttpMethod::Get, plain("ping", "System", "Liveness", json("{status: pass}"))))

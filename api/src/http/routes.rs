@@ -52,6 +52,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .default_service(web::to(not_allowed)),
                 )
                 .service(
+                    web::resource("")
+                        .route(web::post().to(super::bundles::post))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
                     web::resource("/CodeSystem")
                         .route(web::get().to(terminology::search))
                         .default_service(web::to(terminology::read_only)),

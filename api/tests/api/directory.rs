@@ -550,3 +550,104 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
         .await
         .assert_outcome(400, "invalid");
 }
+
+#[actix_web::test]
+async fn slots_in_bulk_by_transaction_all_or_nothing_or_by_batch() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let svc = app
+        .send(
+            definer(&app, "POST", "HealthcareService", "R69"),
+            Some(
+                service(
+                    "11000",
+                    "Bulk",
+                    &org,
+                    "CARDIOLOGY",
+                    &["BOOKABLE"],
+                    &["ROUTINE"],
+                )
+                .to_string()
+                .into_bytes(),
+            ),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let sched = app.send(definer(&app, "POST", "Schedule", "R69"), Some(json!({"resourceType": "Schedule", "actor": [{"reference": format!("HealthcareService/{svc}")}]}).to_string().into_bytes())).await.json()["id"].as_str().expect("id").to_owned();
+    let slot = |day: u32, ok: bool| {
+        json!({"resource": {
+            "resourceType": "Slot",
+            "schedule": {"reference": format!("Schedule/{sched}")},
+            "status": if ok { "free" } else { "nonsense" },
+            "start": format!("2026-12-{day:02}T09:00:00Z"),
+            "end": format!("2026-12-{day:02}T09:20:00Z"),
+            "appointmentType": {"coding": [{"system": PRIORITY, "code": "ROUTINE"}]},
+        }, "request": {"method": "POST", "url": "Slot"}})
+    };
+    let post = |b: Value| {
+        app.send(
+            definer(&app, "POST", "/FHIR/R4", "R69"),
+            Some(b.to_string().into_bytes()),
+        )
+    };
+    let count_query = format!("Slot?schedule={sched}&_summary=count");
+    let count = || app.search(&count_query);
+    // A transaction with one bad entry writes nothing and names the entry.
+    let r = post(json!({"resourceType": "Bundle", "type": "transaction", "entry": [slot(1, true), slot(2, false), slot(3, true)]})).await;
+    let d = r.assert_outcome(422, "code-invalid");
+    assert!(d.contains("Bundle.entry[1]"), "{d}");
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Bundle.entry[1].resource.status"
+    );
+    assert_eq!(count().await["total"], 0, "nothing half-written");
+    // A good transaction writes them all.
+    let r = post(json!({"resourceType": "Bundle", "type": "transaction", "entry": [slot(1, true), slot(2, true), slot(3, true)]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["type"], "transaction-response");
+    assert!(
+        b["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .all(|e| e["response"]["status"] == "201 Created"
+                && e["response"]["location"].is_string())
+    );
+    assert_eq!(count().await["total"], 3);
+    // A batch answers each entry on its own.
+    let r = post(json!({"resourceType": "Bundle", "type": "batch", "entry": [slot(4, true), slot(5, false)]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["entry"][0]["response"]["status"], "201 Created");
+    assert!(
+        b["entry"][1]["response"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("422"),
+        "{b}"
+    );
+    assert_eq!(
+        b["entry"][1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(count().await["total"], 4);
+    // Role and ownership apply per entry: a referrer may not load slots.
+    let r = app
+        .send(
+            app.req("POST", "/FHIR/R4")
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(
+                json!({"resourceType": "Bundle", "type": "transaction", "entry": [slot(6, true)]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    r.assert_outcome(403, "forbidden");
+    let r = post(json!({"resourceType": "Bundle", "type": "collection"})).await;
+    r.assert_outcome(400, "invalid");
+}

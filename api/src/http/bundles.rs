@@ -1,0 +1,193 @@
+//! `POST /FHIR/R4` with a `transaction` or `batch` Bundle of creates (POST) and updates (PUT):
+//! bulk loading, e.g. a service's slots. A transaction is all or nothing; a batch answers each
+//! entry on its own.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use ers_schema::{write_tx, ResourceRow};
+use serde_json::{json, Value};
+
+use super::caller::author;
+use super::handlers::{authorise, base_url, draft};
+use super::negotiate::{self, Body};
+use super::ApiError;
+use crate::domain::Caller;
+use crate::fhir::datetime;
+use crate::fhir::outcome::operation_outcome;
+use crate::fhir::registry::{self, ResourceDef};
+use crate::security::permissions::Action;
+use crate::service::resource::{self as svc, Created, IfMatch};
+use crate::service::ServiceError;
+use crate::startup::AppState;
+
+const MAX_ENTRIES: usize = 1000;
+
+/// One entry, checked before anything is written.
+struct Planned {
+    def: &'static ResourceDef,
+    resource: Value,
+    update_id: Option<String>,
+    if_match: Option<i64>,
+}
+
+fn plan(
+    entries: &[Value],
+    caller: &Caller,
+    transaction: bool,
+) -> Result<Vec<Result<Planned, ApiError>>, ApiError> {
+    if entries.len() > MAX_ENTRIES {
+        return Err(ApiError::BadRequest(format!(
+            "the Bundle has {} entries; at most {MAX_ENTRIES}",
+            entries.len()
+        )));
+    }
+    let one = |e: &Value| -> Result<Planned, ApiError> {
+        let method = e
+            .pointer("/request/method")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let url = e
+            .pointer("/request/url")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let resource = e
+            .get("resource")
+            .cloned()
+            .ok_or_else(|| ApiError::BadRequest("the entry has no resource".into()))?;
+        let (type_name, id) = match url.split_once('/') {
+            Some((t, id)) => (t, Some(id.to_owned())),
+            None => (url, None),
+        };
+        let def = registry::find(type_name).ok_or_else(|| {
+            ApiError::BadRequest(format!("request.url '{url}' does not name a hosted type"))
+        })?;
+        let (action, update_id) = match (method, id) {
+            ("POST", None) => (Action::Create, None),
+            ("PUT", Some(id)) => (Action::Update, Some(id)),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                "request {method} {url}: only POST Type and PUT Type/id are supported in a Bundle"
+            )))
+            }
+        };
+        authorise(def.name, action, caller)?;
+        let if_match = e
+            .pointer("/request/ifMatch")
+            .and_then(Value::as_str)
+            .map(|v| v.trim_start_matches("W/").trim_matches('"').parse::<i64>())
+            .transpose()
+            .map_err(|_| ApiError::BadRequest("request.ifMatch is not W/\"n\"".into()))?;
+        Ok(Planned {
+            def,
+            resource,
+            update_id,
+            if_match,
+        })
+    };
+    let mut planned = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        match one(e) {
+            // A transaction is refused whole by its first bad entry, before anything is written.
+            Err(err) if transaction => return Err(ApiError::InEntry(i, Box::new(err))),
+            p => planned.push(p),
+        }
+    }
+    Ok(planned)
+}
+
+fn response_entry(base: &str, status: &str, row: &ResourceRow) -> Value {
+    json!({
+        "response": {
+            "status": status,
+            "location": format!("{base}/{}/{}/_history/{}", row.res_type, row.id, row.version_id),
+            "etag": format!("W/\"{}\"", row.version_id),
+            "lastModified": datetime::instant(row.last_updated),
+        }
+    })
+}
+
+pub async fn post(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let bundle = negotiate::parse_body(&req, &body)?;
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(ApiError::BadRequest(
+            "POST to the base takes a Bundle of type transaction or batch".into(),
+        ));
+    }
+    let kind = bundle
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let transaction = match kind.as_str() {
+        "transaction" => true,
+        "batch" => false,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "Bundle.type '{other}' is not transaction or batch"
+            )))
+        }
+    };
+    let entries = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let planned = plan(&entries, &caller, transaction)?;
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let base = base_url(&req, &state);
+    let require = state.settings.require_if_match;
+    let pool = state.pool.clone();
+    let out: Vec<Value> = web::block(move || -> Result<Vec<Value>, ApiError> {
+        let mut c = pool.get()?;
+        let run = |c: &mut ers_schema::DbConnection, p: Planned| -> Result<Value, ServiceError> {
+            match p.update_id {
+                None => match svc::create(c, p.def, p.resource, &who, &d, None)? {
+                    Created::New(row) => Ok(response_entry(&base, "201 Created", &row)),
+                    Created::Existing(row) => Ok(response_entry(&base, "200 OK", &row)),
+                },
+                Some(id) => {
+                    let row = svc::update(c, p.def, &id, p.resource, IfMatch { version: p.if_match, required: require }, &who, &d)?;
+                    Ok(response_entry(&base, "200 OK", &row))
+                }
+            }
+        };
+        if transaction {
+            // All entries in one transaction: the first failure undoes every write.
+            write_tx(&mut c, |c| -> Result<Vec<Value>, ApiError> {
+                let mut out = Vec::new();
+                for (i, p) in planned.into_iter().enumerate() {
+                    let p = p.map_err(|e| ApiError::InEntry(i, Box::new(e)))?;
+                    out.push(run(c, p).map_err(|e| ApiError::InEntry(i, Box::new(ApiError::Service(e))))?);
+                }
+                Ok(out)
+            })
+        } else {
+            let mut out = Vec::new();
+            for p in planned {
+                let result = p.and_then(|p| run(&mut c, p).map_err(ApiError::Service));
+                out.push(match result {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let (status, issues) = e.parts();
+                        json!({"response": {"status": status.to_string(), "outcome": operation_outcome(&issues)}})
+                    }
+                });
+            }
+            Ok(out)
+        }
+    })
+    .await??;
+    let response = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": format!("{kind}-response"),
+        "entry": out,
+    });
+    negotiate::respond(&req, StatusCode::OK, Body::Value(response))
+}
