@@ -137,6 +137,16 @@ pub enum SortKey {
         param: String,
         kind: IndexKind,
     },
+    /// By the earliest `date_param` value, from `after` on, of the resources that reach this one
+    /// through a path of reverse references (`hops`, nearest first: e.g. Schedule.actor then
+    /// Slot.schedule) and hold every `(param, code)` token in `tokens` (e.g. status free).
+    /// Resources with none sort last.
+    EarliestThrough {
+        hops: Vec<(String, String)>,
+        date_param: String,
+        tokens: Vec<(String, String)>,
+        after: NaiveDateTime,
+    },
     /// By distance of the `param` position from a point; with `via`, of the nearest resource the
     /// `via` reference parameter points to (a service by its locations).
     Distance {
@@ -534,6 +544,50 @@ pub fn search(
                 } else {
                     query.then_order_by(resources::last_updated.asc())
                 }
+            }
+            SortKey::EarliestThrough {
+                hops,
+                date_param,
+                tokens,
+                after,
+            } => {
+                // Registry names only (checked by safe_param) and a timestamp Rust formats:
+                // no client text reaches this SQL.
+                let mut from = Vec::new();
+                let mut conditions = Vec::new();
+                let mut target = ("resources.res_type".to_owned(), "resources.id".to_owned());
+                for (i, (source, param)) in hops.iter().enumerate() {
+                    let (source, param) = (safe_param(source)?, safe_param(param)?);
+                    from.push(format!("search_refs h{i}"));
+                    conditions.push(format!("h{i}.res_type = '{source}' AND h{i}.param = '{param}' AND h{i}.target_type = {} AND h{i}.target_id = {}", target.0, target.1));
+                    target = (format!("'{source}'"), format!("h{i}.res_id"));
+                }
+                let last = hops.len().saturating_sub(1);
+                let leaf_type = hops
+                    .last()
+                    .map(|(s, _)| safe_param(s))
+                    .transpose()?
+                    .unwrap_or("");
+                from.push("search_dates d".into());
+                conditions.push(format!("d.res_type = '{leaf_type}' AND d.res_id = h{last}.res_id AND d.param = '{}' AND d.low >= '{}'", safe_param(date_param)?, after.format("%Y-%m-%d %H:%M:%S")));
+                for (j, (param, code)) in tokens.iter().enumerate() {
+                    from.push(format!("search_tokens t{j}"));
+                    conditions.push(format!("t{j}.res_type = '{leaf_type}' AND t{j}.res_id = h{last}.res_id AND t{j}.param = '{}' AND t{j}.code = '{}'", safe_param(param)?, safe_param(code)?));
+                }
+                let sub = format!(
+                    "(SELECT MIN(d.low) FROM {} WHERE {})",
+                    from.join(", "),
+                    conditions.join(" AND ")
+                );
+                query = query.then_order_by(sql::<Integer>(&format!(
+                    "CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END"
+                )));
+                let value = sql::<Nullable<Timestamp>>(&sub);
+                query = if *desc {
+                    query.then_order_by(value.desc())
+                } else {
+                    query.then_order_by(value.asc())
+                };
             }
             SortKey::Distance {
                 param,

@@ -222,6 +222,34 @@ fn parse_one(
                 let sort = match key {
                     "_id" => SortKey::Id,
                     "_lastUpdated" => SortKey::LastUpdated,
+                    // Services by their earliest free slot from now (through schedules).
+                    "earliest-slot" => match def
+                        .params
+                        .iter()
+                        .find(|p| p.kind == ParamKind::Availability)
+                    {
+                        Some(p) => {
+                            let (schedule, slot) = (
+                                p.targets.first().copied().unwrap_or_default(),
+                                p.targets.get(1).copied().unwrap_or_default(),
+                            );
+                            SortKey::EarliestThrough {
+                                hops: vec![
+                                    (schedule.to_owned(), "actor".to_owned()),
+                                    (slot.to_owned(), "schedule".to_owned()),
+                                ],
+                                date_param: "start".to_owned(),
+                                tokens: vec![("status".to_owned(), "free".to_owned())],
+                                after: chrono::Utc::now().naive_utc(),
+                            }
+                        }
+                        None => {
+                            return Err(bad(
+                                name,
+                                format!("{} cannot be sorted by earliest-slot", def.name),
+                            ))
+                        }
+                    },
                     other => match def.param(other).filter(|p| p.kind != ParamKind::Position) {
                         Some(p) => SortKey::Param {
                             param: p.name.to_owned(),

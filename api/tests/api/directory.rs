@@ -526,6 +526,32 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
         found(&format!("HealthcareService?available=URGENT|{}", day(100))).await,
         Vec::<String>::new()
     );
+    // Sorted by earliest free slot: D (in 20 days), then A (in 40), then those with none.
+    let d_id = mk(service(
+        "21003",
+        "Service 21003",
+        &org,
+        "CARDIOLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE"],
+    ))
+    .await
+    .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let d_sched = mk(json!({"resourceType": "Schedule", "actor": [{"reference": format!("HealthcareService/{d_id}")}]})).await.json()["id"].as_str().expect("id").to_owned();
+    let d20 = day(20);
+    let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{d_sched}")}, "status": "free", "start": format!("{d20}T09:00:00Z"), "end": format!("{d20}T09:15:00Z"), "appointmentType": {"coding": [{"system": PRIORITY, "code": "ROUTINE"}]}})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let sorted = found("HealthcareService?_sort=earliest-slot").await;
+    assert_eq!(&sorted[..2], &[d_id.clone(), ids[0].clone()], "{sorted:?}");
+    assert_eq!(sorted.len(), 4);
+    let reversed = found("HealthcareService?identifier=21000,21001&_sort=-earliest-slot").await;
+    assert_eq!(reversed.len(), 2);
+    app.get("Slot?_sort=earliest-slot")
+        .await
+        .assert_outcome(400, "invalid");
     app.get("HealthcareService?available=SOON")
         .await
         .assert_outcome(400, "invalid");
