@@ -3,14 +3,12 @@
 use serde_json::{json, Value};
 
 use super::registry::{self, ParamKind, RESOURCES};
-use crate::security::permissions::{allowed, Action};
+use crate::security::permissions::{allowed, describe, Action};
 
 /// An interaction entry, listed only when some business function may use it, with who may.
 fn interaction(resource: &str, code: &str, action: Action) -> Option<Value> {
     let who = allowed(resource, action);
-    (!who.is_empty()).then(|| {
-        json!({"code": code, "documentation": format!("Business functions: {}", who.iter().map(|b| b.code()).collect::<Vec<_>>().join(", "))})
-    })
+    (!who.is_empty()).then(|| json!({"code": code, "documentation": describe(resource, action)}))
 }
 
 pub fn capability_statement(base_url: &str, software_version: &str, published: &str) -> Value {
@@ -44,7 +42,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             let revincludes: Vec<String> = registry::referrers_of(r.name).iter().map(|(src, p)| format!("{src}:{}", p.name)).collect();
             let mut res = json!({
                 "type": r.name,
-                "profile": ers_fhir::validate::profile_of(r.name).map(|p| p.url.clone()).unwrap_or_else(|| r.profile.to_owned()),
+                "profile": ers_fhir::validate::profile_of(r.name).map(|p| p.url.clone()),
                 "interaction": interactions,
                 "versioning": "versioned-update",
                 "readHistory": true,
@@ -90,7 +88,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             {"name": "outcome", "type": "token", "documentation": "0 success, 4 refused or invalid, 8 failed"},
             {"name": "subtype", "type": "token", "documentation": "read, vread, search-type, create, update, delete, history-*, access-denied, failed, export"},
         ],
-        "operation": [{"name": "export", "definition": "urn:ers:OperationDefinition:audit-export", "documentation": format!("GET AuditEvent/$export with the search parameters: every match as application/fhir+ndjson. Business functions: {}", allowed("AuditEvent", Action::Export).iter().map(|b| b.code()).collect::<Vec<_>>().join(", "))}],
+        "operation": [{"name": "export", "definition": "urn:ers:OperationDefinition:audit-export", "documentation": format!("GET AuditEvent/$export with the search parameters: every match as application/fhir+ndjson. {}", describe("AuditEvent", Action::Export))}],
     }));
     json!({
         "resourceType": "CapabilityStatement",

@@ -1,5 +1,6 @@
 //! The one registration of every resource type the server hosts: its interactions, search
-//! parameters and profile. Routes, search, indexing and the CapabilityStatement all read it.
+//! parameters and rules. Routes, search, indexing and the CapabilityStatement all read it; the
+//! profile of each type comes from the validator's data (`ers_fhir::validate::profile_of`).
 
 use serde_json::Value;
 
@@ -57,8 +58,6 @@ pub type CheckFn = fn(&Value) -> Result<Checked, Vec<Issue>>;
 #[derive(Debug)]
 pub struct ResourceDef {
     pub name: &'static str,
-    /// The UK Core profile this type follows.
-    pub profile: &'static str,
     pub params: &'static [SearchParamDef],
     /// Top-level elements marked isSummary in the R4 StructureDefinition (for `_summary=true`).
     pub summary: &'static [&'static str],
@@ -415,7 +414,6 @@ pub fn priorities_at_or_below(code: &str) -> Vec<&'static str> {
 pub static RESOURCES: &[ResourceDef] = &[
     ResourceDef {
         name: "Patient",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
         params: PATIENT_PARAMS,
         summary: &[
             "identifier",
@@ -438,7 +436,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "Practitioner",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner",
         params: PRACTITIONER_PARAMS,
         summary: &[
             "identifier",
@@ -457,7 +454,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "Organization",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization",
         params: ORGANIZATION_PARAMS,
         summary: &["identifier", "active", "type", "name", "partOf"],
         delete: true,
@@ -468,7 +464,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "PractitionerRole",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-PractitionerRole",
         params: PRACTITIONER_ROLE_PARAMS,
         summary: &[
             "identifier",
@@ -489,7 +484,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "Location",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Location",
         params: LOCATION_PARAMS,
         summary: &[
             "identifier",
@@ -510,7 +504,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "HealthcareService",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-HealthcareService",
         params: HEALTHCARE_SERVICE_PARAMS,
         summary: &[
             "identifier",
@@ -532,7 +525,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "Schedule",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Schedule",
         params: SCHEDULE_PARAMS,
         summary: &[
             "identifier",
@@ -551,7 +543,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "Slot",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Slot",
         params: SLOT_PARAMS,
         summary: &[
             "identifier",
@@ -573,7 +564,6 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
     ResourceDef {
         name: "Provenance",
-        profile: "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance",
         params: PROVENANCE_PARAMS,
         summary: &[
             "target",
@@ -607,4 +597,20 @@ pub fn referrers_of(target: &str) -> Vec<(&'static str, &'static SearchParamDef)
                 .map(move |p| (r.name, p))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hosted_type_has_a_profile_to_validate_against() {
+        for r in RESOURCES {
+            assert!(
+                ers_fhir::validate::profile_of(r.name).is_some(),
+                "{} has no profile: add it to HOSTED in fhir-profiles/tools/derive.py",
+                r.name
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ use super::caller::{BUSINESS_FUNCTION, ON_BEHALF_OF, ORGANISATION};
 use crate::domain::BusinessFunction;
 use crate::fhir::registry::{ParamKind, RESOURCES};
 use crate::fhir::search::{DEFAULT_COUNT, MAX_COUNT};
-use crate::security::permissions::{allowed, Action};
+use crate::security::permissions::{allowed, describe, Action};
 
 const FHIR_JSON: &str = "application/fhir+json";
 const FHIR_XML: &str = "application/fhir+xml";
@@ -157,14 +157,7 @@ fn a(t: &str) -> String {
 }
 
 fn who_may(resource: &str, action: Action) -> String {
-    format!(
-        "Business functions: {}.",
-        allowed(resource, action)
-            .iter()
-            .map(|b| b.code())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("{}.", describe(resource, action))
 }
 
 fn operation(

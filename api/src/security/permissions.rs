@@ -152,6 +152,13 @@ pub fn allowed(resource: &str, action: Action) -> &'static [B] {
     rule(resource).or_else(|| rule("*")).unwrap_or(&[])
 }
 
+/// "Business functions: A, B" for `action` on `resource`, as the CapabilityStatement and the
+/// OpenAPI document show it.
+pub fn describe(resource: &str, action: Action) -> String {
+    let who: Vec<&str> = allowed(resource, action).iter().map(|b| b.code()).collect();
+    format!("Business functions: {}", who.join(", "))
+}
+
 pub fn permits(resource: &str, action: Action, bf: B) -> bool {
     allowed(resource, action).contains(&bf)
 }

@@ -684,14 +684,13 @@ fn distances(
     rows: &[ResourceRow],
     point: (f64, f64),
 ) -> Result<std::collections::HashMap<String, f64>> {
-    let mut out = std::collections::HashMap::new();
-    for row in rows {
-        let Ok(v) = serde_json::from_str::<Value>(&row.content) else {
-            continue;
-        };
-        let mut best = position(&v).map(|p| distance_km(point, p));
-        let location_ids: Vec<String> = v
-            .get("location")
+    use std::collections::HashMap;
+    let parsed: Vec<(&ResourceRow, Value)> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.content).ok().map(|v| (r, v)))
+        .collect();
+    let location_ids = |v: &Value| -> Vec<String> {
+        v.get("location")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -702,18 +701,35 @@ fn distances(
             })
             .filter(|(t, _)| *t == "Location")
             .map(|(_, id)| id.to_owned())
-            .collect();
-        for loc in store::get_many(c, "Location", &location_ids)? {
-            if let Some(p) = serde_json::from_str::<Value>(&loc.content)
-                .ok()
-                .as_ref()
-                .and_then(position)
-            {
-                let d = distance_km(point, p);
-                best = Some(best.map_or(d, |b: f64| b.min(d)));
-            }
+            .collect()
+    };
+    // Every referenced Location in one query, not one per match.
+    let mut wanted: Vec<String> = parsed.iter().flat_map(|(_, v)| location_ids(v)).collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut located: HashMap<String, f64> = HashMap::new();
+    for loc in store::get_many(c, "Location", &wanted)? {
+        if let Some(p) = serde_json::from_str::<Value>(&loc.content)
+            .ok()
+            .as_ref()
+            .and_then(position)
+        {
+            located.insert(loc.id, distance_km(point, p));
         }
-        if let Some(d) = best {
+    }
+    let mut out = HashMap::new();
+    for (row, v) in parsed {
+        let own = position(&v).map(|p| distance_km(point, p));
+        let via = location_ids(&v)
+            .iter()
+            .filter_map(|id| located.get(id).copied())
+            .fold(None, |best: Option<f64>, d| {
+                Some(best.map_or(d, |b| b.min(d)))
+            });
+        if let Some(d) = match (own, via) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        } {
             out.insert(row.id.clone(), d);
         }
     }

@@ -124,7 +124,7 @@ impl Reply {
 
 static BACKEND_NOTICE: Once = Once::new();
 
-fn database_url() -> String {
+pub fn database_url() -> String {
     match std::env::var("ERS_TEST_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty())

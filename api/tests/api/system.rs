@@ -188,7 +188,7 @@ async fn request_and_correlation_ids_and_security_headers() {
 }
 
 #[actix_web::test]
-async fn sandbox_seed_creates_the_nhs_test_patients_once() {
+async fn sandbox_seed_creates_the_nhs_test_patients_and_the_directory() {
     let app = spawn_with(SeedMode::Sandbox).await;
     for nhs in ["9912003888", "9462979626"] {
         let b = app
@@ -249,4 +249,17 @@ async fn sandbox_seed_creates_the_nhs_test_patients_once() {
             "{nhs}"
         );
     }
+}
+
+#[actix_web::test]
+async fn seeding_twice_creates_nothing_the_second_time() {
+    // A fresh database of the backend under test.
+    let pool = ers_schema::build_pool(&database_url(), 2).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    ers_schema::run_migrations(&mut conn).expect("migrations");
+    let first = ers_api::service::seed::sandbox(&mut conn).expect("first seed");
+    assert!(first.created > 500, "{first:?}");
+    let second = ers_api::service::seed::sandbox(&mut conn).expect("second seed");
+    assert_eq!(second.created, 0, "{second:?}");
+    assert_eq!(second.existing, first.created);
 }
