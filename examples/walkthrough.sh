@@ -52,5 +52,15 @@ echo "# The free slots of service 11000 usable for an URGENT referral, with thei
 SCHEDULE=$(curl -s "${H[@]}" "$BASE/Schedule?actor:HealthcareService.identifier=11000" | sed -E 's/.*"resourceType":"Schedule","id":"([^"]+)".*/\1/')
 curl -s "${H[@]}" "$BASE/Slot?schedule=$SCHEDULE&status=free&priority=URGENT&_include=Slot:schedule&_count=5"; echo
 
+echo "# A service definer at RR8 loads a service, its schedule and slots in one transaction"
+echo "# (entries refer to each other by urn:uuid; the organisation is found by ODS code)"
+DEFINER=$(curl -s -X POST -d user_id=555031998110 "$ROOT/oauth2/sandbox/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+curl -s -H "Authorization: Bearer $DEFINER" -H "NHSD-eRS-Business-Function: SERVICE_DEFINER" -H "NHSD-End-User-Organisation-ODS: RR8" \
+     "${JSON[@]}" --data-binary @"$HERE/dos-service-transaction.json" "$BASE"; echo
+
+echo "# Services for a patient (e-RS A010): routine ophthalmology within 30 miles of their home, with free slots"
+curl -s "${H[@]}" "${JSON[@]}" --data-binary @"$HERE/dos-search-for-patient.json" \
+     "$BASE/HealthcareService/\$ers.searchHealthcareServicesForPatient"; echo
+
 echo "# Reference data: e-RS priorities with their contact days"
 curl -s "${H[@]}" "$BASE/CodeSystem/ers-priority"; echo

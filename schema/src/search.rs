@@ -476,12 +476,15 @@ fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
                 Criterion::Token { negate: true, .. } | Criterion::Missing { missing: true, .. }
             );
             match index_subquery(res_type, other) {
+                // A correlated NOT EXISTS, not NOT IN: PostgreSQL plans it as an anti-join
+                // whatever its statistics say (NOT IN without fresh statistics became a
+                // per-row rescan: seconds on a few thousand rows).
+                Some(sub) if negate => SqlPredicate::default()
+                    .sql("NOT EXISTS (")
+                    .append(sub)
+                    .sql(" AND res_id = resources.id)"),
                 Some(sub) => SqlPredicate::default()
-                    .sql(if negate {
-                        "resources.id NOT IN ("
-                    } else {
-                        "resources.id IN ("
-                    })
+                    .sql("resources.id IN (")
                     .append(sub)
                     .sql(")"),
                 None => SqlPredicate::default().sql("1 = 0"),

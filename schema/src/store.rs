@@ -17,6 +17,12 @@ pub(crate) fn take_sqlite_write_lock(conn: &mut DbConnection) -> Result<(), dies
 }
 
 /// A check that the database answers.
+/// Refreshes the query planner's statistics (after a bulk load).
+pub fn analyze(conn: &mut DbConnection) -> QResult<()> {
+    diesel::sql_query("ANALYZE").execute(conn)?;
+    Ok(())
+}
+
 pub fn ping(conn: &mut DbConnection) -> QResult<()> {
     resources::table
         .select(diesel::dsl::count_star())

@@ -54,6 +54,22 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= the UK Core profile or the base R4 definition. Returns every issue; stores nothing."}],
             });
+            if r.name == "HealthcareService" {
+                if let Some(ops) = res["operation"].as_array_mut() {
+                    ops.push(json!({
+                        "name": super::service_search::NAME.trim_start_matches('$'),
+                        "definition": "urn:ers:OperationDefinition:searchHealthcareServicesForPatient",
+                        "documentation": format!(
+                            "GET or POST (Parameters): services for one patient, as a HealthcareService searchset. Parameters: {}",
+                            super::service_search::parameters()
+                                .iter()
+                                .map(|(n, d)| format!("{n} ({d})"))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    }));
+                }
+            }
             if !includes.is_empty() {
                 res["searchInclude"] = json!(includes);
             }

@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod registry;
 pub mod resources;
 pub mod search;
+pub mod service_search;
 pub mod terminology;
 
 use serde_json::{json, Value};
@@ -112,4 +113,21 @@ pub fn apply_summary(
         .collect();
     mark_subsetted(&mut out);
     Value::Object(out)
+}
+
+/// Calls `f` on every `reference` string in a resource (nested elements included).
+pub fn for_each_reference_mut(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
+    use serde_json::Value;
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match x {
+                    Value::String(s) if k == "reference" => f(s),
+                    _ => for_each_reference_mut(x, f),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| for_each_reference_mut(x, f)),
+        _ => {}
+    }
 }

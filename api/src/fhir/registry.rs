@@ -316,6 +316,12 @@ const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
         "A priority the service supports: ROUTINE, URGENT, TWO_WEEK_WAIT"
     ),
     param!(
+        "eligibility",
+        Token,
+        ["eligibility.code"],
+        "Patients treated: MALE_ONLY, FEMALE_ONLY, ADULTS_ONLY, CHILDREN_ONLY (e-RS age and gender); none means everyone"
+    ),
+    param!(
         "organization",
         Reference,
         ["providedBy"],

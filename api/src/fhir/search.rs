@@ -573,6 +573,46 @@ fn criterion(
     if value.is_empty() {
         return Err(bad(name, "has no value"));
     }
+    // Reverse chain: `_has:Type:reference-parameter:parameter` (resources another type refers
+    // to, where the referring resource matches the parameter).
+    if let Some(rest) = name.strip_prefix("_has:") {
+        let mut parts = rest.splitn(3, ':');
+        let (Some(source), Some(refp), Some(inner)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad(
+                name,
+                "expects _has:Type:reference-parameter:parameter=value",
+            ));
+        };
+        let source_def = registry::find(source)
+            .ok_or_else(|| bad(name, format!("'{source}' is not hosted here")))?;
+        if !source_def
+            .param(refp)
+            .is_some_and(|p| p.kind == ParamKind::Reference && p.targets.contains(&def.name))
+        {
+            return Err(bad(
+                name,
+                format!(
+                    "'{refp}' is not a reference parameter of {source} that points to {}",
+                    def.name
+                ),
+            ));
+        }
+        if inner.starts_with("_has:") {
+            return Err(bad(name, "only one level of _has is supported"));
+        }
+        let c = criterion(source_def, inner, value)?.ok_or_else(|| {
+            bad(
+                name,
+                format!("'{inner}' is not a search parameter of {source}"),
+            )
+        })?;
+        return Ok(Some(Criterion::ReferencedBy {
+            source_type: source.to_owned(),
+            param: refp.to_owned(),
+            all_of: vec![c],
+        }));
+    }
     // Chain: `param.child` or `param:Type.child`.
     if let Some((head, child)) = name.split_once('.') {
         let (pname, target) = match head.split_once(':') {

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 const SOURCES: &[&str] = &[
+    include_str!("../../../fhir-profiles/codesystems/ers-age-gender-eligibility.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-cancellation-reason.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-bookable-type.json"),
@@ -59,6 +60,28 @@ pub fn codes(url: &str) -> Vec<&'static str> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The e-RS clinic types linked to a specialty (the clinic-type CodeSystem's `specialty`
+/// property).
+pub fn clinic_types_of(specialty: &str) -> Vec<&'static str> {
+    by_url(super::resources::healthcare_service::CLINIC_TYPE_SYSTEM)
+        .and_then(|c| c.get("concept"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c.get("property")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    p.get("code").and_then(Value::as_str) == Some("specialty")
+                        && p.get("valueCode").and_then(Value::as_str) == Some(specialty)
+                })
+        })
+        .filter_map(|c| c.get("code").and_then(Value::as_str))
+        .collect()
 }
 
 #[cfg(test)]

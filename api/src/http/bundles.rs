@@ -1,6 +1,6 @@
 //! `POST /FHIR/R4` with a `transaction` or `batch` Bundle of creates (POST) and updates (PUT):
-//! bulk loading, e.g. a service's slots. A transaction is all or nothing; a batch answers each
-//! entry on its own.
+//! bulk loading, e.g. a service's slots. A transaction is all or nothing, and its entries may
+//! refer to each other by `urn:uuid:` fullUrl; a batch answers each entry on its own.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -26,12 +26,48 @@ const MAX_ENTRIES: usize = 1000;
 struct Planned {
     def: &'static ResourceDef,
     resource: Value,
+    /// For a create: the id assigned up front (a transaction entry with a `urn:uuid:` fullUrl).
+    create_id: Option<String>,
     update_id: Option<String>,
     if_match: Option<i64>,
 }
 
+/// Transaction entries created with a `urn:uuid:` fullUrl get their ids now, and every
+/// reference to that fullUrl in the Bundle becomes `Type/id`: one transaction can load a
+/// service, its schedule and its slots. Returns the assigned id of each entry.
+fn resolve_placeholders(entries: &mut [Value]) -> Vec<Option<String>> {
+    let mut assigned = std::collections::HashMap::new();
+    let mut ids = Vec::with_capacity(entries.len());
+    for e in entries.iter() {
+        let full_url = e.get("fullUrl").and_then(Value::as_str);
+        let method = e.pointer("/request/method").and_then(Value::as_str);
+        let url = e.pointer("/request/url").and_then(Value::as_str);
+        match (full_url, method, url) {
+            (Some(f), Some("POST"), Some(t)) if f.starts_with("urn:uuid:") && !t.contains('/') => {
+                let id = uuid::Uuid::new_v4().to_string();
+                assigned.insert(f.to_owned(), format!("{t}/{id}"));
+                ids.push(Some(id));
+            }
+            _ => ids.push(None),
+        }
+    }
+    if !assigned.is_empty() {
+        for e in entries.iter_mut() {
+            if let Some(r) = e.get_mut("resource") {
+                crate::fhir::for_each_reference_mut(r, &mut |s| {
+                    if let Some(to) = assigned.get(s.as_str()) {
+                        *s = to.clone();
+                    }
+                });
+            }
+        }
+    }
+    ids
+}
+
 fn plan(
     entries: &[Value],
+    assigned: &[Option<String>],
     caller: &Caller,
     transaction: bool,
 ) -> Result<Vec<Result<Planned, ApiError>>, ApiError> {
@@ -80,13 +116,17 @@ fn plan(
         Ok(Planned {
             def,
             resource,
+            create_id: None,
             update_id,
             if_match,
         })
     };
     let mut planned = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        match one(e) {
+        match one(e).map(|p| Planned {
+            create_id: assigned.get(i).cloned().flatten(),
+            ..p
+        }) {
             // A transaction is refused whole by its first bad entry, before anything is written.
             Err(err) if transaction => return Err(ApiError::InEntry(i, Box::new(err))),
             p => planned.push(p),
@@ -132,12 +172,17 @@ pub async fn post(
             )))
         }
     };
-    let entries = bundle
+    let mut entries = bundle
         .get("entry")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let planned = plan(&entries, &caller, transaction)?;
+    let assigned = if transaction {
+        resolve_placeholders(&mut entries)
+    } else {
+        Vec::new()
+    };
+    let planned = plan(&entries, &assigned, &caller, transaction)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let base = base_url(&req, &state);
@@ -146,8 +191,12 @@ pub async fn post(
     let out: Vec<Value> = web::block(move || -> Result<Vec<Value>, ApiError> {
         let mut c = pool.get()?;
         let run = |c: &mut ers_schema::DbConnection, p: Planned| -> Result<Value, ServiceError> {
+            let mut p = p;
+            if transaction {
+                svc::resolve_conditional_references(c, &mut p.resource)?;
+            }
             match p.update_id {
-                None => match svc::create(c, p.def, p.resource, &who, &d, None)? {
+                None => match svc::create(c, p.def, p.resource, &who, &d, None, p.create_id)? {
                     Created::New(row) => Ok(response_entry(&base, "201 Created", &row)),
                     Created::Existing(row) => Ok(response_entry(&base, "200 OK", &row)),
                 },

@@ -77,7 +77,7 @@ pub fn draft(req: &HttpRequest, caller: Option<&Caller>) -> AuditDraft {
     }
 }
 
-fn ok(action: &'static str, subtype: &str) -> Outcome {
+pub(super) fn ok_outcome(action: &'static str, subtype: &str) -> Outcome {
     Outcome {
         action,
         subtype: subtype.to_owned(),
@@ -177,7 +177,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         })
 }
 
-async fn conn(state: &web::Data<AppState>) -> Result<ers_schema::PooledConn, ApiError> {
+pub(super) async fn conn(state: &web::Data<AppState>) -> Result<ers_schema::PooledConn, ApiError> {
     let pool = state.pool.clone();
     Ok(web::block(move || pool.get()).await??)
 }
@@ -249,7 +249,7 @@ fn read_reply(
     Ok(res)
 }
 
-fn parse_query(s: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn parse_query(s: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(s)
         .map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))
 }
@@ -287,7 +287,8 @@ pub async fn create(
     let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
     let created =
-        web::block(move || svc::create(&mut c, def, resource, &who, &d, conditional)).await??;
+        web::block(move || svc::create(&mut c, def, resource, &who, &d, conditional, None))
+            .await??;
     match created {
         Created::New(row) => write_reply(&req, &state, StatusCode::CREATED, &row),
         Created::Existing(row) => write_reply(&req, &state, StatusCode::OK, &row),
@@ -309,7 +310,12 @@ pub async fn read(
     let mut c = conn(&state).await?;
     let row = web::block(move || -> Result<_, ApiError> {
         let row = svc::read(&mut c, def, &id)?;
-        audit::record(&mut c, &d, &ok("R", "read"), &[audit::touched(&row)])?;
+        audit::record(
+            &mut c,
+            &d,
+            &ok_outcome("R", "read"),
+            &[audit::touched(&row)],
+        )?;
         Ok(row)
     })
     .await??;
@@ -336,7 +342,12 @@ pub async fn vread(
     let mut c = conn(&state).await?;
     let row = web::block(move || -> Result<_, ApiError> {
         let row = svc::vread(&mut c, def, &id, version)?;
-        audit::record(&mut c, &d, &ok("R", "vread"), &[touched_version(&row)])?;
+        audit::record(
+            &mut c,
+            &d,
+            &ok_outcome("R", "vread"),
+            &[touched_version(&row)],
+        )?;
         Ok(row)
     })
     .await??;
@@ -422,7 +433,7 @@ fn page_url(base: &str, t: &str, accepted: &[(String, String)], count: i64, offs
     format!("{base}/{t}?{qs}")
 }
 
-async fn run_search(
+pub(super) async fn run_search(
     req: HttpRequest,
     def: &'static ResourceDef,
     params: Vec<(String, String)>,
@@ -444,7 +455,7 @@ async fn run_search(
             .chain(&result.included)
             .map(audit::touched)
             .collect();
-        audit::record(&mut c, &d, &ok("E", "search-type"), &touched)?;
+        audit::record(&mut c, &d, &ok_outcome("E", "search-type"), &touched)?;
         Ok(result)
     })
     .await??;
@@ -617,7 +628,7 @@ async fn run_history(
     let (rows, total) = web::block(move || -> Result<_, ApiError> {
         let (rows, total) = svc::history(&mut c, def, q)?;
         let touched: Vec<Touched> = rows.iter().map(touched_version).collect();
-        audit::record(&mut c, &d, &ok("R", subtype), &touched)?;
+        audit::record(&mut c, &d, &ok_outcome("R", subtype), &touched)?;
         Ok((rows, total))
     })
     .await??;

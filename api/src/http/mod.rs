@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bundles;
 pub mod caller;
+pub mod directory;
 pub mod error;
 pub mod handlers;
 pub mod middleware;

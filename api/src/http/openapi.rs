@@ -538,6 +538,63 @@ fn audit_paths(paths: PathsBuilder) -> PathsBuilder {
         )
 }
 
+fn directory_paths(paths: PathsBuilder) -> PathsBuilder {
+    use crate::fhir::service_search;
+    let description = format!(
+        "The Directory of Services search for one patient (e-RS A010): services of a specialty and priority near the patient's home postcode (or a given one), optionally only those with free slots, that treat the patient's age and gender, sorted by distance or by earliest free slot. Results are a searchset Bundle of HealthcareService (each with its distance in search.extension) and their Locations; paging links are the equivalent plain HealthcareService search. {} With a patient, the caller must also be allowed to read patients.",
+        who_may("HealthcareService", Action::Search)
+    );
+    let params: Vec<Parameter> = service_search::parameters()
+        .iter()
+        .map(|(n, d)| query(n, d))
+        .collect();
+    let get = operation(
+        "searchHealthcareServicesForPatientGet",
+        "HealthcareService",
+        "Services for a patient ($ers.searchHealthcareServicesForPatient, GET)",
+        description.clone(),
+        params,
+    )
+    .response(
+        "200",
+        response(
+            "A searchset Bundle of HealthcareService and Location",
+            Some("Bundle"),
+        ),
+    );
+    let mut body = RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .description(Some("A FHIR Parameters resource with the parameters listed for the GET form (valueCode, valueString, valueBoolean, valueInteger, valueIdentifier for the NHS number, valueReference for Patient/{id})".to_owned()));
+    for (ct, c) in fhir_content("Resource") {
+        body = body.content(ct, c);
+    }
+    let post = operation(
+        "searchHealthcareServicesForPatient",
+        "HealthcareService",
+        "Services for a patient ($ers.searchHealthcareServicesForPatient)",
+        description,
+        Vec::new(),
+    )
+    .request_body(Some(body.build()))
+    .response(
+        "200",
+        response(
+            "A searchset Bundle of HealthcareService and Location",
+            Some("Bundle"),
+        ),
+    );
+    let errors = [
+        ("422", "The patient is not known here"),
+        ("415", "Unsupported Content-Type"),
+    ];
+    let mut item = PathItem::new(HttpMethod::Get, with_errors(get, &errors).build());
+    item.post = Some(with_errors(post, &errors).build());
+    paths.path(
+        format!("/FHIR/R4/HealthcareService/{}", service_search::NAME),
+        item,
+    )
+}
+
 fn terminology_paths(paths: PathsBuilder) -> PathsBuilder {
     let search = operation(
         "searchCodeSystem",
@@ -697,8 +754,8 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
 
 /// The whole document.
 pub fn document() -> OpenApi {
-    let paths = system_paths(terminology_paths(audit_paths(resource_paths(
-        PathsBuilder::new(),
+    let paths = system_paths(terminology_paths(audit_paths(directory_paths(
+        resource_paths(PathsBuilder::new()),
     ))))
     .build();
     let components = ComponentsBuilder::new()

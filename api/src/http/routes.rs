@@ -82,6 +82,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .default_service(web::to(audit::append_only)),
                 )
                 .service(
+                    web::resource("/HealthcareService/$ers.searchHealthcareServicesForPatient")
+                        .route(web::get().to(super::directory::search_for_patient))
+                        .route(web::post().to(super::directory::search_for_patient))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
                     web::resource("/{type}/$validate")
                         .route(web::post().to(h::validate))
                         .default_service(web::to(not_allowed)),

@@ -2,6 +2,7 @@
 //! owns its transaction: domain and resource rules first, then storage.
 
 pub mod audit;
+pub mod directory;
 pub mod postcodes;
 pub mod resource;
 pub mod roles;

@@ -83,6 +83,7 @@ pub fn import(
             Ok(store::upsert_postcodes(c, batch)?)
         })?;
     }
+    store::analyze(conn)?;
     Ok(ImportReport { imported, skipped })
 }
 

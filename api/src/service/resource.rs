@@ -363,8 +363,10 @@ pub fn create(
     author: &Author,
     audit: &AuditDraft,
     if_none_exist: Option<(SearchQuery, String)>,
+    assigned_id: Option<String>,
 ) -> Result<Created> {
-    let id = uuid::Uuid::new_v4().to_string();
+    // A transaction assigns ids up front so its entries can refer to each other.
+    let id = assigned_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let prepared = prepare(def, body)?;
     write_tx(conn, |c| {
         if let Some((query, criteria)) = &if_none_exist {
@@ -851,4 +853,45 @@ pub fn history(
         }
         Ok(store::history(c, &q)?)
     })
+}
+
+/// Replaces each conditional reference (`Type?search`) in a resource about to be written in a
+/// transaction with the one resource the search finds; none or several is an error naming the
+/// reference.
+pub fn resolve_conditional_references(conn: &mut DbConnection, body: &mut Value) -> Result<()> {
+    let mut refs: Vec<String> = Vec::new();
+    crate::fhir::for_each_reference_mut(body, &mut |r| {
+        if r.contains('?') && !refs.contains(r) {
+            refs.push(r.clone());
+        }
+    });
+    for reference in refs {
+        let (type_name, query) = reference.split_once('?').unwrap_or_default();
+        let issue = |m: String| {
+            ServiceError::Invalid(vec![Issue::invalid_at(
+                "reference",
+                format!("({reference}) {m}"),
+            )])
+        };
+        let def = registry::find(type_name)
+            .ok_or_else(|| issue(format!("names '{type_name}', which is not hosted here")))?;
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| issue(format!("is not a valid search: {e}")))?;
+        let mut req =
+            crate::fhir::search::parse(def, &params, true).map_err(ServiceError::Invalid)?;
+        req.query.offset = 0;
+        req.query.limit = 2;
+        let (rows, _) = store_search::search(conn, &req.query, false)?;
+        let target = match rows.as_slice() {
+            [one] => format!("{}/{}", one.res_type, one.id),
+            [] => return Err(issue("matches no resource".into())),
+            _ => return Err(issue("matches more than one resource".into())),
+        };
+        crate::fhir::for_each_reference_mut(body, &mut |r| {
+            if *r == reference {
+                *r = target.clone();
+            }
+        });
+    }
+    Ok(())
 }

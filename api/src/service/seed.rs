@@ -48,6 +48,7 @@ impl Seeder<'_> {
             &self.author,
             &self.audit,
             Some((req.query, criteria)),
+            None,
         )? {
             Created::New(row) => {
                 self.report.created += 1;
@@ -427,6 +428,9 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
     ];
     providers.extend(more.iter().map(|(o, c, l)| (o, *c, l)));
     directory(&mut s, &providers)?;
+    // Fresh statistics, so the query planner sees the data just loaded (PostgreSQL servers
+    // without autovacuum would otherwise plan searches for empty tables).
+    ers_schema::store::analyze(s.conn)?;
     Ok(s.report)
 }
 
@@ -522,7 +526,8 @@ fn directory(
     providers: &[(&String, &str, &String)],
 ) -> Result<(), ServiceError> {
     use crate::fhir::resources::healthcare_service::{
-        BOOKABLE_TYPE_SYSTEM, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM,
+        APPOINTMENT_TYPE_SYSTEM, BOOKABLE_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM,
+        PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM,
     };
     const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
     const SPECIALTY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
@@ -639,27 +644,50 @@ fn directory(
                 .iter()
                 .map(|p| json!({"coding": [{"system": PRIORITY_SYSTEM, "code": p}]})),
         );
+        // Age and gender treated: gynaecology treats women, urology men; a few services treat
+        // only adults or only children (the rest, everyone).
+        let mut eligibility: Vec<&str> = match code {
+            "GYNAECOLOGY" => vec!["FEMALE_ONLY"],
+            "UROLOGY" => vec!["MALE_ONLY"],
+            _ => Vec::new(),
+        };
+        match n % 9 {
+            4 => eligibility.push("ADULTS_ONLY"),
+            7 => eligibility.push("CHILDREN_ONLY"),
+            _ => {}
+        }
+        let eligibility: Vec<Value> = eligibility
+            .into_iter()
+            .map(|e| json!({"code": {"coding": [{"system": ELIGIBILITY_SYSTEM, "code": e}]}}))
+            .collect();
+        let mut types = vec![
+            json!({"coding": [{"system": APPOINTMENT_TYPE_SYSTEM, "code": if flows[0] == "REVIEW" { "ASSESSMENT_SERVICE" } else { "FIRST_OUTPATIENT" }}]}),
+        ];
+        let clinic_types = crate::fhir::terminology::clinic_types_of(code);
+        if !clinic_types.is_empty() {
+            let ct = clinic_types[n % clinic_types.len()];
+            types.push(json!({"coding": [{"system": CLINIC_TYPE_SYSTEM, "code": ct}]}));
+        }
         let kind = match flows[0] {
             "REVIEW" => "Referral Assessment Service",
             "ADVICE_AND_GUIDANCE" => "Advice and Guidance",
             _ => "Clinic",
         };
-        let service = s.ensure(
-            "HealthcareService",
-            SERVICE_SYSTEM,
-            &sid,
-            json!({
-                "resourceType": "HealthcareService",
-                "identifier": [{"system": SERVICE_SYSTEM, "value": sid}],
-                "active": true,
-                "providedBy": {"reference": format!("Organization/{org_id}")},
-                "location": [{"reference": format!("Location/{site_id}")}],
-                "type": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentType", "code": if flows[0] == "REVIEW" { "ASSESSMENT_SERVICE" } else { "FIRST_OUTPATIENT" }}]}],
-                "specialty": [{"coding": [{"system": SPECIALTY_SYSTEM, "code": code, "display": display}]}],
-                "name": format!("{display} {kind} ({ods}) {sid}"),
-                "characteristic": characteristic,
-            }),
-        )?;
+        let mut body = json!({
+            "resourceType": "HealthcareService",
+            "identifier": [{"system": SERVICE_SYSTEM, "value": sid}],
+            "active": true,
+            "providedBy": {"reference": format!("Organization/{org_id}")},
+            "location": [{"reference": format!("Location/{site_id}")}],
+            "type": types,
+            "specialty": [{"coding": [{"system": SPECIALTY_SYSTEM, "code": code, "display": display}]}],
+            "name": format!("{display} {kind} ({ods}) {sid}"),
+            "characteristic": characteristic,
+        });
+        if !eligibility.is_empty() {
+            body["eligibility"] = Value::Array(eligibility);
+        }
+        let service = s.ensure("HealthcareService", SERVICE_SYSTEM, &sid, body)?;
         if slots == 0 {
             continue;
         }

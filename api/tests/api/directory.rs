@@ -677,3 +677,426 @@ async fn slots_in_bulk_by_transaction_all_or_nothing_or_by_batch() {
     let r = post(json!({"resourceType": "Bundle", "type": "collection"})).await;
     r.assert_outcome(400, "invalid");
 }
+
+fn parameters(params: &[(&str, Value)]) -> Value {
+    json!({
+        "resourceType": "Parameters",
+        "parameter": params.iter().map(|(name, v)| {
+            let mut p = json!({"name": name});
+            let key = match v {
+                Value::Bool(_) => "valueBoolean",
+                Value::Number(_) => "valueInteger",
+                Value::Object(o) if o.contains_key("system") => "valueIdentifier",
+                _ => "valueCode",
+            };
+            p[key] = v.clone();
+            p
+        }).collect::<Vec<_>>(),
+    })
+}
+
+const PATIENT_SEARCH: &str = "HealthcareService/$ers.searchHealthcareServicesForPatient";
+
+fn matches(b: &Value) -> Vec<&Value> {
+    b["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| &e["resource"])
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn eligibility(service: &Value) -> Vec<String> {
+    service["eligibility"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["code"]["coding"][0]["code"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[actix_web::test]
+async fn patient_centred_service_search_operation() {
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    // A sandbox patient in Leeds (female, born 1958): urgent cardiology with free slots within
+    // 100 miles, nearest first, each with its distance and its Location included.
+    let nhs = json!({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9912003888"});
+    let r = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("patient", nhs.clone()),
+                ("priority", json!("URGENT")),
+                ("specialty", json!("CARDIOLOGY")),
+                ("distanceLimit", json!(100)),
+                ("withFreeSlots", json!(true)),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let found = matches(&b);
+    assert!(!found.is_empty(), "{b}");
+    for s in &found {
+        assert_eq!(s["specialty"][0]["coding"][0]["code"], "CARDIOLOGY", "{s}");
+        assert!(
+            s["characteristic"].to_string().contains("\"URGENT\""),
+            "{s}"
+        );
+    }
+    let d: Vec<f64> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(distance_of)
+        .collect();
+    assert!(
+        d.windows(2).all(|w| w[0] <= w[1]) && d.iter().all(|x| *x <= 161.0),
+        "{d:?}"
+    );
+    assert!(
+        b["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["resource"]["resourceType"] == "Location"),
+        "locations are included"
+    );
+    // The same search as plain search parameters finds the same services.
+    let plain = app.search("HealthcareService?active=true&priority=URGENT&specialty=CARDIOLOGY&available=URGENT&near-postcode=LS1%204AP|100|mi&eligibility:not=MALE_ONLY&eligibility:not=CHILDREN_ONLY").await;
+    assert_eq!(plain["total"], b["total"]);
+    // Without free slots required, more services qualify (triage and A&G have no slots).
+    let all = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("patient", nhs.clone()),
+                ("priority", json!("URGENT")),
+                ("specialty", json!("CARDIOLOGY")),
+                ("distanceLimit", json!(100)),
+            ]),
+        )
+        .await
+        .json();
+    assert!(
+        all["total"].as_i64() > b["total"].as_i64(),
+        "{} vs {}",
+        all["total"],
+        b["total"]
+    );
+    // Request type: A&G services only.
+    let ag = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("patient", nhs.clone()),
+                ("priority", json!("ROUTINE")),
+                ("requestType", json!("ADVICE_AND_GUIDANCE_REQUEST")),
+                ("_count", json!(100)),
+            ]),
+        )
+        .await
+        .json();
+    let ag = matches(&ag);
+    assert!(!ag.is_empty());
+    assert!(ag.iter().all(|s| s["characteristic"]
+        .to_string()
+        .contains("ADVICE_AND_GUIDANCE")));
+
+    // Age and gender: a man is offered no women-only services, a child no adults-only ones.
+    let man = app
+        .create(&patient(NHS[0], "Male", "Adult", "1970-01-01", "male"))
+        .await;
+    let child = app
+        .create(&patient(NHS[1], "Young", "Child", "2018-06-01", "female"))
+        .await;
+    let search_for = |who: String, extra: Vec<(&'static str, Value)>| {
+        let mut p = vec![
+            ("patient", json!(who)),
+            ("priority", json!("ROUTINE")),
+            ("_count", json!(100)),
+        ];
+        p.extend(extra);
+        parameters(&p)
+    };
+    let gyn = app
+        .post_json(
+            PATIENT_SEARCH,
+            &search_for(
+                format!("Patient/{man}"),
+                vec![("specialty", json!("GYNAECOLOGY"))],
+            ),
+        )
+        .await
+        .json();
+    assert!(
+        matches(&gyn)
+            .iter()
+            .all(|s| !eligibility(s).contains(&"FEMALE_ONLY".to_owned())),
+        "{gyn}"
+    );
+    let gyn_any = app
+        .post_json(
+            PATIENT_SEARCH,
+            &search_for(
+                format!("Patient/{man}"),
+                vec![
+                    ("specialty", json!("GYNAECOLOGY")),
+                    ("ageAndGenderAppropriate", json!(false)),
+                ],
+            ),
+        )
+        .await
+        .json();
+    assert!(
+        gyn_any["total"].as_i64() > gyn["total"].as_i64(),
+        "women-only services come back when asked: {} vs {}",
+        gyn_any["total"],
+        gyn["total"]
+    );
+    let for_child = app
+        .post_json(
+            PATIENT_SEARCH,
+            &search_for(format!("Patient/{child}"), vec![]),
+        )
+        .await
+        .json();
+    let codes: Vec<String> = matches(&for_child)
+        .iter()
+        .flat_map(|s| eligibility(s))
+        .collect();
+    assert!(!codes.contains(&"ADULTS_ONLY".to_owned()), "{codes:?}");
+    assert!(codes.contains(&"CHILDREN_ONLY".to_owned()), "{codes:?}");
+
+    // GET form with a postcode, sorted by earliest free slot.
+    let r = app
+        .get(&format!("{PATIENT_SEARCH}?postcode=LS1%204AP&distanceLimit=50&priority=ROUTINE&withFreeSlots=true&sort=EARLIEST_AVAILABLE_SLOT&_count=3"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(matches(&b).len(), 3, "{b}");
+    assert!(link(&b, "next")
+        .expect("next page")
+        .contains("_sort=earliest-slot"));
+
+    // Named clinician: only services with a schedule for that clinician.
+    let org = app.search("Organization?identifier=R69").await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("R69")
+        .to_owned();
+    let site = app.search("Location?near=53.7974|-1.5438|5|km").await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("a Leeds site")
+        .to_owned();
+    let practitioner = app
+        .search("Practitioner?identifier=https://fhir.nhs.uk/Id/sds-user-id|021600556514")
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("sandbox clinician")
+        .to_owned();
+    let mut svc = service(
+        "99001",
+        "Named clinician clinic",
+        &org,
+        "NEUROLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE"],
+    );
+    svc["location"] = json!([{"reference": format!("Location/{site}")}]);
+    let r = app
+        .send(
+            definer(&app, "POST", "HealthcareService", "R69"),
+            Some(svc.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let svc_id = r.json()["id"].as_str().expect("id").to_owned();
+    let schedule = json!({
+        "resourceType": "Schedule",
+        "active": true,
+        "actor": [{"reference": format!("HealthcareService/{svc_id}")}, {"reference": format!("Practitioner/{practitioner}")}],
+    });
+    let r = app
+        .send(
+            definer(&app, "POST", "Schedule", "R69"),
+            Some(schedule.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let named = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("priority", json!("ROUTINE")),
+                ("namedClinician", json!("021600556514")),
+            ]),
+        )
+        .await
+        .json();
+    let ids: Vec<&str> = matches(&named)
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, [svc_id.as_str()], "{named}");
+
+    // Bad input: each problem named.
+    let r = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("specialty", json!("ASTROLOGY")),
+                ("distanceLimit", json!(5000)),
+            ]),
+        )
+        .await;
+    let d = r.assert_outcome(400, "value");
+    assert!(d.contains("ASTROLOGY"), "{d}");
+    assert!(
+        r.text().contains("Parameters.parameter[distanceLimit]"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("Parameters.parameter[priority]"),
+        "{}",
+        r.text()
+    );
+    let d = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                (
+                    "patient",
+                    json!({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[5]}),
+                ),
+                ("priority", json!("ROUTINE")),
+            ]),
+        )
+        .await
+        .assert_outcome(422, "value");
+    assert!(d.contains(NHS[5]), "{d}");
+    app.post_json(
+        PATIENT_SEARCH,
+        &parameters(&[("patient", json!("123")), ("priority", json!("ROUTINE"))]),
+    )
+    .await
+    .assert_outcome(400, "value");
+    let d = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[("priority", json!("ROUTINE")), ("sort", json!("DISTANCE"))]),
+        )
+        .await
+        .assert_outcome(400, "required");
+    assert!(d.contains("postcode"), "{d}");
+    app.post_json(PATIENT_SEARCH, &json!({"resourceType": "Patient"}))
+        .await
+        .assert_outcome(400, "value");
+    // Only roles that may read patients may search for one.
+    let r = app
+        .send(
+            app.as_user(&app.token, "POST", PATIENT_SEARCH, "SERVICE_DEFINER", "R69")
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(
+                parameters(&[("patient", nhs), ("priority", json!("ROUTINE"))])
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+}
+
+#[actix_web::test]
+async fn transactions_link_entries_by_urn_uuid_and_find_existing_resources_by_search() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let svc = service(
+        "70001",
+        "Linked clinic",
+        "PLACEHOLDER",
+        "CARDIOLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE"],
+    );
+    let bundle = |provided_by: &str| {
+        let mut s = svc.clone();
+        s["providedBy"] = json!({"reference": provided_by});
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001", "resource": s, "request": {"method": "POST", "url": "HealthcareService"}},
+            {"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000002", "resource": {"resourceType": "Schedule", "active": true, "actor": [{"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"}]}, "request": {"method": "POST", "url": "Schedule"}},
+            {"resource": {"resourceType": "Slot", "schedule": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000002"}, "status": "free", "start": "2030-01-07T09:00:00Z", "end": "2030-01-07T09:20:00Z"}, "request": {"method": "POST", "url": "Slot"}},
+        ]})
+    };
+    let post = |b: Value| {
+        let app = &app;
+        async move {
+            app.send(
+                definer(app, "POST", "/FHIR/R4", "R69"),
+                Some(b.to_string().into_bytes()),
+            )
+            .await
+        }
+    };
+    // A conditional reference that matches nothing fails the whole transaction, naming it.
+    let r = post(bundle(
+        "Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|ZZ999",
+    ))
+    .await;
+    let d = r.assert_outcome(422, "value");
+    assert!(
+        d.contains("ZZ999") && d.contains("matches no resource"),
+        "{d}"
+    );
+    assert_eq!(
+        app.search("HealthcareService").await["total"],
+        0,
+        "nothing written"
+    );
+    // Resolved: the service's organisation by search, the schedule and slot by fullUrl.
+    let r = post(bundle(
+        "Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69",
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let locations: Vec<String> = r.json()["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            e["response"]["location"]
+                .as_str()
+                .expect("location")
+                .to_owned()
+        })
+        .collect();
+    let id_of = |i: usize| locations[i].split('/').rev().nth(2).expect("id").to_owned();
+    let service = app
+        .get(&format!("HealthcareService/{}", id_of(0)))
+        .await
+        .json();
+    assert_eq!(
+        service["providedBy"]["reference"],
+        format!("Organization/{org}")
+    );
+    let schedule = app.get(&format!("Schedule/{}", id_of(1))).await.json();
+    assert_eq!(
+        schedule["actor"][0]["reference"],
+        format!("HealthcareService/{}", id_of(0))
+    );
+    let slot = app.get(&format!("Slot/{}", id_of(2))).await.json();
+    assert_eq!(
+        slot["schedule"]["reference"],
+        format!("Schedule/{}", id_of(1))
+    );
+    // Two organisations match a broader search: ambiguous, refused.
+    app.create(&organization("R68", "South")).await;
+    let mut b = bundle("Organization?active=true");
+    b["entry"][0]["resource"]["identifier"][0]["value"] = json!("70002");
+    let d = post(b).await.assert_outcome(422, "value");
+    assert!(d.contains("more than one"), "{d}");
+}

@@ -1,10 +1,14 @@
-//! The bodies in `examples/` are valid and accepted as they are.
+//! The bodies in `examples/` are valid and accepted as they are, against the sandbox data
+//! (resources by their type; transaction Bundles at the base as the sandbox service definer;
+//! operation Parameters at their operation).
 
 use crate::helpers::*;
 
 #[actix_web::test]
 async fn every_example_body_is_accepted() {
-    let app = spawn_app().await;
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    let definer = sign(&claims("555031998110", &[("SERVICE_DEFINER", "RR8")]));
+    let mut later = Vec::new();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut count = 0;
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -34,6 +38,10 @@ async fn every_example_body_is_accepted() {
                 .expect("root")
                 .to_owned()
         };
+        if res_type == "Bundle" || res_type == "Parameters" {
+            later.push((path, res_type, body));
+            continue;
+        }
         let r = app
             .send(
                 app.req("POST", &res_type)
@@ -44,5 +52,53 @@ async fn every_example_body_is_accepted() {
         assert_eq!(r.status, 201, "{}: {}", path.display(), r.text());
         count += 1;
     }
-    assert!(count >= 5, "found {count} examples");
+    // Bundles first (they load what the operations then find).
+    later.sort_by_key(|(_, t, _)| t != "Bundle");
+    for (path, res_type, body) in later {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let r = if res_type == "Bundle" {
+            let r = app
+                .send(
+                    app.as_user(&definer, "POST", "/FHIR/R4", "SERVICE_DEFINER", "RR8")
+                        .insert_header(("Content-Type", "application/fhir+json")),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{name}: {}", r.text());
+            let entries = r.json()["entry"].as_array().cloned().unwrap_or_default();
+            assert!(
+                !entries.is_empty()
+                    && entries
+                        .iter()
+                        .all(|e| e["response"]["status"] == "201 Created"),
+                "{name}: {}",
+                r.text()
+            );
+            r
+        } else {
+            let op = match name.as_str() {
+                "dos-search-for-patient.json" => {
+                    "HealthcareService/$ers.searchHealthcareServicesForPatient"
+                }
+                other => panic!("{other}: no operation is known for this example"),
+            };
+            app.post_json(op, &serde_json::from_slice(&body).expect("json"))
+                .await
+        };
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        if name == "dos-search-for-patient.json" {
+            // The service the transaction example loaded is found for the sandbox patient.
+            assert!(
+                r.text().contains("Cataract Clinic, Wharfedale (example)"),
+                "{}",
+                r.text()
+            );
+        }
+        count += 1;
+    }
+    assert!(count >= 7, "found {count} examples");
 }

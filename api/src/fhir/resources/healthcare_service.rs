@@ -12,6 +12,7 @@ pub const PRIORITY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Priority";
 pub const SPECIALTY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
 pub const APPOINTMENT_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentType";
 pub const CLINIC_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ClinicType";
+pub const ELIGIBILITY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AgeGenderEligibility";
 
 /// Codings in one of `systems` (e-RS CodeSystems served here) must use one of its codes.
 pub(super) fn known_codes(
@@ -93,5 +94,20 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         &[APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM],
         &mut issues,
     );
+    for (i, e) in r
+        .get("eligibility")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        known_codes(
+            e,
+            &format!("HealthcareService.eligibility[{i}]"),
+            "code",
+            &[ELIGIBILITY_SYSTEM],
+            &mut issues,
+        );
+    }
     finish(Checked::default(), issues)
 }

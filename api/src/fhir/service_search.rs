@@ -1,0 +1,607 @@
+//! `$ers.searchHealthcareServicesForPatient` (e-RS A010 in R4): the Directory of Services search
+//! for one patient. Its inputs (FHIR `Parameters`, or the same names as query parameters) become
+//! ordinary HealthcareService search parameters, so the operation has no search logic of its own
+//! and its paging links are plain searches.
+
+use chrono::{Datelike, NaiveDate};
+use serde_json::Value;
+
+use super::outcome::Issue;
+use super::resources::healthcare_service::{
+    CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM, SPECIALTY_SYSTEM,
+};
+use super::terminology;
+use crate::domain::{NhsNumber, Postcode, SdsUserId};
+
+pub const NAME: &str = "$ers.searchHealthcareServicesForPatient";
+
+/// Radius used when a position is known but no `distanceLimit` is given: the search's limit.
+const DEFAULT_MILES: f64 = 310.0;
+const MAX_MILES: f64 = 310.0;
+
+/// The patient the search is for: by NHS number or by logical id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatientRef {
+    NhsNumber(NhsNumber),
+    Id(String),
+}
+
+/// What to sort the services by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    /// Nearest first (needs a postcode).
+    Distance,
+    /// Earliest free slot first (e-RS "indicative wait time").
+    EarliestSlot,
+}
+
+/// The operation's inputs, checked.
+#[derive(Debug, Clone)]
+pub struct PatientServiceSearch {
+    pub patient: Option<PatientRef>,
+    pub postcode: Option<Postcode>,
+    pub distance_miles: Option<f64>,
+    pub priority: String,
+    pub specialty: Option<String>,
+    pub clinic_type: Option<String>,
+    /// Request flows to match (any of): BOOKABLE, REVIEW, ADVICE_AND_GUIDANCE.
+    pub request_flows: Vec<&'static str>,
+    pub with_free_slots: bool,
+    pub age_and_gender_appropriate: Option<bool>,
+    pub named_clinician: Option<SdsUserId>,
+    pub sort: Option<SortBy>,
+    pub count: Option<String>,
+    pub offset: Option<String>,
+}
+
+/// What the search needs to know of the patient.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatientFacts {
+    pub postcode: Option<String>,
+    pub age_years: Option<i32>,
+    pub gender: Option<String>,
+}
+
+const PARAMS: &[(&str, &str)] = &[
+    ("patient", "NHS number (valueIdentifier, valueString) or Patient/{id} (valueReference)"),
+    ("postcode", "postcode to measure distance from; the patient's home postcode by default"),
+    ("distanceLimit", "radius in miles (1-310)"),
+    ("priority", "ROUTINE, URGENT or TWO_WEEK_WAIT (required)"),
+    ("specialty", "e-RS specialty code"),
+    ("clinicType", "e-RS clinic type code"),
+    ("requestType", "APPOINTMENT_REQUEST (bookable and triage services) or ADVICE_AND_GUIDANCE_REQUEST"),
+    ("requestFlow", "BOOKABLE, REVIEW or ADVICE_AND_GUIDANCE (may repeat)"),
+    ("withFreeSlots", "true: only services with a free slot at the priority"),
+    ("ageAndGenderAppropriate", "true (default with a patient): leave out services that do not treat the patient's age or gender"),
+    ("namedClinician", "SDS user id of a clinician the service has a schedule for"),
+    ("sort", "DISTANCE (default with a postcode) or EARLIEST_AVAILABLE_SLOT"),
+    ("_count", "page size (1-100)"),
+    ("_offset", "results to skip"),
+];
+
+/// The parameter names and what each takes (for documentation).
+pub fn parameters() -> &'static [(&'static str, &'static str)] {
+    PARAMS
+}
+
+fn at(name: &str) -> String {
+    format!("Parameters.parameter[{name}]")
+}
+
+/// A `Parameters` body as (name, value) pairs; each value[x] read as its string form.
+pub fn pairs_of_parameters(body: &Value) -> Result<Vec<(String, String)>, Vec<Issue>> {
+    if body.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Err(vec![Issue::invalid_at(
+            "resourceType",
+            format!("must be Parameters for {NAME}"),
+        )]);
+    }
+    let mut out = Vec::new();
+    let mut issues = Vec::new();
+    for (i, p) in body
+        .get("parameter")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(name) = p.get("name").and_then(Value::as_str) else {
+            issues.push(Issue::required_at(
+                format!("Parameters.parameter[{i}].name"),
+                "is required",
+            ));
+            continue;
+        };
+        let value = p.as_object().and_then(|o| {
+            o.iter()
+                .find(|(k, _)| k.starts_with("value"))
+                .map(|(k, v)| (k.as_str(), v))
+        });
+        let text = match value {
+            Some((_, Value::String(s))) => Some(s.clone()),
+            Some((_, Value::Bool(b))) => Some(b.to_string()),
+            Some((_, Value::Number(n))) => Some(n.to_string()),
+            Some(("valueCoding", v)) => v.get("code").and_then(Value::as_str).map(str::to_owned),
+            Some(("valueCodeableConcept", v)) => v
+                .pointer("/coding/0/code")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            Some(("valueIdentifier", v)) => v.get("value").and_then(Value::as_str).map(|value| {
+                match v.get("system").and_then(Value::as_str) {
+                    Some(s) => format!("{s}|{value}"),
+                    None => value.to_owned(),
+                }
+            }),
+            Some(("valueReference", v)) => v
+                .get("reference")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            Some(("valueQuantity", v)) => v.get("value").map(|n| n.to_string()),
+            _ => None,
+        };
+        match text {
+            Some(t) => out.push((name.to_owned(), t)),
+            None => issues.push(Issue::invalid_at(
+                format!("Parameters.parameter[{i}]"),
+                format!("('{name}') has no value this operation can read (use valueString, valueCode, valueCoding, valueBoolean, valueInteger, valueDecimal, valueIdentifier or valueReference)"),
+            )),
+        }
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
+fn flag(name: &str, v: &str, issues: &mut Vec<Issue>) -> Option<bool> {
+    match v {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => {
+            issues.push(Issue::invalid_at(
+                at(name),
+                format!("({v}) must be true or false"),
+            ));
+            None
+        }
+    }
+}
+
+fn code_of(name: &str, v: &str, system: &str, issues: &mut Vec<Issue>) -> Option<String> {
+    let code = v.rsplit('|').next().unwrap_or(v);
+    let codes = terminology::codes(system);
+    if codes.contains(&code) {
+        Some(code.to_owned())
+    } else {
+        issues.push(Issue::invalid_at(
+            at(name),
+            format!(
+                "({code}) is not a code of {system}; expected one of: {}",
+                codes.join(", ")
+            ),
+        ));
+        None
+    }
+}
+
+impl PatientServiceSearch {
+    /// Checks the inputs; every problem is reported at once, each naming its parameter.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, Vec<Issue>> {
+        let mut issues = Vec::new();
+        let mut s = PatientServiceSearch {
+            patient: None,
+            postcode: None,
+            distance_miles: None,
+            priority: String::new(),
+            specialty: None,
+            clinic_type: None,
+            request_flows: Vec::new(),
+            with_free_slots: false,
+            age_and_gender_appropriate: None,
+            named_clinician: None,
+            sort: None,
+            count: None,
+            offset: None,
+        };
+        let mut priority = None;
+        for (name, v) in pairs {
+            let v = v.trim();
+            let repeated = |issues: &mut Vec<Issue>| {
+                issues.push(Issue::invalid_at(at(name), "is given more than once"))
+            };
+            match name.as_str() {
+                "patient" => {
+                    if s.patient.is_some() {
+                        repeated(&mut issues);
+                        continue;
+                    }
+                    if let Some(id) = v.strip_prefix("Patient/") {
+                        if super::is_valid_id(id) {
+                            s.patient = Some(PatientRef::Id(id.to_owned()));
+                        } else {
+                            issues.push(Issue::invalid_at(
+                                at(name),
+                                format!("({v}) is not a valid Patient reference"),
+                            ));
+                        }
+                        continue;
+                    }
+                    let number = match v.split_once('|') {
+                        Some((sys, n)) if sys == NhsNumber::SYSTEM || sys.is_empty() => n,
+                        Some((sys, _)) => {
+                            issues.push(Issue::invalid_at(
+                                at(name),
+                                format!(
+                                    "({sys}) is not the NHS number system {}",
+                                    NhsNumber::SYSTEM
+                                ),
+                            ));
+                            continue;
+                        }
+                        None => v,
+                    };
+                    match NhsNumber::parse(number) {
+                        Ok(n) => s.patient = Some(PatientRef::NhsNumber(n)),
+                        Err(e) => issues.push(Issue::invalid_at(at(name), e.0)),
+                    }
+                }
+                "postcode" => match Postcode::parse(v) {
+                    Ok(p) => s.postcode = Some(p),
+                    Err(e) => issues.push(Issue::invalid_at(at(name), e.0)),
+                },
+                "distanceLimit" => match v.parse::<f64>() {
+                    Ok(m) if m.is_finite() && m > 0.0 && m <= MAX_MILES => {
+                        s.distance_miles = Some(m)
+                    }
+                    _ => issues.push(Issue::invalid_at(
+                        at(name),
+                        format!("({v}) must be a number of miles greater than 0 and at most {MAX_MILES}"),
+                    )),
+                },
+                "priority" => {
+                    if priority.is_some() {
+                        repeated(&mut issues);
+                        continue;
+                    }
+                    priority = code_of(name, v, PRIORITY_SYSTEM, &mut issues);
+                }
+                "specialty" => s.specialty = code_of(name, v, SPECIALTY_SYSTEM, &mut issues),
+                "clinicType" => s.clinic_type = code_of(name, v, CLINIC_TYPE_SYSTEM, &mut issues),
+                "requestType" => match v {
+                    "APPOINTMENT_REQUEST" => s.request_flows.extend(["BOOKABLE", "REVIEW"]),
+                    "ADVICE_AND_GUIDANCE_REQUEST" => {
+                        s.request_flows.push("ADVICE_AND_GUIDANCE")
+                    }
+                    _ => issues.push(Issue::invalid_at(
+                        at(name),
+                        format!("({v}) must be APPOINTMENT_REQUEST or ADVICE_AND_GUIDANCE_REQUEST"),
+                    )),
+                },
+                "requestFlow" => {
+                    if let Some(code) = code_of(name, v, REQUEST_FLOW_SYSTEM, &mut issues) {
+                        if let Some(c) = ["BOOKABLE", "REVIEW", "ADVICE_AND_GUIDANCE"]
+                            .into_iter()
+                            .find(|c| *c == code)
+                        {
+                            s.request_flows.push(c);
+                        }
+                    }
+                }
+                "withFreeSlots" => {
+                    s.with_free_slots = flag(name, v, &mut issues).unwrap_or(false)
+                }
+                "ageAndGenderAppropriate" => {
+                    s.age_and_gender_appropriate = flag(name, v, &mut issues)
+                }
+                "namedClinician" => {
+                    let id = v.rsplit('|').next().unwrap_or(v);
+                    match SdsUserId::parse(id) {
+                        Ok(u) => s.named_clinician = Some(u),
+                        Err(e) => issues.push(Issue::invalid_at(at(name), e.0)),
+                    }
+                }
+                "sort" => match v {
+                    "DISTANCE" => s.sort = Some(SortBy::Distance),
+                    "EARLIEST_AVAILABLE_SLOT" | "IWT" => s.sort = Some(SortBy::EarliestSlot),
+                    _ => issues.push(Issue::invalid_at(
+                        at(name),
+                        format!("({v}) must be DISTANCE or EARLIEST_AVAILABLE_SLOT"),
+                    )),
+                },
+                "_count" => s.count = Some(v.to_owned()),
+                "_offset" => s.offset = Some(v.to_owned()),
+                // Response-shaping parameters every FHIR interaction accepts.
+                "_format" | "_pretty" => {}
+                other => issues.push(Issue::invalid_at(
+                    at(other),
+                    format!(
+                        "is not a parameter of {NAME}; it takes: {}",
+                        PARAMS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            }
+        }
+        match priority {
+            Some(p) => s.priority = p,
+            None if !issues
+                .iter()
+                .any(|i| i.expression.as_deref() == Some(&at("priority"))) =>
+            {
+                issues.push(Issue::required_at(
+                    at("priority"),
+                    "is required: ROUTINE, URGENT or TWO_WEEK_WAIT",
+                ))
+            }
+            None => {}
+        }
+        if issues.is_empty() {
+            Ok(s)
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// The HealthcareService search this operation runs, given what is known of the patient.
+    pub fn search_params(
+        &self,
+        patient: Option<&PatientFacts>,
+    ) -> Result<Vec<(String, String)>, Vec<Issue>> {
+        let mut out: Vec<(String, String)> = vec![
+            ("active".into(), "true".into()),
+            ("priority".into(), self.priority.clone()),
+        ];
+        let push = |out: &mut Vec<(String, String)>, k: &str, v: String| out.push((k.into(), v));
+        if let Some(s) = &self.specialty {
+            push(&mut out, "specialty", format!("{SPECIALTY_SYSTEM}|{s}"));
+        }
+        if let Some(c) = &self.clinic_type {
+            push(
+                &mut out,
+                "service-type",
+                format!("{CLINIC_TYPE_SYSTEM}|{c}"),
+            );
+        }
+        if !self.request_flows.is_empty() {
+            let mut flows = self.request_flows.clone();
+            flows.sort_unstable();
+            flows.dedup();
+            let any: Vec<String> = flows
+                .iter()
+                .map(|f| format!("{REQUEST_FLOW_SYSTEM}|{f}"))
+                .collect();
+            push(&mut out, "characteristic", any.join(","));
+        }
+        if self.with_free_slots {
+            push(&mut out, "available", self.priority.clone());
+        }
+        if let Some(u) = &self.named_clinician {
+            push(
+                &mut out,
+                "_has:Schedule:actor:actor:Practitioner.identifier",
+                format!("{}|{}", SdsUserId::SYSTEM, u.as_str()),
+            );
+        }
+        let postcode = self
+            .postcode
+            .as_ref()
+            .map(|p| p.as_str().to_owned())
+            .or_else(|| patient.and_then(|f| f.postcode.clone()));
+        match (&postcode, self.sort) {
+            (Some(pc), _) => push(
+                &mut out,
+                "near-postcode",
+                format!("{pc}|{}|mi", self.distance_miles.unwrap_or(DEFAULT_MILES)),
+            ),
+            (None, Some(SortBy::Distance)) | (None, None) if self.distance_miles.is_some() => {
+                return Err(vec![Issue::required_at(
+                    at("postcode"),
+                    "is needed for distanceLimit: give a postcode, or a patient whose home address has one",
+                )])
+            }
+            (None, Some(SortBy::Distance)) => {
+                return Err(vec![Issue::required_at(
+                    at("postcode"),
+                    "is needed to sort by DISTANCE: give a postcode, or a patient whose home address has one",
+                )])
+            }
+            _ => {}
+        }
+        if self.sort == Some(SortBy::EarliestSlot) {
+            push(&mut out, "_sort", "earliest-slot".into());
+        }
+        if self.age_and_gender_appropriate.unwrap_or(patient.is_some()) {
+            let Some(facts) = patient else {
+                return Err(vec![Issue::required_at(
+                    at("patient"),
+                    "is needed for ageAndGenderAppropriate=true",
+                )]);
+            };
+            for code in ruled_out(facts) {
+                push(
+                    &mut out,
+                    "eligibility:not",
+                    format!("{ELIGIBILITY_SYSTEM}|{code}"),
+                );
+            }
+        }
+        push(&mut out, "_include", "HealthcareService:location".into());
+        if let Some(c) = &self.count {
+            push(&mut out, "_count", c.clone());
+        }
+        if let Some(o) = &self.offset {
+            push(&mut out, "_offset", o.clone());
+        }
+        Ok(out)
+    }
+}
+
+/// Eligibility codes whose CodeSystem properties (gender, minimumAge, maximumAge) rule the
+/// patient out. Unknown age or gender rules nothing out on that count.
+pub fn ruled_out(facts: &PatientFacts) -> Vec<&'static str> {
+    let Some(cs) = terminology::by_url(ELIGIBILITY_SYSTEM) else {
+        return Vec::new();
+    };
+    let prop = |c: &'static Value, code: &str| -> Option<&'static Value> {
+        c.get("property")?
+            .as_array()?
+            .iter()
+            .find(|p| p.get("code").and_then(Value::as_str) == Some(code))
+    };
+    cs.get("concept")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            let gender_out = prop(c, "gender")
+                .and_then(|p| p.get("valueCode"))
+                .and_then(Value::as_str)
+                .zip(
+                    facts
+                        .gender
+                        .as_deref()
+                        .filter(|g| matches!(*g, "male" | "female")),
+                )
+                .is_some_and(|(only, g)| only != g);
+            let age = facts.age_years;
+            let too_young = prop(c, "minimumAge")
+                .and_then(|p| p.get("valueInteger"))
+                .and_then(Value::as_i64)
+                .zip(age)
+                .is_some_and(|(min, a)| i64::from(a) < min);
+            let too_old = prop(c, "maximumAge")
+                .and_then(|p| p.get("valueInteger"))
+                .and_then(Value::as_i64)
+                .zip(age)
+                .is_some_and(|(max, a)| i64::from(a) > max);
+            gender_out || too_young || too_old
+        })
+        .filter_map(|c| c.get("code").and_then(Value::as_str))
+        .collect()
+}
+
+/// Home postcode (or the first postcode), age on `today` and gender of a Patient resource.
+pub fn patient_facts(patient: &Value, today: NaiveDate) -> PatientFacts {
+    let addresses: Vec<&Value> = patient
+        .get("address")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let postcode = addresses
+        .iter()
+        .filter(|a| a.get("use").and_then(Value::as_str) == Some("home"))
+        .chain(addresses.iter())
+        .find_map(|a| a.get("postalCode").and_then(Value::as_str))
+        .map(str::to_owned);
+    let age_years = patient
+        .get("birthDate")
+        .and_then(Value::as_str)
+        .and_then(|b| {
+            // A partial date (YYYY or YYYY-MM) counts from its earliest day.
+            let mut parts = b.split('-').map(|p| p.parse::<u32>().ok());
+            let y = i32::try_from(parts.next()??).ok()?;
+            let m = parts.next().flatten().unwrap_or(1);
+            let d = parts.next().flatten().unwrap_or(1);
+            NaiveDate::from_ymd_opt(y, m, d)
+        })
+        .map(|born| {
+            let mut age = today.year() - born.year();
+            if (today.month(), today.day()) < (born.month(), born.day()) {
+                age -= 1;
+            }
+            age
+        });
+    PatientFacts {
+        postcode,
+        age_years,
+        gender: patient
+            .get("gender")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+    }
+
+    #[test]
+    fn eligibility_follows_the_codesystem_properties() {
+        let man = PatientFacts {
+            postcode: None,
+            age_years: Some(40),
+            gender: Some("male".into()),
+        };
+        assert_eq!(ruled_out(&man), vec!["FEMALE_ONLY", "CHILDREN_ONLY"]);
+        let girl = PatientFacts {
+            postcode: None,
+            age_years: Some(17),
+            gender: Some("female".into()),
+        };
+        assert_eq!(ruled_out(&girl), vec!["MALE_ONLY", "ADULTS_ONLY"]);
+        assert!(ruled_out(&PatientFacts::default()).is_empty());
+    }
+
+    #[test]
+    fn patient_facts_take_the_home_postcode_and_age_on_the_day() {
+        let p = json!({
+            "birthDate": "2000-11-24",
+            "gender": "female",
+            "address": [{"use": "work", "postalCode": "M1 1AA"}, {"use": "home", "postalCode": "LS1 4AP"}]
+        });
+        let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap_or_default();
+        let f = patient_facts(&p, day(23));
+        assert_eq!(f.postcode.as_deref(), Some("LS1 4AP"));
+        assert_eq!(f.age_years, Some(25));
+        assert_eq!(patient_facts(&p, day(24)).age_years, Some(26));
+    }
+
+    #[test]
+    fn inputs_become_one_search() {
+        let s = PatientServiceSearch::from_pairs(&pairs(&[
+            ("priority", "URGENT"),
+            ("specialty", "CARDIOLOGY"),
+            ("requestType", "APPOINTMENT_REQUEST"),
+            ("postcode", "ls1 4ap"),
+            ("distanceLimit", "25"),
+            ("withFreeSlots", "true"),
+            ("sort", "EARLIEST_AVAILABLE_SLOT"),
+        ]))
+        .expect("valid");
+        let q = s.search_params(None).expect("search");
+        let has = |k: &str, v: &str| q.iter().any(|(a, b)| a == k && b == v);
+        assert!(has("priority", "URGENT"));
+        assert!(has("available", "URGENT"));
+        assert!(has("near-postcode", "LS1 4AP|25|mi"));
+        assert!(has("_sort", "earliest-slot"));
+        assert!(has(
+            "characteristic",
+            "https://fhir.nhs.uk/CodeSystem/eRS-RequestFlowType|BOOKABLE,https://fhir.nhs.uk/CodeSystem/eRS-RequestFlowType|REVIEW"
+        ));
+    }
+
+    #[test]
+    fn every_bad_input_is_named() {
+        let err = PatientServiceSearch::from_pairs(&pairs(&[
+            ("specialty", "ASTROLOGY"),
+            ("distanceLimit", "9000"),
+            ("colour", "blue"),
+        ]))
+        .expect_err("invalid");
+        let at: Vec<&str> = err.iter().filter_map(|i| i.expression.as_deref()).collect();
+        assert_eq!(
+            at,
+            vec![
+                "Parameters.parameter[specialty]",
+                "Parameters.parameter[distanceLimit]",
+                "Parameters.parameter[colour]",
+                "Parameters.parameter[priority]"
+            ]
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! `HealthcareService/$ers.searchHealthcareServicesForPatient`: the patient-centred Directory of
+//! Services search, GET (query parameters) or POST (a `Parameters` body). It resolves the
+//! patient, then runs the HealthcareService search its inputs stand for.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::handlers::{authorise, draft, ok_outcome, parse_query, run_search};
+use super::{negotiate, ApiError};
+use crate::domain::Caller;
+use crate::fhir::registry;
+use crate::fhir::service_search::{self, PatientServiceSearch};
+use crate::security::permissions::Action;
+use crate::service::{audit, directory};
+use crate::startup::AppState;
+
+pub async fn search_for_patient(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let def = registry::find("HealthcareService")
+        .ok_or_else(|| ApiError::Internal("HealthcareService is not registered".into()))?;
+    authorise(def.name, Action::Search, &caller)?;
+    let mut pairs = parse_query(req.query_string())?;
+    if req.method() == actix_web::http::Method::POST {
+        let parameters = negotiate::parse_body(&req, &body)?;
+        pairs.extend(service_search::pairs_of_parameters(&parameters).map_err(ApiError::Search)?);
+    }
+    let search = PatientServiceSearch::from_pairs(&pairs).map_err(ApiError::Search)?;
+    let facts = match search.patient.clone() {
+        Some(who) => {
+            authorise("Patient", Action::Read, &caller)?;
+            let d = draft(&req, Some(&caller));
+            let mut c = super::handlers::conn(&state).await?;
+            let facts = web::block(move || -> Result<_, ApiError> {
+                let (row, facts) = directory::patient_for_search(&mut c, &who)?;
+                audit::record(
+                    &mut c,
+                    &d,
+                    &ok_outcome("R", "read"),
+                    &[audit::touched(&row)],
+                )?;
+                Ok(facts)
+            })
+            .await??;
+            Some(facts)
+        }
+        None => None,
+    };
+    let params = search
+        .search_params(facts.as_ref())
+        .map_err(ApiError::Search)?;
+    run_search(req, def, params, caller, state).await
+}

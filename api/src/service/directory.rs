@@ -1,0 +1,55 @@
+//! Directory of Services use cases beyond the generic resource interactions.
+
+use ers_schema::{read_tx, store, DbConnection, ResourceRow, UniqueKey};
+use serde_json::Value;
+
+use super::ServiceError;
+use crate::domain::NhsNumber;
+use crate::fhir::outcome::Issue;
+use crate::fhir::service_search::{self, PatientFacts, PatientRef};
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// The patient a patient-centred service search is for, and what the search uses of them.
+pub fn patient_for_search(
+    conn: &mut DbConnection,
+    who: &PatientRef,
+) -> Result<(ResourceRow, PatientFacts)> {
+    let row = read_tx(conn, |c| -> Result<Option<ResourceRow>> {
+        let id = match who {
+            PatientRef::Id(id) => Some(id.clone()),
+            PatientRef::NhsNumber(n) => store::unique_owner(
+                c,
+                "Patient",
+                &UniqueKey {
+                    system: NhsNumber::SYSTEM.to_owned(),
+                    value: n.as_str().to_owned(),
+                },
+                None,
+            )?,
+        };
+        Ok(match id {
+            Some(id) => store::get_current(c, "Patient", &id)?.filter(|r| !r.is_deleted()),
+            None => None,
+        })
+    })?;
+    let row = row.ok_or_else(|| {
+        let what = match who {
+            PatientRef::Id(id) => format!("(Patient/{id}) is not a patient on this server"),
+            PatientRef::NhsNumber(n) => {
+                format!(
+                    "({}) is not the NHS number of a patient on this server",
+                    n.as_str()
+                )
+            }
+        };
+        ServiceError::Invalid(vec![Issue::invalid_at(
+            "Parameters.parameter[patient]",
+            what,
+        )])
+    })?;
+    let content: Value = serde_json::from_str(&row.content)
+        .map_err(|e| ServiceError::BadRequest(format!("stored Patient unreadable: {e}")))?;
+    let facts = service_search::patient_facts(&content, chrono::Utc::now().date_naive());
+    Ok((row, facts))
+}
