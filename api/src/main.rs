@@ -1,10 +1,10 @@
-//! `ers-server [serve | migrate | seed]`.
+//! `ers-server [serve | migrate | seed | import-postcodes | generate-directory | openapi]`.
 
 use ers_api::config::Settings;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | import-postcodes FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | import-postcodes FILE | generate-directory SERVICES SLOTS | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -18,6 +18,41 @@ fn import_postcodes(settings: &Settings, path: &str) -> Result<(), String> {
         "{path}: {} postcodes imported, {} rows skipped (no usable code or coordinates)",
         report.imported,
         report.skipped
+    );
+    Ok(())
+}
+
+fn generate_directory(settings: &Settings, services: usize, slots: usize) -> Result<(), String> {
+    let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let total = services + slots;
+    let mut progress = |written: usize| {
+        log::info!(
+            "{written} resources written (of about {total}), {:.0} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    let r = ers_api::service::synthetic::directory(&mut conn, services, slots, &mut progress)
+        .map_err(|e| match e {
+            ers_api::service::ServiceError::Invalid(issues) => format!(
+                "a generated resource is invalid: {}",
+                issues
+                    .iter()
+                    .map(|i| i.diagnostics.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            other => other.to_string(),
+        })?;
+    log::info!(
+        "generated {} organisations, {} locations, {} services, {} schedules, {} slots in {:.0} s",
+        r.organizations,
+        r.locations,
+        r.services,
+        r.schedules,
+        r.slots,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -63,6 +98,13 @@ async fn main() -> std::process::ExitCode {
             None => Err("usage: ers-server import-postcodes FILE (ONS Postcode Directory CSV, or postcode,latitude,longitude)".to_string()),
             Some(path) => import_postcodes(&settings, &path),
         },
+        "generate-directory" => {
+            let n = |i: usize| std::env::args().nth(i).and_then(|v| v.replace('_', "").parse::<usize>().ok());
+            match (n(2), n(3)) {
+                (Some(services), Some(slots)) => generate_directory(&settings, services, slots),
+                _ => Err("usage: ers-server generate-directory SERVICES SLOTS (e.g. 10000 1000000)".to_string()),
+            }
+        }
         "openapi" => {
             print!("{}", ers_api::http::openapi::document_json());
             Ok(())

@@ -16,13 +16,13 @@ pub(crate) fn take_sqlite_write_lock(conn: &mut DbConnection) -> Result<(), dies
         .map(|_| ())
 }
 
-/// A check that the database answers.
 /// Refreshes the query planner's statistics (after a bulk load).
 pub fn analyze(conn: &mut DbConnection) -> QResult<()> {
     diesel::sql_query("ANALYZE").execute(conn)?;
     Ok(())
 }
 
+/// A check that the database answers.
 pub fn ping(conn: &mut DbConnection) -> QResult<()> {
     resources::table
         .select(diesel::dsl::count_star())
@@ -487,4 +487,118 @@ pub fn postcode_position(
 /// How many postcodes are loaded.
 pub fn postcode_count(conn: &mut DbConnection) -> QResult<i64> {
     Ok(postcodes::table.count().get_result(conn)?)
+}
+
+/// Runs one statement on the concrete backend: multi-row INSERTs do not compile through
+/// diesel's MultiBackend, but do on each backend's own connection.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            DbConnection::Postgresql($c) => $body,
+            DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
+/// Rows per multi-row INSERT in a bulk load (well under SQLite's 32,766 bound parameters).
+const BULK_CHUNK: usize = 500;
+
+/// Inserts many brand-new resources (version 1) with their indexes, one multi-row INSERT per
+/// table and chunk instead of one per row: the bulk-load path (synthetic national-scale data).
+/// Same tables and rows as `insert_resource`.
+pub fn insert_many(
+    conn: &mut DbConnection,
+    items: &[(NewVersion<'_>, &IndexEntries)],
+) -> QResult<()> {
+    for chunk in items.chunks(BULK_CHUNK) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(v, _)| {
+                (
+                    resources::res_type.eq(v.res_type),
+                    resources::id.eq(v.id),
+                    resources::version_id.eq(v.version_id),
+                    resources::last_updated.eq(v.last_updated),
+                    resources::deleted.eq(0),
+                    resources::content.eq(v.content),
+                )
+            })
+            .collect();
+        on_backend!(conn, |c| diesel::insert_into(resources::table)
+            .values(&rows)
+            .execute(c))?;
+        let versions: Vec<VersionRow> = chunk
+            .iter()
+            .map(|(v, _)| version_row(v, "POST", false))
+            .collect();
+        on_backend!(conn, |c| diesel::insert_into(resource_versions::table)
+            .values(&versions)
+            .execute(c))?;
+    }
+    macro_rules! index_rows {
+        ($field:ident, $table:ident, |$v:ident, $e:ident| $row:expr) => {
+            let rows: Vec<_> = items
+                .iter()
+                .flat_map(|($v, ix)| ix.$field.iter().map(move |$e| $row))
+                .collect();
+            for c in rows.chunks(BULK_CHUNK) {
+                on_backend!(conn, |conn| diesel::insert_into($table::table)
+                    .values(c)
+                    .execute(conn))?;
+            }
+        };
+    }
+    index_rows!(tokens, search_tokens, |v, t| (
+        search_tokens::res_type.eq(v.res_type),
+        search_tokens::res_id.eq(v.id),
+        search_tokens::param.eq(t.param.as_str()),
+        search_tokens::system.eq(t.system.as_str()),
+        search_tokens::code.eq(t.code.as_str()),
+    ));
+    index_rows!(strings, search_strings, |v, s| (
+        search_strings::res_type.eq(v.res_type),
+        search_strings::res_id.eq(v.id),
+        search_strings::param.eq(s.param.as_str()),
+        search_strings::value_norm.eq(s.norm.as_str()),
+        search_strings::value_exact.eq(s.exact.as_str()),
+    ));
+    index_rows!(dates, search_dates, |v, d| (
+        search_dates::res_type.eq(v.res_type),
+        search_dates::res_id.eq(v.id),
+        search_dates::param.eq(d.param.as_str()),
+        search_dates::low.eq(d.low),
+        search_dates::high.eq(d.high),
+    ));
+    index_rows!(refs, search_refs, |v, r| (
+        search_refs::res_type.eq(v.res_type),
+        search_refs::res_id.eq(v.id),
+        search_refs::param.eq(r.param.as_str()),
+        search_refs::target_type.eq(r.target_type.as_str()),
+        search_refs::target_id.eq(r.target_id.as_str()),
+    ));
+    index_rows!(geo, search_geo, |v, g| (
+        search_geo::res_type.eq(v.res_type),
+        search_geo::res_id.eq(v.id),
+        search_geo::param.eq(g.param.as_str()),
+        search_geo::latitude.eq(g.latitude),
+        search_geo::longitude.eq(g.longitude),
+    ));
+    index_rows!(unique, unique_identifiers, |v, u| (
+        unique_identifiers::res_type.eq(v.res_type),
+        unique_identifiers::system.eq(u.system.as_str()),
+        unique_identifiers::value.eq(u.value.as_str()),
+        unique_identifiers::res_id.eq(v.id),
+    ));
+    Ok(())
+}
+
+/// Up to `limit` outward codes (postcodes without their inward part) and their coordinates,
+/// for synthetic data.
+pub fn outward_codes(conn: &mut DbConnection, limit: i64) -> QResult<Vec<(String, f64, f64)>> {
+    Ok(postcodes::table
+        .filter(postcodes::code.not_like("% %"))
+        .order(postcodes::code.asc())
+        .limit(limit)
+        .select((postcodes::code, postcodes::latitude, postcodes::longitude))
+        .load(conn)?)
 }

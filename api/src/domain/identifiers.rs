@@ -195,6 +195,46 @@ impl Postcode {
     }
 }
 
+/// Where a distance search starts: a full postcode, or only its outward code (a district).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostcodeArea {
+    Full(Postcode),
+    Outward(String),
+}
+
+impl PostcodeArea {
+    pub fn parse(raw: &str) -> Result<Self, InvalidIdentifier> {
+        Postcode::parse(raw).map(Self::Full).or_else(|_| {
+            let compact: String = raw
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .map(|c| c.to_ascii_uppercase())
+                .collect();
+            if Postcode::is_outward_code(&compact) {
+                Ok(Self::Outward(compact))
+            } else {
+                Err(InvalidIdentifier(format!(
+                    "'{raw}' is not a UK postcode or outward code (expected the form 'LS1 4HR' or 'LS1')"
+                )))
+            }
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Full(p) => p.as_str(),
+            Self::Outward(o) => o,
+        }
+    }
+
+    pub fn outward(&self) -> &str {
+        match self {
+            Self::Full(p) => p.outward(),
+            Self::Outward(o) => o,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

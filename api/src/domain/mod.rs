@@ -4,4 +4,4 @@ pub mod caller;
 pub mod identifiers;
 
 pub use caller::{BusinessFunction, Caller};
-pub use identifiers::{NhsNumber, OdsCode, Postcode, SdsUserId};
+pub use identifiers::{NhsNumber, OdsCode, Postcode, PostcodeArea, SdsUserId};

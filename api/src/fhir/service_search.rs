@@ -11,7 +11,7 @@ use super::resources::healthcare_service::{
     CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM, SPECIALTY_SYSTEM,
 };
 use super::terminology;
-use crate::domain::{NhsNumber, Postcode, SdsUserId};
+use crate::domain::{NhsNumber, PostcodeArea, SdsUserId};
 
 pub const NAME: &str = "$ers.searchHealthcareServicesForPatient";
 
@@ -39,7 +39,7 @@ pub enum SortBy {
 #[derive(Debug, Clone)]
 pub struct PatientServiceSearch {
     pub patient: Option<PatientRef>,
-    pub postcode: Option<Postcode>,
+    pub postcode: Option<PostcodeArea>,
     pub distance_miles: Option<f64>,
     pub priority: String,
     pub specialty: Option<String>,
@@ -64,7 +64,7 @@ pub struct PatientFacts {
 
 const PARAMS: &[(&str, &str)] = &[
     ("patient", "NHS number (valueIdentifier, valueString) or Patient/{id} (valueReference)"),
-    ("postcode", "postcode to measure distance from; the patient's home postcode by default"),
+    ("postcode", "postcode or outward code to measure distance from; the patient's home postcode by default"),
     ("distanceLimit", "radius in miles (1-310)"),
     ("priority", "ROUTINE, URGENT or TWO_WEEK_WAIT (required)"),
     ("specialty", "e-RS specialty code"),
@@ -246,7 +246,7 @@ impl PatientServiceSearch {
                         Err(e) => issues.push(Issue::invalid_at(at(name), e.0)),
                     }
                 }
-                "postcode" => match Postcode::parse(v) {
+                "postcode" => match PostcodeArea::parse(v) {
                     Ok(p) => s.postcode = Some(p),
                     Err(e) => issues.push(Issue::invalid_at(at(name), e.0)),
                 },

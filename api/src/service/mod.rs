@@ -7,6 +7,7 @@ pub mod postcodes;
 pub mod resource;
 pub mod roles;
 pub mod seed;
+pub mod synthetic;
 
 use ers_schema::StorageError;
 

@@ -744,7 +744,7 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
     let mut resolved;
     let mut req = req;
     if let Some((postcode, km, param)) = &req.postcode_near {
-        let pc = crate::domain::Postcode::parse(postcode)
+        let pc = crate::domain::PostcodeArea::parse(postcode)
             .map_err(|e| ServiceError::BadRequest(format!("near-postcode: {}", e.0)))?;
         let at = store::postcode_position(conn, pc.as_str(), pc.outward())?
             .ok_or_else(|| ServiceError::BadRequest(format!("near-postcode: {} is not in the postcode table (load one with ers-server import-postcodes)", pc.as_str())))?;
@@ -894,4 +894,53 @@ pub fn resolve_conditional_references(conn: &mut DbConnection, body: &mut Value)
         });
     }
     Ok(())
+}
+
+/// Bulk load of resources the server itself generated (synthetic national-scale data): each is
+/// validated and indexed exactly as a create is, then written with multi-row INSERTs in one
+/// transaction, with one audit event for the batch. References are not looked up one by one
+/// (the generator assigns the ids it refers to); no Provenance resources are written — each
+/// version row still records its author.
+pub fn load_generated(
+    conn: &mut DbConnection,
+    items: Vec<(&'static ResourceDef, String, Value)>,
+    author: &Author,
+    audit: &AuditDraft,
+) -> Result<usize> {
+    let last_updated = now();
+    let mut prepared = Vec::with_capacity(items.len());
+    for (def, id, body) in items {
+        let p = prepare(def, body)?;
+        let mut content = p.content;
+        crate::fhir::stamp(&mut content, &id, 1, last_updated);
+        prepared.push((def, id, content.to_string(), p.index));
+    }
+    let n = prepared.len();
+    write_tx(conn, |c| {
+        let rows: Vec<(NewVersion<'_>, &IndexEntries)> = prepared
+            .iter()
+            .map(|(def, id, text, index)| {
+                (
+                    NewVersion {
+                        res_type: def.name,
+                        id,
+                        version_id: 1,
+                        last_updated,
+                        content: text,
+                        author,
+                    },
+                    index,
+                )
+            })
+            .collect();
+        store::insert_many(c, &rows)?;
+        let outcome = Outcome {
+            action: "C",
+            subtype: "create".into(),
+            status: 201,
+            description: Some(format!("bulk load of {n} generated resources")),
+        };
+        audit::record(c, audit, &outcome, &[])?;
+        Ok(n)
+    })
 }
