@@ -432,7 +432,10 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
     )
 }
 
-fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
+/// The predicate on `resources` for one criterion. `correlated`: the predicate is checked for
+/// one resource at a time (inside a reverse chain), so index criteria become correlated EXISTS
+/// lookups by primary key instead of lists of every matching id.
+fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredicate {
     match crit {
         Criterion::Id(ids) => {
             let values = ids
@@ -452,22 +455,27 @@ fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
             param,
             all_of,
         } => {
-            let mut sources = SqlPredicate::default()
-                .sql("SELECT resources.id FROM resources WHERE resources.res_type = ")
+            // For each candidate: is there a referring resource (by the reference index) that
+            // matches every inner criterion? Checked per candidate and stopping at the first
+            // hit, so a service's free slot is found without listing every free slot.
+            let mut source = SqlPredicate::default()
+                .sql("SELECT 1 FROM resources WHERE resources.res_type = ")
                 .text(source_type)
-                .sql(" AND resources.deleted = 0");
+                .sql(" AND resources.id = rb.res_id AND resources.deleted = 0");
             for c in all_of {
-                sources = sources.sql(" AND ").append(res_predicate(source_type, c));
+                source = source
+                    .sql(" AND ")
+                    .append(res_predicate(source_type, c, true));
             }
             SqlPredicate::default()
-                .sql("resources.id IN (SELECT target_id FROM search_refs WHERE res_type = ")
+                .sql("EXISTS (SELECT 1 FROM search_refs rb WHERE rb.res_type = ")
                 .text(source_type)
-                .sql(" AND param = ")
+                .sql(" AND rb.param = ")
                 .text(param)
-                .sql(" AND target_type = ")
+                .sql(" AND rb.target_type = ")
                 .text(res_type)
-                .sql(" AND res_id IN (")
-                .append(sources)
+                .sql(" AND rb.target_id = resources.id AND EXISTS (")
+                .append(source)
                 .sql("))")
         }
         other => {
@@ -481,6 +489,10 @@ fn res_predicate(res_type: &str, crit: &Criterion) -> SqlPredicate {
                 // per-row rescan: seconds on a few thousand rows).
                 Some(sub) if negate => SqlPredicate::default()
                     .sql("NOT EXISTS (")
+                    .append(sub)
+                    .sql(" AND res_id = resources.id)"),
+                Some(sub) if correlated => SqlPredicate::default()
+                    .sql("EXISTS (")
                     .append(sub)
                     .sql(" AND res_id = resources.id)"),
                 Some(sub) => SqlPredicate::default()
@@ -499,7 +511,7 @@ fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
         .filter(resources::deleted.eq(0))
         .into_boxed();
     for c in &q.criteria {
-        query = query.filter(res_predicate(&q.res_type, c));
+        query = query.filter(res_predicate(&q.res_type, c, false));
     }
     query
 }
