@@ -51,6 +51,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, FormatError> {
     if raw.get("resourceType").and_then(Value::as_str).is_none() {
         return Err(FormatError::Structure("missing 'resourceType'".into()));
     }
+    no_empty_values(&raw, "")?;
     let resource: Resource = fhirbolt::json::from_json_value(raw, strict())
         .map_err(|e| FormatError::Structure(e.to_string()))?;
     fhirbolt::json::to_json_value(resource, sorted())
@@ -72,10 +73,50 @@ pub fn parse_xml(bytes: &[u8]) -> Result<Value, FormatError> {
 
 /// Checks that a JSON value is a valid FHIR R4 resource structure and returns it canonicalised.
 pub fn canonicalise(value: Value) -> Result<Value, FormatError> {
+    no_empty_values(&value, "")?;
     let resource: Resource = fhirbolt::json::from_json_value(value, strict())
         .map_err(|e| FormatError::Structure(e.to_string()))?;
     fhirbolt::json::to_json_value(resource, sorted())
         .map_err(|e| FormatError::Serialise(e.to_string()))
+}
+
+/// FHIR JSON has no empty arrays, empty objects or nulls (an absent element is left out).
+/// Refused here with the element's path, before fhirbolt (which panics on some of them).
+fn no_empty_values(v: &Value, path: &str) -> Result<(), FormatError> {
+    let at = |p: &str| {
+        if p.is_empty() {
+            "the resource".to_owned()
+        } else {
+            format!("'{p}'")
+        }
+    };
+    match v {
+        Value::Null => Err(FormatError::Structure(format!(
+            "{} is null: leave out an element that has no value",
+            at(path)
+        ))),
+        Value::Array(a) if a.is_empty() => Err(FormatError::Structure(format!(
+            "{} is an empty array: leave out an element that has no values",
+            at(path)
+        ))),
+        Value::Object(o) if o.is_empty() => Err(FormatError::Structure(format!(
+            "{} is an empty object: leave out an element that has no content",
+            at(path)
+        ))),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| no_empty_values(x, &format!("{path}[{i}]"))),
+        Value::Object(o) => o.iter().try_for_each(|(k, x)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            no_empty_values(x, &p)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Serialises a resource (FHIR JSON value) as FHIR XML.

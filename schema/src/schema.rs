@@ -150,3 +150,10 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(resources, search_geo);
+
+diesel::table! {
+    counters (name) {
+        name -> Text,
+        value -> BigInt,
+    }
+}

@@ -22,6 +22,21 @@ pub fn analyze(conn: &mut DbConnection) -> QResult<()> {
     Ok(())
 }
 
+/// The next value of a named counter (call inside a write transaction: the update locks the
+/// row until commit, so concurrent writers get distinct values).
+pub fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
+    let n = diesel::update(counters::table.filter(counters::name.eq(name)))
+        .set(counters::value.eq(counters::value + 1))
+        .execute(conn)?;
+    if n == 0 {
+        return Err(StorageError::Config(format!("no counter named '{name}'")));
+    }
+    Ok(counters::table
+        .filter(counters::name.eq(name))
+        .select(counters::value)
+        .first(conn)?)
+}
+
 /// A check that the database answers.
 pub fn ping(conn: &mut DbConnection) -> QResult<()> {
     resources::table

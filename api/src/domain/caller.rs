@@ -51,6 +51,14 @@ impl BusinessFunction {
         Self::ALL.into_iter().find(|b| b.code() == raw)
     }
 
+    /// The referring side's roles (GP practices and other referrers).
+    pub fn is_referrer(self) -> bool {
+        matches!(
+            self,
+            Self::ReferringClinician | Self::ReferringClinicianAdmin | Self::ReferringAdmin
+        )
+    }
+
     /// Only a SERVICE_PROVIDER_CLINICIAN_ADMIN acts on behalf of another user.
     pub fn acts_on_behalf(self) -> bool {
         self == Self::ServiceProviderClinicianAdmin

@@ -2,6 +2,7 @@
 
 pub mod caller;
 pub mod identifiers;
+pub mod referral;
 
 pub use caller::{BusinessFunction, Caller};
 pub use identifiers::{NhsNumber, OdsCode, Postcode, PostcodeArea, SdsUserId};

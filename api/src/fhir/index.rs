@@ -126,8 +126,15 @@ pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
 pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexEntries {
     let mut out = IndexEntries::default();
     for p in def.params {
-        for path in p.paths {
-            for v in values_at(resource, path) {
+        let extracted: Vec<Value> = p.extract.map(|f| f(resource)).unwrap_or_default();
+        let found: Vec<&Value> = p
+            .paths
+            .iter()
+            .flat_map(|path| values_at(resource, path))
+            .chain(extracted.iter())
+            .collect();
+        {
+            for v in found {
                 match p.kind {
                     ParamKind::Token => {
                         let mut found = Vec::new();

@@ -6,6 +6,7 @@ pub mod capability;
 pub mod datetime;
 pub mod index;
 pub mod outcome;
+pub mod parameters;
 pub mod registry;
 pub mod resources;
 pub mod search;

@@ -44,6 +44,9 @@ pub struct SearchParamDef {
     pub doc: &'static str,
     /// For token parameters whose codes imply others (a higher priority also matches lower).
     pub expand: Option<fn(&str) -> Vec<&'static str>>,
+    /// Values to index that no element path reaches (e.g. inside an extension), as FHIR
+    /// elements of the parameter's type (a Coding for a token).
+    pub extract: Option<fn(&Value) -> Vec<Value>>,
 }
 
 /// What a resource-specific check found: business identifiers that must stay unique.
@@ -79,10 +82,10 @@ impl ResourceDef {
 
 macro_rules! param {
     ($name:literal, $kind:ident, [$($path:literal),*], $doc:literal) => {
-        SearchParamDef { name: $name, kind: ParamKind::$kind, paths: &[$($path),*], targets: &[], doc: $doc, expand: None }
+        SearchParamDef { name: $name, kind: ParamKind::$kind, paths: &[$($path),*], targets: &[], doc: $doc, expand: None, extract: None }
     };
     ($name:literal, Reference, [$($path:literal),*], targets [$($t:literal),*], $doc:literal) => {
-        SearchParamDef { name: $name, kind: ParamKind::Reference, paths: &[$($path),*], targets: &[$($t),*], doc: $doc, expand: None }
+        SearchParamDef { name: $name, kind: ParamKind::Reference, paths: &[$($path),*], targets: &[$($t),*], doc: $doc, expand: None, extract: None }
     };
 }
 
@@ -256,6 +259,7 @@ const LOCATION_PARAMS: &[SearchParamDef] = &[
         targets: &[],
         doc: "lat|long|distance|units (km, mi or m; at most 500 km), nearest first; or near-postcode=POSTCODE|distance|units",
         expand: None,
+        extract: None,
     },
 ];
 
@@ -342,6 +346,7 @@ const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
         targets: &["Location"],
         doc: "Services delivered at a location within a distance: lat|long|distance|units, nearest first; or near-postcode=POSTCODE|distance|units",
         expand: None,
+        extract: None,
     },
     SearchParamDef {
         name: "available",
@@ -350,6 +355,7 @@ const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
         targets: &["Schedule", "Slot"],
         doc: "PRIORITY[|from[|to]]: has a free slot usable at that priority (TWO_WEEK_WAIT also finds URGENT and ROUTINE slots) starting in the window, from now by default",
         expand: None,
+        extract: None,
     },
 ];
 
@@ -370,6 +376,72 @@ const SCHEDULE_PARAMS: &[SearchParamDef] = &[
     ),
     param!("specialty", Token, ["specialty"], "Specialty"),
     param!("service-type", Token, ["serviceType"], "Service type"),
+];
+
+const SERVICE_REQUEST_PARAMS: &[SearchParamDef] = &[
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "The UBRN: https://fhir.nhs.uk/Id/UBRN|000000070000"
+    ),
+    param!(
+        "patient",
+        Reference,
+        ["subject"],
+        targets["Patient"],
+        "The patient referred (chain: patient.identifier=https://fhir.nhs.uk/Id/nhs-number|…)"
+    ),
+    param!(
+        "requester",
+        Reference,
+        ["requester"],
+        targets["PractitionerRole"],
+        "The referring clinician's role (chain: requester.organization=Organization/…)"
+    ),
+    param!(
+        "performer",
+        Reference,
+        ["performer"],
+        targets["HealthcareService"],
+        "A shortlisted service"
+    ),
+    SearchParamDef {
+        name: "service",
+        kind: ParamKind::Reference,
+        paths: &[],
+        targets: &["HealthcareService"],
+        doc: "The service the referral is with now (e.g. the triage service it awaits)",
+        expand: None,
+        extract: Some(resources::service_request::extract_service),
+    },
+    SearchParamDef {
+        name: "state",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "e-RS referral state: NOT_BOOKED, BOOKED, AWAITING_TRIAGE, TRIAGE_RESPONSE, TRIAGED_PROVIDER_TO_ACTION, REJECTED, CANCELLED_REFERRAL, …",
+        expand: None,
+        extract: Some(resources::service_request::extract_state),
+    },
+    SearchParamDef {
+        name: "priority",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "e-RS priority: ROUTINE, URGENT, TWO_WEEK_WAIT",
+        expand: None,
+        extract: Some(resources::service_request::extract_priority),
+    },
+    param!("status", Token, ["status"], "active | revoked | completed"),
+    param!("category", Token, ["category"], "Referral category"),
+    param!(
+        "specialty",
+        Token,
+        ["performerType"],
+        "Specialty (e-RS SPECIALTY)"
+    ),
+    param!("authored", Date, ["authoredOn"], "When the referral was created"),
 ];
 
 const SLOT_PARAMS: &[SearchParamDef] = &[
@@ -403,6 +475,7 @@ const SLOT_PARAMS: &[SearchParamDef] = &[
         targets: &[],
         doc: "Slots usable at this priority: a higher priority also returns lower-priority slots (TWO_WEEK_WAIT > URGENT > ROUTINE)",
         expand: Some(priorities_at_or_below),
+        extract: None,
     },
 ];
 
@@ -567,6 +640,29 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: 100,
         check: resources::slot::check,
+    },
+    ResourceDef {
+        name: "ServiceRequest",
+        params: SERVICE_REQUEST_PARAMS,
+        summary: &[
+            "identifier",
+            "basedOn",
+            "status",
+            "intent",
+            "category",
+            "priority",
+            "code",
+            "subject",
+            "authoredOn",
+            "requester",
+            "performerType",
+            "performer",
+        ],
+        delete: false,
+        if_match_required: true,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
+        check: resources::service_request::check,
     },
     ResourceDef {
         name: "Provenance",

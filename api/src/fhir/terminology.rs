@@ -16,7 +16,9 @@ const SOURCES: &[&str] = &[
     include_str!("../../../fhir-profiles/codesystems/ers-error-codes.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-priority.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-referral-cancellation-reason.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-referral-state.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-request-flow-type.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-review-outcome.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-specialty.json"),
 ];
 
@@ -82,6 +84,28 @@ pub fn clinic_types_of(specialty: &str) -> Vec<&'static str> {
         })
         .filter_map(|c| c.get("code").and_then(Value::as_str))
         .collect()
+}
+
+/// One concept of a CodeSystem (by canonical URL).
+pub fn concept(url: &str, code: &str) -> Option<&'static Value> {
+    by_url(url)?
+        .get("concept")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("code").and_then(Value::as_str) == Some(code))
+}
+
+/// A property's value[x] on a concept.
+pub fn property<'a>(concept: &'a Value, code: &str) -> Option<&'a Value> {
+    concept
+        .get("property")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("code").and_then(Value::as_str) == Some(code))?
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.starts_with("value"))
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

@@ -105,6 +105,14 @@ impl ApiError {
                     StatusCode::CONFLICT,
                     one("conflict", "INVALID_REQUEST_STATE"),
                 ),
+                S::StaleVersion { .. } => (
+                    StatusCode::CONFLICT,
+                    one("conflict", "INVALID_REQUEST_STATE"),
+                ),
+                S::RequestState(_) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    one("business-rule", "INVALID_REQUEST_STATE"),
+                ),
                 S::IfMatchRequired { .. } => (
                     StatusCode::PRECONDITION_REQUIRED,
                     one("required", "MISSING_HEADER"),

@@ -162,7 +162,7 @@ fn etag(version: i64) -> String {
 }
 
 /// `If-Match: W/"n"` (or `"n"`), if present.
-fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+pub(super) fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
     let Some(v) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -183,7 +183,7 @@ pub(super) async fn conn(state: &web::Data<AppState>) -> Result<ers_schema::Pool
 }
 
 /// A write's response: status, ETag, Last-Modified, Location, body per `Prefer: return`.
-fn write_reply(
+pub(super) fn write_reply(
     req: &HttpRequest,
     state: &AppState,
     status: StatusCode,

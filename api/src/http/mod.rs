@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod negotiate;
 pub mod oauth;
 pub mod openapi;
+pub mod referrals;
 pub mod routes;
 pub mod system;
 pub mod terminology;

@@ -112,6 +112,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(h::history_instance))
                         .default_service(web::to(not_allowed)),
                 )
+                // Referrals: created by their own use case, changed only by operations.
+                .service(
+                    web::resource("/ServiceRequest/{id}/{op:\\$[A-Za-z.]+}")
+                        .route(web::get().to(super::referrals::operation))
+                        .route(web::post().to(super::referrals::operation))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:ServiceRequest}/{id}")
+                        .route(web::get().to(h::read))
+                        .route(web::put().to(super::referrals::no_plain_writes))
+                        .route(web::delete().to(super::referrals::no_plain_writes))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:ServiceRequest}")
+                        .route(web::get().to(h::search_get))
+                        .route(web::post().to(super::referrals::create))
+                        .default_service(web::to(not_allowed)),
+                )
                 .service(
                     web::resource("/{type}/{id}")
                         .route(web::get().to(h::read))

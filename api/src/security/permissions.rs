@@ -59,6 +59,8 @@ const PROVENANCE_READERS: &[B] = &[
     B::Auditor,
 ];
 const DEFINERS: &[B] = &[B::ServiceDefiner];
+/// Who creates referrals: the referring clinician, or an admin naming the clinician.
+const REFERRERS: &[B] = &[B::ReferringClinician, B::ReferringClinicianAdmin];
 const AUDITORS: &[B] = &[B::Auditor];
 const SLOT_MAINTAINERS: &[B] = &[B::ServiceDefiner, B::ProviderAuthorisedApplication];
 
@@ -120,6 +122,14 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("Schedule", Action::Create, SLOT_MAINTAINERS),
     ("Schedule", Action::Update, SLOT_MAINTAINERS),
     ("Schedule", Action::Delete, SLOT_MAINTAINERS),
+    // Referrals: clinical and administrative users and applications read them; referrers
+    // create them; every change of state is an operation with its own rule
+    // (`domain::referral`), never a plain update or delete.
+    ("ServiceRequest", Action::Read, CLINICAL_AND_APPS),
+    ("ServiceRequest", Action::Search, CLINICAL_AND_APPS),
+    ("ServiceRequest", Action::History, CLINICAL_AND_APPS),
+    ("ServiceRequest", Action::Create, REFERRERS),
+    ("ServiceRequest", Action::Validate, CLINICAL_AND_APPS),
     ("Slot", Action::Read, EVERYONE),
     ("Slot", Action::Search, EVERYONE),
     ("Slot", Action::History, EVERYONE),

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod directory;
 pub mod postcodes;
+pub mod referral;
 pub mod resource;
 pub mod roles;
 pub mod seed;
@@ -45,6 +46,16 @@ pub enum ServiceError {
     ConcurrentUpdate { res_type: String, id: String },
     #[error("updating {res_type} requires an If-Match header with the current version (W/\"n\")")]
     IfMatchRequired { res_type: String },
+    #[error("If-Match names version {given} but {res_type}/{id} is at version {current}: another change came first; read it again")]
+    StaleVersion {
+        res_type: String,
+        id: String,
+        given: i64,
+        current: i64,
+    },
+    /// The request is in the wrong state for the action (e-RS INVALID_REQUEST_STATE).
+    #[error("{0}")]
+    RequestState(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("the resource is invalid")]

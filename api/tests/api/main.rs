@@ -8,6 +8,7 @@ mod directory;
 mod errors;
 mod examples;
 mod openapi;
+mod referrals;
 mod search;
 mod security;
 mod system;

@@ -9,6 +9,7 @@ pub mod organization;
 pub mod patient;
 pub mod practitioner;
 pub mod practitioner_role;
+pub mod service_request;
 pub mod slot;
 
 use serde_json::Value;

@@ -1,0 +1,323 @@
+//! The e-RS referral state machine: states, the actions users take, who may take them, and
+//! where each leads. `available_actions` is the single source of truth: the operations ask it
+//! before they change anything, and the "available actions" endpoint shows it.
+
+use super::BusinessFunction as B;
+
+/// e-RS referral states (`https://fhir.nhs.uk/CodeSystem/eRS-ReferralState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferralState {
+    NotBooked,
+    Booked,
+    DeferredToProvider,
+    AwaitingTriage,
+    TriageResponse,
+    TriagedProviderToAction,
+    AssessmentResult,
+    Rejected,
+    ApptCancelledByPatient,
+    ApptCancelledByProvider,
+    DidNotAttend,
+    CancelledReferral,
+}
+
+const STATES: &[(ReferralState, &str)] = &[
+    (ReferralState::NotBooked, "NOT_BOOKED"),
+    (ReferralState::Booked, "BOOKED"),
+    (ReferralState::DeferredToProvider, "DEFERRED_TO_PROVIDER"),
+    (ReferralState::AwaitingTriage, "AWAITING_TRIAGE"),
+    (ReferralState::TriageResponse, "TRIAGE_RESPONSE"),
+    (
+        ReferralState::TriagedProviderToAction,
+        "TRIAGED_PROVIDER_TO_ACTION",
+    ),
+    (ReferralState::AssessmentResult, "ASSESSMENT_RESULT"),
+    (ReferralState::Rejected, "REJECTED"),
+    (
+        ReferralState::ApptCancelledByPatient,
+        "APPT_CANCELLED_BY_PATIENT",
+    ),
+    (
+        ReferralState::ApptCancelledByProvider,
+        "APPT_CANCELLED_BY_PROVIDER",
+    ),
+    (ReferralState::DidNotAttend, "DID_NOT_ATTEND"),
+    (ReferralState::CancelledReferral, "CANCELLED_REFERRAL"),
+];
+
+impl ReferralState {
+    pub fn code(self) -> &'static str {
+        STATES
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map(|(_, c)| *c)
+            .unwrap_or("NOT_BOOKED")
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        STATES.iter().find(|(_, c)| *c == code).map(|(s, _)| *s)
+    }
+
+    pub fn all() -> impl Iterator<Item = (Self, &'static str)> {
+        STATES.iter().copied()
+    }
+
+    /// R4 `ServiceRequest.status` for the state.
+    pub fn fhir_status(self) -> &'static str {
+        match self {
+            ReferralState::CancelledReferral => "revoked",
+            _ => "active",
+        }
+    }
+
+    /// States in which the referral needs the referrer to (re)book or (re)send it.
+    fn referrer_to_act(self) -> bool {
+        matches!(
+            self,
+            ReferralState::NotBooked
+                | ReferralState::TriageResponse
+                | ReferralState::Rejected
+                | ReferralState::ApptCancelledByPatient
+                | ReferralState::ApptCancelledByProvider
+                | ReferralState::DidNotAttend
+        )
+    }
+}
+
+/// What a user can do to a referral (e-RS A029 codes where e-RS has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferralAction {
+    ChangeShortlist,
+    SendForTriage,
+    RecordReviewOutcome,
+    CancelReferral,
+}
+
+impl ReferralAction {
+    pub const ALL: [ReferralAction; 4] = [
+        ReferralAction::ChangeShortlist,
+        ReferralAction::SendForTriage,
+        ReferralAction::RecordReviewOutcome,
+        ReferralAction::CancelReferral,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            ReferralAction::ChangeShortlist => "CHANGE_SHORTLIST",
+            ReferralAction::SendForTriage => "SEND_FOR_TRIAGE",
+            ReferralAction::RecordReviewOutcome => "RECORD_REVIEW_OUTCOME",
+            ReferralAction::CancelReferral => "CANCEL_REFERRAL",
+        }
+    }
+
+    /// The FHIR operation that performs the action.
+    pub fn operation(self) -> &'static str {
+        match self {
+            ReferralAction::ChangeShortlist => "$ers.changeShortlist",
+            ReferralAction::SendForTriage => "$ers.sendForTriage",
+            ReferralAction::RecordReviewOutcome => "$ers.recordReviewOutcome",
+            ReferralAction::CancelReferral => "$ers.cancelReferral",
+        }
+    }
+
+    /// Business functions that may take the action at all (before state and organisation).
+    pub fn roles(self) -> &'static [B] {
+        match self {
+            ReferralAction::ChangeShortlist | ReferralAction::SendForTriage => {
+                &[B::ReferringClinician, B::ReferringClinicianAdmin]
+            }
+            ReferralAction::RecordReviewOutcome => &[
+                B::ServiceProviderClinician,
+                B::ServiceProviderClinicianAdmin,
+                B::ProviderAuthorisedApplication,
+            ],
+            ReferralAction::CancelReferral => &[
+                B::ReferringClinician,
+                B::ReferringClinicianAdmin,
+                B::ServiceProviderClinician,
+                B::ServiceProviderClinicianAdmin,
+                B::ProviderAuthorisedApplication,
+            ],
+        }
+    }
+}
+
+/// How the caller's organisation relates to the referral.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relation {
+    /// The caller acts for the referring organisation.
+    pub referrer: bool,
+    /// The caller acts for the organisation providing the service the referral is with now.
+    pub provider: bool,
+}
+
+/// Outcomes a triage (Referral Assessment Service) review may record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    ReturnToReferrerWithAdvice,
+    AcceptReferBookLater,
+}
+
+impl ReviewOutcome {
+    pub fn parse(code: &str) -> Option<Self> {
+        match code {
+            "RETURN_TO_REFERRER_WITH_ADVICE" => Some(Self::ReturnToReferrerWithAdvice),
+            "ACCEPT_REFER_BOOK_LATER" => Some(Self::AcceptReferBookLater),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::ReturnToReferrerWithAdvice => "RETURN_TO_REFERRER_WITH_ADVICE",
+            Self::AcceptReferBookLater => "ACCEPT_REFER_BOOK_LATER",
+        }
+    }
+
+    pub fn next_state(self) -> ReferralState {
+        match self {
+            Self::ReturnToReferrerWithAdvice => ReferralState::TriageResponse,
+            Self::AcceptReferBookLater => ReferralState::TriagedProviderToAction,
+        }
+    }
+}
+
+/// Why an action is not available now: the state, the role or the organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    State(ReferralState),
+    Role(B),
+    Organisation,
+}
+
+/// Whether `role` acting with `relation` may take `action` on a referral in `state`.
+pub fn check(
+    state: ReferralState,
+    action: ReferralAction,
+    role: B,
+    relation: Relation,
+) -> Result<(), Refusal> {
+    if !action.roles().contains(&role) {
+        return Err(Refusal::Role(role));
+    }
+    let state_ok = match action {
+        ReferralAction::ChangeShortlist | ReferralAction::SendForTriage => state.referrer_to_act(),
+        ReferralAction::RecordReviewOutcome => matches!(
+            state,
+            ReferralState::AwaitingTriage | ReferralState::DeferredToProvider
+        ),
+        ReferralAction::CancelReferral => state != ReferralState::CancelledReferral,
+    };
+    if !state_ok {
+        return Err(Refusal::State(state));
+    }
+    let org_ok = match action {
+        ReferralAction::ChangeShortlist | ReferralAction::SendForTriage => relation.referrer,
+        ReferralAction::RecordReviewOutcome => relation.provider,
+        // Either side may cancel; a provider only while the referral is with its service.
+        ReferralAction::CancelReferral => {
+            if role.is_referrer() {
+                relation.referrer
+            } else {
+                relation.provider
+            }
+        }
+    };
+    if org_ok {
+        Ok(())
+    } else {
+        Err(Refusal::Organisation)
+    }
+}
+
+/// Every action the caller may take now.
+pub fn available_actions(state: ReferralState, role: B, relation: Relation) -> Vec<ReferralAction> {
+    ReferralAction::ALL
+        .into_iter()
+        .filter(|a| check(state, *a, role, relation).is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFERRER: Relation = Relation {
+        referrer: true,
+        provider: false,
+    };
+    const PROVIDER: Relation = Relation {
+        referrer: false,
+        provider: true,
+    };
+
+    #[test]
+    fn codes_round_trip() {
+        for (s, c) in ReferralState::all() {
+            assert_eq!(ReferralState::parse(c), Some(s));
+            assert_eq!(s.code(), c);
+        }
+    }
+
+    #[test]
+    fn a_new_referral_is_the_referrers_to_send_or_cancel() {
+        let a = available_actions(ReferralState::NotBooked, B::ReferringClinician, REFERRER);
+        assert_eq!(
+            a,
+            vec![
+                ReferralAction::ChangeShortlist,
+                ReferralAction::SendForTriage,
+                ReferralAction::CancelReferral
+            ]
+        );
+        // Another organisation's referrer: nothing.
+        assert!(available_actions(
+            ReferralState::NotBooked,
+            B::ReferringClinician,
+            Relation::default()
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn triage_is_the_providers() {
+        assert_eq!(
+            available_actions(
+                ReferralState::AwaitingTriage,
+                B::ServiceProviderClinician,
+                PROVIDER
+            ),
+            vec![
+                ReferralAction::RecordReviewOutcome,
+                ReferralAction::CancelReferral
+            ]
+        );
+        assert_eq!(
+            check(
+                ReferralState::AwaitingTriage,
+                ReferralAction::ChangeShortlist,
+                B::ReferringClinician,
+                REFERRER
+            ),
+            Err(Refusal::State(ReferralState::AwaitingTriage))
+        );
+        assert_eq!(
+            check(
+                ReferralState::AwaitingTriage,
+                ReferralAction::RecordReviewOutcome,
+                B::ServiceProviderAdmin,
+                PROVIDER
+            ),
+            Err(Refusal::Role(B::ServiceProviderAdmin))
+        );
+    }
+
+    #[test]
+    fn cancelled_is_terminal() {
+        for role in B::ALL {
+            for rel in [REFERRER, PROVIDER] {
+                assert!(available_actions(ReferralState::CancelledReferral, role, rel).is_empty());
+            }
+        }
+    }
+}

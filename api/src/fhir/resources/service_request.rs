@@ -1,0 +1,280 @@
+//! e-RS referrals as R4 ServiceRequest: UBRN identifier, the e-RS priority and referral-state
+//! extensions, the shortlist as `performer` (1-20 HealthcareServices). The state machine is in
+//! `domain::referral`; this module only reads and writes its FHIR form.
+
+use serde_json::{json, Value};
+
+use super::healthcare_service::{
+    known_codes, CLINIC_TYPE_SYSTEM, PRIORITY_SYSTEM, SPECIALTY_SYSTEM,
+};
+use super::*;
+use crate::domain::referral::ReferralState;
+
+pub const UBRN_SYSTEM: &str = "https://fhir.nhs.uk/Id/UBRN";
+pub const STATE_EXTENSION: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ServiceRequest-State";
+pub const STATE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReferralState";
+pub const PRIORITY_EXTENSION: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority";
+/// SNOMED CT 3457005 |Patient referral|: the category of every referral.
+pub const REFERRAL_CATEGORY: (&str, &str, &str) =
+    ("http://snomed.info/sct", "3457005", "Patient referral");
+pub const MAX_SHORTLIST: usize = 20;
+
+/// R4 `ServiceRequest.priority` for an e-RS priority (as the NHS Patient Care API maps it).
+pub fn fhir_priority(ers: &str) -> Option<&'static str> {
+    match ers {
+        "ROUTINE" => Some("routine"),
+        "URGENT" => Some("urgent"),
+        "TWO_WEEK_WAIT" => Some("asap"),
+        _ => None,
+    }
+}
+
+/// A 12-digit UBRN.
+pub fn is_ubrn(v: &str) -> bool {
+    v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub fn ubrn_of(r: &Value) -> Option<&str> {
+    r.get("identifier")?
+        .as_array()?
+        .iter()
+        .find(|i| i.get("system").and_then(Value::as_str) == Some(UBRN_SYSTEM))?
+        .get("value")?
+        .as_str()
+}
+
+fn extension<'a>(r: &'a Value, url: &str) -> Option<&'a Value> {
+    r.get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))
+}
+
+fn sub<'a>(ext: &'a Value, url: &str) -> Option<&'a Value> {
+    ext.get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))
+}
+
+/// The e-RS priority code of a referral.
+pub fn ers_priority(r: &Value) -> Option<&str> {
+    extension(r, PRIORITY_EXTENSION)?
+        .pointer("/valueCoding/code")?
+        .as_str()
+}
+
+/// The referral's state as recorded on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRecord {
+    pub state: ReferralState,
+    /// Reason coding (system, code) of the current state, if any.
+    pub reason: Option<(String, String)>,
+    pub comment: Option<String>,
+    /// The service the referral is with now (a triage service while awaiting triage).
+    pub service: Option<String>,
+}
+
+pub fn state_of(r: &Value) -> Option<StateRecord> {
+    let ext = extension(r, STATE_EXTENSION)?;
+    let state = sub(ext, "state")?
+        .pointer("/valueCoding/code")?
+        .as_str()
+        .and_then(ReferralState::parse)?;
+    let reason = sub(ext, "reason").and_then(|e| {
+        Some((
+            e.pointer("/valueCoding/system")?.as_str()?.to_owned(),
+            e.pointer("/valueCoding/code")?.as_str()?.to_owned(),
+        ))
+    });
+    Some(StateRecord {
+        state,
+        reason,
+        comment: sub(ext, "comment")
+            .and_then(|e| e.get("valueString"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        service: sub(ext, "service")
+            .and_then(|e| e.pointer("/valueReference/reference"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// Records a state (replacing the previous one, whose reason and comment go with it) and the
+/// R4 status it maps to.
+pub fn set_state(r: &mut Value, rec: &StateRecord) {
+    let mut parts = vec![
+        json!({"url": "state", "valueCoding": {"system": STATE_SYSTEM, "code": rec.state.code()}}),
+    ];
+    if let Some((system, code)) = &rec.reason {
+        parts.push(json!({"url": "reason", "valueCoding": {"system": system, "code": code}}));
+    }
+    if let Some(c) = &rec.comment {
+        parts.push(json!({"url": "comment", "valueString": c}));
+    }
+    if let Some(s) = &rec.service {
+        parts.push(json!({"url": "service", "valueReference": {"reference": s}}));
+    }
+    let ext = json!({"url": STATE_EXTENSION, "extension": parts});
+    let Some(o) = r.as_object_mut() else {
+        return;
+    };
+    let list = o.entry("extension").or_insert_with(|| json!([]));
+    if let Some(a) = list.as_array_mut() {
+        a.retain(|e| e.get("url").and_then(Value::as_str) != Some(STATE_EXTENSION));
+        a.push(ext);
+    }
+    o.insert("status".into(), json!(rec.state.fhir_status()));
+}
+
+/// The shortlisted services' references (`performer`), in order.
+pub fn shortlist(r: &Value) -> Vec<String> {
+    r.get("performer")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("reference").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Index values for the `state` parameter.
+pub fn extract_state(r: &Value) -> Vec<Value> {
+    state_of(r)
+        .map(|s| vec![json!({"system": STATE_SYSTEM, "code": s.state.code()})])
+        .unwrap_or_default()
+}
+
+/// Index values for the `priority` parameter (the e-RS code).
+pub fn extract_priority(r: &Value) -> Vec<Value> {
+    ers_priority(r)
+        .map(|p| vec![json!({"system": PRIORITY_SYSTEM, "code": p})])
+        .unwrap_or_default()
+}
+
+/// Index values for the `service` parameter (the service the referral is with now).
+pub fn extract_service(r: &Value) -> Vec<Value> {
+    state_of(r)
+        .and_then(|s| s.service)
+        .map(|s| vec![json!({"reference": s})])
+        .unwrap_or_default()
+}
+
+/// Rules every stored referral follows (the server sets UBRN and state before this runs).
+pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let mut checked = Checked::default();
+    let at = |p: &str| format!("ServiceRequest.{p}");
+    match r.pointer("/subject/reference").and_then(Value::as_str) {
+        Some(s) if s.starts_with("Patient/") => {}
+        Some(s) => issues.push(Issue::invalid_at(
+            at("subject"),
+            format!("({s}) must refer to a Patient"),
+        )),
+        None => issues.push(Issue::required_at(
+            at("subject"),
+            "is required: the patient referred",
+        )),
+    }
+    match r.pointer("/requester/reference").and_then(Value::as_str) {
+        Some(s) if s.starts_with("PractitionerRole/") => {}
+        Some(s) => issues.push(Issue::invalid_at(
+            at("requester"),
+            format!("({s}) must refer to the referring clinician's PractitionerRole"),
+        )),
+        None => issues.push(Issue::required_at(
+            at("requester"),
+            "is required: the referring clinician's PractitionerRole",
+        )),
+    }
+    let performers = r.get("performer").and_then(Value::as_array);
+    let n = performers.map_or(0, Vec::len);
+    if n == 0 {
+        issues.push(Issue::required_at(
+            at("performer"),
+            "is required: the shortlist of 1 to 20 HealthcareServices",
+        ));
+    } else if n > MAX_SHORTLIST {
+        issues.push(Issue::error(
+            "too-costly",
+            "TOO_MANY_ITEMS",
+            format!("'ServiceRequest.performer' ({n} services) exceeds the shortlist limit of {MAX_SHORTLIST}"),
+        ).with_expression(at("performer")));
+    }
+    let mut seen = Vec::new();
+    for (i, p) in performers.into_iter().flatten().enumerate() {
+        match p.get("reference").and_then(Value::as_str) {
+            Some(s) if s.starts_with("HealthcareService/") => {
+                if seen.contains(&s) {
+                    issues.push(
+                        Issue::error(
+                            "duplicate",
+                            "DUPLICATE_SERVICE",
+                            format!(
+                                "'ServiceRequest.performer[{i}]' ({s}) is already on the shortlist"
+                            ),
+                        )
+                        .with_expression(format!("ServiceRequest.performer[{i}]")),
+                    );
+                }
+                seen.push(s);
+            }
+            _ => issues.push(Issue::invalid_at(
+                format!("ServiceRequest.performer[{i}]"),
+                "must refer to a HealthcareService (a shortlisted service)",
+            )),
+        }
+    }
+    match ers_priority(r) {
+        None => issues.push(Issue::required_at(
+            at("extension"),
+            format!("needs the e-RS priority ({PRIORITY_EXTENSION}, valueCoding ROUTINE, URGENT or TWO_WEEK_WAIT)"),
+        )),
+        Some(p) => match fhir_priority(p) {
+            None => issues.push(Issue::error("code-invalid", "INVALID_CODE", format!("'ServiceRequest.extension[priority]' ({p}) is not an e-RS priority: ROUTINE, URGENT or TWO_WEEK_WAIT"))),
+            Some(expected) => match r.get("priority").and_then(Value::as_str) {
+                Some(given) if given != expected => issues.push(Issue::error(
+                    "business-rule",
+                    "CONFLICTING_VALUES",
+                    format!("'ServiceRequest.priority' ({given}) does not match the e-RS priority {p}, which is {expected}"),
+                ).with_expression(at("priority"))),
+                _ => {}
+            },
+        },
+    }
+    known_codes(
+        r,
+        "ServiceRequest",
+        "performerType",
+        &[SPECIALTY_SYSTEM],
+        &mut issues,
+    );
+    known_codes(
+        r,
+        "ServiceRequest",
+        "code",
+        &[CLINIC_TYPE_SYSTEM],
+        &mut issues,
+    );
+    match ubrn_of(r) {
+        Some(u) if is_ubrn(u) => checked.unique.push((UBRN_SYSTEM.to_owned(), u.to_owned())),
+        Some(u) => issues.push(Issue::invalid_at(
+            at("identifier"),
+            format!("({u}) is not a UBRN: 12 digits"),
+        )),
+        None => issues.push(Issue::required_at(
+            at("identifier"),
+            "needs the UBRN (assigned by the server)",
+        )),
+    }
+    if state_of(r).is_none() {
+        issues.push(Issue::required_at(
+            at("extension"),
+            format!("needs the referral state ({STATE_EXTENSION}, set by the server)"),
+        ));
+    }
+    finish(checked, issues)
+}

@@ -1,0 +1,241 @@
+//! Referral endpoints: create (`POST /ServiceRequest`), the state-changing operations
+//! (`POST /ServiceRequest/{id}/$ers.…`, each with `If-Match` and a `Parameters` body), and the
+//! actions available to the caller (`GET /ServiceRequest/{id}/$ers.availableActions`).
+//! Plain updates and deletes of referrals are refused: a referral changes only through its
+//! operations.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::caller::author;
+use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::negotiate::{self, Body};
+use super::ApiError;
+use crate::domain::referral::{ReferralAction, ReviewOutcome};
+use crate::domain::Caller;
+use crate::fhir::outcome::Issue;
+use crate::fhir::parameters;
+use crate::security::permissions::Action;
+use crate::service::referral as svc;
+use crate::service::ServiceError;
+use crate::startup::AppState;
+
+type Reply = Result<HttpResponse, ApiError>;
+
+pub async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    authorise("ServiceRequest", Action::Create, &caller)?;
+    let resource = negotiate::parse_body(&req, &body)?;
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let row = web::block(move || svc::create(&mut c, resource, &caller, &who, &d)).await??;
+    write_reply(&req, &state, StatusCode::CREATED, &row)
+}
+
+pub async fn no_plain_writes() -> Reply {
+    Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+        "A referral changes only through its operations: POST ServiceRequest/{{id}}/{} (see $ers.availableActions for what you may do now)",
+        ReferralAction::ALL
+            .iter()
+            .map(|a| a.operation())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))))
+}
+
+/// The operation's inputs: one value per name (repeats kept in order).
+struct Inputs(Vec<(String, String)>);
+
+impl Inputs {
+    fn one(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    fn required(&self, name: &str, what: &str) -> Result<String, ApiError> {
+        self.one(name)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::Service(ServiceError::Invalid(vec![Issue::required_at(
+                    format!("Parameters.parameter[{name}]"),
+                    format!("is missing: {what}"),
+                )]))
+            })
+    }
+    /// Only these names may appear.
+    fn only(&self, op: &str, names: &[&str]) -> Result<(), ApiError> {
+        let unknown: Vec<Issue> = self
+            .0
+            .iter()
+            .filter(|(k, _)| !names.contains(&k.as_str()))
+            .map(|(k, _)| {
+                Issue::error(
+                    "structure",
+                    "UNEXPECTED_FIELD",
+                    format!(
+                        "'Parameters.parameter[{k}]' is not a parameter of {op}; it takes: {}",
+                        names.join(", ")
+                    ),
+                )
+                .with_expression(format!("Parameters.parameter[{k}]"))
+            })
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Search(unknown))
+        }
+    }
+}
+
+/// A HealthcareService reference from an input: `HealthcareService/{id}` or a bare id.
+fn service_ref(v: &str) -> String {
+    if v.contains('/') {
+        v.to_owned()
+    } else {
+        format!("HealthcareService/{v}")
+    }
+}
+
+pub async fn operation(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (id, op) = path.into_inner();
+    authorise("ServiceRequest", Action::Read, &caller)?;
+    if op == "$ers.availableActions" {
+        if req.method() != actix_web::http::Method::GET {
+            return Err(ApiError::Service(ServiceError::MethodNotAllowed(
+                "$ers.availableActions is read with GET".into(),
+            )));
+        }
+        let base = base_url(&req, &state);
+        let mut c = conn(&state).await?;
+        let who = caller.clone();
+        let (row, actions) =
+            web::block(move || svc::available_actions(&mut c, &id, &who)).await??;
+        let state_code = serde_json::from_str::<Value>(&row.content)
+            .ok()
+            .as_ref()
+            .and_then(crate::fhir::resources::service_request::state_of)
+            .map(|s| s.state.code())
+            .unwrap_or_default();
+        let mut params = vec![
+            json!({"name": "referral", "valueReference": {"reference": format!("ServiceRequest/{}/_history/{}", row.id, row.version_id)}}),
+            json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state_code}}),
+        ];
+        params.extend(actions.iter().map(|a| {
+            json!({"name": "action", "part": [
+                {"name": "code", "valueCode": a.code()},
+                {"name": "operation", "valueUri": format!("{base}/ServiceRequest/{}/{}", row.id, a.operation())},
+            ]})
+        }));
+        return negotiate::respond(
+            &req,
+            StatusCode::OK,
+            Body::Value(json!({"resourceType": "Parameters", "parameter": params})),
+        );
+    }
+    if req.method() != actix_web::http::Method::POST {
+        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+            "{op} is invoked with POST and a Parameters body"
+        ))));
+    }
+    if !ReferralAction::ALL.iter().any(|a| a.operation() == op) {
+        return Err(ApiError::NotFound(format!(
+            "ServiceRequest has no operation '{op}'; it has {} and $ers.availableActions",
+            ReferralAction::ALL
+                .iter()
+                .map(|a| a.operation())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let version = if_match(&req)?;
+    let parsed = if body.is_empty() {
+        json!({"resourceType": "Parameters"})
+    } else {
+        negotiate::parse_body(&req, &body)?
+    };
+    let inputs = Inputs(parameters::pairs(&parsed, &op).map_err(ApiError::Search)?);
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let row = match op.as_str() {
+        "$ers.changeShortlist" => {
+            inputs.only(&op, &["service"])?;
+            let services: Vec<String> = inputs
+                .all("service")
+                .iter()
+                .map(|s| service_ref(s))
+                .collect();
+            web::block(move || {
+                svc::change_shortlist(&mut c, &id, version, services, &caller, &who, &d)
+            })
+            .await??
+        }
+        "$ers.sendForTriage" => {
+            inputs.only(&op, &["service"])?;
+            let service =
+                service_ref(&inputs.required("service", "the shortlisted triage service")?);
+            web::block(move || {
+                svc::send_for_triage(&mut c, &id, version, service, &caller, &who, &d)
+            })
+            .await??
+        }
+        "$ers.recordReviewOutcome" => {
+            inputs.only(&op, &["outcome", "comment"])?;
+            let code = inputs.required(
+                "outcome",
+                "RETURN_TO_REFERRER_WITH_ADVICE or ACCEPT_REFER_BOOK_LATER",
+            )?;
+            let outcome = ReviewOutcome::parse(&code).ok_or_else(|| {
+                ApiError::Service(ServiceError::Invalid(vec![Issue::error(
+                    "code-invalid",
+                    "INVALID_CODE",
+                    format!("'outcome' ({code}) must be RETURN_TO_REFERRER_WITH_ADVICE or ACCEPT_REFER_BOOK_LATER"),
+                )
+                .with_expression("Parameters.parameter[outcome]")]))
+            })?;
+            let comment = inputs.one("comment").unwrap_or_default();
+            web::block(move || {
+                svc::record_review_outcome(
+                    &mut c, &id, version, outcome, comment, &caller, &who, &d,
+                )
+            })
+            .await??
+        }
+        "$ers.cancelReferral" => {
+            inputs.only(&op, &["reason", "comment"])?;
+            let reason = inputs.required("reason", "a referral cancellation reason")?;
+            let comment = inputs.one("comment");
+            web::block(move || {
+                svc::cancel(&mut c, &id, version, reason, comment, &caller, &who, &d)
+            })
+            .await??
+        }
+        other => {
+            return Err(ApiError::Internal(format!(
+                "operation '{other}' is listed but not dispatched"
+            )))
+        }
+    };
+    write_reply(&req, &state, StatusCode::OK, &row)
+}

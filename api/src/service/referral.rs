@@ -1,0 +1,591 @@
+//! Referral use cases: create (UBRN, initial state), the state-changing operations, and the
+//! actions available to a caller. Every operation asks `domain::referral::check` (the same
+//! answer `available_actions` gives), then writes a new version through `resource::update`
+//! with the version the caller read, so two concurrent changes never both win.
+
+use chrono::Utc;
+use ers_schema::{store, write_tx, Author, DbConnection, ResourceRow};
+use serde_json::{json, Value};
+
+use super::audit::AuditDraft;
+use super::resource::{self, IfMatch};
+use super::ServiceError;
+use crate::domain::referral::{
+    self, ReferralAction, ReferralState, Refusal, Relation, ReviewOutcome,
+};
+use crate::domain::{Caller, OdsCode, SdsUserId};
+use crate::fhir::outcome::Issue;
+use crate::fhir::registry::{self, ResourceDef};
+use crate::fhir::resources::healthcare_service::{PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM};
+use crate::fhir::resources::service_request::{self as sr, StateRecord};
+use crate::fhir::terminology;
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+pub const REVIEW_OUTCOME_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
+pub const REFERRAL_CANCELLATION_SYSTEM: &str =
+    "https://fhir.nhs.uk/CodeSystem/eRS-ReferralCancellationReason";
+const MAX_COMMENT: usize = 2000;
+
+fn def() -> Result<&'static ResourceDef> {
+    registry::find("ServiceRequest")
+        .ok_or_else(|| ServiceError::BadRequest("ServiceRequest is not hosted".into()))
+}
+
+fn invalid(expression: &str, ers: &'static str, code: &'static str, msg: String) -> ServiceError {
+    ServiceError::Invalid(vec![
+        Issue::error(code, ers, msg).with_expression(expression)
+    ])
+}
+
+fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<Value>> {
+    let Some((t, id)) = reference.split_once('/') else {
+        return Ok(None);
+    };
+    Ok(store::get_current(c, t, id)?
+        .filter(|r| !r.is_deleted())
+        .and_then(|r| serde_json::from_str(&r.content).ok()))
+}
+
+fn identifier_value<'a>(v: &'a Value, system: &str) -> Option<&'a str> {
+    v.get("identifier")?
+        .as_array()?
+        .iter()
+        .find(|i| i.get("system").and_then(Value::as_str) == Some(system))?
+        .get("value")?
+        .as_str()
+}
+
+/// The ODS code of the organisation behind a reference: an Organization, a PractitionerRole's
+/// organisation, or the provider of a HealthcareService.
+fn ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
+    let Some(v) = load_json(c, reference)? else {
+        return Ok(None);
+    };
+    let org_ref = match reference.split('/').next() {
+        Some("Organization") => {
+            return Ok(identifier_value(&v, OdsCode::ORGANIZATION_SYSTEM).map(str::to_owned))
+        }
+        Some("PractitionerRole") => v.pointer("/organization/reference"),
+        Some("HealthcareService") => v.pointer("/providedBy/reference"),
+        _ => None,
+    };
+    match org_ref.and_then(Value::as_str) {
+        Some(r) if r.starts_with("Organization/") => ods_behind(c, r),
+        _ => Ok(None),
+    }
+}
+
+/// How the caller's organisation relates to the referral.
+fn relation(
+    c: &mut DbConnection,
+    body: &Value,
+    state: &StateRecord,
+    caller: &Caller,
+) -> Result<Relation> {
+    let me = caller.organisation.as_str();
+    let referrer = match body.pointer("/requester/reference").and_then(Value::as_str) {
+        Some(r) => ods_behind(c, r)?.as_deref() == Some(me),
+        None => false,
+    };
+    let provider = match &state.service {
+        Some(s) => ods_behind(c, s)?.as_deref() == Some(me),
+        None => false,
+    };
+    Ok(Relation { referrer, provider })
+}
+
+fn refusal(r: Refusal, action: ReferralAction, ubrn: &str) -> ServiceError {
+    match r {
+        Refusal::State(s) => ServiceError::RequestState(format!(
+            "'state' ({}) does not allow {} on referral {ubrn}",
+            s.code(),
+            action.code()
+        )),
+        Refusal::Role(b) => ServiceError::Forbidden(format!(
+            "Business function {b} may not {} (it may be done by {})",
+            action.code(),
+            action
+                .roles()
+                .iter()
+                .map(|r| r.code())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Refusal::Organisation => ServiceError::Forbidden(format!(
+            "referral {ubrn} has no relationship with your organisation that allows {}: only the referring organisation or the organisation of the service it is with may",
+            action.code()
+        )),
+    }
+}
+
+/// What a shortlisted service supports: its request flows and priorities.
+struct ServiceFacts {
+    flows: Vec<String>,
+    priorities: Vec<String>,
+    active: bool,
+}
+
+fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Option<ServiceFacts>> {
+    let Some(v) = load_json(c, reference)? else {
+        return Ok(None);
+    };
+    let codes = |system: &str| -> Vec<String> {
+        v.get("characteristic")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|cc| {
+                cc.get("coding")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter(|c| c.get("system").and_then(Value::as_str) == Some(system))
+            .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    };
+    Ok(Some(ServiceFacts {
+        flows: codes(REQUEST_FLOW_SYSTEM),
+        priorities: codes(PRIORITY_SYSTEM),
+        active: v.get("active").and_then(Value::as_bool) != Some(false),
+    }))
+}
+
+/// Every shortlisted service exists, is active, takes referrals (bookable or triage) and
+/// supports the priority.
+fn check_shortlist(c: &mut DbConnection, services: &[String], priority: &str) -> Result<()> {
+    let mut issues = Vec::new();
+    for (i, s) in services.iter().enumerate() {
+        let at = format!("ServiceRequest.performer[{i}]");
+        match service_facts(c, s)? {
+            None => issues.push(Issue::error("not-found", "REFERENCE_NOT_FOUND", format!("'{at}' ({s}) is not a service on this server")).with_expression(at)),
+            Some(f) if !f.active => issues.push(Issue::error("business-rule", "SERVICE_UNAVAILABLE", format!("'{at}' ({s}) is no longer available")).with_expression(at)),
+            Some(f) if !f.flows.iter().any(|x| x == "BOOKABLE" || x == "REVIEW") => issues.push(Issue::error("business-rule", "INAPPROPRIATE_VALUE", format!("'{at}' ({s}) takes neither appointments nor triage referrals (request flows: {})", f.flows.join(", "))).with_expression(at)),
+            Some(f) if !f.priorities.iter().any(|p| p == priority) => issues.push(Issue::error("business-rule", "UNSUPPORTED_PRIORITY", format!("'{at}' ({s}) does not support priority {priority} (it supports {})", f.priorities.join(", "))).with_expression(at)),
+            Some(_) => {}
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(issues))
+    }
+}
+
+/// Creates a referral: the server assigns the UBRN and id and sets it NOT_BOOKED.
+pub fn create(
+    conn: &mut DbConnection,
+    mut body: Value,
+    caller: &Caller,
+    author: &Author,
+    audit: &AuditDraft,
+) -> Result<ResourceRow> {
+    let def = def()?;
+    if sr::ubrn_of(&body).is_some() {
+        return Err(invalid(
+            "ServiceRequest.identifier",
+            "FIELD_NOT_PERMITTED",
+            "business-rule",
+            "'ServiceRequest.identifier' (UBRN) is assigned by the server; leave it out".into(),
+        ));
+    }
+    if sr::state_of(&body).is_some() {
+        return Err(invalid(
+            "ServiceRequest.extension",
+            "FIELD_NOT_PERMITTED",
+            "business-rule",
+            "'ServiceRequest.extension' (referral state) is set by the server; leave it out".into(),
+        ));
+    }
+    write_tx(conn, |c| {
+        // The requester is a role at the caller's organisation; a referring clinician refers
+        // as themself, an admin names the clinician.
+        if let Some(role_ref) = body
+            .pointer("/requester/reference")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        {
+            if role_ref.starts_with("PractitionerRole/") {
+                let ods = ods_behind(c, &role_ref)?;
+                if ods.as_deref() != Some(caller.organisation.as_str()) {
+                    return Err(ServiceError::Forbidden(format!(
+                        "'requester' ({role_ref}) is a role at {}, not at {} where you act",
+                        ods.as_deref().unwrap_or("no known organisation"),
+                        caller.organisation.as_str()
+                    )));
+                }
+                if caller.business_function == crate::domain::BusinessFunction::ReferringClinician {
+                    let role = load_json(c, &role_ref)?.unwrap_or_default();
+                    let practitioner = match role
+                        .pointer("/practitioner/reference")
+                        .and_then(Value::as_str)
+                    {
+                        Some(p) => load_json(c, p)?,
+                        None => None,
+                    };
+                    let sds = practitioner
+                        .as_ref()
+                        .and_then(|p| identifier_value(p, SdsUserId::SYSTEM));
+                    if sds.is_none() || sds != caller.user_id.as_deref() {
+                        return Err(ServiceError::Forbidden(format!(
+                            "'requester' ({role_ref}) is not your own role: a REFERRING_CLINICIAN refers as themself (a REFERRING_CLINICIAN_ADMIN may name the clinician)"
+                        )));
+                    }
+                }
+            }
+        }
+        let priority = sr::ers_priority(&body).unwrap_or_default().to_owned();
+        let services = sr::shortlist(&body);
+        if sr::fhir_priority(&priority).is_some()
+            && (1..=sr::MAX_SHORTLIST).contains(&services.len())
+        {
+            check_shortlist(c, &services, &priority)?;
+        }
+        let ubrn = format!("{:012}", store::next_counter(c, "ubrn")?);
+        if let Some(o) = body.as_object_mut() {
+            let mut ids = o
+                .get("identifier")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            ids.push(json!({"system": sr::UBRN_SYSTEM, "value": ubrn}));
+            o.insert("identifier".into(), Value::Array(ids));
+            o.insert("intent".into(), json!("order"));
+            if !o.contains_key("category") {
+                let (system, code, display) = sr::REFERRAL_CATEGORY;
+                o.insert(
+                    "category".into(),
+                    json!([{"coding": [{"system": system, "code": code, "display": display}]}]),
+                );
+            }
+            if let Some(p) = sr::fhir_priority(&priority) {
+                o.insert("priority".into(), json!(p));
+            }
+            o.insert(
+                "authoredOn".into(),
+                json!(crate::fhir::datetime::instant(Utc::now().naive_utc())),
+            );
+        }
+        sr::set_state(
+            &mut body,
+            &StateRecord {
+                state: ReferralState::NotBooked,
+                reason: None,
+                comment: None,
+                service: None,
+            },
+        );
+        let id = format!("r.{}", uuid::Uuid::new_v4());
+        match resource::create(c, def, body, author, audit, None, Some(id))? {
+            resource::Created::New(row) | resource::Created::Existing(row) => Ok(row),
+        }
+    })
+}
+
+/// Reads a referral for an operation: checks If-Match (required; stale → 409), the state
+/// machine and the caller's relationship, then applies `change` and writes the new version.
+#[allow(clippy::too_many_arguments)]
+fn transition(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    action: ReferralAction,
+    caller: &Caller,
+    author: &Author,
+    audit: &AuditDraft,
+    change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
+) -> Result<ResourceRow> {
+    let def = def()?;
+    write_tx(conn, |c| {
+        let row = resource::read(c, def, id)?;
+        let Some(given) = if_match else {
+            return Err(ServiceError::IfMatchRequired {
+                res_type: def.name.to_owned(),
+            });
+        };
+        if given != row.version_id {
+            return Err(ServiceError::StaleVersion {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+                given,
+                current: row.version_id,
+            });
+        }
+        let mut body: Value = serde_json::from_str(&row.content)
+            .map_err(|e| ServiceError::BadRequest(format!("stored referral unreadable: {e}")))?;
+        let state = sr::state_of(&body).ok_or_else(|| {
+            ServiceError::BadRequest(format!("ServiceRequest/{id} has no referral state"))
+        })?;
+        let ubrn = sr::ubrn_of(&body).unwrap_or(id).to_owned();
+        let rel = relation(c, &body, &state, caller)?;
+        referral::check(state.state, action, caller.business_function, rel)
+            .map_err(|r| refusal(r, action, &ubrn))?;
+        change(c, &mut body, &state)?;
+        resource::update(
+            c,
+            def,
+            id,
+            body,
+            IfMatch {
+                version: Some(given),
+                required: true,
+            },
+            author,
+            audit,
+        )
+    })
+}
+
+/// `$ers.changeShortlist`: replaces the shortlist (1-20 services); the state stays.
+#[allow(clippy::too_many_arguments)]
+pub fn change_shortlist(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    services: Vec<String>,
+    caller: &Caller,
+    author: &Author,
+    audit: &AuditDraft,
+) -> Result<ResourceRow> {
+    transition(
+        conn,
+        id,
+        if_match,
+        ReferralAction::ChangeShortlist,
+        caller,
+        author,
+        audit,
+        |c, body, _| {
+            if services.is_empty() || services.len() > sr::MAX_SHORTLIST {
+                return Err(invalid(
+                    "Parameters.parameter[service]",
+                    "TOO_MANY_ITEMS",
+                    "business-rule",
+                    format!(
+                        "'service' lists {} services; a shortlist has 1 to {}",
+                        services.len(),
+                        sr::MAX_SHORTLIST
+                    ),
+                ));
+            }
+            let priority = sr::ers_priority(body).unwrap_or_default().to_owned();
+            check_shortlist(c, &services, &priority)?;
+            if sr::shortlist(body) == services {
+                return Err(invalid(
+                    "Parameters.parameter[service]",
+                    "NO_CHANGES_DETECTED",
+                    "business-rule",
+                    "'service' is the current shortlist: nothing to change".into(),
+                ));
+            }
+            body["performer"] =
+                Value::Array(services.iter().map(|s| json!({"reference": s})).collect());
+            Ok(())
+        },
+    )
+}
+
+/// `$ers.sendForTriage`: the referral goes to one shortlisted triage (REVIEW) service and
+/// awaits its review.
+#[allow(clippy::too_many_arguments)]
+pub fn send_for_triage(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    service: String,
+    caller: &Caller,
+    author: &Author,
+    audit: &AuditDraft,
+) -> Result<ResourceRow> {
+    transition(
+        conn,
+        id,
+        if_match,
+        ReferralAction::SendForTriage,
+        caller,
+        author,
+        audit,
+        |c, body, _| {
+            if !sr::shortlist(body).contains(&service) {
+                return Err(invalid(
+                    "Parameters.parameter[service]",
+                    "INAPPROPRIATE_VALUE",
+                    "business-rule",
+                    format!("'service' ({service}) does not relate to a Service on the Shortlist"),
+                ));
+            }
+            let facts = service_facts(c, &service)?;
+            if !facts
+                .as_ref()
+                .is_some_and(|f| f.flows.iter().any(|x| x == "REVIEW"))
+            {
+                return Err(invalid(
+                    "Parameters.parameter[service]",
+                    "INAPPROPRIATE_VALUE",
+                    "business-rule",
+                    format!("'service' ({service}) is not a triage (Referral Assessment) service"),
+                ));
+            }
+            sr::set_state(
+                body,
+                &StateRecord {
+                    state: ReferralState::AwaitingTriage,
+                    reason: None,
+                    comment: None,
+                    service: Some(service.clone()),
+                },
+            );
+            Ok(())
+        },
+    )
+}
+
+/// `$ers.recordReviewOutcome`: the triage service returns the referral with advice, or accepts
+/// it to book later. A comment is mandatory.
+#[allow(clippy::too_many_arguments)]
+pub fn record_review_outcome(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    outcome: ReviewOutcome,
+    comment: String,
+    caller: &Caller,
+    author: &Author,
+    audit: &AuditDraft,
+) -> Result<ResourceRow> {
+    check_comment(&comment, true, "comment")?;
+    transition(
+        conn,
+        id,
+        if_match,
+        ReferralAction::RecordReviewOutcome,
+        caller,
+        author,
+        audit,
+        |_, body, current| {
+            let service = match outcome {
+                // Back with the referrer: no longer on the triage service's lists.
+                ReviewOutcome::ReturnToReferrerWithAdvice => None,
+                ReviewOutcome::AcceptReferBookLater => current.service.clone(),
+            };
+            sr::set_state(
+                body,
+                &StateRecord {
+                    state: outcome.next_state(),
+                    reason: Some((REVIEW_OUTCOME_SYSTEM.to_owned(), outcome.code().to_owned())),
+                    comment: Some(comment),
+                    service,
+                },
+            );
+            Ok(())
+        },
+    )
+}
+
+fn check_comment(comment: &str, required: bool, name: &str) -> Result<()> {
+    let at = format!("Parameters.parameter[{name}]");
+    if required && comment.trim().is_empty() {
+        return Err(ServiceError::Invalid(vec![Issue::required_at(
+            at,
+            "is missing.",
+        )]));
+    }
+    if comment.chars().count() > MAX_COMMENT {
+        return Err(invalid(
+            &at,
+            "INVALID_VALUE",
+            "value",
+            format!(
+                "'{name}' is {} characters; at most {MAX_COMMENT}",
+                comment.chars().count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `$ers.cancelReferral`: terminal. The reason comes from the referral cancellation code
+/// system; some reasons need a comment.
+#[allow(clippy::too_many_arguments)]
+pub fn cancel(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    reason: String,
+    comment: Option<String>,
+    caller: &Caller,
+    author: &Author,
+    audit: &AuditDraft,
+) -> Result<ResourceRow> {
+    let Some(concept) = terminology::concept(REFERRAL_CANCELLATION_SYSTEM, &reason) else {
+        return Err(invalid(
+            "Parameters.parameter[reason]",
+            "INVALID_CODE",
+            "code-invalid",
+            format!(
+                "'reason' ({reason}) is not a referral cancellation reason; expected one of: {}",
+                terminology::codes(REFERRAL_CANCELLATION_SYSTEM).join(", ")
+            ),
+        ));
+    };
+    let mandatory = terminology::property(concept, "commentIsMandatory")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    check_comment(comment.as_deref().unwrap_or_default(), mandatory, "comment").map_err(
+        |e| match e {
+            ServiceError::Invalid(_)
+                if mandatory && comment.as_deref().unwrap_or_default().trim().is_empty() =>
+            {
+                ServiceError::Invalid(vec![Issue::error(
+                    "required",
+                    "VALUE_IS_REQUIRED",
+                    format!("'comment' is required when the reason is {reason}"),
+                )
+                .with_expression("Parameters.parameter[comment]")])
+            }
+            other => other,
+        },
+    )?;
+    transition(
+        conn,
+        id,
+        if_match,
+        ReferralAction::CancelReferral,
+        caller,
+        author,
+        audit,
+        |_, body, current| {
+            sr::set_state(
+                body,
+                &StateRecord {
+                    state: ReferralState::CancelledReferral,
+                    reason: Some((REFERRAL_CANCELLATION_SYSTEM.to_owned(), reason)),
+                    comment: comment.filter(|c| !c.trim().is_empty()),
+                    service: current.service.clone(),
+                },
+            );
+            Ok(())
+        },
+    )
+}
+
+/// The actions the caller may take on the referral now (and the version they apply to).
+pub fn available_actions(
+    conn: &mut DbConnection,
+    id: &str,
+    caller: &Caller,
+) -> Result<(ResourceRow, Vec<ReferralAction>)> {
+    let def = def()?;
+    let row = resource::read(conn, def, id)?;
+    let body: Value = serde_json::from_str(&row.content)
+        .map_err(|e| ServiceError::BadRequest(format!("stored referral unreadable: {e}")))?;
+    let state = sr::state_of(&body).ok_or_else(|| {
+        ServiceError::BadRequest(format!("ServiceRequest/{id} has no referral state"))
+    })?;
+    let rel = relation(conn, &body, &state, caller)?;
+    Ok((
+        row,
+        referral::available_actions(state.state, caller.business_function, rel),
+    ))
+}

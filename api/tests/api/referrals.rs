@@ -1,0 +1,587 @@
+//! Referrals: create with a UBRN, the e-RS state machine through operations, available
+//! actions, and every illegal step refused precisely. Against the sandbox data (patients,
+//! clinicians, services).
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+
+const UBRN: &str = "https://fhir.nhs.uk/Id/UBRN";
+const PRIORITY_EXT: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority";
+
+struct World {
+    app: TestApp,
+    rc: String,
+    spc: String,
+    patient: String,
+    role: String,
+    triage: String,
+    bookable: String,
+}
+
+async fn world() -> World {
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    let first = |b: Value| {
+        b["entry"][0]["resource"]["id"]
+            .as_str()
+            .expect("found")
+            .to_owned()
+    };
+    let patient = first(app.search("Patient?identifier=9912003888").await);
+    let role = first(
+        app.search(
+            "PractitionerRole?identifier=https://fhir.nhs.uk/Id/sds-role-profile-id|100000000001",
+        )
+        .await,
+    );
+    let triage = first(
+        app.search("HealthcareService?characteristic=REVIEW&priority=URGENT&organization.identifier=https://fhir.nhs.uk/Id/ods-organization-code|RCD")
+            .await,
+    );
+    let bookable = first(
+        app.search("HealthcareService?characteristic=BOOKABLE&priority=URGENT")
+            .await,
+    );
+    World {
+        rc: sign(&claims("021600556514", &[("REFERRING_CLINICIAN", "R69")])),
+        spc: sign(&claims(
+            "555032006106",
+            &[("SERVICE_PROVIDER_CLINICIAN", "RCD")],
+        )),
+        app,
+        patient,
+        role,
+        triage,
+        bookable,
+    }
+}
+
+fn referral(w: &World, services: &[&str], priority: &str) -> Value {
+    json!({
+        "resourceType": "ServiceRequest",
+        "extension": [{"url": PRIORITY_EXT, "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": priority}}],
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": format!("Patient/{}", w.patient)},
+        "requester": {"reference": format!("PractitionerRole/{}", w.role)},
+        "performerType": {"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-Specialty", "code": "CARDIOLOGY"}]},
+        "performer": services.iter().map(|s| json!({"reference": format!("HealthcareService/{s}")})).collect::<Vec<_>>(),
+        "reasonCode": [{"text": "Exertional chest pain"}],
+        "note": [{"text": "Symptoms for 3 weeks; ECG attached later."}],
+    })
+}
+
+impl World {
+    fn as_rc(&self, method: &str, path: &str) -> awc::ClientRequest {
+        self.app
+            .as_user(&self.rc, method, path, "REFERRING_CLINICIAN", "R69")
+            .insert_header(("Content-Type", "application/fhir+json"))
+    }
+    fn as_spc(&self, method: &str, path: &str) -> awc::ClientRequest {
+        self.app
+            .as_user(&self.spc, method, path, "SERVICE_PROVIDER_CLINICIAN", "RCD")
+            .insert_header(("Content-Type", "application/fhir+json"))
+    }
+    async fn create(&self, body: &Value) -> Reply {
+        self.app
+            .send(
+                self.as_rc("POST", "ServiceRequest"),
+                Some(body.to_string().into_bytes()),
+            )
+            .await
+    }
+    async fn op(
+        &self,
+        as_provider: bool,
+        id: &str,
+        op: &str,
+        version: Option<i64>,
+        params: &[(&str, &str)],
+    ) -> Reply {
+        let path = format!("ServiceRequest/{id}/{op}");
+        let mut req = if as_provider {
+            self.as_spc("POST", &path)
+        } else {
+            self.as_rc("POST", &path)
+        };
+        if let Some(v) = version {
+            req = req.insert_header(("If-Match", format!("W/\"{v}\"")));
+        }
+        let mut body = json!({"resourceType": "Parameters"});
+        if !params.is_empty() {
+            body["parameter"] = params
+                .iter()
+                .map(|(n, v)| json!({"name": n, "valueString": v}))
+                .collect();
+        }
+        self.app
+            .send(req, Some(body.to_string().into_bytes()))
+            .await
+    }
+    async fn actions(&self, as_provider: bool, id: &str) -> Vec<String> {
+        let path = format!("ServiceRequest/{id}/$ers.availableActions");
+        let req = if as_provider {
+            self.as_spc("GET", &path)
+        } else {
+            self.as_rc("GET", &path)
+        };
+        let r = self.app.send(req, None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["parameter"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter(|p| p["name"] == "action")
+            .map(|p| p["part"][0]["valueCode"].as_str().expect("code").to_owned())
+            .collect()
+    }
+}
+
+fn state(sr: &Value) -> String {
+    sr["extension"]
+        .as_array()
+        .expect("extensions")
+        .iter()
+        .find(|e| {
+            e["url"] == "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ServiceRequest-State"
+        })
+        .and_then(|e| e["extension"][0]["valueCoding"]["code"].as_str())
+        .expect("state")
+        .to_owned()
+}
+
+fn version(r: &Reply) -> i64 {
+    r.json()["meta"]["versionId"]
+        .as_str()
+        .expect("version")
+        .parse()
+        .expect("number")
+}
+
+#[actix_web::test]
+async fn a_referral_goes_from_create_through_triage_to_cancel() {
+    let w = world().await;
+    // Create: the server assigns the UBRN and id, state NOT_BOOKED.
+    let r = w
+        .create(&referral(&w, &[&w.triage, &w.bookable], "URGENT"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let sr = r.json();
+    let id = sr["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("r."), "{id}");
+    let ubrn = sr["identifier"][0]["value"]
+        .as_str()
+        .expect("ubrn")
+        .to_owned();
+    assert!(
+        ubrn.len() == 12
+            && ubrn.chars().all(|c| c.is_ascii_digit())
+            && ubrn.as_str() >= "000000100000",
+        "{ubrn}"
+    );
+    assert_eq!(state(&sr), "NOT_BOOKED");
+    assert_eq!(sr["status"], "active");
+    assert_eq!(sr["priority"], "urgent");
+    assert!(r
+        .header("location")
+        .expect("location")
+        .contains(&format!("ServiceRequest/{id}/_history/1")));
+    // A second referral gets the next UBRN.
+    let r2 = w
+        .create(&referral(&w, &[&w.bookable], "ROUTINE"))
+        .await
+        .json();
+    let ubrn2 = r2["identifier"][0]["value"]
+        .as_str()
+        .expect("ubrn")
+        .to_owned();
+    assert_ne!(ubrn, ubrn2);
+    // Found by UBRN (e-RS A041), by patient NHS number and state.
+    let b = w
+        .app
+        .search(&format!("ServiceRequest?identifier={UBRN}|{ubrn}"))
+        .await;
+    assert_eq!(match_ids(&b), vec![id.clone()]);
+    let b = w.app.search("ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&state=NOT_BOOKED&priority=URGENT&_include=ServiceRequest:patient").await;
+    assert_eq!(match_ids(&b), vec![id.clone()], "{b}");
+    assert!(b.to_string().contains("\"resourceType\":\"Patient\""));
+
+    // What each side may do now: the referrer shortlists, sends or cancels; the provider nothing.
+    assert_eq!(
+        w.actions(false, &id).await,
+        ["CHANGE_SHORTLIST", "SEND_FOR_TRIAGE", "CANCEL_REFERRAL"]
+    );
+    assert!(w.actions(true, &id).await.is_empty());
+
+    // If-Match is required, and a stale one loses.
+    w.op(
+        false,
+        &id,
+        "$ers.changeShortlist",
+        None,
+        &[("service", &w.triage)],
+    )
+    .await
+    .assert_outcome(428, "required");
+    w.op(
+        false,
+        &id,
+        "$ers.changeShortlist",
+        Some(7),
+        &[("service", &w.triage)],
+    )
+    .await
+    .assert_outcome(409, "conflict");
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.changeShortlist",
+            Some(1),
+            &[
+                ("service", &w.triage),
+                ("service", &w.bookable),
+                ("service", &w.triage),
+            ],
+        )
+        .await;
+    r.assert_outcome(422, "duplicate");
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.changeShortlist",
+            Some(1),
+            &[("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(version(&r), 2);
+    assert_eq!(r.json()["performer"].as_array().map(Vec::len), Some(1));
+
+    // Send for triage: only to a shortlisted triage service.
+    let d = w
+        .op(
+            false,
+            &id,
+            "$ers.sendForTriage",
+            Some(2),
+            &[("service", &w.bookable)],
+        )
+        .await
+        .assert_outcome(422, "business-rule");
+    assert!(
+        d.contains("does not relate to a Service on the Shortlist"),
+        "{d}"
+    );
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.sendForTriage",
+            Some(2),
+            &[("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state(&r.json()), "AWAITING_TRIAGE");
+    // Now the referrer may only cancel; the shortlist is fixed while triage is pending.
+    assert_eq!(w.actions(false, &id).await, ["CANCEL_REFERRAL"]);
+    let d = w
+        .op(
+            false,
+            &id,
+            "$ers.changeShortlist",
+            Some(3),
+            &[("service", &w.bookable)],
+        )
+        .await
+        .assert_outcome(422, "business-rule");
+    assert!(
+        d.contains("'state' (AWAITING_TRIAGE) does not allow CHANGE_SHORTLIST"),
+        "{d}"
+    );
+    let oo = w
+        .op(
+            false,
+            &id,
+            "$ers.changeShortlist",
+            Some(3),
+            &[("service", &w.bookable)],
+        )
+        .await
+        .json();
+    assert_eq!(
+        oo["issue"][0]["details"]["coding"][0]["code"],
+        "INVALID_REQUEST_STATE"
+    );
+
+    // Triage outcome: the provider clinician of the triage service only, with a comment.
+    assert_eq!(
+        w.actions(true, &id).await,
+        ["RECORD_REVIEW_OUTCOME", "CANCEL_REFERRAL"]
+    );
+    let d = w
+        .op(
+            false,
+            &id,
+            "$ers.recordReviewOutcome",
+            Some(3),
+            &[("outcome", "ACCEPT_REFER_BOOK_LATER"), ("comment", "ok")],
+        )
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(d.contains("SERVICE_PROVIDER_CLINICIAN"), "{d}");
+    w.op(
+        true,
+        &id,
+        "$ers.recordReviewOutcome",
+        Some(3),
+        &[("outcome", "RETURN_TO_REFERRER_WITH_ADVICE")],
+    )
+    .await
+    .assert_outcome(422, "required");
+    let r = w
+        .op(
+            true,
+            &id,
+            "$ers.recordReviewOutcome",
+            Some(3),
+            &[
+                ("outcome", "RETURN_TO_REFERRER_WITH_ADVICE"),
+                ("comment", "Please arrange an echo first"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state(&r.json()), "TRIAGE_RESPONSE");
+    assert!(r.text().contains("Please arrange an echo first"));
+    // Back with the referrer, who sends it again; the provider accepts to book later.
+    assert!(w.actions(true, &id).await.is_empty());
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.sendForTriage",
+            Some(4),
+            &[("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(state(&r.json()), "AWAITING_TRIAGE", "{}", r.text());
+    let r = w
+        .op(
+            true,
+            &id,
+            "$ers.recordReviewOutcome",
+            Some(5),
+            &[
+                ("outcome", "ACCEPT_REFER_BOOK_LATER"),
+                ("comment", "Will book into next clinic"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        state(&r.json()),
+        "TRIAGED_PROVIDER_TO_ACTION",
+        "{}",
+        r.text()
+    );
+    let b = w
+        .app
+        .search(&format!(
+            "ServiceRequest?service=HealthcareService/{}&state=TRIAGED_PROVIDER_TO_ACTION",
+            w.triage
+        ))
+        .await;
+    assert_eq!(match_ids(&b), vec![id.clone()]);
+
+    // Cancel: the reason's comment rule, then terminal.
+    let oo = w
+        .op(
+            false,
+            &id,
+            "$ers.cancelReferral",
+            Some(6),
+            &[("reason", "RAISED_IN_ERROR")],
+        )
+        .await;
+    oo.assert_outcome(422, "required");
+    assert!(oo.text().contains("VALUE_IS_REQUIRED"));
+    w.op(
+        false,
+        &id,
+        "$ers.cancelReferral",
+        Some(6),
+        &[("reason", "BORED")],
+    )
+    .await
+    .assert_outcome(422, "code-invalid");
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.cancelReferral",
+            Some(6),
+            &[
+                ("reason", "RAISED_IN_ERROR"),
+                ("comment", "Wrong patient selected"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sr = r.json();
+    assert_eq!(state(&sr), "CANCELLED_REFERRAL");
+    assert_eq!(sr["status"], "revoked");
+    assert!(w.actions(false, &id).await.is_empty());
+    w.op(
+        false,
+        &id,
+        "$ers.cancelReferral",
+        Some(7),
+        &[("reason", "REFERRER_CANCELLATION")],
+    )
+    .await
+    .assert_outcome(422, "business-rule");
+    // Every version is kept.
+    assert_eq!(
+        w.app.search(&format!("ServiceRequest/{id}/_history")).await["total"],
+        7
+    );
+}
+
+#[actix_web::test]
+async fn bad_referrals_and_plain_writes_are_refused_precisely() {
+    let w = world().await;
+    let too_many: Vec<String> = w
+        .app
+        .search("HealthcareService?characteristic=BOOKABLE&priority=URGENT&_count=21")
+        .await["entry"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(too_many.len(), 21);
+    let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    let oo = w.create(&referral(&w, &refs, "URGENT")).await;
+    oo.assert_outcome(422, "too-costly");
+    assert!(oo.text().contains("TOO_MANY_ITEMS"));
+    w.create(&referral(&w, &[&w.bookable, &w.bookable], "URGENT"))
+        .await
+        .assert_outcome(422, "duplicate");
+    // No shortlist at all, or an empty one (FHIR JSON has no empty arrays).
+    let mut none = referral(&w, &[&w.bookable], "URGENT");
+    none.as_object_mut().expect("object").remove("performer");
+    w.create(&none).await.assert_outcome(422, "required");
+    let d = w
+        .create(&referral(&w, &[], "URGENT"))
+        .await
+        .assert_outcome(400, "structure");
+    assert!(d.contains("'performer' is an empty array"), "{d}");
+    // The triage service does not take two-week-wait referrals.
+    let oo = w.create(&referral(&w, &[&w.triage], "TWO_WEEK_WAIT")).await;
+    oo.assert_outcome(422, "business-rule");
+    assert!(oo.text().contains("UNSUPPORTED_PRIORITY"), "{}", oo.text());
+    // The server assigns the UBRN.
+    let mut body = referral(&w, &[&w.bookable], "URGENT");
+    body["identifier"] = json!([{"system": UBRN, "value": "000000070000"}]);
+    w.create(&body).await.assert_outcome(422, "business-rule");
+    // A referring clinician refers as themself, at their own organisation.
+    let other = sign(&claims("021600556514", &[("REFERRING_CLINICIAN", "R68")]));
+    let r = w
+        .app
+        .send(
+            w.app
+                .as_user(
+                    &other,
+                    "POST",
+                    "ServiceRequest",
+                    "REFERRING_CLINICIAN",
+                    "R68",
+                )
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(
+                referral(&w, &[&w.bookable], "URGENT")
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    r.assert_outcome(403, "forbidden");
+    // Providers do not create referrals.
+    let r = w
+        .app
+        .send(
+            w.as_spc("POST", "ServiceRequest"),
+            Some(
+                referral(&w, &[&w.bookable], "URGENT")
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        w.app.search("ServiceRequest").await["total"],
+        0,
+        "nothing was written"
+    );
+
+    // A referral changes only through its operations.
+    let id = w
+        .create(&referral(&w, &[&w.bookable], "URGENT"))
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = w
+        .app
+        .send(
+            w.as_rc("PUT", &format!("ServiceRequest/{id}"))
+                .insert_header(("If-Match", "W/\"1\"")),
+            Some(
+                referral(&w, &[&w.bookable], "URGENT")
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    let d = r.assert_outcome(405, "not-supported");
+    assert!(d.contains("$ers.changeShortlist"), "{d}");
+    w.app
+        .send(w.as_rc("DELETE", &format!("ServiceRequest/{id}")), None)
+        .await
+        .assert_outcome(405, "not-supported");
+    w.op(false, &id, "$ers.teleport", Some(1), &[])
+        .await
+        .assert_outcome(404, "not-found");
+    w.op(
+        false,
+        &id,
+        "$ers.changeShortlist",
+        Some(1),
+        &[("colour", "blue")],
+    )
+    .await
+    .assert_outcome(400, "structure");
+
+    // Two concurrent changes from the same version: one wins, the other is told it is stale.
+    let (pa, pb) = (
+        [("service", w.triage.as_str())],
+        [
+            ("service", w.triage.as_str()),
+            ("service", w.bookable.as_str()),
+        ],
+    );
+    let a = w.op(false, &id, "$ers.changeShortlist", Some(1), &pa);
+    let b = w.op(false, &id, "$ers.changeShortlist", Some(1), &pb);
+    let (a, b) = futures_util::future::join(a, b).await;
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{} / {}", a.text(), b.text());
+    assert_eq!(
+        w.app.search(&format!("ServiceRequest/{id}/_history")).await["total"],
+        2
+    );
+}
