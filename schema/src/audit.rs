@@ -49,10 +49,17 @@ pub fn insert(
     diesel::insert_into(audit_events::table)
         .values(event)
         .execute(conn)?;
-    for e in entities {
-        diesel::insert_into(audit_entities::table)
-            .values(e)
-            .execute(conn)?;
+    // One multi-row INSERT per chunk (a search touches up to a page of resources and their
+    // includes), on each backend's own connection.
+    for chunk in entities.chunks(500) {
+        match conn {
+            DbConnection::Postgresql(c) => diesel::insert_into(audit_entities::table)
+                .values(chunk)
+                .execute(c)?,
+            DbConnection::Sqlite(c) => diesel::insert_into(audit_entities::table)
+                .values(chunk)
+                .execute(c)?,
+        };
     }
     Ok(())
 }

@@ -505,13 +505,34 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredi
     }
 }
 
+/// How well a criterion narrows a search, best first (no statistics: the shape decides).
+fn selectivity_rank(c: &Criterion) -> u8 {
+    match c {
+        Criterion::Id(_) => 0,
+        Criterion::Near { .. } => 1,
+        Criterion::Token { negate: false, .. }
+        | Criterion::String { .. }
+        | Criterion::Reference { .. } => 2,
+        Criterion::Date { .. } | Criterion::LastUpdated(_) => 3,
+        Criterion::Chain { .. } => 4,
+        Criterion::Missing { missing: false, .. } => 5,
+        Criterion::ReferencedBy { .. } => 6,
+        Criterion::Token { negate: true, .. } | Criterion::Missing { missing: true, .. } => 7,
+    }
+}
+
+/// The most selective criterion drives the search (a list of matching ids); every other one
+/// is checked per candidate by primary-key lookups, instead of listing all its matches too
+/// (SQLite would build every list in full; PostgreSQL plans both forms as semi-joins).
 fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
     let mut query = resources::table
         .filter(resources::res_type.eq(q.res_type.clone()))
         .filter(resources::deleted.eq(0))
         .into_boxed();
-    for c in &q.criteria {
-        query = query.filter(res_predicate(&q.res_type, c, false));
+    let mut criteria: Vec<&Criterion> = q.criteria.iter().collect();
+    criteria.sort_by_key(|c| selectivity_rank(c));
+    for (i, c) in criteria.into_iter().enumerate() {
+        query = query.filter(res_predicate(&q.res_type, c, i > 0));
     }
     query
 }
@@ -538,11 +559,6 @@ pub fn search(
     q: &SearchQuery,
     with_total: bool,
 ) -> Result<(Vec<ResourceRow>, Option<i64>), StorageError> {
-    let total = if with_total {
-        Some(filtered(q).count().get_result::<i64>(conn)?)
-    } else {
-        None
-    };
     let mut query = filtered(q);
     for (key, desc) in &q.sort {
         match key {
@@ -671,5 +687,12 @@ pub fn search(
         .limit(q.limit)
         .select(ResourceRow::as_select())
         .load(conn)?;
+    // A first page that is not full holds every match: no need to count them again.
+    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let total = match with_total {
+        false => None,
+        true if q.offset == 0 && n < q.limit => Some(n),
+        true => Some(filtered(q).count().get_result::<i64>(conn)?),
+    };
     Ok((rows, total))
 }

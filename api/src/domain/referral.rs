@@ -120,6 +120,20 @@ impl ReferralAction {
         }
     }
 
+    /// The operation's input parameters, for documentation.
+    pub fn inputs(self) -> &'static str {
+        match self {
+            ReferralAction::ChangeShortlist => "service: 1-20 HealthcareService references, repeated",
+            ReferralAction::SendForTriage => "service: the shortlisted triage (REVIEW) service",
+            ReferralAction::RecordReviewOutcome => {
+                "outcome: RETURN_TO_REFERRER_WITH_ADVICE or ACCEPT_REFER_BOOK_LATER; comment (required)"
+            }
+            ReferralAction::CancelReferral => {
+                "reason: a referral cancellation reason; comment (required by some reasons, at most 2000 characters)"
+            }
+        }
+    }
+
     /// Business functions that may take the action at all (before state and organisation).
     pub fn roles(self) -> &'static [B] {
         match self {

@@ -54,6 +54,29 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= the UK Core profile or the base R4 definition. Returns every issue; stores nothing."}],
             });
+            if r.name == "ServiceRequest" {
+                if let Some(ops) = res["operation"].as_array_mut() {
+                    use crate::domain::referral::ReferralAction;
+                    for a in ReferralAction::ALL {
+                        ops.push(json!({
+                            "name": a.operation().trim_start_matches('$'),
+                            "definition": format!("urn:ers:OperationDefinition:{}", a.code()),
+                            "documentation": format!(
+                                "POST ServiceRequest/{{id}}/{} with If-Match and a Parameters body ({}). May be done by {}, when the referral's state and your organisation allow it (see availableActions).",
+                                a.operation(),
+                                a.inputs(),
+                                a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
+                            ),
+                        }));
+                    }
+                    ops.push(json!({
+                        "name": "ers.availableActions",
+                        "definition": "urn:ers:OperationDefinition:availableActions",
+                        "documentation": "GET ServiceRequest/{id}/$ers.availableActions: the actions you may take on the referral now (e-RS A029), each with its operation URL, for the current version.",
+                    }));
+                }
+                res["documentation"] = json!("Referrals (e-RS). Create with POST (the server assigns the UBRN, the id r.{uuid} and state NOT_BOOKED); every later change is one of the operations below, never a PUT or DELETE.");
+            }
             if r.name == "HealthcareService" {
                 if let Some(ops) = res["operation"].as_array_mut() {
                     ops.push(json!({

@@ -595,6 +595,60 @@ fn directory_paths(paths: PathsBuilder) -> PathsBuilder {
     )
 }
 
+fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
+    use crate::domain::referral::ReferralAction;
+    for a in ReferralAction::ALL {
+        let mut body = RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .description(Some(format!("A FHIR Parameters resource: {}", a.inputs())));
+        for (ct, c) in fhir_content("Resource") {
+            body = body.content(ct, c);
+        }
+        let op = operation(
+            a.code(),
+            "ServiceRequest",
+            &format!("{} ({})", a.code(), a.operation()),
+            format!(
+                "Changes the referral's state or shortlist. May be done by {}, when the state and your organisation allow it (GET $ers.availableActions). Returns the new version.",
+                a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
+            ),
+            vec![
+                path_param("id", "The referral's logical id (r.{uuid})"),
+                header("If-Match", true, "W/\"n\": the version you read"),
+            ],
+        )
+        .request_body(Some(body.build()))
+        .response("200", response("The referral's new version", Some("Resource")));
+        let errors = [
+            ("409", "Another change came first (stale If-Match)"),
+            (
+                "422",
+                "Not allowed in the referral's state (INVALID_REQUEST_STATE), or invalid input",
+            ),
+            ("428", "If-Match is missing"),
+        ];
+        paths = paths.path(
+            format!("/FHIR/R4/ServiceRequest/{{id}}/{}", a.operation()),
+            PathItem::new(HttpMethod::Post, with_errors(op, &errors).build()),
+        );
+    }
+    let op = operation(
+        "availableActions",
+        "ServiceRequest",
+        "What you may do to a referral now ($ers.availableActions)",
+        "The actions your role and organisation may take on the referral in its current state (e-RS A029), with the version they apply to. The operations themselves use the same rule.".to_owned(),
+        vec![path_param("id", "The referral's logical id")],
+    )
+    .response("200", response("A Parameters resource: referral, state, and an action part per available action", Some("Resource")));
+    paths.path(
+        "/FHIR/R4/ServiceRequest/{id}/$ers.availableActions",
+        PathItem::new(
+            HttpMethod::Get,
+            with_errors(op, &[("404", "No such referral")]).build(),
+        ),
+    )
+}
+
 fn terminology_paths(paths: PathsBuilder) -> PathsBuilder {
     let search = operation(
         "searchCodeSystem",
@@ -754,8 +808,8 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
 
 /// The whole document.
 pub fn document() -> OpenApi {
-    let paths = system_paths(terminology_paths(audit_paths(directory_paths(
-        resource_paths(PathsBuilder::new()),
+    let paths = system_paths(terminology_paths(audit_paths(referral_paths(
+        directory_paths(resource_paths(PathsBuilder::new())),
     ))))
     .build();
     let components = ComponentsBuilder::new()

@@ -34,6 +34,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "HealthcareService",
             "Schedule",
             "Slot",
+            "ServiceRequest",
             "Provenance",
             "CodeSystem",
             "AuditEvent"
@@ -48,12 +49,12 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             .filter_map(|i| i["code"].as_str().map(str::to_owned))
             .collect()
     };
-    let provenance = &resources[8];
+    let provenance = &resources[9];
     assert!(
         !codes(provenance).contains(&"create".to_string()),
         "Provenance is server-written"
     );
-    assert_eq!(codes(&resources[10]), ["read", "search-type"]);
+    assert_eq!(codes(&resources[11]), ["read", "search-type"]);
     let create_doc = resources[0]["interaction"]
         .as_array()
         .expect("i")
