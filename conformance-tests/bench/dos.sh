@@ -20,22 +20,27 @@ PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postg
 PORT=18490
 cargo build --release --locked --bins -q
 BIN="$CARGO_TARGET_DIR/release"
+# ERS_BENCH_REUSE=1 keeps the database of the last run (same size) and only measures.
+REUSE="${ERS_BENCH_REUSE:-0}"
 case "$BACKEND" in
   sqlite)
     DB_FILE="/var/tmp/ers-bench-dos.db"
-    rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
+    [ "$REUSE" = 1 ] || rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
     URL="sqlite://$DB_FILE" ;;
   postgres)
-    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_dos" -c "CREATE DATABASE ers_bench_dos"
+    [ "$REUSE" = 1 ] || psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_dos" -c "CREATE DATABASE ers_bench_dos"
     URL="${PG_ADMIN_URL%/*}/ers_bench_dos" ;;
   *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
 esac
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
-"$BIN/ers-server" import-postcodes "$OUTCODES"
-"$BIN/ers-server" seed
-START=$(date +%s)
-RUST_LOG=info "$BIN/ers-server" generate-directory "$SERVICES" "$SLOTS" 2>&1 | tail -1
-LOAD_S=$(( $(date +%s) - START ))
+LOAD_S=reused
+if [ "$REUSE" != 1 ]; then
+    "$BIN/ers-server" import-postcodes "$OUTCODES"
+    "$BIN/ers-server" seed
+    START=$(date +%s)
+    RUST_LOG=info "$BIN/ers-server" generate-directory "$SERVICES" "$SLOTS" 2>&1 | tail -1
+    LOAD_S="$(( $(date +%s) - START ))s"
+fi
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 "$BIN/ers-server" > /var/tmp/ers-bench-dos-server.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
@@ -44,5 +49,5 @@ MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario dos-patient-search \
     --sandbox-user 021600556514 --postcodes "$OUTCODES" --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 10 \
-    --label "$BACKEND services=$SERVICES slots=$SLOTS load=${LOAD_S}s machine=[$MACHINE] $(date -u +%FT%TZ)" \
+    --label "$BACKEND services=$SERVICES slots=$SLOTS load=${LOAD_S} machine=[$MACHINE] $(date -u +%FT%TZ)" \
     --json docs/benchmarks/dos.jsonl

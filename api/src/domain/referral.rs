@@ -252,6 +252,90 @@ pub fn available_actions(state: ReferralState, role: B, relation: Relation) -> V
         .collect()
 }
 
+/// e-RS worklists (`eRS-ReferralListSelector`): which side's list, who may ask for it, and
+/// which states put a referral on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worklist {
+    AwaitingBooking,
+    RejectedTriageResponse,
+    AssessmentReturnedCancelledDna,
+    ReferralsForReview,
+    AppointmentSlotIssues,
+}
+
+const REFERRER_ROLES: &[B] = &[
+    B::ReferringClinician,
+    B::ReferringClinicianAdmin,
+    B::ReferringAdmin,
+];
+const PROVIDER_ROLES: &[B] = &[
+    B::ServiceProviderClinician,
+    B::ServiceProviderClinicianAdmin,
+    B::ServiceProviderAdmin,
+    B::ProviderAuthorisedApplication,
+];
+
+impl Worklist {
+    pub const ALL: [Worklist; 5] = [
+        Worklist::AwaitingBooking,
+        Worklist::RejectedTriageResponse,
+        Worklist::AssessmentReturnedCancelledDna,
+        Worklist::ReferralsForReview,
+        Worklist::AppointmentSlotIssues,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Worklist::AwaitingBooking => "AWAITING_BOOKING",
+            Worklist::RejectedTriageResponse => "REJECTED_TRIAGE_RESPONSE",
+            Worklist::AssessmentReturnedCancelledDna => "ASSESSMENT_RETURNED_CANCELLED_DNA",
+            Worklist::ReferralsForReview => "REFERRALS_FOR_REVIEW",
+            Worklist::AppointmentSlotIssues => "APPOINTMENT_SLOT_ISSUES",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.code() == code)
+    }
+
+    /// Referrer lists hold the caller organisation's referrals; provider lists the referrals
+    /// with the caller organisation's services.
+    pub fn for_referrers(self) -> bool {
+        matches!(
+            self,
+            Worklist::AwaitingBooking
+                | Worklist::RejectedTriageResponse
+                | Worklist::AssessmentReturnedCancelledDna
+        )
+    }
+
+    pub fn roles(self) -> &'static [B] {
+        if self.for_referrers() {
+            REFERRER_ROLES
+        } else {
+            PROVIDER_ROLES
+        }
+    }
+
+    pub fn states(self) -> &'static [ReferralState] {
+        use ReferralState as S;
+        match self {
+            Worklist::AwaitingBooking => &[
+                S::NotBooked,
+                S::DeferredToProvider,
+                S::ApptCancelledByPatient,
+                S::ApptCancelledByProvider,
+            ],
+            Worklist::RejectedTriageResponse => &[S::Rejected, S::TriageResponse],
+            Worklist::AssessmentReturnedCancelledDna => {
+                &[S::AssessmentResult, S::DidNotAttend, S::CancelledReferral]
+            }
+            Worklist::ReferralsForReview => &[S::AwaitingTriage],
+            Worklist::AppointmentSlotIssues => &[S::DeferredToProvider],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,3 +239,96 @@ pub async fn operation(
     };
     write_reply(&req, &state, StatusCode::OK, &row)
 }
+
+/// `GET /ServiceRequest/$ers.worklist?listType=…`: a worklist as the referral search it stands
+/// for (the caller organisation's referrals, or those with its services, in the list's
+/// states), paged like any search; provider lists filter by `service` and `specialty`.
+pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Reply {
+    use crate::domain::referral::Worklist;
+    use crate::fhir::resources::service_request::STATE_SYSTEM;
+    let def = crate::fhir::registry::find("ServiceRequest")
+        .ok_or_else(|| ApiError::Internal("ServiceRequest is not registered".into()))?;
+    authorise(def.name, Action::Search, &caller)?;
+    let query = super::handlers::parse_query(req.query_string())?;
+    let bad =
+        |name: &str, msg: String| ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg)]);
+    let mut list = None;
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (k, v) in &query {
+        match k.as_str() {
+            "listType" => {
+                list = Some(Worklist::parse(v).ok_or_else(|| {
+                    bad("listType", format!("({v}) is not a worklist; expected one of: {}", Worklist::ALL.iter().map(|w| w.code()).collect::<Vec<_>>().join(", ")))
+                })?)
+            }
+            "service" => params.push(("service".into(), v.clone())),
+            "specialty" => params.push(("specialty".into(), v.clone())),
+            "_count" | "_offset" | "_format" | "_total" => params.push((k.clone(), v.clone())),
+            other => return Err(bad(other, "is not a parameter of $ers.worklist; it takes listType, service, specialty (provider lists), _count, _offset".into())),
+        }
+    }
+    let list = list.ok_or_else(|| {
+        ApiError::Search(vec![Issue::error(
+            "required",
+            "MISSING_PARAMETER",
+            "'listType' is required",
+        )
+        .with_expression("listType")])
+    })?;
+    if !list.roles().contains(&caller.business_function) {
+        return Err(ApiError::Service(ServiceError::Invalid(vec![
+            Issue::error(
+                "business-rule",
+                "INAPPROPRIATE_VALUE",
+                format!(
+                    "'listType' ({}) is a {} worklist: it may be asked for by {}, not {}",
+                    list.code(),
+                    if list.for_referrers() {
+                        "referrer"
+                    } else {
+                        "provider"
+                    },
+                    list.roles()
+                        .iter()
+                        .map(|b| b.code())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    caller.business_function
+                ),
+            )
+            .with_expression("listType"),
+        ])));
+    }
+    if list.for_referrers()
+        && params
+            .iter()
+            .any(|(k, _)| k == "service" || k == "specialty")
+    {
+        return Err(bad("service", "filters only provider worklists".into()));
+    }
+    let ods = caller.organisation.as_str().to_owned();
+    let mut c = conn(&state).await?;
+    let org = web::block(move || svc::organisation_id(&mut c, &ods)).await??;
+    // No organisation record: nothing can be on the caller's lists.
+    let org = org.unwrap_or_else(|| "unknown".into());
+    let states: Vec<String> = list
+        .states()
+        .iter()
+        .map(|s| format!("{STATE_SYSTEM}|{}", s.code()))
+        .collect();
+    params.push(("state".into(), states.join(",")));
+    if list.for_referrers() {
+        params.push((
+            "requester.organization".into(),
+            format!("Organization/{org}"),
+        ));
+    } else {
+        params.push((
+            "service:HealthcareService.organization".into(),
+            format!("Organization/{org}"),
+        ));
+    }
+    params.push(("_sort".into(), "authored".into()));
+    params.push(("_include".into(), "ServiceRequest:patient".into()));
+    super::handlers::run_search(req, def, params, caller, state).await
+}

@@ -114,6 +114,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 // Referrals: created by their own use case, changed only by operations.
                 .service(
+                    web::resource("/ServiceRequest/$ers.worklist")
+                        .route(web::get().to(super::referrals::worklist))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
                     web::resource("/ServiceRequest/{id}/{op:\\$[A-Za-z.]+}")
                         .route(web::get().to(super::referrals::operation))
                         .route(web::post().to(super::referrals::operation))

@@ -589,3 +589,16 @@ pub fn available_actions(
         referral::available_actions(state.state, caller.business_function, rel),
     ))
 }
+
+/// The logical id of the organisation with an ODS code (for worklists).
+pub fn organisation_id(conn: &mut DbConnection, ods: &str) -> Result<Option<String>> {
+    Ok(store::unique_owner(
+        conn,
+        "Organization",
+        &ers_schema::UniqueKey {
+            system: OdsCode::ORGANIZATION_SYSTEM.to_owned(),
+            value: ods.to_owned(),
+        },
+        None,
+    )?)
+}

@@ -585,3 +585,108 @@ async fn bad_referrals_and_plain_writes_are_refused_precisely() {
         2
     );
 }
+
+#[actix_web::test]
+async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
+    let w = world().await;
+    let mk = |services: Vec<String>| {
+        let w = &w;
+        async move {
+            let refs: Vec<&str> = services.iter().map(String::as_str).collect();
+            w.create(&referral(w, &refs, "URGENT")).await.json()["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }
+    };
+    let waiting = mk(vec![w.bookable.clone()]).await;
+    let waiting2 = mk(vec![w.bookable.clone(), w.triage.clone()]).await;
+    let triage = mk(vec![w.triage.clone()]).await;
+    let r = w
+        .op(
+            false,
+            &triage,
+            "$ers.sendForTriage",
+            Some(1),
+            &[("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let list = |token: &str, bf: &str, org: &str, q: &str| {
+        let req = w.app.as_user(
+            token,
+            "GET",
+            &format!("ServiceRequest/$ers.worklist?{q}"),
+            bf,
+            org,
+        );
+        w.app.send(req, None)
+    };
+    let b = list(
+        &w.rc,
+        "REFERRING_CLINICIAN",
+        "R69",
+        "listType=AWAITING_BOOKING",
+    )
+    .await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    let mut ids = match_ids(&b.json());
+    ids.sort();
+    let mut expected = vec![waiting.clone(), waiting2.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(
+        b.text().contains("\"resourceType\":\"Patient\""),
+        "patients included"
+    );
+    // Paged like any search.
+    let b = list(
+        &w.rc,
+        "REFERRING_CLINICIAN",
+        "R69",
+        "listType=AWAITING_BOOKING&_count=1",
+    )
+    .await
+    .json();
+    assert_eq!(match_ids(&b).len(), 1);
+    assert!(link(&b, "next").is_some(), "{b}");
+    // The provider of the triage service sees the referral awaiting its review.
+    let b = list(
+        &w.spc,
+        "SERVICE_PROVIDER_CLINICIAN",
+        "RCD",
+        &format!("listType=REFERRALS_FOR_REVIEW&service={}", w.triage),
+    )
+    .await;
+    assert_eq!(match_ids(&b.json()), vec![triage.clone()], "{}", b.text());
+    // Another referring organisation sees none of them.
+    let other = sign(&claims("021600556514", &[("REFERRING_CLINICIAN", "R68")]));
+    let b = list(
+        &other,
+        "REFERRING_CLINICIAN",
+        "R68",
+        "listType=AWAITING_BOOKING",
+    )
+    .await
+    .json();
+    assert_eq!(b["total"], 0, "{b}");
+    // The wrong side's list: 422 naming who may ask for it.
+    let d = list(
+        &w.spc,
+        "SERVICE_PROVIDER_CLINICIAN",
+        "RCD",
+        "listType=AWAITING_BOOKING",
+    )
+    .await
+    .assert_outcome(422, "business-rule");
+    assert!(
+        d.contains("REFERRING_CLINICIAN") && d.contains("referrer worklist"),
+        "{d}"
+    );
+    list(&w.rc, "REFERRING_CLINICIAN", "R69", "listType=EVERYTHING")
+        .await
+        .assert_outcome(400, "value");
+    list(&w.rc, "REFERRING_CLINICIAN", "R69", "")
+        .await
+        .assert_outcome(400, "required");
+}
