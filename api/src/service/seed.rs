@@ -36,6 +36,18 @@ impl Seeder<'_> {
         value: &str,
         body: Value,
     ) -> Result<String, ServiceError> {
+        self.ensure_as(res_type, system, value, body, None)
+    }
+
+    /// As `ensure`, with the logical id to give a new resource.
+    fn ensure_as(
+        &mut self,
+        res_type: &str,
+        system: &str,
+        value: &str,
+        body: Value,
+        id: Option<String>,
+    ) -> Result<String, ServiceError> {
         let def = registry::find(res_type)
             .ok_or_else(|| ServiceError::BadRequest(format!("{res_type} is not hosted")))?;
         let criteria = format!("identifier={system}|{value}");
@@ -48,7 +60,7 @@ impl Seeder<'_> {
             &self.author,
             &self.audit,
             Some((req.query, criteria)),
-            None,
+            id,
         )? {
             Created::New(row) => {
                 self.report.created += 1;
@@ -313,6 +325,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
 
     let roles = "https://fhir.nhs.uk/Id/sds-role-profile-id";
     use BusinessFunction as B;
+    let mut role_ids = Vec::new();
     for (id, who, org, bf) in [
         ("100000000001", &rc, &r69, B::ReferringClinician),
         ("100000000002", &multi, &r69, B::ReferringClinicianAdmin),
@@ -329,12 +342,12 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         ("100000000008", &analyst, &rr8, B::InformationAnalyst),
         ("100000000009", &auditor, &rr8, B::Auditor),
     ] {
-        s.ensure("PractitionerRole", roles, id, role(id, who, org, bf))?;
+        role_ids.push(s.ensure("PractitionerRole", roles, id, role(id, who, org, bf))?);
     }
 
     // The NHS sandbox test patients, then synthetic patients from the reserved test range.
     let nhs = NhsNumber::SYSTEM;
-    s.ensure(
+    let hannah = s.ensure(
         "Patient",
         nhs,
         "9912003888",
@@ -348,7 +361,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
             &r69,
         ),
     )?;
-    s.ensure(
+    let terry = s.ensure(
         "Patient",
         nhs,
         "9462979626",
@@ -428,6 +441,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
     ];
     providers.extend(more.iter().map(|(o, c, l)| (o, *c, l)));
     directory(&mut s, &providers)?;
+    referrals(&mut s, &role_ids[0], &[&hannah, &terry])?;
     // Fresh statistics, so the query planner sees the data just loaded (PostgreSQL servers
     // without autovacuum would otherwise plan searches for empty tables).
     ers_schema::store::analyze(s.conn)?;
@@ -737,6 +751,263 @@ fn directory(
                 made += 1;
             }
         }
+    }
+    Ok(())
+}
+
+/// The id of the resource with a business identifier, if any.
+fn find(
+    s: &mut Seeder<'_>,
+    res_type: &str,
+    system: &str,
+    value: &str,
+) -> Result<Option<String>, ServiceError> {
+    let def = registry::find(res_type)
+        .ok_or_else(|| ServiceError::BadRequest(format!("{res_type} is not hosted")))?;
+    let params = vec![("identifier".to_owned(), format!("{system}|{value}"))];
+    let req = search::parse(def, &params, true).map_err(ServiceError::Invalid)?;
+    let (rows, _) = ers_schema::search::search(s.conn, &req.query, false)?;
+    Ok(rows.into_iter().next().map(|r| r.id))
+}
+
+/// Referrals with the NHS sandbox UBRNs (000000070000-000000070012, with the meanings of the
+/// NHS sandbox) and one in each remaining state (000000070013-000000070016).
+fn referrals(
+    s: &mut Seeder<'_>,
+    requester: &str,
+    patients: &[&String],
+) -> Result<(), ServiceError> {
+    use crate::domain::referral::ReferralState as S;
+    use crate::fhir::resources::service_request::{self as sr, StateRecord};
+    const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
+    let mut service = |sid: &str| -> Result<String, ServiceError> {
+        find(s, "HealthcareService", SERVICE_SYSTEM, sid)?
+            .map(|id| format!("HealthcareService/{id}"))
+            .ok_or_else(|| ServiceError::BadRequest(format!("sandbox service {sid} is missing")))
+    };
+    let (dbs, ibs, triage, more) = (
+        service("11000")?,
+        service("12000")?,
+        service("50001")?,
+        service("13000")?,
+    );
+    let review = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
+    let cancel = "https://fhir.nhs.uk/CodeSystem/eRS-ReferralCancellationReason";
+    let appt_cancel = "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentCancellationReason";
+    // (UBRN, meaning, state, reason, comment, shortlist, the service it is with).
+    type Planned<'a> = (
+        &'a str,
+        &'a str,
+        S,
+        Option<(&'a str, &'a str)>,
+        Option<&'a str>,
+        Vec<&'a String>,
+        Option<&'a String>,
+    );
+    let plan: Vec<Planned<'_>> = vec![
+        (
+            "000000070000",
+            "Unbooked referral",
+            S::NotBooked,
+            None,
+            None,
+            vec![&dbs, &more],
+            None,
+        ),
+        (
+            "000000070001",
+            "Booked into a directly bookable service",
+            S::Booked,
+            None,
+            None,
+            vec![&dbs],
+            Some(&dbs),
+        ),
+        (
+            "000000070002",
+            "Booked into an indirectly bookable service",
+            S::Booked,
+            None,
+            None,
+            vec![&ibs],
+            Some(&ibs),
+        ),
+        (
+            "000000070003",
+            "Deferred to the provider (no slots)",
+            S::DeferredToProvider,
+            None,
+            None,
+            vec![&dbs],
+            Some(&dbs),
+        ),
+        (
+            "000000070004",
+            "Converted from Advice and Guidance",
+            S::TriagedProviderToAction,
+            None,
+            Some("Converted from an A&G request"),
+            vec![&dbs],
+            Some(&dbs),
+        ),
+        (
+            "000000070005",
+            "With a related referral (000000070000)",
+            S::NotBooked,
+            None,
+            None,
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070006",
+            "Awaiting triage",
+            S::AwaitingTriage,
+            None,
+            None,
+            vec![&triage],
+            Some(&triage),
+        ),
+        (
+            "000000070007",
+            "Triage response: returned with advice",
+            S::TriageResponse,
+            Some((review, "RETURN_TO_REFERRER_WITH_ADVICE")),
+            Some("Please arrange an echocardiogram first"),
+            vec![&triage],
+            None,
+        ),
+        (
+            "000000070008",
+            "Rejected by the provider",
+            S::Rejected,
+            Some((appt_cancel, "SERVICE_INAPPROPRIATE")),
+            Some("Not seen in this clinic"),
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070009",
+            "Cancelled referral",
+            S::CancelledReferral,
+            Some((cancel, "TREATMENT_NO_LONGER_REQUIRED")),
+            None,
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070010",
+            "Accepted by triage, provider to book",
+            S::TriagedProviderToAction,
+            Some((review, "ACCEPT_REFER_BOOK_LATER")),
+            Some("Will book into next clinic"),
+            vec![&triage],
+            Some(&triage),
+        ),
+        (
+            "000000070011",
+            "With additional requirements",
+            S::NotBooked,
+            None,
+            None,
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070012",
+            "Attachments unavailable",
+            S::NotBooked,
+            None,
+            None,
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070013",
+            "Appointment cancelled by the patient",
+            S::ApptCancelledByPatient,
+            Some((appt_cancel, "PATIENT_ILL")),
+            None,
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070014",
+            "Appointment cancelled by the provider",
+            S::ApptCancelledByProvider,
+            Some((appt_cancel, "CLINIC_CANCELLED")),
+            None,
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070015",
+            "Did not attend",
+            S::DidNotAttend,
+            None,
+            None,
+            vec![&dbs],
+            None,
+        ),
+        (
+            "000000070016",
+            "Assessment result",
+            S::AssessmentResult,
+            None,
+            Some("Assessment submitted"),
+            vec![&triage],
+            None,
+        ),
+    ];
+    let mut first = None;
+    for (i, (ubrn, meaning, state, reason, comment, shortlist, with)) in
+        plan.into_iter().enumerate()
+    {
+        // Service 12000 takes routine referrals only.
+        let priority = if shortlist.contains(&&ibs) {
+            "ROUTINE"
+        } else {
+            ["ROUTINE", "URGENT"][i % 2]
+        };
+        let mut body = json!({
+            "resourceType": "ServiceRequest",
+            "identifier": [{"system": sr::UBRN_SYSTEM, "value": ubrn}],
+            "extension": [{"url": sr::PRIORITY_EXTENSION, "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": priority}}],
+            "status": "active",
+            "intent": "order",
+            "category": [{"coding": [{"system": sr::REFERRAL_CATEGORY.0, "code": sr::REFERRAL_CATEGORY.1, "display": sr::REFERRAL_CATEGORY.2}]}],
+            "priority": sr::fhir_priority(priority).unwrap_or("routine"),
+            "subject": {"reference": format!("Patient/{}", patients[i % patients.len()])},
+            "authoredOn": "2026-11-02T09:30:00Z",
+            "requester": {"reference": format!("PractitionerRole/{requester}")},
+            "performer": shortlist.iter().map(|r| json!({"reference": r})).collect::<Vec<_>>(),
+            "reasonCode": [{"text": format!("Sandbox referral: {meaning}")}],
+        });
+        if ubrn == "000000070005" {
+            if let Some(f) = &first {
+                body["supportingInfo"] = json!([{"reference": format!("ServiceRequest/{f}")}]);
+            }
+        }
+        if ubrn == "000000070011" {
+            body["note"] = json!([{"text": "Additional requirements: wheelchair access; interpreter (Polish)"}]);
+        }
+        sr::set_state(
+            &mut body,
+            &StateRecord {
+                state,
+                reason: reason.map(|(a, b)| (a.to_owned(), b.to_owned())),
+                comment: comment.map(str::to_owned),
+                service: with.cloned(),
+            },
+        );
+        let id = s.ensure_as(
+            "ServiceRequest",
+            sr::UBRN_SYSTEM,
+            ubrn,
+            body,
+            Some(format!("r.{}", uuid::Uuid::new_v4())),
+        )?;
+        first.get_or_insert(id);
     }
     Ok(())
 }

@@ -690,3 +690,37 @@ async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
         .await
         .assert_outcome(400, "required");
 }
+
+#[actix_web::test]
+async fn the_sandbox_holds_the_nhs_sandbox_ubrns_and_a_referral_in_every_state() {
+    let w = world().await;
+    let by_ubrn = |ubrn: &'static str| {
+        let app = &w.app;
+        async move {
+            let b = app.search(&format!("ServiceRequest?identifier={UBRN}|{ubrn}")).await;
+            assert_eq!(b["total"], 1, "{ubrn}: {b}");
+            b["entry"][0]["resource"].clone()
+        }
+    };
+    assert_eq!(state(&by_ubrn("000000070000").await), "NOT_BOOKED");
+    assert_eq!(state(&by_ubrn("000000070001").await), "BOOKED");
+    assert_eq!(state(&by_ubrn("000000070003").await), "DEFERRED_TO_PROVIDER");
+    let related = by_ubrn("000000070005").await;
+    assert!(related["supportingInfo"][0]["reference"].as_str().expect("related").starts_with("ServiceRequest/r."));
+    assert_eq!(state(&by_ubrn("000000070006").await), "AWAITING_TRIAGE");
+    assert_eq!(by_ubrn("000000070009").await["status"], "revoked");
+    let all = w.app.search("ServiceRequest?_count=100").await;
+    let mut states: Vec<String> = all["entry"].as_array().expect("entries").iter().map(|e| state(&e["resource"])).collect();
+    states.sort();
+    states.dedup();
+    assert_eq!(states.len(), 12, "every e-RS state: {states:?}");
+    // The sandbox referral awaiting triage is on its provider's review list and can be triaged.
+    let id = by_ubrn("000000070006").await["id"].as_str().expect("id").to_owned();
+    let sandbox_spc = sign(&claims("555032006106", &[("SERVICE_PROVIDER_CLINICIAN", "RCD")]));
+    let service_org = w.app.search(&format!("ServiceRequest?identifier={UBRN}|000000070006&_include=ServiceRequest:performer")).await;
+    let provider = service_org["entry"].as_array().expect("entries").iter().find(|e| e["resource"]["resourceType"] == "HealthcareService").expect("service")["resource"]["providedBy"]["reference"].as_str().expect("org").to_owned();
+    let ods = w.app.get(&provider).await.json()["identifier"][0]["value"].as_str().expect("ods").to_owned();
+    let token = if ods == "RCD" { sandbox_spc } else { sign(&claims("555032006106", &[("SERVICE_PROVIDER_CLINICIAN", ods.as_str())])) };
+    let r = w.app.send(w.app.as_user(&token, "GET", &format!("ServiceRequest/{id}/$ers.availableActions"), "SERVICE_PROVIDER_CLINICIAN", &ods), None).await;
+    assert!(r.text().contains("RECORD_REVIEW_OUTCOME"), "{}", r.text());
+}
