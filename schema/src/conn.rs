@@ -100,9 +100,14 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for Pragmas {
         if let DbConnection::Sqlite(c) = conn {
             // The busy timeout first: switching a new file to WAL takes a lock, and the pool
             // opens its connections at once ("database is locked" otherwise).
+            // A 32 MB page cache per connection and memory-mapped reads (sharing the OS page
+            // cache instead of copying): the default 2 MB cache made the first search of an
+            // area cost 100-250 ms on a national-scale directory (docs/BENCHMARKS.md).
             c.batch_execute(
                 "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                 PRAGMA cache_size = -32768; PRAGMA mmap_size = 2147418112; \
+                 PRAGMA temp_store = MEMORY;",
             )
             .map_err(diesel::r2d2::Error::QueryError)?;
         }
