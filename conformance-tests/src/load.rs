@@ -51,7 +51,10 @@ fn usage() -> ExitCode {
          scenarios:\n\
          \x20 dos-patient-search  POST HealthcareService/$ers.searchHealthcareServicesForPatient:\n\
          \x20                     a postcode (from --postcodes, an outcode,latitude,longitude CSV),\n\
-         \x20                     a specialty and a priority, within 25 miles, with free slots"
+         \x20                     a specialty and a priority, within 25 miles, with free slots\n\
+         \x20 create-referral     POST ServiceRequest: a routine referral with two shortlisted\n\
+         \x20                     services, as the sandbox referring clinician (sandbox data)\n\
+         \x20 worklist            GET ServiceRequest/$ers.worklist (referrer lists, 20 a page)"
     );
     ExitCode::from(2)
 }
@@ -96,8 +99,86 @@ fn parse_args() -> Option<Args> {
 /// One request of a scenario: method, path under the base, body.
 type Request = (&'static str, String, Option<Value>);
 
-fn scenario(name: &str, postcodes: &[String]) -> Result<Box<dyn Fn(u64) -> Request>, String> {
+/// Ids a scenario needs, looked up once over HTTP (sandbox data).
+#[derive(Default, Clone)]
+struct Fixtures {
+    patients: Vec<String>,
+    role: String,
+    services: Vec<String>,
+}
+
+async fn fetch_ids(
+    http: &awc::Client,
+    base: &str,
+    token: &str,
+    bf: &str,
+    ods: &str,
+    query: &str,
+) -> Result<Vec<String>, String> {
+    let url = format!("{base}/{query}");
+    let mut res = http
+        .get(&url)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .insert_header(("NHSD-eRS-Business-Function", bf))
+        .insert_header(("NHSD-End-User-Organisation-ODS", ods))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let body = res
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
+    let ids: Vec<String> = v["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] != "include")
+        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
+        .collect();
+    if ids.is_empty() {
+        Err(format!("{url} found nothing (is this the sandbox?)"))
+    } else {
+        Ok(ids)
+    }
+}
+
+fn scenario(
+    name: &str,
+    postcodes: &[String],
+    fx: &Fixtures,
+) -> Result<Box<dyn Fn(u64) -> Request>, String> {
     match name {
+        "create-referral" => {
+            let fx = fx.clone();
+            Ok(Box::new(move |k| {
+                let k = k as usize;
+                let body = json!({
+                    "resourceType": "ServiceRequest",
+                    "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority",
+                                   "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+                    "status": "active",
+                    "intent": "order",
+                    "subject": {"reference": format!("Patient/{}", fx.patients[k % fx.patients.len()])},
+                    "requester": {"reference": format!("PractitionerRole/{}", fx.role)},
+                    "performer": [
+                        {"reference": format!("HealthcareService/{}", fx.services[k % fx.services.len()])},
+                        {"reference": format!("HealthcareService/{}", fx.services[(k + 1) % fx.services.len()])},
+                    ],
+                    "reasonCode": [{"text": "Load test referral"}],
+                });
+                ("POST", "ServiceRequest".to_owned(), Some(body))
+            }))
+        }
+        "worklist" => Ok(Box::new(|k| {
+            let list = ["AWAITING_BOOKING", "REJECTED_TRIAGE_RESPONSE"][(k % 2) as usize];
+            (
+                "GET",
+                format!("ServiceRequest/$ers.worklist?listType={list}&_count=20"),
+                None,
+            )
+        })),
         "dos-patient-search" => {
             if postcodes.is_empty() {
                 return Err("dos-patient-search needs --postcodes FILE".into());
@@ -123,7 +204,9 @@ fn scenario(name: &str, postcodes: &[String]) -> Result<Box<dyn Fn(u64) -> Reque
                 )
             }))
         }
-        other => Err(format!("unknown scenario '{other}'")),
+        other => Err(format!(
+            "unknown scenario '{other}' (dos-patient-search, create-referral, worklist)"
+        )),
     }
 }
 
@@ -182,7 +265,7 @@ async fn run(args: &Args) -> Result<Value, String> {
         Some(p) => read_postcodes(p)?,
         None => Vec::new(),
     };
-    let make = Rc::new(scenario(&args.scenario, &postcodes)?);
+
     let token = match (&args.token, &args.sandbox_user) {
         (Some(t), _) => t.clone(),
         (None, Some(user)) => sandbox_token(&args.base_url, user).await?,
@@ -191,6 +274,32 @@ async fn run(args: &Args) -> Result<Value, String> {
     let http = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
+    let mut fx = Fixtures::default();
+    if args.scenario == "create-referral" {
+        let (bf, ods) = (args.business_function.as_str(), args.ods.as_str());
+        fx.patients =
+            fetch_ids(&http, &args.base_url, &token, bf, ods, "Patient?_count=40").await?;
+        fx.role = fetch_ids(
+            &http,
+            &args.base_url,
+            &token,
+            bf,
+            ods,
+            "PractitionerRole?identifier=https://fhir.nhs.uk/Id/sds-role-profile-id|100000000001",
+        )
+        .await?
+        .remove(0);
+        fx.services = fetch_ids(
+            &http,
+            &args.base_url,
+            &token,
+            bf,
+            ods,
+            "HealthcareService?characteristic=BOOKABLE&priority=ROUTINE&active=true&_count=20",
+        )
+        .await?;
+    }
+    let make = Rc::new(scenario(&args.scenario, &postcodes, &fx)?);
     let tally = Rc::new(RefCell::new(Tally::default()));
     let counter = Rc::new(RefCell::new(0u64));
     let start = Instant::now();

@@ -52,6 +52,8 @@ pub struct PatientServiceSearch {
     pub sort: Option<SortBy>,
     pub count: Option<String>,
     pub offset: Option<String>,
+    /// `_total`: none by default (e-RS A010 returns no total; counting costs a second query).
+    pub total: Option<String>,
 }
 
 /// What the search needs to know of the patient.
@@ -77,6 +79,7 @@ const PARAMS: &[(&str, &str)] = &[
     ("sort", "DISTANCE (default with a postcode) or EARLIEST_AVAILABLE_SLOT"),
     ("_count", "page size (1-100)"),
     ("_offset", "results to skip"),
+    ("_total", "accurate to count every match (default none: a first page that is not full still gives its total)"),
 ];
 
 /// The parameter names and what each takes (for documentation).
@@ -142,6 +145,7 @@ impl PatientServiceSearch {
             sort: None,
             count: None,
             offset: None,
+            total: None,
         };
         let mut priority = None;
         for (name, v) in pairs {
@@ -250,6 +254,7 @@ impl PatientServiceSearch {
                 },
                 "_count" => s.count = Some(v.to_owned()),
                 "_offset" => s.offset = Some(v.to_owned()),
+                "_total" => s.total = Some(v.to_owned()),
                 // Response-shaping parameters every FHIR interaction accepts.
                 "_format" | "_pretty" => {}
                 other => issues.push(Issue::invalid_at(
@@ -371,6 +376,11 @@ impl PatientServiceSearch {
         if let Some(o) = &self.offset {
             push(&mut out, "_offset", o.clone());
         }
+        push(
+            &mut out,
+            "_total",
+            self.total.clone().unwrap_or_else(|| "none".into()),
+        );
         Ok(out)
     }
 }

@@ -733,6 +733,7 @@ async fn patient_centred_service_search_operation() {
                 ("specialty", json!("CARDIOLOGY")),
                 ("distanceLimit", json!(100)),
                 ("withFreeSlots", json!(true)),
+                ("_total", json!("accurate")),
             ]),
         )
         .await;
@@ -778,6 +779,7 @@ async fn patient_centred_service_search_operation() {
                 ("priority", json!("URGENT")),
                 ("specialty", json!("CARDIOLOGY")),
                 ("distanceLimit", json!(100)),
+                ("_total", json!("accurate")),
             ]),
         )
         .await

@@ -462,6 +462,7 @@ async fn bad_referrals_and_plain_writes_are_refused_precisely() {
         .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(too_many.len(), 21);
+    let before = w.app.search("ServiceRequest").await["total"].clone();
     let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
     let oo = w.create(&referral(&w, &refs, "URGENT")).await;
     oo.assert_outcome(422, "too-costly");
@@ -523,7 +524,7 @@ async fn bad_referrals_and_plain_writes_are_refused_precisely() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(
         w.app.search("ServiceRequest").await["total"],
-        0,
+        before,
         "nothing was written"
     );
 
@@ -626,19 +627,36 @@ async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
         &w.rc,
         "REFERRING_CLINICIAN",
         "R69",
-        "listType=AWAITING_BOOKING",
+        "listType=AWAITING_BOOKING&_count=100",
     )
     .await;
     assert_eq!(b.status, 200, "{}", b.text());
-    let mut ids = match_ids(&b.json());
-    ids.sort();
-    let mut expected = vec![waiting.clone(), waiting2.clone()];
-    expected.sort();
-    assert_eq!(ids, expected);
     assert!(
         b.text().contains("\"resourceType\":\"Patient\""),
         "patients included"
     );
+    let b = b.json();
+    let ids = match_ids(&b);
+    assert!(
+        ids.contains(&waiting) && ids.contains(&waiting2) && !ids.contains(&triage),
+        "{ids:?}"
+    );
+    // Only referrals in the list's states (the sandbox's own referrals among them).
+    for e in b["entry"].as_array().expect("entries") {
+        if e["search"]["mode"] == "match" {
+            let st = state(&e["resource"]);
+            assert!(
+                [
+                    "NOT_BOOKED",
+                    "DEFERRED_TO_PROVIDER",
+                    "APPT_CANCELLED_BY_PATIENT",
+                    "APPT_CANCELLED_BY_PROVIDER"
+                ]
+                .contains(&st.as_str()),
+                "{st}"
+            );
+        }
+    }
     // Paged like any search.
     let b = list(
         &w.rc,
@@ -657,8 +675,24 @@ async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
         "RCD",
         &format!("listType=REFERRALS_FOR_REVIEW&service={}", w.triage),
     )
-    .await;
-    assert_eq!(match_ids(&b.json()), vec![triage.clone()], "{}", b.text());
+    .await
+    .json();
+    assert!(match_ids(&b).contains(&triage), "{b}");
+    for e in b["entry"].as_array().expect("entries") {
+        if e["search"]["mode"] == "match" {
+            assert_eq!(state(&e["resource"]), "AWAITING_TRIAGE");
+        }
+    }
+    // Another provider's service: not on this provider's list.
+    let b = list(
+        &w.spc,
+        "SERVICE_PROVIDER_CLINICIAN",
+        "RCD",
+        &format!("listType=REFERRALS_FOR_REVIEW&service={}", w.bookable),
+    )
+    .await
+    .json();
+    assert!(!match_ids(&b).contains(&triage), "{b}");
     // Another referring organisation sees none of them.
     let other = sign(&claims("021600556514", &[("REFERRING_CLINICIAN", "R68")]));
     let b = list(
@@ -697,30 +731,84 @@ async fn the_sandbox_holds_the_nhs_sandbox_ubrns_and_a_referral_in_every_state()
     let by_ubrn = |ubrn: &'static str| {
         let app = &w.app;
         async move {
-            let b = app.search(&format!("ServiceRequest?identifier={UBRN}|{ubrn}")).await;
+            let b = app
+                .search(&format!("ServiceRequest?identifier={UBRN}|{ubrn}"))
+                .await;
             assert_eq!(b["total"], 1, "{ubrn}: {b}");
             b["entry"][0]["resource"].clone()
         }
     };
     assert_eq!(state(&by_ubrn("000000070000").await), "NOT_BOOKED");
     assert_eq!(state(&by_ubrn("000000070001").await), "BOOKED");
-    assert_eq!(state(&by_ubrn("000000070003").await), "DEFERRED_TO_PROVIDER");
+    assert_eq!(
+        state(&by_ubrn("000000070003").await),
+        "DEFERRED_TO_PROVIDER"
+    );
     let related = by_ubrn("000000070005").await;
-    assert!(related["supportingInfo"][0]["reference"].as_str().expect("related").starts_with("ServiceRequest/r."));
+    assert!(related["supportingInfo"][0]["reference"]
+        .as_str()
+        .expect("related")
+        .starts_with("ServiceRequest/r."));
     assert_eq!(state(&by_ubrn("000000070006").await), "AWAITING_TRIAGE");
     assert_eq!(by_ubrn("000000070009").await["status"], "revoked");
     let all = w.app.search("ServiceRequest?_count=100").await;
-    let mut states: Vec<String> = all["entry"].as_array().expect("entries").iter().map(|e| state(&e["resource"])).collect();
+    let mut states: Vec<String> = all["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| state(&e["resource"]))
+        .collect();
     states.sort();
     states.dedup();
     assert_eq!(states.len(), 12, "every e-RS state: {states:?}");
     // The sandbox referral awaiting triage is on its provider's review list and can be triaged.
-    let id = by_ubrn("000000070006").await["id"].as_str().expect("id").to_owned();
-    let sandbox_spc = sign(&claims("555032006106", &[("SERVICE_PROVIDER_CLINICIAN", "RCD")]));
-    let service_org = w.app.search(&format!("ServiceRequest?identifier={UBRN}|000000070006&_include=ServiceRequest:performer")).await;
-    let provider = service_org["entry"].as_array().expect("entries").iter().find(|e| e["resource"]["resourceType"] == "HealthcareService").expect("service")["resource"]["providedBy"]["reference"].as_str().expect("org").to_owned();
-    let ods = w.app.get(&provider).await.json()["identifier"][0]["value"].as_str().expect("ods").to_owned();
-    let token = if ods == "RCD" { sandbox_spc } else { sign(&claims("555032006106", &[("SERVICE_PROVIDER_CLINICIAN", ods.as_str())])) };
-    let r = w.app.send(w.app.as_user(&token, "GET", &format!("ServiceRequest/{id}/$ers.availableActions"), "SERVICE_PROVIDER_CLINICIAN", &ods), None).await;
+    let id = by_ubrn("000000070006").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let sandbox_spc = sign(&claims(
+        "555032006106",
+        &[("SERVICE_PROVIDER_CLINICIAN", "RCD")],
+    ));
+    let service_org = w
+        .app
+        .search(&format!(
+            "ServiceRequest?identifier={UBRN}|000000070006&_include=ServiceRequest:performer"
+        ))
+        .await;
+    let provider = service_org["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "HealthcareService")
+        .expect("service")["resource"]["providedBy"]["reference"]
+        .as_str()
+        .expect("org")
+        .to_owned();
+    let ods = w.app.get(&provider).await.json()["identifier"][0]["value"]
+        .as_str()
+        .expect("ods")
+        .to_owned();
+    let token = if ods == "RCD" {
+        sandbox_spc
+    } else {
+        sign(&claims(
+            "555032006106",
+            &[("SERVICE_PROVIDER_CLINICIAN", ods.as_str())],
+        ))
+    };
+    let r = w
+        .app
+        .send(
+            w.app.as_user(
+                &token,
+                "GET",
+                &format!("ServiceRequest/{id}/$ers.availableActions"),
+                "SERVICE_PROVIDER_CLINICIAN",
+                &ods,
+            ),
+            None,
+        )
+        .await;
     assert!(r.text().contains("RECORD_REVIEW_OUTCOME"), "{}", r.text());
 }
