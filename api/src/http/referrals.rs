@@ -34,7 +34,18 @@ pub async fn create(
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
-    let row = web::block(move || svc::create(&mut c, resource, &caller, &who, &d)).await??;
+    let row = web::block(move || {
+        svc::create(
+            &mut c,
+            resource,
+            &svc::Acting {
+                caller: &caller,
+                author: &who,
+                audit: &d,
+            },
+        )
+    })
+    .await??;
     write_reply(&req, &state, StatusCode::CREATED, &row)
 }
 
@@ -187,7 +198,17 @@ pub async fn operation(
                 .map(|s| service_ref(s))
                 .collect();
             web::block(move || {
-                svc::change_shortlist(&mut c, &id, version, services, &caller, &who, &d)
+                svc::change_shortlist(
+                    &mut c,
+                    &id,
+                    version,
+                    services,
+                    &svc::Acting {
+                        caller: &caller,
+                        author: &who,
+                        audit: &d,
+                    },
+                )
             })
             .await??
         }
@@ -196,7 +217,17 @@ pub async fn operation(
             let service =
                 service_ref(&inputs.required("service", "the shortlisted triage service")?);
             web::block(move || {
-                svc::send_for_triage(&mut c, &id, version, service, &caller, &who, &d)
+                svc::send_for_triage(
+                    &mut c,
+                    &id,
+                    version,
+                    service,
+                    &svc::Acting {
+                        caller: &caller,
+                        author: &who,
+                        audit: &d,
+                    },
+                )
             })
             .await??
         }
@@ -217,7 +248,16 @@ pub async fn operation(
             let comment = inputs.one("comment").unwrap_or_default();
             web::block(move || {
                 svc::record_review_outcome(
-                    &mut c, &id, version, outcome, comment, &caller, &who, &d,
+                    &mut c,
+                    &id,
+                    version,
+                    outcome,
+                    comment,
+                    &svc::Acting {
+                        caller: &caller,
+                        author: &who,
+                        audit: &d,
+                    },
                 )
             })
             .await??
@@ -227,7 +267,18 @@ pub async fn operation(
             let reason = inputs.required("reason", "a referral cancellation reason")?;
             let comment = inputs.one("comment");
             web::block(move || {
-                svc::cancel(&mut c, &id, version, reason, comment, &caller, &who, &d)
+                svc::cancel(
+                    &mut c,
+                    &id,
+                    version,
+                    reason,
+                    comment,
+                    &svc::Acting {
+                        caller: &caller,
+                        author: &who,
+                        audit: &d,
+                    },
+                )
             })
             .await??
         }

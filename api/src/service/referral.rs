@@ -174,13 +174,8 @@ fn check_shortlist(c: &mut DbConnection, services: &[String], priority: &str) ->
 }
 
 /// Creates a referral: the server assigns the UBRN and id and sets it NOT_BOOKED.
-pub fn create(
-    conn: &mut DbConnection,
-    mut body: Value,
-    caller: &Caller,
-    author: &Author,
-    audit: &AuditDraft,
-) -> Result<ResourceRow> {
+pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Result<ResourceRow> {
+    let (caller, author, audit) = (who.caller, who.author, who.audit);
     let def = def()?;
     if sr::ubrn_of(&body).is_some() {
         return Err(invalid(
@@ -283,17 +278,21 @@ pub fn create(
     })
 }
 
+/// Who is acting: the caller, and how their writes are attributed and audited.
+pub struct Acting<'a> {
+    pub caller: &'a Caller,
+    pub author: &'a Author,
+    pub audit: &'a AuditDraft,
+}
+
 /// Reads a referral for an operation: checks If-Match (required; stale → 409), the state
 /// machine and the caller's relationship, then applies `change` and writes the new version.
-#[allow(clippy::too_many_arguments)]
 fn transition(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
     action: ReferralAction,
-    caller: &Caller,
-    author: &Author,
-    audit: &AuditDraft,
+    who: &Acting<'_>,
     change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
 ) -> Result<ResourceRow> {
     let def = def()?;
@@ -318,8 +317,8 @@ fn transition(
             ServiceError::BadRequest(format!("ServiceRequest/{id} has no referral state"))
         })?;
         let ubrn = sr::ubrn_of(&body).unwrap_or(id).to_owned();
-        let rel = relation(c, &body, &state, caller)?;
-        referral::check(state.state, action, caller.business_function, rel)
+        let rel = relation(c, &body, &state, who.caller)?;
+        referral::check(state.state, action, who.caller.business_function, rel)
             .map_err(|r| refusal(r, action, &ubrn))?;
         change(c, &mut body, &state)?;
         resource::update(
@@ -331,31 +330,26 @@ fn transition(
                 version: Some(given),
                 required: true,
             },
-            author,
-            audit,
+            who.author,
+            who.audit,
         )
     })
 }
 
 /// `$ers.changeShortlist`: replaces the shortlist (1-20 services); the state stays.
-#[allow(clippy::too_many_arguments)]
 pub fn change_shortlist(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
     services: Vec<String>,
-    caller: &Caller,
-    author: &Author,
-    audit: &AuditDraft,
+    who: &Acting<'_>,
 ) -> Result<ResourceRow> {
     transition(
         conn,
         id,
         if_match,
         ReferralAction::ChangeShortlist,
-        caller,
-        author,
-        audit,
+        who,
         |c, body, _| {
             if services.is_empty() || services.len() > sr::MAX_SHORTLIST {
                 return Err(invalid(
@@ -388,24 +382,19 @@ pub fn change_shortlist(
 
 /// `$ers.sendForTriage`: the referral goes to one shortlisted triage (REVIEW) service and
 /// awaits its review.
-#[allow(clippy::too_many_arguments)]
 pub fn send_for_triage(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
     service: String,
-    caller: &Caller,
-    author: &Author,
-    audit: &AuditDraft,
+    who: &Acting<'_>,
 ) -> Result<ResourceRow> {
     transition(
         conn,
         id,
         if_match,
         ReferralAction::SendForTriage,
-        caller,
-        author,
-        audit,
+        who,
         |c, body, _| {
             if !sr::shortlist(body).contains(&service) {
                 return Err(invalid(
@@ -443,16 +432,13 @@ pub fn send_for_triage(
 
 /// `$ers.recordReviewOutcome`: the triage service returns the referral with advice, or accepts
 /// it to book later. A comment is mandatory.
-#[allow(clippy::too_many_arguments)]
 pub fn record_review_outcome(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
     outcome: ReviewOutcome,
     comment: String,
-    caller: &Caller,
-    author: &Author,
-    audit: &AuditDraft,
+    who: &Acting<'_>,
 ) -> Result<ResourceRow> {
     check_comment(&comment, true, "comment")?;
     transition(
@@ -460,9 +446,7 @@ pub fn record_review_outcome(
         id,
         if_match,
         ReferralAction::RecordReviewOutcome,
-        caller,
-        author,
-        audit,
+        who,
         |_, body, current| {
             let service = match outcome {
                 // Back with the referrer: no longer on the triage service's lists.
@@ -507,16 +491,13 @@ fn check_comment(comment: &str, required: bool, name: &str) -> Result<()> {
 
 /// `$ers.cancelReferral`: terminal. The reason comes from the referral cancellation code
 /// system; some reasons need a comment.
-#[allow(clippy::too_many_arguments)]
 pub fn cancel(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
     reason: String,
     comment: Option<String>,
-    caller: &Caller,
-    author: &Author,
-    audit: &AuditDraft,
+    who: &Acting<'_>,
 ) -> Result<ResourceRow> {
     let Some(concept) = terminology::concept(REFERRAL_CANCELLATION_SYSTEM, &reason) else {
         return Err(invalid(
@@ -552,9 +533,7 @@ pub fn cancel(
         id,
         if_match,
         ReferralAction::CancelReferral,
-        caller,
-        author,
-        audit,
+        who,
         |_, body, current| {
             sr::set_state(
                 body,

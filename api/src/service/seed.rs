@@ -540,8 +540,7 @@ fn directory(
     providers: &[(&String, &str, &String)],
 ) -> Result<(), ServiceError> {
     use crate::fhir::resources::healthcare_service::{
-        APPOINTMENT_TYPE_SYSTEM, BOOKABLE_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM,
-        PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM,
+        APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM,
     };
     const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
     const SPECIALTY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
@@ -644,20 +643,8 @@ fn directory(
     for (n, (sid, spec, flows, priorities, slots)) in plan.into_iter().enumerate() {
         let (org_id, ods, site_id) = providers[n % providers.len()];
         let (code, display) = SPECIALTIES[spec];
-        let mut characteristic: Vec<Value> = flows
-            .iter()
-            .map(|f| json!({"coding": [{"system": REQUEST_FLOW_SYSTEM, "code": f}]}))
-            .collect();
-        if flows.contains(&"BOOKABLE") {
-            characteristic.push(
-                json!({"coding": [{"system": BOOKABLE_TYPE_SYSTEM, "code": "DIRECTLY_BOOKABLE"}]}),
-            );
-        }
-        characteristic.extend(
-            priorities
-                .iter()
-                .map(|p| json!({"coding": [{"system": PRIORITY_SYSTEM, "code": p}]})),
-        );
+        let characteristic =
+            crate::fhir::resources::healthcare_service::characteristics(&flows, &priorities);
         // Age and gender treated: gynaecology treats women, urology men; a few services treat
         // only adults or only children (the rest, everyone).
         let mut eligibility: Vec<&str> = match code {

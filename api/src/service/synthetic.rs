@@ -15,8 +15,8 @@ use super::ServiceError;
 use crate::domain::OdsCode;
 use crate::fhir::registry::{self, ResourceDef};
 use crate::fhir::resources::healthcare_service::{
-    APPOINTMENT_TYPE_SYSTEM, BOOKABLE_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM,
-    PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM, SPECIALTY_SYSTEM,
+    APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM,
+    SPECIALTY_SYSTEM,
 };
 use crate::fhir::terminology;
 
@@ -178,18 +178,8 @@ pub fn directory(
             1 => &["ROUTINE", "URGENT"],
             _ => &["ROUTINE"],
         };
-        let mut characteristic =
-            vec![json!({"coding": [{"system": REQUEST_FLOW_SYSTEM, "code": flow}]})];
-        if flow == "BOOKABLE" {
-            characteristic.push(
-                json!({"coding": [{"system": BOOKABLE_TYPE_SYSTEM, "code": "DIRECTLY_BOOKABLE"}]}),
-            );
-        }
-        characteristic.extend(
-            priorities
-                .iter()
-                .map(|p| json!({"coding": [{"system": PRIORITY_SYSTEM, "code": p}]})),
-        );
+        let characteristic =
+            crate::fhir::resources::healthcare_service::characteristics(&[flow], priorities);
         let mut types = vec![
             json!({"coding": [{"system": APPOINTMENT_TYPE_SYSTEM, "code": if flow == "REVIEW" { "ASSESSMENT_SERVICE" } else { "FIRST_OUTPATIENT" }}]}),
         ];

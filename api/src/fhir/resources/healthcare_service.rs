@@ -14,6 +14,21 @@ pub const APPOINTMENT_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Ap
 pub const CLINIC_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ClinicType";
 pub const ELIGIBILITY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AgeGenderEligibility";
 
+/// `HealthcareService.characteristic` for request flows and priorities (a bookable service is
+/// directly bookable).
+pub fn characteristics(flows: &[&str], priorities: &[&str]) -> Vec<Value> {
+    let coding = |system: &str, code: &str| serde_json::json!({"coding": [{"system": system, "code": code}]});
+    let mut out: Vec<Value> = flows
+        .iter()
+        .map(|f| coding(REQUEST_FLOW_SYSTEM, f))
+        .collect();
+    if flows.contains(&"BOOKABLE") {
+        out.push(coding(BOOKABLE_TYPE_SYSTEM, "DIRECTLY_BOOKABLE"));
+    }
+    out.extend(priorities.iter().map(|p| coding(PRIORITY_SYSTEM, p)));
+    out
+}
+
 /// Codings in one of `systems` (e-RS CodeSystems served here) must use one of its codes.
 pub(super) fn known_codes(
     r: &Value,
