@@ -91,12 +91,46 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// Logs statements slower than the threshold (target `ers_schema::slow_query`, at warn), and
+/// every statement with its time at trace: the SQL as sent, with its binds.
+struct SlowQueryLog {
+    started: Option<std::time::Instant>,
+    threshold: Duration,
+}
+
+impl diesel::connection::Instrumentation for SlowQueryLog {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        use diesel::connection::InstrumentationEvent as E;
+        match event {
+            E::StartQuery { .. } => self.started = Some(std::time::Instant::now()),
+            E::FinishQuery { query, .. } => {
+                let Some(t) = self.started.take() else { return };
+                let elapsed = t.elapsed();
+                if elapsed >= self.threshold {
+                    log::warn!(target: "ers_schema::slow_query", "{elapsed:?}: {query}");
+                } else {
+                    log::trace!(target: "ers_schema::slow_query", "{elapsed:?}: {query}");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// SQLite: WAL, foreign keys, a busy timeout. Nothing to do for PostgreSQL.
 #[derive(Debug)]
 struct Pragmas;
 
 impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
+        let log = SlowQueryLog {
+            started: None,
+            threshold: Duration::from_millis(500),
+        };
+        match conn {
+            DbConnection::Postgresql(c) => c.set_instrumentation(log),
+            DbConnection::Sqlite(c) => c.set_instrumentation(log),
+        }
         if let DbConnection::Sqlite(c) = conn {
             // The busy timeout first: switching a new file to WAL takes a lock, and the pool
             // opens its connections at once ("database is locked" otherwise).

@@ -514,7 +514,9 @@ fn selectivity_rank(c: &Criterion) -> u8 {
         | Criterion::String { .. }
         | Criterion::Reference { .. } => 2,
         Criterion::Date { .. } | Criterion::LastUpdated(_) => 3,
-        Criterion::Chain { .. } => 4,
+        // As selective as what it chains to (`near` through a service's locations is as
+        // narrow as `near`).
+        Criterion::Chain { inner, .. } => selectivity_rank(inner).max(1),
         Criterion::Missing { missing: false, .. } => 5,
         Criterion::ReferencedBy { .. } => 6,
         Criterion::Token { negate: true, .. } | Criterion::Missing { missing: true, .. } => 7,

@@ -781,7 +781,15 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
                 distances: None,
             });
         }
+        let started = std::time::Instant::now();
         let (matches, total) = store_search::search(c, &req.query, with_total)?;
+        log::debug!(
+            "search {}: {} matches in {:?} ({} criteria)",
+            req.query.res_type,
+            matches.len(),
+            started.elapsed(),
+            req.query.criteria.len()
+        );
         // A first page that is not full is every match: its total costs nothing.
         let total = total.or_else(|| {
             let n = i64::try_from(matches.len()).ok()?;
