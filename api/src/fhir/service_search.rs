@@ -291,14 +291,15 @@ impl PatientServiceSearch {
         &self,
         patient: Option<&PatientFacts>,
     ) -> Result<Vec<(String, String)>, Vec<Issue>> {
-        let mut out: Vec<(String, String)> = vec![
-            ("active".into(), "true".into()),
-            ("priority".into(), self.priority.clone()),
-        ];
+        // The narrowest filters first: among equally ranked criteria, the search checks them in
+        // this order for each candidate service.
+        let mut out: Vec<(String, String)> = Vec::new();
         let push = |out: &mut Vec<(String, String)>, k: &str, v: String| out.push((k.into(), v));
         if let Some(s) = &self.specialty {
             push(&mut out, "specialty", format!("{SPECIALTY_SYSTEM}|{s}"));
         }
+        push(&mut out, "priority", self.priority.clone());
+        push(&mut out, "active", "true".into());
         if let Some(c) = &self.clinic_type {
             push(
                 &mut out,
