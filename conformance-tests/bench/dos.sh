@@ -57,5 +57,5 @@ MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario dos-patient-search \
     --sandbox-user 021600556514 --postcodes "$OUTCODES" --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 10 \
-    --label "$BACKEND services=$SERVICES slots=$SLOTS load=${LOAD_S} machine=[$MACHINE] $(date -u +%FT%TZ)" \
+    --label "$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS load=${LOAD_S} machine=[$MACHINE] $(date -u +%FT%TZ)" \
     --json docs/benchmarks/dos.jsonl
