@@ -157,3 +157,11 @@ diesel::table! {
         value -> BigInt,
     }
 }
+
+diesel::table! {
+    used_assertions (client_id, jti) {
+        client_id -> Text,
+        jti -> Text,
+        expires_at -> Timestamp,
+    }
+}

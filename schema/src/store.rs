@@ -37,6 +37,35 @@ pub fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
         .first(conn)?)
 }
 
+/// Records a client assertion's `jti` for its client; false when it was recorded before (a
+/// replay). Expired records are dropped first.
+pub fn record_assertion(
+    conn: &mut DbConnection,
+    client_id: &str,
+    jti: &str,
+    expires_at: NaiveDateTime,
+    now: NaiveDateTime,
+) -> QResult<bool> {
+    diesel::delete(used_assertions::table.filter(used_assertions::expires_at.lt(now)))
+        .execute(conn)?;
+    let seen = used_assertions::table
+        .filter(used_assertions::client_id.eq(client_id))
+        .filter(used_assertions::jti.eq(jti))
+        .count()
+        .get_result::<i64>(conn)?;
+    if seen > 0 {
+        return Ok(false);
+    }
+    diesel::insert_into(used_assertions::table)
+        .values((
+            used_assertions::client_id.eq(client_id),
+            used_assertions::jti.eq(jti),
+            used_assertions::expires_at.eq(expires_at),
+        ))
+        .execute(conn)?;
+    Ok(true)
+}
+
 /// A check that the database answers.
 pub fn ping(conn: &mut DbConnection) -> QResult<()> {
     resources::table

@@ -147,6 +147,41 @@ pub async fn client_credentials(
             "client assertion: 'exp' must be at most 5 minutes ahead".into(),
         ));
     }
+    // Each assertion is good for one token: its jti is recorded until it expires, in the
+    // shared database, so a replay fails on every instance.
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty() && j.len() <= 200)
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "client assertion: 'jti' (a unique id, at most 200 characters) is required".into(),
+            )
+        })?
+        .to_owned();
+    let expires = chrono::DateTime::from_timestamp(exp + state.settings.clock_skew_secs, 0)
+        .map(|t| t.naive_utc())
+        .unwrap_or_default();
+    let pool = state.pool.clone();
+    let (cid, j) = (client_id.clone(), jti.clone());
+    let fresh = web::block(move || -> Result<bool, ApiError> {
+        let mut c = pool.get()?;
+        Ok(ers_schema::write_tx(&mut c, |c| {
+            ers_schema::store::record_assertion(
+                c,
+                &cid,
+                &j,
+                expires,
+                chrono::Utc::now().naive_utc(),
+            )
+        })?)
+    })
+    .await??;
+    if !fresh {
+        return Err(ApiError::Unauthorized(format!(
+            "client assertion: 'jti' ({jti}) has been used already; sign a new assertion for each token request"
+        )));
+    }
     let token = state
         .auth
         .apps

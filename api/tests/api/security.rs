@@ -385,9 +385,19 @@ async fn application_restricted_access_with_a_signed_client_assertion() {
             Some(body.into_bytes()),
         )
     };
-    let r = exchange(assertion(&app_key, now + 120)).await;
+    let first = assertion(&app_key, now + 120);
+    let r = exchange(first.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let token = r.json()["access_token"].as_str().expect("token").to_owned();
+    // The same assertion again is a replay.
+    let d = exchange(first).await.assert_outcome(401, "login");
+    assert!(d.contains("'jti'") && d.contains("used already"), "{d}");
+    // An assertion without a jti is refused.
+    let no_jti = app_key
+        .sign(&json!({"iss": "test-app", "sub": "test-app", "aud": format!("{}/oauth2/token", app.root), "exp": now + 120}))
+        .expect("sign");
+    let d = exchange(no_jti).await.assert_outcome(401, "login");
+    assert!(d.contains("'jti'"), "{d}");
     // No role headers: the role is PROVIDER_AUTHORISED_APPLICATION at the registered org.
     let r = app
         .send(
