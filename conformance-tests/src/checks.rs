@@ -115,7 +115,9 @@ fn patient(nhs: &str, family: &str) -> Value {
 
 const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 
-pub async fn run_all(c: &Client) -> Vec<CheckResult> {
+/// `referrer`: the caller's SDS user id when they act as a referring clinician (enables the
+/// referral workflow checks).
+pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     let mut out = Vec::new();
 
     // Capability.
@@ -544,6 +546,16 @@ pub async fn run_all(c: &Client) -> Vec<CheckResult> {
     k.outcome(&r, 401);
     out.push(k.done());
 
+    // e-RS referral workflow, when the server offers it and the caller is a known sandbox
+    // referrer (the referral must name the caller's own role).
+    let offers_referrals = cs["rest"][0]["resource"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["type"] == "ServiceRequest"))
+        .is_some_and(|r| r.to_string().contains("ers.changeShortlist"));
+    if let (true, Some(user)) = (offers_referrals, referrer) {
+        out.extend(referral_checks(c, user).await);
+    }
+
     // Delete.
     if can_delete {
         let mut k = Check::new(
@@ -570,5 +582,255 @@ pub async fn run_all(c: &Client) -> Vec<CheckResult> {
         k.expect(r.status == 200, "version 1 is gone too");
         out.push(k.done());
     }
+    out
+}
+
+fn first_id(r: &Reply) -> Option<String> {
+    r.json()["entry"]
+        .as_array()?
+        .iter()
+        .find(|e| e["search"]["mode"] != "include")?["resource"]["id"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn referral_state(sr: &Value) -> String {
+    sr["extension"]
+        .as_array()
+        .and_then(|x| {
+            x.iter().find(|e| {
+                e["url"] == "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ServiceRequest-State"
+            })
+        })
+        .and_then(|e| e["extension"][0]["valueCoding"]["code"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn parameters(params: &[(&str, &str)]) -> Vec<u8> {
+    json!({"resourceType": "Parameters", "parameter": params.iter().map(|(n, v)| json!({"name": n, "valueString": v})).collect::<Vec<_>>()})
+        .to_string()
+        .into_bytes()
+}
+
+/// Create → send for triage → refused steps → cancel, through the e-RS operations.
+async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    let mut k = Check::new(
+        "referrals",
+        "POST ServiceRequest assigns a 12-digit UBRN and state NOT_BOOKED; the UBRN finds it",
+    );
+    // A patient of its own (a referred patient cannot be deleted by the later checks).
+    let r = c
+        .send(
+            "POST",
+            "Patient",
+            &[JSON],
+            Some(
+                patient(&test_nhs_number(), "Referred")
+                    .to_string()
+                    .as_bytes(),
+            ),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    let patient = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let role = c
+        .send("GET", &format!("PractitionerRole?practitioner.identifier=https://fhir.nhs.uk/Id/sds-user-id|{user}&organization.identifier=https://fhir.nhs.uk/Id/ods-organization-code|{}", c.ods), &[], None, true)
+        .await;
+    k.saw(&role);
+    let triage = c
+        .send(
+            "GET",
+            "HealthcareService?characteristic=REVIEW&priority=ROUTINE&active=true&_count=1",
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&triage);
+    let bookable = c
+        .send(
+            "GET",
+            "HealthcareService?characteristic=BOOKABLE&priority=ROUTINE&active=true&_count=1",
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&bookable);
+    let (Some(role), Some(triage), Some(bookable)) =
+        (first_id(&role), first_id(&triage), first_id(&bookable))
+    else {
+        k.expect(
+            false,
+            "no PractitionerRole for the referrer, or no triage and bookable services to shortlist",
+        );
+        out.push(k.done());
+        return out;
+    };
+    let body = json!({
+        "resourceType": "ServiceRequest",
+        "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": format!("Patient/{patient}")},
+        "requester": {"reference": format!("PractitionerRole/{role}")},
+        "performer": [{"reference": format!("HealthcareService/{triage}")}, {"reference": format!("HealthcareService/{bookable}")}],
+        "reasonCode": [{"text": "Conformance suite referral"}],
+    });
+    let r = c
+        .send(
+            "POST",
+            "ServiceRequest",
+            &[JSON],
+            Some(body.to_string().as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 201, format!("create: status {}", r.status));
+    let sr = r.json();
+    let id = sr["id"].as_str().unwrap_or_default().to_owned();
+    let ubrn = sr["identifier"]
+        .as_array()
+        .and_then(|ids| {
+            ids.iter()
+                .find(|i| i["system"] == "https://fhir.nhs.uk/Id/UBRN")
+        })
+        .and_then(|i| i["value"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    k.expect(
+        ubrn.len() == 12 && ubrn.chars().all(|ch| ch.is_ascii_digit()),
+        format!("UBRN '{ubrn}' is not 12 digits"),
+    );
+    k.expect(
+        referral_state(&sr) == "NOT_BOOKED",
+        format!("state {}", referral_state(&sr)),
+    );
+    let r = c
+        .send(
+            "GET",
+            &format!("ServiceRequest?identifier=https://fhir.nhs.uk/Id/UBRN|{ubrn}"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        first_id(&r).as_deref() == Some(id.as_str()),
+        "the UBRN search does not find the referral",
+    );
+    out.push(k.done());
+    if id.is_empty() {
+        return out;
+    }
+
+    let mut k = Check::new(
+        "referrals",
+        "operations need If-Match (stale 409); a step the state does not allow is 422 INVALID_REQUEST_STATE",
+    );
+    let op = |name: &str| format!("ServiceRequest/{id}/{name}");
+    let r = c
+        .send(
+            "POST",
+            &op("$ers.sendForTriage"),
+            &[JSON, ("If-Match", "W/\"9\"")],
+            Some(&parameters(&[("service", &triage)])),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 409);
+    let r = c
+        .send(
+            "POST",
+            &op("$ers.sendForTriage"),
+            &[JSON, ("If-Match", "W/\"1\"")],
+            Some(&parameters(&[("service", &triage)])),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 200,
+        format!("send for triage: status {}", r.status),
+    );
+    k.expect(
+        referral_state(&r.json()) == "AWAITING_TRIAGE",
+        format!("state {}", referral_state(&r.json())),
+    );
+    let r = c
+        .send(
+            "POST",
+            &op("$ers.changeShortlist"),
+            &[JSON, ("If-Match", "W/\"2\"")],
+            Some(&parameters(&[("service", &bookable)])),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 422);
+    k.expect(
+        r.json()["issue"][0]["details"]["coding"][0]["code"] == "INVALID_REQUEST_STATE",
+        "the refusal does not carry INVALID_REQUEST_STATE",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "referrals",
+        "$ers.availableActions lists what the operations allow; cancelling is terminal",
+    );
+    let r = c
+        .send("GET", &op("$ers.availableActions"), &[], None, true)
+        .await;
+    k.saw(&r);
+    let actions: Vec<String> = r.json()["parameter"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| p["name"] == "action")
+                .filter_map(|p| p["part"][0]["valueCode"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    k.expect(
+        actions == ["CANCEL_REFERRAL"],
+        format!("available actions {actions:?}, expected [CANCEL_REFERRAL]"),
+    );
+    let r = c
+        .send(
+            "POST",
+            &op("$ers.cancelReferral"),
+            &[JSON, ("If-Match", "W/\"2\"")],
+            Some(&parameters(&[
+                ("reason", "RAISED_IN_ERROR"),
+                ("comment", "Conformance suite"),
+            ])),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("cancel: status {}", r.status));
+    let sr = r.json();
+    k.expect(
+        referral_state(&sr) == "CANCELLED_REFERRAL" && sr["status"] == "revoked",
+        "not CANCELLED_REFERRAL / revoked",
+    );
+    let r = c
+        .send("GET", &op("$ers.availableActions"), &[], None, true)
+        .await;
+    k.saw(&r);
+    let offered = r.json()["parameter"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["name"] == "action"));
+    k.expect(
+        r.status == 200 && !offered,
+        "actions are still offered on a cancelled referral",
+    );
+    out.push(k.done());
     out
 }

@@ -75,7 +75,10 @@ fn main() -> ExitCode {
         match token {
             Ok(t) => {
                 client.token = t;
-                Ok(checks::run_all(&client).await)
+                let referrer = (args.business_function == "REFERRING_CLINICIAN")
+                    .then_some(args.sandbox_user.as_deref())
+                    .flatten();
+                Ok(checks::run_all(&client, referrer).await)
             }
             Err(e) => Err(e),
         }
