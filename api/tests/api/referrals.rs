@@ -35,7 +35,7 @@ async fn world() -> World {
         .await,
     );
     let triage = first(
-        app.search("HealthcareService?characteristic=REVIEW&priority=URGENT&organization.identifier=https://fhir.nhs.uk/Id/ods-organization-code|RCD")
+        app.search("HealthcareService?characteristic=REVIEW&priority=URGENT&priority:not=TWO_WEEK_WAIT&organization.identifier=https://fhir.nhs.uk/Id/ods-organization-code|RCD")
             .await,
     );
     let bookable = first(
