@@ -106,6 +106,11 @@ fn plan(
             )))
             }
         };
+        if def.name == "ServiceRequest" {
+            return Err(ApiError::Service(ServiceError::MethodNotAllowed(
+                "referrals are created with POST ServiceRequest (the server assigns the UBRN and state) and changed only through their operations, not in a Bundle".into(),
+            )));
+        }
         authorise(def.name, action, caller)?;
         let if_match = e
             .pointer("/request/ifMatch")

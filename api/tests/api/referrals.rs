@@ -528,6 +528,33 @@ async fn bad_referrals_and_plain_writes_are_refused_precisely() {
         "nothing was written"
     );
 
+    // A body to create validates as it is (UBRN and state are the server's to add).
+    let r = w
+        .app
+        .send(
+            w.as_rc("POST", "ServiceRequest/$validate"),
+            Some(
+                referral(&w, &[&w.bookable], "URGENT")
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("\"severity\":\"error\""), "{}", r.text());
+    // Referrals are not created in Bundles (that would skip the UBRN and state).
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": referral(&w, &[&w.bookable], "URGENT"), "request": {"method": "POST", "url": "ServiceRequest"}}
+    ]});
+    let d = w
+        .app
+        .send(
+            w.as_rc("POST", "/FHIR/R4"),
+            Some(bundle.to_string().into_bytes()),
+        )
+        .await
+        .assert_outcome(405, "not-supported");
+    assert!(d.contains("POST ServiceRequest"), "{d}");
     // A referral changes only through its operations.
     let id = w
         .create(&referral(&w, &[&w.bookable], "URGENT"))

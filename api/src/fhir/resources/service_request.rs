@@ -259,22 +259,15 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         &[CLINIC_TYPE_SYSTEM],
         &mut issues,
     );
+    // The UBRN and the state are the server's (set on create, changed by the operations); a
+    // body to create or to `$validate` has neither.
     match ubrn_of(r) {
         Some(u) if is_ubrn(u) => checked.unique.push((UBRN_SYSTEM.to_owned(), u.to_owned())),
         Some(u) => issues.push(Issue::invalid_at(
             at("identifier"),
             format!("({u}) is not a UBRN: 12 digits"),
         )),
-        None => issues.push(Issue::required_at(
-            at("identifier"),
-            "needs the UBRN (assigned by the server)",
-        )),
-    }
-    if state_of(r).is_none() {
-        issues.push(Issue::required_at(
-            at("extension"),
-            format!("needs the referral state ({STATE_EXTENSION}, set by the server)"),
-        ));
+        None => {}
     }
     finish(checked, issues)
 }
