@@ -52,14 +52,9 @@ pub fn insert(
     // One multi-row INSERT per chunk (a search touches up to a page of resources and their
     // includes), on each backend's own connection.
     for chunk in entities.chunks(500) {
-        match conn {
-            DbConnection::Postgresql(c) => diesel::insert_into(audit_entities::table)
-                .values(chunk)
-                .execute(c)?,
-            DbConnection::Sqlite(c) => diesel::insert_into(audit_entities::table)
-                .values(chunk)
-                .execute(c)?,
-        };
+        on_backend!(conn, |c| diesel::insert_into(audit_entities::table)
+            .values(chunk)
+            .execute(c))?;
     }
     Ok(())
 }

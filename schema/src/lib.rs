@@ -2,7 +2,19 @@
 //!
 //! Everything here is backend-neutral: one code path serves SQLite and PostgreSQL through
 //! [`DbConnection`] (a `diesel::MultiConnection`). Per-backend branches exist only in `conn.rs`
-//! (pragmas, migrations) and [`write_tx`], each with a comment saying why.
+//! (pragmas, migrations), [`write_tx`] and `on_backend!`, each with a comment saying why.
+
+/// Runs one statement, written once, on the concrete backend's connection: multi-row INSERTs
+/// and `ON CONFLICT DO NOTHING` do not compile through diesel's `MultiBackend`, but do on each
+/// backend's own connection.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::DbConnection::Postgresql($c) => $body,
+            $crate::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
 
 pub mod audit;
 pub mod conn;

@@ -555,7 +555,8 @@ fn safe_param(param: &str) -> Result<&str, StorageError> {
     }
 }
 
-/// The matching rows for one page, and the total when `with_total`.
+/// The matching rows for one page, and the total when `with_total` (or when the first page
+/// holds every match).
 pub fn search(
     conn: &mut DbConnection,
     q: &SearchQuery,
@@ -689,12 +690,15 @@ pub fn search(
         .limit(q.limit)
         .select(ResourceRow::as_select())
         .load(conn)?;
-    // A first page that is not full holds every match: no need to count them again.
+    // A first page that is not full holds every match: its total costs nothing, and is given
+    // even when not asked for. Otherwise count only when asked.
     let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let total = match with_total {
-        false => None,
-        true if q.offset == 0 && n < q.limit => Some(n),
-        true => Some(filtered(q).count().get_result::<i64>(conn)?),
+    let total = if q.offset == 0 && n < q.limit {
+        Some(n)
+    } else if with_total {
+        Some(filtered(q).count().get_result::<i64>(conn)?)
+    } else {
+        None
     };
     Ok((rows, total))
 }

@@ -48,22 +48,17 @@ pub fn record_assertion(
 ) -> QResult<bool> {
     diesel::delete(used_assertions::table.filter(used_assertions::expires_at.lt(now)))
         .execute(conn)?;
-    let seen = used_assertions::table
-        .filter(used_assertions::client_id.eq(client_id))
-        .filter(used_assertions::jti.eq(jti))
-        .count()
-        .get_result::<i64>(conn)?;
-    if seen > 0 {
-        return Ok(false);
-    }
-    diesel::insert_into(used_assertions::table)
-        .values((
-            used_assertions::client_id.eq(client_id),
-            used_assertions::jti.eq(jti),
-            used_assertions::expires_at.eq(expires_at),
-        ))
-        .execute(conn)?;
-    Ok(true)
+    // One statement decides, so two instances racing with the same assertion cannot both win.
+    let row = (
+        used_assertions::client_id.eq(client_id),
+        used_assertions::jti.eq(jti),
+        used_assertions::expires_at.eq(expires_at),
+    );
+    let inserted = on_backend!(conn, |c| diesel::insert_into(used_assertions::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(inserted == 1)
 }
 
 /// A check that the database answers.
@@ -531,17 +526,6 @@ pub fn postcode_position(
 /// How many postcodes are loaded.
 pub fn postcode_count(conn: &mut DbConnection) -> QResult<i64> {
     Ok(postcodes::table.count().get_result(conn)?)
-}
-
-/// Runs one statement on the concrete backend: multi-row INSERTs do not compile through
-/// diesel's MultiBackend, but do on each backend's own connection.
-macro_rules! on_backend {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn {
-            DbConnection::Postgresql($c) => $body,
-            DbConnection::Sqlite($c) => $body,
-        }
-    };
 }
 
 /// Rows per multi-row INSERT in a bulk load (well under SQLite's 32,766 bound parameters).

@@ -120,6 +120,11 @@ impl ReferralAction {
         }
     }
 
+    /// The action an operation name (`$ers.…`) performs.
+    pub fn from_operation(op: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.operation() == op)
+    }
+
     /// The operation's input parameters, for documentation.
     pub fn inputs(self) -> &'static str {
         match self {

@@ -106,10 +106,11 @@ fn plan(
             )))
             }
         };
-        if def.name == "ServiceRequest" {
-            return Err(ApiError::Service(ServiceError::MethodNotAllowed(
-                "referrals are created with POST ServiceRequest (the server assigns the UBRN and state) and changed only through their operations, not in a Bundle".into(),
-            )));
+        if !def.plain_writes {
+            return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+                "{0} is created with POST {0} and changed only through its operations (see the CapabilityStatement), not in a Bundle",
+                def.name
+            ))));
         }
         authorise(def.name, action, caller)?;
         let if_match = e

@@ -6,7 +6,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::caller::author;
 use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
@@ -17,7 +17,7 @@ use crate::domain::Caller;
 use crate::fhir::outcome::Issue;
 use crate::fhir::parameters;
 use crate::security::permissions::Action;
-use crate::service::referral as svc;
+use crate::service::referral::{self as svc, Change};
 use crate::service::ServiceError;
 use crate::startup::AppState;
 
@@ -140,17 +140,11 @@ pub async fn operation(
         let base = base_url(&req, &state);
         let mut c = conn(&state).await?;
         let who = caller.clone();
-        let (row, actions) =
+        let (row, state_now, actions) =
             web::block(move || svc::available_actions(&mut c, &id, &who)).await??;
-        let state_code = serde_json::from_str::<Value>(&row.content)
-            .ok()
-            .as_ref()
-            .and_then(crate::fhir::resources::service_request::state_of)
-            .map(|s| s.state.code())
-            .unwrap_or_default();
         let mut params = vec![
             json!({"name": "referral", "valueReference": {"reference": format!("ServiceRequest/{}/_history/{}", row.id, row.version_id)}}),
-            json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state_code}}),
+            json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state_now.code()}}),
         ];
         params.extend(actions.iter().map(|a| {
             json!({"name": "action", "part": [
@@ -169,7 +163,7 @@ pub async fn operation(
             "{op} is invoked with POST and a Parameters body"
         ))));
     }
-    if !ReferralAction::ALL.iter().any(|a| a.operation() == op) {
+    let Some(action) = ReferralAction::from_operation(&op) else {
         return Err(ApiError::NotFound(format!(
             "ServiceRequest has no operation '{op}'; it has {} and $ers.availableActions",
             ReferralAction::ALL
@@ -178,7 +172,7 @@ pub async fn operation(
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
-    }
+    };
     let version = if_match(&req)?;
     let parsed = if body.is_empty() {
         json!({"resourceType": "Parameters"})
@@ -186,52 +180,24 @@ pub async fn operation(
         negotiate::parse_body(&req, &body)?
     };
     let inputs = Inputs(parameters::pairs(&parsed, &op).map_err(ApiError::Search)?);
-    let who = author(&req, &caller);
-    let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = match op.as_str() {
-        "$ers.changeShortlist" => {
+    let change = match action {
+        ReferralAction::ChangeShortlist => {
             inputs.only(&op, &["service"])?;
-            let services: Vec<String> = inputs
-                .all("service")
-                .iter()
-                .map(|s| service_ref(s))
-                .collect();
-            web::block(move || {
-                svc::change_shortlist(
-                    &mut c,
-                    &id,
-                    version,
-                    services,
-                    &svc::Acting {
-                        caller: &caller,
-                        author: &who,
-                        audit: &d,
-                    },
-                )
-            })
-            .await??
+            Change::Shortlist(
+                inputs
+                    .all("service")
+                    .iter()
+                    .map(|s| service_ref(s))
+                    .collect(),
+            )
         }
-        "$ers.sendForTriage" => {
+        ReferralAction::SendForTriage => {
             inputs.only(&op, &["service"])?;
-            let service =
-                service_ref(&inputs.required("service", "the shortlisted triage service")?);
-            web::block(move || {
-                svc::send_for_triage(
-                    &mut c,
-                    &id,
-                    version,
-                    service,
-                    &svc::Acting {
-                        caller: &caller,
-                        author: &who,
-                        audit: &d,
-                    },
-                )
-            })
-            .await??
+            Change::SendForTriage(service_ref(
+                &inputs.required("service", "the shortlisted triage service")?,
+            ))
         }
-        "$ers.recordReviewOutcome" => {
+        ReferralAction::RecordReviewOutcome => {
             inputs.only(&op, &["outcome", "comment"])?;
             let code = inputs.required(
                 "outcome",
@@ -245,49 +211,31 @@ pub async fn operation(
                 )
                 .with_expression("Parameters.parameter[outcome]")]))
             })?;
-            let comment = inputs.one("comment").unwrap_or_default();
-            web::block(move || {
-                svc::record_review_outcome(
-                    &mut c,
-                    &id,
-                    version,
-                    outcome,
-                    comment,
-                    &svc::Acting {
-                        caller: &caller,
-                        author: &who,
-                        audit: &d,
-                    },
-                )
-            })
-            .await??
+            Change::ReviewOutcome {
+                outcome,
+                comment: inputs.one("comment").unwrap_or_default(),
+            }
         }
-        "$ers.cancelReferral" => {
+        ReferralAction::CancelReferral => {
             inputs.only(&op, &["reason", "comment"])?;
-            let reason = inputs.required("reason", "a referral cancellation reason")?;
-            let comment = inputs.one("comment");
-            web::block(move || {
-                svc::cancel(
-                    &mut c,
-                    &id,
-                    version,
-                    reason,
-                    comment,
-                    &svc::Acting {
-                        caller: &caller,
-                        author: &who,
-                        audit: &d,
-                    },
-                )
-            })
-            .await??
-        }
-        other => {
-            return Err(ApiError::Internal(format!(
-                "operation '{other}' is listed but not dispatched"
-            )))
+            Change::Cancel {
+                reason: inputs.required("reason", "a referral cancellation reason")?,
+                comment: inputs.one("comment"),
+            }
         }
     };
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let row = web::block(move || {
+        let acting = svc::Acting {
+            caller: &caller,
+            author: &who,
+            audit: &d,
+        };
+        svc::apply(&mut c, &id, version, change, &acting)
+    })
+    .await??;
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 

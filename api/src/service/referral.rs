@@ -285,6 +285,16 @@ pub struct Acting<'a> {
     pub audit: &'a AuditDraft,
 }
 
+/// A stored referral's JSON and its state.
+fn parsed(row: &ResourceRow) -> Result<(Value, StateRecord)> {
+    let body: Value = serde_json::from_str(&row.content)
+        .map_err(|e| ServiceError::BadRequest(format!("stored referral unreadable: {e}")))?;
+    let state = sr::state_of(&body).ok_or_else(|| {
+        ServiceError::BadRequest(format!("ServiceRequest/{} has no referral state", row.id))
+    })?;
+    Ok((body, state))
+}
+
 /// Reads a referral for an operation: checks If-Match (required; stale → 409), the state
 /// machine and the caller's relationship, then applies `change` and writes the new version.
 fn transition(
@@ -311,11 +321,7 @@ fn transition(
                 current: row.version_id,
             });
         }
-        let mut body: Value = serde_json::from_str(&row.content)
-            .map_err(|e| ServiceError::BadRequest(format!("stored referral unreadable: {e}")))?;
-        let state = sr::state_of(&body).ok_or_else(|| {
-            ServiceError::BadRequest(format!("ServiceRequest/{id} has no referral state"))
-        })?;
+        let (mut body, state) = parsed(&row)?;
         let ubrn = sr::ubrn_of(&body).unwrap_or(id).to_owned();
         let rel = relation(c, &body, &state, who.caller)?;
         referral::check(state.state, action, who.caller.business_function, rel)
@@ -337,7 +343,7 @@ fn transition(
 }
 
 /// `$ers.changeShortlist`: replaces the shortlist (1-20 services); the state stays.
-pub fn change_shortlist(
+fn change_shortlist(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
@@ -382,7 +388,7 @@ pub fn change_shortlist(
 
 /// `$ers.sendForTriage`: the referral goes to one shortlisted triage (REVIEW) service and
 /// awaits its review.
-pub fn send_for_triage(
+fn send_for_triage(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
@@ -432,7 +438,7 @@ pub fn send_for_triage(
 
 /// `$ers.recordReviewOutcome`: the triage service returns the referral with advice, or accepts
 /// it to book later. A comment is mandatory.
-pub fn record_review_outcome(
+fn record_review_outcome(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
@@ -491,7 +497,7 @@ fn check_comment(comment: &str, required: bool, name: &str) -> Result<()> {
 
 /// `$ers.cancelReferral`: terminal. The reason comes from the referral cancellation code
 /// system; some reasons need a comment.
-pub fn cancel(
+fn cancel(
     conn: &mut DbConnection,
     id: &str,
     if_match: Option<i64>,
@@ -549,24 +555,50 @@ pub fn cancel(
     )
 }
 
-/// The actions the caller may take on the referral now (and the version they apply to).
+/// A change of a referral, with its inputs: one per operation.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Shortlist(Vec<String>),
+    SendForTriage(String),
+    ReviewOutcome {
+        outcome: ReviewOutcome,
+        comment: String,
+    },
+    Cancel {
+        reason: String,
+        comment: Option<String>,
+    },
+}
+
+/// Applies one change to the referral at the version the caller read.
+pub fn apply(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    change: Change,
+    who: &Acting<'_>,
+) -> Result<ResourceRow> {
+    match change {
+        Change::Shortlist(services) => change_shortlist(conn, id, if_match, services, who),
+        Change::SendForTriage(service) => send_for_triage(conn, id, if_match, service, who),
+        Change::ReviewOutcome { outcome, comment } => {
+            record_review_outcome(conn, id, if_match, outcome, comment, who)
+        }
+        Change::Cancel { reason, comment } => cancel(conn, id, if_match, reason, comment, who),
+    }
+}
+
+/// The referral now, its state, and the actions the caller may take on it.
 pub fn available_actions(
     conn: &mut DbConnection,
     id: &str,
     caller: &Caller,
-) -> Result<(ResourceRow, Vec<ReferralAction>)> {
-    let def = def()?;
-    let row = resource::read(conn, def, id)?;
-    let body: Value = serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::BadRequest(format!("stored referral unreadable: {e}")))?;
-    let state = sr::state_of(&body).ok_or_else(|| {
-        ServiceError::BadRequest(format!("ServiceRequest/{id} has no referral state"))
-    })?;
+) -> Result<(ResourceRow, ReferralState, Vec<ReferralAction>)> {
+    let row = resource::read(conn, def()?, id)?;
+    let (body, state) = parsed(&row)?;
     let rel = relation(conn, &body, &state, caller)?;
-    Ok((
-        row,
-        referral::available_actions(state.state, caller.business_function, rel),
-    ))
+    let actions = referral::available_actions(state.state, caller.business_function, rel);
+    Ok((row, state.state, actions))
 }
 
 /// The logical id of the organisation with an ODS code (for worklists).

@@ -790,11 +790,6 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             started.elapsed(),
             req.query.criteria.len()
         );
-        // A first page that is not full is every match: its total costs nothing.
-        let total = total.or_else(|| {
-            let n = i64::try_from(matches.len()).ok()?;
-            (req.query.offset == 0 && n < req.query.limit).then_some(n)
-        });
         let ids: Vec<String> = matches.iter().map(|r| r.id.clone()).collect();
         let mut included: Vec<ResourceRow> = Vec::new();
         let mut seen: std::collections::BTreeSet<(String, String)> = matches

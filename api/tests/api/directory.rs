@@ -884,6 +884,21 @@ async fn patient_centred_service_search_operation() {
     assert!(link(&b, "next")
         .expect("next page")
         .contains("_sort=earliest-slot"));
+    // An outward code is enough; a clinic type narrows to the services of that clinic type.
+    let b = app
+        .get(&format!("{PATIENT_SEARCH}?postcode=LS1&distanceLimit=100&priority=ROUTINE&specialty=CARDIOLOGY&clinicType=HEART_FAILURE&_count=100"))
+        .await
+        .json();
+    let found = matches(&b);
+    assert!(!found.is_empty(), "{b}");
+    for s in &found {
+        assert!(s["type"].to_string().contains("\"HEART_FAILURE\""), "{s}");
+    }
+    let all_cardiology = app
+        .get(&format!("{PATIENT_SEARCH}?postcode=LS1&distanceLimit=100&priority=ROUTINE&specialty=CARDIOLOGY&_count=100"))
+        .await
+        .json();
+    assert!(matches(&all_cardiology).len() > found.len());
 
     // Named clinician: only services with a schedule for that clinician.
     let org = app.search("Organization?identifier=R69").await["entry"][0]["resource"]["id"]

@@ -205,6 +205,42 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
     let b = w.app.search("ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&state=NOT_BOOKED&priority=URGENT&_include=ServiceRequest:patient").await;
     assert_eq!(match_ids(&b), vec![id.clone()], "{b}");
     assert!(b.to_string().contains("\"resourceType\":\"Patient\""));
+    // By requester organisation, shortlisted service (with the services included) and
+    // authored date.
+    let r69 = w.app.search("Organization?identifier=R69").await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("R69")
+        .to_owned();
+    let mine = |b: &Value| match_ids(b).contains(&id);
+    let b = w
+        .app
+        .search(&format!(
+            "ServiceRequest?requester.organization=Organization/{r69}&_count=100"
+        ))
+        .await;
+    assert!(mine(&b), "{b}");
+    let b = w
+        .app
+        .search(&format!(
+            "ServiceRequest?performer=HealthcareService/{}&_include=ServiceRequest:performer&_count=100",
+            w.triage
+        ))
+        .await;
+    assert!(mine(&b), "{b}");
+    assert!(b
+        .to_string()
+        .contains("\"resourceType\":\"HealthcareService\""));
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(mine(
+        &w.app
+            .search(&format!("ServiceRequest?authored=ge{today}&_count=100"))
+            .await
+    ));
+    assert!(!mine(
+        &w.app
+            .search(&format!("ServiceRequest?authored=lt{today}&_count=100"))
+            .await
+    ));
 
     // What each side may do now: the referrer shortlists, sends or cancels; the provider nothing.
     assert_eq!(
@@ -287,7 +323,7 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
     assert_eq!(state(&r.json()), "AWAITING_TRIAGE");
     // Now the referrer may only cancel; the shortlist is fixed while triage is pending.
     assert_eq!(w.actions(false, &id).await, ["CANCEL_REFERRAL"]);
-    let d = w
+    let refused = w
         .op(
             false,
             &id,
@@ -295,24 +331,14 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
             Some(3),
             &[("service", &w.bookable)],
         )
-        .await
-        .assert_outcome(422, "business-rule");
+        .await;
+    let d = refused.assert_outcome(422, "business-rule");
     assert!(
         d.contains("'state' (AWAITING_TRIAGE) does not allow CHANGE_SHORTLIST"),
         "{d}"
     );
-    let oo = w
-        .op(
-            false,
-            &id,
-            "$ers.changeShortlist",
-            Some(3),
-            &[("service", &w.bookable)],
-        )
-        .await
-        .json();
     assert_eq!(
-        oo["issue"][0]["details"]["coding"][0]["code"],
+        refused.json()["issue"][0]["details"]["coding"][0]["code"],
         "INVALID_REQUEST_STATE"
     );
 
