@@ -107,6 +107,30 @@ pub fn get_many(
     Ok(out)
 }
 
+/// Which of `ids` (of one type) hold a `param` token with one of `codes` (any system).
+pub fn holding_token(
+    conn: &mut DbConnection,
+    res_type: &str,
+    ids: &[String],
+    param: &str,
+    codes: &[String],
+) -> QResult<Vec<String>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        out.extend(
+            search_tokens::table
+                .filter(search_tokens::res_type.eq(res_type))
+                .filter(search_tokens::res_id.eq_any(chunk))
+                .filter(search_tokens::param.eq(param))
+                .filter(search_tokens::code.eq_any(codes))
+                .select(search_tokens::res_id)
+                .distinct()
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
 /// Whether a live resource exists.
 pub fn exists(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<bool> {
     let n: i64 = resources::table
@@ -141,6 +165,9 @@ pub struct HistoryQuery {
     pub id: Option<String>,
     pub since: Option<NaiveDateTime>,
     pub at_or_before: Option<NaiveDateTime>,
+    /// Only resources holding a `(param, code)` token with one of the codes (organisation
+    /// scoping: the resources a caller may see).
+    pub holding: Option<(String, Vec<String>)>,
     pub offset: i64,
     pub limit: i64,
 }
@@ -160,6 +187,14 @@ fn history_base(
     }
     if let Some(before) = q.at_or_before {
         query = query.filter(resource_versions::last_updated.le(before));
+    }
+    if let Some((param, codes)) = &q.holding {
+        let holders = search_tokens::table
+            .filter(search_tokens::param.eq(param.clone()))
+            .filter(search_tokens::code.eq_any(codes.clone()))
+            .filter(search_tokens::res_type.eq(q.res_type.clone().unwrap_or_default()))
+            .select(search_tokens::res_id);
+        query = query.filter(resource_versions::id.eq_any(holders));
     }
     query
 }

@@ -91,14 +91,37 @@ pub enum ReferralAction {
     SendForTriage,
     RecordReviewOutcome,
     CancelReferral,
+    RejectReferral,
+    /// Book a slot, record an indirectly booked appointment, or defer to the provider.
+    CreateAppointment,
+    CancelAppointment,
+    /// Move the current appointment to another slot.
+    ChangeAppointment,
+    RecordNonAttendance,
+}
+
+/// Where an action is invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST ServiceRequest/{id}/{operation}`.
+    Referral,
+    /// `POST Appointment` (a new appointment based on the referral).
+    NewAppointment,
+    /// `POST Appointment/{current}/{operation}` on the referral's current appointment.
+    CurrentAppointment,
 }
 
 impl ReferralAction {
-    pub const ALL: [ReferralAction; 4] = [
+    pub const ALL: [ReferralAction; 9] = [
         ReferralAction::ChangeShortlist,
         ReferralAction::SendForTriage,
         ReferralAction::RecordReviewOutcome,
         ReferralAction::CancelReferral,
+        ReferralAction::RejectReferral,
+        ReferralAction::CreateAppointment,
+        ReferralAction::CancelAppointment,
+        ReferralAction::ChangeAppointment,
+        ReferralAction::RecordNonAttendance,
     ];
 
     pub fn code(self) -> &'static str {
@@ -107,22 +130,61 @@ impl ReferralAction {
             ReferralAction::SendForTriage => "SEND_FOR_TRIAGE",
             ReferralAction::RecordReviewOutcome => "RECORD_REVIEW_OUTCOME",
             ReferralAction::CancelReferral => "CANCEL_REFERRAL",
+            ReferralAction::RejectReferral => "REJECT_REFERRAL",
+            ReferralAction::CreateAppointment => "CREATE_APPOINTMENT",
+            ReferralAction::CancelAppointment => "CANCEL_DIRECTLY_BOOKED_APPOINTMENT",
+            ReferralAction::ChangeAppointment => "CHANGE_APPOINTMENT",
+            ReferralAction::RecordNonAttendance => "RECORD_NON_ATTENDANCE",
         }
     }
 
-    /// The FHIR operation that performs the action.
+    /// Where the action is invoked.
+    pub fn endpoint(self) -> Endpoint {
+        match self {
+            ReferralAction::CreateAppointment => Endpoint::NewAppointment,
+            ReferralAction::CancelAppointment
+            | ReferralAction::ChangeAppointment
+            | ReferralAction::RecordNonAttendance => Endpoint::CurrentAppointment,
+            _ => Endpoint::Referral,
+        }
+    }
+
+    /// The FHIR operation that performs the action (`POST Appointment` creates one).
     pub fn operation(self) -> &'static str {
         match self {
             ReferralAction::ChangeShortlist => "$ers.changeShortlist",
             ReferralAction::SendForTriage => "$ers.sendForTriage",
             ReferralAction::RecordReviewOutcome => "$ers.recordReviewOutcome",
             ReferralAction::CancelReferral => "$ers.cancelReferral",
+            ReferralAction::RejectReferral => "$ers.rejectReferral",
+            ReferralAction::CreateAppointment => "create",
+            ReferralAction::CancelAppointment => "$ers.cancelAppointment",
+            ReferralAction::ChangeAppointment => "$ers.changeAppointment",
+            ReferralAction::RecordNonAttendance => "$ers.recordNonAttendance",
         }
     }
 
-    /// The action an operation name (`$ers.…`) performs.
+    /// The action a referral operation name (`ServiceRequest/{id}/$ers.…`) performs.
     pub fn from_operation(op: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.operation() == op)
+        Self::ALL
+            .into_iter()
+            .find(|a| a.endpoint() == Endpoint::Referral && a.operation() == op)
+    }
+
+    /// The action an appointment operation name (`Appointment/{id}/$ers.…`) performs.
+    pub fn from_appointment_operation(op: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.endpoint() == Endpoint::CurrentAppointment && a.operation() == op)
+    }
+
+    /// The operations invoked at `endpoint`.
+    pub fn operations_at(endpoint: Endpoint) -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|a| a.endpoint() == endpoint)
+            .map(|a| a.operation())
+            .collect()
     }
 
     /// The operation's input parameters, for documentation.
@@ -135,6 +197,21 @@ impl ReferralAction {
             }
             ReferralAction::CancelReferral => {
                 "reason: a referral cancellation reason; comment (required by some reasons, at most 2000 characters)"
+            }
+            ReferralAction::RejectReferral => {
+                "reason: an appointment cancellation reason of usage REJECT; comment (required by some reasons)"
+            }
+            ReferralAction::CreateAppointment => {
+                "an Appointment: booked with a slot (or start and end for an indirectly bookable service), or proposed with a deferral reason"
+            }
+            ReferralAction::CancelAppointment => {
+                "reason: an appointment cancellation reason of usage CANCEL; comment (required by some reasons)"
+            }
+            ReferralAction::ChangeAppointment => {
+                "slot: the free Slot to move to; clinician: the slot's named clinician, when it has one"
+            }
+            ReferralAction::RecordNonAttendance => {
+                "reason: an appointment non-attendance reason; comment (optional)"
             }
         }
     }
@@ -155,6 +232,28 @@ impl ReferralAction {
                 B::ReferringClinicianAdmin,
                 B::ServiceProviderClinician,
                 B::ServiceProviderClinicianAdmin,
+                B::ProviderAuthorisedApplication,
+            ],
+            ReferralAction::RejectReferral => &[
+                B::ServiceProviderClinician,
+                B::ServiceProviderClinicianAdmin,
+                B::ProviderAuthorisedApplication,
+            ],
+            ReferralAction::CreateAppointment
+            | ReferralAction::CancelAppointment
+            | ReferralAction::ChangeAppointment => &[
+                B::ReferringClinician,
+                B::ReferringClinicianAdmin,
+                B::ReferringAdmin,
+                B::ServiceProviderClinician,
+                B::ServiceProviderClinicianAdmin,
+                B::ServiceProviderAdmin,
+                B::ProviderAuthorisedApplication,
+            ],
+            ReferralAction::RecordNonAttendance => &[
+                B::ServiceProviderClinician,
+                B::ServiceProviderClinicianAdmin,
+                B::ServiceProviderAdmin,
                 B::ProviderAuthorisedApplication,
             ],
         }
@@ -226,15 +325,36 @@ pub fn check(
             ReferralState::AwaitingTriage | ReferralState::DeferredToProvider
         ),
         ReferralAction::CancelReferral => state != ReferralState::CancelledReferral,
+        // The referrer books while it is theirs to act; the provider books what was deferred
+        // to it or what it accepted to book later.
+        ReferralAction::CreateAppointment => {
+            if role.is_referrer() {
+                state.referrer_to_act()
+            } else {
+                matches!(
+                    state,
+                    ReferralState::DeferredToProvider | ReferralState::TriagedProviderToAction
+                )
+            }
+        }
+        ReferralAction::RejectReferral
+        | ReferralAction::CancelAppointment
+        | ReferralAction::ChangeAppointment
+        | ReferralAction::RecordNonAttendance => state == ReferralState::Booked,
     };
     if !state_ok {
         return Err(Refusal::State(state));
     }
     let org_ok = match action {
         ReferralAction::ChangeShortlist | ReferralAction::SendForTriage => relation.referrer,
-        ReferralAction::RecordReviewOutcome => relation.provider,
-        // Either side may cancel; a provider only while the referral is with its service.
-        ReferralAction::CancelReferral => {
+        ReferralAction::RecordReviewOutcome
+        | ReferralAction::RejectReferral
+        | ReferralAction::RecordNonAttendance => relation.provider,
+        // Either side; a provider only while the referral is with its service.
+        ReferralAction::CancelReferral
+        | ReferralAction::CreateAppointment
+        | ReferralAction::CancelAppointment
+        | ReferralAction::ChangeAppointment => {
             if role.is_referrer() {
                 relation.referrer
             } else {
@@ -363,15 +483,21 @@ mod tests {
     }
 
     #[test]
-    fn a_new_referral_is_the_referrers_to_send_or_cancel() {
+    fn a_new_referral_is_the_referrers_to_send_book_or_cancel() {
         let a = available_actions(ReferralState::NotBooked, B::ReferringClinician, REFERRER);
         assert_eq!(
             a,
             vec![
                 ReferralAction::ChangeShortlist,
                 ReferralAction::SendForTriage,
-                ReferralAction::CancelReferral
+                ReferralAction::CancelReferral,
+                ReferralAction::CreateAppointment,
             ]
+        );
+        // A referring admin books but does not change the clinical shortlist.
+        assert_eq!(
+            available_actions(ReferralState::NotBooked, B::ReferringAdmin, REFERRER),
+            vec![ReferralAction::CreateAppointment]
         );
         // Another organisation's referrer: nothing.
         assert!(available_actions(
@@ -380,6 +506,45 @@ mod tests {
             Relation::default()
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_booked_referral_is_changed_by_either_side_and_closed_by_the_provider() {
+        assert_eq!(
+            available_actions(ReferralState::Booked, B::ReferringClinician, REFERRER),
+            vec![
+                ReferralAction::CancelReferral,
+                ReferralAction::CancelAppointment,
+                ReferralAction::ChangeAppointment,
+            ]
+        );
+        assert_eq!(
+            available_actions(ReferralState::Booked, B::ServiceProviderClinician, PROVIDER),
+            vec![
+                ReferralAction::CancelReferral,
+                ReferralAction::RejectReferral,
+                ReferralAction::CancelAppointment,
+                ReferralAction::ChangeAppointment,
+                ReferralAction::RecordNonAttendance,
+            ]
+        );
+        // The provider books only what was deferred to it; the referrer never books then.
+        assert!(check(
+            ReferralState::DeferredToProvider,
+            ReferralAction::CreateAppointment,
+            B::ServiceProviderAdmin,
+            PROVIDER
+        )
+        .is_ok());
+        assert_eq!(
+            check(
+                ReferralState::DeferredToProvider,
+                ReferralAction::CreateAppointment,
+                B::ReferringClinician,
+                REFERRER
+            ),
+            Err(Refusal::State(ReferralState::DeferredToProvider))
+        );
     }
 
     #[test]

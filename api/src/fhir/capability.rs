@@ -54,21 +54,34 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= the UK Core profile or the base R4 definition. Returns every issue; stores nothing."}],
             });
-            if r.name == "ServiceRequest" {
-                if let Some(ops) = res["operation"].as_array_mut() {
-                    use crate::domain::referral::ReferralAction;
-                    for a in ReferralAction::ALL {
+            {
+                use crate::domain::referral::{Endpoint, ReferralAction};
+                let at = match r.name {
+                    "ServiceRequest" => Some(Endpoint::Referral),
+                    "Appointment" => Some(Endpoint::CurrentAppointment),
+                    _ => None,
+                };
+                if let (Some(at), Some(ops)) = (at, res["operation"].as_array_mut()) {
+                    for a in ReferralAction::ALL.into_iter().filter(|a| a.endpoint() == at) {
                         ops.push(json!({
                             "name": a.operation().trim_start_matches('$'),
                             "definition": format!("urn:ers:OperationDefinition:{}", a.code()),
                             "documentation": format!(
-                                "POST ServiceRequest/{{id}}/{} with If-Match and a Parameters body ({}). May be done by {}, when the referral's state and your organisation allow it (see availableActions).",
+                                "POST {}/{{id}}/{} with If-Match and a Parameters body ({}). May be done by {}, when the referral's state and your organisation allow it (see ServiceRequest $ers.availableActions).",
+                                r.name,
                                 a.operation(),
                                 a.inputs(),
                                 a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
                             ),
                         }));
                     }
+                }
+            }
+            if r.name == "Appointment" {
+                res["documentation"] = json!("Appointments (e-RS booking). POST books a free slot of a shortlisted service (status booked + slot), records an indirectly booked appointment (booked + start/end + the service), or defers to the provider (proposed + an eRS-ReviewReason); basedOn names the referral. Changes: PUT with status=cancelled (cancel) or a new slot (change), or the operations below; never DELETE.");
+            }
+            if r.name == "ServiceRequest" {
+                if let Some(ops) = res["operation"].as_array_mut() {
                     ops.push(json!({
                         "name": "ers.availableActions",
                         "definition": "urn:ers:OperationDefinition:availableActions",

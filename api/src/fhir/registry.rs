@@ -57,6 +57,18 @@ pub struct Checked {
 
 pub type CheckFn = fn(&Value) -> Result<Checked, Vec<Issue>>;
 
+/// Who may see the resources of a type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Everyone the permission table lets read the type.
+    Everyone,
+    /// Only the organisations related to each resource (referrer, shortlisted or booked
+    /// provider): its writer indexes their ODS codes (`service::scope`).
+    Organisations,
+    /// As the resource each one is about (Provenance: its target).
+    AsTarget,
+}
+
 /// One hosted resource type.
 #[derive(Debug)]
 pub struct ResourceDef {
@@ -71,6 +83,8 @@ pub struct ResourceDef {
     /// Whether the generic create, update and delete (and Bundle entries) write this type;
     /// false for types written only by their own use cases (referrals: UBRN, state machine).
     pub plain_writes: bool,
+    /// Who may see resources of this type (organisation scoping of patient data).
+    pub visibility: Visibility,
     pub check: CheckFn,
     /// Most ids one `_id` search may list, and the largest `_count` (e-RS: 20 services, 100 slots).
     pub max_ids: usize,
@@ -267,7 +281,7 @@ const LOCATION_PARAMS: &[SearchParamDef] = &[
 ];
 
 const PROVENANCE_PARAMS: &[SearchParamDef] = &[
-    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot"], "The resource version this records the making of"),
+    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment"], "The resource version this records the making of"),
     param!(
         "agent",
         Token,
@@ -482,6 +496,72 @@ const SLOT_PARAMS: &[SearchParamDef] = &[
     },
 ];
 
+const APPOINTMENT_PARAMS: &[SearchParamDef] = &[
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "Appointment identifier"
+    ),
+    param!(
+        "based-on",
+        Reference,
+        ["basedOn"],
+        targets["ServiceRequest"],
+        "The referral the appointment is for"
+    ),
+    param!(
+        "status",
+        Token,
+        ["status"],
+        "booked | proposed (deferred to the provider) | cancelled | noshow"
+    ),
+    param!("date", Date, ["start"], "When the appointment starts"),
+    param!(
+        "slot",
+        Reference,
+        ["slot"],
+        targets["Slot"],
+        "The slot booked"
+    ),
+    SearchParamDef {
+        name: "patient",
+        kind: ParamKind::Reference,
+        paths: &[],
+        targets: &["Patient"],
+        doc: "The patient (chain: patient.identifier=https://fhir.nhs.uk/Id/nhs-number|…)",
+        expand: None,
+        extract: Some(resources::appointment::extract_patient),
+    },
+    SearchParamDef {
+        name: "service",
+        kind: ParamKind::Reference,
+        paths: &[],
+        targets: &["HealthcareService"],
+        doc: "The service the appointment is with",
+        expand: None,
+        extract: Some(resources::appointment::extract_service),
+    },
+    SearchParamDef {
+        name: "practitioner",
+        kind: ParamKind::Reference,
+        paths: &[],
+        targets: &["Practitioner"],
+        doc: "The named clinician",
+        expand: None,
+        extract: Some(resources::appointment::extract_practitioner),
+    },
+    SearchParamDef {
+        name: "location",
+        kind: ParamKind::Reference,
+        paths: &[],
+        targets: &["Location"],
+        doc: "Where the appointment is",
+        expand: None,
+        extract: Some(resources::appointment::extract_location),
+    },
+];
+
 /// e-RS priority order: a search at one priority also finds slots of the lower ones.
 pub fn priorities_at_or_below(code: &str) -> Vec<&'static str> {
     match code {
@@ -513,6 +593,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::patient::check,
@@ -532,6 +613,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::practitioner::check,
@@ -543,6 +625,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::organization::check,
@@ -564,6 +647,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::practitioner_role::check,
@@ -585,6 +669,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::location::check,
@@ -607,6 +692,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 20,
         max_count: super::search::MAX_COUNT,
         check: resources::healthcare_service::check,
@@ -626,6 +712,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
@@ -648,6 +735,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: true,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: 100,
         check: resources::slot::check,
@@ -672,9 +760,37 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: false,
         if_match_required: true,
         plain_writes: false,
+        visibility: Visibility::Organisations,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::service_request::check,
+    },
+    ResourceDef {
+        name: "Appointment",
+        params: APPOINTMENT_PARAMS,
+        summary: &[
+            "identifier",
+            "status",
+            "cancelationReason",
+            "serviceType",
+            "specialty",
+            "appointmentType",
+            "start",
+            "end",
+            "slot",
+            "basedOn",
+            "participant",
+            "requestedPeriod",
+        ],
+        // Booked, deferred, changed, cancelled and marked did-not-attend by the booking use
+        // cases (`service::booking`), each with its referral in one transaction.
+        delete: false,
+        if_match_required: true,
+        plain_writes: false,
+        visibility: Visibility::Organisations,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
+        check: resources::no_rules,
     },
     ResourceDef {
         name: "Provenance",
@@ -690,6 +806,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         delete: false,
         if_match_required: false,
         plain_writes: true,
+        visibility: Visibility::AsTarget,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,

@@ -9,6 +9,7 @@ use serde_json::Value;
 const SOURCES: &[&str] = &[
     include_str!("../../../fhir-profiles/codesystems/ers-age-gender-eligibility.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-cancellation-reason.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-appointment-non-attendance-reason.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-bookable-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-business-function.json"),
@@ -19,6 +20,7 @@ const SOURCES: &[&str] = &[
     include_str!("../../../fhir-profiles/codesystems/ers-referral-state.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-request-flow-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-review-outcome.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-review-reason.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-specialty.json"),
 ];
 
@@ -106,6 +108,23 @@ pub fn property<'a>(concept: &'a Value, code: &str) -> Option<&'a Value> {
         .iter()
         .find(|(k, _)| k.starts_with("value"))
         .map(|(_, v)| v)
+}
+
+/// Every value[x] of a repeated property on a concept.
+pub fn properties<'a>(concept: &'a Value, code: &str) -> Vec<&'a Value> {
+    concept
+        .get("property")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("code").and_then(Value::as_str) == Some(code))
+        .filter_map(|p| {
+            p.as_object()?
+                .iter()
+                .find(|(k, _)| k.starts_with("value"))
+                .map(|(_, v)| v)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ impl ApiError {
             |code: &'static str, ers: &'static str| vec![Issue::error(code, ers, msg.clone())];
         match self {
             ApiError::Service(s) => match s {
-                S::NotFound { .. } => (
+                S::NotFound { .. } | S::NotVisible { .. } => (
                     StatusCode::NOT_FOUND,
                     one("not-found", "REFERENCE_NOT_FOUND"),
                 ),
@@ -142,6 +142,23 @@ impl ApiError {
                 S::ConditionalMultiple { .. } => (
                     StatusCode::PRECONDITION_FAILED,
                     one("multiple-matches", "INVALID_VALUE"),
+                ),
+                S::Conflict {
+                    ers_code,
+                    expression,
+                    ..
+                } => (
+                    StatusCode::CONFLICT,
+                    vec![Issue::error("conflict", ers_code, msg.clone())
+                        .with_expression(expression.clone())],
+                ),
+                S::Internal(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    vec![Issue::error(
+                        "exception",
+                        "SERVICE_ERROR",
+                        "Internal server error; the request was not applied",
+                    )],
                 ),
                 S::Storage(StorageError::Unavailable(_)) => (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -19,6 +19,7 @@ use crate::fhir::{apply_elements, apply_summary, datetime, is_valid_id};
 use crate::security::permissions::{self, Action};
 use crate::service::audit::{self as audit, AuditDraft, Outcome, Touched};
 use crate::service::resource::{self as svc, Created};
+use crate::service::scope;
 use crate::startup::AppState;
 
 type Reply = Result<HttpResponse, ApiError>;
@@ -286,9 +287,19 @@ pub async fn create(
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
-    let created =
-        web::block(move || svc::create(&mut c, def, resource, &who, &d, conditional, None))
-            .await??;
+    let created = web::block(move || {
+        svc::create(
+            &mut c,
+            def,
+            resource,
+            &who,
+            &d,
+            conditional,
+            None,
+            &Default::default(),
+        )
+    })
+    .await??;
     match created {
         Created::New(row) => write_reply(&req, &state, StatusCode::CREATED, &row),
         Created::Existing(row) => write_reply(&req, &state, StatusCode::OK, &row),
@@ -310,6 +321,7 @@ pub async fn read(
     let mut c = conn(&state).await?;
     let row = web::block(move || -> Result<_, ApiError> {
         let row = svc::read(&mut c, def, &id)?;
+        scope::check(&mut c, def, &id, &caller)?;
         audit::record(
             &mut c,
             &d,
@@ -341,6 +353,7 @@ pub async fn vread(
     let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
     let row = web::block(move || -> Result<_, ApiError> {
+        scope::check(&mut c, def, &id, &caller)?;
         let row = svc::vread(&mut c, def, &id, version)?;
         audit::record(
             &mut c,
@@ -383,6 +396,7 @@ pub async fn update(
             },
             &who,
             &d,
+            &Default::default(),
         )
     })
     .await??;
@@ -445,10 +459,12 @@ pub(super) async fn run_search(
     let p = prefer(&req);
     let parsed: SearchRequest = fsearch::parse(def, &params, p.strict).map_err(ApiError::Search)?;
     negotiate::response_format(&req)?;
-    let request = parsed.clone();
+    let mut request = parsed.clone();
+    scope::restrict(def, &mut request.query.criteria, &caller);
     let mut c = conn(&state).await?;
     let result = web::block(move || -> Result<_, ApiError> {
-        let result = svc::search(&mut c, &request)?;
+        let mut result = svc::search(&mut c, &request)?;
+        scope::retain_visible(&mut c, &mut result.included, &caller)?;
         let touched: Vec<Touched> = result
             .matches
             .iter()
@@ -623,9 +639,13 @@ async fn run_history(
     negotiate::response_format(&req)?;
     q.res_type = Some(def.name.to_owned());
     q.id = id.clone();
+    q.holding = scope::codes_for(def, &caller).map(|codes| (scope::PARAM.to_owned(), codes));
     let (count, offset) = (q.limit, q.offset);
     let mut c = conn(&state).await?;
     let (rows, total) = web::block(move || -> Result<_, ApiError> {
+        if let Some(id) = q.id.as_deref() {
+            scope::check(&mut c, def, id, &caller)?;
+        }
         let (rows, total) = svc::history(&mut c, def, q)?;
         let touched: Vec<Touched> = rows.iter().map(touched_version).collect();
         audit::record(&mut c, &d, &ok_outcome("R", subtype), &touched)?;

@@ -256,7 +256,21 @@ async fn audit_failure(
         }
     }
     let status = res.status().as_u16();
+    let hidden = res
+        .response()
+        .error()
+        .and_then(|e| match e.as_error::<super::ApiError>() {
+            Some(super::ApiError::Service(crate::service::ServiceError::NotVisible {
+                res_type,
+                id,
+                organisation,
+            })) => Some(format!(
+            "{res_type}/{id} is not visible to organisation {organisation} (answered 404 Not Found)"
+        )),
+            _ => None,
+        });
     let subtype = match status {
+        _ if hidden.is_some() => "access-denied",
         401 | 403 | 429 => "access-denied",
         _ => "failed",
     };
@@ -267,7 +281,7 @@ async fn audit_failure(
         "DELETE" => "D",
         _ => "R",
     };
-    let description = res.response().error().map(|e| e.to_string());
+    let description = hidden.or_else(|| res.response().error().map(|e| e.to_string()));
     let segments: Vec<&str> = req
         .path()
         .trim_start_matches("/FHIR/R4/")

@@ -1,5 +1,6 @@
 //! actix-web only: routes, content negotiation, the caller seam, handlers, errors.
 
+pub mod appointments;
 pub mod audit;
 pub mod bundles;
 pub mod caller;

@@ -596,8 +596,16 @@ fn directory_paths(paths: PathsBuilder) -> PathsBuilder {
 }
 
 fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
-    use crate::domain::referral::ReferralAction;
+    use crate::domain::referral::{Endpoint, ReferralAction};
     for a in ReferralAction::ALL {
+        let (res, what) = match a.endpoint() {
+            Endpoint::Referral => ("ServiceRequest", "The referral's logical id (r.{uuid})"),
+            Endpoint::CurrentAppointment => (
+                "Appointment",
+                "The current appointment's logical id (a.{uuid})",
+            ),
+            Endpoint::NewAppointment => continue,
+        };
         let mut body = RequestBodyBuilder::new()
             .required(Some(Required::True))
             .description(Some(format!("A FHIR Parameters resource: {}", a.inputs())));
@@ -606,19 +614,20 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
         }
         let op = operation(
             a.code(),
-            "ServiceRequest",
+            res,
             &format!("{} ({})", a.code(), a.operation()),
             format!(
-                "Changes the referral's state or shortlist. May be done by {}, when the state and your organisation allow it (GET $ers.availableActions). Returns the new version.",
+                "Changes the {} and its referral's state. May be done by {}, when the state and your organisation allow it (GET ServiceRequest/{{id}}/$ers.availableActions). Returns the new version.",
+                if res == "Appointment" { "appointment" } else { "referral" },
                 a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
             ),
             vec![
-                path_param("id", "The referral's logical id (r.{uuid})"),
+                path_param("id", what),
                 header("If-Match", true, "W/\"n\": the version you read"),
             ],
         )
         .request_body(Some(body.build()))
-        .response("200", response("The referral's new version", Some("Resource")));
+        .response("200", response("The new version", Some("Resource")));
         let errors = [
             ("409", "Another change came first (stale If-Match)"),
             (
@@ -628,7 +637,7 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
             ("428", "If-Match is missing"),
         ];
         paths = paths.path(
-            format!("/FHIR/R4/ServiceRequest/{{id}}/{}", a.operation()),
+            format!("/FHIR/R4/{res}/{{id}}/{}", a.operation()),
             PathItem::new(HttpMethod::Post, with_errors(op, &errors).build()),
         );
     }

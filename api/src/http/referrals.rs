@@ -12,7 +12,7 @@ use super::caller::author;
 use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
 use super::negotiate::{self, Body};
 use super::ApiError;
-use crate::domain::referral::{ReferralAction, ReviewOutcome};
+use crate::domain::referral::{Endpoint, ReferralAction, ReviewOutcome};
 use crate::domain::Caller;
 use crate::fhir::outcome::Issue;
 use crate::fhir::parameters;
@@ -52,32 +52,28 @@ pub async fn create(
 pub async fn no_plain_writes() -> Reply {
     Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
         "A referral changes only through its operations: POST ServiceRequest/{{id}}/{} (see $ers.availableActions for what you may do now)",
-        ReferralAction::ALL
-            .iter()
-            .map(|a| a.operation())
-            .collect::<Vec<_>>()
-            .join(", ")
+        ReferralAction::operations_at(Endpoint::Referral).join(", ")
     ))))
 }
 
 /// The operation's inputs: one value per name (repeats kept in order).
-struct Inputs(Vec<(String, String)>);
+pub(super) struct Inputs(pub(super) Vec<(String, String)>);
 
 impl Inputs {
-    fn one(&self, name: &str) -> Option<String> {
+    pub(super) fn one(&self, name: &str) -> Option<String> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     }
-    fn all(&self, name: &str) -> Vec<String> {
+    pub(super) fn all(&self, name: &str) -> Vec<String> {
         self.0
             .iter()
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .collect()
     }
-    fn required(&self, name: &str, what: &str) -> Result<String, ApiError> {
+    pub(super) fn required(&self, name: &str, what: &str) -> Result<String, ApiError> {
         self.one(name)
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
@@ -88,7 +84,7 @@ impl Inputs {
             })
     }
     /// Only these names may appear.
-    fn only(&self, op: &str, names: &[&str]) -> Result<(), ApiError> {
+    pub(super) fn only(&self, op: &str, names: &[&str]) -> Result<(), ApiError> {
         let unknown: Vec<Issue> = self
             .0
             .iter()
@@ -140,17 +136,28 @@ pub async fn operation(
         let base = base_url(&req, &state);
         let mut c = conn(&state).await?;
         let who = caller.clone();
-        let (row, state_now, actions) =
+        let (row, state_now, actions, appointment) =
             web::block(move || svc::available_actions(&mut c, &id, &who)).await??;
         let mut params = vec![
             json!({"name": "referral", "valueReference": {"reference": format!("ServiceRequest/{}/_history/{}", row.id, row.version_id)}}),
             json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state_now.code()}}),
         ];
-        params.extend(actions.iter().map(|a| {
-            json!({"name": "action", "part": [
+        // Appointment actions are offered only with a current appointment to act on.
+        params.extend(actions.iter().filter_map(|a| {
+            let url = match (a.endpoint(), &appointment) {
+                (Endpoint::Referral, _) => {
+                    format!("{base}/ServiceRequest/{}/{}", row.id, a.operation())
+                }
+                (Endpoint::NewAppointment, _) => format!("{base}/Appointment"),
+                (Endpoint::CurrentAppointment, Some(appt)) => {
+                    format!("{base}/Appointment/{appt}/{}", a.operation())
+                }
+                (Endpoint::CurrentAppointment, None) => return None,
+            };
+            Some(json!({"name": "action", "part": [
                 {"name": "code", "valueCode": a.code()},
-                {"name": "operation", "valueUri": format!("{base}/ServiceRequest/{}/{}", row.id, a.operation())},
-            ]})
+                {"name": "operation", "valueUri": url},
+            ]}))
         }));
         return negotiate::respond(
             &req,
@@ -166,11 +173,7 @@ pub async fn operation(
     let Some(action) = ReferralAction::from_operation(&op) else {
         return Err(ApiError::NotFound(format!(
             "ServiceRequest has no operation '{op}'; it has {} and $ers.availableActions",
-            ReferralAction::ALL
-                .iter()
-                .map(|a| a.operation())
-                .collect::<Vec<_>>()
-                .join(", ")
+            ReferralAction::operations_at(Endpoint::Referral).join(", ")
         )));
     };
     let version = if_match(&req)?;
@@ -222,6 +225,25 @@ pub async fn operation(
                 reason: inputs.required("reason", "a referral cancellation reason")?,
                 comment: inputs.one("comment"),
             }
+        }
+        ReferralAction::RejectReferral => {
+            inputs.only(&op, &["reason", "comment"])?;
+            Change::Reject {
+                reason: inputs.required(
+                    "reason",
+                    "an appointment cancellation reason of usage REJECT",
+                )?,
+                comment: inputs.one("comment"),
+            }
+        }
+        // Appointment actions are invoked on Appointment, never here (from_operation).
+        ReferralAction::CreateAppointment
+        | ReferralAction::CancelAppointment
+        | ReferralAction::ChangeAppointment
+        | ReferralAction::RecordNonAttendance => {
+            return Err(ApiError::Internal(format!(
+                "{op} is not a referral operation"
+            )))
         }
     };
     let who = author(&req, &caller);

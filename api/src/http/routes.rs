@@ -137,6 +137,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(super::referrals::create))
                         .default_service(web::to(not_allowed)),
                 )
+                // Appointments: booked, changed and cancelled by the booking use cases.
+                .service(
+                    web::resource("/Appointment/{id}/{op:\\$[A-Za-z.]+}")
+                        .route(web::post().to(super::appointments::operation))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:Appointment}/{id}")
+                        .route(web::get().to(h::read))
+                        .route(web::put().to(super::appointments::update))
+                        .route(web::delete().to(super::appointments::no_delete))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:Appointment}")
+                        .route(web::get().to(h::search_get))
+                        .route(web::post().to(super::appointments::create))
+                        .default_service(web::to(not_allowed)),
+                )
                 .service(
                     web::resource("/{type}/{id}")
                         .route(web::get().to(h::read))

@@ -130,6 +130,14 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("ServiceRequest", Action::History, CLINICAL_AND_APPS),
     ("ServiceRequest", Action::Create, REFERRERS),
     ("ServiceRequest", Action::Validate, CLINICAL_AND_APPS),
+    // Appointments: booked, changed and cancelled by referrers and providers (each change
+    // has its own rule in `domain::referral`); read by the clinical users and applications.
+    ("Appointment", Action::Read, CLINICAL_AND_APPS),
+    ("Appointment", Action::Search, CLINICAL_AND_APPS),
+    ("Appointment", Action::History, CLINICAL_AND_APPS),
+    ("Appointment", Action::Create, CLINICAL_AND_APPS),
+    ("Appointment", Action::Update, CLINICAL_AND_APPS),
+    ("Appointment", Action::Validate, CLINICAL_AND_APPS),
     ("Slot", Action::Read, EVERYONE),
     ("Slot", Action::Search, EVERYONE),
     ("Slot", Action::History, EVERYONE),

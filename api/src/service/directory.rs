@@ -8,7 +8,7 @@ use crate::domain::NhsNumber;
 use crate::fhir::outcome::Issue;
 use crate::fhir::service_search::{self, PatientFacts, PatientRef};
 
-type Result<T> = std::result::Result<T, ServiceError>;
+use super::Result;
 
 /// The patient a patient-centred service search is for, and what the search uses of them.
 pub fn patient_for_search(

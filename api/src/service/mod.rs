@@ -2,11 +2,13 @@
 //! owns its transaction: domain and resource rules first, then storage.
 
 pub mod audit;
+pub mod booking;
 pub mod directory;
 pub mod postcodes;
 pub mod referral;
 pub mod resource;
 pub mod roles;
+pub mod scope;
 pub mod seed;
 pub mod synthetic;
 
@@ -14,11 +16,22 @@ use ers_schema::StorageError;
 
 use crate::fhir::outcome::Issue;
 
+/// What a use case returns.
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
 /// Why a use case refused or failed. `http/error.rs` maps each to a status and issue code.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{res_type}/{id} is not known")]
     NotFound { res_type: String, id: String },
+    /// The resource exists but the caller's organisation is not related to it: answered as
+    /// not found (no existence leak), audited as an access denial.
+    #[error("{res_type}/{id} is not known")]
+    NotVisible {
+        res_type: String,
+        id: String,
+        organisation: String,
+    },
     #[error("{res_type}/{id} has been deleted (version {version})")]
     Gone {
         res_type: String,
@@ -81,6 +94,16 @@ pub enum ServiceError {
     Forbidden(String),
     #[error("the If-None-Exist criteria '{criteria}' match {count} resources; they must match at most one")]
     ConditionalMultiple { criteria: String, count: i64 },
+    /// The request conflicts with the current state of a resource (a slot already taken).
+    #[error("{message}")]
+    Conflict {
+        ers_code: &'static str,
+        message: String,
+        expression: String,
+    },
+    /// A broken invariant of the server's own (a bug, never the client's doing).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -8,7 +8,7 @@ use ers_schema::{store, write_tx, Author, DbConnection, ResourceRow};
 use serde_json::{json, Value};
 
 use super::audit::AuditDraft;
-use super::resource::{self, IfMatch};
+use super::resource::{self, IfMatch, WriteContext};
 use super::ServiceError;
 use crate::domain::referral::{
     self, ReferralAction, ReferralState, Refusal, Relation, ReviewOutcome,
@@ -20,7 +20,7 @@ use crate::fhir::resources::healthcare_service::{PRIORITY_SYSTEM, REQUEST_FLOW_S
 use crate::fhir::resources::service_request::{self as sr, StateRecord};
 use crate::fhir::terminology;
 
-type Result<T> = std::result::Result<T, ServiceError>;
+use super::Result;
 
 pub const REVIEW_OUTCOME_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
 pub const REFERRAL_CANCELLATION_SYSTEM: &str =
@@ -32,13 +32,18 @@ fn def() -> Result<&'static ResourceDef> {
         .ok_or_else(|| ServiceError::BadRequest("ServiceRequest is not hosted".into()))
 }
 
-fn invalid(expression: &str, ers: &'static str, code: &'static str, msg: String) -> ServiceError {
+pub(super) fn invalid(
+    expression: &str,
+    ers: &'static str,
+    code: &'static str,
+    msg: String,
+) -> ServiceError {
     ServiceError::Invalid(vec![
         Issue::error(code, ers, msg).with_expression(expression)
     ])
 }
 
-fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<Value>> {
+pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<Value>> {
     let Some((t, id)) = reference.split_once('/') else {
         return Ok(None);
     };
@@ -58,7 +63,7 @@ fn identifier_value<'a>(v: &'a Value, system: &str) -> Option<&'a str> {
 
 /// The ODS code of the organisation behind a reference: an Organization, a PractitionerRole's
 /// organisation, or the provider of a HealthcareService.
-fn ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
+pub(super) fn ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
     let Some(v) = load_json(c, reference)? else {
         return Ok(None);
     };
@@ -95,6 +100,28 @@ fn relation(
     Ok(Relation { referrer, provider })
 }
 
+/// The organisations that may see a referral (ODS codes): the referrer, each shortlisted
+/// service's provider and the provider of the service it is with.
+pub fn organisations(c: &mut DbConnection, body: &Value) -> Result<Vec<String>> {
+    let mut refs: Vec<String> = body
+        .pointer("/requester/reference")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    refs.extend(sr::shortlist(body));
+    refs.extend(sr::state_of(body).and_then(|s| s.service));
+    let mut out = Vec::new();
+    for r in refs {
+        if let Some(ods) = ods_behind(c, &r)? {
+            if !out.contains(&ods) {
+                out.push(ods);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn refusal(r: Refusal, action: ReferralAction, ubrn: &str) -> ServiceError {
     match r {
         Refusal::State(s) => ServiceError::RequestState(format!(
@@ -119,14 +146,15 @@ fn refusal(r: Refusal, action: ReferralAction, ubrn: &str) -> ServiceError {
     }
 }
 
-/// What a shortlisted service supports: its request flows and priorities.
-struct ServiceFacts {
-    flows: Vec<String>,
-    priorities: Vec<String>,
-    active: bool,
+/// What a shortlisted service supports: its request flows, priorities and bookable type.
+pub(super) struct ServiceFacts {
+    pub flows: Vec<String>,
+    pub priorities: Vec<String>,
+    pub bookable: Vec<String>,
+    pub active: bool,
 }
 
-fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Option<ServiceFacts>> {
+pub(super) fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Option<ServiceFacts>> {
     let Some(v) = load_json(c, reference)? else {
         return Ok(None);
     };
@@ -148,6 +176,7 @@ fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Option<Service
     Ok(Some(ServiceFacts {
         flows: codes(REQUEST_FLOW_SYSTEM),
         priorities: codes(PRIORITY_SYSTEM),
+        bookable: codes(crate::fhir::resources::healthcare_service::BOOKABLE_TYPE_SYSTEM),
         active: v.get("active").and_then(Value::as_bool) != Some(false),
     }))
 }
@@ -272,7 +301,24 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             },
         );
         let id = format!("r.{}", uuid::Uuid::new_v4());
-        match resource::create(c, def, body, author, audit, None, Some(id))? {
+        let mut access = organisations(c, &body)?;
+        let me = caller.organisation.as_str().to_owned();
+        if !access.contains(&me) {
+            access.push(me);
+        }
+        match resource::create(
+            c,
+            def,
+            body,
+            author,
+            audit,
+            None,
+            Some(id),
+            &WriteContext {
+                access: &access,
+                owner_exempt: false,
+            },
+        )? {
             resource::Created::New(row) | resource::Created::Existing(row) => Ok(row),
         }
     })
@@ -295,12 +341,22 @@ fn parsed(row: &ResourceRow) -> Result<(Value, StateRecord)> {
     Ok((body, state))
 }
 
-/// Reads a referral for an operation: checks If-Match (required; stale → 409), the state
-/// machine and the caller's relationship, then applies `change` and writes the new version.
-fn transition(
+/// The referral version a change is made against.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Expected {
+    /// From `If-Match`, which a referral operation must send (missing → 428; stale → 409).
+    IfMatch(Option<i64>),
+    /// Optionally pinned by the client (a versioned `basedOn`); else the current version,
+    /// when the change is checked on another resource (an appointment's `If-Match`).
+    Pinned(Option<i64>),
+}
+
+/// Reads a referral for an operation: checks the expected version, the state machine and the
+/// caller's relationship, then applies `change` and writes the new version.
+pub(super) fn transition(
     conn: &mut DbConnection,
     id: &str,
-    if_match: Option<i64>,
+    expected: Expected,
     action: ReferralAction,
     who: &Acting<'_>,
     change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
@@ -308,10 +364,14 @@ fn transition(
     let def = def()?;
     write_tx(conn, |c| {
         let row = resource::read(c, def, id)?;
-        let Some(given) = if_match else {
-            return Err(ServiceError::IfMatchRequired {
-                res_type: def.name.to_owned(),
-            });
+        let given = match expected {
+            Expected::IfMatch(Some(v)) | Expected::Pinned(Some(v)) => v,
+            Expected::Pinned(None) => row.version_id,
+            Expected::IfMatch(None) => {
+                return Err(ServiceError::IfMatchRequired {
+                    res_type: def.name.to_owned(),
+                })
+            }
         };
         if given != row.version_id {
             return Err(ServiceError::StaleVersion {
@@ -327,6 +387,7 @@ fn transition(
         referral::check(state.state, action, who.caller.business_function, rel)
             .map_err(|r| refusal(r, action, &ubrn))?;
         change(c, &mut body, &state)?;
+        let access = organisations(c, &body)?;
         resource::update(
             c,
             def,
@@ -338,6 +399,10 @@ fn transition(
             },
             who.author,
             who.audit,
+            &WriteContext {
+                access: &access,
+                owner_exempt: false,
+            },
         )
     })
 }
@@ -353,7 +418,7 @@ fn change_shortlist(
     transition(
         conn,
         id,
-        if_match,
+        Expected::IfMatch(if_match),
         ReferralAction::ChangeShortlist,
         who,
         |c, body, _| {
@@ -398,7 +463,7 @@ fn send_for_triage(
     transition(
         conn,
         id,
-        if_match,
+        Expected::IfMatch(if_match),
         ReferralAction::SendForTriage,
         who,
         |c, body, _| {
@@ -450,7 +515,7 @@ fn record_review_outcome(
     transition(
         conn,
         id,
-        if_match,
+        Expected::IfMatch(if_match),
         ReferralAction::RecordReviewOutcome,
         who,
         |_, body, current| {
@@ -473,7 +538,7 @@ fn record_review_outcome(
     )
 }
 
-fn check_comment(comment: &str, required: bool, name: &str) -> Result<()> {
+pub(super) fn check_comment(comment: &str, required: bool, name: &str) -> Result<()> {
     let at = format!("Parameters.parameter[{name}]");
     if required && comment.trim().is_empty() {
         return Err(ServiceError::Invalid(vec![Issue::required_at(
@@ -537,15 +602,69 @@ fn cancel(
     transition(
         conn,
         id,
-        if_match,
+        Expected::IfMatch(if_match),
         ReferralAction::CancelReferral,
         who,
-        |_, body, current| {
+        |c, body, current| {
+            // The referral's current appointment goes with it.
+            let access = organisations(c, body)?;
+            super::booking::cancel_current(
+                c,
+                id,
+                (REFERRAL_CANCELLATION_SYSTEM, &reason),
+                comment.as_deref(),
+                &access,
+                who,
+            )?;
             sr::set_state(
                 body,
                 &StateRecord {
                     state: ReferralState::CancelledReferral,
                     reason: Some((REFERRAL_CANCELLATION_SYSTEM.to_owned(), reason)),
+                    comment: comment.filter(|c| !c.trim().is_empty()),
+                    service: current.service.clone(),
+                },
+            );
+            Ok(())
+        },
+    )
+}
+
+/// `$ers.rejectReferral`: the provider sends a booked referral back to the referrer with a
+/// reason; the appointment is cancelled and its slot released.
+fn reject(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    reason: String,
+    comment: Option<String>,
+    who: &Acting<'_>,
+) -> Result<ResourceRow> {
+    use crate::fhir::resources::appointment::CANCELLATION_SYSTEM;
+    super::booking::cancellation_reason(&reason, comment.as_deref(), "REJECT", |name| {
+        format!("Parameters.parameter[{name}]")
+    })?;
+    transition(
+        conn,
+        id,
+        Expected::IfMatch(if_match),
+        ReferralAction::RejectReferral,
+        who,
+        |c, body, current| {
+            let access = organisations(c, body)?;
+            super::booking::cancel_current(
+                c,
+                id,
+                (CANCELLATION_SYSTEM, &reason),
+                comment.as_deref(),
+                &access,
+                who,
+            )?;
+            sr::set_state(
+                body,
+                &StateRecord {
+                    state: ReferralState::Rejected,
+                    reason: Some((CANCELLATION_SYSTEM.to_owned(), reason)),
                     comment: comment.filter(|c| !c.trim().is_empty()),
                     service: current.service.clone(),
                 },
@@ -568,6 +687,11 @@ pub enum Change {
         reason: String,
         comment: Option<String>,
     },
+    /// The provider rejects a booked referral: its appointment is cancelled.
+    Reject {
+        reason: String,
+        comment: Option<String>,
+    },
 }
 
 /// Applies one change to the referral at the version the caller read.
@@ -585,20 +709,29 @@ pub fn apply(
             record_review_outcome(conn, id, if_match, outcome, comment, who)
         }
         Change::Cancel { reason, comment } => cancel(conn, id, if_match, reason, comment, who),
+        Change::Reject { reason, comment } => reject(conn, id, if_match, reason, comment, who),
     }
 }
 
-/// The referral now, its state, and the actions the caller may take on it.
+/// The referral now, its state, the actions the caller may take on it, and its current
+/// booked appointment (where the appointment actions are invoked).
 pub fn available_actions(
     conn: &mut DbConnection,
     id: &str,
     caller: &Caller,
-) -> Result<(ResourceRow, ReferralState, Vec<ReferralAction>)> {
+) -> Result<(
+    ResourceRow,
+    ReferralState,
+    Vec<ReferralAction>,
+    Option<String>,
+)> {
     let row = resource::read(conn, def()?, id)?;
+    super::scope::check(conn, def()?, id, caller)?;
     let (body, state) = parsed(&row)?;
     let rel = relation(conn, &body, &state, caller)?;
     let actions = referral::available_actions(state.state, caller.business_function, rel);
-    Ok((row, state.state, actions))
+    let appointment = super::booking::current_booked(conn, id)?;
+    Ok((row, state.state, actions, appointment))
 }
 
 /// The logical id of the organisation with an ODS code (for worklists).

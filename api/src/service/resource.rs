@@ -9,13 +9,13 @@ use ers_schema::{
 use serde_json::Value;
 
 use super::audit::{self, AuditDraft, Outcome};
-use super::ServiceError;
+use super::{scope, ServiceError};
 use crate::fhir::index;
 use crate::fhir::outcome::Issue;
 use crate::fhir::registry::{self, ResourceDef};
 use crate::fhir::search::{SearchRequest, TotalMode};
 
-type Result<T> = std::result::Result<T, ServiceError>;
+use super::Result;
 
 /// A resource ready to store: checked, with its index entries and references to verify.
 struct Prepared {
@@ -299,6 +299,7 @@ fn provenance(
     activity: &str,
     author: &Author,
     audit: &AuditDraft,
+    access: &[String],
 ) -> Result<()> {
     use crate::domain::{OdsCode, SdsUserId};
     use serde_json::json;
@@ -334,7 +335,10 @@ fn provenance(
             "onBehalfOf": on_behalf_of,
         }],
     });
-    let index = index::entries(def, &content, &Default::default());
+    let mut index = index::entries(def, &content, &Default::default());
+    if let Some(target) = registry::find(res_type) {
+        index.tokens.extend(scope::following(target, access));
+    }
     crate::fhir::stamp(&mut content, &pid, 1, last_updated);
     let text = content.to_string();
     let v = NewVersion {
@@ -347,6 +351,18 @@ fn provenance(
     };
     store::insert_resource(c, &v, &index)?;
     Ok(())
+}
+
+/// What a use case adds to a plain write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteContext<'a> {
+    /// The organisations that may see the resource (ODS codes), for types scoped by
+    /// organisation (`service::scope`).
+    pub access: &'a [String],
+    /// The write is a use case's consequence under its own rules, not an edit by the caller
+    /// (a referrer's booking makes a provider's slot busy): the owning-organisation check of
+    /// directory data does not apply.
+    pub owner_exempt: bool,
 }
 
 /// The outcome of a create: the stored row, or the one match of `If-None-Exist`.
@@ -364,10 +380,13 @@ pub fn create(
     audit: &AuditDraft,
     if_none_exist: Option<(SearchQuery, String)>,
     assigned_id: Option<String>,
+    ctx: &WriteContext<'_>,
 ) -> Result<Created> {
+    let access = ctx.access;
     // A transaction assigns ids up front so its entries can refer to each other.
     let id = assigned_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let prepared = prepare(def, body)?;
+    let mut prepared = prepare(def, body)?;
+    prepared.index.tokens.extend(scope::entries(def, access)?);
     write_tx(conn, |c| {
         if let Some((query, criteria)) = &if_none_exist {
             let mut q = query.clone();
@@ -399,7 +418,9 @@ pub fn create(
             }
         }
         verify_references(c, &prepared.references)?;
-        check_owner(c, def.name, &prepared.content, audit)?;
+        if !ctx.owner_exempt {
+            check_owner(c, def.name, &prepared.content, audit)?;
+        }
         check_unique(c, def, &prepared.index, None)?;
         let last_updated = now();
         let mut content = prepared.content.clone();
@@ -422,7 +443,7 @@ pub fn create(
             deleted: 0,
             content: text,
         };
-        provenance(c, def.name, &id, 1, "CREATE", author, audit)?;
+        provenance(c, def.name, &id, 1, "CREATE", author, audit, access)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -492,7 +513,9 @@ pub fn update(
     precondition: IfMatch,
     author: &Author,
     audit: &AuditDraft,
+    ctx: &WriteContext<'_>,
 ) -> Result<ResourceRow> {
+    let access = ctx.access;
     let (if_match, require_if_match) = (precondition.version, precondition.required);
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
@@ -507,7 +530,8 @@ pub fn update(
             )))
         }
     }
-    let prepared = prepare(def, body)?;
+    let mut prepared = prepare(def, body)?;
+    prepared.index.tokens.extend(scope::entries(def, access)?);
     write_tx(conn, |c| {
         let current = store::get_current(c, def.name, id)?.ok_or_else(|| {
             ServiceError::MethodNotAllowed(format!(
@@ -532,10 +556,12 @@ pub fn update(
             _ => {}
         }
         verify_references(c, &prepared.references)?;
-        if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
-            check_owner(c, def.name, &before, audit)?;
+        if !ctx.owner_exempt {
+            if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
+                check_owner(c, def.name, &before, audit)?;
+            }
+            check_owner(c, def.name, &prepared.content, audit)?;
         }
-        check_owner(c, def.name, &prepared.content, audit)?;
         check_unique(c, def, &prepared.index, Some(id))?;
         let last_updated = now();
         let version_id = current.version_id + 1;
@@ -566,7 +592,7 @@ pub fn update(
             deleted: 0,
             content: text,
         };
-        provenance(c, def.name, id, version_id, "UPDATE", author, audit)?;
+        provenance(c, def.name, id, version_id, "UPDATE", author, audit, access)?;
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),
@@ -647,6 +673,7 @@ pub fn delete(
             "DELETE",
             author,
             audit,
+            &[],
         )?;
         audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
         Ok(())

@@ -36,7 +36,7 @@ impl Seeder<'_> {
         value: &str,
         body: Value,
     ) -> Result<String, ServiceError> {
-        self.ensure_as(res_type, system, value, body, None)
+        self.ensure_as(res_type, system, value, body, None, &[])
     }
 
     /// As `ensure`, with the logical id to give a new resource.
@@ -47,6 +47,7 @@ impl Seeder<'_> {
         value: &str,
         body: Value,
         id: Option<String>,
+        access: &[String],
     ) -> Result<String, ServiceError> {
         let def = registry::find(res_type)
             .ok_or_else(|| ServiceError::BadRequest(format!("{res_type} is not hosted")))?;
@@ -61,6 +62,10 @@ impl Seeder<'_> {
             &self.audit,
             Some((req.query, criteria)),
             id,
+            &resource::WriteContext {
+                access,
+                owner_exempt: false,
+            },
         )? {
             Created::New(row) => {
                 self.report.created += 1;
@@ -987,12 +992,14 @@ fn referrals(
                 service: with.cloned(),
             },
         );
+        let access = super::referral::organisations(s.conn, &body)?;
         let id = s.ensure_as(
             "ServiceRequest",
             sr::UBRN_SYSTEM,
             ubrn,
             body,
             Some(format!("r.{}", uuid::Uuid::new_v4())),
+            &access,
         )?;
         first.get_or_insert(id);
     }

@@ -242,10 +242,16 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
             .await
     ));
 
-    // What each side may do now: the referrer shortlists, sends or cancels; the provider nothing.
+    // What each side may do now: the referrer shortlists, sends, cancels or books; the
+    // provider nothing.
     assert_eq!(
         w.actions(false, &id).await,
-        ["CHANGE_SHORTLIST", "SEND_FOR_TRIAGE", "CANCEL_REFERRAL"]
+        [
+            "CHANGE_SHORTLIST",
+            "SEND_FOR_TRIAGE",
+            "CANCEL_REFERRAL",
+            "CREATE_APPOINTMENT"
+        ]
     );
     assert!(w.actions(true, &id).await.is_empty());
 
@@ -864,4 +870,149 @@ async fn the_sandbox_holds_the_nhs_sandbox_ubrns_and_a_referral_in_every_state()
         )
         .await;
     assert!(r.text().contains("RECORD_REVIEW_OUTCOME"), "{}", r.text());
+}
+
+#[actix_web::test]
+async fn only_the_referrer_and_shortlisted_providers_see_a_referral() {
+    let w = world().await;
+    let r = w.create(&referral(&w, &[&w.triage], "URGENT")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let sr = r.json();
+    let id = sr["id"].as_str().expect("id").to_owned();
+    let ubrn = sr["identifier"][0]["value"]
+        .as_str()
+        .expect("ubrn")
+        .to_owned();
+    // A referrer at another practice, and a provider that is not shortlisted.
+    let other_gp = sign(&claims("021600556515", &[("REFERRING_CLINICIAN", "R68")]));
+    let other_trust = sign(&claims(
+        "555032006107",
+        &[("SERVICE_PROVIDER_CLINICIAN", "RR8")],
+    ));
+    let outsiders = [
+        (other_gp.as_str(), "REFERRING_CLINICIAN", "R68"),
+        (other_trust.as_str(), "SERVICE_PROVIDER_CLINICIAN", "RR8"),
+    ];
+    let insiders = [
+        (w.rc.as_str(), "REFERRING_CLINICIAN", "R69"),
+        (w.spc.as_str(), "SERVICE_PROVIDER_CLINICIAN", "RCD"),
+    ];
+    let get = |token: &str, bf: &str, org: &str, path: &str| {
+        w.app.send(w.app.as_user(token, "GET", path, bf, org), None)
+    };
+    let by_ubrn = format!("ServiceRequest?identifier={UBRN}|{ubrn}");
+    let revinclude = format!(
+        "Patient?_id={}&_revinclude=ServiceRequest:patient&_count=100",
+        w.patient
+    );
+    let has = format!(
+        "Patient?_id={}&_has:ServiceRequest:patient:identifier={UBRN}|{ubrn}",
+        w.patient
+    );
+    let provenance = format!("Provenance?target=ServiceRequest/{id}");
+    for (token, bf, org) in insiders {
+        let r = get(token, bf, org, &format!("ServiceRequest/{id}")).await;
+        assert_eq!(r.status, 200, "{org}: {}", r.text());
+        assert_eq!(
+            get(token, bf, org, &by_ubrn).await.json()["total"],
+            1,
+            "{org}"
+        );
+        let b = get(token, bf, org, &revinclude).await.json();
+        assert!(
+            b.to_string().contains(&format!("\"id\":\"{id}\"")),
+            "{org}: {b}"
+        );
+        assert_eq!(get(token, bf, org, &has).await.json()["total"], 1, "{org}");
+        let r = get(token, bf, org, &format!("ServiceRequest/{id}/_history")).await;
+        assert_eq!(r.json()["total"], 1, "{org}: {}", r.text());
+        if bf != "SERVICE_PROVIDER_CLINICIAN" {
+            let r = get(token, bf, org, &provenance).await;
+            assert_eq!(r.json()["total"], 1, "{org}: {}", r.text());
+        }
+    }
+    for (token, bf, org) in outsiders {
+        // Reads of every kind: 404 as if it did not exist (the same answer as a made-up id).
+        for path in [
+            format!("ServiceRequest/{id}"),
+            format!("ServiceRequest/{id}/_history/1"),
+            format!("ServiceRequest/{id}/_history"),
+            format!("ServiceRequest/{id}/$ers.availableActions"),
+        ] {
+            let r = get(token, bf, org, &path).await;
+            r.assert_outcome(404, "not-found");
+            let unknown = get(token, bf, org, &path.replace(&id, "r.unknown")).await;
+            assert_eq!(
+                r.json()["issue"][0]["diagnostics"]
+                    .as_str()
+                    .map(|d| d.replace(&id, "r.unknown")),
+                unknown.json()["issue"][0]["diagnostics"]
+                    .as_str()
+                    .map(str::to_owned),
+                "{path}"
+            );
+        }
+        // Searches, includes, reverse chains and history leave it out.
+        assert_eq!(
+            get(token, bf, org, &by_ubrn).await.json()["total"],
+            0,
+            "{org}"
+        );
+        let b = get(token, bf, org, &revinclude).await.json();
+        assert!(!b.to_string().contains(&id), "{org}: {b}");
+        assert_eq!(get(token, bf, org, &has).await.json()["total"], 0, "{org}");
+        let b = get(token, bf, org, "ServiceRequest/_history?_count=1000")
+            .await
+            .json();
+        assert!(!b.to_string().contains(&id), "{org}: {b}");
+        if bf == "REFERRING_CLINICIAN" {
+            let r = get(token, bf, org, &provenance).await;
+            assert_eq!(r.json()["total"], 0, "{org}: {}", r.text());
+        }
+    }
+    // A change by an outsider is refused (403).
+    let cancel = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "RAISED_IN_ERROR"},
+        {"name": "comment", "valueString": "Entered for the wrong patient"}]});
+    let r = w
+        .app
+        .send(
+            w.app
+                .as_user(
+                    &other_gp,
+                    "POST",
+                    &format!("ServiceRequest/{id}/$ers.cancelReferral"),
+                    "REFERRING_CLINICIAN",
+                    "R68",
+                )
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header(("If-Match", "W/\"1\"")),
+            Some(cancel.to_string().into_bytes()),
+        )
+        .await;
+    r.assert_outcome(403, "forbidden");
+    assert_eq!(
+        get(
+            w.rc.as_str(),
+            "REFERRING_CLINICIAN",
+            "R69",
+            &format!("ServiceRequest/{id}")
+        )
+        .await
+        .json()["meta"]["versionId"],
+        "1"
+    );
+    // Each hidden read is an access denial in the audit trail, naming the organisation.
+    let auditor = sign(&claims("021600556514", &[("AUDITOR", "R69")]));
+    let r = get(
+        &auditor,
+        "AUDITOR",
+        "R69",
+        &format!("AuditEvent?subtype=access-denied&entity=ServiceRequest/{id}&_count=100"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("not visible to organisation R68"), "{text}");
+    assert!(text.contains("not visible to organisation RR8"), "{text}");
 }

@@ -35,6 +35,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "Schedule",
             "Slot",
             "ServiceRequest",
+            "Appointment",
             "Provenance",
             "CodeSystem",
             "AuditEvent"
@@ -49,12 +50,20 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             .filter_map(|i| i["code"].as_str().map(str::to_owned))
             .collect()
     };
-    let provenance = &resources[9];
+    let of = |t: &str| {
+        resources
+            .iter()
+            .find(|r| r["type"] == t)
+            .expect("type listed")
+    };
+    let provenance = of("Provenance");
     assert!(
         !codes(provenance).contains(&"create".to_string()),
         "Provenance is server-written"
     );
-    assert_eq!(codes(&resources[11]), ["read", "search-type"]);
+    assert_eq!(codes(of("AuditEvent")), ["read", "search-type"]);
+    // Appointments are never deleted; changes are PUT or operations.
+    assert!(!codes(of("Appointment")).contains(&"delete".to_string()));
     let create_doc = resources[0]["interaction"]
         .as_array()
         .expect("i")

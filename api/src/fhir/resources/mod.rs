@@ -3,6 +3,7 @@
 //! every problem it finds, each with its location. Codes, dates, cardinality and invariants are
 //! the validator's.
 
+pub mod appointment;
 pub mod healthcare_service;
 pub mod location;
 pub mod organization;

@@ -1,0 +1,149 @@
+//! Organisation scoping of patient data: a referral (and the records about it) is seen only by
+//! the organisations related to it — the referrer and each shortlisted or booked provider.
+//! Anyone else gets 404, as if it did not exist.
+//!
+//! The writer of a scoped resource names those organisations; each version indexes their ODS
+//! codes as `_access` tokens, so reads check one index row and searches filter in SQL (totals
+//! and paging stay right). Records that follow their target (Provenance) copy the target's
+//! organisations, or `*` when the target is visible to everyone.
+
+use std::collections::HashSet;
+
+use ers_schema::search::{Criterion, TokenMatch};
+use ers_schema::{store, DbConnection, ResourceRow, TokenEntry};
+
+use super::{Result, ServiceError};
+use crate::domain::Caller;
+use crate::fhir::registry::{self, ResourceDef, Visibility};
+
+/// The index parameter holding who may see a resource (not a client search parameter).
+pub const PARAM: &str = "_access";
+/// The `_access` code of a record visible to everyone who may read its type.
+const EVERYONE: &str = "*";
+
+/// Index entries for a version of `def` written for `organisations` (ODS codes).
+pub fn entries(def: &ResourceDef, organisations: &[String]) -> Result<Vec<TokenEntry>> {
+    if def.visibility == Visibility::Organisations && organisations.is_empty() {
+        return Err(ServiceError::Internal(format!(
+            "a {} must be written with the organisations that may see it",
+            def.name
+        )));
+    }
+    Ok(token_entries(organisations))
+}
+
+/// Index entries of a record that follows a resource of type `target` written for
+/// `organisations`.
+pub fn following(target: &ResourceDef, organisations: &[String]) -> Vec<TokenEntry> {
+    if target.visibility == Visibility::Everyone {
+        token_entries(&[EVERYONE.to_owned()])
+    } else {
+        token_entries(organisations)
+    }
+}
+
+fn token_entries(codes: &[String]) -> Vec<TokenEntry> {
+    codes
+        .iter()
+        .map(|c| TokenEntry {
+            param: PARAM.to_owned(),
+            system: String::new(),
+            code: c.clone(),
+        })
+        .collect()
+}
+
+/// The `_access` codes that let the caller see a resource of `def`, or None when the type is
+/// visible to everyone who may read it.
+pub fn codes_for(def: &ResourceDef, caller: &Caller) -> Option<Vec<String>> {
+    let me = caller.organisation.as_str().to_owned();
+    match def.visibility {
+        Visibility::Everyone => None,
+        Visibility::Organisations => Some(vec![me]),
+        Visibility::AsTarget => Some(vec![me, EVERYONE.to_owned()]),
+    }
+}
+
+fn criterion(codes: Vec<String>) -> Criterion {
+    Criterion::Token {
+        param: PARAM.to_owned(),
+        any_of: codes
+            .into_iter()
+            .map(|c| TokenMatch {
+                system: None,
+                code: Some(c),
+            })
+            .collect(),
+        negate: false,
+    }
+}
+
+/// Narrows a search of `def` to what the caller may see, including the resources that reverse
+/// chains (`_has`) look through.
+pub fn restrict(def: &ResourceDef, criteria: &mut Vec<Criterion>, caller: &Caller) {
+    for c in criteria.iter_mut() {
+        if let Criterion::ReferencedBy {
+            source_type,
+            all_of,
+            ..
+        } = c
+        {
+            if let Some(source) = registry::find(source_type) {
+                restrict(source, all_of, caller);
+            }
+        }
+    }
+    if let Some(codes) = codes_for(def, caller) {
+        criteria.push(criterion(codes));
+    }
+}
+
+/// 404 unless the caller may see `def`/`id` (the caller's organisation is related to it).
+pub fn check(conn: &mut DbConnection, def: &ResourceDef, id: &str, caller: &Caller) -> Result<()> {
+    let Some(codes) = codes_for(def, caller) else {
+        return Ok(());
+    };
+    let held = store::holding_token(conn, def.name, &[id.to_owned()], PARAM, &codes)?;
+    if held.is_empty() {
+        return Err(if store::exists(conn, def.name, id)? {
+            ServiceError::NotVisible {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+                organisation: caller.organisation.as_str().to_owned(),
+            }
+        } else {
+            ServiceError::NotFound {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Drops the rows (of any types, e.g. `_include`d ones) the caller may not see.
+pub fn retain_visible(
+    conn: &mut DbConnection,
+    rows: &mut Vec<ResourceRow>,
+    caller: &Caller,
+) -> Result<()> {
+    let mut visible: HashSet<(String, String)> = HashSet::new();
+    let types: HashSet<String> = rows.iter().map(|r| r.res_type.clone()).collect();
+    for t in types {
+        let Some(def) = registry::find(&t) else {
+            continue;
+        };
+        let ids: Vec<String> = rows
+            .iter()
+            .filter(|r| r.res_type == t)
+            .map(|r| r.id.clone())
+            .collect();
+        let held = match codes_for(def, caller) {
+            None => ids,
+            Some(codes) => store::holding_token(conn, &t, &ids, PARAM, &codes)?,
+        };
+        visible.extend(held.into_iter().map(|id| (t.clone(), id)));
+    }
+    rows.retain(|r| visible.contains(&(r.res_type.clone(), r.id.clone())));
+    Ok(())
+}
