@@ -754,8 +754,34 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
                 period(ctx, p, "PractitionerRole.period");
             }
         }
+        "Appointment" => {
+            let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
+            let (start, end) = (v.get("start").is_some(), v.get("end").is_some());
+            if start != end {
+                ctx.error(
+                    "invariant",
+                    "Appointment",
+                    "app-2: either start and end are both given, or neither".into(),
+                );
+            }
+            if !start && !["proposed", "cancelled", "waitlist"].contains(&status) {
+                ctx.error(
+                    "invariant",
+                    "Appointment.start",
+                    format!("app-3: a {status} appointment needs start and end (only proposed, cancelled or waitlist ones may leave them out)"),
+                );
+            }
+            if v.get("cancelationReason").is_some() && !["cancelled", "noshow"].contains(&status) {
+                ctx.error(
+                    "invariant",
+                    "Appointment.cancelationReason",
+                    "app-4: a cancellation reason belongs only to a cancelled or no-show appointment".into(),
+                );
+            }
+        }
         _ => {}
     }
+    extensions(ctx, v, t);
     for (i, tc) in v
         .get("telecom")
         .and_then(Value::as_array)
@@ -770,6 +796,44 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
                 "cpt-2: a contact point with a value needs a system".into(),
             );
         }
+    }
+}
+
+/// ext-1 on every extension and modifierExtension, at any depth: an extension has nested
+/// extensions or a value, never both and never neither.
+fn extensions(ctx: &mut Ctx<'_>, v: &Value, at: &str) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                let path = format!("{at}.{k}");
+                if k == "extension" || k == "modifierExtension" {
+                    for (i, e) in child.as_array().into_iter().flatten().enumerate() {
+                        let nested = e.get("extension").is_some();
+                        let valued = e
+                            .as_object()
+                            .is_some_and(|m| m.keys().any(|key| key.starts_with("value")));
+                        if nested == valued {
+                            ctx.error(
+                                "invariant",
+                                &format!("{path}[{i}]"),
+                                format!(
+                                    "ext-1: extension {} must have either nested extensions or a value[x], not {}",
+                                    e.get("url").and_then(Value::as_str).unwrap_or("(no url)"),
+                                    if nested { "both" } else { "neither" }
+                                ),
+                            );
+                        }
+                    }
+                }
+                extensions(ctx, child, &path);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                extensions(ctx, item, &format!("{at}[{i}]"));
+            }
+        }
+        _ => {}
     }
 }
 

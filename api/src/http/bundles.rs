@@ -202,12 +202,12 @@ pub async fn post(
                 svc::resolve_conditional_references(c, &mut p.resource)?;
             }
             match p.update_id {
-                None => match svc::create(c, p.def, p.resource, &who, &d, None, p.create_id, &Default::default())? {
+                None => match svc::create(c, p.def, p.resource, &svc::Writer::new(&who, &d), None, p.create_id)? {
                     Created::New(row) => Ok(response_entry(&base, "201 Created", &row)),
                     Created::Existing(row) => Ok(response_entry(&base, "200 OK", &row)),
                 },
                 Some(id) => {
-                    let row = svc::update(c, p.def, &id, p.resource, IfMatch { version: p.if_match, required: require }, &who, &d, &Default::default())?;
+                    let row = svc::update(c, p.def, &id, p.resource, IfMatch { version: p.if_match, required: require }, &svc::Writer::new(&who, &d))?;
                     Ok(response_entry(&base, "200 OK", &row))
                 }
             }

@@ -292,11 +292,9 @@ pub async fn create(
             &mut c,
             def,
             resource,
-            &who,
-            &d,
+            &svc::Writer::new(&who, &d),
             conditional,
             None,
-            &Default::default(),
         )
     })
     .await??;
@@ -394,9 +392,7 @@ pub async fn update(
                 version: expected,
                 required: require,
             },
-            &who,
-            &d,
-            &Default::default(),
+            &svc::Writer::new(&who, &d),
         )
     })
     .await??;

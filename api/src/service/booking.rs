@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::referral::{
     self as referral_svc, check_comment, invalid, load_json, service_facts, Acting, Expected,
 };
-use super::resource::{self, IfMatch, WriteContext};
+use super::resource::{self, IfMatch, Writer};
 use super::{scope, Result, ServiceError};
 use crate::domain::referral::{ReferralAction, ReferralState};
 use crate::fhir::index::split_reference;
@@ -195,12 +195,7 @@ fn set_slot_status(
             version: Some(slot_row.version_id),
             required: true,
         },
-        who.author,
-        who.audit,
-        &WriteContext {
-            access: &[],
-            owner_exempt: true,
-        },
+        &Writer::new(who.author, who.audit).as_consequence(),
     );
     match done {
         Ok(_) => Ok(()),
@@ -408,8 +403,8 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
             ),
         ));
     }
-    // The referral must be visible before anything about it is said.
-    scope::check(conn, def("ServiceRequest")?, &referral_id, who.caller)?;
+    // An unrelated organisation is refused before anything about the referral is said.
+    scope::check_write(conn, def("ServiceRequest")?, &referral_id, who.caller)?;
     let caller_ods = who.caller.organisation.as_str().to_owned();
     let is_referrer = who.caller.business_function.is_referrer();
     let mut created: Option<ResourceRow> = None;
@@ -540,14 +535,9 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                 c,
                 def("Appointment")?,
                 content,
-                who.author,
-                who.audit,
+                &Writer::new(who.author, who.audit).visible_to(&access),
                 None,
                 Some(format!("a.{}", uuid::Uuid::new_v4())),
-                &WriteContext {
-                    access: &access,
-                    owner_exempt: false,
-                },
             )? {
                 resource::Created::New(r) | resource::Created::Existing(r) => r,
             };
@@ -695,12 +685,7 @@ fn rewrite(
             version: Some(row.version_id),
             required: true,
         },
-        who.author,
-        who.audit,
-        &WriteContext {
-            access,
-            owner_exempt: false,
-        },
+        &Writer::new(who.author, who.audit).visible_to(access),
     )
     .map_err(|e| match e {
         ServiceError::VersionMismatch {
@@ -844,7 +829,7 @@ pub fn change(
 ) -> Result<ResourceRow> {
     let d = def("Appointment")?;
     let row = resource::read(conn, d, id)?;
-    scope::check(conn, d, id, who.caller)?;
+    scope::check_write(conn, d, id, who.caller)?;
     let Some(given) = if_match else {
         return Err(ServiceError::IfMatchRequired {
             res_type: d.name.to_owned(),

@@ -8,7 +8,7 @@ use ers_schema::{store, write_tx, Author, DbConnection, ResourceRow};
 use serde_json::{json, Value};
 
 use super::audit::AuditDraft;
-use super::resource::{self, IfMatch, WriteContext};
+use super::resource::{self, IfMatch, Writer};
 use super::ServiceError;
 use crate::domain::referral::{
     self, ReferralAction, ReferralState, Refusal, Relation, ReviewOutcome,
@@ -310,14 +310,9 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             c,
             def,
             body,
-            author,
-            audit,
+            &Writer::new(author, audit).visible_to(&access),
             None,
             Some(id),
-            &WriteContext {
-                access: &access,
-                owner_exempt: false,
-            },
         )? {
             resource::Created::New(row) | resource::Created::Existing(row) => Ok(row),
         }
@@ -397,12 +392,7 @@ pub(super) fn transition(
                 version: Some(given),
                 required: true,
             },
-            who.author,
-            who.audit,
-            &WriteContext {
-                access: &access,
-                owner_exempt: false,
-            },
+            &Writer::new(who.author, who.audit).visible_to(&access),
         )
     })
 }

@@ -297,10 +297,9 @@ fn provenance(
     id: &str,
     version: i64,
     activity: &str,
-    author: &Author,
-    audit: &AuditDraft,
-    access: &[String],
+    w: &Writer<'_>,
 ) -> Result<()> {
+    let (author, audit, access) = (w.author, w.audit, w.access);
     use crate::domain::{OdsCode, SdsUserId};
     use serde_json::json;
     let def = registry::find("Provenance")
@@ -353,9 +352,11 @@ fn provenance(
     Ok(())
 }
 
-/// What a use case adds to a plain write.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WriteContext<'a> {
+/// Who writes, and what a use case adds to a plain write.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub author: &'a Author,
+    pub audit: &'a AuditDraft,
     /// The organisations that may see the resource (ODS codes), for types scoped by
     /// organisation (`service::scope`).
     pub access: &'a [String],
@@ -363,6 +364,31 @@ pub struct WriteContext<'a> {
     /// (a referrer's booking makes a provider's slot busy): the owning-organisation check of
     /// directory data does not apply.
     pub owner_exempt: bool,
+}
+
+impl<'a> Writer<'a> {
+    /// A plain write by the caller.
+    pub fn new(author: &'a Author, audit: &'a AuditDraft) -> Self {
+        Writer {
+            author,
+            audit,
+            access: &[],
+            owner_exempt: false,
+        }
+    }
+
+    /// Visible to these organisations only.
+    pub fn visible_to(self, access: &'a [String]) -> Self {
+        Writer { access, ..self }
+    }
+
+    /// Exempt from the owning-organisation check (see `owner_exempt`).
+    pub fn as_consequence(self) -> Self {
+        Writer {
+            owner_exempt: true,
+            ..self
+        }
+    }
 }
 
 /// The outcome of a create: the stored row, or the one match of `If-None-Exist`.
@@ -376,13 +402,11 @@ pub fn create(
     conn: &mut DbConnection,
     def: &'static ResourceDef,
     body: Value,
-    author: &Author,
-    audit: &AuditDraft,
+    w: &Writer<'_>,
     if_none_exist: Option<(SearchQuery, String)>,
     assigned_id: Option<String>,
-    ctx: &WriteContext<'_>,
 ) -> Result<Created> {
-    let access = ctx.access;
+    let (author, audit, access) = (w.author, w.audit, w.access);
     // A transaction assigns ids up front so its entries can refer to each other.
     let id = assigned_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut prepared = prepare(def, body)?;
@@ -418,7 +442,7 @@ pub fn create(
             }
         }
         verify_references(c, &prepared.references)?;
-        if !ctx.owner_exempt {
+        if !w.owner_exempt {
             check_owner(c, def.name, &prepared.content, audit)?;
         }
         check_unique(c, def, &prepared.index, None)?;
@@ -443,7 +467,7 @@ pub fn create(
             deleted: 0,
             content: text,
         };
-        provenance(c, def.name, &id, 1, "CREATE", author, audit, access)?;
+        provenance(c, def.name, &id, 1, "CREATE", w)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -511,11 +535,9 @@ pub fn update(
     id: &str,
     body: Value,
     precondition: IfMatch,
-    author: &Author,
-    audit: &AuditDraft,
-    ctx: &WriteContext<'_>,
+    w: &Writer<'_>,
 ) -> Result<ResourceRow> {
-    let access = ctx.access;
+    let (author, audit, access) = (w.author, w.audit, w.access);
     let (if_match, require_if_match) = (precondition.version, precondition.required);
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
@@ -556,7 +578,7 @@ pub fn update(
             _ => {}
         }
         verify_references(c, &prepared.references)?;
-        if !ctx.owner_exempt {
+        if !w.owner_exempt {
             if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
                 check_owner(c, def.name, &before, audit)?;
             }
@@ -592,7 +614,7 @@ pub fn update(
             deleted: 0,
             content: text,
         };
-        provenance(c, def.name, id, version_id, "UPDATE", author, audit, access)?;
+        provenance(c, def.name, id, version_id, "UPDATE", w)?;
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),
@@ -671,9 +693,7 @@ pub fn delete(
             id,
             current.version_id + 1,
             "DELETE",
-            author,
-            audit,
-            &[],
+            &Writer::new(author, audit),
         )?;
         audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
         Ok(())

@@ -121,6 +121,26 @@ pub fn check(conn: &mut DbConnection, def: &ResourceDef, id: &str, caller: &Call
     Ok(())
 }
 
+/// For a change: 403 unless the caller's organisation is related to `def`/`id` (writes say
+/// why they are refused; reads answer 404).
+pub fn check_write(
+    conn: &mut DbConnection,
+    def: &ResourceDef,
+    id: &str,
+    caller: &Caller,
+) -> Result<()> {
+    match check(conn, def, id, caller) {
+        Err(ServiceError::NotVisible {
+            res_type,
+            id,
+            organisation,
+        }) => Err(ServiceError::Forbidden(format!(
+            "{res_type}/{id} has no relationship with your organisation ({organisation}): only the referring organisation and the providers it is shortlisted with or booked at may change it"
+        ))),
+        other => other,
+    }
+}
+
 /// Drops the rows (of any types, e.g. `_include`d ones) the caller may not see.
 pub fn retain_visible(
     conn: &mut DbConnection,

@@ -58,14 +58,9 @@ impl Seeder<'_> {
             self.conn,
             def,
             body,
-            &self.author,
-            &self.audit,
+            &resource::Writer::new(&self.author, &self.audit).visible_to(access),
             Some((req.query, criteria)),
             id,
-            &resource::WriteContext {
-                access,
-                owner_exempt: false,
-            },
         )? {
             Created::New(row) => {
                 self.report.created += 1;

@@ -19,6 +19,8 @@ pub struct TestApp {
     pub client: awc::Client,
     /// A token of the default test user (every business function at R69 and RCD).
     pub token: String,
+    /// The database it runs on (for a second server against the same one).
+    pub database_url: String,
 }
 
 pub const TEST_ISSUER: &str = "https://cis2.test/openam/oauth2/realms/root/realms/oidc";
@@ -187,6 +189,7 @@ pub async fn spawn_configured(base: Settings) -> TestApp {
         workers: Some(1),
         ..base
     };
+    let database_url = settings.database_url.clone();
     let app = Application::build(settings)
         .await
         .expect("application starts");
@@ -200,6 +203,72 @@ pub async fn spawn_configured(base: Settings) -> TestApp {
         root: format!("http://127.0.0.1:{port}"),
         client,
         token: default_token(),
+        database_url,
+    }
+}
+
+/// The real `ers-server` binary in its own process, against an existing database (no seed),
+/// trusting the test identity provider; killed when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub app: TestApp,
+}
+
+impl ServerProcess {
+    pub async fn start(database_url: &str) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ers-server"))
+            .env("ERS_DATABASE_URL", database_url)
+            .env("ERS_BIND", format!("127.0.0.1:{port}"))
+            .env("ERS_SEED", "none")
+            .env("ERS_RATE_LIMIT_PER_SEC", "0")
+            .env("ERS_WORKERS", "2")
+            .env("ERS_DB_POOL_SIZE", "4")
+            .env("ERS_OIDC_ISSUER", TEST_ISSUER)
+            .env("ERS_OIDC_AUDIENCE", TEST_AUDIENCE)
+            .env("ERS_OIDC_JWKS", &idp().1)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ers-server starts");
+        let root = format!("http://127.0.0.1:{port}");
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let mut up = false;
+        for _ in 0..240 {
+            if let Ok(r) = client.get(format!("{root}/_ping")).send().await {
+                if r.status().is_success() {
+                    up = true;
+                    break;
+                }
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(
+            up,
+            "ers-server on port {port} did not answer /_ping within a minute"
+        );
+        ServerProcess {
+            child,
+            app: TestApp {
+                base: format!("{root}/FHIR/R4"),
+                root,
+                client,
+                token: default_token(),
+                database_url: database_url.to_owned(),
+            },
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod audit;
+mod booking;
 mod crud;
 mod directory;
 mod errors;

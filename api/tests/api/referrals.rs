@@ -5,21 +5,21 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-const UBRN: &str = "https://fhir.nhs.uk/Id/UBRN";
+pub(crate) const UBRN: &str = "https://fhir.nhs.uk/Id/UBRN";
 const PRIORITY_EXT: &str =
     "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority";
 
-struct World {
-    app: TestApp,
-    rc: String,
-    spc: String,
-    patient: String,
-    role: String,
-    triage: String,
-    bookable: String,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) rc: String,
+    pub(crate) spc: String,
+    pub(crate) patient: String,
+    pub(crate) role: String,
+    pub(crate) triage: String,
+    pub(crate) bookable: String,
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
     let first = |b: Value| {
         b["entry"][0]["resource"]["id"]
@@ -56,7 +56,7 @@ async fn world() -> World {
     }
 }
 
-fn referral(w: &World, services: &[&str], priority: &str) -> Value {
+pub(crate) fn referral(w: &World, services: &[&str], priority: &str) -> Value {
     json!({
         "resourceType": "ServiceRequest",
         "extension": [{"url": PRIORITY_EXT, "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": priority}}],
@@ -72,17 +72,17 @@ fn referral(w: &World, services: &[&str], priority: &str) -> Value {
 }
 
 impl World {
-    fn as_rc(&self, method: &str, path: &str) -> awc::ClientRequest {
+    pub(crate) fn as_rc(&self, method: &str, path: &str) -> awc::ClientRequest {
         self.app
             .as_user(&self.rc, method, path, "REFERRING_CLINICIAN", "R69")
             .insert_header(("Content-Type", "application/fhir+json"))
     }
-    fn as_spc(&self, method: &str, path: &str) -> awc::ClientRequest {
+    pub(crate) fn as_spc(&self, method: &str, path: &str) -> awc::ClientRequest {
         self.app
             .as_user(&self.spc, method, path, "SERVICE_PROVIDER_CLINICIAN", "RCD")
             .insert_header(("Content-Type", "application/fhir+json"))
     }
-    async fn create(&self, body: &Value) -> Reply {
+    pub(crate) async fn create(&self, body: &Value) -> Reply {
         self.app
             .send(
                 self.as_rc("POST", "ServiceRequest"),
@@ -118,7 +118,7 @@ impl World {
             .send(req, Some(body.to_string().into_bytes()))
             .await
     }
-    async fn actions(&self, as_provider: bool, id: &str) -> Vec<String> {
+    pub(crate) async fn actions(&self, as_provider: bool, id: &str) -> Vec<String> {
         let path = format!("ServiceRequest/{id}/$ers.availableActions");
         let req = if as_provider {
             self.as_spc("GET", &path)
@@ -137,7 +137,7 @@ impl World {
     }
 }
 
-fn state(sr: &Value) -> String {
+pub(crate) fn state(sr: &Value) -> String {
     sr["extension"]
         .as_array()
         .expect("extensions")
@@ -150,7 +150,7 @@ fn state(sr: &Value) -> String {
         .to_owned()
 }
 
-fn version(r: &Reply) -> i64 {
+pub(crate) fn version(r: &Reply) -> i64 {
     r.json()["meta"]["versionId"]
         .as_str()
         .expect("version")

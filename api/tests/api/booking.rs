@@ -1,0 +1,802 @@
+//! Booking: book a free slot, change it, cancel, rebook, defer, reject, did-not-attend — each
+//! with its referral's state and its slots in one transaction — and never a double booking,
+//! also under concurrent clients and with two server processes against one database.
+
+use crate::helpers::*;
+use crate::referrals::{referral, state, version, world, World};
+use serde_json::{json, Value};
+
+const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
+
+/// The sandbox service 11000 (12 future slots, ROUTINE and URGENT alternating), and a provider
+/// clinician at its organisation.
+struct Clinic {
+    service: String,
+    ods: String,
+    provider: String,
+}
+
+async fn clinic(w: &World, sid: &str) -> Clinic {
+    let b = w
+        .app
+        .search(&format!(
+            "HealthcareService?identifier={SERVICE_SYSTEM}|{sid}"
+        ))
+        .await;
+    let svc = &b["entry"][0]["resource"];
+    let org = w
+        .app
+        .get(svc["providedBy"]["reference"].as_str().expect("provider"))
+        .await
+        .json();
+    let ods = org["identifier"][0]["value"]
+        .as_str()
+        .expect("ods")
+        .to_owned();
+    Clinic {
+        service: svc["id"].as_str().expect("id").to_owned(),
+        provider: sign(&claims(
+            "555032006107",
+            &[("SERVICE_PROVIDER_CLINICIAN", ods.as_str())],
+        )),
+        ods,
+    }
+}
+
+/// Free future slots of a service usable at a priority, soonest first.
+async fn free_slots(w: &World, service: &str, priority: &str) -> Vec<(String, String)> {
+    let b = w
+        .app
+        .search(&format!(
+            "Slot?schedule.actor=HealthcareService/{service}&status=free&priority={priority}&_sort=start&_count=100"
+        ))
+        .await;
+    b["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let r = &e["resource"];
+            (
+                r["id"].as_str().expect("id").to_owned(),
+                r["start"].as_str().expect("start").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn appointment(referral_id: &str, slot: &str) -> Value {
+    json!({
+        "resourceType": "Appointment",
+        "status": "booked",
+        "basedOn": [{"reference": format!("ServiceRequest/{referral_id}")}],
+        "slot": [{"reference": format!("Slot/{slot}")}],
+        "participant": [{"actor": {"reference": "Patient/placeholder"}, "status": "accepted"}],
+    })
+}
+
+impl World {
+    async fn send_as(
+        &self,
+        (token, bf, org): (&str, &str, &str),
+        method: &str,
+        path: &str,
+        if_match: Option<i64>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut r = self
+            .app
+            .as_user(token, method, path, bf, org)
+            .insert_header(("Content-Type", "application/fhir+json"));
+        if let Some(v) = if_match {
+            r = r.insert_header(("If-Match", format!("W/\"{v}\"")));
+        }
+        self.app
+            .send(r, body.map(|b| b.to_string().into_bytes()))
+            .await
+    }
+    async fn rc(
+        &self,
+        method: &str,
+        path: &str,
+        if_match: Option<i64>,
+        body: Option<&Value>,
+    ) -> Reply {
+        self.send_as(
+            (&self.rc, "REFERRING_CLINICIAN", "R69"),
+            method,
+            path,
+            if_match,
+            body,
+        )
+        .await
+    }
+    async fn book(&self, referral_id: &str, slot: &str) -> Reply {
+        let mut a = appointment(referral_id, slot);
+        a["participant"] = json!([{"actor": {"reference": format!("Patient/{}", self.patient)}, "status": "accepted"}]);
+        self.rc("POST", "Appointment", None, Some(&a)).await
+    }
+    async fn referral_now(&self, id: &str) -> Value {
+        let r = self
+            .rc("GET", &format!("ServiceRequest/{id}"), None, None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+    async fn slot_status(&self, id: &str) -> String {
+        self.app.get(&format!("Slot/{id}")).await.json()["status"]
+            .as_str()
+            .expect("status")
+            .to_owned()
+    }
+    async fn new_referral(&self, services: &[&str], priority: &str) -> String {
+        let r = self.create(&referral(self, services, priority)).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().expect("id").to_owned()
+    }
+}
+
+fn params(pairs: &[(&str, &str)]) -> Value {
+    json!({"resourceType": "Parameters", "parameter": pairs.iter().map(|(n, v)| json!({"name": n, "valueString": v})).collect::<Vec<_>>()})
+}
+
+#[actix_web::test]
+async fn book_change_cancel_rebook_and_did_not_attend() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    let id = w.new_referral(&[&c.service], "ROUTINE").await;
+    let slots = free_slots(&w, &c.service, "ROUTINE").await;
+    assert!(slots.len() >= 3, "{slots:?}");
+    let (a_slot, a_start) = slots[0].clone();
+    let (b_slot, b_start) = slots[1].clone();
+
+    // Book: a booked appointment on the slot, the slot busy, the referral BOOKED.
+    let r = w.book(&id, &a_slot).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let appt = r.json();
+    let appt_id = appt["id"].as_str().expect("id").to_owned();
+    assert_eq!(appt["status"], "booked");
+    assert_eq!(appt["start"], a_start);
+    assert_eq!(appt["slot"][0]["reference"], format!("Slot/{a_slot}"));
+    assert_eq!(
+        appt["basedOn"][0]["reference"],
+        format!("ServiceRequest/{id}")
+    );
+    let text = appt.to_string();
+    assert!(text.contains(&format!("Patient/{}", w.patient)), "{text}");
+    assert!(
+        text.contains(&format!("HealthcareService/{}", c.service)),
+        "{text}"
+    );
+    assert!(
+        text.contains("Extension-UKCore-BookingOrganization"),
+        "{text}"
+    );
+    assert_eq!(w.slot_status(&a_slot).await, "busy");
+    assert!(!free_slots(&w, &c.service, "ROUTINE")
+        .await
+        .iter()
+        .any(|(s, _)| *s == a_slot));
+    let sr = w.referral_now(&id).await;
+    assert_eq!(state(&sr), "BOOKED");
+    // Found by referral, patient, service, status and date.
+    for q in [
+        format!("Appointment?based-on=ServiceRequest/{id}"),
+        format!(
+            "Appointment?patient=Patient/{}&status=booked&based-on=ServiceRequest/{id}",
+            w.patient
+        ),
+        format!(
+            "Appointment?service=HealthcareService/{}&based-on=ServiceRequest/{id}",
+            c.service
+        ),
+        format!(
+            "Appointment?date={}&based-on=ServiceRequest/{id}",
+            &a_start[..10]
+        ),
+    ] {
+        let r = w.rc("GET", &q, None, None).await;
+        assert_eq!(r.json()["total"], 1, "{q}: {}", r.text());
+    }
+    let r = w
+        .rc(
+            "GET",
+            &format!("Appointment?based-on=ServiceRequest/{id}&status=cancelled"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["total"], 0);
+    // The referrer may now cancel or change the appointment, at the appointment's URL.
+    let r = w
+        .rc(
+            "GET",
+            &format!("ServiceRequest/{id}/$ers.availableActions"),
+            None,
+            None,
+        )
+        .await;
+    let text = r.text();
+    assert!(
+        text.contains("CANCEL_DIRECTLY_BOOKED_APPOINTMENT"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Appointment/{appt_id}/$ers.cancelAppointment")),
+        "{text}"
+    );
+    // A second booking for the booked referral is refused: one current appointment.
+    w.book(&id, &slots[2].0)
+        .await
+        .assert_outcome(422, "business-rule");
+    assert_eq!(w.slot_status(&slots[2].0).await, "free");
+
+    // Change (PUT with the new slot): the old slot is freed, the new one taken, atomically.
+    let mut moved = appt.clone();
+    moved["slot"] = json!([{"reference": format!("Slot/{b_slot}")}]);
+    let r = w
+        .rc(
+            "PUT",
+            &format!("Appointment/{appt_id}"),
+            Some(1),
+            Some(&moved),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["start"], b_start);
+    assert_eq!(version(&r), 2);
+    assert_eq!(w.slot_status(&a_slot).await, "free");
+    assert_eq!(w.slot_status(&b_slot).await, "busy");
+    // A stale version is refused and changes nothing.
+    let r = w
+        .rc(
+            "PUT",
+            &format!("Appointment/{appt_id}"),
+            Some(1),
+            Some(&moved),
+        )
+        .await;
+    r.assert_outcome(409, "conflict");
+    // Without If-Match: 428.
+    w.rc(
+        "POST",
+        &format!("Appointment/{appt_id}/$ers.cancelAppointment"),
+        None,
+        Some(&params(&[("reason", "PATIENT_ILL")])),
+    )
+    .await
+    .assert_outcome(428, "required");
+
+    // Cancel (patient's reason): slot freed, referral APPT_CANCELLED_BY_PATIENT and back on
+    // the referrer's awaiting-booking worklist.
+    let r = w
+        .rc(
+            "POST",
+            &format!("Appointment/{appt_id}/$ers.cancelAppointment"),
+            Some(2),
+            Some(&params(&[("reason", "PATIENT_ILL")])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "cancelled");
+    assert_eq!(
+        r.json()["cancelationReason"]["coding"][0]["code"],
+        "PATIENT_ILL"
+    );
+    assert_eq!(w.slot_status(&b_slot).await, "free");
+    assert_eq!(
+        state(&w.referral_now(&id).await),
+        "APPT_CANCELLED_BY_PATIENT"
+    );
+    let r = w
+        .rc(
+            "GET",
+            "ServiceRequest/$ers.worklist?listType=AWAITING_BOOKING&_count=100",
+            None,
+            None,
+        )
+        .await;
+    assert!(r.text().contains(&id), "{}", r.text());
+    // The cancelled appointment is not current any more.
+    let d = w
+        .rc(
+            "POST",
+            &format!("Appointment/{appt_id}/$ers.cancelAppointment"),
+            Some(3),
+            Some(&params(&[("reason", "PATIENT_ILL")])),
+        )
+        .await
+        .assert_outcome(422, "business-rule");
+    assert!(d.contains("cancelled"), "{d}");
+
+    // Rebook: a new appointment on the freed slot.
+    let r = w.book(&id, &a_slot).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let again = r.json()["id"].as_str().expect("id").to_owned();
+    assert_ne!(again, appt_id);
+    assert_eq!(state(&w.referral_now(&id).await), "BOOKED");
+
+    // Did not attend: the provider's to record, not the referrer's.
+    let dna = params(&[("reason", "PATIENT_FORGOT")]);
+    let path = format!("Appointment/{again}/$ers.recordNonAttendance");
+    w.rc("POST", &path, Some(1), Some(&dna))
+        .await
+        .assert_outcome(403, "forbidden");
+    let r = w
+        .send_as(
+            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+            "POST",
+            &path,
+            Some(1),
+            Some(&dna),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "noshow");
+    let sr = w.referral_now(&id).await;
+    assert_eq!(state(&sr), "DID_NOT_ATTEND");
+    // Every change was attributed: one Provenance per appointment version.
+    let r = w
+        .rc(
+            "GET",
+            &format!("Provenance?target=Appointment/{appt_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["total"], 3, "{}", r.text());
+}
+
+#[actix_web::test]
+async fn bad_bookings_are_refused_precisely_and_change_nothing() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    let other = clinic(&w, "13000").await;
+    let id = w.new_referral(&[&c.service], "ROUTINE").await;
+    let urgent = free_slots(&w, &c.service, "URGENT").await;
+    let urgent_only: Vec<&(String, String)> = {
+        let routine = free_slots(&w, &c.service, "ROUTINE").await;
+        urgent.iter().filter(|s| !routine.contains(s)).collect()
+    };
+    let routine = free_slots(&w, &c.service, "ROUTINE").await;
+
+    // A routine referral in an urgent slot.
+    let d = w
+        .book(&id, &urgent_only[0].0)
+        .await
+        .assert_outcome(422, "business-rule");
+    assert!(d.contains("URGENT") && d.contains("ROUTINE"), "{d}");
+    // A slot of a service not on the shortlist.
+    let elsewhere = free_slots(&w, &other.service, "ROUTINE").await;
+    let r = w.book(&id, &elsewhere[0].0).await;
+    let d = r.assert_outcome(422, "business-rule");
+    assert!(
+        d.contains("does not relate to a Service on the Shortlist"),
+        "{d}"
+    );
+    assert_eq!(
+        r.json()["issue"][0]["details"]["coding"][0]["code"],
+        "INAPPROPRIATE_VALUE"
+    );
+    // No referral, an unknown slot, a status that is neither booking nor deferral.
+    let mut a = appointment(&id, &routine[0].0);
+    a.as_object_mut().expect("object").remove("basedOn");
+    let r = w.rc("POST", "Appointment", None, Some(&a)).await;
+    r.assert_outcome(422, "required");
+    assert_eq!(r.json()["issue"][0]["expression"][0], "Appointment.basedOn");
+    w.book(&id, "no-such-slot")
+        .await
+        .assert_outcome(422, "not-found");
+    let mut a = appointment(&id, &routine[0].0);
+    a["status"] = json!("fulfilled");
+    w.rc("POST", "Appointment", None, Some(&a))
+        .await
+        .assert_outcome(422, "value");
+    // A failure late in a booking (the appointment itself invalid, after the slot was taken
+    // in the same transaction) leaves nothing behind.
+    let mut a = appointment(&id, &routine[0].0);
+    a["participant"] =
+        json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+    a["extension"] = json!([{"url": "https://example.org/no-value"}]);
+    w.rc("POST", "Appointment", None, Some(&a))
+        .await
+        .assert_outcome(422, "invariant");
+    // Nothing was taken by any of those.
+    for (s, _) in routine.iter().chain(urgent.iter()) {
+        assert_eq!(w.slot_status(s).await, "free", "{s}");
+    }
+    assert_eq!(state(&w.referral_now(&id).await), "NOT_BOOKED");
+
+    // Deferral: refused while the service has free slots; a free slot named as gone is
+    // refused too; a booking attempt problem defers.
+    let defer = |reason: &str, slot: Option<&str>| {
+        let mut a = json!({
+            "resourceType": "Appointment",
+            "status": "proposed",
+            "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+            "reasonCode": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason", "code": reason}]}],
+            "participant": [{"actor": {"reference": format!("HealthcareService/{}", c.service)}, "status": "needs-action"}],
+        });
+        if let Some(s) = slot {
+            a["slot"] = json!([{"reference": format!("Slot/{s}")}]);
+        }
+        a
+    };
+    let r = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&defer("NO_SLOTS_AT_SERVICE", None)),
+        )
+        .await;
+    r.assert_outcome(422, "business-rule");
+    assert_eq!(
+        r.json()["issue"][0]["details"]["coding"][0]["code"],
+        "SLOTS_CURRENTLY_AVAILABLE"
+    );
+    let r = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&defer("SLOT_NOT_AVAILABLE", Some(&routine[0].0))),
+        )
+        .await;
+    r.assert_outcome(422, "business-rule");
+    assert_eq!(
+        r.json()["issue"][0]["details"]["coding"][0]["code"],
+        "THIS_SLOT_IS_AVAILABLE"
+    );
+    let r = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&defer("BOOKING_ATTEMPT_PROBLEM", None)),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let proposed = r.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(r.json()["status"], "proposed");
+    assert_eq!(state(&w.referral_now(&id).await), "DEFERRED_TO_PROVIDER");
+    // The referrer may not book it now; the provider books it, and the deferral is closed.
+    w.book(&id, &routine[0].0)
+        .await
+        .assert_outcome(422, "business-rule");
+    let mut a = appointment(&id, &routine[0].0);
+    a["participant"] =
+        json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+    let r = w
+        .send_as(
+            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+            "POST",
+            "Appointment",
+            None,
+            Some(&a),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let booked = r.json()["id"].as_str().expect("id").to_owned();
+    let old = w
+        .rc("GET", &format!("Appointment/{proposed}"), None, None)
+        .await
+        .json();
+    assert_eq!(old["status"], "cancelled", "{old}");
+    assert_eq!(state(&w.referral_now(&id).await), "BOOKED");
+
+    // Cancelling with the other side's reason, or without a mandatory comment.
+    let path = format!("Appointment/{booked}/$ers.cancelAppointment");
+    let r = w
+        .rc(
+            "POST",
+            &path,
+            Some(1),
+            Some(&params(&[("reason", "CLINIC_CANCELLED")])),
+        )
+        .await;
+    let d = r.assert_outcome(422, "business-rule");
+    assert!(d.contains("provider"), "{d}");
+    let r = w
+        .rc(
+            "POST",
+            &path,
+            Some(1),
+            Some(&params(&[("reason", "OTHER")])),
+        )
+        .await;
+    r.assert_outcome(422, "required");
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Parameters.parameter[comment]"
+    );
+    // The same through PUT names the body's elements.
+    let mut put = w
+        .rc("GET", &format!("Appointment/{booked}"), None, None)
+        .await
+        .json();
+    put["status"] = json!("cancelled");
+    put["cancelationReason"] = json!({"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentCancellationReason", "code": "OTHER"}]});
+    let r = w
+        .rc("PUT", &format!("Appointment/{booked}"), Some(1), Some(&put))
+        .await;
+    r.assert_outcome(422, "required");
+    assert_eq!(r.json()["issue"][0]["expression"][0], "Appointment.comment");
+    // An organisation with no relationship may not change it (403), nor see it (404).
+    let stranger = sign(&claims("021600556515", &[("REFERRING_CLINICIAN", "R68")]));
+    w.send_as(
+        (&stranger, "REFERRING_CLINICIAN", "R68"),
+        "POST",
+        &path,
+        Some(1),
+        Some(&params(&[("reason", "PATIENT_ILL")])),
+    )
+    .await
+    .assert_outcome(403, "forbidden");
+    w.send_as(
+        (&stranger, "REFERRING_CLINICIAN", "R68"),
+        "GET",
+        &format!("Appointment/{booked}"),
+        None,
+        None,
+    )
+    .await
+    .assert_outcome(404, "not-found");
+    // Appointments are never deleted.
+    w.rc("DELETE", &format!("Appointment/{booked}"), None, None)
+        .await
+        .assert_outcome(405, "not-supported");
+    assert_eq!(w.slot_status(&routine[0].0).await, "busy");
+
+    // The provider rejects the booked referral: appointment cancelled, slot freed, REJECTED.
+    let reject = format!("ServiceRequest/{id}/$ers.rejectReferral");
+    let sr_version: i64 = w.referral_now(&id).await["meta"]["versionId"]
+        .as_str()
+        .expect("v")
+        .parse()
+        .expect("n");
+    let r = w
+        .send_as(
+            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+            "POST",
+            &reject,
+            Some(sr_version),
+            Some(&params(&[("reason", "PATIENT_ILL")])),
+        )
+        .await;
+    r.assert_outcome(422, "code-invalid");
+    let r = w
+        .send_as(
+            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+            "POST",
+            &reject,
+            Some(sr_version),
+            Some(&params(&[
+                ("reason", "SERVICE_INAPPROPRIATE"),
+                ("comment", "Needs a paediatric service"),
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state(&r.json()), "REJECTED");
+    let appt = w
+        .rc("GET", &format!("Appointment/{booked}"), None, None)
+        .await
+        .json();
+    assert_eq!(appt["status"], "cancelled");
+    assert_eq!(w.slot_status(&routine[0].0).await, "free");
+}
+
+#[actix_web::test]
+async fn named_clinician_past_slots_and_cancelled_referrals() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    // A clinician's schedule at the service with two slots: one tomorrow, one yesterday.
+    let definer = sign(&claims(
+        "555031998110",
+        &[("SERVICE_DEFINER", c.ods.as_str())],
+    ));
+    let practitioner = w.app.search("Practitioner?_count=1").await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("practitioner")
+        .to_owned();
+    let w = &w;
+    let create = |t: &'static str, body: Value| {
+        let definer = definer.clone();
+        let ods = c.ods.clone();
+        async move {
+            let r = w
+                .send_as(
+                    (&definer, "SERVICE_DEFINER", &ods),
+                    "POST",
+                    t,
+                    None,
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            r.json()["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let schedule = create(
+        "Schedule",
+        json!({"resourceType": "Schedule", "active": true, "actor": [
+            {"reference": format!("HealthcareService/{}", c.service)},
+            {"reference": format!("Practitioner/{practitioner}")}]}),
+    )
+    .await;
+    let at = |days: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(days))
+            .format("%Y-%m-%dT10:00:00Z")
+            .to_string()
+    };
+    let slot = |start: String| {
+        json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{schedule}")}, "status": "free", "start": start, "end": start.replace("T10:00", "T10:30"),
+        "appointmentType": {"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}]}})
+    };
+    let named = create("Slot", slot(at(1))).await;
+    let past = create("Slot", slot(at(-1))).await;
+    let id = w.new_referral(&[&c.service], "ROUTINE").await;
+
+    let d = w
+        .book(&id, &past)
+        .await
+        .assert_outcome(422, "business-rule");
+    assert!(d.contains("past"), "{d}");
+    // Without the clinician, and with the wrong one.
+    let d = w
+        .book(&id, &named)
+        .await
+        .assert_outcome(422, "business-rule");
+    assert!(d.contains("named clinician"), "{d}");
+    let with = |who: &str| {
+        let mut a = appointment(&id, &named);
+        a["participant"] = json!([
+            {"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"},
+            {"type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "CON"}]}], "actor": {"reference": who}, "status": "accepted"}]);
+        a
+    };
+    let d = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&with("Practitioner/someone-else")),
+        )
+        .await
+        .assert_outcome(422, "business-rule");
+    assert!(
+        d.contains("'clinician' (Practitioner/someone-else) does not match the slot"),
+        "{d}"
+    );
+    let r = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&with(&format!("Practitioner/{practitioner}"))),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let appt = r.json();
+    assert!(appt.to_string().contains("\"CON\""), "{appt}");
+
+    // Cancelling the referral cancels its appointment and frees the slot.
+    let v: i64 = w.referral_now(&id).await["meta"]["versionId"]
+        .as_str()
+        .expect("v")
+        .parse()
+        .expect("n");
+    let r = w
+        .rc(
+            "POST",
+            &format!("ServiceRequest/{id}/$ers.cancelReferral"),
+            Some(v),
+            Some(&params(&[("reason", "TREATMENT_NO_LONGER_REQUIRED")])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = w
+        .rc(
+            "GET",
+            &format!("Appointment/{}", appt["id"].as_str().expect("id")),
+            None,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(a["status"], "cancelled");
+    assert_eq!(w.slot_status(&named).await, "free");
+}
+
+/// Bookings for many referrals race for the same few slots.
+async fn race(apps: &[&TestApp], w: &World, slots: &[String], referrals: &[String]) -> Vec<Reply> {
+    let requests = referrals.iter().enumerate().map(|(i, id)| {
+        let app = apps[i % apps.len()];
+        let slot = &slots[i % slots.len()];
+        let mut a = appointment(id, slot);
+        a["participant"] = json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+        let req = app
+            .as_user(&w.rc, "POST", "Appointment", "REFERRING_CLINICIAN", "R69")
+            .insert_header(("Content-Type", "application/fhir+json"));
+        app.send(req, Some(a.to_string().into_bytes()))
+    });
+    futures_util::future::join_all(requests).await
+}
+
+/// Exactly one booking per slot: the winners are 201, everyone else 409 SLOT_NOT_AVAILABLE,
+/// and each slot has exactly one booked appointment.
+async fn assert_one_winner_per_slot(w: &World, slots: &[String], replies: &[Reply]) {
+    let won = replies.iter().filter(|r| r.status == 201).count();
+    assert_eq!(
+        won,
+        slots.len(),
+        "{:?}",
+        replies
+            .iter()
+            .map(|r| (r.status, r.text()))
+            .collect::<Vec<_>>()
+    );
+    for r in replies.iter().filter(|r| r.status != 201) {
+        r.assert_outcome(409, "conflict");
+        assert_eq!(
+            r.json()["issue"][0]["details"]["coding"][0]["code"],
+            "SLOT_NOT_AVAILABLE",
+            "{}",
+            r.text()
+        );
+    }
+    for s in slots {
+        let b = w
+            .rc(
+                "GET",
+                &format!("Appointment?slot=Slot/{s}&status=booked"),
+                None,
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(b["total"], 1, "slot {s}: {b}");
+        assert_eq!(w.slot_status(s).await, "busy");
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_bookings_never_double_book() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    let slots: Vec<String> = free_slots(&w, &c.service, "ROUTINE")
+        .await
+        .into_iter()
+        .take(2)
+        .map(|(s, _)| s)
+        .collect();
+    let mut referrals = Vec::new();
+    for _ in 0..12 {
+        referrals.push(w.new_referral(&[&c.service], "ROUTINE").await);
+    }
+    let replies = race(&[&w.app], &w, &slots, &referrals).await;
+    assert_one_winner_per_slot(&w, &slots, &replies).await;
+}
+
+/// Two server processes (the real binary) against one database: the slot is still taken once.
+#[actix_web::test]
+async fn two_server_processes_never_double_book() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    let slots: Vec<String> = free_slots(&w, &c.service, "ROUTINE")
+        .await
+        .into_iter()
+        .take(2)
+        .map(|(s, _)| s)
+        .collect();
+    let mut referrals = Vec::new();
+    for _ in 0..10 {
+        referrals.push(w.new_referral(&[&c.service], "ROUTINE").await);
+    }
+    let one = ServerProcess::start(&w.app.database_url).await;
+    let two = ServerProcess::start(&w.app.database_url).await;
+    let replies = race(&[&one.app, &two.app], &w, &slots, &referrals).await;
+    assert_one_winner_per_slot(&w, &slots, &replies).await;
+}
