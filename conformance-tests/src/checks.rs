@@ -798,8 +798,8 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
         })
         .unwrap_or_default();
     k.expect(
-        actions == ["CANCEL_REFERRAL"],
-        format!("available actions {actions:?}, expected [CANCEL_REFERRAL]"),
+        actions == ["CANCEL_REFERRAL", "UPDATE_ADDITIONAL_REQUIREMENTS"],
+        format!("available actions {actions:?}, expected [CANCEL_REFERRAL, UPDATE_ADDITIONAL_REQUIREMENTS]"),
     );
     let r = c
         .send(

@@ -92,6 +92,11 @@ pub enum ReferralAction {
     RecordReviewOutcome,
     CancelReferral,
     RejectReferral,
+    AcceptReferral,
+    /// Cancel the booked appointment; the provider arranges another (CAAL).
+    CancelAppointmentActionLater,
+    /// Record or change the patient's additional requirements (interpreter, access...).
+    UpdateRequirements,
     /// Book a slot, record an indirectly booked appointment, or defer to the provider.
     CreateAppointment,
     CancelAppointment,
@@ -112,12 +117,15 @@ pub enum Endpoint {
 }
 
 impl ReferralAction {
-    pub const ALL: [ReferralAction; 9] = [
+    pub const ALL: [ReferralAction; 12] = [
         ReferralAction::ChangeShortlist,
         ReferralAction::SendForTriage,
         ReferralAction::RecordReviewOutcome,
         ReferralAction::CancelReferral,
         ReferralAction::RejectReferral,
+        ReferralAction::AcceptReferral,
+        ReferralAction::CancelAppointmentActionLater,
+        ReferralAction::UpdateRequirements,
         ReferralAction::CreateAppointment,
         ReferralAction::CancelAppointment,
         ReferralAction::ChangeAppointment,
@@ -131,6 +139,9 @@ impl ReferralAction {
             ReferralAction::RecordReviewOutcome => "RECORD_REVIEW_OUTCOME",
             ReferralAction::CancelReferral => "CANCEL_REFERRAL",
             ReferralAction::RejectReferral => "REJECT_REFERRAL",
+            ReferralAction::AcceptReferral => "ACCEPT_REFERRAL",
+            ReferralAction::CancelAppointmentActionLater => "CANCEL_APPOINTMENT_ACTION_LATER",
+            ReferralAction::UpdateRequirements => "UPDATE_ADDITIONAL_REQUIREMENTS",
             ReferralAction::CreateAppointment => "CREATE_APPOINTMENT",
             ReferralAction::CancelAppointment => "CANCEL_DIRECTLY_BOOKED_APPOINTMENT",
             ReferralAction::ChangeAppointment => "CHANGE_APPOINTMENT",
@@ -157,6 +168,9 @@ impl ReferralAction {
             ReferralAction::RecordReviewOutcome => "$ers.recordReviewOutcome",
             ReferralAction::CancelReferral => "$ers.cancelReferral",
             ReferralAction::RejectReferral => "$ers.rejectReferral",
+            ReferralAction::AcceptReferral => "$ers.acceptReferral",
+            ReferralAction::CancelAppointmentActionLater => "$ers.cancelAppointmentActionLater",
+            ReferralAction::UpdateRequirements => "$ers.updateAdditionalRequirements",
             ReferralAction::CreateAppointment => "create",
             ReferralAction::CancelAppointment => "$ers.cancelAppointment",
             ReferralAction::ChangeAppointment => "$ers.changeAppointment",
@@ -201,6 +215,13 @@ impl ReferralAction {
             ReferralAction::RejectReferral => {
                 "reason: an appointment cancellation reason of usage REJECT; comment (required by some reasons)"
             }
+            ReferralAction::AcceptReferral => "comment (optional, at most 2000 characters)",
+            ReferralAction::CancelAppointmentActionLater => {
+                "comment (required): why, for the provider's booking team"
+            }
+            ReferralAction::UpdateRequirements => {
+                "interpreterLanguage (BCP-47), accessibility, transport, carer, communication: the whole set, each optional (none clears them)"
+            }
             ReferralAction::CreateAppointment => {
                 "an Appointment: booked with a slot (or start and end for an indirectly bookable service), or proposed with a deferral reason"
             }
@@ -234,14 +255,17 @@ impl ReferralAction {
                 B::ServiceProviderClinicianAdmin,
                 B::ProviderAuthorisedApplication,
             ],
-            ReferralAction::RejectReferral => &[
+            ReferralAction::RejectReferral
+            | ReferralAction::AcceptReferral
+            | ReferralAction::CancelAppointmentActionLater => &[
                 B::ServiceProviderClinician,
                 B::ServiceProviderClinicianAdmin,
                 B::ProviderAuthorisedApplication,
             ],
             ReferralAction::CreateAppointment
             | ReferralAction::CancelAppointment
-            | ReferralAction::ChangeAppointment => &[
+            | ReferralAction::ChangeAppointment
+            | ReferralAction::UpdateRequirements => &[
                 B::ReferringClinician,
                 B::ReferringClinicianAdmin,
                 B::ReferringAdmin,
@@ -324,7 +348,9 @@ pub fn check(
             state,
             ReferralState::AwaitingTriage | ReferralState::DeferredToProvider
         ),
-        ReferralAction::CancelReferral => state != ReferralState::CancelledReferral,
+        ReferralAction::CancelReferral | ReferralAction::UpdateRequirements => {
+            state != ReferralState::CancelledReferral
+        }
         // The referrer books while it is theirs to act; the provider books what was deferred
         // to it or what it accepted to book later.
         ReferralAction::CreateAppointment => {
@@ -338,6 +364,8 @@ pub fn check(
             }
         }
         ReferralAction::RejectReferral
+        | ReferralAction::AcceptReferral
+        | ReferralAction::CancelAppointmentActionLater
         | ReferralAction::CancelAppointment
         | ReferralAction::ChangeAppointment
         | ReferralAction::RecordNonAttendance => state == ReferralState::Booked,
@@ -349,7 +377,10 @@ pub fn check(
         ReferralAction::ChangeShortlist | ReferralAction::SendForTriage => relation.referrer,
         ReferralAction::RecordReviewOutcome
         | ReferralAction::RejectReferral
+        | ReferralAction::AcceptReferral
+        | ReferralAction::CancelAppointmentActionLater
         | ReferralAction::RecordNonAttendance => relation.provider,
+        ReferralAction::UpdateRequirements => relation.referrer || relation.provider,
         // Either side; a provider only while the referral is with its service.
         ReferralAction::CancelReferral
         | ReferralAction::CreateAppointment
@@ -491,13 +522,17 @@ mod tests {
                 ReferralAction::ChangeShortlist,
                 ReferralAction::SendForTriage,
                 ReferralAction::CancelReferral,
+                ReferralAction::UpdateRequirements,
                 ReferralAction::CreateAppointment,
             ]
         );
         // A referring admin books but does not change the clinical shortlist.
         assert_eq!(
             available_actions(ReferralState::NotBooked, B::ReferringAdmin, REFERRER),
-            vec![ReferralAction::CreateAppointment]
+            vec![
+                ReferralAction::UpdateRequirements,
+                ReferralAction::CreateAppointment
+            ]
         );
         // Another organisation's referrer: nothing.
         assert!(available_actions(
@@ -514,6 +549,7 @@ mod tests {
             available_actions(ReferralState::Booked, B::ReferringClinician, REFERRER),
             vec![
                 ReferralAction::CancelReferral,
+                ReferralAction::UpdateRequirements,
                 ReferralAction::CancelAppointment,
                 ReferralAction::ChangeAppointment,
             ]
@@ -523,6 +559,9 @@ mod tests {
             vec![
                 ReferralAction::CancelReferral,
                 ReferralAction::RejectReferral,
+                ReferralAction::AcceptReferral,
+                ReferralAction::CancelAppointmentActionLater,
+                ReferralAction::UpdateRequirements,
                 ReferralAction::CancelAppointment,
                 ReferralAction::ChangeAppointment,
                 ReferralAction::RecordNonAttendance,
@@ -557,7 +596,8 @@ mod tests {
             ),
             vec![
                 ReferralAction::RecordReviewOutcome,
-                ReferralAction::CancelReferral
+                ReferralAction::CancelReferral,
+                ReferralAction::UpdateRequirements
             ]
         );
         assert_eq!(

@@ -790,7 +790,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         visibility: Visibility::Organisations,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
-        check: resources::no_rules,
+        check: resources::appointment::check,
     },
     ResourceDef {
         name: "Provenance",

@@ -236,6 +236,27 @@ pub async fn operation(
                 comment: inputs.one("comment"),
             }
         }
+        ReferralAction::AcceptReferral => {
+            inputs.only(&op, &["comment"])?;
+            Change::Accept {
+                comment: inputs.one("comment"),
+            }
+        }
+        ReferralAction::CancelAppointmentActionLater => {
+            inputs.only(&op, &["comment"])?;
+            Change::ActionLater {
+                comment: inputs.required("comment", "why, for the provider's booking team")?,
+            }
+        }
+        ReferralAction::UpdateRequirements => {
+            use crate::fhir::resources::requirements;
+            let names: Vec<&str> = requirements::PARTS.iter().map(|p| p.0).collect();
+            inputs.only(&op, &names)?;
+            Change::Requirements(
+                requirements::build(&inputs.0)
+                    .map_err(|i| ApiError::Service(ServiceError::Invalid(i)))?,
+            )
+        }
         // Appointment actions are invoked on Appointment, never here (from_operation).
         ReferralAction::CreateAppointment
         | ReferralAction::CancelAppointment

@@ -24,6 +24,8 @@ use crate::fhir::index::split_reference;
 use crate::fhir::outcome::Issue;
 use crate::fhir::registry::{self, ResourceDef};
 use crate::fhir::resources::appointment as ap;
+use crate::fhir::resources::requirements;
+use crate::fhir::resources::service_request::REVIEW_OUTCOME_SYSTEM;
 use crate::fhir::resources::service_request::{self as sr, StateRecord};
 use crate::fhir::{datetime, search as fsearch, terminology};
 
@@ -316,6 +318,8 @@ fn appointment_body(
         ext.push(json!({"url": ap::BOOKING_ORGANIZATION_EXTENSION, "valueReference": {"reference": org}}));
         a["extension"] = Value::Array(ext);
     }
+    // The patient's requirements come from the referral, as they are now.
+    requirements::set(&mut a, requirements::of(referral).cloned());
     if let Some((system, code)) = &d.reason {
         a["reasonCode"] = json!([{"coding": [{"system": system, "code": code}]}]);
     }
@@ -1003,6 +1007,47 @@ pub fn change(
         },
     )?;
     written.ok_or_else(|| ServiceError::Internal("the appointment change wrote nothing".into()))
+}
+
+/// Cancel appointment, action later: the booked appointment goes back to `proposed` with the
+/// provider's reason and comment, its slot released, for the provider to book again.
+pub fn action_later(
+    c: &mut DbConnection,
+    referral_id: &str,
+    comment: &str,
+    access: &[String],
+    who: &Acting<'_>,
+) -> Result<()> {
+    for row in current_appointments(c, referral_id)? {
+        let mut body = parse(&row)?;
+        release_slot(c, &body, who)?;
+        if let Some(o) = body.as_object_mut() {
+            for gone in ["slot", "start", "end", "minutesDuration"] {
+                o.remove(gone);
+            }
+        }
+        body["status"] = json!("proposed");
+        body["reasonCode"] = json!([{"coding": [{"system": REVIEW_OUTCOME_SYSTEM, "code": "CANCEL_APPOINTMENT_ACTION_LATER"}]}]);
+        body["comment"] = json!(comment);
+        rewrite(c, &row, body, access, who)?;
+    }
+    Ok(())
+}
+
+/// The referral's requirements, set on its current appointments too.
+pub fn carry_requirements(
+    c: &mut DbConnection,
+    referral_id: &str,
+    ext: Option<&Value>,
+    access: &[String],
+    who: &Acting<'_>,
+) -> Result<()> {
+    for row in current_appointments(c, referral_id)? {
+        let mut body = parse(&row)?;
+        requirements::set(&mut body, ext.cloned());
+        rewrite(c, &row, body, access, who)?;
+    }
+    Ok(())
 }
 
 /// When a referral is cancelled or rejected: its current appointment is cancelled with

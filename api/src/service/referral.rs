@@ -17,12 +17,12 @@ use crate::domain::{Caller, OdsCode, SdsUserId};
 use crate::fhir::outcome::Issue;
 use crate::fhir::registry::{self, ResourceDef};
 use crate::fhir::resources::healthcare_service::{PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM};
-use crate::fhir::resources::service_request::{self as sr, StateRecord};
+use crate::fhir::resources::requirements;
+use crate::fhir::resources::service_request::{self as sr, StateRecord, REVIEW_OUTCOME_SYSTEM};
 use crate::fhir::terminology;
 
 use super::Result;
 
-pub const REVIEW_OUTCOME_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
 pub const REFERRAL_CANCELLATION_SYSTEM: &str =
     "https://fhir.nhs.uk/CodeSystem/eRS-ReferralCancellationReason";
 const MAX_COMMENT: usize = 2000;
@@ -677,6 +677,17 @@ pub enum Change {
         reason: String,
         comment: Option<String>,
     },
+    /// The provider accepts a booked referral after reviewing it; it stays booked.
+    Accept {
+        comment: Option<String>,
+    },
+    /// The provider cancels the booked appointment and will arrange another (CAAL).
+    ActionLater {
+        comment: String,
+    },
+    /// The patient's additional requirements (None: there are none), carried onto the
+    /// current appointment.
+    Requirements(Option<Value>),
     /// The provider rejects a booked referral: its appointment is cancelled.
     Reject {
         reason: String,
@@ -700,6 +711,69 @@ pub fn apply(
         }
         Change::Cancel { reason, comment } => cancel(conn, id, if_match, reason, comment, who),
         Change::Reject { reason, comment } => reject(conn, id, if_match, reason, comment, who),
+        Change::Accept { comment } => {
+            if let Some(text) = &comment {
+                check_comment(text, false, "comment")?;
+            }
+            transition(
+                conn,
+                id,
+                Expected::IfMatch(if_match),
+                ReferralAction::AcceptReferral,
+                who,
+                |_, body, current| {
+                    sr::set_state(
+                        body,
+                        &StateRecord {
+                            state: ReferralState::Booked,
+                            reason: Some((REVIEW_OUTCOME_SYSTEM.to_owned(), "ACCEPTED".into())),
+                            comment: comment.filter(|c| !c.trim().is_empty()),
+                            service: current.service.clone(),
+                        },
+                    );
+                    Ok(())
+                },
+            )
+        }
+        Change::ActionLater { comment } => {
+            check_comment(&comment, true, "comment")?;
+            transition(
+                conn,
+                id,
+                Expected::IfMatch(if_match),
+                ReferralAction::CancelAppointmentActionLater,
+                who,
+                |c, body, current| {
+                    let access = organisations(c, body)?;
+                    super::booking::action_later(c, id, &comment, &access, who)?;
+                    sr::set_state(
+                        body,
+                        &StateRecord {
+                            state: ReferralState::TriagedProviderToAction,
+                            reason: Some((
+                                REVIEW_OUTCOME_SYSTEM.to_owned(),
+                                "CANCEL_APPOINTMENT_ACTION_LATER".into(),
+                            )),
+                            comment: Some(comment.clone()),
+                            service: current.service.clone(),
+                        },
+                    );
+                    Ok(())
+                },
+            )
+        }
+        Change::Requirements(ext) => transition(
+            conn,
+            id,
+            Expected::IfMatch(if_match),
+            ReferralAction::UpdateRequirements,
+            who,
+            |c, body, _| {
+                requirements::set(body, ext.clone());
+                let access = organisations(c, body)?;
+                super::booking::carry_requirements(c, id, ext.as_ref(), &access, who)
+            },
+        ),
     }
 }
 

@@ -778,7 +778,7 @@ fn referrals(
         service("50001")?,
         service("13000")?,
     );
-    let review = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
+    let review = sr::REVIEW_OUTCOME_SYSTEM;
     let cancel = "https://fhir.nhs.uk/CodeSystem/eRS-ReferralCancellationReason";
     let appt_cancel = "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentCancellationReason";
     // (UBRN, meaning, state, reason, comment, shortlist, the service it is with).

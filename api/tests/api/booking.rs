@@ -138,7 +138,14 @@ impl World {
 }
 
 fn params(pairs: &[(&str, &str)]) -> Value {
-    json!({"resourceType": "Parameters", "parameter": pairs.iter().map(|(n, v)| json!({"name": n, "valueString": v})).collect::<Vec<_>>()})
+    let mut p = json!({"resourceType": "Parameters"});
+    if !pairs.is_empty() {
+        p["parameter"] = pairs
+            .iter()
+            .map(|(n, v)| json!({"name": n, "valueString": v}))
+            .collect();
+    }
+    p
 }
 
 #[actix_web::test]
@@ -799,4 +806,263 @@ async fn two_server_processes_never_double_book() {
     let two = ServerProcess::start(&w.app.database_url).await;
     let replies = race(&[&one.app, &two.app], &w, &slots, &referrals).await;
     assert_one_winner_per_slot(&w, &slots, &replies).await;
+}
+
+#[actix_web::test]
+async fn requirements_follow_the_appointment_and_the_provider_accepts_or_rebooks_later() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    let requirements = json!({"url": "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-AdditionalRequirements", "extension": [
+        {"url": "interpreterLanguage", "valueCode": "pl"},
+        {"url": "accessibility", "valueString": "Wheelchair access"}]});
+    let mut body = referral(&w, &[&c.service], "ROUTINE");
+    body["extension"]
+        .as_array_mut()
+        .expect("extensions")
+        .push(requirements.clone());
+    let r = w.create(&body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let slots = free_slots(&w, &c.service, "ROUTINE").await;
+    let r = w.book(&id, &slots[0].0).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let appt_id = r.json()["id"].as_str().expect("id").to_owned();
+    // Carried onto the appointment, and the provider sees them.
+    let provider = (
+        c.provider.as_str(),
+        "SERVICE_PROVIDER_CLINICIAN",
+        c.ods.as_str(),
+    );
+    let seen = w
+        .send_as(
+            provider,
+            "GET",
+            &format!("Appointment/{appt_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert!(
+        seen.text().contains("\"valueCode\":\"pl\""),
+        "{}",
+        seen.text()
+    );
+    // Changed through the API: the referral and its current appointment together.
+    let v = |sr: &Value| -> i64 {
+        sr["meta"]["versionId"]
+            .as_str()
+            .expect("v")
+            .parse()
+            .expect("n")
+    };
+    let sr_v = v(&w.referral_now(&id).await);
+    let op = format!("ServiceRequest/{id}/$ers.updateAdditionalRequirements");
+    w.rc(
+        "POST",
+        &op,
+        Some(sr_v),
+        Some(&params(&[("interpreterLanguage", "polish")])),
+    )
+    .await
+    .assert_outcome(422, "code-invalid");
+    let r = w
+        .rc(
+            "POST",
+            &op,
+            Some(sr_v),
+            Some(&params(&[
+                ("interpreterLanguage", "bfi"),
+                ("transport", "Patient transport service"),
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let appt = w
+        .rc("GET", &format!("Appointment/{appt_id}"), None, None)
+        .await
+        .json();
+    let text = appt.to_string();
+    assert!(
+        text.contains("\"bfi\"") && text.contains("Patient transport service"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Wheelchair"),
+        "the whole set is replaced: {text}"
+    );
+    assert_eq!(appt["meta"]["versionId"], "2");
+
+    // The provider accepts the booked referral: still booked, review recorded.
+    let sr_v = v(&w.referral_now(&id).await);
+    let accept = format!("ServiceRequest/{id}/$ers.acceptReferral");
+    w.rc("POST", &accept, Some(sr_v), Some(&params(&[])))
+        .await
+        .assert_outcome(403, "forbidden");
+    let r = w
+        .send_as(
+            provider,
+            "POST",
+            &accept,
+            Some(sr_v),
+            Some(&params(&[("comment", "Seen the letter")])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state(&r.json()), "BOOKED");
+    assert!(r.text().contains("ACCEPTED"), "{}", r.text());
+    // Cancel appointment, action later: the comment is required; the slot is released and the
+    // appointment goes back to proposed for the provider to book.
+    let sr_v = v(&r.json());
+    let caal = format!("ServiceRequest/{id}/$ers.cancelAppointmentActionLater");
+    w.send_as(provider, "POST", &caal, Some(sr_v), Some(&params(&[])))
+        .await
+        .assert_outcome(422, "required");
+    let r = w
+        .send_as(
+            provider,
+            "POST",
+            &caal,
+            Some(sr_v),
+            Some(&params(&[("comment", "Clinic moved; will rebook")])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state(&r.json()), "TRIAGED_PROVIDER_TO_ACTION");
+    assert_eq!(w.slot_status(&slots[0].0).await, "free");
+    let appt = w
+        .rc("GET", &format!("Appointment/{appt_id}"), None, None)
+        .await
+        .json();
+    assert_eq!(appt["status"], "proposed");
+    assert!(appt.get("slot").is_none(), "{appt}");
+    // The provider books again; the referral holds both appointments, one current.
+    let mut a = appointment(&id, &slots[1].0);
+    a["participant"] =
+        json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+    let r = w
+        .send_as(provider, "POST", "Appointment", None, Some(&a))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        r.text().contains("\"bfi\""),
+        "requirements carried: {}",
+        r.text()
+    );
+    let b = w
+        .rc(
+            "GET",
+            &format!("ServiceRequest?_id={id}&_revinclude=Appointment:based-on"),
+            None,
+            None,
+        )
+        .await
+        .json();
+    let statuses: Vec<&str> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Appointment")
+        .filter_map(|e| e["resource"]["status"].as_str())
+        .collect();
+    assert_eq!(statuses.len(), 2, "{b}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "booked").count(),
+        1,
+        "{b}"
+    );
+}
+
+#[actix_web::test]
+async fn an_indirectly_bookable_service_is_booked_with_its_times() {
+    let w = world().await;
+    let c = clinic(&w, "12000").await;
+    // A copy of the service, indirectly bookable, made by its organisation's service definer.
+    let mut svc = w
+        .app
+        .get(&format!("HealthcareService/{}", c.service))
+        .await
+        .json();
+    let obj = svc.as_object_mut().expect("object");
+    obj.remove("id");
+    obj.remove("meta");
+    svc["identifier"] = json!([{"system": SERVICE_SYSTEM, "value": "12999"}]);
+    let text = svc
+        .to_string()
+        .replace("DIRECTLY_BOOKABLE", "INDIRECTLY_BOOKABLE");
+    let svc: Value = serde_json::from_str(&text).expect("json");
+    let definer = sign(&claims(
+        "555031998110",
+        &[("SERVICE_DEFINER", c.ods.as_str())],
+    ));
+    let r = w
+        .send_as(
+            (&definer, "SERVICE_DEFINER", &c.ods),
+            "POST",
+            "HealthcareService",
+            None,
+            Some(&svc),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ibs = r.json()["id"].as_str().expect("id").to_owned();
+    let id = w.new_referral(&[&ibs, &c.service], "ROUTINE").await;
+    let at = |days: i64, h: u32| {
+        (chrono::Utc::now() + chrono::Duration::days(days))
+            .format(&format!("%Y-%m-%dT{h:02}:00:00Z"))
+            .to_string()
+    };
+    let booking = |service: &str, start: String, end: String| {
+        json!({
+            "resourceType": "Appointment",
+            "status": "booked",
+            "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+            "start": start,
+            "end": end,
+            "participant": [
+                {"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"},
+                {"actor": {"reference": format!("HealthcareService/{service}")}, "status": "accepted"}],
+        })
+    };
+    // A directly bookable service is booked through a slot.
+    let r = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&booking(&c.service, at(3, 9), at(3, 10))),
+        )
+        .await;
+    r.assert_outcome(422, "required");
+    assert!(r.text().contains("directly bookable"), "{}", r.text());
+    // Times in the past, or the wrong way round.
+    w.rc(
+        "POST",
+        "Appointment",
+        None,
+        Some(&booking(&ibs, at(-3, 9), at(-3, 10))),
+    )
+    .await
+    .assert_outcome(422, "value");
+    w.rc(
+        "POST",
+        "Appointment",
+        None,
+        Some(&booking(&ibs, at(3, 10), at(3, 9))),
+    )
+    .await
+    .assert_outcome(422, "value");
+    let r = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&booking(&ibs, at(3, 9), at(3, 10))),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let a = r.json();
+    assert!(a.get("slot").is_none(), "{a}");
+    assert_eq!(a["start"], at(3, 9));
+    assert_eq!(state(&w.referral_now(&id).await), "BOOKED");
 }

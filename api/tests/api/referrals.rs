@@ -250,6 +250,7 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
             "CHANGE_SHORTLIST",
             "SEND_FOR_TRIAGE",
             "CANCEL_REFERRAL",
+            "UPDATE_ADDITIONAL_REQUIREMENTS",
             "CREATE_APPOINTMENT"
         ]
     );
@@ -328,7 +329,10 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(state(&r.json()), "AWAITING_TRIAGE");
     // Now the referrer may only cancel; the shortlist is fixed while triage is pending.
-    assert_eq!(w.actions(false, &id).await, ["CANCEL_REFERRAL"]);
+    assert_eq!(
+        w.actions(false, &id).await,
+        ["CANCEL_REFERRAL", "UPDATE_ADDITIONAL_REQUIREMENTS"]
+    );
     let refused = w
         .op(
             false,
@@ -351,7 +355,11 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
     // Triage outcome: the provider clinician of the triage service only, with a comment.
     assert_eq!(
         w.actions(true, &id).await,
-        ["RECORD_REVIEW_OUTCOME", "CANCEL_REFERRAL"]
+        [
+            "RECORD_REVIEW_OUTCOME",
+            "CANCEL_REFERRAL",
+            "UPDATE_ADDITIONAL_REQUIREMENTS"
+        ]
     );
     let d = w
         .op(

@@ -6,6 +6,8 @@
 use serde_json::{json, Value};
 
 use super::super::index::split_reference;
+use super::{finish, Checked};
+use crate::fhir::outcome::Issue;
 
 /// Why a referral was deferred to the provider (`Appointment.reasonCode`).
 pub const REVIEW_REASON_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason";
@@ -135,4 +137,11 @@ pub fn extract_practitioner(a: &Value) -> Vec<Value> {
 /// Search index values for the `location` parameter.
 pub fn extract_location(a: &Value) -> Vec<Value> {
     actor_refs(a, "Location")
+}
+
+/// Rules every stored appointment follows beyond UK Core: its additional requirements.
+pub fn check(a: &Value) -> Result<Checked, Vec<Issue>> {
+    let mut issues = Vec::new();
+    super::requirements::check(a, "Appointment", &mut issues);
+    finish(Checked::default(), issues)
 }

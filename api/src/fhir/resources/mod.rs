@@ -10,6 +10,7 @@ pub mod organization;
 pub mod patient;
 pub mod practitioner;
 pub mod practitioner_role;
+pub mod requirements;
 pub mod service_request;
 pub mod slot;
 

@@ -14,6 +14,8 @@ pub const UBRN_SYSTEM: &str = "https://fhir.nhs.uk/Id/UBRN";
 pub const STATE_EXTENSION: &str =
     "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ServiceRequest-State";
 pub const STATE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReferralState";
+/// What a provider's review decided (triage outcome, acceptance, action later).
+pub const REVIEW_OUTCOME_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
 pub const PRIORITY_EXTENSION: &str =
     "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority";
 /// SNOMED CT 3457005 |Patient referral|: the category of every referral.
@@ -259,6 +261,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         &[CLINIC_TYPE_SYSTEM],
         &mut issues,
     );
+    super::requirements::check(r, "ServiceRequest", &mut issues);
     // The UBRN and the state are the server's (set on create, changed by the operations); a
     // body to create or to `$validate` has neither.
     match ubrn_of(r) {
