@@ -832,5 +832,128 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
         "actions are still offered on a cancelled referral",
     );
     out.push(k.done());
+    out.push(booking_check(c, &patient, &role).await);
     out
+}
+
+/// Book a free slot, see it taken, see a second booking of it refused, cancel, see it free.
+async fn booking_check(c: &Client, patient: &str, role: &str) -> CheckResult {
+    let mut k = Check::new(
+        "booking",
+        "POST Appointment books a free slot once (a second booking is 409 SLOT_NOT_AVAILABLE); cancelling frees it",
+    );
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let r = c
+        .send(
+            "GET",
+            &format!("Slot?status=free&priority=ROUTINE&start=gt{now}&_count=1"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    let slot = r.json()["entry"][0]["resource"].clone();
+    let (Some(slot_id), Some(schedule)) = (
+        slot["id"].as_str().map(str::to_owned),
+        slot["schedule"]["reference"].as_str().map(str::to_owned),
+    ) else {
+        k.expect(false, "no free routine slot to book");
+        return k.done();
+    };
+    let r = c.send("GET", &schedule, &[], None, true).await;
+    k.saw(&r);
+    let service = r.json()["actor"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .filter_map(|x| x["reference"].as_str())
+                .find(|x| x.starts_with("HealthcareService/"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let mut referrals = Vec::new();
+    for _ in 0..2 {
+        let body = json!({
+            "resourceType": "ServiceRequest",
+            "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": format!("Patient/{patient}")},
+            "requester": {"reference": format!("PractitionerRole/{role}")},
+            "performer": [{"reference": service}],
+            "reasonCode": [{"text": "Conformance suite booking"}],
+        });
+        let r = c
+            .send(
+                "POST",
+                "ServiceRequest",
+                &[JSON],
+                Some(body.to_string().as_bytes()),
+                true,
+            )
+            .await;
+        k.saw(&r);
+        referrals.push(r.json()["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let book = |referral: &str| {
+        json!({"resourceType": "Appointment", "status": "booked",
+            "basedOn": [{"reference": format!("ServiceRequest/{referral}")}],
+            "slot": [{"reference": format!("Slot/{slot_id}")}],
+            "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"}]})
+        .to_string()
+    };
+    let r = c
+        .send(
+            "POST",
+            "Appointment",
+            &[JSON],
+            Some(book(&referrals[0]).as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 201, format!("book: status {}", r.status));
+    let appointment = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let slot_status = |r: &Reply| r.json()["status"].as_str().unwrap_or_default().to_owned();
+    let r = c
+        .send("GET", &format!("Slot/{slot_id}"), &[], None, true)
+        .await;
+    k.saw(&r);
+    k.expect(slot_status(&r) == "busy", "the booked slot is not busy");
+    let r = c
+        .send(
+            "POST",
+            "Appointment",
+            &[JSON],
+            Some(book(&referrals[1]).as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 409);
+    k.expect(
+        r.json()["issue"][0]["details"]["coding"][0]["code"] == "SLOT_NOT_AVAILABLE",
+        "a second booking of the slot is not SLOT_NOT_AVAILABLE",
+    );
+    let r = c
+        .send(
+            "POST",
+            &format!("Appointment/{appointment}/$ers.cancelAppointment"),
+            &[JSON, ("If-Match", "W/\"1\"")],
+            Some(&parameters(&[("reason", "PATIENT_ILL")])),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("cancel: status {}", r.status));
+    let r = c
+        .send("GET", &format!("Slot/{slot_id}"), &[], None, true)
+        .await;
+    k.saw(&r);
+    k.expect(
+        slot_status(&r) == "free",
+        "the cancelled appointment's slot is not free",
+    );
+    k.done()
 }

@@ -41,20 +41,27 @@ struct Args {
     postcodes: Option<String>,
     label: String,
     json: Option<String>,
+    /// Booking scenarios: how many (referral, slot) pairs to prepare.
+    pairs: usize,
 }
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: ers-load --base-url URL --scenario NAME [--clients N] [--seconds S] [--warmup S]\n\
          \x20      [--sandbox-user SDS | --token T --business-function BF --ods ODS]\n\
-         \x20      [--postcodes FILE] [--label TEXT] [--json FILE]\n\
+         \x20      [--postcodes FILE] [--pairs N] [--label TEXT] [--json FILE]\n\
          scenarios:\n\
          \x20 dos-patient-search  POST HealthcareService/$ers.searchHealthcareServicesForPatient:\n\
          \x20                     a postcode (from --postcodes, an outcode,latitude,longitude CSV),\n\
          \x20                     a specialty and a priority, within 25 miles, with free slots\n\
          \x20 create-referral     POST ServiceRequest: a routine referral with two shortlisted\n\
          \x20                     services, as the sandbox referring clinician (sandbox data)\n\
-         \x20 worklist            GET ServiceRequest/$ers.worklist (referrer lists, 20 a page)"
+         \x20 worklist            GET ServiceRequest/$ers.worklist (referrer lists, 20 a page)\n\
+         \x20 book                POST Appointment: each request books its own free routine slot\n\
+         \x20                     for its own new referral (--pairs made first, not measured)\n\
+         \x20 book-contended      POST Appointment: --pairs referrals race for 100 slots; a 409\n\
+         \x20                     SLOT_NOT_AVAILABLE counts as a conflict; afterwards each slot\n\
+         \x20                     is checked to hold at most one booked appointment"
     );
     ExitCode::from(2)
 }
@@ -74,6 +81,7 @@ fn parse_args() -> Option<Args> {
         postcodes: None,
         label: String::new(),
         json: None,
+        pairs: 6000,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next();
@@ -90,6 +98,7 @@ fn parse_args() -> Option<Args> {
             "--postcodes" => a.postcodes = Some(value()?),
             "--label" => a.label = value()?,
             "--json" => a.json = Some(value()?),
+            "--pairs" => a.pairs = value()?.parse().ok().filter(|n| *n > 0)?,
             _ => return None,
         }
     }
@@ -105,6 +114,197 @@ struct Fixtures {
     patients: Vec<String>,
     role: String,
     services: Vec<String>,
+    /// Booking scenarios: (referral id, slot id), one referral per pair.
+    pairs: Vec<(String, String)>,
+}
+
+/// Who the load generator acts as.
+#[derive(Clone)]
+struct As {
+    token: String,
+    bf: String,
+    ods: String,
+}
+
+impl As {
+    fn request(&self, http: &awc::Client, method: &str, url: &str) -> awc::ClientRequest {
+        let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap_or_default();
+        http.request(m, url)
+            .insert_header(("Authorization", format!("Bearer {}", self.token)))
+            .insert_header(("NHSD-eRS-Business-Function", self.bf.as_str()))
+            .insert_header(("NHSD-End-User-Organisation-ODS", self.ods.as_str()))
+            .insert_header(("Content-Type", "application/fhir+json"))
+    }
+}
+
+/// A JSON answer (any status) or why there was none.
+async fn call(
+    http: &awc::Client,
+    who: &As,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let req = who.request(http, method, url);
+    let mut res = match body {
+        Some(b) => req.send_body(b.to_string()).await,
+        None => req.send().await,
+    }
+    .map_err(|e| format!("{url}: {e}"))?;
+    let bytes = res
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok((res.status().as_u16(), v))
+}
+
+/// The matches' ids of a search (possibly none).
+async fn search_ids(
+    http: &awc::Client,
+    base: &str,
+    who: &As,
+    query: &str,
+) -> Result<Vec<String>, String> {
+    let (status, v) = call(http, who, "GET", &format!("{base}/{query}"), None).await?;
+    if status != 200 {
+        return Err(format!("{query}: {status} {v}"));
+    }
+    Ok(v["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] != "include")
+        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Booking scenarios: free routine slots of bookable services, and one new referral per
+/// pair shortlisting its slot's service (made with 16 concurrent requests; not measured).
+async fn booking_pairs(
+    http: &awc::Client,
+    base: &str,
+    who: &As,
+    fx: &Fixtures,
+    slots_wanted: usize,
+    pairs: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let mut slots: Vec<(String, String)> = Vec::new();
+    let mut offset = 0;
+    while slots.len() < slots_wanted {
+        let services = search_ids(
+            http,
+            base,
+            who,
+            &format!("HealthcareService?characteristic=BOOKABLE&priority=ROUTINE&active=true&_count=100&_offset={offset}"),
+        )
+        .await?;
+        if services.is_empty() {
+            break;
+        }
+        offset += services.len();
+        for s in services {
+            let free = search_ids(
+                http,
+                base,
+                who,
+                &format!("Slot?schedule.actor=HealthcareService/{s}&status=free&priority=ROUTINE&start=gt{now}&_count=100"),
+            )
+            .await?;
+            slots.extend(free.into_iter().map(|slot| (s.clone(), slot)));
+            if slots.len() >= slots_wanted {
+                break;
+            }
+        }
+    }
+    slots.truncate(slots_wanted);
+    if slots.is_empty() {
+        return Err("no free routine slots found (load a directory first)".into());
+    }
+    eprintln!(
+        "ers-load: {} free slots; making {pairs} referrals",
+        slots.len()
+    );
+    let made: Rc<RefCell<Vec<Option<String>>>> = Rc::new(RefCell::new(vec![None; pairs]));
+    let next = Rc::new(RefCell::new(0usize));
+    let slots = Rc::new(slots);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (http, who, made, next, slots, fx) = (
+            http.clone(),
+            who.clone(),
+            made.clone(),
+            next.clone(),
+            slots.clone(),
+            fx.clone(),
+        );
+        let url = format!("{base}/ServiceRequest");
+        tasks.push(actix_rt::spawn(async move {
+            loop {
+                let i = {
+                    let mut n = next.borrow_mut();
+                    *n += 1;
+                    *n - 1
+                };
+                if i >= pairs {
+                    break;
+                }
+                let service = &slots[i % slots.len()].0;
+                let body = json!({
+                    "resourceType": "ServiceRequest",
+                    "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority",
+                                   "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+                    "status": "active",
+                    "intent": "order",
+                    "subject": {"reference": format!("Patient/{}", fx.patients[i % fx.patients.len()])},
+                    "requester": {"reference": format!("PractitionerRole/{}", fx.role)},
+                    "performer": [{"reference": format!("HealthcareService/{service}")}],
+                    "reasonCode": [{"text": "Booking load test referral"}],
+                });
+                if let Ok((201, v)) = call(&http, &who, "POST", &url, Some(&body)).await {
+                    made.borrow_mut()[i] = v["id"].as_str().map(str::to_owned);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let made = made.borrow();
+    Ok(made
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.clone().map(|r| (r, slots[i % slots.len()].1.clone())))
+        .collect())
+}
+
+/// Slots (of those used) holding more than one booked appointment.
+async fn count_double_bookings(
+    http: &awc::Client,
+    base: &str,
+    who: &As,
+    pairs: &[(String, String)],
+) -> Result<u64, String> {
+    let mut slots: Vec<&String> = pairs.iter().map(|(_, s)| s).collect();
+    slots.sort();
+    slots.dedup();
+    let mut doubles = 0;
+    for s in slots.into_iter().take(2000) {
+        let (_, v) = call(
+            http,
+            who,
+            "GET",
+            &format!("{base}/Appointment?slot=Slot/{s}&status=booked&_summary=count"),
+            None,
+        )
+        .await?;
+        if v["total"].as_u64().unwrap_or(0) > 1 {
+            doubles += 1;
+        }
+    }
+    Ok(doubles)
 }
 
 async fn fetch_ids(
@@ -115,30 +315,16 @@ async fn fetch_ids(
     ods: &str,
     query: &str,
 ) -> Result<Vec<String>, String> {
-    let url = format!("{base}/{query}");
-    let mut res = http
-        .get(&url)
-        .insert_header(("Authorization", format!("Bearer {token}")))
-        .insert_header(("NHSD-eRS-Business-Function", bf))
-        .insert_header(("NHSD-End-User-Organisation-ODS", ods))
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let body = res
-        .body()
-        .limit(64 * 1024 * 1024)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
-    let ids: Vec<String> = v["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["search"]["mode"] != "include")
-        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
-        .collect();
+    let who = As {
+        token: token.to_owned(),
+        bf: bf.to_owned(),
+        ods: ods.to_owned(),
+    };
+    let ids = search_ids(http, base, &who, query).await?;
     if ids.is_empty() {
-        Err(format!("{url} found nothing (is this the sandbox?)"))
+        Err(format!(
+            "{base}/{query} found nothing (is this the sandbox?)"
+        ))
     } else {
         Ok(ids)
     }
@@ -204,8 +390,23 @@ fn scenario(
                 )
             }))
         }
+        "book" | "book-contended" => {
+            let pairs = fx.pairs.clone();
+            Ok(Box::new(move |k| {
+                let (referral, slot) = &pairs[(k as usize - 1) % pairs.len()];
+                // The server adds the patient, service, location and times from the referral
+                // and the slot.
+                let body = json!({
+                    "resourceType": "Appointment",
+                    "status": "booked",
+                    "basedOn": [{"reference": format!("ServiceRequest/{referral}")}],
+                    "slot": [{"reference": format!("Slot/{slot}")}],
+                });
+                ("POST", "Appointment".to_owned(), Some(body))
+            }))
+        }
         other => Err(format!(
-            "unknown scenario '{other}' (dos-patient-search, create-referral, worklist)"
+            "unknown scenario '{other}' (dos-patient-search, create-referral, worklist, book, book-contended)"
         )),
     }
 }
@@ -249,8 +450,13 @@ async fn sandbox_token(base_url: &str, user: &str) -> Result<String, String> {
 struct Tally {
     latencies: Vec<Duration>,
     errors: u64,
+    /// 409s: the slot was taken by another booking (expected when clients race).
+    conflicts: u64,
     first_error: Option<String>,
 }
+
+/// How a 409 is recorded in the tally.
+const CONFLICT: &str = "409 conflict";
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -275,7 +481,8 @@ async fn run(args: &Args) -> Result<Value, String> {
         .timeout(Duration::from_secs(30))
         .finish();
     let mut fx = Fixtures::default();
-    if args.scenario == "create-referral" {
+    let booking = args.scenario.starts_with("book");
+    if args.scenario == "create-referral" || booking {
         let (bf, ods) = (args.business_function.as_str(), args.ods.as_str());
         fx.patients =
             fetch_ids(&http, &args.base_url, &token, bf, ods, "Patient?_count=40").await?;
@@ -298,6 +505,20 @@ async fn run(args: &Args) -> Result<Value, String> {
             "HealthcareService?characteristic=BOOKABLE&priority=ROUTINE&active=true&_count=20",
         )
         .await?;
+    }
+    let who = As {
+        token: token.clone(),
+        bf: args.business_function.clone(),
+        ods: args.ods.clone(),
+    };
+    if booking {
+        let slots = if args.scenario == "book-contended" {
+            100
+        } else {
+            args.pairs
+        };
+        fx.pairs = booking_pairs(&http, &args.base_url, &who, &fx, slots, args.pairs).await?;
+        eprintln!("ers-load: {} referral/slot pairs ready", fx.pairs.len());
     }
     let make = Rc::new(scenario(&args.scenario, &postcodes, &fx)?);
     let tally = Rc::new(RefCell::new(Tally::default()));
@@ -341,6 +562,7 @@ async fn run(args: &Args) -> Result<Value, String> {
                         let status = res.status();
                         match res.body().limit(64 * 1024 * 1024).await {
                             Ok(_) if status.is_success() => Ok(()),
+                            Ok(_) if status.as_u16() == 409 => Err(CONFLICT.to_owned()),
                             Ok(b) => Err(format!(
                                 "{status}: {}",
                                 String::from_utf8_lossy(&b[..b.len().min(400)])
@@ -358,6 +580,7 @@ async fn run(args: &Args) -> Result<Value, String> {
                     let mut t = tally.borrow_mut();
                     match outcome {
                         Ok(()) => t.latencies.push(done - sent),
+                        Err(e) if e == CONFLICT => t.conflicts += 1,
                         Err(e) => {
                             t.errors += 1;
                             t.first_error.get_or_insert(e);
@@ -370,6 +593,11 @@ async fn run(args: &Args) -> Result<Value, String> {
     for t in tasks {
         let _ = t.await;
     }
+    let double_bookings = if booking {
+        Some(count_double_bookings(&http, &args.base_url, &who, &fx.pairs).await?)
+    } else {
+        None
+    };
     let mut t = tally.borrow_mut();
     t.latencies.sort();
     let ok = t.latencies.len() as f64;
@@ -381,6 +609,8 @@ async fn run(args: &Args) -> Result<Value, String> {
         "seconds": args.seconds,
         "requests": t.latencies.len() as u64 + t.errors,
         "errors": t.errors,
+        "conflicts": t.conflicts,
+        "double_bookings": double_bookings,
         "throughput_per_s": (ok / args.seconds as f64 * 10.0).round() / 10.0,
         "p50_ms": (percentile(&t.latencies, 50.0) * 10.0).round() / 10.0,
         "p95_ms": (percentile(&t.latencies, 95.0) * 10.0).round() / 10.0,

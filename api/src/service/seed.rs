@@ -441,7 +441,8 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
     ];
     providers.extend(more.iter().map(|(o, c, l)| (o, *c, l)));
     directory(&mut s, &providers)?;
-    referrals(&mut s, &role_ids[0], &[&hannah, &terry])?;
+    let made = referrals(&mut s, &role_ids[0], &[&hannah, &terry])?;
+    appointments(&mut s, &made, &r69)?;
     // Fresh statistics, so the query planner sees the data just loaded (PostgreSQL servers
     // without autovacuum would otherwise plan searches for empty tables).
     ers_schema::store::analyze(s.conn)?;
@@ -759,11 +760,20 @@ fn find(
 
 /// Referrals with the NHS sandbox UBRNs (000000070000-000000070012, with the meanings of the
 /// NHS sandbox) and one in each remaining state (000000070013-000000070016).
+/// A seeded referral: its UBRN, id, body and the service it is with (or its first
+/// shortlisted one).
+struct Seeded {
+    ubrn: String,
+    id: String,
+    body: Value,
+    service: String,
+}
+
 fn referrals(
     s: &mut Seeder<'_>,
     requester: &str,
     patients: &[&String],
-) -> Result<(), ServiceError> {
+) -> Result<Vec<Seeded>, ServiceError> {
     use crate::domain::referral::ReferralState as S;
     use crate::fhir::resources::service_request::{self as sr, StateRecord};
     const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
@@ -947,6 +957,7 @@ fn referrals(
         ),
     ];
     let mut first = None;
+    let mut made = Vec::new();
     for (i, (ubrn, meaning, state, reason, comment, shortlist, with)) in
         plan.into_iter().enumerate()
     {
@@ -992,11 +1003,159 @@ fn referrals(
             "ServiceRequest",
             sr::UBRN_SYSTEM,
             ubrn,
-            body,
+            body.clone(),
             Some(format!("r.{}", uuid::Uuid::new_v4())),
             &access,
         )?;
-        first.get_or_insert(id);
+        first.get_or_insert(id.clone());
+        made.push(Seeded {
+            ubrn: ubrn.to_owned(),
+            id,
+            body,
+            service: with
+                .or(shortlist.first().copied())
+                .cloned()
+                .unwrap_or_default(),
+        });
+    }
+    Ok(made)
+}
+
+/// The NHS sandbox appointments 70000-70007, each on its referral: booked (directly and
+/// indirectly), deferred, cancelled by either side, did-not-attend, rejected, and cancelled
+/// with its referral.
+fn appointments(s: &mut Seeder<'_>, made: &[Seeded], booker: &str) -> Result<(), ServiceError> {
+    use crate::fhir::resources::appointment as ap;
+    use crate::fhir::resources::healthcare_service::PRIORITY_SYSTEM;
+    use crate::fhir::resources::service_request as sr;
+    const APPOINTMENT_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-appointment";
+    let referral_cancel = "https://fhir.nhs.uk/CodeSystem/eRS-ReferralCancellationReason";
+    let day = |d: i64, h: u32| {
+        let t = (chrono::Utc::now() + chrono::Duration::days(d))
+            .date_naive()
+            .and_hms_opt(h, 0, 0)
+            .unwrap_or_default();
+        (
+            crate::fhir::datetime::instant(t),
+            crate::fhir::datetime::instant(t + chrono::Duration::minutes(20)),
+        )
+    };
+    // (appointment id, UBRN, status, start/end day offset, reason).
+    let plan: [(&str, &str, &str, Option<i64>, Option<(&str, &str)>); 8] = [
+        ("70000", "000000070001", "booked", Some(4), None),
+        ("70001", "000000070002", "booked", Some(5), None),
+        (
+            "70002",
+            "000000070003",
+            "proposed",
+            None,
+            Some((ap::REVIEW_REASON_SYSTEM, "NO_SLOTS_AT_SERVICE")),
+        ),
+        (
+            "70003",
+            "000000070013",
+            "cancelled",
+            Some(6),
+            Some((ap::CANCELLATION_SYSTEM, "PATIENT_ILL")),
+        ),
+        (
+            "70004",
+            "000000070014",
+            "cancelled",
+            Some(7),
+            Some((ap::CANCELLATION_SYSTEM, "CLINIC_CANCELLED")),
+        ),
+        (
+            "70005",
+            "000000070015",
+            "noshow",
+            Some(-2),
+            Some((ap::NON_ATTENDANCE_SYSTEM, "PATIENT_FORGOT")),
+        ),
+        (
+            "70006",
+            "000000070008",
+            "cancelled",
+            Some(8),
+            Some((ap::CANCELLATION_SYSTEM, "SERVICE_INAPPROPRIATE")),
+        ),
+        (
+            "70007",
+            "000000070009",
+            "cancelled",
+            Some(9),
+            Some((referral_cancel, "TREATMENT_NO_LONGER_REQUIRED")),
+        ),
+    ];
+    for (appt_id, ubrn, status, when, reason) in plan {
+        let Some(r) = made.iter().find(|m| m.ubrn == ubrn) else {
+            return Err(ServiceError::Internal(format!(
+                "sandbox referral {ubrn} is missing"
+            )));
+        };
+        let mut a = json!({
+            "resourceType": "Appointment",
+            "identifier": [{"system": APPOINTMENT_SYSTEM, "value": appt_id}],
+            "extension": [{"url": ap::BOOKING_ORGANIZATION_EXTENSION, "valueReference": {"reference": format!("Organization/{booker}")}}],
+            "status": status,
+            "description": "e-Referral Appointment",
+            "basedOn": [{"reference": format!("ServiceRequest/{}", r.id)}],
+            "created": "2026-11-02T10:00:00Z",
+            "participant": [
+                ap::participant(r.body.pointer("/subject/reference").and_then(Value::as_str).unwrap_or_default(), None),
+                ap::participant(&r.service, None),
+            ],
+        });
+        if let Some(d) = when {
+            let (start, end) = day(d, 14);
+            a["start"] = json!(start);
+            a["end"] = json!(end);
+        }
+        match (status, reason) {
+            ("proposed", Some((system, code))) => {
+                a["reasonCode"] = json!([{"coding": [{"system": system, "code": code}]}]);
+            }
+            (_, Some((system, code))) => {
+                a["cancelationReason"] = json!({"coding": [{"system": system, "code": code}]});
+            }
+            _ => {}
+        }
+        // The directly booked one holds a busy slot of its service.
+        if appt_id == "70000" {
+            let schedule = find(
+                s,
+                "Schedule",
+                "https://fhir.nhs.uk/Id/ers-schedule",
+                "11000-schedule",
+            )?
+            .ok_or_else(|| ServiceError::Internal("sandbox schedule 11000 is missing".into()))?;
+            let (start, end) = day(4, 14);
+            let priority = sr::ers_priority(&r.body).unwrap_or("ROUTINE").to_owned();
+            let slot = s.ensure(
+                "Slot",
+                "https://fhir.nhs.uk/Id/alternative-slot",
+                "11000-70000",
+                json!({
+                    "resourceType": "Slot",
+                    "identifier": [{"system": "https://fhir.nhs.uk/Id/alternative-slot", "value": "11000-70000"}],
+                    "schedule": {"reference": format!("Schedule/{schedule}")},
+                    "status": "busy",
+                    "start": start,
+                    "end": end,
+                    "appointmentType": {"coding": [{"system": PRIORITY_SYSTEM, "code": priority}]},
+                }),
+            )?;
+            a["slot"] = json!([{"reference": format!("Slot/{slot}")}]);
+        }
+        let access = super::referral::organisations(s.conn, &r.body)?;
+        s.ensure_as(
+            "Appointment",
+            APPOINTMENT_SYSTEM,
+            appt_id,
+            a,
+            Some(appt_id.to_owned()),
+            &access,
+        )?;
     }
     Ok(())
 }

@@ -1066,3 +1066,56 @@ async fn an_indirectly_bookable_service_is_booked_with_its_times() {
     assert_eq!(a["start"], at(3, 9));
     assert_eq!(state(&w.referral_now(&id).await), "BOOKED");
 }
+
+#[actix_web::test]
+async fn the_sandbox_holds_the_nhs_sandbox_appointments() {
+    let w = world().await;
+    let expected = [
+        ("70000", "booked", "000000070001"),
+        ("70001", "booked", "000000070002"),
+        ("70002", "proposed", "000000070003"),
+        ("70003", "cancelled", "000000070013"),
+        ("70004", "cancelled", "000000070014"),
+        ("70005", "noshow", "000000070015"),
+        ("70006", "cancelled", "000000070008"),
+        ("70007", "cancelled", "000000070009"),
+    ];
+    for (id, status, ubrn) in expected {
+        let r = w.rc("GET", &format!("Appointment/{id}"), None, None).await;
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+        let a = r.json();
+        assert_eq!(a["status"], status, "{id}");
+        // Its referral is the sandbox UBRN, and searching by it finds the appointment.
+        let b = w
+            .rc(
+                "GET",
+                &format!(
+                    "Appointment?based-on:ServiceRequest.identifier=https://fhir.nhs.uk/Id/UBRN|{ubrn}"
+                ),
+                None,
+                None,
+            )
+            .await
+            .json();
+        assert!(
+            b.to_string().contains(&format!("\"id\":\"{id}\"")),
+            "{ubrn}: {b}"
+        );
+    }
+    // The directly booked one holds a busy slot; the referral is BOOKED.
+    let a = w.rc("GET", "Appointment/70000", None, None).await.json();
+    let slot = a["slot"][0]["reference"].as_str().expect("slot").to_owned();
+    assert_eq!(w.app.get(&slot).await.json()["status"], "busy");
+    let sr = w
+        .rc(
+            "GET",
+            a["basedOn"][0]["reference"].as_str().expect("referral"),
+            None,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(state(&sr), "BOOKED");
+    let a = w.rc("GET", "Appointment/70001", None, None).await.json();
+    assert!(a.get("slot").is_none() && a.get("start").is_some(), "{a}");
+}

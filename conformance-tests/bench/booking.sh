@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Booking benchmark (issue: booking performance).
+#   conformance-tests/bench/booking.sh sqlite|postgres [SECONDS] [SERVICES] [SLOTS]
+# A fresh database with the sandbox and a synthetic directory (default 1000 services, 200000
+# slots), a release server, then ers-load's booking scenarios:
+#   book            32 clients, each request books its own free routine slot for its own new
+#                   referral (the referrals are made first and not measured);
+#   book-contended  64 clients, 2000 referrals racing for 100 slots.
+# Each run also checks that no slot holds two booked appointments. Appends one JSON line per
+# run to docs/benchmarks/booking.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BACKEND="${1:?sqlite or postgres}"
+SECONDS_="${2:-20}"
+SERVICES="${3:-1000}"
+SLOTS="${4:-200000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
+PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+OUTCODES="${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
+PORT=18492
+cargo build --release --locked --bins -q
+BIN="$CARGO_TARGET_DIR/release"
+case "$BACKEND" in
+  sqlite)
+    DB_FILE="/var/tmp/ers-bench-booking.db"
+    rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
+    URL="sqlite://$DB_FILE" ;;
+  postgres)
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_booking" -c "CREATE DATABASE ers_bench_booking"
+    URL="${PG_ADMIN_URL%/*}/ers_bench_booking" ;;
+  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
+esac
+export ERS_DATABASE_URL="$URL" RUST_LOG=warn
+"$BIN/ers-server" import-postcodes "$OUTCODES"
+"$BIN/ers-server" seed
+RUST_LOG=info "$BIN/ers-server" generate-directory "$SERVICES" "$SLOTS" 2>&1 | tail -1
+ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE=16 "$BIN/ers-server" > /var/tmp/ers-bench-booking-server.log 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
+MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE] $(date -u +%FT%TZ)"
+mkdir -p docs/benchmarks
+"$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book \
+    --sandbox-user 021600556514 --clients 32 --seconds "$SECONDS_" --warmup 2 --pairs "${ERS_BENCH_PAIRS:-8000}" \
+    --label "$LABEL" --json docs/benchmarks/booking.jsonl
+"$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book-contended \
+    --sandbox-user 021600556514 --clients 64 --seconds 10 --warmup 0 --pairs 2000 \
+    --label "$LABEL" --json docs/benchmarks/booking.jsonl
