@@ -798,8 +798,13 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
         })
         .unwrap_or_default();
     k.expect(
-        actions == ["CANCEL_REFERRAL", "UPDATE_ADDITIONAL_REQUIREMENTS"],
-        format!("available actions {actions:?}, expected [CANCEL_REFERRAL, UPDATE_ADDITIONAL_REQUIREMENTS]"),
+        actions
+            == [
+                "CANCEL_REFERRAL",
+                "UPDATE_ADDITIONAL_REQUIREMENTS",
+                "MAINTAIN_REFERRAL_LETTER",
+            ],
+        format!("available actions {actions:?}, expected [CANCEL_REFERRAL, UPDATE_ADDITIONAL_REQUIREMENTS, MAINTAIN_REFERRAL_LETTER]"),
     );
     let r = c
         .send(

@@ -128,3 +128,30 @@ impl IndexEntries {
         self.geo.dedup_by(|a, b| a.param == b.param);
     }
 }
+
+/// An uploaded attachment without its bytes.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = binaries)]
+pub struct BinaryMeta {
+    pub id: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub filename: Option<String>,
+    pub uploaded_by: String,
+    pub uploaded_at: NaiveDateTime,
+}
+
+/// An attachment to store.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = binaries)]
+pub struct NewBinary<'a> {
+    pub id: &'a str,
+    pub content_type: &'a str,
+    pub size: i64,
+    pub sha256: &'a str,
+    pub filename: Option<&'a str>,
+    pub uploaded_by: &'a str,
+    pub uploaded_at: NaiveDateTime,
+    pub data: &'a [u8],
+}

@@ -165,3 +165,16 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    binaries (id) {
+        id -> Text,
+        content_type -> Text,
+        size -> BigInt,
+        sha256 -> Text,
+        filename -> Nullable<Text>,
+        uploaded_by -> Text,
+        uploaded_at -> Timestamp,
+        data -> Binary,
+    }
+}

@@ -665,3 +665,29 @@ pub fn outward_codes(conn: &mut DbConnection, limit: i64) -> QResult<Vec<(String
         .select((postcodes::code, postcodes::latitude, postcodes::longitude))
         .load(conn)?)
 }
+
+/// Stores an uploaded attachment.
+pub fn insert_binary(conn: &mut DbConnection, b: &NewBinary<'_>) -> QResult<()> {
+    diesel::insert_into(binaries::table)
+        .values(b)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// An attachment's metadata.
+pub fn binary_meta(conn: &mut DbConnection, id: &str) -> QResult<Option<BinaryMeta>> {
+    Ok(binaries::table
+        .filter(binaries::id.eq(id))
+        .select(BinaryMeta::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// An attachment's bytes.
+pub fn binary_data(conn: &mut DbConnection, id: &str) -> QResult<Option<Vec<u8>>> {
+    Ok(binaries::table
+        .filter(binaries::id.eq(id))
+        .select(binaries::data)
+        .first(conn)
+        .optional()?)
+}

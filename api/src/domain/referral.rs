@@ -97,6 +97,10 @@ pub enum ReferralAction {
     CancelAppointmentActionLater,
     /// Record or change the patient's additional requirements (interpreter, access...).
     UpdateRequirements,
+    /// Replace the referral letter: the set of the referrer's attached documents.
+    MaintainReferralLetter,
+    /// The provider attaches a document.
+    AddProviderAttachment,
     /// Book a slot, record an indirectly booked appointment, or defer to the provider.
     CreateAppointment,
     CancelAppointment,
@@ -117,7 +121,7 @@ pub enum Endpoint {
 }
 
 impl ReferralAction {
-    pub const ALL: [ReferralAction; 12] = [
+    pub const ALL: [ReferralAction; 14] = [
         ReferralAction::ChangeShortlist,
         ReferralAction::SendForTriage,
         ReferralAction::RecordReviewOutcome,
@@ -126,6 +130,8 @@ impl ReferralAction {
         ReferralAction::AcceptReferral,
         ReferralAction::CancelAppointmentActionLater,
         ReferralAction::UpdateRequirements,
+        ReferralAction::MaintainReferralLetter,
+        ReferralAction::AddProviderAttachment,
         ReferralAction::CreateAppointment,
         ReferralAction::CancelAppointment,
         ReferralAction::ChangeAppointment,
@@ -142,6 +148,8 @@ impl ReferralAction {
             ReferralAction::AcceptReferral => "ACCEPT_REFERRAL",
             ReferralAction::CancelAppointmentActionLater => "CANCEL_APPOINTMENT_ACTION_LATER",
             ReferralAction::UpdateRequirements => "UPDATE_ADDITIONAL_REQUIREMENTS",
+            ReferralAction::MaintainReferralLetter => "MAINTAIN_REFERRAL_LETTER",
+            ReferralAction::AddProviderAttachment => "ADD_PROVIDER_ATTACHMENT",
             ReferralAction::CreateAppointment => "CREATE_APPOINTMENT",
             ReferralAction::CancelAppointment => "CANCEL_DIRECTLY_BOOKED_APPOINTMENT",
             ReferralAction::ChangeAppointment => "CHANGE_APPOINTMENT",
@@ -171,6 +179,8 @@ impl ReferralAction {
             ReferralAction::AcceptReferral => "$ers.acceptReferral",
             ReferralAction::CancelAppointmentActionLater => "$ers.cancelAppointmentActionLater",
             ReferralAction::UpdateRequirements => "$ers.updateAdditionalRequirements",
+            ReferralAction::MaintainReferralLetter => "$ers.maintainReferralLetter",
+            ReferralAction::AddProviderAttachment => "$ers.addProviderAttachment",
             ReferralAction::CreateAppointment => "create",
             ReferralAction::CancelAppointment => "$ers.cancelAppointment",
             ReferralAction::ChangeAppointment => "$ers.changeAppointment",
@@ -219,6 +229,12 @@ impl ReferralAction {
             ReferralAction::CancelAppointmentActionLater => {
                 "comment (required): why, for the provider's booking team"
             }
+            ReferralAction::MaintainReferralLetter => {
+                "attachment: Binary/{id} of an upload by your organisation, repeated — the whole letter (at least one); title (optional, one per attachment, in order)"
+            }
+            ReferralAction::AddProviderAttachment => {
+                "attachment: Binary/{id} of an upload by your organisation; title (optional)"
+            }
             ReferralAction::UpdateRequirements => {
                 "interpreterLanguage (BCP-47), accessibility, transport, carer, communication: the whole set, each optional (none clears them)"
             }
@@ -243,6 +259,17 @@ impl ReferralAction {
             ReferralAction::ChangeShortlist | ReferralAction::SendForTriage => {
                 &[B::ReferringClinician, B::ReferringClinicianAdmin]
             }
+            ReferralAction::MaintainReferralLetter => &[
+                B::ReferringClinician,
+                B::ReferringClinicianAdmin,
+                B::ReferringAdmin,
+            ],
+            ReferralAction::AddProviderAttachment => &[
+                B::ServiceProviderClinician,
+                B::ServiceProviderClinicianAdmin,
+                B::ServiceProviderAdmin,
+                B::ProviderAuthorisedApplication,
+            ],
             ReferralAction::RecordReviewOutcome => &[
                 B::ServiceProviderClinician,
                 B::ServiceProviderClinicianAdmin,
@@ -348,9 +375,10 @@ pub fn check(
             state,
             ReferralState::AwaitingTriage | ReferralState::DeferredToProvider
         ),
-        ReferralAction::CancelReferral | ReferralAction::UpdateRequirements => {
-            state != ReferralState::CancelledReferral
-        }
+        ReferralAction::CancelReferral
+        | ReferralAction::UpdateRequirements
+        | ReferralAction::MaintainReferralLetter
+        | ReferralAction::AddProviderAttachment => state != ReferralState::CancelledReferral,
         // The referrer books while it is theirs to act; the provider books what was deferred
         // to it or what it accepted to book later.
         ReferralAction::CreateAppointment => {
@@ -374,7 +402,10 @@ pub fn check(
         return Err(Refusal::State(state));
     }
     let org_ok = match action {
-        ReferralAction::ChangeShortlist | ReferralAction::SendForTriage => relation.referrer,
+        ReferralAction::ChangeShortlist
+        | ReferralAction::SendForTriage
+        | ReferralAction::MaintainReferralLetter => relation.referrer,
+        ReferralAction::AddProviderAttachment => relation.provider,
         ReferralAction::RecordReviewOutcome
         | ReferralAction::RejectReferral
         | ReferralAction::AcceptReferral
@@ -413,6 +444,8 @@ pub fn available_actions(state: ReferralState, role: B, relation: Relation) -> V
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Worklist {
     AwaitingBooking,
+    /// Referrals whose referrer means to add a letter and has not yet.
+    LettersOutstanding,
     RejectedTriageResponse,
     AssessmentReturnedCancelledDna,
     ReferralsForReview,
@@ -432,8 +465,9 @@ const PROVIDER_ROLES: &[B] = &[
 ];
 
 impl Worklist {
-    pub const ALL: [Worklist; 5] = [
+    pub const ALL: [Worklist; 6] = [
         Worklist::AwaitingBooking,
+        Worklist::LettersOutstanding,
         Worklist::RejectedTriageResponse,
         Worklist::AssessmentReturnedCancelledDna,
         Worklist::ReferralsForReview,
@@ -443,6 +477,7 @@ impl Worklist {
     pub fn code(self) -> &'static str {
         match self {
             Worklist::AwaitingBooking => "AWAITING_BOOKING",
+            Worklist::LettersOutstanding => "LETTERS_OUTSTANDING",
             Worklist::RejectedTriageResponse => "REJECTED_TRIAGE_RESPONSE",
             Worklist::AssessmentReturnedCancelledDna => "ASSESSMENT_RETURNED_CANCELLED_DNA",
             Worklist::ReferralsForReview => "REFERRALS_FOR_REVIEW",
@@ -460,6 +495,7 @@ impl Worklist {
         matches!(
             self,
             Worklist::AwaitingBooking
+                | Worklist::LettersOutstanding
                 | Worklist::RejectedTriageResponse
                 | Worklist::AssessmentReturnedCancelledDna
         )
@@ -482,12 +518,33 @@ impl Worklist {
                 S::ApptCancelledByPatient,
                 S::ApptCancelledByProvider,
             ],
+            Worklist::LettersOutstanding => &[
+                S::NotBooked,
+                S::Booked,
+                S::DeferredToProvider,
+                S::AwaitingTriage,
+                S::TriageResponse,
+                S::TriagedProviderToAction,
+                S::AssessmentResult,
+                S::Rejected,
+                S::ApptCancelledByPatient,
+                S::ApptCancelledByProvider,
+                S::DidNotAttend,
+            ],
             Worklist::RejectedTriageResponse => &[S::Rejected, S::TriageResponse],
             Worklist::AssessmentReturnedCancelledDna => {
                 &[S::AssessmentResult, S::DidNotAttend, S::CancelledReferral]
             }
             Worklist::ReferralsForReview => &[S::AwaitingTriage],
             Worklist::AppointmentSlotIssues => &[S::DeferredToProvider],
+        }
+    }
+
+    /// What else puts a referral on the list, as a referral search parameter and value.
+    pub fn also(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Worklist::LettersOutstanding => Some(("letter", "OUTSTANDING")),
+            _ => None,
         }
     }
 }
@@ -523,6 +580,7 @@ mod tests {
                 ReferralAction::SendForTriage,
                 ReferralAction::CancelReferral,
                 ReferralAction::UpdateRequirements,
+                ReferralAction::MaintainReferralLetter,
                 ReferralAction::CreateAppointment,
             ]
         );
@@ -531,6 +589,7 @@ mod tests {
             available_actions(ReferralState::NotBooked, B::ReferringAdmin, REFERRER),
             vec![
                 ReferralAction::UpdateRequirements,
+                ReferralAction::MaintainReferralLetter,
                 ReferralAction::CreateAppointment
             ]
         );
@@ -550,6 +609,7 @@ mod tests {
             vec![
                 ReferralAction::CancelReferral,
                 ReferralAction::UpdateRequirements,
+                ReferralAction::MaintainReferralLetter,
                 ReferralAction::CancelAppointment,
                 ReferralAction::ChangeAppointment,
             ]
@@ -562,6 +622,7 @@ mod tests {
                 ReferralAction::AcceptReferral,
                 ReferralAction::CancelAppointmentActionLater,
                 ReferralAction::UpdateRequirements,
+                ReferralAction::AddProviderAttachment,
                 ReferralAction::CancelAppointment,
                 ReferralAction::ChangeAppointment,
                 ReferralAction::RecordNonAttendance,
@@ -597,7 +658,8 @@ mod tests {
             vec![
                 ReferralAction::RecordReviewOutcome,
                 ReferralAction::CancelReferral,
-                ReferralAction::UpdateRequirements
+                ReferralAction::UpdateRequirements,
+                ReferralAction::AddProviderAttachment
             ]
         );
         assert_eq!(

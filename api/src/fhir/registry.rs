@@ -281,7 +281,7 @@ const LOCATION_PARAMS: &[SearchParamDef] = &[
 ];
 
 const PROVENANCE_PARAMS: &[SearchParamDef] = &[
-    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment"], "The resource version this records the making of"),
+    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference"], "The resource version this records the making of"),
     param!(
         "agent",
         Token,
@@ -450,6 +450,15 @@ const SERVICE_REQUEST_PARAMS: &[SearchParamDef] = &[
         expand: None,
         extract: Some(resources::service_request::extract_priority),
     },
+    SearchParamDef {
+        name: "letter",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "OUTSTANDING: the referrer means to add a referral letter and has not; ATTACHED: it has one",
+        expand: None,
+        extract: Some(resources::service_request::extract_letter),
+    },
     param!("status", Token, ["status"], "active | revoked | completed"),
     param!("category", Token, ["category"], "Referral category"),
     param!(
@@ -493,6 +502,38 @@ const SLOT_PARAMS: &[SearchParamDef] = &[
         doc: "Slots usable at this priority: a higher priority also returns lower-priority slots (TWO_WEEK_WAIT > URGENT > ROUTINE)",
         expand: Some(priorities_at_or_below),
         extract: None,
+    },
+];
+
+const DOCUMENT_REFERENCE_PARAMS: &[SearchParamDef] = &[
+    param!(
+        "related",
+        Reference,
+        ["context.related"],
+        targets["ServiceRequest"],
+        "The referral the document is attached to"
+    ),
+    param!(
+        "type",
+        Token,
+        ["type"],
+        "REFERRER (part of the referral letter) or PROVIDER"
+    ),
+    param!(
+        "status",
+        Token,
+        ["status"],
+        "current | superseded (replaced in the referral letter)"
+    ),
+    param!("date", Date, ["date"], "When it was attached"),
+    SearchParamDef {
+        name: "binary",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "The id of the uploaded Binary it points at",
+        expand: None,
+        extract: Some(resources::document_reference::extract_binary),
     },
 ];
 
@@ -791,6 +832,30 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::appointment::check,
+    },
+    ResourceDef {
+        name: "DocumentReference",
+        params: DOCUMENT_REFERENCE_PARAMS,
+        summary: &[
+            "masterIdentifier",
+            "identifier",
+            "status",
+            "type",
+            "category",
+            "subject",
+            "date",
+            "author",
+            "content",
+            "context",
+        ],
+        // Attached and superseded by the referral operations (`service::attachments`).
+        delete: false,
+        if_match_required: true,
+        plain_writes: false,
+        visibility: Visibility::Organisations,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
+        check: resources::no_rules,
     },
     ResourceDef {
         name: "Provenance",

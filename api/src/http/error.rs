@@ -152,6 +152,15 @@ impl ApiError {
                     vec![Issue::error("conflict", ers_code, msg.clone())
                         .with_expression(expression.clone())],
                 ),
+                S::UnsupportedType(_) => (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    vec![Issue::error("not-supported", "INVALID_VALUE", msg.clone())
+                        .with_expression("Content-Type")],
+                ),
+                S::TooLarge(_) => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    one("too-costly", "FILE_SIZE_ERROR"),
+                ),
                 S::Internal(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     vec![Issue::error(

@@ -658,6 +658,73 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
     )
 }
 
+fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
+    use crate::fhir::resources::document_reference::ALLOWED;
+    let types = ALLOWED
+        .iter()
+        .map(|(t, _)| *t)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut body = RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .description(Some(format!(
+            "The file's bytes as they are, at most 5 MB. Content-Type one of: {types}"
+        )));
+    for (t, _) in ALLOWED {
+        body = body.content(*t, Content::new(Some(string_schema("the file"))));
+    }
+    let post = operation(
+        "uploadBinary",
+        "Binary",
+        "Upload an attachment",
+        format!(
+            "Stores a referral letter or clinical document, checked: an accepted type, at most 5 MB (413 FILE_SIZE_ERROR), content that is what the Content-Type says and a file name (Content-Disposition) that matches (422). Only your organisation may read it until a referral document points at it. {}",
+            who_may("Binary", Action::Create)
+        ),
+        vec![header(
+            "Content-Disposition",
+            false,
+            "attachment; filename=\"letter.pdf\"",
+        )],
+    )
+    .request_body(Some(body.build()))
+    .response(
+        "201",
+        response("The Binary (metadata only); Location names it", Some("Resource")),
+    );
+    let get = operation(
+        "downloadBinary",
+        "Binary",
+        "Download an attachment",
+        format!(
+            "Streams the file with its Content-Type, file name and a SHA-256 ETag; with Accept: application/fhir+json (or _format), the FHIR Binary with base64 data. 404 when your organisation may not see it. {}",
+            who_may("Binary", Action::Read)
+        ),
+        vec![path_param("id", "The upload's id")],
+    )
+    .response("200", response("The file, or the FHIR Binary", None));
+    paths
+        .path(
+            "/FHIR/R4/Binary",
+            PathItem::new(
+                HttpMethod::Post,
+                with_errors(
+                    post,
+                    &[
+                        ("413", "More than 5 MB (FILE_SIZE_ERROR)"),
+                        ("415", "A type e-RS does not accept"),
+                        ("422", "Content or file name not matching the Content-Type"),
+                    ],
+                )
+                .build(),
+            ),
+        )
+        .path(
+            "/FHIR/R4/Binary/{id}",
+            PathItem::new(HttpMethod::Get, with_errors(get, &[]).build()),
+        )
+}
+
 fn terminology_paths(paths: PathsBuilder) -> PathsBuilder {
     let search = operation(
         "searchCodeSystem",
@@ -817,8 +884,8 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
 
 /// The whole document.
 pub fn document() -> OpenApi {
-    let paths = system_paths(terminology_paths(audit_paths(referral_paths(
-        directory_paths(resource_paths(PathsBuilder::new())),
+    let paths = system_paths(terminology_paths(attachment_paths(audit_paths(
+        referral_paths(directory_paths(resource_paths(PathsBuilder::new()))),
     ))))
     .build();
     let components = ComponentsBuilder::new()

@@ -248,6 +248,38 @@ pub async fn operation(
                 comment: inputs.required("comment", "why, for the provider's booking team")?,
             }
         }
+        ReferralAction::MaintainReferralLetter | ReferralAction::AddProviderAttachment => {
+            use crate::service::attachments::Attaching;
+            inputs.only(&op, &["attachment", "title"])?;
+            let titles = inputs.all("title");
+            let docs: Vec<Attaching> = inputs
+                .all("attachment")
+                .into_iter()
+                .enumerate()
+                .map(|(i, binary)| Attaching {
+                    binary,
+                    title: titles.get(i).cloned(),
+                })
+                .collect();
+            if action == ReferralAction::MaintainReferralLetter {
+                Change::Letter(docs)
+            } else {
+                let mut docs = docs.into_iter();
+                match (docs.next(), docs.next()) {
+                    (Some(doc), None) => Change::ProviderDocument(doc),
+                    _ => {
+                        return Err(ApiError::Service(ServiceError::Invalid(vec![
+                            Issue::error(
+                                "required",
+                                "MISSING_VALUE",
+                                format!("{op} takes exactly one 'attachment' (Binary/{{id}})"),
+                            )
+                            .with_expression("Parameters.parameter[attachment]"),
+                        ])))
+                    }
+                }
+            }
+        }
         ReferralAction::UpdateRequirements => {
             use crate::fhir::resources::requirements;
             let names: Vec<&str> = requirements::PARTS.iter().map(|p| p.0).collect();
@@ -359,6 +391,9 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
         .map(|s| format!("{STATE_SYSTEM}|{}", s.code()))
         .collect();
     params.push(("state".into(), states.join(",")));
+    if let Some((name, value)) = list.also() {
+        params.push((name.into(), value.into()));
+    }
     if list.for_referrers() {
         params.push((
             "requester.organization".into(),

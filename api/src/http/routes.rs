@@ -137,11 +137,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(super::referrals::create))
                         .default_service(web::to(not_allowed)),
                 )
+                // Attachments: the bytes as they are, up to 5 MB (a larger body is 413).
+                .service(
+                    web::resource("/Binary")
+                        .app_data(web::PayloadConfig::new(
+                            crate::fhir::resources::document_reference::MAX_BYTES + 1,
+                        ))
+                        .route(web::post().to(super::attachments::upload))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/Binary/{id}")
+                        .route(web::get().to(super::attachments::download))
+                        .default_service(web::to(not_allowed)),
+                )
                 // Appointments: booked, changed and cancelled by the booking use cases.
                 .service(
                     web::resource("/Appointment/{id}/{op:\\$[A-Za-z.]+}")
                         .route(web::post().to(super::appointments::operation))
                         .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:DocumentReference}/{id}")
+                        .route(web::get().to(h::read))
+                        .default_service(web::to(super::attachments::no_document_writes)),
+                )
+                .service(
+                    web::resource("/{type:DocumentReference}")
+                        .route(web::get().to(h::search_get))
+                        .default_service(web::to(super::attachments::no_document_writes)),
                 )
                 .service(
                     web::resource("/{type:Appointment}/{id}")

@@ -138,6 +138,14 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("Appointment", Action::Create, CLINICAL_AND_APPS),
     ("Appointment", Action::Update, CLINICAL_AND_APPS),
     ("Appointment", Action::Validate, CLINICAL_AND_APPS),
+    // Attachments: uploaded and read by the clinical users and applications (a download is
+    // the uploader's, or of those who may see a document pointing at it); the documents that
+    // attach them to a referral are written by its operations only.
+    ("Binary", Action::Create, CLINICAL_AND_APPS),
+    ("Binary", Action::Read, CLINICAL_AND_APPS),
+    ("DocumentReference", Action::Read, CLINICAL_AND_APPS),
+    ("DocumentReference", Action::Search, CLINICAL_AND_APPS),
+    ("DocumentReference", Action::History, CLINICAL_AND_APPS),
     ("Slot", Action::Read, EVERYONE),
     ("Slot", Action::Search, EVERYONE),
     ("Slot", Action::History, EVERYONE),

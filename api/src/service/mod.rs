@@ -1,6 +1,7 @@
 //! Use cases. Each is a synchronous function over a connection (run inside `web::block`) that
 //! owns its transaction: domain and resource rules first, then storage.
 
+pub mod attachments;
 pub mod audit;
 pub mod booking;
 pub mod directory;
@@ -101,6 +102,12 @@ pub enum ServiceError {
         message: String,
         expression: String,
     },
+    /// An upload of a type that is not accepted.
+    #[error("{0}")]
+    UnsupportedType(String),
+    /// An upload over the size limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// A broken invariant of the server's own (a bug, never the client's doing).
     #[error("internal error: {0}")]
     Internal(String),

@@ -685,6 +685,10 @@ pub enum Change {
     ActionLater {
         comment: String,
     },
+    /// The referral letter becomes exactly these uploads.
+    Letter(Vec<super::attachments::Attaching>),
+    /// The provider attaches an upload.
+    ProviderDocument(super::attachments::Attaching),
     /// The patient's additional requirements (None: there are none), carried onto the
     /// current appointment.
     Requirements(Option<Value>),
@@ -761,6 +765,10 @@ pub fn apply(
                     Ok(())
                 },
             )
+        }
+        Change::Letter(docs) => super::attachments::maintain_letter(conn, id, if_match, docs, who),
+        Change::ProviderDocument(doc) => {
+            super::attachments::add_provider_document(conn, id, if_match, doc, who)
         }
         Change::Requirements(ext) => transition(
             conn,

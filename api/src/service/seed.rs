@@ -1041,7 +1041,14 @@ fn appointments(s: &mut Seeder<'_>, made: &[Seeded], booker: &str) -> Result<(),
         )
     };
     // (appointment id, UBRN, status, start/end day offset, reason).
-    let plan: [(&str, &str, &str, Option<i64>, Option<(&str, &str)>); 8] = [
+    type Planned = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<i64>,
+        Option<(&'static str, &'static str)>,
+    );
+    let plan: [Planned; 8] = [
         ("70000", "000000070001", "booked", Some(4), None),
         ("70001", "000000070002", "booked", Some(5), None),
         (

@@ -251,6 +251,7 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
             "SEND_FOR_TRIAGE",
             "CANCEL_REFERRAL",
             "UPDATE_ADDITIONAL_REQUIREMENTS",
+            "MAINTAIN_REFERRAL_LETTER",
             "CREATE_APPOINTMENT"
         ]
     );
@@ -331,7 +332,11 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
     // Now the referrer may only cancel; the shortlist is fixed while triage is pending.
     assert_eq!(
         w.actions(false, &id).await,
-        ["CANCEL_REFERRAL", "UPDATE_ADDITIONAL_REQUIREMENTS"]
+        [
+            "CANCEL_REFERRAL",
+            "UPDATE_ADDITIONAL_REQUIREMENTS",
+            "MAINTAIN_REFERRAL_LETTER"
+        ]
     );
     let refused = w
         .op(
@@ -358,7 +363,8 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
         [
             "RECORD_REVIEW_OUTCOME",
             "CANCEL_REFERRAL",
-            "UPDATE_ADDITIONAL_REQUIREMENTS"
+            "UPDATE_ADDITIONAL_REQUIREMENTS",
+            "ADD_PROVIDER_ATTACHMENT"
         ]
     );
     let d = w

@@ -36,6 +36,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "Slot",
             "ServiceRequest",
             "Appointment",
+            "DocumentReference",
             "Provenance",
             "CodeSystem",
             "AuditEvent"

@@ -4,6 +4,7 @@
 //! the validator's.
 
 pub mod appointment;
+pub mod document_reference;
 pub mod healthcare_service;
 pub mod location;
 pub mod organization;

@@ -14,6 +14,13 @@ pub const UBRN_SYSTEM: &str = "https://fhir.nhs.uk/Id/UBRN";
 pub const STATE_EXTENSION: &str =
     "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ServiceRequest-State";
 pub const STATE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReferralState";
+/// Whether the referrer means to add a referral letter later (e-RS
+/// `intentionToAddReferralLetter`): NEED_TO_ADD_LATER puts it on LETTERS_OUTSTANDING until the
+/// letter is attached.
+pub const LETTER_INTENTION_EXTENSION: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ReferralLetterIntention";
+pub const LETTER_INTENTION_SYSTEM: &str =
+    "https://fhir.nhs.uk/CodeSystem/eRS-ReferralLetterIntention";
 /// What a provider's review decided (triage outcome, acceptance, action later).
 pub const REVIEW_OUTCOME_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
 pub const PRIORITY_EXTENSION: &str =
@@ -165,6 +172,34 @@ pub fn extract_service(r: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Whether the referral letter is attached (`supportingInfo` lists its documents).
+fn has_letter(r: &Value) -> bool {
+    r.get("supportingInfo")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("reference").and_then(Value::as_str))
+        .any(|s| s.starts_with("DocumentReference/"))
+}
+
+fn letter_intention(r: &Value) -> Option<&str> {
+    extension(r, LETTER_INTENTION_EXTENSION)?
+        .pointer("/valueCoding/code")?
+        .as_str()
+}
+
+/// Search index values for `letter`: OUTSTANDING while the referrer means to add a letter and
+/// has not, ATTACHED once one is.
+pub fn extract_letter(r: &Value) -> Vec<Value> {
+    if has_letter(r) {
+        vec![json!("ATTACHED")]
+    } else if letter_intention(r) == Some("NEED_TO_ADD_LATER") {
+        vec![json!("OUTSTANDING")]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Rules every stored referral follows (the server sets UBRN and state before this runs).
 pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     let mut issues = Vec::new();
@@ -262,6 +297,19 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         &mut issues,
     );
     super::requirements::check(r, "ServiceRequest", &mut issues);
+    if let Some(ext) = extension(r, LETTER_INTENTION_EXTENSION) {
+        let code = ext.pointer("/valueCoding/code").and_then(Value::as_str);
+        let codes = crate::fhir::terminology::codes(LETTER_INTENTION_SYSTEM);
+        if !code.is_some_and(|c| codes.contains(&c)) {
+            issues.push(Issue::invalid_at(
+                at("extension[letterIntention]"),
+                format!(
+                    "needs a valueCoding of {LETTER_INTENTION_SYSTEM}: {}",
+                    codes.join(" or ")
+                ),
+            ));
+        }
+    }
     // The UBRN and the state are the server's (set on create, changed by the operations); a
     // body to create or to `$validate` has neither.
     match ubrn_of(r) {

@@ -1,0 +1,137 @@
+//! Attachments over HTTP: `POST /Binary` takes the file's bytes as they are (its Content-Type,
+//! and a file name in `Content-Disposition`); `GET /Binary/{id}` streams them back, or gives
+//! the FHIR Binary resource (base64) to a client that asks for FHIR JSON or XML.
+
+use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde_json::json;
+
+use super::handlers::{authorise, base_url, conn, draft};
+use super::negotiate::{self, Body};
+use super::ApiError;
+use crate::domain::Caller;
+use crate::fhir::datetime;
+use crate::security::permissions::Action;
+use crate::service::attachments::{self, Upload};
+use crate::startup::AppState;
+
+type Reply = Result<HttpResponse, ApiError>;
+
+/// Chunks of a streamed download.
+const CHUNK: usize = 64 * 1024;
+
+fn filename(req: &HttpRequest) -> Option<String> {
+    let raw = req.headers().get(header::CONTENT_DISPOSITION)?;
+    let cd = ContentDisposition::from_raw(raw).ok()?;
+    cd.get_filename().map(str::to_owned).or_else(|| {
+        cd.get_filename_ext()
+            .map(|v| String::from_utf8_lossy(&v.value).into_owned())
+    })
+}
+
+fn metadata(meta: &ers_schema::BinaryMeta) -> serde_json::Value {
+    json!({
+        "resourceType": "Binary",
+        "id": meta.id,
+        "meta": {"lastUpdated": datetime::instant(meta.uploaded_at)},
+        "contentType": meta.content_type,
+    })
+}
+
+pub async fn upload(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    authorise("Binary", Action::Create, &caller)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let name = filename(&req);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let meta = web::block(move || {
+        attachments::upload(
+            &mut c,
+            Upload {
+                bytes: &body,
+                content_type: &content_type,
+                filename: name.as_deref(),
+            },
+            &caller,
+            &d,
+        )
+    })
+    .await??;
+    let location = format!("{}/Binary/{}", base_url(&req, &state), meta.id);
+    let mut res = negotiate::respond(&req, StatusCode::CREATED, Body::Value(metadata(&meta)))?;
+    res.headers_mut().insert(
+        header::LOCATION,
+        header::HeaderValue::from_str(&location)
+            .map_err(|e| ApiError::Internal(format!("location header: {e}")))?,
+    );
+    Ok(res)
+}
+
+pub async fn no_document_writes() -> Reply {
+    Err(ApiError::Service(crate::service::ServiceError::MethodNotAllowed(
+        "Documents are attached to a referral by its operations: POST ServiceRequest/{id}/$ers.maintainReferralLetter (the referrer's letter) or $ers.addProviderAttachment (the provider's)".into(),
+    )))
+}
+
+/// Whether the client asked for the FHIR Binary resource rather than the file.
+fn wants_fhir(req: &HttpRequest) -> bool {
+    req.query_string().contains("_format=")
+        || req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("fhir"))
+}
+
+pub async fn download(
+    req: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    authorise("Binary", Action::Read, &caller)?;
+    let id = path.into_inner();
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let (meta, data) =
+        web::block(move || attachments::download(&mut c, &id, &caller, &d)).await??;
+    if wants_fhir(&req) {
+        let mut v = metadata(&meta);
+        v["data"] = json!(base64::engine::general_purpose::STANDARD.encode(&data));
+        return negotiate::respond(&req, StatusCode::OK, Body::Value(v));
+    }
+    let mut res = HttpResponse::Ok();
+    res.content_type(meta.content_type.as_str())
+        .insert_header((header::ETAG, format!("\"{}\"", meta.sha256)))
+        .insert_header((header::CONTENT_LENGTH, data.len()));
+    if let Some(name) = &meta.filename {
+        res.insert_header(ContentDisposition {
+            disposition: DispositionType::Attachment,
+            parameters: vec![DispositionParam::Filename(name.clone())],
+        });
+    }
+    // Streamed in chunks: the response never holds a second copy of the file.
+    let chunks = futures_util::stream::iter(
+        (0..data.len())
+            .step_by(CHUNK)
+            .map(move |i| {
+                Ok::<_, actix_web::Error>(web::Bytes::copy_from_slice(
+                    &data[i..(i + CHUNK).min(data.len())],
+                ))
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(res.streaming(chunks))
+}
