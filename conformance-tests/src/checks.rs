@@ -607,6 +607,20 @@ fn referral_state(sr: &Value) -> String {
         .to_owned()
 }
 
+/// A routine referral of `patient` by `role` shortlisting `services` (`HealthcareService/{id}`).
+fn referral_body(patient: &str, role: &str, services: &[&str]) -> Value {
+    json!({
+        "resourceType": "ServiceRequest",
+        "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": format!("Patient/{patient}")},
+        "requester": {"reference": format!("PractitionerRole/{role}")},
+        "performer": services.iter().map(|s| json!({"reference": s})).collect::<Vec<_>>(),
+        "reasonCode": [{"text": "Conformance suite referral"}],
+    })
+}
+
 fn parameters(params: &[(&str, &str)]) -> Vec<u8> {
     json!({"resourceType": "Parameters", "parameter": params.iter().map(|(n, v)| json!({"name": n, "valueString": v})).collect::<Vec<_>>()})
         .to_string()
@@ -670,16 +684,14 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
         out.push(k.done());
         return out;
     };
-    let body = json!({
-        "resourceType": "ServiceRequest",
-        "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
-        "status": "active",
-        "intent": "order",
-        "subject": {"reference": format!("Patient/{patient}")},
-        "requester": {"reference": format!("PractitionerRole/{role}")},
-        "performer": [{"reference": format!("HealthcareService/{triage}")}, {"reference": format!("HealthcareService/{bookable}")}],
-        "reasonCode": [{"text": "Conformance suite referral"}],
-    });
+    let body = referral_body(
+        &patient,
+        &role,
+        &[
+            &format!("HealthcareService/{triage}"),
+            &format!("HealthcareService/{bookable}"),
+        ],
+    );
     let r = c
         .send(
             "POST",
@@ -879,16 +891,7 @@ async fn booking_check(c: &Client, patient: &str, role: &str) -> CheckResult {
         .unwrap_or_default();
     let mut referrals = Vec::new();
     for _ in 0..2 {
-        let body = json!({
-            "resourceType": "ServiceRequest",
-            "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
-            "status": "active",
-            "intent": "order",
-            "subject": {"reference": format!("Patient/{patient}")},
-            "requester": {"reference": format!("PractitionerRole/{role}")},
-            "performer": [{"reference": service}],
-            "reasonCode": [{"text": "Conformance suite booking"}],
-        });
+        let body = referral_body(patient, role, &[&service]);
         let r = c
             .send(
                 "POST",

@@ -252,17 +252,7 @@ async fn booking_pairs(
                     break;
                 }
                 let service = &slots[i % slots.len()].0;
-                let body = json!({
-                    "resourceType": "ServiceRequest",
-                    "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority",
-                                   "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
-                    "status": "active",
-                    "intent": "order",
-                    "subject": {"reference": format!("Patient/{}", fx.patients[i % fx.patients.len()])},
-                    "requester": {"reference": format!("PractitionerRole/{}", fx.role)},
-                    "performer": [{"reference": format!("HealthcareService/{service}")}],
-                    "reasonCode": [{"text": "Booking load test referral"}],
-                });
+                let body = referral_body(&fx, i, &[service]);
                 if let Ok((201, v)) = call(&http, &who, "POST", &url, Some(&body)).await {
                     made.borrow_mut()[i] = v["id"].as_str().map(str::to_owned);
                 }
@@ -330,6 +320,21 @@ async fn fetch_ids(
     }
 }
 
+/// A routine referral of the k-th sandbox patient by the sandbox clinician's role.
+fn referral_body(fx: &Fixtures, k: usize, services: &[&String]) -> Value {
+    json!({
+        "resourceType": "ServiceRequest",
+        "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority",
+                       "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": format!("Patient/{}", fx.patients[k % fx.patients.len()])},
+        "requester": {"reference": format!("PractitionerRole/{}", fx.role)},
+        "performer": services.iter().map(|s| json!({"reference": format!("HealthcareService/{s}")})).collect::<Vec<_>>(),
+        "reasonCode": [{"text": "Load test referral"}],
+    })
+}
+
 fn scenario(
     name: &str,
     postcodes: &[String],
@@ -340,20 +345,11 @@ fn scenario(
             let fx = fx.clone();
             Ok(Box::new(move |k| {
                 let k = k as usize;
-                let body = json!({
-                    "resourceType": "ServiceRequest",
-                    "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority",
-                                   "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
-                    "status": "active",
-                    "intent": "order",
-                    "subject": {"reference": format!("Patient/{}", fx.patients[k % fx.patients.len()])},
-                    "requester": {"reference": format!("PractitionerRole/{}", fx.role)},
-                    "performer": [
-                        {"reference": format!("HealthcareService/{}", fx.services[k % fx.services.len()])},
-                        {"reference": format!("HealthcareService/{}", fx.services[(k + 1) % fx.services.len()])},
-                    ],
-                    "reasonCode": [{"text": "Load test referral"}],
-                });
+                let shortlist = [
+                    &fx.services[k % fx.services.len()],
+                    &fx.services[(k + 1) % fx.services.len()],
+                ];
+                let body = referral_body(&fx, k, &shortlist);
                 ("POST", "ServiceRequest".to_owned(), Some(body))
             }))
         }

@@ -512,16 +512,11 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
             if let Some(facts) = &draft.slot {
                 set_slot_status(c, &facts.row, facts.body.clone(), "busy", who)?;
             }
-            // A deferral the provider now books is superseded, not left current.
-            for old in current_appointments(
-                c,
-                referral
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-            )? {
-                supersede(c, old, who)?;
-            }
+            let id = referral
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let next = if draft.status == "booked" {
                 ReferralState::Booked
             } else {
@@ -529,11 +524,11 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
             };
             set_state(referral, next, current, Some(draft.service.clone()));
             let access = referral_svc::organisations(c, referral)?;
-            let id = referral
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            // A deferral the provider now books is superseded, not left current.
+            let superseded = json!({"text": "Superseded by a new booking for the referral"});
+            for_each_current(c, &id, &access, who, |c, old| {
+                cancel_in_place(c, old, superseded.clone(), None, who)
+            })?;
             let content = appointment_body(c, &body, &id, referral, &draft, &caller_ods)?;
             let row = match resource::create(
                 c,
@@ -712,27 +707,37 @@ fn parse(row: &ResourceRow) -> Result<Value> {
         .map_err(|e| ServiceError::Internal(format!("stored appointment unreadable: {e}")))
 }
 
-/// A current appointment replaced by a new one: cancelled, its slot released.
-fn supersede(c: &mut DbConnection, row: ResourceRow, who: &Acting<'_>) -> Result<()> {
-    let mut body = parse(&row)?;
-    release_slot(c, &body, who)?;
+/// Cancels an appointment body in place: its slot released, the reason and comment recorded.
+fn cancel_in_place(
+    c: &mut DbConnection,
+    body: &mut Value,
+    reason: Value,
+    comment: Option<&str>,
+    who: &Acting<'_>,
+) -> Result<()> {
+    release_slot(c, body, who)?;
     body["status"] = json!("cancelled");
-    body["cancelationReason"] = json!({"text": "Superseded by a new booking for the referral"});
-    let access = access_of(c, &row)?;
-    rewrite(c, &row, body, &access, who)?;
+    body["cancelationReason"] = reason;
+    if let Some(text) = comment.filter(|t| !t.trim().is_empty()) {
+        body["comment"] = json!(text);
+    }
     Ok(())
 }
 
-/// The organisations that may see an appointment now (its referral's).
-fn access_of(c: &mut DbConnection, row: &ResourceRow) -> Result<Vec<String>> {
-    let body = parse(row)?;
-    let Some((rid, _)) = ap::based_on(&body) else {
-        return Ok(Vec::new());
-    };
-    match load_json(c, &format!("ServiceRequest/{rid}"))? {
-        Some(r) => referral_svc::organisations(c, &r),
-        None => Ok(Vec::new()),
+/// Applies `change` to each of the referral's current appointments and writes them.
+fn for_each_current(
+    c: &mut DbConnection,
+    referral_id: &str,
+    access: &[String],
+    who: &Acting<'_>,
+    mut change: impl FnMut(&mut DbConnection, &mut Value) -> Result<()>,
+) -> Result<()> {
+    for row in current_appointments(c, referral_id)? {
+        let mut body = parse(&row)?;
+        change(c, &mut body)?;
+        rewrite(c, &row, body, access, who)?;
     }
+    Ok(())
 }
 
 /// Where an input is in the request, for error locations: `Parameters.parameter[reason]` for
@@ -940,13 +945,9 @@ pub fn change(
             let mut service = None;
             match &change {
                 AppointmentChange::Cancel { reason, comment } => {
-                    release_slot(c, &body, who)?;
-                    body["status"] = json!("cancelled");
-                    body["cancelationReason"] =
+                    let why =
                         json!({"coding": [{"system": ap::CANCELLATION_SYSTEM, "code": reason}]});
-                    if let Some(text) = comment.as_ref().filter(|t| !t.trim().is_empty()) {
-                        body["comment"] = json!(text);
-                    }
+                    cancel_in_place(c, &mut body, why, comment.as_deref(), who)?;
                 }
                 AppointmentChange::NonAttendance { reason, comment } => {
                     body["status"] = json!("noshow");
@@ -1018,9 +1019,8 @@ pub fn action_later(
     access: &[String],
     who: &Acting<'_>,
 ) -> Result<()> {
-    for row in current_appointments(c, referral_id)? {
-        let mut body = parse(&row)?;
-        release_slot(c, &body, who)?;
+    for_each_current(c, referral_id, access, who, |c, body| {
+        release_slot(c, body, who)?;
         if let Some(o) = body.as_object_mut() {
             for gone in ["slot", "start", "end", "minutesDuration"] {
                 o.remove(gone);
@@ -1029,9 +1029,8 @@ pub fn action_later(
         body["status"] = json!("proposed");
         body["reasonCode"] = json!([{"coding": [{"system": REVIEW_OUTCOME_SYSTEM, "code": "CANCEL_APPOINTMENT_ACTION_LATER"}]}]);
         body["comment"] = json!(comment);
-        rewrite(c, &row, body, access, who)?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The referral's requirements, set on its current appointments too.
@@ -1042,12 +1041,10 @@ pub fn carry_requirements(
     access: &[String],
     who: &Acting<'_>,
 ) -> Result<()> {
-    for row in current_appointments(c, referral_id)? {
-        let mut body = parse(&row)?;
-        requirements::set(&mut body, ext.cloned());
-        rewrite(c, &row, body, access, who)?;
-    }
-    Ok(())
+    for_each_current(c, referral_id, access, who, |_, body| {
+        requirements::set(body, ext.cloned());
+        Ok(())
+    })
 }
 
 /// When a referral is cancelled or rejected: its current appointment is cancelled with
@@ -1060,15 +1057,8 @@ pub fn cancel_current(
     access: &[String],
     who: &Acting<'_>,
 ) -> Result<()> {
-    for row in current_appointments(c, referral_id)? {
-        let mut body = parse(&row)?;
-        release_slot(c, &body, who)?;
-        body["status"] = json!("cancelled");
-        body["cancelationReason"] = json!({"coding": [{"system": reason.0, "code": reason.1}]});
-        if let Some(text) = comment.filter(|t| !t.trim().is_empty()) {
-            body["comment"] = json!(text);
-        }
-        rewrite(c, &row, body, access, who)?;
-    }
-    Ok(())
+    let why = json!({"coding": [{"system": reason.0, "code": reason.1}]});
+    for_each_current(c, referral_id, access, who, |c, body| {
+        cancel_in_place(c, body, why.clone(), comment, who)
+    })
 }

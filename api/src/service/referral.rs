@@ -589,19 +589,43 @@ fn cancel(
             other => other,
         },
     )?;
+    close_with(
+        conn,
+        id,
+        if_match,
+        (
+            ReferralAction::CancelReferral,
+            ReferralState::CancelledReferral,
+        ),
+        (REFERRAL_CANCELLATION_SYSTEM, reason),
+        comment,
+        who,
+    )
+}
+
+/// Takes `action` to `next` with a reason and comment; the referral's current appointment is
+/// cancelled with the same reason and its slot released (cancel, reject).
+fn close_with(
+    conn: &mut DbConnection,
+    id: &str,
+    if_match: Option<i64>,
+    (action, next): (ReferralAction, ReferralState),
+    (system, reason): (&str, String),
+    comment: Option<String>,
+    who: &Acting<'_>,
+) -> Result<ResourceRow> {
     transition(
         conn,
         id,
         Expected::IfMatch(if_match),
-        ReferralAction::CancelReferral,
+        action,
         who,
         |c, body, current| {
-            // The referral's current appointment goes with it.
             let access = organisations(c, body)?;
             super::booking::cancel_current(
                 c,
                 id,
-                (REFERRAL_CANCELLATION_SYSTEM, &reason),
+                (system, &reason),
                 comment.as_deref(),
                 &access,
                 who,
@@ -609,8 +633,8 @@ fn cancel(
             sr::set_state(
                 body,
                 &StateRecord {
-                    state: ReferralState::CancelledReferral,
-                    reason: Some((REFERRAL_CANCELLATION_SYSTEM.to_owned(), reason)),
+                    state: next,
+                    reason: Some((system.to_owned(), reason)),
                     comment: comment.filter(|c| !c.trim().is_empty()),
                     service: current.service.clone(),
                 },
@@ -634,33 +658,14 @@ fn reject(
     super::booking::cancellation_reason(&reason, comment.as_deref(), "REJECT", |name| {
         format!("Parameters.parameter[{name}]")
     })?;
-    transition(
+    close_with(
         conn,
         id,
-        Expected::IfMatch(if_match),
-        ReferralAction::RejectReferral,
+        if_match,
+        (ReferralAction::RejectReferral, ReferralState::Rejected),
+        (CANCELLATION_SYSTEM, reason),
+        comment,
         who,
-        |c, body, current| {
-            let access = organisations(c, body)?;
-            super::booking::cancel_current(
-                c,
-                id,
-                (CANCELLATION_SYSTEM, &reason),
-                comment.as_deref(),
-                &access,
-                who,
-            )?;
-            sr::set_state(
-                body,
-                &StateRecord {
-                    state: ReferralState::Rejected,
-                    reason: Some((CANCELLATION_SYSTEM.to_owned(), reason)),
-                    comment: comment.filter(|c| !c.trim().is_empty()),
-                    service: current.service.clone(),
-                },
-            );
-            Ok(())
-        },
     )
 }
 
