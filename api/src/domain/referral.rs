@@ -109,6 +109,18 @@ pub enum ReferralAction {
     RecordNonAttendance,
 }
 
+/// An input parameter of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpParam {
+    pub name: &'static str,
+    pub min: u32,
+    /// A number or `*`.
+    pub max: &'static str,
+    /// The FHIR type of its `value[x]`.
+    pub kind: &'static str,
+    pub doc: &'static str,
+}
+
 /// Where an action is invoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -211,46 +223,214 @@ impl ReferralAction {
             .collect()
     }
 
-    /// The operation's input parameters, for documentation.
-    pub fn inputs(self) -> &'static str {
-        match self {
-            ReferralAction::ChangeShortlist => "service: 1-20 HealthcareService references, repeated",
-            ReferralAction::SendForTriage => "service: the shortlisted triage (REVIEW) service",
-            ReferralAction::RecordReviewOutcome => {
-                "outcome: RETURN_TO_REFERRER_WITH_ADVICE or ACCEPT_REFER_BOOK_LATER; comment (required)"
-            }
-            ReferralAction::CancelReferral => {
-                "reason: a referral cancellation reason; comment (required by some reasons, at most 2000 characters)"
-            }
-            ReferralAction::RejectReferral => {
-                "reason: an appointment cancellation reason of usage REJECT; comment (required by some reasons)"
-            }
-            ReferralAction::AcceptReferral => "comment (optional, at most 2000 characters)",
-            ReferralAction::CancelAppointmentActionLater => {
-                "comment (required): why, for the provider's booking team"
-            }
-            ReferralAction::MaintainReferralLetter => {
-                "attachment: Binary/{id} of an upload by your organisation, repeated — the whole letter (at least one); title (optional, one per attachment, in order)"
-            }
-            ReferralAction::AddProviderAttachment => {
-                "attachment: Binary/{id} of an upload by your organisation; title (optional)"
-            }
-            ReferralAction::UpdateRequirements => {
-                "interpreterLanguage (BCP-47), accessibility, transport, carer, communication: the whole set, each optional (none clears them)"
-            }
-            ReferralAction::CreateAppointment => {
-                "an Appointment: booked with a slot (or start and end for an indirectly bookable service), or proposed with a deferral reason"
-            }
-            ReferralAction::CancelAppointment => {
-                "reason: an appointment cancellation reason of usage CANCEL; comment (required by some reasons)"
-            }
-            ReferralAction::ChangeAppointment => {
-                "slot: the free Slot to move to; clinician: the slot's named clinician, when it has one"
-            }
-            ReferralAction::RecordNonAttendance => {
-                "reason: an appointment non-attendance reason; comment (optional)"
+    /// The operation's input parameters (a `Parameters` body); none for `POST Appointment`.
+    pub fn parameters(self) -> &'static [OpParam] {
+        const fn p(
+            name: &'static str,
+            min: u32,
+            max: &'static str,
+            kind: &'static str,
+            doc: &'static str,
+        ) -> OpParam {
+            OpParam {
+                name,
+                min,
+                max,
+                kind,
+                doc,
             }
         }
+        const COMMENT: OpParam = p(
+            "comment",
+            0,
+            "1",
+            "string",
+            "free text, at most 2000 characters (required by some reasons)",
+        );
+        match self {
+            ReferralAction::ChangeShortlist => {
+                const {
+                    &[p("service", 1, "20", "string", "a HealthcareService reference (HealthcareService/{id}) or id; the whole new shortlist, repeated")]
+                }
+            }
+            ReferralAction::SendForTriage => {
+                const {
+                    &[p(
+                        "service",
+                        1,
+                        "1",
+                        "string",
+                        "the shortlisted triage (REVIEW) service",
+                    )]
+                }
+            }
+            ReferralAction::RecordReviewOutcome => {
+                const {
+                    &[
+                        p(
+                            "outcome",
+                            1,
+                            "1",
+                            "code",
+                            "RETURN_TO_REFERRER_WITH_ADVICE or ACCEPT_REFER_BOOK_LATER",
+                        ),
+                        p(
+                            "comment",
+                            1,
+                            "1",
+                            "string",
+                            "the advice or decision, at most 2000 characters",
+                        ),
+                    ]
+                }
+            }
+            ReferralAction::CancelReferral => {
+                const {
+                    &[
+                        p(
+                            "reason",
+                            1,
+                            "1",
+                            "code",
+                            "a referral cancellation reason (eRS-ReferralCancellationReason)",
+                        ),
+                        COMMENT,
+                    ]
+                }
+            }
+            ReferralAction::RejectReferral => {
+                const {
+                    &[
+                        p(
+                            "reason",
+                            1,
+                            "1",
+                            "code",
+                            "an appointment cancellation reason of usage REJECT",
+                        ),
+                        COMMENT,
+                    ]
+                }
+            }
+            ReferralAction::AcceptReferral => const { &[COMMENT] },
+            ReferralAction::CancelAppointmentActionLater => {
+                const {
+                    &[p(
+                        "comment",
+                        1,
+                        "1",
+                        "string",
+                        "why, for the provider's booking team",
+                    )]
+                }
+            }
+            ReferralAction::MaintainReferralLetter => {
+                const {
+                    &[
+                p("attachment", 1, "*", "string", "Binary/{id} of an upload by your organisation, repeated: the whole letter"),
+                p("title", 0, "*", "string", "a title for each attachment, in order"),
+            ]
+                }
+            }
+            ReferralAction::AddProviderAttachment => {
+                const {
+                    &[
+                        p(
+                            "attachment",
+                            1,
+                            "1",
+                            "string",
+                            "Binary/{id} of an upload by your organisation",
+                        ),
+                        p("title", 0, "1", "string", "its title"),
+                    ]
+                }
+            }
+            ReferralAction::UpdateRequirements => {
+                const {
+                    &[
+                        p(
+                            "interpreterLanguage",
+                            0,
+                            "1",
+                            "code",
+                            "an interpreter is needed, in this language (BCP-47)",
+                        ),
+                        p("accessibility", 0, "1", "string", "access needs"),
+                        p("transport", 0, "1", "string", "transport needs"),
+                        p("carer", 0, "1", "string", "a carer or companion attends"),
+                        p(
+                            "communication",
+                            0,
+                            "1",
+                            "string",
+                            "communication needs; the whole set is replaced (none clears it)",
+                        ),
+                    ]
+                }
+            }
+            ReferralAction::CreateAppointment => const { &[] },
+            ReferralAction::CancelAppointment => {
+                const {
+                    &[
+                        p(
+                            "reason",
+                            1,
+                            "1",
+                            "code",
+                            "an appointment cancellation reason of usage CANCEL",
+                        ),
+                        COMMENT,
+                    ]
+                }
+            }
+            ReferralAction::ChangeAppointment => {
+                const {
+                    &[
+                        p(
+                            "slot",
+                            1,
+                            "1",
+                            "string",
+                            "the free Slot to move to (Slot/{id} or id)",
+                        ),
+                        p(
+                            "clinician",
+                            0,
+                            "1",
+                            "string",
+                            "the slot's named clinician (Practitioner/{id}), when it has one",
+                        ),
+                    ]
+                }
+            }
+            ReferralAction::RecordNonAttendance => {
+                const {
+                    &[
+                        p(
+                            "reason",
+                            1,
+                            "1",
+                            "code",
+                            "an appointment non-attendance reason",
+                        ),
+                        COMMENT,
+                    ]
+                }
+            }
+        }
+    }
+
+    /// The inputs in a line, for documentation.
+    pub fn inputs(self) -> String {
+        if self == ReferralAction::CreateAppointment {
+            return "an Appointment: booked with a slot (or start and end for an indirectly bookable service), or proposed with a deferral reason".into();
+        }
+        self.parameters()
+            .iter()
+            .map(|p| format!("{} ({}..{}): {}", p.name, p.min, p.max, p.doc))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Business functions that may take the action at all (before state and organisation).

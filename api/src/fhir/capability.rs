@@ -65,7 +65,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                     for a in ReferralAction::ALL.into_iter().filter(|a| a.endpoint() == at) {
                         ops.push(json!({
                             "name": a.operation().trim_start_matches('$'),
-                            "definition": format!("urn:ers:OperationDefinition:{}", a.code()),
+                            "definition": super::conformance::operation_url(a.operation()),
                             "documentation": format!(
                                 "POST {}/{{id}}/{} with If-Match and a Parameters body ({}). May be done by {}, when the referral's state and your organisation allow it (see ServiceRequest $ers.availableActions).",
                                 r.name,
@@ -84,7 +84,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 if let Some(ops) = res["operation"].as_array_mut() {
                     ops.push(json!({
                         "name": "ers.availableActions",
-                        "definition": "urn:ers:OperationDefinition:availableActions",
+                        "definition": super::conformance::operation_url("$ers.availableActions"),
                         "documentation": "GET ServiceRequest/{id}/$ers.availableActions: the actions you may take on the referral now (e-RS A029), each with its operation URL, for the current version.",
                     }));
                 }
@@ -94,7 +94,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 if let Some(ops) = res["operation"].as_array_mut() {
                     ops.push(json!({
                         "name": super::service_search::NAME.trim_start_matches('$'),
-                        "definition": "urn:ers:OperationDefinition:searchHealthcareServicesForPatient",
+                        "definition": super::conformance::operation_url(super::service_search::NAME),
                         "documentation": format!(
                             "GET or POST (Parameters): services for one patient, as a HealthcareService searchset. Parameters: {}",
                             super::service_search::parameters()
@@ -116,16 +116,40 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
         })
         .collect();
     let mut resources = resources;
-    resources.push(json!({
-        "type": "CodeSystem",
-        "documentation": "The e-RS reference data (specialties, clinic types, priorities, appointment types, request flows, cancellation reasons, business functions, error codes), each concept with its properties. Read-only.",
-        "interaction": [interaction("CodeSystem", "read", Action::Read), interaction("CodeSystem", "search-type", Action::Search)],
-        "searchParam": [
-            {"name": "url", "type": "uri", "documentation": "Canonical URL, e.g. https://fhir.nhs.uk/CodeSystem/eRS-Priority"},
-            {"name": "name", "type": "string", "documentation": "Name (starts with)"},
-            {"name": "status", "type": "token", "documentation": "active"},
-        ],
-    }));
+    for t in super::conformance::TYPES {
+        let doc = match t {
+            "CodeSystem" => "The e-RS reference data (specialties, clinic types, priorities, appointment types, request flows, cancellation reasons, business functions, error codes), each concept with its properties. Read-only.",
+            "ValueSet" => "All the codes of each e-RS CodeSystem, expanded. Read-only.",
+            "SearchParameter" => "Every search parameter of every hosted type, from the same registry the searches run on. Read-only.",
+            "OperationDefinition" => "Every operation: the referral and appointment actions, available actions, worklists, the patient-centred service search. Read-only.",
+            _ => "The e-RS extensions (referral state, priority, letter intention, additional requirements). Read-only.",
+        };
+        let mut params = vec![
+            json!({"name": "url", "type": "uri", "documentation": "Canonical URL, e.g. https://fhir.nhs.uk/CodeSystem/eRS-Priority"}),
+            json!({"name": "name", "type": "string", "documentation": "Name (starts with)"}),
+            json!({"name": "status", "type": "token", "documentation": "active"}),
+        ];
+        match t {
+            "SearchParameter" => {
+                params.push(json!({"name": "code", "type": "token", "documentation": "The parameter's name in a query"}));
+                params.push(json!({"name": "base", "type": "token", "documentation": "The resource type it searches"}));
+            }
+            "OperationDefinition" => {
+                params.push(json!({"name": "code", "type": "token", "documentation": "The operation's name without $"}));
+                params.push(json!({"name": "resource", "type": "token", "documentation": "The resource type it is invoked on"}));
+            }
+            "StructureDefinition" => {
+                params.push(json!({"name": "type", "type": "token", "documentation": "Extension"}));
+            }
+            _ => {}
+        }
+        resources.push(json!({
+            "type": t,
+            "documentation": doc,
+            "interaction": [interaction(t, "read", Action::Read), interaction(t, "search-type", Action::Search)],
+            "searchParam": params,
+        }));
+    }
     resources.push(json!({
         "type": "AuditEvent",
         "profile": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-AuditEvent",
@@ -140,7 +164,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             {"name": "outcome", "type": "token", "documentation": "0 success, 4 refused or invalid, 8 failed"},
             {"name": "subtype", "type": "token", "documentation": "read, vread, search-type, create, update, delete, history-*, access-denied, failed, export"},
         ],
-        "operation": [{"name": "export", "definition": "urn:ers:OperationDefinition:audit-export", "documentation": format!("GET AuditEvent/$export with the search parameters: every match as application/fhir+ndjson. {}", describe("AuditEvent", Action::Export))}],
+        "operation": [{"name": "export", "definition": format!("{}/OperationDefinition/audit-export", super::conformance::CANONICAL), "documentation": format!("GET AuditEvent/$export with the search parameters: every match as application/fhir+ndjson. {}", describe("AuditEvent", Action::Export))}],
     }));
     json!({
         "resourceType": "CapabilityStatement",

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod capability;
+pub mod conformance;
 pub mod datetime;
 pub mod index;
 pub mod outcome;

@@ -725,51 +725,61 @@ fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
         )
 }
 
-fn terminology_paths(paths: PathsBuilder) -> PathsBuilder {
-    let search = operation(
-        "searchCodeSystem",
-        "CodeSystem",
-        "Search the e-RS reference data",
-        who_may("CodeSystem", Action::Search),
-        vec![
+fn terminology_paths(mut paths: PathsBuilder) -> PathsBuilder {
+    for t in crate::fhir::conformance::TYPES {
+        let mut params = vec![
             query("url", "Canonical URL"),
             query("name", "Name (starts with)"),
             query("status", "active"),
-        ],
-    )
-    .response(
-        "200",
-        response("A searchset Bundle of CodeSystem", Some("Bundle")),
-    );
-    let read = operation(
-        "readCodeSystem",
-        "CodeSystem",
-        "Read one CodeSystem",
-        who_may("CodeSystem", Action::Read),
-        vec![path_param("id", "e.g. ers-priority, ers-specialty")],
-    )
-    .response(
-        "200",
-        response(
-            "The CodeSystem, each concept with its properties",
-            Some("Resource"),
-        ),
-    );
+        ];
+        match t {
+            "SearchParameter" => {
+                params.push(query("code", "The parameter's name in a query"));
+                params.push(query("base", "The resource type it searches"));
+            }
+            "OperationDefinition" => {
+                params.push(query("code", "The operation's name without $"));
+                params.push(query("resource", "The resource type it is invoked on"));
+            }
+            "StructureDefinition" => params.push(query("type", "Extension")),
+            _ => {}
+        }
+        let search = operation(
+            &format!("search{t}"),
+            t,
+            &format!("Search the server's {t} resources"),
+            who_may(t, Action::Search),
+            params,
+        )
+        .response(
+            "200",
+            response(&format!("A searchset Bundle of {t}"), Some("Bundle")),
+        );
+        let read = operation(
+            &format!("read{t}"),
+            t,
+            &format!("Read one {t}"),
+            who_may(t, Action::Read),
+            vec![path_param("id", "its id, e.g. ers-priority")],
+        )
+        .response("200", response(&format!("The {t}"), Some("Resource")));
+        paths = paths
+            .path(
+                format!("/FHIR/R4/{t}"),
+                PathItem::new(
+                    HttpMethod::Get,
+                    with_errors(search, &[("405", "Read-only")]).build(),
+                ),
+            )
+            .path(
+                format!("/FHIR/R4/{t}/{{id}}"),
+                PathItem::new(
+                    HttpMethod::Get,
+                    with_errors(read, &[("404", "Not known"), ("405", "Read-only")]).build(),
+                ),
+            );
+    }
     paths
-        .path(
-            "/FHIR/R4/CodeSystem",
-            PathItem::new(
-                HttpMethod::Get,
-                with_errors(search, &[("405", "Read-only")]).build(),
-            ),
-        )
-        .path(
-            "/FHIR/R4/CodeSystem/{id}",
-            PathItem::new(
-                HttpMethod::Get,
-                with_errors(read, &[("404", "Not known"), ("405", "Read-only")]).build(),
-            ),
-        )
 }
 
 fn system_paths(paths: PathsBuilder) -> PathsBuilder {

@@ -57,14 +57,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .default_service(web::to(not_allowed)),
                 )
                 .service(
-                    web::resource("/CodeSystem")
-                        .route(web::get().to(terminology::search))
-                        .default_service(web::to(terminology::read_only)),
+                    web::resource(
+                        "/{type:CodeSystem|ValueSet|SearchParameter|OperationDefinition|StructureDefinition}",
+                    )
+                    .route(web::get().to(terminology::search))
+                    .default_service(web::to(terminology::read_only)),
                 )
                 .service(
-                    web::resource("/CodeSystem/{id}")
-                        .route(web::get().to(terminology::read))
-                        .default_service(web::to(terminology::read_only)),
+                    web::resource(
+                        "/{type:CodeSystem|ValueSet|SearchParameter|OperationDefinition|StructureDefinition}/{id}",
+                    )
+                    .route(web::get().to(terminology::read))
+                    .default_service(web::to(terminology::read_only)),
                 )
                 .service(
                     web::resource("/AuditEvent/$export")

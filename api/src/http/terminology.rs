@@ -1,4 +1,5 @@
-//! `GET /CodeSystem` and `GET /CodeSystem/{id}`: the e-RS reference data, read-only.
+//! The conformance resources (`fhir::conformance`: CodeSystem, ValueSet, SearchParameter,
+//! OperationDefinition, StructureDefinition), read and searched, read-only.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,19 +10,21 @@ use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::bundle::{self, Entry, Links};
-use crate::fhir::terminology;
+use crate::fhir::conformance;
 use crate::security::permissions::Action;
 use crate::startup::AppState;
 
 pub async fn search(
     req: HttpRequest,
+    path: web::Path<String>,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorise("CodeSystem", Action::Search, &caller)?;
+    let t = path.into_inner();
+    authorise(&t, Action::Search, &caller)?;
     let params: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))?;
-    let mut found: Vec<&Value> = terminology::code_systems().iter().collect();
+    let mut found: Vec<&Value> = conformance::all(&t).iter().collect();
     let mut accepted = Vec::new();
     for (k, v) in &params {
         let field = match k.as_str() {
@@ -29,14 +32,23 @@ pub async fn search(
             "name" => "name",
             "_id" => "id",
             "status" => "status",
+            "code" => "code",
+            "base" => "base",
+            "resource" => "resource",
+            "type" => "type",
             _ => continue,
         };
-        found.retain(|cs| {
-            let have = cs.get(field).and_then(Value::as_str).unwrap_or_default();
+        found.retain(|r| {
+            let have: Vec<&str> = match r.get(field) {
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                Some(v) => v.as_str().into_iter().collect(),
+                None => Vec::new(),
+            };
             if field == "name" {
-                have.to_lowercase().starts_with(&v.to_lowercase())
+                have.iter()
+                    .any(|h| h.to_lowercase().starts_with(&v.to_lowercase()))
             } else {
-                v.split(',').any(|x| x == have)
+                v.split(',').any(|x| have.contains(&x))
             }
         });
         accepted.push((k.clone(), v.clone()));
@@ -44,17 +56,14 @@ pub async fn search(
     negotiate::response_format(&req)?;
     let base = base_url(&req, &state);
     let self_url = format!(
-        "{base}/CodeSystem?{}",
+        "{base}/{t}?{}",
         serde_urlencoded::to_string(&accepted).unwrap_or_default()
     );
     let total = i64::try_from(found.len()).unwrap_or(i64::MAX);
     let entries = found
         .into_iter()
         .map(|cs| Entry {
-            full_url: format!(
-                "{base}/CodeSystem/{}",
-                cs["id"].as_str().unwrap_or_default()
-            ),
+            full_url: format!("{base}/{t}/{}", cs["id"].as_str().unwrap_or_default()),
             resource: cs.clone(),
             include: false,
             distance_km: None,
@@ -75,26 +84,22 @@ pub async fn search(
 
 pub async fn read(
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<(String, String)>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    authorise("CodeSystem", Action::Read, &caller)?;
-    let id = path.into_inner();
-    let cs = terminology::by_id(&id).ok_or_else(|| {
-        let known: Vec<&str> = terminology::code_systems()
-            .iter()
-            .filter_map(|c| c["id"].as_str())
-            .collect();
+    let (t, id) = path.into_inner();
+    authorise(&t, Action::Read, &caller)?;
+    let found = conformance::by_id(&t, &id).ok_or_else(|| {
         ApiError::NotFound(format!(
-            "CodeSystem/{id} is not known; this server serves {}",
-            known.join(", ")
+            "{t}/{id} is not known; search GET {t} for the {} this server defines",
+            conformance::all(&t).len()
         ))
     })?;
-    negotiate::respond(&req, StatusCode::OK, Body::Value(cs.clone()))
+    negotiate::respond(&req, StatusCode::OK, Body::Value(found.clone()))
 }
 
 pub async fn read_only() -> Result<HttpResponse, ApiError> {
     Err(ApiError::Service(crate::service::ServiceError::MethodNotAllowed(
-        "CodeSystems are reference data, read-only here: they change with a release of the server".into(),
+        "Conformance resources (CodeSystem, ValueSet, SearchParameter, OperationDefinition, StructureDefinition) are read-only here: they change with a release of the server".into(),
     )))
 }

@@ -155,6 +155,15 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     // Reference data (the e-RS CodeSystems): everyone reads.
     ("CodeSystem", Action::Read, EVERYONE),
     ("CodeSystem", Action::Search, EVERYONE),
+    // The server's own conformance resources: everyone reads.
+    ("ValueSet", Action::Read, EVERYONE),
+    ("ValueSet", Action::Search, EVERYONE),
+    ("SearchParameter", Action::Read, EVERYONE),
+    ("SearchParameter", Action::Search, EVERYONE),
+    ("OperationDefinition", Action::Read, EVERYONE),
+    ("OperationDefinition", Action::Search, EVERYONE),
+    ("StructureDefinition", Action::Read, EVERYONE),
+    ("StructureDefinition", Action::Search, EVERYONE),
     // Who made each version: the people who may see the data, and auditors. Server-written.
     ("Provenance", Action::Read, PROVENANCE_READERS),
     ("Provenance", Action::Search, PROVENANCE_READERS),

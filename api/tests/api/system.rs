@@ -39,6 +39,10 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "DocumentReference",
             "Provenance",
             "CodeSystem",
+            "ValueSet",
+            "SearchParameter",
+            "OperationDefinition",
+            "StructureDefinition",
             "AuditEvent"
         ]
     );
@@ -273,4 +277,54 @@ async fn seeding_twice_creates_nothing_the_second_time() {
     let second = ers_api::service::seed::sandbox(&mut conn).expect("second seed");
     assert_eq!(second.created, 0, "{second:?}");
     assert_eq!(second.existing, first.created);
+}
+
+#[actix_web::test]
+async fn the_servers_own_conformance_resources_are_served() {
+    let app = spawn_app().await;
+    // A SearchParameter for each registry parameter, found by base and code.
+    let b = app
+        .search("SearchParameter?base=ServiceRequest&code=state")
+        .await;
+    assert_eq!(b["total"], 1, "{b}");
+    assert_eq!(b["entry"][0]["resource"]["type"], "token");
+    // Each operation, with its parameters as the operation takes them.
+    let r = app.get("OperationDefinition/ers.cancelAppointment").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let od = r.json();
+    assert_eq!(od["resource"][0], "Appointment");
+    let reason = od["parameter"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "reason")
+        .expect("reason");
+    assert_eq!(reason["min"], 1);
+    let b = app
+        .search("OperationDefinition?resource=ServiceRequest")
+        .await;
+    assert!(b["total"].as_i64().expect("total") >= 10, "{b}");
+    // The CapabilityStatement points at them.
+    let cs = app.get("metadata").await.json();
+    assert!(cs
+        .to_string()
+        .contains("https://fhir.nhs.uk/OperationDefinition/ers.cancelAppointment"));
+    // A ValueSet of each CodeSystem, expanded; the extensions' definitions.
+    let vs = app.get("ValueSet/ers-priority").await.json();
+    assert!(vs.to_string().contains("TWO_WEEK_WAIT"), "{vs}");
+    let b = app.search("StructureDefinition?type=Extension").await;
+    assert!(
+        b.to_string()
+            .contains("Extension-eRS-AdditionalRequirements"),
+        "{b}"
+    );
+    app.get("StructureDefinition/nope")
+        .await
+        .assert_outcome(404, "not-found");
+    app.post_json(
+        "ValueSet",
+        &serde_json::json!({"resourceType": "ValueSet", "status": "draft"}),
+    )
+    .await
+    .assert_outcome(405, "not-supported");
 }

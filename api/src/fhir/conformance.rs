@@ -1,0 +1,393 @@
+//! The server's own conformance resources, served read-only: the e-RS CodeSystems, a ValueSet
+//! of all codes of each, a SearchParameter for every search parameter in the registry, an
+//! OperationDefinition for every operation, and StructureDefinitions of the e-RS extensions.
+//! All but the CodeSystems are derived from what the server runs on — the registry, the
+//! referral state machine's operations, the patient-centred service search — so they cannot
+//! drift from its behaviour.
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+use super::registry::{ParamKind, RESOURCES};
+use super::resources::{requirements, service_request as sr};
+use super::{service_search, terminology};
+use crate::domain::referral::{Endpoint, ReferralAction};
+
+/// The canonical base of everything the project defines (the e-RS vocabulary's own).
+pub const CANONICAL: &str = "https://fhir.nhs.uk";
+const VERSION: &str = "1.0.0";
+
+/// The conformance resource types served.
+pub const TYPES: [&str; 5] = [
+    "CodeSystem",
+    "ValueSet",
+    "SearchParameter",
+    "OperationDefinition",
+    "StructureDefinition",
+];
+
+/// Every served resource of a type (empty for a type not served).
+pub fn all(res_type: &str) -> &'static [Value] {
+    static VS: OnceLock<Vec<Value>> = OnceLock::new();
+    static SP: OnceLock<Vec<Value>> = OnceLock::new();
+    static OD: OnceLock<Vec<Value>> = OnceLock::new();
+    static SD: OnceLock<Vec<Value>> = OnceLock::new();
+    match res_type {
+        "CodeSystem" => terminology::code_systems(),
+        "ValueSet" => VS.get_or_init(value_sets),
+        "SearchParameter" => SP.get_or_init(search_parameters),
+        "OperationDefinition" => OD.get_or_init(operation_definitions),
+        "StructureDefinition" => SD.get_or_init(structure_definitions),
+        _ => &[],
+    }
+}
+
+pub fn by_id(res_type: &str, id: &str) -> Option<&'static Value> {
+    all(res_type)
+        .iter()
+        .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+}
+
+/// A ValueSet of all the codes of each CodeSystem, expanded.
+fn value_sets() -> Vec<Value> {
+    terminology::code_systems()
+        .iter()
+        .map(|cs| {
+            let url = cs["url"].as_str().unwrap_or_default();
+            let contains: Vec<Value> = cs["concept"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| json!({"system": url, "code": c["code"], "display": c["display"]}))
+                .collect();
+            json!({
+                "resourceType": "ValueSet",
+                "id": cs["id"],
+                "url": url.replace("/CodeSystem/", "/ValueSet/"),
+                "version": cs["version"],
+                "name": cs["name"],
+                "title": cs["title"],
+                "status": "active",
+                "publisher": cs["publisher"],
+                "description": format!("All the codes of {url}."),
+                "compose": {"include": [{"system": url}]},
+                "expansion": {
+                    "timestamp": cs["date"],
+                    "total": contains.len(),
+                    "contains": contains,
+                },
+            })
+        })
+        .collect()
+}
+
+/// One SearchParameter per parameter of each hosted type.
+fn search_parameters() -> Vec<Value> {
+    let mut out = Vec::new();
+    for def in RESOURCES {
+        for p in def.params {
+            let id = format!("{}-{}", def.name, p.name);
+            let mut sp = json!({
+                "resourceType": "SearchParameter",
+                "id": id,
+                "url": format!("{CANONICAL}/SearchParameter/{id}"),
+                "version": VERSION,
+                "name": format!("{}{}", def.name, p.name.replace(['-', ':', '.'], "")),
+                "status": "active",
+                "description": p.doc,
+                "code": p.name,
+                "base": [def.name],
+                "type": p.kind.fhir_name(),
+            });
+            if p.paths.is_empty() {
+                sp["description"] = json!(format!(
+                    "{} (computed by the server from the resource)",
+                    p.doc
+                ));
+            } else {
+                sp["expression"] = json!(p
+                    .paths
+                    .iter()
+                    .map(|path| format!("{}.{path}", def.name))
+                    .collect::<Vec<_>>()
+                    .join(" | "));
+            }
+            if p.kind == ParamKind::Reference && !p.targets.is_empty() {
+                sp["target"] = json!(p.targets);
+            }
+            out.push(sp);
+        }
+    }
+    out
+}
+
+fn in_param(name: &str, min: u32, max: &str, kind: &str, doc: &str) -> Value {
+    json!({"name": name, "use": "in", "min": min, "max": max, "documentation": doc, "type": kind})
+}
+
+fn operation(
+    code: &str,
+    resource: &str,
+    instance: bool,
+    affects_state: bool,
+    description: String,
+    parameters: Vec<Value>,
+) -> Value {
+    let id = code.to_owned();
+    json!({
+        "resourceType": "OperationDefinition",
+        "id": id,
+        "url": format!("{CANONICAL}/OperationDefinition/{id}"),
+        "version": VERSION,
+        "name": code.replace('.', "_"),
+        "status": "active",
+        "kind": "operation",
+        "affectsState": affects_state,
+        "description": description,
+        "code": code,
+        "resource": [resource],
+        "system": false,
+        "type": !instance,
+        "instance": instance,
+        "parameter": parameters,
+    })
+}
+
+/// The canonical URL of the OperationDefinition of an operation (`$ers.…`).
+pub fn operation_url(op: &str) -> String {
+    format!(
+        "{CANONICAL}/OperationDefinition/{}",
+        op.trim_start_matches('$')
+    )
+}
+
+/// One OperationDefinition per operation the server offers.
+fn operation_definitions() -> Vec<Value> {
+    let mut out: Vec<Value> = ReferralAction::ALL
+        .into_iter()
+        .filter_map(|a| {
+            let resource = match a.endpoint() {
+                Endpoint::Referral => "ServiceRequest",
+                Endpoint::CurrentAppointment => "Appointment",
+                Endpoint::NewAppointment => return None,
+            };
+            let mut params: Vec<Value> = a
+                .parameters()
+                .iter()
+                .map(|p| in_param(p.name, p.min, p.max, p.kind, p.doc))
+                .collect();
+            params.push(json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": resource, "documentation": "the new version"}));
+            Some(operation(
+                a.operation().trim_start_matches('$'),
+                resource,
+                true,
+                true,
+                format!(
+                    "e-RS action {}: POST with If-Match and a Parameters body. May be done by {}, when the referral's state and your organisation allow it ($ers.availableActions).",
+                    a.code(),
+                    a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
+                ),
+                params,
+            ))
+        })
+        .collect();
+    out.push(operation(
+        "ers.availableActions",
+        "ServiceRequest",
+        true,
+        false,
+        "The actions the caller may take on the referral now (e-RS A029), each with the URL that performs it. GET.".into(),
+        vec![
+            json!({"name": "referral", "use": "out", "min": 1, "max": "1", "type": "Reference", "documentation": "the version the actions apply to"}),
+            json!({"name": "state", "use": "out", "min": 1, "max": "1", "type": "Coding", "documentation": "the referral's state"}),
+            json!({"name": "action", "use": "out", "min": 0, "max": "*", "documentation": "an action", "part": [
+                {"name": "code", "use": "out", "min": 1, "max": "1", "type": "code"},
+                {"name": "operation", "use": "out", "min": 1, "max": "1", "type": "uri"}]}),
+        ],
+    ));
+    out.push(operation(
+        "ers.worklist",
+        "ServiceRequest",
+        false,
+        false,
+        "A worklist of the caller's organisation as a paged searchset (e-RS A008/A023). GET.".into(),
+        vec![
+            in_param("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES (providers)"),
+            in_param("service", 0, "1", "string", "provider lists: one of the organisation's services"),
+            in_param("specialty", 0, "1", "string", "provider lists: an e-RS specialty"),
+            in_param("_count", 0, "1", "integer", "page size"),
+            in_param("_offset", 0, "1", "integer", "results to skip"),
+            json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"}),
+        ],
+    ));
+    out.push(operation(
+        "audit-export",
+        "AuditEvent",
+        false,
+        false,
+        "Every AuditEvent matching the AuditEvent search parameters, as application/fhir+ndjson. Auditors only. GET.".into(),
+        ["date", "agent", "patient", "entity", "action", "subtype", "outcome"]
+            .iter()
+            .map(|n| in_param(n, 0, "*", "string", "as in the AuditEvent search"))
+            .collect(),
+    ));
+    let mut params: Vec<Value> = service_search::parameters()
+        .iter()
+        .map(|(n, d)| {
+            let min = u32::from(*n == "priority");
+            in_param(n, min, "1", "string", d)
+        })
+        .collect();
+    params.push(json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"}));
+    out.push(operation(
+        service_search::NAME.trim_start_matches('$'),
+        "HealthcareService",
+        false,
+        false,
+        "Services a patient may be referred to (e-RS A010), by distance, priority, specialty, clinic type, request flow, free slots, age and gender. GET with query parameters or POST Parameters.".into(),
+        params,
+    ));
+    out
+}
+
+/// An extension's StructureDefinition: a simple value, or named parts (`(url, type, doc)`).
+fn extension(
+    id: &str,
+    url: &str,
+    title: &str,
+    description: &str,
+    context: &[&str],
+    value: Option<&str>,
+    parts: &[(&str, &str, &str)],
+) -> Value {
+    let mut elements = vec![
+        json!({"id": "Extension", "path": "Extension", "short": title, "definition": description}),
+    ];
+    if let Some(t) = value {
+        elements
+            .push(json!({"id": "Extension.extension", "path": "Extension.extension", "max": "0"}));
+        elements.push(json!({"id": "Extension.url", "path": "Extension.url", "fixedUri": url}));
+        elements.push(json!({"id": "Extension.value[x]", "path": "Extension.value[x]", "min": 1, "type": [{"code": t}]}));
+    } else {
+        elements.push(
+            json!({"id": "Extension.extension", "path": "Extension.extension", "min": 1,
+            "slicing": {"discriminator": [{"type": "value", "path": "url"}], "rules": "closed"}}),
+        );
+        for (name, t, doc) in parts {
+            elements.push(json!({"id": format!("Extension.extension:{name}"), "path": "Extension.extension", "sliceName": name, "short": doc, "min": 0, "max": "1"}));
+            elements.push(json!({"id": format!("Extension.extension:{name}.url"), "path": "Extension.extension.url", "fixedUri": name}));
+            elements.push(json!({"id": format!("Extension.extension:{name}.value[x]"), "path": "Extension.extension.value[x]", "min": 1, "type": [{"code": t}]}));
+        }
+        elements.push(json!({"id": "Extension.url", "path": "Extension.url", "fixedUri": url}));
+        elements
+            .push(json!({"id": "Extension.value[x]", "path": "Extension.value[x]", "max": "0"}));
+    }
+    json!({
+        "resourceType": "StructureDefinition",
+        "id": id,
+        "url": url,
+        "version": VERSION,
+        "name": id.replace('-', ""),
+        "title": title,
+        "status": "active",
+        "description": description,
+        "fhirVersion": "4.0.1",
+        "kind": "complex-type",
+        "abstract": false,
+        "context": context.iter().map(|c| json!({"type": "element", "expression": c})).collect::<Vec<_>>(),
+        "type": "Extension",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Extension",
+        "derivation": "constraint",
+        "differential": {"element": elements},
+    })
+}
+
+/// The e-RS extensions this server reads and writes.
+fn structure_definitions() -> Vec<Value> {
+    let requirement_parts: Vec<(&str, &str, &str)> = requirements::PARTS
+        .iter()
+        .map(|(n, t, d)| (*n, t.trim_start_matches("value"), *d))
+        .map(|(n, t, d)| {
+            let t = match t {
+                "Code" => "code",
+                _ => "string",
+            };
+            (n, t, d)
+        })
+        .collect();
+    vec![
+        extension(
+            "Extension-eRS-ServiceRequest-State",
+            sr::STATE_EXTENSION,
+            "e-RS referral state",
+            "The referral's e-RS state, the reason and comment that belong to it, and the service it is with now. Set by the server; changed only by the referral's operations.",
+            &["ServiceRequest"],
+            None,
+            &[
+                ("state", "Coding", "the state (https://fhir.nhs.uk/CodeSystem/eRS-ReferralState)"),
+                ("reason", "Coding", "why it is in the state (a cancellation, review outcome or non-attendance reason)"),
+                ("comment", "string", "the comment given with the change"),
+                ("service", "Reference", "the HealthcareService the referral is with now"),
+            ],
+        ),
+        extension(
+            "Extension-ServiceRequest-Priority",
+            sr::PRIORITY_EXTENSION,
+            "e-RS priority",
+            "The e-RS priority of the referral: ROUTINE, URGENT or TWO_WEEK_WAIT (https://fhir.nhs.uk/CodeSystem/eRS-Priority).",
+            &["ServiceRequest"],
+            Some("Coding"),
+            &[],
+        ),
+        extension(
+            "Extension-eRS-ReferralLetterIntention",
+            sr::LETTER_INTENTION_EXTENSION,
+            "Referral letter intention",
+            "Whether the referrer means to attach the referral letter later (NEED_TO_ADD_LATER puts the referral on LETTERS_OUTSTANDING) or not at all.",
+            &["ServiceRequest"],
+            Some("Coding"),
+            &[],
+        ),
+        extension(
+            "Extension-eRS-AdditionalRequirements",
+            requirements::EXTENSION,
+            "The patient's additional requirements",
+            "What the patient needs for an appointment: interpreter and language, access, transport, a carer, communication. Kept on the referral and copied onto its current appointment.",
+            &["ServiceRequest", "Appointment"],
+            None,
+            &requirement_parts,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_and_parameter_is_defined_once() {
+        for t in TYPES {
+            let ids: Vec<&str> = all(t).iter().filter_map(|r| r["id"].as_str()).collect();
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(ids.len(), unique.len(), "{t}: duplicate ids");
+            assert!(!ids.is_empty(), "{t}");
+        }
+        assert!(by_id("OperationDefinition", "ers.cancelAppointment").is_some());
+        assert!(by_id("SearchParameter", "ServiceRequest-state").is_some());
+        assert!(by_id("ValueSet", "ers-priority").is_some());
+    }
+
+    #[test]
+    fn every_resource_is_valid_r4() {
+        for t in TYPES {
+            for r in all(t) {
+                if let Err(e) = ers_fhir::canonicalise(r.clone()) {
+                    panic!("{t}/{}: {e}", r["id"]);
+                }
+            }
+        }
+    }
+}
