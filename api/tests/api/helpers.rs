@@ -126,6 +126,47 @@ impl Reply {
 
 static BACKEND_NOTICE: Once = Once::new();
 
+/// A fresh database holding the sandbox data: a copy of one seeded once per test process
+/// (`CREATE DATABASE … TEMPLATE` on PostgreSQL, a file copy on SQLite), so that each test
+/// does not write the whole sandbox again. The server still runs its (idempotent) seed on it.
+pub fn sandbox_database_url() -> String {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        let url = database_url();
+        let pool = ers_schema::build_pool(&url, 1).expect("template pool");
+        let mut conn = pool.get().expect("template connection");
+        ers_schema::run_migrations(&mut conn).expect("template migrations");
+        ers_api::service::seed::sandbox(&mut conn).expect("template seed");
+        // Every connection closed: SQLite folds its WAL into the file; PostgreSQL allows
+        // copies only of a database nobody is connected to.
+        drop(conn);
+        drop(pool);
+        url
+    });
+    match template.strip_prefix("sqlite://") {
+        Some(path) => {
+            let copy =
+                std::env::temp_dir().join(format!("ers-test-{}.db", uuid::Uuid::new_v4().simple()));
+            std::fs::copy(path, &copy).expect("copy the sandbox template");
+            format!("sqlite://{}", copy.display())
+        }
+        None => {
+            let admin_url = std::env::var("ERS_TEST_POSTGRES_URL").expect("PostgreSQL admin URL");
+            let mut url = url::Url::parse(template).expect("template URL");
+            let from = url.path().trim_start_matches('/').to_owned();
+            let name = format!("ers_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin =
+                PgConnection::establish(&admin_url).expect("connect to ERS_TEST_POSTGRES_URL");
+            diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {from}"))
+                .execute(&mut admin)
+                .expect("copy the sandbox template");
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+    }
+}
+
+/// A fresh, empty database of the backend under test.
 pub fn database_url() -> String {
     match std::env::var("ERS_TEST_POSTGRES_URL")
         .ok()
@@ -183,7 +224,11 @@ pub async fn spawn_configured(base: Settings) -> TestApp {
                 jwks: idp().1.clone(),
             })
         }),
-        database_url: database_url(),
+        database_url: if base.seed == SeedMode::Sandbox {
+            sandbox_database_url()
+        } else {
+            database_url()
+        },
         bind: "127.0.0.1:0".into(),
         pool_size: 4,
         workers: Some(1),
