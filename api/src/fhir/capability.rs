@@ -116,6 +116,11 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
         })
         .collect();
     let mut resources = resources;
+    resources.push(json!({
+        "type": "Binary",
+        "documentation": "Attachments (referral letters, clinical documents): POST the file's bytes with its Content-Type (pdf, txt, rtf, xml, au, mp3, png, gif, jpeg, tiff, mpeg, doc, docx, dcm) and a file name in Content-Disposition; at most 5 MB; the content must be what the type says. GET streams it back, or gives the FHIR Binary with Accept: application/fhir+json. Readable by the uploading organisation, and by those who may see a referral document pointing at it.",
+        "interaction": [interaction("Binary", "create", Action::Create), interaction("Binary", "read", Action::Read)],
+    }));
     for t in super::conformance::TYPES {
         let doc = match t {
             "CodeSystem" => "The e-RS reference data (specialties, clinic types, priorities, appointment types, request flows, cancellation reasons, business functions, error codes), each concept with its properties. Read-only.",

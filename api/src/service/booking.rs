@@ -918,6 +918,20 @@ pub fn change(
             }
         )));
     }
+    if let AppointmentChange::Move { slot, .. } = &change {
+        let wanted = split_reference(slot).map(|(_, sid)| sid);
+        if ap::slots(&body)
+            .iter()
+            .any(|s| split_reference(s).map(|(_, sid)| sid) == wanted)
+        {
+            return Err(invalid(
+                &at("slot"),
+                "NO_CHANGES_DETECTED",
+                "business-rule",
+                format!("'slot' ({slot}) is the slot Appointment/{id} already has"),
+            ));
+        }
+    }
     let Some((referral_id, _)) = ap::based_on(&body) else {
         return Err(ServiceError::Internal(format!(
             "Appointment/{id} has no referral"

@@ -239,6 +239,21 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
         .assert_outcome(422, "business-rule");
     assert_eq!(w.slot_status(&slots[2].0).await, "free");
 
+    // Moving to the slot it already has changes nothing.
+    let r = w
+        .rc(
+            "PUT",
+            &format!("Appointment/{appt_id}"),
+            Some(1),
+            Some(&appt),
+        )
+        .await;
+    r.assert_outcome(422, "business-rule");
+    assert_eq!(
+        r.json()["issue"][0]["details"]["coding"][0]["code"],
+        "NO_CHANGES_DETECTED"
+    );
+    assert_eq!(w.slot_status(&a_slot).await, "busy");
     // Change (PUT with the new slot): the old slot is freed, the new one taken, atomically.
     let mut moved = appt.clone();
     moved["slot"] = json!([{"reference": format!("Slot/{b_slot}")}]);
