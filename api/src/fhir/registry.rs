@@ -507,6 +507,12 @@ const SLOT_PARAMS: &[SearchParamDef] = &[
 
 const DOCUMENT_REFERENCE_PARAMS: &[SearchParamDef] = &[
     param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "Attachment identifier (e.g. the NHS sandbox's att-70000-70001)"
+    ),
+    param!(
         "related",
         Reference,
         ["context.related"],

@@ -443,6 +443,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
     directory(&mut s, &providers)?;
     let made = referrals(&mut s, &role_ids[0], &[&hannah, &terry])?;
     appointments(&mut s, &made, &r69)?;
+    letters(&mut s, &made, &r69)?;
     // Fresh statistics, so the query planner sees the data just loaded (PostgreSQL servers
     // without autovacuum would otherwise plan searches for empty tables).
     ers_schema::store::analyze(s.conn)?;
@@ -1019,6 +1020,93 @@ fn referrals(
         });
     }
     Ok(made)
+}
+
+/// Referral letters of the sandbox referrals 000000070000 and 000000070001 (attachment ids in
+/// the NHS sandbox's legacy form `att-70000-70001`): a small synthetic PDF each, uploaded by the
+/// referrer, attached as the referral letter.
+fn letters(s: &mut Seeder<'_>, made: &[Seeded], referrer_org: &str) -> Result<(), ServiceError> {
+    use crate::fhir::resources::document_reference::ATTACHMENT_TYPE_SYSTEM;
+    const ATTACHMENT_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-attachment";
+    for (ubrn, att) in [
+        ("000000070000", "att-70000-70001"),
+        ("000000070001", "att-70001-70001"),
+    ] {
+        let Some(r) = made.iter().find(|m| m.ubrn == ubrn) else {
+            return Err(ServiceError::Internal(format!(
+                "sandbox referral {ubrn} is missing"
+            )));
+        };
+        let pdf = format!(
+            "%PDF-1.4\n% Synthetic sandbox referral letter for UBRN {ubrn}\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+        );
+        let filename = format!("{ubrn}_referral_letter.pdf");
+        if ers_schema::store::binary_meta(s.conn, att)?.is_none() {
+            let sha256: String = openssl::sha::sha256(pdf.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            ers_schema::store::insert_binary(
+                s.conn,
+                &ers_schema::NewBinary {
+                    id: att,
+                    content_type: "application/pdf",
+                    size: i64::try_from(pdf.len()).unwrap_or_default(),
+                    sha256: &sha256,
+                    filename: Some(&filename),
+                    uploaded_by: "R69",
+                    uploaded_at: chrono::Utc::now().naive_utc(),
+                    data: pdf.as_bytes(),
+                },
+            )?;
+        }
+        let access = super::referral::organisations(s.conn, &r.body)?;
+        let doc = s.ensure_as(
+            "DocumentReference",
+            ATTACHMENT_SYSTEM,
+            att,
+            json!({
+                "resourceType": "DocumentReference",
+                "identifier": [{"system": ATTACHMENT_SYSTEM, "value": att}],
+                "status": "current",
+                "type": {"coding": [{"system": ATTACHMENT_TYPE_SYSTEM, "code": "REFERRER"}]},
+                "subject": r.body["subject"],
+                "date": "2026-11-02T09:35:00Z",
+                "author": [{"reference": format!("Organization/{referrer_org}")}],
+                "content": [{"attachment": {"contentType": "application/pdf", "url": format!("Binary/{att}"), "size": pdf.len(), "title": filename}}],
+                "context": {"related": [{"reference": format!("ServiceRequest/{}", r.id)}]},
+            }),
+            None,
+            &access,
+        )?;
+        // The referral lists its letter (once).
+        let def = registry::find("ServiceRequest")
+            .ok_or_else(|| ServiceError::Internal("ServiceRequest is not registered".into()))?;
+        let row = resource::read(s.conn, def, &r.id)?;
+        let mut body: Value = serde_json::from_str(&row.content)
+            .map_err(|e| ServiceError::Internal(format!("stored referral unreadable: {e}")))?;
+        let reference = format!("DocumentReference/{doc}");
+        if !body.to_string().contains(&reference) {
+            let mut info = body["supportingInfo"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            info.push(json!({"reference": reference, "display": "Referral letter"}));
+            body["supportingInfo"] = Value::Array(info);
+            resource::update(
+                s.conn,
+                def,
+                &r.id,
+                body,
+                resource::IfMatch {
+                    version: Some(row.version_id),
+                    required: true,
+                },
+                &resource::Writer::new(&s.author, &s.audit).visible_to(&access),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The NHS sandbox appointments 70000-70007, each on its referral: booked (directly and

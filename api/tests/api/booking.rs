@@ -1133,4 +1133,24 @@ async fn the_sandbox_holds_the_nhs_sandbox_appointments() {
     assert_eq!(state(&sr), "BOOKED");
     let a = w.rc("GET", "Appointment/70001", None, None).await.json();
     assert!(a.get("slot").is_none() && a.get("start").is_some(), "{a}");
+    // Referrals 000000070000 and 000000070001 carry their referral letters.
+    let b = w
+        .rc(
+            "GET",
+            "ServiceRequest?identifier=https://fhir.nhs.uk/Id/UBRN|000000070000",
+            None,
+            None,
+        )
+        .await
+        .json();
+    let sr = &b["entry"][0]["resource"];
+    assert!(
+        sr["supportingInfo"]
+            .to_string()
+            .contains("DocumentReference/"),
+        "{sr}"
+    );
+    let r = w.rc("GET", "Binary/att-70000-70001", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.starts_with(b"%PDF"));
 }
