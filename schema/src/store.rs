@@ -691,3 +691,67 @@ pub fn binary_data(conn: &mut DbConnection, id: &str) -> QResult<Option<Vec<u8>>
         .first(conn)
         .optional()?)
 }
+
+/// The resources of `source_type` whose `param` refers to `target_type/target_id` (any version).
+pub fn referring(
+    conn: &mut DbConnection,
+    source_type: &str,
+    param: &str,
+    target_type: &str,
+    target_ids: &[String],
+) -> QResult<Vec<String>> {
+    let mut out = Vec::new();
+    for chunk in target_ids.chunks(500) {
+        out.extend(
+            search_refs::table
+                .filter(search_refs::res_type.eq(source_type))
+                .filter(search_refs::param.eq(param))
+                .filter(search_refs::target_type.eq(target_type))
+                .filter(search_refs::target_id.eq_any(chunk))
+                .select(search_refs::res_id)
+                .distinct()
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Replaces the `param` tokens (no system) of these resources with `codes`: index rows that
+/// follow another resource (who may see it) without a new version of their own.
+pub fn replace_tokens(
+    conn: &mut DbConnection,
+    res_type: &str,
+    ids: &[String],
+    param: &str,
+    codes: &[String],
+) -> QResult<()> {
+    for chunk in ids.chunks(500) {
+        diesel::delete(
+            search_tokens::table
+                .filter(search_tokens::res_type.eq(res_type))
+                .filter(search_tokens::res_id.eq_any(chunk))
+                .filter(search_tokens::param.eq(param)),
+        )
+        .execute(conn)?;
+        let rows: Vec<_> = chunk
+            .iter()
+            .flat_map(|id| {
+                codes.iter().map(move |code| {
+                    (
+                        search_tokens::res_type.eq(res_type),
+                        search_tokens::res_id.eq(id.as_str()),
+                        search_tokens::param.eq(param),
+                        search_tokens::system.eq(""),
+                        search_tokens::code.eq(code.as_str()),
+                    )
+                })
+            })
+            .collect();
+        for row in rows {
+            diesel::insert_into(search_tokens::table)
+                .values(row)
+                .execute(conn)?;
+        }
+    }
+    Ok(())
+}

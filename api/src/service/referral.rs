@@ -381,8 +381,12 @@ pub(super) fn transition(
         let rel = relation(c, &body, &state, who.caller)?;
         referral::check(state.state, action, who.caller.business_function, rel)
             .map_err(|r| refusal(r, action, &ubrn))?;
+        let before = organisations(c, &body)?;
         change(c, &mut body, &state)?;
         let access = organisations(c, &body)?;
+        if access != before {
+            super::scope::follow_referral(c, id, &access)?;
+        }
         resource::update(
             c,
             def,

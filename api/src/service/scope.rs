@@ -141,6 +141,38 @@ pub fn check_write(
     }
 }
 
+/// The records that follow a referral — its appointments and documents, and the Provenance of
+/// them and of the referral — take the referral's organisations as they are now, so a
+/// provider added to the shortlist sees the letter already attached, and one taken off no
+/// longer does.
+pub fn follow_referral(
+    conn: &mut DbConnection,
+    referral_id: &str,
+    organisations: &[String],
+) -> Result<()> {
+    let referral = [referral_id.to_owned()];
+    let appointments =
+        store::referring(conn, "Appointment", "based-on", "ServiceRequest", &referral)?;
+    let documents = store::referring(
+        conn,
+        "DocumentReference",
+        "related",
+        "ServiceRequest",
+        &referral,
+    )?;
+    store::replace_tokens(conn, "Appointment", &appointments, PARAM, organisations)?;
+    store::replace_tokens(conn, "DocumentReference", &documents, PARAM, organisations)?;
+    for (t, ids) in [
+        ("ServiceRequest", &referral[..]),
+        ("Appointment", &appointments[..]),
+        ("DocumentReference", &documents[..]),
+    ] {
+        let provenance = store::referring(conn, "Provenance", "target", t, ids)?;
+        store::replace_tokens(conn, "Provenance", &provenance, PARAM, organisations)?;
+    }
+    Ok(())
+}
+
 /// Drops the rows (of any types, e.g. `_include`d ones) the caller may not see.
 pub fn retain_visible(
     conn: &mut DbConnection,

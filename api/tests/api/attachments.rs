@@ -332,3 +332,74 @@ async fn the_referral_letter_is_an_explicit_set_and_providers_add_documents() {
         .await;
     r.assert_outcome(405, "not-supported");
 }
+
+#[actix_web::test]
+async fn documents_follow_the_referrals_organisations_when_the_shortlist_changes() {
+    let w = world().await;
+    let rc: User<'_> = (&w.rc, "REFERRING_CLINICIAN", "R69");
+    let rcd: User<'_> = (&w.spc, "SERVICE_PROVIDER_CLINICIAN", "RCD");
+    // A service of another trust (the sandbox service 11000 is RR8's).
+    let other = w
+        .app
+        .search("HealthcareService?identifier=https://fhir.nhs.uk/Id/ers-service|11000")
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("service")
+        .to_owned();
+    let rr8_token = sign(&claims(
+        "555032006107",
+        &[("SERVICE_PROVIDER_CLINICIAN", "RR8")],
+    ));
+    let rr8: User<'_> = (&rr8_token, "SERVICE_PROVIDER_CLINICIAN", "RR8");
+    let r = w.create(&referral(&w, &[&w.triage], "ROUTINE")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let r = w
+        .upload(rc, "application/pdf", Some("letter.pdf"), PDF)
+        .await;
+    let binary = r.json()["id"].as_str().expect("id").to_owned();
+    let r = w
+        .op_as(
+            rc,
+            &format!("ServiceRequest/{id}/$ers.maintainReferralLetter"),
+            1,
+            &[("attachment", &format!("Binary/{binary}"))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = r.json()["supportingInfo"][0]["reference"]
+        .as_str()
+        .expect("document")
+        .to_owned();
+    w.get_as(rr8, &doc, None)
+        .await
+        .assert_outcome(404, "not-found");
+    // Shortlisting RR8's service: RR8 now sees the letter already attached.
+    let shortlist = format!("ServiceRequest/{id}/$ers.changeShortlist");
+    let r = w
+        .op_as(
+            rc,
+            &shortlist,
+            2,
+            &[("service", &w.triage), ("service", &other)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(w.get_as(rr8, &doc, None).await.status, 200);
+    assert_eq!(
+        w.get_as(rr8, &format!("Binary/{binary}"), None)
+            .await
+            .status,
+        200
+    );
+    // Taking RCD's service off: RCD no longer does.
+    let r = w.op_as(rc, &shortlist, 3, &[("service", &other)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    w.get_as(rcd, &doc, None)
+        .await
+        .assert_outcome(404, "not-found");
+    w.get_as(rcd, &format!("Binary/{binary}"), None)
+        .await
+        .assert_outcome(404, "not-found");
+    assert_eq!(w.get_as(rr8, &doc, None).await.status, 200);
+}
