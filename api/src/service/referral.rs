@@ -384,10 +384,7 @@ pub(super) fn transition(
         let before = organisations(c, &body)?;
         change(c, &mut body, &state)?;
         let access = organisations(c, &body)?;
-        if access != before {
-            super::scope::follow_referral(c, id, &access)?;
-        }
-        resource::update(
+        let row = resource::update(
             c,
             def,
             id,
@@ -397,7 +394,12 @@ pub(super) fn transition(
                 required: true,
             },
             &Writer::new(who.author, who.audit).visible_to(&access),
-        )
+        )?;
+        // After the referral's own write, which a concurrent change of it fails first (409).
+        if access != before {
+            super::scope::follow_referral(c, id, &access)?;
+        }
+        Ok(row)
     })
 }
 
