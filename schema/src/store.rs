@@ -747,11 +747,28 @@ pub fn replace_tokens(
                 })
             })
             .collect();
-        for row in rows {
-            diesel::insert_into(search_tokens::table)
-                .values(row)
-                .execute(conn)?;
+        if !rows.is_empty() {
+            // One multi-row INSERT per chunk.
+            on_backend!(conn, |c| diesel::insert_into(search_tokens::table)
+                .values(&rows)
+                .execute(c))?;
         }
     }
     Ok(())
+}
+
+/// The codes of a resource's `param` tokens, sorted.
+pub fn token_codes(
+    conn: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    param: &str,
+) -> QResult<Vec<String>> {
+    Ok(search_tokens::table
+        .filter(search_tokens::res_type.eq(res_type))
+        .filter(search_tokens::res_id.eq(id))
+        .filter(search_tokens::param.eq(param))
+        .select(search_tokens::code)
+        .order(search_tokens::code)
+        .load(conn)?)
 }

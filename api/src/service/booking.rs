@@ -227,13 +227,22 @@ fn release_slot(c: &mut DbConnection, appointment: &Value, who: &Acting<'_>) -> 
 
 /// The referral's current appointments (booked or proposed), newest first.
 fn current_appointments(c: &mut DbConnection, referral_id: &str) -> Result<Vec<ResourceRow>> {
+    appointments_with(c, referral_id, "booked,proposed")
+}
+
+/// The referral's appointments in these statuses (comma-separated), newest first.
+fn appointments_with(
+    c: &mut DbConnection,
+    referral_id: &str,
+    statuses: &str,
+) -> Result<Vec<ResourceRow>> {
     let d = def("Appointment")?;
     let params = vec![
         (
             "based-on".to_owned(),
             format!("ServiceRequest/{referral_id}"),
         ),
-        ("status".to_owned(), "booked,proposed".to_owned()),
+        ("status".to_owned(), statuses.to_owned()),
         ("_sort".to_owned(), "-_lastUpdated".to_owned()),
     ];
     let req = fsearch::parse(d, &params, true).map_err(ServiceError::Invalid)?;
@@ -245,9 +254,9 @@ fn current_appointments(c: &mut DbConnection, referral_id: &str) -> Result<Vec<R
 
 /// The id of the referral's current booked appointment, if any (for available actions).
 pub fn current_booked(c: &mut DbConnection, referral_id: &str) -> Result<Option<String>> {
-    Ok(current_appointments(c, referral_id)?
+    Ok(appointments_with(c, referral_id, "booked")?
         .into_iter()
-        .find(|r| r.content.contains("\"status\":\"booked\""))
+        .next()
         .map(|r| r.id))
 }
 

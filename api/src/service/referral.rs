@@ -381,7 +381,8 @@ pub(super) fn transition(
         let rel = relation(c, &body, &state, who.caller)?;
         referral::check(state.state, action, who.caller.business_function, rel)
             .map_err(|r| refusal(r, action, &ubrn))?;
-        let before = organisations(c, &body)?;
+        // Who may see it now: its stored `_access` rows (one query, not re-derived).
+        let before = store::token_codes(c, def.name, id, super::scope::PARAM)?;
         change(c, &mut body, &state)?;
         let access = organisations(c, &body)?;
         let row = resource::update(
@@ -396,7 +397,9 @@ pub(super) fn transition(
             &Writer::new(who.author, who.audit).visible_to(&access),
         )?;
         // After the referral's own write, which a concurrent change of it fails first (409).
-        if access != before {
+        let mut now = access.clone();
+        now.sort();
+        if now != before {
             super::scope::follow_referral(c, id, &access)?;
         }
         Ok(row)
@@ -813,7 +816,15 @@ pub fn available_actions(
     let (body, state) = parsed(&row)?;
     let rel = relation(conn, &body, &state, caller)?;
     let actions = referral::available_actions(state.state, caller.business_function, rel);
-    let appointment = super::booking::current_booked(conn, id)?;
+    // Only the appointment actions need the current appointment.
+    let appointment = if actions
+        .iter()
+        .any(|a| a.endpoint() == referral::Endpoint::CurrentAppointment)
+    {
+        super::booking::current_booked(conn, id)?
+    } else {
+        None
+    };
     Ok((row, state.state, actions, appointment))
 }
 
