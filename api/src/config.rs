@@ -80,6 +80,12 @@ pub struct Settings {
     pub rate_limit_burst: u32,
     /// `ERS_TLS_CERT` / `ERS_TLS_KEY`: PEM files; HTTPS (TLS 1.2+) when both are set.
     pub tls: Option<(String, String)>,
+    /// `ERS_UBRN_EXPIRY_DAYS`: an A&G UBRN with no activity for this long expires (default
+    /// 548, the published 18-month e-RS inactivity rule).
+    pub ubrn_expiry_days: i64,
+    /// `ERS_EXPIRY_INTERVAL_SECS`: how often the server runs UBRN expiry (0: never; run
+    /// `ers-server expire` instead).
+    pub expiry_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -107,6 +113,8 @@ impl Default for Settings {
             rate_limit_per_sec: 50,
             rate_limit_burst: 100,
             tls: None,
+            ubrn_expiry_days: 548,
+            expiry_interval_secs: 3600,
         }
     }
 }
@@ -267,6 +275,20 @@ impl Settings {
         if let Some(v) = number("ERS_RATE_LIMIT_BURST")? {
             s.rate_limit_burst = u32::try_from(v)
                 .map_err(|_| ConfigError("ERS_RATE_LIMIT_BURST is too large".into()))?;
+        }
+        if let Some(v) = get("ERS_UBRN_EXPIRY_DAYS").filter(|v| !v.is_empty()) {
+            s.ubrn_expiry_days = v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "ERS_UBRN_EXPIRY_DAYS '{v}' must be a whole number of days (0 or more)"
+                ))
+            })?;
+        }
+        if let Some(v) = get("ERS_EXPIRY_INTERVAL_SECS").filter(|v| !v.is_empty()) {
+            s.expiry_interval_secs = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "ERS_EXPIRY_INTERVAL_SECS '{v}' must be a number of seconds (0: off)"
+                ))
+            })?;
         }
         match (
             get("ERS_TLS_CERT").filter(|v| !v.is_empty()),

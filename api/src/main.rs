@@ -1,10 +1,10 @@
-//! `ers-server [serve | migrate | seed | import-postcodes | generate-directory | openapi]`.
+//! `ers-server [serve | migrate | seed | expire | import-postcodes | generate-directory | openapi]`.
 
 use ers_api::config::Settings;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | import-postcodes FILE | generate-directory SERVICES SLOTS | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | import-postcodes FILE | generate-directory SERVICES SLOTS | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -94,6 +94,17 @@ async fn main() -> std::process::ExitCode {
                 )
             })
             .map_err(|e| e.to_string()),
+        "expire" => prepare_database(&settings)
+            .map_err(|e| e.to_string())
+            .and_then(|(pool, _)| {
+                ers_api::startup::expire(&pool, settings.ubrn_expiry_days)
+            })
+            .map(|r| {
+                println!(
+                    "UBRN expiry ({} days): {} advice requests expired; {} messages, {} documents and {} uploads deleted",
+                    settings.ubrn_expiry_days, r.requests, r.messages, r.documents, r.binaries
+                );
+            }),
         "import-postcodes" => match std::env::args().nth(2) {
             None => Err("usage: ers-server import-postcodes FILE (ONS Postcode Directory CSV, or postcode,latitude,longitude)".to_string()),
             Some(path) => import_postcodes(&settings, &path),

@@ -100,6 +100,13 @@ impl Application {
             .port();
         let workers = settings.workers;
         let max_body = settings.max_body_bytes;
+        if settings.expiry_interval_secs > 0 {
+            schedule_expiry(
+                pool.clone(),
+                settings.ubrn_expiry_days,
+                settings.expiry_interval_secs,
+            );
+        }
         let state = web::Data::new(AppState {
             pool,
             auth,
@@ -143,5 +150,34 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// One UBRN expiry run (`ers-server expire`, and the scheduled task).
+pub fn expire(pool: &DbPool, days: i64) -> Result<crate::service::advice::ExpiryReport, String> {
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    crate::service::advice::expire(&mut conn, chrono::Utc::now().naive_utc(), days)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs UBRN expiry every `interval` seconds on its own thread (the first run after one
+/// interval). Each request expires in its own transaction, so instances running it together
+/// never expire one twice.
+fn schedule_expiry(pool: DbPool, days: i64, interval: u64) {
+    let spawned = std::thread::Builder::new()
+        .name("ubrn-expiry".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(interval));
+            match expire(&pool, days) {
+                Ok(r) if r.requests > 0 => log::info!(
+                    "UBRN expiry: {} advice requests expired ({} messages, {} documents, {} uploads deleted)",
+                    r.requests, r.messages, r.documents, r.binaries
+                ),
+                Ok(_) => {}
+                Err(e) => log::error!("UBRN expiry failed: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("UBRN expiry not scheduled: {e}");
     }
 }

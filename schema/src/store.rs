@@ -297,8 +297,8 @@ pub fn update_resource(
     Ok(true)
 }
 
-/// Marks a resource deleted (a new version with method DELETE; content kept), drops its
-/// indexes. Returns false when another writer changed it first.
+/// Marks a resource deleted (a new version with method DELETE and the given content, which
+/// a plain delete keeps as it was), drops its indexes. Returns false when another writer changed it first.
 pub fn delete_resource(
     conn: &mut DbConnection,
     v: &NewVersion<'_>,
@@ -314,6 +314,7 @@ pub fn delete_resource(
         resources::version_id.eq(v.version_id),
         resources::last_updated.eq(v.last_updated),
         resources::deleted.eq(1),
+        resources::content.eq(v.content),
     ))
     .execute(conn)?;
     if n == 0 {
@@ -771,4 +772,65 @@ pub fn token_codes(
         .select(search_tokens::code)
         .order(search_tokens::code)
         .load(conn)?)
+}
+
+/// Live resources of a type holding token `with` = (param, code) but not `without`, that have
+/// not changed since `before`, oldest first, at most `limit`: candidates for a retention rule.
+pub fn unchanged_since(
+    conn: &mut DbConnection,
+    res_type: &str,
+    with: (&str, &str),
+    without: (&str, &str),
+    before: NaiveDateTime,
+    limit: i64,
+) -> QResult<Vec<String>> {
+    let tagged = |(param, code): (&str, &str)| {
+        search_tokens::table
+            .filter(search_tokens::res_type.eq(res_type.to_owned()))
+            .filter(search_tokens::param.eq(param.to_owned()))
+            .filter(search_tokens::code.eq(code.to_owned()))
+            .select(search_tokens::res_id)
+    };
+    Ok(resources::table
+        .filter(resources::res_type.eq(res_type))
+        .filter(resources::id.eq_any(tagged(with)))
+        .filter(resources::id.ne_all(tagged(without)))
+        .filter(resources::deleted.eq(0))
+        .filter(resources::last_updated.lt(before))
+        .order(resources::last_updated.asc())
+        .limit(limit)
+        .select(resources::id)
+        .load(conn)?)
+}
+
+/// The resources of `res_type` holding token `param` = `code` (no system).
+pub fn holders_of(
+    conn: &mut DbConnection,
+    res_type: &str,
+    param: &str,
+    code: &str,
+) -> QResult<Vec<String>> {
+    Ok(search_tokens::table
+        .filter(search_tokens::res_type.eq(res_type))
+        .filter(search_tokens::param.eq(param))
+        .filter(search_tokens::code.eq(code))
+        .select(search_tokens::res_id)
+        .distinct()
+        .load(conn)?)
+}
+
+/// Erases resources for good: every version and every index row (retention deletes; ordinary
+/// deletes keep their history).
+pub fn purge(conn: &mut DbConnection, res_type: &str, ids: &[String]) -> QResult<()> {
+    for id in ids {
+        clear_index(conn, res_type, id)?;
+        delete_owned!(conn, resource_versions, res_type, id, res_type, id);
+        delete_owned!(conn, resources, res_type, id, res_type, id);
+    }
+    Ok(())
+}
+
+/// Erases uploaded attachments.
+pub fn purge_binaries(conn: &mut DbConnection, ids: &[String]) -> QResult<usize> {
+    Ok(diesel::delete(binaries::table.filter(binaries::id.eq_any(ids))).execute(conn)?)
 }

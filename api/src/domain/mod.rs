@@ -1,5 +1,6 @@
 //! Pure domain rules: no actix, diesel or fhirbolt here.
 
+pub mod advice;
 pub mod caller;
 pub mod identifiers;
 pub mod referral;

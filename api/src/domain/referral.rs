@@ -2,6 +2,7 @@
 //! where each leads. `available_actions` is the single source of truth: the operations ask it
 //! before they change anything, and the "available actions" endpoint shows it.
 
+use super::advice::AdviceStatus;
 use super::BusinessFunction as B;
 
 /// e-RS referral states (`https://fhir.nhs.uk/CodeSystem/eRS-ReferralState`).
@@ -630,6 +631,17 @@ pub enum Worklist {
     AssessmentReturnedCancelledDna,
     ReferralsForReview,
     AppointmentSlotIssues,
+    /// A&G requests awaiting the provider's response (e-RS ADVICE_AND_GUIDANCE_REQUESTS).
+    AdviceRequests,
+    /// A&G requests the referrer is to act on: advice to review, information to send.
+    AdviceResponses,
+}
+
+/// What puts an item on a worklist: referral states or A&G statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    Referrals(&'static [ReferralState]),
+    Advice(&'static [AdviceStatus]),
 }
 
 const REFERRER_ROLES: &[B] = &[
@@ -645,13 +657,15 @@ const PROVIDER_ROLES: &[B] = &[
 ];
 
 impl Worklist {
-    pub const ALL: [Worklist; 6] = [
+    pub const ALL: [Worklist; 8] = [
         Worklist::AwaitingBooking,
         Worklist::LettersOutstanding,
         Worklist::RejectedTriageResponse,
         Worklist::AssessmentReturnedCancelledDna,
         Worklist::ReferralsForReview,
         Worklist::AppointmentSlotIssues,
+        Worklist::AdviceRequests,
+        Worklist::AdviceResponses,
     ];
 
     pub fn code(self) -> &'static str {
@@ -662,6 +676,8 @@ impl Worklist {
             Worklist::AssessmentReturnedCancelledDna => "ASSESSMENT_RETURNED_CANCELLED_DNA",
             Worklist::ReferralsForReview => "REFERRALS_FOR_REVIEW",
             Worklist::AppointmentSlotIssues => "APPOINTMENT_SLOT_ISSUES",
+            Worklist::AdviceRequests => "ADVICE_AND_GUIDANCE_REQUESTS",
+            Worklist::AdviceResponses => "ADVICE_AND_GUIDANCE_RESPONSES",
         }
     }
 
@@ -678,20 +694,36 @@ impl Worklist {
                 | Worklist::LettersOutstanding
                 | Worklist::RejectedTriageResponse
                 | Worklist::AssessmentReturnedCancelledDna
+                | Worklist::AdviceResponses
         )
     }
 
     pub fn roles(self) -> &'static [B] {
-        if self.for_referrers() {
-            REFERRER_ROLES
-        } else {
-            PROVIDER_ROLES
+        match self {
+            // Advice is clinical: clinicians and clinician admins.
+            Worklist::AdviceRequests => &[
+                B::ServiceProviderClinician,
+                B::ServiceProviderClinicianAdmin,
+            ],
+            Worklist::AdviceResponses => super::advice::REQUESTERS,
+            _ if self.for_referrers() => REFERRER_ROLES,
+            _ => PROVIDER_ROLES,
         }
     }
 
-    pub fn states(self) -> &'static [ReferralState] {
+    pub fn listed(self) -> Listed {
+        use AdviceStatus as A;
         use ReferralState as S;
-        match self {
+        Listed::Referrals(match self {
+            Worklist::AdviceRequests => {
+                return Listed::Advice(&[A::ProviderResponseRequired]);
+            }
+            Worklist::AdviceResponses => {
+                return Listed::Advice(&[
+                    A::ReferrerToSubmitFurtherInformation,
+                    A::ReferrerToReviewResponse,
+                ]);
+            }
             Worklist::AwaitingBooking => &[
                 S::NotBooked,
                 S::DeferredToProvider,
@@ -717,7 +749,7 @@ impl Worklist {
             }
             Worklist::ReferralsForReview => &[S::AwaitingTriage],
             Worklist::AppointmentSlotIssues => &[S::DeferredToProvider],
-        }
+        })
     }
 
     /// What else puts a referral on the list, as a referral search parameter and value.

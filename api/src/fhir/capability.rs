@@ -82,13 +82,34 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             }
             if r.name == "ServiceRequest" {
                 if let Some(ops) = res["operation"].as_array_mut() {
+                    use crate::domain::advice::AdviceAction;
+                    for a in AdviceAction::ALL {
+                        ops.push(json!({
+                            "name": a.operation().trim_start_matches('$'),
+                            "definition": super::conformance::operation_url(a.operation()),
+                            "documentation": format!(
+                                "Advice and guidance: POST ServiceRequest/{{a.id}}/{} with If-Match and a Parameters body ({}). May be done by {}, in its turn.",
+                                a.operation(),
+                                a.inputs(),
+                                a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
+                            ),
+                        }));
+                    }
+                    ops.push(json!({
+                        "name": "ers.generateCRI",
+                        "definition": super::conformance::operation_url("$ers.generateCRI"),
+                        "documentation": "GET ServiceRequest/{a.id}/$ers.generateCRI: the advice summary, as a PDF (Accept: application/pdf) or a FHIR Bundle.",
+                    }));
                     ops.push(json!({
                         "name": "ers.availableActions",
                         "definition": super::conformance::operation_url("$ers.availableActions"),
                         "documentation": "GET ServiceRequest/{id}/$ers.availableActions: the actions you may take on the referral now (e-RS A029), each with its operation URL, for the current version.",
                     }));
                 }
-                res["documentation"] = json!("Referrals (e-RS). Create with POST (the server assigns the UBRN, the id r.{uuid} and state NOT_BOOKED); every later change is one of the operations below, never a PUT or DELETE.");
+                res["documentation"] = json!("Referrals and advice and guidance requests (e-RS). Create with POST (the server assigns the UBRN, the id r.{uuid} and state NOT_BOOKED; for an A&G request — category eRS-ServiceRequestCategory|request, one advice service, the conversion authorisation, the first message as its one note — the id a.{uuid} and status PROVIDER_RESPONSE_REQUIRED); every later change is one of the operations below, never a PUT or DELETE.");
+            }
+            if r.name == "Communication" {
+                res["documentation"] = json!("The messages of advice and guidance conversations, written by the A&G operations on ServiceRequest; read them with based-on=ServiceRequest/{a.id} and _sort=-sent (newest first). Clinical and administrative users of the organisations in the conversation only.");
             }
             if r.name == "HealthcareService" {
                 if let Some(ops) = res["operation"].as_array_mut() {

@@ -10,8 +10,9 @@ use std::sync::OnceLock;
 use serde_json::{json, Value};
 
 use super::registry::{ParamKind, RESOURCES};
-use super::resources::{requirements, service_request as sr};
+use super::resources::{advice, requirements, service_request as sr};
 use super::{service_search, terminology};
+use crate::domain::advice::AdviceAction;
 use crate::domain::referral::{Endpoint, ReferralAction};
 
 /// The canonical base of everything the project defines (the e-RS vocabulary's own).
@@ -192,6 +193,40 @@ fn operation_definitions() -> Vec<Value> {
             ))
         })
         .collect();
+    for a in AdviceAction::ALL {
+        let mut params: Vec<Value> = a
+            .parameters()
+            .iter()
+            .map(|p| in_param(p.name, p.min, p.max, p.kind, p.doc))
+            .collect();
+        let returns = if a == AdviceAction::Convert {
+            "the referral created (201), with the request's UBRN"
+        } else {
+            "the request's new version"
+        };
+        params.push(json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "ServiceRequest", "documentation": returns}));
+        out.push(operation(
+            a.operation().trim_start_matches('$'),
+            "ServiceRequest",
+            true,
+            true,
+            format!(
+                "Advice and guidance {}: POST ServiceRequest/{{a.id}}/{} with If-Match and a Parameters body; sends a message (a Communication) and moves the request's status. May be done by {}, in its turn.",
+                a.code(),
+                a.operation(),
+                a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
+            ),
+            params,
+        ));
+    }
+    out.push(operation(
+        "ers.generateCRI",
+        "ServiceRequest",
+        true,
+        false,
+        "The advice summary of an advice and guidance request: the request, every message (oldest first), the attachments and the outcome. GET; Accept: application/pdf gives a PDF (NHS number and UBRN on every page), otherwise a FHIR collection Bundle.".into(),
+        vec![json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle", "documentation": "the summary (or application/pdf)"})],
+    ));
     out.push(operation(
         "ers.availableActions",
         "ServiceRequest",
@@ -213,7 +248,7 @@ fn operation_definitions() -> Vec<Value> {
         false,
         "A worklist of the caller's organisation as a paged searchset (e-RS A008/A023). GET.".into(),
         vec![
-            in_param("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES (providers)"),
+            in_param("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA, ADVICE_AND_GUIDANCE_RESPONSES (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES, ADVICE_AND_GUIDANCE_REQUESTS (providers)"),
             in_param("service", 0, "1", "string", "provider lists: one of the organisation's services"),
             in_param("specialty", 0, "1", "string", "provider lists: an e-RS specialty"),
             in_param("_count", 0, "1", "integer", "page size"),
@@ -348,6 +383,39 @@ fn structure_definitions() -> Vec<Value> {
             &["ServiceRequest"],
             Some("Coding"),
             &[],
+        ),
+        extension(
+            "Extension-eRS-AdviceAndGuidance-Status",
+            advice::STATUS_EXTENSION,
+            "e-RS advice and guidance status",
+            "Where an advice and guidance conversation stands (https://fhir.nhs.uk/CodeSystem/eRS-AdviceAndGuidanceStatus), and when its UBRN expired if it has. Set by the server; changed only by the request's operations and the retention policy.",
+            &["ServiceRequest"],
+            None,
+            &[
+                ("status", "Coding", "the A&G status"),
+                ("expired", "dateTime", "when the UBRN expired and the conversation was deleted"),
+            ],
+        ),
+        extension(
+            "Extension-eRS-ProviderConversionAuthorisation",
+            advice::CONVERSION_EXTENSION,
+            "Provider conversion authorisation",
+            "Whether the referrer lets the provider convert the advice request into a referral: AUTHORISED_TO_CONVERT or NOT_AUTHORISED_TO_CONVERT (https://fhir.nhs.uk/CodeSystem/eRS-ProviderConversionAuthorisation). Mandatory on an advice request.",
+            &["ServiceRequest"],
+            Some("Coding"),
+            &[],
+        ),
+        extension(
+            "Extension-eRS-AdviceAndGuidance-Outcome",
+            advice::OUTCOME_EXTENSION,
+            "Advice reply outcome",
+            "What a provider's reply does (https://fhir.nhs.uk/CodeSystem/eRS-GuidanceResponseOutcome) and, with advice, the intended recommendation (https://fhir.nhs.uk/CodeSystem/eRS-GuidanceIntendedRecommendation).",
+            &["Communication"],
+            None,
+            &[
+                ("outcome", "Coding", "REQUIRE_FURTHER_INFORMATION, RETURN_TO_REFERRER_WITH_ADVICE or CONVERT_TO_REFERRAL"),
+                ("recommendation", "Coding", "the intended recommendation, with advice"),
+            ],
         ),
         extension(
             "Extension-eRS-AdditionalRequirements",

@@ -280,8 +280,57 @@ const LOCATION_PARAMS: &[SearchParamDef] = &[
     },
 ];
 
+const COMMUNICATION_PARAMS: &[SearchParamDef] = &[
+    param!(
+        "based-on",
+        Reference,
+        ["basedOn"],
+        targets["ServiceRequest"],
+        "The advice and guidance request the message belongs to"
+    ),
+    param!(
+        "identifier",
+        Token,
+        ["identifier"],
+        "The UBRN of its request: https://fhir.nhs.uk/Id/UBRN|…"
+    ),
+    param!(
+        "patient",
+        Reference,
+        ["subject"],
+        targets["Patient"],
+        "The patient the advice is about"
+    ),
+    param!(
+        "category",
+        Token,
+        ["category"],
+        "Direction: REQUESTER (the referrer) or RESPONDER (the provider)"
+    ),
+    param!(
+        "sent",
+        Date,
+        ["sent"],
+        "When it was sent (_sort=-sent: newest first)"
+    ),
+    param!(
+        "sender",
+        Reference,
+        ["sender"],
+        targets["PractitionerRole", "Organization"],
+        "Who sent it"
+    ),
+    param!(
+        "recipient",
+        Reference,
+        ["recipient"],
+        targets["PractitionerRole", "HealthcareService", "Organization"],
+        "Who it was sent to"
+    ),
+];
+
 const PROVENANCE_PARAMS: &[SearchParamDef] = &[
-    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference"], "The resource version this records the making of"),
+    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication"], "The resource version this records the making of"),
     param!(
         "agent",
         Token,
@@ -459,8 +508,29 @@ const SERVICE_REQUEST_PARAMS: &[SearchParamDef] = &[
         expand: None,
         extract: Some(resources::service_request::extract_letter),
     },
+    SearchParamDef {
+        name: "advice-status",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "Advice and guidance status: PROVIDER_RESPONSE_REQUIRED, REFERRER_TO_SUBMIT_FURTHER_INFORMATION, REFERRER_TO_REVIEW_RESPONSE, CONVERSATION_ENDED_CANCELLED, CONVERSATION_ENDED_CLOSED, ADVICE_CONVERTED",
+        expand: None,
+        extract: Some(resources::advice::extract_status),
+    },
+    param!(
+        "based-on",
+        Reference,
+        ["basedOn"],
+        targets["ServiceRequest"],
+        "The advice and guidance request a referral was converted from"
+    ),
     param!("status", Token, ["status"], "active | revoked | completed"),
-    param!("category", Token, ["category"], "Referral category"),
+    param!(
+        "category",
+        Token,
+        ["category"],
+        "Referral (SNOMED CT 3457005) or advice and guidance request (eRS-ServiceRequestCategory|request)"
+    ),
     param!(
         "specialty",
         Token,
@@ -862,6 +932,29 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
+    },
+    ResourceDef {
+        name: "Communication",
+        params: COMMUNICATION_PARAMS,
+        summary: &[
+            "identifier",
+            "basedOn",
+            "status",
+            "category",
+            "subject",
+            "sent",
+            "recipient",
+            "sender",
+        ],
+        // The messages of an advice conversation, written by its operations
+        // (`service::advice`); hard-deleted when the UBRN expires.
+        delete: false,
+        if_match_required: true,
+        plain_writes: false,
+        visibility: Visibility::Organisations,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
+        check: resources::advice::check_communication,
     },
     ResourceDef {
         name: "Provenance",

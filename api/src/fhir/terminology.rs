@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 const SOURCES: &[&str] = &[
+    include_str!("../../../fhir-profiles/codesystems/ers-advice-and-guidance-status.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-age-gender-eligibility.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-cancellation-reason.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-non-attendance-reason.json"),
@@ -15,14 +16,19 @@ const SOURCES: &[&str] = &[
     include_str!("../../../fhir-profiles/codesystems/ers-bookable-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-business-function.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-clinic-type.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-communication-sent-by.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-error-codes.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-guidance-intended-recommendation.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-guidance-response-outcome.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-priority.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-provider-conversion-authorisation.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-referral-cancellation-reason.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-referral-letter-intention.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-referral-state.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-request-flow-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-review-outcome.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-review-reason.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-service-request-category.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-specialty.json"),
 ];
 

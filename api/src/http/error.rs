@@ -97,6 +97,7 @@ impl ApiError {
                     one("not-found", "REFERENCE_NOT_FOUND"),
                 ),
                 S::Gone { .. } => (StatusCode::GONE, one("deleted", "REFERENCE_NOT_FOUND")),
+                S::Expired { .. } => (StatusCode::GONE, one("deleted", "UBRN_EXPIRED")),
                 S::VersionMismatch { .. } => (
                     StatusCode::PRECONDITION_FAILED,
                     one("conflict", "INVALID_VALUE"),

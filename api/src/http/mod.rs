@@ -1,5 +1,6 @@
 //! actix-web only: routes, content negotiation, the caller seam, handlers, errors.
 
+pub mod advice;
 pub mod appointments;
 pub mod attachments;
 pub mod audit;
@@ -14,6 +15,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod referrals;
 pub mod routes;
+pub mod summary_pdf;
 pub mod system;
 pub mod terminology;
 

@@ -44,7 +44,7 @@ fn format_of_mime(mime: &str) -> Option<Format> {
     }
 }
 
-fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
+pub(super) fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
         .ok()?
         .into_iter()

@@ -658,6 +658,83 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
     )
 }
 
+fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
+    use crate::domain::advice::AdviceAction;
+    for a in AdviceAction::ALL {
+        let mut body = RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .description(Some(format!("A FHIR Parameters resource: {}", a.inputs())));
+        for (ct, c) in fhir_content("Resource") {
+            body = body.content(ct, c);
+        }
+        let op = operation(
+            a.code(),
+            "ServiceRequest",
+            &format!("{} ({})", a.code(), a.operation()),
+            format!(
+                "Advice and guidance: sends a message (a Communication based on the request) and moves the request's status. May be done by {}, in its turn (the provider while PROVIDER_RESPONSE_REQUIRED, the referrer otherwise). Returns the request's new version; a conversion returns the referral it created (201).",
+                a.roles().iter().map(|b| b.code()).collect::<Vec<_>>().join(", ")
+            ),
+            vec![
+                path_param("id", "The A&G request's logical id (a.{uuid})"),
+                header("If-Match", true, "W/\"n\": the version you read"),
+            ],
+        )
+        .request_body(Some(body.build()))
+        .response("200", response("The request's new version", Some("Resource")));
+        let op = if a == AdviceAction::Convert {
+            op.response(
+                "201",
+                response("The referral created, with the same UBRN", Some("Resource")),
+            )
+        } else {
+            op
+        };
+        let errors = [
+            ("409", "Another change came first (stale If-Match)"),
+            (
+                "422",
+                "Not the caller's turn (INVALID_REQUEST_STATE), not authorised to convert (CONVERSION_NOT_AUTHORISED), or invalid input",
+            ),
+            ("428", "If-Match is missing"),
+        ];
+        paths = paths.path(
+            format!("/FHIR/R4/ServiceRequest/{{id}}/{}", a.operation()),
+            PathItem::new(HttpMethod::Post, with_errors(op, &errors).build()),
+        );
+    }
+    let mut ok = response(
+        "The summary: a FHIR collection Bundle, or a PDF for Accept: application/pdf",
+        Some("Bundle"),
+    );
+    ok.content.insert(
+        "application/pdf".into(),
+        RefOr::T(Content::new(Some(string_schema("The summary as a PDF")))),
+    );
+    let op = operation(
+        "generateCRI",
+        "ServiceRequest",
+        "Advice summary ($ers.generateCRI)",
+        "The whole advice and guidance conversation — request, messages oldest first, attachments, outcome — as a PDF (NHS number and UBRN on every page) or a FHIR Bundle. Clinical and administrative users of the organisations in the conversation.".to_owned(),
+        vec![path_param("id", "The A&G request's logical id (a.{uuid})")],
+    )
+    .response("200", ok);
+    paths.path(
+        "/FHIR/R4/ServiceRequest/{id}/$ers.generateCRI",
+        PathItem::new(
+            HttpMethod::Get,
+            with_errors(
+                op,
+                &[
+                    ("404", "No such request"),
+                    ("410", "Its UBRN expired (UBRN_EXPIRED)"),
+                ],
+            )
+            .build(),
+        ),
+    )
+}
+
 fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
     use crate::fhir::resources::document_reference::ALLOWED;
     let types = ALLOWED
@@ -895,7 +972,9 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
 /// The whole document.
 pub fn document() -> OpenApi {
     let paths = system_paths(terminology_paths(attachment_paths(audit_paths(
-        referral_paths(directory_paths(resource_paths(PathsBuilder::new()))),
+        advice_paths(referral_paths(directory_paths(resource_paths(
+            PathsBuilder::new(),
+        )))),
     ))))
     .build();
     let components = ComponentsBuilder::new()

@@ -35,15 +35,17 @@ pub async fn create(
     let d = draft(&req, Some(&caller));
     let mut c = conn(&state).await?;
     let row = web::block(move || {
-        svc::create(
-            &mut c,
-            resource,
-            &svc::Acting {
-                caller: &caller,
-                author: &who,
-                audit: &d,
-            },
-        )
+        let acting = svc::Acting {
+            caller: &caller,
+            author: &who,
+            audit: &d,
+        };
+        // An advice and guidance request (category `request`) has its own use case.
+        if crate::fhir::resources::advice::is_advice(&resource) {
+            crate::service::advice::create(&mut c, resource, &acting)
+        } else {
+            svc::create(&mut c, resource, &acting)
+        }
     })
     .await??;
     write_reply(&req, &state, StatusCode::CREATED, &row)
@@ -127,6 +129,12 @@ pub async fn operation(
 ) -> Reply {
     let (id, op) = path.into_inner();
     authorise("ServiceRequest", Action::Read, &caller)?;
+    if let Some(action) = crate::domain::advice::AdviceAction::from_operation(&op) {
+        return super::advice::operation(req, id, action, body, caller, state).await;
+    }
+    if op == super::advice::SUMMARY {
+        return super::advice::summary(req, id, caller, state).await;
+    }
     if op == "$ers.availableActions" {
         if req.method() != actix_web::http::Method::GET {
             return Err(ApiError::Service(ServiceError::MethodNotAllowed(
@@ -172,8 +180,14 @@ pub async fn operation(
     }
     let Some(action) = ReferralAction::from_operation(&op) else {
         return Err(ApiError::NotFound(format!(
-            "ServiceRequest has no operation '{op}'; it has {} and $ers.availableActions",
-            ReferralAction::operations_at(Endpoint::Referral).join(", ")
+            "ServiceRequest has no operation '{op}'; it has {}, {}, {} and $ers.availableActions",
+            ReferralAction::operations_at(Endpoint::Referral).join(", "),
+            crate::domain::advice::AdviceAction::ALL
+                .iter()
+                .map(|a| a.operation())
+                .collect::<Vec<_>>()
+                .join(", "),
+            super::advice::SUMMARY
         )));
     };
     let version = if_match(&req)?;
@@ -318,7 +332,7 @@ pub async fn operation(
 /// for (the caller organisation's referrals, or those with its services, in the list's
 /// states), paged like any search; provider lists filter by `service` and `specialty`.
 pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Reply {
-    use crate::domain::referral::Worklist;
+    use crate::domain::referral::{Listed, Worklist};
     use crate::fhir::resources::service_request::STATE_SYSTEM;
     let def = crate::fhir::registry::find("ServiceRequest")
         .ok_or_else(|| ApiError::Internal("ServiceRequest is not registered".into()))?;
@@ -385,12 +399,29 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
     let org = web::block(move || svc::organisation_id(&mut c, &ods)).await??;
     // No organisation record: nothing can be on the caller's lists.
     let org = org.unwrap_or_else(|| "unknown".into());
-    let states: Vec<String> = list
-        .states()
-        .iter()
-        .map(|s| format!("{STATE_SYSTEM}|{}", s.code()))
-        .collect();
-    params.push(("state".into(), states.join(",")));
+    let (param, codes): (&str, Vec<String>) = match list.listed() {
+        Listed::Referrals(states) => (
+            "state",
+            states
+                .iter()
+                .map(|s| format!("{STATE_SYSTEM}|{}", s.code()))
+                .collect(),
+        ),
+        Listed::Advice(statuses) => (
+            "advice-status",
+            statuses
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}|{}",
+                        crate::fhir::resources::advice::STATUS_SYSTEM,
+                        s.code()
+                    )
+                })
+                .collect(),
+        ),
+    };
+    params.push((param.into(), codes.join(",")));
     if let Some((name, value)) = list.also() {
         params.push((name.into(), value.into()));
     }

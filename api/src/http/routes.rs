@@ -161,6 +161,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(super::appointments::operation))
                         .default_service(web::to(not_allowed)),
                 )
+                // Advice messages: written by the A&G operations, never directly.
+                .service(
+                    web::resource("/{type:Communication}/{id}")
+                        .route(web::get().to(h::read))
+                        .default_service(web::to(super::advice::no_message_writes)),
+                )
+                .service(
+                    web::resource("/{type:Communication}")
+                        .route(web::get().to(h::search_get))
+                        .default_service(web::to(super::advice::no_message_writes)),
+                )
                 .service(
                     web::resource("/{type:DocumentReference}/{id}")
                         .route(web::get().to(h::read))

@@ -146,6 +146,12 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("DocumentReference", Action::Read, CLINICAL_AND_APPS),
     ("DocumentReference", Action::Search, CLINICAL_AND_APPS),
     ("DocumentReference", Action::History, CLINICAL_AND_APPS),
+    // Advice and guidance messages: only the clinical and administrative users of the
+    // organisations in the conversation (organisation scoping) read them; operational roles
+    // and applications never do. They are written by the A&G operations only.
+    ("Communication", Action::Read, CLINICAL),
+    ("Communication", Action::Search, CLINICAL),
+    ("Communication", Action::History, CLINICAL),
     ("Slot", Action::Read, EVERYONE),
     ("Slot", Action::Search, EVERYONE),
     ("Slot", Action::History, EVERYONE),

@@ -493,3 +493,32 @@ pub fn add_provider_document(
         },
     )
 }
+
+/// Attaches uploads of the caller's organisation to a request as documents of `kind` (a
+/// message's attachments): each upload once, each checked like a letter's. Returns the new
+/// DocumentReference ids, in order.
+pub(super) fn attach(
+    c: &mut DbConnection,
+    request: &Value,
+    uploads: &[Attaching],
+    kind: &str,
+    access: &[String],
+    who: &Acting<'_>,
+) -> Result<Vec<String>> {
+    let at = "Parameters.parameter[attachment]";
+    let mut out = Vec::new();
+    for (i, a) in uploads.iter().enumerate() {
+        if uploads[..i].iter().any(|b| b.id() == a.id()) {
+            return Err(invalid(
+                at,
+                "DUPLICATE_FILENAME",
+                "duplicate",
+                format!("'attachment' (Binary/{}) is given twice", a.id()),
+            ));
+        }
+        let meta = own_upload(c, a, at, who.caller)?;
+        let name = a.title.clone().or_else(|| meta.filename.clone());
+        out.push(create_document(c, request, &meta, name.as_deref(), kind, access, who)?.id);
+    }
+    Ok(out)
+}

@@ -1,6 +1,7 @@
 //! Use cases. Each is a synchronous function over a connection (run inside `web::block`) that
 //! owns its transaction: domain and resource rules first, then storage.
 
+pub mod advice;
 pub mod attachments;
 pub mod audit;
 pub mod booking;
@@ -38,6 +39,13 @@ pub enum ServiceError {
         res_type: String,
         id: String,
         version: i64,
+    },
+    /// Removed under the retention policy: its UBRN expired (e-RS UBRN_EXPIRED).
+    #[error("{res_type}/{id}: {explanation}")]
+    Expired {
+        res_type: String,
+        id: String,
+        explanation: String,
     },
     #[error("{res_type}/{id} has no version {version}")]
     VersionNotFound {

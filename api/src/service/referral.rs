@@ -202,6 +202,48 @@ fn check_shortlist(c: &mut DbConnection, services: &[String], priority: &str) ->
     }
 }
 
+/// The requester is a role at the caller's organisation; a referring clinician refers as
+/// themself, an admin names the clinician.
+pub(super) fn check_requester(c: &mut DbConnection, body: &Value, caller: &Caller) -> Result<()> {
+    // The requester is a role at the caller's organisation; a referring clinician refers
+    // as themself, an admin names the clinician.
+    if let Some(role_ref) = body
+        .pointer("/requester/reference")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    {
+        if role_ref.starts_with("PractitionerRole/") {
+            let ods = ods_behind(c, &role_ref)?;
+            if ods.as_deref() != Some(caller.organisation.as_str()) {
+                return Err(ServiceError::Forbidden(format!(
+                    "'requester' ({role_ref}) is a role at {}, not at {} where you act",
+                    ods.as_deref().unwrap_or("no known organisation"),
+                    caller.organisation.as_str()
+                )));
+            }
+            if caller.business_function == crate::domain::BusinessFunction::ReferringClinician {
+                let role = load_json(c, &role_ref)?.unwrap_or_default();
+                let practitioner = match role
+                    .pointer("/practitioner/reference")
+                    .and_then(Value::as_str)
+                {
+                    Some(p) => load_json(c, p)?,
+                    None => None,
+                };
+                let sds = practitioner
+                    .as_ref()
+                    .and_then(|p| identifier_value(p, SdsUserId::SYSTEM));
+                if sds.is_none() || sds != caller.user_id.as_deref() {
+                    return Err(ServiceError::Forbidden(format!(
+                        "'requester' ({role_ref}) is not your own role: a REFERRING_CLINICIAN refers as themself (a REFERRING_CLINICIAN_ADMIN may name the clinician)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Creates a referral: the server assigns the UBRN and id and sets it NOT_BOOKED.
 pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Result<ResourceRow> {
     let (caller, author, audit) = (who.caller, who.author, who.audit);
@@ -223,42 +265,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         ));
     }
     write_tx(conn, |c| {
-        // The requester is a role at the caller's organisation; a referring clinician refers
-        // as themself, an admin names the clinician.
-        if let Some(role_ref) = body
-            .pointer("/requester/reference")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        {
-            if role_ref.starts_with("PractitionerRole/") {
-                let ods = ods_behind(c, &role_ref)?;
-                if ods.as_deref() != Some(caller.organisation.as_str()) {
-                    return Err(ServiceError::Forbidden(format!(
-                        "'requester' ({role_ref}) is a role at {}, not at {} where you act",
-                        ods.as_deref().unwrap_or("no known organisation"),
-                        caller.organisation.as_str()
-                    )));
-                }
-                if caller.business_function == crate::domain::BusinessFunction::ReferringClinician {
-                    let role = load_json(c, &role_ref)?.unwrap_or_default();
-                    let practitioner = match role
-                        .pointer("/practitioner/reference")
-                        .and_then(Value::as_str)
-                    {
-                        Some(p) => load_json(c, p)?,
-                        None => None,
-                    };
-                    let sds = practitioner
-                        .as_ref()
-                        .and_then(|p| identifier_value(p, SdsUserId::SYSTEM));
-                    if sds.is_none() || sds != caller.user_id.as_deref() {
-                        return Err(ServiceError::Forbidden(format!(
-                            "'requester' ({role_ref}) is not your own role: a REFERRING_CLINICIAN refers as themself (a REFERRING_CLINICIAN_ADMIN may name the clinician)"
-                        )));
-                    }
-                }
-            }
-        }
+        check_requester(c, &body, caller)?;
         let priority = sr::ers_priority(&body).unwrap_or_default().to_owned();
         let services = sr::shortlist(&body);
         if sr::fhir_priority(&priority).is_some()
@@ -346,6 +353,31 @@ pub(super) enum Expected {
     Pinned(Option<i64>),
 }
 
+impl Expected {
+    /// The version the change is made against, when it is the current one of `row` (428
+    /// without If-Match where one is needed; 409 when another change came first).
+    pub(super) fn check(self, row: &ResourceRow) -> Result<i64> {
+        let given = match self {
+            Expected::IfMatch(Some(v)) | Expected::Pinned(Some(v)) => v,
+            Expected::Pinned(None) => row.version_id,
+            Expected::IfMatch(None) => {
+                return Err(ServiceError::IfMatchRequired {
+                    res_type: row.res_type.clone(),
+                })
+            }
+        };
+        if given != row.version_id {
+            return Err(ServiceError::StaleVersion {
+                res_type: row.res_type.clone(),
+                id: row.id.clone(),
+                given,
+                current: row.version_id,
+            });
+        }
+        Ok(given)
+    }
+}
+
 /// Reads a referral for an operation: checks the expected version, the state machine and the
 /// caller's relationship, then applies `change` and writes the new version.
 pub(super) fn transition(
@@ -359,23 +391,7 @@ pub(super) fn transition(
     let def = def()?;
     write_tx(conn, |c| {
         let row = resource::read(c, def, id)?;
-        let given = match expected {
-            Expected::IfMatch(Some(v)) | Expected::Pinned(Some(v)) => v,
-            Expected::Pinned(None) => row.version_id,
-            Expected::IfMatch(None) => {
-                return Err(ServiceError::IfMatchRequired {
-                    res_type: def.name.to_owned(),
-                })
-            }
-        };
-        if given != row.version_id {
-            return Err(ServiceError::StaleVersion {
-                res_type: def.name.to_owned(),
-                id: id.to_owned(),
-                given,
-                current: row.version_id,
-            });
-        }
+        let given = expected.check(&row)?;
         let (mut body, state) = parsed(&row)?;
         let ubrn = sr::ubrn_of(&body).unwrap_or(id).to_owned();
         let rel = relation(c, &body, &state, who.caller)?;

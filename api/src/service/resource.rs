@@ -486,13 +486,70 @@ pub fn read(conn: &mut DbConnection, def: &ResourceDef, id: &str) -> Result<Reso
             res_type: def.name.to_owned(),
             id: id.to_owned(),
         }),
-        Some(row) if row.is_deleted() => Err(ServiceError::Gone {
-            res_type: def.name.to_owned(),
-            id: id.to_owned(),
-            version: row.version_id,
-        }),
+        Some(row) if row.is_deleted() => Err(gone(&row)),
         Some(row) => Ok(row),
     }
+}
+
+/// Why a deleted resource is gone: deleted, or expired under the retention policy (which
+/// says when and why).
+fn gone(row: &ResourceRow) -> ServiceError {
+    let expired = serde_json::from_str::<Value>(&row.content)
+        .ok()
+        .as_ref()
+        .and_then(crate::fhir::resources::advice::expiry_explanation);
+    match expired {
+        Some(explanation) => ServiceError::Expired {
+            res_type: row.res_type.clone(),
+            id: row.id.clone(),
+            explanation,
+        },
+        None => ServiceError::Gone {
+            res_type: row.res_type.clone(),
+            id: row.id.clone(),
+            version: row.version_id,
+        },
+    }
+}
+
+/// Takes a resource out of live use with a last version (`content`, e.g. marked expired):
+/// reads answer 410, searches no longer find it, its history stays.
+pub fn retire(
+    c: &mut DbConnection,
+    def: &ResourceDef,
+    current: &ResourceRow,
+    mut content: Value,
+    w: &Writer<'_>,
+) -> Result<()> {
+    let version = current.version_id + 1;
+    let last_updated = now();
+    crate::fhir::stamp(&mut content, &current.id, version, last_updated);
+    let text = content.to_string();
+    let v = NewVersion {
+        res_type: def.name,
+        id: &current.id,
+        version_id: version,
+        last_updated,
+        content: &text,
+        author: w.author,
+    };
+    if !store::delete_resource(c, &v, current.version_id)? {
+        return Err(ServiceError::ConcurrentUpdate {
+            res_type: def.name.to_owned(),
+            id: current.id.clone(),
+        });
+    }
+    // Who may see it stays (its history remains readable to them).
+    if !w.access.is_empty() {
+        store::replace_tokens(
+            c,
+            def.name,
+            std::slice::from_ref(&current.id),
+            scope::PARAM,
+            w.access,
+        )?;
+    }
+    provenance(c, def.name, &current.id, version, "DELETE", w)
 }
 
 /// `GET /{type}/{id}/_history/{vid}`.

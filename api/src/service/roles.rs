@@ -15,6 +15,34 @@ pub fn roles_of(
     sds_user_id: &str,
 ) -> Result<Vec<(BusinessFunction, String)>, ServiceError> {
     read_tx(conn, |c| {
+        Ok(held(c, sds_user_id)?
+            .into_iter()
+            .map(|(_, bf, ods)| (bf, ods))
+            .collect())
+    })
+}
+
+/// The caller's own PractitionerRole (`PractitionerRole/{id}`): the user's role with the
+/// business function at the organisation they act for (in the caller's transaction).
+pub fn role_of(
+    c: &mut DbConnection,
+    caller: &crate::domain::Caller,
+) -> Result<Option<String>, ServiceError> {
+    let Some(user) = caller.user_id.as_deref() else {
+        return Ok(None);
+    };
+    Ok(held(c, user)?
+        .into_iter()
+        .find(|(_, bf, ods)| *bf == caller.business_function && ods == caller.organisation.as_str())
+        .map(|(id, _, _)| format!("PractitionerRole/{id}")))
+}
+
+/// (PractitionerRole id, business function, ODS code) of each active role of the user.
+fn held(
+    c: &mut DbConnection,
+    sds_user_id: &str,
+) -> Result<Vec<(String, BusinessFunction, String)>, ServiceError> {
+    {
         let query = SearchQuery {
             res_type: "PractitionerRole".into(),
             criteria: vec![Criterion::Chain {
@@ -88,12 +116,12 @@ pub fn roles_of(
                             .and_then(Value::as_str)
                             .and_then(BusinessFunction::parse)
                         {
-                            out.push((bf, ods.to_owned()));
+                            out.push((row.id.clone(), bf, ods.to_owned()));
                         }
                     }
                 }
             }
         }
         Ok(out)
-    })
+    }
 }

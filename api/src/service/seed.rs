@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::resource::{self, Created};
 use super::ServiceError;
-use crate::domain::{BusinessFunction, NhsNumber, OdsCode, SdsUserId};
+use crate::domain::{BusinessFunction, Caller, NhsNumber, OdsCode, SdsUserId};
 use crate::fhir::registry;
 use crate::fhir::search;
 
@@ -444,6 +444,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
     let made = referrals(&mut s, &role_ids[0], &[&hannah, &terry])?;
     appointments(&mut s, &made, &r69)?;
     letters(&mut s, &made, &r69)?;
+    advice(&mut s, &role_ids[0], &hannah)?;
     // Fresh statistics, so the query planner sees the data just loaded (PostgreSQL servers
     // without autovacuum would otherwise plan searches for empty tables).
     ers_schema::store::analyze(s.conn)?;
@@ -1251,6 +1252,185 @@ fn appointments(s: &mut Seeder<'_>, made: &[Seeded], booker: &str) -> Result<(),
             Some(appt_id.to_owned()),
             &access,
         )?;
+    }
+    Ok(())
+}
+
+/// Advice and guidance requests from the sandbox referrer (R69) to an RCD advice service, one
+/// in each status, each reached through the A&G use cases as a user would. Seeded once: a
+/// restart that finds any A&G request adds none.
+fn advice(s: &mut Seeder<'_>, requester: &str, patient: &str) -> Result<(), ServiceError> {
+    use super::advice::{self as svc, AdviceChange, Said};
+    use crate::domain::advice::GuidanceOutcome;
+    use crate::fhir::resources::advice as ag;
+    use crate::fhir::resources::service_request as sr;
+    let search = |s: &mut Seeder<'_>, res_type: &str, params: &[(&str, &str)]| {
+        let def = registry::find(res_type)
+            .ok_or_else(|| ServiceError::BadRequest(format!("{res_type} is not hosted")))?;
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let req = search::parse(def, &params, true).map_err(ServiceError::Invalid)?;
+        let (rows, _) = ers_schema::search::search(s.conn, &req.query, false)?;
+        Ok::<_, ServiceError>(rows.into_iter().next().map(|r| r.id))
+    };
+    /// How many requests the plan below creates.
+    const SEEDED: usize = 6;
+    let category = format!("{}|{}", ag::CATEGORY_SYSTEM, ag::CATEGORY);
+    if search(s, "ServiceRequest", &[("category", &category)])?.is_some() {
+        s.report.existing += SEEDED;
+        return Ok(());
+    }
+    let rcd = format!("{}|RCD", OdsCode::ORGANIZATION_SYSTEM);
+    let service = |s: &mut Seeder<'_>, flow: &str| {
+        search(
+            s,
+            "HealthcareService",
+            &[
+                ("characteristic", flow),
+                ("priority", "ROUTINE"),
+                ("organization.identifier", &rcd),
+                ("_sort", "_id"),
+            ],
+        )?
+        .ok_or_else(|| ServiceError::Internal(format!("the sandbox has no {flow} service at RCD")))
+    };
+    let advice_service = service(s, "ADVICE_AND_GUIDANCE")?;
+    let bookable = service(s, "BOOKABLE")?;
+    let caller = |sds: &str, bf: BusinessFunction, ods: &str| -> Result<Caller, ServiceError> {
+        Ok(Caller {
+            user_id: Some(sds.to_owned()),
+            client_id: None,
+            business_function: bf,
+            organisation: OdsCode::parse(ods)
+                .map_err(|e| ServiceError::Internal(format!("sandbox ODS code: {}", e.0)))?,
+            on_behalf_of: None,
+        })
+    };
+    let rc = caller("021600556514", BusinessFunction::ReferringClinician, "R69")?;
+    let spc = caller(
+        "555032006106",
+        BusinessFunction::ServiceProviderClinician,
+        "RCD",
+    )?;
+    let said = |text: &str| Said {
+        text: text.to_owned(),
+        attachments: Vec::new(),
+    };
+    let advice_with = |outcome| AdviceChange::Respond {
+        outcome,
+        recommendation: (outcome == GuidanceOutcome::ReturnToReferrerWithAdvice)
+            .then(|| "ADVICE_ONLY_NO_REFERRAL_RECOMMENDED".to_owned()),
+        said: said(match outcome {
+            GuidanceOutcome::RequireFurtherInformation => {
+                "Please send a recent full blood count and ferritin."
+            }
+            GuidanceOutcome::ReturnToReferrerWithAdvice => {
+                "Start oral iron and repeat bloods in 8 weeks; no referral needed now."
+            }
+        }),
+    };
+    // (first message, conversion authorised, the steps: provider's or referrer's change)
+    // A step: whether the provider takes it, and the change.
+    type Step = (bool, AdviceChange);
+    let plan: Vec<(&str, bool, Vec<Step>)> = vec![
+        (
+            "Sandbox A&G awaiting the provider: intermittent palpitations, normal ECG.",
+            true,
+            vec![],
+        ),
+        (
+            "Sandbox A&G, further information asked for: microcytic anaemia.",
+            true,
+            vec![(
+                true,
+                advice_with(GuidanceOutcome::RequireFurtherInformation),
+            )],
+        ),
+        (
+            "Sandbox A&G with advice to review: mild iron deficiency.",
+            false,
+            vec![(
+                true,
+                advice_with(GuidanceOutcome::ReturnToReferrerWithAdvice),
+            )],
+        ),
+        (
+            "Sandbox A&G cancelled by the referrer.",
+            true,
+            vec![(
+                false,
+                AdviceChange::Cancel(Some("Patient seen privately.".into())),
+            )],
+        ),
+        (
+            "Sandbox A&G closed after advice: borderline thyroid function.",
+            false,
+            vec![
+                (
+                    true,
+                    advice_with(GuidanceOutcome::ReturnToReferrerWithAdvice),
+                ),
+                (
+                    false,
+                    AdviceChange::Close(Some("Thank you, advice followed.".into())),
+                ),
+            ],
+        ),
+        (
+            "Sandbox A&G converted into a referral: rectal bleeding over 50.",
+            true,
+            vec![(
+                true,
+                AdviceChange::Convert {
+                    said: said("Converted: we will see the patient in clinic."),
+                    priority: "ROUTINE".into(),
+                    comment: "Needs assessment in clinic".into(),
+                    service: Some(format!("HealthcareService/{bookable}")),
+                },
+            )],
+        ),
+    ];
+    if plan.len() != SEEDED {
+        return Err(ServiceError::Internal(format!(
+            "the A&G seed plans {} requests, not {SEEDED}",
+            plan.len()
+        )));
+    }
+    for (text, authorised, steps) in plan {
+        let body = json!({
+            "resourceType": "ServiceRequest",
+            "extension": [
+                {"url": sr::PRIORITY_EXTENSION, "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}},
+                {"url": ag::CONVERSION_EXTENSION, "valueCoding": {"system": ag::CONVERSION_SYSTEM, "code": if authorised { "AUTHORISED_TO_CONVERT" } else { "NOT_AUTHORISED_TO_CONVERT" }}},
+            ],
+            "status": "active",
+            "intent": "order",
+            "category": [{"coding": [{"system": ag::CATEGORY_SYSTEM, "code": ag::CATEGORY}]}],
+            "subject": {"reference": format!("Patient/{patient}")},
+            "requester": {"reference": format!("PractitionerRole/{requester}")},
+            "performer": [{"reference": format!("HealthcareService/{advice_service}")}],
+            "note": [{"text": text}],
+        });
+        let acting = |caller| super::referral::Acting {
+            caller,
+            author: &s.author,
+            audit: &s.audit,
+        };
+        let row = svc::create(s.conn, body, &acting(&rc))?;
+        let mut version = row.version_id;
+        for (provider, change) in steps {
+            let done = svc::apply(
+                s.conn,
+                &row.id,
+                Some(version),
+                change,
+                &acting(if provider { &spc } else { &rc }),
+            )?;
+            version = done.request.version_id;
+        }
+        s.report.created += 1;
     }
     Ok(())
 }

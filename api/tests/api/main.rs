@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod advice;
 mod attachments;
 mod audit;
 mod booking;

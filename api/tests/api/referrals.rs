@@ -90,7 +90,7 @@ impl World {
             )
             .await
     }
-    async fn op(
+    pub(crate) async fn op(
         &self,
         as_provider: bool,
         id: &str,
@@ -824,7 +824,10 @@ async fn the_sandbox_holds_the_nhs_sandbox_ubrns_and_a_referral_in_every_state()
         .starts_with("ServiceRequest/r."));
     assert_eq!(state(&by_ubrn("000000070006").await), "AWAITING_TRIAGE");
     assert_eq!(by_ubrn("000000070009").await["status"], "revoked");
-    let all = w.app.search("ServiceRequest?_count=100").await;
+    let all = w
+        .app
+        .search("ServiceRequest?category=http://snomed.info/sct|3457005&_count=100")
+        .await;
     let mut states: Vec<String> = all["entry"]
         .as_array()
         .expect("entries")

@@ -37,6 +37,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "ServiceRequest",
             "Appointment",
             "DocumentReference",
+            "Communication",
             "Provenance",
             "Binary",
             "CodeSystem",

@@ -3,6 +3,7 @@
 //! every problem it finds, each with its location. Codes, dates, cardinality and invariants are
 //! the validator's.
 
+pub mod advice;
 pub mod appointment;
 pub mod document_reference;
 pub mod healthcare_service;

@@ -164,8 +164,16 @@ pub fn extract_priority(r: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Index values for the `service` parameter (the service the referral is with now).
+/// Index values for the `service` parameter (the service the referral is with now; an A&G
+/// request's advice service).
 pub fn extract_service(r: &Value) -> Vec<Value> {
+    if super::advice::is_advice(r) {
+        return shortlist(r)
+            .into_iter()
+            .take(1)
+            .map(|s| json!({"reference": s}))
+            .collect();
+    }
     state_of(r)
         .and_then(|s| s.service)
         .map(|s| vec![json!({"reference": s})])
@@ -227,9 +235,17 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             "is required: the referring clinician's PractitionerRole",
         )),
     }
-    let performers = r.get("performer").and_then(Value::as_array);
+    let advice = super::advice::is_advice(r);
+    if advice {
+        super::advice::check_request(r, &mut checked, &mut issues);
+    }
+    let performers = r
+        .get("performer")
+        .and_then(Value::as_array)
+        .filter(|_| !advice);
     let n = performers.map_or(0, Vec::len);
-    if n == 0 {
+    // (An A&G request's one service is checked above.)
+    if !advice && n == 0 {
         issues.push(Issue::required_at(
             at("performer"),
             "is required: the shortlist of 1 to 20 HealthcareServices",
@@ -313,6 +329,8 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     // The UBRN and the state are the server's (set on create, changed by the operations); a
     // body to create or to `$validate` has neither.
     match ubrn_of(r) {
+        // An A&G request's UBRN is unique among requests (`advice::check_request`).
+        Some(_) if advice => {}
         Some(u) if is_ubrn(u) => checked.unique.push((UBRN_SYSTEM.to_owned(), u.to_owned())),
         Some(u) => issues.push(Issue::invalid_at(
             at("identifier"),

@@ -1,0 +1,209 @@
+//! Advice and guidance over HTTP: the conversation operations on
+//! `ServiceRequest/{id}/$ers.…` (each with `If-Match` and a `Parameters` body) and the advice
+//! summary (`$ers.generateCRI`: a PDF for `Accept: application/pdf`, else a FHIR Bundle).
+//! Requests are created with `POST ServiceRequest` (see `referrals::create`).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::caller::author;
+use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::negotiate::{self, Body};
+use super::referrals::Inputs;
+use super::ApiError;
+use crate::domain::advice::{AdviceAction, GuidanceOutcome};
+use crate::domain::Caller;
+use crate::fhir::outcome::Issue;
+use crate::fhir::parameters;
+use crate::security::permissions::Action;
+use crate::service::advice::{self as svc, AdviceChange, Said};
+use crate::service::attachments::Attaching;
+use crate::service::referral::Acting;
+use crate::service::ServiceError;
+use crate::startup::AppState;
+
+type Reply = Result<HttpResponse, ApiError>;
+
+/// The summary operation (e-RS "clinical referral information", here of an A&G request).
+pub const SUMMARY: &str = "$ers.generateCRI";
+
+fn said(inputs: &Inputs) -> Said {
+    let titles = inputs.all("title");
+    Said {
+        text: inputs.one("text").unwrap_or_default(),
+        attachments: inputs
+            .all("attachment")
+            .into_iter()
+            .enumerate()
+            .map(|(i, binary)| Attaching {
+                binary,
+                title: titles.get(i).cloned(),
+            })
+            .collect(),
+    }
+}
+
+/// `POST ServiceRequest/{id}/$ers.{respondToAdviceRequest|sendFurtherInformation|…}`.
+pub async fn operation(
+    req: HttpRequest,
+    id: String,
+    action: AdviceAction,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let op = action.operation();
+    if req.method() != actix_web::http::Method::POST {
+        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+            "{op} is invoked with POST and a Parameters body"
+        ))));
+    }
+    authorise("Communication", Action::Read, &caller)?;
+    let version = if_match(&req)?;
+    let parsed = if body.is_empty() {
+        json!({"resourceType": "Parameters"})
+    } else {
+        negotiate::parse_body(&req, &body)?
+    };
+    let inputs = Inputs(parameters::pairs(&parsed, op).map_err(ApiError::Search)?);
+    let names: Vec<&str> = action.parameters().iter().map(|p| p.name).collect();
+    inputs.only(op, &names)?;
+    let change = match action {
+        AdviceAction::Respond => {
+            let code = inputs.required(
+                "outcome",
+                "REQUIRE_FURTHER_INFORMATION or RETURN_TO_REFERRER_WITH_ADVICE",
+            )?;
+            let outcome = GuidanceOutcome::parse(&code).ok_or_else(|| {
+                ApiError::Service(ServiceError::Invalid(vec![Issue::error(
+                    "code-invalid",
+                    "INVALID_CODE",
+                    format!("'outcome' ({code}) must be REQUIRE_FURTHER_INFORMATION or RETURN_TO_REFERRER_WITH_ADVICE"),
+                )
+                .with_expression("Parameters.parameter[outcome]")]))
+            })?;
+            AdviceChange::Respond {
+                outcome,
+                recommendation: inputs.one("recommendation"),
+                said: said(&inputs),
+            }
+        }
+        AdviceAction::SendFurtherInformation => AdviceChange::FurtherInformation(said(&inputs)),
+        AdviceAction::Close => AdviceChange::Close(inputs.one("text")),
+        AdviceAction::Cancel => AdviceChange::Cancel(inputs.one("text")),
+        AdviceAction::Convert => AdviceChange::Convert {
+            said: said(&inputs),
+            priority: inputs.required("priority", "ROUTINE, URGENT or TWO_WEEK_WAIT")?,
+            comment: inputs.one("comment").unwrap_or_default(),
+            service: inputs.one("service"),
+        },
+    };
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let applied = web::block(move || {
+        svc::apply(
+            &mut c,
+            &id,
+            version,
+            change,
+            &Acting {
+                caller: &caller,
+                author: &who,
+                audit: &d,
+            },
+        )
+    })
+    .await??;
+    // A conversion answers with the referral it created.
+    match applied.referral {
+        Some(referral) => write_reply(&req, &state, StatusCode::CREATED, &referral),
+        None => write_reply(&req, &state, StatusCode::OK, &applied.request),
+    }
+}
+
+/// Whether the client asked for the PDF (`Accept` or `_format`).
+fn wants_pdf(req: &HttpRequest) -> bool {
+    let format = negotiate::query_param(req, "_format");
+    if let Some(f) = format {
+        return f == "pdf" || f == "application/pdf";
+    }
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/pdf"))
+}
+
+/// `GET ServiceRequest/{id}/$ers.generateCRI`: the whole conversation.
+pub async fn summary(
+    req: HttpRequest,
+    id: String,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    if req.method() != actix_web::http::Method::GET {
+        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+            "{SUMMARY} is read with GET"
+        ))));
+    }
+    authorise("Communication", Action::Read, &caller)?;
+    let pdf = wants_pdf(&req);
+    if !pdf {
+        negotiate::response_format(&req)?;
+    }
+    let base = base_url(&req, &state);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let summary = web::block(move || svc::summary(&mut c, &id, &caller, &d)).await??;
+    if pdf {
+        let ubrn = crate::fhir::resources::service_request::ubrn_of(&summary.request)
+            .unwrap_or("advice")
+            .to_owned();
+        let bytes = super::summary_pdf::render(&summary);
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/pdf"))
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"advice-summary-{ubrn}.pdf\""),
+            ))
+            .body(bytes));
+    }
+    negotiate::respond(&req, StatusCode::OK, Body::Value(bundle(&base, &summary)))
+}
+
+/// The summary as a FHIR collection Bundle: request, patient, service, messages (oldest
+/// first), attachment documents and the referral it became.
+fn bundle(base: &str, s: &svc::Summary) -> Value {
+    let entries: Vec<Value> = std::iter::once(&s.request)
+        .chain(s.patient.iter())
+        .chain(s.service.iter())
+        .chain(s.messages.iter())
+        .chain(s.documents.iter())
+        .chain(s.referral.iter())
+        .map(|r| {
+            json!({
+                "fullUrl": format!("{base}/{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()),
+                "resource": r,
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": crate::fhir::datetime::instant(chrono::Utc::now().naive_utc()),
+        "entry": entries,
+    })
+}
+
+/// Messages are sent by the conversation's operations, never written directly.
+pub async fn no_message_writes() -> Reply {
+    Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+        "Advice messages are sent with the request's operations: POST ServiceRequest/{{id}}/{} (a new request: POST ServiceRequest with category request and the first message as its note)",
+        AdviceAction::ALL
+            .iter()
+            .map(|a| a.operation())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))))
+}
