@@ -160,24 +160,27 @@ pub fn expire(pool: &DbPool, days: i64) -> Result<crate::service::advice::Expiry
         .map_err(|e| e.to_string())
 }
 
-/// Runs UBRN expiry every `interval` seconds on its own thread (the first run after one
-/// interval). Each request expires in its own transaction, so instances running it together
-/// never expire one twice.
+/// Runs UBRN expiry every `interval` seconds (the first run after one interval) on the
+/// server's runtime, so it stops with the server; the work runs on the blocking pool. Each
+/// request expires in its own transaction, so instances running it together never expire one
+/// twice.
 fn schedule_expiry(pool: DbPool, days: i64, interval: u64) {
-    let spawned = std::thread::Builder::new()
-        .name("ubrn-expiry".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(interval));
-            match expire(&pool, days) {
-                Ok(r) if r.requests > 0 => log::info!(
+    actix_web::rt::spawn(async move {
+        let period = std::time::Duration::from_secs(interval);
+        let mut ticks =
+            actix_web::rt::time::interval_at(actix_web::rt::time::Instant::now() + period, period);
+        loop {
+            ticks.tick().await;
+            let pool = pool.clone();
+            match web::block(move || expire(&pool, days)).await {
+                Ok(Ok(r)) if r.requests > 0 => log::info!(
                     "UBRN expiry: {} advice requests expired ({} messages, {} documents, {} uploads deleted)",
                     r.requests, r.messages, r.documents, r.binaries
                 ),
-                Ok(_) => {}
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::error!("UBRN expiry failed: {e}"),
                 Err(e) => log::error!("UBRN expiry failed: {e}"),
             }
-        });
-    if let Err(e) = spawned {
-        log::error!("UBRN expiry not scheduled: {e}");
-    }
+        }
+    });
 }

@@ -850,7 +850,134 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
     );
     out.push(k.done());
     out.push(booking_check(c, &patient, &role).await);
+    out.push(advice_check(c, &patient, &role).await);
     out
+}
+
+/// An advice and guidance request: its own UBRN and status, the first message as a
+/// Communication, a message out of turn refused, the referrer's cancellation, the summary PDF.
+async fn advice_check(c: &Client, patient: &str, role: &str) -> CheckResult {
+    let mut k = Check::new(
+        "advice",
+        "POST ServiceRequest (category request) starts an A&G conversation; turns are enforced; the advice summary is a PDF",
+    );
+    let r = c
+        .send(
+            "GET",
+            "HealthcareService?characteristic=ADVICE_AND_GUIDANCE&priority=ROUTINE&active=true&_count=1",
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    let Some(service) = first_id(&r) else {
+        k.expect(false, "no advice and guidance service to ask");
+        return k.done();
+    };
+    let mut body = referral_body(patient, role, &[&format!("HealthcareService/{service}")]);
+    body["category"] = json!([{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ServiceRequestCategory", "code": "request"}]}]);
+    if let Some(e) = body["extension"].as_array_mut() {
+        e.push(json!({"url": "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ProviderConversionAuthorisation", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-ProviderConversionAuthorisation", "code": "NOT_AUTHORISED_TO_CONVERT"}}));
+    }
+    body["note"] = json!([{"text": "Conformance suite: is a referral needed?"}]);
+    let r = c
+        .send(
+            "POST",
+            "ServiceRequest",
+            &[JSON],
+            Some(body.to_string().as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 201, format!("create: status {}", r.status));
+    let a = r.json();
+    let id = a["id"].as_str().unwrap_or_default().to_owned();
+    let status = |v: &Value| -> String {
+        v["extension"]
+            .as_array()
+            .and_then(|x| {
+                x.iter().find(|e| {
+                    e["url"]
+                        == "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-AdviceAndGuidance-Status"
+                })
+            })
+            .and_then(|e| e["extension"][0]["valueCoding"]["code"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    k.expect(
+        a["identifier"][0]["value"]
+            .as_str()
+            .is_some_and(|u| u.len() == 12 && u.bytes().all(|b| b.is_ascii_digit())),
+        "no 12-digit UBRN",
+    );
+    k.expect(
+        status(&a) == "PROVIDER_RESPONSE_REQUIRED",
+        format!("status {} after create", status(&a)),
+    );
+    let r = c
+        .send(
+            "GET",
+            &format!("Communication?based-on=ServiceRequest/{id}"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.json()["total"] == 1
+            && r.json()["entry"][0]["resource"]["category"][0]["coding"][0]["code"] == "REQUESTER",
+        "the first message is not one REQUESTER Communication",
+    );
+    let op = |name: &str| format!("ServiceRequest/{id}/{name}");
+    let r = c
+        .send(
+            "POST",
+            &op("$ers.sendFurtherInformation"),
+            &[JSON, ("If-Match", "W/\"1\"")],
+            Some(&parameters(&[("text", "Out of turn")])),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 422);
+    k.expect(
+        r.json()["issue"][0]["details"]["coding"][0]["code"] == "INVALID_REQUEST_STATE",
+        "a message out of turn is not INVALID_REQUEST_STATE",
+    );
+    let r = c
+        .send(
+            "POST",
+            &op("$ers.cancelAdviceRequest"),
+            &[JSON, ("If-Match", "W/\"1\"")],
+            Some(&parameters(&[("text", "Conformance suite")])),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("cancel: status {}", r.status));
+    k.expect(
+        status(&r.json()) == "CONVERSATION_ENDED_CANCELLED",
+        "not CONVERSATION_ENDED_CANCELLED after cancel",
+    );
+    let r = c
+        .send(
+            "GET",
+            &op("$ers.generateCRI"),
+            &[("Accept", "application/pdf")],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 200 && r.body.starts_with(b"%PDF-"),
+        format!("the advice summary is not a PDF (status {})", r.status),
+    );
+    k.done()
 }
 
 /// Book a free slot, see it taken, see a second booking of it refused, cancel, see it free.

@@ -89,6 +89,8 @@ pub struct ResourceDef {
     /// Most ids one `_id` search may list, and the largest `_count` (e-RS: 20 services, 100 slots).
     pub max_ids: usize,
     pub max_count: i64,
+    /// The order of a search that names none: (parameter, descending).
+    pub default_sort: Option<(&'static str, bool)>,
 }
 
 impl ResourceDef {
@@ -714,6 +716,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::patient::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "Practitioner",
@@ -734,6 +737,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::practitioner::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "Organization",
@@ -746,6 +750,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::organization::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "PractitionerRole",
@@ -768,6 +773,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::practitioner_role::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "Location",
@@ -790,6 +796,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::location::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "HealthcareService",
@@ -813,6 +820,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 20,
         max_count: super::search::MAX_COUNT,
         check: resources::healthcare_service::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "Schedule",
@@ -833,6 +841,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
+        default_sort: None,
     },
     ResourceDef {
         name: "Slot",
@@ -856,6 +865,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: 100,
         check: resources::slot::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "ServiceRequest",
@@ -881,6 +891,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::service_request::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "Appointment",
@@ -908,6 +919,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::appointment::check,
+        default_sort: None,
     },
     ResourceDef {
         name: "DocumentReference",
@@ -932,6 +944,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
+        default_sort: None,
     },
     ResourceDef {
         name: "Communication",
@@ -955,6 +968,8 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::advice::check_communication,
+        // A conversation reads newest first.
+        default_sort: Some(("sent", true)),
     },
     ResourceDef {
         name: "Provenance",
@@ -974,6 +989,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
+        default_sort: None,
     },
 ];
 
@@ -998,6 +1014,23 @@ pub fn referrers_of(target: &str) -> Vec<(&'static str, &'static SearchParamDef)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_sorts_name_sortable_parameters() {
+        for r in RESOURCES {
+            if let Some((name, _)) = r.default_sort {
+                let p = r.param(name).expect("a parameter of the type");
+                assert!(
+                    matches!(
+                        p.kind,
+                        ParamKind::Date | ParamKind::Token | ParamKind::String
+                    ),
+                    "{}",
+                    r.name
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_hosted_type_has_a_profile_to_validate_against() {

@@ -115,6 +115,20 @@ pub fn parse(
             Err(issue) => issues.push(issue),
         }
     }
+    if req.query.sort.is_empty() {
+        if let Some(p) = def
+            .default_sort
+            .and_then(|(name, desc)| Some((def.param(name)?, desc)))
+        {
+            req.query.sort.push((
+                SortKey::Param {
+                    param: p.0.name.to_owned(),
+                    kind: index_kind(p.0.kind),
+                },
+                p.1,
+            ));
+        }
+    }
     if strict {
         for name in &req.ignored {
             issues.push(

@@ -144,29 +144,48 @@ pub async fn operation(
         let base = base_url(&req, &state);
         let mut c = conn(&state).await?;
         let who = caller.clone();
-        let (row, state_now, actions, appointment) =
-            web::block(move || svc::available_actions(&mut c, &id, &who)).await??;
+        let (row, now) = web::block(move || svc::available_actions(&mut c, &id, &who)).await??;
         let mut params = vec![
             json!({"name": "referral", "valueReference": {"reference": format!("ServiceRequest/{}/_history/{}", row.id, row.version_id)}}),
-            json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state_now.code()}}),
         ];
-        // Appointment actions are offered only with a current appointment to act on.
-        params.extend(actions.iter().filter_map(|a| {
-            let url = match (a.endpoint(), &appointment) {
-                (Endpoint::Referral, _) => {
-                    format!("{base}/ServiceRequest/{}/{}", row.id, a.operation())
-                }
-                (Endpoint::NewAppointment, _) => format!("{base}/Appointment"),
-                (Endpoint::CurrentAppointment, Some(appt)) => {
-                    format!("{base}/Appointment/{appt}/{}", a.operation())
-                }
-                (Endpoint::CurrentAppointment, None) => return None,
-            };
-            Some(json!({"name": "action", "part": [
-                {"name": "code", "valueCode": a.code()},
+        let action = |code: &str, url: String| {
+            json!({"name": "action", "part": [
+                {"name": "code", "valueCode": code},
                 {"name": "operation", "valueUri": url},
-            ]}))
-        }));
+            ]})
+        };
+        match now {
+            svc::Available::Referral {
+                state: state_now,
+                actions,
+                appointment,
+            } => {
+                params.push(json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state_now.code()}}));
+                // Appointment actions are offered only with a current appointment to act on.
+                params.extend(actions.iter().filter_map(|a| {
+                    let url = match (a.endpoint(), &appointment) {
+                        (Endpoint::Referral, _) => {
+                            format!("{base}/ServiceRequest/{}/{}", row.id, a.operation())
+                        }
+                        (Endpoint::NewAppointment, _) => format!("{base}/Appointment"),
+                        (Endpoint::CurrentAppointment, Some(appt)) => {
+                            format!("{base}/Appointment/{appt}/{}", a.operation())
+                        }
+                        (Endpoint::CurrentAppointment, None) => return None,
+                    };
+                    Some(action(a.code(), url))
+                }));
+            }
+            svc::Available::Advice { status, actions } => {
+                params.push(json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::advice::STATUS_SYSTEM, "code": status.code()}}));
+                params.extend(actions.iter().map(|a| {
+                    action(
+                        a.code(),
+                        format!("{base}/ServiceRequest/{}/{}", row.id, a.operation()),
+                    )
+                }));
+            }
+        }
         return negotiate::respond(
             &req,
             StatusCode::OK,

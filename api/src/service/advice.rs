@@ -290,6 +290,21 @@ fn relation(
     })
 }
 
+/// The request's status and what the caller may do now (the rule the operations apply).
+pub(super) fn available_actions(
+    c: &mut DbConnection,
+    body: &Value,
+    caller: &crate::domain::Caller,
+) -> Result<(AdviceStatus, Vec<AdviceAction>)> {
+    let status = ag::status_of(body)
+        .ok_or_else(|| ServiceError::Internal("an advice request without a status".into()))?;
+    let rel = relation(c, body, caller)?;
+    Ok((
+        status,
+        rules::available_actions(status, caller.business_function, rel),
+    ))
+}
+
 fn refusal(r: Refusal, action: AdviceAction, ubrn: &str) -> ServiceError {
     match r {
         Refusal::Status(s) => ServiceError::RequestState(format!(

@@ -815,20 +815,34 @@ pub fn apply(
     }
 }
 
-/// The referral now, its state, the actions the caller may take on it, and its current
-/// booked appointment (where the appointment actions are invoked).
+/// What the caller may do now to a referral (with its current booked appointment, where the
+/// appointment actions are invoked) or to an A&G request.
+pub enum Available {
+    Referral {
+        state: ReferralState,
+        actions: Vec<ReferralAction>,
+        appointment: Option<String>,
+    },
+    Advice {
+        status: crate::domain::advice::AdviceStatus,
+        actions: Vec<crate::domain::advice::AdviceAction>,
+    },
+}
+
+/// The request now and what the caller may do to it.
 pub fn available_actions(
     conn: &mut DbConnection,
     id: &str,
     caller: &Caller,
-) -> Result<(
-    ResourceRow,
-    ReferralState,
-    Vec<ReferralAction>,
-    Option<String>,
-)> {
+) -> Result<(ResourceRow, Available)> {
     let row = resource::read(conn, def()?, id)?;
     super::scope::check(conn, def()?, id, caller)?;
+    let body: Value = serde_json::from_str(&row.content)
+        .map_err(|e| ServiceError::Internal(format!("stored request unreadable: {e}")))?;
+    if crate::fhir::resources::advice::is_advice(&body) {
+        let (status, actions) = super::advice::available_actions(conn, &body, caller)?;
+        return Ok((row, Available::Advice { status, actions }));
+    }
     let (body, state) = parsed(&row)?;
     let rel = relation(conn, &body, &state, caller)?;
     let actions = referral::available_actions(state.state, caller.business_function, rel);
@@ -841,7 +855,14 @@ pub fn available_actions(
     } else {
         None
     };
-    Ok((row, state.state, actions, appointment))
+    Ok((
+        row,
+        Available::Referral {
+            state: state.state,
+            actions,
+            appointment,
+        },
+    ))
 }
 
 /// The logical id of the organisation with an ODS code (for worklists).

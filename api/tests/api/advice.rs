@@ -174,6 +174,13 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
         .await;
     r.assert_outcome(404, "not-found");
 
+    // Whose turn it is, as the operations see it.
+    assert_eq!(
+        w.actions(true, &id).await,
+        ["RESPOND_TO_ADVICE_REQUEST", "CONVERT_TO_REFERRAL"]
+    );
+    assert_eq!(w.actions(false, &id).await, ["CANCEL_ADVICE_REQUEST"]);
+
     // Round one: the provider needs more; If-Match is required; it cannot reply twice.
     w.op(
         true,
@@ -277,8 +284,8 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
     assert_eq!(r.status, 200, "{}", r.text());
     let a = r.json();
 
-    // The conversation reads newest first, in pages.
-    let page = w.messages(&id, "&_sort=-sent&_count=2").await;
+    // The conversation reads newest first (unless sorted otherwise), in pages.
+    let page = w.messages(&id, "&_count=2").await;
     assert_eq!(page["total"], 5, "{page}");
     assert_eq!(
         texts(&page),
@@ -838,4 +845,34 @@ async fn the_sandbox_holds_an_advice_request_in_each_status() {
         ))
         .await;
     assert_eq!(r["total"], 1, "{r}");
+}
+
+#[actix_web::test]
+async fn the_server_expires_inactive_ubrns_on_its_schedule() {
+    // Every second, with a 0-day policy: the sandbox's open requests expire without a command.
+    let app = spawn_configured(ers_api::config::Settings {
+        seed: ers_api::config::SeedMode::Sandbox,
+        rate_limit_per_sec: 0,
+        expiry_interval_secs: 1,
+        ubrn_expiry_days: 0,
+        ..ers_api::config::Settings::default()
+    })
+    .await;
+    let mut retired = None;
+    for _ in 0..60 {
+        let h = app.search("ServiceRequest/_history?_count=200").await;
+        retired = h["entry"].as_array().into_iter().flatten().find_map(|e| {
+            let url = e["request"]["url"].as_str().unwrap_or_default();
+            (e["request"]["method"] == "DELETE" && url.contains("ServiceRequest/a."))
+                .then(|| url.trim_start_matches("ServiceRequest/").to_owned())
+        });
+        if retired.is_some() {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let id = retired.expect("an A&G request retired by the scheduled expiry within 15 s");
+    let id = id.split('/').next().unwrap_or_default().to_owned();
+    let r = app.get(&format!("ServiceRequest/{id}")).await;
+    r.assert_outcome(410, "deleted");
 }
