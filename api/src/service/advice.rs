@@ -318,16 +318,7 @@ fn refusal(r: Refusal, action: AdviceAction, ubrn: &str) -> ServiceError {
                 _ => "the conversation has ended",
             }
         )),
-        Refusal::Role(b) => ServiceError::Forbidden(format!(
-            "Business function {b} may not {} (it may be done by {})",
-            action.code(),
-            action
-                .roles()
-                .iter()
-                .map(|r| r.code())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        Refusal::Role(b) => referral_svc::role_refused(b, action.code(), action.roles()),
         Refusal::Organisation => ServiceError::Forbidden(format!(
             "advice request {ubrn}: {} is for the {} organisation, not yours",
             action.code(),

@@ -122,6 +122,22 @@ pub fn organisations(c: &mut DbConnection, body: &Value) -> Result<Vec<String>> 
     Ok(out)
 }
 
+/// 403 for a business function that may not take an action, naming those that may.
+pub(super) fn role_refused(
+    b: crate::domain::BusinessFunction,
+    action: &str,
+    roles: &[crate::domain::BusinessFunction],
+) -> ServiceError {
+    ServiceError::Forbidden(format!(
+        "Business function {b} may not {action} (it may be done by {})",
+        roles
+            .iter()
+            .map(|r| r.code())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 fn refusal(r: Refusal, action: ReferralAction, ubrn: &str) -> ServiceError {
     match r {
         Refusal::State(s) => ServiceError::RequestState(format!(
@@ -129,16 +145,7 @@ fn refusal(r: Refusal, action: ReferralAction, ubrn: &str) -> ServiceError {
             s.code(),
             action.code()
         )),
-        Refusal::Role(b) => ServiceError::Forbidden(format!(
-            "Business function {b} may not {} (it may be done by {})",
-            action.code(),
-            action
-                .roles()
-                .iter()
-                .map(|r| r.code())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        Refusal::Role(b) => role_refused(b, action.code(), action.roles()),
         Refusal::Organisation => ServiceError::Forbidden(format!(
             "referral {ubrn} has no relationship with your organisation that allows {}: only the referring organisation or the organisation of the service it is with may",
             action.code()

@@ -6,6 +6,7 @@
 
 use serde_json::{json, Value};
 
+use super::service_request::{extension, sub};
 use super::*;
 use crate::domain::advice::{AdviceStatus, SentBy, MAX_TEXT};
 
@@ -56,20 +57,6 @@ pub fn is_advice(r: &Value) -> bool {
 pub fn mark(r: &mut Value) {
     r["category"] = json!([{"coding": [{"system": CATEGORY_SYSTEM, "code": CATEGORY, "display": "A request for advice and guidance"}]}]);
     r["code"] = json!({"coding": [{"system": CATEGORY_SYSTEM, "code": CODE, "display": "Advice and guidance"}]});
-}
-
-fn extension<'a>(r: &'a Value, url: &str) -> Option<&'a Value> {
-    r.get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))
-}
-
-fn sub<'a>(ext: &'a Value, url: &str) -> Option<&'a Value> {
-    ext.get("extension")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))
 }
 
 /// The request's A&G status.

@@ -54,14 +54,16 @@ pub fn ubrn_of(r: &Value) -> Option<&str> {
         .as_str()
 }
 
-fn extension<'a>(r: &'a Value, url: &str) -> Option<&'a Value> {
+/// The extension of `r` with this URL.
+pub(super) fn extension<'a>(r: &'a Value, url: &str) -> Option<&'a Value> {
     r.get("extension")?
         .as_array()?
         .iter()
         .find(|e| e.get("url").and_then(Value::as_str) == Some(url))
 }
 
-fn sub<'a>(ext: &'a Value, url: &str) -> Option<&'a Value> {
+/// The sub-extension of a complex extension with this URL.
+pub(super) fn sub<'a>(ext: &'a Value, url: &str) -> Option<&'a Value> {
     ext.get("extension")?
         .as_array()?
         .iter()
