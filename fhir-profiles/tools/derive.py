@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-HOSTED = ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "Provenance", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication"]
+HOSTED = ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "Provenance", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication", "Subscription"]
 SLICE_FIELDS = ("min", "max")
 
 
@@ -76,6 +76,8 @@ def main(shared):
     for t in HOSTED:
         path = os.path.join(uk, "structuredefinitions", f"UKCore-{t}.json")
         if not os.path.exists(path):
+            # No UK Core profile (Subscription): the base R4 definition.
+            profiles[t] = {"url": f"http://hl7.org/fhir/StructureDefinition/{t}", "version": "4.0.1", "slices": [], "extensions": []}
             continue
         sd = load(path)
         prof = {"url": sd["url"], "version": sd.get("version"), "slices": [], "extensions": []}

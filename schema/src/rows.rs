@@ -155,3 +155,48 @@ pub struct NewBinary<'a> {
     pub uploaded_at: NaiveDateTime,
     pub data: &'a [u8],
 }
+
+/// One change in the outbox.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub res_type: String,
+    pub res_id: String,
+    pub version_id: i64,
+    pub method: String,
+    pub occurred: NaiveDateTime,
+}
+
+/// The delivery state of a Subscription.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = subscription_state)]
+#[diesel(treat_none_as_null = true)]
+pub struct SubscriptionState {
+    pub id: String,
+    pub owner_org: String,
+    pub owner_role: String,
+    pub cursor: i64,
+    pub events_sent: i64,
+    pub failures: i32,
+    pub next_attempt: NaiveDateTime,
+    pub lease_until: Option<NaiveDateTime>,
+    pub last_error: Option<String>,
+    pub last_sent: NaiveDateTime,
+    pub headers: String,
+    /// 1 while the handshake is still to be sent.
+    pub handshake: i32,
+    /// Seconds between heartbeats, if asked for.
+    pub heartbeat: Option<i64>,
+}
+
+impl SubscriptionState {
+    /// Whether there is anything to send at `now` with events up to `last_event`.
+    pub fn has_work(&self, last_event: i64, now: NaiveDateTime) -> bool {
+        self.handshake == 1
+            || self.cursor < last_event
+            || self
+                .heartbeat
+                .is_some_and(|h| now - self.last_sent >= chrono::Duration::seconds(h))
+    }
+}

@@ -178,3 +178,32 @@ diesel::table! {
         data -> Binary,
     }
 }
+
+diesel::table! {
+    outbox (seq) {
+        seq -> BigInt,
+        res_type -> Text,
+        res_id -> Text,
+        version_id -> BigInt,
+        method -> Text,
+        occurred -> Timestamp,
+    }
+}
+
+diesel::table! {
+    subscription_state (id) {
+        id -> Text,
+        owner_org -> Text,
+        owner_role -> Text,
+        cursor -> BigInt,
+        events_sent -> BigInt,
+        failures -> Integer,
+        next_attempt -> Timestamp,
+        lease_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        last_sent -> Timestamp,
+        headers -> Text,
+        handshake -> Integer,
+        heartbeat -> Nullable<BigInt>,
+    }
+}

@@ -834,3 +834,108 @@ pub fn purge(conn: &mut DbConnection, res_type: &str, ids: &[String]) -> QResult
 pub fn purge_binaries(conn: &mut DbConnection, ids: &[String]) -> QResult<usize> {
     Ok(diesel::delete(binaries::table.filter(binaries::id.eq_any(ids))).execute(conn)?)
 }
+
+/// Records a change for subscribers (in the transaction of the change).
+pub fn record_event(
+    conn: &mut DbConnection,
+    res_type: &str,
+    res_id: &str,
+    version_id: i64,
+    method: &str,
+    occurred: NaiveDateTime,
+) -> QResult<()> {
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::res_type.eq(res_type),
+            outbox::res_id.eq(res_id),
+            outbox::version_id.eq(version_id),
+            outbox::method.eq(method),
+            outbox::occurred.eq(occurred),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Changes after event number `after` (at most `limit`, in order).
+pub fn events_after(conn: &mut DbConnection, after: i64, limit: i64) -> QResult<Vec<OutboxRow>> {
+    Ok(outbox::table
+        .filter(outbox::seq.gt(after))
+        .order(outbox::seq.asc())
+        .limit(limit)
+        .select(OutboxRow::as_select())
+        .load(conn)?)
+}
+
+/// The newest event number (0 with none).
+pub fn last_event(conn: &mut DbConnection) -> QResult<i64> {
+    Ok(outbox::table
+        .select(diesel::dsl::max(outbox::seq))
+        .first::<Option<i64>>(conn)?
+        .unwrap_or(0))
+}
+
+pub fn subscription_state(conn: &mut DbConnection, id: &str) -> QResult<Option<SubscriptionState>> {
+    Ok(subscription_state::table
+        .find(id)
+        .select(SubscriptionState::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Inserts or replaces a subscription's delivery state.
+pub fn save_subscription_state(conn: &mut DbConnection, s: &SubscriptionState) -> QResult<()> {
+    let n = diesel::update(subscription_state::table.find(&s.id))
+        .set(s)
+        .execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(subscription_state::table)
+            .values(s)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Subscriptions with something to send at `now` (a handshake, events, a heartbeat) whose
+/// back-off is over and whose lease is free.
+pub fn due_subscriptions(conn: &mut DbConnection, now: NaiveDateTime) -> QResult<Vec<String>> {
+    let last = last_event(conn)?;
+    let rows: Vec<SubscriptionState> = subscription_state::table
+        .filter(subscription_state::next_attempt.le(now))
+        .filter(
+            subscription_state::lease_until
+                .is_null()
+                .or(subscription_state::lease_until.lt(now)),
+        )
+        .select(SubscriptionState::as_select())
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|s| s.has_work(last, now))
+        .map(|s| s.id)
+        .collect())
+}
+
+/// Takes the delivery lease of a subscription until `until`; false if another instance holds
+/// it.
+pub fn lease_subscription(
+    conn: &mut DbConnection,
+    id: &str,
+    now: NaiveDateTime,
+    until: NaiveDateTime,
+) -> QResult<bool> {
+    let n = diesel::update(
+        subscription_state::table.find(id).filter(
+            subscription_state::lease_until
+                .is_null()
+                .or(subscription_state::lease_until.lt(now)),
+        ),
+    )
+    .set(subscription_state::lease_until.eq(Some(until)))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn delete_subscription_state(conn: &mut DbConnection, id: &str) -> QResult<()> {
+    diesel::delete(subscription_state::table.find(id)).execute(conn)?;
+    Ok(())
+}

@@ -91,6 +91,8 @@ pub struct ResourceDef {
     pub max_count: i64,
     /// The order of a search that names none: (parameter, descending).
     pub default_sort: Option<(&'static str, bool)>,
+    /// Changes are recorded for subscribers (`service::subscriptions`).
+    pub events: bool,
 }
 
 impl ResourceDef {
@@ -331,8 +333,24 @@ const COMMUNICATION_PARAMS: &[SearchParamDef] = &[
     ),
 ];
 
+const SUBSCRIPTION_PARAMS: &[SearchParamDef] = &[
+    param!(
+        "status",
+        Token,
+        ["status"],
+        "requested | active | error | off"
+    ),
+    param!("url", String, ["channel.endpoint"], "The endpoint notified"),
+    param!(
+        "criteria",
+        String,
+        ["criteria"],
+        "What it watches, e.g. ServiceRequest?performer=HealthcareService/11000"
+    ),
+];
+
 const PROVENANCE_PARAMS: &[SearchParamDef] = &[
-    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication"], "The resource version this records the making of"),
+    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication", "Subscription"], "The resource version this records the making of"),
     param!(
         "agent",
         Token,
@@ -717,6 +735,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::patient::check,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "Practitioner",
@@ -738,6 +757,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::practitioner::check,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "Organization",
@@ -751,6 +771,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::organization::check,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "PractitionerRole",
@@ -774,6 +795,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::practitioner_role::check,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "Location",
@@ -797,6 +819,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::location::check,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "HealthcareService",
@@ -821,6 +844,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::healthcare_service::check,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "Schedule",
@@ -842,6 +866,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "Slot",
@@ -866,6 +891,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: 100,
         check: resources::slot::check,
         default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "ServiceRequest",
@@ -892,6 +918,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::service_request::check,
         default_sort: None,
+        events: true,
     },
     ResourceDef {
         name: "Appointment",
@@ -920,6 +947,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::appointment::check,
         default_sort: None,
+        events: true,
     },
     ResourceDef {
         name: "DocumentReference",
@@ -945,6 +973,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
         default_sort: None,
+        events: true,
     },
     ResourceDef {
         name: "Communication",
@@ -970,6 +999,23 @@ pub static RESOURCES: &[ResourceDef] = &[
         check: resources::advice::check_communication,
         // A conversation reads newest first.
         default_sort: Some(("sent", true)),
+        events: true,
+    },
+    ResourceDef {
+        name: "Subscription",
+        params: SUBSCRIPTION_PARAMS,
+        summary: &["status", "criteria", "channel", "end", "reason"],
+        // Created, changed and removed by its owner's system through `service::subscriptions`
+        // (the endpoint's headers are kept out of the resource); status set by delivery.
+        delete: true,
+        if_match_required: false,
+        plain_writes: false,
+        visibility: Visibility::Organisations,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
+        check: resources::subscription::check,
+        default_sort: None,
+        events: false,
     },
     ResourceDef {
         name: "Provenance",
@@ -990,6 +1036,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::no_rules,
         default_sort: None,
+        events: false,
     },
 ];
 

@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod referrals;
 pub mod routes;
+pub mod subscriptions;
 pub mod summary_pdf;
 pub mod system;
 pub mod terminology;

@@ -161,6 +161,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(super::appointments::operation))
                         .default_service(web::to(not_allowed)),
                 )
+                // Subscriptions: their own use case (headers kept apart); delivery in the
+                // background.
+                .service(
+                    web::resource("/Subscription/{id}/$events")
+                        .route(web::get().to(super::subscriptions::events))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:Subscription}/{id}")
+                        .route(web::get().to(h::read))
+                        .route(web::put().to(super::subscriptions::update))
+                        .route(web::delete().to(super::subscriptions::delete))
+                        .default_service(web::to(super::subscriptions::not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:Subscription}")
+                        .route(web::get().to(h::search_get))
+                        .route(web::post().to(super::subscriptions::create))
+                        .default_service(web::to(super::subscriptions::not_allowed)),
+                )
                 // Advice messages: written by the A&G operations, never directly.
                 .service(
                     web::resource("/{type:Communication}/{id}")

@@ -152,6 +152,14 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("Communication", Action::Read, CLINICAL),
     ("Communication", Action::Search, CLINICAL),
     ("Communication", Action::History, CLINICAL),
+    // Event subscriptions: the clinical users' and providers' systems, each seeing its own
+    // organisation's only (scoping).
+    ("Subscription", Action::Read, CLINICAL_AND_APPS),
+    ("Subscription", Action::Search, CLINICAL_AND_APPS),
+    ("Subscription", Action::History, CLINICAL_AND_APPS),
+    ("Subscription", Action::Create, CLINICAL_AND_APPS),
+    ("Subscription", Action::Update, CLINICAL_AND_APPS),
+    ("Subscription", Action::Delete, CLINICAL_AND_APPS),
     ("Slot", Action::Read, EVERYONE),
     ("Slot", Action::Search, EVERYONE),
     ("Slot", Action::History, EVERYONE),

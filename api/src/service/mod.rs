@@ -12,6 +12,7 @@ pub mod resource;
 pub mod roles;
 pub mod scope;
 pub mod seed;
+pub mod subscriptions;
 pub mod synthetic;
 
 use ers_schema::StorageError;

@@ -291,6 +291,23 @@ fn storage_conflict(e: StorageError, def: &ResourceDef) -> ServiceError {
 }
 
 /// Records who made a version, as a Provenance resource in the same transaction.
+/// What every stored version brings with it: its Provenance, and for types systems may
+/// subscribe to, the change event (same transaction: no lost or phantom events).
+fn record_change(
+    c: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    version: i64,
+    activity: &str,
+    w: &Writer<'_>,
+) -> Result<()> {
+    provenance(c, res_type, id, version, activity, w)?;
+    if registry::find(res_type).is_some_and(|d| d.events) {
+        store::record_event(c, res_type, id, version, activity, now())?;
+    }
+    Ok(())
+}
+
 fn provenance(
     c: &mut DbConnection,
     res_type: &str,
@@ -467,7 +484,7 @@ pub fn create(
             deleted: 0,
             content: text,
         };
-        provenance(c, def.name, &id, 1, "CREATE", w)?;
+        record_change(c, def.name, &id, 1, "CREATE", w)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -549,7 +566,7 @@ pub fn retire(
             w.access,
         )?;
     }
-    provenance(c, def.name, &current.id, version, "DELETE", w)
+    record_change(c, def.name, &current.id, version, "DELETE", w)
 }
 
 /// `GET /{type}/{id}/_history/{vid}`.
@@ -671,7 +688,7 @@ pub fn update(
             deleted: 0,
             content: text,
         };
-        provenance(c, def.name, id, version_id, "UPDATE", w)?;
+        record_change(c, def.name, id, version_id, "UPDATE", w)?;
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),
@@ -744,7 +761,7 @@ pub fn delete(
                 id: id.to_owned(),
             });
         }
-        provenance(
+        record_change(
             c,
             def.name,
             id,

@@ -10,13 +10,13 @@ const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
 
 /// The sandbox service 11000 (12 future slots, ROUTINE and URGENT alternating), and a provider
 /// clinician at its organisation.
-struct Clinic {
-    service: String,
-    ods: String,
-    provider: String,
+pub(crate) struct Clinic {
+    pub(crate) service: String,
+    pub(crate) ods: String,
+    pub(crate) provider: String,
 }
 
-async fn clinic(w: &World, sid: &str) -> Clinic {
+pub(crate) async fn clinic(w: &World, sid: &str) -> Clinic {
     let b = w
         .app
         .search(&format!(
@@ -44,7 +44,7 @@ async fn clinic(w: &World, sid: &str) -> Clinic {
 }
 
 /// Free future slots of a service usable at a priority, soonest first.
-async fn free_slots(w: &World, service: &str, priority: &str) -> Vec<(String, String)> {
+pub(crate) async fn free_slots(w: &World, service: &str, priority: &str) -> Vec<(String, String)> {
     let b = w
         .app
         .search(&format!(
@@ -77,7 +77,7 @@ fn appointment(referral_id: &str, slot: &str) -> Value {
 }
 
 impl World {
-    async fn send_as(
+    pub(crate) async fn send_as(
         &self,
         (token, bf, org): (&str, &str, &str),
         method: &str,
@@ -112,7 +112,7 @@ impl World {
         )
         .await
     }
-    async fn book(&self, referral_id: &str, slot: &str) -> Reply {
+    pub(crate) async fn book(&self, referral_id: &str, slot: &str) -> Reply {
         let mut a = appointment(referral_id, slot);
         a["participant"] = json!([{"actor": {"reference": format!("Patient/{}", self.patient)}, "status": "accepted"}]);
         self.rc("POST", "Appointment", None, Some(&a)).await
@@ -130,7 +130,7 @@ impl World {
             .expect("status")
             .to_owned()
     }
-    async fn new_referral(&self, services: &[&str], priority: &str) -> String {
+    pub(crate) async fn new_referral(&self, services: &[&str], priority: &str) -> String {
         let r = self.create(&referral(self, services, priority)).await;
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()["id"].as_str().expect("id").to_owned()

@@ -14,5 +14,6 @@ mod openapi;
 mod referrals;
 mod search;
 mod security;
+mod subscriptions;
 mod system;
 mod validation;

@@ -38,6 +38,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "Appointment",
             "DocumentReference",
             "Communication",
+            "Subscription",
             "Provenance",
             "Binary",
             "CodeSystem",

@@ -15,6 +15,7 @@ pub mod practitioner_role;
 pub mod requirements;
 pub mod service_request;
 pub mod slot;
+pub mod subscription;
 
 use serde_json::Value;
 

@@ -1,0 +1,229 @@
+//! Subscriptions over HTTP: create, change and remove (`Subscription`), the missed events
+//! (`GET Subscription/{id}/$events`), and the delivery loop that POSTs notifications to the
+//! endpoints (each server instance runs one; a lease keeps two from sending the same).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::caller::author;
+use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::negotiate::{self, Body};
+use super::ApiError;
+use crate::config::Mode;
+use crate::domain::Caller;
+use crate::fhir::outcome::Issue;
+use crate::security::permissions::Action;
+use crate::service::referral::Acting;
+use crate::service::subscriptions as svc;
+use crate::service::ServiceError;
+use crate::startup::AppState;
+
+type Reply = Result<HttpResponse, ApiError>;
+
+pub async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    authorise("Subscription", Action::Create, &caller)?;
+    let resource = negotiate::parse_body(&req, &body)?;
+    let production = state.settings.mode == Mode::Production;
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let row = web::block(move || {
+        svc::create(
+            &mut c,
+            resource,
+            &Acting {
+                caller: &caller,
+                author: &who,
+                audit: &d,
+            },
+            production,
+        )
+    })
+    .await??;
+    write_reply(&req, &state, StatusCode::CREATED, &row)
+}
+
+pub async fn update(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (_, id) = path.into_inner();
+    authorise("Subscription", Action::Update, &caller)?;
+    let resource = negotiate::parse_body(&req, &body)?;
+    let version = if_match(&req)?;
+    let production = state.settings.mode == Mode::Production;
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let row = web::block(move || {
+        svc::update(
+            &mut c,
+            &id,
+            resource,
+            version,
+            &Acting {
+                caller: &caller,
+                author: &who,
+                audit: &d,
+            },
+            production,
+        )
+    })
+    .await??;
+    write_reply(&req, &state, StatusCode::OK, &row)
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (_, id) = path.into_inner();
+    authorise("Subscription", Action::Delete, &caller)?;
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    web::block(move || {
+        svc::delete(
+            &mut c,
+            &id,
+            &Acting {
+                caller: &caller,
+                author: &who,
+                audit: &d,
+            },
+        )
+    })
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET Subscription/{id}/$events?eventsSinceNumber=N[&eventsUntilNumber=M]`.
+pub async fn events(
+    req: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let id = path.into_inner();
+    authorise("Subscription", Action::Read, &caller)?;
+    let query = super::handlers::parse_query(req.query_string())?;
+    let number = |name: &str| -> Result<Option<i64>, ApiError> {
+        match query.iter().find(|(k, _)| k == name) {
+            None => Ok(None),
+            Some((_, v)) => v.parse().map(Some).map_err(|_| {
+                ApiError::Search(vec![Issue::invalid_at(
+                    name.to_owned(),
+                    format!("({v}) must be an event number"),
+                )])
+            }),
+        }
+    };
+    if let Some((k, _)) = query
+        .iter()
+        .find(|(k, _)| !["eventsSinceNumber", "eventsUntilNumber", "_format"].contains(&k.as_str()))
+    {
+        return Err(ApiError::Search(vec![Issue::invalid_at(
+            k.clone(),
+            "is not a parameter of $events; it takes eventsSinceNumber and eventsUntilNumber",
+        )]));
+    }
+    let since = number("eventsSinceNumber")?.unwrap_or(0);
+    let until = number("eventsUntilNumber")?;
+    let base = base_url(&req, &state);
+    let mut c = conn(&state).await?;
+    let bundle =
+        web::block(move || svc::events(&mut c, &id, &caller, since, until, &base)).await??;
+    negotiate::respond(&req, StatusCode::OK, Body::Value(bundle))
+}
+
+/// Subscriptions are changed through their own use case (their endpoint headers are kept out
+/// of the resource).
+pub async fn not_allowed() -> Reply {
+    Err(ApiError::Service(ServiceError::MethodNotAllowed(
+        "Subscription: POST to create, PUT to change, DELETE to remove; GET Subscription/{id}/$events for missed events".into(),
+    )))
+}
+
+/// Sends what is due, every quarter second, until the server stops. Each subscription's
+/// notifications go one at a time, in event order; a failure backs off that subscription only.
+pub fn deliver(pool: ers_schema::DbPool, base: String) {
+    actix_web::rt::spawn(async move {
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .finish();
+        let mut ticks = actix_web::rt::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            ticks.tick().await;
+            let p = pool.clone();
+            let due = match web::block(move || {
+                let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
+                svc::due(&mut c)
+            })
+            .await
+            {
+                Ok(Ok(ids)) => ids,
+                Ok(Err(e)) => {
+                    log::error!("subscriptions: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("subscriptions: {e}");
+                    continue;
+                }
+            };
+            for id in due {
+                send_due(&client, &pool, &id, &base).await;
+            }
+        }
+    });
+}
+
+async fn send_due(client: &awc::Client, pool: &ers_schema::DbPool, id: &str, base: &str) {
+    let (p, sid, b) = (pool.clone(), id.to_owned(), base.to_owned());
+    let prepared = web::block(move || {
+        let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
+        svc::prepare(&mut c, &sid, &b)
+    })
+    .await;
+    let due = match prepared {
+        Ok(Ok(Some(due))) => due,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return log::error!("subscription {id}: {e}"),
+        Err(e) => return log::error!("subscription {id}: {e}"),
+    };
+    let mut request = client
+        .post(&due.endpoint)
+        .insert_header(("Content-Type", "application/fhir+json"));
+    for (name, value) in &due.headers {
+        request = request.insert_header((name.as_str(), value.as_str()));
+    }
+    let outcome = match request.send_body(due.body.to_string()).await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("{} answered {}", due.endpoint, r.status())),
+        Err(e) => Err(format!("{}: {e}", due.endpoint)),
+    };
+    let p = pool.clone();
+    let done = web::block(move || {
+        let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
+        match outcome {
+            Ok(()) => svc::delivered(&mut c, &due),
+            Err(reason) => svc::failed(&mut c, &due, &reason),
+        }
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!("subscription {id}: {e}"),
+        Err(e) => log::error!("subscription {id}: {e}"),
+    }
+}

@@ -1,0 +1,545 @@
+//! Subscriptions (R4 rest-hook): a system of an organisation watches a search of a type whose
+//! changes go to the outbox (referrals, appointments, documents, A&G messages), and is told of
+//! each matching change it may see, in order, at least once.
+//!
+//! Delivery state lives beside the resource (`subscription_state`): the event number reached
+//! (the cursor), failures and back-off, the lease of the instance delivering, and the channel
+//! headers (the resource shows them redacted). Any instance may deliver any subscription: it
+//! takes the lease first. A change matches when the subscription's search, narrowed to that
+//! resource and to what the owner's organisation may see, finds it as it is when delivered.
+
+use chrono::{Duration, NaiveDateTime, Utc};
+use ers_schema::search as store_search;
+use ers_schema::{
+    store, write_tx, Author, DbConnection, OutboxRow, ResourceRow, SubscriptionState,
+};
+use serde_json::{json, Value};
+
+use super::audit::AuditDraft;
+use super::referral::Acting;
+use super::resource::{self, IfMatch, Writer};
+use super::{scope, Result, ServiceError};
+use crate::domain::{BusinessFunction, Caller, OdsCode};
+use crate::fhir::outcome::Issue;
+use crate::fhir::registry::{self, ResourceDef};
+use crate::fhir::resources::subscription::{self as sub, Event};
+use crate::fhir::{datetime, search as fsearch};
+
+/// A gap in event numbers younger than this may still be filled by a transaction in flight
+/// (PostgreSQL numbers events as they are written, not as they commit); an older one was
+/// rolled back.
+const GAP_WAIT_SECS: i64 = 10;
+/// Failures in a row before the subscription shows `error` (delivery keeps retrying).
+const ERROR_AFTER: i32 = 3;
+/// The longest back-off between attempts.
+const MAX_BACKOFF_SECS: i64 = 300;
+/// How long an instance holds a subscription while delivering.
+const LEASE_SECS: i64 = 30;
+/// Events per notification.
+const BATCH: i64 = 100;
+
+fn def() -> Result<&'static ResourceDef> {
+    registry::find("Subscription")
+        .ok_or_else(|| ServiceError::Internal("Subscription is not registered".into()))
+}
+
+fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+fn parse(row: &ResourceRow) -> Result<Value> {
+    serde_json::from_str(&row.content)
+        .map_err(|e| ServiceError::Internal(format!("stored Subscription unreadable: {e}")))
+}
+
+/// The checks a subscription's author gets before anything is stored: the search is one this
+/// server runs, and the endpoint is HTTPS in production.
+fn check(body: &Value, production: bool) -> Result<()> {
+    let at = |p: &str, msg: String| ServiceError::Invalid(vec![Issue::invalid_at(p, msg)]);
+    let (d, params) = sub::criteria(body).map_err(|e| at("Subscription.criteria", e))?;
+    if let Err(issues) = fsearch::parse(d, &params, true) {
+        let why = issues
+            .iter()
+            .map(|i| i.diagnostics.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(at(
+            "Subscription.criteria",
+            format!("is not a search this server runs: {why}"),
+        ));
+    }
+    if production
+        && !sub::endpoint(body)
+            .unwrap_or_default()
+            .starts_with("https://")
+    {
+        return Err(at(
+            "Subscription.channel.endpoint",
+            "must be https:// in production mode".into(),
+        ));
+    }
+    match body.get("status").and_then(Value::as_str) {
+        Some("requested" | "active" | "off") | None => Ok(()),
+        Some(s) => Err(at(
+            "Subscription.status",
+            format!("({s}) may be requested, active or off; the server sets error"),
+        )),
+    }
+}
+
+/// Creates a subscription for the caller's organisation: `requested` until the endpoint
+/// answers the handshake; events from now on.
+pub fn create(
+    conn: &mut DbConnection,
+    mut body: Value,
+    who: &Acting<'_>,
+    production: bool,
+) -> Result<ResourceRow> {
+    check(&body, production)?;
+    let headers = sub::headers(&body);
+    sub::redact(&mut body);
+    body["status"] = json!("requested");
+    let stored = body.clone();
+    let org = who.caller.organisation.as_str().to_owned();
+    write_tx(conn, |c| {
+        let access = [org.clone()];
+        let row = match resource::create(
+            c,
+            def()?,
+            body,
+            &Writer::new(who.author, who.audit).visible_to(&access),
+            None,
+            None,
+        )? {
+            resource::Created::New(r) | resource::Created::Existing(r) => r,
+        };
+        let t = now();
+        let cursor = store::last_event(c)?;
+        store::save_subscription_state(
+            c,
+            &SubscriptionState {
+                id: row.id.clone(),
+                owner_org: org.clone(),
+                owner_role: who.caller.business_function.code().to_owned(),
+                cursor,
+                events_sent: 0,
+                failures: 0,
+                next_attempt: t,
+                lease_until: None,
+                last_error: None,
+                last_sent: t,
+                headers: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into()),
+                handshake: 1,
+                heartbeat: sub::heartbeat(&stored),
+            },
+        )?;
+        Ok(row)
+    })
+}
+
+/// Changes a subscription (its owner only). Redacted header values keep their stored value;
+/// `requested` or `active` after `off` or `error` re-runs the handshake.
+pub fn update(
+    conn: &mut DbConnection,
+    id: &str,
+    mut body: Value,
+    if_match: Option<i64>,
+    who: &Acting<'_>,
+    production: bool,
+) -> Result<ResourceRow> {
+    check(&body, production)?;
+    let d = def()?;
+    write_tx(conn, |c| {
+        scope::check_write(c, d, id, who.caller)?;
+        let mut state =
+            store::subscription_state(c, id)?.ok_or_else(|| ServiceError::NotFound {
+                res_type: "Subscription".into(),
+                id: id.to_owned(),
+            })?;
+        let stored: Vec<(String, String)> =
+            serde_json::from_str(&state.headers).unwrap_or_default();
+        let headers: Vec<(String, String)> = sub::headers(&body)
+            .into_iter()
+            .map(|(n, v)| {
+                if v == sub::REDACTED {
+                    let kept = stored.iter().find(|(s, _)| s.eq_ignore_ascii_case(&n));
+                    (n, kept.map(|(_, v)| v.clone()).unwrap_or_default())
+                } else {
+                    (n, v)
+                }
+            })
+            .collect();
+        sub::redact(&mut body);
+        if body.get("status").and_then(Value::as_str) != Some("off") {
+            body["status"] = json!("requested");
+            if let Some(o) = body.as_object_mut() {
+                o.remove("error");
+            }
+        }
+        let access = [state.owner_org.clone()];
+        let body_now = body.clone();
+        let row = resource::update(
+            c,
+            d,
+            id,
+            body,
+            IfMatch {
+                version: if_match,
+                required: false,
+            },
+            &Writer::new(who.author, who.audit).visible_to(&access),
+        )?;
+        state.headers = serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into());
+        state.heartbeat = sub::heartbeat(&body_now);
+        state.handshake = i32::from(body_now["status"] == "requested");
+        state.failures = 0;
+        state.next_attempt = now();
+        state.last_error = None;
+        store::save_subscription_state(c, &state)?;
+        Ok(row)
+    })
+}
+
+/// Removes a subscription (its owner only): nothing more is sent.
+pub fn delete(conn: &mut DbConnection, id: &str, who: &Acting<'_>) -> Result<()> {
+    let d = def()?;
+    write_tx(conn, |c| {
+        scope::check_write(c, d, id, who.caller)?;
+        resource::delete(c, d, id, who.author, who.audit)?;
+        store::delete_subscription_state(c, id)?;
+        Ok(())
+    })
+}
+
+/// The owner, as a caller whose view of the data the subscription gets.
+fn owner(state: &SubscriptionState) -> Result<Caller> {
+    Ok(Caller {
+        user_id: None,
+        client_id: None,
+        business_function: BusinessFunction::parse(&state.owner_role).ok_or_else(|| {
+            ServiceError::Internal(format!("subscription owner role {}", state.owner_role))
+        })?,
+        organisation: OdsCode::parse(&state.owner_org)
+            .map_err(|e| ServiceError::Internal(format!("subscription owner: {}", e.0)))?,
+        on_behalf_of: None,
+    })
+}
+
+/// Whether the change matches the subscription (as the resource is now, as the owner sees it).
+fn matches(
+    c: &mut DbConnection,
+    subscription: &Value,
+    caller: &Caller,
+    row: &OutboxRow,
+) -> Result<bool> {
+    let Ok((d, mut params)) = sub::criteria(subscription) else {
+        return Ok(false);
+    };
+    if d.name != row.res_type {
+        return Ok(false);
+    }
+    params.push(("_id".into(), row.res_id.clone()));
+    let mut req = fsearch::parse(d, &params, false).map_err(ServiceError::Invalid)?;
+    scope::restrict(d, &mut req.query.criteria, caller);
+    req.query.offset = 0;
+    req.query.limit = 1;
+    Ok(!store_search::search(c, &req.query, false)?.0.is_empty())
+}
+
+/// The events after `state.cursor` that can be handled now, in order: up to the first gap a
+/// transaction in flight may still fill.
+fn ready(c: &mut DbConnection, cursor: i64, at: NaiveDateTime) -> Result<Vec<OutboxRow>> {
+    let rows = store::events_after(c, cursor, BATCH)?;
+    let mut out = Vec::new();
+    let mut expected = cursor + 1;
+    for r in rows {
+        if r.seq != expected && at - r.occurred < Duration::seconds(GAP_WAIT_SECS) {
+            break;
+        }
+        expected = r.seq + 1;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn event(c: &mut DbConnection, r: &OutboxRow, full: bool) -> Result<Event> {
+    let resource = if full {
+        store::get_current(c, &r.res_type, &r.res_id)?
+            .filter(|x| !x.is_deleted())
+            .and_then(|x| serde_json::from_str(&x.content).ok())
+    } else {
+        None
+    };
+    Ok(Event {
+        number: r.seq,
+        at: datetime::instant(r.occurred),
+        focus: format!("{}/{}/_history/{}", r.res_type, r.res_id, r.version_id),
+        resource,
+    })
+}
+
+/// A notification ready to send.
+pub struct Due {
+    pub id: String,
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    /// The cursor once it is delivered.
+    pub through: i64,
+    pub events: i64,
+}
+
+/// Subscriptions due now.
+pub fn due(conn: &mut DbConnection) -> Result<Vec<String>> {
+    Ok(store::due_subscriptions(conn, now())?)
+}
+
+/// Takes the lease of a due subscription and prepares what to send it: the handshake, its
+/// next events, or a heartbeat. None when there is nothing to send (the cursor moves past
+/// events it does not match) or another instance has it.
+pub fn prepare(conn: &mut DbConnection, id: &str, base: &str) -> Result<Option<Due>> {
+    let t = now();
+    write_tx(conn, |c| {
+        if !store::lease_subscription(c, id, t, t + Duration::seconds(LEASE_SECS))? {
+            return Ok(None);
+        }
+        let Some(mut state) = store::subscription_state(c, id)? else {
+            return Ok(None);
+        };
+        let resource = match store::get_current(c, "Subscription", id)? {
+            Some(r) if !r.is_deleted() => parse(&r)?,
+            _ => {
+                store::delete_subscription_state(c, id)?;
+                return Ok(None);
+            }
+        };
+        let status = resource["status"].as_str().unwrap_or("off").to_owned();
+        let endpoint = sub::endpoint(&resource).unwrap_or_default().to_owned();
+        let headers: Vec<(String, String)> =
+            serde_json::from_str(&state.headers).unwrap_or_default();
+        let release = |c: &mut DbConnection, state: &mut SubscriptionState, wait: i64| {
+            state.lease_until = None;
+            state.next_attempt = t + Duration::milliseconds(wait);
+            store::save_subscription_state(c, state)
+        };
+        let due = |body: Value, through: i64, events: i64| Due {
+            id: id.to_owned(),
+            endpoint: endpoint.clone(),
+            headers: headers.clone(),
+            body,
+            through,
+            events,
+        };
+        match status.as_str() {
+            "off" => {
+                state.handshake = 0;
+                state.cursor = store::last_event(c)?;
+                release(c, &mut state, 5_000)?;
+                Ok(None)
+            }
+            "requested" => Ok(Some(due(
+                sub::notification(base, id, "requested", "handshake", state.events_sent, &[]),
+                state.cursor,
+                0,
+            ))),
+            _ => {
+                let caller = owner(&state)?;
+                let full = sub::full_resource(&resource);
+                let mut events = Vec::new();
+                let mut through = state.cursor;
+                for r in ready(c, state.cursor, t)? {
+                    if matches(c, &resource, &caller, &r)? {
+                        events.push(event(c, &r, full)?);
+                    }
+                    through = r.seq;
+                }
+                if !events.is_empty() {
+                    let n = i64::try_from(events.len()).unwrap_or(0);
+                    return Ok(Some(due(
+                        sub::notification(
+                            base,
+                            id,
+                            &status,
+                            "event-notification",
+                            state.events_sent + n,
+                            &events,
+                        ),
+                        through,
+                        n,
+                    )));
+                }
+                if let Some(period) = sub::heartbeat(&resource) {
+                    if t - state.last_sent >= Duration::seconds(period) {
+                        return Ok(Some(due(
+                            sub::notification(
+                                base,
+                                id,
+                                &status,
+                                "heartbeat",
+                                state.events_sent,
+                                &[],
+                            ),
+                            through,
+                            0,
+                        )));
+                    }
+                }
+                state.cursor = through;
+                release(c, &mut state, 250)?;
+                Ok(None)
+            }
+        }
+    })
+}
+
+fn system() -> (Author, AuditDraft) {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    (
+        Author {
+            user: None,
+            role: "SYSTEM".into(),
+            org: "ers-server".into(),
+            request_id: request_id.clone(),
+        },
+        AuditDraft {
+            client_id: Some("ers-server subscriptions".into()),
+            method: "PUT".into(),
+            path: "Subscription".into(),
+            request_id,
+            ..AuditDraft::default()
+        },
+    )
+}
+
+/// Shows the delivery status on the resource (active, or error with the reason).
+fn set_status(c: &mut DbConnection, id: &str, status: &str, error: Option<&str>) -> Result<()> {
+    let Some(row) = store::get_current(c, "Subscription", id)?.filter(|r| !r.is_deleted()) else {
+        return Ok(());
+    };
+    let mut body = parse(&row)?;
+    if body["status"] == status || body["status"] == "off" {
+        return Ok(());
+    }
+    body["status"] = json!(status);
+    match error {
+        Some(e) => body["error"] = json!(e),
+        None => {
+            if let Some(o) = body.as_object_mut() {
+                o.remove("error");
+            }
+        }
+    }
+    let (author, audit) = system();
+    let access = store::token_codes(c, "Subscription", id, scope::PARAM)?;
+    resource::update(
+        c,
+        def()?,
+        id,
+        body,
+        IfMatch {
+            version: Some(row.version_id),
+            required: true,
+        },
+        &Writer::new(&author, &audit).visible_to(&access),
+    )?;
+    Ok(())
+}
+
+/// The endpoint took the notification: the cursor moves on, failures are forgotten.
+pub fn delivered(conn: &mut DbConnection, due: &Due) -> Result<()> {
+    write_tx(conn, |c| {
+        let Some(mut state) = store::subscription_state(c, &due.id)? else {
+            return Ok(());
+        };
+        let t = now();
+        state.cursor = state.cursor.max(due.through);
+        state.events_sent += due.events;
+        state.handshake = 0;
+        state.failures = 0;
+        state.last_error = None;
+        state.last_sent = t;
+        state.next_attempt = t;
+        state.lease_until = None;
+        store::save_subscription_state(c, &state)?;
+        set_status(c, &due.id, "active", None)
+    })
+}
+
+/// The endpoint did not take it: back off (1, 2, 4 … 300 s); after a few failures in a row the
+/// subscription shows `error` with the reason, and is retried until it works.
+pub fn failed(conn: &mut DbConnection, due: &Due, reason: &str) -> Result<()> {
+    write_tx(conn, |c| {
+        let Some(mut state) = store::subscription_state(c, &due.id)? else {
+            return Ok(());
+        };
+        let t = now();
+        state.failures += 1;
+        let wait = 1i64
+            .checked_shl(u32::try_from(state.failures - 1).unwrap_or(0).min(16))
+            .unwrap_or(MAX_BACKOFF_SECS)
+            .min(MAX_BACKOFF_SECS);
+        state.next_attempt = t + Duration::seconds(wait);
+        state.last_error = Some(reason.to_owned());
+        state.lease_until = None;
+        store::save_subscription_state(c, &state)?;
+        if state.failures >= ERROR_AFTER {
+            set_status(
+                c,
+                &due.id,
+                "error",
+                Some(&format!(
+                    "{} failed deliveries in a row; the last: {reason}",
+                    state.failures
+                )),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// `$events`: the matching events after `since` (and up to `until`), for a subscriber that
+/// was away — as a notification Bundle of type query-event.
+pub fn events(
+    conn: &mut DbConnection,
+    id: &str,
+    caller: &Caller,
+    since: i64,
+    until: Option<i64>,
+    base: &str,
+) -> Result<Value> {
+    let d = def()?;
+    let row = resource::read(conn, d, id)?;
+    scope::check(conn, d, id, caller)?;
+    let resource = parse(&row)?;
+    let state = store::subscription_state(conn, id)?.ok_or_else(|| ServiceError::NotFound {
+        res_type: "Subscription".into(),
+        id: id.to_owned(),
+    })?;
+    let owner = owner(&state)?;
+    let full = sub::full_resource(&resource);
+    let mut out = Vec::new();
+    let mut after = since;
+    'pages: loop {
+        let rows = store::events_after(conn, after, 500)?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in rows {
+            if until.is_some_and(|u| r.seq > u) || out.len() >= 1000 {
+                break 'pages;
+            }
+            after = r.seq;
+            if matches(conn, &resource, &owner, &r)? {
+                out.push(event(conn, &r, full)?);
+            }
+        }
+    }
+    Ok(sub::notification(
+        base,
+        id,
+        resource["status"].as_str().unwrap_or("active"),
+        "query-event",
+        state.events_sent,
+        &out,
+    ))
+}

@@ -1,0 +1,2 @@
+DROP TABLE subscription_state;
+DROP TABLE outbox;
