@@ -108,6 +108,16 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 }
                 res["documentation"] = json!("Referrals and advice and guidance requests (e-RS). Create with POST (the server assigns the UBRN, the id r.{uuid} and state NOT_BOOKED; for an A&G request — category eRS-ServiceRequestCategory|request, one advice service, the conversion authorisation, the first message as its one note — the id a.{uuid} and status PROVIDER_RESPONSE_REQUIRED); every later change is one of the operations below, never a PUT or DELETE.");
             }
+            if r.name == "Subscription" {
+                res["documentation"] = json!("R4 rest-hook subscriptions of a system (or user) to changes of referrals, appointments, documents and A&G messages it may see: criteria is a search of one of those types (e.g. ServiceRequest?performer=HealthcareService/11000). The server sends a handshake (status requested → active), then backport notification Bundles (history; SubscriptionStatus Parameters first, with each event's number and focus; the resource too when channel.payload is application/fhir+json), in order, at least once; retries with back-off, status error with the reason while the endpoint fails; heartbeats with the backport-heartbeat-period extension. Channel headers are kept but read back redacted. HTTPS endpoints only in production mode.");
+                if let Some(ops) = res["operation"].as_array_mut() {
+                    ops.push(json!({
+                        "name": "events",
+                        "definition": super::conformance::operation_url("$events"),
+                        "documentation": "GET Subscription/{id}/$events?eventsSinceNumber=N[&eventsUntilNumber=M]: the matching events after N, for a subscriber that was away (a query-event notification Bundle).",
+                    }));
+                }
+            }
             if r.name == "Communication" {
                 res["documentation"] = json!("The messages of advice and guidance conversations, written by the A&G operations on ServiceRequest; read them with based-on=ServiceRequest/{a.id} and _sort=-sent (newest first). Clinical and administrative users of the organisations in the conversation only.");
             }

@@ -228,6 +228,18 @@ fn operation_definitions() -> Vec<Value> {
         vec![json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle", "documentation": "the summary (or application/pdf)"})],
     ));
     out.push(operation(
+        "events",
+        "Subscription",
+        true,
+        false,
+        "The events a subscription matches after an event number (R4 subscriptions backport $events): for a subscriber that was away. GET.".into(),
+        vec![
+            in_param("eventsSinceNumber", 0, "1", "string", "events after this number (default 0)"),
+            in_param("eventsUntilNumber", 0, "1", "string", "up to this number"),
+            json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle", "documentation": "a query-event notification Bundle"}),
+        ],
+    ));
+    out.push(operation(
         "ers.availableActions",
         "ServiceRequest",
         true,

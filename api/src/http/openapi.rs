@@ -735,6 +735,28 @@ fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
     )
 }
 
+fn subscription_paths(paths: PathsBuilder) -> PathsBuilder {
+    let op = operation(
+        "subscriptionEvents",
+        "Subscription",
+        "Missed events ($events)",
+        "The events the subscription matches after eventsSinceNumber (up to eventsUntilNumber), as a query-event notification Bundle: what a subscriber that was away catches up with. The subscription's own organisation only.".to_owned(),
+        vec![
+            path_param("id", "The Subscription's logical id"),
+            query("eventsSinceNumber", "Events after this number (default 0)"),
+            query("eventsUntilNumber", "Up to this number"),
+        ],
+    )
+    .response("200", response("A notification Bundle", Some("Bundle")));
+    paths.path(
+        "/FHIR/R4/Subscription/{id}/$events",
+        PathItem::new(
+            HttpMethod::Get,
+            with_errors(op, &[("404", "No such subscription")]).build(),
+        ),
+    )
+}
+
 fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
     use crate::fhir::resources::document_reference::ALLOWED;
     let types = ALLOWED
@@ -972,8 +994,8 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
 /// The whole document.
 pub fn document() -> OpenApi {
     let paths = system_paths(terminology_paths(attachment_paths(audit_paths(
-        advice_paths(referral_paths(directory_paths(resource_paths(
-            PathsBuilder::new(),
+        subscription_paths(advice_paths(referral_paths(directory_paths(
+            resource_paths(PathsBuilder::new()),
         )))),
     ))))
     .build();
