@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-HOSTED = ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "Provenance", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication", "Subscription"]
+HOSTED = ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "Provenance", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication", "Subscription", "CommunicationRequest"]
 SLICE_FIELDS = ("min", "max")
 
 

@@ -207,3 +207,11 @@ diesel::table! {
         heartbeat -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    announcement_reads (id, reader) {
+        id -> Text,
+        reader -> Text,
+        read_at -> Timestamp,
+    }
+}

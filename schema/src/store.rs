@@ -939,3 +939,40 @@ pub fn delete_subscription_state(conn: &mut DbConnection, id: &str) -> QResult<(
     diesel::delete(subscription_state::table.find(id)).execute(conn)?;
     Ok(())
 }
+
+/// Records that `reader` has read announcement `id` (once; later reads keep the first time).
+pub fn mark_read(
+    conn: &mut DbConnection,
+    id: &str,
+    reader: &str,
+    at: NaiveDateTime,
+) -> QResult<()> {
+    let seen = announcement_reads::table
+        .find((id, reader))
+        .select(announcement_reads::read_at)
+        .first::<NaiveDateTime>(conn)
+        .optional()?;
+    if seen.is_none() {
+        diesel::insert_into(announcement_reads::table)
+            .values((
+                announcement_reads::id.eq(id),
+                announcement_reads::reader.eq(reader),
+                announcement_reads::read_at.eq(at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// When `reader` read each of these announcements (those read only).
+pub fn read_times(
+    conn: &mut DbConnection,
+    ids: &[String],
+    reader: &str,
+) -> QResult<Vec<(String, NaiveDateTime)>> {
+    Ok(announcement_reads::table
+        .filter(announcement_reads::id.eq_any(ids))
+        .filter(announcement_reads::reader.eq(reader))
+        .select((announcement_reads::id, announcement_reads::read_at))
+        .load(conn)?)
+}

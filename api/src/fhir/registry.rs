@@ -67,6 +67,9 @@ pub enum Visibility {
     Organisations,
     /// As the resource each one is about (Provenance: its target).
     AsTarget,
+    /// An audience: organisations (or `*`, all) and business functions (or `*`, all), as its
+    /// writer names them (announcements).
+    Audience,
 }
 
 /// One hosted resource type.
@@ -349,8 +352,47 @@ const SUBSCRIPTION_PARAMS: &[SearchParamDef] = &[
     ),
 ];
 
+const COMMUNICATION_REQUEST_PARAMS: &[SearchParamDef] = &[
+    param!("status", Token, ["status"], "active | revoked | completed"),
+    param!(
+        "category",
+        Token,
+        ["category"],
+        "notification (an announcement)"
+    ),
+    param!(
+        "priority",
+        Token,
+        ["priority"],
+        "Severity: routine | urgent | asap | stat"
+    ),
+    param!(
+        "occurrence",
+        Date,
+        ["occurrencePeriod"],
+        "When it is shown (its validity window)"
+    ),
+    param!("authored", Date, ["authoredOn"], "When it was published"),
+    param!(
+        "recipient",
+        Reference,
+        ["recipient"],
+        targets["Organization"],
+        "An audience organisation"
+    ),
+    SearchParamDef {
+        name: "audience-role",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "An audience business function (* : every role)",
+        expand: None,
+        extract: Some(resources::announcement::extract_roles),
+    },
+];
+
 const PROVENANCE_PARAMS: &[SearchParamDef] = &[
-    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication", "Subscription"], "The resource version this records the making of"),
+    param!("target", Reference, ["target"], targets ["Patient", "Practitioner", "Organization", "PractitionerRole", "Location", "HealthcareService", "Schedule", "Slot", "ServiceRequest", "Appointment", "DocumentReference", "Communication", "Subscription", "CommunicationRequest"], "The resource version this records the making of"),
     param!(
         "agent",
         Token,
@@ -1015,6 +1057,28 @@ pub static RESOURCES: &[ResourceDef] = &[
         max_count: super::search::MAX_COUNT,
         check: resources::subscription::check,
         default_sort: None,
+        events: false,
+    },
+    ResourceDef {
+        name: "CommunicationRequest",
+        params: COMMUNICATION_REQUEST_PARAMS,
+        summary: &[
+            "status",
+            "category",
+            "priority",
+            "occurrencePeriod",
+            "authoredOn",
+            "recipient",
+        ],
+        // System announcements, published by operational users (`service::announcements`).
+        delete: true,
+        if_match_required: false,
+        plain_writes: false,
+        visibility: Visibility::Audience,
+        max_ids: 100,
+        max_count: super::search::MAX_COUNT,
+        check: resources::announcement::check,
+        default_sort: Some(("authored", true)),
         events: false,
     },
     ResourceDef {

@@ -1,6 +1,7 @@
 //! actix-web only: routes, content negotiation, the caller seam, handlers, errors.
 
 pub mod advice;
+pub mod announcements;
 pub mod appointments;
 pub mod attachments;
 pub mod audit;

@@ -161,6 +161,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(super::appointments::operation))
                         .default_service(web::to(not_allowed)),
                 )
+                // Announcements: published by operational users for an audience.
+                .service(
+                    web::resource("/CommunicationRequest/$ers.announcements")
+                        .route(web::get().to(super::announcements::list))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/CommunicationRequest/{id}/$ers.markRead")
+                        .route(web::post().to(super::announcements::mark_read))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:CommunicationRequest}/{id}")
+                        .route(web::get().to(h::read))
+                        .route(web::put().to(super::announcements::revise))
+                        .route(web::delete().to(h::delete))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/{type:CommunicationRequest}")
+                        .route(web::get().to(h::search_get))
+                        .route(web::post().to(super::announcements::publish))
+                        .default_service(web::to(not_allowed)),
+                )
                 // Subscriptions: their own use case (headers kept apart); delivery in the
                 // background.
                 .service(

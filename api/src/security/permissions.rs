@@ -152,6 +152,14 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("Communication", Action::Read, CLINICAL),
     ("Communication", Action::Search, CLINICAL),
     ("Communication", Action::History, CLINICAL),
+    // System announcements: operational users publish; everyone reads those for their
+    // organisation and role (audience scoping).
+    ("CommunicationRequest", Action::Read, EVERYONE),
+    ("CommunicationRequest", Action::Search, EVERYONE),
+    ("CommunicationRequest", Action::History, EVERYONE),
+    ("CommunicationRequest", Action::Create, DEFINERS),
+    ("CommunicationRequest", Action::Update, DEFINERS),
+    ("CommunicationRequest", Action::Delete, DEFINERS),
     // Event subscriptions: the clinical users' and providers' systems, each seeing its own
     // organisation's only (scoping).
     ("Subscription", Action::Read, CLINICAL_AND_APPS),

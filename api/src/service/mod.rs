@@ -2,6 +2,7 @@
 //! owns its transaction: domain and resource rules first, then storage.
 
 pub mod advice;
+pub mod announcements;
 pub mod attachments;
 pub mod audit;
 pub mod booking;

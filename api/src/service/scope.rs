@@ -60,8 +60,20 @@ pub fn codes_for(def: &ResourceDef, caller: &Caller) -> Option<Vec<String>> {
     match def.visibility {
         Visibility::Everyone => None,
         Visibility::Organisations => Some(vec![me]),
-        Visibility::AsTarget => Some(vec![me, EVERYONE.to_owned()]),
+        Visibility::AsTarget | Visibility::Audience => Some(vec![me, EVERYONE.to_owned()]),
     }
+}
+
+/// For an audience: the business-function tokens that let the caller see it.
+const AUDIENCE_ROLE: &str = "audience-role";
+
+fn role_codes(def: &ResourceDef, caller: &Caller) -> Option<Vec<String>> {
+    (def.visibility == Visibility::Audience).then(|| {
+        vec![
+            caller.business_function.code().to_owned(),
+            EVERYONE.to_owned(),
+        ]
+    })
 }
 
 fn criterion(codes: Vec<String>) -> Criterion {
@@ -96,6 +108,16 @@ pub fn restrict(def: &ResourceDef, criteria: &mut Vec<Criterion>, caller: &Calle
     if let Some(codes) = codes_for(def, caller) {
         criteria.push(criterion(codes));
     }
+    if let Some(codes) = role_codes(def, caller) {
+        let Criterion::Token { any_of, .. } = criterion(codes) else {
+            return;
+        };
+        criteria.push(Criterion::Token {
+            param: AUDIENCE_ROLE.to_owned(),
+            any_of,
+            negate: false,
+        });
+    }
 }
 
 /// 404 unless the caller may see `def`/`id` (the caller's organisation is related to it).
@@ -103,7 +125,13 @@ pub fn check(conn: &mut DbConnection, def: &ResourceDef, id: &str, caller: &Call
     let Some(codes) = codes_for(def, caller) else {
         return Ok(());
     };
-    let held = store::holding_token(conn, def.name, &[id.to_owned()], PARAM, &codes)?;
+    let mut held = store::holding_token(conn, def.name, &[id.to_owned()], PARAM, &codes)?;
+    if let Some(roles) = role_codes(def, caller) {
+        if store::holding_token(conn, def.name, &[id.to_owned()], AUDIENCE_ROLE, &roles)?.is_empty()
+        {
+            held.clear();
+        }
+    }
     if held.is_empty() {
         return Err(if store::exists(conn, def.name, id)? {
             ServiceError::NotVisible {

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod advice;
+mod announcements;
 mod attachments;
 mod audit;
 mod booking;

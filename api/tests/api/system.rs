@@ -39,6 +39,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "DocumentReference",
             "Communication",
             "Subscription",
+            "CommunicationRequest",
             "Provenance",
             "Binary",
             "CodeSystem",

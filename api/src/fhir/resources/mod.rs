@@ -4,6 +4,7 @@
 //! the validator's.
 
 pub mod advice;
+pub mod announcement;
 pub mod appointment;
 pub mod document_reference;
 pub mod healthcare_service;

@@ -26,3 +26,10 @@ CREATE TABLE subscription_state (
     handshake    INTEGER   NOT NULL,
     heartbeat    BIGINT
 );
+-- Who has read which announcement (a CommunicationRequest of category notification).
+CREATE TABLE announcement_reads (
+    id      TEXT      NOT NULL,
+    reader  TEXT      NOT NULL,
+    read_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (id, reader)
+);

@@ -1,2 +1,3 @@
+DROP TABLE announcement_reads;
 DROP TABLE subscription_state;
 DROP TABLE outbox;

@@ -1,0 +1,153 @@
+//! System announcements over HTTP: operational users publish (`POST CommunicationRequest`) and
+//! revise (`PUT`) them; everyone reads those for their organisation and role
+//! (`GET CommunicationRequest/$ers.announcements`, newest first, current ones unless `all=true`,
+//! unread ones with `unread=true`) and marks them read (`POST …/{id}/$ers.markRead`).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::caller::author;
+use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::negotiate::{self, Body};
+use super::ApiError;
+use crate::domain::Caller;
+use crate::fhir::outcome::Issue;
+use crate::fhir::resources::announcement::READ_EXTENSION;
+use crate::security::permissions::Action;
+use crate::service::announcements as svc;
+use crate::service::referral::Acting;
+use crate::startup::AppState;
+
+type Reply = Result<HttpResponse, ApiError>;
+
+pub async fn publish(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    authorise("CommunicationRequest", Action::Create, &caller)?;
+    let resource = negotiate::parse_body(&req, &body)?;
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let row = web::block(move || {
+        svc::publish(
+            &mut c,
+            resource,
+            &Acting {
+                caller: &caller,
+                author: &who,
+                audit: &d,
+            },
+        )
+    })
+    .await??;
+    write_reply(&req, &state, StatusCode::CREATED, &row)
+}
+
+pub async fn revise(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (_, id) = path.into_inner();
+    authorise("CommunicationRequest", Action::Update, &caller)?;
+    let resource = negotiate::parse_body(&req, &body)?;
+    let version = if_match(&req)?;
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let mut c = conn(&state).await?;
+    let row = web::block(move || {
+        svc::revise(
+            &mut c,
+            &id,
+            resource,
+            version,
+            &Acting {
+                caller: &caller,
+                author: &who,
+                audit: &d,
+            },
+        )
+    })
+    .await??;
+    write_reply(&req, &state, StatusCode::OK, &row)
+}
+
+/// `GET CommunicationRequest/$ers.announcements`.
+pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Reply {
+    authorise("CommunicationRequest", Action::Search, &caller)?;
+    let query = super::handlers::parse_query(req.query_string())?;
+    let (mut all, mut unread, mut count, mut offset) = (false, false, 20i64, 0i64);
+    let bad = |name: &str, msg: &str| {
+        ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg.to_owned())])
+    };
+    for (k, v) in &query {
+        match k.as_str() {
+            "all" => all = v == "true",
+            "unread" => unread = v == "true",
+            "_count" => {
+                count = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| bad(k, "must be 1 to 100"))?
+            }
+            "_offset" => {
+                offset = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad(k, "must be 0 or more"))?
+            }
+            "_format" => {}
+            other => return Err(bad(
+                other,
+                "is not a parameter of $ers.announcements; it takes all, unread, _count, _offset",
+            )),
+        }
+    }
+    let base = base_url(&req, &state);
+    let mut c = conn(&state).await?;
+    let (rows, total) =
+        web::block(move || svc::for_caller(&mut c, &caller, all, unread, count, offset)).await??;
+    let entries: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(row, read)| {
+            let resource: serde_json::Value =
+                serde_json::from_str(&row.content).unwrap_or_default();
+            let mut search = json!({"mode": "match"});
+            if let Some(at) = read {
+                search["extension"] = json!([{"url": READ_EXTENSION, "valueDateTime": at}]);
+            }
+            json!({"fullUrl": format!("{base}/CommunicationRequest/{}", row.id), "resource": resource, "search": search})
+        })
+        .collect();
+    negotiate::respond(
+        &req,
+        StatusCode::OK,
+        Body::Value(json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": total,
+            "entry": entries,
+        })),
+    )
+}
+
+/// `POST CommunicationRequest/{id}/$ers.markRead`.
+pub async fn mark_read(
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let id = path.into_inner();
+    authorise("CommunicationRequest", Action::Read, &caller)?;
+    let mut c = conn(&state).await?;
+    web::block(move || svc::mark_read(&mut c, &id, &caller)).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
