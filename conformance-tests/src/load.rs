@@ -43,6 +43,8 @@ struct Args {
     json: Option<String>,
     /// Booking scenarios: how many (referral, slot) pairs to prepare.
     pairs: usize,
+    /// Rest-hook subscriptions to every referral change, active during the run.
+    subscriptions: usize,
 }
 
 fn usage() -> ExitCode {
@@ -82,6 +84,7 @@ fn parse_args() -> Option<Args> {
         label: String::new(),
         json: None,
         pairs: 6000,
+        subscriptions: 0,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next();
@@ -99,6 +102,7 @@ fn parse_args() -> Option<Args> {
             "--label" => a.label = value()?,
             "--json" => a.json = Some(value()?),
             "--pairs" => a.pairs = value()?.parse().ok().filter(|n| *n > 0)?,
+            "--subscriptions" => a.subscriptions = value()?.parse().ok()?,
             _ => return None,
         }
     }
@@ -516,6 +520,12 @@ async fn run(args: &Args) -> Result<Value, String> {
         fx.pairs = booking_pairs(&http, &args.base_url, &who, &fx, slots, args.pairs).await?;
         eprintln!("ers-load: {} referral/slot pairs ready", fx.pairs.len());
     }
+    // Subscriptions last, so they start at events to come.
+    let hook = if args.subscriptions > 0 {
+        Some(subscribe(&http, &args.base_url, &who, args.subscriptions).await?)
+    } else {
+        None
+    };
     let make = Rc::new(scenario(&args.scenario, &postcodes, &fx)?);
     let tally = Rc::new(RefCell::new(Tally::default()));
     let counter = Rc::new(RefCell::new(0u64));
@@ -594,6 +604,10 @@ async fn run(args: &Args) -> Result<Value, String> {
     } else {
         None
     };
+    let delivery = match &hook {
+        Some(h) => Some(h.finish(&http, &args.base_url, &who).await),
+        None => None,
+    };
     let mut t = tally.borrow_mut();
     t.latencies.sort();
     let ok = t.latencies.len() as f64;
@@ -613,6 +627,8 @@ async fn run(args: &Args) -> Result<Value, String> {
         "p99_ms": (percentile(&t.latencies, 99.0) * 10.0).round() / 10.0,
         "max_ms": (percentile(&t.latencies, 100.0) * 10.0).round() / 10.0,
         "first_error": t.first_error,
+        "subscriptions": args.subscriptions,
+        "delivery": delivery,
     });
     Ok(result)
 }
@@ -662,5 +678,131 @@ fn main() -> ExitCode {
             eprintln!("ers-load: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The subscriptions of a run and what their receiver got: each event's lag (ms) from its
+/// timestamp to its arrival.
+struct Hook {
+    ids: Vec<String>,
+    lags: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+}
+
+/// Starts a receiver in this process and subscribes it `n` times to every referral change.
+async fn subscribe(http: &awc::Client, base: &str, who: &As, n: usize) -> Result<Hook, String> {
+    use std::sync::{Arc, Mutex};
+    let lags: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let l = lags.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let server = actix_web::HttpServer::new(move || {
+        let l = l.clone();
+        actix_web::App::new()
+            .app_data(actix_web::web::PayloadConfig::new(64 * 1024 * 1024))
+            .default_service(actix_web::web::to(move |body: actix_web::web::Bytes| {
+                let l = l.clone();
+                async move {
+                    let now = chrono::Utc::now();
+                    let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let params = b["entry"][0]["resource"]["parameter"].clone();
+                    let mut got = Vec::new();
+                    for p in params.as_array().into_iter().flatten() {
+                        if p["name"] != "notification-event" {
+                            continue;
+                        }
+                        let at = p["part"]
+                            .as_array()
+                            .and_then(|ps| ps.iter().find(|x| x["name"] == "timestamp"))
+                            .and_then(|x| x["valueInstant"].as_str())
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+                        if let Some(at) = at {
+                            got.push(
+                                (now - at.with_timezone(&chrono::Utc))
+                                    .num_microseconds()
+                                    .unwrap_or(0) as f64
+                                    / 1000.0,
+                            );
+                        }
+                    }
+                    if let Ok(mut v) = l.lock() {
+                        v.extend(got);
+                    }
+                    actix_web::HttpResponse::Ok().finish()
+                }
+            }))
+    })
+    .workers(2)
+    .listen(listener)
+    .map_err(|e| e.to_string())?
+    .run();
+    actix_rt::spawn(server);
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let body = json!({
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "ers-load",
+            "criteria": "ServiceRequest?status=active",
+            "channel": {"type": "rest-hook", "endpoint": format!("http://127.0.0.1:{port}/hook")},
+        });
+        let (status, v) = call(
+            http,
+            who,
+            "POST",
+            &format!("{base}/Subscription"),
+            Some(&body),
+        )
+        .await?;
+        if status != 201 {
+            return Err(format!("POST Subscription: {status} {v}"));
+        }
+        ids.push(v["id"].as_str().unwrap_or_default().to_owned());
+    }
+    eprintln!("ers-load: {n} subscriptions to referral changes, receiver on port {port}");
+    Ok(Hook { ids, lags })
+}
+
+impl Hook {
+    /// Waits for deliveries to drain (nothing new for 3 s, at most 60 s), removes the
+    /// subscriptions, and summarises the lags.
+    async fn finish(&self, http: &awc::Client, base: &str, who: &As) -> Value {
+        let count = || self.lags.lock().map(|v| v.len()).unwrap_or(0);
+        let mut last = count();
+        let mut quiet = 0;
+        for _ in 0..120 {
+            actix_rt::time::sleep(Duration::from_millis(500)).await;
+            let now = count();
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+            if quiet >= 6 {
+                break;
+            }
+        }
+        for id in &self.ids {
+            let _ = call(
+                http,
+                who,
+                "DELETE",
+                &format!("{base}/Subscription/{id}"),
+                None,
+            )
+            .await;
+        }
+        let mut lags: Vec<Duration> = self
+            .lags
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        lags.sort();
+        json!({
+            "events_delivered": lags.len(),
+            "lag_p50_ms": (percentile(&lags, 50.0) * 10.0).round() / 10.0,
+            "lag_p95_ms": (percentile(&lags, 95.0) * 10.0).round() / 10.0,
+            "lag_max_ms": (percentile(&lags, 100.0) * 10.0).round() / 10.0,
+        })
     }
 }

@@ -4,6 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 
 use super::caller::author;
 use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
@@ -154,6 +155,9 @@ pub async fn not_allowed() -> Reply {
     )))
 }
 
+/// Subscriptions delivered at once by one instance.
+const CONCURRENT: usize = 8;
+
 /// Sends what is due, every quarter second, until the server stops. Each subscription's
 /// notifications go one at a time, in event order; a failure backs off that subscription only.
 pub fn deliver(pool: ers_schema::DbPool, base: String) {
@@ -181,9 +185,13 @@ pub fn deliver(pool: ers_schema::DbPool, base: String) {
                     continue;
                 }
             };
-            for id in due {
-                send_due(&client, &pool, &id, &base).await;
-            }
+            // A few subscriptions at a time; each one's notifications stay in order.
+            futures_util::stream::iter(due)
+                .for_each_concurrent(CONCURRENT, |id| {
+                    let (client, pool, base) = (&client, &pool, &base);
+                    async move { send_due(client, pool, &id, base).await }
+                })
+                .await;
         }
     });
 }
