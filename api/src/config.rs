@@ -86,6 +86,9 @@ pub struct Settings {
     /// `ERS_EXPIRY_INTERVAL_SECS`: how often the server runs UBRN expiry (0: never; run
     /// `ers-server expire` instead).
     pub expiry_interval_secs: u64,
+    /// `ERS_DELIVERY`: this instance delivers subscription notifications (default true; any
+    /// number of instances may, one at a time per subscription).
+    pub delivery: bool,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             tls: None,
             ubrn_expiry_days: 548,
             expiry_interval_secs: 3600,
+            delivery: true,
         }
     }
 }
@@ -289,6 +293,9 @@ impl Settings {
                     "ERS_EXPIRY_INTERVAL_SECS '{v}' must be a number of seconds (0: off)"
                 ))
             })?;
+        }
+        if let Some(v) = flag("ERS_DELIVERY")? {
+            s.delivery = v;
         }
         match (
             get("ERS_TLS_CERT").filter(|v| !v.is_empty()),

@@ -100,16 +100,18 @@ impl Application {
             .port();
         let workers = settings.workers;
         let max_body = settings.max_body_bytes;
-        crate::http::subscriptions::deliver(
-            pool.clone(),
-            match &settings.base_url {
-                Some(b) => format!(
-                    "{}/FHIR/R4",
-                    b.trim_end_matches('/').trim_end_matches("/FHIR/R4")
-                ),
-                None => format!("http://127.0.0.1:{port}/FHIR/R4"),
-            },
-        );
+        if settings.delivery {
+            crate::http::subscriptions::deliver(
+                pool.clone(),
+                match &settings.base_url {
+                    Some(b) => format!(
+                        "{}/FHIR/R4",
+                        b.trim_end_matches('/').trim_end_matches("/FHIR/R4")
+                    ),
+                    None => format!("http://127.0.0.1:{port}/FHIR/R4"),
+                },
+            );
+        }
         if settings.expiry_interval_secs > 0 {
             schedule_expiry(
                 pool.clone(),

@@ -38,7 +38,7 @@ const MAX_BACKOFF_SECS: i64 = 300;
 /// How long an instance holds a subscription while delivering.
 const LEASE_SECS: i64 = 30;
 /// Events per notification.
-const BATCH: i64 = 100;
+const BATCH: i64 = 500;
 
 fn def() -> Result<&'static ResourceDef> {
     registry::find("Subscription")
@@ -568,4 +568,31 @@ pub fn events(
         state.events_sent,
         &out,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_endpoints_are_https_only() {
+        let at = |endpoint: &str| {
+            json!({"resourceType": "Subscription", "status": "requested", "reason": "x",
+                "criteria": "ServiceRequest?status=active",
+                "channel": {"type": "rest-hook", "endpoint": endpoint}})
+        };
+        assert!(check(&at("http://127.0.0.1:9/hook"), false).is_ok());
+        assert!(check(&at("https://system.example/hook"), true).is_ok());
+        match check(&at("http://system.example/hook"), true) {
+            Err(ServiceError::Invalid(issues)) => assert_eq!(
+                issues[0].expression.as_deref(),
+                Some("Subscription.channel.endpoint")
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The server sets error; a client may not.
+        let mut s = at("https://system.example/hook");
+        s["status"] = json!("error");
+        assert!(check(&s, true).is_err());
+    }
 }

@@ -20,7 +20,17 @@ pub(crate) struct World {
 }
 
 pub(crate) async fn world() -> World {
-    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    world_with(ers_api::config::Settings {
+        seed: ers_api::config::SeedMode::Sandbox,
+        rate_limit_per_sec: 0,
+        ..ers_api::config::Settings::default()
+    })
+    .await
+}
+
+/// The sandbox world on a server with these settings.
+pub(crate) async fn world_with(settings: ers_api::config::Settings) -> World {
+    let app = spawn_configured(settings).await;
     let first = |b: Value| {
         b["entry"][0]["resource"]["id"]
             .as_str()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::booking::{clinic, free_slots};
 use crate::helpers::*;
-use crate::referrals::{world, World};
+use crate::referrals::{world, world_with, World};
 use serde_json::{json, Value};
 
 /// A subscriber's endpoint: an HTTP server in the test that keeps what it is sent, and can be
@@ -472,4 +472,49 @@ async fn a_quiet_subscription_gets_heartbeats() {
     let before = hook.got.lock().expect("lock").len();
     actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(hook.got.lock().expect("lock").len(), before);
+}
+
+#[actix_web::test]
+async fn events_written_while_no_server_delivers_arrive_after_a_restart() {
+    // The test's own server only takes requests; delivery is a separate ers-server process.
+    let w = world_with(ers_api::config::Settings {
+        seed: ers_api::config::SeedMode::Sandbox,
+        rate_limit_per_sec: 0,
+        delivery: false,
+        ..ers_api::config::Settings::default()
+    })
+    .await;
+    let c = clinic(&w, "11000").await;
+    let provider = (
+        c.provider.as_str(),
+        "SERVICE_PROVIDER_CLINICIAN",
+        c.ods.as_str(),
+    );
+    let hook = subscriber().await;
+    let first = ServerProcess::start(&w.app.database_url).await;
+    let s = w
+        .subscribe(
+            provider,
+            &format!("ServiceRequest?performer=HealthcareService/{}", c.service),
+            &hook.url,
+        )
+        .await;
+    let sid = s["id"].as_str().expect("id").to_owned();
+    until(&hook, "handshake", |g| {
+        kinds(g).contains(&"handshake".to_owned())
+    })
+    .await;
+    // The delivering server stops; changes go on being made.
+    drop(first);
+    let made = w.new_referral(&[&c.service], "ROUTINE").await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert!(events(&hook.got.lock().expect("lock"), &sid).is_empty());
+    // A server comes back: what was missed arrives.
+    let _second = ServerProcess::start(&w.app.database_url).await;
+    until(&hook, "the event written while down", |g| {
+        events(g, &sid)
+            .iter()
+            .any(|(_, f)| *f == format!("ServiceRequest/{made}/_history/1"))
+    })
+    .await;
 }
