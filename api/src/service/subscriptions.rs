@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use chrono::{Duration, NaiveDateTime, Utc};
 use ers_schema::search as store_search;
 use ers_schema::{
-    store, write_tx, Author, DbConnection, OutboxRow, ResourceRow, SubscriptionState,
+    read_tx, store, write_tx, Author, DbConnection, OutboxRow, ResourceRow, SubscriptionState,
 };
 use serde_json::{json, Value};
 
@@ -311,107 +311,142 @@ pub fn due(conn: &mut DbConnection) -> Result<Vec<String>> {
     Ok(store::due_subscriptions(conn, now())?)
 }
 
+/// What a leased subscription is to do this round.
+enum Plan {
+    Send(Due),
+    /// Nothing to send: move the cursor past what it does not match (or, when off, past
+    /// everything), and look again after `wait` ms.
+    Idle {
+        cursor: i64,
+        off: bool,
+        wait: i64,
+    },
+    /// The subscription is gone.
+    Gone,
+}
+
 /// Takes the lease of a due subscription and prepares what to send it: the handshake, its
 /// next events, or a heartbeat. None when there is nothing to send (the cursor moves past
-/// events it does not match) or another instance has it.
+/// events it does not match) or another instance has it. Only the lease and the cursor are
+/// writes (short, as SQLite locks the database for a write); reading and matching are not.
 pub fn prepare(conn: &mut DbConnection, id: &str, base: &str) -> Result<Option<Due>> {
     let t = now();
-    write_tx(conn, |c| {
-        if !store::lease_subscription(c, id, t, t + Duration::seconds(LEASE_SECS))? {
-            return Ok(None);
+    let leased = write_tx(conn, |c| {
+        Ok::<_, ServiceError>(store::lease_subscription(
+            c,
+            id,
+            t,
+            t + Duration::seconds(LEASE_SECS),
+        )?)
+    })?;
+    if !leased {
+        return Ok(None);
+    }
+    match read_tx(conn, |c| plan(c, id, base, t))? {
+        Plan::Send(due) => Ok(Some(due)),
+        Plan::Gone => {
+            write_tx(conn, |c| {
+                Ok::<_, ServiceError>(store::delete_subscription_state(c, id)?)
+            })?;
+            Ok(None)
         }
-        let Some(mut state) = store::subscription_state(c, id)? else {
-            return Ok(None);
-        };
-        let resource = match store::get_current(c, "Subscription", id)? {
-            Some(r) if !r.is_deleted() => parse(&r)?,
-            _ => {
-                store::delete_subscription_state(c, id)?;
-                return Ok(None);
-            }
-        };
-        let status = resource["status"].as_str().unwrap_or("off").to_owned();
-        let endpoint = sub::endpoint(&resource).unwrap_or_default().to_owned();
-        let headers: Vec<(String, String)> =
-            serde_json::from_str(&state.headers).unwrap_or_default();
-        let release = |c: &mut DbConnection, state: &mut SubscriptionState, wait: i64| {
-            state.lease_until = None;
-            state.next_attempt = t + Duration::milliseconds(wait);
-            store::save_subscription_state(c, state)
-        };
-        let due = |body: Value, through: i64, events: i64| Due {
+        Plan::Idle { cursor, off, wait } => {
+            write_tx(conn, |c| {
+                if let Some(mut state) = store::subscription_state(c, id)? {
+                    state.cursor = state.cursor.max(cursor);
+                    if off {
+                        state.handshake = 0;
+                    }
+                    state.lease_until = None;
+                    state.next_attempt = t + Duration::milliseconds(wait);
+                    store::save_subscription_state(c, &state)?;
+                }
+                Ok::<_, ServiceError>(())
+            })?;
+            Ok(None)
+        }
+    }
+}
+
+fn plan(c: &mut DbConnection, id: &str, base: &str, t: NaiveDateTime) -> Result<Plan> {
+    let Some(state) = store::subscription_state(c, id)? else {
+        return Ok(Plan::Gone);
+    };
+    let resource = match store::get_current(c, "Subscription", id)? {
+        Some(r) if !r.is_deleted() => parse(&r)?,
+        _ => return Ok(Plan::Gone),
+    };
+    let status = resource["status"].as_str().unwrap_or("off").to_owned();
+    let endpoint = sub::endpoint(&resource).unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = serde_json::from_str(&state.headers).unwrap_or_default();
+    let due = |body: Value, through: i64, events: i64| {
+        Plan::Send(Due {
             id: id.to_owned(),
             endpoint: endpoint.clone(),
             headers: headers.clone(),
             body,
             through,
             events,
-        };
-        match status.as_str() {
-            "off" => {
-                state.handshake = 0;
-                state.cursor = store::last_event(c)?;
-                release(c, &mut state, 5_000)?;
-                Ok(None)
-            }
-            "requested" => Ok(Some(due(
-                sub::notification(base, id, "requested", "handshake", state.events_sent, &[]),
-                state.cursor,
-                0,
-            ))),
-            _ => {
-                let caller = owner(&state)?;
-                let full = sub::full_resource(&resource);
-                let mut events = Vec::new();
-                let mut through = state.cursor;
-                let kind = sub::criteria(&resource)
-                    .map(|(d, _)| d.name)
-                    .unwrap_or_default();
-                let rows = ready(c, state.cursor, t)?;
-                let hit = matching(c, &resource, &caller, &rows)?;
-                for r in rows {
-                    if r.res_type == kind && hit.contains(&r.res_id) {
-                        events.push(event(c, &r, full)?);
-                    }
-                    through = r.seq;
+        })
+    };
+    match status.as_str() {
+        "off" => Ok(Plan::Idle {
+            cursor: store::last_event(c)?,
+            off: true,
+            wait: 5_000,
+        }),
+        "requested" => Ok(due(
+            sub::notification(base, id, "requested", "handshake", state.events_sent, &[]),
+            state.cursor,
+            0,
+        )),
+        _ => {
+            let caller = owner(&state)?;
+            let full = sub::full_resource(&resource);
+            let kind = sub::criteria(&resource)
+                .map(|(d, _)| d.name)
+                .unwrap_or_default();
+            let rows = ready(c, state.cursor, t)?;
+            let hit = matching(c, &resource, &caller, &rows)?;
+            let mut events = Vec::new();
+            let mut through = state.cursor;
+            for r in rows {
+                if r.res_type == kind && hit.contains(&r.res_id) {
+                    events.push(event(c, &r, full)?);
                 }
-                if !events.is_empty() {
-                    let n = i64::try_from(events.len()).unwrap_or(0);
-                    return Ok(Some(due(
-                        sub::notification(
-                            base,
-                            id,
-                            &status,
-                            "event-notification",
-                            state.events_sent + n,
-                            &events,
-                        ),
+                through = r.seq;
+            }
+            if !events.is_empty() {
+                let n = i64::try_from(events.len()).unwrap_or(0);
+                return Ok(due(
+                    sub::notification(
+                        base,
+                        id,
+                        &status,
+                        "event-notification",
+                        state.events_sent + n,
+                        &events,
+                    ),
+                    through,
+                    n,
+                ));
+            }
+            if let Some(period) = sub::heartbeat(&resource) {
+                if t - state.last_sent >= Duration::seconds(period) {
+                    return Ok(due(
+                        sub::notification(base, id, &status, "heartbeat", state.events_sent, &[]),
                         through,
-                        n,
-                    )));
+                        0,
+                    ));
                 }
-                if let Some(period) = sub::heartbeat(&resource) {
-                    if t - state.last_sent >= Duration::seconds(period) {
-                        return Ok(Some(due(
-                            sub::notification(
-                                base,
-                                id,
-                                &status,
-                                "heartbeat",
-                                state.events_sent,
-                                &[],
-                            ),
-                            through,
-                            0,
-                        )));
-                    }
-                }
-                state.cursor = through;
-                release(c, &mut state, 250)?;
-                Ok(None)
             }
+            Ok(Plan::Idle {
+                cursor: through,
+                off: false,
+                wait: 250,
+            })
         }
-    })
+    }
 }
 
 fn system() -> (Author, AuditDraft) {
