@@ -181,6 +181,8 @@ pub struct SubscriptionState {
     pub failures: i32,
     pub next_attempt: NaiveDateTime,
     pub lease_until: Option<NaiveDateTime>,
+    /// The delivery round holding the lease.
+    pub lease_owner: Option<String>,
     pub last_error: Option<String>,
     pub last_sent: NaiveDateTime,
     pub headers: String,

@@ -200,6 +200,7 @@ diesel::table! {
         failures -> Integer,
         next_attempt -> Timestamp,
         lease_until -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
         last_error -> Nullable<Text>,
         last_sent -> Timestamp,
         headers -> Text,

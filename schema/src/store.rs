@@ -915,24 +915,35 @@ pub fn due_subscriptions(conn: &mut DbConnection, now: NaiveDateTime) -> QResult
         .collect())
 }
 
-/// Takes the delivery lease of a subscription until `until`; false if another instance holds
-/// it.
-pub fn lease_subscription(
+/// Takes the delivery lease, until `until`, of every subscription with something to send now
+/// that no other round holds; returns those this round (`owner`) got.
+pub fn claim_subscriptions(
     conn: &mut DbConnection,
-    id: &str,
     now: NaiveDateTime,
     until: NaiveDateTime,
-) -> QResult<bool> {
-    let n = diesel::update(
-        subscription_state::table.find(id).filter(
-            subscription_state::lease_until
-                .is_null()
-                .or(subscription_state::lease_until.lt(now)),
-        ),
-    )
-    .set(subscription_state::lease_until.eq(Some(until)))
-    .execute(conn)?;
-    Ok(n == 1)
+    owner: &str,
+) -> QResult<Vec<SubscriptionState>> {
+    let ids = due_subscriptions(conn, now)?;
+    for chunk in ids.chunks(500) {
+        diesel::update(
+            subscription_state::table
+                .filter(subscription_state::id.eq_any(chunk))
+                .filter(
+                    subscription_state::lease_until
+                        .is_null()
+                        .or(subscription_state::lease_until.lt(now)),
+                ),
+        )
+        .set((
+            subscription_state::lease_until.eq(Some(until)),
+            subscription_state::lease_owner.eq(Some(owner)),
+        ))
+        .execute(conn)?;
+    }
+    Ok(subscription_state::table
+        .filter(subscription_state::lease_owner.eq(owner))
+        .select(SubscriptionState::as_select())
+        .load(conn)?)
 }
 
 pub fn delete_subscription_state(conn: &mut DbConnection, id: &str) -> QResult<()> {

@@ -155,83 +155,72 @@ pub async fn not_allowed() -> Reply {
     )))
 }
 
-/// Subscriptions delivered at once by one instance.
+/// Notifications one instance sends at once.
 const CONCURRENT: usize = 8;
 
-/// Sends what is due, every quarter second, until the server stops. Each subscription's
-/// notifications go one at a time, in event order; a failure backs off that subscription only.
+/// Delivery rounds, every quarter second, until the server stops: each round takes the leases
+/// of the subscriptions with something to send (one write), sends their notifications (a few
+/// at a time; one per subscription, so each one's stay in order), then records the outcomes
+/// (one write). A failure backs off that subscription only.
 pub fn deliver(pool: ers_schema::DbPool, base: String) {
     actix_web::rt::spawn(async move {
         let client = awc::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(5))
             .finish();
         let mut ticks = actix_web::rt::time::interval(std::time::Duration::from_millis(250));
         loop {
             ticks.tick().await;
-            let p = pool.clone();
-            let due = match web::block(move || {
-                let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
-                svc::due(&mut c)
-            })
-            .await
-            {
-                Ok(Ok(ids)) => ids,
-                Ok(Err(e)) => {
-                    log::error!("subscriptions: {e}");
-                    continue;
-                }
-                Err(e) => {
-                    log::error!("subscriptions: {e}");
-                    continue;
-                }
-            };
-            // A few subscriptions at a time; each one's notifications stay in order.
-            futures_util::stream::iter(due)
-                .for_each_concurrent(CONCURRENT, |id| {
-                    let (client, pool, base) = (&client, &pool, &base);
-                    async move { send_due(client, pool, &id, base).await }
-                })
-                .await;
+            if let Err(e) = round(&client, &pool, &base).await {
+                log::error!("subscriptions: {e}");
+            }
         }
     });
 }
 
-async fn send_due(client: &awc::Client, pool: &ers_schema::DbPool, id: &str, base: &str) {
-    let (p, sid, b) = (pool.clone(), id.to_owned(), base.to_owned());
-    let prepared = web::block(move || {
+async fn round(client: &awc::Client, pool: &ers_schema::DbPool, base: &str) -> Result<(), String> {
+    let (p, b) = (pool.clone(), base.to_owned());
+    let (sends, mut outcomes) = web::block(move || {
         let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
-        svc::prepare(&mut c, &sid, &b)
+        svc::begin_round(&mut c, &b)
     })
-    .await;
-    let due = match prepared {
-        Ok(Ok(Some(due))) => due,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => return log::error!("subscription {id}: {e}"),
-        Err(e) => return log::error!("subscription {id}: {e}"),
-    };
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if sends.is_empty() && outcomes.is_empty() {
+        return Ok(());
+    }
+    let sent: Vec<svc::Outcome> = futures_util::stream::iter(sends)
+        .map(|due| send(client, due))
+        .buffer_unordered(CONCURRENT)
+        .collect()
+        .await;
+    outcomes.extend(sent);
+    let p = pool.clone();
+    web::block(move || {
+        let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
+        svc::end_round(&mut c, &outcomes)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+async fn send(client: &awc::Client, due: svc::Due) -> svc::Outcome {
     let mut request = client
         .post(&due.endpoint)
         .insert_header(("Content-Type", "application/fhir+json"));
     for (name, value) in &due.headers {
         request = request.insert_header((name.as_str(), value.as_str()));
     }
-    let outcome = match request.send_body(due.body.to_string()).await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("{} answered {}", due.endpoint, r.status())),
-        Err(e) => Err(format!("{}: {e}", due.endpoint)),
-    };
-    let p = pool.clone();
-    let done = web::block(move || {
-        let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
-        match outcome {
-            Ok(()) => svc::delivered(&mut c, &due),
-            Err(reason) => svc::failed(&mut c, &due, &reason),
+    match request.send_body(due.body.to_string()).await {
+        Ok(r) if r.status().is_success() => svc::Outcome::Delivered(due),
+        Ok(r) => {
+            let why = format!("{} answered {}", due.endpoint, r.status());
+            svc::Outcome::Failed(due, why)
         }
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => log::error!("subscription {id}: {e}"),
-        Err(e) => log::error!("subscription {id}: {e}"),
+        Err(e) => {
+            let why = format!("{}: {e}", due.endpoint);
+            svc::Outcome::Failed(due, why)
+        }
     }
 }

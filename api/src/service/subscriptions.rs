@@ -36,7 +36,7 @@ const ERROR_AFTER: i32 = 3;
 /// The longest back-off between attempts.
 const MAX_BACKOFF_SECS: i64 = 300;
 /// How long an instance holds a subscription while delivering.
-const LEASE_SECS: i64 = 30;
+const LEASE_SECS: i64 = 15;
 /// Events per notification.
 const BATCH: i64 = 500;
 
@@ -128,6 +128,7 @@ pub fn create(
                 failures: 0,
                 next_attempt: t,
                 lease_until: None,
+                lease_owner: None,
                 last_error: None,
                 last_sent: t,
                 headers: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into()),
@@ -306,13 +307,8 @@ pub struct Due {
     pub events: i64,
 }
 
-/// Subscriptions due now.
-pub fn due(conn: &mut DbConnection) -> Result<Vec<String>> {
-    Ok(store::due_subscriptions(conn, now())?)
-}
-
 /// What a leased subscription is to do this round.
-enum Plan {
+pub enum Plan {
     Send(Due),
     /// Nothing to send: move the cursor past what it does not match (or, when off, past
     /// everything), and look again after `wait` ms.
@@ -325,47 +321,81 @@ enum Plan {
     Gone,
 }
 
-/// Takes the lease of a due subscription and prepares what to send it: the handshake, its
-/// next events, or a heartbeat. None when there is nothing to send (the cursor moves past
-/// events it does not match) or another instance has it. Only the lease and the cursor are
-/// writes (short, as SQLite locks the database for a write); reading and matching are not.
-pub fn prepare(conn: &mut DbConnection, id: &str, base: &str) -> Result<Option<Due>> {
+/// How a round went for one subscription.
+pub enum Outcome {
+    Delivered(Due),
+    Failed(Due, String),
+    Idle { id: String, plan: Plan },
+}
+
+/// Starts a delivery round: takes the leases of every subscription with something to send (one
+/// short write: SQLite locks the whole database for a write), then plans each — the
+/// handshake, its next events, or a heartbeat — by reading only.
+pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec<Outcome>)> {
     let t = now();
-    let leased = write_tx(conn, |c| {
-        Ok::<_, ServiceError>(store::lease_subscription(
+    let owner = uuid::Uuid::new_v4().to_string();
+    let claimed = write_tx(conn, |c| {
+        Ok::<_, ServiceError>(store::claim_subscriptions(
             c,
-            id,
             t,
             t + Duration::seconds(LEASE_SECS),
+            &owner,
         )?)
     })?;
-    if !leased {
-        return Ok(None);
-    }
-    match read_tx(conn, |c| plan(c, id, base, t))? {
-        Plan::Send(due) => Ok(Some(due)),
-        Plan::Gone => {
-            write_tx(conn, |c| {
-                Ok::<_, ServiceError>(store::delete_subscription_state(c, id)?)
-            })?;
-            Ok(None)
+    let mut sends = Vec::new();
+    let mut idle = Vec::new();
+    read_tx(conn, |c| {
+        for state in &claimed {
+            match plan(c, &state.id, base, t)? {
+                Plan::Send(due) => sends.push(due),
+                plan => idle.push(Outcome::Idle {
+                    id: state.id.clone(),
+                    plan,
+                }),
+            }
         }
+        Ok::<_, ServiceError>(())
+    })?;
+    Ok((sends, idle))
+}
+
+/// Ends a round: records every outcome and frees the leases (one write).
+pub fn end_round(conn: &mut DbConnection, outcomes: &[Outcome]) -> Result<()> {
+    let t = now();
+    write_tx(conn, |c| {
+        for o in outcomes {
+            match o {
+                Outcome::Delivered(due) => delivered(c, due, t)?,
+                Outcome::Failed(due, reason) => failed(c, due, reason, t)?,
+                Outcome::Idle { id, plan } => idle(c, id, plan, t)?,
+            }
+        }
+        Ok(())
+    })
+}
+
+fn idle(c: &mut DbConnection, id: &str, plan: &Plan, t: NaiveDateTime) -> Result<()> {
+    match plan {
+        Plan::Gone => store::delete_subscription_state(c, id)?,
         Plan::Idle { cursor, off, wait } => {
-            write_tx(conn, |c| {
-                if let Some(mut state) = store::subscription_state(c, id)? {
-                    state.cursor = state.cursor.max(cursor);
-                    if off {
-                        state.handshake = 0;
-                    }
-                    state.lease_until = None;
-                    state.next_attempt = t + Duration::milliseconds(wait);
-                    store::save_subscription_state(c, &state)?;
+            if let Some(mut state) = store::subscription_state(c, id)? {
+                state.cursor = state.cursor.max(*cursor);
+                if *off {
+                    state.handshake = 0;
                 }
-                Ok::<_, ServiceError>(())
-            })?;
-            Ok(None)
+                release(&mut state);
+                state.next_attempt = t + Duration::milliseconds(*wait);
+                store::save_subscription_state(c, &state)?;
+            }
         }
+        Plan::Send(_) => {}
     }
+    Ok(())
+}
+
+fn release(state: &mut SubscriptionState) {
+    state.lease_until = None;
+    state.lease_owner = None;
 }
 
 fn plan(c: &mut DbConnection, id: &str, base: &str, t: NaiveDateTime) -> Result<Plan> {
@@ -503,55 +533,53 @@ fn set_status(c: &mut DbConnection, id: &str, status: &str, error: Option<&str>)
 }
 
 /// The endpoint took the notification: the cursor moves on, failures are forgotten.
-pub fn delivered(conn: &mut DbConnection, due: &Due) -> Result<()> {
-    write_tx(conn, |c| {
-        let Some(mut state) = store::subscription_state(c, &due.id)? else {
-            return Ok(());
-        };
-        let t = now();
-        state.cursor = state.cursor.max(due.through);
-        state.events_sent += due.events;
-        state.handshake = 0;
-        state.failures = 0;
-        state.last_error = None;
-        state.last_sent = t;
-        state.next_attempt = t;
-        state.lease_until = None;
-        store::save_subscription_state(c, &state)?;
-        set_status(c, &due.id, "active", None)
-    })
+fn delivered(c: &mut DbConnection, due: &Due, t: NaiveDateTime) -> Result<()> {
+    let Some(mut state) = store::subscription_state(c, &due.id)? else {
+        return Ok(());
+    };
+    let was_failing = state.failures > 0 || state.handshake == 1;
+    state.cursor = state.cursor.max(due.through);
+    state.events_sent += due.events;
+    state.handshake = 0;
+    state.failures = 0;
+    state.last_error = None;
+    state.last_sent = t;
+    state.next_attempt = t;
+    release(&mut state);
+    store::save_subscription_state(c, &state)?;
+    if was_failing {
+        set_status(c, &due.id, "active", None)?;
+    }
+    Ok(())
 }
 
 /// The endpoint did not take it: back off (1, 2, 4 … 300 s); after a few failures in a row the
 /// subscription shows `error` with the reason, and is retried until it works.
-pub fn failed(conn: &mut DbConnection, due: &Due, reason: &str) -> Result<()> {
-    write_tx(conn, |c| {
-        let Some(mut state) = store::subscription_state(c, &due.id)? else {
-            return Ok(());
-        };
-        let t = now();
-        state.failures += 1;
-        let wait = 1i64
-            .checked_shl(u32::try_from(state.failures - 1).unwrap_or(0).min(16))
-            .unwrap_or(MAX_BACKOFF_SECS)
-            .min(MAX_BACKOFF_SECS);
-        state.next_attempt = t + Duration::seconds(wait);
-        state.last_error = Some(reason.to_owned());
-        state.lease_until = None;
-        store::save_subscription_state(c, &state)?;
-        if state.failures >= ERROR_AFTER {
-            set_status(
-                c,
-                &due.id,
-                "error",
-                Some(&format!(
-                    "{} failed deliveries in a row; the last: {reason}",
-                    state.failures
-                )),
-            )?;
-        }
-        Ok(())
-    })
+fn failed(c: &mut DbConnection, due: &Due, reason: &str, t: NaiveDateTime) -> Result<()> {
+    let Some(mut state) = store::subscription_state(c, &due.id)? else {
+        return Ok(());
+    };
+    state.failures += 1;
+    let wait = 1i64
+        .checked_shl(u32::try_from(state.failures - 1).unwrap_or(0).min(16))
+        .unwrap_or(MAX_BACKOFF_SECS)
+        .min(MAX_BACKOFF_SECS);
+    state.next_attempt = t + Duration::seconds(wait);
+    state.last_error = Some(reason.to_owned());
+    release(&mut state);
+    store::save_subscription_state(c, &state)?;
+    if state.failures >= ERROR_AFTER {
+        set_status(
+            c,
+            &due.id,
+            "error",
+            Some(&format!(
+                "{} failed deliveries in a row; the last: {reason}",
+                state.failures
+            )),
+        )?;
+    }
+    Ok(())
 }
 
 /// `$events`: the matching events after `since` (and up to `until`), for a subscriber that

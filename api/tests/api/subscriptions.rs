@@ -504,6 +504,20 @@ async fn events_written_while_no_server_delivers_arrive_after_a_restart() {
         kinds(g).contains(&"handshake".to_owned())
     })
     .await;
+    // (Once the handshake is recorded: a server stopped mid-round holds its lease a while.)
+    let mut active = false;
+    for _ in 0..40 {
+        let s = w
+            .send_as(provider, "GET", &format!("Subscription/{sid}"), None, None)
+            .await
+            .json();
+        if s["status"] == "active" {
+            active = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(active, "the subscription did not become active");
     // The delivering server stops; changes go on being made.
     drop(first);
     let made = w.new_referral(&[&c.service], "ROUTINE").await;

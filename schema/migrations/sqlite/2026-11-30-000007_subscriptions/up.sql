@@ -19,6 +19,7 @@ CREATE TABLE subscription_state (
     failures     INTEGER   NOT NULL,
     next_attempt TIMESTAMP NOT NULL,
     lease_until  TIMESTAMP,
+    lease_owner  TEXT,
     last_error   TEXT,
     last_sent    TIMESTAMP NOT NULL,
     headers      TEXT      NOT NULL,
