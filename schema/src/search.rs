@@ -437,12 +437,17 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
 /// lookups by primary key instead of lists of every matching id.
 fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredicate {
     match crit {
+        // One IN list (an OR per id makes PostgreSQL scan the table).
+        Criterion::Id(ids) if ids.is_empty() => SqlPredicate::default().sql("1 = 0"),
         Criterion::Id(ids) => {
-            let values = ids
-                .iter()
-                .map(|id| SqlPredicate::default().sql("resources.id = ").text(id))
-                .collect();
-            SqlPredicate::any(values)
+            let mut p = SqlPredicate::default().sql("resources.id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    p = p.sql(", ");
+                }
+                p = p.text(id);
+            }
+            p.sql(")")
         }
         Criterion::LastUpdated(any_of) => SqlPredicate::any(
             any_of
