@@ -763,18 +763,19 @@ async fn subscribe(http: &awc::Client, base: &str, who: &As, n: usize) -> Result
 }
 
 impl Hook {
-    /// Waits for deliveries to drain (nothing new for 3 s, at most 60 s), removes the
-    /// subscriptions, and summarises the lags.
+    /// Waits for deliveries to drain (nothing new for 15 s — longer than the server waits on a
+    /// gap in event numbers — at most 180 s), removes the subscriptions, and summarises the
+    /// lags.
     async fn finish(&self, http: &awc::Client, base: &str, who: &As) -> Value {
         let count = || self.lags.lock().map(|v| v.len()).unwrap_or(0);
         let mut last = count();
         let mut quiet = 0;
-        for _ in 0..120 {
+        for _ in 0..360 {
             actix_rt::time::sleep(Duration::from_millis(500)).await;
             let now = count();
             quiet = if now == last { quiet + 1 } else { 0 };
             last = now;
-            if quiet >= 6 {
+            if quiet >= 30 {
                 break;
             }
         }
