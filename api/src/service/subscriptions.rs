@@ -228,21 +228,33 @@ fn owner(state: &SubscriptionState) -> Result<Caller> {
     })
 }
 
+/// What a round already knows: per search (criteria and owner), the ids checked and those
+/// that matched — subscriptions with the same search share the work.
+type Known = std::collections::HashMap<String, (HashSet<String>, HashSet<String>)>;
+
 /// Which of these changes match the subscription, as the resources are now and as the owner
-/// sees them: one search per batch (the changed ids as `_id`), not one per change.
+/// sees them: one search per batch (the changed ids as `_id`), not one per change, and none
+/// for ids this round has already checked for the same search.
 fn matching(
     c: &mut DbConnection,
     subscription: &Value,
     caller: &Caller,
     rows: &[OutboxRow],
+    known: &mut Known,
 ) -> Result<HashSet<String>> {
-    let mut out = HashSet::new();
     let Ok((d, params)) = sub::criteria(subscription) else {
-        return Ok(out);
+        return Ok(HashSet::new());
     };
+    let key = format!(
+        "{}|{}|{}",
+        subscription["criteria"].as_str().unwrap_or_default(),
+        caller.organisation.as_str(),
+        caller.business_function.code()
+    );
+    let (checked, hits) = known.entry(key).or_default();
     let mut ids: Vec<&str> = rows
         .iter()
-        .filter(|r| r.res_type == d.name)
+        .filter(|r| r.res_type == d.name && !checked.contains(&r.res_id))
         .map(|r| r.res_id.as_str())
         .collect();
     ids.sort_unstable();
@@ -254,14 +266,19 @@ fn matching(
         scope::restrict(d, &mut req.query.criteria, caller);
         req.query.offset = 0;
         req.query.limit = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
-        out.extend(
+        hits.extend(
             store_search::search(c, &req.query, false)?
                 .0
                 .into_iter()
                 .map(|r| r.id),
         );
+        checked.extend(chunk.iter().map(|s| (*s).to_owned()));
     }
-    Ok(out)
+    Ok(rows
+        .iter()
+        .filter(|r| hits.contains(&r.res_id))
+        .map(|r| r.res_id.clone())
+        .collect())
 }
 
 /// The events after `state.cursor` that can be handled now, in order: up to the first gap a
@@ -345,8 +362,9 @@ pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec
     let mut sends = Vec::new();
     let mut idle = Vec::new();
     read_tx(conn, |c| {
+        let mut known = Known::new();
         for state in &claimed {
-            match plan(c, &state.id, base, t)? {
+            match plan(c, &state.id, base, t, &mut known)? {
                 Plan::Send(due) => sends.push(due),
                 plan => idle.push(Outcome::Idle {
                     id: state.id.clone(),
@@ -398,7 +416,13 @@ fn release(state: &mut SubscriptionState) {
     state.lease_owner = None;
 }
 
-fn plan(c: &mut DbConnection, id: &str, base: &str, t: NaiveDateTime) -> Result<Plan> {
+fn plan(
+    c: &mut DbConnection,
+    id: &str,
+    base: &str,
+    t: NaiveDateTime,
+    known: &mut Known,
+) -> Result<Plan> {
     let Some(state) = store::subscription_state(c, id)? else {
         return Ok(Plan::Gone);
     };
@@ -437,7 +461,7 @@ fn plan(c: &mut DbConnection, id: &str, base: &str, t: NaiveDateTime) -> Result<
                 .map(|(d, _)| d.name)
                 .unwrap_or_default();
             let rows = ready(c, state.cursor, t)?;
-            let hit = matching(c, &resource, &caller, &rows)?;
+            let hit = matching(c, &resource, &caller, &rows, known)?;
             let mut events = Vec::new();
             let mut through = state.cursor;
             for r in rows {
@@ -612,7 +636,7 @@ pub fn events(
         if rows.is_empty() {
             break;
         }
-        let hit = matching(conn, &resource, &owner, &rows)?;
+        let hit = matching(conn, &resource, &owner, &rows, &mut Known::new())?;
         for r in rows {
             if until.is_some_and(|u| r.seq > u) || out.len() >= 1000 {
                 break 'pages;
