@@ -123,6 +123,25 @@ impl World {
     }
 }
 
+impl World {
+    /// Waits (up to 15 s) until the subscription shows `status` (and, for active, no error);
+    /// returns it as it then is.
+    async fn subscription_becomes(&self, who: (&str, &str, &str), id: &str, status: &str) -> Value {
+        let mut s = Value::Null;
+        for _ in 0..60 {
+            s = self
+                .send_as(who, "GET", &format!("Subscription/{id}"), None, None)
+                .await
+                .json();
+            if s["status"] == status && (status != "active" || s.get("error").is_none()) {
+                return s;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("Subscription/{id} did not become {status}: {s}");
+    }
+}
+
 /// Waits (up to 20 s) until `done` holds for what the subscriber got.
 async fn until(s: &Subscriber, what: &str, done: impl Fn(&[Value]) -> bool) {
     for _ in 0..80 {
@@ -191,19 +210,7 @@ async fn a_system_learns_of_every_change_it_may_see_in_order() {
         kinds(g).iter().filter(|k| *k == "handshake").count() == 3
     })
     .await;
-    let mut active = false;
-    for _ in 0..40 {
-        let s = w
-            .send_as(provider, "GET", &format!("Subscription/{rid}"), None, None)
-            .await
-            .json();
-        if s["status"] == "active" {
-            active = true;
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(active, "the subscription did not become active");
+    w.subscription_becomes(provider, &rid, "active").await;
 
     // A referral to the service, and one elsewhere (not to be told).
     let referral = w.new_referral(&[&c.service], "ROUTINE").await;
@@ -338,18 +345,7 @@ async fn a_subscriber_that_was_down_gets_everything_when_it_is_back() {
         made.push(w.new_referral(&[&c.service], "ROUTINE").await);
     }
     // It keeps failing: the subscription says so, with the reason.
-    let mut error = Value::Null;
-    for _ in 0..60 {
-        error = w
-            .send_as(provider, "GET", &format!("Subscription/{sid}"), None, None)
-            .await
-            .json();
-        if error["status"] == "error" {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(error["status"], "error", "{error}");
+    let error = w.subscription_becomes(provider, &sid, "error").await;
     assert!(
         error["error"].as_str().unwrap_or_default().contains("503"),
         "{error}"
@@ -364,19 +360,7 @@ async fn a_subscriber_that_was_down_gets_everything_when_it_is_back() {
             .map(|id| format!("ServiceRequest/{id}/_history/1"))
             .collect::<Vec<_>>()
     );
-    let mut back = false;
-    for _ in 0..40 {
-        let s = w
-            .send_as(provider, "GET", &format!("Subscription/{sid}"), None, None)
-            .await
-            .json();
-        if s["status"] == "active" && s.get("error").is_none() {
-            back = true;
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(back, "the subscription did not return to active");
+    w.subscription_becomes(provider, &sid, "active").await;
 }
 
 #[actix_web::test]
@@ -505,19 +489,7 @@ async fn events_written_while_no_server_delivers_arrive_after_a_restart() {
     })
     .await;
     // (Once the handshake is recorded: a server stopped mid-round holds its lease a while.)
-    let mut active = false;
-    for _ in 0..40 {
-        let s = w
-            .send_as(provider, "GET", &format!("Subscription/{sid}"), None, None)
-            .await
-            .json();
-        if s["status"] == "active" {
-            active = true;
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(active, "the subscription did not become active");
+    w.subscription_becomes(provider, &sid, "active").await;
     // The delivering server stops; changes go on being made.
     drop(first);
     let made = w.new_referral(&[&c.service], "ROUTINE").await;
