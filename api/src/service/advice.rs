@@ -55,24 +55,44 @@ fn check_service(c: &mut DbConnection, body: &Value) -> Result<()> {
         // None or several: the request rules say which (`advice::check_request`).
         return Ok(());
     };
-    let at = "ServiceRequest.performer[0]";
     let priority = sr::ers_priority(body).unwrap_or_default();
+    usable_service(
+        c,
+        service,
+        ("ServiceRequest.performer[0]", "ServiceRequest.performer[0]"),
+        (
+            &["ADVICE_AND_GUIDANCE"],
+            "is not an advice and guidance service",
+        ),
+        priority,
+    )
+}
+
+/// A service that can take the request: it exists, is active, has one of `flows` (else
+/// `refused`) and takes the priority. `(name, at)`: how the error names the input, and where.
+fn usable_service(
+    c: &mut DbConnection,
+    service: &str,
+    (name, at): (&str, &str),
+    (flows, refused): (&[&str], &str),
+    priority: &str,
+) -> Result<()> {
     let problem = match referral_svc::service_facts(c, service)? {
         None => Some((
             "REFERENCE_NOT_FOUND",
             "not-found",
-            format!("'{at}' ({service}) is not a service on this server"),
+            format!("'{name}' ({service}) is not a service on this server"),
         )),
         Some(f) if !f.active => Some((
             "SERVICE_UNAVAILABLE",
             "business-rule",
-            format!("'{at}' ({service}) is no longer available"),
+            format!("'{name}' ({service}) is no longer available"),
         )),
-        Some(f) if !f.flows.iter().any(|x| x == "ADVICE_AND_GUIDANCE") => Some((
+        Some(f) if !f.flows.iter().any(|x| flows.contains(&x.as_str())) => Some((
             "INAPPROPRIATE_VALUE",
             "business-rule",
             format!(
-                "'{at}' ({service}) is not an advice and guidance service (its request flows: {})",
+                "'{name}' ({service}) {refused} (its request flows: {})",
                 f.flows.join(", ")
             ),
         )),
@@ -80,7 +100,7 @@ fn check_service(c: &mut DbConnection, body: &Value) -> Result<()> {
             "UNSUPPORTED_PRIORITY",
             "business-rule",
             format!(
-                "'{at}' ({service}) does not support priority {priority} (it supports {})",
+                "'{name}' ({service}) does not support priority {priority} (it supports {})",
                 f.priorities.join(", ")
             ),
         )),
@@ -580,16 +600,23 @@ fn convert(
             .unwrap_or_default(),
     };
     let me = who.caller.organisation.as_str();
-    let problem = match referral_svc::service_facts(c, &service)? {
-        None => Some(("REFERENCE_NOT_FOUND", "not-found", format!("'service' ({service}) is not a service on this server"))),
-        Some(f) if !f.active => Some(("SERVICE_UNAVAILABLE", "business-rule", format!("'service' ({service}) is no longer available"))),
-        Some(f) if !f.flows.iter().any(|x| x == "BOOKABLE" || x == "REVIEW") => Some(("INAPPROPRIATE_VALUE", "business-rule", format!("'service' ({service}) takes neither appointments nor triage referrals (request flows: {}): name a bookable or triage service of your organisation", f.flows.join(", ")))),
-        Some(f) if !f.priorities.iter().any(|p| p == priority) => Some(("UNSUPPORTED_PRIORITY", "business-rule", format!("'service' ({service}) does not support priority {priority} (it supports {})", f.priorities.join(", ")))),
-        Some(_) if referral_svc::ods_behind(c, &service)?.as_deref() != Some(me) => Some(("INAPPROPRIATE_VALUE", "business-rule", format!("'service' ({service}) is not a service of your organisation ({me})"))),
-        Some(_) => None,
-    };
-    if let Some((ers, code, msg)) = problem {
-        return Err(invalid(at, ers, code, msg));
+    usable_service(
+        c,
+        &service,
+        ("service", at),
+        (
+            &["BOOKABLE", "REVIEW"],
+            "takes neither appointments nor triage referrals: name a bookable or triage service of your organisation",
+        ),
+        priority,
+    )?;
+    if referral_svc::ods_behind(c, &service)?.as_deref() != Some(me) {
+        return Err(invalid(
+            at,
+            "INAPPROPRIATE_VALUE",
+            "business-rule",
+            format!("'service' ({service}) is not a service of your organisation ({me})"),
+        ));
     }
     let request_id = request
         .get("id")
