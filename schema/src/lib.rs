@@ -18,6 +18,8 @@ macro_rules! on_backend {
 
 pub mod audit;
 pub mod conn;
+pub mod exports;
+pub mod reports;
 pub mod rows;
 pub mod schema;
 pub mod search;

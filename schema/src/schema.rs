@@ -216,3 +216,91 @@ diesel::table! {
         read_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    report_referrals (id) {
+        id -> Text,
+        kind -> Text,
+        ubrn -> Text,
+        state -> Text,
+        active -> Integer,
+        priority -> Text,
+        specialty -> Text,
+        clinic_type -> Nullable<Text>,
+        referrer_org -> Nullable<Text>,
+        provider_org -> Nullable<Text>,
+        service_id -> Nullable<Text>,
+        patient_id -> Nullable<Text>,
+        created -> Timestamp,
+        updated -> Timestamp,
+        week -> Text,
+        converted -> Integer,
+        deleted -> Integer,
+    }
+}
+
+diesel::table! {
+    report_appointments (id) {
+        id -> Text,
+        referral_id -> Nullable<Text>,
+        service_id -> Nullable<Text>,
+        provider_org -> Nullable<Text>,
+        referrer_org -> Nullable<Text>,
+        specialty -> Text,
+        priority -> Text,
+        status -> Text,
+        booked -> Integer,
+        start -> Nullable<Timestamp>,
+        created -> Timestamp,
+        week -> Text,
+        deleted -> Integer,
+    }
+}
+
+diesel::table! {
+    report_slots (id) {
+        id -> Text,
+        service_id -> Text,
+        provider_org -> Nullable<Text>,
+        specialty -> Nullable<Text>,
+        priority -> Text,
+        status -> Text,
+        start -> Timestamp,
+        week -> Text,
+        deleted -> Integer,
+    }
+}
+
+diesel::table! {
+    export_jobs (id) {
+        id -> Text,
+        owner -> Text,
+        owner_org -> Text,
+        owner_role -> Text,
+        request -> Text,
+        level -> Text,
+        types -> Text,
+        since -> Nullable<Timestamp>,
+        status -> Text,
+        position -> Text,
+        exported -> BigInt,
+        estimate -> BigInt,
+        error -> Nullable<Text>,
+        transaction_time -> Timestamp,
+        created -> Timestamp,
+        completed -> Nullable<Timestamp>,
+        expires -> Timestamp,
+        lease_until -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    export_files (job_id, part) {
+        job_id -> Text,
+        part -> Integer,
+        res_type -> Text,
+        count -> BigInt,
+        data -> Binary,
+    }
+}

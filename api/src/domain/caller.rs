@@ -15,11 +15,12 @@ pub enum BusinessFunction {
     ProviderAuthorisedApplication,
     ServiceDefiner,
     InformationAnalyst,
+    Commissioner,
     Auditor,
 }
 
 impl BusinessFunction {
-    pub const ALL: [BusinessFunction; 10] = [
+    pub const ALL: [BusinessFunction; 11] = [
         Self::ReferringClinician,
         Self::ReferringClinicianAdmin,
         Self::ReferringAdmin,
@@ -29,6 +30,7 @@ impl BusinessFunction {
         Self::ProviderAuthorisedApplication,
         Self::ServiceDefiner,
         Self::InformationAnalyst,
+        Self::Commissioner,
         Self::Auditor,
     ];
 
@@ -43,6 +45,7 @@ impl BusinessFunction {
             Self::ProviderAuthorisedApplication => "PROVIDER_AUTHORISED_APPLICATION",
             Self::ServiceDefiner => "SERVICE_DEFINER",
             Self::InformationAnalyst => "INFORMATION_ANALYST",
+            Self::Commissioner => "COMMISSIONER",
             Self::Auditor => "AUDITOR",
         }
     }

@@ -13,19 +13,13 @@ use crate::domain::{Caller, NhsNumber};
 use crate::fhir::audit::audit_event;
 use crate::fhir::bundle::{self, Entry, Links};
 use crate::fhir::index::split_reference;
-use crate::fhir::outcome::Issue;
 use crate::fhir::{datetime, search as fsearch};
 use crate::security::permissions::Action;
 use crate::service::audit::{self as audit, Outcome};
 use crate::startup::AppState;
 
 fn bad(param: &str, msg: impl std::fmt::Display) -> ApiError {
-    ApiError::Search(vec![Issue::error(
-        "invalid",
-        "INVALID_VALUE",
-        format!("Search parameter '{param}': {msg}"),
-    )
-    .with_expression(param.to_owned())])
+    ApiError::bad_param(param, msg)
 }
 
 /// AuditEvent search parameters: date (with prefixes), agent, entity, patient (Patient/id or

@@ -50,6 +50,18 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// 400 for a bad query parameter, naming it: `Search parameter 'x': what was wrong`.
+    pub fn bad_param(param: &str, msg: impl std::fmt::Display) -> ApiError {
+        ApiError::Search(vec![Issue::error(
+            "invalid",
+            "INVALID_VALUE",
+            format!("Search parameter '{param}': {msg}"),
+        )
+        .with_expression(param.to_owned())])
+    }
+}
+
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
         ApiError::Internal(format!("a worker failed: {e}"))

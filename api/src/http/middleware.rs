@@ -155,9 +155,12 @@ pub async fn envelope(
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The docs page needs its own scripts and styles; everything else is data.
+    // The docs page needs its own scripts and styles, the dashboard its inline styles (no
+    // scripts at all); everything else is data.
     let csp = if path.starts_with("/docs") {
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'"
+    } else if path == "/dashboard" {
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
     } else {
         "default-src 'none'; frame-ancestors 'none'"
     };

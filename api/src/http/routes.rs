@@ -44,6 +44,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(oauth::sandbox_token),
         )
         .route("/oauth2/sandbox/jwks", web::get().to(oauth::sandbox_jwks))
+        // Reports and extracts for operational users (not FHIR: CSV or JSON, streamed).
+        .service(
+            web::resource("/reports")
+                .route(web::get().to(super::reports::list))
+                .default_service(web::to(not_allowed)),
+        )
+        .service(
+            web::resource("/dashboard")
+                .route(web::get().to(super::dashboard::show))
+                .default_service(web::to(not_allowed)),
+        )
+        .service(
+            web::resource("/reports/{name}")
+                .route(web::get().to(super::reports::run))
+                .default_service(web::to(not_allowed)),
+        )
         .service(
             web::scope("/FHIR/R4")
                 .service(

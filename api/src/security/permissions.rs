@@ -14,6 +14,8 @@ pub enum Action {
     Delete,
     Export,
     Validate,
+    /// Run a report or extract over the type (`service::reports`).
+    Report,
 }
 
 impl Action {
@@ -27,6 +29,7 @@ impl Action {
             Action::Delete => "delete",
             Action::Export => "export",
             Action::Validate => "validate",
+            Action::Report => "report",
         }
     }
 }
@@ -63,6 +66,8 @@ const DEFINERS: &[B] = &[B::ServiceDefiner];
 const REFERRERS: &[B] = &[B::ReferringClinician, B::ReferringClinicianAdmin];
 const AUDITORS: &[B] = &[B::Auditor];
 const SLOT_MAINTAINERS: &[B] = &[B::ServiceDefiner, B::ProviderAuthorisedApplication];
+/// The operational users who run reports and see the usage dashboard.
+const ANALYSTS: &[B] = &[B::InformationAnalyst, B::Commissioner];
 
 /// `(resource type, action, allowed business functions)`.
 pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
@@ -192,21 +197,36 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("Provenance", Action::History, PROVENANCE_READERS),
     // $validate stores nothing: every role may check a resource of any hosted type.
     ("*", Action::Validate, EVERYONE),
+    // Reports and extracts (aggregates and lists, never resources): operational analysts and
+    // commissioners. Patient identifiers appear in a report only for information analysts,
+    // and only on the rows of referrals their organisation is party to.
+    ("ServiceRequest", Action::Report, ANALYSTS),
+    ("Slot", Action::Report, ANALYSTS),
+    ("PractitionerRole", Action::Report, ANALYSTS),
+    ("Patient", Action::Report, &[B::InformationAnalyst]),
+    // FHIR Bulk Data ($export) is a search collected later: whoever may search a type may
+    // export it, with the same organisation scoping.
     // The audit trail: auditors only, read and export; nobody writes it through the API.
     ("AuditEvent", Action::Read, AUDITORS),
     ("AuditEvent", Action::Search, AUDITORS),
     ("AuditEvent", Action::Export, AUDITORS),
 ];
 
-/// The business functions allowed to do `action` on `resource` (none when not listed).
+/// The business functions allowed to do `action` on `resource` (none when not listed). Unless
+/// the table says otherwise, a bulk export of a type is allowed to those who may search it.
 pub fn allowed(resource: &str, action: Action) -> &'static [B] {
-    let rule = |r: &str| {
+    let rule = |r: &str, a: Action| {
         PERMISSIONS
             .iter()
-            .find(|(pr, a, _)| *pr == r && *a == action)
+            .find(|(pr, pa, _)| *pr == r && *pa == a)
             .map(|(_, _, bf)| *bf)
     };
-    rule(resource).or_else(|| rule("*")).unwrap_or(&[])
+    let found = rule(resource, action).or_else(|| rule("*", action));
+    match (found, action) {
+        (Some(bf), _) => bf,
+        (None, Action::Export) => allowed(resource, Action::Search),
+        (None, _) => &[],
+    }
 }
 
 /// "Business functions: A, B" for `action` on `resource`, as the CapabilityStatement and the

@@ -9,6 +9,8 @@ pub mod booking;
 pub mod directory;
 pub mod postcodes;
 pub mod referral;
+pub mod reporting;
+pub mod reports;
 pub mod resource;
 pub mod roles;
 pub mod scope;

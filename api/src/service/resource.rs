@@ -290,22 +290,23 @@ fn storage_conflict(e: StorageError, def: &ResourceDef) -> ServiceError {
     }
 }
 
-/// Records who made a version, as a Provenance resource in the same transaction.
-/// What every stored version brings with it: its Provenance, and for types systems may
-/// subscribe to, the change event (same transaction: no lost or phantom events).
+/// What every stored version brings with it, in its own transaction: its Provenance (who
+/// made it), for types systems may subscribe to the change event (no lost or phantom events),
+/// and for reported types its reporting row (`reporting`).
 fn record_change(
     c: &mut DbConnection,
     res_type: &str,
     id: &str,
     version: i64,
     activity: &str,
+    content: &Value,
     w: &Writer<'_>,
 ) -> Result<()> {
     provenance(c, res_type, id, version, activity, w)?;
     if registry::find(res_type).is_some_and(|d| d.events) {
         store::record_event(c, res_type, id, version, activity, now())?;
     }
-    Ok(())
+    super::reporting::record(c, res_type, id, content, activity == "DELETE")
 }
 
 fn provenance(
@@ -484,7 +485,7 @@ pub fn create(
             deleted: 0,
             content: text,
         };
-        record_change(c, def.name, &id, 1, "CREATE", w)?;
+        record_change(c, def.name, &id, 1, "CREATE", &content, w)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -566,7 +567,7 @@ pub fn retire(
             w.access,
         )?;
     }
-    record_change(c, def.name, &current.id, version, "DELETE", w)
+    record_change(c, def.name, &current.id, version, "DELETE", &Value::Null, w)
 }
 
 /// `GET /{type}/{id}/_history/{vid}`.
@@ -688,7 +689,7 @@ pub fn update(
             deleted: 0,
             content: text,
         };
-        record_change(c, def.name, id, version_id, "UPDATE", w)?;
+        record_change(c, def.name, id, version_id, "UPDATE", &content, w)?;
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),
@@ -767,6 +768,7 @@ pub fn delete(
             id,
             current.version_id + 1,
             "DELETE",
+            &Value::Null,
             &Writer::new(author, audit),
         )?;
         audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
@@ -1042,13 +1044,13 @@ pub fn load_generated(
         let p = prepare(def, body)?;
         let mut content = p.content;
         crate::fhir::stamp(&mut content, &id, 1, last_updated);
-        prepared.push((def, id, content.to_string(), p.index));
+        prepared.push((def, id, content.to_string(), p.index, content));
     }
     let n = prepared.len();
     write_tx(conn, |c| {
         let rows: Vec<(NewVersion<'_>, &IndexEntries)> = prepared
             .iter()
-            .map(|(def, id, text, index)| {
+            .map(|(def, id, text, index, _)| {
                 (
                     NewVersion {
                         res_type: def.name,
@@ -1063,6 +1065,14 @@ pub fn load_generated(
             })
             .collect();
         store::insert_many(c, &rows)?;
+        let mut look = super::reporting::Lookups::default();
+        let mut facts = Vec::new();
+        for (def, id, _, _, content) in &prepared {
+            facts.extend(super::reporting::facts(
+                c, def.name, id, content, &mut look,
+            )?);
+        }
+        ers_schema::reports::insert_many(c, &facts)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),

@@ -316,6 +316,12 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         "555031998111",
         practitioner("555031998111", "Analyst", "Ian", "Mr"),
     )?;
+    let commissioner = s.ensure(
+        "Practitioner",
+        sds,
+        "555031998113",
+        practitioner("555031998113", "Commissioner", "Cal", "Mr"),
+    )?;
     let auditor = s.ensure(
         "Practitioner",
         sds,
@@ -341,6 +347,8 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         ("100000000007", &definer, &rr8, B::ServiceDefiner),
         ("100000000008", &analyst, &rr8, B::InformationAnalyst),
         ("100000000009", &auditor, &rr8, B::Auditor),
+        ("100000000010", &commissioner, &rr8, B::Commissioner),
+        ("100000000011", &analyst, &rcd, B::InformationAnalyst),
     ] {
         role_ids.push(s.ensure("PractitionerRole", roles, id, role(id, who, org, bf))?);
     }

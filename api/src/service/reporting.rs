@@ -1,0 +1,303 @@
+//! Keeps the reporting tables in step with the resources: every stored version of a referral,
+//! A&G request, appointment or slot rewrites its one reporting row in the same transaction,
+//! with the organisations resolved and the ISO week computed, so reports are aggregates over
+//! one table (`ers_schema::reports`).
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, NaiveDateTime, Utc};
+use ers_schema::reports::{self, AppointmentFacts, Facts, ReferralFacts, SlotFacts};
+use ers_schema::DbConnection;
+use serde_json::Value;
+
+use super::referral::{load_json, ods_behind};
+use super::Result;
+use crate::fhir::datetime;
+use crate::fhir::resources::healthcare_service::{CLINIC_TYPE_SYSTEM, SPECIALTY_SYSTEM};
+use crate::fhir::resources::{advice, appointment as ap, service_request as sr};
+
+/// ISO week of a moment: `2026-W49`.
+pub fn iso_week(t: NaiveDateTime) -> String {
+    let w = t.date().iso_week();
+    format!("{}-W{:02}", w.year(), w.week())
+}
+
+fn instant(v: Option<&Value>) -> Option<NaiveDateTime> {
+    v.and_then(Value::as_str)
+        .and_then(datetime::range)
+        .map(|(low, _)| low)
+}
+
+fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+/// The code of the first coding of `system` in a CodeableConcept (or a list of them).
+fn code_in<'a>(v: Option<&'a Value>, system: &str) -> Option<&'a str> {
+    let concepts: Vec<&Value> = match v {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(other) => vec![other],
+        None => Vec::new(),
+    };
+    concepts
+        .into_iter()
+        .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
+        .flatten()
+        .find(|c| c.get("system").and_then(Value::as_str) == Some(system))
+        .and_then(|c| c.get("code").and_then(Value::as_str))
+}
+
+/// What the rows of one write look up, remembered for the write (a bulk load of many slots
+/// of one schedule reads the schedule once).
+#[derive(Default)]
+pub struct Lookups {
+    ods: HashMap<String, Option<String>>,
+    json: HashMap<String, Option<Value>>,
+}
+
+impl Lookups {
+    fn ods(&mut self, c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
+        if let Some(v) = self.ods.get(reference) {
+            return Ok(v.clone());
+        }
+        let v = ods_behind(c, reference)?;
+        self.ods.insert(reference.to_owned(), v.clone());
+        Ok(v)
+    }
+
+    fn json(&mut self, c: &mut DbConnection, reference: &str) -> Result<Option<Value>> {
+        if let Some(v) = self.json.get(reference) {
+            return Ok(v.clone());
+        }
+        let v = load_json(c, reference)?;
+        self.json.insert(reference.to_owned(), v.clone());
+        Ok(v)
+    }
+}
+
+/// The reporting row of a resource version, if its type has one.
+pub fn facts(
+    c: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    content: &Value,
+    look: &mut Lookups,
+) -> Result<Option<Facts>> {
+    Ok(match res_type {
+        "ServiceRequest" => Some(Facts::Referral(referral(c, id, content, look)?)),
+        "Appointment" => Some(Facts::Appointment(appointment(c, id, content, look)?)),
+        "Slot" => slot(c, id, content, look)?.map(Facts::Slot),
+        _ => None,
+    })
+}
+
+/// Writes the reporting row of a stored version (or marks it deleted).
+pub fn record(
+    c: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    content: &Value,
+    deleted: bool,
+) -> Result<()> {
+    if !matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
+        return Ok(());
+    }
+    if deleted {
+        reports::mark_deleted(c, res_type, id)?;
+        return Ok(());
+    }
+    if let Some(f) = facts(c, res_type, id, content, &mut Lookups::default())? {
+        reports::save(c, &f)?;
+    }
+    Ok(())
+}
+
+fn referral(
+    c: &mut DbConnection,
+    id: &str,
+    r: &Value,
+    look: &mut Lookups,
+) -> Result<ReferralFacts> {
+    let is_advice = advice::is_advice(r);
+    let (state, active) = if is_advice {
+        let s = advice::status_of(r);
+        (
+            s.map(|s| s.code().to_owned()).unwrap_or_default(),
+            s.is_some_and(|s| !s.ended()),
+        )
+    } else {
+        (
+            sr::state_of(r)
+                .map(|s| s.state.code().to_owned())
+                .unwrap_or_default(),
+            r.get("status").and_then(Value::as_str) == Some("active"),
+        )
+    };
+    // The service it is with now; before that, the first on the shortlist.
+    let service = sr::extract_service(r)
+        .into_iter()
+        .find_map(|v| {
+            v.get("reference")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .or_else(|| sr::shortlist(r).into_iter().next());
+    let referrer_org = match r.pointer("/requester/reference").and_then(Value::as_str) {
+        Some(req) => look.ods(c, req)?,
+        None => None,
+    };
+    let provider_org = match &service {
+        Some(s) => look.ods(c, s)?,
+        None => None,
+    };
+    // The referral's own specialty; when it names none, its service's.
+    let specialty = match code_in(r.get("performerType"), SPECIALTY_SYSTEM) {
+        Some(s) => s.to_owned(),
+        None => match &service {
+            Some(s) => look
+                .json(c, s)?
+                .as_ref()
+                .and_then(|v| code_in(v.get("specialty"), SPECIALTY_SYSTEM))
+                .unwrap_or_default()
+                .to_owned(),
+            None => String::new(),
+        },
+    };
+    let created = instant(r.get("authoredOn")).unwrap_or_else(now);
+    let converted = r
+        .get("basedOn")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.get("reference").and_then(Value::as_str))
+        .any(|b| b.starts_with("ServiceRequest/"));
+    Ok(ReferralFacts {
+        id: id.to_owned(),
+        kind: if is_advice { "advice" } else { "referral" }.to_owned(),
+        ubrn: sr::ubrn_of(r).unwrap_or_default().to_owned(),
+        state,
+        active: i32::from(active),
+        priority: sr::ers_priority(r).unwrap_or_default().to_owned(),
+        specialty,
+        clinic_type: code_in(r.get("code"), CLINIC_TYPE_SYSTEM).map(str::to_owned),
+        referrer_org,
+        provider_org,
+        service_id: service.and_then(|s| s.strip_prefix("HealthcareService/").map(str::to_owned)),
+        patient_id: r
+            .pointer("/subject/reference")
+            .and_then(Value::as_str)
+            .and_then(|s| s.strip_prefix("Patient/"))
+            .map(str::to_owned),
+        created,
+        updated: instant(r.pointer("/meta/lastUpdated")).unwrap_or_else(now),
+        week: iso_week(created),
+        converted: i32::from(converted),
+        deleted: 0,
+    })
+}
+
+fn appointment(
+    c: &mut DbConnection,
+    id: &str,
+    a: &Value,
+    look: &mut Lookups,
+) -> Result<AppointmentFacts> {
+    let referral_id = ap::based_on(a).map(|(id, _)| id);
+    let referral = match &referral_id {
+        Some(r) => reports::referral(c, r)?,
+        None => None,
+    };
+    let service = ap::actors(a, "HealthcareService").into_iter().next();
+    let provider_org = match &service {
+        Some(s) => look.ods(c, s)?,
+        None => referral.as_ref().and_then(|r| r.provider_org.clone()),
+    };
+    let status = a
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let start = instant(a.get("start"));
+    // A booking (direct or indirect) has a time; a deferral to the provider has none.
+    let booked = start.is_some() && !matches!(status.as_str(), "proposed" | "entered-in-error");
+    let created = instant(a.get("created")).unwrap_or_else(now);
+    Ok(AppointmentFacts {
+        id: id.to_owned(),
+        referral_id,
+        service_id: service.and_then(|s| s.strip_prefix("HealthcareService/").map(str::to_owned)),
+        provider_org,
+        referrer_org: referral.as_ref().and_then(|r| r.referrer_org.clone()),
+        specialty: referral
+            .as_ref()
+            .map(|r| r.specialty.clone())
+            .unwrap_or_default(),
+        priority: referral
+            .as_ref()
+            .map(|r| r.priority.clone())
+            .unwrap_or_default(),
+        status,
+        booked: i32::from(booked),
+        start,
+        created,
+        week: iso_week(created),
+        deleted: 0,
+    })
+}
+
+fn slot(
+    c: &mut DbConnection,
+    id: &str,
+    s: &Value,
+    look: &mut Lookups,
+) -> Result<Option<SlotFacts>> {
+    let Some(start) = instant(s.get("start")) else {
+        return Ok(None);
+    };
+    let schedule = match s.pointer("/schedule/reference").and_then(Value::as_str) {
+        Some(r) => look.json(c, r)?,
+        None => None,
+    };
+    let Some(service) = schedule
+        .as_ref()
+        .and_then(|sch| sch.get("actor"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("reference").and_then(Value::as_str))
+        .find(|r| r.starts_with("HealthcareService/"))
+        .map(str::to_owned)
+    else {
+        return Ok(None);
+    };
+    let service_json = look.json(c, &service)?;
+    Ok(Some(SlotFacts {
+        id: id.to_owned(),
+        service_id: service
+            .strip_prefix("HealthcareService/")
+            .unwrap_or_default()
+            .to_owned(),
+        provider_org: look.ods(c, &service)?,
+        specialty: service_json
+            .as_ref()
+            .and_then(|v| code_in(v.get("specialty"), SPECIALTY_SYSTEM))
+            .map(str::to_owned),
+        priority: code_in(
+            s.get("appointmentType"),
+            crate::fhir::resources::healthcare_service::PRIORITY_SYSTEM,
+        )
+        .or_else(|| {
+            s.pointer("/appointmentType/coding/0/code")
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("ROUTINE")
+        .to_owned(),
+        status: s
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        start,
+        week: iso_week(start),
+        deleted: 0,
+    }))
+}

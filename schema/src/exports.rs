@@ -1,0 +1,238 @@
+//! FHIR Bulk Data exports: jobs (so a restart resumes them), their NDJSON files, and the
+//! keyset pages of current resources they read.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::schema::{export_files, export_jobs, resources, search_tokens};
+use crate::DbConnection;
+
+type QResult<T> = Result<T, diesel::result::Error>;
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = export_jobs, treat_none_as_null = true)]
+pub struct ExportJob {
+    pub id: String,
+    /// Who may poll and download: the user or client id.
+    pub owner: String,
+    pub owner_org: String,
+    pub owner_role: String,
+    /// The kick-off request URL, for the manifest.
+    pub request: String,
+    /// `system` or `patient`.
+    pub level: String,
+    /// Types in export order, comma-separated.
+    pub types: String,
+    pub since: Option<NaiveDateTime>,
+    /// queued | running | complete | failed | cancelled
+    pub status: String,
+    /// Where the job has got: `{type index}|{last id written}`.
+    pub position: String,
+    pub exported: i64,
+    pub estimate: i64,
+    pub error: Option<String>,
+    pub transaction_time: NaiveDateTime,
+    pub created: NaiveDateTime,
+    pub completed: Option<NaiveDateTime>,
+    pub expires: NaiveDateTime,
+    pub lease_until: Option<NaiveDateTime>,
+    pub lease_owner: Option<String>,
+}
+
+/// An output file without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    pub part: i32,
+    pub res_type: String,
+    pub count: i64,
+}
+
+pub fn insert_job(conn: &mut DbConnection, job: &ExportJob) -> QResult<()> {
+    diesel::insert_into(export_jobs::table)
+        .values(job)
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn job(conn: &mut DbConnection, id: &str) -> QResult<Option<ExportJob>> {
+    export_jobs::table
+        .find(id)
+        .select(ExportJob::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn save_job(conn: &mut DbConnection, job: &ExportJob) -> QResult<()> {
+    diesel::update(export_jobs::table.find(&job.id))
+        .set(job)
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Takes the lease of one job that is queued, or running with a lapsed lease (its instance
+/// stopped): the job the caller should work on now.
+pub fn claim_job(
+    conn: &mut DbConnection,
+    owner: &str,
+    now: NaiveDateTime,
+    until: NaiveDateTime,
+) -> QResult<Option<ExportJob>> {
+    let candidates: Vec<String> = export_jobs::table
+        .filter(export_jobs::status.eq_any(["queued", "running"]))
+        .filter(
+            export_jobs::lease_until
+                .is_null()
+                .or(export_jobs::lease_until.lt(now)),
+        )
+        .order(export_jobs::created.asc())
+        .select(export_jobs::id)
+        .limit(5)
+        .load(conn)?;
+    for id in candidates {
+        // Conditional on the lease still being free: two instances never both win.
+        let n = diesel::update(
+            export_jobs::table
+                .find(&id)
+                .filter(export_jobs::status.eq_any(["queued", "running"]))
+                .filter(
+                    export_jobs::lease_until
+                        .is_null()
+                        .or(export_jobs::lease_until.lt(now)),
+                ),
+        )
+        .set((
+            export_jobs::lease_until.eq(Some(until)),
+            export_jobs::lease_owner.eq(Some(owner)),
+            export_jobs::status.eq("running"),
+        ))
+        .execute(conn)?;
+        if n == 1 {
+            return job(conn, &id);
+        }
+    }
+    Ok(None)
+}
+
+/// The job's files so far, in order.
+pub fn files(conn: &mut DbConnection, job_id: &str) -> QResult<Vec<FileMeta>> {
+    let rows: Vec<(i32, String, i64)> = export_files::table
+        .filter(export_files::job_id.eq(job_id))
+        .order(export_files::part.asc())
+        .select((
+            export_files::part,
+            export_files::res_type,
+            export_files::count,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(part, res_type, count)| FileMeta {
+            part,
+            res_type,
+            count,
+        })
+        .collect())
+}
+
+pub fn add_file(
+    conn: &mut DbConnection,
+    job_id: &str,
+    file: &FileMeta,
+    data: &[u8],
+) -> QResult<()> {
+    diesel::insert_into(export_files::table)
+        .values((
+            export_files::job_id.eq(job_id),
+            export_files::part.eq(file.part),
+            export_files::res_type.eq(&file.res_type),
+            export_files::count.eq(file.count),
+            export_files::data.eq(data),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// One file's type and bytes.
+pub fn file(
+    conn: &mut DbConnection,
+    job_id: &str,
+    part: i32,
+) -> QResult<Option<(String, Vec<u8>)>> {
+    export_files::table
+        .find((job_id, part))
+        .select((export_files::res_type, export_files::data))
+        .first(conn)
+        .optional()
+}
+
+/// Deletes a job and its files.
+pub fn delete_job(conn: &mut DbConnection, job_id: &str) -> QResult<()> {
+    diesel::delete(export_files::table.filter(export_files::job_id.eq(job_id))).execute(conn)?;
+    diesel::delete(export_jobs::table.find(job_id)).execute(conn)?;
+    Ok(())
+}
+
+/// Jobs whose files have expired.
+pub fn expired_jobs(conn: &mut DbConnection, now: NaiveDateTime) -> QResult<Vec<String>> {
+    export_jobs::table
+        .filter(export_jobs::expires.lt(now))
+        .select(export_jobs::id)
+        .load(conn)
+}
+
+/// What an export page reads: live resources of one type changed in (`since`, `until`], each
+/// holding one of the codes of every required token parameter (the organisation scoping).
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub res_type: String,
+    pub since: Option<NaiveDateTime>,
+    pub until: Option<NaiveDateTime>,
+    pub required: Vec<(String, Vec<String>)>,
+}
+
+type Backend = crate::conn::MultiBackend;
+
+fn page_filtered(q: &PageQuery) -> resources::BoxedQuery<'static, Backend> {
+    let mut query = resources::table
+        .into_boxed()
+        .filter(resources::res_type.eq(q.res_type.clone()))
+        .filter(resources::deleted.eq(0));
+    if let Some(t) = q.since {
+        query = query.filter(resources::last_updated.gt(t));
+    }
+    if let Some(t) = q.until {
+        query = query.filter(resources::last_updated.le(t));
+    }
+    for (param, codes) in &q.required {
+        query = query.filter(
+            resources::id.eq_any(
+                search_tokens::table
+                    .filter(search_tokens::res_type.eq(q.res_type.clone()))
+                    .filter(search_tokens::param.eq(param.clone()))
+                    .filter(search_tokens::code.eq_any(codes.clone()))
+                    .select(search_tokens::res_id),
+            ),
+        );
+    }
+    query
+}
+
+/// Up to `limit` (id, content) after `after_id`, in id order.
+pub fn page(
+    conn: &mut DbConnection,
+    q: &PageQuery,
+    after_id: &str,
+    limit: i64,
+) -> QResult<Vec<(String, String)>> {
+    page_filtered(q)
+        .filter(resources::id.gt(after_id.to_owned()))
+        .order(resources::id.asc())
+        .limit(limit)
+        .select((resources::id, resources::content))
+        .load(conn)
+}
+
+/// How many resources a page query covers in all (for progress).
+pub fn count(conn: &mut DbConnection, q: &PageQuery) -> QResult<i64> {
+    page_filtered(q).count().get_result(conn)
+}

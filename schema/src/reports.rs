@@ -1,0 +1,458 @@
+//! The reporting tables: one row per referral or A&G request, appointment and slot, kept in
+//! step with the resources (written in the same transaction), and the aggregates reports run
+//! over them. Nothing here loads a whole table: row reports page by key, the rest group in SQL.
+
+use chrono::NaiveDateTime;
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+
+use crate::schema::{report_appointments, report_referrals, report_slots, search_tokens};
+use crate::DbConnection;
+
+type QResult<T> = Result<T, diesel::result::Error>;
+
+/// A referral or A&G request as reports see it.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = report_referrals)]
+pub struct ReferralFacts {
+    pub id: String,
+    /// `referral` or `advice`.
+    pub kind: String,
+    pub ubrn: String,
+    pub state: String,
+    pub active: i32,
+    pub priority: String,
+    pub specialty: String,
+    pub clinic_type: Option<String>,
+    pub referrer_org: Option<String>,
+    pub provider_org: Option<String>,
+    pub service_id: Option<String>,
+    pub patient_id: Option<String>,
+    pub created: NaiveDateTime,
+    pub updated: NaiveDateTime,
+    /// ISO week of `created` (`2026-W49`).
+    pub week: String,
+    pub converted: i32,
+    pub deleted: i32,
+}
+
+/// An appointment as reports see it (with its referral's specialty and organisations).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = report_appointments)]
+pub struct AppointmentFacts {
+    pub id: String,
+    pub referral_id: Option<String>,
+    pub service_id: Option<String>,
+    pub provider_org: Option<String>,
+    pub referrer_org: Option<String>,
+    pub specialty: String,
+    pub priority: String,
+    pub status: String,
+    pub booked: i32,
+    pub start: Option<NaiveDateTime>,
+    pub created: NaiveDateTime,
+    pub week: String,
+    pub deleted: i32,
+}
+
+/// A slot as reports see it (with its service, provider and specialty).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = report_slots)]
+pub struct SlotFacts {
+    pub id: String,
+    pub service_id: String,
+    pub provider_org: Option<String>,
+    pub specialty: Option<String>,
+    pub priority: String,
+    pub status: String,
+    pub start: NaiveDateTime,
+    pub week: String,
+    pub deleted: i32,
+}
+
+/// One resource's reporting row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Facts {
+    Referral(ReferralFacts),
+    Appointment(AppointmentFacts),
+    Slot(SlotFacts),
+}
+
+/// Writes (or replaces) a resource's reporting row.
+pub fn save(conn: &mut DbConnection, facts: &Facts) -> QResult<()> {
+    match facts {
+        Facts::Referral(f) => {
+            diesel::delete(report_referrals::table.find(&f.id)).execute(conn)?;
+            diesel::insert_into(report_referrals::table)
+                .values(f)
+                .execute(conn)?;
+        }
+        Facts::Appointment(f) => {
+            diesel::delete(report_appointments::table.find(&f.id)).execute(conn)?;
+            diesel::insert_into(report_appointments::table)
+                .values(f)
+                .execute(conn)?;
+        }
+        Facts::Slot(f) => {
+            diesel::delete(report_slots::table.find(&f.id)).execute(conn)?;
+            diesel::insert_into(report_slots::table)
+                .values(f)
+                .execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rows per multi-row INSERT in a bulk load.
+const CHUNK: usize = 500;
+
+/// Inserts the reporting rows of brand-new resources (the bulk-load path).
+pub fn insert_many(conn: &mut DbConnection, facts: &[Facts]) -> QResult<()> {
+    let mut referrals = Vec::new();
+    let mut appointments = Vec::new();
+    let mut slots = Vec::new();
+    for f in facts {
+        match f {
+            Facts::Referral(r) => referrals.push(r),
+            Facts::Appointment(a) => appointments.push(a),
+            Facts::Slot(s) => slots.push(s),
+        }
+    }
+    for c in referrals.chunks(CHUNK) {
+        let rows: Vec<ReferralFacts> = c.iter().map(|r| (*r).clone()).collect();
+        on_backend!(conn, |conn| diesel::insert_into(report_referrals::table)
+            .values(&rows)
+            .execute(conn))?;
+    }
+    for c in appointments.chunks(CHUNK) {
+        let rows: Vec<AppointmentFacts> = c.iter().map(|r| (*r).clone()).collect();
+        on_backend!(conn, |conn| diesel::insert_into(report_appointments::table)
+            .values(&rows)
+            .execute(conn))?;
+    }
+    for c in slots.chunks(CHUNK) {
+        let rows: Vec<SlotFacts> = c.iter().map(|r| (*r).clone()).collect();
+        on_backend!(conn, |conn| diesel::insert_into(report_slots::table)
+            .values(&rows)
+            .execute(conn))?;
+    }
+    Ok(())
+}
+
+/// The referral (or A&G request) row of one resource.
+pub fn referral(conn: &mut DbConnection, id: &str) -> QResult<Option<ReferralFacts>> {
+    report_referrals::table
+        .find(id)
+        .select(ReferralFacts::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Marks a deleted (or expired) resource's row: it stays counted in usage, and leaves the
+/// lists of live things.
+pub fn mark_deleted(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<()> {
+    match res_type {
+        "ServiceRequest" => {
+            diesel::update(report_referrals::table.find(id))
+                .set((
+                    report_referrals::deleted.eq(1),
+                    report_referrals::active.eq(0),
+                ))
+                .execute(conn)?;
+        }
+        "Appointment" => {
+            diesel::update(report_appointments::table.find(id))
+                .set(report_appointments::deleted.eq(1))
+                .execute(conn)?;
+        }
+        "Slot" => {
+            diesel::update(report_slots::table.find(id))
+                .set(report_slots::deleted.eq(1))
+                .execute(conn)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What a report is narrowed to; every filter is optional and they are ANDed. `org` matches
+/// either side (referrer or provider) where a row has two.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportFilter {
+    pub org: Option<String>,
+    pub from: Option<NaiveDateTime>,
+    pub to: Option<NaiveDateTime>,
+    pub specialty: Option<String>,
+    pub service: Option<String>,
+    pub priority: Option<String>,
+}
+
+type Backend = crate::conn::MultiBackend;
+/// A WHERE condition on one table, built from the filters a report was given.
+type Cond<T> = Box<dyn BoxableExpression<T, Backend, SqlType = diesel::sql_types::Bool>>;
+
+/// All the conditions ANDed (TRUE when there are none).
+fn all_of<T: 'static>(conds: Vec<Cond<T>>) -> Cond<T> {
+    conds
+        .into_iter()
+        .reduce(|a, b| Box::new(a.and(b)))
+        .unwrap_or_else(|| Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("1 = 1")))
+}
+
+/// The filter's conditions on one reporting table, given its columns: `$org` lists the
+/// organisation columns (either matches), `$when` the date column.
+macro_rules! conditions {
+    ($f:expr, $t:ident, [$($org:ident),+], $when:ident, $specialty:expr, $service:expr, $priority:ident) => {{
+        let f: &ReportFilter = $f;
+        let mut c: Vec<Cond<$t::table>> = Vec::new();
+        if let Some(o) = &f.org {
+            c.push(all_or(vec![$(Box::new($t::$org.assume_not_null().eq(o.clone())) as Cond<$t::table>),+]));
+        }
+        if let Some(t) = f.from {
+            c.push(Box::new($t::$when.assume_not_null().ge(t)));
+        }
+        if let Some(t) = f.to {
+            c.push(Box::new($t::$when.assume_not_null().le(t)));
+        }
+        if let Some(s) = &f.specialty {
+            c.push(Box::new($specialty.eq(s.clone())));
+        }
+        if let Some(s) = &f.service {
+            c.push(Box::new($service.eq(s.clone())));
+        }
+        if let Some(p) = &f.priority {
+            c.push(Box::new($t::$priority.eq(p.clone())));
+        }
+        all_of(c)
+    }};
+}
+
+/// Any of the conditions.
+fn all_or<T: 'static>(conds: Vec<Cond<T>>) -> Cond<T> {
+    conds
+        .into_iter()
+        .reduce(|a, b| Box::new(a.or(b)))
+        .unwrap_or_else(|| Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("1 = 0")))
+}
+
+fn referral_conditions(f: &ReportFilter) -> Cond<report_referrals::table> {
+    conditions!(
+        f,
+        report_referrals,
+        [referrer_org, provider_org],
+        created,
+        report_referrals::specialty,
+        report_referrals::service_id.assume_not_null(),
+        priority
+    )
+}
+
+/// Active referrals (not A&G requests), oldest first, `limit` after the key (`created`, `id`)
+/// of the last row of the previous page.
+pub fn active_referrals(
+    conn: &mut DbConnection,
+    f: &ReportFilter,
+    after: Option<&(NaiveDateTime, String)>,
+    limit: i64,
+) -> QResult<Vec<ReferralFacts>> {
+    let mut q = report_referrals::table
+        .into_boxed()
+        .filter(referral_conditions(f))
+        .filter(report_referrals::kind.eq("referral"))
+        .filter(report_referrals::active.eq(1));
+    if let Some((created, id)) = after {
+        q = q.filter(
+            report_referrals::created
+                .gt(*created)
+                .or(report_referrals::created
+                    .eq(*created)
+                    .and(report_referrals::id.gt(id.clone()))),
+        );
+    }
+    q.order((report_referrals::created.asc(), report_referrals::id.asc()))
+        .limit(limit)
+        .select(ReferralFacts::as_select())
+        .load(conn)
+}
+
+/// The NHS numbers of these patients (`Patient` ids), from the search index.
+pub fn nhs_numbers(
+    conn: &mut DbConnection,
+    system: &str,
+    patient_ids: &[String],
+) -> QResult<Vec<(String, String)>> {
+    search_tokens::table
+        .filter(search_tokens::res_type.eq("Patient"))
+        .filter(search_tokens::param.eq("identifier"))
+        .filter(search_tokens::system.eq(system))
+        .filter(search_tokens::res_id.eq_any(patient_ids))
+        .select((search_tokens::res_id, search_tokens::code))
+        .load(conn)
+}
+
+/// How the usage report groups: by specialty or by (referring or providing) organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageKey {
+    Specialty,
+    Organisation,
+}
+
+/// One usage count: week, group key, what was counted, how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageCount {
+    pub week: String,
+    pub key: String,
+    pub measure: &'static str,
+    pub count: i64,
+}
+
+/// Initial referrals, A&G requests, conversions (by the referring organisation or
+/// specialty) and bookings (by the providing organisation or specialty), per ISO week.
+pub fn usage(conn: &mut DbConnection, f: &ReportFilter, by: UsageKey) -> QResult<Vec<UsageCount>> {
+    let mut out = Vec::new();
+    let rows: Vec<(String, Option<String>, String, i32, i64)> = match by {
+        UsageKey::Specialty => report_referrals::table
+            .filter(referral_conditions(f))
+            .group_by((
+                report_referrals::week,
+                report_referrals::specialty,
+                report_referrals::kind,
+                report_referrals::converted,
+            ))
+            .select((
+                report_referrals::week,
+                report_referrals::specialty.nullable(),
+                report_referrals::kind,
+                report_referrals::converted,
+                count_star(),
+            ))
+            .load(conn)?,
+        UsageKey::Organisation => report_referrals::table
+            .filter(referral_conditions(f))
+            .group_by((
+                report_referrals::week,
+                report_referrals::referrer_org,
+                report_referrals::kind,
+                report_referrals::converted,
+            ))
+            .select((
+                report_referrals::week,
+                report_referrals::referrer_org,
+                report_referrals::kind,
+                report_referrals::converted,
+                count_star(),
+            ))
+            .load(conn)?,
+    };
+    for (week, key, kind, converted, count) in rows {
+        let measure = match (kind.as_str(), converted) {
+            ("advice", _) => "advice_requests",
+            (_, 0) => "initial_referrals",
+            _ => "conversions",
+        };
+        out.push(UsageCount {
+            week,
+            key: key.unwrap_or_default(),
+            measure,
+            count,
+        });
+    }
+    let cond = || -> Cond<report_appointments::table> {
+        all_of(vec![
+            Box::new(report_appointments::booked.eq(1)),
+            conditions!(
+                f,
+                report_appointments,
+                [referrer_org, provider_org],
+                created,
+                report_appointments::specialty,
+                report_appointments::service_id.assume_not_null(),
+                priority
+            ),
+        ])
+    };
+    let bookings: Vec<(String, Option<String>, i64)> = match by {
+        UsageKey::Specialty => report_appointments::table
+            .filter(cond())
+            .group_by((report_appointments::week, report_appointments::specialty))
+            .select((
+                report_appointments::week,
+                report_appointments::specialty.nullable(),
+                count_star(),
+            ))
+            .load(conn)?,
+        UsageKey::Organisation => report_appointments::table
+            .filter(cond())
+            .group_by((report_appointments::week, report_appointments::provider_org))
+            .select((
+                report_appointments::week,
+                report_appointments::provider_org,
+                count_star(),
+            ))
+            .load(conn)?,
+    };
+    out.extend(bookings.into_iter().map(|(week, key, count)| UsageCount {
+        week,
+        key: key.unwrap_or_default(),
+        measure: "bookings",
+        count,
+    }));
+    out.sort_by(|a, b| (&a.week, &a.key, a.measure).cmp(&(&b.week, &b.key, b.measure)));
+    Ok(out)
+}
+
+/// Slots of one service in one week with one status (`deleted` ones apart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotCount {
+    pub service_id: String,
+    pub provider_org: Option<String>,
+    pub week: String,
+    pub status: String,
+    pub deleted: bool,
+    pub count: i64,
+}
+
+/// Slot counts per service, ISO week of the slot's start, status.
+pub fn slot_counts(conn: &mut DbConnection, f: &ReportFilter) -> QResult<Vec<SlotCount>> {
+    let cond = conditions!(
+        f,
+        report_slots,
+        [provider_org],
+        start,
+        report_slots::specialty.assume_not_null(),
+        report_slots::service_id,
+        priority
+    );
+    let rows: Vec<(String, Option<String>, String, String, i32, i64)> = report_slots::table
+        .filter(cond)
+        .group_by((
+            report_slots::service_id,
+            report_slots::provider_org,
+            report_slots::week,
+            report_slots::status,
+            report_slots::deleted,
+        ))
+        .select((
+            report_slots::service_id,
+            report_slots::provider_org,
+            report_slots::week,
+            report_slots::status,
+            report_slots::deleted,
+            count_star(),
+        ))
+        .order((report_slots::week, report_slots::service_id))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(service_id, provider_org, week, status, deleted, count)| SlotCount {
+                service_id,
+                provider_org,
+                week,
+                status,
+                deleted: deleted != 0,
+                count,
+            },
+        )
+        .collect())
+}
