@@ -13,6 +13,7 @@ mod errors;
 mod examples;
 mod openapi;
 mod referrals;
+mod reports;
 mod search;
 mod security;
 mod subscriptions;
