@@ -89,6 +89,14 @@ pub struct Settings {
     /// `ERS_DELIVERY`: this instance delivers subscription notifications (default true; any
     /// number of instances may, one at a time per subscription).
     pub delivery: bool,
+    /// `ERS_EXPORTS`: this instance runs FHIR Bulk Data export jobs (default true; a job runs
+    /// on one instance at a time and resumes elsewhere if that instance stops).
+    pub exports: bool,
+    /// `ERS_EXPORT_TTL_SECS`: how long an export's files stay downloadable after it completes
+    /// (default 3600).
+    pub export_ttl_secs: i64,
+    /// `ERS_EXPORT_FILE_RESOURCES`: resources per NDJSON output file (default 10,000).
+    pub export_file_resources: usize,
 }
 
 impl Default for Settings {
@@ -119,6 +127,9 @@ impl Default for Settings {
             ubrn_expiry_days: 548,
             expiry_interval_secs: 3600,
             delivery: true,
+            exports: true,
+            export_ttl_secs: 3600,
+            export_file_resources: 10_000,
         }
     }
 }
@@ -296,6 +307,20 @@ impl Settings {
         }
         if let Some(v) = flag("ERS_DELIVERY")? {
             s.delivery = v;
+        }
+        if let Some(v) = flag("ERS_EXPORTS")? {
+            s.exports = v;
+        }
+        if let Some(v) = number("ERS_EXPORT_TTL_SECS")? {
+            s.export_ttl_secs = Some(v).filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError("ERS_EXPORT_TTL_SECS must be a positive number of seconds".into())
+            })?;
+        }
+        if let Some(v) = number("ERS_EXPORT_FILE_RESOURCES")? {
+            s.export_file_resources =
+                usize::try_from(v).ok().filter(|n| *n > 0).ok_or_else(|| {
+                    ConfigError("ERS_EXPORT_FILE_RESOURCES must be a positive number".into())
+                })?;
         }
         match (
             get("ERS_TLS_CERT").filter(|v| !v.is_empty()),

@@ -1,10 +1,11 @@
-//! `ers-server [serve | migrate | seed | expire | import-postcodes | generate-directory | openapi]`.
+//! `ers-server [serve | migrate | seed | expire | export | import | import-postcodes |
+//! generate-directory | openapi]`.
 
 use ers_api::config::Settings;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | expire | import-postcodes FILE | generate-directory SERVICES SLOTS | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -53,6 +54,209 @@ fn generate_directory(settings: &Settings, services: usize, slots: usize) -> Res
         r.schedules,
         r.slots,
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// `export --type A,B --since INSTANT --out DIR`: one `{Type}.ndjson` per type.
+fn export(settings: &Settings, args: &[String]) -> Result<(), String> {
+    use ers_api::fhir::registry;
+    use std::io::Write;
+    let usage =
+        "usage: ers-server export [--type Type,Type] [--since 2026-11-01T00:00:00Z] --out DIR";
+    let mut types: Option<String> = None;
+    let mut since = None;
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value; {usage}"))
+        };
+        match a.as_str() {
+            "--type" => types = Some(value()?),
+            "--since" => {
+                let v = value()?;
+                since = Some(
+                    ers_api::fhir::datetime::range(&v)
+                        .map(|(low, _)| low)
+                        .ok_or_else(|| {
+                            format!("--since '{v}' is not a date-time (2026-11-01T00:00:00Z)")
+                        })?,
+                )
+            }
+            "--out" => out = Some(value()?),
+            other => return Err(format!("unknown option '{other}'; {usage}")),
+        }
+    }
+    let out = std::path::PathBuf::from(out.ok_or(usage)?);
+    let defs: Vec<&'static registry::ResourceDef> = match types {
+        None => registry::RESOURCES.iter().collect(),
+        Some(list) => list
+            .split(',')
+            .map(|t| {
+                registry::find(t.trim()).ok_or_else(|| {
+                    format!("--type: '{t}' is not a resource type this server holds")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let until = ers_api::service::transfer::now();
+    let counts = ers_api::service::transfer::count(&mut conn, &defs, since, until)
+        .map_err(|e| e.to_string())?;
+    let pb = bar(counts.iter().sum(), "exporting");
+    let mut files: std::collections::HashMap<String, std::io::BufWriter<std::fs::File>> =
+        std::collections::HashMap::new();
+    let mut write = |t: &str, content: &str| -> std::io::Result<()> {
+        if !files.contains_key(t) {
+            let f = std::fs::File::create(out.join(format!("{t}.ndjson")))?;
+            files.insert(t.to_owned(), std::io::BufWriter::new(f));
+        }
+        if let Some(f) = files.get_mut(t) {
+            f.write_all(content.as_bytes())?;
+            f.write_all(b"\n")?;
+        }
+        pb.inc(1);
+        Ok(())
+    };
+    let n = ers_api::service::transfer::dump(&mut conn, &defs, since, until, &mut write)
+        .map_err(|e| e.to_string())?;
+    for (_, mut f) in files {
+        f.flush().map_err(|e| e.to_string())?;
+    }
+    pb.finish_and_clear();
+    println!("exported {n} resources to {}", out.display());
+    Ok(())
+}
+
+/// `import PATH...`: NDJSON files (or directories of them), in dependency order.
+fn import(settings: &Settings, args: &[String]) -> Result<(), String> {
+    use std::io::BufRead;
+    if args.is_empty() {
+        return Err("usage: ers-server import FILE.ndjson|DIR ...".into());
+    }
+    let mut files = Vec::new();
+    for a in args {
+        let p = std::path::PathBuf::from(a);
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).map_err(|e| format!("{a}: {e}"))? {
+                let path = e.map_err(|e| format!("{a}: {e}"))?.path();
+                if path.extension().is_some_and(|x| x == "ndjson") {
+                    files.push(path);
+                }
+            }
+        } else {
+            files.push(p);
+        }
+    }
+    // Each file in the order of the type of its first resource (referred-to types first);
+    // what the server writes itself (Provenance) or keeps apart (subscriptions) is skipped.
+    let mut ranked = Vec::new();
+    let mut total = 0u64;
+    for f in files {
+        let file = std::fs::File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let mut first = None;
+        let mut lines_in_file = 0u64;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(|e| format!("{}: {e}", f.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            lines_in_file += 1;
+            if first.is_none() {
+                first = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("resourceType")?.as_str().map(str::to_owned));
+            }
+        }
+        let kind = first.unwrap_or_default();
+        let rank = ers_api::service::transfer::import_rank(&kind);
+        if rank == ers_api::service::transfer::IMPORT_ORDER.len() {
+            println!(
+                "skipping {}: {kind} resources are not imported (importable: {})",
+                f.display(),
+                ers_api::service::transfer::IMPORT_ORDER.join(", ")
+            );
+            continue;
+        }
+        total += lines_in_file;
+        ranked.push((rank, f));
+    }
+    ranked.sort();
+    let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let pb = bar(total, "importing");
+    let mut sum = ers_api::service::transfer::Imported::default();
+    let mut deferred: Vec<serde_json::Value> = Vec::new();
+    for (_, f) in ranked {
+        let name = f.display().to_string();
+        let file = std::fs::File::open(&f).map_err(|e| format!("{name}: {e}"))?;
+        let mut batch = Vec::new();
+        let mut first_line = 1;
+        let lines: Vec<String> = std::io::BufReader::new(file)
+            .lines()
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{name}: {e}"))?;
+        let n = lines.len();
+        for (i, line) in lines.into_iter().enumerate() {
+            if !line.trim().is_empty() {
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .map_err(|e| format!("{name}:{}: not JSON: {e}", i + 1))?;
+                batch.push(v);
+            }
+            if batch.len() == 500 || (i + 1 == n && !batch.is_empty()) {
+                let size = batch.len() as u64;
+                let (done, later) =
+                    ers_api::service::transfer::import_batch(&mut conn, std::mem::take(&mut batch))
+                        .map_err(|e| format!("{name}:{first_line}-{}: {e}", i + 1))?;
+                deferred.extend(later);
+                sum.created += done.created;
+                sum.updated += done.updated;
+                sum.unchanged += done.unchanged;
+                pb.inc(size);
+                first_line = i + 2;
+            }
+        }
+    }
+    // The references that had to wait (to resources imported later), now everything is in.
+    for chunk in deferred.chunks(500) {
+        let (done, still) = ers_api::service::transfer::import_batch(&mut conn, chunk.to_vec())
+            .map_err(|e| format!("second pass: {e}"))?;
+        if let Some(v) = still.first() {
+            return Err(format!(
+                "{}/{} refers to resources that are in none of the files",
+                v["resourceType"].as_str().unwrap_or_default(),
+                v["id"].as_str().unwrap_or_default()
+            ));
+        }
+        // A second pass turns a created resource into an updated one: counted once.
+        sum.updated += done.updated;
+        sum.created -= done.updated.min(sum.created);
+    }
+    pb.finish_and_clear();
+    println!(
+        "imported {} resources: {} created, {} updated, {} unchanged",
+        sum.total(),
+        sum.created,
+        sum.updated,
+        sum.unchanged
     );
     Ok(())
 }
@@ -116,6 +320,8 @@ async fn main() -> std::process::ExitCode {
                 _ => Err("usage: ers-server generate-directory SERVICES SLOTS (e.g. 10000 1000000)".to_string()),
             }
         }
+        "export" => export(&settings, &std::env::args().skip(2).collect::<Vec<_>>()),
+        "import" => import(&settings, &std::env::args().skip(2).collect::<Vec<_>>()),
         "openapi" => {
             print!("{}", ers_api::http::openapi::document_json());
             Ok(())

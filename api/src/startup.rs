@@ -112,6 +112,13 @@ impl Application {
                 },
             );
         }
+        if settings.exports {
+            crate::http::bulk::run_jobs(
+                pool.clone(),
+                settings.export_file_resources,
+                settings.export_ttl_secs,
+            );
+        }
         if settings.expiry_interval_secs > 0 {
             schedule_expiry(
                 pool.clone(),

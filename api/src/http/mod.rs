@@ -5,6 +5,7 @@ pub mod announcements;
 pub mod appointments;
 pub mod attachments;
 pub mod audit;
+pub mod bulk;
 pub mod bundles;
 pub mod caller;
 pub mod dashboard;

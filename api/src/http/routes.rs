@@ -72,6 +72,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(super::bundles::post))
                         .default_service(web::to(not_allowed)),
                 )
+                // FHIR Bulk Data: asynchronous export, its status, its files.
+                .service(
+                    web::resource("/$export")
+                        .route(web::get().to(super::bulk::system))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/Patient/$export")
+                        .route(web::get().to(super::bulk::patient))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/$export-status/{job}")
+                        .route(web::get().to(super::bulk::status))
+                        .route(web::delete().to(super::bulk::cancel))
+                        .default_service(web::to(not_allowed)),
+                )
+                .service(
+                    web::resource("/$export-file/{job}/{part}")
+                        .route(web::get().to(super::bulk::file))
+                        .default_service(web::to(not_allowed)),
+                )
                 .service(
                     web::resource(
                         "/{type:CodeSystem|ValueSet|SearchParameter|OperationDefinition|StructureDefinition}",

@@ -7,6 +7,7 @@ pub mod attachments;
 pub mod audit;
 pub mod booking;
 pub mod directory;
+pub mod exports;
 pub mod postcodes;
 pub mod referral;
 pub mod reporting;
@@ -17,6 +18,7 @@ pub mod scope;
 pub mod seed;
 pub mod subscriptions;
 pub mod synthetic;
+pub mod transfer;
 
 use ers_schema::StorageError;
 

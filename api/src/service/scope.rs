@@ -90,6 +90,19 @@ fn criterion(codes: Vec<String>) -> Criterion {
     }
 }
 
+/// The index tokens a resource of `def` must hold (parameter, any of these codes) for the
+/// caller to see it: the same rule as `restrict`, for bulk reads filtered in SQL.
+pub fn required_tokens(def: &ResourceDef, caller: &Caller) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    if let Some(codes) = codes_for(def, caller) {
+        out.push((PARAM.to_owned(), codes));
+    }
+    if let Some(codes) = role_codes(def, caller) {
+        out.push((AUDIENCE_ROLE.to_owned(), codes));
+    }
+    out
+}
+
 /// Narrows a search of `def` to what the caller may see, including the resources that reverse
 /// chains (`_has`) look through.
 pub fn restrict(def: &ResourceDef, criteria: &mut Vec<Criterion>, caller: &Caller) {

@@ -1,0 +1,276 @@
+//! FHIR Bulk Data Access over HTTP: `GET [base]/$export` and `GET [base]/Patient/$export`
+//! (kick-off, 202 + Content-Location), `GET [base]/$export-status/{job}` (202 with X-Progress
+//! while it runs, then 200 with the manifest), `DELETE` of the same URL (cancel), and
+//! `GET [base]/$export-file/{job}/{part}` (NDJSON).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::handlers::{base_url, draft};
+use super::ApiError;
+use crate::domain::Caller;
+use crate::fhir::datetime;
+use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::service::exports::{self, Kickoff, Level};
+use crate::startup::AppState;
+
+const NDJSON: &str = "application/fhir+ndjson";
+
+fn kickoff_params(req: &HttpRequest, level: Level) -> Result<Kickoff, ApiError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))?;
+    let mut k = Kickoff {
+        level,
+        types: None,
+        since: None,
+        request: String::new(),
+    };
+    for (name, v) in &params {
+        match name.as_str() {
+            "_outputFormat" => {
+                if !["application/fhir+ndjson", "application/ndjson", "ndjson"].contains(&v.as_str()) {
+                    return Err(ApiError::bad_param(
+                        name,
+                        format!("'{v}' is not supported: this server writes application/fhir+ndjson"),
+                    ));
+                }
+            }
+            "_type" => {
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if list.is_empty() {
+                    return Err(ApiError::bad_param(name, "needs one or more resource types, comma-separated"));
+                }
+                k.types.get_or_insert_with(Vec::new).extend(list);
+            }
+            "_since" => {
+                if !datetime::is_datetime(v) || !v.contains('T') {
+                    return Err(ApiError::bad_param(
+                        name,
+                        format!("'{v}' is not a FHIR instant (2026-11-30T09:00:00Z)"),
+                    ));
+                }
+                k.since = datetime::range(v).map(|(low, _)| low);
+            }
+            "_typeFilter" | "_elements" | "patient" | "includeAssociatedData" => {
+                return Err(ApiError::bad_param(
+                    name,
+                    "is not supported by this server's $export (it takes _type, _since, _outputFormat)",
+                ))
+            }
+            "_format" => {}
+            other => {
+                return Err(ApiError::bad_param(
+                    other,
+                    "is not a parameter of $export (it takes _type, _since, _outputFormat)",
+                ))
+            }
+        }
+    }
+    Ok(k)
+}
+
+async fn kick_off(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    level: Level,
+) -> Result<HttpResponse, ApiError> {
+    let prefer = req
+        .headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split([',', ';']).any(|p| p.trim() == "respond-async"));
+    if !prefer {
+        return Err(ApiError::BadHeader {
+            header: "Prefer",
+            message: "a bulk export runs asynchronously: send 'Prefer: respond-async'".into(),
+        });
+    }
+    let mut k = kickoff_params(&req, level)?;
+    let base = base_url(&req, &state);
+    k.request = format!(
+        "{base}{}{}",
+        req.path().trim_start_matches("/FHIR/R4"),
+        if req.query_string().is_empty() {
+            String::new()
+        } else {
+            format!("?{}", req.query_string())
+        }
+    );
+    let d = draft(&req, Some(&caller));
+    let pool = state.pool.clone();
+    let ttl = state.settings.export_ttl_secs;
+    let job = web::block(move || -> Result<_, ApiError> {
+        let mut c = pool.get()?;
+        Ok(exports::kick_off(&mut c, &k, &caller, &d, ttl)?)
+    })
+    .await??;
+    let body = operation_outcome(&[Issue::information(format!(
+        "Export {} accepted ({}): poll the Content-Location for its progress",
+        job.id, job.types
+    ))]);
+    Ok(HttpResponse::Accepted()
+        .insert_header((
+            "Content-Location",
+            format!("{base}/$export-status/{}", job.id),
+        ))
+        .content_type("application/fhir+json")
+        .body(body.to_string()))
+}
+
+/// `GET [base]/$export`.
+pub async fn system(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    kick_off(req, caller, state, Level::System).await
+}
+
+/// `GET [base]/Patient/$export`.
+pub async fn patient(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    kick_off(req, caller, state, Level::Patient).await
+}
+
+/// `GET [base]/$export-status/{job}`.
+pub async fn status(
+    req: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let pool = state.pool.clone();
+    let (job, files) = web::block(move || -> Result<_, ApiError> {
+        let mut c = pool.get()?;
+        Ok(exports::status(&mut c, &id, &caller)?)
+    })
+    .await??;
+    let base = base_url(&req, &state);
+    match job.status.as_str() {
+        "complete" => {
+            let manifest = serde_json::json!({
+                "transactionTime": datetime::instant(job.transaction_time),
+                "request": job.request,
+                "requiresAccessToken": true,
+                "output": files.iter().map(|f| serde_json::json!({
+                    "type": f.res_type,
+                    "url": format!("{base}/$export-file/{}/{}", job.id, f.part),
+                    "count": f.count,
+                })).collect::<Vec<_>>(),
+                "error": [],
+                "extension": {"expires": datetime::instant(job.expires)},
+            });
+            Ok(HttpResponse::Ok()
+                .insert_header(("Expires", datetime::http_date(job.expires)))
+                .content_type("application/json")
+                .body(manifest.to_string()))
+        }
+        "failed" => Err(ApiError::Internal(format!(
+            "export {} failed: {}",
+            job.id,
+            job.error.unwrap_or_default()
+        ))),
+        _ => {
+            let progress = if job.estimate > 0 {
+                format!(
+                    "{} of {} resources ({}%)",
+                    job.exported,
+                    job.estimate,
+                    job.exported * 100 / job.estimate
+                )
+            } else if job.status == "queued" {
+                "queued".to_owned()
+            } else {
+                format!("{} resources", job.exported)
+            };
+            Ok(HttpResponse::build(StatusCode::ACCEPTED)
+                .insert_header(("X-Progress", progress))
+                .insert_header(("Retry-After", "2"))
+                .finish())
+        }
+    }
+}
+
+/// `DELETE [base]/$export-status/{job}`: cancels the export and deletes its files.
+pub async fn cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let d = draft(&req, Some(&caller));
+    let pool = state.pool.clone();
+    let wanted = id.clone();
+    web::block(move || -> Result<_, ApiError> {
+        let mut c = pool.get()?;
+        Ok(exports::cancel(&mut c, &wanted, &caller, &d)?)
+    })
+    .await??;
+    let body = operation_outcome(&[Issue::information(format!(
+        "Export {id} cancelled; its files are deleted"
+    ))]);
+    Ok(HttpResponse::Accepted()
+        .content_type("application/fhir+json")
+        .body(body.to_string()))
+}
+
+/// `GET [base]/$export-file/{job}/{part}`.
+pub async fn file(
+    req: HttpRequest,
+    path: web::Path<(String, i32)>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, part) = path.into_inner();
+    let d = draft(&req, Some(&caller));
+    let pool = state.pool.clone();
+    let (_, data) = web::block(move || -> Result<_, ApiError> {
+        let mut c = pool.get()?;
+        Ok(exports::file(&mut c, &id, part, &caller, &d)?)
+    })
+    .await??;
+    Ok(HttpResponse::Ok().content_type(NDJSON).body(data))
+}
+
+/// Runs export jobs on the server's runtime: looks for work every second, and drops expired
+/// exports every minute. The work itself runs on the blocking pool.
+pub fn run_jobs(pool: ers_schema::DbPool, file_resources: usize, ttl_secs: i64) {
+    let worker = format!("exports-{}", uuid::Uuid::new_v4().simple());
+    actix_web::rt::spawn(async move {
+        let mut ticks = actix_web::rt::time::interval(std::time::Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            ticks.tick().await;
+            n += 1;
+            let (pool, worker) = (pool.clone(), worker.clone());
+            let purge = n % 60 == 1;
+            let r = web::block(move || -> Result<(), crate::service::ServiceError> {
+                let mut c = pool
+                    .get()
+                    .map_err(|e| crate::service::ServiceError::Internal(e.to_string()))?;
+                if purge {
+                    exports::purge_expired(&mut c)?;
+                }
+                while exports::work(&mut c, &worker, file_resources, ttl_secs)? {}
+                Ok(())
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::warn!("export worker: {e}"),
+                Err(e) => log::warn!("export worker: {e}"),
+            }
+        }
+    });
+}

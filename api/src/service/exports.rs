@@ -1,0 +1,430 @@
+//! FHIR Bulk Data export (`$export`): a kick-off records a job; a worker on any instance takes
+//! it (a lease in the database), reads each type in id order as of the kick-off, and writes
+//! NDJSON files into the database, recording after each file where it got to, so a job whose
+//! instance stops resumes elsewhere without losing or repeating a resource. The caller's
+//! permissions and organisation scoping are the same as a search's.
+
+use chrono::{Duration, NaiveDateTime, Utc};
+use ers_schema::exports::{self as store, ExportJob, FileMeta, PageQuery};
+use ers_schema::{read_tx, write_tx, DbConnection};
+
+use super::audit::{self, AuditDraft, Outcome};
+use super::{scope, Result, ServiceError};
+use crate::domain::{BusinessFunction, Caller, OdsCode};
+use crate::fhir::registry::{self, ResourceDef};
+use crate::security::permissions::{self, Action};
+
+/// How long a worker holds a job between files before another instance may take it over.
+pub const LEASE_SECS: i64 = 60;
+/// Resources read per query.
+const PAGE: i64 = 2000;
+
+/// The types of the Patient compartment this server holds (Patient-level export).
+pub const PATIENT_COMPARTMENT: &[&str] = &[
+    "Patient",
+    "ServiceRequest",
+    "Appointment",
+    "DocumentReference",
+    "Communication",
+];
+
+/// System-level or Patient-level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    System,
+    Patient,
+}
+
+impl Level {
+    pub fn code(self) -> &'static str {
+        match self {
+            Level::System => "system",
+            Level::Patient => "patient",
+        }
+    }
+}
+
+/// What a kick-off asks for.
+#[derive(Debug, Clone)]
+pub struct Kickoff {
+    pub level: Level,
+    /// `_type`, when given.
+    pub types: Option<Vec<String>>,
+    /// `_since`.
+    pub since: Option<NaiveDateTime>,
+    /// The kick-off URL, for the manifest.
+    pub request: String,
+}
+
+fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+/// Who the job is for: the user (or application) with the role and organisation it acted in.
+fn owner_of(caller: &Caller) -> String {
+    caller
+        .user_id
+        .clone()
+        .or_else(|| caller.client_id.clone())
+        .unwrap_or_default()
+}
+
+/// The types the caller may export at this level, in registry order.
+pub fn exportable(level: Level, caller: &Caller) -> Vec<&'static ResourceDef> {
+    registry::RESOURCES
+        .iter()
+        .filter(|d| level == Level::System || PATIENT_COMPARTMENT.contains(&d.name))
+        .filter(|d| permissions::permits(d.name, Action::Export, caller.business_function))
+        .collect()
+}
+
+/// Records a job (queued) and audits the kick-off.
+pub fn kick_off(
+    c: &mut DbConnection,
+    k: &Kickoff,
+    caller: &Caller,
+    draft: &AuditDraft,
+    ttl_secs: i64,
+) -> Result<ExportJob> {
+    let allowed = exportable(k.level, caller);
+    let types: Vec<&'static ResourceDef> = match &k.types {
+        None => allowed.clone(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for t in list {
+                let Some(def) = registry::find(t) else {
+                    return Err(ServiceError::BadRequest(format!(
+                        "'_type' ({t}) is not a resource type this server exports: it exports {}",
+                        registry::RESOURCES
+                            .iter()
+                            .map(|d| d.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                if k.level == Level::Patient && !PATIENT_COMPARTMENT.contains(&def.name) {
+                    return Err(ServiceError::BadRequest(format!(
+                        "'_type' ({t}) is not in the Patient compartment: a Patient-level export takes {}",
+                        PATIENT_COMPARTMENT.join(", ")
+                    )));
+                }
+                if !allowed.iter().any(|a| a.name == def.name) {
+                    return Err(ServiceError::Forbidden(format!(
+                        "Business function {} may not export {t} ({})",
+                        caller.business_function,
+                        permissions::describe(def.name, Action::Export)
+                    )));
+                }
+                if !out.iter().any(|d: &&ResourceDef| d.name == def.name) {
+                    out.push(def);
+                }
+            }
+            out
+        }
+    };
+    if types.is_empty() {
+        return Err(ServiceError::Forbidden(format!(
+            "Business function {} may not export any resource type",
+            caller.business_function
+        )));
+    }
+    let at = now();
+    let job = ExportJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        owner: owner_of(caller),
+        owner_org: caller.organisation.as_str().to_owned(),
+        owner_role: caller.business_function.code().to_owned(),
+        request: k.request.clone(),
+        level: k.level.code().to_owned(),
+        types: types.iter().map(|d| d.name).collect::<Vec<_>>().join(","),
+        since: k.since,
+        status: "queued".into(),
+        position: "0|".into(),
+        exported: 0,
+        estimate: -1,
+        error: None,
+        transaction_time: at,
+        created: at,
+        completed: None,
+        expires: at + Duration::seconds(ttl_secs.max(1)) + Duration::days(1),
+        lease_until: None,
+        lease_owner: None,
+    };
+    write_tx(c, |c| {
+        store::insert_job(c, &job)?;
+        audit::record(
+            c,
+            draft,
+            &Outcome {
+                action: "E",
+                subtype: "export".into(),
+                status: 202,
+                description: Some(format!("bulk export {} of {}", job.id, job.types)),
+            },
+            &[],
+        )?;
+        Ok::<_, ServiceError>(())
+    })?;
+    Ok(job)
+}
+
+/// The caller's job (404 for anyone else's: a job's existence is not disclosed).
+fn own_job(c: &mut DbConnection, id: &str, caller: &Caller) -> Result<ExportJob> {
+    match store::job(c, id)? {
+        Some(j)
+            if j.owner == owner_of(caller)
+                && j.owner_org == caller.organisation.as_str()
+                && j.owner_role == caller.business_function.code() =>
+        {
+            Ok(j)
+        }
+        _ => Err(ServiceError::NotFound {
+            res_type: "$export job".into(),
+            id: id.to_owned(),
+        }),
+    }
+}
+
+/// A job's state and files, for its owner.
+pub fn status(
+    c: &mut DbConnection,
+    id: &str,
+    caller: &Caller,
+) -> Result<(ExportJob, Vec<FileMeta>)> {
+    read_tx(c, |c| {
+        let job = own_job(c, id, caller)?;
+        let files = store::files(c, id)?;
+        Ok((job, files))
+    })
+}
+
+/// Cancels a job (running or done): it and its files are deleted.
+pub fn cancel(c: &mut DbConnection, id: &str, caller: &Caller, draft: &AuditDraft) -> Result<()> {
+    write_tx(c, |c| {
+        own_job(c, id, caller)?;
+        store::delete_job(c, id)?;
+        audit::record(
+            c,
+            draft,
+            &Outcome {
+                action: "D",
+                subtype: "export".into(),
+                status: 202,
+                description: Some(format!("bulk export {id} cancelled")),
+            },
+            &[],
+        )?;
+        Ok(())
+    })
+}
+
+/// One output file of a completed job, audited (it is patient data).
+pub fn file(
+    c: &mut DbConnection,
+    id: &str,
+    part: i32,
+    caller: &Caller,
+    draft: &AuditDraft,
+) -> Result<(String, Vec<u8>)> {
+    let job = own_job(c, id, caller)?;
+    if job.status != "complete" {
+        return Err(ServiceError::NotFound {
+            res_type: "$export file".into(),
+            id: format!("{id}/{part} (the export is {})", job.status),
+        });
+    }
+    let found = store::file(c, id, part)?.ok_or_else(|| ServiceError::NotFound {
+        res_type: "$export file".into(),
+        id: format!("{id}/{part}"),
+    })?;
+    audit::record(
+        c,
+        draft,
+        &Outcome {
+            action: "R",
+            subtype: "export".into(),
+            status: 200,
+            description: Some(format!("bulk export {id} file {part} ({})", found.0)),
+        },
+        &[],
+    )?;
+    Ok(found)
+}
+
+/// The caller a job runs for.
+fn job_caller(job: &ExportJob) -> Result<Caller> {
+    let bf = BusinessFunction::parse(&job.owner_role).ok_or_else(|| {
+        ServiceError::Internal(format!("export job {}: role {}", job.id, job.owner_role))
+    })?;
+    let organisation = OdsCode::parse(&job.owner_org)
+        .map_err(|e| ServiceError::Internal(format!("export job {}: {}", job.id, e.0)))?;
+    Ok(Caller {
+        user_id: Some(job.owner.clone()),
+        client_id: None,
+        business_function: bf,
+        organisation,
+        on_behalf_of: None,
+    })
+}
+
+fn page_query(job: &ExportJob, def: &ResourceDef, caller: &Caller) -> PageQuery {
+    PageQuery {
+        res_type: def.name.to_owned(),
+        since: job.since,
+        until: Some(job.transaction_time),
+        required: scope::required_tokens(def, caller),
+    }
+}
+
+/// `{type index}|{last id}`.
+fn position(job: &ExportJob) -> (usize, String) {
+    let (i, id) = job.position.split_once('|').unwrap_or(("0", ""));
+    (i.parse().unwrap_or(0), id.to_owned())
+}
+
+/// Takes one job that needs a worker and runs it to the end (or until it is cancelled or its
+/// lease is lost). Returns whether there was one.
+pub fn work(
+    c: &mut DbConnection,
+    worker: &str,
+    file_resources: usize,
+    ttl_secs: i64,
+) -> Result<bool> {
+    let at = now();
+    let claimed = write_tx(c, |c| {
+        store::claim_job(c, worker, at, at + Duration::seconds(LEASE_SECS))
+    })?;
+    let Some(mut job) = claimed else {
+        return Ok(false);
+    };
+    if let Err(e) = run(c, &mut job, worker, file_resources, ttl_secs) {
+        log::error!("export {} failed: {e}", job.id);
+        write_tx(c, |c| {
+            if let Some(mut j) = store::job(c, &job.id)? {
+                j.status = "failed".into();
+                j.error = Some(e.to_string());
+                j.completed = Some(now());
+                j.expires = now() + Duration::seconds(ttl_secs);
+                j.lease_until = None;
+                j.lease_owner = None;
+                store::save_job(c, &j)?;
+            }
+            Ok::<_, ServiceError>(())
+        })?;
+    }
+    Ok(true)
+}
+
+fn run(
+    c: &mut DbConnection,
+    job: &mut ExportJob,
+    worker: &str,
+    file_resources: usize,
+    ttl_secs: i64,
+) -> Result<()> {
+    let caller = job_caller(job)?;
+    let types: Vec<&'static ResourceDef> =
+        job.types.split(',').filter_map(registry::find).collect();
+    if job.estimate < 0 {
+        let mut total = 0;
+        for def in &types {
+            total += store::count(c, &page_query(job, def, &caller))?;
+        }
+        job.estimate = total;
+    }
+    let (mut ti, mut after) = position(job);
+    let mut part = read_tx(c, |c| store::files(c, &job.id))?
+        .last()
+        .map_or(0, |f| f.part + 1);
+    let want = file_resources.max(1);
+    while ti < types.len() {
+        let def = types[ti];
+        let q = page_query(job, def, &caller);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut count = 0usize;
+        let mut type_done = false;
+        while count < want {
+            let limit = PAGE.min((want - count) as i64);
+            let rows = store::page(c, &q, &after, limit)?;
+            let short = (rows.len() as i64) < limit;
+            for (id, content) in rows {
+                buf.extend_from_slice(content.as_bytes());
+                buf.push(b'\n');
+                count += 1;
+                after = id;
+            }
+            if short {
+                type_done = true;
+                break;
+            }
+        }
+        // The file and where the job got to, together; only while the job is still ours.
+        let still_ours = write_tx(c, |c| {
+            let Some(current) = store::job(c, &job.id)? else {
+                return Ok::<_, ServiceError>(false);
+            };
+            if current.lease_owner.as_deref() != Some(worker) || current.status != "running" {
+                return Ok(false);
+            }
+            if count > 0 {
+                store::add_file(
+                    c,
+                    &job.id,
+                    &FileMeta {
+                        part,
+                        res_type: def.name.to_owned(),
+                        count: count as i64,
+                    },
+                    &buf,
+                )?;
+            }
+            job.position = if type_done {
+                format!("{}|", ti + 1)
+            } else {
+                format!("{ti}|{after}")
+            };
+            job.exported += count as i64;
+            job.status = "running".into();
+            job.lease_owner = Some(worker.to_owned());
+            job.lease_until = Some(now() + Duration::seconds(LEASE_SECS));
+            store::save_job(c, job)?;
+            Ok(true)
+        })?;
+        if !still_ours {
+            log::info!("export {}: cancelled or taken over; stopping", job.id);
+            return Ok(());
+        }
+        if count > 0 {
+            part += 1;
+        }
+        if type_done {
+            ti += 1;
+            after.clear();
+        }
+    }
+    write_tx(c, |c| {
+        let Some(current) = store::job(c, &job.id)? else {
+            return Ok::<_, ServiceError>(());
+        };
+        if current.lease_owner.as_deref() != Some(worker) {
+            return Ok(());
+        }
+        let done = now();
+        job.status = "complete".into();
+        job.completed = Some(done);
+        job.expires = done + Duration::seconds(ttl_secs);
+        job.lease_owner = None;
+        job.lease_until = None;
+        store::save_job(c, job)?;
+        Ok(())
+    })
+}
+
+/// Deletes jobs whose files have expired; returns how many.
+pub fn purge_expired(c: &mut DbConnection) -> Result<usize> {
+    let ids = store::expired_jobs(c, now())?;
+    for id in &ids {
+        write_tx(c, |c| store::delete_job(c, id))?;
+    }
+    Ok(ids.len())
+}
