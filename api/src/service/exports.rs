@@ -168,13 +168,15 @@ pub fn kick_off(
     Ok(job)
 }
 
-/// The caller's job (404 for anyone else's: a job's existence is not disclosed).
+/// The caller's job (404 for anyone else's: a job's existence is not disclosed; and once its
+/// files have expired, even if the clean-up has not run yet).
 fn own_job(c: &mut DbConnection, id: &str, caller: &Caller) -> Result<ExportJob> {
     match store::job(c, id)? {
         Some(j)
             if j.owner == owner_of(caller)
                 && j.owner_org == caller.organisation.as_str()
-                && j.owner_role == caller.business_function.code() =>
+                && j.owner_role == caller.business_function.code()
+                && j.expires >= now() =>
         {
             Ok(j)
         }

@@ -216,6 +216,17 @@ pub async fn spawn_with(seed: SeedMode) -> TestApp {
 
 /// Starts the app with `base` settings, on a fresh database and a random port.
 pub async fn spawn_configured(base: Settings) -> TestApp {
+    let url = if base.seed == SeedMode::Sandbox {
+        sandbox_database_url()
+    } else {
+        database_url()
+    };
+    spawn_on(&url, base).await
+}
+
+/// Starts the app with `base` settings on this database (another instance beside one already
+/// running on it, say), on a random port.
+pub async fn spawn_on(url: &str, base: Settings) -> TestApp {
     let settings = Settings {
         oidc: base.oidc.clone().or_else(|| {
             Some(OidcSettings {
@@ -224,11 +235,7 @@ pub async fn spawn_configured(base: Settings) -> TestApp {
                 jwks: idp().1.clone(),
             })
         }),
-        database_url: if base.seed == SeedMode::Sandbox {
-            sandbox_database_url()
-        } else {
-            database_url()
-        },
+        database_url: url.to_owned(),
         bind: "127.0.0.1:0".into(),
         pool_size: 4,
         workers: Some(1),

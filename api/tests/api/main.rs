@@ -7,6 +7,7 @@ mod announcements;
 mod attachments;
 mod audit;
 mod booking;
+mod bulk;
 mod crud;
 mod directory;
 mod errors;

@@ -1,0 +1,427 @@
+//! FHIR Bulk Data `$export`: a bulk client's round trip (kick-off, polling, manifest, NDJSON
+//! files) sees exactly what its searches see, a job survives the instance that took it, and
+//! cancelling, expiry and bad requests behave as the specification says.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::helpers::*;
+use crate::referrals::{world_with, World};
+use ers_api::config::{SeedMode, Settings};
+use serde_json::Value;
+
+fn settings(exports: bool, file_resources: usize, ttl: i64) -> Settings {
+    Settings {
+        seed: SeedMode::Sandbox,
+        rate_limit_per_sec: 0,
+        exports,
+        export_file_resources: file_resources,
+        export_ttl_secs: ttl,
+        ..Settings::default()
+    }
+}
+
+async fn as_rc(app: &TestApp, w: &World, method: &str, path: &str, prefer: bool) -> Reply {
+    let mut r = app.as_user(&w.rc, method, path, "REFERRING_CLINICIAN", "R69");
+    if prefer {
+        r = r.insert_header(("Prefer", "respond-async"));
+    }
+    app.send(r, None).await
+}
+
+/// Kicks off and returns the status URL.
+async fn kick_off(app: &TestApp, w: &World, path: &str) -> String {
+    let r = as_rc(app, w, "GET", path, true).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.header("content-location").expect("Content-Location")
+}
+
+/// Polls until the export is done; returns the manifest and the progress headers seen.
+async fn poll(app: &TestApp, w: &World, url: &str) -> (Value, Vec<String>) {
+    let mut progress = Vec::new();
+    for _ in 0..200 {
+        let r = as_rc(app, w, "GET", url, false).await;
+        match r.status.as_u16() {
+            200 => return (r.json(), progress),
+            202 => {
+                progress.push(r.header("x-progress").expect("X-Progress"));
+                assert!(r.header("retry-after").is_some());
+            }
+            s => panic!("status {s}: {}", r.text()),
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the export did not finish in 20 s");
+}
+
+/// Every resource of the manifest's files, by type.
+async fn download(app: &TestApp, w: &World, manifest: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in manifest["output"].as_array().expect("output") {
+        let r = as_rc(app, w, "GET", f["url"].as_str().expect("url"), false).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/fhir+ndjson")
+        );
+        let lines: Vec<Value> = r
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line one resource"))
+            .collect();
+        assert_eq!(lines.len() as i64, f["count"].as_i64().expect("count"));
+        assert!(lines.iter().all(|x| x["resourceType"] == f["type"]));
+        out.extend(lines);
+    }
+    out
+}
+
+fn ids_of(resources: &[Value], t: &str) -> BTreeSet<String> {
+    resources
+        .iter()
+        .filter(|r| r["resourceType"] == t)
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// The ids a search by the referrer finds, all pages.
+async fn searched(app: &TestApp, w: &World, query: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut next = Some(format!("{query}&_count=200"));
+    while let Some(q) = next.take() {
+        let b = as_rc(app, w, "GET", &q, false).await.json();
+        for e in b["entry"].as_array().cloned().unwrap_or_default() {
+            if e["search"]["mode"] == "match" {
+                out.insert(e["resource"]["id"].as_str().expect("id").to_owned());
+            }
+        }
+        next = link(&b, "next");
+    }
+    out
+}
+
+#[actix_web::test]
+async fn a_bulk_client_exports_what_it_may_see_in_files_and_since_a_time() {
+    let w = world_with(settings(true, 5, 3600)).await;
+    let app = &w.app;
+    // Without Prefer: respond-async, nothing starts.
+    let r = as_rc(app, &w, "GET", "$export?_type=ServiceRequest", false).await;
+    let d = r.assert_outcome(400, "value");
+    assert!(d.contains("respond-async"), "{d}");
+
+    let url = kick_off(app, &w, "$export?_type=ServiceRequest,Appointment,Patient").await;
+    assert!(url.contains("/$export-status/"), "{url}");
+    let (manifest, _) = poll(app, &w, &url).await;
+    assert!(manifest["transactionTime"].as_str().is_some());
+    assert_eq!(manifest["requiresAccessToken"], true);
+    assert!(manifest["request"]
+        .as_str()
+        .expect("request")
+        .ends_with("$export?_type=ServiceRequest,Appointment,Patient"));
+    let files = manifest["output"].as_array().expect("output");
+    assert!(files.len() > 3, "5 resources per file: {manifest}");
+    let all = download(app, &w, &manifest).await;
+    // No resource twice, and exactly what the caller's searches find (organisation scoping).
+    let mut keys: Vec<(String, String)> = all
+        .iter()
+        .map(|r| (r["resourceType"].to_string(), r["id"].to_string()))
+        .collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "a resource exported twice");
+    for t in ["ServiceRequest", "Appointment", "Patient"] {
+        assert_eq!(
+            ids_of(&all, t),
+            searched(app, &w, &format!("{t}?_sort=_id")).await,
+            "{t}"
+        );
+    }
+    assert!(!ids_of(&all, "ServiceRequest").is_empty());
+
+    // Another organisation's user cannot poll or download it.
+    let other = app
+        .send(
+            app.as_user(&w.spc, "GET", &url, "SERVICE_PROVIDER_CLINICIAN", "RCD"),
+            None,
+        )
+        .await;
+    other.assert_outcome(404, "not-found");
+    let file = files[0]["url"].as_str().expect("url");
+    app.send(
+        app.as_user(&w.spc, "GET", file, "SERVICE_PROVIDER_CLINICIAN", "RCD"),
+        None,
+    )
+    .await
+    .assert_outcome(404, "not-found");
+
+    // _since: only what changed after it.
+    let since = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    let id = w.new_referral(&[&w.bookable], "URGENT").await;
+    let url = kick_off(
+        app,
+        &w,
+        &format!(
+            "$export?_type=ServiceRequest&_since={}",
+            since.replace(':', "%3A")
+        ),
+    )
+    .await;
+    let (manifest, _) = poll(app, &w, &url).await;
+    let changed = download(app, &w, &manifest).await;
+    assert_eq!(ids_of(&changed, "ServiceRequest"), BTreeSet::from([id]));
+
+    // Patient level: the compartment's types only.
+    let url = kick_off(app, &w, "Patient/$export").await;
+    let (manifest, _) = poll(app, &w, &url).await;
+    let types: BTreeSet<&str> = manifest["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .filter_map(|f| f["type"].as_str())
+        .collect();
+    assert!(types.contains("Patient") && types.contains("ServiceRequest"));
+    assert!(!types.contains("HealthcareService") && !types.contains("Slot"));
+
+    // Cancel: 202, then the job and its files are gone.
+    let r = as_rc(app, &w, "DELETE", &url, false).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    as_rc(app, &w, "GET", &url, false)
+        .await
+        .assert_outcome(404, "not-found");
+
+    // Every kick-off and download is audited.
+    let auditor = sign(&claims("555031998112", &[("AUDITOR", "RR8")]));
+    let audit = app
+        .send(
+            app.as_user(
+                &auditor,
+                "GET",
+                "AuditEvent?subtype=export&_count=100",
+                "AUDITOR",
+                "RR8",
+            ),
+            None,
+        )
+        .await
+        .json();
+    assert!(
+        audit["total"].as_i64().expect("total") as usize >= 3 + files.len(),
+        "{audit}"
+    );
+}
+
+#[actix_web::test]
+async fn an_export_outlives_its_instance_and_its_files_expire() {
+    // Instance A takes kick-offs but runs no jobs (it could have stopped): the job waits in
+    // the database, and instance B, started later on the same database, runs it.
+    let w = world_with(settings(false, 7, 2)).await;
+    let url = kick_off(&w.app, &w, "$export?_type=ServiceRequest,Slot").await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    let r = as_rc(&w.app, &w, "GET", &url, false).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("x-progress").as_deref(), Some("queued"));
+    let b = spawn_on(&w.app.database_url, settings(true, 7, 2)).await;
+    let path = url.split("/FHIR/R4/").nth(1).expect("path").to_owned();
+    let (manifest, _) = poll(&b, &w, &path).await;
+    let all = download(&b, &w, &manifest).await;
+    assert_eq!(
+        ids_of(&all, "Slot").len() as i64,
+        w.app.search("Slot?_summary=count").await["total"]
+            .as_i64()
+            .expect("total")
+    );
+    // The first instance answers for it too: the state is in the database.
+    let r = as_rc(&w.app, &w, "GET", &url, false).await;
+    assert_eq!(r.status, 200);
+    // Two seconds after completion the files have expired.
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    as_rc(&b, &w, "GET", &path, false)
+        .await
+        .assert_outcome(404, "not-found");
+    let file = manifest["output"][0]["url"].as_str().expect("url");
+    as_rc(&b, &w, "GET", file, false)
+        .await
+        .assert_outcome(404, "not-found");
+}
+
+#[actix_web::test]
+async fn bad_kick_offs_are_refused_naming_the_problem() {
+    let w = world_with(settings(true, 100, 3600)).await;
+    let app = &w.app;
+    for (path, what) in [
+        ("$export?_type=Foo", "Foo"),
+        ("$export?_type=", "_type"),
+        ("$export?_outputFormat=text/csv", "_outputFormat"),
+        ("$export?_typeFilter=Patient%3Factive%3Dtrue", "_typeFilter"),
+        ("$export?_since=yesterday", "_since"),
+        ("$export?colour=blue", "colour"),
+        ("Patient/$export?_type=Slot", "Patient compartment"),
+    ] {
+        let r = as_rc(app, &w, "GET", path, true).await;
+        let d = r.assert_outcome(400, "invalid");
+        assert!(d.contains(what), "{path}: {d}");
+    }
+    // A type the role may not search may not be exported either.
+    let analyst = sign(&claims("555031998111", &[("INFORMATION_ANALYST", "RR8")]));
+    let r = app
+        .send(
+            app.as_user(
+                &analyst,
+                "GET",
+                "$export?_type=ServiceRequest",
+                "INFORMATION_ANALYST",
+                "RR8",
+            )
+            .insert_header(("Prefer", "respond-async")),
+            None,
+        )
+        .await;
+    let d = r.assert_outcome(403, "forbidden");
+    assert!(d.contains("ServiceRequest"), "{d}");
+    // Unknown jobs and files.
+    as_rc(app, &w, "GET", "$export-status/nope", false)
+        .await
+        .assert_outcome(404, "not-found");
+    as_rc(app, &w, "GET", "$export-file/nope/0", false)
+        .await
+        .assert_outcome(404, "not-found");
+}
+
+/// Runs the `ers-server` binary against a database, off the test's runtime (the servers under
+/// test share it); returns its standard output.
+async fn cli(database_url: &str, args: &[&str]) -> String {
+    let (url, args): (String, Vec<String>) = (
+        database_url.to_owned(),
+        args.iter().map(|a| (*a).to_owned()).collect(),
+    );
+    actix_web::rt::task::spawn_blocking(move || run_cli(&url, &args))
+        .await
+        .expect("the CLI ran")
+}
+
+fn run_cli(database_url: &str, args: &[String]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ers-server"))
+        .args(args)
+        .env("ERS_DATABASE_URL", database_url)
+        .env("ERS_SEED", "none")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("ers-server runs");
+    assert!(
+        out.status.success(),
+        "ers-server {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value with every object's keys in sorted order (so equal content prints the same).
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            let mut keys: Vec<(String, Value)> = o.into_iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(keys.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// The resources of an export directory by type, without what each server sets per version.
+fn exported(dir: &std::path::Path) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).expect("dir") {
+        let path = e.expect("entry").path();
+        let t = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_owned();
+        let lines: BTreeSet<String> = std::fs::read_to_string(&path)
+            .expect("file")
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).expect("json");
+                if let Some(m) = v.get_mut("meta").and_then(Value::as_object_mut) {
+                    m.remove("versionId");
+                    m.remove("lastUpdated");
+                }
+                sorted(v).to_string()
+            })
+            .collect();
+        out.insert(t, lines);
+    }
+    out
+}
+
+#[actix_web::test]
+async fn the_cli_exports_and_imports_ndjson_idempotently() {
+    let w = world_with(settings(false, 100, 3600)).await;
+    let dir = std::env::temp_dir().join(format!("ers-export-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.to_str().expect("path");
+    let said = cli(&w.app.database_url, &["export", "--out", d]).await;
+    assert!(said.starts_with("exported "), "{said}");
+    let before = exported(&dir);
+    assert!(before["ServiceRequest"].len() > 10 && before.contains_key("Slot"));
+
+    // Into an empty database, twice: the second import changes nothing.
+    let fresh = database_url();
+    let first = cli(&fresh, &["import", d]).await;
+    assert!(
+        first.contains("skipping") && first.contains("Provenance"),
+        "{first}"
+    );
+    let n: usize = before
+        .iter()
+        .filter(|(t, _)| t.as_str() != "Provenance")
+        .map(|(_, v)| v.len())
+        .sum();
+    assert!(
+        first.contains(&format!("imported {n} resources")) && first.contains(" 0 unchanged"),
+        "{first}"
+    );
+    let again = cli(&fresh, &["import", d]).await;
+    assert!(
+        again.contains(&format!("0 created, 0 updated, {n} unchanged")),
+        "{again}"
+    );
+
+    // What the copy holds exports the same (Provenance apart: each server writes its own).
+    let dir2 = std::env::temp_dir().join(format!("ers-export-{}", uuid::Uuid::new_v4().simple()));
+    cli(&fresh, &["export", "--type", "ServiceRequest,Appointment,Patient,Slot,HealthcareService,DocumentReference,Communication", "--out", dir2.to_str().expect("path")]).await;
+    let after = exported(&dir2);
+    for (t, lines) in &after {
+        assert_eq!(lines, &before[t], "{t} differs after the round trip");
+    }
+    assert_eq!(after.len(), 7);
+
+    // The copy's reports agree too (its reporting rows were rebuilt by the import).
+    let copy = spawn_on(&fresh, settings(false, 100, 3600)).await;
+    let analyst = sign(&claims("555031998111", &[("INFORMATION_ANALYST", "R69")]));
+    let mut usage = Vec::new();
+    for app in [&w.app, &copy] {
+        let r = app
+            .send(
+                app.as_user(
+                    &analyst,
+                    "GET",
+                    "/reports/usage?group=organisation",
+                    "INFORMATION_ANALYST",
+                    "R69",
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        usage.push(r.text());
+    }
+    assert_eq!(usage[0], usage[1]);
+    assert!(usage[0].lines().count() > 2, "{}", usage[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
+}
