@@ -54,6 +54,15 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= the UK Core profile or the base R4 definition. Returns every issue; stores nothing."}],
             });
+            if r.name == "Patient" {
+                if let Some(ops) = res["operation"].as_array_mut() {
+                    ops.push(json!({
+                        "name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+                        "documentation": format!("FHIR Bulk Data for the Patient compartment ({}): as the system-level $export.", crate::service::exports::PATIENT_COMPARTMENT.join(", ")),
+                    }));
+                }
+            }
             {
                 use crate::domain::referral::{Endpoint, ReferralAction};
                 let at = match r.name {
@@ -235,6 +244,11 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 {"code": "transaction", "documentation": "POST a transaction Bundle of creates (POST Type) and updates (PUT Type/id) to the base: all or nothing; at most 1000 entries"},
                 {"code": "batch", "documentation": "POST a batch Bundle: each entry answered on its own"},
             ],
+            "operation": [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                "documentation": "FHIR Bulk Data: GET [base]/$export (or [base]/Patient/$export for the Patient compartment) with Prefer: respond-async, _type, _since; 202 with Content-Location; poll it (202 with X-Progress, then 200 with the manifest); NDJSON files; DELETE cancels. Each type the caller may search, scoped as a search.",
+            }],
         }],
     })
 }

@@ -538,6 +538,229 @@ fn audit_paths(paths: PathsBuilder) -> PathsBuilder {
         )
 }
 
+fn report_paths(mut paths: PathsBuilder) -> PathsBuilder {
+    use crate::service::reports::Report;
+    let filter_doc = |f: &str| {
+        match f {
+        "organization" => "ODS code: rows where it is the referring or providing organisation",
+        "from" => "On or after this date (a referral's creation, a slot's start, the week of usage counted)",
+        "to" => "On or before this date",
+        "specialty" => "e-RS specialty code (eRS-Specialty)",
+        "service" => "HealthcareService id",
+        "priority" => "ROUTINE, URGENT or TWO_WEEK_WAIT",
+        _ => "",
+    }
+    };
+    let csv_or_json = || {
+        ResponseBuilder::new()
+            .description("The report, streamed: CSV (RFC 4180, CRLF, a header row) or JSON {report, generated, parameters, columns, rows: [{column: value}], count}")
+            .content("text/csv", Content::new(Some(RefOr::T(string_schema("CSV")))))
+            .content(
+                "application/json",
+                Content::new(Some(RefOr::T(ObjectBuilder::new().schema_type(Type::Object).into()))),
+            )
+            .build()
+    };
+    for r in Report::ALL {
+        let mut params: Vec<Parameter> = r
+            .filters()
+            .iter()
+            .map(|f| query(f, filter_doc(f)))
+            .collect();
+        params.push(query(
+            "_format",
+            "csv (default) or json; or send Accept: application/json",
+        ));
+        if r == Report::Usage {
+            params.push(query("group", "specialty (default) or organisation"));
+        }
+        let op = operation(
+            &format!("report-{}", r.code()),
+            "Reports",
+            r.title(),
+            format!(
+                "{} Columns: {}. Every run is audited.",
+                who_may(r.res_type(), Action::Report),
+                r.columns(ers_schema::reports::UsageKey::Specialty)
+                    .join(", ")
+            ),
+            params,
+        )
+        .response("200", csv_or_json());
+        paths = paths.path(
+            format!("/reports/{}", r.code()),
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(op, &[("404", "No such report")]).build(),
+            ),
+        );
+    }
+    let list = operation(
+        "reports",
+        "Reports",
+        "The reports the caller may run, with their filters and columns",
+        who_may("ServiceRequest", Action::Report),
+        Vec::new(),
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("{reports: [{name, title, url, formats, filters, columns}]}")
+            .content(
+                "application/json",
+                Content::new(Some(RefOr::T(
+                    ObjectBuilder::new().schema_type(Type::Object).into(),
+                ))),
+            )
+            .build(),
+    );
+    let dashboard = operation(
+        "dashboard",
+        "Reports",
+        "The usage dashboard: weekly referrals by specialty, activity and slot utilisation, as one HTML page with inline SVG charts (no scripts; works offline)",
+        format!(
+            "{} Takes the usage report's filters; the last 12 weeks unless 'from' is given.",
+            who_may("ServiceRequest", Action::Report)
+        ),
+        ["organization", "from", "to", "specialty", "service", "priority"]
+            .iter()
+            .map(|f| query(f, filter_doc(f)))
+            .collect(),
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("HTML")
+            .content("text/html", Content::new(Some(RefOr::T(string_schema("HTML")))))
+            .build(),
+    );
+    paths
+        .path(
+            "/reports",
+            PathItem::new(HttpMethod::Get, with_errors(list, &[]).build()),
+        )
+        .path(
+            "/dashboard",
+            PathItem::new(HttpMethod::Get, with_errors(dashboard, &[]).build()),
+        )
+}
+
+fn bulk_paths(paths: PathsBuilder) -> PathsBuilder {
+    let kick_params = || {
+        vec![
+            header("Prefer", true, "respond-async"),
+            query(
+                "_type",
+                "Resource types, comma-separated (default: every type the caller may search)",
+            ),
+            query("_since", "Only resources changed after this instant"),
+            query("_outputFormat", "application/fhir+ndjson (the only one)"),
+        ]
+    };
+    let accepted = || {
+        ResponseBuilder::new()
+            .description("Accepted: poll the Content-Location header's URL")
+            .header(
+                "Content-Location",
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(Some(string_schema("The status URL")))
+                    .build(),
+            )
+            .build()
+    };
+    let system = operation(
+        "export",
+        "Bulk Data",
+        "FHIR Bulk Data export kick-off (system level)",
+        "Exports every resource of the types the caller may search, with the same organisation scoping as a search, as of the kick-off. Runs in the background on any instance; survives restarts.".into(),
+        kick_params(),
+    )
+    .response("202", accepted());
+    let patient = operation(
+        "patientExport",
+        "Bulk Data",
+        "FHIR Bulk Data export kick-off (Patient level)",
+        format!(
+            "As the system-level export, for the Patient compartment's types: {}.",
+            crate::service::exports::PATIENT_COMPARTMENT.join(", ")
+        ),
+        kick_params(),
+    )
+    .response("202", accepted());
+    let status = operation(
+        "exportStatus",
+        "Bulk Data",
+        "Export status: 202 with X-Progress while it runs, 200 with the manifest when complete",
+        "Only the user, role and organisation that kicked it off may poll it. Files expire ERS_EXPORT_TTL_SECS after completion (404 then).".into(),
+        vec![path_param("job", "The export's id")],
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("The manifest: {transactionTime, request, requiresAccessToken, output: [{type, url, count}], error}")
+            .content(
+                "application/json",
+                Content::new(Some(RefOr::T(ObjectBuilder::new().schema_type(Type::Object).into()))),
+            )
+            .build(),
+    )
+    .response("202", ResponseBuilder::new().description("In progress (X-Progress, Retry-After)").build());
+    let cancel = operation(
+        "exportCancel",
+        "Bulk Data",
+        "Cancel an export and delete its files",
+        "Only its owner.".into(),
+        vec![path_param("job", "The export's id")],
+    )
+    .response("202", response("Cancelled", Some("OperationOutcome")));
+    let file = operation(
+        "exportFile",
+        "Bulk Data",
+        "One NDJSON output file of a completed export",
+        "Only its owner; every download is audited.".into(),
+        vec![
+            path_param("job", "The export's id"),
+            path_param("part", "The file's number"),
+        ],
+    )
+    .response(
+        "200",
+        ResponseBuilder::new()
+            .description("One resource per line")
+            .content(
+                "application/fhir+ndjson",
+                Content::new(Some(RefOr::T(string_schema("NDJSON")))),
+            )
+            .build(),
+    );
+    let mut status_item = PathItem::new(
+        HttpMethod::Get,
+        with_errors(status, &[("404", "Not known, not yours, or expired")]).build(),
+    );
+    status_item.delete = Some(with_errors(cancel, &[("404", "Not known or not yours")]).build());
+    paths
+        .path(
+            "/FHIR/R4/$export",
+            PathItem::new(HttpMethod::Get, with_errors(system, &[]).build()),
+        )
+        .path(
+            "/FHIR/R4/Patient/$export",
+            PathItem::new(HttpMethod::Get, with_errors(patient, &[]).build()),
+        )
+        .path("/FHIR/R4/$export-status/{job}", status_item)
+        .path(
+            "/FHIR/R4/$export-file/{job}/{part}",
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(
+                    file,
+                    &[("404", "Not known, not yours, not complete, or expired")],
+                )
+                .build(),
+            ),
+        )
+}
+
 fn directory_paths(paths: PathsBuilder) -> PathsBuilder {
     use crate::fhir::service_search;
     let description = format!(
@@ -993,9 +1216,9 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
 
 /// The whole document.
 pub fn document() -> OpenApi {
-    let paths = system_paths(terminology_paths(attachment_paths(audit_paths(
-        subscription_paths(advice_paths(referral_paths(directory_paths(
-            resource_paths(PathsBuilder::new()),
+    let paths = bulk_paths(report_paths(system_paths(terminology_paths(
+        attachment_paths(audit_paths(subscription_paths(advice_paths(
+            referral_paths(directory_paths(resource_paths(PathsBuilder::new()))),
         )))),
     ))))
     .build();
