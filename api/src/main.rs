@@ -5,7 +5,7 @@ use ers_api::config::Settings;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals (patients, appointments; referring clinicians and bookable services must exist) for the report and export benchmarks\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -53,6 +53,26 @@ fn generate_directory(settings: &Settings, services: usize, slots: usize) -> Res
         r.services,
         r.schedules,
         r.slots,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn generate_referrals(settings: &Settings, n: usize) -> Result<(), String> {
+    let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    // Patients (n/4), referrals, and appointments for about 60 % of them.
+    let pb = bar((n + n / 4 + n * 6 / 10) as u64, "generating");
+    let mut progress = |written: usize| pb.set_position(written as u64);
+    let r = ers_api::service::synthetic::referrals(&mut conn, n, &mut progress)
+        .map_err(|e| e.to_string())?;
+    pb.finish_and_clear();
+    println!(
+        "generated {} patients, {} referrals, {} appointments in {:.0} s",
+        r.patients,
+        r.referrals,
+        r.appointments,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -322,6 +342,13 @@ async fn main() -> std::process::ExitCode {
         }
         "export" => export(&settings, &std::env::args().skip(2).collect::<Vec<_>>()),
         "import" => import(&settings, &std::env::args().skip(2).collect::<Vec<_>>()),
+        "generate-referrals" => match std::env::args()
+            .nth(2)
+            .and_then(|v| v.replace('_', "").parse::<usize>().ok())
+        {
+            Some(n) => generate_referrals(&settings, n),
+            None => Err("usage: ers-server generate-referrals N (e.g. 1000000)".to_string()),
+        },
         "openapi" => {
             print!("{}", ers_api::http::openapi::document_json());
             Ok(())

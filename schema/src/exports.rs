@@ -203,16 +203,15 @@ fn page_filtered(q: &PageQuery) -> resources::BoxedQuery<'static, Backend> {
     if let Some(t) = q.until {
         query = query.filter(resources::last_updated.le(t));
     }
+    // One index probe per row (EXISTS), not a set of every holder built for each page.
     for (param, codes) in &q.required {
-        query = query.filter(
-            resources::id.eq_any(
-                search_tokens::table
-                    .filter(search_tokens::res_type.eq(q.res_type.clone()))
-                    .filter(search_tokens::param.eq(param.clone()))
-                    .filter(search_tokens::code.eq_any(codes.clone()))
-                    .select(search_tokens::res_id),
-            ),
-        );
+        query = query.filter(diesel::dsl::exists(
+            search_tokens::table
+                .filter(search_tokens::res_type.eq(resources::res_type))
+                .filter(search_tokens::res_id.eq(resources::id))
+                .filter(search_tokens::param.eq(param.clone()))
+                .filter(search_tokens::code.eq_any(codes.clone())),
+        ));
     }
     query
 }

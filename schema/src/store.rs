@@ -37,6 +37,21 @@ pub fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
         .first(conn)?)
 }
 
+/// Reserves `n` consecutive values of a named counter; returns the first (bulk loads).
+pub fn reserve_counter(conn: &mut DbConnection, name: &str, n: i64) -> QResult<i64> {
+    let updated = diesel::update(counters::table.filter(counters::name.eq(name)))
+        .set(counters::value.eq(counters::value + n))
+        .execute(conn)?;
+    if updated == 0 {
+        return Err(StorageError::Config(format!("no counter named '{name}'")));
+    }
+    let last: i64 = counters::table
+        .filter(counters::name.eq(name))
+        .select(counters::value)
+        .first(conn)?;
+    Ok(last - n + 1)
+}
+
 /// Records a client assertion's `jti` for its client; false when it was recorded before (a
 /// replay). Expired records are dropped first.
 pub fn record_assertion(

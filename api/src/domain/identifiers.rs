@@ -39,19 +39,18 @@ impl NhsNumber {
     /// The `n`-th number of the reserved test range 999 000 0000–999 999 9999 that passes the
     /// check (for synthetic data).
     pub fn test_number(n: u32) -> Self {
-        let mut candidate: u64 = 999_000_000;
-        let mut found = 0;
-        loop {
+        Self::test_numbers()
+            .nth(n as usize)
+            .unwrap_or_else(|| Self("9990000000".into()))
+    }
+
+    /// Every valid NHS number of the reserved test range 999 000 0000–999 999 9999, in order.
+    pub fn test_numbers() -> impl Iterator<Item = Self> {
+        (999_000_000u64..1_000_000_000).filter_map(|candidate| {
             let s = format!("{candidate:09}");
             let d: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
-            if let Some(check) = Self::check_digit(&d) {
-                if found == n {
-                    return Self(format!("{s}{check}"));
-                }
-                found += 1;
-            }
-            candidate += 1;
-        }
+            Self::check_digit(&d).map(|check| Self(format!("{s}{check}")))
+        })
     }
 
     /// The Modulus 11 check digit of the first nine digits (weights 10..2), or None when the

@@ -53,6 +53,8 @@ fn code_in<'a>(v: Option<&'a Value>, system: &str) -> Option<&'a str> {
 pub struct Lookups {
     ods: HashMap<String, Option<String>>,
     json: HashMap<String, Option<Value>>,
+    /// Referral rows made in this write, not stored yet (a bulk load's appointments).
+    referrals: HashMap<String, ReferralFacts>,
 }
 
 impl Lookups {
@@ -84,7 +86,11 @@ pub fn facts(
     look: &mut Lookups,
 ) -> Result<Option<Facts>> {
     Ok(match res_type {
-        "ServiceRequest" => Some(Facts::Referral(referral(c, id, content, look)?)),
+        "ServiceRequest" => {
+            let f = referral(c, id, content, look)?;
+            look.referrals.insert(id.to_owned(), f.clone());
+            Some(Facts::Referral(f))
+        }
         "Appointment" => Some(Facts::Appointment(appointment(c, id, content, look)?)),
         "Slot" => slot(c, id, content, look)?.map(Facts::Slot),
         _ => None,
@@ -204,7 +210,10 @@ fn appointment(
 ) -> Result<AppointmentFacts> {
     let referral_id = ap::based_on(a).map(|(id, _)| id);
     let referral = match &referral_id {
-        Some(r) => reports::referral(c, r)?,
+        Some(r) => match look.referrals.get(r) {
+            Some(f) => Some(f.clone()),
+            None => reports::referral(c, r)?,
+        },
         None => None,
     };
     let service = ap::actors(a, "HealthcareService").into_iter().next();

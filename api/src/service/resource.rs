@@ -1034,14 +1034,15 @@ pub fn resolve_conditional_references(conn: &mut DbConnection, body: &mut Value)
 /// version row still records its author.
 pub fn load_generated(
     conn: &mut DbConnection,
-    items: Vec<(&'static ResourceDef, String, Value)>,
+    items: Vec<(&'static ResourceDef, String, Value, Vec<String>)>,
     author: &Author,
     audit: &AuditDraft,
 ) -> Result<usize> {
     let last_updated = now();
     let mut prepared = Vec::with_capacity(items.len());
-    for (def, id, body) in items {
-        let p = prepare(def, body)?;
+    for (def, id, body, access) in items {
+        let mut p = prepare(def, body)?;
+        p.index.tokens.extend(scope::entries(def, &access)?);
         let mut content = p.content;
         crate::fhir::stamp(&mut content, &id, 1, last_updated);
         prepared.push((def, id, content.to_string(), p.index, content));

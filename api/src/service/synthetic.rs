@@ -39,7 +39,7 @@ pub struct DirectoryReport {
 
 struct Loader<'a> {
     conn: &'a mut DbConnection,
-    pending: Vec<(&'static ResourceDef, String, Value)>,
+    pending: Vec<(&'static ResourceDef, String, Value, Vec<String>)>,
     author: Author,
     audit: AuditDraft,
     written: usize,
@@ -48,14 +48,26 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn add(&mut self, res_type: &str, body: Value) -> Result<String, ServiceError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.add_with_id(res_type, &id, body, Vec::new())?;
+        Ok(id)
+    }
+
+    /// A resource with its id and the organisations that may see it (scoped types).
+    fn add_with_id(
+        &mut self,
+        res_type: &str,
+        id: &str,
+        body: Value,
+        access: Vec<String>,
+    ) -> Result<(), ServiceError> {
         let def = registry::find(res_type)
             .ok_or_else(|| ServiceError::BadRequest(format!("{res_type} is not hosted")))?;
-        let id = uuid::Uuid::new_v4().to_string();
-        self.pending.push((def, id.clone(), body));
+        self.pending.push((def, id.to_owned(), body, access));
         if self.pending.len() >= BATCH {
             self.flush()?;
         }
-        Ok(id)
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), ServiceError> {
@@ -257,6 +269,290 @@ pub fn directory(
                 }),
             )?;
             report.slots += 1;
+        }
+    }
+    loader.flush()?;
+    store::analyze(loader.conn)?;
+    Ok(report)
+}
+
+/// What `referrals` wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReferralReport {
+    pub patients: usize,
+    pub referrals: usize,
+    pub appointments: usize,
+}
+
+/// A bookable service as the generator uses it.
+struct Bookable {
+    reference: String,
+    ods: String,
+    specialty: Option<String>,
+    priorities: Vec<String>,
+}
+
+fn codes_of(v: &Value, field: &str, system: &str) -> Vec<String> {
+    v.get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
+        .flatten()
+        .filter(|c| c.get("system").and_then(Value::as_str) == Some(system))
+        .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// Every live resource of a type, page by page.
+fn each_resource(
+    conn: &mut DbConnection,
+    res_type: &str,
+    mut f: impl FnMut(&mut DbConnection, String, Value) -> Result<(), ServiceError>,
+) -> Result<(), ServiceError> {
+    let q = ers_schema::exports::PageQuery {
+        res_type: res_type.to_owned(),
+        ..Default::default()
+    };
+    let mut after = String::new();
+    loop {
+        let page = ers_schema::exports::page(conn, &q, &after, 2000)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        after = last.clone();
+        for (id, text) in page {
+            if let Ok(v) = serde_json::from_str(&text) {
+                f(conn, id, v)?;
+            }
+        }
+    }
+}
+
+/// Generates `n` referrals (with a patient for every four, appointments for the booked,
+/// deferred and cancelled ones) from the referring clinicians and bookable services already
+/// held (the sandbox or a generated directory), authored over the last 26 weeks: for the
+/// reports and bulk export benchmarks. Deterministic for a given `n`.
+pub fn referrals(
+    conn: &mut DbConnection,
+    n: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<ReferralReport, ServiceError> {
+    use crate::domain::referral::ReferralState as S;
+    use crate::domain::NhsNumber;
+    use crate::fhir::resources::service_request::{self as sr, StateRecord};
+    // Who refers: every PractitionerRole of a referring clinician.
+    let mut requesters: Vec<(String, String)> = Vec::new();
+    each_resource(conn, "PractitionerRole", |c, id, v| {
+        let is_rc = codes_of(&v, "code", super::seed::BUSINESS_FUNCTION_SYSTEM)
+            .iter()
+            .any(|b| b == "REFERRING_CLINICIAN");
+        if is_rc {
+            let r = format!("PractitionerRole/{id}");
+            if let Some(ods) = super::referral::ods_behind(c, &r)? {
+                requesters.push((r, ods));
+            }
+        }
+        Ok(())
+    })?;
+    // Where to: every active directly bookable service.
+    let mut services: Vec<Bookable> = Vec::new();
+    each_resource(conn, "HealthcareService", |c, id, v| {
+        let bookable = v
+            .get("characteristic")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
+            .flatten()
+            .any(|x| x.get("code").and_then(Value::as_str) == Some("BOOKABLE"));
+        if !bookable || v.get("active").and_then(Value::as_bool) == Some(false) {
+            return Ok(());
+        }
+        let r = format!("HealthcareService/{id}");
+        if let Some(ods) = super::referral::ods_behind(c, &r)? {
+            let priorities: Vec<String> = v
+                .get("characteristic")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
+                .flatten()
+                .filter(|x| x.get("system").and_then(Value::as_str) == Some(PRIORITY_SYSTEM))
+                .filter_map(|x| x.get("code").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            services.push(Bookable {
+                reference: r,
+                ods,
+                specialty: codes_of(&v, "specialty", SPECIALTY_SYSTEM)
+                    .into_iter()
+                    .next(),
+                priorities,
+            });
+        }
+        Ok(())
+    })?;
+    if requesters.is_empty() || services.is_empty() {
+        return Err(ServiceError::BadRequest(format!(
+            "found {} referring clinicians and {} bookable services: seed the sandbox (and generate a directory) first",
+            requesters.len(),
+            services.len()
+        )));
+    }
+    let request_id = format!("generate-{}", uuid::Uuid::new_v4());
+    let mut loader = Loader {
+        conn,
+        pending: Vec::new(),
+        author: Author {
+            user: None,
+            role: "SYSTEM".into(),
+            org: "ERS".into(),
+            request_id: request_id.clone(),
+        },
+        audit: AuditDraft {
+            user_id: Some("ers-generate".into()),
+            role: Some("SYSTEM".into()),
+            method: "GENERATE".into(),
+            path: "referrals".into(),
+            request_id,
+            ..Default::default()
+        },
+        written: 0,
+        progress,
+    };
+    let mut rng = StdRng::seed_from_u64(n as u64 * 7_919 + 17);
+    let mut report = ReferralReport::default();
+    // Patients: test NHS numbers after the first 100,000 (the sandbox uses the first few).
+    let patients = n.div_ceil(4).max(1);
+    let mut numbers = NhsNumber::test_numbers().skip(100_000);
+    let first_number = NhsNumber::test_numbers().nth(100_000);
+    if let Some(first) = first_number {
+        if !store::holders_of(loader.conn, "Patient", "identifier", first.as_str())?.is_empty() {
+            return Err(ServiceError::BadRequest(format!(
+                "this database already holds generated referrals (patient {first}); use a fresh database"
+            )));
+        }
+    }
+    let places = store::outward_codes(loader.conn, 10_000)?;
+    let mut patient_ids = Vec::with_capacity(patients);
+    for i in 0..patients {
+        let nhs = numbers
+            .next()
+            .ok_or_else(|| ServiceError::BadRequest("out of test NHS numbers".into()))?;
+        let outward = places
+            .get(i % places.len().max(1))
+            .map_or("LS1", |p| p.0.as_str())
+            .to_owned();
+        let female = i % 2 == 0;
+        let born = format!(
+            "{}-{:02}-{:02}",
+            1935 + (i * 7) % 85,
+            1 + (i % 12),
+            1 + (i % 28)
+        );
+        let id = loader.add(
+            "Patient",
+            json!({
+                "resourceType": "Patient",
+                "identifier": [{"system": NhsNumber::SYSTEM, "value": nhs.as_str()}],
+                "name": [{"use": "official", "family": format!("Synthetic{}", i % 5000), "given": [if female { "Alex" } else { "Sam" }]}],
+                "gender": if female { "female" } else { "male" },
+                "birthDate": born,
+                "address": [{"postalCode": format!("{outward} {}AB", i % 10)}],
+            }),
+        )?;
+        patient_ids.push(id);
+    }
+    report.patients = patients;
+    let first_ubrn = store::reserve_counter(loader.conn, "ubrn", n as i64)?;
+    let now = Utc::now().naive_utc();
+    for i in 0..n {
+        let (requester, referrer_ods) = &requesters[i % requesters.len()];
+        let first = &services[rng.gen_range(0..services.len())];
+        let mut shortlist = vec![first];
+        for _ in 0..rng.gen_range(0..3) {
+            let s = &services[rng.gen_range(0..services.len())];
+            if !shortlist.iter().any(|x| x.reference == s.reference) {
+                shortlist.push(s);
+            }
+        }
+        let priority = first
+            .priorities
+            .get(rng.gen_range(0..first.priorities.len().max(1)))
+            .cloned()
+            .unwrap_or_else(|| "ROUTINE".into());
+        let authored = now - Duration::minutes(rng.gen_range(0..26 * 7 * 24 * 60));
+        let roll = rng.gen_range(0..100);
+        let (state, appointment) = match roll {
+            0..=44 => (S::Booked, Some("booked")),
+            45..=74 => (S::NotBooked, None),
+            75..=84 => (S::DeferredToProvider, Some("proposed")),
+            85..=89 => (S::ApptCancelledByPatient, Some("cancelled")),
+            _ => (S::CancelledReferral, None),
+        };
+        let ubrn = format!("{:012}", first_ubrn + i as i64);
+        let mut body = json!({
+            "resourceType": "ServiceRequest",
+            "identifier": [{"system": sr::UBRN_SYSTEM, "value": ubrn}],
+            "extension": [{"url": sr::PRIORITY_EXTENSION, "valueCoding": {"system": PRIORITY_SYSTEM, "code": priority}}],
+            "status": "active",
+            "intent": "order",
+            "category": [{"coding": [{"system": sr::REFERRAL_CATEGORY.0, "code": sr::REFERRAL_CATEGORY.1, "display": sr::REFERRAL_CATEGORY.2}]}],
+            "priority": sr::fhir_priority(&priority).unwrap_or("routine"),
+            "subject": {"reference": format!("Patient/{}", patient_ids[i % patient_ids.len()])},
+            "authoredOn": crate::fhir::datetime::instant(authored),
+            "requester": {"reference": requester},
+            "performer": shortlist.iter().map(|s| json!({"reference": s.reference})).collect::<Vec<_>>(),
+            "reasonCode": [{"text": "Synthetic referral"}],
+        });
+        if let Some(sp) = &first.specialty {
+            body["performerType"] = json!({"coding": [{"system": SPECIALTY_SYSTEM, "code": sp}]});
+        }
+        sr::set_state(
+            &mut body,
+            &StateRecord {
+                state,
+                reason: None,
+                comment: None,
+                service: (state != S::NotBooked && state != S::CancelledReferral)
+                    .then(|| first.reference.clone()),
+            },
+        );
+        let mut access = vec![referrer_ods.clone()];
+        for s in &shortlist {
+            if !access.contains(&s.ods) {
+                access.push(s.ods.clone());
+            }
+        }
+        let id = format!("r.{}", uuid::Uuid::new_v4());
+        loader.add_with_id("ServiceRequest", &id, body, access.clone())?;
+        report.referrals += 1;
+        if let Some(status) = appointment {
+            let start = authored + Duration::days(rng.gen_range(7..60));
+            let mut a = json!({
+                "resourceType": "Appointment",
+                "status": status,
+                "description": "e-Referral Appointment",
+                "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+                "created": crate::fhir::datetime::instant(authored + Duration::hours(rng.gen_range(1..72))),
+                "participant": [
+                    {"actor": {"reference": format!("Patient/{}", patient_ids[i % patient_ids.len()])}, "required": "required", "status": "accepted"},
+                    {"actor": {"reference": first.reference}, "required": "required", "status": "accepted"},
+                ],
+            });
+            if status == "proposed" {
+                a["reasonCode"] = json!([{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason", "code": "NO_SLOTS_AT_SERVICE"}]}]);
+            } else {
+                a["start"] = json!(crate::fhir::datetime::instant(start));
+                a["end"] = json!(crate::fhir::datetime::instant(
+                    start + Duration::minutes(20)
+                ));
+            }
+            if status == "cancelled" {
+                a["cancelationReason"] = json!({"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentCancellationReason", "code": "PATIENT_ILL"}]});
+            }
+            loader.add_with_id("Appointment", &uuid::Uuid::new_v4().to_string(), a, access)?;
+            report.appointments += 1;
         }
     }
     loader.flush()?;

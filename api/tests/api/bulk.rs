@@ -404,7 +404,8 @@ async fn the_cli_exports_and_imports_ndjson_idempotently() {
     let copy = spawn_on(&fresh, settings(false, 100, 3600)).await;
     let analyst = sign(&claims("555031998111", &[("INFORMATION_ANALYST", "R69")]));
     let mut usage = Vec::new();
-    for app in [&w.app, &copy] {
+    let original = w.app.reconnected();
+    for app in [&original, &copy] {
         let r = app
             .send(
                 app.as_user(

@@ -328,6 +328,20 @@ pub const BF: &str = "NHSD-eRS-Business-Function";
 pub const ODS: &str = "NHSD-End-User-Organisation-ODS";
 
 impl TestApp {
+    /// The same server through a new client (no pooled connection a long pause may have let
+    /// the server close).
+    pub fn reconnected(&self) -> TestApp {
+        TestApp {
+            base: self.base.clone(),
+            root: self.root.clone(),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish(),
+            token: self.token.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_owned()

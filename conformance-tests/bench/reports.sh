@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Reports and bulk export benchmark (issue: reports, extracts and bulk export).
+#   conformance-tests/bench/reports.sh sqlite|postgres [REFERRALS]
+# A fresh sandbox database with REFERRALS synthetic referrals (default 1,000,000), their
+# patients (one per four referrals) and appointments (about 60 %), and a release server. Then:
+#   1. an analyst streams the active-referrals CSV (every active referral: no filter);
+#   2. the referring organisation (R69, party to every generated referral) runs a FHIR Bulk
+#      Data $export of all its ServiceRequests: kick-off to manifest, then every file fetched.
+# The server's RSS is sampled every 100 ms throughout. Appends one JSON line to
+# docs/benchmarks/reports.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BACKEND="${1:?sqlite or postgres}"
+REFERRALS="${2:-1000000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
+PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PORT=18497
+WORK=/var/tmp/ers-bench-reports
+mkdir -p "$WORK"
+cargo build --release --locked --bins -q
+BIN="$CARGO_TARGET_DIR/release"
+case "$BACKEND" in
+  sqlite)
+    DB_FILE="$WORK/reports.db"
+    rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
+    URL="sqlite://$DB_FILE" ;;
+  postgres)
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_reports" -c "CREATE DATABASE ers_bench_reports"
+    URL="${PG_ADMIN_URL%/*}/ers_bench_reports" ;;
+  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
+esac
+export ERS_DATABASE_URL="$URL" RUST_LOG=warn
+"$BIN/ers-server" seed
+GEN_START=$(date +%s.%N)
+"$BIN/ers-server" generate-referrals "$REFERRALS"
+GEN_SECS=$(echo "$(date +%s.%N) - $GEN_START" | bc)
+
+ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 "$BIN/ers-server" > "$WORK/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER $SAMPLER 2>/dev/null || true' EXIT
+for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
+: > "$WORK/rss.txt"
+( while kill -0 "$SERVER" 2>/dev/null; do
+    echo "$(date +%s.%N) $(ps -o rss= -p "$SERVER" | tr -d ' ')" >> "$WORK/rss.txt"; sleep 0.1
+  done ) &
+SAMPLER=$!
+token() { curl -s -X POST -d "user_id=$1" "http://127.0.0.1:$PORT/oauth2/sandbox/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
+max_rss() { awk -v a="$1" -v b="$2" '$1 >= a && $1 <= b && $2 > m { m = $2 } END { printf "%.0f", m / 1024 }' "$WORK/rss.txt"; }
+ANALYST=(-H "Authorization: Bearer $(token 555031998111)" -H "NHSD-eRS-Business-Function: INFORMATION_ANALYST" -H "NHSD-End-User-Organisation-ODS: RR8")
+REFERRER=(-H "Authorization: Bearer $(token 021600556514)" -H "NHSD-eRS-Business-Function: REFERRING_CLINICIAN" -H "NHSD-End-User-Organisation-ODS: R69")
+IDLE_RSS=$(ps -o rss= -p "$SERVER" | awk '{printf "%.0f", $1 / 1024}')
+
+# 1. The active-referrals CSV.
+T0=$(date +%s.%N)
+CSV=$(curl -s -o "$WORK/active.csv" -w '%{http_code} %{size_download} %{time_starttransfer} %{time_total}' "${ANALYST[@]}" "http://127.0.0.1:$PORT/reports/active-referrals")
+T1=$(date +%s.%N)
+read -r CSV_STATUS CSV_BYTES CSV_FIRST CSV_SECS <<< "$CSV"
+[ "$CSV_STATUS" = 200 ] || { echo "active-referrals: HTTP $CSV_STATUS" >&2; exit 1; }
+CSV_ROWS=$(( $(wc -l < "$WORK/active.csv") - 1 ))
+sleep 0.3
+CSV_RSS=$(max_rss "$T0" "$(date +%s.%N)")
+
+# 2. $export of every ServiceRequest the referrer's organisation sees.
+T2=$(date +%s.%N)
+STATUS_URL=$(curl -s -D - -o /dev/null "${REFERRER[@]}" -H "Prefer: respond-async" "http://127.0.0.1:$PORT/FHIR/R4/\$export?_type=ServiceRequest" | awk 'tolower($1) == "content-location:" {print $2}' | tr -d '\r')
+[ -n "$STATUS_URL" ] || { echo "\$export: no Content-Location" >&2; exit 1; }
+while :; do
+  CODE=$(curl -s -o "$WORK/manifest.json" -w '%{http_code}' "${REFERRER[@]}" "$STATUS_URL")
+  [ "$CODE" = 200 ] && break
+  [ "$CODE" = 202 ] || { echo "\$export status: HTTP $CODE: $(cat "$WORK/manifest.json")" >&2; exit 1; }
+  sleep 0.2
+done
+T3=$(date +%s.%N)
+EXPORTED=$(python3 -c 'import json,sys; print(sum(o["count"] for o in json.load(open(sys.argv[1]))["output"]))' "$WORK/manifest.json")
+python3 -c 'import json,sys; [print(o["url"]) for o in json.load(open(sys.argv[1]))["output"]]' "$WORK/manifest.json" > "$WORK/files.txt"
+: > "$WORK/export.ndjson"
+while read -r F; do curl -s "${REFERRER[@]}" "$F" >> "$WORK/export.ndjson"; done < "$WORK/files.txt"
+T4=$(date +%s.%N)
+DOWNLOADED=$(wc -l < "$WORK/export.ndjson")
+sleep 0.3
+EXPORT_RSS=$(max_rss "$T2" "$(date +%s.%N)")
+EXPORT_SECS=$(echo "$T3 - $T2" | bc)
+DOWNLOAD_SECS=$(echo "$T4 - $T3" | bc)
+RATE=$(echo "$EXPORTED / $EXPORT_SECS" | bc)
+DB_SIZE=$(case "$BACKEND" in sqlite) du -m "$DB_FILE" | cut -f1 ;; postgres) psql "$PG_ADMIN_URL" -Atc "SELECT pg_database_size('ers_bench_reports') / 1048576" ;; esac)
+
+MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+mkdir -p docs/benchmarks
+LINE=$(printf '{"label":"%s commit=%s machine=[%s] %s","referrals":%s,"generate_secs":%.0f,"database_mb":%s,"idle_rss_mb":%s,"csv_rows":%s,"csv_bytes":%s,"csv_first_byte_secs":%s,"csv_secs":%s,"csv_max_rss_mb":%s,"export_resources":%s,"export_secs":%s,"export_per_sec":%s,"export_download_secs":%s,"export_downloaded":%s,"export_max_rss_mb":%s}' \
+  "$BACKEND" "$(git rev-parse --short HEAD)" "$MACHINE" "$(date -u +%FT%TZ)" "$REFERRALS" "$GEN_SECS" "$DB_SIZE" "$IDLE_RSS" \
+  "$CSV_ROWS" "$CSV_BYTES" "$CSV_FIRST" "$CSV_SECS" "$CSV_RSS" "$EXPORTED" "$EXPORT_SECS" "$RATE" "$DOWNLOAD_SECS" "$DOWNLOADED" "$EXPORT_RSS")
+echo "$LINE" | tee -a docs/benchmarks/reports.jsonl
