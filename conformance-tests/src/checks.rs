@@ -557,6 +557,12 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     }
 
     // Delete.
+    let bulk = cs["rest"][0]["operation"]
+        .as_array()
+        .is_some_and(|ops| ops.iter().any(|o| o["name"] == "export"));
+    if bulk {
+        out.push(bulk_check(c, &nhs).await);
+    }
     if can_delete {
         let mut k = Check::new(
             "delete",
@@ -583,6 +589,111 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
         out.push(k.done());
     }
     out
+}
+
+/// FHIR Bulk Data, when the CapabilityStatement declares `export`: a Patient export's
+/// kick-off, status polling, manifest and first file.
+async fn bulk_check(c: &Client, nhs: &str) -> CheckResult {
+    let mut k = Check::new(
+        "bulk data",
+        "$export?_type=Patient with Prefer: respond-async: 202 + Content-Location, polled to a manifest whose NDJSON files hold the Patients",
+    );
+    let r = c
+        .send(
+            "GET",
+            "$export?_type=Patient",
+            &[
+                ("Prefer", "respond-async"),
+                ("Accept", "application/fhir+json"),
+            ],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 202,
+        format!("kick-off: status {} (expected 202)", r.status),
+    );
+    let Some(status_url) = r.header("content-location") else {
+        k.expect(false, "kick-off: no Content-Location");
+        return k.done();
+    };
+    let started = Instant::now();
+    let manifest = loop {
+        let r = c.send("GET", &status_url, &[], None, true).await;
+        match r.status {
+            200 => {
+                k.saw(&r);
+                break r.json();
+            }
+            202 if started.elapsed().as_secs() < 60 => {
+                actix_web::rt::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            s => {
+                k.saw(&r);
+                k.expect(false, format!("status poll: {s} (expected 202, then 200)"));
+                return k.done();
+            }
+        }
+    };
+    k.expect(
+        manifest["transactionTime"].is_string(),
+        "the manifest has no transactionTime",
+    );
+    k.expect(
+        manifest["requiresAccessToken"].is_boolean(),
+        "the manifest has no requiresAccessToken",
+    );
+    let files: Vec<Value> = manifest["output"].as_array().cloned().unwrap_or_default();
+    k.expect(
+        !files.is_empty()
+            && files
+                .iter()
+                .all(|f| f["type"] == "Patient" && f["url"].is_string()),
+        "the manifest's output is not a list of Patient files with urls",
+    );
+    let mut found = false;
+    for f in &files {
+        let url = f["url"].as_str().unwrap_or_default();
+        let r = c
+            .send(
+                "GET",
+                url,
+                &[("Accept", "application/fhir+ndjson")],
+                None,
+                true,
+            )
+            .await;
+        k.expect(r.status == 200, format!("file {url}: status {}", r.status));
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        k.expect(
+            lines.len() == text.lines().filter(|l| !l.trim().is_empty()).count(),
+            format!("file {url}: a line is not JSON"),
+        );
+        k.expect(
+            lines.iter().all(|p| p["resourceType"] == "Patient"),
+            format!("file {url}: not only Patients"),
+        );
+        found |= lines.iter().any(|p| {
+            p["identifier"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i["value"] == nhs))
+        });
+    }
+    k.expect(found, "the Patient created earlier is in none of the files");
+    let r = c.send("DELETE", &status_url, &[], None, true).await;
+    k.saw(&r);
+    k.expect(
+        r.status == 202 || r.status == 200,
+        format!("DELETE of the status URL: {} (expected 202)", r.status),
+    );
+    k.done()
 }
 
 fn first_id(r: &Reply) -> Option<String> {
