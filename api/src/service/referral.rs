@@ -52,15 +52,6 @@ pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<
         .and_then(|r| serde_json::from_str(&r.content).ok()))
 }
 
-fn identifier_value<'a>(v: &'a Value, system: &str) -> Option<&'a str> {
-    v.get("identifier")?
-        .as_array()?
-        .iter()
-        .find(|i| i.get("system").and_then(Value::as_str) == Some(system))?
-        .get("value")?
-        .as_str()
-}
-
 /// The ODS code of the organisation behind a reference: an Organization, a PractitionerRole's
 /// organisation, or the provider of a HealthcareService.
 pub(super) fn ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
@@ -69,7 +60,10 @@ pub(super) fn ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option
     };
     let org_ref = match reference.split('/').next() {
         Some("Organization") => {
-            return Ok(identifier_value(&v, OdsCode::ORGANIZATION_SYSTEM).map(str::to_owned))
+            return Ok(
+                crate::fhir::resources::identifier(&v, OdsCode::ORGANIZATION_SYSTEM)
+                    .map(str::to_owned),
+            )
         }
         Some("PractitionerRole") => v.pointer("/organization/reference"),
         Some("HealthcareService") => v.pointer("/providedBy/reference"),
@@ -239,7 +233,7 @@ pub(super) fn check_requester(c: &mut DbConnection, body: &Value, caller: &Calle
                 };
                 let sds = practitioner
                     .as_ref()
-                    .and_then(|p| identifier_value(p, SdsUserId::SYSTEM));
+                    .and_then(|p| crate::fhir::resources::identifier(p, SdsUserId::SYSTEM));
                 if sds.is_none() || sds != caller.user_id.as_deref() {
                     return Err(ServiceError::Forbidden(format!(
                         "'requester' ({role_ref}) is not your own role: a REFERRING_CLINICIAN refers as themself (a REFERRING_CLINICIAN_ADMIN may name the clinician)"

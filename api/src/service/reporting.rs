@@ -32,19 +32,11 @@ fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
 }
 
-/// The code of the first coding of `system` in a CodeableConcept (or a list of them).
-fn code_in<'a>(v: Option<&'a Value>, system: &str) -> Option<&'a str> {
-    let concepts: Vec<&Value> = match v {
-        Some(Value::Array(a)) => a.iter().collect(),
-        Some(other) => vec![other],
-        None => Vec::new(),
-    };
-    concepts
-        .into_iter()
-        .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
-        .flatten()
-        .find(|c| c.get("system").and_then(Value::as_str) == Some(system))
-        .and_then(|c| c.get("code").and_then(Value::as_str))
+/// The first code of `system` at `field`.
+fn code_in<'a>(r: &'a Value, field: &str, system: &str) -> Option<&'a str> {
+    crate::fhir::resources::codes(r, field, system)
+        .first()
+        .copied()
 }
 
 /// What the rows of one write look up, remembered for the write (a bulk load of many slots
@@ -157,13 +149,13 @@ fn referral(
         None => None,
     };
     // The referral's own specialty; when it names none, its service's.
-    let specialty = match code_in(r.get("performerType"), SPECIALTY_SYSTEM) {
+    let specialty = match code_in(r, "performerType", SPECIALTY_SYSTEM) {
         Some(s) => s.to_owned(),
         None => match &service {
             Some(s) => look
                 .json(c, s)?
                 .as_ref()
-                .and_then(|v| code_in(v.get("specialty"), SPECIALTY_SYSTEM))
+                .and_then(|v| code_in(v, "specialty", SPECIALTY_SYSTEM))
                 .unwrap_or_default()
                 .to_owned(),
             None => String::new(),
@@ -185,7 +177,7 @@ fn referral(
         active: i32::from(active),
         priority: sr::ers_priority(r).unwrap_or_default().to_owned(),
         specialty,
-        clinic_type: code_in(r.get("code"), CLINIC_TYPE_SYSTEM).map(str::to_owned),
+        clinic_type: code_in(r, "code", CLINIC_TYPE_SYSTEM).map(str::to_owned),
         referrer_org,
         provider_org,
         service_id: service.and_then(|s| s.strip_prefix("HealthcareService/").map(str::to_owned)),
@@ -288,10 +280,11 @@ fn slot(
         provider_org: look.ods(c, &service)?,
         specialty: service_json
             .as_ref()
-            .and_then(|v| code_in(v.get("specialty"), SPECIALTY_SYSTEM))
+            .and_then(|v| code_in(v, "specialty", SPECIALTY_SYSTEM))
             .map(str::to_owned),
         priority: code_in(
-            s.get("appointmentType"),
+            s,
+            "appointmentType",
             crate::fhir::resources::healthcare_service::PRIORITY_SYSTEM,
         )
         .or_else(|| {

@@ -471,15 +471,6 @@ pub fn dashboard(
     Ok(Dashboard { usage, slots })
 }
 
-fn identifier<'a>(v: &'a Value, system: &str) -> Option<&'a str> {
-    v.get("identifier")?
-        .as_array()?
-        .iter()
-        .find(|i| i.get("system").and_then(Value::as_str) == Some(system))?
-        .get("value")?
-        .as_str()
-}
-
 fn human_name(v: &Value) -> Option<String> {
     let n = v.get("name")?.as_array()?.first()?;
     let given: Vec<&str> = n
@@ -539,7 +530,7 @@ fn user_roles(c: &mut DbConnection, f: &ReportFilter, sink: &mut Sink<'_>) -> Re
             let v: Value = serde_json::from_str(&r.content).ok()?;
             Some((
                 r.id,
-                identifier(&v, OdsCode::ORGANIZATION_SYSTEM)?.to_owned(),
+                crate::fhir::resources::identifier(&v, OdsCode::ORGANIZATION_SYSTEM)?.to_owned(),
             ))
         })
         .collect();
@@ -559,23 +550,12 @@ fn user_roles(c: &mut DbConnection, f: &ReportFilter, sink: &mut Sink<'_>) -> Re
                 continue;
             }
             let active = role.get("active").and_then(Value::as_bool).unwrap_or(true);
-            let functions: Vec<&str> = role
-                .get("code")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
-                .flatten()
-                .filter(|c| {
-                    c.get("system").and_then(Value::as_str) == Some(BUSINESS_FUNCTION_SYSTEM)
-                })
-                .filter_map(|c| c.get("code").and_then(Value::as_str))
-                .collect();
+            let functions = crate::fhir::resources::codes(&role, "code", BUSINESS_FUNCTION_SYSTEM);
             for bf in functions {
                 let row = vec![
                     Cell::opt(
                         person
-                            .and_then(|p| identifier(p, SdsUserId::SYSTEM))
+                            .and_then(|p| crate::fhir::resources::identifier(p, SdsUserId::SYSTEM))
                             .map(str::to_owned),
                     ),
                     Cell::opt(person.and_then(human_name)),

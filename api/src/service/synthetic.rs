@@ -18,6 +18,7 @@ use crate::fhir::resources::healthcare_service::{
     APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM,
     SPECIALTY_SYSTEM,
 };
+use crate::fhir::resources::{codes, codings};
 use crate::fhir::terminology;
 
 /// Identifier system and first value of generated services (sandbox ids have five digits).
@@ -46,7 +47,32 @@ struct Loader<'a> {
     progress: &'a mut dyn FnMut(usize),
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    /// A loader writing as the generator (`path` names what it generates in the audit).
+    fn new(conn: &'a mut DbConnection, path: &str, progress: &'a mut dyn FnMut(usize)) -> Self {
+        let request_id = format!("generate-{}", uuid::Uuid::new_v4());
+        Loader {
+            conn,
+            pending: Vec::new(),
+            author: Author {
+                user: None,
+                role: "SYSTEM".into(),
+                org: "ERS".into(),
+                request_id: request_id.clone(),
+            },
+            audit: AuditDraft {
+                user_id: Some("ers-generate".into()),
+                role: Some("SYSTEM".into()),
+                method: "GENERATE".into(),
+                path: path.into(),
+                request_id,
+                ..Default::default()
+            },
+            written: 0,
+            progress,
+        }
+    }
+
     fn add(&mut self, res_type: &str, body: Value) -> Result<String, ServiceError> {
         let id = uuid::Uuid::new_v4().to_string();
         self.add_with_id(res_type, &id, body, Vec::new())?;
@@ -108,27 +134,7 @@ pub fn directory(
             "this database already holds a generated directory (service {first}); use a fresh database"
         )));
     }
-    let request_id = format!("generate-{}", uuid::Uuid::new_v4());
-    let mut loader = Loader {
-        conn,
-        pending: Vec::new(),
-        author: Author {
-            user: None,
-            role: "SYSTEM".into(),
-            org: "ERS".into(),
-            request_id: request_id.clone(),
-        },
-        audit: AuditDraft {
-            user_id: Some("ers-generate".into()),
-            role: Some("SYSTEM".into()),
-            method: "GENERATE".into(),
-            path: "directory".into(),
-            request_id,
-            ..Default::default()
-        },
-        written: 0,
-        progress,
-    };
+    let mut loader = Loader::new(conn, "directory", progress);
     let mut rng = StdRng::seed_from_u64(services as u64 * 1_000_003 + slots as u64);
     let mut report = DirectoryReport::default();
     let specialties = terminology::codes(SPECIALTY_SYSTEM);
@@ -292,18 +298,6 @@ struct Bookable {
     priorities: Vec<String>,
 }
 
-fn codes_of(v: &Value, field: &str, system: &str) -> Vec<String> {
-    v.get(field)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
-        .flatten()
-        .filter(|c| c.get("system").and_then(Value::as_str) == Some(system))
-        .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_owned))
-        .collect()
-}
-
 /// Every live resource of a type, page by page.
 fn each_resource(
     conn: &mut DbConnection,
@@ -344,9 +338,8 @@ pub fn referrals(
     // Who refers: every PractitionerRole of a referring clinician.
     let mut requesters: Vec<(String, String)> = Vec::new();
     each_resource(conn, "PractitionerRole", |c, id, v| {
-        let is_rc = codes_of(&v, "code", super::seed::BUSINESS_FUNCTION_SYSTEM)
-            .iter()
-            .any(|b| b == "REFERRING_CLINICIAN");
+        let is_rc = codes(&v, "code", super::seed::BUSINESS_FUNCTION_SYSTEM)
+            .contains(&"REFERRING_CLINICIAN");
         if is_rc {
             let r = format!("PractitionerRole/{id}");
             if let Some(ods) = super::referral::ods_behind(c, &r)? {
@@ -358,35 +351,24 @@ pub fn referrals(
     // Where to: every active directly bookable service.
     let mut services: Vec<Bookable> = Vec::new();
     each_resource(conn, "HealthcareService", |c, id, v| {
-        let bookable = v
-            .get("characteristic")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
-            .flatten()
+        let bookable = codings(&v, "characteristic")
+            .iter()
             .any(|x| x.get("code").and_then(Value::as_str) == Some("BOOKABLE"));
         if !bookable || v.get("active").and_then(Value::as_bool) == Some(false) {
             return Ok(());
         }
         let r = format!("HealthcareService/{id}");
         if let Some(ods) = super::referral::ods_behind(c, &r)? {
-            let priorities: Vec<String> = v
-                .get("characteristic")
-                .and_then(Value::as_array)
+            let priorities: Vec<String> = codes(&v, "characteristic", PRIORITY_SYSTEM)
                 .into_iter()
-                .flatten()
-                .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
-                .flatten()
-                .filter(|x| x.get("system").and_then(Value::as_str) == Some(PRIORITY_SYSTEM))
-                .filter_map(|x| x.get("code").and_then(Value::as_str).map(str::to_owned))
+                .map(str::to_owned)
                 .collect();
             services.push(Bookable {
                 reference: r,
                 ods,
-                specialty: codes_of(&v, "specialty", SPECIALTY_SYSTEM)
-                    .into_iter()
-                    .next(),
+                specialty: codes(&v, "specialty", SPECIALTY_SYSTEM)
+                    .first()
+                    .map(|c| (*c).to_owned()),
                 priorities,
             });
         }
@@ -399,27 +381,7 @@ pub fn referrals(
             services.len()
         )));
     }
-    let request_id = format!("generate-{}", uuid::Uuid::new_v4());
-    let mut loader = Loader {
-        conn,
-        pending: Vec::new(),
-        author: Author {
-            user: None,
-            role: "SYSTEM".into(),
-            org: "ERS".into(),
-            request_id: request_id.clone(),
-        },
-        audit: AuditDraft {
-            user_id: Some("ers-generate".into()),
-            role: Some("SYSTEM".into()),
-            method: "GENERATE".into(),
-            path: "referrals".into(),
-            request_id,
-            ..Default::default()
-        },
-        written: 0,
-        progress,
-    };
+    let mut loader = Loader::new(conn, "referrals", progress);
     let mut rng = StdRng::seed_from_u64(n as u64 * 7_919 + 17);
     let mut report = ReferralReport::default();
     // Patients: test NHS numbers after the first 100,000 (the sandbox uses the first few).

@@ -52,6 +52,39 @@ fn unique_identifier(
     }
 }
 
+/// Every coding of the CodeableConcept (or list of them) at `field` of a resource.
+pub fn codings<'a>(r: &'a Value, field: &str) -> Vec<&'a Value> {
+    let concepts: Vec<&Value> = match r.get(field) {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(other) => vec![other],
+        None => Vec::new(),
+    };
+    concepts
+        .into_iter()
+        .filter_map(|cc| cc.get("coding").and_then(Value::as_array))
+        .flatten()
+        .collect()
+}
+
+/// The codes of `system` among the codings at `field`, in order.
+pub fn codes<'a>(r: &'a Value, field: &str, system: &str) -> Vec<&'a str> {
+    codings(r, field)
+        .into_iter()
+        .filter(|c| c.get("system").and_then(Value::as_str) == Some(system))
+        .filter_map(|c| c.get("code").and_then(Value::as_str))
+        .collect()
+}
+
+/// The value of the resource's identifier of `system`.
+pub fn identifier<'a>(r: &'a Value, system: &str) -> Option<&'a str> {
+    r.get("identifier")?
+        .as_array()?
+        .iter()
+        .find(|i| i.get("system").and_then(Value::as_str) == Some(system))?
+        .get("value")?
+        .as_str()
+}
+
 /// For types with no rules beyond the profile.
 pub fn no_rules(_: &Value) -> Result<Checked, Vec<Issue>> {
     Ok(Checked::default())
