@@ -29,7 +29,6 @@ pub struct ExportJob {
     /// Where the job has got: `{type index}|{last id written}`.
     pub position: String,
     pub exported: i64,
-    pub estimate: i64,
     pub error: Option<String>,
     pub transaction_time: NaiveDateTime,
     pub created: NaiveDateTime,
@@ -231,7 +230,7 @@ pub fn page(
         .load(conn)
 }
 
-/// How many resources a page query covers in all (for progress).
+/// How many resources a page query covers in all (for a progress bar).
 pub fn count(conn: &mut DbConnection, q: &PageQuery) -> QResult<i64> {
     page_filtered(q).count().get_result(conn)
 }

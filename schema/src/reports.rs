@@ -248,31 +248,48 @@ fn referral_conditions(f: &ReportFilter) -> Cond<report_referrals::table> {
 }
 
 /// Active referrals (not A&G requests), oldest first, `limit` after the key (`created`, `id`)
-/// of the last row of the previous page.
+/// of the last row of the previous page. The key is two plain range queries (the rest of the
+/// last row's `created`, then later ones), each an index range on both databases: an `OR` of
+/// the two lets SQLite's planner scan from the start of the index on every page.
 pub fn active_referrals(
     conn: &mut DbConnection,
     f: &ReportFilter,
     after: Option<&(NaiveDateTime, String)>,
     limit: i64,
 ) -> QResult<Vec<ReferralFacts>> {
-    let mut q = report_referrals::table
-        .into_boxed()
-        .filter(referral_conditions(f))
-        .filter(report_referrals::kind.eq("referral"))
-        .filter(report_referrals::active.eq(1));
-    if let Some((created, id)) = after {
-        q = q.filter(
-            report_referrals::created
-                .gt(*created)
-                .or(report_referrals::created
-                    .eq(*created)
-                    .and(report_referrals::id.gt(id.clone()))),
-        );
-    }
-    q.order((report_referrals::created.asc(), report_referrals::id.asc()))
+    let base = || {
+        report_referrals::table
+            .into_boxed()
+            .filter(referral_conditions(f))
+            .filter(report_referrals::kind.eq("referral"))
+            .filter(report_referrals::active.eq(1))
+    };
+    let Some((created, id)) = after else {
+        return base()
+            .order((report_referrals::created.asc(), report_referrals::id.asc()))
+            .limit(limit)
+            .select(ReferralFacts::as_select())
+            .load(conn);
+    };
+    let mut rows: Vec<ReferralFacts> = base()
+        .filter(report_referrals::created.eq(*created))
+        .filter(report_referrals::id.gt(id.clone()))
+        .order(report_referrals::id.asc())
         .limit(limit)
         .select(ReferralFacts::as_select())
-        .load(conn)
+        .load(conn)?;
+    let more = limit - rows.len() as i64;
+    if more > 0 {
+        rows.extend(
+            base()
+                .filter(report_referrals::created.gt(*created))
+                .order((report_referrals::created.asc(), report_referrals::id.asc()))
+                .limit(more)
+                .select(ReferralFacts::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(rows)
 }
 
 /// The NHS numbers of these patients (`Patient` ids), from the search index.

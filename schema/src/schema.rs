@@ -284,7 +284,6 @@ diesel::table! {
         status -> Text,
         position -> Text,
         exported -> BigInt,
-        estimate -> BigInt,
         error -> Nullable<Text>,
         transaction_time -> Timestamp,
         created -> Timestamp,

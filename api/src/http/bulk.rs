@@ -181,18 +181,7 @@ pub async fn status(
             job.error.unwrap_or_default()
         ))),
         _ => {
-            let progress = if job.estimate > 0 {
-                format!(
-                    "{} of {} resources ({}%)",
-                    job.exported,
-                    job.estimate,
-                    job.exported * 100 / job.estimate
-                )
-            } else if job.status == "queued" {
-                "queued".to_owned()
-            } else {
-                format!("{} resources", job.exported)
-            };
+            let progress = exports::progress(&job);
             Ok(HttpResponse::build(StatusCode::ACCEPTED)
                 .insert_header(("X-Progress", progress))
                 .insert_header(("Retry-After", "2"))

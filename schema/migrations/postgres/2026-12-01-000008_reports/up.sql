@@ -65,7 +65,6 @@ CREATE TABLE export_jobs (
     status       TEXT      NOT NULL,  -- queued | running | complete | failed | cancelled
     position     TEXT      NOT NULL,  -- next type index and last id done: 2|abc
     exported     BIGINT    NOT NULL,
-    estimate     BIGINT    NOT NULL,
     error        TEXT,
     transaction_time TIMESTAMP NOT NULL,
     created      TIMESTAMP NOT NULL,
