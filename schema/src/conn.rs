@@ -188,3 +188,34 @@ impl DbConnection {
         }
     }
 }
+
+/// How much of the database file each SQLite connection maps into memory (see the pragmas
+/// above).
+const SQLITE_MMAP_BYTES: i64 = 2_147_418_112;
+
+/// Runs `f` with the connection reading a SQLite file through its bounded page cache instead
+/// of the memory map (PostgreSQL: as it is): for scans of a whole table (reports, exports),
+/// which would otherwise map as much of the file as they read, and hold it in the server's
+/// resident memory. The map is back when `f` returns.
+pub fn scanning<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::RunQueryDsl;
+    let sqlite = matches!(conn, DbConnection::Sqlite(_));
+    if sqlite {
+        diesel::sql_query("PRAGMA mmap_size = 0").execute(conn)?;
+    }
+    let out = f(conn);
+    if sqlite {
+        if let Err(e) =
+            diesel::sql_query(format!("PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")).execute(conn)
+        {
+            log::warn!("restoring mmap_size: {e}");
+        }
+    }
+    out
+}

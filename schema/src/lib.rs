@@ -25,7 +25,9 @@ pub mod schema;
 pub mod search;
 pub mod store;
 
-pub use conn::{build_pool, run_migrations, DatabaseUrl, DbConnection, DbPool, PooledConn};
+pub use conn::{
+    build_pool, run_migrations, scanning, DatabaseUrl, DbConnection, DbPool, PooledConn,
+};
 pub use rows::*;
 
 /// Errors of the storage layer. The HTTP layer maps them to status codes.
