@@ -283,6 +283,44 @@ async fn seeding_twice_creates_nothing_the_second_time() {
     assert_eq!(second.existing, first.created);
 }
 
+/// PostgreSQL plans every run of a cached statement with its binds: a generic plan (after five
+/// runs) turned each page of an organisation's export into a join of all its rows.
+#[actix_web::test]
+async fn postgresql_statements_are_planned_with_their_values() {
+    let url = database_url();
+    if !url.starts_with("postgres") {
+        return;
+    }
+    let pool = ers_schema::build_pool(&url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    ers_schema::run_migrations(&mut conn).expect("migrations");
+    let q = ers_schema::exports::PageQuery {
+        res_type: "ServiceRequest".into(),
+        required: vec![("_access".into(), vec!["R69".into()])],
+        ..Default::default()
+    };
+    for _ in 0..8 {
+        ers_schema::exports::page(&mut conn, &q, "", 100).expect("page");
+    }
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName, Debug)]
+    struct Plans {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        generic: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        custom: i64,
+    }
+    let plans: Plans = diesel::sql_query(
+        "SELECT COALESCE(SUM(generic_plans), 0)::int8 AS generic, \
+         COALESCE(SUM(custom_plans), 0)::int8 AS custom FROM pg_prepared_statements \
+         WHERE statement LIKE '%search_tokens%'",
+    )
+    .get_result(&mut conn)
+    .expect("plans");
+    assert_eq!(plans.generic, 0, "{plans:?}");
+    assert!(plans.custom >= 8, "{plans:?}");
+}
+
 #[actix_web::test]
 async fn the_servers_own_conformance_resources_are_served() {
     let app = spawn_app().await;
