@@ -370,72 +370,7 @@ fn write_index(
     id: &str,
     index: &IndexEntries,
 ) -> QResult<()> {
-    for t in &index.tokens {
-        diesel::insert_into(search_tokens::table)
-            .values((
-                search_tokens::res_type.eq(res_type),
-                search_tokens::res_id.eq(id),
-                search_tokens::param.eq(&t.param),
-                search_tokens::system.eq(&t.system),
-                search_tokens::code.eq(&t.code),
-            ))
-            .execute(conn)?;
-    }
-    for s in &index.strings {
-        diesel::insert_into(search_strings::table)
-            .values((
-                search_strings::res_type.eq(res_type),
-                search_strings::res_id.eq(id),
-                search_strings::param.eq(&s.param),
-                search_strings::value_norm.eq(&s.norm),
-                search_strings::value_exact.eq(&s.exact),
-            ))
-            .execute(conn)?;
-    }
-    for d in &index.dates {
-        diesel::insert_into(search_dates::table)
-            .values((
-                search_dates::res_type.eq(res_type),
-                search_dates::res_id.eq(id),
-                search_dates::param.eq(&d.param),
-                search_dates::low.eq(d.low),
-                search_dates::high.eq(d.high),
-            ))
-            .execute(conn)?;
-    }
-    for r in &index.refs {
-        diesel::insert_into(search_refs::table)
-            .values((
-                search_refs::res_type.eq(res_type),
-                search_refs::res_id.eq(id),
-                search_refs::param.eq(&r.param),
-                search_refs::target_type.eq(&r.target_type),
-                search_refs::target_id.eq(&r.target_id),
-            ))
-            .execute(conn)?;
-    }
-    for g in &index.geo {
-        diesel::insert_into(search_geo::table)
-            .values((
-                search_geo::res_type.eq(res_type),
-                search_geo::res_id.eq(id),
-                search_geo::param.eq(&g.param),
-                search_geo::latitude.eq(g.latitude),
-                search_geo::longitude.eq(g.longitude),
-            ))
-            .execute(conn)?;
-    }
-    for u in &index.unique {
-        diesel::insert_into(unique_identifiers::table)
-            .values((
-                unique_identifiers::res_type.eq(res_type),
-                unique_identifiers::system.eq(&u.system),
-                unique_identifiers::value.eq(&u.value),
-                unique_identifiers::res_id.eq(id),
-            ))
-            .execute(conn)?;
-    }
-    Ok(())
+    write_indexes(conn, &[(res_type, id, index)])
 }
 
 /// The resource (other than `except_id`) that already holds a unique business identifier.
@@ -614,11 +549,29 @@ pub fn insert_many(
             .values(&versions)
             .execute(c))?;
     }
+    let owners: Vec<_> = items
+        .iter()
+        .map(|(v, ix)| (v.res_type, v.id, *ix))
+        .collect();
+    write_indexes(conn, &owners)
+}
+
+/// The index rows of these resources (type, id, entries): one multi-row INSERT per table and
+/// chunk, and none for a table without rows (a booking writes some thirty index rows).
+fn write_indexes(conn: &mut DbConnection, items: &[(&str, &str, &IndexEntries)]) -> QResult<()> {
+    #[derive(Clone, Copy)]
+    struct Owner<'a> {
+        res_type: &'a str,
+        id: &'a str,
+    }
     macro_rules! index_rows {
         ($field:ident, $table:ident, |$v:ident, $e:ident| $row:expr) => {
             let rows: Vec<_> = items
                 .iter()
-                .flat_map(|($v, ix)| ix.$field.iter().map(move |$e| $row))
+                .flat_map(|&(res_type, id, ix)| {
+                    let $v = Owner { res_type, id };
+                    ix.$field.iter().map(move |$e| $row)
+                })
                 .collect();
             for c in rows.chunks(BULK_CHUNK) {
                 on_backend!(conn, |conn| diesel::insert_into($table::table)

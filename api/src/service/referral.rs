@@ -55,6 +55,64 @@ pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<
 /// The ODS code of the organisation behind a reference: an Organization, a PractitionerRole's
 /// organisation, or the provider of a HealthcareService.
 pub(super) fn ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
+    if let Some(known) = ods_memo::get(reference) {
+        return Ok(known);
+    }
+    let found = read_ods_behind(c, reference)?;
+    ods_memo::put(reference, &found);
+    Ok(found)
+}
+
+/// What `ods_behind` found for each reference during one referral transition (this thread's,
+/// while it runs): a booking asks for the referrer's and the service's organisation a dozen
+/// times (who may act, who may see, each reporting row), and a transition writes no
+/// organisation, role or service that could change the answer.
+mod ods_memo {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static MEMO: RefCell<Option<HashMap<String, Option<String>>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn get(reference: &str) -> Option<Option<String>> {
+        MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.get(reference).cloned()))
+    }
+
+    pub(super) fn put(reference: &str, ods: &Option<String>) {
+        MEMO.with(|m| {
+            if let Some(m) = m.borrow_mut().as_mut() {
+                m.insert(reference.to_owned(), ods.clone());
+            }
+        })
+    }
+
+    /// Remembers answers until the guard drops (nested scopes share the outer one).
+    pub(super) struct Scope {
+        outer: bool,
+    }
+
+    pub(super) fn scope() -> Scope {
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            let outer = m.is_none();
+            if outer {
+                *m = Some(HashMap::new());
+            }
+            Scope { outer }
+        })
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            if self.outer {
+                MEMO.with(|m| *m.borrow_mut() = None);
+            }
+        }
+    }
+}
+
+fn read_ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
     let Some(v) = load_json(c, reference)? else {
         return Ok(None);
     };
@@ -106,8 +164,11 @@ pub fn organisations(c: &mut DbConnection, body: &Value) -> Result<Vec<String>> 
     refs.extend(sr::shortlist(body));
     refs.extend(sr::state_of(body).and_then(|s| s.service));
     let mut out = Vec::new();
-    for r in refs {
-        if let Some(ods) = ods_behind(c, &r)? {
+    for (i, r) in refs.iter().enumerate() {
+        if refs[..i].contains(r) {
+            continue;
+        }
+        if let Some(ods) = ods_behind(c, r)? {
             if !out.contains(&ods) {
                 out.push(ods);
             }
@@ -390,6 +451,7 @@ pub(super) fn transition(
     change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
 ) -> Result<ResourceRow> {
     let def = def()?;
+    let _memo = ods_memo::scope();
     write_tx(conn, |c| {
         let row = resource::read(c, def, id)?;
         let given = expected.check(&row)?;
