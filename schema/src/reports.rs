@@ -12,8 +12,8 @@ use crate::DbConnection;
 type QResult<T> = Result<T, diesel::result::Error>;
 
 /// A referral or A&G request as reports see it.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = report_referrals)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = report_referrals, treat_none_as_null = true)]
 pub struct ReferralFacts {
     pub id: String,
     /// `referral` or `advice`.
@@ -37,8 +37,8 @@ pub struct ReferralFacts {
 }
 
 /// An appointment as reports see it (with its referral's specialty and organisations).
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = report_appointments)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = report_appointments, treat_none_as_null = true)]
 pub struct AppointmentFacts {
     pub id: String,
     pub referral_id: Option<String>,
@@ -56,8 +56,8 @@ pub struct AppointmentFacts {
 }
 
 /// A slot as reports see it (with its service, provider and specialty).
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = report_slots)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = report_slots, treat_none_as_null = true)]
 pub struct SlotFacts {
     pub id: String,
     pub service_id: String,
@@ -80,26 +80,29 @@ pub enum Facts {
 
 /// Writes (or replaces) a resource's reporting row.
 pub fn save(conn: &mut DbConnection, facts: &Facts) -> QResult<()> {
+    // One upsert each (the row's id is its resource's).
     match facts {
-        Facts::Referral(f) => {
-            diesel::delete(report_referrals::table.find(&f.id)).execute(conn)?;
-            diesel::insert_into(report_referrals::table)
-                .values(f)
-                .execute(conn)?;
-        }
+        Facts::Referral(f) => on_backend!(conn, |c| diesel::insert_into(report_referrals::table)
+            .values(f)
+            .on_conflict(report_referrals::id)
+            .do_update()
+            .set(f)
+            .execute(c))?,
         Facts::Appointment(f) => {
-            diesel::delete(report_appointments::table.find(&f.id)).execute(conn)?;
-            diesel::insert_into(report_appointments::table)
+            on_backend!(conn, |c| diesel::insert_into(report_appointments::table)
                 .values(f)
-                .execute(conn)?;
+                .on_conflict(report_appointments::id)
+                .do_update()
+                .set(f)
+                .execute(c))?
         }
-        Facts::Slot(f) => {
-            diesel::delete(report_slots::table.find(&f.id)).execute(conn)?;
-            diesel::insert_into(report_slots::table)
-                .values(f)
-                .execute(conn)?;
-        }
-    }
+        Facts::Slot(f) => on_backend!(conn, |c| diesel::insert_into(report_slots::table)
+            .values(f)
+            .on_conflict(report_slots::id)
+            .do_update()
+            .set(f)
+            .execute(c))?,
+    };
     Ok(())
 }
 

@@ -235,6 +235,7 @@ fn check_owner(
 
 /// Every local reference must name a live resource of a hosted type.
 fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Result<()> {
+    let mut targets = Vec::with_capacity(refs.len());
     for (path, reference) in refs {
         let Some((t, id)) = index::split_reference(reference) else {
             return Err(ServiceError::Invalid(vec![Issue::invalid_at(
@@ -242,7 +243,17 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
                 format!("({reference}) is not a literal reference of the form Type/id"),
             )]));
         };
-        if registry::find(t).is_none() || !store::exists(conn, t, id)? {
+        targets.push((t, id));
+    }
+    let known: Vec<(&str, &str)> = targets
+        .iter()
+        .copied()
+        .filter(|(t, _)| registry::find(t).is_some())
+        .collect();
+    let live = store::live_among(conn, &known)?;
+    // The first that does not resolve is named, in the order of the resource.
+    for ((path, reference), (t, id)) in refs.iter().zip(&targets) {
+        if !live.contains(&((*t).to_owned(), (*id).to_owned())) {
             return Err(ServiceError::ReferenceNotFound {
                 path: path.clone(),
                 reference: reference.clone(),
