@@ -22,6 +22,17 @@ pub fn analyze(conn: &mut DbConnection) -> QResult<()> {
     Ok(())
 }
 
+/// After a bulk load of national-scale data, outside any transaction: PostgreSQL also
+/// vacuums, so index-only scans (an export's organisation check, searches' token probes) skip
+/// the table, as they do under autovacuum in production; SQLite analyzes.
+pub fn settle_after_load(conn: &mut DbConnection) -> QResult<()> {
+    if matches!(conn, DbConnection::Postgresql(_)) {
+        diesel::sql_query("VACUUM (ANALYZE)").execute(conn)?;
+        return Ok(());
+    }
+    analyze(conn)
+}
+
 /// The next value of a named counter (call inside a write transaction: the update locks the
 /// row until commit, so concurrent writers get distinct values).
 pub fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {

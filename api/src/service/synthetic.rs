@@ -278,7 +278,7 @@ pub fn directory(
         }
     }
     loader.flush()?;
-    store::analyze(loader.conn)?;
+    store::settle_after_load(loader.conn)?;
     Ok(report)
 }
 
@@ -518,6 +518,6 @@ pub fn referrals(
         }
     }
     loader.flush()?;
-    store::analyze(loader.conn)?;
+    store::settle_after_load(loader.conn)?;
     Ok(report)
 }
