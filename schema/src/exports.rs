@@ -191,8 +191,48 @@ pub struct PageQuery {
 
 type Backend = crate::conn::MultiBackend;
 
-/// `after_id`: the page's exclusive lower bound ("" from the start; every id is longer).
-fn page_filtered(q: &PageQuery, after_id: &str) -> resources::BoxedQuery<'static, Backend> {
+/// Where a scan of a type has got to: the change time and id of the last row read (none
+/// from the start). Pages follow the order rows were last written, which is nearly the order
+/// they lie on disk: reading a million referrals in id order instead visits a different page
+/// of the table for every row (docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor(Option<(NaiveDateTime, String)>);
+
+const CURSOR_TIME: &str = "%Y-%m-%dT%H:%M:%S%.6f";
+
+impl Cursor {
+    /// Just after this row.
+    pub fn after(row: &PageRow) -> Cursor {
+        Cursor(Some((row.last_updated, row.id.clone())))
+    }
+
+    /// `""` from the start, else `{time}|{id}` (ids never hold `|`).
+    pub fn encode(&self) -> String {
+        match &self.0 {
+            None => String::new(),
+            Some((t, id)) => format!("{}|{id}", t.format(CURSOR_TIME)),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        if text.is_empty() {
+            return Some(Cursor(None));
+        }
+        let (t, id) = text.split_once('|')?;
+        let t = NaiveDateTime::parse_from_str(t, CURSOR_TIME).ok()?;
+        Some(Cursor(Some((t, id.to_owned()))))
+    }
+}
+
+/// One row of a page.
+#[derive(Debug, Clone, Queryable)]
+pub struct PageRow {
+    pub id: String,
+    pub last_updated: NaiveDateTime,
+    pub content: String,
+}
+
+fn page_filtered(q: &PageQuery) -> resources::BoxedQuery<'static, Backend> {
     let mut query = resources::table
         .into_boxed()
         .filter(resources::res_type.eq(q.res_type.clone()))
@@ -203,39 +243,62 @@ fn page_filtered(q: &PageQuery, after_id: &str) -> resources::BoxedQuery<'static
     if let Some(t) = q.until {
         query = query.filter(resources::last_updated.le(t));
     }
-    query = query.filter(resources::id.gt(after_id.to_owned()));
-    // One index probe per row (EXISTS), not a set of every holder built for each page. The
-    // page's lower bound is repeated inside: PostgreSQL does not carry `id > after` across
-    // the join, and with fresh statistics it merges from the type's first token instead
-    // (1.6 s a page at 1M referrals, against 0.1 s).
+    // One probe per row (EXISTS) into the `_access` index, not a set of every holder built
+    // for each page.
     for (param, codes) in &q.required {
         query = query.filter(diesel::dsl::exists(
             search_tokens::table
                 .filter(search_tokens::res_type.eq(resources::res_type))
                 .filter(search_tokens::res_id.eq(resources::id))
                 .filter(search_tokens::param.eq(param.clone()))
-                .filter(search_tokens::code.eq_any(codes.clone()))
-                .filter(search_tokens::res_id.gt(after_id.to_owned())),
+                .filter(search_tokens::code.eq_any(codes.clone())),
         ));
     }
     query
 }
 
-/// Up to `limit` (id, content) after `after_id`, in id order.
+/// Up to `limit` rows after `after`, in (last changed, id) order.
 pub fn page(
     conn: &mut DbConnection,
     q: &PageQuery,
-    after_id: &str,
+    after: &Cursor,
     limit: i64,
-) -> QResult<Vec<(String, String)>> {
-    page_filtered(q, after_id)
-        .order(resources::id.asc())
+) -> QResult<Vec<PageRow>> {
+    let mut query = page_filtered(q);
+    if let Some((t, id)) = &after.0 {
+        // (last_updated, id) > (t, id), written so the index range starts at `t`.
+        query = query.filter(resources::last_updated.ge(*t)).filter(
+            resources::last_updated
+                .gt(*t)
+                .or(resources::id.gt(id.clone())),
+        );
+    }
+    query
+        .order((resources::last_updated.asc(), resources::id.asc()))
         .limit(limit)
-        .select((resources::id, resources::content))
+        .select((resources::id, resources::last_updated, resources::content))
         .load(conn)
 }
 
 /// How many resources a page query covers in all (for a progress bar).
 pub fn count(conn: &mut DbConnection, q: &PageQuery) -> QResult<i64> {
-    page_filtered(q, "").count().get_result(conn)
+    page_filtered(q).count().get_result(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_survives_its_text_form() {
+        let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 30)
+            .and_then(|d| d.and_hms_micro_opt(21, 40, 18, 123_456))
+            .expect("time");
+        let c = Cursor(Some((t, "r.5a1-b".into())));
+        assert_eq!(c.encode(), "2026-11-30T21:40:18.123456|r.5a1-b");
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode(""), Some(Cursor::default()));
+        // The id-only positions of earlier versions are not read as a time.
+        assert_eq!(Cursor::decode("r.5a1-b"), None);
+    }
 }

@@ -5,7 +5,7 @@
 //! permissions and organisation scoping are the same as a search's.
 
 use chrono::{Duration, NaiveDateTime, Utc};
-use ers_schema::exports::{self as store, ExportJob, FileMeta, PageQuery};
+use ers_schema::exports::{self as store, Cursor, ExportJob, FileMeta, PageQuery};
 use ers_schema::{read_tx, write_tx, DbConnection};
 
 use super::audit::{self, AuditDraft, Outcome};
@@ -295,10 +295,18 @@ pub fn progress(job: &ExportJob) -> String {
     }
 }
 
-/// `{type index}|{last id}`.
-fn position(job: &ExportJob) -> (usize, String) {
-    let (i, id) = job.position.split_once('|').unwrap_or(("0", ""));
-    (i.parse().unwrap_or(0), id.to_owned())
+/// `{type index}|{cursor}` (see `Cursor::encode`). A position this version cannot read
+/// restarts its type.
+fn position(job: &ExportJob) -> (usize, Cursor) {
+    let (i, at) = job.position.split_once('|').unwrap_or(("0", ""));
+    let cursor = Cursor::decode(at).unwrap_or_else(|| {
+        log::warn!(
+            "export {}: unreadable position '{at}'; its type starts again",
+            job.id
+        );
+        Cursor::default()
+    });
+    (i.parse().unwrap_or(0), cursor)
 }
 
 /// Takes one job that needs a worker and runs it to the end (or until it is cancelled or its
@@ -361,11 +369,11 @@ fn run(
             let limit = PAGE.min((want - count) as i64);
             let rows = store::page(c, &q, &after, limit)?;
             let short = (rows.len() as i64) < limit;
-            for (id, content) in rows {
-                buf.extend_from_slice(content.as_bytes());
+            for row in rows {
+                buf.extend_from_slice(row.content.as_bytes());
                 buf.push(b'\n');
                 count += 1;
-                after = id;
+                after = Cursor::after(&row);
             }
             if short {
                 type_done = true;
@@ -395,7 +403,7 @@ fn run(
             job.position = if type_done {
                 format!("{}|", ti + 1)
             } else {
-                format!("{ti}|{after}")
+                format!("{ti}|{}", after.encode())
             };
             job.exported += count as i64;
             job.status = "running".into();
@@ -413,7 +421,7 @@ fn run(
         }
         if type_done {
             ti += 1;
-            after.clear();
+            after = Cursor::default();
         }
     }
     write_tx(c, |c| {

@@ -489,18 +489,18 @@ fn user_roles(c: &mut DbConnection, f: &ReportFilter, sink: &mut Sink<'_>) -> Re
         res_type: "PractitionerRole".into(),
         ..Default::default()
     };
-    let mut after = String::new();
+    let mut after = exports::Cursor::default();
     let mut n = 0;
     loop {
         let page = exports::page(c, &q, &after, PAGE)?;
-        let Some((last, _)) = page.last() else {
+        let Some(last) = page.last() else {
             break;
         };
-        after = last.clone();
+        after = exports::Cursor::after(last);
         let full = page.len() as i64 == PAGE;
         let roles: Vec<(String, Value)> = page
             .into_iter()
-            .filter_map(|(id, text)| Some((id, serde_json::from_str(&text).ok()?)))
+            .filter_map(|r| Some((r.id, serde_json::from_str(&r.content).ok()?)))
             .collect();
         let ids_of = |field: &str, prefix: &str| -> Vec<String> {
             let mut v: Vec<String> = roles

@@ -308,16 +308,16 @@ fn each_resource(
         res_type: res_type.to_owned(),
         ..Default::default()
     };
-    let mut after = String::new();
+    let mut after = ers_schema::exports::Cursor::default();
     loop {
         let page = ers_schema::exports::page(conn, &q, &after, 2000)?;
-        let Some((last, _)) = page.last() else {
+        let Some(last) = page.last() else {
             return Ok(());
         };
-        after = last.clone();
-        for (id, text) in page {
-            if let Ok(v) = serde_json::from_str(&text) {
-                f(conn, id, v)?;
+        after = ers_schema::exports::Cursor::after(last);
+        for row in page {
+            if let Ok(v) = serde_json::from_str(&row.content) {
+                f(conn, row.id, v)?;
             }
         }
     }

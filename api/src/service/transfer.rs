@@ -90,15 +90,15 @@ pub fn dump(
     let mut n = 0;
     for def in types {
         let q = query(def, since, until);
-        let mut after = String::new();
+        let mut after = store::Cursor::default();
         loop {
             let rows = store::page(c, &q, &after, PAGE)?;
             let short = (rows.len() as i64) < PAGE;
-            for (id, content) in rows {
-                write(def.name, &content)
+            for row in rows {
+                write(def.name, &row.content)
                     .map_err(|e| ServiceError::Internal(format!("writing {}: {e}", def.name)))?;
                 n += 1;
-                after = id;
+                after = store::Cursor::after(&row);
             }
             if short {
                 break;

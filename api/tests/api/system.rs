@@ -300,7 +300,7 @@ async fn postgresql_statements_are_planned_with_their_values() {
         ..Default::default()
     };
     for _ in 0..8 {
-        ers_schema::exports::page(&mut conn, &q, "", 100).expect("page");
+        ers_schema::exports::page(&mut conn, &q, &Default::default(), 100).expect("page");
     }
     use diesel::RunQueryDsl;
     #[derive(diesel::QueryableByName, Debug)]
