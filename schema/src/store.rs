@@ -33,6 +33,14 @@ pub fn settle_after_load(conn: &mut DbConnection) -> QResult<()> {
     analyze(conn)
 }
 
+/// The next value of a named counter, in a transaction of its own (before the write that uses
+/// it): the counter row is locked only for that commit, not for a whole referral's write, which
+/// queued every concurrent create behind it (146 ms a create at 32 clients on PostgreSQL). A
+/// value whose write then fails is not used again; UBRNs may have gaps.
+pub fn take_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
+    crate::write_tx(conn, |c| next_counter(c, name))
+}
+
 /// The next value of a named counter (call inside a write transaction: the update locks the
 /// row until commit, so concurrent writers get distinct values).
 pub fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
@@ -141,6 +149,19 @@ pub fn holding_token(
     param: &str,
     codes: &[String],
 ) -> QResult<Vec<String>> {
+    if let [id] = ids {
+        // One resource (the check before every write): an equality PostgreSQL always takes
+        // as the index's key. With `= ANY` and statistics from before the type had rows it
+        // filtered every row of the type instead (195 ms a booking at 8,000 referrals).
+        return Ok(search_tokens::table
+            .filter(search_tokens::res_type.eq(res_type))
+            .filter(search_tokens::res_id.eq(id))
+            .filter(search_tokens::param.eq(param))
+            .filter(search_tokens::code.eq_any(codes))
+            .select(search_tokens::res_id)
+            .distinct()
+            .load::<String>(conn)?);
+    }
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
         out.extend(

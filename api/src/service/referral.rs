@@ -326,6 +326,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             "'ServiceRequest.extension' (referral state) is set by the server; leave it out".into(),
         ));
     }
+    let ubrn = format!("{:012}", store::take_counter(conn, "ubrn")?);
     write_tx(conn, |c| {
         check_requester(c, &body, caller)?;
         let priority = sr::ers_priority(&body).unwrap_or_default().to_owned();
@@ -335,7 +336,6 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         {
             check_shortlist(c, &services, &priority)?;
         }
-        let ubrn = format!("{:012}", store::next_counter(c, "ubrn")?);
         if let Some(o) = body.as_object_mut() {
             let mut ids = o
                 .get("identifier")
