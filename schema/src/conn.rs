@@ -117,7 +117,7 @@ impl diesel::connection::Instrumentation for SlowQueryLog {
     }
 }
 
-/// SQLite: WAL, foreign keys, a busy timeout. PostgreSQL: custom plans only (below).
+/// SQLite: WAL, foreign keys, a busy timeout. Nothing to do for PostgreSQL.
 #[derive(Debug)]
 struct Pragmas;
 
@@ -130,17 +130,6 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for Pragmas {
         match conn {
             DbConnection::Postgresql(c) => c.set_instrumentation(log),
             DbConnection::Sqlite(c) => c.set_instrumentation(log),
-        }
-        if let DbConnection::Postgresql(c) = conn {
-            // diesel keeps every query it builds (boxed ones by their SQL) as a named prepared
-            // statement, and after five runs PostgreSQL may switch it to a generic plan that
-            // does not know the binds. For a page of a search, a report or an export (`LIMIT
-            // $n` with an organisation's `_access` codes) that plan joins every token of the
-            // organisation and sorts them for each page: 20 s a page at 1M referrals instead
-            // of 60 ms (docs/BENCHMARKS.md). Planning each run with its values costs
-            // microseconds; the statements stay parsed.
-            c.batch_execute("SET plan_cache_mode = force_custom_plan")
-                .map_err(diesel::r2d2::Error::QueryError)?;
         }
         if let DbConnection::Sqlite(c) = conn {
             // The busy timeout first: switching a new file to WAL takes a lock, and the pool

@@ -196,10 +196,10 @@ type Cond<T> = Box<dyn BoxableExpression<T, Backend, SqlType = diesel::sql_types
 
 /// All the conditions ANDed (TRUE when there are none).
 fn all_of<T: 'static>(conds: Vec<Cond<T>>) -> Cond<T> {
-    conds
-        .into_iter()
-        .reduce(|a, b| Box::new(a.and(b)))
-        .unwrap_or_else(|| Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("1 = 1")))
+    // From a SQL literal: the statement is not kept prepared, so each page and aggregate is
+    // planned with its values (see `search::SqlPredicate`).
+    let always: Cond<T> = Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("1 = 1"));
+    conds.into_iter().fold(always, |a, b| Box::new(a.and(b)))
 }
 
 /// The filter's conditions on one reporting table, given its columns: `$org` lists the

@@ -231,6 +231,13 @@ impl QueryId for SqlPredicate {
 }
 impl QueryFragment<MultiBackend> for SqlPredicate {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+        // Never kept as a prepared statement, so PostgreSQL plans each search with its values.
+        // diesel keeps other statements (boxed ones by their SQL), and after five runs
+        // PostgreSQL may give one a generic plan that does not know the binds: for a page of
+        // an organisation's rows (`LIMIT $n`, its `_access` codes) that plan joins and sorts
+        // every row the organisation may see, page after page (docs/BENCHMARKS.md, export).
+        // The fixed statements of the write path keep their cached plans.
+        out.unsafe_to_cache_prepared();
         for p in &self.parts {
             match p {
                 Part::Sql(s) => out.push_sql(s),
