@@ -26,7 +26,7 @@ pub struct ExportJob {
     pub since: Option<NaiveDateTime>,
     /// queued | running | complete | failed | cancelled
     pub status: String,
-    /// Where the job has got: `{type index}|{last id written}`.
+    /// Where the job has got: `{type index}|{cursor}` (`Cursor::encode`).
     pub position: String,
     pub exported: i64,
     pub error: Option<String>,
@@ -203,7 +203,12 @@ const CURSOR_TIME: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 impl Cursor {
     /// Just after this row.
     pub fn after(row: &PageRow) -> Cursor {
-        Cursor(Some((row.last_updated, row.id.clone())))
+        Cursor::at(row.last_updated, &row.id)
+    }
+
+    /// Just after the row with this change time and id.
+    pub fn at(last_updated: NaiveDateTime, id: &str) -> Cursor {
+        Cursor(Some((last_updated, id.to_owned())))
     }
 
     /// `""` from the start, else `{time}|{id}` (ids never hold `|`).

@@ -249,6 +249,53 @@ async fn an_export_outlives_its_instance_and_its_files_expire() {
 }
 
 #[actix_web::test]
+async fn a_job_whose_worker_stopped_resumes_after_its_last_file() {
+    // Instance A runs no jobs. Two identical exports: the first is the whole answer; the
+    // second is made to look like a worker wrote its first files and stopped (running, its
+    // position after the fourth resource, its lease lapsed). Instance B takes it over and
+    // writes exactly the resources after that position, in the same order.
+    let w = world_with(settings(false, 3, 3600)).await;
+    let whole = kick_off(&w.app, &w, "$export?_type=ServiceRequest").await;
+    let resumed = kick_off(&w.app, &w, "$export?_type=ServiceRequest").await;
+    let job_id = |url: &str| url.rsplit('/').next().expect("job id").to_owned();
+    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    let far = chrono::Utc::now().naive_utc() + chrono::Duration::hours(1);
+    // Leased by a worker that is not there, so B leaves it until the lease is given up.
+    let mut job = ers_schema::exports::job(&mut conn, &job_id(&resumed))
+        .expect("read")
+        .expect("job");
+    job.status = "running".into();
+    job.lease_owner = Some("stopped-instance".into());
+    job.lease_until = Some(far);
+    ers_schema::exports::save_job(&mut conn, &job).expect("save");
+    let b = spawn_on(&w.app.database_url, settings(true, 3, 3600)).await;
+    let path = |url: &str| url.split("/FHIR/R4/").nth(1).expect("path").to_owned();
+    let (manifest, _) = poll(&b, &w, &path(&whole)).await;
+    let all: Vec<String> = download(&b, &w, &manifest)
+        .await
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(all.len() > 6, "{all:?}");
+    let fourth = ers_schema::store::get_current(&mut conn, "ServiceRequest", &all[3])
+        .expect("read")
+        .expect("row");
+    let cursor = ers_schema::exports::Cursor::at(fourth.last_updated, &fourth.id);
+    job.position = format!("0|{}", cursor.encode());
+    job.exported = 4;
+    job.lease_until = Some(far - chrono::Duration::hours(2));
+    ers_schema::exports::save_job(&mut conn, &job).expect("save");
+    let (manifest, _) = poll(&b, &w, &path(&resumed)).await;
+    let rest: Vec<String> = download(&b, &w, &manifest)
+        .await
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(rest, all[4..].to_vec());
+}
+
+#[actix_web::test]
 async fn bad_kick_offs_are_refused_naming_the_problem() {
     let w = world_with(settings(true, 100, 3600)).await;
     let app = &w.app;
