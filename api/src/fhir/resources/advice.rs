@@ -30,27 +30,9 @@ pub const RECOMMENDATION_SYSTEM: &str =
 /// same UBRN under the plain UBRN key.
 pub const UBRN_KEY: &str = "https://fhir.nhs.uk/Id/UBRN#advice-and-guidance";
 
-fn has_coding(v: Option<&Value>, system: &str, code: &str) -> bool {
-    let codings = |cc: &Value| {
-        cc.get("coding")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let list: Vec<Value> = match v {
-        Some(Value::Array(a)) => a.iter().flat_map(codings).collect(),
-        Some(cc @ Value::Object(_)) => codings(cc),
-        _ => Vec::new(),
-    };
-    list.iter().any(|c| {
-        c.get("system").and_then(Value::as_str) == Some(system)
-            && c.get("code").and_then(Value::as_str) == Some(code)
-    })
-}
-
 /// Whether a ServiceRequest is an A&G request (its category says so).
 pub fn is_advice(r: &Value) -> bool {
-    has_coding(r.get("category"), CATEGORY_SYSTEM, CATEGORY)
+    super::codes(r, "category", CATEGORY_SYSTEM).contains(&CATEGORY)
 }
 
 /// Sets the category and code of an A&G request.
