@@ -41,9 +41,9 @@ pub fn take_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
     crate::write_tx(conn, |c| next_counter(c, name))
 }
 
-/// The next value of a named counter (call inside a write transaction: the update locks the
-/// row until commit, so concurrent writers get distinct values).
-pub fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
+/// The next value of a named counter (inside a write transaction: the update locks the row
+/// until commit, so concurrent writers get distinct values).
+fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
     let n = diesel::update(counters::table.filter(counters::name.eq(name)))
         .set(counters::value.eq(counters::value + 1))
         .execute(conn)?;
@@ -149,31 +149,24 @@ pub fn holding_token(
     param: &str,
     codes: &[String],
 ) -> QResult<Vec<String>> {
-    if let [id] = ids {
-        // One resource (the check before every write): an equality PostgreSQL always takes
-        // as the index's key. With `= ANY` and statistics from before the type had rows it
-        // filtered every row of the type instead (195 ms a booking at 8,000 referrals).
-        return Ok(search_tokens::table
-            .filter(search_tokens::res_type.eq(res_type))
-            .filter(search_tokens::res_id.eq(id))
-            .filter(search_tokens::param.eq(param))
-            .filter(search_tokens::code.eq_any(codes))
-            .select(search_tokens::res_id)
-            .distinct()
-            .load::<String>(conn)?);
-    }
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
-        out.extend(
-            search_tokens::table
-                .filter(search_tokens::res_type.eq(res_type))
-                .filter(search_tokens::res_id.eq_any(chunk))
-                .filter(search_tokens::param.eq(param))
-                .filter(search_tokens::code.eq_any(codes))
-                .select(search_tokens::res_id)
-                .distinct()
-                .load::<String>(conn)?,
-        );
+        let mut q = search_tokens::table
+            .filter(search_tokens::res_type.eq(res_type.to_owned()))
+            .filter(search_tokens::param.eq(param.to_owned()))
+            .filter(search_tokens::code.eq_any(codes.to_vec()))
+            .select(search_tokens::res_id)
+            .distinct()
+            .into_boxed();
+        q = match chunk {
+            // One resource (the check before every write): an equality, which PostgreSQL
+            // always takes as the index's key. With `= ANY` and statistics from before the
+            // type had rows it filtered every row of the type instead (195 ms a booking at
+            // 8,000 referrals).
+            [id] => q.filter(search_tokens::res_id.eq(id.clone())),
+            _ => q.filter(search_tokens::res_id.eq_any(chunk.to_vec())),
+        };
+        out.extend(q.load::<String>(conn)?);
     }
     Ok(out)
 }

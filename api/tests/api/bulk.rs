@@ -76,6 +76,13 @@ async fn download(app: &TestApp, w: &World, manifest: &Value) -> Vec<Value> {
     out
 }
 
+fn ids_in_order(resources: &[Value]) -> Vec<String> {
+    resources
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
 fn ids_of(resources: &[Value], t: &str) -> BTreeSet<String> {
     resources
         .iter()
@@ -272,11 +279,7 @@ async fn a_job_whose_worker_stopped_resumes_after_its_last_file() {
     let b = spawn_on(&w.app.database_url, settings(true, 3, 3600)).await;
     let path = |url: &str| url.split("/FHIR/R4/").nth(1).expect("path").to_owned();
     let (manifest, _) = poll(&b, &w, &path(&whole)).await;
-    let all: Vec<String> = download(&b, &w, &manifest)
-        .await
-        .iter()
-        .map(|r| r["id"].as_str().expect("id").to_owned())
-        .collect();
+    let all = ids_in_order(&download(&b, &w, &manifest).await);
     assert!(all.len() > 6, "{all:?}");
     let fourth = ers_schema::store::get_current(&mut conn, "ServiceRequest", &all[3])
         .expect("read")
@@ -287,11 +290,7 @@ async fn a_job_whose_worker_stopped_resumes_after_its_last_file() {
     job.lease_until = Some(far - chrono::Duration::hours(2));
     ers_schema::exports::save_job(&mut conn, &job).expect("save");
     let (manifest, _) = poll(&b, &w, &path(&resumed)).await;
-    let rest: Vec<String> = download(&b, &w, &manifest)
-        .await
-        .iter()
-        .map(|r| r["id"].as_str().expect("id").to_owned())
-        .collect();
+    let rest = ids_in_order(&download(&b, &w, &manifest).await);
     assert_eq!(rest, all[4..].to_vec());
 }
 
