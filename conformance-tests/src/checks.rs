@@ -115,6 +115,90 @@ fn patient(nhs: &str, family: &str) -> Value {
 
 const JSON: (&str, &str) = ("Content-Type", "application/fhir+json");
 
+/// Every profile the CapabilityStatement names (`profile`, `supportedProfile`) is served as a
+/// StructureDefinition of that type, findable by its URL, with a snapshot, and (when it is a
+/// constraint) a base that is itself served or is the base R4 definition.
+async fn profiles_resolve(c: &Client, cs: &Value) -> CheckResult {
+    let mut k = Check::new(
+        "capabilities",
+        "every profile the CapabilityStatement names is a served StructureDefinition with a snapshot",
+    );
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for r in cs["rest"][0]["resource"].as_array().into_iter().flatten() {
+        let t = r["type"].as_str().unwrap_or_default().to_owned();
+        let named = r["profile"].as_str().into_iter().chain(
+            r["supportedProfile"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str),
+        );
+        for url in named {
+            if !url.starts_with("http://hl7.org/fhir/StructureDefinition/") {
+                wanted.push((t.clone(), url.to_owned()));
+            }
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    k.expect(
+        !wanted.is_empty(),
+        "the CapabilityStatement names no profiles",
+    );
+    for (t, url) in &wanted {
+        let r = c
+            .send(
+                "GET",
+                &format!("StructureDefinition?url={url}"),
+                &[],
+                None,
+                true,
+            )
+            .await;
+        k.saw(&r);
+        let b = r.json();
+        let Some(sd) = b["entry"][0]["resource"].as_object().cloned() else {
+            k.expect(
+                false,
+                format!("StructureDefinition?url={url} finds nothing"),
+            );
+            continue;
+        };
+        k.expect(
+            sd["url"] == url.as_str(),
+            format!("{url}: the url does not match"),
+        );
+        k.expect(
+            sd["type"] == t.as_str(),
+            format!("{url}: its type is not {t}"),
+        );
+        k.expect(
+            sd["snapshot"]["element"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty()),
+            format!("{url}: no snapshot"),
+        );
+        if let Some(base) = sd["baseDefinition"].as_str() {
+            if !base.starts_with("http://hl7.org/fhir/StructureDefinition/") {
+                let r = c
+                    .send(
+                        "GET",
+                        &format!("StructureDefinition?url={base}"),
+                        &[],
+                        None,
+                        true,
+                    )
+                    .await;
+                k.expect(
+                    r.json()["total"].as_i64().unwrap_or(0) >= 1,
+                    format!("{url}: its base {base} is not served"),
+                );
+            }
+        }
+    }
+    k.done()
+}
+
 /// `referrer`: the caller's SDS user id when they act as a referring clinician (enables the
 /// referral workflow checks).
 pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
@@ -162,6 +246,7 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     }
     out.push(k.done());
     let can_delete = interactions.iter().any(|x| x == "delete");
+    out.push(profiles_resolve(c, &cs).await);
 
     // Create.
     let nhs = test_nhs_number();

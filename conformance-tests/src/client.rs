@@ -54,10 +54,28 @@ fn validate_all(v: &Value, out: &mut Vec<String>) {
         }
         return;
     }
-    if ers_fhir::validate::profile_of(t).is_none() {
+    if !ers_fhir::validate::has_definition(t) {
         return;
     }
-    for f in ers_fhir::validate::validate(v, true) {
+    // Against each profile the resource claims that is loaded here; without one, the type's
+    // default (its e-RS or UK Core profile), else its base R4 definition.
+    let claimed: Vec<&ers_fhir::validate::Profile> = v
+        .pointer("/meta/profile")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(ers_fhir::validate::profile)
+        .collect();
+    let profiles = if claimed.is_empty() {
+        vec![ers_fhir::validate::default_profile(t)]
+    } else {
+        claimed.into_iter().map(Some).collect()
+    };
+    for f in profiles
+        .into_iter()
+        .flat_map(|p| ers_fhir::validate::validate(v, p))
+    {
         if f.severity == ers_fhir::validate::Severity::Error {
             out.push(format!(
                 "{t}/{}: {} {}",

@@ -1,10 +1,14 @@
 //! A StructureDefinition-driven validator over FHIR JSON. Its data (`generated/profiles.json`)
-//! is derived from the base R4 snapshots and UK Core by `tools/derive.py`.
+//! is derived by `tools/derive.py` from the base R4 snapshots, UK Core and the project's own
+//! profiles (`definitions/`): each profile's snapshot is generated from its differential and its
+//! base's snapshot (UK Core on base R4, e-RS on UK Core).
 //!
-//! Checks: unknown elements, cardinality (min and max), choice types, primitive formats, required
-//! bindings (errors) and extensible / preferred bindings (warnings) where the value set can be
-//! enumerated, fixed values, UK Core value-discriminated slices (e.g. at most one NHS number,
-//! with a value), declared extensions (cardinality and value type), and the base invariants
+//! Checks: unknown elements, cardinality (min and max), choice types, primitive formats,
+//! reference targets, required bindings (errors) and extensible bindings (warnings) where the
+//! value set can be enumerated, fixed and pattern values, value-discriminated slices (e.g. at
+//! most one NHS number, with a value; the A&G request's category), the extension slices a
+//! profile declares (how many), every known extension's definition wherever it is used (its
+//! context, its value type, the parts of a closed complex extension), and the base invariants
 //! that matter here, each named by its key.
 
 use std::collections::HashMap;
@@ -42,6 +46,12 @@ struct ElementDef {
     max: String,
     #[serde(default)]
     types: Vec<String>,
+    /// The resource types a Reference may point at (from the profile's targetProfile).
+    #[serde(default)]
+    targets: Vec<String>,
+    /// An array in JSON (the base definition allows more than one).
+    #[serde(default)]
+    array: bool,
     #[serde(rename = "ref")]
     content_ref: Option<String>,
     binding: Option<Binding>,
@@ -75,16 +85,35 @@ struct Slice {
 struct ProfileExtension {
     path: String,
     name: String,
-    url: Option<String>,
+    url: String,
+    min: u32,
     max: String,
 }
 
+/// A profile the validator checks against: a UK Core profile or one of the project's, with
+/// its snapshot's element definitions, value-discriminated slices and extension slices.
 #[derive(Debug, Deserialize)]
 pub struct Profile {
+    #[serde(skip)]
     pub url: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
     pub version: Option<String>,
+    /// The profile it derives from.
+    pub base: Option<String>,
+    elements: Vec<ElementDef>,
     slices: Vec<Slice>,
     extensions: Vec<ProfileExtension>,
+}
+
+/// The canonical base of the project's own profiles and extensions.
+pub const PROJECT_CANONICAL: &str = "https://fhir.nhs.uk/StructureDefinition/";
+
+impl Profile {
+    /// One of the project's (e-RS) profiles, rather than UK Core's.
+    pub fn is_project(&self) -> bool {
+        self.url.starts_with(PROJECT_CANONICAL)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,12 +121,21 @@ struct ExtensionDef {
     types: Vec<String>,
     min: u32,
     complex: bool,
+    #[serde(default)]
+    closed: bool,
+    #[serde(default)]
+    context: Vec<String>,
+    #[serde(default)]
+    parts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Model {
     types: HashMap<String, Vec<ElementDef>>,
     profiles: HashMap<String, Profile>,
+    /// The profile the server validates each type's writes against (a base R4 URL when the
+    /// type has no profile).
+    defaults: HashMap<String, String>,
     extensions: HashMap<String, ExtensionDef>,
     #[serde(rename = "valueSets")]
     value_sets: HashMap<String, Vec<(String, String)>>,
@@ -106,27 +144,61 @@ struct Model {
 fn model() -> Option<&'static Model> {
     static MODEL: OnceLock<Option<Model>> = OnceLock::new();
     MODEL
-        .get_or_init(|| serde_json::from_str(include_str!("../generated/profiles.json")).ok())
+        .get_or_init(|| {
+            let mut m: Model =
+                serde_json::from_str(include_str!("../generated/profiles.json")).ok()?;
+            for (url, p) in &mut m.profiles {
+                p.url.clone_from(url);
+            }
+            Some(m)
+        })
         .as_ref()
 }
 
-/// The UK Core profile of a resource type, when the validator knows one.
-pub fn profile_of(resource_type: &str) -> Option<&'static Profile> {
-    model()?.profiles.get(resource_type)
+/// The StructureDefinitions derived with the validator's data (UK Core profiles of the hosted
+/// types and the project's profiles, with snapshots; the project's extensions).
+pub fn structure_definitions() -> &'static [Value] {
+    static SDS: OnceLock<Vec<Value>> = OnceLock::new();
+    SDS.get_or_init(|| {
+        serde_json::from_str(include_str!("../generated/structure-definitions.json"))
+            .unwrap_or_default()
+    })
 }
 
-/// Every profile URL the validator can check against.
-pub fn known_profiles() -> Vec<(&'static str, &'static str)> {
-    let mut v: Vec<(&str, &str)> = model()
+/// A loaded profile by canonical URL (a `|version` suffix is ignored).
+pub fn profile(url: &str) -> Option<&'static Profile> {
+    let url = url.split('|').next().unwrap_or(url);
+    model()?.profiles.get(url)
+}
+
+/// The profile the server validates writes of a type against by default (its e-RS profile, or
+/// its UK Core profile); None when the type has only its base R4 definition.
+pub fn default_profile(resource_type: &str) -> Option<&'static Profile> {
+    profile(model()?.defaults.get(resource_type)?)
+}
+
+/// Every loaded profile of a type, by URL.
+pub fn profiles_for(resource_type: &str) -> Vec<&'static Profile> {
+    let mut v: Vec<&Profile> = model()
         .map(|m| {
             m.profiles
-                .iter()
-                .map(|(t, p)| (t.as_str(), p.url.as_str()))
+                .values()
+                .filter(|p| p.resource_type == resource_type)
                 .collect()
         })
         .unwrap_or_default();
-    v.sort();
+    v.sort_by(|a, b| a.url.cmp(&b.url));
     v
+}
+
+/// Whether the validator has the base R4 definition of a type.
+pub fn has_definition(resource_type: &str) -> bool {
+    model().is_some_and(|m| m.types.contains_key(resource_type))
+}
+
+/// The base R4 definition's URL of a type.
+pub fn base_url(resource_type: &str) -> String {
+    format!("http://hl7.org/fhir/StructureDefinition/{resource_type}")
 }
 
 struct Ctx<'a> {
@@ -460,8 +532,34 @@ fn validate_value(
         validate_object(ctx, defs, &d.path, v, at);
     } else if t == "Resource" {
         // Contained resources are validated as resources of their own type by their own rules.
+    } else if expanded(defs, &d.path) {
+        // The profile constrains elements inside this data type: its snapshot holds them.
+        validate_object(ctx, defs, &d.path, v, at);
     } else if let Some(type_defs) = ctx.m.types.get(t) {
         validate_object(ctx, type_defs, t, v, at);
+    }
+    if t == "Reference" && !d.targets.is_empty() {
+        if let Some(r) = v.get("reference").and_then(Value::as_str) {
+            if let Some(rt) = reference_type(r) {
+                if !d.targets.iter().any(|x| x == rt) {
+                    ctx.error(
+                        "value",
+                        &format!("{at}.reference"),
+                        format!("({r}) must refer to a {}", d.targets.join(" or ")),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(pattern) = d
+        .rest
+        .iter()
+        .find(|(k, _)| k.starts_with("pattern"))
+        .map(|(_, v)| v)
+    {
+        if !matches_pattern(v, pattern) {
+            ctx.error("value", at, format!("must match the pattern {pattern}"));
+        }
     }
     if let Some(fixed) = d
         .rest
@@ -475,6 +573,44 @@ fn validate_value(
     }
     if let Some(b) = &d.binding {
         binding_check(ctx, b, t, v, at);
+    }
+}
+
+/// Whether a profile's snapshot has elements inside the element at `path`.
+fn expanded(defs: &[ElementDef], path: &str) -> bool {
+    defs.iter().any(|d| {
+        d.path
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The resource type a reference names: `Type/id`, an absolute URL ending so, with or without
+/// `/_history/n`. None for contained (`#`) and `urn:` references.
+fn reference_type(r: &str) -> Option<&str> {
+    if r.starts_with('#') || r.starts_with("urn:") {
+        return None;
+    }
+    let path = r.split("/_history/").next().unwrap_or(r);
+    let mut segments = path.rsplit('/');
+    let _id = segments.next()?;
+    segments
+        .next()
+        .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+}
+
+/// A FHIR pattern: every element the pattern has, the value has too (arrays: each pattern item
+/// matched by some value item).
+fn matches_pattern(v: &Value, pattern: &Value) -> bool {
+    match (v, pattern) {
+        (Value::Object(o), Value::Object(p)) => p
+            .iter()
+            .all(|(k, pv)| o.get(k).is_some_and(|ov| matches_pattern(ov, pv))),
+        (Value::Array(items), Value::Array(p)) => p
+            .iter()
+            .all(|pv| items.iter().any(|ov| matches_pattern(ov, pv))),
+        (Value::Array(items), pv) => items.iter().any(|ov| matches_pattern(ov, pv)),
+        (a, b) => a == b,
     }
 }
 
@@ -505,7 +641,7 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
         };
         let items: Vec<&Value> = match value {
             Value::Array(a) => {
-                if d.max == "1" {
+                if !d.array {
                     ctx.error(
                         "structure",
                         &format!("{at}.{key}"),
@@ -525,7 +661,7 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
                 a.iter().collect()
             }
             other => {
-                if d.max != "1" && d.max != "0" {
+                if d.array {
                     ctx.error(
                         "structure",
                         &format!("{at}.{key}"),
@@ -586,120 +722,141 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
     }
 }
 
+/// The values at a definitional path (`Patient.address.extension`) of a resource, arrays
+/// flattened, each with its FHIRPath location.
+fn values_at<'v>(v: &'v Value, root: &str, path: &str) -> Vec<(String, &'v Value)> {
+    let Some(rest) = path.strip_prefix(root) else {
+        return Vec::new();
+    };
+    let mut out = vec![(root.to_owned(), v)];
+    for part in rest.split('.').filter(|p| !p.is_empty()) {
+        let mut next = Vec::new();
+        for (at, x) in out {
+            match x.get(part) {
+                Some(Value::Array(items)) => next.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (format!("{at}.{part}[{i}]"), item)),
+                ),
+                Some(one) => next.push((format!("{at}.{part}"), one)),
+                None => {}
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+/// Whether some value at `path` inside `v` (arrays searched) equals `want`; with `want` None,
+/// whether there is any value there.
+fn reaches(v: &Value, path: &str, want: Option<&Value>) -> bool {
+    if let Value::Array(items) = v {
+        return items.iter().any(|x| reaches(x, path, want));
+    }
+    match path.split_once('.') {
+        None => match (v.get(path), want) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(Value::Array(a)), Some(w)) => a.contains(w),
+            (Some(x), Some(w)) => x == w,
+        },
+        Some((head, tail)) => v.get(head).is_some_and(|x| reaches(x, tail, want)),
+    }
+}
+
+/// The containers of a sliced element and its name in them: `Patient.identifier` is the
+/// `identifier` array of each value at `Patient`.
+fn sliced<'v>(v: &'v Value, root: &str, path: &str) -> Vec<(String, Vec<&'v Value>)> {
+    let Some((parent, field)) = path.rsplit_once('.') else {
+        return Vec::new();
+    };
+    values_at(v, root, parent)
+        .into_iter()
+        .map(|(at, container)| {
+            let items = match container.get(field) {
+                Some(Value::Array(a)) => a.iter().collect(),
+                Some(one) => vec![one],
+                None => Vec::new(),
+            };
+            (format!("{at}.{field}"), items)
+        })
+        .collect()
+}
+
+/// The profile's slices (value discriminators) and extension slices (how many of each).
 fn profile_rules(ctx: &mut Ctx<'_>, p: &Profile, v: &Value, root: &str) {
     for s in &p.slices {
-        let Some(field) = s.path.strip_prefix(root).and_then(|r| r.strip_prefix('.')) else {
-            continue;
-        };
-        let items = v
-            .get(field)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let matching: Vec<(usize, &Value)> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.get(&s.discriminator.path) == Some(&s.discriminator.value))
-            .collect();
-        if let Ok(max) = s.max.parse::<usize>() {
-            if matching.len() > max {
+        for (at, items) in sliced(v, root, &s.path) {
+            let matching: Vec<(usize, &Value)> = items
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|(_, i)| reaches(i, &s.discriminator.path, Some(&s.discriminator.value)))
+                .collect();
+            if let Ok(max) = s.max.parse::<usize>() {
+                if matching.len() > max {
+                    ctx.error(
+                        "structure",
+                        &at,
+                        format!(
+                            "has {} '{}' entries ({} = {}); at most {max} allowed by {}",
+                            matching.len(),
+                            s.name,
+                            s.discriminator.path,
+                            s.discriminator.value,
+                            p.url
+                        ),
+                    );
+                }
+            }
+            if (matching.len() as u32) < s.min {
                 ctx.error(
-                    "structure",
-                    &format!("{root}.{field}"),
+                    "required",
+                    &at,
                     format!(
-                        "has {} '{}' entries ({} = {}); at most {max} allowed by {}",
-                        matching.len(),
-                        s.name,
-                        s.discriminator.path,
-                        s.discriminator.value,
-                        p.url
+                        "needs at least {} '{}' entries ({} = {}, {})",
+                        s.min, s.name, s.discriminator.path, s.discriminator.value, p.url
                     ),
                 );
             }
-        }
-        if (matching.len() as u32) < s.min {
-            ctx.error(
-                "required",
-                &format!("{root}.{field}"),
-                format!("needs at least {} '{}' entries", s.min, s.name),
-            );
-        }
-        for (i, item) in matching {
-            for c in s.children.iter().filter(|c| c.min > 0) {
-                if item.get(&c.path).is_none() {
-                    ctx.error(
-                        "required",
-                        &format!("{root}.{field}[{i}].{}", c.path),
-                        format!("is required in a '{}' {field} ({})", s.name, p.url),
-                    );
+            for (i, item) in matching {
+                for c in s.children.iter().filter(|c| c.min > 0) {
+                    if !reaches(item, &c.path, None) {
+                        ctx.error(
+                            "required",
+                            &format!("{at}[{i}].{}", c.path),
+                            format!("is required in a '{}' entry ({})", s.name, p.url),
+                        );
+                    }
                 }
             }
         }
     }
-    // Declared extensions: how many, and the value type their definitions allow.
     for e in &p.extensions {
-        let Some(url) = &e.url else { continue };
-        let Some(field) = e.path.strip_prefix(root).and_then(|r| r.strip_prefix('.')) else {
-            continue;
-        };
-        if field != "extension" {
-            continue;
-        }
-        let items: Vec<(usize, &Value)> = v
-            .get("extension")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .enumerate()
-                    .filter(|(_, x)| x.get("url").and_then(Value::as_str) == Some(url.as_str()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Ok(max) = e.max.parse::<usize>() {
-            if items.len() > max {
-                ctx.error(
-                    "structure",
-                    &format!("{root}.extension"),
-                    format!("has {} '{}' extensions; at most {max}", items.len(), e.name),
-                );
-            }
-        }
-        let Some(def) = ctx.m.extensions.get(url) else {
-            continue;
-        };
-        for (i, x) in items {
-            let at = format!("{root}.extension[{i}]");
-            let value_key = x
-                .as_object()
-                .and_then(|o| o.keys().find(|k| k.starts_with("value")).cloned());
-            match value_key {
-                None if def.min > 0 && !def.complex => ctx.error(
-                    "required",
-                    &format!("{at}.value[x]"),
-                    format!("the '{}' extension needs a value", e.name),
-                ),
-                Some(k)
-                    if !def.types.is_empty()
-                        && !def
-                            .types
-                            .iter()
-                            .any(|t| format!("value{}", capitalise(t)) == k) =>
-                {
+        for (at, items) in sliced(v, root, &e.path) {
+            let n = items
+                .iter()
+                .filter(|x| x.get("url").and_then(Value::as_str) == Some(e.url.as_str()))
+                .count();
+            if let Ok(max) = e.max.parse::<usize>() {
+                if n > max {
                     ctx.error(
                         "structure",
-                        &format!("{at}.{k}"),
-                        format!(
-                            "the '{}' extension takes {}",
-                            e.name,
-                            def.types
-                                .iter()
-                                .map(|t| format!("value{}", capitalise(t)))
-                                .collect::<Vec<_>>()
-                                .join(" or ")
-                        ),
-                    )
+                        &at,
+                        format!("has {n} '{}' extensions; at most {max}", e.name),
+                    );
                 }
-                _ => {}
+            }
+            if (n as u32) < e.min {
+                ctx.error(
+                    "required",
+                    &at,
+                    format!(
+                        "needs the '{}' extension ({}), required by {}",
+                        e.name, e.url, p.url
+                    ),
+                );
             }
         }
     }
@@ -781,7 +938,6 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
         }
         _ => {}
     }
-    extensions(ctx, v, t);
     for (i, tc) in v
         .get("telecom")
         .and_then(Value::as_array)
@@ -799,47 +955,182 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
     }
 }
 
-/// ext-1 on every extension and modifierExtension, at any depth: an extension has nested
-/// extensions or a value, never both and never neither.
-fn extensions(ctx: &mut Ctx<'_>, v: &Value, at: &str) {
+/// Every extension and modifierExtension, at any depth: ext-1 (nested extensions or a value,
+/// never both and never neither) and, for an extension whose definition is known (UK Core's and
+/// the project's), its context (where it may be used), its value type and, for a closed
+/// complex extension, the names of its parts.
+fn extensions(ctx: &mut Ctx<'_>, root_defs: &[ElementDef], root: &str, v: &Value, at: &str) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
                 let path = format!("{at}.{k}");
                 if k == "extension" || k == "modifierExtension" {
                     for (i, e) in child.as_array().into_iter().flatten().enumerate() {
-                        let nested = e.get("extension").is_some();
-                        let valued = e
-                            .as_object()
-                            .is_some_and(|m| m.keys().any(|key| key.starts_with("value")));
-                        if nested == valued {
-                            ctx.error(
-                                "invariant",
-                                &format!("{path}[{i}]"),
-                                format!(
-                                    "ext-1: extension {} must have either nested extensions or a value[x], not {}",
-                                    e.get("url").and_then(Value::as_str).unwrap_or("(no url)"),
-                                    if nested { "both" } else { "neither" }
-                                ),
-                            );
-                        }
+                        one_extension(ctx, root_defs, root, e, at, &format!("{path}[{i}]"));
                     }
                 }
-                extensions(ctx, child, &path);
+                extensions(ctx, root_defs, root, child, &path);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                extensions(ctx, item, &format!("{at}[{i}]"));
+                extensions(ctx, root_defs, root, item, &format!("{at}[{i}]"));
             }
         }
         _ => {}
     }
 }
 
-/// Validates a resource against the base R4 definition of its type and, when `profile` is
-/// true, its UK Core profile. An unknown type gives one `not-supported` finding.
-pub fn validate(resource: &Value, profile: bool) -> Vec<Finding> {
+fn one_extension(
+    ctx: &mut Ctx<'_>,
+    root_defs: &[ElementDef],
+    root: &str,
+    e: &Value,
+    host: &str,
+    at: &str,
+) {
+    let url = e.get("url").and_then(Value::as_str).unwrap_or("(no url)");
+    let nested = e.get("extension").is_some();
+    let value_key = e
+        .as_object()
+        .and_then(|m| m.keys().find(|key| key.starts_with("value")).cloned());
+    if nested == value_key.is_some() {
+        ctx.error(
+            "invariant",
+            at,
+            format!(
+                "ext-1: extension {url} must have either nested extensions or a value[x], not {}",
+                if nested { "both" } else { "neither" }
+            ),
+        );
+    }
+    let m = ctx.m;
+    let Some(def) = m.extensions.get(url) else {
+        return;
+    };
+    let host_path = strip_indices(host);
+    if !def.context.is_empty() {
+        let host_type = element_type(m, root_defs, root, &host_path);
+        let fits = def.context.iter().any(|c| {
+            *c == host_path
+                || host_type.as_deref() == Some(c.as_str())
+                || matches!(c.as_str(), "Element" | "Resource" | "DomainResource")
+                || (c.as_str() == "Extension" && host_path.ends_with("extension"))
+        });
+        if !fits {
+            ctx.error(
+                "structure",
+                at,
+                format!(
+                    "extension {url} is not allowed on {host_path}: its definition allows it on {}",
+                    def.context.join(", ")
+                ),
+            );
+        }
+    }
+    match value_key {
+        Some(k) if def.complex => ctx.error(
+            "structure",
+            &format!("{at}.{k}"),
+            format!(
+                "extension {url} has parts ({}), not a value",
+                def.parts.join(", ")
+            ),
+        ),
+        Some(k)
+            if !def.types.is_empty()
+                && !def
+                    .types
+                    .iter()
+                    .any(|t| format!("value{}", capitalise(t)) == k) =>
+        {
+            ctx.error(
+                "structure",
+                &format!("{at}.{k}"),
+                format!(
+                    "extension {url} takes {}",
+                    def.types
+                        .iter()
+                        .map(|t| format!("value{}", capitalise(t)))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            )
+        }
+        None if def.min > 0 && !def.complex => ctx.error(
+            "required",
+            &format!("{at}.value[x]"),
+            format!("extension {url} needs a value"),
+        ),
+        _ => {}
+    }
+    if def.closed {
+        for (j, part) in e
+            .get("extension")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let name = part.get("url").and_then(Value::as_str).unwrap_or_default();
+            if !def.parts.iter().any(|p| p == name) {
+                ctx.error(
+                    "structure",
+                    &format!("{at}.extension[{j}].url"),
+                    format!(
+                        "'{name}' is not a part of extension {url}: its parts are {}",
+                        def.parts.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `Patient.address[0].extension[1]` → `Patient.address.extension`.
+fn strip_indices(at: &str) -> String {
+    let mut out = String::with_capacity(at.len());
+    let mut depth = 0;
+    for c in at.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The data type of the element at a definitional path (`Patient.address` → Address), through
+/// the profile's elements and then the data types' own.
+fn element_type(m: &Model, root_defs: &[ElementDef], root: &str, path: &str) -> Option<String> {
+    let rest = path.strip_prefix(root)?;
+    let mut defs = root_defs;
+    let mut parent = root.to_owned();
+    let mut current = root.to_owned();
+    for part in rest.split('.').filter(|p| !p.is_empty()) {
+        let (d, choice) = child(defs, &parent, part)?;
+        let t = match (choice, d.types.as_slice()) {
+            (Some(t), _) => t,
+            (None, [only]) => only.clone(),
+            (None, _) => "BackboneElement".to_owned(),
+        };
+        if t == "BackboneElement" || t == "Element" || expanded(defs, &d.path) {
+            parent.clone_from(&d.path);
+        } else {
+            defs = m.types.get(&t)?;
+            parent.clone_from(&t);
+        }
+        current = t;
+    }
+    Some(current)
+}
+
+/// Validates a resource against the base R4 definition of its type and, with a profile, that
+/// profile's snapshot (cardinality, types, bindings, fixed and pattern values, slices,
+/// extensions). An unknown type gives one `not-supported` finding.
+pub fn validate(resource: &Value, profile: Option<&Profile>) -> Vec<Finding> {
     let Some(m) = model() else {
         return vec![Finding {
             severity: Severity::Error,
@@ -856,7 +1147,7 @@ pub fn validate(resource: &Value, profile: bool) -> Vec<Finding> {
             message: "is required".into(),
         }];
     };
-    let Some(defs) = m.types.get(t) else {
+    let Some(base) = m.types.get(t) else {
         return vec![Finding {
             severity: Severity::Error,
             code: "not-supported",
@@ -864,14 +1155,22 @@ pub fn validate(resource: &Value, profile: bool) -> Vec<Finding> {
             message: format!("{t} has no definition in this validator"),
         }];
     };
+    if let Some(p) = profile.filter(|p| p.resource_type != t) {
+        return vec![Finding {
+            severity: Severity::Error,
+            code: "not-supported",
+            expression: t.into(),
+            message: format!("profile {} is for {}, not {t}", p.url, p.resource_type),
+        }];
+    }
+    let defs = profile.map_or(base.as_slice(), |p| p.elements.as_slice());
     let mut ctx = Ctx { m, out: Vec::new() };
     validate_object(&mut ctx, defs, t, resource, t);
-    if profile {
-        if let Some(p) = m.profiles.get(t) {
-            profile_rules(&mut ctx, p, resource, t);
-        }
+    if let Some(p) = profile {
+        profile_rules(&mut ctx, p, resource, t);
     }
     invariants(&mut ctx, t, resource);
+    extensions(&mut ctx, defs, t, resource, t);
     ctx.out
 }
 
@@ -881,17 +1180,20 @@ mod tests {
     use serde_json::json;
 
     fn errors(v: Value) -> Vec<String> {
-        validate(&v, true)
-            .into_iter()
-            .filter(|f| f.severity == Severity::Error)
-            .map(|f| format!("{}: {}", f.expression, f.message))
-            .collect()
+        validate(
+            &v,
+            default_profile(v["resourceType"].as_str().unwrap_or_default()),
+        )
+        .into_iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("{}: {}", f.expression, f.message))
+        .collect()
     }
 
     #[test]
     fn a_good_patient_is_clean() {
         let p = json!({"resourceType": "Patient", "id": "p1", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9912003888"}], "name": [{"family": "Smith", "given": ["Ann"]}], "gender": "female", "birthDate": "1970-03-04", "telecom": [{"system": "phone", "value": "0113"}], "meta": {"lastUpdated": "2026-01-01T00:00:00Z"}});
-        assert_eq!(validate(&p, true), vec![]);
+        assert_eq!(validate(&p, default_profile("Patient")), vec![]);
     }
 
     #[test]
@@ -924,7 +1226,7 @@ mod tests {
             );
         }
         // Identifier.type has an extensible binding: a code outside it is a warning.
-        let w: Vec<Finding> = validate(&json!({"resourceType": "Patient", "identifier": [{"type": {"coding": [{"system": "http://example.org", "code": "x"}]}, "value": "1"}]}), true)
+        let w: Vec<Finding> = validate(&json!({"resourceType": "Patient", "identifier": [{"type": {"coding": [{"system": "http://example.org", "code": "x"}]}, "value": "1"}]}), default_profile("Patient"))
             .into_iter()
             .filter(|f| f.severity == Severity::Warning)
             .collect();
@@ -954,10 +1256,168 @@ mod tests {
         );
     }
 
+    fn referral() -> Value {
+        json!({
+            "resourceType": "ServiceRequest",
+            "status": "active",
+            "intent": "order",
+            "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+            "subject": {"reference": "Patient/p1"},
+            "requester": {"reference": "PractitionerRole/r1"},
+            "performer": [{"reference": "HealthcareService/s1"}],
+        })
+    }
+
+    fn against(v: &Value, url: &str) -> Vec<String> {
+        validate(v, Some(profile(url).expect("loaded")))
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {}", f.expression, f.message))
+            .collect()
+    }
+
+    const REFERRAL: &str = "https://fhir.nhs.uk/StructureDefinition/eRS-ServiceRequest-Referral";
+    const ADVICE: &str =
+        "https://fhir.nhs.uk/StructureDefinition/eRS-ServiceRequest-AdviceAndGuidance";
+    const UK_SR: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-ServiceRequest";
+
+    #[test]
+    fn the_project_profiles_derive_from_uk_core() {
+        for p in profiles_for("ServiceRequest")
+            .into_iter()
+            .filter(|p| p.is_project())
+        {
+            assert_eq!(p.base.as_deref(), Some(UK_SR), "{}", p.url);
+        }
+        assert_eq!(
+            default_profile("ServiceRequest").map(|p| p.url.as_str()),
+            Some(REFERRAL)
+        );
+        assert!(default_profile("Subscription").is_none());
+        assert_eq!(against(&referral(), REFERRAL), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_referral_profile_adds_its_rules_to_uk_core() {
+        let mut r = referral();
+        if let Some(o) = r.as_object_mut() {
+            o.remove("extension");
+        }
+        r["subject"] = json!({"reference": "Practitioner/x"});
+        r["performer"] = json!((0..21)
+            .map(|i| json!({"reference": format!("HealthcareService/s{i}")}))
+            .collect::<Vec<_>>());
+        r["identifier"] = json!([{"system": "https://fhir.nhs.uk/Id/UBRN"}]);
+        let e = against(&r, REFERRAL);
+        for expected in [
+            "ServiceRequest.subject.reference: (Practitioner/x) must refer to a Patient",
+            "ServiceRequest.performer: has 21 values; at most 20",
+            "ServiceRequest.extension: needs the 'ersPriority' extension",
+            "ServiceRequest.identifier[0].value: is required in a 'ubrn' entry",
+        ] {
+            assert!(
+                e.iter().any(|x| x.starts_with(expected)),
+                "missing {expected} in {e:#?}"
+            );
+        }
+        // Plain UK Core has none of these rules; the subject's types are R4's own.
+        assert_eq!(
+            against(&r, UK_SR),
+            vec!["ServiceRequest.subject.reference: (Practitioner/x) must refer to a Device or Group or Location or Patient"]
+        );
+    }
+
+    #[test]
+    fn the_advice_profile_checks_its_slice_and_pattern() {
+        let mut r = referral();
+        r["code"] = json!({"coding": [{"system": "http://snomed.info/sct", "code": "3457005"}]});
+        let e = against(&r, ADVICE);
+        for expected in [
+            "ServiceRequest.code: must match the pattern",
+            "ServiceRequest.category: needs at least 1 'ersCategory' entries",
+            "ServiceRequest.extension: needs the 'conversionAuthorisation' extension",
+        ] {
+            assert!(
+                e.iter().any(|x| x.starts_with(expected)),
+                "missing {expected} in {e:#?}"
+            );
+        }
+        r["code"] = json!({"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ServiceRequestCategory", "code": "advice-and-guidance"}], "text": "A&G"});
+        r["category"] = json!([{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ServiceRequestCategory", "code": "request"}]}]);
+        if let Some(a) = r["extension"].as_array_mut() {
+            a.push(json!({"url": "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ProviderConversionAuthorisation", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-ProviderConversionAuthorisation", "code": "AUTHORISED_TO_CONVERT"}}));
+        }
+        assert_eq!(against(&r, ADVICE), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_profile_reaches_inside_data_types() {
+        let d = json!({"resourceType": "DocumentReference", "status": "current", "content": [{"attachment": {"title": "letter"}}]});
+        let e = against(
+            &d,
+            "https://fhir.nhs.uk/StructureDefinition/eRS-DocumentReference",
+        );
+        for expected in [
+            "DocumentReference.content[0].attachment.url: is required",
+            "DocumentReference.content[0].attachment.contentType: is required",
+        ] {
+            assert!(
+                e.iter().any(|x| x.starts_with(expected)),
+                "missing {expected} in {e:#?}"
+            );
+        }
+        // UK Core leaves both optional.
+        assert!(against(
+            &d,
+            "https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn extensions_are_checked_against_their_definitions_anywhere() {
+        let mut r = referral();
+        if let Some(a) = r["extension"].as_array_mut() {
+            // UK Core's ethnic category is defined for Patient only.
+            a.push(json!({"url": "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory", "valueCodeableConcept": {"text": "x"}}));
+            // A closed complex extension with a part it does not define, and a value.
+            a.push(json!({"url": "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-AdditionalRequirements", "extension": [{"url": "pets", "valueString": "a dog"}]}));
+        }
+        // The e-RS priority on a nested element: its context is ServiceRequest.
+        r["performer"][0]["extension"] = json!([{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueString": "ROUTINE"}]);
+        let e = errors_of(validate(&r, None));
+        for expected in [
+            "ServiceRequest.extension[1]: extension https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory is not allowed on ServiceRequest: its definition allows it on Patient",
+            "ServiceRequest.extension[2].extension[0].url: 'pets' is not a part of",
+            "ServiceRequest.performer[0].extension[0]: extension https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority is not allowed on ServiceRequest.performer",
+            "ServiceRequest.performer[0].extension[0].valueString: extension https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority takes valueCoding",
+        ] {
+            assert!(
+                e.iter().any(|x| x.starts_with(expected)),
+                "missing {expected} in {e:#?}"
+            );
+        }
+        // A data-type context: UK Core's address key belongs on an Address.
+        let p = json!({"resourceType": "Patient", "address": [{"extension": [{"url": "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-AddressKey", "extension": [{"url": "type", "valueCoding": {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-AddressKeyType", "code": "PAF"}}, {"url": "value", "valueString": "1"}]}], "line": ["1 Road"]}]});
+        assert!(
+            errors_of(validate(&p, None)).is_empty(),
+            "{:#?}",
+            errors_of(validate(&p, None))
+        );
+    }
+
+    fn errors_of(found: Vec<Finding>) -> Vec<String> {
+        found
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {}", f.expression, f.message))
+            .collect()
+    }
+
     #[test]
     fn unknown_types_are_not_supported() {
         assert_eq!(
-            validate(&json!({"resourceType": "Spaceship"}), true)[0].code,
+            validate(&json!({"resourceType": "Spaceship"}), None)[0].code,
             "not-supported"
         );
     }

@@ -42,7 +42,8 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             let revincludes: Vec<String> = registry::referrers_of(r.name).iter().map(|(src, p)| format!("{src}:{}", p.name)).collect();
             let mut res = json!({
                 "type": r.name,
-                "profile": ers_fhir::validate::profile_of(r.name).map(|p| p.url.clone()),
+                "profile": ers_fhir::validate::default_profile(r.name).map_or_else(|| ers_fhir::validate::base_url(r.name), |p| p.url.clone()),
+                "supportedProfile": ers_fhir::validate::profiles_for(r.name).iter().map(|p| p.url.clone()).collect::<Vec<_>>(),
                 "interaction": interactions,
                 "versioning": "versioned-update",
                 "readHistory": true,
@@ -52,8 +53,13 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
                 "searchParam": params,
-                "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= the UK Core profile or the base R4 definition. Returns every issue; stores nothing."}],
+                "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= any profile of the type (its e-RS and UK Core profiles, listed in supportedProfile) or the base R4 definition; without it, the profile the server enforces on writes. Returns every issue; stores nothing."}],
             });
+            if res["supportedProfile"].as_array().is_some_and(Vec::is_empty) {
+                if let Some(o) = res.as_object_mut() {
+                    o.remove("supportedProfile");
+                }
+            }
             if r.name == "Patient" {
                 if let Some(ops) = res["operation"].as_array_mut() {
                     ops.push(json!({
@@ -170,7 +176,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             "ValueSet" => "All the codes of each e-RS CodeSystem, expanded. Read-only.",
             "SearchParameter" => "Every search parameter of every hosted type, from the same registry the searches run on. Read-only.",
             "OperationDefinition" => "Every operation: the referral and appointment actions, available actions, worklists, the patient-centred service search. Read-only.",
-            _ => "The e-RS extensions (referral state, priority, letter intention, additional requirements). Read-only.",
+            _ => "The profiles: the e-RS profiles (each deriving from its UK Core profile) and the UK Core profiles of the hosted types, each with its snapshot, and the e-RS extensions. Read-only.",
         };
         let mut params = vec![
             json!({"name": "url", "type": "uri", "documentation": "Canonical URL, e.g. https://fhir.nhs.uk/CodeSystem/eRS-Priority"}),

@@ -1,16 +1,17 @@
 //! The server's own conformance resources, served read-only: the e-RS CodeSystems, a ValueSet
 //! of all codes of each, a SearchParameter for every search parameter in the registry, an
-//! OperationDefinition for every operation, and StructureDefinitions of the e-RS extensions.
-//! All but the CodeSystems are derived from what the server runs on — the registry, the
-//! referral state machine's operations, the patient-centred service search — so they cannot
-//! drift from its behaviour.
+//! OperationDefinition for every operation, and the StructureDefinitions: the e-RS profiles and
+//! extensions (written in `fhir-profiles/definitions`) and the UK Core profiles of the hosted
+//! types, each profile with the snapshot the validator checks against. The ValueSets,
+//! SearchParameters and OperationDefinitions are derived from what the server runs on — the
+//! registry, the referral state machine's operations, the patient-centred service search — so
+//! they cannot drift from its behaviour.
 
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
 use super::registry::{ParamKind, RESOURCES};
-use super::resources::{advice, requirements, service_request as sr};
 use super::{service_search, terminology};
 use crate::domain::advice::AdviceAction;
 use crate::domain::referral::{Endpoint, ReferralAction};
@@ -33,13 +34,12 @@ pub fn all(res_type: &str) -> &'static [Value] {
     static VS: OnceLock<Vec<Value>> = OnceLock::new();
     static SP: OnceLock<Vec<Value>> = OnceLock::new();
     static OD: OnceLock<Vec<Value>> = OnceLock::new();
-    static SD: OnceLock<Vec<Value>> = OnceLock::new();
     match res_type {
         "CodeSystem" => terminology::code_systems(),
         "ValueSet" => VS.get_or_init(value_sets),
         "SearchParameter" => SP.get_or_init(search_parameters),
         "OperationDefinition" => OD.get_or_init(operation_definitions),
-        "StructureDefinition" => SD.get_or_init(structure_definitions),
+        "StructureDefinition" => ers_fhir::validate::structure_definitions(),
         _ => &[],
     }
 }
@@ -298,149 +298,6 @@ fn operation_definitions() -> Vec<Value> {
     out
 }
 
-/// An extension's StructureDefinition: a simple value, or named parts (`(url, type, doc)`).
-fn extension(
-    id: &str,
-    url: &str,
-    title: &str,
-    description: &str,
-    context: &[&str],
-    value: Option<&str>,
-    parts: &[(&str, &str, &str)],
-) -> Value {
-    let mut elements = vec![
-        json!({"id": "Extension", "path": "Extension", "short": title, "definition": description}),
-    ];
-    if let Some(t) = value {
-        elements
-            .push(json!({"id": "Extension.extension", "path": "Extension.extension", "max": "0"}));
-        elements.push(json!({"id": "Extension.url", "path": "Extension.url", "fixedUri": url}));
-        elements.push(json!({"id": "Extension.value[x]", "path": "Extension.value[x]", "min": 1, "type": [{"code": t}]}));
-    } else {
-        elements.push(
-            json!({"id": "Extension.extension", "path": "Extension.extension", "min": 1,
-            "slicing": {"discriminator": [{"type": "value", "path": "url"}], "rules": "closed"}}),
-        );
-        for (name, t, doc) in parts {
-            elements.push(json!({"id": format!("Extension.extension:{name}"), "path": "Extension.extension", "sliceName": name, "short": doc, "min": 0, "max": "1"}));
-            elements.push(json!({"id": format!("Extension.extension:{name}.url"), "path": "Extension.extension.url", "fixedUri": name}));
-            elements.push(json!({"id": format!("Extension.extension:{name}.value[x]"), "path": "Extension.extension.value[x]", "min": 1, "type": [{"code": t}]}));
-        }
-        elements.push(json!({"id": "Extension.url", "path": "Extension.url", "fixedUri": url}));
-        elements
-            .push(json!({"id": "Extension.value[x]", "path": "Extension.value[x]", "max": "0"}));
-    }
-    json!({
-        "resourceType": "StructureDefinition",
-        "id": id,
-        "url": url,
-        "version": VERSION,
-        "name": id.replace('-', ""),
-        "title": title,
-        "status": "active",
-        "description": description,
-        "fhirVersion": "4.0.1",
-        "kind": "complex-type",
-        "abstract": false,
-        "context": context.iter().map(|c| json!({"type": "element", "expression": c})).collect::<Vec<_>>(),
-        "type": "Extension",
-        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Extension",
-        "derivation": "constraint",
-        "differential": {"element": elements},
-    })
-}
-
-/// The e-RS extensions this server reads and writes.
-fn structure_definitions() -> Vec<Value> {
-    let requirement_parts: Vec<(&str, &str, &str)> = requirements::PARTS
-        .iter()
-        .map(|(n, t, d)| (*n, t.trim_start_matches("value"), *d))
-        .map(|(n, t, d)| {
-            let t = match t {
-                "Code" => "code",
-                _ => "string",
-            };
-            (n, t, d)
-        })
-        .collect();
-    vec![
-        extension(
-            "Extension-eRS-ServiceRequest-State",
-            sr::STATE_EXTENSION,
-            "e-RS referral state",
-            "The referral's e-RS state, the reason and comment that belong to it, and the service it is with now. Set by the server; changed only by the referral's operations.",
-            &["ServiceRequest"],
-            None,
-            &[
-                ("state", "Coding", "the state (https://fhir.nhs.uk/CodeSystem/eRS-ReferralState)"),
-                ("reason", "Coding", "why it is in the state (a cancellation, review outcome or non-attendance reason)"),
-                ("comment", "string", "the comment given with the change"),
-                ("service", "Reference", "the HealthcareService the referral is with now"),
-            ],
-        ),
-        extension(
-            "Extension-ServiceRequest-Priority",
-            sr::PRIORITY_EXTENSION,
-            "e-RS priority",
-            "The e-RS priority of the referral: ROUTINE, URGENT or TWO_WEEK_WAIT (https://fhir.nhs.uk/CodeSystem/eRS-Priority).",
-            &["ServiceRequest"],
-            Some("Coding"),
-            &[],
-        ),
-        extension(
-            "Extension-eRS-ReferralLetterIntention",
-            sr::LETTER_INTENTION_EXTENSION,
-            "Referral letter intention",
-            "Whether the referrer means to attach the referral letter later (NEED_TO_ADD_LATER puts the referral on LETTERS_OUTSTANDING) or not at all.",
-            &["ServiceRequest"],
-            Some("Coding"),
-            &[],
-        ),
-        extension(
-            "Extension-eRS-AdviceAndGuidance-Status",
-            advice::STATUS_EXTENSION,
-            "e-RS advice and guidance status",
-            "Where an advice and guidance conversation stands (https://fhir.nhs.uk/CodeSystem/eRS-AdviceAndGuidanceStatus), and when its UBRN expired if it has. Set by the server; changed only by the request's operations and the retention policy.",
-            &["ServiceRequest"],
-            None,
-            &[
-                ("status", "Coding", "the A&G status"),
-                ("expired", "dateTime", "when the UBRN expired and the conversation was deleted"),
-            ],
-        ),
-        extension(
-            "Extension-eRS-ProviderConversionAuthorisation",
-            advice::CONVERSION_EXTENSION,
-            "Provider conversion authorisation",
-            "Whether the referrer lets the provider convert the advice request into a referral: AUTHORISED_TO_CONVERT or NOT_AUTHORISED_TO_CONVERT (https://fhir.nhs.uk/CodeSystem/eRS-ProviderConversionAuthorisation). Mandatory on an advice request.",
-            &["ServiceRequest"],
-            Some("Coding"),
-            &[],
-        ),
-        extension(
-            "Extension-eRS-AdviceAndGuidance-Outcome",
-            advice::OUTCOME_EXTENSION,
-            "Advice reply outcome",
-            "What a provider's reply does (https://fhir.nhs.uk/CodeSystem/eRS-GuidanceResponseOutcome) and, with advice, the intended recommendation (https://fhir.nhs.uk/CodeSystem/eRS-GuidanceIntendedRecommendation).",
-            &["Communication"],
-            None,
-            &[
-                ("outcome", "Coding", "REQUIRE_FURTHER_INFORMATION, RETURN_TO_REFERRER_WITH_ADVICE or CONVERT_TO_REFERRAL"),
-                ("recommendation", "Coding", "the intended recommendation, with advice"),
-            ],
-        ),
-        extension(
-            "Extension-eRS-AdditionalRequirements",
-            requirements::EXTENSION,
-            "The patient's additional requirements",
-            "What the patient needs for an appointment: interpreter and language, access, transport, a carer, communication. Kept on the referral and copied onto its current appointment.",
-            &["ServiceRequest", "Appointment"],
-            None,
-            &requirement_parts,
-        ),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +315,69 @@ mod tests {
         assert!(by_id("OperationDefinition", "ers.cancelAppointment").is_some());
         assert!(by_id("SearchParameter", "ServiceRequest-state").is_some());
         assert!(by_id("ValueSet", "ers-priority").is_some());
+    }
+
+    #[test]
+    fn every_extension_the_server_writes_is_defined() {
+        use crate::fhir::resources::{
+            advice, announcement, appointment, requirements, service_request as sr,
+        };
+        let defined = |url: &str| {
+            all("StructureDefinition")
+                .iter()
+                .any(|sd| sd["url"] == url && sd["type"] == "Extension")
+        };
+        for url in [
+            sr::STATE_EXTENSION,
+            sr::PRIORITY_EXTENSION,
+            sr::LETTER_INTENTION_EXTENSION,
+            advice::STATUS_EXTENSION,
+            advice::CONVERSION_EXTENSION,
+            advice::OUTCOME_EXTENSION,
+            requirements::EXTENSION,
+            announcement::AUDIENCE_ROLE_EXTENSION,
+            announcement::READ_EXTENSION,
+        ] {
+            assert!(
+                defined(url),
+                "{url} has no StructureDefinition in fhir-profiles/definitions"
+            );
+        }
+        assert!(appointment::BOOKING_ORGANIZATION_EXTENSION.starts_with("https://fhir.hl7.org.uk/"));
+        // The additional requirements' parts are the ones the server reads, with their types.
+        let sd = all("StructureDefinition")
+            .iter()
+            .find(|sd| sd["url"] == requirements::EXTENSION)
+            .expect("defined");
+        for (name, kind, _) in requirements::PARTS {
+            let value = sd["differential"]["element"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["id"] == format!("Extension.extension:{name}.value[x]"))
+                .unwrap_or_else(|| panic!("part {name} is not defined"));
+            assert_eq!(
+                format!(
+                    "value{}",
+                    capitalise(value["type"][0]["code"].as_str().unwrap_or_default())
+                ),
+                *kind,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            sd["differential"]["element"]
+                .as_array()
+                .map(|a| a.iter().filter(|e| e["sliceName"].is_string()).count()),
+            Some(requirements::PARTS.len())
+        );
+    }
+
+    fn capitalise(t: &str) -> String {
+        let mut c = t.chars();
+        c.next()
+            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+            .unwrap_or_default()
     }
 
     #[test]

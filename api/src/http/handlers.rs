@@ -758,29 +758,25 @@ pub async fn validate(
         .into_iter()
         .find(|(k, _)| k == "profile")
         .map(|(_, v)| v);
+    use ers_fhir::validate as v;
     let against = match profile.as_deref().map(|p| p.split('|').next().unwrap_or(p)) {
         None => ValidateAgainst::Server,
-        Some(p) if ers_fhir::validate::profile_of(def.name).is_some_and(|uk| uk.url == p) => {
-            ValidateAgainst::UkCore
-        }
-        Some(p) if p == format!("http://hl7.org/fhir/StructureDefinition/{}", def.name) => {
-            ValidateAgainst::Base
-        }
-        Some(p) => {
-            let known: Vec<String> = ers_fhir::validate::profile_of(def.name)
-                .map(|uk| uk.url.clone())
-                .into_iter()
-                .chain([format!(
-                    "http://hl7.org/fhir/StructureDefinition/{}",
-                    def.name
-                )])
-                .collect();
-            return Err(ApiError::BadRequest(format!(
-                "profile '{p}' is not loaded for {}; known: {}",
-                def.name,
-                known.join(", ")
-            )));
-        }
+        Some(p) if p == v::base_url(def.name) => ValidateAgainst::Base,
+        Some(p) => match v::profile(p).filter(|found| found.resource_type == def.name) {
+            Some(found) => ValidateAgainst::Profile(found),
+            None => {
+                let known: Vec<String> = v::profiles_for(def.name)
+                    .into_iter()
+                    .map(|k| k.url.clone())
+                    .chain([v::base_url(def.name)])
+                    .collect();
+                return Err(ApiError::BadRequest(format!(
+                    "'profile' ({p}) is not a profile of {} loaded here; known: {}",
+                    def.name,
+                    known.join(", ")
+                )));
+            }
+        },
     };
     let issues = svc::validate_only(def, &resource, against);
     let d = draft(&req, Some(&caller));

@@ -45,24 +45,26 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
         meta.remove("versionId");
         meta.remove("lastUpdated");
     }
-    // R4 structure, codes and formats, then the UK Core profile, then e-RS rules: every problem
-    // in one answer.
-    let mut issues: Vec<Issue> = ers_fhir::validate::validate(&body, true)
+    // R4 structure, codes and formats and the type's profile (e-RS on UK Core), then e-RS
+    // rules: every problem in one answer.
+    let profile = crate::fhir::resources::server_profile(def.name, &body);
+    let found: Vec<Issue> = ers_fhir::validate::validate(&body, profile)
         .into_iter()
         .filter(|f| f.severity == ers_fhir::validate::Severity::Error)
         .map(crate::fhir::outcome::from_finding)
         .collect();
-    let checked = match (def.check)(&body) {
-        Ok(c) => c,
-        Err(more) => {
-            issues.extend(more);
-            Default::default()
-        }
+    let (checked, rules) = match (def.check)(&body) {
+        Ok(c) => (c, Vec::new()),
+        Err(more) => (Default::default(), more),
     };
+    let issues = merge_issues(found, rules);
     if !issues.is_empty() {
         return Err(ServiceError::Invalid(issues));
     }
-    claim_profile(&mut body, def.name);
+    claim_profile(
+        &mut body,
+        &profile.map_or_else(|| ers_fhir::validate::base_url(def.name), |p| p.url.clone()),
+    );
     let index = index::entries(def, &body, &checked);
     let references = index::all_references(&body)
         .into_iter()
@@ -85,12 +87,31 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
     })
 }
 
-/// Adds the type's UK Core profile to `meta.profile` (the resource has just been validated
-/// against it).
-fn claim_profile(body: &mut Value, res_type: &str) {
-    let Some(p) = ers_fhir::validate::profile_of(res_type) else {
-        return;
+/// The profile's findings and the e-RS rules' issues together. Where an e-RS rule speaks of
+/// the same element as a profile finding, or of a part of it (a required subject, a shortlist
+/// too long, its second service), its message is the more precise one and the finding is left
+/// out. Findings on the resource as a whole are always kept.
+fn merge_issues(found: Vec<Issue>, rules: Vec<Issue>) -> Vec<Issue> {
+    let covered = |at: &str| {
+        at.contains('.')
+            && rules
+                .iter()
+                .filter_map(|r| r.expression.as_deref())
+                .any(|r| {
+                    r.strip_prefix(at)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                })
     };
+    let mut issues: Vec<Issue> = found
+        .into_iter()
+        .filter(|f| !f.expression.as_deref().is_some_and(covered))
+        .collect();
+    issues.extend(rules);
+    issues
+}
+
+/// Adds the profile the resource has just been validated against to `meta.profile`.
+fn claim_profile(body: &mut Value, url: &str) {
     let Some(o) = body.as_object_mut() else {
         return;
     };
@@ -100,12 +121,11 @@ fn claim_profile(body: &mut Value, res_type: &str) {
     };
     let profiles = m.entry("profile").or_insert_with(|| serde_json::json!([]));
     if let Some(list) = profiles.as_array_mut() {
-        let claimed = list.iter().any(|x| {
-            x.as_str()
-                .is_some_and(|u| u.split('|').next() == Some(p.url.as_str()))
-        });
+        let claimed = list
+            .iter()
+            .any(|x| x.as_str().is_some_and(|u| u.split('|').next() == Some(url)));
         if !claimed {
-            list.push(Value::from(p.url.clone()));
+            list.push(Value::from(url));
         }
     }
 }
@@ -116,32 +136,41 @@ pub fn validate_only(
     body: &Value,
     profile: ValidateAgainst,
 ) -> Vec<Issue> {
-    let use_profile = !matches!(profile, ValidateAgainst::Base);
-    let mut issues: Vec<Issue> = ers_fhir::validate::validate(body, use_profile)
+    let (chosen, strict) = match profile {
+        ValidateAgainst::Server => (crate::fhir::resources::server_profile(def.name, body), true),
+        ValidateAgainst::Profile(p) => (Some(p), p.is_project()),
+        ValidateAgainst::Base => (None, false),
+    };
+    let found: Vec<Issue> = ers_fhir::validate::validate(body, chosen)
         .into_iter()
         .map(crate::fhir::outcome::from_finding)
         .collect();
-    if let Err(more) = (def.check)(body) {
-        // e-RS rules are errors for the server's own use and warnings under plain profiles
-        // (UK Core accepts an NHS number that fails Modulus 11, for example).
-        let downgrade = !matches!(profile, ValidateAgainst::Server);
-        issues.extend(more.into_iter().map(|mut i| {
-            if downgrade {
-                i.severity = crate::fhir::outcome::Severity::Warning;
-            }
-            i
-        }));
-    }
-    issues
+    // e-RS rules are errors under the project's profiles and warnings under UK Core or base R4
+    // (UK Core accepts an NHS number that fails Modulus 11, for example).
+    let rules = match (def.check)(body) {
+        Ok(_) => Vec::new(),
+        Err(more) => more
+            .into_iter()
+            .map(|mut i| {
+                if !strict {
+                    i.severity = crate::fhir::outcome::Severity::Warning;
+                }
+                i
+            })
+            .collect(),
+    };
+    merge_issues(found, rules)
 }
 
 /// What `$validate` checks against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum ValidateAgainst {
-    /// Everything the server enforces on a write (UK Core and e-RS rules).
+    /// Everything the server enforces on a write: the profile it picks for the resource (e-RS
+    /// on UK Core) and the e-RS rules.
     Server,
-    /// The UK Core profile alone.
-    UkCore,
+    /// One loaded profile (UK Core's or the project's); e-RS rules are errors only under the
+    /// project's.
+    Profile(&'static ers_fhir::validate::Profile),
     /// The base R4 definition alone.
     Base,
 }

@@ -138,6 +138,10 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
     assert_eq!(ubrn.len(), 12);
     assert_eq!(status(&a), "PROVIDER_RESPONSE_REQUIRED");
     assert_eq!(a["code"]["coding"][0]["code"], "advice-and-guidance");
+    assert_eq!(
+        a["meta"]["profile"],
+        json!(["https://fhir.nhs.uk/StructureDefinition/eRS-ServiceRequest-AdviceAndGuidance"])
+    );
     assert!(
         a.get("note").is_none(),
         "the message lives in a Communication"

@@ -83,7 +83,7 @@ async fn service_definers_maintain_their_own_organisations_services() {
     let id = r.json()["id"].as_str().expect("id").to_owned();
     assert_eq!(
         r.json()["meta"]["profile"][0],
-        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-HealthcareService"
+        "https://fhir.nhs.uk/StructureDefinition/eRS-HealthcareService"
     );
     // Nor may RCD move it to themselves, or retire it.
     let mut moved = r.json();

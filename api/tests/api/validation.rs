@@ -49,6 +49,134 @@ async fn broken_resources_are_refused_with_one_issue_per_problem() {
     );
 }
 
+const ERS: &str = "https://fhir.nhs.uk/StructureDefinition/";
+const UK: &str = "https://fhir.hl7.org.uk/StructureDefinition/";
+
+#[actix_web::test]
+async fn the_profiles_are_served_with_snapshots_and_each_can_be_validated_against() {
+    let app = spawn_app().await;
+    // The e-RS referral profile derives from UK Core's, and its snapshot holds both.
+    let sd = app
+        .get("StructureDefinition/eRS-ServiceRequest-Referral")
+        .await
+        .json();
+    assert_eq!(sd["baseDefinition"], format!("{UK}UKCore-ServiceRequest"));
+    assert_eq!(sd["derivation"], "constraint");
+    let element = |sd: &Value, id: &str| {
+        sd["snapshot"]["element"]
+            .as_array()
+            .expect("snapshot")
+            .iter()
+            .find(|e| e["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing from the snapshot"))
+    };
+    assert_eq!(element(&sd, "ServiceRequest.performer")["max"], "20");
+    assert_eq!(
+        element(&sd, "ServiceRequest.identifier:ubrn.system")["fixedUri"],
+        "https://fhir.nhs.uk/Id/UBRN"
+    );
+    // UK Core's own slice, inherited.
+    assert!(
+        element(&sd, "ServiceRequest.category:genomicsWholeCaseSequencing")["sliceName"]
+            .is_string()
+    );
+    // UK Core profiles are served with their generated snapshots; no prose.
+    let uk = app.get("StructureDefinition/UKCore-Patient").await.json();
+    assert_eq!(
+        element(&uk, "Patient.identifier:nhsNumber.system")["fixedUri"],
+        "https://fhir.nhs.uk/Id/nhs-number"
+    );
+    assert!(element(&uk, "Patient.gender").get("definition").is_none());
+    // A profile that reaches into a data type has that type's elements in its snapshot.
+    let d = app
+        .get("StructureDefinition/eRS-DocumentReference")
+        .await
+        .json();
+    assert_eq!(
+        element(&d, "DocumentReference.content.attachment.url")["min"],
+        1
+    );
+    let b = app.search("StructureDefinition?type=ServiceRequest").await;
+    assert_eq!(b["total"], 3, "UK Core and the two e-RS profiles: {b}");
+    // The CapabilityStatement names the profile enforced and the ones supported.
+    let cs = app.get("metadata").await.json();
+    let sr = cs["rest"][0]["resource"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["type"] == "ServiceRequest")
+        .cloned()
+        .expect("ServiceRequest");
+    assert_eq!(sr["profile"], format!("{ERS}eRS-ServiceRequest-Referral"));
+    assert!(sr["supportedProfile"]
+        .to_string()
+        .contains("eRS-ServiceRequest-AdviceAndGuidance"));
+
+    // $validate against each profile: the e-RS one requires what UK Core leaves optional.
+    let doc = json!({"resourceType": "DocumentReference", "status": "current", "content": [{"attachment": {"title": "letter.pdf"}}]});
+    let validate = |profile: String| {
+        let app = &app;
+        let doc = doc.clone();
+        async move {
+            let r = app
+                .send(
+                    app.req(
+                        "POST",
+                        &format!("DocumentReference/$validate?profile={profile}"),
+                    )
+                    .insert_header(("Content-Type", "application/fhir+json")),
+                    Some(doc.to_string().into_bytes()),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            issues(&r.json())
+        }
+    };
+    let ers = validate(format!("{ERS}eRS-DocumentReference")).await;
+    for at in [
+        "DocumentReference.content[0].attachment.url",
+        "DocumentReference.content[0].attachment.contentType",
+    ] {
+        assert!(
+            ers.iter()
+                .any(|(s, c, e)| s == "error" && c == "required" && e == at),
+            "{at}: {ers:?}"
+        );
+    }
+    let uk = validate(format!("{UK}UKCore-DocumentReference|2.2.0")).await;
+    assert!(!uk.iter().any(|(s, _, _)| s == "error"), "{uk:?}");
+    // A profile of another type is not one to validate a DocumentReference against.
+    let r = app
+        .send(
+            app.req(
+                "POST",
+                &format!("DocumentReference/$validate?profile={ERS}eRS-Appointment"),
+            )
+            .insert_header(("Content-Type", "application/fhir+json")),
+            Some(doc.to_string().into_bytes()),
+        )
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(
+        r.contains("eRS-DocumentReference"),
+        "the known ones are listed: {r}"
+    );
+    // An extension used where its definition does not allow it is refused on a write.
+    let mut p = patient(NHS[0], "Out", "Ofplace", "1980-01-01", "female");
+    p["address"] = json!([{"line": ["1 Road"], "extension": [{"url": format!("{UK}Extension-UKCore-EthnicCategory"), "valueCodeableConcept": {"text": "x"}}]}]);
+    let r = app.post_json("Patient", &p).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        issues(&r.json())
+            .iter()
+            .any(|(s, _, e)| s == "error" && e == "Patient.address[0].extension[0]"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("allows it on Patient"), "{}", r.text());
+}
+
 #[actix_web::test]
 async fn stored_resources_claim_their_uk_core_profile() {
     let app = spawn_app().await;

@@ -30,6 +30,10 @@ pub const RECOMMENDATION_SYSTEM: &str =
 /// same UBRN under the plain UBRN key.
 pub const UBRN_KEY: &str = "https://fhir.nhs.uk/Id/UBRN#advice-and-guidance";
 
+/// The e-RS profile of an A&G request (`fhir-profiles/definitions`).
+pub const PROFILE: &str =
+    "https://fhir.nhs.uk/StructureDefinition/eRS-ServiceRequest-AdviceAndGuidance";
+
 /// Whether a ServiceRequest is an A&G request (its category says so).
 pub fn is_advice(r: &Value) -> bool {
     super::codes(r, "category", CATEGORY_SYSTEM).contains(&CATEGORY)

@@ -85,6 +85,19 @@ pub fn identifier<'a>(r: &'a Value, system: &str) -> Option<&'a str> {
         .as_str()
 }
 
+/// The profile the server validates a write against and claims in `meta.profile`: the type's
+/// e-RS profile (for a ServiceRequest, the advice and guidance one when its category says so),
+/// else its UK Core profile; None for a type with only its base R4 definition.
+pub fn server_profile(
+    res_type: &str,
+    body: &Value,
+) -> Option<&'static ers_fhir::validate::Profile> {
+    if res_type == "ServiceRequest" && advice::is_advice(body) {
+        return ers_fhir::validate::profile(advice::PROFILE);
+    }
+    ers_fhir::validate::default_profile(res_type)
+}
+
 /// For types with no rules beyond the profile.
 pub fn no_rules(_: &Value) -> Result<Checked, Vec<Issue>> {
     Ok(Checked::default())
