@@ -58,6 +58,24 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, FormatError> {
         .map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
+/// Parses a FHIR JSON body for validation: canonical FHIR JSON when it is a valid R4 structure;
+/// otherwise the JSON as sent, with the structural problem, so that the validator can report
+/// every problem with its location instead of refusing the body.
+pub fn parse_json_for_validation(bytes: &[u8]) -> Result<(Value, Option<String>), FormatError> {
+    match parse_json(bytes) {
+        Ok(v) => Ok((v, None)),
+        Err(FormatError::Structure(m)) => {
+            let raw: Value = serde_json::from_slice(bytes)
+                .map_err(|e| FormatError::Syntax(format!("invalid JSON: {e}")))?;
+            if raw.get("resourceType").and_then(Value::as_str).is_none() {
+                return Err(FormatError::Structure(m));
+            }
+            Ok((raw, Some(m)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Parses a FHIR XML body into canonical FHIR JSON. Any DOCTYPE is refused.
 pub fn parse_xml(bytes: &[u8]) -> Result<Value, FormatError> {
     let text = std::str::from_utf8(bytes)

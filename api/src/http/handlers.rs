@@ -727,7 +727,7 @@ pub async fn validate(
     use crate::service::resource::ValidateAgainst;
     let def = resource_def(&path)?;
     authorise(def.name, Action::Validate, &caller)?;
-    let parsed = negotiate::parse_body(&req, &body)?;
+    let (parsed, structure) = negotiate::parse_body_for_validation(&req, &body)?;
     let resource = if parsed.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
         parsed
             .get("parameter")
@@ -778,7 +778,21 @@ pub async fn validate(
             }
         },
     };
-    let issues = svc::validate_only(def, &resource, against);
+    let mut issues = svc::validate_only(def, &resource, against);
+    // The validator reports structure with locations; should it have missed what the R4 parser
+    // refused, the parser's own words are the error.
+    if let Some(m) = structure {
+        if !issues
+            .iter()
+            .any(|i| i.severity == crate::fhir::outcome::Severity::Error)
+        {
+            issues.push(crate::fhir::outcome::Issue::error(
+                "structure",
+                "INVALID_FHIR_STRUCTURE",
+                format!("not a valid FHIR R4 {}: {m}", def.name),
+            ));
+        }
+    }
     let d = draft(&req, Some(&caller));
     let errors = issues
         .iter()

@@ -132,6 +132,18 @@ pub fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
+/// A body to `$validate`: as `parse_body`, except that well-formed JSON that is not a valid R4
+/// structure is returned as sent, with the structural problem, for the validator to report.
+pub fn parse_body_for_validation(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<(Value, Option<String>), ApiError> {
+    match request_format(req)? {
+        Format::Json if !body.is_empty() => Ok(ers_fhir::parse_json_for_validation(body)?),
+        _ => Ok((parse_body(req, body)?, None)),
+    }
+}
+
 /// A resource body: stored JSON text (sent as is when JSON was asked) or a value.
 pub enum Body {
     Text(String),

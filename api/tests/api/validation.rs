@@ -97,6 +97,36 @@ async fn the_profiles_are_served_with_snapshots_and_each_can_be_validated_agains
         element(&d, "DocumentReference.content.attachment.url")["min"],
         1
     );
+    // Every profile the CapabilityStatement lists can be validated against.
+    let cs = app.get("metadata").await.json();
+    let mut checked = 0;
+    for r in cs["rest"][0]["resource"].as_array().expect("resources") {
+        let t = r["type"].as_str().expect("type");
+        for p in r["supportedProfile"].as_array().into_iter().flatten() {
+            let p = p.as_str().expect("url");
+            let reply = app
+                .send(
+                    app.req("POST", &format!("{t}/$validate?profile={p}"))
+                        .insert_header(("Content-Type", "application/fhir+json")),
+                    Some(json!({"resourceType": t}).to_string().into_bytes()),
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{t} {p}: {}", reply.text());
+            assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+            if t == "Slot" {
+                // Not an R4 structure (no schedule): reported with its location, not refused.
+                assert!(
+                    issues(&reply.json())
+                        .iter()
+                        .any(|(s, c, e)| s == "error" && c == "required" && e == "Slot.schedule"),
+                    "{}",
+                    reply.text()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} profiles");
     let b = app.search("StructureDefinition?type=ServiceRequest").await;
     assert_eq!(b["total"], 3, "UK Core and the two e-RS profiles: {b}");
     // The CapabilityStatement names the profile enforced and the ones supported.
@@ -178,7 +208,7 @@ async fn the_profiles_are_served_with_snapshots_and_each_can_be_validated_agains
 }
 
 #[actix_web::test]
-async fn stored_resources_claim_their_uk_core_profile() {
+async fn stored_resources_claim_their_profile() {
     let app = spawn_app().await;
     let id = app
         .create(&patient(NHS[0], "Prof", "Ile", "1980-01-01", "male"))
@@ -186,12 +216,12 @@ async fn stored_resources_claim_their_uk_core_profile() {
     let p = app.get(&format!("Patient/{id}")).await.json();
     assert_eq!(
         p["meta"]["profile"],
-        json!(["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"])
+        json!(["https://fhir.nhs.uk/StructureDefinition/eRS-Patient"])
     );
     let cs = app.send(app.bare("GET", "metadata"), None).await.json();
     assert_eq!(
         cs["rest"][0]["resource"][0]["profile"],
-        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
+        "https://fhir.nhs.uk/StructureDefinition/eRS-Patient"
     );
     assert_eq!(
         cs["rest"][0]["resource"][0]["operation"][0]["name"],
@@ -235,6 +265,19 @@ async fn validate_operation_reports_everything_and_stores_nothing() {
         "{uk:?}"
     );
     assert!(!uk.iter().any(|(s, _, _)| s == "error"), "{uk:?}");
+    let ers = issues(
+        &send(
+            "?profile=https://fhir.nhs.uk/StructureDefinition/eRS-Patient",
+            bad_nhs.clone(),
+        )
+        .await
+        .json(),
+    );
+    assert!(
+        ers.iter()
+            .any(|(s, _, e)| s == "error" && e == "Patient.identifier[0].value"),
+        "under the e-RS profile it is an error: {ers:?}"
+    );
     // Two NHS numbers break the UK Core slice, but not base R4.
     let mut two = patient(NHS[0], "Two", "Numbers", "1980-01-01", "male");
     two["identifier"] = json!([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[0]}, {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[1]}]);
