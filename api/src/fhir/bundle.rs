@@ -32,6 +32,9 @@ impl Links {
     }
 }
 
+/// The UK Core profile every Bundle the server returns claims.
+pub const PROFILE: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Bundle";
+
 pub fn searchset(
     total: Option<i64>,
     links: &Links,
@@ -41,7 +44,7 @@ pub fn searchset(
     let mut b = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
-        "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc())},
+        "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc()), "profile": [PROFILE]},
         "type": "searchset",
     });
     if let Some(t) = total {
@@ -86,7 +89,7 @@ pub fn history(total: i64, links: &Links, entries: Vec<HistoryEntry>) -> Value {
     let mut b = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
-        "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc())},
+        "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc()), "profile": [PROFILE]},
         "type": "history",
         "total": total,
     });

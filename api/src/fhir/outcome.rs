@@ -25,6 +25,9 @@ impl Severity {
 /// The e-RS error codes (`https://fhir.nhs.uk/CodeSystem/ers-error-codes`) integrators match on.
 pub const ERS_ERROR_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/ers-error-codes";
 
+/// The UK Core profile every OperationOutcome the server returns claims.
+pub const PROFILE: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome";
+
 /// One issue: FHIR IssueType code, optional e-RS error code, diagnostics naming what was
 /// wrong, and the FHIRPath location when there is one.
 #[derive(Debug, Clone)]
@@ -110,7 +113,7 @@ pub fn operation_outcome(issues: &[Issue]) -> Value {
             v
         })
         .collect();
-    json!({"resourceType": "OperationOutcome", "issue": issues})
+    json!({"resourceType": "OperationOutcome", "meta": {"profile": [PROFILE]}, "issue": issues})
 }
 
 /// A validator finding as an issue.

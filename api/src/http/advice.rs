@@ -190,6 +190,7 @@ fn bundle(base: &str, s: &svc::Summary) -> Value {
         .collect();
     json!({
         "resourceType": "Bundle",
+        "meta": {"profile": [crate::fhir::bundle::PROFILE]},
         "type": "collection",
         "timestamp": crate::fhir::datetime::instant(chrono::Utc::now().naive_utc()),
         "entry": entries,

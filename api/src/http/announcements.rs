@@ -132,6 +132,7 @@ pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) 
         StatusCode::OK,
         Body::Value(json!({
             "resourceType": "Bundle",
+            "meta": {"profile": [crate::fhir::bundle::PROFILE]},
             "type": "searchset",
             "total": total,
             "entry": entries,

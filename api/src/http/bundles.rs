@@ -241,6 +241,7 @@ pub async fn post(
     let response = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"profile": [crate::fhir::bundle::PROFILE]},
         "type": format!("{kind}-response"),
         "entry": out,
     });

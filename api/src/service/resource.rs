@@ -382,6 +382,7 @@ fn provenance(
     };
     let mut content = json!({
         "resourceType": "Provenance",
+        "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance"]},
         "target": [{"reference": format!("{res_type}/{id}/_history/{version}")}],
         "recorded": crate::fhir::datetime::instant(last_updated),
         "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": activity}]},

@@ -197,6 +197,7 @@ pub fn notification(
     json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"profile": [crate::fhir::bundle::PROFILE]},
         "type": "history",
         "timestamp": crate::fhir::datetime::instant(chrono::Utc::now().naive_utc()),
         "entry": entries,
