@@ -47,6 +47,12 @@ pub struct Settings {
     pub seed: SeedMode,
     /// `ERS_DB_POOL_SIZE`: connections per server instance.
     pub pool_size: u32,
+    /// `ERS_DB_TIMEOUT_SECS`: the longest a request waits on the database (a pooled
+    /// connection, a new PostgreSQL connection, SQLite's write lock) before it fails with 503.
+    pub db_timeout_secs: u64,
+    /// `ERS_SHUTDOWN_TIMEOUT_SECS`: on SIGTERM or SIGINT, how long in-flight requests may take
+    /// to finish after the server stops accepting.
+    pub shutdown_timeout_secs: u64,
     /// `ERS_BASE_URL`: the public FHIR base (for links), when behind a proxy.
     pub base_url: Option<String>,
     /// `ERS_MAX_BODY_BYTES`: request body limit.
@@ -106,6 +112,8 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".into(),
             seed: SeedMode::Sandbox,
             pool_size: 8,
+            db_timeout_secs: 5,
+            shutdown_timeout_secs: 30,
             base_url: None,
             max_body_bytes: 5 * 1024 * 1024,
             workers: None,
@@ -168,6 +176,20 @@ impl Settings {
         if let Some(v) = get("ERS_DB_POOL_SIZE").filter(|v| !v.is_empty()) {
             s.pool_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!("ERS_DB_POOL_SIZE '{v}' must be a positive number"))
+            })?;
+        }
+        if let Some(v) = get("ERS_DB_TIMEOUT_SECS").filter(|v| !v.is_empty()) {
+            s.db_timeout_secs = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "ERS_DB_TIMEOUT_SECS '{v}' must be a positive number of seconds"
+                ))
+            })?;
+        }
+        if let Some(v) = get("ERS_SHUTDOWN_TIMEOUT_SECS").filter(|v| !v.is_empty()) {
+            s.shutdown_timeout_secs = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "ERS_SHUTDOWN_TIMEOUT_SECS '{v}' must be a number of seconds"
+                ))
             })?;
         }
         if let Some(v) = get("ERS_BASE_URL").filter(|v| !v.is_empty()) {

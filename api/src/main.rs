@@ -5,7 +5,7 @@ use ers_api::config::Settings;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals (patients, appointments; referring clinicians and bookable services must exist) for the report and export benchmarks\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals (patients, appointments; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -353,6 +353,22 @@ async fn main() -> std::process::ExitCode {
             print!("{}", ers_api::http::openapi::document_json());
             Ok(())
         }
+        "backup" => match std::env::args().skip(2).collect::<Vec<_>>().as_slice() {
+            [flag, out] if flag == "--out" => {
+                ers_schema::backup::backup(&settings.database_url, std::path::Path::new(out))
+                    .map(|w| println!("{} backup written to {out}: {} bytes", w.backend, w.bytes))
+                    .map_err(|e| e.to_string())
+            }
+            _ => Err("usage: ers-server backup --out FILE".to_string()),
+        },
+        "restore" => match std::env::args().nth(2) {
+            Some(from) => {
+                ers_schema::backup::restore(&settings.database_url, std::path::Path::new(&from))
+                    .map(|()| println!("restored {from} into the configured database"))
+                    .map_err(|e| e.to_string())
+            }
+            None => Err("usage: ers-server restore FILE (stop the servers using the database first)".to_string()),
+        },
         "-h" | "--help" | "help" => usage(),
         other => {
             eprintln!("unknown command '{other}'");

@@ -38,7 +38,11 @@ pub enum StartupError {
 
 /// Pool + migrations; returns the pool and the backend name.
 pub fn prepare_database(settings: &Settings) -> Result<(DbPool, &'static str), StartupError> {
-    let pool = ers_schema::build_pool(&settings.database_url, settings.pool_size)?;
+    let pool = ers_schema::build_pool_with(
+        &settings.database_url,
+        settings.pool_size,
+        std::time::Duration::from_secs(settings.db_timeout_secs),
+    )?;
     let mut conn = pool.get()?;
     let applied = ers_schema::run_migrations(&mut conn)?;
     let backend = conn.backend_name();
@@ -99,6 +103,7 @@ impl Application {
             .map_err(|e| StartupError::Bind(settings.bind.clone(), e))?
             .port();
         let workers = settings.workers;
+        let shutdown_timeout = settings.shutdown_timeout_secs;
         let max_body = settings.max_body_bytes;
         if settings.delivery {
             crate::http::subscriptions::deliver(
@@ -157,6 +162,9 @@ impl Application {
         if let Some(w) = workers {
             server = server.workers(w);
         }
+        // SIGTERM / SIGINT: stop accepting, let in-flight requests finish, then stop (the
+        // pool closes when the last worker drops it).
+        server = server.shutdown_timeout(shutdown_timeout);
         Ok(Application {
             port,
             server: server.run(),

@@ -119,7 +119,9 @@ impl diesel::connection::Instrumentation for SlowQueryLog {
 
 /// SQLite: WAL, foreign keys, a busy timeout. Nothing to do for PostgreSQL.
 #[derive(Debug)]
-struct Pragmas;
+struct Pragmas {
+    busy_timeout: Duration,
+}
 
 impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
@@ -137,21 +139,42 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for Pragmas {
             // A 32 MB page cache per connection and memory-mapped reads (sharing the OS page
             // cache instead of copying): the default 2 MB cache made the first search of an
             // area cost 100-250 ms on a national-scale directory (docs/BENCHMARKS.md).
-            c.batch_execute(
-                "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+            c.batch_execute(&format!(
+                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
                  PRAGMA cache_size = -32768; PRAGMA mmap_size = 2147418112; \
                  PRAGMA temp_store = MEMORY;",
-            )
+                self.busy_timeout.as_millis()
+            ))
             .map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }
 }
 
-/// Builds the pool (connecting eagerly, so a bad URL fails at start-up).
+/// Builds the pool (connecting eagerly, so a bad URL fails at start-up), with a 10 s timeout.
 pub fn build_pool(url: &str, max_size: u32) -> Result<DbPool, StorageError> {
-    let url = DatabaseUrl::parse(url)?;
+    build_pool_with(url, max_size, Duration::from_secs(10))
+}
+
+/// Builds the pool. `timeout` bounds every wait on the database: for a pooled connection
+/// (r2d2), for a new PostgreSQL connection (libpq `connect_timeout`), for SQLite's write lock
+/// (`busy_timeout`). Past it a request fails as unavailable (503) instead of hanging.
+pub fn build_pool_with(
+    url: &str,
+    max_size: u32,
+    timeout: Duration,
+) -> Result<DbPool, StorageError> {
+    let url = match DatabaseUrl::parse(url)? {
+        DatabaseUrl::Postgres(u) if !u.contains("connect_timeout=") => {
+            let sep = if u.contains('?') { '&' } else { '?' };
+            DatabaseUrl::Postgres(format!(
+                "{u}{sep}connect_timeout={}",
+                timeout.as_secs().max(1)
+            ))
+        }
+        other => other,
+    };
     if let DatabaseUrl::Sqlite(path) = &url {
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -163,8 +186,10 @@ pub fn build_pool(url: &str, max_size: u32) -> Result<DbPool, StorageError> {
     }
     Pool::builder()
         .max_size(max_size)
-        .connection_timeout(Duration::from_secs(10))
-        .connection_customizer(Box::new(Pragmas))
+        .connection_timeout(timeout)
+        .connection_customizer(Box::new(Pragmas {
+            busy_timeout: timeout,
+        }))
         .build(Manager { url })
         .map_err(|e| StorageError::Unavailable(e.to_string()))
 }

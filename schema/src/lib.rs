@@ -17,6 +17,7 @@ macro_rules! on_backend {
 }
 
 pub mod audit;
+pub mod backup;
 pub mod conn;
 pub mod exports;
 pub mod reports;
@@ -26,7 +27,8 @@ pub mod search;
 pub mod store;
 
 pub use conn::{
-    build_pool, run_migrations, scanning, DatabaseUrl, DbConnection, DbPool, PooledConn,
+    build_pool, build_pool_with, run_migrations, scanning, DatabaseUrl, DbConnection, DbPool,
+    PooledConn,
 };
 pub use rows::*;
 
@@ -44,6 +46,35 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// True when the database could not be reached or was busy, rather than refusing the
+    /// statement: worth a retry (503), never a server fault. Pool timeouts, a lost PostgreSQL
+    /// connection, SQLite's write lock held past the busy timeout.
+    pub fn is_transient(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StorageError::Unavailable(_) => true,
+            StorageError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => {
+                true
+            }
+            StorageError::Query(Error::DatabaseError(_, info)) => {
+                let m = info.message();
+                [
+                    "database is locked",
+                    "database is busy",
+                    "terminating connection",
+                    "server closed the connection",
+                    "connection to server",
+                    "could not connect",
+                    "the database system is",
+                    "no connection to the server",
+                ]
+                .iter()
+                .any(|needle| m.contains(needle))
+            }
+            _ => false,
+        }
+    }
+
     /// True when the error is a unique-constraint violation (a concurrent writer won).
     pub fn is_unique_violation(&self) -> bool {
         matches!(

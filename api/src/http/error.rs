@@ -182,7 +182,7 @@ impl ApiError {
                         "Internal server error; the request was not applied",
                     )],
                 ),
-                S::Storage(StorageError::Unavailable(_)) => (
+                S::Storage(e) if e.is_transient() => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     one("transient", "SYSTEM_UNAVAILABLE"),
                 ),

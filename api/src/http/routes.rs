@@ -35,8 +35,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .url("/FHIR/R4/openapi.json", super::openapi::document()),
     )
     .route("/docs", web::get().to(docs_redirect));
+    // Liveness (the process answers) and readiness (it can reach its database) for a load
+    // balancer; `/_ping` and `/_status` are the same checks under their older names.
     cfg.route("/_ping", web::get().to(system::ping))
+        .route("/_live", web::get().to(system::ping))
         .route("/_status", web::get().to(system::status))
+        .route("/_ready", web::get().to(system::status))
         .route("/oauth2/token", web::post().to(oauth::client_credentials))
         .route("/oauth2/jwks", web::get().to(oauth::app_jwks))
         .route(

@@ -66,7 +66,7 @@ pub(crate) async fn free_slots(w: &World, service: &str, priority: &str) -> Vec<
         .collect()
 }
 
-fn appointment(referral_id: &str, slot: &str) -> Value {
+pub(crate) fn appointment(referral_id: &str, slot: &str) -> Value {
     json!({
         "resourceType": "Appointment",
         "status": "booked",

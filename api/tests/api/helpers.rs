@@ -317,6 +317,18 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process ends at once, mid-request, with no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -405,22 +417,22 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: awc::ClientRequest, body: Option<Vec<u8>>) -> Reply {
+        self.try_send(req, body).await.expect("request sent")
+    }
+
+    /// As `send`, but None when there was no whole answer (the connection failed or broke).
+    pub async fn try_send(&self, req: awc::ClientRequest, body: Option<Vec<u8>>) -> Option<Reply> {
         let mut res = match body {
             Some(b) => req.send_body(b).await,
             None => req.send().await,
         }
-        .expect("request sent");
-        let body = res
-            .body()
-            .limit(64 * 1024 * 1024)
-            .await
-            .expect("body")
-            .to_vec();
-        Reply {
+        .ok()?;
+        let body = res.body().limit(64 * 1024 * 1024).await.ok()?.to_vec();
+        Some(Reply {
             status: res.status(),
             headers: res.headers().clone(),
             body,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Reply {

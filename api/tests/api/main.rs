@@ -14,6 +14,7 @@ mod errors;
 mod examples;
 mod openapi;
 mod referrals;
+mod reliability;
 mod reports;
 mod search;
 mod security;

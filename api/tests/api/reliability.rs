@@ -1,0 +1,465 @@
+//! Reliability: a server killed mid-write loses no acknowledged write and leaves nothing
+//! half-written; the database going away gives quick 503s and the server recovers by itself;
+//! backups restore to the same contents.
+
+use std::time::{Duration, Instant};
+
+use crate::booking::{appointment, clinic, free_slots};
+use crate::helpers::*;
+use crate::referrals::{referral, state, world};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use serde_json::{json, Value};
+
+const RC: (&str, &str) = ("REFERRING_CLINICIAN", "R69");
+
+/// What the clients were told succeeded.
+#[derive(Default)]
+struct Acknowledged {
+    referrals: Vec<String>,
+    /// (appointment, referral, slot)
+    bookings: Vec<(String, String, String)>,
+}
+
+#[actix_web::test]
+async fn a_killed_server_loses_no_acknowledged_write() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    // A schedule of 60 routine slots at the service, one a day.
+    let definer = sign(&claims(
+        "555031998110",
+        &[("SERVICE_DEFINER", c.ods.as_str())],
+    ));
+    let create = |t: &'static str, body: Value| {
+        let (w, definer, ods) = (&w, definer.clone(), c.ods.clone());
+        async move {
+            let r = w
+                .send_as(
+                    (&definer, "SERVICE_DEFINER", &ods),
+                    "POST",
+                    t,
+                    None,
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            r.json()["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let schedule = create(
+        "Schedule",
+        json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", c.service)}]}),
+    )
+    .await;
+    for day in 1..=60 {
+        let start = (chrono::Utc::now() + chrono::Duration::days(day))
+            .format("%Y-%m-%dT07:00:00Z")
+            .to_string();
+        create("Slot", json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{schedule}")}, "status": "free", "start": start, "end": start.replace("T07:00", "T07:30"),
+            "appointmentType": {"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}]}})).await;
+    }
+    let slots: Vec<String> = free_slots(&w, &c.service, "ROUTINE")
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert!(slots.len() >= 60, "{} free slots", slots.len());
+    let mut server = ServerProcess::start(&w.app.database_url).await;
+    let clients = 4;
+    let started = Instant::now();
+    // Each client creates a referral and books it into its own share of the slots, until the
+    // server dies under it.
+    let client = |n: usize| {
+        let app = &server.app;
+        let w = &w;
+        let c = &c;
+        let mine: Vec<String> = slots.iter().skip(n).step_by(clients).cloned().collect();
+        async move {
+            let mut ack = Acknowledged::default();
+            for slot in mine {
+                let req = app
+                    .as_user(&w.rc, "POST", "ServiceRequest", RC.0, RC.1)
+                    .insert_header(("Content-Type", "application/fhir+json"));
+                let body = referral(w, &[&c.service], "ROUTINE").to_string();
+                let Some(r) = app.try_send(req, Some(body.into_bytes())).await else {
+                    break;
+                };
+                assert_eq!(r.status, 201, "{}", r.text());
+                let id = r.json()["id"].as_str().expect("id").to_owned();
+                ack.referrals.push(id.clone());
+                let mut a = appointment(&id, &slot);
+                a["participant"] = json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+                let req = app
+                    .as_user(&w.rc, "POST", "Appointment", RC.0, RC.1)
+                    .insert_header(("Content-Type", "application/fhir+json"));
+                let Some(r) = app.try_send(req, Some(a.to_string().into_bytes())).await else {
+                    break;
+                };
+                assert_eq!(r.status, 201, "{}", r.text());
+                let appt = r.json()["id"].as_str().expect("id").to_owned();
+                ack.bookings.push((appt, id, slot));
+            }
+            ack
+        }
+    };
+    let killer = async {
+        // Let the writes get going, then SIGKILL the server in the middle of them.
+        actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+        server_kill(&server);
+    };
+    let (acks, ()) = futures_util::future::join(
+        futures_util::future::join_all((0..clients).map(client)),
+        killer,
+    )
+    .await;
+    server.kill();
+    let referrals: Vec<&String> = acks.iter().flat_map(|a| &a.referrals).collect();
+    let bookings: Vec<&(String, String, String)> = acks.iter().flat_map(|a| &a.bookings).collect();
+    assert!(
+        !bookings.is_empty() && bookings.len() < slots.len(),
+        "the kill came mid-run: {} bookings of {} slots in {:?}",
+        bookings.len(),
+        slots.len(),
+        started.elapsed()
+    );
+    if let Some(path) = w.app.database_url.strip_prefix("sqlite://") {
+        ers_schema::backup::sqlite_integrity(path).expect("PRAGMA integrity_check is ok");
+    }
+
+    // Restarted on the same database: every acknowledged write is there, whole.
+    let again = ServerProcess::start(&w.app.database_url).await;
+    let get = |path: String| {
+        let app = &again.app;
+        let w = &w;
+        async move {
+            app.send(app.as_user(&w.rc, "GET", &path, RC.0, RC.1), None)
+                .await
+        }
+    };
+    for id in &referrals {
+        let r = get(format!("ServiceRequest/{id}")).await;
+        assert_eq!(
+            r.status,
+            200,
+            "acknowledged referral {id} lost: {}",
+            r.text()
+        );
+    }
+    for (appt, id, slot) in &bookings {
+        let a = get(format!("Appointment/{appt}")).await;
+        assert_eq!(
+            a.status,
+            200,
+            "acknowledged booking {appt} lost: {}",
+            a.text()
+        );
+        assert_eq!(a.json()["status"], "booked");
+        assert_eq!(
+            state(&get(format!("ServiceRequest/{id}")).await.json()),
+            "BOOKED"
+        );
+        let s = get(format!("Slot/{slot}")).await.json();
+        assert_eq!(s["status"], "busy", "{s}");
+        let p = get(format!(
+            "Provenance?target=Appointment/{appt}&_summary=count"
+        ))
+        .await;
+        assert_eq!(p.json()["total"], 1, "{}", p.text());
+        let audit = again
+            .app
+            .send(
+                again.app.as_user(
+                    &again.app.token,
+                    "GET",
+                    &format!("AuditEvent?entity=Appointment/{appt}&subtype=create&_summary=count"),
+                    "AUDITOR",
+                    "R69",
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(audit.json()["total"], 1, "{}", audit.text());
+    }
+    // Never half-present: whatever was written, acknowledged or not, is consistent. Each slot
+    // has at most one booked appointment, its slot is busy and its referral BOOKED.
+    for slot in &slots {
+        let b = get(format!("Appointment?slot=Slot/{slot}&status=booked"))
+            .await
+            .json();
+        let n = b["total"].as_i64().expect("total");
+        assert!(n <= 1, "slot {slot} booked {n} times");
+        let status = get(format!("Slot/{slot}")).await.json()["status"].clone();
+        if n == 1 {
+            assert_eq!(status, "busy", "slot {slot}");
+            let based_on = b["entry"][0]["resource"]["basedOn"][0]["reference"]
+                .as_str()
+                .expect("basedOn")
+                .to_owned();
+            assert_eq!(state(&get(based_on).await.json()), "BOOKED");
+        } else {
+            assert_eq!(status, "free", "slot {slot} is busy with no appointment");
+        }
+    }
+}
+
+fn server_kill(server: &ServerProcess) {
+    // SIGKILL by pid: the process keeps its sockets open until the kernel ends it.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &server.pid().to_string()])
+        .status();
+}
+
+/// Times a request, for the outage checks: (status, elapsed).
+async fn timed(app: &TestApp, method: &str, path: &str, body: Option<&Value>) -> (u16, Duration) {
+    let t = Instant::now();
+    let mut req = app.req(method, path);
+    if body.is_some() {
+        req = req.insert_header(("Content-Type", "application/fhir+json"));
+    }
+    let r = app
+        .send(req, body.map(|b| b.to_string().into_bytes()))
+        .await;
+    if r.status == 503 {
+        assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+        r.assert_outcome(503, "transient");
+    }
+    (r.status.as_u16(), t.elapsed())
+}
+
+async fn root_status(app: &TestApp, path: &str) -> u16 {
+    app.send(app.client.get(format!("{}{path}", app.root)), None)
+        .await
+        .status
+        .as_u16()
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_gives_quick_503s_and_the_server_recovers() {
+    let app = spawn_configured(ers_api::config::Settings {
+        seed: ers_api::config::SeedMode::None,
+        rate_limit_per_sec: 0,
+        db_timeout_secs: 2,
+        ..ers_api::config::Settings::default()
+    })
+    .await;
+    let id = app
+        .create(&patient(NHS[0], "Out", "Age", "1980-01-01", "female"))
+        .await;
+    assert_eq!(root_status(&app, "/_ready").await, 200);
+    let limit = Duration::from_secs(8);
+    match app.database_url.strip_prefix("sqlite://") {
+        Some(path) => {
+            // Another process holds SQLite's write lock: writes give up after the timeout.
+            let mut holder = diesel::SqliteConnection::establish(path).expect("open");
+            diesel::sql_query("BEGIN EXCLUSIVE")
+                .execute(&mut holder)
+                .expect("lock");
+            let (status, took) = timed(
+                &app,
+                "POST",
+                "Patient",
+                Some(&patient(NHS[1], "Locked", "Out", "1980-01-01", "male")),
+            )
+            .await;
+            assert_eq!(status, 503);
+            assert!(took < limit, "{took:?}");
+            diesel::sql_query("ROLLBACK")
+                .execute(&mut holder)
+                .expect("unlock");
+        }
+        None => {
+            // PostgreSQL refuses connections and drops the server's.
+            let admin_url = std::env::var("ERS_TEST_POSTGRES_URL").expect("admin URL");
+            let name = url::Url::parse(&app.database_url)
+                .expect("url")
+                .path()
+                .trim_start_matches('/')
+                .to_owned();
+            let mut admin = PgConnection::establish(&admin_url).expect("admin");
+            diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+                .execute(&mut admin)
+                .expect("close the database");
+            diesel::sql_query(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .execute(&mut admin)
+            .expect("drop its connections");
+            let (status, took) = timed(&app, "GET", &format!("Patient/{id}"), None).await;
+            assert_eq!(status, 503);
+            assert!(took < limit, "{took:?}");
+            let (status, took) = timed(
+                &app,
+                "POST",
+                "Patient",
+                Some(&patient(NHS[1], "Down", "Stairs", "1980-01-01", "male")),
+            )
+            .await;
+            assert_eq!(status, 503);
+            assert!(took < limit, "{took:?}");
+            // Ready says no; live still says the process is up.
+            assert_eq!(root_status(&app, "/_ready").await, 503);
+            assert_eq!(root_status(&app, "/_status").await, 503);
+            assert_eq!(root_status(&app, "/_live").await, 200);
+            diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+                .execute(&mut admin)
+                .expect("reopen the database");
+        }
+    }
+    // Back by itself: no restart.
+    let mut ok = false;
+    for _ in 0..40 {
+        let (status, _) = timed(&app, "GET", &format!("Patient/{id}"), None).await;
+        if status == 200 {
+            ok = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "the server did not recover");
+    let r = app
+        .post_json(
+            "Patient",
+            &patient(NHS[1], "Back", "Again", "1980-01-01", "male"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(root_status(&app, "/_ready").await, 200);
+    assert_eq!(
+        app.search("Patient?_summary=count").await["total"],
+        2,
+        "the refused write left nothing behind"
+    );
+}
+
+/// Every resource of these types, by id, as the server returns it.
+async fn contents(app: &TestApp, types: &[&str]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for t in types {
+        let mut url = format!("{t}?_count=100&_sort=_id");
+        loop {
+            let b = app.search(&url).await;
+            for e in b["entry"].as_array().into_iter().flatten() {
+                let r = &e["resource"];
+                out.push((
+                    format!("{t}/{}", r["id"].as_str().unwrap_or_default()),
+                    r.clone(),
+                ));
+            }
+            let next = b["link"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["relation"] == "next")
+                .and_then(|l| l["url"].as_str())
+                .map(str::to_owned);
+            match next {
+                Some(n) => url = n,
+                None => break,
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[actix_web::test]
+async fn a_backup_restores_to_the_same_contents() {
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    // A change after seeding, with history.
+    let id = app
+        .create(&patient(NHS[0], "Back", "Up", "1980-01-01", "female"))
+        .await;
+    let mut p = app.get(&format!("Patient/{id}")).await.json();
+    p["name"][0]["family"] = json!("Upper");
+    let r = app
+        .send(
+            app.req("PUT", &format!("Patient/{id}"))
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(p.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dir = tempdir();
+    let file = dir.join("ers.backup");
+    // Taken while the server runs.
+    let written = ers_schema::backup::backup(&app.database_url, &file).expect("backup");
+    assert!(written.bytes > 0);
+    // Never over an existing file.
+    assert!(ers_schema::backup::backup(&app.database_url, &file).is_err());
+    // Into a fresh, empty database; then a server on it.
+    let target = database_url();
+    ers_schema::backup::restore(&target, &file).expect("restore");
+    let restored = spawn_on(
+        &target,
+        ers_api::config::Settings {
+            seed: ers_api::config::SeedMode::None,
+            rate_limit_per_sec: 0,
+            ..ers_api::config::Settings::default()
+        },
+    )
+    .await;
+    let types = [
+        "Patient",
+        "Organization",
+        "PractitionerRole",
+        "HealthcareService",
+        "Slot",
+        "ServiceRequest",
+        "Appointment",
+        "DocumentReference",
+    ];
+    let before = contents(&app, &types).await;
+    let after = contents(&restored, &types).await;
+    assert!(before.len() > 100, "{} resources", before.len());
+    assert_eq!(before.len(), after.len());
+    assert!(before == after, "the restored contents differ");
+    assert_eq!(
+        history_of(&app, &id).await,
+        history_of(&restored, &id).await
+    );
+    assert_eq!(
+        history_of(&restored, &id).await.map(|h| h.len()),
+        Some(2),
+        "both versions"
+    );
+    // The audit trail came too.
+    let n = audit_count(&app).await;
+    assert!(n.as_i64().is_some_and(|n| n > 0), "{n}");
+    // (The restored server's own searches above were audited too: at least as many.)
+    assert!(audit_count(&restored).await.as_i64() >= n.as_i64());
+    // A file that is not a backup is refused, and the database is left as it was.
+    let junk = dir.join("junk");
+    std::fs::write(&junk, b"not a database").expect("write");
+    assert!(ers_schema::backup::restore(&target, &junk).is_err());
+    assert_eq!(
+        restored.search("Patient?_summary=count").await["total"],
+        app.search("Patient?_summary=count").await["total"]
+    );
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ers-backup-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+async fn history_of(a: &TestApp, id: &str) -> Option<Vec<Value>> {
+    a.search(&format!("Patient/{id}/_history")).await["entry"]
+        .as_array()
+        .map(|e| e.iter().map(|x| x["resource"].clone()).collect())
+}
+
+async fn audit_count(a: &TestApp) -> Value {
+    a.send(
+        a.as_user(
+            &a.token,
+            "GET",
+            "AuditEvent?_summary=count",
+            "AUDITOR",
+            "R69",
+        ),
+        None,
+    )
+    .await
+    .json()["total"]
+        .clone()
+}
