@@ -50,6 +50,8 @@ pub struct Settings {
     /// `ERS_DB_TIMEOUT_SECS`: the longest a request waits on the database (a pooled
     /// connection, a new PostgreSQL connection, SQLite's write lock) before it fails with 503.
     pub db_timeout_secs: u64,
+    /// `ERS_BODY_TIMEOUT_SECS`: how long a client may take to send a request body (408 after).
+    pub body_timeout_secs: u64,
     /// `ERS_SHUTDOWN_TIMEOUT_SECS`: on SIGTERM or SIGINT, how long in-flight requests may take
     /// to finish after the server stops accepting.
     pub shutdown_timeout_secs: u64,
@@ -114,6 +116,7 @@ impl Default for Settings {
             pool_size: 8,
             db_timeout_secs: 5,
             shutdown_timeout_secs: 30,
+            body_timeout_secs: 30,
             base_url: None,
             max_body_bytes: 5 * 1024 * 1024,
             workers: None,
@@ -182,6 +185,13 @@ impl Settings {
             s.db_timeout_secs = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!(
                     "ERS_DB_TIMEOUT_SECS '{v}' must be a positive number of seconds"
+                ))
+            })?;
+        }
+        if let Some(v) = get("ERS_BODY_TIMEOUT_SECS").filter(|v| !v.is_empty()) {
+            s.body_timeout_secs = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "ERS_BODY_TIMEOUT_SECS '{v}' must be a positive number of seconds"
                 ))
             })?;
         }

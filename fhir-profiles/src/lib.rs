@@ -41,8 +41,7 @@ fn sorted() -> Option<SerializationConfig> {
 /// Parses a FHIR JSON body into canonical FHIR JSON.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, FormatError> {
     // Syntax first, so that a broken document gets a syntax message with its position.
-    let raw: Value = serde_json::from_slice(bytes)
-        .map_err(|e| FormatError::Syntax(format!("invalid JSON: {e}")))?;
+    let raw = strict_json(bytes)?;
     if !raw.is_object() {
         return Err(FormatError::Structure(
             "a FHIR resource must be a JSON object".into(),
@@ -58,6 +57,99 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, FormatError> {
         .map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
+/// JSON text as a value, refusing what serde_json alone would let through: a key given twice in
+/// one object (it would keep the last, silently). Nesting deeper than 128 levels is refused by
+/// serde_json itself.
+fn strict_json(bytes: &[u8]) -> Result<Value, FormatError> {
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = strict::Strict::deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v.0))
+        .map_err(|e| FormatError::Syntax(format!("invalid JSON: {e}")))?;
+    Ok(v)
+}
+
+mod strict {
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::fmt;
+
+    /// serde_json's own marker for a number kept as text (feature `arbitrary_precision`).
+    const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+    pub struct Strict(pub Value);
+
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(StrictVisitor).map(Strict)
+        }
+    }
+
+    struct StrictVisitor;
+
+    impl<'de> Visitor<'de> for StrictVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            Number::from_f64(v)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom("a number out of range"))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Strict(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key == NUMBER_TOKEN && out.is_empty() {
+                    // A number, as text: parsed back into a number that keeps its digits.
+                    let text: String = map.next_value()?;
+                    return text
+                        .parse::<Number>()
+                        .map(Value::Number)
+                        .map_err(A::Error::custom);
+                }
+                if out.contains_key(&key) {
+                    return Err(A::Error::custom(format!(
+                        "the key '{key}' appears twice in one object"
+                    )));
+                }
+                let Strict(v) = map.next_value()?;
+                out.insert(key, v);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+}
+
 /// Parses a FHIR JSON body for validation: canonical FHIR JSON when it is a valid R4 structure;
 /// otherwise the JSON as sent, with the structural problem, so that the validator can report
 /// every problem with its location instead of refusing the body.
@@ -65,8 +157,7 @@ pub fn parse_json_for_validation(bytes: &[u8]) -> Result<(Value, Option<String>)
     match parse_json(bytes) {
         Ok(v) => Ok((v, None)),
         Err(FormatError::Structure(m)) => {
-            let raw: Value = serde_json::from_slice(bytes)
-                .map_err(|e| FormatError::Syntax(format!("invalid JSON: {e}")))?;
+            let raw = strict_json(bytes)?;
             if raw.get("resourceType").and_then(Value::as_str).is_none() {
                 return Err(FormatError::Structure(m));
             }
@@ -165,6 +256,28 @@ mod tests {
         let e = parse_json(br#"{"resourceType":"Patient","foo":1}"#).expect_err("invalid");
         assert!(matches!(e, FormatError::Structure(_)));
         assert!(e.to_string().contains("foo"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_and_numbers_keep_their_digits() {
+        let e = parse_json(br#"{"resourceType":"Patient","gender":"male","gender":"female"}"#)
+            .expect_err("duplicate");
+        assert!(e.to_string().contains("'gender' appears twice"), "{e}");
+        let e = parse_json(br#"{"resourceType":"Patient","name":[{"family":"A","family":"B"}]}"#)
+            .expect_err("nested duplicate");
+        assert!(e.to_string().contains("'family'"), "{e}");
+        let v = parse_json(br#"{"resourceType":"Observation","status":"final","code":{"text":"t"},"valueQuantity":{"value":1.000}}"#)
+            .expect("valid");
+        assert!(v.to_string().contains("1.000"), "{v}");
+        let deep = format!(
+            "{{\"resourceType\":\"Patient\",\"x\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            parse_json(deep.as_bytes()),
+            Err(FormatError::Syntax(_))
+        ));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum ApiError {
     InEntry(usize, Box<ApiError>),
     #[error("The request headers are too large: {0} bytes, at most {1} are accepted")]
     HeadersTooLarge(usize, usize),
+    #[error("The request body did not arrive within {0} s; send it whole, faster")]
+    BodyTimeout(u64),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -261,6 +263,9 @@ impl ApiError {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 one("too-costly", "INVALID_VALUE"),
             ),
+            ApiError::BodyTimeout(_) => {
+                (StatusCode::REQUEST_TIMEOUT, one("timeout", "INVALID_VALUE"))
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, one("login", "NO_ACCESS")),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, one("forbidden", "FORBIDDEN")),
             ApiError::TooManyRequests(_) => (

@@ -43,6 +43,44 @@ impl actix_web::ResponseError for Panicked {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Gives the request body a deadline: a sender that has not finished by then (slow-loris) gets
+/// its stream cut with an error, and the flag says so.
+fn deadline_on_body(
+    req: ServiceRequest,
+    limit: std::time::Duration,
+) -> (ServiceRequest, std::rc::Rc<std::cell::Cell<bool>>) {
+    use actix_web::dev::Payload;
+    use actix_web::error::PayloadError;
+    use futures_util::StreamExt;
+    let flag = std::rc::Rc::new(std::cell::Cell::new(false));
+    let (http, payload) = req.into_parts();
+    let deadline = actix_web::rt::time::Instant::now() + limit;
+    let seen = flag.clone();
+    let stream = futures_util::stream::unfold(Some(payload), move |state| {
+        let seen = seen.clone();
+        async move {
+            let mut p = state?;
+            let left = deadline.saturating_duration_since(actix_web::rt::time::Instant::now());
+            match actix_web::rt::time::timeout(left, p.next()).await {
+                Ok(Some(item)) => Some((item, Some(p))),
+                Ok(None) => None,
+                Err(_) => {
+                    seen.set(true);
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request body did not arrive in time",
+                    );
+                    Some((Err(PayloadError::Io(e)), None))
+                }
+            }
+        }
+    });
+    let boxed: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<actix_web::web::Bytes, PayloadError>>>,
+    > = Box::pin(stream);
+    (ServiceRequest::from_parts(http, Payload::from(boxed)), flag)
+}
+
 pub const REQUEST_ID: &str = "x-request-id";
 pub const CORRELATION_ID: &str = "x-correlation-id";
 
@@ -106,6 +144,12 @@ pub async fn envelope(
         .as_ref()
         .map(|s| s.settings.max_header_bytes)
         .unwrap_or(usize::MAX);
+    let body_timeout = state
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(30), |s| {
+            std::time::Duration::from_secs(s.settings.body_timeout_secs)
+        });
+    let (req, timed_out) = deadline_on_body(req, body_timeout);
     let res: ServiceResponse<BoxBody> = if header_bytes > max_header_bytes {
         let e = super::ApiError::HeadersTooLarge(header_bytes, max_header_bytes);
         let resp = actix_web::ResponseError::error_response(&e);
@@ -126,6 +170,18 @@ pub async fn envelope(
         }
     };
 
+    // A body that did not arrive in time (a slow or stalled sender): 408, whatever the
+    // extractor made of the cut-off stream.
+    let res = if timed_out.get() {
+        let e = super::ApiError::BodyTimeout(body_timeout.as_secs());
+        let (http, _) = res.into_parts();
+        let mut resp = actix_web::ResponseError::error_response(&e);
+        resp.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        ServiceResponse::new(http, resp)
+    } else {
+        res
+    };
     let status = res.status();
     if (status.is_client_error() || status.is_server_error()) && audited_path(&path) {
         if let Some(state) = state {

@@ -463,3 +463,180 @@ async fn audit_count(a: &TestApp) -> Value {
     .json()["total"]
         .clone()
 }
+
+/// Sends raw bytes on a new connection, `pace` apart when given, and returns what the server
+/// answered (its status line) and when.
+fn raw_exchange(addr: &str, head: &str, body: &[u8], pace: Option<Duration>) -> (String, Duration) {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(head.as_bytes()).expect("head");
+    match pace {
+        None => {
+            let _ = s.write_all(body);
+        }
+        Some(gap) => {
+            for b in body {
+                if s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(gap);
+            }
+        }
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    (
+        text.lines().next().unwrap_or_default().to_owned(),
+        t.elapsed(),
+    )
+}
+
+#[actix_web::test]
+async fn hostile_payloads_are_refused_cleanly_and_the_server_stays_responsive() {
+    let app = spawn_configured(ers_api::config::Settings {
+        seed: ers_api::config::SeedMode::None,
+        rate_limit_per_sec: 0,
+        body_timeout_secs: 2,
+        ..ers_api::config::Settings::default()
+    })
+    .await;
+    let post = |body: Vec<u8>, ct: &'static str| {
+        let app = &app;
+        async move {
+            app.send(
+                app.req("POST", "Patient")
+                    .insert_header(("Content-Type", ct)),
+                Some(body),
+            )
+            .await
+        }
+    };
+    const JSON: &str = "application/fhir+json";
+    // Deeply nested JSON.
+    let deep = format!(
+        r#"{{"resourceType":"Patient","extension":{}1{}}}"#,
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let d = post(deep.into_bytes(), JSON)
+        .await
+        .assert_outcome(400, "structure");
+    assert!(d.contains("recursion limit"), "{d}");
+    // A key given twice.
+    let d = post(
+        br#"{"resourceType":"Patient","gender":"male","gender":"female"}"#.to_vec(),
+        JSON,
+    )
+    .await
+    .assert_outcome(400, "structure");
+    assert!(d.contains("'gender' appears twice"), "{d}");
+    // Invalid UTF-8.
+    let mut bad = br#"{"resourceType":"Patient","name":[{"family":""#.to_vec();
+    bad.extend_from_slice(&[0xff, 0xfe, 0x80]);
+    bad.extend_from_slice(br#""}]}"#);
+    post(bad.clone(), JSON)
+        .await
+        .assert_outcome(400, "structure");
+    post(bad, "application/fhir+xml")
+        .await
+        .assert_outcome(400, "structure");
+    // Numbers out of range.
+    for n in ["1e400", "99999999999999999999999", "-3000000000"] {
+        let r = post(
+            format!(r#"{{"resourceType":"Patient","multipleBirthInteger":{n}}}"#).into_bytes(),
+            JSON,
+        )
+        .await;
+        assert!(
+            r.status == 400 || r.status == 422,
+            "{n}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    // Wrong content types.
+    post(br#"{"resourceType":"Patient"}"#.to_vec(), "text/plain")
+        .await
+        .assert_outcome(415, "not-supported");
+    post(
+        br#"{"resourceType":"Patient"}"#.to_vec(),
+        "application/x-www-form-urlencoded",
+    )
+    .await
+    .assert_outcome(415, "not-supported");
+    // A huge array and a huge string, inside the body limit: answered, never a server error.
+    let many: Vec<Value> = (0..20_000)
+        .map(|i| json!({"system": "https://example.org/ids", "value": format!("id-{i}")}))
+        .collect();
+    let r = post(
+        json!({"resourceType": "Patient", "identifier": many})
+            .to_string()
+            .into_bytes(),
+        JSON,
+    )
+    .await;
+    assert!(r.status.as_u16() < 500, "{} {}", r.status, r.text());
+    let r = post(
+        json!({"resourceType": "Patient", "name": [{"family": "x".repeat(4_000_000)}]})
+            .to_string()
+            .into_bytes(),
+        JSON,
+    )
+    .await;
+    assert!(r.status.as_u16() < 500, "{} {}", r.status, r.text());
+
+    // Slow-loris: a body trickling in is cut off with 408, while others are served at once.
+    let addr = app.root.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /FHIR/R4/Patient HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n{BF}: REFERRING_CLINICIAN\r\n{ODS}: R69\r\nContent-Type: application/fhir+json\r\nContent-Length: 200\r\n\r\n",
+        app.token
+    );
+    let body = format!(
+        "{{\"resourceType\":\"Patient\",\"gender\":\"male\"{}}}",
+        " ".repeat(160)
+    );
+    let slow = {
+        let (addr, head) = (addr.clone(), head.clone());
+        std::thread::spawn(move || {
+            raw_exchange(
+                &addr,
+                &head,
+                body.as_bytes(),
+                Some(Duration::from_millis(200)),
+            )
+        })
+    };
+    // Many idle connections at once.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    assert_eq!(idle.len(), 300);
+    let t = Instant::now();
+    let r = app.get("metadata").await;
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let (status, took) = actix_web::rt::task::spawn_blocking(move || slow.join().expect("join"))
+        .await
+        .expect("slow sender");
+    assert!(status.contains("408"), "{status}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    drop(idle);
+    // Still answering, and nothing was stored by the slow sender.
+    let r = app.get("metadata").await;
+    assert_eq!(r.status, 200);
+    let n = app.search("Patient?gender=male&_summary=count").await["total"].clone();
+    assert_eq!(n, 0);
+}
