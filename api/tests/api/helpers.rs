@@ -322,6 +322,18 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Waits up to `limit` for the process to end by itself; its exit status if it did.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL: the process ends at once, mid-request, with no chance to clean up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

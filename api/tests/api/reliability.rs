@@ -640,3 +640,47 @@ async fn hostile_payloads_are_refused_cleanly_and_the_server_stays_responsive() 
     let n = app.search("Patient?gender=male&_summary=count").await["total"].clone();
     assert_eq!(n, 0);
 }
+
+#[actix_web::test]
+async fn sigterm_finishes_in_flight_requests_then_stops() {
+    let app = spawn_with(ers_api::config::SeedMode::None).await;
+    let mut server = ServerProcess::start(&app.database_url).await;
+    let addr = server.app.root.trim_start_matches("http://").to_owned();
+    // A create whose body takes about two seconds to arrive: in flight when SIGTERM comes.
+    let body = patient(NHS[2], "Term", "Inal", "1980-01-01", "female").to_string();
+    let head = format!(
+        "POST /FHIR/R4/Patient HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n{BF}: REFERRING_CLINICIAN\r\n{ODS}: R69\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
+        server.app.token,
+        body.len()
+    );
+    let gap = Duration::from_millis(2000 / body.len() as u64 + 1);
+    let in_flight = {
+        let addr = addr.clone();
+        std::thread::spawn(move || raw_exchange(&addr, &head, body.as_bytes(), Some(gap)))
+    };
+    actix_web::rt::time::sleep(Duration::from_millis(600)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // No new connections once it is stopping.
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    let (status, _) = actix_web::rt::task::spawn_blocking(move || in_flight.join().expect("join"))
+        .await
+        .expect("in flight");
+    assert!(status.contains("201"), "the in-flight create: {status}");
+    let exit = server.wait_for_exit(Duration::from_secs(20));
+    assert!(exit.is_some_and(|s| s.success()), "exit: {exit:?}");
+    // The write it finished is there.
+    assert_eq!(
+        app.search(&format!(
+            "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}&_summary=count",
+            NHS[2]
+        ))
+        .await["total"],
+        1
+    );
+}
