@@ -270,6 +270,11 @@ fn primitive_ok(t: &str, v: &Value) -> Result<(), String> {
             let s = s()?;
             if s.trim().is_empty() {
                 Err("must not be empty or only whitespace".into())
+            } else if s.len() > 1024 * 1024 {
+                Err(format!(
+                    "is {} bytes long; a FHIR string may be at most 1 MB",
+                    s.len()
+                ))
             } else {
                 Ok(())
             }

@@ -7,6 +7,24 @@ use unicode_normalization::UnicodeNormalization;
 use super::datetime;
 use super::registry::{Checked, ParamKind, ResourceDef};
 
+/// The longest indexed value, in bytes: a PostgreSQL B-tree entry must stay under about 2.7 kB,
+/// and a longer value could not be stored at all. Longer values are indexed by their first
+/// bytes, and searches compare the same prefix (so a search for a longer value can match one
+/// that differs only after it).
+pub const MAX_INDEXED_BYTES: usize = 1000;
+
+/// A value cut to `MAX_INDEXED_BYTES` at a character boundary.
+pub fn cap(s: &str) -> &str {
+    if s.len() <= MAX_INDEXED_BYTES {
+        return s;
+    }
+    let mut end = MAX_INDEXED_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Case-, accent- and space-insensitive form of a string, for string search.
 pub fn normalise(s: &str) -> String {
     let folded: String = s
@@ -142,8 +160,8 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
                         out.tokens
                             .extend(found.into_iter().map(|(system, code)| TokenEntry {
                                 param: p.name.to_owned(),
-                                system,
-                                code,
+                                system: cap(&system).to_owned(),
+                                code: cap(&code).to_owned(),
                             }));
                     }
                     ParamKind::String => {
@@ -153,8 +171,8 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
                             .extend(found.into_iter().filter(|s| !s.trim().is_empty()).map(|s| {
                                 StringEntry {
                                     param: p.name.to_owned(),
-                                    norm: normalise(&s),
-                                    exact: s,
+                                    norm: cap(&normalise(&s)).to_owned(),
+                                    exact: cap(&s).to_owned(),
                                 }
                             }));
                     }

@@ -774,12 +774,12 @@ fn criterion(
                 .iter()
                 .map(|v| match v.split_once('|') {
                     Some((s, c)) => TokenMatch {
-                        system: Some(s.to_owned()),
-                        code: (!c.is_empty()).then(|| c.to_owned()),
+                        system: Some(super::index::cap(s).to_owned()),
+                        code: (!c.is_empty()).then(|| super::index::cap(c).to_owned()),
                     },
                     None => TokenMatch {
                         system: None,
-                        code: Some(v.clone()),
+                        code: Some(super::index::cap(v).to_owned()),
                     },
                 })
                 .collect();
@@ -813,9 +813,11 @@ fn criterion(
             let any_of = values
                 .iter()
                 .map(|v| match modifier {
-                    None => Ok(StringMatch::StartsWith(normalise(v))),
+                    None => Ok(StringMatch::StartsWith(
+                        super::index::cap(&normalise(v)).to_owned(),
+                    )),
                     Some("contains") => Ok(StringMatch::Contains(normalise(v))),
-                    Some("exact") => Ok(StringMatch::Exact(v.clone())),
+                    Some("exact") => Ok(StringMatch::Exact(super::index::cap(v).to_owned())),
                     Some(m) => Err(bad(name, format!("modifier ':{m}' is not supported on a string parameter (use :exact, :contains or :missing)"))),
                 })
                 .collect::<Result<_, _>>()?;
