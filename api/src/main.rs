@@ -283,7 +283,26 @@ fn import(settings: &Settings, args: &[String]) -> Result<(), String> {
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // ERS_LOG_FORMAT=json: one JSON object a line (time, level, target, message), for a log
+    // collector; access lines carry request_id and correlation_id in the message.
+    if std::env::var("ERS_LOG_FORMAT").as_deref() == Ok("json") {
+        logger.format(|buf, record| {
+            use std::io::Write;
+            writeln!(
+                buf,
+                "{}",
+                serde_json::json!({
+                    "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "level": record.level().as_str(),
+                    "target": record.target(),
+                    "message": record.args().to_string(),
+                })
+            )
+        });
+    }
+    logger.init();
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {

@@ -197,9 +197,17 @@ pub fn build_pool_with(
 /// Applies every pending migration for the connection's backend; returns how many ran.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, StorageError> {
     let applied = match conn {
-        DbConnection::Postgresql(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+        DbConnection::Postgresql(c) => {
+            // Instances starting together take turns: the first applies what is pending, the
+            // others then find nothing to do (a session-level advisory lock, released below
+            // or when the connection closes).
+            c.batch_execute("SELECT pg_advisory_lock(7243110001)")?;
+            let applied = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len());
+            c.batch_execute("SELECT pg_advisory_unlock(7243110001)")?;
+            applied
+        }
         DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
     };
     applied.map_err(|e| StorageError::Migration(e.to_string()))
