@@ -5,6 +5,7 @@
 //! structure strictly against the R4 model (unknown elements, wrong JSON types, missing required
 //! elements, wrong `resourceType`) and returns the canonical JSON (elements in FHIR order).
 
+pub mod fuzzing;
 pub mod validate;
 
 use fhirbolt::model::r4::Resource;

@@ -67,6 +67,20 @@ fn bad(param: &str, msg: impl std::fmt::Display) -> Issue {
 /// Parameters that shape results rather than select them (handled by other layers).
 const RESULT_PARAMS: &[&str] = &["_format", "_pretty"];
 
+/// Fuzz entry point (`fhir-profiles/fuzz`, target `search`) and corpus replay: the first byte
+/// picks a hosted type, the rest is a query string; parsing it must never panic.
+pub fn fuzz_query(data: &[u8]) {
+    let Some((first, rest)) = data.split_first() else {
+        return;
+    };
+    let def = &super::registry::RESOURCES[usize::from(*first) % super::registry::RESOURCES.len()];
+    let text = String::from_utf8_lossy(rest);
+    if let Ok(params) = serde_urlencoded::from_str::<Vec<(String, String)>>(&text) {
+        let _ = parse(def, &params, true);
+        let _ = parse(def, &params, false);
+    }
+}
+
 /// Parses `params` (query string and form body, in order) for a search of `def`.
 pub fn parse(
     def: &'static ResourceDef,
@@ -906,6 +920,19 @@ fn date_match(name: &str, v: &str) -> Result<DateMatch, Issue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The search corpus of `fhir-profiles/fuzz` replays without a panic.
+    #[test]
+    fn the_fuzz_corpus_replays_without_a_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fhir-profiles/fuzz/corpus/search");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).expect("corpus folder").flatten() {
+            fuzz_query(&std::fs::read(e.path()).expect("corpus file"));
+            n += 1;
+        }
+        assert!(n >= 5, "{n} inputs");
+    }
 
     fn patient() -> &'static ResourceDef {
         registry::find("Patient").expect("registered")
