@@ -104,6 +104,18 @@ pub fn ping(conn: &mut DbConnection) -> QResult<()> {
     Ok(())
 }
 
+/// Whether the database can take writes now: `ping`, and on SQLite the write lock taken and
+/// given back at once (a file locked by another process reads fine but refuses every write).
+pub fn ready(conn: &mut DbConnection) -> QResult<()> {
+    ping(conn)?;
+    if let DbConnection::Sqlite(c) = conn {
+        use diesel::connection::SimpleConnection;
+        c.batch_execute("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(crate::StorageError::Query)?;
+    }
+    Ok(())
+}
+
 /// The current row of a resource, deleted or not.
 pub fn get_current(
     conn: &mut DbConnection,

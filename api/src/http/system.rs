@@ -31,7 +31,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     let backend = state.backend;
     let checked = web::block(move || -> Result<(), String> {
         let mut c = pool.get().map_err(|e| e.to_string())?;
-        ers_schema::store::ping(&mut c).map_err(|e| e.to_string())
+        ers_schema::store::ready(&mut c).map_err(|e| e.to_string())
     })
     .await;
     match checked {
