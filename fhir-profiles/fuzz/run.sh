@@ -17,10 +17,18 @@ TARGETS=("$@")
 export CARGO_TARGET_DIR="${ERS_FUZZ_TARGET_DIR:-/var/tmp/ers-fuzz-target}"
 for t in "${TARGETS[@]}"; do
     echo "== fuzz $t for ${SECONDS_EACH}s"
+    LOG="$CARGO_TARGET_DIR/fuzz-$t.log"
+    set +e
     cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
-        -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+.*(DONE|pulse)|stat::|==|SUMMARY|Done)" || true
-    if ls "fuzz/artifacts/$t"/crash-* >/dev/null 2>&1; then
+        -print_final_stats=1 >"$LOG" 2>&1
+    STATUS=$?
+    set -e
+    grep -E "^(Done|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))|SUMMARY|panicked" "$LOG" || true
+    # Keep the corpus small: only inputs that add coverage.
+    cargo +nightly fuzz cmin "$t" "fuzz/corpus/$t" >/dev/null 2>&1 || true
+    echo "corpus $t: $(ls "fuzz/corpus/$t" | wc -l) inputs; full log $LOG"
+    if [ "$STATUS" -ne 0 ] || ls "fuzz/artifacts/$t"/crash-* >/dev/null 2>&1; then
         echo "fuzz $t: crashes in fuzz/artifacts/$t" >&2
         exit 1
     fi

@@ -346,7 +346,10 @@ fn chrono_like_time(s: &str) -> bool {
             .and_then(|d| d.parse::<u8>().ok())
             .is_some_and(|n| n <= max)
     };
-    two(0, 23)
+    // Length first: `b[2]` of a two-byte clock (a dateTime such as 2020-01-01T1Z) would panic
+    // (found by cargo-fuzz, kept in fuzz/corpus/validator).
+    b.len() >= 8
+        && two(0, 23)
         && b[2] == b':'
         && two(3, 59)
         && b[5] == b':'
@@ -1417,6 +1420,22 @@ mod tests {
             .filter(|f| f.severity == Severity::Error)
             .map(|f| format!("{}: {}", f.expression, f.message))
             .collect()
+    }
+
+    #[test]
+    fn short_clocks_are_invalid_not_a_panic() {
+        for bad in [
+            "2020-01-01T1Z",
+            "2020-01-01T12Z",
+            "2020-01-01T12:3+01:00",
+            "2020-01-01T+01:00",
+        ] {
+            let e = errors(json!({"resourceType": "Patient", "deceasedDateTime": bad}));
+            assert!(
+                e.iter().any(|x| x.starts_with("Patient.deceasedDateTime")),
+                "{bad}: {e:?}"
+            );
+        }
     }
 
     #[test]
