@@ -66,6 +66,36 @@ pub(crate) async fn free_slots(w: &World, service: &str, priority: &str) -> Vec<
         .collect()
 }
 
+/// Creates a Directory of Services resource at the clinic's organisation, as its service definer;
+/// returns its id.
+pub(crate) async fn define(w: &World, c: &Clinic, res_type: &str, body: Value) -> String {
+    let definer = sign(&claims(
+        "555031998110",
+        &[("SERVICE_DEFINER", c.ods.as_str())],
+    ));
+    let r = w
+        .send_as(
+            (&definer, "SERVICE_DEFINER", &c.ods),
+            "POST",
+            res_type,
+            None,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// A free 30-minute ROUTINE slot of a schedule at 10:00 UTC, `days` from today.
+pub(crate) fn routine_slot(schedule: &str, days: i64) -> Value {
+    let start = (chrono::Utc::now() + chrono::Duration::days(days))
+        .format("%Y-%m-%dT10:00:00Z")
+        .to_string();
+    json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{schedule}")}, "status": "free",
+        "start": start, "end": start.replace("T10:00", "T10:30"),
+        "appointmentType": {"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}]}})
+}
+
 pub(crate) fn appointment(referral_id: &str, slot: &str) -> Value {
     json!({
         "resourceType": "Appointment",
@@ -615,50 +645,22 @@ async fn named_clinician_past_slots_and_cancelled_referrals() {
     let w = world().await;
     let c = clinic(&w, "11000").await;
     // A clinician's schedule at the service with two slots: one tomorrow, one yesterday.
-    let definer = sign(&claims(
-        "555031998110",
-        &[("SERVICE_DEFINER", c.ods.as_str())],
-    ));
     let practitioner = w.app.search("Practitioner?_count=1").await["entry"][0]["resource"]["id"]
         .as_str()
         .expect("practitioner")
         .to_owned();
-    let w = &w;
-    let create = |t: &'static str, body: Value| {
-        let definer = definer.clone();
-        let ods = c.ods.clone();
-        async move {
-            let r = w
-                .send_as(
-                    (&definer, "SERVICE_DEFINER", &ods),
-                    "POST",
-                    t,
-                    None,
-                    Some(&body),
-                )
-                .await;
-            assert_eq!(r.status, 201, "{}", r.text());
-            r.json()["id"].as_str().expect("id").to_owned()
-        }
-    };
-    let schedule = create(
+    let schedule = define(
+        &w,
+        &c,
         "Schedule",
         json!({"resourceType": "Schedule", "active": true, "actor": [
             {"reference": format!("HealthcareService/{}", c.service)},
             {"reference": format!("Practitioner/{practitioner}")}]}),
     )
     .await;
-    let at = |days: i64| {
-        (chrono::Utc::now() + chrono::Duration::days(days))
-            .format("%Y-%m-%dT10:00:00Z")
-            .to_string()
-    };
-    let slot = |start: String| {
-        json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{schedule}")}, "status": "free", "start": start, "end": start.replace("T10:00", "T10:30"),
-        "appointmentType": {"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}]}})
-    };
-    let named = create("Slot", slot(at(1))).await;
-    let past = create("Slot", slot(at(-1))).await;
+    let w = &w;
+    let named = define(w, &c, "Slot", routine_slot(&schedule, 1)).await;
+    let past = define(w, &c, "Slot", routine_slot(&schedule, -1)).await;
     let id = w.new_referral(&[&c.service], "ROUTINE").await;
 
     let d = w

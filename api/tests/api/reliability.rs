@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::booking::{appointment, clinic, free_slots};
+use crate::booking::{appointment, clinic, define, free_slots, routine_slot};
 use crate::helpers::*;
 use crate::referrals::{referral, state, world};
 use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -25,37 +25,15 @@ async fn a_killed_server_loses_no_acknowledged_write() {
     let w = world().await;
     let c = clinic(&w, "11000").await;
     // A schedule of 60 routine slots at the service, one a day.
-    let definer = sign(&claims(
-        "555031998110",
-        &[("SERVICE_DEFINER", c.ods.as_str())],
-    ));
-    let create = |t: &'static str, body: Value| {
-        let (w, definer, ods) = (&w, definer.clone(), c.ods.clone());
-        async move {
-            let r = w
-                .send_as(
-                    (&definer, "SERVICE_DEFINER", &ods),
-                    "POST",
-                    t,
-                    None,
-                    Some(&body),
-                )
-                .await;
-            assert_eq!(r.status, 201, "{}", r.text());
-            r.json()["id"].as_str().expect("id").to_owned()
-        }
-    };
-    let schedule = create(
+    let schedule = define(
+        &w,
+        &c,
         "Schedule",
         json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", c.service)}]}),
     )
     .await;
     for day in 1..=60 {
-        let start = (chrono::Utc::now() + chrono::Duration::days(day))
-            .format("%Y-%m-%dT07:00:00Z")
-            .to_string();
-        create("Slot", json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{schedule}")}, "status": "free", "start": start, "end": start.replace("T07:00", "T07:30"),
-            "appointmentType": {"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}]}})).await;
+        define(&w, &c, "Slot", routine_slot(&schedule, day)).await;
     }
     let slots: Vec<String> = free_slots(&w, &c.service, "ROUTINE")
         .await
