@@ -5,7 +5,7 @@
 #
 #   conformance-tests/fuzz/api.sh [MAX_EXAMPLES_PER_OPERATION] [SEED]
 #
-# Starts its own server (release build if present, else debug) on a fresh SQLite sandbox, or
+# Starts its own server (the debug build) on a fresh SQLite sandbox, or
 # uses ERS_DATABASE_URL. Reports go to $CARGO_TARGET_DIR/fuzz-api/ (JUnit XML, NDJSON events);
 # the last long run is recorded in docs/BENCHMARKS.md ("API fuzzing").
 set -euo pipefail
@@ -19,9 +19,9 @@ rm -f "$OUT"/*.ndjson "$OUT"/*.xml
 if ! command -v schemathesis >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
-BIN="$CARGO_TARGET_DIR/release/ers-server"
-[ -x "$BIN" ] || BIN="$CARGO_TARGET_DIR/debug/ers-server"
-[ -x "$BIN" ] || { cargo build --bin ers-server --locked; BIN="$CARGO_TARGET_DIR/debug/ers-server"; }
+# The debug build of this checkout (debug assertions on; cargo does nothing if it is current).
+cargo build --bin ers-server --locked --quiet
+BIN="$CARGO_TARGET_DIR/debug/ers-server"
 PORT="${ERS_FUZZ_PORT:-18490}"
 DB="${ERS_DATABASE_URL:-sqlite://$(mktemp -d)/fuzz.db}"
 ERS_DATABASE_URL="$DB" ERS_BIND="127.0.0.1:$PORT" ERS_SEED=sandbox ERS_RATE_LIMIT_PER_SEC=0 \
