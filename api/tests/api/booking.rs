@@ -1008,21 +1008,7 @@ async fn an_indirectly_bookable_service_is_booked_with_its_times() {
         .to_string()
         .replace("DIRECTLY_BOOKABLE", "INDIRECTLY_BOOKABLE");
     let svc: Value = serde_json::from_str(&text).expect("json");
-    let definer = sign(&claims(
-        "555031998110",
-        &[("SERVICE_DEFINER", c.ods.as_str())],
-    ));
-    let r = w
-        .send_as(
-            (&definer, "SERVICE_DEFINER", &c.ods),
-            "POST",
-            "HealthcareService",
-            None,
-            Some(&svc),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let ibs = r.json()["id"].as_str().expect("id").to_owned();
+    let ibs = define(&w, &c, "HealthcareService", svc).await;
     let id = w.new_referral(&[&ibs, &c.service], "ROUTINE").await;
     let at = |days: i64, h: u32| {
         (chrono::Utc::now() + chrono::Duration::days(days))

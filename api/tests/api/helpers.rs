@@ -318,8 +318,11 @@ impl ServerProcess {
 }
 
 impl ServerProcess {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Sends a signal (`KILL`, `TERM`…) without waiting for the process to end.
+    pub fn signal(&self, name: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status();
     }
 
     /// Waits up to `limit` for the process to end by itself; its exit status if it did.

@@ -90,7 +90,7 @@ async fn a_killed_server_loses_no_acknowledged_write() {
     let killer = async {
         // Let the writes get going, then SIGKILL the server in the middle of them.
         actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
-        server_kill(&server);
+        server.signal("KILL");
     };
     let (acks, ()) = futures_util::future::join(
         futures_util::future::join_all((0..clients).map(client)),
@@ -185,13 +185,6 @@ async fn a_killed_server_loses_no_acknowledged_write() {
             assert_eq!(status, "free", "slot {slot} is busy with no appointment");
         }
     }
-}
-
-fn server_kill(server: &ServerProcess) {
-    // SIGKILL by pid: the process keeps its sockets open until the kernel ends it.
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &server.pid().to_string()])
-        .status();
 }
 
 /// Times a request, for the outage checks: (status, elapsed).
@@ -707,9 +700,7 @@ async fn sigterm_finishes_in_flight_requests_then_stops() {
         std::thread::spawn(move || raw_exchange(&addr, &head, body.as_bytes(), Some(gap)))
     };
     actix_web::rt::time::sleep(Duration::from_millis(600)).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status();
+    server.signal("TERM");
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     // No new connections once it is stopping.
     assert!(
