@@ -47,6 +47,10 @@ pub fn prepare_database(settings: &Settings) -> Result<(DbPool, &'static str), S
     let applied = ers_schema::run_migrations(&mut conn)?;
     let backend = conn.backend_name();
     log::info!("database: {backend}, {applied} migration(s) applied");
+    let listed = crate::service::reporting::backfill_worklists(&mut conn)?;
+    if listed > 0 {
+        log::info!("worklists: {listed} existing referrals and A&G requests listed");
+    }
     Ok((pool, backend))
 }
 

@@ -5,7 +5,8 @@
 # patients (one per four referrals) and appointments (about 60 %), and a release server. Then:
 #   1. an analyst streams the active-referrals CSV (every active referral: no filter);
 #   2. the referring organisation (R69, party to every generated referral) runs a FHIR Bulk
-#      Data $export of all its ServiceRequests: kick-off to manifest, then every file fetched.
+#      Data $export of all its ServiceRequests: kick-off to manifest, then every file fetched;
+#   3. R69's worklists, paged by 8 clients for 30 s (a line in docs/benchmarks/referrals.jsonl).
 # Each is run twice: the first reads a database the generator has just written (partly cold),
 # the second a warm one. The server's memory is sampled every 100 ms throughout: VmRSS, and
 # RssAnon (what the server allocates; the rest of VmRSS on SQLite is its memory-mapped database
@@ -99,9 +100,16 @@ export_run() {
 }
 export_run; EXPORT1_SECS=$EXPORT_SECS; EXPORT1_RATE=$RATE
 export_run
-DB_SIZE=$(case "$BACKEND" in sqlite) du -m "$DB_FILE" | cut -f1 ;; postgres) psql "$PG_ADMIN_URL" -Atc "SELECT pg_database_size('ers_bench_reports') / 1048576" ;; esac)
 
 MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+# 3. Worklists over the same referrals (issue: referrals): R69's clinician pages its
+#    AWAITING_BOOKING list (most of the million) and its REJECTED_TRIAGE_RESPONSE list, 8 clients.
+"$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario worklist \
+    --sandbox-user 021600556514 --clients 8 --seconds 30 --warmup 5 \
+    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ) referrals=$REFERRALS" \
+    --json docs/benchmarks/referrals.jsonl
+DB_SIZE=$(case "$BACKEND" in sqlite) du -m "$DB_FILE" | cut -f1 ;; postgres) psql "$PG_ADMIN_URL" -Atc "SELECT pg_database_size('ers_bench_reports') / 1048576" ;; esac)
+
 mkdir -p docs/benchmarks
 LINE=$(printf '{"label":"%s commit=%s machine=[%s] %s","referrals":%s,"generate_secs":%.0f,"database_mb":%s,"idle_rss_mb":%s,"csv_rows":%s,"csv_bytes":%s,"csv_first_secs":%s,"csv_first_max_rss_mb":%s,"csv_first_max_anon_mb":%s,"csv_secs":%s,"csv_max_rss_mb":%s,"csv_max_anon_mb":%s,"export_resources":%s,"export_first_secs":%s,"export_first_per_sec":%s,"export_secs":%s,"export_per_sec":%s,"export_download_secs":%s,"export_downloaded":%s,"export_max_rss_mb":%s,"export_max_anon_mb":%s}' \
   "$BACKEND" "$(git rev-parse --short HEAD)" "$MACHINE" "$(date -u +%FT%TZ)" "$REFERRALS" "$GEN_SECS" "$DB_SIZE" "$IDLE_RSS" \

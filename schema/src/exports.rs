@@ -133,10 +133,12 @@ pub fn files(conn: &mut DbConnection, job_id: &str) -> QResult<Vec<FileMeta>> {
         .collect())
 }
 
+/// Stores one file's bytes, in `encoding` (`gzip` or `identity`).
 pub fn add_file(
     conn: &mut DbConnection,
     job_id: &str,
     file: &FileMeta,
+    encoding: &str,
     data: &[u8],
 ) -> QResult<()> {
     diesel::insert_into(export_files::table)
@@ -146,20 +148,29 @@ pub fn add_file(
             export_files::res_type.eq(&file.res_type),
             export_files::count.eq(file.count),
             export_files::data.eq(data),
+            export_files::encoding.eq(encoding),
         ))
         .execute(conn)
         .map(|_| ())
 }
 
-/// One file's type and bytes.
-pub fn file(
-    conn: &mut DbConnection,
-    job_id: &str,
-    part: i32,
-) -> QResult<Option<(String, Vec<u8>)>> {
+/// One stored file: its type, the encoding of its bytes, and the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct StoredFile {
+    pub res_type: String,
+    pub encoding: String,
+    pub data: Vec<u8>,
+}
+
+/// One file as stored.
+pub fn file(conn: &mut DbConnection, job_id: &str, part: i32) -> QResult<Option<StoredFile>> {
     export_files::table
         .find((job_id, part))
-        .select((export_files::res_type, export_files::data))
+        .select((
+            export_files::res_type,
+            export_files::encoding,
+            export_files::data,
+        ))
         .first(conn)
         .optional()
 }

@@ -25,6 +25,7 @@ pub mod rows;
 pub mod schema;
 pub mod search;
 pub mod store;
+pub mod worklists;
 
 pub use conn::{
     build_pool, build_pool_with, run_migrations, scanning, DatabaseUrl, DbConnection, DbPool,

@@ -301,5 +301,17 @@ diesel::table! {
         res_type -> Text,
         count -> BigInt,
         data -> Binary,
+        encoding -> Text,
+    }
+}
+
+diesel::table! {
+    worklist_entries (list, org, authored, referral_id) {
+        list -> Text,
+        org -> Text,
+        authored -> Timestamp,
+        referral_id -> Text,
+        service_id -> Nullable<Text>,
+        specialty -> Text,
     }
 }

@@ -56,6 +56,41 @@ fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
         .first(conn)?)
 }
 
+/// A named counter's value, if there is one.
+pub fn counter_value(conn: &mut DbConnection, name: &str) -> QResult<Option<i64>> {
+    Ok(counters::table
+        .filter(counters::name.eq(name))
+        .select(counters::value)
+        .first(conn)
+        .optional()?)
+}
+
+/// Sets a named counter (one-off markers, such as a finished backfill).
+pub fn set_counter(conn: &mut DbConnection, name: &str, value: i64) -> QResult<()> {
+    diesel::update(counters::table.filter(counters::name.eq(name)))
+        .set(counters::value.eq(value))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Live resources of a type with ids after `after`, in id order, at most `limit` (walks a
+/// whole type in pages).
+pub fn page_of_type(
+    conn: &mut DbConnection,
+    res_type: &str,
+    after: &str,
+    limit: i64,
+) -> QResult<Vec<ResourceRow>> {
+    Ok(resources::table
+        .filter(resources::res_type.eq(res_type))
+        .filter(resources::id.gt(after))
+        .filter(resources::deleted.eq(0))
+        .order_by(resources::id.asc())
+        .limit(limit)
+        .select(ResourceRow::as_select())
+        .load(conn)?)
+}
+
 /// Reserves `n` consecutive values of a named counter; returns the first (bulk loads).
 pub fn reserve_counter(conn: &mut DbConnection, name: &str, n: i64) -> QResult<i64> {
     let updated = diesel::update(counters::table.filter(counters::name.eq(name)))

@@ -752,13 +752,41 @@ impl Worklist {
         })
     }
 
-    /// What else puts a referral on the list, as a referral search parameter and value.
-    pub fn also(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Worklist::LettersOutstanding => Some(("letter", "OUTSTANDING")),
-            _ => None,
+    /// Whether the list holds only referrals whose letter is outstanding (in its states).
+    pub fn letter_outstanding_only(self) -> bool {
+        self == Worklist::LettersOutstanding
+    }
+
+    /// Whether an item is on this list (on its referrer's or its provider's side, as
+    /// `for_referrers` says).
+    pub fn holds(self, item: Listable) -> bool {
+        match (self.listed(), item) {
+            (
+                Listed::Referrals(states),
+                Listable::Referral {
+                    state,
+                    letter_outstanding,
+                },
+            ) => states.contains(&state) && (letter_outstanding || !self.letter_outstanding_only()),
+            (Listed::Advice(statuses), Listable::Advice(status)) => statuses.contains(&status),
+            _ => false,
         }
     }
+
+    /// Every list an item is on.
+    pub fn holding(item: Listable) -> impl Iterator<Item = Worklist> {
+        Self::ALL.into_iter().filter(move |w| w.holds(item))
+    }
+}
+
+/// What decides whether something is on a worklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listable {
+    Referral {
+        state: ReferralState,
+        letter_outstanding: bool,
+    },
+    Advice(AdviceStatus),
 }
 
 #[cfg(test)]
@@ -773,6 +801,34 @@ mod tests {
         referrer: false,
         provider: true,
     };
+
+    #[test]
+    fn lists_hold_their_states_and_letters_outstanding_only_where_asked() {
+        let item = |state, letter_outstanding| Listable::Referral {
+            state,
+            letter_outstanding,
+        };
+        let on = |i| Worklist::holding(i).collect::<Vec<_>>();
+        assert_eq!(
+            on(item(ReferralState::NotBooked, false)),
+            vec![Worklist::AwaitingBooking]
+        );
+        assert_eq!(
+            on(item(ReferralState::NotBooked, true)),
+            vec![Worklist::AwaitingBooking, Worklist::LettersOutstanding]
+        );
+        assert_eq!(
+            on(item(ReferralState::AwaitingTriage, false)),
+            vec![Worklist::ReferralsForReview]
+        );
+        assert!(on(item(ReferralState::CancelledReferral, true))
+            .iter()
+            .all(|w| *w == Worklist::AssessmentReturnedCancelledDna));
+        assert_eq!(
+            on(Listable::Advice(AdviceStatus::ProviderResponseRequired)),
+            vec![Worklist::AdviceRequests]
+        );
+    }
 
     #[test]
     fn codes_round_trip() {

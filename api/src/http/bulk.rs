@@ -224,12 +224,42 @@ pub async fn file(
     let (id, part) = path.into_inner();
     let d = draft(&req, Some(&caller));
     let pool = state.pool.clone();
-    let (_, data) = web::block(move || -> Result<_, ApiError> {
+    let gzip_ok = accepts_gzip(&req);
+    let (encoding, data) = web::block(move || -> Result<_, ApiError> {
         let mut c = pool.get()?;
-        Ok(exports::file(&mut c, &id, part, &caller, &d)?)
+        let f = exports::file(&mut c, &id, part, &caller, &d)?;
+        Ok(if f.encoding == exports::GZIP && gzip_ok {
+            (Some(exports::GZIP), f.data)
+        } else {
+            (None, exports::plain(f)?)
+        })
     })
     .await??;
-    Ok(HttpResponse::Ok().content_type(NDJSON).body(data))
+    let mut r = HttpResponse::Ok();
+    r.content_type(NDJSON);
+    if let Some(e) = encoding {
+        // Sent as stored; the compression middleware leaves an encoded body alone.
+        r.insert_header((actix_web::http::header::CONTENT_ENCODING, e));
+    }
+    Ok(r.body(data))
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip (named, or `*`, without `q=0`).
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(actix_web::http::header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 /// Runs export jobs on the server's runtime: looks for work every second, and drops expired

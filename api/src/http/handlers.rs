@@ -443,6 +443,16 @@ fn page_url(base: &str, t: &str, accepted: &[(String, String)], count: i64, offs
     format!("{base}/{t}?{qs}")
 }
 
+/// A search over one worklist (`$ers.worklist`) instead of the type's index: the operation's
+/// path and parameters (for the page links) and the list.
+pub(super) struct ListSearch {
+    pub path: String,
+    pub params: Vec<(String, String)>,
+    /// Search parameters the operation adds itself (not repeated in its links).
+    pub implied: Vec<(String, String)>,
+    pub list: ers_schema::worklists::ListFilter,
+}
+
 pub(super) async fn run_search(
     req: HttpRequest,
     def: &'static ResourceDef,
@@ -450,16 +460,56 @@ pub(super) async fn run_search(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
+    run_search_on(req, def, params, None, caller, state).await
+}
+
+/// A search of a type, or of one of its worklists (`list`): the same parameters, paging,
+/// includes, audit and Bundle.
+pub(super) async fn run_search_on(
+    req: HttpRequest,
+    def: &'static ResourceDef,
+    params: Vec<(String, String)>,
+    list: Option<ListSearch>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     authorise(def.name, Action::Search, &caller)?;
     let d = draft(&req, Some(&caller));
     let p = prefer(&req);
-    let parsed: SearchRequest = fsearch::parse(def, &params, p.strict).map_err(ApiError::Search)?;
+    let mut params = params;
+    if let Some(l) = &list {
+        params.extend(l.implied.iter().cloned());
+    }
+    let mut parsed: SearchRequest =
+        fsearch::parse(def, &params, p.strict).map_err(ApiError::Search)?;
     negotiate::response_format(&req)?;
     let mut request = parsed.clone();
     scope::restrict(def, &mut request.query.criteria, &caller);
+    let path = match &list {
+        Some(l) => {
+            let mut accepted = l.params.clone();
+            accepted.extend(
+                parsed
+                    .accepted
+                    .drain(..)
+                    .filter(|p| !l.implied.contains(p)),
+            );
+            parsed.accepted = accepted;
+            l.path.clone()
+        }
+        None => def.name.to_owned(),
+    };
     let mut c = conn(&state).await?;
     let result = web::block(move || -> Result<_, ApiError> {
-        let mut result = svc::search(&mut c, &request)?;
+        let mut result = match &list {
+            // A list holds only what its organisation may see; checked all the same.
+            Some(l) => {
+                let mut r = svc::search_list(&mut c, &request, &l.list)?;
+                scope::retain_visible(&mut c, &mut r.matches, &caller)?;
+                r
+            }
+            None => svc::search(&mut c, &request)?,
+        };
         scope::retain_visible(&mut c, &mut result.included, &caller)?;
         let touched: Vec<Touched> = result
             .matches
@@ -479,7 +529,7 @@ pub(super) async fn run_search(
     };
     let links = page_links(
         &base,
-        def.name,
+        &path,
         &parsed.accepted,
         count,
         offset,

@@ -351,8 +351,8 @@ pub async fn operation(
 /// for (the caller organisation's referrals, or those with its services, in the list's
 /// states), paged like any search; provider lists filter by `service` and `specialty`.
 pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Reply {
-    use crate::domain::referral::{Listed, Worklist};
-    use crate::fhir::resources::service_request::STATE_SYSTEM;
+    use crate::domain::referral::Worklist;
+    use crate::fhir::resources::healthcare_service::SPECIALTY_SYSTEM;
     let def = crate::fhir::registry::find("ServiceRequest")
         .ok_or_else(|| ApiError::Internal("ServiceRequest is not registered".into()))?;
     authorise(def.name, Action::Search, &caller)?;
@@ -360,7 +360,9 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
     let bad =
         |name: &str, msg: String| ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg)]);
     let mut list = None;
+    let mut listed: Vec<(String, String)> = Vec::new();
     let mut params: Vec<(String, String)> = Vec::new();
+    let (mut services, mut specialties) = (Vec::new(), Vec::new());
     for (k, v) in &query {
         match k.as_str() {
             "listType" => {
@@ -368,10 +370,31 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
                     bad("listType", format!("({v}) is not a worklist; expected one of: {}", Worklist::ALL.iter().map(|w| w.code()).collect::<Vec<_>>().join(", ")))
                 })?)
             }
-            "service" => params.push(("service".into(), v.clone())),
-            "specialty" => params.push(("specialty".into(), v.clone())),
-            "_count" | "_offset" | "_format" | "_total" => params.push((k.clone(), v.clone())),
-            other => return Err(bad(other, "is not a parameter of $ers.worklist; it takes listType, service, specialty (provider lists), _count, _offset".into())),
+            "service" => {
+                for s in v.split(',') {
+                    services.push(list_service(s).ok_or_else(|| bad("service", format!("({s}) is not a HealthcareService reference (HealthcareService/{{id}} or an id)")))?);
+                }
+            }
+            "specialty" => {
+                for s in v.split(',') {
+                    let code = match s.split_once('|') {
+                        Some((system, code)) if system == SPECIALTY_SYSTEM || system.is_empty() => code,
+                        Some((system, _)) => return Err(bad("specialty", format!("({s}): the system must be {SPECIALTY_SYSTEM}, not {system}"))),
+                        None => s,
+                    };
+                    if code.is_empty() {
+                        return Err(bad("specialty", format!("({s}) names no specialty code")));
+                    }
+                    specialties.push(code.to_owned());
+                }
+            }
+            "_count" | "_offset" | "_format" | "_total" | "_summary" => {
+                params.push((k.clone(), v.clone()))
+            }
+            other => return Err(bad(other, "is not a parameter of $ers.worklist; it takes listType, service, specialty (provider lists), _count, _offset, _total, _summary".into())),
+        }
+        if matches!(k.as_str(), "listType" | "service" | "specialty") {
+            listed.push((k.clone(), v.clone()));
         }
     }
     let list = list.ok_or_else(|| {
@@ -406,56 +429,34 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
             .with_expression("listType"),
         ])));
     }
-    if list.for_referrers()
-        && params
-            .iter()
-            .any(|(k, _)| k == "service" || k == "specialty")
-    {
-        return Err(bad("service", "filters only provider worklists".into()));
+    if list.for_referrers() && !(services.is_empty() && specialties.is_empty()) {
+        let name = if services.is_empty() {
+            "specialty"
+        } else {
+            "service"
+        };
+        return Err(bad(name, "filters only provider worklists".into()));
     }
-    let ods = caller.organisation.as_str().to_owned();
-    let mut c = conn(&state).await?;
-    let org = web::block(move || svc::organisation_id(&mut c, &ods)).await??;
-    // No organisation record: nothing can be on the caller's lists.
-    let org = org.unwrap_or_else(|| "unknown".into());
-    let (param, codes): (&str, Vec<String>) = match list.listed() {
-        Listed::Referrals(states) => (
-            "state",
-            states
-                .iter()
-                .map(|s| format!("{STATE_SYSTEM}|{}", s.code()))
-                .collect(),
-        ),
-        Listed::Advice(statuses) => (
-            "advice-status",
-            statuses
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{}|{}",
-                        crate::fhir::resources::advice::STATUS_SYSTEM,
-                        s.code()
-                    )
-                })
-                .collect(),
-        ),
+    let list = super::handlers::ListSearch {
+        path: "ServiceRequest/$ers.worklist".into(),
+        params: listed,
+        implied: vec![("_include".into(), "ServiceRequest:patient".into())],
+        list: ers_schema::worklists::ListFilter {
+            list: list.code().to_owned(),
+            org: caller.organisation.as_str().to_owned(),
+            services,
+            specialties,
+        },
     };
-    params.push((param.into(), codes.join(",")));
-    if let Some((name, value)) = list.also() {
-        params.push((name.into(), value.into()));
-    }
-    if list.for_referrers() {
-        params.push((
-            "requester.organization".into(),
-            format!("Organization/{org}"),
-        ));
-    } else {
-        params.push((
-            "service:HealthcareService.organization".into(),
-            format!("Organization/{org}"),
-        ));
-    }
-    params.push(("_sort".into(), "authored".into()));
-    params.push(("_include".into(), "ServiceRequest:patient".into()));
-    super::handlers::run_search(req, def, params, caller, state).await
+    super::handlers::run_search_on(req, def, params, Some(list), caller, state).await
+}
+
+/// A service named by a worklist's `service` filter: `HealthcareService/{id}`, a URL ending
+/// so, or an id.
+fn list_service(s: &str) -> Option<String> {
+    let id = match s.rsplit_once("HealthcareService/") {
+        Some((_, id)) => id,
+        None => s,
+    };
+    crate::fhir::is_valid_id(id).then(|| id.to_owned())
 }

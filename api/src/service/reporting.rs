@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDateTime, Utc};
 use ers_schema::reports::{self, AppointmentFacts, Facts, ReferralFacts, SlotFacts};
-use ers_schema::DbConnection;
+use ers_schema::{worklists, DbConnection};
 use serde_json::Value;
 
 use super::referral::{load_json, ods_behind};
@@ -69,45 +69,139 @@ impl Lookups {
     }
 }
 
-/// The reporting row of a resource version, if its type has one.
+/// What a resource version brings: its reporting row, if its type has one, and for referrals
+/// and A&G requests the worklist entries they are on.
 pub fn facts(
     c: &mut DbConnection,
     res_type: &str,
     id: &str,
     content: &Value,
     look: &mut Lookups,
-) -> Result<Option<Facts>> {
+) -> Result<(Option<Facts>, Vec<worklists::Entry>)> {
     Ok(match res_type {
         "ServiceRequest" => {
             let f = referral(c, id, content, look)?;
+            let entries = worklist_entries(c, &f, content, look)?;
             look.referrals.insert(id.to_owned(), f.clone());
-            Some(Facts::Referral(f))
+            (Some(Facts::Referral(f)), entries)
         }
-        "Appointment" => Some(Facts::Appointment(appointment(c, id, content, look)?)),
-        "Slot" => slot(c, id, content, look)?.map(Facts::Slot),
-        _ => None,
+        "Appointment" => (
+            Some(Facts::Appointment(appointment(c, id, content, look)?)),
+            Vec::new(),
+        ),
+        "Slot" => (slot(c, id, content, look)?.map(Facts::Slot), Vec::new()),
+        _ => (None, Vec::new()),
     })
 }
 
-/// Writes the reporting row of a stored version (or marks it deleted).
+/// Writes the reporting row and worklist entries of a stored version (or marks the row
+/// deleted and takes it off the lists). A `fresh` resource (its first version) is on no list
+/// yet.
 pub fn record(
     c: &mut DbConnection,
     res_type: &str,
     id: &str,
     content: &Value,
     deleted: bool,
+    fresh: bool,
 ) -> Result<()> {
     if !matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
         return Ok(());
     }
     if deleted {
         reports::mark_deleted(c, res_type, id)?;
+        if res_type == "ServiceRequest" {
+            worklists::remove(c, id)?;
+        }
         return Ok(());
     }
-    if let Some(f) = facts(c, res_type, id, content, &mut Lookups::default())? {
+    let (f, entries) = facts(c, res_type, id, content, &mut Lookups::default())?;
+    if let Some(f) = f {
         reports::save(c, &f)?;
     }
+    if res_type == "ServiceRequest" {
+        worklists::replace(c, id, &entries, fresh)?;
+    }
     Ok(())
+}
+
+/// The worklists a referral or A&G request is on: each list of its referrer's organisation,
+/// and of the organisation of the service it is with now (`service` search parameter).
+fn worklist_entries(
+    c: &mut DbConnection,
+    f: &ReferralFacts,
+    r: &Value,
+    look: &mut Lookups,
+) -> Result<Vec<worklists::Entry>> {
+    use crate::domain::referral::{Listable, Worklist};
+    let item = if f.kind == "advice" {
+        advice::status_of(r).map(Listable::Advice)
+    } else {
+        sr::state_of(r).map(|s| Listable::Referral {
+            state: s.state,
+            letter_outstanding: sr::letter_outstanding(r),
+        })
+    };
+    let Some(item) = item else {
+        return Ok(Vec::new());
+    };
+    let service = sr::extract_service(r).into_iter().find_map(|v| {
+        v.get("reference")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let provider_org = match &service {
+        Some(s) => look.ods(c, s)?,
+        None => None,
+    };
+    let service_id = service.and_then(|s| s.strip_prefix("HealthcareService/").map(str::to_owned));
+    Ok(Worklist::holding(item)
+        .filter_map(|w| {
+            let (org, service_id) = if w.for_referrers() {
+                (f.referrer_org.clone(), None)
+            } else {
+                (provider_org.clone(), service_id.clone())
+            };
+            Some(worklists::Entry {
+                list: w.code().to_owned(),
+                org: org?,
+                authored: f.created,
+                referral_id: f.id.clone(),
+                service_id,
+                specialty: f.specialty.clone(),
+            })
+        })
+        .collect())
+}
+
+/// Lists every stored referral and A&G request, once, after the worklist table was added to a
+/// database that already held some (the migration leaves a counter at 0 for this).
+pub fn backfill_worklists(c: &mut DbConnection) -> Result<u64> {
+    const MARK: &str = "worklists_backfilled";
+    if ers_schema::store::counter_value(c, MARK)? != Some(0) {
+        return Ok(0);
+    }
+    let mut listed = 0u64;
+    let mut after = String::new();
+    loop {
+        let rows = ers_schema::store::page_of_type(c, "ServiceRequest", &after, 1000)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        ers_schema::write_tx(c, |c| {
+            let mut look = Lookups::default();
+            for row in &rows {
+                let content: Value = serde_json::from_str(&row.content).map_err(|e| {
+                    super::ServiceError::Internal(format!("stored JSON unreadable: {e}"))
+                })?;
+                let (_, entries) = facts(c, "ServiceRequest", &row.id, &content, &mut look)?;
+                worklists::replace(c, &row.id, &entries, false)?;
+            }
+            Ok::<_, super::ServiceError>(())
+        })?;
+        listed += rows.len() as u64;
+    }
+    ers_schema::store::set_counter(c, MARK, 1)?;
+    Ok(listed)
 }
 
 fn referral(

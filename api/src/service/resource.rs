@@ -346,7 +346,14 @@ fn record_change(
     if registry::find(res_type).is_some_and(|d| d.events) {
         store::record_event(c, res_type, id, version, activity, now())?;
     }
-    super::reporting::record(c, res_type, id, content, activity == "DELETE")
+    super::reporting::record(
+        c,
+        res_type,
+        id,
+        content,
+        activity == "DELETE",
+        activity == "CREATE",
+    )
 }
 
 fn provenance(
@@ -954,47 +961,7 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             started.elapsed(),
             req.query.criteria.len()
         );
-        let ids: Vec<String> = matches.iter().map(|r| r.id.clone()).collect();
-        let mut included: Vec<ResourceRow> = Vec::new();
-        let mut seen: std::collections::BTreeSet<(String, String)> = matches
-            .iter()
-            .map(|r| (r.res_type.clone(), r.id.clone()))
-            .collect();
-        for inc in &req.includes {
-            let targets = store::refs_from(
-                c,
-                &req.query.res_type,
-                &ids,
-                inc.param.name,
-                inc.target.as_deref(),
-            )?;
-            let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for (t, id) in targets {
-                by_type.entry(t).or_default().push(id);
-            }
-            for (t, ids) in by_type {
-                for row in store::get_many(c, &t, &ids)? {
-                    if seen.insert((row.res_type.clone(), row.id.clone())) {
-                        included.push(row);
-                    }
-                }
-            }
-        }
-        for inc in &req.revincludes {
-            if inc
-                .target
-                .as_deref()
-                .is_some_and(|t| t != req.query.res_type)
-            {
-                continue;
-            }
-            let sources = store::refs_to(c, inc.source, inc.param.name, &req.query.res_type, &ids)?;
-            for row in store::get_many(c, inc.source, &sources)? {
-                if seen.insert((row.res_type.clone(), row.id.clone())) {
-                    included.push(row);
-                }
-            }
-        }
+        let included = included(c, req, &matches)?;
         let distances = match &req.near {
             Some(n) => Some(distances(c, &matches, (n.latitude, n.longitude))?),
             None => None,
@@ -1006,6 +973,97 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             distances,
         })
     })
+}
+
+/// One page of a worklist (`worklists::ListFilter`), with what the request includes; paging
+/// and totals as in `search`.
+pub fn search_list(
+    conn: &mut DbConnection,
+    req: &SearchRequest,
+    list: &ers_schema::worklists::ListFilter,
+) -> Result<SearchResult> {
+    use ers_schema::worklists;
+    read_tx(conn, |c| {
+        let (offset, limit) = (req.query.offset, req.query.limit);
+        let count_only = req.summary == crate::fhir::search::Summary::Count;
+        let ids = if count_only {
+            Vec::new()
+        } else {
+            worklists::page(c, list, offset, limit)?
+        };
+        let mut rows = store::get_many(c, &req.query.res_type, &ids)?;
+        let place: std::collections::HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        rows.sort_by_key(|r| place.get(r.id.as_str()).copied());
+        let n = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        let total = if count_only || req.total == TotalMode::Accurate {
+            Some(worklists::count(c, list)?)
+        } else if offset == 0 && n < limit {
+            Some(n)
+        } else {
+            None
+        };
+        let included = included(c, req, &rows)?;
+        Ok(SearchResult {
+            matches: rows,
+            included,
+            total,
+            distances: None,
+        })
+    })
+}
+
+/// The resources a search's `_include` and `_revinclude` bring with its matches, each once.
+fn included(
+    c: &mut DbConnection,
+    req: &SearchRequest,
+    matches: &[ResourceRow],
+) -> Result<Vec<ResourceRow>> {
+    let ids: Vec<String> = matches.iter().map(|r| r.id.clone()).collect();
+    let mut included: Vec<ResourceRow> = Vec::new();
+    let mut seen: std::collections::BTreeSet<(String, String)> = matches
+        .iter()
+        .map(|r| (r.res_type.clone(), r.id.clone()))
+        .collect();
+    for inc in &req.includes {
+        let targets = store::refs_from(
+            c,
+            &req.query.res_type,
+            &ids,
+            inc.param.name,
+            inc.target.as_deref(),
+        )?;
+        let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (t, id) in targets {
+            by_type.entry(t).or_default().push(id);
+        }
+        for (t, ids) in by_type {
+            for row in store::get_many(c, &t, &ids)? {
+                if seen.insert((row.res_type.clone(), row.id.clone())) {
+                    included.push(row);
+                }
+            }
+        }
+    }
+    for inc in &req.revincludes {
+        if inc
+            .target
+            .as_deref()
+            .is_some_and(|t| t != req.query.res_type)
+        {
+            continue;
+        }
+        let sources = store::refs_to(c, inc.source, inc.param.name, &req.query.res_type, &ids)?;
+        for row in store::get_many(c, inc.source, &sources)? {
+            if seen.insert((row.res_type.clone(), row.id.clone())) {
+                included.push(row);
+            }
+        }
+    }
+    Ok(included)
 }
 
 /// `GET /{type}/_history` and `GET /{type}/{id}/_history`.
@@ -1109,12 +1167,14 @@ pub fn load_generated(
         store::insert_many(c, &rows)?;
         let mut look = super::reporting::Lookups::default();
         let mut facts = Vec::new();
+        let mut listed = Vec::new();
         for (def, id, _, _, content) in &prepared {
-            facts.extend(super::reporting::facts(
-                c, def.name, id, content, &mut look,
-            )?);
+            let (f, entries) = super::reporting::facts(c, def.name, id, content, &mut look)?;
+            facts.extend(f);
+            listed.extend(entries);
         }
         ers_schema::reports::insert_many(c, &facts)?;
+        ers_schema::worklists::insert_many(c, &listed)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),

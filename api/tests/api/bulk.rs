@@ -146,6 +146,44 @@ async fn a_bulk_client_exports_what_it_may_see_in_files_and_since_a_time() {
     }
     assert!(!ids_of(&all, "ServiceRequest").is_empty());
 
+    // Files are stored gzip-compressed: sent so to a client that accepts gzip, the same
+    // NDJSON uncompressed to one that does not (above) or refuses it.
+    let file = files[0]["url"].as_str().expect("url");
+    let plain = as_rc(app, &w, "GET", file, false).await;
+    assert_eq!(plain.header("content-encoding"), None);
+    for (accept, gzipped) in [
+        ("gzip", true),
+        ("br;q=1.0, gzip;q=0.5", true),
+        ("*", true),
+        ("gzip;q=0, identity", false),
+        ("identity", false),
+    ] {
+        let r = app
+            .send(
+                app.as_user(&w.rc, "GET", file, "REFERRING_CLINICIAN", "R69")
+                    .insert_header(("Accept-Encoding", accept)),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{accept}: {}", r.text());
+        let body = if gzipped {
+            assert_eq!(
+                r.header("content-encoding").as_deref(),
+                Some("gzip"),
+                "{accept}"
+            );
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut out)
+                .expect("a gzip body");
+            assert!(out.len() > r.body.len(), "{accept}: compressed");
+            out
+        } else {
+            assert_eq!(r.header("content-encoding"), None, "{accept}");
+            r.body.clone()
+        };
+        assert_eq!(body, plain.body, "{accept}");
+    }
+
     // Another organisation's user cannot poll or download it.
     let other = app
         .send(

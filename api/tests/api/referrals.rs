@@ -750,7 +750,74 @@ async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
     .await
     .json();
     assert_eq!(match_ids(&b).len(), 1);
-    assert!(link(&b, "next").is_some(), "{b}");
+    // Pages follow the list's order (oldest first), and their links stay on the operation.
+    let next = link(&b, "next").expect("next");
+    assert!(
+        next.contains("ServiceRequest/$ers.worklist?listType=AWAITING_BOOKING&")
+            && next.contains("_count=1")
+            && next.contains("_offset=1"),
+        "{next}"
+    );
+    let whole = list(
+        &w.rc,
+        "REFERRING_CLINICIAN",
+        "R69",
+        "listType=AWAITING_BOOKING&_count=100&_total=accurate",
+    )
+    .await
+    .json();
+    let all = match_ids(&whole);
+    assert_eq!(whole["total"], all.len(), "{whole}");
+    assert_eq!(match_ids(&b), all[..1].to_vec());
+    let path = next.split_once("/FHIR/R4/").expect("base").1;
+    let second = w
+        .app
+        .send(
+            w.app
+                .as_user(&w.rc, "GET", path, "REFERRING_CLINICIAN", "R69"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(match_ids(&second), all[1..2].to_vec(), "{second}");
+    let authored: Vec<chrono::DateTime<chrono::FixedOffset>> = whole["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| {
+            let t = e["resource"]["authoredOn"].as_str().expect("authoredOn");
+            chrono::DateTime::parse_from_rfc3339(t).expect("an instant")
+        })
+        .collect();
+    let mut sorted = authored.clone();
+    sorted.sort();
+    assert_eq!(authored, sorted, "oldest first");
+    assert!(
+        all.ends_with(&[waiting.clone(), waiting2.clone()]),
+        "{all:?}"
+    );
+    // Filters of provider lists are refused on referrer lists, and bad ones are named.
+    for q in ["service=HealthcareService/x", "specialty=CARDIOLOGY"] {
+        let d = list(
+            &w.rc,
+            "REFERRING_CLINICIAN",
+            "R69",
+            &format!("listType=AWAITING_BOOKING&{q}"),
+        )
+        .await
+        .assert_outcome(400, "value");
+        assert!(d.contains("only provider worklists"), "{d}");
+    }
+    let d = list(
+        &w.spc,
+        "SERVICE_PROVIDER_CLINICIAN",
+        "RCD",
+        "listType=REFERRALS_FOR_REVIEW&specialty=http://example.org|CARDIOLOGY",
+    )
+    .await
+    .assert_outcome(400, "value");
+    assert!(d.contains("eRS-Specialty"), "{d}");
     // The provider of the triage service sees the referral awaiting its review.
     let b = list(
         &w.spc,
@@ -765,6 +832,29 @@ async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
         if e["search"]["mode"] == "match" {
             assert_eq!(state(&e["resource"]), "AWAITING_TRIAGE");
         }
+    }
+    // By the referral's specialty: its own, with or without the system, and not another.
+    for (q, listed) in [
+        ("CARDIOLOGY", true),
+        (
+            "https://fhir.nhs.uk/CodeSystem/eRS-Specialty|CARDIOLOGY",
+            true,
+        ),
+        ("DERMATOLOGY,CARDIOLOGY", true),
+        ("DERMATOLOGY", false),
+    ] {
+        let b = list(
+            &w.spc,
+            "SERVICE_PROVIDER_CLINICIAN",
+            "RCD",
+            &format!(
+                "listType=REFERRALS_FOR_REVIEW&specialty={}",
+                q.replace('|', "%7C")
+            ),
+        )
+        .await
+        .json();
+        assert_eq!(match_ids(&b).contains(&triage), listed, "{q}: {b}");
     }
     // Another provider's service: not on this provider's list.
     let b = list(

@@ -203,11 +203,16 @@ fn letter_intention(r: &Value) -> Option<&str> {
 pub fn extract_letter(r: &Value) -> Vec<Value> {
     if has_letter(r) {
         vec![json!("ATTACHED")]
-    } else if letter_intention(r) == Some("NEED_TO_ADD_LATER") {
+    } else if letter_outstanding(r) {
         vec![json!("OUTSTANDING")]
     } else {
         Vec::new()
     }
+}
+
+/// Whether the referrer means to add a referral letter and has not yet.
+pub fn letter_outstanding(r: &Value) -> bool {
+    !has_letter(r) && letter_intention(r) == Some("NEED_TO_ADD_LATER")
 }
 
 /// Rules every stored referral follows (the server sets UBRN and state before this runs).

@@ -1,0 +1,2 @@
+DELETE FROM counters WHERE name = 'worklists_backfilled';
+DROP TABLE worklist_entries;

@@ -1,0 +1,2 @@
+ALTER TABLE export_files ALTER COLUMN data SET STORAGE EXTENDED;
+ALTER TABLE export_files DROP COLUMN encoding;

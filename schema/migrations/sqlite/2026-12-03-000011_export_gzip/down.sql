@@ -1,0 +1,1 @@
+ALTER TABLE export_files DROP COLUMN encoding;
