@@ -156,9 +156,8 @@ pub struct NewBinary<'a> {
     pub data: &'a [u8],
 }
 
-/// One change in the outbox.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = outbox)]
+/// One numbered change in the outbox (`seq` is its event number).
+#[derive(Debug, Clone, Queryable)]
 pub struct OutboxRow {
     pub seq: i64,
     pub res_type: String,

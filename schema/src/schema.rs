@@ -180,8 +180,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    outbox (seq) {
-        seq -> BigInt,
+    outbox (id) {
+        id -> BigInt,
+        seq -> Nullable<BigInt>,
         res_type -> Text,
         res_id -> Text,
         version_id -> BigInt,

@@ -955,13 +955,47 @@ pub fn record_event(
     Ok(())
 }
 
-/// Changes after event number `after` (at most `limit`, in order).
+/// Numbers the changes that have committed since the last call, in the order they were
+/// written; returns how many. Inside a write transaction: the `events` counter row stays
+/// locked until it commits, so two instances never number the same change, and a change
+/// still in flight is numbered by a later call, after every number given before it commits.
+pub fn number_events(conn: &mut DbConnection, at_most: i64) -> QResult<usize> {
+    // Take the counter row's lock before looking (a look before it could miss a number
+    // another instance is giving).
+    reserve_counter(conn, "events", 0)?;
+    let pending: Vec<i64> = outbox::table
+        .filter(outbox::seq.is_null())
+        .order(outbox::id.asc())
+        .limit(at_most)
+        .select(outbox::id)
+        .load(conn)?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let n = i64::try_from(pending.len()).unwrap_or(i64::MAX);
+    let first = reserve_counter(conn, "events", n)?;
+    for (k, id) in (0i64..).zip(&pending) {
+        diesel::update(outbox::table.find(id))
+            .set(outbox::seq.eq(first + k))
+            .execute(conn)?;
+    }
+    Ok(pending.len())
+}
+
+/// Numbered changes after event number `after` (at most `limit`, in order).
 pub fn events_after(conn: &mut DbConnection, after: i64, limit: i64) -> QResult<Vec<OutboxRow>> {
     Ok(outbox::table
         .filter(outbox::seq.gt(after))
         .order(outbox::seq.asc())
         .limit(limit)
-        .select(OutboxRow::as_select())
+        .select((
+            outbox::seq.assume_not_null(),
+            outbox::res_type,
+            outbox::res_id,
+            outbox::version_id,
+            outbox::method,
+            outbox::occurred,
+        ))
         .load(conn)?)
 }
 

@@ -488,12 +488,7 @@ pub(super) async fn run_search_on(
     let path = match &list {
         Some(l) => {
             let mut accepted = l.params.clone();
-            accepted.extend(
-                parsed
-                    .accepted
-                    .drain(..)
-                    .filter(|p| !l.implied.contains(p)),
-            );
+            accepted.extend(parsed.accepted.drain(..).filter(|p| !l.implied.contains(p)));
             parsed.accepted = accepted;
             l.path.clone()
         }

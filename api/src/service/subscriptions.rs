@@ -27,10 +27,8 @@ use crate::fhir::registry::{self, ResourceDef};
 use crate::fhir::resources::subscription::{self as sub, Event};
 use crate::fhir::{datetime, search as fsearch};
 
-/// A gap in event numbers younger than this may still be filled by a transaction in flight
-/// (PostgreSQL numbers events as they are written, not as they commit); an older one was
-/// rolled back.
-const GAP_WAIT_SECS: i64 = 10;
+/// Changes numbered per round at most (the rest in the next rounds).
+const NUMBER_AT_MOST: i64 = 5000;
 /// Failures in a row before the subscription shows `error` (delivery keeps retrying).
 const ERROR_AFTER: i32 = 3;
 /// The longest back-off between attempts.
@@ -116,6 +114,8 @@ pub fn create(
             resource::Created::New(r) | resource::Created::Existing(r) => r,
         };
         let t = now();
+        // It starts after every change committed before it (numbered first).
+        while store::number_events(c, NUMBER_AT_MOST)? > 0 {}
         let cursor = store::last_event(c)?;
         store::save_subscription_state(
             c,
@@ -281,22 +281,6 @@ fn matching(
         .collect())
 }
 
-/// The events after `state.cursor` that can be handled now, in order: up to the first gap a
-/// transaction in flight may still fill.
-fn ready(c: &mut DbConnection, cursor: i64, at: NaiveDateTime) -> Result<Vec<OutboxRow>> {
-    let rows = store::events_after(c, cursor, BATCH)?;
-    let mut out = Vec::new();
-    let mut expected = cursor + 1;
-    for r in rows {
-        if r.seq != expected && at - r.occurred < Duration::seconds(GAP_WAIT_SECS) {
-            break;
-        }
-        expected = r.seq + 1;
-        out.push(r);
-    }
-    Ok(out)
-}
-
 fn event(c: &mut DbConnection, r: &OutboxRow, full: bool) -> Result<Event> {
     let resource = if full {
         store::get_current(c, &r.res_type, &r.res_id)?
@@ -352,6 +336,7 @@ pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec
     let t = now();
     let owner = uuid::Uuid::new_v4().to_string();
     let claimed = write_tx(conn, |c| {
+        store::number_events(c, NUMBER_AT_MOST)?;
         Ok::<_, ServiceError>(store::claim_subscriptions(
             c,
             t,
@@ -460,7 +445,9 @@ fn plan(
             let kind = sub::criteria(&resource)
                 .map(|(d, _)| d.name)
                 .unwrap_or_default();
-            let rows = ready(c, state.cursor, t)?;
+            // Numbers are given once changes have committed, without gaps (`number_events`):
+            // whatever follows the cursor is final.
+            let rows = store::events_after(c, state.cursor, BATCH)?;
             let hit = matching(c, &resource, &caller, &rows, known)?;
             let mut events = Vec::new();
             let mut through = state.cursor;
@@ -629,6 +616,8 @@ pub fn events(
     let kind = sub::criteria(&resource)
         .map(|(d, _)| d.name)
         .unwrap_or_default();
+    // Whatever has committed, numbered now (delivery may be off on this instance).
+    write_tx(conn, |c| store::number_events(c, NUMBER_AT_MOST))?;
     let mut out = Vec::new();
     let mut after = since;
     'pages: loop {

@@ -504,3 +504,65 @@ async fn events_written_while_no_server_delivers_arrive_after_a_restart() {
     })
     .await;
 }
+
+/// PostgreSQL: a change whose transaction commits after a later-written one is numbered after
+/// it, so a subscriber that has passed the later one's number still gets it (numbers are given
+/// once changes commit). SQLite writers are serialised: the case cannot arise there.
+#[actix_web::test]
+async fn a_change_that_commits_late_is_numbered_after_those_before_it() {
+    use diesel::connection::SimpleConnection;
+    let w = world().await;
+    if !w.app.database_url.starts_with("postgres") {
+        return;
+    }
+    let c = clinic(&w, "11000").await;
+    let provider = (
+        c.provider.as_str(),
+        "SERVICE_PROVIDER_CLINICIAN",
+        c.ods.as_str(),
+    );
+    let s = w
+        .subscribe(
+            provider,
+            &format!("ServiceRequest?performer=HealthcareService/{}", c.service),
+            "https://127.0.0.1:9/unused",
+        )
+        .await;
+    let sid = s["id"].as_str().expect("id").to_owned();
+    let first = w.new_referral(&[&c.service], "ROUTINE").await;
+    // A writer's transaction that records a change of the first referral, and stays open.
+    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
+    let mut raw = pool.get().expect("connection");
+    raw.batch_execute("BEGIN").expect("begin");
+    ers_schema::store::record_event(
+        &mut raw,
+        "ServiceRequest",
+        &first,
+        99,
+        "UPDATE",
+        chrono::Utc::now().naive_utc(),
+    )
+    .expect("an event in flight");
+    // Meanwhile another referral is made and committed.
+    let second = w.new_referral(&[&c.service], "ROUTINE").await;
+    let path = format!("Subscription/{sid}/$events?eventsSinceNumber=0");
+    let r = w.send_as(provider, "GET", &path, None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = events(&[r.json()], &sid);
+    let number_of = |seen: &[(i64, String)], focus: &str| {
+        seen.iter()
+            .find(|(_, f)| f == focus)
+            .map(|(n, _)| *n)
+            .unwrap_or_else(|| panic!("{focus} not in {seen:?}"))
+    };
+    let second_number = number_of(&before, &format!("ServiceRequest/{second}/_history/1"));
+    let late = format!("ServiceRequest/{first}/_history/99");
+    assert!(before.iter().all(|(_, f)| *f != late), "{before:?}");
+    raw.batch_execute("COMMIT").expect("commit");
+    let r = w.send_as(provider, "GET", &path, None, None).await;
+    let after = events(&[r.json()], &sid);
+    assert!(
+        number_of(&after, &late) > second_number,
+        "the late change must come after what was numbered before it: {after:?}"
+    );
+}
