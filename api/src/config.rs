@@ -105,6 +105,10 @@ pub struct Settings {
     pub export_ttl_secs: i64,
     /// `ERS_EXPORT_FILE_RESOURCES`: resources per NDJSON output file (default 10,000).
     pub export_file_resources: usize,
+    /// `ERS_ROLE_CACHE_SECS`: how long an instance keeps the roles a user was found to hold
+    /// (default 30; 0: looked up on every request). A role added is seen at once (a miss looks
+    /// again); a role removed stops working within this time.
+    pub role_cache_secs: u64,
 }
 
 impl Default for Settings {
@@ -141,6 +145,7 @@ impl Default for Settings {
             exports: true,
             export_ttl_secs: 3600,
             export_file_resources: 10_000,
+            role_cache_secs: 30,
         }
     }
 }
@@ -353,6 +358,11 @@ impl Settings {
                 usize::try_from(v).ok().filter(|n| *n > 0).ok_or_else(|| {
                     ConfigError("ERS_EXPORT_FILE_RESOURCES must be a positive number".into())
                 })?;
+        }
+        if let Some(v) = number("ERS_ROLE_CACHE_SECS")? {
+            s.role_cache_secs = u64::try_from(v).map_err(|_| {
+                ConfigError("ERS_ROLE_CACHE_SECS must be a number of seconds (0: off)".into())
+            })?;
         }
         match (
             get("ERS_TLS_CERT").filter(|v| !v.is_empty()),

@@ -20,6 +20,8 @@ pub struct AppState {
     pub backend: &'static str,
     /// When this process started (the CapabilityStatement date).
     pub started: String,
+    /// The roles users were found to hold, for a short while.
+    pub roles: crate::http::caller::RoleCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +144,9 @@ impl Application {
                 settings.rate_limit_per_sec,
                 settings.rate_limit_burst,
             ),
+            roles: crate::http::caller::RoleCache::new(std::time::Duration::from_secs(
+                settings.role_cache_secs,
+            )),
             settings,
             backend,
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -33,27 +33,34 @@ pub fn settle_after_load(conn: &mut DbConnection) -> QResult<()> {
     analyze(conn)
 }
 
-/// The next value of a named counter, in a transaction of its own (before the write that uses
-/// it): the counter row is locked only for that commit, not for a whole referral's write, which
-/// queued every concurrent create behind it (146 ms a create at 32 clients on PostgreSQL). A
-/// value whose write then fails is not used again; UBRNs may have gaps.
-pub fn take_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
-    crate::write_tx(conn, |c| next_counter(c, name))
+/// The next UBRN number, inside the transaction that uses it. PostgreSQL takes it from a
+/// sequence (no row lock held to commit, nothing to wait for; a rolled-back transaction
+/// leaves a gap); SQLite from the `ubrn` counter row (its writers run one at a time anyway).
+pub fn take_ubrn(conn: &mut DbConnection) -> QResult<i64> {
+    Ok(take_ubrns(conn, 1)?.first().copied().unwrap_or_default())
 }
 
-/// The next value of a named counter (inside a write transaction: the update locks the row
-/// until commit, so concurrent writers get distinct values).
-fn next_counter(conn: &mut DbConnection, name: &str) -> QResult<i64> {
-    let n = diesel::update(counters::table.filter(counters::name.eq(name)))
-        .set(counters::value.eq(counters::value + 1))
-        .execute(conn)?;
-    if n == 0 {
-        return Err(StorageError::Config(format!("no counter named '{name}'")));
+/// `n` UBRN numbers (bulk loads), as `take_ubrn`.
+pub fn take_ubrns(conn: &mut DbConnection, n: i64) -> QResult<Vec<i64>> {
+    #[derive(QueryableByName)]
+    struct Number {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        v: i64,
     }
-    Ok(counters::table
-        .filter(counters::name.eq(name))
-        .select(counters::value)
-        .first(conn)?)
+    match conn {
+        DbConnection::Postgresql(c) => {
+            let rows: Vec<Number> = diesel::sql_query(
+                "SELECT nextval('ubrn_numbers') AS v FROM generate_series(1, $1)",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(n)
+            .load(c)?;
+            Ok(rows.into_iter().map(|r| r.v).collect())
+        }
+        DbConnection::Sqlite(_) => {
+            let first = reserve_counter(conn, "ubrn", n)?;
+            Ok((first..first + n).collect())
+        }
+    }
 }
 
 /// A named counter's value, if there is one.
@@ -960,15 +967,22 @@ pub fn record_event(
 /// locked until it commits, so two instances never number the same change, and a change
 /// still in flight is numbered by a later call, after every number given before it commits.
 pub fn number_events(conn: &mut DbConnection, at_most: i64) -> QResult<usize> {
-    // Take the counter row's lock before looking (a look before it could miss a number
-    // another instance is giving).
+    let pending = |conn: &mut DbConnection| -> QResult<Vec<i64>> {
+        Ok(outbox::table
+            .filter(outbox::seq.is_null())
+            .order(outbox::id.asc())
+            .limit(at_most)
+            .select(outbox::id)
+            .load(conn)?)
+    };
+    // Nothing to number: no lock taken (what commits meanwhile is for the next call).
+    if pending(conn)?.is_empty() {
+        return Ok(0);
+    }
+    // Take the counter row's lock, then look again: what another instance numbered while
+    // this one waited is numbered already.
     reserve_counter(conn, "events", 0)?;
-    let pending: Vec<i64> = outbox::table
-        .filter(outbox::seq.is_null())
-        .order(outbox::id.asc())
-        .limit(at_most)
-        .select(outbox::id)
-        .load(conn)?;
+    let pending = pending(conn)?;
     if pending.is_empty() {
         return Ok(0);
     }

@@ -1,6 +1,8 @@
 //! The caller of every patient-data handler: a valid bearer token (401 otherwise), then the
 //! acting role and organisation from the e-RS headers, which must be one the user holds (403).
 
+use std::collections::HashMap;
+
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
@@ -138,22 +140,31 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
                     "{business_function} is only for application-restricted access, not for a user's token"
                 )));
             }
+            let holds = |roles: &[(BusinessFunction, String)]| {
+                roles
+                    .iter()
+                    .any(|(bf, org)| *bf == business_function && org == organisation.as_str())
+            };
             let roles = match roles {
                 Some(r) => r,
-                None => {
-                    let pool = state.pool.clone();
-                    let who = sub.clone();
-                    web::block(move || -> Result<_, ApiError> {
-                        let mut c = pool.get()?;
-                        Ok(crate::service::roles::roles_of(&mut c, &who)?)
-                    })
-                    .await??
-                }
+                // Known to hold it a moment ago; otherwise (not known, or not holding it
+                // then) looked up now.
+                None => match state.roles.get(&sub).filter(|r| holds(r)) {
+                    Some(r) => r,
+                    None => {
+                        let pool = state.pool.clone();
+                        let who = sub.clone();
+                        let found = web::block(move || -> Result<_, ApiError> {
+                            let mut c = pool.get()?;
+                            Ok(crate::service::roles::roles_of(&mut c, &who)?)
+                        })
+                        .await??;
+                        state.roles.put(&sub, &found);
+                        found
+                    }
+                },
             };
-            if !roles
-                .iter()
-                .any(|(bf, org)| *bf == business_function && org == organisation.as_str())
-            {
+            if !holds(&roles) {
                 return Err(ApiError::Forbidden(format!(
                     "User {sub} does not hold business function {business_function} at organisation {organisation}"
                 )));
@@ -211,5 +222,45 @@ pub fn author(req: &HttpRequest, caller: &Caller) -> ers_schema::Author {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default(),
+    }
+}
+
+/// The roles each user was found to hold, kept for a short while by this instance (every
+/// request of a token without roles would otherwise look them up). Bounded: when full, it
+/// starts again empty.
+pub struct RoleCache {
+    ttl: std::time::Duration,
+    held: std::sync::Mutex<HashMap<String, (std::time::Instant, Roles)>>,
+}
+
+type Roles = Vec<(BusinessFunction, String)>;
+
+impl RoleCache {
+    const MAX_USERS: usize = 10_000;
+
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            held: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, user: &str) -> Option<Roles> {
+        let held = self.held.lock().ok()?;
+        held.get(user)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn put(&self, user: &str, roles: &Roles) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut held) = self.held.lock() {
+            if held.len() >= Self::MAX_USERS {
+                held.clear();
+            }
+            held.insert(user.to_owned(), (std::time::Instant::now(), roles.clone()));
+        }
     }
 }

@@ -187,10 +187,10 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
     if let Some(o) = body.as_object_mut() {
         o.remove("note");
     }
-    let ubrn = format!("{:012}", store::take_counter(conn, "ubrn")?);
     write_tx(conn, |c| {
         referral_svc::check_requester(c, &body, caller)?;
         check_service(c, &body)?;
+        let ubrn = format!("{:012}", store::take_ubrn(c)?);
         let mut ids = body
             .get("identifier")
             .and_then(Value::as_array)

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod booking;
 pub mod directory;
 pub mod exports;
+pub mod memo;
 pub mod postcodes;
 pub mod referral;
 pub mod reporting;

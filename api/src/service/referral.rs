@@ -47,7 +47,7 @@ pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<
     let Some((t, id)) = reference.split_once('/') else {
         return Ok(None);
     };
-    Ok(store::get_current(c, t, id)?
+    Ok(super::memo::current(c, t, id)?
         .filter(|r| !r.is_deleted())
         .and_then(|r| serde_json::from_str(&r.content).ok()))
 }
@@ -55,61 +55,12 @@ pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<
 /// The ODS code of the organisation behind a reference: an Organization, a PractitionerRole's
 /// organisation, or the provider of a HealthcareService.
 pub(super) fn ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
-    if let Some(known) = ods_memo::get(reference) {
+    if let Some(known) = super::memo::ods(reference) {
         return Ok(known);
     }
     let found = read_ods_behind(c, reference)?;
-    ods_memo::put(reference, &found);
+    super::memo::put_ods(reference, &found);
     Ok(found)
-}
-
-/// What `ods_behind` found for each reference during one referral transition (this thread's,
-/// while it runs): a booking asks for the referrer's and the service's organisation a dozen
-/// times (who may act, who may see, each reporting row), and a transition writes no
-/// organisation, role or service that could change the answer.
-mod ods_memo {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    thread_local! {
-        static MEMO: RefCell<Option<HashMap<String, Option<String>>>> = const { RefCell::new(None) };
-    }
-
-    pub(super) fn get(reference: &str) -> Option<Option<String>> {
-        MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.get(reference).cloned()))
-    }
-
-    pub(super) fn put(reference: &str, ods: &Option<String>) {
-        MEMO.with(|m| {
-            if let Some(m) = m.borrow_mut().as_mut() {
-                m.insert(reference.to_owned(), ods.clone());
-            }
-        })
-    }
-
-    /// Remembers answers until the guard drops (nested scopes share the outer one).
-    pub(super) struct Scope {
-        outer: bool,
-    }
-
-    pub(super) fn scope() -> Scope {
-        MEMO.with(|m| {
-            let mut m = m.borrow_mut();
-            let outer = m.is_none();
-            if outer {
-                *m = Some(HashMap::new());
-            }
-            Scope { outer }
-        })
-    }
-
-    impl Drop for Scope {
-        fn drop(&mut self) {
-            if self.outer {
-                MEMO.with(|m| *m.borrow_mut() = None);
-            }
-        }
-    }
 }
 
 fn read_ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<String>> {
@@ -326,9 +277,10 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             "'ServiceRequest.extension' (referral state) is set by the server; leave it out".into(),
         ));
     }
-    let ubrn = format!("{:012}", store::take_counter(conn, "ubrn")?);
+    let _memo = super::memo::scope();
     write_tx(conn, |c| {
         check_requester(c, &body, caller)?;
+        let ubrn = format!("{:012}", store::take_ubrn(c)?);
         let priority = sr::ers_priority(&body).unwrap_or_default().to_owned();
         let services = sr::shortlist(&body);
         if sr::fhir_priority(&priority).is_some()
@@ -451,7 +403,7 @@ pub(super) fn transition(
     change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
 ) -> Result<ResourceRow> {
     let def = def()?;
-    let _memo = ods_memo::scope();
+    let _memo = super::memo::scope();
     write_tx(conn, |c| {
         let row = resource::read(c, def, id)?;
         let given = expected.check(&row)?;

@@ -191,7 +191,7 @@ fn owner_ods(
             .map(|(t, i)| (t.to_owned(), i.to_owned()))
     };
     let load = |c: &mut DbConnection, t: &str, id: &str| -> Result<Option<Value>> {
-        Ok(match store::get_current(c, t, id)? {
+        Ok(match super::memo::current(c, t, id)? {
             Some(row) => serde_json::from_str(&row.content).ok(),
             None => None,
         })
@@ -342,6 +342,7 @@ fn record_change(
     content: &Value,
     w: &Writer<'_>,
 ) -> Result<()> {
+    super::memo::forget(res_type, id);
     provenance(c, res_type, id, version, activity, w)?;
     if registry::find(res_type).is_some_and(|d| d.events) {
         store::record_event(c, res_type, id, version, activity, now())?;

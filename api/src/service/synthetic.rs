@@ -426,7 +426,7 @@ pub fn referrals(
         patient_ids.push(id);
     }
     report.patients = patients;
-    let first_ubrn = store::reserve_counter(loader.conn, "ubrn", n as i64)?;
+    let ubrns = store::take_ubrns(loader.conn, n as i64)?;
     let now = Utc::now().naive_utc();
     for i in 0..n {
         let (requester, referrer_ods) = &requesters[i % requesters.len()];
@@ -452,7 +452,7 @@ pub fn referrals(
             85..=89 => (S::ApptCancelledByPatient, Some("cancelled")),
             _ => (S::CancelledReferral, None),
         };
-        let ubrn = format!("{:012}", first_ubrn + i as i64);
+        let ubrn = format!("{:012}", ubrns[i]);
         let mut body = json!({
             "resourceType": "ServiceRequest",
             "identifier": [{"system": sr::UBRN_SYSTEM, "value": ubrn}],
