@@ -99,6 +99,11 @@ where
     E: From<diesel::result::Error>,
 {
     use diesel::Connection;
+    if in_transaction(conn) {
+        // Part of the caller's transaction: its lock, and its commit or rollback (no
+        // savepoint: an error here ends the whole transaction, which every caller returns).
+        return f(conn);
+    }
     conn.transaction(|c| {
         if matches!(c, DbConnection::Sqlite(_)) {
             store::take_sqlite_write_lock(c)?;
@@ -116,5 +121,18 @@ where
     E: From<diesel::result::Error>,
 {
     use diesel::Connection;
+    if in_transaction(conn) {
+        return f(conn);
+    }
     conn.transaction(f)
+}
+
+/// Whether a transaction is open on the connection.
+fn in_transaction(conn: &mut DbConnection) -> bool {
+    use diesel::connection::{Connection, TransactionManager};
+    <DbConnection as Connection>::TransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .ok()
+        .flatten()
+        .is_some()
 }
