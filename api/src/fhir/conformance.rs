@@ -261,10 +261,12 @@ fn operation_definitions() -> Vec<Value> {
         "A worklist of the caller's organisation as a paged searchset (e-RS A008/A023). GET.".into(),
         vec![
             in_param("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA, ADVICE_AND_GUIDANCE_RESPONSES (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES, ADVICE_AND_GUIDANCE_REQUESTS (providers)"),
-            in_param("service", 0, "1", "string", "provider lists: one of the organisation's services"),
-            in_param("specialty", 0, "1", "string", "provider lists: an e-RS specialty"),
+            in_param("service", 0, "1", "string", "provider lists: the organisation's services (comma-separated)"),
+            in_param("specialty", 0, "1", "string", "provider lists: e-RS specialties (comma-separated)"),
             in_param("_count", 0, "1", "integer", "page size"),
             in_param("_offset", 0, "1", "integer", "results to skip"),
+            in_param("_total", 0, "1", "code", "accurate: count the whole list (not counted otherwise, unless the first page holds it all)"),
+            in_param("_summary", 0, "1", "code", "count: the list's total only"),
             json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"}),
         ],
     ));

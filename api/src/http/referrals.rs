@@ -437,10 +437,16 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
         };
         return Err(bad(name, "filters only provider worklists".into()));
     }
+    let mut implied = vec![("_include".into(), "ServiceRequest:patient".into())];
+    // A list's total is counted only when asked for (`_total=accurate`): the organisation's
+    // longest lists hold hundreds of thousands of referrals, and paging needs no count.
+    if !params.iter().any(|(k, _)| k == "_total") {
+        implied.push(("_total".into(), "none".into()));
+    }
     let list = super::handlers::ListSearch {
         path: "ServiceRequest/$ers.worklist".into(),
         params: listed,
-        implied: vec![("_include".into(), "ServiceRequest:patient".into())],
+        implied,
         list: ers_schema::worklists::ListFilter {
             list: list.code().to_owned(),
             org: caller.organisation.as_str().to_owned(),

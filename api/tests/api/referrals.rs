@@ -769,6 +769,18 @@ async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
     let all = match_ids(&whole);
     assert_eq!(whole["total"], all.len(), "{whole}");
     assert_eq!(match_ids(&b), all[..1].to_vec());
+    // A page that is not the whole list is not counted unless asked; a count alone can be.
+    assert!(b.get("total").is_none(), "{b}");
+    let counted = list(
+        &w.rc,
+        "REFERRING_CLINICIAN",
+        "R69",
+        "listType=AWAITING_BOOKING&_summary=count",
+    )
+    .await
+    .json();
+    assert_eq!(counted["total"], all.len(), "{counted}");
+    assert!(match_ids(&counted).is_empty(), "{counted}");
     let path = next.split_once("/FHIR/R4/").expect("base").1;
     let second = w
         .app
