@@ -411,6 +411,55 @@ fn scenario(
     }
 }
 
+/// Whether a successful answer is the right one for the scenario (a fast wrong answer is a
+/// failure): its resource type and the fields the scenario is about.
+fn check_answer(scenario: &str, body: &[u8]) -> Result<(), String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str).unwrap_or_default();
+    let entries = || -> Vec<&Value> {
+        v["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "match")
+            .map(|e| &e["resource"])
+            .collect()
+    };
+    let ok = match scenario {
+        "create-referral" => {
+            field("/resourceType") == "ServiceRequest"
+                && v["identifier"].as_array().is_some_and(|ids| {
+                    ids.iter().any(|i| {
+                        i["system"] == "https://fhir.nhs.uk/Id/UBRN"
+                            && i["value"].as_str().is_some_and(|u| u.len() == 12)
+                    })
+                })
+        }
+        "worklist" => {
+            field("/type") == "searchset"
+                && entries()
+                    .iter()
+                    .all(|r| r["resourceType"] == "ServiceRequest")
+        }
+        "dos-patient-search" => {
+            field("/type") == "searchset"
+                && entries()
+                    .iter()
+                    .all(|r| r["resourceType"] == "HealthcareService")
+        }
+        "book" | "book-contended" => {
+            field("/resourceType") == "Appointment" && field("/status") == "booked"
+        }
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
+        Err(format!("a wrong answer for {scenario}: {text}"))
+    }
+}
+
 fn read_postcodes(path: &str) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     Ok(text
@@ -543,6 +592,7 @@ async fn run(args: &Args) -> Result<Value, String> {
         );
         let base = args.base_url.clone();
         let (bf, ods) = (args.business_function.clone(), args.ods.clone());
+        let scenario = args.scenario.clone();
         tasks.push(actix_rt::spawn(async move {
             loop {
                 let k = {
@@ -567,7 +617,7 @@ async fn run(args: &Args) -> Result<Value, String> {
                     Ok(mut res) => {
                         let status = res.status();
                         match res.body().limit(64 * 1024 * 1024).await {
-                            Ok(_) if status.is_success() => Ok(()),
+                            Ok(b) if status.is_success() => check_answer(&scenario, &b),
                             Ok(_) if status.as_u16() == 409 => Err(CONFLICT.to_owned()),
                             Ok(b) => Err(format!(
                                 "{status}: {}",
