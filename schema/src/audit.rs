@@ -59,6 +59,27 @@ pub fn insert(
     Ok(())
 }
 
+/// Appends events and their entities (in the caller's transaction): one multi-row INSERT per
+/// table and chunk.
+pub fn insert_many(
+    conn: &mut DbConnection,
+    events: &[(AuditRow, Vec<AuditEntityRow>)],
+) -> Result<(), StorageError> {
+    for chunk in events.chunks(200) {
+        let rows: Vec<&AuditRow> = chunk.iter().map(|(e, _)| e).collect();
+        on_backend!(conn, |c| diesel::insert_into(audit_events::table)
+            .values(rows.clone())
+            .execute(c))?;
+    }
+    let entities: Vec<&AuditEntityRow> = events.iter().flat_map(|(_, es)| es).collect();
+    for chunk in entities.chunks(500) {
+        on_backend!(conn, |c| diesel::insert_into(audit_entities::table)
+            .values(chunk.to_vec())
+            .execute(c))?;
+    }
+    Ok(())
+}
+
 /// Filters of an audit search; all optional, ANDed.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {

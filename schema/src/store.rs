@@ -962,6 +962,37 @@ pub fn record_event(
     Ok(())
 }
 
+/// A change for the outbox (`record_events`).
+pub struct NewEvent<'a> {
+    pub res_type: &'a str,
+    pub res_id: &'a str,
+    pub version_id: i64,
+    pub method: &'a str,
+    pub occurred: NaiveDateTime,
+}
+
+/// Records changes in the outbox, in order: one multi-row INSERT.
+pub fn record_events(conn: &mut DbConnection, events: &[NewEvent<'_>]) -> QResult<()> {
+    for chunk in events.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|e| {
+                (
+                    outbox::res_type.eq(e.res_type),
+                    outbox::res_id.eq(e.res_id),
+                    outbox::version_id.eq(e.version_id),
+                    outbox::method.eq(e.method),
+                    outbox::occurred.eq(e.occurred),
+                )
+            })
+            .collect();
+        on_backend!(conn, |c| diesel::insert_into(outbox::table)
+            .values(&rows)
+            .execute(c))?;
+    }
+    Ok(())
+}
+
 /// Numbers the changes that have committed since the last call, in the order they were
 /// written; returns how many. Inside a write transaction: the `events` counter row stays
 /// locked until it commits, so two instances never number the same change, and a change

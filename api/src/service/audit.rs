@@ -131,5 +131,5 @@ pub fn record(
             ubrn: t.ubrn.clone(),
         })
         .collect();
-    audit::insert(conn, &row, &entities)
+    super::deferred::audit(conn, row, entities)
 }

@@ -6,6 +6,7 @@ pub mod announcements;
 pub mod attachments;
 pub mod audit;
 pub mod booking;
+pub mod deferred;
 pub mod directory;
 pub mod exports;
 pub mod memo;

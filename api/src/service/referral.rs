@@ -278,7 +278,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         ));
     }
     let _memo = super::memo::scope();
-    write_tx(conn, |c| {
+    super::deferred::write_tx(conn, |c| {
         check_requester(c, &body, caller)?;
         let ubrn = format!("{:012}", store::take_ubrn(c)?);
         let priority = sr::ers_priority(&body).unwrap_or_default().to_owned();
@@ -404,7 +404,7 @@ pub(super) fn transition(
 ) -> Result<ResourceRow> {
     let def = def()?;
     let _memo = super::memo::scope();
-    write_tx(conn, |c| {
+    super::deferred::write_tx(conn, |c| {
         let row = resource::read(c, def, id)?;
         let given = expected.check(&row)?;
         let (mut body, state) = parsed(&row)?;

@@ -345,7 +345,16 @@ fn record_change(
     super::memo::forget(res_type, id);
     provenance(c, res_type, id, version, activity, w)?;
     if registry::find(res_type).is_some_and(|d| d.events) {
-        store::record_event(c, res_type, id, version, activity, now())?;
+        super::deferred::event(
+            c,
+            super::deferred::EventRow {
+                res_type: res_type.to_owned(),
+                res_id: id.to_owned(),
+                version_id: version,
+                method: activity.to_owned(),
+                occurred: now(),
+            },
+        )?;
     }
     super::reporting::record(
         c,
@@ -406,17 +415,16 @@ fn provenance(
         index.tokens.extend(scope::following(target, access));
     }
     crate::fhir::stamp(&mut content, &pid, 1, last_updated);
-    let text = content.to_string();
-    let v = NewVersion {
-        res_type: def.name,
-        id: &pid,
-        version_id: 1,
-        last_updated,
-        content: &text,
-        author,
-    };
-    store::insert_resource(c, &v, &index)?;
-    Ok(())
+    super::deferred::provenance(
+        c,
+        super::deferred::ProvenanceRow {
+            id: pid,
+            last_updated,
+            content: content.to_string(),
+            author: author.clone(),
+            index,
+        },
+    )
 }
 
 /// Who writes, and what a use case adds to a plain write.
