@@ -111,9 +111,17 @@ impl Application {
         let workers = settings.workers;
         let shutdown_timeout = settings.shutdown_timeout_secs;
         let max_body = settings.max_body_bytes;
+        // Background work (notification delivery, export jobs, UBRN expiry) has connections of
+        // its own: under load the request pool is always busy, and a delivery round that
+        // queued for it behind every request fell seconds behind.
+        let background = ers_schema::build_pool_with(
+            &settings.database_url,
+            3,
+            std::time::Duration::from_secs(settings.db_timeout_secs),
+        )?;
         if settings.delivery {
             crate::http::subscriptions::deliver(
-                pool.clone(),
+                background.clone(),
                 match &settings.base_url {
                     Some(b) => format!(
                         "{}/FHIR/R4",
@@ -125,14 +133,14 @@ impl Application {
         }
         if settings.exports {
             crate::http::bulk::run_jobs(
-                pool.clone(),
+                background.clone(),
                 settings.export_file_resources,
                 settings.export_ttl_secs,
             );
         }
         if settings.expiry_interval_secs > 0 {
             schedule_expiry(
-                pool.clone(),
+                background.clone(),
                 settings.ubrn_expiry_days,
                 settings.expiry_interval_secs,
             );

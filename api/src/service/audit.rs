@@ -1,7 +1,7 @@
 //! Recording the audit trail. Writes record their event inside their own transaction; reads,
 //! searches and refusals record theirs before the response leaves.
 
-use ers_schema::audit::{self, AuditEntityRow, AuditRow};
+use ers_schema::audit::{AuditEntityRow, AuditRow};
 use ers_schema::{DbConnection, ResourceRow, StorageError};
 use serde_json::Value;
 

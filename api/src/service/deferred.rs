@@ -112,7 +112,14 @@ pub fn audit(
 
 pub fn event(c: &mut DbConnection, e: EventRow) -> super::Result<()> {
     if let Some(e) = defer(e, |p, r| p.events.push(r)) {
-        store::record_event(c, &e.res_type, &e.res_id, e.version_id, &e.method, e.occurred)?;
+        store::record_event(
+            c,
+            &e.res_type,
+            &e.res_id,
+            e.version_id,
+            &e.method,
+            e.occurred,
+        )?;
     }
     Ok(())
 }

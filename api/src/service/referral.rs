@@ -4,7 +4,7 @@
 //! with the version the caller read, so two concurrent changes never both win.
 
 use chrono::Utc;
-use ers_schema::{store, write_tx, Author, DbConnection, ResourceRow};
+use ers_schema::{store, Author, DbConnection, ResourceRow};
 use serde_json::{json, Value};
 
 use super::audit::AuditDraft;

@@ -232,6 +232,9 @@ fn owner(state: &SubscriptionState) -> Result<Caller> {
 /// that matched — subscriptions with the same search share the work.
 type Known = std::collections::HashMap<String, (HashSet<String>, HashSet<String>)>;
 
+/// The events after each cursor read in this round: subscriptions that keep up share one.
+type Read = std::collections::HashMap<i64, Vec<OutboxRow>>;
+
 /// Which of these changes match the subscription, as the resources are now and as the owner
 /// sees them: one search per batch (the changed ids as `_id`), not one per change, and none
 /// for ids this round has already checked for the same search.
@@ -348,8 +351,9 @@ pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec
     let mut idle = Vec::new();
     read_tx(conn, |c| {
         let mut known = Known::new();
+        let mut read = Read::new();
         for state in &claimed {
-            match plan(c, &state.id, base, t, &mut known)? {
+            match plan(c, &state.id, base, t, &mut known, &mut read)? {
                 Plan::Send(due) => sends.push(due),
                 plan => idle.push(Outcome::Idle {
                     id: state.id.clone(),
@@ -407,6 +411,7 @@ fn plan(
     base: &str,
     t: NaiveDateTime,
     known: &mut Known,
+    read: &mut Read,
 ) -> Result<Plan> {
     let Some(state) = store::subscription_state(c, id)? else {
         return Ok(Plan::Gone);
@@ -447,7 +452,14 @@ fn plan(
                 .unwrap_or_default();
             // Numbers are given once changes have committed, without gaps (`number_events`):
             // whatever follows the cursor is final.
-            let rows = store::events_after(c, state.cursor, BATCH)?;
+            let rows = match read.get(&state.cursor) {
+                Some(rows) => rows.clone(),
+                None => {
+                    let rows = store::events_after(c, state.cursor, BATCH)?;
+                    read.insert(state.cursor, rows.clone());
+                    rows
+                }
+            };
             let hit = matching(c, &resource, &caller, &rows, known)?;
             let mut events = Vec::new();
             let mut through = state.cursor;
