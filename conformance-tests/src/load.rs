@@ -45,13 +45,15 @@ struct Args {
     pairs: usize,
     /// Rest-hook subscriptions to every referral change, active during the run.
     subscriptions: usize,
+    /// `read`: the resource to read (`Patient/{id}`).
+    path: Option<String>,
 }
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: ers-load --base-url URL --scenario NAME [--clients N] [--seconds S] [--warmup S]\n\
          \x20      [--sandbox-user SDS | --token T --business-function BF --ods ODS]\n\
-         \x20      [--postcodes FILE] [--pairs N] [--label TEXT] [--json FILE]\n\
+         \x20      [--postcodes FILE] [--pairs N] [--path TYPE/ID] [--label TEXT] [--json FILE]\n\
          scenarios:\n\
          \x20 dos-patient-search  POST HealthcareService/$ers.searchHealthcareServicesForPatient:\n\
          \x20                     a postcode (from --postcodes, an outcode,latitude,longitude CSV),\n\
@@ -61,6 +63,9 @@ fn usage() -> ExitCode {
          \x20 worklist            GET ServiceRequest/$ers.worklist (referrer lists, 20 a page)\n\
          \x20 book                POST Appointment: each request books its own free routine slot\n\
          \x20                     for its own new referral (--pairs made first, not measured)\n\
+         \x20 read                GET --path (Type/id) again and again (plain FHIR)\n\
+         \x20 create-patient      POST Patient with a new test-range NHS number (plain FHIR)\n\
+         \x20 search-patient      GET Patient?family=…&birthdate=… (plain FHIR)\n\
          \x20 book-contended      POST Appointment: --pairs referrals race for 100 slots; a 409\n\
          \x20                     SLOT_NOT_AVAILABLE counts as a conflict; afterwards each slot\n\
          \x20                     is checked to hold at most one booked appointment"
@@ -85,6 +90,7 @@ fn parse_args() -> Option<Args> {
         json: None,
         pairs: 6000,
         subscriptions: 0,
+        path: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next();
@@ -103,6 +109,7 @@ fn parse_args() -> Option<Args> {
             "--json" => a.json = Some(value()?),
             "--pairs" => a.pairs = value()?.parse().ok().filter(|n| *n > 0)?,
             "--subscriptions" => a.subscriptions = value()?.parse().ok()?,
+            "--path" => a.path = Some(value()?),
             _ => return None,
         }
     }
@@ -120,6 +127,33 @@ struct Fixtures {
     services: Vec<String>,
     /// Booking scenarios: (referral id, slot id), one referral per pair.
     pairs: Vec<(String, String)>,
+    /// `read`: the resource read.
+    path: String,
+    /// `create-patient`: where this run's NHS numbers start (runs do not collide).
+    nhs_base: u64,
+}
+
+/// A synthetic NHS number of the reserved test range 999 000 0000–999 999 9999 that passes the
+/// Modulus 11 check: the `n`th stem from 999000000 on, skipping stems with no valid check digit.
+fn test_nhs_number(n: u64) -> String {
+    let mut stem = 999_000_000 + n % 999_999;
+    loop {
+        let digits: Vec<u64> = stem
+            .to_string()
+            .bytes()
+            .map(|b| u64::from(b - b'0'))
+            .collect();
+        let sum: u64 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+        let check = (11 - sum % 11) % 11;
+        if check != 10 {
+            return format!("{stem}{check}");
+        }
+        stem = if stem >= 999_999_999 {
+            999_000_000
+        } else {
+            stem + 1
+        };
+    }
 }
 
 /// Who the load generator acts as.
@@ -390,6 +424,35 @@ fn scenario(
                 )
             }))
         }
+        // Plain FHIR, for the side-by-side with another server.
+        "read" => {
+            let path = fx.path.clone();
+            if path.is_empty() {
+                return Err("read needs --path Type/id".into());
+            }
+            Ok(Box::new(move |_| ("GET", path.clone(), None)))
+        }
+        "create-patient" => {
+            let base = fx.nhs_base;
+            Ok(Box::new(move |k| {
+                let body = json!({
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": test_nhs_number(base + k)}],
+                    "name": [{"use": "official", "family": "Loadtest", "given": ["Sam"]}],
+                    "gender": if k % 2 == 0 { "female" } else { "male" },
+                    "birthDate": format!("19{:02}-0{}-1{}", 40 + k % 60, 1 + k % 9, k % 10),
+                    "address": [{"postalCode": "LS1 4AP"}],
+                });
+                ("POST", "Patient".to_owned(), Some(body))
+            }))
+        }
+        "search-patient" => Ok(Box::new(|k| {
+            (
+                "GET",
+                format!("Patient?family=Loadtest&birthdate=19{:02}&_count=20", 40 + k % 60),
+                None,
+            )
+        })),
         "book" | "book-contended" => {
             let pairs = fx.pairs.clone();
             Ok(Box::new(move |k| {
@@ -406,7 +469,7 @@ fn scenario(
             }))
         }
         other => Err(format!(
-            "unknown scenario '{other}' (dos-patient-search, create-referral, worklist, book, book-contended)"
+            "unknown scenario '{other}' (dos-patient-search, create-referral, worklist, book, book-contended, read, create-patient, search-patient)"
         )),
     }
 }
@@ -450,6 +513,12 @@ fn check_answer(scenario: &str, body: &[u8]) -> Result<(), String> {
         "book" | "book-contended" => {
             field("/resourceType") == "Appointment" && field("/status") == "booked"
         }
+        "create-patient" => field("/resourceType") == "Patient" && !field("/id").is_empty(),
+        "search-patient" => {
+            field("/type") == "searchset"
+                && entries().iter().all(|r| r["resourceType"] == "Patient")
+        }
+        "read" => field("/resourceType") != "OperationOutcome" && !field("/id").is_empty(),
         _ => true,
     };
     if ok {
@@ -529,7 +598,14 @@ async fn run(args: &Args) -> Result<Value, String> {
     let http = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
-    let mut fx = Fixtures::default();
+    let mut fx = Fixtures {
+        path: args.path.clone().unwrap_or_default(),
+        nhs_base: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() % 1000 * 997)
+            .unwrap_or_default(),
+        ..Fixtures::default()
+    };
     let booking = args.scenario.starts_with("book");
     if args.scenario == "create-referral" || booking {
         let (bf, ods) = (args.business_function.as_str(), args.ods.as_str());
