@@ -152,13 +152,7 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
                 None => match state.roles.get(&sub).filter(|r| holds(r)) {
                     Some(r) => r,
                     None => {
-                        let pool = state.pool.clone();
-                        let who = sub.clone();
-                        let found = web::block(move || -> Result<_, ApiError> {
-                            let mut c = pool.get()?;
-                            Ok(crate::service::roles::roles_of(&mut c, &who)?)
-                        })
-                        .await??;
+                        let found = roles_of(&state, &sub).await?;
                         state.roles.put(&sub, &found);
                         found
                     }
@@ -170,13 +164,7 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
                 )));
             }
             if let Some(obo) = &on_behalf_of {
-                let pool = state.pool.clone();
-                let who = obo.clone();
-                let theirs = web::block(move || -> Result<_, ApiError> {
-                    let mut c = pool.get()?;
-                    Ok(crate::service::roles::roles_of(&mut c, &who)?)
-                })
-                .await??;
+                let theirs = roles_of(&state, obo).await?;
                 if !theirs.iter().any(|(bf, org)| {
                     *bf == BusinessFunction::ServiceProviderClinician
                         && org == organisation.as_str()
@@ -195,6 +183,17 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
             })
         }
     }
+}
+
+/// Every (business function, ODS code) the user with this SDS id holds, from the directory.
+pub(super) async fn roles_of(state: &AppState, user: &str) -> Result<Roles, ApiError> {
+    let pool = state.pool.clone();
+    let who = user.to_owned();
+    web::block(move || -> Result<_, ApiError> {
+        let mut c = pool.get()?;
+        Ok(crate::service::roles::roles_of(&mut c, &who)?)
+    })
+    .await?
 }
 
 impl FromRequest for Caller {
@@ -233,7 +232,7 @@ pub struct RoleCache {
     held: std::sync::Mutex<HashMap<String, (std::time::Instant, Roles)>>,
 }
 
-type Roles = Vec<(BusinessFunction, String)>;
+pub(super) type Roles = Vec<(BusinessFunction, String)>;
 
 impl RoleCache {
     const MAX_USERS: usize = 10_000;

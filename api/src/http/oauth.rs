@@ -43,13 +43,7 @@ pub async fn sandbox_token(
             "'user_id' is required: the SDS user id of a sandbox user, e.g. 021600556514".into(),
         ))?
         .to_owned();
-    let pool = state.pool.clone();
-    let who = user.clone();
-    let roles = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        Ok(crate::service::roles::roles_of(&mut c, &who)?)
-    })
-    .await??;
+    let roles = super::caller::roles_of(&state, &user).await?;
     if roles.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "'user_id' ({user}) is not a sandbox user with an e-RS role"

@@ -323,6 +323,40 @@ async fn sandbox_tokens_in_one_call_and_never_in_production() {
     )
     .await
     .assert_outcome(403, "forbidden");
+    // A role given to the user works at once, though the instance keeps the roles it found.
+    let practitioner = app
+        .search("Practitioner?identifier=https://fhir.nhs.uk/Id/sds-user-id|021600556514")
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("the sandbox clinician")
+        .to_owned();
+    let rcd = app
+        .search("Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|RCD")
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("RCD")
+        .to_owned();
+    app.create(&serde_json::json!({
+        "resourceType": "PractitionerRole",
+        "active": true,
+        "practitioner": {"reference": format!("Practitioner/{practitioner}")},
+        "organization": {"reference": format!("Organization/{rcd}")},
+        "code": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-BusinessFunction", "code": "SERVICE_PROVIDER_CLINICIAN"}]}],
+    }))
+    .await;
+    let r = app
+        .send(
+            app.as_user(
+                &token,
+                "GET",
+                "Patient",
+                "SERVICE_PROVIDER_CLINICIAN",
+                "RCD",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = app
         .send(
             app.bare("POST", "/oauth2/sandbox/token")
