@@ -343,6 +343,15 @@ pub fn work(
     Ok(true)
 }
 
+/// A file read and being compressed (on a thread of its own), to be stored with the position
+/// the job reaches with it.
+struct Pending {
+    meta: Option<FileMeta>,
+    position: String,
+    count: i64,
+    gzipped: std::thread::JoinHandle<Result<Vec<u8>>>,
+}
+
 fn run(
     c: &mut DbConnection,
     job: &mut ExportJob,
@@ -359,6 +368,9 @@ fn run(
         .last()
         .map_or(0, |f| f.part + 1);
     let want = file_resources.max(1);
+    // One file in hand: while it is compressed, the next one is read (they took turns, and
+    // compressing was a third of an export's time).
+    let mut pending: Option<Pending> = None;
     while ti < types.len() {
         let def = types[ti];
         let q = page_query(job, def, &caller);
@@ -380,42 +392,26 @@ fn run(
                 break;
             }
         }
-        // The file and where the job got to, together; only while the job is still ours.
-        let still_ours = write_tx(c, |c| {
-            let Some(current) = store::job(c, &job.id)? else {
-                return Ok::<_, ServiceError>(false);
-            };
-            if current.lease_owner.as_deref() != Some(worker) || current.status != "running" {
-                return Ok(false);
+        let meta = (count > 0).then(|| FileMeta {
+            part,
+            res_type: def.name.to_owned(),
+            count: count as i64,
+        });
+        let position = if type_done {
+            format!("{}|", ti + 1)
+        } else {
+            format!("{ti}|{}", after.encode())
+        };
+        let next = Pending {
+            meta,
+            position,
+            count: count as i64,
+            gzipped: std::thread::spawn(move || gzip(&buf)),
+        };
+        if let Some(done) = pending.replace(next) {
+            if !store_file(c, job, worker, done)? {
+                return Ok(());
             }
-            if count > 0 {
-                store::add_file(
-                    c,
-                    &job.id,
-                    &FileMeta {
-                        part,
-                        res_type: def.name.to_owned(),
-                        count: count as i64,
-                    },
-                    GZIP,
-                    &gzip(&buf)?,
-                )?;
-            }
-            job.position = if type_done {
-                format!("{}|", ti + 1)
-            } else {
-                format!("{ti}|{}", after.encode())
-            };
-            job.exported += count as i64;
-            job.status = "running".into();
-            job.lease_owner = Some(worker.to_owned());
-            job.lease_until = Some(now() + Duration::seconds(LEASE_SECS));
-            store::save_job(c, job)?;
-            Ok(true)
-        })?;
-        if !still_ours {
-            log::info!("export {}: cancelled or taken over; stopping", job.id);
-            return Ok(());
         }
         if count > 0 {
             part += 1;
@@ -423,6 +419,11 @@ fn run(
         if type_done {
             ti += 1;
             after = Cursor::default();
+        }
+    }
+    if let Some(done) = pending.take() {
+        if !store_file(c, job, worker, done)? {
+            return Ok(());
         }
     }
     write_tx(c, |c| {
@@ -441,6 +442,37 @@ fn run(
         store::save_job(c, job)?;
         Ok(())
     })
+}
+
+/// Stores a file and the position the job reaches with it, together, only while the job is
+/// still this worker's; false when it is not (cancelled or taken over).
+fn store_file(c: &mut DbConnection, job: &mut ExportJob, worker: &str, f: Pending) -> Result<bool> {
+    let data = f
+        .gzipped
+        .join()
+        .map_err(|_| ServiceError::Internal("compressing an export file panicked".into()))??;
+    let still_ours = write_tx(c, |c| {
+        let Some(current) = store::job(c, &job.id)? else {
+            return Ok::<_, ServiceError>(false);
+        };
+        if current.lease_owner.as_deref() != Some(worker) || current.status != "running" {
+            return Ok(false);
+        }
+        if let Some(meta) = &f.meta {
+            store::add_file(c, &job.id, meta, GZIP, &data)?;
+        }
+        job.position = f.position.clone();
+        job.exported += f.count;
+        job.status = "running".into();
+        job.lease_owner = Some(worker.to_owned());
+        job.lease_until = Some(now() + Duration::seconds(LEASE_SECS));
+        store::save_job(c, job)?;
+        Ok(true)
+    })?;
+    if !still_ours {
+        log::info!("export {}: cancelled or taken over; stopping", job.id);
+    }
+    Ok(still_ours)
 }
 
 /// How export files are stored: gzip, fastest level (NDJSON of FHIR resources shrinks about
