@@ -40,27 +40,9 @@ pub struct AuditEntityRow {
     pub ubrn: Option<String>,
 }
 
-/// Appends one event and its entities (in the caller's transaction).
-pub fn insert(
-    conn: &mut DbConnection,
-    event: &AuditRow,
-    entities: &[AuditEntityRow],
-) -> Result<(), StorageError> {
-    diesel::insert_into(audit_events::table)
-        .values(event)
-        .execute(conn)?;
-    // One multi-row INSERT per chunk (a search touches up to a page of resources and their
-    // includes), on each backend's own connection.
-    for chunk in entities.chunks(500) {
-        on_backend!(conn, |c| diesel::insert_into(audit_entities::table)
-            .values(chunk)
-            .execute(c))?;
-    }
-    Ok(())
-}
-
 /// Appends events and their entities (in the caller's transaction): one multi-row INSERT per
-/// table and chunk.
+/// table and chunk (a search touches up to a page of resources and their includes), on each
+/// backend's own connection.
 pub fn insert_many(
     conn: &mut DbConnection,
     events: &[(AuditRow, Vec<AuditEntityRow>)],

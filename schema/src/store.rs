@@ -941,47 +941,28 @@ pub fn purge_binaries(conn: &mut DbConnection, ids: &[String]) -> QResult<usize>
     Ok(diesel::delete(binaries::table.filter(binaries::id.eq_any(ids))).execute(conn)?)
 }
 
-/// Records a change for subscribers (in the transaction of the change).
-pub fn record_event(
-    conn: &mut DbConnection,
-    res_type: &str,
-    res_id: &str,
-    version_id: i64,
-    method: &str,
-    occurred: NaiveDateTime,
-) -> QResult<()> {
-    diesel::insert_into(outbox::table)
-        .values((
-            outbox::res_type.eq(res_type),
-            outbox::res_id.eq(res_id),
-            outbox::version_id.eq(version_id),
-            outbox::method.eq(method),
-            outbox::occurred.eq(occurred),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// A change for the outbox (`record_events`).
-pub struct NewEvent<'a> {
-    pub res_type: &'a str,
-    pub res_id: &'a str,
+/// A change for subscribers (`record_events`).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub res_type: String,
+    pub res_id: String,
     pub version_id: i64,
-    pub method: &'a str,
+    pub method: String,
     pub occurred: NaiveDateTime,
 }
 
-/// Records changes in the outbox, in order: one multi-row INSERT.
-pub fn record_events(conn: &mut DbConnection, events: &[NewEvent<'_>]) -> QResult<()> {
+/// Records changes for subscribers, in order, in the transaction of the changes: one multi-row
+/// INSERT per chunk.
+pub fn record_events(conn: &mut DbConnection, events: &[NewEvent]) -> QResult<()> {
     for chunk in events.chunks(500) {
         let rows: Vec<_> = chunk
             .iter()
             .map(|e| {
                 (
-                    outbox::res_type.eq(e.res_type),
-                    outbox::res_id.eq(e.res_id),
+                    outbox::res_type.eq(&e.res_type),
+                    outbox::res_id.eq(&e.res_id),
                     outbox::version_id.eq(e.version_id),
-                    outbox::method.eq(e.method),
+                    outbox::method.eq(&e.method),
                     outbox::occurred.eq(e.occurred),
                 )
             })

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use chrono::NaiveDateTime;
 use ers_schema::audit::{AuditEntityRow, AuditRow};
-use ers_schema::store::{self, NewVersion};
+use ers_schema::store::{self, NewEvent, NewVersion};
 use ers_schema::{Author, DbConnection, IndexEntries};
 
 /// A Provenance resource to insert.
@@ -20,20 +20,11 @@ pub struct ProvenanceRow {
     pub index: IndexEntries,
 }
 
-/// A change for the outbox.
-pub struct EventRow {
-    pub res_type: String,
-    pub res_id: String,
-    pub version_id: i64,
-    pub method: String,
-    pub occurred: NaiveDateTime,
-}
-
 #[derive(Default)]
 struct Pending {
     provenance: Vec<ProvenanceRow>,
     audits: Vec<(AuditRow, Vec<AuditEntityRow>)>,
-    events: Vec<EventRow>,
+    events: Vec<NewEvent>,
 }
 
 thread_local! {
@@ -105,21 +96,14 @@ pub fn audit(
     entities: Vec<AuditEntityRow>,
 ) -> Result<(), ers_schema::StorageError> {
     if let Some((row, entities)) = defer((row, entities), |p, r| p.audits.push(r)) {
-        ers_schema::audit::insert(c, &row, &entities)?;
+        ers_schema::audit::insert_many(c, &[(row, entities)])?;
     }
     Ok(())
 }
 
-pub fn event(c: &mut DbConnection, e: EventRow) -> super::Result<()> {
+pub fn event(c: &mut DbConnection, e: NewEvent) -> super::Result<()> {
     if let Some(e) = defer(e, |p, r| p.events.push(r)) {
-        store::record_event(
-            c,
-            &e.res_type,
-            &e.res_id,
-            e.version_id,
-            &e.method,
-            e.occurred,
-        )?;
+        store::record_events(c, std::slice::from_ref(&e))?;
     }
     Ok(())
 }
@@ -136,11 +120,10 @@ fn new_version(p: &ProvenanceRow) -> NewVersion<'_> {
 }
 
 fn flush(c: &mut DbConnection) -> super::Result<()> {
-    let Some(p) = PENDING.with(|p| p.borrow_mut().take()) else {
+    // Taken, leaving the gathering open and empty until the outer call returns.
+    let Some(p) = PENDING.with(|p| p.borrow_mut().as_mut().map(std::mem::take)) else {
         return Ok(());
     };
-    // Gathering stays open (and empty) until the outer call returns.
-    PENDING.with(|slot| *slot.borrow_mut() = Some(Pending::default()));
     let versions: Vec<(NewVersion<'_>, &IndexEntries)> = p
         .provenance
         .iter()
@@ -153,18 +136,7 @@ fn flush(c: &mut DbConnection) -> super::Result<()> {
         ers_schema::audit::insert_many(c, &p.audits)?;
     }
     if !p.events.is_empty() {
-        let events: Vec<store::NewEvent<'_>> = p
-            .events
-            .iter()
-            .map(|e| store::NewEvent {
-                res_type: &e.res_type,
-                res_id: &e.res_id,
-                version_id: e.version_id,
-                method: &e.method,
-                occurred: e.occurred,
-            })
-            .collect();
-        store::record_events(c, &events)?;
+        store::record_events(c, &p.events)?;
     }
     Ok(())
 }

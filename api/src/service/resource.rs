@@ -347,7 +347,7 @@ fn record_change(
     if registry::find(res_type).is_some_and(|d| d.events) {
         super::deferred::event(
             c,
-            super::deferred::EventRow {
+            ers_schema::store::NewEvent {
                 res_type: res_type.to_owned(),
                 res_id: id.to_owned(),
                 version_id: version,

@@ -670,6 +670,57 @@ async fn bad_referrals_and_plain_writes_are_refused_precisely() {
     );
 }
 
+/// R69's AWAITING_BOOKING list as `app` serves it.
+async fn awaiting_booking(app: &TestApp, token: &str) -> Vec<String> {
+    let r = app
+        .send(
+            app.as_user(
+                token,
+                "GET",
+                "ServiceRequest/$ers.worklist?listType=AWAITING_BOOKING&_count=100",
+                "REFERRING_CLINICIAN",
+                "R69",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    match_ids(&r.json())
+}
+
+/// A database whose referrals were stored before the worklist table existed: the next server
+/// to start on it puts them on their lists, once.
+#[actix_web::test]
+async fn referrals_stored_before_worklists_are_listed_at_the_next_start() {
+    use diesel::connection::SimpleConnection;
+    let w = world().await;
+    let id = w.new_referral(&[&w.bookable.clone()], "ROUTINE").await;
+    assert!(awaiting_booking(&w.app, &w.rc).await.contains(&id));
+    // As the migration leaves such a database: no entries, the backfill not done.
+    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
+    pool.get()
+        .expect("connection")
+        .batch_execute(
+            "DELETE FROM worklist_entries; \
+             UPDATE counters SET value = 0 WHERE name = 'worklists_backfilled'",
+        )
+        .expect("entries removed");
+    assert!(!awaiting_booking(&w.app, &w.rc).await.contains(&id));
+    let next = spawn_on(
+        &w.app.database_url,
+        ers_api::config::Settings {
+            rate_limit_per_sec: 0,
+            ..ers_api::config::Settings::default()
+        },
+    )
+    .await;
+    assert!(awaiting_booking(&next, &w.rc).await.contains(&id));
+    assert!(
+        awaiting_booking(&w.app, &w.rc).await.contains(&id),
+        "one list for all"
+    );
+}
+
 #[actix_web::test]
 async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
     let w = world().await;

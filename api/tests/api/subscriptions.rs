@@ -534,13 +534,15 @@ async fn a_change_that_commits_late_is_numbered_after_those_before_it() {
     let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
     let mut raw = pool.get().expect("connection");
     raw.batch_execute("BEGIN").expect("begin");
-    ers_schema::store::record_event(
+    ers_schema::store::record_events(
         &mut raw,
-        "ServiceRequest",
-        &first,
-        99,
-        "UPDATE",
-        chrono::Utc::now().naive_utc(),
+        &[ers_schema::store::NewEvent {
+            res_type: "ServiceRequest".into(),
+            res_id: first.clone(),
+            version_id: 99,
+            method: "UPDATE".into(),
+            occurred: chrono::Utc::now().naive_utc(),
+        }],
     )
     .expect("an event in flight");
     // Meanwhile another referral is made and committed.
