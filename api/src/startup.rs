@@ -22,6 +22,8 @@ pub struct AppState {
     pub started: String,
     /// The roles users were found to hold, for a short while.
     pub roles: crate::http::caller::RoleCache,
+    /// Where reads and searches record their audit events (committed in groups).
+    pub audit: crate::service::audit::AuditLog,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum StartupError {
     Security(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("cannot start {0}: {1}")]
+    Start(&'static str, std::io::Error),
 }
 
 /// Pool + migrations; returns the pool and the backend name.
@@ -145,7 +149,14 @@ impl Application {
                 settings.expiry_interval_secs,
             );
         }
+        let audit = crate::service::audit::AuditLog::start(ers_schema::build_pool_with(
+            &settings.database_url,
+            1,
+            std::time::Duration::from_secs(settings.db_timeout_secs),
+        )?)
+        .map_err(|e| StartupError::Start("the audit writer", e))?;
         let state = web::Data::new(AppState {
+            audit,
             pool,
             auth,
             limiter: crate::security::rate::Limiter::new(

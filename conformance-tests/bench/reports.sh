@@ -111,7 +111,7 @@ MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
 DB_SIZE=$(case "$BACKEND" in sqlite) du -m "$DB_FILE" | cut -f1 ;; postgres) psql "$PG_ADMIN_URL" -Atc "SELECT pg_database_size('ers_bench_reports') / 1048576" ;; esac)
 
 mkdir -p docs/benchmarks
-LINE=$(printf '{"label":"%s commit=%s machine=[%s] %s","referrals":%s,"generate_secs":%.0f,"database_mb":%s,"idle_rss_mb":%s,"csv_rows":%s,"csv_bytes":%s,"csv_first_secs":%s,"csv_first_max_rss_mb":%s,"csv_first_max_anon_mb":%s,"csv_secs":%s,"csv_max_rss_mb":%s,"csv_max_anon_mb":%s,"export_resources":%s,"export_first_secs":%s,"export_first_per_sec":%s,"export_secs":%s,"export_per_sec":%s,"export_download_secs":%s,"export_downloaded":%s,"export_max_rss_mb":%s,"export_max_anon_mb":%s}' \
+LINE=$(printf '{"label":"%s commit=%s machine=[%s] %s","referrals":%s,"generate_secs":%.0f,"database_mb":%s,"idle_rss_mb":%s,"csv_rows":%s,"csv_bytes":%s,"csv_first_secs":%.3f,"csv_first_max_rss_mb":%s,"csv_first_max_anon_mb":%s,"csv_secs":%.3f,"csv_max_rss_mb":%s,"csv_max_anon_mb":%s,"export_resources":%s,"export_first_secs":%.3f,"export_first_per_sec":%s,"export_secs":%.3f,"export_per_sec":%s,"export_download_secs":%.3f,"export_downloaded":%s,"export_max_rss_mb":%s,"export_max_anon_mb":%s}' \
   "$BACKEND" "$(git rev-parse --short HEAD)" "$MACHINE" "$(date -u +%FT%TZ)" "$REFERRALS" "$GEN_SECS" "$DB_SIZE" "$IDLE_RSS" \
   "$CSV_ROWS" "$CSV_BYTES" "$CSV1_SECS" "$CSV1_RSS" "$CSV1_ANON" "$CSV_SECS" "$CSV_RSS" "$CSV_ANON" \
   "$EXPORTED" "$EXPORT1_SECS" "$EXPORT1_RATE" "$EXPORT_SECS" "$RATE" "$DOWNLOAD_SECS" "$DOWNLOADED" "$EXPORT_RSS" "$EXPORT_ANON")

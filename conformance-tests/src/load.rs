@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod national;
+
 const SPECIALTIES: &[&str] = &[
     "CARDIOLOGY",
     "DERMATOLOGY",
@@ -47,6 +49,11 @@ struct Args {
     subscriptions: usize,
     /// `read`: the resource to read (`Patient/{id}`).
     path: Option<String>,
+    /// `national-day`: the share of a national day to replay (1.0: 70,000 referrals).
+    scale: f64,
+    /// `national-day`: the sandbox provider clinician who answers A&G requests.
+    provider_user: String,
+    provider_ods: String,
 }
 
 fn usage() -> ExitCode {
@@ -54,6 +61,7 @@ fn usage() -> ExitCode {
         "usage: ers-load --base-url URL --scenario NAME [--clients N] [--seconds S] [--warmup S]\n\
          \x20      [--sandbox-user SDS | --token T --business-function BF --ods ODS]\n\
          \x20      [--postcodes FILE] [--pairs N] [--path TYPE/ID] [--label TEXT] [--json FILE]\n\
+         \x20      [--scale F] [--provider-user SDS --provider-ods ODS]\n\
          scenarios:\n\
          \x20 dos-patient-search  POST HealthcareService/$ers.searchHealthcareServicesForPatient:\n\
          \x20                     a postcode (from --postcodes, an outcode,latitude,longitude CSV),\n\
@@ -68,7 +76,11 @@ fn usage() -> ExitCode {
          \x20 search-patient      GET Patient?family=…&birthdate=… (plain FHIR)\n\
          \x20 book-contended      POST Appointment: --pairs referrals race for 100 slots; a 409\n\
          \x20                     SLOT_NOT_AVAILABLE counts as a conflict; afterwards each slot\n\
-         \x20                     is checked to hold at most one booked appointment"
+         \x20                     is checked to hold at most one booked appointment\n\
+         \x20 national-day        a day of England traffic (x --scale): 70,000 referrals with\n\
+         \x20                     their DoS searches, 50,000 of them booked after a slot search,\n\
+         \x20                     5,000 A&G conversations; runs until done (--seconds unused);\n\
+         \x20                     needs --sandbox-user, --postcodes and a generated directory"
     );
     ExitCode::from(2)
 }
@@ -91,6 +103,9 @@ fn parse_args() -> Option<Args> {
         pairs: 6000,
         subscriptions: 0,
         path: None,
+        scale: 1.0,
+        provider_user: "555032006106".into(),
+        provider_ods: "RCD".into(),
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next();
@@ -110,6 +125,9 @@ fn parse_args() -> Option<Args> {
             "--pairs" => a.pairs = value()?.parse().ok().filter(|n| *n > 0)?,
             "--subscriptions" => a.subscriptions = value()?.parse().ok()?,
             "--path" => a.path = Some(value()?),
+            "--scale" => a.scale = value()?.parse().ok().filter(|f: &f64| *f > 0.0)?,
+            "--provider-user" => a.provider_user = value()?,
+            "--provider-ods" => a.provider_ods = value()?,
             _ => return None,
         }
     }
@@ -183,7 +201,22 @@ async fn call(
     url: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), String> {
-    let req = who.request(http, method, url);
+    call_if_match(http, who, method, url, body, None).await
+}
+
+/// `call` with an `If-Match` header when a version tag is given.
+async fn call_if_match(
+    http: &awc::Client,
+    who: &As,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+    if_match: Option<&str>,
+) -> Result<(u16, Value), String> {
+    let mut req = who.request(http, method, url);
+    if let Some(tag) = if_match {
+        req = req.insert_header(("If-Match", tag));
+    }
     let mut res = match body {
         Some(b) => req.send_body(b.to_string()).await,
         None => req.send().await,
@@ -308,14 +341,14 @@ async fn booking_pairs(
         .collect())
 }
 
-/// Slots (of those used) holding more than one booked appointment.
+/// Slots (of those given; the first 2,000) holding more than one booked appointment.
 async fn count_double_bookings(
     http: &awc::Client,
     base: &str,
     who: &As,
-    pairs: &[(String, String)],
+    slots: &[&String],
 ) -> Result<u64, String> {
-    let mut slots: Vec<&String> = pairs.iter().map(|(_, s)| s).collect();
+    let mut slots = slots.to_vec();
     slots.sort();
     slots.dedup();
     let mut doubles = 0;
@@ -469,7 +502,7 @@ fn scenario(
             }))
         }
         other => Err(format!(
-            "unknown scenario '{other}' (dos-patient-search, create-referral, worklist, book, book-contended, read, create-patient, search-patient)"
+            "unknown scenario '{other}' (dos-patient-search, create-referral, worklist, book, book-contended, read, create-patient, search-patient, national-day)"
         )),
     }
 }
@@ -607,7 +640,8 @@ async fn run(args: &Args) -> Result<Value, String> {
         ..Fixtures::default()
     };
     let booking = args.scenario.starts_with("book");
-    if args.scenario == "create-referral" || booking {
+    let national = args.scenario == "national-day";
+    if args.scenario == "create-referral" || booking || national {
         let (bf, ods) = (args.business_function.as_str(), args.ods.as_str());
         fx.patients =
             fetch_ids(&http, &args.base_url, &token, bf, ods, "Patient?_count=40").await?;
@@ -636,6 +670,35 @@ async fn run(args: &Args) -> Result<Value, String> {
         bf: args.business_function.clone(),
         ods: args.ods.clone(),
     };
+    if national {
+        let Some(user) = &args.sandbox_user else {
+            return Err(
+                "national-day needs --sandbox-user (and the sandbox provider clinician)".into(),
+            );
+        };
+        let provider = As {
+            token: sandbox_token(&args.base_url, &args.provider_user).await?,
+            bf: "SERVICE_PROVIDER_CLINICIAN".into(),
+            ods: args.provider_ods.clone(),
+        };
+        eprintln!(
+            "ers-load: national day as {user} (referrer) and {} (provider)",
+            args.provider_user
+        );
+        let cast = national::cast(&http, &args.base_url, who, provider, fx, postcodes).await?;
+        let mut result = national::run(
+            &http,
+            &args.base_url,
+            cast,
+            national::Day::scaled(args.scale),
+            args.clients,
+        )
+        .await?;
+        result["label"] = json!(args.label);
+        result["base_url"] = json!(args.base_url);
+        result["scale"] = json!(args.scale);
+        return Ok(result);
+    }
     if booking {
         let slots = if args.scenario == "book-contended" {
             100
@@ -657,8 +720,13 @@ async fn run(args: &Args) -> Result<Value, String> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let stop = measure_from + Duration::from_secs(args.seconds);
+    // A booking scenario ends when each of its referrals has had its turn (a referral that
+    // is booked cannot book again).
+    let limit = booking.then_some(fx.pairs.len() as u64);
+    let last_done = Rc::new(RefCell::new(measure_from));
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
+        let last_done = last_done.clone();
         let (http, make, tally, counter, token) = (
             http.clone(),
             make.clone(),
@@ -676,6 +744,9 @@ async fn run(args: &Args) -> Result<Value, String> {
                     *c += 1;
                     *c
                 };
+                if limit.is_some_and(|n| k > n) {
+                    break;
+                }
                 let (method, path, body) = make(k);
                 let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap_or_default();
                 let req = http
@@ -709,6 +780,8 @@ async fn run(args: &Args) -> Result<Value, String> {
                     break;
                 }
                 if sent >= measure_from {
+                    let mut last = last_done.borrow_mut();
+                    *last = (*last).max(done);
                     let mut t = tally.borrow_mut();
                     match outcome {
                         Ok(()) => t.latencies.push(done - sent),
@@ -726,7 +799,8 @@ async fn run(args: &Args) -> Result<Value, String> {
         let _ = t.await;
     }
     let double_bookings = if booking {
-        Some(count_double_bookings(&http, &args.base_url, &who, &fx.pairs).await?)
+        let slots: Vec<&String> = fx.pairs.iter().map(|(_, s)| s).collect();
+        Some(count_double_bookings(&http, &args.base_url, &who, &slots).await?)
     } else {
         None
     };
@@ -737,6 +811,12 @@ async fn run(args: &Args) -> Result<Value, String> {
     let mut t = tally.borrow_mut();
     t.latencies.sort();
     let ok = t.latencies.len() as f64;
+    // The measured window: to the end, or to the last answer when the work ran out first.
+    let window = (*last_done.borrow())
+        .min(stop)
+        .saturating_duration_since(measure_from)
+        .as_secs_f64()
+        .max(0.001);
     let result = json!({
         "label": args.label,
         "scenario": args.scenario,
@@ -747,7 +827,8 @@ async fn run(args: &Args) -> Result<Value, String> {
         "errors": t.errors,
         "conflicts": t.conflicts,
         "double_bookings": double_bookings,
-        "throughput_per_s": (ok / args.seconds as f64 * 10.0).round() / 10.0,
+        "throughput_per_s": (ok / window * 10.0).round() / 10.0,
+        "window_s": (window * 10.0).round() / 10.0,
         "p50_ms": (percentile(&t.latencies, 50.0) * 10.0).round() / 10.0,
         "p95_ms": (percentile(&t.latencies, 95.0) * 10.0).round() / 10.0,
         "p99_ms": (percentile(&t.latencies, 99.0) * 10.0).round() / 10.0,
@@ -764,6 +845,30 @@ fn main() -> ExitCode {
         return usage();
     };
     match actix_rt::System::new().block_on(run(&args)) {
+        Ok(result) if result["scenario"] == "national-day" => {
+            println!(
+                "{} national-day clients={} referrals={} bookings={} advice={} elapsed={}s requests={} throughput={}/s errors={} conflicts={} double_bookings={} target_met={}",
+                args.label,
+                args.clients,
+                result["referrals"],
+                result["bookings"],
+                result["advice"],
+                result["elapsed_s"],
+                result["requests"],
+                result["throughput_per_s"],
+                result["errors"],
+                result["conflicts"],
+                result["double_bookings"],
+                result["target_met"]
+            );
+            for (step, s) in result["steps"].as_object().into_iter().flatten() {
+                println!(
+                    "  {step:16} n={} p50={}ms p95={}ms p99={}ms max={}ms",
+                    s["count"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]
+                );
+            }
+            finish(&args, &result)
+        }
         Ok(result) => {
             println!(
                 "{} {} clients={} requests={} errors={} throughput={}/s p50={}ms p95={}ms p99={}ms max={}ms",
@@ -778,32 +883,37 @@ fn main() -> ExitCode {
                 result["p99_ms"],
                 result["max_ms"]
             );
-            if let Some(e) = result["first_error"].as_str() {
-                eprintln!("first error: {e}");
-            }
-            if let Some(path) = &args.json {
-                use std::io::Write;
-                let line = format!("{result}\n");
-                if let Err(e) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .and_then(|mut f| f.write_all(line.as_bytes()))
-                {
-                    eprintln!("{path}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            if result["errors"].as_u64().unwrap_or(0) > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+            finish(&args, &result)
         }
         Err(e) => {
             eprintln!("ers-load: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints the first error, appends the result to `--json`, and fails the run on errors.
+fn finish(args: &Args, result: &Value) -> ExitCode {
+    if let Some(e) = result["first_error"].as_str() {
+        eprintln!("first error: {e}");
+    }
+    if let Some(path) = &args.json {
+        use std::io::Write;
+        let line = format!("{result}\n");
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+        {
+            eprintln!("{path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if result["errors"].as_u64().unwrap_or(0) > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

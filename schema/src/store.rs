@@ -400,6 +400,119 @@ pub fn insert_resource(
     write_index(conn, v.res_type, v.id, index)
 }
 
+/// The newest first version of a type (the latest resource of it created).
+pub fn latest_created(conn: &mut DbConnection, res_type: &str) -> QResult<Option<VersionRow>> {
+    Ok(resource_versions::table
+        .filter(resource_versions::res_type.eq(res_type))
+        .filter(resource_versions::version_id.eq(1))
+        .filter(resource_versions::method.eq("POST"))
+        .order(resource_versions::last_updated.desc())
+        .select(VersionRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The versions one request wrote (its `request_id`), in the order they were written.
+pub fn versions_of_request(conn: &mut DbConnection, request_id: &str) -> QResult<Vec<VersionRow>> {
+    Ok(resource_versions::table
+        .filter(resource_versions::request_id.eq(request_id))
+        .order((
+            resource_versions::last_updated.asc(),
+            resource_versions::id.asc(),
+        ))
+        .select(VersionRow::as_select())
+        .load(conn)?)
+}
+
+/// The index rows stored for a resource, as they were written (`insert_resource` writes them
+/// back).
+pub fn stored_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<IndexEntries> {
+    let tokens = search_tokens::table
+        .filter(search_tokens::res_type.eq(res_type))
+        .filter(search_tokens::res_id.eq(id))
+        .select((
+            search_tokens::param,
+            search_tokens::system,
+            search_tokens::code,
+        ))
+        .load::<(String, String, String)>(conn)?
+        .into_iter()
+        .map(|(param, system, code)| TokenEntry {
+            param,
+            system,
+            code,
+        })
+        .collect();
+    let strings = search_strings::table
+        .filter(search_strings::res_type.eq(res_type))
+        .filter(search_strings::res_id.eq(id))
+        .select((
+            search_strings::param,
+            search_strings::value_norm,
+            search_strings::value_exact,
+        ))
+        .load::<(String, String, String)>(conn)?
+        .into_iter()
+        .map(|(param, norm, exact)| StringEntry { param, norm, exact })
+        .collect();
+    let dates = search_dates::table
+        .filter(search_dates::res_type.eq(res_type))
+        .filter(search_dates::res_id.eq(id))
+        .select((search_dates::param, search_dates::low, search_dates::high))
+        .load::<(String, NaiveDateTime, NaiveDateTime)>(conn)?
+        .into_iter()
+        .map(|(param, low, high)| DateEntry { param, low, high })
+        .collect();
+    let refs = search_refs::table
+        .filter(search_refs::res_type.eq(res_type))
+        .filter(search_refs::res_id.eq(id))
+        .select((
+            search_refs::param,
+            search_refs::target_type,
+            search_refs::target_id,
+        ))
+        .load::<(String, String, String)>(conn)?
+        .into_iter()
+        .map(|(param, target_type, target_id)| RefEntry {
+            param,
+            target_type,
+            target_id,
+        })
+        .collect();
+    let geo = search_geo::table
+        .filter(search_geo::res_type.eq(res_type))
+        .filter(search_geo::res_id.eq(id))
+        .select((
+            search_geo::param,
+            search_geo::latitude,
+            search_geo::longitude,
+        ))
+        .load::<(String, f64, f64)>(conn)?
+        .into_iter()
+        .map(|(param, latitude, longitude)| GeoEntry {
+            param,
+            latitude,
+            longitude,
+        })
+        .collect();
+    let unique = unique_identifiers::table
+        .filter(unique_identifiers::res_type.eq(res_type))
+        .filter(unique_identifiers::res_id.eq(id))
+        .select((unique_identifiers::system, unique_identifiers::value))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .map(|(system, value)| UniqueKey { system, value })
+        .collect();
+    Ok(IndexEntries {
+        tokens,
+        strings,
+        dates,
+        refs,
+        geo,
+        unique,
+    })
+}
+
 /// Replaces the current version if it is still `expected_version`; returns false when another
 /// writer got there first (nothing is changed then).
 pub fn update_resource(
@@ -1000,10 +1113,16 @@ pub fn number_events(conn: &mut DbConnection, at_most: i64) -> QResult<usize> {
     }
     let n = i64::try_from(pending.len()).unwrap_or(i64::MAX);
     let first = reserve_counter(conn, "events", n)?;
-    for (k, id) in (0i64..).zip(&pending) {
-        diesel::update(outbox::table.find(id))
-            .set(outbox::seq.eq(first + k))
+    // One UPDATE per run of consecutive ids (usually one run): every row in a run's range is
+    // pending, so `id + offset` numbers them in order.
+    let mut k = 0i64;
+    for run in pending.chunk_by(|a, b| *b == *a + 1) {
+        let (start, end) = (run[0], run[run.len() - 1]);
+        let offset = first + k - start;
+        diesel::update(outbox::table.filter(outbox::id.between(start, end)))
+            .set(outbox::seq.eq((outbox::id + offset).nullable()))
             .execute(conn)?;
+        k += i64::try_from(run.len()).unwrap_or(i64::MAX);
     }
     Ok(pending.len())
 }

@@ -320,15 +320,13 @@ pub async fn read(
     let row = web::block(move || -> Result<_, ApiError> {
         let row = svc::read(&mut c, def, &id)?;
         scope::check(&mut c, def, &id, &caller)?;
-        audit::record(
-            &mut c,
-            &d,
-            &ok_outcome("R", "read"),
-            &[audit::touched(&row)],
-        )?;
         Ok(row)
     })
     .await??;
+    state
+        .audit
+        .record(&d, &ok_outcome("R", "read"), &[audit::touched(&row)])
+        .await?;
     read_reply(&req, row.content, row.version_id, row.last_updated)
 }
 
@@ -352,16 +350,13 @@ pub async fn vread(
     let mut c = conn(&state).await?;
     let row = web::block(move || -> Result<_, ApiError> {
         scope::check(&mut c, def, &id, &caller)?;
-        let row = svc::vread(&mut c, def, &id, version)?;
-        audit::record(
-            &mut c,
-            &d,
-            &ok_outcome("R", "vread"),
-            &[touched_version(&row)],
-        )?;
-        Ok(row)
+        Ok(svc::vread(&mut c, def, &id, version)?)
     })
     .await??;
+    state
+        .audit
+        .record(&d, &ok_outcome("R", "vread"), &[touched_version(&row)])
+        .await?;
     read_reply(&req, row.content, row.version_id, row.last_updated)
 }
 
@@ -506,16 +501,19 @@ pub(super) async fn run_search_on(
             None => svc::search(&mut c, &request)?,
         };
         scope::retain_visible(&mut c, &mut result.included, &caller)?;
-        let touched: Vec<Touched> = result
-            .matches
-            .iter()
-            .chain(&result.included)
-            .map(audit::touched)
-            .collect();
-        audit::record(&mut c, &d, &ok_outcome("E", "search-type"), &touched)?;
         Ok(result)
     })
     .await??;
+    let touched: Vec<Touched> = result
+        .matches
+        .iter()
+        .chain(&result.included)
+        .map(audit::touched)
+        .collect();
+    state
+        .audit
+        .record(&d, &ok_outcome("E", "search-type"), &touched)
+        .await?;
     let base = base_url(&req, &state);
     let (count, offset) = (parsed.query.limit, parsed.query.offset);
     let has_more = match result.total {
@@ -687,12 +685,14 @@ async fn run_history(
         if let Some(id) = q.id.as_deref() {
             scope::check(&mut c, def, id, &caller)?;
         }
-        let (rows, total) = svc::history(&mut c, def, q)?;
-        let touched: Vec<Touched> = rows.iter().map(touched_version).collect();
-        audit::record(&mut c, &d, &ok_outcome("R", subtype), &touched)?;
-        Ok((rows, total))
+        Ok(svc::history(&mut c, def, q)?)
     })
     .await??;
+    let touched: Vec<Touched> = rows.iter().map(touched_version).collect();
+    state
+        .audit
+        .record(&d, &ok_outcome("R", subtype), &touched)
+        .await?;
     let base = base_url(&req, &state);
     let path = match &id {
         Some(id) => format!("{}/{id}/_history", def.name),

@@ -296,7 +296,7 @@ async fn audit_failure(
     state: actix_web::web::Data<crate::startup::AppState>,
 ) {
     use crate::domain::Caller;
-    use crate::service::audit::{self, Outcome, Touched};
+    use crate::service::audit::{Outcome, Touched};
     let req = res.request();
     let caller = req.extensions().get::<Caller>().cloned();
     let mut draft = super::handlers::draft(req, caller.as_ref());
@@ -367,15 +367,7 @@ async fn audit_failure(
         status,
         description,
     };
-    let pool = state.pool.clone();
-    let done = actix_web::web::block(move || -> Result<(), String> {
-        let mut c = pool.get().map_err(|e| e.to_string())?;
-        audit::record(&mut c, &draft, &outcome, &entities).map_err(|e| e.to_string())
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => log::error!("could not audit a failed request: {e}"),
-        Err(e) => log::error!("could not audit a failed request: {e}"),
+    if let Err(e) = state.audit.record(&draft, &outcome, &entities).await {
+        log::error!("could not audit a failed request: {e}");
     }
 }

@@ -98,6 +98,16 @@ pub fn record(
     outcome: &Outcome,
     entities: &[Touched],
 ) -> Result<(), StorageError> {
+    let (row, entities) = event_rows(draft, outcome, entities);
+    super::deferred::audit(conn, row, entities)
+}
+
+/// The rows of one event.
+fn event_rows(
+    draft: &AuditDraft,
+    outcome: &Outcome,
+    entities: &[Touched],
+) -> (AuditRow, Vec<AuditEntityRow>) {
     let id = uuid::Uuid::new_v4().to_string();
     let row = AuditRow {
         id: id.clone(),
@@ -131,5 +141,80 @@ pub fn record(
             ubrn: t.ubrn.clone(),
         })
         .collect();
-    super::deferred::audit(conn, row, entities)
+    (row, entities)
+}
+
+/// The audit events of reads and searches, committed in groups: each request hands its event
+/// to one writer thread and waits until the transaction holding it has committed, so no
+/// answer leaves before its event is stored (as when each read wrote its own), but many reads
+/// share one commit instead of each paying for its own (a WAL flush on PostgreSQL, the write
+/// lock on SQLite). The writer has a connection of its own.
+#[derive(Clone)]
+pub struct AuditLog {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+struct Job {
+    event: (AuditRow, Vec<AuditEntityRow>),
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Most events in one transaction.
+const GROUP: usize = 500;
+
+impl AuditLog {
+    /// Starts the writer; it ends when the last `AuditLog` handle is dropped.
+    pub fn start(pool: ers_schema::DbPool) -> std::io::Result<AuditLog> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut group = vec![first];
+                    while group.len() < GROUP {
+                        match queue.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (events, waiters): (Vec<_>, Vec<_>) =
+                        group.into_iter().map(|j| (j.event, j.done)).unzip();
+                    let result = pool.get().map_err(|e| e.to_string()).and_then(|mut c| {
+                        ers_schema::write_tx(&mut c, |c| ers_schema::audit::insert_many(c, &events))
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(e) = &result {
+                        log::error!("{} audit events not recorded: {e}", events.len());
+                    }
+                    for w in waiters {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })?;
+        Ok(AuditLog { jobs })
+    }
+
+    /// Records an event and waits until it is committed. A failure is the database being
+    /// unavailable: the request's answer is withheld (503).
+    pub async fn record(
+        &self,
+        draft: &AuditDraft,
+        outcome: &Outcome,
+        entities: &[Touched],
+    ) -> Result<(), StorageError> {
+        let unavailable = |e: String| {
+            StorageError::Unavailable(format!("the audit event could not be recorded: {e}"))
+        };
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job {
+                event: event_rows(draft, outcome, entities),
+                done,
+            })
+            .map_err(|_| unavailable("the audit writer has stopped".into()))?;
+        committed
+            .await
+            .map_err(|_| unavailable("the audit writer has stopped".into()))?
+            .map_err(unavailable)
+    }
 }

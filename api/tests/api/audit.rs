@@ -151,6 +151,54 @@ async fn every_patient_access_is_audited_and_searchable_by_auditors() {
     assert!(r.text().contains("<AuditEvent"), "{}", r.text());
 }
 
+/// The correlation ids in the entity details of an event.
+fn correlation_ids(ev: &Value) -> Vec<String> {
+    ev["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["detail"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| d["valueString"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[actix_web::test]
+async fn concurrent_reads_each_have_their_own_event_stored_before_the_answer() {
+    // Reads record their events through one writer that commits them in groups; each answer
+    // waits for its own event's commit.
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Group", "Commit", "1980-01-01", "female"))
+        .await;
+    let reads = (0..24).map(|i| {
+        app.send(
+            app.req("GET", &format!("Patient/{id}"))
+                .insert_header(("X-Correlation-ID", format!("group-read-{i}"))),
+            None,
+        )
+    });
+    for r in futures_util::future::join_all(reads).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Asked as soon as the last answer arrived: every event is there, once.
+    let b = auditor_search(
+        &app,
+        &format!("entity=Patient/{id}&subtype=read&_count=100"),
+    )
+    .await;
+    let mut seen: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .flat_map(|e| correlation_ids(&e["resource"]))
+        .filter(|c| c.starts_with("group-read-"))
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = (0..24).map(|i| format!("group-read-{i}")).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "{b}");
+}
+
 #[actix_web::test]
 async fn failed_authentication_is_audited() {
     let app = spawn_app().await;

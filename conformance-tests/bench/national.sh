@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The national day (issue: performance harness, scenario 7).
+#   conformance-tests/bench/national.sh sqlite|postgres [SCALE] [CLIENTS]
+# A fresh database with the sandbox, the outward codes of ../shared/geo and a synthetic
+# directory (1,000 services, 200,000 slots), a release server, then ers-load's national-day:
+# 70,000 referrals × SCALE (default 1) with their DoS searches, 50,000 × SCALE of them booked
+# after a slot search, 5,000 × SCALE A&G conversations, replayed by CLIENTS (default 32) clients
+# as fast as the server takes them. Appends one JSON line to docs/benchmarks/national.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BACKEND="${1:?sqlite or postgres}"
+SCALE="${2:-1}"
+CLIENTS="${3:-32}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
+PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+OUTCODES="${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
+PORT=18494
+cargo build --release --locked --bins -q
+BIN="$CARGO_TARGET_DIR/release"
+case "$BACKEND" in
+  sqlite)
+    DB_FILE="/var/tmp/ers-bench-national.db"
+    rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
+    URL="sqlite://$DB_FILE" ;;
+  postgres)
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_national" -c "CREATE DATABASE ers_bench_national"
+    URL="${PG_ADMIN_URL%/*}/ers_bench_national" ;;
+  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
+esac
+export ERS_DATABASE_URL="$URL" RUST_LOG=warn
+"$BIN/ers-server" import-postcodes "$OUTCODES"
+"$BIN/ers-server" seed
+RUST_LOG=info "$BIN/ers-server" generate-directory 1000 200000 2>&1 | tail -1
+ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE=16 "$BIN/ers-server" > /var/tmp/ers-bench-national-server.log 2>&1 &
+SERVER=$!
+ANALYZER=""
+trap 'kill $SERVER $ANALYZER 2>/dev/null || true' EXIT
+if [ "$BACKEND" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum')" = off ]; then
+  # Autovacuum is off on these machines; stand in for it as in booking.sh.
+  ( while sleep 10; do psql "$URL" -qc ANALYZE >/dev/null 2>&1 || true; done ) &
+  ANALYZER=$!
+fi
+for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
+MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+mkdir -p docs/benchmarks
+"$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario national-day \
+    --sandbox-user 021600556514 --postcodes "$OUTCODES" --scale "$SCALE" --clients "$CLIENTS" \
+    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ)" \
+    --json docs/benchmarks/national.jsonl
+echo "server RSS at the end: $(ps -o rss= -p "$SERVER" | awk '{printf "%.0f MB", $1 / 1024}')"
