@@ -42,9 +42,9 @@ PATIENT=$(curl -s -H "Authorization: Bearer $TOKEN" -H "NHSD-eRS-Business-Functi
   -H "NHSD-End-User-Organisation-ODS: R69" "$BASE/Patient?_count=1" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["entry"][0]["resource"]["id"])')
 "$BIN/ers-load" --base-url "$BASE" --scenario create-referral --sandbox-user 021600556514 \
-    --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 3 --label "$(label ers-server)" --json "$OUT"
+    --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 3 --label "$(label ers-server)" --json "$OUT" || echo "(errors recorded above)" >&2
 "$BIN/ers-load" --base-url "$BASE" --scenario read --path "Patient/$PATIENT" --sandbox-user 021600556514 \
-    --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 3 --label "$(label ers-server)" --json "$OUT"
+    --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 3 --label "$(label ers-server)" --json "$OUT" || echo "(errors recorded above)" >&2
 kill $SERVER; wait $SERVER 2>/dev/null || true
 for SCENARIO in create-referral read; do
   "$BIN/ers-floor" --scenario "$SCENARIO" --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 3 \

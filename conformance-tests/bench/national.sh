@@ -2,7 +2,7 @@
 # The national day (issue: performance harness, scenario 7).
 #   conformance-tests/bench/national.sh sqlite|postgres [SCALE] [CLIENTS]
 # A fresh database with the sandbox, the outward codes of ../shared/geo and a synthetic
-# directory (1,000 services, 200,000 slots), a release server, then ers-load's national-day:
+# directory (1,000 services, 400,000 slots), a release server, then ers-load's national-day:
 # 70,000 referrals × SCALE (default 1) with their DoS searches, 50,000 × SCALE of them booked
 # after a slot search, 5,000 × SCALE A&G conversations, replayed by CLIENTS (default 32) clients
 # as fast as the server takes them. Appends one JSON line to docs/benchmarks/national.jsonl.
@@ -30,7 +30,7 @@ esac
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
 "$BIN/ers-server" import-postcodes "$OUTCODES"
 "$BIN/ers-server" seed
-RUST_LOG=info "$BIN/ers-server" generate-directory 1000 200000 2>&1 | tail -1
+RUST_LOG=info "$BIN/ers-server" generate-directory 1000 400000 2>&1 | tail -1
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE=16 "$BIN/ers-server" > /var/tmp/ers-bench-national-server.log 2>&1 &
 SERVER=$!
 ANALYZER=""

@@ -697,6 +697,10 @@ async fn run(args: &Args) -> Result<Value, String> {
         result["label"] = json!(args.label);
         result["base_url"] = json!(args.base_url);
         result["scale"] = json!(args.scale);
+        // The target is for the whole day.
+        if args.scale < 1.0 {
+            result["target_met"] = json!(false);
+        }
         return Ok(result);
     }
     if booking {
@@ -847,11 +851,12 @@ fn main() -> ExitCode {
     match actix_rt::System::new().block_on(run(&args)) {
         Ok(result) if result["scenario"] == "national-day" => {
             println!(
-                "{} national-day clients={} referrals={} bookings={} advice={} elapsed={}s requests={} throughput={}/s errors={} conflicts={} double_bookings={} target_met={}",
+                "{} national-day clients={} referrals={} bookings={} unbooked={} advice={} elapsed={}s requests={} throughput={}/s errors={} conflicts={} double_bookings={} target_met={}",
                 args.label,
                 args.clients,
                 result["referrals"],
                 result["bookings"],
+                result["unbooked"],
                 result["advice"],
                 result["elapsed_s"],
                 result["requests"],

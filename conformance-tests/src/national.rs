@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::{
-    call_if_match, percentile, referral_body, search_ids, As, Fixtures, PRIORITIES, SPECIALTIES,
+    call, call_if_match, percentile, referral_body, search_ids, As, Fixtures, PRIORITIES,
+    SPECIALTIES,
 };
 
 /// How many journeys of each kind (the national day: 70,000 referrals, 50,000 of them booked,
@@ -52,12 +53,15 @@ enum Journey {
     Advice,
 }
 
+/// Free routine slots a bookable service needs to take part.
+const MIN_FREE_SLOTS: u64 = 50;
+
 /// Who acts, and what the journeys pick from (looked up before the clock starts).
 pub struct Cast {
     pub referrer: As,
     pub provider: As,
     pub fx: Fixtures,
-    /// Active bookable services taking routine referrals.
+    /// Active bookable services taking routine referrals, with free routine slots.
     pub bookable: Vec<String>,
     /// The provider clinician's organisation's A&G services.
     pub advice_services: Vec<String>,
@@ -91,6 +95,23 @@ pub async fn cast(
         }
         bookable.extend(page);
     }
+    // Only services with free routine slots to spare (a sandbox service may have a handful).
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let mut with_slots = Vec::new();
+    for s in bookable {
+        let (status, v) = call(
+            http,
+            &referrer,
+            "GET",
+            &format!("{base}/Slot?schedule.actor=HealthcareService/{s}&status=free&priority=ROUTINE&start=gt{now}&_summary=count"),
+            None,
+        )
+        .await?;
+        if status == 200 && v["total"].as_u64().unwrap_or(0) >= MIN_FREE_SLOTS {
+            with_slots.push(s);
+        }
+    }
+    let bookable = with_slots;
     let advice_services = search_ids(
         http,
         base,
@@ -329,8 +350,12 @@ impl Ctx {
         let service = &c.advice_services[k % c.advice_services.len()];
         let body = json!({
             "resourceType": "ServiceRequest",
-            "extension": [{"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority",
-                           "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}],
+            "extension": [
+                {"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority",
+                 "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}},
+                {"url": "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ProviderConversionAuthorisation",
+                 "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-ProviderConversionAuthorisation", "code": "AUTHORISED_TO_CONVERT"}},
+            ],
             "status": "active",
             "intent": "order",
             "category": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ServiceRequestCategory", "code": "request"}]}],
@@ -353,6 +378,7 @@ impl Ctx {
         let version = v["meta"]["versionId"].as_str()?.to_owned();
         let advice = json!({"resourceType": "Parameters", "parameter": [
             {"name": "outcome", "valueString": "RETURN_TO_REFERRER_WITH_ADVICE"},
+            {"name": "recommendation", "valueString": "ADVICE_ONLY_NO_REFERRAL_RECOMMENDED"},
             {"name": "text", "valueString": "Repeat LFTs with a liver screen; refer if ALT stays above three times normal."},
         ]});
         self.step(

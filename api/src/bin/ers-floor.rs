@@ -149,6 +149,8 @@ impl Plan {
                         .fold(s.to_owned(), |acc, (old, new)| acc.replace(old, new))
                 };
                 let now = chrono::Utc::now().naive_utc();
+                // Each copy is its own request, as each create is.
+                let request_id = uuid::Uuid::new_v4().to_string();
                 let copies: Vec<(VersionRow, IndexEntries)> = rows
                     .iter()
                     .map(|w| {
@@ -167,6 +169,7 @@ impl Plan {
                         let mut v = w.version.clone();
                         v.id = rename(&v.id);
                         v.content = rename(&v.content);
+                        v.request_id.clone_from(&request_id);
                         (v, ix)
                     })
                     .collect();
@@ -208,7 +211,7 @@ impl Plan {
                         org: Some(first.author_org.clone()),
                         method: "POST".into(),
                         path: "/FHIR/R4/ServiceRequest".into(),
-                        request_id: uuid::Uuid::new_v4().to_string(),
+                        request_id: request_id.clone(),
                         ..Default::default()
                     };
                     let outcome = Outcome {
