@@ -95,7 +95,7 @@ fn unsubscribed(v: &Value) -> bool {
 const TARGETS: &[Target] = &[
     Target {
         what: "read by id, 32 clients",
-        file: "peer",
+        file: "floor",
         pick: |v| ours(v) && scenario(v, "read", 32),
         field: "throughput_per_s",
         unit: "/s",
@@ -103,7 +103,7 @@ const TARGETS: &[Target] = &[
     },
     Target {
         what: "read by id, 32 clients: p99",
-        file: "peer",
+        file: "floor",
         pick: |v| ours(v) && scenario(v, "read", 32),
         field: "p99_ms",
         unit: " ms",
@@ -285,8 +285,9 @@ fn rows(r: &Results) -> Vec<Row> {
             .map(|v| (field(v, t.field).unwrap_or_default(), source(v)))
         };
         let (pg, sqlite) = (at("postgres"), at("sqlite"));
+        // The peer runs on SQLite (peer.sh).
         let peer = r
-            .latest(t.file, "sqlite", &|v| {
+            .latest("peer", "sqlite", &|v| {
                 !ours(v) && v["scenario"] == "read" && v["clients"].as_u64() == Some(32)
             })
             .and_then(|v| field(v, t.field));

@@ -3,8 +3,9 @@
 //! Journeys, shuffled together and run by `--clients` concurrent clients until all are done:
 //! - a referral that is booked (`bookings` of them): a patient-centred DoS search near a
 //!   postcode, the referral with a shortlist (a bookable service with free slots, plus what the
-//!   search found), a slot search of that service, and the booking — a slot another client took
-//!   first (409) is a conflict, and the next free slot is tried;
+//!   search found), a slot search of that service (its first ten free routine slots, without a
+//!   total: `_total=none`), and the booking — a slot another client took first (409) is a
+//!   conflict, and the next free slot is tried;
 //! - a referral that is not booked today (`referrals - bookings`): the DoS search and the
 //!   referral;
 //! - an advice and guidance conversation (`advice`): the referrer's request, the provider
@@ -286,7 +287,7 @@ impl Ctx {
                 .step(
                     "slot-search",
                     &c.referrer,
-                    ("GET", &format!("Slot?schedule.actor=HealthcareService/{service}&status=free&priority=ROUTINE&start=gt{now}&_count=10")),
+                    ("GET", &format!("Slot?schedule.actor=HealthcareService/{service}&status=free&priority=ROUTINE&start=gt{now}&_count=10&_total=none")),
                     None,
                     None,
                     |s, v| {
