@@ -176,7 +176,6 @@ pub fn build_pool_with(
         other => other,
     };
     if let DatabaseUrl::Sqlite(path) = &url {
-        crate::set_sqlite_writer_wait(timeout);
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
                 std::fs::create_dir_all(dir).map_err(|e| {

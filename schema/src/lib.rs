@@ -104,9 +104,13 @@ where
         // savepoint: an error here ends the whole transaction, which every caller returns).
         return f(conn);
     }
-    let queued = match conn {
-        DbConnection::Sqlite(_) => Some(sqlite_writers::enter()?),
+    let queue = match conn {
+        DbConnection::Sqlite(c) => Some(sqlite_writers::queue_of(c)?),
         DbConnection::Postgresql(_) => None,
+    };
+    let turn = match (&queue, &mut *conn) {
+        (Some((q, busy)), DbConnection::Sqlite(c)) => Some(sqlite_writers::enter(q, *busy, c)?),
+        _ => None,
     };
     let out = conn.transaction(|c| {
         if matches!(c, DbConnection::Sqlite(_)) {
@@ -114,8 +118,8 @@ where
         }
         f(c)
     });
-    if let Some(turn) = queued {
-        sqlite_writers::leave(turn);
+    if let (Some(turn), Some((_, busy)), DbConnection::Sqlite(c)) = (turn, &queue, conn) {
+        sqlite_writers::leave(turn, *busy, c);
     }
     out
 }
@@ -124,44 +128,84 @@ where
 /// take the database's one write lock. Without the queue they all poll the lock, and SQLite's
 /// busy handler sleeps up to 100 ms between tries: 32 concurrent writers saw p99 waits of 1.5 s
 /// and an occasional 503 after the busy timeout, however short each transaction was. Other
-/// processes writing the same file still meet the lock's busy timeout. One queue serves every
-/// SQLite database of the process (a server has one; tests have many, and their writes take
-/// turns).
+/// processes writing the same file still meet the lock's busy timeout. One queue per database
+/// file (a server has one; tests have many).
 mod sqlite_writers {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::collections::HashMap;
+    use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
-    static QUEUE: parking_lot::Mutex<()> = parking_lot::const_mutex(());
-    /// The longest wait for a turn: the pools' busy timeout (`set_wait`).
-    static WAIT_MS: AtomicU64 = AtomicU64::new(5_000);
+    use diesel::prelude::*;
 
-    pub(crate) fn set_wait(wait: Duration) {
-        WAIT_MS.store(
-            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+    type Queue = parking_lot::Mutex<()>;
+
+    static QUEUES: OnceLock<parking_lot::Mutex<HashMap<String, Arc<Queue>>>> = OnceLock::new();
+
+    /// The queue of the connection's database file, and the connection's busy timeout (ms:
+    /// its pool's wait for the database, set when it was opened).
+    pub(crate) fn queue_of(
+        c: &mut diesel::SqliteConnection,
+    ) -> Result<(Arc<Queue>, i64), diesel::result::Error> {
+        use diesel::sql_types::{BigInt, Text};
+        let (file, busy): (String, i64) = diesel::select((
+            diesel::dsl::sql::<Text>("(SELECT file FROM pragma_database_list WHERE name = 'main')"),
+            diesel::dsl::sql::<BigInt>("(SELECT timeout FROM pragma_busy_timeout)"),
+        ))
+        .get_result(c)?;
+        let mut queues = QUEUES.get_or_init(Default::default).lock();
+        Ok((queues.entry(file).or_default().clone(), busy))
     }
 
-    pub(crate) fn enter() -> Result<parking_lot::MutexGuard<'static, ()>, diesel::result::Error> {
-        let wait = Duration::from_millis(WAIT_MS.load(Ordering::Relaxed));
-        QUEUE.try_lock_for(wait).ok_or_else(|| {
+    /// Waits for the turn, then leaves the connection only what is left of its busy timeout to
+    /// take the lock (another process may hold it): queue and lock together never take longer
+    /// than the busy timeout, so a database locked from outside gives every waiter its 503 in
+    /// time.
+    pub(crate) fn enter<'q>(
+        queue: &'q Queue,
+        busy_ms: i64,
+        c: &mut diesel::SqliteConnection,
+    ) -> Result<parking_lot::MutexGuard<'q, ()>, diesel::result::Error> {
+        use diesel::connection::SimpleConnection;
+        let wait = Duration::from_millis(u64::try_from(busy_ms).unwrap_or(0));
+        let deadline = std::time::Instant::now() + wait;
+        let locked = |what: &str| {
             diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::Unknown,
                 Box::new(format!(
-                    "database is locked: no turn to write within {} ms",
+                    "database is locked: {what} within {} ms",
                     wait.as_millis()
                 )),
             )
-        })
+        };
+        let turn = queue
+            .try_lock_until(deadline)
+            .ok_or_else(|| locked("no turn to write"))?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            leave(turn, busy_ms, c);
+            return Err(locked("no time left to take the lock"));
+        }
+        c.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}",
+            left.as_millis().max(1)
+        ))?;
+        Ok(turn)
     }
 
-    /// Hands the turn to the writer that has waited longest.
-    pub(crate) fn leave(turn: parking_lot::MutexGuard<'static, ()>) {
+    /// Puts the connection's busy timeout back and hands the turn to the writer that has
+    /// waited longest.
+    pub(crate) fn leave(
+        turn: parking_lot::MutexGuard<'_, ()>,
+        busy_ms: i64,
+        c: &mut diesel::SqliteConnection,
+    ) {
+        use diesel::connection::SimpleConnection;
+        if let Err(e) = c.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms}")) {
+            log::warn!("could not restore the SQLite busy timeout: {e}");
+        }
         parking_lot::MutexGuard::unlock_fair(turn);
     }
 }
-
-pub(crate) use sqlite_writers::set_wait as set_sqlite_writer_wait;
 
 /// Runs `f` in a read transaction, so multi-statement reads see one snapshot.
 pub fn read_tx<T, E>(
