@@ -12,26 +12,15 @@
 # run to docs/benchmarks/booking.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. conformance-tests/bench/lib.sh
 BACKEND="${1:?sqlite or postgres}"
 SECONDS_="${2:-20}"
 SERVICES="${3:-1000}"
 SLOTS="${4:-200000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
-PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 OUTCODES="${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
 PORT=18492
 cargo build --release --locked --bins -q
-BIN="$CARGO_TARGET_DIR/release"
-case "$BACKEND" in
-  sqlite)
-    DB_FILE="/var/tmp/ers-bench-booking.db"
-    rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
-    URL="sqlite://$DB_FILE" ;;
-  postgres)
-    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_booking" -c "CREATE DATABASE ers_bench_booking"
-    URL="${PG_ADMIN_URL%/*}/ers_bench_booking" ;;
-  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
-esac
+fresh_database "$BACKEND" booking
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
 "$BIN/ers-server" import-postcodes "$OUTCODES"
 "$BIN/ers-server" seed
@@ -46,8 +35,7 @@ if [ "$BACKEND" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum'
   ( while sleep 10; do psql "$URL" -qc ANALYZE >/dev/null 2>&1 || true; done ) &
   ANALYZER=$!
 fi
-for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
-MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+wait_ready "$PORT"
 LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE] $(date -u +%FT%TZ)"
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book \

@@ -9,17 +9,15 @@
 # ERS_OUTCODES=FILE).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. conformance-tests/bench/lib.sh
 BACKEND="${1:?sqlite or postgres}"
 SERVICES="${2:-10000}"
 SLOTS="${3:-1000000}"
 CLIENTS="${4:-8}"
 SECONDS_="${5:-60}"
 OUTCODES="${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
-PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT=18490
 cargo build --release --locked --bins -q
-BIN="$CARGO_TARGET_DIR/release"
 # ERS_BENCH_REUSE=1 keeps the database of the last run (same size) and only measures.
 REUSE="${ERS_BENCH_REUSE:-0}"
 case "$BACKEND" in
@@ -52,8 +50,7 @@ fi
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 "$BIN/ers-server" > /var/tmp/ers-bench-dos-server.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
-MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+wait_ready "$PORT"
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario dos-patient-search \
     --sandbox-user 021600556514 --postcodes "$OUTCODES" --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 10 \

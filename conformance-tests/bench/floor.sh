@@ -9,30 +9,18 @@
 # Appends one JSON line per run to docs/benchmarks/floor.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. conformance-tests/bench/lib.sh
 BACKEND="${1:?sqlite or postgres}"
 SECONDS_="${2:-20}"
 CLIENTS="${3:-32}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
-PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT=18493
 cargo build --release --locked --bins -q
-BIN="$CARGO_TARGET_DIR/release"
-case "$BACKEND" in
-  sqlite)
-    DB_FILE="/var/tmp/ers-bench-floor.db"
-    rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
-    URL="sqlite://$DB_FILE" ;;
-  postgres)
-    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_floor" -c "CREATE DATABASE ers_bench_floor"
-    URL="${PG_ADMIN_URL%/*}/ers_bench_floor" ;;
-  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
-esac
+fresh_database "$BACKEND" floor
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=sandbox ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE=16 "$BIN/ers-server" > /var/tmp/ers-bench-floor-server.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
-MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+wait_ready "$PORT"
 label() { echo "$BACKEND server=$1 commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ)"; }
 mkdir -p docs/benchmarks
 OUT=docs/benchmarks/floor.jsonl

@@ -8,25 +8,14 @@
 # as fast as the server takes them. Appends one JSON line to docs/benchmarks/national.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. conformance-tests/bench/lib.sh
 BACKEND="${1:?sqlite or postgres}"
 SCALE="${2:-1}"
 CLIENTS="${3:-32}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
-PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 OUTCODES="${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
 PORT=18494
 cargo build --release --locked --bins -q
-BIN="$CARGO_TARGET_DIR/release"
-case "$BACKEND" in
-  sqlite)
-    DB_FILE="/var/tmp/ers-bench-national.db"
-    rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
-    URL="sqlite://$DB_FILE" ;;
-  postgres)
-    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_national" -c "CREATE DATABASE ers_bench_national"
-    URL="${PG_ADMIN_URL%/*}/ers_bench_national" ;;
-  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
-esac
+fresh_database "$BACKEND" national
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
 "$BIN/ers-server" import-postcodes "$OUTCODES"
 "$BIN/ers-server" seed
@@ -40,8 +29,7 @@ if [ "$BACKEND" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum'
   ( while sleep 10; do psql "$URL" -qc ANALYZE >/dev/null 2>&1 || true; done ) &
   ANALYZER=$!
 fi
-for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
-MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+wait_ready "$PORT"
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario national-day \
     --sandbox-user 021600556514 --postcodes "$OUTCODES" --scale "$SCALE" --clients "$CLIENTS" \

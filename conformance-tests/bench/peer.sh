@@ -13,15 +13,14 @@
 # authentication. Appends one JSON line per run to docs/benchmarks/peer.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. conformance-tests/bench/lib.sh
 SECONDS_="${1:-20}"
 CLIENTS="${2:-32}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
 PEER_DIR="${ERS_PEER_DIR:-/var/tmp/helios}"
 PEER_TARGET="${ERS_PEER_TARGET:-/var/tmp/helios-target}"
 OURS_PORT=18561
 PEER_PORT=18562
 cargo build --release --locked --bins -q
-BIN="$CARGO_TARGET_DIR/release"
 if [ ! -x "$PEER_DIR/install/bin/hfs" ]; then
   echo "building helios-hfs 0.2.7 into $PEER_DIR (long)..." >&2
   mkdir -p "$PEER_DIR"
@@ -43,10 +42,9 @@ OURS=$!
   > /var/tmp/ers-bench-peer-hfs.log 2>&1 &
 PEER=$!
 trap 'kill $OURS $PEER 2>/dev/null || true' EXIT
-for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$OURS_PORT/_ping" >/dev/null && break; sleep 0.5; done
+wait_ready "$OURS_PORT"
 for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PEER_PORT/metadata" >/dev/null && break; sleep 0.5; done
 
-MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 PATIENT='{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}],"name":[{"use":"official","family":"Loadtest","given":["Sam"]}],"gender":"female","birthDate":"1970-01-01","address":[{"postalCode":"LS1 4AP"}]}'
 TOKEN=$(curl -s -X POST -d "user_id=021600556514" "http://127.0.0.1:$OURS_PORT/oauth2/sandbox/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 id_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }

@@ -14,15 +14,13 @@
 # REUSE=1 measures the database of the previous run again instead of making a new one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. conformance-tests/bench/lib.sh
 BACKEND="${1:?sqlite or postgres}"
 REFERRALS="${2:-1000000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
-PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT=18497
 WORK=/var/tmp/ers-bench-reports
 mkdir -p "$WORK"
 cargo build --release --locked --bins -q
-BIN="$CARGO_TARGET_DIR/release"
 DB_FILE="$WORK/reports.db"
 case "$BACKEND" in
   sqlite) URL="sqlite://$DB_FILE" ;;
@@ -45,7 +43,7 @@ fi
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 "$BIN/ers-server" > "$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER $SAMPLER 2>/dev/null || true' EXIT
-for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/_ping" >/dev/null && break; sleep 0.5; done
+wait_ready "$PORT"
 : > "$WORK/rss.txt"
 ( while kill -0 "$SERVER" 2>/dev/null; do
     echo "$(date +%s.%N) $(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} END {print r, a}' "/proc/$SERVER/status")" >> "$WORK/rss.txt"; sleep 0.1
@@ -101,7 +99,6 @@ export_run() {
 export_run; EXPORT1_SECS=$EXPORT_SECS; EXPORT1_RATE=$RATE
 export_run
 
-MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 # 3. Worklists over the same referrals (issue: referrals): R69's clinician pages its
 #    AWAITING_BOOKING list (most of the million) and its REJECTED_TRIAGE_RESPONSE list, 8 clients.
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario worklist \

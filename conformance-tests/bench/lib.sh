@@ -1,0 +1,28 @@
+# Shared by the benchmark scripts (sourced, not run): the build, an empty database, waiting for
+# the server, and the machine's description for the results' labels.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
+PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+BIN="$CARGO_TARGET_DIR/release"
+MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+
+# fresh_database sqlite|postgres NAME: an empty database ers_bench_NAME (SQLite: a file under
+# /var/tmp); sets URL.
+fresh_database() {
+  case "$1" in
+    sqlite)
+      local file="/var/tmp/ers-bench-$2.db"
+      rm -f "$file" "$file-wal" "$file-shm"
+      URL="sqlite://$file" ;;
+    postgres)
+      psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_$2" -c "CREATE DATABASE ers_bench_$2"
+      URL="${PG_ADMIN_URL%/*}/ers_bench_$2" ;;
+    *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
+  esac
+}
+
+# wait_ready PORT: until the server on PORT answers /_ping (at most two minutes).
+wait_ready() {
+  for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$1/_ping" >/dev/null && return 0; sleep 0.5; done
+  echo "the server on port $1 did not start" >&2
+  return 1
+}
