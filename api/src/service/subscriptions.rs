@@ -8,7 +8,7 @@
 //! takes the lease first. A change matches when the subscription's search, narrowed to that
 //! resource and to what the owner's organisation may see, finds it as it is when delivered.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{Duration, NaiveDateTime, Utc};
 use ers_schema::search as store_search;
@@ -352,8 +352,23 @@ pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec
     read_tx(conn, |c| {
         let mut known = Known::new();
         let mut read = Read::new();
+        // The claimed rows are current (this round holds their leases); the resources are read
+        // in one query.
+        let ids: Vec<String> = claimed.iter().map(|s| s.id.clone()).collect();
+        let resources: HashMap<String, ResourceRow> = store::get_many(c, "Subscription", &ids)?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         for state in &claimed {
-            match plan(c, &state.id, base, t, &mut known, &mut read)? {
+            match plan(
+                c,
+                state,
+                resources.get(&state.id),
+                base,
+                t,
+                &mut known,
+                &mut read,
+            )? {
                 Plan::Send(due) => sends.push(due),
                 plan => idle.push(Outcome::Idle {
                     id: state.id.clone(),
@@ -405,20 +420,20 @@ fn release(state: &mut SubscriptionState) {
     state.lease_owner = None;
 }
 
+/// What a leased subscription (its state, and its resource unless deleted) is to do.
 fn plan(
     c: &mut DbConnection,
-    id: &str,
+    state: &SubscriptionState,
+    row: Option<&ResourceRow>,
     base: &str,
     t: NaiveDateTime,
     known: &mut Known,
     read: &mut Read,
 ) -> Result<Plan> {
-    let Some(state) = store::subscription_state(c, id)? else {
-        return Ok(Plan::Gone);
-    };
-    let resource = match store::get_current(c, "Subscription", id)? {
-        Some(r) if !r.is_deleted() => parse(&r)?,
-        _ => return Ok(Plan::Gone),
+    let id = state.id.as_str();
+    let resource = match row {
+        Some(r) => parse(r)?,
+        None => return Ok(Plan::Gone),
     };
     let status = resource["status"].as_str().unwrap_or("off").to_owned();
     let endpoint = sub::endpoint(&resource).unwrap_or_default().to_owned();
@@ -445,7 +460,7 @@ fn plan(
             0,
         )),
         _ => {
-            let caller = owner(&state)?;
+            let caller = owner(state)?;
             let full = sub::full_resource(&resource);
             let kind = sub::criteria(&resource)
                 .map(|(d, _)| d.name)
