@@ -242,13 +242,21 @@ async fn search_ids(
     if status != 200 {
         return Err(format!("{query}: {status} {v}"));
     }
-    Ok(v["entry"]
+    Ok(matches(&v)
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The resources a search Bundle matched (not its includes or outcomes).
+fn matches(bundle: &Value) -> Vec<&Value> {
+    bundle["entry"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["search"]["mode"] != "include")
-        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
-        .collect())
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| &e["resource"])
+        .collect()
 }
 
 /// Booking scenarios: free routine slots of bookable services, and one new referral per
@@ -512,15 +520,7 @@ fn scenario(
 fn check_answer(scenario: &str, body: &[u8]) -> Result<(), String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str).unwrap_or_default();
-    let entries = || -> Vec<&Value> {
-        v["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["search"]["mode"] == "match")
-            .map(|e| &e["resource"])
-            .collect()
-    };
+    let entries = || matches(&v);
     let ok = match scenario {
         "create-referral" => {
             field("/resourceType") == "ServiceRequest"

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::{
-    call, call_if_match, percentile, referral_body, search_ids, As, Fixtures, PRIORITIES,
+    call, call_if_match, matches, percentile, referral_body, search_ids, As, Fixtures, PRIORITIES,
     SPECIALTIES,
 };
 
@@ -408,17 +408,6 @@ impl Ctx {
         .await?;
         Some(())
     }
-}
-
-/// The search matches of a Bundle.
-fn matches(v: &Value) -> Vec<&Value> {
-    v["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["search"]["mode"] != "include")
-        .map(|e| &e["resource"])
-        .collect()
 }
 
 /// The day's journeys, shuffled together (deterministically).

@@ -118,8 +118,8 @@ where
         }
         f(c)
     });
-    if let (Some(turn), Some((_, busy)), DbConnection::Sqlite(c)) = (turn, &queue, conn) {
-        sqlite_writers::leave(turn, *busy, c);
+    if let (Some(turn), DbConnection::Sqlite(c)) = (turn, conn) {
+        sqlite_writers::leave(turn, c);
     }
     out
 }
@@ -156,15 +156,22 @@ mod sqlite_writers {
         Ok((queues.entry(file).or_default().clone(), busy))
     }
 
+    /// A writer's turn; `shortened` holds the busy timeout to put back when the wait for the
+    /// turn left the connection less of it.
+    pub(crate) struct Turn<'q> {
+        guard: parking_lot::MutexGuard<'q, ()>,
+        shortened: Option<i64>,
+    }
+
     /// Waits for the turn, then leaves the connection only what is left of its busy timeout to
     /// take the lock (another process may hold it): queue and lock together never take longer
     /// than the busy timeout, so a database locked from outside gives every waiter its 503 in
-    /// time.
+    /// time. A turn that came at once changes nothing on the connection.
     pub(crate) fn enter<'q>(
         queue: &'q Queue,
         busy_ms: i64,
         c: &mut diesel::SqliteConnection,
-    ) -> Result<parking_lot::MutexGuard<'q, ()>, diesel::result::Error> {
+    ) -> Result<Turn<'q>, diesel::result::Error> {
         use diesel::connection::SimpleConnection;
         let wait = Duration::from_millis(u64::try_from(busy_ms).unwrap_or(0));
         let deadline = std::time::Instant::now() + wait;
@@ -177,33 +184,34 @@ mod sqlite_writers {
                 )),
             )
         };
-        let turn = queue
+        let guard = queue
             .try_lock_until(deadline)
             .ok_or_else(|| locked("no turn to write"))?;
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            leave(turn, busy_ms, c);
+            parking_lot::MutexGuard::unlock_fair(guard);
             return Err(locked("no time left to take the lock"));
         }
-        c.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}",
-            left.as_millis().max(1)
-        ))?;
-        Ok(turn)
+        // Waited a millisecond or more: the lock gets only what is left.
+        let shortened = if wait - left >= Duration::from_millis(1) {
+            c.batch_execute(&format!("PRAGMA busy_timeout = {}", left.as_millis()))?;
+            Some(busy_ms)
+        } else {
+            None
+        };
+        Ok(Turn { guard, shortened })
     }
 
-    /// Puts the connection's busy timeout back and hands the turn to the writer that has
-    /// waited longest.
-    pub(crate) fn leave(
-        turn: parking_lot::MutexGuard<'_, ()>,
-        busy_ms: i64,
-        c: &mut diesel::SqliteConnection,
-    ) {
+    /// Puts the connection's busy timeout back (if the turn shortened it) and hands the turn to
+    /// the writer that has waited longest.
+    pub(crate) fn leave(turn: Turn<'_>, c: &mut diesel::SqliteConnection) {
         use diesel::connection::SimpleConnection;
-        if let Err(e) = c.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms}")) {
-            log::warn!("could not restore the SQLite busy timeout: {e}");
+        if let Some(busy_ms) = turn.shortened {
+            if let Err(e) = c.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms}")) {
+                log::warn!("could not restore the SQLite busy timeout: {e}");
+            }
         }
-        parking_lot::MutexGuard::unlock_fair(turn);
+        parking_lot::MutexGuard::unlock_fair(turn.guard);
     }
 }
 
