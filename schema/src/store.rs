@@ -1224,6 +1224,57 @@ pub fn claim_subscriptions(
         .load(conn)?)
 }
 
+/// Records, in one statement, that these subscriptions (leased by the round, none of them
+/// failing) delivered the same notification: cursor at `through`, `events` more sent, the
+/// lease freed.
+pub fn record_delivered(
+    conn: &mut DbConnection,
+    ids: &[String],
+    through: i64,
+    events: i64,
+    at: NaiveDateTime,
+) -> QResult<()> {
+    use subscription_state::dsl as s;
+    for chunk in ids.chunks(500) {
+        diesel::update(s::subscription_state.filter(s::id.eq_any(chunk)))
+            .set((
+                s::cursor.eq(through),
+                s::events_sent.eq(s::events_sent + events),
+                s::handshake.eq(0),
+                s::failures.eq(0),
+                s::last_error.eq(None::<String>),
+                s::last_sent.eq(at),
+                s::next_attempt.eq(at),
+                s::lease_until.eq(None::<NaiveDateTime>),
+                s::lease_owner.eq(None::<String>),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Records, in one statement, that these subscriptions (leased by the round) had nothing to
+/// send up to `cursor`: the lease freed, the next look at `next_attempt`.
+pub fn record_idle(
+    conn: &mut DbConnection,
+    ids: &[String],
+    cursor: i64,
+    next_attempt: NaiveDateTime,
+) -> QResult<()> {
+    use subscription_state::dsl as s;
+    for chunk in ids.chunks(500) {
+        diesel::update(s::subscription_state.filter(s::id.eq_any(chunk)))
+            .set((
+                s::cursor.eq(cursor),
+                s::next_attempt.eq(next_attempt),
+                s::lease_until.eq(None::<NaiveDateTime>),
+                s::lease_owner.eq(None::<String>),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 pub fn delete_subscription_state(conn: &mut DbConnection, id: &str) -> QResult<()> {
     diesel::delete(subscription_state::table.find(id)).execute(conn)?;
     Ok(())

@@ -178,6 +178,7 @@ pub fn deliver(pool: ers_schema::DbPool, base: String) {
 }
 
 async fn round(client: &awc::Client, pool: &ers_schema::DbPool, base: &str) -> Result<(), String> {
+    let started = std::time::Instant::now();
     let (p, b) = (pool.clone(), base.to_owned());
     let (sends, mut outcomes) = web::block(move || {
         let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -189,12 +190,15 @@ async fn round(client: &awc::Client, pool: &ers_schema::DbPool, base: &str) -> R
     if sends.is_empty() && outcomes.is_empty() {
         return Ok(());
     }
+    let planned = started.elapsed();
+    let (notifications, events) = (sends.len(), sends.iter().map(|d| d.events).sum::<i64>());
     let sent: Vec<svc::Outcome> = futures_util::stream::iter(sends)
         .map(|due| send(client, due))
         .buffer_unordered(CONCURRENT)
         .collect()
         .await;
     outcomes.extend(sent);
+    let sending = started.elapsed() - planned;
     let p = pool.clone();
     web::block(move || {
         let mut c = p.get().map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -202,17 +206,24 @@ async fn round(client: &awc::Client, pool: &ers_schema::DbPool, base: &str) -> R
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    log::debug!(
+        "subscriptions: round of {notifications} notifications ({events} events): planned in {} ms, sent in {} ms, recorded in {} ms",
+        planned.as_millis(),
+        sending.as_millis(),
+        (started.elapsed() - planned - sending).as_millis()
+    );
+    Ok(())
 }
 
-async fn send(client: &awc::Client, due: svc::Due) -> svc::Outcome {
+async fn send(client: &awc::Client, mut due: svc::Due) -> svc::Outcome {
     let mut request = client
         .post(&due.endpoint)
         .insert_header(("Content-Type", "application/fhir+json"));
     for (name, value) in &due.headers {
         request = request.insert_header((name.as_str(), value.as_str()));
     }
-    match request.send_body(due.body.to_string()).await {
+    match request.send_body(std::mem::take(&mut due.body)).await {
         Ok(r) if r.status().is_success() => svc::Outcome::Delivered(due),
         Ok(r) => {
             let why = format!("{} answered {}", due.endpoint, r.status());

@@ -235,6 +235,16 @@ type Known = std::collections::HashMap<String, (HashSet<String>, HashSet<String>
 /// The events after each cursor read in this round: subscriptions that keep up share one.
 type Read = std::collections::HashMap<i64, Vec<OutboxRow>>;
 
+/// A cursor's next notification for one search, owner and payload: built once in a round and
+/// shared by every subscription it applies to (a hundred subscribers of one search cost one).
+struct Batch {
+    through: i64,
+    events: i64,
+    shared: sub::Shared,
+}
+
+type Built = HashMap<String, Batch>;
+
 /// Which of these changes match the subscription, as the resources are now and as the owner
 /// sees them: one search per batch (the changed ids as `_id`), not one per change, and none
 /// for ids this round has already checked for the same search.
@@ -305,10 +315,13 @@ pub struct Due {
     pub id: String,
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
-    pub body: Value,
+    /// The notification Bundle, as JSON text.
+    pub body: String,
     /// The cursor once it is delivered.
     pub through: i64,
     pub events: i64,
+    /// Failing or still to shake hands: its delivery changes the resource's status too.
+    pub recovering: bool,
 }
 
 /// What a leased subscription is to do this round.
@@ -352,6 +365,7 @@ pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec
     read_tx(conn, |c| {
         let mut known = Known::new();
         let mut read = Read::new();
+        let mut built = Built::new();
         // The claimed rows are current (this round holds their leases); the resources are read
         // in one query.
         let ids: Vec<String> = claimed.iter().map(|s| s.id.clone()).collect();
@@ -366,8 +380,7 @@ pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec
                 resources.get(&state.id),
                 base,
                 t,
-                &mut known,
-                &mut read,
+                (&mut known, &mut read, &mut built),
             )? {
                 Plan::Send(due) => sends.push(due),
                 plan => idle.push(Outcome::Idle {
@@ -381,16 +394,41 @@ pub fn begin_round(conn: &mut DbConnection, base: &str) -> Result<(Vec<Due>, Vec
     Ok((sends, idle))
 }
 
-/// Ends a round: records every outcome and frees the leases (one write).
+/// Ends a round: records every outcome and frees the leases (one write; subscriptions that
+/// went the same way share a statement).
 pub fn end_round(conn: &mut DbConnection, outcomes: &[Outcome]) -> Result<()> {
     let t = now();
+    let mut delivered_alike: HashMap<(i64, i64), Vec<String>> = HashMap::new();
+    let mut idle_alike: HashMap<(i64, i64), Vec<String>> = HashMap::new();
     write_tx(conn, |c| {
         for o in outcomes {
             match o {
+                Outcome::Delivered(due) if !due.recovering => delivered_alike
+                    .entry((due.through, due.events))
+                    .or_default()
+                    .push(due.id.clone()),
+                Outcome::Idle {
+                    id,
+                    plan:
+                        Plan::Idle {
+                            cursor,
+                            off: false,
+                            wait,
+                        },
+                } => idle_alike
+                    .entry((*cursor, *wait))
+                    .or_default()
+                    .push(id.clone()),
                 Outcome::Delivered(due) => delivered(c, due, t)?,
                 Outcome::Failed(due, reason) => failed(c, due, reason, t)?,
                 Outcome::Idle { id, plan } => idle(c, id, plan, t)?,
             }
+        }
+        for ((through, events), ids) in &delivered_alike {
+            store::record_delivered(c, ids, *through, *events, t)?;
+        }
+        for ((cursor, wait), ids) in &idle_alike {
+            store::record_idle(c, ids, *cursor, t + Duration::milliseconds(*wait))?;
         }
         Ok(())
     })
@@ -427,8 +465,7 @@ fn plan(
     row: Option<&ResourceRow>,
     base: &str,
     t: NaiveDateTime,
-    known: &mut Known,
-    read: &mut Read,
+    (known, read, built): (&mut Known, &mut Read, &mut Built),
 ) -> Result<Plan> {
     let id = state.id.as_str();
     let resource = match row {
@@ -438,7 +475,7 @@ fn plan(
     let status = resource["status"].as_str().unwrap_or("off").to_owned();
     let endpoint = sub::endpoint(&resource).unwrap_or_default().to_owned();
     let headers: Vec<(String, String)> = serde_json::from_str(&state.headers).unwrap_or_default();
-    let due = |body: Value, through: i64, events: i64| {
+    let due = |body: String, through: i64, events: i64| {
         Plan::Send(Due {
             id: id.to_owned(),
             endpoint: endpoint.clone(),
@@ -446,6 +483,7 @@ fn plan(
             body,
             through,
             events,
+            recovering: state.failures > 0 || state.handshake == 1,
         })
     };
     match status.as_str() {
@@ -455,54 +493,55 @@ fn plan(
             wait: 5_000,
         }),
         "requested" => Ok(due(
-            sub::notification(base, id, "requested", "handshake", state.events_sent, &[]),
+            sub::notification_text(
+                id,
+                "requested",
+                "handshake",
+                state.events_sent,
+                &Default::default(),
+            ),
             state.cursor,
             0,
         )),
         _ => {
             let caller = owner(state)?;
             let full = sub::full_resource(&resource);
-            let kind = sub::criteria(&resource)
-                .map(|(d, _)| d.name)
-                .unwrap_or_default();
-            // Numbers are given once changes have committed, without gaps (`number_events`):
-            // whatever follows the cursor is final.
-            let rows = match read.get(&state.cursor) {
-                Some(rows) => rows.clone(),
-                None => {
-                    let rows = store::events_after(c, state.cursor, BATCH)?;
-                    read.insert(state.cursor, rows.clone());
-                    rows
-                }
-            };
-            let hit = matching(c, &resource, &caller, &rows, known)?;
-            let mut events = Vec::new();
-            let mut through = state.cursor;
-            for r in rows {
-                if r.res_type == kind && hit.contains(&r.res_id) {
-                    events.push(event(c, &r, full)?);
-                }
-                through = r.seq;
+            let key = format!(
+                "{}|{}|{}|{full}|{}",
+                resource["criteria"].as_str().unwrap_or_default(),
+                caller.organisation.as_str(),
+                caller.business_function.code(),
+                state.cursor
+            );
+            if !built.contains_key(&key) {
+                let batch = next_batch(c, &resource, &caller, state.cursor, base, known, read)?;
+                built.insert(key.clone(), batch);
             }
-            if !events.is_empty() {
-                let n = i64::try_from(events.len()).unwrap_or(0);
+            let batch = &built[&key];
+            let through = batch.through;
+            if batch.events > 0 {
                 return Ok(due(
-                    sub::notification(
-                        base,
+                    sub::notification_text(
                         id,
                         &status,
                         "event-notification",
-                        state.events_sent + n,
-                        &events,
+                        state.events_sent + batch.events,
+                        &batch.shared,
                     ),
                     through,
-                    n,
+                    batch.events,
                 ));
             }
             if let Some(period) = sub::heartbeat(&resource) {
                 if t - state.last_sent >= Duration::seconds(period) {
                     return Ok(due(
-                        sub::notification(base, id, &status, "heartbeat", state.events_sent, &[]),
+                        sub::notification_text(
+                            id,
+                            &status,
+                            "heartbeat",
+                            state.events_sent,
+                            &Default::default(),
+                        ),
                         through,
                         0,
                     ));
@@ -515,6 +554,44 @@ fn plan(
             })
         }
     }
+}
+
+/// The events after `cursor` (one read per cursor a round) that a subscription's search finds
+/// for its owner, serialised for its notification.
+fn next_batch(
+    c: &mut DbConnection,
+    resource: &Value,
+    caller: &Caller,
+    cursor: i64,
+    base: &str,
+    known: &mut Known,
+    read: &mut Read,
+) -> Result<Batch> {
+    let full = sub::full_resource(resource);
+    let kind = sub::criteria(resource)
+        .map(|(d, _)| d.name)
+        .unwrap_or_default();
+    // Numbers are given once changes have committed, without gaps (`number_events`): whatever
+    // follows the cursor is final.
+    if !read.contains_key(&cursor) {
+        let rows = store::events_after(c, cursor, BATCH)?;
+        read.insert(cursor, rows);
+    }
+    let rows = &read[&cursor];
+    let hit = matching(c, resource, caller, rows, known)?;
+    let mut events = Vec::new();
+    let mut through = cursor;
+    for r in rows {
+        if r.res_type == kind && hit.contains(&r.res_id) {
+            events.push(event(c, r, full)?);
+        }
+        through = r.seq;
+    }
+    Ok(Batch {
+        through,
+        events: i64::try_from(events.len()).unwrap_or(0),
+        shared: sub::Shared::new(base, &events),
+    })
 }
 
 fn system() -> (Author, AuditDraft) {

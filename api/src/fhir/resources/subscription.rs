@@ -153,7 +153,85 @@ pub struct Event {
     pub resource: Option<Value>,
 }
 
-/// A notification Bundle (`type`: handshake, heartbeat or event-notification).
+/// What every subscriber told of the same events gets, serialised once: each event's
+/// `notification-event` parameter and, for full-resource payloads, the resources' entries
+/// (each with a leading comma, to follow the parts in front of them).
+#[derive(Default)]
+pub struct Shared {
+    params: String,
+    entries: String,
+}
+
+impl Shared {
+    pub fn new(base: &str, events: &[Event]) -> Shared {
+        let mut shared = Shared::default();
+        for e in events {
+            shared.params.push(',');
+            shared.params.push_str(
+                &json!({"name": "notification-event", "part": [
+                    {"name": "event-number", "valueString": e.number.to_string()},
+                    {"name": "timestamp", "valueInstant": e.at},
+                    {"name": "focus", "valueReference": {"reference": e.focus}},
+                ]})
+                .to_string(),
+            );
+            let Some(r) = &e.resource else { continue };
+            let (t, id) = (
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default(),
+            );
+            shared.entries.push(',');
+            shared.entries.push_str(
+                &json!({
+                    "fullUrl": format!("{base}/{t}/{id}"),
+                    "resource": r,
+                    "request": {"method": "PUT", "url": format!("{t}/{id}")},
+                    "response": {"status": "200"},
+                })
+                .to_string(),
+            );
+        }
+        shared
+    }
+}
+
+/// A notification Bundle (`type`: handshake, heartbeat or event-notification) as JSON text:
+/// this subscription's status parameters, then the shared events.
+pub fn notification_text(
+    subscription: &str,
+    status: &str,
+    kind: &str,
+    since_start: i64,
+    shared: &Shared,
+) -> String {
+    let head = [
+        json!({"name": "subscription", "valueReference": {"reference": format!("Subscription/{subscription}")}}),
+        json!({"name": "status", "valueCode": status}),
+        json!({"name": "type", "valueCode": kind}),
+        json!({"name": "events-since-subscription-start", "valueString": since_start.to_string()}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join(",");
+    let status_entry = format!(
+        r#"{{"fullUrl":{},"resource":{{"resourceType":"Parameters","parameter":[{head}{}]}},"request":{},"response":{{"status":"200"}}}}"#,
+        json!(format!("urn:uuid:{}", uuid::Uuid::new_v4())),
+        shared.params,
+        json!({"method": "GET", "url": format!("Subscription/{subscription}/$status")}),
+    );
+    format!(
+        r#"{{"resourceType":"Bundle","id":{},"meta":{},"type":"history","timestamp":{},"entry":[{status_entry}{}]}}"#,
+        json!(uuid::Uuid::new_v4().to_string()),
+        json!({"profile": [crate::fhir::bundle::PROFILE]}),
+        json!(crate::fhir::datetime::instant(
+            chrono::Utc::now().naive_utc()
+        )),
+        shared.entries,
+    )
+}
+
+/// The same notification as a JSON value (for an answer the server builds further).
 pub fn notification(
     base: &str,
     subscription: &str,
@@ -162,44 +240,70 @@ pub fn notification(
     since_start: i64,
     events: &[Event],
 ) -> Value {
-    let mut params = vec![
-        json!({"name": "subscription", "valueReference": {"reference": format!("Subscription/{subscription}")}}),
-        json!({"name": "status", "valueCode": status}),
-        json!({"name": "type", "valueCode": kind}),
-        json!({"name": "events-since-subscription-start", "valueString": since_start.to_string()}),
-    ];
-    params.extend(events.iter().map(|e| {
-        json!({"name": "notification-event", "part": [
-            {"name": "event-number", "valueString": e.number.to_string()},
-            {"name": "timestamp", "valueInstant": e.at},
-            {"name": "focus", "valueReference": {"reference": e.focus}},
-        ]})
-    }));
-    let mut entries = vec![json!({
-        "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-        "resource": {"resourceType": "Parameters", "parameter": params},
-        "request": {"method": "GET", "url": format!("Subscription/{subscription}/$status")},
-        "response": {"status": "200"},
-    })];
-    entries.extend(events.iter().filter_map(|e| {
-        let r = e.resource.as_ref()?;
-        let (t, id) = (
-            r["resourceType"].as_str().unwrap_or_default(),
-            r["id"].as_str().unwrap_or_default(),
+    let text = notification_text(
+        subscription,
+        status,
+        kind,
+        since_start,
+        &Shared::new(base, events),
+    );
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spliced_notifications_are_the_bundle_they_describe() {
+        let events = [
+            Event {
+                number: 7,
+                at: "2026-12-01T10:00:00.000Z".into(),
+                focus: "ServiceRequest/a\"b/_history/2".into(),
+                resource: None,
+            },
+            Event {
+                number: 8,
+                at: "2026-12-01T10:00:01.000Z".into(),
+                focus: "ServiceRequest/c/_history/1".into(),
+                resource: Some(json!({"resourceType": "ServiceRequest", "id": "c"})),
+            },
+        ];
+        let b = notification(
+            "http://x/FHIR/R4",
+            "s1",
+            "active",
+            "event-notification",
+            8,
+            &events,
         );
-        Some(json!({
-            "fullUrl": format!("{base}/{t}/{id}"),
-            "resource": r,
-            "request": {"method": "PUT", "url": format!("{t}/{id}")},
-            "response": {"status": "200"},
-        }))
-    }));
-    json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": {"profile": [crate::fhir::bundle::PROFILE]},
-        "type": "history",
-        "timestamp": crate::fhir::datetime::instant(chrono::Utc::now().naive_utc()),
-        "entry": entries,
-    })
+        assert_eq!(b["resourceType"], "Bundle");
+        assert_eq!(b["type"], "history");
+        let params = b["entry"][0]["resource"]["parameter"].as_array().unwrap();
+        assert_eq!(params.len(), 6);
+        assert_eq!(params[0]["valueReference"]["reference"], "Subscription/s1");
+        assert_eq!(params[3]["valueString"], "8");
+        assert_eq!(
+            params[4]["part"][2]["valueReference"]["reference"],
+            "ServiceRequest/a\"b/_history/2"
+        );
+        assert_eq!(params[5]["part"][0]["valueString"], "8");
+        assert_eq!(b["entry"][0]["request"]["url"], "Subscription/s1/$status");
+        assert_eq!(b["entry"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            b["entry"][1]["fullUrl"],
+            "http://x/FHIR/R4/ServiceRequest/c"
+        );
+        // A handshake has the status entry only.
+        let h = notification("http://x/FHIR/R4", "s1", "requested", "handshake", 0, &[]);
+        assert_eq!(h["entry"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            h["entry"][0]["resource"]["parameter"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+    }
 }
