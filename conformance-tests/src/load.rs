@@ -944,27 +944,25 @@ async fn subscribe(http: &awc::Client, base: &str, who: &As, n: usize) -> Result
                 let l = l.clone();
                 async move {
                     let now = chrono::Utc::now();
-                    let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let params = b["entry"][0]["resource"]["parameter"].clone();
-                    let mut got = Vec::new();
-                    for p in params.as_array().into_iter().flatten() {
-                        if p["name"] != "notification-event" {
-                            continue;
-                        }
-                        let at = p["part"]
-                            .as_array()
-                            .and_then(|ps| ps.iter().find(|x| x["name"] == "timestamp"))
-                            .and_then(|x| x["valueInstant"].as_str())
-                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-                        if let Some(at) = at {
-                            got.push(
-                                (now - at.with_timezone(&chrono::Utc))
-                                    .num_microseconds()
-                                    .unwrap_or(0) as f64
-                                    / 1000.0,
-                            );
-                        }
-                    }
+                    // Only the status entry's event timestamps are read (a subscriber on
+                    // another machine would do the parsing there).
+                    let b: Notification = serde_json::from_slice(&body).unwrap_or_default();
+                    let got: Vec<f64> = b
+                        .entry
+                        .first()
+                        .into_iter()
+                        .flat_map(|e| e.resource.parameter.iter())
+                        .filter(|p| p.name == "notification-event")
+                        .filter_map(|p| p.part.iter().find(|x| x.name == "timestamp"))
+                        .filter_map(|x| x.value_instant.as_deref())
+                        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|at| {
+                            (now - at.with_timezone(&chrono::Utc))
+                                .num_microseconds()
+                                .unwrap_or(0) as f64
+                                / 1000.0
+                        })
+                        .collect();
                     if let Ok(mut v) = l.lock() {
                         v.extend(got);
                     }
@@ -1001,6 +999,35 @@ async fn subscribe(http: &awc::Client, base: &str, who: &As, n: usize) -> Result
     }
     eprintln!("ers-load: {n} subscriptions to referral changes, receiver on port {port}");
     Ok(Hook { ids, lags })
+}
+
+/// What the receiver reads of a notification Bundle.
+#[derive(serde::Deserialize, Default)]
+struct Notification {
+    #[serde(default)]
+    entry: Vec<NotificationEntry>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct NotificationEntry {
+    #[serde(default)]
+    resource: NotificationStatus,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct NotificationStatus {
+    #[serde(default)]
+    parameter: Vec<NotificationParameter>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct NotificationParameter {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    part: Vec<NotificationParameter>,
+    #[serde(default, rename = "valueInstant")]
+    value_instant: Option<String>,
 }
 
 impl Hook {

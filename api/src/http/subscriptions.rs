@@ -156,7 +156,7 @@ pub async fn not_allowed() -> Reply {
 }
 
 /// Notifications one instance sends at once.
-const CONCURRENT: usize = 16;
+const CONCURRENT: usize = 64;
 
 /// Delivery rounds, every quarter second, until the server stops: each round takes the leases
 /// of the subscriptions with something to send (one write), sends their notifications (a few
