@@ -6,8 +6,8 @@
 #   book            32 clients, each request books its own free routine slot for its own new
 #                   referral (the referrals are made first and not measured);
 #   book + subscriptions  the same, with 100 rest-hook subscriptions to every referral change
-#                   delivered to a receiver in ers-load (delivery lag), then book again
-#                   without them (the drop is against the mean of the two plain runs);
+#                   delivered to a receiver in ers-load (delivery lag); runs without, with,
+#                   with and without them (the drop: middle runs against the outer two);
 #   book-contended  64 clients, 2000 referrals racing for 100 slots.
 # Each run also checks that no slot holds two booked appointments. Appends one JSON line per
 # run to docs/benchmarks/booking.jsonl.
@@ -39,20 +39,21 @@ fi
 wait_ready "$PORT"
 LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE] $(date -u +%FT%TZ)"
 mkdir -p docs/benchmarks
-"$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book \
-    --sandbox-user 021600556514 --clients 32 --seconds "$SECONDS_" --warmup 2 --pairs "${ERS_BENCH_PAIRS:-8000}" \
-    --label "$LABEL" --json docs/benchmarks/booking.jsonl
-# The same with rest-hook subscriptions to every referral change (issue: notifications):
-# delivery lag, and the throughput beside the run without them.
-"$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book \
-    --sandbox-user 021600556514 --clients 32 --seconds "$SECONDS_" --warmup 2 --pairs "${ERS_BENCH_PAIRS:-8000}" \
-    --subscriptions "${ERS_BENCH_SUBSCRIPTIONS:-100}" \
-    --label "$LABEL" --json docs/benchmarks/booking.jsonl
-# And without them again: each run leaves the database larger (no autovacuum here), so the
-# drop is taken against the mean of the runs before and after.
-"$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book \
-    --sandbox-user 021600556514 --clients 32 --seconds "$SECONDS_" --warmup 2 --pairs "${ERS_BENCH_PAIRS:-8000}" \
-    --label "$LABEL" --json docs/benchmarks/booking.jsonl
+# book ($1: subscriptions, 0 for none): 32 clients, each booking its own slot.
+book() {
+  "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book \
+      --sandbox-user 021600556514 --clients 32 --seconds "$SECONDS_" --warmup 2 \
+      --pairs "${ERS_BENCH_PAIRS:-4000}" --subscriptions "$1" \
+      --label "$LABEL" --json docs/benchmarks/booking.jsonl
+}
+# Without, with, with, without rest-hook subscriptions to every referral change (issue:
+# notifications: delivery lag, and throughput beside the runs without them). Each run leaves
+# the database larger and slower, so the order is balanced: the drop is the mean of the middle
+# runs against the mean of the outer two.
+book 0
+book "${ERS_BENCH_SUBSCRIPTIONS:-100}"
+book "${ERS_BENCH_SUBSCRIPTIONS:-100}"
+book 0
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book-contended \
     --sandbox-user 021600556514 --clients 64 --seconds 10 --warmup 0 --pairs 2000 \
     --label "$LABEL" --json docs/benchmarks/booking.jsonl
