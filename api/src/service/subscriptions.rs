@@ -573,9 +573,8 @@ fn next_batch(
         .unwrap_or_default();
     // Numbers are given once changes have committed, without gaps (`number_events`): whatever
     // follows the cursor is final.
-    if !read.contains_key(&cursor) {
-        let rows = store::events_after(c, cursor, BATCH)?;
-        read.insert(cursor, rows);
+    if let std::collections::hash_map::Entry::Vacant(slot) = read.entry(cursor) {
+        slot.insert(store::events_after(c, cursor, BATCH)?);
     }
     let rows = &read[&cursor];
     let hit = matching(c, resource, caller, rows, known)?;

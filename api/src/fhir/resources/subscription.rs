@@ -280,7 +280,9 @@ mod tests {
         );
         assert_eq!(b["resourceType"], "Bundle");
         assert_eq!(b["type"], "history");
-        let params = b["entry"][0]["resource"]["parameter"].as_array().unwrap();
+        let params = b["entry"][0]["resource"]["parameter"]
+            .as_array()
+            .expect("an array");
         assert_eq!(params.len(), 6);
         assert_eq!(params[0]["valueReference"]["reference"], "Subscription/s1");
         assert_eq!(params[3]["valueString"], "8");
@@ -290,18 +292,18 @@ mod tests {
         );
         assert_eq!(params[5]["part"][0]["valueString"], "8");
         assert_eq!(b["entry"][0]["request"]["url"], "Subscription/s1/$status");
-        assert_eq!(b["entry"].as_array().unwrap().len(), 2);
+        assert_eq!(b["entry"].as_array().expect("an array").len(), 2);
         assert_eq!(
             b["entry"][1]["fullUrl"],
             "http://x/FHIR/R4/ServiceRequest/c"
         );
         // A handshake has the status entry only.
         let h = notification("http://x/FHIR/R4", "s1", "requested", "handshake", 0, &[]);
-        assert_eq!(h["entry"].as_array().unwrap().len(), 1);
+        assert_eq!(h["entry"].as_array().expect("an array").len(), 1);
         assert_eq!(
             h["entry"][0]["resource"]["parameter"]
                 .as_array()
-                .unwrap()
+                .expect("an array")
                 .len(),
             4
         );
