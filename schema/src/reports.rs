@@ -68,6 +68,8 @@ pub struct SlotFacts {
     pub start: NaiveDateTime,
     pub week: String,
     pub deleted: i32,
+    /// The schedule the slot is in (the search checks it is still the service's, and active).
+    pub schedule_id: String,
 }
 
 /// One resource's reporting row.
@@ -76,6 +78,28 @@ pub enum Facts {
     Referral(ReferralFacts),
     Appointment(AppointmentFacts),
     Slot(SlotFacts),
+}
+
+/// The slots of `schedule` now belong to `service_id` (of `provider_org`, in `specialty`):
+/// rows of another service are rewritten, the rest left alone.
+pub fn move_slots(
+    conn: &mut DbConnection,
+    schedule: &str,
+    service_id: &str,
+    provider_org: Option<&str>,
+    specialty: Option<&str>,
+) -> QResult<usize> {
+    diesel::update(
+        report_slots::table
+            .filter(report_slots::schedule_id.eq(schedule))
+            .filter(report_slots::service_id.ne(service_id)),
+    )
+    .set((
+        report_slots::service_id.eq(service_id),
+        report_slots::provider_org.eq(provider_org),
+        report_slots::specialty.eq(specialty),
+    ))
+    .execute(conn)
 }
 
 /// Writes (or replaces) a resource's reporting row.

@@ -269,6 +269,7 @@ diesel::table! {
         start -> Timestamp,
         week -> Text,
         deleted -> Integer,
+        schedule_id -> Text,
     }
 }
 

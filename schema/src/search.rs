@@ -117,6 +117,13 @@ pub enum Criterion {
         param: String,
         all_of: Vec<Criterion>,
     },
+    /// Services with a free slot at one of `priorities` starting in `[from, to]`: one probe
+    /// of the slot projection (`report_slots`, rewritten with every slot write) by service.
+    FreeSlot {
+        priorities: Vec<String>,
+        from: NaiveDateTime,
+        to: Option<NaiveDateTime>,
+    },
     /// Positions within `km` of a point (equirectangular distance, accurate to well under 1%
     /// at the distances a referral searches).
     Near {
@@ -137,14 +144,9 @@ pub enum SortKey {
         param: String,
         kind: IndexKind,
     },
-    /// By the earliest `date_param` value, from `after` on, of the resources that reach this one
-    /// through a path of reverse references (`hops`, nearest first: e.g. Schedule.actor then
-    /// Slot.schedule) and hold every `(param, code)` token in `tokens` (e.g. status free).
-    /// Resources with none sort last.
-    EarliestThrough {
-        hops: Vec<(String, String)>,
-        date_param: String,
-        tokens: Vec<(String, String)>,
+    /// Services by their earliest free slot from `after` on (the slot projection); services
+    /// with none sort last.
+    EarliestFreeSlot {
         after: NaiveDateTime,
     },
     /// By distance of the `param` position from a point; with `via`, of the nearest resource the
@@ -249,6 +251,15 @@ impl QueryFragment<MultiBackend> for SqlPredicate {
         Ok(())
     }
 }
+
+/// A live free slot `fs` in the projection (the terms of the partial index `report_slots_free`,
+/// written as they are so that SQLite uses it) whose schedule is still the service's and not
+/// inactive (two primary-key probes, for the slots found only).
+const FREE_SLOT: &str = "fs.status = 'free' AND fs.deleted = 0 \
+    AND EXISTS (SELECT 1 FROM search_refs sa WHERE sa.res_type = 'Schedule' AND sa.res_id = fs.schedule_id \
+        AND sa.param = 'actor' AND sa.target_type = 'HealthcareService' AND sa.target_id = fs.service_id) \
+    AND NOT EXISTS (SELECT 1 FROM search_tokens sx WHERE sx.res_type = 'Schedule' AND sx.res_id = fs.schedule_id \
+        AND sx.param = 'active' AND sx.code = 'false')";
 
 fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -421,9 +432,10 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
                 .sql(")")];
             (IndexKind::Reference, param, values)
         }
-        Criterion::Id(_) | Criterion::LastUpdated(_) | Criterion::ReferencedBy { .. } => {
-            return None
-        }
+        Criterion::Id(_)
+        | Criterion::LastUpdated(_)
+        | Criterion::ReferencedBy { .. }
+        | Criterion::FreeSlot { .. } => return None,
     };
     Some(
         SqlPredicate::default()
@@ -490,6 +502,26 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredi
                 .append(source)
                 .sql("))")
         }
+        Criterion::FreeSlot {
+            priorities,
+            from,
+            to,
+        } => {
+            let mut p = SqlPredicate::default().sql(&format!(
+                "EXISTS (SELECT 1 FROM report_slots fs WHERE fs.service_id = resources.id AND {FREE_SLOT} AND fs.priority IN ("
+            ));
+            for (i, code) in priorities.iter().enumerate() {
+                if i > 0 {
+                    p = p.sql(", ");
+                }
+                p = p.text(code);
+            }
+            p = p.sql(") AND fs.start >= ").ts(*from);
+            if let Some(to) = to {
+                p = p.sql(" AND fs.start <= ").ts(*to);
+            }
+            p.sql(")")
+        }
         other => {
             let negate = matches!(
                 other,
@@ -530,7 +562,7 @@ fn selectivity_rank(c: &Criterion) -> u8 {
         // narrow as `near`).
         Criterion::Chain { inner, .. } => selectivity_rank(inner).max(1),
         Criterion::Missing { missing: false, .. } => 5,
-        Criterion::ReferencedBy { .. } => 6,
+        Criterion::ReferencedBy { .. } | Criterion::FreeSlot { .. } => 6,
         Criterion::Token { negate: true, .. } | Criterion::Missing { missing: true, .. } => 7,
     }
 }
@@ -613,39 +645,11 @@ pub fn search(
                     query.then_order_by(resources::last_updated.asc())
                 }
             }
-            SortKey::EarliestThrough {
-                hops,
-                date_param,
-                tokens,
-                after,
-            } => {
-                // Registry names only (checked by safe_param) and a timestamp Rust formats:
-                // no client text reaches this SQL.
-                let mut from = Vec::new();
-                let mut conditions = Vec::new();
-                let mut target = ("resources.res_type".to_owned(), "resources.id".to_owned());
-                for (i, (source, param)) in hops.iter().enumerate() {
-                    let (source, param) = (safe_param(source)?, safe_param(param)?);
-                    from.push(format!("search_refs h{i}"));
-                    conditions.push(format!("h{i}.res_type = '{source}' AND h{i}.param = '{param}' AND h{i}.target_type = {} AND h{i}.target_id = {}", target.0, target.1));
-                    target = (format!("'{source}'"), format!("h{i}.res_id"));
-                }
-                let last = hops.len().saturating_sub(1);
-                let leaf_type = hops
-                    .last()
-                    .map(|(s, _)| safe_param(s))
-                    .transpose()?
-                    .unwrap_or("");
-                from.push("search_dates d".into());
-                conditions.push(format!("d.res_type = '{leaf_type}' AND d.res_id = h{last}.res_id AND d.param = '{}' AND d.low >= '{}'", safe_param(date_param)?, after.format("%Y-%m-%d %H:%M:%S")));
-                for (j, (param, code)) in tokens.iter().enumerate() {
-                    from.push(format!("search_tokens t{j}"));
-                    conditions.push(format!("t{j}.res_type = '{leaf_type}' AND t{j}.res_id = h{last}.res_id AND t{j}.param = '{}' AND t{j}.code = '{}'", safe_param(param)?, safe_param(code)?));
-                }
+            SortKey::EarliestFreeSlot { after } => {
+                // A timestamp Rust formats: no client text reaches this SQL.
                 let sub = format!(
-                    "(SELECT MIN(d.low) FROM {} WHERE {})",
-                    from.join(", "),
-                    conditions.join(" AND ")
+                    "(SELECT MIN(fs.start) FROM report_slots fs WHERE fs.service_id = resources.id AND {FREE_SLOT} AND fs.start >= '{}')",
+                    after.format("%Y-%m-%d %H:%M:%S")
                 );
                 query = query.then_order_by(sql::<Integer>(&format!(
                     "CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END"

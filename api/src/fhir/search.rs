@@ -256,21 +256,9 @@ fn parse_one(
                         .iter()
                         .find(|p| p.kind == ParamKind::Availability)
                     {
-                        Some(p) => {
-                            let (schedule, slot) = (
-                                p.targets.first().copied().unwrap_or_default(),
-                                p.targets.get(1).copied().unwrap_or_default(),
-                            );
-                            SortKey::EarliestThrough {
-                                hops: vec![
-                                    (schedule.to_owned(), "actor".to_owned()),
-                                    (slot.to_owned(), "schedule".to_owned()),
-                                ],
-                                date_param: "start".to_owned(),
-                                tokens: vec![("status".to_owned(), "free".to_owned())],
-                                after: chrono::Utc::now().naive_utc(),
-                            }
-                        }
+                        Some(_) => SortKey::EarliestFreeSlot {
+                            after: chrono::Utc::now().naive_utc(),
+                        },
                         None => {
                             return Err(bad(
                                 name,
@@ -306,11 +294,11 @@ fn parse_one(
     if RESULT_PARAMS.contains(&name) {
         return Ok(false);
     }
-    if let Some(p) = def
+    if def
         .param(name)
-        .filter(|p| p.kind == ParamKind::Availability)
+        .is_some_and(|p| p.kind == ParamKind::Availability)
     {
-        req.query.criteria.push(availability(name, value, p)?);
+        req.query.criteria.push(availability(name, value)?);
         return Ok(true);
     }
     if let Some(p) = def.params.iter().find(|p| {
@@ -367,81 +355,27 @@ fn index_kind(k: ParamKind) -> IndexKind {
 
 /// `available=PRIORITY[|from[|to]]`: a service some schedule of which has a free slot usable at
 /// the priority, starting in the window.
-fn availability(name: &str, value: &str, p: &SearchParamDef) -> Result<Criterion, Issue> {
+fn availability(name: &str, value: &str) -> Result<Criterion, Issue> {
     let parts: Vec<&str> = value.split('|').collect();
     let priority = parts.first().copied().unwrap_or_default();
     let codes = registry::priorities_at_or_below(priority);
     if codes.is_empty() {
         return Err(bad(name, format!("'{priority}' is not a priority (ROUTINE, URGENT or TWO_WEEK_WAIT); expected PRIORITY[|from[|to]]")));
     }
-    let (Some(schedule), Some(slot)) = (p.targets.first(), p.targets.get(1)) else {
-        return Err(bad(name, "is not set up on this type"));
-    };
-    let date = |i: usize, prefix: DatePrefix| -> Result<Option<DateMatch>, Issue> {
+    // The window's ends: a date stands for its whole day (from its start, to its end).
+    let date = |i: usize| -> Result<Option<(chrono::NaiveDateTime, chrono::NaiveDateTime)>, Issue> {
         match parts.get(i).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => {
-                let (low, high) =
-                    datetime::range(v).ok_or_else(|| bad(name, format!("'{v}' is not a date")))?;
-                Ok(Some(DateMatch { prefix, low, high }))
-            }
+            Some(v) => datetime::range(v)
+                .map(Some)
+                .ok_or_else(|| bad(name, format!("'{v}' is not a date"))),
         }
     };
-    let now = chrono::Utc::now().naive_utc();
-    let from = date(1, DatePrefix::Ge)?.unwrap_or(DateMatch {
-        prefix: DatePrefix::Ge,
-        low: now,
-        high: now,
-    });
-    let mut slot_criteria = vec![
-        Criterion::Token {
-            param: "status".into(),
-            any_of: vec![TokenMatch {
-                system: None,
-                code: Some("free".into()),
-            }],
-            negate: false,
-        },
-        Criterion::Token {
-            param: "appointment-type".into(),
-            any_of: codes
-                .iter()
-                .map(|c| TokenMatch {
-                    system: None,
-                    code: Some((*c).to_owned()),
-                })
-                .collect(),
-            negate: false,
-        },
-        Criterion::Date {
-            param: "start".into(),
-            any_of: vec![from],
-        },
-    ];
-    if let Some(to) = date(2, DatePrefix::Le)? {
-        slot_criteria.push(Criterion::Date {
-            param: "start".into(),
-            any_of: vec![to],
-        });
-    }
-    Ok(Criterion::ReferencedBy {
-        source_type: (*schedule).to_owned(),
-        param: "actor".into(),
-        all_of: vec![
-            Criterion::Token {
-                param: "active".into(),
-                any_of: vec![TokenMatch {
-                    system: None,
-                    code: Some("false".into()),
-                }],
-                negate: true,
-            },
-            Criterion::ReferencedBy {
-                source_type: (*slot).to_owned(),
-                param: "schedule".into(),
-                all_of: slot_criteria,
-            },
-        ],
+    // The slot projection knows each slot's service, priority, status and start.
+    Ok(Criterion::FreeSlot {
+        priorities: codes.iter().map(|c| (*c).to_owned()).collect(),
+        from: date(1)?.map_or_else(|| chrono::Utc::now().naive_utc(), |(low, _)| low),
+        to: date(2)?.map(|(_, high)| high),
     })
 }
 

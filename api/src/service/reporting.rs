@@ -105,6 +105,9 @@ pub fn record(
     deleted: bool,
     fresh: bool,
 ) -> Result<()> {
+    if res_type == "Schedule" && !deleted {
+        return schedule(c, id, content);
+    }
     if !matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
         return Ok(());
     }
@@ -339,6 +342,41 @@ fn appointment(
     })
 }
 
+/// The HealthcareService a schedule is for (`HealthcareService/{id}`).
+fn service_of(schedule: &Value) -> Option<&str> {
+    schedule
+        .get("actor")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("reference").and_then(Value::as_str))
+        .find(|r| r.starts_with("HealthcareService/"))
+}
+
+/// A schedule given to another service takes its slots' rows with it.
+fn schedule(c: &mut DbConnection, id: &str, content: &Value) -> Result<()> {
+    let Some(service) = service_of(content) else {
+        return Ok(());
+    };
+    let mut look = Lookups::default();
+    let specialty = look
+        .json(c, service)?
+        .as_ref()
+        .and_then(|v| code_in(v, "specialty", SPECIALTY_SYSTEM))
+        .map(str::to_owned);
+    let provider_org = look.ods(c, service)?;
+    reports::move_slots(
+        c,
+        id,
+        service
+            .strip_prefix("HealthcareService/")
+            .unwrap_or_default(),
+        provider_org.as_deref(),
+        specialty.as_deref(),
+    )?;
+    Ok(())
+}
+
 fn slot(
     c: &mut DbConnection,
     id: &str,
@@ -348,20 +386,15 @@ fn slot(
     let Some(start) = instant(s.get("start")) else {
         return Ok(None);
     };
-    let schedule = match s.pointer("/schedule/reference").and_then(Value::as_str) {
-        Some(r) => look.json(c, r)?,
-        None => None,
+    let schedule_ref = s
+        .pointer("/schedule/reference")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let schedule = match schedule_ref {
+        "" => None,
+        r => look.json(c, r)?,
     };
-    let Some(service) = schedule
-        .as_ref()
-        .and_then(|sch| sch.get("actor"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.get("reference").and_then(Value::as_str))
-        .find(|r| r.starts_with("HealthcareService/"))
-        .map(str::to_owned)
-    else {
+    let Some(service) = schedule.as_ref().and_then(service_of).map(str::to_owned) else {
         return Ok(None);
     };
     let service_json = look.json(c, &service)?;
@@ -395,5 +428,9 @@ fn slot(
         start,
         week: iso_week(start),
         deleted: 0,
+        schedule_id: schedule_ref
+            .strip_prefix("Schedule/")
+            .unwrap_or(schedule_ref)
+            .to_owned(),
     }))
 }

@@ -485,6 +485,7 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
             .to_string()
     };
     let (d40, d70) = (day(40), day(70));
+    let mut made = Vec::new();
     for (svc, status, prio, day) in [
         (&ids[0], "free", "URGENT", d40.as_str()),
         (&ids[0], "free", "ROUTINE", d70.as_str()),
@@ -493,6 +494,7 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
         let sched = mk(json!({"resourceType": "Schedule", "actor": [{"reference": format!("HealthcareService/{svc}")}]})).await.json()["id"].as_str().expect("id").to_owned();
         let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": status, "start": format!("{day}T09:00:00Z"), "end": format!("{day}T09:15:00Z"), "appointmentType": {"coding": [{"system": PRIORITY, "code": prio}]}})).await;
         assert_eq!(r.status, 201, "{}", r.text());
+        made.push((sched, r.json()));
     }
     let found = |q: &str| {
         let q = q.to_owned();
@@ -549,6 +551,55 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
     assert_eq!(sorted.len(), 4);
     let reversed = found("HealthcareService?identifier=21000,21001&_sort=-earliest-slot").await;
     assert_eq!(reversed.len(), 2);
+    // A slot no longer free, or a schedule made inactive or moved to another service, takes
+    // its service out of the availability search and the earliest-slot order at once.
+    let put = |path: String, body: Value| {
+        let r = definer(&app, "PUT", &path, "R69");
+        app.send(r, Some(body.to_string().into_bytes()))
+    };
+    let (urgent_schedule, _) = &made[0];
+    let r = put(
+        format!("Schedule/{urgent_schedule}"),
+        json!({"resourceType": "Schedule", "id": urgent_schedule, "active": false, "actor": [{"reference": format!("HealthcareService/{}", ids[0])}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        found(&format!("HealthcareService?available=URGENT|{from}|{to}")).await,
+        Vec::<String>::new(),
+        "the URGENT slot's schedule is inactive"
+    );
+    let mut both = found("HealthcareService?available=ROUTINE").await;
+    both.sort();
+    let mut expected = vec![ids[0].clone(), d_id.clone()];
+    expected.sort();
+    assert_eq!(both, expected, "A's ROUTINE slot and D's are still free");
+    let (_, mut routine_slot) = made[1].clone();
+    routine_slot["status"] = json!("busy");
+    let slot_id = routine_slot["id"].as_str().expect("id").to_owned();
+    let r = put(format!("Slot/{slot_id}"), routine_slot).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        found("HealthcareService?available=ROUTINE").await,
+        vec![d_id.clone()],
+        "service A's last free slot is busy"
+    );
+    let r = put(
+        format!("Schedule/{d_sched}"),
+        json!({"resourceType": "Schedule", "id": d_sched, "actor": [{"reference": format!("HealthcareService/{}", ids[2])}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sorted = found("HealthcareService?_sort=earliest-slot").await;
+    assert_eq!(sorted.len(), 4);
+    assert_eq!(
+        sorted[0], ids[2],
+        "D's schedule is now service C's, with its slot in 20 days ({sorted:?})"
+    );
+    assert_eq!(
+        found("HealthcareService?available=ROUTINE").await,
+        vec![ids[2].clone()]
+    );
     app.get("Slot?_sort=earliest-slot")
         .await
         .assert_outcome(400, "invalid");
