@@ -45,7 +45,8 @@ if [ "$BACKEND" = sqlite ]; then
     cat "$DB_FILE" > /dev/null
 else
     psql "$URL" -qAtc "SELECT count(*) FROM resources" -c "SELECT count(*) FROM search_tokens" \
-        -c "SELECT count(*) FROM search_refs" -c "SELECT count(*) FROM search_dates" -c "SELECT count(*) FROM search_geo" >/dev/null
+        -c "SELECT count(*) FROM search_refs" -c "SELECT count(*) FROM search_dates" -c "SELECT count(*) FROM search_geo" \
+        -c "SELECT count(*) FROM report_slots" >/dev/null
 fi
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 "$BIN/ers-server" > /var/tmp/ers-bench-dos-server.log 2>&1 &
 SERVER=$!
