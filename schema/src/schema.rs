@@ -152,6 +152,18 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(resources, search_geo);
 
 diesel::table! {
+    /// Each service's locations' positions by specialty coding (see the migration).
+    directory_positions (service_id, location_id, system, code) {
+        service_id -> Text,
+        location_id -> Text,
+        system -> Text,
+        code -> Text,
+        latitude -> Double,
+        longitude -> Double,
+    }
+}
+
+diesel::table! {
     counters (name) {
         name -> Text,
         value -> BigInt,

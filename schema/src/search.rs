@@ -16,7 +16,7 @@ use diesel::dsl::sql;
 use diesel::expression::{is_aggregate, ValidGrouping};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Bool, Double, Integer, Nullable, Text, Timestamp};
+use diesel::sql_types::{Bool, Double, Integer, Text, Timestamp};
 
 use crate::conn::MultiBackend;
 use crate::rows::ResourceRow;
@@ -310,24 +310,55 @@ fn table_of(kind: IndexKind) -> &'static str {
     }
 }
 
+/// `latitude`/`longitude` columns within `km` of a point: a box first (index-friendly), then
+/// the equirectangular distance.
+fn near_predicate(latitude: f64, longitude: f64, km: f64) -> SqlPredicate {
+    let d = km / KM_PER_DEGREE;
+    let k = latitude.to_radians().cos();
+    let dlon = d / k.max(0.01);
+    SqlPredicate::default()
+        .sql("latitude BETWEEN ")
+        .f64(latitude - d)
+        .sql(" AND ")
+        .f64(latitude + d)
+        .sql(" AND longitude BETWEEN ")
+        .f64(longitude - dlon)
+        .sql(" AND ")
+        .f64(longitude + dlon)
+        .sql(" AND ((longitude - ")
+        .f64(longitude)
+        .sql(") * ")
+        .f64(k)
+        .sql(") * ((longitude - ")
+        .f64(longitude)
+        .sql(") * ")
+        .f64(k)
+        .sql(") + (latitude - ")
+        .f64(latitude)
+        .sql(") * (latitude - ")
+        .f64(latitude)
+        .sql(") <= ")
+        .f64(d * d)
+}
+
+/// One token value over `system`/`code` columns.
+fn token_value(m: &TokenMatch) -> SqlPredicate {
+    let mut p = SqlPredicate::default().sql("1 = 1");
+    if let Some(code) = &m.code {
+        p = p.sql(" AND code = ").text(code);
+    }
+    if let Some(system) = &m.system {
+        p = p.sql(" AND system = ").text(system);
+    }
+    p
+}
+
 /// `SELECT res_id FROM <index> WHERE res_type = ? AND param = ? AND (<values>)`, or None
 /// for criteria that are not over an index table.
 fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
     let (kind, param, values) = match crit {
         Criterion::Token { param, any_of, .. } => {
-            let values = any_of
-                .iter()
-                .map(|m| {
-                    let mut p = SqlPredicate::default().sql("1 = 1");
-                    if let Some(code) = &m.code {
-                        p = p.sql(" AND code = ").text(code);
-                    }
-                    if let Some(system) = &m.system {
-                        p = p.sql(" AND system = ").text(system);
-                    }
-                    p
-                })
-                .collect();
+            let values = any_of.iter().map(token_value).collect();
             (IndexKind::Token, param, values)
         }
         Criterion::String { param, any_of } => {
@@ -374,33 +405,7 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
             longitude,
             km,
         } => {
-            // A box first (index-friendly), then the distance.
-            let d = km / KM_PER_DEGREE;
-            let k = latitude.to_radians().cos();
-            let dlon = d / k.max(0.01);
-            let p = SqlPredicate::default()
-                .sql("latitude BETWEEN ")
-                .f64(latitude - d)
-                .sql(" AND ")
-                .f64(latitude + d)
-                .sql(" AND longitude BETWEEN ")
-                .f64(longitude - dlon)
-                .sql(" AND ")
-                .f64(longitude + dlon)
-                .sql(" AND ((longitude - ")
-                .f64(*longitude)
-                .sql(") * ")
-                .f64(k)
-                .sql(") * ((longitude - ")
-                .f64(*longitude)
-                .sql(") * ")
-                .f64(k)
-                .sql(") + (latitude - ")
-                .f64(*latitude)
-                .sql(") * (latitude - ")
-                .f64(*latitude)
-                .sql(") <= ")
-                .f64(d * d);
+            let p = near_predicate(*latitude, *longitude, *km);
             return Some(
                 SqlPredicate::default()
                     .sql("SELECT res_id FROM search_geo WHERE res_type = ")
@@ -576,11 +581,64 @@ fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
         .filter(resources::deleted.eq(0))
         .into_boxed();
     let mut criteria: Vec<&Criterion> = q.criteria.iter().collect();
+    let mut driven = false;
+    if let Some((driver, used)) = directory_driver(q) {
+        query = query.filter(driver);
+        criteria = q
+            .criteria
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !used.contains(i))
+            .map(|(_, c)| c)
+            .collect();
+        driven = true;
+    }
     criteria.sort_by_key(|c| selectivity_rank(c));
     for (i, c) in criteria.into_iter().enumerate() {
-        query = query.filter(res_predicate(&q.res_type, c, i > 0));
+        query = query.filter(res_predicate(&q.res_type, c, driven || i > 0));
     }
     query
+}
+
+/// A service search for a specialty within a radius of a point (`location.near` and
+/// `specialty`, the patient-centred directory search): both answered by one range of the
+/// `directory_positions` index (specialty code, latitude), which holds each service's
+/// locations' positions by specialty coding. Returns the driving predicate and the positions
+/// of the two criteria it replaces.
+fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, [usize; 2])> {
+    if q.res_type != "HealthcareService" {
+        return None;
+    }
+    let near = q.criteria.iter().position(|c| {
+        matches!(c, Criterion::Chain { param, target_type, inner }
+            if param == "location" && target_type == "Location"
+                && matches!(inner.as_ref(), Criterion::Near { param, .. } if param == "near"))
+    })?;
+    let specialty = q.criteria.iter().position(|c| {
+        matches!(c, Criterion::Token { param, any_of, negate: false }
+            if param == "specialty" && !any_of.is_empty() && any_of.iter().all(|m| m.code.is_some()))
+    })?;
+    let (Criterion::Chain { inner, .. }, Criterion::Token { any_of, .. }) =
+        (&q.criteria[near], &q.criteria[specialty])
+    else {
+        return None;
+    };
+    let Criterion::Near {
+        latitude,
+        longitude,
+        km,
+        ..
+    } = inner.as_ref()
+    else {
+        return None;
+    };
+    let driver = SqlPredicate::default()
+        .sql("resources.id IN (SELECT service_id FROM directory_positions WHERE ")
+        .append(SqlPredicate::any(any_of.iter().map(token_value).collect()))
+        .sql(" AND ")
+        .append(near_predicate(*latitude, *longitude, *km))
+        .sql(")");
+    Some((driver, [near, specialty]))
 }
 
 /// Parameter names come from the server's registry, never from the client; this guard keeps
@@ -605,6 +663,14 @@ fn pinned(q: &SearchQuery) -> bool {
     q.criteria
         .iter()
         .any(|c| matches!(c, Criterion::Id(_) | Criterion::Reference { .. }))
+}
+
+/// An ORDER BY term for a correlated subquery, resources without a value last in either
+/// direction. `NULLS LAST` (PostgreSQL, SQLite ≥ 3.30) names the subquery once, so the planner
+/// plans and runs it once per row rather than twice as a `CASE WHEN … IS NULL` key would.
+fn nulls_last(sub: &str, desc: bool) -> diesel::expression::SqlLiteral<Integer> {
+    let direction = if desc { "DESC" } else { "ASC" };
+    sql::<Integer>(&format!("{sub} {direction} NULLS LAST"))
 }
 
 /// The matching rows for one page, and the total when `with_total` (or when the first page
@@ -651,15 +717,7 @@ pub fn search(
                     "(SELECT MIN(fs.start) FROM report_slots fs WHERE fs.service_id = resources.id AND {FREE_SLOT} AND fs.start >= '{}')",
                     after.format("%Y-%m-%d %H:%M:%S")
                 );
-                query = query.then_order_by(sql::<Integer>(&format!(
-                    "CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END"
-                )));
-                let value = sql::<Nullable<Timestamp>>(&sub);
-                query = if *desc {
-                    query.then_order_by(value.desc())
-                } else {
-                    query.then_order_by(value.asc())
-                };
+                query = query.then_order_by(nulls_last(&sub, *desc));
             }
             SortKey::Distance {
                 param,
@@ -683,15 +741,7 @@ pub fn search(
                         )
                     }
                 };
-                query = query.then_order_by(sql::<Integer>(&format!(
-                    "CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END"
-                )));
-                let value = sql::<Nullable<Double>>(&sub);
-                query = if *desc {
-                    query.then_order_by(value.desc())
-                } else {
-                    query.then_order_by(value.asc())
-                };
+                query = query.then_order_by(nulls_last(&sub, *desc));
             }
             SortKey::Param { param, kind } => {
                 // A correlated scalar subquery in portable SQL (diesel cannot express the
@@ -709,15 +759,7 @@ pub fn search(
                 let sub = format!(
                     "(SELECT {agg} FROM {table} s WHERE s.res_type = resources.res_type AND s.res_id = resources.id AND s.param = '{param}')"
                 );
-                query = query.then_order_by(sql::<Integer>(&format!(
-                    "CASE WHEN {sub} IS NULL THEN 1 ELSE 0 END"
-                )));
-                let value = sql::<Nullable<Text>>(&sub);
-                query = if *desc {
-                    query.then_order_by(value.desc())
-                } else {
-                    query.then_order_by(value.asc())
-                };
+                query = query.then_order_by(nulls_last(&sub, *desc));
             }
         }
     }

@@ -1168,3 +1168,100 @@ async fn transactions_link_entries_by_urn_uuid_and_find_existing_resources_by_se
     let d = post(b).await.assert_outcome(422, "value");
     assert!(d.contains("more than one"), "{d}");
 }
+
+#[actix_web::test]
+async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let send = |method: &'static str, path: String, body: Value| {
+        let r = definer(&app, method, &path, "R69");
+        app.send(r, Some(body.to_string().into_bytes()))
+    };
+    let location = |name: &str, lat: f64, lon: f64| {
+        json!({"resourceType": "Location", "name": name, "status": "active",
+            "managingOrganization": {"reference": format!("Organization/{org}")},
+            "position": {"latitude": lat, "longitude": lon}})
+    };
+    let mut ids = Vec::new();
+    for (name, lat, lon) in [("Leeds", 53.7974, -1.5438), ("Bristol", 51.4545, -2.5879)] {
+        let r = send("POST", "Location".into(), location(name, lat, lon)).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        ids.push(r.json()["id"].as_str().expect("id").to_owned());
+    }
+    let (leeds, bristol) = (ids[0].clone(), ids[1].clone());
+    // A dermatology service in Leeds; a cardiology one there too.
+    let mut derm = service(
+        "31000",
+        "Skin clinic",
+        &org,
+        "DERMATOLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE"],
+    );
+    derm["location"] = json!([{"reference": format!("Location/{leeds}")}]);
+    let r = send("POST", "HealthcareService".into(), derm.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let derm_id = r.json()["id"].as_str().expect("id").to_owned();
+    derm["id"] = json!(derm_id);
+    let mut card = service(
+        "31001",
+        "Heart clinic",
+        &org,
+        "CARDIOLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE"],
+    );
+    card["location"] = json!([{"reference": format!("Location/{leeds}")}]);
+    assert_eq!(
+        send("POST", "HealthcareService".into(), card).await.status,
+        201
+    );
+    let near = |lat: f64, lon: f64, specialty: &str| {
+        let q = format!("HealthcareService?near={lat}|{lon}|20|km&specialty={specialty}");
+        let app = &app;
+        async move { match_ids(&app.search(&q).await) }
+    };
+    let by_system = format!("{SPECIALTY}|DERMATOLOGY");
+    assert_eq!(near(53.80, -1.55, "DERMATOLOGY").await, vec![derm_id.clone()]);
+    assert_eq!(near(53.80, -1.55, &by_system).await, vec![derm_id.clone()]);
+    assert_eq!(
+        near(53.80, -1.55, "DERMATOLOGY,ORTHOPAEDICS").await,
+        vec![derm_id.clone()]
+    );
+    assert!(
+        near(51.45, -2.59, "DERMATOLOGY").await.is_empty(),
+        "not in Bristol"
+    );
+    assert!(near(53.80, -1.55, "ORTHOPAEDICS").await.is_empty());
+    assert!(
+        near(53.80, -1.55, "https://example.org/other|DERMATOLOGY")
+            .await
+            .is_empty(),
+        "another system's code"
+    );
+    // The service moves to Bristol and changes specialty.
+    derm["location"] = json!([{"reference": format!("Location/{bristol}")}]);
+    derm["specialty"] = json!([{"coding": [{"system": SPECIALTY, "code": "ORTHOPAEDICS"}]}]);
+    let r = send("PUT", format!("HealthcareService/{derm_id}"), derm.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(near(53.80, -1.55, "DERMATOLOGY").await.is_empty());
+    assert!(near(51.45, -2.59, "DERMATOLOGY").await.is_empty());
+    assert_eq!(near(51.45, -2.59, "ORTHOPAEDICS").await, vec![derm_id.clone()]);
+    // The Bristol site itself moves to Leeds: its services come with it.
+    let mut moved = location("Bristol", 53.79, -1.54);
+    moved["id"] = json!(bristol);
+    let r = send("PUT", format!("Location/{bristol}"), moved).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(near(51.45, -2.59, "ORTHOPAEDICS").await.is_empty());
+    assert_eq!(near(53.80, -1.55, "ORTHOPAEDICS").await, vec![derm_id.clone()]);
+    // Deleted, it is found nowhere.
+    let r = definer(
+        &app,
+        "DELETE",
+        &format!("HealthcareService/{derm_id}"),
+        "R69",
+    );
+    let r = app.send(r, None).await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+    assert!(near(53.80, -1.55, "ORTHOPAEDICS").await.is_empty());
+}
