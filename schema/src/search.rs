@@ -458,8 +458,11 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
 
 /// The predicate on `resources` for one criterion. `correlated`: the predicate is checked for
 /// one resource at a time (inside a reverse chain), so index criteria become correlated EXISTS
-/// lookups by primary key instead of lists of every matching id.
-fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredicate {
+/// lookups by primary key instead of lists of every matching id. `fenced`: each EXISTS ends
+/// with `LIMIT 1`, which keeps PostgreSQL from pulling it up into a join it could reorder to
+/// drive the search (for when the driver is known to be narrow: see `directory_driver`).
+fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool, fenced: bool) -> SqlPredicate {
+    let fence = if fenced { " LIMIT 1" } else { "" };
     match crit {
         // One IN list (an OR per id makes PostgreSQL scan the table).
         Criterion::Id(ids) if ids.is_empty() => SqlPredicate::default().sql("1 = 0"),
@@ -494,7 +497,7 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredi
             for c in all_of {
                 source = source
                     .sql(" AND ")
-                    .append(res_predicate(source_type, c, true));
+                    .append(res_predicate(source_type, c, true, false));
             }
             SqlPredicate::default()
                 .sql("EXISTS (SELECT 1 FROM search_refs rb WHERE rb.res_type = ")
@@ -505,7 +508,9 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredi
                 .text(res_type)
                 .sql(" AND rb.target_id = resources.id AND EXISTS (")
                 .append(source)
-                .sql("))")
+                .sql(")")
+                .sql(fence)
+                .sql(")")
         }
         Criterion::FreeSlot {
             priorities,
@@ -525,7 +530,7 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredi
             if let Some(to) = to {
                 p = p.sql(" AND fs.start <= ").ts(*to);
             }
-            p.sql(")")
+            p.sql(fence).sql(")")
         }
         other => {
             let negate = matches!(
@@ -539,11 +544,15 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool) -> SqlPredi
                 Some(sub) if negate => SqlPredicate::default()
                     .sql("NOT EXISTS (")
                     .append(sub)
-                    .sql(" AND res_id = resources.id)"),
+                    .sql(" AND res_id = resources.id")
+                    .sql(fence)
+                    .sql(")"),
                 Some(sub) if correlated => SqlPredicate::default()
                     .sql("EXISTS (")
                     .append(sub)
-                    .sql(" AND res_id = resources.id)"),
+                    .sql(" AND res_id = resources.id")
+                    .sql(fence)
+                    .sql(")"),
                 Some(sub) => SqlPredicate::default()
                     .sql("resources.id IN (")
                     .append(sub)
@@ -595,7 +604,7 @@ fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
     }
     criteria.sort_by_key(|c| selectivity_rank(c));
     for (i, c) in criteria.into_iter().enumerate() {
-        query = query.filter(res_predicate(&q.res_type, c, driven || i > 0));
+        query = query.filter(res_predicate(&q.res_type, c, driven || i > 0, driven));
     }
     query
 }
@@ -604,7 +613,10 @@ fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
 /// `specialty`, the patient-centred directory search): both answered by one range of the
 /// `directory_positions` index (specialty code, latitude), which holds each service's
 /// locations' positions by specialty coding. Returns the driving predicate and the positions
-/// of the two criteria it replaces.
+/// of the two criteria it replaces. Its candidates are few (one specialty in one area), so
+/// the other criteria are fenced per-candidate checks: without the fence PostgreSQL, whose
+/// row estimates for the index tables' (type, parameter) pairs can be off a thousandfold,
+/// once drove a search from "has a free slot" and read 750,000 slots (3.7 s).
 fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, [usize; 2])> {
     if q.res_type != "HealthcareService" {
         return None;

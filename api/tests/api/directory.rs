@@ -1222,7 +1222,10 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
         async move { match_ids(&app.search(&q).await) }
     };
     let by_system = format!("{SPECIALTY}|DERMATOLOGY");
-    assert_eq!(near(53.80, -1.55, "DERMATOLOGY").await, vec![derm_id.clone()]);
+    assert_eq!(
+        near(53.80, -1.55, "DERMATOLOGY").await,
+        vec![derm_id.clone()]
+    );
     assert_eq!(near(53.80, -1.55, &by_system).await, vec![derm_id.clone()]);
     assert_eq!(
         near(53.80, -1.55, "DERMATOLOGY,ORTHOPAEDICS").await,
@@ -1246,14 +1249,20 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(near(53.80, -1.55, "DERMATOLOGY").await.is_empty());
     assert!(near(51.45, -2.59, "DERMATOLOGY").await.is_empty());
-    assert_eq!(near(51.45, -2.59, "ORTHOPAEDICS").await, vec![derm_id.clone()]);
+    assert_eq!(
+        near(51.45, -2.59, "ORTHOPAEDICS").await,
+        vec![derm_id.clone()]
+    );
     // The Bristol site itself moves to Leeds: its services come with it.
     let mut moved = location("Bristol", 53.79, -1.54);
     moved["id"] = json!(bristol);
     let r = send("PUT", format!("Location/{bristol}"), moved).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(near(51.45, -2.59, "ORTHOPAEDICS").await.is_empty());
-    assert_eq!(near(53.80, -1.55, "ORTHOPAEDICS").await, vec![derm_id.clone()]);
+    assert_eq!(
+        near(53.80, -1.55, "ORTHOPAEDICS").await,
+        vec![derm_id.clone()]
+    );
     // Deleted, it is found nowhere.
     let r = definer(
         &app,

@@ -1,1 +1,0 @@
-DROP STATISTICS IF EXISTS search_tokens_combination;
