@@ -648,12 +648,18 @@ pub fn refresh_directory(conn: &mut DbConnection, res_type: &str, ids: &[&str]) 
                 .load(conn)?;
             positions.extend(found.into_iter().map(|(id, lat, lon)| (id, (lat, lon))));
         }
+        let mut codings: std::collections::HashMap<&str, Vec<(&String, &String)>> =
+            std::collections::HashMap::new();
+        for (service, system, code) in &specialties {
+            codings.entry(service).or_default().push((system, code));
+        }
+        // A set: one row per (service, location, system, code) however often either repeats.
         let mut rows = std::collections::BTreeMap::new();
         for (service, location) in &locations {
             let Some(&(latitude, longitude)) = positions.get(location) else {
                 continue;
             };
-            for (_, system, code) in specialties.iter().filter(|(s, _, _)| s == service) {
+            for &(system, code) in codings.get(service.as_str()).into_iter().flatten() {
                 rows.insert((service, location, system, code), (latitude, longitude));
             }
         }

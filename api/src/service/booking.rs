@@ -132,16 +132,7 @@ fn bookable_slot(
         .unwrap_or_default()
         .to_owned();
     let schedule = load_json(c, &schedule_ref)?.unwrap_or_default();
-    let actor = |t: &str| {
-        schedule
-            .get("actor")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.get("reference").and_then(Value::as_str))
-            .find(|r| split_reference(r).is_some_and(|(rt, _)| rt == t))
-            .map(str::to_owned)
-    };
+    let actor = |t: &str| crate::fhir::resources::schedule::actor(&schedule, t).map(str::to_owned);
     let service = actor("HealthcareService").unwrap_or_default();
     if !allowed_services.contains(&service) {
         return Err(invalid(

@@ -344,13 +344,7 @@ fn appointment(
 
 /// The HealthcareService a schedule is for (`HealthcareService/{id}`).
 fn service_of(schedule: &Value) -> Option<&str> {
-    schedule
-        .get("actor")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.get("reference").and_then(Value::as_str))
-        .find(|r| r.starts_with("HealthcareService/"))
+    crate::fhir::resources::schedule::actor(schedule, "HealthcareService")
 }
 
 /// A schedule given to another service takes its slots' rows with it.

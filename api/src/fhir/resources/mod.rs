@@ -14,6 +14,7 @@ pub mod patient;
 pub mod practitioner;
 pub mod practitioner_role;
 pub mod requirements;
+pub mod schedule;
 pub mod service_request;
 pub mod slot;
 pub mod subscription;
