@@ -68,8 +68,10 @@ pub struct SlotFacts {
     pub start: NaiveDateTime,
     pub week: String,
     pub deleted: i32,
-    /// The schedule the slot is in (the search checks it is still the service's, and active).
+    /// The schedule the slot is in.
     pub schedule_id: String,
+    /// 1 while the schedule is the service's and not inactive: the slot counts as availability.
+    pub live: i32,
 }
 
 /// One resource's reporting row.
@@ -99,6 +101,19 @@ pub fn move_slots(
         report_slots::provider_org.eq(provider_org),
         report_slots::specialty.eq(specialty),
     ))
+    .execute(conn)
+}
+
+/// The slots of `schedule` count as availability (`live`) or not: the schedule was made
+/// active or inactive, lost its service, or was deleted.
+pub fn set_slots_live(conn: &mut DbConnection, schedule: &str, live: bool) -> QResult<usize> {
+    let live = i32::from(live);
+    diesel::update(
+        report_slots::table
+            .filter(report_slots::schedule_id.eq(schedule))
+            .filter(report_slots::live.ne(live)),
+    )
+    .set(report_slots::live.eq(live))
     .execute(conn)
 }
 

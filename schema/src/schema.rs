@@ -282,6 +282,7 @@ diesel::table! {
         week -> Text,
         deleted -> Integer,
         schedule_id -> Text,
+        live -> Integer,
     }
 }
 

@@ -252,14 +252,10 @@ impl QueryFragment<MultiBackend> for SqlPredicate {
     }
 }
 
-/// A live free slot `fs` in the projection (the terms of the partial index `report_slots_free`,
-/// written as they are so that SQLite uses it) whose schedule is still the service's and not
-/// inactive (two primary-key probes, for the slots found only).
-const FREE_SLOT: &str = "fs.status = 'free' AND fs.deleted = 0 \
-    AND EXISTS (SELECT 1 FROM search_refs sa WHERE sa.res_type = 'Schedule' AND sa.res_id = fs.schedule_id \
-        AND sa.param = 'actor' AND sa.target_type = 'HealthcareService' AND sa.target_id = fs.service_id) \
-    AND NOT EXISTS (SELECT 1 FROM search_tokens sx WHERE sx.res_type = 'Schedule' AND sx.res_id = fs.schedule_id \
-        AND sx.param = 'active' AND sx.code = 'false')";
+/// A free slot `fs` in the projection whose schedule is still the service's and not inactive
+/// (`live`): the terms of the partial index `report_slots_free`, written as they are so that
+/// SQLite uses it.
+const FREE_SLOT: &str = "fs.status = 'free' AND fs.deleted = 0 AND fs.live = 1";
 
 fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

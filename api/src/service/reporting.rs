@@ -105,7 +105,11 @@ pub fn record(
     deleted: bool,
     fresh: bool,
 ) -> Result<()> {
-    if res_type == "Schedule" && !deleted {
+    if res_type == "Schedule" {
+        if deleted {
+            reports::set_slots_live(c, id, false)?;
+            return Ok(());
+        }
         return schedule(c, id, content);
     }
     if !matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
@@ -347,11 +351,19 @@ fn service_of(schedule: &Value) -> Option<&str> {
     crate::fhir::resources::schedule::actor(schedule, "HealthcareService")
 }
 
-/// A schedule given to another service takes its slots' rows with it.
+/// Whether a schedule's slots count as availability (it is not inactive).
+fn schedule_live(schedule: &Value) -> bool {
+    schedule.get("active").and_then(Value::as_bool) != Some(false)
+}
+
+/// A schedule given to another service takes its slots' rows with it; one without a service,
+/// or inactive, takes them out of the availability search.
 fn schedule(c: &mut DbConnection, id: &str, content: &Value) -> Result<()> {
     let Some(service) = service_of(content) else {
+        reports::set_slots_live(c, id, false)?;
         return Ok(());
     };
+    reports::set_slots_live(c, id, schedule_live(content))?;
     let mut look = Lookups::default();
     let specialty = look
         .json(c, service)?
@@ -426,5 +438,6 @@ fn slot(
             .strip_prefix("Schedule/")
             .unwrap_or(schedule_ref)
             .to_owned(),
+        live: schedule.as_ref().map_or(0, |s| i32::from(schedule_live(s))),
     }))
 }

@@ -600,6 +600,28 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
         found("HealthcareService?available=ROUTINE").await,
         vec![ids[2].clone()]
     );
+    // Inactive, then active again: its slots leave the availability search and come back.
+    for (active, expected) in [(false, vec![]), (true, vec![ids[2].clone()])] {
+        let r = put(
+            format!("Schedule/{d_sched}"),
+            json!({"resourceType": "Schedule", "id": d_sched, "active": active, "actor": [{"reference": format!("HealthcareService/{}", ids[2])}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            found("HealthcareService?available=ROUTINE").await,
+            expected,
+            "D's schedule active: {active}"
+        );
+    }
+    // A schedule with slots cannot be deleted (they refer to it), so it never leaves them behind.
+    let r = app
+        .send(
+            definer(&app, "DELETE", &format!("Schedule/{d_sched}"), "R69"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
     app.get("Slot?_sort=earliest-slot")
         .await
         .assert_outcome(400, "invalid");
