@@ -455,10 +455,13 @@ fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
 /// The predicate on `resources` for one criterion. `correlated`: the predicate is checked for
 /// one resource at a time (inside a reverse chain), so index criteria become correlated EXISTS
 /// lookups by primary key instead of lists of every matching id. `fenced`: each EXISTS ends
-/// with `LIMIT 1`, which keeps PostgreSQL from pulling it up into a join it could reorder to
-/// drive the search (for when the driver is known to be narrow: see `directory_driver`).
+/// with `LIMIT 1 OFFSET 0`, which keeps PostgreSQL from pulling it up into a join it could
+/// reorder to drive the search (for when the driver is known to be narrow: see
+/// `directory_driver`). The OFFSET is what fences: PostgreSQL drops a bare `LIMIT 1` from an
+/// EXISTS and pulls it up all the same. It also halves the planning (each check is planned
+/// alone, not as one more relation in the join order search).
 fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool, fenced: bool) -> SqlPredicate {
-    let fence = if fenced { " LIMIT 1" } else { "" };
+    let fence = if fenced { " LIMIT 1 OFFSET 0" } else { "" };
     match crit {
         // One IN list (an OR per id makes PostgreSQL scan the table).
         Criterion::Id(ids) if ids.is_empty() => SqlPredicate::default().sql("1 = 0"),
