@@ -919,35 +919,42 @@ fn distances(
 }
 
 /// `GET|POST /{type}?…`.
-pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResult> {
-    // A postcode search becomes a `near` search at the postcode's coordinates.
-    let mut resolved;
-    let mut req = req;
-    if let Some((postcode, km, param)) = &req.postcode_near {
-        let pc = crate::domain::PostcodeArea::parse(postcode)
-            .map_err(|e| ServiceError::BadRequest(format!("near-postcode: {}", e.0)))?;
-        let at = store::postcode_position(conn, pc.as_str(), pc.outward())?
-            .ok_or_else(|| ServiceError::BadRequest(format!("near-postcode: {} is not in the postcode table (load one with ers-server import-postcodes)", pc.as_str())))?;
-        resolved = req.clone();
-        let def = registry::find(&req.query.res_type)
-            .ok_or_else(|| ServiceError::BadRequest("unknown type".into()))?;
-        let near = crate::fhir::search::Near {
-            latitude: at.0,
-            longitude: at.1,
-            km: *km,
-            param,
-        };
-        let (criterion, sort) = crate::fhir::search::near_parts(def, &near)
-            .map_err(|i| ServiceError::Invalid(vec![i]))?;
-        resolved.query.criteria.push(criterion);
-        if resolved.query.sort.is_empty() {
-            resolved.query.sort.push((sort, false));
-        }
-        resolved.near = Some(near);
-        resolved.postcode_near = None;
-        req = &resolved;
+/// A postcode search becomes a `near` search at the postcode's coordinates (None: the request
+/// has no postcode).
+fn resolve_postcode(c: &mut DbConnection, req: &SearchRequest) -> Result<Option<SearchRequest>> {
+    let Some((postcode, km, param)) = &req.postcode_near else {
+        return Ok(None);
+    };
+    let pc = crate::domain::PostcodeArea::parse(postcode)
+        .map_err(|e| ServiceError::BadRequest(format!("near-postcode: {}", e.0)))?;
+    let at = store::postcode_position(c, pc.as_str(), pc.outward())?
+        .ok_or_else(|| ServiceError::BadRequest(format!("near-postcode: {} is not in the postcode table (load one with ers-server import-postcodes)", pc.as_str())))?;
+    let mut resolved = req.clone();
+    let def = registry::find(&req.query.res_type)
+        .ok_or_else(|| ServiceError::BadRequest("unknown type".into()))?;
+    let near = crate::fhir::search::Near {
+        latitude: at.0,
+        longitude: at.1,
+        km: *km,
+        param,
+    };
+    let (criterion, sort) =
+        crate::fhir::search::near_parts(def, &near).map_err(|i| ServiceError::Invalid(vec![i]))?;
+    resolved.query.criteria.push(criterion);
+    if resolved.query.sort.is_empty() {
+        resolved.query.sort.push((sort, false));
     }
+    resolved.near = Some(near);
+    resolved.postcode_near = None;
+    Ok(Some(resolved))
+}
+
+pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResult> {
+    // One read transaction for the postcode and the search (on SQLite each one waits for a
+    // WAL read mark when many readers are busy).
     read_tx(conn, |c| {
+        let resolved = resolve_postcode(c, req)?;
+        let req = resolved.as_ref().unwrap_or(req);
         let count_only = req.summary == crate::fhir::search::Summary::Count;
         let with_total = count_only || req.total == TotalMode::Accurate;
         if count_only {
