@@ -19,6 +19,7 @@ macro_rules! on_backend {
 pub mod audit;
 pub mod backup;
 pub mod conn;
+pub mod directory;
 pub mod exports;
 pub mod reports;
 pub mod rows;

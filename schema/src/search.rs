@@ -617,17 +617,18 @@ fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
 /// row estimates for the index tables' (type, parameter) pairs can be off a thousandfold,
 /// once drove a search from "has a free slot" and read 750,000 slots (3.7 s).
 fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, [usize; 2])> {
-    if q.res_type != "HealthcareService" {
+    use crate::directory::{LOCATION, LOCATION_PARAM, POSITION_PARAM, SERVICE, SPECIALTY_PARAM};
+    if q.res_type != SERVICE {
         return None;
     }
     let near = q.criteria.iter().position(|c| {
         matches!(c, Criterion::Chain { param, target_type, inner }
-            if param == "location" && target_type == "Location"
-                && matches!(inner.as_ref(), Criterion::Near { param, .. } if param == "near"))
+            if param == LOCATION_PARAM && target_type == LOCATION
+                && matches!(inner.as_ref(), Criterion::Near { param, .. } if param == POSITION_PARAM))
     })?;
     let specialty = q.criteria.iter().position(|c| {
         matches!(c, Criterion::Token { param, any_of, negate: false }
-            if param == "specialty" && !any_of.is_empty() && any_of.iter().all(|m| m.code.is_some()))
+            if param == SPECIALTY_PARAM && !any_of.is_empty() && any_of.iter().all(|m| m.code.is_some()))
     })?;
     let (Criterion::Chain { inner, .. }, Criterion::Token { any_of, .. }) =
         (&q.criteria[near], &q.criteria[specialty])

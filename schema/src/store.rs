@@ -398,7 +398,7 @@ pub fn insert_resource(
         .values(version_row(v, "POST", false))
         .execute(conn)?;
     write_index(conn, v.res_type, v.id, index)?;
-    refresh_directory(conn, v.res_type, &[v.id])
+    crate::directory::refresh(conn, v.res_type, &[v.id])
 }
 
 /// The newest first version of a type (the latest resource of it created).
@@ -543,7 +543,7 @@ pub fn update_resource(
         .execute(conn)?;
     clear_index(conn, v.res_type, v.id)?;
     write_index(conn, v.res_type, v.id, index)?;
-    refresh_directory(conn, v.res_type, &[v.id])?;
+    crate::directory::refresh(conn, v.res_type, &[v.id])?;
     Ok(true)
 }
 
@@ -574,117 +574,8 @@ pub fn delete_resource(
         .values(version_row(v, "DELETE", true))
         .execute(conn)?;
     clear_index(conn, v.res_type, v.id)?;
-    refresh_directory(conn, v.res_type, &[v.id])?;
+    crate::directory::refresh(conn, v.res_type, &[v.id])?;
     Ok(true)
-}
-
-const DIRECTORY_SERVICE: &str = "HealthcareService";
-const DIRECTORY_LOCATION: &str = "Location";
-
-/// Rewrites the `directory_positions` rows that depend on these resources, from their index
-/// rows (just written): for services, their own rows; for locations, the rows of every service
-/// at them. Other resource types have none. A deleted resource has no index rows, so its
-/// services' rows go (a service without a position or a specialty has no row).
-pub fn refresh_directory(conn: &mut DbConnection, res_type: &str, ids: &[&str]) -> QResult<()> {
-    let services: Vec<String> = match res_type {
-        DIRECTORY_SERVICE => ids.iter().map(|id| (*id).to_owned()).collect(),
-        DIRECTORY_LOCATION => {
-            let mut at = Vec::new();
-            for chunk in ids.chunks(BULK_CHUNK) {
-                at.extend(
-                    search_refs::table
-                        .filter(search_refs::target_type.eq(DIRECTORY_LOCATION))
-                        .filter(search_refs::target_id.eq_any(chunk))
-                        .filter(search_refs::res_type.eq(DIRECTORY_SERVICE))
-                        .filter(search_refs::param.eq("location"))
-                        .select(search_refs::res_id)
-                        .distinct()
-                        .load::<String>(conn)?,
-                );
-            }
-            at
-        }
-        _ => return Ok(()),
-    };
-    for chunk in services.chunks(BULK_CHUNK) {
-        diesel::delete(
-            directory_positions::table.filter(directory_positions::service_id.eq_any(chunk)),
-        )
-        .execute(conn)?;
-        let specialties: Vec<(String, String, String)> = search_tokens::table
-            .filter(search_tokens::res_type.eq(DIRECTORY_SERVICE))
-            .filter(search_tokens::res_id.eq_any(chunk))
-            .filter(search_tokens::param.eq("specialty"))
-            .select((
-                search_tokens::res_id,
-                search_tokens::system,
-                search_tokens::code,
-            ))
-            .load(conn)?;
-        if specialties.is_empty() {
-            continue;
-        }
-        let locations: Vec<(String, String)> = search_refs::table
-            .filter(search_refs::res_type.eq(DIRECTORY_SERVICE))
-            .filter(search_refs::res_id.eq_any(chunk))
-            .filter(search_refs::param.eq("location"))
-            .filter(search_refs::target_type.eq(DIRECTORY_LOCATION))
-            .select((search_refs::res_id, search_refs::target_id))
-            .load(conn)?;
-        let targets: std::collections::BTreeSet<&str> =
-            locations.iter().map(|(_, l)| l.as_str()).collect();
-        let mut positions = std::collections::HashMap::new();
-        let targets: Vec<&str> = targets.into_iter().collect();
-        for part in targets.chunks(BULK_CHUNK) {
-            let found: Vec<(String, f64, f64)> = search_geo::table
-                .filter(search_geo::res_type.eq(DIRECTORY_LOCATION))
-                .filter(search_geo::res_id.eq_any(part))
-                .filter(search_geo::param.eq("near"))
-                .select((
-                    search_geo::res_id,
-                    search_geo::latitude,
-                    search_geo::longitude,
-                ))
-                .load(conn)?;
-            positions.extend(found.into_iter().map(|(id, lat, lon)| (id, (lat, lon))));
-        }
-        let mut codings: std::collections::HashMap<&str, Vec<(&String, &String)>> =
-            std::collections::HashMap::new();
-        for (service, system, code) in &specialties {
-            codings.entry(service).or_default().push((system, code));
-        }
-        // A set: one row per (service, location, system, code) however often either repeats.
-        let mut rows = std::collections::BTreeMap::new();
-        for (service, location) in &locations {
-            let Some(&(latitude, longitude)) = positions.get(location) else {
-                continue;
-            };
-            for &(system, code) in codings.get(service.as_str()).into_iter().flatten() {
-                rows.insert((service, location, system, code), (latitude, longitude));
-            }
-        }
-        let rows: Vec<_> = rows
-            .into_iter()
-            .map(
-                |((service, location, system, code), (latitude, longitude))| {
-                    (
-                        directory_positions::service_id.eq(service),
-                        directory_positions::location_id.eq(location),
-                        directory_positions::system.eq(system),
-                        directory_positions::code.eq(code),
-                        directory_positions::latitude.eq(latitude),
-                        directory_positions::longitude.eq(longitude),
-                    )
-                },
-            )
-            .collect();
-        for c in rows.chunks(BULK_CHUNK) {
-            on_backend!(conn, |conn| diesel::insert_into(directory_positions::table)
-                .values(c)
-                .execute(conn))?;
-        }
-    }
-    Ok(())
 }
 
 /// Deletes the rows of `$table` owned by one resource (`$type_col`, `$id_col`).
@@ -878,7 +769,7 @@ pub fn postcode_count(conn: &mut DbConnection) -> QResult<i64> {
 }
 
 /// Rows per multi-row INSERT in a bulk load (well under SQLite's 32,766 bound parameters).
-const BULK_CHUNK: usize = 500;
+pub(crate) const BULK_CHUNK: usize = 500;
 
 /// Inserts many brand-new resources (version 1) with their indexes, one multi-row INSERT per
 /// table and chunk instead of one per row: the bulk-load path (synthetic national-scale data).
@@ -917,13 +808,13 @@ pub fn insert_many(
         .map(|(v, ix)| (v.res_type, v.id, *ix))
         .collect();
     write_indexes(conn, &owners)?;
-    for res_type in [DIRECTORY_SERVICE, DIRECTORY_LOCATION] {
+    for res_type in [crate::directory::SERVICE, crate::directory::LOCATION] {
         let ids: Vec<&str> = items
             .iter()
             .filter(|(v, _)| v.res_type == res_type)
             .map(|(v, _)| v.id)
             .collect();
-        refresh_directory(conn, res_type, &ids)?;
+        crate::directory::refresh(conn, res_type, &ids)?;
     }
     Ok(())
 }
@@ -1168,7 +1059,7 @@ pub fn purge(conn: &mut DbConnection, res_type: &str, ids: &[String]) -> QResult
         delete_owned!(conn, resources, res_type, id, res_type, id);
     }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    refresh_directory(conn, res_type, &ids)
+    crate::directory::refresh(conn, res_type, &ids)
 }
 
 /// Erases uploaded attachments.

@@ -400,7 +400,10 @@ fn slot(
         "" => None,
         r => look.json(c, r)?,
     };
-    let Some(service) = schedule.as_ref().and_then(service_of).map(str::to_owned) else {
+    let Some(schedule) = schedule else {
+        return Ok(None);
+    };
+    let Some(service) = service_of(&schedule).map(str::to_owned) else {
         return Ok(None);
     };
     let service_json = look.json(c, &service)?;
@@ -438,6 +441,6 @@ fn slot(
             .strip_prefix("Schedule/")
             .unwrap_or(schedule_ref)
             .to_owned(),
-        live: schedule.as_ref().map_or(0, |s| i32::from(schedule_live(s))),
+        live: i32::from(schedule_live(&schedule)),
     }))
 }

@@ -1296,3 +1296,47 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
     assert!(r.status == 200 || r.status == 204, "{}", r.text());
     assert!(near(53.80, -1.55, "ORTHOPAEDICS").await.is_empty());
 }
+
+#[actix_web::test]
+async fn a_generated_directory_is_found_by_specialty_near_its_locations() {
+    // The bulk-load path (`ers-server generate-directory`) keeps directory_positions as the
+    // one-by-one writes do: each generated service is found near its own location.
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    ers_api::service::synthetic::directory(&mut conn, 12, 24, &mut |_| {}).expect("generate");
+    drop(conn);
+    for n in 8_000_000..8_000_012 {
+        let b = app
+            .search(&format!(
+                "HealthcareService?identifier=https://fhir.nhs.uk/Id/ers-service|{n}"
+            ))
+            .await;
+        let service = &b["entry"][0]["resource"];
+        let id = service["id"]
+            .as_str()
+            .expect("a generated service")
+            .to_owned();
+        let location = service["location"][0]["reference"]
+            .as_str()
+            .expect("a location");
+        let place = app.search(location).await;
+        let (lat, lon) = (
+            place["position"]["latitude"].as_f64().expect("latitude"),
+            place["position"]["longitude"].as_f64().expect("longitude"),
+        );
+        let code = service["specialty"][0]["coding"][0]["code"]
+            .as_str()
+            .expect("specialty");
+        let found = match_ids(
+            &app.search(&format!(
+                "HealthcareService?near={lat}|{lon}|1|km&specialty={code}&_count=100"
+            ))
+            .await,
+        );
+        assert!(
+            found.contains(&id),
+            "{id} ({code}) near {location}: {found:?}"
+        );
+    }
+}

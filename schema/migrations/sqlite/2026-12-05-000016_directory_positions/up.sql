@@ -1,7 +1,7 @@
 -- Where each service is, by specialty: one row per (service, location, specialty coding),
 -- the join of the service's `specialty` tokens, its `location` references and those
 -- locations' positions, kept in step by the store whenever a HealthcareService or a Location
--- is written (`store::refresh_directory`). The patient-centred directory search (a specialty
+-- is written (`directory::refresh`). The patient-centred directory search (a specialty
 -- within a radius) reads one range of `directory_positions_near` instead of every service at
 -- every location inside the radius (1,350 in London at 25 miles) and checking each one's
 -- specialty.
