@@ -2,6 +2,12 @@
 //! generate-directory | openapi]`.
 
 use ers_api::config::Settings;
+
+/// mimalloc instead of glibc malloc: the server allocates and frees many small JSON values per
+/// request from many threads, where glibc's arenas spent a quarter of a directory search's CPU
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ers_api::startup::{prepare_database, seed, Application};
 
 fn usage() -> ! {

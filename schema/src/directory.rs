@@ -1,10 +1,11 @@
 //! `directory_positions`: where each service is, by specialty. One row per (service, location,
 //! specialty coding), the join of a service's `specialty` tokens, its `location` references and
-//! those locations' positions (`near`), so that the patient-centred directory search — a
-//! specialty within a radius — is one index range (`search::directory_driver`). The store keeps
-//! it in the transaction of every write of either type (`refresh`); the migration that made it
-//! filled it from the index tables. The resource types and parameter names it joins are here,
-//! once, for both sides.
+//! those locations' positions (`near`), with the service's active flag and priorities, so that
+//! the patient-centred directory search — a specialty within a radius, active, at a priority,
+//! nearest first — is one index range (`search::directory_driver`). The store keeps it in the
+//! transaction of every write of either type (`refresh`); the migrations that made it filled it
+//! from the index tables. The resource types and parameter names it joins are here, once, for
+//! both sides.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -21,6 +22,19 @@ pub const LOCATION_PARAM: &str = "location";
 /// The location type and its position parameter.
 pub const LOCATION: &str = "Location";
 pub const POSITION_PARAM: &str = "near";
+/// The service facts kept beside its positions: its `active` token (`true` → 1) and its
+/// `priority` tokens, a bit each for the e-RS priorities, whatever their system.
+pub const ACTIVE_PARAM: &str = "active";
+pub const PRIORITY_PARAM: &str = "priority";
+pub const PRIORITY_BITS: [(&str, i32); 3] = [("ROUTINE", 1), ("URGENT", 2), ("TWO_WEEK_WAIT", 4)];
+
+/// The bit of a priority code (0: not an e-RS priority).
+pub fn priority_bit(code: &str) -> i32 {
+    PRIORITY_BITS
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or(0, |(_, bit)| *bit)
+}
 
 /// Rewrites the `directory_positions` rows that depend on these resources, from their index
 /// rows (just written): for services, their own rows; for locations, the rows of every service
@@ -65,6 +79,26 @@ pub fn refresh(conn: &mut DbConnection, res_type: &str, ids: &[&str]) -> Result<
         if specialties.is_empty() {
             continue;
         }
+        // Active (1 or 0) and the priority bits of each service.
+        let mut facets: HashMap<String, (i32, i32)> = HashMap::new();
+        let tokens: Vec<(String, String, String)> = search_tokens::table
+            .filter(search_tokens::res_type.eq(SERVICE))
+            .filter(search_tokens::res_id.eq_any(chunk))
+            .filter(search_tokens::param.eq_any([ACTIVE_PARAM, PRIORITY_PARAM]))
+            .select((
+                search_tokens::res_id,
+                search_tokens::param,
+                search_tokens::code,
+            ))
+            .load(conn)?;
+        for (service, param, code) in tokens {
+            let facet = facets.entry(service).or_default();
+            match param.as_str() {
+                ACTIVE_PARAM if code == "true" => facet.0 = 1,
+                PRIORITY_PARAM => facet.1 |= priority_bit(&code),
+                _ => {}
+            }
+        }
         let locations: Vec<(String, String)> = search_refs::table
             .filter(search_refs::res_type.eq(SERVICE))
             .filter(search_refs::res_id.eq_any(chunk))
@@ -98,14 +132,18 @@ pub fn refresh(conn: &mut DbConnection, res_type: &str, ids: &[&str]) -> Result<
             let Some(&(latitude, longitude)) = positions.get(location) else {
                 continue;
             };
+            let (active, priorities) = facets.get(service.as_str()).copied().unwrap_or_default();
             for &(system, code) in codings.get(service.as_str()).into_iter().flatten() {
-                rows.insert((service, location, system, code), (latitude, longitude));
+                rows.insert(
+                    (service, location, system, code),
+                    (latitude, longitude, active, priorities),
+                );
             }
         }
         let rows: Vec<_> = rows
             .into_iter()
             .map(
-                |((service, location, system, code), (latitude, longitude))| {
+                |((service, location, system, code), (latitude, longitude, active, priorities))| {
                     (
                         directory_positions::service_id.eq(service),
                         directory_positions::location_id.eq(location),
@@ -113,6 +151,8 @@ pub fn refresh(conn: &mut DbConnection, res_type: &str, ids: &[&str]) -> Result<
                         directory_positions::code.eq(code),
                         directory_positions::latitude.eq(latitude),
                         directory_positions::longitude.eq(longitude),
+                        directory_positions::active.eq(active),
+                        directory_positions::priorities.eq(priorities),
                     )
                 },
             )

@@ -160,6 +160,8 @@ diesel::table! {
         code -> Text,
         latitude -> Double,
         longitude -> Double,
+        active -> Integer,
+        priorities -> Integer,
     }
 }
 

@@ -611,13 +611,18 @@ fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
 /// A service search for a specialty within a radius of a point (`location.near` and
 /// `specialty`, the patient-centred directory search): both answered by one range of the
 /// `directory_positions` index (specialty code, latitude), which holds each service's
-/// locations' positions by specialty coding. Returns the driving predicate and the positions
-/// of the two criteria it replaces. Its candidates are few (one specialty in one area), so
-/// the other criteria are fenced per-candidate checks: without the fence PostgreSQL, whose
-/// row estimates for the index tables' (type, parameter) pairs can be off a thousandfold,
-/// once drove a search from "has a free slot" and read 750,000 slots (3.7 s).
-fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, [usize; 2])> {
-    use crate::directory::{LOCATION, LOCATION_PARAM, POSITION_PARAM, SERVICE, SPECIALTY_PARAM};
+/// locations' positions by specialty coding, with the service's active flag and priorities, so
+/// that `active=true` and code-only e-RS `priority` criteria are answered from the same range.
+/// Returns the driving predicate and the positions of the criteria it replaces. Its candidates
+/// are few (one specialty in one area), so the other criteria are fenced per-candidate checks:
+/// without the fence PostgreSQL, whose row estimates for the index tables' (type, parameter)
+/// pairs can be off a thousandfold, once drove a search from "has a free slot" and read
+/// 750,000 slots (3.7 s).
+fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, Vec<usize>)> {
+    use crate::directory::{
+        priority_bit, ACTIVE_PARAM, LOCATION, LOCATION_PARAM, POSITION_PARAM, PRIORITY_PARAM,
+        SERVICE, SPECIALTY_PARAM,
+    };
     if q.res_type != SERVICE {
         return None;
     }
@@ -644,13 +649,57 @@ fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, [usize; 2])> {
     else {
         return None;
     };
-    let driver = SqlPredicate::default()
+    let mut driver = SqlPredicate::default()
         .sql("resources.id IN (SELECT service_id FROM directory_positions WHERE ")
         .append(SqlPredicate::any(any_of.iter().map(token_value).collect()))
         .sql(" AND ")
-        .append(near_predicate(*latitude, *longitude, *km))
-        .sql(")");
-    Some((driver, [near, specialty]))
+        .append(near_predicate(*latitude, *longitude, *km));
+    let mut used = vec![near, specialty];
+    // Code-only values: a system in the criterion would have to match the token's.
+    let codes = |c: &Criterion, name: &str| -> Option<Vec<String>> {
+        match c {
+            Criterion::Token {
+                param,
+                any_of,
+                negate: false,
+            } if param == name && !any_of.is_empty() => any_of
+                .iter()
+                .map(|m| match (&m.system, &m.code) {
+                    (None, Some(code)) => Some(code.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    };
+    if let Some(i) = q
+        .criteria
+        .iter()
+        .position(|c| codes(c, ACTIVE_PARAM).is_some_and(|v| v.iter().all(|c| c == "true")))
+    {
+        driver = driver.sql(" AND active = 1");
+        used.push(i);
+    }
+    if let Some((i, mask)) = q.criteria.iter().enumerate().find_map(|(i, c)| {
+        let bits: Vec<i32> = codes(c, PRIORITY_PARAM)?
+            .iter()
+            .map(|code| priority_bit(code))
+            .collect();
+        (!bits.contains(&0)).then(|| (i, bits.iter().fold(0, |m, b| m | b)))
+    }) {
+        driver = driver.sql(&format!(" AND (priorities & {mask}) <> 0"));
+        used.push(i);
+    }
+    Some((driver.sql(")"), used))
+}
+
+/// The distance sort of a search `directory_driver` drives: the nearest of the service's
+/// positions in `directory_positions` (a service with a row there has a row for each of its
+/// positioned locations), read by primary key instead of joining its `location` references to
+/// their positions.
+fn directory_distance(q: &SearchQuery, param: &str, via: Option<&str>) -> bool {
+    use crate::directory::{LOCATION_PARAM, POSITION_PARAM};
+    param == POSITION_PARAM && via == Some(LOCATION_PARAM) && directory_driver(q).is_some()
 }
 
 /// Parameter names come from the server's registry, never from the client; this guard keeps
@@ -745,6 +794,9 @@ pub fn search(
                     "((g.longitude - ({longitude:.8})) * {k:.8}) * ((g.longitude - ({longitude:.8})) * {k:.8}) + (g.latitude - ({latitude:.8})) * (g.latitude - ({latitude:.8}))"
                 );
                 let sub = match via {
+                    _ if directory_distance(q, param, via.as_deref()) => format!(
+                        "(SELECT MIN({d2}) FROM directory_positions g WHERE g.service_id = resources.id)"
+                    ),
                     None => format!("(SELECT MIN({d2}) FROM search_geo g WHERE g.res_type = resources.res_type AND g.res_id = resources.id AND g.param = '{param}')"),
                     Some(via) => {
                         let via = safe_param(via)?;

@@ -5,12 +5,34 @@ use serde_json::{json, Value};
 use super::datetime;
 
 /// One searchset entry.
-pub struct Entry {
+pub struct Entry<'a> {
     pub full_url: String,
-    pub resource: Value,
+    pub resource: EntryResource<'a>,
     pub include: bool,
     /// For a `near` search: how far the match is, in km.
     pub distance_km: Option<f64>,
+}
+
+/// An entry's resource: its stored JSON text, written into the Bundle as it is (a search page
+/// is mostly resources returned whole, which need not be parsed and built again), or a value
+/// the server made or shaped (`_summary`, `_elements`).
+pub enum EntryResource<'a> {
+    Stored(&'a str),
+    Value(Value),
+}
+
+impl serde::Serialize for EntryResource<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            // Checked as JSON on the way (a scan, no values built).
+            EntryResource::Stored(text) => {
+                serde_json::from_str::<&serde_json::value::RawValue>(text)
+                    .map_err(|e| serde::ser::Error::custom(format!("stored JSON unreadable: {e}")))?
+                    .serialize(s)
+            }
+            EntryResource::Value(v) => v.serialize(s),
+        }
+    }
 }
 
 pub struct Links {
@@ -38,20 +60,31 @@ pub const PROFILE: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Bu
 pub fn searchset(
     total: Option<i64>,
     links: &Links,
-    entries: Vec<Entry>,
+    entries: Vec<Entry<'_>>,
     outcome: Option<Value>,
-) -> Value {
-    let mut b = json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc()), "profile": [PROFILE]},
-        "type": "searchset",
-    });
-    if let Some(t) = total {
-        b["total"] = json!(t);
+) -> Result<String, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Bundle<'a> {
+        #[serde(rename = "resourceType")]
+        resource_type: &'static str,
+        id: String,
+        meta: Value,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<i64>,
+        link: Value,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        entry: Vec<BundleEntry<'a>>,
     }
-    b["link"] = links.to_json();
-    let mut out: Vec<Value> = entries
+    #[derive(serde::Serialize)]
+    struct BundleEntry<'a> {
+        #[serde(rename = "fullUrl", skip_serializing_if = "Option::is_none")]
+        full_url: Option<String>,
+        resource: EntryResource<'a>,
+        search: Value,
+    }
+    let mut entry: Vec<BundleEntry<'_>> = entries
         .into_iter()
         .map(|e| {
             let mut search = json!({"mode": if e.include { "include" } else { "match" }});
@@ -62,16 +95,29 @@ pub fn searchset(
                     "valueDistance": {"value": value, "unit": "km", "system": "http://unitsofmeasure.org", "code": "km"},
                 }]);
             }
-            json!({"fullUrl": e.full_url, "resource": e.resource, "search": search})
+            BundleEntry {
+                full_url: Some(e.full_url),
+                resource: e.resource,
+                search,
+            }
         })
         .collect();
     if let Some(oo) = outcome {
-        out.push(json!({"resource": oo, "search": {"mode": "outcome"}}));
+        entry.push(BundleEntry {
+            full_url: None,
+            resource: EntryResource::Value(oo),
+            search: json!({"mode": "outcome"}),
+        });
     }
-    if !out.is_empty() {
-        b["entry"] = json!(out);
-    }
-    b
+    serde_json::to_string(&Bundle {
+        resource_type: "Bundle",
+        id: uuid::Uuid::new_v4().to_string(),
+        meta: json!({"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc()), "profile": [PROFILE]}),
+        kind: "searchset",
+        total,
+        link: links.to_json(),
+        entry,
+    })
 }
 
 /// One history entry (a version).

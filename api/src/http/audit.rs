@@ -11,7 +11,7 @@ use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::{Caller, NhsNumber};
 use crate::fhir::audit::audit_event;
-use crate::fhir::bundle::{self, Entry, Links};
+use crate::fhir::bundle::{self, Entry, EntryResource, Links};
 use crate::fhir::index::split_reference;
 use crate::fhir::{datetime, search as fsearch};
 use crate::security::permissions::Action;
@@ -178,7 +178,7 @@ pub async fn search(
         .iter()
         .map(|(r, e)| Entry {
             full_url: format!("{base}/AuditEvent/{}", r.id),
-            resource: audit_event(r, e),
+            resource: EntryResource::Value(audit_event(r, e)),
             include: false,
             distance_km: None,
         })
@@ -186,7 +186,10 @@ pub async fn search(
     negotiate::respond(
         &req,
         StatusCode::OK,
-        Body::Value(bundle::searchset(Some(total), &links, entries, None)),
+        Body::Text(
+            bundle::searchset(Some(total), &links, entries, None)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        ),
     )
 }
 

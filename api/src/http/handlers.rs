@@ -11,7 +11,7 @@ use super::middleware::RequestId;
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
-use crate::fhir::bundle::{self, Entry, HistoryEntry, Links};
+use crate::fhir::bundle::{self, Entry, EntryResource, HistoryEntry, Links};
 use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::registry::{self, ResourceDef, RESOURCES};
 use crate::fhir::search::{self as fsearch, SearchRequest};
@@ -528,14 +528,7 @@ pub(super) async fn run_search_on(
         offset,
         has_more && parsed.summary != fsearch::Summary::Count,
     );
-    let shape = |content: &str, rdef: Option<&ResourceDef>| -> Result<Value, ApiError> {
-        let v: Value = serde_json::from_str(content)
-            .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
-        Ok(match (&parsed.elements, parsed.summary) {
-            (Some(els), _) => apply_elements(&v, els),
-            (None, s) => apply_summary(&v, s, rdef.map(|d| d.summary).unwrap_or(&[])),
-        })
-    };
+    let shape = |content, rdef| shape_entry(content, &parsed, rdef);
     let mut entries = Vec::with_capacity(result.matches.len() + result.included.len());
     for row in &result.matches {
         entries.push(Entry {
@@ -564,8 +557,29 @@ pub(super) async fn run_search_on(
         o["issue"][0]["severity"] = Value::from("warning");
         o
     });
-    let bundle = bundle::searchset(result.total, &links, entries, outcome);
-    negotiate::respond(&req, StatusCode::OK, Body::Value(bundle))
+    let bundle = bundle::searchset(result.total, &links, entries, outcome)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
+}
+
+/// A search entry's resource: whole resources go into the Bundle as stored; only a summary or
+/// elements are shaped.
+fn shape_entry<'a>(
+    content: &'a str,
+    parsed: &SearchRequest,
+    rdef: Option<&ResourceDef>,
+) -> Result<EntryResource<'a>, ApiError> {
+    if parsed.elements.is_none() && parsed.summary == fsearch::Summary::False {
+        return Ok(EntryResource::Stored(content));
+    }
+    let v: Value = serde_json::from_str(content)
+        .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+    Ok(EntryResource::Value(
+        match (&parsed.elements, parsed.summary) {
+            (Some(els), _) => apply_elements(&v, els),
+            (None, s) => apply_summary(&v, s, rdef.map(|d| d.summary).unwrap_or(&[])),
+        },
+    ))
 }
 
 pub async fn search_get(

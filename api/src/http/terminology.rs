@@ -9,7 +9,7 @@ use super::handlers::{authorise, base_url};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
-use crate::fhir::bundle::{self, Entry, Links};
+use crate::fhir::bundle::{self, Entry, EntryResource, Links};
 use crate::fhir::conformance;
 use crate::security::permissions::Action;
 use crate::startup::AppState;
@@ -64,7 +64,7 @@ pub async fn search(
         .into_iter()
         .map(|cs| Entry {
             full_url: format!("{base}/{t}/{}", cs["id"].as_str().unwrap_or_default()),
-            resource: cs.clone(),
+            resource: EntryResource::Value(cs.clone()),
             include: false,
             distance_km: None,
         })
@@ -78,8 +78,9 @@ pub async fn search(
         },
         entries,
         None,
-    );
-    negotiate::respond(&req, StatusCode::OK, Body::Value(b))
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    negotiate::respond(&req, StatusCode::OK, Body::Text(b))
 }
 
 pub async fn read(

@@ -860,10 +860,12 @@ fn position(v: &Value) -> Option<(f64, f64)> {
     Some((p.get("latitude")?.as_f64()?, p.get("longitude")?.as_f64()?))
 }
 
-/// Each match's distance from the point: its own position, or its nearest referenced Location's.
+/// Each match's distance from the point: its own position, or its nearest referenced Location's
+/// (read from `known` rows, the search's includes, before the database).
 fn distances(
     c: &mut DbConnection,
     rows: &[ResourceRow],
+    known: &[ResourceRow],
     point: (f64, f64),
 ) -> Result<std::collections::HashMap<String, f64>> {
     use std::collections::HashMap;
@@ -889,14 +891,21 @@ fn distances(
     let mut wanted: Vec<String> = parsed.iter().flat_map(|(_, v)| location_ids(v)).collect();
     wanted.sort();
     wanted.dedup();
+    let known: HashMap<&str, &ResourceRow> = known
+        .iter()
+        .filter(|r| r.res_type == "Location")
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    wanted.retain(|id| !known.contains_key(id.as_str()));
+    let fetched = store::get_many(c, "Location", &wanted)?;
     let mut located: HashMap<String, f64> = HashMap::new();
-    for loc in store::get_many(c, "Location", &wanted)? {
+    for loc in known.into_values().chain(&fetched) {
         if let Some(p) = serde_json::from_str::<Value>(&loc.content)
             .ok()
             .as_ref()
             .and_then(position)
         {
-            located.insert(loc.id, distance_km(point, p));
+            located.insert(loc.id.clone(), distance_km(point, p));
         }
     }
     let mut out = HashMap::new();
@@ -979,7 +988,12 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
         );
         let included = included(c, req, &matches)?;
         let distances = match &req.near {
-            Some(n) => Some(distances(c, &matches, (n.latitude, n.longitude))?),
+            Some(n) => Some(distances(
+                c,
+                &matches,
+                &included,
+                (n.latitude, n.longitude),
+            )?),
             None => None,
         };
         Ok(SearchResult {

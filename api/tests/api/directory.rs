@@ -1264,6 +1264,37 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
             .is_empty(),
         "another system's code"
     );
+    // Active and priority filters beside it (answered from the same projection when code-only)
+    // follow the service's writes.
+    let filtered = |filters: String| {
+        let q = format!("HealthcareService?near=53.80|-1.55|20|km&specialty=DERMATOLOGY&{filters}");
+        let app = &app;
+        async move { match_ids(&app.search(&q).await) }
+    };
+    let with_system = format!("priority={PRIORITY}|ROUTINE");
+    let found = vec![derm_id.clone()];
+    assert_eq!(filtered("active=true&priority=ROUTINE".into()).await, found);
+    assert_eq!(filtered("priority=URGENT,ROUTINE".into()).await, found);
+    assert_eq!(filtered(with_system.clone()).await, found);
+    assert!(filtered("priority=URGENT".into()).await.is_empty());
+    assert!(filtered("active=false".into()).await.is_empty());
+    derm["active"] = json!(false);
+    derm["characteristic"] = json!([
+        {"coding": [{"system": FLOW, "code": "BOOKABLE"}]},
+        {"coding": [{"system": PRIORITY, "code": "URGENT"}]},
+        {"coding": [{"system": PRIORITY, "code": "TWO_WEEK_WAIT"}]},
+    ]);
+    let r = send("PUT", format!("HealthcareService/{derm_id}"), derm.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(filtered("active=true".into()).await.is_empty());
+    assert_eq!(filtered("active=false&priority=URGENT".into()).await, found);
+    assert_eq!(filtered("priority=TWO_WEEK_WAIT".into()).await, found);
+    assert!(filtered("priority=ROUTINE".into()).await.is_empty());
+    assert!(filtered(with_system).await.is_empty());
+    derm["active"] = json!(true);
+    let r = send("PUT", format!("HealthcareService/{derm_id}"), derm.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(filtered("active=true&priority=URGENT".into()).await, found);
     // The service moves to Bristol and changes specialty.
     derm["location"] = json!([{"reference": format!("Location/{bristol}")}]);
     derm["specialty"] = json!([{"coding": [{"system": SPECIALTY, "code": "ORTHOPAEDICS"}]}]);
@@ -1295,6 +1326,63 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
     let r = app.send(r, None).await;
     assert!(r.status == 200 || r.status == 204, "{}", r.text());
     assert!(near(53.80, -1.55, "ORTHOPAEDICS").await.is_empty());
+}
+
+#[actix_web::test]
+async fn a_specialty_search_near_a_point_sorts_by_each_services_nearest_location() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let send = |method: &'static str, path: String, body: Value| {
+        let r = definer(&app, method, &path, "R69");
+        app.send(r, Some(body.to_string().into_bytes()))
+    };
+    let mut sites = Vec::new();
+    for (name, lat, lon) in [
+        ("Leeds", 53.7974, -1.5438),
+        ("Leeds North", 53.85, -1.55),
+        ("Bristol", 51.4545, -2.5879),
+    ] {
+        let body = json!({"resourceType": "Location", "name": name, "status": "active",
+            "managingOrganization": {"reference": format!("Organization/{org}")},
+            "position": {"latitude": lat, "longitude": lon}});
+        let r = send("POST", "Location".into(), body).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        sites.push(format!("Location/{}", r.json()["id"].as_str().expect("id")));
+    }
+    let mut ids = Vec::new();
+    // One service in central Leeds; one in Bristol and in north Leeds.
+    for (n, at) in [("31010", vec![0]), ("31011", vec![2, 1])] {
+        let mut body = service(n, n, &org, "DERMATOLOGY", &["BOOKABLE"], &["ROUTINE"]);
+        body["location"] = json!(at
+            .iter()
+            .map(|i| json!({"reference": sites[*i]}))
+            .collect::<Vec<_>>());
+        let r = send("POST", "HealthcareService".into(), body).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        ids.push(r.json()["id"].as_str().expect("id").to_owned());
+    }
+    let order = |lat: f64, lon: f64| {
+        let q = format!(
+            "HealthcareService?near={lat}|{lon}|20|km&specialty=DERMATOLOGY&priority=ROUTINE&active=true"
+        );
+        let app = &app;
+        async move {
+            let b = app.search(&q).await;
+            let d: Vec<f64> = b["entry"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .map(distance_of)
+                .collect();
+            (match_ids(&b), d)
+        }
+    };
+    let (central, d) = order(53.7974, -1.5438).await;
+    assert_eq!(central, vec![ids[0].clone(), ids[1].clone()], "{d:?}");
+    assert!(d[0] < 0.1 && (5.0..7.0).contains(&d[1]), "{d:?}");
+    let (north, d) = order(53.86, -1.55).await;
+    assert_eq!(north, vec![ids[1].clone(), ids[0].clone()], "{d:?}");
+    assert!(d[0] < 1.5 && d[1] > 6.0, "{d:?}");
 }
 
 #[actix_web::test]
