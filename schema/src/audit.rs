@@ -7,7 +7,7 @@ use crate::schema::{audit_entities, audit_events};
 use crate::{DbConnection, StorageError};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_events)]
+#[diesel(table_name = audit_events, treat_none_as_default_value = false)]
 pub struct AuditRow {
     pub id: String,
     pub recorded: NaiveDateTime,
@@ -30,7 +30,7 @@ pub struct AuditRow {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_entities)]
+#[diesel(table_name = audit_entities, treat_none_as_default_value = false)]
 pub struct AuditEntityRow {
     pub audit_id: String,
     pub position: i32,
@@ -42,7 +42,8 @@ pub struct AuditEntityRow {
 
 /// Appends events and their entities (in the caller's transaction): one multi-row INSERT per
 /// table and chunk (a search touches up to a page of resources and their includes), on each
-/// backend's own connection.
+/// backend's own connection. The rows' `None`s are NULLs, not DEFAULTs: SQLite has no DEFAULT
+/// in a multi-row VALUES list, and diesel would otherwise insert them one row at a time.
 pub fn insert_many(
     conn: &mut DbConnection,
     events: &[(AuditRow, Vec<AuditEntityRow>)],

@@ -136,13 +136,16 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for Pragmas {
         if let DbConnection::Sqlite(c) = conn {
             // The busy timeout first: switching a new file to WAL takes a lock, and the pool
             // opens its connections at once ("database is locked" otherwise).
-            // A 32 MB page cache per connection and memory-mapped reads (sharing the OS page
-            // cache instead of copying): the default 2 MB cache made the first search of an
-            // area cost 100-250 ms on a national-scale directory (docs/BENCHMARKS.md).
+            // A 32 MB page cache per connection: the default 2 MB made the first search of an
+            // area cost 100-250 ms on a national-scale directory. No memory map: in WAL mode a
+            // connection drops its map (and its page cache) whenever it starts reading after
+            // another connection's commit, which under constant audit commits meant an munmap
+            // of the mapped file per request; reads through the OS page cache cost less and
+            // keep scans out of the server's resident memory (docs/BENCHMARKS.md).
             c.batch_execute(&format!(
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                 PRAGMA cache_size = -32768; PRAGMA mmap_size = 2147418112; \
+                 PRAGMA cache_size = -32768; PRAGMA mmap_size = 0; \
                  PRAGMA temp_store = MEMORY;",
                 self.busy_timeout.as_millis()
             ))
@@ -220,35 +223,4 @@ impl DbConnection {
             DbConnection::Sqlite(_) => "sqlite",
         }
     }
-}
-
-/// How much of the database file each SQLite connection maps into memory (see the pragmas
-/// above).
-const SQLITE_MMAP_BYTES: i64 = 2_147_418_112;
-
-/// Runs `f` with the connection reading a SQLite file through its bounded page cache instead
-/// of the memory map (PostgreSQL: as it is): for scans of a whole table (reports, exports),
-/// which would otherwise map as much of the file as they read, and hold it in the server's
-/// resident memory. The map is back when `f` returns.
-pub fn scanning<T, E>(
-    conn: &mut DbConnection,
-    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
-) -> Result<T, E>
-where
-    E: From<diesel::result::Error>,
-{
-    use diesel::RunQueryDsl;
-    let sqlite = matches!(conn, DbConnection::Sqlite(_));
-    if sqlite {
-        diesel::sql_query("PRAGMA mmap_size = 0").execute(conn)?;
-    }
-    let out = f(conn);
-    if sqlite {
-        if let Err(e) =
-            diesel::sql_query(format!("PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")).execute(conn)
-        {
-            log::warn!("restoring mmap_size: {e}");
-        }
-    }
-    out
 }

@@ -29,8 +29,7 @@ pub mod store;
 pub mod worklists;
 
 pub use conn::{
-    build_pool, build_pool_with, run_migrations, scanning, DatabaseUrl, DbConnection, DbPool,
-    PooledConn,
+    build_pool, build_pool_with, run_migrations, DatabaseUrl, DbConnection, DbPool, PooledConn,
 };
 pub use rows::*;
 

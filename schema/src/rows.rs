@@ -23,7 +23,7 @@ impl ResourceRow {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = resource_versions)]
+#[diesel(table_name = resource_versions, treat_none_as_default_value = false)]
 pub struct VersionRow {
     pub res_type: String,
     pub id: String,

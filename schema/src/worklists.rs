@@ -13,7 +13,7 @@ type QResult<T> = Result<T, diesel::result::Error>;
 
 /// One referral on one organisation's list.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = w)]
+#[diesel(table_name = w, treat_none_as_default_value = false)]
 pub struct Entry {
     pub list: String,
     /// ODS code of the organisation whose list it is.

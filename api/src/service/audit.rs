@@ -169,6 +169,10 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || {
+                // The writer keeps its connection between groups (no checkout, and no
+                // liveness query, per group); one that failed goes back to the pool, which
+                // tests it before handing it out again.
+                let mut held: Option<ers_schema::PooledConn> = None;
                 while let Ok(first) = queue.recv() {
                     let mut group = vec![first];
                     while group.len() < GROUP {
@@ -179,9 +183,17 @@ impl AuditLog {
                     }
                     let (events, waiters): (Vec<_>, Vec<_>) =
                         group.into_iter().map(|j| (j.event, j.done)).unzip();
-                    let result = pool.get().map_err(|e| e.to_string()).and_then(|mut c| {
-                        ers_schema::write_tx(&mut c, |c| ers_schema::audit::insert_many(c, &events))
-                            .map_err(|e| e.to_string())
+                    let result = match held.take() {
+                        Some(c) => Ok(c),
+                        None => pool.get().map_err(|e| e.to_string()),
+                    }
+                    .and_then(|mut c| {
+                        ers_schema::write_tx(&mut c, |c| {
+                            ers_schema::audit::insert_many(c, &events)
+                        })
+                        .map_err(|e| e.to_string())?;
+                        held = Some(c);
+                        Ok(())
                     });
                     if let Err(e) = &result {
                         log::error!("{} audit events not recorded: {e}", events.len());

@@ -324,7 +324,7 @@ pub fn work(
     let Some(mut job) = claimed else {
         return Ok(false);
     };
-    let ran = ers_schema::scanning(c, |c| run(c, &mut job, worker, file_resources, ttl_secs));
+    let ran = run(c, &mut job, worker, file_resources, ttl_secs);
     if let Err(e) = ran {
         log::error!("export {} failed: {e}", job.id);
         write_tx(c, |c| {

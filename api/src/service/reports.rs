@@ -218,12 +218,12 @@ pub fn rows(
     sink: &mut Sink<'_>,
 ) -> Result<u64> {
     authorise(req.report, caller)?;
-    ers_schema::scanning(c, |c| match req.report {
+    match req.report {
         Report::ActiveReferrals => active_referrals(c, &req.filter, caller, sink),
         Report::Slots => slots(c, &req.filter, sink),
         Report::UserRoles => user_roles(c, &req.filter, sink),
         Report::Usage => usage(c, &req.filter, req.group, sink),
-    })
+    }
 }
 
 /// Rows per page of a list report.

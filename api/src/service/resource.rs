@@ -855,9 +855,43 @@ pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     2.0 * 6371.0088 * h.sqrt().asin()
 }
 
-fn position(v: &Value) -> Option<(f64, f64)> {
-    let p = v.get("position")?;
-    Some((p.get("latitude")?.as_f64()?, p.get("longitude")?.as_f64()?))
+/// The parts of a resource a distance needs: its own position (a Location) and the Locations it
+/// refers to (a HealthcareService). Parsed alone, the rest of the resource skipped unbuilt.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Placed {
+    position: Option<Position>,
+    location: Vec<PlacedReference>,
+}
+
+#[derive(serde::Deserialize)]
+struct Position {
+    latitude: f64,
+    longitude: f64,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PlacedReference {
+    reference: Option<String>,
+}
+
+impl Placed {
+    fn of(row: &ResourceRow) -> Placed {
+        serde_json::from_str(&row.content).unwrap_or_default()
+    }
+
+    fn position(&self) -> Option<(f64, f64)> {
+        self.position.as_ref().map(|p| (p.latitude, p.longitude))
+    }
+
+    fn location_ids(&self) -> impl Iterator<Item = &str> {
+        self.location
+            .iter()
+            .filter_map(|l| l.reference.as_deref().and_then(index::split_reference))
+            .filter(|(t, _)| *t == "Location")
+            .map(|(_, id)| id)
+    }
 }
 
 /// Each match's distance from the point: its own position, or its nearest referenced Location's
@@ -869,50 +903,33 @@ fn distances(
     point: (f64, f64),
 ) -> Result<std::collections::HashMap<String, f64>> {
     use std::collections::HashMap;
-    let parsed: Vec<(&ResourceRow, Value)> = rows
-        .iter()
-        .filter_map(|r| serde_json::from_str(&r.content).ok().map(|v| (r, v)))
-        .collect();
-    let location_ids = |v: &Value| -> Vec<String> {
-        v.get("location")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|l| {
-                l.get("reference")
-                    .and_then(Value::as_str)
-                    .and_then(index::split_reference)
-            })
-            .filter(|(t, _)| *t == "Location")
-            .map(|(_, id)| id.to_owned())
-            .collect()
-    };
+    let parsed: Vec<(&ResourceRow, Placed)> = rows.iter().map(|r| (r, Placed::of(r))).collect();
     // Every referenced Location in one query, not one per match.
-    let mut wanted: Vec<String> = parsed.iter().flat_map(|(_, v)| location_ids(v)).collect();
-    wanted.sort();
-    wanted.dedup();
     let known: HashMap<&str, &ResourceRow> = known
         .iter()
         .filter(|r| r.res_type == "Location")
         .map(|r| (r.id.as_str(), r))
         .collect();
-    wanted.retain(|id| !known.contains_key(id.as_str()));
+    let mut wanted: Vec<String> = parsed
+        .iter()
+        .flat_map(|(_, p)| p.location_ids())
+        .filter(|id| !known.contains_key(id))
+        .map(str::to_owned)
+        .collect();
+    wanted.sort();
+    wanted.dedup();
     let fetched = store::get_many(c, "Location", &wanted)?;
-    let mut located: HashMap<String, f64> = HashMap::new();
+    let mut located: HashMap<&str, f64> = HashMap::new();
     for loc in known.into_values().chain(&fetched) {
-        if let Some(p) = serde_json::from_str::<Value>(&loc.content)
-            .ok()
-            .as_ref()
-            .and_then(position)
-        {
-            located.insert(loc.id.clone(), distance_km(point, p));
+        if let Some(p) = Placed::of(loc).position() {
+            located.insert(loc.id.as_str(), distance_km(point, p));
         }
     }
     let mut out = HashMap::new();
-    for (row, v) in parsed {
-        let own = position(&v).map(|p| distance_km(point, p));
-        let via = location_ids(&v)
-            .iter()
+    for (row, placed) in &parsed {
+        let own = placed.position().map(|p| distance_km(point, p));
+        let via = placed
+            .location_ids()
             .filter_map(|id| located.get(id).copied())
             .fold(None, |best: Option<f64>, d| {
                 Some(best.map_or(d, |b| b.min(d)))
