@@ -418,3 +418,45 @@ async fn post_search_and_other_types() {
     let r = app.post_json("Practitioner", &json!({"resourceType": "Practitioner", "identifier": [{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "123"}]})).await;
     r.assert_outcome(422, "value");
 }
+
+#[actix_web::test]
+async fn search_entries_are_the_stored_resources_or_their_requested_subsets() {
+    let app = spawn_app().await;
+    let f = fixture(&app).await;
+    let id = &f.p[0];
+    let read = app.get(&format!("Patient/{id}")).await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    let query = format!("Patient?_id={id}");
+    // Whole: each entry is the resource exactly as a read returns it.
+    let whole = app.get(&query).await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let bundle = whole.json();
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "searchset");
+    assert_eq!(bundle["total"], 1);
+    assert_eq!(bundle["entry"][0]["resource"], read.json(), "{bundle}");
+    assert_eq!(bundle["entry"][0]["search"]["mode"], "match");
+    // Pretty: the same Bundle, indented.
+    let pretty = app.get(&format!("{query}&_pretty=true")).await;
+    assert!(
+        pretty.text().contains("\n  \"resourceType\""),
+        "{}",
+        pretty.text()
+    );
+    let mut p = pretty.json();
+    p["id"] = bundle["id"].clone();
+    p["meta"] = bundle["meta"].clone();
+    assert_eq!(p["entry"], bundle["entry"]);
+    // _summary=true and _elements: a marked subset.
+    let summary = app.search(&format!("{query}&_summary=true")).await;
+    let s = &summary["entry"][0]["resource"];
+    assert_eq!(s["id"], id.as_str());
+    assert!(s.get("name").is_some(), "{s}");
+    assert!(s.get("text").is_none(), "{s}");
+    assert!(s["meta"]["tag"].to_string().contains("SUBSETTED"), "{s}");
+    let elements = app.search(&format!("{query}&_elements=birthDate")).await;
+    let e = &elements["entry"][0]["resource"];
+    assert_eq!(e["birthDate"], "1950-06-15", "{e}");
+    assert!(e.get("name").is_none(), "{e}");
+    assert!(e["meta"]["tag"].to_string().contains("SUBSETTED"), "{e}");
+}
