@@ -153,4 +153,19 @@ mod tests {
             ["ROUTINE", "URGENT", "TWO_WEEK_WAIT"]
         );
     }
+
+    #[test]
+    fn the_directory_projection_has_a_bit_for_every_priority() {
+        // `directory_positions` keeps a service's priorities as bits; a priority it had no bit
+        // for would never be found through the patient-centred search's fast path.
+        let bits: Vec<i32> = codes("https://fhir.nhs.uk/CodeSystem/eRS-Priority")
+            .iter()
+            .map(|c| ers_schema::directory::priority_bit(c))
+            .collect();
+        assert!(bits.iter().all(|b| b.count_ones() == 1), "{bits:?}");
+        assert_eq!(
+            bits.iter().fold(0, |m, b| m | b).count_ones() as usize,
+            bits.len()
+        );
+    }
 }

@@ -170,8 +170,9 @@ impl AuditLog {
             .name("audit-log".into())
             .spawn(move || {
                 // The writer keeps its connection between groups (no checkout, and no
-                // liveness query, per group); one that failed goes back to the pool, which
-                // tests it before handing it out again.
+                // liveness query, per group). A group that fails on the kept connection (the
+                // database restarted since, say) is tried once more on a fresh one from the
+                // pool, which tests it first; a failed attempt commits nothing.
                 let mut held: Option<ers_schema::PooledConn> = None;
                 while let Ok(first) = queue.recv() {
                     let mut group = vec![first];
@@ -183,18 +184,19 @@ impl AuditLog {
                     }
                     let (events, waiters): (Vec<_>, Vec<_>) =
                         group.into_iter().map(|j| (j.event, j.done)).unzip();
-                    let result = match held.take() {
+                    let write = |c: &mut ers_schema::PooledConn| {
+                        ers_schema::write_tx(c, |c| ers_schema::audit::insert_many(c, &events))
+                            .map_err(|e| e.to_string())
+                    };
+                    let kept = held.take().and_then(|mut c| write(&mut c).ok().map(|()| c));
+                    let result = match kept {
                         Some(c) => Ok(c),
-                        None => pool.get().map_err(|e| e.to_string()),
+                        None => pool
+                            .get()
+                            .map_err(|e| e.to_string())
+                            .and_then(|mut c| write(&mut c).map(|()| c)),
                     }
-                    .and_then(|mut c| {
-                        ers_schema::write_tx(&mut c, |c| {
-                            ers_schema::audit::insert_many(c, &events)
-                        })
-                        .map_err(|e| e.to_string())?;
-                        held = Some(c);
-                        Ok(())
-                    });
+                    .map(|c| held = Some(c));
                     if let Err(e) = &result {
                         log::error!("{} audit events not recorded: {e}", events.len());
                     }

@@ -37,6 +37,13 @@ fn service(
     })
 }
 
+/// An active Location of the organisation at a position.
+fn located(org: &str, name: &str, lat: f64, lon: f64) -> Value {
+    json!({"resourceType": "Location", "name": name, "status": "active",
+        "managingOrganization": {"reference": format!("Organization/{org}")},
+        "position": {"latitude": lat, "longitude": lon}})
+}
+
 fn definer(app: &TestApp, method: &str, path: &str, org: &str) -> awc::ClientRequest {
     app.as_user(&app.token, method, path, "SERVICE_DEFINER", org)
         .insert_header(("Content-Type", "application/fhir+json"))
@@ -1199,11 +1206,7 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
         let r = definer(&app, method, &path, "R69");
         app.send(r, Some(body.to_string().into_bytes()))
     };
-    let location = |name: &str, lat: f64, lon: f64| {
-        json!({"resourceType": "Location", "name": name, "status": "active",
-            "managingOrganization": {"reference": format!("Organization/{org}")},
-            "position": {"latitude": lat, "longitude": lon}})
-    };
+    let location = |name: &str, lat: f64, lon: f64| located(&org, name, lat, lon);
     let mut ids = Vec::new();
     for (name, lat, lon) in [("Leeds", 53.7974, -1.5438), ("Bristol", 51.4545, -2.5879)] {
         let r = send("POST", "Location".into(), location(name, lat, lon)).await;
@@ -1342,10 +1345,7 @@ async fn a_specialty_search_near_a_point_sorts_by_each_services_nearest_location
         ("Leeds North", 53.85, -1.55),
         ("Bristol", 51.4545, -2.5879),
     ] {
-        let body = json!({"resourceType": "Location", "name": name, "status": "active",
-            "managingOrganization": {"reference": format!("Organization/{org}")},
-            "position": {"latitude": lat, "longitude": lon}});
-        let r = send("POST", "Location".into(), body).await;
+        let r = send("POST", "Location".into(), located(&org, name, lat, lon)).await;
         assert_eq!(r.status, 201, "{}", r.text());
         sites.push(format!("Location/{}", r.json()["id"].as_str().expect("id")));
     }

@@ -287,19 +287,39 @@ async fn an_unreachable_database_gives_quick_503s_and_the_server_recovers() {
             diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
                 .execute(&mut admin)
                 .expect("reopen the database");
+            // A restart between two requests (every connection dropped, none refused, once
+            // reads work again): the next read is answered, its audit event included.
+            let mut answered = false;
+            for _ in 0..40 {
+                if timed(&app, "GET", &format!("Patient/{id}"), None).await.0 == 200 {
+                    answered = true;
+                    break;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+            }
+            assert!(answered, "the server did not recover");
+            diesel::sql_query(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .execute(&mut admin)
+            .expect("drop its connections");
+            let (status, _) = timed(&app, "GET", &format!("Patient/{id}"), None).await;
+            assert_eq!(status, 200, "the first read after the connections dropped");
         }
     }
-    // Back by itself: no restart.
+    // Back by itself: no restart. Once ready again, the first read is answered: no connection
+    // the outage broke (the audit writer's included) is used again.
     let mut ok = false;
     for _ in 0..40 {
-        let (status, _) = timed(&app, "GET", &format!("Patient/{id}"), None).await;
-        if status == 200 {
+        if root_status(&app, "/_ready").await == 200 {
             ok = true;
             break;
         }
         actix_web::rt::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(ok, "the server did not recover");
+    let (status, _) = timed(&app, "GET", &format!("Patient/{id}"), None).await;
+    assert_eq!(status, 200, "the first read after the outage");
     let r = app
         .post_json(
             "Patient",
