@@ -218,34 +218,43 @@ fn release_slot(c: &mut DbConnection, appointment: &Value, who: &Acting<'_>) -> 
 
 /// The referral's current appointments (booked or proposed), newest first.
 fn current_appointments(c: &mut DbConnection, referral_id: &str) -> Result<Vec<ResourceRow>> {
-    appointments_with(c, referral_id, "booked,proposed")
+    appointments_with(c, referral_id, &["booked", "proposed"])
 }
 
-/// The referral's appointments in these statuses (comma-separated), newest first.
+/// The referral's appointments in these statuses, newest first: its `based-on` references
+/// read by key, not a search (a search is planned afresh on every call, and this one runs in
+/// every booking, change and cancellation).
 fn appointments_with(
     c: &mut DbConnection,
     referral_id: &str,
-    statuses: &str,
+    statuses: &[&str],
 ) -> Result<Vec<ResourceRow>> {
-    let d = def("Appointment")?;
-    let params = vec![
-        (
-            "based-on".to_owned(),
-            format!("ServiceRequest/{referral_id}"),
-        ),
-        ("status".to_owned(), statuses.to_owned()),
-        ("_sort".to_owned(), "-_lastUpdated".to_owned()),
-    ];
-    let req = fsearch::parse(d, &params, true).map_err(ServiceError::Invalid)?;
-    let mut q = req.query;
-    q.offset = 0;
-    q.limit = 10;
-    Ok(store_search::search(c, &q, false)?.0)
+    #[derive(serde::Deserialize)]
+    struct Status {
+        status: Option<String>,
+    }
+    let ids = ers_schema::store::referring(
+        c,
+        "Appointment",
+        "based-on",
+        "ServiceRequest",
+        &[referral_id.to_owned()],
+    )?;
+    let mut rows = Vec::new();
+    for row in ers_schema::store::get_many(c, "Appointment", &ids)? {
+        let s: Status = serde_json::from_str(&row.content)
+            .map_err(|e| ServiceError::Internal(format!("stored appointment unreadable: {e}")))?;
+        if s.status.as_deref().is_some_and(|s| statuses.contains(&s)) {
+            rows.push(row);
+        }
+    }
+    rows.sort_by(|a, b| (b.last_updated, &b.id).cmp(&(a.last_updated, &a.id)));
+    Ok(rows)
 }
 
 /// The id of the referral's current booked appointment, if any (for available actions).
 pub fn current_booked(c: &mut DbConnection, referral_id: &str) -> Result<Option<String>> {
-    Ok(appointments_with(c, referral_id, "booked")?
+    Ok(appointments_with(c, referral_id, &["booked"])?
         .into_iter()
         .next()
         .map(|r| r.id))

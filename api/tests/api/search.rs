@@ -460,3 +460,87 @@ async fn search_entries_are_the_stored_resources_or_their_requested_subsets() {
     assert!(e.get("name").is_none(), "{e}");
     assert!(e["meta"]["tag"].to_string().contains("SUBSETTED"), "{e}");
 }
+
+#[actix_web::test]
+async fn an_update_is_found_by_its_new_values_and_no_longer_by_its_old_ones() {
+    let app = spawn_app().await;
+    let f = fixture(&app).await;
+    let total = |b: serde_json::Value| b["total"].as_i64().unwrap_or(-1);
+    let mut body = patient(NHS[5], "Before", "Kept", "1955-05-05", "male");
+    body["generalPractitioner"] = json!([{"reference": format!("Organization/{}", f.org_a)}]);
+    let id = app.create(&body).await;
+    // Changed: family (string), birth date (date), practitioner (reference) and the NHS number
+    // (token and unique identifier); kept: given name, gender, postcode.
+    body["id"] = json!(id);
+    body["name"][0]["family"] = json!("After");
+    body["birthDate"] = json!("1966-06-06");
+    body["generalPractitioner"] = json!([{"reference": format!("Organization/{}", f.org_b)}]);
+    body["identifier"][0]["value"] = json!(NHS[4]);
+    // NHS[4] belongs to the fixture's fifth patient: free it first.
+    let mut fifth = app.get(&format!("Patient/{}", f.p[4])).await.json();
+    fifth.as_object_mut().map(|o| o.remove("identifier"));
+    assert_eq!(
+        app.put_json(&format!("Patient/{}", f.p[4]), &fifth, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.put_json(&format!("Patient/{id}"), &body, None)
+            .await
+            .status,
+        200
+    );
+    for (query, expected) in [
+        ("family=before", 0),
+        ("family=after", 1),
+        ("given=kept&gender=male", 1),
+        ("birthdate=1955-05-05", 0),
+        ("birthdate=1966-06-06", 1),
+        (
+            &*format!("general-practitioner=Organization/{}", f.org_a),
+            3,
+        ),
+        (
+            &*format!("general-practitioner=Organization/{}", f.org_b),
+            3,
+        ),
+        (&*format!("identifier={}", NHS[5]), 0),
+        (&*format!("identifier={}", NHS[4]), 1),
+    ] {
+        let found = app.search(&format!("Patient?{query}")).await;
+        assert_eq!(total(found.clone()), expected, "Patient?{query}: {found}");
+        if expected == 1 && !query.starts_with("general") {
+            assert_eq!(match_ids(&found), vec![id.clone()], "Patient?{query}");
+        }
+    }
+    // The old NHS number is free again; the new one is taken.
+    app.create(&patient(NHS[5], "Other", "One", "1980-01-01", "female"))
+        .await;
+    app.post_json(
+        "Patient",
+        &patient(NHS[4], "Other", "Two", "1980-01-01", "female"),
+    )
+    .await
+    .assert_outcome(409, "duplicate");
+    // A parameter the new version no longer has is gone from the index.
+    body.as_object_mut()
+        .map(|o| o.remove("generalPractitioner"));
+    assert_eq!(
+        app.put_json(&format!("Patient/{id}"), &body, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        total(
+            app.search(&format!(
+                "Patient?general-practitioner=Organization/{}",
+                f.org_b
+            ))
+            .await
+        ),
+        2
+    );
+    assert_eq!(total(app.search("Patient?family=after").await), 1);
+}
