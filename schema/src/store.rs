@@ -614,6 +614,15 @@ fn changed_params<'a, E: Clone + PartialEq>(
     changed
 }
 
+/// The entries whose parameter is one of `params`.
+fn of_params<E: Clone>(entries: &[E], params: &[String], param: impl Fn(&E) -> &str) -> Vec<E> {
+    entries
+        .iter()
+        .filter(|e| params.iter().any(|p| p == param(e)))
+        .cloned()
+        .collect()
+}
+
 /// Brings a resource's index rows from what is stored to `index`, rewriting only the
 /// parameters whose entries changed: a slot booked changes one `status` token, not its
 /// dozen rows, and a referral's transition its state tokens, not its whole index (fewer
@@ -657,43 +666,13 @@ fn reindex(conn: &mut DbConnection, res_type: &str, id: &str, index: &IndexEntri
     if !unique.is_empty() {
         delete_owned!(conn, unique_identifiers, res_type, res_id, res_type, id);
     }
-    let pick = |params: &[String], p: &str| params.iter().any(|c| c == p);
     let changed = IndexEntries {
-        tokens: index
-            .tokens
-            .iter()
-            .filter(|e| pick(&tokens, &e.param))
-            .cloned()
-            .collect(),
-        strings: index
-            .strings
-            .iter()
-            .filter(|e| pick(&strings, &e.param))
-            .cloned()
-            .collect(),
-        dates: index
-            .dates
-            .iter()
-            .filter(|e| pick(&dates, &e.param))
-            .cloned()
-            .collect(),
-        refs: index
-            .refs
-            .iter()
-            .filter(|e| pick(&refs, &e.param))
-            .cloned()
-            .collect(),
-        geo: index
-            .geo
-            .iter()
-            .filter(|e| pick(&geo, &e.param))
-            .cloned()
-            .collect(),
-        unique: if unique.is_empty() {
-            Vec::new()
-        } else {
-            index.unique.clone()
-        },
+        tokens: of_params(&index.tokens, &tokens, |e| &e.param),
+        strings: of_params(&index.strings, &strings, |e| &e.param),
+        dates: of_params(&index.dates, &dates, |e| &e.param),
+        refs: of_params(&index.refs, &refs, |e| &e.param),
+        geo: of_params(&index.geo, &geo, |e| &e.param),
+        unique: of_params(&index.unique, &unique, |_| ""),
     };
     write_index(conn, res_type, id, &changed)
 }

@@ -49,6 +49,12 @@ fn definer(app: &TestApp, method: &str, path: &str, org: &str) -> awc::ClientReq
         .insert_header(("Content-Type", "application/fhir+json"))
 }
 
+/// Sends `body` as R69's service definer.
+async fn define(app: &TestApp, method: &str, path: String, body: Value) -> Reply {
+    let r = definer(app, method, &path, "R69");
+    app.send(r, Some(body.to_string().into_bytes())).await
+}
+
 #[actix_web::test]
 async fn service_definers_maintain_their_own_organisations_services() {
     let app = spawn_app().await;
@@ -1202,10 +1208,7 @@ async fn transactions_link_entries_by_urn_uuid_and_find_existing_resources_by_se
 async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change() {
     let app = spawn_app().await;
     let org = app.create(&organization("R69", "North")).await;
-    let send = |method: &'static str, path: String, body: Value| {
-        let r = definer(&app, method, &path, "R69");
-        app.send(r, Some(body.to_string().into_bytes()))
-    };
+    let send = |method: &'static str, path: String, body: Value| define(&app, method, path, body);
     let location = |name: &str, lat: f64, lon: f64| located(&org, name, lat, lon);
     let mut ids = Vec::new();
     for (name, lat, lon) in [("Leeds", 53.7974, -1.5438), ("Bristol", 51.4545, -2.5879)] {
@@ -1335,10 +1338,7 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
 async fn a_specialty_search_near_a_point_sorts_by_each_services_nearest_location() {
     let app = spawn_app().await;
     let org = app.create(&organization("R69", "North")).await;
-    let send = |method: &'static str, path: String, body: Value| {
-        let r = definer(&app, method, &path, "R69");
-        app.send(r, Some(body.to_string().into_bytes()))
-    };
+    let send = |method: &'static str, path: String, body: Value| define(&app, method, path, body);
     let mut sites = Vec::new();
     for (name, lat, lon) in [
         ("Leeds", 53.7974, -1.5438),
