@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::attachments::{self, Attaching};
 use super::audit::{self, AuditDraft, Outcome, Touched};
 use super::referral::{self as referral_svc, invalid, Acting, Expected};
-use super::resource::{self, IfMatch, Writer};
+use super::resource::{self, Writer};
 use super::{scope, Result, ServiceError};
 use crate::domain::advice::{
     self as rules, AdviceAction, AdviceStatus, GuidanceOutcome, Refusal, SentBy,
@@ -564,15 +564,12 @@ pub fn apply(
             )?;
         }
         ag::set_status(&mut body, rules::next_status(action, outcome), None);
-        let request = resource::update(
+        let request = resource::rewrite(
             c,
             def,
             id,
+            given,
             body,
-            IfMatch {
-                version: Some(given),
-                required: true,
-            },
             &Writer::new(who.author, who.audit).visible_to(&access),
         )?;
         Ok(Applied { request, referral })

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::audit::{self, AuditDraft, Outcome, Touched};
 use super::referral::{self as referral_svc, invalid, Acting, Expected};
-use super::resource::{self, IfMatch, Writer};
+use super::resource::{self, Writer};
 use super::{scope, Result, ServiceError};
 use crate::domain::referral::ReferralAction;
 use crate::domain::Caller;
@@ -351,15 +351,12 @@ fn supersede(
 ) -> Result<()> {
     let mut d = parse(row)?;
     d["status"] = json!("superseded");
-    resource::update(
+    resource::rewrite(
         c,
         def("DocumentReference")?,
         &row.id,
+        row.version_id,
         d,
-        IfMatch {
-            version: Some(row.version_id),
-            required: true,
-        },
         &Writer::new(who.author, who.audit).visible_to(access),
     )?;
     Ok(())

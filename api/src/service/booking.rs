@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::referral::{
     self as referral_svc, check_comment, invalid, load_json, service_facts, Acting, Expected,
 };
-use super::resource::{self, IfMatch, Writer};
+use super::resource::{self, Writer};
 use super::{scope, Result, ServiceError};
 use crate::domain::referral::{ReferralAction, ReferralState};
 use crate::fhir::index::split_reference;
@@ -179,20 +179,17 @@ fn set_slot_status(
     who: &Acting<'_>,
 ) -> Result<()> {
     body["status"] = json!(status);
-    let done = resource::update(
+    let done = resource::rewrite(
         c,
         def("Slot")?,
         &slot_row.id,
+        slot_row.version_id,
         body,
-        IfMatch {
-            version: Some(slot_row.version_id),
-            required: true,
-        },
         &Writer::new(who.author, who.audit).as_consequence(),
     );
     match done {
         Ok(_) => Ok(()),
-        Err(ServiceError::VersionMismatch { .. } | ServiceError::ConcurrentUpdate { .. }) => Err(
+        Err(ServiceError::StaleVersion { .. } | ServiceError::ConcurrentUpdate { .. }) => Err(
             slot_not_available(&format!("Slot/{}", slot_row.id), "another booking took it"),
         ),
         Err(e) => Err(e),
@@ -684,31 +681,14 @@ fn rewrite(
     access: &[String],
     who: &Acting<'_>,
 ) -> Result<ResourceRow> {
-    resource::update(
+    resource::rewrite(
         c,
         def("Appointment")?,
         &row.id,
+        row.version_id,
         body,
-        IfMatch {
-            version: Some(row.version_id),
-            required: true,
-        },
         &Writer::new(who.author, who.audit).visible_to(access),
     )
-    .map_err(|e| match e {
-        ServiceError::VersionMismatch {
-            res_type,
-            id,
-            given,
-            current,
-        } => ServiceError::StaleVersion {
-            res_type,
-            id,
-            given,
-            current,
-        },
-        other => other,
-    })
 }
 
 fn parse(row: &ResourceRow) -> Result<Value> {

@@ -8,7 +8,7 @@ use ers_schema::{store, Author, DbConnection, ResourceRow};
 use serde_json::{json, Value};
 
 use super::audit::AuditDraft;
-use super::resource::{self, IfMatch, Writer};
+use super::resource::{self, Writer};
 use super::ServiceError;
 use crate::domain::referral::{
     self, ReferralAction, ReferralState, Refusal, Relation, ReviewOutcome,
@@ -416,15 +416,12 @@ pub(super) fn transition(
         let before = store::token_codes(c, def.name, id, super::scope::PARAM)?;
         change(c, &mut body, &state)?;
         let access = organisations(c, &body)?;
-        let row = resource::update(
+        let row = resource::rewrite(
             c,
             def,
             id,
+            given,
             body,
-            IfMatch {
-                version: Some(given),
-                required: true,
-            },
             &Writer::new(who.author, who.audit).visible_to(&access),
         )?;
         // After the referral's own write, which a concurrent change of it fails first (409).

@@ -660,6 +660,37 @@ pub struct IfMatch {
     pub required: bool,
 }
 
+/// Writes a new version of a resource this request read at `version` (an operation's own
+/// write, not a client's `PUT`): a change that committed in between is a concurrent change
+/// (409 `StaleVersion`), not a failed `If-Match` precondition (412).
+pub fn rewrite(
+    conn: &mut DbConnection,
+    def: &'static ResourceDef,
+    id: &str,
+    version: i64,
+    body: Value,
+    w: &Writer<'_>,
+) -> Result<ResourceRow> {
+    let precondition = IfMatch {
+        version: Some(version),
+        required: true,
+    };
+    update(conn, def, id, body, precondition, w).map_err(|e| match e {
+        ServiceError::VersionMismatch {
+            res_type,
+            id,
+            given,
+            current,
+        } => ServiceError::StaleVersion {
+            res_type,
+            id,
+            given,
+            current,
+        },
+        other => other,
+    })
+}
+
 /// `PUT /{type}/{id}`.
 pub fn update(
     conn: &mut DbConnection,

@@ -632,15 +632,12 @@ fn set_status(c: &mut DbConnection, id: &str, status: &str, error: Option<&str>)
     }
     let (author, audit) = system();
     let access = store::token_codes(c, "Subscription", id, scope::PARAM)?;
-    resource::update(
+    resource::rewrite(
         c,
         def()?,
         id,
+        row.version_id,
         body,
-        IfMatch {
-            version: Some(row.version_id),
-            required: true,
-        },
         &Writer::new(&author, &audit).visible_to(&access),
     )?;
     Ok(())
