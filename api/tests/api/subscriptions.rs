@@ -273,7 +273,7 @@ async fn a_system_learns_of_every_change_it_may_see_in_order() {
             format!("ServiceRequest/{loser}/_history/1"),
             referral_focus(3)
         ],
-        "{seen:?}"
+        "{seen:?} (referral {referral}, elsewhere {other}, loser {loser}; all notifications: {got:?})"
     );
     assert!(seen.windows(2).all(|p| p[0].0 < p[1].0), "{seen:?}");
     let seen = events(&got, &aid);
