@@ -57,6 +57,10 @@ pub fn prepare_database(settings: &Settings) -> Result<(DbPool, &'static str), S
     if listed > 0 {
         log::info!("worklists: {listed} existing referrals and A&G requests listed");
     }
+    let slots = crate::service::reporting::backfill_slot_rows(&mut conn)?;
+    if slots > 0 {
+        log::info!("slot projection: {slots} slots of schedules without a service added");
+    }
     Ok((pool, backend))
 }
 

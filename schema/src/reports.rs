@@ -72,6 +72,11 @@ pub struct SlotFacts {
     pub schedule_id: String,
     /// 1 while the schedule is the service's and not inactive: the slot counts as availability.
     pub live: i32,
+    /// The code of the slot's only `appointmentType` coding (what the `priority` and
+    /// `appointment-type` searches match), if it has one.
+    pub search_priority: Option<String>,
+    /// The last instant `start` covers (what the `start` search compares, with `start`).
+    pub start_high: Option<NaiveDateTime>,
 }
 
 /// One resource's reporting row.
@@ -179,6 +184,27 @@ pub fn insert_many(conn: &mut DbConnection, facts: &[Facts]) -> QResult<()> {
             .execute(conn))?;
     }
     Ok(())
+}
+
+/// Up to `limit` live slots, in id order after `after`, that have no projection row (stored
+/// before slots of a schedule without a service were given one).
+pub fn slots_without_row(
+    conn: &mut DbConnection,
+    after: &str,
+    limit: i64,
+) -> QResult<Vec<crate::ResourceRow>> {
+    use crate::schema::resources;
+    resources::table
+        .filter(resources::res_type.eq("Slot"))
+        .filter(resources::deleted.eq(0))
+        .filter(resources::id.gt(after))
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "NOT EXISTS (SELECT 1 FROM report_slots rs WHERE rs.id = resources.id)",
+        ))
+        .order_by(resources::id.asc())
+        .limit(limit)
+        .select(crate::ResourceRow::as_select())
+        .load(conn)
 }
 
 /// The referral (or A&G request) row of one resource.
@@ -484,6 +510,8 @@ pub fn slot_counts(conn: &mut DbConnection, f: &ReportFilter) -> QResult<Vec<Slo
     );
     let rows: Vec<(String, Option<String>, String, String, i32, i64)> = report_slots::table
         .filter(cond)
+        // Slots of a schedule that has no service are no service's.
+        .filter(report_slots::service_id.ne(""))
         .group_by((
             report_slots::service_id,
             report_slots::provider_org,

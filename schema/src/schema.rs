@@ -285,6 +285,8 @@ diesel::table! {
         deleted -> Integer,
         schedule_id -> Text,
         live -> Integer,
+        search_priority -> Nullable<Text>,
+        start_high -> Nullable<Timestamp>,
     }
 }
 

@@ -583,11 +583,23 @@ fn selectivity_rank(c: &Criterion) -> u8 {
 /// The most selective criterion drives the search (a list of matching ids); every other one
 /// is checked per candidate by primary-key lookups, instead of listing all its matches too
 /// (SQLite would build every list in full; PostgreSQL plans both forms as semi-joins).
-fn filtered(q: &SearchQuery) -> resources::BoxedQuery<'static, MultiBackend> {
+fn filtered(q: &SearchQuery, page: Option<i64>) -> resources::BoxedQuery<'static, MultiBackend> {
     let mut query = resources::table
         .filter(resources::res_type.eq(q.res_type.clone()))
         .filter(resources::deleted.eq(0))
         .into_boxed();
+    if let Some(conditions) = slot_driver(q) {
+        let mut driver = SqlPredicate::default()
+            .sql("resources.id IN (SELECT id FROM report_slots WHERE ")
+            .append(conditions);
+        // Exact, so a page in id order is the projection's first ids (its deleted flag follows
+        // the resource's): nothing else is read. Left to itself, PostgreSQL walked the whole
+        // projection in id order looking for ten matches.
+        if let Some(n) = page {
+            driver = driver.sql(&format!(" ORDER BY id LIMIT {n}"));
+        }
+        return query.filter(driver.sql(")"));
+    }
     let mut criteria: Vec<&Criterion> = q.criteria.iter().collect();
     let mut driven = false;
     if let Some((driver, used)) = directory_driver(q) {
@@ -693,6 +705,81 @@ fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, Vec<usize>)> {
     Some((driver.sql(")"), used))
 }
 
+/// A slot search for a service's slots (`schedule.actor=HealthcareService/{id}`, as a client
+/// looking for a slot to book asks), answered from the slot projection alone (`report_slots`,
+/// written with every slot and schedule write) when it holds every criterion exactly: the
+/// slot's service (its schedule's only HealthcareService actor), status, priority (the code of
+/// its only `appointmentType` coding) and start (the range the search index holds). One range
+/// of `report_slots_service`, instead of following the service's schedules to every one of
+/// their slots and probing each for status, priority and start. Any other criterion, or a
+/// system in a token, and the search takes the general path.
+fn slot_driver(q: &SearchQuery) -> Option<SqlPredicate> {
+    use crate::directory::SERVICE;
+    if q.res_type != "Slot" {
+        return None;
+    }
+    let codes = |any_of: &[TokenMatch]| -> Option<Vec<String>> {
+        (!any_of.is_empty() && any_of.iter().all(|m| m.system.is_none()))
+            .then(|| any_of.iter().map(|m| m.code.clone()).collect())?
+    };
+    let in_list = |p: SqlPredicate, column: &str, values: &[String]| {
+        let mut p = p.sql(&format!(" AND {column} IN ("));
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                p = p.sql(", ");
+            }
+            p = p.text(v);
+        }
+        p.sql(")")
+    };
+    let mut driver = SqlPredicate::default().sql("deleted = 0");
+    let mut by_service = false;
+    for c in &q.criteria {
+        driver = match c {
+            Criterion::Chain {
+                param,
+                target_type,
+                inner,
+            } if param == "schedule" && target_type == "Schedule" => match inner.as_ref() {
+                Criterion::Reference { param, any_of }
+                    if param == "actor"
+                        && !any_of.is_empty()
+                        && any_of
+                            .iter()
+                            .all(|m| m.target_type.as_deref() == Some(SERVICE)) =>
+                {
+                    by_service = true;
+                    let ids: Vec<String> = any_of.iter().map(|m| m.id.clone()).collect();
+                    in_list(driver, "service_id", &ids)
+                }
+                _ => return None,
+            },
+            Criterion::Token {
+                param,
+                any_of,
+                negate: false,
+            } if param == "status" => in_list(driver, "status", &codes(any_of)?),
+            Criterion::Token {
+                param,
+                any_of,
+                negate: false,
+            } if param == "priority" || param == "appointment-type" => {
+                in_list(driver, "search_priority", &codes(any_of)?)
+            }
+            Criterion::Date { param, any_of } if param == "start" && !any_of.is_empty() => {
+                driver.sql(" AND ").append(SqlPredicate::any(
+                    any_of
+                        .iter()
+                        .map(|m| date_predicate("start", "start_high", m))
+                        .collect(),
+                ))
+            }
+            _ => return None,
+        };
+    }
+    by_service.then_some(driver)
+}
+
 /// The distance sort of a search `directory_driver` drives: the nearest of the service's
 /// positions in `directory_positions` (a service with a row there has a row for each of its
 /// positioned locations), read by primary key instead of joining its `location` references to
@@ -741,7 +828,9 @@ pub fn search(
     q: &SearchQuery,
     with_total: bool,
 ) -> Result<(Vec<ResourceRow>, Option<i64>), StorageError> {
-    let mut query = filtered(q);
+    // A page in id order only (no other sort key) ends at `offset + limit` in that order.
+    let page = q.sort.is_empty().then(|| q.offset.saturating_add(q.limit));
+    let mut query = filtered(q, page);
     for (key, desc) in &q.sort {
         match key {
             SortKey::Id => {
@@ -840,7 +929,7 @@ pub fn search(
     let total = if q.offset == 0 && n < q.limit {
         Some(n)
     } else if with_total {
-        Some(filtered(q).count().get_result::<i64>(conn)?)
+        Some(filtered(q, None).count().get_result::<i64>(conn)?)
     } else {
         None
     };

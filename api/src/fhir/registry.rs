@@ -906,7 +906,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         visibility: Visibility::Everyone,
         max_ids: 100,
         max_count: super::search::MAX_COUNT,
-        check: resources::no_rules,
+        check: resources::schedule::check,
         default_sort: None,
         events: false,
     },

@@ -211,6 +211,37 @@ pub fn backfill_worklists(c: &mut DbConnection) -> Result<u64> {
     Ok(listed)
 }
 
+/// Gives every stored slot its projection row, once, after the migration that made slots of a
+/// schedule without a service have one too (it leaves a counter at 0 for this).
+pub fn backfill_slot_rows(c: &mut DbConnection) -> Result<u64> {
+    const MARK: &str = "slot_rows_backfilled";
+    if ers_schema::store::counter_value(c, MARK)? != Some(0) {
+        return Ok(0);
+    }
+    let mut added = 0u64;
+    let mut after = String::new();
+    loop {
+        let rows = reports::slots_without_row(c, &after, 1000)?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        ers_schema::write_tx(c, |c| {
+            let mut look = Lookups::default();
+            for row in &rows {
+                let content: Value = serde_json::from_str(&row.content).map_err(|e| {
+                    super::ServiceError::Internal(format!("stored JSON unreadable: {e}"))
+                })?;
+                if let Some(f) = slot(c, &row.id, &content, &mut look)? {
+                    reports::save(c, &Facts::Slot(f))?;
+                }
+            }
+            Ok::<_, super::ServiceError>(())
+        })?;
+        added += rows.len() as u64;
+    }
+    ers_schema::store::set_counter(c, MARK, 1)?;
+    Ok(added)
+}
+
 fn referral(
     c: &mut DbConnection,
     id: &str,
@@ -356,11 +387,14 @@ fn schedule_live(schedule: &Value) -> bool {
     schedule.get("active").and_then(Value::as_bool) != Some(false)
 }
 
-/// A schedule given to another service takes its slots' rows with it; one without a service,
-/// or inactive, takes them out of the availability search.
+/// A schedule given to another service takes its slots' rows with it; one without a service
+/// leaves them with no service (''), and one without a service or inactive takes them out of
+/// the availability search. (The slot search by service reads these rows: they must say
+/// exactly which service each slot's schedule is for.)
 fn schedule(c: &mut DbConnection, id: &str, content: &Value) -> Result<()> {
     let Some(service) = service_of(content) else {
         reports::set_slots_live(c, id, false)?;
+        reports::move_slots(c, id, "", None, None)?;
         return Ok(());
     };
     reports::set_slots_live(c, id, schedule_live(content))?;
@@ -403,17 +437,24 @@ fn slot(
     let Some(schedule) = schedule else {
         return Ok(None);
     };
-    let Some(service) = service_of(&schedule).map(str::to_owned) else {
-        return Ok(None);
+    // A schedule without a service: a row all the same (no service, not live), so that the
+    // slot is found by its service once the schedule is given one (`schedule`).
+    let service = service_of(&schedule).map(str::to_owned);
+    let service_json = match &service {
+        Some(s) => look.json(c, s)?,
+        None => None,
     };
-    let service_json = look.json(c, &service)?;
     Ok(Some(SlotFacts {
         id: id.to_owned(),
         service_id: service
-            .strip_prefix("HealthcareService/")
+            .as_deref()
+            .and_then(|s| s.strip_prefix("HealthcareService/"))
             .unwrap_or_default()
             .to_owned(),
-        provider_org: look.ods(c, &service)?,
+        provider_org: match &service {
+            Some(s) => look.ods(c, s)?,
+            None => None,
+        },
         specialty: service_json
             .as_ref()
             .and_then(|v| code_in(v, "specialty", SPECIALTY_SYSTEM))
@@ -441,6 +482,12 @@ fn slot(
             .strip_prefix("Schedule/")
             .unwrap_or(schedule_ref)
             .to_owned(),
-        live: i32::from(schedule_live(&schedule)),
+        live: i32::from(service.is_some() && schedule_live(&schedule)),
+        search_priority: crate::fhir::resources::slot::priority_code(s).map(str::to_owned),
+        start_high: s
+            .get("start")
+            .and_then(Value::as_str)
+            .and_then(datetime::range)
+            .map(|(_, high)| high),
     }))
 }

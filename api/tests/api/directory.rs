@@ -664,6 +664,222 @@ async fn services_with_free_slots_at_a_priority_in_a_window() {
 }
 
 #[actix_web::test]
+async fn a_services_slots_are_found_as_their_schedules_and_statuses_change() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let id_of = |r: Reply| {
+        assert!(r.status == 201 || r.status == 200, "{}", r.text());
+        r.json()["id"].as_str().expect("id").to_owned()
+    };
+    let mut services = Vec::new();
+    for sid in ["22000", "22001"] {
+        let body = service(
+            sid,
+            "Clinic",
+            &org,
+            "CARDIOLOGY",
+            &["BOOKABLE"],
+            &["ROUTINE", "URGENT"],
+        );
+        services.push(id_of(
+            define(&app, "POST", "HealthcareService".into(), body).await,
+        ));
+    }
+    let (a, b) = (services[0].clone(), services[1].clone());
+    let site = id_of(
+        define(
+            &app,
+            "POST",
+            "Location".into(),
+            located(&org, "Site", 53.8, -1.5),
+        )
+        .await,
+    );
+    let schedule = |actor: &str, active: bool| json!({"resourceType": "Schedule", "active": active, "actor": [{"reference": actor}]});
+    let sched = id_of(
+        define(
+            &app,
+            "POST",
+            "Schedule".into(),
+            schedule(&format!("HealthcareService/{a}"), true),
+        )
+        .await,
+    );
+    let day = (chrono::Utc::now() + chrono::Duration::days(10))
+        .format("%Y-%m-%d")
+        .to_string();
+    let slot = |status: &str, priority: &str, hour: u32| {
+        json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": status,
+            "start": format!("{day}T{hour:02}:00:00Z"), "end": format!("{day}T{hour:02}:15:00Z"),
+            "appointmentType": {"coding": [{"system": PRIORITY, "code": priority}]}})
+    };
+    let x = id_of(define(&app, "POST", "Slot".into(), slot("free", "ROUTINE", 9)).await);
+    let y = id_of(define(&app, "POST", "Slot".into(), slot("busy", "ROUTINE", 10)).await);
+    let z = id_of(define(&app, "POST", "Slot".into(), slot("free", "URGENT", 11)).await);
+    let found = |q: String| {
+        let app = &app;
+        async move {
+            let mut ids = match_ids(&app.search(&q).await);
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |ids: &[&String]| {
+        let mut v: Vec<String> = ids.iter().map(|s| (*s).clone()).collect();
+        v.sort();
+        v
+    };
+    let of = |service: &str, rest: &str| {
+        format!("Slot?schedule.actor=HealthcareService/{service}{rest}")
+    };
+    assert_eq!(found(of(&a, "&status=free")).await, sorted(&[&x, &z]));
+    assert_eq!(
+        found(of(&a, "&status=free&priority=ROUTINE")).await,
+        sorted(&[&x])
+    );
+    assert_eq!(found(of(&a, "")).await, sorted(&[&x, &y, &z]));
+    assert_eq!(
+        found(of(&a, "&status=free,busy")).await,
+        sorted(&[&x, &y, &z])
+    );
+    assert_eq!(found(of(&a, "&status:not=free")).await, sorted(&[&y]));
+    assert_eq!(
+        found(format!("Slot?schedule.actor={a}&status=free")).await,
+        sorted(&[&x, &z])
+    );
+    assert_eq!(found(of(&b, "&status=free")).await, Vec::<String>::new());
+    // Paged in id order, as without the projection.
+    let first = app
+        .search(&format!("{}&_count=1", of(&a, "&status=free")))
+        .await;
+    assert_eq!(match_ids(&first), vec![sorted(&[&x, &z])[0].clone()]);
+    let next = link(&first, "next").expect("a next page");
+    let second = app
+        .get(next.split("/FHIR/R4/").nth(1).expect("relative"))
+        .await
+        .json();
+    assert_eq!(match_ids(&second), vec![sorted(&[&x, &z])[1].clone()]);
+    let counted = app
+        .search(&format!("{}&_count=1&_total=accurate", of(&a, "")))
+        .await;
+    assert_eq!(counted["total"], 3, "{counted}");
+    // Priority as the search index has it (URGENT also takes ROUTINE slots), and start by
+    // the range it covers: a slot at 09:00:00 covers the whole second.
+    assert_eq!(
+        found(of(&a, "&status=free&priority=URGENT")).await,
+        sorted(&[&x, &z])
+    );
+    assert_eq!(
+        found(of(&a, "&appointment-type=URGENT")).await,
+        sorted(&[&z])
+    );
+    assert_eq!(
+        found(of(&a, &format!("&start=gt{day}T09:30:00Z"))).await,
+        sorted(&[&y, &z])
+    );
+    assert_eq!(
+        found(of(
+            &a,
+            &format!("&start=gt{day}T09:00:00.5Z&start=lt{day}T10:30:00Z")
+        ))
+        .await,
+        sorted(&[&x, &y])
+    );
+    assert_eq!(
+        found(of(&a, &format!("&start={day}"))).await,
+        sorted(&[&x, &y, &z])
+    );
+    let by_start = app
+        .search(&format!("{}&_sort=-start", of(&a, "&status=free")))
+        .await;
+    assert_eq!(match_ids(&by_start), vec![z.clone(), x.clone()]);
+    // A slot is for one priority.
+    let mut two = slot("free", "ROUTINE", 13);
+    two["appointmentType"]["coding"]
+        .as_array_mut()
+        .expect("codings")
+        .push(json!({"system": PRIORITY, "code": "URGENT"}));
+    let r = define(&app, "POST", "Slot".into(), two).await;
+    let d = r.assert_outcome(422, "value");
+    assert!(d.contains("a slot is for one priority"), "{d}");
+
+    // A slot that is booked is no longer free, at once.
+    let mut taken = app.get(&format!("Slot/{x}")).await.json();
+    taken["status"] = json!("busy");
+    assert_eq!(
+        define(&app, "PUT", format!("Slot/{x}"), taken).await.status,
+        200
+    );
+    assert_eq!(found(of(&a, "&status=free")).await, sorted(&[&z]));
+    // An inactive schedule's slots are still the service's slots (not its availability).
+    let r = define(&app, "PUT", format!("Schedule/{sched}"), {
+        let mut s = schedule(&format!("HealthcareService/{a}"), false);
+        s["id"] = json!(sched);
+        s
+    })
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(found(of(&a, "&status=free")).await, sorted(&[&z]));
+    // Given to service B, then to no service (a site's schedule), then back to A: the slots
+    // follow, including one added while the schedule had no service.
+    let mut moved = schedule(&format!("HealthcareService/{b}"), true);
+    moved["id"] = json!(sched);
+    assert_eq!(
+        define(&app, "PUT", format!("Schedule/{sched}"), moved)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(found(of(&a, "")).await, Vec::<String>::new());
+    assert_eq!(found(of(&b, "")).await, sorted(&[&x, &y, &z]));
+    let mut sited = schedule(&format!("Location/{site}"), true);
+    sited["id"] = json!(sched);
+    assert_eq!(
+        define(&app, "PUT", format!("Schedule/{sched}"), sited)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(found(of(&b, "")).await, Vec::<String>::new());
+    let w = id_of(define(&app, "POST", "Slot".into(), slot("free", "ROUTINE", 12)).await);
+    assert_eq!(
+        found(format!("Slot?schedule=Schedule/{sched}&status=free")).await,
+        sorted(&[&z, &w])
+    );
+    let mut back = schedule(&format!("HealthcareService/{a}"), true);
+    back["id"] = json!(sched);
+    assert_eq!(
+        define(&app, "PUT", format!("Schedule/{sched}"), back)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(found(of(&a, "&status=free")).await, sorted(&[&z, &w]));
+    // A deleted slot is gone from the search.
+    assert_eq!(
+        app.send(definer(&app, "DELETE", &format!("Slot/{z}"), "R69"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(found(of(&a, "&status=free")).await, sorted(&[&w]));
+    // A schedule is one service's.
+    let r = define(&app, "POST", "Schedule".into(), json!({"resourceType": "Schedule",
+        "actor": [{"reference": format!("HealthcareService/{a}")}, {"reference": format!("Location/{site}")}, {"reference": format!("HealthcareService/{b}")}]})).await;
+    let d = r.assert_outcome(422, "value");
+    assert!(
+        d.contains(&format!("(HealthcareService/{b}) is a second service")),
+        "{d}"
+    );
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Schedule.actor[2]",
+        "{}",
+        r.text()
+    );
+}
+
+#[actix_web::test]
 async fn slots_in_bulk_by_transaction_all_or_nothing_or_by_batch() {
     let app = spawn_app().await;
     let org = app.create(&organization("R69", "North")).await;

@@ -1,12 +1,29 @@
-//! e-RS Slot rules: the priority a slot is for is an e-RS priority; it ends after it starts.
+//! e-RS Slot rules: a slot is for one priority, an e-RS one; it ends after it starts.
 
 use serde_json::Value;
 
 use super::healthcare_service::{known_codes, PRIORITY_SYSTEM};
 use super::*;
 
+/// The code of the slot's `appointmentType` coding: the priority it is for (a slot has at most
+/// one coding there).
+pub fn priority_code(r: &Value) -> Option<&str> {
+    r.pointer("/appointmentType/coding/0/code")
+        .and_then(Value::as_str)
+}
+
 pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     let mut issues = Vec::new();
+    let codings = codings(r, "appointmentType");
+    if codings.len() > 1 {
+        issues.push(Issue::invalid_at(
+            "Slot.appointmentType.coding[1]",
+            format!(
+                "is a second coding: a slot is for one priority ({} codings given)",
+                codings.len()
+            ),
+        ));
+    }
     known_codes(
         r,
         "Slot",
