@@ -566,10 +566,9 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool, fenced: boo
 fn selectivity_rank(c: &Criterion) -> u8 {
     match c {
         Criterion::Id(_) => 0,
-        Criterion::Near { .. } => 1,
-        Criterion::Token { negate: false, .. }
-        | Criterion::String { .. }
-        | Criterion::Reference { .. } => 2,
+        // References name their targets: a slot's appointments, a patient's referrals.
+        Criterion::Near { .. } | Criterion::Reference { .. } => 1,
+        Criterion::Token { negate: false, .. } | Criterion::String { .. } => 2,
         Criterion::Date { .. } | Criterion::LastUpdated(_) => 3,
         // As selective as what it chains to (`near` through a service's locations is as
         // narrow as `near`).
@@ -614,8 +613,17 @@ fn filtered(q: &SearchQuery, page: Option<i64>) -> resources::BoxedQuery<'static
         driven = true;
     }
     criteria.sort_by_key(|c| selectivity_rank(c));
+    // Driven by ids or by what the resources refer to (a few candidates), the other criteria
+    // are fenced per-candidate checks too: unfenced, PostgreSQL with statistics from before
+    // a table grew drove `Appointment?slot=…&status=booked` from every booked appointment
+    // (84 ms instead of 0.1).
+    let few = matches!(
+        criteria.first(),
+        Some(Criterion::Id(_) | Criterion::Reference { .. })
+    );
     for (i, c) in criteria.into_iter().enumerate() {
-        query = query.filter(res_predicate(&q.res_type, c, driven || i > 0, driven));
+        let fenced = driven || (few && i > 0);
+        query = query.filter(res_predicate(&q.res_type, c, driven || i > 0, fenced));
     }
     query
 }
