@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDateTime, Utc};
 use ers_schema::reports::{self, AppointmentFacts, Facts, ReferralFacts, SlotFacts};
-use ers_schema::{worklists, DbConnection};
+use ers_schema::{worklists, DbConnection, ResourceRow};
 use serde_json::Value;
 
 use super::referral::{load_json, ods_behind};
@@ -181,17 +181,21 @@ fn worklist_entries(
         .collect())
 }
 
-/// Lists every stored referral and A&G request, once, after the worklist table was added to a
-/// database that already held some (the migration leaves a counter at 0 for this).
-pub fn backfill_worklists(c: &mut DbConnection) -> Result<u64> {
-    const MARK: &str = "worklists_backfilled";
-    if ers_schema::store::counter_value(c, MARK)? != Some(0) {
+/// Runs `each` over every resource `page` gives (up to 1,000 after an id, in id order), once:
+/// while the counter `mark` a migration left at 0 says it has not run. Returns how many.
+fn backfill(
+    c: &mut DbConnection,
+    mark: &str,
+    page: impl Fn(&mut DbConnection, &str) -> Result<Vec<ResourceRow>>,
+    mut each: impl FnMut(&mut DbConnection, &ResourceRow, &Value, &mut Lookups) -> Result<()>,
+) -> Result<u64> {
+    if ers_schema::store::counter_value(c, mark)? != Some(0) {
         return Ok(0);
     }
-    let mut listed = 0u64;
+    let mut done = 0u64;
     let mut after = String::new();
     loop {
-        let rows = ers_schema::store::page_of_type(c, "ServiceRequest", &after, 1000)?;
+        let rows = page(c, &after)?;
         let Some(last) = rows.last() else { break };
         after = last.id.clone();
         ers_schema::write_tx(c, |c| {
@@ -200,46 +204,51 @@ pub fn backfill_worklists(c: &mut DbConnection) -> Result<u64> {
                 let content: Value = serde_json::from_str(&row.content).map_err(|e| {
                     super::ServiceError::Internal(format!("stored JSON unreadable: {e}"))
                 })?;
-                let (_, entries) = facts(c, "ServiceRequest", &row.id, &content, &mut look)?;
-                worklists::replace(c, &row.id, &entries, false)?;
+                each(c, row, &content, &mut look)?;
             }
             Ok::<_, super::ServiceError>(())
         })?;
-        listed += rows.len() as u64;
+        done += rows.len() as u64;
     }
-    ers_schema::store::set_counter(c, MARK, 1)?;
-    Ok(listed)
+    ers_schema::store::set_counter(c, mark, 1)?;
+    Ok(done)
+}
+
+/// Lists every stored referral and A&G request, once, after the worklist table was added to a
+/// database that already held some.
+pub fn backfill_worklists(c: &mut DbConnection) -> Result<u64> {
+    backfill(
+        c,
+        "worklists_backfilled",
+        |c, after| {
+            Ok(ers_schema::store::page_of_type(
+                c,
+                "ServiceRequest",
+                after,
+                1000,
+            )?)
+        },
+        |c, row, content, look| {
+            let (_, entries) = facts(c, "ServiceRequest", &row.id, content, look)?;
+            Ok(worklists::replace(c, &row.id, &entries, false)?)
+        },
+    )
 }
 
 /// Gives every stored slot its projection row, once, after the migration that made slots of a
-/// schedule without a service have one too (it leaves a counter at 0 for this).
+/// schedule without a service have one too.
 pub fn backfill_slot_rows(c: &mut DbConnection) -> Result<u64> {
-    const MARK: &str = "slot_rows_backfilled";
-    if ers_schema::store::counter_value(c, MARK)? != Some(0) {
-        return Ok(0);
-    }
-    let mut added = 0u64;
-    let mut after = String::new();
-    loop {
-        let rows = reports::slots_without_row(c, &after, 1000)?;
-        let Some(last) = rows.last() else { break };
-        after = last.id.clone();
-        ers_schema::write_tx(c, |c| {
-            let mut look = Lookups::default();
-            for row in &rows {
-                let content: Value = serde_json::from_str(&row.content).map_err(|e| {
-                    super::ServiceError::Internal(format!("stored JSON unreadable: {e}"))
-                })?;
-                if let Some(f) = slot(c, &row.id, &content, &mut look)? {
-                    reports::save(c, &Facts::Slot(f))?;
-                }
+    backfill(
+        c,
+        "slot_rows_backfilled",
+        |c, after| Ok(reports::slots_without_row(c, after, 1000)?),
+        |c, row, content, look| {
+            if let Some(f) = slot(c, &row.id, content, look)? {
+                reports::save(c, &Facts::Slot(f))?;
             }
-            Ok::<_, super::ServiceError>(())
-        })?;
-        added += rows.len() as u64;
-    }
-    ers_schema::store::set_counter(c, MARK, 1)?;
-    Ok(added)
+            Ok(())
+        },
+    )
 }
 
 fn referral(
