@@ -796,10 +796,14 @@ pub fn refs_from(
         let mut q = search_refs::table
             .filter(search_refs::res_type.eq(res_type.to_owned()))
             .filter(search_refs::param.eq(param.to_owned()))
-            .filter(search_refs::res_id.eq_any(chunk.to_vec()))
             .select((search_refs::target_type, search_refs::target_id))
             .distinct()
             .into_boxed();
+        // One resource as an equality (see `referring`).
+        q = match chunk {
+            [id] => q.filter(search_refs::res_id.eq(id.clone())),
+            _ => q.filter(search_refs::res_id.eq_any(chunk.to_vec())),
+        };
         if let Some(t) = target_type {
             q = q.filter(search_refs::target_type.eq(t.to_owned()));
         }
@@ -818,19 +822,7 @@ pub fn refs_to(
     target_type: &str,
     target_ids: &[String],
 ) -> QResult<Vec<String>> {
-    let mut out = Vec::new();
-    for chunk in target_ids.chunks(500) {
-        out.extend(
-            search_refs::table
-                .filter(search_refs::res_type.eq(source_type))
-                .filter(search_refs::param.eq(param))
-                .filter(search_refs::target_type.eq(target_type))
-                .filter(search_refs::target_id.eq_any(chunk))
-                .select(search_refs::res_id)
-                .distinct()
-                .load::<String>(conn)?,
-        );
-    }
+    let mut out = referring(conn, source_type, param, target_type, target_ids)?;
     out.sort();
     out.dedup();
     Ok(out)
@@ -1087,13 +1079,16 @@ pub fn replace_tokens(
     codes: &[String],
 ) -> QResult<()> {
     for chunk in ids.chunks(500) {
-        diesel::delete(
-            search_tokens::table
-                .filter(search_tokens::res_type.eq(res_type))
-                .filter(search_tokens::res_id.eq_any(chunk))
-                .filter(search_tokens::param.eq(param)),
-        )
-        .execute(conn)?;
+        let of_type = search_tokens::table
+            .filter(search_tokens::res_type.eq(res_type))
+            .filter(search_tokens::param.eq(param));
+        // One resource (a referral's appointments following it) as an equality (see `referring`).
+        match chunk {
+            [id] => diesel::delete(of_type.filter(search_tokens::res_id.eq(id))).execute(conn)?,
+            _ => {
+                diesel::delete(of_type.filter(search_tokens::res_id.eq_any(chunk))).execute(conn)?
+            }
+        };
         let rows: Vec<_> = chunk
             .iter()
             .flat_map(|id| {
