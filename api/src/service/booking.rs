@@ -79,8 +79,7 @@ fn bookable_slot(
             format!("'slot' ({slot}) is not a Slot reference (Slot/{{id}})"),
         ));
     };
-    let Some(row) = ers_schema::store::get_current(c, t, slot_id)?.filter(|r| !r.is_deleted())
-    else {
+    let Some(row) = super::memo::current(c, t, slot_id)?.filter(|r| !r.is_deleted()) else {
         return Err(invalid(
             at,
             "REFERENCE_NOT_FOUND",
@@ -202,7 +201,7 @@ fn release_slot(c: &mut DbConnection, appointment: &Value, who: &Acting<'_>) -> 
         let Some((t, id)) = split_reference(&slot) else {
             continue;
         };
-        if let Some(row) = ers_schema::store::get_current(c, t, id)?.filter(|r| !r.is_deleted()) {
+        if let Some(row) = super::memo::current(c, t, id)?.filter(|r| !r.is_deleted()) {
             let body: Value = serde_json::from_str(&row.content)
                 .map_err(|e| ServiceError::Internal(format!("stored slot unreadable: {e}")))?;
             if body.get("status").and_then(Value::as_str) == Some("busy") {

@@ -1,17 +1,19 @@
-//! What one use case reads of the reference data it consults again and again — organisations,
-//! roles, practitioners, services, locations — kept for this thread while the use case's scope
-//! lasts. A referral create or transition asks for the requester's role, its organisation and
-//! each service's provider a dozen times between its checks, its access list and its
-//! reporting and worklist rows; none of them writes such a resource (and a write of one forgets
-//! it here all the same).
+//! What one use case reads of the resources it consults again and again, kept for this thread
+//! while the use case's scope lasts. A referral create or transition asks for the requester's
+//! role, its organisation and each service's provider a dozen times between its checks, its
+//! access list and its reporting and worklist rows; a booking reads its referral, its slot and
+//! the slot's schedule once to check them and again to write or report them. A write of a
+//! resource forgets it here (the next read sees the write); a row kept from before another
+//! transaction's commit is at worst an older version, which the version-checked write of it
+//! refuses (409), as it would refuse the reader's own earlier read.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use ers_schema::{store, DbConnection, ResourceRow, StorageError};
 
-/// The types whose current version is kept within a scope.
-const KEPT: &[&str] = &[
+/// The types an organisation is found through (`ods`): a write of one forgets what was found.
+const REFERENCE_DATA: &[&str] = &[
     "Organization",
     "PractitionerRole",
     "Practitioner",
@@ -53,31 +55,24 @@ impl Drop for Scope {
     }
 }
 
-/// The current version of a resource (deleted ones included), from the scope's memory for
-/// reference data.
+/// The current version of a resource (deleted ones included), from the scope's memory when
+/// it has read it before.
 pub fn current(
     c: &mut DbConnection,
     res_type: &str,
     id: &str,
 ) -> Result<Option<ResourceRow>, StorageError> {
-    let kept = KEPT.contains(&res_type);
-    if kept {
-        let key = (res_type.to_owned(), id.to_owned());
-        if let Some(found) =
-            MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.rows.get(&key).cloned()))
-        {
-            return Ok(found);
-        }
+    let key = (res_type.to_owned(), id.to_owned());
+    if let Some(found) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.rows.get(&key).cloned()))
+    {
+        return Ok(found);
     }
     let row = store::get_current(c, res_type, id)?;
-    if kept {
-        MEMO.with(|m| {
-            if let Some(m) = m.borrow_mut().as_mut() {
-                m.rows
-                    .insert((res_type.to_owned(), id.to_owned()), row.clone());
-            }
-        });
-    }
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            m.rows.insert(key, row.clone());
+        }
+    });
     Ok(row)
 }
 
@@ -98,16 +93,15 @@ pub fn put_ods(reference: &str, ods: &Option<String>) {
     })
 }
 
-/// A resource was written: what the scope knew of it, and every organisation found through
-/// anything, is forgotten.
+/// A resource was written: what the scope knew of it is forgotten, and, when organisations are
+/// found through its type, every organisation found.
 pub fn forget(res_type: &str, id: &str) {
-    if !KEPT.contains(&res_type) {
-        return;
-    }
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
             m.rows.remove(&(res_type.to_owned(), id.to_owned()));
-            m.ods.clear();
+            if REFERENCE_DATA.contains(&res_type) {
+                m.ods.clear();
+            }
         }
     })
 }

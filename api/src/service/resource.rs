@@ -292,6 +292,37 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
     Ok(())
 }
 
+/// The references of an update that need checking: all but those the stored version already
+/// made at the same place and indexes (a search parameter's reference). The stored version's
+/// index rows keep their targets from being deleted (`delete` refuses while any refer), so
+/// those are live; a reference no search parameter indexes could have lost its target since,
+/// and is checked again.
+fn new_references(
+    prepared: &Prepared,
+    before: Option<&Value>,
+    deleted: bool,
+) -> Vec<(String, String)> {
+    let stored: std::collections::HashSet<(String, String)> = match before {
+        Some(b) if !deleted => index::all_references(b).into_iter().collect(),
+        _ => Default::default(),
+    };
+    let indexed = |reference: &str| {
+        index::split_reference(reference).is_some_and(|(t, id)| {
+            prepared
+                .index
+                .refs
+                .iter()
+                .any(|r| r.target_type == t && r.target_id == id)
+        })
+    };
+    prepared
+        .references
+        .iter()
+        .filter(|r| !(stored.contains(*r) && indexed(&r.1)))
+        .cloned()
+        .collect()
+}
+
 fn check_unique(
     conn: &mut DbConnection,
     def: &ResourceDef,
@@ -556,7 +587,7 @@ pub fn create(
 
 /// `GET /{type}/{id}`.
 pub fn read(conn: &mut DbConnection, def: &ResourceDef, id: &str) -> Result<ResourceRow> {
-    match store::get_current(conn, def.name, id)? {
+    match super::memo::current(conn, def.name, id)? {
         None => Err(ServiceError::NotFound {
             res_type: def.name.to_owned(),
             id: id.to_owned(),
@@ -718,7 +749,7 @@ pub fn update(
     let mut prepared = prepare(def, body)?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
     write_tx(conn, |c| {
-        let current = store::get_current(c, def.name, id)?.ok_or_else(|| {
+        let current = super::memo::current(c, def.name, id)?.ok_or_else(|| {
             ServiceError::MethodNotAllowed(format!(
                 "{}/{id} does not exist and this server assigns ids: create it with POST /{}",
                 def.name, def.name
@@ -740,10 +771,14 @@ pub fn update(
             }
             _ => {}
         }
-        verify_references(c, &prepared.references)?;
+        let before = serde_json::from_str::<Value>(&current.content).ok();
+        verify_references(
+            c,
+            &new_references(&prepared, before.as_ref(), current.is_deleted()),
+        )?;
         if !w.owner_exempt {
-            if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
-                check_owner(c, def.name, &before, audit)?;
+            if let Some(before) = &before {
+                check_owner(c, def.name, before, audit)?;
             }
             check_owner(c, def.name, &prepared.content, audit)?;
         }

@@ -335,6 +335,59 @@ async fn references_must_resolve_and_referenced_resources_cannot_be_deleted() {
         .assert_outcome(404, "not-found");
 }
 
+/// An update checks the references it adds, and an unchanged reference only where the stored
+/// version's index does not keep its target from being deleted.
+#[actix_web::test]
+async fn an_update_checks_the_references_that_may_have_lost_their_target() {
+    let app = spawn_app().await;
+    let gp = app.create(&organization("R68", "Practice")).await;
+    let employer = app.create(&organization("R67", "Employer")).await;
+    let mut p = patient(NHS[1], "Kept", "Reference", "1980-01-01", "female");
+    // generalPractitioner is a search parameter's reference (indexed: its target cannot be
+    // deleted); a contact's organisation is indexed by none.
+    p["generalPractitioner"] = json!([{"reference": format!("Organization/{gp}")}]);
+    p["contact"] = json!([{"name": {"family": "Next"}, "organization": {"reference": format!("Organization/{employer}")}}]);
+    let pid = app.create(&p).await;
+    p["id"] = json!(pid);
+
+    // Unchanged references of a live resource: the update goes through.
+    p["birthDate"] = json!("1980-01-02");
+    assert_eq!(
+        app.put_json(&format!("Patient/{pid}"), &p, None)
+            .await
+            .status,
+        200
+    );
+
+    // The unindexed target can be deleted; the next update that keeps the reference is
+    // refused at its place, and one that drops it goes through.
+    assert_eq!(
+        app.send(app.req("DELETE", &format!("Organization/{employer}")), None)
+            .await
+            .status,
+        204
+    );
+    let r = app.put_json(&format!("Patient/{pid}"), &p, None).await;
+    r.assert_outcome(422, "not-found");
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Patient.contact[0].organization.reference"
+    );
+    p["contact"] = json!([{"name": {"family": "Next"}}]);
+    assert_eq!(
+        app.put_json(&format!("Patient/{pid}"), &p, None)
+            .await
+            .status,
+        200
+    );
+
+    // A new reference is checked as on create.
+    p["generalPractitioner"] = json!([{"reference": "Organization/gone"}]);
+    app.put_json(&format!("Patient/{pid}"), &p, None)
+        .await
+        .assert_outcome(422, "not-found");
+}
+
 #[actix_web::test]
 async fn prefer_return_minimal_and_operation_outcome() {
     let app = spawn_app().await;
