@@ -21,7 +21,6 @@ pub mod backup;
 pub mod conn;
 pub mod directory;
 pub mod exports;
-mod pg_batch;
 pub mod reports;
 pub mod rows;
 pub mod schema;

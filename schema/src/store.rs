@@ -3,7 +3,6 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::pg_batch::{Batch, Bind};
 use crate::rows::*;
 use crate::schema::*;
 use crate::{DbConnection, StorageError};
@@ -385,50 +384,21 @@ pub fn insert_resource(
     v: &NewVersion<'_>,
     index: &IndexEntries,
 ) -> QResult<()> {
-    if let DbConnection::Postgresql(pg) = conn {
-        let mut b = Batch::new(pg);
-        b.insert("resources", RESOURCE_COLUMNS, [resource_binds(v)])?;
-        b.version(version_row(v, "POST", false))?;
-        b.index(&[(v.res_type, v.id, index)])?;
-        b.send()?;
-    } else {
-        diesel::insert_into(resources::table)
-            .values((
-                resources::res_type.eq(v.res_type),
-                resources::id.eq(v.id),
-                resources::version_id.eq(v.version_id),
-                resources::last_updated.eq(v.last_updated),
-                resources::deleted.eq(0),
-                resources::content.eq(v.content),
-            ))
-            .execute(conn)?;
-        diesel::insert_into(resource_versions::table)
-            .values(version_row(v, "POST", false))
-            .execute(conn)?;
-        write_index(conn, v.res_type, v.id, index)?;
-    }
+    diesel::insert_into(resources::table)
+        .values((
+            resources::res_type.eq(v.res_type),
+            resources::id.eq(v.id),
+            resources::version_id.eq(v.version_id),
+            resources::last_updated.eq(v.last_updated),
+            resources::deleted.eq(0),
+            resources::content.eq(v.content),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(resource_versions::table)
+        .values(version_row(v, "POST", false))
+        .execute(conn)?;
+    write_index(conn, v.res_type, v.id, index)?;
     crate::directory::refresh(conn, v.res_type, &[v.id])
-}
-
-const RESOURCE_COLUMNS: &[&str] = &[
-    "res_type",
-    "id",
-    "version_id",
-    "last_updated",
-    "deleted",
-    "content",
-];
-
-/// A new live resource row's values, in `RESOURCE_COLUMNS` order.
-fn resource_binds(v: &NewVersion<'_>) -> Vec<Bind> {
-    vec![
-        Bind::Text(v.res_type.to_owned()),
-        Bind::Text(v.id.to_owned()),
-        Bind::BigInt(v.version_id),
-        Bind::Time(v.last_updated),
-        Bind::Int(0),
-        Bind::Text(v.content.to_owned()),
-    ]
 }
 
 /// The newest first version of a type (the latest resource of it created).
@@ -604,28 +574,10 @@ pub fn update_resource(
     if n == 0 {
         return Ok(false);
     }
-    let version = version_row(v, "PUT", false);
-    let change = index_change(conn, v.res_type, v.id, index)?;
-    if let DbConnection::Postgresql(pg) = conn {
-        // The deletions first, on their own: an entry re-inserted in the same statement as
-        // its deletion could meet the old row in the unique index.
-        let mut b = Batch::new(pg);
-        for (table, params) in change.cleared() {
-            b.delete_params(table, v.res_type, v.id, params)?;
-        }
-        if change.unique {
-            b.delete_owned("unique_identifiers", v.res_type, v.id)?;
-        }
-        b.send()?;
-        b.version(version)?;
-        b.index(&[(v.res_type, v.id, &change.entries)])?;
-        b.send()?;
-    } else {
-        diesel::insert_into(resource_versions::table)
-            .values(version)
-            .execute(conn)?;
-        apply_index_change(conn, v.res_type, v.id, &change)?;
-    }
+    diesel::insert_into(resource_versions::table)
+        .values(version_row(v, "PUT", false))
+        .execute(conn)?;
+    reindex(conn, v.res_type, v.id, index)?;
     crate::directory::refresh(conn, v.res_type, &[v.id])?;
     Ok(true)
 }
@@ -671,41 +623,11 @@ fn of_params<E: Clone>(entries: &[E], params: &[String], param: impl Fn(&E) -> &
         .collect()
 }
 
-/// How a resource's index rows go from what is stored to `index`: only the parameters whose
-/// entries changed are rewritten, so a slot booked changes one `status` token, not its dozen
-/// rows, and a referral's transition its state tokens, not its whole index (fewer B-tree
-/// deletions and insertions, fewer dead rows).
-struct IndexChange {
-    tokens: Vec<String>,
-    strings: Vec<String>,
-    dates: Vec<String>,
-    refs: Vec<String>,
-    geo: Vec<String>,
-    /// Whether the unique identifiers changed (they are rewritten together).
-    unique: bool,
-    /// The new entries of the changed parameters.
-    entries: IndexEntries,
-}
-
-impl IndexChange {
-    /// Each index table with the parameters whose rows go.
-    fn cleared(&self) -> [(&'static str, &[String]); 5] {
-        [
-            ("search_tokens", &self.tokens),
-            ("search_strings", &self.strings),
-            ("search_dates", &self.dates),
-            ("search_refs", &self.refs),
-            ("search_geo", &self.geo),
-        ]
-    }
-}
-
-fn index_change(
-    conn: &mut DbConnection,
-    res_type: &str,
-    id: &str,
-    index: &IndexEntries,
-) -> QResult<IndexChange> {
+/// Brings a resource's index rows from what is stored to `index`, rewriting only the
+/// parameters whose entries changed: a slot booked changes one `status` token, not its
+/// dozen rows, and a referral's transition its state tokens, not its whole index (fewer
+/// B-tree deletions and insertions, fewer dead rows).
+fn reindex(conn: &mut DbConnection, res_type: &str, id: &str, index: &IndexEntries) -> QResult<()> {
     let stored = stored_index(conn, res_type, id)?;
     let tokens = changed_params(&stored.tokens, &index.tokens, |e| &e.param, |a, b| a.cmp(b));
     let strings = changed_params(
@@ -723,32 +645,6 @@ fn index_change(
         |a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
     );
     let unique = changed_params(&stored.unique, &index.unique, |_| "", |a, b| a.cmp(b));
-    let entries = IndexEntries {
-        tokens: of_params(&index.tokens, &tokens, |e| &e.param),
-        strings: of_params(&index.strings, &strings, |e| &e.param),
-        dates: of_params(&index.dates, &dates, |e| &e.param),
-        refs: of_params(&index.refs, &refs, |e| &e.param),
-        geo: of_params(&index.geo, &geo, |e| &e.param),
-        unique: of_params(&index.unique, &unique, |_| ""),
-    };
-    Ok(IndexChange {
-        tokens,
-        strings,
-        dates,
-        refs,
-        geo,
-        unique: !unique.is_empty(),
-        entries,
-    })
-}
-
-/// The change with the query builder, a statement per table (SQLite).
-fn apply_index_change(
-    conn: &mut DbConnection,
-    res_type: &str,
-    id: &str,
-    change: &IndexChange,
-) -> QResult<()> {
     macro_rules! clear_params {
         ($table:ident, $params:expr) => {
             if !$params.is_empty() {
@@ -762,15 +658,23 @@ fn apply_index_change(
             }
         };
     }
-    clear_params!(search_tokens, change.tokens);
-    clear_params!(search_strings, change.strings);
-    clear_params!(search_dates, change.dates);
-    clear_params!(search_refs, change.refs);
-    clear_params!(search_geo, change.geo);
-    if change.unique {
+    clear_params!(search_tokens, tokens);
+    clear_params!(search_strings, strings);
+    clear_params!(search_dates, dates);
+    clear_params!(search_refs, refs);
+    clear_params!(search_geo, geo);
+    if !unique.is_empty() {
         delete_owned!(conn, unique_identifiers, res_type, res_id, res_type, id);
     }
-    write_index(conn, res_type, id, &change.entries)
+    let changed = IndexEntries {
+        tokens: of_params(&index.tokens, &tokens, |e| &e.param),
+        strings: of_params(&index.strings, &strings, |e| &e.param),
+        dates: of_params(&index.dates, &dates, |e| &e.param),
+        refs: of_params(&index.refs, &refs, |e| &e.param),
+        geo: of_params(&index.geo, &geo, |e| &e.param),
+        unique: of_params(&index.unique, &unique, |_| ""),
+    };
+    write_index(conn, res_type, id, &changed)
 }
 
 /// Marks a resource deleted (a new version with method DELETE and the given content, which
@@ -984,22 +888,6 @@ pub fn insert_many(
     conn: &mut DbConnection,
     items: &[(NewVersion<'_>, &IndexEntries)],
 ) -> QResult<()> {
-    if let DbConnection::Postgresql(pg) = conn {
-        let mut b = Batch::new(pg);
-        b.insert(
-            "resources",
-            RESOURCE_COLUMNS,
-            items.iter().map(|(v, _)| resource_binds(v)),
-        )?;
-        b.versions(items.iter().map(|(v, _)| version_row(v, "POST", false)))?;
-        let owners: Vec<_> = items
-            .iter()
-            .map(|(v, ix)| (v.res_type, v.id, *ix))
-            .collect();
-        b.index(&owners)?;
-        b.send()?;
-        return refresh_directory(conn, items);
-    }
     for chunk in items.chunks(BULK_CHUNK) {
         let rows: Vec<_> = chunk
             .iter()
@@ -1030,14 +918,6 @@ pub fn insert_many(
         .map(|(v, ix)| (v.res_type, v.id, *ix))
         .collect();
     write_indexes(conn, &owners)?;
-    refresh_directory(conn, items)
-}
-
-/// The Directory positions of the services and locations among new resources.
-fn refresh_directory(
-    conn: &mut DbConnection,
-    items: &[(NewVersion<'_>, &IndexEntries)],
-) -> QResult<()> {
     for res_type in [crate::directory::SERVICE, crate::directory::LOCATION] {
         let ids: Vec<&str> = items
             .iter()
@@ -1052,11 +932,6 @@ fn refresh_directory(
 /// The index rows of these resources (type, id, entries): one multi-row INSERT per table and
 /// chunk, and none for a table without rows (a booking writes some thirty index rows).
 fn write_indexes(conn: &mut DbConnection, items: &[(&str, &str, &IndexEntries)]) -> QResult<()> {
-    if let DbConnection::Postgresql(pg) = conn {
-        let mut b = Batch::new(pg);
-        b.index(items)?;
-        return Ok(b.send()?);
-    }
     #[derive(Clone, Copy)]
     struct Owner<'a> {
         res_type: &'a str,
