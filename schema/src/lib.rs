@@ -21,6 +21,7 @@ pub mod backup;
 pub mod conn;
 pub mod directory;
 pub mod exports;
+mod pg_rows;
 pub mod reports;
 pub mod rows;
 pub mod schema;

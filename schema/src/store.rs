@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::pg_rows;
 use crate::rows::*;
 use crate::schema::*;
 use crate::{DbConnection, StorageError};
@@ -384,20 +385,29 @@ pub fn insert_resource(
     v: &NewVersion<'_>,
     index: &IndexEntries,
 ) -> QResult<()> {
-    diesel::insert_into(resources::table)
-        .values((
-            resources::res_type.eq(v.res_type),
-            resources::id.eq(v.id),
-            resources::version_id.eq(v.version_id),
-            resources::last_updated.eq(v.last_updated),
-            resources::deleted.eq(0),
-            resources::content.eq(v.content),
-        ))
-        .execute(conn)?;
-    diesel::insert_into(resource_versions::table)
-        .values(version_row(v, "POST", false))
-        .execute(conn)?;
-    write_index(conn, v.res_type, v.id, index)?;
+    if let DbConnection::Postgresql(pg) = conn {
+        let mut rows = pg_rows::Rows::default();
+        let version = version_row(v, "POST", false);
+        rows.resource(&version);
+        rows.version(version);
+        rows.index(v.res_type, v.id, index);
+        rows.write(pg)?;
+    } else {
+        diesel::insert_into(resources::table)
+            .values((
+                resources::res_type.eq(v.res_type),
+                resources::id.eq(v.id),
+                resources::version_id.eq(v.version_id),
+                resources::last_updated.eq(v.last_updated),
+                resources::deleted.eq(0),
+                resources::content.eq(v.content),
+            ))
+            .execute(conn)?;
+        diesel::insert_into(resource_versions::table)
+            .values(version_row(v, "POST", false))
+            .execute(conn)?;
+        write_index(conn, v.res_type, v.id, index)?;
+    }
     crate::directory::refresh(conn, v.res_type, &[v.id])
 }
 
@@ -574,10 +584,19 @@ pub fn update_resource(
     if n == 0 {
         return Ok(false);
     }
-    diesel::insert_into(resource_versions::table)
-        .values(version_row(v, "PUT", false))
-        .execute(conn)?;
-    reindex(conn, v.res_type, v.id, index)?;
+    let version = version_row(v, "PUT", false);
+    let changed = reindex(conn, v.res_type, v.id, index)?;
+    if let DbConnection::Postgresql(pg) = conn {
+        let mut rows = pg_rows::Rows::default();
+        rows.version(version);
+        rows.index(v.res_type, v.id, &changed);
+        rows.write(pg)?;
+    } else {
+        diesel::insert_into(resource_versions::table)
+            .values(version)
+            .execute(conn)?;
+        write_index(conn, v.res_type, v.id, &changed)?;
+    }
     crate::directory::refresh(conn, v.res_type, &[v.id])?;
     Ok(true)
 }
@@ -626,8 +645,14 @@ fn of_params<E: Clone>(entries: &[E], params: &[String], param: impl Fn(&E) -> &
 /// Brings a resource's index rows from what is stored to `index`, rewriting only the
 /// parameters whose entries changed: a slot booked changes one `status` token, not its
 /// dozen rows, and a referral's transition its state tokens, not its whole index (fewer
-/// B-tree deletions and insertions, fewer dead rows).
-fn reindex(conn: &mut DbConnection, res_type: &str, id: &str, index: &IndexEntries) -> QResult<()> {
+/// B-tree deletions and insertions, fewer dead rows). Deletes the changed parameters' rows
+/// and returns their new entries, for the caller to insert.
+fn reindex(
+    conn: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    index: &IndexEntries,
+) -> QResult<IndexEntries> {
     let stored = stored_index(conn, res_type, id)?;
     let tokens = changed_params(&stored.tokens, &index.tokens, |e| &e.param, |a, b| a.cmp(b));
     let strings = changed_params(
@@ -674,7 +699,7 @@ fn reindex(conn: &mut DbConnection, res_type: &str, id: &str, index: &IndexEntri
         geo: of_params(&index.geo, &geo, |e| &e.param),
         unique: of_params(&index.unique, &unique, |_| ""),
     };
-    write_index(conn, res_type, id, &changed)
+    Ok(changed)
 }
 
 /// Marks a resource deleted (a new version with method DELETE and the given content, which
@@ -888,6 +913,19 @@ pub fn insert_many(
     conn: &mut DbConnection,
     items: &[(NewVersion<'_>, &IndexEntries)],
 ) -> QResult<()> {
+    if let DbConnection::Postgresql(pg) = conn {
+        for chunk in items.chunks(BULK_CHUNK) {
+            let mut rows = pg_rows::Rows::default();
+            for (v, ix) in chunk {
+                let version = version_row(v, "POST", false);
+                rows.resource(&version);
+                rows.version(version);
+                rows.index(v.res_type, v.id, ix);
+            }
+            rows.write(pg)?;
+        }
+        return refresh_directory(conn, items);
+    }
     for chunk in items.chunks(BULK_CHUNK) {
         let rows: Vec<_> = chunk
             .iter()
@@ -918,6 +956,14 @@ pub fn insert_many(
         .map(|(v, ix)| (v.res_type, v.id, *ix))
         .collect();
     write_indexes(conn, &owners)?;
+    refresh_directory(conn, items)
+}
+
+/// The Directory positions of the services and locations among new resources.
+fn refresh_directory(
+    conn: &mut DbConnection,
+    items: &[(NewVersion<'_>, &IndexEntries)],
+) -> QResult<()> {
     for res_type in [crate::directory::SERVICE, crate::directory::LOCATION] {
         let ids: Vec<&str> = items
             .iter()
