@@ -48,6 +48,14 @@ pub fn insert_many(
     conn: &mut DbConnection,
     events: &[(AuditRow, Vec<AuditEntityRow>)],
 ) -> Result<(), StorageError> {
+    if let DbConnection::Postgresql(pg) = conn {
+        // One prepared statement for both tables (`pg_rows`).
+        let mut rows = crate::pg_rows::AuditRows::default();
+        for (e, entities) in events {
+            rows.event(e, entities);
+        }
+        return Ok(rows.write(pg)?);
+    }
     for chunk in events.chunks(200) {
         let rows: Vec<&AuditRow> = chunk.iter().map(|(e, _)| e).collect();
         on_backend!(conn, |c| diesel::insert_into(audit_events::table)

@@ -14,7 +14,29 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Double, Integer, Nullable, Text, Timestamp};
 use diesel::{PgConnection, QueryResult, RunQueryDsl};
 
+use crate::audit::{AuditEntityRow, AuditRow};
 use crate::rows::{IndexEntries, VersionRow};
+
+/// One `WITH` part (named), or the statement's final INSERT (name ""): `name AS (INSERT INTO
+/// table (columns) SELECT * FROM unnest($1::type[], …))`, each column's values one array.
+macro_rules! unnest_insert {
+    ($out:ident, $self:ident, $lead:expr, $name:literal, $table:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
+        $out.push_sql($lead);
+        if !$name.is_empty() {
+            $out.push_sql(concat!($name, " AS ("));
+        }
+        $out.push_sql(concat!("INSERT INTO ", $table, " (", $columns, ") SELECT * FROM unnest("));
+        let mut sep = "";
+        $(
+            $out.push_sql(sep);
+            $out.push_bind_param::<Array<$ty>, _>(&$self.$col)?;
+            $out.push_sql($cast);
+            sep = ", ";
+        )+
+        let _ = sep;
+        $out.push_sql(if $name.is_empty() { ")" } else { "))" });
+    };
+}
 
 /// The rows, column by column.
 #[derive(Default)]
@@ -161,24 +183,10 @@ impl RunQueryDsl<PgConnection> for Rows {}
 
 impl QueryFragment<Pg> for Rows {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        // One part per table: `name AS (INSERT INTO table (columns) SELECT * FROM unnest(…))`.
-        macro_rules! part {
-            ($first:expr, $name:literal, $table:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
-                out.push_sql(if $first { "WITH " } else { ", " });
-                out.push_sql(concat!($name, " AS (INSERT INTO ", $table, " (", $columns, ") SELECT * FROM unnest("));
-                let mut sep = "";
-                $(
-                    out.push_sql(sep);
-                    out.push_bind_param::<Array<$ty>, _>(&self.$col)?;
-                    out.push_sql($cast);
-                    sep = ", ";
-                )+
-                let _ = sep;
-                out.push_sql("))");
-            };
-        }
-        part!(
-            true,
+        unnest_insert!(
+            out,
+            self,
+            "WITH ",
             "r",
             "resources",
             "res_type, id, version_id, last_updated, deleted, content",
@@ -191,7 +199,7 @@ impl QueryFragment<Pg> for Rows {
                 (r_content, Text, "::text[]")
             ]
         );
-        part!(false, "v", "resource_versions",
+        unnest_insert!(out, self, ", ", "v", "resource_versions",
             "res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id", [
             (v_type, Text, "::text[]"),
             (v_id, Text, "::text[]"),
@@ -205,8 +213,10 @@ impl QueryFragment<Pg> for Rows {
             (v_org, Text, "::text[]"),
             (v_request, Text, "::text[]")
         ]);
-        part!(
-            false,
+        unnest_insert!(
+            out,
+            self,
+            ", ",
             "t",
             "search_tokens",
             "res_type, res_id, param, system, code",
@@ -218,8 +228,10 @@ impl QueryFragment<Pg> for Rows {
                 (t_code, Text, "::text[]")
             ]
         );
-        part!(
-            false,
+        unnest_insert!(
+            out,
+            self,
+            ", ",
             "s",
             "search_strings",
             "res_type, res_id, param, value_norm, value_exact",
@@ -231,8 +243,10 @@ impl QueryFragment<Pg> for Rows {
                 (s_exact, Text, "::text[]")
             ]
         );
-        part!(
-            false,
+        unnest_insert!(
+            out,
+            self,
+            ", ",
             "d",
             "search_dates",
             "res_type, res_id, param, low, high",
@@ -244,8 +258,10 @@ impl QueryFragment<Pg> for Rows {
                 (d_high, Timestamp, "::timestamp[]")
             ]
         );
-        part!(
-            false,
+        unnest_insert!(
+            out,
+            self,
+            ", ",
             "f",
             "search_refs",
             "res_type, res_id, param, target_type, target_id",
@@ -257,8 +273,10 @@ impl QueryFragment<Pg> for Rows {
                 (f_target_id, Text, "::text[]")
             ]
         );
-        part!(
-            false,
+        unnest_insert!(
+            out,
+            self,
+            ", ",
             "g",
             "search_geo",
             "res_type, res_id, param, latitude, longitude",
@@ -270,15 +288,128 @@ impl QueryFragment<Pg> for Rows {
                 (g_longitude, Double, "::float8[]")
             ]
         );
-        out.push_sql(" INSERT INTO unique_identifiers (res_type, system, value, res_id) SELECT * FROM unnest(");
-        out.push_bind_param::<Array<Text>, _>(&self.u_type)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.u_system)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.u_value)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.u_id)?;
-        out.push_sql("::text[])");
+        unnest_insert!(
+            out,
+            self,
+            " ",
+            "",
+            "unique_identifiers",
+            "res_type, system, value, res_id",
+            [
+                (u_type, Text, "::text[]"),
+                (u_system, Text, "::text[]"),
+                (u_value, Text, "::text[]"),
+                (u_id, Text, "::text[]")
+            ]
+        );
+        Ok(())
+    }
+}
+
+/// Audit events and their entities, column by column: one statement for both tables.
+#[derive(Default)]
+pub(crate) struct AuditRows {
+    id: Vec<String>,
+    recorded: Vec<NaiveDateTime>,
+    action: Vec<String>,
+    subtype: Vec<String>,
+    outcome: Vec<String>,
+    outcome_desc: Vec<Option<String>>,
+    user_id: Vec<Option<String>>,
+    client_id: Vec<Option<String>>,
+    role: Vec<Option<String>>,
+    org: Vec<Option<String>>,
+    on_behalf_of: Vec<Option<String>>,
+    method: Vec<String>,
+    path: Vec<String>,
+    query: Vec<Option<String>>,
+    status: Vec<i32>,
+    source_address: Vec<Option<String>>,
+    request_id: Vec<String>,
+    correlation_id: Vec<Option<String>>,
+
+    e_audit: Vec<String>,
+    e_position: Vec<i32>,
+    e_type: Vec<String>,
+    e_id: Vec<String>,
+    e_nhs: Vec<Option<String>>,
+    e_ubrn: Vec<Option<String>>,
+}
+
+impl AuditRows {
+    pub(crate) fn event(&mut self, e: &AuditRow, entities: &[AuditEntityRow]) {
+        self.id.push(e.id.clone());
+        self.recorded.push(e.recorded);
+        self.action.push(e.action.clone());
+        self.subtype.push(e.subtype.clone());
+        self.outcome.push(e.outcome.clone());
+        self.outcome_desc.push(e.outcome_desc.clone());
+        self.user_id.push(e.user_id.clone());
+        self.client_id.push(e.client_id.clone());
+        self.role.push(e.role.clone());
+        self.org.push(e.org.clone());
+        self.on_behalf_of.push(e.on_behalf_of.clone());
+        self.method.push(e.method.clone());
+        self.path.push(e.path.clone());
+        self.query.push(e.query.clone());
+        self.status.push(e.status);
+        self.source_address.push(e.source_address.clone());
+        self.request_id.push(e.request_id.clone());
+        self.correlation_id.push(e.correlation_id.clone());
+        for x in entities {
+            self.e_audit.push(x.audit_id.clone());
+            self.e_position.push(x.position);
+            self.e_type.push(x.entity_type.clone());
+            self.e_id.push(x.entity_id.clone());
+            self.e_nhs.push(x.nhs_number.clone());
+            self.e_ubrn.push(x.ubrn.clone());
+        }
+    }
+
+    pub(crate) fn write(self, conn: &mut PgConnection) -> QResult {
+        self.execute(conn).map(|_| ())
+    }
+}
+
+impl QueryId for AuditRows {
+    type QueryId = AuditRows;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl RunQueryDsl<PgConnection> for AuditRows {}
+
+impl QueryFragment<Pg> for AuditRows {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        unnest_insert!(out, self, "WITH ", "e", "audit_events",
+            "id, recorded, action, subtype, outcome, outcome_desc, user_id, client_id, role, org, on_behalf_of, method, path, query, status, source_address, request_id, correlation_id", [
+            (id, Text, "::text[]"),
+            (recorded, Timestamp, "::timestamp[]"),
+            (action, Text, "::text[]"),
+            (subtype, Text, "::text[]"),
+            (outcome, Text, "::text[]"),
+            (outcome_desc, Nullable<Text>, "::text[]"),
+            (user_id, Nullable<Text>, "::text[]"),
+            (client_id, Nullable<Text>, "::text[]"),
+            (role, Nullable<Text>, "::text[]"),
+            (org, Nullable<Text>, "::text[]"),
+            (on_behalf_of, Nullable<Text>, "::text[]"),
+            (method, Text, "::text[]"),
+            (path, Text, "::text[]"),
+            (query, Nullable<Text>, "::text[]"),
+            (status, Integer, "::int4[]"),
+            (source_address, Nullable<Text>, "::text[]"),
+            (request_id, Text, "::text[]"),
+            (correlation_id, Nullable<Text>, "::text[]")
+        ]);
+        unnest_insert!(out, self, " ", "", "audit_entities",
+            "audit_id, position, entity_type, entity_id, nhs_number, ubrn", [
+            (e_audit, Text, "::text[]"),
+            (e_position, Integer, "::int4[]"),
+            (e_type, Text, "::text[]"),
+            (e_id, Text, "::text[]"),
+            (e_nhs, Nullable<Text>, "::text[]"),
+            (e_ubrn, Nullable<Text>, "::text[]")
+        ]);
         Ok(())
     }
 }
