@@ -5,8 +5,9 @@
 //! never changes with the row counts, diesel prepares it once per connection and PostgreSQL
 //! neither parses nor plans it again: one round trip instead of one per table, without the
 //! per-call parsing and planning that multi-row `VALUES` lists cost (measured in
-//! docs/BENCHMARKS.md, Booking). SQLite runs in-process, where statements cost no round trips;
-//! it keeps the query builder's statements.
+//! docs/BENCHMARKS.md, Booking). Audit events and their entities go the same way
+//! (`AuditRows`). SQLite runs in-process, where statements cost no round trips; it keeps the
+//! query builder's statements.
 
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -167,12 +168,10 @@ impl Rows {
     }
 
     /// Writes them all.
-    pub(crate) fn write(self, conn: &mut PgConnection) -> QResult {
+    pub(crate) fn write(self, conn: &mut PgConnection) -> QueryResult<()> {
         self.execute(conn).map(|_| ())
     }
 }
-
-type QResult = QueryResult<()>;
 
 impl QueryId for Rows {
     type QueryId = Rows;
@@ -366,7 +365,7 @@ impl AuditRows {
         }
     }
 
-    pub(crate) fn write(self, conn: &mut PgConnection) -> QResult {
+    pub(crate) fn write(self, conn: &mut PgConnection) -> QueryResult<()> {
         self.execute(conn).map(|_| ())
     }
 }

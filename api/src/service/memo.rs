@@ -62,6 +62,10 @@ pub fn current(
     res_type: &str,
     id: &str,
 ) -> Result<Option<ResourceRow>, StorageError> {
+    // Outside a scope (a plain read, say) straight to the store, with no key built.
+    if MEMO.with(|m| m.borrow().is_none()) {
+        return store::get_current(c, res_type, id);
+    }
     let key = (res_type.to_owned(), id.to_owned());
     if let Some(found) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.rows.get(&key).cloned()))
     {
