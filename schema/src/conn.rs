@@ -35,7 +35,7 @@ impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, StorageError> {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(url.to_owned()));
+            return Ok(Self::Postgres(without_tls_on_loopback(url)));
         }
         let path = url
             .strip_prefix("sqlite://")
@@ -60,6 +60,48 @@ impl DatabaseUrl {
             Self::Postgres(_) => "postgres",
         }
     }
+}
+
+/// A PostgreSQL URL to this machine (a loopback address, `localhost`, or a Unix socket) that
+/// does not choose an `sslmode` gets `sslmode=disable`: libpq's default (`prefer`) would
+/// encrypt every round trip to a server on the same host, which protects nothing and cost a
+/// tenth of a booking's throughput (docs/BENCHMARKS.md, Booking). A URL that names an
+/// `sslmode`, or another host, is kept as it is.
+fn without_tls_on_loopback(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let mut socket = false;
+    for (key, value) in parsed.query_pairs() {
+        match &*key {
+            "sslmode" => return url.to_owned(),
+            "host" | "hostaddr" => {
+                if value.starts_with('/') || matches!(&*value, "127.0.0.1" | "::1" | "localhost") {
+                    socket = true;
+                } else {
+                    return url.to_owned();
+                }
+            }
+            _ => {}
+        }
+    }
+    let local = socket
+        || match parsed.host() {
+            None => true,
+            // `postgres:` is not a scheme the URL standard knows: its IPv4 hosts stay text.
+            Some(url::Host::Domain(d)) => {
+                d.is_empty()
+                    || d.eq_ignore_ascii_case("localhost")
+                    || d.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+            }
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        };
+    if !local {
+        return url.to_owned();
+    }
+    let sep = if parsed.query().is_some() { '&' } else { '?' };
+    format!("{url}{sep}sslmode=disable")
 }
 
 /// r2d2 manager that builds the right `DbConnection` variant for the configured URL and
@@ -222,5 +264,54 @@ impl DbConnection {
             DbConnection::Postgresql(_) => "postgres",
             DbConnection::Sqlite(_) => "sqlite",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{without_tls_on_loopback as local, DatabaseUrl};
+
+    #[test]
+    fn loopback_postgresql_urls_skip_tls_unless_they_choose() {
+        for (given, expected) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/ers",
+                "postgres://postgres@127.0.0.1:5432/ers?sslmode=disable",
+            ),
+            (
+                "postgresql://u@localhost/ers?application_name=x",
+                "postgresql://u@localhost/ers?application_name=x&sslmode=disable",
+            ),
+            (
+                "postgres://u@[::1]:5433/ers",
+                "postgres://u@[::1]:5433/ers?sslmode=disable",
+            ),
+            (
+                "postgres:///ers?host=/var/run/postgresql",
+                "postgres:///ers?host=/var/run/postgresql&sslmode=disable",
+            ),
+            // Chosen by the URL, or another machine: kept.
+            (
+                "postgres://u@127.0.0.1/ers?sslmode=require",
+                "postgres://u@127.0.0.1/ers?sslmode=require",
+            ),
+            (
+                "postgres://u@db.example.org/ers",
+                "postgres://u@db.example.org/ers",
+            ),
+            ("postgres://u@10.0.0.5/ers", "postgres://u@10.0.0.5/ers"),
+            (
+                "postgres://u@127.0.0.1/ers?host=db.example.org",
+                "postgres://u@127.0.0.1/ers?host=db.example.org",
+            ),
+        ] {
+            assert_eq!(local(given), expected, "{given}");
+        }
+        assert_eq!(
+            DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/ers").ok(),
+            Some(DatabaseUrl::Postgres(
+                "postgres://postgres@127.0.0.1:5432/ers?sslmode=disable".into()
+            ))
+        );
     }
 }

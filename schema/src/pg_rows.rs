@@ -18,13 +18,15 @@ use diesel::{PgConnection, QueryResult, RunQueryDsl};
 use crate::audit::{AuditEntityRow, AuditRow};
 use crate::rows::{IndexEntries, VersionRow};
 
-/// One `WITH` part (named), or the statement's final INSERT (name ""): `name AS (INSERT INTO
+/// One `WITH` part (`name`), or the statement's final INSERT (name ""): `name AS (INSERT INTO
 /// table (columns) SELECT * FROM unnest($1::type[], …))`, each column's values one array.
 macro_rules! unnest_insert {
-    ($out:ident, $self:ident, $lead:expr, $name:literal, $table:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
+    ($out:ident, $self:ident, $lead:expr, $name:expr, $table:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
         $out.push_sql($lead);
-        if !$name.is_empty() {
-            $out.push_sql(concat!($name, " AS ("));
+        let name: &str = $name;
+        if !name.is_empty() {
+            $out.push_sql(name);
+            $out.push_sql(" AS (");
         }
         $out.push_sql(concat!("INSERT INTO ", $table, " (", $columns, ") SELECT * FROM unnest("));
         let mut sep = "";
@@ -35,7 +37,7 @@ macro_rules! unnest_insert {
             sep = ", ";
         )+
         let _ = sep;
-        $out.push_sql(if $name.is_empty() { ")" } else { "))" });
+        $out.push_sql(if name.is_empty() { ")" } else { "))" });
     };
 }
 
@@ -182,10 +184,23 @@ impl RunQueryDsl<PgConnection> for Rows {}
 
 impl QueryFragment<Pg> for Rows {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.parts(&mut out, "WITH ", true)
+    }
+}
+
+impl Rows {
+    /// The statement's parts after `lead`; the last one (unique identifiers) is the final
+    /// INSERT when `last`, else a `WITH` part too.
+    fn parts<'b>(
+        &'b self,
+        out: &mut AstPass<'_, 'b, Pg>,
+        lead: &str,
+        last: bool,
+    ) -> QueryResult<()> {
         unnest_insert!(
             out,
             self,
-            "WITH ",
+            lead,
             "r",
             "resources",
             "res_type, id, version_id, last_updated, deleted, content",
@@ -290,8 +305,8 @@ impl QueryFragment<Pg> for Rows {
         unnest_insert!(
             out,
             self,
-            " ",
-            "",
+            if last { " " } else { ", " },
+            if last { "" } else { "u" },
             "unique_identifiers",
             "res_type, system, value, res_id",
             [
@@ -379,7 +394,19 @@ impl RunQueryDsl<PgConnection> for AuditRows {}
 
 impl QueryFragment<Pg> for AuditRows {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        unnest_insert!(out, self, "WITH ", "e", "audit_events",
+        self.parts(&mut out, "WITH ", true)
+    }
+}
+
+impl AuditRows {
+    /// Like `Rows::parts`: events, then entities (the final INSERT when `last`).
+    fn parts<'b>(
+        &'b self,
+        out: &mut AstPass<'_, 'b, Pg>,
+        lead: &str,
+        last: bool,
+    ) -> QueryResult<()> {
+        unnest_insert!(out, self, lead, "e", "audit_events",
             "id, recorded, action, subtype, outcome, outcome_desc, user_id, client_id, role, org, on_behalf_of, method, path, query, status, source_address, request_id, correlation_id", [
             (id, Text, "::text[]"),
             (recorded, Timestamp, "::timestamp[]"),
@@ -400,7 +427,7 @@ impl QueryFragment<Pg> for AuditRows {
             (request_id, Text, "::text[]"),
             (correlation_id, Nullable<Text>, "::text[]")
         ]);
-        unnest_insert!(out, self, " ", "", "audit_entities",
+        unnest_insert!(out, self, if last { " " } else { ", " }, if last { "" } else { "x" }, "audit_entities",
             "audit_id, position, entity_type, entity_id, nhs_number, ubrn", [
             (e_audit, Text, "::text[]"),
             (e_position, Integer, "::int4[]"),
@@ -409,6 +436,358 @@ impl QueryFragment<Pg> for AuditRows {
             (e_nhs, Nullable<Text>, "::text[]"),
             (e_ubrn, Nullable<Text>, "::text[]")
         ]);
+        Ok(())
+    }
+}
+
+/// An update of one resource in one statement: the row replaced if it is still at the
+/// expected version, its version row added, and its index rows brought to the new version's
+/// (rows no longer indexed deleted, new ones inserted, a string's or a position's other
+/// columns updated in place), every part gated on the replacement having happened. Each
+/// table's deletions, updates and insertions are disjoint by primary key, so the order in
+/// which PostgreSQL runs the parts does not matter, and each part sees the rows as they were
+/// before the statement. Answers how many rows were replaced (0: another writer got there
+/// first, and nothing changed).
+pub(crate) struct Rewrite<'a> {
+    version: &'a VersionRow,
+    expected: i64,
+    t_param: Vec<&'a str>,
+    t_system: Vec<&'a str>,
+    t_code: Vec<&'a str>,
+    s_param: Vec<&'a str>,
+    s_norm: Vec<&'a str>,
+    s_exact: Vec<&'a str>,
+    d_param: Vec<&'a str>,
+    d_low: Vec<NaiveDateTime>,
+    d_high: Vec<NaiveDateTime>,
+    f_param: Vec<&'a str>,
+    f_target_type: Vec<&'a str>,
+    f_target_id: Vec<&'a str>,
+    g_param: Vec<&'a str>,
+    g_latitude: Vec<f64>,
+    g_longitude: Vec<f64>,
+    u_system: Vec<&'a str>,
+    u_value: Vec<&'a str>,
+}
+
+impl<'a> Rewrite<'a> {
+    pub(crate) fn new(version: &'a VersionRow, expected: i64, ix: &'a IndexEntries) -> Self {
+        Rewrite {
+            version,
+            expected,
+            t_param: ix.tokens.iter().map(|e| e.param.as_str()).collect(),
+            t_system: ix.tokens.iter().map(|e| e.system.as_str()).collect(),
+            t_code: ix.tokens.iter().map(|e| e.code.as_str()).collect(),
+            s_param: ix.strings.iter().map(|e| e.param.as_str()).collect(),
+            s_norm: ix.strings.iter().map(|e| e.norm.as_str()).collect(),
+            s_exact: ix.strings.iter().map(|e| e.exact.as_str()).collect(),
+            d_param: ix.dates.iter().map(|e| e.param.as_str()).collect(),
+            d_low: ix.dates.iter().map(|e| e.low).collect(),
+            d_high: ix.dates.iter().map(|e| e.high).collect(),
+            f_param: ix.refs.iter().map(|e| e.param.as_str()).collect(),
+            f_target_type: ix.refs.iter().map(|e| e.target_type.as_str()).collect(),
+            f_target_id: ix.refs.iter().map(|e| e.target_id.as_str()).collect(),
+            g_param: ix.geo.iter().map(|e| e.param.as_str()).collect(),
+            g_latitude: ix.geo.iter().map(|e| e.latitude).collect(),
+            g_longitude: ix.geo.iter().map(|e| e.longitude).collect(),
+            u_system: ix.unique.iter().map(|e| e.system.as_str()).collect(),
+            u_value: ix.unique.iter().map(|e| e.value.as_str()).collect(),
+        }
+    }
+
+    /// Runs it: true when the resource was at the expected version and is now replaced.
+    pub(crate) fn apply(self, conn: &mut PgConnection) -> QueryResult<bool> {
+        Ok(self.get_result::<i64>(conn)? > 0)
+    }
+}
+
+impl QueryId for Rewrite<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for Rewrite<'_> {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<PgConnection> for Rewrite<'_> {}
+
+impl QueryFragment<Pg> for Rewrite<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let v = self.version;
+        // `res_type = $ AND res_id = $` of the resource (`alias.` before each column).
+        macro_rules! owner {
+            ($alias:literal) => {
+                out.push_sql(concat!($alias, "res_type = "));
+                out.push_bind_param::<Text, _>(&v.res_type)?;
+                out.push_sql(concat!(" AND ", $alias, "res_id = "));
+                out.push_bind_param::<Text, _>(&v.id)?;
+            };
+        }
+        // `alias AS (SELECT * FROM unnest($::type[], …) AS alias(columns))`: the new rows.
+        macro_rules! new_rows {
+            ($alias:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
+                out.push_sql(concat!(", ", $alias, " AS (SELECT * FROM unnest("));
+                let mut sep = "";
+                $(
+                    out.push_sql(sep);
+                    out.push_bind_param::<Array<$ty>, _>(&self.$col)?;
+                    out.push_sql($cast);
+                    sep = ", ";
+                )+
+                let _ = sep;
+                out.push_sql(concat!(") AS ", $alias, "(", $columns, "))"));
+            };
+        }
+        // Old rows with no new row of the same primary key go; new rows with no old row of
+        // the same key come. `$same` compares an old row `o` with a new row `n` by key.
+        macro_rules! diff {
+            ($table:literal, $new:literal, $same:literal, $columns:literal, $values:literal) => {
+                out.push_sql(concat!(
+                    ", ",
+                    $new,
+                    "_del AS (DELETE FROM ",
+                    $table,
+                    " o WHERE EXISTS (SELECT 1 FROM u) AND "
+                ));
+                owner!("o.");
+                out.push_sql(concat!(
+                    " AND NOT EXISTS (SELECT 1 FROM ",
+                    $new,
+                    " n WHERE ",
+                    $same,
+                    "))"
+                ));
+                out.push_sql(concat!(
+                    ", ",
+                    $new,
+                    "_ins AS (INSERT INTO ",
+                    $table,
+                    " (",
+                    $columns,
+                    ") SELECT "
+                ));
+                out.push_bind_param::<Text, _>(&v.res_type)?;
+                out.push_sql(", ");
+                out.push_bind_param::<Text, _>(&v.id)?;
+                out.push_sql(concat!(
+                    ", ",
+                    $values,
+                    " FROM ",
+                    $new,
+                    " n WHERE EXISTS (SELECT 1 FROM u) AND NOT EXISTS (SELECT 1 FROM ",
+                    $table,
+                    " o WHERE "
+                ));
+                owner!("o.");
+                out.push_sql(concat!(" AND ", $same, "))"));
+            };
+        }
+        out.push_sql("WITH u AS (UPDATE resources SET version_id = ");
+        out.push_bind_param::<BigInt, _>(&v.version_id)?;
+        out.push_sql(", last_updated = ");
+        out.push_bind_param::<Timestamp, _>(&v.last_updated)?;
+        out.push_sql(", deleted = 0, content = ");
+        out.push_bind_param::<Text, _>(&v.content)?;
+        out.push_sql(" WHERE res_type = ");
+        out.push_bind_param::<Text, _>(&v.res_type)?;
+        out.push_sql(" AND id = ");
+        out.push_bind_param::<Text, _>(&v.id)?;
+        out.push_sql(" AND version_id = ");
+        out.push_bind_param::<BigInt, _>(&self.expected)?;
+        out.push_sql(" RETURNING 1), v AS (INSERT INTO resource_versions (res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id) SELECT ");
+        out.push_bind_param::<Text, _>(&v.res_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&v.version_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&v.last_updated)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.method)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&v.deleted)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.content)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.author_user)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.author_role)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.author_org)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&v.request_id)?;
+        out.push_sql(" FROM u)");
+        new_rows!(
+            "nt",
+            "param, system, code",
+            [
+                (t_param, Text, "::text[]"),
+                (t_system, Text, "::text[]"),
+                (t_code, Text, "::text[]")
+            ]
+        );
+        new_rows!(
+            "ns",
+            "param, norm, exact",
+            [
+                (s_param, Text, "::text[]"),
+                (s_norm, Text, "::text[]"),
+                (s_exact, Text, "::text[]")
+            ]
+        );
+        new_rows!(
+            "nd",
+            "param, low, high",
+            [
+                (d_param, Text, "::text[]"),
+                (d_low, Timestamp, "::timestamp[]"),
+                (d_high, Timestamp, "::timestamp[]")
+            ]
+        );
+        new_rows!(
+            "nf",
+            "param, target_type, target_id",
+            [
+                (f_param, Text, "::text[]"),
+                (f_target_type, Text, "::text[]"),
+                (f_target_id, Text, "::text[]")
+            ]
+        );
+        new_rows!(
+            "ng",
+            "param, latitude, longitude",
+            [
+                (g_param, Text, "::text[]"),
+                (g_latitude, Double, "::float8[]"),
+                (g_longitude, Double, "::float8[]")
+            ]
+        );
+        new_rows!(
+            "nu",
+            "system, value",
+            [(u_system, Text, "::text[]"), (u_value, Text, "::text[]")]
+        );
+        diff!(
+            "search_tokens",
+            "nt",
+            "n.param = o.param AND n.system = o.system AND n.code = o.code",
+            "res_type, res_id, param, system, code",
+            "n.param, n.system, n.code"
+        );
+        diff!(
+            "search_strings",
+            "ns",
+            "n.param = o.param AND n.exact = o.value_exact",
+            "res_type, res_id, param, value_norm, value_exact",
+            "n.param, n.norm, n.exact"
+        );
+        diff!(
+            "search_dates",
+            "nd",
+            "n.param = o.param AND n.low = o.low AND n.high = o.high",
+            "res_type, res_id, param, low, high",
+            "n.param, n.low, n.high"
+        );
+        diff!(
+            "search_refs",
+            "nf",
+            "n.param = o.param AND n.target_type = o.target_type AND n.target_id = o.target_id",
+            "res_type, res_id, param, target_type, target_id",
+            "n.param, n.target_type, n.target_id"
+        );
+        diff!(
+            "search_geo",
+            "ng",
+            "n.param = o.param",
+            "res_type, res_id, param, latitude, longitude",
+            "n.param, n.latitude, n.longitude"
+        );
+        diff!(
+            "unique_identifiers",
+            "nu",
+            "n.system = o.system AND n.value = o.value",
+            "res_type, res_id, system, value",
+            "n.system, n.value"
+        );
+        // A string's normal form and a position are not part of their keys: kept rows take
+        // the new version's.
+        out.push_sql(", ns_upd AS (UPDATE search_strings o SET value_norm = n.norm FROM ns n WHERE EXISTS (SELECT 1 FROM u) AND ");
+        owner!("o.");
+        out.push_sql(
+            " AND n.param = o.param AND n.exact = o.value_exact AND n.norm <> o.value_norm)",
+        );
+        out.push_sql(", ng_upd AS (UPDATE search_geo o SET latitude = n.latitude, longitude = n.longitude FROM ng n WHERE EXISTS (SELECT 1 FROM u) AND ");
+        owner!("o.");
+        out.push_sql(
+            " AND n.param = o.param AND (n.latitude <> o.latitude OR n.longitude <> o.longitude))",
+        );
+        out.push_sql(" SELECT count(*) FROM u");
+        Ok(())
+    }
+}
+
+/// What a write transaction adds beside its resources at its end — new resources (each
+/// version's Provenance) with their indexes, audit events with their entities, change events
+/// for subscribers — in one statement: one round trip before the commit instead of three.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) rows: Rows,
+    pub(crate) audit: AuditRows,
+    o_type: Vec<String>,
+    o_id: Vec<String>,
+    o_version: Vec<i64>,
+    o_method: Vec<String>,
+    o_occurred: Vec<NaiveDateTime>,
+}
+
+impl Batch {
+    /// A change event (numbered by the outbox's sequence in the order added).
+    pub(crate) fn event(
+        &mut self,
+        res_type: &str,
+        id: &str,
+        version: i64,
+        method: &str,
+        at: NaiveDateTime,
+    ) {
+        self.o_type.push(res_type.to_owned());
+        self.o_id.push(id.to_owned());
+        self.o_version.push(version);
+        self.o_method.push(method.to_owned());
+        self.o_occurred.push(at);
+    }
+
+    pub(crate) fn write(self, conn: &mut PgConnection) -> QueryResult<()> {
+        self.execute(conn).map(|_| ())
+    }
+}
+
+impl QueryId for Batch {
+    type QueryId = Batch;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl RunQueryDsl<PgConnection> for Batch {}
+
+impl QueryFragment<Pg> for Batch {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.rows.parts(&mut out, "WITH ", false)?;
+        self.audit.parts(&mut out, ", ", false)?;
+        out.push_sql(
+            " INSERT INTO outbox (res_type, res_id, version_id, method, occurred) \
+             SELECT t, i, v, m, o FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.o_type)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.o_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.o_version)?;
+        out.push_sql("::int8[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.o_method)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Timestamp>, _>(&self.o_occurred)?;
+        out.push_sql("::timestamp[]) WITH ORDINALITY AS n(t, i, v, m, o, k) ORDER BY k");
         Ok(())
     }
 }

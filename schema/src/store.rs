@@ -568,30 +568,30 @@ pub fn update_resource(
     expected_version: i64,
     index: &IndexEntries,
 ) -> QResult<bool> {
-    let n = diesel::update(
-        resources::table
-            .filter(resources::res_type.eq(v.res_type))
-            .filter(resources::id.eq(v.id))
-            .filter(resources::version_id.eq(expected_version)),
-    )
-    .set((
-        resources::version_id.eq(v.version_id),
-        resources::last_updated.eq(v.last_updated),
-        resources::deleted.eq(0),
-        resources::content.eq(v.content),
-    ))
-    .execute(conn)?;
-    if n == 0 {
-        return Ok(false);
-    }
     let version = version_row(v, "PUT", false);
-    let changed = reindex(conn, v.res_type, v.id, index)?;
     if let DbConnection::Postgresql(pg) = conn {
-        let mut rows = pg_rows::Rows::default();
-        rows.version(version);
-        rows.index(v.res_type, v.id, &changed);
-        rows.write(pg)?;
+        // One round trip: the row, its version and its index rows (`pg_rows::Rewrite`).
+        if !pg_rows::Rewrite::new(&version, expected_version, index).apply(pg)? {
+            return Ok(false);
+        }
     } else {
+        let n = diesel::update(
+            resources::table
+                .filter(resources::res_type.eq(v.res_type))
+                .filter(resources::id.eq(v.id))
+                .filter(resources::version_id.eq(expected_version)),
+        )
+        .set((
+            resources::version_id.eq(v.version_id),
+            resources::last_updated.eq(v.last_updated),
+            resources::deleted.eq(0),
+            resources::content.eq(v.content),
+        ))
+        .execute(conn)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let changed = reindex(conn, v.res_type, v.id, index)?;
         diesel::insert_into(resource_versions::table)
             .values(version)
             .execute(conn)?;
@@ -646,7 +646,8 @@ fn of_params<E: Clone>(entries: &[E], params: &[String], param: impl Fn(&E) -> &
 /// parameters whose entries changed: a slot booked changes one `status` token, not its
 /// dozen rows, and a referral's transition its state tokens, not its whole index (fewer
 /// B-tree deletions and insertions, fewer dead rows). Deletes the changed parameters' rows
-/// and returns their new entries, for the caller to insert.
+/// and returns their new entries, for the caller to insert. (SQLite: PostgreSQL compares the
+/// rows inside the update's one statement, `pg_rows::Rewrite`.)
 fn reindex(
     conn: &mut DbConnection,
     res_type: &str,
@@ -1245,6 +1246,46 @@ pub struct NewEvent {
     pub version_id: i64,
     pub method: String,
     pub occurred: NaiveDateTime,
+}
+
+/// What a write transaction adds at its end: new resources (version 1, with their indexes),
+/// audit events and change events. On PostgreSQL one statement (`pg_rows::Batch`) when the
+/// rows fit one bulk chunk; otherwise `insert_many`, `audit::insert_many` and `record_events`.
+pub fn write_additions(
+    conn: &mut DbConnection,
+    items: &[(NewVersion<'_>, &IndexEntries)],
+    audits: &[(crate::audit::AuditRow, Vec<crate::audit::AuditEntityRow>)],
+    events: &[NewEvent],
+) -> QResult<()> {
+    if let DbConnection::Postgresql(pg) = conn {
+        if items.len() <= BULK_CHUNK && audits.len() <= BULK_CHUNK && events.len() <= BULK_CHUNK {
+            let mut batch = pg_rows::Batch::default();
+            for (v, ix) in items {
+                let version = version_row(v, "POST", false);
+                batch.rows.resource(&version);
+                batch.rows.version(version);
+                batch.rows.index(v.res_type, v.id, ix);
+            }
+            for (e, entities) in audits {
+                batch.audit.event(e, entities);
+            }
+            for e in events {
+                batch.event(&e.res_type, &e.res_id, e.version_id, &e.method, e.occurred);
+            }
+            batch.write(pg)?;
+            return refresh_directory(conn, items);
+        }
+    }
+    if !items.is_empty() {
+        insert_many(conn, items)?;
+    }
+    if !audits.is_empty() {
+        crate::audit::insert_many(conn, audits)?;
+    }
+    if !events.is_empty() {
+        record_events(conn, events)?;
+    }
+    Ok(())
 }
 
 /// Records changes for subscribers, in order, in the transaction of the changes: one multi-row

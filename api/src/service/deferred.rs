@@ -1,7 +1,8 @@
 //! Rows a write transaction adds beside its resources — each version's Provenance, each audit
 //! event, each change event — gathered while the use case runs and written together just
-//! before it commits: one multi-row INSERT per table instead of a handful of statements per
-//! resource (a booking writes three versions). Only inside `write_tx` below; elsewhere the
+//! before it commits: one statement on PostgreSQL (`store::write_additions`), one multi-row
+//! INSERT per table on SQLite, instead of a handful of statements per resource (a booking
+//! writes three versions). Only inside `write_tx` below; elsewhere the
 //! rows are written at once, as before.
 
 use std::cell::RefCell;
@@ -129,14 +130,6 @@ fn flush(c: &mut DbConnection) -> super::Result<()> {
         .iter()
         .map(|r| (new_version(r), &r.index))
         .collect();
-    if !versions.is_empty() {
-        store::insert_many(c, &versions)?;
-    }
-    if !p.audits.is_empty() {
-        ers_schema::audit::insert_many(c, &p.audits)?;
-    }
-    if !p.events.is_empty() {
-        store::record_events(c, &p.events)?;
-    }
+    store::write_additions(c, &versions, &p.audits, &p.events)?;
     Ok(())
 }

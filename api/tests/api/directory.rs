@@ -1561,6 +1561,17 @@ async fn a_specialty_near_a_point_follows_services_and_locations_as_they_change(
         near(53.80, -1.55, "ORTHOPAEDICS").await,
         vec![derm_id.clone()]
     );
+    // The site's own position moved in the index (kept row, new coordinates).
+    let sites = |q: &'static str| {
+        let app = &app;
+        async move { match_ids(&app.search(q).await) }
+    };
+    assert!(!sites("Location?near=51.4545|-2.5879|20|km")
+        .await
+        .contains(&bristol));
+    assert!(sites("Location?near=53.79|-1.54|1|km")
+        .await
+        .contains(&bristol));
     // Deleted, it is found nowhere.
     let r = definer(
         &app,
