@@ -791,3 +791,140 @@ impl QueryFragment<Pg> for Batch {
         Ok(())
     }
 }
+
+/// A reporting row written or replaced (`INSERT … ON CONFLICT (id) DO UPDATE`), every column
+/// bound: fixed text, so diesel prepares it once per connection (its query builder's upsert is
+/// parsed and planned by PostgreSQL on every call, three times a booking).
+macro_rules! upsert {
+    ($name:ident, $facts:ty, $table:literal, [$(($field:ident, $ty:ty)),+]) => {
+        pub(crate) struct $name<'a>(pub(crate) &'a $facts);
+
+        impl QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl RunQueryDsl<PgConnection> for $name<'_> {}
+
+        impl QueryFragment<Pg> for $name<'_> {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                out.push_sql(concat!("INSERT INTO ", $table, " ("));
+                let mut sep = "";
+                $(
+                    out.push_sql(sep);
+                    out.push_sql(stringify!($field));
+                    sep = ", ";
+                )+
+                out.push_sql(") VALUES (");
+                sep = "";
+                $(
+                    out.push_sql(sep);
+                    out.push_bind_param::<$ty, _>(&self.0.$field)?;
+                    sep = ", ";
+                )+
+                out.push_sql(") ON CONFLICT (id) DO UPDATE SET ");
+                sep = "";
+                $(
+                    out.push_sql(sep);
+                    out.push_sql(concat!(stringify!($field), " = EXCLUDED.", stringify!($field)));
+                    sep = ", ";
+                )+
+                let _ = sep;
+                Ok(())
+            }
+        }
+    };
+}
+
+upsert!(ReferralUpsert, crate::reports::ReferralFacts, "report_referrals", [
+    (id, Text), (kind, Text), (ubrn, Text), (state, Text), (active, Integer),
+    (priority, Text), (specialty, Text), (clinic_type, Nullable<Text>),
+    (referrer_org, Nullable<Text>), (provider_org, Nullable<Text>),
+    (service_id, Nullable<Text>), (patient_id, Nullable<Text>), (created, Timestamp),
+    (updated, Timestamp), (week, Text), (converted, Integer), (deleted, Integer)
+]);
+
+upsert!(AppointmentUpsert, crate::reports::AppointmentFacts, "report_appointments", [
+    (id, Text), (referral_id, Nullable<Text>), (service_id, Nullable<Text>),
+    (provider_org, Nullable<Text>), (referrer_org, Nullable<Text>), (specialty, Text),
+    (priority, Text), (status, Text), (booked, Integer), (start, Nullable<Timestamp>),
+    (created, Timestamp), (week, Text), (deleted, Integer)
+]);
+
+upsert!(SlotUpsert, crate::reports::SlotFacts, "report_slots", [
+    (id, Text), (service_id, Text), (provider_org, Nullable<Text>),
+    (specialty, Nullable<Text>), (priority, Text), (status, Text), (start, Timestamp),
+    (week, Text), (deleted, Integer), (schedule_id, Text), (live, Integer),
+    (search_priority, Nullable<Text>), (start_high, Nullable<Timestamp>)
+]);
+
+/// Worklist entries, column by column (`worklists::insert_many`): one prepared statement.
+#[derive(Default)]
+pub(crate) struct WorklistRows {
+    list: Vec<String>,
+    org: Vec<String>,
+    authored: Vec<NaiveDateTime>,
+    referral_id: Vec<String>,
+    service_id: Vec<Option<String>>,
+    specialty: Vec<String>,
+}
+
+impl WorklistRows {
+    pub(crate) fn entry(&mut self, e: &crate::worklists::Entry) {
+        self.list.push(e.list.clone());
+        self.org.push(e.org.clone());
+        self.authored.push(e.authored);
+        self.referral_id.push(e.referral_id.clone());
+        self.service_id.push(e.service_id.clone());
+        self.specialty.push(e.specialty.clone());
+    }
+
+    pub(crate) fn write(self, conn: &mut PgConnection) -> QueryResult<()> {
+        self.execute(conn).map(|_| ())
+    }
+}
+
+impl QueryId for WorklistRows {
+    type QueryId = WorklistRows;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl RunQueryDsl<PgConnection> for WorklistRows {}
+
+impl QueryFragment<Pg> for WorklistRows {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        unnest_insert!(out, self, "", "", "worklist_entries",
+            "list, org, authored, referral_id, service_id, specialty", [
+            (list, Text, "::text[]"),
+            (org, Text, "::text[]"),
+            (authored, Timestamp, "::timestamp[]"),
+            (referral_id, Text, "::text[]"),
+            (service_id, Nullable<Text>, "::text[]"),
+            (specialty, Text, "::text[]")
+        ]);
+        Ok(())
+    }
+}
+
+/// The next `n` UBRN numbers from their sequence, as a prepared statement.
+pub(crate) struct NextUbrns(pub(crate) i64);
+
+impl QueryId for NextUbrns {
+    type QueryId = NextUbrns;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for NextUbrns {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<PgConnection> for NextUbrns {}
+
+impl QueryFragment<Pg> for NextUbrns {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT nextval('ubrn_numbers') FROM generate_series(1, ");
+        out.push_bind_param::<BigInt, _>(&self.0)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}

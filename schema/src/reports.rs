@@ -124,7 +124,15 @@ pub fn set_slots_live(conn: &mut DbConnection, schedule: &str, live: bool) -> QR
 
 /// Writes (or replaces) a resource's reporting row.
 pub fn save(conn: &mut DbConnection, facts: &Facts) -> QResult<()> {
-    // One upsert each (the row's id is its resource's).
+    // One upsert each (the row's id is its resource's); on PostgreSQL of fixed text, prepared.
+    if let DbConnection::Postgresql(pg) = conn {
+        match facts {
+            Facts::Referral(f) => crate::pg_rows::ReferralUpsert(f).execute(pg)?,
+            Facts::Appointment(f) => crate::pg_rows::AppointmentUpsert(f).execute(pg)?,
+            Facts::Slot(f) => crate::pg_rows::SlotUpsert(f).execute(pg)?,
+        };
+        return Ok(());
+    }
     match facts {
         Facts::Referral(f) => on_backend!(conn, |c| diesel::insert_into(report_referrals::table)
             .values(f)

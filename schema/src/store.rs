@@ -43,20 +43,9 @@ pub fn take_ubrn(conn: &mut DbConnection) -> QResult<i64> {
 
 /// `n` UBRN numbers (bulk loads), as `take_ubrn`.
 pub fn take_ubrns(conn: &mut DbConnection, n: i64) -> QResult<Vec<i64>> {
-    #[derive(QueryableByName)]
-    struct Number {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        v: i64,
-    }
     match conn {
-        DbConnection::Postgresql(c) => {
-            let rows: Vec<Number> = diesel::sql_query(
-                "SELECT nextval('ubrn_numbers') AS v FROM generate_series(1, $1)",
-            )
-            .bind::<diesel::sql_types::BigInt, _>(n)
-            .load(c)?;
-            Ok(rows.into_iter().map(|r| r.v).collect())
-        }
+        // A prepared statement (a `sql_query` would be parsed and planned on every referral).
+        DbConnection::Postgresql(c) => Ok(pg_rows::NextUbrns(n).load::<i64>(c)?),
         DbConnection::Sqlite(_) => {
             let first = reserve_counter(conn, "ubrn", n)?;
             Ok((first..first + n).collect())

@@ -50,6 +50,17 @@ pub fn remove(conn: &mut DbConnection, referral_id: &str) -> QResult<()> {
 
 /// Inserts entries of referrals that have none yet (new referrals, bulk loads).
 pub fn insert_many(conn: &mut DbConnection, entries: &[Entry]) -> QResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if let DbConnection::Postgresql(pg) = conn {
+        // Column arrays in one prepared statement (`pg_rows`), whatever the count.
+        let mut rows = crate::pg_rows::WorklistRows::default();
+        for e in entries {
+            rows.entry(e);
+        }
+        return rows.write(pg);
+    }
     for chunk in entries.chunks(CHUNK) {
         on_backend!(conn, |c| diesel::insert_into(w::table)
             .values(chunk)
