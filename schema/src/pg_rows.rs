@@ -928,3 +928,35 @@ impl QueryFragment<Pg> for NextUbrns {
         Ok(())
     }
 }
+
+/// The current rows of resources named by (type, id) pairs, deleted ones included: one
+/// prepared statement whatever their number or types (`store::get_pairs`).
+pub(crate) struct Pairs {
+    pub(crate) types: Vec<String>,
+    pub(crate) ids: Vec<String>,
+}
+
+impl QueryId for Pairs {
+    type QueryId = Pairs;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for Pairs {
+    type SqlType = (Text, Text, BigInt, Timestamp, Integer, Text);
+}
+
+impl RunQueryDsl<PgConnection> for Pairs {}
+
+impl QueryFragment<Pg> for Pairs {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT r.res_type, r.id, r.version_id, r.last_updated, r.deleted, r.content \
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.types)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.ids)?;
+        out.push_sql("::text[]) AS k(t, i) JOIN resources r ON r.res_type = k.t AND r.id = k.i");
+        Ok(())
+    }
+}

@@ -162,6 +162,41 @@ pub fn get_current(
         .optional()?)
 }
 
+/// The current versions (deleted ones included) of the resources named by (type, id) pairs,
+/// in no particular order; those that do not exist are left out. One prepared statement on
+/// PostgreSQL, whatever the types (a use case's prefetch of what it will read).
+pub fn get_pairs(conn: &mut DbConnection, pairs: &[(&str, &str)]) -> QResult<Vec<ResourceRow>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let DbConnection::Postgresql(pg) = conn {
+        let q = pg_rows::Pairs {
+            types: pairs.iter().map(|(t, _)| (*t).to_owned()).collect(),
+            ids: pairs.iter().map(|(_, id)| (*id).to_owned()).collect(),
+        };
+        let rows: Vec<(String, String, i64, NaiveDateTime, i32, String)> = q.load(pg)?;
+        return Ok(rows
+            .into_iter()
+            .map(
+                |(res_type, id, version_id, last_updated, deleted, content)| ResourceRow {
+                    res_type,
+                    id,
+                    version_id,
+                    last_updated,
+                    deleted,
+                    content,
+                },
+            )
+            .collect());
+    }
+    // SQLite answers in-process: a lookup each costs no round trip.
+    let mut out = Vec::with_capacity(pairs.len());
+    for (t, id) in pairs {
+        out.extend(get_current(conn, t, id)?);
+    }
+    Ok(out)
+}
+
 /// Live (not deleted) resources of a type among `ids`.
 pub fn get_many(
     conn: &mut DbConnection,

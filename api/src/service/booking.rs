@@ -417,9 +417,17 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
     let caller_ods = who.caller.organisation.as_str().to_owned();
     let is_referrer = who.caller.business_function.is_referrer();
     let mut created: Option<ResourceRow> = None;
-    referral_svc::transition(
+    // The slot, its schedule and the schedule's service are read with the referral.
+    let also = slots
+        .iter()
+        .filter_map(|s| split_reference(s))
+        .filter(|(t, _)| *t == "Slot")
+        .map(|(t, id)| (t.to_owned(), id.to_owned()))
+        .collect();
+    referral_svc::transition_reading(
         conn,
         &referral_id,
+        also,
         Expected::Pinned(pinned),
         ReferralAction::CreateAppointment,
         who,

@@ -80,6 +80,89 @@ pub fn current(
     Ok(row)
 }
 
+/// Most resources one level of a prefetch reads (a shortlist of twenty services, their
+/// providers and sites stay well under it).
+const PREFETCH_LIMIT: usize = 200;
+
+/// Reads, in one statement per level, what a use case is about to read one by one: the
+/// resources `roots` names and, `depth` levels on, those their references name. Each is kept
+/// in the scope's memory (one that does not exist as absent), so the use case's checks and
+/// writes find them there. Outside a scope it does nothing.
+pub fn prefetch(
+    c: &mut DbConnection,
+    roots: Vec<(String, String)>,
+    depth: usize,
+) -> Result<(), StorageError> {
+    if MEMO.with(|m| m.borrow().is_none()) {
+        return Ok(());
+    }
+    let mut level = roots;
+    for d in 0..=depth {
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        MEMO.with(|m| {
+            if let Some(m) = m.borrow().as_ref() {
+                for key in level.drain(..) {
+                    if !m.rows.contains_key(&key)
+                        && !wanted.contains(&key)
+                        && wanted.len() < PREFETCH_LIMIT
+                    {
+                        wanted.push(key);
+                    }
+                }
+            }
+        });
+        if wanted.is_empty() {
+            break;
+        }
+        let pairs: Vec<(&str, &str)> = wanted
+            .iter()
+            .map(|(t, id)| (t.as_str(), id.as_str()))
+            .collect();
+        let rows = store::get_pairs(c, &pairs)?;
+        let mut next = Vec::new();
+        let mut found: HashMap<(String, String), Option<ResourceRow>> =
+            wanted.into_iter().map(|k| (k, None)).collect();
+        for row in rows {
+            if d < depth && !row.is_deleted() {
+                if let Ok(body) = serde_json::from_str::<serde_json::Value>(&row.content) {
+                    next.extend(references(&body));
+                }
+            }
+            found.insert((row.res_type.clone(), row.id.clone()), Some(row));
+        }
+        MEMO.with(|m| {
+            if let Some(m) = m.borrow_mut().as_mut() {
+                m.rows.extend(found);
+            }
+        });
+        level = next;
+    }
+    Ok(())
+}
+
+/// The (type, id) of every literal reference in a resource to a type the server keeps.
+pub fn references(resource: &serde_json::Value) -> Vec<(String, String)> {
+    crate::fhir::index::all_references(resource)
+        .into_iter()
+        .filter_map(|(_, r)| {
+            crate::fhir::index::split_reference(&r)
+                .filter(|(t, _)| crate::fhir::registry::find(t).is_some())
+                .map(|(t, id)| (t.to_owned(), id.to_owned()))
+        })
+        .collect()
+}
+
+/// Whether the scope has read this resource and found it live (not deleted).
+pub fn known_live(res_type: &str, id: &str) -> bool {
+    MEMO.with(|m| {
+        m.borrow().as_ref().is_some_and(|m| {
+            m.rows
+                .get(&(res_type.to_owned(), id.to_owned()))
+                .is_some_and(|r| r.as_ref().is_some_and(|r| !r.is_deleted()))
+        })
+    })
+}
+
 /// What `referral::ods_behind` found for a reference in this scope.
 pub fn ods(reference: &str) -> Option<Option<String>> {
     MEMO.with(|m| {

@@ -279,6 +279,8 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
     }
     let _memo = super::memo::scope();
     super::deferred::write_tx(conn, |c| {
+        // The requester, patient and services, and what they refer to, in two statements.
+        super::memo::prefetch(c, super::memo::references(&body), 1)?;
         check_requester(c, &body, caller)?;
         let ubrn = format!("{:012}", store::take_ubrn(c)?);
         let priority = sr::ers_priority(&body).unwrap_or_default().to_owned();
@@ -402,9 +404,27 @@ pub(super) fn transition(
     who: &Acting<'_>,
     change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
 ) -> Result<ResourceRow> {
+    transition_reading(conn, id, Vec::new(), expected, action, who, change)
+}
+
+/// `transition`, reading `also` (and what it refers to) with the referral: a booking's slot.
+pub(super) fn transition_reading(
+    conn: &mut DbConnection,
+    id: &str,
+    also: Vec<(String, String)>,
+    expected: Expected,
+    action: ReferralAction,
+    who: &Acting<'_>,
+    change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
+) -> Result<ResourceRow> {
     let def = def()?;
     let _memo = super::memo::scope();
     super::deferred::write_tx(conn, |c| {
+        // The referral, its requester, patient and services, and their organisations and
+        // sites, in three statements instead of a read each.
+        let mut roots = vec![(def.name.to_owned(), id.to_owned())];
+        roots.extend(also);
+        super::memo::prefetch(c, roots, 2)?;
         let row = resource::read(c, def, id)?;
         let given = expected.check(&row)?;
         let (mut body, state) = parsed(&row)?;

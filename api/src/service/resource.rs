@@ -274,15 +274,20 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
         };
         targets.push((t, id));
     }
-    let known: Vec<(&str, &str)> = targets
+    // What the use case has read in its transaction and found live needs no query.
+    let unread: Vec<(&str, &str)> = targets
         .iter()
         .copied()
-        .filter(|(t, _)| registry::find(t).is_some())
+        .filter(|(t, id)| registry::find(t).is_some() && !super::memo::known_live(t, id))
         .collect();
-    let live = store::live_among(conn, &known)?;
+    let live = if unread.is_empty() {
+        Default::default()
+    } else {
+        store::live_among(conn, &unread)?
+    };
     // The first that does not resolve is named, in the order of the resource.
     for ((path, reference), (t, id)) in refs.iter().zip(&targets) {
-        if !live.contains(&((*t).to_owned(), (*id).to_owned())) {
+        if !super::memo::known_live(t, id) && !live.contains(&((*t).to_owned(), (*id).to_owned())) {
             return Err(ServiceError::ReferenceNotFound {
                 path: path.clone(),
                 reference: reference.clone(),
@@ -782,7 +787,16 @@ pub fn update(
             }
             check_owner(c, def.name, &prepared.content, audit)?;
         }
-        check_unique(c, def, &prepared.index, Some(id))?;
+        // Unique keys come from identifiers: the same identifiers as the live stored version
+        // hold the same keys, already this resource's (the store's write refuses a key
+        // another resource took meanwhile).
+        let same_keys = !current.is_deleted()
+            && before
+                .as_ref()
+                .is_some_and(|b| b.get("identifier") == prepared.content.get("identifier"));
+        if !same_keys {
+            check_unique(c, def, &prepared.index, Some(id))?;
+        }
         let last_updated = now();
         let version_id = current.version_id + 1;
         let mut content = prepared.content.clone();
