@@ -170,11 +170,8 @@ pub fn get_pairs(conn: &mut DbConnection, pairs: &[(&str, &str)]) -> QResult<Vec
         return Ok(Vec::new());
     }
     if let DbConnection::Postgresql(pg) = conn {
-        let q = pg_rows::Pairs {
-            types: pairs.iter().map(|(t, _)| (*t).to_owned()).collect(),
-            ids: pairs.iter().map(|(_, id)| (*id).to_owned()).collect(),
-        };
-        let rows: Vec<(String, String, i64, NaiveDateTime, i32, String)> = q.load(pg)?;
+        let rows: Vec<(String, String, i64, NaiveDateTime, i32, String)> =
+            pg_rows::Pairs::new(pairs).load(pg)?;
         return Ok(rows
             .into_iter()
             .map(
@@ -262,11 +259,19 @@ pub fn exists(conn: &mut DbConnection, res_type: &str, id: &str) -> QResult<bool
 }
 
 /// Which of these (type, id) pairs are live resources: one query for all of them (a booking's
-/// appointment refers to five resources of five types).
+/// appointment refers to five resources of five types). On PostgreSQL the prepared pair
+/// lookup (`get_pairs`); the query built here was planned on every call.
 pub fn live_among(
     conn: &mut DbConnection,
     refs: &[(&str, &str)],
 ) -> QResult<std::collections::HashSet<(String, String)>> {
+    if matches!(conn, DbConnection::Postgresql(_)) {
+        return Ok(get_pairs(conn, refs)?
+            .into_iter()
+            .filter(|r| !r.is_deleted())
+            .map(|r| (r.res_type, r.id))
+            .collect());
+    }
     type Cond = Box<
         dyn BoxableExpression<
             resources::table,
