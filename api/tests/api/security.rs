@@ -729,3 +729,23 @@ async fn jwks_from_a_url_is_fetched_and_plain_http_elsewhere_is_refused() {
         .expect("refused");
     assert!(e.contains("https://"), "{e}");
 }
+
+#[actix_web::test]
+async fn a_token_accepted_before_is_refused_once_it_expires() {
+    // Tokens that pass are remembered so that their signature is not checked on every
+    // request; that must never outlive the token.
+    let app = spawn_configured(Settings {
+        clock_skew_secs: 0,
+        ..Settings::default()
+    })
+    .await;
+    let mut c = claims(TEST_USER, &[]);
+    c["exp"] = json!(chrono::Utc::now().timestamp() + 2);
+    let token = rc_r69(c);
+    let r = get_with(&app, &token).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get_with(&app, &token).await.status, 200, "accepted again");
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let d = get_with(&app, &token).await.assert_outcome(401, "login");
+    assert!(d.contains("expired"), "{d}");
+}
