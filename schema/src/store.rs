@@ -604,20 +604,7 @@ pub fn update_resource(
             return Ok(false);
         }
     } else {
-        let n = diesel::update(
-            resources::table
-                .filter(resources::res_type.eq(v.res_type))
-                .filter(resources::id.eq(v.id))
-                .filter(resources::version_id.eq(expected_version)),
-        )
-        .set((
-            resources::version_id.eq(v.version_id),
-            resources::last_updated.eq(v.last_updated),
-            resources::deleted.eq(0),
-            resources::content.eq(v.content),
-        ))
-        .execute(conn)?;
-        if n == 0 {
+        if !replace_row(conn, v, expected_version, false)? {
             return Ok(false);
         }
         let changed = reindex(conn, v.res_type, v.id, index)?;
@@ -628,6 +615,30 @@ pub fn update_resource(
     }
     crate::directory::refresh(conn, v.res_type, &[v.id])?;
     Ok(true)
+}
+
+/// Replaces a resource's row with version `v` (deleted or live) if it is still at
+/// `expected_version`; false when another writer got there first.
+fn replace_row(
+    conn: &mut DbConnection,
+    v: &NewVersion<'_>,
+    expected_version: i64,
+    deleted: bool,
+) -> QResult<bool> {
+    let n = diesel::update(
+        resources::table
+            .filter(resources::res_type.eq(v.res_type))
+            .filter(resources::id.eq(v.id))
+            .filter(resources::version_id.eq(expected_version)),
+    )
+    .set((
+        resources::version_id.eq(v.version_id),
+        resources::last_updated.eq(v.last_updated),
+        resources::deleted.eq(i32::from(deleted)),
+        resources::content.eq(v.content),
+    ))
+    .execute(conn)?;
+    Ok(n > 0)
 }
 
 /// The parameters whose entries differ between two index versions (compared as sets).
@@ -739,20 +750,7 @@ pub fn delete_resource(
     v: &NewVersion<'_>,
     expected_version: i64,
 ) -> QResult<bool> {
-    let n = diesel::update(
-        resources::table
-            .filter(resources::res_type.eq(v.res_type))
-            .filter(resources::id.eq(v.id))
-            .filter(resources::version_id.eq(expected_version)),
-    )
-    .set((
-        resources::version_id.eq(v.version_id),
-        resources::last_updated.eq(v.last_updated),
-        resources::deleted.eq(1),
-        resources::content.eq(v.content),
-    ))
-    .execute(conn)?;
-    if n == 0 {
+    if !replace_row(conn, v, expected_version, true)? {
         return Ok(false);
     }
     diesel::insert_into(resource_versions::table)
