@@ -329,11 +329,14 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         if !access.contains(&me) {
             access.push(me);
         }
+        // The UBRN was drawn from its sequence above.
         match resource::create(
             c,
             def,
             body,
-            &Writer::new(author, audit).visible_to(&access),
+            &Writer::new(author, audit)
+                .visible_to(&access)
+                .with_fresh_keys(),
             None,
             Some(id),
         )? {

@@ -475,6 +475,10 @@ pub struct Writer<'a> {
     /// (a referrer's booking makes a provider's slot busy): the owning-organisation check of
     /// directory data does not apply.
     pub owner_exempt: bool,
+    /// The resource's business identifiers were just drawn from a sequence (a new referral's
+    /// UBRN): no other resource can hold them, so the create does not look for an owner
+    /// first; the store's unique index still refuses a duplicate (409).
+    pub fresh_keys: bool,
 }
 
 impl<'a> Writer<'a> {
@@ -485,6 +489,15 @@ impl<'a> Writer<'a> {
             audit,
             access: &[],
             owner_exempt: false,
+            fresh_keys: false,
+        }
+    }
+
+    /// Its unique identifiers are fresh from a sequence (see `fresh_keys`).
+    pub fn with_fresh_keys(self) -> Self {
+        Writer {
+            fresh_keys: true,
+            ..self
         }
     }
 
@@ -556,7 +569,9 @@ pub fn create(
         if !w.owner_exempt {
             check_owner(c, def.name, &prepared.content, audit)?;
         }
-        check_unique(c, def, &prepared.index, None)?;
+        if !w.fresh_keys {
+            check_unique(c, def, &prepared.index, None)?;
+        }
         let last_updated = now();
         let mut content = prepared.content.clone();
         crate::fhir::stamp(&mut content, &id, 1, last_updated);
