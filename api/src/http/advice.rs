@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::handlers::{authorise, base_url, draft, if_match, on_conn, write_reply};
 use super::negotiate::{self, Body};
 use super::referrals::Inputs;
 use super::ApiError;
@@ -101,10 +101,9 @@ pub async fn operation(
     };
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let applied = web::block(move || {
+    let applied = on_conn(&state, move |c| {
         svc::apply(
-            &mut c,
+            c,
             &id,
             version,
             change,
@@ -115,7 +114,7 @@ pub async fn operation(
             },
         )
     })
-    .await??;
+    .await?;
     // A conversion answers with the referral it created.
     match applied.referral {
         Some(referral) => write_reply(&req, &state, StatusCode::CREATED, &referral),
@@ -154,8 +153,7 @@ pub async fn summary(
     }
     let base = base_url(&req, &state);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let summary = web::block(move || svc::summary(&mut c, &id, &caller, &d)).await??;
+    let summary = on_conn(&state, move |c| svc::summary(c, &id, &caller, &d)).await?;
     if pdf {
         let ubrn = crate::fhir::resources::service_request::ubrn_of(&summary.request)
             .unwrap_or("advice")

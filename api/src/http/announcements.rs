@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::handlers::{authorise, base_url, conn, draft, if_match, on_conn, write_reply};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -31,10 +31,9 @@ pub async fn publish(
     let resource = negotiate::parse_body(&req, &body)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         svc::publish(
-            &mut c,
+            c,
             resource,
             &Acting {
                 caller: &caller,
@@ -43,7 +42,7 @@ pub async fn publish(
             },
         )
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::CREATED, &row)
 }
 
@@ -60,10 +59,9 @@ pub async fn revise(
     let version = if_match(&req)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         svc::revise(
-            &mut c,
+            c,
             &id,
             resource,
             version,
@@ -74,7 +72,7 @@ pub async fn revise(
             },
         )
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 
@@ -148,7 +146,6 @@ pub async fn mark_read(
 ) -> Reply {
     let id = path.into_inner();
     authorise("CommunicationRequest", Action::Read, &caller)?;
-    let mut c = conn(&state).await?;
-    web::block(move || svc::mark_read(&mut c, &id, &caller)).await??;
+    on_conn(&state, move |c| svc::mark_read(c, &id, &caller)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::caller::author;
-use super::handlers::{authorise, conn, draft, if_match, write_reply};
+use super::handlers::{authorise, draft, if_match, on_conn, write_reply};
 use super::negotiate;
 use super::referrals::Inputs;
 use super::ApiError;
@@ -36,10 +36,9 @@ pub async fn create(
     let resource = negotiate::parse_body(&req, &body)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         booking::create(
-            &mut c,
+            c,
             resource,
             &Acting {
                 caller: &caller,
@@ -48,7 +47,7 @@ pub async fn create(
             },
         )
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::CREATED, &row)
 }
 
@@ -223,10 +222,9 @@ async fn run_change(
     let version = if_match(&req)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         booking::change(
-            &mut c,
+            c,
             &id,
             version,
             change,
@@ -238,6 +236,6 @@ async fn run_change(
             at,
         )
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::OK, &row)
 }

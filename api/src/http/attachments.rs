@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::json;
 
-use super::handlers::{authorise, base_url, conn, draft};
+use super::handlers::{authorise, base_url, conn, draft, on_conn};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -55,10 +55,9 @@ pub async fn upload(
         .to_owned();
     let name = filename(&req);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let meta = web::block(move || {
+    let meta = on_conn(&state, move |c| {
         attachments::upload(
-            &mut c,
+            c,
             Upload {
                 bytes: &body,
                 content_type: &content_type,
@@ -68,7 +67,7 @@ pub async fn upload(
             &d,
         )
     })
-    .await??;
+    .await?;
     let location = format!("{}/Binary/{}", base_url(&req, &state), meta.id);
     let mut res = negotiate::respond(&req, StatusCode::CREATED, Body::Value(metadata(&meta)))?;
     res.headers_mut().insert(

@@ -32,18 +32,12 @@ pub async fn search_for_patient(
         Some(who) => {
             authorise("Patient", Action::Read, &caller)?;
             let d = draft(&req, Some(&caller));
-            let mut c = super::handlers::conn(&state).await?;
-            let facts = web::block(move || -> Result<_, ApiError> {
-                let (row, facts) = directory::patient_for_search(&mut c, &who)?;
-                audit::record(
-                    &mut c,
-                    &d,
-                    &ok_outcome("R", "read"),
-                    &[audit::touched(&row)],
-                )?;
+            let facts = super::handlers::on_conn(&state, move |c| -> Result<_, ApiError> {
+                let (row, facts) = directory::patient_for_search(c, &who)?;
+                audit::record(c, &d, &ok_outcome("R", "read"), &[audit::touched(&row)])?;
                 Ok(facts)
             })
-            .await??;
+            .await?;
             Some(facts)
         }
         None => None,

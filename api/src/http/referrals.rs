@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::handlers::{authorise, base_url, conn, draft, if_match, on_conn, write_reply};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::referral::{Endpoint, ReferralAction, ReviewOutcome};
@@ -33,8 +33,7 @@ pub async fn create(
     let resource = negotiate::parse_body(&req, &body)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         let acting = svc::Acting {
             caller: &caller,
             author: &who,
@@ -42,12 +41,12 @@ pub async fn create(
         };
         // An advice and guidance request (category `request`) has its own use case.
         if crate::fhir::resources::advice::is_advice(&resource) {
-            crate::service::advice::create(&mut c, resource, &acting)
+            crate::service::advice::create(c, resource, &acting)
         } else {
-            svc::create(&mut c, resource, &acting)
+            svc::create(c, resource, &acting)
         }
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::CREATED, &row)
 }
 
@@ -334,16 +333,15 @@ pub async fn operation(
     };
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         let acting = svc::Acting {
             caller: &caller,
             author: &who,
             audit: &d,
         };
-        svc::apply(&mut c, &id, version, change, &acting)
+        svc::apply(c, &id, version, change, &acting)
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 

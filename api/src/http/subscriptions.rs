@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conn, draft, if_match, write_reply};
+use super::handlers::{authorise, base_url, conn, draft, if_match, on_conn, write_reply};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::config::Mode;
@@ -32,10 +32,9 @@ pub async fn create(
     let production = state.settings.mode == Mode::Production;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         svc::create(
-            &mut c,
+            c,
             resource,
             &Acting {
                 caller: &caller,
@@ -45,7 +44,7 @@ pub async fn create(
             production,
         )
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::CREATED, &row)
 }
 
@@ -63,10 +62,9 @@ pub async fn update(
     let production = state.settings.mode == Mode::Production;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let row = web::block(move || {
+    let row = on_conn(&state, move |c| {
         svc::update(
-            &mut c,
+            c,
             &id,
             resource,
             version,
@@ -78,7 +76,7 @@ pub async fn update(
             production,
         )
     })
-    .await??;
+    .await?;
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 
@@ -92,10 +90,9 @@ pub async fn delete(
     authorise("Subscription", Action::Delete, &caller)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    web::block(move || {
+    on_conn(&state, move |c| {
         svc::delete(
-            &mut c,
+            c,
             &id,
             &Acting {
                 caller: &caller,
@@ -104,7 +101,7 @@ pub async fn delete(
             },
         )
     })
-    .await??;
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
