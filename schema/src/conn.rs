@@ -104,6 +104,9 @@ fn without_tls_on_loopback(url: &str) -> String {
     format!("{url}{sep}sslmode=disable")
 }
 
+/// What diesel says when PostgreSQL answers an empty query (`EmptyQueryResponse`).
+const EMPTY_QUERY_ANSWER: &str = "Received an empty query";
+
 /// r2d2 manager that builds the right `DbConnection` variant for the configured URL and
 /// reports the real connection error (the derive's own `establish` loses it).
 #[derive(Debug, Clone)]
@@ -123,9 +126,25 @@ impl r2d2::ManageConnection for Manager {
         conn.map_err(diesel::r2d2::Error::ConnectionError)
     }
 
+    /// Each checkout proves the connection still works with one round trip. On PostgreSQL an
+    /// empty query: the server answers it without parsing or planning anything (a `SELECT 1`
+    /// is planned on every checkout), and diesel reports its empty answer as an error of its
+    /// own, which here means success.
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
-        conn.batch_execute("SELECT 1")
-            .map_err(diesel::r2d2::Error::QueryError)
+        match conn {
+            DbConnection::Postgresql(c) => match c.batch_execute("") {
+                Ok(()) => Ok(()),
+                Err(diesel::result::Error::DatabaseError(_, info))
+                    if info.message() == EMPTY_QUERY_ANSWER =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(diesel::r2d2::Error::QueryError(e)),
+            },
+            DbConnection::Sqlite(c) => c
+                .batch_execute("SELECT 1")
+                .map_err(diesel::r2d2::Error::QueryError),
+        }
     }
 
     fn has_broken(&self, _conn: &mut DbConnection) -> bool {

@@ -743,3 +743,31 @@ async fn sigterm_finishes_in_flight_requests_then_stops() {
         1
     );
 }
+
+#[actix_web::test]
+async fn a_pooled_connection_that_still_works_is_used_again() {
+    // Each checkout proves its connection works (on PostgreSQL with an empty query); one that
+    // passes is handed out again, not replaced by a new one.
+    let app = spawn_app().await;
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let mut c = pool.get().expect("a pooled connection");
+        match &mut *c {
+            ers_schema::DbConnection::Postgresql(pg) => {
+                let p: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+                    .get_result(pg)
+                    .expect("pid");
+                pids.push(p.pid);
+            }
+            // SQLite runs in-process: one connection of the pool, checked with `SELECT 1`.
+            ers_schema::DbConnection::Sqlite(_) => return,
+        }
+    }
+    assert!(pids.windows(2).all(|w| w[0] == w[1]), "{pids:?}");
+}
