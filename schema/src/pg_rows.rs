@@ -502,8 +502,9 @@ impl<'a> Rewrite<'a> {
 }
 
 impl QueryId for Rewrite<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+    // Fixed text: cached by type, not by hashing the statement's text on every update.
+    type QueryId = Rewrite<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 impl diesel::query_builder::Query for Rewrite<'_> {

@@ -170,21 +170,7 @@ pub fn get_pairs(conn: &mut DbConnection, pairs: &[(&str, &str)]) -> QResult<Vec
         return Ok(Vec::new());
     }
     if let DbConnection::Postgresql(pg) = conn {
-        let rows: Vec<(String, String, i64, NaiveDateTime, i32, String)> =
-            pg_rows::Pairs::new(pairs).load(pg)?;
-        return Ok(rows
-            .into_iter()
-            .map(
-                |(res_type, id, version_id, last_updated, deleted, content)| ResourceRow {
-                    res_type,
-                    id,
-                    version_id,
-                    last_updated,
-                    deleted,
-                    content,
-                },
-            )
-            .collect());
+        return Ok(pg_rows::Pairs::new(pairs).load::<ResourceRow>(pg)?);
     }
     // SQLite answers in-process: a lookup each costs no round trip.
     let mut out = Vec::with_capacity(pairs.len());
@@ -408,36 +394,14 @@ fn version_row(v: &NewVersion<'_>, method: &str, deleted: bool) -> VersionRow {
     }
 }
 
-/// Inserts a brand-new resource (version 1), its version row and its indexes.
+/// Inserts a brand-new resource (version 1), its version row and its indexes (`insert_many`
+/// of one).
 pub fn insert_resource(
     conn: &mut DbConnection,
     v: &NewVersion<'_>,
     index: &IndexEntries,
 ) -> QResult<()> {
-    if let DbConnection::Postgresql(pg) = conn {
-        let mut rows = pg_rows::Rows::default();
-        let version = version_row(v, "POST", false);
-        rows.resource(&version);
-        rows.version(version);
-        rows.index(v.res_type, v.id, index);
-        rows.write(pg)?;
-    } else {
-        diesel::insert_into(resources::table)
-            .values((
-                resources::res_type.eq(v.res_type),
-                resources::id.eq(v.id),
-                resources::version_id.eq(v.version_id),
-                resources::last_updated.eq(v.last_updated),
-                resources::deleted.eq(0),
-                resources::content.eq(v.content),
-            ))
-            .execute(conn)?;
-        diesel::insert_into(resource_versions::table)
-            .values(version_row(v, "POST", false))
-            .execute(conn)?;
-        write_index(conn, v.res_type, v.id, index)?;
-    }
-    crate::directory::refresh(conn, v.res_type, &[v.id])
+    insert_many(conn, &[(v.clone(), index)])
 }
 
 /// The newest first version of a type (the latest resource of it created).
@@ -945,10 +909,7 @@ pub fn insert_many(
         for chunk in items.chunks(BULK_CHUNK) {
             let mut rows = pg_rows::Rows::default();
             for (v, ix) in chunk {
-                let version = version_row(v, "POST", false);
-                rows.resource(&version);
-                rows.version(version);
-                rows.index(v.res_type, v.id, ix);
+                add_new(&mut rows, v, ix);
             }
             rows.write(pg)?;
         }
@@ -985,6 +946,14 @@ pub fn insert_many(
         .collect();
     write_indexes(conn, &owners)?;
     refresh_directory(conn, items)
+}
+
+/// A brand-new resource's rows (resource, version 1, index) for PostgreSQL's one statement.
+fn add_new(rows: &mut pg_rows::Rows, v: &NewVersion<'_>, index: &IndexEntries) {
+    let version = version_row(v, "POST", false);
+    rows.resource(&version);
+    rows.version(version);
+    rows.index(v.res_type, v.id, index);
 }
 
 /// The Directory positions of the services and locations among new resources.
@@ -1288,10 +1257,7 @@ pub fn write_additions(
         if items.len() <= BULK_CHUNK && audits.len() <= BULK_CHUNK && events.len() <= BULK_CHUNK {
             let mut batch = pg_rows::Batch::default();
             for (v, ix) in items {
-                let version = version_row(v, "POST", false);
-                batch.rows.resource(&version);
-                batch.rows.version(version);
-                batch.rows.index(v.res_type, v.id, ix);
+                add_new(&mut batch.rows, v, ix);
             }
             for (e, entities) in audits {
                 batch.audit.event(e, entities);

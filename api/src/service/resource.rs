@@ -275,10 +275,15 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
         targets.push((t, id));
     }
     // What the use case has read in its transaction and found live needs no query.
+    let read_live: Vec<bool> = targets
+        .iter()
+        .map(|(t, id)| super::memo::known_live(t, id))
+        .collect();
     let unread: Vec<(&str, &str)> = targets
         .iter()
-        .copied()
-        .filter(|(t, id)| registry::find(t).is_some() && !super::memo::known_live(t, id))
+        .zip(&read_live)
+        .filter(|((t, _), known)| !**known && registry::find(t).is_some())
+        .map(|(target, _)| *target)
         .collect();
     let live = if unread.is_empty() {
         Default::default()
@@ -286,8 +291,8 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
         store::live_among(conn, &unread)?
     };
     // The first that does not resolve is named, in the order of the resource.
-    for ((path, reference), (t, id)) in refs.iter().zip(&targets) {
-        if !super::memo::known_live(t, id) && !live.contains(&((*t).to_owned(), (*id).to_owned())) {
+    for (((path, reference), (t, id)), known) in refs.iter().zip(&targets).zip(&read_live) {
+        if !known && !live.contains(&((*t).to_owned(), (*id).to_owned())) {
             return Err(ServiceError::ReferenceNotFound {
                 path: path.clone(),
                 reference: reference.clone(),
