@@ -13,6 +13,8 @@ use crate::http::{routes, ApiError};
 /// Shared, read-only state of every worker.
 pub struct AppState {
     pub pool: DbPool,
+    /// Requests take their turn at `pool` in arrival order (see [`crate::http::gate`]).
+    pub gate: crate::http::gate::Gate,
     pub auth: crate::security::Authenticator,
     /// Per-caller request limiter (None when off).
     pub limiter: Option<crate::security::rate::Limiter>,
@@ -161,6 +163,10 @@ impl Application {
         .map_err(|e| StartupError::Start("the audit writer", e))?;
         let state = web::Data::new(AppState {
             audit,
+            gate: crate::http::gate::Gate::new(
+                settings.pool_size,
+                std::time::Duration::from_secs(settings.db_timeout_secs),
+            ),
             pool,
             auth,
             limiter: crate::security::rate::Limiter::new(

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conn, draft, if_match, on_conn, write_reply};
+use super::handlers::{authorise, base_url, draft, if_match, on_conn, write_reply};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -110,9 +110,10 @@ pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) 
         }
     }
     let base = base_url(&req, &state);
-    let mut c = conn(&state).await?;
-    let (rows, total) =
-        web::block(move || svc::for_caller(&mut c, &caller, all, unread, count, offset)).await??;
+    let (rows, total) = on_conn(&state, move |c| {
+        svc::for_caller(c, &caller, all, unread, count, offset)
+    })
+    .await?;
     let entries: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|(row, read)| {

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::json;
 
-use super::handlers::{authorise, base_url, conn, draft, on_conn};
+use super::handlers::{authorise, base_url, draft, on_conn};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -103,9 +103,7 @@ pub async fn download(
     authorise("Binary", Action::Read, &caller)?;
     let id = path.into_inner();
     let d = draft(&req, Some(&caller));
-    let mut c = conn(&state).await?;
-    let (meta, data) =
-        web::block(move || attachments::download(&mut c, &id, &caller, &d)).await??;
+    let (meta, data) = on_conn(&state, move |c| attachments::download(c, &id, &caller, &d)).await?;
     if wants_fhir(&req) {
         let mut v = metadata(&meta);
         v["data"] = json!(base64::engine::general_purpose::STANDARD.encode(&data));

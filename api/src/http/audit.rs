@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use ers_schema::audit::{self as store, AuditQuery};
 use serde_json::Value;
 
-use super::handlers::{authorise, base_url, draft};
+use super::handlers::{authorise, base_url, draft, on_conn};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::{Caller, NhsNumber};
@@ -140,13 +140,11 @@ pub async fn search(
     let (q, accepted) = parse(&params, strict(&req))?;
     negotiate::response_format(&req)?;
     let d = draft(&req, Some(&caller));
-    let pool = state.pool.clone();
     let query = q.clone();
-    let (rows, total) = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        let found = store::search(&mut c, &query)?;
+    let (rows, total) = on_conn(&state, move |c| -> Result<_, ApiError> {
+        let found = store::search(c, &query)?;
         audit::record(
-            &mut c,
+            c,
             &d,
             &Outcome {
                 action: "E",
@@ -158,7 +156,7 @@ pub async fn search(
         )?;
         Ok(found)
     })
-    .await??;
+    .await?;
     let base = base_url(&req, &state);
     let page = |offset: i64| {
         let mut p = accepted.clone();
@@ -203,12 +201,10 @@ pub async fn read(
     let id = path.into_inner();
     negotiate::response_format(&req)?;
     let d = draft(&req, Some(&caller));
-    let pool = state.pool.clone();
     let wanted = id.clone();
-    let (rows, _) = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
+    let (rows, _) = on_conn(&state, move |c| -> Result<_, ApiError> {
         let found = store::search(
-            &mut c,
+            c,
             &AuditQuery {
                 id: Some(wanted),
                 limit: 1,
@@ -216,7 +212,7 @@ pub async fn read(
             },
         )?;
         audit::record(
-            &mut c,
+            c,
             &d,
             &Outcome {
                 action: "R",
@@ -228,7 +224,7 @@ pub async fn read(
         )?;
         Ok(found)
     })
-    .await??;
+    .await?;
     let (row, entities) = rows
         .into_iter()
         .next()
@@ -251,14 +247,12 @@ pub async fn export(
         .map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))?;
     let (mut q, _) = parse(&params, strict(&req))?;
     let d = draft(&req, Some(&caller));
-    let pool = state.pool.clone();
-    let body = web::block(move || -> Result<String, ApiError> {
-        let mut c = pool.get()?;
+    let body = on_conn(&state, move |c| -> Result<String, ApiError> {
         let mut out = String::new();
         q.offset = 0;
         q.limit = 1000;
         loop {
-            let (rows, total) = store::search(&mut c, &q)?;
+            let (rows, total) = store::search(c, &q)?;
             for (r, e) in &rows {
                 out.push_str(&Value::to_string(&audit_event(r, e)));
                 out.push('\n');
@@ -269,7 +263,7 @@ pub async fn export(
             }
         }
         audit::record(
-            &mut c,
+            c,
             &d,
             &Outcome {
                 action: "E",
@@ -281,7 +275,7 @@ pub async fn export(
         )?;
         Ok(out)
     })
-    .await??;
+    .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/fhir+ndjson")
         .body(body))

@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::handlers::{base_url, draft};
+use super::handlers::{base_url, draft, on_conn};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::datetime;
@@ -103,13 +103,11 @@ async fn kick_off(
         }
     );
     let d = draft(&req, Some(&caller));
-    let pool = state.pool.clone();
     let ttl = state.settings.export_ttl_secs;
-    let job = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        Ok(exports::kick_off(&mut c, &k, &caller, &d, ttl)?)
+    let job = on_conn(&state, move |c| -> Result<_, ApiError> {
+        Ok(exports::kick_off(c, &k, &caller, &d, ttl)?)
     })
-    .await??;
+    .await?;
     let body = operation_outcome(&[Issue::information(format!(
         "Export {} accepted ({}): poll the Content-Location for its progress",
         job.id, job.types
@@ -149,12 +147,10 @@ pub async fn status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let pool = state.pool.clone();
-    let (job, files) = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        Ok(exports::status(&mut c, &id, &caller)?)
+    let (job, files) = on_conn(&state, move |c| -> Result<_, ApiError> {
+        Ok(exports::status(c, &id, &caller)?)
     })
-    .await??;
+    .await?;
     let base = base_url(&req, &state);
     match job.status.as_str() {
         "complete" => {
@@ -199,13 +195,11 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let d = draft(&req, Some(&caller));
-    let pool = state.pool.clone();
     let wanted = id.clone();
-    web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        Ok(exports::cancel(&mut c, &wanted, &caller, &d)?)
+    on_conn(&state, move |c| -> Result<_, ApiError> {
+        Ok(exports::cancel(c, &wanted, &caller, &d)?)
     })
-    .await??;
+    .await?;
     let body = operation_outcome(&[Issue::information(format!(
         "Export {id} cancelled; its files are deleted"
     ))]);
@@ -223,18 +217,16 @@ pub async fn file(
 ) -> Result<HttpResponse, ApiError> {
     let (id, part) = path.into_inner();
     let d = draft(&req, Some(&caller));
-    let pool = state.pool.clone();
     let gzip_ok = accepts_gzip(&req);
-    let (encoding, data) = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        let f = exports::file(&mut c, &id, part, &caller, &d)?;
+    let (encoding, data) = on_conn(&state, move |c| -> Result<_, ApiError> {
+        let f = exports::file(c, &id, part, &caller, &d)?;
         Ok(if f.encoding == exports::GZIP && gzip_ok {
             (Some(exports::GZIP), f.data)
         } else {
             (None, exports::plain(f)?)
         })
     })
-    .await??;
+    .await?;
     let mut r = HttpResponse::Ok();
     r.content_type(NDJSON);
     if let Some(e) = encoding {

@@ -8,7 +8,7 @@ use ers_schema::{write_tx, ResourceRow};
 use serde_json::{json, Value};
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, draft};
+use super::handlers::{authorise, base_url, draft, on_conn};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -193,9 +193,7 @@ pub async fn post(
     let d = draft(&req, Some(&caller));
     let base = base_url(&req, &state);
     let require = state.settings.require_if_match;
-    let pool = state.pool.clone();
-    let out: Vec<Value> = web::block(move || -> Result<Vec<Value>, ApiError> {
-        let mut c = pool.get()?;
+    let out: Vec<Value> = on_conn(&state, move |c| -> Result<Vec<Value>, ApiError> {
         let run = |c: &mut ers_schema::DbConnection, p: Planned| -> Result<Value, ServiceError> {
             let mut p = p;
             if transaction {
@@ -214,7 +212,7 @@ pub async fn post(
         };
         if transaction {
             // All entries in one transaction: the first failure undoes every write.
-            write_tx(&mut c, |c| -> Result<Vec<Value>, ApiError> {
+            write_tx(c, |c| -> Result<Vec<Value>, ApiError> {
                 let mut out = Vec::new();
                 for (i, p) in planned.into_iter().enumerate() {
                     let p = p.map_err(|e| ApiError::InEntry(i, Box::new(e)))?;
@@ -225,7 +223,7 @@ pub async fn post(
         } else {
             let mut out = Vec::new();
             for p in planned {
-                let result = p.and_then(|p| run(&mut c, p).map_err(ApiError::Service));
+                let result = p.and_then(|p| run(c, p).map_err(ApiError::Service));
                 out.push(match result {
                     Ok(v) => v,
                     Err(e) => {
@@ -237,7 +235,7 @@ pub async fn post(
             Ok(out)
         }
     })
-    .await??;
+    .await?;
     let response = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),

@@ -7,6 +7,7 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
+use super::handlers::on_conn;
 use super::middleware::RequestId;
 use super::ApiError;
 use crate::domain::{BusinessFunction, Caller, OdsCode, SdsUserId};
@@ -187,13 +188,8 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
 
 /// Every (business function, ODS code) the user with this SDS id holds, from the directory.
 pub(super) async fn roles_of(state: &AppState, user: &str) -> Result<Roles, ApiError> {
-    let pool = state.pool.clone();
     let who = user.to_owned();
-    web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        Ok(crate::service::roles::roles_of(&mut c, &who)?)
-    })
-    .await?
+    on_conn(state, move |c| crate::service::roles::roles_of(c, &who)).await
 }
 
 impl FromRequest for Caller {

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 use plotters::prelude::*;
 
-use super::handlers::draft;
+use super::handlers::{draft, on_conn};
 use super::reports::parse;
 use super::ApiError;
 use crate::domain::Caller;
@@ -300,12 +300,10 @@ pub async fn show(
             .join(", ")
     };
     let d = draft(&req, Some(&caller));
-    let pool = state.pool.clone();
-    let figures = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
-        Ok(reports::dashboard(&mut c, &request.filter, &caller, &d)?)
+    let figures = on_conn(&state, move |c| -> Result<_, ApiError> {
+        Ok(reports::dashboard(c, &request.filter, &caller, &d)?)
     })
-    .await??;
+    .await?;
     let page = render(&figures, &filters)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

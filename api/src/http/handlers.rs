@@ -178,15 +178,20 @@ pub(super) fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         })
 }
 
-pub(super) async fn conn(state: &web::Data<AppState>) -> Result<ers_schema::PooledConn, ApiError> {
+/// A pooled connection for work that outlives one blocking task (a streamed answer), with
+/// the request's turn at the pool, which must be kept as long as the connection.
+pub(super) async fn checkout(
+    state: &AppState,
+) -> Result<(ers_schema::PooledConn, super::gate::Turn), ApiError> {
+    let turn = state.gate.turn().await?;
     let pool = state.pool.clone();
-    Ok(web::block(move || pool.get()).await??)
+    Ok((web::block(move || pool.get()).await??, turn))
 }
 
 /// Runs `work` on a pooled connection in one blocking task: the checkout and the work share a
 /// thread (one hand-off from the HTTP worker per request instead of two).
 pub(super) async fn on_conn<T, E>(
-    state: &web::Data<AppState>,
+    state: &AppState,
     work: impl FnOnce(&mut ers_schema::PooledConn) -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError>
 where
@@ -194,10 +199,14 @@ where
     E: Send + 'static,
     ApiError: From<E>,
 {
+    let turn = state.gate.turn().await?;
     let pool = state.pool.clone();
     let done = web::block(move || -> Result<Result<T, E>, ApiError> {
         let mut c = pool.get()?;
-        Ok(work(&mut c))
+        let done = work(&mut c);
+        drop(c);
+        drop(turn);
+        Ok(done)
     })
     .await??;
     Ok(done?)

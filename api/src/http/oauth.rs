@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::handlers::public_root;
+use super::handlers::{on_conn, public_root};
 use super::ApiError;
 use crate::security::jwt::{self, Expect, VerifyKey};
 use crate::startup::AppState;
@@ -156,11 +156,9 @@ pub async fn client_credentials(
     let expires = chrono::DateTime::from_timestamp(exp + state.settings.clock_skew_secs, 0)
         .map(|t| t.naive_utc())
         .unwrap_or_default();
-    let pool = state.pool.clone();
     let (cid, j) = (client_id.clone(), jti.clone());
-    let fresh = web::block(move || -> Result<bool, ApiError> {
-        let mut c = pool.get()?;
-        Ok(ers_schema::write_tx(&mut c, |c| {
+    let fresh = on_conn(&state, move |c| -> Result<bool, ApiError> {
+        Ok(ers_schema::write_tx(c, |c| {
             ers_schema::store::record_assertion(
                 c,
                 &cid,
@@ -170,7 +168,7 @@ pub async fn client_credentials(
             )
         })?)
     })
-    .await??;
+    .await?;
     if !fresh {
         return Err(ApiError::Unauthorized(format!(
             "client assertion: 'jti' ({jti}) has been used already; sign a new assertion for each token request"

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conn, draft, if_match, on_conn, write_reply};
+use super::handlers::{authorise, base_url, draft, if_match, on_conn, write_reply};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::referral::{Endpoint, ReferralAction, ReviewOutcome};
@@ -141,9 +141,8 @@ pub async fn operation(
             )));
         }
         let base = base_url(&req, &state);
-        let mut c = conn(&state).await?;
         let who = caller.clone();
-        let (row, now) = web::block(move || svc::available_actions(&mut c, &id, &who)).await??;
+        let (row, now) = on_conn(&state, move |c| svc::available_actions(c, &id, &who)).await?;
         let mut params = vec![
             json!({"name": "referral", "valueReference": {"reference": format!("ServiceRequest/{}/_history/{}", row.id, row.version_id)}}),
         ];

@@ -7,7 +7,7 @@ use chrono::Utc;
 use ers_schema::reports::{ReportFilter, UsageKey};
 use serde_json::{json, Value};
 
-use super::handlers::draft;
+use super::handlers::{checkout, draft};
 use super::ApiError;
 use crate::domain::{Caller, OdsCode};
 use crate::fhir::datetime;
@@ -340,10 +340,10 @@ pub async fn run(
     let d = draft(&req, Some(&caller));
     // The run is recorded, and the connection taken, before the answer starts: a database
     // that is down is a 503, not a truncated 200.
-    let pool = state.pool.clone();
+    let (conn, turn) = checkout(&state).await?;
     let (r2, c2) = (request.clone(), caller.clone());
     let conn = web::block(move || -> Result<_, ApiError> {
-        let mut c = pool.get()?;
+        let mut c = conn;
         reports::start(&mut c, &r2, &c2, &d)?;
         Ok(c)
     })
@@ -360,6 +360,8 @@ pub async fn run(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     actix_web::rt::task::spawn_blocking(move || {
         let mut conn = conn;
+        // The connection's turn at the pool ends with the stream.
+        let _turn = turn;
         let mut enc = Encoder::new(format, columns, head);
         let mut sink = |row: Vec<Cell>| -> bool {
             enc.row(&row);

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conn, draft, if_match, on_conn, write_reply};
+use super::handlers::{authorise, base_url, draft, if_match, on_conn, write_reply};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::config::Mode;
@@ -138,9 +138,10 @@ pub async fn events(
     let since = number("eventsSinceNumber")?.unwrap_or(0);
     let until = number("eventsUntilNumber")?;
     let base = base_url(&req, &state);
-    let mut c = conn(&state).await?;
-    let bundle =
-        web::block(move || svc::events(&mut c, &id, &caller, since, until, &base)).await??;
+    let bundle = on_conn(&state, move |c| {
+        svc::events(c, &id, &caller, since, until, &base)
+    })
+    .await?;
     negotiate::respond(&req, StatusCode::OK, Body::Value(bundle))
 }
 
