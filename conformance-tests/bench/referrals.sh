@@ -13,7 +13,7 @@ PORT=18491
 cargo build --release --locked --bins -q
 fresh_database "$BACKEND" referrals
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
-ERS_BIND="127.0.0.1:$PORT" ERS_SEED=sandbox ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE=16 "$BIN/ers-server" > /var/tmp/ers-bench-referrals-server.log 2>&1 &
+ERS_BIND="127.0.0.1:$PORT" ERS_SEED=sandbox ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE="${ERS_BENCH_POOL:-8}" "$BIN/ers-server" > /var/tmp/ers-bench-referrals-server.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_ready "$PORT"
