@@ -140,7 +140,7 @@ impl Plan {
                 let new_ubrn = format!("{:012}", base + n);
                 let renames: Vec<(String, String)> = rows
                     .iter()
-                    .map(|w| (w.version.id.clone(), uuid::Uuid::new_v4().to_string()))
+                    .map(|w| (w.version.id.clone(), ers_api::fhir::new_id()))
                     .chain([(ubrn.clone(), new_ubrn)])
                     .collect();
                 let rename = |s: &str| {

@@ -44,7 +44,7 @@ fn resolve_placeholders(entries: &mut [Value]) -> Vec<Option<String>> {
         let url = e.pointer("/request/url").and_then(Value::as_str);
         match (full_url, method, url) {
             (Some(f), Some("POST"), Some(t)) if f.starts_with("urn:uuid:") && !t.contains('/') => {
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = crate::fhir::new_id();
                 assigned.insert(f.to_owned(), format!("{t}/{id}"));
                 ids.push(Some(id));
             }

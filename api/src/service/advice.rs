@@ -210,7 +210,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         if !access.contains(&me) {
             access.push(me);
         }
-        let id = format!("a.{}", uuid::Uuid::new_v4());
+        let id = format!("a.{}", crate::fhir::new_id());
         let row = match resource::create(
             c,
             def,

@@ -128,7 +128,7 @@ pub fn upload(
             format!("the content is not {content_type}, as the Content-Type says"),
         ));
     }
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::fhir::new_id();
     let sha256: String = openssl::sha::sha256(up.bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -336,7 +336,7 @@ fn create_document(
         d,
         &Writer::new(who.author, who.audit).visible_to(access),
         None,
-        Some(uuid::Uuid::new_v4().to_string()),
+        Some(crate::fhir::new_id()),
     )? {
         resource::Created::New(r) | resource::Created::Existing(r) => Ok(r),
     }

@@ -549,7 +549,7 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                 content,
                 &Writer::new(who.author, who.audit).visible_to(&access),
                 None,
-                Some(format!("a.{}", uuid::Uuid::new_v4())),
+                Some(format!("a.{}", crate::fhir::new_id())),
             )? {
                 resource::Created::New(r) | resource::Created::Existing(r) => r,
             };

@@ -323,7 +323,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
                 service: None,
             },
         );
-        let id = format!("r.{}", uuid::Uuid::new_v4());
+        let id = format!("r.{}", crate::fhir::new_id());
         let mut access = organisations(c, &body)?;
         let me = caller.organisation.as_str().to_owned();
         if !access.contains(&me) {

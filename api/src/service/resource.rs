@@ -420,7 +420,7 @@ fn provenance(
     use serde_json::json;
     let def = registry::find("Provenance")
         .ok_or_else(|| ServiceError::BadRequest("Provenance is not registered".into()))?;
-    let pid = uuid::Uuid::new_v4().to_string();
+    let pid = crate::fhir::new_id();
     let last_updated = now();
     let who = match (&audit.client_id, &author.user) {
         (Some(app), _) => {
@@ -537,7 +537,7 @@ pub fn create(
 ) -> Result<Created> {
     let (author, audit, access) = (w.author, w.audit, w.access);
     // A transaction assigns ids up front so its entries can refer to each other.
-    let id = assigned_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = assigned_id.unwrap_or_else(crate::fhir::new_id);
     let mut prepared = prepare(def, body)?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
     write_tx(conn, |c| {

@@ -1014,7 +1014,7 @@ fn referrals(
             sr::UBRN_SYSTEM,
             ubrn,
             body.clone(),
-            Some(format!("r.{}", uuid::Uuid::new_v4())),
+            Some(format!("r.{}", crate::fhir::new_id())),
             &access,
         )?;
         first.get_or_insert(id.clone());

@@ -74,7 +74,7 @@ impl<'a> Loader<'a> {
     }
 
     fn add(&mut self, res_type: &str, body: Value) -> Result<String, ServiceError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::fhir::new_id();
         self.add_with_id(res_type, &id, body, Vec::new())?;
         Ok(id)
     }
@@ -486,7 +486,7 @@ pub fn referrals(
                 access.push(s.ods.clone());
             }
         }
-        let id = format!("r.{}", uuid::Uuid::new_v4());
+        let id = format!("r.{}", crate::fhir::new_id());
         loader.add_with_id("ServiceRequest", &id, body, access.clone())?;
         report.referrals += 1;
         if let Some(status) = appointment {
@@ -513,7 +513,7 @@ pub fn referrals(
             if status == "cancelled" {
                 a["cancelationReason"] = json!({"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentCancellationReason", "code": "PATIENT_ILL"}]});
             }
-            loader.add_with_id("Appointment", &uuid::Uuid::new_v4().to_string(), a, access)?;
+            loader.add_with_id("Appointment", &crate::fhir::new_id(), a, access)?;
             report.appointments += 1;
         }
     }
