@@ -27,6 +27,8 @@ pub async fn ping() -> HttpResponse {
 }
 
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    // Straight to the pool, not through the request gate: a load balancer's probe should not
+    // queue behind the requests it is deciding whether to send.
     let pool = state.pool.clone();
     let backend = state.backend;
     let checked = web::block(move || -> Result<(), String> {
