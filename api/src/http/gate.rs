@@ -61,13 +61,13 @@ mod tests {
     #[actix_web::test]
     async fn waiters_get_their_turn_in_arrival_order() {
         let gate = Rc::new(Gate::new(1, Duration::from_secs(5)));
-        let first = gate.turn().await.unwrap();
+        let first = gate.turn().await.expect("a free turn");
         let served = Rc::new(RefCell::new(Vec::new()));
         let mut waiting = Vec::new();
         for n in 0..5 {
             let (gate, served) = (gate.clone(), served.clone());
             waiting.push(actix_web::rt::spawn(async move {
-                let turn = gate.turn().await.unwrap();
+                let turn = gate.turn().await.expect("a turn in time");
                 served.borrow_mut().push(n);
                 // Each holds its turn across a yield, so a later waiter could overtake it
                 // if the gate were not first come, first served.
@@ -79,7 +79,7 @@ mod tests {
         }
         drop(first);
         for w in waiting {
-            w.await.unwrap();
+            w.await.expect("the waiter finishes");
         }
         assert_eq!(*served.borrow(), vec![0, 1, 2, 3, 4]);
     }
@@ -87,7 +87,7 @@ mod tests {
     #[actix_web::test]
     async fn a_request_that_waits_too_long_is_told_the_database_is_busy() {
         let gate = Gate::new(1, Duration::from_millis(50));
-        let _held = gate.turn().await.unwrap();
+        let _held = gate.turn().await.expect("a free turn");
         match gate.turn().await {
             Err(ApiError::Unavailable(msg)) => {
                 assert!(msg.contains("every one stayed busy"), "{msg}")
