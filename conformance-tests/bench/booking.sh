@@ -28,14 +28,8 @@ export ERS_DATABASE_URL="$URL" RUST_LOG=warn
 RUST_LOG=info "$BIN/ers-server" generate-directory "$SERVICES" "$SLOTS" 2>&1 | tail -1
 RUST_LOG="${ERS_BENCH_SERVER_LOG:-warn}" ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE="${ERS_BENCH_POOL:-8}" "$BIN/ers-server" > /var/tmp/ers-bench-booking-server.log 2>&1 &
 SERVER=$!
-ANALYZER=""
+analyze_while_running "$BACKEND" "$URL"
 trap 'kill $SERVER $ANALYZER 2>/dev/null || true' EXIT
-if [ "$BACKEND" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum')" = off ]; then
-  # These machines run PostgreSQL with autovacuum off; a production server has it on, and
-  # would analyze the tables as the referrals the runs make arrive. Stand in for it.
-  ( while sleep 10; do psql "$URL" -qc ANALYZE >/dev/null 2>&1 || true; done ) &
-  ANALYZER=$!
-fi
 wait_ready "$PORT"
 LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE] $(date -u +%FT%TZ)"
 mkdir -p docs/benchmarks

@@ -26,3 +26,14 @@ wait_ready() {
   echo "the server on port $1 did not start" >&2
   return 1
 }
+
+# analyze_while_running sqlite|postgres URL: these machines run PostgreSQL with autovacuum off;
+# a production server has it on, and would analyze the tables as the rows a run makes arrive.
+# Stands in for it (ANALYZE every 10 s) until the script exits; sets ANALYZER (its pid, or "").
+analyze_while_running() {
+  ANALYZER=""
+  if [ "$1" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum')" = off ]; then
+    ( while sleep 10; do psql "$2" -qc ANALYZE >/dev/null 2>&1 || true; done ) &
+    ANALYZER=$!
+  fi
+}

@@ -22,13 +22,8 @@ export ERS_DATABASE_URL="$URL" RUST_LOG=warn
 RUST_LOG=info "$BIN/ers-server" generate-directory 1000 400000 2>&1 | tail -1
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE="${ERS_BENCH_POOL:-8}" "$BIN/ers-server" > /var/tmp/ers-bench-national-server.log 2>&1 &
 SERVER=$!
-ANALYZER=""
+analyze_while_running "$BACKEND" "$URL"
 trap 'kill $SERVER $ANALYZER 2>/dev/null || true' EXIT
-if [ "$BACKEND" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum')" = off ]; then
-  # Autovacuum is off on these machines; stand in for it as in booking.sh.
-  ( while sleep 10; do psql "$URL" -qc ANALYZE >/dev/null 2>&1 || true; done ) &
-  ANALYZER=$!
-fi
 wait_ready "$PORT"
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario national-day \

@@ -15,7 +15,8 @@ fresh_database "$BACKEND" referrals
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
 ERS_BIND="127.0.0.1:$PORT" ERS_SEED=sandbox ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL_SIZE="${ERS_BENCH_POOL:-8}" "$BIN/ers-server" > /var/tmp/ers-bench-referrals-server.log 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
+analyze_while_running "$BACKEND" "$URL"
+trap 'kill $SERVER $ANALYZER 2>/dev/null || true' EXIT
 wait_ready "$PORT"
 mkdir -p docs/benchmarks
 for CLIENTS in 1 8 32; do
