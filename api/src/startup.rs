@@ -163,8 +163,9 @@ impl Application {
         .map_err(|e| StartupError::Start("the audit writer", e))?;
         let state = web::Data::new(AppState {
             audit,
+            // One turn per connection the pool can open.
             gate: crate::http::gate::Gate::new(
-                settings.pool_size,
+                pool.max_size(),
                 std::time::Duration::from_secs(settings.db_timeout_secs),
             ),
             pool,

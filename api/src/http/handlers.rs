@@ -178,16 +178,6 @@ pub(super) fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         })
 }
 
-/// A pooled connection for work that outlives one blocking task (a streamed answer), with
-/// the request's turn at the pool, which must be kept as long as the connection.
-pub(super) async fn checkout(
-    state: &AppState,
-) -> Result<(ers_schema::PooledConn, super::gate::Turn), ApiError> {
-    let turn = state.gate.turn().await?;
-    let pool = state.pool.clone();
-    Ok((web::block(move || pool.get()).await??, turn))
-}
-
 /// Runs `work` on a pooled connection in one blocking task: the checkout and the work share a
 /// thread (one hand-off from the HTTP worker per request instead of two).
 pub(super) async fn on_conn<T, E>(
@@ -204,6 +194,7 @@ where
     let done = web::block(move || -> Result<Result<T, E>, ApiError> {
         let mut c = pool.get()?;
         let done = work(&mut c);
+        // Back in the pool before the turn passes on, so the next waiter finds it free.
         drop(c);
         drop(turn);
         Ok(done)

@@ -7,7 +7,7 @@ use chrono::Utc;
 use ers_schema::reports::{ReportFilter, UsageKey};
 use serde_json::{json, Value};
 
-use super::handlers::{checkout, draft};
+use super::handlers::draft;
 use super::ApiError;
 use crate::domain::{Caller, OdsCode};
 use crate::fhir::datetime;
@@ -340,10 +340,12 @@ pub async fn run(
     let d = draft(&req, Some(&caller));
     // The run is recorded, and the connection taken, before the answer starts: a database
     // that is down is a 503, not a truncated 200.
-    let (conn, turn) = checkout(&state).await?;
+    // The stream keeps its turn at the pool as long as its connection.
+    let turn = state.gate.turn().await?;
+    let pool = state.pool.clone();
     let (r2, c2) = (request.clone(), caller.clone());
     let conn = web::block(move || -> Result<_, ApiError> {
-        let mut c = conn;
+        let mut c = pool.get()?;
         reports::start(&mut c, &r2, &c2, &d)?;
         Ok(c)
     })
@@ -360,7 +362,6 @@ pub async fn run(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     actix_web::rt::task::spawn_blocking(move || {
         let mut conn = conn;
-        // The connection's turn at the pool ends with the stream.
         let _turn = turn;
         let mut enc = Encoder::new(format, columns, head);
         let mut sink = |row: Vec<Cell>| -> bool {

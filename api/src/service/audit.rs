@@ -108,7 +108,8 @@ fn event_rows(
     outcome: &Outcome,
     entities: &[Touched],
 ) -> (AuditRow, Vec<AuditEntityRow>) {
-    let id = uuid::Uuid::new_v4().to_string();
+    // Time-ordered like resource ids: the event table's key grows at its end.
+    let id = crate::fhir::new_id();
     let row = AuditRow {
         id: id.clone(),
         recorded: chrono::Utc::now().naive_utc(),
