@@ -251,9 +251,8 @@ pub struct PageRow {
 fn page_filtered(q: &PageQuery) -> resources::BoxedQuery<'static, Backend> {
     let mut query = resources::table
         .into_boxed()
-        // A SQL literal: the statement is not kept prepared, so each page is planned with its
-        // values (see `search::SqlPredicate`).
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("1 = 1"))
+        // Each page planned with its values.
+        .filter(crate::search::planned_with_values())
         .filter(resources::res_type.eq(q.res_type.clone()))
         .filter(resources::deleted.eq(0));
     if let Some(t) = q.since {

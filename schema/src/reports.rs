@@ -269,9 +269,8 @@ type Cond<T> = Box<dyn BoxableExpression<T, Backend, SqlType = diesel::sql_types
 
 /// All the conditions ANDed (TRUE when there are none).
 fn all_of<T: 'static>(conds: Vec<Cond<T>>) -> Cond<T> {
-    // From a SQL literal: the statement is not kept prepared, so each page and aggregate is
-    // planned with its values (see `search::SqlPredicate`).
-    let always: Cond<T> = Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("1 = 1"));
+    // Each page and aggregate planned with its values.
+    let always: Cond<T> = Box::new(crate::search::planned_with_values());
     conds.into_iter().fold(always, |a, b| Box::new(a.and(b)))
 }
 

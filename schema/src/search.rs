@@ -176,6 +176,14 @@ enum Part {
     F64(f64),
 }
 
+/// A condition that is always true and keeps the statement it is part of from being kept
+/// prepared, so PostgreSQL plans each run with its values (see [`SqlPredicate`] for why): for
+/// statements whose best plan depends on their values, such as a page of an organisation's rows
+/// or a list of ids checked against a low-selectivity code.
+pub fn planned_with_values() -> diesel::expression::SqlLiteral<Bool> {
+    sql::<Bool>("1 = 1")
+}
+
 /// A boolean SQL expression: SQL text with bound values, usable in a diesel `filter`.
 #[derive(Debug, Clone, Default)]
 pub struct SqlPredicate {
