@@ -336,8 +336,12 @@ fn history_base(
     if let Some(t) = &q.res_type {
         query = query.filter(resource_versions::res_type.eq(t.clone()));
     }
-    if let Some(id) = &q.id {
-        query = query.filter(resource_versions::id.eq(id.clone()));
+    match &q.id {
+        Some(id) => query = query.filter(resource_versions::id.eq(id.clone())),
+        // A page of a type's (or every type's) versions, often an organisation's: planned with
+        // its values each time. Kept prepared, the generic plan of an organisation's history
+        // took 350-500 ms a page where the planned one took 50 (31,000 referrals).
+        None => query = query.filter(crate::search::planned_with_values()),
     }
     if let Some(since) = q.since {
         query = query.filter(resource_versions::last_updated.ge(since));
@@ -1578,7 +1582,7 @@ mod tests {
     }
 
     #[test]
-    fn access_checks_of_several_resources_are_planned_with_their_values() {
+    fn statements_over_an_organisations_rows_are_planned_with_their_values() {
         let mut conn = fresh();
         let author = Author {
             user: None,
@@ -1617,6 +1621,16 @@ mod tests {
             let one = holding_token(&mut conn, "ServiceRequest", &ids[2..], "_access", &codes)
                 .expect("query");
             assert!(one.is_empty(), "r.c holds only Y: {one:?}");
+            let history_query = HistoryQuery {
+                res_type: Some("ServiceRequest".into()),
+                holding: Some(("_access".into(), codes.to_vec())),
+                limit: 20,
+                ..HistoryQuery::default()
+            };
+            let (versions, total) = history(&mut conn, &history_query).expect("history");
+            let mut seen: Vec<_> = versions.iter().map(|v| v.id.as_str()).collect();
+            seen.sort();
+            assert_eq!((seen, total), (vec!["r.a", "r.b"], 2));
         }
         if let DbConnection::Postgresql(pg) = &mut *conn {
             let prepared = |pg: &mut PgConnection, shape: &str| -> i64 {
@@ -1632,6 +1646,8 @@ mod tests {
             // ... the check of several is not: a generic plan of it would read every holder of
             // the code.
             assert_eq!(prepared(pg, r#"%"res_id" = ANY%"#), 0);
+            // Nor is a page (or count) of a type's history of the organisation's resources.
+            assert_eq!(prepared(pg, r#"%"resource_versions"%"#), 0);
         }
     }
 }
