@@ -5,7 +5,10 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{CustomizeConnection, Pool, PooledConnection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use crate::StorageError;
 
@@ -126,47 +129,143 @@ impl r2d2::ManageConnection for Manager {
         conn.map_err(diesel::r2d2::Error::ConnectionError)
     }
 
-    /// Each checkout proves the connection still works with one round trip. On PostgreSQL an
-    /// empty query: the server answers it without parsing or planning anything (a `SELECT 1`
-    /// is planned on every checkout), and diesel reports its empty answer as an error of its
-    /// own, which here means success.
+    /// A checkout proves the connection still works with one round trip, unless the
+    /// connection answered a statement within the last [`TRUSTED_FOR`] and no connection has
+    /// found itself closed since it last proved itself (see [`Health`]). On PostgreSQL the
+    /// proof is an empty query: the server answers it without parsing or planning anything (a
+    /// `SELECT 1` is planned on every checkout), and diesel reports its empty answer as an
+    /// error of its own, which here means success.
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
-        match conn {
-            DbConnection::Postgresql(c) => match c.batch_execute("") {
-                Ok(()) => Ok(()),
-                Err(diesel::result::Error::DatabaseError(_, info))
-                    if info.message() == EMPTY_QUERY_ANSWER =>
-                {
-                    Ok(())
-                }
-                Err(e) => Err(diesel::r2d2::Error::QueryError(e)),
-            },
-            DbConnection::Sqlite(c) => c
-                .batch_execute("SELECT 1")
-                .map_err(diesel::r2d2::Error::QueryError),
+        let health = Health::of(conn);
+        let losses = LOSSES.load(Ordering::Acquire);
+        if health.as_ref().is_some_and(|h| h.lock().trusted(losses)) {
+            return Ok(());
         }
+        prove(conn)?;
+        if let Some(h) = health {
+            let mut h = h.lock();
+            h.last_answer = Some(Instant::now());
+            h.losses_seen = losses;
+        }
+        Ok(())
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    /// A connection that found itself closed is dropped, not pooled again.
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        Health::of(conn).is_some_and(|h| h.lock().closed)
+    }
+}
+
+/// One round trip that proves a connection works.
+fn prove(conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
+    match conn {
+        DbConnection::Postgresql(c) => match c.batch_execute("") {
+            Ok(()) => Ok(()),
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message() == EMPTY_QUERY_ANSWER =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(diesel::r2d2::Error::QueryError(e)),
+        },
+        DbConnection::Sqlite(c) => c
+            .batch_execute("SELECT 1")
+            .map_err(diesel::r2d2::Error::QueryError),
+    }
+}
+
+/// How long after its last answer a pooled connection is handed out without proving it works
+/// (HikariCP's bypass window is the same). Under load every connection is back in use within
+/// milliseconds, so checkouts cost no round trip (reads by id 5,106 and 5,138 → 5,700 and
+/// 5,619/s, creates 765 and 777 → 823 and 824/s, on 2 cores: docs/BENCHMARKS.md). A connection idle longer,
+/// one the database may have dropped meanwhile, is proved first, as every one was before.
+pub const TRUSTED_FOR: Duration = Duration::from_millis(500);
+
+/// How many times a statement has found its connection closed, in this process. A loss makes
+/// every connection prove itself before its next use (the database restarted, most likely),
+/// so one request fails for it, not one per pooled connection.
+static LOSSES: AtomicU64 = AtomicU64::new(0);
+
+/// What a pooled connection's statements have shown of it, kept by its [`SlowQueryLog`] (which
+/// sees every statement) and read at checkout and check-in. r2d2 hands the manager the
+/// connection alone, so a connection's record is found by the address of its instrumentation,
+/// which lives on the heap for as long as the connection does.
+#[derive(Debug, Default)]
+struct Health {
+    /// When the database last answered one of its statements (an error is an answer too).
+    last_answer: Option<Instant>,
+    /// [`LOSSES`] when it last answered or proved itself.
+    losses_seen: u64,
+    /// A statement found the connection closed.
+    closed: bool,
+}
+
+type SharedHealth = Arc<parking_lot::Mutex<Health>>;
+
+static HEALTH: LazyLock<parking_lot::Mutex<HashMap<usize, SharedHealth>>> =
+    LazyLock::new(Default::default);
+
+impl Health {
+    fn trusted(&self, losses: u64) -> bool {
+        !self.closed
+            && self.losses_seen == losses
+            && self.last_answer.is_some_and(|t| t.elapsed() < TRUSTED_FOR)
+    }
+
+    fn key(conn: &mut DbConnection) -> usize {
+        let log: &mut dyn diesel::connection::Instrumentation = match conn {
+            DbConnection::Postgresql(c) => c.instrumentation(),
+            DbConnection::Sqlite(c) => c.instrumentation(),
+        };
+        log as *mut dyn diesel::connection::Instrumentation as *mut u8 as usize
+    }
+
+    fn of(conn: &mut DbConnection) -> Option<SharedHealth> {
+        let key = Self::key(conn);
+        HEALTH.lock().get(&key).cloned()
     }
 }
 
 /// Logs statements slower than the threshold (target `ers_schema::slow_query`, at warn), and
 /// every statement with its time at trace: the SQL as sent, with its binds.
+/// It also keeps the connection's [`Health`].
 struct SlowQueryLog {
-    started: Option<std::time::Instant>,
+    started: Option<Instant>,
     threshold: Duration,
+    health: SharedHealth,
+}
+
+impl Drop for SlowQueryLog {
+    fn drop(&mut self) {
+        // Its connection is closing: its record goes with it (the key is this value's address).
+        HEALTH
+            .lock()
+            .remove(&(self as *mut Self as *mut u8 as usize));
+    }
 }
 
 impl diesel::connection::Instrumentation for SlowQueryLog {
     fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
         use diesel::connection::InstrumentationEvent as E;
+        use diesel::result::{DatabaseErrorKind, Error};
         match event {
-            E::StartQuery { .. } => self.started = Some(std::time::Instant::now()),
-            E::FinishQuery { query, .. } => {
+            E::StartQuery { .. } => self.started = Some(Instant::now()),
+            E::FinishQuery { query, error, .. } => {
+                let now = Instant::now();
+                {
+                    let mut h = self.health.lock();
+                    if let Some(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) =
+                        error
+                    {
+                        h.closed = true;
+                        LOSSES.fetch_add(1, Ordering::AcqRel);
+                    } else {
+                        h.last_answer = Some(now);
+                        h.losses_seen = LOSSES.load(Ordering::Acquire);
+                    }
+                }
                 let Some(t) = self.started.take() else { return };
-                let elapsed = t.elapsed();
+                let elapsed = now - t;
                 if elapsed >= self.threshold {
                     log::warn!(target: "ers_schema::slow_query", "{elapsed:?}: {query}");
                 } else {
@@ -186,14 +285,17 @@ struct Pragmas {
 
 impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
+        let health = SharedHealth::default();
         let log = SlowQueryLog {
             started: None,
             threshold: Duration::from_millis(500),
+            health: health.clone(),
         };
         match conn {
             DbConnection::Postgresql(c) => c.set_instrumentation(log),
             DbConnection::Sqlite(c) => c.set_instrumentation(log),
         }
+        HEALTH.lock().insert(Health::key(conn), health);
         if let DbConnection::Sqlite(c) = conn {
             // The busy timeout first: switching a new file to WAL takes a lock, and the pool
             // opens its connections at once ("database is locked" otherwise).
@@ -289,6 +391,129 @@ impl DbConnection {
 #[cfg(test)]
 mod tests {
     use super::{without_tls_on_loopback as local, DatabaseUrl};
+    use super::{DbConnection, TRUSTED_FOR};
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+
+    #[derive(diesel::QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text: String,
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+
+    /// The tests that lose connections count losses for the whole process: one at a time.
+    static LOSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn backend_pid(c: &mut PgConnection) -> i32 {
+        diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result::<Pid>(c)
+            .expect("pid")
+            .pid
+    }
+
+    /// The last statement a backend ran, as PostgreSQL reports it.
+    fn last_statement(admin: &mut PgConnection, pid: i32) -> String {
+        diesel::sql_query(format!(
+            "SELECT query AS text FROM pg_stat_activity WHERE pid = {pid}"
+        ))
+        .get_result::<Text>(admin)
+        .expect("pg_stat_activity")
+        .text
+    }
+
+    #[test]
+    fn a_connection_is_proved_at_checkout_only_when_idle_or_after_a_loss() {
+        let _one_at_a_time = LOSING.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(admin_url) = std::env::var("ERS_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            // SQLite: a file opened in-process, nothing to lose (its proof is `SELECT 1`).
+            return;
+        };
+        let pool = super::build_pool(&crate::testing::database_url(), 1).expect("pool");
+        let mut admin = PgConnection::establish(&admin_url).expect("admin");
+        let mut c = pool.get().expect("a connection");
+        let DbConnection::Postgresql(inner) = &mut *c else {
+            panic!("a PostgreSQL connection")
+        };
+        let pid = backend_pid(inner);
+        inner.batch_execute("SELECT 'marker'").expect("a statement");
+        drop(c);
+        // Just used: handed out again with no round trip.
+        let c = pool.get().expect("the same connection");
+        assert_eq!(last_statement(&mut admin, pid), "SELECT 'marker'");
+        drop(c);
+        // Idle for longer than it is trusted: proved with an empty query.
+        std::thread::sleep(TRUSTED_FOR + std::time::Duration::from_millis(100));
+        let c = pool.get().expect("the same connection, proved");
+        assert_eq!(last_statement(&mut admin, pid), "");
+        drop(c);
+        // Dropped by the database right after its proof: handed out unproved, its statement
+        // fails, and it is not pooled again; the next checkout is a new connection that works.
+        diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+            .execute(&mut admin)
+            .expect("terminate");
+        let mut c = pool.get().expect("the dropped connection, unproved");
+        let DbConnection::Postgresql(inner) = &mut *c else {
+            panic!("a PostgreSQL connection")
+        };
+        assert!(inner.batch_execute("SELECT 'lost'").is_err());
+        drop(c);
+        let mut c = pool.get().expect("a new connection");
+        let DbConnection::Postgresql(inner) = &mut *c else {
+            panic!("a PostgreSQL connection")
+        };
+        assert_ne!(backend_pid(inner), pid);
+    }
+
+    #[test]
+    fn one_lost_connection_has_every_other_proved_before_use() {
+        let _one_at_a_time = LOSING.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(admin_url) = std::env::var("ERS_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            return;
+        };
+        let pool = super::build_pool(&crate::testing::database_url(), 2).expect("pool");
+        let mut admin = PgConnection::establish(&admin_url).expect("admin");
+        // Both connections just used, then both dropped by the database (a restart).
+        let (mut a, mut b) = (pool.get().expect("a"), pool.get().expect("b"));
+        let mut pids = Vec::new();
+        for c in [&mut a, &mut b] {
+            let DbConnection::Postgresql(inner) = &mut **c else {
+                panic!("a PostgreSQL connection")
+            };
+            pids.push(backend_pid(inner));
+        }
+        drop((a, b));
+        for pid in &pids {
+            diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+                .execute(&mut admin)
+                .expect("terminate");
+        }
+        // The first one handed out is trusted and fails...
+        let mut c = pool.get().expect("a dropped connection, unproved");
+        let DbConnection::Postgresql(inner) = &mut *c else {
+            panic!("a PostgreSQL connection")
+        };
+        assert!(inner.batch_execute("SELECT 'lost'").is_err());
+        drop(c);
+        // ... after which the other is proved (and replaced) before it is used.
+        let mut c = pool.get().expect("a working connection");
+        let DbConnection::Postgresql(inner) = &mut *c else {
+            panic!("a PostgreSQL connection")
+        };
+        let pid = backend_pid(inner);
+        assert!(!pids.contains(&pid), "{pid} was dropped: {pids:?}");
+    }
 
     #[test]
     fn loopback_postgresql_urls_skip_tls_unless_they_choose() {

@@ -27,6 +27,8 @@ pub mod rows;
 pub mod schema;
 pub mod search;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod worklists;
 
 pub use conn::{

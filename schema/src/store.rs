@@ -1549,41 +1549,9 @@ mod tests {
     use super::*;
     use diesel::sql_types::BigInt;
 
-    /// A fresh migrated database of the backend under test (PostgreSQL when
-    /// ERS_TEST_POSTGRES_URL is set, as in the API tests; SQLite otherwise).
-    fn fresh() -> crate::conn::PooledConn {
-        let name = format!(
-            "ers_test_store_{}_{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        );
-        let url = match std::env::var("ERS_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
-            Some(admin) => {
-                let mut c = PgConnection::establish(&admin).expect("connect to the admin URL");
-                diesel::sql_query(format!("CREATE DATABASE {name}"))
-                    .execute(&mut c)
-                    .expect("create the test database");
-                let mut url = url::Url::parse(&admin).expect("the admin URL is a URL");
-                url.set_path(&format!("/{name}"));
-                url.to_string()
-            }
-            None => format!(
-                "sqlite://{}",
-                std::env::temp_dir().join(format!("{name}.db")).display()
-            ),
-        };
-        let pool = crate::conn::build_pool(&url, 1).expect("connect to the test database");
-        let mut conn = pool.get().expect("a connection");
-        crate::conn::run_migrations(&mut conn).expect("migrations");
-        conn
-    }
-
     #[test]
     fn statements_over_an_organisations_rows_are_planned_with_their_values() {
-        let mut conn = fresh();
+        let mut conn = crate::testing::fresh();
         let author = Author {
             user: None,
             role: "test".into(),

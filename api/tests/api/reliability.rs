@@ -298,13 +298,32 @@ async fn an_unreachable_database_gives_quick_503s_and_the_server_recovers() {
                 actix_web::rt::time::sleep(Duration::from_millis(250)).await;
             }
             assert!(answered, "the server did not recover");
-            diesel::sql_query(format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-            ))
-            .execute(&mut admin)
-            .expect("drop its connections");
+            let drop_connections = |admin: &mut PgConnection| {
+                diesel::sql_query(format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                ))
+                .execute(admin)
+                .expect("drop its connections");
+            };
+            // Dropped while the server was idle (longer than a pooled connection is trusted
+            // without proof): the first read is answered.
+            drop_connections(&mut admin);
+            actix_web::rt::time::sleep(ers_schema::conn::TRUSTED_FOR + Duration::from_millis(200))
+                .await;
             let (status, _) = timed(&app, "GET", &format!("Patient/{id}"), None).await;
             assert_eq!(status, 200, "the first read after the connections dropped");
+            // Dropped right after use: the connection handed out unproved fails one request
+            // (503, to be retried), and every other one is proved before its next use.
+            drop_connections(&mut admin);
+            let first = timed(&app, "GET", &format!("Patient/{id}"), None).await.0;
+            assert!(matches!(first, 200 | 503), "{first}");
+            for n in 0..3 {
+                let (status, _) = timed(&app, "GET", &format!("Patient/{id}"), None).await;
+                assert_eq!(
+                    status, 200,
+                    "read {n} after the one that found its connection closed"
+                );
+            }
         }
     }
     // Back by itself: no restart. Once ready again, the first read is answered: no connection
@@ -746,8 +765,8 @@ async fn sigterm_finishes_in_flight_requests_then_stops() {
 
 #[actix_web::test]
 async fn a_pooled_connection_that_still_works_is_used_again() {
-    // Each checkout proves its connection works (on PostgreSQL with an empty query); one that
-    // passes is handed out again, not replaced by a new one.
+    // A checkout proves its connection works (on PostgreSQL with an empty query) unless it
+    // answered within the last moments; one that passes is handed out again, not replaced.
     let app = spawn_app().await;
     let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
     #[derive(diesel::QueryableByName)]
