@@ -11,7 +11,7 @@ use ers_api::startup::{prepare_database, seed, Application};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals (patients, appointments; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals in every state (patients, appointments, an A&G conversation for every tenth; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -68,17 +68,20 @@ fn generate_referrals(settings: &Settings, n: usize) -> Result<(), String> {
     let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
-    // Patients (n/4), referrals, and appointments for about 60 % of them.
-    let pb = bar((n + n / 4 + n * 6 / 10) as u64, "generating");
+    // Patients (n/4), referrals, appointments for about 62 % of them, and an A&G request with
+    // about two messages for every tenth.
+    let pb = bar((n + n / 4 + n * 62 / 100 + n * 3 / 10) as u64, "generating");
     let mut progress = |written: usize| pb.set_position(written as u64);
     let r = ers_api::service::synthetic::referrals(&mut conn, n, &mut progress)
         .map_err(|e| e.to_string())?;
     pb.finish_and_clear();
     println!(
-        "generated {} patients, {} referrals, {} appointments in {:.0} s",
+        "generated {} patients, {} referrals, {} appointments, {} A&G requests with {} messages in {:.0} s",
         r.patients,
         r.referrals,
         r.appointments,
+        r.advice,
+        r.messages,
         started.elapsed().as_secs_f64()
     );
     Ok(())

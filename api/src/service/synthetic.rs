@@ -12,8 +12,10 @@ use serde_json::{json, Value};
 use super::audit::AuditDraft;
 use super::resource::load_generated;
 use super::ServiceError;
+use crate::domain::advice::{GuidanceOutcome, SentBy};
 use crate::domain::OdsCode;
 use crate::fhir::registry::{self, ResourceDef};
+use crate::fhir::resources::advice as ag;
 use crate::fhir::resources::healthcare_service::{
     APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM,
     SPECIALTY_SYSTEM,
@@ -282,21 +284,162 @@ pub fn directory(
     Ok(report)
 }
 
+/// A generated A&G conversation: its status and its messages (who sent each, the text, a
+/// provider reply's outcome), as the rules of `domain::advice` would have left them.
+struct Conversation {
+    status: crate::domain::advice::AdviceStatus,
+    turns: Vec<(SentBy, &'static str, Option<GuidanceOutcome>)>,
+}
+
+fn advice_conversation(rng: &mut StdRng) -> Conversation {
+    use crate::domain::advice::AdviceStatus as A;
+    const ASK: &str = "Synthetic request for advice: is a referral needed?";
+    const MORE: &str = "Please send the latest blood results.";
+    const RESULTS: &str = "Results attached to the record; HbA1c 48 mmol/mol.";
+    const ADVICE: &str = "Manage in primary care; refer if symptoms persist beyond 6 weeks.";
+    let ask = (SentBy::Requester, ASK, None);
+    let more = (
+        SentBy::Responder,
+        MORE,
+        Some(GuidanceOutcome::RequireFurtherInformation),
+    );
+    let advise = (
+        SentBy::Responder,
+        ADVICE,
+        Some(GuidanceOutcome::ReturnToReferrerWithAdvice),
+    );
+    let (status, turns) = match rng.gen_range(0..100) {
+        0..=39 => (A::ProviderResponseRequired, vec![ask]),
+        40..=49 => (A::ReferrerToSubmitFurtherInformation, vec![ask, more]),
+        50..=54 => (
+            A::ProviderResponseRequired,
+            vec![ask, more, (SentBy::Requester, RESULTS, None)],
+        ),
+        55..=79 => (A::ReferrerToReviewResponse, vec![ask, advise]),
+        80..=94 => (A::ConversationEndedClosed, vec![ask, advise]),
+        _ => (A::ConversationEndedCancelled, vec![ask]),
+    };
+    Conversation { status, turns }
+}
+
 /// What `referrals` wrote.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReferralReport {
     pub patients: usize,
     pub referrals: usize,
     pub appointments: usize,
+    /// A&G requests, and the messages of their conversations.
+    pub advice: usize,
+    pub messages: usize,
 }
 
-/// A bookable service as the generator uses it.
+/// A service as the generator uses it.
 struct Bookable {
     reference: String,
     ods: String,
     specialty: Option<String>,
     priorities: Vec<String>,
+    /// The providing organisation (`HealthcareService.providedBy`), a provider's replies'
+    /// sender.
+    provider: Value,
 }
+
+/// How generated referrals are spread over the e-RS states (shares out of 100), following the
+/// sandbox's hand-made examples (`seed`): the reason recorded with the state, whether the
+/// referral went to a triage service, whether it is still with its service, and the status of
+/// its appointment.
+struct StatePlan {
+    state: crate::domain::referral::ReferralState,
+    share: u32,
+    reason: Option<(&'static str, &'static str)>,
+    comment: Option<&'static str>,
+    triage: bool,
+    with_service: bool,
+    appointment: Option<&'static str>,
+}
+
+const REVIEW: &str = crate::fhir::resources::service_request::REVIEW_OUTCOME_SYSTEM;
+const REFERRAL_CANCEL: &str = super::referral::REFERRAL_CANCELLATION_SYSTEM;
+const APPT_CANCEL: &str = crate::fhir::resources::appointment::CANCELLATION_SYSTEM;
+
+const STATE_PLAN: [StatePlan; 12] = {
+    use crate::domain::referral::ReferralState as S;
+    const fn plan(state: S, share: u32) -> StatePlan {
+        StatePlan {
+            state,
+            share,
+            reason: None,
+            comment: None,
+            triage: false,
+            with_service: false,
+            appointment: None,
+        }
+    }
+    [
+        plan(S::NotBooked, 20),
+        StatePlan {
+            with_service: true,
+            appointment: Some("booked"),
+            ..plan(S::Booked, 34)
+        },
+        StatePlan {
+            with_service: true,
+            appointment: Some("proposed"),
+            ..plan(S::DeferredToProvider, 8)
+        },
+        StatePlan {
+            triage: true,
+            with_service: true,
+            ..plan(S::AwaitingTriage, 6)
+        },
+        StatePlan {
+            triage: true,
+            reason: Some((REVIEW, "RETURN_TO_REFERRER_WITH_ADVICE")),
+            comment: Some("Please arrange an echocardiogram first"),
+            ..plan(S::TriageResponse, 3)
+        },
+        StatePlan {
+            triage: true,
+            with_service: true,
+            reason: Some((REVIEW, "ACCEPT_REFER_BOOK_LATER")),
+            comment: Some("Will book into next clinic"),
+            ..plan(S::TriagedProviderToAction, 3)
+        },
+        StatePlan {
+            triage: true,
+            comment: Some("Assessment submitted"),
+            ..plan(S::AssessmentResult, 3)
+        },
+        StatePlan {
+            reason: Some((APPT_CANCEL, "SERVICE_INAPPROPRIATE")),
+            comment: Some("Not seen in this clinic"),
+            appointment: Some("cancelled"),
+            ..plan(S::Rejected, 4)
+        },
+        StatePlan {
+            reason: Some((APPT_CANCEL, "PATIENT_ILL")),
+            appointment: Some("cancelled"),
+            ..plan(S::ApptCancelledByPatient, 5)
+        },
+        StatePlan {
+            reason: Some((APPT_CANCEL, "CLINIC_CANCELLED")),
+            appointment: Some("cancelled"),
+            ..plan(S::ApptCancelledByProvider, 4)
+        },
+        StatePlan {
+            appointment: Some("noshow"),
+            ..plan(S::DidNotAttend, 4)
+        },
+        StatePlan {
+            reason: Some((REFERRAL_CANCEL, "TREATMENT_NO_LONGER_REQUIRED")),
+            ..plan(S::CancelledReferral, 6)
+        },
+    ]
+};
+
+/// One A&G request for every this many referrals (e-RS: 1.8 M A&G requests a year beside
+/// 18.3 M referrals).
+const REFERRALS_PER_ADVICE: usize = 10;
 
 /// Every live resource of a type, page by page.
 fn each_resource(
@@ -323,16 +466,17 @@ fn each_resource(
     }
 }
 
-/// Generates `n` referrals (with a patient for every four, appointments for the booked,
-/// deferred and cancelled ones) from the referring clinicians and bookable services already
-/// held (the sandbox or a generated directory), authored over the last 26 weeks: for the
-/// reports and bulk export benchmarks. Deterministic for a given `n`.
+/// Generates `n` referrals in every e-RS state (`STATE_PLAN`: a patient for every four,
+/// appointments for the booked, deferred, cancelled, rejected and unattended ones, triage states
+/// at triage services) and an A&G request with its conversation for every tenth, from the
+/// referring clinicians and the services already held (the sandbox or a generated directory),
+/// authored over the last 26 weeks: for the reports, worklist and bulk export benchmarks.
+/// Deterministic for a given `n` and directory.
 pub fn referrals(
     conn: &mut DbConnection,
     n: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ReferralReport, ServiceError> {
-    use crate::domain::referral::ReferralState as S;
     use crate::domain::NhsNumber;
     use crate::fhir::resources::service_request::{self as sr, StateRecord};
     // Who refers: every PractitionerRole of a referring clinician.
@@ -348,28 +492,45 @@ pub fn referrals(
         }
         Ok(())
     })?;
-    // Where to: every active directly bookable service.
-    let mut services: Vec<Bookable> = Vec::new();
+    // Where to: every active directly bookable service; triage (Referral Assessment) and A&G
+    // services for the referrals and requests that go to them.
+    let (mut services, mut triage, mut advice) = (Vec::new(), Vec::new(), Vec::new());
     each_resource(conn, "HealthcareService", |c, id, v| {
-        let bookable = codings(&v, "characteristic")
-            .iter()
-            .any(|x| x.get("code").and_then(Value::as_str) == Some("BOOKABLE"));
-        if !bookable || v.get("active").and_then(Value::as_bool) == Some(false) {
+        if v.get("active").and_then(Value::as_bool) == Some(false) {
             return Ok(());
         }
+        let flows = codings(&v, "characteristic");
+        let has = |flow: &str| {
+            flows
+                .iter()
+                .any(|x| x.get("code").and_then(Value::as_str) == Some(flow))
+        };
+        let list: &mut Vec<Bookable> = if has("BOOKABLE") {
+            &mut services
+        } else if has("REVIEW") {
+            &mut triage
+        } else if has("ADVICE_AND_GUIDANCE") {
+            &mut advice
+        } else {
+            return Ok(());
+        };
         let r = format!("HealthcareService/{id}");
         if let Some(ods) = super::referral::ods_behind(c, &r)? {
             let priorities: Vec<String> = codes(&v, "characteristic", PRIORITY_SYSTEM)
                 .into_iter()
                 .map(str::to_owned)
                 .collect();
-            services.push(Bookable {
+            list.push(Bookable {
                 reference: r,
-                ods,
+                ods: ods.clone(),
                 specialty: codes(&v, "specialty", SPECIALTY_SYSTEM)
                     .first()
                     .map(|c| (*c).to_owned()),
                 priorities,
+                provider: v
+                    .get("providedBy")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"display": ods})),
             });
         }
         Ok(())
@@ -426,13 +587,30 @@ pub fn referrals(
         patient_ids.push(id);
     }
     report.patients = patients;
-    let ubrns = store::take_ubrns(loader.conn, n as i64)?;
+    let advice_requests = if advice.is_empty() {
+        0
+    } else {
+        n / REFERRALS_PER_ADVICE
+    };
+    let ubrns = store::take_ubrns(loader.conn, (n + advice_requests) as i64)?;
     let now = Utc::now().naive_utc();
     for i in 0..n {
         let (requester, referrer_ods) = &requesters[i % requesters.len()];
-        let first = &services[rng.gen_range(0..services.len())];
+        let mut roll = rng.gen_range(0..100);
+        let plan = STATE_PLAN
+            .iter()
+            .find(|p| {
+                let inside = roll < p.share;
+                roll = roll.saturating_sub(p.share);
+                inside
+            })
+            .unwrap_or(&STATE_PLAN[0]);
+        // A referral for triage goes to one triage service (when the directory has any).
+        let triaged = plan.triage && !triage.is_empty();
+        let pool = if triaged { &triage } else { &services };
+        let first = &pool[rng.gen_range(0..pool.len())];
         let mut shortlist = vec![first];
-        for _ in 0..rng.gen_range(0..3) {
+        for _ in 0..if triaged { 0 } else { rng.gen_range(0..3) } {
             let s = &services[rng.gen_range(0..services.len())];
             if !shortlist.iter().any(|x| x.reference == s.reference) {
                 shortlist.push(s);
@@ -444,14 +622,7 @@ pub fn referrals(
             .cloned()
             .unwrap_or_else(|| "ROUTINE".into());
         let authored = now - Duration::minutes(rng.gen_range(0..26 * 7 * 24 * 60));
-        let roll = rng.gen_range(0..100);
-        let (state, appointment) = match roll {
-            0..=44 => (S::Booked, Some("booked")),
-            45..=74 => (S::NotBooked, None),
-            75..=84 => (S::DeferredToProvider, Some("proposed")),
-            85..=89 => (S::ApptCancelledByPatient, Some("cancelled")),
-            _ => (S::CancelledReferral, None),
-        };
+        let (state, appointment) = (plan.state, plan.appointment);
         let ubrn = format!("{:012}", ubrns[i]);
         let mut body = json!({
             "resourceType": "ServiceRequest",
@@ -474,10 +645,9 @@ pub fn referrals(
             &mut body,
             &StateRecord {
                 state,
-                reason: None,
-                comment: None,
-                service: (state != S::NotBooked && state != S::CancelledReferral)
-                    .then(|| first.reference.clone()),
+                reason: plan.reason.map(|(s, c)| (s.to_owned(), c.to_owned())),
+                comment: plan.comment.map(str::to_owned),
+                service: plan.with_service.then(|| first.reference.clone()),
             },
         );
         let mut access = vec![referrer_ods.clone()];
@@ -510,11 +680,79 @@ pub fn referrals(
                     start + Duration::minutes(20)
                 ));
             }
-            if status == "cancelled" {
-                a["cancelationReason"] = json!({"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-AppointmentCancellationReason", "code": "PATIENT_ILL"}]});
+            match (status, plan.reason) {
+                ("cancelled", Some((system, code))) => {
+                    a["cancelationReason"] = json!({"coding": [{"system": system, "code": code}]});
+                }
+                ("noshow", _) => {
+                    a["cancelationReason"] = json!({"coding": [{"system": crate::fhir::resources::appointment::NON_ATTENDANCE_SYSTEM, "code": terminology::codes(crate::fhir::resources::appointment::NON_ATTENDANCE_SYSTEM).first().copied().unwrap_or("DID_NOT_ATTEND")}]});
+                }
+                _ => {}
             }
             loader.add_with_id("Appointment", &crate::fhir::new_id(), a, access)?;
             report.appointments += 1;
+        }
+    }
+    for k in 0..advice_requests {
+        let (requester, referrer_ods) = &requesters[k % requesters.len()];
+        let service = &advice[rng.gen_range(0..advice.len())];
+        let patient = &patient_ids[rng.gen_range(0..patient_ids.len())];
+        let authored = now - Duration::minutes(rng.gen_range(0..26 * 7 * 24 * 60));
+        let messages = advice_conversation(&mut rng);
+        let access = if referrer_ods == &service.ods {
+            vec![referrer_ods.clone()]
+        } else {
+            vec![referrer_ods.clone(), service.ods.clone()]
+        };
+        let id = format!("a.{}", crate::fhir::new_id());
+        let conversion = terminology::codes(ag::CONVERSION_SYSTEM);
+        let mut body = json!({
+            "resourceType": "ServiceRequest",
+            "id": id,
+            "identifier": [{"system": sr::UBRN_SYSTEM, "value": format!("{:012}", ubrns[n + k])}],
+            "extension": [
+                {"url": sr::PRIORITY_EXTENSION, "valueCoding": {"system": PRIORITY_SYSTEM, "code": "ROUTINE"}},
+                {"url": ag::CONVERSION_EXTENSION, "valueCoding": {"system": ag::CONVERSION_SYSTEM, "code": conversion.get(k % conversion.len().max(1)).copied().unwrap_or_default()}},
+            ],
+            "intent": "order",
+            "priority": "routine",
+            "subject": {"reference": format!("Patient/{patient}")},
+            "authoredOn": crate::fhir::datetime::instant(authored),
+            "requester": {"reference": requester},
+            "performer": [{"reference": service.reference}],
+        });
+        ag::mark(&mut body);
+        ag::set_status(&mut body, messages.status, None);
+        let mut sent = authored;
+        let mut conversation = Vec::new();
+        for (sent_by, text, outcome) in messages.turns {
+            sent += Duration::hours(rng.gen_range(2..96));
+            let (sender, recipient) = match sent_by {
+                SentBy::Requester => (
+                    json!({"reference": requester}),
+                    json!({"reference": service.reference}),
+                ),
+                SentBy::Responder => (service.provider.clone(), json!({"reference": requester})),
+            };
+            conversation.push(ag::communication(&ag::Message {
+                request: &body,
+                sent_by,
+                sender,
+                recipient,
+                sent: crate::fhir::datetime::instant(sent),
+                text,
+                documents: &[],
+                outcome: outcome.map(|o| ag::ReplyOutcome {
+                    outcome: o.code(),
+                    recommendation: None,
+                }),
+            }));
+        }
+        loader.add_with_id("ServiceRequest", &id, body, access.clone())?;
+        report.advice += 1;
+        for c in conversation {
+            loader.add_with_id("Communication", &crate::fhir::new_id(), c, access.clone())?;
+            report.messages += 1;
         }
     }
     loader.flush()?;

@@ -478,3 +478,128 @@ async fn reports_are_refused_to_other_roles_and_bad_filters_are_named() {
     assert_eq!(head[0], "week");
     assert!(rows.is_empty());
 }
+
+#[actix_web::test]
+async fn generated_referrals_cover_every_state_and_come_with_advice_conversations() {
+    // `ers-server generate-referrals` (the report, worklist and export benchmarks' data):
+    // referrals in every e-RS state, the triage ones at triage services, appointments as
+    // their states say, and an A&G request with its conversation for every tenth referral,
+    // all served as the API serves what it wrote itself.
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    let category = "https://fhir.nhs.uk/CodeSystem/eRS-ServiceRequestCategory";
+    let advice_query = format!("ServiceRequest?category={category}|request&_count=100");
+    let sandbox_advice = match_ids(&app.search(&advice_query).await);
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    let r = ers_api::service::synthetic::referrals(&mut conn, 400, &mut |_| {}).expect("generate");
+    drop(conn);
+    assert_eq!((r.referrals, r.advice), (400, 40));
+    assert!(r.messages >= r.advice, "{} messages", r.messages);
+    let count = |query: String| {
+        let app = &app;
+        async move {
+            app.search(&format!("{query}&_summary=count")).await["total"]
+                .as_u64()
+                .unwrap_or_default()
+        }
+    };
+    for state in [
+        "NOT_BOOKED",
+        "BOOKED",
+        "DEFERRED_TO_PROVIDER",
+        "AWAITING_TRIAGE",
+        "TRIAGE_RESPONSE",
+        "TRIAGED_PROVIDER_TO_ACTION",
+        "ASSESSMENT_RESULT",
+        "REJECTED",
+        "APPT_CANCELLED_BY_PATIENT",
+        "APPT_CANCELLED_BY_PROVIDER",
+        "DID_NOT_ATTEND",
+        "CANCELLED_REFERRAL",
+    ] {
+        let n = count(format!("ServiceRequest?state={state}")).await;
+        assert!(n > 0, "no generated referral is {state}");
+    }
+    for status in ["booked", "proposed", "cancelled", "noshow"] {
+        let n = count(format!("Appointment?status={status}")).await;
+        assert!(n > 0, "no generated appointment is {status}");
+    }
+    // A referral awaiting triage is at a triage service.
+    let b = app
+        .search("ServiceRequest?state=AWAITING_TRIAGE&_count=5")
+        .await;
+    for e in b["entry"].as_array().expect("entries") {
+        let service = e["resource"]["performer"][0]["reference"]
+            .as_str()
+            .expect("a service");
+        let s = app.search(service).await;
+        let flows: Vec<&str> = s["characteristic"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["coding"][0]["code"].as_str())
+            .collect();
+        assert!(flows.contains(&"REVIEW"), "{service}: {flows:?}");
+    }
+    // A&G requests, in the statuses their conversations leave them.
+    let advice = app.search(&advice_query).await;
+    let requests: Vec<&Value> = advice["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["resource"]["id"]
+                .as_str()
+                .is_some_and(|id| !sandbox_advice.iter().any(|s| s == id))
+        })
+        .collect();
+    assert_eq!(requests.len(), 40);
+    for e in requests {
+        let id = e["resource"]["id"].as_str().expect("id");
+        let status = e["resource"]["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| {
+                x["url"]
+                    .as_str()
+                    .is_some_and(|u| u.ends_with("AdviceAndGuidance-Status"))
+            })
+            .and_then(|x| x["extension"][0]["valueCoding"]["code"].as_str())
+            .expect("an A&G status")
+            .to_owned();
+        let messages = app
+            .search(&format!(
+                "Communication?based-on=ServiceRequest/{id}&_sort=sent"
+            ))
+            .await;
+        let sent_by: Vec<&str> = messages["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["resource"]["category"][0]["coding"][0]["code"].as_str())
+            .collect();
+        assert_eq!(sent_by.first(), Some(&"REQUESTER"), "{id}: {sent_by:?}");
+        let last = sent_by.last().copied();
+        match status.as_str() {
+            "REFERRER_TO_REVIEW_RESPONSE"
+            | "CONVERSATION_ENDED_CLOSED"
+            | "REFERRER_TO_SUBMIT_FURTHER_INFORMATION" => {
+                assert_eq!(last, Some("RESPONDER"), "{id} {status}: {sent_by:?}")
+            }
+            "PROVIDER_RESPONSE_REQUIRED" | "CONVERSATION_ENDED_CANCELLED" => {
+                assert_eq!(last, Some("REQUESTER"), "{id} {status}: {sent_by:?}")
+            }
+            other => panic!("{id}: status {other}"),
+        }
+    }
+    // Found by their status, as the referrer's lists find them.
+    let n = count(format!(
+        "ServiceRequest?category={category}|request&advice-status=REFERRER_TO_REVIEW_RESPONSE"
+    ))
+    .await;
+    assert!(
+        n > 0,
+        "no generated A&G request awaits the referrer's review"
+    );
+}
