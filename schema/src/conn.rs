@@ -417,6 +417,24 @@ mod tests {
             .pid
     }
 
+    /// On PostgreSQL (ERS_TEST_POSTGRES_URL): a pool of `size` on a fresh database, and an
+    /// admin connection. None on SQLite: a file opened in-process has no connection to lose
+    /// (its proof is `SELECT 1`).
+    fn on_postgres(size: u32) -> Option<(super::DbPool, PgConnection)> {
+        let admin_url = std::env::var("ERS_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let pool = super::build_pool(&crate::testing::database_url(), size).expect("pool");
+        Some((pool, PgConnection::establish(&admin_url).expect("admin")))
+    }
+
+    fn pg(c: &mut super::PooledConn) -> &mut PgConnection {
+        match &mut **c {
+            DbConnection::Postgresql(inner) => inner,
+            DbConnection::Sqlite(_) => panic!("a PostgreSQL connection"),
+        }
+    }
+
     /// The last statement a backend ran, as PostgreSQL reports it.
     fn last_statement(admin: &mut PgConnection, pid: i32) -> String {
         diesel::sql_query(format!(
@@ -430,19 +448,11 @@ mod tests {
     #[test]
     fn a_connection_is_proved_at_checkout_only_when_idle_or_after_a_loss() {
         let _one_at_a_time = LOSING.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(admin_url) = std::env::var("ERS_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            // SQLite: a file opened in-process, nothing to lose (its proof is `SELECT 1`).
+        let Some((pool, mut admin)) = on_postgres(1) else {
             return;
         };
-        let pool = super::build_pool(&crate::testing::database_url(), 1).expect("pool");
-        let mut admin = PgConnection::establish(&admin_url).expect("admin");
         let mut c = pool.get().expect("a connection");
-        let DbConnection::Postgresql(inner) = &mut *c else {
-            panic!("a PostgreSQL connection")
-        };
+        let inner = pg(&mut c);
         let pid = backend_pid(inner);
         inner.batch_execute("SELECT 'marker'").expect("a statement");
         drop(c);
@@ -461,37 +471,25 @@ mod tests {
             .execute(&mut admin)
             .expect("terminate");
         let mut c = pool.get().expect("the dropped connection, unproved");
-        let DbConnection::Postgresql(inner) = &mut *c else {
-            panic!("a PostgreSQL connection")
-        };
+        let inner = pg(&mut c);
         assert!(inner.batch_execute("SELECT 'lost'").is_err());
         drop(c);
         let mut c = pool.get().expect("a new connection");
-        let DbConnection::Postgresql(inner) = &mut *c else {
-            panic!("a PostgreSQL connection")
-        };
+        let inner = pg(&mut c);
         assert_ne!(backend_pid(inner), pid);
     }
 
     #[test]
     fn one_lost_connection_has_every_other_proved_before_use() {
         let _one_at_a_time = LOSING.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(admin_url) = std::env::var("ERS_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
+        let Some((pool, mut admin)) = on_postgres(2) else {
             return;
         };
-        let pool = super::build_pool(&crate::testing::database_url(), 2).expect("pool");
-        let mut admin = PgConnection::establish(&admin_url).expect("admin");
         // Both connections just used, then both dropped by the database (a restart).
         let (mut a, mut b) = (pool.get().expect("a"), pool.get().expect("b"));
         let mut pids = Vec::new();
         for c in [&mut a, &mut b] {
-            let DbConnection::Postgresql(inner) = &mut **c else {
-                panic!("a PostgreSQL connection")
-            };
-            pids.push(backend_pid(inner));
+            pids.push(backend_pid(pg(c)));
         }
         drop((a, b));
         for pid in &pids {
@@ -501,16 +499,12 @@ mod tests {
         }
         // The first one handed out is trusted and fails...
         let mut c = pool.get().expect("a dropped connection, unproved");
-        let DbConnection::Postgresql(inner) = &mut *c else {
-            panic!("a PostgreSQL connection")
-        };
+        let inner = pg(&mut c);
         assert!(inner.batch_execute("SELECT 'lost'").is_err());
         drop(c);
         // ... after which the other is proved (and replaced) before it is used.
         let mut c = pool.get().expect("a working connection");
-        let DbConnection::Postgresql(inner) = &mut *c else {
-            panic!("a PostgreSQL connection")
-        };
+        let inner = pg(&mut c);
         let pid = backend_pid(inner);
         assert!(!pids.contains(&pid), "{pid} was dropped: {pids:?}");
     }
