@@ -660,7 +660,12 @@ pub fn referrals(
         loader.add_with_id("ServiceRequest", &id, body, access.clone())?;
         report.referrals += 1;
         if let Some(status) = appointment {
-            let start = authored + Duration::days(rng.gen_range(7..60));
+            let start = if status == "noshow" {
+                // Missed: a time between the referral and now.
+                authored + (now - authored) / 2
+            } else {
+                authored + Duration::days(rng.gen_range(7..60))
+            };
             let mut a = json!({
                 "resourceType": "Appointment",
                 "status": status,
@@ -685,7 +690,12 @@ pub fn referrals(
                     a["cancelationReason"] = json!({"coding": [{"system": system, "code": code}]});
                 }
                 ("noshow", _) => {
-                    a["cancelationReason"] = json!({"coding": [{"system": crate::fhir::resources::appointment::NON_ATTENDANCE_SYSTEM, "code": terminology::codes(crate::fhir::resources::appointment::NON_ATTENDANCE_SYSTEM).first().copied().unwrap_or("DID_NOT_ATTEND")}]});
+                    let system = crate::fhir::resources::appointment::NON_ATTENDANCE_SYSTEM;
+                    let code = terminology::codes(system)
+                        .first()
+                        .copied()
+                        .unwrap_or_default();
+                    a["cancelationReason"] = json!({"coding": [{"system": system, "code": code}]});
                 }
                 _ => {}
             }
@@ -726,7 +736,8 @@ pub fn referrals(
         let mut sent = authored;
         let mut conversation = Vec::new();
         for (sent_by, text, outcome) in messages.turns {
-            sent += Duration::hours(rng.gen_range(2..96));
+            // Hours apart, never later than now.
+            sent = (sent + Duration::hours(rng.gen_range(2..96))).min(now);
             let (sender, recipient) = match sent_by {
                 SentBy::Requester => (
                     json!({"reference": requester}),

@@ -524,6 +524,13 @@ async fn generated_referrals_cover_every_state_and_come_with_advice_conversation
         let n = count(format!("Appointment?status={status}")).await;
         assert!(n > 0, "no generated appointment is {status}");
     }
+    // Nothing has happened yet that is dated later than now.
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    assert_eq!(
+        count(format!("Appointment?status=noshow&date=gt{now}")).await,
+        0
+    );
+    assert_eq!(count(format!("Communication?sent=gt{now}")).await, 0);
     // A referral awaiting triage is at a triage service.
     let b = app
         .search("ServiceRequest?state=AWAITING_TRIAGE&_count=5")
