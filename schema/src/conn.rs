@@ -152,8 +152,15 @@ impl r2d2::ManageConnection for Manager {
 
     /// A connection that found itself closed is dropped, not pooled again.
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        Health::of(conn).is_some_and(|h| h.lock().closed)
+        was_lost(conn)
     }
+}
+
+/// Whether a statement found this connection closed (the database dropped it, most likely
+/// while it sat in the pool trusted without proof): work that only reads may run again on
+/// another connection, which the pool proves before handing out.
+pub fn was_lost(conn: &mut DbConnection) -> bool {
+    Health::of(conn).is_some_and(|h| h.lock().closed)
 }
 
 /// One round trip that proves a connection works.
@@ -183,7 +190,8 @@ pub const TRUSTED_FOR: Duration = Duration::from_millis(500);
 
 /// How many times a statement has found its connection closed, in this process. A loss makes
 /// every connection prove itself before its next use (the database restarted, most likely),
-/// so one request fails for it, not one per pooled connection.
+/// so at most the request that found it fails (and a read runs again: `was_lost`), not one
+/// per pooled connection.
 static LOSSES: AtomicU64 = AtomicU64::new(0);
 
 /// What a pooled connection's statements have shown of it, kept by its [`SlowQueryLog`] (which
@@ -467,7 +475,7 @@ mod tests {
         drop(c);
         // Dropped by the database right after its proof: handed out unproved, its statement
         // fails, and it is not pooled again; the next checkout is a new connection that works.
-        diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+        diesel::sql_query(format!("SELECT pg_terminate_backend({pid}, 5000)"))
             .execute(&mut admin)
             .expect("terminate");
         let mut c = pool.get().expect("the dropped connection, unproved");
@@ -493,7 +501,7 @@ mod tests {
         }
         drop((a, b));
         for pid in &pids {
-            diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+            diesel::sql_query(format!("SELECT pg_terminate_backend({pid}, 5000)"))
                 .execute(&mut admin)
                 .expect("terminate");
         }

@@ -189,12 +189,59 @@ where
     E: Send + 'static,
     ApiError: From<E>,
 {
+    in_turn(state, move |pool| {
+        let mut c = pool.get()?;
+        let done = work(&mut c);
+        Ok((done, c))
+    })
+    .await
+}
+
+/// `on_conn` for work that only reads (and so may run twice): when the database had dropped
+/// the connection it was given (one handed out unproved, within `conn::TRUSTED_FOR` of its
+/// last answer), the work runs once more on another, which the pool proves first, instead of
+/// the request failing with a 503.
+pub(super) async fn on_read<T, E>(
+    state: &AppState,
+    work: impl Fn(&mut ers_schema::PooledConn) -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
+    in_turn(state, move |pool| {
+        let mut c = pool.get()?;
+        let done = work(&mut c);
+        if done.is_err() && ers_schema::conn::was_lost(&mut c) {
+            drop(c);
+            let mut again = pool.get()?;
+            let done = work(&mut again);
+            return Ok((done, again));
+        }
+        Ok((done, c))
+    })
+    .await
+}
+
+/// Waits for a turn at the pool, then runs `checkout_and_work` in one blocking task; the
+/// connection it hands back returns to the pool before the turn passes on, so the next waiter
+/// finds it free.
+async fn in_turn<T, E>(
+    state: &AppState,
+    checkout_and_work: impl FnOnce(&ers_schema::DbPool) -> Result<(Result<T, E>, ers_schema::PooledConn), ApiError>
+        + Send
+        + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
     let turn = state.gate.turn().await?;
     let pool = state.pool.clone();
     let done = web::block(move || -> Result<Result<T, E>, ApiError> {
-        let mut c = pool.get()?;
-        let done = work(&mut c);
-        // Back in the pool before the turn passes on, so the next waiter finds it free.
+        let (done, c) = checkout_and_work(&pool)?;
         drop(c);
         drop(turn);
         Ok(done)
@@ -335,7 +382,7 @@ pub async fn read(
     check_id(&id)?;
     negotiate::response_format(&req)?;
     let d = draft(&req, Some(&caller));
-    let row = on_conn(&state, move |c| -> Result<_, ApiError> {
+    let row = on_read(&state, move |c| -> Result<_, ApiError> {
         let row = svc::read(c, def, &id)?;
         scope::check(c, def, &id, &caller)?;
         Ok(row)
@@ -365,7 +412,7 @@ pub async fn vread(
     })?;
     negotiate::response_format(&req)?;
     let d = draft(&req, Some(&caller));
-    let row = on_conn(&state, move |c| -> Result<_, ApiError> {
+    let row = on_read(&state, move |c| -> Result<_, ApiError> {
         scope::check(c, def, &id, &caller)?;
         Ok(svc::vread(c, def, &id, version)?)
     })
@@ -504,7 +551,7 @@ pub(super) async fn run_search_on(
         }
         None => def.name.to_owned(),
     };
-    let result = on_conn(&state, move |c| -> Result<_, ApiError> {
+    let result = on_read(&state, move |c| -> Result<_, ApiError> {
         let mut result = match &list {
             // A list holds only what its organisation may see; checked all the same.
             Some(l) => {
@@ -708,11 +755,11 @@ async fn run_history(
     q.id = id.clone();
     q.holding = scope::codes_for(def, &caller).map(|codes| (scope::PARAM.to_owned(), codes));
     let (count, offset) = (q.limit, q.offset);
-    let (rows, total) = on_conn(&state, move |c| -> Result<_, ApiError> {
+    let (rows, total) = on_read(&state, move |c| -> Result<_, ApiError> {
         if let Some(id) = q.id.as_deref() {
             scope::check(c, def, id, &caller)?;
         }
-        Ok(svc::history(c, def, q)?)
+        Ok(svc::history(c, def, q.clone())?)
     })
     .await?;
     let touched: Vec<Touched> = rows.iter().map(touched_version).collect();
