@@ -136,18 +136,12 @@ impl r2d2::ManageConnection for Manager {
     /// `SELECT 1` is planned on every checkout), and diesel reports its empty answer as an
     /// error of its own, which here means success.
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
-        let health = Health::of(conn);
         let losses = LOSSES.load(Ordering::Acquire);
-        if health.as_ref().is_some_and(|h| h.lock().trusted(losses)) {
+        if Health::of(conn).is_some_and(|h| h.lock().trusted(losses)) {
             return Ok(());
         }
-        prove(conn)?;
-        if let Some(h) = health {
-            let mut h = h.lock();
-            h.last_answer = Some(Instant::now());
-            h.losses_seen = losses;
-        }
-        Ok(())
+        // The proof's answer is recorded like any statement's (`SlowQueryLog`).
+        prove(conn)
     }
 
     /// A connection that found itself closed is dropped, not pooled again.
