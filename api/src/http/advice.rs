@@ -54,11 +54,6 @@ pub async fn operation(
     state: web::Data<AppState>,
 ) -> Reply {
     let op = action.operation();
-    if req.method() != actix_web::http::Method::POST {
-        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
-            "{op} is invoked with POST and a Parameters body"
-        ))));
-    }
     authorise("Communication", Action::Read, &caller)?;
     let version = if_match(&req)?;
     let parsed = if body.is_empty() {
@@ -141,11 +136,6 @@ pub async fn summary(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
-    if req.method() != actix_web::http::Method::GET {
-        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
-            "{SUMMARY} is read with GET"
-        ))));
-    }
     authorise("Communication", Action::Read, &caller)?;
     let pdf = wants_pdf(&req);
     if !pdf {

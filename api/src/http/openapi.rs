@@ -1043,7 +1043,17 @@ fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
         )
         .path(
             "/FHIR/R4/Binary/{id}",
-            PathItem::new(HttpMethod::Get, with_errors(get, &[]).build()),
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(
+                    get,
+                    &[(
+                        "404",
+                        "No such upload, or one your organisation may not see",
+                    )],
+                )
+                .build(),
+            ),
         )
 }
 

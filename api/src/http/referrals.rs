@@ -4,7 +4,7 @@
 //! Plain updates and deletes of referrals are refused: a referral changes only through its
 //! operations.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -119,6 +119,19 @@ fn service_ref(v: &str) -> String {
     }
 }
 
+const AVAILABLE_ACTIONS: &str = "$ers.availableActions";
+
+/// The one method a referral or A&G operation is invoked with: GET for those that only read
+/// (`$ers.availableActions`, the A&G summary), POST with a Parameters body for the rest. The
+/// handler refuses any other (405), and the route's `Allow` offers this one.
+pub fn operation_method(op: &str) -> Method {
+    if op == AVAILABLE_ACTIONS || op == super::advice::SUMMARY {
+        Method::GET
+    } else {
+        Method::POST
+    }
+}
+
 pub async fn operation(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -128,18 +141,23 @@ pub async fn operation(
 ) -> Reply {
     let (id, op) = path.into_inner();
     authorise("ServiceRequest", Action::Read, &caller)?;
+    let method = operation_method(&op);
+    if *req.method() != method {
+        return Err(ApiError::Service(ServiceError::MethodNotAllowed(
+            if method == Method::GET {
+                format!("{op} is read with GET")
+            } else {
+                format!("{op} is invoked with POST and a Parameters body")
+            },
+        )));
+    }
     if let Some(action) = crate::domain::advice::AdviceAction::from_operation(&op) {
         return super::advice::operation(req, id, action, body, caller, state).await;
     }
     if op == super::advice::SUMMARY {
         return super::advice::summary(req, id, caller, state).await;
     }
-    if op == "$ers.availableActions" {
-        if req.method() != actix_web::http::Method::GET {
-            return Err(ApiError::Service(ServiceError::MethodNotAllowed(
-                "$ers.availableActions is read with GET".into(),
-            )));
-        }
+    if op == AVAILABLE_ACTIONS {
         let base = base_url(&req, &state);
         let who = caller.clone();
         let (row, now) = on_conn(&state, move |c| svc::available_actions(c, &id, &who)).await?;
@@ -189,11 +207,6 @@ pub async fn operation(
             StatusCode::OK,
             Body::Value(json!({"resourceType": "Parameters", "parameter": params})),
         );
-    }
-    if req.method() != actix_web::http::Method::POST {
-        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
-            "{op} is invoked with POST and a Parameters body"
-        ))));
     }
     let Some(action) = ReferralAction::from_operation(&op) else {
         return Err(ApiError::NotFound(format!(

@@ -1,9 +1,148 @@
 //! Every route in one table. The resource types behind `{type}` come from the registry, which
 //! the CapabilityStatement is generated from too.
 
-use actix_web::{web, HttpResponse};
+use actix_web::dev::{HttpServiceFactory, Service, ServiceResponse};
+use actix_web::http::header::{HeaderValue, ALLOW};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, FromRequest, Handler, HttpResponse, Resource, Responder};
+use futures_util::FutureExt;
 
 use super::{audit, handlers as h, oauth, system, terminology, ApiError};
+use crate::fhir::registry;
+use crate::security::permissions::{self, Action};
+
+/// One endpoint with its methods listed once: each routed to its handler, and every 405 the
+/// endpoint answers carrying `Allow` with the methods served there (RFC 9110 §15.5.6 requires
+/// it). A method a handler refuses (405) for the resource at hand — an operation read with GET
+/// that was POSTed, an update of a type nobody may change — is left out of that answer's
+/// `Allow`, so a client is never told to retry with a method that is refused.
+struct Endpoint {
+    resource: Resource,
+    /// The methods served, with the action they take on the URL's `{type}` when they write it
+    /// (listed only for types someone may do that to).
+    methods: Vec<(Method, Option<Action>)>,
+    /// For an endpoint of operations (`{op}` in its path): the one method each is invoked with.
+    by_operation: Option<fn(&str) -> Method>,
+}
+
+impl Endpoint {
+    fn at(path: &str) -> Self {
+        Self {
+            resource: web::resource(path),
+            methods: Vec::new(),
+            by_operation: None,
+        }
+    }
+
+    fn route<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.resource = self.resource.route(web::method(method).to(handler));
+        self
+    }
+
+    /// `method`, served by `handler`.
+    fn on<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.methods.push((method.clone(), None));
+        self.route(method, handler)
+    }
+
+    /// `method`, served by `handler`, which takes `action` on the URL's `{type}`.
+    fn writes<F, Args>(mut self, method: Method, action: Action, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.methods.push((method.clone(), Some(action)));
+        self.route(method, handler)
+    }
+
+    /// `method`, answered by `handler` with why it is refused here (not in `Allow`).
+    fn refused<F, Args>(self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(method, handler)
+    }
+
+    /// Each operation (`{op}`) takes only the method `method_of` gives it.
+    fn by_operation(mut self, method_of: fn(&str) -> Method) -> Self {
+        self.by_operation = Some(method_of);
+        self
+    }
+
+    fn app_data<U: 'static>(mut self, data: U) -> Self {
+        self.resource = self.resource.app_data(data);
+        self
+    }
+
+    /// Every other method: `handler` says what is allowed (405).
+    fn otherwise<F, Args>(self, handler: F) -> impl HttpServiceFactory
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let (methods, by_operation) = (self.methods, self.by_operation);
+        self.resource
+            .default_service(web::to(handler))
+            .wrap_fn(move |req, service| {
+                let info = req.match_info();
+                let op_method = by_operation.zip(info.get("op")).map(|(f, op)| f(op));
+                let allow = allowed(&methods, info.get("type"), op_method, req.method());
+                service
+                    .call(req)
+                    .map(move |res| res.map(|res| with_allow(res, &allow)))
+            })
+    }
+}
+
+/// The methods of `methods` served for a request with `refused` as its method, `res_type` in
+/// its URL (if any) and, for an operation, the method it takes, as an `Allow` value.
+fn allowed(
+    methods: &[(Method, Option<Action>)],
+    res_type: Option<&str>,
+    op_method: Option<Method>,
+    refused: &Method,
+) -> String {
+    methods
+        .iter()
+        .filter(|(m, _)| op_method.as_ref().is_none_or(|o| o == m))
+        .filter(|(m, action)| {
+            let served_for_type = match (action, res_type) {
+                (Some(action), Some(t)) => {
+                    registry::find(t).is_none_or(|d| *action != Action::Delete || d.delete)
+                        && !permissions::allowed(t, *action).is_empty()
+                }
+                _ => true,
+            };
+            served_for_type && m != refused
+        })
+        .map(|(m, _)| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A 405 answer gets the endpoint's `Allow`.
+fn with_allow<B>(mut res: ServiceResponse<B>, allow: &str) -> ServiceResponse<B> {
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if let Ok(v) = HeaderValue::from_str(allow) {
+            res.headers_mut().insert(ALLOW, v);
+        }
+    }
+    res
+}
 
 async fn not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::Service(
@@ -37,262 +176,286 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/docs", web::get().to(docs_redirect));
     // Liveness (the process answers) and readiness (it can reach its database) for a load
     // balancer; `/_ping` and `/_status` are the same checks under their older names.
-    cfg.route("/_ping", web::get().to(system::ping))
-        .route("/_live", web::get().to(system::ping))
-        .route("/_status", web::get().to(system::status))
-        .route("/_ready", web::get().to(system::status))
-        .route("/oauth2/token", web::post().to(oauth::client_credentials))
-        .route("/oauth2/jwks", web::get().to(oauth::app_jwks))
-        .route(
-            "/oauth2/sandbox/token",
-            web::post().to(oauth::sandbox_token),
-        )
-        .route("/oauth2/sandbox/jwks", web::get().to(oauth::sandbox_jwks))
+    for path in ["/_ping", "/_live"] {
+        cfg.service(
+            Endpoint::at(path)
+                .on(Method::GET, system::ping)
+                .otherwise(not_allowed),
+        );
+    }
+    for path in ["/_status", "/_ready"] {
+        cfg.service(
+            Endpoint::at(path)
+                .on(Method::GET, system::status)
+                .otherwise(not_allowed),
+        );
+    }
+    cfg.service(
+        Endpoint::at("/oauth2/token")
+            .on(Method::POST, oauth::client_credentials)
+            .otherwise(not_allowed),
+    )
+    .service(
+        Endpoint::at("/oauth2/jwks")
+            .on(Method::GET, oauth::app_jwks)
+            .otherwise(not_allowed),
+    )
+    .service(
+        Endpoint::at("/oauth2/sandbox/token")
+            .on(Method::POST, oauth::sandbox_token)
+            .otherwise(not_allowed),
+    )
+    .service(
+        Endpoint::at("/oauth2/sandbox/jwks")
+            .on(Method::GET, oauth::sandbox_jwks)
+            .otherwise(not_allowed),
+    )
         // Reports and extracts for operational users (not FHIR: CSV or JSON, streamed).
         .service(
-            web::resource("/reports")
-                .route(web::get().to(super::reports::list))
-                .default_service(web::to(not_allowed)),
+            Endpoint::at("/reports")
+                .on(Method::GET, super::reports::list)
+                .otherwise(not_allowed),
         )
         .service(
-            web::resource("/dashboard")
-                .route(web::get().to(super::dashboard::show))
-                .default_service(web::to(not_allowed)),
+            Endpoint::at("/dashboard")
+                .on(Method::GET, super::dashboard::show)
+                .otherwise(not_allowed),
         )
         .service(
-            web::resource("/reports/{name}")
-                .route(web::get().to(super::reports::run))
-                .default_service(web::to(not_allowed)),
+            Endpoint::at("/reports/{name}")
+                .on(Method::GET, super::reports::run)
+                .otherwise(not_allowed),
         )
         .service(
             web::scope("/FHIR/R4")
                 .service(
-                    web::resource("/metadata")
-                        .route(web::get().to(system::metadata))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/metadata")
+                        .on(Method::GET, system::metadata)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("")
-                        .route(web::post().to(super::bundles::post))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("")
+                        .on(Method::POST, super::bundles::post)
+                        .otherwise(not_allowed),
                 )
                 // FHIR Bulk Data: asynchronous export, its status, its files.
                 .service(
-                    web::resource("/$export")
-                        .route(web::get().to(super::bulk::system))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/$export")
+                        .on(Method::GET, super::bulk::system)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/Patient/$export")
-                        .route(web::get().to(super::bulk::patient))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/Patient/$export")
+                        .on(Method::GET, super::bulk::patient)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/$export-status/{job}")
-                        .route(web::get().to(super::bulk::status))
-                        .route(web::delete().to(super::bulk::cancel))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/$export-status/{job}")
+                        .on(Method::GET, super::bulk::status)
+                        .on(Method::DELETE, super::bulk::cancel)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/$export-file/{job}/{part}")
-                        .route(web::get().to(super::bulk::file))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/$export-file/{job}/{part}")
+                        .on(Method::GET, super::bulk::file)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource(
+                    Endpoint::at(
                         "/{type:CodeSystem|ValueSet|SearchParameter|OperationDefinition|StructureDefinition}",
                     )
-                    .route(web::get().to(terminology::search))
-                    .default_service(web::to(terminology::read_only)),
+                    .on(Method::GET, terminology::search)
+                    .otherwise(terminology::read_only),
                 )
                 .service(
-                    web::resource(
+                    Endpoint::at(
                         "/{type:CodeSystem|ValueSet|SearchParameter|OperationDefinition|StructureDefinition}/{id}",
                     )
-                    .route(web::get().to(terminology::read))
-                    .default_service(web::to(terminology::read_only)),
+                    .on(Method::GET, terminology::read)
+                    .otherwise(terminology::read_only),
                 )
                 .service(
-                    web::resource("/AuditEvent/$export")
-                        .route(web::get().to(audit::export))
-                        .default_service(web::to(audit::append_only)),
+                    Endpoint::at("/AuditEvent/$export")
+                        .on(Method::GET, audit::export)
+                        .otherwise(audit::append_only),
                 )
                 .service(
-                    web::resource("/AuditEvent/{id}")
-                        .route(web::get().to(audit::read))
-                        .default_service(web::to(audit::append_only)),
+                    Endpoint::at("/AuditEvent/{id}")
+                        .on(Method::GET, audit::read)
+                        .otherwise(audit::append_only),
                 )
                 .service(
-                    web::resource("/AuditEvent")
-                        .route(web::get().to(audit::search))
-                        .default_service(web::to(audit::append_only)),
+                    Endpoint::at("/AuditEvent")
+                        .on(Method::GET, audit::search)
+                        .otherwise(audit::append_only),
                 )
                 .service(
-                    web::resource("/HealthcareService/$ers.searchHealthcareServicesForPatient")
-                        .route(web::get().to(super::directory::search_for_patient))
-                        .route(web::post().to(super::directory::search_for_patient))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/HealthcareService/$ers.searchHealthcareServicesForPatient")
+                        .on(Method::GET, super::directory::search_for_patient)
+                        .on(Method::POST, super::directory::search_for_patient)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type}/$validate")
-                        .route(web::post().to(h::validate))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type}/$validate")
+                        .on(Method::POST, h::validate)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type}/_search")
-                        .route(web::post().to(h::search_post))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type}/_search")
+                        .on(Method::POST, h::search_post)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type}/_history")
-                        .route(web::get().to(h::history_type))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type}/_history")
+                        .on(Method::GET, h::history_type)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type}/{id}/_history/{vid}")
-                        .route(web::get().to(h::vread))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type}/{id}/_history/{vid}")
+                        .on(Method::GET, h::vread)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type}/{id}/_history")
-                        .route(web::get().to(h::history_instance))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type}/{id}/_history")
+                        .on(Method::GET, h::history_instance)
+                        .otherwise(not_allowed),
                 )
                 // Referrals: created by their own use case, changed only by operations.
                 .service(
-                    web::resource("/ServiceRequest/$ers.worklist")
-                        .route(web::get().to(super::referrals::worklist))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/ServiceRequest/$ers.worklist")
+                        .on(Method::GET, super::referrals::worklist)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/ServiceRequest/{id}/{op:\\$[A-Za-z.]+}")
-                        .route(web::get().to(super::referrals::operation))
-                        .route(web::post().to(super::referrals::operation))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/ServiceRequest/{id}/{op:\\$[A-Za-z.]+}")
+                        .on(Method::GET, super::referrals::operation)
+                        .on(Method::POST, super::referrals::operation)
+                        .by_operation(super::referrals::operation_method)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type:ServiceRequest}/{id}")
-                        .route(web::get().to(h::read))
-                        .route(web::put().to(super::referrals::no_plain_writes))
-                        .route(web::delete().to(super::referrals::no_plain_writes))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type:ServiceRequest}/{id}")
+                        .on(Method::GET, h::read)
+                        .refused(Method::PUT, super::referrals::no_plain_writes)
+                        .refused(Method::DELETE, super::referrals::no_plain_writes)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type:ServiceRequest}")
-                        .route(web::get().to(h::search_get))
-                        .route(web::post().to(super::referrals::create))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type:ServiceRequest}")
+                        .on(Method::GET, h::search_get)
+                        .on(Method::POST, super::referrals::create)
+                        .otherwise(not_allowed),
                 )
                 // Attachments: the bytes as they are, up to 5 MB (a larger body is 413).
                 .service(
-                    web::resource("/Binary")
+                    Endpoint::at("/Binary")
                         .app_data(web::PayloadConfig::new(
                             crate::fhir::resources::document_reference::MAX_BYTES + 1,
                         ))
-                        .route(web::post().to(super::attachments::upload))
-                        .default_service(web::to(not_allowed)),
+                        .on(Method::POST, super::attachments::upload)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/Binary/{id}")
-                        .route(web::get().to(super::attachments::download))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/Binary/{id}")
+                        .on(Method::GET, super::attachments::download)
+                        .otherwise(not_allowed),
                 )
                 // Appointments: booked, changed and cancelled by the booking use cases.
                 .service(
-                    web::resource("/Appointment/{id}/{op:\\$[A-Za-z.]+}")
-                        .route(web::post().to(super::appointments::operation))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/Appointment/{id}/{op:\\$[A-Za-z.]+}")
+                        .on(Method::POST, super::appointments::operation)
+                        .otherwise(not_allowed),
                 )
                 // Announcements: published by operational users for an audience.
                 .service(
-                    web::resource("/CommunicationRequest/$ers.announcements")
-                        .route(web::get().to(super::announcements::list))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/CommunicationRequest/$ers.announcements")
+                        .on(Method::GET, super::announcements::list)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/CommunicationRequest/{id}/$ers.markRead")
-                        .route(web::post().to(super::announcements::mark_read))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/CommunicationRequest/{id}/$ers.markRead")
+                        .on(Method::POST, super::announcements::mark_read)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type:CommunicationRequest}/{id}")
-                        .route(web::get().to(h::read))
-                        .route(web::put().to(super::announcements::revise))
-                        .route(web::delete().to(h::delete))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type:CommunicationRequest}/{id}")
+                        .on(Method::GET, h::read)
+                        .on(Method::PUT, super::announcements::revise)
+                        .on(Method::DELETE, h::delete)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type:CommunicationRequest}")
-                        .route(web::get().to(h::search_get))
-                        .route(web::post().to(super::announcements::publish))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type:CommunicationRequest}")
+                        .on(Method::GET, h::search_get)
+                        .on(Method::POST, super::announcements::publish)
+                        .otherwise(not_allowed),
                 )
                 // Subscriptions: their own use case (headers kept apart); delivery in the
                 // background.
                 .service(
-                    web::resource("/Subscription/{id}/$events")
-                        .route(web::get().to(super::subscriptions::events))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/Subscription/{id}/$events")
+                        .on(Method::GET, super::subscriptions::events)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type:Subscription}/{id}")
-                        .route(web::get().to(h::read))
-                        .route(web::put().to(super::subscriptions::update))
-                        .route(web::delete().to(super::subscriptions::delete))
-                        .default_service(web::to(super::subscriptions::not_allowed)),
+                    Endpoint::at("/{type:Subscription}/{id}")
+                        .on(Method::GET, h::read)
+                        .on(Method::PUT, super::subscriptions::update)
+                        .on(Method::DELETE, super::subscriptions::delete)
+                        .otherwise(super::subscriptions::not_allowed),
                 )
                 .service(
-                    web::resource("/{type:Subscription}")
-                        .route(web::get().to(h::search_get))
-                        .route(web::post().to(super::subscriptions::create))
-                        .default_service(web::to(super::subscriptions::not_allowed)),
+                    Endpoint::at("/{type:Subscription}")
+                        .on(Method::GET, h::search_get)
+                        .on(Method::POST, super::subscriptions::create)
+                        .otherwise(super::subscriptions::not_allowed),
                 )
                 // Advice messages: written by the A&G operations, never directly.
                 .service(
-                    web::resource("/{type:Communication}/{id}")
-                        .route(web::get().to(h::read))
-                        .default_service(web::to(super::advice::no_message_writes)),
+                    Endpoint::at("/{type:Communication}/{id}")
+                        .on(Method::GET, h::read)
+                        .otherwise(super::advice::no_message_writes),
                 )
                 .service(
-                    web::resource("/{type:Communication}")
-                        .route(web::get().to(h::search_get))
-                        .default_service(web::to(super::advice::no_message_writes)),
+                    Endpoint::at("/{type:Communication}")
+                        .on(Method::GET, h::search_get)
+                        .otherwise(super::advice::no_message_writes),
                 )
                 .service(
-                    web::resource("/{type:DocumentReference}/{id}")
-                        .route(web::get().to(h::read))
-                        .default_service(web::to(super::attachments::no_document_writes)),
+                    Endpoint::at("/{type:DocumentReference}/{id}")
+                        .on(Method::GET, h::read)
+                        .otherwise(super::attachments::no_document_writes),
                 )
                 .service(
-                    web::resource("/{type:DocumentReference}")
-                        .route(web::get().to(h::search_get))
-                        .default_service(web::to(super::attachments::no_document_writes)),
+                    Endpoint::at("/{type:DocumentReference}")
+                        .on(Method::GET, h::search_get)
+                        .otherwise(super::attachments::no_document_writes),
                 )
                 .service(
-                    web::resource("/{type:Appointment}/{id}")
-                        .route(web::get().to(h::read))
-                        .route(web::put().to(super::appointments::update))
-                        .route(web::delete().to(super::appointments::no_delete))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type:Appointment}/{id}")
+                        .on(Method::GET, h::read)
+                        .on(Method::PUT, super::appointments::update)
+                        .refused(Method::DELETE, super::appointments::no_delete)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type:Appointment}")
-                        .route(web::get().to(h::search_get))
-                        .route(web::post().to(super::appointments::create))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type:Appointment}")
+                        .on(Method::GET, h::search_get)
+                        .on(Method::POST, super::appointments::create)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type}/{id}")
-                        .route(web::get().to(h::read))
-                        .route(web::put().to(h::update))
-                        .route(web::delete().to(h::delete))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type}/{id}")
+                        .on(Method::GET, h::read)
+                        .writes(Method::PUT, Action::Update, h::update)
+                        .writes(Method::DELETE, Action::Delete, h::delete)
+                        .otherwise(not_allowed),
                 )
                 .service(
-                    web::resource("/{type}")
-                        .route(web::get().to(h::search_get))
-                        .route(web::post().to(h::create))
-                        .default_service(web::to(not_allowed)),
+                    Endpoint::at("/{type}")
+                        .on(Method::GET, h::search_get)
+                        .writes(Method::POST, Action::Create, h::create)
+                        .otherwise(not_allowed),
                 ),
         )
         .default_service(web::to(no_route));

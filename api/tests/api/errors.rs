@@ -143,6 +143,76 @@ async fn unknown_type_missing_and_gone_are_404_and_410() {
     assert!(d.contains("deleted"), "{d}");
 }
 
+/// Every 405 carries `Allow` (RFC 9110 §15.5.6) with the methods served there, less any the
+/// answer itself refuses for the resource at hand.
+#[actix_web::test]
+async fn every_405_says_which_methods_are_allowed() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Al", "Low", "1980-01-01", "male"))
+        .await;
+    let allow = |r: &Reply| {
+        assert_eq!(r.status, 405, "{}", r.text());
+        r.header("allow").expect("a 405 without Allow")
+    };
+    let cases = [
+        // Methods the endpoint never serves.
+        ("PATCH", format!("Patient/{id}"), "GET, PUT, DELETE"),
+        ("TRACE", "Patient".to_owned(), "GET, POST"),
+        ("POST", "metadata".to_owned(), "GET"),
+        ("DELETE", "AuditEvent".to_owned(), "GET"),
+        // Nobody may change or delete Provenance, so only GET is offered.
+        ("TRACE", format!("Provenance/{id}"), "GET"),
+        // Refused here for this resource: the refused method is not offered again.
+        ("PUT", "Patient/client-chosen".to_owned(), "GET, DELETE"),
+        ("PUT", "ServiceRequest/any".to_owned(), "GET"),
+        ("DELETE", "Appointment/any".to_owned(), "GET, PUT"),
+        (
+            "POST",
+            "ServiceRequest/any/$ers.availableActions".to_owned(),
+            "GET",
+        ),
+        (
+            "GET",
+            "ServiceRequest/any/$ers.cancelReferral".to_owned(),
+            "POST",
+        ),
+        // Each operation offers the one method it takes.
+        (
+            "OPTIONS",
+            "ServiceRequest/any/$ers.cancelReferral".to_owned(),
+            "POST",
+        ),
+        (
+            "OPTIONS",
+            "ServiceRequest/any/$ers.availableActions".to_owned(),
+            "GET",
+        ),
+    ];
+    for (method, path, expected) in cases {
+        let body = match method {
+            "PUT" => {
+                let mut p = patient(NHS[1], "New", "Id", "1980-01-01", "male");
+                p["id"] = json!("client-chosen");
+                Some(p.to_string().into_bytes())
+            }
+            "POST" => Some(b"{}".to_vec()),
+            _ => None,
+        };
+        let req = app
+            .req(method, &path)
+            .insert_header(("Content-Type", "application/fhir+json"));
+        let r = app.send(req, body).await;
+        assert_eq!(allow(&r), expected, "{method} {path}");
+    }
+    // What Allow offers is served.
+    assert_eq!(app.get(&format!("Patient/{id}")).await.status, 200);
+    let r = app
+        .send(app.req("DELETE", &format!("Patient/{id}")), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
 #[actix_web::test]
 async fn wrong_method_media_type_and_accept() {
     let app = spawn_app().await;
