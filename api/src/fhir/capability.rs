@@ -49,7 +49,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "readHistory": true,
                 "updateCreate": false,
                 "conditionalCreate": true,
-                "conditionalRead": "not-supported",
+                "conditionalRead": "full-support",
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
                 "searchParam": params,

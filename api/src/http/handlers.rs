@@ -296,13 +296,50 @@ pub(super) fn write_reply(
     Ok(res)
 }
 
+/// Whether the client's copy of a version is current (a conditional read: FHIR
+/// `conditionalRead` full-support, RFC 9110 §13.1.2–3): an `If-None-Match` tag matches the
+/// version (weakly: `W/"3"` and `"3"` alike) or is `*`; without `If-None-Match`, the version is
+/// no newer than `If-Modified-Since` (HTTP dates have whole seconds). A precondition that does
+/// not parse is ignored, as RFC 9110 has it, and the version is sent.
+pub(super) fn not_modified(
+    req: &HttpRequest,
+    version: i64,
+    last_updated: chrono::NaiveDateTime,
+) -> bool {
+    use actix_web::http::header::{EntityTag, Header, IfModifiedSince, IfNoneMatch};
+    if req.headers().contains_key(header::IF_NONE_MATCH) {
+        return match IfNoneMatch::parse(req) {
+            Ok(IfNoneMatch::Any) => true,
+            Ok(IfNoneMatch::Items(tags)) => {
+                let mine = EntityTag::new_weak(version.to_string());
+                tags.iter().any(|t| t.weak_eq(&mine))
+            }
+            Err(_) => false,
+        };
+    }
+    if !req.headers().contains_key(header::IF_MODIFIED_SINCE) {
+        return false;
+    }
+    let Ok(IfModifiedSince(since)) = IfModifiedSince::parse(req) else {
+        return false;
+    };
+    let since = std::time::SystemTime::from(since)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    last_updated.and_utc().timestamp() <= since
+}
+
 fn read_reply(
     req: &HttpRequest,
     content: String,
     version: i64,
     last_updated: chrono::NaiveDateTime,
 ) -> Reply {
-    let mut res = negotiate::respond(req, StatusCode::OK, Body::Text(content))?;
+    let mut res = if not_modified(req, version, last_updated) {
+        HttpResponse::NotModified().finish()
+    } else {
+        negotiate::respond(req, StatusCode::OK, Body::Text(content))?
+    };
     let h = res.headers_mut();
     h.insert(
         header::ETAG,

@@ -50,6 +50,29 @@ fn response(description: &str, schema: Option<&str>) -> Response {
     r.build()
 }
 
+/// A read's parameters with the conditional-read headers.
+fn conditional_read(mut params: Vec<Parameter>) -> Vec<Parameter> {
+    params.push(header(
+        "If-None-Match",
+        false,
+        "The ETag of the copy you hold (W/\"n\"): 304 with no body if it is this version",
+    ));
+    params.push(header(
+        "If-Modified-Since",
+        false,
+        "The Last-Modified of the copy you hold: 304 with no body if it has not changed since",
+    ));
+    params
+}
+
+fn not_modified() -> Response {
+    ResponseBuilder::new()
+        .description(
+            "Your copy is this version (conditional read): no body; ETag and Last-Modified",
+        )
+        .build()
+}
+
 fn header(name: &str, required: bool, description: &str) -> Parameter {
     ParameterBuilder::new()
         .name(name)
@@ -320,7 +343,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 t,
                 &format!("Read {}", a(t)),
                 who_may(t, Action::Read),
-                vec![id()],
+                conditional_read(vec![id()]),
             )
             .response(
                 "200",
@@ -328,7 +351,8 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                     "The current version (ETag, Last-Modified)",
                     Some("Resource"),
                 ),
-            );
+            )
+            .response("304", not_modified());
             instance.push((
                 HttpMethod::Get,
                 with_errors(op, &[("404", "Not known"), ("410", "Deleted")]).build(),
@@ -339,9 +363,10 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 t,
                 &format!("Read a version of {}", a(t)),
                 who_may(t, Action::Read),
-                vec![id(), vid],
+                conditional_read(vec![id(), vid]),
             )
-            .response("200", response("That version", Some("Resource")));
+            .response("200", response("That version", Some("Resource")))
+            .response("304", not_modified());
             paths = paths.path(
                 format!("{base}/{{id}}/_history/{{vid}}"),
                 PathItem::new(

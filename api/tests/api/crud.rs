@@ -4,6 +4,82 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 
+/// Conditional read (http.html#cread): a client holding the current version gets 304 and no
+/// body; anything else gets the resource.
+#[actix_web::test]
+async fn a_read_of_a_version_the_client_holds_is_304_without_a_body() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Con", "Ditional", "1970-03-04", "female"))
+        .await;
+    let path = format!("Patient/{id}");
+    let first = app.get(&path).await;
+    let modified = first.header("last-modified").expect("Last-Modified");
+    let read = |headers: Vec<(&'static str, String)>| {
+        let mut req = app.req("GET", &path);
+        for h in headers {
+            req = req.insert_header(h);
+        }
+        app.send(req, None)
+    };
+    for held in ["W/\"1\"", "\"1\"", "*", "W/\"7\", W/\"1\""] {
+        let r = read(vec![("If-None-Match", held.to_owned())]).await;
+        assert_eq!(r.status, 304, "If-None-Match: {held}: {}", r.text());
+        assert!(r.body.is_empty(), "a 304 has no body: {}", r.text());
+        assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
+        assert_eq!(
+            r.header("last-modified").as_deref(),
+            Some(modified.as_str())
+        );
+    }
+    let r = read(vec![("If-Modified-Since", modified.clone())]).await;
+    assert_eq!(r.status, 304, "{}", r.text());
+    // An older copy, an earlier date, or a tag that does not match (which decides even with a
+    // later date beside it): the resource.
+    let earlier = "Mon, 01 Jan 2001 00:00:00 GMT".to_owned();
+    for headers in [
+        vec![("If-None-Match", "W/\"0\"".to_owned())],
+        vec![("If-Modified-Since", earlier)],
+        vec![
+            ("If-None-Match", "W/\"0\"".to_owned()),
+            (
+                "If-Modified-Since",
+                "Fri, 01 Jan 2100 00:00:00 GMT".to_owned(),
+            ),
+        ],
+        vec![("If-None-Match", "not a tag".to_owned())],
+    ] {
+        let r = read(headers.clone()).await;
+        assert_eq!(r.status, 200, "{headers:?}: {}", r.text());
+        assert_eq!(r.json()["id"], id.as_str());
+    }
+    // Once it changes, the held version is stale.
+    let mut changed = first.json();
+    changed["name"][0]["family"] = json!("Changed");
+    let r = app.put_json(&path, &changed, Some("W/\"1\"")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = read(vec![("If-None-Match", "W/\"1\"".to_owned())]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["name"][0]["family"], "Changed");
+    // A version read by its id is the same version for ever.
+    let r = app
+        .send(
+            app.req("GET", &format!("{path}/_history/1"))
+                .insert_header(("If-None-Match", "W/\"1\"")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 304, "{}", r.text());
+    // The CapabilityStatement says so.
+    let cs = app.get("metadata").await.json();
+    let patient = cs["rest"][0]["resource"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["type"] == "Patient"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(patient["conditionalRead"], "full-support");
+}
+
 #[actix_web::test]
 async fn patient_create_read_update_vread_history_search() {
     let app = spawn_app().await;

@@ -1121,6 +1121,17 @@ async fn only_the_referrer_and_shortlisted_providers_see_a_referral() {
         ] {
             let r = get(token, bf, org, &path).await;
             r.assert_outcome(404, "not-found");
+            // Holding its version tag tells an outsider nothing either.
+            let r = w
+                .app
+                .send(
+                    w.app
+                        .as_user(token, "GET", &path, bf, org)
+                        .insert_header(("If-None-Match", "W/\"1\"")),
+                    None,
+                )
+                .await;
+            r.assert_outcome(404, "not-found");
             let unknown = get(token, bf, org, &path.replace(&id, "r.unknown")).await;
             assert_eq!(
                 r.json()["issue"][0]["diagnostics"]
