@@ -142,7 +142,12 @@ pub async fn operation(
     let (id, op) = path.into_inner();
     authorise("ServiceRequest", Action::Read, &caller)?;
     let method = operation_method(&op);
-    if *req.method() != method {
+    // HEAD asks for what GET would answer.
+    let asked = match req.method() {
+        m if *m == Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
+    if asked != method {
         return Err(ApiError::Service(ServiceError::MethodNotAllowed(
             if method == Method::GET {
                 format!("{op} is read with GET")

@@ -44,7 +44,8 @@ impl Endpoint {
         self
     }
 
-    /// `method`, served by `handler`.
+    /// `method`, served by `handler`; GET brings HEAD with it: the same answer, whose body
+    /// actix leaves unsent (RFC 9110 §9.3.2: a server that serves GET serves HEAD).
     fn on<F, Args>(mut self, method: Method, handler: F) -> Self
     where
         F: Handler<Args>,
@@ -52,6 +53,10 @@ impl Endpoint {
         F::Output: Responder + 'static,
     {
         self.methods.push((method.clone(), None));
+        if method == Method::GET {
+            self.methods.push((Method::HEAD, None));
+            self = self.route(Method::HEAD, handler.clone());
+        }
         self.route(method, handler)
     }
 
@@ -118,7 +123,11 @@ fn allowed(
 ) -> String {
     methods
         .iter()
-        .filter(|(m, _)| op_method.as_ref().is_none_or(|o| o == m))
+        .filter(|(m, _)| {
+            op_method
+                .as_ref()
+                .is_none_or(|o| o == m || (*o == Method::GET && *m == Method::HEAD))
+        })
         .filter(|(m, action)| {
             let served_for_type = match (action, res_type) {
                 (Some(action), Some(t)) => {
@@ -127,7 +136,15 @@ fn allowed(
                 }
                 _ => true,
             };
-            served_for_type && m != refused
+            // A refused GET refuses HEAD too, and the reverse.
+            let refused_too = |a: &Method, b: &Method| {
+                a == b
+                    || matches!(
+                        (a, b),
+                        (&Method::GET, &Method::HEAD) | (&Method::HEAD, &Method::GET)
+                    )
+            };
+            served_for_type && !refused_too(m, refused)
         })
         .map(|(m, _)| m.as_str())
         .collect::<Vec<_>>()

@@ -157,20 +157,24 @@ async fn every_405_says_which_methods_are_allowed() {
     };
     let cases = [
         // Methods the endpoint never serves.
-        ("PATCH", format!("Patient/{id}"), "GET, PUT, DELETE"),
-        ("TRACE", "Patient".to_owned(), "GET, POST"),
-        ("POST", "metadata".to_owned(), "GET"),
-        ("DELETE", "AuditEvent".to_owned(), "GET"),
+        ("PATCH", format!("Patient/{id}"), "GET, HEAD, PUT, DELETE"),
+        ("TRACE", "Patient".to_owned(), "GET, HEAD, POST"),
+        ("POST", "metadata".to_owned(), "GET, HEAD"),
+        ("DELETE", "AuditEvent".to_owned(), "GET, HEAD"),
         // Nobody may change or delete Provenance, so only GET is offered.
-        ("TRACE", format!("Provenance/{id}"), "GET"),
+        ("TRACE", format!("Provenance/{id}"), "GET, HEAD"),
         // Refused here for this resource: the refused method is not offered again.
-        ("PUT", "Patient/client-chosen".to_owned(), "GET, DELETE"),
-        ("PUT", "ServiceRequest/any".to_owned(), "GET"),
-        ("DELETE", "Appointment/any".to_owned(), "GET, PUT"),
+        (
+            "PUT",
+            "Patient/client-chosen".to_owned(),
+            "GET, HEAD, DELETE",
+        ),
+        ("PUT", "ServiceRequest/any".to_owned(), "GET, HEAD"),
+        ("DELETE", "Appointment/any".to_owned(), "GET, HEAD, PUT"),
         (
             "POST",
             "ServiceRequest/any/$ers.availableActions".to_owned(),
-            "GET",
+            "GET, HEAD",
         ),
         (
             "GET",
@@ -186,7 +190,7 @@ async fn every_405_says_which_methods_are_allowed() {
         (
             "OPTIONS",
             "ServiceRequest/any/$ers.availableActions".to_owned(),
-            "GET",
+            "GET, HEAD",
         ),
     ];
     for (method, path, expected) in cases {
@@ -205,8 +209,21 @@ async fn every_405_says_which_methods_are_allowed() {
         let r = app.send(req, body).await;
         assert_eq!(allow(&r), expected, "{method} {path}");
     }
-    // What Allow offers is served.
+    // What Allow offers is served: HEAD is GET's answer without its body.
     assert_eq!(app.get(&format!("Patient/{id}")).await.status, 200);
+    let r = app
+        .send(app.req("HEAD", &format!("Patient/{id}")), None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty(), "{}", r.text());
+    assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
+    let r = app
+        .send(
+            app.req("HEAD", "ServiceRequest/any/$ers.availableActions"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "HEAD of an operation read with GET");
     let r = app
         .send(app.req("DELETE", &format!("Patient/{id}")), None)
         .await;
