@@ -326,6 +326,65 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     let current = r.json();
     out.push(k.done());
 
+    let mut k = Check::new(
+        "read",
+        "If-None-Match with the current ETag gives 304 without a body; HEAD gives GET's headers without one",
+    );
+    let path = format!("Patient/{id}");
+    let r = c
+        .send("GET", &path, &[("If-None-Match", "W/\"1\"")], None, true)
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 304,
+        format!("status {} (expected 304)", r.status),
+    );
+    k.expect(r.body.is_empty(), "the 304 has a body");
+    k.expect(
+        r.header("etag").as_deref() == Some("W/\"1\""),
+        "the 304's ETag is not W/\"1\"",
+    );
+    let r = c
+        .send("GET", &path, &[("If-None-Match", "W/\"0\"")], None, true)
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 200,
+        format!("a stale ETag: status {} (expected 200)", r.status),
+    );
+    let r = c.send("HEAD", &path, &[], None, true).await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("HEAD: status {}", r.status));
+    k.expect(r.body.is_empty(), "HEAD answered with a body");
+    k.expect(
+        r.header("etag").as_deref() == Some("W/\"1\""),
+        "HEAD: ETag is not W/\"1\"",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "http",
+        "A method an endpoint does not serve gives 405 with Allow naming those it does",
+    );
+    for (method, at, expected) in [
+        ("PATCH", path.as_str(), &["GET", "HEAD", "PUT"][..]),
+        ("DELETE", "metadata", &["GET", "HEAD"][..]),
+    ] {
+        let r = c.send(method, at, &[], None, true).await;
+        k.saw(&r);
+        k.expect(
+            r.status == 405,
+            format!("{method} {at}: status {} (expected 405)", r.status),
+        );
+        let allow = r.header("allow").unwrap_or_default();
+        let offered: Vec<&str> = allow.split(',').map(str::trim).collect();
+        k.expect(
+            expected.iter().all(|m| offered.contains(m)) && !offered.contains(&method),
+            format!("{method} {at}: Allow is '{allow}'"),
+        );
+    }
+    out.push(k.done());
+
     let mut k = Check::new("read", "Accept: application/fhir+xml gives FHIR XML");
     let r = c
         .send(
