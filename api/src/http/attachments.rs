@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::json;
 
-use super::handlers::{authorise, base_url, draft, on_conn};
+use super::handlers::{authorise, base_url, draft, holds, if_none_match, on_conn};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -103,15 +103,28 @@ pub async fn download(
     authorise("Binary", Action::Read, &caller)?;
     let id = path.into_inner();
     let d = draft(&req, Some(&caller));
-    let (meta, data) = on_conn(&state, move |c| attachments::download(c, &id, &caller, &d)).await?;
-    if wants_fhir(&req) {
+    // The file itself is tagged with its SHA-256; a client holding it gets 304 and the bytes
+    // are not read (the FHIR form carries no tag).
+    let fhir = wants_fhir(&req);
+    let condition = if_none_match(&req).filter(|_| !fhir);
+    let (meta, data) = on_conn(&state, move |c| {
+        attachments::download(c, &id, &caller, &d, |m| {
+            condition.is_some_and(|c| holds(&c, &header::EntityTag::new_strong(m.sha256.clone())))
+        })
+    })
+    .await?;
+    let tag = (header::ETAG, format!("\"{}\"", meta.sha256));
+    let Some(data) = data else {
+        return Ok(HttpResponse::NotModified().insert_header(tag).finish());
+    };
+    if fhir {
         let mut v = metadata(&meta);
         v["data"] = json!(base64::engine::general_purpose::STANDARD.encode(&data));
         return negotiate::respond(&req, StatusCode::OK, Body::Value(v));
     }
     let mut res = HttpResponse::Ok();
     res.content_type(meta.content_type.as_str())
-        .insert_header((header::ETAG, format!("\"{}\"", meta.sha256)))
+        .insert_header(tag)
         .insert_header((header::CONTENT_LENGTH, data.len()));
     if let Some(name) = &meta.filename {
         res.insert_header(ContentDisposition {

@@ -306,16 +306,10 @@ pub(super) fn not_modified(
     version: i64,
     last_updated: chrono::NaiveDateTime,
 ) -> bool {
-    use actix_web::http::header::{EntityTag, Header, IfModifiedSince, IfNoneMatch};
+    use actix_web::http::header::{EntityTag, Header, IfModifiedSince};
     if req.headers().contains_key(header::IF_NONE_MATCH) {
-        return match IfNoneMatch::parse(req) {
-            Ok(IfNoneMatch::Any) => true,
-            Ok(IfNoneMatch::Items(tags)) => {
-                let mine = EntityTag::new_weak(version.to_string());
-                tags.iter().any(|t| t.weak_eq(&mine))
-            }
-            Err(_) => false,
-        };
+        return if_none_match(req)
+            .is_some_and(|c| holds(&c, &EntityTag::new_weak(version.to_string())));
     }
     if !req.headers().contains_key(header::IF_MODIFIED_SINCE) {
         return false;
@@ -327,6 +321,24 @@ pub(super) fn not_modified(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     last_updated.and_utc().timestamp() <= since
+}
+
+/// The request's `If-None-Match`, if it has one that parses (one that does not is ignored).
+pub(super) fn if_none_match(req: &HttpRequest) -> Option<header::IfNoneMatch> {
+    use actix_web::http::header::Header;
+    if !req.headers().contains_key(header::IF_NONE_MATCH) {
+        return None;
+    }
+    header::IfNoneMatch::parse(req).ok()
+}
+
+/// Whether `If-None-Match` names `tag` (weakly, as RFC 9110 §13.1.2 compares) or is `*`: the
+/// client holds this representation.
+pub(super) fn holds(condition: &header::IfNoneMatch, tag: &header::EntityTag) -> bool {
+    match condition {
+        header::IfNoneMatch::Any => true,
+        header::IfNoneMatch::Items(tags) => tags.iter().any(|t| t.weak_eq(tag)),
+    }
 }
 
 fn read_reply(

@@ -65,13 +65,12 @@ fn conditional_read(mut params: Vec<Parameter>) -> Vec<Parameter> {
     params
 }
 
-fn not_modified() -> Response {
-    ResponseBuilder::new()
-        .description(
-            "Your copy is this version (conditional read): no body; ETag and Last-Modified",
-        )
-        .build()
+fn not_modified(description: &str) -> Response {
+    ResponseBuilder::new().description(description).build()
 }
+
+const NOT_MODIFIED: &str =
+    "Your copy is this version (conditional read): no body; ETag and Last-Modified";
 
 fn header(name: &str, required: bool, description: &str) -> Parameter {
     ParameterBuilder::new()
@@ -352,7 +351,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                     Some("Resource"),
                 ),
             )
-            .response("304", not_modified());
+            .response("304", not_modified(NOT_MODIFIED));
             instance.push((
                 HttpMethod::Get,
                 with_errors(op, &[("404", "Not known"), ("410", "Deleted")]).build(),
@@ -366,7 +365,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 conditional_read(vec![id(), vid]),
             )
             .response("200", response("That version", Some("Resource")))
-            .response("304", not_modified());
+            .response("304", not_modified(NOT_MODIFIED));
             paths = paths.path(
                 format!("{base}/{{id}}/_history/{{vid}}"),
                 PathItem::new(
@@ -1047,9 +1046,17 @@ fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
             "Streams the file with its Content-Type, file name and a SHA-256 ETag; with Accept: application/fhir+json (or _format), the FHIR Binary with base64 data. 404 when your organisation may not see it. {}",
             who_may("Binary", Action::Read)
         ),
-        vec![path_param("id", "The upload's id")],
+        vec![
+            path_param("id", "The upload's id"),
+            header(
+                "If-None-Match",
+                false,
+                "The ETag of the file you hold: 304 with no body if it is this file",
+            ),
+        ],
     )
-    .response("200", response("The file, or the FHIR Binary", None));
+    .response("200", response("The file, or the FHIR Binary", None))
+    .response("304", not_modified("Your copy is this file: no body; its ETag"));
     paths
         .path(
             "/FHIR/R4/Binary",

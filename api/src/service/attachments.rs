@@ -199,25 +199,34 @@ fn visible_meta(c: &mut DbConnection, id: &str, caller: &Caller) -> Result<Binar
     Ok(meta)
 }
 
-/// An upload's metadata and bytes, for the caller's organisation, audited as a read.
+/// An upload's metadata and bytes, for the caller's organisation, audited as a read. When
+/// `held` says the caller already has these bytes (its copy's SHA-256), they are not read
+/// (None): the answer is 304.
 pub fn download(
     conn: &mut DbConnection,
     id: &str,
     caller: &Caller,
     audit_draft: &AuditDraft,
-) -> Result<(BinaryMeta, Vec<u8>)> {
+    held: impl FnOnce(&BinaryMeta) -> bool,
+) -> Result<(BinaryMeta, Option<Vec<u8>>)> {
     let meta = visible_meta(conn, id, caller)?;
-    let data = store::binary_data(conn, id)?.ok_or_else(|| ServiceError::NotFound {
-        res_type: "Binary".into(),
-        id: id.to_owned(),
-    })?;
+    let data = if held(&meta) {
+        None
+    } else {
+        Some(
+            store::binary_data(conn, id)?.ok_or_else(|| ServiceError::NotFound {
+                res_type: "Binary".into(),
+                id: id.to_owned(),
+            })?,
+        )
+    };
     audit::record(
         conn,
         audit_draft,
         &Outcome {
             action: "R",
             subtype: "read".into(),
-            status: 200,
+            status: if data.is_some() { 200 } else { 304 },
             description: None,
         },
         &[touched(id)],

@@ -109,6 +109,37 @@ async fn uploads_are_checked_and_only_their_organisations_download_them() {
     w.get_as(stranger, &format!("Binary/{id}"), None)
         .await
         .assert_outcome(404, "not-found");
+    // A client holding the file (its SHA-256 tag) gets 304 and no bytes; a stranger holding the
+    // tag still learns nothing; the FHIR form is always sent.
+    let tag = w
+        .get_as(rc, &format!("Binary/{id}"), None)
+        .await
+        .header("etag")
+        .expect("ETag");
+    let conditional = |who: User<'_>, held: &str, accept: Option<&str>| {
+        let mut r = w
+            .app
+            .as_user(who.0, "GET", &format!("Binary/{id}"), who.1, who.2)
+            .insert_header(("If-None-Match", held.to_owned()));
+        if let Some(a) = accept {
+            r = r.insert_header(("Accept", a.to_owned()));
+        }
+        w.app.send(r, None)
+    };
+    for held in [tag.clone(), format!("W/{tag}"), "*".to_owned()] {
+        let r = conditional(rc, &held, None).await;
+        assert_eq!(r.status, 304, "{held}: {}", r.text());
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag").as_deref(), Some(tag.as_str()));
+    }
+    let r = conditional(rc, "\"another\"", None).await;
+    assert_eq!((r.status.as_u16(), r.body.as_slice()), (200, PDF));
+    let r = conditional(rc, &tag, Some("application/fhir+json")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["resourceType"], "Binary");
+    conditional(stranger, &tag, None)
+        .await
+        .assert_outcome(404, "not-found");
 
     // Refused uploads: a type e-RS does not take, content that is not the declared type, a
     // file name that does not match, nothing, and too much.
