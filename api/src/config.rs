@@ -57,6 +57,9 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     /// `ERS_BASE_URL`: the public FHIR base (for links), when behind a proxy.
     pub base_url: Option<String>,
+    /// `ERS_SEARCH_TOTAL_UP_TO`: how many matches a search counts for its total unless asked
+    /// for `_total=accurate` (past it, no total).
+    pub search_total_up_to: i64,
     /// `ERS_MAX_BODY_BYTES`: request body limit.
     pub max_body_bytes: usize,
     /// `ERS_WORKERS`: HTTP worker threads (default: one per core).
@@ -125,6 +128,7 @@ impl Default for Settings {
             max_body_bytes: 5 * 1024 * 1024,
             workers: None,
             max_header_bytes: 16 * 1024,
+            search_total_up_to: crate::fhir::search::COUNT_UP_TO,
             require_if_match: false,
             mode: Mode::Sandbox,
             oidc: None,
@@ -184,6 +188,13 @@ impl Settings {
         if let Some(v) = get("ERS_DB_POOL_SIZE").filter(|v| !v.is_empty()) {
             s.pool_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!("ERS_DB_POOL_SIZE '{v}' must be a positive number"))
+            })?;
+        }
+        if let Some(v) = get("ERS_SEARCH_TOTAL_UP_TO").filter(|v| !v.is_empty()) {
+            s.search_total_up_to = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "ERS_SEARCH_TOTAL_UP_TO '{v}' must be a positive number of matches"
+                ))
             })?;
         }
         if let Some(v) = get("ERS_DB_TIMEOUT_SECS").filter(|v| !v.is_empty()) {

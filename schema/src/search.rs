@@ -839,10 +839,32 @@ fn nulls_last(sub: &str, desc: bool) -> diesel::expression::SqlLiteral<Integer> 
 
 /// The matching rows for one page, and the total when `with_total` (or when the first page
 /// holds every match).
+/// How far a search counts its matches for the Bundle's total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Not at all (a first page that is not full still gives its total: it costs nothing).
+    No,
+    /// Up to this many: the total when there are no more, none when there are (counting costs
+    /// time in proportion to what is counted; an organisation's referrals run to 100,000s).
+    UpTo(i64),
+    /// Every match.
+    All,
+}
+
+/// A page of matches, with their total when `with_total` (every match counted).
 pub fn search(
     conn: &mut DbConnection,
     q: &SearchQuery,
     with_total: bool,
+) -> Result<(Vec<ResourceRow>, Option<i64>), StorageError> {
+    search_counted(conn, q, if with_total { Count::All } else { Count::No })
+}
+
+/// A page of matches, with their total as far as `count` asks.
+pub fn search_counted(
+    conn: &mut DbConnection,
+    q: &SearchQuery,
+    count: Count,
 ) -> Result<(Vec<ResourceRow>, Option<i64>), StorageError> {
     // A page in id order only (no other sort key) ends at `offset + limit` in that order.
     let page = q.sort.is_empty().then(|| q.offset.saturating_add(q.limit));
@@ -944,10 +966,20 @@ pub fn search(
     let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let total = if q.offset == 0 && n < q.limit {
         Some(n)
-    } else if with_total {
-        Some(filtered(q, None).count().get_result::<i64>(conn)?)
     } else {
-        None
+        match count {
+            Count::No => None,
+            Count::All => Some(filtered(q, None).count().get_result::<i64>(conn)?),
+            Count::UpTo(most) => {
+                let seen = filtered(q, None)
+                    .select(resources::id)
+                    .limit(most.saturating_add(1))
+                    .load::<String>(conn)?
+                    .len();
+                let seen = i64::try_from(seen).unwrap_or(i64::MAX);
+                (seen <= most).then_some(seen)
+            }
+        }
     };
     Ok((rows, total))
 }

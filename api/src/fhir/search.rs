@@ -22,11 +22,21 @@ pub enum Summary {
     Count,
 }
 
+/// `_total`: how far a search counts its matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotalMode {
+    /// `none`.
     None,
+    /// The default, and `estimate`: every match up to `SearchRequest::count_up_to`; past it the
+    /// Bundle has no total and says why (an exact count of a large organisation's referrals is
+    /// its own query, in proportion to their number).
+    UpTo,
+    /// `accurate`: every match.
     Accurate,
 }
+
+/// How many matches a search counts by default (`ERS_SEARCH_TOTAL_UP_TO` sets it).
+pub const COUNT_UP_TO: i64 = 1000;
 
 /// `_include` / `_revinclude` request: `source:param[:target]`.
 #[derive(Debug, Clone)]
@@ -45,6 +55,8 @@ pub struct SearchRequest {
     pub summary: Summary,
     pub elements: Option<Vec<String>>,
     pub total: TotalMode,
+    /// With `TotalMode::UpTo`: how many matches are counted.
+    pub count_up_to: i64,
     /// The parameters understood, as given (for the `self` link), without paging ones.
     pub accepted: Vec<(String, String)>,
     /// Parameters that were not understood (ignored unless handling is strict).
@@ -99,7 +111,8 @@ pub fn parse(
         revincludes: Vec::new(),
         summary: Summary::False,
         elements: None,
-        total: TotalMode::Accurate,
+        total: TotalMode::UpTo,
+        count_up_to: COUNT_UP_TO,
         accepted: Vec::new(),
         ignored: Vec::new(),
         near: None,
@@ -216,7 +229,8 @@ fn parse_one(
         "_total" => {
             req.total = match value {
                 "none" => TotalMode::None,
-                "estimate" | "accurate" => TotalMode::Accurate,
+                "estimate" => TotalMode::UpTo,
+                "accurate" => TotalMode::Accurate,
                 _ => {
                     return Err(bad(
                         name,

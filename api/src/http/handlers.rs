@@ -588,6 +588,7 @@ pub(super) async fn run_search_on(
     }
     let mut parsed: SearchRequest =
         fsearch::parse(def, &params, p.strict).map_err(ApiError::Search)?;
+    parsed.count_up_to = state.settings.search_total_up_to;
     negotiate::response_format(&req)?;
     let mut request = parsed.clone();
     scope::restrict(def, &mut request.query.criteria, &caller);
@@ -600,6 +601,7 @@ pub(super) async fn run_search_on(
         }
         None => def.name.to_owned(),
     };
+    let of_list = list.is_some();
     let result = on_read(&state, move |c| -> Result<_, ApiError> {
         let mut result = match &list {
             // A list holds only what its organisation may see; checked all the same.
@@ -659,14 +661,22 @@ pub(super) async fn run_search_on(
             distance_km: None,
         });
     }
-    let outcome = (!parsed.ignored.is_empty()).then(|| {
-        let mut o = operation_outcome(&[Issue::information(format!(
+    let mut notes = Vec::new();
+    if !parsed.ignored.is_empty() {
+        let mut ignored = Issue::information(format!(
             "Unknown search parameters ignored: {}",
             parsed.ignored.join(", ")
-        ))]);
-        o["issue"][0]["severity"] = Value::from("warning");
-        o
-    });
+        ));
+        ignored.severity = crate::fhir::outcome::Severity::Warning;
+        notes.push(ignored);
+    }
+    if !of_list && parsed.total == fsearch::TotalMode::UpTo && result.total.is_none() {
+        notes.push(Issue::information(format!(
+            "More than {} resources match: Bundle.total is left out (ask _total=accurate to count them all)",
+            parsed.count_up_to
+        )));
+    }
+    let outcome = (!notes.is_empty()).then(|| operation_outcome(&notes));
     let bundle = bundle::searchset(result.total, &links, entries, outcome)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))

@@ -243,7 +243,7 @@ fn search_params(t: &str) -> Vec<Parameter> {
         query("_include", "Type:param[:target]"),
         query("_revinclude", "Type:param[:target]"),
         query("_summary", "true, false, text, data or count"),
-        query("_total", "none, estimate or accurate"),
+        query("_total", "accurate: count every match; none: no total; by default (and estimate) matches are counted up to 1,000 (ERS_SEARCH_TOTAL_UP_TO): past that the Bundle has no total and says so in an OperationOutcome entry"),
         query("_elements", "Comma-separated top-level elements"),
     ]);
     out

@@ -1082,7 +1082,11 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
         let resolved = resolve_postcode(c, req)?;
         let req = resolved.as_ref().unwrap_or(req);
         let count_only = req.summary == crate::fhir::search::Summary::Count;
-        let with_total = count_only || req.total == TotalMode::Accurate;
+        let count = match req.total {
+            TotalMode::None => store_search::Count::No,
+            TotalMode::UpTo => store_search::Count::UpTo(req.count_up_to),
+            TotalMode::Accurate => store_search::Count::All,
+        };
         if count_only {
             let mut q = req.query.clone();
             q.limit = 0;
@@ -1095,7 +1099,7 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             });
         }
         let started = std::time::Instant::now();
-        let (matches, total) = store_search::search(c, &req.query, with_total)?;
+        let (matches, total) = store_search::search_counted(c, &req.query, count)?;
         log::debug!(
             "search {}: {} matches in {:?} ({} criteria)",
             req.query.res_type,

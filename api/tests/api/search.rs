@@ -544,3 +544,57 @@ async fn an_update_is_found_by_its_new_values_and_no_longer_by_its_old_ones() {
     );
     assert_eq!(total(app.search("Patient?family=after").await), 1);
 }
+
+/// A search counts its matches for `Bundle.total` only up to a bound unless asked for
+/// `_total=accurate`; past the bound the Bundle says so instead of giving a total.
+#[actix_web::test]
+async fn totals_are_counted_up_to_a_bound_unless_asked_for() {
+    let app = spawn_configured(ers_api::config::Settings {
+        search_total_up_to: 3,
+        seed: ers_api::config::SeedMode::None,
+        rate_limit_per_sec: 0,
+        ..Default::default()
+    })
+    .await;
+    for (i, nhs) in NHS.iter().take(5).enumerate() {
+        let family = if i < 3 { "Bounded" } else { "Boundless" };
+        app.create(&patient(nhs, family, "Count", "1980-01-01", "male"))
+            .await;
+    }
+    let outcome = |b: &serde_json::Value| -> String {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "outcome")
+            .map(|e| e["resource"]["issue"][0]["diagnostics"].to_string())
+            .collect()
+    };
+    // Five match, the bound is three: pages come without a total, and the Bundle says why.
+    let b = app.search("Patient?given=Count&_count=2").await;
+    assert!(b.get("total").is_none(), "{b}");
+    assert!(outcome(&b).contains("More than 3"), "{b}");
+    assert_eq!(b["link"][1]["relation"], "next", "{b}");
+    let b = app
+        .search("Patient?given=Count&_count=2&_total=estimate")
+        .await;
+    assert!(b.get("total").is_none(), "{b}");
+    // Asked for, every match is counted; a first page that holds them all counts itself.
+    for q in [
+        "Patient?given=Count&_count=2&_total=accurate",
+        "Patient?given=Count&_count=10",
+        "Patient?given=Count&_summary=count",
+    ] {
+        let b = app.search(q).await;
+        assert_eq!(b["total"], 5, "{q}: {b}");
+        assert_eq!(outcome(&b), "", "{q}: {b}");
+    }
+    // Up to the bound, the total is exact.
+    let b = app.search("Patient?family=Bounded&_count=2").await;
+    assert_eq!(b["total"], 3, "{b}");
+    assert_eq!(outcome(&b), "", "{b}");
+    // Not asked for at all: neither total nor note.
+    let b = app.search("Patient?given=Count&_count=2&_total=none").await;
+    assert!(b.get("total").is_none(), "{b}");
+    assert_eq!(outcome(&b), "", "{b}");
+}
