@@ -840,7 +840,7 @@ fn nulls_last(sub: &str, desc: bool) -> diesel::expression::SqlLiteral<Integer> 
 /// The matching rows for one page, and the total when `with_total` (or when the first page
 /// holds every match).
 /// How far a search counts its matches for the Bundle's total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Count {
     /// Not at all (a first page that is not full still gives its total: it costs nothing).
     No,
@@ -848,6 +848,7 @@ pub enum Count {
     /// time in proportion to what is counted; an organisation's referrals run to 100,000s).
     UpTo(i64),
     /// Every match.
+    #[default]
     All,
 }
 

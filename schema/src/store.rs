@@ -327,6 +327,8 @@ pub struct HistoryQuery {
     pub holding: Option<(String, Vec<String>)>,
     pub offset: i64,
     pub limit: i64,
+    /// How far to count the versions for the total (`Count::All` by default).
+    pub count: crate::search::Count,
 }
 
 fn history_base(
@@ -360,9 +362,12 @@ fn history_base(
     query
 }
 
-/// Versions, newest first, and how many there are in all.
-pub fn history(conn: &mut DbConnection, q: &HistoryQuery) -> QResult<(Vec<VersionRow>, i64)> {
-    let total: i64 = history_base(q).count().get_result(conn)?;
+/// Versions, newest first, and how many there are, as far as `q.count` asks (a first page that
+/// is not full holds them all).
+pub fn history(
+    conn: &mut DbConnection,
+    q: &HistoryQuery,
+) -> QResult<(Vec<VersionRow>, Option<i64>)> {
     let rows = history_base(q)
         .order((
             resource_versions::last_updated.desc(),
@@ -374,6 +379,24 @@ pub fn history(conn: &mut DbConnection, q: &HistoryQuery) -> QResult<(Vec<Versio
         .limit(q.limit)
         .select(VersionRow::as_select())
         .load(conn)?;
+    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let total = if q.offset == 0 && n < q.limit {
+        Some(n)
+    } else {
+        match q.count {
+            crate::search::Count::No => None,
+            crate::search::Count::All => Some(history_base(q).count().get_result(conn)?),
+            crate::search::Count::UpTo(most) => {
+                let seen = history_base(q)
+                    .select(resource_versions::version_id)
+                    .limit(most.saturating_add(1))
+                    .load::<i64>(conn)?
+                    .len();
+                let seen = i64::try_from(seen).unwrap_or(i64::MAX);
+                (seen <= most).then_some(seen)
+            }
+        }
+    };
     Ok((rows, total))
 }
 
@@ -1598,7 +1621,7 @@ mod tests {
             let (versions, total) = history(&mut conn, &history_query).expect("history");
             let mut seen: Vec<_> = versions.iter().map(|v| v.id.as_str()).collect();
             seen.sort();
-            assert_eq!((seen, total), (vec!["r.a", "r.b"], 2));
+            assert_eq!((seen, total), (vec!["r.a", "r.b"], Some(2)));
         }
         if let DbConnection::Postgresql(pg) = &mut *conn {
             let prepared = |pg: &mut PgConnection, shape: &str| -> i64 {

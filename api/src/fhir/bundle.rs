@@ -131,14 +131,16 @@ pub struct HistoryEntry {
     pub last_modified: String,
 }
 
-pub fn history(total: i64, links: &Links, entries: Vec<HistoryEntry>) -> Value {
+pub fn history(total: Option<i64>, links: &Links, entries: Vec<HistoryEntry>) -> Value {
     let mut b = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),
         "meta": {"lastUpdated": datetime::instant(chrono::Utc::now().naive_utc()), "profile": [PROFILE]},
         "type": "history",
-        "total": total,
     });
+    if let Some(t) = total {
+        b["total"] = json!(t);
+    }
     b["link"] = links.to_json();
     let out: Vec<Value> = entries
         .into_iter()

@@ -3,6 +3,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use ers_schema::search::Count;
 use ers_schema::store::HistoryQuery;
 use serde_json::Value;
 
@@ -741,6 +742,7 @@ pub async fn search_post(
 fn history_query(req: &HttpRequest) -> Result<(HistoryQuery, Vec<(String, String)>), ApiError> {
     let mut q = HistoryQuery {
         limit: fsearch::DEFAULT_COUNT,
+        count: Count::UpTo(fsearch::COUNT_UP_TO),
         ..Default::default()
     };
     let mut accepted = Vec::new();
@@ -772,6 +774,16 @@ fn history_query(req: &HttpRequest) -> Result<(HistoryQuery, Vec<(String, String
                     .ok()
                     .filter(|n| *n >= 0)
                     .ok_or_else(|| bad(format!("'{v}' is not a non-negative number")))?
+            }
+            // As a search's (`fsearch::TotalMode`); the bound is set by the caller.
+            "_total" => {
+                q.count = match v.as_str() {
+                    "none" => Count::No,
+                    "estimate" => Count::UpTo(fsearch::COUNT_UP_TO),
+                    "accurate" => Count::All,
+                    _ => return Err(bad(format!("'{v}' is not one of none, estimate, accurate"))),
+                };
+                accepted.push((k.clone(), v.clone()));
             }
             "_since" | "_at" => {
                 let (lo, hi) = datetime::range(&v)
@@ -809,6 +821,9 @@ async fn run_history(
         "history-type"
     };
     let (mut q, accepted) = history_query(&req)?;
+    if let Count::UpTo(_) = q.count {
+        q.count = Count::UpTo(state.settings.search_total_up_to);
+    }
     negotiate::response_format(&req)?;
     q.res_type = Some(def.name.to_owned());
     q.id = id.clone();
@@ -837,7 +852,10 @@ async fn run_history(
         &accepted,
         count,
         offset,
-        offset + count < total,
+        match total {
+            Some(t) => offset + count < t,
+            None => i64::try_from(rows.len()).unwrap_or(0) >= count && count > 0,
+        },
     );
     let mut entries = Vec::with_capacity(rows.len());
     for v in rows {

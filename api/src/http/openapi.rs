@@ -435,6 +435,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                     query("_offset", "Page start"),
                     query("_since", "Only versions since this instant"),
                     query("_at", "Only versions up to this instant"),
+                    query("_total", "accurate: count every version; none: no total; by default (and estimate) versions are counted up to 1,000 (ERS_SEARCH_TOTAL_UP_TO), past which the Bundle has no total"),
                 ]
             };
             let op = operation(

@@ -1222,7 +1222,7 @@ pub fn history(
     conn: &mut DbConnection,
     def: &ResourceDef,
     q: HistoryQuery,
-) -> Result<(Vec<VersionRow>, i64)> {
+) -> Result<(Vec<VersionRow>, Option<i64>)> {
     read_tx(conn, |c| {
         if let Some(id) = &q.id {
             if store::get_current(c, def.name, id)?.is_none() {

@@ -597,4 +597,26 @@ async fn totals_are_counted_up_to_a_bound_unless_asked_for() {
     let b = app.search("Patient?given=Count&_count=2&_total=none").await;
     assert!(b.get("total").is_none(), "{b}");
     assert_eq!(outcome(&b), "", "{b}");
+    // A type's history alike: five versions, counted up to three; all on request; a page that
+    // holds them all counts itself.
+    let b = app.search("Patient/_history?_count=2").await;
+    assert!(b.get("total").is_none(), "{b}");
+    assert_eq!(b["entry"].as_array().map(Vec::len), Some(2), "{b}");
+    assert!(
+        b["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["relation"] == "next"),
+        "{b}"
+    );
+    let b = app
+        .search("Patient/_history?_count=2&_total=accurate")
+        .await;
+    assert_eq!(b["total"], 5, "{b}");
+    let b = app.search("Patient/_history?_count=10").await;
+    assert_eq!(b["total"], 5, "{b}");
+    app.send(app.req("GET", "Patient/_history?_total=some"), None)
+        .await
+        .assert_outcome(400, "invalid");
 }
