@@ -108,6 +108,9 @@ pub struct Settings {
     pub export_ttl_secs: i64,
     /// `ERS_EXPORT_FILE_RESOURCES`: resources per NDJSON output file (default 10,000).
     pub export_file_resources: usize,
+    /// `ERS_CORS_ORIGINS`: the browser origins (`https://app.example.nhs.uk`, comma-separated,
+    /// or `*` for any) whose pages may call the API (CORS); none by default.
+    pub cors_origins: Vec<String>,
     /// `ERS_ROLE_CACHE_SECS`: how long an instance keeps the roles a user was found to hold
     /// (default 30; 0: looked up on every request). A role added is seen at once (a miss looks
     /// again); a role removed stops working within this time.
@@ -129,6 +132,7 @@ impl Default for Settings {
             workers: None,
             max_header_bytes: 16 * 1024,
             search_total_up_to: crate::fhir::search::COUNT_UP_TO,
+            cors_origins: Vec::new(),
             require_if_match: false,
             mode: Mode::Sandbox,
             oidc: None,
@@ -189,6 +193,14 @@ impl Settings {
             s.pool_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!("ERS_DB_POOL_SIZE '{v}' must be a positive number"))
             })?;
+        }
+        if let Some(v) = get("ERS_CORS_ORIGINS").filter(|v| !v.trim().is_empty()) {
+            s.cors_origins = v.split(',').map(|o| o.trim().to_owned()).collect();
+            if let Some(bad) = s.cors_origins.iter().find(|o| !is_origin(o)) {
+                return Err(ConfigError(format!(
+                    "ERS_CORS_ORIGINS: '{bad}' is not an origin (scheme://host[:port], no path) or *"
+                )));
+            }
         }
         if let Some(v) = get("ERS_SEARCH_TOTAL_UP_TO").filter(|v| !v.is_empty()) {
             s.search_total_up_to = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -391,6 +403,26 @@ impl Settings {
     }
 }
 
+/// `*`, or a browser origin: `http://` or `https://`, a host, an optional port, nothing after.
+fn is_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && port.chars().all(|c| c.is_ascii_digit())
+        && port.is_empty() != rest.contains(':')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +449,26 @@ mod tests {
         let e = Settings::from_lookup(|k| (k == "ERS_MIN_IAL").then(|| "-1".to_string()))
             .expect_err("negative");
         assert!(e.to_string().contains("ERS_MIN_IAL"));
+        let s = Settings::from_lookup(|k| {
+            (k == "ERS_CORS_ORIGINS").then(|| "https://a.example, http://localhost:3000".into())
+        })
+        .expect("origins");
+        assert_eq!(
+            s.cors_origins,
+            ["https://a.example", "http://localhost:3000"]
+        );
+        for bad in [
+            "a.example",
+            "https://a.example/page",
+            "https://a.example:",
+            "ftp://a",
+        ] {
+            let e = Settings::from_lookup(|k| (k == "ERS_CORS_ORIGINS").then(|| bad.into()))
+                .expect_err(bad);
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let e = Settings::from_lookup(|k| (k == "ERS_SEARCH_TOTAL_UP_TO").then(|| "0".into()))
+            .expect_err("zero");
+        assert!(e.to_string().contains("ERS_SEARCH_TOTAL_UP_TO"));
     }
 }

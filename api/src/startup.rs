@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{from_fn, Compress, Logger};
+use actix_web::middleware::{from_fn, Compress, Condition, Logger};
 use actix_web::{web, App, HttpServer};
 use ers_schema::DbPool;
 
@@ -181,6 +181,7 @@ impl Application {
             backend,
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
+        let cors_origins = state.settings.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -190,6 +191,9 @@ impl Application {
                 // to the final response.
                 .wrap(from_fn(crate::http::middleware::envelope))
                 .wrap(Compress::default())
+                // Outside the envelope: a browser may read errors too; a preflight is answered
+                // here, before routing and authentication.
+                .wrap(Condition::new(!cors_origins.is_empty(), crate::http::middleware::cors(&cors_origins)))
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms request_id=%{x-request-id}o correlation_id=%{x-correlation-id}i"))
                 .configure(routes::configure)
         });

@@ -371,3 +371,38 @@ async fn audit_failure(
         log::error!("could not audit a failed request: {e}");
     }
 }
+
+/// CORS for browser pages served from `origins` (`*`: any): requests with the FHIR and e-RS
+/// headers, and the response headers a client reads (ETag, Location, Last-Modified,
+/// Content-Location for bulk jobs, Retry-After, the request and correlation ids). No cookies:
+/// the API authenticates with bearer tokens, which a page sends itself.
+pub fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::Method;
+    let mut c = actix_cors::Cors::default()
+        .allowed_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+        ])
+        .allow_any_header()
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::LAST_MODIFIED,
+            header::CONTENT_LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-correlation-id"),
+        ])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        c = c.allow_any_origin().send_wildcard();
+    } else {
+        for o in origins {
+            c = c.allowed_origin(o);
+        }
+    }
+    c
+}

@@ -14,11 +14,12 @@ pub async fn metadata(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let cs = capability_statement(
+    let mut cs = capability_statement(
         &base_url(&req, &state),
         env!("CARGO_PKG_VERSION"),
         &state.started,
     );
+    cs["rest"][0]["security"]["cors"] = json!(!state.settings.cors_origins.is_empty());
     negotiate::respond(&req, StatusCode::OK, Body::Value(cs))
 }
 

@@ -383,3 +383,115 @@ async fn the_servers_own_conformance_resources_are_served() {
     .await
     .assert_outcome(405, "not-supported");
 }
+
+/// CORS for the origins configured (`ERS_CORS_ORIGINS`): a browser's preflight is answered
+/// before authentication, answers (errors too) name the origin and expose the headers a
+/// client reads, other origins get no grant; without the setting there is no CORS at all.
+#[actix_web::test]
+async fn browser_pages_from_configured_origins_may_call_the_api() {
+    const PAGE: &str = "https://app.example.nhs.uk";
+    let app = spawn_configured(ers_api::config::Settings {
+        cors_origins: vec![PAGE.to_owned()],
+        seed: ers_api::config::SeedMode::None,
+        rate_limit_per_sec: 0,
+        ..Default::default()
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.send(
+            app.bare("OPTIONS", "Patient")
+                .insert_header(("Origin", origin))
+                .insert_header(("Access-Control-Request-Method", "POST"))
+                .insert_header((
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type, nhsd-ers-business-function",
+                )),
+            None,
+        )
+    };
+    let r = preflight(PAGE).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(PAGE)
+    );
+    let methods = r.header("access-control-allow-methods").unwrap_or_default();
+    assert!(
+        methods.contains("POST") && methods.contains("PUT"),
+        "{methods}"
+    );
+    // The call itself, and an error, carry the grant and the headers a client reads.
+    let id = app
+        .create(&patient(NHS[0], "Cross", "Origin", "1980-01-01", "female"))
+        .await;
+    let r = app
+        .send(
+            app.req("GET", &format!("Patient/{id}"))
+                .insert_header(("Origin", PAGE)),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(PAGE)
+    );
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_lowercase();
+    for h in ["etag", "location", "x-request-id"] {
+        assert!(exposed.contains(h), "{h} not exposed: {exposed}");
+    }
+    let r = app
+        .send(
+            app.bare("GET", "Patient").insert_header(("Origin", PAGE)),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(PAGE)
+    );
+    // Another origin is granted nothing.
+    let r = preflight("https://elsewhere.example").await;
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers
+    );
+    let r = app
+        .send(
+            app.req("GET", &format!("Patient/{id}"))
+                .insert_header(("Origin", "https://elsewhere.example")),
+            None,
+        )
+        .await;
+    // (A server-side client that happens to send an Origin is answered as ever.)
+    assert_eq!(r.status, 200);
+    assert!(r.header("access-control-allow-origin").is_none());
+    // The CapabilityStatement says CORS is on.
+    assert_eq!(
+        app.get("metadata").await.json()["rest"][0]["security"]["cors"],
+        true
+    );
+
+    // Without the setting: no grant, and an OPTIONS is a method the endpoint does not serve.
+    let plain = spawn_app().await;
+    let r = plain
+        .send(
+            plain
+                .bare("OPTIONS", "Patient")
+                .insert_header(("Origin", PAGE))
+                .insert_header(("Access-Control-Request-Method", "POST")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert_eq!(
+        plain.get("metadata").await.json()["rest"][0]["security"]["cors"],
+        false
+    );
+}
