@@ -99,16 +99,15 @@ impl Endpoint {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
-        let (methods, by_operation) = (self.methods, self.by_operation);
+        let methods: std::rc::Rc<[(Method, Option<Action>)]> = self.methods.into();
+        let by_operation = self.by_operation;
         self.resource
             .default_service(web::to(handler))
             .wrap_fn(move |req, service| {
-                let info = req.match_info();
-                let op_method = by_operation.zip(info.get("op")).map(|(f, op)| f(op));
-                let allow = allowed(&methods, info.get("type"), op_method, req.method());
+                let methods = methods.clone();
                 service
                     .call(req)
-                    .map(move |res| res.map(|res| with_allow(res, &allow)))
+                    .map(move |res| res.map(|res| with_allow(res, &methods, by_operation)))
             })
     }
 }
@@ -151,12 +150,21 @@ fn allowed(
         .join(", ")
 }
 
-/// A 405 answer gets the endpoint's `Allow`.
-fn with_allow<B>(mut res: ServiceResponse<B>, allow: &str) -> ServiceResponse<B> {
-    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
-        if let Ok(v) = HeaderValue::from_str(allow) {
-            res.headers_mut().insert(ALLOW, v);
-        }
+/// A 405 answer gets the endpoint's `Allow` (worked out for that answer only).
+fn with_allow<B>(
+    mut res: ServiceResponse<B>,
+    methods: &[(Method, Option<Action>)],
+    by_operation: Option<fn(&str) -> Method>,
+) -> ServiceResponse<B> {
+    if res.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return res;
+    }
+    let req = res.request();
+    let info = req.match_info();
+    let op_method = by_operation.zip(info.get("op")).map(|(f, op)| f(op));
+    let allow = allowed(methods, info.get("type"), op_method, req.method());
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(ALLOW, v);
     }
     res
 }
