@@ -517,9 +517,16 @@ pub async fn delete(
     let def = resource_def(&t)?;
     authorise(def.name, Action::Delete, &caller)?;
     check_id(&id)?;
+    let precondition = svc::IfMatch {
+        version: if_match(&req)?,
+        required: false,
+    };
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
-    on_conn(&state, move |c| svc::delete(c, def, &id, &who, &d)).await?;
+    on_conn(&state, move |c| {
+        svc::delete(c, def, &id, precondition, &who, &d)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -408,7 +408,14 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                     "{} Refused while other resources refer to it; history is kept.",
                     who_may(t, Action::Delete)
                 ),
-                vec![id()],
+                vec![
+                    id(),
+                    header(
+                        "If-Match",
+                        false,
+                        "W/\"n\": delete only if n is the current version (412 otherwise)",
+                    ),
+                ],
             )
             .response(
                 "204",
@@ -418,7 +425,18 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             );
             instance.push((
                 HttpMethod::Delete,
-                with_errors(op, &[("404", "Not known"), ("409", "Still referred to")]).build(),
+                with_errors(
+                    op,
+                    &[
+                        ("404", "Not known"),
+                        ("409", "Still referred to"),
+                        (
+                            "412",
+                            "If-Match names a version that is not the current one",
+                        ),
+                    ],
+                )
+                .build(),
             ));
         }
         if !instance.is_empty() {

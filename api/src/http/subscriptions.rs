@@ -88,12 +88,17 @@ pub async fn delete(
 ) -> Reply {
     let (_, id) = path.into_inner();
     authorise("Subscription", Action::Delete, &caller)?;
+    let precondition = crate::service::resource::IfMatch {
+        version: if_match(&req)?,
+        required: false,
+    };
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     on_conn(&state, move |c| {
         svc::delete(
             c,
             &id,
+            precondition,
             &Acting {
                 caller: &caller,
                 author: &who,

@@ -716,6 +716,26 @@ pub struct IfMatch {
     pub required: bool,
 }
 
+impl IfMatch {
+    /// A change of `def`/`id`, now at `current`: 412 when the version the client names is not
+    /// the current one (it would overwrite or remove a version it has not seen), 428 when it
+    /// names none and one is required (by the type, or by `ERS_REQUIRE_IF_MATCH`).
+    fn check(self, def: &ResourceDef, id: &str, current: i64) -> Result<()> {
+        match self.version {
+            Some(given) if given != current => Err(ServiceError::VersionMismatch {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+                given,
+                current,
+            }),
+            None if def.if_match_required || self.required => Err(ServiceError::IfMatchRequired {
+                res_type: def.name.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Writes a new version of a resource this request read at `version` (an operation's own
 /// write, not a client's `PUT`): a change that committed in between is a concurrent change
 /// (409 `StaleVersion`), not a failed `If-Match` precondition (412).
@@ -757,7 +777,6 @@ pub fn update(
     w: &Writer<'_>,
 ) -> Result<ResourceRow> {
     let (author, audit, access) = (w.author, w.audit, w.access);
-    let (if_match, require_if_match) = (precondition.version, precondition.required);
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -780,22 +799,7 @@ pub fn update(
                 def.name, def.name
             ))
         })?;
-        match if_match {
-            Some(given) if given != current.version_id => {
-                return Err(ServiceError::VersionMismatch {
-                    res_type: def.name.to_owned(),
-                    id: id.to_owned(),
-                    given,
-                    current: current.version_id,
-                })
-            }
-            None if def.if_match_required || require_if_match => {
-                return Err(ServiceError::IfMatchRequired {
-                    res_type: def.name.to_owned(),
-                })
-            }
-            _ => {}
-        }
+        precondition.check(def, id, current.version_id)?;
         let before = serde_json::from_str::<Value>(&current.content).ok();
         verify_references(
             c,
@@ -859,10 +863,13 @@ pub fn update(
 }
 
 /// `DELETE /{type}/{id}`: a new, deleted version; refused while others refer to it.
+/// `DELETE /{type}/{id}`, with the client's `If-Match` if it sent one (a deletion already
+/// made answers as done, whatever version it names: a retried DELETE is not refused).
 pub fn delete(
     conn: &mut DbConnection,
     def: &'static ResourceDef,
     id: &str,
+    precondition: IfMatch,
     author: &Author,
     audit: &AuditDraft,
 ) -> Result<()> {
@@ -888,6 +895,7 @@ pub fn delete(
             audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
             return Ok(());
         }
+        precondition.check(def, id, current.version_id)?;
         if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
             check_owner(c, def.name, &before, audit)?;
         }

@@ -204,11 +204,16 @@ pub fn update(
 }
 
 /// Removes a subscription (its owner only): nothing more is sent.
-pub fn delete(conn: &mut DbConnection, id: &str, who: &Acting<'_>) -> Result<()> {
+pub fn delete(
+    conn: &mut DbConnection,
+    id: &str,
+    precondition: resource::IfMatch,
+    who: &Acting<'_>,
+) -> Result<()> {
     let d = def()?;
     write_tx(conn, |c| {
         scope::check_write(c, d, id, who.caller)?;
-        resource::delete(c, d, id, who.author, who.audit)?;
+        resource::delete(c, d, id, precondition, who.author, who.audit)?;
         store::delete_subscription_state(c, id)?;
         Ok(())
     })

@@ -312,6 +312,37 @@ async fn conditional_create_with_if_none_exist() {
     r.assert_outcome(400, "not-supported");
 }
 
+/// A DELETE that names a version (`If-Match`) removes only that version: a stale one is 412 and
+/// nothing is removed; a retried DELETE after it succeeded is answered as done.
+#[actix_web::test]
+async fn a_delete_with_if_match_removes_only_the_version_it_names() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Del", "Ete", "1970-01-01", "male"))
+        .await;
+    let path = format!("Patient/{id}");
+    let mut body = app.get(&path).await.json();
+    body["gender"] = json!("unknown");
+    let r = app.put_json(&path, &body, Some("W/\"1\"")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let delete = |version: &'static str| {
+        app.send(
+            app.req("DELETE", &path)
+                .insert_header(("If-Match", version)),
+            None,
+        )
+    };
+    let d = delete("W/\"1\"").await.assert_outcome(412, "conflict");
+    assert!(d.contains('2'), "the current version is named: {d}");
+    assert_eq!(app.get(&path).await.status, 200, "nothing was removed");
+    let r = delete("W/\"2\"").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(app.get(&path).await.status, 410);
+    let r = delete("W/\"2\"").await;
+    assert_eq!(r.status, 204, "a retry is answered as done: {}", r.text());
+    delete("nonsense").await.assert_outcome(400, "value");
+}
+
 #[actix_web::test]
 async fn business_identifiers_are_unique() {
     let app = spawn_app().await;
