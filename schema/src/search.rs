@@ -852,6 +852,33 @@ pub enum Count {
     All,
 }
 
+impl Count {
+    /// The total for a page of `page` rows at `offset` (at most `limit`): what the page shows
+    /// when it is a first page that is not full, else counted as far as this asks, with `all`
+    /// (a count of every match) or `first` (how many of the first `n` matches there are).
+    pub(crate) fn total(
+        self,
+        conn: &mut DbConnection,
+        (offset, limit, page): (i64, i64, usize),
+        all: impl FnOnce(&mut DbConnection) -> diesel::QueryResult<i64>,
+        first: impl FnOnce(&mut DbConnection, i64) -> diesel::QueryResult<usize>,
+    ) -> diesel::QueryResult<Option<i64>> {
+        let n = i64::try_from(page).unwrap_or(i64::MAX);
+        if offset == 0 && n < limit {
+            return Ok(Some(n));
+        }
+        Ok(match self {
+            Count::No => None,
+            Count::All => Some(all(conn)?),
+            Count::UpTo(most) => {
+                let seen = first(conn, most.saturating_add(1))?;
+                let seen = i64::try_from(seen).unwrap_or(i64::MAX);
+                (seen <= most).then_some(seen)
+            }
+        })
+    }
+}
+
 /// A page of matches, with their total when `with_total` (every match counted).
 pub fn search(
     conn: &mut DbConnection,
@@ -963,24 +990,18 @@ pub fn search_counted(
         .select(ResourceRow::as_select())
         .load(conn)?;
     // A first page that is not full holds every match: its total costs nothing, and is given
-    // even when not asked for. Otherwise count only when asked.
-    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let total = if q.offset == 0 && n < q.limit {
-        Some(n)
-    } else {
-        match count {
-            Count::No => None,
-            Count::All => Some(filtered(q, None).count().get_result::<i64>(conn)?),
-            Count::UpTo(most) => {
-                let seen = filtered(q, None)
-                    .select(resources::id)
-                    .limit(most.saturating_add(1))
-                    .load::<String>(conn)?
-                    .len();
-                let seen = i64::try_from(seen).unwrap_or(i64::MAX);
-                (seen <= most).then_some(seen)
-            }
-        }
-    };
+    // even when not asked for. Otherwise count as far as asked.
+    let total = count.total(
+        conn,
+        (q.offset, q.limit, rows.len()),
+        |c| filtered(q, None).count().get_result::<i64>(c),
+        |c, n| {
+            Ok(filtered(q, None)
+                .select(resources::id)
+                .limit(n)
+                .load::<String>(c)?
+                .len())
+        },
+    )?;
     Ok((rows, total))
 }

@@ -379,24 +379,18 @@ pub fn history(
         .limit(q.limit)
         .select(VersionRow::as_select())
         .load(conn)?;
-    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let total = if q.offset == 0 && n < q.limit {
-        Some(n)
-    } else {
-        match q.count {
-            crate::search::Count::No => None,
-            crate::search::Count::All => Some(history_base(q).count().get_result(conn)?),
-            crate::search::Count::UpTo(most) => {
-                let seen = history_base(q)
-                    .select(resource_versions::version_id)
-                    .limit(most.saturating_add(1))
-                    .load::<i64>(conn)?
-                    .len();
-                let seen = i64::try_from(seen).unwrap_or(i64::MAX);
-                (seen <= most).then_some(seen)
-            }
-        }
-    };
+    let total = q.count.total(
+        conn,
+        (q.offset, q.limit, rows.len()),
+        |c| history_base(q).count().get_result(c),
+        |c, n| {
+            Ok(history_base(q)
+                .select(resource_versions::version_id)
+                .limit(n)
+                .load::<i64>(c)?
+                .len())
+        },
+    )?;
     Ok((rows, total))
 }
 
