@@ -530,6 +530,51 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `PUT /{type}?criteria`: conditional update (FHIR http.html#cond-update). The criteria are
+/// parsed strictly: one not understood would otherwise match everything.
+pub async fn conditional_update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let def = resource_def(&path)?;
+    authorise(def.name, Action::Update, &caller)?;
+    let criteria = req.query_string().to_owned();
+    let mut parsed =
+        fsearch::parse(def, &parse_query(&criteria)?, true).map_err(ApiError::Search)?;
+    if parsed.query.criteria.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "PUT {0} is a conditional update: name the {0} to change with search criteria, e.g. PUT {0}?identifier=system|value (or PUT {0}/{{id}})",
+            def.name
+        )));
+    }
+    scope::restrict(def, &mut parsed.query.criteria, &caller);
+    let resource = negotiate::parse_body(&req, &body)?;
+    let precondition = svc::IfMatch {
+        version: if_match(&req)?,
+        required: state.settings.require_if_match,
+    };
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let done = on_conn(&state, move |c| {
+        svc::conditional_update(
+            c,
+            def,
+            (parsed.query, criteria),
+            resource,
+            precondition,
+            &svc::Writer::new(&who, &d),
+        )
+    })
+    .await?;
+    match done {
+        Created::New(row) => write_reply(&req, &state, StatusCode::CREATED, &row),
+        Created::Existing(row) => write_reply(&req, &state, StatusCode::OK, &row),
+    }
+}
+
 /// `self`, `next` and `previous` links of one page.
 fn page_links(
     base: &str,

@@ -15,7 +15,7 @@ use utoipa::openapi::{
 
 use super::caller::{BUSINESS_FUNCTION, ON_BEHALF_OF, ORGANISATION};
 use crate::domain::BusinessFunction;
-use crate::fhir::registry::{ParamKind, RESOURCES};
+use crate::fhir::registry::{self, ParamKind, RESOURCES};
 use crate::fhir::search::{DEFAULT_COUNT, MAX_COUNT};
 use crate::security::permissions::{allowed, describe, Action};
 
@@ -327,6 +327,31 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 ),
             ];
             type_item.push((HttpMethod::Post, with_errors(op, &errors).build()));
+        }
+        if registry::find(t).is_some_and(|d| d.plain_writes)
+            && !allowed(t, Action::Update).is_empty()
+        {
+            let op = operation(
+                &format!("conditionalUpdate{t}"),
+                t,
+                &format!("Change or create {} found by search criteria", a(t)),
+                format!("{} Conditional update: the query string holds search criteria (e.g. identifier=system|value; strict: one not understood is 400). One match: it is changed (If-Match applies; the body's id, if any, must be its id). None: the body is created, with an id the server assigns (so the body names none). Several: 412.", who_may(t, Action::Update)),
+                vec![header("If-Match", false, "W/\"n\": change the match only if n is its current version (412 otherwise)"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
+            )
+            .request_body(Some(resource_body(t)))
+            .response("200", response("The match, changed", Some("Resource")))
+            .response("201", response("Nothing matched: created (Location, ETag, Last-Modified)", Some("Resource")));
+            let errors = [
+                ("409", "A business identifier is already taken"),
+                ("412", "Several match, or If-Match names another version"),
+                ("413", "Body over 5 MB"),
+                ("415", "Unsupported Content-Type"),
+                (
+                    "422",
+                    "Invalid resource: one issue per problem, with its location",
+                ),
+            ];
+            type_item.push((HttpMethod::Put, with_errors(op, &errors).build()));
         }
         if !type_item.is_empty() {
             let mut item = PathItem::new(type_item[0].0.clone(), type_item[0].1.clone());

@@ -480,6 +480,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     Endpoint::at("/{type}")
                         .on(Method::GET, h::search_get)
                         .writes(Method::POST, Action::Create, h::create)
+                        .writes(Method::PUT, Action::Update, h::conditional_update)
                         .otherwise(not_allowed),
                 ),
         )

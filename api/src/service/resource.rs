@@ -526,6 +526,55 @@ pub enum Created {
     Existing(ResourceRow),
 }
 
+/// `PUT /{type}?criteria` (conditional update): the one resource the criteria find is updated
+/// (`Existing`, with the client's `If-Match` if it sent one); none found, the body is created
+/// (`New`: the server assigns the id, so the body may not name one); several, 412.
+pub fn conditional_update(
+    conn: &mut DbConnection,
+    def: &'static ResourceDef,
+    (query, criteria): (SearchQuery, String),
+    mut body: Value,
+    precondition: IfMatch,
+    w: &Writer<'_>,
+) -> Result<Created> {
+    write_tx(conn, |c| {
+        let mut q = query.clone();
+        q.offset = 0;
+        q.limit = 2;
+        let (rows, _) = store_search::search(c, &q, false)?;
+        let named = body.get("id").and_then(Value::as_str).map(str::to_owned);
+        match rows.as_slice() {
+            [] => {
+                if let Some(id) = named {
+                    return Err(ServiceError::BadRequest(format!(
+                        "no {} matches '{criteria}', so this creates one, and the server assigns ids: leave out the body's id ({id})",
+                        def.name
+                    )));
+                }
+                create(c, def, body.clone(), w, None, None).map(|created| match created {
+                    Created::New(row) | Created::Existing(row) => Created::New(row),
+                })
+            }
+            [found] => {
+                if let Some(id) = named.filter(|id| *id != found.id) {
+                    return Err(ServiceError::BadRequest(format!(
+                        "'{criteria}' finds {}/{}, but the body's id is {id}",
+                        def.name, found.id
+                    )));
+                }
+                if let Some(o) = body.as_object_mut() {
+                    o.insert("id".into(), Value::from(found.id.clone()));
+                }
+                update(c, def, &found.id, body.clone(), precondition, w).map(Created::Existing)
+            }
+            _ => Err(ServiceError::ConditionalMultiple {
+                criteria: criteria.clone(),
+                count: 2,
+            }),
+        }
+    })
+}
+
 /// `POST /{type}` (with optional `If-None-Exist` criteria, already parsed).
 pub fn create(
     conn: &mut DbConnection,

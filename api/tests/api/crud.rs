@@ -343,6 +343,88 @@ async fn a_delete_with_if_match_removes_only_the_version_it_names() {
     delete("nonsense").await.assert_outcome(400, "value");
 }
 
+/// Conditional update (http.html#cond-update): `PUT Patient?identifier=…` changes the one
+/// patient the criteria find, or creates it when none matches; several is 412.
+#[actix_web::test]
+async fn a_conditional_update_changes_the_one_match_or_creates_it() {
+    let app = spawn_app().await;
+    let by_nhs = format!(
+        "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+        NHS[0]
+    );
+    let put = |path: String, body: Value, if_match: Option<&'static str>| {
+        let mut req = app
+            .req("PUT", &path)
+            .insert_header(("Content-Type", "application/fhir+json"));
+        if let Some(v) = if_match {
+            req = req.insert_header(("If-Match", v));
+        }
+        app.send(req, Some(body.to_string().into_bytes()))
+    };
+    // None matches: created, with an id the server assigns.
+    let body = patient(NHS[0], "Upsert", "Ann", "1970-01-01", "female");
+    let r = put(by_nhs.clone(), body.clone(), None).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    assert!(r.header("location").expect("Location").contains(&id));
+    // One matches: that one is changed (the body needs no id), with If-Match when given.
+    let mut changed = body.clone();
+    changed["name"][0]["family"] = json!("Upserted");
+    let r = put(by_nhs.clone(), changed.clone(), Some("W/\"7\"")).await;
+    r.assert_outcome(412, "conflict");
+    let r = put(by_nhs.clone(), changed.clone(), Some("W/\"1\"")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], id.as_str());
+    assert_eq!(r.json()["meta"]["versionId"], "2");
+    assert_eq!(
+        app.get(&format!("Patient/{id}")).await.json()["name"][0]["family"],
+        "Upserted"
+    );
+    // A body naming another id than the match's, or an id when it would create: refused.
+    changed["id"] = json!("someone-else");
+    put(by_nhs.clone(), changed, None)
+        .await
+        .assert_outcome(400, "invalid");
+    let mut named = patient(NHS[1], "New", "Named", "1970-01-01", "male");
+    named["id"] = json!("chosen");
+    put(
+        format!(
+            "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+            NHS[1]
+        ),
+        named,
+        None,
+    )
+    .await
+    .assert_outcome(400, "invalid");
+    // Several match: 412, nothing changed.
+    app.create(&patient(NHS[2], "Upserted", "Bob", "1971-01-01", "male"))
+        .await;
+    put(
+        "Patient?family=Upserted".to_owned(),
+        patient(NHS[3], "Many", "Matches", "1970-01-01", "male"),
+        None,
+    )
+    .await
+    .assert_outcome(412, "multiple-matches");
+    // No criteria, or criteria not understood: refused rather than matching everything.
+    put("Patient".to_owned(), body.clone(), None)
+        .await
+        .assert_outcome(400, "invalid");
+    put("Patient?nonsense=1".to_owned(), body, None)
+        .await
+        .assert_outcome(400, "not-supported");
+    let cs = app.get("metadata").await.json();
+    let cap = |t: &str| {
+        cs["rest"][0]["resource"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["type"] == t))
+            .map(|r| r["conditionalUpdate"].clone())
+    };
+    assert_eq!(cap("Patient"), Some(json!(true)));
+    assert_eq!(cap("ServiceRequest"), Some(json!(false)));
+}
+
 #[actix_web::test]
 async fn business_identifiers_are_unique() {
     let app = spawn_app().await;

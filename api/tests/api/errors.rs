@@ -158,7 +158,7 @@ async fn every_405_says_which_methods_are_allowed() {
     let cases = [
         // Methods the endpoint never serves.
         ("PATCH", format!("Patient/{id}"), "GET, HEAD, PUT, DELETE"),
-        ("TRACE", "Patient".to_owned(), "GET, HEAD, POST"),
+        ("TRACE", "Patient".to_owned(), "GET, HEAD, POST, PUT"),
         ("POST", "metadata".to_owned(), "GET, HEAD"),
         ("DELETE", "AuditEvent".to_owned(), "GET, HEAD"),
         // Nobody may change or delete Provenance, so only GET is offered.
