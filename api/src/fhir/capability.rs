@@ -50,7 +50,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "updateCreate": false,
                 "conditionalCreate": true,
                 "conditionalRead": "full-support",
-                "conditionalUpdate": r.plain_writes && !allowed(r.name, Action::Update).is_empty(),
+                "conditionalUpdate": r.plain_writes && !allowed(r.name, Action::Update).is_empty() && !allowed(r.name, Action::Create).is_empty(),
                 "conditionalDelete": "not-supported",
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= any profile of the type (its e-RS and UK Core profiles, listed in supportedProfile) or the base R4 definition; without it, the profile the server enforces on writes. Returns every issue; stores nothing."}],

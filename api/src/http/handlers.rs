@@ -540,7 +540,9 @@ pub async fn conditional_update(
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
+    // It may create as well as change, so it takes both permissions.
     authorise(def.name, Action::Update, &caller)?;
+    authorise(def.name, Action::Create, &caller)?;
     let criteria = req.query_string().to_owned();
     let mut parsed =
         fsearch::parse(def, &parse_query(&criteria)?, true).map_err(ApiError::Search)?;

@@ -330,12 +330,13 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
         }
         if registry::find(t).is_some_and(|d| d.plain_writes)
             && !allowed(t, Action::Update).is_empty()
+            && !allowed(t, Action::Create).is_empty()
         {
             let op = operation(
                 &format!("conditionalUpdate{t}"),
                 t,
                 &format!("Change or create {} found by search criteria", a(t)),
-                format!("{} Conditional update: the query string holds search criteria (e.g. identifier=system|value; strict: one not understood is 400). One match: it is changed (If-Match applies; the body's id, if any, must be its id). None: the body is created, with an id the server assigns (so the body names none). Several: 412.", who_may(t, Action::Update)),
+                format!("{} Conditional update (it may create, so it needs permission to create as well as to update): the query string holds search criteria (e.g. identifier=system|value; strict: one not understood is 400). One match: it is changed (If-Match applies; the body's id, if any, must be its id). None: the body is created, with an id the server assigns (so the body names none). Several: 412.", who_may(t, Action::Update)),
                 vec![header("If-Match", false, "W/\"n\": change the match only if n is its current version (412 otherwise)"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
             )
             .request_body(Some(resource_body(t)))
