@@ -8,17 +8,20 @@ use ers_schema::{write_tx, ResourceRow};
 use serde_json::{json, Value};
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, draft, on_conn};
+use super::handlers::{authorise, base_url, draft, on_conn, parse_query};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::datetime;
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::registry::{self, ResourceDef};
+use crate::fhir::search as fsearch;
 use crate::security::permissions::Action;
 use crate::service::resource::{self as svc, Created, IfMatch};
+use crate::service::scope;
 use crate::service::ServiceError;
 use crate::startup::AppState;
+use ers_schema::search::SearchQuery;
 
 const MAX_ENTRIES: usize = 1000;
 
@@ -28,8 +31,37 @@ struct Planned {
     resource: Value,
     /// For a create: the id assigned up front (a transaction entry with a `urn:uuid:` fullUrl).
     create_id: Option<String>,
-    update_id: Option<String>,
+    write: Write,
     if_match: Option<i64>,
+}
+
+/// What an entry asks for.
+enum Write {
+    /// `POST Type`, with `request.ifNoneExist` criteria if given (conditional create).
+    Create(Option<(SearchQuery, String)>),
+    /// `PUT Type/id`.
+    Update(String),
+    /// `PUT Type?criteria` (conditional update).
+    ConditionalUpdate((SearchQuery, String)),
+}
+
+/// Search criteria of a conditional entry, parsed strictly (one not understood would match
+/// everything) and scoped to what the caller may see.
+fn criteria(
+    def: &'static ResourceDef,
+    raw: &str,
+    field: &str,
+    caller: &Caller,
+) -> Result<(SearchQuery, String), ApiError> {
+    let params = parse_query(raw)?;
+    let mut parsed = fsearch::parse(def, &params, true).map_err(ApiError::Search)?;
+    if parsed.query.criteria.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "{field} '{raw}' has no search criteria"
+        )));
+    }
+    scope::restrict(def, &mut parsed.query.criteria, caller);
+    Ok((parsed.query, raw.to_owned()))
 }
 
 /// Transaction entries created with a `urn:uuid:` fullUrl get their ids now, and every
@@ -90,19 +122,36 @@ fn plan(
             .get("resource")
             .cloned()
             .ok_or_else(|| ApiError::BadRequest("the entry has no resource".into()))?;
-        let (type_name, id) = match url.split_once('/') {
-            Some((t, id)) => (t, Some(id.to_owned())),
+        let (path, query) = match url.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
             None => (url, None),
+        };
+        let (type_name, id) = match path.split_once('/') {
+            Some((t, id)) => (t, Some(id.to_owned())),
+            None => (path, None),
         };
         let def = registry::find(type_name).ok_or_else(|| {
             ApiError::BadRequest(format!("request.url '{url}' does not name a hosted type"))
         })?;
-        let (action, update_id) = match (method, id) {
-            ("POST", None) => (Action::Create, None),
-            ("PUT", Some(id)) => (Action::Update, Some(id)),
+        let if_none_exist = e.pointer("/request/ifNoneExist").and_then(Value::as_str);
+        let (actions, write) = match (method, id, query) {
+            ("POST", None, None) => (
+                &[Action::Create][..],
+                Write::Create(
+                    if_none_exist
+                        .map(|q| criteria(def, q, "request.ifNoneExist", caller))
+                        .transpose()?,
+                ),
+            ),
+            ("PUT", Some(id), None) => (&[Action::Update][..], Write::Update(id)),
+            // It may create as well as change.
+            ("PUT", None, Some(q)) => (
+                &[Action::Update, Action::Create][..],
+                Write::ConditionalUpdate(criteria(def, q, "request.url", caller)?),
+            ),
             _ => {
                 return Err(ApiError::BadRequest(format!(
-                "request {method} {url}: only POST Type and PUT Type/id are supported in a Bundle"
+                "request {method} {url}: a Bundle entry is POST Type (with request.ifNoneExist if wanted), PUT Type/id or PUT Type?criteria"
             )))
             }
         };
@@ -112,7 +161,9 @@ fn plan(
                 def.name
             ))));
         }
-        authorise(def.name, action, caller)?;
+        for action in actions {
+            authorise(def.name, *action, caller)?;
+        }
         let if_match = e
             .pointer("/request/ifMatch")
             .and_then(Value::as_str)
@@ -123,7 +174,7 @@ fn plan(
             def,
             resource,
             create_id: None,
-            update_id,
+            write,
             if_match,
         })
     };
@@ -199,15 +250,16 @@ pub async fn post(
             if transaction {
                 svc::resolve_conditional_references(c, &mut p.resource)?;
             }
-            match p.update_id {
-                None => match svc::create(c, p.def, p.resource, &svc::Writer::new(&who, &d), None, p.create_id)? {
-                    Created::New(row) => Ok(response_entry(&base, "201 Created", &row)),
-                    Created::Existing(row) => Ok(response_entry(&base, "200 OK", &row)),
-                },
-                Some(id) => {
-                    let row = svc::update(c, p.def, &id, p.resource, IfMatch { version: p.if_match, required: require }, &svc::Writer::new(&who, &d))?;
-                    Ok(response_entry(&base, "200 OK", &row))
-                }
+            let w = svc::Writer::new(&who, &d);
+            let precondition = IfMatch { version: p.if_match, required: require };
+            let done = match p.write {
+                Write::Create(if_none_exist) => svc::create(c, p.def, p.resource, &w, if_none_exist, p.create_id)?,
+                Write::Update(id) => Created::Existing(svc::update(c, p.def, &id, p.resource, precondition, &w)?),
+                Write::ConditionalUpdate(criteria) => svc::conditional_update(c, p.def, criteria, p.resource, precondition, &w)?,
+            };
+            match done {
+                Created::New(row) => Ok(response_entry(&base, "201 Created", &row)),
+                Created::Existing(row) => Ok(response_entry(&base, "200 OK", &row)),
             }
         };
         if transaction {

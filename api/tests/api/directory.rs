@@ -1678,3 +1678,70 @@ async fn a_generated_directory_is_found_by_specialty_near_its_locations() {
         );
     }
 }
+
+/// A directory kept in step by Bundles: conditional creates (`request.ifNoneExist`) and
+/// conditional updates (`PUT Type?criteria`) make the same Bundle safe to send again.
+#[actix_web::test]
+async fn bundles_with_conditional_entries_can_be_sent_again() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R69", "North")).await;
+    let by_id = "HealthcareService?identifier=https://fhir.nhs.uk/Id/ers-service|70101";
+    let bundle = |name: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": organization("R69", "North"),
+             "request": {"method": "POST", "url": "Organization",
+                         "ifNoneExist": "identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
+            {"resource": service("70101", name, &org, "CARDIOLOGY", &["BOOKABLE"], &["ROUTINE"]),
+             "request": {"method": "PUT", "url": by_id}},
+        ]})
+    };
+    let statuses = |r: &Reply| -> Vec<String> {
+        r.json()["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                e["response"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let r = define(&app, "POST", "/FHIR/R4".into(), bundle("Cardiology clinic")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(statuses(&r), ["200 OK", "201 Created"], "{}", r.text());
+    let r = define(
+        &app,
+        "POST",
+        "/FHIR/R4".into(),
+        bundle("Cardiology clinic (renamed)"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(statuses(&r), ["200 OK", "200 OK"], "{}", r.text());
+    let found = app.search(by_id).await;
+    assert_eq!(found["total"], 1, "one service, changed in place: {found}");
+    assert_eq!(
+        found["entry"][0]["resource"]["name"],
+        "Cardiology clinic (renamed)"
+    );
+    assert_eq!(found["entry"][0]["resource"]["meta"]["versionId"], "2");
+    assert_eq!(
+        app.search("Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69")
+            .await["total"],
+        1
+    );
+    // Criteria not understood refuse the whole transaction, naming the entry.
+    let mut bad = bundle("Never");
+    bad["entry"][1]["request"]["url"] = json!("HealthcareService?nonsense=1");
+    let d = define(&app, "POST", "/FHIR/R4".into(), bad)
+        .await
+        .assert_outcome(400, "not-supported");
+    assert!(d.contains("nonsense"), "{d}");
+    let mut bare = bundle("Never");
+    bare["entry"][1]["request"]["url"] = json!("HealthcareService?");
+    define(&app, "POST", "/FHIR/R4".into(), bare)
+        .await
+        .assert_outcome(400, "invalid");
+}
