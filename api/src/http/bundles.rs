@@ -66,7 +66,9 @@ fn criteria(
 
 /// Transaction entries created with a `urn:uuid:` fullUrl get their ids now, and every
 /// reference to that fullUrl in the Bundle becomes `Type/id`: one transaction can load a
-/// service, its schedule and its slots. Returns the assigned id of each entry.
+/// service, its schedule and its slots. Returns the assigned id of each entry. A conditional
+/// entry gets none (whether it creates, and what, is known only when it runs): refer to what
+/// it writes with a conditional reference (`Type?identifier=…`) instead.
 fn resolve_placeholders(entries: &mut [Value]) -> Vec<Option<String>> {
     let mut assigned = std::collections::HashMap::new();
     let mut ids = Vec::with_capacity(entries.len());
@@ -74,8 +76,11 @@ fn resolve_placeholders(entries: &mut [Value]) -> Vec<Option<String>> {
         let full_url = e.get("fullUrl").and_then(Value::as_str);
         let method = e.pointer("/request/method").and_then(Value::as_str);
         let url = e.pointer("/request/url").and_then(Value::as_str);
+        let conditional = e.pointer("/request/ifNoneExist").is_some();
         match (full_url, method, url) {
-            (Some(f), Some("POST"), Some(t)) if f.starts_with("urn:uuid:") && !t.contains('/') => {
+            (Some(f), Some("POST"), Some(t))
+                if f.starts_with("urn:uuid:") && !t.contains(['/', '?']) && !conditional =>
+            {
                 let id = crate::fhir::new_id();
                 assigned.insert(f.to_owned(), format!("{t}/{id}"));
                 ids.push(Some(id));
@@ -122,6 +127,17 @@ fn plan(
             .get("resource")
             .cloned()
             .ok_or_else(|| ApiError::BadRequest("the entry has no resource".into()))?;
+        // What is left of `urn:uuid:` references after the transaction's own were resolved
+        // names nothing this Bundle creates; stored, it would point nowhere.
+        if let Some((at, r)) = crate::fhir::index::all_references(&resource)
+            .into_iter()
+            .find(|(_, r)| r.starts_with("urn:"))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "{at}: '{r}' names no entry this {} creates by POST (an entry with request.ifNoneExist, a conditional update or a batch entry cannot be referred to by its fullUrl: refer to what it writes by search, e.g. Organization?identifier=system|value)",
+                if transaction { "transaction" } else { "batch" }
+            )));
+        }
         let (path, query) = match url.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (url, None),

@@ -1732,6 +1732,45 @@ async fn bundles_with_conditional_entries_can_be_sent_again() {
             .await["total"],
         1
     );
+    // A conditional entry's fullUrl is not given an id (it may create nothing): another entry
+    // refers to what it writes by search, and finds the existing organisation; a reference to
+    // the fullUrl itself is refused, not stored.
+    let linked = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000aa",
+         "resource": organization("R69", "North"),
+         "request": {"method": "POST", "url": "Organization",
+                     "ifNoneExist": "identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
+        {"resource": {"resourceType": "Location", "name": "Annex", "status": "active",
+                      "managingOrganization": {"reference": "Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
+         "request": {"method": "POST", "url": "Location"}},
+    ]});
+    let r = define(&app, "POST", "/FHIR/R4".into(), linked).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(statuses(&r), ["200 OK", "201 Created"], "{}", r.text());
+    let annex = app.search("Location?name=Annex").await;
+    assert_eq!(
+        annex["entry"][0]["resource"]["managingOrganization"]["reference"],
+        format!("Organization/{org}"),
+        "{annex}"
+    );
+    let probe = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000aa",
+         "resource": organization("R69", "North"),
+         "request": {"method": "POST", "url": "Organization",
+                     "ifNoneExist": "identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
+        {"resource": {"resourceType": "Location", "name": "Outpost", "status": "active",
+                      "managingOrganization": {"reference": "urn:uuid:00000000-0000-4000-8000-0000000000aa"}},
+         "request": {"method": "POST", "url": "Location"}},
+    ]});
+    let d = define(&app, "POST", "/FHIR/R4".into(), probe)
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(
+        d.contains("urn:uuid:00000000-0000-4000-8000-0000000000aa")
+            && d.contains("managingOrganization"),
+        "{d}"
+    );
+    assert_eq!(app.search("Location?name=Outpost").await["total"], 0);
     // Criteria not understood refuse the whole transaction, naming the entry.
     let mut bad = bundle("Never");
     bad["entry"][1]["request"]["url"] = json!("HealthcareService?nonsense=1");
