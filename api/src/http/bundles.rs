@@ -8,17 +8,15 @@ use ers_schema::{write_tx, ResourceRow};
 use serde_json::{json, Value};
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, draft, on_conn, parse_query};
+use super::handlers::{authorise, base_url, conditional_criteria, draft, on_conn};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::datetime;
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::registry::{self, ResourceDef};
-use crate::fhir::search as fsearch;
 use crate::security::permissions::Action;
 use crate::service::resource::{self as svc, Created, IfMatch};
-use crate::service::scope;
 use crate::service::ServiceError;
 use crate::startup::AppState;
 use ers_schema::search::SearchQuery;
@@ -43,25 +41,6 @@ enum Write {
     Update(String),
     /// `PUT Type?criteria` (conditional update).
     ConditionalUpdate((SearchQuery, String)),
-}
-
-/// Search criteria of a conditional entry, parsed strictly (one not understood would match
-/// everything) and scoped to what the caller may see.
-fn criteria(
-    def: &'static ResourceDef,
-    raw: &str,
-    field: &str,
-    caller: &Caller,
-) -> Result<(SearchQuery, String), ApiError> {
-    let params = parse_query(raw)?;
-    let mut parsed = fsearch::parse(def, &params, true).map_err(ApiError::Search)?;
-    if parsed.query.criteria.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "{field} '{raw}' has no search criteria"
-        )));
-    }
-    scope::restrict(def, &mut parsed.query.criteria, caller);
-    Ok((parsed.query, raw.to_owned()))
 }
 
 /// Transaction entries created with a `urn:uuid:` fullUrl get their ids now, and every
@@ -155,7 +134,7 @@ fn plan(
                 &[Action::Create][..],
                 Write::Create(
                     if_none_exist
-                        .map(|q| criteria(def, q, "request.ifNoneExist", caller))
+                        .map(|q| conditional_criteria(def, q, "request.ifNoneExist", caller))
                         .transpose()?,
                 ),
             ),
@@ -163,7 +142,7 @@ fn plan(
             // It may create as well as change.
             ("PUT", None, Some(q)) => (
                 &[Action::Update, Action::Create][..],
-                Write::ConditionalUpdate(criteria(def, q, "request.url", caller)?),
+                Write::ConditionalUpdate(conditional_criteria(def, q, "request.url", caller)?),
             ),
             _ => {
                 return Err(ApiError::BadRequest(format!(

@@ -390,15 +390,7 @@ pub async fn create(
                 message: "is not visible ASCII".into(),
             })?;
             let query = raw.split_once('?').map(|(_, q)| q).unwrap_or(raw);
-            let params = parse_query(query)?;
-            let parsed = fsearch::parse(def, &params, true).map_err(ApiError::Search)?;
-            if parsed.query.criteria.is_empty() {
-                return Err(ApiError::BadHeader {
-                    header: "If-None-Exist",
-                    message: format!("'{raw}' has no search criteria"),
-                });
-            }
-            Some((parsed.query, raw.to_owned()))
+            Some(conditional_criteria(def, query, "If-None-Exist", &caller)?)
         }
     };
     let who = author(&req, &caller);
@@ -530,8 +522,26 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `PUT /{type}?criteria`: conditional update (FHIR http.html#cond-update). The criteria are
-/// parsed strictly: one not understood would otherwise match everything.
+/// The search criteria of a conditional interaction (`If-None-Exist`, a conditional update, a
+/// Bundle entry's), named `field` in errors: parsed strictly (one not understood would
+/// otherwise match everything), at least one, and scoped to what the caller may see.
+pub(super) fn conditional_criteria(
+    def: &'static ResourceDef,
+    raw: &str,
+    field: &str,
+    caller: &Caller,
+) -> Result<(ers_schema::search::SearchQuery, String), ApiError> {
+    let mut parsed = fsearch::parse(def, &parse_query(raw)?, true).map_err(ApiError::Search)?;
+    if parsed.query.criteria.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "{field} '{raw}' has no search criteria (e.g. identifier=system|value)"
+        )));
+    }
+    scope::restrict(def, &mut parsed.query.criteria, caller);
+    Ok((parsed.query, raw.to_owned()))
+}
+
+/// `PUT /{type}?criteria`: conditional update (FHIR http.html#cond-update).
 pub async fn conditional_update(
     req: HttpRequest,
     path: web::Path<String>,
@@ -543,16 +553,12 @@ pub async fn conditional_update(
     // It may create as well as change, so it takes both permissions.
     authorise(def.name, Action::Update, &caller)?;
     authorise(def.name, Action::Create, &caller)?;
-    let criteria = req.query_string().to_owned();
-    let mut parsed =
-        fsearch::parse(def, &parse_query(&criteria)?, true).map_err(ApiError::Search)?;
-    if parsed.query.criteria.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "PUT {0} is a conditional update: name the {0} to change with search criteria, e.g. PUT {0}?identifier=system|value (or PUT {0}/{{id}})",
-            def.name
-        )));
-    }
-    scope::restrict(def, &mut parsed.query.criteria, &caller);
+    let condition = conditional_criteria(
+        def,
+        req.query_string(),
+        "PUT with no id: a conditional update, whose query string",
+        &caller,
+    )?;
     let resource = negotiate::parse_body(&req, &body)?;
     let precondition = svc::IfMatch {
         version: if_match(&req)?,
@@ -564,7 +570,7 @@ pub async fn conditional_update(
         svc::conditional_update(
             c,
             def,
-            (parsed.query, criteria),
+            condition,
             resource,
             precondition,
             &svc::Writer::new(&who, &d),
