@@ -60,6 +60,18 @@ impl Endpoint {
         self.route(method, handler)
     }
 
+    /// A GET that starts work (a bulk export's kick-off), served by `handler`: no HEAD, which
+    /// would start it too while promising to be safe.
+    fn starts<F, Args>(mut self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.methods.push((Method::GET, None));
+        self.route(Method::GET, handler)
+    }
+
     /// `method`, served by `handler`, which takes `action` on the URL's `{type}`.
     fn writes<F, Args>(mut self, method: Method, action: Action, handler: F) -> Self
     where
@@ -135,15 +147,14 @@ fn allowed(
                 }
                 _ => true,
             };
-            // A refused GET refuses HEAD too, and the reverse.
-            let refused_too = |a: &Method, b: &Method| {
-                a == b
-                    || matches!(
-                        (a, b),
-                        (&Method::GET, &Method::HEAD) | (&Method::HEAD, &Method::GET)
-                    )
-            };
-            served_for_type && !refused_too(m, refused)
+            // A GET its handler refused refuses HEAD too, and the reverse (a method the
+            // endpoint does not serve at all refuses nothing else).
+            let by_handler = methods.iter().any(|(served, _)| served == refused);
+            let pair = matches!(
+                (m, refused),
+                (&Method::GET, &Method::HEAD) | (&Method::HEAD, &Method::GET)
+            );
+            served_for_type && m != refused && !(by_handler && pair)
         })
         .map(|(m, _)| m.as_str())
         .collect::<Vec<_>>()
@@ -266,12 +277,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // FHIR Bulk Data: asynchronous export, its status, its files.
                 .service(
                     Endpoint::at("/$export")
-                        .on(Method::GET, super::bulk::system)
+                        .starts(super::bulk::system)
                         .otherwise(not_allowed),
                 )
                 .service(
                     Endpoint::at("/Patient/$export")
-                        .on(Method::GET, super::bulk::patient)
+                        .starts(super::bulk::patient)
                         .otherwise(not_allowed),
                 )
                 .service(
@@ -301,7 +312,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     Endpoint::at("/AuditEvent/$export")
-                        .on(Method::GET, audit::export)
+                        .starts(audit::export)
                         .otherwise(audit::append_only),
                 )
                 .service(

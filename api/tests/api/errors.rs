@@ -224,6 +224,18 @@ async fn every_405_says_which_methods_are_allowed() {
         )
         .await;
     assert_eq!(r.status, 404, "HEAD of an operation read with GET");
+    // A bulk export's kick-off is a GET that starts work: a HEAD, which promises to be safe,
+    // does not start it.
+    let r = app
+        .send(
+            app.req("HEAD", "$export")
+                .insert_header(("Prefer", "respond-async")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").as_deref(), Some("GET"));
+    assert!(r.header("content-location").is_none(), "no job was started");
     let r = app
         .send(app.req("DELETE", &format!("Patient/{id}")), None)
         .await;
