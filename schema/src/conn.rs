@@ -437,6 +437,20 @@ mod tests {
         }
     }
 
+    /// Has the database drop backend `pid`, and waits until it is gone.
+    fn terminate(admin: &mut PgConnection, pid: i32) {
+        diesel::sql_query(format!("SELECT pg_terminate_backend({pid}, 5000)"))
+            .execute(admin)
+            .expect("terminate");
+    }
+
+    /// The next checkout is a dropped connection, handed out without proof: its first
+    /// statement fails.
+    fn handed_out_unproved_and_lost(pool: &super::DbPool) {
+        let mut c = pool.get().expect("a dropped connection, unproved");
+        assert!(pg(&mut c).batch_execute("SELECT 'lost'").is_err());
+    }
+
     /// The last statement a backend ran, as PostgreSQL reports it.
     fn last_statement(admin: &mut PgConnection, pid: i32) -> String {
         diesel::sql_query(format!(
@@ -469,13 +483,8 @@ mod tests {
         drop(c);
         // Dropped by the database right after its proof: handed out unproved, its statement
         // fails, and it is not pooled again; the next checkout is a new connection that works.
-        diesel::sql_query(format!("SELECT pg_terminate_backend({pid}, 5000)"))
-            .execute(&mut admin)
-            .expect("terminate");
-        let mut c = pool.get().expect("the dropped connection, unproved");
-        let inner = pg(&mut c);
-        assert!(inner.batch_execute("SELECT 'lost'").is_err());
-        drop(c);
+        terminate(&mut admin, pid);
+        handed_out_unproved_and_lost(&pool);
         let mut c = pool.get().expect("a new connection");
         let inner = pg(&mut c);
         assert_ne!(backend_pid(inner), pid);
@@ -495,15 +504,10 @@ mod tests {
         }
         drop((a, b));
         for pid in &pids {
-            diesel::sql_query(format!("SELECT pg_terminate_backend({pid}, 5000)"))
-                .execute(&mut admin)
-                .expect("terminate");
+            terminate(&mut admin, *pid);
         }
         // The first one handed out is trusted and fails...
-        let mut c = pool.get().expect("a dropped connection, unproved");
-        let inner = pg(&mut c);
-        assert!(inner.batch_execute("SELECT 'lost'").is_err());
-        drop(c);
+        handed_out_unproved_and_lost(&pool);
         // ... after which the other is proved (and replaced) before it is used.
         let mut c = pool.get().expect("a working connection");
         let inner = pg(&mut c);

@@ -11,6 +11,14 @@ fn interaction(resource: &str, code: &str, action: Action) -> Option<Value> {
     (!who.is_empty()).then(|| json!({"code": code, "documentation": describe(resource, action)}))
 }
 
+/// Whether `PUT Type?criteria` is offered for a type: one clients write directly, which someone
+/// may both update and create (a conditional update may do either).
+pub fn conditional_update(def: &registry::ResourceDef) -> bool {
+    def.plain_writes
+        && !allowed(def.name, Action::Update).is_empty()
+        && !allowed(def.name, Action::Create).is_empty()
+}
+
 pub fn capability_statement(base_url: &str, software_version: &str, published: &str) -> Value {
     let resources: Vec<Value> = RESOURCES
         .iter()
@@ -50,7 +58,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "updateCreate": false,
                 "conditionalCreate": true,
                 "conditionalRead": "full-support",
-                "conditionalUpdate": r.plain_writes && !allowed(r.name, Action::Update).is_empty() && !allowed(r.name, Action::Create).is_empty(),
+                "conditionalUpdate": conditional_update(r),
                 "conditionalDelete": "not-supported",
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "POST the resource (or Parameters with 'resource'); ?profile= any profile of the type (its e-RS and UK Core profiles, listed in supportedProfile) or the base R4 definition; without it, the profile the server enforces on writes. Returns every issue; stores nothing."}],

@@ -406,10 +406,7 @@ pub async fn create(
         )
     })
     .await?;
-    match created {
-        Created::New(row) => write_reply(&req, &state, StatusCode::CREATED, &row),
-        Created::Existing(row) => write_reply(&req, &state, StatusCode::OK, &row),
-    }
+    created_reply(&req, &state, created)
 }
 
 pub async fn read(
@@ -577,9 +574,15 @@ pub async fn conditional_update(
         )
     })
     .await?;
+    created_reply(&req, &state, done)
+}
+
+/// 201 for a resource made, 200 for one found (`If-None-Exist`) or changed (a conditional
+/// update).
+fn created_reply(req: &HttpRequest, state: &AppState, done: Created) -> Reply {
     match done {
-        Created::New(row) => write_reply(&req, &state, StatusCode::CREATED, &row),
-        Created::Existing(row) => write_reply(&req, &state, StatusCode::OK, &row),
+        Created::New(row) => write_reply(req, state, StatusCode::CREATED, &row),
+        Created::Existing(row) => write_reply(req, state, StatusCode::OK, &row),
     }
 }
 

@@ -328,10 +328,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             ];
             type_item.push((HttpMethod::Post, with_errors(op, &errors).build()));
         }
-        if registry::find(t).is_some_and(|d| d.plain_writes)
-            && !allowed(t, Action::Update).is_empty()
-            && !allowed(t, Action::Create).is_empty()
-        {
+        if registry::find(t).is_some_and(crate::fhir::capability::conditional_update) {
             let op = operation(
                 &format!("conditionalUpdate{t}"),
                 t,

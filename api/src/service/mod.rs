@@ -109,8 +109,8 @@ pub enum ServiceError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Forbidden(String),
-    #[error("the If-None-Exist criteria '{criteria}' match {count} resources; they must match at most one")]
-    ConditionalMultiple { criteria: String, count: i64 },
+    #[error("the criteria '{criteria}' match {matched} resources; a conditional create or update needs them to match at most one")]
+    ConditionalMultiple { criteria: String, matched: String },
     /// The request conflicts with the current state of a resource (a slot already taken).
     #[error("{message}")]
     Conflict {

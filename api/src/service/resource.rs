@@ -537,25 +537,17 @@ pub fn conditional_update(
     precondition: IfMatch,
     w: &Writer<'_>,
 ) -> Result<Created> {
-    write_tx(conn, |c| {
-        let mut q = query.clone();
-        q.offset = 0;
-        q.limit = 2;
-        let (rows, _) = store_search::search(c, &q, false)?;
+    write_tx(conn, move |c| {
         let named = body.get("id").and_then(Value::as_str).map(str::to_owned);
-        match rows.as_slice() {
-            [] => {
-                if let Some(id) = named {
-                    return Err(ServiceError::BadRequest(format!(
-                        "no {} matches '{criteria}', so this creates one, and the server assigns ids: leave out the body's id ({id})",
-                        def.name
-                    )));
-                }
-                create(c, def, body.clone(), w, None, None).map(|created| match created {
-                    Created::New(row) | Created::Existing(row) => Created::New(row),
-                })
-            }
-            [found] => {
+        match the_match(c, &query, &criteria)? {
+            None => match named {
+                Some(id) => Err(ServiceError::BadRequest(format!(
+                    "no {} matches '{criteria}', so this creates one, and the server assigns ids: leave out the body's id ({id})",
+                    def.name
+                ))),
+                None => create(c, def, body, w, None, None),
+            },
+            Some(found) => {
                 if let Some(id) = named.filter(|id| *id != found.id) {
                     return Err(ServiceError::BadRequest(format!(
                         "'{criteria}' finds {}/{}, but the body's id is {id}",
@@ -565,14 +557,34 @@ pub fn conditional_update(
                 if let Some(o) = body.as_object_mut() {
                     o.insert("id".into(), Value::from(found.id.clone()));
                 }
-                update(c, def, &found.id, body.clone(), precondition, w).map(Created::Existing)
+                update(c, def, &found.id, body, precondition, w).map(Created::Existing)
             }
-            _ => Err(ServiceError::ConditionalMultiple {
-                criteria: criteria.clone(),
-                count: 2,
-            }),
         }
     })
+}
+
+/// The one resource the criteria of a conditional create or update find, if any; several is
+/// 412, naming how many (counted as far as a search's total is by default).
+fn the_match(
+    c: &mut DbConnection,
+    query: &SearchQuery,
+    criteria: &str,
+) -> Result<Option<ResourceRow>> {
+    let mut q = query.clone();
+    q.offset = 0;
+    q.limit = 2;
+    let count = store_search::Count::UpTo(crate::fhir::search::COUNT_UP_TO);
+    let (mut rows, total) = store_search::search_counted(c, &q, count)?;
+    if rows.len() > 1 {
+        return Err(ServiceError::ConditionalMultiple {
+            criteria: criteria.to_owned(),
+            matched: total.map_or_else(
+                || format!("more than {}", crate::fhir::search::COUNT_UP_TO),
+                |n| n.to_string(),
+            ),
+        });
+    }
+    Ok(rows.pop())
 }
 
 /// `POST /{type}` (with optional `If-None-Exist` criteria, already parsed).
@@ -591,32 +603,17 @@ pub fn create(
     prepared.index.tokens.extend(scope::entries(def, access)?);
     write_tx(conn, |c| {
         if let Some((query, criteria)) = &if_none_exist {
-            let mut q = query.clone();
-            q.offset = 0;
-            q.limit = 2;
-            let (rows, total) = store_search::search(c, &q, true)?;
-            match total.unwrap_or(0) {
-                0 => {}
-                1 => {
-                    if let Some(row) = rows.into_iter().next() {
-                        let outcome = Outcome {
-                            action: "C",
-                            subtype: "create".into(),
-                            status: 200,
-                            description: Some(format!(
-                                "If-None-Exist '{criteria}' matched an existing resource"
-                            )),
-                        };
-                        audit::record(c, audit, &outcome, &[audit::touched(&row)])?;
-                        return Ok(Created::Existing(row));
-                    }
-                }
-                n => {
-                    return Err(ServiceError::ConditionalMultiple {
-                        criteria: criteria.clone(),
-                        count: n,
-                    })
-                }
+            if let Some(row) = the_match(c, query, criteria)? {
+                let outcome = Outcome {
+                    action: "C",
+                    subtype: "create".into(),
+                    status: 200,
+                    description: Some(format!(
+                        "If-None-Exist '{criteria}' matched an existing resource"
+                    )),
+                };
+                audit::record(c, audit, &outcome, &[audit::touched(&row)])?;
+                return Ok(Created::Existing(row));
             }
         }
         verify_references(c, &prepared.references)?;

@@ -1735,15 +1735,21 @@ async fn bundles_with_conditional_entries_can_be_sent_again() {
     // A conditional entry's fullUrl is not given an id (it may create nothing): another entry
     // refers to what it writes by search, and finds the existing organisation; a reference to
     // the fullUrl itself is refused, not stored.
-    let linked = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000aa",
-         "resource": organization("R69", "North"),
-         "request": {"method": "POST", "url": "Organization",
-                     "ifNoneExist": "identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
-        {"resource": {"resourceType": "Location", "name": "Annex", "status": "active",
-                      "managingOrganization": {"reference": "Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
-         "request": {"method": "POST", "url": "Location"}},
-    ]});
+    let bundle_linking = |name: &str, reference: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000aa",
+             "resource": organization("R69", "North"),
+             "request": {"method": "POST", "url": "Organization",
+                         "ifNoneExist": "identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
+            {"resource": {"resourceType": "Location", "name": name, "status": "active",
+                          "managingOrganization": {"reference": reference}},
+             "request": {"method": "POST", "url": "Location"}},
+        ]})
+    };
+    let linked = bundle_linking(
+        "Annex",
+        "Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69",
+    );
     let r = define(&app, "POST", "/FHIR/R4".into(), linked).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(statuses(&r), ["200 OK", "201 Created"], "{}", r.text());
@@ -1753,15 +1759,7 @@ async fn bundles_with_conditional_entries_can_be_sent_again() {
         format!("Organization/{org}"),
         "{annex}"
     );
-    let probe = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000aa",
-         "resource": organization("R69", "North"),
-         "request": {"method": "POST", "url": "Organization",
-                     "ifNoneExist": "identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69"}},
-        {"resource": {"resourceType": "Location", "name": "Outpost", "status": "active",
-                      "managingOrganization": {"reference": "urn:uuid:00000000-0000-4000-8000-0000000000aa"}},
-         "request": {"method": "POST", "url": "Location"}},
-    ]});
+    let probe = bundle_linking("Outpost", "urn:uuid:00000000-0000-4000-8000-0000000000aa");
     let d = define(&app, "POST", "/FHIR/R4".into(), probe)
         .await
         .assert_outcome(400, "invalid");
