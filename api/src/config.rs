@@ -94,6 +94,9 @@ pub struct Settings {
     /// `ERS_UBRN_EXPIRY_DAYS`: an A&G UBRN with no activity for this long expires (default
     /// 548, the published 18-month e-RS inactivity rule).
     pub ubrn_expiry_days: i64,
+    /// `ERS_IDEMPOTENCY_KEY_HOURS`: how long a write's `Idempotency-Key` holds its answer
+    /// (default 24; forgotten on the expiry schedule).
+    pub idempotency_key_hours: i64,
     /// `ERS_EXPIRY_INTERVAL_SECS`: how often the server runs UBRN expiry (0: never; run
     /// `ers-server expire` instead).
     pub expiry_interval_secs: u64,
@@ -148,6 +151,7 @@ impl Default for Settings {
             rate_limit_burst: 100,
             tls: None,
             ubrn_expiry_days: 548,
+            idempotency_key_hours: 24,
             expiry_interval_secs: 3600,
             delivery: true,
             exports: true,
@@ -355,6 +359,13 @@ impl Settings {
             s.ubrn_expiry_days = v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
                 ConfigError(format!(
                     "ERS_UBRN_EXPIRY_DAYS '{v}' must be a whole number of days (0 or more)"
+                ))
+            })?;
+        }
+        if let Some(v) = get("ERS_IDEMPOTENCY_KEY_HOURS").filter(|v| !v.is_empty()) {
+            s.idempotency_key_hours = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "ERS_IDEMPOTENCY_KEY_HOURS '{v}' must be a whole number of hours (1 or more)"
                 ))
             })?;
         }

@@ -11,7 +11,7 @@ use ers_api::startup::{prepare_database, seed, Application};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals in every state (patients, appointments, an A&G conversation for every tenth; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments; idempotency keys older than ERS_IDEMPOTENCY_KEY_HOURS are forgotten\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals in every state (patients, appointments, an A&G conversation for every tenth; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -349,12 +349,17 @@ async fn main() -> std::process::ExitCode {
         "expire" => prepare_database(&settings)
             .map_err(|e| e.to_string())
             .and_then(|(pool, _)| {
-                ers_api::startup::expire(&pool, settings.ubrn_expiry_days)
+                let r = ers_api::startup::expire(&pool, settings.ubrn_expiry_days)?;
+                let keys = ers_api::startup::forget_idempotency_keys(
+                    &pool,
+                    settings.idempotency_key_hours,
+                )?;
+                Ok((r, keys))
             })
-            .map(|r| {
+            .map(|(r, keys)| {
                 println!(
-                    "UBRN expiry ({} days): {} advice requests expired; {} messages, {} documents and {} uploads deleted",
-                    settings.ubrn_expiry_days, r.requests, r.messages, r.documents, r.binaries
+                    "UBRN expiry ({} days): {} advice requests expired; {} messages, {} documents and {} uploads deleted; {keys} idempotency keys older than {} hours forgotten",
+                    settings.ubrn_expiry_days, r.requests, r.messages, r.documents, r.binaries, settings.idempotency_key_hours
                 );
             }),
         "import-postcodes" => match std::env::args().nth(2) {

@@ -152,6 +152,7 @@ impl Application {
             schedule_expiry(
                 background.clone(),
                 settings.ubrn_expiry_days,
+                settings.idempotency_key_hours,
                 settings.expiry_interval_secs,
             );
         }
@@ -189,6 +190,8 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("invalid path: {e}")).into()))
                 // Innermost first: the envelope sees uncompressed bodies; compression is applied
                 // to the final response.
+                // Inside the envelope: a replayed or refused write is answered like any other.
+                .wrap(from_fn(crate::http::idempotency::idempotent))
                 .wrap(from_fn(crate::http::middleware::envelope))
                 .wrap(Compress::default())
                 // Outside the envelope: a browser may read errors too; a preflight is answered
@@ -230,19 +233,26 @@ pub fn expire(pool: &DbPool, days: i64) -> Result<crate::service::advice::Expiry
         .map_err(|e| e.to_string())
 }
 
+/// Forgets the idempotency keys older than `hours` (`ers-server expire`, and the scheduled
+/// task).
+pub fn forget_idempotency_keys(pool: &DbPool, hours: i64) -> Result<usize, String> {
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    crate::http::idempotency::forget(&mut conn, hours).map_err(|e| e.to_string())
+}
+
 /// Runs UBRN expiry every `interval` seconds (the first run after one interval) on the
 /// server's runtime, so it stops with the server; the work runs on the blocking pool. Each
 /// request expires in its own transaction, so instances running it together never expire one
-/// twice.
-fn schedule_expiry(pool: DbPool, days: i64, interval: u64) {
+/// twice. Idempotency keys past `key_hours` are forgotten on the same schedule.
+fn schedule_expiry(pool: DbPool, days: i64, key_hours: i64, interval: u64) {
     actix_web::rt::spawn(async move {
         let period = std::time::Duration::from_secs(interval);
         let mut ticks =
             actix_web::rt::time::interval_at(actix_web::rt::time::Instant::now() + period, period);
         loop {
             ticks.tick().await;
-            let pool = pool.clone();
-            match web::block(move || expire(&pool, days)).await {
+            let p = pool.clone();
+            match web::block(move || expire(&p, days)).await {
                 Ok(Ok(r)) if r.requests > 0 => log::info!(
                     "UBRN expiry: {} advice requests expired ({} messages, {} documents, {} uploads deleted)",
                     r.requests, r.messages, r.documents, r.binaries
@@ -250,6 +260,13 @@ fn schedule_expiry(pool: DbPool, days: i64, interval: u64) {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => log::error!("UBRN expiry failed: {e}"),
                 Err(e) => log::error!("UBRN expiry failed: {e}"),
+            }
+            let p = pool.clone();
+            match web::block(move || forget_idempotency_keys(&p, key_hours)).await {
+                Ok(Ok(n)) if n > 0 => log::info!("{n} idempotency keys forgotten"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::error!("forgetting idempotency keys failed: {e}"),
+                Err(e) => log::error!("forgetting idempotency keys failed: {e}"),
             }
         }
     });

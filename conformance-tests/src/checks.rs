@@ -998,6 +998,47 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
 
     let mut k = Check::new(
         "referrals",
+        "a referral sent again with its Idempotency-Key is made once: the first answer again, Idempotent-Replayed: true",
+    );
+    let key = format!(
+        "conformance-{}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = c
+            .send(
+                "POST",
+                "ServiceRequest",
+                &[JSON, ("Idempotency-Key", key.as_str())],
+                Some(body.to_string().as_bytes()),
+                true,
+            )
+            .await;
+        k.saw(&r);
+        answers.push(r);
+    }
+    let ids: Vec<Value> = answers.iter().map(|r| r.json()["id"].clone()).collect();
+    k.expect(
+        answers.iter().all(|r| r.status == 201),
+        format!("statuses {} and {}", answers[0].status, answers[1].status),
+    );
+    k.expect(
+        ids[0].is_string() && ids[0] == ids[1] && ids[0] != id.as_str(),
+        format!(
+            "ids {} and {}: one new referral, answered twice",
+            ids[0], ids[1]
+        ),
+    );
+    k.expect(
+        answers[0].header("idempotent-replayed").is_none()
+            && answers[1].header("idempotent-replayed").as_deref() == Some("true"),
+        "the second answer is not marked Idempotent-Replayed: true",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "referrals",
         "operations need If-Match (stale 409); a step the state does not allow is 422 INVALID_REQUEST_STATE",
     );
     let op = |name: &str| format!("ServiceRequest/{id}/{name}");

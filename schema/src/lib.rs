@@ -21,6 +21,7 @@ pub mod backup;
 pub mod conn;
 pub mod directory;
 pub mod exports;
+pub mod idempotency;
 mod pg_rows;
 pub mod reports;
 pub mod rows;

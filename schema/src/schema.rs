@@ -181,6 +181,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    idempotency_keys (owner, key) {
+        owner -> Text,
+        key -> Text,
+        fingerprint -> Text,
+        request_id -> Text,
+        created_at -> Timestamp,
+        status -> Nullable<Integer>,
+        headers -> Nullable<Text>,
+        body -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
     binaries (id) {
         id -> Text,
         content_type -> Text,

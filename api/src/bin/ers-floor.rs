@@ -231,6 +231,10 @@ impl Plan {
                             ubrn: None,
                         }],
                     )
+                    .map_err(|e| match e {
+                        ers_api::service::ServiceError::Storage(s) => s,
+                        other => StorageError::Config(other.to_string()),
+                    })
                 })
             }
         }

@@ -197,6 +197,10 @@ impl FromRequest for Caller {
     type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Found once per request (`http::idempotency` may have asked first).
+        if let Some(known) = req.extensions().get::<Caller>().cloned() {
+            return Box::pin(async move { Ok(known) });
+        }
         let req = req.clone();
         Box::pin(async move {
             let caller = caller_from(req.clone()).await?;

@@ -71,6 +71,10 @@ pub fn draft(req: &HttpRequest, caller: Option<&Caller>) -> AuditDraft {
             .get("x-correlation-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        idempotency: req
+            .extensions()
+            .get::<ers_schema::idempotency::Claim>()
+            .cloned(),
         ..Default::default()
     };
     match caller {

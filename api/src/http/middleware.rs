@@ -395,6 +395,7 @@ pub fn cors(origins: &[String]) -> actix_cors::Cors {
             header::RETRY_AFTER,
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("x-correlation-id"),
+            HeaderName::from_static(super::idempotency::REPLAYED),
         ])
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {

@@ -13,6 +13,7 @@ pub mod directory;
 pub mod error;
 pub mod gate;
 pub mod handlers;
+pub mod idempotency;
 pub mod middleware;
 pub mod negotiate;
 pub mod oauth;

@@ -1298,6 +1298,42 @@ fn fhir_schema(resource_type: Option<&str>, description: &str) -> Schema {
         .into()
 }
 
+/// Every FHIR write (POST, PUT, PATCH, DELETE; not a search by POST) takes an
+/// `Idempotency-Key` (`http::idempotency`), with its two refusals.
+fn with_idempotency_keys(mut paths: utoipa::openapi::Paths) -> utoipa::openapi::Paths {
+    use crate::http::idempotency::HEADER;
+    for (path, item) in paths.paths.iter_mut() {
+        if !path.starts_with("/FHIR/R4") || path.ends_with("/_search") {
+            continue;
+        }
+        for op in [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.parameters.get_or_insert_with(Vec::new).push(RefOr::T(header(
+                HEADER,
+                false,
+                "A key of your choosing (1-255 visible ASCII characters, e.g. a UUID) naming this request: sent again with the same key (after a timeout or a lost connection), the write is not done twice, and the first answer comes back with Idempotent-Replayed: true. Keys are your own (user or application, organisation, role) and are kept for ERS_IDEMPOTENCY_KEY_HOURS (24 by default); a request that wrote nothing leaves its key free.",
+            )));
+            let answers = &mut op.responses.responses;
+            answers
+                .entry("409".into())
+                .or_insert_with(|| RefOr::T(error_response("The Idempotency-Key's write is still being done, or its answer was lost (IDEMPOTENCY_KEY_IN_USE)")));
+            answers.entry("422".into()).or_insert_with(|| {
+                RefOr::T(error_response(
+                    "The Idempotency-Key was used for another request",
+                ))
+            });
+        }
+    }
+    paths
+}
+
 /// The whole document.
 pub fn document() -> OpenApi {
     let paths = bulk_paths(report_paths(system_paths(terminology_paths(
@@ -1306,6 +1342,7 @@ pub fn document() -> OpenApi {
         )))),
     ))))
     .build();
+    let paths = with_idempotency_keys(paths);
     let components = ComponentsBuilder::new()
         .schema("Resource", fhir_schema(None, "A FHIR R4 resource; its profile is in the CapabilityStatement"))
         .schema("Bundle", fhir_schema(Some("Bundle"), "A FHIR R4 Bundle (searchset or history)"))

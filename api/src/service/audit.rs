@@ -21,6 +21,9 @@ pub struct AuditDraft {
     pub source_address: Option<String>,
     pub request_id: String,
     pub correlation_id: Option<String>,
+    /// The idempotency key a write is asked for under (`http::idempotency`): claimed in the
+    /// transaction of the write's audit event.
+    pub idempotency: Option<ers_schema::idempotency::Claim>,
 }
 
 impl AuditDraft {
@@ -97,9 +100,12 @@ pub fn record(
     draft: &AuditDraft,
     outcome: &Outcome,
     entities: &[Touched],
-) -> Result<(), StorageError> {
+) -> super::Result<()> {
+    if let Some(key) = draft.idempotency.as_ref().filter(|_| outcome.action != "R") {
+        super::deferred::claim(conn, key)?;
+    }
     let (row, entities) = event_rows(draft, outcome, entities);
-    super::deferred::audit(conn, row, entities)
+    Ok(super::deferred::audit(conn, row, entities)?)
 }
 
 /// The rows of one event.

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 
 use chrono::NaiveDateTime;
 use ers_schema::audit::{AuditEntityRow, AuditRow};
+use ers_schema::idempotency::{self, Claim};
 use ers_schema::store::{self, NewEvent, NewVersion};
 use ers_schema::{Author, DbConnection, IndexEntries};
 
@@ -23,6 +24,9 @@ pub struct ProvenanceRow {
 
 #[derive(Default)]
 struct Pending {
+    /// The idempotency key the transaction's writes were asked for under (at most one: one
+    /// request's).
+    claims: Vec<Claim>,
     provenance: Vec<ProvenanceRow>,
     audits: Vec<(AuditRow, Vec<AuditEntityRow>)>,
     events: Vec<NewEvent>,
@@ -91,6 +95,40 @@ pub fn provenance(c: &mut DbConnection, row: ProvenanceRow) -> super::Result<()>
     Ok(())
 }
 
+/// Claims the request's idempotency key for the write transaction it is in (once, however
+/// many writes it makes); refused when another request holds the key.
+pub fn claim(c: &mut DbConnection, key: &Claim) -> super::Result<()> {
+    let fresh = PENDING.with(|p| match p.borrow_mut().as_mut() {
+        Some(pending) => {
+            if !pending.claims.contains(key) {
+                pending.claims.push(key.clone());
+            }
+            None
+        }
+        None => Some(key.clone()),
+    });
+    match fresh {
+        Some(key) => take(c, &key),
+        None => Ok(()),
+    }
+}
+
+fn take(c: &mut DbConnection, key: &Claim) -> super::Result<()> {
+    let now = chrono::Utc::now().naive_utc();
+    if idempotency::claim(c, key, now)? {
+        Ok(())
+    } else {
+        Err(super::ServiceError::Conflict {
+            ers_code: "IDEMPOTENCY_KEY_IN_USE",
+            message: format!(
+                "Idempotency-Key ({}) was used by another request that is being done or was just done; send this request again to get its answer",
+                key.key
+            ),
+            expression: "Idempotency-Key".into(),
+        })
+    }
+}
+
 pub fn audit(
     c: &mut DbConnection,
     row: AuditRow,
@@ -125,6 +163,10 @@ fn flush(c: &mut DbConnection) -> super::Result<()> {
     let Some(p) = PENDING.with(|p| p.borrow_mut().as_mut().map(std::mem::take)) else {
         return Ok(());
     };
+    // First: a request that may not write under its key writes nothing.
+    for key in &p.claims {
+        take(c, key)?;
+    }
     let versions: Vec<(NewVersion<'_>, &IndexEntries)> = p
         .provenance
         .iter()

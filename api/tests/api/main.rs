@@ -12,6 +12,7 @@ mod crud;
 mod directory;
 mod errors;
 mod examples;
+mod idempotency;
 mod openapi;
 mod referrals;
 mod reliability;

@@ -1,0 +1,120 @@
+//! Idempotency keys: which writes were done under which key, and their answers
+//! (`idempotency_keys`, see its migration).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::schema::idempotency_keys;
+use crate::{DbConnection, StorageError};
+
+type QResult<T> = Result<T, StorageError>;
+
+/// A key, as claimed by a write.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct KeyRow {
+    pub owner: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub request_id: String,
+    pub created_at: NaiveDateTime,
+    pub status: Option<i32>,
+    pub headers: Option<String>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// What a write claims a key with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub owner: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub request_id: String,
+    /// Claims made before this are forgotten (the keys' lifetime).
+    pub forgotten_before: NaiveDateTime,
+}
+
+/// The owner's key, unless it was claimed before `since` (forgotten).
+pub fn find(
+    conn: &mut DbConnection,
+    owner: &str,
+    key: &str,
+    since: NaiveDateTime,
+) -> QResult<Option<KeyRow>> {
+    Ok(idempotency_keys::table
+        .filter(idempotency_keys::owner.eq(owner))
+        .filter(idempotency_keys::key.eq(key))
+        .filter(idempotency_keys::created_at.ge(since))
+        .select(KeyRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Claims a key for the write in the connection's transaction: false when another request
+/// holds it (a write that committed, or one still running, which this waits for on
+/// PostgreSQL). A forgotten claim is replaced; the request's own claim is kept.
+pub fn claim(conn: &mut DbConnection, c: &Claim, now: NaiveDateTime) -> QResult<bool> {
+    diesel::delete(
+        idempotency_keys::table
+            .filter(idempotency_keys::owner.eq(&c.owner))
+            .filter(idempotency_keys::key.eq(&c.key))
+            .filter(idempotency_keys::created_at.lt(c.forgotten_before)),
+    )
+    .execute(conn)?;
+    let row = (
+        idempotency_keys::owner.eq(&c.owner),
+        idempotency_keys::key.eq(&c.key),
+        idempotency_keys::fingerprint.eq(&c.fingerprint),
+        idempotency_keys::request_id.eq(&c.request_id),
+        idempotency_keys::created_at.eq(now),
+    );
+    let inserted = on_backend!(conn, |pc| diesel::insert_into(idempotency_keys::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(pc))?;
+    if inserted == 1 {
+        return Ok(true);
+    }
+    let holder: Option<String> = idempotency_keys::table
+        .filter(idempotency_keys::owner.eq(&c.owner))
+        .filter(idempotency_keys::key.eq(&c.key))
+        .select(idempotency_keys::request_id)
+        .first(conn)
+        .optional()?;
+    Ok(holder.as_deref() == Some(c.request_id.as_str()))
+}
+
+/// Stores the answer of the request that claimed the key; false when that request claimed
+/// nothing (it wrote nothing, or another request holds the key).
+pub fn answer(
+    conn: &mut DbConnection,
+    owner: &str,
+    key: &str,
+    request_id: &str,
+    status: i32,
+    headers: &str,
+    body: &[u8],
+) -> QResult<bool> {
+    let n = diesel::update(
+        idempotency_keys::table
+            .filter(idempotency_keys::owner.eq(owner))
+            .filter(idempotency_keys::key.eq(key))
+            .filter(idempotency_keys::request_id.eq(request_id))
+            .filter(idempotency_keys::status.is_null()),
+    )
+    .set((
+        idempotency_keys::status.eq(status),
+        idempotency_keys::headers.eq(headers),
+        idempotency_keys::body.eq(body),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Forgets the keys claimed before `before`; how many.
+pub fn forget(conn: &mut DbConnection, before: NaiveDateTime) -> QResult<usize> {
+    Ok(
+        diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(before)))
+            .execute(conn)?,
+    )
+}
