@@ -133,6 +133,11 @@ impl ApiError {
                     one("required", "MISSING_HEADER"),
                 ),
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
+                S::BadHeader { header, .. } => (
+                    StatusCode::BAD_REQUEST,
+                    vec![Issue::error("value", "INVALID_VALUE", msg.clone())
+                        .with_expression(header.to_string())],
+                ),
                 S::Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
                 S::Duplicate { .. } => (
                     StatusCode::CONFLICT,

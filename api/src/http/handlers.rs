@@ -73,7 +73,7 @@ pub fn draft(req: &HttpRequest, caller: Option<&Caller>) -> AuditDraft {
             .map(str::to_owned),
         idempotency: req
             .extensions()
-            .get::<ers_schema::idempotency::Claim>()
+            .get::<crate::service::audit::IdempotencyKey>()
             .cloned(),
         ..Default::default()
     };

@@ -10,7 +10,8 @@
 //! - The answer (status below 500, its body and the headers that describe it) is stored just
 //!   after, and replayed for `ERS_IDEMPOTENCY_KEY_HOURS`.
 //! - The same key with another request (method, path, query or body): 422. A key whose write
-//!   is still running, or whose answer was lost with its server: 409.
+//!   is still running, or whose answer was lost with its server: 409. A malformed key: 400, when
+//!   the write it names comes to be written (so 401, 404, 405 and the body's 422 come first).
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -26,7 +27,7 @@ use super::handlers::{draft, on_conn};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::outcome::Issue;
-use crate::service::audit::Outcome;
+use crate::service::audit::{IdempotencyKey, Outcome};
 use crate::service::ServiceError;
 use crate::startup::AppState;
 
@@ -42,29 +43,23 @@ const KEPT: &[&str] = &[
 ];
 
 /// The key of a request: the header's value (a structured-field string, quotes optional), 1 to
-/// 255 visible ASCII characters.
-fn key_of(value: &HeaderValue) -> Result<String, ApiError> {
-    let bad = |message: String| ApiError::BadHeader {
-        header: HEADER,
-        message,
-    };
+/// 255 visible ASCII characters; or what is wrong with it.
+fn key_of(value: &HeaderValue) -> Result<String, String> {
     let raw = value
         .to_str()
-        .map_err(|_| bad("must be visible ASCII".into()))?
+        .map_err(|_| "must be visible ASCII".to_owned())?
         .trim();
     let key = raw
         .strip_prefix('"')
         .and_then(|k| k.strip_suffix('"'))
         .unwrap_or(raw);
     if key.is_empty() || key.len() > 255 {
-        return Err(bad(format!(
-            "({key}) must be 1 to 255 characters, e.g. a UUID"
-        )));
+        return Err(format!("({key}) must be 1 to 255 characters, e.g. a UUID"));
     }
     if !key.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"') {
-        return Err(bad(format!(
+        return Err(format!(
             "({key}) must be visible ASCII characters without spaces or quotes, e.g. a UUID"
-        )));
+        ));
     }
     Ok(key.to_owned())
 }
@@ -132,25 +127,34 @@ pub async fn idempotent(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let Some(value) = req.headers().get(HEADER).cloned().filter(|_| !safe) else {
+    let write = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let Some(value) = req.headers().get(HEADER).cloned().filter(|_| write) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
-    };
-    let key = match key_of(&value) {
-        Ok(k) => k,
-        Err(e) => return Ok(refuse(req, e)),
     };
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     // Who asks (the handler's own extractor finds it again); someone not let in is refused
-    // by the handler, as without a key.
+    // by the handler, as without a key, whatever the key.
     let caller = {
         let (http, payload) = req.parts_mut();
         Caller::from_request(http, payload).await
     };
     let Ok(caller) = caller else {
         return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    // A malformed key refuses the write it would name, when it comes to be written (400, in
+    // its transaction); anything refused before that (401, 403, 404, 405, a 422 of the body)
+    // is told first, and a read ignores it.
+    let key = match key_of(&value) {
+        Ok(k) => k,
+        Err(message) => {
+            req.extensions_mut().insert(IdempotencyKey(Err(message)));
+            return Ok(next.call(req).await?.map_into_boxed_body());
+        }
     };
     // Read whole to be fingerprinted, then handed on; the handler judges its size as usual
     // (the largest any route takes, an attachment, is read here).
@@ -194,7 +198,8 @@ pub async fn idempotent(
         Ok(Some(row)) => return Ok(answer_again(req, &state, &caller, &claim, &row).await),
         Ok(None) => {}
     }
-    req.extensions_mut().insert(claim.clone());
+    req.extensions_mut()
+        .insert(IdempotencyKey(Ok(claim.clone())));
     let res = next.call(req).await?.map_into_boxed_body();
     Ok(keep_answer(res, &state, claim).await)
 }

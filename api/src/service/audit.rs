@@ -22,9 +22,13 @@ pub struct AuditDraft {
     pub request_id: String,
     pub correlation_id: Option<String>,
     /// The idempotency key a write is asked for under (`http::idempotency`): claimed in the
-    /// transaction of the write's audit event.
-    pub idempotency: Option<ers_schema::idempotency::Claim>,
+    /// transaction of the write's audit event; a malformed one refuses the write.
+    pub idempotency: Option<IdempotencyKey>,
 }
+
+/// A request's `Idempotency-Key`: the claim it makes, or what is wrong with it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub Result<ers_schema::idempotency::Claim, String>);
 
 impl AuditDraft {
     pub fn with_caller(mut self, caller: &Caller) -> Self {
@@ -101,8 +105,15 @@ pub fn record(
     outcome: &Outcome,
     entities: &[Touched],
 ) -> super::Result<()> {
-    if let Some(key) = draft.idempotency.as_ref().filter(|_| outcome.action != "R") {
-        super::deferred::claim(conn, key)?;
+    match draft.idempotency.as_ref().filter(|_| outcome.action != "R") {
+        Some(IdempotencyKey(Ok(key))) => super::deferred::claim(conn, key)?,
+        Some(IdempotencyKey(Err(message))) => {
+            return Err(super::ServiceError::BadHeader {
+                header: "Idempotency-Key",
+                message: message.clone(),
+            })
+        }
+        None => {}
     }
     let (row, entities) = event_rows(draft, outcome, entities);
     Ok(super::deferred::audit(conn, row, entities)?)

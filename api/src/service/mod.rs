@@ -88,6 +88,12 @@ pub enum ServiceError {
     RequestState(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A request header that is not as it must be.
+    #[error("{header} header: {message}")]
+    BadHeader {
+        header: &'static str,
+        message: String,
+    },
     #[error("the resource is invalid")]
     Invalid(Vec<Issue>),
     #[error("{res_type} with identifier {system}|{value} already exists as {res_type}/{existing}")]

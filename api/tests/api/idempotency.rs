@@ -131,6 +131,18 @@ async fn a_refused_write_leaves_its_key_free_and_bad_keys_are_refused() {
         assert!(diag.contains("Idempotency-Key"), "{diag}");
         assert_eq!(r.json()["issue"][0]["expression"][0], "Idempotency-Key");
     }
+    // Who may not ask is told that first.
+    let unknown = w
+        .app
+        .send(
+            w.app
+                .bare("POST", "ServiceRequest")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header((KEY, "two words")),
+            Some(good.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(unknown.status, 401, "{}", unknown.text());
     // Reads ignore it.
     let read = w
         .app
