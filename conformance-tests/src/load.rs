@@ -54,6 +54,9 @@ struct Args {
     /// `national-day`: the sandbox provider clinician who answers A&G requests.
     provider_user: String,
     provider_ods: String,
+    /// Every write carries an `Idempotency-Key` of its own (what a client that retries safely
+    /// sends).
+    idempotency_keys: bool,
 }
 
 fn usage() -> ExitCode {
@@ -61,7 +64,7 @@ fn usage() -> ExitCode {
         "usage: ers-load --base-url URL --scenario NAME [--clients N] [--seconds S] [--warmup S]\n\
          \x20      [--sandbox-user SDS | --token T --business-function BF --ods ODS]\n\
          \x20      [--postcodes FILE] [--pairs N] [--path TYPE/ID] [--label TEXT] [--json FILE]\n\
-         \x20      [--scale F] [--provider-user SDS --provider-ods ODS]\n\
+         \x20      [--scale F] [--provider-user SDS --provider-ods ODS] [--idempotency-keys]\n\
          scenarios:\n\
          \x20 dos-patient-search  POST HealthcareService/$ers.searchHealthcareServicesForPatient:\n\
          \x20                     a postcode (from --postcodes, an outcode,latitude,longitude CSV),\n\
@@ -106,6 +109,7 @@ fn parse_args() -> Option<Args> {
         scale: 1.0,
         provider_user: "555032006106".into(),
         provider_ods: "RCD".into(),
+        idempotency_keys: false,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next();
@@ -128,6 +132,7 @@ fn parse_args() -> Option<Args> {
             "--scale" => a.scale = value()?.parse().ok().filter(|f: &f64| *f > 0.0)?,
             "--provider-user" => a.provider_user = value()?,
             "--provider-ods" => a.provider_ods = value()?,
+            "--idempotency-keys" => a.idempotency_keys = true,
             _ => return None,
         }
     }
@@ -728,6 +733,14 @@ async fn run(args: &Args) -> Result<Value, String> {
     // is booked cannot book again).
     let limit = booking.then_some(fx.pairs.len() as u64);
     let last_done = Rc::new(RefCell::new(measure_from));
+    // Keys unique to this run (a key is its caller's for a day).
+    let run_id = format!(
+        "load-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
         let last_done = last_done.clone();
@@ -741,6 +754,7 @@ async fn run(args: &Args) -> Result<Value, String> {
         let base = args.base_url.clone();
         let (bf, ods) = (args.business_function.clone(), args.ods.clone());
         let scenario = args.scenario.clone();
+        let (keyed, run) = (args.idempotency_keys, run_id.clone());
         tasks.push(actix_rt::spawn(async move {
             loop {
                 let k = {
@@ -753,12 +767,15 @@ async fn run(args: &Args) -> Result<Value, String> {
                 }
                 let (method, path, body) = make(k);
                 let m = awc::http::Method::from_bytes(method.as_bytes()).unwrap_or_default();
-                let req = http
+                let mut req = http
                     .request(m, format!("{base}/{path}"))
                     .insert_header(("Authorization", format!("Bearer {token}")))
                     .insert_header(("NHSD-eRS-Business-Function", bf.as_str()))
                     .insert_header(("NHSD-End-User-Organisation-ODS", ods.as_str()))
                     .insert_header(("Content-Type", "application/fhir+json"));
+                if keyed && method != "GET" {
+                    req = req.insert_header(("Idempotency-Key", format!("{run}-{k}")));
+                }
                 let sent = Instant::now();
                 let result = match body {
                     Some(b) => req.send_body(b.to_string()).await,
@@ -839,6 +856,7 @@ async fn run(args: &Args) -> Result<Value, String> {
         "max_ms": (percentile(&t.latencies, 100.0) * 10.0).round() / 10.0,
         "first_error": t.first_error,
         "subscriptions": args.subscriptions,
+        "idempotency_keys": args.idempotency_keys,
         "delivery": delivery,
     });
     Ok(result)

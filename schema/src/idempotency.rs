@@ -52,60 +52,74 @@ pub fn find(
 
 /// Claims a key for the write in the connection's transaction: false when another request
 /// holds it (a write that committed, or one still running, which this waits for on
-/// PostgreSQL). A forgotten claim is replaced; the request's own claim is kept.
+/// PostgreSQL). A forgotten claim is replaced; the request's own claim is kept. One statement
+/// when the key is new.
 pub fn claim(conn: &mut DbConnection, c: &Claim, now: NaiveDateTime) -> QResult<bool> {
-    diesel::delete(
+    let insert = |conn: &mut DbConnection| -> QResult<bool> {
+        let row = (
+            idempotency_keys::owner.eq(&c.owner),
+            idempotency_keys::key.eq(&c.key),
+            idempotency_keys::fingerprint.eq(&c.fingerprint),
+            idempotency_keys::request_id.eq(&c.request_id),
+            idempotency_keys::created_at.eq(now),
+        );
+        let inserted = on_backend!(conn, |pc| diesel::insert_into(idempotency_keys::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(pc))?;
+        Ok(inserted == 1)
+    };
+    if insert(conn)? {
+        return Ok(true);
+    }
+    let this = || {
         idempotency_keys::table
             .filter(idempotency_keys::owner.eq(&c.owner))
             .filter(idempotency_keys::key.eq(&c.key))
-            .filter(idempotency_keys::created_at.lt(c.forgotten_before)),
-    )
-    .execute(conn)?;
-    let row = (
-        idempotency_keys::owner.eq(&c.owner),
-        idempotency_keys::key.eq(&c.key),
-        idempotency_keys::fingerprint.eq(&c.fingerprint),
-        idempotency_keys::request_id.eq(&c.request_id),
-        idempotency_keys::created_at.eq(now),
-    );
-    let inserted = on_backend!(conn, |pc| diesel::insert_into(idempotency_keys::table)
-        .values(row)
-        .on_conflict_do_nothing()
-        .execute(pc))?;
-    if inserted == 1 {
-        return Ok(true);
-    }
-    let holder: Option<String> = idempotency_keys::table
-        .filter(idempotency_keys::owner.eq(&c.owner))
-        .filter(idempotency_keys::key.eq(&c.key))
-        .select(idempotency_keys::request_id)
+    };
+    let holder: Option<(String, NaiveDateTime)> = this()
+        .select((idempotency_keys::request_id, idempotency_keys::created_at))
         .first(conn)
         .optional()?;
-    Ok(holder.as_deref() == Some(c.request_id.as_str()))
+    match holder {
+        Some((request, _)) if request == c.request_id => Ok(true),
+        Some((_, at)) if at < c.forgotten_before => {
+            diesel::delete(this().filter(idempotency_keys::created_at.lt(c.forgotten_before)))
+                .execute(conn)?;
+            insert(conn)
+        }
+        Some(_) => Ok(false),
+        // Forgotten meanwhile by another instance.
+        None => insert(conn),
+    }
+}
+
+/// An answer to store for the request that claimed its key.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub owner: String,
+    pub key: String,
+    pub request_id: String,
+    pub status: i32,
+    /// JSON object of the answer's headers that are replayed.
+    pub headers: String,
+    pub body: Vec<u8>,
 }
 
 /// Stores the answer of the request that claimed the key; false when that request claimed
 /// nothing (it wrote nothing, or another request holds the key).
-pub fn answer(
-    conn: &mut DbConnection,
-    owner: &str,
-    key: &str,
-    request_id: &str,
-    status: i32,
-    headers: &str,
-    body: &[u8],
-) -> QResult<bool> {
+pub fn answer(conn: &mut DbConnection, a: &Answer) -> QResult<bool> {
     let n = diesel::update(
         idempotency_keys::table
-            .filter(idempotency_keys::owner.eq(owner))
-            .filter(idempotency_keys::key.eq(key))
-            .filter(idempotency_keys::request_id.eq(request_id))
+            .filter(idempotency_keys::owner.eq(&a.owner))
+            .filter(idempotency_keys::key.eq(&a.key))
+            .filter(idempotency_keys::request_id.eq(&a.request_id))
             .filter(idempotency_keys::status.is_null()),
     )
     .set((
-        idempotency_keys::status.eq(status),
-        idempotency_keys::headers.eq(headers),
-        idempotency_keys::body.eq(body),
+        idempotency_keys::status.eq(a.status),
+        idempotency_keys::headers.eq(&a.headers),
+        idempotency_keys::body.eq(&a.body),
     ))
     .execute(conn)?;
     Ok(n == 1)

@@ -20,10 +20,10 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpResponse, ResponseError};
 use chrono::{Duration, NaiveDateTime, Utc};
-use ers_schema::idempotency::{self, Claim, KeyRow};
+use ers_schema::idempotency::{self, Answer, Claim, KeyRow};
 use futures_util::StreamExt;
 
-use super::handlers::{draft, on_conn};
+use super::handlers::{draft, on_read};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::outcome::Issue;
@@ -188,7 +188,7 @@ pub async fn idempotent(
     };
     let found = {
         let (owner, key) = (claim.owner.clone(), claim.key.clone());
-        on_conn(&state, move |c| {
+        on_read(&state, move |c| {
             idempotency::find(c, &owner, &key, forgotten_before)
         })
         .await
@@ -286,21 +286,16 @@ async fn keep_answer(
             return ServiceResponse::new(http, resp);
         }
     };
-    let kept = bytes.clone();
     let request_id = claim.request_id.clone();
-    let stored = on_conn(state, move |c| {
-        idempotency::answer(
-            c,
-            &claim.owner,
-            &claim.key,
-            &claim.request_id,
-            i32::from(status.as_u16()),
-            &serde_json::Value::Object(headers).to_string(),
-            &kept,
-        )
-    })
-    .await;
-    if let Err(e) = stored {
+    let answer = Answer {
+        owner: claim.owner,
+        key: claim.key,
+        request_id: claim.request_id,
+        status: i32::from(status.as_u16()),
+        headers: serde_json::Value::Object(headers).to_string(),
+        body: bytes.to_vec(),
+    };
+    if let Err(e) = state.audit.keep_answer(answer).await {
         // The write is done and answered; a retry with the key is told so (409).
         log::error!("request {request_id}: the answer for its {HEADER} was not stored: {e}");
     }

@@ -162,9 +162,10 @@ fn event_rows(
     (row, entities)
 }
 
-/// The audit events of reads and searches, committed in groups: each request hands its event
-/// to one writer thread and waits until the transaction holding it has committed, so no
-/// answer leaves before its event is stored (as when each read wrote its own), but many reads
+/// The audit events of reads and searches, and the answers of writes made under an
+/// `Idempotency-Key`, committed in groups: each request hands its row to one writer thread and
+/// waits until the transaction holding it has committed, so no answer leaves before its event
+/// (or its stored copy) is stored (as when each request wrote its own), but many requests
 /// share one commit instead of each paying for its own (a WAL flush on PostgreSQL, the write
 /// lock on SQLite). The writer has a connection of its own.
 #[derive(Clone)]
@@ -173,8 +174,13 @@ pub struct AuditLog {
 }
 
 struct Job {
-    event: (AuditRow, Vec<AuditEntityRow>),
+    row: Row,
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+enum Row {
+    Event(Box<(AuditRow, Vec<AuditEntityRow>)>),
+    Answer(ers_schema::idempotency::Answer),
 }
 
 /// Most events in one transaction.
@@ -200,11 +206,27 @@ impl AuditLog {
                             Err(_) => break,
                         }
                     }
-                    let (events, waiters): (Vec<_>, Vec<_>) =
-                        group.into_iter().map(|j| (j.event, j.done)).unzip();
+                    let mut events = Vec::new();
+                    let mut answers = Vec::new();
+                    let mut waiters = Vec::new();
+                    for job in group {
+                        match job.row {
+                            Row::Event(e) => events.push(*e),
+                            Row::Answer(a) => answers.push(a),
+                        }
+                        waiters.push(job.done);
+                    }
                     let write = |c: &mut ers_schema::PooledConn| {
-                        ers_schema::write_tx(c, |c| ers_schema::audit::insert_many(c, &events))
-                            .map_err(|e| e.to_string())
+                        ers_schema::write_tx(c, |c| {
+                            if !events.is_empty() {
+                                ers_schema::audit::insert_many(c, &events)?;
+                            }
+                            for a in &answers {
+                                ers_schema::idempotency::answer(c, a)?;
+                            }
+                            Ok(())
+                        })
+                        .map_err(|e: StorageError| e.to_string())
                     };
                     let kept = held.take().and_then(|mut c| write(&mut c).ok().map(|()| c));
                     let result = match kept {
@@ -216,7 +238,11 @@ impl AuditLog {
                     }
                     .map(|c| held = Some(c));
                     if let Err(e) = &result {
-                        log::error!("{} audit events not recorded: {e}", events.len());
+                        log::error!(
+                            "{} audit events and {} idempotent answers not recorded: {e}",
+                            events.len(),
+                            answers.len()
+                        );
                     }
                     for w in waiters {
                         let _ = w.send(result.clone());
@@ -234,15 +260,28 @@ impl AuditLog {
         outcome: &Outcome,
         entities: &[Touched],
     ) -> Result<(), StorageError> {
-        let unavailable = |e: String| {
-            StorageError::Unavailable(format!("the audit event could not be recorded: {e}"))
-        };
+        self.write(
+            Row::Event(Box::new(event_rows(draft, outcome, entities))),
+            "the audit event",
+        )
+        .await
+    }
+
+    /// Stores the answer of a write made under an idempotency key and waits until it is
+    /// committed (a request that claimed no key changes nothing).
+    pub async fn keep_answer(
+        &self,
+        answer: ers_schema::idempotency::Answer,
+    ) -> Result<(), StorageError> {
+        self.write(Row::Answer(answer), "the answer").await
+    }
+
+    async fn write(&self, row: Row, what: &str) -> Result<(), StorageError> {
+        let unavailable =
+            |e: String| StorageError::Unavailable(format!("{what} could not be recorded: {e}"));
         let (done, committed) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Job {
-                event: event_rows(draft, outcome, entities),
-                done,
-            })
+            .send(Job { row, done })
             .map_err(|_| unavailable("the audit writer has stopped".into()))?;
         committed
             .await
