@@ -191,6 +191,35 @@ pub fn profiles_for(resource_type: &str) -> Vec<&'static Profile> {
     v
 }
 
+/// An element of a base R4 definition, for describing the type (the OpenAPI document).
+#[derive(Debug, Clone, Copy)]
+pub struct Element<'a> {
+    /// `Type.element.child`; a choice ends in `[x]`.
+    pub path: &'a str,
+    /// An array in JSON.
+    pub array: bool,
+    /// Its types (several for a choice; none for a backbone element, whose children follow).
+    pub types: &'a [String],
+    /// The element whose definition it shares (`#Type.path`), if any.
+    pub content_ref: Option<&'a str>,
+}
+
+/// The base R4 definition of a type (a resource or a data type), element by element in order;
+/// None when the validator does not have it.
+pub fn elements(type_name: &str) -> Option<Vec<Element<'static>>> {
+    let defs = model()?.types.get(type_name)?;
+    Some(
+        defs.iter()
+            .map(|e| Element {
+                path: &e.path,
+                array: e.array,
+                types: &e.types,
+                content_ref: e.content_ref.as_deref(),
+            })
+            .collect(),
+    )
+}
+
 /// Whether the validator has the base R4 definition of a type.
 pub fn has_definition(resource_type: &str) -> bool {
     model().is_some_and(|m| m.types.contains_key(resource_type))

@@ -198,11 +198,26 @@ fn operation(
         .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
 }
 
+/// The types whose request bodies the document describes element by element
+/// (`fhir_schemas`): every hosted type, and Bundle.
+fn typed_bodies() -> impl Iterator<Item = &'static str> {
+    RESOURCES
+        .iter()
+        .map(|d| d.name)
+        .chain(["Bundle"])
+        .filter(|t| ers_fhir::validate::elements(t).is_some())
+}
+
 fn resource_body(t: &str) -> utoipa::openapi::request_body::RequestBody {
     let mut b = RequestBodyBuilder::new()
         .required(Some(Required::True))
         .description(Some(format!("A FHIR R4 {t} (JSON or XML, at most 5 MB)")));
-    for (ct, c) in fhir_content("Resource") {
+    let schema = if typed_bodies().any(|x| x == t) {
+        super::fhir_schemas::component(t)
+    } else {
+        "Resource".to_owned()
+    };
+    for (ct, c) in fhir_content(&schema) {
         b = b.content(ct, c);
     }
     b.build()
@@ -1349,6 +1364,7 @@ pub fn document() -> OpenApi {
         .schema("OperationOutcome", fhir_schema(Some("OperationOutcome"), "Every error: issue[].code, an e-RS error code in issue[].details and diagnostics naming what was wrong"))
         .security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)))
         .responses_from_iter(COMMON_ERRORS.iter().map(|(code, text)| (format!("Error{code}"), error_response(text))))
+        .schemas_from_iter(super::fhir_schemas::schemas(typed_bodies()))
         .build();
     OpenApiBuilder::new()
         .info(
