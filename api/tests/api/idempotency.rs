@@ -265,3 +265,32 @@ async fn a_booking_sent_again_with_its_key_books_once() {
         .await;
     assert_eq!(plain.status, 422, "{}", plain.text());
 }
+
+#[actix_web::test]
+async fn a_transaction_sent_again_with_its_key_is_done_once() {
+    let app = spawn_app().await;
+    let entry = |nhs: &str, family: &str| {
+        json!({"resource": patient(nhs, family, "Sam", "1970-01-01", "female"),
+               "request": {"method": "POST", "url": "Patient"}})
+    };
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction",
+                        "entry": [entry(NHS[2], "Bundled"), entry(NHS[3], "Bundled")]});
+    let send = || {
+        app.send(
+            app.req("POST", "/FHIR/R4")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header((KEY, "one-transaction")),
+            Some(bundle.to_string().into_bytes()),
+        )
+    };
+    let first = send().await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    // Without the key, the same Bundle again is refused (the NHS numbers are taken); with it,
+    // the first answer comes back.
+    let again = send().await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.json(), first.json());
+    let found = app.search("Patient?family=Bundled&_summary=count").await;
+    assert_eq!(found["total"], 2, "{found}");
+}
