@@ -12,7 +12,7 @@ H=(-H "Authorization: Bearer $TOKEN" -H "NHSD-eRS-Business-Function: REFERRING_C
 JSON=(-H "Content-Type: application/fhir+json")
 
 echo "# The CapabilityStatement (no caller headers needed)"
-curl -s "$BASE/metadata" | head -c 300; echo
+curl -s "$BASE/metadata" | cut -c1-300
 
 echo "# A sandbox test patient by NHS number"
 curl -s "${H[@]}" "$BASE/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888"; echo
@@ -21,6 +21,15 @@ echo "# Create a patient (201, Location, ETag); If-None-Exist makes it safe to r
 ID=$(curl -s "${H[@]}" "${JSON[@]}" -H "If-None-Exist: identifier=https://fhir.nhs.uk/Id/nhs-number|9990000077" \
      --data-binary @"$HERE/patient.json" "$BASE/Patient" | sed -E 's/.*"id":"([^"]+)".*/\1/')
 echo "Patient/$ID"
+
+echo "# A write sent twice with one Idempotency-Key (as after a lost answer) is done once:"
+echo "# the second answer is the first one again, marked Idempotent-Replayed: true"
+KEY="walkthrough-$(date +%s%N)"
+TWIN=$(sed 's/9990000077/9990000107/' "$HERE/patient.json")
+for attempt in 1 2; do
+  curl -s -o /dev/null -D - "${H[@]}" "${JSON[@]}" -H "Idempotency-Key: $KEY" --data "$TWIN" "$BASE/Patient" \
+    | grep -iE '^(HTTP|location|idempotent-replayed)'
+done
 
 echo "# Read it as XML"
 curl -s "${H[@]}" -H "Accept: application/fhir+xml" "$BASE/Patient/$ID"; echo
