@@ -6,7 +6,7 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, Content, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr,
@@ -208,6 +208,31 @@ fn typed_bodies() -> impl Iterator<Item = &'static str> {
         .filter(|t| ers_fhir::validate::elements(t).is_some())
 }
 
+/// A hosted type's answer: its schema, or (a write's, which `Prefer: return=OperationOutcome`
+/// turns into an OperationOutcome) one of the two.
+fn resource_answer(t: &str, description: &str, write: bool) -> Response {
+    let schema = if typed_bodies().any(|x| x == t) {
+        let own = schema_ref(&super::fhir_schemas::component(t));
+        if write {
+            RefOr::T(Schema::OneOf(
+                OneOfBuilder::new()
+                    .item(own)
+                    .item(schema_ref("OperationOutcome"))
+                    .build(),
+            ))
+        } else {
+            own
+        }
+    } else {
+        schema_ref("Resource")
+    };
+    let mut r = ResponseBuilder::new().description(description);
+    for ct in [FHIR_JSON, FHIR_XML] {
+        r = r.content(ct, Content::new(Some(schema.clone())));
+    }
+    r.build()
+}
+
 fn resource_body(t: &str) -> utoipa::openapi::request_body::RequestBody {
     let mut b = RequestBodyBuilder::new()
         .required(Some(Required::True))
@@ -329,8 +354,8 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 vec![header("If-None-Exist", false, "Search criteria (identifier=system|value): create only if nothing matches"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
             )
             .request_body(Some(resource_body(t)))
-            .response("201", response("Created (Location, ETag, Last-Modified)", Some("Resource")))
-            .response("200", response("If-None-Exist matched an existing resource", Some("Resource")));
+            .response("201", resource_answer(t, "Created (Location, ETag, Last-Modified)", true))
+            .response("200", resource_answer(t, "If-None-Exist matched an existing resource", true));
             let errors = [
                 ("409", "A business identifier is already taken"),
                 ("412", "If-None-Exist matched several"),
@@ -352,8 +377,8 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 vec![header("If-Match", false, "W/\"n\": change the match only if n is its current version (412 otherwise)"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
             )
             .request_body(Some(resource_body(t)))
-            .response("200", response("The match, changed", Some("Resource")))
-            .response("201", response("Nothing matched: created (Location, ETag, Last-Modified)", Some("Resource")));
+            .response("200", resource_answer(t, "The match, changed", true))
+            .response("201", resource_answer(t, "Nothing matched: created (Location, ETag, Last-Modified)", true));
             let errors = [
                 ("409", "A business identifier is already taken"),
                 ("412", "Several match, or If-Match names another version"),
@@ -384,10 +409,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             )
             .response(
                 "200",
-                response(
-                    "The current version (ETag, Last-Modified)",
-                    Some("Resource"),
-                ),
+                resource_answer(t, "The current version (ETag, Last-Modified)", false),
             )
             .response("304", not_modified(NOT_MODIFIED));
             instance.push((
@@ -402,7 +424,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 who_may(t, Action::Read),
                 conditional_read(vec![id(), vid]),
             )
-            .response("200", response("That version", Some("Resource")))
+            .response("200", resource_answer(t, "That version", false))
             .response("304", not_modified(NOT_MODIFIED));
             paths = paths.path(
                 format!("{base}/{{id}}/_history/{{vid}}"),
@@ -425,7 +447,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 vec![id(), header("If-Match", false, "W/\"n\": the version being replaced (412 when stale; 428 when required and missing)"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
             )
             .request_body(Some(resource_body(t)))
-            .response("200", response("Updated (ETag, Last-Modified, Location)", Some("Resource")));
+            .response("200", resource_answer(t, "Updated (ETag, Last-Modified, Location)", true));
             let errors = [
                 ("405", "Does not exist (the server assigns ids)"),
                 ("409", "Concurrent update, or identifier taken"),

@@ -90,3 +90,54 @@ async fn interactive_docs_are_served_from_the_binary() {
         init.text()
     );
 }
+
+/// Whether a JSON value has the JSON type a schema property names (an array's items too).
+fn fits(schema: &serde_json::Value, value: &serde_json::Value) -> bool {
+    match schema["type"].as_str() {
+        Some("array") => value
+            .as_array()
+            .is_some_and(|items| items.iter().all(|i| fits(&schema["items"], i))),
+        Some("object") => value.is_object(),
+        Some("string") => value.is_string(),
+        Some("boolean") => value.is_boolean(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        // A reference to another schema (a contained Resource): an object.
+        _ => value.is_object(),
+    }
+}
+
+#[actix_web::test]
+async fn what_the_server_answers_is_what_the_document_describes() {
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    let doc = ers_api::http::openapi::document();
+    let doc = serde_json::to_value(&doc).expect("json");
+    for query in [
+        "Patient?identifier=9912003888",
+        "ServiceRequest?identifier=https://fhir.nhs.uk/Id/UBRN|000000070001",
+        "Appointment?_count=1",
+        "HealthcareService?_count=1",
+        "Slot?_count=1",
+        "PractitionerRole?_count=1",
+    ] {
+        let found = app.search(query).await;
+        let resource = &found["entry"][0]["resource"];
+        let t = resource["resourceType"].as_str().expect("a resource");
+        // The read's documented answer is the type's schema.
+        let answer = &doc["paths"][format!("/FHIR/R4/{t}/{{id}}")]["get"]["responses"]["200"]
+            ["content"]["application/fhir+json"]["schema"]["$ref"];
+        assert_eq!(answer, &format!("#/components/schemas/fhir.{t}"), "{query}");
+        let schema = &doc["components"]["schemas"][format!("fhir.{t}")]["properties"];
+        for (name, value) in resource.as_object().expect("object") {
+            if name.starts_with('_') {
+                continue;
+            }
+            let declared = &schema[name];
+            assert!(declared.is_object(), "{t}.{name} is not in the document");
+            assert!(
+                fits(declared, value),
+                "{t}.{name}: {value} is not {declared}"
+            );
+        }
+    }
+}
