@@ -143,6 +143,15 @@ async fn a_refused_write_leaves_its_key_free_and_bad_keys_are_refused() {
         )
         .await;
     assert_eq!(unknown.status, 401, "{}", unknown.text());
+    // And a method the endpoint does not serve is told that first.
+    let unserved = w
+        .app
+        .send(
+            w.as_rc("PATCH", "ServiceRequest").insert_header((KEY, "two words")),
+            Some(good.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(unserved.status, 405, "{}", unserved.text());
     // Reads ignore it.
     let read = w
         .app
