@@ -152,7 +152,8 @@ pub async fn idempotent(
     let key = match key_of(&value) {
         Ok(k) => k,
         Err(message) => {
-            req.extensions_mut().insert(IdempotencyKey(Err(message)));
+            req.extensions_mut()
+                .insert(IdempotencyKey::new(Err(message)));
             return Ok(next.call(req).await?.map_into_boxed_body());
         }
     };
@@ -198,9 +199,13 @@ pub async fn idempotent(
         Ok(Some(row)) => return Ok(answer_again(req, &state, &caller, &claim, &row).await),
         Ok(None) => {}
     }
-    req.extensions_mut()
-        .insert(IdempotencyKey(Ok(claim.clone())));
+    let key = IdempotencyKey::new(Ok(claim.clone()));
+    req.extensions_mut().insert(key.clone());
     let res = next.call(req).await?.map_into_boxed_body();
+    if !key.was_claimed() {
+        // Nothing was written under the key (a search, a refusal): nothing to keep.
+        return Ok(res);
+    }
     Ok(keep_answer(res, &state, claim).await)
 }
 

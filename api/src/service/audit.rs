@@ -26,9 +26,27 @@ pub struct AuditDraft {
     pub idempotency: Option<IdempotencyKey>,
 }
 
-/// A request's `Idempotency-Key`: the claim it makes, or what is wrong with it.
+/// A request's `Idempotency-Key`: the claim it makes, or what is wrong with it; and whether
+/// a write of the request has claimed it (shared by the copies in its audit drafts).
 #[derive(Debug, Clone)]
-pub struct IdempotencyKey(pub Result<ers_schema::idempotency::Claim, String>);
+pub struct IdempotencyKey {
+    pub key: Result<ers_schema::idempotency::Claim, String>,
+    pub claimed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl IdempotencyKey {
+    pub fn new(key: Result<ers_schema::idempotency::Claim, String>) -> Self {
+        IdempotencyKey {
+            key,
+            claimed: Default::default(),
+        }
+    }
+
+    /// Whether a write claimed the key (its transaction may still have rolled back since).
+    pub fn was_claimed(&self) -> bool {
+        self.claimed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
 
 impl AuditDraft {
     pub fn with_caller(mut self, caller: &Caller) -> Self {
@@ -106,8 +124,16 @@ pub fn record(
     entities: &[Touched],
 ) -> super::Result<()> {
     match draft.idempotency.as_ref().filter(|_| outcome.action != "R") {
-        Some(IdempotencyKey(Ok(key))) => super::deferred::claim(conn, key)?,
-        Some(IdempotencyKey(Err(message))) => {
+        Some(IdempotencyKey {
+            key: Ok(key),
+            claimed,
+        }) => {
+            super::deferred::claim(conn, key)?;
+            claimed.store(true, std::sync::atomic::Ordering::Release);
+        }
+        Some(IdempotencyKey {
+            key: Err(message), ..
+        }) => {
             return Err(super::ServiceError::BadHeader {
                 header: "Idempotency-Key",
                 message: message.clone(),

@@ -147,7 +147,8 @@ async fn a_refused_write_leaves_its_key_free_and_bad_keys_are_refused() {
     let unserved = w
         .app
         .send(
-            w.as_rc("PATCH", "ServiceRequest").insert_header((KEY, "two words")),
+            w.as_rc("PATCH", "ServiceRequest")
+                .insert_header((KEY, "two words")),
             Some(good.to_string().into_bytes()),
         )
         .await;
