@@ -4,6 +4,8 @@
 # A fresh sandbox database, a release server, then ers-load's create-referral scenario at 1, 8
 # and 32 closed-loop clients, and the worklist scenario at 8 clients over the referrals just
 # made. Appends one JSON line per run to docs/benchmarks/referrals.jsonl.
+# ERS_BENCH_IDEMPOTENCY=1: every create carries an Idempotency-Key of its own (what a client
+# that retries safely sends; the runs' JSON lines say so).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . conformance-tests/bench/lib.sh
@@ -21,6 +23,7 @@ wait_ready "$PORT"
 mkdir -p docs/benchmarks
 for CLIENTS in 1 8 32; do
   "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario create-referral \
+      ${ERS_BENCH_IDEMPOTENCY:+--idempotency-keys} \
       --sandbox-user 021600556514 --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 3 \
       --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ)" --json docs/benchmarks/referrals.jsonl
 done
