@@ -237,7 +237,8 @@ pub fn expire(pool: &DbPool, days: i64) -> Result<crate::service::advice::Expiry
 /// task).
 pub fn forget_idempotency_keys(pool: &DbPool, hours: i64) -> Result<usize, String> {
     let mut conn = pool.get().map_err(|e| e.to_string())?;
-    crate::http::idempotency::forget(&mut conn, hours).map_err(|e| e.to_string())
+    let before = chrono::Utc::now().naive_utc() - chrono::Duration::hours(hours);
+    ers_schema::idempotency::forget(&mut conn, before).map_err(|e| e.to_string())
 }
 
 /// Runs UBRN expiry every `interval` seconds (the first run after one interval) on the

@@ -254,12 +254,14 @@ impl Ctx<'_> {
     }
 }
 
-fn is_primitive(t: &str) -> bool {
+/// Whether a type is one of FHIR's primitives (a JSON value rather than an object).
+pub fn is_primitive(t: &str) -> bool {
     t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         || t.starts_with("http://hl7.org/fhirpath/")
 }
 
-fn capitalise(t: &str) -> String {
+/// A type's name as it ends a choice element's JSON name (`value[x]` of a `string`: `valueString`).
+pub fn capitalise(t: &str) -> String {
     let mut c = t.chars();
     match c.next() {
         Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),

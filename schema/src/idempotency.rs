@@ -34,17 +34,12 @@ pub struct Claim {
     pub forgotten_before: NaiveDateTime,
 }
 
-/// The owner's key, unless it was claimed before `since` (forgotten).
-pub fn find(
-    conn: &mut DbConnection,
-    owner: &str,
-    key: &str,
-    since: NaiveDateTime,
-) -> QResult<Option<KeyRow>> {
+/// The claim's key as held, unless it was claimed before the claim's window (forgotten).
+pub fn find(conn: &mut DbConnection, c: &Claim) -> QResult<Option<KeyRow>> {
     Ok(idempotency_keys::table
-        .filter(idempotency_keys::owner.eq(owner))
-        .filter(idempotency_keys::key.eq(key))
-        .filter(idempotency_keys::created_at.ge(since))
+        .filter(idempotency_keys::owner.eq(&c.owner))
+        .filter(idempotency_keys::key.eq(&c.key))
+        .filter(idempotency_keys::created_at.ge(c.forgotten_before))
         .select(KeyRow::as_select())
         .first(conn)
         .optional()?)

@@ -133,11 +133,7 @@ impl ApiError {
                     one("required", "MISSING_HEADER"),
                 ),
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
-                S::BadHeader { header, .. } => (
-                    StatusCode::BAD_REQUEST,
-                    vec![Issue::error("value", "INVALID_VALUE", msg.clone())
-                        .with_expression(header.to_string())],
-                ),
+                S::BadHeader { header, .. } => bad_header(header, msg.clone()),
                 S::Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
                 S::Duplicate { .. } => (
                     StatusCode::CONFLICT,
@@ -231,11 +227,7 @@ impl ApiError {
                 vec![Issue::error("required", "MISSING_HEADER", msg.clone())
                     .with_expression(h.to_string())],
             ),
-            ApiError::BadHeader { header, .. } => (
-                StatusCode::BAD_REQUEST,
-                vec![Issue::error("value", "INVALID_VALUE", msg.clone())
-                    .with_expression(header.to_string())],
-            ),
+            ApiError::BadHeader { header, .. } => bad_header(header, msg.clone()),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 one("not-supported", "INVALID_VALUE"),
@@ -291,6 +283,14 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// A request header that is not as it must be (from the HTTP layer or a use case alike).
+fn bad_header(header: &str, message: String) -> (StatusCode, Vec<Issue>) {
+    (
+        StatusCode::BAD_REQUEST,
+        vec![Issue::error("value", "INVALID_VALUE", message).with_expression(header.to_owned())],
+    )
 }
 
 /// An OperationOutcome response (JSON; the outcome middleware re-encodes it when XML was asked).

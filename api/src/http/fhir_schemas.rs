@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use ers_fhir::validate::{elements, Element};
+use ers_fhir::validate::{capitalise, elements, is_primitive, Element};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 
@@ -23,105 +23,86 @@ pub fn component(type_name: &str) -> String {
 
 /// JSON type of a FHIR primitive; None for a complex type.
 fn primitive(t: &str) -> Option<Type> {
-    match t {
-        "boolean" => Some(Type::Boolean),
-        "integer" | "positiveInt" | "unsignedInt" | "integer64" => Some(Type::Integer),
-        "decimal" => Some(Type::Number),
-        "string" | "code" | "id" | "uri" | "url" | "canonical" | "markdown" | "date"
-        | "dateTime" | "instant" | "time" | "base64Binary" | "oid" | "uuid" | "xhtml" => {
-            Some(Type::String)
-        }
-        t if t.starts_with("http://hl7.org/fhirpath/System.") => Some(Type::String),
-        _ => None,
+    if !is_primitive(t) {
+        return None;
     }
+    Some(match t {
+        "boolean" => Type::Boolean,
+        "integer" | "positiveInt" | "unsignedInt" | "integer64" => Type::Integer,
+        "decimal" => Type::Number,
+        _ => Type::String,
+    })
 }
 
-struct Builder;
-
-impl Builder {
-    /// The schema of one type's value.
-    fn of_type(&mut self, t: &str) -> RefOr<Schema> {
-        if let Some(json) = primitive(t) {
-            return ObjectBuilder::new().schema_type(json).into();
-        }
-        if t == "Resource" {
-            return RefOr::Ref(Ref::from_schema_name("Resource"));
-        }
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .title(Some(t))
-            .description(Some(format!("A FHIR R4 {t}")))
-            .into()
+/// The schema of one type's value.
+fn of_type(t: &str) -> RefOr<Schema> {
+    if let Some(json) = primitive(t) {
+        return ObjectBuilder::new().schema_type(json).into();
     }
-
-    /// An object with the children of `prefix` among `all` as its properties.
-    fn object(&mut self, all: &[Element<'_>], prefix: &str, description: &str) -> Schema {
-        let mut o = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(description));
-        for e in all {
-            let Some(name) = e
-                .path
-                .strip_prefix(prefix)
-                .and_then(|rest| rest.strip_prefix('.'))
-                .filter(|n| !n.contains('.'))
-            else {
-                continue;
-            };
-            for (property, value) in self.element(all, e, name) {
-                let value = if e.array {
-                    ArrayBuilder::new().items(value).into()
-                } else {
-                    value
-                };
-                o = o.property(property, value);
-            }
-        }
-        o.into()
+    if t == "Resource" {
+        return RefOr::Ref(Ref::from_schema_name("Resource"));
     }
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .title(Some(t))
+        .description(Some(format!("A FHIR R4 {t}")))
+        .into()
+}
 
-    /// The properties one element stands for: one, or one per type of a choice.
-    fn element(
-        &mut self,
-        all: &[Element<'_>],
-        e: &Element<'_>,
-        name: &str,
-    ) -> Vec<(String, RefOr<Schema>)> {
-        if let Some(base) = name.strip_suffix("[x]") {
-            return e
-                .types
-                .iter()
-                .map(|t| {
-                    let mut cap = t.chars();
-                    let first = cap.next().map(|c| c.to_ascii_uppercase());
-                    let suffix: String = first.into_iter().chain(cap).collect();
-                    (format!("{base}{suffix}"), self.of_type(t))
-                })
-                .collect();
-        }
-        let value = match e.types {
-            // Shares another element's definition (a recursive one, often): any object.
-            [] if e.content_ref.is_some() => ObjectBuilder::new().schema_type(Type::Object).into(),
-            [] => self.object(all, e.path, e.path).into(),
-            [t] if t == "BackboneElement" || t == "Element" => {
-                self.object(all, e.path, e.path).into()
-            }
-            [t, ..] => self.of_type(t),
+/// An object with the children of `prefix` among `all` as its properties.
+fn object(all: &[Element<'_>], prefix: &str, description: &str) -> Schema {
+    let mut o = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description));
+    for e in all {
+        let Some(name) = e
+            .path
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|n| !n.contains('.'))
+        else {
+            continue;
         };
-        vec![(name.to_owned(), value)]
+        for (property, value) in element(all, e, name) {
+            let value = if e.array {
+                ArrayBuilder::new().items(value).into()
+            } else {
+                value
+            };
+            o = o.property(property, value);
+        }
     }
+    o.into()
+}
+
+/// The properties one element stands for: one, or one per type of a choice.
+fn element(all: &[Element<'_>], e: &Element<'_>, name: &str) -> Vec<(String, RefOr<Schema>)> {
+    if let Some(base) = name.strip_suffix("[x]") {
+        return e
+            .types
+            .iter()
+            .map(|t| (format!("{base}{}", capitalise(t)), of_type(t)))
+            .collect();
+    }
+    let value = match e.types {
+        // Shares another element's definition (a recursive one, often): any object.
+        [] if e.content_ref.is_some() => ObjectBuilder::new().schema_type(Type::Object).into(),
+        [] => object(all, e.path, e.path).into(),
+        [t] if t == "BackboneElement" || t == "Element" => object(all, e.path, e.path).into(),
+        [t, ..] => of_type(t),
+    };
+    vec![(name.to_owned(), value)]
 }
 
 /// Schemas (by component name) of the resource types, each with `resourceType` its own and
 /// required.
 pub fn schemas<'a>(resource_types: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Schema> {
-    let mut b = Builder;
     let mut out = BTreeMap::new();
     for t in resource_types {
         let Some(all) = elements(t) else {
             continue;
         };
-        let Schema::Object(mut o) = b.object(&all, t, &format!("A FHIR R4 {t}")) else {
+        let Schema::Object(mut o) = object(&all, t, &format!("A FHIR R4 {t}")) else {
             continue;
         };
         o.properties.insert(

@@ -19,7 +19,7 @@ use actix_web::http::header::HeaderValue;
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpResponse, ResponseError};
-use chrono::{Duration, NaiveDateTime, Utc};
+use chrono::{Duration, Utc};
 use ers_schema::idempotency::{self, Answer, Claim, KeyRow};
 use futures_util::StreamExt;
 
@@ -90,10 +90,7 @@ fn fingerprint(method: &Method, path: &str, query: &str, body: &[u8]) -> String 
         all.push(b'\n');
     }
     all.extend_from_slice(body);
-    openssl::sha::sha256(&all)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::domain::sha256_hex(&all)
 }
 
 fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse<BoxBody> {
@@ -188,11 +185,8 @@ pub async fn idempotent(
         forgotten_before,
     };
     let found = {
-        let (owner, key) = (claim.owner.clone(), claim.key.clone());
-        on_read(&state, move |c| {
-            idempotency::find(c, &owner, &key, forgotten_before)
-        })
-        .await
+        let claim = claim.clone();
+        on_read(&state, move |c| idempotency::find(c, &claim)).await
     };
     match found {
         Err(e) => return Ok(refuse(req, e)),
@@ -217,13 +211,6 @@ async fn answer_again(
     claim: &Claim,
     row: &KeyRow,
 ) -> ServiceResponse<BoxBody> {
-    let conflict = |message: String| {
-        ApiError::Service(ServiceError::Conflict {
-            ers_code: "IDEMPOTENCY_KEY_IN_USE",
-            message,
-            expression: HEADER.into(),
-        })
-    };
     if row.fingerprint != claim.fingerprint {
         let e = ApiError::Service(ServiceError::Invalid(vec![Issue::error(
             "business-rule",
@@ -237,10 +224,14 @@ async fn answer_again(
         return refuse(req, e);
     }
     let Some(status) = row.status else {
-        let e = conflict(format!(
-            "'{HEADER}' ({}): request {} made with this key has written its changes, but its answer is not stored (it is still being sent, or its server stopped); retry in a moment, or find the result by searching",
-            claim.key, row.request_id
-        ));
+        let e = ApiError::Service(ServiceError::Conflict {
+            ers_code: "IDEMPOTENCY_KEY_IN_USE",
+            message: format!(
+                "'{HEADER}' ({}): request {} made with this key has written its changes, but its answer is not stored (it is still being sent, or its server stopped); retry in a moment, or find the result by searching",
+                claim.key, row.request_id
+            ),
+            expression: HEADER.into(),
+        });
         return refuse(req, e);
     };
     let d = draft(req.request(), Some(caller));
@@ -305,15 +296,6 @@ async fn keep_answer(
         log::error!("request {request_id}: the answer for its {HEADER} was not stored: {e}");
     }
     ServiceResponse::new(http, head.set_body(BoxBody::new(bytes)))
-}
-
-/// Forgets the keys older than `hours` (the expiry schedule).
-pub fn forget(
-    conn: &mut ers_schema::DbConnection,
-    hours: i64,
-) -> Result<usize, ers_schema::StorageError> {
-    let before: NaiveDateTime = Utc::now().naive_utc() - Duration::hours(hours);
-    idempotency::forget(conn, before)
 }
 
 #[cfg(test)]

@@ -205,7 +205,7 @@ fn typed_bodies() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|d| d.name)
         .chain(["Bundle"])
-        .filter(|t| ers_fhir::validate::elements(t).is_some())
+        .filter(|t| ers_fhir::validate::has_definition(t))
 }
 
 /// A hosted type's answer: its schema, or (a write's, which `Prefer: return=OperationOutcome`

@@ -129,10 +129,7 @@ pub fn upload(
         ));
     }
     let id = crate::fhir::new_id();
-    let sha256: String = openssl::sha::sha256(up.bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = crate::domain::sha256_hex(up.bytes);
     let row = NewBinary {
         id: &id,
         content_type: &content_type,

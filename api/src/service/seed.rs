@@ -1051,10 +1051,7 @@ fn letters(s: &mut Seeder<'_>, made: &[Seeded], referrer_org: &str) -> Result<()
         );
         let filename = format!("{ubrn}_referral_letter.pdf");
         if ers_schema::store::binary_meta(s.conn, att)?.is_none() {
-            let sha256: String = openssl::sha::sha256(pdf.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let sha256 = crate::domain::sha256_hex(pdf.as_bytes());
             ers_schema::store::insert_binary(
                 s.conn,
                 &ers_schema::NewBinary {
