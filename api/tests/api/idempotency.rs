@@ -243,6 +243,11 @@ async fn a_key_is_forgotten_after_its_lifetime() {
     assert_eq!(again.header("idempotent-replayed"), None);
     assert_ne!(again.json()["id"], first.json()["id"]);
     assert_eq!(referrals_of(&w).await, before + 2);
+    // The expiry schedule deletes keys past their lifetime, and only those.
+    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
+    assert_eq!(ers_api::startup::forget_idempotency_keys(&pool, 1), Ok(0));
+    assert_eq!(ers_api::startup::forget_idempotency_keys(&pool, 0), Ok(1));
+    assert_eq!(ers_api::startup::forget_idempotency_keys(&pool, 0), Ok(0));
 }
 
 #[actix_web::test]
