@@ -196,7 +196,7 @@ fn import(settings: &Settings, args: &[String]) -> Result<(), String> {
         }
     }
     // Each file in the order of the type of its first resource (referred-to types first);
-    // what the server writes itself (Provenance) or keeps apart (subscriptions) is skipped.
+    // what the server derives itself (Provenance) or keeps apart (subscriptions) is skipped.
     let mut ranked = Vec::new();
     let mut total = 0u64;
     for f in files {

@@ -4,7 +4,7 @@
 # A fresh sandbox database and a release server; ers-load's create-referral and read (a Patient
 # by id) at CLIENTS (default 32) against the server; then, with the server stopped, ers-floor's
 # same two scenarios on the same database: the rows the server wrote for its latest referral
-# (referral, Provenance, all their index rows, an audit and an outbox event) copied through
+# (referral, all its index rows, an audit and an outbox event) copied through
 # diesel directly, and the Patient read by id, with no HTTP, validation or rules.
 # Appends one JSON line per run to docs/benchmarks/floor.jsonl.
 set -euo pipefail

@@ -559,3 +559,114 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod migration_tests {
+    use diesel::prelude::*;
+    use diesel_migrations::MigrationHarness;
+
+    use super::{DbConnection, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+    use crate::schema::{resource_versions, resources, search_refs, search_tokens};
+
+    /// Applies the pending migrations before the first whose name holds `stop`.
+    fn migrate_until(conn: &mut DbConnection, stop: &str) {
+        macro_rules! until {
+            ($c:expr, $source:expr) => {
+                for m in $c.pending_migrations($source).expect("pending") {
+                    if m.name().to_string().contains(stop) {
+                        break;
+                    }
+                    $c.run_migration(&m).expect("migration");
+                }
+            };
+        }
+        match conn {
+            DbConnection::Postgresql(c) => until!(c, POSTGRES_MIGRATIONS),
+            DbConnection::Sqlite(c) => until!(c, SQLITE_MIGRATIONS),
+        }
+    }
+
+    #[test]
+    fn stored_provenance_leaves_its_application_and_delegation_on_the_versions() {
+        let pool = super::build_pool(&crate::testing::database_url(), 1).expect("pool");
+        let mut conn = pool.get().expect("connection");
+        migrate_until(&mut conn, "derived_provenance");
+        let provenance = |version: i64, who: &str, for_whom: &str| {
+            format!(
+                r#"{{"resourceType":"Provenance","target":[{{"reference":"Patient/p1/_history/{version}"}}],"agent":[{{"who":{who},"onBehalfOf":{for_whom}}}]}}"#
+            )
+        };
+        let app =
+            r#"{"identifier":{"system":"https://fhir.nhs.uk/Id/ers-application","value":"app-9"}}"#;
+        let user = r#"{"identifier":{"system":"https://fhir.nhs.uk/Id/sds-user-id","value":"555000000001"}}"#;
+        let org = r#"{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"R69"}}"#;
+        let delegate = r#"{"identifier":{"system":"https://fhir.nhs.uk/Id/sds-user-id","value":"555000000002"}}"#;
+        let mut sql = String::from(
+            "INSERT INTO resources (res_type, id, version_id, last_updated, deleted, content) VALUES ('Patient', 'p1', 3, '2026-12-01 10:00:00', 0, '{}');",
+        );
+        for v in 1..=3 {
+            sql.push_str(&format!("INSERT INTO resource_versions (res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id) VALUES ('Patient', 'p1', {v}, '2026-12-01 10:00:00', 'PUT', 0, '{{}}', 'u', 'R', 'R69', 'q{v}');"));
+        }
+        for (n, (v, who, for_whom)) in [(1, app, org), (2, user, delegate), (3, user, org)]
+            .into_iter()
+            .enumerate()
+        {
+            sql.push_str(&format!("INSERT INTO resources (res_type, id, version_id, last_updated, deleted, content) VALUES ('Provenance', 'pv{n}', 1, '2026-12-01 10:00:00', 0, '{}');", provenance(v, who, for_whom)));
+            sql.push_str(&format!("INSERT INTO resource_versions (res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id) VALUES ('Provenance', 'pv{n}', 1, '2026-12-01 10:00:00', 'POST', 0, '{{}}', 'u', 'R', 'R69', 'q{v}');"));
+            sql.push_str(&format!("INSERT INTO search_tokens (res_type, res_id, param, system, code) VALUES ('Provenance', 'pv{n}', '_access', '', 'R69');"));
+            sql.push_str(&format!("INSERT INTO search_refs (res_type, res_id, param, target_type, target_id) VALUES ('Provenance', 'pv{n}', 'target', 'Patient', 'p1');"));
+        }
+        match &mut *conn {
+            DbConnection::Postgresql(c) => {
+                diesel::connection::SimpleConnection::batch_execute(c, &sql)
+            }
+            DbConnection::Sqlite(c) => diesel::connection::SimpleConnection::batch_execute(c, &sql),
+        }
+        .expect("rows of the schema before");
+        super::run_migrations(&mut conn).expect("the rest");
+
+        let carried: Vec<(i64, Option<String>, Option<String>)> = resource_versions::table
+            .filter(resource_versions::res_type.eq("Patient"))
+            .order(resource_versions::version_id)
+            .select((
+                resource_versions::version_id,
+                resource_versions::client_id,
+                resource_versions::on_behalf_of,
+            ))
+            .load(&mut *conn)
+            .expect("versions");
+        assert_eq!(
+            carried,
+            vec![
+                (1, Some("app-9".to_owned()), None),
+                (2, None, Some("555000000002".to_owned())),
+                (3, None, None),
+            ]
+        );
+        let left = |c: &mut DbConnection| -> (i64, i64, i64, i64) {
+            (
+                resources::table
+                    .filter(resources::res_type.eq("Provenance"))
+                    .count()
+                    .get_result(c)
+                    .expect("count"),
+                resource_versions::table
+                    .filter(resource_versions::res_type.eq("Provenance"))
+                    .count()
+                    .get_result(c)
+                    .expect("count"),
+                search_tokens::table
+                    .filter(search_tokens::res_type.eq("Provenance"))
+                    .count()
+                    .get_result(c)
+                    .expect("count"),
+                search_refs::table
+                    .filter(search_refs::res_type.eq("Provenance"))
+                    .count()
+                    .get_result(c)
+                    .expect("count"),
+            )
+        };
+        assert_eq!(left(&mut conn), (0, 0, 0, 0));
+    }
+}

@@ -222,6 +222,11 @@ impl Cursor {
         Cursor(Some((last_updated, id.to_owned())))
     }
 
+    /// The change time and id of the row it is just after (none from the start).
+    pub fn position(&self) -> Option<(NaiveDateTime, &str)> {
+        self.0.as_ref().map(|(t, id)| (*t, id.as_str()))
+    }
+
     /// `""` from the start, else `{time}|{id}` (ids never hold `|`).
     pub fn encode(&self) -> String {
         match &self.0 {

@@ -30,6 +30,7 @@ pub mod search;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod versions;
 pub mod worklists;
 
 pub use conn::{

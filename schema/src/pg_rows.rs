@@ -62,6 +62,8 @@ pub(crate) struct Rows {
     v_role: Vec<String>,
     v_org: Vec<String>,
     v_request: Vec<String>,
+    v_client: Vec<Option<String>>,
+    v_obo: Vec<Option<String>>,
 
     t_type: Vec<String>,
     t_id: Vec<String>,
@@ -122,6 +124,8 @@ impl Rows {
         self.v_role.push(v.author_role);
         self.v_org.push(v.author_org);
         self.v_request.push(v.request_id);
+        self.v_client.push(v.client_id);
+        self.v_obo.push(v.on_behalf_of);
     }
 
     /// A resource's index entries.
@@ -214,7 +218,7 @@ impl Rows {
             ]
         );
         unnest_insert!(out, self, ", ", "v", "resource_versions",
-            "res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id", [
+            "res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id, client_id, on_behalf_of", [
             (v_type, Text, "::text[]"),
             (v_id, Text, "::text[]"),
             (v_version, BigInt, "::int8[]"),
@@ -225,7 +229,9 @@ impl Rows {
             (v_user, Nullable<Text>, "::text[]"),
             (v_role, Text, "::text[]"),
             (v_org, Text, "::text[]"),
-            (v_request, Text, "::text[]")
+            (v_request, Text, "::text[]"),
+            (v_client, Nullable<Text>, "::text[]"),
+            (v_obo, Nullable<Text>, "::text[]")
         ]);
         unnest_insert!(
             out,
@@ -596,7 +602,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         out.push_bind_param::<Text, _>(&v.id)?;
         out.push_sql(" AND version_id = ");
         out.push_bind_param::<BigInt, _>(&self.expected)?;
-        out.push_sql(" RETURNING 1), v AS (INSERT INTO resource_versions (res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id) SELECT ");
+        out.push_sql(" RETURNING 1), v AS (INSERT INTO resource_versions (res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id, client_id, on_behalf_of) SELECT ");
         out.push_bind_param::<Text, _>(&v.res_type)?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(&v.id)?;
@@ -618,6 +624,10 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         out.push_bind_param::<Text, _>(&v.author_org)?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(&v.request_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.client_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&v.on_behalf_of)?;
         out.push_sql(" FROM u)");
         new_rows!(
             "nt",
@@ -728,12 +738,11 @@ impl QueryFragment<Pg> for Rewrite<'_> {
     }
 }
 
-/// What a write transaction adds beside its resources at its end — new resources (each
-/// version's Provenance) with their indexes, audit events with their entities, change events
-/// for subscribers — in one statement: one round trip before the commit instead of three.
+/// What a write transaction adds beside its resources at its end — audit events with their
+/// entities, change events for subscribers — in one statement: one round trip before the
+/// commit instead of two.
 #[derive(Default)]
 pub(crate) struct Batch {
-    pub(crate) rows: Rows,
     pub(crate) audit: AuditRows,
     o_type: Vec<String>,
     o_id: Vec<String>,
@@ -773,8 +782,7 @@ impl RunQueryDsl<PgConnection> for Batch {}
 
 impl QueryFragment<Pg> for Batch {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.rows.parts(&mut out, "WITH ", false)?;
-        self.audit.parts(&mut out, ", ", false)?;
+        self.audit.parts(&mut out, "WITH ", false)?;
         out.push_sql(
             " INSERT INTO outbox (res_type, res_id, version_id, method, occurred) \
              SELECT t, i, v, m, o FROM unnest(",

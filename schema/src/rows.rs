@@ -36,6 +36,10 @@ pub struct VersionRow {
     pub author_role: String,
     pub author_org: String,
     pub request_id: String,
+    /// The application that wrote it (its OAuth client id), when one did.
+    pub client_id: Option<String>,
+    /// The user a delegate acted for (SDS user id), when acting on someone's behalf.
+    pub on_behalf_of: Option<String>,
 }
 
 impl VersionRow {
@@ -51,6 +55,10 @@ pub struct Author {
     pub role: String,
     pub org: String,
     pub request_id: String,
+    /// The application writing (its OAuth client id), when one is.
+    pub client_id: Option<String>,
+    /// The user a delegate acts for (SDS user id).
+    pub on_behalf_of: Option<String>,
 }
 
 /// A token index entry (`system|code`); `system` is empty when the element has none.

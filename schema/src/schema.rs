@@ -25,6 +25,8 @@ diesel::table! {
         author_role -> Text,
         author_org -> Text,
         request_id -> Text,
+        client_id -> Nullable<Text>,
+        on_behalf_of -> Nullable<Text>,
     }
 }
 

@@ -191,15 +191,15 @@ pub struct SqlPredicate {
 }
 
 impl SqlPredicate {
-    fn sql(mut self, s: &str) -> Self {
+    pub(crate) fn sql(mut self, s: &str) -> Self {
         self.parts.push(Part::Sql(s.to_owned()));
         self
     }
-    fn text(mut self, v: &str) -> Self {
+    pub(crate) fn text(mut self, v: &str) -> Self {
         self.parts.push(Part::Text(v.to_owned()));
         self
     }
-    fn ts(mut self, v: NaiveDateTime) -> Self {
+    pub(crate) fn ts(mut self, v: NaiveDateTime) -> Self {
         self.parts.push(Part::Ts(v));
         self
     }
@@ -207,12 +207,12 @@ impl SqlPredicate {
         self.parts.push(Part::F64(v));
         self
     }
-    fn append(mut self, other: SqlPredicate) -> Self {
+    pub(crate) fn append(mut self, other: SqlPredicate) -> Self {
         self.parts.extend(other.parts);
         self
     }
     /// `(a) OR (b) OR ...`; an empty list is TRUE (no restriction).
-    fn any(preds: Vec<SqlPredicate>) -> SqlPredicate {
+    pub(crate) fn any(preds: Vec<SqlPredicate>) -> SqlPredicate {
         if preds.is_empty() {
             return SqlPredicate::default().sql("1 = 1");
         }
@@ -281,7 +281,7 @@ pub const KM_PER_DEGREE: f64 = 111.32;
 
 /// The FHIR date-prefix semantics over a stored range `[lo, hi]` (column names) and a
 /// searched range.
-fn date_predicate(lo: &str, hi: &str, m: &DateMatch) -> SqlPredicate {
+pub(crate) fn date_predicate(lo: &str, hi: &str, m: &DateMatch) -> SqlPredicate {
     let p = SqlPredicate::default();
     let (pl, ph) = (m.low, m.high);
     match m.prefix {

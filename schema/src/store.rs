@@ -418,6 +418,8 @@ fn version_row(v: &NewVersion<'_>, method: &str, deleted: bool) -> VersionRow {
         author_role: v.author.role.clone(),
         author_org: v.author.org.clone(),
         request_id: v.author.request_id.clone(),
+        client_id: v.author.client_id.clone(),
+        on_behalf_of: v.author.on_behalf_of.clone(),
     }
 }
 
@@ -808,7 +810,7 @@ pub fn unique_owner(
     Ok(q.first::<String>(conn).optional()?)
 }
 
-/// Live resources (other than Provenance) that refer to `target_type/target_id`, at most `limit`.
+/// Live resources that refer to `target_type/target_id`, at most `limit`.
 pub fn referrers(
     conn: &mut DbConnection,
     target_type: &str,
@@ -818,8 +820,6 @@ pub fn referrers(
     Ok(search_refs::table
         .filter(search_refs::target_type.eq(target_type))
         .filter(search_refs::target_id.eq(target_id))
-        // Provenance records history; it never pins what it describes.
-        .filter(search_refs::res_type.ne("Provenance"))
         .select((search_refs::res_type, search_refs::res_id))
         .distinct()
         .order((search_refs::res_type, search_refs::res_id))
@@ -1271,33 +1271,25 @@ pub struct NewEvent {
     pub occurred: NaiveDateTime,
 }
 
-/// What a write transaction adds at its end: new resources (version 1, with their indexes),
-/// audit events and change events. On PostgreSQL one statement (`pg_rows::Batch`) when the
-/// rows fit one bulk chunk; otherwise `insert_many`, `audit::insert_many` and `record_events`.
+/// What a write transaction adds at its end: audit events and change events. On PostgreSQL
+/// one statement (`pg_rows::Batch`) when the rows fit one bulk chunk; otherwise
+/// `audit::insert_many` and `record_events`.
 pub fn write_additions(
     conn: &mut DbConnection,
-    items: &[(NewVersion<'_>, &IndexEntries)],
     audits: &[(crate::audit::AuditRow, Vec<crate::audit::AuditEntityRow>)],
     events: &[NewEvent],
 ) -> QResult<()> {
     if let DbConnection::Postgresql(pg) = conn {
-        if items.len() <= BULK_CHUNK && audits.len() <= BULK_CHUNK && events.len() <= BULK_CHUNK {
+        if audits.len() <= BULK_CHUNK && events.len() <= BULK_CHUNK {
             let mut batch = pg_rows::Batch::default();
-            for (v, ix) in items {
-                add_new(&mut batch.rows, v, ix);
-            }
             for (e, entities) in audits {
                 batch.audit.event(e, entities);
             }
             for e in events {
                 batch.event(&e.res_type, &e.res_id, e.version_id, &e.method, e.occurred);
             }
-            batch.write(pg)?;
-            return refresh_directory(conn, items);
+            return Ok(batch.write(pg)?);
         }
-    }
-    if !items.is_empty() {
-        insert_many(conn, items)?;
     }
     if !audits.is_empty() {
         crate::audit::insert_many(conn, audits)?;
@@ -1574,6 +1566,8 @@ mod tests {
             role: "test".into(),
             org: "X".into(),
             request_id: "test".into(),
+            client_id: None,
+            on_behalf_of: None,
         };
         let now = chrono::Utc::now().naive_utc();
         for (id, code) in [("r.a", "X"), ("r.b", "X"), ("r.c", "Y")] {

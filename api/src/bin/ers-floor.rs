@@ -8,7 +8,7 @@
 //!
 //! - `create-referral` copies what the server wrote for its latest created ServiceRequest (run
 //!   it on a database where `ers-load --scenario create-referral` ran): every resource version
-//!   that request wrote (the referral and its Provenance) with all of their stored index rows,
+//!   that request wrote (the referral) with all of their stored index rows,
 //!   under new ids and a new UBRN, plus an audit event and an outbox event, in one write
 //!   transaction per referral. The server also writes reporting and worklist rows, checks the
 //!   shortlist and the requester, and takes a UBRN; the floor does not.
@@ -180,6 +180,8 @@ impl Plan {
                             role: v.author_role.clone(),
                             org: v.author_org.clone(),
                             request_id: v.request_id.clone(),
+                            client_id: v.client_id.clone(),
+                            on_behalf_of: v.on_behalf_of.clone(),
                         };
                         store::insert_resource(
                             c,

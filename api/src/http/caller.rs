@@ -221,6 +221,8 @@ pub fn author(req: &HttpRequest, caller: &Caller) -> ers_schema::Author {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default(),
+        client_id: caller.client_id.clone(),
+        on_behalf_of: caller.on_behalf_of.clone(),
     }
 }
 

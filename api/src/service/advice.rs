@@ -786,6 +786,8 @@ pub fn expire(conn: &mut DbConnection, now: NaiveDateTime, days: i64) -> Result<
         role: "SYSTEM".into(),
         org: "ers-server".into(),
         request_id: request_id.clone(),
+        client_id: Some("ers-server expire".into()),
+        on_behalf_of: None,
     };
     let mut report = ExpiryReport::default();
     loop {
@@ -861,18 +863,9 @@ fn expire_one(
                 }
             }
         }
-        let mut provenance =
-            store::referring(c, "Provenance", "target", "Communication", &messages)?;
-        provenance.extend(store::referring(
-            c,
-            "Provenance",
-            "target",
-            "DocumentReference",
-            &documents,
-        )?);
+        // Their Provenance is their versions' (`provenance`): it goes with them.
         store::purge(c, "Communication", &messages)?;
         store::purge(c, "DocumentReference", &documents)?;
-        store::purge(c, "Provenance", &provenance)?;
         // An upload another (live) document still shows stays.
         let mut erased = Vec::new();
         for b in uploads {
@@ -889,7 +882,6 @@ fn expire_one(
             .iter()
             .map(|m| ("Communication", m))
             .chain(documents.iter().map(|d| ("DocumentReference", d)))
-            .chain(provenance.iter().map(|p| ("Provenance", p)))
             .chain(erased.iter().map(|b| ("Binary", b)));
         for (t, rid) in deleted {
             audit::record(

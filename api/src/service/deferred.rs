@@ -1,5 +1,5 @@
-//! Rows a write transaction adds beside its resources — each version's Provenance, each audit
-//! event, each change event — gathered while the use case runs and written together just
+//! Rows a write transaction adds beside its resources — each audit event, each change event —
+//! gathered while the use case runs and written together just
 //! before it commits: one statement on PostgreSQL (`store::write_additions`), one multi-row
 //! INSERT per table on SQLite, instead of a handful of statements per resource (a booking
 //! writes three versions). Only inside `write_tx` below; elsewhere the
@@ -7,27 +7,16 @@
 
 use std::cell::RefCell;
 
-use chrono::NaiveDateTime;
 use ers_schema::audit::{AuditEntityRow, AuditRow};
 use ers_schema::idempotency::{self, Claim};
-use ers_schema::store::{self, NewEvent, NewVersion};
-use ers_schema::{Author, DbConnection, IndexEntries};
-
-/// A Provenance resource to insert.
-pub struct ProvenanceRow {
-    pub id: String,
-    pub last_updated: NaiveDateTime,
-    pub content: String,
-    pub author: Author,
-    pub index: IndexEntries,
-}
+use ers_schema::store::{self, NewEvent};
+use ers_schema::DbConnection;
 
 #[derive(Default)]
 struct Pending {
     /// The idempotency key the transaction's writes were asked for under (at most one: one
     /// request's).
     claims: Vec<Claim>,
-    provenance: Vec<ProvenanceRow>,
     audits: Vec<(AuditRow, Vec<AuditEntityRow>)>,
     events: Vec<NewEvent>,
 }
@@ -61,7 +50,7 @@ fn gather() -> Gathering {
     })
 }
 
-/// A write transaction whose Provenance, audit and outbox rows are written together at its
+/// A write transaction whose audit and outbox rows are written together at its
 /// end. Nested calls join the outer one.
 pub fn write_tx<T>(
     conn: &mut DbConnection,
@@ -86,13 +75,6 @@ fn defer<R>(row: R, put: impl FnOnce(&mut Pending, R)) -> Option<R> {
         }
         None => Some(row),
     })
-}
-
-pub fn provenance(c: &mut DbConnection, row: ProvenanceRow) -> super::Result<()> {
-    if let Some(row) = defer(row, |p, r| p.provenance.push(r)) {
-        store::insert_resource(c, &new_version(&row), &row.index)?;
-    }
-    Ok(())
 }
 
 /// Claims the request's idempotency key for the write transaction it is in (once, however
@@ -147,17 +129,6 @@ pub fn event(c: &mut DbConnection, e: NewEvent) -> super::Result<()> {
     Ok(())
 }
 
-fn new_version(p: &ProvenanceRow) -> NewVersion<'_> {
-    NewVersion {
-        res_type: "Provenance",
-        id: &p.id,
-        version_id: 1,
-        last_updated: p.last_updated,
-        content: &p.content,
-        author: &p.author,
-    }
-}
-
 fn flush(c: &mut DbConnection) -> super::Result<()> {
     // Taken, leaving the gathering open and empty until the outer call returns.
     let Some(p) = PENDING.with(|p| p.borrow_mut().as_mut().map(std::mem::take)) else {
@@ -167,11 +138,6 @@ fn flush(c: &mut DbConnection) -> super::Result<()> {
     for key in &p.claims {
         take(c, key)?;
     }
-    let versions: Vec<(NewVersion<'_>, &IndexEntries)> = p
-        .provenance
-        .iter()
-        .map(|r| (new_version(r), &r.index))
-        .collect();
-    store::write_additions(c, &versions, &p.audits, &p.events)?;
+    store::write_additions(c, &p.audits, &p.events)?;
     Ok(())
 }

@@ -379,7 +379,7 @@ fn run(
         let mut type_done = false;
         while count < want {
             let limit = PAGE.min((want - count) as i64);
-            let rows = store::page(c, &q, &after, limit)?;
+            let rows = super::provenance::page(c, &q, &after, limit)?;
             let short = (rows.len() as i64) < limit;
             for row in rows {
                 buf.extend_from_slice(row.content.as_bytes());

@@ -11,6 +11,7 @@ pub mod directory;
 pub mod exports;
 pub mod memo;
 pub mod postcodes;
+pub mod provenance;
 pub mod referral;
 pub mod reporting;
 pub mod reports;

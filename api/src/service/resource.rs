@@ -9,7 +9,7 @@ use ers_schema::{
 use serde_json::Value;
 
 use super::audit::{self, AuditDraft, Outcome};
-use super::{scope, ServiceError};
+use super::{provenance, scope, ServiceError};
 use crate::fhir::index;
 use crate::fhir::outcome::Issue;
 use crate::fhir::registry::{self, ResourceDef};
@@ -371,9 +371,9 @@ fn storage_conflict(e: StorageError, def: &ResourceDef) -> ServiceError {
     }
 }
 
-/// What every stored version brings with it, in its own transaction: its Provenance (who
-/// made it), for types systems may subscribe to the change event (no lost or phantom events),
-/// and for reported types its reporting row (`reporting`).
+/// What every stored version brings with it, in its own transaction: for types systems may
+/// subscribe to the change event (no lost or phantom events), and for reported types its
+/// reporting row (`reporting`). (Its Provenance is the version row itself: `provenance`.)
 fn record_change(
     c: &mut DbConnection,
     res_type: &str,
@@ -381,10 +381,8 @@ fn record_change(
     version: i64,
     activity: &str,
     content: &Value,
-    w: &Writer<'_>,
 ) -> Result<()> {
     super::memo::forget(res_type, id);
-    provenance(c, res_type, id, version, activity, w)?;
     if registry::find(res_type).is_some_and(|d| d.events) {
         super::deferred::event(
             c,
@@ -404,67 +402,6 @@ fn record_change(
         content,
         activity == "DELETE",
         activity == "CREATE",
-    )
-}
-
-fn provenance(
-    c: &mut DbConnection,
-    res_type: &str,
-    id: &str,
-    version: i64,
-    activity: &str,
-    w: &Writer<'_>,
-) -> Result<()> {
-    let (author, audit, access) = (w.author, w.audit, w.access);
-    use crate::domain::{OdsCode, SdsUserId};
-    use serde_json::json;
-    let def = registry::find("Provenance")
-        .ok_or_else(|| ServiceError::BadRequest("Provenance is not registered".into()))?;
-    let pid = crate::fhir::new_id();
-    let last_updated = now();
-    let who = match (&audit.client_id, &author.user) {
-        (Some(app), _) => {
-            json!({"identifier": {"system": "https://fhir.nhs.uk/Id/ers-application", "value": app}})
-        }
-        (None, Some(user)) if SdsUserId::parse(user).is_ok() => {
-            json!({"identifier": {"system": SdsUserId::SYSTEM, "value": user}})
-        }
-        (None, Some(user)) => json!({"display": user}),
-        (None, None) => json!({"display": "ers-server"}),
-    };
-    let on_behalf_of = match &audit.on_behalf_of {
-        Some(obo) => json!({"identifier": {"system": SdsUserId::SYSTEM, "value": obo}}),
-        None => {
-            json!({"identifier": {"system": OdsCode::ORGANIZATION_SYSTEM, "value": author.org}})
-        }
-    };
-    let mut content = json!({
-        "resourceType": "Provenance",
-        "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance"]},
-        "target": [{"reference": format!("{res_type}/{id}/_history/{version}")}],
-        "recorded": crate::fhir::datetime::instant(last_updated),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": activity}]},
-        "agent": [{
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
-            "role": [{"coding": [{"system": super::seed::BUSINESS_FUNCTION_SYSTEM, "code": author.role}]}],
-            "who": who,
-            "onBehalfOf": on_behalf_of,
-        }],
-    });
-    let mut index = index::entries(def, &content, &Default::default());
-    if let Some(target) = registry::find(res_type) {
-        index.tokens.extend(scope::following(target, access));
-    }
-    crate::fhir::stamp(&mut content, &pid, 1, last_updated);
-    super::deferred::provenance(
-        c,
-        super::deferred::ProvenanceRow {
-            id: pid,
-            last_updated,
-            content: content.to_string(),
-            author: author.clone(),
-            index,
-        },
     )
 }
 
@@ -644,7 +581,7 @@ pub fn create(
             deleted: 0,
             content: text,
         };
-        record_change(c, def.name, &id, 1, "CREATE", &content, w)?;
+        record_change(c, def.name, &id, 1, "CREATE", &content)?;
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -658,6 +595,9 @@ pub fn create(
 
 /// `GET /{type}/{id}`.
 pub fn read(conn: &mut DbConnection, def: &ResourceDef, id: &str) -> Result<ResourceRow> {
+    if provenance::is(def) {
+        return provenance::read(conn, id);
+    }
     match super::memo::current(conn, def.name, id)? {
         None => Err(ServiceError::NotFound {
             res_type: def.name.to_owned(),
@@ -726,7 +666,7 @@ pub fn retire(
             w.access,
         )?;
     }
-    record_change(c, def.name, &current.id, version, "DELETE", &Value::Null, w)
+    record_change(c, def.name, &current.id, version, "DELETE", &Value::Null)
 }
 
 /// `GET /{type}/{id}/_history/{vid}`.
@@ -736,6 +676,9 @@ pub fn vread(
     id: &str,
     version: i64,
 ) -> Result<VersionRow> {
+    if provenance::is(def) {
+        return provenance::vread(conn, id, version);
+    }
     match store::get_version(conn, def.name, id, version)? {
         Some(v) if v.is_deleted() => Err(ServiceError::Gone {
             res_type: def.name.to_owned(),
@@ -896,7 +839,7 @@ pub fn update(
             deleted: 0,
             content: text,
         };
-        record_change(c, def.name, id, version_id, "UPDATE", &content, w)?;
+        record_change(c, def.name, id, version_id, "UPDATE", &content)?;
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),
@@ -980,11 +923,31 @@ pub fn delete(
             current.version_id + 1,
             "DELETE",
             &Value::Null,
-            &Writer::new(author, audit),
         )?;
         audit::record(c, audit, &outcome, &[audit::touched(&current)])?;
         Ok(())
     })
+}
+
+/// `_has:Provenance:…` would look for index rows Provenance does not have (it is derived from
+/// versions, `provenance`): refused rather than matching nothing.
+fn refuse_reverse_chains_through_provenance(criteria: &[store_search::Criterion]) -> Result<()> {
+    for c in criteria {
+        if let store_search::Criterion::ReferencedBy {
+            source_type,
+            all_of,
+            ..
+        } = c
+        {
+            if source_type == provenance::TYPE {
+                return Err(ServiceError::BadRequest(
+                    "_has:Provenance is not supported: search Provenance?target=… instead".into(),
+                ));
+            }
+            refuse_reverse_chains_through_provenance(all_of)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a search found.
@@ -1130,6 +1093,10 @@ fn resolve_postcode(c: &mut DbConnection, req: &SearchRequest) -> Result<Option<
 }
 
 pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResult> {
+    if req.query.res_type == provenance::TYPE {
+        return provenance::search(conn, req);
+    }
+    refuse_reverse_chains_through_provenance(&req.query.criteria)?;
     // One read transaction for the postcode and the search (on SQLite each one waits for a
     // WAL read mark when many readers are busy).
     read_tx(conn, |c| {
@@ -1261,8 +1228,13 @@ fn included(
         {
             continue;
         }
-        let sources = store::refs_to(c, inc.source, inc.param.name, &req.query.res_type, &ids)?;
-        for row in store::get_many(c, inc.source, &sources)? {
+        let rows = if inc.source == provenance::TYPE {
+            provenance::of(c, &req.query.res_type, &ids)?
+        } else {
+            let sources = store::refs_to(c, inc.source, inc.param.name, &req.query.res_type, &ids)?;
+            store::get_many(c, inc.source, &sources)?
+        };
+        for row in rows {
             if seen.insert((row.res_type.clone(), row.id.clone())) {
                 included.push(row);
             }
@@ -1277,6 +1249,9 @@ pub fn history(
     def: &ResourceDef,
     q: HistoryQuery,
 ) -> Result<(Vec<VersionRow>, Option<i64>)> {
+    if provenance::is(def) {
+        return provenance::history(conn, &q);
+    }
     read_tx(conn, |c| {
         if let Some(id) = &q.id {
             if store::get_current(c, def.name, id)?.is_none() {

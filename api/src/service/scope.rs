@@ -4,15 +4,15 @@
 //!
 //! The writer of a scoped resource names those organisations; each version indexes their ODS
 //! codes as `_access` tokens, so reads check one index row and searches filter in SQL (totals
-//! and paging stay right). Records that follow their target (Provenance) copy the target's
-//! organisations, or `*` when the target is visible to everyone.
+//! and paging stay right). A Provenance is seen by whoever may see its target (it is derived
+//! from the target's version: `provenance`).
 
 use std::collections::HashSet;
 
 use ers_schema::search::{Criterion, TokenMatch};
 use ers_schema::{store, DbConnection, ResourceRow, TokenEntry};
 
-use super::{Result, ServiceError};
+use super::{provenance, Result, ServiceError};
 use crate::domain::Caller;
 use crate::fhir::registry::{self, ResourceDef, Visibility};
 
@@ -135,6 +135,26 @@ pub fn restrict(def: &ResourceDef, criteria: &mut Vec<Criterion>, caller: &Calle
 
 /// 404 unless the caller may see `def`/`id` (the caller's organisation is related to it).
 pub fn check(conn: &mut DbConnection, def: &ResourceDef, id: &str, caller: &Caller) -> Result<()> {
+    if def.visibility == Visibility::AsTarget {
+        let Some((target, target_id, _)) = provenance::target_of(id) else {
+            return Err(ServiceError::NotFound {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+            });
+        };
+        return check(conn, target, target_id, caller).map_err(|e| match e {
+            ServiceError::NotVisible { organisation, .. } => ServiceError::NotVisible {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+                organisation,
+            },
+            ServiceError::NotFound { .. } => ServiceError::NotFound {
+                res_type: def.name.to_owned(),
+                id: id.to_owned(),
+            },
+            other => other,
+        });
+    }
     let Some(codes) = codes_for(def, caller) else {
         return Ok(());
     };
@@ -182,10 +202,10 @@ pub fn check_write(
     }
 }
 
-/// The records that follow a referral — its appointments and documents, and the Provenance of
-/// them and of the referral — take the referral's organisations as they are now, so a
-/// provider added to the shortlist sees the letter already attached, and one taken off no
-/// longer does.
+/// The records that follow a referral — its appointments and documents (and so the
+/// Provenance of them and of the referral) — take the referral's organisations as they are
+/// now, so a provider added to the shortlist sees the letter already attached, and one taken
+/// off no longer does.
 pub fn follow_referral(
     conn: &mut DbConnection,
     referral_id: &str,
@@ -203,40 +223,42 @@ pub fn follow_referral(
     )?;
     store::replace_tokens(conn, "Appointment", &appointments, PARAM, organisations)?;
     store::replace_tokens(conn, "DocumentReference", &documents, PARAM, organisations)?;
-    for (t, ids) in [
-        ("ServiceRequest", &referral[..]),
-        ("Appointment", &appointments[..]),
-        ("DocumentReference", &documents[..]),
-    ] {
-        let provenance = store::referring(conn, "Provenance", "target", t, ids)?;
-        store::replace_tokens(conn, "Provenance", &provenance, PARAM, organisations)?;
-    }
     Ok(())
 }
 
-/// Drops the rows (of any types, e.g. `_include`d ones) the caller may not see.
+/// Drops the rows (of any types, e.g. `_include`d ones) the caller may not see; a Provenance
+/// goes with its target.
 pub fn retain_visible(
     conn: &mut DbConnection,
     rows: &mut Vec<ResourceRow>,
     caller: &Caller,
 ) -> Result<()> {
+    // Whose visibility decides each row's.
+    let decider = |r: &ResourceRow| -> Option<(String, String)> {
+        if r.res_type == provenance::TYPE {
+            provenance::target_of(&r.id).map(|(d, id, _)| (d.name.to_owned(), id.to_owned()))
+        } else {
+            Some((r.res_type.clone(), r.id.clone()))
+        }
+    };
+    let keys: HashSet<(String, String)> = rows.iter().filter_map(decider).collect();
     let mut visible: HashSet<(String, String)> = HashSet::new();
-    let types: HashSet<String> = rows.iter().map(|r| r.res_type.clone()).collect();
+    let types: HashSet<&String> = keys.iter().map(|(t, _)| t).collect();
     for t in types {
-        let Some(def) = registry::find(&t) else {
+        let Some(def) = registry::find(t) else {
             continue;
         };
-        let ids: Vec<String> = rows
+        let ids: Vec<String> = keys
             .iter()
-            .filter(|r| r.res_type == t)
-            .map(|r| r.id.clone())
+            .filter(|(kt, _)| kt == t)
+            .map(|(_, id)| id.clone())
             .collect();
         let held = match codes_for(def, caller) {
             None => ids,
-            Some(codes) => store::holding_token(conn, &t, &ids, PARAM, &codes)?,
+            Some(codes) => store::holding_token(conn, t, &ids, PARAM, &codes)?,
         };
         visible.extend(held.into_iter().map(|id| (t.clone(), id)));
     }
-    rows.retain(|r| visible.contains(&(r.res_type.clone(), r.id.clone())));
+    rows.retain(|r| decider(r).is_some_and(|k| visible.contains(&k)));
     Ok(())
 }

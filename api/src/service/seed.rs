@@ -158,6 +158,8 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         role: "SYSTEM".into(),
         org: "ERS".into(),
         request_id: format!("seed-{}", uuid::Uuid::new_v4()),
+        client_id: None,
+        on_behalf_of: None,
     };
     let audit = super::audit::AuditDraft {
         user_id: Some("ers-seed".into()),

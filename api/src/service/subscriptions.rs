@@ -606,6 +606,8 @@ fn system() -> (Author, AuditDraft) {
             role: "SYSTEM".into(),
             org: "ers-server".into(),
             request_id: request_id.clone(),
+            client_id: Some("ers-server subscriptions".into()),
+            on_behalf_of: None,
         },
         AuditDraft {
             client_id: Some("ers-server subscriptions".into()),

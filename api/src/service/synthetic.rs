@@ -61,6 +61,8 @@ impl<'a> Loader<'a> {
                 role: "SYSTEM".into(),
                 org: "ERS".into(),
                 request_id: request_id.clone(),
+                client_id: None,
+                on_behalf_of: None,
             },
             audit: AuditDraft {
                 user_id: Some("ers-generate".into()),

@@ -2,7 +2,7 @@
 //! same shape as a FHIR Bulk Data export, for migrations and load tests. Export reads every
 //! live resource of the types (no organisation scoping: it is the operator's copy of the
 //! database). Import goes through the same use cases as the API (validation, indexes,
-//! reporting rows, Provenance, audit), in batches of one transaction each, and is idempotent:
+//! reporting rows, audit), in batches of one transaction each, and is idempotent:
 //! a resource already held with the same content is left alone, a changed one becomes a new
 //! version, a new one is created with its id.
 
@@ -43,6 +43,8 @@ fn operator(action: &str) -> (Author, AuditDraft) {
             role: "SYSTEM".into(),
             org: "ERS".into(),
             request_id: request_id.clone(),
+            client_id: None,
+            on_behalf_of: None,
         },
         AuditDraft {
             user_id: Some(format!("ers-server {action}")),
@@ -73,7 +75,7 @@ pub fn count(
 ) -> Result<Vec<u64>> {
     types
         .iter()
-        .map(|d| Ok(store::count(c, &query(d, since, until))?.max(0) as u64))
+        .map(|d| Ok(super::provenance::count(c, &query(d, since, until))?.max(0) as u64))
         .collect()
 }
 
@@ -92,7 +94,7 @@ pub fn dump(
         let q = query(def, since, until);
         let mut after = store::Cursor::default();
         loop {
-            let rows = store::page(c, &q, &after, PAGE)?;
+            let rows = super::provenance::page(c, &q, &after, PAGE)?;
             let short = (rows.len() as i64) < PAGE;
             for row in rows {
                 write(def.name, &row.content)

@@ -1,0 +1,28 @@
+-- Provenance is derived from the version it describes instead of stored beside it: each
+-- version row now also records the application that wrote it (client_id) and the user a
+-- delegate acted for (on_behalf_of), the two things a Provenance said that the row did not.
+-- A Provenance is read, searched and exported from its version (`service::provenance`), and its
+-- id is its version's (`{type code}{version}.{id}`), so stored ones go: what they said about
+-- applications and delegation is carried over first.
+ALTER TABLE resource_versions ADD COLUMN client_id TEXT, ADD COLUMN on_behalf_of TEXT;
+
+UPDATE resource_versions v
+SET client_id = m.client_id, on_behalf_of = m.on_behalf_of
+FROM (
+    SELECT
+        c->'target'->0->>'reference' AS target,
+        CASE WHEN c->'agent'->0->'who'->'identifier'->>'system' = 'https://fhir.nhs.uk/Id/ers-application'
+             THEN c->'agent'->0->'who'->'identifier'->>'value' END AS client_id,
+        CASE WHEN c->'agent'->0->'onBehalfOf'->'identifier'->>'system' = 'https://fhir.nhs.uk/Id/sds-user-id'
+             THEN c->'agent'->0->'onBehalfOf'->'identifier'->>'value' END AS on_behalf_of
+    FROM (SELECT content::jsonb AS c FROM resources WHERE res_type = 'Provenance') p
+) m
+WHERE (m.client_id IS NOT NULL OR m.on_behalf_of IS NOT NULL)
+  AND m.target = v.res_type || '/' || v.id || '/_history/' || v.version_id;
+
+DELETE FROM search_tokens WHERE res_type = 'Provenance';
+DELETE FROM search_strings WHERE res_type = 'Provenance';
+DELETE FROM search_dates WHERE res_type = 'Provenance';
+DELETE FROM search_refs WHERE res_type = 'Provenance';
+DELETE FROM resource_versions WHERE res_type = 'Provenance';
+DELETE FROM resources WHERE res_type = 'Provenance';
