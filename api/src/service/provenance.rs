@@ -204,6 +204,13 @@ fn at(prefix: DatePrefix, t: chrono::NaiveDateTime) -> DateMatch {
     }
 }
 
+/// The types a Provenance's `target` may name.
+fn targets() -> &'static [&'static str] {
+    registry::find(TYPE)
+        .and_then(|d| d.param("target"))
+        .map_or(&[], |p| p.targets)
+}
+
 fn unsupported(what: &str) -> ServiceError {
     ServiceError::BadRequest(format!(
         "Provenance is searched by _id, _lastUpdated, target (also chained), agent, agent-role and recorded; {what} is not supported"
@@ -237,10 +244,18 @@ fn version_criterion(
         Criterion::Date { param, any_of } if param == "recorded" => {
             VersionCriterion::Recorded(any_of.clone())
         }
+        // A bare id stands for that id in each type a Provenance may point to, so that each
+        // is a probe of the versions' key (type, id), not a scan of every version.
         Criterion::Reference { param, any_of } if param == "target" => VersionCriterion::Of(
             any_of
                 .iter()
-                .map(|r| (r.target_type.clone(), r.id.clone()))
+                .flat_map(|r| match &r.target_type {
+                    Some(t) => vec![(Some(t.clone()), r.id.clone())],
+                    None => targets()
+                        .iter()
+                        .map(|t| (Some((*t).to_owned()), r.id.clone()))
+                        .collect(),
+                })
                 .collect(),
         ),
         Criterion::Chain {
@@ -463,4 +478,87 @@ pub fn count(c: &mut DbConnection, q: &PageQuery) -> Result<i64> {
     let mut s = page_search(q, &Cursor::default(), 0);
     s.count = Count::All;
     Ok(versions::search(c, &s)?.1.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(user: Option<&str>, client: Option<&str>, obo: Option<&str>) -> VersionRow {
+        VersionRow {
+            res_type: "ServiceRequest".into(),
+            id: "r.0193".into(),
+            version_id: 12,
+            last_updated: chrono::DateTime::from_timestamp(1_790_000_000, 0)
+                .expect("time")
+                .naive_utc(),
+            method: "PUT".into(),
+            deleted: 0,
+            content: "{}".into(),
+            author_user: user.map(str::to_owned),
+            author_role: "SERVICE_PROVIDER_CLINICIAN_ADMIN".into(),
+            author_org: "RCD".into(),
+            request_id: "q".into(),
+            client_id: client.map(str::to_owned),
+            on_behalf_of: obo.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_id_names_the_version_and_back() {
+        let pid = id_of("ServiceRequest", "r.0193", 12);
+        assert_eq!(pid, "ServiceRequest.12.r.0193");
+        let (def, id, v) = target_of(&pid).expect("a version");
+        assert_eq!((def.name, id, v), ("ServiceRequest", "r.0193", 12));
+        for bad in [
+            "ServiceRequest.012.r.0193",
+            "ServiceRequest.-1.r.0193",
+            "ServiceRequest.1.",
+            "Provenance.1.x",
+            "Unknown.1.x",
+            "r.0193",
+        ] {
+            assert!(target_of(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_agent_is_the_application_or_the_user_and_whom_they_acted_for() {
+        let agent = |v: &VersionRow| content(v)["agent"][0].clone();
+        let app = agent(&version(Some("app-1"), Some("app-1"), None));
+        assert_eq!(app["who"]["identifier"]["system"], APPLICATION_SYSTEM);
+        assert_eq!(app["who"]["identifier"]["value"], "app-1");
+        assert_eq!(
+            app["onBehalfOf"]["identifier"]["system"],
+            OdsCode::ORGANIZATION_SYSTEM
+        );
+        assert_eq!(app["onBehalfOf"]["identifier"]["value"], "RCD");
+        let delegate = agent(&version(Some("555032006106"), None, Some("555032006107")));
+        assert_eq!(delegate["who"]["identifier"]["system"], SdsUserId::SYSTEM);
+        assert_eq!(delegate["who"]["identifier"]["value"], "555032006106");
+        assert_eq!(
+            delegate["onBehalfOf"]["identifier"],
+            json!({"system": SdsUserId::SYSTEM, "value": "555032006107"})
+        );
+        assert_eq!(
+            delegate["role"][0]["coding"][0]["code"],
+            "SERVICE_PROVIDER_CLINICIAN_ADMIN"
+        );
+        assert_eq!(
+            agent(&version(Some("ers-seed job"), None, None))["who"],
+            json!({"display": "ers-seed job"})
+        );
+        assert_eq!(
+            agent(&version(None, None, None))["who"],
+            json!({"display": "ers-server"})
+        );
+        let p = content(&version(None, None, None));
+        assert_eq!(p["id"], "ServiceRequest.12.r.0193");
+        assert_eq!(
+            p["target"][0]["reference"],
+            "ServiceRequest/r.0193/_history/12"
+        );
+        assert_eq!(p["activity"]["coding"][0]["code"], "UPDATE");
+        assert_eq!(p["recorded"], p["meta"]["lastUpdated"]);
+    }
 }

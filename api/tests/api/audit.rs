@@ -340,3 +340,143 @@ async fn provenance_says_who_made_each_version() {
         3
     );
 }
+
+#[actix_web::test]
+async fn a_provenance_is_its_version_read_searched_and_included() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[3], "Deriv", "Ed", "1970-02-02", "male"))
+        .await;
+    let mut body = app.get(&format!("Patient/{id}")).await.json();
+    body["gender"] = json!("unknown");
+    app.put_json(&format!("Patient/{id}"), &body, None).await;
+    let (first, second) = (format!("Patient.1.{id}"), format!("Patient.2.{id}"));
+
+    // Its id names the version; it reads, vreads and has a history of one version.
+    let b = app
+        .search(&format!("Provenance?target=Patient/{id}&_sort=recorded"))
+        .await;
+    assert_eq!(match_ids(&b), vec![first.clone(), second.clone()], "{b}");
+    assert!(b["entry"][0]["fullUrl"]
+        .as_str()
+        .is_some_and(|u| u.ends_with(&format!("/Provenance/{first}"))));
+    let r = app.get(&format!("Provenance/{first}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), b["entry"][0]["resource"]);
+    assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
+    assert_eq!(r.json()["meta"]["versionId"], "1");
+    let r = app.get(&format!("Provenance/{second}/_history/1")).await;
+    assert_eq!(
+        r.json()["target"][0]["reference"],
+        format!("Patient/{id}/_history/2")
+    );
+    assert_eq!(r.json()["activity"]["coding"][0]["code"], "UPDATE");
+    app.get(&format!("Provenance/{second}/_history/2"))
+        .await
+        .assert_outcome(404, "not-found");
+    let h = app.search(&format!("Provenance/{first}/_history")).await;
+    assert_eq!(h["total"], 1, "{h}");
+    assert_eq!(h["entry"][0]["resource"]["id"], first.as_str());
+    // Ids naming no version are unknown.
+    for bad in [
+        format!("Patient.3.{id}"),
+        format!("Patient.01.{id}"),
+        format!("Patient.0.{id}"),
+        format!("Nothing.1.{id}"),
+        format!("Provenance.1.{id}"),
+        id.clone(),
+    ] {
+        app.get(&format!("Provenance/{bad}"))
+            .await
+            .assert_outcome(404, "not-found");
+    }
+
+    // Its search parameters, on the versions' own columns.
+    let total = |b: Value| b["total"].as_i64().unwrap_or(-1);
+    let sds = "https://fhir.nhs.uk/Id/sds-user-id";
+    let apps = "https://fhir.nhs.uk/Id/ers-application";
+    let recorded = b["entry"][0]["resource"]["recorded"]
+        .as_str()
+        .expect("recorded")
+        .replace(':', "%3A")
+        .replace('+', "%2B");
+    let target = format!("target=Patient/{id}");
+    for (query, expected) in [
+        (format!("_id={second}"), 1),
+        (format!("target={id}"), 2),
+        (format!("_id={first},{second},Patient.9.{id}"), 2),
+        (format!("{target}&agent={sds}|{TEST_USER}"), 2),
+        (format!("{target}&agent={TEST_USER}"), 2),
+        (format!("{target}&agent={apps}|"), 0),
+        (format!("{target}&agent={sds}|999000000002"), 0),
+        (format!("{target}&agent:not={sds}|{TEST_USER}"), 0),
+        (format!("{target}&agent-role=REFERRING_CLINICIAN"), 2),
+        (format!("{target}&agent-role=SERVICE_DEFINER"), 0),
+        (format!("{target}&recorded=gt{recorded}"), 1),
+        (format!("{target}&recorded=le{recorded}"), 1),
+        (format!("{target}&_lastUpdated=gt{recorded}"), 1),
+        (
+            format!(
+                "target:Patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+                NHS[3]
+            ),
+            2,
+        ),
+        (format!("{target}&_summary=count"), 2),
+    ] {
+        assert_eq!(
+            total(app.search(&format!("Provenance?{query}")).await),
+            expected,
+            "{query}"
+        );
+    }
+    let newest = app
+        .search(&format!("Provenance?{target}&_sort=-recorded&_count=1"))
+        .await;
+    assert_eq!(match_ids(&newest), vec![second.clone()], "{newest}");
+    let next = link(&newest, "next").expect("a next page");
+    let next = &next[next.find("Provenance?").expect("relative")..];
+    assert_eq!(match_ids(&app.search(next).await), vec![first.clone()]);
+
+    // Included with its target, and its target with it.
+    let b = app
+        .search(&format!(
+            "Provenance?_id={first}&_include=Provenance:target"
+        ))
+        .await;
+    let included: Vec<&Value> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .collect();
+    assert_eq!(included.len(), 1, "{b}");
+    assert_eq!(included[0]["resource"]["id"], id.as_str());
+    let b = app
+        .search(&format!("Patient?_id={id}&_revinclude=Provenance:target"))
+        .await;
+    let mut included: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
+        .collect();
+    included.sort();
+    assert_eq!(included, vec![first.clone(), second.clone()], "{b}");
+
+    // What it cannot answer is refused, naming it.
+    for (query, named) in [
+        (
+            format!("Patient?_has:Provenance:target:agent-role=REFERRING_CLINICIAN&_id={id}"),
+            "_has:Provenance",
+        ),
+        (
+            "Provenance?target:missing=true".to_owned(),
+            "target:missing",
+        ),
+    ] {
+        let d = app.get(&query).await.assert_outcome(400, "invalid");
+        assert!(d.contains(named), "{query}: {d}");
+    }
+}

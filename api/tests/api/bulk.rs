@@ -210,13 +210,17 @@ async fn a_bulk_client_exports_what_it_may_see_in_files_and_since_a_time() {
         app,
         &w,
         &format!(
-            "$export?_type=ServiceRequest&_since={}",
+            "$export?_type=ServiceRequest,Provenance&_since={}",
             since.replace(':', "%3A")
         ),
     )
     .await;
     let (manifest, _) = poll(app, &w, &url).await;
     let changed = download(app, &w, &manifest).await;
+    // Its Provenance too: one for each version written since.
+    let provenance = searched(app, &w, &format!("Provenance?target=ServiceRequest/{id}")).await;
+    assert!(provenance.contains(&format!("ServiceRequest.1.{id}")));
+    assert_eq!(ids_of(&changed, "Provenance"), provenance);
     assert_eq!(ids_of(&changed, "ServiceRequest"), BTreeSet::from([id]));
 
     // Patient level: the compartment's types only.

@@ -1109,6 +1109,8 @@ async fn only_the_referrer_and_shortlisted_providers_see_a_referral() {
         if bf != "SERVICE_PROVIDER_CLINICIAN" {
             let r = get(token, bf, org, &provenance).await;
             assert_eq!(r.json()["total"], 1, "{org}: {}", r.text());
+            let r = get(token, bf, org, &format!("Provenance/ServiceRequest.1.{id}")).await;
+            assert_eq!(r.status, 200, "{org}: {}", r.text());
         }
     }
     for (token, bf, org) in outsiders {
@@ -1159,6 +1161,19 @@ async fn only_the_referrer_and_shortlisted_providers_see_a_referral() {
         if bf == "REFERRING_CLINICIAN" {
             let r = get(token, bf, org, &provenance).await;
             assert_eq!(r.json()["total"], 0, "{org}: {}", r.text());
+            for path in [
+                format!("Provenance/ServiceRequest.1.{id}"),
+                format!("Provenance/ServiceRequest.1.{id}/_history/1"),
+                format!("Provenance/ServiceRequest.1.{id}/_history"),
+            ] {
+                get(token, bf, org, &path)
+                    .await
+                    .assert_outcome(404, "not-found");
+            }
+            let b = get(token, bf, org, "Provenance?_count=1000&_sort=-recorded")
+                .await
+                .json();
+            assert!(!b.to_string().contains(&id), "{org}: {b}");
         }
     }
     // A change by an outsider is refused (403).
