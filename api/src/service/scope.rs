@@ -32,16 +32,6 @@ pub fn entries(def: &ResourceDef, organisations: &[String]) -> Result<Vec<TokenE
     Ok(token_entries(organisations))
 }
 
-/// Index entries of a record that follows a resource of type `target` written for
-/// `organisations`.
-pub fn following(target: &ResourceDef, organisations: &[String]) -> Vec<TokenEntry> {
-    if target.visibility == Visibility::Everyone {
-        token_entries(&[EVERYONE.to_owned()])
-    } else {
-        token_entries(organisations)
-    }
-}
-
 fn token_entries(codes: &[String]) -> Vec<TokenEntry> {
     codes
         .iter()

@@ -377,6 +377,10 @@ async fn a_provenance_is_its_version_read_searched_and_included() {
     let h = app.search(&format!("Provenance/{first}/_history")).await;
     assert_eq!(h["total"], 1, "{h}");
     assert_eq!(h["entry"][0]["resource"]["id"], first.as_str());
+    // The type's history: every version's, newest first.
+    let h = app.search("Provenance/_history?_count=2").await;
+    assert_eq!(h["entry"][0]["resource"]["id"], second.as_str(), "{h}");
+    assert_eq!(h["entry"][1]["resource"]["id"], first.as_str(), "{h}");
     // Ids naming no version are unknown.
     for bad in [
         format!("Patient.3.{id}"),
