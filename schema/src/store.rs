@@ -379,18 +379,9 @@ pub fn history(
         .limit(q.limit)
         .select(VersionRow::as_select())
         .load(conn)?;
-    let total = q.count.total(
-        conn,
-        (q.offset, q.limit, rows.len()),
-        |c| history_base(q).count().get_result(c),
-        |c, n| {
-            Ok(history_base(q)
-                .select(resource_versions::version_id)
-                .limit(n)
-                .load::<i64>(c)?
-                .len())
-        },
-    )?;
+    let total = crate::versions::total(conn, q.count, (q.offset, q.limit, rows.len()), || {
+        history_base(q)
+    })?;
     Ok((rows, total))
 }
 

@@ -267,17 +267,30 @@ pub fn search(
         .limit(q.limit)
         .select(VersionRow::as_select())
         .load(conn)?;
-    let total = q.count.total(
+    let total = total(conn, q.count, (q.offset, q.limit, rows.len()), || {
+        filtered(q)
+    })?;
+    Ok((rows, total))
+}
+
+/// How many versions `matching` finds, as far as `count` asks, for a page of `page.2` rows at
+/// `page.0` of at most `page.1` (`Count::total`).
+pub(crate) fn total(
+    conn: &mut DbConnection,
+    count: Count,
+    page: (i64, i64, usize),
+    matching: impl Fn() -> resource_versions::BoxedQuery<'static, MultiBackend>,
+) -> diesel::QueryResult<Option<i64>> {
+    count.total(
         conn,
-        (q.offset, q.limit, rows.len()),
-        |c| filtered(q).count().get_result(c),
+        page,
+        |c| matching().count().get_result(c),
         |c, n| {
-            Ok(filtered(q)
+            Ok(matching()
                 .select(resource_versions::version_id)
                 .limit(n)
                 .load::<i64>(c)?
                 .len())
         },
-    )?;
-    Ok((rows, total))
+    )
 }

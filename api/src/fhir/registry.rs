@@ -1091,7 +1091,7 @@ pub static RESOURCES: &[ResourceDef] = &[
             "recorded",
             "agent",
         ],
-        // Written by the server with every version it stores; never by clients.
+        // Derived from each stored version (`service::provenance`); never written by clients.
         delete: false,
         if_match_required: false,
         plain_writes: true,
