@@ -1,2 +1,3 @@
 -- Provenance derived since the upgrade is not stored back: going down loses it.
+DROP INDEX resource_versions_maker;
 ALTER TABLE resource_versions DROP COLUMN client_id, DROP COLUMN on_behalf_of;

@@ -20,6 +20,11 @@ FROM (
 WHERE (m.client_id IS NOT NULL OR m.on_behalf_of IS NOT NULL)
   AND m.target = v.res_type || '/' || v.id || '/_history/' || v.version_id;
 
+-- Who made each version, as a Provenance's agent says it (the application, else the user), by
+-- time: `Provenance?agent=…` without a target, newest first (`schema::versions`, whose
+-- predicate is written with the same expression).
+CREATE INDEX resource_versions_maker ON resource_versions ((COALESCE(client_id, author_user)), last_updated);
+
 DELETE FROM search_tokens WHERE res_type = 'Provenance';
 DELETE FROM search_strings WHERE res_type = 'Provenance';
 DELETE FROM search_dates WHERE res_type = 'Provenance';

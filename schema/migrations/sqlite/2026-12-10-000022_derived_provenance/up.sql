@@ -28,6 +28,11 @@ WHERE res_type || '/' || id || '/_history/' || version_id IN (SELECT target FROM
 
 DROP TABLE provenance_agents;
 
+-- Who made each version, as a Provenance's agent says it (the application, else the user), by
+-- time: `Provenance?agent=…` without a target, newest first (`schema::versions`, whose
+-- predicate is written with the same expression).
+CREATE INDEX resource_versions_maker ON resource_versions (COALESCE(client_id, author_user), last_updated);
+
 DELETE FROM search_tokens WHERE res_type = 'Provenance';
 DELETE FROM search_strings WHERE res_type = 'Provenance';
 DELETE FROM search_dates WHERE res_type = 'Provenance';
