@@ -226,11 +226,19 @@ fn maker(system: Option<&str>, code: Option<&str>) -> Maker {
     }
 }
 
+/// The search's scoping criterion (`scope::restrict`), if any.
+fn scoping(criteria: &[Criterion]) -> Option<&Criterion> {
+    criteria.iter().find(
+        |c| matches!(c, Criterion::Token { param, negate: false, .. } if param == scope::PARAM),
+    )
+}
+
 /// One search criterion, on versions; the scoping one (`scope::restrict`) is kept in
-/// `visible_codes` instead.
+/// `visible_codes` instead, and also narrows what a chained `target` may stand for.
 fn version_criterion(
     c: &mut DbConnection,
     crit: &Criterion,
+    scope_by: Option<&Criterion>,
     visible_codes: &mut Option<Vec<String>>,
 ) -> Result<Option<VersionCriterion>> {
     Ok(Some(match crit {
@@ -263,9 +271,14 @@ fn version_criterion(
             target_type,
             inner,
         } if param == "target" => {
+            let mut criteria = vec![(**inner).clone()];
+            // Only what the caller may see (nor does the refusal below count anything else).
+            if registry::find(target_type).is_some_and(|d| d.visibility != Visibility::Everyone) {
+                criteria.extend(scope_by.cloned());
+            }
             let q = store_search::SearchQuery {
                 res_type: target_type.clone(),
-                criteria: vec![(**inner).clone()],
+                criteria,
                 sort: Vec::new(),
                 offset: 0,
                 limit: MAX_CHAINED + 1,
@@ -334,8 +347,9 @@ pub fn search(c: &mut DbConnection, req: &SearchRequest) -> Result<SearchResult>
     read_tx(c, |c| {
         let mut codes = None;
         let mut criteria = Vec::new();
+        let scope_by = scoping(&req.query.criteria);
         for crit in &req.query.criteria {
-            criteria.extend(version_criterion(c, crit, &mut codes)?);
+            criteria.extend(version_criterion(c, crit, scope_by, &mut codes)?);
         }
         let mut order = VersionOrder::Recorded { desc: false };
         if let Some((key, desc)) = req.query.sort.first() {
