@@ -1104,6 +1104,13 @@ pub static RESOURCES: &[ResourceDef] = &[
     },
 ];
 
+/// Whether a type is served from the version rows of what it describes (Provenance:
+/// `service::provenance`) rather than stored with index rows of its own, so that no other
+/// type's search can look through it.
+pub fn is_derived(def: &ResourceDef) -> bool {
+    def.name == "Provenance"
+}
+
 /// The registration of a hosted type.
 pub fn find(name: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.name == name)

@@ -562,6 +562,12 @@ fn criterion(
         };
         let source_def = registry::find(source)
             .ok_or_else(|| bad(name, format!("'{source}' is not hosted here")))?;
+        if registry::is_derived(source_def) {
+            return Err(bad(
+                name,
+                format!("_has:{source} is not supported: search {source}?{refp}=… instead"),
+            ));
+        }
         if !source_def
             .param(refp)
             .is_some_and(|p| p.kind == ParamKind::Reference && p.targets.contains(&def.name))

@@ -31,7 +31,7 @@ const MAX_CHAINED: i64 = 1000;
 
 /// Whether `def` is the derived type.
 pub fn is(def: &ResourceDef) -> bool {
-    def.name == TYPE
+    registry::is_derived(def)
 }
 
 /// The id of the Provenance of a version.

@@ -929,27 +929,6 @@ pub fn delete(
     })
 }
 
-/// `_has:Provenance:…` would look for index rows Provenance does not have (it is derived from
-/// versions, `provenance`): refused rather than matching nothing.
-fn refuse_reverse_chains_through_provenance(criteria: &[store_search::Criterion]) -> Result<()> {
-    for c in criteria {
-        if let store_search::Criterion::ReferencedBy {
-            source_type,
-            all_of,
-            ..
-        } = c
-        {
-            if source_type == provenance::TYPE {
-                return Err(ServiceError::BadRequest(
-                    "_has:Provenance is not supported: search Provenance?target=… instead".into(),
-                ));
-            }
-            refuse_reverse_chains_through_provenance(all_of)?;
-        }
-    }
-    Ok(())
-}
-
 /// What a search found.
 pub struct SearchResult {
     pub matches: Vec<ResourceRow>,
@@ -1096,7 +1075,6 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
     if req.query.res_type == provenance::TYPE {
         return provenance::search(conn, req);
     }
-    refuse_reverse_chains_through_provenance(&req.query.criteria)?;
     // One read transaction for the postcode and the search (on SQLite each one waits for a
     // WAL read mark when many readers are busy).
     read_tx(conn, |c| {
