@@ -1,11 +1,13 @@
-//! PostgreSQL: a write's new rows — resources, versions and the six index tables — in one
-//! statement of fixed text. Each table's rows travel as one array per column and are expanded
-//! by `unnest`, each table a data-modifying `WITH` part (PostgreSQL runs every part to
-//! completion and checks foreign keys at the end of the whole statement). Because the text
-//! never changes with the row counts, diesel prepares it once per connection and PostgreSQL
-//! neither parses nor plans it again: one round trip instead of one per table, without the
-//! per-call parsing and planning that multi-row `VALUES` lists cost (measured in
-//! docs/BENCHMARKS.md, Booking). Audit events and their entities go the same way
+//! PostgreSQL: a write's new rows — resources, versions, the index tables, and one resource's
+//! reporting row and worklist entries — in one statement. Each table's rows travel as one
+//! array per column and are expanded by `unnest`, each table a data-modifying `WITH` part
+//! (PostgreSQL runs every part to completion and checks foreign keys at the end of the whole
+//! statement). The text names only the tables with rows, and never changes with the row
+//! counts: a handful of texts, each prepared once per connection by diesel (cached by text),
+//! that PostgreSQL neither parses nor plans again: one round trip instead of one per table,
+//! without the per-call parsing and planning that multi-row `VALUES` lists cost (measured in
+//! docs/BENCHMARKS.md, Booking). A part costs its executor set-up on every call even with no
+//! rows, so empty ones are left out. Audit events and their entities go the same way
 //! (`AuditRows`). SQLite runs in-process, where statements cost no round trips; it keeps the
 //! query builder's statements.
 
@@ -99,6 +101,9 @@ pub(crate) struct Rows {
     u_system: Vec<String>,
     u_value: Vec<String>,
     u_id: Vec<String>,
+
+    /// One resource's reporting row and worklist entries (`store::insert_resource`).
+    projection: Option<ProjectionParts>,
 }
 
 impl Rows {
@@ -173,6 +178,11 @@ impl Rows {
         }
     }
 
+    /// The reporting row and worklist entries of the (one) resource, written with it.
+    pub(crate) fn project(&mut self, p: ProjectionParts) {
+        self.projection = Some(p);
+    }
+
     /// Writes them all.
     pub(crate) fn write(self, conn: &mut PgConnection) -> QueryResult<()> {
         self.execute(conn).map(|_| ())
@@ -180,44 +190,19 @@ impl Rows {
 }
 
 impl QueryId for Rows {
-    type QueryId = Rows;
-    const HAS_STATIC_QUERY_ID: bool = true;
+    // The text names only the tables with rows: cached by its text.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
 }
 
 impl RunQueryDsl<PgConnection> for Rows {}
 
 impl QueryFragment<Pg> for Rows {
+    /// The versions, each index table with rows (one left out costs nothing; a part, even
+    /// with no rows, costs PostgreSQL its executor set-up on every call), then the resources
+    /// as the final INSERT.
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.parts(&mut out, "WITH ", true)
-    }
-}
-
-impl Rows {
-    /// The statement's parts after `lead`; the last one (unique identifiers) is the final
-    /// INSERT when `last`, else a `WITH` part too.
-    fn parts<'b>(
-        &'b self,
-        out: &mut AstPass<'_, 'b, Pg>,
-        lead: &str,
-        last: bool,
-    ) -> QueryResult<()> {
-        unnest_insert!(
-            out,
-            self,
-            lead,
-            "r",
-            "resources",
-            "res_type, id, version_id, last_updated, deleted, content",
-            [
-                (r_type, Text, "::text[]"),
-                (r_id, Text, "::text[]"),
-                (r_version, BigInt, "::int8[]"),
-                (r_updated, Timestamp, "::timestamp[]"),
-                (r_deleted, Integer, "::int4[]"),
-                (r_content, Text, "::text[]")
-            ]
-        );
-        unnest_insert!(out, self, ", ", "v", "resource_versions",
+        unnest_insert!(out, self, "WITH ", "v", "resource_versions",
             "res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id, client_id, on_behalf_of", [
             (v_type, Text, "::text[]"),
             (v_id, Text, "::text[]"),
@@ -233,93 +218,124 @@ impl Rows {
             (v_client, Nullable<Text>, "::text[]"),
             (v_obo, Nullable<Text>, "::text[]")
         ]);
+        if !self.t_type.is_empty() {
+            unnest_insert!(
+                out,
+                self,
+                ", ",
+                "t",
+                "search_tokens",
+                "res_type, res_id, param, system, code",
+                [
+                    (t_type, Text, "::text[]"),
+                    (t_id, Text, "::text[]"),
+                    (t_param, Text, "::text[]"),
+                    (t_system, Text, "::text[]"),
+                    (t_code, Text, "::text[]")
+                ]
+            );
+        }
+        if !self.s_type.is_empty() {
+            unnest_insert!(
+                out,
+                self,
+                ", ",
+                "s",
+                "search_strings",
+                "res_type, res_id, param, value_norm, value_exact",
+                [
+                    (s_type, Text, "::text[]"),
+                    (s_id, Text, "::text[]"),
+                    (s_param, Text, "::text[]"),
+                    (s_norm, Text, "::text[]"),
+                    (s_exact, Text, "::text[]")
+                ]
+            );
+        }
+        if !self.d_type.is_empty() {
+            unnest_insert!(
+                out,
+                self,
+                ", ",
+                "d",
+                "search_dates",
+                "res_type, res_id, param, low, high",
+                [
+                    (d_type, Text, "::text[]"),
+                    (d_id, Text, "::text[]"),
+                    (d_param, Text, "::text[]"),
+                    (d_low, Timestamp, "::timestamp[]"),
+                    (d_high, Timestamp, "::timestamp[]")
+                ]
+            );
+        }
+        if !self.f_type.is_empty() {
+            unnest_insert!(
+                out,
+                self,
+                ", ",
+                "f",
+                "search_refs",
+                "res_type, res_id, param, target_type, target_id",
+                [
+                    (f_type, Text, "::text[]"),
+                    (f_id, Text, "::text[]"),
+                    (f_param, Text, "::text[]"),
+                    (f_target_type, Text, "::text[]"),
+                    (f_target_id, Text, "::text[]")
+                ]
+            );
+        }
+        if !self.g_type.is_empty() {
+            unnest_insert!(
+                out,
+                self,
+                ", ",
+                "g",
+                "search_geo",
+                "res_type, res_id, param, latitude, longitude",
+                [
+                    (g_type, Text, "::text[]"),
+                    (g_id, Text, "::text[]"),
+                    (g_param, Text, "::text[]"),
+                    (g_latitude, Double, "::float8[]"),
+                    (g_longitude, Double, "::float8[]")
+                ]
+            );
+        }
+        if !self.u_type.is_empty() {
+            unnest_insert!(
+                out,
+                self,
+                ", ",
+                "u",
+                "unique_identifiers",
+                "res_type, system, value, res_id",
+                [
+                    (u_type, Text, "::text[]"),
+                    (u_system, Text, "::text[]"),
+                    (u_value, Text, "::text[]"),
+                    (u_id, Text, "::text[]")
+                ]
+            );
+        }
+        if let Some(p) = &self.projection {
+            p.push(&mut out)?;
+        }
         unnest_insert!(
             out,
             self,
-            ", ",
-            "t",
-            "search_tokens",
-            "res_type, res_id, param, system, code",
+            " ",
+            "",
+            "resources",
+            "res_type, id, version_id, last_updated, deleted, content",
             [
-                (t_type, Text, "::text[]"),
-                (t_id, Text, "::text[]"),
-                (t_param, Text, "::text[]"),
-                (t_system, Text, "::text[]"),
-                (t_code, Text, "::text[]")
-            ]
-        );
-        unnest_insert!(
-            out,
-            self,
-            ", ",
-            "s",
-            "search_strings",
-            "res_type, res_id, param, value_norm, value_exact",
-            [
-                (s_type, Text, "::text[]"),
-                (s_id, Text, "::text[]"),
-                (s_param, Text, "::text[]"),
-                (s_norm, Text, "::text[]"),
-                (s_exact, Text, "::text[]")
-            ]
-        );
-        unnest_insert!(
-            out,
-            self,
-            ", ",
-            "d",
-            "search_dates",
-            "res_type, res_id, param, low, high",
-            [
-                (d_type, Text, "::text[]"),
-                (d_id, Text, "::text[]"),
-                (d_param, Text, "::text[]"),
-                (d_low, Timestamp, "::timestamp[]"),
-                (d_high, Timestamp, "::timestamp[]")
-            ]
-        );
-        unnest_insert!(
-            out,
-            self,
-            ", ",
-            "f",
-            "search_refs",
-            "res_type, res_id, param, target_type, target_id",
-            [
-                (f_type, Text, "::text[]"),
-                (f_id, Text, "::text[]"),
-                (f_param, Text, "::text[]"),
-                (f_target_type, Text, "::text[]"),
-                (f_target_id, Text, "::text[]")
-            ]
-        );
-        unnest_insert!(
-            out,
-            self,
-            ", ",
-            "g",
-            "search_geo",
-            "res_type, res_id, param, latitude, longitude",
-            [
-                (g_type, Text, "::text[]"),
-                (g_id, Text, "::text[]"),
-                (g_param, Text, "::text[]"),
-                (g_latitude, Double, "::float8[]"),
-                (g_longitude, Double, "::float8[]")
-            ]
-        );
-        unnest_insert!(
-            out,
-            self,
-            if last { " " } else { ", " },
-            if last { "" } else { "u" },
-            "unique_identifiers",
-            "res_type, system, value, res_id",
-            [
-                (u_type, Text, "::text[]"),
-                (u_system, Text, "::text[]"),
-                (u_value, Text, "::text[]"),
-                (u_id, Text, "::text[]")
+                (r_type, Text, "::text[]"),
+                (r_id, Text, "::text[]"),
+                (r_version, BigInt, "::int8[]"),
+                (r_updated, Timestamp, "::timestamp[]"),
+                (r_deleted, Integer, "::int4[]"),
+                (r_content, Text, "::text[]")
             ]
         );
         Ok(())
@@ -446,17 +462,46 @@ impl AuditRows {
     }
 }
 
+/// The index tables an update compares with their stored rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tables {
+    pub(crate) tokens: bool,
+    pub(crate) strings: bool,
+    pub(crate) dates: bool,
+    pub(crate) refs: bool,
+    pub(crate) geo: bool,
+    pub(crate) unique: bool,
+}
+
+impl Tables {
+    pub(crate) const ALL: Tables = Tables {
+        tokens: true,
+        strings: true,
+        dates: true,
+        refs: true,
+        geo: true,
+        unique: true,
+    };
+}
+
 /// An update of one resource in one statement: the row replaced if it is still at the
-/// expected version, its version row added, and its index rows brought to the new version's
-/// (rows no longer indexed deleted, new ones inserted, a string's or a position's other
-/// columns updated in place), every part gated on the replacement having happened. Each
-/// table's deletions, updates and insertions are disjoint by primary key, so the order in
-/// which PostgreSQL runs the parts does not matter, and each part sees the rows as they were
-/// before the statement. Answers how many rows were replaced (0: another writer got there
-/// first, and nothing changed).
+/// expected version, its version row added, its reporting row and worklist entries
+/// (`ProjectionParts`), and, in each of the `tables` named, its index
+/// rows brought to the new version's (rows no longer indexed deleted, new ones inserted, a
+/// string's or a position's other columns updated in place), every part gated on the
+/// replacement having happened. Each table's deletions, updates and insertions are disjoint
+/// by primary key, so the order in which PostgreSQL runs the parts does not matter, and each
+/// part sees the rows as they were before the statement. Answers how many rows were replaced
+/// (0: another writer got there first, and nothing changed).
+///
+/// Tables known to be unchanged are left out of the text: every part costs PostgreSQL its
+/// executor set-up on each call, changed or not (a slot booked changes only its tokens).
+/// The text is one of at most 64, each prepared once per connection.
 pub(crate) struct Rewrite<'a> {
     version: &'a VersionRow,
     expected: i64,
+    tables: Tables,
+    projection: ProjectionParts,
     t_param: Vec<&'a str>,
     t_system: Vec<&'a str>,
     t_code: Vec<&'a str>,
@@ -477,10 +522,18 @@ pub(crate) struct Rewrite<'a> {
 }
 
 impl<'a> Rewrite<'a> {
-    pub(crate) fn new(version: &'a VersionRow, expected: i64, ix: &'a IndexEntries) -> Self {
+    pub(crate) fn new(
+        version: &'a VersionRow,
+        expected: i64,
+        ix: &'a IndexEntries,
+        tables: Tables,
+        projection: ProjectionParts,
+    ) -> Self {
         Rewrite {
             version,
             expected,
+            tables,
+            projection,
             t_param: ix.tokens.iter().map(|e| e.param.as_str()).collect(),
             t_system: ix.tokens.iter().map(|e| e.system.as_str()).collect(),
             t_code: ix.tokens.iter().map(|e| e.code.as_str()).collect(),
@@ -508,9 +561,9 @@ impl<'a> Rewrite<'a> {
 }
 
 impl QueryId for Rewrite<'_> {
-    // Fixed text: cached by type, not by hashing the statement's text on every update.
-    type QueryId = Rewrite<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
+    // The text depends on the tables: cached by its text.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
 }
 
 impl diesel::query_builder::Query for Rewrite<'_> {
@@ -532,8 +585,10 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             };
         }
         // `alias AS (SELECT * FROM unnest($::type[], …) AS alias(columns))`: the new rows.
+        let t = self.tables;
         macro_rules! new_rows {
-            ($alias:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
+            ($on:expr, $alias:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
+                if $on {
                 out.push_sql(concat!(", ", $alias, " AS (SELECT * FROM unnest("));
                 let mut sep = "";
                 $(
@@ -544,50 +599,53 @@ impl QueryFragment<Pg> for Rewrite<'_> {
                 )+
                 let _ = sep;
                 out.push_sql(concat!(") AS ", $alias, "(", $columns, "))"));
+                }
             };
         }
         // Old rows with no new row of the same primary key go; new rows with no old row of
         // the same key come. `$same` compares an old row `o` with a new row `n` by key.
         macro_rules! diff {
-            ($table:literal, $new:literal, $same:literal, $columns:literal, $values:literal) => {
-                out.push_sql(concat!(
-                    ", ",
-                    $new,
-                    "_del AS (DELETE FROM ",
-                    $table,
-                    " o WHERE EXISTS (SELECT 1 FROM u) AND "
-                ));
-                owner!("o.");
-                out.push_sql(concat!(
-                    " AND NOT EXISTS (SELECT 1 FROM ",
-                    $new,
-                    " n WHERE ",
-                    $same,
-                    "))"
-                ));
-                out.push_sql(concat!(
-                    ", ",
-                    $new,
-                    "_ins AS (INSERT INTO ",
-                    $table,
-                    " (",
-                    $columns,
-                    ") SELECT "
-                ));
-                out.push_bind_param::<Text, _>(&v.res_type)?;
-                out.push_sql(", ");
-                out.push_bind_param::<Text, _>(&v.id)?;
-                out.push_sql(concat!(
-                    ", ",
-                    $values,
-                    " FROM ",
-                    $new,
-                    " n WHERE EXISTS (SELECT 1 FROM u) AND NOT EXISTS (SELECT 1 FROM ",
-                    $table,
-                    " o WHERE "
-                ));
-                owner!("o.");
-                out.push_sql(concat!(" AND ", $same, "))"));
+            ($on:expr, $table:literal, $new:literal, $same:literal, $columns:literal, $values:literal) => {
+                if $on {
+                    out.push_sql(concat!(
+                        ", ",
+                        $new,
+                        "_del AS (DELETE FROM ",
+                        $table,
+                        " o WHERE EXISTS (SELECT 1 FROM u) AND "
+                    ));
+                    owner!("o.");
+                    out.push_sql(concat!(
+                        " AND NOT EXISTS (SELECT 1 FROM ",
+                        $new,
+                        " n WHERE ",
+                        $same,
+                        "))"
+                    ));
+                    out.push_sql(concat!(
+                        ", ",
+                        $new,
+                        "_ins AS (INSERT INTO ",
+                        $table,
+                        " (",
+                        $columns,
+                        ") SELECT "
+                    ));
+                    out.push_bind_param::<Text, _>(&v.res_type)?;
+                    out.push_sql(", ");
+                    out.push_bind_param::<Text, _>(&v.id)?;
+                    out.push_sql(concat!(
+                        ", ",
+                        $values,
+                        " FROM ",
+                        $new,
+                        " n WHERE EXISTS (SELECT 1 FROM u) AND NOT EXISTS (SELECT 1 FROM ",
+                        $table,
+                        " o WHERE "
+                    ));
+                    owner!("o.");
+                    out.push_sql(concat!(" AND ", $same, "))"));
+                }
             };
         }
         out.push_sql("WITH u AS (UPDATE resources SET version_id = ");
@@ -630,6 +688,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&v.on_behalf_of)?;
         out.push_sql(" FROM u)");
         new_rows!(
+            t.tokens,
             "nt",
             "param, system, code",
             [
@@ -639,6 +698,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             ]
         );
         new_rows!(
+            t.strings,
             "ns",
             "param, norm, exact",
             [
@@ -648,6 +708,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             ]
         );
         new_rows!(
+            t.dates,
             "nd",
             "param, low, high",
             [
@@ -657,6 +718,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             ]
         );
         new_rows!(
+            t.refs,
             "nf",
             "param, target_type, target_id",
             [
@@ -666,6 +728,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             ]
         );
         new_rows!(
+            t.geo,
             "ng",
             "param, latitude, longitude",
             [
@@ -675,11 +738,13 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             ]
         );
         new_rows!(
+            t.unique,
             "nu",
             "system, value",
             [(u_system, Text, "::text[]"), (u_value, Text, "::text[]")]
         );
         diff!(
+            t.tokens,
             "search_tokens",
             "nt",
             "n.param = o.param AND n.system = o.system AND n.code = o.code",
@@ -687,6 +752,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             "n.param, n.system, n.code"
         );
         diff!(
+            t.strings,
             "search_strings",
             "ns",
             "n.param = o.param AND n.exact = o.value_exact",
@@ -694,6 +760,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             "n.param, n.norm, n.exact"
         );
         diff!(
+            t.dates,
             "search_dates",
             "nd",
             "n.param = o.param AND n.low = o.low AND n.high = o.high",
@@ -701,6 +768,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             "n.param, n.low, n.high"
         );
         diff!(
+            t.refs,
             "search_refs",
             "nf",
             "n.param = o.param AND n.target_type = o.target_type AND n.target_id = o.target_id",
@@ -708,6 +776,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             "n.param, n.target_type, n.target_id"
         );
         diff!(
+            t.geo,
             "search_geo",
             "ng",
             "n.param = o.param",
@@ -715,6 +784,7 @@ impl QueryFragment<Pg> for Rewrite<'_> {
             "n.param, n.latitude, n.longitude"
         );
         diff!(
+            t.unique,
             "unique_identifiers",
             "nu",
             "n.system = o.system AND n.value = o.value",
@@ -723,16 +793,22 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         );
         // A string's normal form and a position are not part of their keys: kept rows take
         // the new version's.
-        out.push_sql(", ns_upd AS (UPDATE search_strings o SET value_norm = n.norm FROM ns n WHERE EXISTS (SELECT 1 FROM u) AND ");
-        owner!("o.");
-        out.push_sql(
-            " AND n.param = o.param AND n.exact = o.value_exact AND n.norm <> o.value_norm)",
-        );
-        out.push_sql(", ng_upd AS (UPDATE search_geo o SET latitude = n.latitude, longitude = n.longitude FROM ng n WHERE EXISTS (SELECT 1 FROM u) AND ");
-        owner!("o.");
-        out.push_sql(
-            " AND n.param = o.param AND (n.latitude <> o.latitude OR n.longitude <> o.longitude))",
-        );
+        if t.strings {
+            out.push_sql(", ns_upd AS (UPDATE search_strings o SET value_norm = n.norm FROM ns n WHERE EXISTS (SELECT 1 FROM u) AND ");
+            owner!("o.");
+            out.push_sql(
+                " AND n.param = o.param AND n.exact = o.value_exact AND n.norm <> o.value_norm)",
+            );
+        }
+        if t.geo {
+            out.push_sql(", ng_upd AS (UPDATE search_geo o SET latitude = n.latitude, longitude = n.longitude FROM ng n WHERE EXISTS (SELECT 1 FROM u) AND ");
+            owner!("o.");
+            out.push_sql(
+                " AND n.param = o.param AND (n.latitude <> o.latitude OR n.longitude <> o.longitude))",
+            );
+        }
+        // Not gated on the replacement: without it the write fails and its transaction with it.
+        self.projection.push(&mut out)?;
         out.push_sql(" SELECT count(*) FROM u");
         Ok(())
     }
@@ -817,6 +893,13 @@ macro_rules! upsert {
 
         impl QueryFragment<Pg> for $name<'_> {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                Self::push(self.0, &mut out)
+            }
+        }
+
+        impl $name<'_> {
+            /// The statement's text and values, also as a part of a larger statement.
+            fn push<'b>(facts: &'b $facts, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
                 out.push_sql(concat!("INSERT INTO ", $table, " ("));
                 let mut sep = "";
                 $(
@@ -828,7 +911,7 @@ macro_rules! upsert {
                 sep = "";
                 $(
                     out.push_sql(sep);
-                    out.push_bind_param::<$ty, _>(&self.0.$field)?;
+                    out.push_bind_param::<$ty, _>(&facts.$field)?;
                     sep = ", ";
                 )+
                 out.push_sql(") ON CONFLICT (id) DO UPDATE SET ");
@@ -911,6 +994,104 @@ impl QueryFragment<Pg> for WorklistRows {
             (service_id, Nullable<Text>, "::text[]"),
             (specialty, Text, "::text[]")
         ]);
+        Ok(())
+    }
+}
+
+/// A resource version's reporting row and worklist entries (`reports::Projection`) as parts
+/// of the statement that writes the version: no round trips of their own.
+pub(crate) struct ProjectionParts {
+    facts: Option<crate::reports::Facts>,
+    /// The referral whose lists are replaced, and its entries now.
+    listing: Option<(String, WorklistRows)>,
+    /// The version is the resource's first: no stored rows to compare with.
+    fresh: bool,
+}
+
+impl ProjectionParts {
+    pub(crate) fn new(p: &crate::reports::Projection, fresh: bool) -> Self {
+        ProjectionParts {
+            facts: p.facts.clone(),
+            listing: p.worklist.as_ref().map(|l| {
+                let mut rows = WorklistRows::default();
+                for e in &l.entries {
+                    rows.entry(e);
+                }
+                (l.referral_id.clone(), rows)
+            }),
+            fresh,
+        }
+    }
+
+    /// `, name AS (…)` parts: the reporting row upserted; the referral's worklist entries
+    /// inserted (a first version) or brought to the new ones (stored entries not among them
+    /// deleted, new ones not stored inserted, kept ones given the new service and specialty;
+    /// disjoint by primary key, as `Rewrite`'s index parts).
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        use crate::reports::Facts;
+        match &self.facts {
+            Some(Facts::Referral(f)) => {
+                out.push_sql(", rp AS (");
+                ReferralUpsert::push(f, out)?;
+                out.push_sql(")");
+            }
+            Some(Facts::Appointment(f)) => {
+                out.push_sql(", rp AS (");
+                AppointmentUpsert::push(f, out)?;
+                out.push_sql(")");
+            }
+            Some(Facts::Slot(f)) => {
+                out.push_sql(", rp AS (");
+                SlotUpsert::push(f, out)?;
+                out.push_sql(")");
+            }
+            None => {}
+        }
+        let Some((referral, rows)) = &self.listing else {
+            return Ok(());
+        };
+        let entries = !rows.list.is_empty();
+        if entries {
+            out.push_sql(", wl AS (SELECT * FROM unnest(");
+            out.push_bind_param::<Array<Text>, _>(&rows.list)?;
+            out.push_sql("::text[], ");
+            out.push_bind_param::<Array<Text>, _>(&rows.org)?;
+            out.push_sql("::text[], ");
+            out.push_bind_param::<Array<Timestamp>, _>(&rows.authored)?;
+            out.push_sql("::timestamp[], ");
+            out.push_bind_param::<Array<Text>, _>(&rows.referral_id)?;
+            out.push_sql("::text[], ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&rows.service_id)?;
+            out.push_sql("::text[], ");
+            out.push_bind_param::<Array<Text>, _>(&rows.specialty)?;
+            out.push_sql(
+                "::text[]) AS wl(list, org, authored, referral_id, service_id, specialty)), \
+                 wl_ins AS (INSERT INTO worklist_entries (list, org, authored, referral_id, service_id, specialty) \
+                 SELECT n.list, n.org, n.authored, n.referral_id, n.service_id, n.specialty FROM wl n",
+            );
+            if !self.fresh {
+                out.push_sql(
+                    " WHERE NOT EXISTS (SELECT 1 FROM worklist_entries o WHERE o.list = n.list \
+                     AND o.org = n.org AND o.authored = n.authored AND o.referral_id = n.referral_id)), \
+                     wl_upd AS (UPDATE worklist_entries o SET service_id = n.service_id, specialty = n.specialty \
+                     FROM wl n WHERE o.list = n.list AND o.org = n.org AND o.authored = n.authored \
+                     AND o.referral_id = n.referral_id \
+                     AND (o.service_id IS DISTINCT FROM n.service_id OR o.specialty <> n.specialty)",
+                );
+            }
+            out.push_sql(")");
+        }
+        if !self.fresh {
+            out.push_sql(", wl_del AS (DELETE FROM worklist_entries o WHERE o.referral_id = ");
+            out.push_bind_param::<Text, _>(referral)?;
+            if entries {
+                out.push_sql(
+                    " AND NOT EXISTS (SELECT 1 FROM wl n WHERE n.list = o.list AND n.org = o.org \
+                     AND n.authored = o.authored AND n.referral_id = o.referral_id)",
+                );
+            }
+            out.push_sql(")");
+        }
         Ok(())
     }
 }

@@ -87,6 +87,37 @@ pub enum Facts {
     Slot(SlotFacts),
 }
 
+/// What is kept in step with a live resource version beside its index rows, and written with
+/// it (on PostgreSQL in the version's own statement): its reporting row, and a referral's
+/// worklist entries.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    pub facts: Option<Facts>,
+    /// A referral's (or A&G request's) lists now: `None` for other types.
+    pub worklist: Option<Listing>,
+}
+
+/// The lists one referral is on.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub referral_id: String,
+    pub entries: Vec<crate::worklists::Entry>,
+}
+
+impl Projection {
+    /// Writes it with statements of its own (SQLite). A `fresh` resource (its first version)
+    /// has no rows to replace.
+    pub(crate) fn write(&self, conn: &mut DbConnection, fresh: bool) -> QResult<()> {
+        if let Some(f) = &self.facts {
+            save(conn, f)?;
+        }
+        if let Some(l) = &self.worklist {
+            crate::worklists::replace(conn, &l.referral_id, &l.entries, fresh)?;
+        }
+        Ok(())
+    }
+}
+
 /// The slots of `schedule` now belong to `service_id` (of `provider_org`, in `specialty`):
 /// rows of another service are rewritten, the rest left alone.
 pub fn move_slots(

@@ -420,8 +420,19 @@ pub fn insert_resource(
     conn: &mut DbConnection,
     v: &NewVersion<'_>,
     index: &IndexEntries,
+    projection: &crate::reports::Projection,
 ) -> QResult<()> {
-    insert_many(conn, &[(v.clone(), index)])
+    if let DbConnection::Postgresql(pg) = conn {
+        // One round trip: the resource, its version, its index rows, its reporting row and
+        // worklist entries.
+        let mut rows = pg_rows::Rows::default();
+        add_new(&mut rows, v, index);
+        rows.project(pg_rows::ProjectionParts::new(projection, true));
+        rows.write(pg)?;
+        return refresh_directory(conn, &[(v.clone(), index)]);
+    }
+    insert_many(conn, &[(v.clone(), index)])?;
+    Ok(projection.write(conn, true)?)
 }
 
 /// The newest first version of a type (the latest resource of it created).
@@ -573,29 +584,66 @@ pub fn stored_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResul
     Ok(index)
 }
 
+/// The index entries a resource's stored version was written with, as its writer knows them
+/// (from the stored content): an update then touches only the index tables whose entries
+/// differ from the new version's.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownIndex<'a> {
+    pub entries: &'a IndexEntries,
+    /// Whether `entries` holds all of the version's tokens. Not when it may have `_access`
+    /// tokens (a type scoped by organisation or audience, or a version written for named
+    /// organisations): they come from who may see it, not from its content, so its tokens are
+    /// compared with the stored rows.
+    pub tokens_complete: bool,
+}
+
 /// Replaces the current version if it is still `expected_version`; returns false when another
-/// writer got there first (nothing is changed then).
+/// writer got there first (nothing is changed then). `known`: the stored version's index
+/// entries, when the caller knows them (`KnownIndex`); without, every index table is
+/// compared with its stored rows.
 pub fn update_resource(
     conn: &mut DbConnection,
     v: &NewVersion<'_>,
     expected_version: i64,
     index: &IndexEntries,
+    known: Option<KnownIndex<'_>>,
+    projection: &crate::reports::Projection,
 ) -> QResult<bool> {
     let version = version_row(v, "PUT", false);
     if let DbConnection::Postgresql(pg) = conn {
-        // One round trip: the row, its version and its index rows (`pg_rows::Rewrite`).
-        if !pg_rows::Rewrite::new(&version, expected_version, index).apply(pg)? {
+        // One round trip: the row, its version and the index tables that may have changed
+        // (`pg_rows::Rewrite`).
+        let tables = match known {
+            Some(k) => {
+                let mut t = changed(k.entries, index).tables();
+                t.tokens |= !k.tokens_complete;
+                t
+            }
+            None => pg_rows::Tables::ALL,
+        };
+        let projection = pg_rows::ProjectionParts::new(projection, false);
+        if !pg_rows::Rewrite::new(&version, expected_version, index, tables, projection)
+            .apply(pg)?
+        {
             return Ok(false);
         }
     } else {
         if !replace_row(conn, v, expected_version, false)? {
             return Ok(false);
         }
-        let changed = reindex(conn, v.res_type, v.id, index)?;
+        let changed = match known {
+            Some(k) if k.tokens_complete => {
+                let c = changed(k.entries, index);
+                clear_params(conn, v.res_type, v.id, &c)?;
+                c.entries(index)
+            }
+            _ => reindex(conn, v.res_type, v.id, index)?,
+        };
         diesel::insert_into(resource_versions::table)
             .values(version)
             .execute(conn)?;
         write_index(conn, v.res_type, v.id, &changed)?;
+        projection.write(conn, false)?;
     }
     crate::directory::refresh(conn, v.res_type, &[v.id])?;
     Ok(true)
@@ -666,35 +714,68 @@ fn of_params<E: Clone>(entries: &[E], params: &[String], param: impl Fn(&E) -> &
         .collect()
 }
 
-/// Brings a resource's index rows from what is stored to `index`, rewriting only the
-/// parameters whose entries changed: a slot booked changes one `status` token, not its
-/// dozen rows, and a referral's transition its state tokens, not its whole index (fewer
-/// B-tree deletions and insertions, fewer dead rows). Deletes the changed parameters' rows
-/// and returns their new entries, for the caller to insert. (SQLite: PostgreSQL compares the
-/// rows inside the update's one statement, `pg_rows::Rewrite`.)
-fn reindex(
-    conn: &mut DbConnection,
-    res_type: &str,
-    id: &str,
-    index: &IndexEntries,
-) -> QResult<IndexEntries> {
-    let stored = stored_index(conn, res_type, id)?;
-    let tokens = changed_params(&stored.tokens, &index.tokens, |e| &e.param, |a, b| a.cmp(b));
-    let strings = changed_params(
-        &stored.strings,
-        &index.strings,
-        |e| &e.param,
-        |a, b| (&a.param, &a.exact, &a.norm).cmp(&(&b.param, &b.exact, &b.norm)),
-    );
-    let dates = changed_params(&stored.dates, &index.dates, |e| &e.param, |a, b| a.cmp(b));
-    let refs = changed_params(&stored.refs, &index.refs, |e| &e.param, |a, b| a.cmp(b));
-    let geo = changed_params(
-        &stored.geo,
-        &index.geo,
-        |e| &e.param,
-        |a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
-    );
-    let unique = changed_params(&stored.unique, &index.unique, |_| "", |a, b| a.cmp(b));
+/// The parameters whose entries differ between a resource's stored index and a new one,
+/// table by table.
+#[derive(Debug, Default)]
+struct Changed {
+    tokens: Vec<String>,
+    strings: Vec<String>,
+    dates: Vec<String>,
+    refs: Vec<String>,
+    geo: Vec<String>,
+    /// Not per parameter: any difference rewrites them all ("" when they differ).
+    unique: Vec<String>,
+}
+
+fn changed(stored: &IndexEntries, index: &IndexEntries) -> Changed {
+    Changed {
+        tokens: changed_params(&stored.tokens, &index.tokens, |e| &e.param, |a, b| a.cmp(b)),
+        strings: changed_params(
+            &stored.strings,
+            &index.strings,
+            |e| &e.param,
+            |a, b| (&a.param, &a.exact, &a.norm).cmp(&(&b.param, &b.exact, &b.norm)),
+        ),
+        dates: changed_params(&stored.dates, &index.dates, |e| &e.param, |a, b| a.cmp(b)),
+        refs: changed_params(&stored.refs, &index.refs, |e| &e.param, |a, b| a.cmp(b)),
+        geo: changed_params(
+            &stored.geo,
+            &index.geo,
+            |e| &e.param,
+            |a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+        ),
+        unique: changed_params(&stored.unique, &index.unique, |_| "", |a, b| a.cmp(b)),
+    }
+}
+
+impl Changed {
+    /// The tables with any change.
+    fn tables(&self) -> pg_rows::Tables {
+        pg_rows::Tables {
+            tokens: !self.tokens.is_empty(),
+            strings: !self.strings.is_empty(),
+            dates: !self.dates.is_empty(),
+            refs: !self.refs.is_empty(),
+            geo: !self.geo.is_empty(),
+            unique: !self.unique.is_empty(),
+        }
+    }
+
+    /// The new entries of the changed parameters.
+    fn entries(&self, index: &IndexEntries) -> IndexEntries {
+        IndexEntries {
+            tokens: of_params(&index.tokens, &self.tokens, |e| &e.param),
+            strings: of_params(&index.strings, &self.strings, |e| &e.param),
+            dates: of_params(&index.dates, &self.dates, |e| &e.param),
+            refs: of_params(&index.refs, &self.refs, |e| &e.param),
+            geo: of_params(&index.geo, &self.geo, |e| &e.param),
+            unique: of_params(&index.unique, &self.unique, |_| ""),
+        }
+    }
+}
+
+/// Deletes the stored index rows of the changed parameters (SQLite).
+fn clear_params(conn: &mut DbConnection, res_type: &str, id: &str, c: &Changed) -> QResult<()> {
     macro_rules! clear_params {
         ($table:ident, $params:expr) => {
             if !$params.is_empty() {
@@ -708,23 +789,33 @@ fn reindex(
             }
         };
     }
-    clear_params!(search_tokens, tokens);
-    clear_params!(search_strings, strings);
-    clear_params!(search_dates, dates);
-    clear_params!(search_refs, refs);
-    clear_params!(search_geo, geo);
-    if !unique.is_empty() {
+    clear_params!(search_tokens, c.tokens);
+    clear_params!(search_strings, c.strings);
+    clear_params!(search_dates, c.dates);
+    clear_params!(search_refs, c.refs);
+    clear_params!(search_geo, c.geo);
+    if !c.unique.is_empty() {
         delete_owned!(conn, unique_identifiers, res_type, res_id, res_type, id);
     }
-    let changed = IndexEntries {
-        tokens: of_params(&index.tokens, &tokens, |e| &e.param),
-        strings: of_params(&index.strings, &strings, |e| &e.param),
-        dates: of_params(&index.dates, &dates, |e| &e.param),
-        refs: of_params(&index.refs, &refs, |e| &e.param),
-        geo: of_params(&index.geo, &geo, |e| &e.param),
-        unique: of_params(&index.unique, &unique, |_| ""),
-    };
-    Ok(changed)
+    Ok(())
+}
+
+/// Brings a resource's index rows from what is stored to `index`, rewriting only the
+/// parameters whose entries changed: a slot booked changes one `status` token, not its
+/// dozen rows, and a referral's transition its state tokens, not its whole index (fewer
+/// B-tree deletions and insertions, fewer dead rows). Deletes the changed parameters' rows
+/// and returns their new entries, for the caller to insert. (SQLite: PostgreSQL compares the
+/// rows inside the update's one statement, `pg_rows::Rewrite`.)
+fn reindex(
+    conn: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    index: &IndexEntries,
+) -> QResult<IndexEntries> {
+    let stored = stored_index(conn, res_type, id)?;
+    let c = changed(&stored, index);
+    clear_params(conn, res_type, id, &c)?;
+    Ok(c.entries(index))
 }
 
 /// Marks a resource deleted (a new version with method DELETE and the given content, which
@@ -1578,7 +1669,8 @@ mod tests {
                 content: "{}",
                 author: &author,
             };
-            insert_resource(&mut conn, &v, &index).expect("a resource and its index rows");
+            insert_resource(&mut conn, &v, &index, &Default::default())
+                .expect("a resource and its index rows");
         }
         let ids = ["r.a", "r.b", "r.c"].map(str::to_owned);
         let codes = ["X".to_owned(), "*".to_owned()];
@@ -1618,6 +1710,120 @@ mod tests {
             assert_eq!(prepared(pg, r#"%"res_id" = ANY%"#), 0);
             // Nor is a page (or count) of a type's history of the organisation's resources.
             assert_eq!(prepared(pg, r#"%"resource_versions"%"#), 0);
+        }
+    }
+
+    /// An update compares with the stored rows only the index tables whose entries the writer
+    /// does not know to be unchanged; tokens it cannot know (`_access`) always.
+    #[test]
+    fn an_update_rewrites_only_the_index_tables_that_may_have_changed() {
+        let mut conn = crate::testing::fresh();
+        let author = Author {
+            user: None,
+            role: "test".into(),
+            org: "X".into(),
+            request_id: "test".into(),
+            client_id: None,
+            on_behalf_of: None,
+        };
+        let now = chrono::Utc::now().naive_utc();
+        let token = |param: &str, code: &str| TokenEntry {
+            param: param.into(),
+            system: String::new(),
+            code: code.into(),
+        };
+        // Whole seconds: PostgreSQL keeps microseconds.
+        let day_one = chrono::DateTime::from_timestamp(1_900_000_000, 0)
+            .expect("a time")
+            .naive_utc();
+        let date = |days: i64| DateEntry {
+            param: "start".into(),
+            low: day_one + chrono::Duration::days(days),
+            high: day_one + chrono::Duration::days(days),
+        };
+        let version = |version_id| NewVersion {
+            res_type: "Slot",
+            id: "s.1",
+            version_id,
+            last_updated: now,
+            content: "{}",
+            author: &author,
+        };
+        let stored = |conn: &mut DbConnection| {
+            let mut ix = stored_index(conn, "Slot", "s.1").expect("the stored index");
+            ix.dedup();
+            (ix.tokens, ix.dates)
+        };
+        let first = IndexEntries {
+            tokens: vec![token("_access", "A"), token("status", "free")],
+            dates: vec![date(1)],
+            ..IndexEntries::default()
+        };
+        insert_resource(&mut conn, &version(1), &first, &Default::default())
+            .expect("the first version");
+        // Its content's entries are known; its `_access` token is not, and is gone.
+        let content_of_first = IndexEntries {
+            tokens: vec![token("status", "free")],
+            dates: vec![date(1)],
+            ..IndexEntries::default()
+        };
+        let second = content_of_first.clone();
+        let known = KnownIndex {
+            entries: &content_of_first,
+            tokens_complete: false,
+        };
+        assert!(update_resource(
+            &mut conn,
+            &version(2),
+            1,
+            &second,
+            Some(known),
+            &Default::default()
+        )
+        .expect("update"));
+        assert_eq!(stored(&mut conn), (second.tokens.clone(), vec![date(1)]));
+        // A table the writer knows unchanged is left as stored (here, to show it, a date the
+        // writer did not know about); a changed one is brought to the new entries.
+        let third = IndexEntries {
+            tokens: vec![token("status", "busy")],
+            dates: vec![date(2)],
+            ..IndexEntries::default()
+        };
+        let believed = IndexEntries {
+            tokens: second.tokens.clone(),
+            dates: vec![date(2)],
+            ..IndexEntries::default()
+        };
+        let known = KnownIndex {
+            entries: &believed,
+            tokens_complete: true,
+        };
+        assert!(update_resource(
+            &mut conn,
+            &version(3),
+            2,
+            &third,
+            Some(known),
+            &Default::default()
+        )
+        .expect("update"));
+        assert_eq!(stored(&mut conn), (third.tokens.clone(), vec![date(1)]));
+        // Without what the writer knows, every table is compared with its stored rows.
+        assert!(
+            update_resource(&mut conn, &version(4), 3, &third, None, &Default::default())
+                .expect("update")
+        );
+        assert_eq!(stored(&mut conn), (third.tokens.clone(), vec![date(2)]));
+        if let DbConnection::Postgresql(pg) = &mut *conn {
+            // The update that knew only its tokens changed named no other index table.
+            let tokens_only: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
+                "(SELECT count(*) FROM pg_prepared_statements \
+                 WHERE statement LIKE 'WITH u AS (UPDATE resources%' \
+                 AND statement LIKE '%search_tokens%' AND statement NOT LIKE '%search_dates%')",
+            ))
+            .get_result(pg)
+            .expect("pg_prepared_statements");
+            assert_eq!(tokens_only, 1);
         }
     }
 }

@@ -194,6 +194,7 @@ impl Plan {
                                 author: &author,
                             },
                             ix,
+                            &Default::default(),
                         )?;
                     }
                     let first = &copies[0].0;

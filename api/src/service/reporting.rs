@@ -1,12 +1,14 @@
 //! Keeps the reporting tables in step with the resources: every stored version of a referral,
-//! A&G request, appointment or slot rewrites its one reporting row in the same transaction,
+//! A&G request, appointment or slot rewrites its one reporting row with the version itself,
 //! with the organisations resolved and the ISO week computed, so reports are aggregates over
 //! one table (`ers_schema::reports`).
 
 use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDateTime, Utc};
-use ers_schema::reports::{self, AppointmentFacts, Facts, ReferralFacts, SlotFacts};
+use ers_schema::reports::{
+    self, AppointmentFacts, Facts, Listing, Projection, ReferralFacts, SlotFacts,
+};
 use ers_schema::{worklists, DbConnection, ResourceRow};
 use serde_json::Value;
 
@@ -94,16 +96,36 @@ pub fn facts(
     })
 }
 
-/// Writes the reporting row and worklist entries of a stored version (or marks the row
-/// deleted and takes it off the lists). A `fresh` resource (its first version) is on no list
-/// yet.
+/// The reporting row and worklist entries of a live version about to be stored: the store
+/// writes them with it (`reports::Projection`; on PostgreSQL in the version's statement).
+pub fn projection(
+    c: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    content: &Value,
+) -> Result<Projection> {
+    if !matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
+        return Ok(Projection::default());
+    }
+    let (facts, entries) = facts(c, res_type, id, content, &mut Lookups::default())?;
+    Ok(Projection {
+        facts,
+        worklist: (res_type == "ServiceRequest").then(|| Listing {
+            referral_id: id.to_owned(),
+            entries,
+        }),
+    })
+}
+
+/// What a stored version changes beyond its own rows (`projection`): a schedule's slots'
+/// rows; a deleted resource's reporting row marked deleted, a deleted referral taken off its
+/// lists.
 pub fn record(
     c: &mut DbConnection,
     res_type: &str,
     id: &str,
     content: &Value,
     deleted: bool,
-    fresh: bool,
 ) -> Result<()> {
     if res_type == "Schedule" {
         if deleted {
@@ -112,22 +134,11 @@ pub fn record(
         }
         return schedule(c, id, content);
     }
-    if !matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
-        return Ok(());
-    }
-    if deleted {
+    if deleted && matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
         reports::mark_deleted(c, res_type, id)?;
         if res_type == "ServiceRequest" {
             worklists::remove(c, id)?;
         }
-        return Ok(());
-    }
-    let (f, entries) = facts(c, res_type, id, content, &mut Lookups::default())?;
-    if let Some(f) = f {
-        reports::save(c, &f)?;
-    }
-    if res_type == "ServiceRequest" {
-        worklists::replace(c, id, &entries, fresh)?;
     }
     Ok(())
 }

@@ -87,6 +87,26 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
     })
 }
 
+/// The index entries a stored version was written with, from its content (its `_access`
+/// tokens aside: `store::KnownIndex`). Its unique keys are `same_keys`' when its identifiers
+/// are the new version's; otherwise its type's checks say them again (None if they no longer
+/// pass: the store then compares every table with its rows).
+fn indexed_with(
+    def: &ResourceDef,
+    stored: &Value,
+    same_keys: Option<&IndexEntries>,
+) -> Option<IndexEntries> {
+    let checked = match same_keys {
+        Some(_) => registry::Checked::default(),
+        None => (def.check)(stored).ok()?,
+    };
+    let mut entries = index::entries(def, stored, &checked);
+    if let Some(same) = same_keys {
+        entries.unique = same.unique.clone();
+    }
+    Some(entries)
+}
+
 /// The profile's findings and the e-RS rules' issues together. Where an e-RS rule speaks of
 /// the same element as a profile finding, or of a part of it (a required subject, a shortlist
 /// too long, its second service), its message is the more precise one and the finding is left
@@ -395,14 +415,7 @@ fn record_change(
             },
         )?;
     }
-    super::reporting::record(
-        c,
-        res_type,
-        id,
-        content,
-        activity == "DELETE",
-        activity == "CREATE",
-    )
+    super::reporting::record(c, res_type, id, content, activity == "DELETE")
 }
 
 /// Who writes, and what a use case adds to a plain write.
@@ -572,7 +585,9 @@ pub fn create(
             content: &text,
             author,
         };
-        store::insert_resource(c, &v, &prepared.index).map_err(|e| storage_conflict(e, def))?;
+        let projection = super::reporting::projection(c, def.name, &id, &content)?;
+        store::insert_resource(c, &v, &prepared.index, &projection)
+            .map_err(|e| storage_conflict(e, def))?;
         let row = ResourceRow {
             res_type: def.name.to_owned(),
             id: id.clone(),
@@ -823,8 +838,24 @@ pub fn update(
             content: &text,
             author,
         };
-        let done = store::update_resource(c, &v, current.version_id, &prepared.index)
-            .map_err(|e| storage_conflict(e, def))?;
+        let stored_index = before
+            .as_ref()
+            .filter(|_| !current.is_deleted())
+            .and_then(|b| indexed_with(def, b, same_keys.then_some(&prepared.index)));
+        let known = stored_index.as_ref().map(|entries| store::KnownIndex {
+            entries,
+            tokens_complete: def.visibility == registry::Visibility::Everyone && access.is_empty(),
+        });
+        let projection = super::reporting::projection(c, def.name, id, &content)?;
+        let done = store::update_resource(
+            c,
+            &v,
+            current.version_id,
+            &prepared.index,
+            known,
+            &projection,
+        )
+        .map_err(|e| storage_conflict(e, def))?;
         if !done {
             return Err(ServiceError::ConcurrentUpdate {
                 res_type: def.name.to_owned(),
