@@ -1826,4 +1826,84 @@ mod tests {
             assert_eq!(tokens_only, 1);
         }
     }
+
+    /// A referral's worklist entries are written with its versions: kept ones stay (with the
+    /// new service and specialty), others go, new ones come.
+    #[test]
+    fn a_versions_worklist_entries_are_written_with_it() {
+        use crate::reports::{Listing, Projection};
+        use crate::worklists::Entry;
+        let mut conn = crate::testing::fresh();
+        let author = Author {
+            user: None,
+            role: "test".into(),
+            org: "X".into(),
+            request_id: "test".into(),
+            client_id: None,
+            on_behalf_of: None,
+        };
+        let now = chrono::DateTime::from_timestamp(1_900_000_000, 0)
+            .expect("a time")
+            .naive_utc();
+        let version = |version_id| NewVersion {
+            res_type: "ServiceRequest",
+            id: "r.1",
+            version_id,
+            last_updated: now,
+            content: "{}",
+            author: &author,
+        };
+        let entry = |list: &str, service: &str, specialty: &str| Entry {
+            list: list.into(),
+            org: "X".into(),
+            authored: now,
+            referral_id: "r.1".into(),
+            service_id: Some(service.into()),
+            specialty: specialty.into(),
+        };
+        let listed = |entries: Vec<Entry>| Projection {
+            facts: None,
+            worklist: Some(Listing {
+                referral_id: "r.1".into(),
+                entries,
+            }),
+        };
+        let stored = |conn: &mut DbConnection| {
+            let mut rows: Vec<Entry> = on_backend!(conn, |c| worklist_entries::table
+                .select(Entry::as_select())
+                .load(c))
+            .expect("the entries");
+            rows.sort_by(|a, b| a.list.cmp(&b.list));
+            rows
+        };
+        let ix = IndexEntries::default();
+        let first = vec![
+            entry("A", "s.1", "CARDIOLOGY"),
+            entry("B", "s.1", "CARDIOLOGY"),
+        ];
+        insert_resource(&mut conn, &version(1), &ix, &listed(first.clone()))
+            .expect("the first version");
+        assert_eq!(stored(&mut conn), first);
+        // A kept (another service and specialty), B gone, C new.
+        let second = vec![
+            entry("A", "s.2", "DERMATOLOGY"),
+            entry("C", "s.2", "DERMATOLOGY"),
+        ];
+        assert!(update_resource(
+            &mut conn,
+            &version(2),
+            1,
+            &ix,
+            None,
+            &listed(second.clone())
+        )
+        .expect("update"));
+        assert_eq!(stored(&mut conn), second);
+        // On no list.
+        assert!(
+            update_resource(&mut conn, &version(3), 2, &ix, None, &listed(Vec::new()))
+                .expect("update")
+        );
+        assert_eq!(stored(&mut conn), Vec::new());
+    }
 }

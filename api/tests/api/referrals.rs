@@ -860,6 +860,26 @@ async fn worklists_show_each_side_its_referrals_and_refuse_the_other_side() {
         all.ends_with(&[waiting.clone(), waiting2.clone()]),
         "{all:?}"
     );
+    // A change that leaves a referral on its list keeps it there.
+    let r = w
+        .op(
+            false,
+            &waiting2,
+            "$ers.changeShortlist",
+            Some(1),
+            &[("service", &w.bookable)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let still = list(
+        &w.rc,
+        "REFERRING_CLINICIAN",
+        "R69",
+        "listType=AWAITING_BOOKING&_count=100",
+    )
+    .await
+    .json();
+    assert_eq!(match_ids(&still), all, "{still}");
     // Filters of provider lists are refused on referrer lists, and bad ones are named.
     for q in ["service=HealthcareService/x", "specialty=CARDIOLOGY"] {
         let d = list(
