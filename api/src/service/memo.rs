@@ -152,6 +152,18 @@ pub fn references(resource: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The live row of this resource, if the scope has read it (no read of its own).
+pub fn known(res_type: &str, id: &str) -> Option<ResourceRow> {
+    MEMO.with(|m| {
+        m.borrow().as_ref().and_then(|m| {
+            m.rows
+                .get(&(res_type.to_owned(), id.to_owned()))
+                .and_then(|r| r.clone())
+                .filter(|r| !r.is_deleted())
+        })
+    })
+}
+
 /// Whether the scope has read this resource and found it live (not deleted).
 pub fn known_live(res_type: &str, id: &str) -> bool {
     MEMO.with(|m| {

@@ -356,7 +356,17 @@ fn appointment(
     let referral = match &referral_id {
         Some(r) => match look.referrals.get(r) {
             Some(f) => Some(f.clone()),
-            None => reports::referral(c, r)?,
+            // Read already by this use case (a booking's referral): its facts from the same
+            // stored version its reporting row was made from, without reading that row.
+            None => match super::memo::known("ServiceRequest", r) {
+                Some(row) => {
+                    let stored: Value = serde_json::from_str(&row.content).map_err(|e| {
+                        super::ServiceError::Internal(format!("stored referral unreadable: {e}"))
+                    })?;
+                    Some(referral(c, r, &stored, look)?)
+                }
+                None => reports::referral(c, r)?,
+            },
         },
         None => None,
     };
