@@ -412,8 +412,6 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
             ),
         ));
     }
-    // An unrelated organisation is refused before anything about the referral is said.
-    scope::check_write(conn, def("ServiceRequest")?, &referral_id, who.caller)?;
     let caller_ods = who.caller.organisation.as_str().to_owned();
     let is_referrer = who.caller.business_function.is_referrer();
     let mut created: Option<ResourceRow> = None;
@@ -424,10 +422,11 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
         .filter(|(t, _)| *t == "Slot")
         .map(|(t, id)| (t.to_owned(), id.to_owned()))
         .collect();
+    // An unrelated organisation is refused before anything about the referral is said.
     referral_svc::transition_reading(
         conn,
         &referral_id,
-        also,
+        referral_svc::Reading::Following { also },
         Expected::Pinned(pinned),
         ReferralAction::CreateAppointment,
         who,

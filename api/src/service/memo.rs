@@ -192,6 +192,19 @@ pub fn put_ods(reference: &str, ods: &Option<String>) {
     })
 }
 
+/// A resource was written as `row` (its new current version): the scope's next read of it
+/// finds that, as it would find it in the store (a booking's appointment refers to the slot it
+/// has just made busy). What was found through it is forgotten (`forget`).
+pub fn wrote(row: &ResourceRow) {
+    forget(&row.res_type, &row.id);
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            m.rows
+                .insert((row.res_type.clone(), row.id.clone()), Some(row.clone()));
+        }
+    })
+}
+
 /// A resource was written: what the scope knew of it is forgotten, and, when organisations are
 /// found through its type, every organisation found.
 pub fn forget(res_type: &str, id: &str) {

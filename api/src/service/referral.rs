@@ -407,14 +407,24 @@ pub(super) fn transition(
     who: &Acting<'_>,
     change: impl FnOnce(&mut DbConnection, &mut Value, &StateRecord) -> Result<()>,
 ) -> Result<ResourceRow> {
-    transition_reading(conn, id, Vec::new(), expected, action, who, change)
+    transition_reading(conn, id, Reading::Referral, expected, action, who, change)
 }
 
-/// `transition`, reading `also` (and what it refers to) with the referral: a booking's slot.
+/// What a transition reads before its checks.
+pub(super) enum Reading {
+    /// The referral (and what it refers to).
+    Referral,
+    /// A change of something that follows the referral (a booking): the referral and `also`
+    /// (and what they refer to), and first of all, a caller from an unrelated organisation
+    /// refused (403) before anything about the referral is said.
+    Following { also: Vec<(String, String)> },
+}
+
+/// `transition`, reading as `reading` says.
 pub(super) fn transition_reading(
     conn: &mut DbConnection,
     id: &str,
-    also: Vec<(String, String)>,
+    reading: Reading,
     expected: Expected,
     action: ReferralAction,
     who: &Acting<'_>,
@@ -423,11 +433,22 @@ pub(super) fn transition_reading(
     let def = def()?;
     let _memo = super::memo::scope();
     super::deferred::write_tx(conn, |c| {
+        // Who may see it now: its stored `_access` rows (one query, not re-derived).
+        let before = store::token_codes(c, def.name, id, super::scope::PARAM)?;
         // The referral, its requester, patient and services, and their organisations and
         // sites, in three statements instead of a read each.
         let mut roots = vec![(def.name.to_owned(), id.to_owned())];
-        roots.extend(also);
+        let gate = match reading {
+            Reading::Referral => false,
+            Reading::Following { also } => {
+                roots.extend(also);
+                true
+            }
+        };
         super::memo::prefetch(c, roots, 2)?;
+        if gate && super::memo::current(c, def.name, id)?.is_some() {
+            super::scope::check_write_held(def, id, who.caller, &before)?;
+        }
         let row = resource::read(c, def, id)?;
         let given = expected.check(&row)?;
         let (mut body, state) = parsed(&row)?;
@@ -435,8 +456,6 @@ pub(super) fn transition_reading(
         let rel = relation(c, &body, &state, who.caller)?;
         referral::check(state.state, action, who.caller.business_function, rel)
             .map_err(|r| refusal(r, action, &ubrn))?;
-        // Who may see it now: its stored `_access` rows (one query, not re-derived).
-        let before = store::token_codes(c, def.name, id, super::scope::PARAM)?;
         change(c, &mut body, &state)?;
         let access = organisations(c, &body)?;
         let row = resource::rewrite(

@@ -597,6 +597,7 @@ pub fn create(
             content: text,
         };
         record_change(c, def.name, &id, 1, "CREATE", &content)?;
+        super::memo::wrote(&row);
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -871,6 +872,7 @@ pub fn update(
             content: text,
         };
         record_change(c, def.name, id, version_id, "UPDATE", &content)?;
+        super::memo::wrote(&row);
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),

@@ -185,11 +185,37 @@ pub fn check_write(
             res_type,
             id,
             organisation,
-        }) => Err(ServiceError::Forbidden(format!(
-            "{res_type}/{id} has no relationship with your organisation ({organisation}): only the referring organisation and the providers it is shortlisted with or booked at may change it"
-        ))),
+        }) => Err(unrelated(&res_type, &id, &organisation)),
         other => other,
     }
+}
+
+/// `check_write` of a resource of a type scoped by organisation that exists, from the
+/// `_access` codes it holds (`held`), read in the change's own transaction.
+pub fn check_write_held(
+    def: &ResourceDef,
+    id: &str,
+    caller: &Caller,
+    held: &[String],
+) -> Result<()> {
+    if def.visibility != Visibility::Organisations {
+        return Err(ServiceError::Internal(format!(
+            "{} is not scoped by organisation alone",
+            def.name
+        )));
+    }
+    let me = caller.organisation.as_str();
+    if held.iter().any(|c| c == me) {
+        Ok(())
+    } else {
+        Err(unrelated(def.name, id, me))
+    }
+}
+
+fn unrelated(res_type: &str, id: &str, organisation: &str) -> ServiceError {
+    ServiceError::Forbidden(format!(
+        "{res_type}/{id} has no relationship with your organisation ({organisation}): only the referring organisation and the providers it is shortlisted with or booked at may change it"
+    ))
 }
 
 /// The records that follow a referral — its appointments and documents (and so the

@@ -586,6 +586,34 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
     )
     .await
     .assert_outcome(403, "forbidden");
+    // Nor book for its referral: refused before anything about the referral is said (its
+    // version, its state), even naming a version that is not the referral's.
+    let mut stray = appointment(&format!("{id}/_history/99"), &routine[1].0);
+    stray["participant"] = a["participant"].clone();
+    let d = w
+        .send_as(
+            (&stranger, "REFERRING_CLINICIAN", "R68"),
+            "POST",
+            "Appointment",
+            None,
+            Some(&stray),
+        )
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(
+        d.contains("has no relationship with your organisation (R68)"),
+        "{d}"
+    );
+    // A referral that does not exist is not found, for anyone.
+    w.send_as(
+        (&stranger, "REFERRING_CLINICIAN", "R68"),
+        "POST",
+        "Appointment",
+        None,
+        Some(&appointment("r.no-such-referral", &routine[1].0)),
+    )
+    .await
+    .assert_outcome(404, "not-found");
     w.send_as(
         (&stranger, "REFERRING_CLINICIAN", "R68"),
         "GET",
