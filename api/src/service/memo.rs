@@ -3,9 +3,10 @@
 //! role, its organisation and each service's provider a dozen times between its checks, its
 //! access list and its reporting and worklist rows; a booking reads its referral, its slot and
 //! the slot's schedule once to check them and again to write or report them. A write of a
-//! resource forgets it here (the next read sees the write); a row kept from before another
-//! transaction's commit is at worst an older version, which the version-checked write of it
-//! refuses (409), as it would refuse the reader's own earlier read.
+//! resource keeps it here as written, or forgets it (either way the next read sees the
+//! write); a row kept from before another transaction's commit is at worst an older version,
+//! which the version-checked write of it refuses (409), as it would refuse the reader's own
+//! earlier read.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
