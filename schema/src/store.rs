@@ -1640,17 +1640,21 @@ mod tests {
     use super::*;
     use diesel::sql_types::BigInt;
 
-    #[test]
-    fn statements_over_an_organisations_rows_are_planned_with_their_values() {
-        let mut conn = crate::testing::fresh();
-        let author = Author {
+    fn test_author() -> Author {
+        Author {
             user: None,
             role: "test".into(),
             org: "X".into(),
             request_id: "test".into(),
             client_id: None,
             on_behalf_of: None,
-        };
+        }
+    }
+
+    #[test]
+    fn statements_over_an_organisations_rows_are_planned_with_their_values() {
+        let mut conn = crate::testing::fresh();
+        let author = test_author();
         let now = chrono::Utc::now().naive_utc();
         for (id, code) in [("r.a", "X"), ("r.b", "X"), ("r.c", "Y")] {
             let index = IndexEntries {
@@ -1718,14 +1722,7 @@ mod tests {
     #[test]
     fn an_update_rewrites_only_the_index_tables_that_may_have_changed() {
         let mut conn = crate::testing::fresh();
-        let author = Author {
-            user: None,
-            role: "test".into(),
-            org: "X".into(),
-            request_id: "test".into(),
-            client_id: None,
-            on_behalf_of: None,
-        };
+        let author = test_author();
         let now = chrono::Utc::now().naive_utc();
         let token = |param: &str, code: &str| TokenEntry {
             param: param.into(),
@@ -1834,14 +1831,7 @@ mod tests {
         use crate::reports::{Listing, Projection};
         use crate::worklists::Entry;
         let mut conn = crate::testing::fresh();
-        let author = Author {
-            user: None,
-            role: "test".into(),
-            org: "X".into(),
-            request_id: "test".into(),
-            client_id: None,
-            on_behalf_of: None,
-        };
+        let author = test_author();
         let now = chrono::DateTime::from_timestamp(1_900_000_000, 0)
             .expect("a time")
             .naive_utc();
