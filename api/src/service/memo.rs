@@ -167,13 +167,7 @@ pub fn known(res_type: &str, id: &str) -> Option<ResourceRow> {
 
 /// Whether the scope has read this resource and found it live (not deleted).
 pub fn known_live(res_type: &str, id: &str) -> bool {
-    MEMO.with(|m| {
-        m.borrow().as_ref().is_some_and(|m| {
-            m.rows
-                .get(&(res_type.to_owned(), id.to_owned()))
-                .is_some_and(|r| r.as_ref().is_some_and(|r| !r.is_deleted()))
-        })
-    })
+    known(res_type, id).is_some()
 }
 
 /// What `referral::ods_behind` found for a reference in this scope.

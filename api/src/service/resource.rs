@@ -845,7 +845,7 @@ pub fn update(
             .and_then(|b| indexed_with(def, b, same_keys.then_some(&prepared.index)));
         let known = stored_index.as_ref().map(|entries| store::KnownIndex {
             entries,
-            tokens_complete: def.visibility == registry::Visibility::Everyone && access.is_empty(),
+            tokens_complete: scope::tokens_from_content_alone(def, access),
         });
         let projection = super::reporting::projection(c, def.name, id, &content)?;
         let done = store::update_resource(

@@ -43,6 +43,12 @@ fn token_entries(codes: &[String]) -> Vec<TokenEntry> {
         .collect()
 }
 
+/// Whether a version of `def` written for `organisations` has no `_access` tokens, so its
+/// content tells all its index tokens (`store::KnownIndex::tokens_complete`).
+pub fn tokens_from_content_alone(def: &ResourceDef, organisations: &[String]) -> bool {
+    def.visibility == Visibility::Everyone && organisations.is_empty()
+}
+
 /// The `_access` codes that let the caller see a resource of `def`, or None when the type is
 /// visible to everyone who may read it.
 pub fn codes_for(def: &ResourceDef, caller: &Caller) -> Option<Vec<String>> {
