@@ -180,6 +180,134 @@ pub fn get_pairs(conn: &mut DbConnection, pairs: &[(&str, &str)]) -> QResult<Vec
     Ok(out)
 }
 
+/// What a use case reads before it decides anything (`read_ahead`).
+#[derive(Debug, Default, Clone)]
+pub struct Ahead {
+    /// Resources named by (type, id): each is answered, with its current row (deleted ones
+    /// included) or none.
+    pub roots: Vec<(String, String)>,
+    /// How many levels of references to follow from the roots, through the reference index
+    /// (`search_refs`): each resource reached is answered like a root.
+    pub depth: usize,
+    /// (type, id, param): that resource's token codes of `param`, in code order.
+    pub tokens: Option<(String, String, String)>,
+    /// (source type, param, target type, target id): the live resources of the source type
+    /// that refer to the target through `param`.
+    pub referring: Option<(String, String, String, String)>,
+    /// Whether to take the next UBRN number (`take_ubrn`).
+    pub ubrn: bool,
+}
+
+/// What `read_ahead` found.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    /// Each resource named or reached, with its current row or none.
+    pub found: Vec<((String, String), Option<ResourceRow>)>,
+    pub tokens: Vec<String>,
+    pub referring: Vec<ResourceRow>,
+    pub ubrn: Option<i64>,
+}
+
+/// Reads what `ahead` names in one statement on PostgreSQL (a part per level over the
+/// reference index, one round trip where reading level by level took one per level, and the
+/// tokens and referring resources beside it); SQLite answers in-process, a lookup at a time.
+pub fn read_ahead(conn: &mut DbConnection, ahead: &Ahead) -> QResult<ReadAhead> {
+    let mut out = ReadAhead::default();
+    if ahead.roots.is_empty() && ahead.tokens.is_none() && ahead.referring.is_none() && !ahead.ubrn
+    {
+        return Ok(out);
+    }
+    if let DbConnection::Postgresql(pg) = conn {
+        let pairs: Vec<(&str, &str)> = ahead
+            .roots
+            .iter()
+            .map(|(t, id)| (t.as_str(), id.as_str()))
+            .collect();
+        let (tt, ti, tp) = ahead.tokens.clone().unwrap_or_default();
+        let (rs, rp, rt, ri) = ahead.referring.clone().unwrap_or_default();
+        let q = pg_rows::Ahead {
+            pairs: pg_rows::Pairs::new(&pairs),
+            depth: ahead.depth,
+            token: [tt, ti, tp],
+            referring: [rs, rp, rt, ri],
+            ubrn: ahead.ubrn,
+        };
+        type Row = (
+            i16,
+            String,
+            String,
+            Option<i64>,
+            Option<NaiveDateTime>,
+            Option<i32>,
+            Option<String>,
+        );
+        for (kind, res_type, id, version_id, last_updated, deleted, content) in q.load::<Row>(pg)? {
+            let row = match (version_id, last_updated, deleted, content) {
+                (Some(version_id), Some(last_updated), Some(deleted), Some(content)) => {
+                    Some(ResourceRow {
+                        res_type: res_type.clone(),
+                        id: id.clone(),
+                        version_id,
+                        last_updated,
+                        deleted,
+                        content,
+                    })
+                }
+                _ => None,
+            };
+            match (kind, row) {
+                (0, row) => out.found.push(((res_type, id), row)),
+                (1, _) => out.tokens.push(id),
+                (3, _) => out.ubrn = version_id,
+                (_, Some(row)) => out.referring.push(row),
+                _ => {}
+            }
+        }
+        out.tokens.sort();
+        return Ok(out);
+    }
+    // SQLite: level by level, in-process.
+    let mut seen = std::collections::HashSet::new();
+    let mut level = ahead.roots.clone();
+    for d in 0..=ahead.depth {
+        let mut next = Vec::new();
+        for key in level {
+            if seen.len() >= pg_rows::AHEAD_LIMIT as usize || !seen.insert(key.clone()) {
+                continue;
+            }
+            let row = get_current(conn, &key.0, &key.1)?;
+            if d < ahead.depth && row.is_some() {
+                next.extend(
+                    search_refs::table
+                        .filter(search_refs::res_type.eq(&key.0))
+                        .filter(search_refs::res_id.eq(&key.1))
+                        .select((search_refs::target_type, search_refs::target_id))
+                        .load::<(String, String)>(conn)?,
+                );
+            }
+            out.found.push((key, row));
+        }
+        level = next;
+    }
+    if let Some((t, id, param)) = &ahead.tokens {
+        out.tokens = token_codes(conn, t, id, param)?;
+    }
+    if let Some((source, param, target_type, target_id)) = &ahead.referring {
+        let ids = referring(
+            conn,
+            source,
+            param,
+            target_type,
+            std::slice::from_ref(target_id),
+        )?;
+        out.referring = get_many(conn, source, &ids)?;
+    }
+    if ahead.ubrn {
+        out.ubrn = Some(take_ubrn(conn)?);
+    }
+    Ok(out)
+}
+
 /// Live (not deleted) resources of a type among `ids`.
 pub fn get_many(
     conn: &mut DbConnection,
@@ -1715,6 +1843,167 @@ mod tests {
             // Nor is a page (or count) of a type's history of the organisation's resources.
             assert_eq!(prepared(pg, r#"%"resource_versions"%"#), 0);
         }
+    }
+
+    /// A read-ahead answers each root, follows references through the index to its depth and
+    /// no further, tells what is absent, and reads one resource's tokens and the live resources
+    /// referring to one, in one go (run more times than PostgreSQL takes before it plans the
+    /// statement generically).
+    #[test]
+    fn a_read_ahead_follows_references_to_its_depth_and_reads_tokens_and_referrers() {
+        let mut conn = crate::testing::fresh();
+        let author = test_author();
+        let now = chrono::Utc::now().naive_utc();
+        let reference = |param: &str, t: &str, id: &str| RefEntry {
+            param: param.into(),
+            target_type: t.into(),
+            target_id: id.into(),
+        };
+        let put = |conn: &mut DbConnection, t: &str, id: &str, index: IndexEntries| {
+            let content = format!("{{\"id\":\"{id}\"}}");
+            let v = NewVersion {
+                res_type: t,
+                id,
+                version_id: 1,
+                last_updated: now,
+                content: &content,
+                author: &author,
+            };
+            insert_resource(conn, &v, &index, &Default::default()).expect("a resource");
+        };
+        let refs = |r: Vec<RefEntry>| IndexEntries {
+            refs: r,
+            ..IndexEntries::default()
+        };
+        // r.1 -> p.1 -> o.1 -> o.2 (three levels), and r.1 -> missing Patient/p.0.
+        put(
+            &mut conn,
+            "ServiceRequest",
+            "r.1",
+            IndexEntries {
+                tokens: vec![
+                    TokenEntry {
+                        param: "_access".into(),
+                        system: String::new(),
+                        code: "B".into(),
+                    },
+                    TokenEntry {
+                        param: "_access".into(),
+                        system: String::new(),
+                        code: "A".into(),
+                    },
+                    TokenEntry {
+                        param: "status".into(),
+                        system: String::new(),
+                        code: "active".into(),
+                    },
+                ],
+                refs: vec![
+                    reference("requester", "PractitionerRole", "p.1"),
+                    reference("subject", "Patient", "p.0"),
+                ],
+                ..IndexEntries::default()
+            },
+        );
+        put(
+            &mut conn,
+            "PractitionerRole",
+            "p.1",
+            refs(vec![reference("organization", "Organization", "o.1")]),
+        );
+        put(
+            &mut conn,
+            "Organization",
+            "o.1",
+            refs(vec![reference("partof", "Organization", "o.2")]),
+        );
+        put(&mut conn, "Organization", "o.2", IndexEntries::default());
+        // Two appointments based on r.1, one of them deleted; one based on another referral.
+        for id in ["a.1", "a.2", "a.3"] {
+            let target = if id == "a.3" { "r.2" } else { "r.1" };
+            put(
+                &mut conn,
+                "Appointment",
+                id,
+                refs(vec![reference("based-on", "ServiceRequest", target)]),
+            );
+        }
+        let gone = NewVersion {
+            res_type: "Appointment",
+            id: "a.2",
+            version_id: 2,
+            last_updated: now,
+            content: "{}",
+            author: &author,
+        };
+        assert!(delete_resource(&mut conn, &gone, 1).expect("delete"));
+        let ahead = Ahead {
+            roots: vec![
+                ("ServiceRequest".into(), "r.1".into()),
+                ("Slot".into(), "s.0".into()),
+            ],
+            depth: 2,
+            tokens: Some(("ServiceRequest".into(), "r.1".into(), "_access".into())),
+            referring: Some((
+                "Appointment".into(),
+                "based-on".into(),
+                "ServiceRequest".into(),
+                "r.1".into(),
+            )),
+            ubrn: false,
+        };
+        for _ in 0..7 {
+            let read = read_ahead(&mut conn, &ahead).expect("read ahead");
+            let mut found: Vec<(String, bool)> = read
+                .found
+                .iter()
+                .map(|((t, id), row)| {
+                    if let Some(row) = row {
+                        assert_eq!((&row.res_type, &row.id), (t, id));
+                        assert_eq!(row.content, format!("{{\"id\":\"{id}\"}}"));
+                    }
+                    (format!("{t}/{id}"), row.is_some())
+                })
+                .collect();
+            found.sort();
+            assert_eq!(
+                found,
+                [
+                    ("Organization/o.1".to_owned(), true),
+                    ("Patient/p.0".to_owned(), false),
+                    ("PractitionerRole/p.1".to_owned(), true),
+                    ("ServiceRequest/r.1".to_owned(), true),
+                    ("Slot/s.0".to_owned(), false),
+                ]
+            );
+            assert_eq!(read.tokens, ["A", "B"]);
+            let referring: Vec<_> = read.referring.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(referring, ["a.1"]);
+        }
+        // Nothing asked beside the roots: no tokens, no referrers; depth 0 follows nothing.
+        let read = read_ahead(
+            &mut conn,
+            &Ahead {
+                roots: vec![("ServiceRequest".into(), "r.1".into())],
+                ..Ahead::default()
+            },
+        )
+        .expect("read ahead");
+        assert_eq!(read.found.len(), 1);
+        assert!(read.tokens.is_empty() && read.referring.is_empty() && read.ubrn.is_none());
+        // A UBRN number when asked, the sequence's next; none taken when not asked.
+        let base = take_ubrn(&mut conn).expect("a number");
+        let unnumbered = read_ahead(&mut conn, &ahead).expect("read ahead").ubrn;
+        let numbered = Ahead {
+            ubrn: true,
+            ..Ahead::default()
+        };
+        let first = read_ahead(&mut conn, &numbered).expect("read ahead").ubrn;
+        let second = read_ahead(&mut conn, &numbered).expect("read ahead").ubrn;
+        assert_eq!(
+            (unnumbered, first, second),
+            (None, Some(base + 1), Some(base + 2))
+        );
     }
 
     /// An update compares with the stored rows only the index tables whose entries the writer

@@ -219,7 +219,8 @@ fn current_appointments(c: &mut DbConnection, referral_id: &str) -> Result<Vec<R
 
 /// The referral's appointments in these statuses, newest first: its `based-on` references
 /// read by key, not a search (a search is planned afresh on every call, and this one runs in
-/// every booking, change and cancellation).
+/// every booking, change and cancellation); inside a referral transition, from what its
+/// read-ahead found.
 fn appointments_with(
     c: &mut DbConnection,
     referral_id: &str,
@@ -229,15 +230,9 @@ fn appointments_with(
     struct Status {
         status: Option<String>,
     }
-    let ids = ers_schema::store::referring(
-        c,
-        "Appointment",
-        "based-on",
-        "ServiceRequest",
-        &[referral_id.to_owned()],
-    )?;
+    let ids = super::memo::referring(c, "Appointment", "based-on", "ServiceRequest", referral_id)?;
     let mut rows = Vec::new();
-    for row in ers_schema::store::get_many(c, "Appointment", &ids)? {
+    for row in super::memo::live_many(c, "Appointment", &ids)? {
         let s: Status = serde_json::from_str(&row.content)
             .map_err(|e| ServiceError::Internal(format!("stored appointment unreadable: {e}")))?;
         if s.status.as_deref().is_some_and(|s| statuses.contains(&s)) {

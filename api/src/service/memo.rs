@@ -26,6 +26,8 @@ const REFERENCE_DATA: &[&str] = &[
 struct Memo {
     rows: HashMap<(String, String), Option<ResourceRow>>,
     ods: HashMap<String, Option<String>>,
+    /// (source type, param, target type, target id) → the ids of the live resources referring.
+    referring: HashMap<(String, String, String, String), Vec<String>>,
 }
 
 thread_local! {
@@ -81,64 +83,146 @@ pub fn current(
     Ok(row)
 }
 
-/// Most resources one level of a prefetch reads (a shortlist of twenty services, their
-/// providers and sites stay well under it).
-const PREFETCH_LIMIT: usize = 200;
+/// Reads, in one statement, what a use case is about to read one by one (`store::Ahead`): the
+/// resources its roots name and, `depth` levels on, those they refer to, and what else it
+/// asks for (a resource's tokens, the resources referring to one). Each resource is kept in
+/// the scope's memory (one that does not exist as absent), as are the referring ones, so the
+/// use case's checks and writes find them there; roots already known are not read again.
+/// Returns the tokens and the UBRN number asked for (read even outside a scope).
+pub fn prefetch(c: &mut DbConnection, mut ahead: store::Ahead) -> Result<Fetched, StorageError> {
+    let scoped = MEMO.with(|m| {
+        let m = m.borrow();
+        let Some(m) = m.as_ref() else {
+            return false;
+        };
+        ahead.roots.retain(|k| !m.rows.contains_key(k));
+        if let Some((s, p, t, id)) = &ahead.referring {
+            if m.referring
+                .contains_key(&(s.clone(), p.clone(), t.clone(), id.clone()))
+            {
+                ahead.referring = None;
+            }
+        }
+        true
+    });
+    if !scoped {
+        // Outside a scope nothing is kept: only the tokens and the number are worth reading.
+        ahead.roots.clear();
+        ahead.referring = None;
+    }
+    let read = store::read_ahead(c, &ahead)?;
+    let fetched = Fetched {
+        tokens: read.tokens,
+        ubrn: read.ubrn,
+    };
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            for (key, row) in read.found {
+                m.rows.entry(key).or_insert(row);
+            }
+            if let Some(key) = ahead.referring {
+                m.referring
+                    .insert(key, read.referring.iter().map(|r| r.id.clone()).collect());
+                for row in read.referring {
+                    m.rows
+                        .entry((row.res_type.clone(), row.id.clone()))
+                        .or_insert(Some(row));
+                }
+            }
+        }
+    });
+    Ok(fetched)
+}
 
-/// Reads, in one statement per level, what a use case is about to read one by one: the
-/// resources `roots` names and, `depth` levels on, those their references name. Each is kept
-/// in the scope's memory (one that does not exist as absent), so the use case's checks and
-/// writes find them there. Outside a scope it does nothing.
-pub fn prefetch(
+/// What a prefetch read that the scope does not keep.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The tokens `store::Ahead::tokens` asked for, in code order.
+    pub tokens: Vec<String>,
+    /// The UBRN number, when asked for (`store::Ahead::ubrn`).
+    pub ubrn: Option<i64>,
+}
+
+/// The ids of the live resources of `source` type that refer to `target_type/target_id`
+/// through `param`, from the scope's memory when a prefetch read them (`store::referring`).
+pub fn referring(
     c: &mut DbConnection,
-    roots: Vec<(String, String)>,
-    depth: usize,
-) -> Result<(), StorageError> {
-    if MEMO.with(|m| m.borrow().is_none()) {
-        return Ok(());
+    source: &str,
+    param: &str,
+    target_type: &str,
+    target_id: &str,
+) -> Result<Vec<String>, StorageError> {
+    let key = (
+        source.to_owned(),
+        param.to_owned(),
+        target_type.to_owned(),
+        target_id.to_owned(),
+    );
+    if let Some(ids) = MEMO.with(|m| {
+        m.borrow()
+            .as_ref()
+            .and_then(|m| m.referring.get(&key).cloned())
+    }) {
+        return Ok(ids);
     }
-    let mut level = roots;
-    for d in 0..=depth {
-        let mut wanted: Vec<(String, String)> = Vec::new();
-        MEMO.with(|m| {
-            if let Some(m) = m.borrow().as_ref() {
-                for key in level.drain(..) {
-                    if !m.rows.contains_key(&key)
-                        && !wanted.contains(&key)
-                        && wanted.len() < PREFETCH_LIMIT
-                    {
-                        wanted.push(key);
-                    }
-                }
+    store::referring(c, source, param, target_type, &[target_id.to_owned()])
+}
+
+/// The live rows of these resources of one type: those the scope knows from its memory, the
+/// rest in one read (`store::get_many`).
+pub fn live_many(
+    c: &mut DbConnection,
+    res_type: &str,
+    ids: &[String],
+) -> Result<Vec<ResourceRow>, StorageError> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut unknown = Vec::new();
+    MEMO.with(|m| {
+        let m = m.borrow();
+        for id in ids {
+            match m
+                .as_ref()
+                .and_then(|m| m.rows.get(&(res_type.to_owned(), id.clone())))
+            {
+                Some(Some(row)) if !row.is_deleted() => out.push(row.clone()),
+                Some(_) => {}
+                None => unknown.push(id.clone()),
             }
-        });
-        if wanted.is_empty() {
-            break;
         }
-        let pairs: Vec<(&str, &str)> = wanted
-            .iter()
-            .map(|(t, id)| (t.as_str(), id.as_str()))
-            .collect();
-        let rows = store::get_pairs(c, &pairs)?;
-        let mut next = Vec::new();
-        let mut found: HashMap<(String, String), Option<ResourceRow>> =
-            wanted.into_iter().map(|k| (k, None)).collect();
-        for row in rows {
-            if d < depth && !row.is_deleted() {
-                if let Ok(body) = serde_json::from_str::<serde_json::Value>(&row.content) {
-                    next.extend(references(&body));
-                }
-            }
-            found.insert((row.res_type.clone(), row.id.clone()), Some(row));
-        }
-        MEMO.with(|m| {
-            if let Some(m) = m.borrow_mut().as_mut() {
-                m.rows.extend(found);
-            }
-        });
-        level = next;
+    });
+    out.extend(store::get_many(c, res_type, &unknown)?);
+    Ok(out)
+}
+
+/// The live resource of `res_type` the scope has read that holds the identifier
+/// `system|value`: its owner, since the store keeps such identifiers unique per type (a
+/// resource in memory is its current version as read in this scope).
+pub fn identified(res_type: &str, system: &str, value: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Identifier {
+        system: Option<String>,
+        value: Option<String>,
     }
-    Ok(())
+    #[derive(serde::Deserialize)]
+    struct Identified {
+        #[serde(default)]
+        identifier: Vec<Identifier>,
+    }
+    MEMO.with(|m| {
+        let m = m.borrow();
+        m.as_ref()?.rows.iter().find_map(|((t, id), row)| {
+            let row = row.as_ref().filter(|r| t == res_type && !r.is_deleted())?;
+            if !row.content.contains(value) {
+                return None;
+            }
+            let found: Identified = serde_json::from_str(&row.content).ok()?;
+            found
+                .identifier
+                .iter()
+                .any(|i| i.system.as_deref() == Some(system) && i.value.as_deref() == Some(value))
+                .then(|| id.clone())
+        })
+    })
 }
 
 /// The (type, id) of every literal reference in a resource to a type the server keeps.
@@ -206,6 +290,7 @@ pub fn forget(res_type: &str, id: &str) {
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
             m.rows.remove(&(res_type.to_owned(), id.to_owned()));
+            m.referring.retain(|(source, ..), _| source != res_type);
             if REFERENCE_DATA.contains(&res_type) {
                 m.ods.clear();
             }

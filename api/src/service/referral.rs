@@ -279,10 +279,22 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
     }
     let _memo = super::memo::scope();
     super::deferred::write_tx(conn, |c| {
-        // The requester, patient and services, and what they refer to, in two statements.
-        super::memo::prefetch(c, super::memo::references(&body), 1)?;
+        // The requester, patient and services, what they refer to, and the UBRN number, in
+        // one statement.
+        let fetched = super::memo::prefetch(
+            c,
+            store::Ahead {
+                roots: super::memo::references(&body),
+                depth: 1,
+                ubrn: true,
+                ..Default::default()
+            },
+        )?;
         check_requester(c, &body, caller)?;
-        let ubrn = format!("{:012}", store::take_ubrn(c)?);
+        let number = fetched
+            .ubrn
+            .ok_or_else(|| ServiceError::Internal("the read-ahead took no UBRN number".into()))?;
+        let ubrn = format!("{number:012}");
         let priority = sr::ers_priority(&body).unwrap_or_default().to_owned();
         let services = sr::shortlist(&body);
         if sr::fhir_priority(&priority).is_some()
@@ -433,10 +445,6 @@ pub(super) fn transition_reading(
     let def = def()?;
     let _memo = super::memo::scope();
     super::deferred::write_tx(conn, |c| {
-        // Who may see it now: its stored `_access` rows (one query, not re-derived).
-        let before = store::token_codes(c, def.name, id, super::scope::PARAM)?;
-        // The referral, its requester, patient and services, and their organisations and
-        // sites, in three statements instead of a read each.
         let mut roots = vec![(def.name.to_owned(), id.to_owned())];
         let gate = match reading {
             Reading::Referral => false,
@@ -445,7 +453,29 @@ pub(super) fn transition_reading(
                 true
             }
         };
-        super::memo::prefetch(c, roots, 2)?;
+        // In one statement: the referral, its requester, patient and services, and their
+        // organisations and sites; who may see it now (its stored `_access` rows, not
+        // re-derived); and its appointments (a booking, change or cancellation reads them).
+        let before = super::memo::prefetch(
+            c,
+            store::Ahead {
+                roots,
+                depth: 2,
+                tokens: Some((
+                    def.name.to_owned(),
+                    id.to_owned(),
+                    super::scope::PARAM.to_owned(),
+                )),
+                referring: Some((
+                    "Appointment".to_owned(),
+                    "based-on".to_owned(),
+                    def.name.to_owned(),
+                    id.to_owned(),
+                )),
+                ubrn: false,
+            },
+        )?
+        .tokens;
         if gate && super::memo::current(c, def.name, id)?.is_some() {
             super::scope::check_write_held(def, id, who.caller, &before)?;
         }
@@ -921,6 +951,9 @@ pub fn available_actions(
 
 /// The logical id of the organisation with an ODS code (for worklists).
 pub fn organisation_id(conn: &mut DbConnection, ods: &str) -> Result<Option<String>> {
+    if let Some(id) = super::memo::identified("Organization", OdsCode::ORGANIZATION_SYSTEM, ods) {
+        return Ok(Some(id));
+    }
     Ok(store::unique_owner(
         conn,
         "Organization",
