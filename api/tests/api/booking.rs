@@ -206,8 +206,25 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
         text.contains(&format!("HealthcareService/{}", c.service)),
         "{text}"
     );
-    assert!(
-        text.contains("Extension-UKCore-BookingOrganization"),
+    // The booking organisation is the caller's own (R69), whatever else the booking read.
+    let r69 = w
+        .app
+        .search("Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69")
+        .await;
+    let r69 = r69["entry"][0]["resource"]["id"].as_str().expect("R69");
+    let booking_org = appt["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("Extension-UKCore-BookingOrganization"))
+        })
+        .map(|e| e["valueReference"]["reference"].clone());
+    assert_eq!(
+        booking_org,
+        Some(json!(format!("Organization/{r69}"))),
         "{text}"
     );
     assert_eq!(w.slot_status(&a_slot).await, "busy");
