@@ -33,11 +33,14 @@ trap 'kill $SERVER $ANALYZER 2>/dev/null || true' EXIT
 wait_ready "$PORT"
 LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE] $(date -u +%FT%TZ)"
 mkdir -p docs/benchmarks
-# book ($1: subscriptions, 0 for none): 32 clients, each booking its own slot.
+# book ($1: subscriptions, 0 for none): 32 clients, each booking its own slot. Enough pairs
+# (referrals made first, each with its own free slot) for the whole run at 1,200 bookings/s:
+# a run that uses them up ends early, with a short window (ERS_BENCH_PAIRS sets another number).
+PAIRS="${ERS_BENCH_PAIRS:-$(( (SECONDS_ + 2) * 1200 ))}"
 book() {
   "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario book \
       --sandbox-user 021600556514 --clients 32 --seconds "$SECONDS_" --warmup 2 \
-      --pairs "${ERS_BENCH_PAIRS:-4000}" --subscriptions "$1" \
+      --pairs "$PAIRS" --subscriptions "$1" \
       --label "$LABEL" --json docs/benchmarks/booking.jsonl
 }
 # Without, with, with, without rest-hook subscriptions to every referral change (issue:
