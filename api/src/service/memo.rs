@@ -297,3 +297,145 @@ pub fn forget(res_type: &str, id: &str) {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ers_schema::{store::NewVersion, Author, IndexEntries, RefEntry};
+
+    fn database() -> ers_schema::PooledConn {
+        let file = std::env::temp_dir().join(format!(
+            "ers_memo_{}_{}.db",
+            std::process::id(),
+            crate::fhir::new_id()
+        ));
+        let pool =
+            ers_schema::build_pool(&format!("sqlite://{}", file.display()), 1).expect("a database");
+        let mut conn = pool.get().expect("a connection");
+        ers_schema::run_migrations(&mut conn).expect("migrations");
+        conn
+    }
+
+    fn put(conn: &mut DbConnection, t: &str, id: &str, content: &str, index: IndexEntries) {
+        let author = Author {
+            user: None,
+            role: "test".into(),
+            org: "X".into(),
+            request_id: "test".into(),
+            client_id: None,
+            on_behalf_of: None,
+        };
+        let v = NewVersion {
+            res_type: t,
+            id,
+            version_id: 1,
+            last_updated: chrono::Utc::now().naive_utc(),
+            content,
+            author: &author,
+        };
+        store::insert_resource(conn, &v, &index, &Default::default()).expect("a resource");
+    }
+
+    fn based_on(referral: &str) -> IndexEntries {
+        IndexEntries {
+            refs: vec![RefEntry {
+                param: "based-on".into(),
+                target_type: "ServiceRequest".into(),
+                target_id: referral.into(),
+            }],
+            ..IndexEntries::default()
+        }
+    }
+
+    /// What a prefetch found referring to a resource is answered from memory until a resource
+    /// of the referring type is written; then it is read again.
+    #[test]
+    fn referring_resources_are_kept_until_one_of_their_type_is_written() {
+        let mut conn = database();
+        let _scope = scope();
+        put(&mut conn, "Appointment", "a.1", "{}", based_on("r.1"));
+        let ahead = store::Ahead {
+            referring: Some((
+                "Appointment".into(),
+                "based-on".into(),
+                "ServiceRequest".into(),
+                "r.1".into(),
+            )),
+            ..store::Ahead::default()
+        };
+        prefetch(&mut conn, ahead).expect("prefetch");
+        let referring = |conn: &mut DbConnection| {
+            let mut ids =
+                super::referring(conn, "Appointment", "based-on", "ServiceRequest", "r.1")
+                    .expect("referring");
+            ids.sort();
+            ids
+        };
+        // Another appointment stored behind the memory's back is not seen...
+        put(&mut conn, "Appointment", "a.2", "{}", based_on("r.1"));
+        assert_eq!(referring(&mut conn), ["a.1"]);
+        assert!(known("Appointment", "a.1").is_some());
+        // ... until an appointment is written in the scope (a slot's write changes nothing).
+        forget("Slot", "s.1");
+        assert_eq!(referring(&mut conn), ["a.1"]);
+        forget("Appointment", "a.2");
+        assert_eq!(referring(&mut conn), ["a.1", "a.2"]);
+    }
+
+    /// An organisation the scope holds answers a lookup by its identifier; one it does not
+    /// hold, one deleted in the scope, or another identifier does not.
+    #[test]
+    fn an_organisation_held_answers_for_its_identifier() {
+        let mut conn = database();
+        let _scope = scope();
+        let ods = |code: &str| {
+            format!(
+                r#"{{"resourceType":"Organization","identifier":[{{"system":"ods","value":"{code}"}}]}}"#
+            )
+        };
+        put(
+            &mut conn,
+            "Organization",
+            "o.1",
+            &ods("R69"),
+            IndexEntries::default(),
+        );
+        put(
+            &mut conn,
+            "Organization",
+            "o.2",
+            &ods("RCD"),
+            IndexEntries::default(),
+        );
+        assert_eq!(
+            identified("Organization", "ods", "R69"),
+            None,
+            "not read yet"
+        );
+        let ahead = store::Ahead {
+            roots: vec![
+                ("Organization".into(), "o.1".into()),
+                ("Organization".into(), "o.2".into()),
+            ],
+            ..store::Ahead::default()
+        };
+        prefetch(&mut conn, ahead).expect("prefetch");
+        assert_eq!(
+            identified("Organization", "ods", "R69").as_deref(),
+            Some("o.1")
+        );
+        assert_eq!(
+            identified("Organization", "ods", "RCD").as_deref(),
+            Some("o.2")
+        );
+        assert_eq!(identified("Organization", "other", "R69"), None);
+        assert_eq!(identified("Organization", "ods", "R6"), None);
+        assert_eq!(identified("Location", "ods", "R69"), None);
+        // Deleted in the scope: no longer the owner.
+        let mut gone = known("Organization", "o.2").expect("held");
+        gone.deleted = 1;
+        gone.version_id = 2;
+        wrote(&gone);
+        assert_eq!(identified("Organization", "ods", "RCD"), None);
+    }
+}
