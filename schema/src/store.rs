@@ -164,7 +164,7 @@ pub fn get_current(
 
 /// The current versions (deleted ones included) of the resources named by (type, id) pairs,
 /// in no particular order; those that do not exist are left out. One prepared statement on
-/// PostgreSQL, whatever the types (a use case's prefetch of what it will read).
+/// PostgreSQL, whatever the types (`live_among`, a write's check of its references).
 pub fn get_pairs(conn: &mut DbConnection, pairs: &[(&str, &str)]) -> QResult<Vec<ResourceRow>> {
     if pairs.is_empty() {
         return Ok(Vec::new());
