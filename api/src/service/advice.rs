@@ -28,12 +28,7 @@ fn def(name: &str) -> Result<&'static ResourceDef> {
 }
 
 fn parse(row: &ResourceRow) -> Result<Value> {
-    serde_json::from_str(&row.content).map_err(|e| {
-        ServiceError::Internal(format!(
-            "stored {}/{} unreadable: {e}",
-            row.res_type, row.id
-        ))
-    })
+    super::parse_stored(row)
 }
 
 fn invalid_input(at: &str, issue: Issue) -> ServiceError {

@@ -271,8 +271,7 @@ fn current_documents(
 }
 
 fn parse(row: &ResourceRow) -> Result<Value> {
-    serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::Internal(format!("stored document unreadable: {e}")))
+    super::parse_stored(row)
 }
 
 /// Checks an upload may be attached by the caller: it exists and their organisation sent it.

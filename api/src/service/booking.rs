@@ -87,8 +87,7 @@ fn bookable_slot(
             format!("'slot' ({slot}) does not exist"),
         ));
     };
-    let body: Value = serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::Internal(format!("stored slot unreadable: {e}")))?;
+    let body: Value = super::parse_stored(&row)?;
     if body.get("status").and_then(Value::as_str) != Some("free") {
         return Err(slot_not_available(slot, "it has been booked"));
     }
@@ -202,8 +201,7 @@ fn release_slot(c: &mut DbConnection, appointment: &Value, who: &Acting<'_>) -> 
             continue;
         };
         if let Some(row) = super::memo::current(c, t, id)?.filter(|r| !r.is_deleted()) {
-            let body: Value = serde_json::from_str(&row.content)
-                .map_err(|e| ServiceError::Internal(format!("stored slot unreadable: {e}")))?;
+            let body: Value = super::parse_stored(&row)?;
             if body.get("status").and_then(Value::as_str) == Some("busy") {
                 set_slot_status(c, &row, body, "free", who)?;
             }
@@ -233,8 +231,7 @@ fn appointments_with(
     let ids = super::memo::referring(c, "Appointment", "based-on", "ServiceRequest", referral_id)?;
     let mut rows = Vec::new();
     for row in super::memo::live_many(c, "Appointment", &ids)? {
-        let s: Status = serde_json::from_str(&row.content)
-            .map_err(|e| ServiceError::Internal(format!("stored appointment unreadable: {e}")))?;
+        let s: Status = super::parse_stored(&row)?;
         if s.status.as_deref().is_some_and(|s| statuses.contains(&s)) {
             rows.push(row);
         }
@@ -693,8 +690,7 @@ fn rewrite(
 }
 
 fn parse(row: &ResourceRow) -> Result<Value> {
-    serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::Internal(format!("stored appointment unreadable: {e}")))
+    super::parse_stored(row)
 }
 
 /// Cancels an appointment body in place: its slot released, the reason and comment recorded.

@@ -30,6 +30,19 @@ use crate::fhir::outcome::Issue;
 /// What a use case returns.
 pub type Result<T> = std::result::Result<T, ServiceError>;
 
+/// A stored version's JSON, parsed: content that does not parse is the server's fault (the
+/// store keeps only what passed validation), named by type and id.
+pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(
+    row: &ers_schema::ResourceRow,
+) -> Result<T> {
+    serde_json::from_str(&row.content).map_err(|e| {
+        ServiceError::Internal(format!(
+            "stored {}/{} unreadable: {e}",
+            row.res_type, row.id
+        ))
+    })
+}
+
 /// Why a use case refused or failed. `http/error.rs` maps each to a status and issue code.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -921,8 +921,7 @@ pub fn available_actions(
 ) -> Result<(ResourceRow, Available)> {
     let row = resource::read(conn, def()?, id)?;
     super::scope::check(conn, def()?, id, caller)?;
-    let body: Value = serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::Internal(format!("stored request unreadable: {e}")))?;
+    let body: Value = super::parse_stored(&row)?;
     if crate::fhir::resources::advice::is_advice(&body) {
         let (status, actions) = super::advice::available_actions(conn, &body, caller)?;
         return Ok((row, Available::Advice { status, actions }));

@@ -212,9 +212,7 @@ fn backfill(
         ers_schema::write_tx(c, |c| {
             let mut look = Lookups::default();
             for row in &rows {
-                let content: Value = serde_json::from_str(&row.content).map_err(|e| {
-                    super::ServiceError::Internal(format!("stored JSON unreadable: {e}"))
-                })?;
+                let content: Value = super::parse_stored(row)?;
                 each(c, row, &content, &mut look)?;
             }
             Ok::<_, super::ServiceError>(())
@@ -360,9 +358,7 @@ fn appointment(
             // stored version its reporting row was made from, without reading that row.
             None => match super::memo::known("ServiceRequest", r) {
                 Some(row) => {
-                    let stored: Value = serde_json::from_str(&row.content).map_err(|e| {
-                        super::ServiceError::Internal(format!("stored referral unreadable: {e}"))
-                    })?;
+                    let stored: Value = super::parse_stored(&row)?;
                     Some(referral(c, r, &stored, look)?)
                 }
                 None => reports::referral(c, r)?,

@@ -1091,8 +1091,7 @@ fn letters(s: &mut Seeder<'_>, made: &[Seeded], referrer_org: &str) -> Result<()
         let def = registry::find("ServiceRequest")
             .ok_or_else(|| ServiceError::Internal("ServiceRequest is not registered".into()))?;
         let row = resource::read(s.conn, def, &r.id)?;
-        let mut body: Value = serde_json::from_str(&row.content)
-            .map_err(|e| ServiceError::Internal(format!("stored referral unreadable: {e}")))?;
+        let mut body: Value = super::parse_stored(&row)?;
         let reference = format!("DocumentReference/{doc}");
         if !body.to_string().contains(&reference) {
             let mut info = body["supportingInfo"]

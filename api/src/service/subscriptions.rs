@@ -48,8 +48,7 @@ fn now() -> NaiveDateTime {
 }
 
 fn parse(row: &ResourceRow) -> Result<Value> {
-    serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::Internal(format!("stored Subscription unreadable: {e}")))
+    super::parse_stored(row)
 }
 
 /// The checks a subscription's author gets before anything is stored: the search is one this
