@@ -48,8 +48,7 @@ pub fn patient_for_search(
             what,
         )])
     })?;
-    let content: Value = serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::BadRequest(format!("stored Patient unreadable: {e}")))?;
+    let content: Value = super::parse_stored(&row)?;
     let facts = service_search::patient_facts(&content, chrono::Utc::now().date_naive());
     Ok((row, facts))
 }

@@ -366,8 +366,7 @@ pub struct Acting<'a> {
 
 /// A stored referral's JSON and its state.
 fn parsed(row: &ResourceRow) -> Result<(Value, StateRecord)> {
-    let body: Value = serde_json::from_str(&row.content)
-        .map_err(|e| ServiceError::BadRequest(format!("stored referral unreadable: {e}")))?;
+    let body: Value = super::parse_stored(row)?;
     let state = sr::state_of(&body).ok_or_else(|| {
         ServiceError::BadRequest(format!("ServiceRequest/{} has no referral state", row.id))
     })?;

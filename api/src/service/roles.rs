@@ -64,9 +64,7 @@ fn held(
         let (rows, _) = store_search::search(c, &query, false)?;
         let mut out = Vec::new();
         for row in rows {
-            let role: Value = serde_json::from_str(&row.content).map_err(|e| {
-                ServiceError::BadRequest(format!("stored PractitionerRole unreadable: {e}"))
-            })?;
+            let role: Value = super::parse_stored(&row)?;
             if role.get("active") == Some(&Value::Bool(false)) {
                 continue;
             }
@@ -80,9 +78,7 @@ fn held(
             let Some(org) = store::get_current(c, "Organization", org_id)? else {
                 continue;
             };
-            let org: Value = serde_json::from_str(&org.content).map_err(|e| {
-                ServiceError::BadRequest(format!("stored Organization unreadable: {e}"))
-            })?;
+            let org: Value = super::parse_stored(&org)?;
             let Some(ods) = org
                 .get("identifier")
                 .and_then(Value::as_array)
