@@ -96,6 +96,9 @@ pub fn facts(
     })
 }
 
+/// The types with a reporting row of their own.
+const REPORTED: &[&str] = &["ServiceRequest", "Appointment", "Slot"];
+
 /// The reporting row and worklist entries of a live version about to be stored: the store
 /// writes them with it (`reports::Projection`; on PostgreSQL in the version's statement).
 pub fn projection(
@@ -104,7 +107,7 @@ pub fn projection(
     id: &str,
     content: &Value,
 ) -> Result<Projection> {
-    if !matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
+    if !REPORTED.contains(&res_type) {
         return Ok(Projection::default());
     }
     let (facts, entries) = facts(c, res_type, id, content, &mut Lookups::default())?;
@@ -134,7 +137,7 @@ pub fn record(
         }
         return schedule(c, id, content);
     }
-    if deleted && matches!(res_type, "ServiceRequest" | "Appointment" | "Slot") {
+    if deleted && REPORTED.contains(&res_type) {
         reports::mark_deleted(c, res_type, id)?;
         if res_type == "ServiceRequest" {
             worklists::remove(c, id)?;

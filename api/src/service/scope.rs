@@ -210,11 +210,12 @@ pub fn check_write_held(
             def.name
         )));
     }
-    let me = caller.organisation.as_str();
-    if held.iter().any(|c| c == me) {
+    // The codes that let the caller see it (`codes_for`), among those it holds.
+    let codes = codes_for(def, caller).unwrap_or_default();
+    if held.iter().any(|c| codes.contains(c)) {
         Ok(())
     } else {
-        Err(unrelated(def.name, id, me))
+        Err(unrelated(def.name, id, caller.organisation.as_str()))
     }
 }
 
