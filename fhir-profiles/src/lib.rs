@@ -51,7 +51,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, FormatError> {
     if raw.get("resourceType").and_then(Value::as_str).is_none() {
         return Err(FormatError::Structure("missing 'resourceType'".into()));
     }
-    no_empty_values(&raw, "")?;
+    no_empty_values(&raw)?;
     let resource: Resource = fhirbolt::json::from_json_value(raw, strict())
         .map_err(|e| FormatError::Structure(e.to_string()))?;
     fhirbolt::json::to_json_value(resource, sorted())
@@ -183,49 +183,73 @@ pub fn parse_xml(bytes: &[u8]) -> Result<Value, FormatError> {
 
 /// Checks that a JSON value is a valid FHIR R4 resource structure and returns it canonicalised.
 pub fn canonicalise(value: Value) -> Result<Value, FormatError> {
-    no_empty_values(&value, "")?;
+    no_empty_values(&value)?;
     let resource: Resource = fhirbolt::json::from_json_value(value, strict())
         .map_err(|e| FormatError::Structure(e.to_string()))?;
     fhirbolt::json::to_json_value(resource, sorted())
         .map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
-/// FHIR JSON has no empty arrays, empty objects or nulls (an absent element is left out).
-/// Refused here with the element's path, before fhirbolt (which panics on some of them).
-fn no_empty_values(v: &Value, path: &str) -> Result<(), FormatError> {
-    let at = |p: &str| {
-        if p.is_empty() {
-            "the resource".to_owned()
-        } else {
-            format!("'{p}'")
-        }
+/// FHIR JSON has no empty arrays, empty objects or nulls (an absent element is left out):
+/// refused with the element's path, before fhirbolt (which panics on some of them). The walk
+/// builds no paths; the one to a problem is spelled out for the answer.
+fn no_empty_values(value: &Value) -> Result<(), FormatError> {
+    let Some((problem, mut trail)) = first_empty(value) else {
+        return Ok(());
     };
+    trail.reverse();
+    let mut path = String::new();
+    for step in trail {
+        match step {
+            Step::Key(k) if path.is_empty() => path.push_str(k),
+            Step::Key(k) => {
+                path.push('.');
+                path.push_str(k);
+            }
+            Step::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    let at = if path.is_empty() {
+        "the resource".to_owned()
+    } else {
+        format!("'{path}'")
+    };
+    Err(FormatError::Structure(format!("{at} {problem}")))
+}
+
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The first empty value: what is wrong with it, and the steps to it from the innermost out.
+fn first_empty(v: &Value) -> Option<(&'static str, Vec<Step<'_>>)> {
     match v {
-        Value::Null => Err(FormatError::Structure(format!(
-            "{} is null: leave out an element that has no value",
-            at(path)
-        ))),
-        Value::Array(a) if a.is_empty() => Err(FormatError::Structure(format!(
-            "{} is an empty array: leave out an element that has no values",
-            at(path)
-        ))),
-        Value::Object(o) if o.is_empty() => Err(FormatError::Structure(format!(
-            "{} is an empty object: leave out an element that has no content",
-            at(path)
-        ))),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, x)| no_empty_values(x, &format!("{path}[{i}]"))),
-        Value::Object(o) => o.iter().try_for_each(|(k, x)| {
-            let p = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            no_empty_values(x, &p)
+        Value::Null => Some((
+            "is null: leave out an element that has no value",
+            Vec::new(),
+        )),
+        Value::Array(a) if a.is_empty() => Some((
+            "is an empty array: leave out an element that has no values",
+            Vec::new(),
+        )),
+        Value::Object(o) if o.is_empty() => Some((
+            "is an empty object: leave out an element that has no content",
+            Vec::new(),
+        )),
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| {
+            first_empty(x).map(|(p, mut t)| {
+                t.push(Step::Index(i));
+                (p, t)
+            })
         }),
-        _ => Ok(()),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            first_empty(x).map(|(p, mut t)| {
+                t.push(Step::Key(k));
+                (p, t)
+            })
+        }),
+        _ => None,
     }
 }
 
@@ -250,6 +274,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("72.50"), "{text}");
+    }
+
+    #[test]
+    fn empty_values_are_refused_with_their_path() {
+        let refused = |body: &str| match parse_json(body.as_bytes()) {
+            Err(FormatError::Structure(m)) => m,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(
+            refused(r#"{"resourceType":"Patient","name":[{"family":"A"},{"given":[]}]}"#),
+            "'name[1].given' is an empty array: leave out an element that has no values"
+        );
+        assert_eq!(
+            refused(r#"{"resourceType":"Patient","gender":null}"#),
+            "'gender' is null: leave out an element that has no value"
+        );
+        assert_eq!(
+            refused(r#"{"resourceType":"Patient","meta":{}}"#),
+            "'meta' is an empty object: leave out an element that has no content"
+        );
+        assert!(parse_json(br#"{"resourceType":"Patient","name":[{"given":["A"]}]}"#).is_ok());
     }
 
     #[test]
