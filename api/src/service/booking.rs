@@ -49,7 +49,7 @@ fn slot_not_available(slot: &str, why: &str) -> ServiceError {
 struct SlotFacts {
     reference: String,
     row: ResourceRow,
-    body: Value,
+    body: std::rc::Rc<Value>,
     service: String,
     location: Option<String>,
     clinician: Option<String>,
@@ -87,7 +87,7 @@ fn bookable_slot(
             format!("'slot' ({slot}) does not exist"),
         ));
     };
-    let body: Value = super::parse_stored(&row)?;
+    let body = super::memo::parsed(&row)?;
     if body.get("status").and_then(Value::as_str) != Some("free") {
         return Err(slot_not_available(slot, "it has been booked"));
     }
@@ -514,7 +514,7 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                 }
             };
             if let Some(facts) = &draft.slot {
-                set_slot_status(c, &facts.row, facts.body.clone(), "busy", who)?;
+                set_slot_status(c, &facts.row, (*facts.body).clone(), "busy", who)?;
             }
             let id = referral
                 .get("id")
@@ -971,7 +971,7 @@ pub fn change(
                         &allowed,
                         &at("slot"),
                     )?;
-                    set_slot_status(c, &facts.row, facts.body.clone(), "busy", who)?;
+                    set_slot_status(c, &facts.row, (*facts.body).clone(), "busy", who)?;
                     release_slot(c, &body, who)?;
                     let mut participants: Vec<Value> = body
                         .get("participant")

@@ -10,8 +10,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use ers_schema::{store, DbConnection, ResourceRow, StorageError};
+use serde_json::Value;
 
 /// The types an organisation is found through (`ods`): a write of one forgets what was found.
 const REFERENCE_DATA: &[&str] = &[
@@ -28,6 +30,8 @@ struct Memo {
     ods: HashMap<String, Option<String>>,
     /// (source type, param, target type, target id) → the ids of the live resources referring.
     referring: HashMap<(String, String, String, String), Vec<String>>,
+    /// (type, id) → a version's content, parsed (`parsed`).
+    parsed: HashMap<(String, String), (i64, Rc<Value>)>,
 }
 
 thread_local! {
@@ -81,6 +85,34 @@ pub fn current(
         }
     });
     Ok(row)
+}
+
+/// A stored row's content, parsed once per version in a scope: a booking's checks, its
+/// reporting rows and its writes read the same referral, slot, schedule and services again
+/// and again (a version written in the scope is kept as written: `wrote`). Content that
+/// does not parse is the server's fault (`service::parse_stored`).
+pub fn parsed(row: &ResourceRow) -> super::Result<Rc<Value>> {
+    let known = MEMO.with(|m| {
+        let m = m.borrow();
+        let m = m.as_ref()?;
+        m.parsed
+            .get(&(row.res_type.clone(), row.id.clone()))
+            .filter(|(version, _)| *version == row.version_id)
+            .map(|(_, v)| v.clone())
+    });
+    if let Some(v) = known {
+        return Ok(v);
+    }
+    let v = Rc::new(super::parse_stored::<Value>(row)?);
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            m.parsed.insert(
+                (row.res_type.clone(), row.id.clone()),
+                (row.version_id, v.clone()),
+            );
+        }
+    });
+    Ok(v)
 }
 
 /// Reads, in one statement, what a use case is about to read one by one (`store::Ahead`): the
@@ -271,15 +303,18 @@ pub fn put_ods(reference: &str, ods: &Option<String>) {
     })
 }
 
-/// A resource was written as `row` (its new current version): the scope's next read of it
-/// finds that, as it would find it in the store (a booking's appointment refers to the slot it
-/// has just made busy). What was found through it is forgotten (`forget`).
-pub fn wrote(row: &ResourceRow) {
+/// A resource was written as `row`, whose text is `content` (its new current version): the
+/// scope's next read of it finds that, as it would find it in the store (a booking's
+/// appointment refers to the slot it has just made busy), already parsed. What was found
+/// through it is forgotten (`forget`).
+pub fn wrote(row: &ResourceRow, content: Value) {
     forget(&row.res_type, &row.id);
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
-            m.rows
-                .insert((row.res_type.clone(), row.id.clone()), Some(row.clone()));
+            let key = (row.res_type.clone(), row.id.clone());
+            m.parsed
+                .insert(key.clone(), (row.version_id, Rc::new(content)));
+            m.rows.insert(key, Some(row.clone()));
         }
     })
 }
@@ -435,7 +470,44 @@ mod tests {
         let mut gone = known("Organization", "o.2").expect("held");
         gone.deleted = 1;
         gone.version_id = 2;
-        wrote(&gone);
+        let content = serde_json::from_str(&gone.content).expect("json");
+        wrote(&gone, content);
         assert_eq!(identified("Organization", "ods", "RCD"), None);
+    }
+
+    #[test]
+    fn a_version_is_parsed_once_in_a_scope_and_a_write_is_kept_as_written() {
+        let row = |version: i64, name: &str| ResourceRow {
+            res_type: "Organization".into(),
+            id: "o.1".into(),
+            version_id: version,
+            last_updated: chrono::Utc::now().naive_utc(),
+            deleted: 0,
+            content: format!(r#"{{"resourceType":"Organization","id":"o.1","name":"{name}"}}"#),
+        };
+        // Outside a scope nothing is kept.
+        let (a, b) = (
+            parsed(&row(1, "A")).expect("parsed"),
+            parsed(&row(1, "A")).expect("parsed"),
+        );
+        assert!(!Rc::ptr_eq(&a, &b));
+        let _scope = scope();
+        let first = parsed(&row(1, "A")).expect("parsed");
+        assert!(Rc::ptr_eq(&first, &parsed(&row(1, "A")).expect("parsed")));
+        assert_eq!(first["name"], "A");
+        // Another version is parsed afresh.
+        assert_eq!(parsed(&row(2, "B")).expect("parsed")["name"], "B");
+        // A write is kept as the content written, for the version written.
+        wrote(
+            &row(3, "C"),
+            serde_json::json!({"resourceType": "Organization", "id": "o.1", "name": "C"}),
+        );
+        assert_eq!(parsed(&row(3, "C")).expect("parsed")["name"], "C");
+        assert_eq!(parsed(&row(2, "B")).expect("parsed")["name"], "B");
+        // What does not parse is the server's fault, named.
+        let mut broken = row(4, "D");
+        broken.content = "{".into();
+        let e = parsed(&broken).expect_err("unreadable");
+        assert!(e.to_string().contains("Organization/o.1"), "{e}");
     }
 }

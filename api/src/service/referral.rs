@@ -3,6 +3,8 @@
 //! answer `available_actions` gives), then writes a new version through `resource::update`
 //! with the version the caller read, so two concurrent changes never both win.
 
+use std::rc::Rc;
+
 use chrono::Utc;
 use ers_schema::{store, Author, DbConnection, ResourceRow};
 use serde_json::{json, Value};
@@ -43,13 +45,16 @@ pub(super) fn invalid(
     ])
 }
 
-pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<Value>> {
+/// The live resource a reference (`Type/id`) names, parsed (once per version in a use case's
+/// scope: `memo::parsed`).
+pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<Rc<Value>>> {
     let Some((t, id)) = reference.split_once('/') else {
         return Ok(None);
     };
-    Ok(super::memo::current(c, t, id)?
-        .filter(|r| !r.is_deleted())
-        .and_then(|r| serde_json::from_str(&r.content).ok()))
+    match super::memo::current(c, t, id)?.filter(|r| !r.is_deleted()) {
+        Some(row) => super::memo::parsed(&row).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The ODS code of the organisation behind a reference: an Organization, a PractitionerRole's
@@ -366,7 +371,8 @@ pub struct Acting<'a> {
 
 /// A stored referral's JSON and its state.
 fn parsed(row: &ResourceRow) -> Result<(Value, StateRecord)> {
-    let body: Value = super::parse_stored(row)?;
+    // A copy to change; the version read stays parsed for the write's comparisons with it.
+    let body = (*super::memo::parsed(row)?).clone();
     let state = sr::state_of(&body).ok_or_else(|| {
         ServiceError::BadRequest(format!("ServiceRequest/{} has no referral state", row.id))
     })?;

@@ -4,6 +4,7 @@
 //! one table (`ers_schema::reports`).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use chrono::{Datelike, NaiveDateTime, Utc};
 use ers_schema::reports::{
@@ -46,7 +47,7 @@ fn code_in<'a>(r: &'a Value, field: &str, system: &str) -> Option<&'a str> {
 #[derive(Default)]
 pub struct Lookups {
     ods: HashMap<String, Option<String>>,
-    json: HashMap<String, Option<Value>>,
+    json: HashMap<String, Option<Rc<Value>>>,
     /// Referral rows made in this write, not stored yet (a bulk load's appointments).
     referrals: HashMap<String, ReferralFacts>,
 }
@@ -61,7 +62,7 @@ impl Lookups {
         Ok(v)
     }
 
-    fn json(&mut self, c: &mut DbConnection, reference: &str) -> Result<Option<Value>> {
+    fn json(&mut self, c: &mut DbConnection, reference: &str) -> Result<Option<Rc<Value>>> {
         if let Some(v) = self.json.get(reference) {
             return Ok(v.clone());
         }
@@ -361,7 +362,7 @@ fn appointment(
             // stored version its reporting row was made from, without reading that row.
             None => match super::memo::known("ServiceRequest", r) {
                 Some(row) => {
-                    let stored: Value = super::parse_stored(&row)?;
+                    let stored = super::memo::parsed(&row)?;
                     Some(referral(c, r, &stored, look)?)
                 }
                 None => reports::referral(c, r)?,

@@ -597,7 +597,7 @@ pub fn create(
             content: text,
         };
         record_change(c, def.name, &id, 1, "CREATE", &content)?;
-        super::memo::wrote(&row);
+        super::memo::wrote(&row, content);
         let outcome = Outcome {
             action: "C",
             subtype: "create".into(),
@@ -805,10 +805,10 @@ pub fn update(
             ))
         })?;
         precondition.check(def, id, current.version_id)?;
-        let before = serde_json::from_str::<Value>(&current.content).ok();
+        let before = super::memo::parsed(&current).ok();
         verify_references(
             c,
-            &new_references(&prepared, before.as_ref(), current.is_deleted()),
+            &new_references(&prepared, before.as_deref(), current.is_deleted()),
         )?;
         if !w.owner_exempt {
             if let Some(before) = &before {
@@ -872,7 +872,7 @@ pub fn update(
             content: text,
         };
         record_change(c, def.name, id, version_id, "UPDATE", &content)?;
-        super::memo::wrote(&row);
+        super::memo::wrote(&row, content);
         let outcome = Outcome {
             action: "U",
             subtype: "update".into(),
