@@ -691,7 +691,7 @@ pub fn summary(
     }
     let load = |c: &mut DbConnection, pointer: &str| -> Result<Option<Value>> {
         match request.pointer(pointer).and_then(Value::as_str) {
-            Some(r) => Ok(super::referral::load_json(c, r)?.map(std::rc::Rc::unwrap_or_clone)),
+            Some(r) => Ok(super::referral::load_json(c, r)?.map(std::sync::Arc::unwrap_or_clone)),
             None => Ok(None),
         }
     };
@@ -704,7 +704,7 @@ pub fn summary(
             conn,
             &format!("ServiceRequest/r.{}", id.trim_start_matches("a.")),
         )?
-        .map(std::rc::Rc::unwrap_or_clone)
+        .map(std::sync::Arc::unwrap_or_clone)
     } else {
         None
     };

@@ -49,7 +49,7 @@ fn slot_not_available(slot: &str, why: &str) -> ServiceError {
 struct SlotFacts {
     reference: String,
     row: ResourceRow,
-    body: std::rc::Rc<Value>,
+    body: std::sync::Arc<Value>,
     service: String,
     location: Option<String>,
     clinician: Option<String>,

@@ -10,7 +10,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ers_schema::{store, DbConnection, ResourceRow, StorageError};
 use serde_json::Value;
@@ -31,7 +32,7 @@ struct Memo {
     /// (source type, param, target type, target id) → the ids of the live resources referring.
     referring: HashMap<(String, String, String, String), Vec<String>>,
     /// (type, id) → a version's content, parsed (`parsed`).
-    parsed: HashMap<(String, String), (i64, Rc<Value>)>,
+    parsed: HashMap<(String, String), (Stamp, Arc<Value>)>,
 }
 
 thread_local! {
@@ -87,32 +88,93 @@ pub fn current(
     Ok(row)
 }
 
-/// A stored row's content, parsed once per version in a scope: a booking's checks, its
-/// reporting rows and its writes read the same referral, slot, schedule and services again
-/// and again (a version written in the scope is kept as written: `wrote`). Content that
-/// does not parse is the server's fault (`service::parse_stored`).
-pub fn parsed(row: &ResourceRow) -> super::Result<Rc<Value>> {
-    let known = MEMO.with(|m| {
+/// The types whose parsed versions are also kept across use cases (`parsed`): the reference
+/// data most requests read (who refers, where, to which service and schedule, for which
+/// patient), not the referrals, slots and appointments each request has its own of.
+const SHARED: &[&str] = &[
+    "Organization",
+    "PractitionerRole",
+    "Practitioner",
+    "HealthcareService",
+    "Location",
+    "Schedule",
+    "Patient",
+];
+
+/// How many parsed versions of `SHARED` types the process keeps (the least recently used
+/// go first): a few thousand services and their schedules, organisations and sites.
+const SHARED_CAPACITY: usize = 20_000;
+
+type Key = (String, String);
+
+/// Which version: its number, and when it was written (one process may meet copies of a
+/// database that went their own ways after the copy, as the test suites' do; a version of one
+/// is never taken for another's).
+type Stamp = (i64, chrono::NaiveDateTime);
+
+fn shared() -> &'static Mutex<lru::LruCache<Key, (Stamp, Arc<Value>)>> {
+    static CACHE: OnceLock<Mutex<lru::LruCache<Key, (Stamp, Arc<Value>)>>> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        Mutex::new(lru::LruCache::new(
+            NonZeroUsize::new(SHARED_CAPACITY).unwrap_or(NonZeroUsize::MIN),
+        ))
+    })
+}
+
+/// A stored row's content, parsed once per version: in a scope, a booking's checks, its
+/// reporting rows and its write read the same referral, slot, schedule and services again
+/// and again (a version written in the scope is kept as written: `wrote`); across scopes,
+/// the versions of `SHARED` types. A version never changes, so a kept one is always right;
+/// a newer one is parsed when it is read. Content that does not parse is the server's fault
+/// (`service::parse_stored`).
+pub fn parsed(row: &ResourceRow) -> super::Result<Arc<Value>> {
+    let key = (row.res_type.clone(), row.id.clone());
+    let version = (row.version_id, row.last_updated);
+    let in_scope = MEMO.with(|m| {
         let m = m.borrow();
-        let m = m.as_ref()?;
-        m.parsed
-            .get(&(row.res_type.clone(), row.id.clone()))
-            .filter(|(version, _)| *version == row.version_id)
-            .map(|(_, v)| v.clone())
+        m.as_ref()?
+            .parsed
+            .get(&key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, p)| p.clone())
     });
-    if let Some(v) = known {
+    if let Some(v) = in_scope {
         return Ok(v);
     }
-    let v = Rc::new(super::parse_stored::<Value>(row)?);
+    let is_shared = SHARED.contains(&row.res_type.as_str());
+    let kept = is_shared
+        .then(|| {
+            let mut cache = shared().lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&key)
+                .filter(|(v, _)| *v == version)
+                .map(|(_, p)| p.clone())
+        })
+        .flatten();
+    let v = match kept {
+        Some(v) => v,
+        None => {
+            let v = Arc::new(super::parse_stored::<Value>(row)?);
+            if is_shared {
+                keep_shared(key.clone(), version, &v);
+            }
+            v
+        }
+    };
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
-            m.parsed.insert(
-                (row.res_type.clone(), row.id.clone()),
-                (row.version_id, v.clone()),
-            );
+            m.parsed.insert(key, (version, v.clone()));
         }
     });
     Ok(v)
+}
+
+/// Keeps a parsed version of a `SHARED` type for other use cases, unless a newer one is kept.
+fn keep_shared(key: Key, version: Stamp, v: &Arc<Value>) {
+    let mut cache = shared().lock().unwrap_or_else(|e| e.into_inner());
+    if cache.peek(&key).is_none_or(|(kept, _)| kept.0 < version.0) {
+        cache.put(key, (version, v.clone()));
+    }
 }
 
 /// Reads, in one statement, what a use case is about to read one by one (`store::Ahead`): the
@@ -309,11 +371,15 @@ pub fn put_ods(reference: &str, ods: &Option<String>) {
 /// through it is forgotten (`forget`).
 pub fn wrote(row: &ResourceRow, content: Value) {
     forget(&row.res_type, &row.id);
+    let key = (row.res_type.clone(), row.id.clone());
+    let content = Arc::new(content);
+    let version = (row.version_id, row.last_updated);
+    if SHARED.contains(&row.res_type.as_str()) {
+        keep_shared(key.clone(), version, &content);
+    }
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
-            let key = (row.res_type.clone(), row.id.clone());
-            m.parsed
-                .insert(key.clone(), (row.version_id, Rc::new(content)));
+            m.parsed.insert(key.clone(), (version, content));
             m.rows.insert(key, Some(row.clone()));
         }
     })
@@ -477,37 +543,64 @@ mod tests {
 
     #[test]
     fn a_version_is_parsed_once_in_a_scope_and_a_write_is_kept_as_written() {
-        let row = |version: i64, name: &str| ResourceRow {
-            res_type: "Organization".into(),
-            id: "o.1".into(),
+        let id = crate::fhir::new_id();
+        let at = chrono::Utc::now().naive_utc();
+        let row = |t: &str, version: i64, name: &str| ResourceRow {
+            res_type: t.into(),
+            id: id.clone(),
             version_id: version,
-            last_updated: chrono::Utc::now().naive_utc(),
+            last_updated: at + chrono::Duration::seconds(version),
             deleted: 0,
-            content: format!(r#"{{"resourceType":"Organization","id":"o.1","name":"{name}"}}"#),
+            content: format!(r#"{{"resourceType":"{t}","id":"{id}","name":"{name}"}}"#),
         };
-        // Outside a scope nothing is kept.
+        let referral = |version: i64, name: &str| row("ServiceRequest", version, name);
+        // Outside a scope a referral's version is parsed each time it is asked for.
         let (a, b) = (
-            parsed(&row(1, "A")).expect("parsed"),
-            parsed(&row(1, "A")).expect("parsed"),
+            parsed(&referral(1, "A")).expect("parsed"),
+            parsed(&referral(1, "A")).expect("parsed"),
         );
-        assert!(!Rc::ptr_eq(&a, &b));
-        let _scope = scope();
-        let first = parsed(&row(1, "A")).expect("parsed");
-        assert!(Rc::ptr_eq(&first, &parsed(&row(1, "A")).expect("parsed")));
-        assert_eq!(first["name"], "A");
-        // Another version is parsed afresh.
-        assert_eq!(parsed(&row(2, "B")).expect("parsed")["name"], "B");
-        // A write is kept as the content written, for the version written.
-        wrote(
-            &row(3, "C"),
-            serde_json::json!({"resourceType": "Organization", "id": "o.1", "name": "C"}),
-        );
-        assert_eq!(parsed(&row(3, "C")).expect("parsed")["name"], "C");
-        assert_eq!(parsed(&row(2, "B")).expect("parsed")["name"], "B");
+        assert!(!Arc::ptr_eq(&a, &b));
+        {
+            let _scope = scope();
+            let first = parsed(&referral(1, "A")).expect("parsed");
+            assert!(Arc::ptr_eq(&first, &parsed(&referral(1, "A")).expect("parsed")));
+            assert_eq!(first["name"], "A");
+            // Another version is parsed afresh.
+            assert_eq!(parsed(&referral(2, "B")).expect("parsed")["name"], "B");
+            // A write is kept as the content written, for the version written.
+            wrote(
+                &referral(3, "C"),
+                serde_json::json!({"resourceType": "ServiceRequest", "id": id, "name": "C"}),
+            );
+            assert_eq!(parsed(&referral(3, "C")).expect("parsed")["name"], "C");
+            assert_eq!(parsed(&referral(2, "B")).expect("parsed")["name"], "B");
+        }
+        // Reference data is kept across scopes, per version; a referral is not.
+        let service = |version: i64, name: &str| row("HealthcareService", version, name);
+        let kept = {
+            let _scope = scope();
+            parsed(&service(1, "S")).expect("parsed")
+        };
+        // The same version number written at another time (another copy of the database)
+        // is another version.
+        let mut elsewhere = service(1, "U");
+        elsewhere.last_updated += chrono::Duration::milliseconds(1);
+        assert_eq!(parsed(&elsewhere).expect("parsed")["name"], "U");
+        {
+            let _scope = scope();
+            assert!(Arc::ptr_eq(&kept, &parsed(&service(1, "S")).expect("parsed")));
+            assert!(!Arc::ptr_eq(&a, &parsed(&referral(1, "A")).expect("parsed")));
+            let newer = parsed(&service(2, "T")).expect("parsed");
+            assert_eq!(newer["name"], "T");
+        }
+        // An older version read late does not displace the newer one kept.
+        let _ = parsed(&service(1, "S")).expect("parsed");
+        assert_eq!(parsed(&service(2, "T")).expect("parsed")["name"], "T");
+        assert!(!Arc::ptr_eq(&kept, &parsed(&service(2, "T")).expect("parsed")));
         // What does not parse is the server's fault, named.
-        let mut broken = row(4, "D");
+        let mut broken = referral(4, "D");
         broken.content = "{".into();
         let e = parsed(&broken).expect_err("unreadable");
-        assert!(e.to_string().contains("Organization/o.1"), "{e}");
+        assert!(e.to_string().contains(&format!("ServiceRequest/{id}")), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 //! answer `available_actions` gives), then writes a new version through `resource::update`
 //! with the version the caller read, so two concurrent changes never both win.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use chrono::Utc;
 use ers_schema::{store, Author, DbConnection, ResourceRow};
@@ -47,7 +47,7 @@ pub(super) fn invalid(
 
 /// The live resource a reference (`Type/id`) names, parsed (once per version in a use case's
 /// scope: `memo::parsed`).
-pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<Rc<Value>>> {
+pub(super) fn load_json(c: &mut DbConnection, reference: &str) -> Result<Option<Arc<Value>>> {
     let Some((t, id)) = reference.split_once('/') else {
         return Ok(None);
     };

@@ -4,7 +4,7 @@
 //! one table (`ers_schema::reports`).
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDateTime, Utc};
 use ers_schema::reports::{
@@ -47,7 +47,7 @@ fn code_in<'a>(r: &'a Value, field: &str, system: &str) -> Option<&'a str> {
 #[derive(Default)]
 pub struct Lookups {
     ods: HashMap<String, Option<String>>,
-    json: HashMap<String, Option<Rc<Value>>>,
+    json: HashMap<String, Option<Arc<Value>>>,
     /// Referral rows made in this write, not stored yet (a bulk load's appointments).
     referrals: HashMap<String, ReferralFacts>,
 }
@@ -62,7 +62,7 @@ impl Lookups {
         Ok(v)
     }
 
-    fn json(&mut self, c: &mut DbConnection, reference: &str) -> Result<Option<Rc<Value>>> {
+    fn json(&mut self, c: &mut DbConnection, reference: &str) -> Result<Option<Arc<Value>>> {
         if let Some(v) = self.json.get(reference) {
             return Ok(v.clone());
         }
