@@ -21,6 +21,8 @@ pub struct KeyRow {
     pub status: Option<i32>,
     pub headers: Option<String>,
     pub body: Option<Vec<u8>>,
+    /// What the write did, when its transaction said (`claim`).
+    pub written: Option<String>,
 }
 
 /// What a write claims a key with.
@@ -45,11 +47,17 @@ pub fn find(conn: &mut DbConnection, c: &Claim) -> QResult<Option<KeyRow>> {
         .optional()?)
 }
 
-/// Claims a key for the write in the connection's transaction: false when another request
+/// Claims a key for the write in the connection's transaction, with what it did (`written`,
+/// e.g. "created Appointment/a.1; updated Slot/s.1", when known): false when another request
 /// holds it (a write that committed, or one still running, which this waits for on
 /// PostgreSQL). A forgotten claim is replaced; the request's own claim is kept. One statement
 /// when the key is new.
-pub fn claim(conn: &mut DbConnection, c: &Claim, now: NaiveDateTime) -> QResult<bool> {
+pub fn claim(
+    conn: &mut DbConnection,
+    c: &Claim,
+    now: NaiveDateTime,
+    written: Option<&str>,
+) -> QResult<bool> {
     let insert = |conn: &mut DbConnection| -> QResult<bool> {
         let row = (
             idempotency_keys::owner.eq(&c.owner),
@@ -57,6 +65,7 @@ pub fn claim(conn: &mut DbConnection, c: &Claim, now: NaiveDateTime) -> QResult<
             idempotency_keys::fingerprint.eq(&c.fingerprint),
             idempotency_keys::request_id.eq(&c.request_id),
             idempotency_keys::created_at.eq(now),
+            idempotency_keys::written.eq(written),
         );
         let inserted = on_backend!(conn, |pc| diesel::insert_into(idempotency_keys::table)
             .values(row)

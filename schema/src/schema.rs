@@ -192,6 +192,7 @@ diesel::table! {
         status -> Nullable<Integer>,
         headers -> Nullable<Text>,
         body -> Nullable<Binary>,
+        written -> Nullable<Text>,
     }
 }
 

@@ -10,7 +10,8 @@
 //! - The answer (status below 500, its body and the headers that describe it) is stored just
 //!   after, and replayed for `ERS_IDEMPOTENCY_KEY_HOURS`.
 //! - The same key with another request (method, path, query or body): 422. A key whose write
-//!   is still running, or whose answer was lost with its server: 409. A malformed key: 400, when
+//!   is still running, or whose answer was lost with its server: 409, naming the resources the
+//!   write created, updated or deleted (kept with the key in its transaction). A malformed key: 400, when
 //!   the write it names comes to be written (so 401, 404, 405 and the body's 422 come first).
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -224,12 +225,19 @@ async fn answer_again(
         return refuse(req, e);
     }
     let Some(status) = row.status else {
-        let e = ApiError::Service(ServiceError::Conflict {
-            ers_code: "IDEMPOTENCY_KEY_IN_USE",
-            message: format!(
+        let message = match &row.written {
+            Some(written) => format!(
+                "'{HEADER}' ({}): request {} made with this key {written}, but its answer is not stored (it is still being sent, or its server stopped); read those resources for the result, or retry in a moment",
+                claim.key, row.request_id
+            ),
+            None => format!(
                 "'{HEADER}' ({}): request {} made with this key has written its changes, but its answer is not stored (it is still being sent, or its server stopped); retry in a moment, or find the result by searching",
                 claim.key, row.request_id
             ),
+        };
+        let e = ApiError::Service(ServiceError::Conflict {
+            ers_code: "IDEMPOTENCY_KEY_IN_USE",
+            message,
             expression: HEADER.into(),
         });
         return refuse(req, e);

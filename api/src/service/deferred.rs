@@ -90,14 +90,14 @@ pub fn claim(c: &mut DbConnection, key: &Claim) -> super::Result<()> {
         None => Some(key.clone()),
     });
     match fresh {
-        Some(key) => take(c, &key),
+        Some(key) => take(c, &key, None),
         None => Ok(()),
     }
 }
 
-fn take(c: &mut DbConnection, key: &Claim) -> super::Result<()> {
+fn take(c: &mut DbConnection, key: &Claim, written: Option<&str>) -> super::Result<()> {
     let now = chrono::Utc::now().naive_utc();
-    if idempotency::claim(c, key, now)? {
+    if idempotency::claim(c, key, now, written)? {
         Ok(())
     } else {
         Err(super::ServiceError::Conflict {
@@ -134,10 +134,118 @@ fn flush(c: &mut DbConnection) -> super::Result<()> {
     let Some(p) = PENDING.with(|p| p.borrow_mut().as_mut().map(std::mem::take)) else {
         return Ok(());
     };
-    // First: a request that may not write under its key writes nothing.
+    // First: a request that may not write under its key writes nothing. The key keeps what
+    // the write did, for a retry whose answer was lost with its server.
+    let written = written_by(&p.audits);
     for key in &p.claims {
-        take(c, key)?;
+        take(c, key, written.as_deref())?;
     }
     store::write_additions(c, &p.audits, &p.events)?;
     Ok(())
+}
+
+/// What a transaction's writes did, from their audit events: "created Appointment/a.1;
+/// updated Slot/s.1, ServiceRequest/r.1" (each resource once, in the order written; a long
+/// list ends with how many more). None when it wrote no resource.
+fn written_by(audits: &[(AuditRow, Vec<AuditEntityRow>)]) -> Option<String> {
+    const SHOWN: usize = 20;
+    let mut parts = Vec::new();
+    for (action, verb) in [("C", "created"), ("U", "updated"), ("D", "deleted")] {
+        let mut refs: Vec<String> = Vec::new();
+        for (row, entities) in audits {
+            if row.action != action || row.status >= 400 {
+                continue;
+            }
+            for e in entities {
+                let r = format!("{}/{}", e.entity_type, e.entity_id);
+                if !refs.contains(&r) {
+                    refs.push(r);
+                }
+            }
+        }
+        if refs.is_empty() {
+            continue;
+        }
+        let more = refs.len().saturating_sub(SHOWN);
+        refs.truncate(SHOWN);
+        let mut part = format!("{verb} {}", refs.join(", "));
+        if more > 0 {
+            part.push_str(&format!(" and {more} more"));
+        }
+        parts.push(part);
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str, status: i32, touched: &[&str]) -> (AuditRow, Vec<AuditEntityRow>) {
+        let row = AuditRow {
+            id: crate::fhir::new_id(),
+            recorded: chrono::Utc::now().naive_utc(),
+            action: action.into(),
+            subtype: String::new(),
+            outcome: "0".into(),
+            outcome_desc: None,
+            user_id: None,
+            client_id: None,
+            role: None,
+            org: None,
+            on_behalf_of: None,
+            method: "POST".into(),
+            path: "/FHIR/R4/Appointment".into(),
+            query: None,
+            status,
+            source_address: None,
+            request_id: "r".into(),
+            correlation_id: None,
+        };
+        let entities = touched
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (t, id) = r.split_once('/').expect("Type/id");
+                AuditEntityRow {
+                    audit_id: row.id.clone(),
+                    position: i32::try_from(i).expect("small"),
+                    entity_type: t.into(),
+                    entity_id: id.into(),
+                    nhs_number: None,
+                    ubrn: None,
+                }
+            })
+            .collect();
+        (row, entities)
+    }
+
+    #[test]
+    fn what_a_transaction_wrote_is_said_once_per_resource_by_what_was_done() {
+        let booking = [
+            event("U", 200, &["Slot/s.1"]),
+            event("C", 201, &["Appointment/a.1"]),
+            event("R", 200, &["Patient/p.1"]),
+            event("U", 200, &["ServiceRequest/r.1"]),
+            event("U", 200, &["Slot/s.1"]),
+            event("C", 409, &["Appointment/a.2"]),
+        ];
+        assert_eq!(
+            written_by(&booking).as_deref(),
+            Some("created Appointment/a.1; updated Slot/s.1, ServiceRequest/r.1")
+        );
+        assert_eq!(written_by(&[event("R", 200, &["Patient/p.1"])]), None);
+        let many: Vec<String> = (0..23).map(|i| format!("Patient/p.{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let said =
+            written_by(&[event("C", 200, &refs), event("D", 200, &["Slot/s.9"])]).expect("written");
+        assert!(
+            said.starts_with("created Patient/p.0, Patient/p.1,"),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("Patient/p.19 and 3 more; deleted Slot/s.9"),
+            "{said}"
+        );
+    }
 }

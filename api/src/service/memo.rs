@@ -563,7 +563,10 @@ mod tests {
         {
             let _scope = scope();
             let first = parsed(&referral(1, "A")).expect("parsed");
-            assert!(Arc::ptr_eq(&first, &parsed(&referral(1, "A")).expect("parsed")));
+            assert!(Arc::ptr_eq(
+                &first,
+                &parsed(&referral(1, "A")).expect("parsed")
+            ));
             assert_eq!(first["name"], "A");
             // Another version is parsed afresh.
             assert_eq!(parsed(&referral(2, "B")).expect("parsed")["name"], "B");
@@ -588,19 +591,31 @@ mod tests {
         assert_eq!(parsed(&elsewhere).expect("parsed")["name"], "U");
         {
             let _scope = scope();
-            assert!(Arc::ptr_eq(&kept, &parsed(&service(1, "S")).expect("parsed")));
-            assert!(!Arc::ptr_eq(&a, &parsed(&referral(1, "A")).expect("parsed")));
+            assert!(Arc::ptr_eq(
+                &kept,
+                &parsed(&service(1, "S")).expect("parsed")
+            ));
+            assert!(!Arc::ptr_eq(
+                &a,
+                &parsed(&referral(1, "A")).expect("parsed")
+            ));
             let newer = parsed(&service(2, "T")).expect("parsed");
             assert_eq!(newer["name"], "T");
         }
         // An older version read late does not displace the newer one kept.
         let _ = parsed(&service(1, "S")).expect("parsed");
         assert_eq!(parsed(&service(2, "T")).expect("parsed")["name"], "T");
-        assert!(!Arc::ptr_eq(&kept, &parsed(&service(2, "T")).expect("parsed")));
+        assert!(!Arc::ptr_eq(
+            &kept,
+            &parsed(&service(2, "T")).expect("parsed")
+        ));
         // What does not parse is the server's fault, named.
         let mut broken = referral(4, "D");
         broken.content = "{".into();
         let e = parsed(&broken).expect_err("unreadable");
-        assert!(e.to_string().contains(&format!("ServiceRequest/{id}")), "{e}");
+        assert!(
+            e.to_string().contains(&format!("ServiceRequest/{id}")),
+            "{e}"
+        );
     }
 }

@@ -279,6 +279,26 @@ async fn a_booking_sent_again_with_its_key_books_once() {
         )
         .await;
     assert_eq!(plain.status, 422, "{}", plain.text());
+    // Its server stopped after the commit, before the answer was stored: a retry is told
+    // what the booking wrote, to read it there.
+    use diesel::connection::SimpleConnection;
+    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
+    pool.get()
+        .expect("connection")
+        .batch_execute(
+            "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL \
+             WHERE key = 'book-once'",
+        )
+        .expect("answer removed");
+    let lost = send().await;
+    let diag = lost.assert_outcome(409, "conflict");
+    let appointment = first.json()["id"].as_str().expect("id").to_owned();
+    let written = format!(
+        "created Appointment/{appointment}; updated Slot/{}, ServiceRequest/{referral}",
+        slots[0].0
+    );
+    assert!(diag.contains(&written), "{diag}");
+    assert!(diag.contains("answer is not stored"), "{diag}");
 }
 
 #[actix_web::test]
