@@ -112,8 +112,10 @@ type Key = (String, String);
 /// is never taken for another's).
 type Stamp = (i64, chrono::NaiveDateTime);
 
-fn shared() -> &'static Mutex<lru::LruCache<Key, (Stamp, Arc<Value>)>> {
-    static CACHE: OnceLock<Mutex<lru::LruCache<Key, (Stamp, Arc<Value>)>>> = OnceLock::new();
+type SharedParsed = Mutex<lru::LruCache<Key, (Stamp, Arc<Value>)>>;
+
+fn shared() -> &'static SharedParsed {
+    static CACHE: OnceLock<SharedParsed> = OnceLock::new();
     CACHE.get_or_init(|| {
         Mutex::new(lru::LruCache::new(
             NonZeroUsize::new(SHARED_CAPACITY).unwrap_or(NonZeroUsize::MIN),
