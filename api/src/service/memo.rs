@@ -102,8 +102,9 @@ const SHARED: &[&str] = &[
 ];
 
 /// How many parsed versions of `SHARED` types the process keeps (the least recently used
-/// go first): a few thousand services and their schedules, organisations and sites.
-const SHARED_CAPACITY: usize = 20_000;
+/// go first): the services, schedules, organisations and sites in use. A parsed version takes
+/// several times its text's size, so this bounds the memory too (docs/OPERATIONS.md).
+const SHARED_CAPACITY: usize = 5_000;
 
 type Key = (String, String);
 
