@@ -146,14 +146,25 @@ fn flush(c: &mut DbConnection) -> super::Result<()> {
 
 /// What a transaction's writes did, from their audit events: "created Appointment/a.1;
 /// updated Slot/s.1, ServiceRequest/r.1" (each resource once, in the order written; a long
-/// list ends with how many more). None when it wrote no resource.
+/// list ends with how many more). A conditional create that found its match (200) is "found".
+/// None when it wrote no resource.
 fn written_by(audits: &[(AuditRow, Vec<AuditEntityRow>)]) -> Option<String> {
     const SHOWN: usize = 20;
+    let done = |row: &AuditRow, action: &str| match action {
+        "C" => row.action == "C" && row.status == 201,
+        "M" => row.action == "C" && row.status == 200,
+        other => row.action == other && row.status < 400,
+    };
     let mut parts = Vec::new();
-    for (action, verb) in [("C", "created"), ("U", "updated"), ("D", "deleted")] {
+    for (action, verb) in [
+        ("C", "created"),
+        ("M", "found"),
+        ("U", "updated"),
+        ("D", "deleted"),
+    ] {
         let mut refs: Vec<String> = Vec::new();
         for (row, entities) in audits {
-            if row.action != action || row.status >= 400 {
+            if !done(row, action) {
                 continue;
             }
             for e in entities {
@@ -234,11 +245,20 @@ mod tests {
             written_by(&booking).as_deref(),
             Some("created Appointment/a.1; updated Slot/s.1, ServiceRequest/r.1")
         );
+        // A conditional create's match is found, not created.
+        assert_eq!(
+            written_by(&[
+                event("C", 200, &["Patient/p.1"]),
+                event("C", 201, &["Patient/p.2"])
+            ])
+            .as_deref(),
+            Some("created Patient/p.2; found Patient/p.1")
+        );
         assert_eq!(written_by(&[event("R", 200, &["Patient/p.1"])]), None);
         let many: Vec<String> = (0..23).map(|i| format!("Patient/p.{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let said =
-            written_by(&[event("C", 200, &refs), event("D", 200, &["Slot/s.9"])]).expect("written");
+            written_by(&[event("C", 201, &refs), event("D", 200, &["Slot/s.9"])]).expect("written");
         assert!(
             said.starts_with("created Patient/p.0, Patient/p.1,"),
             "{said}"
