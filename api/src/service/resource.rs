@@ -327,15 +327,10 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
 /// index rows keep their targets from being deleted (`delete` refuses while any refer), so
 /// those are live; a reference no search parameter indexes could have lost its target since,
 /// and is checked again.
-fn new_references(
-    prepared: &Prepared,
-    before: Option<&Value>,
-    deleted: bool,
-) -> Vec<(String, String)> {
-    let stored: std::collections::HashSet<(String, String)> = match before {
-        Some(b) if !deleted => index::all_references(b).into_iter().collect(),
-        _ => Default::default(),
-    };
+fn new_references(prepared: &Prepared, live_before: Option<&Value>) -> Vec<(String, String)> {
+    let stored: std::collections::HashSet<(String, String)> = live_before
+        .map(|b| index::all_references(b).into_iter().collect())
+        .unwrap_or_default();
     let indexed = |reference: &str| {
         index::split_reference(reference).is_some_and(|(t, id)| {
             prepared
@@ -805,24 +800,20 @@ pub fn update(
             ))
         })?;
         precondition.check(def, id, current.version_id)?;
-        let before = super::memo::parsed(&current).ok();
-        verify_references(
-            c,
-            &new_references(&prepared, before.as_deref(), current.is_deleted()),
-        )?;
+        // The version it replaces (a deleted one keeps the content it had): stored content
+        // that does not parse is the server's fault, never a reason to skip the owner check.
+        let before = super::memo::parsed(&current)?;
+        let live_before = (!current.is_deleted()).then_some(&*before);
+        verify_references(c, &new_references(&prepared, live_before))?;
         if !w.owner_exempt {
-            if let Some(before) = &before {
-                check_owner(c, def.name, before, audit)?;
-            }
+            check_owner(c, def.name, &before, audit)?;
             check_owner(c, def.name, &prepared.content, audit)?;
         }
         // Unique keys come from identifiers: the same identifiers as the live stored version
         // hold the same keys, already this resource's (the store's write refuses a key
         // another resource took meanwhile).
-        let same_keys = !current.is_deleted()
-            && before
-                .as_ref()
-                .is_some_and(|b| b.get("identifier") == prepared.content.get("identifier"));
+        let same_keys =
+            live_before.is_some_and(|b| b.get("identifier") == prepared.content.get("identifier"));
         if !same_keys {
             check_unique(c, def, &prepared.index, Some(id))?;
         }
@@ -839,10 +830,8 @@ pub fn update(
             content: &text,
             author,
         };
-        let stored_index = before
-            .as_ref()
-            .filter(|_| !current.is_deleted())
-            .and_then(|b| indexed_with(def, b, same_keys.then_some(&prepared.index)));
+        let stored_index =
+            live_before.and_then(|b| indexed_with(def, b, same_keys.then_some(&prepared.index)));
         let known = stored_index.as_ref().map(|entries| store::KnownIndex {
             entries,
             tokens_complete: scope::tokens_from_content_alone(def, access),
@@ -918,9 +907,8 @@ pub fn delete(
             return Ok(());
         }
         precondition.check(def, id, current.version_id)?;
-        if let Ok(before) = serde_json::from_str::<Value>(&current.content) {
-            check_owner(c, def.name, &before, audit)?;
-        }
+        let before = super::memo::parsed(&current)?;
+        check_owner(c, def.name, &before, audit)?;
         let by = store::referrers(c, def.name, id, 5)?;
         if !by.is_empty() {
             let by = by
