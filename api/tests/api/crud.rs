@@ -669,3 +669,34 @@ async fn if_match_can_be_required_for_every_update() {
         200
     );
 }
+
+/// A stored version that no longer parses is the server's fault: an update or delete of it is
+/// refused (500) and changes nothing, rather than going ahead without the checks that read it
+/// (who owns it, which references it already made). (Its write time changes too, as an
+/// instance that never parsed it would see it: this process keeps the versions of reference
+/// data it wrote parsed, by number and write time.)
+#[actix_web::test]
+async fn a_stored_version_that_does_not_parse_is_never_written_over() {
+    use diesel::connection::SimpleConnection;
+    let app = spawn_app().await;
+    let body = patient(NHS[0], "Un", "Readable", "1970-03-04", "female");
+    let id = app.create(&body).await;
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    conn.batch_execute(&format!(
+        "UPDATE resources SET content = '{{', last_updated = '2020-01-01 00:00:00' \
+         WHERE res_type = 'Patient' AND id = '{id}'"
+    ))
+    .expect("content broken");
+    let mut changed = body.clone();
+    changed["id"] = json!(id);
+    changed["gender"] = json!("male");
+    let path = format!("Patient/{id}");
+    let put = app.put_json(&path, &changed, Some("W/\"1\"")).await;
+    put.assert_outcome(500, "exception");
+    let delete = app.send(app.req("DELETE", &path), None).await;
+    delete.assert_outcome(500, "exception");
+    let versions = app.get(&format!("{path}/_history")).await;
+    assert_eq!(versions.status, 200, "{}", versions.text());
+    assert_eq!(versions.json()["total"], 1, "{}", versions.text());
+}
