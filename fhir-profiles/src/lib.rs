@@ -190,6 +190,43 @@ pub fn canonicalise(value: Value) -> Result<Value, FormatError> {
         .map_err(|e| FormatError::Serialise(e.to_string()))
 }
 
+/// [`canonicalise`] for a resource edited from a stored version (`stored`, canonical as every
+/// stored version is): when the edit kept its shape — the same keys in the same order, the
+/// same number of items in each array, and at the leaves non-empty strings for strings,
+/// booleans for booleans and the very same numbers — it is canonical and well-formed as it is,
+/// and fhirbolt's round trip (a tenth of a booking's server time) is left out. Any other edit
+/// takes the round trip. Debug builds take it anyway and check that it agrees.
+pub fn canonicalise_like(value: Value, stored: &Value) -> Result<Value, FormatError> {
+    if !same_shape(&value, stored) {
+        return canonicalise(value);
+    }
+    debug_assert_eq!(
+        canonicalise(value.clone()).ok().as_ref(),
+        Some(&value),
+        "an edit that kept the stored version's shape is canonical as it is"
+    );
+    Ok(value)
+}
+
+/// Whether `edited` has `stored`'s shape (see [`canonicalise_like`]).
+fn same_shape(edited: &Value, stored: &Value) -> bool {
+    match (edited, stored) {
+        (Value::Object(e), Value::Object(s)) => {
+            e.len() == s.len()
+                && e.iter()
+                    .zip(s.iter())
+                    .all(|((ek, ev), (sk, sv))| ek == sk && same_shape(ev, sv))
+        }
+        (Value::Array(e), Value::Array(s)) => {
+            e.len() == s.len() && e.iter().zip(s.iter()).all(|(ev, sv)| same_shape(ev, sv))
+        }
+        (Value::String(e), Value::String(_)) => !e.is_empty(),
+        (Value::Bool(_), Value::Bool(_)) => true,
+        (Value::Number(e), Value::Number(s)) => e == s,
+        _ => false,
+    }
+}
+
 /// FHIR JSON has no empty arrays, empty objects or nulls (an absent element is left out):
 /// refused with the element's path, before fhirbolt (which panics on some of them). The walk
 /// builds no paths; the one to a problem is spelled out for the answer.
@@ -295,6 +332,43 @@ mod tests {
             "'meta' is an empty object: leave out an element that has no content"
         );
         assert!(parse_json(br#"{"resourceType":"Patient","name":[{"given":["A"]}]}"#).is_ok());
+    }
+
+    #[test]
+    fn an_edit_that_keeps_the_stored_shape_is_kept_as_it_is() {
+        let stored = parse_json(br#"{"resourceType":"Slot","id":"s","schedule":{"reference":"Schedule/a"},"status":"free","start":"2026-01-02T09:00:00Z","end":"2026-01-02T09:15:00Z"}"#)
+            .expect("valid");
+        let mut busy = stored.clone();
+        busy["status"] = Value::from("busy");
+        assert_eq!(
+            canonicalise_like(busy.clone(), &stored).expect("valid"),
+            busy
+        );
+        // A key added at the end (out of FHIR order) takes the round trip, which orders it.
+        let mut identified = stored.clone();
+        identified["identifier"] = serde_json::json!([{"value": "x"}]);
+        let text = canonicalise_like(identified, &stored)
+            .expect("valid")
+            .to_string();
+        assert!(
+            text.find("\"identifier\"") < text.find("\"schedule\""),
+            "identifier comes before schedule in Slot: {text}"
+        );
+        // What the round trip refuses is still refused: an unknown element, a wrong type.
+        let mut unknown = stored.clone();
+        unknown["colour"] = Value::from("red");
+        assert!(canonicalise_like(unknown, &stored).is_err());
+        let mut wrong = stored.clone();
+        wrong["status"] = Value::from(3);
+        assert!(canonicalise_like(wrong, &stored).is_err());
+        let mut emptied = stored.clone();
+        emptied["status"] = Value::from("");
+        assert!(!same_shape(&emptied, &stored));
+        let mut added = stored.clone();
+        added["overbooked"] = Value::from(true);
+        assert!(!same_shape(&added, &stored));
+        let (one, two) = (serde_json::json!({"a": [1]}), serde_json::json!({"a": [2]}));
+        assert!(same_shape(&one, &one) && !same_shape(&one, &two));
     }
 
     #[test]

@@ -24,8 +24,9 @@ struct Prepared {
     references: Vec<(String, String)>,
 }
 
-/// Resource rules in one place: type, id, the type's own checks, indexing.
-fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
+/// Resource rules in one place: type, id, the type's own checks, indexing. `stored`: a stored
+/// version of the same resource the body may have been edited from (an update).
+fn prepare(def: &'static ResourceDef, body: Value, stored: Option<&Value>) -> Result<Prepared> {
     let body_type = body
         .get("resourceType")
         .and_then(Value::as_str)
@@ -38,8 +39,11 @@ fn prepare(def: &'static ResourceDef, body: Value) -> Result<Prepared> {
         )));
     }
     // One structural check and canonical element order for every write path (HTTP and seed).
-    let mut body = ers_fhir::canonicalise(body)
-        .map_err(|e| ServiceError::BadRequest(format!("not a valid FHIR R4 {}: {e}", def.name)))?;
+    let mut body = match stored {
+        Some(stored) => ers_fhir::canonicalise_like(body, stored),
+        None => ers_fhir::canonicalise(body),
+    }
+    .map_err(|e| ServiceError::BadRequest(format!("not a valid FHIR R4 {}: {e}", def.name)))?;
     // Server-managed meta is replaced; profile, tag and security are kept.
     if let Some(meta) = body.get_mut("meta").and_then(Value::as_object_mut) {
         meta.remove("versionId");
@@ -544,7 +548,7 @@ pub fn create(
     let (author, audit, access) = (w.author, w.audit, w.access);
     // A transaction assigns ids up front so its entries can refer to each other.
     let id = assigned_id.unwrap_or_else(crate::fhir::new_id);
-    let mut prepared = prepare(def, body)?;
+    let mut prepared = prepare(def, body, None)?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
     write_tx(conn, |c| {
         if let Some((query, criteria)) = &if_none_exist {
@@ -790,7 +794,9 @@ pub fn update(
             )))
         }
     }
-    let mut prepared = prepare(def, body)?;
+    // An operation's edit of a version it has read: the memory holds that version.
+    let held = super::memo::held(def.name, id);
+    let mut prepared = prepare(def, body, held.as_deref())?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
     write_tx(conn, |c| {
         let current = super::memo::current(c, def.name, id)?.ok_or_else(|| {
@@ -1319,7 +1325,7 @@ pub fn load_generated(
     let last_updated = now();
     let mut prepared = Vec::with_capacity(items.len());
     for (def, id, body, access) in items {
-        let mut p = prepare(def, body)?;
+        let mut p = prepare(def, body, None)?;
         p.index.tokens.extend(scope::entries(def, &access)?);
         let mut content = p.content;
         crate::fhir::stamp(&mut content, &id, 1, last_updated);
