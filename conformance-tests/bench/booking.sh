@@ -31,7 +31,7 @@ SERVER=$!
 analyze_while_running "$BACKEND" "$URL"
 trap 'kill $SERVER $ANALYZER 2>/dev/null || true' EXIT
 wait_ready "$PORT"
-LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE] $(date -u +%FT%TZ)"
+LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ)"
 mkdir -p docs/benchmarks
 # book ($1: subscriptions, 0 for none): 32 clients, each booking its own slot. Enough pairs
 # (referrals made first, each with its own free slot) for the whole run at 1,200 bookings/s:

@@ -27,7 +27,7 @@ case "$BACKEND" in
     URL="sqlite://$DB_FILE" ;;
   postgres)
     [ "$REUSE" = 1 ] || psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_dos" -c "CREATE DATABASE ers_bench_dos"
-    URL="${PG_ADMIN_URL%/*}/ers_bench_dos" ;;
+    URL="$PG_BASE/ers_bench_dos" ;;
   *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
 esac
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
@@ -55,5 +55,5 @@ wait_ready "$PORT"
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario dos-patient-search \
     --sandbox-user 021600556514 --postcodes "$OUTCODES" --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 10 \
-    --label "$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS load=${LOAD_S} machine=[$MACHINE] $(date -u +%FT%TZ)" \
+    --label "$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS load=${LOAD_S} machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ)" \
     --json docs/benchmarks/dos.jsonl

@@ -21,7 +21,7 @@ ERS_BIND="127.0.0.1:$PORT" ERS_SEED=sandbox ERS_RATE_LIMIT_PER_SEC=0 ERS_DB_POOL
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_ready "$PORT"
-label() { echo "$BACKEND server=$1 commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ)"; }
+label() { echo "$BACKEND server=$1 commit=$(git rev-parse --short HEAD) machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ)"; }
 mkdir -p docs/benchmarks
 OUT=docs/benchmarks/floor.jsonl
 BASE="http://127.0.0.1:$PORT/FHIR/R4"

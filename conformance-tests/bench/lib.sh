@@ -2,6 +2,20 @@
 # the server, and the machine's description for the results' labels.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ers-target}"
 PG_ADMIN_URL="${ERS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# Where the benchmark databases are reached: PostgreSQL on this machine through its Unix socket
+# (how a server beside its database connects: a round trip costs about half the CPU of one
+# over loopback TCP, docs/BENCHMARKS.md, Booking), unless ERS_BENCH_POSTGRES_URL names
+# another or ERS_BENCH_POSTGRES_TCP=1. PG_VIA goes into the results' labels.
+PG_SOCKET_DIR="${ERS_BENCH_POSTGRES_SOCKET_DIR:-/var/run/postgresql}"
+if [ -z "${ERS_BENCH_POSTGRES_URL:-}" ] && [ "${ERS_BENCH_POSTGRES_TCP:-0}" != 1 ] && [ -S "$PG_SOCKET_DIR/.s.PGSQL.5432" ]; then
+  PG_BASE="postgres://postgres@$(printf %s "$PG_SOCKET_DIR" | sed 's|/|%2F|g')"
+  PG_VIA=socket
+else
+  PG_BASE="${PG_ADMIN_URL%/*}"
+  PG_VIA=tcp
+fi
+# pg_via: " postgres=socket" (or tcp) for a PostgreSQL run's label ($BACKEND), nothing for SQLite.
+pg_via() { [ "${BACKEND:-}" = postgres ] && printf ' postgres=%s' "$PG_VIA"; return 0; }
 BIN="$CARGO_TARGET_DIR/release"
 MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 
@@ -15,7 +29,7 @@ fresh_database() {
       URL="sqlite://$file" ;;
     postgres)
       psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS ers_bench_$2" -c "CREATE DATABASE ers_bench_$2"
-      URL="${PG_ADMIN_URL%/*}/ers_bench_$2" ;;
+      URL="$PG_BASE/ers_bench_$2" ;;
     *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
   esac
 }

@@ -28,6 +28,6 @@ wait_ready "$PORT"
 mkdir -p docs/benchmarks
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario national-day \
     --sandbox-user 021600556514 --postcodes "$OUTCODES" --scale "$SCALE" --clients "$CLIENTS" \
-    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ)" \
+    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ)" \
     --json docs/benchmarks/national.jsonl
 echo "server RSS at the end: $(ps -o rss= -p "$SERVER" | awk '{printf "%.0f MB", $1 / 1024}')"

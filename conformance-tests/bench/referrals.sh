@@ -25,8 +25,8 @@ for CLIENTS in 1 8 32; do
   "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario create-referral \
       ${ERS_BENCH_IDEMPOTENCY:+--idempotency-keys} \
       --sandbox-user 021600556514 --clients "$CLIENTS" --seconds "$SECONDS_" --warmup 3 \
-      --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ)" --json docs/benchmarks/referrals.jsonl
+      --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ)" --json docs/benchmarks/referrals.jsonl
 done
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario worklist \
     --sandbox-user 021600556514 --clients 8 --seconds "$SECONDS_" --warmup 3 \
-    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ)" --json docs/benchmarks/referrals.jsonl
+    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ)" --json docs/benchmarks/referrals.jsonl

@@ -24,7 +24,7 @@ cargo build --release --locked --bins -q
 DB_FILE="$WORK/reports.db"
 case "$BACKEND" in
   sqlite) URL="sqlite://$DB_FILE" ;;
-  postgres) URL="${PG_ADMIN_URL%/*}/ers_bench_reports" ;;
+  postgres) URL="$PG_BASE/ers_bench_reports" ;;
   *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
 esac
 export ERS_DATABASE_URL="$URL" RUST_LOG=warn
@@ -103,7 +103,7 @@ export_run
 #    AWAITING_BOOKING list (most of the million) and its REJECTED_TRIAGE_RESPONSE list, 8 clients.
 "$BIN/ers-load" --base-url "http://127.0.0.1:$PORT/FHIR/R4" --scenario worklist \
     --sandbox-user 021600556514 --clients 8 --seconds 30 --warmup 5 \
-    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE] $(date -u +%FT%TZ) referrals=$REFERRALS" \
+    --label "$BACKEND commit=$(git rev-parse --short HEAD) machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ) referrals=$REFERRALS" \
     --json docs/benchmarks/referrals.jsonl
 DB_SIZE=$(case "$BACKEND" in sqlite) du -m "$DB_FILE" | cut -f1 ;; postgres) psql "$PG_ADMIN_URL" -Atc "SELECT pg_database_size('ers_bench_reports') / 1048576" ;; esac)
 
