@@ -43,19 +43,15 @@ wait_ready() {
 
 # analyze_while_running sqlite|postgres URL: these machines run PostgreSQL with autovacuum off;
 # a production server has it on, and would analyze the tables as the rows a run makes arrive.
-# Stands in for it until the script exits: as often as autovacuum would look at a database
-# (`autovacuum_naptime`, a minute by default; every 10 s until 2026-12-06, six times as often
-# as autovacuum, which added some 8 ms to the p99 of 32 clients creating referrals), ANALYZE each table
-# autovacuum would, by its rule (more rows changed since the last ANALYZE than 50 + 10 % of the
-# table, or the table's own settings: migration 000023 makes it 1 % for the shared resource
-# tables). An ANALYZE of the whole database each time, as before, also made every connection
-# plan its statements again (docs/BENCHMARKS.md, Referrals). Sets ANALYZER (its pid, or "").
+# Stands in for it until the script exits: every 10 s, ANALYZE each table autovacuum would, by
+# its rule (more rows changed since the last ANALYZE than 50 + 10 % of the table, or the
+# table's own settings: migration 000023 makes it 1 % for the shared resource tables). An
+# ANALYZE of the whole database every 10 s, as before, also made every connection plan its
+# statements again each time (docs/BENCHMARKS.md, Referrals). Sets ANALYZER (its pid, or "").
 analyze_while_running() {
   ANALYZER=""
   if [ "$1" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum')" = off ]; then
-    local nap
-    nap="$(psql "$PG_ADMIN_URL" -Atc "SELECT setting FROM pg_settings WHERE name = 'autovacuum_naptime'")"
-    ( while sleep "${nap:-60}"; do
+    ( while sleep 10; do
         psql "$2" -Atc "SELECT format('ANALYZE %I;', s.relname) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.n_mod_since_analyze > COALESCE((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_analyze_threshold'), 50) + COALESCE((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_analyze_scale_factor'), 0.1) * GREATEST(c.reltuples, 0)" 2>/dev/null \
           | psql "$2" -q >/dev/null 2>&1 || true
       done ) &
