@@ -172,7 +172,6 @@ pub fn parsed(row: &ResourceRow) -> super::Result<Arc<Value>> {
     Ok(v)
 }
 
-/// Keeps a parsed version of a `SHARED` type for other use cases, unless a newer one is kept.
 /// The version of a resource this scope holds parsed (read or written in it), whichever it is;
 /// nothing is read. An update edited from it keeps its shape (`ers_fhir::canonicalise_like`).
 pub fn held(res_type: &str, id: &str) -> Option<Arc<Value>> {
@@ -185,6 +184,7 @@ pub fn held(res_type: &str, id: &str) -> Option<Arc<Value>> {
     })
 }
 
+/// Keeps a parsed version of a `SHARED` type for other use cases, unless a newer one is kept.
 fn keep_shared(key: Key, version: Stamp, v: &Arc<Value>) {
     let mut cache = shared().lock().unwrap_or_else(|e| e.into_inner());
     if cache.peek(&key).is_none_or(|(kept, _)| kept.0 < version.0) {
