@@ -50,8 +50,8 @@ pub fn find(conn: &mut DbConnection, c: &Claim) -> QResult<Option<KeyRow>> {
 /// Claims a key for the write in the connection's transaction, with what it did (`written`,
 /// e.g. "created Appointment/a.1; updated Slot/s.1", when known): false when another request
 /// holds it (a write that committed, or one still running, which this waits for on
-/// PostgreSQL). A forgotten claim is replaced; the request's own claim is kept. One statement
-/// when the key is new.
+/// PostgreSQL). A forgotten claim is replaced; the request's own claim is kept, with what its
+/// later transaction did added. One statement when the key is new.
 pub fn claim(
     conn: &mut DbConnection,
     c: &Claim,
@@ -81,13 +81,26 @@ pub fn claim(
             .filter(idempotency_keys::owner.eq(&c.owner))
             .filter(idempotency_keys::key.eq(&c.key))
     };
-    let holder: Option<(String, NaiveDateTime)> = this()
-        .select((idempotency_keys::request_id, idempotency_keys::created_at))
+    let holder: Option<(String, NaiveDateTime, Option<String>)> = this()
+        .select((
+            idempotency_keys::request_id,
+            idempotency_keys::created_at,
+            idempotency_keys::written,
+        ))
         .first(conn)
         .optional()?;
     match holder {
-        Some((request, _)) if request == c.request_id => Ok(true),
-        Some((_, at)) if at < c.forgotten_before => {
+        Some((request, _, before)) if request == c.request_id => {
+            // The request's next transaction (a batch's next entry): what it did is added.
+            if let Some(w) = written {
+                let all = before.map_or_else(|| w.to_owned(), |b| format!("{b}; {w}"));
+                diesel::update(this())
+                    .set(idempotency_keys::written.eq(all))
+                    .execute(conn)?;
+            }
+            Ok(true)
+        }
+        Some((_, at, _)) if at < c.forgotten_before => {
             diesel::delete(this().filter(idempotency_keys::created_at.lt(c.forgotten_before)))
                 .execute(conn)?;
             insert(conn)

@@ -486,7 +486,7 @@ pub fn conditional_update(
     precondition: IfMatch,
     w: &Writer<'_>,
 ) -> Result<Created> {
-    write_tx(conn, move |c| {
+    super::deferred::write_tx(conn, move |c| {
         let named = body.get("id").and_then(Value::as_str).map(str::to_owned);
         match the_match(c, &query, &criteria)? {
             None => match named {
@@ -550,7 +550,7 @@ pub fn create(
     let id = assigned_id.unwrap_or_else(crate::fhir::new_id);
     let mut prepared = prepare(def, body, None)?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
-    write_tx(conn, |c| {
+    super::deferred::write_tx(conn, |c| {
         if let Some((query, criteria)) = &if_none_exist {
             if let Some(row) = the_match(c, query, criteria)? {
                 let outcome = Outcome {
@@ -798,7 +798,7 @@ pub fn update(
     let held = super::memo::held(def.name, id);
     let mut prepared = prepare(def, body, held.as_deref())?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
-    write_tx(conn, |c| {
+    super::deferred::write_tx(conn, |c| {
         let current = super::memo::current(c, def.name, id)?.ok_or_else(|| {
             ServiceError::MethodNotAllowed(format!(
                 "{}/{id} does not exist and this server assigns ids: create it with POST /{}",
@@ -896,7 +896,7 @@ pub fn delete(
             def.name
         )));
     }
-    write_tx(conn, |c| {
+    super::deferred::write_tx(conn, |c| {
         let current =
             store::get_current(c, def.name, id)?.ok_or_else(|| ServiceError::NotFound {
                 res_type: def.name.to_owned(),

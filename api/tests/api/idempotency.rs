@@ -329,3 +329,51 @@ async fn a_transaction_sent_again_with_its_key_is_done_once() {
     let found = app.search("Patient?family=Bundled&_summary=count").await;
     assert_eq!(found["total"], 2, "{found}");
 }
+
+/// A batch's entries are written one transaction each under the batch's key: a retry whose
+/// answer was lost is told what every entry wrote, not just the first.
+#[actix_web::test]
+async fn a_batch_whose_answer_was_lost_names_what_each_entry_wrote() {
+    let app = spawn_app().await;
+    let entry = |nhs: &str| {
+        json!({"resource": patient(nhs, "Batched", "Sam", "1970-01-01", "female"),
+               "request": {"method": "POST", "url": "Patient"}})
+    };
+    let bundle = json!({"resourceType": "Bundle", "type": "batch",
+                        "entry": [entry(NHS[2]), entry(NHS[3])]});
+    let send = || {
+        app.send(
+            app.req("POST", "/FHIR/R4")
+                .insert_header(("Content-Type", "application/fhir+json"))
+                .insert_header((KEY, "one-batch")),
+            Some(bundle.to_string().into_bytes()),
+        )
+    };
+    let first = send().await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let made: Vec<String> = first.json()["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let location = e["response"]["location"].as_str().expect("location");
+            location.split("/_history").next().expect("path").to_owned()
+        })
+        .collect();
+    assert_eq!(made.len(), 2, "{}", first.text());
+    use diesel::connection::SimpleConnection;
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    pool.get()
+        .expect("connection")
+        .batch_execute(
+            "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL \
+             WHERE key = 'one-batch'",
+        )
+        .expect("answer removed");
+    let lost = send().await;
+    let diag = lost.assert_outcome(409, "conflict");
+    for m in &made {
+        let path = m.rsplit("/FHIR/R4/").next().unwrap_or(m);
+        assert!(diag.contains(&format!("created {path}")), "{path}: {diag}");
+    }
+}
