@@ -57,6 +57,9 @@ struct Args {
     /// Every write carries an `Idempotency-Key` of its own (what a client that retries safely
     /// sends).
     idempotency_keys: bool,
+    /// Each measured answer's send time (ms after the measured window opened) and latency
+    /// (ms), one line each, written to this file: shows whether slow answers come together.
+    trace: Option<String>,
 }
 
 fn usage() -> ExitCode {
@@ -65,6 +68,7 @@ fn usage() -> ExitCode {
          \x20      [--sandbox-user SDS | --token T --business-function BF --ods ODS]\n\
          \x20      [--postcodes FILE] [--pairs N] [--path TYPE/ID] [--label TEXT] [--json FILE]\n\
          \x20      [--scale F] [--provider-user SDS --provider-ods ODS] [--idempotency-keys]\n\
+         \x20      [--trace FILE]\n\
          scenarios:\n\
          \x20 dos-patient-search  POST HealthcareService/$ers.searchHealthcareServicesForPatient:\n\
          \x20                     a postcode (from --postcodes, an outcode,latitude,longitude CSV),\n\
@@ -110,6 +114,7 @@ fn parse_args() -> Option<Args> {
         provider_user: "555032006106".into(),
         provider_ods: "RCD".into(),
         idempotency_keys: false,
+        trace: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next();
@@ -133,6 +138,7 @@ fn parse_args() -> Option<Args> {
             "--provider-user" => a.provider_user = value()?,
             "--provider-ods" => a.provider_ods = value()?,
             "--idempotency-keys" => a.idempotency_keys = true,
+            "--trace" => a.trace = Some(value()?),
             _ => return None,
         }
     }
@@ -605,6 +611,8 @@ async fn sandbox_token(base_url: &str, user: &str) -> Result<String, String> {
 #[derive(Default)]
 struct Tally {
     latencies: Vec<Duration>,
+    /// With --trace: each answer's send time after the window opened, and its latency.
+    trace: Vec<(Duration, Duration)>,
     errors: u64,
     /// 409s: the slot was taken by another booking (expected when clients race).
     conflicts: u64,
@@ -613,6 +621,22 @@ struct Tally {
 
 /// How a 409 is recorded in the tally.
 const CONFLICT: &str = "409 conflict";
+
+/// One line per answer, in send order: "sent_ms latency_ms".
+fn write_trace(path: &str, trace: &mut [(Duration, Duration)]) -> std::io::Result<()> {
+    use std::io::Write;
+    trace.sort();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (sent, latency) in trace.iter() {
+        writeln!(
+            out,
+            "{:.1} {:.2}",
+            sent.as_secs_f64() * 1e3,
+            latency.as_secs_f64() * 1e3
+        )?;
+    }
+    out.flush()
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -755,6 +779,7 @@ async fn run(args: &Args) -> Result<Value, String> {
         let (bf, ods) = (args.business_function.clone(), args.ods.clone());
         let scenario = args.scenario.clone();
         let (keyed, run) = (args.idempotency_keys, run_id.clone());
+        let tracing = args.trace.is_some();
         tasks.push(actix_rt::spawn(async move {
             loop {
                 let k = {
@@ -805,7 +830,12 @@ async fn run(args: &Args) -> Result<Value, String> {
                     *last = (*last).max(done);
                     let mut t = tally.borrow_mut();
                     match outcome {
-                        Ok(()) => t.latencies.push(done - sent),
+                        Ok(()) => {
+                            t.latencies.push(done - sent);
+                            if tracing {
+                                t.trace.push((sent - measure_from, done - sent));
+                            }
+                        }
                         Err(e) if e == CONFLICT => t.conflicts += 1,
                         Err(e) => {
                             t.errors += 1;
@@ -830,6 +860,9 @@ async fn run(args: &Args) -> Result<Value, String> {
         None => None,
     };
     let mut t = tally.borrow_mut();
+    if let Some(path) = &args.trace {
+        write_trace(path, &mut t.trace).map_err(|e| format!("--trace {path}: {e}"))?;
+    }
     t.latencies.sort();
     let ok = t.latencies.len() as f64;
     // The measured window: to the end, or to the last answer when the work ran out first.

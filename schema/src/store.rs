@@ -1592,7 +1592,9 @@ pub fn events_after(conn: &mut DbConnection, after: i64, limit: i64) -> QResult<
 
 /// The newest event number (0 with none).
 pub fn last_event(conn: &mut DbConnection) -> QResult<i64> {
+    // Numbered rows only: the terms of the partial index `outbox_seq` (migration 000026).
     Ok(outbox::table
+        .filter(outbox::seq.is_not_null())
         .select(diesel::dsl::max(outbox::seq))
         .first::<Option<i64>>(conn)?
         .unwrap_or(0))
@@ -1776,6 +1778,30 @@ mod tests {
             request_id: "test".into(),
             client_id: None,
             on_behalf_of: None,
+        }
+    }
+
+    /// The partial indexes of migration 000026 still serve the reads they were made for: the
+    /// changes after a number, the newest number, and audit events by NHS number.
+    #[test]
+    fn numbered_changes_and_audited_nhs_numbers_are_read_through_their_partial_indexes() {
+        let mut conn = crate::testing::fresh();
+        for (query, index) in [
+            (
+                "SELECT id FROM outbox WHERE seq > 5 ORDER BY seq LIMIT 100",
+                "outbox_seq",
+            ),
+            (
+                "SELECT max(seq) FROM outbox WHERE seq IS NOT NULL",
+                "outbox_seq",
+            ),
+            (
+                "SELECT audit_id FROM audit_entities WHERE nhs_number = '9912003888'",
+                "audit_entities_nhs",
+            ),
+        ] {
+            let plan = crate::testing::index_plan(&mut conn, query);
+            assert!(plan.iter().any(|l| l.contains(index)), "{query}: {plan:?}");
         }
     }
 

@@ -1,9 +1,11 @@
 //! Databases for the crate's own tests: PostgreSQL when ERS_TEST_POSTGRES_URL is set (as in
 //! the API tests), SQLite otherwise.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::conn::PooledConn;
+use crate::DbConnection;
 
 /// The URL of a fresh, empty database of the backend under test.
 pub fn database_url() -> String {
@@ -38,4 +40,38 @@ pub fn fresh() -> PooledConn {
     let mut conn = pool.get().expect("a connection");
     crate::conn::run_migrations(&mut conn).expect("migrations");
     conn
+}
+
+#[derive(diesel::QueryableByName)]
+struct PgLine {
+    #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct SqliteLine {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    detail: String,
+}
+
+/// The lines of the plan the database makes for `query` (SQL both databases run) when it
+/// uses an index wherever one serves: the tables of a fresh test database are empty, and an
+/// empty table is cheapest to scan whole.
+pub fn index_plan(conn: &mut DbConnection, query: &str) -> Vec<String> {
+    match conn {
+        DbConnection::Postgresql(c) => {
+            c.batch_execute("SET enable_seqscan = off").expect("set");
+            let plan = diesel::sql_query(format!("EXPLAIN {query}"))
+                .load::<PgLine>(c)
+                .expect("plan");
+            c.batch_execute("RESET enable_seqscan").expect("reset");
+            plan.into_iter().map(|l| l.line).collect()
+        }
+        DbConnection::Sqlite(c) => diesel::sql_query(format!("EXPLAIN QUERY PLAN {query}"))
+            .load::<SqliteLine>(c)
+            .expect("plan")
+            .into_iter()
+            .map(|l| l.detail)
+            .collect(),
+    }
 }

@@ -297,23 +297,6 @@ pub(crate) fn total(
 
 #[cfg(test)]
 mod tests {
-    use diesel::connection::SimpleConnection;
-    use diesel::prelude::*;
-
-    use crate::DbConnection;
-
-    #[derive(diesel::QueryableByName)]
-    struct PgLine {
-        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
-        line: String,
-    }
-
-    #[derive(diesel::QueryableByName)]
-    struct SqliteLine {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        detail: String,
-    }
-
     /// A search by agent walks the maker index, not every version.
     #[test]
     fn versions_are_found_by_their_maker_through_its_index() {
@@ -322,24 +305,7 @@ mod tests {
             "SELECT version_id FROM resource_versions WHERE {} = '555000000001' ORDER BY last_updated DESC LIMIT 20",
             super::MAKER
         );
-        let plan: Vec<String> = match &mut *conn {
-            DbConnection::Postgresql(c) => {
-                // An empty table is cheapest to scan whole: ask for the plan an index makes.
-                c.batch_execute("SET enable_seqscan = off").expect("set");
-                diesel::sql_query(format!("EXPLAIN {query}"))
-                    .load::<PgLine>(c)
-                    .expect("plan")
-                    .into_iter()
-                    .map(|l| l.line)
-                    .collect()
-            }
-            DbConnection::Sqlite(c) => diesel::sql_query(format!("EXPLAIN QUERY PLAN {query}"))
-                .load::<SqliteLine>(c)
-                .expect("plan")
-                .into_iter()
-                .map(|l| l.detail)
-                .collect(),
-        };
+        let plan = crate::testing::index_plan(&mut conn, &query);
         assert!(
             plan.iter().any(|l| l.contains("resource_versions_maker")),
             "{plan:?}"
