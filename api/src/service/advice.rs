@@ -12,6 +12,7 @@ use super::attachments::{self, Attaching};
 use super::audit::{self, AuditDraft, Outcome, Touched};
 use super::referral::{self as referral_svc, invalid, Acting, Expected};
 use super::resource::{self, Writer};
+use super::stored_value;
 use super::{scope, Result, ServiceError};
 use crate::domain::advice::{
     self as rules, AdviceAction, AdviceStatus, GuidanceOutcome, Refusal, SentBy,
@@ -25,10 +26,6 @@ use crate::fhir::{datetime, search as fsearch, terminology};
 
 fn def(name: &str) -> Result<&'static ResourceDef> {
     registry::find(name).ok_or_else(|| ServiceError::Internal(format!("{name} is not registered")))
-}
-
-fn parse(row: &ResourceRow) -> Result<Value> {
-    super::parse_stored(row)
 }
 
 fn invalid_input(at: &str, issue: Issue) -> ServiceError {
@@ -216,7 +213,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         )? {
             resource::Created::New(r) | resource::Created::Existing(r) => r,
         };
-        let stored = parse(&row)?;
+        let stored = stored_value(&row)?;
         let docs = attachments::attach(c, &stored, &uploads, "ADVICE_REQUEST", &access, who)?;
         post(
             c,
@@ -472,7 +469,7 @@ pub fn apply(
         let row = resource::read(c, def, id)?;
         scope::check_write(c, def, id, who.caller)?;
         let given = Expected::IfMatch(if_match).check(&row)?;
-        let mut body = parse(&row)?;
+        let mut body = stored_value(&row)?;
         if !ag::is_advice(&body) {
             return Err(invalid(
                 "ServiceRequest",
@@ -680,7 +677,7 @@ pub fn summary(
     let def = def("ServiceRequest")?;
     let row = resource::read(conn, def, id)?;
     scope::check(conn, def, id, caller)?;
-    let request = parse(&row)?;
+    let request = stored_value(&row)?;
     if !ag::is_advice(&request) {
         return Err(invalid(
             "ServiceRequest",
@@ -756,7 +753,7 @@ fn related(
     store_search::search(c, &q, false)?
         .0
         .iter()
-        .map(parse)
+        .map(stored_value)
         .collect()
 }
 
@@ -840,7 +837,7 @@ fn expire_one(
         if row.is_deleted() || row.last_updated >= cutoff {
             return Ok(None);
         }
-        let mut body = parse(&row)?;
+        let mut body = stored_value(&row)?;
         let Some(status) = ag::status_of(&body) else {
             return Ok(None);
         };
@@ -853,7 +850,8 @@ fn expire_one(
         let documents = store::referring(c, "DocumentReference", "related", def.name, &target)?;
         let mut uploads: Vec<String> = Vec::new();
         for d in store::get_many(c, "DocumentReference", &documents)? {
-            for b in crate::fhir::resources::document_reference::extract_binary(&parse(&d)?) {
+            for b in crate::fhir::resources::document_reference::extract_binary(&stored_value(&d)?)
+            {
                 if let Some(b) = b.as_str().filter(|b| !uploads.iter().any(|u| u == b)) {
                     uploads.push(b.to_owned());
                 }

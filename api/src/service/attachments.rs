@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::audit::{self, AuditDraft, Outcome, Touched};
 use super::referral::{self as referral_svc, invalid, Acting, Expected};
 use super::resource::{self, Writer};
+use super::stored_value;
 use super::{scope, Result, ServiceError};
 use crate::domain::referral::ReferralAction;
 use crate::domain::Caller;
@@ -270,10 +271,6 @@ fn current_documents(
     Ok(store_search::search(c, &q, false)?.0)
 }
 
-fn parse(row: &ResourceRow) -> Result<Value> {
-    super::parse_stored(row)
-}
-
 /// Checks an upload may be attached by the caller: it exists and their organisation sent it.
 fn own_upload(
     c: &mut DbConnection,
@@ -354,7 +351,7 @@ fn supersede(
     access: &[String],
     who: &Acting<'_>,
 ) -> Result<()> {
-    let mut d = parse(row)?;
+    let mut d = stored_value(row)?;
     d["status"] = json!("superseded");
     resource::rewrite(
         c,
@@ -406,7 +403,7 @@ pub fn maintain_letter(
             let current = current_documents(c, id, "REFERRER")?;
             let mut kept: Vec<(String, String)> = Vec::new(); // (binary id, document id)
             for row in &current {
-                let d = parse(row)?;
+                let d = stored_value(row)?;
                 let binary = d
                     .pointer("/content/0/attachment/url")
                     .and_then(Value::as_str)

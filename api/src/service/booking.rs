@@ -18,6 +18,7 @@ use super::referral::{
     self as referral_svc, check_comment, invalid, load_json, service_facts, Acting, Expected,
 };
 use super::resource::{self, Writer};
+use super::stored_value;
 use super::{scope, Result, ServiceError};
 use crate::domain::referral::{ReferralAction, ReferralState};
 use crate::fhir::index::split_reference;
@@ -689,10 +690,6 @@ fn rewrite(
     )
 }
 
-fn parse(row: &ResourceRow) -> Result<Value> {
-    super::parse_stored(row)
-}
-
 /// Cancels an appointment body in place: its slot released, the reason and comment recorded.
 fn cancel_in_place(
     c: &mut DbConnection,
@@ -719,7 +716,7 @@ fn for_each_current(
     mut change: impl FnMut(&mut DbConnection, &mut Value) -> Result<()>,
 ) -> Result<()> {
     for row in current_appointments(c, referral_id)? {
-        let mut body = parse(&row)?;
+        let mut body = stored_value(&row)?;
         change(c, &mut body)?;
         rewrite(c, &row, body, access, who)?;
     }
@@ -880,7 +877,7 @@ pub fn change(
         }
         AppointmentChange::Move { .. } => ReferralState::Booked,
     };
-    let mut body = parse(&row)?;
+    let mut body = stored_value(&row)?;
     if given != row.version_id {
         return Err(ServiceError::StaleVersion {
             res_type: d.name.to_owned(),

@@ -43,6 +43,11 @@ pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A stored version's JSON as a `Value` (`parse_stored`'s usual use).
+pub(crate) fn stored_value(row: &ers_schema::ResourceRow) -> Result<serde_json::Value> {
+    parse_stored(row)
+}
+
 /// Why a use case refused or failed. `http/error.rs` maps each to a status and issue code.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use super::audit::AuditDraft;
 use super::referral::Acting;
 use super::resource::{self, IfMatch, Writer};
+use super::stored_value;
 use super::{scope, Result, ServiceError};
 use crate::domain::{BusinessFunction, Caller, OdsCode};
 use crate::fhir::outcome::Issue;
@@ -45,10 +46,6 @@ fn def() -> Result<&'static ResourceDef> {
 
 fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
-}
-
-fn parse(row: &ResourceRow) -> Result<Value> {
-    super::parse_stored(row)
 }
 
 /// The checks a subscription's author gets before anything is stored: the search is one this
@@ -473,7 +470,7 @@ fn plan(
 ) -> Result<Plan> {
     let id = state.id.as_str();
     let resource = match row {
-        Some(r) => parse(r)?,
+        Some(r) => stored_value(r)?,
         None => return Ok(Plan::Gone),
     };
     let status = resource["status"].as_str().unwrap_or("off").to_owned();
@@ -623,7 +620,7 @@ fn set_status(c: &mut DbConnection, id: &str, status: &str, error: Option<&str>)
     let Some(row) = store::get_current(c, "Subscription", id)?.filter(|r| !r.is_deleted()) else {
         return Ok(());
     };
-    let mut body = parse(&row)?;
+    let mut body = stored_value(&row)?;
     if body["status"] == status || body["status"] == "off" {
         return Ok(());
     }
@@ -712,7 +709,7 @@ pub fn events(
     let d = def()?;
     let row = resource::read(conn, d, id)?;
     scope::check(conn, d, id, caller)?;
-    let resource = parse(&row)?;
+    let resource = stored_value(&row)?;
     let state = store::subscription_state(conn, id)?.ok_or_else(|| ServiceError::NotFound {
         res_type: "Subscription".into(),
         id: id.to_owned(),
