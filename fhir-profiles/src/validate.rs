@@ -12,6 +12,7 @@
 //! that matter here, each named by its key.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
@@ -236,21 +237,42 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn error(&mut self, code: &'static str, at: &str, message: String) {
+    fn error(&mut self, code: &'static str, at: impl fmt::Display, message: String) {
         self.out.push(Finding {
             severity: Severity::Error,
             code,
-            expression: at.to_owned(),
+            expression: at.to_string(),
             message,
         });
     }
-    fn warning(&mut self, code: &'static str, at: &str, message: String) {
+    fn warning(&mut self, code: &'static str, at: impl fmt::Display, message: String) {
         self.out.push(Finding {
             severity: Severity::Warning,
             code,
-            expression: at.to_owned(),
+            expression: at.to_string(),
             message,
         });
+    }
+}
+
+/// Where a value is in the resource being validated (`Appointment.participant[1].actor`),
+/// written out only when a finding names it: a valid resource costs no location strings.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root(&'a str),
+    /// `parent.name`
+    Child(&'a At<'a>, &'a str),
+    /// `parent[i]`
+    Item(&'a At<'a>, usize),
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Root(r) => f.write_str(r),
+            At::Child(parent, name) => write!(f, "{parent}.{name}"),
+            At::Item(parent, i) => write!(f, "{parent}[{i}]"),
+        }
     }
 }
 
@@ -463,23 +485,32 @@ fn child<'m>(
     defs: &'m [ElementDef],
     parent: &str,
     key: &str,
-) -> Option<(&'m ElementDef, Option<String>)> {
-    let exact = format!("{parent}.{key}");
-    if let Some(d) = defs.iter().find(|d| d.path == exact) {
+) -> Option<(&'m ElementDef, Option<&'m str>)> {
+    // The element's name in its parent (`parent.name`), if it is a child of `parent`.
+    let name_in = |path: &'m str| path.strip_prefix(parent)?.strip_prefix('.');
+    if let Some(d) = defs.iter().find(|d| name_in(&d.path) == Some(key)) {
         return Some((d, None));
     }
     defs.iter().find_map(|d| {
-        let stem = d.path.strip_suffix("[x]")?;
-        let name = stem.strip_prefix(parent)?.strip_prefix('.')?;
+        let name = name_in(d.path.strip_suffix("[x]")?)?;
         let suffix = key.strip_prefix(name)?;
         d.types
             .iter()
-            .find(|t| capitalise(t) == suffix)
-            .map(|t| (d, Some(t.clone())))
+            .find(|t| is_capitalised(t, suffix))
+            .map(|t| (d, Some(t.as_str())))
     })
 }
 
-fn binding_check(ctx: &mut Ctx<'_>, b: &Binding, t: &str, v: &Value, at: &str) {
+/// Whether `suffix` is `capitalise(t)`, without making it.
+fn is_capitalised(t: &str, suffix: &str) -> bool {
+    let (mut a, mut b) = (t.chars(), suffix.chars());
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) => x.to_ascii_uppercase() == y && a.as_str() == b.as_str(),
+        _ => t.is_empty() && suffix.is_empty(),
+    }
+}
+
+fn binding_check(ctx: &mut Ctx<'_>, b: &Binding, t: &str, v: &Value, at: &At<'_>) {
     let Some(codes) = ctx.m.value_sets.get(&b.value_set) else {
         return;
     };
@@ -558,7 +589,7 @@ fn validate_value(
     d: &ElementDef,
     t: &str,
     v: &Value,
-    at: &str,
+    at: &At<'_>,
 ) {
     if is_primitive(t) {
         if !t.starts_with("http://") {
@@ -583,7 +614,7 @@ fn validate_value(
                 if !d.targets.iter().any(|x| x == rt) {
                     ctx.error(
                         "value",
-                        &format!("{at}.reference"),
+                        At::Child(at, "reference"),
                         format!("({r}) must refer to a {}", d.targets.join(" or ")),
                     );
                 }
@@ -653,7 +684,7 @@ fn matches_pattern(v: &Value, pattern: &Value) -> bool {
     }
 }
 
-fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Value, at: &str) {
+fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Value, at: &At<'_>) {
     let Some(obj) = v.as_object() else {
         ctx.error("structure", at, "must be a JSON object".into());
         return;
@@ -665,7 +696,7 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
         let Some((d, choice)) = child(defs, parent, key) else {
             ctx.error(
                 "structure",
-                &format!("{at}.{key}"),
+                At::Child(at, key),
                 format!("'{key}' is not an element of {parent}"),
             );
             continue;
@@ -683,7 +714,7 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
                 if !d.array {
                     ctx.error(
                         "structure",
-                        &format!("{at}.{key}"),
+                        At::Child(at, key),
                         "must be a single value, not an array (max 1)".into(),
                     );
                     continue;
@@ -692,7 +723,7 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
                     if a.len() > max {
                         ctx.error(
                             "structure",
-                            &format!("{at}.{key}"),
+                            At::Child(at, key),
                             format!("has {} values; at most {max} are allowed", a.len()),
                         );
                     }
@@ -701,11 +732,7 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
             }
             other => {
                 if d.array {
-                    ctx.error(
-                        "structure",
-                        &format!("{at}.{key}"),
-                        "must be an array".into(),
-                    );
+                    ctx.error("structure", At::Child(at, key), "must be an array".into());
                     continue;
                 }
                 vec![other]
@@ -714,24 +741,24 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
         if d.max == "0" {
             ctx.error(
                 "structure",
-                &format!("{at}.{key}"),
+                At::Child(at, key),
                 "is not allowed here (max 0)".into(),
             );
             continue;
         }
         let many = matches!(value, Value::Array(_));
+        let here = At::Child(at, key);
+        let t = match (choice, d.types.as_slice()) {
+            (Some(t), _) => t,
+            (None, [only]) => only.as_str(),
+            (None, _) => "BackboneElement",
+        };
         for (i, item) in items.into_iter().enumerate() {
-            let loc = if many {
-                format!("{at}.{key}[{i}]")
+            if many {
+                validate_value(ctx, d_path_defs, d, t, item, &At::Item(&here, i));
             } else {
-                format!("{at}.{key}")
-            };
-            let t = match (&choice, d.types.as_slice()) {
-                (Some(t), _) => t.clone(),
-                (None, [only]) => only.clone(),
-                (None, _) => "BackboneElement".to_owned(),
-            };
-            validate_value(ctx, d_path_defs, d, &t, item, &loc);
+                validate_value(ctx, d_path_defs, d, t, item, &here);
+            }
         }
     }
     for d in defs.iter().filter(|d| d.min > 0) {
@@ -754,7 +781,7 @@ fn validate_object(ctx: &mut Ctx<'_>, defs: &[ElementDef], parent: &str, v: &Val
         if !present {
             ctx.error(
                 "required",
-                &format!("{at}.{name}"),
+                At::Child(at, name),
                 format!("is required ({parent}.{name} min {})", d.min),
             );
         }
@@ -864,7 +891,7 @@ fn profile_rules(ctx: &mut Ctx<'_>, p: &Profile, v: &Value, root: &str) {
                     if !reaches(item, &c.path, None) {
                         ctx.error(
                             "required",
-                            &format!("{at}[{i}].{}", c.path),
+                            format!("{at}[{i}].{}", c.path),
                             format!("is required in a '{}' entry ({})", s.name, p.url),
                         );
                     }
@@ -932,7 +959,7 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
                 {
                     ctx.error(
                         "invariant",
-                        &format!("Patient.contact[{i}]"),
+                        format!("Patient.contact[{i}]"),
                         "pat-1: a contact needs a name, telecom, address or organization".into(),
                     );
                 }
@@ -987,7 +1014,7 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
         if tc.get("value").is_some() && tc.get("system").is_none() {
             ctx.error(
                 "invariant",
-                &format!("{t}.telecom[{i}]"),
+                format!("{t}.telecom[{i}]"),
                 "cpt-2: a contact point with a value needs a system".into(),
             );
         }
@@ -998,14 +1025,14 @@ fn invariants(ctx: &mut Ctx<'_>, t: &str, v: &Value) {
 /// never both and never neither) and, for an extension whose definition is known (UK Core's and
 /// the project's), its context (where it may be used), its value type and, for a closed
 /// complex extension, the names of its parts.
-fn extensions(ctx: &mut Ctx<'_>, root_defs: &[ElementDef], root: &str, v: &Value, at: &str) {
+fn extensions(ctx: &mut Ctx<'_>, root_defs: &[ElementDef], root: &str, v: &Value, at: &At<'_>) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
-                let path = format!("{at}.{k}");
+                let path = At::Child(at, k);
                 if k == "extension" || k == "modifierExtension" {
                     for (i, e) in child.as_array().into_iter().flatten().enumerate() {
-                        one_extension(ctx, root_defs, root, e, at, &format!("{path}[{i}]"));
+                        one_extension(ctx, root_defs, root, e, at, &At::Item(&path, i));
                     }
                 }
                 extensions(ctx, root_defs, root, child, &path);
@@ -1013,7 +1040,7 @@ fn extensions(ctx: &mut Ctx<'_>, root_defs: &[ElementDef], root: &str, v: &Value
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                extensions(ctx, root_defs, root, item, &format!("{at}[{i}]"));
+                extensions(ctx, root_defs, root, item, &At::Item(at, i));
             }
         }
         _ => {}
@@ -1025,8 +1052,8 @@ fn one_extension(
     root_defs: &[ElementDef],
     root: &str,
     e: &Value,
-    host: &str,
-    at: &str,
+    host: &At<'_>,
+    at: &At<'_>,
 ) {
     let url = e.get("url").and_then(Value::as_str).unwrap_or("(no url)");
     let nested = e.get("extension").is_some();
@@ -1047,7 +1074,7 @@ fn one_extension(
     let Some(def) = m.extensions.get(url) else {
         return;
     };
-    let host_path = strip_indices(host);
+    let host_path = strip_indices(&host.to_string());
     if !def.context.is_empty() {
         let host_type = element_type(m, root_defs, root, &host_path);
         let fits = def.context.iter().any(|c| {
@@ -1070,7 +1097,7 @@ fn one_extension(
     match value_key {
         Some(k) if def.complex => ctx.error(
             "structure",
-            &format!("{at}.{k}"),
+            At::Child(at, &k),
             format!(
                 "extension {url} has parts ({}), not a value",
                 def.parts.join(", ")
@@ -1085,7 +1112,7 @@ fn one_extension(
         {
             ctx.error(
                 "structure",
-                &format!("{at}.{k}"),
+                At::Child(at, &k),
                 format!(
                     "extension {url} takes {}",
                     def.types
@@ -1098,7 +1125,7 @@ fn one_extension(
         }
         None if def.min > 0 && !def.complex => ctx.error(
             "required",
-            &format!("{at}.value[x]"),
+            At::Child(at, "value[x]"),
             format!("extension {url} needs a value"),
         ),
         _ => {}
@@ -1115,7 +1142,7 @@ fn one_extension(
             if !def.parts.iter().any(|p| p == name) {
                 ctx.error(
                     "structure",
-                    &format!("{at}.extension[{j}].url"),
+                    At::Child(&At::Item(&At::Child(at, "extension"), j), "url"),
                     format!(
                         "'{name}' is not a part of extension {url}: its parts are {}",
                         def.parts.join(", ")
@@ -1151,7 +1178,7 @@ fn element_type(m: &Model, root_defs: &[ElementDef], root: &str, path: &str) -> 
     for part in rest.split('.').filter(|p| !p.is_empty()) {
         let (d, choice) = child(defs, &parent, part)?;
         let t = match (choice, d.types.as_slice()) {
-            (Some(t), _) => t,
+            (Some(t), _) => t.to_owned(),
             (None, [only]) => only.clone(),
             (None, _) => "BackboneElement".to_owned(),
         };
@@ -1204,12 +1231,12 @@ pub fn validate(resource: &Value, profile: Option<&Profile>) -> Vec<Finding> {
     }
     let defs = profile.map_or(base.as_slice(), |p| p.elements.as_slice());
     let mut ctx = Ctx { m, out: Vec::new() };
-    validate_object(&mut ctx, defs, t, resource, t);
+    validate_object(&mut ctx, defs, t, resource, &At::Root(t));
     if let Some(p) = profile {
         profile_rules(&mut ctx, p, resource, t);
     }
     invariants(&mut ctx, t, resource);
-    extensions(&mut ctx, defs, t, resource, t);
+    extensions(&mut ctx, defs, t, resource, &At::Root(t));
     ctx.out
 }
 
