@@ -68,7 +68,7 @@ fn usage() -> ExitCode {
          \x20      [--sandbox-user SDS | --token T --business-function BF --ods ODS]\n\
          \x20      [--postcodes FILE] [--pairs N] [--path TYPE/ID] [--label TEXT] [--json FILE]\n\
          \x20      [--scale F] [--provider-user SDS --provider-ods ODS] [--idempotency-keys]\n\
-         \x20      [--trace FILE]\n\
+         \x20      [--trace FILE (closed-loop scenarios)]\n\
          scenarios:\n\
          \x20 dos-patient-search  POST HealthcareService/$ers.searchHealthcareServicesForPatient:\n\
          \x20                     a postcode (from --postcodes, an outcode,latitude,longitude CSV),\n\
@@ -647,6 +647,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 async fn run(args: &Args) -> Result<Value, String> {
+    if args.trace.is_some() && args.scenario == "national-day" {
+        return Err(
+            "--trace is for the closed-loop scenarios; national-day reports each step's percentiles".into(),
+        );
+    }
     let postcodes = match &args.postcodes {
         Some(p) => read_postcodes(p)?,
         None => Vec::new(),
