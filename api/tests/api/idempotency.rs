@@ -25,6 +25,29 @@ async fn referrals_of(w: &World) -> i64 {
     b["total"].as_i64().expect("total")
 }
 
+/// What a server stopped just after a keyed write committed leaves behind: the key claimed and
+/// what the write did recorded, the answer never stored.
+fn lose_answer(app: &TestApp, key: &str) {
+    use diesel::connection::SimpleConnection;
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    pool.get()
+        .expect("connection")
+        .batch_execute(&format!(
+            "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL \
+             WHERE key = '{key}'"
+        ))
+        .expect("answer removed");
+}
+
+/// A Bundle posted to the base with an `Idempotency-Key`.
+async fn post_bundle(app: &TestApp, key: &str, bundle: &Value) -> Reply {
+    let req = app
+        .req("POST", "/FHIR/R4")
+        .insert_header(("Content-Type", "application/fhir+json"))
+        .insert_header((KEY, key));
+    app.send(req, Some(bundle.to_string().into_bytes())).await
+}
+
 fn ubrn(r: &Reply) -> String {
     r.json()["identifier"]
         .as_array()
@@ -281,15 +304,7 @@ async fn a_booking_sent_again_with_its_key_books_once() {
     assert_eq!(plain.status, 422, "{}", plain.text());
     // Its server stopped after the commit, before the answer was stored: a retry is told
     // what the booking wrote, to read it there.
-    use diesel::connection::SimpleConnection;
-    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
-    pool.get()
-        .expect("connection")
-        .batch_execute(
-            "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL \
-             WHERE key = 'book-once'",
-        )
-        .expect("answer removed");
+    lose_answer(&w.app, "book-once");
     let lost = send().await;
     let diag = lost.assert_outcome(409, "conflict");
     let appointment = first.json()["id"].as_str().expect("id").to_owned();
@@ -310,14 +325,7 @@ async fn a_transaction_sent_again_with_its_key_is_done_once() {
     };
     let bundle = json!({"resourceType": "Bundle", "type": "transaction",
                         "entry": [entry(NHS[2], "Bundled"), entry(NHS[3], "Bundled")]});
-    let send = || {
-        app.send(
-            app.req("POST", "/FHIR/R4")
-                .insert_header(("Content-Type", "application/fhir+json"))
-                .insert_header((KEY, "one-transaction")),
-            Some(bundle.to_string().into_bytes()),
-        )
-    };
+    let send = || post_bundle(&app, "one-transaction", &bundle);
     let first = send().await;
     assert_eq!(first.status, 200, "{}", first.text());
     // Without the key, the same Bundle again is refused (the NHS numbers are taken); with it,
@@ -341,14 +349,7 @@ async fn a_batch_whose_answer_was_lost_names_what_each_entry_wrote() {
     };
     let bundle = json!({"resourceType": "Bundle", "type": "batch",
                         "entry": [entry(NHS[2]), entry(NHS[3])]});
-    let send = || {
-        app.send(
-            app.req("POST", "/FHIR/R4")
-                .insert_header(("Content-Type", "application/fhir+json"))
-                .insert_header((KEY, "one-batch")),
-            Some(bundle.to_string().into_bytes()),
-        )
-    };
+    let send = || post_bundle(&app, "one-batch", &bundle);
     let first = send().await;
     assert_eq!(first.status, 200, "{}", first.text());
     let made: Vec<String> = first.json()["entry"]
@@ -361,15 +362,7 @@ async fn a_batch_whose_answer_was_lost_names_what_each_entry_wrote() {
         })
         .collect();
     assert_eq!(made.len(), 2, "{}", first.text());
-    use diesel::connection::SimpleConnection;
-    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
-    pool.get()
-        .expect("connection")
-        .batch_execute(
-            "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL \
-             WHERE key = 'one-batch'",
-        )
-        .expect("answer removed");
+    lose_answer(&app, "one-batch");
     let lost = send().await;
     let diag = lost.assert_outcome(409, "conflict");
     for m in &made {
