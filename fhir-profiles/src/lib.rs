@@ -194,8 +194,11 @@ pub fn canonicalise(value: Value) -> Result<Value, FormatError> {
 /// stored version is): when the edit kept its shape — the same keys in the same order, the
 /// same number of items in each array, and at the leaves non-empty strings for strings,
 /// booleans for booleans and the very same numbers — it is canonical and well-formed as it is,
-/// and fhirbolt's round trip (a tenth of a booking's server time) is left out. Any other edit
-/// takes the round trip. Debug builds take it anyway and check that it agrees.
+/// and fhirbolt's round trip (a tenth of a booking's server time) is left out. Extension
+/// arrays may also gain, lose or change items: each item not kept as it was is checked on its
+/// own (an extension is canonical whatever holds it), so a referral's state that gains a
+/// part skips the round trip of the whole referral. Any other edit takes the round trip.
+/// Debug builds take it anyway and check that it agrees.
 pub fn canonicalise_like(value: Value, stored: &Value) -> Result<Value, FormatError> {
     if !same_shape(&value, stored) {
         return canonicalise(value);
@@ -213,9 +216,14 @@ fn same_shape(edited: &Value, stored: &Value) -> bool {
     match (edited, stored) {
         (Value::Object(e), Value::Object(s)) => {
             e.len() == s.len()
-                && e.iter()
-                    .zip(s.iter())
-                    .all(|((ek, ev), (sk, sv))| ek == sk && same_shape(ev, sv))
+                && e.iter().zip(s.iter()).all(|((ek, ev), (sk, sv))| {
+                    ek == sk
+                        && if ek == "extension" || ek == "modifierExtension" {
+                            same_extensions(ev, sv)
+                        } else {
+                            same_shape(ev, sv)
+                        }
+                })
         }
         (Value::Array(e), Value::Array(s)) => {
             e.len() == s.len() && e.iter().zip(s.iter()).all(|(ev, sv)| same_shape(ev, sv))
@@ -225,6 +233,28 @@ fn same_shape(edited: &Value, stored: &Value) -> bool {
         (Value::Number(e), Value::Number(s)) => e == s,
         _ => false,
     }
+}
+
+/// Whether an edited array of extensions is canonical: each item has the shape of the stored
+/// item in its place, or is a canonical extension on its own.
+fn same_extensions(edited: &Value, stored: &Value) -> bool {
+    let (Value::Array(e), Value::Array(s)) = (edited, stored) else {
+        return same_shape(edited, stored);
+    };
+    e.iter().enumerate().all(|(i, item)| {
+        s.get(i).is_some_and(|kept| same_shape(item, kept)) || canonical_extension(item)
+    })
+}
+
+/// Whether one extension is well-formed and canonical, by the round trip of a small resource
+/// that holds only it: the same values (`==` of JSON objects ignores the order of their keys)
+/// in the same order.
+fn canonical_extension(item: &Value) -> bool {
+    let host = serde_json::json!({"resourceType": "Basic", "code": {"text": "extension"}, "extension": [item]});
+    matches!(canonicalise(host), Ok(v) if v
+        .get("extension")
+        .and_then(|x| x.get(0))
+        .is_some_and(|c| c == item && same_shape(item, c)))
 }
 
 /// FHIR JSON has no empty arrays, empty objects or nulls (an absent element is left out):
@@ -369,6 +399,67 @@ mod tests {
         assert!(!same_shape(&added, &stored));
         let (one, two) = (serde_json::json!({"a": [1]}), serde_json::json!({"a": [2]}));
         assert!(same_shape(&one, &one) && !same_shape(&one, &two));
+    }
+
+    #[test]
+    fn an_edit_that_adds_a_canonical_extension_part_is_kept_as_it_is() {
+        let state = "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ServiceRequest-State";
+        let stored = canonicalise(serde_json::json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "subject": {"reference": "Patient/p"},
+            "extension": [{"url": state, "extension": [{"url": "state", "valueCoding": {"system": "s", "code": "NOT_BOOKED"}}]}]}))
+        .expect("valid");
+        let book = |part: Value| {
+            let mut booked = stored.clone();
+            booked["extension"][0]["extension"][0]["valueCoding"]["code"] = Value::from("BOOKED");
+            booked["extension"][0]["extension"]
+                .as_array_mut()
+                .expect("parts")
+                .push(part);
+            booked
+        };
+        // In canonical order: kept as it is, as the round trip would have it. (Compared as
+        // text: `==` of JSON objects ignores the order of their keys.)
+        let text = |v: Value| v.to_string();
+        let service = r#"{"url":"service","valueReference":{"reference":"HealthcareService/h"}}"#;
+        let booked = book(serde_json::from_str(service).expect("json"));
+        assert!(same_shape(&booked, &stored));
+        assert_eq!(
+            text(canonicalise_like(booked.clone(), &stored).expect("valid")),
+            text(booked.clone())
+        );
+        assert_eq!(
+            text(canonicalise(booked.clone()).expect("valid")),
+            text(booked.clone())
+        );
+        // Out of order: not the same shape, and the round trip orders it.
+        let disordered = book(
+            serde_json::from_str(
+                r#"{"valueReference":{"reference":"HealthcareService/h"},"url":"service"}"#,
+            )
+            .expect("json"),
+        );
+        assert!(!same_shape(&disordered, &stored));
+        assert_eq!(
+            text(canonicalise_like(disordered, &stored).expect("valid")),
+            text(booked.clone())
+        );
+        // An extension the round trip refuses is refused.
+        let unknown = book(serde_json::json!({"url": "service", "valueColour": "red"}));
+        assert!(canonicalise_like(unknown, &stored).is_err());
+        // Whatever the round trip makes of an empty string, the edit gets the same.
+        let empty = book(serde_json::json!({"url": "service", "valueString": ""}));
+        assert!(!same_shape(&empty, &stored));
+        assert_eq!(
+            canonicalise_like(empty.clone(), &stored).ok().map(text),
+            canonicalise(empty).ok().map(text)
+        );
+        // Losing a part keeps the others as they are.
+        let mut unbooked = booked.clone();
+        unbooked["extension"][0]["extension"]
+            .as_array_mut()
+            .expect("parts")
+            .remove(0);
+        assert!(same_shape(&unbooked, &booked));
     }
 
     #[test]
