@@ -33,23 +33,24 @@ pub fn new_id() -> String {
 }
 
 /// Sets `id` and `meta.versionId` / `meta.lastUpdated` (keeping the rest of `meta`), with
-/// `resourceType`, `id` and `meta` first as FHIR JSON writes them.
+/// `resourceType`, `id` and `meta` first as FHIR JSON writes them and every other element in
+/// the order it had (`shift_remove`: serde_json's `remove` moves the last key into the hole).
 pub fn stamp(resource: &mut Value, id: &str, version_id: i64, last_updated: chrono::NaiveDateTime) {
     let Some(o) = resource.as_object_mut() else {
         return;
     };
-    let mut meta = match o.remove("meta") {
+    let mut meta = match o.shift_remove("meta") {
         Some(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
     let mut new_meta = serde_json::Map::new();
     new_meta.insert("versionId".into(), json!(version_id.to_string()));
     new_meta.insert("lastUpdated".into(), json!(datetime::instant(last_updated)));
-    meta.remove("versionId");
-    meta.remove("lastUpdated");
+    meta.shift_remove("versionId");
+    meta.shift_remove("lastUpdated");
     new_meta.extend(meta);
-    let resource_type = o.remove("resourceType").unwrap_or(Value::Null);
-    o.remove("id");
+    let resource_type = o.shift_remove("resourceType").unwrap_or(Value::Null);
+    o.shift_remove("id");
     let mut out = serde_json::Map::new();
     out.insert("resourceType".into(), resource_type);
     out.insert("id".into(), json!(id));
@@ -144,6 +145,49 @@ pub fn for_each_reference_mut(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stamped_resource_keeps_its_elements_in_their_order() {
+        let mut r: serde_json::Value = serde_json::from_str(
+            r#"{"resourceType":"ServiceRequest","id":"old","meta":{"profile":["p"],"versionId":"1"},"extension":[{"url":"u","valueString":"s"}],"status":"active","intent":"order","subject":{"reference":"Patient/p"},"performer":[{"reference":"HealthcareService/h"}],"reasonCode":[{"text":"x"}]}"#,
+        )
+        .expect("json");
+        let when = chrono::NaiveDate::from_ymd_opt(2026, 12, 6)
+            .and_then(|d| d.and_hms_opt(9, 0, 0))
+            .expect("a time");
+        super::stamp(&mut r, "r", 2, when);
+        let keys: Vec<&str> = r
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "resourceType",
+                "id",
+                "meta",
+                "extension",
+                "status",
+                "intent",
+                "subject",
+                "performer",
+                "reasonCode"
+            ]
+        );
+        let meta: Vec<&str> = r["meta"]
+            .as_object()
+            .expect("meta")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(meta, ["versionId", "lastUpdated", "profile"]);
+        assert_eq!(
+            (r["id"].as_str(), r["meta"]["versionId"].as_str()),
+            (Some("r"), Some("2"))
+        );
+    }
+
     #[test]
     fn new_ids_are_valid_and_sort_in_the_order_they_were_made() {
         let ids: Vec<String> = (0..2000).map(|_| super::new_id()).collect();

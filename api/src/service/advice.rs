@@ -172,12 +172,12 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         });
         if info.is_empty() {
             if let Some(o) = body.as_object_mut() {
-                o.remove("supportingInfo");
+                o.shift_remove("supportingInfo");
             }
         }
     }
     if let Some(o) = body.as_object_mut() {
-        o.remove("note");
+        o.shift_remove("note");
     }
     write_tx(conn, |c| {
         referral_svc::check_requester(c, &body, caller)?;

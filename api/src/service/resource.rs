@@ -46,8 +46,8 @@ fn prepare(def: &'static ResourceDef, body: Value, stored: Option<&Value>) -> Re
     .map_err(|e| ServiceError::BadRequest(format!("not a valid FHIR R4 {}: {e}", def.name)))?;
     // Server-managed meta is replaced; profile, tag and security are kept.
     if let Some(meta) = body.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.remove("versionId");
-        meta.remove("lastUpdated");
+        meta.shift_remove("versionId");
+        meta.shift_remove("lastUpdated");
     }
     // R4 structure, codes and formats and the type's profile (e-RS on UK Core), then e-RS
     // rules: every problem in one answer.

@@ -141,8 +141,8 @@ impl Imported {
 /// The content without what the server sets on each version.
 fn comparable(mut v: Value) -> Value {
     if let Some(m) = v.get_mut("meta").and_then(Value::as_object_mut) {
-        m.remove("versionId");
-        m.remove("lastUpdated");
+        m.shift_remove("versionId");
+        m.shift_remove("lastUpdated");
     }
     v
 }

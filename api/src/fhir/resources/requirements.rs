@@ -44,7 +44,7 @@ pub fn set(r: &mut Value, ext: Option<Value>) {
     exts.retain(|e| e.get("url").and_then(Value::as_str) != Some(EXTENSION));
     exts.extend(ext);
     if exts.is_empty() {
-        o.remove("extension");
+        o.shift_remove("extension");
     } else {
         o.insert("extension".into(), Value::Array(exts));
     }
