@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Two server builds compared at the same moment (PostgreSQL, booking).
 #   conformance-tests/bench/ab.sh A B [ROUNDS] [SECONDS]
-# A and B are each a git revision (built in a worktree under /var/tmp; "." is the working tree
-# as it is) or the path of an ers-server binary. These machines drift by a fifth within minutes,
-# so runs one after the other cannot show a change of a few percent. Here both builds run
-# together: each on its own copy of one database (the sandbox, 1000 services and 200000 slots,
-# made with A's server), each booked by its own ers-load at 16 clients (book, as booking.sh),
-# and each one's CPU a booking (its server and its PostgreSQL backends) is taken over the same
-# seconds, so a slow spell of the machine slows both alike. The builds swap their start order
-# every round. An A/A run (the same build twice) differed by under 1 %.
+# A and B are each "." (the working tree, built here) or the path of an ers-server binary (for
+# another commit: git worktree add /var/tmp/ers-ab-REV REV, then cargo build --release --bin
+# ers-server there, and copy target/release/ers-server aside). These machines drift by a fifth
+# within minutes, so runs one after the other cannot show a change of a few percent. Here both
+# builds run together: each on its own copy of one database (the sandbox, 1000 services and
+# 200000 slots, made with A's server), each booked by its own ers-load at 16 clients (book, as
+# booking.sh), and each one's CPU a booking (its server and its PostgreSQL backends) is taken
+# over the same seconds, so a slow spell of the machine slows both alike. The builds swap
+# their start order every round. An A/A run (the same build twice) differed by under 1 %.
 # Prints one line per round and the mean ratio, and appends one JSON line per round to
 # docs/benchmarks/ab.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . conformance-tests/bench/lib.sh
-A="${1:?usage: ab.sh A B [ROUNDS] [SECONDS] (git revisions, . for the working tree, or ers-server binaries)}"
+A="${1:?usage: ab.sh A B [ROUNDS] [SECONDS] (each . for the working tree or an ers-server binary)}"
 B="${2:?usage: ab.sh A B [ROUNDS] [SECONDS]}"
 ROUNDS="${3:-4}"
 SECONDS_="${4:-20}"
@@ -25,22 +26,19 @@ WORK=/var/tmp/ers-ab
 mkdir -p "$WORK"
 cargo build --release --locked -q --bin ers-load
 
-# server REV: the path of the ers-server binary of REV (built if need be).
+# server A|B: the path of the ers-server binary it names ("." is built from the working tree
+# and copied aside).
 server() {
-  if [ -f "$1" ] && [ -x "$1" ]; then echo "$1"; return; fi
-  local dir
   if [ "$1" = . ]; then
-    dir=.
+    cargo build --release --locked -q --bin ers-server >&2
+    cp "$BIN/ers-server" "$WORK/ers-server-working-tree"
+    echo "$WORK/ers-server-working-tree"
+  elif [ -f "$1" ] && [ -x "$1" ]; then
+    echo "$1"
   else
-    local sha
-    sha=$(git rev-parse --short "$1^{commit}")
-    dir="$WORK/tree-$sha"
-    [ -d "$dir" ] || git worktree add --detach -q "$dir" "$sha"
+    echo "ab.sh: $1 is neither . nor an ers-server binary" >&2
+    exit 2
   fi
-  (cd "$dir" && cargo build --release --locked -q --bin ers-server) >&2
-  local out="$WORK/ers-server-$(echo "$1" | tr -c 'A-Za-z0-9._-' _)"
-  cp "$BIN/ers-server" "$out"
-  echo "$out"
 }
 SERVER_A=$(server "$A")
 SERVER_B=$(server "$B")
