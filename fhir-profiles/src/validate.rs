@@ -1367,7 +1367,7 @@ mod tests {
     fn the_referral_profile_adds_its_rules_to_uk_core() {
         let mut r = referral();
         if let Some(o) = r.as_object_mut() {
-            o.remove("extension");
+            o.shift_remove("extension");
         }
         r["subject"] = json!({"reference": "Practitioner/x"});
         r["performer"] = json!((0..21)

@@ -65,7 +65,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             });
             if res["supportedProfile"].as_array().is_some_and(Vec::is_empty) {
                 if let Some(o) = res.as_object_mut() {
-                    o.remove("supportedProfile");
+                    o.shift_remove("supportedProfile");
                 }
             }
             if r.name == "Patient" {

@@ -1020,7 +1020,7 @@ pub fn action_later(
         release_slot(c, body, who)?;
         if let Some(o) = body.as_object_mut() {
             for gone in ["slot", "start", "end", "minutesDuration"] {
-                o.remove(gone);
+                o.shift_remove(gone);
             }
         }
         body["status"] = json!("proposed");

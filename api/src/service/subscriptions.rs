@@ -172,7 +172,7 @@ pub fn update(
         if body.get("status").and_then(Value::as_str) != Some("off") {
             body["status"] = json!("requested");
             if let Some(o) = body.as_object_mut() {
-                o.remove("error");
+                o.shift_remove("error");
             }
         }
         let access = [state.owner_org.clone()];
@@ -629,7 +629,7 @@ fn set_status(c: &mut DbConnection, id: &str, status: &str, error: Option<&str>)
         Some(e) => body["error"] = json!(e),
         None => {
             if let Some(o) = body.as_object_mut() {
-                o.remove("error");
+                o.shift_remove("error");
             }
         }
     }

@@ -226,12 +226,12 @@ fn without_forward_references(c: &mut DbConnection, body: &Value) -> Result<Opti
                         list.remove(i);
                     }
                     if list.is_empty() {
-                        o.remove(&name);
+                        o.shift_remove(&name);
                     }
                 }
             }
             None => {
-                o.remove(&name);
+                o.shift_remove(&name);
             }
         }
     }

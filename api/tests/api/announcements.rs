@@ -177,7 +177,7 @@ async fn announcements_reach_their_audience_newest_first_and_can_be_marked_read(
     let mut bad = announcement("No window", -1, 1, &[], &[]);
     bad.as_object_mut()
         .expect("object")
-        .remove("occurrencePeriod");
+        .shift_remove("occurrencePeriod");
     let r = publish(bad).await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(

@@ -450,7 +450,7 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
     );
     // No referral, an unknown slot, a status that is neither booking nor deferral.
     let mut a = appointment(&id, &routine[0].0);
-    a.as_object_mut().expect("object").remove("basedOn");
+    a.as_object_mut().expect("object").shift_remove("basedOn");
     let r = w.rc("POST", "Appointment", None, Some(&a)).await;
     r.assert_outcome(422, "required");
     assert_eq!(r.json()["issue"][0]["expression"][0], "Appointment.basedOn");
@@ -1046,8 +1046,8 @@ async fn an_indirectly_bookable_service_is_booked_with_its_times() {
         .await
         .json();
     let obj = svc.as_object_mut().expect("object");
-    obj.remove("id");
-    obj.remove("meta");
+    obj.shift_remove("id");
+    obj.shift_remove("meta");
     svc["identifier"] = json!([{"system": SERVICE_SYSTEM, "value": "12999"}]);
     let text = svc
         .to_string()

@@ -436,8 +436,8 @@ fn exported(dir: &std::path::Path) -> std::collections::BTreeMap<String, BTreeSe
             .map(|l| {
                 let mut v: Value = serde_json::from_str(l).expect("json");
                 if let Some(m) = v.get_mut("meta").and_then(Value::as_object_mut) {
-                    m.remove("versionId");
-                    m.remove("lastUpdated");
+                    m.shift_remove("versionId");
+                    m.shift_remove("lastUpdated");
                 }
                 sorted(v).to_string()
             })

@@ -139,7 +139,7 @@ async fn a_refused_write_leaves_its_key_free_and_bad_keys_are_refused() {
     let before = referrals_of(&w).await;
     // Refused (no patient): nothing written, so the key is not taken.
     let mut bad = referral(&w, &[&w.bookable], "URGENT");
-    bad.as_object_mut().expect("object").remove("subject");
+    bad.as_object_mut().expect("object").shift_remove("subject");
     let refused = create_with_key(&w, "fix-and-resend", &bad).await;
     assert_eq!(refused.status, 400, "{}", refused.text());
     let good = referral(&w, &[&w.bookable], "URGENT");

@@ -528,7 +528,9 @@ async fn bad_referrals_and_plain_writes_are_refused_precisely() {
         .assert_outcome(422, "duplicate");
     // No shortlist at all, or an empty one (FHIR JSON has no empty arrays).
     let mut none = referral(&w, &[&w.bookable], "URGENT");
-    none.as_object_mut().expect("object").remove("performer");
+    none.as_object_mut()
+        .expect("object")
+        .shift_remove("performer");
     w.create(&none).await.assert_outcome(422, "required");
     let d = w
         .create(&referral(&w, &[], "URGENT"))

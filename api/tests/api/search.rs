@@ -478,7 +478,7 @@ async fn an_update_is_found_by_its_new_values_and_no_longer_by_its_old_ones() {
     body["identifier"][0]["value"] = json!(NHS[4]);
     // NHS[4] belongs to the fixture's fifth patient: free it first.
     let mut fifth = app.get(&format!("Patient/{}", f.p[4])).await.json();
-    fifth.as_object_mut().map(|o| o.remove("identifier"));
+    fifth.as_object_mut().map(|o| o.shift_remove("identifier"));
     assert_eq!(
         app.put_json(&format!("Patient/{}", f.p[4]), &fifth, None)
             .await
@@ -525,7 +525,7 @@ async fn an_update_is_found_by_its_new_values_and_no_longer_by_its_old_ones() {
     .assert_outcome(409, "duplicate");
     // A parameter the new version no longer has is gone from the index.
     body.as_object_mut()
-        .map(|o| o.remove("generalPractitioner"));
+        .map(|o| o.shift_remove("generalPractitioner"));
     assert_eq!(
         app.put_json(&format!("Patient/{id}"), &body, None)
             .await
