@@ -1592,11 +1592,16 @@ pub fn events_after(conn: &mut DbConnection, after: i64, limit: i64) -> QResult<
 
 /// The newest event number (0 with none).
 pub fn last_event(conn: &mut DbConnection) -> QResult<i64> {
-    // Numbered rows only: the terms of the partial index `outbox_seq` (migration 000026).
+    // Numbered rows only: the terms of the partial index `outbox_seq` (migration 000026). The
+    // last entry of the index, not `max(seq)`: PostgreSQL plans `max` as an aggregate over the
+    // whole index when its statistics still say the table is nearly empty (measured: 44,408
+    // entries read, 16-23 ms, on every delivery round).
     Ok(outbox::table
         .filter(outbox::seq.is_not_null())
-        .select(diesel::dsl::max(outbox::seq))
-        .first::<Option<i64>>(conn)?
+        .order(outbox::seq.desc())
+        .select(outbox::seq.assume_not_null())
+        .first::<i64>(conn)
+        .optional()?
         .unwrap_or(0))
 }
 
@@ -1624,7 +1629,6 @@ pub fn save_subscription_state(conn: &mut DbConnection, s: &SubscriptionState) -
 /// Subscriptions with something to send at `now` (a handshake, events, a heartbeat) whose
 /// back-off is over and whose lease is free.
 pub fn due_subscriptions(conn: &mut DbConnection, now: NaiveDateTime) -> QResult<Vec<String>> {
-    let last = last_event(conn)?;
     let rows: Vec<SubscriptionState> = subscription_state::table
         .filter(subscription_state::next_attempt.le(now))
         .filter(
@@ -1634,6 +1638,11 @@ pub fn due_subscriptions(conn: &mut DbConnection, now: NaiveDateTime) -> QResult
         )
         .select(SubscriptionState::as_select())
         .load(conn)?;
+    // Every round asks; with no subscription free to send there is nothing to compare with.
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let last = last_event(conn)?;
     Ok(rows
         .into_iter()
         .filter(|s| s.has_work(last, now))
@@ -1792,7 +1801,7 @@ mod tests {
                 "outbox_seq",
             ),
             (
-                "SELECT max(seq) FROM outbox WHERE seq IS NOT NULL",
+                "SELECT seq FROM outbox WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
                 "outbox_seq",
             ),
             (
@@ -1803,6 +1812,56 @@ mod tests {
             let plan = crate::testing::index_plan(&mut conn, query);
             assert!(plan.iter().any(|l| l.contains(index)), "{query}: {plan:?}");
         }
+    }
+
+    /// The newest event number is read from the end of its index, however stale the
+    /// statistics: here PostgreSQL analysed the outbox while none of its events was numbered
+    /// yet (as after `seed` or `generate-directory`, which run no delivery rounds, or on a
+    /// server whose autovacuum has not caught up), and then all 3,000 were numbered.
+    #[test]
+    fn the_newest_event_number_is_read_without_reading_every_event() {
+        let mut conn = crate::testing::fresh();
+        let now = chrono::Utc::now().naive_utc();
+        let events: Vec<NewEvent> = (0..3000)
+            .map(|i| NewEvent {
+                res_type: "Slot".into(),
+                res_id: format!("s{i}"),
+                version_id: 1,
+                method: "PUT".into(),
+                occurred: now,
+            })
+            .collect();
+        record_events(&mut conn, &events).expect("events");
+        diesel::sql_query("ANALYZE outbox")
+            .execute(&mut conn)
+            .expect("analyze");
+        assert_eq!(number_events(&mut conn, 5000).expect("numbered"), 3000);
+        let DbConnection::Postgresql(_) = &mut *conn else {
+            assert_eq!(last_event(&mut conn).expect("last"), 3000);
+            return;
+        };
+        #[derive(diesel::QueryableByName)]
+        struct Fetched {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let fetched = |c: &mut DbConnection| {
+            diesel::sql_query(
+                "SELECT COALESCE(sum(idx_tup_fetch), 0)::bigint AS n FROM pg_stat_xact_user_tables WHERE relname = 'outbox'",
+            )
+            .get_result::<Fetched>(c)
+            .expect("stats")
+            .n
+        };
+        let (last, read) = conn
+            .transaction::<_, diesel::result::Error, _>(|c| {
+                let before = fetched(c);
+                let last = last_event(c).expect("last");
+                Ok((last, fetched(c) - before))
+            })
+            .expect("transaction");
+        assert_eq!(last, 3000);
+        assert!(read <= 2, "the newest event number read {read} events");
     }
 
     #[test]
