@@ -60,7 +60,8 @@ fn validate_all(v: &Value, out: &mut Vec<String>) {
     // Against each profile the resource claims that is loaded here; without one, the type's
     // default (its e-RS or UK Core profile), else its base R4 definition.
     let claimed: Vec<&ers_fhir::validate::Profile> = v
-        .pointer("/meta/profile")
+        .get("meta")
+        .and_then(|m| m.get("profile"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()

@@ -17,6 +17,37 @@ pub mod terminology;
 use serde_json::{json, Value};
 
 /// FHIR `id`: 1–64 of `A-Z a-z 0-9 - .`.
+/// `Value::pointer` without its allocations: serde_json turns every token of the pointer into
+/// a new string, unescaping `~1` and `~0`, on every call (2.8 % of the server's CPU while
+/// booking, `perf`). The pointers here are literals; one with an escape is left to serde_json.
+pub trait At {
+    /// The value at a JSON pointer (RFC 6901), as `Value::pointer` finds it.
+    fn at(&self, pointer: &str) -> Option<&Value>;
+}
+
+impl At for Value {
+    #[allow(clippy::disallowed_methods)]
+    fn at(&self, pointer: &str) -> Option<&Value> {
+        if pointer.contains('~') {
+            return self.pointer(pointer);
+        }
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        pointer
+            .strip_prefix('/')?
+            .split('/')
+            .try_fold(self, |v, token| match v {
+                Value::Object(m) => m.get(token),
+                // An array index as RFC 6901 writes it: digits, no sign, no leading zero.
+                Value::Array(a) if token == "0" || !token.starts_with(['0', '+']) => {
+                    token.parse::<usize>().ok().and_then(|i| a.get(i))
+                }
+                _ => None,
+            })
+    }
+}
+
 pub fn is_valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -145,6 +176,47 @@ pub fn for_each_reference_mut(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn at_finds_what_a_json_pointer_finds() {
+        let v = json!({
+            "a": [{"b": 1}, {"b": 2}, 3],
+            "": {"": "empty"},
+            "c/d": "slash",
+            "e~f": "tilde",
+            "10": "ten"
+        });
+        for p in [
+            "",
+            "/",
+            "//",
+            "/a",
+            "/a/0",
+            "/a/1/b",
+            "/a/2",
+            "/a/3",
+            "/a/01",
+            "/a/+1",
+            "/a/-1",
+            "/a/ 1",
+            "/a/1/b/c",
+            "/a/x",
+            "/c~1d",
+            "/e~0f",
+            "/10",
+            "/10/0",
+            "a",
+            "/missing",
+            "/a/18446744073709551616",
+        ] {
+            assert_eq!(v.at(p), v.pointer(p), "{p}");
+        }
+        assert_eq!(v.at("/a/1/b"), Some(&json!(2)));
+        assert_eq!(v.at("/a/01"), None);
+    }
+
     #[test]
     fn a_stamped_resource_keeps_its_elements_in_their_order() {
         let mut r: serde_json::Value = serde_json::from_str(

@@ -2,6 +2,7 @@
 //! string form, so operations check their inputs the same way whether they came as a body or
 //! as query parameters.
 
+use crate::fhir::At;
 use serde_json::Value;
 
 use super::outcome::Issue;
@@ -41,7 +42,7 @@ pub fn pairs(body: &Value, operation: &str) -> Result<Vec<(String, String)>, Vec
             Some((_, Value::Number(n))) => Some(n.to_string()),
             Some(("valueCoding", v)) => v.get("code").and_then(Value::as_str).map(str::to_owned),
             Some(("valueCodeableConcept", v)) => v
-                .pointer("/coding/0/code")
+                .at("/coding/0/code")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             Some(("valueIdentifier", v)) => v.get("value").and_then(Value::as_str).map(|value| {

@@ -2,6 +2,7 @@
 //! bulk loading, e.g. a service's slots. A transaction is all or nothing, and its entries may
 //! refer to each other by `urn:uuid:` fullUrl; a batch answers each entry on its own.
 
+use crate::fhir::At;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use ers_schema::{write_tx, ResourceRow};
@@ -53,9 +54,9 @@ fn resolve_placeholders(entries: &mut [Value]) -> Vec<Option<String>> {
     let mut ids = Vec::with_capacity(entries.len());
     for e in entries.iter() {
         let full_url = e.get("fullUrl").and_then(Value::as_str);
-        let method = e.pointer("/request/method").and_then(Value::as_str);
-        let url = e.pointer("/request/url").and_then(Value::as_str);
-        let conditional = e.pointer("/request/ifNoneExist").is_some();
+        let method = e.at("/request/method").and_then(Value::as_str);
+        let url = e.at("/request/url").and_then(Value::as_str);
+        let conditional = e.at("/request/ifNoneExist").is_some();
         match (full_url, method, url) {
             (Some(f), Some("POST"), Some(t))
                 if f.starts_with("urn:uuid:") && !t.contains(['/', '?']) && !conditional =>
@@ -95,11 +96,11 @@ fn plan(
     }
     let one = |e: &Value| -> Result<Planned, ApiError> {
         let method = e
-            .pointer("/request/method")
+            .at("/request/method")
             .and_then(Value::as_str)
             .unwrap_or_default();
         let url = e
-            .pointer("/request/url")
+            .at("/request/url")
             .and_then(Value::as_str)
             .unwrap_or_default();
         let resource = e
@@ -128,7 +129,7 @@ fn plan(
         let def = registry::find(type_name).ok_or_else(|| {
             ApiError::BadRequest(format!("request.url '{url}' does not name a hosted type"))
         })?;
-        let if_none_exist = e.pointer("/request/ifNoneExist").and_then(Value::as_str);
+        let if_none_exist = e.at("/request/ifNoneExist").and_then(Value::as_str);
         let (actions, write) = match (method, id, query) {
             ("POST", None, None) => (
                 &[Action::Create][..],
@@ -160,7 +161,7 @@ fn plan(
             authorise(def.name, *action, caller)?;
         }
         let if_match = e
-            .pointer("/request/ifMatch")
+            .at("/request/ifMatch")
             .and_then(Value::as_str)
             .map(|v| v.trim_start_matches("W/").trim_matches('"').parse::<i64>())
             .transpose()

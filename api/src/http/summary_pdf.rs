@@ -2,6 +2,7 @@
 //! fonts (no font files to ship), the NHS number and UBRN in every page's header, page
 //! numbers in the footer. Text outside Latin-1 is shown as '?'.
 
+use crate::fhir::At;
 use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str, TextStr};
 use serde_json::Value;
 
@@ -79,7 +80,7 @@ fn latin1(text: &str) -> Vec<u8> {
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+    v.at(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 fn nhs_number(patient: Option<&Value>) -> String {
@@ -96,7 +97,7 @@ fn nhs_number(patient: Option<&Value>) -> String {
 }
 
 fn patient_name(p: &Value) -> String {
-    let name = p.pointer("/name/0");
+    let name = p.at("/name/0");
     let given = name
         .and_then(|n| n.get("given"))
         .and_then(Value::as_array)
@@ -214,10 +215,7 @@ fn body_lines(s: &Summary) -> Vec<Line> {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|p| {
-                p.pointer("/contentReference/reference")
-                    .and_then(Value::as_str)
-            })
+            .filter_map(|p| p.at("/contentReference/reference").and_then(Value::as_str))
             .collect();
         if !attached.is_empty() {
             say(format!("Attached: {}", attached.join(", ")), false, 3);
@@ -232,7 +230,7 @@ fn body_lines(s: &Summary) -> Vec<Line> {
                 str_at(d, "/id"),
                 str_at(d, "/content/0/attachment/title"),
                 str_at(d, "/content/0/attachment/contentType"),
-                d.pointer("/content/0/attachment/size")
+                d.at("/content/0/attachment/size")
                     .and_then(Value::as_i64)
                     .unwrap_or(0),
                 docs::kind(d).unwrap_or_default()

@@ -3,6 +3,7 @@
 //! the caller read), conversion into a referral with the same UBRN, the advice summary, and
 //! UBRN expiry (messages and attachments hard-deleted, the request retired).
 
+use crate::fhir::At;
 use chrono::{Duration, NaiveDateTime, Utc};
 use ers_schema::search as store_search;
 use ers_schema::{store, write_tx, Author, DbConnection, ResourceRow};
@@ -249,7 +250,7 @@ fn post(
         },
     };
     let recipient = match sent_by {
-        SentBy::Requester => request.pointer("/performer/0").cloned(),
+        SentBy::Requester => request.at("/performer/0").cloned(),
         SentBy::Responder => request.get("requester").cloned(),
     }
     .unwrap_or_else(|| json!({"display": "unknown"}));
@@ -290,15 +291,8 @@ fn relation(
         })
     };
     Ok(Relation {
-        referrer: of(
-            c,
-            body.pointer("/requester/reference").and_then(Value::as_str),
-        )?,
-        provider: of(
-            c,
-            body.pointer("/performer/0/reference")
-                .and_then(Value::as_str),
-        )?,
+        referrer: of(c, body.at("/requester/reference").and_then(Value::as_str))?,
+        provider: of(c, body.at("/performer/0/reference").and_then(Value::as_str))?,
     })
 }
 
@@ -687,7 +681,7 @@ pub fn summary(
         ));
     }
     let load = |c: &mut DbConnection, pointer: &str| -> Result<Option<Value>> {
-        match request.pointer(pointer).and_then(Value::as_str) {
+        match request.at(pointer).and_then(Value::as_str) {
             Some(r) => Ok(super::referral::load_json(c, r)?.map(std::sync::Arc::unwrap_or_clone)),
             None => Ok(None),
         }

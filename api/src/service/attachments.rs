@@ -3,6 +3,7 @@
 //! may see a document pointing at it), and the referral operations that attach them as
 //! DocumentReferences — the referral letter as an explicit set, and provider documents.
 
+use crate::fhir::At;
 use chrono::{NaiveDateTime, Utc};
 use ers_schema::search as store_search;
 use ers_schema::{store, BinaryMeta, DbConnection, NewBinary, ResourceRow};
@@ -326,7 +327,7 @@ fn create_document(
         "content": [{"attachment": attachment}],
         "context": {"related": [{"reference": format!("ServiceRequest/{referral_id}")}]},
     });
-    if let Some(p) = referral.pointer("/subject/reference") {
+    if let Some(p) = referral.at("/subject/reference") {
         d["subject"] = json!({"reference": p});
     }
     if let Some(org) = referral_svc::organisation_id(c, who.caller.organisation.as_str())? {
@@ -405,7 +406,7 @@ pub fn maintain_letter(
             for row in &current {
                 let d = stored_value(row)?;
                 let binary = d
-                    .pointer("/content/0/attachment/url")
+                    .at("/content/0/attachment/url")
                     .and_then(Value::as_str)
                     .and_then(docs::binary_id)
                     .unwrap_or_default()

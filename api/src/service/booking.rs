@@ -9,6 +9,7 @@
 //! One current appointment per referral: every booking also writes its referral at the
 //! version it read, so two bookings for one referral cannot both commit.
 
+use crate::fhir::At;
 use chrono::{NaiveDateTime, Utc};
 use ers_schema::search as store_search;
 use ers_schema::{DbConnection, ResourceRow};
@@ -126,7 +127,7 @@ fn bookable_slot(
         ));
     }
     let schedule_ref = body
-        .pointer("/schedule/reference")
+        .at("/schedule/reference")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
@@ -322,10 +323,7 @@ fn appointment_body(
         a["reasonCode"] = json!([{"coding": [{"system": system, "code": code}]}]);
     }
     let mut participants = Vec::new();
-    if let Some(p) = referral
-        .pointer("/subject/reference")
-        .and_then(Value::as_str)
-    {
+    if let Some(p) = referral.at("/subject/reference").and_then(Value::as_str) {
         participants.push(ap::participant(p, None));
     }
     participants.push(ap::participant(&d.service, None));
@@ -977,7 +975,7 @@ pub fn change(
                         .unwrap_or_default();
                     participants.retain(|p| {
                         let r = p
-                            .pointer("/actor/reference")
+                            .at("/actor/reference")
                             .and_then(Value::as_str)
                             .unwrap_or_default();
                         !["HealthcareService/", "Location/", "Practitioner/"]

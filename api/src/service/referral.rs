@@ -3,6 +3,7 @@
 //! answer `available_actions` gives), then writes a new version through `resource::update`
 //! with the version the caller read, so two concurrent changes never both win.
 
+use crate::fhir::At;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -79,8 +80,8 @@ fn read_ods_behind(c: &mut DbConnection, reference: &str) -> Result<Option<Strin
                     .map(str::to_owned),
             )
         }
-        Some("PractitionerRole") => v.pointer("/organization/reference"),
-        Some("HealthcareService") => v.pointer("/providedBy/reference"),
+        Some("PractitionerRole") => v.at("/organization/reference"),
+        Some("HealthcareService") => v.at("/providedBy/reference"),
         _ => None,
     };
     match org_ref.and_then(Value::as_str) {
@@ -97,7 +98,7 @@ fn relation(
     caller: &Caller,
 ) -> Result<Relation> {
     let me = caller.organisation.as_str();
-    let referrer = match body.pointer("/requester/reference").and_then(Value::as_str) {
+    let referrer = match body.at("/requester/reference").and_then(Value::as_str) {
         Some(r) => ods_behind(c, r)?.as_deref() == Some(me),
         None => false,
     };
@@ -112,7 +113,7 @@ fn relation(
 /// service's provider and the provider of the service it is with.
 pub fn organisations(c: &mut DbConnection, body: &Value) -> Result<Vec<String>> {
     let mut refs: Vec<String> = body
-        .pointer("/requester/reference")
+        .at("/requester/reference")
         .and_then(Value::as_str)
         .map(str::to_owned)
         .into_iter()
@@ -226,7 +227,7 @@ pub(super) fn check_requester(c: &mut DbConnection, body: &Value, caller: &Calle
     // The requester is a role at the caller's organisation; a referring clinician refers
     // as themself, an admin names the clinician.
     if let Some(role_ref) = body
-        .pointer("/requester/reference")
+        .at("/requester/reference")
         .and_then(Value::as_str)
         .map(str::to_owned)
     {
@@ -241,9 +242,7 @@ pub(super) fn check_requester(c: &mut DbConnection, body: &Value, caller: &Calle
             }
             if caller.business_function == crate::domain::BusinessFunction::ReferringClinician {
                 let role = load_json(c, &role_ref)?.unwrap_or_default();
-                let practitioner = match role
-                    .pointer("/practitioner/reference")
-                    .and_then(Value::as_str)
+                let practitioner = match role.at("/practitioner/reference").and_then(Value::as_str)
                 {
                     Some(p) => load_json(c, p)?,
                     None => None,

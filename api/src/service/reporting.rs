@@ -3,6 +3,7 @@
 //! with the organisations resolved and the ISO week computed, so reports are aggregates over
 //! one table (`ers_schema::reports`).
 
+use crate::fhir::At;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -294,7 +295,7 @@ fn referral(
                 .map(str::to_owned)
         })
         .or_else(|| sr::shortlist(r).into_iter().next());
-    let referrer_org = match r.pointer("/requester/reference").and_then(Value::as_str) {
+    let referrer_org = match r.at("/requester/reference").and_then(Value::as_str) {
         Some(req) => look.ods(c, req)?,
         None => None,
     };
@@ -336,12 +337,12 @@ fn referral(
         provider_org,
         service_id: service.and_then(|s| s.strip_prefix("HealthcareService/").map(str::to_owned)),
         patient_id: r
-            .pointer("/subject/reference")
+            .at("/subject/reference")
             .and_then(Value::as_str)
             .and_then(|s| s.strip_prefix("Patient/"))
             .map(str::to_owned),
         created,
-        updated: instant(r.pointer("/meta/lastUpdated")).unwrap_or_else(now),
+        updated: instant(r.at("/meta/lastUpdated")).unwrap_or_else(now),
         week: iso_week(created),
         converted: i32::from(converted),
         deleted: 0,
@@ -457,7 +458,7 @@ fn slot(
         return Ok(None);
     };
     let schedule_ref = s
-        .pointer("/schedule/reference")
+        .at("/schedule/reference")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let schedule = match schedule_ref {
@@ -495,7 +496,7 @@ fn slot(
             crate::fhir::resources::healthcare_service::PRIORITY_SYSTEM,
         )
         .or_else(|| {
-            s.pointer("/appointmentType/coding/0/code")
+            s.at("/appointmentType/coding/0/code")
                 .and_then(Value::as_str)
         })
         .unwrap_or("ROUTINE")

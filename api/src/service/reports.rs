@@ -3,6 +3,7 @@
 //! aggregates or key-paged lists, and hands its rows one at a time to a sink (the HTTP layer
 //! streams them out as CSV or JSON), so memory stays flat however big the report.
 
+use crate::fhir::At;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{NaiveDateTime, Utc};
@@ -505,7 +506,7 @@ fn user_roles(c: &mut DbConnection, f: &ReportFilter, sink: &mut Sink<'_>) -> Re
         let ids_of = |field: &str, prefix: &str| -> Vec<String> {
             let mut v: Vec<String> = roles
                 .iter()
-                .filter_map(|(_, r)| r.pointer(&format!("/{field}/reference"))?.as_str())
+                .filter_map(|(_, r)| r.at(&format!("/{field}/reference"))?.as_str())
                 .filter_map(|r| r.strip_prefix(prefix).map(str::to_owned))
                 .collect();
             v.sort();
@@ -536,12 +537,12 @@ fn user_roles(c: &mut DbConnection, f: &ReportFilter, sink: &mut Sink<'_>) -> Re
         .collect();
         for (id, role) in roles {
             let person = role
-                .pointer("/practitioner/reference")
+                .at("/practitioner/reference")
                 .and_then(Value::as_str)
                 .and_then(|r| r.strip_prefix("Practitioner/"))
                 .and_then(|p| people.get(p));
             let ods = role
-                .pointer("/organization/reference")
+                .at("/organization/reference")
                 .and_then(Value::as_str)
                 .and_then(|r| r.strip_prefix("Organization/"))
                 .and_then(|o| orgs.get(o))

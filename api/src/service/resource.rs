@@ -1,5 +1,6 @@
 //! Generic resource use cases: create, read, vread, update, delete, search, history.
 
+use crate::fhir::At;
 use chrono::{NaiveDateTime, Utc};
 use ers_schema::search::{self as store_search, SearchQuery};
 use ers_schema::store::{self, HistoryQuery, NewVersion};
@@ -209,7 +210,7 @@ fn owner_ods(
     depth: u8,
 ) -> Result<Option<String>> {
     let reference = |v: &Value, ptr: &str| {
-        v.pointer(ptr)
+        v.at(ptr)
             .and_then(Value::as_str)
             .and_then(index::split_reference)
             .map(|(t, i)| (t.to_owned(), i.to_owned()))
@@ -247,7 +248,7 @@ fn owner_ods(
             .and_then(Value::as_array)
             .and_then(|actors| {
                 actors.iter().find_map(|a| {
-                    a.pointer("/reference")
+                    a.at("/reference")
                         .and_then(Value::as_str)
                         .and_then(index::split_reference)
                         .filter(|(t, _)| *t == "HealthcareService")

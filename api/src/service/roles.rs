@@ -1,5 +1,6 @@
 //! The e-RS roles a user holds: their active PractitionerRoles, as (business function, ODS).
 
+use crate::fhir::At;
 use ers_schema::search::{self as store_search, Criterion, SearchQuery, TokenMatch};
 use ers_schema::{read_tx, store, DbConnection};
 use serde_json::Value;
@@ -69,7 +70,7 @@ fn held(
                 continue;
             }
             let Some((_, org_id)) = role
-                .pointer("/organization/reference")
+                .at("/organization/reference")
                 .and_then(Value::as_str)
                 .and_then(split_reference)
             else {

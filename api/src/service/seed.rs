@@ -2,6 +2,7 @@
 //! created through the same use case as any client write. Idempotent: each resource is
 //! created only if its business identifier is not there yet.
 
+use crate::fhir::At;
 use ers_schema::{Author, DbConnection};
 use serde_json::{json, Value};
 
@@ -1204,7 +1205,7 @@ fn appointments(s: &mut Seeder<'_>, made: &[Seeded], booker: &str) -> Result<(),
             "basedOn": [{"reference": format!("ServiceRequest/{}", r.id)}],
             "created": "2026-11-02T10:00:00Z",
             "participant": [
-                ap::participant(r.body.pointer("/subject/reference").and_then(Value::as_str).unwrap_or_default(), None),
+                ap::participant(r.body.at("/subject/reference").and_then(Value::as_str).unwrap_or_default(), None),
                 ap::participant(&r.service, None),
             ],
         });

@@ -4,6 +4,7 @@
 //! Communication `basedOn` it (direction as `category`, the text and attachments as `payload`,
 //! a provider reply's outcome as an extension). The rules are `domain::advice`'s.
 
+use crate::fhir::At;
 use serde_json::{json, Value};
 
 use super::service_request::{extension, sub};
@@ -48,7 +49,7 @@ pub fn mark(r: &mut Value) {
 /// The request's A&G status.
 pub fn status_of(r: &Value) -> Option<AdviceStatus> {
     sub(extension(r, STATUS_EXTENSION)?, "status")?
-        .pointer("/valueCoding/code")?
+        .at("/valueCoding/code")?
         .as_str()
         .and_then(AdviceStatus::parse)
 }
@@ -99,7 +100,7 @@ pub fn set_status(r: &mut Value, status: AdviceStatus, expired: Option<&str>) {
 /// The referrer's conversion authorisation code.
 pub fn conversion(r: &Value) -> Option<&str> {
     extension(r, CONVERSION_EXTENSION)?
-        .pointer("/valueCoding/code")?
+        .at("/valueCoding/code")?
         .as_str()
 }
 
@@ -250,7 +251,7 @@ pub fn communication(m: &Message<'_>) -> Value {
 
 /// Direction of a message.
 pub fn sent_by(c: &Value) -> Option<&str> {
-    c.pointer("/category/0/coding")?
+    c.at("/category/0/coding")?
         .as_array()?
         .iter()
         .find(|x| x.get("system").and_then(Value::as_str) == Some(SENT_BY_SYSTEM))?
@@ -276,7 +277,7 @@ pub fn reply_outcome(c: &Value) -> (Option<&str>, Option<&str>) {
     };
     let code = |name: &str| {
         sub(ext, name)
-            .and_then(|e| e.pointer("/valueCoding/code"))
+            .and_then(|e| e.at("/valueCoding/code"))
             .and_then(Value::as_str)
     };
     (code("outcome"), code("recommendation"))
@@ -286,7 +287,7 @@ pub fn reply_outcome(c: &Value) -> (Option<&str>, Option<&str>) {
 pub fn check_communication(c: &Value) -> Result<Checked, Vec<Issue>> {
     let mut issues = Vec::new();
     if !c
-        .pointer("/basedOn/0/reference")
+        .at("/basedOn/0/reference")
         .and_then(Value::as_str)
         .is_some_and(|r| r.starts_with("ServiceRequest/"))
     {

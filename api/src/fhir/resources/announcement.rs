@@ -4,6 +4,7 @@
 //! the audience organisations (none: every organisation) and the audience business functions
 //! in an extension (none: every role).
 
+use crate::fhir::At;
 use serde_json::{json, Value};
 
 use super::*;
@@ -25,7 +26,7 @@ pub fn roles(r: &Value) -> Vec<&str> {
         .into_iter()
         .flatten()
         .filter(|e| e.get("url").and_then(Value::as_str) == Some(AUDIENCE_ROLE_EXTENSION))
-        .filter_map(|e| e.pointer("/valueCoding/code").and_then(Value::as_str))
+        .filter_map(|e| e.at("/valueCoding/code").and_then(Value::as_str))
         .collect()
 }
 
@@ -53,7 +54,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     let mut issues = Vec::new();
     let at = |p: &str| format!("CommunicationRequest.{p}");
     let category_ok = r
-        .pointer("/category/0/coding")
+        .at("/category/0/coding")
         .and_then(Value::as_array)
         .is_some_and(|cs| {
             cs.iter().any(|c| {
@@ -80,8 +81,8 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             "needs two contentString parts: the title, then the body",
         ));
     }
-    let start = r.pointer("/occurrencePeriod/start").and_then(Value::as_str);
-    let end = r.pointer("/occurrencePeriod/end").and_then(Value::as_str);
+    let start = r.at("/occurrencePeriod/start").and_then(Value::as_str);
+    let end = r.at("/occurrencePeriod/end").and_then(Value::as_str);
     match (start, end) {
         (Some(s), Some(e)) => {
             let parse = |v: &str| chrono::DateTime::parse_from_rfc3339(v).ok();

@@ -3,6 +3,7 @@
 //! `cancelled` with a cancellation reason, or `noshow` with a non-attendance reason. Always
 //! `basedOn` its referral.
 
+use crate::fhir::At;
 use serde_json::{json, Value};
 
 use super::super::index::split_reference;
@@ -46,7 +47,7 @@ pub fn actors(a: &Value, res_type: &str) -> Vec<String> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
+        .filter_map(|p| p.at("/actor/reference").and_then(Value::as_str))
         .filter(|r| split_reference(r).is_some_and(|(t, _)| t == res_type))
         .map(str::to_owned)
         .collect()
@@ -70,7 +71,7 @@ pub fn clinician(a: &Value) -> Option<String> {
                 })
                 .any(|c| c.get("code").and_then(Value::as_str) == Some(CLINICIAN_TYPE))
         })?
-        .pointer("/actor/reference")
+        .at("/actor/reference")
         .and_then(Value::as_str)
         .map(str::to_owned)
 }

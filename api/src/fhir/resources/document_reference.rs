@@ -3,6 +3,7 @@
 //! `context.related` the referral, and `content.attachment.url` the uploaded `Binary/{id}`
 //! (never the bytes: a referral or document read stays small; the download streams).
 
+use crate::fhir::At;
 use serde_json::{json, Value};
 
 pub const ATTACHMENT_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AttachmentType";
@@ -46,7 +47,7 @@ pub fn extract_binary(d: &Value) -> Vec<Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|c| c.pointer("/attachment/url").and_then(Value::as_str))
+        .filter_map(|c| c.at("/attachment/url").and_then(Value::as_str))
         .filter_map(binary_id)
         .map(|id| json!(id))
         .collect()
@@ -54,7 +55,7 @@ pub fn extract_binary(d: &Value) -> Vec<Value> {
 
 /// The attachment type code (REFERRER or PROVIDER) of a document.
 pub fn kind(d: &Value) -> Option<&str> {
-    d.pointer("/type/coding")?
+    d.at("/type/coding")?
         .as_array()?
         .iter()
         .find(|c| c.get("system").and_then(Value::as_str) == Some(ATTACHMENT_TYPE_SYSTEM))?

@@ -1,6 +1,7 @@
 //! e-RS HealthcareService rules: a provider organisation, and e-RS codes that e-RS knows (the
 //! code lists come from the CodeSystems this server serves).
 
+use crate::fhir::At;
 use serde_json::Value;
 
 use super::*;
@@ -82,7 +83,7 @@ pub(super) fn known_codes(
 
 pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     let mut issues = Vec::new();
-    if r.pointer("/providedBy/reference").is_none() {
+    if r.at("/providedBy/reference").is_none() {
         issues.push(Issue::required_at(
             "HealthcareService.providedBy",
             "is required: the provider organisation that owns the service",

@@ -2,6 +2,7 @@
 //! extensions, the shortlist as `performer` (1-20 HealthcareServices). The state machine is in
 //! `domain::referral`; this module only reads and writes its FHIR form.
 
+use crate::fhir::At;
 use serde_json::{json, Value};
 
 use super::healthcare_service::{
@@ -73,7 +74,7 @@ pub(super) fn sub<'a>(ext: &'a Value, url: &str) -> Option<&'a Value> {
 /// The e-RS priority code of a referral.
 pub fn ers_priority(r: &Value) -> Option<&str> {
     extension(r, PRIORITY_EXTENSION)?
-        .pointer("/valueCoding/code")?
+        .at("/valueCoding/code")?
         .as_str()
 }
 
@@ -91,13 +92,13 @@ pub struct StateRecord {
 pub fn state_of(r: &Value) -> Option<StateRecord> {
     let ext = extension(r, STATE_EXTENSION)?;
     let state = sub(ext, "state")?
-        .pointer("/valueCoding/code")?
+        .at("/valueCoding/code")?
         .as_str()
         .and_then(ReferralState::parse)?;
     let reason = sub(ext, "reason").and_then(|e| {
         Some((
-            e.pointer("/valueCoding/system")?.as_str()?.to_owned(),
-            e.pointer("/valueCoding/code")?.as_str()?.to_owned(),
+            e.at("/valueCoding/system")?.as_str()?.to_owned(),
+            e.at("/valueCoding/code")?.as_str()?.to_owned(),
         ))
     });
     Some(StateRecord {
@@ -108,7 +109,7 @@ pub fn state_of(r: &Value) -> Option<StateRecord> {
             .and_then(Value::as_str)
             .map(str::to_owned),
         service: sub(ext, "service")
-            .and_then(|e| e.pointer("/valueReference/reference"))
+            .and_then(|e| e.at("/valueReference/reference"))
             .and_then(Value::as_str)
             .map(str::to_owned),
     })
@@ -194,7 +195,7 @@ fn has_letter(r: &Value) -> bool {
 
 fn letter_intention(r: &Value) -> Option<&str> {
     extension(r, LETTER_INTENTION_EXTENSION)?
-        .pointer("/valueCoding/code")?
+        .at("/valueCoding/code")?
         .as_str()
 }
 
@@ -220,7 +221,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     let mut issues = Vec::new();
     let mut checked = Checked::default();
     let at = |p: &str| format!("ServiceRequest.{p}");
-    match r.pointer("/subject/reference").and_then(Value::as_str) {
+    match r.at("/subject/reference").and_then(Value::as_str) {
         Some(s) if s.starts_with("Patient/") => {}
         Some(s) => issues.push(Issue::invalid_at(
             at("subject"),
@@ -231,7 +232,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             "is required: the patient referred",
         )),
     }
-    match r.pointer("/requester/reference").and_then(Value::as_str) {
+    match r.at("/requester/reference").and_then(Value::as_str) {
         Some(s) if s.starts_with("PractitionerRole/") => {}
         Some(s) => issues.push(Issue::invalid_at(
             at("requester"),
@@ -321,7 +322,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     );
     super::requirements::check(r, "ServiceRequest", &mut issues);
     if let Some(ext) = extension(r, LETTER_INTENTION_EXTENSION) {
-        let code = ext.pointer("/valueCoding/code").and_then(Value::as_str);
+        let code = ext.at("/valueCoding/code").and_then(Value::as_str);
         let codes = crate::fhir::terminology::codes(LETTER_INTENTION_SYSTEM);
         if !code.is_some_and(|c| codes.contains(&c)) {
             issues.push(Issue::invalid_at(

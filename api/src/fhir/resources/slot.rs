@@ -1,5 +1,6 @@
 //! e-RS Slot rules: a slot is for one priority, an e-RS one; it ends after it starts.
 
+use crate::fhir::At;
 use serde_json::Value;
 
 use super::healthcare_service::{known_codes, PRIORITY_SYSTEM};
@@ -8,7 +9,7 @@ use super::*;
 /// The code of the slot's `appointmentType` coding: the priority it is for (a slot has at most
 /// one coding there).
 pub fn priority_code(r: &Value) -> Option<&str> {
-    r.pointer("/appointmentType/coding/0/code")
+    r.at("/appointmentType/coding/0/code")
         .and_then(Value::as_str)
 }
 

@@ -4,6 +4,7 @@
 //! notification Bundles: a `history` Bundle whose first entry is the SubscriptionStatus
 //! `Parameters`, with each event's number and focus.
 
+use crate::fhir::At;
 use serde_json::{json, Value};
 
 use super::*;
@@ -50,16 +51,16 @@ pub fn criteria(s: &Value) -> Result<Criteria, String> {
 
 /// Whether notifications carry the resource.
 pub fn full_resource(s: &Value) -> bool {
-    s.pointer("/channel/payload").and_then(Value::as_str) == Some(PAYLOAD)
+    s.at("/channel/payload").and_then(Value::as_str) == Some(PAYLOAD)
 }
 
 pub fn endpoint(s: &Value) -> Option<&str> {
-    s.pointer("/channel/endpoint").and_then(Value::as_str)
+    s.at("/channel/endpoint").and_then(Value::as_str)
 }
 
 /// Seconds between heartbeats, if asked for.
 pub fn heartbeat(s: &Value) -> Option<i64> {
-    s.pointer("/channel/extension")?
+    s.at("/channel/extension")?
         .as_array()?
         .iter()
         .find(|e| e.get("url").and_then(Value::as_str) == Some(HEARTBEAT_EXTENSION))?
@@ -70,7 +71,7 @@ pub fn heartbeat(s: &Value) -> Option<i64> {
 
 /// The channel headers as (name, value).
 pub fn headers(s: &Value) -> Vec<(String, String)> {
-    s.pointer("/channel/header")
+    s.at("/channel/header")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -97,7 +98,7 @@ pub fn check(s: &Value) -> Result<Checked, Vec<Issue>> {
     if let Err(e) = criteria(s) {
         issues.push(Issue::invalid_at("Subscription.criteria", e));
     }
-    match s.pointer("/channel/type").and_then(Value::as_str) {
+    match s.at("/channel/type").and_then(Value::as_str) {
         Some("rest-hook") => {}
         other => issues.push(Issue::invalid_at(
             "Subscription.channel.type",
@@ -117,7 +118,7 @@ pub fn check(s: &Value) -> Result<Checked, Vec<Issue>> {
             ),
         )),
     }
-    match s.pointer("/channel/payload").and_then(Value::as_str) {
+    match s.at("/channel/payload").and_then(Value::as_str) {
         None | Some(PAYLOAD) => {}
         Some(p) => issues.push(Issue::invalid_at(
             "Subscription.channel.payload",
@@ -125,7 +126,7 @@ pub fn check(s: &Value) -> Result<Checked, Vec<Issue>> {
         )),
     }
     for (i, h) in s
-        .pointer("/channel/header")
+        .at("/channel/header")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
