@@ -43,17 +43,26 @@ wait_ready() {
 
 # analyze_while_running sqlite|postgres URL: these machines run PostgreSQL with autovacuum off;
 # a production server has it on, and would analyze the tables as the rows a run makes arrive.
-# Stands in for it until the script exits: every 10 s, ANALYZE each table autovacuum would, by
-# its rule (more rows changed since the last ANALYZE than 50 + 10 % of the table, or the
-# table's own settings: migration 000023 makes it 1 % for the shared resource tables). An
-# ANALYZE of the whole database every 10 s, as before, also made every connection plan its
-# statements again each time (docs/BENCHMARKS.md, Referrals). Sets ANALYZER (its pid, or "").
+# Stands in for it until the script exits, as autovacuum would with the server's settings: once
+# every autovacuum_naptime (60 s by default; ERS_BENCH_ANALYZE_EVERY=S for another period),
+# ANALYZE each table autovacuum would, by its rule (more rows changed since the last ANALYZE
+# than 50 + 10 % of the table, or the table's own settings: migration 000023 makes it 1 % for
+# the shared resource tables), throttled as autovacuum throttles its workers
+# (autovacuum_vacuum_cost_delay, 2 ms by default, for every vacuum_cost_limit of page costs).
+# An ANALYZE of the whole database every 10 s, as at first, also made every connection plan its
+# statements again each time (docs/BENCHMARKS.md, Referrals); every 10 s and unthrottled, as
+# later, a pass took 5-9 s of every 15-19 (docs/BENCHMARKS.md, Booking). Sets ANALYZER (its pid,
+# or "").
 analyze_while_running() {
   ANALYZER=""
   if [ "$1" = postgres ] && [ "$(psql "$PG_ADMIN_URL" -Atc 'SHOW autovacuum')" = off ]; then
-    ( while sleep 10; do
-        psql "$2" -Atc "SELECT format('ANALYZE %I;', s.relname) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.n_mod_since_analyze > COALESCE((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_analyze_threshold'), 50) + COALESCE((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_analyze_scale_factor'), 0.1) * GREATEST(c.reltuples, 0)" 2>/dev/null \
-          | psql "$2" -q >/dev/null 2>&1 || true
+    local every throttle
+    every="${ERS_BENCH_ANALYZE_EVERY:-$(psql "$PG_ADMIN_URL" -Atc "SELECT setting FROM pg_settings WHERE name = 'autovacuum_naptime'")}"
+    throttle="$(psql "$PG_ADMIN_URL" -Atc "SELECT format('SET vacuum_cost_delay = %L; SET vacuum_cost_limit = %L;', CASE WHEN current_setting('autovacuum_vacuum_cost_delay') LIKE '-1%' THEN current_setting('vacuum_cost_delay') ELSE current_setting('autovacuum_vacuum_cost_delay') END, CASE WHEN current_setting('autovacuum_vacuum_cost_limit')::int > 0 THEN current_setting('autovacuum_vacuum_cost_limit') ELSE current_setting('vacuum_cost_limit') END)")"
+    ( while sleep "$every"; do
+        { echo "$throttle"
+          psql "$2" -Atc "SELECT format('ANALYZE %I;', s.relname) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.n_mod_since_analyze > COALESCE((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_analyze_threshold'), 50) + COALESCE((SELECT option_value::float8 FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_analyze_scale_factor'), 0.1) * GREATEST(c.reltuples, 0)" 2>/dev/null
+        } | psql "$2" -q >/dev/null 2>&1 || true
       done ) &
     ANALYZER=$!
   fi
