@@ -1594,8 +1594,9 @@ pub fn events_after(conn: &mut DbConnection, after: i64, limit: i64) -> QResult<
 pub fn last_event(conn: &mut DbConnection) -> QResult<i64> {
     // Numbered rows only: the terms of the partial index `outbox_seq` (migration 000026). The
     // last entry of the index, not `max(seq)`: PostgreSQL plans `max` as an aggregate over the
-    // whole index when its statistics still say the table is nearly empty (measured: 44,408
-    // entries read, 16-23 ms, on every delivery round).
+    // whole index when its statistics say few rows are numbered, as they do when the table was
+    // analysed before its events were numbered (measured: 44,408 entries read, 16-23 ms, on
+    // every delivery round; docs/BENCHMARKS.md, Booking).
     Ok(outbox::table
         .filter(outbox::seq.is_not_null())
         .order(outbox::seq.desc())
