@@ -20,7 +20,6 @@ A="${1:?usage: ab.sh A B [ROUNDS] [SECONDS] (each . for the working tree or an e
 B="${2:?usage: ab.sh A B [ROUNDS] [SECONDS]}"
 ROUNDS="${3:-4}"
 SECONDS_="${4:-20}"
-OUTCODES="${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
 PAIRS="${ERS_AB_PAIRS:-$(( (SECONDS_ + 4) * 700 ))}"
 TICK=$(getconf CLK_TCK)
 WORK=/var/tmp/ers-ab
@@ -45,12 +44,7 @@ SERVER_A=$(server "$A")
 SERVER_B=$(server "$B")
 
 # The database both copies are made from.
-fresh_database postgres ab_template
-TEMPLATE_URL="$URL"
-ERS_DATABASE_URL="$TEMPLATE_URL" RUST_LOG=warn "$SERVER_A" import-postcodes "$OUTCODES"
-ERS_DATABASE_URL="$TEMPLATE_URL" RUST_LOG=warn "$SERVER_A" seed
-ERS_DATABASE_URL="$TEMPLATE_URL" RUST_LOG=warn "$SERVER_A" generate-directory 1000 200000
-psql "$TEMPLATE_URL" -qc "VACUUM ANALYZE"
+booking_database ab_template "$SERVER_A"
 
 # ticks PID...: the CPU the processes have used, in clock ticks.
 # (utime and stime, the 14th and 15th fields, counted after the command name, which may hold spaces.)

@@ -34,6 +34,18 @@ fresh_database() {
   esac
 }
 
+# booking_database NAME [SERVER]: a fresh ers_bench_NAME on PostgreSQL holding the postcodes,
+# the sandbox and a generated directory of 1,000 services and 200,000 slots, vacuumed and
+# analysed, made by SERVER (an ers-server binary; the release build by default). Sets URL.
+booking_database() {
+  local server="${2:-$BIN/ers-server}"
+  fresh_database postgres "$1"
+  ERS_DATABASE_URL="$URL" RUST_LOG=warn "$server" import-postcodes "${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
+  ERS_DATABASE_URL="$URL" RUST_LOG=warn "$server" seed
+  ERS_DATABASE_URL="$URL" RUST_LOG=warn "$server" generate-directory 1000 200000
+  psql "$URL" -qc "VACUUM ANALYZE"
+}
+
 # wait_ready PORT: until the server on PORT answers /_ping (at most two minutes).
 wait_ready() {
   for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$1/_ping" >/dev/null && return 0; sleep 0.5; done

@@ -14,16 +14,11 @@ cd "$(dirname "$0")/../.."
 . conformance-tests/bench/lib.sh
 SECONDS_="${1:-20}"
 CLIENTS="${2:-16}"
-OUTCODES="${ERS_OUTCODES:-../shared/geo/uk-outcodes.csv}"
 PORT=18497
 WORK=/var/tmp/ers-rows
 mkdir -p "$WORK"
 cargo build --release --locked -q --bin ers-server --bin ers-load
-fresh_database postgres rows
-ERS_DATABASE_URL="$URL" RUST_LOG=warn "$BIN/ers-server" import-postcodes "$OUTCODES"
-ERS_DATABASE_URL="$URL" RUST_LOG=warn "$BIN/ers-server" seed
-ERS_DATABASE_URL="$URL" RUST_LOG=warn "$BIN/ers-server" generate-directory 1000 200000
-psql "$URL" -qc "VACUUM ANALYZE"
+booking_database rows
 ERS_DATABASE_URL="$URL" RUST_LOG=warn ERS_BIND="127.0.0.1:$PORT" ERS_SEED=none ERS_RATE_LIMIT_PER_SEC=0 \
   ERS_DB_POOL_SIZE="${ERS_BENCH_POOL:-8}" "$BIN/ers-server" > "$WORK/server.log" 2>&1 &
 SERVER=$!
