@@ -246,12 +246,51 @@ impl Drop for SlowQueryLog {
     }
 }
 
+/// Whether this thread holds resource writes back (`store::PendingWrite`), and whether a
+/// statement ran meanwhile: it would not have seen them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Nothing,
+    Writes,
+    Read,
+}
+
+thread_local! {
+    static HELD: std::cell::Cell<Held> = const { std::cell::Cell::new(Held::Nothing) };
+}
+
+/// Marks the start (`true`) or end of a stretch in which this thread holds resource writes
+/// back. Until the end, no statement may run on any connection of the thread: one that does
+/// is an error of the code that held the writes (in debug builds a panic naming the
+/// statement; otherwise `writes_held` says so, and the transaction must not commit).
+pub fn hold_writes(on: bool) {
+    HELD.with(|h| h.set(if on { Held::Writes } else { Held::Nothing }));
+}
+
+/// Ends the stretch (`hold_writes(false)`): false when a statement ran during it.
+pub fn writes_held() -> bool {
+    HELD.with(|h| h.replace(Held::Nothing)) != Held::Read
+}
+
+fn statement_starts(query: &dyn diesel::connection::DebugQuery) {
+    if HELD.with(|h| h.get()) == Held::Writes {
+        HELD.with(|h| h.set(Held::Read));
+        log::error!("a statement ran while this transaction held its writes back: {query}");
+        if cfg!(debug_assertions) {
+            panic!("a statement ran while this transaction held its writes back: {query}");
+        }
+    }
+}
+
 impl diesel::connection::Instrumentation for SlowQueryLog {
     fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
         use diesel::connection::InstrumentationEvent as E;
         use diesel::result::{DatabaseErrorKind, Error};
         match event {
-            E::StartQuery { .. } => self.started = Some(Instant::now()),
+            E::StartQuery { query, .. } => {
+                statement_starts(query);
+                self.started = Some(Instant::now());
+            }
             E::FinishQuery { query, error, .. } => {
                 let now = Instant::now();
                 {

@@ -202,7 +202,22 @@ impl QueryFragment<Pg> for Rows {
     /// with no rows, costs PostgreSQL its executor set-up on every call), then the resources
     /// as the final INSERT.
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        unnest_insert!(out, self, "WITH ", "v", "resource_versions",
+        self.parts(&mut out, "", "WITH ", true)
+    }
+}
+
+impl Rows {
+    /// Its parts, each name prefixed with `p` (several writes in one statement: `Flush`), the
+    /// first led by `lead`; the resources are the final INSERT when `last`, else a part too.
+    fn parts<'b>(
+        &'b self,
+        out: &mut AstPass<'_, 'b, Pg>,
+        p: &str,
+        lead: &str,
+        last: bool,
+    ) -> QueryResult<()> {
+        let name = |n: &str| format!("{p}{n}");
+        unnest_insert!(out, self, lead, &name("v"), "resource_versions",
             "res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id, client_id, on_behalf_of", [
             (v_type, Text, "::text[]"),
             (v_id, Text, "::text[]"),
@@ -223,7 +238,7 @@ impl QueryFragment<Pg> for Rows {
                 out,
                 self,
                 ", ",
-                "t",
+                &name("t"),
                 "search_tokens",
                 "res_type, res_id, param, system, code",
                 [
@@ -240,7 +255,7 @@ impl QueryFragment<Pg> for Rows {
                 out,
                 self,
                 ", ",
-                "s",
+                &name("s"),
                 "search_strings",
                 "res_type, res_id, param, value_norm, value_exact",
                 [
@@ -257,7 +272,7 @@ impl QueryFragment<Pg> for Rows {
                 out,
                 self,
                 ", ",
-                "d",
+                &name("d"),
                 "search_dates",
                 "res_type, res_id, param, low, high",
                 [
@@ -274,7 +289,7 @@ impl QueryFragment<Pg> for Rows {
                 out,
                 self,
                 ", ",
-                "f",
+                &name("f"),
                 "search_refs",
                 "res_type, res_id, param, target_type, target_id",
                 [
@@ -291,7 +306,7 @@ impl QueryFragment<Pg> for Rows {
                 out,
                 self,
                 ", ",
-                "g",
+                &name("g"),
                 "search_geo",
                 "res_type, res_id, param, latitude, longitude",
                 [
@@ -308,7 +323,7 @@ impl QueryFragment<Pg> for Rows {
                 out,
                 self,
                 ", ",
-                "u",
+                &name("u"),
                 "unique_identifiers",
                 "res_type, system, value, res_id",
                 [
@@ -319,14 +334,15 @@ impl QueryFragment<Pg> for Rows {
                 ]
             );
         }
-        if let Some(p) = &self.projection {
-            p.push(&mut out)?;
+        if let Some(pr) = &self.projection {
+            pr.push(out, p)?;
         }
+        let resources = if last { String::new() } else { name("r") };
         unnest_insert!(
             out,
             self,
-            " ",
-            "",
+            if last { " " } else { ", " },
+            &resources,
             "resources",
             "res_type, id, version_id, last_updated, deleted, content",
             [
@@ -574,6 +590,16 @@ impl RunQueryDsl<PgConnection> for Rewrite<'_> {}
 
 impl QueryFragment<Pg> for Rewrite<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.parts(&mut out, "", "WITH ")?;
+        out.push_sql(" SELECT count(*) FROM u");
+        Ok(())
+    }
+}
+
+impl Rewrite<'_> {
+    /// Its `WITH` parts, each name prefixed with `p` (several writes in one statement:
+    /// `Flush`), the first led by `lead`. `{p}u` answers one row when the row was replaced.
+    fn parts<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>, p: &str, lead: &str) -> QueryResult<()> {
         let v = self.version;
         // `res_type = $ AND res_id = $` of the resource (`alias.` before each column).
         macro_rules! owner {
@@ -584,12 +610,22 @@ impl QueryFragment<Pg> for Rewrite<'_> {
                 out.push_bind_param::<Text, _>(&v.id)?;
             };
         }
-        // `alias AS (SELECT * FROM unnest($::type[], …) AS alias(columns))`: the new rows.
+        // `EXISTS (SELECT 1 FROM {p}u)`: the row was replaced.
+        macro_rules! replaced {
+            () => {
+                out.push_sql("EXISTS (SELECT 1 FROM ");
+                out.push_sql(p);
+                out.push_sql("u)");
+            };
+        }
+        // `{p}alias AS (SELECT * FROM unnest($::type[], …) AS alias(columns))`: the new rows.
         let t = self.tables;
         macro_rules! new_rows {
             ($on:expr, $alias:literal, $columns:literal, [$(($col:ident, $ty:ty, $cast:literal)),+]) => {
                 if $on {
-                out.push_sql(concat!(", ", $alias, " AS (SELECT * FROM unnest("));
+                out.push_sql(", ");
+                out.push_sql(p);
+                out.push_sql(concat!($alias, " AS (SELECT * FROM unnest("));
                 let mut sep = "";
                 $(
                     out.push_sql(sep);
@@ -607,23 +643,18 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         macro_rules! diff {
             ($on:expr, $table:literal, $new:literal, $same:literal, $columns:literal, $values:literal) => {
                 if $on {
-                    out.push_sql(concat!(
-                        ", ",
-                        $new,
-                        "_del AS (DELETE FROM ",
-                        $table,
-                        " o WHERE EXISTS (SELECT 1 FROM u) AND "
-                    ));
+                    out.push_sql(", ");
+                    out.push_sql(p);
+                    out.push_sql(concat!($new, "_del AS (DELETE FROM ", $table, " o WHERE "));
+                    replaced!();
+                    out.push_sql(" AND ");
                     owner!("o.");
+                    out.push_sql(" AND NOT EXISTS (SELECT 1 FROM ");
+                    out.push_sql(p);
+                    out.push_sql(concat!($new, " n WHERE ", $same, "))"));
+                    out.push_sql(", ");
+                    out.push_sql(p);
                     out.push_sql(concat!(
-                        " AND NOT EXISTS (SELECT 1 FROM ",
-                        $new,
-                        " n WHERE ",
-                        $same,
-                        "))"
-                    ));
-                    out.push_sql(concat!(
-                        ", ",
                         $new,
                         "_ins AS (INSERT INTO ",
                         $table,
@@ -634,12 +665,12 @@ impl QueryFragment<Pg> for Rewrite<'_> {
                     out.push_bind_param::<Text, _>(&v.res_type)?;
                     out.push_sql(", ");
                     out.push_bind_param::<Text, _>(&v.id)?;
+                    out.push_sql(concat!(", ", $values, " FROM "));
+                    out.push_sql(p);
+                    out.push_sql(concat!($new, " n WHERE "));
+                    replaced!();
                     out.push_sql(concat!(
-                        ", ",
-                        $values,
-                        " FROM ",
-                        $new,
-                        " n WHERE EXISTS (SELECT 1 FROM u) AND NOT EXISTS (SELECT 1 FROM ",
+                        " AND NOT EXISTS (SELECT 1 FROM ",
                         $table,
                         " o WHERE "
                     ));
@@ -648,7 +679,9 @@ impl QueryFragment<Pg> for Rewrite<'_> {
                 }
             };
         }
-        out.push_sql("WITH u AS (UPDATE resources SET version_id = ");
+        out.push_sql(lead);
+        out.push_sql(p);
+        out.push_sql("u AS (UPDATE resources SET version_id = ");
         out.push_bind_param::<BigInt, _>(&v.version_id)?;
         out.push_sql(", last_updated = ");
         out.push_bind_param::<Timestamp, _>(&v.last_updated)?;
@@ -660,7 +693,9 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         out.push_bind_param::<Text, _>(&v.id)?;
         out.push_sql(" AND version_id = ");
         out.push_bind_param::<BigInt, _>(&self.expected)?;
-        out.push_sql(" RETURNING 1), v AS (INSERT INTO resource_versions (res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id, client_id, on_behalf_of) SELECT ");
+        out.push_sql(" RETURNING 1), ");
+        out.push_sql(p);
+        out.push_sql("v AS (INSERT INTO resource_versions (res_type, id, version_id, last_updated, method, deleted, content, author_user, author_role, author_org, request_id, client_id, on_behalf_of) SELECT ");
         out.push_bind_param::<Text, _>(&v.res_type)?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(&v.id)?;
@@ -686,7 +721,9 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&v.client_id)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Text>, _>(&v.on_behalf_of)?;
-        out.push_sql(" FROM u)");
+        out.push_sql(" FROM ");
+        out.push_sql(p);
+        out.push_sql("u)");
         new_rows!(
             t.tokens,
             "nt",
@@ -794,22 +831,33 @@ impl QueryFragment<Pg> for Rewrite<'_> {
         // A string's normal form and a position are not part of their keys: kept rows take
         // the new version's.
         if t.strings {
-            out.push_sql(", ns_upd AS (UPDATE search_strings o SET value_norm = n.norm FROM ns n WHERE EXISTS (SELECT 1 FROM u) AND ");
+            out.push_sql(", ");
+            out.push_sql(p);
+            out.push_sql("ns_upd AS (UPDATE search_strings o SET value_norm = n.norm FROM ");
+            out.push_sql(p);
+            out.push_sql("ns n WHERE ");
+            replaced!();
+            out.push_sql(" AND ");
             owner!("o.");
             out.push_sql(
                 " AND n.param = o.param AND n.exact = o.value_exact AND n.norm <> o.value_norm)",
             );
         }
         if t.geo {
-            out.push_sql(", ng_upd AS (UPDATE search_geo o SET latitude = n.latitude, longitude = n.longitude FROM ng n WHERE EXISTS (SELECT 1 FROM u) AND ");
+            out.push_sql(", ");
+            out.push_sql(p);
+            out.push_sql("ng_upd AS (UPDATE search_geo o SET latitude = n.latitude, longitude = n.longitude FROM ");
+            out.push_sql(p);
+            out.push_sql("ng n WHERE ");
+            replaced!();
+            out.push_sql(" AND ");
             owner!("o.");
             out.push_sql(
                 " AND n.param = o.param AND (n.latitude <> o.latitude OR n.longitude <> o.longitude))",
             );
         }
         // Not gated on the replacement: without it the write fails and its transaction with it.
-        self.projection.push(&mut out)?;
-        out.push_sql(" SELECT count(*) FROM u");
+        self.projection.push(out, p)?;
         Ok(())
     }
 }
@@ -858,9 +906,23 @@ impl RunQueryDsl<PgConnection> for Batch {}
 
 impl QueryFragment<Pg> for Batch {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.audit.parts(&mut out, "WITH ", false)?;
+        self.parts(&mut out, "WITH ", true)
+    }
+}
+
+impl Batch {
+    /// The audit parts (the first led by `lead`), then the outbox rows: the final INSERT when
+    /// `last`, else the part `ob`.
+    fn parts<'b>(
+        &'b self,
+        out: &mut AstPass<'_, 'b, Pg>,
+        lead: &str,
+        last: bool,
+    ) -> QueryResult<()> {
+        self.audit.parts(out, lead, false)?;
+        out.push_sql(if last { " " } else { ", ob AS (" });
         out.push_sql(
-            " INSERT INTO outbox (res_type, res_id, version_id, method, occurred) \
+            "INSERT INTO outbox (res_type, res_id, version_id, method, occurred) \
              SELECT t, i, v, m, o FROM unnest(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.o_type)?;
@@ -873,6 +935,76 @@ impl QueryFragment<Pg> for Batch {
         out.push_sql("::text[], ");
         out.push_bind_param::<Array<Timestamp>, _>(&self.o_occurred)?;
         out.push_sql("::timestamp[]) WITH ORDINALITY AS n(t, i, v, m, o, k) ORDER BY k");
+        if !last {
+            out.push_sql(")");
+        }
+        Ok(())
+    }
+}
+
+/// A write transaction's deferred resource writes (new resources, `Rows`; replacements,
+/// `Rewrite`) and its `Batch`, in one statement before the commit: one round trip instead of
+/// one per write and one for the batch. Each write's parts are named apart (`w0_`, `w1_`,
+/// …); they touch different resources, so no two parts write the same row. Answers which
+/// replacements happened: bit `k` set when write `k`'s row was at its expected version (a
+/// new resource's bit is always set; one that could not be written fails the statement).
+pub(crate) struct Flush<'a> {
+    pub(crate) writes: Vec<FlushWrite<'a>>,
+    pub(crate) batch: Batch,
+}
+
+// A transaction holds a handful, briefly: their size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum FlushWrite<'a> {
+    New(Rows),
+    Replace(Rewrite<'a>),
+}
+
+/// Writes in one `Flush` at most (one bit each in its answer).
+pub(crate) const FLUSH_WRITES: usize = 32;
+
+impl Flush<'_> {
+    /// Runs it: bit `k` set when write `k` happened.
+    pub(crate) fn apply(self, conn: &mut PgConnection) -> QueryResult<i64> {
+        debug_assert!(self.writes.len() <= FLUSH_WRITES);
+        self.get_result::<i64>(conn)
+    }
+}
+
+impl QueryId for Flush<'_> {
+    // The text depends on the writes: cached by its text.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for Flush<'_> {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<PgConnection> for Flush<'_> {}
+
+impl QueryFragment<Pg> for Flush<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let mut lead = "WITH ";
+        for (k, w) in self.writes.iter().enumerate() {
+            let p = format!("w{k}_");
+            match w {
+                FlushWrite::New(rows) => rows.parts(&mut out, &p, lead, false)?,
+                FlushWrite::Replace(r) => r.parts(&mut out, &p, lead)?,
+            }
+            lead = ", ";
+        }
+        self.batch.parts(&mut out, lead, false)?;
+        out.push_sql(" SELECT 0::int8");
+        for (k, w) in self.writes.iter().enumerate() {
+            match w {
+                FlushWrite::New(_) => out.push_sql(&format!(" + {}", 1_i64 << k)),
+                FlushWrite::Replace(_) => out.push_sql(&format!(
+                    " + (SELECT count(*) FROM w{k}_u) * {}",
+                    1_i64 << k
+                )),
+            }
+        }
         Ok(())
     }
 }
@@ -1000,6 +1132,7 @@ impl QueryFragment<Pg> for WorklistRows {
 
 /// A resource version's reporting row and worklist entries (`reports::Projection`) as parts
 /// of the statement that writes the version: no round trips of their own.
+#[derive(Default)]
 pub(crate) struct ProjectionParts {
     facts: Option<crate::reports::Facts>,
     /// The referral whose lists are replaced, and its entries now.
@@ -1023,25 +1156,31 @@ impl ProjectionParts {
         }
     }
 
-    /// `, name AS (…)` parts: the reporting row upserted; the referral's worklist entries
-    /// inserted (a first version) or brought to the new ones (stored entries not among them
-    /// deleted, new ones not stored inserted, kept ones given the new service and specialty;
-    /// disjoint by primary key, as `Rewrite`'s index parts).
-    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    /// `, name AS (…)` parts (each name prefixed with `p`): the reporting row upserted; the
+    /// referral's worklist entries inserted (a first version) or brought to the new ones
+    /// (stored entries not among them deleted, new ones not stored inserted, kept ones given
+    /// the new service and specialty; disjoint by primary key, as `Rewrite`'s index parts).
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>, p: &str) -> QueryResult<()> {
         use crate::reports::Facts;
+        let part = |out: &mut AstPass<'_, 'b, Pg>, name: &str| {
+            out.push_sql(", ");
+            out.push_sql(p);
+            out.push_sql(name);
+            out.push_sql(" AS (");
+        };
         match &self.facts {
             Some(Facts::Referral(f)) => {
-                out.push_sql(", rp AS (");
+                part(out, "rp");
                 ReferralUpsert::push(f, out)?;
                 out.push_sql(")");
             }
             Some(Facts::Appointment(f)) => {
-                out.push_sql(", rp AS (");
+                part(out, "rp");
                 AppointmentUpsert::push(f, out)?;
                 out.push_sql(")");
             }
             Some(Facts::Slot(f)) => {
-                out.push_sql(", rp AS (");
+                part(out, "rp");
                 SlotUpsert::push(f, out)?;
                 out.push_sql(")");
             }
@@ -1052,7 +1191,8 @@ impl ProjectionParts {
         };
         let entries = !rows.list.is_empty();
         if entries {
-            out.push_sql(", wl AS (SELECT * FROM unnest(");
+            part(out, "wl");
+            out.push_sql("SELECT * FROM unnest(");
             out.push_bind_param::<Array<Text>, _>(&rows.list)?;
             out.push_sql("::text[], ");
             out.push_bind_param::<Array<Text>, _>(&rows.org)?;
@@ -1065,16 +1205,27 @@ impl ProjectionParts {
             out.push_sql("::text[], ");
             out.push_bind_param::<Array<Text>, _>(&rows.specialty)?;
             out.push_sql(
-                "::text[]) AS wl(list, org, authored, referral_id, service_id, specialty)), \
-                 wl_ins AS (INSERT INTO worklist_entries (list, org, authored, referral_id, service_id, specialty) \
-                 SELECT n.list, n.org, n.authored, n.referral_id, n.service_id, n.specialty FROM wl n",
+                "::text[]) AS wl(list, org, authored, referral_id, service_id, specialty))",
             );
+            part(out, "wl_ins");
+            out.push_sql(
+                "INSERT INTO worklist_entries (list, org, authored, referral_id, service_id, specialty) \
+                 SELECT n.list, n.org, n.authored, n.referral_id, n.service_id, n.specialty FROM ",
+            );
+            out.push_sql(p);
+            out.push_sql("wl n");
             if !self.fresh {
                 out.push_sql(
                     " WHERE NOT EXISTS (SELECT 1 FROM worklist_entries o WHERE o.list = n.list \
-                     AND o.org = n.org AND o.authored = n.authored AND o.referral_id = n.referral_id)), \
-                     wl_upd AS (UPDATE worklist_entries o SET service_id = n.service_id, specialty = n.specialty \
-                     FROM wl n WHERE o.list = n.list AND o.org = n.org AND o.authored = n.authored \
+                     AND o.org = n.org AND o.authored = n.authored AND o.referral_id = n.referral_id))",
+                );
+                part(out, "wl_upd");
+                out.push_sql(
+                    "UPDATE worklist_entries o SET service_id = n.service_id, specialty = n.specialty FROM ",
+                );
+                out.push_sql(p);
+                out.push_sql(
+                    "wl n WHERE o.list = n.list AND o.org = n.org AND o.authored = n.authored \
                      AND o.referral_id = n.referral_id \
                      AND (o.service_id IS DISTINCT FROM n.service_id OR o.specialty <> n.specialty)",
                 );
@@ -1082,11 +1233,14 @@ impl ProjectionParts {
             out.push_sql(")");
         }
         if !self.fresh {
-            out.push_sql(", wl_del AS (DELETE FROM worklist_entries o WHERE o.referral_id = ");
+            part(out, "wl_del");
+            out.push_sql("DELETE FROM worklist_entries o WHERE o.referral_id = ");
             out.push_bind_param::<Text, _>(referral)?;
             if entries {
+                out.push_sql(" AND NOT EXISTS (SELECT 1 FROM ");
+                out.push_sql(p);
                 out.push_sql(
-                    " AND NOT EXISTS (SELECT 1 FROM wl n WHERE n.list = o.list AND n.org = o.org \
+                    "wl n WHERE n.list = o.list AND n.org = o.org \
                      AND n.authored = o.authored AND n.referral_id = o.referral_id)",
                 );
             }

@@ -741,14 +741,7 @@ pub fn update_resource(
     if let DbConnection::Postgresql(pg) = conn {
         // One round trip: the row, its version and the index tables that may have changed
         // (`pg_rows::Rewrite`).
-        let tables = match known {
-            Some(k) => {
-                let mut t = changed(k.entries, index).tables();
-                t.tokens |= !k.tokens_complete;
-                t
-            }
-            None => pg_rows::Tables::ALL,
-        };
+        let tables = tables_to_compare(index, known);
         let projection = pg_rows::ProjectionParts::new(projection, false);
         if !pg_rows::Rewrite::new(&version, expected_version, index, tables, projection)
             .apply(pg)?
@@ -775,6 +768,99 @@ pub fn update_resource(
     }
     crate::directory::refresh(conn, v.res_type, &[v.id])?;
     Ok(true)
+}
+
+/// The index tables an update compares with their stored rows: those whose entries may
+/// have changed.
+fn tables_to_compare(index: &IndexEntries, known: Option<KnownIndex<'_>>) -> pg_rows::Tables {
+    match known {
+        Some(k) => {
+            let mut t = changed(k.entries, index).tables();
+            t.tokens |= !k.tokens_complete;
+            t
+        }
+        None => pg_rows::Tables::ALL,
+    }
+}
+
+/// A resource's write held back until the end of its transaction, where it goes with the
+/// others and the audit and outbox rows in one statement (`write_additions`): PostgreSQL only
+/// (`can_defer`). Nothing may read the database between the deferral and that statement
+/// (`crate::conn::writes_held`).
+pub struct PendingWrite {
+    res_type: String,
+    id: String,
+    kind: Pending,
+}
+
+// A transaction holds a handful, briefly: their size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Pending {
+    New(pg_rows::Rows),
+    Replace {
+        version: VersionRow,
+        expected: i64,
+        index: IndexEntries,
+        tables: pg_rows::Tables,
+        projection: pg_rows::ProjectionParts,
+    },
+}
+
+impl PendingWrite {
+    /// `insert_resource`, held back.
+    pub fn insert(
+        v: &NewVersion<'_>,
+        index: &IndexEntries,
+        projection: &crate::reports::Projection,
+    ) -> Self {
+        let mut rows = pg_rows::Rows::default();
+        add_new(&mut rows, v, index);
+        rows.project(pg_rows::ProjectionParts::new(projection, true));
+        PendingWrite {
+            res_type: v.res_type.to_owned(),
+            id: v.id.to_owned(),
+            kind: Pending::New(rows),
+        }
+    }
+
+    /// `update_resource`, held back: whether the resource was still at `expected_version`
+    /// is known when it is written.
+    pub fn update(
+        v: &NewVersion<'_>,
+        expected_version: i64,
+        index: &IndexEntries,
+        known: Option<KnownIndex<'_>>,
+        projection: &crate::reports::Projection,
+    ) -> Self {
+        PendingWrite {
+            res_type: v.res_type.to_owned(),
+            id: v.id.to_owned(),
+            kind: Pending::Replace {
+                version: version_row(v, "PUT", false),
+                expected: expected_version,
+                tables: tables_to_compare(index, known),
+                index: index.clone(),
+                projection: pg_rows::ProjectionParts::new(projection, false),
+            },
+        }
+    }
+
+    pub fn res_type(&self) -> &str {
+        &self.res_type
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Whether a write of `res_type` may be held back to its transaction's end
+/// (`PendingWrite`): on PostgreSQL, and for a type whose write has no consequences beyond its
+/// own rows (a service's or location's write also refreshes the Directory's positions).
+pub fn can_defer(conn: &DbConnection, res_type: &str) -> bool {
+    matches!(conn, DbConnection::Postgresql(_))
+        && res_type != crate::directory::SERVICE
+        && res_type != crate::directory::LOCATION
 }
 
 /// Replaces a resource's row with version `v` (deleted or live) if it is still at
@@ -1484,22 +1570,79 @@ pub struct NewEvent {
 /// What a write transaction adds at its end: audit events and change events. On PostgreSQL
 /// one statement (`pg_rows::Batch`) when the rows fit one bulk chunk; otherwise
 /// `audit::insert_many` and `record_events`.
+///
+/// With `writes` held back (`PendingWrite`, PostgreSQL only), they go in the same statement
+/// (`pg_rows::Flush`), up to `pg_rows::FLUSH_WRITES` a statement. Answers, for each write,
+/// whether it happened: false when a replacement found its resource no longer at the
+/// expected version (the caller's transaction must then not commit).
 pub fn write_additions(
     conn: &mut DbConnection,
+    writes: Vec<PendingWrite>,
     audits: &[(crate::audit::AuditRow, Vec<crate::audit::AuditEntityRow>)],
     events: &[NewEvent],
-) -> QResult<()> {
+) -> QResult<Vec<bool>> {
+    let batched = audits.len() <= BULK_CHUNK && events.len() <= BULK_CHUNK;
+    let mut done = Vec::with_capacity(writes.len());
     if let DbConnection::Postgresql(pg) = conn {
-        if audits.len() <= BULK_CHUNK && events.len() <= BULK_CHUNK {
-            let mut batch = pg_rows::Batch::default();
+        let mut batch = pg_rows::Batch::default();
+        if batched {
             for (e, entities) in audits {
                 batch.audit.event(e, entities);
             }
             for e in events {
                 batch.event(&e.res_type, &e.res_id, e.version_id, &e.method, e.occurred);
             }
-            return Ok(batch.write(pg)?);
         }
+        if writes.is_empty() {
+            if batched {
+                batch.write(pg)?;
+            }
+        } else {
+            let mut writes = writes.into_iter().map(|w| w.kind).collect::<Vec<_>>();
+            let last = writes.len().div_ceil(pg_rows::FLUSH_WRITES);
+            let mut chunk = 0;
+            while !writes.is_empty() {
+                let rest = writes.split_off(writes.len().min(pg_rows::FLUSH_WRITES));
+                chunk += 1;
+                // The batch goes with the last chunk.
+                let b = if chunk == last {
+                    std::mem::take(&mut batch)
+                } else {
+                    pg_rows::Batch::default()
+                };
+                let n = writes.len();
+                let flush = pg_rows::Flush {
+                    writes: writes
+                        .iter_mut()
+                        .map(|w| match w {
+                            Pending::New(rows) => pg_rows::FlushWrite::New(std::mem::take(rows)),
+                            Pending::Replace {
+                                version,
+                                expected,
+                                index,
+                                tables,
+                                projection,
+                            } => pg_rows::FlushWrite::Replace(pg_rows::Rewrite::new(
+                                version,
+                                *expected,
+                                index,
+                                *tables,
+                                std::mem::take(projection),
+                            )),
+                        })
+                        .collect(),
+                    batch: b,
+                };
+                let bits = flush.apply(pg)?;
+                done.extend((0..n).map(|k| bits & (1 << k) != 0));
+                writes = rest;
+            }
+        }
+        if batched {
+            return Ok(done);
+        }
+    } else {
+        assert!(writes.is_empty(), "writes are held back on PostgreSQL only");
     }
     if !audits.is_empty() {
         crate::audit::insert_many(conn, audits)?;
@@ -1507,7 +1650,7 @@ pub fn write_additions(
     if !events.is_empty() {
         record_events(conn, events)?;
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Records changes for subscribers, in order, in the transaction of the changes: one multi-row
@@ -2197,6 +2340,164 @@ mod tests {
             .expect("pg_prepared_statements");
             assert_eq!(tokens_only, 1);
         }
+    }
+
+    /// Writes held back to a transaction's end go in one statement with its outbox rows; a
+    /// replacement that finds its resource moved on is answered false and writes nothing.
+    #[test]
+    fn held_writes_are_written_together_and_a_stale_one_writes_nothing() {
+        let mut conn = crate::testing::fresh();
+        if !can_defer(&conn, "Slot") {
+            // SQLite writes at once: nothing is held there.
+            assert!(matches!(&*conn, DbConnection::Sqlite(_)));
+            return;
+        }
+        assert!(!can_defer(&conn, crate::directory::SERVICE));
+        let author = test_author();
+        let now = chrono::Utc::now().naive_utc();
+        let token = |code: &str| TokenEntry {
+            param: "status".into(),
+            system: String::new(),
+            code: code.into(),
+        };
+        let version = |res_type, id, version_id, content| NewVersion {
+            res_type,
+            id,
+            version_id,
+            last_updated: now,
+            content,
+            author: &author,
+        };
+        let indexed = |code: &str| IndexEntries {
+            tokens: vec![token(code)],
+            ..IndexEntries::default()
+        };
+        insert_resource(
+            &mut conn,
+            &version("Slot", "s.1", 1, r#"{"status":"free"}"#),
+            &indexed("free"),
+            &Default::default(),
+        )
+        .expect("the slot");
+        let known = indexed("free");
+        let booked = |conn: &mut DbConnection, expected, slot_version| {
+            let writes = vec![
+                PendingWrite::insert(
+                    &version("Appointment", "a.1", 1, r#"{"status":"booked"}"#),
+                    &indexed("booked"),
+                    &Default::default(),
+                ),
+                PendingWrite::update(
+                    &version("Slot", "s.1", slot_version, r#"{"status":"busy"}"#),
+                    expected,
+                    &indexed("busy"),
+                    Some(KnownIndex {
+                        entries: &known,
+                        tokens_complete: true,
+                    }),
+                    &Default::default(),
+                ),
+            ];
+            let event = NewEvent {
+                res_type: "Slot".into(),
+                res_id: "s.1".into(),
+                version_id: slot_version,
+                method: "UPDATE".into(),
+                occurred: now,
+            };
+            crate::write_tx(conn, |c| {
+                let done = write_additions(c, writes, &[], &[event])?;
+                // As a caller does: a write that did not happen ends the transaction.
+                if done != [true, true] {
+                    return Err(StorageError::from(
+                        diesel::result::Error::RollbackTransaction,
+                    ));
+                }
+                Ok(done)
+            })
+        };
+        let outbox = |conn: &mut DbConnection| -> i64 {
+            outbox::table.count().get_result(conn).expect("outbox")
+        };
+        let versions = |conn: &mut DbConnection| -> i64 {
+            resource_versions::table
+                .filter(resource_versions::res_type.eq("Slot"))
+                .filter(resource_versions::id.eq("s.1"))
+                .count()
+                .get_result(conn)
+                .expect("versions")
+        };
+        assert_eq!(booked(&mut conn, 1, 2).expect("written"), [true, true]);
+        let slot = get_current(&mut conn, "Slot", "s.1")
+            .expect("read")
+            .expect("a slot");
+        assert_eq!(
+            (slot.version_id, slot.content.as_str()),
+            (2, r#"{"status":"busy"}"#)
+        );
+        assert_eq!(
+            stored_index(&mut conn, "Slot", "s.1")
+                .expect("index")
+                .tokens,
+            [token("busy")]
+        );
+        let appointment = get_current(&mut conn, "Appointment", "a.1")
+            .expect("read")
+            .expect("the appointment");
+        assert_eq!(appointment.version_id, 1);
+        assert_eq!(
+            stored_index(&mut conn, "Appointment", "a.1")
+                .expect("index")
+                .tokens,
+            [token("booked")]
+        );
+        assert_eq!(versions(&mut conn), 2);
+        assert_eq!(outbox(&mut conn), 1);
+
+        // Again at the slot's first version: it is at its second, so nothing is written.
+        let stale = crate::write_tx(&mut conn, |c| {
+            let writes = vec![PendingWrite::update(
+                &version("Slot", "s.1", 2, r#"{"status":"free"}"#),
+                1,
+                &indexed("free"),
+                None,
+                &Default::default(),
+            )];
+            write_additions(c, writes, &[], &[])
+        })
+        .expect("the statement runs");
+        assert_eq!(stale, [false]);
+        let slot = get_current(&mut conn, "Slot", "s.1")
+            .expect("read")
+            .expect("a slot");
+        assert_eq!(
+            (slot.version_id, slot.content.as_str()),
+            (2, r#"{"status":"busy"}"#)
+        );
+        assert_eq!(
+            stored_index(&mut conn, "Slot", "s.1")
+                .expect("index")
+                .tokens,
+            [token("busy")]
+        );
+        assert_eq!(versions(&mut conn), 2);
+        assert_eq!(outbox(&mut conn), 1);
+    }
+
+    /// A statement run while writes are held back is seen: it would not have seen them.
+    #[test]
+    fn a_statement_while_writes_are_held_is_caught() {
+        let mut conn = crate::testing::fresh();
+        crate::conn::hold_writes(true);
+        assert!(crate::conn::writes_held(), "nothing ran meanwhile");
+        crate::conn::hold_writes(true);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            diesel::sql_query("SELECT 1").execute(&mut *conn)
+        }));
+        // Debug builds stop at the statement; others let it run and say so at the end.
+        assert_eq!(ran.is_err(), cfg!(debug_assertions));
+        assert!(!crate::conn::writes_held(), "a statement ran meanwhile");
+        assert!(crate::conn::writes_held(), "the stretch ended");
     }
 
     /// A referral's worklist entries are written with its versions: kept ones stay (with the

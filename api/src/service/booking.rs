@@ -170,13 +170,15 @@ fn bookable_slot(
     })
 }
 
-/// Sets a slot's status (`busy` when booked, `free` when released) at the version read.
+/// Sets a slot's status (`busy` when booked, `free` when released) at the version read;
+/// `held`: the write waits for the transaction's end (`Writer::held`).
 fn set_slot_status(
     c: &mut DbConnection,
     slot_row: &ResourceRow,
     mut body: Value,
     status: &str,
     who: &Acting<'_>,
+    held: bool,
 ) -> Result<()> {
     body["status"] = json!(status);
     let done = resource::rewrite(
@@ -185,7 +187,10 @@ fn set_slot_status(
         &slot_row.id,
         slot_row.version_id,
         body,
-        &Writer::new(who.author, who.audit).as_consequence(),
+        &Writer::new(who.author, who.audit)
+            .as_consequence()
+            .held_back(held)
+            .conflict_is(|id| slot_not_available(&format!("Slot/{id}"), "another booking took it")),
     );
     match done {
         Ok(_) => Ok(()),
@@ -205,7 +210,7 @@ fn release_slot(c: &mut DbConnection, appointment: &Value, who: &Acting<'_>) -> 
         if let Some(row) = super::memo::current(c, t, id)?.filter(|r| !r.is_deleted()) {
             let body: Value = super::parse_stored(&row)?;
             if body.get("status").and_then(Value::as_str) == Some("busy") {
-                set_slot_status(c, &row, body, "free", who)?;
+                set_slot_status(c, &row, body, "free", who, false)?;
             }
         }
     }
@@ -406,6 +411,7 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
     let caller_ods = who.caller.organisation.as_str().to_owned();
     let is_referrer = who.caller.business_function.is_referrer();
     let mut created: Option<ResourceRow> = None;
+    let hold = !super::deferred::gathering();
     // The slot, its schedule and the schedule's service are read with the referral.
     let also = slots
         .iter()
@@ -512,9 +518,6 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                     deferral(c, &body, &service, &priority, &slots)?
                 }
             };
-            if let Some(facts) = &draft.slot {
-                set_slot_status(c, &facts.row, (*facts.body).clone(), "busy", who)?;
-            }
             let id = referral
                 .get("id")
                 .and_then(Value::as_str)
@@ -533,16 +536,24 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                 cancel_in_place(c, old, superseded.clone(), None, who)
             })?;
             let content = appointment_body(c, &body, &id, referral, &draft, &caller_ods)?;
+            // Everything is read: the appointment, the slot and then the referral
+            // (`transition_reading`) are written together at the end, when this booking is
+            // not part of a larger transaction.
             let row = match resource::create(
                 c,
                 def("Appointment")?,
                 content,
-                &Writer::new(who.author, who.audit).visible_to(&access),
+                &Writer::new(who.author, who.audit)
+                    .visible_to(&access)
+                    .held_back(hold),
                 None,
                 Some(format!("a.{}", crate::fhir::new_id())),
             )? {
                 resource::Created::New(r) | resource::Created::Existing(r) => r,
             };
+            if let Some(facts) = &draft.slot {
+                set_slot_status(c, &facts.row, (*facts.body).clone(), "busy", who, hold)?;
+            }
             created = Some(row);
             Ok(())
         },
@@ -966,7 +977,7 @@ pub fn change(
                         &allowed,
                         &at("slot"),
                     )?;
-                    set_slot_status(c, &facts.row, (*facts.body).clone(), "busy", who)?;
+                    set_slot_status(c, &facts.row, (*facts.body).clone(), "busy", who, false)?;
                     release_slot(c, &body, who)?;
                     let mut participants: Vec<Value> = body
                         .get("participant")

@@ -4,12 +4,19 @@
 //! INSERT per table on SQLite, instead of a handful of statements per resource (a booking
 //! writes three versions). Only inside `write_tx` below; elsewhere the
 //! rows are written at once, as before.
+//!
+//! On PostgreSQL a use case may also hold its resource writes back (`hold`), when it knows
+//! that it reads nothing more before its end (a booking: the slot, the appointment and the
+//! referral, after everything is read): they then go in that same statement, one round trip
+//! for all. A statement run while writes are held would not see them, so it is refused
+//! (`ers_schema::conn::hold_writes`): the transaction fails rather than commit what such a
+//! read decided; `write_held` writes them at once for code that must read again.
 
 use std::cell::RefCell;
 
 use ers_schema::audit::{AuditEntityRow, AuditRow};
 use ers_schema::idempotency::{self, Claim};
-use ers_schema::store::{self, NewEvent};
+use ers_schema::store::{self, NewEvent, PendingWrite};
 use ers_schema::DbConnection;
 
 #[derive(Default)]
@@ -19,6 +26,9 @@ struct Pending {
     claims: Vec<Claim>,
     audits: Vec<(AuditRow, Vec<AuditEntityRow>)>,
     events: Vec<NewEvent>,
+    /// Resource writes held back, each with the refusal to answer if its resource was no
+    /// longer at the version it replaces.
+    writes: Vec<(PendingWrite, Option<super::ServiceError>)>,
 }
 
 thread_local! {
@@ -35,6 +45,7 @@ impl Drop for Gathering {
     fn drop(&mut self) {
         if self.outer {
             PENDING.with(|p| *p.borrow_mut() = None);
+            ers_schema::conn::hold_writes(false);
         }
     }
 }
@@ -75,6 +86,96 @@ fn defer<R>(row: R, put: impl FnOnce(&mut Pending, R)) -> Option<R> {
         }
         None => Some(row),
     })
+}
+
+/// Whether a write transaction is gathering (`write_tx`): a use case that holds its writes
+/// back (`hold`) asks before it opens its own, so that it holds them only when nothing of an
+/// outer transaction runs after it.
+pub fn gathering() -> bool {
+    PENDING.with(|p| p.borrow().is_some())
+}
+
+/// Holds a resource write back to the transaction's end (only while `gathering`, and where
+/// `store::can_defer`). `conflict`: the refusal if the resource is by then no longer at the
+/// version the write replaces. A second write of a resource already held writes the held
+/// ones first: a statement writes each resource once.
+pub fn hold(
+    c: &mut DbConnection,
+    write: PendingWrite,
+    conflict: Option<super::ServiceError>,
+) -> super::Result<()> {
+    let again = PENDING.with(|p| {
+        p.borrow().as_ref().is_some_and(|p| {
+            p.writes
+                .iter()
+                .any(|(w, _)| w.res_type() == write.res_type() && w.id() == write.id())
+        })
+    });
+    if again {
+        write_held(c)?;
+    }
+    PENDING.with(|p| match p.borrow_mut().as_mut() {
+        Some(pending) => {
+            pending.writes.push((write, conflict));
+            ers_schema::conn::hold_writes(true);
+            Ok(())
+        }
+        None => Err(super::ServiceError::Internal(
+            "a write was held back outside a write transaction".into(),
+        )),
+    })
+}
+
+/// Writes the held writes now (for code that must read after them).
+pub fn write_held(c: &mut DbConnection) -> super::Result<()> {
+    let writes = PENDING.with(|p| {
+        p.borrow_mut()
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.writes))
+            .unwrap_or_default()
+    });
+    if writes.is_empty() {
+        return Ok(());
+    }
+    unread()?;
+    write_with(c, writes, &[], &[])
+}
+
+/// Ends the stretch of held writes: refused if a statement ran during it.
+fn unread() -> super::Result<()> {
+    if ers_schema::conn::writes_held() {
+        Ok(())
+    } else {
+        Err(super::ServiceError::Internal(
+            "a statement ran while this transaction held its writes back, so it did not see them; nothing was written".into(),
+        ))
+    }
+}
+
+/// Writes `writes` with the audit and outbox rows: a refusal for the first whose resource was
+/// no longer at its version.
+fn write_with(
+    c: &mut DbConnection,
+    writes: Vec<(PendingWrite, Option<super::ServiceError>)>,
+    audits: &[(AuditRow, Vec<AuditEntityRow>)],
+    events: &[NewEvent],
+) -> super::Result<()> {
+    let first_type = writes.first().map(|(w, _)| w.res_type().to_owned());
+    let (writes, conflicts): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+    let done = store::write_additions(c, writes, audits, events).map_err(|e| {
+        match first_type.as_deref().and_then(crate::fhir::registry::find) {
+            Some(def) => super::resource::storage_conflict(e, def),
+            None => e.into(),
+        }
+    })?;
+    for (done, conflict) in done.into_iter().zip(conflicts) {
+        if !done {
+            return Err(conflict.unwrap_or_else(|| {
+                super::ServiceError::Internal("a held write did not happen".into())
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// Claims the request's idempotency key for the write transaction it is in (once, however
@@ -137,11 +238,11 @@ fn flush(c: &mut DbConnection) -> super::Result<()> {
     // First: a request that may not write under its key writes nothing. The key keeps what
     // the write did, for a retry whose answer was lost with its server.
     let written = written_by(&p.audits);
+    unread()?;
     for key in &p.claims {
         take(c, key, written.as_deref())?;
     }
-    store::write_additions(c, &p.audits, &p.events)?;
-    Ok(())
+    write_with(c, p.writes, &p.audits, &p.events)
 }
 
 /// What a transaction's writes did, from their audit events: "created Appointment/a.1;

@@ -448,6 +448,9 @@ pub(super) fn transition_reading(
 ) -> Result<ResourceRow> {
     let def = def()?;
     let _memo = super::memo::scope();
+    // The referral's write is the transaction's last: it waits for the end, when the
+    // transaction is this transition's own.
+    let hold = !super::deferred::gathering();
     super::deferred::write_tx(conn, |c| {
         let mut roots = vec![(def.name.to_owned(), id.to_owned())];
         let gate = match reading {
@@ -498,12 +501,15 @@ pub(super) fn transition_reading(
             id,
             given,
             body,
-            &Writer::new(who.author, who.audit).visible_to(&access),
+            &Writer::new(who.author, who.audit)
+                .visible_to(&access)
+                .held_back(hold),
         )?;
         // After the referral's own write, which a concurrent change of it fails first (409).
         let mut now = access.clone();
         now.sort();
         if now != before {
+            super::deferred::write_held(c)?;
             super::scope::follow_referral(c, id, &access)?;
         }
         Ok(row)

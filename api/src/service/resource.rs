@@ -378,7 +378,7 @@ fn now() -> NaiveDateTime {
     t - chrono::Duration::nanoseconds(i64::from(t.and_utc().timestamp_subsec_nanos() % 1000))
 }
 
-fn storage_conflict(e: StorageError, def: &ResourceDef) -> ServiceError {
+pub(super) fn storage_conflict(e: StorageError, def: &ResourceDef) -> ServiceError {
     if e.is_unique_violation() {
         ServiceError::Duplicate {
             res_type: def.name.to_owned(),
@@ -434,6 +434,12 @@ pub struct Writer<'a> {
     /// UBRN): no other resource can hold them, so the create does not look for an owner
     /// first; the store's unique index still refuses a duplicate (409).
     pub fresh_keys: bool,
+    /// The write may wait for the transaction's end (`deferred::hold`, where the store
+    /// allows): the caller reads nothing more in the transaction.
+    pub held: bool,
+    /// The refusal when a held replacement finds its resource no longer at the version it
+    /// replaces, given its id (by default `ConcurrentUpdate`).
+    pub conflict: Option<fn(&str) -> ServiceError>,
 }
 
 impl<'a> Writer<'a> {
@@ -445,7 +451,27 @@ impl<'a> Writer<'a> {
             access: &[],
             owner_exempt: false,
             fresh_keys: false,
+            held: false,
+            conflict: None,
         }
+    }
+
+    /// Held back to the transaction's end when `yes` (see `held`).
+    pub fn held_back(self, yes: bool) -> Self {
+        Writer { held: yes, ..self }
+    }
+
+    /// With this refusal if a held replacement meets a concurrent change (see `conflict`).
+    pub fn conflict_is(self, conflict: fn(&str) -> ServiceError) -> Self {
+        Writer {
+            conflict: Some(conflict),
+            ..self
+        }
+    }
+
+    /// Whether this write waits for the transaction's end.
+    fn holds(&self, c: &DbConnection, res_type: &str) -> bool {
+        self.held && super::deferred::gathering() && store::can_defer(c, res_type)
     }
 
     /// Its unique identifiers are fresh from a sequence (see `fresh_keys`).
@@ -586,8 +612,13 @@ pub fn create(
             author,
         };
         let projection = super::reporting::projection(c, def.name, &id, &content)?;
-        store::insert_resource(c, &v, &prepared.index, &projection)
-            .map_err(|e| storage_conflict(e, def))?;
+        if w.holds(c, def.name) {
+            let write = store::PendingWrite::insert(&v, &prepared.index, &projection);
+            super::deferred::hold(c, write, None)?;
+        } else {
+            store::insert_resource(c, &v, &prepared.index, &projection)
+                .map_err(|e| storage_conflict(e, def))?;
+        }
         let row = ResourceRow {
             res_type: def.name.to_owned(),
             id: id.clone(),
@@ -844,15 +875,34 @@ pub fn update(
             tokens_complete: scope::tokens_from_content_alone(def, access),
         });
         let projection = super::reporting::projection(c, def.name, id, &content)?;
-        let done = store::update_resource(
-            c,
-            &v,
-            current.version_id,
-            &prepared.index,
-            known,
-            &projection,
-        )
-        .map_err(|e| storage_conflict(e, def))?;
+        let done = if w.holds(c, def.name) {
+            let write = store::PendingWrite::update(
+                &v,
+                current.version_id,
+                &prepared.index,
+                known,
+                &projection,
+            );
+            let conflict = match w.conflict {
+                Some(f) => f(id),
+                None => ServiceError::ConcurrentUpdate {
+                    res_type: def.name.to_owned(),
+                    id: id.to_owned(),
+                },
+            };
+            super::deferred::hold(c, write, Some(conflict))?;
+            true
+        } else {
+            store::update_resource(
+                c,
+                &v,
+                current.version_id,
+                &prepared.index,
+                known,
+                &projection,
+            )
+            .map_err(|e| storage_conflict(e, def))?
+        };
         if !done {
             return Err(ServiceError::ConcurrentUpdate {
                 res_type: def.name.to_owned(),
