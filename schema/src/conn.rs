@@ -257,6 +257,28 @@ enum Held {
 
 thread_local! {
     static HELD: std::cell::Cell<Held> = const { std::cell::Cell::new(Held::Nothing) };
+    static READS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the start (`true`) or end of a stretch in which this thread's statements run outside
+/// any transaction and must only read: a use case that writes everything in one statement at
+/// its end needs no transaction (`ers_api`'s `deferred::unit_tx`), and opens one before any
+/// other write. A statement that is not a plain read during the stretch is a fault of the
+/// code that ran it and is stopped before it runs (a panic, in every build: run outside a
+/// transaction, it would commit on its own).
+pub fn reads_only(on: bool) {
+    READS_ONLY.with(|r| r.set(on));
+}
+
+/// Whether a statement's text is a plain read: a `SELECT` (or the read-ahead) that locks
+/// nothing.
+fn is_plain_read(sql: &str) -> bool {
+    let sql = sql.trim_start();
+    (sql.starts_with("SELECT") || sql.starts_with(crate::pg_rows::AHEAD_START))
+        && !sql.contains(" FOR UPDATE")
+        && !sql.contains(" FOR SHARE")
+        && !sql.contains(" FOR NO KEY UPDATE")
+        && !sql.contains(" FOR KEY SHARE")
 }
 
 /// Marks the start (`true`) or end of a stretch in which this thread holds resource writes
@@ -273,7 +295,16 @@ pub fn writes_held() -> bool {
 }
 
 fn statement_starts(query: &dyn diesel::connection::DebugQuery) {
-    if HELD.with(|h| h.get()) == Held::Writes {
+    if READS_ONLY.with(|r| r.get()) {
+        let sql = query.to_string();
+        if !is_plain_read(&sql) {
+            READS_ONLY.with(|r| r.set(false));
+            panic!("a statement that is not a plain read ran outside a transaction where only reads may: {sql}");
+        }
+    }
+    // A transaction's start reads nothing (a use case that holds writes may open one before
+    // it writes them: `deferred::begin_writing`).
+    if HELD.with(|h| h.get()) == Held::Writes && query.to_string() != "BEGIN" {
         HELD.with(|h| h.set(Held::Read));
         log::error!("a statement ran while this transaction held its writes back: {query}");
         if cfg!(debug_assertions) {

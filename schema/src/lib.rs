@@ -236,7 +236,28 @@ where
 }
 
 /// Whether a transaction is open on the connection.
-fn in_transaction(conn: &mut DbConnection) -> bool {
+/// Opens a transaction on a PostgreSQL connection that is in none, for a use case that
+/// reads before it knows it must write more than one statement (`commit` or `rollback`
+/// ends it). SQLite writers go through `write_tx` and its queue.
+pub fn begin(conn: &mut DbConnection) -> Result<(), StorageError> {
+    use diesel::connection::{Connection, TransactionManager};
+    debug_assert!(matches!(conn, DbConnection::Postgresql(_)));
+    Ok(<DbConnection as Connection>::TransactionManager::begin_transaction(conn)?)
+}
+
+/// Commits the transaction `begin` opened.
+pub fn commit(conn: &mut DbConnection) -> Result<(), StorageError> {
+    use diesel::connection::{Connection, TransactionManager};
+    Ok(<DbConnection as Connection>::TransactionManager::commit_transaction(conn)?)
+}
+
+/// Rolls back the transaction `begin` opened.
+pub fn rollback(conn: &mut DbConnection) -> Result<(), StorageError> {
+    use diesel::connection::{Connection, TransactionManager};
+    Ok(<DbConnection as Connection>::TransactionManager::rollback_transaction(conn)?)
+}
+
+pub fn in_transaction(conn: &mut DbConnection) -> bool {
     use diesel::connection::{Connection, TransactionManager};
     <DbConnection as Connection>::TransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()

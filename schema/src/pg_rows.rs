@@ -945,9 +945,11 @@ impl Batch {
 /// A write transaction's deferred resource writes (new resources, `Rows`; replacements,
 /// `Rewrite`) and its `Batch`, in one statement before the commit: one round trip instead of
 /// one per write and one for the batch. Each write's parts are named apart (`w0_`, `w1_`,
-/// …); they touch different resources, so no two parts write the same row. Answers which
-/// replacements happened: bit `k` set when write `k`'s row was at its expected version (a
-/// new resource's bit is always set; one that could not be written fails the statement).
+/// …); they touch different resources, so no two parts write the same row. Bit `k` of its
+/// answer is set when write `k` happened: a replacement's row was at its expected version
+/// (a new resource's bit is always set; one that could not be written fails the statement).
+/// One replacement that did not happen fails it too (`apply`), so that a `Flush` run outside
+/// a transaction writes all or nothing.
 pub(crate) struct Flush<'a> {
     pub(crate) writes: Vec<FlushWrite<'a>>,
     pub(crate) batch: Batch,
@@ -963,11 +965,35 @@ pub(crate) enum FlushWrite<'a> {
 /// Writes in one `Flush` at most (one bit each in its answer).
 pub(crate) const FLUSH_WRITES: usize = 32;
 
+/// The text of the value a failed `Flush` could not read as a number, before its bits.
+const STALE_MARK: &str = "ers-held-writes-done:";
+
 impl Flush<'_> {
-    /// Runs it: bit `k` set when write `k` happened.
-    pub(crate) fn apply(self, conn: &mut PgConnection) -> QueryResult<i64> {
+    /// Runs it: all bits set (every write happened), or, when a replacement found its
+    /// resource moved on, the statement failed (nothing written) and `Err` holds the bits
+    /// of the writes that would have happened.
+    pub(crate) fn apply(self, conn: &mut PgConnection) -> QueryResult<Result<i64, i64>> {
         debug_assert!(self.writes.len() <= FLUSH_WRITES);
-        self.get_result::<i64>(conn)
+        match self.get_result::<i64>(conn) {
+            Ok(bits) => Ok(Ok(bits)),
+            Err(diesel::result::Error::DatabaseError(kind, info)) => {
+                // The message quotes the value (`invalid input syntax for type bigint:
+                // "…"`), in whatever language the server speaks.
+                let m = info.message();
+                match m.find(STALE_MARK).map(|at| &m[at + STALE_MARK.len()..]) {
+                    Some(rest) => {
+                        let digits: String =
+                            rest.chars().take_while(char::is_ascii_digit).collect();
+                        match digits.parse() {
+                            Ok(bits) => Ok(Err(bits)),
+                            Err(_) => Err(diesel::result::Error::DatabaseError(kind, info)),
+                        }
+                    }
+                    None => Err(diesel::result::Error::DatabaseError(kind, info)),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -995,7 +1021,14 @@ impl QueryFragment<Pg> for Flush<'_> {
             lead = ", ";
         }
         self.batch.parts(&mut out, lead, false)?;
-        out.push_sql(" SELECT 0::int8");
+        // A replacement that did not happen fails the whole statement, naming which: nothing
+        // of it is then written, inside a transaction or not.
+        out.push_sql(" SELECT CASE WHEN b = ");
+        let all = (1_i64 << self.writes.len()) - 1;
+        out.push_sql(&all.to_string());
+        out.push_sql(" THEN b ELSE ('");
+        out.push_sql(STALE_MARK);
+        out.push_sql("' || b)::int8 END FROM (SELECT 0::int8");
         for (k, w) in self.writes.iter().enumerate() {
             match w {
                 FlushWrite::New(_) => out.push_sql(&format!(" + {}", 1_i64 << k)),
@@ -1005,6 +1038,7 @@ impl QueryFragment<Pg> for Flush<'_> {
                 )),
             }
         }
+        out.push_sql(" AS b) AS done");
         Ok(())
     }
 }
@@ -1354,6 +1388,9 @@ pub(crate) struct Ahead {
 /// sites stay well under it).
 pub(crate) const AHEAD_LIMIT: i64 = 500;
 
+/// How the read-ahead's text begins (a read: `conn::reads_only` tells it from writes).
+pub(crate) const AHEAD_START: &str = "WITH l0";
+
 impl QueryId for Ahead {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
@@ -1379,7 +1416,8 @@ impl QueryFragment<Pg> for Ahead {
         // cannot turn into a join: it probes the index per row. A generic plan made while the
         // tables were small (a new database) otherwise hashed whole-table scans, and kept
         // them as the tables grew (3.7 ms a referral create, and rising, against 0.3).
-        out.push_sql("WITH l0(t, i) AS (SELECT u.t, u.i FROM unnest(");
+        out.push_sql(AHEAD_START);
+        out.push_sql("(t, i) AS (SELECT u.t, u.i FROM unnest(");
         out.push_bind_param::<Array<Text>, _>(&self.pairs.types)?;
         out.push_sql("::text[], ");
         out.push_bind_param::<Array<Text>, _>(&self.pairs.ids)?;

@@ -1567,6 +1567,12 @@ pub struct NewEvent {
     pub occurred: NaiveDateTime,
 }
 
+/// Whether `write_additions` writes this many held writes, audit events and change events
+/// in one statement (on PostgreSQL), which needs no transaction around it.
+pub fn fits_one_statement(writes: usize, audits: usize, events: usize) -> bool {
+    writes <= pg_rows::FLUSH_WRITES && audits <= BULK_CHUNK && events <= BULK_CHUNK
+}
+
 /// What a write transaction adds at its end: audit events and change events. On PostgreSQL
 /// one statement (`pg_rows::Batch`) when the rows fit one bulk chunk; otherwise
 /// `audit::insert_many` and `record_events`.
@@ -1574,7 +1580,8 @@ pub struct NewEvent {
 /// With `writes` held back (`PendingWrite`, PostgreSQL only), they go in the same statement
 /// (`pg_rows::Flush`), up to `pg_rows::FLUSH_WRITES` a statement. Answers, for each write,
 /// whether it happened: false when a replacement found its resource no longer at the
-/// expected version (the caller's transaction must then not commit).
+/// expected version. Then nothing of that statement was written and, inside a transaction,
+/// the transaction has failed: the caller must roll it back.
 pub fn write_additions(
     conn: &mut DbConnection,
     writes: Vec<PendingWrite>,
@@ -1633,8 +1640,15 @@ pub fn write_additions(
                         .collect(),
                     batch: b,
                 };
-                let bits = flush.apply(pg)?;
-                done.extend((0..n).map(|k| bits & (1 << k) != 0));
+                match flush.apply(pg)? {
+                    Ok(bits) => done.extend((0..n).map(|k| bits & (1 << k) != 0)),
+                    Err(bits) => {
+                        // The statement failed and wrote nothing; so does the rest.
+                        done.extend((0..n).map(|k| bits & (1 << k) != 0));
+                        done.extend(rest.iter().map(|_| false));
+                        return Ok(done);
+                    }
+                }
                 writes = rest;
             }
         }
@@ -2454,19 +2468,38 @@ mod tests {
         assert_eq!(versions(&mut conn), 2);
         assert_eq!(outbox(&mut conn), 1);
 
-        // Again at the slot's first version: it is at its second, so nothing is written.
-        let stale = crate::write_tx(&mut conn, |c| {
-            let writes = vec![PendingWrite::update(
+        // Again at the slot's first version, outside any transaction: the slot is at its
+        // second, so nothing of the statement is written, not even the new resource.
+        let writes = vec![
+            PendingWrite::insert(
+                &version("Appointment", "a.2", 1, r#"{"status":"booked"}"#),
+                &indexed("booked"),
+                &Default::default(),
+            ),
+            PendingWrite::update(
                 &version("Slot", "s.1", 2, r#"{"status":"free"}"#),
                 1,
                 &indexed("free"),
                 None,
                 &Default::default(),
-            )];
-            write_additions(c, writes, &[], &[])
-        })
-        .expect("the statement runs");
-        assert_eq!(stale, [false]);
+            ),
+        ];
+        let event = NewEvent {
+            res_type: "Slot".into(),
+            res_id: "s.1".into(),
+            version_id: 2,
+            method: "UPDATE".into(),
+            occurred: now,
+        };
+        let stale = write_additions(&mut conn, writes, &[], &[event]).expect("answered");
+        assert_eq!(stale, [true, false]);
+        assert!(get_current(&mut conn, "Appointment", "a.2")
+            .expect("read")
+            .is_none());
+        assert!(stored_index(&mut conn, "Appointment", "a.2")
+            .expect("index")
+            .tokens
+            .is_empty());
         let slot = get_current(&mut conn, "Slot", "s.1")
             .expect("read")
             .expect("a slot");
@@ -2482,6 +2515,30 @@ mod tests {
         );
         assert_eq!(versions(&mut conn), 2);
         assert_eq!(outbox(&mut conn), 1);
+    }
+
+    /// Where only reads may run outside a transaction, a write is stopped before it runs.
+    #[test]
+    fn a_write_where_only_reads_may_run_is_stopped_before_it_runs() {
+        let mut conn = crate::testing::fresh();
+        crate::conn::reads_only(true);
+        let read: i64 = resources::table
+            .count()
+            .get_result(&mut *conn)
+            .expect("a read runs");
+        assert_eq!(read, 0);
+        let write = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            diesel::sql_query("INSERT INTO counters (name, value) VALUES ('written-outside', 1)")
+                .execute(&mut *conn)
+        }));
+        assert!(write.is_err(), "the write was stopped");
+        crate::conn::reads_only(false);
+        let written: i64 = counters::table
+            .filter(counters::name.eq("written-outside"))
+            .count()
+            .get_result(&mut *conn)
+            .expect("read");
+        assert_eq!(written, 0);
     }
 
     /// A statement run while writes are held back is seen: it would not have seen them.

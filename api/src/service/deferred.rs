@@ -29,6 +29,8 @@ struct Pending {
     /// Resource writes held back, each with the refusal to answer if its resource was no
     /// longer at the version it replaces.
     writes: Vec<(PendingWrite, Option<super::ServiceError>)>,
+    /// A `unit_tx` that has opened no transaction yet (only read so far).
+    reading: bool,
 }
 
 thread_local! {
@@ -46,6 +48,7 @@ impl Drop for Gathering {
         if self.outer {
             PENDING.with(|p| *p.borrow_mut() = None);
             ers_schema::conn::hold_writes(false);
+            ers_schema::conn::reads_only(false);
         }
     }
 }
@@ -67,6 +70,11 @@ pub fn write_tx<T>(
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> super::Result<T>,
 ) -> super::Result<T> {
+    if reading() {
+        // Inside a `unit_tx` that has only read: it joins it (a write it makes opens the
+        // transaction first, `begin_writing`).
+        return f(conn);
+    }
     ers_schema::write_tx(conn, |c| {
         let g = gather();
         let out = f(c)?;
@@ -75,6 +83,85 @@ pub fn write_tx<T>(
         }
         Ok(out)
     })
+}
+
+/// A use case that reads, then writes everything it writes at its end (`hold`), needs no
+/// transaction on PostgreSQL: its reads see what a transaction's would (PostgreSQL's read
+/// committed: each statement its own snapshot), and its held writes, audit and outbox rows
+/// are then one statement (`store::write_additions`), which writes all or nothing (a
+/// replacement whose resource moved on fails it). That saves the round trips of `BEGIN` and
+/// `COMMIT`: a booking is the read-ahead and one write. A write that cannot wait (one not
+/// held, or held writes that must be written before a read) opens the transaction first
+/// (`begin_writing`), and the use case ends as a `write_tx` would; so does one with more
+/// rows than one statement takes, or with an idempotency key to claim. Until then a
+/// statement that is not a plain read is stopped (`ers_schema::conn::reads_only`). Nested
+/// in a write transaction, or on SQLite, it is `write_tx`.
+pub fn unit_tx<T>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> super::Result<T>,
+) -> super::Result<T> {
+    if gathering() || !matches!(conn, DbConnection::Postgresql(_)) {
+        return write_tx(conn, f);
+    }
+    let g = gather();
+    PENDING.with(|p| {
+        if let Some(p) = p.borrow_mut().as_mut() {
+            p.reading = true;
+        }
+    });
+    ers_schema::conn::reads_only(true);
+    let out = f(conn).and_then(|out| {
+        if reading() && !fits_one_statement() {
+            begin_writing(conn)?;
+        }
+        if reading() {
+            ers_schema::conn::reads_only(false);
+            flush(conn)?;
+        } else {
+            flush(conn)?;
+            ers_schema::commit(conn)?;
+        }
+        Ok(out)
+    });
+    if out.is_err() && !reading() && ers_schema::in_transaction(conn) {
+        if let Err(e) = ers_schema::rollback(conn) {
+            log::error!("rolling back a use case's transaction failed: {e}");
+        }
+    }
+    drop(g);
+    out
+}
+
+/// Inside a `unit_tx` that has not opened its transaction.
+fn reading() -> bool {
+    PENDING.with(|p| p.borrow().as_ref().is_some_and(|p| p.reading))
+}
+
+/// Whether what is gathered fits the one statement of `store::write_additions`, with no
+/// key to claim first.
+fn fits_one_statement() -> bool {
+    PENDING.with(|p| {
+        p.borrow().as_ref().is_some_and(|p| {
+            p.claims.is_empty()
+                && store::fits_one_statement(p.writes.len(), p.audits.len(), p.events.len())
+        })
+    })
+}
+
+/// Before a write that cannot wait for the end of a `unit_tx` that has only read: opens its
+/// transaction. Nothing to do anywhere else.
+pub fn begin_writing(c: &mut DbConnection) -> super::Result<()> {
+    if !reading() {
+        return Ok(());
+    }
+    ers_schema::conn::reads_only(false);
+    ers_schema::begin(c)?;
+    PENDING.with(|p| {
+        if let Some(p) = p.borrow_mut().as_mut() {
+            p.reading = false;
+        }
+    });
+    Ok(())
 }
 
 /// Gathers a row while a deferred transaction is open; otherwise hands it back.
@@ -138,6 +225,7 @@ pub fn write_held(c: &mut DbConnection) -> super::Result<()> {
         return Ok(());
     }
     unread()?;
+    begin_writing(c)?;
     write_with(c, writes, &[], &[])
 }
 

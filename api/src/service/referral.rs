@@ -449,9 +449,9 @@ pub(super) fn transition_reading(
     let def = def()?;
     let _memo = super::memo::scope();
     // The referral's write is the transaction's last: it waits for the end, when the
-    // transaction is this transition's own.
+    // transaction is this transition's own (`unit_tx`).
     let hold = !super::deferred::gathering();
-    super::deferred::write_tx(conn, |c| {
+    super::deferred::unit_tx(conn, |c| {
         let mut roots = vec![(def.name.to_owned(), id.to_owned())];
         let gate = match reading {
             Reading::Referral => false,

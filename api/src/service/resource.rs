@@ -616,6 +616,7 @@ pub fn create(
             let write = store::PendingWrite::insert(&v, &prepared.index, &projection);
             super::deferred::hold(c, write, None)?;
         } else {
+            super::deferred::begin_writing(c)?;
             store::insert_resource(c, &v, &prepared.index, &projection)
                 .map_err(|e| storage_conflict(e, def))?;
         }
@@ -697,6 +698,7 @@ pub fn retire(
         content: &text,
         author: w.author,
     };
+    super::deferred::begin_writing(c)?;
     if !store::delete_resource(c, &v, current.version_id)? {
         return Err(ServiceError::ConcurrentUpdate {
             res_type: def.name.to_owned(),
@@ -893,6 +895,7 @@ pub fn update(
             super::deferred::hold(c, write, Some(conflict))?;
             true
         } else {
+            super::deferred::begin_writing(c)?;
             store::update_resource(
                 c,
                 &v,
@@ -988,6 +991,7 @@ pub fn delete(
             content: &current.content,
             author,
         };
+        super::deferred::begin_writing(c)?;
         if !store::delete_resource(c, &v, current.version_id)? {
             return Err(ServiceError::ConcurrentUpdate {
                 res_type: def.name.to_owned(),
@@ -1400,6 +1404,7 @@ pub fn load_generated(
                 )
             })
             .collect();
+        super::deferred::begin_writing(c)?;
         store::insert_many(c, &rows)?;
         let mut look = super::reporting::Lookups::default();
         let mut facts = Vec::new();
