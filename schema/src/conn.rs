@@ -144,9 +144,11 @@ impl r2d2::ManageConnection for Manager {
         prove(conn)
     }
 
-    /// A connection that found itself closed is dropped, not pooled again.
+    /// A connection that found itself closed is dropped, not pooled again; so is one handed
+    /// back inside a transaction (its user panicked, e.g. at a statement
+    /// `reads_only` stopped): the next user must not work in it.
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        was_lost(conn)
+        was_lost(conn) || crate::in_transaction(conn)
     }
 }
 

@@ -236,12 +236,11 @@ where
 }
 
 /// Whether a transaction is open on the connection.
-/// Opens a transaction on a PostgreSQL connection that is in none, for a use case that
-/// reads before it knows it must write more than one statement (`commit` or `rollback`
-/// ends it). SQLite writers go through `write_tx` and its queue.
+/// Opens a transaction on a connection that is in none, for a use case that reads before it
+/// knows it must write more than one statement (`commit` or `rollback` ends it): PostgreSQL
+/// only (SQLite writers go through `write_tx` and its queue).
 pub fn begin(conn: &mut DbConnection) -> Result<(), StorageError> {
     use diesel::connection::{Connection, TransactionManager};
-    debug_assert!(matches!(conn, DbConnection::Postgresql(_)));
     Ok(<DbConnection as Connection>::TransactionManager::begin_transaction(conn)?)
 }
 

@@ -2541,6 +2541,21 @@ mod tests {
         assert_eq!(written, 0);
     }
 
+    /// A connection handed back to the pool inside a transaction (its user panicked) is not
+    /// handed out again: the next user would work in the abandoned transaction.
+    #[test]
+    fn a_connection_left_inside_a_transaction_is_not_pooled_again() {
+        let pool = crate::conn::build_pool(&crate::testing::database_url(), 1)
+            .expect("connect to the test database");
+        let mut conn = pool.get().expect("a connection");
+        crate::conn::run_migrations(&mut conn).expect("migrations");
+        crate::begin(&mut conn).expect("begin");
+        assert!(crate::in_transaction(&mut conn));
+        drop(conn);
+        let mut conn = pool.get().expect("another connection");
+        assert!(!crate::in_transaction(&mut conn));
+    }
+
     /// A statement run while writes are held back is seen: it would not have seen them.
     #[test]
     fn a_statement_while_writes_are_held_is_caught() {
