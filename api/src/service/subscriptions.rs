@@ -230,8 +230,10 @@ fn owner(state: &SubscriptionState) -> Result<Caller> {
 }
 
 /// What a round already knows: per search (criteria and owner), the ids checked and those
-/// that matched — subscriptions with the same search share the work.
-type Known = std::collections::HashMap<String, (HashSet<String>, HashSet<String>)>;
+/// that matched, with the matched resources as the search found them (stored JSON text) —
+/// subscriptions with the same search share the work, and a full-resource payload reads
+/// nothing more.
+type Known = std::collections::HashMap<String, (HashSet<String>, HashMap<String, String>)>;
 
 /// The events after each cursor read in this round: subscriptions that keep up share one.
 type Read = std::collections::HashMap<i64, Vec<OutboxRow>>;
@@ -247,17 +249,18 @@ struct Batch {
 type Built = HashMap<String, Batch>;
 
 /// Which of these changes match the subscription, as the resources are now and as the owner
-/// sees them: one search per batch (the changed ids as `_id`), not one per change, and none
-/// for ids this round has already checked for the same search.
+/// sees them, each with its resource's current stored text: one search per batch (the
+/// changed ids as `_id`), not one per change, and none for ids this round has already
+/// checked for the same search.
 fn matching(
     c: &mut DbConnection,
     subscription: &Value,
     caller: &Caller,
     rows: &[OutboxRow],
     known: &mut Known,
-) -> Result<HashSet<String>> {
+) -> Result<HashMap<String, String>> {
     let Ok((d, params)) = sub::criteria(subscription) else {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     };
     let key = format!(
         "{}|{}|{}",
@@ -284,31 +287,32 @@ fn matching(
             store_search::search(c, &req.query, false)?
                 .0
                 .into_iter()
-                .map(|r| r.id),
+                .map(|r| (r.id, r.content)),
         );
         checked.extend(chunk.iter().map(|s| (*s).to_owned()));
     }
     Ok(rows
         .iter()
-        .filter(|r| hits.contains(&r.res_id))
-        .map(|r| r.res_id.clone())
+        .filter_map(|r| {
+            hits.get(&r.res_id)
+                .map(|text| (r.res_id.clone(), text.clone()))
+        })
         .collect())
 }
 
-fn event(c: &mut DbConnection, r: &OutboxRow, full: bool) -> Result<Event> {
+/// One event; for a full-resource payload, with the resource as the match found it now.
+fn event(r: &OutboxRow, full: bool, now: Option<&str>) -> Event {
     let resource = if full {
-        store::get_current(c, &r.res_type, &r.res_id)?
-            .filter(|x| !x.is_deleted())
-            .and_then(|x| serde_json::from_str(&x.content).ok())
+        now.and_then(|text| serde_json::from_str(text).ok())
     } else {
         None
     };
-    Ok(Event {
+    Event {
         number: r.seq,
         at: datetime::instant(r.occurred),
         focus: format!("{}/{}/_history/{}", r.res_type, r.res_id, r.version_id),
         resource,
-    })
+    }
 }
 
 /// A notification ready to send.
@@ -582,8 +586,10 @@ fn next_batch(
     let mut events = Vec::new();
     let mut through = cursor;
     for r in rows {
-        if r.res_type == kind && hit.contains(&r.res_id) {
-            events.push(event(c, r, full)?);
+        if r.res_type == kind {
+            if let Some(now) = hit.get(&r.res_id) {
+                events.push(event(r, full, Some(now.as_str())));
+            }
         }
         through = r.seq;
     }
@@ -734,8 +740,10 @@ pub fn events(
                 break 'pages;
             }
             after = r.seq;
-            if hit.contains(&r.res_id) && r.res_type == kind {
-                out.push(event(conn, &r, full)?);
+            if r.res_type == kind {
+                if let Some(now) = hit.get(&r.res_id) {
+                    out.push(event(&r, full, Some(now.as_str())));
+                }
             }
         }
     }
