@@ -2527,6 +2527,13 @@ mod tests {
             .get_result(&mut *conn)
             .expect("a read runs");
         assert_eq!(read, 0);
+        // A value that reads like a lock is only a value.
+        let named: i64 = resources::table
+            .filter(resources::id.eq("x FOR UPDATE"))
+            .count()
+            .get_result(&mut *conn)
+            .expect("a read with such a value runs");
+        assert_eq!(named, 0);
         let write = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             diesel::sql_query("INSERT INTO counters (name, value) VALUES ('written-outside', 1)")
                 .execute(&mut *conn)
