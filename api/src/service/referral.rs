@@ -282,7 +282,10 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         ));
     }
     let _memo = super::memo::scope();
-    super::deferred::write_tx(conn, |c| {
+    // The referral is the only write: it waits for the end, where it is the one statement,
+    // when this create is not part of a larger transaction (`unit_tx`).
+    let hold = !super::deferred::gathering();
+    super::deferred::unit_tx(conn, |c| {
         // The requester, patient and services, what they refer to, and the UBRN number, in
         // one statement.
         let fetched = super::memo::prefetch(
@@ -352,7 +355,8 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             body,
             &Writer::new(author, audit)
                 .visible_to(&access)
-                .with_fresh_keys(),
+                .with_fresh_keys()
+                .held_back(hold),
             None,
             Some(id),
         )? {
