@@ -1588,7 +1588,7 @@ pub fn write_additions(
     audits: &[(crate::audit::AuditRow, Vec<crate::audit::AuditEntityRow>)],
     events: &[NewEvent],
 ) -> QResult<Vec<bool>> {
-    let batched = audits.len() <= BULK_CHUNK && events.len() <= BULK_CHUNK;
+    let batched = fits_one_statement(0, audits.len(), events.len());
     let mut done = Vec::with_capacity(writes.len());
     if let DbConnection::Postgresql(pg) = conn {
         let mut batch = pg_rows::Batch::default();
@@ -2441,20 +2441,22 @@ mod tests {
                 .get_result(conn)
                 .expect("versions")
         };
+        // The slot as the booking left it: busy, at its second version.
+        let booked_slot = |conn: &mut DbConnection| {
+            let slot = get_current(conn, "Slot", "s.1")
+                .expect("read")
+                .expect("a slot");
+            assert_eq!(
+                (slot.version_id, slot.content.as_str()),
+                (2, r#"{"status":"busy"}"#)
+            );
+            assert_eq!(
+                stored_index(conn, "Slot", "s.1").expect("index").tokens,
+                [token("busy")]
+            );
+        };
         assert_eq!(booked(&mut conn, 1, 2).expect("written"), [true, true]);
-        let slot = get_current(&mut conn, "Slot", "s.1")
-            .expect("read")
-            .expect("a slot");
-        assert_eq!(
-            (slot.version_id, slot.content.as_str()),
-            (2, r#"{"status":"busy"}"#)
-        );
-        assert_eq!(
-            stored_index(&mut conn, "Slot", "s.1")
-                .expect("index")
-                .tokens,
-            [token("busy")]
-        );
+        booked_slot(&mut conn);
         let appointment = get_current(&mut conn, "Appointment", "a.1")
             .expect("read")
             .expect("the appointment");
@@ -2500,19 +2502,7 @@ mod tests {
             .expect("index")
             .tokens
             .is_empty());
-        let slot = get_current(&mut conn, "Slot", "s.1")
-            .expect("read")
-            .expect("a slot");
-        assert_eq!(
-            (slot.version_id, slot.content.as_str()),
-            (2, r#"{"status":"busy"}"#)
-        );
-        assert_eq!(
-            stored_index(&mut conn, "Slot", "s.1")
-                .expect("index")
-                .tokens,
-            [token("busy")]
-        );
+        booked_slot(&mut conn);
         assert_eq!(versions(&mut conn), 2);
         assert_eq!(outbox(&mut conn), 1);
     }

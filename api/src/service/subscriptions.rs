@@ -301,9 +301,9 @@ fn matching(
 }
 
 /// One event; for a full-resource payload, with the resource as the match found it now.
-fn event(r: &OutboxRow, full: bool, now: Option<&str>) -> Event {
+fn event(r: &OutboxRow, full: bool, now: &str) -> Event {
     let resource = if full {
-        now.and_then(|text| serde_json::from_str(text).ok())
+        serde_json::from_str(now).ok()
     } else {
         None
     };
@@ -588,7 +588,7 @@ fn next_batch(
     for r in rows {
         if r.res_type == kind {
             if let Some(now) = hit.get(&r.res_id) {
-                events.push(event(r, full, Some(now.as_str())));
+                events.push(event(r, full, now));
             }
         }
         through = r.seq;
@@ -742,7 +742,7 @@ pub fn events(
             after = r.seq;
             if r.res_type == kind {
                 if let Some(now) = hit.get(&r.res_id) {
-                    out.push(event(&r, full, Some(now.as_str())));
+                    out.push(event(&r, full, now));
                 }
             }
         }
