@@ -1062,12 +1062,10 @@ pub fn search_counted(
 #[cfg(test)]
 mod tests {
     use diesel::connection::SimpleConnection;
-    use diesel::sql_types::BigInt;
 
     use super::*;
     use crate::rows::{IndexEntries, TokenEntry};
     use crate::store::{insert_resource, NewVersion};
-    use crate::Author;
 
     /// A search by ids with other criteria finds exactly the named resources that meet them, in
     /// id order, and on PostgreSQL reads only the candidates' own index rows however stale the
@@ -1078,14 +1076,7 @@ mod tests {
     #[test]
     fn named_resources_are_checked_by_their_own_rows_whatever_the_statistics() {
         let mut conn = crate::testing::fresh();
-        let author = Author {
-            user: None,
-            role: "test".into(),
-            org: "X".into(),
-            request_id: "test".into(),
-            client_id: None,
-            on_behalf_of: None,
-        };
+        let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
         let token = |param: &str, code: &str| TokenEntry {
             param: param.into(),
@@ -1159,19 +1150,7 @@ mod tests {
             offset: 0,
             limit: 102,
         };
-        #[derive(diesel::QueryableByName)]
-        struct Fetched {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let fetched = |c: &mut DbConnection| {
-            diesel::sql_query(
-                "SELECT COALESCE(sum(idx_tup_fetch), 0)::bigint AS n FROM pg_stat_xact_user_tables WHERE relname = 'search_tokens'",
-            )
-            .get_result::<Fetched>(c)
-            .expect("stats")
-            .n
-        };
+        let fetched = |c: &mut DbConnection| crate::testing::rows_fetched(c, "search_tokens");
         let (rows, read) = conn
             .transaction::<_, diesel::result::Error, _>(|c| {
                 let before = pg.then(|| fetched(c));

@@ -1938,14 +1938,7 @@ mod tests {
     use diesel::sql_types::BigInt;
 
     fn test_author() -> Author {
-        Author {
-            user: None,
-            role: "test".into(),
-            org: "X".into(),
-            request_id: "test".into(),
-            client_id: None,
-            on_behalf_of: None,
-        }
+        crate::testing::author()
     }
 
     /// The partial indexes of migration 000026 still serve the reads they were made for: the
@@ -1998,19 +1991,7 @@ mod tests {
             assert_eq!(last_event(&mut conn).expect("last"), 3000);
             return;
         };
-        #[derive(diesel::QueryableByName)]
-        struct Fetched {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let fetched = |c: &mut DbConnection| {
-            diesel::sql_query(
-                "SELECT COALESCE(sum(idx_tup_fetch), 0)::bigint AS n FROM pg_stat_xact_user_tables WHERE relname = 'outbox'",
-            )
-            .get_result::<Fetched>(c)
-            .expect("stats")
-            .n
-        };
+        let fetched = |c: &mut DbConnection| crate::testing::rows_fetched(c, "outbox");
         let (last, read) = conn
             .transaction::<_, diesel::result::Error, _>(|c| {
                 let before = fetched(c);

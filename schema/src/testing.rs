@@ -75,3 +75,33 @@ pub fn index_plan(conn: &mut DbConnection, query: &str) -> Vec<String> {
             .collect(),
     }
 }
+
+/// The author of the rows a test writes.
+pub fn author() -> crate::Author {
+    crate::Author {
+        user: None,
+        role: "test".into(),
+        org: "X".into(),
+        request_id: "test".into(),
+        client_id: None,
+        on_behalf_of: None,
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Fetched {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// PostgreSQL: the rows of `table` fetched through its indexes so far in this transaction
+/// (`pg_stat_xact_user_tables`), to tell a read of a few rows from a read of many.
+pub fn rows_fetched(conn: &mut DbConnection, table: &str) -> i64 {
+    diesel::sql_query(
+        "SELECT COALESCE(sum(idx_tup_fetch), 0)::bigint AS n FROM pg_stat_xact_user_tables WHERE relname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(table)
+    .get_result::<Fetched>(conn)
+    .expect("stats")
+    .n
+}
