@@ -235,7 +235,6 @@ where
     conn.transaction(f)
 }
 
-/// Whether a transaction is open on the connection.
 /// Opens a transaction on a connection that is in none, for a use case that reads before it
 /// knows it must write more than one statement (`commit` or `rollback` ends it): PostgreSQL
 /// only (SQLite writers go through `write_tx` and its queue).
@@ -256,6 +255,7 @@ pub fn rollback(conn: &mut DbConnection) -> Result<(), StorageError> {
     Ok(<DbConnection as Connection>::TransactionManager::rollback_transaction(conn)?)
 }
 
+/// Whether a transaction is open on the connection.
 pub fn in_transaction(conn: &mut DbConnection) -> bool {
     use diesel::connection::{Connection, TransactionManager};
     <DbConnection as Connection>::TransactionManager::transaction_manager_status_mut(conn)

@@ -980,15 +980,13 @@ impl Flush<'_> {
                 // The message quotes the value (`invalid input syntax for type bigint:
                 // "…"`), in whatever language the server speaks.
                 let m = info.message();
-                match m.find(STALE_MARK).map(|at| &m[at + STALE_MARK.len()..]) {
-                    Some(rest) => {
-                        let digits: String =
-                            rest.chars().take_while(char::is_ascii_digit).collect();
-                        match digits.parse() {
-                            Ok(bits) => Ok(Err(bits)),
-                            Err(_) => Err(diesel::result::Error::DatabaseError(kind, info)),
-                        }
-                    }
+                let bits = m.find(STALE_MARK).and_then(|at| {
+                    let rest = &m[at + STALE_MARK.len()..];
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().ok()
+                });
+                match bits {
+                    Some(bits) => Ok(Err(bits)),
                     None => Err(diesel::result::Error::DatabaseError(kind, info)),
                 }
             }

@@ -1640,14 +1640,15 @@ pub fn write_additions(
                         .collect(),
                     batch: b,
                 };
-                match flush.apply(pg)? {
-                    Ok(bits) => done.extend((0..n).map(|k| bits & (1 << k) != 0)),
-                    Err(bits) => {
-                        // The statement failed and wrote nothing; so does the rest.
-                        done.extend((0..n).map(|k| bits & (1 << k) != 0));
-                        done.extend(rest.iter().map(|_| false));
-                        return Ok(done);
-                    }
+                let (bits, failed) = match flush.apply(pg)? {
+                    Ok(bits) => (bits, false),
+                    Err(bits) => (bits, true),
+                };
+                done.extend((0..n).map(|k| bits & (1 << k) != 0));
+                if failed {
+                    // The statement failed and wrote nothing; so does the rest.
+                    done.extend(rest.iter().map(|_| false));
+                    return Ok(done);
                 }
                 writes = rest;
             }
@@ -1937,10 +1938,6 @@ mod tests {
     use super::*;
     use diesel::sql_types::BigInt;
 
-    fn test_author() -> Author {
-        crate::testing::author()
-    }
-
     /// The partial indexes of migration 000026 still serve the reads they were made for: the
     /// changes after a number, the newest number, and audit events by NHS number.
     #[test]
@@ -2006,7 +2003,7 @@ mod tests {
     #[test]
     fn statements_over_an_organisations_rows_are_planned_with_their_values() {
         let mut conn = crate::testing::fresh();
-        let author = test_author();
+        let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
         for (id, code) in [("r.a", "X"), ("r.b", "X"), ("r.c", "Y")] {
             let index = IndexEntries {
@@ -2076,7 +2073,7 @@ mod tests {
     #[test]
     fn a_read_ahead_follows_references_to_its_depth_and_reads_tokens_and_referrers() {
         let mut conn = crate::testing::fresh();
-        let author = test_author();
+        let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
         let reference = |param: &str, t: &str, id: &str| RefEntry {
             param: param.into(),
@@ -2235,7 +2232,7 @@ mod tests {
     #[test]
     fn an_update_rewrites_only_the_index_tables_that_may_have_changed() {
         let mut conn = crate::testing::fresh();
-        let author = test_author();
+        let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
         let token = |param: &str, code: &str| TokenEntry {
             param: param.into(),
@@ -2348,7 +2345,7 @@ mod tests {
             return;
         }
         assert!(!can_defer(&conn, crate::directory::SERVICE));
-        let author = test_author();
+        let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
         let token = |code: &str| TokenEntry {
             param: "status".into(),
@@ -2557,7 +2554,7 @@ mod tests {
         use crate::reports::{Listing, Projection};
         use crate::worklists::Entry;
         let mut conn = crate::testing::fresh();
-        let author = test_author();
+        let author = crate::testing::author();
         let now = chrono::DateTime::from_timestamp(1_900_000_000, 0)
             .expect("a time")
             .naive_utc();
