@@ -790,6 +790,8 @@ fn tables_to_compare(index: &IndexEntries, known: Option<KnownIndex<'_>>) -> pg_
 pub struct PendingWrite {
     res_type: String,
     id: String,
+    /// The unique keys its version holds (the key a concurrent writer may have taken).
+    unique: Vec<UniqueKey>,
     kind: Pending,
 }
 
@@ -819,6 +821,7 @@ impl PendingWrite {
         PendingWrite {
             res_type: v.res_type.to_owned(),
             id: v.id.to_owned(),
+            unique: index.unique.clone(),
             kind: Pending::New(rows),
         }
     }
@@ -835,6 +838,7 @@ impl PendingWrite {
         PendingWrite {
             res_type: v.res_type.to_owned(),
             id: v.id.to_owned(),
+            unique: index.unique.clone(),
             kind: Pending::Replace {
                 version: version_row(v, "PUT", false),
                 expected: expected_version,
@@ -851,6 +855,10 @@ impl PendingWrite {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    pub fn unique_keys(&self) -> &[UniqueKey] {
+        &self.unique
     }
 }
 

@@ -135,7 +135,7 @@ impl ApiError {
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
                 S::BadHeader { header, .. } => bad_header(header, msg.clone()),
                 S::Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
-                S::Duplicate { .. } => (
+                S::Duplicate { .. } | S::DuplicateConcurrent { .. } => (
                     StatusCode::CONFLICT,
                     one("duplicate", "INAPPROPRIATE_VALUE"),
                 ),

@@ -18,6 +18,7 @@ use ers_schema::audit::{AuditEntityRow, AuditRow};
 use ers_schema::idempotency::{self, Claim};
 use ers_schema::store::{self, NewEvent, PendingWrite};
 use ers_schema::DbConnection;
+use ers_schema::UniqueKey;
 
 #[derive(Default)]
 struct Pending {
@@ -95,12 +96,16 @@ pub fn write_tx<T>(
 /// (`begin_writing`), and the use case ends as a `write_tx` would; so does one with more
 /// rows than one statement takes, or with an idempotency key to claim. Until then a
 /// statement that is not a plain read is stopped (`ers_schema::conn::reads_only`). Nested
-/// in a write transaction, or on SQLite, it is `write_tx`.
+/// in a write transaction (gathering or not: a transaction Bundle's), or on SQLite, it is
+/// `write_tx`.
 pub fn unit_tx<T>(
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> super::Result<T>,
 ) -> super::Result<T> {
-    if gathering() || !matches!(conn, DbConnection::Postgresql(_)) {
+    if gathering()
+        || !matches!(conn, DbConnection::Postgresql(_))
+        || ers_schema::in_transaction(conn)
+    {
         return write_tx(conn, f);
     }
     let g = gather();
@@ -248,13 +253,20 @@ fn write_with(
     audits: &[(AuditRow, Vec<AuditEntityRow>)],
     events: &[NewEvent],
 ) -> super::Result<()> {
-    let first_type = writes.first().map(|(w, _)| w.res_type().to_owned());
+    // A unique key another writer took meanwhile: the writes that held keys, and theirs.
+    let keyed = writes
+        .iter()
+        .find(|(w, _)| !w.unique_keys().is_empty())
+        .or(writes.first())
+        .map(|(w, _)| w.res_type().to_owned());
+    let keys: Vec<UniqueKey> = writes
+        .iter()
+        .flat_map(|(w, _)| w.unique_keys().iter().cloned())
+        .collect();
     let (writes, conflicts): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-    let done = store::write_additions(c, writes, audits, events).map_err(|e| {
-        match first_type.as_deref().and_then(crate::fhir::registry::find) {
-            Some(def) => super::resource::storage_conflict(e, def),
-            None => e.into(),
-        }
+    let done = store::write_additions(c, writes, audits, events).map_err(|e| match &keyed {
+        Some(res_type) => super::resource::storage_conflict(e, res_type, &keys),
+        None => e.into(),
     })?;
     for (done, conflict) in done.into_iter().zip(conflicts) {
         if !done {

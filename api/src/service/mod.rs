@@ -122,6 +122,10 @@ pub enum ServiceError {
         value: String,
         existing: String,
     },
+    /// Another writer stored one of the keys at the same moment (the store's unique index
+    /// refused this write after its own look found no owner).
+    #[error("another {res_type} with identifier {keys} was written at the same moment, so this one was not written")]
+    DuplicateConcurrent { res_type: String, keys: String },
     #[error("'{path}' refers to {reference}, which does not exist on this server")]
     ReferenceNotFound { path: String, reference: String },
     #[error("{res_type}/{id} cannot be deleted while other resources refer to it: {by}")]

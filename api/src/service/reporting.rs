@@ -122,6 +122,13 @@ pub fn projection(
     })
 }
 
+/// Whether storing a version of `res_type` changes rows beyond its own (`record`), with
+/// statements of their own after the write: a schedule's slots' rows; a deleted resource's
+/// reporting row and worklist entries.
+pub fn changes_more(res_type: &str, deleted: bool) -> bool {
+    res_type == "Schedule" || (deleted && REPORTED.contains(&res_type))
+}
+
 /// What a stored version changes beyond its own rows (`projection`): a schedule's slots'
 /// rows; a deleted resource's reporting row marked deleted, a deleted referral taken off its
 /// lists.
@@ -132,6 +139,9 @@ pub fn record(
     content: &Value,
     deleted: bool,
 ) -> Result<()> {
+    if !changes_more(res_type, deleted) {
+        return Ok(());
+    }
     if res_type == "Schedule" {
         if deleted {
             reports::set_slots_live(c, id, false)?;
@@ -139,11 +149,9 @@ pub fn record(
         }
         return schedule(c, id, content);
     }
-    if deleted && REPORTED.contains(&res_type) {
-        reports::mark_deleted(c, res_type, id)?;
-        if res_type == "ServiceRequest" {
-            worklists::remove(c, id)?;
-        }
+    reports::mark_deleted(c, res_type, id)?;
+    if res_type == "ServiceRequest" {
+        worklists::remove(c, id)?;
     }
     Ok(())
 }

@@ -5,7 +5,8 @@ use chrono::{NaiveDateTime, Utc};
 use ers_schema::search::{self as store_search, SearchQuery};
 use ers_schema::store::{self, HistoryQuery, NewVersion};
 use ers_schema::{
-    read_tx, write_tx, Author, DbConnection, IndexEntries, ResourceRow, StorageError, VersionRow,
+    read_tx, write_tx, Author, DbConnection, IndexEntries, ResourceRow, StorageError, UniqueKey,
+    VersionRow,
 };
 use serde_json::Value;
 
@@ -378,16 +379,27 @@ fn now() -> NaiveDateTime {
     t - chrono::Duration::nanoseconds(i64::from(t.and_utc().timestamp_subsec_nanos() % 1000))
 }
 
-pub(super) fn storage_conflict(e: StorageError, def: &ResourceDef) -> ServiceError {
-    if e.is_unique_violation() {
-        ServiceError::Duplicate {
-            res_type: def.name.to_owned(),
-            system: "(a unique identifier)".into(),
-            value: "(written concurrently)".into(),
-            existing: "(another resource)".into(),
-        }
+/// A write's storage error: a unique key taken by another writer since the write looked
+/// (`check_unique`) is a conflict naming the keys the write held (`res_type`'s).
+pub(super) fn storage_conflict(
+    e: StorageError,
+    res_type: &str,
+    keys: &[UniqueKey],
+) -> ServiceError {
+    if !e.is_unique_violation() {
+        return ServiceError::Storage(e);
+    }
+    let keys = if keys.is_empty() {
+        "(a unique identifier)".to_owned()
     } else {
-        ServiceError::Storage(e)
+        keys.iter()
+            .map(|k| format!("{}|{}", k.system, k.value))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    ServiceError::DuplicateConcurrent {
+        res_type: res_type.to_owned(),
+        keys,
     }
 }
 
@@ -469,6 +481,16 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Held back as well when the write is a use case of its own (no larger one is
+    /// gathering) that changes nothing after its own rows (`reporting::changes_more`): it is
+    /// then the one statement of a `deferred::unit_tx`, with no transaction around it. Asked
+    /// before that `unit_tx` starts gathering.
+    fn on_its_own(self, res_type: &str) -> Self {
+        let alone =
+            !super::deferred::gathering() && !super::reporting::changes_more(res_type, false);
+        self.held_back(self.held || alone)
+    }
+
     /// Whether this write waits for the transaction's end.
     fn holds(&self, c: &DbConnection, res_type: &str) -> bool {
         self.held && super::deferred::gathering() && store::can_defer(c, res_type)
@@ -513,7 +535,8 @@ pub fn conditional_update(
     precondition: IfMatch,
     w: &Writer<'_>,
 ) -> Result<Created> {
-    super::deferred::write_tx(conn, move |c| {
+    let w = &w.on_its_own(def.name);
+    super::deferred::unit_tx(conn, move |c| {
         let named = body.get("id").and_then(Value::as_str).map(str::to_owned);
         match the_match(c, &query, &criteria)? {
             None => match named {
@@ -577,7 +600,8 @@ pub fn create(
     let id = assigned_id.unwrap_or_else(crate::fhir::new_id);
     let mut prepared = prepare(def, body, None)?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
-    super::deferred::write_tx(conn, |c| {
+    let w = &w.on_its_own(def.name);
+    super::deferred::unit_tx(conn, |c| {
         if let Some((query, criteria)) = &if_none_exist {
             if let Some(row) = the_match(c, query, criteria)? {
                 let outcome = Outcome {
@@ -618,7 +642,7 @@ pub fn create(
         } else {
             super::deferred::begin_writing(c)?;
             store::insert_resource(c, &v, &prepared.index, &projection)
-                .map_err(|e| storage_conflict(e, def))?;
+                .map_err(|e| storage_conflict(e, def.name, &prepared.index.unique))?;
         }
         let row = ResourceRow {
             res_type: def.name.to_owned(),
@@ -832,7 +856,8 @@ pub fn update(
     let held = super::memo::held(def.name, id);
     let mut prepared = prepare(def, body, held.as_deref())?;
     prepared.index.tokens.extend(scope::entries(def, access)?);
-    super::deferred::write_tx(conn, |c| {
+    let w = &w.on_its_own(def.name);
+    super::deferred::unit_tx(conn, |c| {
         let current = super::memo::current(c, def.name, id)?.ok_or_else(|| {
             ServiceError::MethodNotAllowed(format!(
                 "{}/{id} does not exist and this server assigns ids: create it with POST /{}",
@@ -904,7 +929,7 @@ pub fn update(
                 known,
                 &projection,
             )
-            .map_err(|e| storage_conflict(e, def))?
+            .map_err(|e| storage_conflict(e, def.name, &prepared.index.unique))?
         };
         if !done {
             return Err(ServiceError::ConcurrentUpdate {

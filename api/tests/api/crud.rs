@@ -463,6 +463,38 @@ async fn business_identifiers_are_unique() {
         .assert_outcome(409, "duplicate");
 }
 
+/// Creates racing for one NHS number: exactly one is stored, and every other is 409 naming
+/// the number, whether it lost at the look for an owner or at the store's unique index (two
+/// creates that both looked before either wrote).
+#[actix_web::test]
+async fn concurrent_creates_of_one_identifier_store_one_and_name_it_to_the_others() {
+    let app = spawn_app().await;
+    let bodies: Vec<Value> = (0..8)
+        .map(|i| patient(NHS[2], &format!("Racer{i}"), "X", "1980-01-01", "male"))
+        .collect();
+    let results =
+        futures_util::future::join_all(bodies.iter().map(|b| app.post_json("Patient", b))).await;
+    let created = results.iter().filter(|r| r.status == 201).count();
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in results.iter().filter(|r| r.status != 201) {
+        let diag = r.assert_outcome(409, "duplicate");
+        assert!(diag.contains(NHS[2]), "{diag}");
+        assert!(diag.contains("https://fhir.nhs.uk/Id/nhs-number"), "{diag}");
+    }
+    let found = app
+        .search(&format!(
+            "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+            NHS[2]
+        ))
+        .await;
+    assert_eq!(found["total"], 1, "{found}");
+}
+
 #[actix_web::test]
 async fn references_must_resolve_and_referenced_resources_cannot_be_deleted() {
     let app = spawn_app().await;
