@@ -383,15 +383,14 @@ pub fn put_ods(reference: &str, ods: &Option<String>) {
 /// A resource was written as `row`, whose text is `content` (its new current version): the
 /// scope's next read of it finds that, as it would find it in the store (a booking's
 /// appointment refers to the slot it has just made busy), already parsed. What was found
-/// through it is forgotten (`forget`).
+/// through it is forgotten (`forget`). Only the scope keeps it: the process keeps versions
+/// read from the store, since a write held to its use case's end may yet be refused there
+/// (`deferred::hold`), and its version number then belongs to another writer's version.
 pub fn wrote(row: &ResourceRow, content: Value) {
     forget(&row.res_type, &row.id);
     let key = (row.res_type.clone(), row.id.clone());
     let content = Arc::new(content);
     let version = (row.version_id, row.last_updated);
-    if SHARED.contains(&row.res_type.as_str()) {
-        keep_shared(key.clone(), version, &content);
-    }
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
             m.parsed.insert(key.clone(), (version, content));
@@ -461,6 +460,37 @@ mod tests {
             }],
             ..IndexEntries::default()
         }
+    }
+
+    /// A version written in a scope is not kept for other scopes: a held write may yet be
+    /// refused, and its version number then belongs to another writer's version, which the
+    /// next scope must read as stored.
+    #[test]
+    fn a_version_written_is_kept_for_its_scope_only() {
+        let stamp = chrono::Utc::now().naive_utc();
+        let id = crate::fhir::new_id();
+        let row = |gender: &str| ResourceRow {
+            res_type: "Patient".into(),
+            id: id.clone(),
+            version_id: 2,
+            last_updated: stamp,
+            deleted: 0,
+            content: format!(r#"{{"resourceType":"Patient","gender":"{gender}"}}"#),
+        };
+        {
+            let _scope = scope();
+            wrote(
+                &row("male"),
+                serde_json::json!({"resourceType": "Patient", "gender": "male"}),
+            );
+            // The scope's own reads find what it wrote...
+            let kept = parsed(&row("female")).expect("parsed");
+            assert_eq!(kept["gender"], "male");
+        }
+        // ... another scope finds what the store holds under that version.
+        let _scope = scope();
+        let read = parsed(&row("female")).expect("parsed");
+        assert_eq!(read["gender"], "female");
     }
 
     /// What a prefetch found referring to a resource is answered from memory until a resource
