@@ -253,7 +253,8 @@ fn write_with(
     audits: &[(AuditRow, Vec<AuditEntityRow>)],
     events: &[NewEvent],
 ) -> super::Result<()> {
-    // A unique key another writer took meanwhile: the writes that held keys, and theirs.
+    // A unique key another writer took meanwhile: named by the keys the writes of the first
+    // type that held any held.
     let keyed = writes
         .iter()
         .find(|(w, _)| !w.unique_keys().is_empty())
@@ -261,6 +262,7 @@ fn write_with(
         .map(|(w, _)| w.res_type().to_owned());
     let keys: Vec<UniqueKey> = writes
         .iter()
+        .filter(|(w, _)| keyed.as_deref() == Some(w.res_type()))
         .flat_map(|(w, _)| w.unique_keys().iter().cloned())
         .collect();
     let (writes, conflicts): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
