@@ -135,9 +135,12 @@ impl ApiError {
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
                 S::BadHeader { header, .. } => bad_header(header, msg.clone()),
                 S::Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
-                S::Duplicate { .. } | S::DuplicateConcurrent { .. } => (
+                S::Duplicate { res_type, .. } | S::DuplicateConcurrent { res_type, .. } => (
                     StatusCode::CONFLICT,
-                    one("duplicate", "INAPPROPRIATE_VALUE"),
+                    vec![
+                        Issue::error("duplicate", "INAPPROPRIATE_VALUE", msg.clone())
+                            .with_expression(format!("{res_type}.identifier")),
+                    ],
                 ),
                 S::ReferenceNotFound { path, .. } => (
                     StatusCode::UNPROCESSABLE_ENTITY,

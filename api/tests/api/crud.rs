@@ -438,6 +438,7 @@ async fn business_identifiers_are_unique() {
         .await;
     let diag = r.assert_outcome(409, "duplicate");
     assert!(diag.contains(NHS[0]), "{diag}");
+    assert_eq!(r.json()["issue"][0]["expression"][0], "Patient.identifier");
     // An update may not take another patient's NHS number either.
     let other = app
         .create(&patient(NHS[1], "E", "F", "1972-01-01", "female"))
@@ -485,6 +486,11 @@ async fn concurrent_creates_of_one_identifier_store_one_and_name_it_to_the_other
         let diag = r.assert_outcome(409, "duplicate");
         assert!(diag.contains(NHS[2]), "{diag}");
         assert!(diag.contains("https://fhir.nhs.uk/Id/nhs-number"), "{diag}");
+        assert_eq!(
+            r.json()["issue"][0]["expression"][0],
+            "Patient.identifier",
+            "{diag}"
+        );
     }
     let found = app
         .search(&format!(
