@@ -1078,11 +1078,7 @@ mod tests {
         let mut conn = crate::testing::fresh();
         let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
-        let token = |param: &str, code: &str| TokenEntry {
-            param: param.into(),
-            system: String::new(),
-            code: code.into(),
-        };
+        let token = crate::testing::token;
         let add = |c: &mut DbConnection, id: &str, tokens: Vec<TokenEntry>| {
             let v = NewVersion {
                 res_type: "ServiceRequest",

@@ -2015,11 +2015,7 @@ mod tests {
         let now = chrono::Utc::now().naive_utc();
         for (id, code) in [("r.a", "X"), ("r.b", "X"), ("r.c", "Y")] {
             let index = IndexEntries {
-                tokens: vec![TokenEntry {
-                    param: "_access".into(),
-                    system: String::new(),
-                    code: code.into(),
-                }],
+                tokens: vec![crate::testing::token("_access", code)],
                 ..IndexEntries::default()
             };
             let v = NewVersion {
@@ -2111,21 +2107,9 @@ mod tests {
             "r.1",
             IndexEntries {
                 tokens: vec![
-                    TokenEntry {
-                        param: "_access".into(),
-                        system: String::new(),
-                        code: "B".into(),
-                    },
-                    TokenEntry {
-                        param: "_access".into(),
-                        system: String::new(),
-                        code: "A".into(),
-                    },
-                    TokenEntry {
-                        param: "status".into(),
-                        system: String::new(),
-                        code: "active".into(),
-                    },
+                    crate::testing::token("_access", "B"),
+                    crate::testing::token("_access", "A"),
+                    crate::testing::token("status", "active"),
                 ],
                 refs: vec![
                     reference("requester", "PractitionerRole", "p.1"),
@@ -2242,11 +2226,7 @@ mod tests {
         let mut conn = crate::testing::fresh();
         let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
-        let token = |param: &str, code: &str| TokenEntry {
-            param: param.into(),
-            system: String::new(),
-            code: code.into(),
-        };
+        let token = crate::testing::token;
         // Whole seconds: PostgreSQL keeps microseconds.
         let day_one = chrono::DateTime::from_timestamp(1_900_000_000, 0)
             .expect("a time")
@@ -2355,11 +2335,7 @@ mod tests {
         assert!(!can_defer(&conn, crate::directory::SERVICE));
         let author = crate::testing::author();
         let now = chrono::Utc::now().naive_utc();
-        let token = |code: &str| TokenEntry {
-            param: "status".into(),
-            system: String::new(),
-            code: code.into(),
-        };
+        let token = |code: &str| crate::testing::token("status", code);
         let version = |res_type, id, version_id, content| NewVersion {
             res_type,
             id,

@@ -88,6 +88,15 @@ pub fn author() -> crate::Author {
     }
 }
 
+/// A token index entry with no system.
+pub fn token(param: &str, code: &str) -> crate::TokenEntry {
+    crate::TokenEntry {
+        param: param.into(),
+        system: String::new(),
+        code: code.into(),
+    }
+}
+
 #[derive(diesel::QueryableByName)]
 struct Fetched {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
