@@ -149,6 +149,13 @@ impl ApiError {
                             .with_expression(path.clone()),
                     ],
                 ),
+                S::SubjectNotFound { path, .. } => (
+                    StatusCode::NOT_FOUND,
+                    vec![
+                        Issue::error("not-found", "REFERENCE_NOT_FOUND", msg.clone())
+                            .with_expression(path.clone()),
+                    ],
+                ),
                 S::StillReferenced { .. } => (
                     StatusCode::CONFLICT,
                     one("conflict", "INVALID_REQUEST_STATE"),

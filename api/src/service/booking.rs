@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::referral::{
     self as referral_svc, check_comment, invalid, load_json, service_facts, Acting, Expected,
+    PINNED_AT,
 };
 use super::resource::{self, Writer};
 use super::stored_value;
@@ -375,7 +376,35 @@ fn set_state(
 /// appointment (`booked` + `start`/`end` + the service), or defers to the provider
 /// (`proposed` + a review reason + the service).
 pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<ResourceRow> {
+    let bases = body
+        .get("basedOn")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if bases.len() > 1 {
+        return Err(invalid(
+            "Appointment.basedOn",
+            "TOO_MANY_ITEMS",
+            "business-rule",
+            format!(
+                "'Appointment.basedOn' names {} resources; an appointment is based on one referral",
+                bases.len()
+            ),
+        ));
+    }
     let Some((referral_id, pinned)) = ap::based_on(&body) else {
+        if let Some(given) = bases.first() {
+            let given = given
+                .get("reference")
+                .and_then(Value::as_str)
+                .map_or_else(|| given.to_string(), str::to_owned);
+            return Err(invalid(
+                PINNED_AT,
+                "INVALID_VALUE",
+                "value",
+                format!("'Appointment.basedOn' ({given}) is not a referral reference: name it as ServiceRequest/{{id}}, optionally /_history/{{version}}"),
+            ));
+        }
         return Err(invalid(
             "Appointment.basedOn",
             "MISSING_VALUE",
@@ -420,6 +449,17 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
         .map(|(t, id)| (t.to_owned(), id.to_owned()))
         .collect();
     // An unrelated organisation is refused before anything about the referral is said.
+    let unknown = |e: ServiceError| match e {
+        ServiceError::NotFound { res_type, id }
+            if res_type == "ServiceRequest" && id == referral_id =>
+        {
+            ServiceError::SubjectNotFound {
+                path: PINNED_AT.into(),
+                reference: format!("{res_type}/{id}"),
+            }
+        }
+        e => e,
+    };
     referral_svc::transition_reading(
         conn,
         &referral_id,
@@ -460,6 +500,7 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                         ));
                     }
                 }
+                said_with_slot(&body, &facts)?;
                 Draft {
                     status: "booked",
                     service: facts.service.clone(),
@@ -518,6 +559,7 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                     deferral(c, &body, &service, &priority, &slots)?
                 }
             };
+            said_patient(&body, referral)?;
             let id = referral
                 .get("id")
                 .and_then(Value::as_str)
@@ -557,8 +599,88 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
             created = Some(row);
             Ok(())
         },
-    )?;
+    )
+    .map_err(unknown)?;
     created.ok_or_else(|| ServiceError::Internal("booking wrote no appointment".into()))
+}
+
+/// A booking's patient is the referral's: a client may leave it out (the server adds it), but
+/// a patient it names must be that one. A booking for another patient is refused, not
+/// corrected.
+fn said_patient(body: &Value, referral: &Value) -> Result<()> {
+    let patient = referral
+        .at("/subject/reference")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    for (i, p) in participants(body).enumerate() {
+        let Some(r) = p.at("/actor/reference").and_then(Value::as_str) else {
+            continue;
+        };
+        if r.starts_with("Patient/") && split_reference(r) != split_reference(patient) {
+            return Err(invalid(
+                &format!("Appointment.participant[{i}].actor"),
+                "INAPPROPRIATE_VALUE",
+                "business-rule",
+                format!("'patient' ({r}) is not the referral's patient ({patient})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the slot decides about a booking (its start, end and location) may be left out, but
+/// what a client says of it must agree: a booking at another time or place than the slot's
+/// is refused, not corrected.
+fn said_with_slot(body: &Value, slot: &SlotFacts) -> Result<()> {
+    for (field, theirs) in [("start", &slot.start), ("end", &slot.end)] {
+        let Some(given) = body.get(field) else {
+            continue;
+        };
+        if instant(given).is_none() || instant(given) != instant(theirs) {
+            return Err(invalid(
+                &format!("Appointment.{field}"),
+                "INAPPROPRIATE_VALUE",
+                "business-rule",
+                format!(
+                    "'{field}' ({}) is not the {field} of 'slot' ({}): {}; leave it out or send the slot's",
+                    compact(given),
+                    slot.reference,
+                    compact(theirs)
+                ),
+            ));
+        }
+    }
+    for (i, p) in participants(body).enumerate() {
+        let Some(r) = p.at("/actor/reference").and_then(Value::as_str) else {
+            continue;
+        };
+        if r.starts_with("Location/")
+            && split_reference(r) != slot.location.as_deref().and_then(split_reference)
+        {
+            return Err(invalid(
+                &format!("Appointment.participant[{i}].actor"),
+                "INAPPROPRIATE_VALUE",
+                "business-rule",
+                match &slot.location {
+                    Some(l) => format!("'location' ({r}) is not where 'slot' ({}) is: {l}", slot.reference),
+                    None => format!("'location' ({r}) is not where 'slot' ({}) is: its schedule names no location", slot.reference),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn participants(body: &Value) -> impl Iterator<Item = &Value> {
+    body.get("participant")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// A JSON value as a client would recognise it: a string without its quotes.
+fn compact(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
 /// An indirectly bookable service: the appointment made in the provider's system, recorded

@@ -128,6 +128,10 @@ pub enum ServiceError {
     DuplicateConcurrent { res_type: String, keys: String },
     #[error("'{path}' refers to {reference}, which does not exist on this server")]
     ReferenceNotFound { path: String, reference: String },
+    /// The resource a request is about, named in its body (an appointment's referral,
+    /// `basedOn`), is not known: 404 as for an unknown UBRN, naming where it was named.
+    #[error("'{path}' ({reference}) is not known")]
+    SubjectNotFound { path: String, reference: String },
     #[error("{res_type}/{id} cannot be deleted while other resources refer to it: {by}")]
     StillReferenced {
         res_type: String,

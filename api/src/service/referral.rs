@@ -382,6 +382,10 @@ fn parsed(row: &ResourceRow) -> Result<(Value, StateRecord)> {
     Ok((body, state))
 }
 
+/// Where a change pins the referral's version (`Expected::Pinned`): an appointment's
+/// `basedOn`.
+pub(super) const PINNED_AT: &str = "Appointment.basedOn[0]";
+
 /// The referral version a change is made against.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Expected {
@@ -406,6 +410,16 @@ impl Expected {
             }
         };
         if given != row.version_id {
+            if let Expected::Pinned(Some(_)) = self {
+                return Err(ServiceError::Conflict {
+                    ers_code: "INVALID_REQUEST_STATE",
+                    message: format!(
+                        "'basedOn' names version {given} of {}/{}, which is at version {}: another change came first; read it again",
+                        row.res_type, row.id, row.version_id
+                    ),
+                    expression: PINNED_AT.into(),
+                });
+            }
             return Err(ServiceError::StaleVersion {
                 res_type: row.res_type.clone(),
                 id: row.id.clone(),

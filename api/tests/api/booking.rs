@@ -102,7 +102,6 @@ pub(crate) fn appointment(referral_id: &str, slot: &str) -> Value {
         "status": "booked",
         "basedOn": [{"reference": format!("ServiceRequest/{referral_id}")}],
         "slot": [{"reference": format!("Slot/{slot}")}],
-        "participant": [{"actor": {"reference": "Patient/placeholder"}, "status": "accepted"}],
     })
 }
 
@@ -471,6 +470,91 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
     w.rc("POST", "Appointment", None, Some(&a))
         .await
         .assert_outcome(422, "invariant");
+    // What the server takes from the referral and the slot may be left out, but what a
+    // client says of it must agree: another patient, another time or another place is
+    // refused, naming the field, not corrected.
+    let said = |change: &dyn Fn(&mut Value)| {
+        let mut a = appointment(&id, &routine[0].0);
+        a["participant"] = json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+        change(&mut a);
+        a
+    };
+    let refused = |r: &Reply, code: &str, at: &str| {
+        assert_eq!(
+            r.json()["issue"][0]["details"]["coding"][0]["code"],
+            code,
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.json()["issue"][0]["expression"][0], at, "{}", r.text());
+        r.json()["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let other_patient = said(&|a| {
+        a["participant"] =
+            json!([{"actor": {"reference": "Patient/someone-else"}, "status": "accepted"}]);
+    });
+    let r = w
+        .rc("POST", "Appointment", None, Some(&other_patient))
+        .await;
+    r.assert_outcome(422, "business-rule");
+    let d = refused(
+        &r,
+        "INAPPROPRIATE_VALUE",
+        "Appointment.participant[0].actor",
+    );
+    assert!(
+        d.contains("Patient/someone-else") && d.contains(&format!("Patient/{}", w.patient)),
+        "{d}"
+    );
+    let other_time = said(&|a| a["start"] = json!("2031-01-01T10:00:00Z"));
+    let r = w.rc("POST", "Appointment", None, Some(&other_time)).await;
+    r.assert_outcome(422, "business-rule");
+    let d = refused(&r, "INAPPROPRIATE_VALUE", "Appointment.start");
+    assert!(
+        d.contains("2031-01-01T10:00:00Z") && d.contains(&routine[0].1),
+        "{d}"
+    );
+    let other_place = said(&|a| {
+        a["participant"]
+            .as_array_mut()
+            .expect("participants")
+            .push(json!({"actor": {"reference": "Location/elsewhere"}, "status": "accepted"}));
+    });
+    let r = w.rc("POST", "Appointment", None, Some(&other_place)).await;
+    r.assert_outcome(422, "business-rule");
+    refused(
+        &r,
+        "INAPPROPRIATE_VALUE",
+        "Appointment.participant[1].actor",
+    );
+    // One referral, named as one: two, or something else, are refused where they are.
+    let two = said(&|a| {
+        a["basedOn"] = json!([{"reference": format!("ServiceRequest/{id}")}, {"reference": format!("ServiceRequest/{id}")}]);
+    });
+    let r = w.rc("POST", "Appointment", None, Some(&two)).await;
+    r.assert_outcome(422, "business-rule");
+    refused(&r, "TOO_MANY_ITEMS", "Appointment.basedOn");
+    let not_a_referral =
+        said(&|a| a["basedOn"] = json!([{"reference": format!("Patient/{}", w.patient)}]));
+    let r = w
+        .rc("POST", "Appointment", None, Some(&not_a_referral))
+        .await;
+    r.assert_outcome(422, "value");
+    refused(&r, "INVALID_VALUE", "Appointment.basedOn[0]");
+    // A referral version that is not the current one: 409, naming basedOn (not If-Match).
+    let stale = said(&|a| {
+        a["basedOn"] = json!([{"reference": format!("ServiceRequest/{id}/_history/99")}])
+    });
+    let r = w.rc("POST", "Appointment", None, Some(&stale)).await;
+    r.assert_outcome(409, "conflict");
+    let d = refused(&r, "INVALID_REQUEST_STATE", "Appointment.basedOn[0]");
+    assert!(
+        d.contains("'basedOn' names version 99") && !d.contains("If-Match"),
+        "{d}"
+    );
     // Nothing was taken by any of those.
     for (s, _) in routine.iter().chain(urgent.iter()) {
         assert_eq!(w.slot_status(s).await, "free", "{s}");
@@ -531,12 +615,15 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
     assert_eq!(r.json()["status"], "proposed");
     assert_eq!(state(&w.referral_now(&id).await), "DEFERRED_TO_PROVIDER");
     // The referrer may not book it now; the provider books it, and the deferral is closed.
+    // (Saying the slot's start, in another notation of the same instant, is agreeing.)
     w.book(&id, &routine[0].0)
         .await
         .assert_outcome(422, "business-rule");
     let mut a = appointment(&id, &routine[0].0);
     a["participant"] =
         json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+    a["start"] = json!(routine[0].1.replace('Z', "+00:00"));
+    assert_ne!(a["start"], json!(routine[0].1));
     let r = w
         .send_as(
             (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
@@ -622,15 +709,22 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
         "{d}"
     );
     // A referral that does not exist is not found, for anyone.
-    w.send_as(
-        (&stranger, "REFERRING_CLINICIAN", "R68"),
-        "POST",
-        "Appointment",
-        None,
-        Some(&appointment("r.no-such-referral", &routine[1].0)),
-    )
-    .await
-    .assert_outcome(404, "not-found");
+    let r = w
+        .send_as(
+            (&stranger, "REFERRING_CLINICIAN", "R68"),
+            "POST",
+            "Appointment",
+            None,
+            Some(&appointment("r.no-such-referral", &routine[1].0)),
+        )
+        .await;
+    r.assert_outcome(404, "not-found");
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Appointment.basedOn[0]",
+        "{}",
+        r.text()
+    );
     w.send_as(
         (&stranger, "REFERRING_CLINICIAN", "R68"),
         "GET",
