@@ -28,10 +28,10 @@ type Reply = Result<HttpResponse, ApiError>;
 /// The summary operation (e-RS "clinical referral information", here of an A&G request).
 pub const SUMMARY: &str = "$ers.generateCRI";
 
-fn said(inputs: &Inputs) -> Said {
+fn said(inputs: &Inputs) -> Result<Said, ApiError> {
     let titles = inputs.all("title");
-    Said {
-        text: inputs.one("text").unwrap_or_default(),
+    Ok(Said {
+        text: inputs.one("text")?.unwrap_or_default(),
         attachments: inputs
             .all("attachment")
             .into_iter()
@@ -41,7 +41,7 @@ fn said(inputs: &Inputs) -> Said {
                 title: titles.get(i).cloned(),
             })
             .collect(),
-    }
+    })
 }
 
 /// `POST ServiceRequest/{id}/$ers.{respondToAdviceRequest|sendFurtherInformation|…}`.
@@ -80,18 +80,18 @@ pub async fn operation(
             })?;
             AdviceChange::Respond {
                 outcome,
-                recommendation: inputs.one("recommendation"),
-                said: said(&inputs),
+                recommendation: inputs.one("recommendation")?,
+                said: said(&inputs)?,
             }
         }
-        AdviceAction::SendFurtherInformation => AdviceChange::FurtherInformation(said(&inputs)),
-        AdviceAction::Close => AdviceChange::Close(inputs.one("text")),
-        AdviceAction::Cancel => AdviceChange::Cancel(inputs.one("text")),
+        AdviceAction::SendFurtherInformation => AdviceChange::FurtherInformation(said(&inputs)?),
+        AdviceAction::Close => AdviceChange::Close(inputs.one("text")?),
+        AdviceAction::Cancel => AdviceChange::Cancel(inputs.one("text")?),
         AdviceAction::Convert => AdviceChange::Convert {
-            said: said(&inputs),
+            said: said(&inputs)?,
             priority: inputs.required("priority", "ROUTINE, URGENT or TWO_WEEK_WAIT")?,
-            comment: inputs.one("comment").unwrap_or_default(),
-            service: inputs.one("service"),
+            comment: inputs.one("comment")?.unwrap_or_default(),
+            service: inputs.one("service")?,
         },
     };
     let who = author(&req, &caller);

@@ -176,7 +176,7 @@ pub async fn operation(
             inputs.only(&op, &["reason", "comment"])?;
             AppointmentChange::Cancel {
                 reason: inputs.required("reason", "an appointment cancellation reason")?,
-                comment: inputs.one("comment"),
+                comment: inputs.one("comment")?,
             }
         }
         ReferralAction::ChangeAppointment => {
@@ -188,7 +188,7 @@ pub async fn operation(
                 } else {
                     format!("Slot/{slot}")
                 },
-                clinician: inputs.one("clinician"),
+                clinician: inputs.one("clinician")?,
             }
         }
         // The one appointment operation left: $ers.recordNonAttendance.
@@ -196,7 +196,7 @@ pub async fn operation(
             inputs.only(&op, &["reason", "comment"])?;
             AppointmentChange::NonAttendance {
                 reason: inputs.required("reason", "an appointment non-attendance reason")?,
-                comment: inputs.one("comment"),
+                comment: inputs.one("comment")?,
             }
         }
     };

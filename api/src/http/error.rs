@@ -100,6 +100,10 @@ impl ApiError {
         let msg = self.to_string();
         let one =
             |code: &'static str, ers: &'static str| vec![Issue::error(code, ers, msg.clone())];
+        // An error of the If-Match header names it.
+        let at_if_match = |code: &'static str, ers: &'static str| {
+            vec![Issue::error(code, ers, msg.clone()).with_expression("If-Match")]
+        };
         match self {
             ApiError::Service(s) => match s {
                 S::NotFound { .. } | S::NotVisible { .. } => (
@@ -114,7 +118,7 @@ impl ApiError {
                 S::Expired { .. } => (StatusCode::GONE, one("deleted", "UBRN_EXPIRED")),
                 S::VersionMismatch { .. } => (
                     StatusCode::PRECONDITION_FAILED,
-                    one("conflict", "INVALID_VALUE"),
+                    at_if_match("conflict", "INVALID_VALUE"),
                 ),
                 S::ConcurrentUpdate { .. } => (
                     StatusCode::CONFLICT,
@@ -122,7 +126,7 @@ impl ApiError {
                 ),
                 S::StaleVersion { .. } => (
                     StatusCode::CONFLICT,
-                    one("conflict", "INVALID_REQUEST_STATE"),
+                    at_if_match("conflict", "INVALID_REQUEST_STATE"),
                 ),
                 S::RequestState(_) => (
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -130,7 +134,7 @@ impl ApiError {
                 ),
                 S::IfMatchRequired { .. } => (
                     StatusCode::PRECONDITION_REQUIRED,
-                    one("required", "MISSING_HEADER"),
+                    at_if_match("required", "MISSING_HEADER"),
                 ),
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
                 S::BadHeader { header, .. } => bad_header(header, msg.clone()),

@@ -61,11 +61,23 @@ pub async fn no_plain_writes() -> Reply {
 pub(super) struct Inputs(pub(super) Vec<(String, String)>);
 
 impl Inputs {
-    pub(super) fn one(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+    /// A parameter given at most once (twice is refused: which one was meant?).
+    pub(super) fn one(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let mut given = self.0.iter().filter(|(k, _)| k == name);
+        let first = given.next().map(|(_, v)| v.clone());
+        let more = given.count();
+        if more > 0 {
+            return Err(ApiError::Search(vec![Issue::error(
+                "structure",
+                "TOO_MANY_ITEMS",
+                format!(
+                    "'Parameters.parameter[{name}]' is given {} times; it takes one value",
+                    more + 1
+                ),
+            )
+            .with_expression(format!("Parameters.parameter[{name}]"))]));
+        }
+        Ok(first)
     }
     pub(super) fn all(&self, name: &str) -> Vec<String> {
         self.0
@@ -75,7 +87,7 @@ impl Inputs {
             .collect()
     }
     pub(super) fn required(&self, name: &str, what: &str) -> Result<String, ApiError> {
-        self.one(name)
+        self.one(name)?
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
                 ApiError::Service(ServiceError::Invalid(vec![Issue::required_at(
@@ -265,14 +277,14 @@ pub async fn operation(
             })?;
             Change::ReviewOutcome {
                 outcome,
-                comment: inputs.one("comment").unwrap_or_default(),
+                comment: inputs.one("comment")?.unwrap_or_default(),
             }
         }
         ReferralAction::CancelReferral => {
             inputs.only(&op, &["reason", "comment"])?;
             Change::Cancel {
                 reason: inputs.required("reason", "a referral cancellation reason")?,
-                comment: inputs.one("comment"),
+                comment: inputs.one("comment")?,
             }
         }
         ReferralAction::RejectReferral => {
@@ -282,13 +294,13 @@ pub async fn operation(
                     "reason",
                     "an appointment cancellation reason of usage REJECT",
                 )?,
-                comment: inputs.one("comment"),
+                comment: inputs.one("comment")?,
             }
         }
         ReferralAction::AcceptReferral => {
             inputs.only(&op, &["comment"])?;
             Change::Accept {
-                comment: inputs.one("comment"),
+                comment: inputs.one("comment")?,
             }
         }
         ReferralAction::CancelAppointmentActionLater => {
@@ -333,6 +345,10 @@ pub async fn operation(
             use crate::fhir::resources::requirements;
             let names: Vec<&str> = requirements::PARTS.iter().map(|p| p.0).collect();
             inputs.only(&op, &names)?;
+            // Each requirement once.
+            for name in &names {
+                inputs.one(name)?;
+            }
             Change::Requirements(
                 requirements::build(&inputs.0)
                     .map_err(|i| ApiError::Service(ServiceError::Invalid(i)))?,

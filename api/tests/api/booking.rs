@@ -326,15 +326,18 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
         )
         .await;
     r.assert_outcome(409, "conflict");
-    // Without If-Match: 428.
-    w.rc(
-        "POST",
-        &format!("Appointment/{appt_id}/$ers.cancelAppointment"),
-        None,
-        Some(&params(&[("reason", "PATIENT_ILL")])),
-    )
-    .await
-    .assert_outcome(428, "required");
+    assert_eq!(r.json()["issue"][0]["expression"][0], "If-Match");
+    // Without If-Match: 428, naming the header.
+    let r = w
+        .rc(
+            "POST",
+            &format!("Appointment/{appt_id}/$ers.cancelAppointment"),
+            None,
+            Some(&params(&[("reason", "PATIENT_ILL")])),
+        )
+        .await;
+    r.assert_outcome(428, "required");
+    assert_eq!(r.json()["issue"][0]["expression"][0], "If-Match");
 
     // Cancel (patient's reason): slot freed, referral APPT_CANCELLED_BY_PATIENT and back on
     // the referrer's awaiting-booking worklist.
@@ -757,6 +760,25 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
         )
         .await;
     r.assert_outcome(422, "code-invalid");
+    // Two reasons: which was meant? Refused, naming the parameter, and nothing changes.
+    let d = w
+        .send_as(
+            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+            "POST",
+            &reject,
+            Some(sr_version),
+            Some(&params(&[
+                ("reason", "SERVICE_INAPPROPRIATE"),
+                ("reason", "PATIENT_ILL"),
+                ("comment", "Needs a paediatric service"),
+            ])),
+        )
+        .await
+        .assert_outcome(400, "structure");
+    assert!(
+        d.contains("'Parameters.parameter[reason]' is given 2 times"),
+        "{d}"
+    );
     let r = w
         .send_as(
             (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
@@ -1022,6 +1044,27 @@ async fn requirements_follow_the_appointment_and_the_provider_accepts_or_rebooks
     )
     .await
     .assert_outcome(422, "code-invalid");
+    // A requirement given twice: which was meant? Refused, naming it.
+    let r = w
+        .rc(
+            "POST",
+            &op,
+            Some(sr_v),
+            Some(&params(&[
+                ("transport", "Patient transport service"),
+                ("transport", "Own car"),
+            ])),
+        )
+        .await;
+    r.assert_outcome(400, "structure");
+    assert_eq!(
+        r.json()["issue"][0]["details"]["coding"][0]["code"],
+        "TOO_MANY_ITEMS"
+    );
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Parameters.parameter[transport]"
+    );
     let r = w
         .rc(
             "POST",
