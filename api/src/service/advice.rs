@@ -128,6 +128,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             "'ServiceRequest.extension' (advice status) is set by the server; leave it out".into(),
         ));
     }
+    referral_svc::check_new_request(&body)?;
     let notes = body
         .get("note")
         .and_then(Value::as_array)

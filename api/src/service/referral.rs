@@ -261,6 +261,36 @@ pub(super) fn check_requester(c: &mut DbConnection, body: &Value, caller: &Calle
     Ok(())
 }
 
+/// A new referral or A&G request is an active order, whose e-RS state (set by the server)
+/// records its progress: a client may say so, but a `status` or `intent` other than that is
+/// refused, not corrected.
+pub(super) fn check_new_request(body: &Value) -> Result<()> {
+    for (field, wanted, why) in [
+        (
+            "status",
+            "active",
+            "a new request is active; its e-RS state records its progress",
+        ),
+        (
+            "intent",
+            "order",
+            "a referral or advice request is an order",
+        ),
+    ] {
+        if let Some(given) = body.get(field).and_then(Value::as_str) {
+            if given != wanted {
+                return Err(invalid(
+                    &format!("ServiceRequest.{field}"),
+                    "INAPPROPRIATE_VALUE",
+                    "business-rule",
+                    format!("'ServiceRequest.{field}' ({given}) must be {wanted}: {why}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Creates a referral: the server assigns the UBRN and id and sets it NOT_BOOKED.
 pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Result<ResourceRow> {
     let (caller, author, audit) = (who.caller, who.author, who.audit);
@@ -281,6 +311,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             "'ServiceRequest.extension' (referral state) is set by the server; leave it out".into(),
         ));
     }
+    check_new_request(&body)?;
     let _memo = super::memo::scope();
     // The referral is the only write: it waits for the end, where it is the one statement,
     // when this create is not part of a larger transaction (`unit_tx`).

@@ -510,6 +510,15 @@ async fn bad_advice_requests_and_replies_are_refused_precisely() {
             r.text()
         );
     };
+    // An advice request is an active order, as a referral is.
+    let mut draft = request(&w, &[&advice], Some("AUTHORISED_TO_CONVERT"), "Advice?");
+    draft["status"] = json!("draft");
+    expect(
+        w.create(&draft).await,
+        422,
+        "INAPPROPRIATE_VALUE",
+        "ServiceRequest.status",
+    );
     expect(
         w.create(&request(
             &w,

@@ -295,7 +295,21 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             format!("needs the e-RS priority ({PRIORITY_EXTENSION}, valueCoding ROUTINE, URGENT or TWO_WEEK_WAIT)"),
         )),
         Some(p) => match fhir_priority(p) {
-            None => issues.push(Issue::error("code-invalid", "INVALID_CODE", format!("'ServiceRequest.extension[priority]' ({p}) is not an e-RS priority: ROUTINE, URGENT or TWO_WEEK_WAIT"))),
+            None => {
+                let i = r
+                    .get("extension")
+                    .and_then(Value::as_array)
+                    .and_then(|e| {
+                        e.iter().position(|x| {
+                            x.get("url").and_then(Value::as_str) == Some(PRIORITY_EXTENSION)
+                        })
+                    })
+                    .unwrap_or_default();
+                issues.push(
+                    Issue::error("code-invalid", "INVALID_CODE", format!("'ServiceRequest.extension[priority]' ({p}) is not an e-RS priority: ROUTINE, URGENT or TWO_WEEK_WAIT"))
+                        .with_expression(format!("ServiceRequest.extension[{i}].valueCoding.code")),
+                )
+            }
             Some(expected) => match r.get("priority").and_then(Value::as_str) {
                 Some(given) if given != expected => issues.push(Issue::error(
                     "business-rule",
