@@ -98,8 +98,21 @@ pub struct ResourceDef {
     pub events: bool,
 }
 
+/// R4's names for parameters served under another name: (type, R4 name, ours). A
+/// referral's or a message's `subject` is always a Patient (the e-RS profiles), so R4's
+/// `subject` is `patient`. Without this a standard client's `subject=Patient/…` would be an
+/// unknown parameter, ignored (with a warning): every patient's referrals instead of one's.
+const ALIASES: &[(&str, &str, &str)] = &[
+    ("ServiceRequest", "subject", "patient"),
+    ("Communication", "subject", "patient"),
+];
+
 impl ResourceDef {
     pub fn param(&self, name: &str) -> Option<&'static SearchParamDef> {
+        let name = ALIASES
+            .iter()
+            .find(|(t, alias, _)| *t == self.name && *alias == name)
+            .map_or(name, |(_, _, ours)| *ours);
         self.params.iter().find(|p| p.name == name)
     }
 }
@@ -306,7 +319,7 @@ const COMMUNICATION_PARAMS: &[SearchParamDef] = &[
         Reference,
         ["subject"],
         targets["Patient"],
-        "The patient the advice is about"
+        "The patient the advice is about (R4's `subject` too)"
     ),
     param!(
         "category",
@@ -518,7 +531,7 @@ const SERVICE_REQUEST_PARAMS: &[SearchParamDef] = &[
         Reference,
         ["subject"],
         targets["Patient"],
-        "The patient referred (chain: patient.identifier=https://fhir.nhs.uk/Id/nhs-number|…)"
+        "The patient referred (R4's `subject` too; chain: patient.identifier=https://fhir.nhs.uk/Id/nhs-number|…)"
     ),
     param!(
         "requester",

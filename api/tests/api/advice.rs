@@ -148,6 +148,16 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
     );
     let first = w.messages(&id, "").await;
     assert_eq!(first["total"], 1, "{first}");
+    // R4's `subject` is `patient` (a message's subject is always a Patient).
+    assert_eq!(
+        w.messages(&id, &format!("&subject=Patient/{}", w.patient))
+            .await["total"],
+        1
+    );
+    assert_eq!(
+        w.messages(&id, "&subject=Patient/no-such-patient").await["total"],
+        0
+    );
     assert_eq!(
         first["entry"][0]["resource"]["category"][0]["coding"][0]["code"],
         "REQUESTER"

@@ -215,6 +215,21 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
     let b = w.app.search("ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&state=NOT_BOOKED&priority=URGENT&_include=ServiceRequest:patient").await;
     assert_eq!(match_ids(&b), vec![id.clone()], "{b}");
     assert!(b.to_string().contains("\"resourceType\":\"Patient\""));
+    // R4's `subject` is `patient` here (a referral's subject is always a Patient): the same
+    // referrals, and none for a patient who has none (not every referral, as an ignored
+    // parameter would give).
+    let by = |p: &str, who: &str| format!("ServiceRequest?{p}=Patient/{who}&_count=100");
+    let subject = w.app.search(&by("subject", &w.patient)).await;
+    assert!(match_ids(&subject).contains(&id), "{subject}");
+    assert_eq!(
+        match_ids(&subject),
+        match_ids(&w.app.search(&by("patient", &w.patient)).await)
+    );
+    assert!(!subject.to_string().contains("ignored"), "{subject}");
+    assert_eq!(
+        w.app.search(&by("subject", "no-such-patient")).await["total"],
+        0
+    );
     // By requester organisation, shortlisted service (with the services included) and
     // authored date.
     let r69 = w.app.search("Organization?identifier=R69").await["entry"][0]["resource"]["id"]
