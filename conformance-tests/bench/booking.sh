@@ -35,7 +35,10 @@ SERVER=$!
 analyze_while_running "$BACKEND" "$URL"
 trap 'kill $SERVER $ANALYZER 2>/dev/null || true' EXIT
 wait_ready "$PORT"
-LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE]$(pg_via) $(date -u +%FT%TZ)"
+# A pool other than the server's default (ERS_BENCH_POOL) is named in the label.
+POOL_LABEL=""
+if [ "${ERS_BENCH_POOL:-8}" != 8 ]; then POOL_LABEL=" pool=$ERS_BENCH_POOL"; fi
+LABEL="$BACKEND commit=$(git rev-parse --short HEAD) services=$SERVICES slots=$SLOTS machine=[$MACHINE]$(pg_via)$POOL_LABEL $(date -u +%FT%TZ)"
 mkdir -p docs/benchmarks
 # book ($1: subscriptions, 0 for none): 32 clients, each booking its own slot. Enough pairs
 # (referrals made first, each with its own free slot) for the whole run at 1,600 bookings/s:

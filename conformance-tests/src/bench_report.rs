@@ -50,13 +50,15 @@ impl Results {
         Ok(Results(all))
     }
 
-    /// The last line of `file` on `backend` for which `pick` holds.
+    /// The last line of `file` on `backend` for which `pick` holds, of a run with the server's
+    /// default settings (a label naming another pool, `pool=N`, is an experiment).
     fn latest(&self, file: &str, backend: &str, pick: &dyn Fn(&Value) -> bool) -> Option<&Value> {
-        self.0
-            .get(file)?
-            .iter()
-            .rev()
-            .find(|v| v["label"].as_str().is_some_and(|l| l.starts_with(backend)) && pick(v))
+        self.0.get(file)?.iter().rev().find(|v| {
+            v["label"]
+                .as_str()
+                .is_some_and(|l| l.starts_with(backend) && !l.contains(" pool="))
+                && pick(v)
+        })
     }
 
     /// The most recent (by the time in its label) of each file's latest.
