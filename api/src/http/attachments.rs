@@ -1,20 +1,23 @@
 //! Attachments over HTTP: `POST /Binary` takes the file's bytes as they are (its Content-Type,
-//! and a file name in `Content-Disposition`); `GET /Binary/{id}` streams them back, or gives
-//! the FHIR Binary resource (base64) to a client that asks for FHIR JSON or XML.
+//! and a file name in `Content-Disposition`), or a FHIR Binary resource (`application/fhir+json`
+//! or `+xml`: its `contentType` and base64 `data`); `GET /Binary/{id}` streams them back, or
+//! gives the FHIR Binary resource (base64) to a client that asks for FHIR JSON or XML.
 
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::handlers::{authorise, base_url, draft, holds, if_none_match, on_conn};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::datetime;
+use crate::fhir::outcome::Issue;
 use crate::security::permissions::Action;
 use crate::service::attachments::{self, Upload};
+use crate::service::ServiceError;
 use crate::startup::AppState;
 
 type Reply = Result<HttpResponse, ApiError>;
@@ -53,6 +56,11 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let (body, content_type) = if is_fhir(&content_type) {
+        binary_resource(&req, &body)?
+    } else {
+        (body, content_type)
+    };
     let name = filename(&req);
     let d = draft(&req, Some(&caller));
     let meta = on_conn(&state, move |c| {
@@ -76,6 +84,50 @@ pub async fn upload(
             .map_err(|e| ApiError::Internal(format!("location header: {e}")))?,
     );
     Ok(res)
+}
+
+/// Whether an upload's Content-Type is a FHIR format (none of the attachment types is).
+fn is_fhir(content_type: &str) -> bool {
+    content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/fhir+")
+}
+
+/// The file a FHIR Binary resource carries: its decoded `data` and its `contentType`.
+fn binary_resource(req: &HttpRequest, body: &[u8]) -> Result<(web::Bytes, String), ApiError> {
+    let v = negotiate::parse_body(req, body)?;
+    let invalid = |issue: Issue| ApiError::Service(ServiceError::Invalid(vec![issue]));
+    let res_type = v
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if res_type != "Binary" {
+        return Err(invalid(Issue::invalid_at(
+            "resourceType",
+            format!("({res_type}) must be Binary: POST /Binary takes a file, or a Binary resource carrying one"),
+        )));
+    }
+    // (The parser refuses a Binary without its contentType.)
+    let content_type = v
+        .get("contentType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let data = v.get("data").and_then(Value::as_str).ok_or_else(|| {
+        invalid(Issue::required_at(
+            "Binary.data",
+            "is missing: the file, base64-encoded",
+        ))
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| {
+            invalid(Issue::invalid_at(
+                "Binary.data",
+                format!("is not base64: {e}"),
+            ))
+        })?;
+    Ok((web::Bytes::from(bytes), content_type.to_owned()))
 }
 
 pub async fn no_document_writes() -> Reply {

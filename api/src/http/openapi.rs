@@ -1098,12 +1098,16 @@ fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
     for (t, _) in ALLOWED {
         body = body.content(*t, Content::new(Some(string_schema("the file"))));
     }
+    // Or the FHIR Binary resource carrying the file (contentType, base64 data).
+    body = body
+        .content(FHIR_JSON, Content::new(Some(schema_ref("Resource"))))
+        .content(FHIR_XML, Content::new(Some(schema_ref("Resource"))));
     let post = operation(
         "uploadBinary",
         "Binary",
         "Upload an attachment",
         format!(
-            "Stores a referral letter or clinical document, checked: an accepted type, at most 5 MB (413 FILE_SIZE_ERROR), content that is what the Content-Type says and a file name (Content-Disposition) that matches (422). Only your organisation may read it until a referral document points at it. {}",
+            "Stores a referral letter or clinical document, sent as its bytes with its own Content-Type, or as a FHIR Binary resource (application/fhir+json or +xml: contentType and base64 data), checked: an accepted type, at most 5 MB (413 FILE_SIZE_ERROR), content that is what the Content-Type says and a file name (Content-Disposition) that matches (422). Only your organisation may read it until a referral document points at it. {}",
             who_may("Binary", Action::Create)
         ),
         vec![header(

@@ -382,11 +382,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .on(Method::POST, super::referrals::create)
                         .otherwise(not_allowed),
                 )
-                // Attachments: the bytes as they are, up to 5 MB (a larger body is 413).
+                // Attachments: the bytes as they are, up to 5 MB (a larger file is 413), or a
+                // FHIR Binary carrying them in base64 (a third more, and the resource's text).
                 .service(
                     Endpoint::at("/Binary")
                         .app_data(web::PayloadConfig::new(
-                            crate::fhir::resources::document_reference::MAX_BYTES + 1,
+                            crate::fhir::resources::document_reference::MAX_BYTES / 3 * 4
+                                + 64 * 1024,
                         ))
                         .on(Method::POST, super::attachments::upload)
                         .otherwise(not_allowed),

@@ -105,6 +105,58 @@ async fn uploads_are_checked_and_only_their_organisations_download_them() {
         .decode(r.json()["data"].as_str().expect("data"))
         .expect("base64");
     assert_eq!(data, PDF);
+    // The same file sent as a FHIR Binary resource is the same upload.
+    let encoded = base64::engine::general_purpose::STANDARD.encode(PDF);
+    let binary = |v: Value| v.to_string().into_bytes();
+    let r = w
+        .upload(
+            rc,
+            "application/fhir+json",
+            Some("letter.pdf"),
+            &binary(json!({"resourceType": "Binary", "contentType": "application/pdf", "data": encoded})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["contentType"], "application/pdf");
+    let again = r.json()["id"].as_str().expect("id").to_owned();
+    let r = w.get_as(rc, &format!("Binary/{again}"), None).await;
+    assert_eq!(r.body, PDF);
+    assert!(r
+        .header("content-disposition")
+        .expect("disposition")
+        .contains("letter.pdf"));
+    // ...checked as the file is, and refused where the resource is wrong.
+    for (v, status, at) in [
+        (
+            json!({"resourceType": "Binary", "contentType": "image/png", "data": encoded}),
+            422,
+            "Binary.data",
+        ),
+        (
+            json!({"resourceType": "Binary", "contentType": "application/pdf"}),
+            422,
+            "Binary.data",
+        ),
+        (
+            json!({"resourceType": "Basic", "code": {"text": "x"}}),
+            422,
+            "resourceType",
+        ),
+    ] {
+        let r = w
+            .upload(rc, "application/fhir+json", None, &binary(v))
+            .await;
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(r.json()["issue"][0]["expression"][0], at, "{}", r.text());
+    }
+    w.upload(
+        rc,
+        "application/fhir+json",
+        None,
+        &binary(json!({"resourceType": "Binary", "data": encoded})),
+    )
+    .await
+    .assert_outcome(400, "structure");
     // Another organisation cannot tell it exists.
     w.get_as(stranger, &format!("Binary/{id}"), None)
         .await
