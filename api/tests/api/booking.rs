@@ -750,47 +750,37 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
         .expect("v")
         .parse()
         .expect("n");
-    let r = w
-        .send_as(
-            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+    let provider: (&str, &str, &str) = (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods);
+    let reject_with = async |p: &[(&str, &str)]| {
+        w.send_as(
+            provider,
             "POST",
             &reject,
             Some(sr_version),
-            Some(&params(&[("reason", "PATIENT_ILL")])),
-        )
-        .await;
-    r.assert_outcome(422, "code-invalid");
-    // Two reasons: which was meant? Refused, naming the parameter, and nothing changes.
-    let d = w
-        .send_as(
-            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
-            "POST",
-            &reject,
-            Some(sr_version),
-            Some(&params(&[
-                ("reason", "SERVICE_INAPPROPRIATE"),
-                ("reason", "PATIENT_ILL"),
-                ("comment", "Needs a paediatric service"),
-            ])),
+            Some(&params(p)),
         )
         .await
-        .assert_outcome(400, "structure");
+    };
+    reject_with(&[("reason", "PATIENT_ILL")])
+        .await
+        .assert_outcome(422, "code-invalid");
+    // Two reasons: which was meant? Refused, naming the parameter, and nothing changes.
+    let d = reject_with(&[
+        ("reason", "SERVICE_INAPPROPRIATE"),
+        ("reason", "PATIENT_ILL"),
+        ("comment", "Needs a paediatric service"),
+    ])
+    .await
+    .assert_outcome(400, "structure");
     assert!(
         d.contains("'Parameters.parameter[reason]' is given 2 times"),
         "{d}"
     );
-    let r = w
-        .send_as(
-            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
-            "POST",
-            &reject,
-            Some(sr_version),
-            Some(&params(&[
-                ("reason", "SERVICE_INAPPROPRIATE"),
-                ("comment", "Needs a paediatric service"),
-            ])),
-        )
-        .await;
+    let r = reject_with(&[
+        ("reason", "SERVICE_INAPPROPRIATE"),
+        ("comment", "Needs a paediatric service"),
+    ])
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(state(&r.json()), "REJECTED");
     let appt = w
