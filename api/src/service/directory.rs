@@ -7,6 +7,7 @@ use super::ServiceError;
 use crate::domain::NhsNumber;
 use crate::fhir::outcome::Issue;
 use crate::fhir::service_search::{self, PatientFacts, PatientRef};
+use crate::fhir::At;
 
 use super::Result;
 
@@ -51,4 +52,38 @@ pub fn patient_for_search(
     let content: Value = super::parse_stored(&row)?;
     let facts = service_search::patient_facts(&content, chrono::Utc::now().date_naive());
     Ok((row, facts))
+}
+
+/// A slot a service definer writes is for a priority its service takes: a slot of another
+/// priority could never be booked (e-RS `UNSUPPORTED_PRIORITY`). The schedule and service
+/// are the ones the owner check has just read.
+pub fn check_slot_priority(c: &mut DbConnection, slot: &Value) -> Result<()> {
+    let Some(priority) = crate::fhir::resources::slot::priority_code(slot) else {
+        return Ok(());
+    };
+    let Some(schedule) = slot.at("/schedule/reference").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let Some(schedule) = super::referral::load_json(c, schedule)? else {
+        return Ok(());
+    };
+    let Some(service) = crate::fhir::resources::schedule::actor(&schedule, "HealthcareService")
+    else {
+        return Ok(());
+    };
+    let Some(facts) = super::referral::service_facts(c, service)? else {
+        return Ok(());
+    };
+    if facts.priorities.iter().any(|p| p == priority) {
+        return Ok(());
+    }
+    Err(ServiceError::Invalid(vec![Issue::error(
+        "business-rule",
+        "UNSUPPORTED_PRIORITY",
+        format!(
+            "'Slot.appointmentType' ({priority}) is not a priority {service} takes (it takes {}): its slot could never be booked",
+            facts.priorities.join(", ")
+        ),
+    )
+    .with_expression("Slot.appointmentType.coding[0].code")]))
 }

@@ -288,6 +288,20 @@ fn check_owner(
     Ok(())
 }
 
+/// The Directory's rules across resources, for an edit by a caller acting for an
+/// organisation (a service definer; the server's own bulk writes are made consistent).
+fn check_directory_rules(
+    c: &mut DbConnection,
+    res_type: &str,
+    body: &Value,
+    audit: &AuditDraft,
+) -> Result<()> {
+    if audit.org.is_some() && res_type == "Slot" {
+        super::directory::check_slot_priority(c, body)?;
+    }
+    Ok(())
+}
+
 /// Every local reference must name a live resource of a hosted type.
 fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Result<()> {
     let mut targets = Vec::with_capacity(refs.len());
@@ -619,6 +633,7 @@ pub fn create(
         verify_references(c, &prepared.references)?;
         if !w.owner_exempt {
             check_owner(c, def.name, &prepared.content, audit)?;
+            check_directory_rules(c, def.name, &prepared.content, audit)?;
         }
         if !w.fresh_keys {
             check_unique(c, def, &prepared.index, None)?;
@@ -873,6 +888,7 @@ pub fn update(
         if !w.owner_exempt {
             check_owner(c, def.name, &before, audit)?;
             check_owner(c, def.name, &prepared.content, audit)?;
+            check_directory_rules(c, def.name, &prepared.content, audit)?;
         }
         // Unique keys come from identifiers: the same identifiers as the live stored version
         // hold the same keys, already this resource's (the store's write refuses a key

@@ -231,14 +231,14 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
         1
     );
 
-    // A schedule for the bookable service, with slots at each priority.
+    // A schedule for the bookable service (ROUTINE and URGENT), with slots at each.
     let sched = mk(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", ids[0])}], "planningHorizon": {"start": "2026-12-01T00:00:00Z", "end": "2026-12-31T00:00:00Z"}})).await;
     assert_eq!(sched.status, 201, "{}", sched.text());
     let sched = sched.json()["id"].as_str().expect("id").to_owned();
     for (day, prio, status) in [
         ("01", "ROUTINE", "free"),
         ("02", "URGENT", "free"),
-        ("03", "TWO_WEEK_WAIT", "free"),
+        ("03", "URGENT", "free"),
         ("04", "ROUTINE", "busy"),
     ] {
         let slot = json!({
@@ -259,7 +259,7 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
     );
     assert_eq!(
         app.search(&format!("{q}&priority=URGENT")).await["total"],
-        2,
+        3,
         "URGENT also finds ROUTINE"
     );
     assert_eq!(
@@ -297,6 +297,21 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
         r.text().contains("Slot.end") && r.text().contains("SOON"),
         "{}",
         r.text()
+    );
+    // A slot of a priority the service does not take could never be booked: refused.
+    let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-05T10:00:00Z", "end": "2026-12-05T10:15:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "TWO_WEEK_WAIT"}]}})).await;
+    let d = r.assert_outcome(422, "business-rule");
+    assert!(
+        d.contains("TWO_WEEK_WAIT") && d.contains("ROUTINE, URGENT"),
+        "{d}"
+    );
+    assert_eq!(
+        r.json()["issue"][0]["details"]["coding"][0]["code"],
+        "UNSUPPORTED_PRIORITY"
+    );
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Slot.appointmentType.coding[0].code"
     );
     // A definer elsewhere may not add slots to this schedule.
     let other = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-06T09:00:00Z", "end": "2026-12-06T09:15:00Z"});
