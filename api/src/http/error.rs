@@ -137,6 +137,11 @@ impl ApiError {
                     at_if_match("required", "MISSING_HEADER"),
                 ),
                 S::BadRequest(_) => (StatusCode::BAD_REQUEST, one("invalid", "INVALID_VALUE")),
+                S::BadSearch { param, .. } => (
+                    StatusCode::BAD_REQUEST,
+                    vec![Issue::error("invalid", "INVALID_VALUE", msg.clone())
+                        .with_expression(param.clone())],
+                ),
                 S::BadHeader { header, .. } => bad_header(header, msg.clone()),
                 S::Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.clone()),
                 S::Duplicate { res_type, .. } | S::DuplicateConcurrent { res_type, .. } => (

@@ -107,6 +107,10 @@ pub enum ServiceError {
     RequestState(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A search parameter the service could not resolve (a postcode it does not know): 400,
+    /// naming the parameter.
+    #[error("Search parameter '{param}': {message}")]
+    BadSearch { param: String, message: String },
     /// A request header that is not as it must be.
     #[error("{header} header: {message}")]
     BadHeader {

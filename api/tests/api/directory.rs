@@ -466,17 +466,20 @@ async fn services_and_locations_near_a_point_or_a_postcode_nearest_first() {
     ] {
         app.get(q).await.assert_outcome(400, "invalid");
     }
-    let d = app
+    let r = app
         .get("HealthcareService?near-postcode=ZE1%200AA|10|km")
-        .await
-        .assert_outcome(400, "invalid");
+        .await;
+    let d = r.assert_outcome(400, "invalid");
     assert!(
         d.contains("ZE1 0AA") && d.contains("import-postcodes"),
         "{d}"
     );
-    app.get("HealthcareService?near-postcode=not-a-postcode|10")
-        .await
-        .assert_outcome(400, "invalid");
+    assert_eq!(r.json()["issue"][0]["expression"][0], "near-postcode");
+    let r = app
+        .get("HealthcareService?near-postcode=not-a-postcode|10")
+        .await;
+    r.assert_outcome(400, "invalid");
+    assert_eq!(r.json()["issue"][0]["expression"][0], "near-postcode");
 }
 
 #[actix_web::test]
