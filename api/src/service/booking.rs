@@ -394,10 +394,7 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
     }
     let Some((referral_id, pinned)) = ap::based_on(&body) else {
         if let Some(given) = bases.first() {
-            let given = given
-                .get("reference")
-                .and_then(Value::as_str)
-                .map_or_else(|| given.to_string(), str::to_owned);
+            let given = compact(given.get("reference").unwrap_or(given));
             return Err(invalid(
                 PINNED_AT,
                 "INVALID_VALUE",
@@ -612,11 +609,8 @@ fn said_patient(body: &Value, referral: &Value) -> Result<()> {
         .at("/subject/reference")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    for (i, p) in participants(body).enumerate() {
-        let Some(r) = p.at("/actor/reference").and_then(Value::as_str) else {
-            continue;
-        };
-        if r.starts_with("Patient/") && split_reference(r) != split_reference(patient) {
+    for (i, r) in ap::actors_at(body, "Patient") {
+        if split_reference(r) != split_reference(patient) {
             return Err(invalid(
                 &format!("Appointment.participant[{i}].actor"),
                 "INAPPROPRIATE_VALUE",
@@ -650,13 +644,8 @@ fn said_with_slot(body: &Value, slot: &SlotFacts) -> Result<()> {
             ));
         }
     }
-    for (i, p) in participants(body).enumerate() {
-        let Some(r) = p.at("/actor/reference").and_then(Value::as_str) else {
-            continue;
-        };
-        if r.starts_with("Location/")
-            && split_reference(r) != slot.location.as_deref().and_then(split_reference)
-        {
+    for (i, r) in ap::actors_at(body, "Location") {
+        if split_reference(r) != slot.location.as_deref().and_then(split_reference) {
             return Err(invalid(
                 &format!("Appointment.participant[{i}].actor"),
                 "INAPPROPRIATE_VALUE",
@@ -669,13 +658,6 @@ fn said_with_slot(body: &Value, slot: &SlotFacts) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn participants(body: &Value) -> impl Iterator<Item = &Value> {
-    body.get("participant")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
 }
 
 /// A JSON value as a client would recognise it: a string without its quotes.

@@ -54,9 +54,11 @@ pub fn patient_for_search(
     Ok((row, facts))
 }
 
-/// A slot a service definer writes is for a priority its service takes: a slot of another
-/// priority could never be booked (e-RS `UNSUPPORTED_PRIORITY`). The schedule and service
-/// are the ones the owner check has just read.
+/// A slot a service definer writes must be bookable by a referral its service takes: its
+/// priority at or below one the service takes (a two-week-wait referral may take an urgent
+/// or routine slot, `registry::priorities_at_or_below`, the booking's own rule). Another
+/// slot could never be booked (e-RS `UNSUPPORTED_PRIORITY`). The schedule and service are
+/// the ones the owner check has just read.
 pub fn check_slot_priority(c: &mut DbConnection, slot: &Value) -> Result<()> {
     let Some(priority) = crate::fhir::resources::slot::priority_code(slot) else {
         return Ok(());
@@ -74,14 +76,18 @@ pub fn check_slot_priority(c: &mut DbConnection, slot: &Value) -> Result<()> {
     let Some(facts) = super::referral::service_facts(c, service)? else {
         return Ok(());
     };
-    if facts.priorities.iter().any(|p| p == priority) {
+    if facts
+        .priorities
+        .iter()
+        .any(|p| crate::fhir::registry::priorities_at_or_below(p).contains(&priority))
+    {
         return Ok(());
     }
     Err(ServiceError::Invalid(vec![Issue::error(
         "business-rule",
         "UNSUPPORTED_PRIORITY",
         format!(
-            "'Slot.appointmentType' ({priority}) is not a priority {service} takes (it takes {}): its slot could never be booked",
+            "'Slot.appointmentType' ({priority}) is above every priority {service} takes (it takes {}): no referral it takes could book the slot",
             facts.priorities.join(", ")
         ),
     )

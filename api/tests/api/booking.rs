@@ -326,7 +326,7 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
         )
         .await;
     r.assert_outcome(409, "conflict");
-    assert_eq!(r.json()["issue"][0]["expression"][0], "If-Match");
+    assert_eq!(r.issue_at().1, "If-Match");
     // Without If-Match: 428, naming the header.
     let r = w
         .rc(
@@ -337,7 +337,7 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
         )
         .await;
     r.assert_outcome(428, "required");
-    assert_eq!(r.json()["issue"][0]["expression"][0], "If-Match");
+    assert_eq!(r.issue_at().1, "If-Match");
 
     // Cancel (patient's reason): slot freed, referral APPT_CANCELLED_BY_PATIENT and back on
     // the referrer's awaiting-booking worklist.
@@ -482,18 +482,11 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
         change(&mut a);
         a
     };
-    let refused = |r: &Reply, code: &str, at: &str| {
-        assert_eq!(
-            r.json()["issue"][0]["details"]["coding"][0]["code"],
-            code,
-            "{}",
-            r.text()
-        );
-        assert_eq!(r.json()["issue"][0]["expression"][0], at, "{}", r.text());
-        r.json()["issue"][0]["diagnostics"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+    // Status and issue type, then the e-RS code at the field; the diagnostics.
+    let refused = |r: &Reply, (status, kind): (u16, &str), ers: &str, at: &str| {
+        let d = r.assert_outcome(status, kind);
+        r.assert_issue(ers, at);
+        d
     };
     let other_patient = said(&|a| {
         a["participant"] =
@@ -502,9 +495,9 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
     let r = w
         .rc("POST", "Appointment", None, Some(&other_patient))
         .await;
-    r.assert_outcome(422, "business-rule");
     let d = refused(
         &r,
+        (422, "business-rule"),
         "INAPPROPRIATE_VALUE",
         "Appointment.participant[0].actor",
     );
@@ -514,8 +507,12 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
     );
     let other_time = said(&|a| a["start"] = json!("2031-01-01T10:00:00Z"));
     let r = w.rc("POST", "Appointment", None, Some(&other_time)).await;
-    r.assert_outcome(422, "business-rule");
-    let d = refused(&r, "INAPPROPRIATE_VALUE", "Appointment.start");
+    let d = refused(
+        &r,
+        (422, "business-rule"),
+        "INAPPROPRIATE_VALUE",
+        "Appointment.start",
+    );
     assert!(
         d.contains("2031-01-01T10:00:00Z") && d.contains(&routine[0].1),
         "{d}"
@@ -527,9 +524,9 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
             .push(json!({"actor": {"reference": "Location/elsewhere"}, "status": "accepted"}));
     });
     let r = w.rc("POST", "Appointment", None, Some(&other_place)).await;
-    r.assert_outcome(422, "business-rule");
     refused(
         &r,
+        (422, "business-rule"),
         "INAPPROPRIATE_VALUE",
         "Appointment.participant[1].actor",
     );
@@ -538,22 +535,34 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
         a["basedOn"] = json!([{"reference": format!("ServiceRequest/{id}")}, {"reference": format!("ServiceRequest/{id}")}]);
     });
     let r = w.rc("POST", "Appointment", None, Some(&two)).await;
-    r.assert_outcome(422, "business-rule");
-    refused(&r, "TOO_MANY_ITEMS", "Appointment.basedOn");
+    refused(
+        &r,
+        (422, "business-rule"),
+        "TOO_MANY_ITEMS",
+        "Appointment.basedOn",
+    );
     let not_a_referral =
         said(&|a| a["basedOn"] = json!([{"reference": format!("Patient/{}", w.patient)}]));
     let r = w
         .rc("POST", "Appointment", None, Some(&not_a_referral))
         .await;
-    r.assert_outcome(422, "value");
-    refused(&r, "INVALID_VALUE", "Appointment.basedOn[0]");
+    refused(
+        &r,
+        (422, "value"),
+        "INVALID_VALUE",
+        "Appointment.basedOn[0]",
+    );
     // A referral version that is not the current one: 409, naming basedOn (not If-Match).
     let stale = said(&|a| {
         a["basedOn"] = json!([{"reference": format!("ServiceRequest/{id}/_history/99")}])
     });
     let r = w.rc("POST", "Appointment", None, Some(&stale)).await;
-    r.assert_outcome(409, "conflict");
-    let d = refused(&r, "INVALID_REQUEST_STATE", "Appointment.basedOn[0]");
+    let d = refused(
+        &r,
+        (409, "conflict"),
+        "INVALID_REQUEST_STATE",
+        "Appointment.basedOn[0]",
+    );
     assert!(
         d.contains("'basedOn' names version 99") && !d.contains("If-Match"),
         "{d}"
@@ -722,12 +731,7 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
         )
         .await;
     r.assert_outcome(404, "not-found");
-    assert_eq!(
-        r.json()["issue"][0]["expression"][0],
-        "Appointment.basedOn[0]",
-        "{}",
-        r.text()
-    );
+    r.assert_issue("REFERENCE_NOT_FOUND", "Appointment.basedOn[0]");
     w.send_as(
         (&stranger, "REFERRING_CLINICIAN", "R68"),
         "GET",
@@ -1026,46 +1030,24 @@ async fn requirements_follow_the_appointment_and_the_provider_accepts_or_rebooks
     };
     let sr_v = v(&w.referral_now(&id).await);
     let op = format!("ServiceRequest/{id}/$ers.updateAdditionalRequirements");
-    w.rc(
-        "POST",
-        &op,
-        Some(sr_v),
-        Some(&params(&[("interpreterLanguage", "polish")])),
-    )
-    .await
-    .assert_outcome(422, "code-invalid");
+    let update_with =
+        async |p: &[(&str, &str)]| w.rc("POST", &op, Some(sr_v), Some(&params(p))).await;
+    update_with(&[("interpreterLanguage", "polish")])
+        .await
+        .assert_outcome(422, "code-invalid");
     // A requirement given twice: which was meant? Refused, naming it.
-    let r = w
-        .rc(
-            "POST",
-            &op,
-            Some(sr_v),
-            Some(&params(&[
-                ("transport", "Patient transport service"),
-                ("transport", "Own car"),
-            ])),
-        )
-        .await;
+    let r = update_with(&[
+        ("transport", "Patient transport service"),
+        ("transport", "Own car"),
+    ])
+    .await;
     r.assert_outcome(400, "structure");
-    assert_eq!(
-        r.json()["issue"][0]["details"]["coding"][0]["code"],
-        "TOO_MANY_ITEMS"
-    );
-    assert_eq!(
-        r.json()["issue"][0]["expression"][0],
-        "Parameters.parameter[transport]"
-    );
-    let r = w
-        .rc(
-            "POST",
-            &op,
-            Some(sr_v),
-            Some(&params(&[
-                ("interpreterLanguage", "bfi"),
-                ("transport", "Patient transport service"),
-            ])),
-        )
-        .await;
+    r.assert_issue("TOO_MANY_ITEMS", "Parameters.parameter[transport]");
+    let r = update_with(&[
+        ("interpreterLanguage", "bfi"),
+        ("transport", "Patient transport service"),
+    ])
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let appt = w
         .rc("GET", &format!("Appointment/{appt_id}"), None, None)

@@ -130,7 +130,7 @@ async fn patient_create_read_update_vread_history_search() {
         diag.contains("version 1") && diag.contains("is 2"),
         "{diag}"
     );
-    assert_eq!(r.json()["issue"][0]["expression"][0], "If-Match");
+    assert_eq!(r.issue_at().1, "If-Match");
     assert_eq!(
         app.get(&format!("Patient/{id}")).await.json()["name"][0]["family"],
         "Smythe"

@@ -305,14 +305,16 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
         d.contains("TWO_WEEK_WAIT") && d.contains("ROUTINE, URGENT"),
         "{d}"
     );
-    assert_eq!(
-        r.json()["issue"][0]["details"]["coding"][0]["code"],
-        "UNSUPPORTED_PRIORITY"
+    r.assert_issue(
+        "UNSUPPORTED_PRIORITY",
+        "Slot.appointmentType.coding[0].code",
     );
-    assert_eq!(
-        r.json()["issue"][0]["expression"][0],
-        "Slot.appointmentType.coding[0].code"
-    );
+    // A priority below one the service takes is bookable (a two-week-wait referral may take an
+    // urgent slot): the 2WW-only service may offer one.
+    let r = mk(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", ids[3])}]})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{}", r.json()["id"].as_str().expect("id"))}, "status": "free", "start": "2026-12-05T10:00:00Z", "end": "2026-12-05T10:15:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "URGENT"}]}})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
     // A definer elsewhere may not add slots to this schedule.
     let other = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-06T09:00:00Z", "end": "2026-12-06T09:15:00Z"});
     app.send(
@@ -474,12 +476,12 @@ async fn services_and_locations_near_a_point_or_a_postcode_nearest_first() {
         d.contains("ZE1 0AA") && d.contains("import-postcodes"),
         "{d}"
     );
-    assert_eq!(r.json()["issue"][0]["expression"][0], "near-postcode");
+    assert_eq!(r.issue_at().1, "near-postcode");
     let r = app
         .get("HealthcareService?near-postcode=not-a-postcode|10")
         .await;
     r.assert_outcome(400, "invalid");
-    assert_eq!(r.json()["issue"][0]["expression"][0], "near-postcode");
+    assert_eq!(r.issue_at().1, "near-postcode");
 }
 
 #[actix_web::test]

@@ -105,6 +105,24 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+    /// The first issue's e-RS code and expression (empty where it has none).
+    pub fn issue_at(&self) -> (String, String) {
+        let issue = &self.json()["issue"][0];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        (
+            text(&issue["details"]["coding"][0]["code"]),
+            text(&issue["expression"][0]),
+        )
+    }
+    /// Asserts the first issue names this e-RS code at this expression.
+    pub fn assert_issue(&self, ers_code: &str, expression: &str) {
+        assert_eq!(
+            self.issue_at(),
+            (ers_code.to_owned(), expression.to_owned()),
+            "{}",
+            self.text()
+        );
+    }
     /// Asserts an OperationOutcome error with the status and issue code, returns diagnostics.
     pub fn assert_outcome(&self, status: u16, code: &str) -> String {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text());

@@ -43,14 +43,22 @@ pub fn based_on(a: &Value) -> Option<(String, Option<i64>)> {
 
 /// The `Type/id` references of the participants' actors of one type.
 pub fn actors(a: &Value, res_type: &str) -> Vec<String> {
+    actors_at(a, res_type)
+        .filter(|(_, r)| split_reference(r).is_some())
+        .map(|(_, r)| r.to_owned())
+        .collect()
+}
+
+/// The participants' actor references that name a type, well formed or not, with the
+/// index of their participant.
+pub fn actors_at<'a>(a: &'a Value, res_type: &'a str) -> impl Iterator<Item = (usize, &'a str)> {
     a.get("participant")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|p| p.at("/actor/reference").and_then(Value::as_str))
-        .filter(|r| split_reference(r).is_some_and(|(t, _)| t == res_type))
-        .map(str::to_owned)
-        .collect()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, p.at("/actor/reference")?.as_str()?)))
+        .filter(move |(_, r)| r.split('/').next() == Some(res_type))
 }
 
 /// The actor of the participant typed as the named clinician (CON), if any.
