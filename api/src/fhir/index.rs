@@ -227,6 +227,33 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
     out
 }
 
+/// Makes every literal reference to a resource on this server (`{base}/Type/id`, FHIR's
+/// absolute form of a local reference) relative (`Type/id`), as it is stored and checked;
+/// references elsewhere are left as they are. Contained resources and a Bundle's entries are
+/// included: every `reference` element anywhere in the body.
+pub fn localise_references(body: &mut Value, base: &str) {
+    match body {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                if k == "reference" {
+                    let local = child
+                        .as_str()
+                        .and_then(|r| r.strip_prefix(base)?.strip_prefix('/'))
+                        .filter(|rest| split_reference(rest).is_some())
+                        .map(str::to_owned);
+                    if let Some(local) = local {
+                        *child = Value::String(local);
+                    }
+                } else {
+                    localise_references(child, base);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| localise_references(i, base)),
+        _ => {}
+    }
+}
+
 /// Every literal reference in a resource, with its FHIRPath-like location.
 pub fn all_references(resource: &Value) -> Vec<(String, String)> {
     fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
@@ -281,6 +308,42 @@ mod tests {
         );
         assert_eq!(split_reference("http://x/Patient/abc"), None);
         assert_eq!(split_reference("#c1"), None);
+    }
+
+    #[test]
+    fn references_to_this_server_become_relative() {
+        let base = "https://ers.example/FHIR/R4";
+        let mut r = json!({"resourceType": "Bundle", "entry": [{"fullUrl": "https://ers.example/FHIR/R4/Patient/p", "resource": {
+        "resourceType": "Appointment",
+        "slot": [{"reference": "https://ers.example/FHIR/R4/Slot/s1"}],
+        "basedOn": [{"reference": "https://ers.example/FHIR/R4/ServiceRequest/r/_history/2"}],
+        "participant": [
+            {"actor": {"reference": "https://other.example/FHIR/R4/Patient/p"}},
+            {"actor": {"reference": "https://ers.example/FHIR/R4/metadata"}},
+            {"actor": {"reference": "https://ers.example/FHIR/R4x/Location/l"}},
+            {"actor": {"reference": "Location/l"}}
+        ]}}]});
+        localise_references(&mut r, base);
+        let a = &r["entry"][0]["resource"];
+        assert_eq!(a["slot"][0]["reference"], "Slot/s1");
+        assert_eq!(a["basedOn"][0]["reference"], "ServiceRequest/r/_history/2");
+        assert_eq!(
+            a["participant"][0]["actor"]["reference"],
+            "https://other.example/FHIR/R4/Patient/p"
+        );
+        assert_eq!(
+            a["participant"][1]["actor"]["reference"],
+            "https://ers.example/FHIR/R4/metadata"
+        );
+        assert_eq!(
+            a["participant"][2]["actor"]["reference"],
+            "https://ers.example/FHIR/R4x/Location/l"
+        );
+        assert_eq!(a["participant"][3]["actor"]["reference"], "Location/l");
+        assert_eq!(
+            r["entry"][0]["fullUrl"],
+            "https://ers.example/FHIR/R4/Patient/p"
+        );
     }
 
     #[test]

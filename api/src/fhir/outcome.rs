@@ -88,6 +88,14 @@ impl Issue {
         }
     }
 
+    /// A warning: something the answer did not do as asked, said beside it.
+    pub fn warning(diagnostics: impl Into<String>) -> Self {
+        Issue {
+            severity: Severity::Warning,
+            ..Issue::information(diagnostics)
+        }
+    }
+
     pub fn with_expression(mut self, expression: impl Into<String>) -> Self {
         self.expression = Some(expression.into());
         self

@@ -60,6 +60,9 @@ pub struct PatientServiceSearch {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PatientFacts {
     pub postcode: Option<String>,
+    /// The home postcode when the server cannot place it (not a postcode, or one its postcode
+    /// table does not hold, e.g. ZZ99 3VZ, no fixed abode); `postcode` is then None.
+    pub unplaced_postcode: Option<String>,
     pub age_years: Option<i32>,
     pub gender: Option<String>,
 }
@@ -89,6 +92,15 @@ pub fn parameters() -> &'static [(&'static str, &'static str)] {
 
 fn at(name: &str) -> String {
     format!("Parameters.parameter[{name}]")
+}
+
+/// The search parameter a postcode becomes.
+const NEAR_POSTCODE: &str = "near-postcode";
+
+/// The operation's input a parameter of its search stands for, to name in an error about it
+/// (the search's `near-postcode` is this operation's `postcode`).
+pub fn input_of(param: &str) -> Option<String> {
+    (param == NEAR_POSTCODE).then(|| at("postcode"))
 }
 
 /// A `Parameters` body as (name, value) pairs.
@@ -286,6 +298,27 @@ impl PatientServiceSearch {
         }
     }
 
+    /// The patient's home postcode when it would have been used and cannot be placed.
+    fn unplaced<'a>(&self, patient: Option<&'a PatientFacts>) -> Option<&'a str> {
+        self.postcode
+            .is_none()
+            .then_some(patient?.unplaced_postcode.as_deref()?)
+    }
+
+    /// What the answer says beside its results: that the patient's home postcode could not be
+    /// placed, so the services are neither limited to nor sorted by their distance from it.
+    pub fn notes(&self, patient: Option<&PatientFacts>) -> Vec<Issue> {
+        self.unplaced(patient)
+            .map(|pc| {
+                Issue::warning(format!(
+                    "the patient's home postcode ({pc}) is not one this server can place: services are not limited to or sorted by distance; give a postcode to have them"
+                ))
+                .with_expression(at("postcode"))
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// The HealthcareService search this operation runs, given what is known of the patient.
     pub fn search_params(
         &self,
@@ -332,24 +365,26 @@ impl PatientServiceSearch {
             .as_ref()
             .map(|p| p.as_str().to_owned())
             .or_else(|| patient.and_then(|f| f.postcode.clone()));
+        let needed = |what: &str| {
+            let why = match self.unplaced(patient) {
+                Some(pc) => format!("the patient's home postcode ({pc}) is not one this server can place: give a postcode"),
+                None => "give a postcode, or a patient whose home address has one".to_owned(),
+            };
+            Err(vec![Issue::required_at(
+                at("postcode"),
+                format!("is needed {what}: {why}"),
+            )])
+        };
         match (&postcode, self.sort) {
             (Some(pc), _) => push(
                 &mut out,
-                "near-postcode",
+                NEAR_POSTCODE,
                 format!("{pc}|{}|mi", self.distance_miles.unwrap_or(DEFAULT_MILES)),
             ),
             (None, Some(SortBy::Distance)) | (None, None) if self.distance_miles.is_some() => {
-                return Err(vec![Issue::required_at(
-                    at("postcode"),
-                    "is needed for distanceLimit: give a postcode, or a patient whose home address has one",
-                )])
+                return needed("for distanceLimit")
             }
-            (None, Some(SortBy::Distance)) => {
-                return Err(vec![Issue::required_at(
-                    at("postcode"),
-                    "is needed to sort by DISTANCE: give a postcode, or a patient whose home address has one",
-                )])
-            }
+            (None, Some(SortBy::Distance)) => return needed("to sort by DISTANCE"),
             _ => {}
         }
         if self.sort == Some(SortBy::EarliestSlot) {
@@ -463,6 +498,7 @@ pub fn patient_facts(patient: &Value, today: NaiveDate) -> PatientFacts {
         });
     PatientFacts {
         postcode,
+        unplaced_postcode: None,
         age_years,
         gender: patient
             .get("gender")
@@ -483,15 +519,15 @@ mod tests {
     #[test]
     fn eligibility_follows_the_codesystem_properties() {
         let man = PatientFacts {
-            postcode: None,
             age_years: Some(40),
             gender: Some("male".into()),
+            ..Default::default()
         };
         assert_eq!(ruled_out(&man), vec!["FEMALE_ONLY", "CHILDREN_ONLY"]);
         let girl = PatientFacts {
-            postcode: None,
             age_years: Some(17),
             gender: Some("female".into()),
+            ..Default::default()
         };
         assert_eq!(ruled_out(&girl), vec!["MALE_ONLY", "ADULTS_ONLY"]);
         assert!(ruled_out(&PatientFacts::default()).is_empty());

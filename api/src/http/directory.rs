@@ -4,13 +4,14 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::handlers::{authorise, draft, ok_outcome, parse_query, run_search};
+use super::handlers::{authorise, draft, ok_outcome, parse_query, run_search_on};
 use super::{negotiate, ApiError};
 use crate::domain::Caller;
+use crate::fhir::outcome::Issue;
 use crate::fhir::registry;
 use crate::fhir::service_search::{self, PatientServiceSearch};
 use crate::security::permissions::Action;
-use crate::service::{audit, directory};
+use crate::service::{audit, directory, ServiceError};
 use crate::startup::AppState;
 
 pub async fn search_for_patient(
@@ -45,5 +46,21 @@ pub async fn search_for_patient(
     let params = search
         .search_params(facts.as_ref())
         .map_err(ApiError::Search)?;
-    run_search(req, def, params, caller, state).await
+    let notes = search.notes(facts.as_ref());
+    // A postcode the server cannot place is named as the operation's input, not its search's.
+    run_search_on(req, def, params, None, notes, caller, state)
+        .await
+        .map_err(|e| match e {
+            ApiError::Service(ServiceError::BadSearch { param, message }) => {
+                match service_search::input_of(&param) {
+                    Some(input) => {
+                        ApiError::Search(vec![
+                            Issue::error("value", "INVALID_VALUE", message).with_expression(input)
+                        ])
+                    }
+                    None => ApiError::Service(ServiceError::BadSearch { param, message }),
+                }
+            }
+            other => other,
+        })
 }

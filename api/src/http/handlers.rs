@@ -634,16 +634,17 @@ pub(super) async fn run_search(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
-    run_search_on(req, def, params, None, caller, state).await
+    run_search_on(req, def, params, None, Vec::new(), caller, state).await
 }
 
 /// A search of a type, or of one of its worklists (`list`): the same parameters, paging,
-/// includes, audit and Bundle.
+/// includes, audit and Bundle, with `notes` (warnings of the caller's) in its outcome.
 pub(super) async fn run_search_on(
     req: HttpRequest,
     def: &'static ResourceDef,
     params: Vec<(String, String)>,
     list: Option<ListSearch>,
+    notes: Vec<Issue>,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
@@ -729,14 +730,12 @@ pub(super) async fn run_search_on(
             distance_km: None,
         });
     }
-    let mut notes = Vec::new();
+    let mut notes = notes;
     if !parsed.ignored.is_empty() {
-        let mut ignored = Issue::information(format!(
+        notes.push(Issue::warning(format!(
             "Unknown search parameters ignored: {}",
             parsed.ignored.join(", ")
-        ));
-        ignored.severity = crate::fhir::outcome::Severity::Warning;
-        notes.push(ignored);
+        )));
     }
     if !of_list && parsed.total == fsearch::TotalMode::UpTo && result.total.is_none() {
         notes.push(Issue::information(format!(

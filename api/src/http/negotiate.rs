@@ -2,10 +2,11 @@
 //! from `_format`, then `Accept`, else FHIR JSON.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use super::ApiError;
+use crate::startup::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -125,11 +126,20 @@ pub fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
             "the request body is empty: a FHIR resource is required".into(),
         ));
     }
-    let value = match request_format(req)? {
+    let mut value = match request_format(req)? {
         Format::Json => ers_fhir::parse_json(body)?,
         Format::Xml => ers_fhir::parse_xml(body)?,
     };
+    localise(req, &mut value);
     Ok(value)
+}
+
+/// References to this server's own base URL, as the client sees it, become relative: what is
+/// stored, checked and compared is the same whichever form the client sent.
+fn localise(req: &HttpRequest, value: &mut Value) {
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        crate::fhir::index::localise_references(value, &super::handlers::base_url(req, state));
+    }
 }
 
 /// A body to `$validate`: as `parse_body`, except that well-formed JSON that is not a valid R4
@@ -139,7 +149,11 @@ pub fn parse_body_for_validation(
     body: &[u8],
 ) -> Result<(Value, Option<String>), ApiError> {
     match request_format(req)? {
-        Format::Json if !body.is_empty() => Ok(ers_fhir::parse_json_for_validation(body)?),
+        Format::Json if !body.is_empty() => {
+            let (mut value, structure) = ers_fhir::parse_json_for_validation(body)?;
+            localise(req, &mut value);
+            Ok((value, structure))
+        }
         _ => Ok((parse_body(req, body)?, None)),
     }
 }

@@ -485,7 +485,7 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
             specialties,
         },
     };
-    super::handlers::run_search_on(req, def, params, Some(list), caller, state).await
+    super::handlers::run_search_on(req, def, params, Some(list), Vec::new(), caller, state).await
 }
 
 /// A service named by a worklist's `service` filter: `HealthcareService/{id}`, a URL ending

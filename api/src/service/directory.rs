@@ -50,7 +50,15 @@ pub fn patient_for_search(
         )])
     })?;
     let content: Value = super::parse_stored(&row)?;
-    let facts = service_search::patient_facts(&content, chrono::Utc::now().date_naive());
+    let mut facts = service_search::patient_facts(&content, chrono::Utc::now().date_naive());
+    // A home postcode the server cannot place (ZZ99 3VZ, no fixed abode, or one not in its
+    // table) measures nothing: the search goes on without it and says so.
+    if let Some(pc) = &facts.postcode {
+        let placed = read_tx(conn, |c| super::postcodes::place(c, pc))?;
+        if !matches!(placed, super::postcodes::Placed::At(..)) {
+            facts.unplaced_postcode = facts.postcode.take();
+        }
+    }
     Ok((row, facts))
 }
 

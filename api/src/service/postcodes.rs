@@ -26,6 +26,31 @@ pub fn normalise(raw: &str) -> Option<String> {
     Postcode::is_outward_code(&code).then_some(code)
 }
 
+/// Where a postcode or outward code is, by the postcode table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placed {
+    /// Latitude and longitude of the postcode, else of its outward code.
+    At(f64, f64),
+    /// Not a postcode or outward code: why.
+    NotAPostcode(String),
+    /// A postcode (in its normal form) the table holds neither it nor its outward code of.
+    Unknown(String),
+}
+
+/// Places a postcode or outward code by the table.
+pub fn place(c: &mut DbConnection, raw: &str) -> Result<Placed, ServiceError> {
+    let pc = match crate::domain::PostcodeArea::parse(raw) {
+        Ok(pc) => pc,
+        Err(e) => return Ok(Placed::NotAPostcode(e.0)),
+    };
+    Ok(
+        match store::postcode_position(c, pc.as_str(), pc.outward())? {
+            Some((lat, long)) => Placed::At(lat, long),
+            None => Placed::Unknown(pc.as_str().to_owned()),
+        },
+    )
+}
+
 /// Parses the CSV: rows of (postcode, latitude, longitude); rows without usable coordinates
 /// (ONS marks those with latitude 99.999999) are counted as skipped.
 pub fn parse(reader: impl std::io::Read) -> Result<(Vec<PostcodeRow>, usize), ServiceError> {

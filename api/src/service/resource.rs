@@ -1170,20 +1170,17 @@ fn resolve_postcode(c: &mut DbConnection, req: &SearchRequest) -> Result<Option<
     let Some((postcode, km, param)) = &req.postcode_near else {
         return Ok(None);
     };
-    let named = format!("{}-postcode", param.name);
-    let pc = crate::domain::PostcodeArea::parse(postcode).map_err(|e| ServiceError::BadSearch {
-        param: named.clone(),
-        message: e.0,
-    })?;
-    let at = store::postcode_position(c, pc.as_str(), pc.outward())?.ok_or_else(|| {
-        ServiceError::BadSearch {
-            param: named.clone(),
-            message: format!(
-                "{} is not a postcode this server knows (its postcode table is loaded with ers-server import-postcodes)",
-                pc.as_str()
-            ),
-        }
-    })?;
+    let bad = |message| ServiceError::BadSearch {
+        param: format!("{}-postcode", param.name),
+        message,
+    };
+    let at = match super::postcodes::place(c, postcode)? {
+        super::postcodes::Placed::At(lat, long) => (lat, long),
+        super::postcodes::Placed::NotAPostcode(why) => return Err(bad(why)),
+        super::postcodes::Placed::Unknown(pc) => return Err(bad(format!(
+            "{pc} is not a postcode this server knows (its postcode table is loaded with ers-server import-postcodes)"
+        ))),
+    };
     let mut resolved = req.clone();
     let def = registry::find(&req.query.res_type)
         .ok_or_else(|| ServiceError::BadRequest("unknown type".into()))?;

@@ -563,6 +563,50 @@ async fn references_must_resolve_and_referenced_resources_cannot_be_deleted() {
         .assert_outcome(404, "not-found");
 }
 
+/// A reference in this server's absolute form (`{base}/Type/id`) is the local reference: stored
+/// relative and checked as one. References to other servers are kept as sent.
+#[actix_web::test]
+async fn absolute_references_to_this_server_are_local_references() {
+    let app = spawn_app().await;
+    let org = app.create(&organization("R68", "Practice")).await;
+    let mut p = patient(NHS[0], "Abs", "Olute", "1980-01-01", "male");
+    p["generalPractitioner"] = json!([
+        {"reference": format!("{}/Organization/{org}", app.base)},
+        {"reference": "https://elsewhere.example/FHIR/R4/Organization/x"}
+    ]);
+    let r = app.post_json("Patient", &p).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let stored = app
+        .get(&r.header("location").expect("location"))
+        .await
+        .json();
+    assert_eq!(
+        stored["generalPractitioner"][0]["reference"],
+        format!("Organization/{org}")
+    );
+    assert_eq!(
+        stored["generalPractitioner"][1]["reference"],
+        "https://elsewhere.example/FHIR/R4/Organization/x"
+    );
+    // It pins its target as a relative one does, and is found by a search for it.
+    app.send(app.req("DELETE", &format!("Organization/{org}")), None)
+        .await
+        .assert_outcome(409, "conflict");
+    let found = app
+        .search(&format!("Patient?general-practitioner=Organization/{org}"))
+        .await;
+    assert_eq!(found["total"], 1);
+    // An absolute reference to nothing here is refused, as a relative one is.
+    let mut q = patient(NHS[1], "Abs", "Ent", "1980-01-01", "female");
+    q["generalPractitioner"] = json!([{"reference": format!("{}/Organization/nowhere", app.base)}]);
+    let r = app.post_json("Patient", &q).await;
+    r.assert_outcome(422, "not-found");
+    assert_eq!(
+        r.json()["issue"][0]["expression"][0],
+        "Patient.generalPractitioner[0].reference"
+    );
+}
+
 /// An update checks the references it adds, and an unchanged reference only where the stored
 /// version's index does not keep its target from being deleted.
 #[actix_web::test]

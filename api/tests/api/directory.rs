@@ -1373,6 +1373,94 @@ async fn patient_centred_service_search_operation() {
     assert_eq!(r.status, 403, "{}", r.text());
 }
 
+/// A patient whose home postcode the server cannot place (ZZ99 3VZ: no fixed abode) is
+/// searched for without distance, with a warning saying so; distance asked for needs a postcode,
+/// and a postcode given that cannot be placed is named as the operation's input.
+#[actix_web::test]
+async fn a_patient_search_without_a_placeable_home_postcode() {
+    let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
+    let mut p = patient(NHS[1], "Abode", "None", "1970-01-01", "male");
+    p["address"] = json!([{"use": "home", "postalCode": "ZZ99 3VZ"}]);
+    app.create(&p).await;
+    let who = json!({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[1]});
+    let r = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[("patient", who.clone()), ("priority", json!("ROUTINE"))]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert!(!matches(&b).is_empty(), "{b}");
+    let outcome = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .map(|e| e["resource"]["issue"][0].clone())
+        .expect("an outcome");
+    assert_eq!(outcome["severity"], "warning", "{outcome}");
+    assert_eq!(
+        outcome["expression"][0], "Parameters.parameter[postcode]",
+        "{outcome}"
+    );
+    assert!(
+        outcome["diagnostics"]
+            .as_str()
+            .is_some_and(|d| d.contains("ZZ99 3VZ")),
+        "{outcome}"
+    );
+    // Given a postcode, the search measures from it and has nothing to warn of.
+    let b = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("patient", who.clone()),
+                ("priority", json!("ROUTINE")),
+                ("postcode", json!("LS1 4AP")),
+                ("distanceLimit", json!(100)),
+            ]),
+        )
+        .await
+        .json();
+    let entries = b["entry"].as_array().expect("entries");
+    assert!(!matches(&b).is_empty(), "{b}");
+    assert!(
+        entries.iter().all(|e| e["search"]["mode"] != "outcome"),
+        "{b}"
+    );
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match")
+            .all(|e| distance_of(e) >= 0.0),
+        "{b}"
+    );
+    // Distance asked for needs a place to measure from.
+    let r = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("patient", who),
+                ("priority", json!("ROUTINE")),
+                ("distanceLimit", json!(50)),
+            ]),
+        )
+        .await;
+    let d = r.assert_outcome(400, "required");
+    assert!(d.contains("ZZ99 3VZ"), "{d}");
+    assert_eq!(r.issue_at().1, "Parameters.parameter[postcode]");
+    // A postcode given that the server cannot place is named as the operation's input.
+    let r = app
+        .get(&format!(
+            "{PATIENT_SEARCH}?postcode=ZZ99%203VZ&priority=ROUTINE"
+        ))
+        .await;
+    let d = r.assert_outcome(400, "value");
+    assert!(d.contains("ZZ99 3VZ"), "{d}");
+    assert_eq!(r.issue_at().1, "Parameters.parameter[postcode]");
+}
+
 #[actix_web::test]
 async fn transactions_link_entries_by_urn_uuid_and_find_existing_resources_by_search() {
     let app = spawn_app().await;
