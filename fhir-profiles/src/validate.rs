@@ -615,7 +615,10 @@ fn validate_value(
                     ctx.error(
                         "value",
                         At::Child(at, "reference"),
-                        format!("({r}) must refer to a {}", d.targets.join(" or ")),
+                        format!(
+                            "({r}) must refer to {}",
+                            with_article(&d.targets.join(" or "))
+                        ),
                     );
                 }
             }
@@ -1240,6 +1243,15 @@ pub fn validate(resource: &Value, profile: Option<&Profile>) -> Vec<Finding> {
     ctx.out
 }
 
+/// A type name with its indefinite article ("an Organization", "a Patient").
+fn with_article(name: &str) -> String {
+    let article = match name.chars().next() {
+        Some('A' | 'E' | 'I' | 'O' | 'U') => "an",
+        _ => "a",
+    };
+    format!("{article} {name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1361,6 +1373,12 @@ mod tests {
         );
         assert!(default_profile("Subscription").is_none());
         assert_eq!(against(&referral(), REFERRAL), Vec::<String>::new());
+    }
+
+    #[test]
+    fn type_names_take_their_article() {
+        assert_eq!(with_article("Organization"), "an Organization");
+        assert_eq!(with_article("Patient"), "a Patient");
     }
 
     #[test]

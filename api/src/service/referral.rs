@@ -19,7 +19,9 @@ use crate::domain::referral::{
 use crate::domain::{Caller, OdsCode, SdsUserId};
 use crate::fhir::outcome::Issue;
 use crate::fhir::registry::{self, ResourceDef};
-use crate::fhir::resources::healthcare_service::{PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM};
+use crate::fhir::resources::healthcare_service::{
+    self as hs, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM,
+};
 use crate::fhir::resources::requirements;
 use crate::fhir::resources::service_request::{self as sr, StateRecord, REVIEW_OUTCOME_SYSTEM};
 use crate::fhir::terminology;
@@ -177,26 +179,12 @@ pub(super) fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Opt
     let Some(v) = load_json(c, reference)? else {
         return Ok(None);
     };
-    let codes = |system: &str| -> Vec<String> {
-        v.get("characteristic")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .flat_map(|cc| {
-                cc.get("coding")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-            })
-            .filter(|c| c.get("system").and_then(Value::as_str) == Some(system))
-            .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_owned))
-            .collect()
-    };
+    let codes = |system| hs::characteristic_codes(&v, system);
     Ok(Some(ServiceFacts {
         flows: codes(REQUEST_FLOW_SYSTEM),
         priorities: codes(PRIORITY_SYSTEM),
-        bookable: codes(crate::fhir::resources::healthcare_service::BOOKABLE_TYPE_SYSTEM),
-        active: v.get("active").and_then(Value::as_bool) != Some(false),
+        bookable: codes(hs::BOOKABLE_TYPE_SYSTEM),
+        active: hs::is_active(&v),
     }))
 }
 

@@ -16,11 +16,11 @@ use crate::domain::advice::{GuidanceOutcome, SentBy};
 use crate::domain::OdsCode;
 use crate::fhir::registry::{self, ResourceDef};
 use crate::fhir::resources::advice as ag;
+use crate::fhir::resources::codes;
 use crate::fhir::resources::healthcare_service::{
     APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM,
     SPECIALTY_SYSTEM,
 };
-use crate::fhir::resources::{codes, codings};
 use crate::fhir::terminology;
 
 /// Identifier system and first value of generated services (sandbox ids have five digits).
@@ -498,15 +498,12 @@ pub fn referrals(
     // services for the referrals and requests that go to them.
     let (mut services, mut triage, mut advice) = (Vec::new(), Vec::new(), Vec::new());
     each_resource(conn, "HealthcareService", |c, id, v| {
-        if v.get("active").and_then(Value::as_bool) == Some(false) {
+        use crate::fhir::resources::healthcare_service as hs;
+        if !hs::is_active(&v) {
             return Ok(());
         }
-        let flows = codings(&v, "characteristic");
-        let has = |flow: &str| {
-            flows
-                .iter()
-                .any(|x| x.get("code").and_then(Value::as_str) == Some(flow))
-        };
+        let flows = hs::characteristic_codes(&v, hs::REQUEST_FLOW_SYSTEM);
+        let has = |flow: &str| flows.iter().any(|x| x == flow);
         let list: &mut Vec<Bookable> = if has("BOOKABLE") {
             &mut services
         } else if has("REVIEW") {
@@ -518,10 +515,7 @@ pub fn referrals(
         };
         let r = format!("HealthcareService/{id}");
         if let Some(ods) = super::referral::ods_behind(c, &r)? {
-            let priorities: Vec<String> = codes(&v, "characteristic", PRIORITY_SYSTEM)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+            let priorities = hs::characteristic_codes(&v, PRIORITY_SYSTEM);
             list.push(Bookable {
                 reference: r,
                 ods: ods.clone(),

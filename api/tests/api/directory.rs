@@ -149,6 +149,36 @@ async fn service_definers_maintain_their_own_organisations_services() {
     for part in ["TELEPATHY", "SOON", "HealthcareService.providedBy"] {
         assert!(text.contains(part), "{part}: {text}");
     }
+    // An active service says its specialty, what it takes and at which priorities: without
+    // them no search finds it and no referral could go to it. A draft may wait for them.
+    let mut bare = service("11002", "Bare", &r69, "CARDIOLOGY", &[], &[]);
+    for element in ["specialty", "characteristic"] {
+        bare.as_object_mut().expect("obj").shift_remove(element);
+    }
+    let r = define(&app, "POST", "HealthcareService".into(), bare.clone()).await;
+    r.assert_outcome(422, "required");
+    let issues = r.json()["issue"].clone();
+    let said: Vec<(&str, &str)> = issues
+        .as_array()
+        .expect("issues")
+        .iter()
+        .map(|i| {
+            (
+                i["expression"][0].as_str().unwrap_or_default(),
+                i["diagnostics"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(said.len(), 3, "{issues}");
+    assert_eq!(said[0].0, "HealthcareService.specialty", "{issues}");
+    assert!(said[1].1.contains("BOOKABLE, REVIEW"), "{issues}");
+    assert!(said[2].1.contains("ROUTINE"), "{issues}");
+    assert!(said[1..]
+        .iter()
+        .all(|(at, _)| *at == "HealthcareService.characteristic"));
+    bare["active"] = json!(false);
+    let r = define(&app, "POST", "HealthcareService".into(), bare).await;
+    assert_eq!(r.status, 201, "{}", r.text());
 }
 
 #[actix_web::test]

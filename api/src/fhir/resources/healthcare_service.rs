@@ -1,5 +1,6 @@
-//! e-RS HealthcareService rules: a provider organisation, and e-RS codes that e-RS knows (the
-//! code lists come from the CodeSystems this server serves).
+//! e-RS HealthcareService rules: a provider organisation; an active service's specialty, request
+//! flows and priorities; and e-RS codes that e-RS knows (the code lists come from the
+//! CodeSystems this server serves).
 
 use crate::fhir::At;
 use serde_json::Value;
@@ -28,6 +29,20 @@ pub fn characteristics(flows: &[&str], priorities: &[&str]) -> Vec<Value> {
     }
     out.extend(priorities.iter().map(|p| coding(PRIORITY_SYSTEM, p)));
     out
+}
+
+/// The codes of one system among a service's characteristics (its request flows, bookable
+/// type or priorities).
+pub fn characteristic_codes(service: &Value, system: &str) -> Vec<String> {
+    codes(service, "characteristic", system)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether a service is in use (not `active: false`).
+pub fn is_active(service: &Value) -> bool {
+    service.get("active").and_then(Value::as_bool) != Some(false)
 }
 
 /// Codings in one of `systems` (e-RS CodeSystems served here) must use one of its codes.
@@ -88,6 +103,31 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             "HealthcareService.providedBy",
             "is required: the provider organisation that owns the service",
         ));
+    }
+    // A service in use says what referrers find it by and what it takes; without these no
+    // search finds it and no referral could be sent to it. A draft (`active: false`) may wait.
+    if is_active(r) {
+        let listed = |system| terminology::codes(system).join(", ");
+        if r.at("/specialty/0/coding/0").is_none() {
+            issues.push(Issue::required_at(
+                "HealthcareService.specialty",
+                format!("is required of an active service: its specialty from {SPECIALTY_SYSTEM} (CodeSystem/ers-specialty lists them)"),
+            ));
+        }
+        for (system, what) in [
+            (REQUEST_FLOW_SYSTEM, "what it takes"),
+            (PRIORITY_SYSTEM, "the priorities it takes"),
+        ] {
+            if codes(r, "characteristic", system).is_empty() {
+                issues.push(Issue::required_at(
+                    "HealthcareService.characteristic",
+                    format!(
+                        "of an active service must say {what}: one or more of {} from {system}",
+                        listed(system)
+                    ),
+                ));
+            }
+        }
     }
     known_codes(
         r,
