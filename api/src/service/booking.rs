@@ -249,11 +249,36 @@ fn appointments_with(
 }
 
 /// The id of the referral's current booked appointment, if any (for available actions).
-pub fn current_booked(c: &mut DbConnection, referral_id: &str) -> Result<Option<String>> {
-    Ok(appointments_with(c, referral_id, &["booked"])?
+pub fn current_booked(
+    c: &mut DbConnection,
+    referral_id: &str,
+) -> Result<Option<CurrentAppointment>> {
+    let Some(row) = appointments_with(c, referral_id, &["booked"])?
         .into_iter()
         .next()
-        .map(|r| r.id))
+    else {
+        return Ok(None);
+    };
+    let body: Value = super::parse_stored(&row)?;
+    Ok(Some(CurrentAppointment {
+        id: row.id,
+        begun: has_begun(&body),
+    }))
+}
+
+/// A referral's current booked appointment.
+pub struct CurrentAppointment {
+    pub id: String,
+    /// Whether its time has come: a non-attendance can be recorded only then.
+    pub begun: bool,
+}
+
+/// Whether an appointment's start has passed.
+fn has_begun(appointment: &Value) -> bool {
+    appointment
+        .get("start")
+        .and_then(instant)
+        .is_some_and(|s| s <= now())
 }
 
 /// Whether a service has a free future slot the referral could take.
@@ -1060,6 +1085,19 @@ pub fn change(
                     cancel_in_place(c, &mut body, why, comment.as_deref(), who)?;
                 }
                 AppointmentChange::NonAttendance { reason, comment } => {
+                    // What happened at the appointment: not before it has begun (checked after
+                    // the caller's right to record it).
+                    if !has_begun(&body) {
+                        return Err(invalid(
+                            "Appointment.start",
+                            "INVALID_STATE",
+                            "business-rule",
+                            format!(
+                                "Appointment/{id} starts at {}: a non-attendance can be recorded only once the appointment has begun",
+                                body.get("start").and_then(Value::as_str).unwrap_or("no set time")
+                            ),
+                        ));
+                    }
                     body["status"] = json!("noshow");
                     body["cancelationReason"] =
                         json!({"coding": [{"system": ap::NON_ATTENDANCE_SYSTEM, "code": reason}]});

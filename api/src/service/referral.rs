@@ -975,9 +975,10 @@ pub fn available_actions(
     }
     let (body, state) = parsed(&row)?;
     let rel = relation(conn, &body, &state, caller)?;
-    let actions = referral::available_actions(state.state, caller.business_function, rel);
-    // Only the appointment actions need the current appointment.
-    let appointment = if actions
+    let mut actions = referral::available_actions(state.state, caller.business_function, rel);
+    // Only the appointment actions need the current appointment; a non-attendance waits for
+    // its time to come.
+    let current = if actions
         .iter()
         .any(|a| a.endpoint() == referral::Endpoint::CurrentAppointment)
     {
@@ -985,6 +986,10 @@ pub fn available_actions(
     } else {
         None
     };
+    if !current.as_ref().is_some_and(|a| a.begun) {
+        actions.retain(|a| *a != ReferralAction::RecordNonAttendance);
+    }
+    let appointment = current.map(|a| a.id);
     Ok((
         row,
         Available::Referral {

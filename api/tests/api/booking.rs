@@ -388,20 +388,59 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
     assert_ne!(again, appt_id);
     assert_eq!(state(&w.referral_now(&id).await), "BOOKED");
 
-    // Did not attend: the provider's to record, not the referrer's.
+    // Did not attend: the provider's to record, not the referrer's, and not before the
+    // appointment has begun.
     let dna = params(&[("reason", "PATIENT_FORGOT")]);
     let path = format!("Appointment/{again}/$ers.recordNonAttendance");
     w.rc("POST", &path, Some(1), Some(&dna))
         .await
         .assert_outcome(403, "forbidden");
+    let provider = (
+        c.provider.as_str(),
+        "SERVICE_PROVIDER_CLINICIAN",
+        c.ods.as_str(),
+    );
     let r = w
-        .send_as(
-            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+        .send_as(provider, "POST", &path, Some(1), Some(&dna))
+        .await;
+    r.assert_outcome(422, "business-rule");
+    r.assert_issue("INVALID_STATE", "Appointment.start");
+    assert_eq!(state(&w.referral_now(&id).await), "BOOKED");
+    let actions = format!("ServiceRequest/{id}/$ers.availableActions");
+    let offered = || async {
+        let r = w.send_as(provider, "GET", &actions, None, None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text().contains("RECORD_NON_ATTENDANCE")
+    };
+    assert!(!offered().await, "offered before the appointment began");
+    // Moved to a slot that begins in a few seconds, it can be once that time has come.
+    let schedule = w
+        .app
+        .search(&format!("Schedule?actor=HealthcareService/{}", c.service))
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("schedule")
+        .to_owned();
+    let begins = chrono::Utc::now() + chrono::Duration::seconds(8);
+    let instant = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut soon = routine_slot(&schedule, 0);
+    soon["start"] = json!(instant(begins));
+    soon["end"] = json!(instant(begins + chrono::Duration::minutes(30)));
+    let soon = define(&w, &c, "Slot", soon).await;
+    let r = w
+        .rc(
             "POST",
-            &path,
+            &format!("Appointment/{again}/$ers.changeAppointment"),
             Some(1),
-            Some(&dna),
+            Some(&params(&[("slot", &format!("Slot/{soon}"))])),
         )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let wait = begins - chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    actix_web::rt::time::sleep(wait.to_std().unwrap_or_default()).await;
+    assert!(offered().await, "not offered once the appointment began");
+    let r = w
+        .send_as(provider, "POST", &path, Some(2), Some(&dna))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["status"], "noshow");
