@@ -103,11 +103,6 @@ pub fn input_of(param: &str) -> Option<String> {
     (param == NEAR_POSTCODE).then(|| at("postcode"))
 }
 
-/// A `Parameters` body as (name, value) pairs.
-pub fn pairs_of_parameters(body: &Value) -> Result<Vec<(String, String)>, Vec<Issue>> {
-    super::parameters::pairs(body, NAME)
-}
-
 fn flag(name: &str, v: &str, issues: &mut Vec<Issue>) -> Option<bool> {
     match v {
         "true" => Some(true),

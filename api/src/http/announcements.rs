@@ -76,18 +76,28 @@ pub async fn revise(
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 
-/// `GET CommunicationRequest/$ers.announcements`.
-pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Reply {
+/// `GET|POST CommunicationRequest/$ers.announcements`.
+pub async fn list(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     authorise("CommunicationRequest", Action::Search, &caller)?;
-    let query = super::handlers::parse_query(req.query_string())?;
+    let query = super::handlers::operation_inputs(&req, &body, "$ers.announcements")?;
     let (mut all, mut unread, mut count, mut offset) = (false, false, 20i64, 0i64);
     let bad = |name: &str, msg: &str| {
         ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg.to_owned())])
     };
+    let flag = |name: &str, v: &str| match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(name, &format!("({v}) must be true or false"))),
+    };
     for (k, v) in &query {
         match k.as_str() {
-            "all" => all = v == "true",
-            "unread" => unread = v == "true",
+            "all" => all = flag(k, v)?,
+            "unread" => unread = flag(k, v)?,
             "_count" => {
                 count = v
                     .parse()

@@ -4,8 +4,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::handlers::{authorise, draft, ok_outcome, parse_query, run_search_on};
-use super::{negotiate, ApiError};
+use super::handlers::{authorise, draft, ok_outcome, operation_inputs, run_search_on};
+use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::outcome::Issue;
 use crate::fhir::registry;
@@ -23,11 +23,7 @@ pub async fn search_for_patient(
     let def = registry::find("HealthcareService")
         .ok_or_else(|| ApiError::Internal("HealthcareService is not registered".into()))?;
     authorise(def.name, Action::Search, &caller)?;
-    let mut pairs = parse_query(req.query_string())?;
-    if req.method() == actix_web::http::Method::POST {
-        let parameters = negotiate::parse_body(&req, &body)?;
-        pairs.extend(service_search::pairs_of_parameters(&parameters).map_err(ApiError::Search)?);
-    }
+    let pairs = operation_inputs(&req, &body, service_search::NAME)?;
     let search = PatientServiceSearch::from_pairs(&pairs).map_err(ApiError::Search)?;
     let facts = match search.patient.clone() {
         Some(who) => {

@@ -1,7 +1,7 @@
 //! One short handler per FHIR interaction. Each: resolve the type, parse, run the use case in
 //! `web::block`, write the response. No rules here.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use ers_schema::search::Count;
 use ers_schema::store::HistoryQuery;
@@ -374,6 +374,24 @@ fn read_reply(
 pub(super) fn parse_query(s: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(s)
         .map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))
+}
+
+/// An operation's inputs: its query parameters and, when it was POSTed with a body, its
+/// `Parameters` body's, read alike (FHIR lets every operation be invoked with POST, and one
+/// that only reads with GET too).
+pub(super) fn operation_inputs(
+    req: &HttpRequest,
+    body: &[u8],
+    operation: &str,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs = parse_query(req.query_string())?;
+    if req.method() == Method::POST && !body.is_empty() {
+        let parameters = negotiate::parse_body(req, body)?;
+        pairs.extend(
+            crate::fhir::parameters::pairs(&parameters, operation).map_err(ApiError::Search)?,
+        );
+    }
+    Ok(pairs)
 }
 
 pub async fn create(

@@ -198,6 +198,60 @@ fn operation(
         .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
 }
 
+/// An operation that only reads: GET with its inputs as query parameters, and POST with them
+/// in a `Parameters` body (FHIR lets every operation be POSTed).
+struct ReadOnly<'a> {
+    id: &'a str,
+    tag: &'a str,
+    summary: &'a str,
+    description: String,
+    path: Vec<Parameter>,
+    inputs: Vec<Parameter>,
+    /// Whether a POST needs a body (an input is required).
+    body_required: bool,
+    ok: Response,
+    errors: &'a [(&'a str, &'a str)],
+}
+
+fn read_only(op: ReadOnly<'_>) -> PathItem {
+    let get = operation(
+        op.id,
+        op.tag,
+        op.summary,
+        op.description.clone(),
+        op.path.iter().cloned().chain(op.inputs).collect(),
+    )
+    .response("200", op.ok.clone());
+    let mut body = RequestBodyBuilder::new()
+        .required(Some(if op.body_required {
+            Required::True
+        } else {
+            Required::False
+        }))
+        .description(Some("A FHIR Parameters resource with the inputs of the GET form, each as a parameter (valueCode, valueString, valueBoolean, valueInteger, valueIdentifier, valueReference)".to_owned()));
+    for (ct, c) in fhir_content("Resource") {
+        body = body.content(ct, c);
+    }
+    let post = operation(
+        &format!("{}Post", op.id),
+        op.tag,
+        &format!("{} — POST", op.summary),
+        op.description,
+        op.path,
+    )
+    .request_body(Some(body.build()))
+    .response("200", op.ok);
+    let mut item = PathItem::new(HttpMethod::Get, with_errors(get, op.errors).build());
+    item.post = Some(
+        with_errors(
+            post,
+            &[op.errors, &[("415", "Unsupported Content-Type")]].concat(),
+        )
+        .build(),
+    );
+    item
+}
+
 /// The types whose request bodies the document describes element by element
 /// (`fhir_schemas`): every hosted type, and Bundle.
 fn typed_bodies() -> impl Iterator<Item = &'static str> {
@@ -870,51 +924,23 @@ fn directory_paths(paths: PathsBuilder) -> PathsBuilder {
         "The Directory of Services search for one patient (e-RS A010): services of a specialty and priority near the patient's home postcode (or a given one), optionally only those with free slots, that treat the patient's age and gender, sorted by distance or by earliest free slot. Results are a searchset Bundle of HealthcareService (each with its distance in search.extension) and their Locations; paging links are the equivalent plain HealthcareService search. {} With a patient, the caller must also be allowed to read patients.",
         who_may("HealthcareService", Action::Search)
     );
-    let params: Vec<Parameter> = service_search::parameters()
-        .iter()
-        .map(|(n, d)| query(n, d))
-        .collect();
-    let get = operation(
-        "searchHealthcareServicesForPatientGet",
-        "HealthcareService",
-        "Services for a patient ($ers.searchHealthcareServicesForPatient, GET)",
-        description.clone(),
-        params,
-    )
-    .response(
-        "200",
-        response(
-            "A searchset Bundle of HealthcareService and Location",
-            Some("Bundle"),
-        ),
-    );
-    let mut body = RequestBodyBuilder::new()
-        .required(Some(Required::True))
-        .description(Some("A FHIR Parameters resource with the parameters listed for the GET form (valueCode, valueString, valueBoolean, valueInteger, valueIdentifier for the NHS number, valueReference for Patient/{id})".to_owned()));
-    for (ct, c) in fhir_content("Resource") {
-        body = body.content(ct, c);
-    }
-    let post = operation(
-        "searchHealthcareServicesForPatient",
-        "HealthcareService",
-        "Services for a patient ($ers.searchHealthcareServicesForPatient)",
+    let item = read_only(ReadOnly {
+        id: "searchHealthcareServicesForPatient",
+        tag: "HealthcareService",
+        summary: "Services for a patient ($ers.searchHealthcareServicesForPatient)",
         description,
-        Vec::new(),
-    )
-    .request_body(Some(body.build()))
-    .response(
-        "200",
-        response(
+        path: Vec::new(),
+        inputs: service_search::parameters()
+            .iter()
+            .map(|(n, d)| query(n, d))
+            .collect(),
+        body_required: true,
+        ok: response(
             "A searchset Bundle of HealthcareService and Location",
             Some("Bundle"),
         ),
-    );
-    let errors = [
-        ("422", "The patient is not known here"),
-        ("415", "Unsupported Content-Type"),
-    ];
-    let mut item = PathItem::new(HttpMethod::Get, with_errors(get, &errors).build());
-    item.post = Some(with_errors(post, &errors).build());
+        errors: &[("422", "The patient is not known here")],
+    });
     paths.path(
         format!("/FHIR/R4/HealthcareService/{}", service_search::NAME),
         item,
@@ -967,21 +993,41 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
             PathItem::new(HttpMethod::Post, with_errors(op, &errors).build()),
         );
     }
-    let op = operation(
-        "availableActions",
-        "ServiceRequest",
-        "What you may do to a referral now ($ers.availableActions)",
-        "The actions your role and organisation may take on the referral in its current state (e-RS A029), with the version they apply to. The operations themselves use the same rule.".to_owned(),
-        vec![path_param("id", "The referral's logical id")],
-    )
-    .response("200", response("A Parameters resource: referral, state, and an action part per available action", Some("Resource")));
-    paths.path(
-        "/FHIR/R4/ServiceRequest/{id}/$ers.availableActions",
-        PathItem::new(
-            HttpMethod::Get,
-            with_errors(op, &[("404", "No such referral")]).build(),
+    let item = read_only(ReadOnly {
+        id: "availableActions",
+        tag: "ServiceRequest",
+        summary: "What you may do to a referral now ($ers.availableActions)",
+        description: "The actions your role and organisation may take on the referral in its current state (e-RS A029), with the version they apply to. The operations themselves use the same rule.".to_owned(),
+        path: vec![path_param("id", "The referral's logical id")],
+        inputs: Vec::new(),
+        body_required: false,
+        ok: response("A Parameters resource: referral, state, and an action part per available action", Some("Resource")),
+        errors: &[("404", "No such referral")],
+    });
+    let worklist = read_only(ReadOnly {
+        id: "worklist",
+        tag: "ServiceRequest",
+        summary: "A worklist ($ers.worklist)",
+        description: format!(
+            "The referrals on one of your organisation's worklists (e-RS A008), with their patients: referrer lists for referrers, provider lists (optionally by service and specialty) for providers. A searchset Bundle, paged. {}",
+            who_may("ServiceRequest", Action::Search)
         ),
-    )
+        path: Vec::new(),
+        inputs: vec![
+            query("listType", "The worklist (one of the e-RS worklist codes; required, once)"),
+            query("service", "Provider lists: only these services (HealthcareService/{id} or id; repeat or comma-separate)"),
+            query("specialty", "Provider lists: only these specialties (e-RS specialty codes)"),
+            query("_count", "Page size"),
+            query("_offset", "Where the page starts"),
+            query("_total", "accurate to count the whole list"),
+        ],
+        body_required: true,
+        ok: response("A searchset Bundle of ServiceRequest and Patient", Some("Bundle")),
+        errors: &[("422", "A worklist of the other side's")],
+    });
+    paths
+        .path("/FHIR/R4/ServiceRequest/{id}/$ers.availableActions", item)
+        .path("/FHIR/R4/ServiceRequest/$ers.worklist", worklist)
 }
 
 fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
@@ -1037,49 +1083,57 @@ fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
         "application/pdf".into(),
         RefOr::T(Content::new(Some(string_schema("The summary as a PDF")))),
     );
-    let op = operation(
-        "generateCRI",
-        "ServiceRequest",
-        "Advice summary ($ers.generateCRI)",
-        "The whole advice and guidance conversation — request, messages oldest first, attachments, outcome — as a PDF (NHS number and UBRN on every page) or a FHIR Bundle. Clinical and administrative users of the organisations in the conversation.".to_owned(),
-        vec![path_param("id", "The A&G request's logical id (a.{uuid})")],
-    )
-    .response("200", ok);
-    paths.path(
-        "/FHIR/R4/ServiceRequest/{id}/$ers.generateCRI",
-        PathItem::new(
-            HttpMethod::Get,
-            with_errors(
-                op,
-                &[
-                    ("404", "No such request"),
-                    ("410", "Its UBRN expired (UBRN_EXPIRED)"),
-                ],
-            )
-            .build(),
-        ),
-    )
+    let item = read_only(ReadOnly {
+        id: "generateCRI",
+        tag: "ServiceRequest",
+        summary: "Advice summary ($ers.generateCRI)",
+        description: "The whole advice and guidance conversation — request, messages oldest first, attachments, outcome — as a PDF (NHS number and UBRN on every page) or a FHIR Bundle. Clinical and administrative users of the organisations in the conversation.".to_owned(),
+        path: vec![path_param("id", "The A&G request's logical id (a.{uuid})")],
+        inputs: Vec::new(),
+        body_required: false,
+        ok,
+        errors: &[
+            ("404", "No such request"),
+            ("410", "Its UBRN expired (UBRN_EXPIRED)"),
+        ],
+    });
+    paths.path("/FHIR/R4/ServiceRequest/{id}/$ers.generateCRI", item)
 }
 
 fn subscription_paths(paths: PathsBuilder) -> PathsBuilder {
-    let op = operation(
-        "subscriptionEvents",
-        "Subscription",
-        "Missed events ($events)",
-        "The events the subscription matches after eventsSinceNumber (up to eventsUntilNumber), as a query-event notification Bundle: what a subscriber that was away catches up with. The subscription's own organisation only.".to_owned(),
-        vec![
-            path_param("id", "The Subscription's logical id"),
+    let item = read_only(ReadOnly {
+        id: "subscriptionEvents",
+        tag: "Subscription",
+        summary: "Missed events ($events)",
+        description: "The events the subscription matches after eventsSinceNumber (up to eventsUntilNumber), as a query-event notification Bundle: what a subscriber that was away catches up with. The subscription's own organisation only.".to_owned(),
+        path: vec![path_param("id", "The Subscription's logical id")],
+        inputs: vec![
             query("eventsSinceNumber", "Events after this number (default 0)"),
             query("eventsUntilNumber", "Up to this number"),
         ],
-    )
-    .response("200", response("A notification Bundle", Some("Bundle")));
-    paths.path(
-        "/FHIR/R4/Subscription/{id}/$events",
-        PathItem::new(
-            HttpMethod::Get,
-            with_errors(op, &[("404", "No such subscription")]).build(),
-        ),
+        body_required: false,
+        ok: response("A notification Bundle", Some("Bundle")),
+        errors: &[("404", "No such subscription")],
+    });
+    let announcements = read_only(ReadOnly {
+        id: "announcements",
+        tag: "CommunicationRequest",
+        summary: "Announcements for you ($ers.announcements)",
+        description: "The system announcements addressed to your role and organisation (or everyone), current ones newest first; all=true adds past and future ones, unread=true keeps those you have not marked read.".to_owned(),
+        path: Vec::new(),
+        inputs: vec![
+            query("all", "true: past and future announcements too"),
+            query("unread", "true: only those not marked read"),
+            query("_count", "Page size (1-100, default 20)"),
+            query("_offset", "Where the page starts"),
+        ],
+        body_required: false,
+        ok: response("A searchset Bundle of CommunicationRequest", Some("Bundle")),
+        errors: &[],
+    });
+    paths.path("/FHIR/R4/Subscription/{id}/$events", item).path(
+        "/FHIR/R4/CommunicationRequest/$ers.announcements",
+        announcements,
     )
 }
 

@@ -133,9 +133,10 @@ fn service_ref(v: &str) -> String {
 
 const AVAILABLE_ACTIONS: &str = "$ers.availableActions";
 
-/// The one method a referral or A&G operation is invoked with: GET for those that only read
-/// (`$ers.availableActions`, the A&G summary), POST with a Parameters body for the rest. The
-/// handler refuses any other (405), and the route's `Allow` offers this one.
+/// How a referral or A&G operation is invoked: GET for those that only read
+/// (`$ers.availableActions`, the A&G summary; POST works too, as FHIR has it for every
+/// operation), POST with a Parameters body for the rest. The handler refuses any other (405),
+/// and the route's `Allow` offers these.
 pub fn operation_method(op: &str) -> Method {
     if op == AVAILABLE_ACTIONS || op == super::advice::SUMMARY {
         Method::GET
@@ -159,7 +160,8 @@ pub async fn operation(
         m if *m == Method::HEAD => Method::GET,
         m => m.clone(),
     };
-    if asked != method {
+    // One that only reads may be POSTed too (FHIR: every operation may be).
+    if asked != method && !(method == Method::GET && asked == Method::POST) {
         return Err(ApiError::Service(ServiceError::MethodNotAllowed(
             if method == Method::GET {
                 format!("{op} is read with GET")
@@ -167,6 +169,15 @@ pub async fn operation(
                 format!("{op} is invoked with POST and a Parameters body")
             },
         )));
+    }
+    if asked == Method::POST && method == Method::GET {
+        let given = super::handlers::operation_inputs(&req, &body, &op)?;
+        if let Some((name, _)) = given.iter().find(|(k, _)| !k.starts_with('_')) {
+            return Err(ApiError::Search(vec![Issue::invalid_at(
+                name.clone(),
+                format!("is not a parameter of {op}: it takes none"),
+            )]));
+        }
     }
     if let Some(action) = crate::domain::advice::AdviceAction::from_operation(&op) {
         return super::advice::operation(req, id, action, body, caller, state).await;
@@ -381,13 +392,18 @@ pub async fn operation(
 /// `GET /ServiceRequest/$ers.worklist?listType=…`: a worklist as the referral search it stands
 /// for (the caller organisation's referrals, or those with its services, in the list's
 /// states), paged like any search; provider lists filter by `service` and `specialty`.
-pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Reply {
+pub async fn worklist(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
     use crate::domain::referral::Worklist;
     use crate::fhir::resources::healthcare_service::SPECIALTY_SYSTEM;
     let def = crate::fhir::registry::find("ServiceRequest")
         .ok_or_else(|| ApiError::Internal("ServiceRequest is not registered".into()))?;
     authorise(def.name, Action::Search, &caller)?;
-    let query = super::handlers::parse_query(req.query_string())?;
+    let query = super::handlers::operation_inputs(&req, &body, "$ers.worklist")?;
     let bad =
         |name: &str, msg: String| ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg)]);
     let mut list = None;
@@ -396,6 +412,14 @@ pub async fn worklist(req: HttpRequest, caller: Caller, state: web::Data<AppStat
     let (mut services, mut specialties) = (Vec::new(), Vec::new());
     for (k, v) in &query {
         match k.as_str() {
+            "listType" if list.is_some() => {
+                return Err(ApiError::Search(vec![Issue::error(
+                    "value",
+                    "TOO_MANY_ITEMS",
+                    "'listType' is given more than once: ask for one worklist",
+                )
+                .with_expression("listType")]))
+            }
             "listType" => {
                 list = Some(Worklist::parse(v).ok_or_else(|| {
                     bad("listType", format!("({v}) is not a worklist; expected one of: {}", Worklist::ALL.iter().map(|w| w.code()).collect::<Vec<_>>().join(", ")))

@@ -13,15 +13,16 @@ use crate::security::permissions::{self, Action};
 
 /// One endpoint with its methods listed once: each routed to its handler, and every 405 the
 /// endpoint answers carrying `Allow` with the methods served there (RFC 9110 §15.5.6 requires
-/// it). A method a handler refuses (405) for the resource at hand — an operation read with GET
-/// that was POSTed, an update of a type nobody may change — is left out of that answer's
-/// `Allow`, so a client is never told to retry with a method that is refused.
+/// it). A method a handler refuses (405) for the resource at hand — an operation that changes
+/// state asked for with GET, an update of a type nobody may change — is left out of that
+/// answer's `Allow`, so a client is never told to retry with a method that is refused.
 struct Endpoint {
     resource: Resource,
     /// The methods served, with the action they take on the URL's `{type}` when they write it
     /// (listed only for types someone may do that to).
     methods: Vec<(Method, Option<Action>)>,
-    /// For an endpoint of operations (`{op}` in its path): the one method each is invoked with.
+    /// For an endpoint of operations (`{op}` in its path): GET for one that only reads (invoked
+    /// with GET, HEAD or POST), POST for one that changes state (POST only).
     by_operation: Option<fn(&str) -> Method>,
 }
 
@@ -135,9 +136,9 @@ fn allowed(
     methods
         .iter()
         .filter(|(m, _)| {
-            op_method
-                .as_ref()
-                .is_none_or(|o| o == m || (*o == Method::GET && *m == Method::HEAD))
+            op_method.as_ref().is_none_or(|o| {
+                o == m || (*o == Method::GET && (*m == Method::HEAD || *m == Method::POST))
+            })
         })
         .filter(|(m, action)| {
             let served_for_type = match (action, res_type) {
@@ -360,6 +361,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     Endpoint::at("/ServiceRequest/$ers.worklist")
                         .on(Method::GET, super::referrals::worklist)
+                        .on(Method::POST, super::referrals::worklist)
                         .otherwise(not_allowed),
                 )
                 .service(
@@ -408,6 +410,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     Endpoint::at("/CommunicationRequest/$ers.announcements")
                         .on(Method::GET, super::announcements::list)
+                        .on(Method::POST, super::announcements::list)
                         .otherwise(not_allowed),
                 )
                 .service(
@@ -433,6 +436,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     Endpoint::at("/Subscription/{id}/$events")
                         .on(Method::GET, super::subscriptions::events)
+                        .on(Method::POST, super::subscriptions::events)
                         .otherwise(not_allowed),
                 )
                 .service(

@@ -114,12 +114,13 @@ pub async fn delete(
 pub async fn events(
     req: HttpRequest,
     path: web::Path<String>,
+    body: web::Bytes,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
     let id = path.into_inner();
     authorise("Subscription", Action::Read, &caller)?;
-    let query = super::handlers::parse_query(req.query_string())?;
+    let query = super::handlers::operation_inputs(&req, &body, "$events")?;
     let number = |name: &str| -> Result<Option<i64>, ApiError> {
         match query.iter().find(|(k, _)| k == name) {
             None => Ok(None),

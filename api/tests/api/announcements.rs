@@ -132,6 +132,36 @@ async fn announcements_reach_their_audience_newest_first_and_can_be_marked_read(
     );
     let b = list(rc.clone(), "REFERRING_CLINICIAN", "R69", "?all=true").await;
     assert_eq!(titles(&b).len(), 3, "{b}");
+    // The same POSTed with a Parameters body; a flag is true or false, nothing else.
+    let path = "CommunicationRequest/$ers.announcements";
+    let all =
+        json!({"resourceType": "Parameters", "parameter": [{"name": "all", "valueBoolean": true}]});
+    let r = w
+        .app
+        .send(
+            w.app
+                .as_user(&rc, "POST", path, "REFERRING_CLINICIAN", "R69")
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(all.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(titles(&r.json()), titles(&b));
+    let r = w
+        .app
+        .send(
+            w.app.as_user(
+                &rc,
+                "GET",
+                &format!("{path}?all=yes"),
+                "REFERRING_CLINICIAN",
+                "R69",
+            ),
+            None,
+        )
+        .await;
+    r.assert_outcome(400, "value");
+    assert_eq!(r.issue_at().1, "all");
     let spc = sign(&claims(
         "555032006106",
         &[("SERVICE_PROVIDER_CLINICIAN", "RCD")],

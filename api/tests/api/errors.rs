@@ -172,16 +172,16 @@ async fn every_405_says_which_methods_are_allowed() {
         ("PUT", "ServiceRequest/any".to_owned(), "GET, HEAD"),
         ("DELETE", "Appointment/any".to_owned(), "GET, HEAD, PUT"),
         (
-            "POST",
+            "PUT",
             "ServiceRequest/any/$ers.availableActions".to_owned(),
-            "GET, HEAD",
+            "GET, HEAD, POST",
         ),
         (
             "GET",
             "ServiceRequest/any/$ers.cancelReferral".to_owned(),
             "POST",
         ),
-        // Each operation offers the one method it takes.
+        // An operation that changes state takes POST; one that only reads, GET too.
         (
             "OPTIONS",
             "ServiceRequest/any/$ers.cancelReferral".to_owned(),
@@ -190,7 +190,12 @@ async fn every_405_says_which_methods_are_allowed() {
         (
             "OPTIONS",
             "ServiceRequest/any/$ers.availableActions".to_owned(),
-            "GET, HEAD",
+            "GET, HEAD, POST",
+        ),
+        (
+            "PUT",
+            "ServiceRequest/$ers.worklist".to_owned(),
+            "GET, HEAD, POST",
         ),
     ];
     for (method, path, expected) in cases {

@@ -1277,3 +1277,46 @@ async fn only_the_referrer_and_shortlisted_providers_see_a_referral() {
     assert!(text.contains("not visible to organisation R68"), "{text}");
     assert!(text.contains("not visible to organisation RR8"), "{text}");
 }
+
+/// FHIR lets every operation be invoked with POST: those that only read answer a POST as they
+/// answer a GET, taking their inputs from a `Parameters` body.
+#[actix_web::test]
+async fn read_only_operations_may_be_posted() {
+    let w = world().await;
+    let id = w.new_referral(&[&w.bookable], "ROUTINE").await;
+    let posted = |path: String, body: Option<Value>| {
+        let req = w
+            .as_rc("POST", &path)
+            .insert_header(("Content-Type", "application/fhir+json"));
+        w.app.send(req, body.map(|b| b.to_string().into_bytes()))
+    };
+    // $ers.availableActions: the same answer; it takes no parameters.
+    let path = format!("ServiceRequest/{id}/$ers.availableActions");
+    let got = w.app.send(w.as_rc("GET", &path), None).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let r = posted(path.clone(), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), got.json());
+    let colour = json!({"resourceType": "Parameters", "parameter": [{"name": "colour", "valueString": "red"}]});
+    let r = posted(path, Some(colour)).await;
+    r.assert_outcome(400, "value");
+    assert_eq!(r.issue_at().1, "colour");
+    // The worklist, from a Parameters body; one list at a time.
+    let lists = |types: &[&str]| {
+        let mut parameter: Vec<Value> = types
+            .iter()
+            .map(|t| json!({"name": "listType", "valueCode": t}))
+            .collect();
+        parameter.push(json!({"name": "_count", "valueInteger": 100}));
+        json!({"resourceType": "Parameters", "parameter": parameter})
+    };
+    let wl = "ServiceRequest/$ers.worklist".to_owned();
+    let r = posted(wl.clone(), Some(lists(&["AWAITING_BOOKING"]))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids = match_ids(&r.json());
+    assert!(ids.contains(&id), "{ids:?}");
+    assert_eq!(ids, awaiting_booking(&w.app, &w.rc).await);
+    let r = posted(wl, Some(lists(&["AWAITING_BOOKING", "AWAITING_BOOKING"]))).await;
+    r.assert_outcome(400, "value");
+    r.assert_issue("TOO_MANY_ITEMS", "listType");
+}
