@@ -24,6 +24,7 @@ async fn broken_resources_are_refused_with_one_issue_per_problem() {
     let mut p = patient(NHS[0], "Broken", "Bones", "1980-01-01", "female");
     p["identifier"] = json!([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[0]}, {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[1]}]);
     p["deceasedDateTime"] = json!("2020-01-01T10:00");
+    p["birthDate"] = json!("2099-01-01");
     p["contact"] = json!([{"gender": "female"}]);
     p["name"][0]["use"] = json!("nickname-ish");
     let r = app.post_json("Patient", &p).await;
@@ -32,6 +33,7 @@ async fn broken_resources_are_refused_with_one_issue_per_problem() {
     for (code, at) in [
         ("structure", "Patient.identifier"),
         ("value", "Patient.deceasedDateTime"),
+        ("value", "Patient.birthDate"),
         ("invariant", "Patient.contact[0]"),
         ("code-invalid", "Patient.name[0].use"),
     ] {
