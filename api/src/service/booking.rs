@@ -248,7 +248,8 @@ fn appointments_with(
     Ok(rows)
 }
 
-/// The id of the referral's current booked appointment, if any (for available actions).
+/// The referral's current booked appointment, if any, and whether it has begun (for available
+/// actions).
 pub fn current_booked(
     c: &mut DbConnection,
     referral_id: &str,
