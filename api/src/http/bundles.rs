@@ -14,7 +14,7 @@ use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::datetime;
-use crate::fhir::outcome::operation_outcome;
+use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::registry::{self, ResourceDef};
 use crate::security::permissions::Action;
 use crate::service::resource::{self as svc, Created, IfMatch};
@@ -103,6 +103,11 @@ fn plan(
             .at("/request/url")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if !matches!(method, "POST" | "PUT") {
+            return Err(ApiError::BadRequest(format!(
+                "request.method '{method}': this server's Bundles write (POST Type, PUT Type/id or PUT Type?criteria); read, search and delete with their own requests"
+            )));
+        }
         let resource = e
             .get("resource")
             .cloned()
@@ -188,6 +193,37 @@ fn plan(
     Ok(planned)
 }
 
+/// A transaction entry's identifier that an earlier entry of the same transaction has just
+/// written is the Bundle's own contradiction, not a resource already on the server (which the
+/// failed transaction leaves unwritten): said so, naming that entry.
+fn earlier_entry(e: ServiceError, wrote: &[String]) -> ApiError {
+    match e {
+        ServiceError::Duplicate {
+            res_type,
+            system,
+            value,
+            existing,
+        } => match wrote
+            .iter()
+            .position(|w| *w == format!("{res_type}/{existing}"))
+        {
+            Some(j) => ApiError::Service(ServiceError::Invalid(vec![Issue::error(
+                "duplicate",
+                "INAPPROPRIATE_VALUE",
+                format!("{res_type} with identifier {system}|{value} is also written by Bundle.entry[{j}]: a transaction writes each identifier once"),
+            )
+            .with_expression(format!("{res_type}.identifier"))])),
+            None => ApiError::Service(ServiceError::Duplicate {
+                res_type,
+                system,
+                value,
+                existing,
+            }),
+        },
+        other => ApiError::Service(other),
+    }
+}
+
 fn response_entry(base: &str, status: &str, row: &ResourceRow) -> Value {
     json!({
         "response": {
@@ -241,7 +277,8 @@ pub async fn post(
     let base = base_url(&req, &state);
     let require = state.settings.require_if_match;
     let out: Vec<Value> = on_conn(&state, move |c| -> Result<Vec<Value>, ApiError> {
-        let run = |c: &mut ers_schema::DbConnection, p: Planned| -> Result<Value, ServiceError> {
+        // The answer's entry, and what it wrote (Type/id).
+        let run = |c: &mut ers_schema::DbConnection, p: Planned| -> Result<(Value, String), ServiceError> {
             let mut p = p;
             if transaction {
                 svc::resolve_conditional_references(c, &mut p.resource)?;
@@ -253,25 +290,30 @@ pub async fn post(
                 Write::Update(id) => Created::Existing(svc::update(c, p.def, &id, p.resource, precondition, &w)?),
                 Write::ConditionalUpdate(criteria) => svc::conditional_update(c, p.def, criteria, p.resource, precondition, &w)?,
             };
-            match done {
-                Created::New(row) => Ok(response_entry(&base, "201 Created", &row)),
-                Created::Existing(row) => Ok(response_entry(&base, "200 OK", &row)),
-            }
+            let (status, row) = match &done {
+                Created::New(row) => ("201 Created", row),
+                Created::Existing(row) => ("200 OK", row),
+            };
+            Ok((response_entry(&base, status, row), format!("{}/{}", row.res_type, row.id)))
         };
         if transaction {
             // All entries in one transaction: the first failure undoes every write.
             write_tx(c, |c| -> Result<Vec<Value>, ApiError> {
-                let mut out = Vec::new();
+                let (mut out, mut wrote) = (Vec::new(), Vec::<String>::new());
                 for (i, p) in planned.into_iter().enumerate() {
                     let p = p.map_err(|e| ApiError::InEntry(i, Box::new(e)))?;
-                    out.push(run(c, p).map_err(|e| ApiError::InEntry(i, Box::new(ApiError::Service(e))))?);
+                    let (entry, what) = run(c, p).map_err(|e| {
+                        ApiError::InEntry(i, Box::new(earlier_entry(e, &wrote)))
+                    })?;
+                    out.push(entry);
+                    wrote.push(what);
                 }
                 Ok(out)
             })
         } else {
             let mut out = Vec::new();
             for p in planned {
-                let result = p.and_then(|p| run(c, p).map_err(ApiError::Service));
+                let result = p.and_then(|p| run(c, p).map(|(entry, _)| entry).map_err(ApiError::Service));
                 out.push(match result {
                     Ok(v) => v,
                     Err(e) => {

@@ -555,9 +555,8 @@ fn directory(
 ) -> Result<(), ServiceError> {
     use crate::fhir::resources::healthcare_service::{
         APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM,
+        SERVICE_SYSTEM, SPECIALTY_SYSTEM,
     };
-    const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
-    const SPECIALTY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Specialty";
     // (id, specialty index, flows, priorities, slots to create)
     let mut plan: Vec<PlannedService> = vec![
         (
@@ -788,8 +787,8 @@ fn referrals(
     patients: &[&String],
 ) -> Result<Vec<Seeded>, ServiceError> {
     use crate::domain::referral::ReferralState as S;
+    use crate::fhir::resources::healthcare_service::SERVICE_SYSTEM;
     use crate::fhir::resources::service_request::{self as sr, StateRecord};
-    const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
     let mut service = |sid: &str| -> Result<String, ServiceError> {
         find(s, "HealthcareService", SERVICE_SYSTEM, sid)?
             .map(|id| format!("HealthcareService/{id}"))

@@ -19,12 +19,11 @@ use crate::fhir::resources::advice as ag;
 use crate::fhir::resources::codes;
 use crate::fhir::resources::healthcare_service::{
     APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM,
-    SPECIALTY_SYSTEM,
+    SERVICE_SYSTEM, SPECIALTY_SYSTEM,
 };
 use crate::fhir::terminology;
 
-/// Identifier system and first value of generated services (sandbox ids have five digits).
-const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
+/// The first service id of generated services (sandbox ids have five digits).
 const FIRST_SERVICE: usize = 8_000_000;
 /// Resources per transaction.
 const BATCH: usize = 5_000;

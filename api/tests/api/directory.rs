@@ -179,6 +179,18 @@ async fn service_definers_maintain_their_own_organisations_services() {
     bare["active"] = json!(false);
     let r = define(&app, "POST", "HealthcareService".into(), bare).await;
     assert_eq!(r.status, 201, "{}", r.text());
+    // An e-RS service id is one service's.
+    let again = service(
+        "11000",
+        "Another clinic",
+        &r69,
+        "CARDIOLOGY",
+        &["BOOKABLE"],
+        &["ROUTINE"],
+    );
+    let r = define(&app, "POST", "HealthcareService".into(), again).await;
+    let d = r.assert_outcome(409, "duplicate");
+    assert!(d.contains("ers-service|11000"), "{d}");
 }
 
 #[actix_web::test]
@@ -1579,6 +1591,26 @@ async fn transactions_link_entries_by_urn_uuid_and_find_existing_resources_by_se
     b["entry"][0]["resource"]["identifier"][0]["value"] = json!("70002");
     let d = post(b).await.assert_outcome(422, "value");
     assert!(d.contains("more than one"), "{d}");
+    // Two entries writing one identifier: the Bundle contradicts itself, and says which entry
+    // wrote it first (not a resource "already" stored: the failed transaction wrote nothing).
+    let mut s = svc.clone();
+    s["providedBy"] = json!({"reference": format!("Organization/{org}")});
+    s["identifier"][0]["value"] = json!("70009");
+    let entry = json!({"resource": s, "request": {"method": "POST", "url": "HealthcareService"}});
+    let r = post(json!({"resourceType": "Bundle", "type": "transaction", "entry": [entry, entry]}))
+        .await;
+    let d = r.assert_outcome(422, "duplicate");
+    assert!(d.contains("also written by Bundle.entry[0]"), "{d}");
+    assert_eq!(r.issue_at().1, "Bundle.entry[1].resource.identifier");
+    assert_eq!(
+        app.search("HealthcareService?identifier=https://fhir.nhs.uk/Id/ers-service|70009")
+            .await["total"],
+        0
+    );
+    // An entry that reads or deletes is named as such.
+    let get = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "GET", "url": "HealthcareService"}}]});
+    let d = post(get).await.assert_outcome(400, "invalid");
+    assert!(d.contains("request.method 'GET'"), "{d}");
 }
 
 #[actix_web::test]

@@ -8,6 +8,8 @@ use serde_json::Value;
 use super::*;
 use crate::fhir::terminology;
 
+/// The e-RS service id: one service's, unique.
+pub const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
 pub const REQUEST_FLOW_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-RequestFlowType";
 pub const BOOKABLE_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-BookableType";
 pub const PRIORITY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Priority";
@@ -98,6 +100,15 @@ pub(super) fn known_codes(
 
 pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     let mut issues = Vec::new();
+    let mut checked = Checked::default();
+    unique_identifier(
+        r,
+        "HealthcareService",
+        SERVICE_SYSTEM,
+        |v| Ok(v.to_owned()),
+        &mut checked,
+        &mut issues,
+    );
     if r.at("/providedBy/reference").is_none() {
         issues.push(Issue::required_at(
             "HealthcareService.providedBy",
@@ -165,5 +176,5 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             &mut issues,
         );
     }
-    finish(Checked::default(), issues)
+    finish(checked, issues)
 }
