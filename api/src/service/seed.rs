@@ -99,7 +99,7 @@ fn practitioner(sds: &str, family: &str, given: &str, prefix: &str) -> Value {
 fn role(role_id: &str, practitioner_id: &str, org_id: &str, bf: BusinessFunction) -> Value {
     json!({
         "resourceType": "PractitionerRole",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/sds-role-profile-id", "value": role_id}],
+        "identifier": [{"system": crate::fhir::resources::practitioner_role::ROLE_SYSTEM, "value": role_id}],
         "active": true,
         "practitioner": {"reference": format!("Practitioner/{practitioner_id}")},
         "organization": {"reference": format!("Organization/{org_id}")},
@@ -332,7 +332,7 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         practitioner("555031998112", "Auditor", "Ada", "Ms"),
     )?;
 
-    let roles = "https://fhir.nhs.uk/Id/sds-role-profile-id";
+    let roles = crate::fhir::resources::practitioner_role::ROLE_SYSTEM;
     use BusinessFunction as B;
     let mut role_ids = Vec::new();
     for (id, who, org, bf) in [

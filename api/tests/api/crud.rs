@@ -463,6 +463,20 @@ async fn business_identifiers_are_unique() {
     app.post_json("Organization", &organization("R69", "Two"))
         .await
         .assert_outcome(409, "duplicate");
+    // An SDS role profile id is one role's.
+    let org = app.search("Organization?identifier=R69").await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("R69")
+        .to_owned();
+    let role = json!({"resourceType": "PractitionerRole", "active": true,
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/sds-role-profile-id", "value": "100000000099"}],
+        "organization": {"reference": format!("Organization/{org}")},
+        "code": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-BusinessFunction", "code": "REFERRING_CLINICIAN"}]}]});
+    let r = app.post_json("PractitionerRole", &role).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = app.post_json("PractitionerRole", &role).await;
+    let diag = r.assert_outcome(409, "duplicate");
+    assert!(diag.contains("100000000099"), "{diag}");
 }
 
 /// Creates racing for one NHS number: exactly one is stored, and every other is 409 naming
