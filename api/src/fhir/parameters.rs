@@ -7,6 +7,18 @@ use serde_json::Value;
 
 use super::outcome::Issue;
 
+/// A boolean input: `true` or `false`, nothing else (`at` names it).
+pub fn boolean(at: &str, v: &str) -> Result<bool, Issue> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Issue::invalid_at(
+            at,
+            format!("({v}) must be true or false"),
+        )),
+    }
+}
+
 /// A `Parameters` body as (name, value) pairs; each value[x] read as its string form.
 pub fn pairs(body: &Value, operation: &str) -> Result<Vec<(String, String)>, Vec<Issue>> {
     if body.get("resourceType").and_then(Value::as_str) != Some("Parameters") {

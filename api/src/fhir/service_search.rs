@@ -104,17 +104,9 @@ pub fn input_of(param: &str) -> Option<String> {
 }
 
 fn flag(name: &str, v: &str, issues: &mut Vec<Issue>) -> Option<bool> {
-    match v {
-        "true" => Some(true),
-        "false" => Some(false),
-        _ => {
-            issues.push(Issue::invalid_at(
-                at(name),
-                format!("({v}) must be true or false"),
-            ));
-            None
-        }
-    }
+    super::parameters::boolean(&at(name), v)
+        .map_err(|i| issues.push(i))
+        .ok()
 }
 
 fn code_of(name: &str, v: &str, system: &str, issues: &mut Vec<Issue>) -> Option<String> {

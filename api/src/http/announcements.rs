@@ -89,10 +89,8 @@ pub async fn list(
     let bad = |name: &str, msg: &str| {
         ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg.to_owned())])
     };
-    let flag = |name: &str, v: &str| match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(bad(name, &format!("({v}) must be true or false"))),
+    let flag = |name: &str, v: &str| {
+        crate::fhir::parameters::boolean(name, v).map_err(|i| ApiError::Search(vec![i]))
     };
     for (k, v) in &query {
         match k.as_str() {

@@ -16,7 +16,8 @@ pub fn patient_for_search(
     conn: &mut DbConnection,
     who: &PatientRef,
 ) -> Result<(ResourceRow, PatientFacts)> {
-    let row = read_tx(conn, |c| -> Result<Option<ResourceRow>> {
+    // One read transaction for the patient and where they live.
+    let found = read_tx(conn, |c| -> Result<Option<(ResourceRow, PatientFacts)>> {
         let id = match who {
             PatientRef::Id(id) => Some(id.clone()),
             PatientRef::NhsNumber(n) => store::unique_owner(
@@ -29,12 +30,28 @@ pub fn patient_for_search(
                 None,
             )?,
         };
-        Ok(match id {
+        let row = match id {
             Some(id) => store::get_current(c, "Patient", &id)?.filter(|r| !r.is_deleted()),
             None => None,
-        })
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let content: Value = super::parse_stored(&row)?;
+        let mut facts = service_search::patient_facts(&content, chrono::Utc::now().date_naive());
+        // A home postcode the server cannot place (ZZ99 3VZ, no fixed abode, or one not in its
+        // table) measures nothing: the search goes on without it and says so.
+        if let Some(pc) = &facts.postcode {
+            if !matches!(
+                super::postcodes::place(c, pc)?,
+                super::postcodes::Placed::At(..)
+            ) {
+                facts.unplaced_postcode = facts.postcode.take();
+            }
+        }
+        Ok(Some((row, facts)))
     })?;
-    let row = row.ok_or_else(|| {
+    found.ok_or_else(|| {
         let what = match who {
             PatientRef::Id(id) => format!("(Patient/{id}) is not a patient on this server"),
             PatientRef::NhsNumber(n) => {
@@ -48,18 +65,7 @@ pub fn patient_for_search(
             "Parameters.parameter[patient]",
             what,
         )])
-    })?;
-    let content: Value = super::parse_stored(&row)?;
-    let mut facts = service_search::patient_facts(&content, chrono::Utc::now().date_naive());
-    // A home postcode the server cannot place (ZZ99 3VZ, no fixed abode, or one not in its
-    // table) measures nothing: the search goes on without it and says so.
-    if let Some(pc) = &facts.postcode {
-        let placed = read_tx(conn, |c| super::postcodes::place(c, pc))?;
-        if !matches!(placed, super::postcodes::Placed::At(..)) {
-            facts.unplaced_postcode = facts.postcode.take();
-        }
-    }
-    Ok((row, facts))
+    })
 }
 
 /// A slot a service definer writes must be bookable by a referral its service takes: its
