@@ -1,15 +1,20 @@
-//! `POST /FHIR/R4` with a `transaction` or `batch` Bundle of creates (POST) and updates (PUT):
-//! bulk loading, e.g. a service's slots. A transaction is all or nothing, and its entries may
-//! refer to each other by `urn:uuid:` fullUrl; a batch answers each entry on its own.
+//! `POST /FHIR/R4` with a `transaction` or `batch` Bundle: creates (POST) and updates (PUT) for
+//! bulk loading, e.g. a service's slots, and deletes, reads and searches (DELETE, GET). A
+//! transaction is all or nothing, runs its deletes first and its reads last, and its entries may
+//! refer to each other by `urn:uuid:` fullUrl; a batch answers each entry on its own, in order.
 
 use crate::fhir::At;
+use actix_web::http::header::{EntityTag, IfNoneMatch};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use ers_schema::{write_tx, ResourceRow};
 use serde_json::{json, Value};
 
 use super::caller::author;
-use super::handlers::{authorise, base_url, conditional_criteria, draft, on_conn};
+use super::handlers::{
+    authorise, base_url, check_id, conditional_criteria, draft, holds, ok_outcome, on_conn,
+    parse_query, prefer, touched_version, Search,
+};
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
@@ -17,31 +22,67 @@ use crate::fhir::datetime;
 use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::registry::{self, ResourceDef};
 use crate::security::permissions::Action;
+use crate::service::audit::{self as audit, AuditDraft, Touched};
 use crate::service::resource::{self as svc, Created, IfMatch};
+use crate::service::scope;
 use crate::service::ServiceError;
 use crate::startup::AppState;
 use ers_schema::search::SearchQuery;
 
 const MAX_ENTRIES: usize = 1000;
 
-/// One entry, checked before anything is written.
+/// One entry, checked before anything is written or read.
 struct Planned {
     def: &'static ResourceDef,
-    resource: Value,
+    interaction: Interaction,
     /// For a create: the id assigned up front (a transaction entry with a `urn:uuid:` fullUrl).
     create_id: Option<String>,
-    write: Write,
     if_match: Option<i64>,
 }
 
 /// What an entry asks for.
-enum Write {
+enum Interaction {
     /// `POST Type`, with `request.ifNoneExist` criteria if given (conditional create).
-    Create(Option<(SearchQuery, String)>),
+    Create(Value, Option<(SearchQuery, String)>),
     /// `PUT Type/id`.
-    Update(String),
+    Update(String, Value),
     /// `PUT Type?criteria` (conditional update).
-    ConditionalUpdate((SearchQuery, String)),
+    ConditionalUpdate((SearchQuery, String), Value),
+    /// `DELETE Type/id`.
+    Delete(String),
+    /// `GET Type/id`, with the version the client holds (`request.ifNoneMatch`) if given.
+    Read(String, Option<String>),
+    /// `GET Type/id/_history/n`.
+    VRead(String, i64),
+    /// `GET Type?criteria`.
+    Search(Box<Search>),
+}
+
+impl Interaction {
+    /// When a transaction runs the entry (http.html#trules): deletes first, then creates and
+    /// updates, then reads, which see what the others wrote. Creates and updates keep the
+    /// Bundle's order among themselves (FHIR puts every create first), so that an entry's
+    /// conditional reference (`Organization?identifier=…`) finds what an earlier entry wrote,
+    /// as this server resolves it when the entry is written.
+    fn rank(&self) -> u8 {
+        match self {
+            Interaction::Delete(_) => 0,
+            Interaction::Create(..)
+            | Interaction::Update(..)
+            | Interaction::ConditionalUpdate(..) => 1,
+            Interaction::Read(..) | Interaction::VRead(..) | Interaction::Search(_) => 2,
+        }
+    }
+
+    /// The `Type/id` a delete or an update names (which one transaction may touch only once).
+    fn names(&self, def: &ResourceDef) -> Option<String> {
+        match self {
+            Interaction::Delete(id) | Interaction::Update(id, _) => {
+                Some(format!("{}/{id}", def.name))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Transaction entries created with a `urn:uuid:` fullUrl get their ids now, and every
@@ -82,11 +123,155 @@ fn resolve_placeholders(entries: &mut [Value]) -> Vec<Option<String>> {
     ids
 }
 
+/// A search entry's error names the entry's `request.url`, where its parameters are.
+fn at_request_url(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Search(issues) => ApiError::Search(
+            issues
+                .into_iter()
+                .map(|i| i.with_expression("request.url".to_owned()))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The entry's resource, which a create or an update must have.
+fn entry_resource(e: &Value, transaction: bool) -> Result<Value, ApiError> {
+    let resource = e
+        .get("resource")
+        .cloned()
+        .ok_or_else(|| ApiError::BadRequest("the entry has no resource to write".into()))?;
+    // What is left of `urn:uuid:` references after the transaction's own were resolved
+    // names nothing this Bundle creates; stored, it would point nowhere.
+    if let Some((at, r)) = crate::fhir::index::all_references(&resource)
+        .into_iter()
+        .find(|(_, r)| r.starts_with("urn:"))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{at}: '{r}' names no entry this {} creates by POST (an entry with request.ifNoneExist, a conditional update or a batch entry cannot be referred to by its fullUrl: refer to what it writes by search, e.g. Organization?identifier=system|value)",
+            if transaction { "transaction" } else { "batch" }
+        )));
+    }
+    Ok(resource)
+}
+
+/// One entry's request, checked: its type, interaction, the caller's right to it.
+fn plan_entry(
+    e: &Value,
+    caller: &Caller,
+    transaction: bool,
+    strict: bool,
+    state: &AppState,
+) -> Result<Planned, ApiError> {
+    let text = |path: &str| e.at(path).and_then(Value::as_str).unwrap_or_default();
+    let (method, url) = (text("/request/method"), text("/request/url"));
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    let def = registry::find(segments[0]).ok_or_else(|| {
+        ApiError::BadRequest(match segments[0] {
+            "AuditEvent" | "Binary" => format!(
+                "request.url '{url}': {} is read with its own request, not in a Bundle",
+                segments[0]
+            ),
+            _ => format!("request.url '{url}' does not name a hosted type"),
+        })
+    })?;
+    let id = |id: &str| check_id(id).map(|_| id.to_owned());
+    let interaction = match (method, &segments[1..], query) {
+        ("POST", [], None) => Interaction::Create(
+            entry_resource(e, transaction)?,
+            e.at("/request/ifNoneExist")
+                .and_then(Value::as_str)
+                .map(|q| conditional_criteria(def, q, "request.ifNoneExist", caller))
+                .transpose()?,
+        ),
+        ("PUT", [i], None) => Interaction::Update(id(i)?, entry_resource(e, transaction)?),
+        ("PUT", [], Some(q)) => Interaction::ConditionalUpdate(
+            conditional_criteria(def, q, "request.url", caller)?,
+            entry_resource(e, transaction)?,
+        ),
+        ("DELETE", [i], None) => Interaction::Delete(id(i)?),
+        ("GET", [i], None) => Interaction::Read(
+            id(i)?,
+            e.at("/request/ifNoneMatch")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+        ("GET", [i, "_history", v], None) => Interaction::VRead(
+            id(i)?,
+            v.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "request.url '{url}': '{v}' is not a version id (versions are 1, 2, 3...)"
+                ))
+            })?,
+        ),
+        ("GET", [], q) => Interaction::Search(Box::new(
+            Search::prepare(
+                def,
+                parse_query(q.unwrap_or_default())?,
+                None,
+                strict,
+                caller,
+                state,
+            )
+            .map_err(at_request_url)?,
+        )),
+        ("POST" | "PUT" | "DELETE" | "GET", ..) => {
+            return Err(ApiError::BadRequest(format!(
+                "request {method} {url}: an entry is POST Type (with request.ifNoneExist if wanted), PUT Type/id, PUT Type?criteria, DELETE Type/id, GET Type/id, GET Type/id/_history/n or GET Type?criteria"
+            )))
+        }
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "request.method '{method}': an entry is GET, POST, PUT or DELETE"
+            )))
+        }
+    };
+    let action = match &interaction {
+        Interaction::Create(..) => Action::Create,
+        Interaction::Update(..) => Action::Update,
+        // It may create as well as change.
+        Interaction::ConditionalUpdate(..) => {
+            authorise(def.name, Action::Create, caller)?;
+            Action::Update
+        }
+        Interaction::Delete(_) => Action::Delete,
+        Interaction::Read(..) | Interaction::VRead(..) => Action::Read,
+        // Authorised as it was prepared.
+        Interaction::Search(_) => Action::Search,
+    };
+    if matches!(action, Action::Create | Action::Update | Action::Delete) && !def.plain_writes {
+        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+            "{0} is created with POST {0} and changed only through its operations (see the CapabilityStatement), not in a Bundle",
+            def.name
+        ))));
+    }
+    authorise(def.name, action, caller)?;
+    let if_match = e
+        .at("/request/ifMatch")
+        .and_then(Value::as_str)
+        .map(|v| v.trim_start_matches("W/").trim_matches('"').parse::<i64>())
+        .transpose()
+        .map_err(|_| ApiError::BadRequest("request.ifMatch is not W/\"n\"".into()))?;
+    Ok(Planned {
+        def,
+        interaction,
+        create_id: None,
+        if_match,
+    })
+}
+
 fn plan(
     entries: &[Value],
     assigned: &[Option<String>],
     caller: &Caller,
     transaction: bool,
+    strict: bool,
+    state: &AppState,
 ) -> Result<Vec<Result<Planned, ApiError>>, ApiError> {
     if entries.len() > MAX_ENTRIES {
         return Err(ApiError::BadRequest(format!(
@@ -94,97 +279,27 @@ fn plan(
             entries.len()
         )));
     }
-    let one = |e: &Value| -> Result<Planned, ApiError> {
-        let method = e
-            .at("/request/method")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let url = e
-            .at("/request/url")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !matches!(method, "POST" | "PUT") {
-            return Err(ApiError::BadRequest(format!(
-                "request.method '{method}': this server's Bundles write (POST Type, PUT Type/id or PUT Type?criteria); read, search and delete with their own requests"
-            )));
-        }
-        let resource = e
-            .get("resource")
-            .cloned()
-            .ok_or_else(|| ApiError::BadRequest("the entry has no resource".into()))?;
-        // What is left of `urn:uuid:` references after the transaction's own were resolved
-        // names nothing this Bundle creates; stored, it would point nowhere.
-        if let Some((at, r)) = crate::fhir::index::all_references(&resource)
-            .into_iter()
-            .find(|(_, r)| r.starts_with("urn:"))
-        {
-            return Err(ApiError::BadRequest(format!(
-                "{at}: '{r}' names no entry this {} creates by POST (an entry with request.ifNoneExist, a conditional update or a batch entry cannot be referred to by its fullUrl: refer to what it writes by search, e.g. Organization?identifier=system|value)",
-                if transaction { "transaction" } else { "batch" }
-            )));
-        }
-        let (path, query) = match url.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (url, None),
-        };
-        let (type_name, id) = match path.split_once('/') {
-            Some((t, id)) => (t, Some(id.to_owned())),
-            None => (path, None),
-        };
-        let def = registry::find(type_name).ok_or_else(|| {
-            ApiError::BadRequest(format!("request.url '{url}' does not name a hosted type"))
-        })?;
-        let if_none_exist = e.at("/request/ifNoneExist").and_then(Value::as_str);
-        let (actions, write) = match (method, id, query) {
-            ("POST", None, None) => (
-                &[Action::Create][..],
-                Write::Create(
-                    if_none_exist
-                        .map(|q| conditional_criteria(def, q, "request.ifNoneExist", caller))
-                        .transpose()?,
-                ),
-            ),
-            ("PUT", Some(id), None) => (&[Action::Update][..], Write::Update(id)),
-            // It may create as well as change.
-            ("PUT", None, Some(q)) => (
-                &[Action::Update, Action::Create][..],
-                Write::ConditionalUpdate(conditional_criteria(def, q, "request.url", caller)?),
-            ),
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                "request {method} {url}: a Bundle entry is POST Type (with request.ifNoneExist if wanted), PUT Type/id or PUT Type?criteria"
-            )))
-            }
-        };
-        if !def.plain_writes {
-            return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
-                "{0} is created with POST {0} and changed only through its operations (see the CapabilityStatement), not in a Bundle",
-                def.name
-            ))));
-        }
-        for action in actions {
-            authorise(def.name, *action, caller)?;
-        }
-        let if_match = e
-            .at("/request/ifMatch")
-            .and_then(Value::as_str)
-            .map(|v| v.trim_start_matches("W/").trim_matches('"').parse::<i64>())
-            .transpose()
-            .map_err(|_| ApiError::BadRequest("request.ifMatch is not W/\"n\"".into()))?;
-        Ok(Planned {
-            def,
-            resource,
-            create_id: None,
-            write,
-            if_match,
-        })
-    };
     let mut planned = Vec::with_capacity(entries.len());
+    // What the transaction's deletes and updates name, and by which entry.
+    let mut named = std::collections::HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        match one(e).map(|p| Planned {
+        let p = plan_entry(e, caller, transaction, strict, state).map(|p| Planned {
             create_id: assigned.get(i).cloned().flatten(),
             ..p
-        }) {
+        });
+        let p = match p {
+            Ok(p) if transaction => match p.interaction.names(p.def) {
+                Some(target) => match named.insert(target.clone(), i) {
+                    Some(j) => Err(ApiError::BadRequest(format!(
+                        "{target} is also deleted or updated by Bundle.entry[{j}]: a transaction changes each resource once"
+                    ))),
+                    None => Ok(p),
+                },
+                None => Ok(p),
+            },
+            p => p,
+        };
+        match p {
             // A transaction is refused whole by its first bad entry, before anything is written.
             Err(err) if transaction => return Err(ApiError::InEntry(i, Box::new(err))),
             p => planned.push(p),
@@ -196,7 +311,7 @@ fn plan(
 /// A transaction entry's identifier that an earlier entry of the same transaction has just
 /// written is the Bundle's own contradiction, not a resource already on the server (which the
 /// failed transaction leaves unwritten): said so, naming that entry.
-fn earlier_entry(e: ServiceError, wrote: &[String]) -> ApiError {
+fn earlier_entry(e: ServiceError, wrote: &[(usize, String)]) -> ApiError {
     match e {
         ServiceError::Duplicate {
             res_type,
@@ -205,9 +320,9 @@ fn earlier_entry(e: ServiceError, wrote: &[String]) -> ApiError {
             existing,
         } => match wrote
             .iter()
-            .position(|w| *w == format!("{res_type}/{existing}"))
+            .find(|(_, w)| *w == format!("{res_type}/{existing}"))
         {
-            Some(j) => ApiError::Service(ServiceError::Invalid(vec![Issue::error(
+            Some((j, _)) => ApiError::Service(ServiceError::Invalid(vec![Issue::error(
                 "duplicate",
                 "INAPPROPRIATE_VALUE",
                 format!("{res_type} with identifier {system}|{value} is also written by Bundle.entry[{j}]: a transaction writes each identifier once"),
@@ -224,15 +339,174 @@ fn earlier_entry(e: ServiceError, wrote: &[String]) -> ApiError {
     }
 }
 
-fn response_entry(base: &str, status: &str, row: &ResourceRow) -> Value {
+/// An entry's `response` for a version of a resource.
+fn response(base: &str, status: &str, row: &ResourceRow) -> Value {
     json!({
-        "response": {
-            "status": status,
-            "location": format!("{base}/{}/{}/_history/{}", row.res_type, row.id, row.version_id),
-            "etag": format!("W/\"{}\"", row.version_id),
-            "lastModified": datetime::instant(row.last_updated),
+        "status": status,
+        "location": format!("{base}/{}/{}/_history/{}", row.res_type, row.id, row.version_id),
+        "etag": format!("W/\"{}\"", row.version_id),
+        "lastModified": datetime::instant(row.last_updated),
+    })
+}
+
+/// What one entry did: its answer, what it wrote (`Type/id`), and what it showed (for the
+/// audit: the interaction's subtype and the resources).
+struct Done {
+    entry: Value,
+    wrote: Option<String>,
+    shown: Option<(&'static str, Vec<Touched>)>,
+}
+
+/// Runs one planned entry on `c` (in the transaction's own transaction, if it is one).
+fn run(
+    c: &mut ers_schema::DbConnection,
+    p: Planned,
+    at: &Acting<'_>,
+    transaction: bool,
+) -> Result<Done, ApiError> {
+    let Planned {
+        def,
+        interaction,
+        create_id,
+        if_match,
+    } = p;
+    let w = svc::Writer::new(at.who, at.draft);
+    let precondition = IfMatch {
+        version: if_match,
+        required: at.require_if_match,
+    };
+    let written = |done: Created| {
+        let (status, row) = match &done {
+            Created::New(row) => ("201 Created", row),
+            Created::Existing(row) => ("200 OK", row),
+        };
+        Done {
+            entry: json!({"response": response(at.base, status, row)}),
+            wrote: Some(format!("{}/{}", row.res_type, row.id)),
+            shown: None,
+        }
+    };
+    let resolved = |c: &mut ers_schema::DbConnection, mut resource: Value| {
+        if transaction {
+            svc::resolve_conditional_references(c, &mut resource)?;
+        }
+        Ok::<_, ServiceError>(resource)
+    };
+    Ok(match interaction {
+        Interaction::Create(resource, if_none_exist) => {
+            let resource = resolved(c, resource)?;
+            written(svc::create(c, def, resource, &w, if_none_exist, create_id)?)
+        }
+        Interaction::Update(id, resource) => {
+            let resource = resolved(c, resource)?;
+            written(Created::Existing(svc::update(
+                c,
+                def,
+                &id,
+                resource,
+                precondition,
+                &w,
+            )?))
+        }
+        Interaction::ConditionalUpdate(criteria, resource) => {
+            let resource = resolved(c, resource)?;
+            written(svc::conditional_update(
+                c,
+                def,
+                criteria,
+                resource,
+                precondition,
+                &w,
+            )?)
+        }
+        Interaction::Delete(id) => {
+            let precondition = IfMatch {
+                required: false,
+                ..precondition
+            };
+            svc::delete(c, def, &id, precondition, at.who, at.draft)?;
+            Done {
+                entry: json!({"response": {"status": "204 No Content"}}),
+                wrote: Some(format!("{}/{id}", def.name)),
+                shown: None,
+            }
+        }
+        Interaction::Read(id, held) => {
+            let row = svc::read(c, def, &id)?;
+            scope::check(c, def, &id, at.caller)?;
+            let mut response = response(at.base, "200 OK", &row);
+            let tag = EntityTag::new_weak(row.version_id.to_string());
+            let entry = match held.as_deref().map(if_none_match) {
+                // The client's copy is current.
+                Some(Some(h)) if holds(&h, &tag) => {
+                    response["status"] = json!("304 Not Modified");
+                    json!({"response": response})
+                }
+                _ => json!({
+                    "fullUrl": format!("{}/{}/{}", at.base, row.res_type, row.id),
+                    "resource": stored(&row.content)?,
+                    "response": response,
+                }),
+            };
+            Done {
+                entry,
+                wrote: None,
+                shown: Some(("read", vec![audit::touched(&row)])),
+            }
+        }
+        Interaction::VRead(id, version) => {
+            scope::check(c, def, &id, at.caller)?;
+            let v = svc::vread(c, def, &id, version)?;
+            Done {
+                entry: json!({
+                    "fullUrl": format!("{}/{}/{}", at.base, v.res_type, v.id),
+                    "resource": stored(&v.content)?,
+                    "response": {
+                        "status": "200 OK",
+                        "etag": format!("W/\"{}\"", v.version_id),
+                        "lastModified": datetime::instant(v.last_updated),
+                    },
+                }),
+                wrote: None,
+                shown: Some(("vread", vec![touched_version(&v)])),
+            }
+        }
+        Interaction::Search(search) => {
+            let result = search.execute(c, None, at.caller)?;
+            let (bundle, touched) = search.bundle(at.base, result, Vec::new())?;
+            Done {
+                entry: json!({"resource": stored(&bundle)?, "response": {"status": "200 OK"}}),
+                wrote: None,
+                shown: Some(("search-type", touched)),
+            }
         }
     })
+}
+
+/// `request.ifNoneMatch`: `*` or entity tags, as the header has them; `None` if it does not
+/// parse (then ignored, as the header would be).
+fn if_none_match(raw: &str) -> Option<IfNoneMatch> {
+    if raw.trim() == "*" {
+        return Some(IfNoneMatch::Any);
+    }
+    raw.split(',')
+        .map(|t| t.trim().parse::<EntityTag>().ok())
+        .collect::<Option<Vec<_>>>()
+        .map(IfNoneMatch::Items)
+}
+
+fn stored(content: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(content)
+        .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))
+}
+
+/// Who runs a Bundle's entries, and how.
+struct Acting<'a> {
+    caller: &'a Caller,
+    who: &'a ers_schema::Author,
+    draft: &'a AuditDraft,
+    base: &'a str,
+    require_if_match: bool,
 }
 
 pub async fn post(
@@ -271,61 +545,81 @@ pub async fn post(
     } else {
         Vec::new()
     };
-    let planned = plan(&entries, &assigned, &caller, transaction)?;
+    let strict = prefer(&req).strict;
+    let planned = plan(&entries, &assigned, &caller, transaction, strict, &state)?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let base = base_url(&req, &state);
-    let require = state.settings.require_if_match;
-    let out: Vec<Value> = on_conn(&state, move |c| -> Result<Vec<Value>, ApiError> {
-        // The answer's entry, and what it wrote (Type/id).
-        let run = |c: &mut ers_schema::DbConnection, p: Planned| -> Result<(Value, String), ServiceError> {
-            let mut p = p;
+    let require_if_match = state.settings.require_if_match;
+    let audit_draft = d.clone();
+    let done: Vec<Result<Done, ApiError>> = on_conn(
+        &state,
+        move |c| -> Result<Vec<Result<Done, ApiError>>, ApiError> {
+            let at = Acting {
+                caller: &caller,
+                who: &who,
+                draft: &d,
+                base: &base,
+                require_if_match,
+            };
             if transaction {
-                svc::resolve_conditional_references(c, &mut p.resource)?;
-            }
-            let w = svc::Writer::new(&who, &d);
-            let precondition = IfMatch { version: p.if_match, required: require };
-            let done = match p.write {
-                Write::Create(if_none_exist) => svc::create(c, p.def, p.resource, &w, if_none_exist, p.create_id)?,
-                Write::Update(id) => Created::Existing(svc::update(c, p.def, &id, p.resource, precondition, &w)?),
-                Write::ConditionalUpdate(criteria) => svc::conditional_update(c, p.def, criteria, p.resource, precondition, &w)?,
-            };
-            let (status, row) = match &done {
-                Created::New(row) => ("201 Created", row),
-                Created::Existing(row) => ("200 OK", row),
-            };
-            Ok((response_entry(&base, status, row), format!("{}/{}", row.res_type, row.id)))
-        };
-        if transaction {
-            // All entries in one transaction: the first failure undoes every write.
-            write_tx(c, |c| -> Result<Vec<Value>, ApiError> {
-                let (mut out, mut wrote) = (Vec::new(), Vec::<String>::new());
-                for (i, p) in planned.into_iter().enumerate() {
-                    let p = p.map_err(|e| ApiError::InEntry(i, Box::new(e)))?;
-                    let (entry, what) = run(c, p).map_err(|e| {
-                        ApiError::InEntry(i, Box::new(earlier_entry(e, &wrote)))
-                    })?;
-                    out.push(entry);
-                    wrote.push(what);
-                }
-                Ok(out)
-            })
-        } else {
-            let mut out = Vec::new();
-            for p in planned {
-                let result = p.and_then(|p| run(c, p).map(|(entry, _)| entry).map_err(ApiError::Service));
-                out.push(match result {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let (status, issues) = e.parts();
-                        json!({"response": {"status": status.to_string(), "outcome": operation_outcome(&issues)}})
+                // All entries in one transaction, deletes first and reads last: the first
+                // failure undoes every write.
+                write_tx(c, |c| {
+                    let mut order: Vec<(usize, Planned)> = planned
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            p.map(|p| (i, p))
+                                .map_err(|e| ApiError::InEntry(i, Box::new(e)))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    order.sort_by_key(|(_, p)| p.interaction.rank());
+                    let mut done: Vec<Option<Done>> = (0..order.len()).map(|_| None).collect();
+                    let mut wrote = Vec::<(usize, String)>::new();
+                    for (i, p) in order {
+                        let d = run(c, p, &at, true).map_err(|e| {
+                            let e = match e {
+                                ApiError::Service(e) => earlier_entry(e, &wrote),
+                                other => other,
+                            };
+                            ApiError::InEntry(i, Box::new(e))
+                        })?;
+                        if let Some(w) = &d.wrote {
+                            wrote.push((i, w.clone()));
+                        }
+                        done[i] = Some(d);
                     }
-                });
+                    Ok(done.into_iter().flatten().map(Ok).collect())
+                })
+            } else {
+                Ok(planned
+                    .into_iter()
+                    .map(|p| p.and_then(|p| run(c, p, &at, false)))
+                    .collect())
             }
-            Ok(out)
-        }
-    })
+        },
+    )
     .await?;
+    let mut out = Vec::with_capacity(done.len());
+    for d in done {
+        out.push(match d {
+            Ok(d) => {
+                if let Some((subtype, touched)) = &d.shown {
+                    let action = if *subtype == "search-type" { "E" } else { "R" };
+                    state
+                        .audit
+                        .record(&audit_draft, &ok_outcome(action, subtype), touched)
+                        .await?;
+                }
+                d.entry
+            }
+            Err(e) => {
+                let (status, issues) = e.parts();
+                json!({"response": {"status": status.to_string(), "outcome": operation_outcome(&issues)}})
+            }
+        });
+    }
     let response = json!({
         "resourceType": "Bundle",
         "id": uuid::Uuid::new_v4().to_string(),

@@ -264,6 +264,10 @@ impl ApiError {
                     .map(|mut issue| {
                         issue.diagnostics = format!("Bundle.entry[{i}]: {}", issue.diagnostics);
                         issue.expression = Some(match issue.expression {
+                            // The entry's request (a search entry's parameters), not its resource.
+                            Some(e) if e.starts_with("request.") => {
+                                format!("Bundle.entry[{i}].{e}")
+                            }
                             Some(e) => format!(
                                 "Bundle.entry[{i}].resource.{}",
                                 e.split_once('.').map(|(_, rest)| rest).unwrap_or(&e)

@@ -93,7 +93,7 @@ pub(super) fn ok_outcome(action: &'static str, subtype: &str) -> Outcome {
 }
 
 /// What a version touched, for the audit.
-fn touched_version(v: &ers_schema::VersionRow) -> Touched {
+pub(super) fn touched_version(v: &ers_schema::VersionRow) -> Touched {
     let nhs_number = (v.res_type == "Patient")
         .then(|| serde_json::from_str::<Value>(&v.content).ok())
         .flatten()
@@ -107,7 +107,7 @@ fn touched_version(v: &ers_schema::VersionRow) -> Touched {
     }
 }
 
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
     if is_valid_id(id) {
         Ok(())
     } else {
@@ -137,12 +137,12 @@ pub fn public_root(req: &HttpRequest, state: &AppState) -> String {
 }
 
 /// `Prefer` header values.
-struct Prefer {
+pub(super) struct Prefer {
     ret: Option<String>,
-    strict: bool,
+    pub(super) strict: bool,
 }
 
-fn prefer(req: &HttpRequest) -> Prefer {
+pub(super) fn prefer(req: &HttpRequest) -> Prefer {
     let mut p = Prefer {
         ret: None,
         strict: false,
@@ -666,105 +666,164 @@ pub(super) async fn run_search_on(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
-    authorise(def.name, Action::Search, &caller)?;
     let d = draft(&req, Some(&caller));
-    let p = prefer(&req);
-    let mut params = params;
-    if let Some(l) = &list {
-        params.extend(l.implied.iter().cloned());
-    }
-    let mut parsed: SearchRequest =
-        fsearch::parse(def, &params, p.strict).map_err(ApiError::Search)?;
-    parsed.count_up_to = state.settings.search_total_up_to;
+    let search = Search::prepare(
+        def,
+        params,
+        list.as_ref(),
+        prefer(&req).strict,
+        &caller,
+        &state,
+    )?;
     negotiate::response_format(&req)?;
-    let mut request = parsed.clone();
-    scope::restrict(def, &mut request.query.criteria, &caller);
-    let path = match &list {
-        Some(l) => {
-            let mut accepted = l.params.clone();
-            accepted.extend(parsed.accepted.drain(..).filter(|p| !l.implied.contains(p)));
-            parsed.accepted = accepted;
-            l.path.clone()
-        }
-        None => def.name.to_owned(),
-    };
-    let of_list = list.is_some();
-    let result = on_read(&state, move |c| -> Result<_, ApiError> {
-        let mut result = match &list {
-            // A list holds only what its organisation may see; checked all the same.
-            Some(l) => {
-                let mut r = svc::search_list(c, &request, &l.list)?;
-                scope::retain_visible(c, &mut r.matches, &caller)?;
-                r
-            }
-            None => svc::search(c, &request)?,
-        };
-        scope::retain_visible(c, &mut result.included, &caller)?;
-        Ok(result)
-    })
-    .await?;
-    let touched: Vec<Touched> = result
-        .matches
-        .iter()
-        .chain(&result.included)
-        .map(audit::touched)
-        .collect();
+    let list = list.map(|l| l.list);
+    let run = search.clone();
+    let result = on_read(&state, move |c| run.execute(c, list.as_ref(), &caller)).await?;
+    let (bundle, touched) = search.bundle(&base_url(&req, &state), result, notes)?;
     state
         .audit
         .record(&d, &ok_outcome("E", "search-type"), &touched)
         .await?;
-    let base = base_url(&req, &state);
-    let (count, offset) = (parsed.query.limit, parsed.query.offset);
-    let has_more = match result.total {
-        Some(t) => offset + count < t,
-        None => i64::try_from(result.matches.len()).unwrap_or(0) >= count && count > 0,
-    };
-    let links = page_links(
-        &base,
-        &path,
-        &parsed.accepted,
-        count,
-        offset,
-        has_more && parsed.summary != fsearch::Summary::Count,
-    );
-    let shape = |content, rdef| shape_entry(content, &parsed, rdef);
-    let mut entries = Vec::with_capacity(result.matches.len() + result.included.len());
-    for row in &result.matches {
-        entries.push(Entry {
-            full_url: format!("{base}/{}/{}", row.res_type, row.id),
-            resource: shape(&row.content, Some(def))?,
-            include: false,
-            distance_km: result
-                .distances
-                .as_ref()
-                .and_then(|d| d.get(&row.id).copied()),
-        });
-    }
-    for row in &result.included {
-        entries.push(Entry {
-            full_url: format!("{base}/{}/{}", row.res_type, row.id),
-            resource: shape(&row.content, registry::find(&row.res_type))?,
-            include: true,
-            distance_km: None,
-        });
-    }
-    let mut notes = notes;
-    if !parsed.ignored.is_empty() {
-        notes.push(Issue::warning(format!(
-            "Unknown search parameters ignored: {}",
-            parsed.ignored.join(", ")
-        )));
-    }
-    if !of_list && parsed.total == fsearch::TotalMode::UpTo && result.total.is_none() {
-        notes.push(Issue::information(format!(
-            "More than {} resources match: Bundle.total is left out (ask _total=accurate to count them all)",
-            parsed.count_up_to
-        )));
-    }
-    let outcome = (!notes.is_empty()).then(|| operation_outcome(&notes));
-    let bundle = bundle::searchset(result.total, &links, entries, outcome)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
     negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
+}
+
+/// A search parsed, authorised and scoped to its caller: run by a search request, a worklist
+/// operation, or a batch or transaction entry (`GET Type?criteria`).
+#[derive(Clone)]
+pub(super) struct Search {
+    def: &'static ResourceDef,
+    /// As asked, for the links and the shaping of entries.
+    parsed: SearchRequest,
+    /// As run: limited to what the caller may see.
+    request: SearchRequest,
+    /// The links' path: the type, or the worklist operation.
+    path: String,
+    of_list: bool,
+}
+
+impl Search {
+    pub(super) fn prepare(
+        def: &'static ResourceDef,
+        params: Vec<(String, String)>,
+        list: Option<&ListSearch>,
+        strict: bool,
+        caller: &Caller,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        authorise(def.name, Action::Search, caller)?;
+        let mut params = params;
+        if let Some(l) = list {
+            params.extend(l.implied.iter().cloned());
+        }
+        let mut parsed: SearchRequest =
+            fsearch::parse(def, &params, strict).map_err(ApiError::Search)?;
+        parsed.count_up_to = state.settings.search_total_up_to;
+        let mut request = parsed.clone();
+        scope::restrict(def, &mut request.query.criteria, caller);
+        let path = match list {
+            Some(l) => {
+                let mut accepted = l.params.clone();
+                accepted.extend(parsed.accepted.drain(..).filter(|p| !l.implied.contains(p)));
+                parsed.accepted = accepted;
+                l.path.clone()
+            }
+            None => def.name.to_owned(),
+        };
+        Ok(Search {
+            def,
+            parsed,
+            request,
+            path,
+            of_list: list.is_some(),
+        })
+    }
+
+    /// The matches and includes the caller may see.
+    pub(super) fn execute(
+        &self,
+        c: &mut ers_schema::DbConnection,
+        list: Option<&ers_schema::worklists::ListFilter>,
+        caller: &Caller,
+    ) -> Result<svc::SearchResult, ApiError> {
+        let mut result = match list {
+            // A list holds only what its organisation may see; checked all the same.
+            Some(l) => {
+                let mut r = svc::search_list(c, &self.request, l)?;
+                scope::retain_visible(c, &mut r.matches, caller)?;
+                r
+            }
+            None => svc::search(c, &self.request)?,
+        };
+        scope::retain_visible(c, &mut result.included, caller)?;
+        Ok(result)
+    }
+
+    /// The searchset Bundle of one page of `result`, and what it shows (for the audit).
+    pub(super) fn bundle(
+        &self,
+        base: &str,
+        result: svc::SearchResult,
+        notes: Vec<Issue>,
+    ) -> Result<(String, Vec<Touched>), ApiError> {
+        let parsed = &self.parsed;
+        let touched: Vec<Touched> = result
+            .matches
+            .iter()
+            .chain(&result.included)
+            .map(audit::touched)
+            .collect();
+        let (count, offset) = (parsed.query.limit, parsed.query.offset);
+        let has_more = match result.total {
+            Some(t) => offset + count < t,
+            None => i64::try_from(result.matches.len()).unwrap_or(0) >= count && count > 0,
+        };
+        let links = page_links(
+            base,
+            &self.path,
+            &parsed.accepted,
+            count,
+            offset,
+            has_more && parsed.summary != fsearch::Summary::Count,
+        );
+        let shape = |content, rdef| shape_entry(content, parsed, rdef);
+        let mut entries = Vec::with_capacity(result.matches.len() + result.included.len());
+        for row in &result.matches {
+            entries.push(Entry {
+                full_url: format!("{base}/{}/{}", row.res_type, row.id),
+                resource: shape(&row.content, Some(self.def))?,
+                include: false,
+                distance_km: result
+                    .distances
+                    .as_ref()
+                    .and_then(|d| d.get(&row.id).copied()),
+            });
+        }
+        for row in &result.included {
+            entries.push(Entry {
+                full_url: format!("{base}/{}/{}", row.res_type, row.id),
+                resource: shape(&row.content, registry::find(&row.res_type))?,
+                include: true,
+                distance_km: None,
+            });
+        }
+        let mut notes = notes;
+        if !parsed.ignored.is_empty() {
+            notes.push(Issue::warning(format!(
+                "Unknown search parameters ignored: {}",
+                parsed.ignored.join(", ")
+            )));
+        }
+        if !self.of_list && parsed.total == fsearch::TotalMode::UpTo && result.total.is_none() {
+            notes.push(Issue::information(format!(
+                "More than {} resources match: Bundle.total is left out (ask _total=accurate to count them all)",
+                parsed.count_up_to
+            )));
+        }
+        let outcome = (!notes.is_empty()).then(|| operation_outcome(&notes));
+        let bundle = bundle::searchset(result.total, &links, entries, outcome)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok((bundle, touched))
+    }
 }
 
 /// A search entry's resource: whole resources go into the Bundle as stored; only a summary or

@@ -1330,13 +1330,13 @@ fn system_paths(paths: PathsBuilder) -> PathsBuilder {
                     operation(
                         "transactionOrBatch",
                         "System",
-                        "A transaction (all or nothing) or batch Bundle of creates and updates",
-                        "Entries: request.method POST with url Type, or PUT with url Type/id (request.ifMatch honoured); at most 1000. Each entry is authorised, validated and audited as if sent alone.".into(),
+                        "A transaction (all or nothing) or batch Bundle of creates, updates, deletes, reads and searches",
+                        "Entries: POST Type (request.ifNoneExist honoured), PUT Type/id or Type?criteria (request.ifMatch honoured), DELETE Type/id, GET Type/id (request.ifNoneMatch honoured), GET Type/id/_history/n, GET Type?criteria; at most 1000. A transaction runs deletes first, then creates and updates in the Bundle's order, then reads, and changes each resource once; answers keep the Bundle's order. Each entry is authorised, validated and audited as if sent alone.".into(),
                         Vec::new(),
                     )
                     .request_body(Some(resource_body("Bundle")))
                     .response("200", response("A transaction-response or batch-response Bundle", Some("Bundle"))),
-                    &[("409", "An entry conflicts"), ("412", "An entry's If-Match is stale"), ("413", "Body over 5 MB"), ("415", "Unsupported Content-Type"), ("422", "An entry is invalid (named as Bundle.entry[i])")],
+                    &[("404", "A transaction reads or changes a resource that does not exist"), ("409", "An entry conflicts"), ("412", "An entry's If-Match is stale"), ("413", "Body over 5 MB"), ("415", "Unsupported Content-Type"), ("422", "An entry is invalid (named as Bundle.entry[i])")],
                 )
                 .build(),
             ),

@@ -797,3 +797,198 @@ async fn a_stored_version_that_does_not_parse_is_never_written_over() {
     assert_eq!(versions.status, 200, "{}", versions.text());
     assert_eq!(versions.json()["total"], 1, "{}", versions.text());
 }
+
+/// Batch and transaction Bundles read, search and delete as well as write (http.html#transaction):
+/// a batch answers each entry on its own, in order; a transaction runs its deletes first and its
+/// reads last (which see what it wrote), all or nothing.
+#[actix_web::test]
+async fn bundles_read_search_and_delete_as_well_as_write() {
+    let app = spawn_app().await;
+    let a = app
+        .create(&patient(NHS[0], "Alpha", "Ann", "1970-01-01", "female"))
+        .await;
+    let b = app
+        .create(&patient(NHS[1], "Beta", "Bob", "1971-01-01", "male"))
+        .await;
+    let post = |entries: Value, kind: &str| {
+        let bundle = json!({"resourceType": "Bundle", "type": kind, "entry": entries});
+        app.send(
+            app.req("POST", "/FHIR/R4")
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(bundle.to_string().into_bytes()),
+        )
+    };
+    let get = |url: String| json!({"request": {"method": "GET", "url": url}});
+    let mut held = get(format!("Patient/{a}"));
+    held["request"]["ifNoneMatch"] = json!("W/\"1\"");
+    let r = post(
+        json!([
+            get(format!("Patient/{a}")),
+            get("Patient?family=Beta".into()),
+            get(format!("Patient/{a}/_history/1")),
+            held,
+            {"request": {"method": "DELETE", "url": format!("Patient/{b}")}},
+            get("Patient/missing".into()),
+            get("Patient?birthdate=yesterday".into()),
+            get("AuditEvent/x".into()),
+            {"request": {"method": "PATCH", "url": format!("Patient/{a}")}},
+        ]),
+        "batch",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(out["type"], "batch-response");
+    let e = |i: usize| out["entry"][i].clone();
+    let status = |i: usize| {
+        e(i)["response"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(status(0), "200 OK");
+    assert_eq!(e(0)["resource"]["id"], a.as_str());
+    assert_eq!(e(0)["response"]["etag"], "W/\"1\"");
+    assert!(e(0)["fullUrl"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with(&format!("/Patient/{a}")));
+    assert_eq!(status(1), "200 OK");
+    assert_eq!(e(1)["resource"]["type"], "searchset");
+    assert_eq!(match_ids(&e(1)["resource"]), vec![b.clone()]);
+    assert_eq!(e(2)["resource"]["meta"]["versionId"], "1");
+    assert_eq!(status(3), "304 Not Modified", "{}", e(3));
+    assert!(e(3).get("resource").is_none());
+    assert_eq!(status(4), "204 No Content", "{}", e(4));
+    assert!(status(5).starts_with("404"), "{}", e(5));
+    assert!(status(6).starts_with("400"), "{}", e(6));
+    assert_eq!(
+        e(6)["response"]["outcome"]["issue"][0]["expression"][0],
+        "request.url"
+    );
+    assert!(status(7).starts_with("400"), "{}", e(7));
+    assert!(
+        e(7)["response"]["outcome"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("its own request"),
+        "{}",
+        e(7)
+    );
+    assert!(status(8).starts_with("400"), "{}", e(8));
+    // Each read is audited as the plain read would be (a 304 too: the client learnt the version).
+    let audit = app
+        .send(
+            app.as_user(
+                &app.token,
+                "GET",
+                &format!("AuditEvent?patient=Patient/{a}&_count=50"),
+                "AUDITOR",
+                "R69",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.text());
+    let mut subtypes: Vec<String> = audit.json()["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| {
+            e["resource"]["subtype"][0]["code"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    subtypes.sort();
+    assert_eq!(
+        subtypes,
+        ["create", "read", "read", "vread"],
+        "{}",
+        audit.text()
+    );
+    assert_eq!(
+        app.get(&format!("Patient/{b}")).await.status,
+        410,
+        "deleted"
+    );
+
+    // A transaction runs its reads last whatever the Bundle's order: its search, written first,
+    // sees the patient it creates and the update it makes; the answers keep the Bundle's order.
+    let mut alpha = app.get(&format!("Patient/{a}")).await.json();
+    alpha["gender"] = json!("unknown");
+    let eps = app
+        .create(&patient(NHS[4], "Epsilon", "Eve", "1974-01-01", "female"))
+        .await;
+    let r = post(
+        json!([
+            get("Patient?family=Gamma,Alpha,Epsilon".into()),
+            {"resource": alpha, "request": {"method": "PUT", "url": format!("Patient/{a}"), "ifMatch": "W/\"1\""}},
+            {"resource": patient(NHS[2], "Gamma", "Gil", "1972-01-01", "male"), "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "DELETE", "url": format!("Patient/{eps}")}},
+        ]),
+        "transaction",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(out["type"], "transaction-response");
+    let found = &out["entry"][0]["resource"];
+    assert_eq!(found["total"], 2, "{found}");
+    let resources: Vec<&Value> = found["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    assert!(
+        resources
+            .iter()
+            .any(|p| p["id"] == a.as_str() && p["gender"] == "unknown"),
+        "{found}"
+    );
+    assert!(
+        resources.iter().any(|p| p["name"][0]["family"] == "Gamma"),
+        "{found}"
+    );
+    assert_eq!(out["entry"][1]["response"]["status"], "200 OK");
+    assert_eq!(out["entry"][2]["response"]["status"], "201 Created");
+    assert_eq!(out["entry"][3]["response"]["status"], "204 No Content");
+    assert_eq!(app.get(&format!("Patient/{eps}")).await.status, 410);
+
+    // One resource deleted and updated by one transaction: refused, naming both entries.
+    let current = app.get(&format!("Patient/{a}")).await.json();
+    let r = post(
+        json!([
+            {"resource": current, "request": {"method": "PUT", "url": format!("Patient/{a}")}},
+            {"request": {"method": "DELETE", "url": format!("Patient/{a}")}},
+        ]),
+        "transaction",
+    )
+    .await;
+    let d = r.assert_outcome(400, "invalid");
+    assert!(
+        d.contains("Bundle.entry[1]") && d.contains("Bundle.entry[0]"),
+        "{d}"
+    );
+    // A search entry's bad parameter is named where it is, in the entry's request.
+    let r = post(
+        json!([get("Patient?birthdate=yesterday".into())]),
+        "transaction",
+    )
+    .await;
+    r.assert_outcome(400, "invalid");
+    assert_eq!(r.issue_at().1, "Bundle.entry[0].request.url");
+    // A read that fails fails the transaction: the create before it is undone.
+    let r = post(
+        json!([
+            {"resource": patient(NHS[3], "Delta", "Dee", "1973-01-01", "female"), "request": {"method": "POST", "url": "Patient"}},
+            get("Patient/missing".into()),
+        ]),
+        "transaction",
+    )
+    .await;
+    let d = r.assert_outcome(404, "not-found");
+    assert!(d.contains("Bundle.entry[1]"), "{d}");
+    assert_eq!(app.search("Patient?family=Delta").await["total"], 0);
+}

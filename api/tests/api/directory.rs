@@ -1607,10 +1607,10 @@ async fn transactions_link_entries_by_urn_uuid_and_find_existing_resources_by_se
             .await["total"],
         0
     );
-    // An entry that reads or deletes is named as such.
-    let get = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "GET", "url": "HealthcareService"}}]});
-    let d = post(get).await.assert_outcome(400, "invalid");
-    assert!(d.contains("request.method 'GET'"), "{d}");
+    // An entry of a method FHIR Bundles do not carry is named as such.
+    let patch = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "PATCH", "url": "HealthcareService/x"}}]});
+    let d = post(patch).await.assert_outcome(400, "invalid");
+    assert!(d.contains("request.method 'PATCH'"), "{d}");
 }
 
 #[actix_web::test]
