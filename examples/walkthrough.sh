@@ -40,6 +40,10 @@ VERSION=$(curl -s -o /dev/null -D - "${H[@]}" "$BASE/Patient/$ID" | sed -nE 's/^
 curl -s -o /dev/null -w "update: %{http_code}\n" -X PUT "${H[@]}" "${JSON[@]}" -H "If-Match: W/\"$VERSION\"" --data "$BODY" "$BASE/Patient/$ID"
 curl -s -w "\nstale update: %{http_code}\n" -X PUT "${H[@]}" "${JSON[@]}" -H "If-Match: W/\"$VERSION\"" --data "$BODY" "$BASE/Patient/$ID"
 
+echo "# Change one element with a JSON Patch of the current version"
+curl -s -o /dev/null -w "patch: %{http_code}\n" -X PATCH "${H[@]}" -H "Content-Type: application/json-patch+json" \
+     -H "If-Match: W/\"$((VERSION + 1))\"" --data '[{"op": "replace", "path": "/gender", "value": "unknown"}]' "$BASE/Patient/$ID"
+
 echo "# Every version, newest first"
 curl -s "${H[@]}" "$BASE/Patient/$ID/_history"; echo
 

@@ -32,6 +32,9 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 ("history-instance", Action::History),
                 ("history-type", Action::History),
             ];
+            if r.plain_writes {
+                wanted.push(("patch", Action::Update));
+            }
             if r.delete {
                 wanted.push(("delete", Action::Delete));
             }

@@ -21,6 +21,7 @@ use crate::security::permissions::{self, Action};
 use crate::service::audit::{self as audit, AuditDraft, Outcome, Touched};
 use crate::service::resource::{self as svc, Created};
 use crate::service::scope;
+use crate::service::ServiceError;
 use crate::startup::AppState;
 
 type Reply = Result<HttpResponse, ApiError>;
@@ -513,6 +514,48 @@ pub async fn update(
             },
             &svc::Writer::new(&who, &d),
         )
+    })
+    .await?;
+    write_reply(&req, &state, StatusCode::OK, &row)
+}
+
+/// `PATCH /{type}/{id}` with a JSON Patch document.
+pub async fn patch(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (t, id) = path.into_inner();
+    let def = resource_def(&t)?;
+    if !def.plain_writes {
+        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+            "{0} is changed only through its operations (see the CapabilityStatement), not by PATCH",
+            def.name
+        ))));
+    }
+    authorise(def.name, Action::Update, &caller)?;
+    check_id(&id)?;
+    let operations = negotiate::json_patch(&req, &body)?;
+    let precondition = svc::IfMatch {
+        version: if_match(&req)?,
+        required: state.settings.require_if_match,
+    };
+    let base = base_url(&req, &state);
+    let who = author(&req, &caller);
+    let d = draft(&req, Some(&caller));
+    let row = on_conn(&state, move |c| -> Result<_, ApiError> {
+        scope::check(c, def, &id, &caller)?;
+        Ok(svc::patch(
+            c,
+            def,
+            &id,
+            &operations,
+            precondition,
+            &svc::Writer::new(&who, &d),
+            &|patched| negotiate::as_parsed(patched, &base),
+        )?)
     })
     .await?;
     write_reply(&req, &state, StatusCode::OK, &row)

@@ -384,6 +384,7 @@ pub fn cors(origins: &[String]) -> actix_cors::Cors {
             Method::HEAD,
             Method::POST,
             Method::PUT,
+            Method::PATCH,
             Method::DELETE,
         ])
         .allow_any_header()

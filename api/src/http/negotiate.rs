@@ -134,6 +134,45 @@ pub fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
+/// A `PATCH` body: a JSON Patch document (RFC 6902, `application/json-patch+json`), or 415.
+pub fn json_patch(req: &HttpRequest, body: &[u8]) -> Result<json_patch::Patch, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json-patch+json") {
+        return Err(ApiError::UnsupportedMediaType(
+            if format_of_mime(ct).is_some() {
+                format!("Content-Type '{ct}': PATCH takes a JSON Patch document (application/json-patch+json); FHIRPath Patch (a Parameters resource) is not supported")
+            } else {
+                format!("Content-Type '{ct}' is not supported: PATCH takes a JSON Patch document (application/json-patch+json)")
+            },
+        ));
+    }
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the request body is empty: a JSON Patch document (an array of operations) is required"
+                .into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body is not a JSON Patch document (an array of operations, each with 'op' and 'path'): {e}"
+        ))
+    })
+}
+
+/// A resource a request made (a patched one) in the form a parsed body has: checked against
+/// R4's structure, and references to this server's own `base` made relative.
+pub fn as_parsed(resource: &Value, base: &str) -> Result<Value, String> {
+    let bytes = serde_json::to_vec(resource).map_err(|e| e.to_string())?;
+    let mut value = ers_fhir::parse_json(&bytes).map_err(|e| e.to_string())?;
+    crate::fhir::index::localise_references(&mut value, base);
+    Ok(value)
+}
+
 /// References to this server's own base URL, as the client sees it, become relative: what is
 /// stored, checked and compared is the same whichever form the client sent.
 fn localise(req: &HttpRequest, value: &mut Value) {

@@ -287,6 +287,41 @@ fn resource_answer(t: &str, description: &str, write: bool) -> Response {
     r.build()
 }
 
+/// A JSON Patch document: an array of operations.
+fn json_patch_body() -> utoipa::openapi::request_body::RequestBody {
+    let op = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "op",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["add", "remove", "replace", "move", "copy", "test"])),
+        )
+        .required("op")
+        .property(
+            "path",
+            string_schema("A JSON Pointer into the resource, e.g. /gender"),
+        )
+        .required("path")
+        .property(
+            "value",
+            ObjectBuilder::new().description(Some("For add, replace and test")),
+        )
+        .property("from", string_schema("For move and copy"));
+    RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .description(Some("A JSON Patch document (RFC 6902)"))
+        .content(
+            "application/json-patch+json",
+            Content::new(Some(RefOr::T(
+                utoipa::openapi::schema::ArrayBuilder::new()
+                    .items(op)
+                    .into(),
+            ))),
+        )
+        .build()
+}
+
 fn resource_body(t: &str) -> utoipa::openapi::request_body::RequestBody {
     let mut b = RequestBodyBuilder::new()
         .required(Some(Required::True))
@@ -512,6 +547,28 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 ("428", "If-Match required"),
             ];
             instance.push((HttpMethod::Put, with_errors(op, &errors).build()));
+        }
+        if def.plain_writes && !allowed(t, Action::Update).is_empty() {
+            let op = operation(
+                &format!("patch{t}"),
+                t,
+                &format!("Patch {}", a(t)),
+                format!(
+                    "{} A JSON Patch (RFC 6902) of the current version; the result is checked and stored as an update would be. Without If-Match it applies to the version current when it is written.",
+                    who_may(t, Action::Update)
+                ),
+                vec![id(), header("If-Match", false, "W/\"n\": patch only that version (412 when stale; 428 when required and missing)"), header("Prefer", false, "return=minimal | representation | OperationOutcome")],
+            )
+            .request_body(Some(json_patch_body()))
+            .response("200", resource_answer(t, "Patched (ETag, Last-Modified, Location)", true));
+            let errors = [
+                ("409", "Concurrent update, or identifier taken"),
+                ("412", "If-Match is stale"),
+                ("415", "Not application/json-patch+json"),
+                ("422", "The patch does not apply (a test fails, a path is missing), or its result is invalid"),
+                ("428", "If-Match required"),
+            ];
+            instance.push((HttpMethod::Patch, with_errors(op, &errors).build()));
         }
         if def.delete && !allowed(t, Action::Delete).is_empty() {
             let op = operation(

@@ -490,6 +490,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     Endpoint::at("/{type}/{id}")
                         .on(Method::GET, h::read)
                         .writes(Method::PUT, Action::Update, h::update)
+                        .writes(Method::PATCH, Action::Update, h::patch)
                         .writes(Method::DELETE, Action::Delete, h::delete)
                         .otherwise(not_allowed),
                 )

@@ -844,6 +844,82 @@ pub fn rewrite(
     })
 }
 
+/// `PATCH /{type}/{id}`: a JSON Patch (RFC 6902) of the current version, written as an update
+/// of that version, so checked and stored as a `PUT` of the result would be. The caller must
+/// be one who may change it before the patch is tried (its `test` operations would otherwise
+/// tell a stranger what the resource holds). `shape` checks the patched resource's R4
+/// structure. With `If-Match` the patch applies to that version only; without, to the version
+/// current when it is written (a change in between is read again, up to three times).
+pub fn patch(
+    conn: &mut DbConnection,
+    def: &'static ResourceDef,
+    id: &str,
+    operations: &json_patch::Patch,
+    precondition: IfMatch,
+    w: &Writer<'_>,
+    shape: &dyn Fn(&Value) -> std::result::Result<Value, String>,
+) -> Result<ResourceRow> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = read(conn, def, id)?;
+        precondition.check(def, id, current.version_id)?;
+        let mut body: Value = super::parse_stored(&current)?;
+        if !w.owner_exempt {
+            check_owner(conn, def.name, &body, w.audit)?;
+        }
+        json_patch::patch(&mut body, operations).map_err(|e| {
+            ServiceError::Invalid(vec![Issue::error(
+                "processing",
+                "INVALID_VALUE",
+                format!(
+                    "the JSON Patch does not apply to {}/{id} version {}: operation {} ({}) at '{}': {}",
+                    def.name,
+                    current.version_id,
+                    e.operation,
+                    operations
+                        .get(e.operation)
+                        .map(patch_op_name)
+                        .unwrap_or("?"),
+                    e.path,
+                    e.kind
+                ),
+            )])
+        })?;
+        let patched = shape(&body).map_err(|e| {
+            ServiceError::Invalid(vec![Issue::error(
+                "structure",
+                "INVALID_VALUE",
+                format!(
+                    "the patched {} is not a valid R4 {}: {e}",
+                    def.name, def.name
+                ),
+            )])
+        })?;
+        let pinned = IfMatch {
+            version: Some(current.version_id),
+            required: precondition.required,
+        };
+        match update(conn, def, id, patched, pinned, w) {
+            Err(ServiceError::VersionMismatch { .. })
+                if precondition.version.is_none() && attempt < 3 => {}
+            done => return done,
+        }
+    }
+}
+
+fn patch_op_name(op: &json_patch::PatchOperation) -> &'static str {
+    use json_patch::PatchOperation as Op;
+    match op {
+        Op::Add(_) => "add",
+        Op::Remove(_) => "remove",
+        Op::Replace(_) => "replace",
+        Op::Move(_) => "move",
+        Op::Copy(_) => "copy",
+        Op::Test(_) => "test",
+    }
+}
+
 /// `PUT /{type}/{id}`.
 pub fn update(
     conn: &mut DbConnection,

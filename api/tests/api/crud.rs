@@ -992,3 +992,112 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
     assert!(d.contains("Bundle.entry[1]"), "{d}");
     assert_eq!(app.search("Patient?family=Delta").await["total"], 0);
 }
+
+/// JSON Patch (http.html#patch, RFC 6902): the patched resource is checked and stored as an
+/// update of the version patched would be; a patch that does not apply changes nothing.
+#[actix_web::test]
+async fn a_json_patch_changes_what_it_names_and_is_checked_as_an_update() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Patch", "Pat", "1970-01-01", "female"))
+        .await;
+    let path = format!("Patient/{id}");
+    const JSON_PATCH: &str = "application/json-patch+json";
+    let patch = |ops: Value, if_match: Option<&'static str>, content_type: &'static str| {
+        let mut r = app
+            .req("PATCH", &path)
+            .insert_header(("Content-Type", content_type));
+        if let Some(v) = if_match {
+            r = r.insert_header(("If-Match", v));
+        }
+        app.send(r, Some(ops.to_string().into_bytes()))
+    };
+    let r = patch(
+        json!([
+            {"op": "test", "path": "/gender", "value": "female"},
+            {"op": "replace", "path": "/gender", "value": "unknown"},
+            {"op": "add", "path": "/name/0/given/-", "value": "Middle"},
+        ]),
+        Some("W/\"1\""),
+        JSON_PATCH,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("etag").as_deref(), Some("W/\"2\""));
+    let stored = app.get(&path).await.json();
+    assert_eq!(stored["gender"], "unknown");
+    assert_eq!(stored["name"][0]["given"], json!(["Pat", "Middle"]));
+    assert_eq!(stored["name"][0]["family"], "Patch", "the rest is kept");
+    assert_eq!(stored["meta"]["versionId"], "2");
+
+    // A stale If-Match: 412.
+    let replace_gender = json!([{"op": "replace", "path": "/gender", "value": "male"}]);
+    patch(replace_gender.clone(), Some("W/\"1\""), JSON_PATCH)
+        .await
+        .assert_outcome(412, "conflict");
+    // A test that fails names the operation and its path.
+    let d = patch(
+        json!([{"op": "replace", "path": "/gender", "value": "male"}, {"op": "test", "path": "/birthDate", "value": "1999-01-01"}]),
+        None,
+        JSON_PATCH,
+    )
+    .await
+    .assert_outcome(422, "processing");
+    assert!(
+        d.contains("operation 1 (test)") && d.contains("/birthDate"),
+        "{d}"
+    );
+    // A result that is not an R4 Patient, or breaks a Patient rule, is refused as a PUT would be.
+    patch(
+        json!([{"op": "replace", "path": "/birthDate", "value": 42}]),
+        None,
+        JSON_PATCH,
+    )
+    .await
+    .assert_outcome(422, "structure");
+    let d = patch(
+        json!([{"op": "replace", "path": "/birthDate", "value": "2999-01-01"}]),
+        None,
+        JSON_PATCH,
+    )
+    .await
+    .assert_outcome(422, "value");
+    assert!(d.contains("birthDate"), "{d}");
+    patch(
+        json!([{"op": "replace", "path": "/id", "value": "another"}]),
+        None,
+        JSON_PATCH,
+    )
+    .await
+    .assert_outcome(400, "invalid");
+    // Not a JSON Patch: FHIRPath Patch is 415, a malformed document 400.
+    let d = patch(
+        json!({"resourceType": "Parameters"}),
+        None,
+        "application/fhir+json",
+    )
+    .await
+    .assert_outcome(415, "not-supported");
+    assert!(d.contains("application/json-patch+json"), "{d}");
+    patch(json!({"op": "replace"}), None, JSON_PATCH)
+        .await
+        .assert_outcome(400, "invalid");
+    assert_eq!(
+        app.get(&path).await.json()["meta"]["versionId"],
+        "2",
+        "nothing that failed was written"
+    );
+    // Without If-Match: the current version.
+    let r = patch(replace_gender, None, JSON_PATCH).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.get(&path).await.json()["gender"], "male");
+    // A referral changes only through its operations.
+    let r = app
+        .send(
+            app.req("PATCH", "ServiceRequest/some-id")
+                .insert_header(("Content-Type", JSON_PATCH)),
+            Some(b"[]".to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, 405, "{}", r.text());
+}

@@ -107,6 +107,22 @@ async fn service_definers_maintain_their_own_organisations_services() {
     )
     .await
     .assert_outcome(403, "forbidden");
+    // Nor patch it: refused before the patch is tried, so its test operations cannot probe what
+    // the service holds (a failed test would be 422).
+    let probe = json!([{"op": "test", "path": "/name", "value": "a guess"}]);
+    app.send(
+        app.as_user(
+            &app.token,
+            "PATCH",
+            &format!("HealthcareService/{id}"),
+            "SERVICE_DEFINER",
+            "RCD",
+        )
+        .insert_header(("Content-Type", "application/json-patch+json")),
+        Some(probe.to_string().into_bytes()),
+    )
+    .await
+    .assert_outcome(403, "forbidden");
     // Retiring keeps history.
     let mut retired = r.json();
     retired["active"] = json!(false);

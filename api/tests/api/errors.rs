@@ -157,7 +157,11 @@ async fn every_405_says_which_methods_are_allowed() {
     };
     let cases = [
         // Methods the endpoint never serves.
-        ("PATCH", format!("Patient/{id}"), "GET, HEAD, PUT, DELETE"),
+        (
+            "TRACE",
+            format!("Patient/{id}"),
+            "GET, HEAD, PUT, PATCH, DELETE",
+        ),
         ("TRACE", "Patient".to_owned(), "GET, HEAD, POST, PUT"),
         ("POST", "metadata".to_owned(), "GET, HEAD"),
         ("DELETE", "AuditEvent".to_owned(), "GET, HEAD"),
@@ -167,9 +171,10 @@ async fn every_405_says_which_methods_are_allowed() {
         (
             "PUT",
             "Patient/client-chosen".to_owned(),
-            "GET, HEAD, DELETE",
+            "GET, HEAD, PATCH, DELETE",
         ),
         ("PUT", "ServiceRequest/any".to_owned(), "GET, HEAD"),
+        ("PATCH", "ServiceRequest/any".to_owned(), "GET, HEAD"),
         ("DELETE", "Appointment/any".to_owned(), "GET, HEAD, PUT"),
         (
             "PUT",
@@ -253,9 +258,13 @@ async fn wrong_method_media_type_and_accept() {
     let id = app
         .create(&patient(NHS[0], "Meth", "Od", "1980-01-01", "male"))
         .await;
-    app.send(app.req("PATCH", &format!("Patient/{id}")), None)
+    app.send(app.req("TRACE", &format!("Patient/{id}")), None)
         .await
         .assert_outcome(405, "not-supported");
+    // PATCH takes a JSON Patch document and nothing else.
+    app.send(app.req("PATCH", &format!("Patient/{id}")), None)
+        .await
+        .assert_outcome(415, "not-supported");
     app.send(
         app.req("POST", &format!("Patient/{id}")),
         Some(b"{}".to_vec()),
