@@ -347,16 +347,54 @@ pub(super) fn holds(condition: &header::IfNoneMatch, tag: &header::EntityTag) ->
     }
 }
 
+/// The subset a read asks for with `_summary` or `_elements` (FHIR's general parameters, which
+/// apply to a read as to a search), if any: checked before anything is read.
+fn read_subset(
+    req: &HttpRequest,
+    def: &'static ResourceDef,
+) -> Result<Option<SearchRequest>, ApiError> {
+    let asked: Vec<(String, String)> = parse_query(req.query_string())?
+        .into_iter()
+        .filter(|(k, _)| matches!(k.as_str(), "_summary" | "_elements"))
+        .collect();
+    if asked.is_empty() {
+        return Ok(None);
+    }
+    let parsed = fsearch::parse(def, &asked, true).map_err(ApiError::Search)?;
+    if parsed.summary == fsearch::Summary::Count {
+        return Err(ApiError::bad_param(
+            "_summary",
+            "'count' counts a search's matches; a read takes true, text, data or false",
+        ));
+    }
+    Ok(Some(parsed))
+}
+
+/// A read's answer: the version, or its 304 when the client holds it; the resource as stored,
+/// or the `subset` asked for.
 fn read_reply(
     req: &HttpRequest,
+    def: &ResourceDef,
+    subset: Option<&SearchRequest>,
     content: String,
     version: i64,
     last_updated: chrono::NaiveDateTime,
 ) -> Reply {
+    let shaped = match subset
+        .map(|s| shape_entry(&content, s, Some(def)))
+        .transpose()?
+    {
+        Some(EntryResource::Value(v)) => Some(v),
+        _ => None,
+    };
+    let body = match shaped {
+        Some(v) => Body::Value(v),
+        None => Body::Text(content),
+    };
     let mut res = if not_modified(req, version, last_updated) {
         HttpResponse::NotModified().finish()
     } else {
-        negotiate::respond(req, StatusCode::OK, Body::Text(content))?
+        negotiate::respond(req, StatusCode::OK, body)?
     };
     let h = res.headers_mut();
     h.insert(
@@ -443,6 +481,7 @@ pub async fn read(
     authorise(def.name, Action::Read, &caller)?;
     check_id(&id)?;
     negotiate::response_format(&req)?;
+    let subset = read_subset(&req, def)?;
     let d = draft(&req, Some(&caller));
     let row = on_read(&state, move |c| -> Result<_, ApiError> {
         let row = svc::read(c, def, &id)?;
@@ -454,7 +493,14 @@ pub async fn read(
         .audit
         .record(&d, &ok_outcome("R", "read"), &[audit::touched(&row)])
         .await?;
-    read_reply(&req, row.content, row.version_id, row.last_updated)
+    read_reply(
+        &req,
+        def,
+        subset.as_ref(),
+        row.content,
+        row.version_id,
+        row.last_updated,
+    )
 }
 
 pub async fn vread(
@@ -473,6 +519,7 @@ pub async fn vread(
         ))
     })?;
     negotiate::response_format(&req)?;
+    let subset = read_subset(&req, def)?;
     let d = draft(&req, Some(&caller));
     let row = on_read(&state, move |c| -> Result<_, ApiError> {
         scope::check(c, def, &id, &caller)?;
@@ -483,7 +530,14 @@ pub async fn vread(
         .audit
         .record(&d, &ok_outcome("R", "vread"), &[touched_version(&row)])
         .await?;
-    read_reply(&req, row.content, row.version_id, row.last_updated)
+    read_reply(
+        &req,
+        def,
+        subset.as_ref(),
+        row.content,
+        row.version_id,
+        row.last_updated,
+    )
 }
 
 pub async fn update(

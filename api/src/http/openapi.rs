@@ -62,6 +62,14 @@ fn conditional_read(mut params: Vec<Parameter>) -> Vec<Parameter> {
         false,
         "The Last-Modified of the copy you hold: 304 with no body if it has not changed since",
     ));
+    params.push(query(
+        "_summary",
+        "true, text, data or false: a summary of the resource (marked SUBSETTED)",
+    ));
+    params.push(query(
+        "_elements",
+        "Comma-separated top-level elements to return (marked SUBSETTED)",
+    ));
     params
 }
 

@@ -1101,3 +1101,47 @@ async fn a_json_patch_changes_what_it_names_and_is_checked_as_an_update() {
         .await;
     assert_eq!(r.status, 405, "{}", r.text());
 }
+
+/// `_summary` and `_elements` are FHIR's general parameters: a read and a vread take them as a
+/// search does, marking the subset SUBSETTED.
+#[actix_web::test]
+async fn a_read_returns_the_subset_summary_or_elements_ask_for() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Sub", "Set", "1970-01-01", "female"))
+        .await;
+    let subsetted = |r: &Value| {
+        r["meta"]["tag"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["code"] == "SUBSETTED"))
+    };
+    let r = app.get(&format!("Patient/{id}?_elements=name")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
+    let p = r.json();
+    assert_eq!(p["name"][0]["family"], "Sub");
+    assert!(
+        p.get("gender").is_none() && p.get("birthDate").is_none(),
+        "{p}"
+    );
+    assert!(subsetted(&p), "{p}");
+    let p = app
+        .get(&format!("Patient/{id}/_history/1?_elements=gender"))
+        .await
+        .json();
+    assert_eq!(p["gender"], "female");
+    assert!(p.get("name").is_none() && subsetted(&p), "{p}");
+    // A whole read is as stored, unmarked.
+    let p = app
+        .get(&format!("Patient/{id}?_summary=false"))
+        .await
+        .json();
+    assert_eq!(p["gender"], "female");
+    assert!(!subsetted(&p), "{p}");
+    app.get(&format!("Patient/{id}?_summary=count"))
+        .await
+        .assert_outcome(400, "invalid");
+    app.get(&format!("Patient/{id}?_elements=name.family"))
+        .await
+        .assert_outcome(400, "invalid");
+}
