@@ -1,5 +1,6 @@
 //! `POST /FHIR/R4` with a `transaction` or `batch` Bundle: creates (POST) and updates (PUT) for
-//! bulk loading, e.g. a service's slots, and deletes, reads and searches (DELETE, GET). A
+//! bulk loading, e.g. a service's slots, and patches, deletes, reads and searches (PATCH,
+//! DELETE, GET). A
 //! transaction is all or nothing, runs its deletes first and its reads last, and its entries may
 //! refer to each other by `urn:uuid:` fullUrl; a batch answers each entry on its own, in order.
 
@@ -48,6 +49,8 @@ enum Interaction {
     Update(String, Value),
     /// `PUT Type?criteria` (conditional update).
     ConditionalUpdate((SearchQuery, String), Value),
+    /// `PATCH Type/id`, with a JSON Patch in a Binary.
+    Patch(String, json_patch::Patch),
     /// `DELETE Type/id`.
     Delete(String),
     /// `GET Type/id`, with the version the client holds (`request.ifNoneMatch`) if given.
@@ -69,15 +72,17 @@ impl Interaction {
             Interaction::Delete(_) => 0,
             Interaction::Create(..)
             | Interaction::Update(..)
-            | Interaction::ConditionalUpdate(..) => 1,
+            | Interaction::ConditionalUpdate(..)
+            | Interaction::Patch(..) => 1,
             Interaction::Read(..) | Interaction::VRead(..) | Interaction::Search(_) => 2,
         }
     }
 
-    /// The `Type/id` a delete or an update names (which one transaction may touch only once).
+    /// The `Type/id` a delete, an update or a patch names (which one transaction may touch only
+    /// once).
     fn names(&self, def: &ResourceDef) -> Option<String> {
         match self {
-            Interaction::Delete(id) | Interaction::Update(id, _) => {
+            Interaction::Delete(id) | Interaction::Update(id, _) | Interaction::Patch(id, _) => {
                 Some(format!("{}/{id}", def.name))
             }
             _ => None,
@@ -156,6 +161,38 @@ fn entry_resource(e: &Value, transaction: bool) -> Result<Value, ApiError> {
     Ok(resource)
 }
 
+/// A `PATCH` entry's JSON Patch: a Binary resource holding it (FHIR's form for a patch in a
+/// Bundle: `contentType` application/json-patch+json, the document base64 in `data`).
+fn entry_patch(e: &Value) -> Result<json_patch::Patch, ApiError> {
+    use base64::Engine;
+    let binary = e
+        .get("resource")
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Binary"));
+    let content_type = binary
+        .and_then(|b| b.get("contentType"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let Some(data) = binary
+        .filter(|_| content_type == "application/json-patch+json")
+        .and_then(|b| b.get("data"))
+        .and_then(Value::as_str)
+    else {
+        return Err(ApiError::BadRequest(
+            "a PATCH entry's resource is a Binary with contentType application/json-patch+json and the JSON Patch document, base64, in data (FHIRPath Patch is not supported)".into(),
+        ));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| {
+            ApiError::BadRequest(format!("the PATCH entry's Binary.data is not base64: {e}"))
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the PATCH entry's Binary.data is not a JSON Patch document (an array of operations, each with 'op' and 'path'): {e}"
+        ))
+    })
+}
+
 /// One entry's request, checked: its type, interaction, the caller's right to it.
 fn plan_entry(
     e: &Value,
@@ -194,6 +231,7 @@ fn plan_entry(
             conditional_criteria(def, q, "request.url", caller)?,
             entry_resource(e, transaction)?,
         ),
+        ("PATCH", [i], None) => Interaction::Patch(id(i)?, entry_patch(e)?),
         ("DELETE", [i], None) => Interaction::Delete(id(i)?),
         ("GET", [i], None) => Interaction::Read(
             id(i)?,
@@ -220,20 +258,20 @@ fn plan_entry(
             )
             .map_err(at_request_url)?,
         )),
-        ("POST" | "PUT" | "DELETE" | "GET", ..) => {
+        ("POST" | "PUT" | "PATCH" | "DELETE" | "GET", ..) => {
             return Err(ApiError::BadRequest(format!(
-                "request {method} {url}: an entry is POST Type (with request.ifNoneExist if wanted), PUT Type/id, PUT Type?criteria, DELETE Type/id, GET Type/id, GET Type/id/_history/n or GET Type?criteria"
+                "request {method} {url}: an entry is POST Type (with request.ifNoneExist if wanted), PUT Type/id, PUT Type?criteria, PATCH Type/id, DELETE Type/id, GET Type/id, GET Type/id/_history/n or GET Type?criteria"
             )))
         }
         _ => {
             return Err(ApiError::BadRequest(format!(
-                "request.method '{method}': an entry is GET, POST, PUT or DELETE"
+                "request.method '{method}': an entry is GET, POST, PUT, PATCH or DELETE"
             )))
         }
     };
     let action = match &interaction {
         Interaction::Create(..) => Action::Create,
-        Interaction::Update(..) => Action::Update,
+        Interaction::Update(..) | Interaction::Patch(..) => Action::Update,
         // It may create as well as change.
         Interaction::ConditionalUpdate(..) => {
             authorise(def.name, Action::Create, caller)?;
@@ -419,6 +457,15 @@ fn run(
                 &w,
             )?)
         }
+        Interaction::Patch(id, operations) => written(Created::Existing(svc::patch(
+            c,
+            def,
+            &id,
+            &operations,
+            precondition,
+            &w,
+            &|patched| negotiate::as_parsed(patched, at.base),
+        )?)),
         Interaction::Delete(id) => {
             let precondition = IfMatch {
                 required: false,

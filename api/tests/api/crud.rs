@@ -991,6 +991,34 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
     let d = r.assert_outcome(404, "not-found");
     assert!(d.contains("Bundle.entry[1]"), "{d}");
     assert_eq!(app.search("Patient?family=Delta").await["total"], 0);
+
+    // A PATCH entry carries its JSON Patch in a Binary; anything else is named.
+    use base64::Engine;
+    let ops = json!([{"op": "replace", "path": "/gender", "value": "other"}]).to_string();
+    let binary = json!({"resourceType": "Binary", "contentType": "application/json-patch+json",
+        "data": base64::engine::general_purpose::STANDARD.encode(ops)});
+    let r = post(
+        json!([
+            {"resource": binary, "request": {"method": "PATCH", "url": format!("Patient/{a}")}},
+            {"resource": {"resourceType": "Parameters"}, "request": {"method": "PATCH", "url": format!("Patient/{a}")}},
+        ]),
+        "batch",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(out["entry"][0]["response"]["status"], "200 OK", "{out}");
+    assert_eq!(out["entry"][0]["response"]["etag"], "W/\"3\"", "{out}");
+    assert!(
+        out["entry"][1]["response"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("400")),
+        "{out}"
+    );
+    assert_eq!(
+        app.get(&format!("Patient/{a}")).await.json()["gender"],
+        "other"
+    );
 }
 
 /// JSON Patch (http.html#patch, RFC 6902): the patched resource is checked and stored as an
