@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::caller::author;
 use super::handlers::{
     authorise, base_url, check_id, conditional_criteria, draft, holds, ok_outcome, on_conn,
-    parse_query, prefer, touched_version, Search,
+    parse_query, plain_writes, prefer, touched_version, Search,
 };
 use super::negotiate::{self, Body};
 use super::ApiError;
@@ -282,11 +282,8 @@ fn plan_entry(
         // Authorised as it was prepared.
         Interaction::Search(_) => Action::Search,
     };
-    if matches!(action, Action::Create | Action::Update | Action::Delete) && !def.plain_writes {
-        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
-            "{0} is created with POST {0} and changed only through its operations (see the CapabilityStatement), not in a Bundle",
-            def.name
-        ))));
+    if matches!(action, Action::Create | Action::Update | Action::Delete) {
+        plain_writes(def, "in a Bundle")?;
     }
     authorise(def.name, action, caller)?;
     let if_match = e

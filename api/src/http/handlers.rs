@@ -573,6 +573,18 @@ pub async fn update(
     write_reply(&req, &state, StatusCode::OK, &row)
 }
 
+/// A type whose writes are its use cases' own (a referral's operations, say) is not written
+/// plainly (`how`: by PATCH, in a Bundle): 405.
+pub(super) fn plain_writes(def: &ResourceDef, how: &str) -> Result<(), ApiError> {
+    if def.plain_writes {
+        return Ok(());
+    }
+    Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
+        "{0} is created with POST {0} and changed only through its operations (see the CapabilityStatement), not {how}",
+        def.name
+    ))))
+}
+
 /// `PATCH /{type}/{id}` with a JSON Patch document.
 pub async fn patch(
     req: HttpRequest,
@@ -583,12 +595,7 @@ pub async fn patch(
 ) -> Reply {
     let (t, id) = path.into_inner();
     let def = resource_def(&t)?;
-    if !def.plain_writes {
-        return Err(ApiError::Service(ServiceError::MethodNotAllowed(format!(
-            "{0} is changed only through its operations (see the CapabilityStatement), not by PATCH",
-            def.name
-        ))));
-    }
+    plain_writes(def, "by PATCH")?;
     authorise(def.name, Action::Update, &caller)?;
     check_id(&id)?;
     let operations = negotiate::json_patch(&req, &body)?;
