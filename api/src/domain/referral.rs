@@ -631,6 +631,10 @@ pub enum Worklist {
     AssessmentReturnedCancelledDna,
     ReferralsForReview,
     AppointmentSlotIssues,
+    /// Referrals the provider is to book: triaged "accept, book later", or its appointment
+    /// cancelled "action later" (e-RS's web-only "Appointments for Booking", which the real API
+    /// lacks).
+    AppointmentsForBooking,
     /// A&G requests awaiting the provider's response (e-RS ADVICE_AND_GUIDANCE_REQUESTS).
     AdviceRequests,
     /// A&G requests the referrer is to act on: advice to review, information to send.
@@ -657,13 +661,14 @@ const PROVIDER_ROLES: &[B] = &[
 ];
 
 impl Worklist {
-    pub const ALL: [Worklist; 8] = [
+    pub const ALL: [Worklist; 9] = [
         Worklist::AwaitingBooking,
         Worklist::LettersOutstanding,
         Worklist::RejectedTriageResponse,
         Worklist::AssessmentReturnedCancelledDna,
         Worklist::ReferralsForReview,
         Worklist::AppointmentSlotIssues,
+        Worklist::AppointmentsForBooking,
         Worklist::AdviceRequests,
         Worklist::AdviceResponses,
     ];
@@ -676,6 +681,7 @@ impl Worklist {
             Worklist::AssessmentReturnedCancelledDna => "ASSESSMENT_RETURNED_CANCELLED_DNA",
             Worklist::ReferralsForReview => "REFERRALS_FOR_REVIEW",
             Worklist::AppointmentSlotIssues => "APPOINTMENT_SLOT_ISSUES",
+            Worklist::AppointmentsForBooking => "APPOINTMENTS_FOR_BOOKING",
             Worklist::AdviceRequests => "ADVICE_AND_GUIDANCE_REQUESTS",
             Worklist::AdviceResponses => "ADVICE_AND_GUIDANCE_RESPONSES",
         }
@@ -749,6 +755,7 @@ impl Worklist {
             }
             Worklist::ReferralsForReview => &[S::AwaitingTriage],
             Worklist::AppointmentSlotIssues => &[S::DeferredToProvider],
+            Worklist::AppointmentsForBooking => &[S::TriagedProviderToAction],
         })
     }
 
@@ -820,6 +827,10 @@ mod tests {
         assert_eq!(
             on(item(ReferralState::AwaitingTriage, false)),
             vec![Worklist::ReferralsForReview]
+        );
+        assert_eq!(
+            on(item(ReferralState::TriagedProviderToAction, false)),
+            vec![Worklist::AppointmentsForBooking]
         );
         assert!(on(item(ReferralState::CancelledReferral, true))
             .iter()

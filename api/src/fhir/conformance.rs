@@ -260,7 +260,7 @@ fn operation_definitions() -> Vec<Value> {
         false,
         "A worklist of the caller's organisation as a paged searchset (e-RS A008/A023). GET.".into(),
         vec![
-            in_param("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA, ADVICE_AND_GUIDANCE_RESPONSES (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES, ADVICE_AND_GUIDANCE_REQUESTS (providers)"),
+            in_param("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA, ADVICE_AND_GUIDANCE_RESPONSES (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES, APPOINTMENTS_FOR_BOOKING, ADVICE_AND_GUIDANCE_REQUESTS (providers)"),
             in_param("service", 0, "1", "string", "provider lists: the organisation's services (comma-separated)"),
             in_param("specialty", 0, "1", "string", "provider lists: e-RS specialties (comma-separated)"),
             in_param("_count", 0, "1", "integer", "page size"),

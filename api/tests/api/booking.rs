@@ -1146,6 +1146,15 @@ async fn requirements_follow_the_appointment_and_the_provider_accepts_or_rebooks
         .json();
     assert_eq!(appt["status"], "proposed");
     assert!(appt.get("slot").is_none(), "{appt}");
+    // It is on the provider's Appointments for Booking list (not the referrer's to ask for)
+    // until it is booked again.
+    let for_booking = "ServiceRequest/$ers.worklist?listType=APPOINTMENTS_FOR_BOOKING";
+    let listed = w.send_as(provider, "GET", for_booking, None, None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert!(match_ids(&listed.json()).contains(&id), "{}", listed.text());
+    w.rc("GET", for_booking, None, None)
+        .await
+        .assert_outcome(422, "business-rule");
     // The provider books again; the referral holds both appointments, one current.
     let mut a = appointment(&id, &slots[1].0);
     a["participant"] =
@@ -1180,6 +1189,13 @@ async fn requirements_follow_the_appointment_and_the_provider_accepts_or_rebooks
         statuses.iter().filter(|s| **s == "booked").count(),
         1,
         "{b}"
+    );
+    let listed = w.send_as(provider, "GET", for_booking, None, None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert!(
+        !match_ids(&listed.json()).contains(&id),
+        "{}",
+        listed.text()
     );
 }
 

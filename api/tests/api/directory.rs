@@ -1624,9 +1624,9 @@ async fn transactions_link_entries_by_urn_uuid_and_find_existing_resources_by_se
         0
     );
     // An entry of a method FHIR Bundles do not carry is named as such.
-    let patch = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "PATCH", "url": "HealthcareService/x"}}]});
-    let d = post(patch).await.assert_outcome(400, "invalid");
-    assert!(d.contains("request.method 'PATCH'"), "{d}");
+    let options = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "OPTIONS", "url": "HealthcareService/x"}}]});
+    let d = post(options).await.assert_outcome(400, "invalid");
+    assert!(d.contains("request.method 'OPTIONS'"), "{d}");
 }
 
 #[actix_web::test]

@@ -1,0 +1,1 @@
+DELETE FROM worklist_entries WHERE list = 'APPOINTMENTS_FOR_BOOKING';
