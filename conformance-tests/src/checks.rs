@@ -367,7 +367,7 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
         "A method an endpoint does not serve gives 405 with Allow naming those it does",
     );
     for (method, at, expected) in [
-        ("PATCH", path.as_str(), &["GET", "HEAD", "PUT"][..]),
+        ("TRACE", path.as_str(), &["GET", "HEAD", "PUT", "PATCH"][..]),
         ("DELETE", "metadata", &["GET", "HEAD"][..]),
     ] {
         let r = c.send(method, at, &[], None, true).await;
@@ -488,6 +488,35 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     k.expect(
         b["entry"][0]["resource"]["meta"]["versionId"] == "2",
         "the newest version is not first",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "patch",
+        "PATCH with a JSON Patch of the current version changes that element only",
+    );
+    let r = c
+        .send(
+            "PATCH",
+            &format!("Patient/{id}"),
+            &[
+                ("Content-Type", "application/json-patch+json"),
+                ("If-Match", "W/\"2\""),
+            ],
+            Some(br#"[{"op": "replace", "path": "/gender", "value": "unknown"}]"#),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("status {}", r.status));
+    k.expect(
+        r.header("etag").as_deref() == Some("W/\"3\""),
+        "ETag is not W/\"3\"",
+    );
+    let patched = r.json();
+    k.expect(
+        patched["gender"] == "unknown" && patched["name"][0]["given"][0] == "Updated",
+        "the patch did not change only gender",
     );
     out.push(k.done());
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::caller::author;
 use super::handlers::{
     authorise, base_url, check_id, conditional_criteria, draft, holds, ok_outcome, on_conn,
-    parse_query, plain_writes, prefer, touched_version, Search,
+    parse_query, plain_writes, prefer, read_shape, read_subset, touched_version, Search,
 };
 use super::negotiate::{self, Body};
 use super::ApiError;
@@ -22,6 +22,7 @@ use crate::domain::Caller;
 use crate::fhir::datetime;
 use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::registry::{self, ResourceDef};
+use crate::fhir::search::SearchRequest;
 use crate::security::permissions::Action;
 use crate::service::audit::{self as audit, AuditDraft, Touched};
 use crate::service::resource::{self as svc, Created, IfMatch};
@@ -53,10 +54,11 @@ enum Interaction {
     Patch(String, json_patch::Patch),
     /// `DELETE Type/id`.
     Delete(String),
-    /// `GET Type/id`, with the version the client holds (`request.ifNoneMatch`) if given.
-    Read(String, Option<String>),
-    /// `GET Type/id/_history/n`.
-    VRead(String, i64),
+    /// `GET Type/id`, with the version the client holds (`request.ifNoneMatch`) if given, and
+    /// the subset asked for (`_summary`, `_elements`).
+    Read(String, Option<String>, Option<SearchRequest>),
+    /// `GET Type/id/_history/n`, with the subset asked for.
+    VRead(String, i64, Option<SearchRequest>),
     /// `GET Type?criteria`.
     Search(Box<Search>),
 }
@@ -233,19 +235,21 @@ fn plan_entry(
         ),
         ("PATCH", [i], None) => Interaction::Patch(id(i)?, entry_patch(e)?),
         ("DELETE", [i], None) => Interaction::Delete(id(i)?),
-        ("GET", [i], None) => Interaction::Read(
+        ("GET", [i], q) => Interaction::Read(
             id(i)?,
             e.at("/request/ifNoneMatch")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            read_subset(q.unwrap_or_default(), def).map_err(at_request_url)?,
         ),
-        ("GET", [i, "_history", v], None) => Interaction::VRead(
+        ("GET", [i, "_history", v], q) => Interaction::VRead(
             id(i)?,
             v.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
                 ApiError::BadRequest(format!(
                     "request.url '{url}': '{v}' is not a version id (versions are 1, 2, 3...)"
                 ))
             })?,
+            read_subset(q.unwrap_or_default(), def).map_err(at_request_url)?,
         ),
         ("GET", [], q) => Interaction::Search(Box::new(
             Search::prepare(
@@ -475,7 +479,7 @@ fn run(
                 shown: None,
             }
         }
-        Interaction::Read(id, held) => {
+        Interaction::Read(id, held, subset) => {
             let row = svc::read(c, def, &id)?;
             scope::check(c, def, &id, at.caller)?;
             let mut response = response(at.base, "200 OK", &row);
@@ -488,7 +492,7 @@ fn run(
                 }
                 _ => json!({
                     "fullUrl": format!("{}/{}/{}", at.base, row.res_type, row.id),
-                    "resource": stored(&row.content)?,
+                    "resource": as_read(&row.content, subset.as_ref(), def)?,
                     "response": response,
                 }),
             };
@@ -498,13 +502,13 @@ fn run(
                 shown: Some(("read", vec![audit::touched(&row)])),
             }
         }
-        Interaction::VRead(id, version) => {
+        Interaction::VRead(id, version, subset) => {
             scope::check(c, def, &id, at.caller)?;
             let v = svc::vread(c, def, &id, version)?;
             Done {
                 entry: json!({
                     "fullUrl": format!("{}/{}/{}", at.base, v.res_type, v.id),
-                    "resource": stored(&v.content)?,
+                    "resource": as_read(&v.content, subset.as_ref(), def)?,
                     "response": {
                         "status": "200 OK",
                         "etag": format!("W/\"{}\"", v.version_id),
@@ -537,6 +541,18 @@ fn if_none_match(raw: &str) -> Option<IfNoneMatch> {
         .map(|t| t.trim().parse::<EntityTag>().ok())
         .collect::<Option<Vec<_>>>()
         .map(IfNoneMatch::Items)
+}
+
+/// A read entry's resource: the version, or the subset asked for.
+fn as_read(
+    content: &str,
+    subset: Option<&SearchRequest>,
+    def: &ResourceDef,
+) -> Result<Value, ApiError> {
+    match read_shape(content, subset, def)? {
+        Some(v) => Ok(v),
+        None => stored(content),
+    }
 }
 
 fn stored(content: &str) -> Result<Value, ApiError> {

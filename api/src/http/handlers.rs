@@ -349,11 +349,11 @@ pub(super) fn holds(condition: &header::IfNoneMatch, tag: &header::EntityTag) ->
 
 /// The subset a read asks for with `_summary` or `_elements` (FHIR's general parameters, which
 /// apply to a read as to a search), if any: checked before anything is read.
-fn read_subset(
-    req: &HttpRequest,
+pub(super) fn read_subset(
+    query: &str,
     def: &'static ResourceDef,
 ) -> Result<Option<SearchRequest>, ApiError> {
-    let asked: Vec<(String, String)> = parse_query(req.query_string())?
+    let asked: Vec<(String, String)> = parse_query(query)?
         .into_iter()
         .filter(|(k, _)| matches!(k.as_str(), "_summary" | "_elements"))
         .collect();
@@ -370,6 +370,24 @@ fn read_subset(
     Ok(Some(parsed))
 }
 
+/// A version's content as a read with `subset` answers it: `None` when it is the stored
+/// content as it is.
+pub(super) fn read_shape(
+    content: &str,
+    subset: Option<&SearchRequest>,
+    def: &ResourceDef,
+) -> Result<Option<Value>, ApiError> {
+    Ok(
+        match subset
+            .map(|s| shape_entry(content, s, Some(def)))
+            .transpose()?
+        {
+            Some(EntryResource::Value(v)) => Some(v),
+            _ => None,
+        },
+    )
+}
+
 /// A read's answer: the version, or its 304 when the client holds it; the resource as stored,
 /// or the `subset` asked for.
 fn read_reply(
@@ -380,14 +398,7 @@ fn read_reply(
     version: i64,
     last_updated: chrono::NaiveDateTime,
 ) -> Reply {
-    let shaped = match subset
-        .map(|s| shape_entry(&content, s, Some(def)))
-        .transpose()?
-    {
-        Some(EntryResource::Value(v)) => Some(v),
-        _ => None,
-    };
-    let body = match shaped {
+    let body = match read_shape(&content, subset, def)? {
         Some(v) => Body::Value(v),
         None => Body::Text(content),
     };
@@ -481,7 +492,7 @@ pub async fn read(
     authorise(def.name, Action::Read, &caller)?;
     check_id(&id)?;
     negotiate::response_format(&req)?;
-    let subset = read_subset(&req, def)?;
+    let subset = read_subset(req.query_string(), def)?;
     let d = draft(&req, Some(&caller));
     let row = on_read(&state, move |c| -> Result<_, ApiError> {
         let row = svc::read(c, def, &id)?;
@@ -519,7 +530,7 @@ pub async fn vread(
         ))
     })?;
     negotiate::response_format(&req)?;
-    let subset = read_subset(&req, def)?;
+    let subset = read_subset(req.query_string(), def)?;
     let d = draft(&req, Some(&caller));
     let row = on_read(&state, move |c| -> Result<_, ApiError> {
         scope::check(c, def, &id, &caller)?;

@@ -832,6 +832,7 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
             get("Patient?birthdate=yesterday".into()),
             get("AuditEvent/x".into()),
             {"request": {"method": "PATCH", "url": format!("Patient/{a}")}},
+            get(format!("Patient/{a}?_elements=gender")),
         ]),
         "batch",
     )
@@ -876,6 +877,9 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
         e(7)
     );
     assert!(status(8).starts_with("400"), "{}", e(8));
+    assert_eq!(e(9)["resource"]["gender"], "female");
+    assert!(e(9)["resource"].get("name").is_none(), "{}", e(9));
+    assert_eq!(e(9)["resource"]["meta"]["tag"][0]["code"], "SUBSETTED");
     // Each read is audited as the plain read would be (a 304 too: the client learnt the version).
     let audit = app
         .send(
@@ -903,7 +907,7 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
     subtypes.sort();
     assert_eq!(
         subtypes,
-        ["create", "read", "read", "vread"],
+        ["create", "read", "read", "read", "vread"],
         "{}",
         audit.text()
     );
