@@ -20,6 +20,7 @@ pub fn audit_event(row: &AuditRow, entities: &[AuditEntityRow]) -> Value {
         "read"
             | "vread"
             | "update"
+            | "patch"
             | "delete"
             | "create"
             | "search-type"

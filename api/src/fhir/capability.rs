@@ -227,7 +227,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             {"name": "patient", "type": "reference", "documentation": "A patient it touched: Patient/id, or patient:identifier=https://fhir.nhs.uk/Id/nhs-number|n"},
             {"name": "action", "type": "token", "documentation": "C, R, U, D or E"},
             {"name": "outcome", "type": "token", "documentation": "0 success, 4 refused or invalid, 8 failed"},
-            {"name": "subtype", "type": "token", "documentation": "read, vread, search-type, create, update, delete, history-*, access-denied, failed, export"},
+            {"name": "subtype", "type": "token", "documentation": "read, vread, search-type, create, update, patch, delete, history-*, access-denied, failed, export"},
         ],
         "operation": [{"name": "export", "definition": format!("{}/OperationDefinition/audit-export", super::conformance::CANONICAL), "documentation": format!("GET AuditEvent/$export with the search parameters: every match as application/fhir+ndjson. {}", describe("AuditEvent", Action::Export))}],
     }));

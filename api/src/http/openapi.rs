@@ -570,8 +570,11 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
             .request_body(Some(json_patch_body()))
             .response("200", resource_answer(t, "Patched (ETag, Last-Modified, Location)", true));
             let errors = [
+                ("404", "Not known"),
                 ("409", "Concurrent update, or identifier taken"),
+                ("410", "Deleted"),
                 ("412", "If-Match is stale"),
+                ("413", "Body over 5 MB"),
                 ("415", "Not application/json-patch+json"),
                 ("422", "The patch does not apply (a test fails, a path is missing), or its result is invalid"),
                 ("428", "If-Match required"),
@@ -685,7 +688,7 @@ fn audit_paths(paths: PathsBuilder) -> PathsBuilder {
             query("outcome", "0, 4 or 8"),
             query(
                 "subtype",
-                "read, search-type, create, update, delete, access-denied, failed, export...",
+                "read, search-type, create, update, patch, delete, access-denied, failed, export...",
             ),
         ]
     };

@@ -900,7 +900,7 @@ pub fn patch(
             version: Some(current.version_id),
             required: precondition.required,
         };
-        match update(conn, def, id, patched, pinned, w) {
+        match update_as(conn, def, id, patched, pinned, w, "patch") {
             Err(ServiceError::VersionMismatch { .. })
                 if precondition.version.is_none() && attempt < 3 => {}
             done => return done,
@@ -928,6 +928,19 @@ pub fn update(
     body: Value,
     precondition: IfMatch,
     w: &Writer<'_>,
+) -> Result<ResourceRow> {
+    update_as(conn, def, id, body, precondition, w, "update")
+}
+
+/// An update, audited as the interaction that made it (`update`, or `patch`).
+fn update_as(
+    conn: &mut DbConnection,
+    def: &'static ResourceDef,
+    id: &str,
+    body: Value,
+    precondition: IfMatch,
+    w: &Writer<'_>,
+    interaction: &str,
 ) -> Result<ResourceRow> {
     let (author, audit, access) = (w.author, w.audit, w.access);
     match body.get("id").and_then(Value::as_str) {
@@ -1041,7 +1054,7 @@ pub fn update(
         super::memo::wrote(&row, content);
         let outcome = Outcome {
             action: "U",
-            subtype: "update".into(),
+            subtype: interaction.into(),
             status: 200,
             description: None,
         };
@@ -1050,9 +1063,9 @@ pub fn update(
     })
 }
 
-/// `DELETE /{type}/{id}`: a new, deleted version; refused while others refer to it.
-/// `DELETE /{type}/{id}`, with the client's `If-Match` if it sent one (a deletion already
-/// made answers as done, whatever version it names: a retried DELETE is not refused).
+/// `DELETE /{type}/{id}`: a new, deleted version; refused while others refer to it. With the
+/// client's `If-Match` if it sent one (a deletion already made answers as done, whatever
+/// version it names: a retried DELETE is not refused).
 pub fn delete(
     conn: &mut DbConnection,
     def: &'static ResourceDef,

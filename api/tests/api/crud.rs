@@ -1123,6 +1123,26 @@ async fn a_json_patch_changes_what_it_names_and_is_checked_as_an_update() {
     let r = patch(replace_gender, None, JSON_PATCH).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(app.get(&path).await.json()["gender"], "male");
+    // Each patch is audited as one, an interaction of FHIR's own.
+    let audit = app
+        .send(
+            app.as_user(
+                &app.token,
+                "GET",
+                &format!("AuditEvent?patient=Patient/{id}&subtype=patch"),
+                "AUDITOR",
+                "R69",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.text());
+    let events = audit.json();
+    assert_eq!(events["total"], 2, "{events}");
+    assert_eq!(
+        events["entry"][0]["resource"]["subtype"][0]["system"],
+        "http://hl7.org/fhir/restful-interaction"
+    );
     // A referral changes only through its operations.
     let r = app
         .send(
