@@ -8,7 +8,7 @@ use crate::fhir::At;
 use actix_web::http::header::{EntityTag, IfNoneMatch};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use ers_schema::{write_tx, ResourceRow};
+use ers_schema::{read_tx, write_tx, ResourceRow};
 use serde_json::{json, Value};
 
 use super::caller::author;
@@ -63,6 +63,9 @@ enum Interaction {
     Search(Box<Search>),
 }
 
+/// The rank of the entries that only read (`Interaction::rank`).
+const READS: u8 = 2;
+
 impl Interaction {
     /// When a transaction runs the entry (http.html#trules): deletes first, then creates and
     /// updates, then reads, which see what the others wrote. Creates and updates keep the
@@ -76,7 +79,7 @@ impl Interaction {
             | Interaction::Update(..)
             | Interaction::ConditionalUpdate(..)
             | Interaction::Patch(..) => 1,
-            Interaction::Read(..) | Interaction::VRead(..) | Interaction::Search(_) => 2,
+            Interaction::Read(..) | Interaction::VRead(..) | Interaction::Search(_) => READS,
         }
     }
 
@@ -624,8 +627,11 @@ pub async fn post(
             };
             if transaction {
                 // All entries in one transaction, deletes first and reads last: the first
-                // failure undoes every write.
-                write_tx(c, |c| {
+                // failure undoes every write. One that only reads takes no writer's turn.
+                let writes = planned
+                    .iter()
+                    .any(|p| p.as_ref().map_or(true, |p| p.interaction.rank() < READS));
+                let all = |c: &mut ers_schema::DbConnection| -> Result<Vec<Result<Done, ApiError>>, ApiError> {
                     let mut order: Vec<(usize, Planned)> = planned
                         .into_iter()
                         .enumerate()
@@ -651,7 +657,12 @@ pub async fn post(
                         done[i] = Some(d);
                     }
                     Ok(done.into_iter().flatten().map(Ok).collect())
-                })
+                };
+                if writes {
+                    write_tx(c, all)
+                } else {
+                    read_tx(c, all)
+                }
             } else {
                 Ok(planned
                     .into_iter()

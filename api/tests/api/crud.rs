@@ -983,6 +983,10 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
     .await;
     r.assert_outcome(400, "invalid");
     assert_eq!(r.issue_at().1, "Bundle.entry[0].request.url");
+    // A transaction that only reads.
+    let r = post(json!([get(format!("Patient/{a}"))]), "transaction").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["entry"][0]["resource"]["id"], a.as_str());
     // A read that fails fails the transaction: the create before it is undone.
     let r = post(
         json!([
