@@ -884,7 +884,8 @@ pub fn patch(
                     e.path,
                     e.kind
                 ),
-            )])
+            )
+            .with_expression(pointer_path(def.name, &e.path.to_string()))])
         })?;
         let patched = shape(&body).map_err(|e| {
             ServiceError::Invalid(vec![Issue::error(
@@ -906,6 +907,22 @@ pub fn patch(
             done => return done,
         }
     }
+}
+
+/// A JSON Pointer into a resource as a FHIRPath location: `/name/0/given` in a Patient is
+/// `Patient.name[0].given`.
+fn pointer_path(res_type: &str, pointer: &str) -> String {
+    let mut out = res_type.to_owned();
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{token}]"));
+        } else {
+            out.push('.');
+            out.push_str(&token);
+        }
+    }
+    out
 }
 
 fn patch_op_name(op: &json_patch::PatchOperation) -> &'static str {
@@ -1562,4 +1579,20 @@ pub fn load_generated(
         audit::record(c, audit, &outcome, &[])?;
         Ok(n)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pointer_path;
+
+    #[test]
+    fn a_json_pointer_is_named_as_a_fhirpath_location() {
+        assert_eq!(
+            pointer_path("Patient", "/name/0/given"),
+            "Patient.name[0].given"
+        );
+        assert_eq!(pointer_path("Patient", "/gender"), "Patient.gender");
+        assert_eq!(pointer_path("Patient", ""), "Patient");
+        assert_eq!(pointer_path("Patient", "/a~1b/~0c"), "Patient.a/b.~c");
+    }
 }

@@ -1083,6 +1083,15 @@ async fn a_json_patch_changes_what_it_names_and_is_checked_as_an_update() {
         d.contains("operation 1 (test)") && d.contains("/birthDate"),
         "{d}"
     );
+    // It is located where a FHIRPath would name it.
+    let r = patch(
+        json!([{"op": "remove", "path": "/name/0/suffix"}]),
+        None,
+        JSON_PATCH,
+    )
+    .await;
+    r.assert_outcome(422, "processing");
+    assert_eq!(r.issue_at().1, "Patient.name[0].suffix");
     // A result that is not an R4 Patient, or breaks a Patient rule, is refused as a PUT would be.
     patch(
         json!([{"op": "replace", "path": "/birthDate", "value": 42}]),
