@@ -24,7 +24,7 @@ use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::fhir::registry::{self, ResourceDef};
 use crate::fhir::search::SearchRequest;
 use crate::security::permissions::Action;
-use crate::service::audit::{self as audit, AuditDraft, Touched};
+use crate::service::audit::{self as audit, AuditDraft, Outcome, Touched};
 use crate::service::resource::{self as svc, Created, IfMatch};
 use crate::service::scope;
 use crate::service::ServiceError;
@@ -392,11 +392,11 @@ fn response(base: &str, status: &str, row: &ResourceRow) -> Value {
 }
 
 /// What one entry did: its answer, what it wrote (`Type/id`), and what it showed (for the
-/// audit: the interaction's subtype and the resources).
+/// audit: the interaction's outcome and the resources).
 struct Done {
     entry: Value,
     wrote: Option<String>,
-    shown: Option<(&'static str, Vec<Touched>)>,
+    shown: Option<(Outcome, Vec<Touched>)>,
 }
 
 /// Runs one planned entry on `c` (in the transaction's own transaction, if it is one).
@@ -502,7 +502,7 @@ fn run(
             Done {
                 entry,
                 wrote: None,
-                shown: Some(("read", vec![audit::touched(&row)])),
+                shown: Some((ok_outcome("R", "read"), vec![audit::touched(&row)])),
             }
         }
         Interaction::VRead(id, version, subset) => {
@@ -519,7 +519,7 @@ fn run(
                     },
                 }),
                 wrote: None,
-                shown: Some(("vread", vec![touched_version(&v)])),
+                shown: Some((ok_outcome("R", "vread"), vec![touched_version(&v)])),
             }
         }
         Interaction::Search(search) => {
@@ -528,7 +528,7 @@ fn run(
             Done {
                 entry: json!({"resource": stored(&bundle)?, "response": {"status": "200 OK"}}),
                 wrote: None,
-                shown: Some(("search-type", touched)),
+                shown: Some((ok_outcome("E", "search-type"), touched)),
             }
         }
     })
@@ -676,12 +676,8 @@ pub async fn post(
     for d in done {
         out.push(match d {
             Ok(d) => {
-                if let Some((subtype, touched)) = &d.shown {
-                    let action = if *subtype == "search-type" { "E" } else { "R" };
-                    state
-                        .audit
-                        .record(&audit_draft, &ok_outcome(action, subtype), touched)
-                        .await?;
+                if let Some((outcome, touched)) = &d.shown {
+                    state.audit.record(&audit_draft, outcome, touched).await?;
                 }
                 d.entry
             }

@@ -4,38 +4,6 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-async fn auditor_search(app: &TestApp, query: &str) -> Value {
-    let r = app
-        .send(
-            app.as_user(
-                &app.token,
-                "GET",
-                &format!("AuditEvent?{query}"),
-                "AUDITOR",
-                "R69",
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{query}: {}", r.text());
-    r.json()
-}
-
-fn subtypes(bundle: &Value) -> Vec<String> {
-    bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|x| {
-                    x["resource"]["subtype"][0]["code"]
-                        .as_str()
-                        .map(str::to_owned)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[actix_web::test]
 async fn every_patient_access_is_audited_and_searchable_by_auditors() {
     let app = spawn_app().await;

@@ -881,35 +881,13 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
     assert!(e(9)["resource"].get("name").is_none(), "{}", e(9));
     assert_eq!(e(9)["resource"]["meta"]["tag"][0]["code"], "SUBSETTED");
     // Each read is audited as the plain read would be (a 304 too: the client learnt the version).
-    let audit = app
-        .send(
-            app.as_user(
-                &app.token,
-                "GET",
-                &format!("AuditEvent?patient=Patient/{a}&_count=50"),
-                "AUDITOR",
-                "R69",
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(audit.status, 200, "{}", audit.text());
-    let mut subtypes: Vec<String> = audit.json()["entry"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .filter_map(|e| {
-            e["resource"]["subtype"][0]["code"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    subtypes.sort();
+    let audit = auditor_search(&app, &format!("patient=Patient/{a}&_count=50")).await;
+    let mut found = subtypes(&audit);
+    found.sort();
     assert_eq!(
-        subtypes,
+        found,
         ["create", "read", "read", "read", "vread"],
-        "{}",
-        audit.text()
+        "{audit}"
     );
     assert_eq!(
         app.get(&format!("Patient/{b}")).await.status,
@@ -1137,20 +1115,7 @@ async fn a_json_patch_changes_what_it_names_and_is_checked_as_an_update() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(app.get(&path).await.json()["gender"], "male");
     // Each patch is audited as one, an interaction of FHIR's own.
-    let audit = app
-        .send(
-            app.as_user(
-                &app.token,
-                "GET",
-                &format!("AuditEvent?patient=Patient/{id}&subtype=patch"),
-                "AUDITOR",
-                "R69",
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(audit.status, 200, "{}", audit.text());
-    let events = audit.json();
+    let events = auditor_search(&app, &format!("patient=Patient/{id}&subtype=patch")).await;
     assert_eq!(events["total"], 2, "{events}");
     assert_eq!(
         events["entry"][0]["resource"]["subtype"][0]["system"],

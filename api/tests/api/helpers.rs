@@ -555,3 +555,37 @@ pub const NHS: [&str; 6] = [
     "9990000050",
     "9990000069",
 ];
+
+/// An AuditEvent search as the default user acting as an auditor at R69 (200 asserted).
+pub async fn auditor_search(app: &TestApp, query: &str) -> Value {
+    let r = app
+        .send(
+            app.as_user(
+                &app.token,
+                "GET",
+                &format!("AuditEvent?{query}"),
+                "AUDITOR",
+                "R69",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{query}: {}", r.text());
+    r.json()
+}
+
+/// The subtype codes of an AuditEvent searchset's events, in its order.
+pub fn subtypes(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| {
+                    x["resource"]["subtype"][0]["code"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
