@@ -186,29 +186,14 @@ impl AdviceAction {
     }
 
     pub fn parameters(self) -> &'static [OpParam] {
-        const fn p(
-            name: &'static str,
-            min: u32,
-            max: &'static str,
-            kind: &'static str,
-            doc: &'static str,
-        ) -> OpParam {
-            OpParam {
-                name,
-                min,
-                max,
-                kind,
-                doc,
-            }
-        }
-        const ATTACHMENT: OpParam = p(
+        const ATTACHMENT: OpParam = OpParam::new(
             "attachment",
             0,
             "*",
-            "string",
+            "Reference|string",
             "Binary/{id} of an upload by your organisation, repeated",
         );
-        const TITLE: OpParam = p(
+        const TITLE: OpParam = OpParam::new(
             "title",
             0,
             "*",
@@ -219,21 +204,21 @@ impl AdviceAction {
             AdviceAction::Respond => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "outcome",
                             1,
                             "1",
                             "code",
                             "REQUIRE_FURTHER_INFORMATION or RETURN_TO_REFERRER_WITH_ADVICE",
                         ),
-                        p(
+                        OpParam::new(
                             "recommendation",
                             0,
                             "1",
                             "code",
                             "with advice, required: an eRS-GuidanceIntendedRecommendation code",
                         ),
-                        p(
+                        OpParam::new(
                             "text",
                             1,
                             "1",
@@ -248,7 +233,7 @@ impl AdviceAction {
             AdviceAction::SendFurtherInformation => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "text",
                             1,
                             "1",
@@ -262,7 +247,7 @@ impl AdviceAction {
             }
             AdviceAction::Close | AdviceAction::Cancel => {
                 const {
-                    &[p(
+                    &[OpParam::new(
                         "text",
                         0,
                         "1",
@@ -274,10 +259,10 @@ impl AdviceAction {
             AdviceAction::Convert => {
                 const {
                     &[
-                        p("text", 1, "1", "string", "the guidance for the referrer, at most 8000 characters"),
-                        p("priority", 1, "1", "code", "the referral's priority: ROUTINE, URGENT or TWO_WEEK_WAIT"),
-                        p("comment", 1, "1", "string", "why it is converted (review comments), at most 2000 characters"),
-                        p("service", 0, "1", "string", "a bookable or triage service of your organisation (HealthcareService/{id}); the advice service when left out"),
+                        OpParam::new("text", 1, "1", "string", "the guidance for the referrer, at most 8000 characters"),
+                        OpParam::new("priority", 1, "1", "code", "the referral's priority: ROUTINE, URGENT or TWO_WEEK_WAIT"),
+                        OpParam::new("comment", 1, "1", "string", "why it is converted (review comments), at most 2000 characters"),
+                        OpParam::new("service", 0, "1", "Reference|string", "a bookable or triage service of your organisation (HealthcareService/{id}); the advice service when left out"),
                         ATTACHMENT,
                         TITLE,
                     ]

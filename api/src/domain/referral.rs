@@ -110,16 +110,41 @@ pub enum ReferralAction {
     RecordNonAttendance,
 }
 
-/// An input parameter of an operation.
+/// An input parameter of an operation: declared once, for its OperationDefinition and for
+/// reading a `Parameters` body (names, value types and counts are checked against it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpParam {
     pub name: &'static str,
     pub min: u32,
     /// A number or `*`.
     pub max: &'static str,
-    /// The FHIR type of its `value[x]`.
+    /// The FHIR type of its `value[x]`; further types it may be given as follow a `|`
+    /// (`Reference|string`: a reference, or its text `Slot/{id}`).
     pub kind: &'static str,
     pub doc: &'static str,
+}
+
+impl OpParam {
+    pub const fn new(
+        name: &'static str,
+        min: u32,
+        max: &'static str,
+        kind: &'static str,
+        doc: &'static str,
+    ) -> Self {
+        OpParam {
+            name,
+            min,
+            max,
+            kind,
+            doc,
+        }
+    }
+
+    /// The most values it takes (None: any number).
+    pub fn most(&self) -> Option<usize> {
+        self.max.parse().ok()
+    }
 }
 
 /// Where an action is invoked.
@@ -226,22 +251,7 @@ impl ReferralAction {
 
     /// The operation's input parameters (a `Parameters` body); none for `POST Appointment`.
     pub fn parameters(self) -> &'static [OpParam] {
-        const fn p(
-            name: &'static str,
-            min: u32,
-            max: &'static str,
-            kind: &'static str,
-            doc: &'static str,
-        ) -> OpParam {
-            OpParam {
-                name,
-                min,
-                max,
-                kind,
-                doc,
-            }
-        }
-        const COMMENT: OpParam = p(
+        const COMMENT: OpParam = OpParam::new(
             "comment",
             0,
             "1",
@@ -251,16 +261,16 @@ impl ReferralAction {
         match self {
             ReferralAction::ChangeShortlist => {
                 const {
-                    &[p("service", 1, "20", "string", "a HealthcareService reference (HealthcareService/{id}) or id; the whole new shortlist, repeated")]
+                    &[OpParam::new("service", 1, "20", "Reference|string", "a HealthcareService reference (HealthcareService/{id}) or id; the whole new shortlist, repeated")]
                 }
             }
             ReferralAction::SendForTriage => {
                 const {
-                    &[p(
+                    &[OpParam::new(
                         "service",
                         1,
                         "1",
-                        "string",
+                        "Reference|string",
                         "the shortlisted triage (REVIEW) service",
                     )]
                 }
@@ -268,14 +278,14 @@ impl ReferralAction {
             ReferralAction::RecordReviewOutcome => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "outcome",
                             1,
                             "1",
                             "code",
                             "RETURN_TO_REFERRER_WITH_ADVICE or ACCEPT_REFER_BOOK_LATER",
                         ),
-                        p(
+                        OpParam::new(
                             "comment",
                             1,
                             "1",
@@ -288,7 +298,7 @@ impl ReferralAction {
             ReferralAction::CancelReferral => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "reason",
                             1,
                             "1",
@@ -302,7 +312,7 @@ impl ReferralAction {
             ReferralAction::RejectReferral => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "reason",
                             1,
                             "1",
@@ -316,7 +326,7 @@ impl ReferralAction {
             ReferralAction::AcceptReferral => const { &[COMMENT] },
             ReferralAction::CancelAppointmentActionLater => {
                 const {
-                    &[p(
+                    &[OpParam::new(
                         "comment",
                         1,
                         "1",
@@ -328,39 +338,39 @@ impl ReferralAction {
             ReferralAction::MaintainReferralLetter => {
                 const {
                     &[
-                p("attachment", 1, "*", "string", "Binary/{id} of an upload by your organisation, repeated: the whole letter"),
-                p("title", 0, "*", "string", "a title for each attachment, in order"),
+                OpParam::new("attachment", 1, "*", "Reference|string", "Binary/{id} of an upload by your organisation, repeated: the whole letter"),
+                OpParam::new("title", 0, "*", "string", "a title for each attachment, in order"),
             ]
                 }
             }
             ReferralAction::AddProviderAttachment => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "attachment",
                             1,
                             "1",
-                            "string",
+                            "Reference|string",
                             "Binary/{id} of an upload by your organisation",
                         ),
-                        p("title", 0, "1", "string", "its title"),
+                        OpParam::new("title", 0, "1", "string", "its title"),
                     ]
                 }
             }
             ReferralAction::UpdateRequirements => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "interpreterLanguage",
                             0,
                             "1",
                             "code",
                             "an interpreter is needed, in this language (BCP-47)",
                         ),
-                        p("accessibility", 0, "1", "string", "access needs"),
-                        p("transport", 0, "1", "string", "transport needs"),
-                        p("carer", 0, "1", "string", "a carer or companion attends"),
-                        p(
+                        OpParam::new("accessibility", 0, "1", "string", "access needs"),
+                        OpParam::new("transport", 0, "1", "string", "transport needs"),
+                        OpParam::new("carer", 0, "1", "string", "a carer or companion attends"),
+                        OpParam::new(
                             "communication",
                             0,
                             "1",
@@ -374,7 +384,7 @@ impl ReferralAction {
             ReferralAction::CancelAppointment => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "reason",
                             1,
                             "1",
@@ -388,18 +398,18 @@ impl ReferralAction {
             ReferralAction::ChangeAppointment => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "slot",
                             1,
                             "1",
-                            "string",
+                            "Reference|string",
                             "the free Slot to move to (Slot/{id} or id)",
                         ),
-                        p(
+                        OpParam::new(
                             "clinician",
                             0,
                             "1",
-                            "string",
+                            "Reference|string",
                             "the slot's named clinician (Practitioner/{id}), when it has one",
                         ),
                     ]
@@ -408,7 +418,7 @@ impl ReferralAction {
             ReferralAction::RecordNonAttendance => {
                 const {
                     &[
-                        p(
+                        OpParam::new(
                             "reason",
                             1,
                             "1",
@@ -419,6 +429,19 @@ impl ReferralAction {
                     ]
                 }
             }
+        }
+    }
+
+    /// Whether the action may be taken now that the current appointment has (or has not) begun:
+    /// what happened at it (a non-attendance) only once it has; a move only before; a
+    /// cancellation by the referrer's side only before (once it has begun the provider records
+    /// what happened, or cancels it: a clinic cancelled on the day).
+    pub fn timely(self, begun: bool, by_referrer: bool) -> bool {
+        match self {
+            ReferralAction::RecordNonAttendance => begun,
+            ReferralAction::ChangeAppointment => !begun,
+            ReferralAction::CancelAppointment => !(begun && by_referrer),
+            _ => true,
         }
     }
 
@@ -661,6 +684,17 @@ const PROVIDER_ROLES: &[B] = &[
 ];
 
 impl Worklist {
+    /// The inputs of `$ers.worklist`.
+    pub const PARAMETERS: &'static [OpParam] = &[
+        OpParam::new("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA, ADVICE_AND_GUIDANCE_RESPONSES (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES, APPOINTMENTS_FOR_BOOKING, ADVICE_AND_GUIDANCE_REQUESTS (providers)"),
+        OpParam::new("service", 0, "*", "string", "provider lists: the organisation's services (HealthcareService/{id} or ids, comma-separated, or repeated)"),
+        OpParam::new("specialty", 0, "*", "string", "provider lists: e-RS specialties (comma-separated, or repeated)"),
+        OpParam::new("_count", 0, "1", "integer", "page size"),
+        OpParam::new("_offset", 0, "1", "integer", "results to skip"),
+        OpParam::new("_total", 0, "1", "code", "accurate: count the whole list (not counted otherwise, unless the first page holds it all)"),
+        OpParam::new("_summary", 0, "1", "code", "count: the list's total only"),
+    ];
+
     pub const ALL: [Worklist; 9] = [
         Worklist::AwaitingBooking,
         Worklist::LettersOutstanding,

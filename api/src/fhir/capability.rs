@@ -135,6 +135,18 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 res["documentation"] = json!("Referrals and advice and guidance requests (e-RS). Create with POST (the server assigns the UBRN, the id r.{uuid} and state NOT_BOOKED; for an A&G request — category eRS-ServiceRequestCategory|request, one advice service, the conversion authorisation, the first message as its one note — the id a.{uuid} and status PROVIDER_RESPONSE_REQUIRED); every later change is one of the operations below, never a PUT or DELETE.");
             }
             if r.name == "CommunicationRequest" {
+                if let Some(ops) = res["operation"].as_array_mut() {
+                    for (op, doc) in [
+                        ("$ers.announcements", "GET CommunicationRequest/$ers.announcements[?all=true][&unread=true]: the caller's announcements"),
+                        ("$ers.markRead", "POST CommunicationRequest/{id}/$ers.markRead: marks one read for the caller"),
+                    ] {
+                        ops.push(json!({
+                            "name": op.trim_start_matches('$'),
+                            "definition": super::conformance::operation_url(op),
+                            "documentation": doc,
+                        }));
+                    }
+                }
                 res["documentation"] = json!("System announcements (planned maintenance, releases, service changes): category communication-category|notification, payload [title, body], priority the severity, occurrencePeriod the window shown, recipient the audience organisations (none: all) and Extension-eRS-AnnouncementAudienceRole the audience business functions (none: all). Published and revised by service definers; everyone reads those for their organisation and role. GET CommunicationRequest/$ers.announcements: the caller's current ones, newest first (all=true: expired too; unread=true: not yet read), each read one flagged in entry.search with Extension-eRS-AnnouncementRead; POST CommunicationRequest/{id}/$ers.markRead.");
             }
             if r.name == "Subscription" {
@@ -159,7 +171,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                             "GET or POST (Parameters): services for one patient, as a HealthcareService searchset. Parameters: {}",
                             super::service_search::parameters()
                                 .iter()
-                                .map(|(n, d)| format!("{n} ({d})"))
+                                .map(|p| format!("{} ({})", p.name, p.doc))
                                 .collect::<Vec<_>>()
                                 .join("; ")
                         ),

@@ -12,9 +12,10 @@ use std::sync::OnceLock;
 use serde_json::{json, Value};
 
 use super::registry::{ParamKind, RESOURCES};
-use super::{service_search, terminology};
+use super::resources::{announcement, subscription};
+use super::{parameters, service_search, terminology};
 use crate::domain::advice::AdviceAction;
-use crate::domain::referral::{Endpoint, ReferralAction};
+use crate::domain::referral::{Endpoint, OpParam, ReferralAction, Worklist};
 
 /// The canonical base of everything the project defines (the e-RS vocabulary's own).
 pub const CANONICAL: &str = "https://fhir.nhs.uk";
@@ -123,10 +124,6 @@ fn search_parameters() -> Vec<Value> {
     out
 }
 
-fn in_param(name: &str, min: u32, max: &str, kind: &str, doc: &str) -> Value {
-    json!({"name": name, "use": "in", "min": min, "max": max, "documentation": doc, "type": kind})
-}
-
 fn operation(
     code: &str,
     resource: &str,
@@ -136,7 +133,7 @@ fn operation(
     parameters: Vec<Value>,
 ) -> Value {
     let id = code.to_owned();
-    json!({
+    let mut od = json!({
         "resourceType": "OperationDefinition",
         "id": id,
         "url": format!("{CANONICAL}/OperationDefinition/{id}"),
@@ -151,8 +148,12 @@ fn operation(
         "system": false,
         "type": !instance,
         "instance": instance,
-        "parameter": parameters,
-    })
+    });
+    // An element with no values is left out (one taking no inputs and answering 204).
+    if !parameters.is_empty() {
+        od["parameter"] = Value::Array(parameters);
+    }
+    od
 }
 
 /// The canonical URL of the OperationDefinition of an operation (`$ers.…`).
@@ -176,7 +177,7 @@ fn operation_definitions() -> Vec<Value> {
             let mut params: Vec<Value> = a
                 .parameters()
                 .iter()
-                .map(|p| in_param(p.name, p.min, p.max, p.kind, p.doc))
+                .map(parameters::definition)
                 .collect();
             params.push(json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": resource, "documentation": "the new version"}));
             Some(operation(
@@ -194,11 +195,7 @@ fn operation_definitions() -> Vec<Value> {
         })
         .collect();
     for a in AdviceAction::ALL {
-        let mut params: Vec<Value> = a
-            .parameters()
-            .iter()
-            .map(|p| in_param(p.name, p.min, p.max, p.kind, p.doc))
-            .collect();
+        let mut params: Vec<Value> = a.parameters().iter().map(parameters::definition).collect();
         let returns = if a == AdviceAction::Convert {
             "the referral created (201), with the request's UBRN"
         } else {
@@ -233,11 +230,31 @@ fn operation_definitions() -> Vec<Value> {
         true,
         false,
         "The events a subscription matches after an event number (R4 subscriptions backport $events): for a subscriber that was away. GET.".into(),
-        vec![
-            in_param("eventsSinceNumber", 0, "1", "string", "events after this number (default 0)"),
-            in_param("eventsUntilNumber", 0, "1", "string", "up to this number"),
-            json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle", "documentation": "a query-event notification Bundle"}),
-        ],
+        subscription::EVENTS_PARAMETERS
+            .iter()
+            .map(parameters::definition)
+            .chain([json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle", "documentation": "a query-event notification Bundle"})])
+            .collect(),
+    ));
+    out.push(operation(
+        "ers.announcements",
+        "CommunicationRequest",
+        false,
+        false,
+        "The announcements for the caller's organisation and role, newest first, as a searchset; each one the caller has read is flagged in entry.search. GET.".into(),
+        announcement::LIST_PARAMETERS
+            .iter()
+            .map(parameters::definition)
+            .chain([json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"})])
+            .collect(),
+    ));
+    out.push(operation(
+        "ers.markRead",
+        "CommunicationRequest",
+        true,
+        true,
+        "Marks the announcement read for the caller (204). POST, no body.".into(),
+        Vec::new(),
     ));
     out.push(operation(
         "ers.availableActions",
@@ -258,17 +275,15 @@ fn operation_definitions() -> Vec<Value> {
         "ServiceRequest",
         false,
         false,
-        "A worklist of the caller's organisation as a paged searchset (e-RS A008/A023). GET.".into(),
-        vec![
-            in_param("listType", 1, "1", "code", "AWAITING_BOOKING, LETTERS_OUTSTANDING, REJECTED_TRIAGE_RESPONSE, ASSESSMENT_RETURNED_CANCELLED_DNA, ADVICE_AND_GUIDANCE_RESPONSES (referrers); REFERRALS_FOR_REVIEW, APPOINTMENT_SLOT_ISSUES, APPOINTMENTS_FOR_BOOKING, ADVICE_AND_GUIDANCE_REQUESTS (providers)"),
-            in_param("service", 0, "1", "string", "provider lists: the organisation's services (comma-separated)"),
-            in_param("specialty", 0, "1", "string", "provider lists: e-RS specialties (comma-separated)"),
-            in_param("_count", 0, "1", "integer", "page size"),
-            in_param("_offset", 0, "1", "integer", "results to skip"),
-            in_param("_total", 0, "1", "code", "accurate: count the whole list (not counted otherwise, unless the first page holds it all)"),
-            in_param("_summary", 0, "1", "code", "count: the list's total only"),
-            json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"}),
-        ],
+        "A worklist of the caller's organisation as a paged searchset (e-RS A008/A023). GET."
+            .into(),
+        Worklist::PARAMETERS
+            .iter()
+            .map(parameters::definition)
+            .chain([
+                json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"}),
+            ])
+            .collect(),
     ));
     out.push(operation(
         "audit-export",
@@ -277,16 +292,21 @@ fn operation_definitions() -> Vec<Value> {
         false,
         "Every AuditEvent matching the AuditEvent search parameters, as application/fhir+ndjson. Auditors only. GET.".into(),
         ["date", "agent", "patient", "entity", "action", "subtype", "outcome"]
-            .iter()
-            .map(|n| in_param(n, 0, "*", "string", "as in the AuditEvent search"))
+            .into_iter()
+            .map(|n| {
+                parameters::definition(&OpParam::new(
+                    n,
+                    0,
+                    "*",
+                    "string",
+                    "as in the AuditEvent search",
+                ))
+            })
             .collect(),
     ));
     let mut params: Vec<Value> = service_search::parameters()
         .iter()
-        .map(|(n, d)| {
-            let min = u32::from(*n == "priority");
-            in_param(n, min, "1", "string", d)
-        })
+        .map(parameters::definition)
         .collect();
     params.push(json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle"}));
     out.push(operation(

@@ -11,6 +11,7 @@ use super::resources::healthcare_service::{
     CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM, SPECIALTY_SYSTEM,
 };
 use super::terminology;
+use crate::domain::referral::OpParam;
 use crate::domain::{NhsNumber, PostcodeArea, SdsUserId};
 
 pub const NAME: &str = "$ers.searchHealthcareServicesForPatient";
@@ -67,26 +68,26 @@ pub struct PatientFacts {
     pub gender: Option<String>,
 }
 
-const PARAMS: &[(&str, &str)] = &[
-    ("patient", "NHS number (valueIdentifier, valueString) or Patient/{id} (valueReference)"),
-    ("postcode", "postcode or outward code to measure distance from; the patient's home postcode by default"),
-    ("distanceLimit", "radius in miles (1-310)"),
-    ("priority", "ROUTINE, URGENT or TWO_WEEK_WAIT (required)"),
-    ("specialty", "e-RS specialty code"),
-    ("clinicType", "e-RS clinic type code"),
-    ("requestType", "APPOINTMENT_REQUEST (bookable and triage services) or ADVICE_AND_GUIDANCE_REQUEST"),
-    ("requestFlow", "BOOKABLE, REVIEW or ADVICE_AND_GUIDANCE (may repeat)"),
-    ("withFreeSlots", "true: only services with a free slot at the priority"),
-    ("ageAndGenderAppropriate", "true (default with a patient): leave out services that do not treat the patient's age or gender"),
-    ("namedClinician", "SDS user id of a clinician the service has a schedule for"),
-    ("sort", "DISTANCE (default with a postcode) or EARLIEST_AVAILABLE_SLOT"),
-    ("_count", "page size (1-100)"),
-    ("_offset", "results to skip"),
-    ("_total", "accurate to count every match (default none: a first page that is not full still gives its total)"),
+const PARAMS: &[OpParam] = &[
+    OpParam::new("patient", 0, "1", "Identifier|string|Reference", "NHS number (valueIdentifier, valueString) or Patient/{id} (valueReference)"),
+    OpParam::new("postcode", 0, "1", "string", "postcode or outward code to measure distance from; the patient's home postcode by default"),
+    OpParam::new("distanceLimit", 0, "1", "integer", "radius in miles (1-310)"),
+    OpParam::new("priority", 1, "1", "code", "ROUTINE, URGENT or TWO_WEEK_WAIT (required)"),
+    OpParam::new("specialty", 0, "1", "code", "e-RS specialty code"),
+    OpParam::new("clinicType", 0, "1", "code", "e-RS clinic type code"),
+    OpParam::new("requestType", 0, "1", "code", "APPOINTMENT_REQUEST (bookable and triage services) or ADVICE_AND_GUIDANCE_REQUEST"),
+    OpParam::new("requestFlow", 0, "*", "code", "BOOKABLE, REVIEW or ADVICE_AND_GUIDANCE (may repeat)"),
+    OpParam::new("withFreeSlots", 0, "1", "boolean", "true: only services with a free slot at the priority"),
+    OpParam::new("ageAndGenderAppropriate", 0, "1", "boolean", "true (default with a patient): leave out services that do not treat the patient's age or gender"),
+    OpParam::new("namedClinician", 0, "1", "string", "SDS user id of a clinician the service has a schedule for"),
+    OpParam::new("sort", 0, "1", "code", "DISTANCE (default with a postcode) or EARLIEST_AVAILABLE_SLOT"),
+    OpParam::new("_count", 0, "1", "integer", "page size (1-100)"),
+    OpParam::new("_offset", 0, "1", "integer", "results to skip"),
+    OpParam::new("_total", 0, "1", "code", "accurate to count every match (default none: a first page that is not full still gives its total)"),
 ];
 
-/// The parameter names and what each takes (for documentation).
-pub fn parameters() -> &'static [(&'static str, &'static str)] {
+/// The operation's inputs (for its OperationDefinition, its documentation and reading them).
+pub fn parameters() -> &'static [OpParam] {
     PARAMS
 }
 
@@ -127,7 +128,8 @@ fn code_of(name: &str, v: &str, system: &str, issues: &mut Vec<Issue>) -> Option
 }
 
 impl PatientServiceSearch {
-    /// Checks the inputs; every problem is reported at once, each naming its parameter.
+    /// Checks the inputs (given by name and count as declared: `operation_inputs` saw to that);
+    /// every problem is reported at once, each naming its parameter.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, Vec<Issue>> {
         let mut issues = Vec::new();
         let mut s = PatientServiceSearch {
@@ -149,15 +151,8 @@ impl PatientServiceSearch {
         let mut priority = None;
         for (name, v) in pairs {
             let v = v.trim();
-            let repeated = |issues: &mut Vec<Issue>| {
-                issues.push(Issue::invalid_at(at(name), "is given more than once"))
-            };
             match name.as_str() {
                 "patient" => {
-                    if s.patient.is_some() {
-                        repeated(&mut issues);
-                        continue;
-                    }
                     if let Some(id) = v.strip_prefix("Patient/") {
                         if super::is_valid_id(id) {
                             s.patient = Some(PatientRef::Id(id.to_owned()));
@@ -201,13 +196,7 @@ impl PatientServiceSearch {
                         format!("({v}) must be a number of miles greater than 0 and at most {MAX_MILES}"),
                     )),
                 },
-                "priority" => {
-                    if priority.is_some() {
-                        repeated(&mut issues);
-                        continue;
-                    }
-                    priority = code_of(name, v, PRIORITY_SYSTEM, &mut issues);
-                }
+                "priority" => priority = code_of(name, v, PRIORITY_SYSTEM, &mut issues),
                 "specialty" => s.specialty = code_of(name, v, SPECIALTY_SYSTEM, &mut issues),
                 "clinicType" => s.clinic_type = code_of(name, v, CLINIC_TYPE_SYSTEM, &mut issues),
                 "requestType" => match v {
@@ -254,15 +243,9 @@ impl PatientServiceSearch {
                 "_count" => s.count = Some(v.to_owned()),
                 "_offset" => s.offset = Some(v.to_owned()),
                 "_total" => s.total = Some(v.to_owned()),
-                // Response-shaping parameters every FHIR interaction accepts.
-                "_format" | "_pretty" => {}
-                other => issues.push(Issue::invalid_at(
-                    at(other),
-                    format!(
-                        "is not a parameter of {NAME}; it takes: {}",
-                        PARAMS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                    ),
-                )),
+                // The general `_format` and `_pretty`: operation_inputs took only the declared
+                // parameters besides, each as often as it may be given.
+                _ => {}
             }
         }
         match priority {
@@ -563,7 +546,6 @@ mod tests {
         let err = PatientServiceSearch::from_pairs(&pairs(&[
             ("specialty", "ASTROLOGY"),
             ("distanceLimit", "9000"),
-            ("colour", "blue"),
         ]))
         .expect_err("invalid");
         let at: Vec<&str> = err.iter().filter_map(|i| i.expression.as_deref()).collect();
@@ -572,7 +554,6 @@ mod tests {
             vec![
                 "Parameters.parameter[specialty]",
                 "Parameters.parameter[distanceLimit]",
-                "Parameters.parameter[colour]",
                 "Parameters.parameter[priority]"
             ]
         );

@@ -31,7 +31,7 @@ pub const SUMMARY: &str = "$ers.generateCRI";
 fn said(inputs: &Inputs) -> Result<Said, ApiError> {
     let titles = inputs.all("title");
     Ok(Said {
-        text: inputs.one("text")?.unwrap_or_default(),
+        text: inputs.one("text").unwrap_or_default(),
         attachments: inputs
             .all("attachment")
             .into_iter()
@@ -61,9 +61,8 @@ pub async fn operation(
     } else {
         negotiate::parse_body(&req, &body)?
     };
-    let inputs = Inputs(parameters::pairs(&parsed, op).map_err(ApiError::Search)?);
-    let names: Vec<&str> = action.parameters().iter().map(|p| p.name).collect();
-    inputs.only(op, &names)?;
+    let inputs =
+        Inputs(parameters::read(&parsed, op, action.parameters()).map_err(ApiError::Search)?);
     let change = match action {
         AdviceAction::Respond => {
             let code = inputs.required(
@@ -80,18 +79,18 @@ pub async fn operation(
             })?;
             AdviceChange::Respond {
                 outcome,
-                recommendation: inputs.one("recommendation")?,
+                recommendation: inputs.one("recommendation"),
                 said: said(&inputs)?,
             }
         }
         AdviceAction::SendFurtherInformation => AdviceChange::FurtherInformation(said(&inputs)?),
-        AdviceAction::Close => AdviceChange::Close(inputs.one("text")?),
-        AdviceAction::Cancel => AdviceChange::Cancel(inputs.one("text")?),
+        AdviceAction::Close => AdviceChange::Close(inputs.one("text")),
+        AdviceAction::Cancel => AdviceChange::Cancel(inputs.one("text")),
         AdviceAction::Convert => AdviceChange::Convert {
             said: said(&inputs)?,
             priority: inputs.required("priority", "ROUTINE, URGENT or TWO_WEEK_WAIT")?,
-            comment: inputs.one("comment")?.unwrap_or_default(),
-            service: inputs.one("service")?,
+            comment: inputs.one("comment").unwrap_or_default(),
+            service: inputs.one("service"),
         },
     };
     let who = author(&req, &caller);

@@ -84,7 +84,12 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Reply {
     authorise("CommunicationRequest", Action::Search, &caller)?;
-    let query = super::handlers::operation_inputs(&req, &body, "$ers.announcements")?;
+    let query = super::handlers::operation_inputs(
+        &req,
+        &body,
+        "$ers.announcements",
+        crate::fhir::resources::announcement::LIST_PARAMETERS,
+    )?;
     let (mut all, mut unread, mut count, mut offset) = (false, false, 20i64, 0i64);
     let bad = |name: &str, msg: &str| {
         ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg.to_owned())])
@@ -110,11 +115,8 @@ pub async fn list(
                     .filter(|n| *n >= 0)
                     .ok_or_else(|| bad(k, "must be 0 or more"))?
             }
-            "_format" => {}
-            other => return Err(bad(
-                other,
-                "is not a parameter of $ers.announcements; it takes all, unread, _count, _offset",
-            )),
+            // The general `_format` and `_pretty` (operation_inputs took only these besides).
+            _ => {}
         }
     }
     let base = base_url(&req, &state);

@@ -170,17 +170,14 @@ pub async fn operation(
     } else {
         negotiate::parse_body(&req, &body)?
     };
-    let inputs = Inputs(parameters::pairs(&parsed, &op).map_err(ApiError::Search)?);
+    let inputs =
+        Inputs(parameters::read(&parsed, &op, action.parameters()).map_err(ApiError::Search)?);
     let change = match action {
-        ReferralAction::CancelAppointment => {
-            inputs.only(&op, &["reason", "comment"])?;
-            AppointmentChange::Cancel {
-                reason: inputs.required("reason", "an appointment cancellation reason")?,
-                comment: inputs.one("comment")?,
-            }
-        }
+        ReferralAction::CancelAppointment => AppointmentChange::Cancel {
+            reason: inputs.required("reason", "an appointment cancellation reason")?,
+            comment: inputs.one("comment"),
+        },
         ReferralAction::ChangeAppointment => {
-            inputs.only(&op, &["slot", "clinician"])?;
             let slot = inputs.required("slot", "the free Slot to move to")?;
             AppointmentChange::Move {
                 slot: if slot.contains('/') {
@@ -188,17 +185,14 @@ pub async fn operation(
                 } else {
                     format!("Slot/{slot}")
                 },
-                clinician: inputs.one("clinician")?,
+                clinician: inputs.one("clinician"),
             }
         }
         // The one appointment operation left: $ers.recordNonAttendance.
-        _ => {
-            inputs.only(&op, &["reason", "comment"])?;
-            AppointmentChange::NonAttendance {
-                reason: inputs.required("reason", "an appointment non-attendance reason")?,
-                comment: inputs.one("comment")?,
-            }
-        }
+        _ => AppointmentChange::NonAttendance {
+            reason: inputs.required("reason", "an appointment non-attendance reason")?,
+            comment: inputs.one("comment"),
+        },
     };
     run_change(
         req,

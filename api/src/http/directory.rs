@@ -23,7 +23,12 @@ pub async fn search_for_patient(
     let def = registry::find("HealthcareService")
         .ok_or_else(|| ApiError::Internal("HealthcareService is not registered".into()))?;
     authorise(def.name, Action::Search, &caller)?;
-    let pairs = operation_inputs(&req, &body, service_search::NAME)?;
+    let pairs = operation_inputs(
+        &req,
+        &body,
+        service_search::NAME,
+        service_search::parameters(),
+    )?;
     let search = PatientServiceSearch::from_pairs(&pairs).map_err(ApiError::Search)?;
     let facts = match search.patient.clone() {
         Some(who) => {

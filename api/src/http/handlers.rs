@@ -11,9 +11,11 @@ use super::caller::author;
 use super::middleware::RequestId;
 use super::negotiate::{self, Body};
 use super::ApiError;
+use crate::domain::referral::OpParam;
 use crate::domain::Caller;
 use crate::fhir::bundle::{self, Entry, EntryResource, HistoryEntry, Links};
 use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::fhir::parameters;
 use crate::fhir::registry::{self, ResourceDef, RESOURCES};
 use crate::fhir::search::{self as fsearch, SearchRequest};
 use crate::fhir::{apply_elements, apply_summary, datetime, is_valid_id};
@@ -428,19 +430,19 @@ pub(super) fn parse_query(s: &str) -> Result<Vec<(String, String)>, ApiError> {
 
 /// An operation's inputs: its query parameters and, when it was POSTed with a body, its
 /// `Parameters` body's, read alike (FHIR lets every operation be invoked with POST, and one
-/// that only reads with GET too).
+/// that only reads with GET too), each checked against the operation's `declared` inputs.
 pub(super) fn operation_inputs(
     req: &HttpRequest,
     body: &[u8],
     operation: &str,
+    declared: &[OpParam],
 ) -> Result<Vec<(String, String)>, ApiError> {
     let mut pairs = parse_query(req.query_string())?;
     if req.method() == Method::POST && !body.is_empty() {
-        let parameters = negotiate::parse_body(req, body)?;
-        pairs.extend(
-            crate::fhir::parameters::pairs(&parameters, operation).map_err(ApiError::Search)?,
-        );
+        let given = negotiate::parse_body(req, body)?;
+        pairs.extend(parameters::read(&given, operation, declared).map_err(ApiError::Search)?);
     }
+    parameters::query(&pairs, operation, declared).map_err(ApiError::Search)?;
     Ok(pairs)
 }
 

@@ -236,7 +236,7 @@ fn read_only(op: ReadOnly<'_>) -> PathItem {
         } else {
             Required::False
         }))
-        .description(Some("A FHIR Parameters resource with the inputs of the GET form, each as a parameter (valueCode, valueString, valueBoolean, valueInteger, valueIdentifier, valueReference)".to_owned()));
+        .description(Some("A FHIR Parameters resource with the inputs of the GET form, each a parameter whose value[x] has the type the operation's OperationDefinition gives it (GET /FHIR/R4/OperationDefinition/{id}): valueCode (or valueString, valueCoding) for a code, valueString for a string, valueInteger, valueBoolean, valueIdentifier or valueReference".to_owned()));
     for (ct, c) in fhir_content("Resource") {
         body = body.content(ct, c);
     }
@@ -1000,7 +1000,7 @@ fn directory_paths(paths: PathsBuilder) -> PathsBuilder {
         path: Vec::new(),
         inputs: service_search::parameters()
             .iter()
-            .map(|(n, d)| query(n, d))
+            .map(|p| query(p.name, p.doc))
             .collect(),
         body_required: true,
         ok: response(

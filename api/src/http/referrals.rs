@@ -61,23 +61,13 @@ pub async fn no_plain_writes() -> Reply {
 pub(super) struct Inputs(pub(super) Vec<(String, String)>);
 
 impl Inputs {
-    /// A parameter given at most once (twice is refused: which one was meant?).
-    pub(super) fn one(&self, name: &str) -> Result<Option<String>, ApiError> {
-        let mut given = self.0.iter().filter(|(k, _)| k == name);
-        let first = given.next().map(|(_, v)| v.clone());
-        let more = given.count();
-        if more > 0 {
-            return Err(ApiError::Search(vec![Issue::error(
-                "structure",
-                "TOO_MANY_ITEMS",
-                format!(
-                    "'Parameters.parameter[{name}]' is given {} times; it takes one value",
-                    more + 1
-                ),
-            )
-            .with_expression(format!("Parameters.parameter[{name}]"))]));
-        }
-        Ok(first)
+    /// The value of a parameter declared to take one (`parameters::read` checked it is given
+    /// at most once).
+    pub(super) fn one(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
     pub(super) fn all(&self, name: &str) -> Vec<String> {
         self.0
@@ -87,7 +77,7 @@ impl Inputs {
             .collect()
     }
     pub(super) fn required(&self, name: &str, what: &str) -> Result<String, ApiError> {
-        self.one(name)?
+        self.one(name)
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
                 ApiError::Service(ServiceError::Invalid(vec![Issue::required_at(
@@ -95,30 +85,6 @@ impl Inputs {
                     format!("is missing: {what}"),
                 )]))
             })
-    }
-    /// Only these names may appear.
-    pub(super) fn only(&self, op: &str, names: &[&str]) -> Result<(), ApiError> {
-        let unknown: Vec<Issue> = self
-            .0
-            .iter()
-            .filter(|(k, _)| !names.contains(&k.as_str()))
-            .map(|(k, _)| {
-                Issue::error(
-                    "structure",
-                    "UNEXPECTED_FIELD",
-                    format!(
-                        "'Parameters.parameter[{k}]' is not a parameter of {op}; it takes: {}",
-                        names.join(", ")
-                    ),
-                )
-                .with_expression(format!("Parameters.parameter[{k}]"))
-            })
-            .collect();
-        if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Search(unknown))
-        }
     }
 }
 
@@ -171,13 +137,8 @@ pub async fn operation(
         )));
     }
     if asked == Method::POST && method == Method::GET {
-        let given = super::handlers::operation_inputs(&req, &body, &op)?;
-        if let Some((name, _)) = given.iter().find(|(k, _)| !k.starts_with('_')) {
-            return Err(ApiError::Search(vec![Issue::invalid_at(
-                name.clone(),
-                format!("is not a parameter of {op}: it takes none"),
-            )]));
-        }
+        // It takes no inputs: anything given is refused.
+        super::handlers::operation_inputs(&req, &body, &op, &[])?;
     }
     if let Some(action) = crate::domain::advice::AdviceAction::from_operation(&op) {
         return super::advice::operation(req, id, action, body, caller, state).await;
@@ -254,26 +215,20 @@ pub async fn operation(
     } else {
         negotiate::parse_body(&req, &body)?
     };
-    let inputs = Inputs(parameters::pairs(&parsed, &op).map_err(ApiError::Search)?);
+    let inputs =
+        Inputs(parameters::read(&parsed, &op, action.parameters()).map_err(ApiError::Search)?);
     let change = match action {
-        ReferralAction::ChangeShortlist => {
-            inputs.only(&op, &["service"])?;
-            Change::Shortlist(
-                inputs
-                    .all("service")
-                    .iter()
-                    .map(|s| service_ref(s))
-                    .collect(),
-            )
-        }
-        ReferralAction::SendForTriage => {
-            inputs.only(&op, &["service"])?;
-            Change::SendForTriage(service_ref(
-                &inputs.required("service", "the shortlisted triage service")?,
-            ))
-        }
+        ReferralAction::ChangeShortlist => Change::Shortlist(
+            inputs
+                .all("service")
+                .iter()
+                .map(|s| service_ref(s))
+                .collect(),
+        ),
+        ReferralAction::SendForTriage => Change::SendForTriage(service_ref(
+            &inputs.required("service", "the shortlisted triage service")?,
+        )),
         ReferralAction::RecordReviewOutcome => {
-            inputs.only(&op, &["outcome", "comment"])?;
             let code = inputs.required(
                 "outcome",
                 "RETURN_TO_REFERRER_WITH_ADVICE or ACCEPT_REFER_BOOK_LATER",
@@ -288,41 +243,28 @@ pub async fn operation(
             })?;
             Change::ReviewOutcome {
                 outcome,
-                comment: inputs.one("comment")?.unwrap_or_default(),
+                comment: inputs.one("comment").unwrap_or_default(),
             }
         }
-        ReferralAction::CancelReferral => {
-            inputs.only(&op, &["reason", "comment"])?;
-            Change::Cancel {
-                reason: inputs.required("reason", "a referral cancellation reason")?,
-                comment: inputs.one("comment")?,
-            }
-        }
-        ReferralAction::RejectReferral => {
-            inputs.only(&op, &["reason", "comment"])?;
-            Change::Reject {
-                reason: inputs.required(
-                    "reason",
-                    "an appointment cancellation reason of usage REJECT",
-                )?,
-                comment: inputs.one("comment")?,
-            }
-        }
-        ReferralAction::AcceptReferral => {
-            inputs.only(&op, &["comment"])?;
-            Change::Accept {
-                comment: inputs.one("comment")?,
-            }
-        }
-        ReferralAction::CancelAppointmentActionLater => {
-            inputs.only(&op, &["comment"])?;
-            Change::ActionLater {
-                comment: inputs.required("comment", "why, for the provider's booking team")?,
-            }
-        }
+        ReferralAction::CancelReferral => Change::Cancel {
+            reason: inputs.required("reason", "a referral cancellation reason")?,
+            comment: inputs.one("comment"),
+        },
+        ReferralAction::RejectReferral => Change::Reject {
+            reason: inputs.required(
+                "reason",
+                "an appointment cancellation reason of usage REJECT",
+            )?,
+            comment: inputs.one("comment"),
+        },
+        ReferralAction::AcceptReferral => Change::Accept {
+            comment: inputs.one("comment"),
+        },
+        ReferralAction::CancelAppointmentActionLater => Change::ActionLater {
+            comment: inputs.required("comment", "why, for the provider's booking team")?,
+        },
         ReferralAction::MaintainReferralLetter | ReferralAction::AddProviderAttachment => {
             use crate::service::attachments::Attaching;
-            inputs.only(&op, &["attachment", "title"])?;
             let titles = inputs.all("title");
             let docs: Vec<Attaching> = inputs
                 .all("attachment")
@@ -354,12 +296,6 @@ pub async fn operation(
         }
         ReferralAction::UpdateRequirements => {
             use crate::fhir::resources::requirements;
-            let names: Vec<&str> = requirements::PARTS.iter().map(|p| p.0).collect();
-            inputs.only(&op, &names)?;
-            // Each requirement once.
-            for name in &names {
-                inputs.one(name)?;
-            }
             Change::Requirements(
                 requirements::build(&inputs.0)
                     .map_err(|i| ApiError::Service(ServiceError::Invalid(i)))?,
@@ -403,7 +339,8 @@ pub async fn worklist(
     let def = crate::fhir::registry::find("ServiceRequest")
         .ok_or_else(|| ApiError::Internal("ServiceRequest is not registered".into()))?;
     authorise(def.name, Action::Search, &caller)?;
-    let query = super::handlers::operation_inputs(&req, &body, "$ers.worklist")?;
+    let query =
+        super::handlers::operation_inputs(&req, &body, "$ers.worklist", Worklist::PARAMETERS)?;
     let bad =
         |name: &str, msg: String| ApiError::Search(vec![Issue::invalid_at(name.to_owned(), msg)]);
     let mut list = None;
@@ -412,17 +349,19 @@ pub async fn worklist(
     let (mut services, mut specialties) = (Vec::new(), Vec::new());
     for (k, v) in &query {
         match k.as_str() {
-            "listType" if list.is_some() => {
-                return Err(ApiError::Search(vec![Issue::error(
-                    "value",
-                    "TOO_MANY_ITEMS",
-                    "'listType' is given more than once: ask for one worklist",
-                )
-                .with_expression("listType")]))
-            }
             "listType" => {
                 list = Some(Worklist::parse(v).ok_or_else(|| {
-                    bad("listType", format!("({v}) is not a worklist; expected one of: {}", Worklist::ALL.iter().map(|w| w.code()).collect::<Vec<_>>().join(", ")))
+                    bad(
+                        "listType",
+                        format!(
+                            "({v}) is not a worklist; expected one of: {}",
+                            Worklist::ALL
+                                .iter()
+                                .map(|w| w.code())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
                 })?)
             }
             "service" => {
@@ -433,8 +372,17 @@ pub async fn worklist(
             "specialty" => {
                 for s in v.split(',') {
                     let code = match s.split_once('|') {
-                        Some((system, code)) if system == SPECIALTY_SYSTEM || system.is_empty() => code,
-                        Some((system, _)) => return Err(bad("specialty", format!("({s}): the system must be {SPECIALTY_SYSTEM}, not {system}"))),
+                        Some((system, code)) if system == SPECIALTY_SYSTEM || system.is_empty() => {
+                            code
+                        }
+                        Some((system, _)) => {
+                            return Err(bad(
+                                "specialty",
+                                format!(
+                                    "({s}): the system must be {SPECIALTY_SYSTEM}, not {system}"
+                                ),
+                            ))
+                        }
                         None => s,
                     };
                     if code.is_empty() {
@@ -446,7 +394,8 @@ pub async fn worklist(
             "_count" | "_offset" | "_format" | "_total" | "_summary" => {
                 params.push((k.clone(), v.clone()))
             }
-            other => return Err(bad(other, "is not a parameter of $ers.worklist; it takes listType, service, specialty (provider lists), _count, _offset, _total, _summary".into())),
+            // The general `_format` and `_pretty` (operation_inputs took only these besides).
+            _ => {}
         }
         if matches!(k.as_str(), "listType" | "service" | "specialty") {
             listed.push((k.clone(), v.clone()));

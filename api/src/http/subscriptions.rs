@@ -120,7 +120,12 @@ pub async fn events(
 ) -> Reply {
     let id = path.into_inner();
     authorise("Subscription", Action::Read, &caller)?;
-    let query = super::handlers::operation_inputs(&req, &body, "$events")?;
+    let query = super::handlers::operation_inputs(
+        &req,
+        &body,
+        "$events",
+        crate::fhir::resources::subscription::EVENTS_PARAMETERS,
+    )?;
     let number = |name: &str| -> Result<Option<i64>, ApiError> {
         match query.iter().find(|(k, _)| k == name) {
             None => Ok(None),
@@ -132,15 +137,6 @@ pub async fn events(
             }),
         }
     };
-    if let Some((k, _)) = query
-        .iter()
-        .find(|(k, _)| !["eventsSinceNumber", "eventsUntilNumber", "_format"].contains(&k.as_str()))
-    {
-        return Err(ApiError::Search(vec![Issue::invalid_at(
-            k.clone(),
-            "is not a parameter of $events; it takes eventsSinceNumber and eventsUntilNumber",
-        )]));
-    }
     let since = number("eventsSinceNumber")?.unwrap_or(0);
     let until = number("eventsUntilNumber")?;
     let base = base_url(&req, &state);

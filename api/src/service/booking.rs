@@ -274,6 +274,30 @@ pub struct CurrentAppointment {
     pub begun: bool,
 }
 
+/// Why a change is not timely (`ReferralAction::timely`): the appointment has not begun, or
+/// has.
+fn untimely(id: &str, appointment: &Value, action: ReferralAction) -> ServiceError {
+    let start = appointment
+        .get("start")
+        .and_then(Value::as_str)
+        .unwrap_or("no set time");
+    let (code, why) = match action {
+        ReferralAction::RecordNonAttendance => (
+            "INVALID_STATE",
+            format!("Appointment/{id} starts at {start}: a non-attendance can be recorded only once the appointment has begun"),
+        ),
+        ReferralAction::CancelAppointment => (
+            "UNABLE_TO_CANCEL_APPOINTMENT",
+            format!("Appointment/{id} began at {start}: the referrer can no longer cancel it; the provider records whether the patient attended ($ers.recordNonAttendance), or cancels it"),
+        ),
+        _ => (
+            "INVALID_STATE",
+            format!("Appointment/{id} began at {start}: it can no longer be moved; the provider records whether the patient attended ($ers.recordNonAttendance), then it can be booked again"),
+        ),
+    };
+    invalid("Appointment.start", code, "business-rule", why)
+}
+
 /// Whether an appointment's start has passed.
 fn has_begun(appointment: &Value) -> bool {
     appointment
@@ -1078,6 +1102,11 @@ pub fn change(
                     current: now_row.version_id,
                 });
             }
+            // Whether the appointment's time has come decides which changes are timely
+            // (checked after the caller's right to make the change).
+            if !action.timely(has_begun(&body), is_referrer) {
+                return Err(untimely(id, &body, action));
+            }
             let mut service = None;
             match &change {
                 AppointmentChange::Cancel { reason, comment } => {
@@ -1086,19 +1115,6 @@ pub fn change(
                     cancel_in_place(c, &mut body, why, comment.as_deref(), who)?;
                 }
                 AppointmentChange::NonAttendance { reason, comment } => {
-                    // What happened at the appointment: not before it has begun (checked after
-                    // the caller's right to record it).
-                    if !has_begun(&body) {
-                        return Err(invalid(
-                            "Appointment.start",
-                            "INVALID_STATE",
-                            "business-rule",
-                            format!(
-                                "Appointment/{id} starts at {}: a non-attendance can be recorded only once the appointment has begun",
-                                body.get("start").and_then(Value::as_str).unwrap_or("no set time")
-                            ),
-                        ));
-                    }
                     body["status"] = json!("noshow");
                     body["cancelationReason"] =
                         json!({"coding": [{"system": ap::NON_ATTENDANCE_SYSTEM, "code": reason}]});

@@ -976,8 +976,8 @@ pub fn available_actions(
     let (body, state) = parsed(&row)?;
     let rel = relation(conn, &body, &state, caller)?;
     let mut actions = referral::available_actions(state.state, caller.business_function, rel);
-    // Only the appointment actions need the current appointment; a non-attendance waits for
-    // its time to come.
+    // Only the appointment actions need the current appointment; whether it has begun decides
+    // which of them are timely.
     let current = if actions
         .iter()
         .any(|a| a.endpoint() == referral::Endpoint::CurrentAppointment)
@@ -986,9 +986,8 @@ pub fn available_actions(
     } else {
         None
     };
-    if !current.as_ref().is_some_and(|a| a.begun) {
-        actions.retain(|a| *a != ReferralAction::RecordNonAttendance);
-    }
+    let begun = current.as_ref().is_some_and(|a| a.begun);
+    actions.retain(|a| a.timely(begun, caller.business_function.is_referrer()));
     let appointment = current.map(|a| a.id);
     Ok((
         row,

@@ -432,13 +432,50 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
             "POST",
             &format!("Appointment/{again}/$ers.changeAppointment"),
             Some(1),
-            Some(&params(&[("slot", &format!("Slot/{soon}"))])),
+            // A slot as a Reference, as its definition types it (its text Slot/{id} is read too).
+            Some(&json!({"resourceType": "Parameters", "parameter": [
+                {"name": "slot", "valueReference": {"reference": format!("Slot/{soon}")}}]})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    let referrer_offered = || async {
+        let r = w.rc("GET", &actions, None, None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let t = r.text();
+        (
+            t.contains("CANCEL_DIRECTLY_BOOKED_APPOINTMENT"),
+            t.contains("CHANGE_APPOINTMENT"),
+        )
+    };
+    assert_eq!(referrer_offered().await, (true, true));
     let wait = begins - chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     actix_web::rt::time::sleep(wait.to_std().unwrap_or_default()).await;
     assert!(offered().await, "not offered once the appointment began");
+    // Once it has begun, the referrer can no longer cancel it, and nobody can move it: the
+    // provider records what happened. Neither is offered.
+    assert_eq!(referrer_offered().await, (false, false));
+    let r = w
+        .rc(
+            "POST",
+            &format!("Appointment/{again}/$ers.cancelAppointment"),
+            Some(2),
+            Some(&params(&[("reason", "PATIENT_ILL")])),
+        )
+        .await;
+    r.assert_outcome(422, "business-rule");
+    r.assert_issue("UNABLE_TO_CANCEL_APPOINTMENT", "Appointment.start");
+    let r = w
+        .send_as(
+            provider,
+            "POST",
+            &format!("Appointment/{again}/$ers.changeAppointment"),
+            Some(2),
+            Some(&params(&[("slot", &format!("Slot/{a_slot}"))])),
+        )
+        .await;
+    r.assert_outcome(422, "business-rule");
+    r.assert_issue("INVALID_STATE", "Appointment.start");
+    assert_eq!(w.slot_status(&a_slot).await, "free");
     let r = w
         .send_as(provider, "POST", &path, Some(2), Some(&dna))
         .await;

@@ -1299,8 +1299,8 @@ async fn read_only_operations_may_be_posted() {
     assert_eq!(r.json(), got.json());
     let colour = json!({"resourceType": "Parameters", "parameter": [{"name": "colour", "valueString": "red"}]});
     let r = posted(path, Some(colour)).await;
-    r.assert_outcome(400, "value");
-    assert_eq!(r.issue_at().1, "colour");
+    r.assert_outcome(400, "structure");
+    r.assert_issue("UNEXPECTED_FIELD", "Parameters.parameter[colour]");
     // The worklist, from a Parameters body; one list at a time.
     let lists = |types: &[&str]| {
         let mut parameter: Vec<Value> = types
@@ -1317,6 +1317,102 @@ async fn read_only_operations_may_be_posted() {
     assert!(ids.contains(&id), "{ids:?}");
     assert_eq!(ids, awaiting_booking(&w.app, &w.rc).await);
     let r = posted(wl, Some(lists(&["AWAITING_BOOKING", "AWAITING_BOOKING"]))).await;
+    r.assert_outcome(400, "structure");
+    r.assert_issue("TOO_MANY_ITEMS", "Parameters.parameter[listType]");
+}
+
+#[actix_web::test]
+async fn operation_inputs_are_read_as_their_definitions_type_them() {
+    let w = world().await;
+    let id = w.new_referral(&[&w.bookable], "ROUTINE").await;
+    let cancel = format!("ServiceRequest/{id}/$ers.cancelReferral");
+    let send = |path: String, parameter: Value| {
+        let req = w
+            .as_rc("POST", &path)
+            .insert_header(("If-Match", "W/\"1\""));
+        let body = json!({"resourceType": "Parameters", "parameter": parameter});
+        w.app.send(req, Some(body.to_string().into_bytes()))
+    };
+    // A code sent as a number is refused, naming the element and the types it takes; the
+    // referral is untouched.
+    let r = send(
+        cancel.clone(),
+        json!([{"name": "reason", "valueInteger": 5}, {"name": "comment", "valueString": "x"}]),
+    )
+    .await;
+    let d = r.assert_outcome(400, "value");
+    r.assert_issue("INVALID_VALUE", "Parameters.parameter[reason].valueInteger");
+    assert!(
+        d.contains(
+            "is a code: give it as valueCode or valueString or valueCoding, not valueInteger"
+        ),
+        "{d}"
+    );
+    // Free text sent as a boolean, and a parameter with two values: each named, all at once.
+    let r = send(
+        cancel.clone(),
+        json!([
+            {"name": "reason", "valueCode": "RAISED_IN_ERROR"},
+            {"name": "comment", "valueBoolean": true},
+            {"name": "comment", "valueString": "a"},
+        ]),
+    )
+    .await;
     r.assert_outcome(400, "value");
-    r.assert_issue("TOO_MANY_ITEMS", "listType");
+    let at: Vec<String> = r.json()["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["expression"][0].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "Parameters.parameter[comment].valueBoolean",
+            "Parameters.parameter[comment]"
+        ],
+        "{}",
+        r.text()
+    );
+    let sr = w.app.search(&format!("ServiceRequest?_id={id}")).await;
+    assert_eq!(state(&sr["entry"][0]["resource"]), "NOT_BOOKED");
+    assert_eq!(sr["entry"][0]["resource"]["meta"]["versionId"], "1");
+    // A code as the code of a Coding is read.
+    let r = send(
+        cancel,
+        json!([{"name": "reason", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReferralCancellationReason", "code": "RAISED_IN_ERROR"}}, {"name": "comment", "valueString": "Entered for the wrong patient"}]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state(&r.json()), "CANCELLED_REFERRAL");
+    // The worklist's page size is an integer.
+    let r = send(
+        "ServiceRequest/$ers.worklist".into(),
+        json!([{"name": "listType", "valueCode": "AWAITING_BOOKING"}, {"name": "_count", "valueString": "10"}]),
+    )
+    .await;
+    r.assert_outcome(400, "value");
+    r.assert_issue("INVALID_VALUE", "Parameters.parameter[_count].valueString");
+    // The definitions say so: a slot is a Reference, or its text.
+    let od = w
+        .app
+        .get("OperationDefinition/ers.changeAppointment")
+        .await
+        .json();
+    let slot = od["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "slot")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(slot["type"], "Reference", "{od}");
+    assert_eq!(slot["extension"][0]["valueUri"], "string", "{od}");
+    let od = w
+        .app
+        .get("OperationDefinition/ers.announcements")
+        .await
+        .json();
+    assert_eq!(od["parameter"][0]["name"], "all", "{od}");
+    assert_eq!(od["parameter"][0]["type"], "boolean", "{od}");
 }

@@ -16,6 +16,31 @@ pub const AUDIENCE_ROLE_EXTENSION: &str =
     "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-AnnouncementAudienceRole";
 pub const READ_EXTENSION: &str =
     "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-AnnouncementRead";
+/// The inputs of `CommunicationRequest/$ers.announcements`.
+pub const LIST_PARAMETERS: &[crate::domain::referral::OpParam] = &[
+    crate::domain::referral::OpParam::new(
+        "all",
+        0,
+        "1",
+        "boolean",
+        "true: expired announcements too",
+    ),
+    crate::domain::referral::OpParam::new(
+        "unread",
+        0,
+        "1",
+        "boolean",
+        "true: only those the caller has not marked read",
+    ),
+    crate::domain::referral::OpParam::new(
+        "_count",
+        0,
+        "1",
+        "integer",
+        "page size (1-100, default 20)",
+    ),
+    crate::domain::referral::OpParam::new("_offset", 0, "1", "integer", "results to skip"),
+];
 /// The audience code of "everyone" (roles or organisations).
 pub const ALL: &str = "*";
 

@@ -10,6 +10,25 @@ use serde_json::{json, Value};
 use super::*;
 use crate::fhir::registry::{self, ResourceDef};
 
+/// The inputs of `Subscription/{id}/$events` (the backport's types: an event number is a
+/// string in R4).
+pub const EVENTS_PARAMETERS: &[crate::domain::referral::OpParam] = &[
+    crate::domain::referral::OpParam::new(
+        "eventsSinceNumber",
+        0,
+        "1",
+        "string",
+        "events after this number (default 0)",
+    ),
+    crate::domain::referral::OpParam::new(
+        "eventsUntilNumber",
+        0,
+        "1",
+        "string",
+        "up to this number",
+    ),
+];
+
 /// Backport extension: seconds between heartbeats when nothing happens.
 pub const HEARTBEAT_EXTENSION: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period";
