@@ -276,7 +276,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             "operation": [{
                 "name": "export",
                 "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
-                "documentation": "FHIR Bulk Data: GET [base]/$export (or [base]/Patient/$export for the Patient compartment) with Prefer: respond-async, _type, _since; 202 with Content-Location; poll it (202 with X-Progress, then 200 with the manifest); NDJSON files; DELETE cancels. Each type the caller may search, scoped as a search.",
+                "documentation": "FHIR Bulk Data: GET [base]/$export (or [base]/Patient/$export for the Patient compartment) with Prefer: respond-async, _type, _since (or POST with them in a Parameters body); 202 with Content-Location; poll it (202 with X-Progress, then 200 with the manifest); NDJSON files; DELETE cancels. Each type the caller may search, scoped as a search.",
             }],
         }],
     })

@@ -34,6 +34,7 @@ fn accepted(kind: &str) -> &'static [&'static str] {
         "code" => &["valueCode", "valueString", "valueCoding"],
         "integer" => &["valueInteger", "valueUnsignedInt", "valuePositiveInt"],
         "boolean" => &["valueBoolean"],
+        "instant" => &["valueInstant"],
         "Reference" => &["valueReference"],
         "Identifier" => &["valueIdentifier"],
         _ => &[],

@@ -1,13 +1,14 @@
 //! FHIR Bulk Data Access over HTTP: `GET [base]/$export` and `GET [base]/Patient/$export`
-//! (kick-off, 202 + Content-Location), `GET [base]/$export-status/{job}` (202 with X-Progress
+//! (kick-off, 202 + Content-Location; or `POST` with the inputs in a `Parameters` body), `GET [base]/$export-status/{job}` (202 with X-Progress
 //! while it runs, then 200 with the manifest), `DELETE` of the same URL (cancel), and
 //! `GET [base]/$export-file/{job}/{part}` (NDJSON).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::handlers::{base_url, draft, on_conn};
+use super::handlers::{base_url, draft, on_conn, operation_inputs};
 use super::ApiError;
+use crate::domain::referral::OpParam;
 use crate::domain::Caller;
 use crate::fhir::datetime;
 use crate::fhir::outcome::{operation_outcome, Issue};
@@ -16,24 +17,49 @@ use crate::startup::AppState;
 
 const NDJSON: &str = "application/fhir+ndjson";
 
-fn kickoff_params(req: &HttpRequest, level: Level) -> Result<Kickoff, ApiError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|e| ApiError::BadRequest(format!("the query string cannot be decoded: {e}")))?;
+/// The kick-off's inputs (Bulk Data's `_typeFilter`, `_elements`, `patient` and
+/// `includeAssociatedData` are not offered).
+pub const EXPORT_PARAMETERS: &[OpParam] = &[
+    OpParam::new(
+        "_outputFormat",
+        0,
+        "1",
+        "string",
+        "application/fhir+ndjson (the only one; application/ndjson and ndjson name it too)",
+    ),
+    OpParam::new(
+        "_since",
+        0,
+        "1",
+        "instant",
+        "only resources changed after this instant",
+    ),
+    OpParam::new(
+        "_type",
+        0,
+        "*",
+        "string",
+        "resource types, comma-separated or repeated (default: every type the caller may search)",
+    ),
+];
+
+fn kickoff_params(params: &[(String, String)], level: Level) -> Result<Kickoff, ApiError> {
     let mut k = Kickoff {
         level,
         types: None,
         since: None,
         request: String::new(),
     };
-    for (name, v) in &params {
+    for (name, v) in params {
         match name.as_str() {
-            "_outputFormat" => {
-                if !["application/fhir+ndjson", "application/ndjson", "ndjson"].contains(&v.as_str()) {
-                    return Err(ApiError::bad_param(
-                        name,
-                        format!("'{v}' is not supported: this server writes application/fhir+ndjson"),
-                    ));
-                }
+            "_outputFormat"
+                if !["application/fhir+ndjson", "application/ndjson", "ndjson"]
+                    .contains(&v.as_str()) =>
+            {
+                return Err(ApiError::bad_param(
+                    name,
+                    format!("'{v}' is not supported: this server writes application/fhir+ndjson"),
+                ));
             }
             "_type" => {
                 let list: Vec<String> = v
@@ -43,7 +69,10 @@ fn kickoff_params(req: &HttpRequest, level: Level) -> Result<Kickoff, ApiError> 
                     .map(str::to_owned)
                     .collect();
                 if list.is_empty() {
-                    return Err(ApiError::bad_param(name, "needs one or more resource types, comma-separated"));
+                    return Err(ApiError::bad_param(
+                        name,
+                        "needs one or more resource types, comma-separated",
+                    ));
                 }
                 k.types.get_or_insert_with(Vec::new).extend(list);
             }
@@ -56,19 +85,8 @@ fn kickoff_params(req: &HttpRequest, level: Level) -> Result<Kickoff, ApiError> 
                 }
                 k.since = datetime::range(v).map(|(low, _)| low);
             }
-            "_typeFilter" | "_elements" | "patient" | "includeAssociatedData" => {
-                return Err(ApiError::bad_param(
-                    name,
-                    "is not supported by this server's $export (it takes _type, _since, _outputFormat)",
-                ))
-            }
-            "_format" => {}
-            other => {
-                return Err(ApiError::bad_param(
-                    other,
-                    "is not a parameter of $export (it takes _type, _since, _outputFormat)",
-                ))
-            }
+            // The general `_format` and `_pretty` (operation_inputs took only these besides).
+            _ => {}
         }
     }
     Ok(k)
@@ -76,6 +94,7 @@ fn kickoff_params(req: &HttpRequest, level: Level) -> Result<Kickoff, ApiError> 
 
 async fn kick_off(
     req: HttpRequest,
+    body: web::Bytes,
     caller: Caller,
     state: web::Data<AppState>,
     level: Level,
@@ -91,7 +110,8 @@ async fn kick_off(
             message: "a bulk export runs asynchronously: send 'Prefer: respond-async'".into(),
         });
     }
-    let mut k = kickoff_params(&req, level)?;
+    let inputs = operation_inputs(&req, &body, "$export", EXPORT_PARAMETERS)?;
+    let mut k = kickoff_params(&inputs, level)?;
     let base = base_url(&req, &state);
     k.request = format!(
         "{base}{}{}",
@@ -121,22 +141,24 @@ async fn kick_off(
         .body(body.to_string()))
 }
 
-/// `GET [base]/$export`.
+/// `GET [base]/$export` (or `POST` with a Parameters body).
 pub async fn system(
     req: HttpRequest,
+    body: web::Bytes,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    kick_off(req, caller, state, Level::System).await
+    kick_off(req, body, caller, state, Level::System).await
 }
 
-/// `GET [base]/Patient/$export`.
+/// `GET [base]/Patient/$export` (or `POST` with a Parameters body).
 pub async fn patient(
     req: HttpRequest,
+    body: web::Bytes,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    kick_off(req, caller, state, Level::Patient).await
+    kick_off(req, body, caller, state, Level::Patient).await
 }
 
 /// `GET [base]/$export-status/{job}`.

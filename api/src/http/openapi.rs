@@ -230,16 +230,6 @@ fn read_only(op: ReadOnly<'_>) -> PathItem {
         op.path.iter().cloned().chain(op.inputs).collect(),
     )
     .response("200", op.ok.clone());
-    let mut body = RequestBodyBuilder::new()
-        .required(Some(if op.body_required {
-            Required::True
-        } else {
-            Required::False
-        }))
-        .description(Some("A FHIR Parameters resource with the inputs of the GET form, each a parameter whose value[x] has the type the operation's OperationDefinition gives it (GET /FHIR/R4/OperationDefinition/{id}): valueCode (or valueString, valueCoding) for a code, valueString for a string, valueInteger, valueBoolean, valueIdentifier or valueReference".to_owned()));
-    for (ct, c) in fhir_content("Resource") {
-        body = body.content(ct, c);
-    }
     let post = operation(
         &format!("{}Post", op.id),
         op.tag,
@@ -247,7 +237,7 @@ fn read_only(op: ReadOnly<'_>) -> PathItem {
         op.description,
         op.path,
     )
-    .request_body(Some(body.build()))
+    .request_body(Some(parameters_body(op.body_required)))
     .response("200", op.ok);
     let mut item = PathItem::new(HttpMethod::Get, with_errors(get, op.errors).build());
     item.post = Some(
@@ -258,6 +248,21 @@ fn read_only(op: ReadOnly<'_>) -> PathItem {
         .build(),
     );
     item
+}
+
+/// The body of an operation POSTed with its inputs: a `Parameters` resource.
+fn parameters_body(required: bool) -> utoipa::openapi::request_body::RequestBody {
+    let mut body = RequestBodyBuilder::new()
+        .required(Some(if required {
+            Required::True
+        } else {
+            Required::False
+        }))
+        .description(Some("A FHIR Parameters resource with the inputs of the GET form, each a parameter whose value[x] has the type the operation's OperationDefinition gives it (GET /FHIR/R4/OperationDefinition/{id}): valueCode (or valueString, valueCoding) for a code, valueString for a string, valueInteger, valueBoolean, valueInstant, valueIdentifier or valueReference".to_owned()));
+    for (ct, c) in fhir_content("Resource") {
+        body = body.content(ct, c);
+    }
+    body.build()
 }
 
 /// The types whose request bodies the document describes element by element
@@ -893,25 +898,36 @@ fn bulk_paths(paths: PathsBuilder) -> PathsBuilder {
             )
             .build()
     };
-    let system = operation(
+    // Each kick-off as a GET with query parameters, and as a POST with a Parameters body.
+    let kick_off = |id: &str, summary: &str, description: String| {
+        let get = operation(id, "Bulk Data", summary, description.clone(), kick_params())
+            .response("202", accepted());
+        let post = operation(
+            &format!("{id}Post"),
+            "Bulk Data",
+            &format!("{summary} — POST"),
+            description,
+            vec![header("Prefer", true, "respond-async")],
+        )
+        .request_body(Some(parameters_body(false)))
+        .response("202", accepted());
+        let mut item = PathItem::new(HttpMethod::Get, with_errors(get, &[]).build());
+        item.post = Some(with_errors(post, &[("415", "Unsupported Content-Type")]).build());
+        item
+    };
+    let system = kick_off(
         "export",
-        "Bulk Data",
         "FHIR Bulk Data export kick-off (system level)",
         "Exports every resource of the types the caller may search, with the same organisation scoping as a search, as of the kick-off. Runs in the background on any instance; survives restarts.".into(),
-        kick_params(),
-    )
-    .response("202", accepted());
-    let patient = operation(
+    );
+    let patient = kick_off(
         "patientExport",
-        "Bulk Data",
         "FHIR Bulk Data export kick-off (Patient level)",
         format!(
             "As the system-level export, for the Patient compartment's types: {}.",
             crate::service::exports::PATIENT_COMPARTMENT.join(", ")
         ),
-        kick_params(),
-    )
-    .response("202", accepted());
+    );
     let status = operation(
         "exportStatus",
         "Bulk Data",
@@ -964,14 +980,8 @@ fn bulk_paths(paths: PathsBuilder) -> PathsBuilder {
     );
     status_item.delete = Some(with_errors(cancel, &[("404", "Not known or not yours")]).build());
     paths
-        .path(
-            "/FHIR/R4/$export",
-            PathItem::new(HttpMethod::Get, with_errors(system, &[]).build()),
-        )
-        .path(
-            "/FHIR/R4/Patient/$export",
-            PathItem::new(HttpMethod::Get, with_errors(patient, &[]).build()),
-        )
+        .path("/FHIR/R4/$export", system)
+        .path("/FHIR/R4/Patient/$export", patient)
         .path("/FHIR/R4/$export-status/{job}", status_item)
         .path(
             "/FHIR/R4/$export-file/{job}/{part}",

@@ -279,11 +279,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     Endpoint::at("/$export")
                         .starts(super::bulk::system)
+                        .on(Method::POST, super::bulk::system)
                         .otherwise(not_allowed),
                 )
                 .service(
                     Endpoint::at("/Patient/$export")
                         .starts(super::bulk::patient)
+                        .on(Method::POST, super::bulk::patient)
                         .otherwise(not_allowed),
                 )
                 .service(

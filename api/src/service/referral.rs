@@ -745,6 +745,10 @@ fn cancel(
             other => other,
         },
     )?;
+    let by_referrer = who.caller.business_function.is_referrer();
+    let fits = |c: &mut DbConnection, now: &StateRecord| {
+        cancellation_fits(c, id, concept, &reason, by_referrer, now.state)
+    };
     close_with(
         conn,
         id,
@@ -753,14 +757,94 @@ fn cancel(
             ReferralAction::CancelReferral,
             ReferralState::CancelledReferral,
         ),
-        (REFERRAL_CANCELLATION_SYSTEM, reason),
+        (REFERRAL_CANCELLATION_SYSTEM, reason.clone()),
         comment,
         who,
+        fits,
     )
 }
 
+/// Whether the caller's side may cancel referral `id`, now in `state`, with this reason (e-RS):
+/// the referrer with a reason of `referrerUsage` CANCEL_REFERRAL, which must also be one that
+/// can cancel the referral's appointment (`canCancelAppointment`) while it has one booked; the
+/// provider with one of type PATIENT, PROVIDER or UNKNOWN, or PROVIDER_TRIAGE once it has
+/// triaged the referral to action itself.
+fn cancellation_fits(
+    c: &mut DbConnection,
+    id: &str,
+    concept: &Value,
+    reason: &str,
+    by_referrer: bool,
+    state: ReferralState,
+) -> Result<()> {
+    const AT: &str = "Parameters.parameter[reason]";
+    let system = REFERRAL_CANCELLATION_SYSTEM;
+    let code = |name: &str| terminology::property(concept, name).and_then(Value::as_str);
+    let whose = |wanted: &dyn Fn(&Value) -> bool| -> String {
+        terminology::codes(system)
+            .into_iter()
+            .filter(|c| terminology::concept(system, c).is_some_and(wanted))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let referrers = |c: &Value| {
+        terminology::property(c, "referrerUsage").and_then(Value::as_str) == Some("CANCEL_REFERRAL")
+    };
+    if by_referrer {
+        if !referrers(concept) {
+            return Err(invalid(
+                AT,
+                "INAPPROPRIATE_VALUE",
+                "business-rule",
+                format!(
+                    "'reason' ({reason}) is not a reason the referrer may cancel a referral with; the referrer's are: {}",
+                    whose(&referrers)
+                ),
+            ));
+        }
+        let cancels = terminology::property(concept, "canCancelAppointment")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !cancels {
+            if let Some(booked) = super::booking::current_booked(c, id)? {
+                return Err(invalid(
+                    AT,
+                    "INAPPROPRIATE_VALUE",
+                    "business-rule",
+                    format!(
+                        "'reason' ({reason}) does not cancel the referral's appointment: cancel Appointment/{} first ($ers.cancelAppointment), or give a reason that cancels it too",
+                        booked.id
+                    ),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    match code("appointmentRequestCancellationReasonType") {
+        Some("PATIENT" | "PROVIDER" | "UNKNOWN") => Ok(()),
+        Some("PROVIDER_TRIAGE") if state == ReferralState::TriagedProviderToAction => Ok(()),
+        Some("PROVIDER_TRIAGE") => Err(invalid(
+            AT,
+            "INAPPROPRIATE_VALUE",
+            "business-rule",
+            format!(
+                "'reason' ({reason}) is for a referral the provider has triaged to action itself (TRIAGED_PROVIDER_TO_ACTION); this one is {}",
+                state.code()
+            ),
+        )),
+        _ => Err(invalid(
+            AT,
+            "INAPPROPRIATE_VALUE",
+            "business-rule",
+            format!("'reason' ({reason}) is not a reason the provider may cancel a referral with"),
+        )),
+    }
+}
+
 /// Takes `action` to `next` with a reason and comment; the referral's current appointment is
-/// cancelled with the same reason and its slot released (cancel, reject).
+/// cancelled with the same reason and its slot released (cancel, reject). `fits` checks the
+/// reason against the referral as it is, first.
+#[allow(clippy::too_many_arguments)]
 fn close_with(
     conn: &mut DbConnection,
     id: &str,
@@ -769,6 +853,7 @@ fn close_with(
     (system, reason): (&str, String),
     comment: Option<String>,
     who: &Acting<'_>,
+    fits: impl Fn(&mut DbConnection, &StateRecord) -> Result<()>,
 ) -> Result<ResourceRow> {
     transition(
         conn,
@@ -777,6 +862,7 @@ fn close_with(
         action,
         who,
         |c, body, current| {
+            fits(c, current)?;
             let access = organisations(c, body)?;
             super::booking::cancel_current(
                 c,
@@ -822,6 +908,7 @@ fn reject(
         (CANCELLATION_SYSTEM, reason),
         comment,
         who,
+        |_, _| Ok(()),
     )
 }
 

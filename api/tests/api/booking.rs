@@ -943,12 +943,40 @@ async fn named_clinician_past_slots_and_cancelled_referrals() {
         .expect("v")
         .parse()
         .expect("n");
+    // A reason that cannot cancel the appointment needs it cancelled first.
     let r = w
         .rc(
             "POST",
             &format!("ServiceRequest/{id}/$ers.cancelReferral"),
             Some(v),
-            Some(&params(&[("reason", "TREATMENT_NO_LONGER_REQUIRED")])),
+            Some(&params(&[("reason", "BOOKED_OUTSIDE_CAB")])),
+        )
+        .await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Parameters.parameter[reason]");
+    assert!(
+        d.contains(&format!(
+            "cancel Appointment/{} first",
+            appt["id"].as_str().unwrap_or_default()
+        )),
+        "{d}"
+    );
+    // The provider cancels it, with a reason of its own.
+    let provider = (
+        c.provider.as_str(),
+        "SERVICE_PROVIDER_CLINICIAN",
+        c.ods.as_str(),
+    );
+    let r = w
+        .send_as(
+            provider,
+            "POST",
+            &format!("ServiceRequest/{id}/$ers.cancelReferral"),
+            Some(v),
+            Some(&params(&[
+                ("reason", "OUTPATIENT_SERVICE_NA"),
+                ("comment", "A community clinic suits better"),
+            ])),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());

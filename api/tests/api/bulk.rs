@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::helpers::*;
 use crate::referrals::{world_with, World};
 use ers_api::config::{SeedMode, Settings};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn settings(exports: bool, file_resources: usize, ttl: i64) -> Settings {
     Settings {
@@ -340,19 +340,44 @@ async fn a_job_whose_worker_stopped_resumes_after_its_last_file() {
 async fn bad_kick_offs_are_refused_naming_the_problem() {
     let w = world_with(settings(true, 100, 3600)).await;
     let app = &w.app;
-    for (path, what) in [
-        ("$export?_type=Foo", "Foo"),
-        ("$export?_type=", "_type"),
-        ("$export?_outputFormat=text/csv", "_outputFormat"),
-        ("$export?_typeFilter=Patient%3Factive%3Dtrue", "_typeFilter"),
-        ("$export?_since=yesterday", "_since"),
-        ("$export?colour=blue", "colour"),
-        ("Patient/$export?_type=Slot", "Patient compartment"),
+    for (path, code, what) in [
+        ("$export?_type=Foo", "invalid", "Foo"),
+        ("$export?_type=", "invalid", "_type"),
+        ("$export?_outputFormat=text/csv", "invalid", "_outputFormat"),
+        (
+            "$export?_typeFilter=Patient%3Factive%3Dtrue",
+            "structure",
+            "'_typeFilter' is not a parameter of $export; it takes: _outputFormat, _since, _type",
+        ),
+        ("$export?_since=yesterday", "invalid", "_since"),
+        (
+            "$export?_since=2026-01-01T00:00:00Z&_since=2026-02-01T00:00:00Z",
+            "structure",
+            "given 2 times",
+        ),
+        ("$export?colour=blue", "structure", "colour"),
+        (
+            "Patient/$export?_type=Slot",
+            "invalid",
+            "Patient compartment",
+        ),
     ] {
         let r = as_rc(app, &w, "GET", path, true).await;
-        let d = r.assert_outcome(400, "invalid");
+        let d = r.assert_outcome(400, code);
         assert!(d.contains(what), "{path}: {d}");
     }
+    // A POSTed kick-off's inputs are typed as Bulk Data defines them.
+    let posted = |parameter: Value| {
+        let req = app
+            .as_user(&w.rc, "POST", "$export", "REFERRING_CLINICIAN", "R69")
+            .insert_header(("Prefer", "respond-async"))
+            .insert_header(("Content-Type", "application/fhir+json"));
+        let body = json!({"resourceType": "Parameters", "parameter": parameter});
+        app.send(req, Some(body.to_string().into_bytes()))
+    };
+    let r = posted(json!([{"name": "_since", "valueString": "2026-01-01T00:00:00Z"}])).await;
+    r.assert_outcome(400, "value");
+    r.assert_issue("INVALID_VALUE", "Parameters.parameter[_since].valueString");
     // A type the role may not search may not be exported either.
     let analyst = sign(&claims("555031998111", &[("INFORMATION_ANALYST", "RR8")]));
     let r = app
@@ -513,4 +538,51 @@ async fn the_cli_exports_and_imports_ndjson_idempotently() {
     assert!(usage[0].lines().count() > 2, "{}", usage[0]);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
+}
+
+#[actix_web::test]
+async fn an_export_may_be_kicked_off_with_a_parameters_body() {
+    let w = world_with(settings(true, 100, 3600)).await;
+    let app = &w.app;
+    let since = "2000-01-01T00:00:00Z";
+    let req = app
+        .as_user(&w.rc, "POST", "$export", "REFERRING_CLINICIAN", "R69")
+        .insert_header(("Prefer", "respond-async"))
+        .insert_header(("Content-Type", "application/fhir+json"));
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "_type", "valueString": "Patient"},
+        {"name": "_type", "valueString": "ServiceRequest"},
+        {"name": "_since", "valueInstant": since},
+        {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
+    ]});
+    let r = app.send(req, Some(body.to_string().into_bytes())).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let url = r.header("content-location").expect("Content-Location");
+    let (manifest, _) = poll(app, &w, &url).await;
+    let all = download(app, &w, &manifest).await;
+    let types: BTreeSet<String> = all
+        .iter()
+        .filter_map(|r| r["resourceType"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        types,
+        BTreeSet::from(["Patient".to_owned(), "ServiceRequest".to_owned()]),
+        "{manifest}"
+    );
+    // The same export as its GET form.
+    let r = as_rc(
+        app,
+        &w,
+        "GET",
+        &format!("$export?_type=Patient,ServiceRequest&_since={since}"),
+        true,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let (again, _) = poll(app, &w, &r.header("content-location").expect("url")).await;
+    let other = download(app, &w, &again).await;
+    for t in ["Patient", "ServiceRequest"] {
+        assert!(!ids_of(&all, t).is_empty(), "{t}");
+        assert_eq!(ids_of(&all, t), ids_of(&other, t), "{t}");
+    }
 }

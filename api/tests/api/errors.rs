@@ -244,7 +244,7 @@ async fn every_405_says_which_methods_are_allowed() {
         )
         .await;
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow").as_deref(), Some("GET"));
+    assert_eq!(r.header("allow").as_deref(), Some("GET, POST"));
     assert!(r.header("content-location").is_none(), "no job was started");
     let r = app
         .send(app.req("DELETE", &format!("Patient/{id}")), None)

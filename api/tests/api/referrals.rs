@@ -392,6 +392,22 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
             "ADD_PROVIDER_ATTACHMENT"
         ]
     );
+    // The provider's triage reason is for a referral it has triaged to action, not yet.
+    let r = w
+        .op(
+            true,
+            &id,
+            "$ers.cancelReferral",
+            Some(3),
+            &[
+                ("reason", "TRIAGE_ENDED"),
+                ("comment", "Not for this service"),
+            ],
+        )
+        .await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Parameters.parameter[reason]");
+    assert!(d.contains("this one is AWAITING_TRIAGE"), "{d}");
     let d = w
         .op(
             false,
@@ -466,7 +482,19 @@ async fn a_referral_goes_from_create_through_triage_to_cancel() {
         .await;
     assert_eq!(match_ids(&b), vec![id.clone()]);
 
-    // Cancel: the reason's comment rule, then terminal.
+    // Cancel: a reason of the referrer's, with its comment rule, then terminal.
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.cancelReferral",
+            Some(6),
+            &[("reason", "TRIAGE_ENDED"), ("comment", "Ended")],
+        )
+        .await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Parameters.parameter[reason]");
+    assert!(d.contains("the referrer's are: RAISED_IN_ERROR"), "{d}");
     let oo = w
         .op(
             false,
