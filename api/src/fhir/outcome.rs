@@ -45,6 +45,10 @@ impl Issue {
         ers_code: &'static str,
         diagnostics: impl Into<String>,
     ) -> Self {
+        debug_assert!(
+            super::terminology::concept(ERS_ERROR_SYSTEM, ers_code).is_some(),
+            "{ers_code} is not in {ERS_ERROR_SYSTEM}: add it to fhir-profiles/codesystems/ers-error-codes.json"
+        );
         Issue {
             severity: Severity::Error,
             code,
