@@ -71,7 +71,8 @@ impl Interaction {
     /// updates, then reads, which see what the others wrote. Creates and updates keep the
     /// Bundle's order among themselves (FHIR puts every create first), so that an entry's
     /// conditional reference (`Organization?identifier=…`) finds what an earlier entry wrote,
-    /// as this server resolves it when the entry is written.
+    /// as this server resolves it when the entry is written — except that what an entry
+    /// refers to by `urn:uuid:` runs before it (`in_run_order`).
     fn rank(&self) -> u8 {
         match self {
             Interaction::Delete(_) => 0,
@@ -80,6 +81,16 @@ impl Interaction {
             | Interaction::ConditionalUpdate(..)
             | Interaction::Patch(..) => 1,
             Interaction::Read(..) | Interaction::VRead(..) | Interaction::Search(_) => READS,
+        }
+    }
+
+    /// The resource an entry writes whole (not a patch's).
+    fn resource(&self) -> Option<&Value> {
+        match self {
+            Interaction::Create(r, _)
+            | Interaction::Update(_, r)
+            | Interaction::ConditionalUpdate(_, r) => Some(r),
+            _ => None,
         }
     }
 
@@ -93,6 +104,57 @@ impl Interaction {
             _ => None,
         }
     }
+}
+
+/// The order a transaction runs its entries in: by rank (deletes, writes, reads), and among the
+/// writes, the entry that creates what another refers to by its `urn:uuid:` fullUrl before
+/// that other (FHIR gives the entries of a transaction no order among its creates: a
+/// reference to a later entry is as good as one to an earlier). Otherwise the Bundle's order;
+/// the entries of a cycle keep it too (the first reference of the cycle then names a resource
+/// not yet written, and is refused saying so).
+fn in_run_order(mut planned: Vec<(usize, Planned)>) -> Vec<(usize, Planned)> {
+    planned.sort_by_key(|(_, p)| p.interaction.rank());
+    let created: std::collections::HashMap<String, usize> = planned
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (_, p))| Some((format!("{}/{}", p.def.name, p.create_id.as_ref()?), k)))
+        .collect();
+    if created.is_empty() {
+        return planned;
+    }
+    // What each entry (by position in `planned`) refers to that another entry creates.
+    let needs: Vec<Vec<usize>> = planned
+        .iter()
+        .enumerate()
+        .map(|(k, (_, p))| {
+            p.interaction
+                .resource()
+                .map(|r| {
+                    crate::fhir::index::all_references(r)
+                        .into_iter()
+                        .filter_map(|(_, to)| created.get(to.as_str()).copied())
+                        .filter(|j| *j != k)
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut placed = vec![false; planned.len()];
+    let mut order: Vec<usize> = Vec::with_capacity(planned.len());
+    while let Some(first) = (0..planned.len()).find(|k| !placed[*k]) {
+        // Among the entries of the lowest rank left (they are sorted by rank), the first whose
+        // every creator has run; in a cycle, the first.
+        let rank = planned[first].1.interaction.rank();
+        let k = (first..planned.len())
+            .take_while(|k| planned[*k].1.interaction.rank() == rank)
+            .filter(|k| !placed[*k])
+            .find(|k| needs[*k].iter().all(|j| placed[*j]))
+            .unwrap_or(first);
+        placed[k] = true;
+        order.push(k);
+    }
+    let mut slots: Vec<Option<(usize, Planned)>> = planned.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|k| slots[k].take()).collect()
 }
 
 /// Transaction entries created with a `urn:uuid:` fullUrl get their ids now, and every
@@ -632,15 +694,16 @@ pub async fn post(
                     .iter()
                     .any(|p| p.as_ref().map_or(true, |p| p.interaction.rank() < READS));
                 let all = |c: &mut ers_schema::DbConnection| -> Result<Vec<Result<Done, ApiError>>, ApiError> {
-                    let mut order: Vec<(usize, Planned)> = planned
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, p)| {
-                            p.map(|p| (i, p))
-                                .map_err(|e| ApiError::InEntry(i, Box::new(e)))
-                        })
-                        .collect::<Result<_, _>>()?;
-                    order.sort_by_key(|(_, p)| p.interaction.rank());
+                    let order = in_run_order(
+                        planned
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, p)| {
+                                p.map(|p| (i, p))
+                                    .map_err(|e| ApiError::InEntry(i, Box::new(e)))
+                            })
+                            .collect::<Result<_, _>>()?,
+                    );
                     let mut done: Vec<Option<Done>> = (0..order.len()).map(|_| None).collect();
                     let mut wrote = Vec::<(usize, String)>::new();
                     for (i, p) in order {

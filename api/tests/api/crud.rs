@@ -1175,3 +1175,66 @@ async fn a_read_returns_the_subset_summary_or_elements_ask_for() {
         .await
         .assert_outcome(400, "invalid");
 }
+
+#[actix_web::test]
+async fn a_transaction_entry_may_refer_to_a_later_one_by_its_full_url() {
+    let app = spawn_app().await;
+    let post = |entries: Value| {
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        app.send(
+            app.as_user(&app.token, "POST", "/FHIR/R4", "SERVICE_DEFINER", "R69")
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(bundle.to_string().into_bytes()),
+        )
+    };
+    let urn = |n: u8| format!("urn:uuid:0b7f4f6e-0000-4000-8000-0000000000{n:02}");
+    let create = |n: u8, resource: Value| {
+        let t = resource["resourceType"].clone();
+        json!({"fullUrl": urn(n), "resource": resource, "request": {"method": "POST", "url": t}})
+    };
+    // The location comes first and names the organisation after it; a search reads both.
+    let r = post(json!([
+        create(1, json!({"resourceType": "Location", "name": "Forward clinic", "status": "active",
+            "managingOrganization": {"reference": urn(2)}})),
+        create(2, organization("RZZ01", "Forward trust")),
+        {"request": {"method": "GET", "url": "Location?name=Forward&_include=Location:organization"}},
+    ]))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    let status = |i: usize| out["entry"][i]["response"]["status"].clone();
+    assert_eq!(
+        (status(0), status(1), status(2)),
+        (json!("201 Created"), json!("201 Created"), json!("200 OK")),
+        "{out}"
+    );
+    let org = out["entry"][1]["response"]["location"]
+        .as_str()
+        .and_then(|l| l.split("/_history").next())
+        .and_then(|l| l.rsplit_once("Organization/"))
+        .map(|(_, id)| format!("Organization/{id}"))
+        .expect("the organisation's location");
+    let found = &out["entry"][2]["resource"];
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(
+        found["entry"][0]["resource"]["managingOrganization"]["reference"],
+        json!(org),
+        "{found}"
+    );
+    // Two that name each other cannot be ordered: the first is refused, naming its reference,
+    // and nothing is written.
+    let mut a = organization("RZZ02", "Cycle A");
+    a["partOf"] = json!({"reference": urn(4)});
+    let mut b = organization("RZZ03", "Cycle B");
+    b["partOf"] = json!({"reference": urn(3)});
+    let r = post(json!([create(3, a), create(4, b)])).await;
+    r.assert_outcome(422, "not-found");
+    r.assert_issue(
+        "REFERENCE_NOT_FOUND",
+        "Bundle.entry[0].resource.partOf.reference",
+    );
+    assert_eq!(
+        app.search("Organization?identifier=RZZ03").await["total"],
+        0
+    );
+}
