@@ -111,6 +111,11 @@ pub struct Settings {
     pub export_ttl_secs: i64,
     /// `ERS_EXPORT_FILE_RESOURCES`: resources per NDJSON output file (default 10,000).
     pub export_file_resources: usize,
+    /// `ERS_SCAN_COMMAND`: the malware scanner every upload goes through before it is stored,
+    /// a shell command line given the file on its standard input and answering as
+    /// `clamdscan -` does (exit 0 clean, 1 a threat, else a failure: 503). None by default:
+    /// then only the EICAR test file is refused.
+    pub scan_command: Option<String>,
     /// `ERS_CORS_ORIGINS`: the browser origins (`https://app.example.nhs.uk`, comma-separated,
     /// or `*` for any) whose pages may call the API (CORS); none by default.
     pub cors_origins: Vec<String>,
@@ -136,6 +141,7 @@ impl Default for Settings {
             max_header_bytes: 16 * 1024,
             search_total_up_to: crate::fhir::search::COUNT_UP_TO,
             cors_origins: Vec::new(),
+            scan_command: None,
             require_if_match: false,
             mode: Mode::Sandbox,
             oidc: None,
@@ -197,6 +203,9 @@ impl Settings {
             s.pool_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!("ERS_DB_POOL_SIZE '{v}' must be a positive number"))
             })?;
+        }
+        if let Some(v) = get("ERS_SCAN_COMMAND").filter(|v| !v.trim().is_empty()) {
+            s.scan_command = Some(v);
         }
         if let Some(v) = get("ERS_CORS_ORIGINS").filter(|v| !v.trim().is_empty()) {
             s.cors_origins = v.split(',').map(|o| o.trim().to_owned()).collect();

@@ -156,6 +156,9 @@ impl Application {
                 settings.expiry_interval_secs,
             );
         }
+        if settings.scan_command.is_none() && settings.mode == crate::config::Mode::Production {
+            log::warn!("ERS_SCAN_COMMAND is not set: uploads are not scanned for malware (only the EICAR test file is refused)");
+        }
         let audit = crate::service::audit::AuditLog::start(ers_schema::build_pool_with(
             &settings.database_url,
             1,

@@ -63,6 +63,7 @@ pub async fn upload(
     };
     let name = filename(&req);
     let d = draft(&req, Some(&caller));
+    let scanner = state.settings.scan_command.clone();
     let meta = on_conn(&state, move |c| {
         attachments::upload(
             c,
@@ -70,6 +71,7 @@ pub async fn upload(
                 bytes: &body,
                 content_type: &content_type,
                 filename: name.as_deref(),
+                scan_command: scanner.as_deref(),
             },
             &caller,
             &d,

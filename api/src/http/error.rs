@@ -196,6 +196,10 @@ impl ApiError {
                     StatusCode::PAYLOAD_TOO_LARGE,
                     one("too-costly", "FILE_SIZE_ERROR"),
                 ),
+                S::Unavailable(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    one("transient", "SYSTEM_UNAVAILABLE"),
+                ),
                 S::Internal(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     vec![Issue::error(

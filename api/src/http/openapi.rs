@@ -1282,7 +1282,8 @@ fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
                     &[
                         ("413", "More than 5 MB (FILE_SIZE_ERROR)"),
                         ("415", "A type e-RS does not accept"),
-                        ("422", "Content or file name not matching the Content-Type"),
+                        ("422", "Content or file name not matching the Content-Type; a threat found by the malware scanner (THREATS_FOUND), nothing stored"),
+                        ("503", "The malware scanner is not working (SYSTEM_UNAVAILABLE): try again"),
                     ],
                 )
                 .build(),

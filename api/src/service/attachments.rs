@@ -35,6 +35,8 @@ pub struct Upload<'a> {
     pub content_type: &'a str,
     /// From `Content-Disposition: attachment; filename=…`, if given.
     pub filename: Option<&'a str>,
+    /// The malware scanner's command (`ERS_SCAN_COMMAND`), if one is configured.
+    pub scan_command: Option<&'a str>,
 }
 
 /// Whether the bytes are what the declared type says. Binary formats are recognised by their
@@ -128,6 +130,15 @@ pub fn upload(
             "INVALID_VALUE",
             "value",
             format!("the content is not {content_type}, as the Content-Type says"),
+        ));
+    }
+    // Scanned last, once everything cheaper has passed; nothing is stored if it finds a threat.
+    if let super::scan::Verdict::Threat(name) = super::scan::scan(up.scan_command, up.bytes)? {
+        return Err(invalid(
+            "Binary.data",
+            "THREATS_FOUND",
+            "security",
+            format!("the malware scanner found a threat in the file ({name}); it was not stored"),
         ));
     }
     let id = crate::fhir::new_id();

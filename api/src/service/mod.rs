@@ -17,6 +17,7 @@ pub mod reporting;
 pub mod reports;
 pub mod resource;
 pub mod roles;
+pub mod scan;
 pub mod scope;
 pub mod seed;
 pub mod subscriptions;
@@ -161,6 +162,9 @@ pub enum ServiceError {
     /// An upload over the size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Something the request needs is not working now (a retry later may succeed).
+    #[error("{0}")]
+    Unavailable(String),
     /// A broken invariant of the server's own (a bug, never the client's doing).
     #[error("internal error: {0}")]
     Internal(String),

@@ -486,3 +486,57 @@ async fn documents_follow_the_referrals_organisations_when_the_shortlist_changes
         .assert_outcome(404, "not-found");
     assert_eq!(w.get_as(rr8, &doc, None).await.status, 200);
 }
+
+#[actix_web::test]
+async fn uploads_go_through_the_malware_scanner_before_they_are_stored() {
+    // The EICAR anti-malware test file (built here from two halves, so that no scanner run
+    // over this source trips on it).
+    let eicar = [
+        &br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-"[..],
+        &br"ANTIVIRUS-TEST-FILE!$H+H*"[..],
+    ]
+    .concat();
+    // No scanner configured: the EICAR test file alone is refused.
+    let w = world().await;
+    let rc: User<'_> = (&w.rc, "REFERRING_CLINICIAN", "R69");
+    let r = w.upload(rc, "text/plain", Some("eicar.txt"), &eicar).await;
+    let d = r.assert_outcome(422, "security");
+    r.assert_issue("THREATS_FOUND", "Binary.data");
+    assert!(d.contains("EICAR"), "{d}");
+    let r = w
+        .upload(rc, "text/plain", Some("note.txt"), b"Seen today.")
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A scanner: its verdict decides, named in the refusal; a scanner that fails is 503.
+    let scanned = |command: &str| ers_api::config::Settings {
+        seed: ers_api::config::SeedMode::Sandbox,
+        rate_limit_per_sec: 0,
+        scan_command: Some(command.to_owned()),
+        ..ers_api::config::Settings::default()
+    };
+    let w = crate::referrals::world_with(scanned(
+        "if grep -q MALWARE; then echo 'stream: Test.Sig FOUND'; exit 1; fi",
+    ))
+    .await;
+    let rc: User<'_> = (&w.rc, "REFERRING_CLINICIAN", "R69");
+    let r = w
+        .upload(rc, "text/plain", Some("x.txt"), b"some MALWARE inside")
+        .await;
+    let d = r.assert_outcome(422, "security");
+    r.assert_issue("THREATS_FOUND", "Binary.data");
+    assert!(d.contains("stream: Test.Sig FOUND"), "{d}");
+    let r = w
+        .upload(rc, "application/pdf", Some("letter.pdf"), PDF)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(w.get_as(rc, &format!("Binary/{id}"), None).await.body, PDF);
+    let w = crate::referrals::world_with(scanned("echo 'cannot reach clamd' >&2; exit 2")).await;
+    let rc: User<'_> = (&w.rc, "REFERRING_CLINICIAN", "R69");
+    let r = w
+        .upload(rc, "application/pdf", Some("letter.pdf"), PDF)
+        .await;
+    let d = r.assert_outcome(503, "transient");
+    assert!(d.contains("cannot reach clamd"), "{d}");
+    assert!(r.text().contains("SYSTEM_UNAVAILABLE"), "{}", r.text());
+}
