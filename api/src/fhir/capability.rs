@@ -270,7 +270,7 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             "documentation": "Every request under the base except metadata must name the caller's e-RS business function (NHSD-eRS-Business-Function) and organisation (NHSD-End-User-Organisation-ODS).",
             "resource": resources,
             "interaction": [
-                {"code": "transaction", "documentation": "POST a transaction Bundle of creates (POST Type, with request.ifNoneExist if wanted), updates (PUT Type/id), conditional updates (PUT Type?criteria), JSON Patches (PATCH Type/id, the patch in a Binary), deletes (DELETE Type/id), reads (GET Type/id, GET Type/id/_history/n) and searches (GET Type?criteria) to the base: all or nothing: deletes first, then creates and updates in the Bundle's order, then reads; at most 1000 entries"},
+                {"code": "transaction", "documentation": "POST a transaction Bundle of creates (POST Type, with request.ifNoneExist if wanted), updates (PUT Type/id), conditional updates (PUT Type?criteria), JSON Patches (PATCH Type/id, the patch in a Binary), deletes (DELETE Type/id), reads (GET or HEAD Type/id, GET Type/id/_history/n) and searches (GET Type?criteria) to the base: all or nothing: deletes first, then creates and updates in the Bundle's order (an entry created with a urn:uuid: fullUrl before those referring to it), then reads; at most 1000 entries"},
                 {"code": "batch", "documentation": "POST a batch Bundle of the same entries: each answered on its own, in order"},
             ],
             "operation": [{

@@ -40,6 +40,8 @@ struct Planned {
     /// For a create: the id assigned up front (a transaction entry with a `urn:uuid:` fullUrl).
     create_id: Option<String>,
     if_match: Option<i64>,
+    /// A `HEAD` entry: answered as its `GET`, without the resource.
+    head: bool,
 }
 
 /// What an entry asks for.
@@ -270,6 +272,8 @@ fn plan_entry(
 ) -> Result<Planned, ApiError> {
     let text = |path: &str| e.at(path).and_then(Value::as_str).unwrap_or_default();
     let (method, url) = (text("/request/method"), text("/request/url"));
+    let head = method == "HEAD";
+    let method = if head { "GET" } else { method };
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (url, None),
@@ -329,12 +333,13 @@ fn plan_entry(
         )),
         ("POST" | "PUT" | "PATCH" | "DELETE" | "GET", ..) => {
             return Err(ApiError::BadRequest(format!(
-                "request {method} {url}: an entry is POST Type (with request.ifNoneExist if wanted), PUT Type/id, PUT Type?criteria, PATCH Type/id, DELETE Type/id, GET Type/id, GET Type/id/_history/n or GET Type?criteria"
+                "request {} {url}: an entry is POST Type (with request.ifNoneExist if wanted), PUT Type/id, PUT Type?criteria, PATCH Type/id, DELETE Type/id, GET (or HEAD) Type/id, Type/id/_history/n or Type?criteria",
+                if head { "HEAD" } else { method }
             )))
         }
         _ => {
             return Err(ApiError::BadRequest(format!(
-                "request.method '{method}': an entry is GET, POST, PUT, PATCH or DELETE"
+                "request.method '{method}': an entry is GET, HEAD, POST, PUT, PATCH or DELETE"
             )))
         }
     };
@@ -366,6 +371,7 @@ fn plan_entry(
         interaction,
         create_id: None,
         if_match,
+        head,
     })
 }
 
@@ -461,8 +467,26 @@ struct Done {
     shown: Option<(Outcome, Vec<Touched>)>,
 }
 
-/// Runs one planned entry on `c` (in the transaction's own transaction, if it is one).
+/// Runs one planned entry on `c` (in the transaction's own transaction, if it is one); a
+/// `HEAD` entry is answered as its `GET` without the resource (its status, ETag and
+/// Last-Modified in `response`).
 fn run(
+    c: &mut ers_schema::DbConnection,
+    p: Planned,
+    at: &Acting<'_>,
+    transaction: bool,
+) -> Result<Done, ApiError> {
+    let head = p.head;
+    let mut done = run_interaction(c, p, at, transaction)?;
+    if head {
+        if let Some(entry) = done.entry.as_object_mut() {
+            entry.shift_remove("resource");
+        }
+    }
+    Ok(done)
+}
+
+fn run_interaction(
     c: &mut ers_schema::DbConnection,
     p: Planned,
     at: &Acting<'_>,
@@ -473,6 +497,7 @@ fn run(
         interaction,
         create_id,
         if_match,
+        head: _,
     } = p;
     let w = svc::Writer::new(at.who, at.draft);
     let precondition = IfMatch {

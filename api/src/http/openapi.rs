@@ -1410,7 +1410,7 @@ fn system_paths(paths: PathsBuilder) -> PathsBuilder {
                         "transactionOrBatch",
                         "System",
                         "A transaction (all or nothing) or batch Bundle of creates, updates, patches, deletes, reads and searches",
-                        "Entries: POST Type (request.ifNoneExist honoured), PUT Type/id or Type?criteria (request.ifMatch honoured), PATCH Type/id (a Binary of application/json-patch+json), DELETE Type/id, GET Type/id (request.ifNoneMatch honoured), GET Type/id/_history/n, GET Type?criteria; at most 1000. A transaction runs deletes first, then creates and updates in the Bundle's order, then reads, and changes each resource once; answers keep the Bundle's order. Each entry is authorised, validated and audited as if sent alone.".into(),
+                        "Entries: POST Type (request.ifNoneExist honoured), PUT Type/id or Type?criteria (request.ifMatch honoured), PATCH Type/id (a Binary of application/json-patch+json), DELETE Type/id, GET Type/id (request.ifNoneMatch honoured), GET Type/id/_history/n, GET Type?criteria, HEAD for a read's answer without the resource; at most 1000. A transaction runs deletes first, then creates and updates in the Bundle's order (an entry created with a urn:uuid: fullUrl before those referring to it), then reads, and changes each resource once; answers keep the Bundle's order. Each entry is authorised, validated and audited as if sent alone.".into(),
                         Vec::new(),
                     )
                     .request_body(Some(resource_body("Bundle")))

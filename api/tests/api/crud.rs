@@ -833,6 +833,7 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
             get("AuditEvent/x".into()),
             {"request": {"method": "PATCH", "url": format!("Patient/{a}")}},
             get(format!("Patient/{a}?_elements=gender")),
+            {"request": {"method": "HEAD", "url": format!("Patient/{a}")}},
         ]),
         "batch",
     )
@@ -880,13 +881,17 @@ async fn bundles_read_search_and_delete_as_well_as_write() {
     assert_eq!(e(9)["resource"]["gender"], "female");
     assert!(e(9)["resource"].get("name").is_none(), "{}", e(9));
     assert_eq!(e(9)["resource"]["meta"]["tag"][0]["code"], "SUBSETTED");
+    // HEAD: the read's answer without the resource.
+    assert_eq!(status(10), "200 OK", "{}", e(10));
+    assert!(e(10).get("resource").is_none(), "{}", e(10));
+    assert_eq!(e(10)["response"]["etag"], "W/\"1\"");
     // Each read is audited as the plain read would be (a 304 too: the client learnt the version).
     let audit = auditor_search(&app, &format!("patient=Patient/{a}&_count=50")).await;
     let mut found = subtypes(&audit);
     found.sort();
     assert_eq!(
         found,
-        ["create", "read", "read", "read", "vread"],
+        ["create", "read", "read", "read", "read", "vread"],
         "{audit}"
     );
     assert_eq!(
