@@ -1119,6 +1119,52 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
 
     let mut k = Check::new(
         "referrals",
+        "an operation input of a type its OperationDefinition does not give it is 400, naming the element",
+    );
+    let r = c
+        .send(
+            "GET",
+            "OperationDefinition/ers.cancelReferral",
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    let reason = r.json()["parameter"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "reason").cloned())
+        .unwrap_or_default();
+    k.expect(
+        reason["type"] == "code",
+        format!(
+            "the OperationDefinition's 'reason' is {}, expected type code",
+            reason
+        ),
+    );
+    let wrong = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueInteger": 5},
+        {"name": "comment", "valueString": "Conformance suite"}]})
+    .to_string();
+    let r = c
+        .send(
+            "POST",
+            &op("$ers.cancelReferral"),
+            &[JSON, ("If-Match", "W/\"2\"")],
+            Some(wrong.as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 400);
+    k.expect(
+        r.json()["issue"][0]["expression"][0] == "Parameters.parameter[reason].valueInteger",
+        "the issue does not name Parameters.parameter[reason].valueInteger",
+    );
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "referrals",
         "$ers.availableActions lists what the operations allow; cancelling is terminal",
     );
     let r = c
