@@ -435,12 +435,15 @@ impl ReferralAction {
     /// Whether the action may be taken now that the current appointment has (or has not) begun:
     /// what happened at it (a non-attendance) only once it has; a move only before; a
     /// cancellation by the referrer's side only before (once it has begun the provider records
-    /// what happened, or cancels it: a clinic cancelled on the day).
+    /// what happened, or cancels it: a clinic cancelled on the day), and so the referrer's
+    /// cancellation of the referral, which would cancel the appointment with it.
     pub fn timely(self, begun: bool, by_referrer: bool) -> bool {
         match self {
             ReferralAction::RecordNonAttendance => begun,
             ReferralAction::ChangeAppointment => !begun,
-            ReferralAction::CancelAppointment => !(begun && by_referrer),
+            ReferralAction::CancelAppointment | ReferralAction::CancelReferral => {
+                !(begun && by_referrer)
+            }
             _ => true,
         }
     }

@@ -766,7 +766,8 @@ fn cancel(
 
 /// Whether the caller's side may cancel referral `id`, now in `state`, with this reason (e-RS):
 /// the referrer with a reason of `referrerUsage` CANCEL_REFERRAL, which must also be one that
-/// can cancel the referral's appointment (`canCancelAppointment`) while it has one booked; the
+/// can cancel the referral's appointment (`canCancelAppointment`) while it has one booked, and
+/// not once that appointment has begun; the
 /// provider with one of type PATIENT, PROVIDER or UNKNOWN, or PROVIDER_TRIAGE once it has
 /// triaged the referral to action itself.
 fn cancellation_fits(
@@ -802,11 +803,25 @@ fn cancellation_fits(
                 ),
             ));
         }
+        // The referral's cancellation cancels its appointment: not one that has begun, which
+        // the referrer can no longer cancel (`ReferralAction::timely`).
+        let booked = super::booking::current_booked(c, id)?;
+        if let Some(b) = booked.as_ref().filter(|b| b.begun) {
+            return Err(invalid(
+                "Appointment.start",
+                "UNABLE_TO_CANCEL_APPOINTMENT",
+                "business-rule",
+                format!(
+                    "Appointment/{} has begun: the referrer can no longer cancel it, nor the referral with it; the provider records whether the patient attended first ($ers.recordNonAttendance)",
+                    b.id
+                ),
+            ));
+        }
         let cancels = terminology::property(concept, "canCancelAppointment")
             .and_then(Value::as_bool)
             .unwrap_or(false);
         if !cancels {
-            if let Some(booked) = super::booking::current_booked(c, id)? {
+            if let Some(booked) = booked {
                 return Err(invalid(
                     AT,
                     "INAPPROPRIATE_VALUE",

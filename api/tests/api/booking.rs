@@ -445,15 +445,29 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
         (
             t.contains("CANCEL_DIRECTLY_BOOKED_APPOINTMENT"),
             t.contains("CHANGE_APPOINTMENT"),
+            t.contains("CANCEL_REFERRAL"),
         )
     };
-    assert_eq!(referrer_offered().await, (true, true));
+    assert_eq!(referrer_offered().await, (true, true, true));
     let wait = begins - chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     actix_web::rt::time::sleep(wait.to_std().unwrap_or_default()).await;
     assert!(offered().await, "not offered once the appointment began");
-    // Once it has begun, the referrer can no longer cancel it, and nobody can move it: the
-    // provider records what happened. Neither is offered.
-    assert_eq!(referrer_offered().await, (false, false));
+    // Once it has begun, the referrer can no longer cancel it (nor the referral with it), and
+    // nobody can move it: the provider records what happened. None of these is offered.
+    assert_eq!(referrer_offered().await, (false, false, false));
+    let v = w.referral_now(&id).await["meta"]["versionId"]
+        .as_str()
+        .and_then(|v| v.parse::<i64>().ok());
+    let r = w
+        .rc(
+            "POST",
+            &format!("ServiceRequest/{id}/$ers.cancelReferral"),
+            v,
+            Some(&params(&[("reason", "TREATMENT_NO_LONGER_REQUIRED")])),
+        )
+        .await;
+    r.assert_outcome(422, "business-rule");
+    r.assert_issue("UNABLE_TO_CANCEL_APPOINTMENT", "Appointment.start");
     let r = w
         .rc(
             "POST",
