@@ -448,6 +448,12 @@ impl ReferralAction {
         }
     }
 
+    /// Whether the current appointment's time decides if the action may be taken: `timely`
+    /// answers differently before and after it has begun (for the referrer, whom it binds most).
+    pub fn timed(self) -> bool {
+        self.timely(true, true) != self.timely(false, true)
+    }
+
     /// The inputs in a line, for documentation.
     pub fn inputs(self) -> String {
         if self == ReferralAction::CreateAppointment {
@@ -836,6 +842,27 @@ pub enum Listable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_appointment_actions_and_cancelling_the_referral_wait_on_its_time() {
+        let timed: Vec<&str> = ReferralAction::ALL
+            .into_iter()
+            .filter(|a| a.timed())
+            .map(|a| a.code())
+            .collect();
+        assert_eq!(
+            timed,
+            [
+                "CANCEL_REFERRAL",
+                "CANCEL_DIRECTLY_BOOKED_APPOINTMENT",
+                "CHANGE_APPOINTMENT",
+                "RECORD_NON_ATTENDANCE"
+            ]
+        );
+        // The provider may still cancel one that has begun; the referrer may not.
+        assert!(ReferralAction::CancelAppointment.timely(true, false));
+        assert!(!ReferralAction::CancelAppointment.timely(true, true));
+    }
 
     const REFERRER: Relation = Relation {
         referrer: true,

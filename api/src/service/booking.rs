@@ -264,23 +264,30 @@ pub fn current_booked(
     Ok(Some(CurrentAppointment {
         id: row.id,
         begun: has_begun(&body),
+        start: start_of(&body).to_owned(),
     }))
 }
 
 /// A referral's current booked appointment.
 pub struct CurrentAppointment {
     pub id: String,
-    /// Whether its time has come: a non-attendance can be recorded only then.
+    /// Whether its time has come (`ReferralAction::timely`).
     pub begun: bool,
+    /// Its start, as written (for saying so).
+    pub start: String,
 }
 
-/// Why a change is not timely (`ReferralAction::timely`): the appointment has not begun, or
-/// has.
-fn untimely(id: &str, appointment: &Value, action: ReferralAction) -> ServiceError {
-    let start = appointment
+/// An appointment's start as written, or that it has none.
+fn start_of(appointment: &Value) -> &str {
+    appointment
         .get("start")
         .and_then(Value::as_str)
-        .unwrap_or("no set time");
+        .unwrap_or("no set time")
+}
+
+/// Why a change is not timely (`ReferralAction::timely`): appointment `id`, starting at
+/// `start`, has not begun, or has.
+pub(super) fn untimely(id: &str, start: &str, action: ReferralAction) -> ServiceError {
     let (code, why) = match action {
         ReferralAction::RecordNonAttendance => (
             "INVALID_STATE",
@@ -289,6 +296,10 @@ fn untimely(id: &str, appointment: &Value, action: ReferralAction) -> ServiceErr
         ReferralAction::CancelAppointment => (
             "UNABLE_TO_CANCEL_APPOINTMENT",
             format!("Appointment/{id} began at {start}: the referrer can no longer cancel it; the provider records whether the patient attended ($ers.recordNonAttendance), or cancels it"),
+        ),
+        ReferralAction::CancelReferral => (
+            "UNABLE_TO_CANCEL_APPOINTMENT",
+            format!("Appointment/{id} began at {start}: the referrer can no longer cancel it, nor the referral with it; the provider records whether the patient attended first ($ers.recordNonAttendance)"),
         ),
         _ => (
             "INVALID_STATE",
@@ -1105,7 +1116,7 @@ pub fn change(
             // Whether the appointment's time has come decides which changes are timely
             // (checked after the caller's right to make the change).
             if !action.timely(has_begun(&body), is_referrer) {
-                return Err(untimely(id, &body, action));
+                return Err(untimely(id, start_of(&body), action));
             }
             let mut service = None;
             match &change {

@@ -803,19 +803,14 @@ fn cancellation_fits(
                 ),
             ));
         }
-        // The referral's cancellation cancels its appointment: not one that has begun, which
-        // the referrer can no longer cancel (`ReferralAction::timely`).
+        // The referral's cancellation cancels its appointment, so it is timely as that would be.
+        let action = ReferralAction::CancelReferral;
         let booked = super::booking::current_booked(c, id)?;
-        if let Some(b) = booked.as_ref().filter(|b| b.begun) {
-            return Err(invalid(
-                "Appointment.start",
-                "UNABLE_TO_CANCEL_APPOINTMENT",
-                "business-rule",
-                format!(
-                    "Appointment/{} has begun: the referrer can no longer cancel it, nor the referral with it; the provider records whether the patient attended first ($ers.recordNonAttendance)",
-                    b.id
-                ),
-            ));
+        if let Some(b) = booked
+            .as_ref()
+            .filter(|b| !action.timely(b.begun, by_referrer))
+        {
+            return Err(super::booking::untimely(&b.id, &b.start, action));
         }
         let cancels = terminology::property(concept, "canCancelAppointment")
             .and_then(Value::as_bool)
@@ -1078,12 +1073,8 @@ pub fn available_actions(
     let (body, state) = parsed(&row)?;
     let rel = relation(conn, &body, &state, caller)?;
     let mut actions = referral::available_actions(state.state, caller.business_function, rel);
-    // Only the appointment actions need the current appointment; whether it has begun decides
-    // which of them are timely.
-    let current = if actions
-        .iter()
-        .any(|a| a.endpoint() == referral::Endpoint::CurrentAppointment)
-    {
+    // The current appointment is read only when an action's timeliness depends on it.
+    let current = if actions.iter().any(|a| a.timed()) {
         super::booking::current_booked(conn, id)?
     } else {
         None
