@@ -68,6 +68,35 @@ pub fn patient_for_search(
     })
 }
 
+/// A free slot a service definer writes must start in the future: one that has begun could
+/// never be booked (`booking` refuses it) and would only crowd the slot lists. A slot stored
+/// free with the same start may still be edited as it is, and any slot may be made busy.
+pub fn check_slot_ahead(slot: &Value, before: Option<&Value>) -> Result<()> {
+    if slot.get("status").and_then(Value::as_str) != Some("free") {
+        return Ok(());
+    }
+    let Some(start) = slot.get("start").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let unchanged = before.is_some_and(|b| {
+        b.get("status").and_then(Value::as_str) == Some("free")
+            && b.get("start").and_then(Value::as_str) == Some(start)
+    });
+    let begun = crate::fhir::datetime::range(start)
+        .is_some_and(|(low, _)| low <= chrono::Utc::now().naive_utc());
+    if !begun || unchanged {
+        return Ok(());
+    }
+    Err(ServiceError::Invalid(vec![Issue::error(
+        "business-rule",
+        "INAPPROPRIATE_VALUE",
+        format!(
+            "'Slot.start' ({start}) is in the past: a free slot must start in the future, where a referral could book it (give a later start, or a status other than free)"
+        ),
+    )
+    .with_expression("Slot.start")]))
+}
+
 /// A slot a service definer writes must be bookable by a referral its service takes: its
 /// priority at or below one the service takes (a two-week-wait referral may take an urgent
 /// or routine slot, `registry::priorities_at_or_below`, the booking's own rule). Another
@@ -106,4 +135,25 @@ pub fn check_slot_priority(c: &mut DbConnection, slot: &Value) -> Result<()> {
         ),
     )
     .with_expression("Slot.appointmentType.coding[0].code")]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_free_slot_must_lie_ahead_unless_stored_so() {
+        let slot = |status: &str, start: &str| json!({"status": status, "start": start});
+        let past = "2020-03-02T10:00:00Z";
+        assert!(check_slot_ahead(&slot("free", past), None).is_err());
+        assert!(check_slot_ahead(&slot("free", "2999-01-01T10:00:00Z"), None).is_ok());
+        assert!(check_slot_ahead(&slot("busy", past), None).is_ok());
+        // A stored free slot whose start has passed may be edited as it is (its comment, say),
+        // not moved to another past start, nor freed from busy.
+        let stored = slot("free", past);
+        assert!(check_slot_ahead(&slot("free", past), Some(&stored)).is_ok());
+        assert!(check_slot_ahead(&slot("free", "2020-03-03T10:00:00Z"), Some(&stored)).is_err());
+        assert!(check_slot_ahead(&slot("free", past), Some(&slot("busy", past))).is_err());
+    }
 }

@@ -290,13 +290,16 @@ fn check_owner(
 
 /// The Directory's rules across resources, for an edit by a caller acting for an
 /// organisation (a service definer; the server's own bulk writes are made consistent).
+/// `before` is the live version an update replaces.
 fn check_directory_rules(
     c: &mut DbConnection,
     res_type: &str,
     body: &Value,
+    before: Option<&Value>,
     audit: &AuditDraft,
 ) -> Result<()> {
     if audit.org.is_some() && res_type == "Slot" {
+        super::directory::check_slot_ahead(body, before)?;
         super::directory::check_slot_priority(c, body)?;
     }
     Ok(())
@@ -633,7 +636,7 @@ pub fn create(
         verify_references(c, &prepared.references)?;
         if !w.owner_exempt {
             check_owner(c, def.name, &prepared.content, audit)?;
-            check_directory_rules(c, def.name, &prepared.content, audit)?;
+            check_directory_rules(c, def.name, &prepared.content, None, audit)?;
         }
         if !w.fresh_keys {
             check_unique(c, def, &prepared.index, None)?;
@@ -994,7 +997,7 @@ fn update_as(
         if !w.owner_exempt {
             check_owner(c, def.name, &before, audit)?;
             check_owner(c, def.name, &prepared.content, audit)?;
-            check_directory_rules(c, def.name, &prepared.content, audit)?;
+            check_directory_rules(c, def.name, &prepared.content, live_before, audit)?;
         }
         // Unique keys come from identifiers: the same identifiers as the live stored version
         // hold the same keys, already this resource's (the store's write refuses a key

@@ -889,7 +889,8 @@ async fn bad_bookings_are_refused_precisely_and_change_nothing() {
 async fn named_clinician_past_slots_and_cancelled_referrals() {
     let w = world().await;
     let c = clinic(&w, "11000").await;
-    // A clinician's schedule at the service with two slots: one tomorrow, one yesterday.
+    // A clinician's schedule at the service with two slots: one tomorrow, one that starts in
+    // three seconds (a definer may add no free slot in the past), and is booked once it has.
     let practitioner = w.app.search("Practitioner?_count=1").await["entry"][0]["resource"]["id"]
         .as_str()
         .expect("practitioner")
@@ -905,8 +906,17 @@ async fn named_clinician_past_slots_and_cancelled_referrals() {
     .await;
     let w = &w;
     let named = define(w, &c, "Slot", routine_slot(&schedule, 1)).await;
-    let past = define(w, &c, "Slot", routine_slot(&schedule, -1)).await;
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let mut slot = routine_slot(&schedule, 0);
+    slot["start"] = json!(soon.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    slot["end"] = json!((soon + chrono::Duration::minutes(30))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string());
+    let past = define(w, &c, "Slot", slot).await;
     let id = w.new_referral(&[&c.service], "ROUTINE").await;
+    if let Ok(wait) = (soon - chrono::Utc::now() + chrono::Duration::milliseconds(100)).to_std() {
+        actix_web::rt::time::sleep(wait).await;
+    }
 
     let d = w
         .book(&id, &past)

@@ -290,7 +290,7 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
     );
 
     // A schedule for the bookable service (ROUTINE and URGENT), with slots at each.
-    let sched = mk(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", ids[0])}], "planningHorizon": {"start": "2026-12-01T00:00:00Z", "end": "2026-12-31T00:00:00Z"}})).await;
+    let sched = mk(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", ids[0])}], "planningHorizon": {"start": "2099-12-01T00:00:00Z", "end": "2099-12-31T00:00:00Z"}})).await;
     assert_eq!(sched.status, 201, "{}", sched.text());
     let sched = sched.json()["id"].as_str().expect("id").to_owned();
     for (day, prio, status) in [
@@ -303,8 +303,8 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
             "resourceType": "Slot",
             "schedule": {"reference": format!("Schedule/{sched}")},
             "status": status,
-            "start": format!("2026-12-{day}T09:00:00Z"),
-            "end": format!("2026-12-{day}T09:15:00Z"),
+            "start": format!("2099-12-{day}T09:00:00Z"),
+            "end": format!("2099-12-{day}T09:15:00Z"),
             "appointmentType": {"coding": [{"system": PRIORITY, "code": prio}]},
         });
         let r = mk(slot).await;
@@ -325,7 +325,7 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
         3
     );
     assert_eq!(
-        app.search(&format!("{q}&priority=TWO_WEEK_WAIT&start=ge2026-12-02"))
+        app.search(&format!("{q}&priority=TWO_WEEK_WAIT&start=ge2099-12-02"))
             .await["total"],
         2
     );
@@ -343,12 +343,12 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
             .count(),
         1
     );
-    assert_eq!(b["entry"][0]["resource"]["start"], "2026-12-01T09:00:00Z");
+    assert_eq!(b["entry"][0]["resource"]["start"], "2099-12-01T09:00:00Z");
     app.get(&format!("{q}&priority=SOON"))
         .await
         .assert_outcome(400, "invalid");
     // A slot that ends before it starts, or with an unknown priority, is refused.
-    let bad = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-05T10:00:00Z", "end": "2026-12-05T09:00:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "SOON"}]}});
+    let bad = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2099-12-05T10:00:00Z", "end": "2099-12-05T09:00:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "SOON"}]}});
     let r = mk(bad).await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(
@@ -357,7 +357,7 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
         r.text()
     );
     // A slot of a priority the service does not take could never be booked: refused.
-    let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-05T10:00:00Z", "end": "2026-12-05T10:15:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "TWO_WEEK_WAIT"}]}})).await;
+    let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2099-12-05T10:00:00Z", "end": "2099-12-05T10:15:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "TWO_WEEK_WAIT"}]}})).await;
     let d = r.assert_outcome(422, "business-rule");
     assert!(
         d.contains("TWO_WEEK_WAIT") && d.contains("ROUTINE, URGENT"),
@@ -371,10 +371,25 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
     // urgent slot): the 2WW-only service may offer one.
     let r = mk(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{}", ids[3])}]})).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{}", r.json()["id"].as_str().expect("id"))}, "status": "free", "start": "2026-12-05T10:00:00Z", "end": "2026-12-05T10:15:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "URGENT"}]}})).await;
+    let r = mk(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{}", r.json()["id"].as_str().expect("id"))}, "status": "free", "start": "2099-12-05T10:00:00Z", "end": "2099-12-05T10:15:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "URGENT"}]}})).await;
     assert_eq!(r.status, 201, "{}", r.text());
+    // A free slot must lie ahead: one that has begun could never be booked. A past slot may
+    // be recorded busy, but not then made free.
+    let past = |status: &str| json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": status, "start": "2020-03-02T10:00:00Z", "end": "2020-03-02T10:15:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "ROUTINE"}]}});
+    let r = mk(past("free")).await;
+    let d = r.assert_outcome(422, "business-rule");
+    assert!(d.contains("2020-03-02T10:00:00Z"), "{d}");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Slot.start");
+    let r = mk(past("busy-unavailable")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let mut freed = past("free");
+    freed["id"] = json!(id);
+    let r = define(&app, "PUT", format!("Slot/{id}"), freed).await;
+    r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Slot.start");
     // A definer elsewhere may not add slots to this schedule.
-    let other = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2026-12-06T09:00:00Z", "end": "2026-12-06T09:15:00Z"});
+    let other = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2099-12-06T09:00:00Z", "end": "2099-12-06T09:15:00Z"});
     app.send(
         definer(&app, "POST", "Slot", "RCD"),
         Some(other.to_string().into_bytes()),
@@ -1011,8 +1026,8 @@ async fn slots_in_bulk_by_transaction_all_or_nothing_or_by_batch() {
             "resourceType": "Slot",
             "schedule": {"reference": format!("Schedule/{sched}")},
             "status": if ok { "free" } else { "nonsense" },
-            "start": format!("2026-12-{day:02}T09:00:00Z"),
-            "end": format!("2026-12-{day:02}T09:20:00Z"),
+            "start": format!("2099-12-{day:02}T09:00:00Z"),
+            "end": format!("2099-12-{day:02}T09:20:00Z"),
             "appointmentType": {"coding": [{"system": PRIORITY, "code": "ROUTINE"}]},
         }, "request": {"method": "POST", "url": "Slot"}})
     };
