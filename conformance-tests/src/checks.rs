@@ -408,6 +408,58 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     );
     out.push(k.done());
 
+    let mut k = Check::new(
+        "read",
+        "Accept naming FHIR 4.0 is answered, another FHIR version 406; $versions says 4.0 when offered",
+    );
+    let path = format!("Patient/{id}");
+    let r = c
+        .send(
+            "GET",
+            &path,
+            &[("Accept", "application/fhir+json; fhirVersion=4.0")],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 200,
+        format!("fhirVersion=4.0: status {}", r.status),
+    );
+    let r = c
+        .send(
+            "GET",
+            &path,
+            &[("Accept", "application/fhir+json; fhirVersion=3.0")],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.outcome(&r, 406);
+    let offers_versions = cs["rest"][0]["operation"]
+        .as_array()
+        .is_some_and(|ops| ops.iter().any(|o| o["name"] == "versions"));
+    if offers_versions {
+        let r = c.send("GET", "$versions", &[], None, false).await;
+        k.saw(&r);
+        k.expect(r.status == 200, format!("$versions: status {}", r.status));
+        let p = r.json();
+        let named = |name: &str| {
+            p["parameter"].as_array().is_some_and(|ps| {
+                ps.iter().any(|x| {
+                    x["name"] == name && (x["valueCode"] == "4.0" || x["valueString"] == "4.0")
+                })
+            })
+        };
+        k.expect(
+            named("version") && named("default"),
+            "$versions does not give version and default 4.0",
+        );
+    }
+    out.push(k.done());
+
     // Update and versioning.
     let mut changed = current.clone();
     changed["name"][0]["given"] = json!(["Updated"]);

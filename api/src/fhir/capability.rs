@@ -265,15 +265,19 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
             "security": {
                 "cors": false,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth", "display": "OAuth"}]}],
-                "description": "Bearer JWT on every request except metadata: a CIS2-style user token (IAL3, AAL2 or more) with the NHSD-eRS-Business-Function and NHSD-End-User-Organisation-ODS headers naming a role the user holds, or an application access token from POST /oauth2/token (signed client assertion) acting as PROVIDER_AUTHORISED_APPLICATION. Who may do what is listed on each interaction.",
+                "description": "Bearer JWT on every request except metadata and $versions: a CIS2-style user token (IAL3, AAL2 or more) with the NHSD-eRS-Business-Function and NHSD-End-User-Organisation-ODS headers naming a role the user holds, or an application access token from POST /oauth2/token (signed client assertion) acting as PROVIDER_AUTHORISED_APPLICATION. Who may do what is listed on each interaction.",
             },
-            "documentation": "Every request under the base except metadata must name the caller's e-RS business function (NHSD-eRS-Business-Function) and organisation (NHSD-End-User-Organisation-ODS).",
+            "documentation": "Every request under the base except metadata and $versions must name the caller's e-RS business function (NHSD-eRS-Business-Function) and organisation (NHSD-End-User-Organisation-ODS).",
             "resource": resources,
             "interaction": [
                 {"code": "transaction", "documentation": "POST a transaction Bundle of creates (POST Type, with request.ifNoneExist if wanted), updates (PUT Type/id), conditional updates (PUT Type?criteria), JSON Patches (PATCH Type/id, the patch in a Binary), deletes (DELETE Type/id), reads (GET or HEAD Type/id, GET Type/id/_history/n) and searches (GET Type?criteria) to the base: all or nothing: deletes first, then creates and updates in the Bundle's order (an entry created with a urn:uuid: fullUrl before those referring to it), then reads; at most 1000 entries"},
                 {"code": "batch", "documentation": "POST a batch Bundle of the same entries: each answered on its own, in order"},
             ],
             "operation": [{
+                "name": "versions",
+                "definition": "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions",
+                "documentation": "GET [base]/$versions (no token needed): the FHIR versions served, as the fhirVersion MIME-type parameter names them, and the default: 4.0 both. A request whose Accept asks for another (application/fhir+json; fhirVersion=3.0) is 406, a body of another 415.",
+            }, {
                 "name": "export",
                 "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
                 "documentation": "FHIR Bulk Data: GET [base]/$export (or [base]/Patient/$export for the Patient compartment) with Prefer: respond-async, _type, _since (or POST with them in a Parameters body); 202 with Content-Location; poll it (202 with X-Progress, then 200 with the manifest); NDJSON files; DELETE cancels. Each type the caller may search, scoped as a search.",

@@ -156,6 +156,38 @@ fn operation(
     od
 }
 
+/// The operations invoked at a level, as `$name`: the system's (`res_type` None), a type's, or
+/// (`instance`) one of its resources': the served OperationDefinitions' and the standard
+/// operations this server has (`$validate` on every type written through the API, Bulk Data's
+/// `$export`, `$versions`).
+pub fn operations_at(res_type: Option<&str>, instance: bool) -> Vec<String> {
+    let mut ops: Vec<String> = match (res_type, instance) {
+        (None, _) => vec!["$export".into(), "$versions".into()],
+        (Some(t), false) => super::registry::find(t)
+            .map(|_| "$validate")
+            .into_iter()
+            .chain((t == "Patient").then_some("$export"))
+            .map(str::to_owned)
+            .collect(),
+        (Some(_), true) => Vec::new(),
+    };
+    let level = if instance { "instance" } else { "type" };
+    ops.extend(
+        all("OperationDefinition")
+            .iter()
+            .filter(|od| {
+                od[level] == true
+                    && res_type.is_some_and(|t| {
+                        od["resource"]
+                            .as_array()
+                            .is_some_and(|r| r.iter().any(|x| x == t))
+                    })
+            })
+            .filter_map(|od| od["code"].as_str().map(|c| format!("${c}"))),
+    );
+    ops
+}
+
 /// The canonical URL of the OperationDefinition of an operation (`$ers.…`).
 pub fn operation_url(op: &str) -> String {
     format!(
@@ -285,7 +317,8 @@ fn operation_definitions() -> Vec<Value> {
             ])
             .collect(),
     ));
-    out.push(operation(
+    // Invoked as AuditEvent/$export: its code is `export` (its id tells it from Bulk Data's).
+    let mut audit_export = operation(
         "audit-export",
         "AuditEvent",
         false,
@@ -303,7 +336,9 @@ fn operation_definitions() -> Vec<Value> {
                 ))
             })
             .collect(),
-    ));
+    );
+    audit_export["code"] = json!("export");
+    out.push(audit_export);
     let mut params: Vec<Value> = service_search::parameters()
         .iter()
         .map(parameters::definition)

@@ -1171,6 +1171,34 @@ pub async fn history_instance(
     run_history(req, def, Some(id), caller, state).await
 }
 
+/// An operation asked for where this server has none of that name (`Patient/$everything`,
+/// `[base]/$meta`): 404 naming it and the operations there are at that level. Reached only
+/// by what the routes of real operations did not take.
+pub async fn no_operation(req: HttpRequest) -> Reply {
+    let info = req.match_info();
+    let op = info.get("op").unwrap_or_default();
+    let res_type = info.get("type");
+    let instance = info.get("id").is_some();
+    if let Some(t) = res_type {
+        let served =
+            crate::fhir::conformance::TYPES.contains(&t) || matches!(t, "AuditEvent" | "Binary");
+        if !served {
+            resource_def(t)?;
+        }
+    }
+    let at = match (res_type, instance) {
+        (None, _) => "The server".to_owned(),
+        (Some(t), false) => t.to_owned(),
+        (Some(t), true) => format!("A {t}"),
+    };
+    let ops = crate::fhir::conformance::operations_at(res_type, instance);
+    Err(ApiError::NotFound(if ops.is_empty() {
+        format!("{at} has no operation '{op}', nor any other here")
+    } else {
+        format!("{at} has no operation '{op}'; it has {}", ops.join(", "))
+    }))
+}
+
 /// `POST /{type}/$validate[?profile=…]`: the full OperationOutcome, nothing stored. The body is
 /// the resource, or a Parameters with a `resource` parameter.
 pub async fn validate(

@@ -23,6 +23,25 @@ impl Format {
     }
 }
 
+/// The FHIR version this server speaks, as the `fhirVersion` MIME-type parameter and
+/// `$versions` name it (major.minor).
+pub const FHIR_VERSION: &str = "4.0";
+
+/// The `fhirVersion` a media type (or media range) names, unless it is R4's: `4.0`, or a patch
+/// release of it such as `4.0.1`.
+fn other_fhir_version(media: &str) -> Option<&str> {
+    let v = media.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("fhirVersion")
+            .then(|| v.trim().trim_matches('"'))
+    })?;
+    let r4 = v == FHIR_VERSION
+        || v.strip_prefix("4.0.")
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (!r4).then_some(v)
+}
+
 fn format_of_mime(mime: &str) -> Option<Format> {
     let m = mime
         .split(';')
@@ -56,6 +75,9 @@ pub(super) fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
 /// The format to answer in, or 406 when the client accepts none we write.
 pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
     if let Some(f) = query_param(req, "_format") {
+        if let Some(v) = other_fhir_version(&f) {
+            return Err(not_this_version("_format", &f, v));
+        }
         return format_of_mime(&f).ok_or_else(|| {
             ApiError::NotAcceptable(format!("_format '{f}' is not supported: use json, xml, application/fhir+json or application/fhir+xml"))
         });
@@ -68,7 +90,7 @@ pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
         return Ok(Format::Json);
     };
     // Highest q first; ties keep the client's order.
-    let mut ranges: Vec<(f32, usize, &str)> = accept
+    let mut ranges: Vec<(f32, usize, &str, &str)> = accept
         .split(',')
         .enumerate()
         .map(|(i, r)| {
@@ -78,16 +100,22 @@ pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .find_map(|q| q.parse::<f32>().ok())
                 .unwrap_or(1.0);
-            (q, i, mime)
+            (q, i, mime, r)
         })
-        .filter(|(q, _, _)| *q > 0.0)
+        .filter(|(q, ..)| *q > 0.0)
         .collect();
     ranges.sort_by(|a, b| {
         b.0.partial_cmp(&a.0)
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(a.1.cmp(&b.1))
     });
-    for (_, _, mime) in &ranges {
+    // A range for another FHIR version is one this server cannot answer.
+    let mut other_version = None;
+    for (_, _, mime, range) in &ranges {
+        if let Some(v) = other_fhir_version(range) {
+            other_version.get_or_insert(v);
+            continue;
+        }
         if let Some(f) = format_of_mime(mime) {
             return Ok(f);
         }
@@ -95,9 +123,19 @@ pub fn response_format(req: &HttpRequest) -> Result<Format, ApiError> {
             return Ok(Format::Json);
         }
     }
-    Err(ApiError::NotAcceptable(format!(
-        "Accept '{accept}' names no format this server writes: use application/fhir+json or application/fhir+xml"
-    )))
+    Err(match other_version {
+        Some(v) => not_this_version("Accept", accept, v),
+        None => ApiError::NotAcceptable(format!(
+            "Accept '{accept}' names no format this server writes: use application/fhir+json or application/fhir+xml"
+        )),
+    })
+}
+
+/// 406 for an answer asked for in another FHIR version.
+fn not_this_version(what: &str, value: &str, version: &str) -> ApiError {
+    ApiError::NotAcceptable(format!(
+        "{what} '{value}' asks for FHIR {version}: this server speaks FHIR R4 only (fhirVersion={FHIR_VERSION}, or none; GET [base]/$versions)"
+    ))
 }
 
 /// The format of a request body, or 415.
@@ -111,6 +149,11 @@ pub fn request_format(req: &HttpRequest) -> Result<Format, ApiError> {
         return Err(ApiError::UnsupportedMediaType(
             "Content-Type is missing: send application/fhir+json or application/fhir+xml".into(),
         ));
+    }
+    if let Some(v) = other_fhir_version(ct) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type '{ct}' is FHIR {v}: this server takes FHIR R4 only (fhirVersion={FHIR_VERSION}, or none)"
+        )));
     }
     format_of_mime(ct).ok_or_else(|| {
         ApiError::UnsupportedMediaType(format!(

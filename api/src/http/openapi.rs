@@ -1421,6 +1421,7 @@ fn system_paths(paths: PathsBuilder) -> PathsBuilder {
             ),
         )
         .path("/FHIR/R4/metadata", PathItem::new(HttpMethod::Get, plain("metadata", "System", "The CapabilityStatement (no token needed)", response("CapabilityStatement", Some("Resource")))))
+        .path("/FHIR/R4/$versions", PathItem::new(HttpMethod::Get, plain("versions", "System", "The FHIR versions served, as the fhirVersion MIME-type parameter names them, and the default: a Parameters with version and default, 4.0 both (no token needed). An Accept for another FHIR version is 406, a body of another 415", response("Parameters", Some("Resource")))))
         .path("/FHIR/R4/openapi.json", PathItem::new(HttpMethod::Get, plain("openapi", "System", "This document (no token needed)", json("OpenAPI 3 document"))))
         .path("/_ping", PathItem::new(HttpMethod::Get, plain("ping", "System", "Liveness", json("{status: pass}"))))
         .path("/_status", PathItem::new(HttpMethod::Get, OperationBuilder::new().operation_id(Some("status")).tag("System").summary(Some("Readiness: checks the database")).response("200", json("{status: pass}")).response("503", json("{status: fail}")).build()))
@@ -1530,7 +1531,7 @@ pub fn document() -> OpenApi {
             InfoBuilder::new()
                 .title("e-Referral Service FHIR R4 server")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("A FHIR R4 server that does what the NHS e-Referral Service does. Every FHIR request except metadata needs a bearer token; user tokens also name the business function and organisation in headers. Errors are FHIR OperationOutcomes."))
+                .description(Some("A FHIR R4 server that does what the NHS e-Referral Service does. Every FHIR request except metadata and $versions needs a bearer token; user tokens also name the business function and organisation in headers. Errors are FHIR OperationOutcomes."))
                 .build(),
         )
         .paths(paths)

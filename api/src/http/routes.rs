@@ -300,6 +300,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .otherwise(not_allowed),
                 )
                 .service(
+                    Endpoint::at("/$versions")
+                        .on(Method::GET, system::versions)
+                        .otherwise(not_allowed),
+                )
+                // Operations on a type: each one's route, then any other name (404 naming
+                // those there are), before `{type}/{id}` could take it for an id.
+                .service(
+                    Endpoint::at("/AuditEvent/$export")
+                        .starts(audit::export)
+                        .otherwise(audit::append_only),
+                )
+                .service(
+                    Endpoint::at("/HealthcareService/$ers.searchHealthcareServicesForPatient")
+                        .on(Method::GET, super::directory::search_for_patient)
+                        .on(Method::POST, super::directory::search_for_patient)
+                        .otherwise(not_allowed),
+                )
+                .service(
+                    Endpoint::at("/{type}/$validate")
+                        .on(Method::POST, h::validate)
+                        .otherwise(not_allowed),
+                )
+                .service(
+                    Endpoint::at("/ServiceRequest/$ers.worklist")
+                        .on(Method::GET, super::referrals::worklist)
+                        .on(Method::POST, super::referrals::worklist)
+                        .otherwise(not_allowed),
+                )
+                .service(
+                    Endpoint::at("/CommunicationRequest/$ers.announcements")
+                        .on(Method::GET, super::announcements::list)
+                        .on(Method::POST, super::announcements::list)
+                        .otherwise(not_allowed),
+                )
+                .service(Endpoint::at("/{op:\\$[^/]*}").otherwise(h::no_operation))
+                .service(Endpoint::at("/{type}/{op:\\$[^/]*}").otherwise(h::no_operation))
+                .service(
                     Endpoint::at(
                         "/{type:CodeSystem|ValueSet|SearchParameter|OperationDefinition|StructureDefinition}",
                     )
@@ -314,11 +351,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .otherwise(terminology::read_only),
                 )
                 .service(
-                    Endpoint::at("/AuditEvent/$export")
-                        .starts(audit::export)
-                        .otherwise(audit::append_only),
-                )
-                .service(
                     Endpoint::at("/AuditEvent/{id}")
                         .on(Method::GET, audit::read)
                         .otherwise(audit::append_only),
@@ -327,17 +359,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     Endpoint::at("/AuditEvent")
                         .on(Method::GET, audit::search)
                         .otherwise(audit::append_only),
-                )
-                .service(
-                    Endpoint::at("/HealthcareService/$ers.searchHealthcareServicesForPatient")
-                        .on(Method::GET, super::directory::search_for_patient)
-                        .on(Method::POST, super::directory::search_for_patient)
-                        .otherwise(not_allowed),
-                )
-                .service(
-                    Endpoint::at("/{type}/$validate")
-                        .on(Method::POST, h::validate)
-                        .otherwise(not_allowed),
                 )
                 .service(
                     Endpoint::at("/{type}/_search")
@@ -360,12 +381,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .otherwise(not_allowed),
                 )
                 // Referrals: created by their own use case, changed only by operations.
-                .service(
-                    Endpoint::at("/ServiceRequest/$ers.worklist")
-                        .on(Method::GET, super::referrals::worklist)
-                        .on(Method::POST, super::referrals::worklist)
-                        .otherwise(not_allowed),
-                )
                 .service(
                     Endpoint::at("/ServiceRequest/{id}/{op:\\$[A-Za-z.]+}")
                         .on(Method::GET, super::referrals::operation)
@@ -409,12 +424,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .otherwise(not_allowed),
                 )
                 // Announcements: published by operational users for an audience.
-                .service(
-                    Endpoint::at("/CommunicationRequest/$ers.announcements")
-                        .on(Method::GET, super::announcements::list)
-                        .on(Method::POST, super::announcements::list)
-                        .otherwise(not_allowed),
-                )
                 .service(
                     Endpoint::at("/CommunicationRequest/{id}/$ers.markRead")
                         .on(Method::POST, super::announcements::mark_read)
@@ -502,7 +511,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .writes(Method::POST, Action::Create, h::create)
                         .writes(Method::PUT, Action::Update, h::conditional_update)
                         .otherwise(not_allowed),
-                ),
+                )
+                // Operations on a resource of a type that has none of that name.
+                .service(Endpoint::at("/{type}/{id}/{op:\\$[^/]*}").otherwise(h::no_operation)),
         )
         .default_service(web::to(no_route));
 }

@@ -1,4 +1,4 @@
-//! `metadata`, `/_ping`, `/_status`.
+//! `metadata`, `$versions`, `/_ping`, `/_status`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -21,6 +21,18 @@ pub async fn metadata(
     );
     cs["rest"][0]["security"]["cors"] = json!(!state.settings.cors_origins.is_empty());
     negotiate::respond(&req, StatusCode::OK, Body::Value(cs))
+}
+
+/// `GET [base]/$versions`: the FHIR versions served, as the `fhirVersion` MIME-type parameter
+/// names them, and the one used when a request names none: R4's `4.0` both (no token needed,
+/// as for `metadata`).
+pub async fn versions(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let v = negotiate::FHIR_VERSION;
+    let p = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "version", "valueCode": v},
+        {"name": "default", "valueCode": v},
+    ]});
+    negotiate::respond(&req, StatusCode::OK, Body::Value(p))
 }
 
 pub async fn ping() -> HttpResponse {

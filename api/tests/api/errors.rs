@@ -325,6 +325,96 @@ async fn wrong_method_media_type_and_accept() {
 }
 
 #[actix_web::test]
+async fn other_fhir_versions_and_unknown_operations_are_refused_by_name() {
+    let app = spawn_app().await;
+    let id = app
+        .create(&patient(NHS[0], "Ver", "Sion", "1980-01-01", "male"))
+        .await;
+    let read = |accept: &'static str| {
+        app.send(
+            app.req("GET", &format!("Patient/{id}"))
+                .insert_header(("Accept", accept)),
+            None,
+        )
+    };
+    // R4 by the MIME-type parameter, as major.minor or a patch release: answered.
+    for accept in [
+        "application/fhir+json; fhirVersion=4.0",
+        "application/fhir+json;fhirVersion=4.0.1",
+        "application/fhir+json; fhirVersion=3.0, application/fhir+xml; fhirVersion=4.0",
+    ] {
+        let r = read(accept).await;
+        assert_eq!(r.status, 200, "{accept}: {}", r.text());
+    }
+    // Another version only: 406 naming it; a body of another: 415.
+    let d = read("application/fhir+json; fhirVersion=3.0")
+        .await
+        .assert_outcome(406, "not-supported");
+    assert!(
+        d.contains("FHIR 3.0") && d.contains("fhirVersion=4.0"),
+        "{d}"
+    );
+    let body = patient(NHS[1], "Stu", "Three", "1980-01-01", "male");
+    let d = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json; fhirVersion=3.0")),
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+        .assert_outcome(415, "not-supported");
+    assert!(d.contains("FHIR 3.0"), "{d}");
+    let r = app
+        .send(
+            app.req("POST", "Patient")
+                .insert_header(("Content-Type", "application/fhir+json; fhirVersion=4.0")),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // $versions, with no token, as metadata.
+    let r = app.send(app.bare("GET", "$versions"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["parameter"],
+        json!([{"name": "version", "valueCode": "4.0"}, {"name": "default", "valueCode": "4.0"}])
+    );
+    // An operation the server, the type or the resource does not have: 404 naming it and
+    // those there are (not a bad id, not a wrong method).
+    for (path, named) in [
+        (
+            "$meta".to_owned(),
+            "The server has no operation '$meta'; it has $export, $versions",
+        ),
+        (
+            "Patient/$everything".to_owned(),
+            "Patient has no operation '$everything'; it has $validate, $export",
+        ),
+        (
+            format!("Patient/{id}/$everything"),
+            "A Patient has no operation '$everything', nor any other here",
+        ),
+        (
+            "ServiceRequest/$foo".to_owned(),
+            "ServiceRequest has no operation '$foo'; it has $validate, $ers.worklist",
+        ),
+        (
+            "Subscription/s1/$foo".to_owned(),
+            "A Subscription has no operation '$foo'; it has $events",
+        ),
+    ] {
+        let d = app.get(&path).await.assert_outcome(404, "not-found");
+        assert!(d.contains(named), "{path}: {d}");
+    }
+    // Operations that exist are still reached.
+    let r = app.get("ServiceRequest/$ers.worklist").await;
+    assert!(r.text().contains("listType"), "{}", r.text());
+    app.get("Foo/$bar")
+        .await
+        .assert_outcome(404, "not-supported");
+}
+
+#[actix_web::test]
 async fn oversized_bodies_are_413() {
     let app = spawn_app().await;
     let mut p = patient(NHS[0], "Big", "Body", "1980-01-01", "male");
