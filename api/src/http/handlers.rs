@@ -1176,14 +1176,20 @@ pub async fn history_instance(
 /// by what the routes of real operations did not take.
 pub async fn no_operation(req: HttpRequest) -> Reply {
     let info = req.match_info();
-    let op = info.get("op").unwrap_or_default();
-    let res_type = info.get("type");
-    let instance = info.get("id").is_some();
+    Err(unknown_operation(
+        info.get("type"),
+        info.get("id").is_some(),
+        info.get("op").unwrap_or_default(),
+    ))
+}
+
+/// The answer to operation `op` asked for where there is none of that name.
+fn unknown_operation(res_type: Option<&str>, instance: bool, op: &str) -> ApiError {
     if let Some(t) = res_type {
         let served =
             crate::fhir::conformance::TYPES.contains(&t) || matches!(t, "AuditEvent" | "Binary");
-        if !served {
-            resource_def(t)?;
+        if let (false, Err(e)) = (served, resource_def(t)) {
+            return e;
         }
     }
     let at = match (res_type, instance) {
@@ -1192,11 +1198,11 @@ pub async fn no_operation(req: HttpRequest) -> Reply {
         (Some(t), true) => format!("A {t}"),
     };
     let ops = crate::fhir::conformance::operations_at(res_type, instance);
-    Err(ApiError::NotFound(if ops.is_empty() {
+    ApiError::NotFound(if ops.is_empty() {
         format!("{at} has no operation '{op}', nor any other here")
     } else {
         format!("{at} has no operation '{op}'; it has {}", ops.join(", "))
-    }))
+    })
 }
 
 /// `POST /{type}/$validate[?profile=…]`: the full OperationOutcome, nothing stored. The body is
@@ -1209,7 +1215,10 @@ pub async fn validate(
     state: web::Data<AppState>,
 ) -> Reply {
     use crate::service::resource::ValidateAgainst;
-    let def = resource_def(&path)?;
+    // A type served but written only by the server (AuditEvent, the conformance resources)
+    // has no $validate: said so, not called unknown.
+    let def =
+        resource_def(&path).map_err(|_| unknown_operation(Some(&path), false, "$validate"))?;
     authorise(def.name, Action::Validate, &caller)?;
     let (parsed, structure) = negotiate::parse_body_for_validation(&req, &body)?;
     let resource = if parsed.get("resourceType").and_then(Value::as_str) == Some("Parameters") {

@@ -412,6 +412,19 @@ async fn other_fhir_versions_and_unknown_operations_are_refused_by_name() {
     app.get("Foo/$bar")
         .await
         .assert_outcome(404, "not-supported");
+    // $validate is for the types clients write: one the server alone writes has none.
+    let validate = |t: &'static str| {
+        app.send(
+            app.req("POST", &format!("{t}/$validate"))
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(format!(r#"{{"resourceType": "{t}"}}"#).into_bytes()),
+        )
+    };
+    let d = validate("AuditEvent")
+        .await
+        .assert_outcome(404, "not-found");
+    assert!(d.contains("AuditEvent has no operation '$validate'"), "{d}");
+    validate("Foo").await.assert_outcome(404, "not-supported");
 }
 
 #[actix_web::test]
