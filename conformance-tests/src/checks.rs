@@ -771,6 +771,11 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     k.outcome(&r, 401);
     out.push(k.done());
 
+    // e-RS A030, for a sandbox user (whose roles the server holds): the roles to name.
+    if referrer.is_some() {
+        out.push(own_roles_check(c).await);
+    }
+
     // e-RS referral workflow, when the server offers it and the caller is a known sandbox
     // referrer (the referral must name the caller's own role).
     let offers_referrals = cs["rest"][0]["resource"]
@@ -917,6 +922,61 @@ async fn bulk_check(c: &Client, nhs: &str) -> CheckResult {
     k.expect(
         r.status == 202 || r.status == 200,
         format!("DELETE of the status URL: {} (expected 202)", r.status),
+    );
+    k.done()
+}
+
+async fn own_roles_check(c: &Client) -> CheckResult {
+    let mut k = Check::new(
+        "security",
+        "GET PractitionerRole with no role headers lists the user's roles with their organisations, the one in use among them (e-RS A030)",
+    );
+    let bearer = format!("Bearer {}", c.token);
+    let r = c
+        .send(
+            "GET",
+            "PractitionerRole",
+            &[("Authorization", &bearer)],
+            None,
+            false,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 200, format!("status {}", r.status));
+    let b = r.json();
+    let entries = b["entry"].as_array().cloned().unwrap_or_default();
+    let org_ods = |reference: &str| {
+        entries
+            .iter()
+            .filter(|e| e["search"]["mode"] == "include")
+            .map(|e| &e["resource"])
+            .find(|o| format!("Organization/{}", o["id"].as_str().unwrap_or_default()) == reference)
+            .and_then(|o| o["identifier"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["value"].as_str())
+            .any(|v| v == c.ods)
+    };
+    let in_use = entries
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| &e["resource"])
+        .any(|role| {
+            role["code"]
+                .to_string()
+                .contains(&format!("\"{}\"", c.business_function))
+                && org_ods(
+                    role["organization"]["reference"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )
+        });
+    k.expect(
+        in_use,
+        format!(
+            "no listed role is {} at an included organisation {}",
+            c.business_function, c.ods
+        ),
     );
     k.done()
 }

@@ -226,6 +226,14 @@ fn parse_one(
             };
             return Ok(true);
         }
+        // A named query ignored would answer another question: refused. The one this server
+        // has, Practitioner's onBehalfOf (e-RS A040), is answered before a search is parsed.
+        "_query" => {
+            return Err(bad(
+                name,
+                format!("'{value}' is not a named query of {}: the one named query here is Practitioner?_query=onBehalfOf", def.name),
+            ));
+        }
         "_total" => {
             req.total = match value {
                 "none" => TotalMode::None,

@@ -83,7 +83,9 @@ fn acting_as(req: &HttpRequest) -> Result<(BusinessFunction, OdsCode, Option<Str
         message: e.0,
     })?;
     let obo = header(req, ON_BEHALF_OF)?;
+    let may_omit = req.extensions().get::<ForOwnDelegates>().is_some();
     let on_behalf_of = match (business_function.acts_on_behalf(), obo) {
+        (true, None) if may_omit => None,
         (true, None) => return Err(ApiError::MissingHeader(ON_BEHALF_OF)),
         (true, Some(u)) => Some(SdsUserId::parse(u).map_err(|e| ApiError::BadHeader { header: ON_BEHALF_OF, message: e.0 })?.as_str().to_owned()),
         (false, Some(_)) => {
@@ -97,12 +99,26 @@ fn acting_as(req: &HttpRequest) -> Result<(BusinessFunction, OdsCode, Option<Str
     Ok((business_function, organisation, on_behalf_of))
 }
 
-async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
+/// Marks a request whose caller, a SERVICE_PROVIDER_CLINICIAN_ADMIN, may leave out
+/// `NHSD-eRS-On-Behalf-Of-User-ID`: the one asking whom they may act for (e-RS A040), which
+/// is where the header's value comes from.
+pub struct ForOwnDelegates;
+
+/// Whether the request names no acting role at all (neither business function nor
+/// organisation header): a user asking which roles they hold (e-RS A030).
+pub fn names_no_role(req: &HttpRequest) -> bool {
+    [BUSINESS_FUNCTION, ORGANISATION, ON_BEHALF_OF]
+        .iter()
+        .all(|h| !req.headers().contains_key(*h))
+}
+
+/// Who the bearer token says is calling (401 otherwise), within the rate limit (429).
+pub async fn identify(req: &HttpRequest) -> Result<Identity, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("no application state".into()))?;
-    let token = bearer(&req)?;
+    let token = bearer(req)?;
     let identity = state
         .auth
         .authenticate(&token)
@@ -116,6 +132,15 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
         };
         limiter.check(&key).map_err(ApiError::TooManyRequests)?;
     }
+    Ok(identity)
+}
+
+async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+    let identity = identify(&req).await?;
     match identity {
         Identity::Application { client_id, org } => {
             for h in [BUSINESS_FUNCTION, ORGANISATION, ON_BEHALF_OF] {

@@ -21,6 +21,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod referrals;
 pub mod reports;
+pub mod roles;
 pub mod routes;
 pub mod subscriptions;
 pub mod summary_pdf;

@@ -372,6 +372,12 @@ fn search_params(t: &str) -> Vec<Parameter> {
             out.push(query(p.name, &format!("{} ({hint})", p.doc)));
         }
     }
+    if t == "Practitioner" {
+        out.push(query(
+            "_query",
+            "onBehalfOf (e-RS A040), with no other search parameter: the clinicians the calling SERVICE_PROVIDER_CLINICIAN_ADMIN may act for at its organisation (active SERVICE_PROVIDER_CLINICIANs there), whose SDS user ids go into NHSD-eRS-On-Behalf-Of-User-ID (which this request may leave out). Any other named query is 400.",
+        ));
+    }
     out.extend([
         query(
             "_count",
@@ -402,7 +408,10 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 &format!("search{t}"),
                 t,
                 &format!("Search {t}"),
-                who_may(t, Action::Search),
+                match t {
+                    "PractitionerRole" => format!("{} Sent with a user's token and neither NHSD-eRS-Business-Function nor NHSD-End-User-Organisation-ODS (e-RS A030), it lists the calling user's own active roles, each with its organisation (search mode include): the values for those headers, and takes no search parameters.", who_may(t, Action::Search)),
+                    _ => who_may(t, Action::Search),
+                },
                 search_params(t),
             )
             .response("200", response("A searchset Bundle", Some("Bundle")));

@@ -497,6 +497,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .on(Method::POST, super::appointments::create)
                         .otherwise(not_allowed),
                 )
+                // Who a user is in e-RS (A030, A040), beside the types' searches.
+                .service(
+                    Endpoint::at("/{type:PractitionerRole}")
+                        .on(Method::GET, super::roles::practitioner_roles)
+                        .writes(Method::POST, Action::Create, h::create)
+                        .writes(Method::PUT, Action::Update, h::conditional_update)
+                        .otherwise(not_allowed),
+                )
+                .service(
+                    Endpoint::at("/{type:Practitioner}")
+                        .on(Method::GET, super::roles::practitioners)
+                        .writes(Method::POST, Action::Create, h::create)
+                        .writes(Method::PUT, Action::Update, h::conditional_update)
+                        .otherwise(not_allowed),
+                )
                 .service(
                     Endpoint::at("/{type}/{id}")
                         .on(Method::GET, h::read)

@@ -291,6 +291,147 @@ async fn roles_come_from_practitioner_roles_when_the_token_has_none() {
     .assert_outcome(403, "forbidden");
 }
 
+/// A user token whose roles come from the directory (no `ers_roles` claim).
+fn directory_user(sds: &str) -> String {
+    let mut c = claims(sds, &[]);
+    c.as_object_mut().expect("obj").shift_remove("ers_roles");
+    sign(&c)
+}
+
+#[actix_web::test]
+async fn a_user_lists_their_roles_and_an_admin_whom_they_act_for() {
+    let app = spawn_app().await;
+    let north = app.create(&organization("R69", "North")).await;
+    let acute = app.create(&organization("RCD", "Acute")).await;
+    let elsewhere = app.create(&organization("RR8", "Elsewhere")).await;
+    let practitioner = |sds: &str, active: bool| json!({"resourceType": "Practitioner", "active": active, "identifier": [{"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": sds}]});
+    let role = |who: &str, org: &str, bf: &str, active: bool| json!({"resourceType": "PractitionerRole", "active": active, "practitioner": {"reference": format!("Practitioner/{who}")}, "organization": {"reference": format!("Organization/{org}")}, "code": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-BusinessFunction", "code": bf}]}]});
+    // e-RS A030: a user holds one role at R69, one no longer (inactive), and one at RCD.
+    let me = app.create(&practitioner("200000000001", true)).await;
+    let held = app
+        .create(&role(&me, &north, "REFERRING_ADMIN", true))
+        .await;
+    app.create(&role(&me, &north, "REFERRING_CLINICIAN", false))
+        .await;
+    let also = app
+        .create(&role(&me, &acute, "SERVICE_PROVIDER_ADMIN", true))
+        .await;
+    let token = directory_user("200000000001");
+    let r = app
+        .send(
+            app.bare("GET", "PractitionerRole")
+                .insert_header(("Authorization", format!("Bearer {token}"))),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let shown = |mode: &str| -> Vec<String> {
+        let mut ids: Vec<String> = b["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["search"]["mode"] == mode)
+            .map(|e| e["resource"]["id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(b["total"], 2);
+    let mut roles = vec![held, also];
+    roles.sort();
+    assert_eq!(shown("match"), roles);
+    let mut orgs = vec![north.clone(), acute.clone()];
+    orgs.sort();
+    assert_eq!(
+        shown("include"),
+        orgs,
+        "each role's organisation, for its ODS code"
+    );
+    // Search parameters without the headers are refused; with them it is the search.
+    let d = app
+        .send(
+            app.bare("GET", "PractitionerRole?active=true")
+                .insert_header(("Authorization", format!("Bearer {token}"))),
+            None,
+        )
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(d.contains("A030") && d.contains("active"), "{d}");
+    let all = app
+        .send(
+            app.as_user(&token, "GET", "PractitionerRole", "REFERRING_ADMIN", "R69"),
+            None,
+        )
+        .await;
+    assert_eq!(all.json()["total"], 3, "{}", all.text());
+    // e-RS A040: the clinicians an SPCA at RCD may act for: active SERVICE_PROVIDER_CLINICIANs
+    // there, not an inactive one, nor one at another organisation.
+    let spc = app.create(&practitioner("200000000002", true)).await;
+    app.create(&role(&spc, &acute, "SERVICE_PROVIDER_CLINICIAN", true))
+        .await;
+    let retired = app.create(&practitioner("200000000003", false)).await;
+    app.create(&role(&retired, &acute, "SERVICE_PROVIDER_CLINICIAN", true))
+        .await;
+    let away = app.create(&practitioner("200000000004", true)).await;
+    app.create(&role(&away, &elsewhere, "SERVICE_PROVIDER_CLINICIAN", true))
+        .await;
+    let admin = app.create(&practitioner("200000000005", true)).await;
+    app.create(&role(
+        &admin,
+        &acute,
+        "SERVICE_PROVIDER_CLINICIAN_ADMIN",
+        true,
+    ))
+    .await;
+    let spca = directory_user("200000000005");
+    let as_spca = |path: &str| {
+        app.as_user(
+            &spca,
+            "GET",
+            path,
+            "SERVICE_PROVIDER_CLINICIAN_ADMIN",
+            "RCD",
+        )
+    };
+    // Without NHSD-eRS-On-Behalf-Of-User-ID: its value is what this finds.
+    let r = app
+        .send(as_spca("Practitioner?_query=onBehalfOf"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["total"], 1, "{}", r.text());
+    assert_eq!(b["entry"][0]["resource"]["id"], spc.as_str());
+    assert_eq!(
+        b["entry"][0]["resource"]["identifier"][0]["value"],
+        "200000000002"
+    );
+    // ... and which the SPCA then names to act.
+    let r = app
+        .send(
+            as_spca("Patient").insert_header(("NHSD-eRS-On-Behalf-Of-User-ID", "200000000002")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    app.send(as_spca("Patient"), None)
+        .await
+        .assert_outcome(400, "required");
+    // Nobody else acts for another; another named query is not ignored.
+    let d = app
+        .get("Practitioner?_query=onBehalfOf")
+        .await
+        .assert_outcome(403, "forbidden");
+    assert!(d.contains("SERVICE_PROVIDER_CLINICIAN_ADMIN"), "{d}");
+    for q in ["Practitioner?_query=everyone", "Patient?_query=onBehalfOf"] {
+        let d = app.get(q).await.assert_outcome(400, "invalid");
+        assert!(d.contains("not a named query"), "{q}: {d}");
+    }
+    app.send(as_spca("Practitioner?_query=onBehalfOf&name=x"), None)
+        .await
+        .assert_outcome(400, "invalid");
+}
+
 #[actix_web::test]
 async fn sandbox_tokens_in_one_call_and_never_in_production() {
     let app = spawn_with(SeedMode::Sandbox).await;
