@@ -124,7 +124,12 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                     ops.push(json!({
                         "name": "ers.generateCRI",
                         "definition": super::conformance::operation_url("$ers.generateCRI"),
-                        "documentation": "GET ServiceRequest/{a.id}/$ers.generateCRI: the advice summary, as a PDF (Accept: application/pdf) or a FHIR Bundle.",
+                        "documentation": "GET ServiceRequest/{id}/$ers.generateCRI: an A&G request's advice summary (e-RS A043) or a referral's clinical referral information (A007), as a PDF (Accept: application/pdf) or a FHIR Bundle.",
+                    }));
+                    ops.push(json!({
+                        "name": "ers.generatePatientLetter",
+                        "definition": super::conformance::operation_url("$ers.generatePatientLetter"),
+                        "documentation": "GET ServiceRequest/{r.id}/$ers.generatePatientLetter: the referral's letter for its patient (e-RS A019), a PDF: their UBRN and appointment, or how to book one. Referring roles only.",
                     }));
                     ops.push(json!({
                         "name": "ers.availableActions",

@@ -253,8 +253,16 @@ fn operation_definitions() -> Vec<Value> {
         "ServiceRequest",
         true,
         false,
-        "The advice summary of an advice and guidance request: the request, every message (oldest first), the attachments and the outcome. GET; Accept: application/pdf gives a PDF (NHS number and UBRN on every page), otherwise a FHIR collection Bundle.".into(),
+        "On an advice and guidance request, its advice summary (e-RS A043): the request, every message (oldest first), the attachments and the outcome. On a referral, its clinical referral information (e-RS A007): the referral, patient, referrer, shortlist, current appointment and where, attachments (not the files), each state change with who made it, and the advice conversation it came from (for those who may read messages). GET; Accept: application/pdf gives a PDF (NHS number and UBRN on every page), otherwise a FHIR collection Bundle.".into(),
         vec![json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle", "documentation": "the summary (or application/pdf)"})],
+    ));
+    out.push(operation(
+        "ers.generatePatientLetter",
+        "ServiceRequest",
+        true,
+        false,
+        "The letter the referrer gives the patient about a referral (e-RS A019), a PDF: the patient's name, address and NHS number, their booking reference (UBRN), and their booked appointment (when, which service, where), or the shortlisted services to book with, or what happens next (deferred, in triage, cancelled). Referring roles only. GET (or POST with no inputs); answers application/pdf.".into(),
+        vec![json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Binary", "documentation": "the letter, application/pdf"})],
     ));
     out.push(operation(
         "events",

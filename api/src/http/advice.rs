@@ -27,6 +27,8 @@ type Reply = Result<HttpResponse, ApiError>;
 
 /// The summary operation (e-RS "clinical referral information", here of an A&G request).
 pub const SUMMARY: &str = "$ers.generateCRI";
+/// The patient's letter about a referral (e-RS A019).
+pub const PATIENT_LETTER: &str = "$ers.generatePatientLetter";
 
 fn said(inputs: &Inputs) -> Result<Said, ApiError> {
     let titles = inputs.all("title");
@@ -128,46 +130,141 @@ fn wants_pdf(req: &HttpRequest) -> bool {
         .is_some_and(|a| a.contains("application/pdf"))
 }
 
-/// `GET ServiceRequest/{id}/$ers.generateCRI`: the whole conversation.
+/// `GET ServiceRequest/{id}/$ers.generateCRI`: an A&G request's whole conversation (e-RS
+/// A043), or a referral's clinical referral information (A007); a PDF for
+/// `Accept: application/pdf`, else a FHIR collection Bundle.
 pub async fn summary(
     req: HttpRequest,
     id: String,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
-    authorise("Communication", Action::Read, &caller)?;
+    use crate::service::letters::{self, Information};
+    authorise("ServiceRequest", Action::Read, &caller)?;
     let pdf = wants_pdf(&req);
     if !pdf {
         negotiate::response_format(&req)?;
     }
     let base = base_url(&req, &state);
     let d = draft(&req, Some(&caller));
-    let summary = on_conn(&state, move |c| svc::summary(c, &id, &caller, &d)).await?;
-    if pdf {
-        let ubrn = crate::fhir::resources::service_request::ubrn_of(&summary.request)
-            .unwrap_or("advice")
-            .to_owned();
-        let bytes = super::summary_pdf::render(&summary);
-        return Ok(HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, "application/pdf"))
-            .insert_header((
-                header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"advice-summary-{ubrn}.pdf\""),
-            ))
-            .body(bytes));
+    let conversations = authorise("Communication", Action::Read, &caller).is_ok();
+    let info = on_conn(&state, move |c| {
+        letters::clinical_information(c, &id, &caller, &d, conversations)
+    })
+    .await?;
+    let (ubrn, name, bytes, bundle) = match &info {
+        Information::Advice(s) => (
+            crate::fhir::resources::service_request::ubrn_of(&s.request),
+            "advice-summary",
+            pdf.then(|| super::summary_pdf::render(s)),
+            (!pdf).then(|| bundle(&base, &advice_entries(s))),
+        ),
+        Information::Referral(r) => (
+            crate::fhir::resources::service_request::ubrn_of(&r.referral),
+            "referral-information",
+            pdf.then(|| super::summary_pdf::render_referral(r)),
+            (!pdf).then(|| bundle(&base, &referral_entries(r))),
+        ),
+    };
+    if let Some(bytes) = bytes {
+        return Ok(pdf_reply(
+            &format!("{name}-{}", ubrn.unwrap_or("unknown")),
+            bytes,
+        ));
     }
-    negotiate::respond(&req, StatusCode::OK, Body::Value(bundle(&base, &summary)))
+    negotiate::respond(
+        &req,
+        StatusCode::OK,
+        Body::Value(bundle.unwrap_or_default()),
+    )
 }
 
-/// The summary as a FHIR collection Bundle: request, patient, service, messages (oldest
-/// first), attachment documents and the referral it became.
-fn bundle(base: &str, s: &svc::Summary) -> Value {
-    let entries: Vec<Value> = std::iter::once(&s.request)
+/// `GET ServiceRequest/{id}/$ers.generatePatientLetter` (e-RS A019): the letter the referrer
+/// gives the patient, a PDF: their booking reference (UBRN), and their appointment, or how to
+/// book one, or what happens next.
+pub async fn patient_letter(
+    req: HttpRequest,
+    id: String,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    authorise("ServiceRequest", Action::Read, &caller)?;
+    if !accepts_pdf(&req) {
+        return Err(ApiError::NotAcceptable(
+            "$ers.generatePatientLetter answers a PDF: accept application/pdf".into(),
+        ));
+    }
+    let d = draft(&req, Some(&caller));
+    let info = on_conn(&state, move |c| {
+        crate::service::letters::patient_letter(c, &id, &caller, &d)
+    })
+    .await?;
+    let ubrn = crate::fhir::resources::service_request::ubrn_of(&info.referral)
+        .unwrap_or("unknown")
+        .to_owned();
+    Ok(pdf_reply(
+        &format!("patient-letter-{ubrn}"),
+        super::summary_pdf::render_letter(&info),
+    ))
+}
+
+/// Whether the client takes a PDF: it asks for one, or accepts anything (no `Accept`, `*/*`).
+fn accepts_pdf(req: &HttpRequest) -> bool {
+    if wants_pdf(req) {
+        return true;
+    }
+    if negotiate::query_param(req, "_format").is_some() {
+        return false;
+    }
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|a| a.contains("*/*") || a.contains("application/*") || a.trim().is_empty())
+}
+
+fn pdf_reply(name: &str, bytes: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/pdf"))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"{name}.pdf\""),
+        ))
+        .body(bytes)
+}
+
+/// An A&G summary's resources: request, patient, service, messages (oldest first), attachment
+/// documents and the referral it became.
+fn advice_entries(s: &svc::Summary) -> Vec<&Value> {
+    std::iter::once(&s.request)
         .chain(s.patient.iter())
         .chain(s.service.iter())
         .chain(s.messages.iter())
         .chain(s.documents.iter())
         .chain(s.referral.iter())
+        .collect()
+}
+
+/// A referral's information: the referral, its patient, requester, shortlisted services,
+/// current appointment and its location, documents, and the A&G conversation it came from.
+fn referral_entries(r: &crate::service::letters::ReferralInformation) -> Vec<&Value> {
+    let mut out: Vec<&Value> = std::iter::once(&r.referral)
+        .chain(r.patient.iter())
+        .chain(r.requester.iter())
+        .chain(r.services.iter())
+        .chain(r.appointment.iter())
+        .chain(r.location.iter())
+        .chain(r.documents.iter())
+        .collect();
+    if let Some(a) = &r.advice {
+        out.extend(advice_entries(a));
+    }
+    out
+}
+
+/// A collection Bundle of the resources a summary shows.
+fn bundle(base: &str, resources: &[&Value]) -> Value {
+    let entries: Vec<Value> = resources
+        .iter()
         .map(|r| {
             json!({
                 "fullUrl": format!("{base}/{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()),

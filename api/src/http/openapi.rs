@@ -1173,9 +1173,9 @@ fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
     let item = read_only(ReadOnly {
         id: "generateCRI",
         tag: "ServiceRequest",
-        summary: "Advice summary ($ers.generateCRI)",
-        description: "The whole advice and guidance conversation — request, messages oldest first, attachments, outcome — as a PDF (NHS number and UBRN on every page) or a FHIR Bundle. Clinical and administrative users of the organisations in the conversation.".to_owned(),
-        path: vec![path_param("id", "The A&G request's logical id (a.{uuid})")],
+        summary: "Advice summary or clinical referral information ($ers.generateCRI)",
+        description: "On an advice and guidance request (e-RS A043), the whole conversation — request, messages oldest first, attachments, outcome. On a referral (e-RS A007), its clinical referral information — the referral, patient, referrer, shortlist, current appointment and where, attachments (not the files), each state change with who made it, and the advice conversation it came from (for those who may read messages). A PDF (NHS number and UBRN on every page) for Accept: application/pdf, else a FHIR collection Bundle. Users and applications of the organisations the request is with.".to_owned(),
+        path: vec![path_param("id", "The request's logical id (a.{uuid} or r.{uuid})")],
         inputs: Vec::new(),
         body_required: false,
         ok,
@@ -1184,7 +1184,32 @@ fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
             ("410", "Its UBRN expired (UBRN_EXPIRED)"),
         ],
     });
-    paths.path("/FHIR/R4/ServiceRequest/{id}/$ers.generateCRI", item)
+    let paths = paths.path("/FHIR/R4/ServiceRequest/{id}/$ers.generateCRI", item);
+    let mut ok = response("The letter, a PDF", None);
+    ok.content.insert(
+        "application/pdf".into(),
+        RefOr::T(Content::new(Some(string_schema("The letter as a PDF")))),
+    );
+    let item = read_only(ReadOnly {
+        id: "generatePatientLetter",
+        tag: "ServiceRequest",
+        summary: "The patient's letter ($ers.generatePatientLetter)",
+        description: "The letter the referrer gives the patient about a referral (e-RS A019), a PDF: the patient's name, address and NHS number, their booking reference (UBRN), and their booked appointment (when, which service, where), or the shortlisted services to book with, or what happens next (deferred, in triage, cancelled). Referring roles of the referring organisation.".to_owned(),
+        path: vec![path_param("id", "The referral's logical id (r.{uuid})")],
+        inputs: Vec::new(),
+        body_required: false,
+        ok,
+        errors: &[
+            ("403", "Not a referring role"),
+            ("404", "No such referral"),
+            ("406", "The client does not accept application/pdf"),
+            ("422", "An advice and guidance request (INVALID_REQUEST_TYPE)"),
+        ],
+    });
+    paths.path(
+        "/FHIR/R4/ServiceRequest/{id}/$ers.generatePatientLetter",
+        item,
+    )
 }
 
 fn subscription_paths(paths: PathsBuilder) -> PathsBuilder {

@@ -100,11 +100,14 @@ fn service_ref(v: &str) -> String {
 const AVAILABLE_ACTIONS: &str = "$ers.availableActions";
 
 /// How a referral or A&G operation is invoked: GET for those that only read
-/// (`$ers.availableActions`, the A&G summary; POST works too, as FHIR has it for every
+/// (`$ers.availableActions`, the summary, the patient's letter; POST works too, as FHIR has it for every
 /// operation), POST with a Parameters body for the rest. The handler refuses any other (405),
 /// and the route's `Allow` offers these.
 pub fn operation_method(op: &str) -> Method {
-    if op == AVAILABLE_ACTIONS || op == super::advice::SUMMARY {
+    if op == AVAILABLE_ACTIONS
+        || op == super::advice::SUMMARY
+        || op == super::advice::PATIENT_LETTER
+    {
         Method::GET
     } else {
         Method::POST
@@ -145,6 +148,9 @@ pub async fn operation(
     }
     if op == super::advice::SUMMARY {
         return super::advice::summary(req, id, caller, state).await;
+    }
+    if op == super::advice::PATIENT_LETTER {
+        return super::advice::patient_letter(req, id, caller, state).await;
     }
     if op == AVAILABLE_ACTIONS {
         let base = base_url(&req, &state);
@@ -199,14 +205,15 @@ pub async fn operation(
     }
     let Some(action) = ReferralAction::from_operation(&op) else {
         return Err(ApiError::NotFound(format!(
-            "ServiceRequest has no operation '{op}'; it has {}, {}, {} and $ers.availableActions",
+            "ServiceRequest has no operation '{op}'; it has {}, {}, {}, {} and $ers.availableActions",
             ReferralAction::operations_at(Endpoint::Referral).join(", "),
             crate::domain::advice::AdviceAction::ALL
                 .iter()
                 .map(|a| a.operation())
                 .collect::<Vec<_>>()
                 .join(", "),
-            super::advice::SUMMARY
+            super::advice::SUMMARY,
+            super::advice::PATIENT_LETTER
         )));
     };
     let version = if_match(&req)?;

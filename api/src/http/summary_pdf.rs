@@ -1,6 +1,7 @@
-//! The advice summary as a PDF (pdf-writer): A4 pages of wrapped text in the standard Courier
-//! fonts (no font files to ship), the NHS number and UBRN in every page's header, page
-//! numbers in the footer. Text outside Latin-1 is shown as '?'.
+//! The printed documents as PDFs (pdf-writer): the advice summary, a referral's clinical
+//! referral information and the patient's letter. A4 pages of wrapped text in the standard
+//! Courier fonts (no font files to ship), the UBRN (and NHS number) in every page's header,
+//! page numbers in the footer. Text outside Latin-1 is shown as '?'.
 
 use crate::fhir::At;
 use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str, TextStr};
@@ -10,6 +11,7 @@ use crate::fhir::resources::advice as ag;
 use crate::fhir::resources::document_reference as docs;
 use crate::fhir::resources::service_request as sr;
 use crate::service::advice::Summary;
+use crate::service::letters::ReferralInformation;
 
 const WIDTH: f32 = 595.0;
 const HEIGHT: f32 = 842.0;
@@ -242,15 +244,86 @@ fn body_lines(s: &Summary) -> Vec<Line> {
     out
 }
 
-/// Renders the summary.
+/// Renders the advice summary.
 pub fn render(s: &Summary) -> Vec<u8> {
-    let lines = body_lines(s);
+    let ubrn = sr::ubrn_of(&s.request).unwrap_or_default();
+    document(
+        &format!("Advice and guidance summary, UBRN {ubrn}"),
+        &format!(
+            "e-RS advice and guidance - UBRN {ubrn} - NHS number {}",
+            nhs_number(s.patient.as_ref())
+        ),
+        &body_lines(s),
+    )
+}
+
+/// Renders a referral's clinical referral information (e-RS A007).
+pub fn render_referral(info: &ReferralInformation) -> Vec<u8> {
+    let ubrn = sr::ubrn_of(&info.referral).unwrap_or_default();
+    document(
+        &format!("Clinical referral information, UBRN {ubrn}"),
+        &format!(
+            "e-RS referral - UBRN {ubrn} - NHS number {}",
+            nhs_number(info.patient.as_ref())
+        ),
+        &referral_lines(info),
+    )
+}
+
+/// Renders the letter for the referral's patient (e-RS A019).
+pub fn render_letter(info: &ReferralInformation) -> Vec<u8> {
+    let ubrn = sr::ubrn_of(&info.referral).unwrap_or_default();
+    document(
+        &format!("Your NHS e-Referral, UBRN {ubrn}"),
+        &format!(
+            "NHS e-Referral Service - your booking reference {}",
+            spaced_ubrn(ubrn)
+        ),
+        &letter_lines(info),
+    )
+}
+
+/// An instant as a patient reads it: the day, date and time in the UK (`Friday 11 December
+/// 2026 at 2:00pm GMT`), or as written if it is not one.
+fn uk_time(instant: &str) -> String {
+    let Some((utc, _)) = crate::fhir::datetime::range(instant) else {
+        return instant.to_owned();
+    };
+    let london = jiff::tz::TimeZone::get("Europe/London");
+    let at = jiff::Timestamp::from_second(utc.and_utc().timestamp());
+    match (london, at) {
+        (Ok(tz), Ok(at)) => {
+            let local = at.to_zoned(tz);
+            let hour = local.hour();
+            let (h12, half) = match hour {
+                0 => (12, "am"),
+                1..=11 => (hour, "am"),
+                12 => (12, "pm"),
+                _ => (hour - 12, "pm"),
+            };
+            format!(
+                "{} at {h12}:{:02}{half} {}",
+                local.strftime("%A %-d %B %Y"),
+                local.minute(),
+                local.strftime("%Z")
+            )
+        }
+        _ => format!("{} UTC", utc.format("%A %-d %B %Y at %H:%M")),
+    }
+}
+
+/// A UBRN in groups of four, as patients are given it.
+fn spaced_ubrn(ubrn: &str) -> String {
+    ubrn.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A4 pages of `lines` under `header`, numbered in the footer.
+fn document(title: &str, header: &str, lines: &[Line]) -> Vec<u8> {
     let pages: Vec<&[Line]> = lines.chunks(LINES.max(1)).collect();
-    let header = format!(
-        "e-RS advice and guidance - UBRN {} - NHS number {}",
-        sr::ubrn_of(&s.request).unwrap_or_default(),
-        nhs_number(s.patient.as_ref())
-    );
     let mut pdf = Pdf::new();
     let catalog = Ref::new(1);
     let tree = Ref::new(2);
@@ -271,10 +344,7 @@ pub fn render(s: &Summary) -> Vec<u8> {
         .base_font(Name(b"Courier-Bold"))
         .encoding_predefined(Name(b"WinAnsiEncoding"));
     pdf.document_info(info)
-        .title(TextStr(&format!(
-            "Advice and guidance summary, UBRN {}",
-            sr::ubrn_of(&s.request).unwrap_or_default()
-        )))
+        .title(TextStr(title))
         .producer(TextStr("ers-fhir"));
     for (i, page_lines) in pages.iter().enumerate() {
         let mut page = pdf.page(page_ref(i));
@@ -290,7 +360,7 @@ pub fn render(s: &Summary) -> Vec<u8> {
         content.begin_text();
         content.set_font(Name(b"F2"), SIZE);
         content.next_line(MARGIN, HEIGHT - MARGIN);
-        content.show(Str(&latin1(&header)));
+        content.show(Str(&latin1(header)));
         content.set_font(Name(b"F1"), SIZE);
         for line in page_lines.iter() {
             content.next_line(0.0, -LEADING);
@@ -315,4 +385,302 @@ pub fn render(s: &Summary) -> Vec<u8> {
         pdf.stream(content_ref(i), &content.finish());
     }
     pdf.finish()
+}
+
+/// A service by name and id.
+fn service_line(service: &Value) -> String {
+    format!(
+        "{} (HealthcareService/{})",
+        str_at(service, "/name"),
+        str_at(service, "/id")
+    )
+}
+
+/// A Location's address (one), or a Patient's first (of several), after its name if it has one.
+fn address(location: &Value) -> String {
+    let a = location.get("address").map(|a| a.get(0).unwrap_or(a));
+    let lines: Vec<&str> = a
+        .and_then(|a| a.get("line"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .chain(
+            ["/city", "/postalCode"]
+                .iter()
+                .filter_map(|p| a.and_then(|a| a.at(p)).and_then(Value::as_str)),
+        )
+        .filter(|s| !s.is_empty())
+        .collect();
+    let name = str_at(location, "/name");
+    match (name.is_empty(), lines.is_empty()) {
+        (false, false) => format!("{name}, {}", lines.join(", ")),
+        (false, true) => name.to_owned(),
+        _ => lines.join(", "),
+    }
+}
+
+fn state_of(r: &Value) -> String {
+    sr::state_of(r)
+        .map(|s| s.state.code().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn referral_lines(info: &ReferralInformation) -> Vec<Line> {
+    let r = &info.referral;
+    let mut out = Vec::new();
+    let mut say = |text: String, bold: bool, indent: usize| wrap(&text, indent, &mut out, bold);
+    say("Clinical referral information".into(), true, 0);
+    say(String::new(), false, 0);
+    if let Some(p) = &info.patient {
+        say(
+            format!(
+                "Patient: {}, born {}, NHS number {}",
+                patient_name(p),
+                str_at(p, "/birthDate"),
+                nhs_number(Some(p))
+            ),
+            false,
+            0,
+        );
+    }
+    say(
+        format!("UBRN: {}", sr::ubrn_of(r).unwrap_or_default()),
+        false,
+        0,
+    );
+    say(
+        format!(
+            "Referred: {} by {}",
+            str_at(r, "/authoredOn"),
+            str_at(r, "/requester/reference")
+        ),
+        false,
+        0,
+    );
+    say(
+        format!(
+            "Priority: {}    State: {}",
+            sr::ers_priority(r).unwrap_or_default(),
+            state_of(r)
+        ),
+        false,
+        0,
+    );
+    let reasons: Vec<&str> = r
+        .get("reasonCode")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            c.get("text")
+                .and_then(Value::as_str)
+                .or_else(|| c.at("/coding/0/display").and_then(Value::as_str))
+        })
+        .collect();
+    if !reasons.is_empty() {
+        say(format!("Reason: {}", reasons.join("; ")), false, 0);
+    }
+    for note in r
+        .get("note")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        say(format!("Note: {}", str_at(note, "/text")), false, 0);
+    }
+    say(String::new(), false, 0);
+    say(
+        format!("Shortlist ({} services)", info.services.len()),
+        true,
+        0,
+    );
+    for s in &info.services {
+        say(format!("- {}", service_line(s)), false, 0);
+    }
+    say(String::new(), false, 0);
+    match &info.appointment {
+        Some(a) => {
+            say("Appointment".into(), true, 0);
+            say(
+                format!(
+                    "Appointment/{}: {} {} to {}",
+                    str_at(a, "/id"),
+                    str_at(a, "/status"),
+                    str_at(a, "/start"),
+                    str_at(a, "/end")
+                ),
+                false,
+                0,
+            );
+            if let Some(l) = &info.location {
+                say(format!("At: {}", address(l)), false, 3);
+            }
+        }
+        None => say("Appointment: none".into(), true, 0),
+    }
+    say(String::new(), false, 0);
+    say(format!("Attachments ({})", info.documents.len()), true, 0);
+    for d in &info.documents {
+        say(
+            format!(
+                "- DocumentReference/{}: {} ({}, {} bytes, {})",
+                str_at(d, "/id"),
+                str_at(d, "/content/0/attachment/title"),
+                str_at(d, "/content/0/attachment/contentType"),
+                d.at("/content/0/attachment/size")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                docs::kind(d).unwrap_or_default()
+            ),
+            false,
+            0,
+        );
+    }
+    say(String::new(), false, 0);
+    say("Activity (oldest first)".into(), true, 0);
+    for h in &info.history {
+        let mut line = format!("{} {} by {}", h.at, h.state, h.by);
+        if let Some(reason) = &h.reason {
+            line.push_str(&format!(", reason {reason}"));
+        }
+        say(line, false, 0);
+        if let Some(c) = &h.comment {
+            say(c.clone(), false, 3);
+        }
+    }
+    if let Some(advice) = &info.advice {
+        wrap("", 0, &mut out, false);
+        wrap(
+            "The advice and guidance this referral came from",
+            0,
+            &mut out,
+            true,
+        );
+        out.extend(body_lines(advice));
+    }
+    out
+}
+
+fn letter_lines(info: &ReferralInformation) -> Vec<Line> {
+    let r = &info.referral;
+    let ubrn = spaced_ubrn(sr::ubrn_of(r).unwrap_or_default());
+    let mut out = Vec::new();
+    let mut say = |text: String, bold: bool| wrap(&text, 0, &mut out, bold);
+    if let Some(p) = &info.patient {
+        say(patient_name(p), true);
+        say(address(p), false);
+        say(format!("NHS number {}", nhs_number(Some(p))), false);
+    }
+    say(String::new(), false);
+    say(
+        format!(
+            "Date: {}",
+            chrono::Utc::now().date_naive().format("%-d %B %Y")
+        ),
+        false,
+    );
+    say(String::new(), false);
+    say("Your NHS e-Referral".into(), true);
+    say(String::new(), false);
+    say(
+        format!("Your booking reference number (UBRN) is {ubrn}. Keep it: you need it whenever you book, change or ask about this referral."),
+        false,
+    );
+    say(String::new(), false);
+    let state = sr::state_of(r).map(|s| s.state);
+    use crate::domain::referral::ReferralState as S;
+    match (state, &info.appointment) {
+        (Some(S::Booked), Some(a)) => {
+            say("Your appointment is booked.".into(), true);
+            say(format!("When: {}", uk_time(str_at(a, "/start"))), false);
+            if let Some(s) = info.services.iter().find(|s| {
+                a.to_string()
+                    .contains(&format!("HealthcareService/{}", str_at(s, "/id")))
+            }) {
+                say(format!("Service: {}", str_at(s, "/name")), false);
+            }
+            if let Some(l) = &info.location {
+                say(format!("Where: {}", address(l)), false);
+            }
+            say(String::new(), false);
+            say("If you need to change or cancel it, contact the service or your GP practice, giving your booking reference number.".into(), false);
+        }
+        (Some(S::DeferredToProvider), _) => {
+            say(
+                "The service will contact you to arrange your appointment.".into(),
+                true,
+            );
+            for s in &info.services {
+                say(format!("Service: {}", str_at(s, "/name")), false);
+            }
+        }
+        (
+            Some(
+                S::AwaitingTriage
+                | S::TriageResponse
+                | S::TriagedProviderToAction
+                | S::AssessmentResult,
+            ),
+            _,
+        ) => {
+            say("Your referral is being reviewed by a clinician, who will decide the right service for you. You will be contacted about what happens next.".into(), false);
+        }
+        (Some(S::CancelledReferral), _) => {
+            say("This referral has been cancelled. Contact your GP practice if you have questions about it.".into(), false);
+        }
+        _ => {
+            say("Book your appointment with one of these services, online or by phone, giving your booking reference number:".into(), false);
+            say(String::new(), false);
+            for s in &info.services {
+                say(format!("- {}", str_at(s, "/name")), false);
+                let phone: Vec<&str> = s
+                    .get("telecom")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| str_at(t, "/system") == "phone")
+                    .filter_map(|t| t.get("value").and_then(Value::as_str))
+                    .collect();
+                if !phone.is_empty() {
+                    say(format!("  Telephone: {}", phone.join(", ")), false);
+                }
+            }
+        }
+    }
+    say(String::new(), false);
+    say(
+        format!(
+            "Priority: {}",
+            sr::ers_priority(r)
+                .unwrap_or_default()
+                .to_lowercase()
+                .replace('_', " ")
+        ),
+        false,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uk_time;
+
+    #[test]
+    fn letter_times_are_uk_local() {
+        assert_eq!(
+            uk_time("2026-12-11T14:00:00Z"),
+            "Friday 11 December 2026 at 2:00pm GMT"
+        );
+        // British Summer Time: an hour ahead of UTC.
+        assert_eq!(
+            uk_time("2027-06-01T08:30:00.000000Z"),
+            "Tuesday 1 June 2027 at 9:30am BST"
+        );
+        assert_eq!(
+            uk_time("2027-06-01T00:05:00+01:00"),
+            "Tuesday 1 June 2027 at 12:05am BST"
+        );
+        assert_eq!(uk_time("soon"), "soon");
+    }
 }

@@ -661,26 +661,50 @@ pub struct Summary {
     pub referral: Option<Value>,
 }
 
-/// The whole conversation of a request the caller may see (e-RS `$ers.generateCRI`), audited
-/// as a read of everything in it.
-pub fn summary(
+/// The whole conversation of an A&G request (e-RS `$ers.generateCRI`, found by
+/// `letters::clinical_information`), audited as a read of everything in it.
+pub(super) fn summary_of(
     conn: &mut DbConnection,
-    id: &str,
-    caller: &crate::domain::Caller,
+    row: &ResourceRow,
+    request: Value,
     draft: &AuditDraft,
 ) -> Result<Summary> {
-    let def = def("ServiceRequest")?;
-    let row = resource::read(conn, def, id)?;
-    scope::check(conn, def, id, caller)?;
-    let request = stored_value(&row)?;
-    if !ag::is_advice(&request) {
-        return Err(invalid(
-            "ServiceRequest",
-            "INVALID_REQUEST_TYPE",
-            "business-rule",
-            format!("ServiceRequest/{id} is a referral: $ers.generateCRI summarises advice and guidance requests"),
-        ));
-    }
+    let summary = gather(conn, row, request)?;
+    let mut touched = vec![audit::touched(row)];
+    touched.extend(
+        summary
+            .messages
+            .iter()
+            .chain(&summary.documents)
+            .map(|v| Touched {
+                entity_type: v["resourceType"].as_str().unwrap_or_default().to_owned(),
+                entity_id: v["id"].as_str().unwrap_or_default().to_owned(),
+                nhs_number: None,
+                ubrn: sr::ubrn_of(&summary.request).map(str::to_owned),
+            }),
+    );
+    audit::record(
+        conn,
+        draft,
+        &Outcome {
+            action: "R",
+            subtype: "read".into(),
+            status: 200,
+            description: Some("advice summary ($ers.generateCRI)".into()),
+        },
+        &touched,
+    )?;
+    Ok(summary)
+}
+
+/// An A&G request's conversation: its patient, service, messages, documents and the referral
+/// it became.
+pub(super) fn gather(
+    conn: &mut DbConnection,
+    row: &ResourceRow,
+    request: Value,
+) -> Result<Summary> {
+    let id = row.id.as_str();
     let load = |c: &mut DbConnection, pointer: &str| -> Result<Option<Value>> {
         match request.at(pointer).and_then(Value::as_str) {
             Some(r) => Ok(super::referral::load_json(c, r)?.map(std::sync::Arc::unwrap_or_clone)),
@@ -700,24 +724,6 @@ pub fn summary(
     } else {
         None
     };
-    let mut touched = vec![audit::touched(&row)];
-    touched.extend(messages.iter().chain(&documents).map(|v| Touched {
-        entity_type: v["resourceType"].as_str().unwrap_or_default().to_owned(),
-        entity_id: v["id"].as_str().unwrap_or_default().to_owned(),
-        nhs_number: None,
-        ubrn: sr::ubrn_of(&request).map(str::to_owned),
-    }));
-    audit::record(
-        conn,
-        draft,
-        &Outcome {
-            action: "R",
-            subtype: "read".into(),
-            status: 200,
-            description: Some("advice summary ($ers.generateCRI)".into()),
-        },
-        &touched,
-    )?;
     Ok(Summary {
         request,
         patient,
@@ -729,7 +735,7 @@ pub fn summary(
 }
 
 /// The resources of `res_type` whose `param` refers to the request, sorted by `sort`.
-fn related(
+pub(super) fn related(
     c: &mut DbConnection,
     res_type: &str,
     param: &str,

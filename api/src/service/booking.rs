@@ -219,7 +219,10 @@ fn release_slot(c: &mut DbConnection, appointment: &Value, who: &Acting<'_>) -> 
 }
 
 /// The referral's current appointments (booked or proposed), newest first.
-fn current_appointments(c: &mut DbConnection, referral_id: &str) -> Result<Vec<ResourceRow>> {
+pub(super) fn current_appointments(
+    c: &mut DbConnection,
+    referral_id: &str,
+) -> Result<Vec<ResourceRow>> {
     appointments_with(c, referral_id, &["booked", "proposed"])
 }
 

@@ -9,6 +9,7 @@ pub mod booking;
 pub mod deferred;
 pub mod directory;
 pub mod exports;
+pub mod letters;
 pub mod memo;
 pub mod postcodes;
 pub mod provenance;

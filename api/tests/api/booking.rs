@@ -1440,3 +1440,163 @@ async fn the_sandbox_holds_the_nhs_sandbox_appointments() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.body.starts_with(b"%PDF"));
 }
+
+/// The text of every page of a PDF answer, each page checked to carry `on_every_page`.
+fn pdf_text(r: &Reply, on_every_page: &str) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some("application/pdf"));
+    let doc = lopdf::Document::load_mem(&r.body).expect("a readable PDF");
+    let mut all = String::new();
+    for p in doc.get_pages().keys() {
+        let text = doc.extract_text(&[*p]).expect("page text");
+        assert!(text.contains(on_every_page), "page {p}: {text}");
+        all.push_str(&text);
+    }
+    all.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[actix_web::test]
+async fn a_referral_prints_its_information_and_the_patients_letter() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    let id = w.new_referral(&[&c.service], "ROUTINE").await;
+    let referral = w.referral_now(&id).await;
+    let ubrn = referral["identifier"][0]["value"]
+        .as_str()
+        .expect("ubrn")
+        .to_owned();
+    let spaced = format!("{} {} {}", &ubrn[..4], &ubrn[4..8], &ubrn[8..]);
+    let service = w
+        .app
+        .get(&format!("HealthcareService/{}", c.service))
+        .await
+        .json();
+    let service_name = service["name"].as_str().expect("name").to_owned();
+    let family = w.app.get(&format!("Patient/{}", w.patient)).await.json()["name"][0]["family"]
+        .as_str()
+        .expect("family")
+        .to_owned();
+    let get = |path: String, accept: &'static str| {
+        w.app.send(
+            w.as_rc("GET", &path).insert_header(("Accept", accept)),
+            None,
+        )
+    };
+    let letter = format!("ServiceRequest/{id}/$ers.generatePatientLetter");
+    let cri = format!("ServiceRequest/{id}/$ers.generateCRI");
+
+    // Not yet booked: the letter gives the UBRN and the services to book with.
+    let text = pdf_text(&get(letter.clone(), "application/pdf").await, &spaced);
+    for said in [
+        family.as_str(),
+        "Book your appointment",
+        service_name.as_str(),
+    ] {
+        assert!(text.contains(said), "{said} missing from: {text}");
+    }
+    // Booked: when and where.
+    let (slot, start) = free_slots(&w, &c.service, "ROUTINE").await[0].clone();
+    let r = w.book(&id, &slot).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let appointment = r.json()["id"].as_str().expect("id").to_owned();
+    let text = pdf_text(&get(letter.clone(), "*/*").await, &spaced);
+    // The day as a patient reads it (the slots are at 10:00 UTC: the same day in the UK).
+    let day = chrono::DateTime::parse_from_rfc3339(&start)
+        .expect("start")
+        .format("%-d %B %Y")
+        .to_string();
+    for said in [
+        "Your appointment is booked",
+        day.as_str(),
+        service_name.as_str(),
+    ] {
+        assert!(text.contains(said), "{said} missing from: {text}");
+    }
+    assert!(!text.contains("Book your appointment"), "{text}");
+
+    // The clinical referral information: a PDF with the UBRN on every page and each state
+    // change with who made it, or a Bundle of what it shows.
+    let text = pdf_text(&get(cri.clone(), "application/pdf").await, &ubrn);
+    for said in [
+        "Clinical referral information",
+        "NOT_BOOKED by REFERRING_CLINICIAN@R69",
+        "BOOKED by REFERRING_CLINICIAN@R69",
+        appointment.as_str(),
+        service_name.as_str(),
+    ] {
+        assert!(text.contains(said), "{said} missing from: {text}");
+    }
+    let r = get(cri.clone(), "application/fhir+json").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["type"], "collection");
+    let shown: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap_or_default(),
+                e["resource"]["id"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    for r in [
+        format!("ServiceRequest/{id}"),
+        format!("Patient/{}", w.patient),
+        format!("HealthcareService/{}", c.service),
+        format!("Appointment/{appointment}"),
+    ] {
+        assert!(shown.contains(&r), "{r} missing from {shown:?}");
+    }
+    // The provider reads the information, but the letter is the referrer's to give; it is a
+    // PDF or nothing; another organisation finds no referral.
+    let as_provider = |path: &str| {
+        w.app
+            .as_user(
+                &c.provider,
+                "GET",
+                path,
+                "SERVICE_PROVIDER_CLINICIAN",
+                &c.ods,
+            )
+            .insert_header(("Accept", "application/pdf"))
+    };
+    pdf_text(&w.app.send(as_provider(&cri), None).await, &ubrn);
+    w.app
+        .send(as_provider(&letter), None)
+        .await
+        .assert_outcome(403, "forbidden");
+    get(letter.clone(), "application/fhir+json")
+        .await
+        .assert_outcome(406, "not-supported");
+    let stranger = sign(&claims("021600556599", &[("REFERRING_CLINICIAN", "R68")]));
+    w.app
+        .send(
+            w.app
+                .as_user(&stranger, "GET", &letter, "REFERRING_CLINICIAN", "R68"),
+            None,
+        )
+        .await
+        .assert_outcome(404, "not-found");
+    // Both reads are audited.
+    let auditor = sign(&claims("555031998112", &[("AUDITOR", "RR8")]));
+    let r = w
+        .app
+        .send(
+            w.app.as_user(
+                &auditor,
+                "GET",
+                &format!("AuditEvent?entity=ServiceRequest/{id}&_count=100"),
+                "AUDITOR",
+                "RR8",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for what in ["patient letter", "clinical referral information"] {
+        assert!(r.text().contains(what), "{what} not audited: {}", r.text());
+    }
+}
