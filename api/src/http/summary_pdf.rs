@@ -119,27 +119,8 @@ fn patient_name(p: &Value) -> String {
 
 fn body_lines(s: &Summary) -> Vec<Line> {
     let r = &s.request;
-    let mut out = Vec::new();
+    let mut out = opening("Advice and guidance summary", s.patient.as_ref(), r);
     let mut say = |text: String, bold: bool, indent: usize| wrap(&text, indent, &mut out, bold);
-    say("Advice and guidance summary".into(), true, 0);
-    say(String::new(), false, 0);
-    if let Some(p) = &s.patient {
-        say(
-            format!(
-                "Patient: {}, born {}, NHS number {}",
-                patient_name(p),
-                str_at(p, "/birthDate"),
-                nhs_number(Some(p))
-            ),
-            false,
-            0,
-        );
-    }
-    say(
-        format!("UBRN: {}", sr::ubrn_of(r).unwrap_or_default()),
-        false,
-        0,
-    );
     if let Some(service) = &s.service {
         say(
             format!(
@@ -224,10 +205,16 @@ fn body_lines(s: &Summary) -> Vec<Line> {
         }
     }
     say(String::new(), false, 0);
-    say(format!("Attachments ({})", s.documents.len()), true, 0);
-    for d in &s.documents {
-        say(
-            format!(
+    attachments(&s.documents, &mut out);
+    out
+}
+
+/// The attachments' titles, types, sizes and kinds (not the files).
+fn attachments(documents: &[Value], out: &mut Vec<Line>) {
+    wrap(&format!("Attachments ({})", documents.len()), 0, out, true);
+    for d in documents {
+        wrap(
+            &format!(
                 "- DocumentReference/{}: {} ({}, {} bytes, {})",
                 str_at(d, "/id"),
                 str_at(d, "/content/0/attachment/title"),
@@ -237,10 +224,37 @@ fn body_lines(s: &Summary) -> Vec<Line> {
                     .unwrap_or(0),
                 docs::kind(d).unwrap_or_default()
             ),
-            false,
             0,
+            out,
+            false,
         );
     }
+}
+
+/// A printed document's first lines: its title, the patient and the UBRN.
+fn opening(title: &str, patient: Option<&Value>, request: &Value) -> Vec<Line> {
+    let mut out = Vec::new();
+    wrap(title, 0, &mut out, true);
+    wrap("", 0, &mut out, false);
+    if let Some(p) = patient {
+        wrap(
+            &format!(
+                "Patient: {}, born {}, NHS number {}",
+                patient_name(p),
+                str_at(p, "/birthDate"),
+                nhs_number(Some(p))
+            ),
+            0,
+            &mut out,
+            false,
+        );
+    }
+    wrap(
+        &format!("UBRN: {}", sr::ubrn_of(request).unwrap_or_default()),
+        0,
+        &mut out,
+        false,
+    );
     out
 }
 
@@ -428,27 +442,8 @@ fn state_of(r: &Value) -> String {
 
 fn referral_lines(info: &ReferralInformation) -> Vec<Line> {
     let r = &info.referral;
-    let mut out = Vec::new();
+    let mut out = opening("Clinical referral information", info.patient.as_ref(), r);
     let mut say = |text: String, bold: bool, indent: usize| wrap(&text, indent, &mut out, bold);
-    say("Clinical referral information".into(), true, 0);
-    say(String::new(), false, 0);
-    if let Some(p) = &info.patient {
-        say(
-            format!(
-                "Patient: {}, born {}, NHS number {}",
-                patient_name(p),
-                str_at(p, "/birthDate"),
-                nhs_number(Some(p))
-            ),
-            false,
-            0,
-        );
-    }
-    say(
-        format!("UBRN: {}", sr::ubrn_of(r).unwrap_or_default()),
-        false,
-        0,
-    );
     say(
         format!(
             "Referred: {} by {}",
@@ -520,25 +515,10 @@ fn referral_lines(info: &ReferralInformation) -> Vec<Line> {
         None => say("Appointment: none".into(), true, 0),
     }
     say(String::new(), false, 0);
-    say(format!("Attachments ({})", info.documents.len()), true, 0);
-    for d in &info.documents {
-        say(
-            format!(
-                "- DocumentReference/{}: {} ({}, {} bytes, {})",
-                str_at(d, "/id"),
-                str_at(d, "/content/0/attachment/title"),
-                str_at(d, "/content/0/attachment/contentType"),
-                d.at("/content/0/attachment/size")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-                docs::kind(d).unwrap_or_default()
-            ),
-            false,
-            0,
-        );
-    }
-    say(String::new(), false, 0);
-    say("Activity (oldest first)".into(), true, 0);
+    attachments(&info.documents, &mut out);
+    wrap("", 0, &mut out, false);
+    wrap("Activity (oldest first)", 0, &mut out, true);
+    let mut say = |text: String, bold: bool, indent: usize| wrap(&text, indent, &mut out, bold);
     for h in &info.history {
         let mut line = format!("{} {} by {}", h.at, h.state, h.by);
         if let Some(reason) = &h.reason {
