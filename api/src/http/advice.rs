@@ -244,12 +244,15 @@ fn advice_entries(s: &svc::Summary) -> Vec<&Value> {
         .collect()
 }
 
-/// A referral's information: the referral, its patient, requester, shortlisted services,
+/// A referral's information: the referral, its patient, the referrer (role, practitioner,
+/// organisation), shortlisted services,
 /// current appointment and its location, documents, and the A&G conversation it came from.
 fn referral_entries(r: &crate::service::letters::ReferralInformation) -> Vec<&Value> {
     let mut out: Vec<&Value> = std::iter::once(&r.referral)
         .chain(r.patient.iter())
         .chain(r.requester.iter())
+        .chain(r.referrer.iter())
+        .chain(r.referring_organisation.iter())
         .chain(r.services.iter())
         .chain(r.appointment.iter())
         .chain(r.location.iter())

@@ -98,7 +98,7 @@ fn nhs_number(patient: Option<&Value>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn patient_name(p: &Value) -> String {
+fn person_name(p: &Value) -> String {
     let name = p.at("/name/0");
     let given = name
         .and_then(|n| n.get("given"))
@@ -115,6 +115,15 @@ fn patient_name(p: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default();
     format!("{given} {family}").trim().to_owned()
+}
+
+/// A practitioner as a letter names them: prefix, given names and family name.
+fn practitioner_name(p: &Value) -> String {
+    let prefix = p
+        .at("/name/0/prefix/0")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    format!("{prefix} {}", person_name(p)).trim().to_owned()
 }
 
 fn body_lines(s: &Summary) -> Vec<Line> {
@@ -240,7 +249,7 @@ fn opening(title: &str, patient: Option<&Value>, request: &Value) -> Vec<Line> {
         wrap(
             &format!(
                 "Patient: {}, born {}, NHS number {}",
-                patient_name(p),
+                person_name(p),
                 str_at(p, "/birthDate"),
                 nhs_number(Some(p))
             ),
@@ -444,12 +453,29 @@ fn referral_lines(info: &ReferralInformation) -> Vec<Line> {
     let r = &info.referral;
     let mut out = opening("Clinical referral information", info.patient.as_ref(), r);
     let mut say = |text: String, bold: bool, indent: usize| wrap(&text, indent, &mut out, bold);
+    let role = info
+        .requester
+        .as_ref()
+        .and_then(|q| q.at("/code/0/coding/0/code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let who = match &info.referrer {
+        Some(p) => format!("{} ({role})", practitioner_name(p)),
+        None => str_at(r, "/requester/reference").to_owned(),
+    };
+    let at = info
+        .referring_organisation
+        .as_ref()
+        .map(|o| {
+            format!(
+                ", {} ({})",
+                str_at(o, "/name"),
+                str_at(o, "/identifier/0/value")
+            )
+        })
+        .unwrap_or_default();
     say(
-        format!(
-            "Referred: {} by {}",
-            str_at(r, "/authoredOn"),
-            str_at(r, "/requester/reference")
-        ),
+        format!("Referred: {} by {who}{at}", str_at(r, "/authoredOn")),
         false,
         0,
     );
@@ -548,7 +574,7 @@ fn letter_lines(info: &ReferralInformation) -> Vec<Line> {
     let mut out = Vec::new();
     let mut say = |text: String, bold: bool| wrap(&text, 0, &mut out, bold);
     if let Some(p) = &info.patient {
-        say(patient_name(p), true);
+        say(person_name(p), true);
         say(address(p), false);
         say(format!("NHS number {}", nhs_number(Some(p))), false);
     }

@@ -31,8 +31,10 @@ pub enum Information {
 pub struct ReferralInformation {
     pub referral: Value,
     pub patient: Option<Value>,
-    /// The referrer's PractitionerRole.
+    /// The referrer's PractitionerRole, its Practitioner and its Organization.
     pub requester: Option<Value>,
+    pub referrer: Option<Value>,
+    pub referring_organisation: Option<Value>,
     /// The shortlisted services, in the referral's order.
     pub services: Vec<Value>,
     /// The current appointment: booked, or deferred to the provider (proposed).
@@ -157,6 +159,19 @@ fn gather(
         c,
         referral.at("/requester/reference").and_then(Value::as_str),
     )?;
+    let of_role = |pointer: &str| {
+        requester
+            .as_ref()
+            .and_then(|r| r.at(pointer))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let (practitioner, organisation) = (
+        of_role("/practitioner/reference"),
+        of_role("/organization/reference"),
+    );
+    let referrer = loaded(c, practitioner.as_deref())?;
+    let referring_organisation = loaded(c, organisation.as_deref())?;
     let mut services = Vec::new();
     for s in sr::shortlist(&referral) {
         if let Some(v) = loaded(c, Some(&s))? {
@@ -222,6 +237,8 @@ fn gather(
         referral,
         patient,
         requester,
+        referrer,
+        referring_organisation,
         services,
         appointment,
         location,

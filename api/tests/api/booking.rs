@@ -1519,6 +1519,8 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
     let text = pdf_text(&get(cri.clone(), "application/pdf").await, &ubrn);
     for said in [
         "Clinical referral information",
+        "(REFERRING_CLINICIAN)",
+        "(R69)",
         "NOT_BOOKED by REFERRING_CLINICIAN@R69",
         "BOOKED by REFERRING_CLINICIAN@R69",
         appointment.as_str(),
