@@ -140,7 +140,13 @@ async fn caller_from(req: HttpRequest) -> Result<Caller, ApiError> {
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("no application state".into()))?;
-    let identity = identify(&req).await?;
+    // Identified once a request (`identify` may have been asked first, as by A030's handler):
+    // its rate limit is counted once.
+    let known = req.extensions().get::<Authenticated>().map(|a| a.0.clone());
+    let identity = match known {
+        Some(identity) => identity,
+        None => identify(&req).await?,
+    };
     match identity {
         Identity::Application { client_id, org } => {
             for h in [BUSINESS_FUNCTION, ORGANISATION, ON_BEHALF_OF] {

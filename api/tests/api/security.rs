@@ -584,6 +584,16 @@ async fn application_restricted_access_with_a_signed_client_assertion() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // An application holds no user's roles: GET PractitionerRole is its search (not A030).
+    let r = app
+        .send(
+            app.bare("GET", "PractitionerRole")
+                .insert_header(("Authorization", format!("Bearer {token}"))),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], "searchset");
     // Sending role headers with an application token is refused.
     let d = app
         .send(
