@@ -107,6 +107,31 @@ const ALIASES: &[(&str, &str, &str)] = &[
     ("Communication", "subject", "patient"),
 ];
 
+/// (target type, the parameter searching it) pairs.
+pub type TargetParams = &'static [(&'static str, &'static str)];
+
+/// Parameters FHIR defines over every participant of a type, which this server indexes one
+/// target type apiece: `Appointment.actor` is searched as the type's `patient`, `service`,
+/// `practitioner` or `location`, by the type its value (or `:Type` modifier) names.
+pub const BY_TARGET: &[(&str, &str, TargetParams)] = &[(
+    "Appointment",
+    "actor",
+    &[
+        ("Patient", "patient"),
+        ("HealthcareService", "service"),
+        ("Practitioner", "practitioner"),
+        ("Location", "location"),
+    ],
+)];
+
+/// The parameters of `res_type` that `name` stands for by target type (`BY_TARGET`).
+pub fn by_target(res_type: &str, name: &str) -> Option<TargetParams> {
+    BY_TARGET
+        .iter()
+        .find(|(t, n, _)| *t == res_type && *n == name)
+        .map(|(_, _, by)| *by)
+}
+
 impl ResourceDef {
     pub fn param(&self, name: &str) -> Option<&'static SearchParamDef> {
         let name = ALIASES

@@ -67,6 +67,67 @@ pub struct SearchRequest {
     pub postcode_near: Option<(String, f64, &'static SearchParamDef)>,
 }
 
+/// A parameter over several target types (`registry::BY_TARGET`, `Appointment.actor`) as the
+/// parameter of the one type it names: by its `:Type` modifier (`actor:Patient.identifier=…`),
+/// else by its values (`actor=Patient/1,Patient/2`). None for any other parameter.
+fn by_target(def: &ResourceDef, name: &str, value: &str) -> Result<Option<String>, Issue> {
+    let base_end = name.find([':', '.']).unwrap_or(name.len());
+    let Some(by) = registry::by_target(def.name, &name[..base_end]) else {
+        return Ok(None);
+    };
+    let types = || by.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ");
+    let rest = &name[base_end..];
+    let (named, tail) = match rest.strip_prefix(':') {
+        Some(m) => match m.split_once('.') {
+            Some((t, chain)) => (Some(t.to_owned()), format!(".{chain}")),
+            None => (Some(m.to_owned()), String::new()),
+        },
+        None => (None, rest.to_owned()),
+    };
+    let named = match named {
+        Some(t) => t,
+        None => {
+            let mut seen: Vec<&str> = value
+                .split(',')
+                .map(|v| super::index::split_reference(v).map(|(t, _)| t))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    bad(name, format!("names no type: give each value as Type/id, or the type as a modifier (:{}), one of {}", by[0].0, types()))
+                })?;
+            seen.dedup();
+            match seen.as_slice() {
+                [one] if tail.is_empty() => (*one).to_owned(),
+                [_] => {
+                    return Err(bad(
+                        name,
+                        format!("a chain needs the type as a modifier (:{}.…)", by[0].0),
+                    ))
+                }
+                _ => {
+                    return Err(bad(
+                        name,
+                        format!("names {}: search one type at a time", seen.join(" and ")),
+                    ))
+                }
+            }
+        }
+    };
+    by.iter()
+        .find(|(t, _)| *t == named)
+        .map(|(_, ours)| Some(format!("{ours}{tail}")))
+        .ok_or_else(|| {
+            bad(
+                name,
+                format!(
+                    "'{named}': this server finds {}s' {} of types {}",
+                    def.name,
+                    &name[..base_end],
+                    types()
+                ),
+            )
+        })
+}
+
 fn bad(param: &str, msg: impl std::fmt::Display) -> Issue {
     Issue::error(
         "invalid",
@@ -119,9 +180,19 @@ pub fn parse(
         postcode_near: None,
     };
     let mut issues = Vec::new();
-    for (name, value) in params {
+    for (given, value) in params {
+        // `actor` and the like stand for the parameter of the type they name.
+        let name = match by_target(def, given, value) {
+            Ok(Some(ours)) => ours,
+            Ok(None) => given.clone(),
+            Err(issue) => {
+                issues.push(issue);
+                continue;
+            }
+        };
+        let name = &name;
         match parse_one(def, name, value, &mut req) {
-            Ok(true) => req.accepted.push((name.clone(), value.clone())),
+            Ok(true) => req.accepted.push((given.clone(), value.clone())),
             Ok(false) => {
                 if !RESULT_PARAMS.contains(&name.as_str()) && name != "_count" && name != "_offset"
                 {

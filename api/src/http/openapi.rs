@@ -372,6 +372,21 @@ fn search_params(t: &str) -> Vec<Parameter> {
             out.push(query(p.name, &format!("{} ({hint})", p.doc)));
         }
     }
+    for (_, name, by) in crate::fhir::registry::BY_TARGET
+        .iter()
+        .filter(|(of, _, _)| *of == t)
+    {
+        out.push(query(
+            name,
+            &format!(
+                "Any participant (reference: Type/id, or :Type with an id or a chain), searched as {}",
+                by.iter()
+                    .map(|(target, p)| format!("{p} for a {target}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     if t == "Practitioner" {
         out.push(query(
             "_query",

@@ -248,9 +248,45 @@ async fn book_change_cancel_rebook_and_did_not_attend() {
             "Appointment?date={}&based-on=ServiceRequest/{id}",
             &a_start[..10]
         ),
+        // FHIR's actor: any participant, by the type named.
+        format!(
+            "Appointment?actor=Patient/{}&based-on=ServiceRequest/{id}",
+            w.patient
+        ),
+        format!(
+            "Appointment?actor=HealthcareService/{}&based-on=ServiceRequest/{id}",
+            c.service
+        ),
+        format!("Appointment?actor:Patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&based-on=ServiceRequest/{id}"),
     ] {
         let r = w.rc("GET", &q, None, None).await;
         assert_eq!(r.json()["total"], 1, "{q}: {}", r.text());
+    }
+    let r = w
+        .rc(
+            "GET",
+            &format!("Appointment?actor=Patient/elsewhere&based-on=ServiceRequest/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["total"], 0, "{}", r.text());
+    // An actor whose type cannot be told, or two types at once, or one no appointment has
+    // indexed, is refused naming the parameter, not ignored.
+    for (q, said) in [
+        ("Appointment?actor=abc", "names no type"),
+        (
+            "Appointment?actor=Patient/a,Location/b",
+            "Patient and Location",
+        ),
+        ("Appointment?actor=PractitionerRole/x", "'PractitionerRole'"),
+        ("Appointment?actor.identifier=x", "names no type"),
+    ] {
+        let d = w
+            .rc("GET", q, None, None)
+            .await
+            .assert_outcome(400, "invalid");
+        assert!(d.contains("'actor") && d.contains(said), "{q}: {d}");
     }
     let r = w
         .rc(
