@@ -291,3 +291,37 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
         }],
     })
 }
+
+/// What `metadata?mode=terminology` answers: the code systems this server defines, each in
+/// its one version (served at `CodeSystem/{id}`, with a ValueSet of all its codes, expanded, at
+/// `ValueSet/{id}`). The server has no terminology operations.
+pub fn terminology_capabilities(base_url: &str, software_version: &str, published: &str) -> Value {
+    let code_systems: Vec<Value> = super::terminology::code_systems()
+        .iter()
+        .filter_map(|cs| {
+            let uri = cs.get("url")?.as_str()?;
+            let mut entry = json!({"uri": uri});
+            if let Some(v) = cs.get("version").and_then(Value::as_str) {
+                entry["version"] = json!([{"code": v, "isDefault": true}]);
+            }
+            Some(entry)
+        })
+        .collect();
+    json!({
+        "resourceType": "TerminologyCapabilities",
+        "id": "ers-fhir-server-terminology",
+        "url": format!("{base_url}/metadata?mode=terminology"),
+        "version": software_version,
+        "name": "ErsFhirServerTerminology",
+        "title": "e-Referral Service FHIR R4 server: terminology",
+        "status": "active",
+        "experimental": false,
+        "date": published,
+        "publisher": "ers-fhir project",
+        "description": "The e-RS code systems this server defines and enforces (priorities, specialties, clinic types, cancellation and non-attendance reasons, states, business functions, error codes...), each read at CodeSystem/{id} with its ValueSet of every code, expanded, at ValueSet/{id}. No terminology operations ($lookup, $validate-code, $expand, $translate).",
+        "kind": "instance",
+        "software": {"name": "ers-server", "version": software_version},
+        "implementation": {"description": "ers-server", "url": base_url},
+        "codeSystem": code_systems,
+    })
+}

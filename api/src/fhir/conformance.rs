@@ -451,5 +451,14 @@ mod tests {
                 }
             }
         }
+        let base = "http://localhost/FHIR/R4";
+        for r in [
+            super::super::capability::capability_statement(base, "0", "2026-01-01"),
+            super::super::capability::terminology_capabilities(base, "0", "2026-01-01"),
+        ] {
+            if let Err(e) = ers_fhir::canonicalise(r.clone()) {
+                panic!("{}: {e}", r["resourceType"]);
+            }
+        }
     }
 }

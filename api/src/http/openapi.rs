@@ -1469,7 +1469,7 @@ fn system_paths(paths: PathsBuilder) -> PathsBuilder {
                 .build(),
             ),
         )
-        .path("/FHIR/R4/metadata", PathItem::new(HttpMethod::Get, plain("metadata", "System", "The CapabilityStatement (no token needed)", response("CapabilityStatement", Some("Resource")))))
+        .path("/FHIR/R4/metadata", PathItem::new(HttpMethod::Get, plain("metadata", "System", "The CapabilityStatement (no token needed); with ?mode=terminology the TerminologyCapabilities (the code systems this server defines); another mode is 400", response("CapabilityStatement, or TerminologyCapabilities", Some("Resource")))))
         .path("/FHIR/R4/$versions", PathItem::new(HttpMethod::Get, plain("versions", "System", "The FHIR versions served, as the fhirVersion MIME-type parameter names them, and the default: a Parameters with version and default, 4.0 both (no token needed). An Accept for another FHIR version is 406, a body of another 415", response("Parameters", Some("Resource")))))
         .path("/FHIR/R4/openapi.json", PathItem::new(HttpMethod::Get, plain("openapi", "System", "This document (no token needed)", json("OpenAPI 3 document"))))
         .path("/_ping", PathItem::new(HttpMethod::Get, plain("ping", "System", "Liveness", json("{status: pass}"))))

@@ -14,6 +14,22 @@ pub async fn metadata(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    match negotiate::query_param(&req, "mode").as_deref() {
+        None | Some("full") => {}
+        Some("terminology") => {
+            let tc = crate::fhir::capability::terminology_capabilities(
+                &base_url(&req, &state),
+                env!("CARGO_PKG_VERSION"),
+                &state.started,
+            );
+            return negotiate::respond(&req, StatusCode::OK, Body::Value(tc));
+        }
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "mode '{other}': metadata is the CapabilityStatement (mode full, the default) or, with mode=terminology, the TerminologyCapabilities"
+            )))
+        }
+    }
     let mut cs = capability_statement(
         &base_url(&req, &state),
         env!("CARGO_PKG_VERSION"),

@@ -154,6 +154,54 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
 }
 
 #[actix_web::test]
+async fn metadata_in_terminology_mode_lists_the_code_systems() {
+    let app = spawn_app().await;
+    let r = app
+        .send(app.bare("GET", "metadata?mode=terminology"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tc = r.json();
+    assert_eq!(tc["resourceType"], "TerminologyCapabilities");
+    assert_eq!(tc["kind"], "instance");
+    let uris: Vec<&str> = tc["codeSystem"]
+        .as_array()
+        .expect("code systems")
+        .iter()
+        .filter_map(|c| c["uri"].as_str())
+        .collect();
+    assert!(
+        uris.contains(&"https://fhir.nhs.uk/CodeSystem/eRS-Priority")
+            && uris.contains(&"https://fhir.nhs.uk/CodeSystem/ers-error-codes"),
+        "{uris:?}"
+    );
+    // Each is served where it says.
+    let served = app.search("CodeSystem?_count=100").await["total"]
+        .as_i64()
+        .expect("total");
+    assert_eq!(i64::try_from(uris.len()).expect("n"), served);
+    // As XML too; full is the CapabilityStatement; another mode is refused by name.
+    let r = app
+        .send(
+            app.bare("GET", "metadata?mode=terminology&_format=xml"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("<TerminologyCapabilities"),
+        "{}",
+        r.text()
+    );
+    let r = app.send(app.bare("GET", "metadata?mode=full"), None).await;
+    assert_eq!(r.json()["resourceType"], "CapabilityStatement");
+    let d = app
+        .send(app.bare("GET", "metadata?mode=everything"), None)
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(d.contains("everything"), "{d}");
+}
+
+#[actix_web::test]
 async fn ping_and_status_check_the_database() {
     let app = spawn_app().await;
     let r = app.send(app.bare("GET", "/_ping"), None).await;
