@@ -654,6 +654,53 @@ async fn callers_are_rate_limited_with_retry_after() {
 }
 
 #[actix_web::test]
+async fn a_request_counts_once_against_the_rate_limit() {
+    // An application's header-less GET PractitionerRole is first asked whether it is a user
+    // listing their roles (A030), then searched: its token is looked at twice, its budget
+    // spent once.
+    let app_key = SigningKey::generate("app-key").expect("key");
+    let app = spawn_configured(Settings {
+        apps: vec![AppRegistration {
+            client_id: "test-app".into(),
+            ods: "RCD".into(),
+            jwks: Jwks {
+                keys: vec![app_key.public_jwk()],
+            },
+        }],
+        rate_limit_per_sec: 1,
+        rate_limit_burst: 2,
+        seed: SeedMode::None,
+        ..Settings::default()
+    })
+    .await;
+    let assertion = app_key
+        .sign(&json!({"iss": "test-app", "sub": "test-app", "aud": format!("{}/oauth2/token", app.root), "jti": uuid::Uuid::new_v4().to_string(), "exp": chrono::Utc::now().timestamp() + 120}))
+        .expect("sign");
+    let body = format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}");
+    let r = app
+        .send(
+            app.bare("POST", "/oauth2/token")
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().expect("token").to_owned();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = app
+            .send(
+                app.bare("GET", "PractitionerRole")
+                    .insert_header(("Authorization", format!("Bearer {token}"))),
+                None,
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429], "a burst of 2 is two requests");
+}
+
+#[actix_web::test]
 async fn https_with_tls_1_2_or_later_only() {
     use openssl::asn1::Asn1Time;
     use openssl::hash::MessageDigest;
