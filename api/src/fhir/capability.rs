@@ -249,21 +249,13 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
         ],
         "operation": [{"name": "export", "definition": format!("{}/OperationDefinition/audit-export", super::conformance::CANONICAL), "documentation": format!("GET AuditEvent/$export with the search parameters: every match as application/fhir+ndjson. {}", describe("AuditEvent", Action::Export))}],
     }));
-    json!({
+    let cs = json!({
         "resourceType": "CapabilityStatement",
         "id": "ers-fhir-server",
         "url": format!("{base_url}/metadata"),
-        "version": software_version,
         "name": "ErsFhirServer",
         "title": "e-Referral Service FHIR R4 server",
-        "status": "active",
-        "experimental": false,
-        "date": published,
-        "publisher": "ers-fhir project",
         "description": "A FHIR R4 server that does what the NHS e-Referral Service does: referrals, booking, advice and guidance and the Directory of Services, with the e-RS vocabulary.",
-        "kind": "instance",
-        "software": {"name": "ers-server", "version": software_version},
-        "implementation": {"description": "ers-server", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
         "rest": [{
@@ -289,7 +281,8 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 "documentation": "FHIR Bulk Data: GET [base]/$export (or [base]/Patient/$export for the Patient compartment) with Prefer: respond-async, _type, _since (or POST with them in a Parameters body); 202 with Content-Location; poll it (202 with X-Progress, then 200 with the manifest); NDJSON files; DELETE cancels. Each type the caller may search, scoped as a search.",
             }],
         }],
-    })
+    });
+    about_this_server(cs, base_url, software_version, published)
 }
 
 /// What `metadata?mode=terminology` answers: the code systems this server defines, each in
@@ -307,21 +300,45 @@ pub fn terminology_capabilities(base_url: &str, software_version: &str, publishe
             Some(entry)
         })
         .collect();
-    json!({
+    let tc = json!({
         "resourceType": "TerminologyCapabilities",
         "id": "ers-fhir-server-terminology",
         "url": format!("{base_url}/metadata?mode=terminology"),
-        "version": software_version,
         "name": "ErsFhirServerTerminology",
         "title": "e-Referral Service FHIR R4 server: terminology",
-        "status": "active",
-        "experimental": false,
-        "date": published,
-        "publisher": "ers-fhir project",
         "description": "The e-RS code systems this server defines and enforces (priorities, specialties, clinic types, cancellation and non-attendance reasons, states, business functions, error codes...), each read at CodeSystem/{id} with its ValueSet of every code, expanded, at ValueSet/{id}. No terminology operations ($lookup, $validate-code, $expand, $translate).",
-        "kind": "instance",
-        "software": {"name": "ers-server", "version": software_version},
-        "implementation": {"description": "ers-server", "url": base_url},
         "codeSystem": code_systems,
-    })
+    });
+    about_this_server(tc, base_url, software_version, published)
+}
+
+/// What the CapabilityStatement and the TerminologyCapabilities both say of this server: its
+/// version, status, date, publisher, software and implementation.
+fn about_this_server(
+    mut doc: Value,
+    base_url: &str,
+    software_version: &str,
+    published: &str,
+) -> Value {
+    if let Some(o) = doc.as_object_mut() {
+        for (k, v) in [
+            ("version", json!(software_version)),
+            ("status", json!("active")),
+            ("experimental", json!(false)),
+            ("date", json!(published)),
+            ("publisher", json!("ers-fhir project")),
+            ("kind", json!("instance")),
+            (
+                "software",
+                json!({"name": "ers-server", "version": software_version}),
+            ),
+            (
+                "implementation",
+                json!({"description": "ers-server", "url": base_url}),
+            ),
+        ] {
+            o.insert(k.to_owned(), v);
+        }
+    }
+    doc
 }

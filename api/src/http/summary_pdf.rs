@@ -600,10 +600,12 @@ fn letter_lines(info: &ReferralInformation) -> Vec<Line> {
         (Some(S::Booked), Some(a)) => {
             say("Your appointment is booked.".into(), true);
             say(format!("When: {}", uk_time(str_at(a, "/start"))), false);
-            if let Some(s) = info.services.iter().find(|s| {
-                a.to_string()
-                    .contains(&format!("HealthcareService/{}", str_at(s, "/id")))
-            }) {
+            let with = crate::fhir::resources::appointment::actors(a, "HealthcareService");
+            if let Some(s) = info
+                .services
+                .iter()
+                .find(|s| with.contains(&format!("HealthcareService/{}", str_at(s, "/id"))))
+            {
                 say(format!("Service: {}", str_at(s, "/name")), false);
             }
             if let Some(l) = &info.location {

@@ -18,6 +18,7 @@ use super::{scope, stored_value, Result, ServiceError};
 use crate::domain::Caller;
 use crate::fhir::registry;
 use crate::fhir::resources::advice as ag;
+use crate::fhir::resources::appointment as appointment_res;
 use crate::fhir::resources::service_request as sr;
 use crate::fhir::At;
 
@@ -183,37 +184,21 @@ fn gather(
         .next()
         .map(|r| stored_value(&r))
         .transpose()?;
-    let at = appointment.as_ref().and_then(|a| {
-        a.get("participant")?
-            .as_array()?
+    // Where: the appointment's Location, else its service's first.
+    let actor = |t: &str| {
+        appointment
+            .as_ref()
+            .and_then(|a| appointment_res::actors(a, t).into_iter().next())
+    };
+    let at = actor("Location").or_else(|| {
+        let service = actor("HealthcareService")?;
+        services
             .iter()
-            .filter_map(|p| p.at("/actor/reference").and_then(Value::as_str))
-            .find(|r| r.starts_with("Location/"))
+            .find(|s| format!("HealthcareService/{}", str_of(s, "/id")) == service)?
+            .at("/location/0/reference")
+            .and_then(Value::as_str)
             .map(str::to_owned)
     });
-    let at = match at {
-        Some(l) => Some(l),
-        None => {
-            let service = appointment
-                .as_ref()
-                .and_then(|a| {
-                    a.get("participant")?
-                        .as_array()?
-                        .iter()
-                        .filter_map(|p| p.at("/actor/reference").and_then(Value::as_str))
-                        .find(|r| r.starts_with("HealthcareService/"))
-                        .map(str::to_owned)
-                })
-                .and_then(|r| {
-                    services
-                        .iter()
-                        .find(|s| format!("HealthcareService/{}", str_of(s, "/id")) == r)
-                });
-            service
-                .and_then(|s| s.at("/location/0/reference").and_then(Value::as_str))
-                .map(str::to_owned)
-        }
-    };
     let location = loaded(c, at.as_deref())?;
     let (documents, history, advice) = if full {
         let documents = advice::related(c, "DocumentReference", "related", &row.id, "date")?;

@@ -429,6 +429,33 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
         .collect();
     assert_eq!(kinds.iter().filter(|k| **k == "Communication").count(), 6);
     assert!(kinds.contains(&"Patient") && kinds.contains(&"DocumentReference"));
+    // The referral it became prints the conversation it came from in its clinical information.
+    let r = w
+        .read_as(false, &format!("ServiceRequest/{rid}/$ers.generateCRI"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let shown: Vec<String> = r.json()["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap_or_default(),
+                e["resource"]["id"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(shown[0], format!("ServiceRequest/{rid}"));
+    assert!(shown.contains(&format!("ServiceRequest/{id}")), "{shown:?}");
+    assert_eq!(
+        shown
+            .iter()
+            .filter(|s| s.starts_with("Communication/"))
+            .count(),
+        6,
+        "{shown:?}"
+    );
 }
 
 #[actix_web::test]

@@ -535,33 +535,46 @@ async fn sandbox_tokens_in_one_call_and_never_in_production() {
     );
 }
 
-#[actix_web::test]
-async fn application_restricted_access_with_a_signed_client_assertion() {
-    let app_key = SigningKey::generate("app-key").expect("key");
-    let app = spawn_configured(Settings {
+/// A server with `settings` on which the application `test-app` (at RCD) is registered with
+/// `key`.
+async fn with_application(key: &SigningKey, settings: Settings) -> TestApp {
+    spawn_configured(Settings {
         apps: vec![AppRegistration {
             client_id: "test-app".into(),
             ods: "RCD".into(),
             jwks: Jwks {
-                keys: vec![app_key.public_jwk()],
+                keys: vec![key.public_jwk()],
             },
         }],
         seed: SeedMode::None,
-        ..Settings::default()
+        ..settings
     })
-    .await;
+    .await
+}
+
+/// A client assertion of `test-app` signed with `key`, expiring at `exp`.
+fn client_assertion(app: &TestApp, key: &SigningKey, exp: i64) -> String {
+    key.sign(&json!({"iss": "test-app", "sub": "test-app", "aud": format!("{}/oauth2/token", app.root), "jti": uuid::Uuid::new_v4().to_string(), "exp": exp})).expect("sign")
+}
+
+/// `POST /oauth2/token` with a client assertion.
+async fn exchange_assertion(app: &TestApp, assertion: String) -> Reply {
+    let body = format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}");
+    app.send(
+        app.bare("POST", "/oauth2/token")
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+        Some(body.into_bytes()),
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn application_restricted_access_with_a_signed_client_assertion() {
+    let app_key = SigningKey::generate("app-key").expect("key");
+    let app = with_application(&app_key, Settings::default()).await;
     let now = chrono::Utc::now().timestamp();
-    let assertion = |key: &SigningKey, exp: i64| {
-        key.sign(&json!({"iss": "test-app", "sub": "test-app", "aud": format!("{}/oauth2/token", app.root), "jti": uuid::Uuid::new_v4().to_string(), "exp": exp})).expect("sign")
-    };
-    let exchange = |a: String| {
-        let body = format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a}");
-        app.send(
-            app.bare("POST", "/oauth2/token")
-                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
-            Some(body.into_bytes()),
-        )
-    };
+    let assertion = |key: &SigningKey, exp: i64| client_assertion(&app, key, exp);
+    let exchange = |a: String| exchange_assertion(&app, a);
     let first = assertion(&app_key, now + 120);
     let r = exchange(first.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -659,31 +672,17 @@ async fn a_request_counts_once_against_the_rate_limit() {
     // listing their roles (A030), then searched: its token is looked at twice, its budget
     // spent once.
     let app_key = SigningKey::generate("app-key").expect("key");
-    let app = spawn_configured(Settings {
-        apps: vec![AppRegistration {
-            client_id: "test-app".into(),
-            ods: "RCD".into(),
-            jwks: Jwks {
-                keys: vec![app_key.public_jwk()],
-            },
-        }],
-        rate_limit_per_sec: 1,
-        rate_limit_burst: 2,
-        seed: SeedMode::None,
-        ..Settings::default()
-    })
+    let app = with_application(
+        &app_key,
+        Settings {
+            rate_limit_per_sec: 1,
+            rate_limit_burst: 2,
+            ..Settings::default()
+        },
+    )
     .await;
-    let assertion = app_key
-        .sign(&json!({"iss": "test-app", "sub": "test-app", "aud": format!("{}/oauth2/token", app.root), "jti": uuid::Uuid::new_v4().to_string(), "exp": chrono::Utc::now().timestamp() + 120}))
-        .expect("sign");
-    let body = format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}");
-    let r = app
-        .send(
-            app.bare("POST", "/oauth2/token")
-                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
-            Some(body.into_bytes()),
-        )
-        .await;
+    let assertion = client_assertion(&app, &app_key, chrono::Utc::now().timestamp() + 120);
+    let r = exchange_assertion(&app, assertion).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let token = r.json()["access_token"].as_str().expect("token").to_owned();
     let mut statuses = Vec::new();
