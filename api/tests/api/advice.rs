@@ -434,18 +434,7 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
         .read_as(false, &format!("ServiceRequest/{rid}/$ers.generateCRI"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let shown: Vec<String> = r.json()["entry"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| {
-            format!(
-                "{}/{}",
-                e["resource"]["resourceType"].as_str().unwrap_or_default(),
-                e["resource"]["id"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
+    let shown = entry_refs(&r.json());
     assert_eq!(shown[0], format!("ServiceRequest/{rid}"));
     assert!(shown.contains(&format!("ServiceRequest/{id}")), "{shown:?}");
     assert_eq!(

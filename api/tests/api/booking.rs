@@ -1568,18 +1568,7 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
     assert_eq!(r.status, 200, "{}", r.text());
     let b = r.json();
     assert_eq!(b["type"], "collection");
-    let shown: Vec<String> = b["entry"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| {
-            format!(
-                "{}/{}",
-                e["resource"]["resourceType"].as_str().unwrap_or_default(),
-                e["resource"]["id"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
+    let shown = entry_refs(&b);
     for r in [
         format!("ServiceRequest/{id}"),
         format!("Patient/{}", w.patient),

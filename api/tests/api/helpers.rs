@@ -505,6 +505,22 @@ impl TestApp {
 }
 
 /// Ids of the `match` entries of a searchset.
+/// `Type/id` of every entry's resource, in the Bundle's order.
+pub fn entry_refs(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap_or_default(),
+                e["resource"]["id"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 pub fn match_ids(bundle: &Value) -> Vec<String> {
     bundle["entry"]
         .as_array()

@@ -291,6 +291,12 @@ async fn roles_come_from_practitioner_roles_when_the_token_has_none() {
     .assert_outcome(403, "forbidden");
 }
 
+/// A GET with the bearer token alone: no role headers.
+fn bearer_get(app: &TestApp, path: &str, token: &str) -> awc::ClientRequest {
+    app.bare("GET", path)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+}
+
 /// A user token whose roles come from the directory (no `ers_roles` claim).
 fn directory_user(sds: &str) -> String {
     let mut c = claims(sds, &[]);
@@ -318,11 +324,7 @@ async fn a_user_lists_their_roles_and_an_admin_whom_they_act_for() {
         .await;
     let token = directory_user("200000000001");
     let r = app
-        .send(
-            app.bare("GET", "PractitionerRole")
-                .insert_header(("Authorization", format!("Bearer {token}"))),
-            None,
-        )
+        .send(bearer_get(&app, "PractitionerRole", &token), None)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let b = r.json();
@@ -351,8 +353,7 @@ async fn a_user_lists_their_roles_and_an_admin_whom_they_act_for() {
     // Search parameters without the headers are refused; with them it is the search.
     let d = app
         .send(
-            app.bare("GET", "PractitionerRole?active=true")
-                .insert_header(("Authorization", format!("Bearer {token}"))),
+            bearer_get(&app, "PractitionerRole?active=true", &token),
             None,
         )
         .await
@@ -589,21 +590,11 @@ async fn application_restricted_access_with_a_signed_client_assertion() {
     let d = exchange(no_jti).await.assert_outcome(401, "login");
     assert!(d.contains("'jti'"), "{d}");
     // No role headers: the role is PROVIDER_AUTHORISED_APPLICATION at the registered org.
-    let r = app
-        .send(
-            app.bare("GET", "Patient")
-                .insert_header(("Authorization", format!("Bearer {token}"))),
-            None,
-        )
-        .await;
+    let r = app.send(bearer_get(&app, "Patient", &token), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // An application holds no user's roles: GET PractitionerRole is its search (not A030).
     let r = app
-        .send(
-            app.bare("GET", "PractitionerRole")
-                .insert_header(("Authorization", format!("Bearer {token}"))),
-            None,
-        )
+        .send(bearer_get(&app, "PractitionerRole", &token), None)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["type"], "searchset");
@@ -688,11 +679,7 @@ async fn a_request_counts_once_against_the_rate_limit() {
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let r = app
-            .send(
-                app.bare("GET", "PractitionerRole")
-                    .insert_header(("Authorization", format!("Bearer {token}"))),
-                None,
-            )
+            .send(bearer_get(&app, "PractitionerRole", &token), None)
             .await;
         statuses.push(r.status.as_u16());
     }
