@@ -9,7 +9,7 @@ async fn every_example_body_is_accepted() {
     let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
     let definer = sign(&claims("555031998110", &[("SERVICE_DEFINER", "RR8")]));
     let mut later = Vec::new();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = manifest_dir().join("../examples");
     let mut count = 0;
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("examples dir")

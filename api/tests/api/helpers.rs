@@ -505,6 +505,14 @@ impl TestApp {
 }
 
 /// Ids of the `match` entries of a searchset.
+/// The api package's folder where the tests run (a build may be reused from another checkout
+/// of the same tree, so the compile-time path is only the fallback).
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+        .into()
+}
+
 /// `Type/id` of every entry's resource, in the Bundle's order.
 pub fn entry_refs(bundle: &Value) -> Vec<String> {
     bundle["entry"]

@@ -4,10 +4,8 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn the_committed_openapi_document_matches_the_code() {
-    let committed = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json"),
-    )
-    .expect("openapi/openapi.json");
+    let committed = std::fs::read_to_string(manifest_dir().join("../openapi/openapi.json"))
+        .expect("openapi/openapi.json");
     let generated = ers_api::http::openapi::document_json();
     assert!(
         committed == generated,
