@@ -43,7 +43,13 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 json!({"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id", "documentation": "Logical id"}),
                 json!({"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", "documentation": "When the resource version last changed"}),
             ];
-            params.extend(r.params.iter().map(|p| json!({"name": p.name, "type": p.kind.fhir_name(), "documentation": p.doc})));
+            params.extend(r.all_params().map(|p| {
+                let mut sp = json!({"name": p.name, "type": p.kind.fhir_name(), "documentation": p.doc});
+                if let Some(definition) = registry::common_definition(p.name) {
+                    sp["definition"] = json!(definition);
+                }
+                sp
+            }));
             params.extend(registry::BY_TARGET.iter().filter(|(t, _, _)| *t == r.name).map(|(_, name, by)| json!({"name": name, "type": "reference", "documentation": format!("Any participant, searched as {}", by.iter().map(|(t, p)| format!("{p} for a {t}")).collect::<Vec<_>>().join(", "))})));
             let includes: Vec<String> = r
                 .params

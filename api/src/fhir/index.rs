@@ -143,7 +143,7 @@ pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
 /// The index entries of a resource, with the unique identifiers its check found.
 pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexEntries {
     let mut out = IndexEntries::default();
-    for p in def.params {
+    for p in def.all_params() {
         let extracted: Vec<Value> = p.extract.map(|f| f(resource)).unwrap_or_default();
         let found: Vec<&Value> = p
             .paths
@@ -163,6 +163,18 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
                                 system: cap(&system).to_owned(),
                                 code: cap(&code).to_owned(),
                             }));
+                    }
+                    ParamKind::Uri => {
+                        let Some(url) = v.as_str() else { continue };
+                        // `url|version` is found by its URL too.
+                        let unversioned = url.split_once('|').map(|(u, _)| u);
+                        for code in std::iter::once(url).chain(unversioned) {
+                            out.tokens.push(TokenEntry {
+                                param: p.name.to_owned(),
+                                system: String::new(),
+                                code: cap(code).to_owned(),
+                            });
+                        }
                     }
                     ParamKind::String => {
                         let mut found = Vec::new();

@@ -13,6 +13,9 @@ pub enum ParamKind {
     String,
     Date,
     Reference,
+    /// A canonical URL (`meta.profile`): matched whole, or without its `|version`; indexed as a
+    /// token without a system.
+    Uri,
     /// A position (`near=lat|long|distance|units`); with `targets`, the position of the
     /// resource a reference parameter of the same name as `paths[0]` points to.
     Position,
@@ -28,6 +31,7 @@ impl ParamKind {
             ParamKind::String => "string",
             ParamKind::Date => "date",
             ParamKind::Reference => "reference",
+            ParamKind::Uri => "uri",
             ParamKind::Position | ParamKind::Availability => "special",
         }
     }
@@ -138,7 +142,14 @@ impl ResourceDef {
             .iter()
             .find(|(t, alias, _)| *t == self.name && *alias == name)
             .map_or(name, |(_, _, ours)| *ours);
-        self.params.iter().find(|p| p.name == name)
+        self.all_params().find(|p| p.name == name)
+    }
+
+    /// The type's own parameters, then those of every stored type (`COMMON_PARAMS`; not for a
+    /// derived type, which has no index rows).
+    pub fn all_params(&self) -> impl Iterator<Item = &'static SearchParamDef> + 'static {
+        let common: &'static [SearchParamDef] = if is_derived(self) { &[] } else { COMMON_PARAMS };
+        self.params.iter().chain(common)
     }
 }
 
@@ -149,6 +160,39 @@ macro_rules! param {
     ($name:literal, Reference, [$($path:literal),*], targets [$($t:literal),*], $doc:literal) => {
         SearchParamDef { name: $name, kind: ParamKind::Reference, paths: &[$($path),*], targets: &[$($t),*], doc: $doc, expand: None, extract: None }
     };
+}
+
+/// R4's parameters of every resource over `meta`, indexed for every stored type (written with
+/// each version like any other parameter), with the definitions they implement.
+pub const COMMON_PARAMS: &[SearchParamDef] = &[
+    param!(
+        "_tag",
+        Token,
+        ["meta.tag"],
+        "A tag of the resource (meta.tag): [system|]code"
+    ),
+    param!(
+        "_security",
+        Token,
+        ["meta.security"],
+        "A security label of the resource (meta.security): [system|]code"
+    ),
+    param!(
+        "_profile",
+        Uri,
+        ["meta.profile"],
+        "A profile the resource claims (meta.profile): its canonical URL, with or without |version"
+    ),
+];
+
+/// The HL7 definition of a parameter of `COMMON_PARAMS`.
+pub fn common_definition(name: &str) -> Option<&'static str> {
+    match name {
+        "_tag" => Some("http://hl7.org/fhir/SearchParameter/Resource-tag"),
+        "_security" => Some("http://hl7.org/fhir/SearchParameter/Resource-security"),
+        "_profile" => Some("http://hl7.org/fhir/SearchParameter/Resource-profile"),
+        _ => None,
+    }
 }
 
 const PATIENT_PARAMS: &[SearchParamDef] = &[

@@ -437,7 +437,7 @@ fn parse_one(
 
 fn index_kind(k: ParamKind) -> IndexKind {
     match k {
-        ParamKind::Token => IndexKind::Token,
+        ParamKind::Token | ParamKind::Uri => IndexKind::Token,
         ParamKind::String => IndexKind::String,
         ParamKind::Date => IndexKind::Date,
         ParamKind::Reference => IndexKind::Reference,
@@ -854,6 +854,26 @@ fn criterion(
                 param,
                 any_of,
                 negate,
+            }
+        }
+        ParamKind::Uri => {
+            if let Some(m) = modifier {
+                return Err(bad(
+                    name,
+                    format!("modifier ':{m}' is not supported on a uri parameter (use :missing)"),
+                ));
+            }
+            let any_of = values
+                .iter()
+                .map(|v| TokenMatch {
+                    system: None,
+                    code: Some(super::index::cap(v).to_owned()),
+                })
+                .collect();
+            Criterion::Token {
+                param,
+                any_of,
+                negate: false,
             }
         }
         ParamKind::String => {

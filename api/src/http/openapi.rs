@@ -360,12 +360,13 @@ fn search_params(t: &str) -> Vec<Parameter> {
         ),
     ];
     if let Some(def) = def {
-        for p in def.params {
+        for p in def.all_params() {
             let hint = match p.kind {
                 ParamKind::Token => "token: [system|]code; modifiers :not, :missing",
                 ParamKind::String => "string: starts with, case- and accent-insensitive; modifiers :exact, :contains, :missing",
                 ParamKind::Date => "date with prefix eq, ne, lt, gt, le, ge, sa, eb",
                 ParamKind::Reference => "reference: Type/id or id; modifiers :Type, :missing; chain with .param",
+                ParamKind::Uri => "uri: the canonical URL, with or without |version; modifier :missing",
                 ParamKind::Position => "position",
                 ParamKind::Availability => "availability",
             };

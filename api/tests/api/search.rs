@@ -620,3 +620,180 @@ async fn totals_are_counted_up_to_a_bound_unless_asked_for() {
         .await
         .assert_outcome(400, "invalid");
 }
+
+/// `_tag`, `_security` and `_profile` (R4's parameters of every resource, over `meta`) find
+/// what a resource carries, follow its updates, and are made for resources stored before they
+/// were indexed by the migration that added them, exactly as a write makes them.
+#[actix_web::test]
+async fn tags_security_labels_and_profiles_are_searched() {
+    const TAGS: &str = "https://example.org/tags";
+    const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+    const PROFILE: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
+    let app = spawn_app().await;
+    let with_meta = |i: usize, meta: serde_json::Value| {
+        let mut body = patient(NHS[i], "Meta", "Tess", "1980-01-01", "female");
+        body["meta"] = meta;
+        body
+    };
+    let tagged = app
+        .create(&with_meta(
+            0,
+            json!({"tag": [{"system": TAGS, "code": "review"}]}),
+        ))
+        .await;
+    let plain_tag = app
+        .create(&with_meta(
+            1,
+            json!({"tag": [{"code": "review"}, {"system": TAGS, "code": "pilot"}]}),
+        ))
+        .await;
+    let restricted = app
+        .create(&with_meta(
+            2,
+            json!({"security": [{"system": CONFIDENTIALITY, "code": "R"}],
+                   "profile": [format!("{PROFILE}|2.5.0")]}),
+        ))
+        .await;
+    let bare = app
+        .create(&patient(NHS[3], "Meta", "Tess", "1980-01-01", "female"))
+        .await;
+    let ids = |b: &serde_json::Value| sorted(match_ids(b));
+
+    assert_eq!(
+        ids(&app.search(&format!("Patient?_tag={TAGS}|review")).await),
+        vec![tagged.clone()]
+    );
+    assert_eq!(
+        ids(&app.search("Patient?_tag=review").await),
+        sorted(vec![tagged.clone(), plain_tag.clone()])
+    );
+    assert_eq!(
+        ids(&app.search("Patient?_tag=|review").await),
+        vec![plain_tag.clone()]
+    );
+    assert_eq!(
+        ids(&app.search(&format!("Patient?_tag={TAGS}|")).await),
+        sorted(vec![tagged.clone(), plain_tag.clone()])
+    );
+    assert_eq!(
+        ids(&app.search("Patient?_tag:missing=true").await),
+        sorted(vec![restricted.clone(), bare.clone()])
+    );
+    assert_eq!(
+        ids(&app
+            .search(&format!("Patient?_security={CONFIDENTIALITY}|R"))
+            .await),
+        vec![restricted.clone()]
+    );
+    assert_eq!(app.search("Patient?_security=N").await["total"], 0);
+    // Every stored resource claims the profile it was validated against; a versioned claim is
+    // found by its URL alone too, and by its version.
+    let claimed = app.get(&format!("Patient/{bare}")).await.json()["meta"]["profile"][0]
+        .as_str()
+        .expect("the profile the server claims")
+        .to_owned();
+    assert_eq!(
+        ids(&app.search(&format!("Patient?_profile={claimed}")).await),
+        sorted(vec![
+            tagged.clone(),
+            plain_tag.clone(),
+            restricted.clone(),
+            bare.clone()
+        ])
+    );
+    assert_eq!(
+        ids(&app.search(&format!("Patient?_profile={PROFILE}")).await),
+        if claimed == PROFILE {
+            sorted(vec![
+                tagged.clone(),
+                plain_tag.clone(),
+                restricted.clone(),
+                bare.clone(),
+            ])
+        } else {
+            vec![restricted.clone()]
+        }
+    );
+    assert_eq!(
+        ids(&app
+            .search(&format!("Patient?_profile={PROFILE}|2.5.0"))
+            .await),
+        vec![restricted.clone()]
+    );
+    assert_eq!(
+        app.search(&format!("Patient?_profile={PROFILE}|9.9.9"))
+            .await["total"],
+        0
+    );
+    let d = app
+        .get(&format!("Patient?_profile:below={PROFILE}"))
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(d.contains("_profile:below") && d.contains(":below"), "{d}");
+
+    // An update is found by its new tags and no longer by its old ones.
+    let mut changed = with_meta(0, json!({"tag": [{"system": TAGS, "code": "done"}]}));
+    changed["id"] = json!(tagged);
+    let put = app
+        .put_json(&format!("Patient/{tagged}"), &changed, Some("W/\"1\""))
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(
+        ids(&app.search("Patient?_tag=review").await),
+        vec![plain_tag.clone()]
+    );
+    assert_eq!(
+        ids(&app.search(&format!("Patient?_tag={TAGS}|done")).await),
+        vec![tagged.clone()]
+    );
+
+    // The CapabilityStatement names them with their HL7 definitions.
+    let cs = app.get("metadata").await.json();
+    let patient_params = cs["rest"][0]["resource"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .expect("Patient")["searchParam"]
+        .clone();
+    let tag = patient_params
+        .as_array()
+        .expect("params")
+        .iter()
+        .find(|p| p["name"] == "_tag")
+        .expect("_tag listed");
+    assert_eq!(
+        tag["definition"],
+        "http://hl7.org/fhir/SearchParameter/Resource-tag"
+    );
+
+    // The migration's rows for resources stored before are those a write makes.
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use ers_schema::schema::search_tokens as t;
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    let rows = |c: &mut ers_schema::DbConnection| -> Vec<(String, String, String, String)> {
+        t::table
+            .filter(t::param.eq_any(["_tag", "_security", "_profile"]))
+            .order((t::res_id, t::param, t::system, t::code))
+            .select((t::res_id, t::param, t::system, t::code))
+            .load(c)
+            .expect("index rows")
+    };
+    let written = rows(&mut conn);
+    assert_eq!(
+        written.iter().filter(|r| r.1 == "_profile").count(),
+        if claimed == PROFILE { 5 } else { 6 },
+        "the claimed profile of each of four patients, and the versioned one with its URL: {written:?}"
+    );
+    let folder = manifest_dir().join(format!(
+        "../schema/migrations/{}/2026-12-18-000030_meta_search",
+        conn.backend_name()
+    ));
+    let sql = |f: &str| std::fs::read_to_string(folder.join(f)).expect("migration file");
+    conn.batch_execute(&sql("down.sql")).expect("down");
+    assert!(rows(&mut conn).is_empty());
+    conn.batch_execute(&sql("up.sql")).expect("up");
+    assert_eq!(rows(&mut conn), written);
+}
