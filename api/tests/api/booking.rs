@@ -1607,6 +1607,58 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
         )
         .await
         .assert_outcome(404, "not-found");
+    // Deferred to the provider: the service will be in touch; nothing to book.
+    let deferred = w.new_referral(&[&c.service], "ROUTINE").await;
+    let r = w
+        .rc(
+            "POST",
+            "Appointment",
+            None,
+            Some(&json!({
+                "resourceType": "Appointment",
+                "status": "proposed",
+                "basedOn": [{"reference": format!("ServiceRequest/{deferred}")}],
+                "reasonCode": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason", "code": "BOOKING_ATTEMPT_PROBLEM"}]}],
+                "participant": [{"actor": {"reference": format!("HealthcareService/{}", c.service)}, "status": "needs-action"}],
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let letter_of = |id: &str| format!("ServiceRequest/{id}/$ers.generatePatientLetter");
+    let text = pdf_text(&get(letter_of(&deferred), "*/*").await, "UBRN");
+    for said in ["will contact you to arrange", service_name.as_str()] {
+        assert!(text.contains(said), "{said} missing from: {text}");
+    }
+    assert!(!text.contains("Book your appointment"), "{text}");
+    // Sent for triage: a clinician reviews it; then cancelled: nothing more to do.
+    let triaged = w.new_referral(&[&w.triage], "ROUTINE").await;
+    let r = w
+        .op(
+            false,
+            &triaged,
+            "$ers.sendForTriage",
+            Some(1),
+            &[("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(state(&r.json()), "AWAITING_TRIAGE", "{}", r.text());
+    let text = pdf_text(&get(letter_of(&triaged), "*/*").await, "UBRN");
+    assert!(text.contains("being reviewed by a clinician"), "{text}");
+    assert!(!text.contains("Book your appointment"), "{text}");
+    let r = w
+        .op(
+            false,
+            &triaged,
+            "$ers.cancelReferral",
+            Some(2),
+            &[("reason", "RAISED_IN_ERROR"), ("comment", "Wrong patient")],
+        )
+        .await;
+    assert_eq!(state(&r.json()), "CANCELLED_REFERRAL", "{}", r.text());
+    let text = pdf_text(&get(letter_of(&triaged), "*/*").await, "UBRN");
+    assert!(text.contains("This referral has been cancelled"), "{text}");
+    assert!(!text.contains("being reviewed"), "{text}");
+
     // Both reads are audited.
     let events = auditor_search(&w.app, &format!("entity=ServiceRequest/{id}&_count=100")).await;
     let r = events.to_string();

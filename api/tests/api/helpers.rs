@@ -504,7 +504,6 @@ impl TestApp {
     }
 }
 
-/// Ids of the `match` entries of a searchset.
 /// The api package's folder where the tests run (a build may be reused from another checkout
 /// of the same tree, so the compile-time path is only the fallback).
 pub fn manifest_dir() -> std::path::PathBuf {
@@ -529,6 +528,7 @@ pub fn entry_refs(bundle: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Ids of the `match` entries of a searchset.
 pub fn match_ids(bundle: &Value) -> Vec<String> {
     bundle["entry"]
         .as_array()
