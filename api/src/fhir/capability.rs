@@ -51,13 +51,13 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                 sp
             }));
             params.extend(registry::BY_TARGET.iter().filter(|(t, _, _)| *t == r.name).map(|(_, name, by)| json!({"name": name, "type": "reference", "documentation": format!("Any participant, searched as {}", by.iter().map(|(t, p)| format!("{p} for a {t}")).collect::<Vec<_>>().join(", "))})));
-            let includes: Vec<String> = r
+            let mut includes: Vec<String> = r
                 .params
                 .iter()
                 .filter(|p| p.kind == ParamKind::Reference)
                 .map(|p| format!("{}:{}", r.name, p.name))
                 .collect();
-            let revincludes: Vec<String> = registry::referrers_of(r.name).iter().map(|(src, p)| format!("{src}:{}", p.name)).collect();
+            let mut revincludes: Vec<String> = registry::referrers_of(r.name).iter().map(|(src, p)| format!("{src}:{}", p.name)).collect();
             let mut res = json!({
                 "type": r.name,
                 "profile": ers_fhir::validate::default_profile(r.name).map_or_else(|| ers_fhir::validate::base_url(r.name), |p| p.url.clone()),
@@ -188,6 +188,12 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                                 .join("; ")
                         ),
                     }));
+                }
+            }
+            // `*`: every one of them (`fhir::search::parse_include`).
+            for list in [&mut includes, &mut revincludes] {
+                if !list.is_empty() {
+                    list.push("*".into());
                 }
             }
             if !includes.is_empty() {

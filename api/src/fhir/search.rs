@@ -44,6 +44,9 @@ pub struct Include {
     pub source: &'static str,
     pub param: &'static SearchParamDef,
     pub target: Option<String>,
+    /// `:iterate` (R4; STU3's `:recurse`): followed from what was included too, not only from
+    /// the matches.
+    pub iterate: bool,
 }
 
 /// A parsed search: what to ask storage, and how to shape the Bundle.
@@ -373,12 +376,17 @@ fn parse_one(
             }
             return Ok(true);
         }
-        "_include" | "_revinclude" => {
-            let inc = parse_include(def, name, value)?;
-            if name == "_include" {
-                req.includes.push(inc);
+        "_include"
+        | "_revinclude"
+        | "_include:iterate"
+        | "_revinclude:iterate"
+        | "_include:recurse"
+        | "_revinclude:recurse" => {
+            let incs = parse_include(def, name, value)?;
+            if name.starts_with("_include") {
+                req.includes.extend(incs);
             } else {
-                req.revincludes.push(inc);
+                req.revincludes.extend(incs);
             }
             return Ok(true);
         }
@@ -557,7 +565,39 @@ pub fn near_parts(def: &'static ResourceDef, near: &Near) -> Result<(Criterion, 
     ))
 }
 
-fn parse_include(def: &'static ResourceDef, name: &str, value: &str) -> Result<Include, Issue> {
+/// `_include[:iterate]` / `_revinclude[:iterate]`: `Source:param[:Target]`, `Source:*` (every
+/// reference parameter of Source) or `*` (of the searched type for `_include`; of every type
+/// that may point to it for `_revinclude`).
+fn parse_include(
+    def: &'static ResourceDef,
+    name: &str,
+    value: &str,
+) -> Result<Vec<Include>, Issue> {
+    let iterate = name.contains(':');
+    let reverse = name.starts_with("_revinclude");
+    let include = |source: &'static ResourceDef, param: &'static SearchParamDef| Include {
+        source: source.name,
+        param,
+        target: None,
+        iterate,
+    };
+    let references = |d: &'static ResourceDef| {
+        d.all_params()
+            .filter(|p| p.kind == ParamKind::Reference)
+            .filter(move |p| !reverse || iterate || p.targets.contains(&def.name))
+            .map(move |p| include(d, p))
+            .collect::<Vec<_>>()
+    };
+    if value == "*" {
+        return Ok(if reverse {
+            registry::referrers_of(def.name)
+                .into_iter()
+                .filter_map(|(src, p)| registry::find(src).map(|d| include(d, p)))
+                .collect()
+        } else {
+            references(def)
+        });
+    }
     let mut parts = value.split(':');
     let (source, param, target) = (parts.next().unwrap_or_default(), parts.next(), parts.next());
     let source_def = registry::find(source).ok_or_else(|| {
@@ -566,6 +606,26 @@ fn parse_include(def: &'static ResourceDef, name: &str, value: &str) -> Result<I
             format!("'{source}' is not a resource type of this server"),
         )
     })?;
+    // Without :iterate an _include starts from the matches, so from the searched type.
+    if !reverse && !iterate && source != def.name {
+        return Err(bad(
+            name,
+            format!("'{value}' must start with the searched type {}", def.name),
+        ));
+    }
+    if param == Some("*") && target.is_none() {
+        let all = references(source_def);
+        if all.is_empty() {
+            return Err(bad(
+                name,
+                format!(
+                    "{source} has no reference parameter that points to {}",
+                    def.name
+                ),
+            ));
+        }
+        return Ok(all);
+    }
     let param = param
         .and_then(|p| source_def.param(p))
         .filter(|p| p.kind == ParamKind::Reference)
@@ -578,23 +638,16 @@ fn parse_include(def: &'static ResourceDef, name: &str, value: &str) -> Result<I
             ));
         }
     }
-    if name == "_include" && source != def.name {
-        return Err(bad(
-            name,
-            format!("'{value}' must start with the searched type {}", def.name),
-        ));
-    }
-    if name == "_revinclude" && !param.targets.contains(&def.name) {
+    if reverse && !iterate && !param.targets.contains(&def.name) {
         return Err(bad(
             name,
             format!("{source}:{} never points to {}", param.name, def.name),
         ));
     }
-    Ok(Include {
-        source: source_def.name,
-        param,
+    Ok(vec![Include {
         target: target.map(str::to_owned),
-    })
+        ..include(source_def, param)
+    }])
 }
 
 /// Splits `a,b\,c` on unescaped commas.

@@ -862,17 +862,15 @@ impl Search {
         list: Option<&ers_schema::worklists::ListFilter>,
         caller: &Caller,
     ) -> Result<svc::SearchResult, ApiError> {
-        let mut result = match list {
+        Ok(match list {
             // A list holds only what its organisation may see; checked all the same.
             Some(l) => {
-                let mut r = svc::search_list(c, &self.request, l)?;
+                let mut r = svc::search_list(c, &self.request, l, caller)?;
                 scope::retain_visible(c, &mut r.matches, caller)?;
                 r
             }
-            None => svc::search(c, &self.request)?,
-        };
-        scope::retain_visible(c, &mut result.included, caller)?;
-        Ok(result)
+            None => svc::search(c, &self.request, caller)?,
+        })
     }
 
     /// The searchset Bundle of one page of `result`, and what it shows (for the audit).
@@ -924,6 +922,7 @@ impl Search {
             });
         }
         let mut notes = notes;
+        notes.extend(result.notes);
         if !parsed.ignored.is_empty() {
             notes.push(Issue::warning(format!(
                 "Unknown search parameters ignored: {}",

@@ -406,6 +406,7 @@ pub fn search(c: &mut DbConnection, req: &SearchRequest) -> Result<SearchResult>
             included,
             total,
             distances: None,
+            notes: Vec::new(),
         })
     })
 }

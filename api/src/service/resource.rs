@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::audit::{self, AuditDraft, Outcome};
 use super::{provenance, scope, ServiceError};
+use crate::domain::Caller;
 use crate::fhir::index;
 use crate::fhir::outcome::Issue;
 use crate::fhir::registry::{self, ResourceDef};
@@ -1168,6 +1169,8 @@ pub struct SearchResult {
     pub total: Option<i64>,
     /// For a `near` search: the point, and each match's distance from it in km.
     pub distances: Option<std::collections::HashMap<String, f64>>,
+    /// What the answer should say about itself (an `:iterate` include that reached its bound).
+    pub notes: Vec<Issue>,
 }
 
 /// Great-circle distance in km (haversine).
@@ -1310,9 +1313,17 @@ fn resolve_postcode(c: &mut DbConnection, req: &SearchRequest) -> Result<Option<
     Ok(Some(resolved))
 }
 
-pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResult> {
+/// The matches of a search the caller may make (scoped by `scope::restrict` before), with
+/// what it includes that the caller may see.
+pub fn search(
+    conn: &mut DbConnection,
+    req: &SearchRequest,
+    caller: &Caller,
+) -> Result<SearchResult> {
     if req.query.res_type == provenance::TYPE {
-        return provenance::search(conn, req);
+        let mut result = provenance::search(conn, req)?;
+        scope::retain_visible(conn, &mut result.included, caller)?;
+        return Ok(result);
     }
     // One read transaction for the postcode and the search (on SQLite each one waits for a
     // WAL read mark when many readers are busy).
@@ -1334,6 +1345,7 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
                 included: Vec::new(),
                 total,
                 distances: None,
+                notes: Vec::new(),
             });
         }
         let started = std::time::Instant::now();
@@ -1345,7 +1357,7 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             started.elapsed(),
             req.query.criteria.len()
         );
-        let included = included(c, req, &matches)?;
+        let (included, notes) = included(c, req, &matches, caller)?;
         let distances = match &req.near {
             Some(n) => Some(distances(
                 c,
@@ -1360,6 +1372,7 @@ pub fn search(conn: &mut DbConnection, req: &SearchRequest) -> Result<SearchResu
             included,
             total,
             distances,
+            notes,
         })
     })
 }
@@ -1370,6 +1383,7 @@ pub fn search_list(
     conn: &mut DbConnection,
     req: &SearchRequest,
     list: &ers_schema::worklists::ListFilter,
+    caller: &Caller,
 ) -> Result<SearchResult> {
     use ers_schema::worklists;
     read_tx(conn, |c| {
@@ -1395,69 +1409,104 @@ pub fn search_list(
         } else {
             None
         };
-        let included = included(c, req, &rows)?;
+        let (included, notes) = included(c, req, &rows, caller)?;
         Ok(SearchResult {
             matches: rows,
             included,
             total,
             distances: None,
+            notes,
         })
     })
 }
 
-/// The resources a search's `_include` and `_revinclude` bring with its matches, each once.
+/// Rounds of `:iterate` includes after the first, from what the round before included (FHIR
+/// lets a server bound them; a search that reaches the bound says so in a note).
+pub const ITERATE_ROUNDS: usize = 3;
+
+/// The resources a search's `_include` and `_revinclude` bring with its matches, each once and
+/// only those the caller may see; `:iterate` ones follow from what was included too (never from
+/// what the caller may not see). A note when `:iterate` stopped at `ITERATE_ROUNDS`.
 fn included(
     c: &mut DbConnection,
     req: &SearchRequest,
     matches: &[ResourceRow],
-) -> Result<Vec<ResourceRow>> {
-    let ids: Vec<String> = matches.iter().map(|r| r.id.clone()).collect();
-    let mut included: Vec<ResourceRow> = Vec::new();
-    let mut seen: std::collections::BTreeSet<(String, String)> = matches
+    caller: &Caller,
+) -> Result<(Vec<ResourceRow>, Vec<Issue>)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let by_type = |rows: &[ResourceRow]| {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in rows {
+            out.entry(r.res_type.clone())
+                .or_default()
+                .push(r.id.clone());
+        }
+        out
+    };
+    let mut seen: BTreeSet<(String, String)> = matches
         .iter()
         .map(|r| (r.res_type.clone(), r.id.clone()))
         .collect();
-    for inc in &req.includes {
-        let targets = store::refs_from(
-            c,
-            &req.query.res_type,
-            &ids,
-            inc.param.name,
-            inc.target.as_deref(),
-        )?;
-        let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for (t, id) in targets {
-            by_type.entry(t).or_default().push(id);
-        }
-        for (t, ids) in by_type {
-            for row in store::get_many(c, &t, &ids)? {
+    let mut included: Vec<ResourceRow> = Vec::new();
+    let mut frontier = by_type(matches);
+    let iterating = req
+        .includes
+        .iter()
+        .chain(&req.revincludes)
+        .any(|i| i.iterate);
+    for round in 0..=ITERATE_ROUNDS {
+        let mut found: Vec<ResourceRow> = Vec::new();
+        let mut keep = |rows: Vec<ResourceRow>, found: &mut Vec<ResourceRow>| {
+            for row in rows {
                 if seen.insert((row.res_type.clone(), row.id.clone())) {
-                    included.push(row);
+                    found.push(row);
                 }
             }
-        }
-    }
-    for inc in &req.revincludes {
-        if inc
-            .target
-            .as_deref()
-            .is_some_and(|t| t != req.query.res_type)
-        {
-            continue;
-        }
-        let rows = if inc.source == provenance::TYPE {
-            provenance::of(c, &req.query.res_type, &ids)?
-        } else {
-            let sources = store::refs_to(c, inc.source, inc.param.name, &req.query.res_type, &ids)?;
-            store::get_many(c, inc.source, &sources)?
         };
-        for row in rows {
-            if seen.insert((row.res_type.clone(), row.id.clone())) {
-                included.push(row);
+        for inc in req.includes.iter().filter(|i| round == 0 || i.iterate) {
+            let Some(ids) = frontier.get(inc.source) else {
+                continue;
+            };
+            let targets =
+                store::refs_from(c, inc.source, ids, inc.param.name, inc.target.as_deref())?;
+            let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (t, id) in targets {
+                wanted.entry(t).or_default().push(id);
+            }
+            for (t, ids) in wanted {
+                keep(store::get_many(c, &t, &ids)?, &mut found);
             }
         }
+        for inc in req.revincludes.iter().filter(|i| round == 0 || i.iterate) {
+            for (t, ids) in &frontier {
+                if !inc.param.targets.contains(&t.as_str())
+                    || inc.target.as_deref().is_some_and(|w| w != t)
+                {
+                    continue;
+                }
+                let rows = if inc.source == provenance::TYPE {
+                    provenance::of(c, t, ids)?
+                } else {
+                    let sources = store::refs_to(c, inc.source, inc.param.name, t, ids)?;
+                    store::get_many(c, inc.source, &sources)?
+                };
+                keep(rows, &mut found);
+            }
+        }
+        scope::retain_visible(c, &mut found, caller)?;
+        if found.is_empty() || !iterating {
+            included.extend(found);
+            return Ok((included, Vec::new()));
+        }
+        frontier = by_type(&found);
+        included.extend(found);
     }
-    Ok(included)
+    Ok((
+        included,
+        vec![Issue::warning(format!(
+            "_include:iterate and _revinclude:iterate are followed {ITERATE_ROUNDS} levels beyond the first; any resources linked further are not included"
+        ))],
+    ))
 }
 
 /// `GET /{type}/_history` and `GET /{type}/{id}/_history`.

@@ -1444,3 +1444,43 @@ async fn operation_inputs_are_read_as_their_definitions_type_them() {
     assert_eq!(od["parameter"][0]["name"], "all", "{od}");
     assert_eq!(od["parameter"][0]["type"], "boolean", "{od}");
 }
+
+/// An `:iterate` include never follows from what the caller may not see: another organisation
+/// searching the patient is shown neither the referral nor, through it, its services.
+#[actix_web::test]
+async fn iterated_includes_follow_only_what_the_caller_may_see() {
+    let w = world().await;
+    let p = w
+        .app
+        .create(&patient(NHS[5], "Scope", "Sid", "1955-05-05", "male"))
+        .await;
+    let mut sr = referral(&w, &[&w.bookable], "ROUTINE");
+    sr["subject"] = json!({"reference": format!("Patient/{p}")});
+    let r = w.create(&sr).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let q = format!(
+        "Patient?_id={p}&_revinclude=ServiceRequest:patient&_include:iterate=ServiceRequest:performer"
+    );
+    let referrer = w.app.send(w.as_rc("GET", &q), None).await;
+    assert_eq!(referrer.status, 200, "{}", referrer.text());
+    let shown = entry_refs(&referrer.json());
+    for r in [
+        format!("Patient/{p}"),
+        format!("ServiceRequest/{id}"),
+        format!("HealthcareService/{}", w.bookable),
+    ] {
+        assert!(shown.contains(&r), "{r} missing from {shown:?}");
+    }
+    let stranger = sign(&claims("021600556599", &[("REFERRING_CLINICIAN", "R68")]));
+    let other = w
+        .app
+        .send(
+            w.app
+                .as_user(&stranger, "GET", &q, "REFERRING_CLINICIAN", "R68"),
+            None,
+        )
+        .await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert_eq!(entry_refs(&other.json()), vec![format!("Patient/{p}")]);
+}

@@ -797,3 +797,154 @@ async fn tags_security_labels_and_profiles_are_searched() {
     conn.batch_execute(&sql("up.sql")).expect("up");
     assert_eq!(rows(&mut conn), written);
 }
+
+/// `_include:iterate` and `_revinclude:iterate` follow from what was included too, up to the
+/// server's bound (which a note names); `*` stands for every reference parameter.
+#[actix_web::test]
+async fn iterated_and_wildcard_includes() {
+    let app = spawn_app().await;
+    // A chain of organisations, each part of the one before; the patient's practice is last.
+    let mut chain: Vec<String> = Vec::new();
+    for i in 0..6 {
+        let mut org = organization(&format!("X{i}0"), &format!("Level {i}"));
+        if let Some(parent) = chain.last() {
+            org["partOf"] = json!({"reference": format!("Organization/{parent}")});
+        }
+        chain.push(app.create(&org).await);
+    }
+    let leaf = chain[5].clone();
+    let mut body = patient(NHS[0], "Iter", "Ida", "1960-02-02", "female");
+    body["generalPractitioner"] = json!([{"reference": format!("Organization/{leaf}")}]);
+    let p = app.create(&body).await;
+    let orgs = |b: &serde_json::Value| {
+        let mut v: Vec<String> = entry_refs(b)
+            .into_iter()
+            .filter(|r| r.starts_with("Organization/"))
+            .collect();
+        v.sort();
+        v
+    };
+    let refs = |ids: &[String]| {
+        let mut v: Vec<String> = ids.iter().map(|i| format!("Organization/{i}")).collect();
+        v.sort();
+        v
+    };
+    let notes = |b: &serde_json::Value| {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "outcome")
+            .map(|e| e["resource"].to_string())
+            .collect::<String>()
+    };
+
+    // Without :iterate the include stops at the practice.
+    let b = app
+        .search(&format!(
+            "Patient?_id={p}&_include=Patient:general-practitioner"
+        ))
+        .await;
+    assert_eq!(orgs(&b), refs(&chain[5..]));
+    // With it: the practice, then three levels above it; the bound is said.
+    let q = format!(
+        "Patient?_id={p}&_include=Patient:general-practitioner&_include:iterate=Organization:partof"
+    );
+    let b = app.search(&q).await;
+    assert_eq!(orgs(&b), refs(&chain[2..]), "{b}");
+    assert!(notes(&b).contains("3 levels"), "{b}");
+    assert!(
+        link(&b, "self").is_some_and(|s| s
+            .replace("%3A", ":")
+            .contains("_include:iterate=Organization:partof")),
+        "{b}"
+    );
+    // STU3's :recurse is the same.
+    let b = app
+        .search(&format!(
+            "Patient?_id={p}&_include=Patient:general-practitioner&_include:recurse=Organization:partof"
+        ))
+        .await;
+    assert_eq!(orgs(&b), refs(&chain[2..]));
+    // A chain within the bound is complete.
+    let b = app
+        .search(&format!(
+            "Organization?_id={}&_include:iterate=Organization:partof",
+            chain[3]
+        ))
+        .await;
+    assert_eq!(orgs(&b), refs(&chain[..4]));
+
+    // Reverse: the organisations below the top, level by level, and the patients of those found.
+    let b = app
+        .search(&format!(
+            "Organization?_id={}&_revinclude:iterate=Organization:partof&_revinclude:iterate=Patient:general-practitioner",
+            chain[2]
+        ))
+        .await;
+    assert_eq!(orgs(&b), refs(&chain[2..]));
+    assert!(
+        entry_refs(&b).contains(&format!("Patient/{p}")),
+        "the practice's patient: {b}"
+    );
+    let b = app
+        .search(&format!(
+            "Organization?_id={}&_revinclude=Organization:partof",
+            chain[2]
+        ))
+        .await;
+    assert_eq!(orgs(&b), refs(&chain[2..4]));
+
+    // `*`: every reference parameter of the searched type, or pointing to it.
+    let b = app.search(&format!("Patient?_id={p}&_include=*")).await;
+    assert_eq!(orgs(&b), refs(&chain[5..]));
+    let b = app
+        .search(&format!("Organization?_id={leaf}&_revinclude=*"))
+        .await;
+    assert!(
+        entry_refs(&b).contains(&format!("Patient/{p}")),
+        "the practice's patient: {b}"
+    );
+    let b = app
+        .search(&format!(
+            "Organization?_id={}&_revinclude=Organization:*",
+            chain[4]
+        ))
+        .await;
+    assert_eq!(orgs(&b), refs(&chain[4..]));
+
+    // Without :iterate an _include starts from the searched type.
+    let d = app
+        .get(&format!("Patient?_id={p}&_include=Organization:partof"))
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(
+        d.contains("must start with the searched type Patient"),
+        "{d}"
+    );
+    let d = app
+        .get(&format!("Patient?_id={p}&_revinclude=Slot:*"))
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(
+        d.contains("Slot has no reference parameter that points to Patient"),
+        "{d}"
+    );
+    // The CapabilityStatement offers `*`.
+    let cs = app.get("metadata").await.json();
+    let org = cs["rest"][0]["resource"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["type"] == "Organization")
+        .expect("Organization")
+        .clone();
+    for list in ["searchInclude", "searchRevInclude"] {
+        assert!(
+            org[list]
+                .as_array()
+                .is_some_and(|l| l.contains(&json!("*"))),
+            "{list}: {org}"
+        );
+    }
+}
