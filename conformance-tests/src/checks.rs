@@ -598,6 +598,42 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
 
     let mut k = Check::new(
         "search",
+        "_profile finds the patient by the profile it claims, and by no other; _tag:missing finds it untagged",
+    );
+    let r = c
+        .send("GET", &format!("Patient/{id}"), &[], None, true)
+        .await;
+    k.saw(&r);
+    let claimed = r.json()["meta"]["profile"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    k.expect(!claimed.is_empty(), "the stored patient claims no profile");
+    for (query, expected) in [
+        (format!("_profile={claimed}"), 1),
+        (
+            "_profile=https://example.org/StructureDefinition/none".into(),
+            0,
+        ),
+        ("_tag:missing=true".into(), 1),
+    ] {
+        let r = c
+            .send("GET", &format!("Patient?_id={id}&{query}"), &[], None, true)
+            .await;
+        k.saw(&r);
+        k.expect(
+            r.status == 200 && r.json()["total"] == expected,
+            format!(
+                "{query}: status {}, total {} (expected {expected})",
+                r.status,
+                r.json()["total"]
+            ),
+        );
+    }
+    out.push(k.done());
+
+    let mut k = Check::new(
+        "search",
         "paging: _count gives a self link and, when there is more, a next link that works",
     );
     let r = c.send("GET", "Patient?_count=1", &[], None, true).await;
