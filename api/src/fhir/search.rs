@@ -672,6 +672,9 @@ fn split_values(value: &str) -> Vec<String> {
     out
 }
 
+/// The most references one chained parameter follows (`a.b.c.d=…` is three).
+pub const MAX_CHAIN_LEVELS: usize = 3;
+
 /// One criterion, or None when the parameter is unknown for the type.
 fn criterion(
     def: &'static ResourceDef,
@@ -758,8 +761,11 @@ fn criterion(
         };
         let target_def = registry::find(target)
             .ok_or_else(|| bad(name, format!("'{target}' is not hosted here")))?;
-        if child.contains('.') {
-            return Err(bad(name, "only one level of chaining is supported"));
+        if name.matches('.').count() > MAX_CHAIN_LEVELS {
+            return Err(bad(
+                name,
+                format!("at most {MAX_CHAIN_LEVELS} levels of chaining are supported"),
+            ));
         }
         let inner = criterion(target_def, child, value)?.ok_or_else(|| {
             bad(
@@ -767,10 +773,7 @@ fn criterion(
                 format!("'{child}' is not a search parameter of {target}"),
             )
         })?;
-        if matches!(
-            inner,
-            Criterion::Id(_) | Criterion::LastUpdated(_) | Criterion::Chain { .. }
-        ) {
+        if matches!(inner, Criterion::Id(_) | Criterion::LastUpdated(_)) {
             // Ids are indexed as references: `patient._id=x` is `patient=x`.
             if let Criterion::Id(ids) = inner {
                 let any_of = ids

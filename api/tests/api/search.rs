@@ -948,3 +948,80 @@ async fn iterated_and_wildcard_includes() {
         );
     }
 }
+
+/// Chained parameters follow up to three references (`a.b.c.d=…`), each level naming its type
+/// when the reference may point to several; a fourth is refused, naming the limit.
+#[actix_web::test]
+async fn chains_follow_up_to_three_references() {
+    let app = spawn_app().await;
+    let mut chain: Vec<String> = Vec::new();
+    for i in 0..4 {
+        let mut org = organization(&format!("Y{i}0"), &format!("Tier {i}"));
+        if let Some(parent) = chain.last() {
+            org["partOf"] = json!({"reference": format!("Organization/{parent}")});
+        }
+        chain.push(app.create(&org).await);
+    }
+    let mut body = patient(NHS[0], "Chain", "Cleo", "1970-07-07", "female");
+    body["generalPractitioner"] = json!([{"reference": format!("Organization/{}", chain[3])}]);
+    let p = app.create(&body).await;
+    let other = app
+        .create(&patient(NHS[1], "Chain", "Otto", "1971-07-07", "male"))
+        .await;
+    let ods = "https://fhir.nhs.uk/Id/ods-organization-code";
+    let found = |q: String| {
+        let app = &app;
+        async move { sorted(match_ids(&app.search(&q).await)) }
+    };
+    // Two and three references: the practice's parent's (and grandparent's) code.
+    assert_eq!(
+        found(format!(
+            "Patient?general-practitioner:Organization.partof.identifier={ods}|Y20"
+        ))
+        .await,
+        vec![p.clone()]
+    );
+    assert_eq!(
+        found(format!(
+            "Patient?general-practitioner:Organization.partof.partof.identifier={ods}|Y10"
+        ))
+        .await,
+        vec![p.clone()]
+    );
+    assert!(found(format!(
+        "Patient?general-practitioner:Organization.partof.partof.identifier={ods}|Y20"
+    ))
+    .await
+    .is_empty());
+    // With :missing and _id at the end of a chain.
+    assert_eq!(
+        found(format!(
+            "Patient?general-practitioner:Organization.partof.partof._id={}",
+            chain[1]
+        ))
+        .await,
+        vec![p.clone()]
+    );
+    assert_eq!(
+        found("Patient?general-practitioner:Organization.partof.partof:missing=false".into()).await,
+        vec![p.clone()]
+    );
+    assert!(
+        found("Patient?general-practitioner:Organization.partof.partof:missing=true".into())
+            .await
+            .is_empty()
+    );
+    // Both patients are there to be found.
+    assert_eq!(
+        found("Patient?family=chain".into()).await,
+        sorted(vec![p.clone(), other.clone()])
+    );
+    // A fourth reference is refused, naming the limit.
+    let d = app
+        .get(&format!(
+            "Patient?general-practitioner:Organization.partof.partof.partof.identifier={ods}|Y00"
+        ))
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(d.contains("at most 3 levels of chaining"), "{d}");
+}
