@@ -959,6 +959,9 @@ fn criterion(
                 .collect::<Result<_, _>>()?;
             Criterion::Date { param, any_of }
         }
+        ParamKind::Reference if modifier == Some("identifier") => {
+            return by_identifier(p, name, value).map(Some)
+        }
         ParamKind::Reference => {
             let forced_type = match modifier {
                 None => None,
@@ -966,7 +969,10 @@ fn criterion(
                 Some(m) => {
                     return Err(bad(
                         name,
-                        format!("modifier ':{m}' is not a type '{}' can point to", p.name),
+                        format!(
+                            "modifier ':{m}' is neither :identifier nor a type '{}' can point to",
+                            p.name
+                        ),
                     ))
                 }
             };
@@ -1005,6 +1011,52 @@ fn criterion(
         }
     };
     Ok(Some(c))
+}
+
+/// `param:identifier=[system|]value`: resources whose reference points to a resource with that
+/// business identifier (an NHS number, an ODS code, a UBRN), searched as the chain
+/// `param:Type.identifier` to the one type it may point to that has identifiers.
+fn by_identifier(p: &SearchParamDef, name: &str, value: &str) -> Result<Criterion, Issue> {
+    let with_identifiers: Vec<&'static ResourceDef> = p
+        .targets
+        .iter()
+        .filter_map(|t| registry::find(t))
+        .filter(|d| {
+            d.param("identifier")
+                .is_some_and(|i| i.kind == ParamKind::Token)
+        })
+        .collect();
+    let target = match with_identifiers.as_slice() {
+        [only] => *only,
+        [] => {
+            return Err(bad(
+                name,
+                format!("what '{}' points to has no identifier to search by", p.name),
+            ))
+        }
+        several => {
+            return Err(bad(
+                name,
+                format!(
+                    "'{}' may point to {}: name one, as {}:Type.identifier=…",
+                    p.name,
+                    several
+                        .iter()
+                        .map(|d| d.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p.name
+                ),
+            ))
+        }
+    };
+    let inner = criterion(target, "identifier", value)?
+        .ok_or_else(|| bad(name, format!("{} has no identifier parameter", target.name)))?;
+    Ok(Criterion::Chain {
+        param: p.name.to_owned(),
+        target_type: target.name.to_owned(),
+        inner: Box::new(inner),
+    })
 }
 
 fn date_match(name: &str, v: &str) -> Result<DateMatch, Issue> {

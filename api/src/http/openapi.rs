@@ -365,7 +365,7 @@ fn search_params(t: &str) -> Vec<Parameter> {
                 ParamKind::Token => "token: [system|]code; modifiers :not, :missing",
                 ParamKind::String => "string: starts with, case- and accent-insensitive; modifiers :exact, :contains, :missing",
                 ParamKind::Date => "date with prefix eq, ne, lt, gt, le, ge, sa, eb",
-                ParamKind::Reference => "reference: Type/id or id; modifiers :Type, :missing; chain with .param (up to three levels)",
+                ParamKind::Reference => "reference: Type/id or id; modifiers :Type, :identifier (the target's business identifier, [system|]value), :missing; chain with .param (up to three levels)",
                 ParamKind::Uri => "uri: the canonical URL, with or without |version; modifier :missing",
                 ParamKind::Position => "position",
                 ParamKind::Availability => "availability",

@@ -146,7 +146,7 @@ impl World {
         a["participant"] = json!([{"actor": {"reference": format!("Patient/{}", self.patient)}, "status": "accepted"}]);
         self.rc("POST", "Appointment", None, Some(&a)).await
     }
-    async fn referral_now(&self, id: &str) -> Value {
+    pub(crate) async fn referral_now(&self, id: &str) -> Value {
         let r = self
             .rc("GET", &format!("ServiceRequest/{id}"), None, None)
             .await;

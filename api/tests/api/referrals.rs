@@ -1484,3 +1484,72 @@ async fn iterated_includes_follow_only_what_the_caller_may_see() {
     assert_eq!(other.status, 200, "{}", other.text());
     assert_eq!(entry_refs(&other.json()), vec![format!("Patient/{p}")]);
 }
+
+/// `:identifier` on a reference finds what points to a resource with that business identifier:
+/// a patient's referrals by NHS number, a referral's appointments by UBRN.
+#[actix_web::test]
+async fn references_are_searched_by_the_identifier_of_what_they_point_to() {
+    let w = world().await;
+    let nhs = NHS[5];
+    let p = w
+        .app
+        .create(&patient(nhs, "Ident", "Ivy", "1966-06-06", "female"))
+        .await;
+    let c = crate::booking::clinic(&w, "11000").await;
+    let mut sr = referral(&w, &[&c.service], "ROUTINE");
+    sr["subject"] = json!({"reference": format!("Patient/{p}")});
+    let r = w.create(&sr).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let get = |q: String| {
+        let w = &w;
+        async move {
+            let r = w.app.send(w.as_rc("GET", &q), None).await;
+            assert_eq!(r.status, 200, "{q}: {}", r.text());
+            match_ids(&r.json())
+        }
+    };
+    assert_eq!(
+        get(format!(
+            "ServiceRequest?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}"
+        ))
+        .await,
+        vec![id.clone()]
+    );
+    assert_eq!(
+        get(format!("ServiceRequest?patient:identifier={nhs}")).await,
+        vec![id.clone()]
+    );
+    assert!(get(
+        "ServiceRequest?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|9990000999".into()
+    )
+    .await
+    .is_empty());
+    // A referral's appointments by its UBRN.
+    let (slot, _) = crate::booking::free_slots(&w, &c.service, "ROUTINE").await[0].clone();
+    let booking = w.new_referral(&[&c.service], "ROUTINE").await;
+    let ubrn = w.referral_now(&booking).await["identifier"][0]["value"]
+        .as_str()
+        .expect("ubrn")
+        .to_owned();
+    let booked = w.book(&booking, &slot).await;
+    assert_eq!(booked.status, 201, "{}", booked.text());
+    let appointment = booked.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        get(format!("Appointment?based-on:identifier={ubrn}")).await,
+        vec![appointment]
+    );
+    // A reference that may point to several types with identifiers needs the type named.
+    let r = w
+        .app
+        .send(
+            w.as_rc("GET", "Patient?general-practitioner:identifier=R69"),
+            None,
+        )
+        .await;
+    let d = r.assert_outcome(400, "invalid");
+    assert!(
+        d.contains("name one, as general-practitioner:Type.identifier"),
+        "{d}"
+    );
+}
