@@ -616,12 +616,14 @@ fn parse_include(
     if param == Some("*") && target.is_none() {
         let all = references(source_def);
         if all.is_empty() {
+            let to = if reverse && !iterate {
+                format!(" that points to {}", def.name)
+            } else {
+                String::new()
+            };
             return Err(bad(
                 name,
-                format!(
-                    "{source} has no reference parameter that points to {}",
-                    def.name
-                ),
+                format!("{source} has no reference parameter{to}"),
             ));
         }
         return Ok(all);
