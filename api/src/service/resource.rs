@@ -1323,6 +1323,19 @@ pub fn search(
     if req.query.res_type == provenance::TYPE {
         let mut result = provenance::search(conn, req)?;
         scope::retain_visible(conn, &mut result.included, caller)?;
+        if req
+            .includes
+            .iter()
+            .chain(&req.revincludes)
+            .any(|i| i.iterate)
+        {
+            let first = std::mem::take(&mut result.included);
+            let (included, notes) = read_tx(conn, |c| {
+                follow_includes(c, req, &result.matches, Some(first), caller)
+            })?;
+            result.included = included;
+            result.notes = notes;
+        }
         return Ok(result);
     }
     // One read transaction for the postcode and the search (on SQLite each one waits for a
@@ -1433,6 +1446,18 @@ fn included(
     matches: &[ResourceRow],
     caller: &Caller,
 ) -> Result<(Vec<ResourceRow>, Vec<Issue>)> {
+    follow_includes(c, req, matches, None, caller)
+}
+
+/// `included`, or with `first` (what the search itself included, which the caller may see: a
+/// Provenance search's targets) only the `:iterate` includes, from those.
+fn follow_includes(
+    c: &mut DbConnection,
+    req: &SearchRequest,
+    matches: &[ResourceRow],
+    first: Option<Vec<ResourceRow>>,
+    caller: &Caller,
+) -> Result<(Vec<ResourceRow>, Vec<Issue>)> {
     use std::collections::{BTreeMap, BTreeSet};
     let by_type = |rows: &[ResourceRow]| {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -1443,18 +1468,22 @@ fn included(
         }
         out
     };
+    let (start, mut included) = match first {
+        Some(rows) => (1, rows),
+        None => (0, Vec::new()),
+    };
     let mut seen: BTreeSet<(String, String)> = matches
         .iter()
+        .chain(&included)
         .map(|r| (r.res_type.clone(), r.id.clone()))
         .collect();
-    let mut included: Vec<ResourceRow> = Vec::new();
-    let mut frontier = by_type(matches);
+    let mut frontier = by_type(if start == 0 { matches } else { &included });
     let iterating = req
         .includes
         .iter()
         .chain(&req.revincludes)
         .any(|i| i.iterate);
-    for round in 0..=ITERATE_ROUNDS {
+    for round in start..=ITERATE_ROUNDS {
         let mut found: Vec<ResourceRow> = Vec::new();
         let mut keep = |rows: Vec<ResourceRow>, found: &mut Vec<ResourceRow>| {
             for row in rows {

@@ -1483,6 +1483,20 @@ async fn iterated_includes_follow_only_what_the_caller_may_see() {
         .await;
     assert_eq!(other.status, 200, "{}", other.text());
     assert_eq!(entry_refs(&other.json()), vec![format!("Patient/{p}")]);
+    // From a Provenance search's targets too (Provenance is served from the versions, not
+    // indexed like the rest).
+    let q = format!(
+        "Provenance?target=ServiceRequest/{id}&_include=Provenance:target&_include:iterate=ServiceRequest:performer"
+    );
+    let r = w.app.send(w.as_rc("GET", &q), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let shown = entry_refs(&r.json());
+    for r in [
+        format!("ServiceRequest/{id}"),
+        format!("HealthcareService/{}", w.bookable),
+    ] {
+        assert!(shown.contains(&r), "{r} missing from {shown:?}");
+    }
 }
 
 /// `:identifier` on a reference finds what points to a resource with that business identifier:
