@@ -528,6 +528,14 @@ pub fn entry_refs(bundle: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that a Bundle holds each of `wanted` (`Type/id`) among its entries.
+pub fn assert_entries(bundle: &Value, wanted: &[String]) {
+    let shown = entry_refs(bundle);
+    for r in wanted {
+        assert!(shown.contains(r), "{r} missing from {shown:?}");
+    }
+}
+
 /// Ids of the `match` entries of a searchset.
 pub fn match_ids(bundle: &Value) -> Vec<String> {
     bundle["entry"]

@@ -1445,33 +1445,40 @@ async fn operation_inputs_are_read_as_their_definitions_type_them() {
     assert_eq!(od["parameter"][0]["type"], "boolean", "{od}");
 }
 
+/// A new patient (with this NHS number) and a routine referral of theirs to `service`, made by
+/// the world's referrer: (patient id, referral id).
+async fn new_patients_referral(w: &World, nhs: &str, service: &str) -> (String, String) {
+    let p = w
+        .app
+        .create(&patient(nhs, "Newly", "Referred", "1966-06-06", "female"))
+        .await;
+    let mut sr = referral(w, &[service], "ROUTINE");
+    sr["subject"] = json!({"reference": format!("Patient/{p}")});
+    let r = w.create(&sr).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    (p, id)
+}
+
 /// An `:iterate` include never follows from what the caller may not see: another organisation
 /// searching the patient is shown neither the referral nor, through it, its services.
 #[actix_web::test]
 async fn iterated_includes_follow_only_what_the_caller_may_see() {
     let w = world().await;
-    let p = w
-        .app
-        .create(&patient(NHS[5], "Scope", "Sid", "1955-05-05", "male"))
-        .await;
-    let mut sr = referral(&w, &[&w.bookable], "ROUTINE");
-    sr["subject"] = json!({"reference": format!("Patient/{p}")});
-    let r = w.create(&sr).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let (p, id) = new_patients_referral(&w, NHS[5], &w.bookable).await;
     let q = format!(
         "Patient?_id={p}&_revinclude=ServiceRequest:patient&_include:iterate=ServiceRequest:performer"
     );
     let referrer = w.app.send(w.as_rc("GET", &q), None).await;
     assert_eq!(referrer.status, 200, "{}", referrer.text());
-    let shown = entry_refs(&referrer.json());
-    for r in [
-        format!("Patient/{p}"),
-        format!("ServiceRequest/{id}"),
-        format!("HealthcareService/{}", w.bookable),
-    ] {
-        assert!(shown.contains(&r), "{r} missing from {shown:?}");
-    }
+    assert_entries(
+        &referrer.json(),
+        &[
+            format!("Patient/{p}"),
+            format!("ServiceRequest/{id}"),
+            format!("HealthcareService/{}", w.bookable),
+        ],
+    );
     let stranger = sign(&claims("021600556599", &[("REFERRING_CLINICIAN", "R68")]));
     let other = w
         .app
@@ -1490,13 +1497,13 @@ async fn iterated_includes_follow_only_what_the_caller_may_see() {
     );
     let r = w.app.send(w.as_rc("GET", &q), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let shown = entry_refs(&r.json());
-    for r in [
-        format!("ServiceRequest/{id}"),
-        format!("HealthcareService/{}", w.bookable),
-    ] {
-        assert!(shown.contains(&r), "{r} missing from {shown:?}");
-    }
+    assert_entries(
+        &r.json(),
+        &[
+            format!("ServiceRequest/{id}"),
+            format!("HealthcareService/{}", w.bookable),
+        ],
+    );
 }
 
 /// `:identifier` on a reference finds what points to a resource with that business identifier:
@@ -1505,16 +1512,8 @@ async fn iterated_includes_follow_only_what_the_caller_may_see() {
 async fn references_are_searched_by_the_identifier_of_what_they_point_to() {
     let w = world().await;
     let nhs = NHS[5];
-    let p = w
-        .app
-        .create(&patient(nhs, "Ident", "Ivy", "1966-06-06", "female"))
-        .await;
     let c = crate::booking::clinic(&w, "11000").await;
-    let mut sr = referral(&w, &[&c.service], "ROUTINE");
-    sr["subject"] = json!({"reference": format!("Patient/{p}")});
-    let r = w.create(&sr).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let (_, id) = new_patients_referral(&w, nhs, &c.service).await;
     let get = |q: String| {
         let w = &w;
         async move {

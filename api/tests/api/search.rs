@@ -798,20 +798,27 @@ async fn tags_security_labels_and_profiles_are_searched() {
     assert_eq!(rows(&mut conn), written);
 }
 
-/// `_include:iterate` and `_revinclude:iterate` follow from what was included too, up to the
-/// server's bound (which a note names); `*` stands for every reference parameter.
-#[actix_web::test]
-async fn iterated_and_wildcard_includes() {
-    let app = spawn_app().await;
-    // A chain of organisations, each part of the one before; the patient's practice is last.
+/// `n` organisations, each part of the one before (ODS codes `{prefix}00`, `{prefix}10`, …):
+/// their ids, the top first.
+async fn organisation_chain(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
     let mut chain: Vec<String> = Vec::new();
-    for i in 0..6 {
-        let mut org = organization(&format!("X{i}0"), &format!("Level {i}"));
+    for i in 0..n {
+        let mut org = organization(&format!("{prefix}{i}0"), &format!("Level {i}"));
         if let Some(parent) = chain.last() {
             org["partOf"] = json!({"reference": format!("Organization/{parent}")});
         }
         chain.push(app.create(&org).await);
     }
+    chain
+}
+
+/// `_include:iterate` and `_revinclude:iterate` follow from what was included too, up to the
+/// server's bound (which a note names); `*` stands for every reference parameter.
+#[actix_web::test]
+async fn iterated_and_wildcard_includes() {
+    let app = spawn_app().await;
+    // The patient's practice is the last of the chain.
+    let chain = organisation_chain(&app, "X", 6).await;
     let leaf = chain[5].clone();
     let mut body = patient(NHS[0], "Iter", "Ida", "1960-02-02", "female");
     body["generalPractitioner"] = json!([{"reference": format!("Organization/{leaf}")}]);
@@ -954,14 +961,7 @@ async fn iterated_and_wildcard_includes() {
 #[actix_web::test]
 async fn chains_follow_up_to_three_references() {
     let app = spawn_app().await;
-    let mut chain: Vec<String> = Vec::new();
-    for i in 0..4 {
-        let mut org = organization(&format!("Y{i}0"), &format!("Tier {i}"));
-        if let Some(parent) = chain.last() {
-            org["partOf"] = json!({"reference": format!("Organization/{parent}")});
-        }
-        chain.push(app.create(&org).await);
-    }
+    let chain = organisation_chain(&app, "Y", 4).await;
     let mut body = patient(NHS[0], "Chain", "Cleo", "1970-07-07", "female");
     body["generalPractitioner"] = json!([{"reference": format!("Organization/{}", chain[3])}]);
     let p = app.create(&body).await;
