@@ -98,11 +98,13 @@ pub enum Criterion {
         param: String,
         any_of: Vec<RefMatch>,
     },
-    /// `param.inner`: resources whose `param` refers to a `target_type` matching `inner`.
+    /// `param.inner`: resources whose `param` refers to a `target_type` matching `inner` and
+    /// each of `also` (what the searcher may see of the target: its organisation scope).
     Chain {
         param: String,
         target_type: String,
         inner: Box<Criterion>,
+        also: Vec<Criterion>,
     },
     /// `param:missing=true|false`.
     Missing {
@@ -460,6 +462,7 @@ fn index_terms(crit: &Criterion) -> Option<(&'static str, &str, SqlPredicate)> {
             param,
             target_type,
             inner,
+            also,
         } => {
             let inner_sub = index_subquery(target_type, inner)?;
             let (inner_sub, negate) = match inner.as_ref() {
@@ -468,14 +471,20 @@ fn index_terms(crit: &Criterion) -> Option<(&'static str, &str, SqlPredicate)> {
                 _ => (inner_sub, false),
             };
             let op = if negate { " NOT IN (" } else { " IN (" };
-            let values = vec![SqlPredicate::default()
+            let mut value = SqlPredicate::default()
                 .sql("target_type = ")
                 .text(target_type)
                 .sql(" AND target_id")
                 .sql(op)
                 .append(inner_sub)
-                .sql(")")];
-            (IndexKind::Reference, param, values)
+                .sql(")");
+            for a in also {
+                value = value
+                    .sql(" AND target_id IN (")
+                    .append(index_subquery(target_type, a)?)
+                    .sql(")");
+            }
+            (IndexKind::Reference, param, vec![value])
         }
         Criterion::Id(_)
         | Criterion::LastUpdated(_)
@@ -691,8 +700,8 @@ fn directory_driver(q: &SearchQuery) -> Option<(SqlPredicate, Vec<usize>)> {
         return None;
     }
     let near = q.criteria.iter().position(|c| {
-        matches!(c, Criterion::Chain { param, target_type, inner }
-            if param == LOCATION_PARAM && target_type == LOCATION
+        matches!(c, Criterion::Chain { param, target_type, inner, also }
+            if param == LOCATION_PARAM && target_type == LOCATION && also.is_empty()
                 && matches!(inner.as_ref(), Criterion::Near { param, .. } if param == POSITION_PARAM))
     })?;
     let specialty = q.criteria.iter().position(|c| {
@@ -792,20 +801,23 @@ fn slot_driver(q: &SearchQuery) -> Option<SqlPredicate> {
                 param,
                 target_type,
                 inner,
-            } if param == "schedule" && target_type == "Schedule" => match inner.as_ref() {
-                Criterion::Reference { param, any_of }
-                    if param == "actor"
-                        && !any_of.is_empty()
-                        && any_of
-                            .iter()
-                            .all(|m| m.target_type.as_deref() == Some(SERVICE)) =>
-                {
-                    by_service = true;
-                    let ids: Vec<String> = any_of.iter().map(|m| m.id.clone()).collect();
-                    in_list(driver, "service_id", &ids)
+                also,
+            } if param == "schedule" && target_type == "Schedule" && also.is_empty() => {
+                match inner.as_ref() {
+                    Criterion::Reference { param, any_of }
+                        if param == "actor"
+                            && !any_of.is_empty()
+                            && any_of
+                                .iter()
+                                .all(|m| m.target_type.as_deref() == Some(SERVICE)) =>
+                    {
+                        by_service = true;
+                        let ids: Vec<String> = any_of.iter().map(|m| m.id.clone()).collect();
+                        in_list(driver, "service_id", &ids)
+                    }
+                    _ => return None,
                 }
-                _ => return None,
-            },
+            }
             Criterion::Token {
                 param,
                 any_of,

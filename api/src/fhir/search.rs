@@ -555,6 +555,7 @@ pub fn near_parts(def: &'static ResourceDef, near: &Near) -> Result<(Criterion, 
             param: via.name.to_owned(),
             target_type: target.to_owned(),
             inner: Box::new(inner(geo.name)),
+            also: Vec::new(),
         },
         SortKey::Distance {
             param: geo.name.to_owned(),
@@ -796,6 +797,7 @@ fn criterion(
             param: pname.to_owned(),
             target_type: target.to_owned(),
             inner: Box::new(inner),
+            also: Vec::new(),
         }));
     }
     let (pname, modifier) = match name.split_once(':') {
@@ -1058,6 +1060,7 @@ fn by_identifier(p: &SearchParamDef, name: &str, value: &str) -> Result<Criterio
         param: p.name.to_owned(),
         target_type: target.name.to_owned(),
         inner: Box::new(inner),
+        also: Vec::new(),
     })
 }
 

@@ -266,10 +266,12 @@ fn version_criterion(
                 })
                 .collect(),
         ),
+        // Scoped below, as every other target criterion (`scope_by`).
         Criterion::Chain {
             param,
             target_type,
             inner,
+            ..
         } if param == "target" => {
             let mut criteria = vec![(**inner).clone()];
             // Only what the caller may see (nor does the refusal below count anything else).

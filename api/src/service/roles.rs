@@ -100,6 +100,7 @@ pub fn clinicians_at(conn: &mut DbConnection, ods: &str) -> Result<Vec<ResourceR
                     }],
                     negate: false,
                 }),
+                also: Vec::new(),
             },
         ];
         let mut out: Vec<ResourceRow> = Vec::new();
@@ -144,6 +145,7 @@ fn of_user(sds_user_id: &str) -> Criterion {
             }],
             negate: false,
         }),
+        also: Vec::new(),
     }
 }
 

@@ -103,16 +103,7 @@ pub fn required_tokens(def: &ResourceDef, caller: &Caller) -> Vec<(String, Vec<S
 /// chains (`_has`) look through.
 pub fn restrict(def: &ResourceDef, criteria: &mut Vec<Criterion>, caller: &Caller) {
     for c in criteria.iter_mut() {
-        if let Criterion::ReferencedBy {
-            source_type,
-            all_of,
-            ..
-        } = c
-        {
-            if let Some(source) = registry::find(source_type) {
-                restrict(source, all_of, caller);
-            }
-        }
+        restrict_within(c, caller);
     }
     if let Some(codes) = codes_for(def, caller) {
         criteria.push(criterion(codes));
@@ -126,6 +117,38 @@ pub fn restrict(def: &ResourceDef, criteria: &mut Vec<Criterion>, caller: &Calle
             any_of,
             negate: false,
         });
+    }
+}
+
+/// What a criterion looks through is restricted as the search is: a reverse chain's sources
+/// (`_has`) and a chain's targets (so no chain tells anything of a resource the caller may not
+/// see, such as the advice request a referral was converted from, as seen by a provider the
+/// referral went to).
+fn restrict_within(c: &mut Criterion, caller: &Caller) {
+    match c {
+        Criterion::ReferencedBy {
+            source_type,
+            all_of,
+            ..
+        } => {
+            if let Some(source) = registry::find(source_type) {
+                restrict(source, all_of, caller);
+            }
+        }
+        Criterion::Chain {
+            target_type,
+            inner,
+            also,
+            ..
+        } => {
+            restrict_within(inner, caller);
+            if let Some(target) = registry::find(target_type) {
+                let mut scope = Vec::new();
+                restrict(target, &mut scope, caller);
+                *also = scope;
+            }
+        }
+        _ => {}
     }
 }
 

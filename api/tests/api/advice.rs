@@ -915,3 +915,79 @@ async fn the_server_expires_inactive_ubrns_on_its_schedule() {
     let r = app.get(&format!("ServiceRequest/{id}")).await;
     r.assert_outcome(410, "deleted");
 }
+
+/// A chained search tells nothing of a resource the searcher may not see: a provider the
+/// converted referral went to sees the referral, but not the advice request it came from, and
+/// no `based-on.…` criterion finds the referral through that request's content.
+#[actix_web::test]
+async fn a_chain_tells_nothing_of_the_advice_behind_a_referral_to_another_provider() {
+    let w = world().await;
+    let advice = service_at_rcd(&w, "ADVICE_AND_GUIDANCE").await;
+    let r = w
+        .create(&request(
+            &w,
+            &[&advice],
+            Some("AUTHORISED_TO_CONVERT"),
+            "Chained",
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let asked = r.json();
+    let asked_id = asked["id"].as_str().expect("id").to_owned();
+    // A referral to a service of another organisation that names the advice it follows.
+    let elsewhere = crate::booking::clinic(&w, "11000").await;
+    assert_ne!(elsewhere.ods, "RCD");
+    let mut body = crate::referrals::referral(&w, &[&elsewhere.service], "ROUTINE");
+    body["basedOn"] = json!([{"reference": format!("ServiceRequest/{asked_id}")}]);
+    let r = w.create(&body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let referral = r.json()["id"].as_str().expect("id").to_owned();
+    let as_provider = |q: String| {
+        let (w, token, ods) = (&w, elsewhere.provider.clone(), elsewhere.ods.clone());
+        async move {
+            let r = w
+                .app
+                .send(
+                    w.app
+                        .as_user(&token, "GET", &q, "SERVICE_PROVIDER_CLINICIAN", &ods),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{q}: {}", r.text());
+            match_ids(&r.json())
+        }
+    };
+    // The provider sees the referral, and its link to the request, but not the request.
+    assert_eq!(
+        as_provider(format!("ServiceRequest?_id={referral}")).await,
+        vec![referral.clone()]
+    );
+    assert_eq!(
+        as_provider(format!("ServiceRequest?based-on=ServiceRequest/{asked_id}")).await,
+        vec![referral.clone()]
+    );
+    assert!(as_provider(format!("ServiceRequest?_id={asked_id}"))
+        .await
+        .is_empty());
+    // So a chain through the request finds nothing, whatever it asks of it.
+    for q in [
+        "ServiceRequest?based-on.advice-status=ADVICE_CONVERTED".to_owned(),
+        format!("ServiceRequest?based-on.performer=HealthcareService/{advice}"),
+        format!("ServiceRequest?based-on.performer:missing=false&_id={referral}"),
+    ] {
+        assert!(as_provider(q.clone()).await.is_empty(), "{q}");
+    }
+    // The referrer, who may see the request, finds the referral through it.
+    let r = w
+        .app
+        .send(
+            w.as_rc(
+                "GET",
+                &format!("ServiceRequest?based-on.performer=HealthcareService/{advice}"),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(match_ids(&r.json()).contains(&referral), "{}", r.text());
+}
