@@ -404,7 +404,7 @@ fn search_params(t: &str) -> Vec<Parameter> {
             "Where the page starts (from the next/previous links)",
         ),
         query("_sort", "Comma-separated parameters, '-' for descending"),
-        query("_include", "Type:param[:target], Type:* (every reference parameter of Type) or * (of the searched type); as _include:iterate also followed from what was included, up to 3 levels beyond the first"),
+        query("_include", "Type:param[:target], Type:* (every reference parameter of Type) or * (of the searched type); as _include:iterate also followed from what was included, up to 3 levels beyond the first; at most 1,000 resources included a page"),
         query("_revinclude", "Type:param[:target], Type:* or * (every parameter that may point to the searched type); as _revinclude:iterate also from what was included, up to 3 levels beyond the first"),
         query("_summary", "true, false, text, data or count"),
         query("_total", "accurate: count every match; none: no total; by default (and estimate) matches are counted up to 1,000 (ERS_SEARCH_TOTAL_UP_TO): past that the Bundle has no total and says so in an OperationOutcome entry"),

@@ -1437,6 +1437,10 @@ pub fn search_list(
 /// lets a server bound them; a search that reaches the bound says so in a note).
 pub const ITERATE_ROUNDS: usize = 3;
 
+/// Most resources a page of a search includes (`_revinclude`, `:iterate` and `*` make large
+/// sets easy to ask for); past it a note says that some were left out.
+pub const MAX_INCLUDED: usize = 1000;
+
 /// The resources a search's `_include` and `_revinclude` bring with its matches, each once and
 /// only those the caller may see; `:iterate` ones follow from what was included too (never from
 /// what the caller may not see). A note when `:iterate` stopped at `ITERATE_ROUNDS`.
@@ -1483,14 +1487,24 @@ fn follow_includes(
         .iter()
         .chain(&req.revincludes)
         .any(|i| i.iterate);
+    // Ids not included yet, at most as many as there is room for (read no more than that).
+    let mut cut = false;
+    let mut fresh = |t: &str, ids: Vec<String>, seen: &BTreeSet<(String, String)>, room: usize| {
+        let mut ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !seen.contains(&(t.to_owned(), id.clone())))
+            .collect();
+        if ids.len() > room {
+            ids.truncate(room);
+            cut = true;
+        }
+        ids
+    };
+    let mut notes = Vec::new();
     for round in start..=ITERATE_ROUNDS {
         let mut found: Vec<ResourceRow> = Vec::new();
-        let mut keep = |rows: Vec<ResourceRow>, found: &mut Vec<ResourceRow>| {
-            for row in rows {
-                if seen.insert((row.res_type.clone(), row.id.clone())) {
-                    found.push(row);
-                }
-            }
+        let room = |found: &Vec<ResourceRow>, included: &Vec<ResourceRow>| {
+            MAX_INCLUDED.saturating_sub(included.len() + found.len())
         };
         for inc in req.includes.iter().filter(|i| round == 0 || i.iterate) {
             let Some(ids) = frontier.get(inc.source) else {
@@ -1503,7 +1517,11 @@ fn follow_includes(
                 wanted.entry(t).or_default().push(id);
             }
             for (t, ids) in wanted {
-                keep(store::get_many(c, &t, &ids)?, &mut found);
+                let ids = fresh(&t, ids, &seen, room(&found, &included));
+                for row in store::get_many(c, &t, &ids)? {
+                    seen.insert((row.res_type.clone(), row.id.clone()));
+                    found.push(row);
+                }
             }
         }
         for inc in req.revincludes.iter().filter(|i| round == 0 || i.iterate) {
@@ -1514,28 +1532,44 @@ fn follow_includes(
                     continue;
                 }
                 let rows = if inc.source == provenance::TYPE {
-                    provenance::of(c, t, ids)?
+                    let all = provenance::of(c, t, ids)?;
+                    let keep = fresh(
+                        provenance::TYPE,
+                        all.iter().map(|r| r.id.clone()).collect(),
+                        &seen,
+                        room(&found, &included),
+                    );
+                    all.into_iter().filter(|r| keep.contains(&r.id)).collect()
                 } else {
                     let sources = store::refs_to(c, inc.source, inc.param.name, t, ids)?;
+                    let sources = fresh(inc.source, sources, &seen, room(&found, &included));
                     store::get_many(c, inc.source, &sources)?
                 };
-                keep(rows, &mut found);
+                for row in rows {
+                    seen.insert((row.res_type.clone(), row.id.clone()));
+                    found.push(row);
+                }
             }
         }
         scope::retain_visible(c, &mut found, caller)?;
-        if found.is_empty() || !iterating {
-            included.extend(found);
-            return Ok((included, Vec::new()));
-        }
+        let last = found.is_empty() || !iterating;
         frontier = by_type(&found);
         included.extend(found);
+        if last {
+            break;
+        }
+        if round == ITERATE_ROUNDS {
+            notes.push(Issue::warning(format!(
+                "_include:iterate and _revinclude:iterate are followed {ITERATE_ROUNDS} levels beyond the first; any resources linked further are not included"
+            )));
+        }
     }
-    Ok((
-        included,
-        vec![Issue::warning(format!(
-            "_include:iterate and _revinclude:iterate are followed {ITERATE_ROUNDS} levels beyond the first; any resources linked further are not included"
-        ))],
-    ))
+    if cut {
+        notes.push(Issue::warning(format!(
+            "At most {MAX_INCLUDED} resources are included with a page of results; others it links to were left out (ask for a smaller _count, or fewer includes)"
+        )));
+    }
+    Ok((included, notes))
 }
 
 /// `GET /{type}/_history` and `GET /{type}/{id}/_history`.

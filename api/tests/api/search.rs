@@ -1025,3 +1025,77 @@ async fn chains_follow_up_to_three_references() {
         .assert_outcome(400, "invalid");
     assert!(d.contains("at most 3 levels of chaining"), "{d}");
 }
+
+/// NHS numbers in the test range 999 000 0000–999 999 9999 that pass Modulus 11, from `from`.
+fn test_nhs_numbers(from: u32, n: usize) -> Vec<String> {
+    (from..)
+        .filter_map(|k| {
+            let body = format!("999{k:06}");
+            let sum: u32 = body
+                .chars()
+                .zip((2..=10).rev())
+                .map(|(c, w)| c.to_digit(10).unwrap_or(0) * w)
+                .sum();
+            match 11 - sum % 11 {
+                10 => None,
+                11 => Some(format!("{body}0")),
+                check => Some(format!("{body}{check}")),
+            }
+        })
+        .take(n)
+        .collect()
+}
+
+/// A page includes at most `MAX_INCLUDED` (1,000) resources, and says when it left some out.
+#[actix_web::test]
+async fn a_page_includes_at_most_a_thousand_resources() {
+    let app = spawn_app().await;
+    let practice = app.create(&organization("Z10", "Busy Practice")).await;
+    let numbers = test_nhs_numbers(100, 1001);
+    for chunk in numbers.chunks(1000) {
+        let entries: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|nhs| {
+                let mut p = patient(nhs, "Many", "Pat", "1980-01-01", "female");
+                p["generalPractitioner"] =
+                    json!([{"reference": format!("Organization/{practice}")}]);
+                json!({"resource": p, "request": {"method": "POST", "url": "Patient"}})
+            })
+            .collect();
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        let r = app
+            .send(
+                app.req("POST", "/FHIR/R4")
+                    .insert_header(("Content-Type", "application/fhir+json")),
+                Some(bundle.to_string().into_bytes()),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let b = app
+        .search(&format!(
+            "Organization?_id={practice}&_revinclude=Patient:general-practitioner"
+        ))
+        .await;
+    let entries = b["entry"].as_array().expect("entries");
+    let included = entries
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .count();
+    assert_eq!(included, 1000);
+    assert!(
+        entries.iter().any(|e| e["search"]["mode"] == "outcome"
+            && e["resource"]
+                .to_string()
+                .contains("At most 1000 resources are included")),
+        "no note of what was left out"
+    );
+    // Within the bound, no note.
+    let b = app
+        .search(&format!(
+            "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}&_include=Patient:general-practitioner",
+            numbers[0]
+        ))
+        .await;
+    assert_eq!(entry_refs(&b).len(), 2, "{b}");
+}
