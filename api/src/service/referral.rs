@@ -253,6 +253,15 @@ pub(super) fn check_requester(c: &mut DbConnection, body: &Value, caller: &Calle
 /// records its progress: a client may say so, but a `status` or `intent` other than that is
 /// refused, not corrected.
 pub(super) fn check_new_request(body: &Value) -> Result<()> {
+    // `based-on` means "converted from" (its search and the advice's expiry rely on it).
+    if body.get("basedOn").is_some() {
+        return Err(invalid(
+            "ServiceRequest.basedOn",
+            "FIELD_NOT_PERMITTED",
+            "business-rule",
+            "'ServiceRequest.basedOn' is the advice request a referral was converted from, set by its $ers.convertToReferral; leave it out".into(),
+        ));
+    }
     for (field, wanted, why) in [
         (
             "status",

@@ -934,14 +934,72 @@ async fn a_chain_tells_nothing_of_the_advice_behind_a_referral_to_another_provid
     assert_eq!(r.status, 201, "{}", r.text());
     let asked = r.json();
     let asked_id = asked["id"].as_str().expect("id").to_owned();
-    // A referral to a service of another organisation that names the advice it follows.
-    let elsewhere = crate::booking::clinic(&w, "11000").await;
-    assert_ne!(elsewhere.ods, "RCD");
-    let mut body = crate::referrals::referral(&w, &[&elsewhere.service], "ROUTINE");
-    body["basedOn"] = json!([{"reference": format!("ServiceRequest/{asked_id}")}]);
-    let r = w.create(&body).await;
+    // Converted by the advice's provider to one of its services, booked, rejected, and sent
+    // by the referrer to a service of another organisation.
+    let bookable = w
+        .app
+        .search("HealthcareService?characteristic=BOOKABLE&available=ROUTINE&organization.identifier=https://fhir.nhs.uk/Id/ods-organization-code|RCD")
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("an RCD service with a free routine slot")
+        .to_owned();
+    let r = w
+        .op(
+            true,
+            &asked_id,
+            "$ers.convertToReferral",
+            Some(version(&asked)),
+            &[
+                ("text", "Converted"),
+                ("priority", "ROUTINE"),
+                ("comment", "Clinic"),
+                ("service", &bookable),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let referral = r.json()["id"].as_str().expect("id").to_owned();
+    let (slot, _) = crate::booking::free_slots(&w, &bookable, "ROUTINE").await[0].clone();
+    let mut a = crate::booking::appointment(&referral, &slot);
+    a["participant"] =
+        json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+    let r = w
+        .app
+        .send(
+            w.as_spc("POST", "Appointment"),
+            Some(a.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let now = w
+        .read_as(false, &format!("ServiceRequest/{referral}"))
+        .await
+        .json();
+    let r = w
+        .op(
+            true,
+            &referral,
+            "$ers.rejectReferral",
+            Some(version(&now)),
+            &[
+                ("reason", "SERVICE_INAPPROPRIATE"),
+                ("comment", "Elsewhere"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let elsewhere = crate::booking::clinic(&w, "11000").await;
+    assert_ne!(elsewhere.ods, "RCD");
+    let r = w
+        .op(
+            false,
+            &referral,
+            "$ers.changeShortlist",
+            Some(version(&r.json())),
+            &[("service", &elsewhere.service)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let as_provider = |q: String| {
         let (w, token, ods) = (&w, elsewhere.provider.clone(), elsewhere.ods.clone());
         async move {

@@ -1566,3 +1566,29 @@ async fn references_are_searched_by_the_identifier_of_what_they_point_to() {
         "{d}"
     );
 }
+
+/// A new request may not say what it was converted from: `basedOn` is set by the advice's
+/// `$ers.convertToReferral` alone (its search and the advice's expiry rely on it).
+#[actix_web::test]
+async fn a_new_request_names_no_based_on() {
+    let w = world().await;
+    let existing = w.new_referral(&[&w.bookable], "ROUTINE").await;
+    let mut body = referral(&w, &[&w.bookable], "ROUTINE");
+    body["basedOn"] = json!([{"reference": format!("ServiceRequest/{existing}")}]);
+    let r = w.create(&body).await;
+    r.assert_outcome(422, "business-rule");
+    r.assert_issue("FIELD_NOT_PERMITTED", "ServiceRequest.basedOn");
+    assert!(r.text().contains("$ers.convertToReferral"), "{}", r.text());
+    // Nothing was made.
+    let b = w
+        .app
+        .send(
+            w.as_rc(
+                "GET",
+                &format!("ServiceRequest?based-on=ServiceRequest/{existing}"),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(b.json()["total"], 0, "{}", b.text());
+}
