@@ -50,6 +50,15 @@ fn response(description: &str, schema: Option<&str>) -> Response {
     r.build()
 }
 
+/// `r`, answering `application/pdf` too (a string: `what`).
+fn with_pdf(mut r: Response, what: &str) -> Response {
+    r.content.insert(
+        "application/pdf".into(),
+        RefOr::T(Content::new(Some(string_schema(what)))),
+    );
+    r
+}
+
 /// A read's parameters with the conditional-read headers.
 fn conditional_read(mut params: Vec<Parameter>) -> Vec<Parameter> {
     params.push(header(
@@ -1178,13 +1187,12 @@ fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
             PathItem::new(HttpMethod::Post, with_errors(op, &errors).build()),
         );
     }
-    let mut ok = response(
-        "The summary: a FHIR collection Bundle, or a PDF for Accept: application/pdf",
-        Some("Bundle"),
-    );
-    ok.content.insert(
-        "application/pdf".into(),
-        RefOr::T(Content::new(Some(string_schema("The summary as a PDF")))),
+    let ok = with_pdf(
+        response(
+            "The summary: a FHIR collection Bundle, or a PDF for Accept: application/pdf",
+            Some("Bundle"),
+        ),
+        "The summary as a PDF",
     );
     let item = read_only(ReadOnly {
         id: "generateCRI",
@@ -1201,11 +1209,7 @@ fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {
         ],
     });
     let paths = paths.path("/FHIR/R4/ServiceRequest/{id}/$ers.generateCRI", item);
-    let mut ok = response("The letter, a PDF", None);
-    ok.content.insert(
-        "application/pdf".into(),
-        RefOr::T(Content::new(Some(string_schema("The letter as a PDF")))),
-    );
+    let ok = with_pdf(response("The letter, a PDF", None), "The letter as a PDF");
     let item = read_only(ReadOnly {
         id: "generatePatientLetter",
         tag: "ServiceRequest",

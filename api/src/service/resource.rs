@@ -1463,6 +1463,9 @@ fn follow_includes(
     caller: &Caller,
 ) -> Result<(Vec<ResourceRow>, Vec<Issue>)> {
     use std::collections::{BTreeMap, BTreeSet};
+    if req.includes.is_empty() && req.revincludes.is_empty() {
+        return Ok((first.unwrap_or_default(), Vec::new()));
+    }
     let by_type = |rows: &[ResourceRow]| {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in rows {

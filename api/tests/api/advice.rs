@@ -84,6 +84,14 @@ impl World {
         assert_eq!(r.status, 201, "{}", r.text());
         format!("Binary/{}", r.json()["id"].as_str().expect("id"))
     }
+    /// The referrer's new advice request to `service` (answered 201), as stored.
+    async fn ask(&self, service: &str, conversion: &str, text: &str) -> Value {
+        let r = self
+            .create(&request(self, &[service], Some(conversion), text))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
     async fn messages(&self, id: &str, query: &str) -> Value {
         let r = self
             .read_as(
@@ -118,16 +126,13 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
 
     // The referrer asks; the server gives it a UBRN and an a.{uuid} id, and the note becomes
     // the first message.
-    let r = w
-        .create(&request(
-            &w,
-            &[&advice],
-            Some("AUTHORISED_TO_CONVERT"),
+    let a = w
+        .ask(
+            &advice,
+            "AUTHORISED_TO_CONVERT",
             "Persistent microcytic anaemia despite oral iron; should I refer?",
-        ))
+        )
         .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let a = r.json();
     let id = a["id"].as_str().expect("id").to_owned();
     assert!(id.starts_with("a."), "{id}");
     let ubrn = a["identifier"][0]["value"]
@@ -451,16 +456,10 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
 async fn operational_roles_never_read_advice_and_are_audited() {
     let w = world().await;
     let advice = service_at_rcd(&w, "ADVICE_AND_GUIDANCE").await;
-    let r = w
-        .create(&request(
-            &w,
-            &[&advice],
-            Some("NOT_AUTHORISED_TO_CONVERT"),
-            "Rash?",
-        ))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let id = w.ask(&advice, "NOT_AUTHORISED_TO_CONVERT", "Rash?").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let message = w.messages(&id, "").await["entry"][0]["resource"]["id"]
         .as_str()
         .expect("message")
@@ -604,15 +603,9 @@ async fn bad_advice_requests_and_replies_are_refused_precisely() {
     );
 
     // Converting what the referrer did not authorise.
-    let r = w
-        .create(&request(
-            &w,
-            &[&advice],
-            Some("NOT_AUTHORISED_TO_CONVERT"),
-            "Advice only",
-        ))
+    let a = w
+        .ask(&advice, "NOT_AUTHORISED_TO_CONVERT", "Advice only")
         .await;
-    let a = r.json();
     let id = a["id"].as_str().expect("id").to_owned();
     expect(
         w.op(
@@ -726,15 +719,7 @@ async fn expiry_deletes_the_conversation_of_an_inactive_ubrn_but_not_a_converted
         .to_owned();
     assert_eq!(w.read_as(false, &upload).await.status, 200);
     // A second request, converted: its UBRN lives on in the referral.
-    let r = w
-        .create(&request(
-            &w,
-            &[&advice],
-            Some("AUTHORISED_TO_CONVERT"),
-            "Kept",
-        ))
-        .await;
-    let kept = r.json();
+    let kept = w.ask(&advice, "AUTHORISED_TO_CONVERT", "Kept").await;
     let kept_id = kept["id"].as_str().expect("id").to_owned();
     let r = w
         .op(
@@ -923,16 +908,7 @@ async fn the_server_expires_inactive_ubrns_on_its_schedule() {
 async fn a_chain_tells_nothing_of_the_advice_behind_a_referral_to_another_provider() {
     let w = world().await;
     let advice = service_at_rcd(&w, "ADVICE_AND_GUIDANCE").await;
-    let r = w
-        .create(&request(
-            &w,
-            &[&advice],
-            Some("AUTHORISED_TO_CONVERT"),
-            "Chained",
-        ))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let asked = r.json();
+    let asked = w.ask(&advice, "AUTHORISED_TO_CONVERT", "Chained").await;
     let asked_id = asked["id"].as_str().expect("id").to_owned();
     // Converted by the advice's provider to one of its services, booked, rejected, and sent
     // by the referrer to a service of another organisation.
