@@ -1313,7 +1313,7 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
 
     let mut k = Check::new(
         "referrals",
-        "$ers.availableActions lists what the operations allow; cancelling is terminal",
+        "$ers.availableActions and the Task search (e-RS A029) list what the operations allow; cancelling is terminal",
     );
     let r = c
         .send("GET", &op("$ers.availableActions"), &[], None, true)
@@ -1336,6 +1336,30 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
                 "MAINTAIN_REFERRAL_LETTER",
             ],
         format!("available actions {actions:?}, expected [CANCEL_REFERRAL, UPDATE_ADDITIONAL_REQUIREMENTS, MAINTAIN_REFERRAL_LETTER]"),
+    );
+    let tasks = format!("Task?focus=ServiceRequest/{id}/_history/2&intent=proposal&status=ready");
+    let r = c.send("GET", &tasks, &[], None, true).await;
+    k.saw(&r);
+    let b = r.json();
+    let codes: Vec<String> = b["entry"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .filter_map(|e| {
+                    e["resource"]["code"]["coding"][0]["code"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    k.expect(
+        r.status == 200 && b["type"] == "searchset" && codes == actions,
+        format!(
+            "the Task search: status {}, actions {codes:?}, expected {actions:?}",
+            r.status
+        ),
     );
     let r = c
         .send(
@@ -1366,6 +1390,20 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
     k.expect(
         r.status == 200 && !offered,
         "actions are still offered on a cancelled referral",
+    );
+    let r = c
+        .send(
+            "GET",
+            &format!("Task?focus=ServiceRequest/{id}"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(
+        r.status == 200 && r.json()["total"] == 0,
+        "the Task search still offers actions on a cancelled referral",
     );
     out.push(k.done());
     out.push(booking_check(c, &patient, &role).await);

@@ -211,6 +211,15 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
         "documentation": "Attachments (referral letters, clinical documents): POST the file's bytes with its Content-Type (pdf, txt, rtf, xml, au, mp3, png, gif, jpeg, tiff, mpeg, doc, docx, dcm) and a file name in Content-Disposition; at most 5 MB; the content must be what the type says. GET streams it back, or gives the FHIR Binary with Accept: application/fhir+json. Readable by the uploading organisation, and by those who may see a referral document pointing at it.",
         "interaction": [interaction("Binary", "create", Action::Create), interaction("Binary", "read", Action::Read)],
     }));
+    resources.push(json!({
+        "type": "Task",
+        "documentation": "What you may do now to a referral or an A&G request (e-RS A029): GET Task?focus=ServiceRequest/{id}/_history/{version}&intent=proposal&status=ready gives a Task per action (code from https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser, the operation's URL as its input), by the same rule as $ers.availableActions. Made for each search and never stored: not read by id, and not to be cached.",
+        "interaction": [interaction("Task", "search-type", Action::Search)],
+        "searchParam": super::task::PARAMS
+            .iter()
+            .map(|(name, kind, doc)| json!({"name": name, "type": kind, "documentation": doc}))
+            .collect::<Vec<_>>(),
+    }));
     for t in super::conformance::TYPES {
         let doc = match t {
             "CodeSystem" => "The e-RS reference data (specialties, clinic types, priorities, appointment types, request flows, cancellation reasons, business functions, error codes), each concept with its properties. Read-only.",

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod resources;
 pub mod search;
 pub mod service_search;
+pub mod task;
 pub mod terminology;
 
 use serde_json::{json, Value};

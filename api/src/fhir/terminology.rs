@@ -13,6 +13,7 @@ const SOURCES: &[&str] = &[
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-non-attendance-reason.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-appointment-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-attachment-type.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-available-actions-for-user.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-bookable-type.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-business-function.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-clinic-type.json"),

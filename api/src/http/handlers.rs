@@ -981,6 +981,15 @@ pub async fn search_post(
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
+    let params = search_form(&req, &body)?;
+    run_search(req, def, params, caller, state).await
+}
+
+/// A `POST …/_search`'s parameters: the query string's and the form body's.
+pub(super) fn search_form(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, ApiError> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -991,11 +1000,11 @@ pub async fn search_post(
             "POST _search takes application/x-www-form-urlencoded parameters, not '{ct}'"
         )));
     }
-    let form = std::str::from_utf8(&body)
+    let form = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("the form body is not UTF-8".into()))?;
     let mut params = parse_query(req.query_string())?;
     params.extend(parse_query(form)?);
-    run_search(req, def, params, caller, state).await
+    Ok(params)
 }
 
 fn history_query(req: &HttpRequest) -> Result<(HistoryQuery, Vec<(String, String)>), ApiError> {

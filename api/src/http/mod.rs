@@ -26,6 +26,7 @@ pub mod routes;
 pub mod subscriptions;
 pub mod summary_pdf;
 pub mod system;
+pub mod tasks;
 pub mod terminology;
 
 pub use error::ApiError;

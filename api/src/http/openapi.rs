@@ -1137,9 +1137,74 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
         ok: response("A searchset Bundle of ServiceRequest and Patient", Some("Bundle")),
         errors: &[("422", "A worklist of the other side's")],
     });
+    let task_params = || -> Vec<Parameter> {
+        crate::fhir::task::PARAMS
+            .iter()
+            .map(|(name, _, doc)| query(name, doc))
+            .collect()
+    };
+    let task_description = format!(
+        "The actions your role and organisation may take now on a referral or A&G request, as the Tasks of e-RS A029 (focus=ServiceRequest/{{id}}/_history/{{version}}&intent=proposal&status=ready): a Task per action, its code from https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser and the operation's URL as its input; the same rule as $ers.availableActions. A referral you may not see, or a version that is not current, has none (an outcome entry says which). The Tasks are made for each search, never stored: not read by id, not to be cached. {}",
+        who_may("Task", Action::Search)
+    );
+    let tasks = operation(
+        "searchTask",
+        "Task",
+        "What you may do to a referral now, as Tasks (e-RS A029)",
+        task_description.clone(),
+        task_params(),
+    )
+    .response(
+        "200",
+        response("A searchset Bundle of Task", Some("Bundle")),
+    );
+    let tasks_post = operation(
+        "searchTaskPost",
+        "Task",
+        "What you may do to a referral now, as Tasks (form body)",
+        task_description,
+        Vec::new(),
+    )
+    .request_body(Some(
+        RequestBodyBuilder::new()
+            .content(
+                "application/x-www-form-urlencoded",
+                Content::new(Some(RefOr::T(string_schema("The search parameters")))),
+            )
+            .build(),
+    ))
+    .response(
+        "200",
+        response("A searchset Bundle of Task", Some("Bundle")),
+    );
     paths
         .path("/FHIR/R4/ServiceRequest/{id}/$ers.availableActions", item)
         .path("/FHIR/R4/ServiceRequest/$ers.worklist", worklist)
+        .path(
+            "/FHIR/R4/Task",
+            PathItem::new(
+                HttpMethod::Get,
+                with_errors(
+                    tasks,
+                    &[("400", "focus missing, given twice or not a ServiceRequest")],
+                )
+                .build(),
+            ),
+        )
+        .path(
+            "/FHIR/R4/Task/_search",
+            PathItem::new(
+                HttpMethod::Post,
+                with_errors(
+                    tasks_post,
+                    &[
+                        ("400", "focus missing, given twice or not a ServiceRequest"),
+                        ("415", "Not a form body"),
+                    ],
+                )
+                .build(),
+            ),
+        )
 }
 
 fn advice_paths(mut paths: PathsBuilder) -> PathsBuilder {

@@ -114,6 +114,54 @@ pub fn operation_method(op: &str) -> Method {
     }
 }
 
+/// The state of a referral or an A&G request (a coding) and the actions the caller may take
+/// now, each with the URL that performs it: what `$ers.availableActions` and the Task search
+/// (e-RS A029) both answer with. An appointment action is offered only with a current
+/// appointment to act on.
+pub(super) fn offered(
+    base: &str,
+    id: &str,
+    now: &svc::Available,
+) -> (serde_json::Value, Vec<(&'static str, String)>) {
+    match now {
+        svc::Available::Referral {
+            state,
+            actions,
+            appointment,
+        } => (
+            json!({"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state.code()}),
+            actions
+                .iter()
+                .filter_map(|a| {
+                    let url = match (a.endpoint(), appointment) {
+                        (Endpoint::Referral, _) => {
+                            format!("{base}/ServiceRequest/{id}/{}", a.operation())
+                        }
+                        (Endpoint::NewAppointment, _) => format!("{base}/Appointment"),
+                        (Endpoint::CurrentAppointment, Some(appt)) => {
+                            format!("{base}/Appointment/{appt}/{}", a.operation())
+                        }
+                        (Endpoint::CurrentAppointment, None) => return None,
+                    };
+                    Some((a.code(), url))
+                })
+                .collect(),
+        ),
+        svc::Available::Advice { status, actions } => (
+            json!({"system": crate::fhir::resources::advice::STATUS_SYSTEM, "code": status.code()}),
+            actions
+                .iter()
+                .map(|a| {
+                    (
+                        a.code(),
+                        format!("{base}/ServiceRequest/{id}/{}", a.operation()),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
 pub async fn operation(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -156,47 +204,17 @@ pub async fn operation(
         let base = base_url(&req, &state);
         let who = caller.clone();
         let (row, now) = on_conn(&state, move |c| svc::available_actions(c, &id, &who)).await?;
+        let (state_now, actions) = offered(&base, &row.id, &now);
         let mut params = vec![
             json!({"name": "referral", "valueReference": {"reference": format!("ServiceRequest/{}/_history/{}", row.id, row.version_id)}}),
+            json!({"name": "state", "valueCoding": state_now}),
         ];
-        let action = |code: &str, url: String| {
+        params.extend(actions.into_iter().map(|(code, url)| {
             json!({"name": "action", "part": [
                 {"name": "code", "valueCode": code},
                 {"name": "operation", "valueUri": url},
             ]})
-        };
-        match now {
-            svc::Available::Referral {
-                state: state_now,
-                actions,
-                appointment,
-            } => {
-                params.push(json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::service_request::STATE_SYSTEM, "code": state_now.code()}}));
-                // Appointment actions are offered only with a current appointment to act on.
-                params.extend(actions.iter().filter_map(|a| {
-                    let url = match (a.endpoint(), &appointment) {
-                        (Endpoint::Referral, _) => {
-                            format!("{base}/ServiceRequest/{}/{}", row.id, a.operation())
-                        }
-                        (Endpoint::NewAppointment, _) => format!("{base}/Appointment"),
-                        (Endpoint::CurrentAppointment, Some(appt)) => {
-                            format!("{base}/Appointment/{appt}/{}", a.operation())
-                        }
-                        (Endpoint::CurrentAppointment, None) => return None,
-                    };
-                    Some(action(a.code(), url))
-                }));
-            }
-            svc::Available::Advice { status, actions } => {
-                params.push(json!({"name": "state", "valueCoding": {"system": crate::fhir::resources::advice::STATUS_SYSTEM, "code": status.code()}}));
-                params.extend(actions.iter().map(|a| {
-                    action(
-                        a.code(),
-                        format!("{base}/ServiceRequest/{}/{}", row.id, a.operation()),
-                    )
-                }));
-            }
-        }
+        }));
         return negotiate::respond(
             &req,
             StatusCode::OK,

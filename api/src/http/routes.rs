@@ -360,6 +360,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .on(Method::GET, audit::search)
                         .otherwise(audit::append_only),
                 )
+                // The actions a user may take now, as e-RS A029's Tasks: made for each search,
+                // never stored.
+                .service(
+                    Endpoint::at("/Task")
+                        .on(Method::GET, super::tasks::search_get)
+                        .otherwise(not_allowed),
+                )
+                .service(
+                    Endpoint::at("/Task/_search")
+                        .on(Method::POST, super::tasks::search_post)
+                        .otherwise(not_allowed),
+                )
+                .service(
+                    Endpoint::at("/Task/{id}")
+                        .on(Method::GET, super::tasks::not_kept)
+                        .otherwise(not_allowed),
+                )
                 .service(
                     Endpoint::at("/{type}/_search")
                         .on(Method::POST, h::search_post)

@@ -135,6 +135,8 @@ pub static PERMISSIONS: &[(&str, Action, &[B])] = &[
     ("ServiceRequest", Action::History, CLINICAL_AND_APPS),
     ("ServiceRequest", Action::Create, REFERRERS),
     ("ServiceRequest", Action::Validate, CLINICAL_AND_APPS),
+    // The actions a user may take on a referral they may read (e-RS A029), as Tasks.
+    ("Task", Action::Search, CLINICAL_AND_APPS),
     // Appointments: booked, changed and cancelled by referrers and providers (each change
     // has its own rule in `domain::referral`); read by the clinical users and applications.
     ("Appointment", Action::Read, CLINICAL_AND_APPS),

@@ -1592,3 +1592,170 @@ async fn a_new_request_names_no_based_on() {
         .await;
     assert_eq!(b.json()["total"], 0, "{}", b.text());
 }
+
+/// e-RS A029 asks what may be done as a Task search: one Task per action, by the rule
+/// `$ers.availableActions` answers with, for the current version only.
+#[actix_web::test]
+async fn available_actions_are_searched_as_tasks() {
+    let w = world().await;
+    let id = w.new_referral(&[&w.bookable], "ROUTINE").await;
+    let tasks = |req: awc::ClientRequest| w.app.send(req, None);
+    let codes = |bundle: &Value| -> Vec<String> {
+        bundle["entry"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match")
+            .map(|e| {
+                e["resource"]["code"]["coding"][0]["code"]
+                    .as_str()
+                    .expect("code")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let focus = format!("ServiceRequest/{id}/_history/1");
+    let r = tasks(w.as_rc(
+        "GET",
+        &format!("Task?focus={focus}&intent=proposal&status=ready"),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let b = r.json();
+    assert_eq!(b["type"], "searchset");
+    let offered = w.actions(false, &id).await;
+    assert!(
+        offered.contains(&"CANCEL_REFERRAL".to_owned()),
+        "{offered:?}"
+    );
+    assert_eq!(codes(&b), offered);
+    assert_eq!(b["total"], offered.len());
+    let sr = w
+        .app
+        .send(w.as_rc("GET", &format!("ServiceRequest/{id}")), None)
+        .await
+        .json();
+    for e in b["entry"].as_array().expect("entries") {
+        let t = &e["resource"];
+        assert_eq!(t["resourceType"], "Task");
+        assert_eq!(
+            (&t["status"], &t["intent"]),
+            (&json!("ready"), &json!("proposal"))
+        );
+        assert_eq!(t["focus"]["reference"], focus);
+        assert_eq!(t["for"], sr["subject"]);
+        assert_eq!(
+            t["code"]["coding"][0]["system"],
+            "https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser"
+        );
+        assert!(t["code"]["coding"][0]["display"].is_string(), "{t}");
+        let url = t["input"][0]["valueUrl"].as_str().expect("operation");
+        match t["code"]["coding"][0]["code"].as_str() {
+            Some("CANCEL_REFERRAL") => {
+                assert!(
+                    url.ends_with(&format!("/ServiceRequest/{id}/$ers.cancelReferral")),
+                    "{url}"
+                )
+            }
+            Some("CREATE_APPOINTMENT") => assert!(url.ends_with("/FHIR/R4/Appointment"), "{url}"),
+            _ => {}
+        }
+        // Made for the search, not kept.
+        assert!(
+            e["fullUrl"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("urn:uuid:")),
+            "{e}"
+        );
+    }
+    // The provider, who has nothing to do yet, has no Tasks; the same by POST.
+    let r = tasks(w.as_spc("GET", &format!("Task?focus={focus}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(codes(&r.json()), w.actions(true, &id).await);
+    assert_eq!(r.json()["total"], 0);
+    let r = w
+        .app
+        .send(
+            w.as_rc("POST", "Task/_search")
+                .insert_header(("Content-Type", "application/x-www-form-urlencoded")),
+            Some(format!("focus=ServiceRequest/{id}").into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(codes(&r.json()), offered);
+    // Filters: an action by its code; a status no such Task has.
+    let r = tasks(w.as_rc(
+        "GET",
+        &format!("Task?focus={focus}&code=https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser|CANCEL_REFERRAL"),
+    ))
+    .await;
+    assert_eq!(codes(&r.json()), vec!["CANCEL_REFERRAL".to_owned()]);
+    let r = tasks(w.as_rc("GET", &format!("Task?focus={focus}&status=requested"))).await;
+    assert_eq!(r.json()["total"], 0);
+    // A version that is no longer current has none, and the outcome says which is.
+    w.op(
+        false,
+        &id,
+        "$ers.changeShortlist",
+        Some(1),
+        &[("service", &w.triage)],
+    )
+    .await;
+    let r = tasks(w.as_rc("GET", &format!("Task?focus={focus}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 0);
+    assert!(r.text().contains("is at version 2, not 1"), "{}", r.text());
+    let r = tasks(w.as_rc("GET", &format!("Task?focus=ServiceRequest/{id}"))).await;
+    assert_eq!(codes(&r.json()), w.actions(false, &id).await);
+    assert!(r.json()["entry"][0]["resource"]["focus"]["reference"]
+        .as_str()
+        .is_some_and(|f| f.ends_with("/_history/2")));
+    // A referral another practice's referrer may not see is as one that does not exist.
+    let other_gp = sign(&claims("021600556515", &[("REFERRING_CLINICIAN", "R68")]));
+    for (token, org, target) in [
+        (other_gp.as_str(), "R68", id.as_str()),
+        (w.rc.as_str(), "R69", "r.unknown"),
+    ] {
+        let r = tasks(w.app.as_user(
+            token,
+            "GET",
+            &format!("Task?focus=ServiceRequest/{target}"),
+            "REFERRING_CLINICIAN",
+            org,
+        ))
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["total"], 0);
+        assert!(r
+            .text()
+            .contains(&format!("No ServiceRequest/{target} that you may see")));
+    }
+    // Bad searches, each named.
+    let r = tasks(w.as_rc("GET", "Task?status=ready")).await;
+    r.assert_outcome(400, "invalid");
+    r.assert_issue("MISSING_VALUE", "focus");
+    let r = tasks(w.as_rc("GET", "Task?focus=Appointment/1")).await;
+    r.assert_issue("INVALID_VALUE", "focus");
+    let r = tasks(w.as_rc(
+        "GET",
+        &format!("Task?focus=ServiceRequest/{id}&focus=ServiceRequest/{id}"),
+    ))
+    .await;
+    r.assert_issue("TOO_MANY_ITEMS", "focus");
+    let r = tasks(w.as_rc("GET", &format!("Task?focus=ServiceRequest/{id}&colour=red"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .text()
+        .contains("Unknown search parameters ignored: colour"));
+    let r = tasks(
+        w.as_rc("GET", &format!("Task?focus=ServiceRequest/{id}&colour=red"))
+            .insert_header(("Prefer", "handling=strict")),
+    )
+    .await;
+    r.assert_outcome(400, "not-supported");
+    // Nothing to read by id.
+    let r = tasks(w.as_rc("GET", "Task/anything")).await;
+    r.assert_outcome(404, "not-found");
+}

@@ -42,6 +42,7 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
             "CommunicationRequest",
             "Provenance",
             "Binary",
+            "Task",
             "CodeSystem",
             "ValueSet",
             "SearchParameter",
@@ -71,6 +72,8 @@ async fn metadata_is_a_capability_statement_from_the_registry() {
         "Provenance is server-written"
     );
     assert_eq!(codes(of("AuditEvent")), ["read", "search-type"]);
+    // The actions a user may take (e-RS A029): searched, never stored.
+    assert_eq!(codes(of("Task")), ["search-type"]);
     // Appointments are never deleted; changes are PUT or operations.
     assert!(!codes(of("Appointment")).contains(&"delete".to_string()));
     let create_doc = resources[0]["interaction"]

@@ -1,0 +1,160 @@
+//! `Task`: what the caller may do now to a referral or an A&G request, as e-RS A029 asks for it
+//! (`GET Task?focus=ServiceRequest/{id}/_history/{version}&intent=proposal&status=ready`): one
+//! Task per action, made for each search from the rule `$ers.availableActions` answers with,
+//! and never stored (so never read by id, and not to be cached: the next change of the referral
+//! changes the answer).
+
+use serde_json::{json, Value};
+
+/// The code system of the actions (`fhir-profiles/codesystems/ers-available-actions-for-user.json`).
+pub const ACTIONS_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser";
+/// Every such Task is `ready` (it can be done now) ...
+pub const STATUS: (&str, &str) = ("http://hl7.org/fhir/task-status", "ready");
+/// ... and a `proposal` (the user may do it).
+pub const INTENT: (&str, &str) = ("http://hl7.org/fhir/request-intent", "proposal");
+
+/// The search parameters: name, FHIR type, what it takes.
+pub const PARAMS: &[(&str, &str, &str)] = &[
+    ("focus", "reference", "Required, once: the referral or A&G request, ServiceRequest/{id} or ServiceRequest/{id}/_history/{version} (which must be the current version: nothing can be done to an older one)"),
+    ("intent", "token", "proposal (every available action)"),
+    ("status", "token", "ready (every available action)"),
+    ("code", "token", "An action: a code of https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser (CANCEL_REFERRAL, CREATE_APPOINTMENT...)"),
+];
+
+/// What a `focus` names: a ServiceRequest, at a version or the current one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Focus {
+    pub id: String,
+    pub version: Option<i64>,
+}
+
+impl Focus {
+    /// `ServiceRequest/{id}` or `ServiceRequest/{id}/_history/{version}` (with or without this
+    /// server's base before it, `base`), or None.
+    pub fn parse(value: &str, base: &str) -> Option<Focus> {
+        let local = value
+            .strip_prefix(base)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(value);
+        let rest = local.strip_prefix("ServiceRequest/")?;
+        let (id, version) = match rest.split_once("/_history/") {
+            Some((id, v)) => (id, Some(v.parse::<i64>().ok().filter(|v| *v > 0)?)),
+            None => (rest, None),
+        };
+        super::is_valid_id(id).then(|| Focus {
+            id: id.to_owned(),
+            version,
+        })
+    }
+}
+
+/// Whether a token search value (`code`, `system|code`, `|code`; comma for OR) matches a coding.
+pub fn token_matches(value: &str, system: &str, code: &str) -> bool {
+    // `|code` asks for a coding without a system, which these never are.
+    value.split(',').any(|alt| match alt.split_once('|') {
+        Some((s, "")) => s == system,
+        Some((s, c)) => s == system && c == code,
+        None => alt == code,
+    })
+}
+
+/// One available action as a Task: `focus` the version it applies to (`ServiceRequest/{id}/_history/{v}`),
+/// `for` the patient, and the URL that performs it as its input.
+pub fn available_action(
+    id: &str,
+    focus: &str,
+    patient: Option<&Value>,
+    code: &str,
+    operation_url: &str,
+    authored: &str,
+) -> Value {
+    let display = super::terminology::concept(ACTIONS_SYSTEM, code)
+        .and_then(|c| c.get("display"))
+        .cloned();
+    let mut coding = json!({"system": ACTIONS_SYSTEM, "code": code});
+    if let Some(d) = display {
+        coding["display"] = d;
+    }
+    let mut task = json!({
+        "resourceType": "Task",
+        "id": id,
+        "status": STATUS.1,
+        "intent": INTENT.1,
+        "code": {"coding": [coding]},
+        "focus": {"reference": focus},
+        "authoredOn": authored,
+        "input": [{
+            "type": {"text": "operation"},
+            "valueUrl": operation_url,
+        }],
+    });
+    if let Some(p) = patient {
+        task["for"] = p.clone();
+    }
+    task
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn focus_names_a_service_request_at_a_version_or_the_current_one() {
+        let base = "http://h/FHIR/R4";
+        assert_eq!(
+            Focus::parse("ServiceRequest/r.1", base),
+            Some(Focus {
+                id: "r.1".into(),
+                version: None
+            })
+        );
+        assert_eq!(
+            Focus::parse("http://h/FHIR/R4/ServiceRequest/r.1/_history/3", base),
+            Some(Focus {
+                id: "r.1".into(),
+                version: Some(3)
+            })
+        );
+        for bad in [
+            "Appointment/1",
+            "ServiceRequest/",
+            "ServiceRequest/r.1/_history/x",
+            "ServiceRequest/r.1/_history/0",
+            "ServiceRequest/a/b",
+            "r.1",
+        ] {
+            assert_eq!(Focus::parse(bad, base), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_match_by_code_system_or_both() {
+        let (s, c) = STATUS;
+        assert!(token_matches("ready", s, c));
+        assert!(token_matches("http://hl7.org/fhir/task-status|ready", s, c));
+        assert!(token_matches("draft,ready", s, c));
+        assert!(token_matches("http://hl7.org/fhir/task-status|", s, c));
+        assert!(!token_matches("requested", s, c));
+        assert!(!token_matches("other|ready", s, c));
+        assert!(!token_matches("|ready", s, c));
+    }
+
+    #[test]
+    fn every_action_has_a_display_in_the_code_system() {
+        let codes = crate::domain::referral::ReferralAction::ALL
+            .iter()
+            .map(|a| a.code())
+            .chain(
+                crate::domain::advice::AdviceAction::ALL
+                    .iter()
+                    .map(|a| a.code()),
+            );
+        for code in codes {
+            let task = available_action("t", "ServiceRequest/r/_history/1", None, code, "u", "x");
+            assert!(
+                task["code"]["coding"][0]["display"].is_string(),
+                "{code} is not in {ACTIONS_SYSTEM}"
+            );
+        }
+    }
+}
