@@ -190,6 +190,10 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                     }));
                 }
             }
+            // A referral's available actions, as Tasks (`fhir::search::action_tasks`); not in `*`.
+            if r.name == "ServiceRequest" {
+                revincludes.push("Task:focus".into());
+            }
             // `*`: every one of them (`fhir::search::parse_include`).
             for list in [&mut includes, &mut revincludes] {
                 if !list.is_empty() {

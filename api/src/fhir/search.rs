@@ -55,6 +55,9 @@ pub struct SearchRequest {
     pub query: SearchQuery,
     pub includes: Vec<Include>,
     pub revincludes: Vec<Include>,
+    /// `_revinclude=Task:focus` on referrals: each match's available actions, as the Tasks of
+    /// e-RS A029 (`fhir::task`), made for the answer (Task is searched, not stored).
+    pub action_tasks: bool,
     pub summary: Summary,
     pub elements: Option<Vec<String>>,
     pub total: TotalMode,
@@ -173,6 +176,7 @@ pub fn parse(
         },
         includes: Vec::new(),
         revincludes: Vec::new(),
+        action_tasks: false,
         summary: Summary::False,
         elements: None,
         total: TotalMode::UpTo,
@@ -382,6 +386,10 @@ fn parse_one(
         | "_revinclude:iterate"
         | "_include:recurse"
         | "_revinclude:recurse" => {
+            if name.starts_with("_revinclude") && value.starts_with("Task:") {
+                req.action_tasks = action_tasks(def, name, value)?;
+                return Ok(true);
+            }
             let incs = parse_include(def, name, value)?;
             if name.starts_with("_include") {
                 req.includes.extend(incs);
@@ -564,6 +572,34 @@ pub fn near_parts(def: &'static ResourceDef, near: &Near) -> Result<(Criterion, 
             longitude: near.longitude,
         },
     ))
+}
+
+/// `_revinclude=Task:focus[:ServiceRequest]`: the Tasks of a referral's available actions
+/// (e-RS A029, as the Patient Care API asks for a referral's Tasks with its appointments).
+/// Only on a ServiceRequest search, and not `:iterate` (the Tasks refer to nothing further).
+fn action_tasks(def: &ResourceDef, name: &str, value: &str) -> Result<bool, Issue> {
+    if def.name != "ServiceRequest" {
+        return Err(bad(
+            name,
+            format!("'{value}': Tasks are the available actions of a referral, so only a ServiceRequest search includes them"),
+        ));
+    }
+    if name.contains(':') {
+        return Err(bad(
+            name,
+            format!(
+                "'{value}' is not followed with :{}: it includes the Tasks of the matches",
+                name.split_once(':').map(|(_, m)| m).unwrap_or_default()
+            ),
+        ));
+    }
+    if !matches!(value, "Task:focus" | "Task:focus:ServiceRequest") {
+        return Err(bad(
+            name,
+            format!("'{value}': a Task is included by its focus (Task:focus)"),
+        ));
+    }
+    Ok(true)
 }
 
 /// `_include[:iterate]` / `_revinclude[:iterate]`: `Source:param[:Target]`, `Source:*` (every

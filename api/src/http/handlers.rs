@@ -804,6 +804,15 @@ pub(super) async fn run_search_on(
     negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
 }
 
+/// What a search found: its result, and for `_revinclude=Task:focus` the actions available on
+/// each match (by id) it was worked out for.
+pub(super) struct Found {
+    result: svc::SearchResult,
+    actions: Vec<(String, crate::service::referral::Available)>,
+    /// Whether some matches' actions were left out (`svc::MAX_INCLUDED`).
+    capped: bool,
+}
+
 /// A search parsed, authorised and scoped to its caller: run by a search request, a worklist
 /// operation, or a batch or transaction entry (`GET Type?criteria`).
 #[derive(Clone)]
@@ -855,14 +864,15 @@ impl Search {
         })
     }
 
-    /// The matches and includes the caller may see.
+    /// The matches and includes the caller may see, and with `_revinclude=Task:focus` what
+    /// the caller may do to each match (as many as `svc::MAX_INCLUDED` Tasks allow).
     pub(super) fn execute(
         &self,
         c: &mut ers_schema::DbConnection,
         list: Option<&ers_schema::worklists::ListFilter>,
         caller: &Caller,
-    ) -> Result<svc::SearchResult, ApiError> {
-        Ok(match list {
+    ) -> Result<Found, ApiError> {
+        let result = match list {
             // A list holds only what its organisation may see; checked all the same.
             Some(l) => {
                 let mut r = svc::search_list(c, &self.request, l, caller)?;
@@ -870,6 +880,25 @@ impl Search {
                 r
             }
             None => svc::search(c, &self.request, caller)?,
+        };
+        let mut actions = Vec::new();
+        let mut capped = false;
+        if self.request.action_tasks && self.request.summary != fsearch::Summary::Count {
+            let mut tasks = 0;
+            for row in &result.matches {
+                if tasks >= svc::MAX_INCLUDED {
+                    capped = true;
+                    break;
+                }
+                let now = crate::service::referral::actions_on(c, row, caller)?;
+                tasks += super::referrals::offered("", &row.id, &now).1.len();
+                actions.push((row.id.clone(), now));
+            }
+        }
+        Ok(Found {
+            result,
+            actions,
+            capped,
         })
     }
 
@@ -877,9 +906,14 @@ impl Search {
     pub(super) fn bundle(
         &self,
         base: &str,
-        result: svc::SearchResult,
+        found: Found,
         notes: Vec<Issue>,
     ) -> Result<(String, Vec<Touched>), ApiError> {
+        let Found {
+            result,
+            actions,
+            capped,
+        } = found;
         let parsed = &self.parsed;
         let touched: Vec<Touched> = result
             .matches
@@ -921,8 +955,25 @@ impl Search {
                 distance_km: None,
             });
         }
+        for (id, now) in &actions {
+            if let Some(row) = result.matches.iter().find(|r| r.id == *id) {
+                entries.extend(
+                    super::tasks::of(base, row, now, |_| true)?
+                        .into_iter()
+                        .map(|t| super::tasks::entry(t, true)),
+                );
+            }
+        }
         let mut notes = notes;
         notes.extend(result.notes);
+        if capped {
+            notes.push(Issue::information(format!(
+                "The Tasks of {} of the {} referrals on this page are included: at most {} Tasks are (ask for a smaller _count)",
+                actions.len(),
+                result.matches.len(),
+                svc::MAX_INCLUDED
+            )));
+        }
         if !parsed.ignored.is_empty() {
             notes.push(Issue::warning(format!(
                 "Unknown search parameters ignored: {}",

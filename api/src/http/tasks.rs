@@ -50,6 +50,46 @@ pub async fn not_kept(path: web::Path<String>) -> Reply {
     )))
 }
 
+/// The Tasks of the actions `now` offers on `row` (a referral's or A&G request's current
+/// version) whose code `wanted` keeps: for the Task search, and for a referral search's
+/// `_revinclude=Task:focus`.
+pub(super) fn of(
+    base: &str,
+    row: &ers_schema::ResourceRow,
+    now: &svc::Available,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<Value>, ApiError> {
+    let stored: Value = serde_json::from_str(&row.content)
+        .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+    let focus = format!("ServiceRequest/{}/_history/{}", row.id, row.version_id);
+    let authored = crate::fhir::datetime::instant(chrono::Utc::now().naive_utc());
+    let (_, actions) = super::referrals::offered(base, &row.id, now);
+    Ok(actions
+        .into_iter()
+        .filter(|(code, _)| wanted(code))
+        .map(|(code, url)| {
+            task::available_action(
+                &uuid::Uuid::new_v4().to_string(),
+                &focus,
+                stored.get("subject"),
+                code,
+                &url,
+                &authored,
+            )
+        })
+        .collect())
+}
+
+/// A Task's entry: not kept, so not at a URL of this server.
+pub(super) fn entry(task: Value, include: bool) -> Entry<'static> {
+    Entry {
+        full_url: format!("urn:uuid:{}", task["id"].as_str().unwrap_or_default()),
+        resource: EntryResource::Value(task),
+        include,
+        distance_km: None,
+    }
+}
+
 /// What the search asks: the focus, the filters, what it ignored.
 struct Asked {
     focus: Focus,
@@ -172,31 +212,16 @@ async fn search(
         }
         Some((row, now)) => {
             touched.push(audit::touched(row));
-            let stored: Value = serde_json::from_str(&row.content)
-                .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
-            let focus = format!("ServiceRequest/{}/_history/{}", row.id, row.version_id);
-            let authored = crate::fhir::datetime::instant(chrono::Utc::now().naive_utc());
-            let (_, actions) = super::referrals::offered(&base, &row.id, now);
-            for (code, url) in actions {
-                let wanted = asked.filters.iter().all(|(name, value)| {
+            tasks = of(&base, row, now, |code| {
+                asked.filters.iter().all(|(name, value)| {
                     let (system, have) = match name.as_str() {
                         "intent" => task::INTENT,
                         "status" => task::STATUS,
                         _ => (task::ACTIONS_SYSTEM, code),
                     };
                     task::token_matches(value, system, have)
-                });
-                if wanted {
-                    tasks.push(task::available_action(
-                        &uuid::Uuid::new_v4().to_string(),
-                        &focus,
-                        stored.get("subject"),
-                        code,
-                        &url,
-                        &authored,
-                    ));
-                }
-            }
+                })
+            })?;
         }
     }
     if !asked.ignored.is_empty() {
@@ -216,16 +241,7 @@ async fn search(
         previous: None,
     };
     let total = i64::try_from(tasks.len()).unwrap_or(i64::MAX);
-    let entries = tasks
-        .into_iter()
-        .map(|t| Entry {
-            // Not kept, so not at a URL of this server.
-            full_url: format!("urn:uuid:{}", t["id"].as_str().unwrap_or_default()),
-            resource: EntryResource::Value(t),
-            include: false,
-            distance_km: None,
-        })
-        .collect();
+    let entries = tasks.into_iter().map(|t| entry(t, false)).collect();
     let outcome = (!notes.is_empty()).then(|| operation_outcome(&notes));
     let bundle = bundle::searchset(Some(total), &links, entries, outcome)
         .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -1074,12 +1074,24 @@ pub fn available_actions(
 ) -> Result<(ResourceRow, Available)> {
     let row = resource::read(conn, def()?, id)?;
     super::scope::check(conn, def()?, id, caller)?;
-    let body: Value = super::parse_stored(&row)?;
+    let now = actions_on(conn, &row, caller)?;
+    Ok((row, now))
+}
+
+/// What the caller may do now to the referral or A&G request `row` (its current version, which
+/// they may see).
+pub fn actions_on(
+    conn: &mut DbConnection,
+    row: &ResourceRow,
+    caller: &Caller,
+) -> Result<Available> {
+    let id = row.id.as_str();
+    let body: Value = super::parse_stored(row)?;
     if crate::fhir::resources::advice::is_advice(&body) {
         let (status, actions) = super::advice::available_actions(conn, &body, caller)?;
-        return Ok((row, Available::Advice { status, actions }));
+        return Ok(Available::Advice { status, actions });
     }
-    let (body, state) = parsed(&row)?;
+    let (body, state) = parsed(row)?;
     let rel = relation(conn, &body, &state, caller)?;
     let mut actions = referral::available_actions(state.state, caller.business_function, rel);
     // The current appointment is read only when an action's timeliness depends on it.
@@ -1091,14 +1103,11 @@ pub fn available_actions(
     let begun = current.as_ref().is_some_and(|a| a.begun);
     actions.retain(|a| a.timely(begun, caller.business_function.is_referrer()));
     let appointment = current.map(|a| a.id);
-    Ok((
-        row,
-        Available::Referral {
-            state: state.state,
-            actions,
-            appointment,
-        },
-    ))
+    Ok(Available::Referral {
+        state: state.state,
+        actions,
+        appointment,
+    })
 }
 
 /// The logical id of the organisation with an ODS code (for worklists).

@@ -1758,4 +1758,46 @@ async fn available_actions_are_searched_as_tasks() {
     // Nothing to read by id.
     let r = tasks(w.as_rc("GET", "Task/anything")).await;
     r.assert_outcome(404, "not-found");
+    // A referral search brings each match's Tasks with _revinclude=Task:focus, beside its
+    // appointments (the e-RS Patient Care API's A001 asks so).
+    let r = tasks(w.as_rc(
+        "GET",
+        &format!("ServiceRequest?_id={id}&_revinclude=Appointment:based-on&_revinclude=Task:focus"),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let included: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| {
+            assert_eq!(
+                e["resource"]["focus"]["reference"],
+                format!("ServiceRequest/{id}/_history/2")
+            );
+            e["resource"]["code"]["coding"][0]["code"]
+                .as_str()
+                .expect("a Task")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(included, w.actions(false, &id).await);
+    assert_eq!(b["total"], 1);
+    for (query, what) in [
+        (
+            "ServiceRequest?_revinclude:iterate=Task:focus",
+            "not followed with :iterate",
+        ),
+        (
+            "Patient?_revinclude=Task:focus",
+            "only a ServiceRequest search",
+        ),
+        ("ServiceRequest?_revinclude=Task:owner", "by its focus"),
+    ] {
+        let r = tasks(w.as_rc("GET", query)).await;
+        let d = r.assert_outcome(400, "invalid");
+        assert!(d.contains(what), "{query}: {d}");
+    }
 }
