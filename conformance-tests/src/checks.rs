@@ -596,6 +596,40 @@ pub async fn run_all(c: &Client, referrer: Option<&str>) -> Vec<CheckResult> {
     );
     out.push(k.done());
 
+    // Patient-everything, when the CapabilityStatement offers it.
+    let offers_everything = cs["rest"][0]["resource"].as_array().is_some_and(|rs| {
+        rs.iter().any(|r| {
+            r["type"] == "Patient"
+                && r["operation"]
+                    .as_array()
+                    .is_some_and(|ops| ops.iter().any(|o| o["name"] == "everything"))
+        })
+    });
+    if offers_everything {
+        let mut k = Check::new(
+            "search",
+            "Patient/{id}/$everything is a searchset that holds the patient",
+        );
+        let r = c
+            .send("GET", &format!("Patient/{id}/$everything"), &[], None, true)
+            .await;
+        k.saw(&r);
+        let b = r.json();
+        k.expect(
+            r.status == 200 && b["type"] == "searchset",
+            format!("status {}, not a searchset Bundle", r.status),
+        );
+        k.expect(
+            b["entry"].as_array().is_some_and(|es| {
+                es.iter().any(|e| {
+                    e["resource"]["resourceType"] == "Patient" && e["resource"]["id"] == id.as_str()
+                })
+            }),
+            "the patient is not in it",
+        );
+        out.push(k.done());
+    }
+
     let mut k = Check::new(
         "search",
         "_profile finds the patient by the profile it claims, and by no other; _tag:missing finds it untagged",

@@ -85,6 +85,11 @@ pub fn capability_statement(base_url: &str, software_version: &str, published: &
                         "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
                         "documentation": format!("FHIR Bulk Data for the Patient compartment ({}): as the system-level $export.", crate::service::exports::PATIENT_COMPARTMENT.join(", ")),
                     }));
+                    ops.push(json!({
+                        "name": "everything",
+                        "definition": super::conformance::operation_url(crate::service::exports::EVERYTHING),
+                        "documentation": format!("GET Patient/{{id}}/$everything[?_since=&_type=&_count=]: the patient and the Patient compartment ({}) that you may see, with what those refer to, as one searchset (at most _count of each type, 1,000 by default; Patient/$export gives all).", crate::service::exports::PATIENT_COMPARTMENT.join(", ")),
+                    }));
                 }
             }
             {

@@ -297,6 +297,18 @@ fn operation_definitions() -> Vec<Value> {
         Vec::new(),
     ));
     out.push(operation(
+        "everything",
+        "Patient",
+        true,
+        false,
+        format!("The patient and what this server holds about them that the caller may see (FHIR R4 Patient-everything): the Patient compartment ({}) with what those refer to, as one searchset Bundle. GET, or POST with a Parameters body.", crate::service::exports::PATIENT_COMPARTMENT.join(", ")),
+        crate::service::exports::EVERYTHING_INPUTS
+            .iter()
+            .map(parameters::definition)
+            .chain([json!({"name": "return", "use": "out", "min": 1, "max": "1", "type": "Bundle", "documentation": "a searchset: the compartment's resources as matches, what they refer to as includes"})])
+            .collect(),
+    ));
+    out.push(operation(
         "ers.availableActions",
         "ServiceRequest",
         true,

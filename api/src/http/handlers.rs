@@ -813,6 +813,12 @@ pub(super) struct Found {
     capped: bool,
 }
 
+impl Found {
+    pub(super) fn result(&self) -> &svc::SearchResult {
+        &self.result
+    }
+}
+
 /// A search parsed, authorised and scoped to its caller: run by a search request, a worklist
 /// operation, or a batch or transaction entry (`GET Type?criteria`).
 #[derive(Clone)]
@@ -862,6 +868,11 @@ impl Search {
             path,
             of_list: list.is_some(),
         })
+    }
+
+    /// The type searched.
+    pub(super) fn type_name(&self) -> &'static str {
+        self.def.name
     }
 
     /// The matches and includes the caller may see, and with `_revinclude=Task:focus` what

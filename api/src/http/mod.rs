@@ -11,6 +11,7 @@ pub mod caller;
 pub mod dashboard;
 pub mod directory;
 pub mod error;
+pub mod everything;
 pub mod fhir_schemas;
 pub mod gate;
 pub mod handlers;

@@ -1013,9 +1013,29 @@ fn bulk_paths(paths: PathsBuilder) -> PathsBuilder {
         with_errors(status, &[("404", "Not known, not yours, or expired")]).build(),
     );
     status_item.delete = Some(with_errors(cancel, &[("404", "Not known or not yours")]).build());
+    use crate::service::exports::{EVERYTHING, EVERYTHING_INPUTS, PATIENT_COMPARTMENT};
+    let everything = read_only(ReadOnly {
+        id: "everything",
+        tag: "Patient",
+        summary: "Everything about a patient that you may see ($everything)",
+        description: format!(
+            "FHIR R4 Patient-everything: the patient and the Patient compartment ({}) that your role and organisation may see, with what those refer to (includes), as one searchset Bundle in one read. At most _count of each type (1,000 by default); an outcome entry names a type that had more (Patient/$export gives all). {}",
+            PATIENT_COMPARTMENT.join(", "),
+            who_may("Patient", Action::Read)
+        ),
+        path: vec![path_param("id", "The patient's logical id")],
+        inputs: EVERYTHING_INPUTS
+            .iter()
+            .map(|p| query(p.name, p.doc))
+            .collect(),
+        body_required: false,
+        ok: response("A searchset Bundle", Some("Bundle")),
+        errors: &[("404", "No such patient")],
+    });
     paths
         .path("/FHIR/R4/$export", system)
         .path("/FHIR/R4/Patient/$export", patient)
+        .path(format!("/FHIR/R4/Patient/{{id}}/{EVERYTHING}"), everything)
         .path("/FHIR/R4/$export-status/{job}", status_item)
         .path(
             "/FHIR/R4/$export-file/{job}/{part}",

@@ -397,6 +397,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .on(Method::GET, h::history_instance)
                         .otherwise(not_allowed),
                 )
+                .service(
+                    Endpoint::at("/Patient/{id}/$everything")
+                        .on(Method::GET, super::everything::run)
+                        .on(Method::POST, super::everything::run)
+                        .otherwise(not_allowed),
+                )
                 // Referrals: created by their own use case, changed only by operations.
                 .service(
                     Endpoint::at("/ServiceRequest/{id}/{op:\\$[A-Za-z.]+}")

@@ -10,6 +10,7 @@ use ers_schema::{read_tx, write_tx, DbConnection};
 
 use super::audit::{self, AuditDraft, Outcome};
 use super::{scope, Result, ServiceError};
+use crate::domain::referral::OpParam;
 use crate::domain::{BusinessFunction, Caller, OdsCode};
 use crate::fhir::registry::{self, ResourceDef};
 use crate::security::permissions::{self, Action};
@@ -26,6 +27,43 @@ pub const PATIENT_COMPARTMENT: &[&str] = &[
     "Appointment",
     "DocumentReference",
     "Communication",
+];
+
+/// The search parameter by which each type of the compartment (but Patient) names its patient:
+/// a document, through the referral it is attached to.
+pub const PATIENT_LINKS: &[(&str, &str)] = &[
+    ("ServiceRequest", "patient"),
+    ("Appointment", "patient"),
+    ("DocumentReference", "related.patient"),
+    ("Communication", "patient"),
+];
+
+/// `Patient/{id}/$everything` (`http::everything`): the compartment of one patient, as a searchset.
+pub const EVERYTHING: &str = "$everything";
+
+/// Its inputs (its OperationDefinition's, and what a request is checked against).
+pub const EVERYTHING_INPUTS: &[OpParam] = &[
+    OpParam::new(
+        "_since",
+        0,
+        "1",
+        "instant",
+        "only resources changed at or after this instant (and the patient, if it was)",
+    ),
+    OpParam::new(
+        "_type",
+        0,
+        "*",
+        "string",
+        "only these types of the compartment (comma-separated or repeated): Patient, ServiceRequest, Appointment, DocumentReference, Communication",
+    ),
+    OpParam::new(
+        "_count",
+        0,
+        "1",
+        "integer",
+        "at most this many of each type (1-1000, the default 1000); an outcome entry says when a type had more (Patient/$export gives all)",
+    ),
 ];
 
 /// System-level or Patient-level.
@@ -510,4 +548,25 @@ pub fn purge_expired(c: &mut DbConnection) -> Result<usize> {
         write_tx(c, |c| store::delete_job(c, id))?;
     }
     Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `$everything` searches each compartment type by the parameter that names its patient:
+    /// every type has one, and it is a parameter its searches take.
+    #[test]
+    fn every_compartment_type_names_its_patient() {
+        for t in PATIENT_COMPARTMENT.iter().filter(|t| **t != "Patient") {
+            let (_, param) = PATIENT_LINKS
+                .iter()
+                .find(|(lt, _)| lt == t)
+                .unwrap_or_else(|| panic!("{t} has no entry in PATIENT_LINKS"));
+            let def = registry::find(t).expect("registered");
+            let params = vec![((*param).to_owned(), "Patient/p1".to_owned())];
+            let parsed = crate::fhir::search::parse(def, &params, true);
+            assert!(parsed.is_ok(), "{t}?{param}: {parsed:?}");
+        }
+    }
 }

@@ -391,8 +391,8 @@ async fn other_fhir_versions_and_unknown_operations_are_refused_by_name() {
             "Patient has no operation '$everything'; it has $validate, $export",
         ),
         (
-            format!("Patient/{id}/$everything"),
-            "A Patient has no operation '$everything', nor any other here",
+            format!("Patient/{id}/$foo"),
+            "A Patient has no operation '$foo'; it has $everything",
         ),
         (
             "ServiceRequest/$foo".to_owned(),

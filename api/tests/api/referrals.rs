@@ -1801,3 +1801,114 @@ async fn available_actions_are_searched_as_tasks() {
         assert!(d.contains(what), "{query}: {d}");
     }
 }
+
+/// `Patient/{id}/$everything`: the patient and the compartment the caller may see, with what it
+/// refers to; another practice sees the patient but not the referral.
+#[actix_web::test]
+async fn everything_about_a_patient_is_what_the_caller_may_see() {
+    let w = world().await;
+    let (p, first) = new_patients_referral(&w, NHS[5], &w.bookable).await;
+    let mut sr = referral(&w, &[&w.triage], "ROUTINE");
+    sr["subject"] = json!({"reference": format!("Patient/{p}")});
+    let r = w.create(&sr).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let second = r.json()["id"].as_str().expect("id").to_owned();
+    let everything = |req: awc::ClientRequest| w.app.send(req, None);
+    let entries = |b: &Value, mode: &str| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["search"]["mode"] == mode)
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap_or_default(),
+                    e["resource"]["id"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let path = format!("Patient/{p}/$everything");
+    let r = everything(w.as_rc("GET", &path)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["type"], "searchset");
+    let matches = entries(&b, "match");
+    // The patient first, then the compartment.
+    assert_eq!(matches[0], format!("Patient/{p}"));
+    let mut rest = matches[1..].to_vec();
+    rest.sort();
+    let mut wanted = vec![
+        format!("ServiceRequest/{first}"),
+        format!("ServiceRequest/{second}"),
+    ];
+    wanted.sort();
+    assert_eq!(rest, wanted);
+    assert_eq!(b["total"], 3);
+    let included = entries(&b, "include");
+    for wanted in [
+        format!("HealthcareService/{}", w.bookable),
+        format!("HealthcareService/{}", w.triage),
+        format!("PractitionerRole/{}", w.role),
+    ] {
+        assert!(included.contains(&wanted), "{wanted} not in {included:?}");
+    }
+    // Each resource once, though both referrals name the requester.
+    let mut all = matches.clone();
+    all.extend(included);
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "{all:?}");
+    // Another practice sees the patient, not the referrals.
+    let other_gp = sign(&claims("021600556515", &[("REFERRING_CLINICIAN", "R68")]));
+    let r = everything(
+        w.app
+            .as_user(&other_gp, "GET", &path, "REFERRING_CLINICIAN", "R68"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(entries(&r.json(), "match"), [format!("Patient/{p}")]);
+    // _type, _count (with a note of what was left out) and _since, also by POST.
+    let r = everything(w.as_rc("GET", &format!("{path}?_type=ServiceRequest&_count=1"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(entries(&b, "match").len(), 1, "{b}");
+    assert!(
+        entries(&b, "match")[0].starts_with("ServiceRequest/"),
+        "{b}"
+    );
+    assert!(
+        r.text().contains("ServiceRequest: 1 of 2 are included"),
+        "{}",
+        r.text()
+    );
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "_type", "valueString": "Patient"},
+        {"name": "_since", "valueInstant": "2999-01-01T00:00:00Z"}]});
+    let r = w
+        .app
+        .send(
+            w.as_rc("POST", &path)
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 0);
+    // Bad inputs, each named; an unknown patient is 404.
+    let r = everything(w.as_rc("GET", &format!("{path}?_type=Slot"))).await;
+    r.assert_outcome(400, "invalid");
+    r.assert_issue("INVALID_VALUE", "_type");
+    let r = everything(w.as_rc("GET", &format!("{path}?start=2020"))).await;
+    r.assert_issue("UNEXPECTED_FIELD", "start");
+    let r = everything(w.as_rc("GET", &format!("{path}?_since=yesterday"))).await;
+    r.assert_issue("INVALID_VALUE", "_since");
+    let r = everything(w.as_rc("GET", &format!("{path}?_count=0"))).await;
+    r.assert_issue("INVALID_VALUE", "_count");
+    everything(w.as_rc("GET", "Patient/no-such-patient/$everything"))
+        .await
+        .assert_outcome(404, "not-found");
+}
