@@ -75,5 +75,13 @@ echo "# Services for a patient (e-RS A010): routine ophthalmology within 30 mile
 curl -s "${H[@]}" "${JSON[@]}" --data-binary @"$HERE/dos-search-for-patient.json" \
      "$BASE/HealthcareService/\$ers.searchHealthcareServicesForPatient"; echo
 
+echo "# Everything about the sandbox patient that this clinician may see (referrals, appointments, advice, what they refer to)"
+PATIENT=$(curl -s "${H[@]}" "$BASE/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&_elements=id" | sed -E 's/.*"resourceType":"Patient","id":"([^"]+)".*/\1/')
+curl -s "${H[@]}" "$BASE/Patient/$PATIENT/\$everything?_type=Patient,ServiceRequest&_count=5" | cut -c1-600; echo
+
+echo "# What this clinician may do now to referral 000000070000, as e-RS A029's Tasks"
+REFERRAL=$(curl -s "${H[@]}" "$BASE/ServiceRequest?identifier=https://fhir.nhs.uk/Id/UBRN|000000070000&_elements=id" | sed -E 's/.*"resourceType":"ServiceRequest","id":"([^"]+)".*/\1/')
+curl -s "${H[@]}" "$BASE/Task?focus=ServiceRequest/$REFERRAL&intent=proposal&status=ready"; echo
+
 echo "# Reference data: e-RS priorities with their contact days"
 curl -s "${H[@]}" "$BASE/CodeSystem/ers-priority"; echo

@@ -897,12 +897,13 @@ impl Search {
         if self.request.action_tasks && self.request.summary != fsearch::Summary::Count {
             let mut tasks = 0;
             for row in &result.matches {
-                if tasks >= svc::MAX_INCLUDED {
+                let now = crate::service::referral::actions_on(c, row, caller)?;
+                let n = super::referrals::offered("", &row.id, &now).1.len();
+                if tasks + n > svc::MAX_INCLUDED {
                     capped = true;
                     break;
                 }
-                let now = crate::service::referral::actions_on(c, row, caller)?;
-                tasks += super::referrals::offered("", &row.id, &now).1.len();
+                tasks += n;
                 actions.push((row.id.clone(), now));
             }
         }
