@@ -259,6 +259,16 @@ fn read_only(op: ReadOnly<'_>) -> PathItem {
     item
 }
 
+/// The body of a `POST …/_search`: the search parameters as a form.
+fn form_body() -> utoipa::openapi::request_body::RequestBody {
+    RequestBodyBuilder::new()
+        .content(
+            "application/x-www-form-urlencoded",
+            Content::new(Some(RefOr::T(string_schema("The search parameters")))),
+        )
+        .build()
+}
+
 /// The body of an operation POSTed with its inputs: a `Parameters` resource.
 fn parameters_body(required: bool) -> utoipa::openapi::request_body::RequestBody {
     let mut body = RequestBodyBuilder::new()
@@ -448,14 +458,7 @@ fn resource_paths(mut paths: PathsBuilder) -> PathsBuilder {
                 who_may(t, Action::Search),
                 Vec::new(),
             )
-            .request_body(Some(
-                RequestBodyBuilder::new()
-                    .content(
-                        "application/x-www-form-urlencoded",
-                        Content::new(Some(RefOr::T(string_schema("The search parameters")))),
-                    )
-                    .build(),
-            ))
+            .request_body(Some(form_body()))
             .response("200", response("A searchset Bundle", Some("Bundle")));
             paths = paths.path(
                 format!("{base}/_search"),
@@ -1185,14 +1188,7 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
         task_description,
         Vec::new(),
     )
-    .request_body(Some(
-        RequestBodyBuilder::new()
-            .content(
-                "application/x-www-form-urlencoded",
-                Content::new(Some(RefOr::T(string_schema("The search parameters")))),
-            )
-            .build(),
-    ))
+    .request_body(Some(form_body()))
     .response(
         "200",
         response("A searchset Bundle of Task", Some("Bundle")),

@@ -514,10 +514,20 @@ pub fn manifest_dir() -> std::path::PathBuf {
 
 /// `Type/id` of every entry's resource, in the Bundle's order.
 pub fn entry_refs(bundle: &Value) -> Vec<String> {
+    refs_where(bundle, |_| true)
+}
+
+/// The `Type/id` of each entry whose `search.mode` is `mode` (match, include), in order.
+pub fn mode_refs(bundle: &Value, mode: &str) -> Vec<String> {
+    refs_where(bundle, |e| e["search"]["mode"] == mode)
+}
+
+fn refs_where(bundle: &Value, keep: impl Fn(&Value) -> bool) -> Vec<String> {
     bundle["entry"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|e| keep(e))
         .map(|e| {
             format!(
                 "{}/{}",

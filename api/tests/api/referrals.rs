@@ -1695,14 +1695,16 @@ async fn available_actions_are_searched_as_tasks() {
     let r = tasks(w.as_rc("GET", &format!("Task?focus={focus}&status=requested"))).await;
     assert_eq!(r.json()["total"], 0);
     // A version that is no longer current has none, and the outcome says which is.
-    w.op(
-        false,
-        &id,
-        "$ers.changeShortlist",
-        Some(1),
-        &[("service", &w.triage)],
-    )
-    .await;
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.changeShortlist",
+            Some(1),
+            &[("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = tasks(w.as_rc("GET", &format!("Task?focus={focus}"))).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["total"], 0);
@@ -1814,22 +1816,7 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
     assert_eq!(r.status, 201, "{}", r.text());
     let second = r.json()["id"].as_str().expect("id").to_owned();
     let everything = |req: awc::ClientRequest| w.app.send(req, None);
-    let entries = |b: &Value, mode: &str| -> Vec<String> {
-        b["entry"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter(|e| e["search"]["mode"] == mode)
-            .map(|e| {
-                format!(
-                    "{}/{}",
-                    e["resource"]["resourceType"].as_str().unwrap_or_default(),
-                    e["resource"]["id"].as_str().unwrap_or_default()
-                )
-            })
-            .collect()
-    };
+    let entries = mode_refs;
     let path = format!("Patient/{p}/$everything");
     let r = everything(w.as_rc("GET", &path)).await;
     assert_eq!(r.status, 200, "{}", r.text());
