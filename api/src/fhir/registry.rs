@@ -106,9 +106,11 @@ pub struct ResourceDef {
 /// referral's or a message's `subject` is always a Patient (the e-RS profiles), so R4's
 /// `subject` is `patient`. Without this a standard client's `subject=Patient/…` would be an
 /// unknown parameter, ignored (with a warning): every patient's referrals instead of one's.
+/// e-RS A015 names a slot's priority `appointmentType`.
 const ALIASES: &[(&str, &str, &str)] = &[
     ("ServiceRequest", "subject", "patient"),
     ("Communication", "subject", "patient"),
+    ("Slot", "appointmentType", "priority"),
 ];
 
 /// (target type, the parameter searching it) pairs.

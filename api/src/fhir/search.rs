@@ -55,6 +55,8 @@ pub struct SearchRequest {
     pub query: SearchQuery,
     pub includes: Vec<Include>,
     pub revincludes: Vec<Include>,
+    /// `page` (e-RS A015's paging, from 1), made an offset once `_count` is known.
+    pub page: Option<i64>,
     /// `_revinclude=Task:focus` on referrals: each match's available actions, as the Tasks of
     /// e-RS A029 (`fhir::task`), made for the answer (Task is searched, not stored).
     pub action_tasks: bool,
@@ -177,6 +179,7 @@ pub fn parse(
         includes: Vec::new(),
         revincludes: Vec::new(),
         action_tasks: false,
+        page: None,
         summary: Summary::False,
         elements: None,
         total: TotalMode::UpTo,
@@ -201,12 +204,23 @@ pub fn parse(
         match parse_one(def, name, value, &mut req) {
             Ok(true) => req.accepted.push((given.clone(), value.clone())),
             Ok(false) => {
-                if !RESULT_PARAMS.contains(&name.as_str()) && name != "_count" && name != "_offset"
+                if !RESULT_PARAMS.contains(&name.as_str())
+                    && !["_count", "_offset", "page"].contains(&name.as_str())
                 {
                     req.ignored.push(name.clone());
                 }
             }
             Err(issue) => issues.push(issue),
+        }
+    }
+    if let Some(page) = req.page {
+        if params.iter().any(|(k, _)| k == "_offset") {
+            issues.push(bad(
+                "page",
+                "give page (e-RS paging, from 1) or _offset, not both",
+            ));
+        } else {
+            req.query.offset = (page - 1).saturating_mul(req.query.limit);
         }
     }
     if let Some(near) = req.near.clone() {
@@ -276,6 +290,15 @@ fn parse_one(
                 ));
             }
             req.query.limit = n;
+            return Ok(false);
+        }
+        // e-RS A015's paging: pages of `_count` from 1 (`_offset` once `_count` is known).
+        "page" => {
+            let n: i64 =
+                value.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    bad(name, format!("'{value}' is not a page number (1, 2, …)"))
+                })?;
+            req.page = Some(n);
             return Ok(false);
         }
         "_offset" => {

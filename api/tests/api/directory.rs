@@ -347,6 +347,40 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
     app.get(&format!("{q}&priority=SOON"))
         .await
         .assert_outcome(400, "invalid");
+    // e-RS A015's form: the priority as appointmentType, pages counted from 1 (page 2 of
+    // _count=2 is _offset=2).
+    let page_ids = |b: Value| match_ids(&b);
+    let by_offset = page_ids(
+        app.search(&format!(
+            "{q}&priority=URGENT&_sort=start&_count=2&_offset=2"
+        ))
+        .await,
+    );
+    assert_eq!(by_offset.len(), 1);
+    assert_eq!(
+        page_ids(
+            app.search(&format!(
+                "{q}&appointmentType=URGENT&_sort=start&_count=2&page=2"
+            ))
+            .await
+        ),
+        by_offset
+    );
+    assert_eq!(
+        page_ids(
+            app.search(&format!("{q}&appointmentType=URGENT&_sort=start&page=1"))
+                .await
+        ),
+        page_ids(
+            app.search(&format!("{q}&priority=URGENT&_sort=start"))
+                .await
+        )
+    );
+    for bad in ["page=0", "page=two", "page=2&_offset=2"] {
+        let r = app.get(&format!("{q}&{bad}")).await;
+        r.assert_outcome(400, "invalid");
+        assert_eq!(r.issue_at().1, "page", "{bad}");
+    }
     // A slot that ends before it starts, or with an unknown priority, is refused.
     let bad = json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sched}")}, "status": "free", "start": "2099-12-05T10:00:00Z", "end": "2099-12-05T09:00:00Z", "appointmentType": {"coding": [{"system": PRIORITY, "code": "SOON"}]}});
     let r = mk(bad).await;
