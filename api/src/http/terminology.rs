@@ -91,10 +91,17 @@ pub async fn read(
     let (t, id) = path.into_inner();
     authorise(&t, Action::Read, &caller)?;
     let found = conformance::by_id(&t, &id).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "{t}/{id} is not known; search GET {t} for the {} this server defines",
-            conformance::all(&t).len()
-        ))
+        // e-RS A004 reads its code systems by type (`CodeSystem/SPECIALTY`): say which is ours.
+        let ours = format!("ers-{}", id.to_ascii_lowercase());
+        match conformance::by_id(&t, &ours) {
+            Some(_) => ApiError::NotFound(format!(
+                "{t}/{id} is not known: e-RS's {id} is {t}/{ours} here"
+            )),
+            None => ApiError::NotFound(format!(
+                "{t}/{id} is not known; search GET {t} for the {} this server defines",
+                conformance::all(&t).len()
+            )),
+        }
     })?;
     negotiate::respond(&req, StatusCode::OK, Body::Value(found.clone()))
 }

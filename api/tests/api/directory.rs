@@ -465,6 +465,30 @@ async fn reference_data_is_served_as_code_systems_and_enforced() {
     app.get("CodeSystem/nope")
         .await
         .assert_outcome(404, "not-found");
+    // e-RS A004 reads a code system by its type: the answer names ours.
+    for (ers, ours) in [
+        ("SPECIALTY", "ers-specialty"),
+        ("CLINIC-TYPE", "ers-clinic-type"),
+        (
+            "APPOINTMENT-CANCELLATION-REASON",
+            "ers-appointment-cancellation-reason",
+        ),
+        (
+            "REFERRAL-CANCELLATION-REASON",
+            "ers-referral-cancellation-reason",
+        ),
+        (
+            "APPOINTMENT-NON-ATTENDANCE-REASON",
+            "ers-appointment-non-attendance-reason",
+        ),
+        ("PRIORITY", "ers-priority"),
+    ] {
+        let d = app
+            .get(&format!("CodeSystem/{ers}"))
+            .await
+            .assert_outcome(404, "not-found");
+        assert!(d.contains(&format!("is CodeSystem/{ours} here")), "{d}");
+    }
     app.send(
         app.req("PUT", "CodeSystem/ers-priority")
             .insert_header(("Content-Type", "application/fhir+json")),
