@@ -934,6 +934,18 @@ impl Search {
             .map(audit::touched)
             .collect();
         let (count, offset) = (parsed.query.limit, parsed.query.offset);
+        // e-RS A015: a page past the last is refused, not answered empty.
+        if let (Some(page), Some(total)) = (parsed.page, result.total) {
+            if page > 1 && offset >= total {
+                let pages = (total + count - 1) / count.max(1);
+                return Err(ApiError::Search(vec![Issue::error(
+                    "invalid",
+                    "INVALID_VALUE",
+                    format!("'page' ({page}) is past the last page ({pages} of {count})"),
+                )
+                .with_expression("page".to_owned())]));
+            }
+        }
         let has_more = match result.total {
             Some(t) => offset + count < t,
             None => i64::try_from(result.matches.len()).unwrap_or(0) >= count && count > 0,

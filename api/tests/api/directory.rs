@@ -376,7 +376,7 @@ async fn referrers_filter_services_and_find_slots_by_priority() {
                 .await
         )
     );
-    for bad in ["page=0", "page=two", "page=2&_offset=2"] {
+    for bad in ["page=0", "page=two", "page=2&_offset=2", "page=3&_count=2"] {
         let r = app.get(&format!("{q}&{bad}")).await;
         r.assert_outcome(400, "invalid");
         assert_eq!(r.issue_at().1, "page", "{bad}");
