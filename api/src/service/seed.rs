@@ -548,7 +548,8 @@ const SPECIALTIES: &[(&str, &str)] = &[
 type PlannedService = (String, usize, Vec<&'static str>, Vec<&'static str>, usize);
 
 /// Services, schedules and slots of the sandbox Directory of Services, with the NHS sandbox
-/// service ids (10000 no slots, 11000 many slots, 12000 few, 50001 triage, 11014 A&G...).
+/// service ids (10000 no slots, 11000 many slots, 12000 few, 50001 triage, 11014 A&G...) as
+/// their identifiers and logical ids.
 fn directory(
     s: &mut Seeder<'_>,
     providers: &[(&String, &str, &String)],
@@ -701,7 +702,16 @@ fn directory(
         if !eligibility.is_empty() {
             body["eligibility"] = Value::Array(eligibility);
         }
-        let service = s.ensure("HealthcareService", SERVICE_SYSTEM, &sid, body)?;
+        // The service's e-RS id is its logical id too, as in e-RS (A033 reads
+        // HealthcareService/11000; A015 searches schedule.actor:HealthcareService=11000).
+        let service = s.ensure_as(
+            "HealthcareService",
+            SERVICE_SYSTEM,
+            &sid,
+            body,
+            Some(sid.clone()),
+            &[],
+        )?;
         if slots == 0 {
             continue;
         }

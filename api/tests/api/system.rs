@@ -308,6 +308,20 @@ async fn sandbox_seed_creates_the_nhs_test_patients_and_the_directory() {
         ))
         .await;
     assert_eq!(slots["total"], 12);
+    // A service's e-RS id is its logical id, as e-RS reads it (A033) and searches its slots
+    // (A015).
+    let r = app.get("HealthcareService/11000").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["identifier"][0]["value"], "11000");
+    let a015 = app
+        .search("Slot?schedule.actor:HealthcareService=11000&appointmentType=ROUTINE&status=free&_count=5&page=2&_include=Slot:schedule")
+        .await;
+    // Its six routine slots in two pages of five (as in the NHS sandbox); a third is 400.
+    assert_eq!(a015["total"], 6, "{a015}");
+    assert_eq!(match_ids(&a015).len(), 1, "{a015}");
+    app.get("Slot?schedule.actor:HealthcareService=11000&appointmentType=ROUTINE&status=free&_count=5&page=3")
+        .await
+        .assert_outcome(400, "invalid");
     // Every generated NHS number is in the reserved test range (or a sandbox test patient).
     let all = app.search("Patient?_count=1000").await;
     for e in all["entry"].as_array().expect("entries") {
