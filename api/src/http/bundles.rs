@@ -112,9 +112,10 @@ impl Interaction {
 /// writes, the entry that creates what another refers to by its `urn:uuid:` fullUrl before
 /// that other (FHIR gives the entries of a transaction no order among its creates: a
 /// reference to a later entry is as good as one to an earlier). Otherwise the Bundle's order;
-/// the entries of a cycle keep it too (the first reference of the cycle then names a resource
-/// not yet written, and is refused saying so).
-fn in_run_order(mut planned: Vec<(usize, Planned)>) -> Vec<(usize, Planned)> {
+/// the entries of a cycle keep it too. With each entry, what it refers to that a later entry
+/// creates (`Type/id`: only in a cycle), which it is written taking as there
+/// (`resource::with_forward`) and the transaction checks at its end.
+fn in_run_order(mut planned: Vec<(usize, Planned)>) -> Vec<(usize, Planned, Vec<String>)> {
     planned.sort_by_key(|(_, p)| p.interaction.rank());
     let created: std::collections::HashMap<String, usize> = planned
         .iter()
@@ -122,7 +123,10 @@ fn in_run_order(mut planned: Vec<(usize, Planned)>) -> Vec<(usize, Planned)> {
         .filter_map(|(k, (_, p))| Some((format!("{}/{}", p.def.name, p.create_id.as_ref()?), k)))
         .collect();
     if created.is_empty() {
-        return planned;
+        return planned
+            .into_iter()
+            .map(|(i, p)| (i, p, Vec::new()))
+            .collect();
     }
     // What each entry (by position in `planned`) refers to that another entry creates.
     let needs: Vec<Vec<usize>> = planned
@@ -155,8 +159,28 @@ fn in_run_order(mut planned: Vec<(usize, Planned)>) -> Vec<(usize, Planned)> {
         placed[k] = true;
         order.push(k);
     }
+    // What each entry refers to that runs after it.
+    let mut ran = vec![false; planned.len()];
+    let mut forward: Vec<Vec<String>> = vec![Vec::new(); planned.len()];
+    for &k in &order {
+        forward[k] = needs[k]
+            .iter()
+            .filter(|j| !ran[**j])
+            .filter_map(|j| {
+                let (_, p) = &planned[*j];
+                Some(format!("{}/{}", p.def.name, p.create_id.as_ref()?))
+            })
+            .collect();
+        ran[k] = true;
+    }
     let mut slots: Vec<Option<(usize, Planned)>> = planned.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|k| slots[k].take()).collect()
+    order
+        .into_iter()
+        .filter_map(|k| {
+            let (i, p) = slots[k].take()?;
+            Some((i, p, std::mem::take(&mut forward[k])))
+        })
+        .collect()
 }
 
 /// Transaction entries created with a `urn:uuid:` fullUrl get their ids now, and every
@@ -731,8 +755,9 @@ pub async fn post(
                     );
                     let mut done: Vec<Option<Done>> = (0..order.len()).map(|_| None).collect();
                     let mut wrote = Vec::<(usize, String)>::new();
-                    for (i, p) in order {
-                        let d = run(c, p, &at, true).map_err(|e| {
+                    let mut owed = Vec::<(usize, String)>::new();
+                    for (i, p, forward) in order {
+                        let d = svc::with_forward(&forward, || run(c, p, &at, true)).map_err(|e| {
                             let e = match e {
                                 ApiError::Service(e) => earlier_entry(e, &wrote),
                                 other => other,
@@ -742,7 +767,18 @@ pub async fn post(
                         if let Some(w) = &d.wrote {
                             wrote.push((i, w.clone()));
                         }
+                        owed.extend(forward.into_iter().map(|f| (i, f)));
                         done[i] = Some(d);
+                    }
+                    // What an entry of a cycle referred to ahead of its writing is there now.
+                    if let Some((i, missing)) = owed.iter().find(|(_, f)| !wrote.iter().any(|(_, w)| w == f)) {
+                        return Err(ApiError::InEntry(
+                            *i,
+                            Box::new(ApiError::Service(ServiceError::ReferenceNotFound {
+                                path: "resource".into(),
+                                reference: missing.clone(),
+                            })),
+                        ));
                     }
                     Ok(done.into_iter().flatten().map(Ok).collect())
                 };

@@ -306,7 +306,29 @@ fn check_directory_rules(
     Ok(())
 }
 
-/// Every local reference must name a live resource of a hosted type.
+thread_local! {
+    /// While a transaction entry is written: the resources (`Type/id`) its references name
+    /// that entries run after it create (a cycle of references between the entries), which
+    /// the transaction checks once it has written them all (`with_forward`).
+    static FORWARD: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` (one transaction entry's write) taking the references to `forward` as live: the
+/// transaction writes them later, and answers for them at its end.
+pub fn with_forward<T>(forward: &[String], f: impl FnOnce() -> T) -> T {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            FORWARD.with(|s| s.borrow_mut().clear());
+        }
+    }
+    FORWARD.with(|s| *s.borrow_mut() = forward.to_vec());
+    let _clear = Clear;
+    f()
+}
+
+/// Every local reference must name a live resource of a hosted type (or one the transaction
+/// writes later: `with_forward`).
 fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Result<()> {
     let mut targets = Vec::with_capacity(refs.len());
     for (path, reference) in refs {
@@ -319,9 +341,12 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
         targets.push((t, id));
     }
     // What the use case has read in its transaction and found live needs no query.
+    let forward = FORWARD.with(|s| s.borrow().clone());
     let read_live: Vec<bool> = targets
         .iter()
-        .map(|(t, id)| super::memo::known_live(t, id))
+        .map(|(t, id)| {
+            super::memo::known_live(t, id) || forward.iter().any(|f| *f == format!("{t}/{id}"))
+        })
         .collect();
     let unread: Vec<(&str, &str)> = targets
         .iter()

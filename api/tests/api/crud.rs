@@ -1184,14 +1184,15 @@ async fn a_read_returns_the_subset_summary_or_elements_ask_for() {
 #[actix_web::test]
 async fn a_transaction_entry_may_refer_to_a_later_one_by_its_full_url() {
     let app = spawn_app().await;
-    let post = |entries: Value| {
+    let post_as = |bf: &'static str, entries: Value| {
         let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
         app.send(
-            app.as_user(&app.token, "POST", "/FHIR/R4", "SERVICE_DEFINER", "R69")
+            app.as_user(&app.token, "POST", "/FHIR/R4", bf, "R69")
                 .insert_header(("Content-Type", "application/fhir+json")),
             Some(bundle.to_string().into_bytes()),
         )
     };
+    let post = |entries: Value| post_as("SERVICE_DEFINER", entries);
     let urn = |n: u8| format!("urn:uuid:0b7f4f6e-0000-4000-8000-0000000000{n:02}");
     let create = |n: u8, resource: Value| {
         let t = resource["resourceType"].clone();
@@ -1226,20 +1227,48 @@ async fn a_transaction_entry_may_refer_to_a_later_one_by_its_full_url() {
         json!(org),
         "{found}"
     );
-    // Two that name each other cannot be ordered: the first is refused, naming its reference,
-    // and nothing is written.
-    let mut a = organization("RZZ02", "Cycle A");
-    a["partOf"] = json!({"reference": urn(4)});
-    let mut b = organization("RZZ03", "Cycle B");
-    b["partOf"] = json!({"reference": urn(3)});
-    let r = post(json!([create(3, a), create(4, b)])).await;
-    r.assert_outcome(422, "not-found");
-    r.assert_issue(
-        "REFERENCE_NOT_FOUND",
-        "Bundle.entry[0].resource.partOf.reference",
-    );
+    // Two that name each other (two records of one patient, each linking the other): the
+    // first is written taking the second as there, which the transaction then writes.
+    let linked = |nhs: &str, to: u8| {
+        let mut p = patient(nhs, "Linked", "Twin", "1970-01-01", "female");
+        p["link"] = json!([{"other": {"reference": urn(to)}, "type": "seealso"}]);
+        p
+    };
+    let r = post_as(
+        "REFERRING_CLINICIAN",
+        json!([create(3, linked(NHS[2], 4)), create(4, linked(NHS[3], 3))]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    let id_of = |i: usize| {
+        out["entry"][i]["response"]["location"]
+            .as_str()
+            .and_then(|l| l.split("/_history").next())
+            .and_then(|l| l.rsplit_once("Patient/"))
+            .map(|(_, id)| id.to_owned())
+            .expect("a patient's location")
+    };
+    let (a, b) = (id_of(0), id_of(1));
+    for (this, other) in [(&a, &b), (&b, &a)] {
+        let p = app.get(&format!("Patient/{this}")).await.json();
+        assert_eq!(
+            p["link"][0]["other"]["reference"],
+            format!("Patient/{other}"),
+            "{p}"
+        );
+    }
+    // A cycle whose entry fails writes nothing: not even the entry that ran first.
+    let mut bad = linked(NHS[4], 6);
+    bad["birthDate"] = json!("not a date");
+    let r = post_as(
+        "REFERRING_CLINICIAN",
+        json!([create(5, linked(NHS[5], 6)), create(6, bad)]),
+    )
+    .await;
+    assert!(r.status == 400 || r.status == 422, "{}", r.text());
     assert_eq!(
-        app.search("Organization?identifier=RZZ03").await["total"],
+        app.search(&format!("Patient?identifier={}", NHS[5])).await["total"],
         0
     );
 }
