@@ -199,6 +199,19 @@ async fn a_conversation_of_two_rounds_ends_in_a_referral_with_the_same_ubrn() {
         ["RESPOND_TO_ADVICE_REQUEST", "CONVERT_TO_REFERRAL"]
     );
     assert_eq!(w.actions(false, &id).await, ["CANCEL_ADVICE_REQUEST"]);
+    // The same, as e-RS A029's Tasks.
+    let r = w
+        .app
+        .send(
+            w.as_spc("GET", &format!("Task?focus=ServiceRequest/{id}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mode_refs(&r.json(), "match").len(), 2, "{}", r.text());
+    for code in ["RESPOND_TO_ADVICE_REQUEST", "CONVERT_TO_REFERRAL"] {
+        assert!(r.text().contains(&format!("\"code\":\"{code}\"")), "{code}");
+    }
 
     // Round one: the provider needs more; If-Match is required; it cannot reply twice.
     w.op(
