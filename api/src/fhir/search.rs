@@ -777,8 +777,12 @@ fn criterion(
                 ),
             ));
         }
-        if inner.starts_with("_has:") {
-            return Err(bad(name, "only one level of _has is supported"));
+        // Nested (`_has:A:p:_has:B:q:param`): each level is one more EXISTS; bounded as chains.
+        if name.matches("_has:").count() > MAX_CHAIN_LEVELS {
+            return Err(bad(
+                name,
+                format!("at most {MAX_CHAIN_LEVELS} levels of _has are supported"),
+            ));
         }
         let c = criterion(source_def, inner, value)?.ok_or_else(|| {
             bad(

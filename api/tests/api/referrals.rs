@@ -1899,3 +1899,44 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
         .await
         .assert_outcome(404, "not-found");
 }
+
+/// Reverse chains nest: patients with a referral that has a booked appointment. Every level is
+/// narrowed to what the caller may see.
+#[actix_web::test]
+async fn reverse_chains_nest_and_stay_within_what_the_caller_may_see() {
+    let w = world().await;
+    let q = |status: &str| {
+        format!(
+            "Patient?_id={}&_has:ServiceRequest:patient:_has:Appointment:based-on:status={status}&_summary=count",
+            w.patient
+        )
+    };
+    let total = |req: awc::ClientRequest| {
+        let app = &w.app;
+        async move {
+            let r = app.send(req, None).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["total"].clone()
+        }
+    };
+    assert_eq!(total(w.as_rc("GET", &q("booked"))).await, 1);
+    assert_eq!(total(w.as_rc("GET", &q("entered-in-error"))).await, 0);
+    // Another practice sees the patient, but none of the referrals behind the match.
+    let other_gp = sign(&claims("021600556515", &[("REFERRING_CLINICIAN", "R68")]));
+    assert_eq!(
+        total(
+            w.app
+                .as_user(&other_gp, "GET", &q("booked"), "REFERRING_CLINICIAN", "R68")
+        )
+        .await,
+        0
+    );
+    // Four levels are more than are followed.
+    let deep = "Patient?_has:ServiceRequest:patient:_has:Appointment:based-on:_has:ServiceRequest:based-on:_has:Appointment:based-on:status=booked";
+    let d = w
+        .app
+        .send(w.as_rc("GET", deep), None)
+        .await
+        .assert_outcome(400, "invalid");
+    assert!(d.contains("at most 3 levels of _has"), "{d}");
+}
