@@ -25,7 +25,19 @@ type Reply = Result<HttpResponse, ApiError>;
 /// Chunks of a streamed download.
 const CHUNK: usize = 64 * 1024;
 
+/// e-RS A020's header for the file's name.
+const ERS_FILE_NAME: &str = "NHSD-eRS-File-Name";
+
+/// The upload's file name: e-RS's `NHSD-eRS-File-Name`, or `Content-Disposition`'s.
 fn filename(req: &HttpRequest) -> Option<String> {
+    if let Some(name) = req
+        .headers()
+        .get(ERS_FILE_NAME)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+        .filter(|n| !n.is_empty())
+    {
+        return Some(name);
+    }
     let raw = req.headers().get(header::CONTENT_DISPOSITION)?;
     let cd = ContentDisposition::from_raw(raw).ok()?;
     cd.get_filename().map(str::to_owned).or_else(|| {

@@ -1374,14 +1374,21 @@ fn attachment_paths(paths: PathsBuilder) -> PathsBuilder {
         "Binary",
         "Upload an attachment",
         format!(
-            "Stores a referral letter or clinical document, sent as its bytes with its own Content-Type, or as a FHIR Binary resource (application/fhir+json or +xml: contentType and base64 data), checked: an accepted type, at most 5 MB (413 FILE_SIZE_ERROR), content that is what the Content-Type says and a file name (Content-Disposition) that matches (422). Only your organisation may read it until a referral document points at it. {}",
+            "Stores a referral letter or clinical document, sent as its bytes with its own Content-Type, or as a FHIR Binary resource (application/fhir+json or +xml: contentType and base64 data), checked: an accepted type, at most 5 MB (413 FILE_SIZE_ERROR), content that is what the Content-Type says and a file name (NHSD-eRS-File-Name, as e-RS A020 sends it, or Content-Disposition) that matches (422). Only your organisation may read it until a referral document points at it. {}",
             who_may("Binary", Action::Create)
         ),
-        vec![header(
-            "Content-Disposition",
-            false,
-            "attachment; filename=\"letter.pdf\"",
-        )],
+        vec![
+            header(
+                "Content-Disposition",
+                false,
+                "attachment; filename=\"letter.pdf\"",
+            ),
+            header(
+                "NHSD-eRS-File-Name",
+                false,
+                "The file name, as e-RS A020 sends it (taken before Content-Disposition's)",
+            ),
+        ],
     )
     .request_body(Some(body.build()))
     .response(

@@ -219,6 +219,31 @@ async fn uploads_are_checked_and_only_their_organisations_download_them() {
         r.json()["issue"][0]["details"]["coding"][0]["code"],
         "FILE_SIZE_ERROR"
     );
+    // e-RS A020 names the file in NHSD-eRS-File-Name: taken as Content-Disposition's, and
+    // checked alike.
+    let named = |name: &str| {
+        w.app
+            .as_user(rc.0, "POST", "Binary", rc.1, rc.2)
+            .insert_header(("Content-Type", "application/pdf"))
+            .insert_header(("NHSD-eRS-File-Name", name.to_owned()))
+    };
+    let r = w
+        .app
+        .send(named("referral-letter.pdf"), Some(PDF.to_vec()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let r = w.get_as(rc, &format!("Binary/{id}"), None).await;
+    assert!(r
+        .header("content-disposition")
+        .expect("disposition")
+        .contains("referral-letter.pdf"));
+    let d = w
+        .app
+        .send(named("referral-letter.png"), Some(PDF.to_vec()))
+        .await
+        .assert_outcome(422, "value");
+    assert!(d.contains("referral-letter.png"), "{d}");
     // Text is text.
     let r = w
         .upload(rc, "text/plain", Some("notes.txt"), b"Seen in clinic.\n")
