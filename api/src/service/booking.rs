@@ -602,11 +602,17 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                     )
                 })?;
                 if !facts.flows.iter().any(|f| f == "BOOKABLE") {
+                    // e-RS A016 also sends to triage; here that is the referral's operation.
+                    let what = if facts.flows.iter().any(|f| f == "REVIEW") {
+                        format!("it is a triage service: send the referral to it with POST ServiceRequest/{referral_id}/$ers.sendForTriage")
+                    } else {
+                        "it is an advice service".to_owned()
+                    };
                     return Err(invalid(
                         "Appointment.participant",
                         "INAPPROPRIATE_VALUE",
                         "business-rule",
-                        format!("'service' ({service}) does not take appointment requests (it is a triage or advice service)"),
+                        format!("'service' ({service}) does not take appointment requests: {what}"),
                     ));
                 }
                 if status == "booked" {

@@ -1940,3 +1940,32 @@ async fn reverse_chains_nest_and_stay_within_what_the_caller_may_see() {
         .assert_outcome(400, "invalid");
     assert!(d.contains("at most 3 levels of _has"), "{d}");
 }
+
+/// e-RS A016 also sends a referral to triage; here that is `$ers.sendForTriage`, which an
+/// appointment request naming a triage service is pointed to.
+#[actix_web::test]
+async fn an_appointment_for_a_triage_service_points_to_send_for_triage() {
+    let w = world().await;
+    let id = w.new_referral(&[&w.triage, &w.bookable], "URGENT").await;
+    let body = json!({
+        "resourceType": "Appointment",
+        "status": "proposed",
+        "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+        "reasonCode": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason", "code": "NO_SLOTS_AT_SERVICE"}]}],
+        "participant": [{"actor": {"reference": format!("HealthcareService/{}", w.triage)}, "status": "accepted"}],
+    });
+    let r = w
+        .app
+        .send(
+            w.as_rc("POST", "Appointment")
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Appointment.participant");
+    assert!(
+        d.contains(&format!("POST ServiceRequest/{id}/$ers.sendForTriage")),
+        "{d}"
+    );
+}
