@@ -702,6 +702,7 @@ impl Worklist {
         OpParam::new("_offset", 0, "1", "integer", "results to skip"),
         OpParam::new("_total", 0, "1", "code", "accurate: count the whole list (not counted otherwise, unless the first page holds it all)"),
         OpParam::new("_summary", 0, "1", "code", "count: the list's total only"),
+        OpParam::new("_revinclude", 0, "*", "string", "with the referrals, what refers to them: Appointment:based-on (their appointments), Task:focus (what you may do to each, as e-RS A029's Tasks)"),
     ];
 
     pub const ALL: [Worklist; 9] = [

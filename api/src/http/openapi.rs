@@ -1155,6 +1155,7 @@ fn referral_paths(mut paths: PathsBuilder) -> PathsBuilder {
             query("_count", "Page size"),
             query("_offset", "Where the page starts"),
             query("_total", "accurate to count the whole list"),
+            query("_revinclude", "Appointment:based-on (the referrals' appointments) or Task:focus (what you may do to each, as e-RS A029's Tasks)"),
         ],
         body_required: true,
         ok: response("A searchset Bundle of ServiceRequest and Patient", Some("Bundle")),

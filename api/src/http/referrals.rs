@@ -416,7 +416,7 @@ pub async fn worklist(
                     specialties.push(code.to_owned());
                 }
             }
-            "_count" | "_offset" | "_format" | "_total" | "_summary" => {
+            "_count" | "_offset" | "_format" | "_total" | "_summary" | "_revinclude" => {
                 params.push((k.clone(), v.clone()))
             }
             // The general `_format` and `_pretty` (operation_inputs took only these besides).

@@ -1787,6 +1787,36 @@ async fn available_actions_are_searched_as_tasks() {
         .collect();
     assert_eq!(included, w.actions(false, &id).await);
     assert_eq!(b["total"], 1);
+    // A worklist brings its referrals' Tasks the same way: the list and what may be done to
+    // each, in one call.
+    let r = tasks(w.as_rc(
+        "GET",
+        "ServiceRequest/$ers.worklist?listType=AWAITING_BOOKING&_count=100&_revinclude=Task:focus",
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let listed = match_ids(&b);
+    assert!(listed.contains(&id), "{listed:?}");
+    let focused: std::collections::BTreeSet<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include" && e["resource"]["resourceType"] == "Task")
+        .filter_map(|e| e["resource"]["focus"]["reference"].as_str())
+        .map(|f| {
+            f.split("/_history")
+                .next()
+                .unwrap_or(f)
+                .trim_start_matches("ServiceRequest/")
+                .to_owned()
+        })
+        .collect();
+    assert!(focused.contains(&id), "{focused:?}");
+    assert!(
+        focused.iter().all(|f| listed.contains(f)),
+        "{focused:?} {listed:?}"
+    );
     for (query, what) in [
         (
             "ServiceRequest?_revinclude:iterate=Task:focus",
