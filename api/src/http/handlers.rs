@@ -805,10 +805,10 @@ pub(super) async fn run_search_on(
 }
 
 /// What a search found: its result, and for `_revinclude=Task:focus` the actions available on
-/// each match (by id) it was worked out for.
+/// the first matches, in their order (as many as the Tasks' bound allowed).
 pub(super) struct Found {
     result: svc::SearchResult,
-    actions: Vec<(String, crate::service::referral::Available)>,
+    actions: Vec<crate::service::referral::Available>,
     /// Whether some matches' actions were left out (`svc::MAX_INCLUDED`).
     capped: bool,
 }
@@ -904,7 +904,7 @@ impl Search {
                     break;
                 }
                 tasks += n;
-                actions.push((row.id.clone(), now));
+                actions.push(now);
             }
         }
         Ok(Found {
@@ -979,14 +979,12 @@ impl Search {
                 distance_km: None,
             });
         }
-        for (id, now) in &actions {
-            if let Some(row) = result.matches.iter().find(|r| r.id == *id) {
-                entries.extend(
-                    super::tasks::of(base, row, now, |_| true)?
-                        .into_iter()
-                        .map(|t| super::tasks::entry(t, true)),
-                );
-            }
+        for (row, now) in result.matches.iter().zip(&actions) {
+            entries.extend(
+                super::tasks::of(base, row, now, |_| true)?
+                    .into_iter()
+                    .map(|t| super::tasks::entry(t, true)),
+            );
         }
         let mut notes = notes;
         notes.extend(result.notes);

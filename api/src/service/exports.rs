@@ -568,5 +568,11 @@ mod tests {
             let parsed = crate::fhir::search::parse(def, &params, true);
             assert!(parsed.is_ok(), "{t}?{param}: {parsed:?}");
         }
+        for (t, _) in PATIENT_LINKS {
+            assert!(
+                PATIENT_COMPARTMENT.contains(t),
+                "{t} names its patient but is not in PATIENT_COMPARTMENT"
+            );
+        }
     }
 }
