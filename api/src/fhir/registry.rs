@@ -242,6 +242,13 @@ const PATIENT_PARAMS: &[SearchParamDef] = &[
         targets["Organization"],
         "The organisation that is the custodian of the record"
     ),
+    param!(
+        "link",
+        Reference,
+        ["link.other"],
+        targets["Patient"],
+        "Another record of the same person this one links to (Patient.link.other); a patient another links to cannot be deleted while it does"
+    ),
 ];
 
 const PRACTITIONER_PARAMS: &[SearchParamDef] = &[

@@ -798,6 +798,141 @@ async fn tags_security_labels_and_profiles_are_searched() {
     assert_eq!(rows(&mut conn), written);
 }
 
+/// `Patient?link=` finds the records that link to a patient (R4's Patient-link), `_include` and
+/// `_revinclude` follow the link, and a patient another record links to is not deleted while it
+/// does; the migration gives the patients stored before the same index rows.
+#[actix_web::test]
+async fn linked_patients_are_searched_and_kept() {
+    let app = spawn_app().await;
+    let first = app
+        .create(&patient(NHS[0], "Linked", "Lena", "1971-04-04", "female"))
+        .await;
+    let mut second = patient(NHS[1], "Linked", "Lena", "1971-04-04", "female");
+    second["link"] =
+        json!([{"other": {"reference": format!("Patient/{first}")}, "type": "replaces"}]);
+    let second = app.create(&second).await;
+    // A versioned reference links to the record too.
+    let mut third = patient(NHS[2], "Linked", "Lena", "1971-04-04", "female");
+    third["link"] =
+        json!([{"other": {"reference": format!("Patient/{first}/_history/1")}, "type": "seealso"}]);
+    let third = app.create(&third).await;
+    let unrelated = app
+        .create(&patient(NHS[3], "Other", "Olly", "1980-01-01", "male"))
+        .await;
+
+    let found = |b: &serde_json::Value| sorted(match_ids(b));
+    assert_eq!(
+        found(&app.search(&format!("Patient?link=Patient/{first}")).await),
+        sorted(vec![second.clone(), third.clone()])
+    );
+    assert_eq!(
+        found(&app.search(&format!("Patient?link={first}")).await),
+        sorted(vec![second.clone(), third.clone()])
+    );
+    assert!(found(
+        &app.search(&format!("Patient?link=Patient/{unrelated}"))
+            .await
+    )
+    .is_empty());
+    // Chained through the linked record's NHS number, and `:missing`.
+    assert_eq!(
+        found(
+            &app.search(&format!(
+                "Patient?link.identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+                NHS[0]
+            ))
+            .await
+        ),
+        sorted(vec![second.clone(), third.clone()])
+    );
+    assert_eq!(
+        found(&app.search("Patient?family=Other&link:missing=true").await),
+        vec![unrelated.clone()]
+    );
+    // `_include` brings the linked record, `_revinclude` the records linking to one.
+    let b = app
+        .search(&format!("Patient?_id={second}&_include=Patient:link"))
+        .await;
+    assert_eq!(mode_refs(&b, "include"), vec![format!("Patient/{first}")]);
+    let b = app
+        .search(&format!("Patient?_id={first}&_revinclude=Patient:link"))
+        .await;
+    let mut linking = mode_refs(&b, "include");
+    linking.sort();
+    assert_eq!(
+        linking,
+        sorted(vec![
+            format!("Patient/{second}"),
+            format!("Patient/{third}")
+        ])
+    );
+
+    // The linked record is kept while others link to it, and the answer names them.
+    let delete = |id: &str| app.send(app.req("DELETE", &format!("Patient/{id}")), None);
+    let diag = delete(&first).await.assert_outcome(409, "conflict");
+    assert!(diag.contains(&second) && diag.contains(&third), "{diag}");
+    assert_eq!(app.get(&format!("Patient/{first}")).await.status, 200);
+    // Once neither links to it any more, it can go.
+    for (id, nhs) in [(&second, NHS[1]), (&third, NHS[2])] {
+        let mut unlinked = patient(nhs, "Linked", "Lena", "1971-04-04", "female");
+        unlinked["id"] = json!(id);
+        let put = app
+            .put_json(&format!("Patient/{id}"), &unlinked, None)
+            .await;
+        assert_eq!(put.status, 200, "{}", put.text());
+    }
+    assert!(found(&app.search(&format!("Patient?link=Patient/{first}")).await).is_empty());
+
+    // The migration's rows for patients stored before are those a write makes.
+    let mut relinked = patient(NHS[1], "Linked", "Lena", "1971-04-04", "female");
+    relinked["id"] = json!(second);
+    relinked["link"] = json!([
+        {"other": {"reference": format!("Patient/{first}/_history/1")}, "type": "replaces"},
+        {"other": {"reference": format!("Patient/{unrelated}")}, "type": "seealso"}
+    ]);
+    let put = app
+        .put_json(&format!("Patient/{second}"), &relinked, None)
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use ers_schema::schema::search_refs as r;
+    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    let rows = |c: &mut ers_schema::DbConnection| -> Vec<(String, String, String)> {
+        r::table
+            .filter(r::res_type.eq("Patient").and(r::param.eq("link")))
+            .order((r::res_id, r::target_id))
+            .select((r::res_id, r::target_type, r::target_id))
+            .load(c)
+            .expect("index rows")
+    };
+    let written = rows(&mut conn);
+    assert_eq!(
+        written,
+        {
+            let mut w = vec![
+                (second.clone(), "Patient".to_owned(), first.clone()),
+                (second.clone(), "Patient".to_owned(), unrelated.clone()),
+            ];
+            w.sort();
+            w
+        },
+        "the relinked record's two links"
+    );
+    let folder = manifest_dir().join(format!(
+        "../schema/migrations/{}/2026-12-19-000031_patient_link",
+        conn.backend_name()
+    ));
+    let sql = |f: &str| std::fs::read_to_string(folder.join(f)).expect("migration file");
+    conn.batch_execute(&sql("down.sql")).expect("down");
+    assert!(rows(&mut conn).is_empty());
+    conn.batch_execute(&sql("up.sql")).expect("up");
+    assert_eq!(rows(&mut conn), written);
+    // And what it wrote keeps the linked record as the write's rows did.
+    delete(&unrelated).await.assert_outcome(409, "conflict");
+}
+
 /// `n` organisations, each part of the one before (ODS codes `{prefix}00`, `{prefix}10`, …):
 /// their ids, the top first.
 async fn organisation_chain(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
