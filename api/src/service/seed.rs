@@ -651,6 +651,21 @@ fn directory(
             0,
         ));
     }
+    // The NHS sandbox's A033 and A035 examples read services 1 to 4 (`HealthcareService/2`,
+    // `HealthcareService?_id=1,2` and `3,4`; `5,6` finds none). Last, so that every service
+    // before keeps its provider, eligibility and clinic type.
+    plan.extend([
+        ("1".to_owned(), 1, vec!["BOOKABLE"], vec!["ROUTINE"], 0),
+        (
+            "2".to_owned(),
+            1,
+            vec!["BOOKABLE"],
+            vec!["ROUTINE", "URGENT"],
+            2,
+        ),
+        ("3".to_owned(), 2, vec!["BOOKABLE"], vec!["ROUTINE"], 0),
+        ("4".to_owned(), 3, vec!["BOOKABLE"], vec!["ROUTINE"], 0),
+    ]);
     // Slots start on the next weekday at 09:00 UTC; their ids fix them, so a later restart
     // does not add more.
     let today = chrono::Utc::now().date_naive();

@@ -313,6 +313,16 @@ async fn sandbox_seed_creates_the_nhs_test_patients_and_the_directory() {
     let r = app.get("HealthcareService/11000").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["identifier"][0]["value"], "11000");
+    // The NHS sandbox's A033 and A035 examples: services 1 to 4, and none 5 or 6.
+    for id in ["1", "2"] {
+        let r = app.get(&format!("HealthcareService/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["identifier"][0]["value"], id);
+    }
+    for (ids, found) in [("1,2", 2), ("3,4", 2), ("5,6", 0)] {
+        let b = app.search(&format!("HealthcareService?_id={ids}")).await;
+        assert_eq!(b["total"], found, "{ids}: {b}");
+    }
     let a015 = app
         .search("Slot?schedule.actor:HealthcareService=11000&appointmentType=ROUTINE&status=free&_count=5&page=2&_include=Slot:schedule")
         .await;
