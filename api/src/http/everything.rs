@@ -5,6 +5,10 @@
 //! it by `patient` with `_include=*`, through the same `handlers::Search` as `GET Type?…`
 //! (permissions, organisation scope, visibility of what is included), all in one read
 //! transaction.
+//!
+//! The answer is paged: `_count` matches a page (the patient, then each type in turn), and a
+//! page that is not the last has a `next` link whose `_cursor` says where the next one starts
+//! (a type and how many of its matches came before). `total` counts every page's matches.
 
 use std::collections::HashSet;
 
@@ -12,14 +16,15 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::handlers::{
-    authorise, base_url, check_id, draft, ok_outcome, on_read, operation_inputs, Search,
+    authorise, base_url, check_id, draft, ok_outcome, on_read, operation_inputs, Found, Search,
 };
 use super::negotiate::{self, Body};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::bundle::{self, Entry, EntryResource, Links};
+use crate::fhir::datetime;
 use crate::fhir::outcome::{operation_outcome, Issue};
-use crate::fhir::{datetime, registry};
+use crate::fhir::registry::{self, ResourceDef};
 use crate::security::permissions::{self, Action};
 use crate::service::audit;
 use crate::service::exports::{
@@ -33,6 +38,29 @@ struct Asked {
     since: Option<String>,
     types: Vec<&'static str>,
     count: i64,
+    cursor: Option<Cursor>,
+}
+
+/// Where a page after the first starts: a type of the compartment, and how many of its matches
+/// the pages before held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    type_name: &'static str,
+    offset: i64,
+}
+
+impl Cursor {
+    const INPUT: &'static str = "_cursor";
+
+    fn parse(value: &str) -> Option<(&str, i64)> {
+        let (t, n) = value.split_once(':')?;
+        let n: i64 = n.parse().ok().filter(|n| *n >= 0)?;
+        Some((t, n))
+    }
+
+    fn format(&self) -> String {
+        format!("{}:{}", self.type_name, self.offset)
+    }
 }
 
 fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
@@ -44,8 +72,24 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
     let mut since = None;
     let mut types: Vec<&'static str> = Vec::new();
     let mut count = svc::MAX_INCLUDED as i64;
+    let mut cursor = None;
     for (name, value) in inputs {
         match name.as_str() {
+            Cursor::INPUT => {
+                cursor = Some(
+                    Cursor::parse(&value)
+                        .map(|(t, n)| (t.to_owned(), n))
+                        .ok_or_else(|| {
+                            bad(
+                                Cursor::INPUT,
+                                format!(
+                                    "'{}' ({value}) is not Type:offset, as a next link gives it",
+                                    Cursor::INPUT
+                                ),
+                            )
+                        })?,
+                );
+            }
             "_since" => {
                 if !datetime::is_datetime(&value) || datetime::range(&value).is_none() {
                     return Err(bad(
@@ -92,11 +136,50 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
     if types.is_empty() {
         types = PATIENT_COMPARTMENT.to_vec();
     }
+    let cursor = match cursor {
+        None => None,
+        Some((t, offset)) => {
+            let Some(type_name) = types.iter().find(|k| **k == t && **k != "Patient") else {
+                return Err(bad(
+                    Cursor::INPUT,
+                    format!(
+                        "'{}' ({t}:{offset}) names no type this request searches",
+                        Cursor::INPUT
+                    ),
+                ));
+            };
+            Some(Cursor { type_name, offset })
+        }
+    };
     Ok(Asked {
         since,
         types,
         count,
+        cursor,
     })
+}
+
+/// One type of the compartment as this request searches it: by the parameter naming the
+/// patient, changed since `_since`.
+fn criteria(link: &str, id: &str, since: Option<&str>) -> Vec<(String, String)> {
+    let mut params = vec![
+        (link.to_owned(), format!("Patient/{id}")),
+        ("_total".to_owned(), "accurate".to_owned()),
+    ];
+    if let Some(s) = since {
+        params.push(("_lastUpdated".to_owned(), format!("ge{s}")));
+    }
+    params
+}
+
+/// One page: each type's search that fetched matches for it, every page's matches counted,
+/// and where the next page starts.
+struct Paged {
+    found: Vec<Found>,
+    total: i64,
+    next: Option<Cursor>,
+    /// Whether the patient is on this page (the first, when it matches `_since`).
+    patient_shown: bool,
 }
 
 pub async fn run(
@@ -114,8 +197,8 @@ pub async fn run(
     let accepted = inputs.clone();
     let asked = asked(inputs)?;
     let mut notes = Vec::new();
-    // One search a type the caller may search; the types it may not are said, not searched.
-    let mut searches: Vec<Search> = Vec::new();
+    // The types the caller may search, in order; those it may not are said, not searched.
+    let mut parts: Vec<(&'static ResourceDef, &'static str)> = Vec::new();
     for t in asked.types.iter().filter(|t| **t != "Patient") {
         if !permissions::permits(t, Action::Search, caller.business_function) {
             notes.push(Issue::information(format!(
@@ -131,17 +214,30 @@ pub async fn run(
             .find(|(lt, _)| lt == t)
             .map(|(_, p)| *p)
             .ok_or_else(|| ApiError::Internal(format!("{t} names no patient")))?;
-        let mut params = vec![
-            (link.to_owned(), format!("Patient/{id}")),
-            ("_include".to_owned(), "*".to_owned()),
-            ("_count".to_owned(), asked.count.to_string()),
-            ("_total".to_owned(), "accurate".to_owned()),
-        ];
-        if let Some(s) = &asked.since {
-            params.push(("_lastUpdated".to_owned(), format!("ge{s}")));
-        }
-        searches.push(Search::prepare(def, params, None, true, &caller, &state)?);
+        parts.push((def, link));
     }
+    // Where this page starts: the patient (on the first page), then the cursor's type.
+    let start = match asked.cursor {
+        None => (0, 0),
+        Some(c) => (
+            parts
+                .iter()
+                .position(|(def, _)| def.name == c.type_name)
+                .ok_or_else(|| {
+                    ApiError::Search(vec![Issue::error(
+                        "invalid",
+                        "INVALID_VALUE",
+                        format!(
+                            "'{}' ({}) names a type your role may not search",
+                            Cursor::INPUT,
+                            c.format()
+                        ),
+                    )
+                    .with_expression(Cursor::INPUT.to_owned())])
+                })?,
+            c.offset,
+        ),
+    };
     let with_patient = asked.types.contains(&"Patient");
     let since = asked
         .since
@@ -150,24 +246,66 @@ pub async fn run(
         .map(|(lo, _)| lo);
     let d = draft(&req, Some(&caller));
     let who = caller.clone();
-    let (patient, found) = on_read(&state, move |c| -> Result<_, ApiError> {
+    let searching = state.clone();
+    let (count, since_input, first_page) =
+        (asked.count, asked.since.clone(), asked.cursor.is_none());
+    let (patient, paged) = on_read(&state, move |c| -> Result<_, ApiError> {
         let def = registry::find("Patient")
             .ok_or_else(|| ApiError::Internal("Patient is not registered".into()))?;
         let patient = svc::read(c, def, &id)?;
         scope::check(c, def, &id, &who)?;
-        let found = searches
-            .iter()
-            .map(|s| s.execute(c, None, &who).map(|f| (s.type_name(), f)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((patient, found))
+        let patient_shown = with_patient && since.is_none_or(|s| patient.last_updated >= s);
+        let mut paged = Paged {
+            found: Vec::new(),
+            total: i64::from(patient_shown),
+            next: None,
+            patient_shown: patient_shown && first_page,
+        };
+        let mut room = count - i64::from(paged.patient_shown);
+        for (i, (def, link)) in parts.iter().enumerate() {
+            let mut params = criteria(link, &id, since_input.as_deref());
+            let offset = if i == start.0 { start.1 } else { 0 };
+            // A type before the page, or after it once it is full, is only counted.
+            let fetch = i >= start.0 && room > 0;
+            if fetch {
+                params.extend([
+                    ("_include".to_owned(), "*".to_owned()),
+                    ("_count".to_owned(), room.to_string()),
+                    ("_offset".to_owned(), offset.to_string()),
+                ]);
+            } else {
+                params.push(("_summary".to_owned(), "count".to_owned()));
+            }
+            let search = Search::prepare(def, params, None, true, &who, &searching)?;
+            let found = search.execute(c, None, &who)?;
+            let got = found.result().matches.len() as i64;
+            let of_type = found.result().total.unwrap_or(offset + got);
+            paged.total += of_type;
+            if fetch {
+                room -= got;
+                if offset + got < of_type {
+                    paged.next = Some(Cursor {
+                        type_name: def.name,
+                        offset: offset + got,
+                    });
+                    room = 0;
+                }
+                paged.found.push(found);
+            } else if i >= start.0 && paged.next.is_none() && of_type > 0 {
+                paged.next = Some(Cursor {
+                    type_name: def.name,
+                    offset: 0,
+                });
+            }
+        }
+        Ok((patient, paged))
     })
     .await?;
     let base = base_url(&req, &state);
     let mut seen: HashSet<(String, String)> = HashSet::new();
     let mut entries = Vec::new();
     let mut touched = vec![audit::touched(&patient)];
-    let mut matches = 0i64;
-    if with_patient && since.is_none_or(|s| patient.last_updated >= s) {
+    if paged.patient_shown {
         seen.insert((patient.res_type.clone(), patient.id.clone()));
         entries.push(Entry {
             full_url: format!("{base}/Patient/{}", patient.id),
@@ -175,18 +313,9 @@ pub async fn run(
             include: false,
             distance_km: None,
         });
-        matches += 1;
     }
-    for (t, f) in &found {
+    for f in &paged.found {
         let result = f.result();
-        if let Some(total) = result.total {
-            if total > result.matches.len() as i64 {
-                notes.push(Issue::warning(format!(
-                    "{t}: {} of {total} are included (_count); Patient/$export gives all",
-                    result.matches.len()
-                )));
-            }
-        }
         for (row, include) in result
             .matches
             .iter()
@@ -197,9 +326,6 @@ pub async fn run(
                 continue;
             }
             touched.push(audit::touched(row));
-            if !include {
-                matches += 1;
-            }
             entries.push(Entry {
                 full_url: format!("{base}/{}/{}", row.res_type, row.id),
                 resource: EntryResource::Stored(&row.content),
@@ -213,19 +339,30 @@ pub async fn run(
         .audit
         .record(&d, &ok_outcome("E", "search-type"), &touched)
         .await?;
-    let query = serde_urlencoded::to_string(&accepted).unwrap_or_default();
-    let self_url = format!(
-        "{base}/Patient/{}/{OPERATION}{}{query}",
-        patient.id,
-        if query.is_empty() { "" } else { "?" }
-    );
+    let url = |pairs: &[(String, String)]| {
+        let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+        format!(
+            "{base}/Patient/{}/{OPERATION}{}{query}",
+            patient.id,
+            if query.is_empty() { "" } else { "?" }
+        )
+    };
+    let next = paged.next.map(|c| {
+        let mut pairs: Vec<(String, String)> = accepted
+            .iter()
+            .filter(|(k, _)| k != Cursor::INPUT)
+            .cloned()
+            .collect();
+        pairs.push((Cursor::INPUT.to_owned(), c.format()));
+        url(&pairs)
+    });
     let links = Links {
-        self_url,
-        next: None,
+        self_url: url(&accepted),
+        next,
         previous: None,
     };
     let outcome = (!notes.is_empty()).then(|| operation_outcome(&notes));
-    let bundle = bundle::searchset(Some(matches), &links, entries, outcome)
+    let bundle = bundle::searchset(Some(paged.total), &links, entries, outcome)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
 }

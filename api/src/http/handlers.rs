@@ -870,11 +870,6 @@ impl Search {
         })
     }
 
-    /// The type searched.
-    pub(super) fn type_name(&self) -> &'static str {
-        self.def.name
-    }
-
     /// The matches and includes the caller may see, and with `_revinclude=Task:focus` what
     /// the caller may do to each match (as many as `svc::MAX_INCLUDED` Tasks allow).
     pub(super) fn execute(

@@ -62,7 +62,14 @@ pub const EVERYTHING_INPUTS: &[OpParam] = &[
         0,
         "1",
         "integer",
-        "at most this many of each type (1-1000, the default 1000); an outcome entry says when a type had more (Patient/$export gives all)",
+        "at most this many matches a page (1-1000, the default 1000): the patient, then each type in turn; a page that is not the last has a next link",
+    ),
+    OpParam::new(
+        "_cursor",
+        0,
+        "1",
+        "string",
+        "where a page after the first starts (Type:offset), as the page before's next link gives it",
     ),
 ];
 

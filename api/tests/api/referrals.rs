@@ -1839,12 +1839,31 @@ async fn available_actions_are_searched_as_tasks() {
 #[actix_web::test]
 async fn everything_about_a_patient_is_what_the_caller_may_see() {
     let w = world().await;
-    let (p, first) = new_patients_referral(&w, NHS[5], &w.bookable).await;
+    // A service with free slots (the sandbox's 11000).
+    let clinic = crate::booking::clinic(&w, "11000").await.service;
+    let (p, first) = new_patients_referral(&w, NHS[5], &clinic).await;
     let mut sr = referral(&w, &[&w.triage], "ROUTINE");
     sr["subject"] = json!({"reference": format!("Patient/{p}")});
     let r = w.create(&sr).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let second = r.json()["id"].as_str().expect("id").to_owned();
+    // The first is booked: an appointment of the patient's too.
+    let slot = crate::booking::free_slots(&w, &clinic, "ROUTINE").await[0]
+        .0
+        .clone();
+    let mut a = crate::booking::appointment(&first, &slot);
+    a["participant"] = json!([{"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"}]);
+    let r = w
+        .send_as(
+            (&w.rc, "REFERRING_CLINICIAN", "R69"),
+            "POST",
+            "Appointment",
+            None,
+            Some(&a),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let booked = r.json()["id"].as_str().expect("id").to_owned();
     let everything = |req: awc::ClientRequest| w.app.send(req, None);
     let entries = mode_refs;
     let path = format!("Patient/{p}/$everything");
@@ -1860,13 +1879,14 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
     let mut wanted = vec![
         format!("ServiceRequest/{first}"),
         format!("ServiceRequest/{second}"),
+        format!("Appointment/{booked}"),
     ];
     wanted.sort();
     assert_eq!(rest, wanted);
-    assert_eq!(b["total"], 3);
+    assert_eq!(b["total"], 4);
     let included = entries(&b, "include");
     for wanted in [
-        format!("HealthcareService/{}", w.bookable),
+        format!("HealthcareService/{clinic}"),
         format!("HealthcareService/{}", w.triage),
         format!("PractitionerRole/{}", w.role),
     ] {
@@ -1888,20 +1908,56 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(entries(&r.json(), "match"), [format!("Patient/{p}")]);
-    // _type, _count (with a note of what was left out) and _since, also by POST.
+    // Pages of `_count` matches: the patient, then each referral, then the appointment (a page
+    // starting at a later type), each page with what its match names; `total` counts them all,
+    // and the last page has no next link.
+    let mut pages = Vec::new();
+    let mut next = Some(format!("{path}?_count=1"));
+    while let Some(q) = next.take() {
+        let r = everything(w.as_rc("GET", &q)).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        let b = r.json();
+        assert_eq!(b["total"], 4, "{b}");
+        assert_eq!(entries(&b, "match").len(), 1, "{b}");
+        if entries(&b, "match")[0].starts_with("ServiceRequest/") {
+            assert!(
+                entries(&b, "include").contains(&format!("PractitionerRole/{}", w.role)),
+                "{b}"
+            );
+        }
+        pages.push(entries(&b, "match")[0].clone());
+        next = link(&b, "next").map(|l| {
+            assert!(l.contains("_cursor=") && l.contains("_count=1"), "{l}");
+            l.split("/FHIR/R4/").nth(1).expect("relative").to_owned()
+        });
+        assert!(pages.len() <= 4, "{pages:?}");
+    }
+    assert_eq!(pages[0], format!("Patient/{p}"));
+    assert_eq!(pages[3], format!("Appointment/{booked}"));
+    let mut compartment = pages[1..].to_vec();
+    compartment.sort();
+    assert_eq!(compartment, wanted);
+    // _type, _count and a cursor, then _since, also by POST.
     let r = everything(w.as_rc("GET", &format!("{path}?_type=ServiceRequest&_count=1"))).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let b = r.json();
-    assert_eq!(entries(&b, "match").len(), 1, "{b}");
-    assert!(
-        entries(&b, "match")[0].starts_with("ServiceRequest/"),
+    assert_eq!(
+        (b["total"].clone(), entries(&b, "match").len()),
+        (json!(2), 1),
         "{b}"
     );
-    assert!(
-        r.text().contains("ServiceRequest: 1 of 2 are included"),
-        "{}",
-        r.text()
-    );
+    let first_page = entries(&b, "match")[0].clone();
+    let next = link(&b, "next").expect("a next page");
+    assert!(next.contains("_cursor=ServiceRequest%3A1"), "{next}");
+    let r = everything(w.as_rc(
+        "GET",
+        &format!("{path}?_type=ServiceRequest&_count=1&_cursor=ServiceRequest:1"),
+    ))
+    .await;
+    let b = r.json();
+    assert_eq!(entries(&b, "match").len(), 1, "{b}");
+    assert_ne!(entries(&b, "match")[0], first_page);
+    assert_eq!(link(&b, "next"), None, "{b}");
     let body = json!({"resourceType": "Parameters", "parameter": [
         {"name": "_type", "valueString": "Patient"},
         {"name": "_since", "valueInstant": "2999-01-01T00:00:00Z"}]});
@@ -1925,6 +1981,16 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
     r.assert_issue("INVALID_VALUE", "_since");
     let r = everything(w.as_rc("GET", &format!("{path}?_count=0"))).await;
     r.assert_issue("INVALID_VALUE", "_count");
+    for cursor in [
+        "_cursor=Slot:0",
+        "_cursor=ServiceRequest:-1",
+        "_cursor=ServiceRequest",
+        "_type=Patient&_cursor=ServiceRequest:0",
+    ] {
+        let r = everything(w.as_rc("GET", &format!("{path}?{cursor}"))).await;
+        r.assert_outcome(400, "invalid");
+        r.assert_issue("INVALID_VALUE", "_cursor");
+    }
     everything(w.as_rc("GET", "Patient/no-such-patient/$everything"))
         .await
         .assert_outcome(404, "not-found");
