@@ -1852,7 +1852,8 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
         .0
         .clone();
     let mut a = crate::booking::appointment(&first, &slot);
-    a["participant"] = json!([{"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"}]);
+    a["participant"] =
+        json!([{"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"}]);
     let r = w
         .send_as(
             (&w.rc, "REFERRING_CLINICIAN", "R69"),
