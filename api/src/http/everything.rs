@@ -36,6 +36,8 @@ use crate::startup::AppState;
 /// What the request asks, read and checked.
 struct Asked {
     since: Option<String>,
+    /// The care dates' bounds (`start`, `end`), as search prefixes and values.
+    care: Vec<String>,
     types: Vec<&'static str>,
     count: i64,
     cursor: Option<Cursor>,
@@ -70,6 +72,7 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
         ])
     };
     let mut since = None;
+    let mut care: Vec<(&'static str, String)> = Vec::new();
     let mut types: Vec<&'static str> = Vec::new();
     let mut count = svc::MAX_INCLUDED as i64;
     let mut cursor = None;
@@ -89,6 +92,20 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
                             )
                         })?,
                 );
+            }
+            "start" | "end" => {
+                let (input, prefix) = if name == "start" {
+                    ("start", "ge")
+                } else {
+                    ("end", "le")
+                };
+                if !datetime::is_date(&value) {
+                    return Err(bad(
+                        input,
+                        format!("'{input}' ({value}) is not a date (2026, 2026-11 or 2026-11-23)"),
+                    ));
+                }
+                care.push((prefix, value));
             }
             "_since" => {
                 if !datetime::is_datetime(&value) || datetime::range(&value).is_none() {
@@ -136,6 +153,16 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
     if types.is_empty() {
         types = PATIENT_COMPARTMENT.to_vec();
     }
+    if let [("ge", start), ("le", end)] | [("le", end), ("ge", start)] = care.as_slice() {
+        let first = |v: &str| datetime::range(v).map(|(lo, _)| lo);
+        let last = |v: &str| datetime::range(v).map(|(_, hi)| hi);
+        if first(start) > last(end) {
+            return Err(bad(
+                "start",
+                format!("'start' ({start}) is after 'end' ({end})"),
+            ));
+        }
+    }
     let cursor = match cursor {
         None => None,
         Some((t, offset)) => {
@@ -153,6 +180,7 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
     };
     Ok(Asked {
         since,
+        care: care.into_iter().map(|(p, v)| format!("{p}{v}")).collect(),
         types,
         count,
         cursor,
@@ -160,16 +188,25 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
 }
 
 /// One type of the compartment as this request searches it: by the parameter naming the
-/// patient, changed since `_since`.
-fn criteria(link: &str, id: &str, since: Option<&str>) -> Vec<(String, String)> {
+/// patient, its care date within `start` and `end`, changed since `_since`.
+fn criteria(part: &Part, id: &str, asked: &Asked) -> Vec<(String, String)> {
     let mut params = vec![
-        (link.to_owned(), format!("Patient/{id}")),
+        (part.link.to_owned(), format!("Patient/{id}")),
         ("_total".to_owned(), "accurate".to_owned()),
     ];
-    if let Some(s) = since {
+    params.extend(asked.care.iter().map(|c| (part.care.to_owned(), c.clone())));
+    if let Some(s) = &asked.since {
         params.push(("_lastUpdated".to_owned(), format!("ge{s}")));
     }
     params
+}
+
+/// A type of the compartment the caller may search: its definition, the parameter naming the
+/// patient and the date parameter of the care it records (`exports::PATIENT_LINKS`).
+struct Part {
+    def: &'static ResourceDef,
+    link: &'static str,
+    care: &'static str,
 }
 
 /// One page: each type's search that fetched matches for it, every page's matches counted,
@@ -198,7 +235,7 @@ pub async fn run(
     let asked = asked(inputs)?;
     let mut notes = Vec::new();
     // The types the caller may search, in order; those it may not are said, not searched.
-    let mut parts: Vec<(&'static ResourceDef, &'static str)> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
     for t in asked.types.iter().filter(|t| **t != "Patient") {
         if !permissions::permits(t, Action::Search, caller.business_function) {
             notes.push(Issue::information(format!(
@@ -209,12 +246,11 @@ pub async fn run(
         }
         let def = registry::find(t)
             .ok_or_else(|| ApiError::Internal(format!("{t} is not registered")))?;
-        let link = PATIENT_LINKS
+        let (_, link, care) = PATIENT_LINKS
             .iter()
-            .find(|(lt, _)| lt == t)
-            .map(|(_, p)| *p)
+            .find(|(lt, _, _)| lt == t)
             .ok_or_else(|| ApiError::Internal(format!("{t} names no patient")))?;
-        parts.push((def, link));
+        parts.push(Part { def, link, care });
     }
     // Where this page starts: the patient (on the first page), then the cursor's type.
     let start = match asked.cursor {
@@ -222,7 +258,7 @@ pub async fn run(
         Some(c) => (
             parts
                 .iter()
-                .position(|(def, _)| def.name == c.type_name)
+                .position(|part| part.def.name == c.type_name)
                 .ok_or_else(|| {
                     ApiError::Search(vec![Issue::error(
                         "invalid",
@@ -247,8 +283,7 @@ pub async fn run(
     let d = draft(&req, Some(&caller));
     let who = caller.clone();
     let searching = state.clone();
-    let (count, since_input, first_page) =
-        (asked.count, asked.since.clone(), asked.cursor.is_none());
+    let first_page = asked.cursor.is_none();
     let (patient, paged) = on_read(&state, move |c| -> Result<_, ApiError> {
         let def = registry::find("Patient")
             .ok_or_else(|| ApiError::Internal("Patient is not registered".into()))?;
@@ -261,9 +296,10 @@ pub async fn run(
             next: None,
             patient_shown: patient_shown && first_page,
         };
-        let mut room = count - i64::from(paged.patient_shown);
-        for (i, (def, link)) in parts.iter().enumerate() {
-            let mut params = criteria(link, &id, since_input.as_deref());
+        let mut room = asked.count - i64::from(paged.patient_shown);
+        for (i, part) in parts.iter().enumerate() {
+            let def = part.def;
+            let mut params = criteria(part, &id, &asked);
             let offset = if i == start.0 { start.1 } else { 0 };
             // A type before the page, or after it once it is full, is only counted.
             let fetch = i >= start.0 && room > 0;

@@ -29,13 +29,15 @@ pub const PATIENT_COMPARTMENT: &[&str] = &[
     "Communication",
 ];
 
-/// The search parameter by which each type of the compartment (but Patient) names its patient:
-/// a document, through the referral it is attached to.
-pub const PATIENT_LINKS: &[(&str, &str)] = &[
-    ("ServiceRequest", "patient"),
-    ("Appointment", "patient"),
-    ("DocumentReference", "related.patient"),
-    ("Communication", "patient"),
+/// Each type of the compartment but Patient: the search parameter by which it names its patient
+/// (a document, through the referral it is attached to), and the date parameter of the care it
+/// records, which `$everything`'s `start` and `end` bound: when a referral or request was made,
+/// when an appointment is, when a document was attached, when a message was sent.
+pub const PATIENT_LINKS: &[(&str, &str, &str)] = &[
+    ("ServiceRequest", "patient", "authored"),
+    ("Appointment", "patient", "date"),
+    ("DocumentReference", "related.patient", "date"),
+    ("Communication", "patient", "sent"),
 ];
 
 /// `Patient/{id}/$everything` (`http::everything`): the compartment of one patient, as a searchset.
@@ -43,6 +45,20 @@ pub const EVERYTHING: &str = "$everything";
 
 /// Its inputs (its OperationDefinition's, and what a request is checked against).
 pub const EVERYTHING_INPUTS: &[OpParam] = &[
+    OpParam::new(
+        "start",
+        0,
+        "1",
+        "date",
+        "only care from this date on (a referral's authoredOn, an appointment's start, a document's date, a message's sent); the patient is always there",
+    ),
+    OpParam::new(
+        "end",
+        0,
+        "1",
+        "date",
+        "only care up to this date (inclusive: 2026-12 is up to the end of December)",
+    ),
     OpParam::new(
         "_since",
         0,
@@ -566,16 +582,25 @@ mod tests {
     #[test]
     fn every_compartment_type_names_its_patient() {
         for t in PATIENT_COMPARTMENT.iter().filter(|t| **t != "Patient") {
-            let (_, param) = PATIENT_LINKS
+            let (_, param, care) = PATIENT_LINKS
                 .iter()
-                .find(|(lt, _)| lt == t)
+                .find(|(lt, _, _)| lt == t)
                 .unwrap_or_else(|| panic!("{t} has no entry in PATIENT_LINKS"));
             let def = registry::find(t).expect("registered");
-            let params = vec![((*param).to_owned(), "Patient/p1".to_owned())];
+            let params = vec![
+                ((*param).to_owned(), "Patient/p1".to_owned()),
+                ((*care).to_owned(), "ge2026-01-01".to_owned()),
+            ];
             let parsed = crate::fhir::search::parse(def, &params, true);
-            assert!(parsed.is_ok(), "{t}?{param}: {parsed:?}");
+            assert!(parsed.is_ok(), "{t}?{param}&{care}: {parsed:?}");
+            let kind = def.all_params().find(|p| p.name == *care).map(|p| p.kind);
+            assert_eq!(
+                kind,
+                Some(crate::fhir::registry::ParamKind::Date),
+                "{t}'s {care} is not a date parameter"
+            );
         }
-        for (t, _) in PATIENT_LINKS {
+        for (t, _, _) in PATIENT_LINKS {
             assert!(
                 PATIENT_COMPARTMENT.contains(t),
                 "{t} names its patient but is not in PATIENT_COMPARTMENT"

@@ -1848,9 +1848,7 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
     assert_eq!(r.status, 201, "{}", r.text());
     let second = r.json()["id"].as_str().expect("id").to_owned();
     // The first is booked: an appointment of the patient's too.
-    let slot = crate::booking::free_slots(&w, &clinic, "ROUTINE").await[0]
-        .0
-        .clone();
+    let (slot, slot_start) = crate::booking::free_slots(&w, &clinic, "ROUTINE").await[0].clone();
     let mut a = crate::booking::appointment(&first, &slot);
     a["participant"] =
         json!([{"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"}]);
@@ -1972,12 +1970,54 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["total"], 0);
+    // `start` and `end` bound the care dates: the appointment's day (a weekday after today)
+    // holds the appointment, not the referrals made today; the patient is always there.
+    let day = &slot_start[..10];
+    let r = everything(w.as_rc("GET", &format!("{path}?start={day}&end={day}"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(
+        entries(&b, "match"),
+        [format!("Patient/{p}"), format!("Appointment/{booked}")],
+        "{b}"
+    );
+    assert_eq!(b["total"], 2);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let r = everything(w.as_rc(
+        "GET",
+        &format!("{path}?_type=ServiceRequest,Appointment&end={today}"),
+    ))
+    .await;
+    let mut found = entries(&r.json(), "match");
+    found.sort();
+    assert_eq!(
+        found,
+        {
+            let mut v = vec![
+                format!("ServiceRequest/{first}"),
+                format!("ServiceRequest/{second}"),
+            ];
+            v.sort();
+            v
+        },
+        "{}",
+        r.text()
+    );
     // Bad inputs, each named; an unknown patient is 404.
     let r = everything(w.as_rc("GET", &format!("{path}?_type=Slot"))).await;
     r.assert_outcome(400, "invalid");
     r.assert_issue("INVALID_VALUE", "_type");
-    let r = everything(w.as_rc("GET", &format!("{path}?start=2020"))).await;
-    r.assert_issue("UNEXPECTED_FIELD", "start");
+    for (query, wrong) in [
+        ("start=2026-13", "start"),
+        ("end=tomorrow", "end"),
+        ("start=2027&end=2026-12", "start"),
+        ("from=2020", "from"),
+    ] {
+        let r = everything(w.as_rc("GET", &format!("{path}?{query}"))).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        let (_, expression) = r.issue_at();
+        assert_eq!(expression, wrong, "{query}: {}", r.text());
+    }
     let r = everything(w.as_rc("GET", &format!("{path}?_since=yesterday"))).await;
     r.assert_issue("INVALID_VALUE", "_since");
     let r = everything(w.as_rc("GET", &format!("{path}?_count=0"))).await;
