@@ -309,6 +309,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         ));
     }
     check_new_request(&body)?;
+    super::resource::resolve_logical_references(conn, &mut body)?;
     let _memo = super::memo::scope();
     // The referral is the only write: it waits for the end, where it is the one statement,
     // when this create is not part of a larger transaction (`unit_tx`).

@@ -633,12 +633,13 @@ fn the_match(
 pub fn create(
     conn: &mut DbConnection,
     def: &'static ResourceDef,
-    body: Value,
+    mut body: Value,
     w: &Writer<'_>,
     if_none_exist: Option<(SearchQuery, String)>,
     assigned_id: Option<String>,
 ) -> Result<Created> {
     let (author, audit, access) = (w.author, w.audit, w.access);
+    resolve_logical_references(conn, &mut body)?;
     // A transaction assigns ids up front so its entries can refer to each other.
     let id = assigned_id.unwrap_or_else(crate::fhir::new_id);
     let mut prepared = prepare(def, body, None)?;
@@ -983,12 +984,13 @@ fn update_as(
     conn: &mut DbConnection,
     def: &'static ResourceDef,
     id: &str,
-    body: Value,
+    mut body: Value,
     precondition: IfMatch,
     w: &Writer<'_>,
     interaction: &str,
 ) -> Result<ResourceRow> {
     let (author, audit, access) = (w.author, w.audit, w.access);
+    resolve_logical_references(conn, &mut body)?;
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -1620,6 +1622,107 @@ pub fn history(
         }
         Ok(store::history(c, &q)?)
     })
+}
+
+/// Makes each logical reference this server can resolve literal: a Reference that names its
+/// target only by a business identifier the target holds as a unique key (an NHS number, an ODS
+/// code, an SDS id, an e-RS service id: `resources::identified_by`), of a type everyone may
+/// read, gets `reference: Type/id` beside its identifier, as e-RS clients name patients and
+/// services (`subject.identifier`). `Reference.type`, when given, picks the type. One that names
+/// nothing here, or resources of two types (a site code, without `type`), stays logical.
+pub fn resolve_logical_references(conn: &mut DbConnection, body: &mut Value) -> Result<()> {
+    let mut named: Vec<LogicalName> = Vec::new();
+    for_each_logical_reference(body, &mut |name, _| {
+        if !named.contains(&name) {
+            named.push(name);
+        }
+    });
+    let mut resolved: Vec<(LogicalName, String)> = Vec::new();
+    for name in named {
+        let Some((types, value)) = crate::fhir::resources::identified_by(&name.system, &name.value)
+        else {
+            continue;
+        };
+        let key = UniqueKey {
+            system: name.system.clone(),
+            value,
+        };
+        let mut owners = Vec::new();
+        for t in types {
+            let everyone =
+                registry::find(t).is_some_and(|d| d.visibility == registry::Visibility::Everyone);
+            if !everyone || name.type_name.as_deref().is_some_and(|given| given != *t) {
+                continue;
+            }
+            if let Some(id) = store::unique_owner(conn, t, &key, None)? {
+                owners.push(format!("{t}/{id}"));
+            }
+        }
+        if let [one] = owners.as_slice() {
+            let one = one.clone();
+            resolved.push((name, one));
+        }
+    }
+    if resolved.is_empty() {
+        return Ok(());
+    }
+    for_each_logical_reference(body, &mut |name, reference| {
+        if let Some((_, literal)) = resolved.iter().find(|(n, _)| *n == name) {
+            reference.insert("reference".into(), Value::String(literal.clone()));
+        }
+    });
+    Ok(())
+}
+
+/// What a logical reference names: an identifier, and the type if the Reference gives one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LogicalName {
+    system: String,
+    value: String,
+    type_name: Option<String>,
+}
+
+/// Calls `f` with each Reference of a resource (not of its contained ones) that has an
+/// identifier and no `reference`: an object of Reference's elements alone whose `identifier`
+/// is one Identifier with a system and a value.
+fn for_each_logical_reference(
+    v: &mut Value,
+    f: &mut dyn FnMut(LogicalName, &mut serde_json::Map<String, Value>),
+) {
+    const REFERENCE_ELEMENTS: &[&str] = &["id", "extension", "type", "identifier", "display"];
+    match v {
+        Value::Object(o) => {
+            let identifier = o.get("identifier").and_then(|i| {
+                Some((
+                    i.get("system")?.as_str()?.to_owned(),
+                    i.get("value")?.as_str()?.to_owned(),
+                ))
+            });
+            if let Some((system, value)) = identifier {
+                if o.keys().all(|k| REFERENCE_ELEMENTS.contains(&k.as_str())) {
+                    let type_name = o.get("type").and_then(Value::as_str).map(str::to_owned);
+                    f(
+                        LogicalName {
+                            system,
+                            value,
+                            type_name,
+                        },
+                        o,
+                    );
+                    return;
+                }
+            }
+            for (k, child) in o.iter_mut() {
+                if k != "contained" {
+                    for_each_logical_reference(child, f);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|x| for_each_logical_reference(x, f)),
+        _ => {}
+    }
 }
 
 /// Replaces each conditional reference (`Type?search`) in a resource about to be written in a

@@ -2106,3 +2106,109 @@ async fn an_appointment_for_a_triage_service_points_to_send_for_triage() {
         "{d}"
     );
 }
+
+/// A reference that names its target only by a business identifier it holds (an NHS number, an
+/// SDS role profile id, an e-RS service id), as e-RS clients send them, is made literal on
+/// write, keeping the identifier; one that names nothing here stays logical, and where the
+/// referral needs a patient the answer says which identifier was not found.
+#[actix_web::test]
+async fn logical_references_are_resolved_to_what_holds_their_identifier() {
+    let w = world().await;
+    let by_id =
+        |system: &str, value: &str| json!({"identifier": {"system": system, "value": value}});
+    let mut sr = referral(&w, &[], "ROUTINE");
+    sr["subject"] = by_id("https://fhir.nhs.uk/Id/nhs-number", "9912003888");
+    sr["requester"] = by_id("https://fhir.nhs.uk/Id/sds-role-profile-id", "100000000001");
+    sr["performer"] = json!([by_id("https://fhir.nhs.uk/Id/ers-service", "11000")]);
+    let r = w.create(&sr).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let made = r.json();
+    assert_eq!(
+        made["subject"]["reference"],
+        format!("Patient/{}", w.patient)
+    );
+    assert_eq!(made["subject"]["identifier"]["value"], "9912003888");
+    assert_eq!(
+        made["requester"]["reference"],
+        format!("PractitionerRole/{}", w.role)
+    );
+    assert_eq!(made["performer"][0]["reference"], "HealthcareService/11000");
+    // Found by its patient like any other referral.
+    let id = made["id"].as_str().expect("id");
+    let found = w
+        .app
+        .search(&format!(
+            "ServiceRequest?patient=Patient/{}&_id={id}",
+            w.patient
+        ))
+        .await;
+    assert_eq!(found["total"], 1, "{found}");
+    // Booked as e-RS A016 names its participants, the service and the patient by identifier:
+    // the booking sets them from the referral and the slot.
+    let (slot, _) = crate::booking::free_slots(&w, "11000", "ROUTINE").await[0].clone();
+    let mut a = crate::booking::appointment(id, &slot);
+    a["participant"] = json!([
+        {"actor": by_id("https://fhir.nhs.uk/Id/ers-service", "11000"), "status": "accepted"},
+        {"actor": by_id("https://fhir.nhs.uk/Id/nhs-number", "9912003888"), "status": "accepted"}
+    ]);
+    let r = w
+        .send_as(
+            (&w.rc, "REFERRING_CLINICIAN", "R69"),
+            "POST",
+            "Appointment",
+            None,
+            Some(&a),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let booked = r.json();
+    let actors: Vec<&str> = booked["participant"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .filter_map(|p| p["actor"]["reference"].as_str())
+        .collect();
+    assert!(
+        actors.contains(&"HealthcareService/11000")
+            && actors.contains(&format!("Patient/{}", w.patient).as_str()),
+        "{booked}"
+    );
+
+    // A `type` that is not the identifier's owner resolves nothing.
+    let mut typed = sr.clone();
+    typed["subject"]["type"] = json!("Practitioner");
+    let r = w.create(&typed).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    // An NHS number no patient here has: 422 naming the subject and the number.
+    let mut unknown = sr.clone();
+    unknown["subject"] = by_id("https://fhir.nhs.uk/Id/nhs-number", NHS[4]);
+    let r = w.create(&unknown).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let (_, at) = r.issue_at();
+    assert_eq!(at, "ServiceRequest.subject");
+    assert!(r.text().contains(NHS[4]), "{}", r.text());
+
+    // A patient's link to a record here becomes literal (and protects it); one to a record
+    // elsewhere stays logical.
+    let mut linked = patient(NHS[5], "Logical", "Lou", "1975-05-05", "male");
+    linked["link"] = json!([
+        {"other": by_id("https://fhir.nhs.uk/Id/nhs-number", "9912003888"), "type": "seealso"},
+        {"other": by_id("https://fhir.nhs.uk/Id/nhs-number", NHS[4]), "type": "seealso"}
+    ]);
+    let r = w.app.post_json("Patient", &linked).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let p = r.json();
+    assert_eq!(
+        p["link"][0]["other"]["reference"],
+        format!("Patient/{}", w.patient)
+    );
+    assert!(p["link"][1]["other"].get("reference").is_none(), "{p}");
+    let b = w
+        .app
+        .search(&format!("Patient?link=Patient/{}", w.patient))
+        .await;
+    assert_eq!(
+        match_ids(&b),
+        vec![p["id"].as_str().expect("id").to_owned()]
+    );
+}

@@ -53,6 +53,53 @@ fn unique_identifier(
     }
 }
 
+/// The hosted types of which a business identifier system names one resource (each holds its
+/// identifiers of the system as unique keys, as the checks above make them), and the value as
+/// it is kept. A logical reference by such an identifier is resolved on write
+/// (`service::resource::resolve_logical_references`). An ODS site code may be a Location's or an
+/// Organization's.
+pub fn identified_by(system: &str, value: &str) -> Option<(&'static [&'static str], String)> {
+    use crate::domain::{NhsNumber, OdsCode, SdsUserId};
+    let ods = |v: &str| OdsCode::parse(v).map(|c| c.as_str().to_owned());
+    let (types, kept): (&'static [&'static str], Result<String, InvalidIdentifier>) = match system {
+        NhsNumber::SYSTEM => (
+            &["Patient"],
+            NhsNumber::parse(value).map(|n| n.as_str().to_owned()),
+        ),
+        OdsCode::ORGANIZATION_SYSTEM => (&["Organization"], ods(value)),
+        OdsCode::SITE_SYSTEM => (&["Location", "Organization"], ods(value)),
+        SdsUserId::SYSTEM => (
+            &["Practitioner"],
+            SdsUserId::parse(value).map(|s| s.as_str().to_owned()),
+        ),
+        practitioner_role::ROLE_SYSTEM => (&["PractitionerRole"], Ok(value.to_owned())),
+        healthcare_service::SERVICE_SYSTEM => (&["HealthcareService"], Ok(value.to_owned())),
+        _ => return None,
+    };
+    kept.ok().map(|v| (types, v))
+}
+
+/// `system|value` of the identifier of a Reference at `field` that has no `reference`: a logical
+/// reference the write could not resolve (`identified_by`).
+pub fn logical_only(r: &Value, field: &str) -> Option<String> {
+    let reference = r.get(field)?;
+    if reference.get("reference").is_some() {
+        return None;
+    }
+    let identifier = reference.get("identifier")?;
+    Some(format!(
+        "{}|{}",
+        identifier
+            .get("system")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        identifier
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    ))
+}
+
 /// Every coding of the CodeableConcept (or list of them) at `field` of a resource.
 pub fn codings<'a>(r: &'a Value, field: &str) -> Vec<&'a Value> {
     let concepts: Vec<&Value> = match r.get(field) {

@@ -227,10 +227,13 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             at("subject"),
             format!("({s}) must refer to a Patient"),
         )),
-        None => issues.push(Issue::required_at(
-            at("subject"),
-            "is required: the patient referred",
-        )),
+        None => issues.push(match super::logical_only(r, "subject") {
+            Some(named) => Issue::invalid_at(
+                at("subject"),
+                format!("names the patient by identifier ({named}), which no patient on this server holds: create the Patient first, or refer to it as Patient/{{id}}"),
+            ),
+            None => Issue::required_at(at("subject"), "is required: the patient referred"),
+        }),
     }
     match r.at("/requester/reference").and_then(Value::as_str) {
         Some(s) if s.starts_with("PractitionerRole/") => {}
@@ -238,10 +241,16 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             at("requester"),
             format!("({s}) must refer to the referring clinician's PractitionerRole"),
         )),
-        None => issues.push(Issue::required_at(
-            at("requester"),
-            "is required: the referring clinician's PractitionerRole",
-        )),
+        None => issues.push(match super::logical_only(r, "requester") {
+            Some(named) => Issue::invalid_at(
+                at("requester"),
+                format!("names the referring clinician's role by identifier ({named}), which no PractitionerRole on this server holds: refer to it as PractitionerRole/{{id}}"),
+            ),
+            None => Issue::required_at(
+                at("requester"),
+                "is required: the referring clinician's PractitionerRole",
+            ),
+        }),
     }
     let advice = super::advice::is_advice(r);
     if advice {
