@@ -608,6 +608,9 @@ fn validate_value(
     } else if let Some(type_defs) = ctx.m.types.get(t) {
         validate_object(ctx, type_defs, t, v, at);
     }
+    if t == "Reference" {
+        reference_type_agrees(ctx, d, v, at);
+    }
     if t == "Reference" && !d.targets.is_empty() {
         if let Some(r) = v.get("reference").and_then(Value::as_str) {
             if let Some(rt) = reference_type(r) {
@@ -660,6 +663,45 @@ fn expanded(defs: &[ElementDef], path: &str) -> bool {
 
 /// The resource type a reference names: `Type/id`, an absolute URL ending so, with or without
 /// `/_history/n`. None for contained (`#`) and `urn:` references.
+/// R4's rule for `Reference.type`: with a literal reference, both name the same type; without
+/// one, it is a type the element may refer to. A logical model's URL is not checked.
+fn reference_type_agrees(ctx: &mut Ctx<'_>, d: &ElementDef, v: &Value, at: &At<'_>) {
+    let Some(given) = v.get("type").and_then(Value::as_str) else {
+        return;
+    };
+    let named = given
+        .strip_prefix("http://hl7.org/fhir/StructureDefinition/")
+        .unwrap_or(given);
+    if named.contains(':') || named.contains('/') {
+        return;
+    }
+    match v.get("reference").and_then(Value::as_str) {
+        Some(r) => {
+            if let Some(rt) = reference_type(r) {
+                if rt != named {
+                    ctx.error(
+                        "value",
+                        At::Child(at, "type"),
+                        format!("({given}) is not the type of what the reference names ({r})"),
+                    );
+                }
+            }
+        }
+        None => {
+            if !d.targets.is_empty() && !d.targets.iter().any(|x| x == named) {
+                ctx.error(
+                    "value",
+                    At::Child(at, "type"),
+                    format!(
+                        "({given}) must be {}",
+                        with_article(&d.targets.join(" or "))
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn reference_type(r: &str) -> Option<&str> {
     if r.starts_with('#') || r.starts_with("urn:") {
         return None;
@@ -1404,6 +1446,23 @@ mod tests {
                 "missing {expected} in {e:#?}"
             );
         }
+        // `Reference.type` names the type the reference does, or one the element allows.
+        let mut typed = referral();
+        typed["subject"] = json!({"reference": "Patient/p", "type": "Practitioner"});
+        typed["requester"] =
+            json!({"identifier": {"system": "s", "value": "v"}, "type": "Patient"});
+        let e = against(&typed, REFERRAL);
+        for expected in [
+            "ServiceRequest.subject.type: (Practitioner) is not the type of what the reference names (Patient/p)",
+            "ServiceRequest.requester.type: (Patient) must be a PractitionerRole",
+        ] {
+            assert!(e.iter().any(|x| x.starts_with(expected)), "missing {expected} in {e:#?}");
+        }
+        typed["subject"]["type"] = json!("http://hl7.org/fhir/StructureDefinition/Patient");
+        typed["requester"] =
+            json!({"identifier": {"system": "s", "value": "v"}, "type": "PractitionerRole"});
+        let e = against(&typed, REFERRAL);
+        assert!(!e.iter().any(|x| x.contains(".type:")), "{e:#?}");
         // Plain UK Core has none of these rules; the subject's types are R4's own.
         assert_eq!(
             against(&r, UK_SR),
