@@ -1700,7 +1700,12 @@ fn for_each_logical_reference(
             });
             if let Some((system, value)) = identifier {
                 if o.keys().all(|k| REFERENCE_ELEMENTS.contains(&k.as_str())) {
-                    let type_name = o.get("type").and_then(Value::as_str).map(str::to_owned);
+                    // `type` is a type's name or its canonical URL.
+                    let type_name = o.get("type").and_then(Value::as_str).map(|t| {
+                        t.strip_prefix("http://hl7.org/fhir/StructureDefinition/")
+                            .unwrap_or(t)
+                            .to_owned()
+                    });
                     f(
                         LogicalName {
                             system,

@@ -125,7 +125,8 @@ impl World {
             .send(r, body.map(|b| b.to_string().into_bytes()))
             .await
     }
-    async fn rc(
+    /// A request as the referring clinician of the sandbox (`021600556514` at R69).
+    pub(crate) async fn rc(
         &self,
         method: &str,
         path: &str,

@@ -1852,15 +1852,7 @@ async fn everything_about_a_patient_is_what_the_caller_may_see() {
     let mut a = crate::booking::appointment(&first, &slot);
     a["participant"] =
         json!([{"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"}]);
-    let r = w
-        .send_as(
-            (&w.rc, "REFERRING_CLINICIAN", "R69"),
-            "POST",
-            "Appointment",
-            None,
-            Some(&a),
-        )
-        .await;
+    let r = w.rc("POST", "Appointment", None, Some(&a)).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let booked = r.json()["id"].as_str().expect("id").to_owned();
     let everything = |req: awc::ClientRequest| w.app.send(req, None);
@@ -2118,6 +2110,7 @@ async fn logical_references_are_resolved_to_what_holds_their_identifier() {
         |system: &str, value: &str| json!({"identifier": {"system": system, "value": value}});
     let mut sr = referral(&w, &[], "ROUTINE");
     sr["subject"] = by_id("https://fhir.nhs.uk/Id/nhs-number", "9912003888");
+    sr["subject"]["type"] = json!("http://hl7.org/fhir/StructureDefinition/Patient");
     sr["requester"] = by_id("https://fhir.nhs.uk/Id/sds-role-profile-id", "100000000001");
     sr["performer"] = json!([by_id("https://fhir.nhs.uk/Id/ers-service", "11000")]);
     let r = w.create(&sr).await;
@@ -2151,15 +2144,7 @@ async fn logical_references_are_resolved_to_what_holds_their_identifier() {
         {"actor": by_id("https://fhir.nhs.uk/Id/ers-service", "11000"), "status": "accepted"},
         {"actor": by_id("https://fhir.nhs.uk/Id/nhs-number", "9912003888"), "status": "accepted"}
     ]);
-    let r = w
-        .send_as(
-            (&w.rc, "REFERRING_CLINICIAN", "R69"),
-            "POST",
-            "Appointment",
-            None,
-            Some(&a),
-        )
-        .await;
+    let r = w.rc("POST", "Appointment", None, Some(&a)).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let booked = r.json();
     let actors: Vec<&str> = booked["participant"]

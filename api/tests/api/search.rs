@@ -768,7 +768,6 @@ async fn tags_security_labels_and_profiles_are_searched() {
     );
 
     // The migration's rows for resources stored before are those a write makes.
-    use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
     use ers_schema::schema::search_tokens as t;
     let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
@@ -787,15 +786,27 @@ async fn tags_security_labels_and_profiles_are_searched() {
         if claimed == PROFILE { 5 } else { 6 },
         "the claimed profile of each of four patients, and the versioned one with its URL: {written:?}"
     );
+    rerun_migration(&mut conn, "2026-12-18-000030_meta_search", rows, &written);
+}
+
+/// Runs a migration's `down.sql`, then its `up.sql`, on the test's database: the rows it
+/// backfills are gone in between, and after it they are `written`, what the writes made.
+fn rerun_migration<T: PartialEq + std::fmt::Debug>(
+    conn: &mut ers_schema::DbConnection,
+    migration: &str,
+    rows: impl Fn(&mut ers_schema::DbConnection) -> Vec<T>,
+    written: &[T],
+) {
+    use diesel::connection::SimpleConnection;
     let folder = manifest_dir().join(format!(
-        "../schema/migrations/{}/2026-12-18-000030_meta_search",
+        "../schema/migrations/{}/{migration}",
         conn.backend_name()
     ));
     let sql = |f: &str| std::fs::read_to_string(folder.join(f)).expect("migration file");
     conn.batch_execute(&sql("down.sql")).expect("down");
-    assert!(rows(&mut conn).is_empty());
+    assert!(rows(conn).is_empty(), "{migration}: down left rows");
     conn.batch_execute(&sql("up.sql")).expect("up");
-    assert_eq!(rows(&mut conn), written);
+    assert_eq!(rows(conn), written, "{migration}: up");
 }
 
 /// `Patient?link=` finds the records that link to a patient (R4's Patient-link), `_include` and
@@ -894,7 +905,6 @@ async fn linked_patients_are_searched_and_kept() {
         .put_json(&format!("Patient/{second}"), &relinked, None)
         .await;
     assert_eq!(put.status, 200, "{}", put.text());
-    use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
     use ers_schema::schema::search_refs as r;
     let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
@@ -920,15 +930,7 @@ async fn linked_patients_are_searched_and_kept() {
         },
         "the relinked record's two links"
     );
-    let folder = manifest_dir().join(format!(
-        "../schema/migrations/{}/2026-12-19-000031_patient_link",
-        conn.backend_name()
-    ));
-    let sql = |f: &str| std::fs::read_to_string(folder.join(f)).expect("migration file");
-    conn.batch_execute(&sql("down.sql")).expect("down");
-    assert!(rows(&mut conn).is_empty());
-    conn.batch_execute(&sql("up.sql")).expect("up");
-    assert_eq!(rows(&mut conn), written);
+    rerun_migration(&mut conn, "2026-12-19-000031_patient_link", rows, &written);
     // And what it wrote keeps the linked record as the write's rows did.
     delete(&unrelated).await.assert_outcome(409, "conflict");
 }
