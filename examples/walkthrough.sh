@@ -79,6 +79,14 @@ echo "# Everything about the sandbox patient that this clinician may see (referr
 PATIENT=$(curl -s "${H[@]}" "$BASE/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9912003888&_elements=id" | sed -E 's/.*"resourceType":"Patient","id":"([^"]+)".*/\1/')
 curl -s "${H[@]}" "$BASE/Patient/$PATIENT/\$everything?_type=Patient,ServiceRequest&_count=5" | cut -c1-600; echo
 
+echo "# Refer the sandbox patient as e-RS clients name them: the patient by NHS number, the"
+echo "# requester by SDS role profile id, the service by its e-RS id (made literal on write)"
+MADE=$(mktemp)
+CODE=$(curl -s -o "$MADE" -w "%{http_code}" "${H[@]}" "${JSON[@]}" \
+     --data-binary @"$HERE/referral-by-identifiers.json" "$BASE/ServiceRequest")
+echo "create referral: $CODE"; cut -c1-400 "$MADE"; echo; rm -f "$MADE"
+[ "$CODE" = 201 ] || exit 1
+
 echo "# What this clinician may do now to referral 000000070000, as e-RS A029's Tasks"
 REFERRAL=$(curl -s "${H[@]}" "$BASE/ServiceRequest?identifier=https://fhir.nhs.uk/Id/UBRN|000000070000&_elements=id" | sed -E 's/.*"resourceType":"ServiceRequest","id":"([^"]+)".*/\1/')
 curl -s "${H[@]}" "$BASE/Task?focus=ServiceRequest/$REFERRAL&intent=proposal&status=ready"; echo
