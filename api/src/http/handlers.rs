@@ -1347,6 +1347,13 @@ pub async fn validate(
             }
         },
     };
+    // References by identifier are resolved as a write would resolve them.
+    let sent = resource;
+    let resource = on_read(&state, move |c| {
+        let mut r = sent.clone();
+        svc::resolve_logical_references(c, &mut r).map(|()| r)
+    })
+    .await?;
     let mut issues = svc::validate_only(def, &resource, against);
     // The validator reports structure with locations; should it have missed what the R4 parser
     // refused, the parser's own words are the error.

@@ -2113,6 +2113,16 @@ async fn logical_references_are_resolved_to_what_holds_their_identifier() {
     sr["subject"]["type"] = json!("http://hl7.org/fhir/StructureDefinition/Patient");
     sr["requester"] = by_id("https://fhir.nhs.uk/Id/sds-role-profile-id", "100000000001");
     sr["performer"] = json!([by_id("https://fhir.nhs.uk/Id/ers-service", "11000")]);
+    // `$validate` resolves them as a write does: no error.
+    let r = w
+        .app
+        .send(
+            w.as_rc("POST", "ServiceRequest/$validate"),
+            Some(sr.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("\"severity\":\"error\""), "{}", r.text());
     let r = w.create(&sr).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let made = r.json();
