@@ -2182,6 +2182,13 @@ async fn logical_references_are_resolved_to_what_holds_their_identifier() {
     let (_, at) = r.issue_at();
     assert_eq!(at, "ServiceRequest.subject");
     assert!(r.text().contains(NHS[4]), "{}", r.text());
+    // A service id no service here has, likewise.
+    let mut unknown = sr.clone();
+    unknown["performer"] = json!([by_id("https://fhir.nhs.uk/Id/ers-service", "99999")]);
+    let r = w.create(&unknown).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.issue_at().1, "ServiceRequest.performer[0]");
+    assert!(r.text().contains("ers-service|99999"), "{}", r.text());
 
     // A patient's link to a record here becomes literal (and protects it); one to a record
     // elsewhere stays logical.

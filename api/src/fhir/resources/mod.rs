@@ -79,10 +79,9 @@ pub fn identified_by(system: &str, value: &str) -> Option<(&'static [&'static st
     kept.ok().map(|v| (types, v))
 }
 
-/// `system|value` of the identifier of a Reference at `field` that has no `reference`: a logical
-/// reference the write could not resolve (`identified_by`).
-pub fn logical_only(r: &Value, field: &str) -> Option<String> {
-    let reference = r.get(field)?;
+/// `system|value` of the identifier of a Reference that has no `reference`: a logical reference
+/// the write could not resolve (`identified_by`).
+pub fn logical_only(reference: &Value) -> Option<String> {
     if reference.get("reference").is_some() {
         return None;
     }

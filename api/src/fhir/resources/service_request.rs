@@ -227,7 +227,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             at("subject"),
             format!("({s}) must refer to a Patient"),
         )),
-        None => issues.push(match super::logical_only(r, "subject") {
+        None => issues.push(match r.get("subject").and_then(super::logical_only) {
             Some(named) => Issue::invalid_at(
                 at("subject"),
                 format!("names the patient by identifier ({named}), which no patient on this server holds: create the Patient first, or refer to it as Patient/{{id}}"),
@@ -241,7 +241,7 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             at("requester"),
             format!("({s}) must refer to the referring clinician's PractitionerRole"),
         )),
-        None => issues.push(match super::logical_only(r, "requester") {
+        None => issues.push(match r.get("requester").and_then(super::logical_only) {
             Some(named) => Issue::invalid_at(
                 at("requester"),
                 format!("names the referring clinician's role by identifier ({named}), which no PractitionerRole on this server holds: refer to it as PractitionerRole/{{id}}"),
@@ -294,7 +294,10 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
             }
             _ => issues.push(Issue::invalid_at(
                 format!("ServiceRequest.performer[{i}]"),
-                "must refer to a HealthcareService (a shortlisted service)",
+                match super::logical_only(p) {
+                    Some(named) => format!("names a service by identifier ({named}), which no HealthcareService on this server holds: refer to it as HealthcareService/{{id}}"),
+                    None => "must refer to a HealthcareService (a shortlisted service)".to_owned(),
+                },
             )),
         }
     }
