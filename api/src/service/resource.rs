@@ -1630,19 +1630,31 @@ pub fn history(
 /// read, gets `reference: Type/id` beside its identifier, as e-RS clients name patients and
 /// services (`subject.identifier`). `Reference.type`, when given, picks the type. One that names
 /// nothing here, or resources of two types (a site code, without `type`), stays logical.
+///
+/// A Reference with both is checked instead: its identifier must be the one its target holds
+/// (a referral to `Patient/A` with patient B's NHS number is 422 naming both), as R4 asks that
+/// the two agree.
 pub fn resolve_logical_references(conn: &mut DbConnection, body: &mut Value) -> Result<()> {
     let mut named: Vec<LogicalName> = Vec::new();
-    for_each_logical_reference(body, &mut |name, _| {
+    for_each_identified_reference(body, &mut |name, _| {
         if !named.contains(&name) {
             named.push(name);
         }
     });
-    let mut resolved: Vec<(LogicalName, String)> = Vec::new();
+    let mut holders: Vec<(LogicalName, Vec<String>)> = Vec::new();
     for name in named {
         let Some((types, value)) = crate::fhir::resources::identified_by(&name.system, &name.value)
         else {
             continue;
         };
+        // An identifier of another type than the Reference's says nothing of its target.
+        if name
+            .type_name
+            .as_deref()
+            .is_some_and(|given| !types.contains(&given))
+        {
+            continue;
+        }
         let key = UniqueKey {
             system: name.system.clone(),
             value,
@@ -1658,76 +1670,150 @@ pub fn resolve_logical_references(conn: &mut DbConnection, body: &mut Value) -> 
                 owners.push(format!("{t}/{id}"));
             }
         }
-        if let [one] = owners.as_slice() {
-            let one = one.clone();
-            resolved.push((name, one));
-        }
+        holders.push((name, owners));
     }
-    if resolved.is_empty() {
+    if holders.is_empty() {
         return Ok(());
     }
-    for_each_logical_reference(body, &mut |name, reference| {
-        if let Some((_, literal)) = resolved.iter().find(|(n, _)| *n == name) {
-            reference.insert("reference".into(), Value::String(literal.clone()));
+    let mut mismatched: Vec<Issue> = Vec::new();
+    for_each_identified_reference(body, &mut |name, reference| {
+        let Some((name, owners)) = holders.iter().find(|(n, _)| *n == name) else {
+            return;
+        };
+        match &name.literal {
+            None => {
+                if let [one] = owners.as_slice() {
+                    reference.insert("reference".into(), Value::String(one.clone()));
+                }
+            }
+            Some(literal) => {
+                if !owners.contains(literal) {
+                    let holder = match owners.as_slice() {
+                        [] => "no resource here".to_owned(),
+                        some => some.join(" and "),
+                    };
+                    mismatched.push(Issue::invalid_at(
+                        format!("{}.identifier", name.path),
+                        format!(
+                            "({}|{}) is not the identifier of {literal}, which the reference names: {holder} holds it",
+                            name.system, name.value
+                        ),
+                    ));
+                }
+            }
         }
     });
-    Ok(())
+    if mismatched.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(mismatched))
+    }
 }
 
-/// What a logical reference names: an identifier, and the type if the Reference gives one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a Reference with an identifier names: the identifier, the type (the Reference's
+/// `type`, or its literal reference's type), the literal reference if it has one, and where it
+/// is in the resource (`ServiceRequest.subject`).
+#[derive(Debug, Clone)]
 struct LogicalName {
     system: String,
     value: String,
     type_name: Option<String>,
+    literal: Option<String>,
+    path: String,
+}
+
+/// The same name: what is looked up once for every Reference that has it.
+impl PartialEq for LogicalName {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.system, &self.value, &self.type_name, &self.literal)
+            == (
+                &other.system,
+                &other.value,
+                &other.type_name,
+                &other.literal,
+            )
+    }
 }
 
 /// Calls `f` with each Reference of a resource (not of its contained ones) that has an
-/// identifier and no `reference`: an object of Reference's elements alone whose `identifier`
-/// is one Identifier with a system and a value.
-fn for_each_logical_reference(
+/// identifier: an object of Reference's elements alone whose `identifier` is one Identifier
+/// with a system and a value, and whose `reference`, if any, is a local `Type/id`.
+fn for_each_identified_reference(
     v: &mut Value,
     f: &mut dyn FnMut(LogicalName, &mut serde_json::Map<String, Value>),
 ) {
-    const REFERENCE_ELEMENTS: &[&str] = &["id", "extension", "type", "identifier", "display"];
-    match v {
-        Value::Object(o) => {
-            let identifier = o.get("identifier").and_then(|i| {
-                Some((
-                    i.get("system")?.as_str()?.to_owned(),
-                    i.get("value")?.as_str()?.to_owned(),
-                ))
-            });
-            if let Some((system, value)) = identifier {
-                if o.keys().all(|k| REFERENCE_ELEMENTS.contains(&k.as_str())) {
-                    // `type` is a type's name or its canonical URL.
-                    let type_name = o.get("type").and_then(Value::as_str).map(|t| {
-                        t.strip_prefix("http://hl7.org/fhir/StructureDefinition/")
-                            .unwrap_or(t)
-                            .to_owned()
-                    });
-                    f(
-                        LogicalName {
-                            system,
-                            value,
-                            type_name,
-                        },
-                        o,
-                    );
-                    return;
+    fn walk(
+        v: &mut Value,
+        path: &str,
+        f: &mut dyn FnMut(LogicalName, &mut serde_json::Map<String, Value>),
+    ) {
+        const REFERENCE_ELEMENTS: &[&str] = &[
+            "id",
+            "extension",
+            "reference",
+            "type",
+            "identifier",
+            "display",
+        ];
+        match v {
+            Value::Object(o) => {
+                let identifier = o.get("identifier").and_then(|i| {
+                    Some((
+                        i.get("system")?.as_str()?.to_owned(),
+                        i.get("value")?.as_str()?.to_owned(),
+                    ))
+                });
+                if let Some((system, value)) = identifier {
+                    if o.keys().all(|k| REFERENCE_ELEMENTS.contains(&k.as_str())) {
+                        let literal = o.get("reference").and_then(Value::as_str).map(|r| {
+                            index::split_reference(r).map(|(t, id)| (format!("{t}/{id}"), t))
+                        });
+                        // Another server's, a contained one's, or a conditional one: not ours to
+                        // check.
+                        let Some(literal) = literal.map_or(Some(None), |l| l.map(Some)) else {
+                            return;
+                        };
+                        // `type` is a type's name or its canonical URL.
+                        let given = o.get("type").and_then(Value::as_str).map(|t| {
+                            t.strip_prefix("http://hl7.org/fhir/StructureDefinition/")
+                                .unwrap_or(t)
+                                .to_owned()
+                        });
+                        let type_name =
+                            given.or_else(|| literal.as_ref().map(|(_, t)| (*t).to_owned()));
+                        f(
+                            LogicalName {
+                                system,
+                                value,
+                                type_name,
+                                literal: literal.map(|(l, _)| l),
+                                path: path.to_owned(),
+                            },
+                            o,
+                        );
+                        return;
+                    }
+                }
+                for (k, child) in o.iter_mut() {
+                    if k != "contained" {
+                        walk(child, &format!("{path}.{k}"), f);
+                    }
                 }
             }
-            for (k, child) in o.iter_mut() {
-                if k != "contained" {
-                    for_each_logical_reference(child, f);
+            Value::Array(items) => {
+                for (i, x) in items.iter_mut().enumerate() {
+                    walk(x, &format!("{path}[{i}]"), f);
                 }
             }
+            _ => {}
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|x| for_each_logical_reference(x, f)),
-        _ => {}
     }
+    let root = v
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("Resource")
+        .to_owned();
+    walk(v, &root, f);
 }
 
 /// Replaces each conditional reference (`Type?search`) in a resource about to be written in a

@@ -1,6 +1,7 @@
 //! The bodies in `examples/` are valid and accepted as they are, against the sandbox data
-//! (resources by their type; transaction Bundles at the base as the sandbox service definer;
-//! operation Parameters at their operation).
+//! (resources by their type, a referral as the sandbox's referring clinician; transaction
+//! Bundles at the base as the sandbox service definer; operation Parameters at their
+//! operation).
 
 use crate::helpers::*;
 
@@ -8,6 +9,7 @@ use crate::helpers::*;
 async fn every_example_body_is_accepted() {
     let app = spawn_with(ers_api::config::SeedMode::Sandbox).await;
     let definer = sign(&claims("555031998110", &[("SERVICE_DEFINER", "RR8")]));
+    let clinician = sign(&claims("021600556514", &[("REFERRING_CLINICIAN", "R69")]));
     let mut later = Vec::new();
     let dir = manifest_dir().join("../examples");
     let mut count = 0;
@@ -42,12 +44,14 @@ async fn every_example_body_is_accepted() {
             later.push((path, res_type, body));
             continue;
         }
+        // A referral is made by the sandbox's referring clinician, whose role it names.
+        let req = if res_type == "ServiceRequest" {
+            app.as_user(&clinician, "POST", &res_type, "REFERRING_CLINICIAN", "R69")
+        } else {
+            app.req("POST", &res_type)
+        };
         let r = app
-            .send(
-                app.req("POST", &res_type)
-                    .insert_header(("Content-Type", ct)),
-                Some(body),
-            )
+            .send(req.insert_header(("Content-Type", ct)), Some(body))
             .await;
         assert_eq!(r.status, 201, "{}: {}", path.display(), r.text());
         count += 1;

@@ -2213,4 +2213,23 @@ async fn logical_references_are_resolved_to_what_holds_their_identifier() {
         match_ids(&b),
         vec![p["id"].as_str().expect("id").to_owned()]
     );
+
+    // A reference with both must agree: the sandbox patient with this new patient's NHS number
+    // is 422 naming both; with their own, it is written as sent.
+    let mut both = referral(&w, &["11000"], "ROUTINE");
+    both["subject"]["identifier"] =
+        json!({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[5]});
+    let r = w.create(&both).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.issue_at().1, "ServiceRequest.subject.identifier");
+    let d = r.text();
+    assert!(
+        d.contains(NHS[5])
+            && d.contains(&format!("Patient/{}", w.patient))
+            && d.contains(p["id"].as_str().expect("id")),
+        "{d}"
+    );
+    both["subject"]["identifier"]["value"] = json!("9912003888");
+    let r = w.create(&both).await;
+    assert_eq!(r.status, 201, "{}", r.text());
 }
