@@ -368,6 +368,42 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
             });
         }
     }
+    // A version named (`Type/id/_history/n`) must be one the resource has had; one of a
+    // resource this transaction writes later is its first.
+    let versioned: Vec<(&String, &String, (&str, &str), i64)> = refs
+        .iter()
+        .zip(&targets)
+        .filter_map(|((path, reference), target)| {
+            let n = reference.split_once("/_history/")?.1;
+            let n = n.parse::<i64>().unwrap_or(0);
+            Some((path, reference, *target, n))
+        })
+        .collect();
+    if versioned.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<(&str, &str)> = versioned
+        .iter()
+        .map(|(_, _, target, _)| *target)
+        .filter(|(t, id)| !forward.iter().any(|f| *f == format!("{t}/{id}")))
+        .collect();
+    let current = store::get_pairs(conn, &pairs)?;
+    for (path, reference, (t, id), n) in versioned {
+        let latest = if forward.iter().any(|f| *f == format!("{t}/{id}")) {
+            1
+        } else {
+            current
+                .iter()
+                .find(|r| r.res_type == t && r.id == id)
+                .map_or(0, |r| r.version_id)
+        };
+        if !(1..=latest).contains(&n) {
+            return Err(ServiceError::ReferenceNotFound {
+                path: path.clone(),
+                reference: reference.clone(),
+            });
+        }
+    }
     Ok(())
 }
 

@@ -830,6 +830,18 @@ async fn linked_patients_are_searched_and_kept() {
     let unrelated = app
         .create(&patient(NHS[3], "Other", "Olly", "1980-01-01", "male"))
         .await;
+    // A version the record has never had is a reference to nothing.
+    let mut ahead = patient(NHS[4], "Linked", "Lena", "1971-04-04", "female");
+    ahead["link"] =
+        json!([{"other": {"reference": format!("Patient/{first}/_history/2")}, "type": "seealso"}]);
+    let r = app.post_json("Patient", &ahead).await;
+    r.assert_outcome(422, "not-found");
+    assert_eq!(
+        r.issue_at().1,
+        "Patient.link[0].other.reference",
+        "{}",
+        r.text()
+    );
 
     let found = |b: &serde_json::Value| sorted(match_ids(b));
     assert_eq!(
