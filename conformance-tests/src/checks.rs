@@ -1442,7 +1442,76 @@ async fn referral_checks(c: &Client, user: &str) -> Vec<CheckResult> {
     out.push(k.done());
     out.push(booking_check(c, &patient, &role).await);
     out.push(advice_check(c, &patient, &role).await);
+    out.push(everything_pages_check(c, &patient).await);
     out
+}
+
+/// `Patient/{id}/$everything` in pages of two, followed by their `next` links: the patient
+/// first, each match once, as many as every page's `total` says.
+async fn everything_pages_check(c: &Client, patient: &str) -> CheckResult {
+    let mut k = Check::new(
+        "search",
+        "Patient/{id}/$everything?_count=2 pages through the patient's referrals, appointments and messages: each once, as many as total",
+    );
+    let mut next = Some(format!("Patient/{patient}/$everything?_count=2"));
+    let mut matches: Vec<String> = Vec::new();
+    let mut totals = Vec::new();
+    while let Some(url) = next.take() {
+        let r = c.send("GET", &url, &[], None, true).await;
+        k.saw(&r);
+        let b = r.json();
+        if !k.expect(r.status == 200, format!("{url}: status {}", r.status)) {
+            break;
+        }
+        let page: Vec<String> = b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "match")
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap_or_default(),
+                    e["resource"]["id"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        k.expect(
+            page.len() <= 2,
+            format!("{url}: {} matches on a page of 2", page.len()),
+        );
+        matches.extend(page);
+        totals.push(b["total"].as_i64().unwrap_or(-1));
+        next = b["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "next")
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_owned);
+        if matches.len() > 200 {
+            k.expect(false, "more than 200 matches: the next links do not end");
+            break;
+        }
+    }
+    let distinct: std::collections::BTreeSet<&String> = matches.iter().collect();
+    k.expect(
+        matches.first() == Some(&format!("Patient/{patient}")),
+        "the patient is not the first match",
+    );
+    k.expect(
+        distinct.len() == matches.len(),
+        format!("a match came twice: {matches:?}"),
+    );
+    k.expect(
+        totals.iter().all(|t| *t == matches.len() as i64),
+        format!("totals {totals:?} for {} matches", matches.len()),
+    );
+    k.expect(
+        matches.len() >= 4,
+        format!("{} matches: the patient, their referrals, appointment and advice request were expected", matches.len()),
+    );
+    k.done()
 }
 
 /// An advice and guidance request: its own UBRN and status, the first message as a
