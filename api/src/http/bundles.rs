@@ -543,6 +543,7 @@ fn run_interaction(
         if transaction {
             svc::resolve_conditional_references(c, &mut resource)?;
         }
+        svc::resolve_logical_references(c, &mut resource)?;
         Ok::<_, ServiceError>(resource)
     };
     Ok(match interaction {

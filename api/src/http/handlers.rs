@@ -470,6 +470,8 @@ pub async fn create(
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let created = on_conn(&state, move |c| {
+        let mut resource = resource;
+        svc::resolve_logical_references(c, &mut resource)?;
         svc::create(
             c,
             def,
@@ -570,6 +572,8 @@ pub async fn update(
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let row = on_conn(&state, move |c| {
+        let mut resource = resource;
+        svc::resolve_logical_references(c, &mut resource)?;
         svc::update(
             c,
             def,

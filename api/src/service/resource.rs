@@ -669,13 +669,12 @@ fn the_match(
 pub fn create(
     conn: &mut DbConnection,
     def: &'static ResourceDef,
-    mut body: Value,
+    body: Value,
     w: &Writer<'_>,
     if_none_exist: Option<(SearchQuery, String)>,
     assigned_id: Option<String>,
 ) -> Result<Created> {
     let (author, audit, access) = (w.author, w.audit, w.access);
-    resolve_logical_references(conn, &mut body)?;
     // A transaction assigns ids up front so its entries can refer to each other.
     let id = assigned_id.unwrap_or_else(crate::fhir::new_id);
     let mut prepared = prepare(def, body, None)?;
@@ -963,6 +962,8 @@ pub fn patch(
                 ),
             )])
         })?;
+        let mut patched = patched;
+        resolve_logical_references(conn, &mut patched)?;
         let pinned = IfMatch {
             version: Some(current.version_id),
             required: precondition.required,
@@ -1020,13 +1021,12 @@ fn update_as(
     conn: &mut DbConnection,
     def: &'static ResourceDef,
     id: &str,
-    mut body: Value,
+    body: Value,
     precondition: IfMatch,
     w: &Writer<'_>,
     interaction: &str,
 ) -> Result<ResourceRow> {
     let (author, audit, access) = (w.author, w.audit, w.access);
-    resolve_logical_references(conn, &mut body)?;
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -1660,6 +1660,10 @@ pub fn history(
     })
 }
 
+/// Client input only (a create's, an update's or a patch's body, a Bundle entry's, `$validate`'s,
+/// a referral's): run before the write's transaction holds anything back, it reads
+/// `unique_identifiers`.
+///
 /// Makes each logical reference this server can resolve literal: a Reference that names its
 /// target only by a business identifier the target holds as a unique key (an NHS number, an ODS
 /// code, an SDS id, an e-RS service id: `resources::identified_by`), of a type everyone may
