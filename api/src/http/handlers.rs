@@ -1351,14 +1351,21 @@ pub async fn validate(
             }
         },
     };
-    // References by identifier are resolved as a write would resolve them.
+    // References by identifier are resolved as a write would resolve them; one whose
+    // identifier is not its target's is an issue of the outcome, as a write would refuse it.
     let sent = resource;
-    let resource = on_read(&state, move |c| {
+    let (resource, mismatched) = on_read(&state, move |c| {
         let mut r = sent.clone();
-        svc::resolve_logical_references(c, &mut r).map(|()| r)
+        let found = match svc::resolve_logical_references(c, &mut r) {
+            Ok(()) => Vec::new(),
+            Err(ServiceError::Invalid(found)) => found,
+            Err(e) => return Err(e),
+        };
+        Ok((r, found))
     })
     .await?;
     let mut issues = svc::validate_only(def, &resource, against);
+    issues.extend(mismatched);
     // The validator reports structure with locations; should it have missed what the R4 parser
     // refused, the parser's own words are the error.
     if let Some(m) = structure {

@@ -2219,6 +2219,25 @@ async fn logical_references_are_resolved_to_what_holds_their_identifier() {
     let mut both = referral(&w, &["11000"], "ROUTINE");
     both["subject"]["identifier"] =
         json!({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[5]});
+    // `$validate` says so in its outcome.
+    let r = w
+        .app
+        .send(
+            w.as_rc("POST", "ServiceRequest/$validate"),
+            Some(both.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["issue"]
+            .as_array()
+            .expect("issues")
+            .iter()
+            .any(|i| i["severity"] == "error"
+                && i["expression"][0] == "ServiceRequest.subject.identifier"),
+        "{}",
+        r.text()
+    );
     let r = w.create(&both).await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.issue_at().1, "ServiceRequest.subject.identifier");
