@@ -2251,4 +2251,40 @@ async fn logical_references_are_resolved_to_what_holds_their_identifier() {
     both["subject"]["identifier"]["value"] = json!("9912003888");
     let r = w.create(&both).await;
     assert_eq!(r.status, 201, "{}", r.text());
+
+    // In a transaction too: a patient whose practice is named by its ODS code.
+    let practice = w
+        .app
+        .search("Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|R69")
+        .await;
+    let practice = practice["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("R69")
+        .to_owned();
+    let mut registered = patient(NHS[4], "Bundled", "Bea", "1982-02-02", "female");
+    registered["generalPractitioner"] =
+        json!([by_id("https://fhir.nhs.uk/Id/ods-organization-code", "R69")]);
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:5d7c8a55-0000-4000-8000-000000000001", "resource": registered,
+         "request": {"method": "POST", "url": "Patient"}}
+    ]});
+    let r = w
+        .app
+        .send(
+            w.app
+                .as_user(&w.rc, "POST", "/FHIR/R4", "REFERRING_CLINICIAN", "R69")
+                .insert_header(("Content-Type", "application/fhir+json")),
+            Some(bundle.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = w
+        .app
+        .search(&format!("Patient?identifier={}", NHS[4]))
+        .await;
+    assert_eq!(
+        b["entry"][0]["resource"]["generalPractitioner"][0]["reference"],
+        format!("Organization/{practice}"),
+        "{b}"
+    );
 }
