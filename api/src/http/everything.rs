@@ -36,8 +36,9 @@ use crate::startup::AppState;
 /// What the request asks, read and checked.
 struct Asked {
     since: Option<String>,
-    /// The care dates' bounds (`start`, `end`), as search prefixes and values.
-    care: Vec<String>,
+    /// The care dates' bounds, `start` and `end` (dates).
+    start: Option<String>,
+    end: Option<String>,
     types: Vec<&'static str>,
     count: i64,
     cursor: Option<Cursor>,
@@ -72,7 +73,7 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
         ])
     };
     let mut since = None;
-    let mut care: Vec<(&'static str, String)> = Vec::new();
+    let (mut start, mut end) = (None, None);
     let mut types: Vec<&'static str> = Vec::new();
     let mut count = svc::MAX_INCLUDED as i64;
     let mut cursor = None;
@@ -94,18 +95,17 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
                 );
             }
             "start" | "end" => {
-                let (input, prefix) = if name == "start" {
-                    ("start", "ge")
-                } else {
-                    ("end", "le")
-                };
                 if !datetime::is_date(&value) {
                     return Err(bad(
-                        input,
-                        format!("'{input}' ({value}) is not a date (2026, 2026-11 or 2026-11-23)"),
+                        &name,
+                        format!("'{name}' ({value}) is not a date (2026, 2026-11 or 2026-11-23)"),
                     ));
                 }
-                care.push((prefix, value));
+                if name == "start" {
+                    start = Some(value);
+                } else {
+                    end = Some(value);
+                }
             }
             "_since" => {
                 if !datetime::is_datetime(&value) || datetime::range(&value).is_none() {
@@ -153,7 +153,7 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
     if types.is_empty() {
         types = PATIENT_COMPARTMENT.to_vec();
     }
-    if let [("ge", start), ("le", end)] | [("le", end), ("ge", start)] = care.as_slice() {
+    if let (Some(start), Some(end)) = (&start, &end) {
         let first = |v: &str| datetime::range(v).map(|(lo, _)| lo);
         let last = |v: &str| datetime::range(v).map(|(_, hi)| hi);
         if first(start) > last(end) {
@@ -180,7 +180,8 @@ fn asked(inputs: Vec<(String, String)>) -> Result<Asked, ApiError> {
     };
     Ok(Asked {
         since,
-        care: care.into_iter().map(|(p, v)| format!("{p}{v}")).collect(),
+        start,
+        end,
         types,
         count,
         cursor,
@@ -194,7 +195,12 @@ fn criteria(part: &Part, id: &str, asked: &Asked) -> Vec<(String, String)> {
         (part.link.to_owned(), format!("Patient/{id}")),
         ("_total".to_owned(), "accurate".to_owned()),
     ];
-    params.extend(asked.care.iter().map(|c| (part.care.to_owned(), c.clone())));
+    if let Some(s) = &asked.start {
+        params.push((part.care.to_owned(), format!("ge{s}")));
+    }
+    if let Some(e) = &asked.end {
+        params.push((part.care.to_owned(), format!("le{e}")));
+    }
     if let Some(s) = &asked.since {
         params.push(("_lastUpdated".to_owned(), format!("ge{s}")));
     }

@@ -342,11 +342,10 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
     }
     // What the use case has read in its transaction and found live needs no query.
     let forward = FORWARD.with(|s| s.borrow().clone());
+    let is_forward = |t: &str, id: &str| forward.iter().any(|f| f.split_once('/') == Some((t, id)));
     let read_live: Vec<bool> = targets
         .iter()
-        .map(|(t, id)| {
-            super::memo::known_live(t, id) || forward.iter().any(|f| *f == format!("{t}/{id}"))
-        })
+        .map(|(t, id)| super::memo::known_live(t, id) || is_forward(t, id))
         .collect();
     let unread: Vec<(&str, &str)> = targets
         .iter()
@@ -385,11 +384,11 @@ fn verify_references(conn: &mut DbConnection, refs: &[(String, String)]) -> Resu
     let pairs: Vec<(&str, &str)> = versioned
         .iter()
         .map(|(_, _, target, _)| *target)
-        .filter(|(t, id)| !forward.iter().any(|f| *f == format!("{t}/{id}")))
+        .filter(|(t, id)| !is_forward(t, id))
         .collect();
     let current = store::get_pairs(conn, &pairs)?;
     for (path, reference, (t, id), n) in versioned {
-        let latest = if forward.iter().any(|f| *f == format!("{t}/{id}")) {
+        let latest = if is_forward(t, id) {
             1
         } else {
             current
@@ -1676,7 +1675,7 @@ pub fn history(
 /// the two agree.
 pub fn resolve_logical_references(conn: &mut DbConnection, body: &mut Value) -> Result<()> {
     let mut named: Vec<LogicalName> = Vec::new();
-    for_each_identified_reference(body, &mut |name, _| {
+    for_each_identified_reference(body, &mut |name, _, _| {
         if !named.contains(&name) {
             named.push(name);
         }
@@ -1716,7 +1715,7 @@ pub fn resolve_logical_references(conn: &mut DbConnection, body: &mut Value) -> 
         return Ok(());
     }
     let mut mismatched: Vec<Issue> = Vec::new();
-    for_each_identified_reference(body, &mut |name, reference| {
+    for_each_identified_reference(body, &mut |name, path, reference| {
         let Some((name, owners)) = holders.iter().find(|(n, _)| *n == name) else {
             return;
         };
@@ -1733,7 +1732,7 @@ pub fn resolve_logical_references(conn: &mut DbConnection, body: &mut Value) -> 
                         some => some.join(" and "),
                     };
                     mismatched.push(Issue::invalid_at(
-                        format!("{}.identifier", name.path),
+                        format!("{path}.identifier"),
                         format!(
                             "({}|{}) is not the identifier of {literal}, which the reference names: {holder} holds it",
                             name.system, name.value
@@ -1750,43 +1749,27 @@ pub fn resolve_logical_references(conn: &mut DbConnection, body: &mut Value) -> 
     }
 }
 
+/// A visit of `for_each_identified_reference`: the name, where it is, the Reference.
+type Visit<'a> = dyn FnMut(LogicalName, &str, &mut serde_json::Map<String, Value>) + 'a;
+
 /// What a Reference with an identifier names: the identifier, the type (the Reference's
-/// `type`, or its literal reference's type), the literal reference if it has one, and where it
-/// is in the resource (`ServiceRequest.subject`).
-#[derive(Debug, Clone)]
+/// `type`, or its literal reference's type) and the literal reference if it has one. It is
+/// looked up once for all the References that name the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct LogicalName {
     system: String,
     value: String,
     type_name: Option<String>,
     literal: Option<String>,
-    path: String,
-}
-
-/// The same name: what is looked up once for every Reference that has it.
-impl PartialEq for LogicalName {
-    fn eq(&self, other: &Self) -> bool {
-        (&self.system, &self.value, &self.type_name, &self.literal)
-            == (
-                &other.system,
-                &other.value,
-                &other.type_name,
-                &other.literal,
-            )
-    }
 }
 
 /// Calls `f` with each Reference of a resource (not of its contained ones) that has an
 /// identifier: an object of Reference's elements alone whose `identifier` is one Identifier
-/// with a system and a value, and whose `reference`, if any, is a local `Type/id`.
-fn for_each_identified_reference(
-    v: &mut Value,
-    f: &mut dyn FnMut(LogicalName, &mut serde_json::Map<String, Value>),
-) {
-    fn walk(
-        v: &mut Value,
-        path: &str,
-        f: &mut dyn FnMut(LogicalName, &mut serde_json::Map<String, Value>),
-    ) {
+/// with a system and a value, and whose `reference`, if any, is a local `Type/id`; with where
+/// it is (`ServiceRequest.subject`), written into one buffer as the walk goes.
+fn for_each_identified_reference(v: &mut Value, f: &mut Visit<'_>) {
+    fn walk(v: &mut Value, path: &mut String, f: &mut Visit<'_>) {
+        use std::fmt::Write as _;
         const REFERENCE_ELEMENTS: &[&str] = &[
             "id",
             "extension",
@@ -1827,33 +1810,42 @@ fn for_each_identified_reference(
                                 value,
                                 type_name,
                                 literal: literal.map(|(l, _)| l),
-                                path: path.to_owned(),
                             },
+                            path,
                             o,
                         );
                         return;
                     }
                 }
                 for (k, child) in o.iter_mut() {
-                    if k != "contained" {
-                        walk(child, &format!("{path}.{k}"), f);
+                    if k != "contained" && (child.is_object() || child.is_array()) {
+                        let at = path.len();
+                        path.push('.');
+                        path.push_str(k);
+                        walk(child, path, f);
+                        path.truncate(at);
                     }
                 }
             }
             Value::Array(items) => {
                 for (i, x) in items.iter_mut().enumerate() {
-                    walk(x, &format!("{path}[{i}]"), f);
+                    if x.is_object() || x.is_array() {
+                        let at = path.len();
+                        let _ = write!(path, "[{i}]");
+                        walk(x, path, f);
+                        path.truncate(at);
+                    }
                 }
             }
             _ => {}
         }
     }
-    let root = v
+    let mut path = v
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or("Resource")
         .to_owned();
-    walk(v, &root, f);
+    walk(v, &mut path, f);
 }
 
 /// Replaces each conditional reference (`Type?search`) in a resource about to be written in a
