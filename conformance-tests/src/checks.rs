@@ -1644,7 +1644,7 @@ async fn advice_check(c: &Client, patient: &str, role: &str) -> CheckResult {
 async fn booking_check(c: &Client, patient: &str, role: &str) -> CheckResult {
     let mut k = Check::new(
         "booking",
-        "POST Appointment books a free slot once (a second booking is 409 SLOT_NOT_AVAILABLE); cancelling frees it",
+        "POST Appointment books a free slot once (a second booking is 409 SLOT_NOT_AVAILABLE, and that referral is deferred to the provider, whose Task gives the date the patient is to be contacted by); cancelling frees the slot",
     );
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
     let r = c
@@ -1730,6 +1730,49 @@ async fn booking_check(c: &Client, patient: &str, role: &str) -> CheckResult {
     k.expect(
         r.json()["issue"][0]["details"]["coding"][0]["code"] == "SLOT_NOT_AVAILABLE",
         "a second booking of the slot is not SLOT_NOT_AVAILABLE",
+    );
+    // The referral that lost the slot is deferred to the provider (e-RS A016's deferral), and
+    // the Patient Care API's Task says whose it is and by when the patient hears.
+    let deferral = json!({"resourceType": "Appointment", "status": "proposed",
+        "basedOn": [{"reference": format!("ServiceRequest/{}", referrals[1])}],
+        "slot": [{"reference": format!("Slot/{slot_id}")}],
+        "reasonCode": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason", "code": "SLOT_NOT_AVAILABLE"}]}],
+        "participant": [{"actor": {"reference": service}, "status": "needs-action"}]});
+    let r = c
+        .send(
+            "POST",
+            "Appointment",
+            &[JSON],
+            Some(deferral.to_string().as_bytes()),
+            true,
+        )
+        .await;
+    k.saw(&r);
+    k.expect(r.status == 201, format!("defer: status {}", r.status));
+    let r = c
+        .send(
+            "GET",
+            &format!(
+                "Task?focus=ServiceRequest/{}&code=APPOINTMENT_DEFERRAL",
+                referrals[1]
+            ),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    let task = &r.json()["entry"][0]["resource"];
+    k.expect(
+        r.json()["total"] == 1 && task["owner"]["reference"] == service.as_str(),
+        "the deferred referral has no APPOINTMENT_DEFERRAL Task owned by its service",
+    );
+    let contact_by = task["restriction"]["period"]["end"]
+        .as_str()
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    k.expect(
+        contact_by.is_some_and(|d| d > chrono::Utc::now().date_naive()),
+        "the deferral Task has no contact-by date after today (restriction.period.end)",
     );
     let r = c
         .send(

@@ -107,6 +107,23 @@ pub fn instant(t: NaiveDateTime) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// The date in the UK (Europe/London) at a UTC instant: the day a patient sees.
+pub fn uk_date(t: NaiveDateTime) -> NaiveDate {
+    let at = jiff::Timestamp::from_second(t.and_utc().timestamp());
+    match (jiff::tz::TimeZone::get("Europe/London"), at) {
+        (Ok(tz), Ok(at)) => {
+            let d = at.to_zoned(tz).date();
+            NaiveDate::from_ymd_opt(
+                i32::from(d.year()),
+                d.month().unsigned_abs().into(),
+                d.day().unsigned_abs().into(),
+            )
+            .unwrap_or(t.date())
+        }
+        _ => t.date(),
+    }
+}
+
 /// An HTTP date (for `Last-Modified`).
 pub fn http_date(t: NaiveDateTime) -> String {
     t.and_utc().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
@@ -115,6 +132,16 @@ pub fn http_date(t: NaiveDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uk_dates_follow_british_summer_time() {
+        let at =
+            |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").expect("an instant");
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("a date");
+        // 23:30 UTC is the next day in summer (BST, UTC+1), the same day in winter (GMT).
+        assert_eq!(uk_date(at("2026-07-01T23:30:00")), d("2026-07-02"));
+        assert_eq!(uk_date(at("2026-12-01T23:30:00")), d("2026-12-01"));
+    }
 
     #[test]
     fn ranges() {

@@ -57,8 +57,9 @@ pub struct SearchRequest {
     pub revincludes: Vec<Include>,
     /// `page` (e-RS A015's paging, from 1), made an offset once `_count` is known.
     pub page: Option<i64>,
-    /// `_revinclude=Task:focus` on referrals: each match's available actions, as the Tasks of
-    /// e-RS A029 (`fhir::task`), made for the answer (Task is searched, not stored).
+    /// `_revinclude=Task:focus` on referrals: each match's available actions (e-RS A029) and
+    /// its provider's deferral, as Tasks (`fhir::task`) made for the answer (Task is searched,
+    /// not stored).
     pub action_tasks: bool,
     pub summary: Summary,
     pub elements: Option<Vec<String>>,
@@ -598,7 +599,8 @@ pub fn near_parts(def: &'static ResourceDef, near: &Near) -> Result<(Criterion, 
 }
 
 /// `_revinclude=Task:focus[:ServiceRequest]`: the Tasks of a referral's available actions
-/// (e-RS A029, as the Patient Care API asks for a referral's Tasks with its appointments).
+/// (e-RS A029) and of its provider's deferral, as the Patient Care API asks for a referral's
+/// Tasks with its appointments.
 /// Only on a ServiceRequest search, and not `:iterate` (the Tasks refer to nothing further).
 fn action_tasks(def: &ResourceDef, name: &str, value: &str) -> Result<bool, Issue> {
     if def.name != "ServiceRequest" {

@@ -6,6 +6,8 @@
 
 use serde_json::{json, Value};
 
+use super::At;
+
 /// The code system of the actions (`fhir-profiles/codesystems/ers-available-actions-for-user.json`).
 pub const ACTIONS_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser";
 /// Every such Task is `ready` (it can be done now) ...
@@ -13,12 +15,20 @@ pub const STATUS: (&str, &str) = ("http://hl7.org/fhir/task-status", "ready");
 /// ... and a `proposal` (the user may do it).
 pub const INTENT: (&str, &str) = ("http://hl7.org/fhir/request-intent", "proposal");
 
+/// The code system of what a provider is to do about a deferred referral
+/// (`fhir-profiles/codesystems/workflow-code.json`).
+pub const WORKFLOW_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/Workflow-Code";
+/// A deferral's Task is `requested` (the provider is to do it) ...
+pub const DEFERRAL_STATUS: (&str, &str) = ("http://hl7.org/fhir/task-status", "requested");
+/// ... and an `order` (the referral asks for it).
+pub const DEFERRAL_INTENT: (&str, &str) = ("http://hl7.org/fhir/request-intent", "order");
+
 /// The search parameters: name, FHIR type, what it takes.
 pub const PARAMS: &[(&str, &str, &str)] = &[
     ("focus", "reference", "Required, once: the referral or A&G request, ServiceRequest/{id} or ServiceRequest/{id}/_history/{version} (which must be the current version: nothing can be done to an older one)"),
-    ("intent", "token", "proposal (every available action)"),
-    ("status", "token", "ready (every available action)"),
-    ("code", "token", "An action: a code of https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser (CANCEL_REFERRAL, CREATE_APPOINTMENT...)"),
+    ("intent", "token", "proposal (an available action) or order (the provider's deferral)"),
+    ("status", "token", "ready (an available action) or requested (the provider's deferral)"),
+    ("code", "token", "An action, a code of https://fhir.nhs.uk/CodeSystem/eRS-AvailableActionsForUser (CANCEL_REFERRAL, CREATE_APPOINTMENT...), or a deferral, a code of https://fhir.nhs.uk/CodeSystem/Workflow-Code (APPOINTMENT_DEFERRAL, TRIAGE_DEFERRAL)"),
 ];
 
 /// What a `focus` names: a ServiceRequest, at a version or the current one.
@@ -58,6 +68,69 @@ pub fn token_matches(value: &str, system: &str, code: &str) -> bool {
     })
 }
 
+/// Whether a Task has what a search's `intent`, `status` or `code` value asks for.
+pub fn matches(task: &Value, name: &str, value: &str) -> bool {
+    let own = |element: &str| {
+        task.get(element)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    match name {
+        "intent" => token_matches(value, INTENT.0, own("intent")),
+        "status" => token_matches(value, STATUS.0, own("status")),
+        "code" => task
+            .at("/code/coding")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                let part = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
+                token_matches(value, part("system"), part("code"))
+            }),
+        _ => false,
+    }
+}
+
+/// A coding of `system` with its display from the code system.
+fn coding(system: &str, code: &str) -> Value {
+    let mut coding = json!({"system": system, "code": code});
+    if let Some(d) = super::terminology::concept(system, code).and_then(|c| c.get("display")) {
+        coding["display"] = d.clone();
+    }
+    coding
+}
+
+/// A deferred referral as the e-RS Patient Care API shows it: a Task its provider (`owner`, the
+/// service) is to do, `focus` the referral, the patient to be contacted by `contact_by` (its
+/// `restriction.period.end`).
+pub fn deferral(
+    id: &str,
+    focus: &str,
+    patient: Option<&Value>,
+    code: &str,
+    owner: Option<&str>,
+    authored: &str,
+    contact_by: &str,
+) -> Value {
+    let mut task = json!({
+        "resourceType": "Task",
+        "id": id,
+        "status": DEFERRAL_STATUS.1,
+        "intent": DEFERRAL_INTENT.1,
+        "code": {"coding": [coding(WORKFLOW_SYSTEM, code)]},
+        "focus": {"reference": focus},
+        "authoredOn": authored,
+        "restriction": {"period": {"end": contact_by}},
+    });
+    if let Some(p) = patient {
+        task["for"] = p.clone();
+    }
+    if let Some(o) = owner {
+        task["owner"] = json!({"reference": o});
+    }
+    task
+}
+
 /// One available action as a Task: `focus` the version it applies to (`ServiceRequest/{id}/_history/{v}`),
 /// `for` the patient, and the URL that performs it as its input.
 pub fn available_action(
@@ -68,19 +141,12 @@ pub fn available_action(
     operation_url: &str,
     authored: &str,
 ) -> Value {
-    let display = super::terminology::concept(ACTIONS_SYSTEM, code)
-        .and_then(|c| c.get("display"))
-        .cloned();
-    let mut coding = json!({"system": ACTIONS_SYSTEM, "code": code});
-    if let Some(d) = display {
-        coding["display"] = d;
-    }
     let mut task = json!({
         "resourceType": "Task",
         "id": id,
         "status": STATUS.1,
         "intent": INTENT.1,
-        "code": {"coding": [coding]},
+        "code": {"coding": [coding(ACTIONS_SYSTEM, code)]},
         "focus": {"reference": focus},
         "authoredOn": authored,
         "input": [{
@@ -137,6 +203,52 @@ mod tests {
         assert!(!token_matches("requested", s, c));
         assert!(!token_matches("other|ready", s, c));
         assert!(!token_matches("|ready", s, c));
+    }
+
+    #[test]
+    fn a_search_matches_a_task_by_its_own_intent_status_and_code() {
+        let action = available_action(
+            "t",
+            "ServiceRequest/r/_history/1",
+            None,
+            "CANCEL_REFERRAL",
+            "u",
+            "x",
+        );
+        let deferred = deferral(
+            "d",
+            "ServiceRequest/r",
+            None,
+            "APPOINTMENT_DEFERRAL",
+            Some("HealthcareService/s"),
+            "x",
+            "2026-12-14",
+        );
+        assert!(matches(&action, "intent", "proposal"));
+        assert!(!matches(&deferred, "intent", "proposal"));
+        assert!(matches(&deferred, "intent", "order"));
+        assert!(matches(
+            &deferred,
+            "status",
+            "http://hl7.org/fhir/task-status|requested"
+        ));
+        assert!(!matches(&deferred, "status", "ready"));
+        assert!(matches(&deferred, "code", "APPOINTMENT_DEFERRAL"));
+        assert!(matches(&deferred, "code", &format!("{WORKFLOW_SYSTEM}|")));
+        assert!(!matches(
+            &deferred,
+            "code",
+            &format!("{ACTIONS_SYSTEM}|APPOINTMENT_DEFERRAL")
+        ));
+        assert!(matches(&action, "code", "TRIAGE_DEFERRAL,CANCEL_REFERRAL"));
+        assert!(!matches(&action, "code", "TRIAGE_DEFERRAL"));
+        for code in ["APPOINTMENT_DEFERRAL", "TRIAGE_DEFERRAL"] {
+            let task = deferral("d", "ServiceRequest/r", None, code, None, "x", "y");
+            assert!(
+                task["code"]["coding"][0]["display"].is_string(),
+                "{code} is not in {WORKFLOW_SYSTEM}"
+            );
+        }
     }
 
     #[test]

@@ -809,10 +809,14 @@ pub(super) async fn run_search_on(
 }
 
 /// What a search found: its result, and for `_revinclude=Task:focus` the actions available on
-/// the first matches, in their order (as many as the Tasks' bound allowed).
+/// the first matches and what their providers are to do, in their order (as many as the Tasks'
+/// bound allowed).
 pub(super) struct Found {
     result: svc::SearchResult,
-    actions: Vec<crate::service::referral::Available>,
+    actions: Vec<(
+        crate::service::referral::Available,
+        Option<crate::service::referral::Pending>,
+    )>,
     /// Whether some matches' actions were left out (`svc::MAX_INCLUDED`).
     capped: bool,
 }
@@ -897,13 +901,15 @@ impl Search {
             let mut tasks = 0;
             for row in &result.matches {
                 let now = crate::service::referral::actions_on(c, row, caller)?;
-                let n = super::referrals::offered("", &row.id, &now).1.len();
+                let pending = crate::service::referral::pending(c, row)?;
+                let n = super::referrals::offered("", &row.id, &now).1.len()
+                    + usize::from(pending.is_some());
                 if tasks + n > svc::MAX_INCLUDED {
                     capped = true;
                     break;
                 }
                 tasks += n;
-                actions.push(now);
+                actions.push((now, pending));
             }
         }
         Ok(Found {
@@ -978,9 +984,9 @@ impl Search {
                 distance_km: None,
             });
         }
-        for (row, now) in result.matches.iter().zip(&actions) {
+        for (row, (now, pending)) in result.matches.iter().zip(&actions) {
             entries.extend(
-                super::tasks::of(base, row, now, |_| true)?
+                super::tasks::of(base, row, now, pending.as_ref())?
                     .into_iter()
                     .map(|t| super::tasks::entry(t, true)),
             );

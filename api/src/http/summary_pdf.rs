@@ -568,6 +568,14 @@ fn referral_lines(info: &ReferralInformation) -> Vec<Line> {
     out
 }
 
+/// ` by Monday 21 December 2026`: the day a deferred patient is to be contacted by, if any.
+fn contact_by(info: &ReferralInformation) -> String {
+    info.pending
+        .as_ref()
+        .map(|p| format!(" by {}", p.contact_by.format("%A %-d %B %Y")))
+        .unwrap_or_default()
+}
+
 fn letter_lines(info: &ReferralInformation) -> Vec<Line> {
     let r = &info.referral;
     let ubrn = spaced_ubrn(sr::ubrn_of(r).unwrap_or_default());
@@ -616,7 +624,10 @@ fn letter_lines(info: &ReferralInformation) -> Vec<Line> {
         }
         (Some(S::DeferredToProvider), _) => {
             say(
-                "The service will contact you to arrange your appointment.".into(),
+                format!(
+                    "The service will contact you{} to arrange your appointment.",
+                    contact_by(info)
+                ),
                 true,
             );
             for s in &info.services {
@@ -632,7 +643,7 @@ fn letter_lines(info: &ReferralInformation) -> Vec<Line> {
             ),
             _,
         ) => {
-            say("Your referral is being reviewed by a clinician, who will decide the right service for you. You will be contacted about what happens next.".into(), false);
+            say(format!("Your referral is being reviewed by a clinician, who will decide the right service for you. You will be contacted{} about what happens next.", contact_by(info)), false);
         }
         (Some(S::CancelledReferral), _) => {
             say("This referral has been cancelled. Contact your GP practice if you have questions about it.".into(), false);

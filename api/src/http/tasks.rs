@@ -1,8 +1,10 @@
 //! `GET /Task?focus=ServiceRequest/{id}[/_history/{version}]` (and `POST /Task/_search`): the
 //! actions the caller may take now on a referral or an A&G request as Tasks, the form e-RS A029
-//! gives them (`&intent=proposal&status=ready`). The same rule as `$ers.availableActions`
-//! (`referrals::offered`); the Tasks are made for each search and never stored, so a Task is
-//! not read by id.
+//! gives them (`&intent=proposal&status=ready`), and a deferred referral's Task for its
+//! provider, the form the e-RS Patient Care API gives it (`intent` order, `status` requested,
+//! a `Workflow-Code`, the contact-by date). The actions follow the rule of
+//! `$ers.availableActions` (`referrals::offered`); the Tasks are made for each search and never
+//! stored, so a Task is not read by id.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
@@ -50,34 +52,44 @@ pub async fn not_kept(path: web::Path<String>) -> Reply {
     )))
 }
 
-/// The Tasks of the actions `now` offers on `row` (a referral's or A&G request's current
-/// version) whose code `wanted` keeps: for the Task search, and for a referral search's
-/// `_revinclude=Task:focus`.
+/// The Tasks of a referral or A&G request `row` (its current version): the provider's
+/// deferral, if `pending`, then each action `now` offers. For the Task search, and for a
+/// referral search's `_revinclude=Task:focus`.
 pub(super) fn of(
     base: &str,
     row: &ers_schema::ResourceRow,
     now: &svc::Available,
-    wanted: impl Fn(&str) -> bool,
+    pending: Option<&svc::Pending>,
 ) -> Result<Vec<Value>, ApiError> {
     let stored: Value = serde_json::from_str(&row.content)
         .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+    let patient = stored.get("subject");
+    let mut tasks = Vec::new();
+    if let Some(p) = pending {
+        tasks.push(task::deferral(
+            &uuid::Uuid::new_v4().to_string(),
+            &format!("ServiceRequest/{}", row.id),
+            patient,
+            p.deferral.code(),
+            p.service.as_deref(),
+            &crate::fhir::datetime::instant(p.since),
+            &p.contact_by.to_string(),
+        ));
+    }
     let focus = format!("ServiceRequest/{}/_history/{}", row.id, row.version_id);
     let authored = crate::fhir::datetime::instant(chrono::Utc::now().naive_utc());
     let (_, actions) = super::referrals::offered(base, &row.id, now);
-    Ok(actions
-        .into_iter()
-        .filter(|(code, _)| wanted(code))
-        .map(|(code, url)| {
-            task::available_action(
-                &uuid::Uuid::new_v4().to_string(),
-                &focus,
-                stored.get("subject"),
-                code,
-                &url,
-                &authored,
-            )
-        })
-        .collect())
+    tasks.extend(actions.into_iter().map(|(code, url)| {
+        task::available_action(
+            &uuid::Uuid::new_v4().to_string(),
+            &focus,
+            patient,
+            code,
+            &url,
+            &authored,
+        )
+    }));
+    Ok(tasks)
 }
 
 /// A Task's entry: not kept, so not at a URL of this server.
@@ -185,7 +197,10 @@ async fn search(
     // One the caller may not see is as one that does not exist: no Tasks.
     let found = on_read(&state, move |c| -> Result<_, ApiError> {
         match svc::available_actions(c, &id, &caller) {
-            Ok(found) => Ok(Some(found)),
+            Ok((row, now)) => {
+                let pending = svc::pending(c, &row)?;
+                Ok(Some((row, now, pending)))
+            }
             Err(ServiceError::NotFound { .. } | ServiceError::NotVisible { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -199,7 +214,7 @@ async fn search(
             "No ServiceRequest/{} that you may see: no actions",
             asked.focus.id
         ))),
-        Some((row, _)) if asked.focus.version.is_some_and(|v| v != row.version_id) => {
+        Some((row, _, _)) if asked.focus.version.is_some_and(|v| v != row.version_id) => {
             touched.push(audit::touched(row));
             notes.push(Issue::warning(format!(
                 "ServiceRequest/{} is at version {}, not {}: nothing can be done to an older version (ask about ServiceRequest/{}/_history/{})",
@@ -210,18 +225,15 @@ async fn search(
                 row.version_id
             )));
         }
-        Some((row, now)) => {
+        Some((row, now, pending)) => {
             touched.push(audit::touched(row));
-            tasks = of(&base, row, now, |code| {
-                asked.filters.iter().all(|(name, value)| {
-                    let (system, have) = match name.as_str() {
-                        "intent" => task::INTENT,
-                        "status" => task::STATUS,
-                        _ => (task::ACTIONS_SYSTEM, code),
-                    };
-                    task::token_matches(value, system, have)
-                })
-            })?;
+            tasks = of(&base, row, now, pending.as_ref())?;
+            tasks.retain(|t| {
+                asked
+                    .filters
+                    .iter()
+                    .all(|(name, value)| task::matches(t, name, value))
+            });
         }
     }
     if !asked.ignored.is_empty() {

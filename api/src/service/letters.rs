@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use ers_schema::search::Count;
-use ers_schema::store::{self, HistoryQuery};
+use ers_schema::store;
 use ers_schema::{DbConnection, ResourceRow};
 use serde_json::Value;
 
@@ -46,6 +45,9 @@ pub struct ReferralInformation {
     pub documents: Vec<Value>,
     /// Each version's state, oldest first.
     pub history: Vec<StateChange>,
+    /// What its provider is to do, if it is deferred to one, and when the patient is to be
+    /// contacted by.
+    pub pending: Option<super::referral::Pending>,
     /// The advice and guidance conversation the referral was converted from.
     pub advice: Option<Summary>,
 }
@@ -200,6 +202,7 @@ fn gather(
             .map(str::to_owned)
     });
     let location = loaded(c, at.as_deref())?;
+    let pending = super::referral::pending(c, row)?;
     let (documents, history, advice) = if full {
         let documents = advice::related(c, "DocumentReference", "related", &row.id, "date")?;
         let history = history(c, &row.id)?;
@@ -229,6 +232,7 @@ fn gather(
         location,
         documents,
         history,
+        pending,
         advice,
     })
 }
@@ -239,36 +243,21 @@ fn str_of<'a>(v: &'a Value, pointer: &str) -> &'a str {
 
 /// Each version's state, oldest first.
 fn history(c: &mut DbConnection, id: &str) -> Result<Vec<StateChange>> {
-    let (rows, _) = store::history(
-        c,
-        &HistoryQuery {
-            res_type: Some("ServiceRequest".into()),
-            id: Some(id.into()),
-            limit: 1_000,
-            count: Count::No,
-            ..Default::default()
-        },
-    )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for v in rows.iter().rev() {
-        let body: Value = serde_json::from_str(&v.content)
-            .map_err(|e| ServiceError::Internal(format!("stored version unreadable: {e}")))?;
-        let Some(state) = sr::state_of(&body) else {
-            continue;
-        };
-        out.push(StateChange {
-            at: crate::fhir::datetime::instant(v.last_updated),
-            state: state.state.code().to_owned(),
-            reason: state.reason.map(|(_, code)| code),
-            comment: state.comment,
+    Ok(super::referral::state_history(c, id)?
+        .into_iter()
+        .rev()
+        .map(|v| StateChange {
+            at: crate::fhir::datetime::instant(v.at),
+            state: v.state.state.code().to_owned(),
+            reason: v.state.reason.map(|(_, code)| code),
+            comment: v.state.comment,
             by: if v.author_role == "SYSTEM" {
                 "e-RS".to_owned()
             } else {
                 format!("{}@{}", v.author_role, v.author_org)
             },
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// The read, audited with everything it showed.

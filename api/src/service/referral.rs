@@ -14,7 +14,8 @@ use super::audit::AuditDraft;
 use super::resource::{self, Writer};
 use super::ServiceError;
 use crate::domain::referral::{
-    self, ReferralAction, ReferralState, Refusal, Relation, ReviewOutcome,
+    self, working_days_after, Deferral, ReferralAction, ReferralState, Refusal, Relation,
+    ReviewOutcome,
 };
 use crate::domain::{Caller, OdsCode, SdsUserId};
 use crate::fhir::outcome::Issue;
@@ -1065,6 +1066,93 @@ pub enum Available {
         status: crate::domain::advice::AdviceStatus,
         actions: Vec<crate::domain::advice::AdviceAction>,
     },
+}
+
+/// A referral its provider is to act on (`ReferralState::deferral`): since when, with which
+/// service, and the date by which the patient is to be contacted (the priority's working days
+/// from that day in the UK).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub deferral: Deferral,
+    /// When the referral entered its state (the oldest of the latest versions in it).
+    pub since: chrono::NaiveDateTime,
+    /// The service it is with (`HealthcareService/{id}`).
+    pub service: Option<String>,
+    pub contact_by: chrono::NaiveDate,
+}
+
+/// What the provider is to do about the referral `row` (its current version), if anything.
+/// Reads the referral's history only when it is deferred.
+pub fn pending(conn: &mut DbConnection, row: &ResourceRow) -> Result<Option<Pending>> {
+    let body = super::memo::parsed(row)?;
+    if crate::fhir::resources::advice::is_advice(&body) {
+        return Ok(None);
+    }
+    let Some(now) = sr::state_of(&body) else {
+        return Ok(None);
+    };
+    let Some(deferral) = now.state.deferral() else {
+        return Ok(None);
+    };
+    let since = state_history(conn, &row.id)?
+        .into_iter()
+        .take_while(|v| v.state.state == now.state && v.state.service == now.service)
+        .last()
+        .map_or(row.last_updated, |v| v.at);
+    let priority = sr::ers_priority(&body).unwrap_or_default();
+    let days = terminology::concept(PRIORITY_SYSTEM, priority)
+        .and_then(|c| terminology::property(c, deferral.contact_days_property()))
+        .and_then(Value::as_u64)
+        .and_then(|d| u32::try_from(d).ok())
+        .ok_or_else(|| {
+            ServiceError::Internal(format!(
+                "ServiceRequest/{}: its priority ({priority}) has no {} in {PRIORITY_SYSTEM}",
+                row.id,
+                deferral.contact_days_property()
+            ))
+        })?;
+    Ok(Some(Pending {
+        deferral,
+        since,
+        service: now.service,
+        contact_by: working_days_after(crate::fhir::datetime::uk_date(since), days),
+    }))
+}
+
+/// One version of a referral: when it was written, by whom, and the state it recorded.
+pub struct VersionState {
+    pub at: chrono::NaiveDateTime,
+    pub author_role: String,
+    pub author_org: String,
+    pub state: StateRecord,
+}
+
+/// The state of each version of referral `id` that has one, newest first.
+pub fn state_history(conn: &mut DbConnection, id: &str) -> Result<Vec<VersionState>> {
+    let (rows, _) = store::history(
+        conn,
+        &store::HistoryQuery {
+            res_type: Some("ServiceRequest".into()),
+            id: Some(id.into()),
+            limit: 1_000,
+            count: ers_schema::search::Count::No,
+            ..Default::default()
+        },
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for v in rows {
+        let body: Value = serde_json::from_str(&v.content)
+            .map_err(|e| ServiceError::Internal(format!("stored version unreadable: {e}")))?;
+        if let Some(state) = sr::state_of(&body) {
+            out.push(VersionState {
+                at: v.last_updated,
+                author_role: v.author_role,
+                author_org: v.author_org,
+                state,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The request now and what the caller may do to it.

@@ -1281,6 +1281,23 @@ async fn requirements_follow_the_appointment_and_the_provider_accepts_or_rebooks
     w.rc("GET", for_booking, None, None)
         .await
         .assert_outcome(422, "business-rule");
+    // The provider's Task is the appointment's to arrange, from the moment it was put back.
+    let b = w
+        .rc(
+            "GET",
+            &format!("Task?focus=ServiceRequest/{id}&intent=order"),
+            None,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(b["total"], 1, "{b}");
+    let t = &b["entry"][0]["resource"];
+    assert_eq!(
+        t["code"]["coding"][0]["code"], "APPOINTMENT_DEFERRAL",
+        "{t}"
+    );
+    assert_eq!(t["authoredOn"], r.json()["meta"]["lastUpdated"], "{t}");
     // The provider books again; the referral holds both appointments, one current.
     let mut a = appointment(&id, &slots[1].0);
     a["participant"] =
@@ -1627,7 +1644,26 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
     assert_eq!(r.status, 201, "{}", r.text());
     let letter_of = |id: &str| format!("ServiceRequest/{id}/$ers.generatePatientLetter");
     let text = pdf_text(&get(letter_of(&deferred), "*/*").await, "UBRN");
-    for said in ["will contact you to arrange", service_name.as_str()] {
+    // By the date its provider's Task gives.
+    let contact_by = async |id: &str| {
+        let b = w
+            .rc(
+                "GET",
+                &format!("Task?focus=ServiceRequest/{id}&intent=order"),
+                None,
+                None,
+            )
+            .await
+            .json();
+        let day = b["entry"][0]["resource"]["restriction"]["period"]["end"]
+            .as_str()
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .unwrap_or_else(|| panic!("no contact-by date: {b}"));
+        format!("by {}", day.format("%A %-d %B %Y"))
+    };
+    let by = contact_by(&deferred).await;
+    let arrange = format!("will contact you {by} to arrange");
+    for said in [arrange.as_str(), service_name.as_str()] {
         assert!(text.contains(said), "{said} missing from: {text}");
     }
     assert!(!text.contains("Book your appointment"), "{text}");
@@ -1645,6 +1681,11 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
     assert_eq!(state(&r.json()), "AWAITING_TRIAGE", "{}", r.text());
     let text = pdf_text(&get(letter_of(&triaged), "*/*").await, "UBRN");
     assert!(text.contains("being reviewed by a clinician"), "{text}");
+    let by = contact_by(&triaged).await;
+    assert!(
+        text.contains(&format!("contacted {by}")),
+        "{by} missing from: {text}"
+    );
     assert!(!text.contains("Book your appointment"), "{text}");
     let r = w
         .op(

@@ -1834,6 +1834,208 @@ async fn available_actions_are_searched_as_tasks() {
     }
 }
 
+/// The day in the UK at an instant, as a patient counts it.
+fn uk_day(instant: &str) -> chrono::NaiveDate {
+    let at: jiff::Timestamp = instant.parse().expect("an instant");
+    let day = at
+        .to_zoned(jiff::tz::TimeZone::get("Europe/London").expect("the UK's time zone"))
+        .date();
+    chrono::NaiveDate::from_ymd_opt(
+        day.year().into(),
+        u32::try_from(day.month()).expect("month"),
+        u32::try_from(day.day()).expect("day"),
+    )
+    .expect("a date")
+}
+
+/// How many weekdays come after `from`, up to and including `to`.
+fn weekdays_after(from: chrono::NaiveDate, to: chrono::NaiveDate) -> usize {
+    use chrono::Datelike;
+    from.iter_days()
+        .skip(1)
+        .take_while(|d| *d <= to)
+        .filter(|d| d.weekday().num_days_from_monday() < 5)
+        .count()
+}
+
+/// The e-RS Patient Care API shows a deferred referral with a Task for its provider: a
+/// `Workflow-Code`, the service that owns it, and the date the patient is to be contacted by
+/// (the priority's working days from the deferral). It lasts as long as the state does.
+#[actix_web::test]
+async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
+    let w = world().await;
+    let c = crate::booking::clinic(&w, "11000").await;
+    let id = w.new_referral(&[&c.service], "URGENT").await;
+    let deferral = json!({
+        "resourceType": "Appointment",
+        "status": "proposed",
+        "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+        "reasonCode": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason", "code": "BOOKING_ATTEMPT_PROBLEM"}]}],
+        "participant": [{"actor": {"reference": format!("HealthcareService/{}", c.service)}, "status": "needs-action"}],
+    });
+    let r = w.rc("POST", "Appointment", None, Some(&deferral)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let sr = w.referral_now(&id).await;
+    assert_eq!(state(&sr), "DEFERRED_TO_PROVIDER");
+    let deferred_at = sr["meta"]["lastUpdated"]
+        .as_str()
+        .expect("lastUpdated")
+        .to_owned();
+    let instant = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("an instant")).expect("instant")
+    };
+    let tasks = async |query: String| {
+        let r = w.app.send(w.as_rc("GET", &query), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let deferrals = |b: &Value, mode: &str| -> Vec<Value> {
+        b["entry"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["search"]["mode"] == mode)
+            .map(|e| e["resource"].clone())
+            .filter(|t| {
+                t["code"]["coding"][0]["system"] == "https://fhir.nhs.uk/CodeSystem/Workflow-Code"
+            })
+            .collect()
+    };
+    // The provider's Task beside the caller's actions.
+    let b = tasks(format!("Task?focus=ServiceRequest/{id}")).await;
+    let found = deferrals(&b, "match");
+    assert_eq!(found.len(), 1, "{b}");
+    let t = &found[0];
+    assert_eq!(
+        t["code"]["coding"][0]["code"], "APPOINTMENT_DEFERRAL",
+        "{t}"
+    );
+    assert!(t["code"]["coding"][0]["display"].is_string(), "{t}");
+    assert_eq!(
+        (&t["status"], &t["intent"]),
+        (&json!("requested"), &json!("order"))
+    );
+    assert_eq!(t["focus"]["reference"], format!("ServiceRequest/{id}"));
+    assert_eq!(t["for"], sr["subject"]);
+    assert_eq!(
+        t["owner"]["reference"],
+        format!("HealthcareService/{}", c.service)
+    );
+    assert_eq!(instant(&t["authoredOn"]), instant(&json!(deferred_at)));
+    // URGENT: contacted within 10 working days (ROUTINE 40, TWO_WEEK_WAIT 5).
+    let by = |t: &Value| {
+        chrono::NaiveDate::parse_from_str(
+            t["restriction"]["period"]["end"]
+                .as_str()
+                .expect("contact-by date"),
+            "%Y-%m-%d",
+        )
+        .expect("a date")
+    };
+    let contact_by = by(t);
+    assert_eq!(weekdays_after(uk_day(&deferred_at), contact_by), 10, "{t}");
+    assert_eq!(
+        weekdays_after(contact_by.pred_opt().expect("day"), contact_by),
+        1,
+        "a working day: {t}"
+    );
+    // A029's filters leave it out; its own find it alone.
+    let b = tasks(format!(
+        "Task?focus=ServiceRequest/{id}&intent=proposal&status=ready"
+    ))
+    .await;
+    assert!(deferrals(&b, "match").is_empty(), "{b}");
+    assert!(b["total"].as_u64().is_some_and(|n| n > 0), "{b}");
+    for filter in [
+        "code=APPOINTMENT_DEFERRAL",
+        "code=https://fhir.nhs.uk/CodeSystem/Workflow-Code|",
+        "intent=order&status=requested",
+    ] {
+        let b = tasks(format!("Task?focus=ServiceRequest/{id}&{filter}")).await;
+        assert_eq!(b["total"], 1, "{filter}: {b}");
+        assert_eq!(deferrals(&b, "match").len(), 1, "{filter}: {b}");
+    }
+    // A later version in the same state keeps the date it was deferred on.
+    let v: i64 = sr["meta"]["versionId"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("version");
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.updateAdditionalRequirements",
+            Some(v),
+            &[("transport", "Patient transport service")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(
+        w.referral_now(&id).await["meta"]["lastUpdated"],
+        json!(deferred_at)
+    );
+    // The referral search of the Patient Care API (A001) includes it.
+    let b = tasks(format!(
+        "ServiceRequest?_id={id}&_revinclude=Appointment:based-on&_revinclude=Task:focus"
+    ))
+    .await;
+    let included = deferrals(&b, "include");
+    assert_eq!(included.len(), 1, "{b}");
+    assert_eq!(
+        instant(&included[0]["authoredOn"]),
+        instant(&json!(deferred_at))
+    );
+    assert_eq!(by(&included[0]), contact_by);
+    // Booked by the provider: nothing left to do for it.
+    let slot = crate::booking::free_slots(&w, &c.service, "URGENT").await[0]
+        .0
+        .clone();
+    let mut a = crate::booking::appointment(&id, &slot);
+    a["participant"] =
+        json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
+    let r = w
+        .send_as(
+            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+            "POST",
+            "Appointment",
+            None,
+            Some(&a),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let b = tasks(format!("Task?focus=ServiceRequest/{id}")).await;
+    assert!(deferrals(&b, "match").is_empty(), "{b}");
+
+    // With a triage service: its review, ROUTINE's 40 working days.
+    let id = w.new_referral(&[&w.triage], "ROUTINE").await;
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.sendForTriage",
+            Some(1),
+            &[("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent_at = r.json()["meta"]["lastUpdated"]
+        .as_str()
+        .expect("lastUpdated")
+        .to_owned();
+    let b = tasks(format!(
+        "Task?focus=ServiceRequest/{id}&code=TRIAGE_DEFERRAL"
+    ))
+    .await;
+    let found = deferrals(&b, "match");
+    assert_eq!(found.len(), 1, "{b}");
+    assert_eq!(
+        found[0]["owner"]["reference"],
+        format!("HealthcareService/{}", w.triage)
+    );
+    assert_eq!(weekdays_after(uk_day(&sent_at), by(&found[0])), 40, "{b}");
+}
+
 /// `Patient/{id}/$everything`: the patient and the compartment the caller may see, with what it
 /// refers to; another practice sees the patient but not the referral.
 #[actix_web::test]
