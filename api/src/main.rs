@@ -11,7 +11,7 @@ use ers_api::startup::{prepare_database, seed, Application};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | expire | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments; idempotency keys older than ERS_IDEMPOTENCY_KEY_HOURS are forgotten\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals in every state (patients, appointments, an A&G conversation for every tenth; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | reindex [TYPE…] | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments; idempotency keys older than ERS_IDEMPOTENCY_KEY_HOURS are forgotten\n  reindex [TYPE...]  rebuild the search index rows of every live resource of the types (all stored types if none), from their content (start-up does it by itself for a type whose index definition changed)\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals in every state (patients, appointments, an A&G conversation for every tenth; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -98,6 +98,25 @@ fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
     );
     pb.set_message(what.to_owned());
     pb
+}
+
+/// `reindex [TYPE...]`: every live resource of the types (every stored type when none is
+/// named) gets the index rows its content makes now.
+fn reindex(settings: &Settings, types: &[String]) -> Result<(), String> {
+    let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let pb = indicatif::ProgressBar::new_spinner();
+    let mut progress = |t: &str, n: usize| pb.set_message(format!("{t}: {n} resources read"));
+    let done = ers_api::service::reindex::run(&mut conn, types, &mut progress)
+        .map_err(|e| e.to_string())?;
+    pb.finish_and_clear();
+    for r in done {
+        println!(
+            "{}: {} resources read, {} reindexed",
+            r.res_type, r.resources, r.changed
+        );
+    }
+    Ok(())
 }
 
 /// `export --type A,B --since INSTANT --out DIR`: one `{Type}.ndjson` per type.
@@ -373,6 +392,7 @@ async fn main() -> std::process::ExitCode {
                 _ => Err("usage: ers-server generate-directory SERVICES SLOTS (e.g. 10000 1000000)".to_string()),
             }
         }
+        "reindex" => reindex(&settings, &std::env::args().skip(2).collect::<Vec<_>>()),
         "export" => export(&settings, &std::env::args().skip(2).collect::<Vec<_>>()),
         "import" => import(&settings, &std::env::args().skip(2).collect::<Vec<_>>()),
         "generate-referrals" => match std::env::args()

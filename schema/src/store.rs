@@ -70,6 +70,14 @@ pub fn set_counter(conn: &mut DbConnection, name: &str, value: i64) -> QResult<(
     Ok(())
 }
 
+/// Adds a named counter (a marker) that is not there yet.
+pub fn add_counter(conn: &mut DbConnection, name: &str, value: i64) -> QResult<()> {
+    diesel::insert_into(counters::table)
+        .values((counters::name.eq(name), counters::value.eq(value)))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Live resources of a type with ids after `after`, in id order, at most `limit` (walks a
 /// whole type in pages).
 pub fn page_of_type(
@@ -971,6 +979,19 @@ fn changed(stored: &IndexEntries, index: &IndexEntries) -> Changed {
 }
 
 impl Changed {
+    fn is_empty(&self) -> bool {
+        [
+            &self.tokens,
+            &self.strings,
+            &self.dates,
+            &self.refs,
+            &self.geo,
+            &self.unique,
+        ]
+        .iter()
+        .all(|p| p.is_empty())
+    }
+
     /// The tables with any change.
     fn tables(&self) -> pg_rows::Tables {
         pg_rows::Tables {
@@ -996,7 +1017,7 @@ impl Changed {
     }
 }
 
-/// Deletes the stored index rows of the changed parameters (SQLite).
+/// Deletes the stored index rows of the changed parameters (SQLite; and a reindex on both).
 fn clear_params(conn: &mut DbConnection, res_type: &str, id: &str, c: &Changed) -> QResult<()> {
     macro_rules! clear_params {
         ($table:ident, $params:expr) => {
@@ -1038,6 +1059,48 @@ fn reindex(
     let c = changed(&stored, index);
     clear_params(conn, res_type, id, &c)?;
     Ok(c.entries(index))
+}
+
+/// What a reindex leaves as stored (`replace_index`).
+#[derive(Debug, Clone, Copy)]
+pub struct Kept<'a> {
+    /// The tokens of this parameter: they come from who may see the resource, not from its
+    /// content.
+    pub tokens_of: &'a str,
+    /// The unique keys, when the new entries cannot say them.
+    pub unique: bool,
+}
+
+/// Brings a live resource's index rows to `index` (a reindex, `ers-server reindex`): the rows
+/// of each parameter whose entries differ are replaced, the others left as they are, and what
+/// `kept` names stays as stored. Whether anything changed.
+pub fn replace_index(
+    conn: &mut DbConnection,
+    res_type: &str,
+    id: &str,
+    mut index: IndexEntries,
+    kept: Kept<'_>,
+) -> QResult<bool> {
+    let stored = stored_index(conn, res_type, id)?;
+    index.tokens.retain(|t| t.param != kept.tokens_of);
+    index.tokens.extend(
+        stored
+            .tokens
+            .iter()
+            .filter(|t| t.param == kept.tokens_of)
+            .cloned(),
+    );
+    if kept.unique {
+        index.unique.clone_from(&stored.unique);
+    }
+    let c = changed(&stored, &index);
+    if c.is_empty() {
+        return Ok(false);
+    }
+    clear_params(conn, res_type, id, &c)?;
+    write_index(conn, res_type, id, &c.entries(&index))?;
+    crate::directory::refresh(conn, res_type, &[id])?;
+    Ok(true)
 }
 
 /// Marks a resource deleted (a new version with method DELETE and the given content, which

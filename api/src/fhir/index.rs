@@ -140,7 +140,10 @@ pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// The index entries of a resource, with the unique identifiers its check found.
+/// The index entries of a resource, with the unique identifiers its check found. A change to
+/// what this makes from a stored resource (or to an `extract` function, or to a check's unique
+/// identifiers) raises `service::reindex::REVISION`, so that start-up rebuilds the rows stored
+/// before; a change to a parameter's definition is seen without it.
 pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexEntries {
     let mut out = IndexEntries::default();
     for p in def.all_params() {

@@ -14,6 +14,7 @@ pub mod memo;
 pub mod postcodes;
 pub mod provenance;
 pub mod referral;
+pub mod reindex;
 pub mod reporting;
 pub mod reports;
 pub mod resource;

@@ -114,6 +114,18 @@ fn indexed_with(
     Some(entries)
 }
 
+/// The index entries a stored version's content makes now (a reindex), and whether they hold
+/// its unique keys: not when its type's checks no longer pass it (they then stay as stored).
+pub(super) fn index_of_stored(def: &ResourceDef, stored: &Value) -> (IndexEntries, bool) {
+    match indexed_with(def, stored, None) {
+        Some(entries) => (entries, true),
+        None => (
+            index::entries(def, stored, &registry::Checked::default()),
+            false,
+        ),
+    }
+}
+
 /// The profile's findings and the e-RS rules' issues together. Where an e-RS rule speaks of
 /// the same element as a profile finding, or of a part of it (a required subject, a shortlist
 /// too long, its second service), its message is the more precise one and the finding is left

@@ -1248,3 +1248,119 @@ async fn a_page_includes_at_most_a_thousand_resources() {
         .await;
     assert_eq!(entry_refs(&b).len(), 2, "{b}");
 }
+
+/// Index rows made under an older definition are rebuilt from the resources' content: at
+/// start-up for a type whose definition's fingerprint is not the one recorded (only that
+/// type), and by `ers-server reindex TYPE`. Rows another definition made go, missing ones come
+/// back, and the `_access` rows (who may see a referral) stay.
+#[actix_web::test]
+async fn the_search_index_is_rebuilt_from_content_when_its_definition_changes() {
+    use diesel::connection::SimpleConnection;
+    let w = crate::referrals::world().await;
+    let pid = w
+        .app
+        .create(&patient(NHS[0], "Reindexa", "Rhea", "1975-05-05", "female"))
+        .await;
+    let rid = w.new_referral(&[&w.bookable], "ROUTINE").await;
+    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
+    let sql = |q: &str| {
+        pool.get()
+            .expect("connection")
+            .batch_execute(q)
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    };
+    let count = |q: &str| -> i64 {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(q)
+            .get_result::<N>(&mut pool.get().expect("connection"))
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+            .n
+    };
+    // As an older definition would have left them: the family name and the referral's state
+    // not indexed, and a parameter that no longer exists.
+    sql(&format!(
+        "DELETE FROM search_strings WHERE res_type = 'Patient' AND res_id = '{pid}' AND param = 'family'; \
+         INSERT INTO search_tokens (res_type, res_id, param, system, code) VALUES ('Patient', '{pid}', 'obsolete', '', 'x'); \
+         DELETE FROM search_tokens WHERE res_type = 'ServiceRequest' AND res_id = '{rid}' AND param = 'state'"
+    ));
+    let stray = format!(
+        "SELECT count(*) AS n FROM search_tokens WHERE res_id = '{pid}' AND param = 'obsolete'"
+    );
+    let found = async |app: &TestApp| {
+        app.search("Patient?family=Reindexa").await["total"]
+            .as_i64()
+            .expect("total")
+    };
+    let referral_found = async |token: &str, org: &str| {
+        let r = w
+            .app
+            .send(
+                w.app.as_user(
+                    token,
+                    "GET",
+                    &format!("ServiceRequest?_id={rid}&state=NOT_BOOKED"),
+                    "REFERRING_CLINICIAN",
+                    org,
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["total"].as_i64().expect("total")
+    };
+    assert_eq!(found(&w.app).await, 0);
+    assert_eq!(referral_found(&w.rc, "R69").await, 0);
+    // An instance that starts with every definition as recorded changes nothing.
+    let again = spawn_on(&w.app.database_url, ers_api::config::Settings::default()).await;
+    assert_eq!(found(&again).await, 0);
+    assert_eq!(count(&stray), 1);
+    // Patient's definition recorded otherwise: the next instance reindexes Patient alone.
+    sql("UPDATE counters SET value = 0 WHERE name = 'index:Patient'");
+    let after = spawn_on(&w.app.database_url, ers_api::config::Settings::default()).await;
+    assert_eq!(found(&after).await, 1);
+    assert_eq!(count(&stray), 0);
+    assert_ne!(
+        count("SELECT value AS n FROM counters WHERE name = 'index:Patient'"),
+        0,
+        "the new fingerprint is recorded"
+    );
+    assert_eq!(referral_found(&w.rc, "R69").await, 0);
+    // `ers-server reindex ServiceRequest`: the referral's state again, seen by its referrer
+    // only, as before; a second run finds nothing to change; a type not stored is refused.
+    let reindex = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ers-server"))
+            .arg("reindex")
+            .args(args)
+            .env("ERS_DATABASE_URL", &w.app.database_url)
+            .env("ERS_SEED", "none")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("ers-server runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = reindex(&["ServiceRequest"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("ServiceRequest: ") && out.contains(", 1 reindexed"),
+        "{out}"
+    );
+    assert_eq!(referral_found(&w.rc, "R69").await, 1);
+    let other_gp = sign(&claims("021600556515", &[("REFERRING_CLINICIAN", "R68")]));
+    assert_eq!(referral_found(&other_gp, "R68").await, 0);
+    let (ok, out, err) = reindex(&["ServiceRequest"]);
+    assert!(ok && out.contains(", 0 reindexed"), "{out}{err}");
+    let (ok, _, err) = reindex(&["Nope"]);
+    assert!(
+        !ok && err.contains("'Nope' is not a stored resource type"),
+        "{err}"
+    );
+}

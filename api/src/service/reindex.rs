@@ -1,0 +1,193 @@
+//! The search index kept in step with its definition. Each stored type's index rows are made
+//! by `fhir::index::entries` from the type's search parameters when a version is written. When
+//! a release changes what they make (a new parameter, another path, a fix), the rows stored
+//! before are brought to it here, by that same code, instead of by a migration restating it
+//! in SQL for each database.
+//!
+//! Each type's index definition has a fingerprint (`fingerprint`), kept in `counters` as
+//! `index:{Type}`. At start-up, after the migrations and under their lock (`on_start`), every
+//! type whose stored fingerprint differs is reindexed and its fingerprint recorded; the next
+//! instance finds nothing to do. A database that has no fingerprint at all was indexed by a
+//! release before this mechanism, whose migrations brought its rows up to date: its
+//! fingerprints are recorded as they are. `ers-server reindex [TYPE...]` reindexes on demand.
+
+use std::fmt::Write as _;
+
+use ers_schema::{store, DbConnection};
+use serde_json::Value;
+
+use super::{Result, ServiceError};
+use crate::fhir::registry::{self, ResourceDef};
+
+/// Raised when `fhir::index::entries`, a parameter's `extract` function or a type's check of
+/// its unique identifiers changes what it makes from a resource without a change the
+/// parameters' definitions show: every type is then reindexed once.
+pub const REVISION: u32 = 1;
+
+/// Resources read and reindexed at a time, each page in one transaction.
+const PAGE: i64 = 500;
+
+fn marker(def: &ResourceDef) -> String {
+    format!("index:{}", def.name)
+}
+
+/// The stored types (not those derived from others' rows).
+fn stored_types() -> impl Iterator<Item = &'static ResourceDef> {
+    registry::RESOURCES
+        .iter()
+        .filter(|d| !registry::is_derived(d))
+}
+
+/// What a type's index rows are made from: its parameters (name, kind, paths, targets, and
+/// whether code extracts more) and `REVISION`, hashed (SHA-256, so the same across builds).
+pub fn fingerprint(def: &ResourceDef) -> i64 {
+    let mut text = format!("revision {REVISION}\n");
+    for p in def.all_params() {
+        let _ = writeln!(
+            text,
+            "{}|{:?}|{}|{}|{}",
+            p.name,
+            p.kind,
+            p.paths.join(","),
+            p.targets.join(","),
+            p.extract.is_some()
+        );
+    }
+    let digest = openssl::sha::sha256(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// What a reindex did to one type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reindexed {
+    pub res_type: &'static str,
+    /// Live resources read.
+    pub resources: usize,
+    /// Those whose index rows changed.
+    pub changed: usize,
+}
+
+/// Start-up work, under the migrations' lock: reindexes every type whose index definition
+/// changed since its rows were made (none on a database that had no fingerprints yet), and
+/// records each type's fingerprint.
+pub fn on_start(conn: &mut DbConnection) -> Result<Vec<Reindexed>> {
+    ers_schema::exclusively(conn, |c| {
+        let mut stored = Vec::new();
+        for def in stored_types() {
+            stored.push((def, store::counter_value(c, &marker(def))?));
+        }
+        let first = stored.iter().all(|(_, s)| s.is_none());
+        let mut done = Vec::new();
+        for (def, had) in stored {
+            let now = fingerprint(def);
+            if had == Some(now) {
+                continue;
+            }
+            if !first {
+                log::info!("index of {}: its definition changed; reindexing", def.name);
+                done.push(reindex_type(c, def, &mut |_| {})?);
+            }
+            record(c, def, now, had.is_some())?;
+        }
+        Ok(done)
+    })
+}
+
+/// Reindexes the types named (every stored type when none is), recording their fingerprints;
+/// `progress` hears how many resources of the current type have been read.
+pub fn run(
+    conn: &mut DbConnection,
+    types: &[String],
+    progress: &mut dyn FnMut(&'static str, usize),
+) -> Result<Vec<Reindexed>> {
+    let mut defs = Vec::new();
+    for t in types {
+        let def = stored_types().find(|d| d.name == t).ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "'{t}' is not a stored resource type; reindex takes {}",
+                stored_types()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        defs.push(def);
+    }
+    if defs.is_empty() {
+        defs.extend(stored_types());
+    }
+    ers_schema::exclusively(conn, |c| {
+        let mut done = Vec::new();
+        for def in defs {
+            let had = store::counter_value(c, &marker(def))?;
+            done.push(reindex_type(c, def, &mut |n| progress(def.name, n))?);
+            record(c, def, fingerprint(def), had.is_some())?;
+        }
+        Ok(done)
+    })
+}
+
+fn record(c: &mut DbConnection, def: &ResourceDef, value: i64, exists: bool) -> Result<()> {
+    if exists {
+        store::set_counter(c, &marker(def), value)?;
+    } else {
+        store::add_counter(c, &marker(def), value)?;
+    }
+    Ok(())
+}
+
+/// Brings every live resource of a type to the index rows its content makes now, a page at a
+/// time (each page one transaction; a resource written meanwhile is indexed by its writer).
+fn reindex_type(
+    c: &mut DbConnection,
+    def: &'static ResourceDef,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Reindexed> {
+    let mut done = Reindexed {
+        res_type: def.name,
+        resources: 0,
+        changed: 0,
+    };
+    let mut after = String::new();
+    loop {
+        let page = store::page_of_type(c, def.name, &after, PAGE)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id.clone();
+        let changed = ers_schema::write_tx(c, |c| -> Result<usize> {
+            let mut changed = 0;
+            for row in &page {
+                let body: Value = serde_json::from_str(&row.content).map_err(|e| {
+                    ServiceError::Internal(format!(
+                        "{}/{}: stored JSON unreadable: {e}",
+                        row.res_type, row.id
+                    ))
+                })?;
+                let (index, unique_known) = super::resource::index_of_stored(def, &body);
+                let kept = store::Kept {
+                    tokens_of: super::scope::PARAM,
+                    unique: !unique_known,
+                };
+                if store::replace_index(c, def.name, &row.id, index, kept)? {
+                    changed += 1;
+                }
+            }
+            Ok(changed)
+        })?;
+        done.resources += page.len();
+        done.changed += changed;
+        progress(done.resources);
+    }
+    if done.changed > 0 {
+        log::info!(
+            "index of {}: {} of {} resources reindexed",
+            def.name,
+            done.changed,
+            done.resources
+        );
+    }
+    Ok(done)
+}
