@@ -665,17 +665,70 @@ impl diesel::query_builder::QueryFragment<crate::conn::MultiBackend> for StoredI
 }
 
 impl diesel::query_builder::Query for StoredIndexQuery<'_> {
-    type SqlType = (
-        diesel::sql_types::Text,
-        diesel::sql_types::Text,
-        diesel::sql_types::Text,
-        diesel::sql_types::Text,
-        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
-        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
-        diesel::sql_types::Nullable<diesel::sql_types::Double>,
-        diesel::sql_types::Nullable<diesel::sql_types::Double>,
-    );
+    type SqlType = StoredIndexSql;
 }
+
+type StoredIndexSql = (
+    diesel::sql_types::Text,
+    diesel::sql_types::Text,
+    diesel::sql_types::Text,
+    diesel::sql_types::Text,
+    diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+    diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+    diesel::sql_types::Nullable<diesel::sql_types::Double>,
+    diesel::sql_types::Nullable<diesel::sql_types::Double>,
+);
+
+/// `STORED_INDEX` for several resources of a type, each row led by its resource's id (a
+/// reindex reads a page at a time).
+struct StoredIndexesQuery<'a> {
+    res_type: &'a str,
+    ids: &'a [&'a str],
+}
+
+impl diesel::query_builder::QueryId for StoredIndexesQuery<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::QueryFragment<crate::conn::MultiBackend> for StoredIndexesQuery<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, crate::conn::MultiBackend>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::Text;
+        // Its text changes with the number of ids: not kept prepared.
+        out.unsafe_to_cache_prepared();
+        for (i, branch) in STORED_INDEX.iter().enumerate() {
+            // Each branch's columns after the resource's id.
+            let (head, rest) = branch.split_at(branch.find("SELECT ").map_or(0, |at| at + 7));
+            out.push_sql(head);
+            out.push_sql(if i == 0 {
+                "res_id AS owner, "
+            } else {
+                "res_id, "
+            });
+            out.push_sql(rest);
+            out.push_sql("res_type = ");
+            out.push_bind_param::<Text, str>(self.res_type)?;
+            out.push_sql(" AND res_id IN (");
+            for (j, id) in self.ids.iter().enumerate() {
+                if j > 0 {
+                    out.push_sql(", ");
+                }
+                out.push_bind_param::<Text, str>(id)?;
+            }
+            out.push_sql(")");
+        }
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::Query for StoredIndexesQuery<'_> {
+    type SqlType = (diesel::sql_types::Text, StoredIndexSql);
+}
+
+impl<Conn> RunQueryDsl<Conn> for StoredIndexesQuery<'_> {}
 
 impl<Conn> RunQueryDsl<Conn> for StoredIndexQuery<'_> {}
 
@@ -685,6 +738,32 @@ pub fn stored_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResul
     let rows: Vec<StoredIndexRow> = StoredIndexQuery { res_type, id }.load(conn)?;
     let mut index = IndexEntries::default();
     for r in rows {
+        r.add_to(&mut index);
+    }
+    Ok(index)
+}
+
+/// The index rows stored for each of these resources of a type (`stored_index` in one
+/// statement), by id; a resource without rows has none.
+fn stored_indexes(
+    conn: &mut DbConnection,
+    res_type: &str,
+    ids: &[&str],
+) -> QResult<std::collections::HashMap<String, IndexEntries>> {
+    let mut out: std::collections::HashMap<String, IndexEntries> = Default::default();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(String, StoredIndexRow)> = StoredIndexesQuery { res_type, ids }.load(conn)?;
+    for (id, r) in rows {
+        r.add_to(out.entry(id).or_default());
+    }
+    Ok(out)
+}
+
+impl StoredIndexRow {
+    fn add_to(self, index: &mut IndexEntries) {
+        let r = self;
         match r.kind.as_str() {
             "t" => index.tokens.push(TokenEntry {
                 param: r.param,
@@ -717,7 +796,6 @@ pub fn stored_index(conn: &mut DbConnection, res_type: &str, id: &str) -> QResul
             }),
         }
     }
-    Ok(index)
 }
 
 /// The index entries a resource's stored version was written with, as its writer knows them
@@ -763,7 +841,7 @@ pub fn update_resource(
         let changed = match known {
             Some(k) if k.tokens_complete => {
                 let c = changed(k.entries, index);
-                clear_params(conn, v.res_type, v.id, &c)?;
+                clear_params(conn, v.res_type, &[v.id], &c)?;
                 c.entries(index)
             }
             _ => reindex(conn, v.res_type, v.id, index)?,
@@ -946,7 +1024,7 @@ fn of_params<E: Clone>(entries: &[E], params: &[String], param: impl Fn(&E) -> &
 
 /// The parameters whose entries differ between a resource's stored index and a new one,
 /// table by table.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
 struct Changed {
     tokens: Vec<String>,
     strings: Vec<String>,
@@ -1018,14 +1096,14 @@ impl Changed {
 }
 
 /// Deletes the stored index rows of the changed parameters (SQLite; and a reindex on both).
-fn clear_params(conn: &mut DbConnection, res_type: &str, id: &str, c: &Changed) -> QResult<()> {
+fn clear_params(conn: &mut DbConnection, res_type: &str, ids: &[&str], c: &Changed) -> QResult<()> {
     macro_rules! clear_params {
         ($table:ident, $params:expr) => {
             if !$params.is_empty() {
                 diesel::delete(
                     $table::table
                         .filter($table::res_type.eq(res_type))
-                        .filter($table::res_id.eq(id))
+                        .filter($table::res_id.eq_any(ids))
                         .filter($table::param.eq_any(&$params)),
                 )
                 .execute(conn)?;
@@ -1038,7 +1116,12 @@ fn clear_params(conn: &mut DbConnection, res_type: &str, id: &str, c: &Changed) 
     clear_params!(search_refs, c.refs);
     clear_params!(search_geo, c.geo);
     if !c.unique.is_empty() {
-        delete_owned!(conn, unique_identifiers, res_type, res_id, res_type, id);
+        diesel::delete(
+            unique_identifiers::table
+                .filter(unique_identifiers::res_type.eq(res_type))
+                .filter(unique_identifiers::res_id.eq_any(ids)),
+        )
+        .execute(conn)?;
     }
     Ok(())
 }
@@ -1057,7 +1140,7 @@ fn reindex(
 ) -> QResult<IndexEntries> {
     let stored = stored_index(conn, res_type, id)?;
     let c = changed(&stored, index);
-    clear_params(conn, res_type, id, &c)?;
+    clear_params(conn, res_type, &[id], &c)?;
     Ok(c.entries(index))
 }
 
@@ -1071,36 +1154,55 @@ pub struct Kept<'a> {
     pub unique: bool,
 }
 
-/// Brings a live resource's index rows to `index` (a reindex, `ers-server reindex`): the rows
-/// of each parameter whose entries differ are replaced, the others left as they are, and what
-/// `kept` names stays as stored. Whether anything changed.
-pub fn replace_index(
+/// Brings live resources' index rows to the entries given for them (a reindex, `ers-server
+/// reindex`), reading their stored rows in one statement: the rows of each parameter whose
+/// entries differ are replaced, the others left as they are, and what `kept` names stays as
+/// stored. How many resources changed.
+pub fn replace_indexes(
     conn: &mut DbConnection,
     res_type: &str,
-    id: &str,
-    mut index: IndexEntries,
+    items: Vec<(String, IndexEntries)>,
     kept: Kept<'_>,
-) -> QResult<bool> {
-    let stored = stored_index(conn, res_type, id)?;
-    index.tokens.retain(|t| t.param != kept.tokens_of);
-    index.tokens.extend(
-        stored
-            .tokens
-            .iter()
-            .filter(|t| t.param == kept.tokens_of)
-            .cloned(),
-    );
-    if kept.unique {
-        index.unique.clone_from(&stored.unique);
+) -> QResult<usize> {
+    let ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+    let mut stored = stored_indexes(conn, res_type, &ids)?;
+    let mut writes = Vec::new();
+    let mut clears: std::collections::HashMap<Changed, Vec<usize>> = Default::default();
+    for (id, mut index) in items {
+        let stored = stored.remove(&id).unwrap_or_default();
+        index.tokens.retain(|t| t.param != kept.tokens_of);
+        index.tokens.extend(
+            stored
+                .tokens
+                .iter()
+                .filter(|t| t.param == kept.tokens_of)
+                .cloned(),
+        );
+        if kept.unique {
+            index.unique.clone_from(&stored.unique);
+        }
+        let c = changed(&stored, &index);
+        if !c.is_empty() {
+            writes.push((id, c.entries(&index)));
+            clears.entry(c).or_default().push(writes.len() - 1);
+        }
     }
-    let c = changed(&stored, &index);
-    if c.is_empty() {
-        return Ok(false);
+    // The rows of resources whose same parameters changed are cleared together (a new
+    // parameter changes every resource's alike).
+    for (c, at) in &clears {
+        for chunk in at.chunks(500) {
+            let ids: Vec<&str> = chunk.iter().map(|&i| writes[i].0.as_str()).collect();
+            clear_params(conn, res_type, &ids, c)?;
+        }
     }
-    clear_params(conn, res_type, id, &c)?;
-    write_index(conn, res_type, id, &c.entries(&index))?;
-    crate::directory::refresh(conn, res_type, &[id])?;
-    Ok(true)
+    let rows: Vec<(&str, &str, &IndexEntries)> = writes
+        .iter()
+        .map(|(id, index)| (res_type, id.as_str(), index))
+        .collect();
+    write_indexes(conn, &rows)?;
+    let changed: Vec<&str> = writes.iter().map(|(id, _)| id.as_str()).collect();
+    crate::directory::refresh(conn, res_type, &changed)?;
+    Ok(changed.len())
 }
 
 /// Marks a resource deleted (a new version with method DELETE and the given content, which

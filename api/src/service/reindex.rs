@@ -157,25 +157,29 @@ fn reindex_type(
             break;
         };
         after = last.id.clone();
-        let changed = ers_schema::write_tx(c, |c| -> Result<usize> {
-            let mut changed = 0;
-            for row in &page {
-                let body: Value = serde_json::from_str(&row.content).map_err(|e| {
-                    ServiceError::Internal(format!(
-                        "{}/{}: stored JSON unreadable: {e}",
-                        row.res_type, row.id
-                    ))
-                })?;
-                let (index, unique_known) = super::resource::index_of_stored(def, &body);
-                let kept = store::Kept {
-                    tokens_of: super::scope::PARAM,
-                    unique: !unique_known,
-                };
-                if store::replace_index(c, def.name, &row.id, index, kept)? {
-                    changed += 1;
-                }
+        let mut items = Vec::with_capacity(page.len());
+        let mut unique_unknown = Vec::new();
+        for row in &page {
+            let body: Value = serde_json::from_str(&row.content).map_err(|e| {
+                ServiceError::Internal(format!(
+                    "{}/{}: stored JSON unreadable: {e}",
+                    row.res_type, row.id
+                ))
+            })?;
+            let (index, unique_known) = super::resource::index_of_stored(def, &body);
+            if unique_known {
+                items.push((row.id.clone(), index));
+            } else {
+                unique_unknown.push((row.id.clone(), index));
             }
-            Ok(changed)
+        }
+        let kept = |unique| store::Kept {
+            tokens_of: super::scope::PARAM,
+            unique,
+        };
+        let changed = ers_schema::write_tx(c, |c| -> Result<usize> {
+            Ok(store::replace_indexes(c, def.name, items, kept(false))?
+                + store::replace_indexes(c, def.name, unique_unknown, kept(true))?)
         })?;
         done.resources += page.len();
         done.changed += changed;
