@@ -100,6 +100,35 @@ fn coding(system: &str, code: &str) -> Value {
     coding
 }
 
+/// What every Task here has: its status and intent, one code, the focus, the patient (`for`)
+/// and when it was authored.
+struct Common<'a> {
+    id: &'a str,
+    status_intent: (&'a str, &'a str),
+    coding: Value,
+    focus: &'a str,
+    patient: Option<&'a Value>,
+    authored: &'a str,
+}
+
+impl Common<'_> {
+    fn task(self) -> Value {
+        let mut task = json!({
+            "resourceType": "Task",
+            "id": self.id,
+            "status": self.status_intent.0,
+            "intent": self.status_intent.1,
+            "code": {"coding": [self.coding]},
+            "focus": {"reference": self.focus},
+            "authoredOn": self.authored,
+        });
+        if let Some(p) = self.patient {
+            task["for"] = p.clone();
+        }
+        task
+    }
+}
+
 /// A deferred referral as the e-RS Patient Care API shows it: a Task its provider (`owner`, the
 /// service) is to do, `focus` the referral, the patient to be contacted by `contact_by` (its
 /// `restriction.period.end`).
@@ -112,19 +141,16 @@ pub fn deferral(
     authored: &str,
     contact_by: &str,
 ) -> Value {
-    let mut task = json!({
-        "resourceType": "Task",
-        "id": id,
-        "status": DEFERRAL_STATUS.1,
-        "intent": DEFERRAL_INTENT.1,
-        "code": {"coding": [coding(WORKFLOW_SYSTEM, code)]},
-        "focus": {"reference": focus},
-        "authoredOn": authored,
-        "restriction": {"period": {"end": contact_by}},
-    });
-    if let Some(p) = patient {
-        task["for"] = p.clone();
+    let mut task = Common {
+        id,
+        status_intent: (DEFERRAL_STATUS.1, DEFERRAL_INTENT.1),
+        coding: coding(WORKFLOW_SYSTEM, code),
+        focus,
+        patient,
+        authored,
     }
+    .task();
+    task["restriction"] = json!({"period": {"end": contact_by}});
     if let Some(o) = owner {
         task["owner"] = json!({"reference": o});
     }
@@ -141,22 +167,19 @@ pub fn available_action(
     operation_url: &str,
     authored: &str,
 ) -> Value {
-    let mut task = json!({
-        "resourceType": "Task",
-        "id": id,
-        "status": STATUS.1,
-        "intent": INTENT.1,
-        "code": {"coding": [coding(ACTIONS_SYSTEM, code)]},
-        "focus": {"reference": focus},
-        "authoredOn": authored,
-        "input": [{
-            "type": {"text": "operation"},
-            "valueUrl": operation_url,
-        }],
-    });
-    if let Some(p) = patient {
-        task["for"] = p.clone();
+    let mut task = Common {
+        id,
+        status_intent: (STATUS.1, INTENT.1),
+        coding: coding(ACTIONS_SYSTEM, code),
+        focus,
+        patient,
+        authored,
     }
+    .task();
+    task["input"] = json!([{
+        "type": {"text": "operation"},
+        "valueUrl": operation_url,
+    }]);
     task
 }
 

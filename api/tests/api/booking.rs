@@ -142,10 +142,41 @@ impl World {
         )
         .await
     }
-    pub(crate) async fn book(&self, referral_id: &str, slot: &str) -> Reply {
+    /// A booking of the slot for the referral's patient.
+    fn patients_appointment(&self, referral_id: &str, slot: &str) -> Value {
         let mut a = appointment(referral_id, slot);
         a["participant"] = json!([{"actor": {"reference": format!("Patient/{}", self.patient)}, "status": "accepted"}]);
+        a
+    }
+    pub(crate) async fn book(&self, referral_id: &str, slot: &str) -> Reply {
+        let a = self.patients_appointment(referral_id, slot);
         self.rc("POST", "Appointment", None, Some(&a)).await
+    }
+    /// The clinic's provider books the slot (for a referral deferred to it).
+    pub(crate) async fn provider_books(&self, c: &Clinic, referral_id: &str, slot: &str) -> Reply {
+        let a = self.patients_appointment(referral_id, slot);
+        self.send_as(
+            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
+            "POST",
+            "Appointment",
+            None,
+            Some(&a),
+        )
+        .await
+    }
+    /// The provider's deferral Task of a referral (the Task search with `intent=order`).
+    async fn deferral_task(&self, referral_id: &str) -> Value {
+        let b = self
+            .rc(
+                "GET",
+                &format!("Task?focus=ServiceRequest/{referral_id}&intent=order"),
+                None,
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(b["total"], 1, "{b}");
+        b["entry"][0]["resource"].clone()
     }
     pub(crate) async fn referral_now(&self, id: &str) -> Value {
         let r = self
@@ -1282,29 +1313,14 @@ async fn requirements_follow_the_appointment_and_the_provider_accepts_or_rebooks
         .await
         .assert_outcome(422, "business-rule");
     // The provider's Task is the appointment's to arrange, from the moment it was put back.
-    let b = w
-        .rc(
-            "GET",
-            &format!("Task?focus=ServiceRequest/{id}&intent=order"),
-            None,
-            None,
-        )
-        .await
-        .json();
-    assert_eq!(b["total"], 1, "{b}");
-    let t = &b["entry"][0]["resource"];
+    let t = &w.deferral_task(&id).await;
     assert_eq!(
         t["code"]["coding"][0]["code"], "APPOINTMENT_DEFERRAL",
         "{t}"
     );
     assert_eq!(t["authoredOn"], r.json()["meta"]["lastUpdated"], "{t}");
     // The provider books again; the referral holds both appointments, one current.
-    let mut a = appointment(&id, &slots[1].0);
-    a["participant"] =
-        json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
-    let r = w
-        .send_as(provider, "POST", "Appointment", None, Some(&a))
-        .await;
+    let r = w.provider_books(&c, &id, &slots[1].0).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(
         r.text().contains("\"bfi\""),
@@ -1646,19 +1662,11 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
     let text = pdf_text(&get(letter_of(&deferred), "*/*").await, "UBRN");
     // By the date its provider's Task gives.
     let contact_by = async |id: &str| {
-        let b = w
-            .rc(
-                "GET",
-                &format!("Task?focus=ServiceRequest/{id}&intent=order"),
-                None,
-                None,
-            )
-            .await
-            .json();
-        let day = b["entry"][0]["resource"]["restriction"]["period"]["end"]
+        let t = w.deferral_task(id).await;
+        let day = t["restriction"]["period"]["end"]
             .as_str()
             .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            .unwrap_or_else(|| panic!("no contact-by date: {b}"));
+            .unwrap_or_else(|| panic!("no contact-by date: {t}"));
         format!("by {}", day.format("%A %-d %B %Y"))
     };
     let by = contact_by(&deferred).await;

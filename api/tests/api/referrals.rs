@@ -1991,18 +1991,7 @@ async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
     let slot = crate::booking::free_slots(&w, &c.service, "URGENT").await[0]
         .0
         .clone();
-    let mut a = crate::booking::appointment(&id, &slot);
-    a["participant"] =
-        json!([{"actor": {"reference": format!("Patient/{}", w.patient)}, "status": "accepted"}]);
-    let r = w
-        .send_as(
-            (&c.provider, "SERVICE_PROVIDER_CLINICIAN", &c.ods),
-            "POST",
-            "Appointment",
-            None,
-            Some(&a),
-        )
-        .await;
+    let r = w.provider_books(&c, &id, &slot).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let b = tasks(format!("Task?focus=ServiceRequest/{id}")).await;
     assert!(deferrals(&b, "match").is_empty(), "{b}");
