@@ -109,19 +109,23 @@ pub fn instant(t: NaiveDateTime) -> String {
 
 /// The date in the UK (Europe/London) at a UTC instant: the day a patient sees.
 pub fn uk_date(t: NaiveDateTime) -> NaiveDate {
-    let at = jiff::Timestamp::from_second(t.and_utc().timestamp());
-    match (jiff::tz::TimeZone::get("Europe/London"), at) {
-        (Ok(tz), Ok(at)) => {
-            let d = at.to_zoned(tz).date();
+    in_uk(t)
+        .and_then(|z| {
+            let d = z.date();
             NaiveDate::from_ymd_opt(
                 i32::from(d.year()),
                 d.month().unsigned_abs().into(),
                 d.day().unsigned_abs().into(),
             )
-            .unwrap_or(t.date())
-        }
-        _ => t.date(),
-    }
+        })
+        .unwrap_or(t.date())
+}
+
+/// A UTC instant in the UK's time (Europe/London: GMT or BST), if the time zone is known.
+pub fn in_uk(t: NaiveDateTime) -> Option<jiff::Zoned> {
+    let tz = jiff::tz::TimeZone::get("Europe/London").ok()?;
+    let at = jiff::Timestamp::from_second(t.and_utc().timestamp()).ok()?;
+    Some(at.to_zoned(tz))
 }
 
 /// An HTTP date (for `Last-Modified`).

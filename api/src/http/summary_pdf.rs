@@ -312,11 +312,8 @@ fn uk_time(instant: &str) -> String {
     let Some((utc, _)) = crate::fhir::datetime::range(instant) else {
         return instant.to_owned();
     };
-    let london = jiff::tz::TimeZone::get("Europe/London");
-    let at = jiff::Timestamp::from_second(utc.and_utc().timestamp());
-    match (london, at) {
-        (Ok(tz), Ok(at)) => {
-            let local = at.to_zoned(tz);
+    match crate::fhir::datetime::in_uk(utc) {
+        Some(local) => {
             let hour = local.hour();
             let (h12, half) = match hour {
                 0 => (12, "am"),
@@ -331,7 +328,7 @@ fn uk_time(instant: &str) -> String {
                 local.strftime("%Z")
             )
         }
-        _ => format!("{} UTC", utc.format("%A %-d %B %Y at %H:%M")),
+        None => format!("{} UTC", utc.format("%A %-d %B %Y at %H:%M")),
     }
 }
 

@@ -14,7 +14,6 @@
 use std::fmt::Write as _;
 
 use ers_schema::{store, DbConnection};
-use serde_json::Value;
 
 use super::{Result, ServiceError};
 use crate::fhir::registry::{self, ResourceDef};
@@ -160,12 +159,7 @@ fn reindex_type(
         let mut items = Vec::with_capacity(page.len());
         let mut unique_unknown = Vec::new();
         for row in &page {
-            let body: Value = serde_json::from_str(&row.content).map_err(|e| {
-                ServiceError::Internal(format!(
-                    "{}/{}: stored JSON unreadable: {e}",
-                    row.res_type, row.id
-                ))
-            })?;
+            let body = super::stored_value(row)?;
             let (index, unique_known) = super::resource::index_of_stored(def, &body);
             if unique_known {
                 items.push((row.id.clone(), index));
