@@ -1082,7 +1082,8 @@ pub struct Pending {
 }
 
 /// What the provider is to do about the referral `row` (its current version), if anything.
-/// Reads the referral's history only when it is deferred.
+/// Reads the referral's history only when it is deferred and was stored before the state's
+/// start was recorded on it.
 pub fn pending(conn: &mut DbConnection, row: &ResourceRow) -> Result<Option<Pending>> {
     let body = super::memo::parsed(row)?;
     if crate::fhir::resources::advice::is_advice(&body) {
@@ -1094,11 +1095,15 @@ pub fn pending(conn: &mut DbConnection, row: &ResourceRow) -> Result<Option<Pend
     let Some(deferral) = now.state.deferral() else {
         return Ok(None);
     };
-    let since = state_history(conn, &row.id)?
-        .into_iter()
-        .take_while(|v| v.state.state == now.state && v.state.service == now.service)
-        .last()
-        .map_or(row.last_updated, |v| v.at);
+    let since = match sr::state_since(&body) {
+        Some(at) => at,
+        // Stored before the state's start was recorded: the oldest of the latest versions in it.
+        None => state_history(conn, &row.id)?
+            .into_iter()
+            .take_while(|v| v.state.same_stretch(&now))
+            .last()
+            .map_or(row.last_updated, |v| v.at),
+    };
     let priority = sr::ers_priority(&body).unwrap_or_default();
     let days = terminology::concept(PRIORITY_SYSTEM, priority)
         .and_then(|c| terminology::property(c, deferral.contact_days_property()))

@@ -463,6 +463,22 @@ fn check_unique(
     Ok(())
 }
 
+/// Sets the version's id, number and time (`fhir::stamp`), and what a type records of the live
+/// version it follows (`before`): when a referral entered its state.
+fn stamp(
+    def: &ResourceDef,
+    content: &mut Value,
+    id: &str,
+    version: i64,
+    at: NaiveDateTime,
+    before: Option<&Value>,
+) {
+    crate::fhir::stamp(content, id, version, at);
+    if def.name == "ServiceRequest" {
+        crate::fhir::resources::service_request::stamp_since(content, before, at);
+    }
+}
+
 fn now() -> NaiveDateTime {
     // Microsecond precision: what both databases keep.
     let t = Utc::now().naive_utc();
@@ -716,7 +732,7 @@ pub fn create(
         }
         let last_updated = now();
         let mut content = prepared.content.clone();
-        crate::fhir::stamp(&mut content, &id, 1, last_updated);
+        stamp(def, &mut content, &id, 1, last_updated, None);
         let text = content.to_string();
         let v = NewVersion {
             res_type: def.name,
@@ -803,7 +819,15 @@ pub fn retire(
 ) -> Result<()> {
     let version = current.version_id + 1;
     let last_updated = now();
-    crate::fhir::stamp(&mut content, &current.id, version, last_updated);
+    let before = super::memo::parsed(current)?;
+    stamp(
+        def,
+        &mut content,
+        &current.id,
+        version,
+        last_updated,
+        Some(&before),
+    );
     let text = content.to_string();
     let v = NewVersion {
         res_type: def.name,
@@ -1085,7 +1109,7 @@ fn update_as(
         let last_updated = now();
         let version_id = current.version_id + 1;
         let mut content = prepared.content.clone();
-        crate::fhir::stamp(&mut content, id, version_id, last_updated);
+        stamp(def, &mut content, id, version_id, last_updated, live_before);
         let text = content.to_string();
         let v = NewVersion {
             res_type: def.name,
@@ -1918,7 +1942,7 @@ pub fn load_generated(
         let mut p = prepare(def, body, None)?;
         p.index.tokens.extend(scope::entries(def, &access)?);
         let mut content = p.content;
-        crate::fhir::stamp(&mut content, &id, 1, last_updated);
+        stamp(def, &mut content, &id, 1, last_updated, None);
         prepared.push((def, id, content.to_string(), p.index, content));
     }
     let n = prepared.len();

@@ -774,17 +774,13 @@ async fn if_match_can_be_required_for_every_update() {
 /// data it wrote parsed, by number and write time.)
 #[actix_web::test]
 async fn a_stored_version_that_does_not_parse_is_never_written_over() {
-    use diesel::connection::SimpleConnection;
     let app = spawn_app().await;
     let body = patient(NHS[0], "Un", "Readable", "1970-03-04", "female");
     let id = app.create(&body).await;
-    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
-    let mut conn = pool.get().expect("connection");
-    conn.batch_execute(&format!(
+    app.execute_sql(&format!(
         "UPDATE resources SET content = '{{', last_updated = '2020-01-01 00:00:00' \
          WHERE res_type = 'Patient' AND id = '{id}'"
-    ))
-    .expect("content broken");
+    ));
     let mut changed = body.clone();
     changed["id"] = json!(id);
     changed["gender"] = json!("male");

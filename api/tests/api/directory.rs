@@ -1030,15 +1030,10 @@ async fn a_services_slots_are_found_as_their_schedules_and_statuses_change() {
     );
     // A slot stored without a projection row (before slots of a schedule with no service had
     // one) gets it at the next start, once.
-    use diesel::connection::SimpleConnection;
-    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
-    pool.get()
-        .expect("connection")
-        .batch_execute(&format!(
-            "DELETE FROM report_slots WHERE id = '{w}'; \
-             UPDATE counters SET value = 0 WHERE name = 'slot_rows_backfilled'"
-        ))
-        .expect("row removed");
+    app.execute_sql(&format!(
+        "DELETE FROM report_slots WHERE id = '{w}'; \
+         UPDATE counters SET value = 0 WHERE name = 'slot_rows_backfilled'"
+    ));
     assert_eq!(found(of(&a, "&status=free")).await, Vec::<String>::new());
     let next = spawn_on(
         &app.database_url,

@@ -387,6 +387,18 @@ impl TestApp {
         }
     }
 
+    /// Runs SQL on the server's database behind its back (to leave it as an older version
+    /// or a failure would have), on a connection of its own.
+    pub fn execute_sql(&self, sql: &str) {
+        use diesel::connection::SimpleConnection;
+        ers_schema::build_pool(&self.database_url, 1)
+            .expect("pool")
+            .get()
+            .expect("connection")
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_owned()

@@ -28,15 +28,10 @@ async fn referrals_of(w: &World) -> i64 {
 /// What a server stopped just after a keyed write committed leaves behind: the key claimed and
 /// what the write did recorded, the answer never stored.
 fn lose_answer(app: &TestApp, key: &str) {
-    use diesel::connection::SimpleConnection;
-    let pool = ers_schema::build_pool(&app.database_url, 1).expect("pool");
-    pool.get()
-        .expect("connection")
-        .batch_execute(&format!(
-            "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL \
-             WHERE key = '{key}'"
-        ))
-        .expect("answer removed");
+    app.execute_sql(&format!(
+        "UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL \
+         WHERE key = '{key}'"
+    ));
 }
 
 /// A Bundle posted to the base with an `Idempotency-Key`.

@@ -147,7 +147,8 @@ impl World {
     }
 }
 
-pub(crate) fn state(sr: &Value) -> String {
+/// The referral's state extension's part `name`.
+fn state_part<'a>(sr: &'a Value, name: &str) -> Option<&'a Value> {
     sr["extension"]
         .as_array()
         .expect("extensions")
@@ -155,9 +156,24 @@ pub(crate) fn state(sr: &Value) -> String {
         .find(|e| {
             e["url"] == "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-ServiceRequest-State"
         })
-        .and_then(|e| e["extension"][0]["valueCoding"]["code"].as_str())
+        .and_then(|e| e["extension"].as_array())
+        .into_iter()
+        .flatten()
+        .find(|p| p["url"] == name)
+}
+
+pub(crate) fn state(sr: &Value) -> String {
+    state_part(sr, "state")
+        .and_then(|p| p["valueCoding"]["code"].as_str())
         .expect("state")
         .to_owned()
+}
+
+/// When the referral entered its state, as it records it ("" when it does not).
+fn state_since(sr: &Value) -> String {
+    state_part(sr, "since")
+        .map(|p| p["valueDateTime"].as_str().expect("a dateTime").to_owned())
+        .unwrap_or_default()
 }
 
 pub(crate) fn version(r: &Reply) -> i64 {
@@ -755,19 +771,14 @@ async fn awaiting_booking(app: &TestApp, token: &str) -> Vec<String> {
 /// to start on it puts them on their lists, once.
 #[actix_web::test]
 async fn referrals_stored_before_worklists_are_listed_at_the_next_start() {
-    use diesel::connection::SimpleConnection;
     let w = world().await;
     let id = w.new_referral(&[&w.bookable.clone()], "ROUTINE").await;
     assert!(awaiting_booking(&w.app, &w.rc).await.contains(&id));
     // As the migration leaves such a database: no entries, the backfill not done.
-    let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
-    pool.get()
-        .expect("connection")
-        .batch_execute(
-            "DELETE FROM worklist_entries; \
-             UPDATE counters SET value = 0 WHERE name = 'worklists_backfilled'",
-        )
-        .expect("entries removed");
+    w.app.execute_sql(
+        "DELETE FROM worklist_entries; \
+         UPDATE counters SET value = 0 WHERE name = 'worklists_backfilled'",
+    );
     assert!(!awaiting_booking(&w.app, &w.rc).await.contains(&id));
     let next = spawn_on(
         &w.app.database_url,
@@ -1881,6 +1892,8 @@ async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
         .as_str()
         .expect("lastUpdated")
         .to_owned();
+    // The state records when it began.
+    assert_eq!(state_since(&sr), deferred_at, "{sr}");
     let instant = |v: &Value| {
         chrono::DateTime::parse_from_rfc3339(v.as_str().expect("an instant")).expect("instant")
     };
@@ -1971,10 +1984,9 @@ async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_ne!(
-        w.referral_now(&id).await["meta"]["lastUpdated"],
-        json!(deferred_at)
-    );
+    let later = w.referral_now(&id).await;
+    assert_ne!(later["meta"]["lastUpdated"], json!(deferred_at));
+    assert_eq!(state_since(&later), deferred_at, "{later}");
     // The referral search of the Patient Care API (A001) includes it.
     let b = tasks(format!(
         "ServiceRequest?_id={id}&_revinclude=Appointment:based-on&_revinclude=Task:focus"
@@ -1987,12 +1999,60 @@ async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
         instant(&json!(deferred_at))
     );
     assert_eq!(by(&included[0]), contact_by);
-    // Booked by the provider: nothing left to do for it.
+    // The Task reads the start the referral records (an earlier one written behind the
+    // server's back shows through)...
+    let stored_since = |at: &str| format!(r#",{{"url":"since","valueDateTime":"{at}"}}"#);
+    let earlier = "2026-01-05T09:30:00Z";
+    let authored = async |expected: &str| {
+        let b = tasks(format!("Task?focus=ServiceRequest/{id}")).await;
+        let found = deferrals(&b, "match");
+        assert_eq!(found.len(), 1, "{b}");
+        assert_eq!(instant(&found[0]["authoredOn"]), instant(&json!(expected)));
+    };
+    let in_current = |from: &str, to: &str| {
+        format!(
+            "UPDATE resources SET content = REPLACE(content, '{from}', '{to}') \
+             WHERE res_type = 'ServiceRequest' AND id = '{id}'"
+        )
+    };
+    w.app.execute_sql(&in_current(
+        &stored_since(&deferred_at),
+        &stored_since(earlier),
+    ));
+    authored(earlier).await;
+    // ...and one stored before it was recorded finds it in the referral's history.
+    w.app.execute_sql(&in_current(&stored_since(earlier), ""));
+    authored(&deferred_at).await;
+    // A later version of such a referral in the same state does not make one up.
+    let legacy = w.referral_now(&id).await;
+    assert_eq!(state_since(&legacy), "");
+    let r = w
+        .op(
+            false,
+            &id,
+            "$ers.updateAdditionalRequirements",
+            legacy["meta"]["versionId"]
+                .as_str()
+                .and_then(|v| v.parse().ok()),
+            &[("transport", "None needed")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state_since(&w.referral_now(&id).await), "");
+    authored(&deferred_at).await;
+    // Booked by the provider: nothing left to do for it, and the new state's own start.
     let slot = crate::booking::free_slots(&w, &c.service, "URGENT").await[0]
         .0
         .clone();
     let r = w.provider_books(&c, &id, &slot).await;
     assert_eq!(r.status, 201, "{}", r.text());
+    let booked = w.referral_now(&id).await;
+    assert_eq!(state(&booked), "BOOKED");
+    assert_eq!(
+        json!(state_since(&booked)),
+        booked["meta"]["lastUpdated"],
+        "{booked}"
+    );
     let b = tasks(format!("Task?focus=ServiceRequest/{id}")).await;
     assert!(deferrals(&b, "match").is_empty(), "{b}");
 

@@ -1255,7 +1255,6 @@ async fn a_page_includes_at_most_a_thousand_resources() {
 /// back, and the `_access` rows (who may see a referral) stay.
 #[actix_web::test]
 async fn the_search_index_is_rebuilt_from_content_when_its_definition_changes() {
-    use diesel::connection::SimpleConnection;
     let w = crate::referrals::world().await;
     let pid = w
         .app
@@ -1263,12 +1262,7 @@ async fn the_search_index_is_rebuilt_from_content_when_its_definition_changes() 
         .await;
     let rid = w.new_referral(&[&w.bookable], "ROUTINE").await;
     let pool = ers_schema::build_pool(&w.app.database_url, 1).expect("pool");
-    let sql = |q: &str| {
-        pool.get()
-            .expect("connection")
-            .batch_execute(q)
-            .unwrap_or_else(|e| panic!("{q}: {e}"))
-    };
+    let sql = |q: &str| w.app.execute_sql(q);
     let count = |q: &str| -> i64 {
         use diesel::RunQueryDsl;
         #[derive(diesel::QueryableByName)]

@@ -89,6 +89,14 @@ pub struct StateRecord {
     pub service: Option<String>,
 }
 
+impl StateRecord {
+    /// Whether `other` is the same state with the same service (one stretch of the referral's
+    /// history, which `since` dates).
+    pub fn same_stretch(&self, other: &StateRecord) -> bool {
+        self.state == other.state && self.service == other.service
+    }
+}
+
 pub fn state_of(r: &Value) -> Option<StateRecord> {
     let ext = extension(r, STATE_EXTENSION)?;
     let state = sub(ext, "state")?
@@ -115,9 +123,53 @@ pub fn state_of(r: &Value) -> Option<StateRecord> {
     })
 }
 
+/// When the referral entered the state it records (`since`, set as each version is stored:
+/// `stamp_since`); none on versions stored before it was recorded.
+pub fn state_since(r: &Value) -> Option<chrono::NaiveDateTime> {
+    let raw = sub(extension(r, STATE_EXTENSION)?, "since")?
+        .get("valueDateTime")?
+        .as_str()?;
+    crate::fhir::datetime::range(raw).map(|(low, _)| low)
+}
+
+/// Records in the version stored `at` when the referral entered its state, unless it says so
+/// already (an edit in the same stretch of a version that recorded it, or an imported
+/// referral): `at` when its state or service differs from
+/// those of the version it follows (`before`: none for a new referral); otherwise nothing (that
+/// version was stored before this was recorded, and `service::referral::pending` reads the
+/// history instead).
+pub fn stamp_since(r: &mut Value, before: Option<&Value>, at: chrono::NaiveDateTime) {
+    let Some(now) = state_of(r) else {
+        return;
+    };
+    let carried = extension(r, STATE_EXTENSION).is_some_and(|e| sub(e, "since").is_some());
+    let same_state = before
+        .and_then(state_of)
+        .is_some_and(|then| then.same_stretch(&now));
+    if carried || same_state {
+        return;
+    }
+    let parts = r
+        .get_mut("extension")
+        .and_then(Value::as_array_mut)
+        .and_then(|a| {
+            a.iter_mut()
+                .find(|e| e.get("url").and_then(Value::as_str) == Some(STATE_EXTENSION))
+        })
+        .and_then(|e| e.get_mut("extension"))
+        .and_then(Value::as_array_mut);
+    if let Some(parts) = parts {
+        parts.push(json!({"url": "since", "valueDateTime": crate::fhir::datetime::instant(at)}));
+    }
+}
+
 /// Records a state (replacing the previous one, whose reason and comment go with it) and the
-/// R4 status it maps to.
+/// R4 status it maps to. When it began stays when the state and service do (`same_stretch`),
+/// and is otherwise recorded as the version is stored (`stamp_since`).
 pub fn set_state(r: &mut Value, rec: &StateRecord) {
+    let since = state_of(r)
+        .filter(|old| old.same_stretch(rec))
+        .and_then(|_| sub(extension(r, STATE_EXTENSION)?, "since").cloned());
     let mut parts = vec![
         json!({"url": "state", "valueCoding": {"system": STATE_SYSTEM, "code": rec.state.code()}}),
     ];
@@ -130,6 +182,7 @@ pub fn set_state(r: &mut Value, rec: &StateRecord) {
     if let Some(s) = &rec.service {
         parts.push(json!({"url": "service", "valueReference": {"reference": s}}));
     }
+    parts.extend(since);
     let ext = json!({"url": STATE_EXTENSION, "extension": parts});
     let Some(o) = r.as_object_mut() else {
         return;
@@ -373,4 +426,64 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         None => {}
     }
     finish(checked, issues)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> chrono::NaiveDateTime {
+        crate::fhir::datetime::range(s).expect("an instant").0
+    }
+
+    fn record(state: ReferralState, service: &str) -> StateRecord {
+        StateRecord {
+            state,
+            reason: None,
+            comment: None,
+            service: Some(service.into()),
+        }
+    }
+
+    #[test]
+    fn a_state_records_when_its_stretch_began() {
+        let mut v1 = json!({"resourceType": "ServiceRequest"});
+        set_state(
+            &mut v1,
+            &record(ReferralState::NotBooked, "HealthcareService/1"),
+        );
+        stamp_since(&mut v1, None, at("2026-01-05T09:00:00Z"));
+        assert_eq!(state_since(&v1), Some(at("2026-01-05T09:00:00Z")));
+        // The same state and service again (another reason, say): the start stays.
+        let mut v2 = v1.clone();
+        let mut again = record(ReferralState::NotBooked, "HealthcareService/1");
+        again.comment = Some("again".into());
+        set_state(&mut v2, &again);
+        stamp_since(&mut v2, Some(&v1), at("2026-01-06T09:00:00Z"));
+        assert_eq!(state_since(&v2), Some(at("2026-01-05T09:00:00Z")));
+        // Another service, or another state: a new start.
+        for next in [
+            record(ReferralState::NotBooked, "HealthcareService/2"),
+            record(ReferralState::Booked, "HealthcareService/1"),
+        ] {
+            let mut v3 = v2.clone();
+            set_state(&mut v3, &next);
+            stamp_since(&mut v3, Some(&v2), at("2026-01-07T09:00:00Z"));
+            assert_eq!(state_since(&v3), Some(at("2026-01-07T09:00:00Z")), "{v3}");
+        }
+        // A version stored before the start was recorded: none is made up in its stretch.
+        let mut legacy = v1.clone();
+        set_state(&mut legacy, &again);
+        let parts = legacy["extension"][0]["extension"]
+            .as_array_mut()
+            .expect("parts");
+        parts.retain(|p| p["url"] != "since");
+        let mut v4 = legacy.clone();
+        set_state(
+            &mut v4,
+            &record(ReferralState::NotBooked, "HealthcareService/1"),
+        );
+        stamp_since(&mut v4, Some(&legacy), at("2026-01-08T09:00:00Z"));
+        assert_eq!(state_since(&v4), None, "{v4}");
+    }
 }
