@@ -11,7 +11,7 @@ use ers_api::startup::{prepare_database, seed, Application};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ! {
-    eprintln!("usage: ers-server [serve | migrate | seed | expire | reindex [TYPE…] | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments; idempotency keys older than ERS_IDEMPOTENCY_KEY_HOURS are forgotten\n  reindex [TYPE...]  rebuild the search index rows of every live resource of the types (all stored types if none), from their content (start-up does it by itself for a type whose index definition changed)\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals in every state (patients, appointments, an A&G conversation for every tenth; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
+    eprintln!("usage: ers-server [serve | migrate | seed | expire | reindex [TYPE…] | export … | import … | import-postcodes FILE | generate-directory SERVICES SLOTS | generate-referrals N | backup --out FILE | restore FILE | openapi]\n  serve    run migrations, seed (ERS_SEED), serve HTTP (default)\n  migrate  apply database migrations, bring the search index to its definition, and exit\n  seed     apply migrations, create sandbox data and exit\n  expire   run UBRN expiry once: A&G requests without activity for ERS_UBRN_EXPIRY_DAYS lose their messages and attachments; idempotency keys older than ERS_IDEMPOTENCY_KEY_HOURS are forgotten\n  reindex [TYPE...]  rebuild the search index rows of every live resource of the types (all stored types if none), from their content (a server does it by itself, in the background, for a type whose index definition changed; migrate too, before it exits)\n  export [--type A,B] [--since INSTANT] --out DIR  every live resource of the types, one DIR/{{Type}}.ndjson each\n  import FILE|DIR ...  NDJSON resources (as export writes them), idempotent, referred-to types first\n  import-postcodes FILE  load postcode coordinates (ONS Postcode Directory CSV, or postcode,latitude,longitude)\n  generate-directory SERVICES SLOTS  add a synthetic Directory of Services of that size (benchmarks; needs outward codes imported)\n  generate-referrals N  add N synthetic referrals in every state (patients, appointments, an A&G conversation for every tenth; referring clinicians and bookable services must exist) for the report and export benchmarks\n  backup --out FILE  a consistent copy of the database, taken while it runs (SQLite VACUUM INTO; PostgreSQL pg_dump custom format)\n  restore FILE  replace the database with a backup (stop the servers first; SQLite: checked with PRAGMA integrity_check; PostgreSQL: pg_restore --clean)\n  openapi  print the OpenAPI document (as committed in openapi/openapi.json)");
     std::process::exit(2)
 }
 
@@ -110,12 +110,28 @@ fn reindex(settings: &Settings, types: &[String]) -> Result<(), String> {
     let done = ers_api::service::reindex::run(&mut conn, types, &mut progress)
         .map_err(|e| e.to_string())?;
     pb.finish_and_clear();
+    print_reindexed(&done);
+    Ok(())
+}
+
+fn print_reindexed(done: &[ers_api::service::reindex::Reindexed]) {
     for r in done {
         println!(
             "{}: {} resources read, {} reindexed",
             r.res_type, r.resources, r.changed
         );
     }
+}
+
+/// `migrate`: the migrations, then the index brought to its definition (which a server does
+/// in the background once it has started), waiting for an instance at it already.
+fn migrate(settings: &Settings) -> Result<(), String> {
+    let (pool, _) = prepare_database(settings).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let done = ers_api::service::reindex::catch_up(&mut conn, true)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    print_reindexed(&done);
     Ok(())
 }
 
@@ -351,9 +367,7 @@ async fn main() -> std::process::ExitCode {
             }
             Err(e) => Err(e.to_string()),
         },
-        "migrate" => prepare_database(&settings)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        "migrate" => migrate(&settings),
         "seed" => prepare_database(&settings)
             .and_then(|(pool, _)| {
                 seed(

@@ -36,8 +36,6 @@ pub enum StartupError {
     Pool(#[from] r2d2::Error),
     #[error("seeding failed: {0}")]
     Seed(#[from] crate::service::ServiceError),
-    #[error("reindexing failed: {0}")]
-    Reindex(crate::service::ServiceError),
     #[error("security: {0}")]
     Security(String),
     #[error("cannot listen on {0}: {1}")]
@@ -65,9 +63,6 @@ pub fn prepare_database(settings: &Settings) -> Result<(DbPool, &'static str), S
     if slots > 0 {
         log::info!("slot projection: {slots} slots of schedules without a service added");
     }
-    // Index rows made before their definition changed are brought to it (once, by the first
-    // instance to start).
-    crate::service::reindex::on_start(&mut conn).map_err(StartupError::Reindex)?;
     Ok((pool, backend))
 }
 
@@ -146,6 +141,12 @@ impl Application {
                 },
             );
         }
+        // Index rows made before their definition changed are brought to it (once, by one
+        // instance) while the server answers.
+        crate::service::reindex::in_background(
+            settings.database_url.clone(),
+            std::time::Duration::from_secs(settings.db_timeout_secs),
+        );
         if settings.exports {
             crate::http::bulk::run_jobs(
                 background.clone(),

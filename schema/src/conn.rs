@@ -481,6 +481,49 @@ pub fn exclusively<T, E: From<StorageError>>(
     out
 }
 
+/// The lock one instance at a time reindexes under (`reindexing`).
+const REINDEX_LOCK_KEY: i64 = 7243110002;
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+/// Runs `f` while no other instance reindexes the same database: on PostgreSQL under an
+/// advisory lock of its own (not the start-up one, so instances start meanwhile), waited for
+/// when `wait`, else `None` at once when another instance holds it; SQLite's database belongs
+/// to one process.
+pub fn reindexing<T, E: From<StorageError>>(
+    conn: &mut DbConnection,
+    wait: bool,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<Option<T>, E> {
+    use diesel::RunQueryDsl;
+    if let DbConnection::Postgresql(c) = conn {
+        if wait {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({REINDEX_LOCK_KEY})"))
+                .map_err(StorageError::from)?;
+        } else {
+            let got: Locked = diesel::sql_query(format!(
+                "SELECT pg_try_advisory_lock({REINDEX_LOCK_KEY}) AS locked"
+            ))
+            .get_result(c)
+            .map_err(StorageError::from)?;
+            if !got.locked {
+                return Ok(None);
+            }
+        }
+    }
+    let out = f(conn);
+    if let DbConnection::Postgresql(c) = conn {
+        // Closing the connection releases it too, should this fail.
+        c.batch_execute(&format!("SELECT pg_advisory_unlock({REINDEX_LOCK_KEY})"))
+            .map_err(StorageError::from)?;
+    }
+    out.map(Some)
+}
+
 impl DbConnection {
     pub fn backend_name(&self) -> &'static str {
         match self {

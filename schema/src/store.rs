@@ -96,6 +96,47 @@ pub fn page_of_type(
         .load(conn)?)
 }
 
+#[derive(diesel::QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// `page_of_type` in a write transaction, with the page's rows locked until it ends: a writer
+/// of one of them waits, so what the transaction writes from their content stays true of it
+/// (on PostgreSQL `FOR UPDATE`; SQLite's write transaction holds every writer off already).
+pub fn page_of_type_locked(
+    conn: &mut DbConnection,
+    res_type: &str,
+    after: &str,
+    limit: i64,
+) -> QResult<Vec<ResourceRow>> {
+    if !matches!(conn, DbConnection::Postgresql(_)) {
+        return page_of_type(conn, res_type, after, limit);
+    }
+    let ids: Vec<String> = diesel::sql_query(
+        "SELECT id FROM resources WHERE res_type = $1 AND id > $2 AND deleted = 0 \
+         ORDER BY id LIMIT $3 FOR UPDATE",
+    )
+    .bind::<diesel::sql_types::Text, _>(res_type)
+    .bind::<diesel::sql_types::Text, _>(after)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .load::<IdRow>(conn)?
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(resources::table
+        .filter(resources::res_type.eq(res_type))
+        .filter(resources::id.eq_any(&ids))
+        .filter(resources::deleted.eq(0))
+        .order_by(resources::id.asc())
+        .select(ResourceRow::as_select())
+        .load(conn)?)
+}
+
 /// Reserves `n` consecutive values of a named counter; returns the first (bulk loads).
 pub fn reserve_counter(conn: &mut DbConnection, name: &str, n: i64) -> QResult<i64> {
     let updated = diesel::update(counters::table.filter(counters::name.eq(name)))

@@ -1567,7 +1567,7 @@ fn system_paths(paths: PathsBuilder) -> PathsBuilder {
         .path("/FHIR/R4/$versions", PathItem::new(HttpMethod::Get, plain("versions", "System", "The FHIR versions served, as the fhirVersion MIME-type parameter names them, and the default: a Parameters with version and default, 4.0 both (no token needed). An Accept for another FHIR version is 406, a body of another 415", response("Parameters", Some("Resource")))))
         .path("/FHIR/R4/openapi.json", PathItem::new(HttpMethod::Get, plain("openapi", "System", "This document (no token needed)", json("OpenAPI 3 document"))))
         .path("/_ping", PathItem::new(HttpMethod::Get, plain("ping", "System", "Liveness", json("{status: pass}"))))
-        .path("/_status", PathItem::new(HttpMethod::Get, OperationBuilder::new().operation_id(Some("status")).tag("System").summary(Some("Readiness: checks the database")).response("200", json("{status: pass}")).response("503", json("{status: fail}")).build()))
+        .path("/_status", PathItem::new(HttpMethod::Get, OperationBuilder::new().operation_id(Some("status")).tag("System").summary(Some("Readiness: checks the database")).description(Some("200 {status: pass} when the database takes writes; {status: warn} while the search index is brought to a new definition, with checks.searchIndex.reindexing naming the types not done yet (the instance serves meanwhile); 503 {status: fail} when the database is away")).response("200", json("{status: pass} or {status: warn}")).response("503", json("{status: fail}")).build()))
         .path(
             "/oauth2/token",
             PathItem::new(

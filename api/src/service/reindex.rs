@@ -5,9 +5,9 @@
 //! in SQL for each database.
 //!
 //! Each type's index definition has a fingerprint (`fingerprint`), kept in `counters` as
-//! `index:{Type}`. At start-up, after the migrations and under their lock (`on_start`), every
-//! type whose stored fingerprint differs is reindexed and its fingerprint recorded; the next
-//! instance finds nothing to do. A database that has no fingerprint at all was indexed by a
+//! `index:{Type}`. Once a server has started, a thread of its own (`in_background`, under a
+//! lock one instance holds at a time) reindexes every type whose stored fingerprint differs
+//! and records its fingerprint; the next instance finds nothing to do. A database that has no fingerprint at all was indexed by a
 //! release before this mechanism, whose migrations brought its rows up to date: its
 //! fingerprints are recorded as they are. `ers-server reindex [TYPE...]` reindexes on demand.
 
@@ -68,30 +68,78 @@ pub struct Reindexed {
     pub changed: usize,
 }
 
-/// Start-up work, under the migrations' lock: reindexes every type whose index definition
-/// changed since its rows were made (none on a database that had no fingerprints yet), and
-/// records each type's fingerprint.
-pub fn on_start(conn: &mut DbConnection) -> Result<Vec<Reindexed>> {
-    ers_schema::exclusively(conn, |c| {
-        let mut stored = Vec::new();
-        for def in stored_types() {
-            stored.push((def, store::counter_value(c, &marker(def))?));
-        }
-        let first = stored.iter().all(|(_, s)| s.is_none());
+/// Brings every type whose index definition changed since its rows were made to it, and
+/// records each type's fingerprint (on a database that had none yet, as they are), under the
+/// reindex lock: `wait` waits for an instance that holds it; otherwise `None` at once (that
+/// instance is doing it). A server runs it in the background once it has started
+/// (`in_background`); `ers-server migrate` runs it before it exits.
+pub fn catch_up(conn: &mut DbConnection, wait: bool) -> Result<Option<Vec<Reindexed>>> {
+    ers_schema::reindexing(conn, wait, |c| {
+        let (first, differ) = differing(c)?;
         let mut done = Vec::new();
-        for (def, had) in stored {
-            let now = fingerprint(def);
-            if had == Some(now) {
-                continue;
-            }
+        for (def, had) in differ {
             if !first {
                 log::info!("index of {}: its definition changed; reindexing", def.name);
                 done.push(reindex_type(c, def, &mut |_| {})?);
             }
-            record(c, def, now, had.is_some())?;
+            record(c, def, fingerprint(def), had.is_some())?;
         }
         Ok(done)
     })
+}
+
+/// The stored types whose index rows were made by another definition than this build's and
+/// are not yet brought to it (`catch_up`), for the readiness check.
+pub fn behind(c: &mut DbConnection) -> Result<Vec<&'static str>> {
+    let (first, differ) = differing(c)?;
+    Ok(if first {
+        Vec::new()
+    } else {
+        differ.into_iter().map(|(def, _)| def.name).collect()
+    })
+}
+
+/// Whether no type has a fingerprint recorded yet (a database indexed before they were, by
+/// migrations that brought its rows up to date), and each stored type whose recorded one (if
+/// any) is not this build's.
+type Differing = (bool, Vec<(&'static ResourceDef, Option<i64>)>);
+fn differing(c: &mut DbConnection) -> Result<Differing> {
+    let mut first = true;
+    let mut differ = Vec::new();
+    for def in stored_types() {
+        let had = store::counter_value(c, &marker(def))?;
+        first &= had.is_none();
+        if had != Some(fingerprint(def)) {
+            differ.push((def, had));
+        }
+    }
+    Ok((first, differ))
+}
+
+/// `catch_up` on a thread of its own with a connection of its own, while the server answers:
+/// until it is done, a search by a changed parameter finds what the rows made before show (as
+/// the release before answered) for the resources it has not reached. Another instance at it
+/// already is left to it; a failure is logged, and the next instance to start tries again.
+pub fn in_background(database_url: String, timeout: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("reindex".into())
+        .spawn(move || {
+            let outcome = ers_schema::build_pool_with(&database_url, 1, timeout)
+                .map_err(ServiceError::from)
+                .and_then(|pool| {
+                    pool.get()
+                        .map_err(|e| ServiceError::Unavailable(e.to_string()))
+                })
+                .and_then(|mut conn| catch_up(&mut conn, false));
+            match outcome {
+                Ok(None) => log::info!("index: another instance is bringing it up to date"),
+                Ok(Some(_)) => {}
+                Err(e) => log::error!("index: bringing it up to date failed: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("index: cannot start the reindex thread: {e}");
+    }
 }
 
 /// Reindexes the types named (every stored type when none is), recording their fingerprints;
@@ -117,7 +165,7 @@ pub fn run(
     if defs.is_empty() {
         defs.extend(stored_types());
     }
-    ers_schema::exclusively(conn, |c| {
+    let done = ers_schema::reindexing(conn, true, |c| -> Result<Vec<Reindexed>> {
         let mut done = Vec::new();
         for def in defs {
             let had = store::counter_value(c, &marker(def))?;
@@ -125,7 +173,8 @@ pub fn run(
             record(c, def, fingerprint(def), had.is_some())?;
         }
         Ok(done)
-    })
+    })?;
+    Ok(done.unwrap_or_default())
 }
 
 fn record(c: &mut DbConnection, def: &ResourceDef, value: i64, exists: bool) -> Result<()> {
@@ -138,7 +187,8 @@ fn record(c: &mut DbConnection, def: &ResourceDef, value: i64, exists: bool) -> 
 }
 
 /// Brings every live resource of a type to the index rows its content makes now, a page at a
-/// time (each page one transaction; a resource written meanwhile is indexed by its writer).
+/// time: each page read and rewritten in one transaction with its rows locked, so a writer of
+/// one of them waits for it, and then indexes its own version.
 fn reindex_type(
     c: &mut DbConnection,
     def: &'static ResourceDef,
@@ -151,31 +201,35 @@ fn reindex_type(
     };
     let mut after = String::new();
     loop {
-        let page = store::page_of_type(c, def.name, &after, PAGE)?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.id.clone();
-        let mut items = Vec::with_capacity(page.len());
-        let mut unique_unknown = Vec::new();
-        for row in &page {
-            let body = super::stored_value(row)?;
-            let (index, unique_known) = super::resource::index_of_stored(def, &body);
-            if unique_known {
-                items.push((row.id.clone(), index));
-            } else {
-                unique_unknown.push((row.id.clone(), index));
+        let (read, changed) = ers_schema::write_tx(c, |c| -> Result<(usize, usize)> {
+            let page = store::page_of_type_locked(c, def.name, &after, PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok((0, 0));
+            };
+            after = last.id.clone();
+            let mut items = Vec::with_capacity(page.len());
+            let mut unique_unknown = Vec::new();
+            for row in &page {
+                let body = super::stored_value(row)?;
+                let (index, unique_known) = super::resource::index_of_stored(def, &body);
+                if unique_known {
+                    items.push((row.id.clone(), index));
+                } else {
+                    unique_unknown.push((row.id.clone(), index));
+                }
             }
-        }
-        let kept = |unique| store::Kept {
-            tokens_of: super::scope::PARAM,
-            unique,
-        };
-        let changed = ers_schema::write_tx(c, |c| -> Result<usize> {
-            Ok(store::replace_indexes(c, def.name, items, kept(false))?
-                + store::replace_indexes(c, def.name, unique_unknown, kept(true))?)
+            let kept = |unique| store::Kept {
+                tokens_of: super::scope::PARAM,
+                unique,
+            };
+            let changed = store::replace_indexes(c, def.name, items, kept(false))?
+                + store::replace_indexes(c, def.name, unique_unknown, kept(true))?;
+            Ok((page.len(), changed))
         })?;
-        done.resources += page.len();
+        if read == 0 {
+            break;
+        }
+        done.resources += read;
         done.changed += changed;
         progress(done.resources);
     }

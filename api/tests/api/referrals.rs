@@ -1859,6 +1859,67 @@ fn uk_day(instant: &str) -> chrono::NaiveDate {
     .expect("a date")
 }
 
+/// A page's `_revinclude=Task:focus` includes at most 1,000 Tasks (`MAX_INCLUDED`): all the
+/// Tasks of as many of its matches, in page order, as fit, and a note saying so.
+#[actix_web::test]
+async fn a_page_includes_at_most_a_thousand_tasks() {
+    let w = world().await;
+    // A patient of their own, with nothing but these referrals.
+    let (p, first) = new_patients_referral(&w, NHS[5], &w.bookable).await;
+    let each = w.actions(false, &first).await.len();
+    assert!(each > 1, "{each}");
+    let fit = 1000 / each;
+    let mut body = referral(&w, &[&w.bookable], "ROUTINE");
+    body["subject"] = json!({"reference": format!("Patient/{p}")});
+    for _ in 0..fit + 1 {
+        let r = w.create(&body).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let query = format!("ServiceRequest?subject=Patient/{p}&_count=1000&_revinclude=Task:focus");
+    let r = w.app.send(w.as_rc("GET", &query), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let entries = b["entry"].as_array().expect("entries");
+    let of_mode = |mode: &str| -> Vec<&Value> {
+        entries
+            .iter()
+            .filter(|e| e["search"]["mode"] == mode)
+            .map(|e| &e["resource"])
+            .collect()
+    };
+    let matches: Vec<String> = of_mode("match")
+        .iter()
+        .map(|m| format!("ServiceRequest/{}", m["id"].as_str().expect("id")))
+        .collect();
+    assert_eq!(matches.len(), fit + 2);
+    let tasks = of_mode("include");
+    assert!(tasks.iter().all(|t| t["resourceType"] == "Task"));
+    assert_eq!(tasks.len(), fit * each);
+    for (n, focus) in matches.iter().enumerate() {
+        let its = tasks
+            .iter()
+            .filter(|t| {
+                t["focus"]["reference"]
+                    .as_str()
+                    .is_some_and(|r| r == focus || r.starts_with(&format!("{focus}/_history/")))
+            })
+            .count();
+        assert_eq!(its, if n < fit { each } else { 0 }, "{focus}, match {n}");
+    }
+    let note = of_mode("outcome")
+        .iter()
+        .flat_map(|o| o["issue"].as_array().into_iter().flatten())
+        .filter_map(|i| i["diagnostics"].as_str())
+        .find(|d| d.contains("Tasks"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        note.contains(&format!("The Tasks of {fit} of the {} referrals", fit + 2))
+            && note.contains("at most 1000 Tasks"),
+        "{note}"
+    );
+}
+
 /// How many weekdays come after `from`, up to and including `to`.
 fn weekdays_after(from: chrono::NaiveDate, to: chrono::NaiveDate) -> usize {
     use chrono::Datelike;

@@ -1309,26 +1309,8 @@ async fn the_search_index_is_rebuilt_from_content_when_its_definition_changes() 
     };
     assert_eq!(found(&w.app).await, 0);
     assert_eq!(referral_found(&w.rc, "R69").await, 0);
-    // An instance that starts with every definition as recorded changes nothing.
-    let again = spawn_on(&w.app.database_url, ers_api::config::Settings::default()).await;
-    assert_eq!(found(&again).await, 0);
-    assert_eq!(count(&stray), 1);
-    // Patient's definition recorded otherwise: the next instance reindexes Patient alone.
-    sql("UPDATE counters SET value = 0 WHERE name = 'index:Patient'");
-    let after = spawn_on(&w.app.database_url, ers_api::config::Settings::default()).await;
-    assert_eq!(found(&after).await, 1);
-    assert_eq!(count(&stray), 0);
-    assert_ne!(
-        count("SELECT value AS n FROM counters WHERE name = 'index:Patient'"),
-        0,
-        "the new fingerprint is recorded"
-    );
-    assert_eq!(referral_found(&w.rc, "R69").await, 0);
-    // `ers-server reindex ServiceRequest`: the referral's state again, seen by its referrer
-    // only, as before; a second run finds nothing to change; a type not stored is refused.
-    let reindex = |args: &[&str]| {
+    let server = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ers-server"))
-            .arg("reindex")
             .args(args)
             .env("ERS_DATABASE_URL", &w.app.database_url)
             .env("ERS_SEED", "none")
@@ -1341,6 +1323,43 @@ async fn the_search_index_is_rebuilt_from_content_when_its_definition_changes() 
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let reindex = |args: &[&str]| server(&[&["reindex"], args].concat());
+    let index_check = async |app: &TestApp| {
+        let r = app.get("/_ready").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["checks"]["searchIndex"].clone()
+    };
+    // With every definition as recorded, `migrate` (as a starting server) changes nothing.
+    let (ok, out, err) = server(&["migrate"]);
+    assert!(ok && !out.contains("reindexed"), "{out}{err}");
+    assert_eq!(count(&stray), 1);
+    assert_eq!(index_check(&w.app).await, json!({"status": "pass"}));
+    // Patient's definition recorded otherwise: the instances say so when asked if they are
+    // ready, and are; the next to start reindexes Patient alone, in the background.
+    sql("UPDATE counters SET value = 0 WHERE name = 'index:Patient'");
+    assert_eq!(
+        index_check(&w.app).await,
+        json!({"status": "warn", "reindexing": ["Patient"]})
+    );
+    let after = spawn_on(&w.app.database_url, ers_api::config::Settings::default()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while index_check(&after).await["status"] != "pass" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reindex never ended"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found(&after).await, 1);
+    assert_eq!(count(&stray), 0);
+    assert_ne!(
+        count("SELECT value AS n FROM counters WHERE name = 'index:Patient'"),
+        0,
+        "the new fingerprint is recorded"
+    );
+    assert_eq!(referral_found(&w.rc, "R69").await, 0);
+    // `ers-server reindex ServiceRequest`: the referral's state again, seen by its referrer
+    // only, as before; a second run finds nothing to change; a type not stored is refused.
     let (ok, out, err) = reindex(&["ServiceRequest"]);
     assert!(ok, "{out}{err}");
     assert!(
