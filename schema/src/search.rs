@@ -134,6 +134,9 @@ pub enum Criterion {
         longitude: f64,
         km: f64,
     },
+    /// Resources matching at least one of these (`:identifier`: a reference's own identifier,
+    /// or the identifier of what it points to).
+    AnyOf(Vec<Criterion>),
 }
 
 /// A sort key; `desc` reverses it.
@@ -362,6 +365,16 @@ fn token_value(m: &TokenMatch) -> SqlPredicate {
 /// `SELECT res_id FROM <index> WHERE res_type = ? AND param = ? AND (<values>)`, or None
 /// for criteria that are not over an index table.
 fn index_subquery(res_type: &str, crit: &Criterion) -> Option<SqlPredicate> {
+    if let Criterion::AnyOf(parts) = crit {
+        let mut any = SqlPredicate::default();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                any = any.sql(" UNION ");
+            }
+            any = any.append(index_subquery(res_type, part)?);
+        }
+        return Some(any);
+    }
     let (table, param, values) = index_terms(crit)?;
     Some(
         SqlPredicate::default()
@@ -489,7 +502,8 @@ fn index_terms(crit: &Criterion) -> Option<(&'static str, &str, SqlPredicate)> {
         Criterion::Id(_)
         | Criterion::LastUpdated(_)
         | Criterion::ReferencedBy { .. }
-        | Criterion::FreeSlot { .. } => return None,
+        | Criterion::FreeSlot { .. }
+        | Criterion::AnyOf(_) => return None,
     };
     Some((table_of(kind), param, SqlPredicate::any(values)))
 }
@@ -521,6 +535,12 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool, fenced: boo
             any_of
                 .iter()
                 .map(|m| date_predicate("resources.last_updated", "resources.last_updated", m))
+                .collect(),
+        ),
+        Criterion::AnyOf(parts) => SqlPredicate::any(
+            parts
+                .iter()
+                .map(|c| res_predicate(res_type, c, correlated, fenced))
                 .collect(),
         ),
         Criterion::ReferencedBy {
@@ -629,6 +649,8 @@ fn selectivity_rank(c: &Criterion) -> u8 {
         Criterion::Missing { missing: false, .. } => 5,
         Criterion::ReferencedBy { .. } | Criterion::FreeSlot { .. } => 6,
         Criterion::Token { negate: true, .. } | Criterion::Missing { missing: true, .. } => 7,
+        // As narrow as its widest part.
+        Criterion::AnyOf(parts) => parts.iter().map(selectivity_rank).max().unwrap_or(0),
     }
 }
 

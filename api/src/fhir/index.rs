@@ -225,6 +225,17 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
                                 target_id: id.to_owned(),
                             });
                         }
+                        // The identifier it carries (`:identifier` searches it too).
+                        if let Some(identifier) = v.get("identifier") {
+                            let mut found = Vec::new();
+                            tokens_of(identifier, &mut found);
+                            out.tokens
+                                .extend(found.into_iter().map(|(system, code)| TokenEntry {
+                                    param: identifier_param(p.name),
+                                    system: cap(&system).to_owned(),
+                                    code: cap(&code).to_owned(),
+                                }));
+                        }
                     }
                 }
             }
@@ -240,6 +251,12 @@ pub fn entries(def: &ResourceDef, resource: &Value, checked: &Checked) -> IndexE
         .collect();
     out.dedup();
     out
+}
+
+/// The token parameter under which a reference parameter's `Reference.identifier` values are
+/// indexed (`param:identifier` searches it, beside what the reference points to).
+pub fn identifier_param(param: &str) -> String {
+    format!("{param}:identifier")
 }
 
 /// Makes every literal reference to a resource on this server (`{base}/Type/id`, FHIR's

@@ -942,19 +942,7 @@ fn criterion(
                 Some("not") => true,
                 Some(m) => return Err(bad(name, format!("modifier ':{m}' is not supported on a token parameter (use :not or :missing)"))),
             };
-            let mut any_of: Vec<TokenMatch> = values
-                .iter()
-                .map(|v| match v.split_once('|') {
-                    Some((s, c)) => TokenMatch {
-                        system: Some(super::index::cap(s).to_owned()),
-                        code: (!c.is_empty()).then(|| super::index::cap(c).to_owned()),
-                    },
-                    None => TokenMatch {
-                        system: None,
-                        code: Some(super::index::cap(v).to_owned()),
-                    },
-                })
-                .collect();
+            let mut any_of: Vec<TokenMatch> = values.iter().map(|v| token_match(v)).collect();
             if let Some(expand) = p.expand {
                 let mut expanded = Vec::new();
                 for m in &any_of {
@@ -1082,51 +1070,48 @@ fn criterion(
     Ok(Some(c))
 }
 
-/// `param:identifier=[system|]value`: resources whose reference points to a resource with that
-/// business identifier (an NHS number, an ODS code, a UBRN), searched as the chain
-/// `param:Type.identifier` to the one type it may point to that has identifiers.
+/// `[system|]code`, as a token search value gives it.
+fn token_match(v: &str) -> TokenMatch {
+    match v.split_once('|') {
+        Some((s, c)) => TokenMatch {
+            system: Some(super::index::cap(s).to_owned()),
+            code: (!c.is_empty()).then(|| super::index::cap(c).to_owned()),
+        },
+        None => TokenMatch {
+            system: None,
+            code: Some(super::index::cap(v).to_owned()),
+        },
+    }
+}
+
+/// `param:identifier=[system|]value`: resources whose reference carries that business
+/// identifier (`Reference.identifier`, as e-RS sends references: an NHS number, an ODS code, a
+/// UBRN; indexed as the token parameter `{param}:identifier`, `index::identifier_param`), or
+/// points to a resource here that has it (the chain `param:Type.identifier`, to each type it
+/// may point to that has identifiers).
 fn by_identifier(p: &SearchParamDef, name: &str, value: &str) -> Result<Criterion, Issue> {
-    let with_identifiers: Vec<&'static ResourceDef> = p
-        .targets
-        .iter()
-        .filter_map(|t| registry::find(t))
-        .filter(|d| {
-            d.param("identifier")
-                .is_some_and(|i| i.kind == ParamKind::Token)
-        })
-        .collect();
-    let target = match with_identifiers.as_slice() {
-        [only] => *only,
-        [] => {
-            return Err(bad(
-                name,
-                format!("what '{}' points to has no identifier to search by", p.name),
-            ))
+    let mut any_of = vec![Criterion::Token {
+        param: super::index::identifier_param(p.name),
+        any_of: split_values(value).iter().map(|v| token_match(v)).collect(),
+        negate: false,
+    }];
+    for target in p.targets.iter().filter_map(|t| registry::find(t)) {
+        if !target
+            .param("identifier")
+            .is_some_and(|i| i.kind == ParamKind::Token)
+        {
+            continue;
         }
-        several => {
-            return Err(bad(
-                name,
-                format!(
-                    "'{}' may point to {}: name one, as {}:Type.identifier=…",
-                    p.name,
-                    several
-                        .iter()
-                        .map(|d| d.name)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    p.name
-                ),
-            ))
-        }
-    };
-    let inner = criterion(target, "identifier", value)?
-        .ok_or_else(|| bad(name, format!("{} has no identifier parameter", target.name)))?;
-    Ok(Criterion::Chain {
-        param: p.name.to_owned(),
-        target_type: target.name.to_owned(),
-        inner: Box::new(inner),
-        also: Vec::new(),
-    })
+        let inner = criterion(target, "identifier", value)?
+            .ok_or_else(|| bad(name, format!("{} has no identifier parameter", target.name)))?;
+        any_of.push(Criterion::Chain {
+            param: p.name.to_owned(),
+            target_type: target.name.to_owned(),
+            inner: Box::new(inner),
+            also: Vec::new(),
+        });
+    }
+    Ok(Criterion::AnyOf(any_of))
 }
 
 fn date_match(name: &str, v: &str) -> Result<DateMatch, Issue> {

@@ -341,6 +341,7 @@ fn version_criterion(
         | Criterion::Near { param, .. }
         | Criterion::ReferencedBy { param, .. } => return Err(unsupported(param)),
         Criterion::FreeSlot { .. } => return Err(unsupported("availability")),
+        Criterion::AnyOf(_) => return Err(unsupported("the :identifier modifier")),
     }))
 }
 

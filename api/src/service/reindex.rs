@@ -20,8 +20,9 @@ use crate::fhir::registry::{self, ResourceDef};
 
 /// Raised when `fhir::index::entries`, a parameter's `extract` function or a type's check of
 /// its unique identifiers changes what it makes from a resource without a change the
-/// parameters' definitions show: every type is then reindexed once.
-pub const REVISION: u32 = 1;
+/// parameters' definitions show: every type is then reindexed once. 2: a reference's
+/// `identifier` is indexed (`index::identifier_param`).
+pub const REVISION: u32 = 2;
 
 /// Resources read and reindexed at a time, each page in one transaction.
 const PAGE: i64 = 500;

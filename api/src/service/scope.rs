@@ -148,6 +148,7 @@ fn restrict_within(c: &mut Criterion, caller: &Caller) {
                 *also = scope;
             }
         }
+        Criterion::AnyOf(parts) => parts.iter_mut().for_each(|p| restrict_within(p, caller)),
         _ => {}
     }
 }

@@ -1016,25 +1016,29 @@ async fn a_chain_tells_nothing_of_the_advice_behind_a_referral_to_another_provid
     assert!(as_provider(format!("ServiceRequest?_id={asked_id}"))
         .await
         .is_empty());
-    // So a chain through the request finds nothing, whatever it asks of it.
+    // So a chain through the request finds nothing, whatever it asks of it, nor `:identifier`
+    // by the request's UBRN (the reference carries none of its own).
+    let ubrn = asked["identifier"][0]["value"].as_str().expect("UBRN");
+    let by_ubrn = format!("ServiceRequest?based-on:identifier=https://fhir.nhs.uk/Id/UBRN|{ubrn}");
     for q in [
         "ServiceRequest?based-on.advice-status=ADVICE_CONVERTED".to_owned(),
         format!("ServiceRequest?based-on.performer=HealthcareService/{advice}"),
         format!("ServiceRequest?based-on.performer:missing=false&_id={referral}"),
+        by_ubrn.clone(),
     ] {
         assert!(as_provider(q.clone()).await.is_empty(), "{q}");
     }
     // The referrer, who may see the request, finds the referral through it.
-    let r = w
-        .app
-        .send(
-            w.as_rc(
-                "GET",
-                &format!("ServiceRequest?based-on.performer=HealthcareService/{advice}"),
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(match_ids(&r.json()).contains(&referral), "{}", r.text());
+    for q in [
+        format!("ServiceRequest?based-on.performer=HealthcareService/{advice}"),
+        by_ubrn,
+    ] {
+        let r = w.app.send(w.as_rc("GET", &q), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            match_ids(&r.json()).contains(&referral),
+            "{q}: {}",
+            r.text()
+        );
+    }
 }

@@ -1563,19 +1563,57 @@ async fn references_are_searched_by_the_identifier_of_what_they_point_to() {
         get(format!("Appointment?based-on:identifier={ubrn}")).await,
         vec![appointment]
     );
-    // A reference that may point to several types with identifiers needs the type named.
-    let r = w
+    // A reference by identifier alone, to what this server does not hold (a practice
+    // elsewhere), is found by the identifier it carries; one that points to a resource here is
+    // found by that resource's, whichever of its types it points to.
+    let ods = "https://fhir.nhs.uk/Id/ods-organization-code";
+    let mut elsewhere = patient("9995550008", "Logical", "Lara", "1971-01-01", "female");
+    elsewhere["generalPractitioner"] =
+        json!([{"type": "Organization", "identifier": {"system": ods, "value": "Y99999"}}]);
+    let elsewhere = w.app.create(&elsewhere).await;
+    let practice = w
         .app
-        .send(
-            w.as_rc("GET", "Patient?general-practitioner:identifier=R69"),
-            None,
-        )
-        .await;
-    let d = r.assert_outcome(400, "invalid");
-    assert!(
-        d.contains("name one, as general-practitioner:Type.identifier"),
-        "{d}"
+        .search(&format!("Organization?identifier={ods}|R69"))
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("R69")
+        .to_owned();
+    let mut here = patient("9995550016", "Literal", "Lee", "1972-02-02", "male");
+    here["generalPractitioner"] = json!([{"reference": format!("Organization/{practice}")}]);
+    let here = w.app.create(&here).await;
+    let of_both =
+        |q: &str| format!("Patient?_id={here},{elsewhere}&general-practitioner:identifier={q}");
+    for (q, found) in [
+        (format!("{ods}|Y99999"), &elsewhere),
+        ("Y99999".to_owned(), &elsewhere),
+        (format!("{ods}|R69"), &here),
+        ("R69".to_owned(), &here),
+    ] {
+        assert_eq!(get(of_both(&q)).await, vec![found.clone()], "{q}");
+    }
+    assert!(get(of_both(&format!("{ods}|Y00000"))).await.is_empty());
+    let mut both = get(of_both(&format!("{ods}|Y99999,{ods}|R69"))).await;
+    both.sort();
+    let mut expected = vec![here.clone(), elsewhere.clone()];
+    expected.sort();
+    assert_eq!(both, expected);
+    // Beside other criteria, and at the end of a chain.
+    assert_eq!(
+        get(format!(
+            "Patient?general-practitioner:identifier={ods}|Y99999&family=Logical"
+        ))
+        .await,
+        vec![elsewhere.clone()]
     );
+    let mut body = referral(&w, &[&c.service], "ROUTINE");
+    body["subject"] = json!({"reference": format!("Patient/{here}")});
+    let r = w.create(&body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let rid = r.json()["id"].as_str().expect("id").to_owned();
+    let chained =
+        |q: &str| format!("ServiceRequest?_id={rid}&patient.general-practitioner:identifier={q}");
+    assert_eq!(get(chained(&format!("{ods}|R69"))).await, vec![rid.clone()]);
+    assert!(get(chained(&format!("{ods}|Y99999"))).await.is_empty());
 }
 
 /// A new request may not say what it was converted from: `basedOn` is set by the advice's
