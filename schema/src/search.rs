@@ -537,12 +537,22 @@ fn res_predicate(res_type: &str, crit: &Criterion, correlated: bool, fenced: boo
                 .map(|m| date_predicate("resources.last_updated", "resources.last_updated", m))
                 .collect(),
         ),
-        Criterion::AnyOf(parts) => SqlPredicate::any(
+        // Checked per candidate: a probe of each part. Driving the search: one list of the
+        // parts' matches (`IN` a `UNION`), which PostgreSQL joins as it joins one part's; an
+        // `OR` of two `IN` lists it can only answer by testing every resource of the type.
+        Criterion::AnyOf(parts) if correlated || fenced => SqlPredicate::any(
             parts
                 .iter()
                 .map(|c| res_predicate(res_type, c, correlated, fenced))
                 .collect(),
         ),
+        Criterion::AnyOf(_) => match index_subquery(res_type, crit) {
+            Some(sub) => SqlPredicate::default()
+                .sql("resources.id IN (")
+                .append(sub)
+                .sql(")"),
+            None => SqlPredicate::default().sql("1 = 0"),
+        },
         Criterion::ReferencedBy {
             source_type,
             param,
