@@ -457,29 +457,9 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, StorageError> {
     applied.map_err(|e| StorageError::Migration(e.to_string()))
 }
 
-/// The lock instances take turns under for start-up work on one database (migrations, then
-/// anything that must run once after them).
+/// The lock instances take turns under for their migrations on one database.
 const START_UP_LOCK: &str = "SELECT pg_advisory_lock(7243110001)";
 const START_UP_UNLOCK: &str = "SELECT pg_advisory_unlock(7243110001)";
-
-/// Runs `f` while no other instance does start-up work on the same database: on PostgreSQL
-/// under the migrations' advisory lock (instances starting together take turns; the next
-/// finds nothing left to do); SQLite's database belongs to one process.
-pub fn exclusively<T, E: From<StorageError>>(
-    conn: &mut DbConnection,
-    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
-) -> Result<T, E> {
-    if let DbConnection::Postgresql(c) = conn {
-        c.batch_execute(START_UP_LOCK).map_err(StorageError::from)?;
-    }
-    let out = f(conn);
-    if let DbConnection::Postgresql(c) = conn {
-        // Closing the connection releases it too, should this fail.
-        c.batch_execute(START_UP_UNLOCK)
-            .map_err(StorageError::from)?;
-    }
-    out
-}
 
 /// The lock one instance at a time reindexes under (`reindexing`).
 const REINDEX_LOCK_KEY: i64 = 7243110002;

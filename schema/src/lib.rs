@@ -34,8 +34,8 @@ pub mod versions;
 pub mod worklists;
 
 pub use conn::{
-    build_pool, build_pool_with, exclusively, reindexing, run_migrations, DatabaseUrl,
-    DbConnection, DbPool, PooledConn,
+    build_pool, build_pool_with, reindexing, run_migrations, DatabaseUrl, DbConnection, DbPool,
+    PooledConn,
 };
 pub use rows::*;
 

@@ -62,6 +62,14 @@ pub fn counter_value(conn: &mut DbConnection, name: &str) -> QResult<Option<i64>
         .optional()?)
 }
 
+/// The named counters whose names start with `prefix`, with their values, in one statement.
+pub fn counters_named(conn: &mut DbConnection, prefix: &str) -> QResult<Vec<(String, i64)>> {
+    Ok(counters::table
+        .filter(counters::name.like(format!("{prefix}%")))
+        .select((counters::name, counters::value))
+        .load(conn)?)
+}
+
 /// Sets a named counter (one-off markers, such as a finished backfill).
 pub fn set_counter(conn: &mut DbConnection, name: &str, value: i64) -> QResult<()> {
     diesel::update(counters::table.filter(counters::name.eq(name)))

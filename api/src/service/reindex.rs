@@ -7,9 +7,10 @@
 //! Each type's index definition has a fingerprint (`fingerprint`), kept in `counters` as
 //! `index:{Type}`. Once a server has started, a thread of its own (`in_background`, under a
 //! lock one instance holds at a time) reindexes every type whose stored fingerprint differs
-//! and records its fingerprint; the next instance finds nothing to do. A database that has no fingerprint at all was indexed by a
-//! release before this mechanism, whose migrations brought its rows up to date: its
-//! fingerprints are recorded as they are. `ers-server reindex [TYPE...]` reindexes on demand.
+//! and records its fingerprint; the next instance finds nothing to do. A database that has no
+//! fingerprint at all was indexed by a release before this mechanism, whose migrations brought
+//! its rows up to date: its fingerprints are recorded as they are. `ers-server reindex
+//! [TYPE...]` reindexes on demand.
 
 use std::fmt::Write as _;
 
@@ -27,8 +28,10 @@ pub const REVISION: u32 = 2;
 /// Resources read and reindexed at a time, each page in one transaction.
 const PAGE: i64 = 500;
 
+const MARKER_PREFIX: &str = "index:";
+
 fn marker(def: &ResourceDef) -> String {
-    format!("index:{}", def.name)
+    format!("{MARKER_PREFIX}{}", def.name)
 }
 
 /// The stored types (not those derived from others' rows).
@@ -105,10 +108,13 @@ pub fn behind(c: &mut DbConnection) -> Result<Vec<&'static str>> {
 /// any) is not this build's.
 type Differing = (bool, Vec<(&'static ResourceDef, Option<i64>)>);
 fn differing(c: &mut DbConnection) -> Result<Differing> {
+    let recorded: std::collections::HashMap<String, i64> = store::counters_named(c, MARKER_PREFIX)?
+        .into_iter()
+        .collect();
     let mut first = true;
     let mut differ = Vec::new();
     for def in stored_types() {
-        let had = store::counter_value(c, &marker(def))?;
+        let had = recorded.get(&marker(def)).copied();
         first &= had.is_none();
         if had != Some(fingerprint(def)) {
             differ.push((def, had));

@@ -134,10 +134,9 @@ pub fn state_since(r: &Value) -> Option<chrono::NaiveDateTime> {
 
 /// Records in the version stored `at` when the referral entered its state, unless it says so
 /// already (an edit in the same stretch of a version that recorded it, or an imported
-/// referral): `at` when its state or service differs from
-/// those of the version it follows (`before`: none for a new referral); otherwise nothing (that
-/// version was stored before this was recorded, and `service::referral::pending` reads the
-/// history instead).
+/// referral): `at` when its state or service differs from those of the version it follows
+/// (`before`: none for a new referral); otherwise nothing (that version was stored before this
+/// was recorded, and `service::referral::pending` reads the history instead).
 pub fn stamp_since(r: &mut Value, before: Option<&Value>, at: chrono::NaiveDateTime) {
     let Some(now) = state_of(r) else {
         return;
