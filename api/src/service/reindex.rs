@@ -25,6 +25,16 @@ use crate::fhir::registry::{self, ResourceDef};
 /// `identifier` is indexed (`index::identifier_param`).
 pub const REVISION: u32 = 2;
 
+/// The order of index definitions across releases, raised with every change of any stored
+/// type's fingerprint (a test pins the fingerprints to it: `tests::DEFINITION_DIGEST`). A database
+/// records the generation that last brought its index up to date (`index:generation`); an
+/// instance of an older generation leaves an index of a newer one as it is, instead of
+/// bringing it back to its own definition (a rollback, or an older instance restarting during
+/// a rolling deploy). Databases indexed before generations were recorded count as 0.
+pub const GENERATION: i64 = 1;
+
+const GENERATION_MARKER: &str = "index:generation";
+
 /// Resources read and reindexed at a time, each page in one transaction.
 const PAGE: i64 = 500;
 
@@ -56,7 +66,11 @@ pub fn fingerprint(def: &ResourceDef) -> i64 {
             p.extract.is_some()
         );
     }
-    let digest = openssl::sha::sha256(text.as_bytes());
+    first_eight(&openssl::sha::sha256(text.as_bytes()))
+}
+
+/// A digest's first eight bytes, as a number a counter keeps.
+fn first_eight(digest: &[u8; 32]) -> i64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
@@ -79,48 +93,69 @@ pub struct Reindexed {
 /// (`in_background`); `ers-server migrate` runs it before it exits.
 pub fn catch_up(conn: &mut DbConnection, wait: bool) -> Result<Option<Vec<Reindexed>>> {
     ers_schema::reindexing(conn, wait, |c| {
-        let (first, differ) = differing(c)?;
+        let now = recorded(c)?;
+        if now.generation > GENERATION {
+            log::warn!(
+                "index: made by a newer release (generation {}; this one is {GENERATION}): left as it is",
+                now.generation
+            );
+            return Ok(Vec::new());
+        }
         let mut done = Vec::new();
-        for (def, had) in differ {
-            if !first {
+        for def in now.differ {
+            if !now.first {
                 log::info!("index of {}: its definition changed; reindexing", def.name);
                 done.push(reindex_type(c, def, &mut |_| {})?);
             }
-            record(c, def, fingerprint(def), had.is_some())?;
+            record(c, &marker(def), fingerprint(def))?;
+        }
+        if now.generation != GENERATION {
+            record(c, GENERATION_MARKER, GENERATION)?;
         }
         Ok(done)
     })
 }
 
-/// The stored types whose index rows were made by another definition than this build's and
+/// The stored types whose index rows were made by an older definition than this build's and
 /// are not yet brought to it (`catch_up`), for the readiness check.
 pub fn behind(c: &mut DbConnection) -> Result<Vec<&'static str>> {
-    let (first, differ) = differing(c)?;
-    Ok(if first {
+    let now = recorded(c)?;
+    Ok(if now.first || now.generation > GENERATION {
         Vec::new()
     } else {
-        differ.into_iter().map(|(def, _)| def.name).collect()
+        now.differ.into_iter().map(|def| def.name).collect()
     })
 }
 
-/// Whether no type has a fingerprint recorded yet (a database indexed before they were, by
-/// migrations that brought its rows up to date), and each stored type whose recorded one (if
-/// any) is not this build's.
-type Differing = (bool, Vec<(&'static ResourceDef, Option<i64>)>);
-fn differing(c: &mut DbConnection) -> Result<Differing> {
-    let recorded: std::collections::HashMap<String, i64> = store::counters_named(c, MARKER_PREFIX)?
+/// What a database records of its index.
+struct Recorded {
+    /// No type has a fingerprint yet: a database indexed before they were recorded, by
+    /// migrations that brought its rows up to date.
+    first: bool,
+    /// The generation that last brought it up to date (0 when none is recorded).
+    generation: i64,
+    /// Each stored type whose recorded fingerprint (if any) is not this build's.
+    differ: Vec<&'static ResourceDef>,
+}
+
+fn recorded(c: &mut DbConnection) -> Result<Recorded> {
+    let counters: std::collections::HashMap<String, i64> = store::counters_named(c, MARKER_PREFIX)?
         .into_iter()
         .collect();
     let mut first = true;
     let mut differ = Vec::new();
     for def in stored_types() {
-        let had = recorded.get(&marker(def)).copied();
+        let had = counters.get(&marker(def)).copied();
         first &= had.is_none();
         if had != Some(fingerprint(def)) {
-            differ.push((def, had));
+            differ.push(def);
         }
     }
-    Ok((first, differ))
+    Ok(Recorded {
+        first,
+        generation: counters.get(GENERATION_MARKER).copied().unwrap_or(0),
+        differ,
+    })
 }
 
 /// `catch_up` on a thread of its own with a connection of its own, while the server answers:
@@ -175,22 +210,24 @@ pub fn run(
     let done = ers_schema::reindexing(conn, true, |c| -> Result<Vec<Reindexed>> {
         let mut done = Vec::new();
         for def in defs {
-            let had = store::counter_value(c, &marker(def))?;
             done.push(reindex_type(c, def, &mut |n| progress(def.name, n))?);
-            record(c, def, fingerprint(def), had.is_some())?;
+            record(c, &marker(def), fingerprint(def))?;
         }
         Ok(done)
     })?;
     Ok(done.unwrap_or_default())
 }
 
-fn record(c: &mut DbConnection, def: &ResourceDef, value: i64, exists: bool) -> Result<()> {
-    if exists {
-        store::set_counter(c, &marker(def), value)?;
-    } else {
-        store::add_counter(c, &marker(def), value)?;
-    }
-    Ok(())
+/// Records a marker's value, in a write transaction that reads it first (on SQLite, where
+/// there is no reindex lock, a server and an `ers-server migrate` may both record it).
+fn record(c: &mut DbConnection, name: &str, value: i64) -> Result<()> {
+    ers_schema::write_tx(c, |c| -> Result<()> {
+        match store::counter_value(c, name)? {
+            Some(_) => store::set_counter(c, name, value)?,
+            None => store::add_counter(c, name, value)?,
+        }
+        Ok(())
+    })
 }
 
 /// Brings every live resource of a type to the index rows its content makes now, a page at a
@@ -249,4 +286,33 @@ fn reindex_type(
         );
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fingerprints of every stored type (`definition_digest`) at `GENERATION`.
+    const DEFINITION_DIGEST: i64 = -1_333_085_527_203_101_272;
+
+    /// Every stored type's fingerprint, hashed together: what `GENERATION` is pinned to.
+    fn definition_digest() -> i64 {
+        let mut text = String::new();
+        for def in stored_types() {
+            let _ = writeln!(text, "{} {}", def.name, fingerprint(def));
+        }
+        first_eight(&openssl::sha::sha256(text.as_bytes()))
+    }
+
+    /// A change of any stored type's index definition (a parameter added, a path changed,
+    /// `REVISION` raised) must raise `GENERATION`, so that an older release never takes the
+    /// index back to its own definition: this fails until it is raised and the digest set.
+    #[test]
+    fn the_index_definition_is_pinned_to_its_generation() {
+        let digest = definition_digest();
+        assert_eq!(
+            digest, DEFINITION_DIGEST,
+            "the search index definition changed: raise reindex::GENERATION (now {GENERATION}) by one and set DEFINITION_DIGEST to {digest}"
+        );
+    }
 }

@@ -1376,4 +1376,33 @@ async fn the_search_index_is_rebuilt_from_content_when_its_definition_changes() 
         !ok && err.contains("'Nope' is not a stored resource type"),
         "{err}"
     );
+    // An index a newer release brought up to date is left as it is by this one (a rollback,
+    // or an older instance restarting during a rolling deploy), and nothing is said to be
+    // behind; at this release's generation again, Patient is reindexed.
+    let patient_mark = "SELECT value AS n FROM counters WHERE name = 'index:Patient'";
+    sql(&format!(
+        "DELETE FROM counters WHERE name = 'index:generation'; \
+         INSERT INTO counters (name, value) VALUES ('index:generation', {}); \
+         UPDATE counters SET value = 0 WHERE name = 'index:Patient'",
+        ers_api::service::reindex::GENERATION + 1
+    ));
+    let (ok, out, err) = server(&["migrate"]);
+    assert!(ok && !out.contains("reindexed"), "{out}{err}");
+    assert_eq!(count(patient_mark), 0);
+    assert_eq!(index_check(&w.app).await, json!({"status": "pass"}));
+    sql(&format!(
+        "UPDATE counters SET value = {} WHERE name = 'index:generation'",
+        ers_api::service::reindex::GENERATION - 1
+    ));
+    assert_eq!(
+        index_check(&w.app).await,
+        json!({"status": "warn", "reindexing": ["Patient"]})
+    );
+    let (ok, out, err) = server(&["migrate"]);
+    assert!(ok && out.contains("Patient: "), "{out}{err}");
+    assert_ne!(count(patient_mark), 0);
+    assert_eq!(
+        count("SELECT value AS n FROM counters WHERE name = 'index:generation'"),
+        ers_api::service::reindex::GENERATION
+    );
 }
