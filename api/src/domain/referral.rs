@@ -1108,3 +1108,49 @@ mod tests {
         }
     }
 }
+
+/// A referral's commissioning rule organisation (an ODS code): the commissioner whose rules
+/// decide which services it may use, and where it came from, to say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commissioning {
+    /// Named by the caller (the search's input, or the referral's extension).
+    Named(String),
+    /// The commissioner of the patient's registered GP practice (ODS code `practice`).
+    PatientsPractice {
+        commissioner: String,
+        practice: String,
+    },
+    /// The commissioner of the referring organisation (ODS code `referrer`).
+    Referrer {
+        commissioner: String,
+        referrer: String,
+    },
+}
+
+impl Commissioning {
+    /// The commissioner's ODS code.
+    pub fn code(&self) -> &str {
+        match self {
+            Commissioning::Named(c)
+            | Commissioning::PatientsPractice {
+                commissioner: c, ..
+            }
+            | Commissioning::Referrer {
+                commissioner: c, ..
+            } => c,
+        }
+    }
+
+    /// Where it came from, for a message.
+    pub fn origin(&self) -> String {
+        match self {
+            Commissioning::Named(_) => "as named".to_owned(),
+            Commissioning::PatientsPractice { practice, .. } => {
+                format!("the commissioner of the patient's registered GP practice {practice}")
+            }
+            Commissioning::Referrer { referrer, .. } => {
+                format!("the commissioner of the referring organisation {referrer}")
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::outcome::Issue;
 use super::resources;
+use ers_schema::search::TokenMatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
@@ -46,8 +47,9 @@ pub struct SearchParamDef {
     pub paths: &'static [&'static str],
     pub targets: &'static [&'static str],
     pub doc: &'static str,
-    /// For token parameters whose codes imply others (a higher priority also matches lower).
-    pub expand: Option<fn(&str) -> Vec<&'static str>>,
+    /// For token parameters whose values imply others (a higher priority also matches lower):
+    /// every value a search value stands for, none when it is not one the parameter takes.
+    pub expand: Option<fn(&TokenMatch) -> Vec<TokenMatch>>,
     /// Values to index that no element path reaches (e.g. inside an extension), as FHIR
     /// elements of the parameter's type (a Coding for a token).
     pub extract: Option<fn(&Value) -> Vec<Value>>,
@@ -568,6 +570,15 @@ const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
         extract: None,
     },
     SearchParamDef {
+        name: "commissioned-for",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "Services a referral of this commissioning rule organisation may use (ODS code, e.g. https://fhir.nhs.uk/Id/ods-organization-code|QSA): those that list it in Extension-eRS-CommissionedBy, and those that list no commissioner",
+        expand: Some(resources::healthcare_service::commissioned_for_any),
+        extract: Some(resources::healthcare_service::extract_commissioned_for),
+    },
+    SearchParamDef {
         name: "available",
         kind: ParamKind::Availability,
         paths: &[],
@@ -633,6 +644,15 @@ const SERVICE_REQUEST_PARAMS: &[SearchParamDef] = &[
         doc: "The service the referral is with now (e.g. the triage service it awaits)",
         expand: None,
         extract: Some(resources::service_request::extract_service),
+    },
+    SearchParamDef {
+        name: "commissioning-organisation",
+        kind: ParamKind::Token,
+        paths: &[],
+        targets: &[],
+        doc: "The referral's commissioning rule organisation (ODS code, Extension-eRS-CommissioningRuleOrganisation)",
+        expand: None,
+        extract: Some(resources::service_request::extract_commissioning_org),
     },
     SearchParamDef {
         name: "state",
@@ -723,7 +743,7 @@ const SLOT_PARAMS: &[SearchParamDef] = &[
         paths: &["appointmentType"],
         targets: &[],
         doc: "Slots usable at this priority: a higher priority also returns lower-priority slots (TWO_WEEK_WAIT > URGENT > ROUTINE)",
-        expand: Some(priorities_at_or_below),
+        expand: Some(priority_values),
         extract: None,
     },
 ];
@@ -833,6 +853,17 @@ const APPOINTMENT_PARAMS: &[SearchParamDef] = &[
 ];
 
 /// e-RS priority order: a search at one priority also finds slots of the lower ones.
+/// `priority` on Slot: the priorities at or below the one asked for, in its system.
+fn priority_values(m: &TokenMatch) -> Vec<TokenMatch> {
+    priorities_at_or_below(m.code.as_deref().unwrap_or_default())
+        .into_iter()
+        .map(|c| TokenMatch {
+            system: m.system.clone(),
+            code: Some(c.to_owned()),
+        })
+        .collect()
+}
+
 pub fn priorities_at_or_below(code: &str) -> Vec<&'static str> {
     match code {
         "TWO_WEEK_WAIT" => vec!["TWO_WEEK_WAIT", "URGENT", "ROUTINE"],

@@ -946,7 +946,7 @@ fn criterion(
             if let Some(expand) = p.expand {
                 let mut expanded = Vec::new();
                 for m in &any_of {
-                    let implied = m.code.as_deref().map(expand).unwrap_or_default();
+                    let implied = expand(m);
                     if implied.is_empty() {
                         return Err(bad(
                             name,
@@ -956,10 +956,7 @@ fn criterion(
                             ),
                         ));
                     }
-                    expanded.extend(implied.into_iter().map(|c| TokenMatch {
-                        system: m.system.clone(),
-                        code: Some(c.to_owned()),
-                    }));
+                    expanded.extend(implied);
                 }
                 any_of = expanded;
             }

@@ -11,8 +11,8 @@ use super::resources::healthcare_service::{
     CLINIC_TYPE_SYSTEM, ELIGIBILITY_SYSTEM, PRIORITY_SYSTEM, REQUEST_FLOW_SYSTEM, SPECIALTY_SYSTEM,
 };
 use super::terminology;
-use crate::domain::referral::OpParam;
-use crate::domain::{NhsNumber, PostcodeArea, SdsUserId};
+use crate::domain::referral::{Commissioning, OpParam};
+use crate::domain::{NhsNumber, OdsCode, PostcodeArea, SdsUserId};
 
 pub const NAME: &str = "$ers.searchHealthcareServicesForPatient";
 
@@ -50,6 +50,8 @@ pub struct PatientServiceSearch {
     pub with_free_slots: bool,
     pub age_and_gender_appropriate: Option<bool>,
     pub named_clinician: Option<SdsUserId>,
+    /// The commissioning rule organisation named; the patient's (or the caller's) otherwise.
+    pub commissioning: Option<OdsCode>,
     pub sort: Option<SortBy>,
     pub count: Option<String>,
     pub offset: Option<String>,
@@ -80,6 +82,7 @@ const PARAMS: &[OpParam] = &[
     OpParam::new("withFreeSlots", 0, "1", "boolean", "true: only services with a free slot at the priority"),
     OpParam::new("ageAndGenderAppropriate", 0, "1", "boolean", "true (default with a patient): leave out services that do not treat the patient's age or gender"),
     OpParam::new("namedClinician", 0, "1", "string", "SDS user id of a clinician the service has a schedule for"),
+    OpParam::new("commissioningRuleOrganisation", 0, "1", "Identifier|string", "ODS code of the commissioner whose rules apply (a referral's Extension-eRS-CommissioningRuleOrganisation, when reshortlisting it); by default the commissioner of the patient's registered GP practice, else of your organisation"),
     OpParam::new("sort", 0, "1", "code", "DISTANCE (default with a postcode) or EARLIEST_AVAILABLE_SLOT"),
     OpParam::new("_count", 0, "1", "integer", "page size (1-100)"),
     OpParam::new("_offset", 0, "1", "integer", "results to skip"),
@@ -108,6 +111,28 @@ fn flag(name: &str, v: &str, issues: &mut Vec<Issue>) -> Option<bool> {
     super::parameters::boolean(&at(name), v)
         .map_err(|i| issues.push(i))
         .ok()
+}
+
+/// The value of an identifier input (`[system|]value`) in `system`, or None with the issue of
+/// another system (`what` names the identifier).
+fn in_system<'a>(
+    name: &str,
+    v: &'a str,
+    system: &str,
+    what: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<&'a str> {
+    match v.split_once('|') {
+        Some((sys, value)) if sys == system || sys.is_empty() => Some(value),
+        Some((sys, _)) => {
+            issues.push(Issue::invalid_at(
+                at(name),
+                format!("({sys}) is not the {what} system {system}"),
+            ));
+            None
+        }
+        None => Some(v),
+    }
 }
 
 fn code_of(name: &str, v: &str, system: &str, issues: &mut Vec<Issue>) -> Option<String> {
@@ -143,6 +168,7 @@ impl PatientServiceSearch {
             with_free_slots: false,
             age_and_gender_appropriate: None,
             named_clinician: None,
+            commissioning: None,
             sort: None,
             count: None,
             offset: None,
@@ -164,19 +190,10 @@ impl PatientServiceSearch {
                         }
                         continue;
                     }
-                    let number = match v.split_once('|') {
-                        Some((sys, n)) if sys == NhsNumber::SYSTEM || sys.is_empty() => n,
-                        Some((sys, _)) => {
-                            issues.push(Issue::invalid_at(
-                                at(name),
-                                format!(
-                                    "({sys}) is not the NHS number system {}",
-                                    NhsNumber::SYSTEM
-                                ),
-                            ));
-                            continue;
-                        }
-                        None => v,
+                    let Some(number) =
+                        in_system(name, v, NhsNumber::SYSTEM, "NHS number", &mut issues)
+                    else {
+                        continue;
                     };
                     match NhsNumber::parse(number) {
                         Ok(n) => s.patient = Some(PatientRef::NhsNumber(n)),
@@ -232,6 +249,21 @@ impl PatientServiceSearch {
                         Err(e) => issues.push(Issue::invalid_at(at(name), e.0)),
                     }
                 }
+                "commissioningRuleOrganisation" => {
+                    let Some(code) = in_system(
+                        name,
+                        v,
+                        OdsCode::ORGANIZATION_SYSTEM,
+                        "ODS organisation code",
+                        &mut issues,
+                    ) else {
+                        continue;
+                    };
+                    match OdsCode::parse(code) {
+                        Ok(o) => s.commissioning = Some(o),
+                        Err(e) => issues.push(Issue::invalid_at(at(name), e.0)),
+                    }
+                }
                 "sort" => match v {
                     "DISTANCE" => s.sort = Some(SortBy::Distance),
                     "EARLIEST_AVAILABLE_SLOT" | "IWT" => s.sort = Some(SortBy::EarliestSlot),
@@ -276,9 +308,15 @@ impl PatientServiceSearch {
     }
 
     /// What the answer says beside its results: that the patient's home postcode could not be
-    /// placed, so the services are neither limited to nor sorted by their distance from it.
-    pub fn notes(&self, patient: Option<&PatientFacts>) -> Vec<Issue> {
-        self.unplaced(patient)
+    /// placed, so the services are neither limited to nor sorted by their distance from it;
+    /// and which commissioner's rules chose the services, when the caller did not name one.
+    pub fn notes(
+        &self,
+        patient: Option<&PatientFacts>,
+        commissioning: Option<&Commissioning>,
+    ) -> Vec<Issue> {
+        let mut out: Vec<Issue> = self
+            .unplaced(patient)
             .map(|pc| {
                 Issue::warning(format!(
                     "the patient's home postcode ({pc}) is not one this server can place: services are not limited to or sorted by distance; give a postcode to have them"
@@ -286,13 +324,25 @@ impl PatientServiceSearch {
                 .with_expression(at("postcode"))
             })
             .into_iter()
-            .collect()
+            .collect();
+        if let Some(c) = commissioning.filter(|c| !matches!(c, Commissioning::Named(_))) {
+            out.push(
+                Issue::information(format!(
+                    "the services are those commissioned for {} ({}): a referral to them has that commissioning rule organisation; send it as NHSD-eRS-Comm-Rule-Org when searching their slots, or give commissioningRuleOrganisation to search for another",
+                    c.code(),
+                    c.origin()
+                ))
+                .with_expression(at("commissioningRuleOrganisation")),
+            );
+        }
+        out
     }
 
     /// The HealthcareService search this operation runs, given what is known of the patient.
     pub fn search_params(
         &self,
         patient: Option<&PatientFacts>,
+        commissioning: Option<&Commissioning>,
     ) -> Result<Vec<(String, String)>, Vec<Issue>> {
         // The narrowest filters first: among equally ranked criteria, the search checks them in
         // this order for each candidate service.
@@ -328,6 +378,14 @@ impl PatientServiceSearch {
                 &mut out,
                 "_has:Schedule:actor:actor:Practitioner.identifier",
                 format!("{}|{}", SdsUserId::SYSTEM, u.as_str()),
+            );
+        }
+        // Most services are open to every commissioner: the widest filter, checked last.
+        if let Some(c) = commissioning {
+            push(
+                &mut out,
+                "commissioned-for",
+                format!("{}|{}", OdsCode::ORGANIZATION_SYSTEM, c.code()),
             );
         }
         let postcode = self
@@ -529,12 +587,18 @@ mod tests {
             ("sort", "EARLIEST_AVAILABLE_SLOT"),
         ]))
         .expect("valid");
-        let q = s.search_params(None).expect("search");
+        let q = s
+            .search_params(None, Some(&Commissioning::Named("QSA".into())))
+            .expect("search");
         let has = |k: &str, v: &str| q.iter().any(|(a, b)| a == k && b == v);
         assert!(has("priority", "URGENT"));
         assert!(has("available", "URGENT"));
         assert!(has("near-postcode", "LS1 4AP|25|mi"));
         assert!(has("_sort", "earliest-slot"));
+        assert!(has(
+            "commissioned-for",
+            "https://fhir.nhs.uk/Id/ods-organization-code|QSA"
+        ));
         assert!(has(
             "characteristic",
             "https://fhir.nhs.uk/CodeSystem/eRS-RequestFlowType|BOOKABLE,https://fhir.nhs.uk/CodeSystem/eRS-RequestFlowType|REVIEW"

@@ -18,6 +18,32 @@ pub const BUSINESS_FUNCTION: &str = "NHSD-eRS-Business-Function";
 pub const ORGANISATION: &str = "NHSD-End-User-Organisation-ODS";
 pub const ON_BEHALF_OF: &str = "NHSD-eRS-On-Behalf-Of-User-ID";
 
+/// e-RS A015's slot search header: the referral's commissioning rule organisation.
+pub const COMM_RULE_ORG: &str = "NHSD-eRS-Comm-Rule-Org";
+
+/// A slot search with `NHSD-eRS-Comm-Rule-Org` finds only the slots of services commissioned
+/// for that organisation (e-RS A015): the header becomes the chained criterion
+/// `schedule.actor:HealthcareService.commissioned-for`, which its Bundle's links then carry.
+pub fn commissioning_criterion(
+    req: &HttpRequest,
+    res_type: &str,
+) -> Result<Option<(String, String)>, ApiError> {
+    if res_type != "Slot" {
+        return Ok(None);
+    }
+    let Some(raw) = header(req, COMM_RULE_ORG)? else {
+        return Ok(None);
+    };
+    let ods = OdsCode::parse(raw).map_err(|e| ApiError::BadHeader {
+        header: COMM_RULE_ORG,
+        message: e.0,
+    })?;
+    Ok(Some((
+        "schedule.actor:HealthcareService.commissioned-for".to_owned(),
+        format!("{}|{}", OdsCode::ORGANIZATION_SYSTEM, ods.as_str()),
+    )))
+}
+
 fn header<'a>(req: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str>, ApiError> {
     match req.headers().get(name) {
         None => Ok(None),

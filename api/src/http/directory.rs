@@ -30,24 +30,36 @@ pub async fn search_for_patient(
         service_search::parameters(),
     )?;
     let search = PatientServiceSearch::from_pairs(&pairs).map_err(ApiError::Search)?;
-    let facts = match search.patient.clone() {
-        Some(who) => {
-            authorise("Patient", Action::Read, &caller)?;
-            let d = draft(&req, Some(&caller));
-            let facts = super::handlers::on_conn(&state, move |c| -> Result<_, ApiError> {
-                let (row, facts) = directory::patient_for_search(c, &who)?;
-                audit::record(c, &d, &ok_outcome("R", "read"), &[audit::touched(&row)])?;
-                Ok(facts)
-            })
-            .await?;
-            Some(facts)
-        }
-        None => None,
-    };
+    if search.patient.is_some() {
+        authorise("Patient", Action::Read, &caller)?;
+    }
+    let d = draft(&req, Some(&caller));
+    let (who, named) = (search.patient.clone(), search.commissioning.clone());
+    let referrer = caller.organisation.as_str().to_owned();
+    // The patient (read and audited) and the commissioner whose rules choose the services.
+    let (facts, commissioning) =
+        super::handlers::on_conn(&state, move |c| -> Result<_, ApiError> {
+            let found = match who {
+                Some(who) => {
+                    let (row, facts) = directory::patient_for_search(c, &who)?;
+                    audit::record(c, &d, &ok_outcome("R", "read"), &[audit::touched(&row)])?;
+                    Some((row, facts))
+                }
+                None => None,
+            };
+            let commissioning = directory::commissioning_for_search(
+                c,
+                named.as_ref(),
+                found.as_ref().map(|(row, _)| row),
+                &referrer,
+            )?;
+            Ok((found.map(|(_, facts)| facts), commissioning))
+        })
+        .await?;
     let params = search
-        .search_params(facts.as_ref())
+        .search_params(facts.as_ref(), commissioning.as_ref())
         .map_err(ApiError::Search)?;
-    let notes = search.notes(facts.as_ref());
+    let notes = search.notes(facts.as_ref(), commissioning.as_ref());
     // A postcode the server cannot place is named as the operation's input, not its search's.
     run_search_on(req, def, params, None, notes, caller, state)
         .await

@@ -1047,7 +1047,8 @@ pub async fn search_get(
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
-    let params = parse_query(req.query_string())?;
+    let mut params = parse_query(req.query_string())?;
+    params.extend(super::caller::commissioning_criterion(&req, def.name)?);
     run_search(req, def, params, caller, state).await
 }
 
@@ -1059,7 +1060,8 @@ pub async fn search_post(
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
-    let params = search_form(&req, &body)?;
+    let mut params = search_form(&req, &body)?;
+    params.extend(super::caller::commissioning_criterion(&req, def.name)?);
     run_search(req, def, params, caller, state).await
 }
 

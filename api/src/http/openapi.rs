@@ -13,7 +13,7 @@ use utoipa::openapi::{
     Required,
 };
 
-use super::caller::{BUSINESS_FUNCTION, ON_BEHALF_OF, ORGANISATION};
+use super::caller::{BUSINESS_FUNCTION, COMM_RULE_ORG, ON_BEHALF_OF, ORGANISATION};
 use crate::domain::BusinessFunction;
 use crate::fhir::registry::{self, ParamKind, RESOURCES};
 use crate::fhir::search::{DEFAULT_COUNT, MAX_COUNT};
@@ -405,6 +405,13 @@ fn search_params(t: &str) -> Vec<Parameter> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+        ));
+    }
+    if t == "Slot" {
+        out.push(header(
+            COMM_RULE_ORG,
+            false,
+            "e-RS A015: the referral's commissioning rule organisation (ODS code, its Extension-eRS-CommissioningRuleOrganisation): only slots of services commissioned for it are found (as the criterion schedule.actor:HealthcareService.commissioned-for, which the Bundle's links carry). An ODS code that is not well formed is 400.",
         ));
     }
     if t == "Practitioner" {

@@ -42,7 +42,7 @@ pub struct Said {
 
 /// The A&G service a request is addressed to: it exists, is active, gives advice and
 /// guidance, and takes the request's priority.
-fn check_service(c: &mut DbConnection, body: &Value) -> Result<()> {
+fn check_service(c: &mut DbConnection, body: &Value, commissioning: Option<&str>) -> Result<()> {
     let services = sr::shortlist(body);
     let [service] = services.as_slice() else {
         // None or several: the request rules say which (`advice::check_request`).
@@ -58,17 +58,20 @@ fn check_service(c: &mut DbConnection, body: &Value) -> Result<()> {
             "is not an advice and guidance service",
         ),
         priority,
+        commissioning,
     )
 }
 
 /// A service that can take the request: it exists, is active, has one of `flows` (else
-/// `refused`) and takes the priority. `(name, at)`: how the error names the input, and where.
+/// `refused`), takes the priority and is commissioned for the request's commissioning rule
+/// organisation. `(name, at)`: how the error names the input, and where.
 fn usable_service(
     c: &mut DbConnection,
     service: &str,
     (name, at): (&str, &str),
     (flows, refused): (&[&str], &str),
     priority: &str,
+    commissioning: Option<&str>,
 ) -> Result<()> {
     let problem = match referral_svc::service_facts(c, service)? {
         None => Some((
@@ -97,7 +100,9 @@ fn usable_service(
                 f.priorities.join(", ")
             ),
         )),
-        Some(_) => None,
+        Some(f) => f
+            .uncommissioned(name, service, commissioning)
+            .map(|why| ("SHORTLISTED_SERVICE_NOT_IN_RESULTS", "business-rule", why)),
     };
     match problem {
         Some((ers, code, msg)) => Err(invalid(at, ers, code, msg)),
@@ -183,7 +188,8 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
     }
     write_tx(conn, |c| {
         referral_svc::check_requester(c, &body, caller)?;
-        check_service(c, &body)?;
+        let commissioning = referral_svc::commission(c, &mut body, caller.organisation.as_str())?;
+        check_service(c, &body, commissioning.as_deref())?;
         let ubrn = format!("{:012}", store::take_ubrn(c)?);
         let mut ids = body
             .get("identifier")
@@ -593,6 +599,7 @@ fn convert(
             "takes neither appointments nor triage referrals: name a bookable or triage service of your organisation",
         ),
         priority,
+        sr::commissioning_org(request),
     )?;
     if referral_svc::ods_behind(c, &service)?.as_deref() != Some(me) {
         return Err(invalid(
@@ -622,6 +629,9 @@ fn convert(
         if let Some(v) = request.get(field) {
             referral[field] = v.clone();
         }
+    }
+    if let Some(o) = sr::commissioning_org(request) {
+        sr::set_commissioning_org(&mut referral, o);
     }
     sr::set_state(
         &mut referral,

@@ -4,6 +4,7 @@ use ers_schema::{read_tx, store, DbConnection, ResourceRow, UniqueKey};
 use serde_json::Value;
 
 use super::ServiceError;
+use crate::domain::referral::Commissioning;
 use crate::domain::NhsNumber;
 use crate::fhir::outcome::Issue;
 use crate::fhir::service_search::{self, PatientFacts, PatientRef};
@@ -65,6 +66,87 @@ pub fn patient_for_search(
             "Parameters.parameter[patient]",
             what,
         )])
+    })
+}
+
+/// The commissioner of an organisation (`Organization/{id}`): its `partOf`, by ODS code.
+fn commissioner_of(c: &mut DbConnection, organisation: &str) -> Result<Option<String>> {
+    let Some(org) = super::referral::load_json(c, organisation)? else {
+        return Ok(None);
+    };
+    let Some(part_of) = org.get("partOf") else {
+        return Ok(None);
+    };
+    if let Some(ods) = part_of
+        .at("/identifier/value")
+        .and_then(Value::as_str)
+        .filter(|_| {
+            part_of.at("/identifier/system").and_then(Value::as_str)
+                == Some(crate::domain::OdsCode::ORGANIZATION_SYSTEM)
+        })
+    {
+        return Ok(Some(ods.to_owned()));
+    }
+    match part_of.at("/reference").and_then(Value::as_str) {
+        Some(r) if r.starts_with("Organization/") => super::referral::ods_behind(c, r),
+        _ => Ok(None),
+    }
+}
+
+/// The commissioning rule organisation a referral follows when its referrer names none: the
+/// commissioner (`Organization.partOf`) of the patient's registered GP practice
+/// (`Patient.generalPractitioner`), else of the referring organisation (ODS `referrer`); none
+/// when neither has one (the referral may then use any service).
+pub fn default_commissioning(
+    c: &mut DbConnection,
+    patient: Option<&Value>,
+    referrer: &str,
+) -> Result<Option<Commissioning>> {
+    let practices: Vec<String> = patient
+        .and_then(|p| p.get("generalPractitioner"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("reference").and_then(Value::as_str))
+        .filter(|r| r.starts_with("Organization/"))
+        .map(str::to_owned)
+        .collect();
+    for practice in practices {
+        if let Some(commissioner) = commissioner_of(c, &practice)? {
+            let practice = super::referral::ods_behind(c, &practice)?.unwrap_or(practice);
+            return Ok(Some(Commissioning::PatientsPractice {
+                commissioner,
+                practice,
+            }));
+        }
+    }
+    let Some(id) = super::referral::organisation_id(c, referrer)? else {
+        return Ok(None);
+    };
+    Ok(
+        commissioner_of(c, &format!("Organization/{id}"))?.map(|commissioner| {
+            Commissioning::Referrer {
+                commissioner,
+                referrer: referrer.to_owned(),
+            }
+        }),
+    )
+}
+
+/// The commissioning rule organisation of a patient-centred service search: the one named, else
+/// the default for the patient (read from `patient`) and the caller's organisation.
+pub fn commissioning_for_search(
+    conn: &mut DbConnection,
+    named: Option<&crate::domain::OdsCode>,
+    patient: Option<&ResourceRow>,
+    referrer: &str,
+) -> Result<Option<Commissioning>> {
+    if let Some(n) = named {
+        return Ok(Some(Commissioning::Named(n.as_str().to_owned())));
+    }
+    let patient: Option<Value> = patient.map(super::parse_stored).transpose()?;
+    read_tx(conn, |c| {
+        default_commissioning(c, patient.as_ref(), referrer)
     })
 }
 

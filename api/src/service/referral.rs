@@ -174,6 +174,50 @@ pub(super) struct ServiceFacts {
     pub priorities: Vec<String>,
     pub bookable: Vec<String>,
     pub active: bool,
+    /// The commissioners it lists (none: open to every commissioner).
+    pub commissioners: Vec<String>,
+}
+
+impl ServiceFacts {
+    /// Why the service may not be used by a referral of the `commissioning` rule organisation
+    /// (`SHORTLISTED_SERVICE_NOT_IN_RESULTS`), if it may not; `name` is the input naming it.
+    pub fn uncommissioned(
+        &self,
+        name: &str,
+        service: &str,
+        commissioning: Option<&str>,
+    ) -> Option<String> {
+        let o = commissioning?;
+        (!hs::admits(&self.commissioners, o)).then(|| format!(
+            "'{name}' ({service}) is not commissioned for {o}, the referral's commissioning rule organisation (it takes referrals commissioned by {}): the Directory of Services search does not offer it",
+            self.commissioners.join(", ")
+        ))
+    }
+}
+
+/// The commissioning rule organisation of a new referral or A&G request, recorded on it: the
+/// one it names, else the default for its patient and the `referrer` organisation (ODS code).
+/// A named one that is not an ODS code gives none here: the body's check refuses it.
+pub(super) fn commission(
+    c: &mut DbConnection,
+    body: &mut Value,
+    referrer: &str,
+) -> Result<Option<String>> {
+    let found = match sr::commissioning_org(body) {
+        Some(named) => return Ok(OdsCode::parse(named).ok().map(|o| o.as_str().to_owned())),
+        None => {
+            let patient = match body.at("/subject/reference").and_then(Value::as_str) {
+                Some(p) => load_json(c, p)?,
+                None => None,
+            };
+            super::directory::default_commissioning(c, patient.as_deref(), referrer)?
+        }
+    };
+    let found = found.map(|d| d.code().to_owned());
+    if let Some(o) = &found {
+        sr::set_commissioning_org(body, o);
+    }
+    Ok(found)
 }
 
 pub(super) fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Option<ServiceFacts>> {
@@ -186,12 +230,21 @@ pub(super) fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Opt
         priorities: codes(PRIORITY_SYSTEM),
         bookable: codes(hs::BOOKABLE_TYPE_SYSTEM),
         active: hs::is_active(&v),
+        commissioners: hs::commissioners(&v)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
     }))
 }
 
-/// Every shortlisted service exists, is active, takes referrals (bookable or triage) and
-/// supports the priority.
-fn check_shortlist(c: &mut DbConnection, services: &[String], priority: &str) -> Result<()> {
+/// Every shortlisted service exists, is active, takes referrals (bookable or triage), supports
+/// the priority and is commissioned for the referral's commissioning rule organisation.
+fn check_shortlist(
+    c: &mut DbConnection,
+    services: &[String],
+    priority: &str,
+    commissioning: Option<&str>,
+) -> Result<()> {
     let mut issues = Vec::new();
     for (i, s) in services.iter().enumerate() {
         let at = format!("ServiceRequest.performer[{i}]");
@@ -200,7 +253,11 @@ fn check_shortlist(c: &mut DbConnection, services: &[String], priority: &str) ->
             Some(f) if !f.active => issues.push(Issue::error("business-rule", "SERVICE_UNAVAILABLE", format!("'{at}' ({s}) is no longer available")).with_expression(at)),
             Some(f) if !f.flows.iter().any(|x| x == "BOOKABLE" || x == "REVIEW") => issues.push(Issue::error("business-rule", "INAPPROPRIATE_VALUE", format!("'{at}' ({s}) takes neither appointments nor triage referrals (request flows: {})", f.flows.join(", "))).with_expression(at)),
             Some(f) if !f.priorities.iter().any(|p| p == priority) => issues.push(Issue::error("business-rule", "UNSUPPORTED_PRIORITY", format!("'{at}' ({s}) does not support priority {priority} (it supports {})", f.priorities.join(", "))).with_expression(at)),
-            Some(_) => {}
+            Some(f) => {
+                if let Some(why) = f.uncommissioned(&at, s, commissioning) {
+                    issues.push(Issue::error("business-rule", "SHORTLISTED_SERVICE_NOT_IN_RESULTS", why).with_expression(at));
+                }
+            }
         }
     }
     if issues.is_empty() {
@@ -328,6 +385,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
             },
         )?;
         check_requester(c, &body, caller)?;
+        let commissioning = commission(c, &mut body, caller.organisation.as_str())?;
         let number = fetched
             .ubrn
             .ok_or_else(|| ServiceError::Internal("the read-ahead took no UBRN number".into()))?;
@@ -337,7 +395,7 @@ pub fn create(conn: &mut DbConnection, mut body: Value, who: &Acting<'_>) -> Res
         if sr::fhir_priority(&priority).is_some()
             && (1..=sr::MAX_SHORTLIST).contains(&services.len())
         {
-            check_shortlist(c, &services, &priority)?;
+            check_shortlist(c, &services, &priority, commissioning.as_deref())?;
         }
         if let Some(o) = body.as_object_mut() {
             let mut ids = o
@@ -592,7 +650,7 @@ fn change_shortlist(
                 ));
             }
             let priority = sr::ers_priority(body).unwrap_or_default().to_owned();
-            check_shortlist(c, &services, &priority)?;
+            check_shortlist(c, &services, &priority, sr::commissioning_org(body))?;
             if sr::shortlist(body) == services {
                 return Err(invalid(
                     "Parameters.parameter[service]",

@@ -31,7 +31,7 @@ pub const REVISION: u32 = 2;
 /// instance of an older generation leaves an index of a newer one as it is, instead of
 /// bringing it back to its own definition (a rollback, or an older instance restarting during
 /// a rolling deploy). Databases indexed before generations were recorded count as 0.
-pub const GENERATION: i64 = 1;
+pub const GENERATION: i64 = 2;
 
 const GENERATION_MARKER: &str = "index:generation";
 
@@ -293,7 +293,7 @@ mod tests {
     use super::*;
 
     /// The fingerprints of every stored type (`definition_digest`) at `GENERATION`.
-    const DEFINITION_DIGEST: i64 = -1_333_085_527_203_101_272;
+    const DEFINITION_DIGEST: i64 = -3_239_471_354_401_392_648;
 
     /// Every stored type's fingerprint, hashed together: what `GENERATION` is pinned to.
     fn definition_digest() -> i64 {

@@ -75,6 +75,15 @@ impl Seeder<'_> {
     }
 }
 
+/// The sandbox's commissioners (ODS codes): R69 is part of the first, R68 of the second.
+pub const NORTH_ICB: &str = "QZN";
+pub const SOUTH_ICB: &str = "QZS";
+/// A bookable sandbox service commissioned by `SOUTH_ICB` alone: referrals of R68's patients
+/// find it, R69's do not.
+pub const SOUTH_ONLY: &str = "60000";
+/// The sandbox referrals' referring organisation.
+const REFERRER: &str = "R69";
+
 fn organization(ods: &str, name: &str, kind: &str, postcode: &str, city: &str) -> Value {
     json!({
         "resourceType": "Organization",
@@ -177,29 +186,63 @@ pub fn sandbox(conn: &mut DbConnection) -> Result<SeedReport, ServiceError> {
         report: SeedReport::default(),
     };
     let ods = OdsCode::ORGANIZATION_SYSTEM;
+    // Commissioners (integrated care boards, fictional codes): each GP practice is part of one,
+    // whose commissioning rules its patients' referrals follow.
+    let mut icbs = Vec::new();
+    for (code, name, postcode, city) in [
+        (
+            NORTH_ICB,
+            "Sandbox Integrated Care Board North",
+            "LS1 4AP",
+            "Leeds",
+        ),
+        (
+            SOUTH_ICB,
+            "Sandbox Integrated Care Board South",
+            "WF1 2AB",
+            "Wakefield",
+        ),
+    ] {
+        icbs.push(s.ensure(
+            "Organization",
+            ods,
+            code,
+            organization(code, name, "pay", postcode, city),
+        )?);
+    }
+    let part_of = |mut org: Value, icb: &str| {
+        org["partOf"] = json!({"reference": format!("Organization/{icb}")});
+        org
+    };
     // Referrers (GP practices) and providers. Names are synthetic.
     let r69 = s.ensure(
         "Organization",
         ods,
         "R69",
-        organization(
-            "R69",
-            "Sandbox Referring Practice North",
-            "prov",
-            "LS1 4AP",
-            "Leeds",
+        part_of(
+            organization(
+                "R69",
+                "Sandbox Referring Practice North",
+                "prov",
+                "LS1 4AP",
+                "Leeds",
+            ),
+            &icbs[0],
         ),
     )?;
     let r68 = s.ensure(
         "Organization",
         ods,
         "R68",
-        organization(
-            "R68",
-            "Sandbox Referring Practice South",
-            "prov",
-            "WF1 2AB",
-            "Wakefield",
+        part_of(
+            organization(
+                "R68",
+                "Sandbox Referring Practice South",
+                "prov",
+                "WF1 2AB",
+                "Wakefield",
+            ),
+            &icbs[1],
         ),
     )?;
     let rcd = s.ensure(
@@ -665,6 +708,13 @@ fn directory(
         ),
         ("3".to_owned(), 2, vec!["BOOKABLE"], vec!["ROUTINE"], 0),
         ("4".to_owned(), 3, vec!["BOOKABLE"], vec!["ROUTINE"], 0),
+        (
+            SOUTH_ONLY.to_owned(),
+            0,
+            vec!["BOOKABLE"],
+            vec!["ROUTINE", "URGENT"],
+            2,
+        ),
     ]);
     // Slots start on the next weekday at 09:00 UTC; their ids fix them, so a later restart
     // does not add more.
@@ -716,6 +766,12 @@ fn directory(
         });
         if !eligibility.is_empty() {
             body["eligibility"] = Value::Array(eligibility);
+        }
+        if sid == SOUTH_ONLY {
+            body["extension"] = json!([{
+                "url": crate::fhir::resources::healthcare_service::COMMISSIONED_BY_EXTENSION,
+                "valueIdentifier": {"system": OdsCode::ORGANIZATION_SYSTEM, "value": SOUTH_ICB}
+            }]);
         }
         // The service's e-RS id is its logical id too, as in e-RS (A033 reads
         // HealthcareService/11000; A015 searches schedule.actor:HealthcareService=11000).
@@ -1018,6 +1074,7 @@ fn referrals(
             "performer": shortlist.iter().map(|r| json!({"reference": r})).collect::<Vec<_>>(),
             "reasonCode": [{"text": format!("Sandbox referral: {meaning}")}],
         });
+        super::referral::commission(s.conn, &mut body, REFERRER)?;
         if ubrn == "000000070005" {
             if let Some(f) = &first {
                 body["supportingInfo"] = json!([{"reference": format!("ServiceRequest/{f}")}]);

@@ -14,7 +14,7 @@ const STATUS: &str =
 const PDF: &[u8] =
     b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
 
-fn request(w: &World, services: &[&str], conversion: Option<&str>, text: &str) -> Value {
+pub(crate) fn request(w: &World, services: &[&str], conversion: Option<&str>, text: &str) -> Value {
     let mut extension = vec![
         json!({"url": "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority", "valueCoding": {"system": "https://fhir.nhs.uk/CodeSystem/eRS-Priority", "code": "ROUTINE"}}),
     ];

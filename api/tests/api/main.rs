@@ -8,6 +8,7 @@ mod attachments;
 mod audit;
 mod booking;
 mod bulk;
+mod commissioning;
 mod crud;
 mod directory;
 mod errors;

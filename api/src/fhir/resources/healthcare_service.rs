@@ -18,6 +18,55 @@ pub const APPOINTMENT_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Ap
 pub const CLINIC_TYPE_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ClinicType";
 pub const ELIGIBILITY_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-AgeGenderEligibility";
 
+/// A commissioner whose referrals the service accepts (valueIdentifier, an ODS organisation
+/// code; repeats). A service with none is open to referrals of every commissioner.
+pub const COMMISSIONED_BY_EXTENSION: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-CommissionedBy";
+/// How the `commissioned-for` index marks a service open to every commissioner.
+pub const OPEN_TO_ALL_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-Commissioning";
+pub const OPEN_TO_ALL: &str = "ANY_COMMISSIONER";
+
+/// The commissioners a service lists (`Extension-eRS-CommissionedBy`), as given.
+pub fn commissioners(service: &Value) -> Vec<&str> {
+    extensions_at(service, COMMISSIONED_BY_EXTENSION)
+        .filter_map(|(_, e)| e.at("/valueIdentifier/value").and_then(Value::as_str))
+        .collect()
+}
+
+/// Whether a referral whose commissioning rule organisation is `commissioner` may use a
+/// service that lists `listed` (`commissioners`): it lists that commissioner, or none. The same
+/// rule, indexed, is the `commissioned-for` search parameter (`extract_commissioned_for`,
+/// `commissioned_for_any`).
+pub fn admits<S: AsRef<str>>(listed: &[S], commissioner: &str) -> bool {
+    listed.is_empty() || listed.iter().any(|l| l.as_ref() == commissioner)
+}
+
+/// Index values of `commissioned-for`: each listed commissioner, or the open-to-all marker.
+pub fn extract_commissioned_for(service: &Value) -> Vec<Value> {
+    let listed = commissioners(service);
+    if listed.is_empty() {
+        return vec![serde_json::json!({"system": OPEN_TO_ALL_SYSTEM, "code": OPEN_TO_ALL})];
+    }
+    listed
+        .into_iter()
+        .map(|c| serde_json::json!({"system": crate::domain::OdsCode::ORGANIZATION_SYSTEM, "code": c}))
+        .collect()
+}
+
+/// A `commissioned-for` search value also finds the services open to every commissioner.
+pub fn commissioned_for_any(
+    m: &ers_schema::search::TokenMatch,
+) -> Vec<ers_schema::search::TokenMatch> {
+    let mut out = vec![m.clone()];
+    if m.code.is_some() {
+        out.push(ers_schema::search::TokenMatch {
+            system: Some(OPEN_TO_ALL_SYSTEM.to_owned()),
+            code: Some(OPEN_TO_ALL.to_owned()),
+        });
+    }
+    out
+}
+
 /// `HealthcareService.characteristic` for request flows and priorities (a bookable service is
 /// directly bookable).
 pub fn characteristics(flows: &[&str], priorities: &[&str]) -> Vec<Value> {
@@ -161,6 +210,9 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
         &[APPOINTMENT_TYPE_SYSTEM, CLINIC_TYPE_SYSTEM],
         &mut issues,
     );
+    for (i, e) in extensions_at(r, COMMISSIONED_BY_EXTENSION) {
+        ods_identifier(e, &format!("HealthcareService.extension[{i}]"), &mut issues);
+    }
     for (i, e) in r
         .get("eligibility")
         .and_then(Value::as_array)

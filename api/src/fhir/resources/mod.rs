@@ -53,6 +53,41 @@ fn unique_identifier(
     }
 }
 
+/// The extensions of a resource with one URL, each with its index among its extensions.
+pub fn extensions_at<'a>(r: &'a Value, url: &'a str) -> impl Iterator<Item = (usize, &'a Value)> {
+    r.get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(move |(_, e)| e.get("url").and_then(Value::as_str) == Some(url))
+}
+
+/// An extension's `valueIdentifier` names an organisation by its ODS code (a commissioner).
+fn ods_identifier(ext: &Value, at: &str, issues: &mut Vec<Issue>) {
+    use crate::domain::OdsCode;
+    let Some(id) = ext.get("valueIdentifier") else {
+        return; // The validator names a missing or mistyped value.
+    };
+    match id.get("system").and_then(Value::as_str) {
+        Some(OdsCode::ORGANIZATION_SYSTEM) => {}
+        other => issues.push(Issue::invalid_at(
+            format!("{at}.valueIdentifier.system"),
+            format!(
+                "({}) must be {}: the commissioner is named by its ODS code",
+                other.unwrap_or("missing"),
+                OdsCode::ORGANIZATION_SYSTEM
+            ),
+        )),
+    }
+    if let Err(e) = OdsCode::parse(id.get("value").and_then(Value::as_str).unwrap_or_default()) {
+        issues.push(Issue::invalid_at(
+            format!("{at}.valueIdentifier.value"),
+            e.0,
+        ));
+    }
+}
+
 /// The hosted types of which a business identifier system names one resource (each holds its
 /// identifiers of the system as unique keys, as the checks above make them), and the value as
 /// it is kept. A logical reference by such an identifier is resolved on write

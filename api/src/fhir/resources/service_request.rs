@@ -26,6 +26,10 @@ pub const LETTER_INTENTION_SYSTEM: &str =
 pub const REVIEW_OUTCOME_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-ReviewOutcome";
 pub const PRIORITY_EXTENSION: &str =
     "https://fhir.nhs.uk/StructureDefinition/Extension-ServiceRequest-Priority";
+/// The organisation whose commissioning rules decide which services a referral may use
+/// (valueIdentifier, an ODS organisation code; e-RS `Extension-eRS-Commissioning-Rule-Org-1`).
+pub const COMMISSIONING_EXTENSION: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-CommissioningRuleOrganisation";
 /// SNOMED CT 3457005 |Patient referral|: the category of every referral.
 pub const REFERRAL_CATEGORY: (&str, &str, &str) =
     ("http://snomed.info/sct", "3457005", "Patient referral");
@@ -53,6 +57,35 @@ pub fn ubrn_of(r: &Value) -> Option<&str> {
         .find(|i| i.get("system").and_then(Value::as_str) == Some(UBRN_SYSTEM))?
         .get("value")?
         .as_str()
+}
+
+/// The referral's commissioning rule organisation (ODS code), as given.
+pub fn commissioning_org(r: &Value) -> Option<&str> {
+    extension(r, COMMISSIONING_EXTENSION)?
+        .at("/valueIdentifier/value")?
+        .as_str()
+}
+
+/// Records the commissioning rule organisation on a referral that has none.
+pub fn set_commissioning_org(r: &mut Value, ods: &str) {
+    if commissioning_org(r).is_some() {
+        return;
+    }
+    let ext = json!({
+        "url": COMMISSIONING_EXTENSION,
+        "valueIdentifier": {"system": crate::domain::OdsCode::ORGANIZATION_SYSTEM, "value": ods}
+    });
+    match r.get_mut("extension").and_then(Value::as_array_mut) {
+        Some(list) => list.push(ext),
+        None => r["extension"] = json!([ext]),
+    }
+}
+
+/// Index values of the `commissioning-organisation` parameter.
+pub fn extract_commissioning_org(r: &Value) -> Vec<Value> {
+    commissioning_org(r)
+        .map(|c| vec![json!({"system": crate::domain::OdsCode::ORGANIZATION_SYSTEM, "code": c})])
+        .unwrap_or_default()
 }
 
 /// The extension of `r` with this URL.
@@ -411,6 +444,16 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
                 ),
             ));
         }
+    }
+    let commissioning: Vec<(usize, &Value)> = extensions_at(r, COMMISSIONING_EXTENSION).collect();
+    for (i, e) in &commissioning {
+        super::ods_identifier(e, &at(&format!("extension[{i}]")), &mut issues);
+    }
+    if let [_, (i, _), ..] = commissioning[..] {
+        issues.push(Issue::invalid_at(
+            at(&format!("extension[{i}]")),
+            "is a second commissioning rule organisation: a referral has one",
+        ));
     }
     // The UBRN and the state are the server's (set on create, changed by the operations); a
     // body to create or to `$validate` has neither.
