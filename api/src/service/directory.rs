@@ -102,6 +102,25 @@ pub fn default_commissioning(
     patient: Option<&Value>,
     referrer: &str,
 ) -> Result<Option<Commissioning>> {
+    // Each organisation and its commissioner are read in one statement (`prefetch`, through
+    // the `partof` reference index), and kept for the rest of the use case.
+    let _memo = super::memo::scope();
+    let ahead = |c: &mut DbConnection, orgs: Vec<String>| {
+        super::memo::prefetch(
+            c,
+            store::Ahead {
+                roots: orgs
+                    .into_iter()
+                    .filter_map(|r| {
+                        r.split_once('/')
+                            .map(|(t, id)| (t.to_owned(), id.to_owned()))
+                    })
+                    .collect(),
+                depth: 1,
+                ..Default::default()
+            },
+        )
+    };
     let practices: Vec<String> = patient
         .and_then(|p| p.get("generalPractitioner"))
         .and_then(Value::as_array)
@@ -111,6 +130,9 @@ pub fn default_commissioning(
         .filter(|r| r.starts_with("Organization/"))
         .map(str::to_owned)
         .collect();
+    if !practices.is_empty() {
+        ahead(c, practices.clone())?;
+    }
     for practice in practices {
         if let Some(commissioner) = commissioner_of(c, &practice)? {
             let practice = super::referral::ods_behind(c, &practice)?.unwrap_or(practice);
@@ -123,12 +145,12 @@ pub fn default_commissioning(
     let Some(id) = super::referral::organisation_id(c, referrer)? else {
         return Ok(None);
     };
+    let organisation = format!("Organization/{id}");
+    ahead(c, vec![organisation.clone()])?;
     Ok(
-        commissioner_of(c, &format!("Organization/{id}"))?.map(|commissioner| {
-            Commissioning::Referrer {
-                commissioner,
-                referrer: referrer.to_owned(),
-            }
+        commissioner_of(c, &organisation)?.map(|commissioner| Commissioning::Referrer {
+            commissioner,
+            referrer: referrer.to_owned(),
         }),
     )
 }
@@ -145,9 +167,7 @@ pub fn commissioning_for_search(
         return Ok(Some(Commissioning::Named(n.as_str().to_owned())));
     }
     let patient: Option<Value> = patient.map(super::parse_stored).transpose()?;
-    read_tx(conn, |c| {
-        default_commissioning(c, patient.as_ref(), referrer)
-    })
+    default_commissioning(conn, patient.as_ref(), referrer)
 }
 
 /// A free slot a service definer writes must start in the future: one that has begun could

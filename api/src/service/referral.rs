@@ -630,6 +630,7 @@ fn change_shortlist(
     services: Vec<String>,
     who: &Acting<'_>,
 ) -> Result<ResourceRow> {
+    let referrer = who.caller.organisation.as_str().to_owned();
     transition(
         conn,
         id,
@@ -650,7 +651,9 @@ fn change_shortlist(
                 ));
             }
             let priority = sr::ers_priority(body).unwrap_or_default().to_owned();
-            check_shortlist(c, &services, &priority, sr::commissioning_org(body))?;
+            // A referral made before commissioning rules were kept gains its default now.
+            let commissioning = commission(c, body, &referrer)?;
+            check_shortlist(c, &services, &priority, commissioning.as_deref())?;
             if sr::shortlist(body) == services {
                 return Err(invalid(
                     "Parameters.parameter[service]",

@@ -177,6 +177,38 @@ async fn a_referral_may_use_only_the_services_commissioned_for_it() {
         "SHORTLISTED_SERVICE_NOT_IN_RESULTS",
         "ServiceRequest.performer[0]",
     );
+    // A referral stored before commissioning rules were kept has none: a change of its
+    // shortlist follows (and records) its default.
+    w.app.execute_sql(&format!(
+        "UPDATE resources SET content = REPLACE(content, '{COMMISSIONING}', 'https://example.org/legacy') \
+         WHERE res_type = 'ServiceRequest' AND id = '{open_id}'"
+    ));
+    let legacy = w.app.get(&format!("ServiceRequest/{open_id}")).await.json();
+    assert_eq!(commissioning_of(&legacy), None, "{legacy}");
+    let r = w
+        .op(
+            false,
+            &open_id,
+            "$ers.changeShortlist",
+            Some(1),
+            &[("service", &south.service)],
+        )
+        .await;
+    r.assert_issue(
+        "SHORTLISTED_SERVICE_NOT_IN_RESULTS",
+        "ServiceRequest.performer[0]",
+    );
+    let r = w
+        .op(
+            false,
+            &open_id,
+            "$ers.changeShortlist",
+            Some(1),
+            &[("service", &w.bookable), ("service", &w.triage)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(commissioning_of(&r.json()).as_deref(), Some("QZN"));
     // A referrer who names QZS may shortlist it; the referral keeps the one named.
     let mut body = referral(&w, &[&south.service], "ROUTINE");
     body["extension"]
