@@ -1640,43 +1640,46 @@ async fn advice_check(c: &Client, patient: &str, role: &str) -> CheckResult {
     k.done()
 }
 
-/// Book a free slot, see it taken, see a second booking of it refused, cancel, see it free.
+/// Find a service with free slots for the patient (A010), refer to it twice, find its free
+/// slots for the referral's commissioning rule organisation (A015 with
+/// `NHSD-eRS-Comm-Rule-Org`), book one, see it taken, see a second booking of it refused,
+/// cancel, see it free.
 async fn booking_check(c: &Client, patient: &str, role: &str) -> CheckResult {
     let mut k = Check::new(
         "booking",
-        "POST Appointment books a free slot once (a second booking is 409 SLOT_NOT_AVAILABLE, and that referral is deferred to the provider, whose Task gives the date the patient is to be contacted by); cancelling frees the slot",
+        "A service with free slots from the patient search, two referrals to it, its free slots for their commissioning rule organisation (NHSD-eRS-Comm-Rule-Org); POST Appointment books one once (a second booking is 409 SLOT_NOT_AVAILABLE, and that referral is deferred to the provider, whose Task gives the date the patient is to be contacted by); cancelling frees the slot",
     );
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
     let r = c
         .send(
             "GET",
-            &format!("Slot?status=free&priority=ROUTINE&start=gt{now}&_count=1"),
+            &format!("HealthcareService/$ers.searchHealthcareServicesForPatient?patient=Patient/{patient}&priority=ROUTINE&requestFlow=BOOKABLE&withFreeSlots=true&ageAndGenderAppropriate=false&_count=1"),
             &[],
             None,
             true,
         )
         .await;
     k.saw(&r);
-    let slot = r.json()["entry"][0]["resource"].clone();
-    let (Some(slot_id), Some(schedule)) = (
-        slot["id"].as_str().map(str::to_owned),
-        slot["schedule"]["reference"].as_str().map(str::to_owned),
-    ) else {
-        k.expect(false, "no free routine slot to book");
+    let found = r.json();
+    let Some(service) = found["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["search"]["mode"] == "match")
+        .and_then(|e| e["resource"]["id"].as_str())
+        .map(|id| format!("HealthcareService/{id}"))
+    else {
+        k.expect(
+            false,
+            format!(
+                "the patient search found no bookable service with a free routine slot (status {})",
+                r.status
+            ),
+        );
         return k.done();
     };
-    let r = c.send("GET", &schedule, &[], None, true).await;
-    k.saw(&r);
-    let service = r.json()["actor"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .filter_map(|x| x["reference"].as_str())
-                .find(|x| x.starts_with("HealthcareService/"))
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
     let mut referrals = Vec::new();
+    let mut commissioning = String::new();
     for _ in 0..2 {
         let body = referral_body(patient, role, &[&service]);
         let r = c
@@ -1689,8 +1692,45 @@ async fn booking_check(c: &Client, patient: &str, role: &str) -> CheckResult {
             )
             .await;
         k.saw(&r);
-        referrals.push(r.json()["id"].as_str().unwrap_or_default().to_owned());
+        let made = r.json();
+        referrals.push(made["id"].as_str().unwrap_or_default().to_owned());
+        commissioning = made["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                e["url"]
+                    == "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-CommissioningRuleOrganisation"
+            })
+            .and_then(|e| e["valueIdentifier"]["value"].as_str())
+            .unwrap_or_default()
+            .to_owned();
     }
+    k.expect(
+        !commissioning.is_empty(),
+        "the referral records no commissioning rule organisation (Extension-eRS-CommissioningRuleOrganisation)",
+    );
+    let id = service.trim_start_matches("HealthcareService/");
+    let r = c
+        .send(
+            "GET",
+            &format!("Slot?schedule.actor:HealthcareService={id}&status=free&priority=ROUTINE&start=gt{now}&_count=1"),
+            &[("NHSD-eRS-Comm-Rule-Org", &commissioning)],
+            None,
+            true,
+        )
+        .await;
+    k.saw(&r);
+    let Some(slot_id) = r.json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .map(str::to_owned)
+    else {
+        k.expect(
+            false,
+            format!("no free routine slot of {service} for commissioner {commissioning}"),
+        );
+        return k.done();
+    };
     let book = |referral: &str| {
         json!({"resourceType": "Appointment", "status": "booked",
             "basedOn": [{"reference": format!("ServiceRequest/{referral}")}],
