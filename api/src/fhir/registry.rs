@@ -574,7 +574,7 @@ const HEALTHCARE_SERVICE_PARAMS: &[SearchParamDef] = &[
         kind: ParamKind::Token,
         paths: &[],
         targets: &[],
-        doc: "Services a referral of this commissioning rule organisation may use (ODS code, e.g. https://fhir.nhs.uk/Id/ods-organization-code|QSA): those that list it in Extension-eRS-CommissionedBy, and those that list no commissioner",
+        doc: "Services a referral of this commissioning rule organisation may use (ODS code, e.g. https://fhir.nhs.uk/Id/ods-organization-code|QZN): those that list it in Extension-eRS-CommissionedBy, and those that list no commissioner (https://fhir.nhs.uk/CodeSystem/eRS-Commissioning|ANY_COMMISSIONER finds only these)",
         expand: Some(resources::healthcare_service::commissioned_for_any),
         extract: Some(resources::healthcare_service::extract_commissioned_for),
     },
@@ -852,7 +852,6 @@ const APPOINTMENT_PARAMS: &[SearchParamDef] = &[
     },
 ];
 
-/// e-RS priority order: a search at one priority also finds slots of the lower ones.
 /// `priority` on Slot: the priorities at or below the one asked for, in its system.
 fn priority_values(m: &TokenMatch) -> Vec<TokenMatch> {
     priorities_at_or_below(m.code.as_deref().unwrap_or_default())
@@ -864,6 +863,7 @@ fn priority_values(m: &TokenMatch) -> Vec<TokenMatch> {
         .collect()
 }
 
+/// e-RS priority order: a search at one priority also finds slots of the lower ones.
 pub fn priorities_at_or_below(code: &str) -> Vec<&'static str> {
     match code {
         "TWO_WEEK_WAIT" => vec!["TWO_WEEK_WAIT", "URGENT", "ROUTINE"],

@@ -137,6 +137,18 @@ async fn a_referral_may_use_only_the_services_commissioned_for_it() {
         ))
         .await;
     assert_eq!(plain["total"], 2, "a listed and an open service: {plain}");
+    let open_only = w
+        .app
+        .search(&format!(
+            "HealthcareService?_id={},{}&commissioned-for=https://fhir.nhs.uk/CodeSystem/eRS-Commissioning|ANY_COMMISSIONER",
+            south.service, w.bookable
+        ))
+        .await;
+    assert_eq!(
+        match_ids(&open_only),
+        vec![w.bookable.clone()],
+        "{open_only}"
+    );
 
     // A referral records the commissioner it follows: Hannah's practice's.
     let r = w.create(&referral(&w, &[&w.bookable], "ROUTINE")).await;
@@ -163,15 +175,12 @@ async fn a_referral_may_use_only_the_services_commissioned_for_it() {
     let text = r.text();
     assert!(text.contains("QZN") && text.contains("QZS"), "{text}");
     // Nor change its shortlist to one.
-    let r = w
-        .op(
-            false,
-            &open_id,
-            "$ers.changeShortlist",
-            Some(1),
-            &[("service", &south.service)],
-        )
-        .await;
+    let change_shortlist = async |services: &[&str]| {
+        let named: Vec<(&str, &str)> = services.iter().map(|s| ("service", *s)).collect();
+        w.op(false, &open_id, "$ers.changeShortlist", Some(1), &named)
+            .await
+    };
+    let r = change_shortlist(&[&south.service]).await;
     r.assert_outcome(422, "business-rule");
     r.assert_issue(
         "SHORTLISTED_SERVICE_NOT_IN_RESULTS",
@@ -185,28 +194,12 @@ async fn a_referral_may_use_only_the_services_commissioned_for_it() {
     ));
     let legacy = w.app.get(&format!("ServiceRequest/{open_id}")).await.json();
     assert_eq!(commissioning_of(&legacy), None, "{legacy}");
-    let r = w
-        .op(
-            false,
-            &open_id,
-            "$ers.changeShortlist",
-            Some(1),
-            &[("service", &south.service)],
-        )
-        .await;
+    let r = change_shortlist(&[&south.service]).await;
     r.assert_issue(
         "SHORTLISTED_SERVICE_NOT_IN_RESULTS",
         "ServiceRequest.performer[0]",
     );
-    let r = w
-        .op(
-            false,
-            &open_id,
-            "$ers.changeShortlist",
-            Some(1),
-            &[("service", &w.bookable), ("service", &w.triage)],
-        )
-        .await;
+    let r = change_shortlist(&[&w.bookable, &w.triage]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(commissioning_of(&r.json()).as_deref(), Some("QZN"));
     // A referrer who names QZS may shortlist it; the referral keeps the one named.
