@@ -41,16 +41,16 @@ pub async fn search_for_patient(
         super::handlers::on_conn(&state, move |c| -> Result<_, ApiError> {
             let found = match who {
                 Some(who) => {
-                    let (row, facts) = directory::patient_for_search(c, &who)?;
+                    let (row, content, facts) = directory::patient_for_search(c, &who)?;
                     audit::record(c, &d, &ok_outcome("R", "read"), &[audit::touched(&row)])?;
-                    Some((row, facts))
+                    Some((content, facts))
                 }
                 None => None,
             };
             let commissioning = directory::commissioning_for_search(
                 c,
                 named.as_ref(),
-                found.as_ref().map(|(row, _)| row),
+                found.as_ref().map(|(content, _)| content),
                 &referrer,
             )?;
             Ok((found.map(|(_, facts)| facts), commissioning))

@@ -766,13 +766,16 @@ pub(super) struct ListSearch {
     pub list: ers_schema::worklists::ListFilter,
 }
 
+/// A search request (`GET Type?…` or `POST Type/_search`), with what its headers add
+/// (`NHSD-eRS-Comm-Rule-Org` on a slot search).
 pub(super) async fn run_search(
     req: HttpRequest,
     def: &'static ResourceDef,
-    params: Vec<(String, String)>,
+    mut params: Vec<(String, String)>,
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Reply {
+    params.extend(super::caller::commissioning_criterion(&req, def.name)?);
     run_search_on(req, def, params, None, Vec::new(), caller, state).await
 }
 
@@ -1047,8 +1050,7 @@ pub async fn search_get(
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
-    let mut params = parse_query(req.query_string())?;
-    params.extend(super::caller::commissioning_criterion(&req, def.name)?);
+    let params = parse_query(req.query_string())?;
     run_search(req, def, params, caller, state).await
 }
 
@@ -1060,8 +1062,7 @@ pub async fn search_post(
     state: web::Data<AppState>,
 ) -> Reply {
     let def = resource_def(&path)?;
-    let mut params = search_form(&req, &body)?;
-    params.extend(super::caller::commissioning_criterion(&req, def.name)?);
+    let params = search_form(&req, &body)?;
     run_search(req, def, params, caller, state).await
 }
 

@@ -12,13 +12,14 @@ use crate::fhir::At;
 
 use super::Result;
 
+/// A patient a patient-centred service search is for: the stored row, its content, and what
+/// the search uses of them.
+pub type SearchedPatient = (ResourceRow, Value, PatientFacts);
+
 /// The patient a patient-centred service search is for, and what the search uses of them.
-pub fn patient_for_search(
-    conn: &mut DbConnection,
-    who: &PatientRef,
-) -> Result<(ResourceRow, PatientFacts)> {
+pub fn patient_for_search(conn: &mut DbConnection, who: &PatientRef) -> Result<SearchedPatient> {
     // One read transaction for the patient and where they live.
-    let found = read_tx(conn, |c| -> Result<Option<(ResourceRow, PatientFacts)>> {
+    let found = read_tx(conn, |c| -> Result<Option<SearchedPatient>> {
         let id = match who {
             PatientRef::Id(id) => Some(id.clone()),
             PatientRef::NhsNumber(n) => store::unique_owner(
@@ -50,7 +51,7 @@ pub fn patient_for_search(
                 facts.unplaced_postcode = facts.postcode.take();
             }
         }
-        Ok(Some((row, facts)))
+        Ok(Some((row, content, facts)))
     })?;
     found.ok_or_else(|| {
         let what = match who {
@@ -156,18 +157,17 @@ pub fn default_commissioning(
 }
 
 /// The commissioning rule organisation of a patient-centred service search: the one named, else
-/// the default for the patient (read from `patient`) and the caller's organisation.
+/// the default for the patient and the caller's organisation.
 pub fn commissioning_for_search(
     conn: &mut DbConnection,
     named: Option<&crate::domain::OdsCode>,
-    patient: Option<&ResourceRow>,
+    patient: Option<&Value>,
     referrer: &str,
 ) -> Result<Option<Commissioning>> {
-    if let Some(n) = named {
-        return Ok(Some(Commissioning::Named(n.as_str().to_owned())));
+    match named {
+        Some(n) => Ok(Some(Commissioning::Named(n.as_str().to_owned()))),
+        None => default_commissioning(conn, patient, referrer),
     }
-    let patient: Option<Value> = patient.map(super::parse_stored).transpose()?;
-    default_commissioning(conn, patient.as_ref(), referrer)
 }
 
 /// A free slot a service definer writes must start in the future: one that has begun could

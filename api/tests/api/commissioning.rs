@@ -6,7 +6,7 @@
 
 use crate::booking::clinic;
 use crate::helpers::*;
-use crate::referrals::{referral, world, World};
+use crate::referrals::{referral, world, World, UBRN};
 use serde_json::{json, Value};
 
 const COMMISSIONING: &str =
@@ -150,6 +150,15 @@ async fn a_referral_may_use_only_the_services_commissioned_for_it() {
         "{open_only}"
     );
 
+    // The sandbox referrals carry theirs: 000000070000 is Hannah's (QZN), 000000070001 Terry's.
+    for (ubrn, commissioner) in [("000000070000", "QZN"), ("000000070001", "QZS")] {
+        let b = w
+            .app
+            .search(&format!("ServiceRequest?identifier={UBRN}|{ubrn}"))
+            .await;
+        let r = &b["entry"][0]["resource"];
+        assert_eq!(commissioning_of(r).as_deref(), Some(commissioner), "{b}");
+    }
     // A referral records the commissioner it follows: Hannah's practice's.
     let r = w.create(&referral(&w, &[&w.bookable], "ROUTINE")).await;
     assert_eq!(r.status, 201, "{}", r.text());
