@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::domain::calendar::WorkingDays;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeedMode {
     Sandbox,
@@ -123,6 +125,10 @@ pub struct Settings {
     /// (default 30; 0: looked up on every request). A role added is seen at once (a miss looks
     /// again); a role removed stops working within this time.
     pub role_cache_secs: u64,
+    /// `ERS_BANK_HOLIDAYS`: days off beyond the bank holidays of England and Wales this
+    /// release knows (ISO dates, comma-separated: a special bank holiday announced later). A
+    /// deferred referral's contact-by date counts working days without them.
+    pub working_days: WorkingDays,
 }
 
 impl Default for Settings {
@@ -164,6 +170,7 @@ impl Default for Settings {
             export_ttl_secs: 3600,
             export_file_resources: 10_000,
             role_cache_secs: 30,
+            working_days: WorkingDays::default(),
         }
     }
 }
@@ -371,6 +378,20 @@ impl Settings {
                 ))
             })?;
         }
+        if let Some(v) = get("ERS_BANK_HOLIDAYS").filter(|v| !v.trim().is_empty()) {
+            let days = v
+                .split(',')
+                .map(|d| {
+                    chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
+                        ConfigError(format!(
+                            "ERS_BANK_HOLIDAYS: '{}' is not a date (YYYY-MM-DD, comma-separated)",
+                            d.trim()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            s.working_days = WorkingDays::with_days_off(days);
+        }
         if let Some(v) = get("ERS_IDEMPOTENCY_KEY_HOURS").filter(|v| !v.is_empty()) {
             s.idempotency_key_hours = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!(
@@ -490,5 +511,21 @@ mod tests {
         let e = Settings::from_lookup(|k| (k == "ERS_SEARCH_TOTAL_UP_TO").then(|| "0".into()))
             .expect_err("zero");
         assert!(e.to_string().contains("ERS_SEARCH_TOTAL_UP_TO"));
+        let s = Settings::from_lookup(|k| {
+            (k == "ERS_BANK_HOLIDAYS").then(|| "2027-06-07, 2026-12-31".into())
+        })
+        .expect("days off");
+        assert_eq!(
+            s.working_days
+                .days_off()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>(),
+            ["2026-12-31", "2027-06-07"]
+        );
+        let e = Settings::from_lookup(|k| {
+            (k == "ERS_BANK_HOLIDAYS").then(|| "2027-06-07,7 June".into())
+        })
+        .expect_err("not a date");
+        assert!(e.to_string().contains("'7 June'"), "{e}");
     }
 }

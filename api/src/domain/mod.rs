@@ -1,6 +1,7 @@
 //! Pure domain rules: no actix, diesel or fhirbolt here.
 
 pub mod advice;
+pub mod calendar;
 pub mod caller;
 pub mod identifiers;
 pub mod referral;

@@ -125,24 +125,6 @@ impl Deferral {
     }
 }
 
-/// The day `days` working days after `from` (weekends are not working days): the date by which
-/// a deferred patient is contacted.
-pub fn working_days_after(from: chrono::NaiveDate, days: u32) -> chrono::NaiveDate {
-    use chrono::{Datelike, Weekday};
-    let mut day = from;
-    let mut left = days;
-    while left > 0 {
-        let Some(next) = day.succ_opt() else {
-            break;
-        };
-        day = next;
-        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
-            left -= 1;
-        }
-    }
-    day
-}
-
 /// What a user can do to a referral (e-RS A029 codes where e-RS has one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReferralAction {
@@ -901,21 +883,6 @@ pub enum Listable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn contact_dates_count_working_days_only() {
-        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("a date");
-        // Monday 2026-12-07.
-        assert_eq!(working_days_after(d("2026-12-07"), 0), d("2026-12-07"));
-        assert_eq!(working_days_after(d("2026-12-07"), 2), d("2026-12-09"));
-        assert_eq!(working_days_after(d("2026-12-07"), 5), d("2026-12-14"));
-        // From a Friday, a Saturday and a Sunday, the next working day is Monday.
-        for from in ["2026-12-11", "2026-12-12", "2026-12-13"] {
-            assert_eq!(working_days_after(d(from), 1), d("2026-12-14"), "{from}");
-        }
-        // 40 working days are eight weeks.
-        assert_eq!(working_days_after(d("2026-12-07"), 40), d("2027-02-01"));
-    }
 
     #[test]
     fn only_the_appointment_actions_and_cancelling_the_referral_wait_on_its_time() {

@@ -148,8 +148,9 @@ pub async fn summary(
     let base = base_url(&req, &state);
     let d = draft(&req, Some(&caller));
     let conversations = authorise("Communication", Action::Read, &caller).is_ok();
+    let calendar = state.settings.working_days.clone();
     let info = on_conn(&state, move |c| {
-        letters::clinical_information(c, &id, &caller, &d, conversations)
+        letters::clinical_information(c, &id, &caller, &d, conversations, &calendar)
     })
     .await?;
     let (ubrn, name, bytes, bundle) = match &info {
@@ -195,8 +196,9 @@ pub async fn patient_letter(
         ));
     }
     let d = draft(&req, Some(&caller));
+    let calendar = state.settings.working_days.clone();
     let info = on_conn(&state, move |c| {
-        crate::service::letters::patient_letter(c, &id, &caller, &d)
+        crate::service::letters::patient_letter(c, &id, &caller, &d, &calendar)
     })
     .await?;
     let ubrn = crate::fhir::resources::service_request::ubrn_of(&info.referral)

@@ -1,6 +1,7 @@
 //! One short handler per FHIR interaction. Each: resolve the type, parse, run the use case in
 //! `web::block`, write the response. No rules here.
 
+use crate::domain::calendar::WorkingDays;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use ers_schema::search::Count;
@@ -842,6 +843,8 @@ pub(super) struct Search {
     /// The links' path: the type, or the worklist operation.
     path: String,
     of_list: bool,
+    /// Whose working days the provider's contact-by dates count (`_revinclude=Task:focus`).
+    calendar: WorkingDays,
 }
 
 impl Search {
@@ -878,6 +881,7 @@ impl Search {
             request,
             path,
             of_list: list.is_some(),
+            calendar: state.settings.working_days.clone(),
         })
     }
 
@@ -904,7 +908,7 @@ impl Search {
             let mut tasks = 0;
             for row in &result.matches {
                 let now = crate::service::referral::actions_on(c, row, caller)?;
-                let pending = crate::service::referral::pending(c, row)?;
+                let pending = crate::service::referral::pending(c, row, &self.calendar)?;
                 let n = super::referrals::offered("", &row.id, &now).1.len()
                     + usize::from(pending.is_some());
                 if tasks + n > svc::MAX_INCLUDED {

@@ -194,11 +194,12 @@ async fn search(
     let asked = asked(params, &base, prefer(&req).strict)?;
     let d = draft(&req, Some(&caller));
     let id = asked.focus.id.clone();
+    let calendar = state.settings.working_days.clone();
     // One the caller may not see is as one that does not exist: no Tasks.
     let found = on_read(&state, move |c| -> Result<_, ApiError> {
         match svc::available_actions(c, &id, &caller) {
             Ok((row, now)) => {
-                let pending = svc::pending(c, &row)?;
+                let pending = svc::pending(c, &row, &calendar)?;
                 Ok(Some((row, now, pending)))
             }
             Err(ServiceError::NotFound { .. } | ServiceError::NotVisible { .. }) => Ok(None),

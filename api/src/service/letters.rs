@@ -14,6 +14,7 @@ use super::audit::{self, AuditDraft, Outcome, Touched};
 use super::referral::{invalid, load_json};
 use super::resource;
 use super::{scope, stored_value, Result, ServiceError};
+use crate::domain::calendar::WorkingDays;
 use crate::domain::Caller;
 use crate::fhir::registry;
 use crate::fhir::resources::advice as ag;
@@ -72,6 +73,7 @@ pub fn clinical_information(
     caller: &Caller,
     draft: &AuditDraft,
     conversations: bool,
+    calendar: &WorkingDays,
 ) -> Result<Information> {
     let (row, request) = readable(conn, id, caller)?;
     if ag::is_advice(&request) {
@@ -84,7 +86,7 @@ pub fn clinical_information(
         return advice::summary_of(conn, &row, request, draft)
             .map(|s| Information::Advice(Box::new(s)));
     }
-    let mut info = gather(conn, &row, request, true)?;
+    let mut info = gather(conn, &row, request, true, calendar)?;
     if !conversations {
         info.advice = None;
     }
@@ -105,6 +107,7 @@ pub fn patient_letter(
     id: &str,
     caller: &Caller,
     draft: &AuditDraft,
+    calendar: &WorkingDays,
 ) -> Result<ReferralInformation> {
     if !caller.business_function.is_referrer() {
         return Err(ServiceError::Forbidden(format!(
@@ -121,7 +124,7 @@ pub fn patient_letter(
             format!("ServiceRequest/{id} is an advice and guidance request: a patient letter is about a referral"),
         ));
     }
-    let info = gather(conn, &row, request, false)?;
+    let info = gather(conn, &row, request, false, calendar)?;
     record(
         conn,
         draft,
@@ -150,12 +153,14 @@ fn loaded(c: &mut DbConnection, reference: Option<&str>) -> Result<Option<Value>
 }
 
 /// Everything about the referral; `full` adds its documents, history and the advice it came
-/// from (the letter shows none of them).
+/// from (the letter shows none of them). A deferred referral's contact-by date counts
+/// `calendar`'s working days.
 fn gather(
     c: &mut DbConnection,
     row: &ResourceRow,
     referral: Value,
     full: bool,
+    calendar: &WorkingDays,
 ) -> Result<ReferralInformation> {
     let patient = loaded(c, referral.at("/subject/reference").and_then(Value::as_str))?;
     let requester = loaded(
@@ -202,7 +207,7 @@ fn gather(
             .map(str::to_owned)
     });
     let location = loaded(c, at.as_deref())?;
-    let pending = super::referral::pending(c, row)?;
+    let pending = super::referral::pending(c, row, calendar)?;
     let (documents, history, advice) = if full {
         let documents = advice::related(c, "DocumentReference", "related", &row.id, "date")?;
         let history = history(c, &row.id)?;

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use super::audit::AuditDraft;
 use super::resource::{self, Writer};
 use super::ServiceError;
+use crate::domain::calendar::WorkingDays;
 use crate::domain::referral::{
-    self, working_days_after, Deferral, ReferralAction, ReferralState, Refusal, Relation,
-    ReviewOutcome,
+    self, Deferral, ReferralAction, ReferralState, Refusal, Relation, ReviewOutcome,
 };
 use crate::domain::{Caller, OdsCode, SdsUserId};
 use crate::fhir::outcome::Issue;
@@ -1142,10 +1142,14 @@ pub struct Pending {
     pub contact_by: chrono::NaiveDate,
 }
 
-/// What the provider is to do about the referral `row` (its current version), if anything.
-/// Reads the referral's history only when it is deferred and was stored before the state's
-/// start was recorded on it.
-pub fn pending(conn: &mut DbConnection, row: &ResourceRow) -> Result<Option<Pending>> {
+/// What the provider is to do about the referral `row` (its current version), if anything,
+/// its contact-by date counted in `calendar`'s working days. Reads the referral's history only
+/// when it is deferred and was stored before the state's start was recorded on it.
+pub fn pending(
+    conn: &mut DbConnection,
+    row: &ResourceRow,
+    calendar: &WorkingDays,
+) -> Result<Option<Pending>> {
     let body = super::memo::parsed(row)?;
     if crate::fhir::resources::advice::is_advice(&body) {
         return Ok(None);
@@ -1181,7 +1185,7 @@ pub fn pending(conn: &mut DbConnection, row: &ResourceRow) -> Result<Option<Pend
         deferral,
         since,
         service: now.service,
-        contact_by: working_days_after(crate::fhir::datetime::uk_date(since), days),
+        contact_by: calendar.after(crate::fhir::datetime::uk_date(since), days),
     }))
 }
 

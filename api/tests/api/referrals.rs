@@ -1958,13 +1958,62 @@ async fn a_page_includes_at_most_a_thousand_tasks() {
     );
 }
 
-/// How many weekdays come after `from`, up to and including `to`.
-fn weekdays_after(from: chrono::NaiveDate, to: chrono::NaiveDate) -> usize {
+/// The bank holidays of England and Wales, 2026 to 2030 (gov.uk's list, and the same rules
+/// after it), and the day off the deferral test's server is given (`ERS_BANK_HOLIDAYS`).
+const DAYS_OFF: [&str; 41] = [
+    "2026-01-01",
+    "2026-04-03",
+    "2026-04-06",
+    "2026-05-04",
+    "2026-05-25",
+    "2026-08-31",
+    "2026-12-25",
+    "2026-12-28",
+    "2027-01-01",
+    "2027-03-26",
+    "2027-03-29",
+    "2027-05-03",
+    "2027-05-31",
+    "2027-08-30",
+    "2027-12-27",
+    "2027-12-28",
+    "2028-01-03",
+    "2028-04-14",
+    "2028-04-17",
+    "2028-05-01",
+    "2028-05-29",
+    "2028-08-28",
+    "2028-12-25",
+    "2028-12-26",
+    "2029-01-01",
+    "2029-03-30",
+    "2029-04-02",
+    "2029-05-07",
+    "2029-05-28",
+    "2029-08-27",
+    "2029-12-25",
+    "2029-12-26",
+    "2030-01-01",
+    "2030-04-19",
+    "2030-04-22",
+    "2030-05-06",
+    "2030-05-27",
+    "2030-08-26",
+    "2030-12-25",
+    "2030-12-26",
+    EXTRA_DAY_OFF,
+];
+const EXTRA_DAY_OFF: &str = "2027-01-08";
+
+/// How many working days come after `from`, up to and including `to`: weekdays not in
+/// `DAYS_OFF`.
+fn working_days_after(from: chrono::NaiveDate, to: chrono::NaiveDate) -> usize {
     use chrono::Datelike;
     from.iter_days()
         .skip(1)
         .take_while(|d| *d <= to)
         .filter(|d| d.weekday().num_days_from_monday() < 5)
+        .filter(|d| !DAYS_OFF.contains(&d.to_string().as_str()))
         .count()
 }
 
@@ -1973,7 +2022,15 @@ fn weekdays_after(from: chrono::NaiveDate, to: chrono::NaiveDate) -> usize {
 /// (the priority's working days from the deferral). It lasts as long as the state does.
 #[actix_web::test]
 async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
-    let w = world().await;
+    // A day off beyond the bank holidays, as an operator adds one announced after a release.
+    let extra = chrono::NaiveDate::parse_from_str(EXTRA_DAY_OFF, "%Y-%m-%d").expect("date");
+    let w = world_with(ers_api::config::Settings {
+        seed: ers_api::config::SeedMode::Sandbox,
+        rate_limit_per_sec: 0,
+        working_days: ers_api::domain::calendar::WorkingDays::with_days_off([extra]),
+        ..ers_api::config::Settings::default()
+    })
+    .await;
     let c = crate::booking::clinic(&w, "11000").await;
     let id = w.new_referral(&[&c.service], "URGENT").await;
     let deferral = json!({
@@ -2046,9 +2103,13 @@ async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
         .expect("a date")
     };
     let contact_by = by(t);
-    assert_eq!(weekdays_after(uk_day(&deferred_at), contact_by), 10, "{t}");
     assert_eq!(
-        weekdays_after(contact_by.pred_opt().expect("day"), contact_by),
+        working_days_after(uk_day(&deferred_at), contact_by),
+        10,
+        "{t}"
+    );
+    assert_eq!(
+        working_days_after(contact_by.pred_opt().expect("day"), contact_by),
         1,
         "a working day: {t}"
     );
@@ -2119,6 +2180,23 @@ async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
         &stored_since(earlier),
     ));
     authored(earlier).await;
+    // The contact-by date skips bank holidays and the server's days off: 10 working days from
+    // Wednesday 23 December 2026 pass Christmas, Boxing Day's substitute (Monday 28), New
+    // Year's Day and the extra Friday 8 January, to Tuesday 12 January (Wednesday 6 January
+    // counting weekends only).
+    let christmas = "2026-12-23T10:00:00Z";
+    w.app.execute_sql(&in_current(
+        &stored_since(earlier),
+        &stored_since(christmas),
+    ));
+    let b = tasks(format!("Task?focus=ServiceRequest/{id}")).await;
+    let found = deferrals(&b, "match");
+    assert_eq!(found.len(), 1, "{b}");
+    assert_eq!(by(&found[0]).to_string(), "2027-01-12", "{b}");
+    w.app.execute_sql(&in_current(
+        &stored_since(christmas),
+        &stored_since(earlier),
+    ));
     // ...and one stored before it was recorded finds it in the referral's history.
     w.app.execute_sql(&in_current(&stored_since(earlier), ""));
     authored(&deferred_at).await;
@@ -2181,7 +2259,11 @@ async fn a_deferred_referral_is_a_task_for_its_provider_until_it_is_booked() {
         found[0]["owner"]["reference"],
         format!("HealthcareService/{}", w.triage)
     );
-    assert_eq!(weekdays_after(uk_day(&sent_at), by(&found[0])), 40, "{b}");
+    assert_eq!(
+        working_days_after(uk_day(&sent_at), by(&found[0])),
+        40,
+        "{b}"
+    );
 }
 
 /// `Patient/{id}/$everything`: the patient and the compartment the caller may see, with what it
