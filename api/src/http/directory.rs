@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::handlers::{authorise, draft, ok_outcome, operation_inputs, run_search_on};
+use super::handlers::{authorise, operation_inputs, run_planned_search, Plan};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::outcome::Issue;
@@ -33,35 +33,34 @@ pub async fn search_for_patient(
     if search.patient.is_some() {
         authorise("Patient", Action::Read, &caller)?;
     }
-    let d = draft(&req, Some(&caller));
-    let (who, named) = (search.patient.clone(), search.commissioning.clone());
     let referrer = caller.organisation.as_str().to_owned();
-    // The patient (read and audited) and the commissioner whose rules choose the services.
-    let (facts, commissioning) =
-        super::handlers::on_conn(&state, move |c| -> Result<_, ApiError> {
-            let found = match who {
-                Some(who) => {
-                    let (row, content, facts) = directory::patient_for_search(c, &who)?;
-                    audit::record(c, &d, &ok_outcome("R", "read"), &[audit::touched(&row)])?;
-                    Some((content, facts))
-                }
-                None => None,
-            };
-            let commissioning = directory::commissioning_for_search(
-                c,
-                named.as_ref(),
-                found.as_ref().map(|(content, _)| content),
-                &referrer,
-            )?;
-            Ok((found.map(|(_, facts)| facts), commissioning))
+    // The patient (read and audited), the commissioner whose rules choose the services, and
+    // the search they make, on the connection the search runs on.
+    let plan = move |c: &mut ers_schema::PooledConn| -> Result<Plan, ApiError> {
+        let found = match &search.patient {
+            Some(who) => Some(directory::patient_for_search(c, who)?),
+            None => None,
+        };
+        let commissioning = directory::commissioning_for_search(
+            c,
+            search.commissioning.as_ref(),
+            found.as_ref().map(|(_, content, _)| content),
+            &referrer,
+        )?;
+        let facts = found.as_ref().map(|(_, _, facts)| facts);
+        Ok(Plan {
+            params: search
+                .search_params(facts, commissioning.as_ref())
+                .map_err(ApiError::Search)?,
+            notes: search.notes(facts, commissioning.as_ref()),
+            read: found
+                .iter()
+                .map(|(row, _, _)| audit::touched(row))
+                .collect(),
         })
-        .await?;
-    let params = search
-        .search_params(facts.as_ref(), commissioning.as_ref())
-        .map_err(ApiError::Search)?;
-    let notes = search.notes(facts.as_ref(), commissioning.as_ref());
+    };
     // A postcode the server cannot place is named as the operation's input, not its search's.
-    run_search_on(req, def, params, None, notes, caller, state)
+    run_planned_search(req, def, plan, caller, state)
         .await
         .map_err(|e| match e {
             ApiError::Service(ServiceError::BadSearch { param, message }) => {

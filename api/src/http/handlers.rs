@@ -812,6 +812,55 @@ pub(super) async fn run_search_on(
     negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
 }
 
+/// A search worked out on its own connection before it runs (`run_planned_search`): its
+/// parameters, the notes its Bundle's outcome carries, and what was read to work them out
+/// (audited as read).
+pub(super) struct Plan {
+    pub params: Vec<(String, String)>,
+    pub notes: Vec<Issue>,
+    pub read: Vec<Touched>,
+}
+
+/// A type search whose parameters `plan` works out from what it reads, on the connection the
+/// search then runs on: one turn at the pool. What `plan` read is audited as read even when
+/// the search it planned then fails.
+pub(super) async fn run_planned_search(
+    req: HttpRequest,
+    def: &'static ResourceDef,
+    plan: impl Fn(&mut ers_schema::PooledConn) -> Result<Plan, ApiError> + Send + 'static,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Reply {
+    let d = draft(&req, Some(&caller));
+    negotiate::response_format(&req)?;
+    let strict = prefer(&req).strict;
+    let (who, settings) = (caller.clone(), state.clone());
+    let (read, searched) = on_read(&state, move |c| -> Result<_, ApiError> {
+        let Plan {
+            params,
+            notes,
+            read,
+        } = plan(c)?;
+        let searched = Search::prepare(def, params, None, strict, &who, &settings)
+            .and_then(|search| Ok((search.execute(c, None, &who)?, search, notes)));
+        Ok((read, searched))
+    })
+    .await?;
+    if !read.is_empty() {
+        state
+            .audit
+            .record(&d, &ok_outcome("R", "read"), &read)
+            .await?;
+    }
+    let (result, search, notes) = searched?;
+    let (bundle, touched) = search.bundle(&base_url(&req, &state), result, notes)?;
+    state
+        .audit
+        .record(&d, &ok_outcome("E", "search-type"), &touched)
+        .await?;
+    negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
+}
+
 /// What a search found: its result, and for `_revinclude=Task:focus` the actions available on
 /// the first matches and what their providers are to do, in their order (as many as the Tasks'
 /// bound allowed).

@@ -1238,6 +1238,21 @@ async fn patient_centred_service_search_operation() {
             .any(|e| e["resource"]["resourceType"] == "Location"),
         "locations are included"
     );
+    // Reading the patient to search for them is audited as a read of that patient, and the
+    // search as a search.
+    let id = app.search("Patient?identifier=9912003888").await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("the sandbox patient")
+        .to_owned();
+    let read = auditor_search(&app, &format!("entity=Patient/{id}&subtype=read")).await;
+    assert_eq!(read["total"], 1, "{read}");
+    let searched = auditor_search(&app, "subtype=search-type&_count=100").await;
+    assert!(
+        searched
+            .to_string()
+            .contains("searchHealthcareServicesForPatient"),
+        "{searched}"
+    );
     // The same search as plain search parameters finds the same services.
     let plain = app.search("HealthcareService?active=true&priority=URGENT&specialty=CARDIOLOGY&available=URGENT&near-postcode=LS1%204AP|100|mi&eligibility:not=MALE_ONLY&eligibility:not=CHILDREN_ONLY").await;
     assert_eq!(plain["total"], b["total"]);
