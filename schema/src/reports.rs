@@ -118,6 +118,39 @@ impl Projection {
     }
 }
 
+/// Of these services, each one's earliest free slot (live, not deleted) starting from `from`
+/// at one of `priorities`: one grouped statement over the slots' rows. A service with none is
+/// left out.
+pub fn earliest_free_slots(
+    conn: &mut DbConnection,
+    services: &[&str],
+    priorities: &[&str],
+    from: NaiveDateTime,
+) -> QResult<Vec<(String, NaiveDateTime)>> {
+    if services.is_empty() || priorities.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, Option<NaiveDateTime>)> = report_slots::table
+        .filter(report_slots::service_id.eq_any(services))
+        // Written out, not bound, so that both databases use the partial index of free slots
+        // (`report_slots_free`: service, start).
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "report_slots.status = 'free' AND report_slots.deleted = 0 AND report_slots.live = 1",
+        ))
+        .filter(report_slots::priority.eq_any(priorities))
+        .filter(report_slots::start.ge(from))
+        .group_by(report_slots::service_id)
+        .select((
+            report_slots::service_id,
+            diesel::dsl::min(report_slots::start),
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(service, start)| Some((service, start?)))
+        .collect())
+}
+
 /// The slots of `schedule` now belong to `service_id` (of `provider_org`, in `specialty`):
 /// rows of another service are rewritten, the rest left alone.
 pub fn move_slots(

@@ -11,6 +11,9 @@ pub struct Entry<'a> {
     pub include: bool,
     /// For a `near` search: how far the match is, in km.
     pub distance_km: Option<f64>,
+    /// For a patient-centred service search: how soon the service could see the patient
+    /// (`Extension-eRS-IndicativeWaitTime`, made by `service_search::wait_extension`).
+    pub wait: Option<Value>,
 }
 
 /// An entry's resource: its stored JSON text, written into the Bundle as it is (a search page
@@ -88,12 +91,17 @@ pub fn searchset(
         .into_iter()
         .map(|e| {
             let mut search = json!({"mode": if e.include { "include" } else { "match" }});
+            let mut extension = Vec::new();
             if let Some(d) = e.distance_km {
                 let value = (d * 1000.0).round() / 1000.0;
-                search["extension"] = json!([{
+                extension.push(json!({
                     "url": "http://hl7.org/fhir/StructureDefinition/location-distance",
                     "valueDistance": {"value": value, "unit": "km", "system": "http://unitsofmeasure.org", "code": "km"},
-                }]);
+                }));
+            }
+            extension.extend(e.wait);
+            if !extension.is_empty() {
+                search["extension"] = Value::Array(extension);
             }
             BundleEntry {
                 full_url: Some(e.full_url),

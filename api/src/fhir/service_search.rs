@@ -59,6 +59,36 @@ pub struct PatientServiceSearch {
     pub total: Option<String>,
 }
 
+/// The search entry extension that says how soon a found service could see the patient.
+pub const WAIT_EXTENSION: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-IndicativeWaitTime";
+pub const WAIT_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-IndicativeWaitTime";
+
+/// `wait` as the search entry's `Extension-eRS-IndicativeWaitTime`: its code, and for a free
+/// slot its start and the days from `today` (in the UK) to its day there.
+pub fn wait_extension(wait: &crate::service::directory::Wait, today: NaiveDate) -> Value {
+    use crate::service::directory::Wait;
+    let code = match wait {
+        Wait::Slot(_) => "SLOTS_AVAILABLE",
+        Wait::Limited => "LIMITED_AVAILABILITY",
+        Wait::NotApplicable => "NOT_APPLICABLE",
+    };
+    let display = terminology::concept(WAIT_SYSTEM, code)
+        .and_then(|c| c.get("display"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut parts = vec![serde_json::json!({
+        "url": "code",
+        "valueCoding": {"system": WAIT_SYSTEM, "code": code, "display": display},
+    })];
+    if let Wait::Slot(start) = wait {
+        parts.push(serde_json::json!({"url": "earliestSlot", "valueDateTime": super::datetime::instant(*start)}));
+        let days = (super::datetime::uk_date(*start) - today).num_days();
+        parts.push(serde_json::json!({"url": "days", "valueInteger": days}));
+    }
+    serde_json::json!({"url": WAIT_EXTENSION, "extension": parts})
+}
+
 /// What the search needs to know of the patient.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PatientFacts {

@@ -21,6 +21,7 @@ const SOURCES: &[&str] = &[
     include_str!("../../../fhir-profiles/codesystems/ers-error-codes.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-guidance-intended-recommendation.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-guidance-response-outcome.json"),
+    include_str!("../../../fhir-profiles/codesystems/ers-indicative-wait-time.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-priority.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-provider-conversion-authorisation.json"),
     include_str!("../../../fhir-profiles/codesystems/ers-referral-cancellation-reason.json"),

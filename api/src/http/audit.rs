@@ -179,6 +179,7 @@ pub async fn search(
             resource: EntryResource::Value(audit_event(r, e)),
             include: false,
             distance_km: None,
+            wait: None,
         })
         .collect();
     negotiate::respond(

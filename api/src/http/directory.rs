@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::handlers::{authorise, operation_inputs, run_planned_search, Plan};
+use super::handlers::{authorise, operation_inputs, run_planned_search, Annotate, Plan};
 use super::ApiError;
 use crate::domain::Caller;
 use crate::fhir::outcome::Issue;
@@ -13,6 +13,19 @@ use crate::fhir::service_search::{self, PatientServiceSearch};
 use crate::security::permissions::Action;
 use crate::service::{audit, directory, ServiceError};
 use crate::startup::AppState;
+
+/// Each found service's indicative wait at `priority`, from now, as its search entry's
+/// extension.
+fn waits(priority: String) -> Annotate {
+    Box::new(move |c, services| {
+        let now = chrono::Utc::now().naive_utc();
+        let today = crate::fhir::datetime::uk_date(now);
+        Ok(directory::waits(c, services, &priority, now)?
+            .into_iter()
+            .map(|(id, wait)| (id, service_search::wait_extension(&wait, today)))
+            .collect())
+    })
+}
 
 pub async fn search_for_patient(
     req: HttpRequest,
@@ -57,6 +70,7 @@ pub async fn search_for_patient(
                 .iter()
                 .map(|(row, _, _)| audit::touched(row))
                 .collect(),
+            annotate: Some(waits(search.priority.clone())),
         })
     };
     // A postcode the server cannot place is named as the operation's input, not its search's.

@@ -354,6 +354,7 @@ pub async fn run(
             resource: EntryResource::Stored(&patient.content),
             include: false,
             distance_km: None,
+            wait: None,
         });
     }
     for f in &paged.found {
@@ -373,6 +374,7 @@ pub async fn run(
                 resource: EntryResource::Stored(&row.content),
                 include,
                 distance_km: None,
+                wait: None,
             });
         }
         notes.extend(result.notes.iter().cloned());

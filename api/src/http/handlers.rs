@@ -819,7 +819,19 @@ pub(super) struct Plan {
     pub params: Vec<(String, String)>,
     pub notes: Vec<Issue>,
     pub read: Vec<Touched>,
+    /// What to add to each match's search entry, worked out from the page's matches on the same
+    /// connection (an extension, by id).
+    pub annotate: Option<Annotate>,
 }
+
+/// A plan's `annotate`.
+pub(super) type Annotate = Box<
+    dyn FnOnce(
+            &mut ers_schema::PooledConn,
+            &[ers_schema::ResourceRow],
+        ) -> Result<std::collections::HashMap<String, Value>, ApiError>
+        + Send,
+>;
 
 /// A type search whose parameters `plan` works out from what it reads, on the connection the
 /// search then runs on: one turn at the pool. What `plan` read is audited as read even when
@@ -840,9 +852,16 @@ pub(super) async fn run_planned_search(
             params,
             notes,
             read,
+            annotate,
         } = plan(c)?;
-        let searched = Search::prepare(def, params, None, strict, &who, &settings)
-            .and_then(|search| Ok((search.execute(c, None, &who)?, search, notes)));
+        let searched =
+            Search::prepare(def, params, None, strict, &who, &settings).and_then(|search| {
+                let mut found = search.execute(c, None, &who)?;
+                if let Some(annotate) = annotate {
+                    found.annotations = annotate(c, &found.result.matches)?;
+                }
+                Ok((found, search, notes))
+            });
         Ok((read, searched))
     })
     .await?;
@@ -872,6 +891,8 @@ pub(super) struct Found {
     )>,
     /// Whether some matches' actions were left out (`svc::MAX_INCLUDED`).
     capped: bool,
+    /// Each match's search entry extension made by its plan (`Plan::annotate`), by id.
+    annotations: std::collections::HashMap<String, Value>,
 }
 
 impl Found {
@@ -972,6 +993,7 @@ impl Search {
             result,
             actions,
             capped,
+            annotations: Default::default(),
         })
     }
 
@@ -986,6 +1008,7 @@ impl Search {
             result,
             actions,
             capped,
+            mut annotations,
         } = found;
         let parsed = &self.parsed;
         let touched: Vec<Touched> = result
@@ -1030,6 +1053,7 @@ impl Search {
                     .distances
                     .as_ref()
                     .and_then(|d| d.get(&row.id).copied()),
+                wait: annotations.remove(&row.id),
             });
         }
         for row in &result.included {
@@ -1038,6 +1062,7 @@ impl Search {
                 resource: shape(&row.content, registry::find(&row.res_type))?,
                 include: true,
                 distance_km: None,
+                wait: None,
             });
         }
         for (row, (now, pending)) in result.matches.iter().zip(&actions) {

@@ -1063,7 +1063,7 @@ fn bulk_paths(paths: PathsBuilder) -> PathsBuilder {
 fn directory_paths(paths: PathsBuilder) -> PathsBuilder {
     use crate::fhir::service_search;
     let description = format!(
-        "The Directory of Services search for one patient (e-RS A010): services of a specialty and priority near the patient's home postcode (or a given one), optionally only those with free slots, that treat the patient's age and gender, sorted by distance or by earliest free slot. Results are a searchset Bundle of HealthcareService (each with its distance in search.extension) and their Locations; paging links are the equivalent plain HealthcareService search. {} With a patient, the caller must also be allowed to read patients.",
+        "The Directory of Services search for one patient (e-RS A010): services of a specialty and priority near the patient's home postcode (or a given one), optionally only those with free slots, that treat the patient's age and gender, sorted by distance or by earliest free slot. Results are a searchset Bundle of HealthcareService (each with its distance in search.extension, and its indicative wait at the priority: Extension-eRS-IndicativeWaitTime, the earliest free slot a referral at that priority may book and the days to it, LIMITED_AVAILABILITY when a directly bookable service has none, NOT_APPLICABLE when it is not directly bookable) and their Locations; paging links are the equivalent plain HealthcareService search. {} With a patient, the caller must also be allowed to read patients.",
         who_may("HealthcareService", Action::Search)
     );
     let item = read_only(ReadOnly {

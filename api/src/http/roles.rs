@@ -132,6 +132,7 @@ async fn answer(
             resource: EntryResource::Stored(&row.content),
             include,
             distance_km: None,
+            wait: None,
         })
         .collect();
     let query = req.query_string();

@@ -99,6 +99,7 @@ pub(super) fn entry(task: Value, include: bool) -> Entry<'static> {
         resource: EntryResource::Value(task),
         include,
         distance_km: None,
+        wait: None,
     }
 }
 

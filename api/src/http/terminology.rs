@@ -67,6 +67,7 @@ pub async fn search(
             resource: EntryResource::Value(cs.clone()),
             include: false,
             distance_km: None,
+            wait: None,
         })
         .collect();
     let b = bundle::searchset(

@@ -1276,6 +1276,201 @@ async fn patient_centred_service_search_operation() {
         all["total"],
         b["total"]
     );
+    // Each service found says how soon it could see the patient at the priority
+    // (Extension-eRS-IndicativeWaitTime on its search entry): the earliest free slot usable at
+    // it and the days to it, LIMITED_AVAILABILITY when a directly bookable service has none,
+    // NOT_APPLICABLE when the service is not directly bookable.
+    let wait = |e: &Value| -> (String, Option<String>, Option<i64>) {
+        let ext = e["search"]["extension"]
+            .as_array()
+            .and_then(|x| {
+                x.iter().find(|x| {
+                    x["url"]
+                        == "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-IndicativeWaitTime"
+                })
+            })
+            .unwrap_or_else(|| panic!("no wait: {e}"));
+        let part = |name: &str| {
+            ext["extension"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["url"] == name))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let code = part("code")["valueCoding"].clone();
+        assert_eq!(
+            code["system"], "https://fhir.nhs.uk/CodeSystem/eRS-IndicativeWaitTime",
+            "{ext}"
+        );
+        (
+            code["code"].as_str().expect("code").to_owned(),
+            part("earliestSlot")["valueDateTime"]
+                .as_str()
+                .map(str::to_owned),
+            part("days")["valueInteger"].as_i64(),
+        )
+    };
+    let match_entries = |b: &Value| -> Vec<Value> {
+        b["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match")
+            .cloned()
+            .collect()
+    };
+    let now = chrono::Utc::now();
+    let uk_day = |t: chrono::DateTime<chrono::Utc>| ers_api::fhir::datetime::uk_date(t.naive_utc());
+    let today = uk_day(now);
+    let with_slots: Vec<String> = found
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
+    let earliest_slots = async |b: &Value, priority: &str| {
+        for e in match_entries(b) {
+            let id = e["resource"]["id"].as_str().expect("id");
+            let (code, earliest, days) = wait(&e);
+            assert_eq!(code, "SLOTS_AVAILABLE", "{e}");
+            let earliest = earliest.expect("earliestSlot");
+            // The first free slot a referral at URGENT may book, found with a plain Slot search.
+            let first = app
+            .search(&format!(
+                "Slot?schedule.actor:HealthcareService={id}&status=free&priority={priority}&start=ge{}&_sort=start&_count=1",
+                now.format("%Y-%m-%dT%H:%M:%SZ")
+            ))
+            .await;
+            let first_start = first["entry"][0]["resource"]["start"].clone();
+            let at = |v: &Value| {
+                chrono::DateTime::parse_from_rfc3339(v.as_str().expect("an instant"))
+                    .expect("instant")
+            };
+            assert_eq!(at(&json!(earliest)), at(&first_start), "{id}: {first}");
+            let day = uk_day(at(&first_start).to_utc());
+            assert_eq!(days, Some((day - today).num_days()), "{e}");
+        }
+    };
+    earliest_slots(&b, "URGENT").await;
+    // At ROUTINE, a routine referral may book only routine slots: the earliest is its own.
+    let routine = app
+        .post_json(
+            PATIENT_SEARCH,
+            &parameters(&[
+                ("patient", nhs.clone()),
+                ("priority", json!("ROUTINE")),
+                ("withFreeSlots", json!(true)),
+                ("_count", json!(100)),
+            ]),
+        )
+        .await;
+    assert_eq!(routine.status, 200, "{}", routine.text());
+    earliest_slots(&routine.json(), "ROUTINE").await;
+    // An urgent slot sooner than any other of a service: its urgent wait is that slot at once;
+    // a routine referral may not book it, so its routine wait is not.
+    let first = match_entries(&b)[0]["resource"].clone();
+    let id = first["id"].as_str().expect("id").to_owned();
+    let provider = app
+        .get(
+            first["providedBy"]["reference"]
+                .as_str()
+                .expect("providedBy"),
+        )
+        .await
+        .json();
+    let ods = provider["identifier"][0]["value"]
+        .as_str()
+        .expect("ODS code");
+    let schedule = app
+        .search(&format!("Schedule?actor=HealthcareService/{id}"))
+        .await["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("a schedule")
+        .to_owned();
+    let soon = (now + chrono::Duration::minutes(30)).format("%Y-%m-%dT%H:%M:00Z");
+    let until = (now + chrono::Duration::minutes(45)).format("%Y-%m-%dT%H:%M:00Z");
+    let r = app
+        .send(
+            app.as_user(
+                &sign(&claims(TEST_USER, &[("SERVICE_DEFINER", ods)])),
+                "POST",
+                "Slot",
+                "SERVICE_DEFINER",
+                ods,
+            )
+            .insert_header(("Content-Type", "application/fhir+json")),
+            Some(
+                json!({
+                    "resourceType": "Slot",
+                    "schedule": {"reference": format!("Schedule/{schedule}")},
+                    "status": "free",
+                    "start": soon.to_string(),
+                    "end": until.to_string(),
+                    "appointmentType": {"coding": [{"system": PRIORITY, "code": "URGENT"}]},
+                })
+                .to_string()
+                .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let wait_at = async |priority: &str| {
+        let b = app
+            .post_json(
+                PATIENT_SEARCH,
+                &parameters(&[
+                    ("patient", nhs.clone()),
+                    ("priority", json!(priority)),
+                    ("specialty", json!("CARDIOLOGY")),
+                    ("_count", json!(100)),
+                ]),
+            )
+            .await
+            .json();
+        let e = match_entries(&b)
+            .into_iter()
+            .find(|e| e["resource"]["id"] == json!(id))
+            .unwrap_or_else(|| panic!("{id} at {priority}: {b}"));
+        wait(&e)
+    };
+    let at = |v: &str| chrono::DateTime::parse_from_rfc3339(v).expect("instant");
+    let urgent = wait_at("URGENT").await;
+    assert_eq!(urgent.0, "SLOTS_AVAILABLE");
+    assert_eq!(
+        urgent.1.as_deref().map(at),
+        Some(at(&soon.to_string())),
+        "{urgent:?}"
+    );
+    let routine = wait_at("ROUTINE").await;
+    assert_ne!(
+        routine.1.as_deref().map(at),
+        Some(at(&soon.to_string())),
+        "{routine:?}"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for e in match_entries(&all) {
+        let s = &e["resource"];
+        let characteristic = s["characteristic"].to_string();
+        let direct = characteristic.contains("\"BOOKABLE\"")
+            && !characteristic.contains("INDIRECTLY_BOOKABLE");
+        let id = s["id"].as_str().expect("id").to_owned();
+        let (code, earliest, days) = wait(&e);
+        let expected = match (direct, with_slots.contains(&id)) {
+            (false, _) => "NOT_APPLICABLE",
+            (true, true) => "SLOTS_AVAILABLE",
+            (true, false) => "LIMITED_AVAILABILITY",
+        };
+        assert_eq!(code, expected, "{e}");
+        assert_eq!(earliest.is_some(), code == "SLOTS_AVAILABLE", "{e}");
+        assert_eq!(days.is_some(), code == "SLOTS_AVAILABLE", "{e}");
+        seen.insert(code);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["LIMITED_AVAILABILITY", "NOT_APPLICABLE", "SLOTS_AVAILABLE"]
+    );
+    // Its codes are served with the rest of the e-RS vocabulary.
+    let cs = app.get("CodeSystem/ers-indicative-wait-time").await;
+    assert_eq!(cs.status, 200, "{}", cs.text());
+    assert_eq!(cs.json()["concept"].as_array().map(Vec::len), Some(3));
     // Request type: A&G services only.
     let ag = app
         .post_json(

@@ -91,6 +91,13 @@ pub fn characteristic_codes(service: &Value, system: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a service's slots are booked through the API: a bookable request flow, not marked
+/// indirectly bookable (the booking rule of `service::booking`).
+pub fn is_directly_bookable(service: &Value) -> bool {
+    codes(service, "characteristic", REQUEST_FLOW_SYSTEM).contains(&"BOOKABLE")
+        && !codes(service, "characteristic", BOOKABLE_TYPE_SYSTEM).contains(&"INDIRECTLY_BOOKABLE")
+}
+
 /// Whether a service is in use (not `active: false`).
 pub fn is_active(service: &Value) -> bool {
     service.get("active").and_then(Value::as_bool) != Some(false)
