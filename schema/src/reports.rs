@@ -6,7 +6,9 @@ use chrono::NaiveDateTime;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 
-use crate::schema::{report_appointments, report_referrals, report_slots, search_tokens};
+use crate::schema::{
+    report_appointments, report_referrals, report_slots, resources, search_tokens,
+};
 use crate::DbConnection;
 
 type QResult<T> = Result<T, diesel::result::Error>;
@@ -119,30 +121,41 @@ impl Projection {
 }
 
 /// Of these services, each one's earliest free slot (live, not deleted) starting from `from`
-/// at one of `priorities`: one grouped statement over the slots' rows. A service with none is
-/// left out.
+/// at one of `priorities` (e-RS priority codes): one statement, a correlated `MIN` per service
+/// that each database answers from the partial index of free slots (`report_slots_free`:
+/// service, start) by reading from `from` until a slot of one of the priorities. A service
+/// with none is left out.
 pub fn earliest_free_slots(
     conn: &mut DbConnection,
     services: &[&str],
     priorities: &[&str],
     from: NaiveDateTime,
 ) -> QResult<Vec<(String, NaiveDateTime)>> {
-    if services.is_empty() || priorities.is_empty() {
+    let codes: Vec<String> = priorities
+        .iter()
+        .filter(|p| p.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(|p| format!("'{p}'"))
+        .collect();
+    if services.is_empty() || codes.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(String, Option<NaiveDateTime>)> = report_slots::table
-        .filter(report_slots::service_id.eq_any(services))
-        // Written out, not bound, so that both databases use the partial index of free slots
-        // (`report_slots_free`: service, start).
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
-            "report_slots.status = 'free' AND report_slots.deleted = 0 AND report_slots.live = 1",
-        ))
-        .filter(report_slots::priority.eq_any(priorities))
-        .filter(report_slots::start.ge(from))
-        .group_by(report_slots::service_id)
+    // Priority codes checked above and a timestamp Rust formats: no client text reaches this
+    // SQL; the services are bound.
+    let earliest = format!(
+        "(SELECT MIN(fs.start) FROM report_slots fs WHERE fs.service_id = resources.id \
+         AND fs.status = 'free' AND fs.deleted = 0 AND fs.live = 1 AND fs.start >= '{}' \
+         AND fs.priority IN ({}))",
+        from.format("%Y-%m-%d %H:%M:%S%.6f"),
+        codes.join(", ")
+    );
+    let rows: Vec<(String, Option<NaiveDateTime>)> = resources::table
+        .filter(resources::res_type.eq("HealthcareService"))
+        .filter(resources::id.eq_any(services))
         .select((
-            report_slots::service_id,
-            diesel::dsl::min(report_slots::start),
+            resources::id,
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamp>>(
+                &earliest,
+            ),
         ))
         .load(conn)?;
     Ok(rows
