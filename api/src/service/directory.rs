@@ -193,7 +193,11 @@ pub fn waits(
 ) -> Result<std::collections::HashMap<String, Wait>> {
     let mut bookable = Vec::new();
     for row in services {
-        if healthcare_service::is_directly_bookable(&*super::memo::parsed(row)?) {
+        let direct =
+            healthcare_service::is_directly_bookable_stored(&row.content).map_err(|e| {
+                ServiceError::Internal(format!("HealthcareService/{} as stored: {e}", row.id))
+            })?;
+        if direct {
             bookable.push(row.id.as_str());
         }
     }

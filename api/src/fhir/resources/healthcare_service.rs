@@ -98,6 +98,20 @@ pub fn is_directly_bookable(service: &Value) -> bool {
         && !codes(service, "characteristic", BOOKABLE_TYPE_SYSTEM).contains(&"INDIRECTLY_BOOKABLE")
 }
 
+/// `is_directly_bookable` of a stored service's JSON text, reading only its characteristics: a
+/// page of search results is neither parsed whole nor kept.
+pub fn is_directly_bookable_stored(content: &str) -> Result<bool, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Characteristics {
+        #[serde(default)]
+        characteristic: Value,
+    }
+    let only: Characteristics = serde_json::from_str(content)?;
+    Ok(is_directly_bookable(
+        &serde_json::json!({"characteristic": only.characteristic}),
+    ))
+}
+
 /// Whether a service is in use (not `active: false`).
 pub fn is_active(service: &Value) -> bool {
     service.get("active").and_then(Value::as_bool) != Some(false)
