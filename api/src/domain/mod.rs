@@ -3,6 +3,7 @@
 pub mod advice;
 pub mod calendar;
 pub mod caller;
+pub mod directory;
 pub mod identifiers;
 pub mod referral;
 

@@ -66,8 +66,8 @@ pub const WAIT_SYSTEM: &str = "https://fhir.nhs.uk/CodeSystem/eRS-IndicativeWait
 
 /// `wait` as the search entry's `Extension-eRS-IndicativeWaitTime`: its code, and for a free
 /// slot its start and the days from `today` (in the UK) to its day there.
-pub fn wait_extension(wait: &crate::service::directory::Wait, today: NaiveDate) -> Value {
-    use crate::service::directory::Wait;
+pub fn wait_extension(wait: &crate::domain::directory::Wait, today: NaiveDate) -> Value {
+    use crate::domain::directory::Wait;
     let code = match wait {
         Wait::Slot(_) => "SLOTS_AVAILABLE",
         Wait::Limited => "LIMITED_AVAILABILITY",

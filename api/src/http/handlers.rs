@@ -804,12 +804,24 @@ pub(super) async fn run_search_on(
     let list = list.map(|l| l.list);
     let run = search.clone();
     let result = on_read(&state, move |c| run.execute(c, list.as_ref(), &caller)).await?;
-    let (bundle, touched) = search.bundle(&base_url(&req, &state), result, notes)?;
+    answer_search(&req, &state, &d, &search, result, notes).await
+}
+
+/// A search's answer: the Bundle of what it found, its showing audited.
+async fn answer_search(
+    req: &HttpRequest,
+    state: &AppState,
+    d: &AuditDraft,
+    search: &Search,
+    found: Found,
+    notes: Vec<Issue>,
+) -> Reply {
+    let (bundle, touched) = search.bundle(&base_url(req, state), found, notes)?;
     state
         .audit
-        .record(&d, &ok_outcome("E", "search-type"), &touched)
+        .record(d, &ok_outcome("E", "search-type"), &touched)
         .await?;
-    negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
+    negotiate::respond(req, StatusCode::OK, Body::Text(bundle))
 }
 
 /// A search worked out on its own connection before it runs (`run_planned_search`): its
@@ -872,12 +884,7 @@ pub(super) async fn run_planned_search(
             .await?;
     }
     let (result, search, notes) = searched?;
-    let (bundle, touched) = search.bundle(&base_url(&req, &state), result, notes)?;
-    state
-        .audit
-        .record(&d, &ok_outcome("E", "search-type"), &touched)
-        .await?;
-    negotiate::respond(&req, StatusCode::OK, Body::Text(bundle))
+    answer_search(&req, &state, &d, &search, result, notes).await
 }
 
 /// What a search found: its result, and for `_revinclude=Task:focus` the actions available on

@@ -4,6 +4,7 @@ use ers_schema::{read_tx, store, DbConnection, ResourceRow, UniqueKey};
 use serde_json::Value;
 
 use super::ServiceError;
+use crate::domain::directory::Wait;
 use crate::domain::referral::Commissioning;
 use crate::domain::NhsNumber;
 use crate::fhir::outcome::Issue;
@@ -169,18 +170,6 @@ pub fn commissioning_for_search(
         Some(n) => Ok(Some(Commissioning::Named(n.as_str().to_owned()))),
         None => default_commissioning(conn, patient, referrer),
     }
-}
-
-/// How soon a service could see a patient at a priority (the search entry's
-/// `Extension-eRS-IndicativeWaitTime`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Its earliest free slot at the priority starts then.
-    Slot(chrono::NaiveDateTime),
-    /// Directly bookable, with no free slot at the priority.
-    Limited,
-    /// Not directly bookable: the provider arranges the appointment, or it triages or advises.
-    NotApplicable,
 }
 
 /// The wait at `priority` (and the lower priorities its referrals may book) of each service on
