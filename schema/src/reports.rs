@@ -143,8 +143,8 @@ pub fn earliest_free_slots(
     // SQL; the services are bound.
     let earliest = format!(
         "(SELECT MIN(fs.start) FROM report_slots fs WHERE fs.service_id = resources.id \
-         AND fs.status = 'free' AND fs.deleted = 0 AND fs.live = 1 AND fs.start >= '{}' \
-         AND fs.priority IN ({}))",
+         AND {} AND fs.start >= '{}' AND fs.priority IN ({}))",
+        crate::search::FREE_SLOT,
         from.format("%Y-%m-%d %H:%M:%S%.6f"),
         codes.join(", ")
     );
