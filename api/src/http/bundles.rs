@@ -288,6 +288,7 @@ fn entry_patch(e: &Value) -> Result<json_patch::Patch, ApiError> {
 
 /// One entry's request, checked: its type, interaction, the caller's right to it.
 fn plan_entry(
+    req: &HttpRequest,
     e: &Value,
     caller: &Caller,
     transaction: bool,
@@ -347,7 +348,12 @@ fn plan_entry(
         ("GET", [], q) => Interaction::Search(Box::new(
             Search::prepare(
                 def,
-                parse_query(q.unwrap_or_default())?,
+                // The request's headers apply to its entries: a Slot search is narrowed by
+                // NHSD-eRS-Comm-Rule-Org as it is on its own.
+                parse_query(q.unwrap_or_default())?
+                    .into_iter()
+                    .chain(super::caller::commissioning_criterion(req, def.name)?)
+                    .collect(),
                 None,
                 strict,
                 caller,
@@ -400,6 +406,7 @@ fn plan_entry(
 }
 
 fn plan(
+    req: &HttpRequest,
     entries: &[Value],
     assigned: &[Option<String>],
     caller: &Caller,
@@ -417,7 +424,7 @@ fn plan(
     // What the transaction's deletes and updates name, and by which entry.
     let mut named = std::collections::HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let p = plan_entry(e, caller, transaction, strict, state).map(|p| Planned {
+        let p = plan_entry(req, e, caller, transaction, strict, state).map(|p| Planned {
             create_id: assigned.get(i).cloned().flatten(),
             ..p
         });
@@ -721,7 +728,15 @@ pub async fn post(
         Vec::new()
     };
     let strict = prefer(&req).strict;
-    let planned = plan(&entries, &assigned, &caller, transaction, strict, &state)?;
+    let planned = plan(
+        &req,
+        &entries,
+        &assigned,
+        &caller,
+        transaction,
+        strict,
+        &state,
+    )?;
     let who = author(&req, &caller);
     let d = draft(&req, Some(&caller));
     let base = base_url(&req, &state);

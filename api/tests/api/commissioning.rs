@@ -256,6 +256,40 @@ async fn a_referral_may_use_only_the_services_commissioned_for_it() {
     let r = slots_seen(&w, &south.service, Some("not an ods code")).await;
     r.assert_outcome(400, "value");
     r.assert_issue("INVALID_VALUE", "NHSD-eRS-Comm-Rule-Org");
+    // The same search as a batch entry: the request's header narrows it as it does on its own,
+    // and only the Slot search (the Patient read beside it is answered whatever the header).
+    let w = &w;
+    let batch = |header: &'static str| {
+        let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": format!("Slot?schedule.actor:HealthcareService={}&status=free", south.service)}},
+            {"request": {"method": "GET", "url": format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{HANNAH}")}},
+        ]});
+        let r = w
+            .as_rc("POST", "/FHIR/R4")
+            .insert_header(("NHSD-eRS-Comm-Rule-Org", header));
+        let body = body.to_string().into_bytes();
+        async move { w.app.send(r, Some(body)).await }
+    };
+    for (header, total) in [("QZN", 0), ("QZS", 2)] {
+        let r = batch(header).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let out = r.json();
+        assert_eq!(
+            out["entry"][0]["resource"]["total"], total,
+            "{header}: {out}"
+        );
+        assert_eq!(out["entry"][1]["resource"]["total"], 1, "{header}: {out}");
+    }
+    let r = batch("not an ods code").await.json();
+    assert!(
+        r["entry"][0]["response"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("400")),
+        "{r}"
+    );
+    let said = r["entry"][0]["response"]["outcome"].to_string();
+    assert!(said.contains("NHSD-eRS-Comm-Rule-Org"), "{said}");
+    assert_eq!(r["entry"][1]["resource"]["total"], 1, "{r}");
 
     // A service definer names commissioners by ODS code; adding QZN opens the service to
     // Hannah's referrals, found at once.
