@@ -1366,6 +1366,61 @@ impl QueryFragment<Pg> for Pairs {
     }
 }
 
+/// Each named service's earliest free slot from a moment at one of some priorities
+/// (`reports::earliest_free_slots`): one text whatever the numbers of services and priorities,
+/// kept prepared, so PostgreSQL does not plan it on every search. Each is a correlated `MIN`
+/// that reads the partial index of free slots (service, start) from the moment on, whatever
+/// plan is chosen; both lists are padded (with '', which no service or priority is) to the
+/// length a generic plan assumes, so that the generic plan is taken.
+pub(crate) struct EarliestFree {
+    services: Vec<String>,
+    priorities: Vec<String>,
+    from: NaiveDateTime,
+}
+
+impl EarliestFree {
+    pub(crate) fn new(services: &[&str], priorities: &[&str], from: NaiveDateTime) -> Self {
+        let padded = |v: &[&str]| {
+            let mut out: Vec<String> = v.iter().map(|s| (*s).to_owned()).collect();
+            out.resize(out.len().max(GENERIC_ARRAY_LENGTH), String::new());
+            out
+        };
+        EarliestFree {
+            services: padded(services),
+            priorities: padded(priorities),
+            from,
+        }
+    }
+}
+
+impl QueryId for EarliestFree {
+    type QueryId = EarliestFree;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for EarliestFree {
+    type SqlType = (Text, Nullable<Timestamp>);
+}
+
+impl RunQueryDsl<PgConnection> for EarliestFree {}
+
+impl QueryFragment<Pg> for EarliestFree {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT k.i, (SELECT MIN(fs.start) FROM report_slots fs WHERE fs.service_id = k.i AND ",
+        );
+        out.push_sql(crate::search::FREE_SLOT);
+        out.push_sql(" AND fs.start >= ");
+        out.push_bind_param::<Timestamp, _>(&self.from)?;
+        out.push_sql(" AND fs.priority = ANY(");
+        out.push_bind_param::<Array<Text>, _>(&self.priorities)?;
+        out.push_sql("::text[])) FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.services)?;
+        out.push_sql("::text[]) AS k(i) WHERE k.i <> ''");
+        Ok(())
+    }
+}
+
 /// What a use case reads before it decides anything, in one statement (`store::read_ahead`):
 /// the resources named by (type, id) and, `depth` levels on, those they refer to through the
 /// reference index (a part per level: one round trip instead of one per level), each named

@@ -131,6 +131,18 @@ pub fn earliest_free_slots(
     priorities: &[&str],
     from: NaiveDateTime,
 ) -> QResult<Vec<(String, NaiveDateTime)>> {
+    if services.is_empty() || priorities.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let DbConnection::Postgresql(pg) = conn {
+        let rows: Vec<(String, Option<NaiveDateTime>)> =
+            crate::pg_rows::EarliestFree::new(services, priorities, from).load(pg)?;
+        return Ok(rows
+            .into_iter()
+            .filter_map(|(service, start)| Some((service, start?)))
+            .collect());
+    }
+    // SQLite plans in-process and cheaply: the moment and the codes as text.
     let codes: Vec<String> = priorities
         .iter()
         .filter(|p| p.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
