@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::referral::{
     self as referral_svc, check_comment, invalid, load_json, service_facts, Acting, Expected,
-    PINNED_AT,
+    ServiceFacts, PINNED_AT,
 };
 use super::resource::{self, Writer};
 use super::stored_value;
@@ -145,6 +145,18 @@ fn bookable_slot(
             ),
         ));
     }
+    if !crate::fhir::resources::schedule::is_active(&schedule) {
+        return Err(slot_not_available(
+            slot,
+            &format!(
+                "its schedule ({schedule_ref}) is inactive, so its slots are no longer offered"
+            ),
+        ));
+    }
+    let facts = service_facts(c, &service)?.ok_or_else(|| {
+        slot_not_available(slot, &format!("its service ({service}) no longer exists"))
+    })?;
+    open_to(&facts, &service, referral, at)?;
     let named = actor("Practitioner");
     if named.as_deref() != clinician {
         return Err(invalid(
@@ -169,6 +181,29 @@ fn bookable_slot(
         clinician: named,
         start,
     })
+}
+
+/// A service on the referral's shortlist must still take its appointments when they are made:
+/// it is active, and still commissioned for the referral's commissioning rule organisation
+/// (a service definer may have changed either since the service was shortlisted).
+fn open_to(facts: &ServiceFacts, service: &str, referral: &Value, at: &str) -> Result<()> {
+    if !facts.active {
+        return Err(invalid(
+            at,
+            "INAPPROPRIATE_VALUE",
+            "business-rule",
+            format!("'service' ({service}) is not active: it takes no appointments; choose another service on the shortlist or change the shortlist"),
+        ));
+    }
+    match facts.uncommissioned("service", service, sr::commissioning_org(referral)) {
+        Some(why) => Err(invalid(
+            at,
+            "SHORTLISTED_SERVICE_NOT_IN_RESULTS",
+            "business-rule",
+            why,
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Sets a slot's status (`busy` when booked, `free` when released) at the version read;
@@ -601,6 +636,7 @@ pub fn create(conn: &mut DbConnection, body: Value, who: &Acting<'_>) -> Result<
                         format!("'service' ({service}) does not exist"),
                     )
                 })?;
+                open_to(&facts, &service, referral, "Appointment.participant")?;
                 if !facts.flows.iter().any(|f| f == "BOOKABLE") {
                     // e-RS A016 also sends to triage; here that is the referral's operation.
                     let what = if facts.flows.iter().any(|f| f == "REVIEW") {

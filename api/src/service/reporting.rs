@@ -421,11 +421,6 @@ fn service_of(schedule: &Value) -> Option<&str> {
     crate::fhir::resources::schedule::actor(schedule, "HealthcareService")
 }
 
-/// Whether a schedule's slots count as availability (it is not inactive).
-fn schedule_live(schedule: &Value) -> bool {
-    schedule.get("active").and_then(Value::as_bool) != Some(false)
-}
-
 /// A schedule given to another service takes its slots' rows with it; one without a service
 /// leaves them with no service (''), and one without a service or inactive takes them out of
 /// the availability search. (The slot search by service reads these rows: they must say
@@ -436,7 +431,7 @@ fn schedule(c: &mut DbConnection, id: &str, content: &Value) -> Result<()> {
         reports::move_slots(c, id, "", None, None)?;
         return Ok(());
     };
-    reports::set_slots_live(c, id, schedule_live(content))?;
+    reports::set_slots_live(c, id, crate::fhir::resources::schedule::is_active(content))?;
     let mut look = Lookups::default();
     let specialty = look
         .json(c, service)?
@@ -521,7 +516,9 @@ fn slot(
             .strip_prefix("Schedule/")
             .unwrap_or(schedule_ref)
             .to_owned(),
-        live: i32::from(service.is_some() && schedule_live(&schedule)),
+        live: i32::from(
+            service.is_some() && crate::fhir::resources::schedule::is_active(&schedule),
+        ),
         search_priority: crate::fhir::resources::slot::priority_code(s).map(str::to_owned),
         start_high: s
             .get("start")

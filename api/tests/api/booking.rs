@@ -6,6 +6,8 @@ use crate::helpers::*;
 use crate::referrals::{referral, state, version, world, World};
 use serde_json::{json, Value};
 
+const COMMISSIONED_BY: &str =
+    "https://fhir.nhs.uk/StructureDefinition/Extension-eRS-CommissionedBy";
 const SERVICE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ers-service";
 
 /// The sandbox service 11000 (12 future slots, ROUTINE and URGENT alternating), and a provider
@@ -1715,4 +1717,101 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
     for what in ["patient letter", "clinical referral information"] {
         assert!(r.contains(what), "{what} not audited: {r}");
     }
+}
+
+/// As the clinic's service definer, sets a Directory of Services resource's `active`, or
+/// (`commissioners`) the commissioners a service lists.
+async fn redefine(w: &World, c: &Clinic, path: &str, change: impl Fn(&mut Value)) {
+    let definer = sign(&claims(
+        "555031998110",
+        &[("SERVICE_DEFINER", c.ods.as_str())],
+    ));
+    let mut body = w.app.get(path).await.json();
+    change(&mut body);
+    let r = w
+        .send_as(
+            (&definer, "SERVICE_DEFINER", &c.ods),
+            "PUT",
+            path,
+            None,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[actix_web::test]
+async fn a_slot_or_service_the_directory_no_longer_offers_is_not_booked() {
+    let w = world().await;
+    let c = clinic(&w, "11000").await;
+    let service = format!("HealthcareService/{}", c.service);
+    let schedule = define(
+        &w,
+        &c,
+        "Schedule",
+        json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": service}]}),
+    )
+    .await;
+    let slot = define(&w, &c, "Slot", routine_slot(&schedule, 3)).await;
+    let id = w.new_referral(&[&c.service], "ROUTINE").await;
+    let schedule_path = format!("Schedule/{schedule}");
+
+    // Its schedule made inactive: the slot is no longer offered, and not booked.
+    redefine(&w, &c, &schedule_path, |s| s["active"] = json!(false)).await;
+    let r = w.book(&id, &slot).await;
+    let d = r.assert_outcome(409, "conflict");
+    r.assert_issue("SLOT_NOT_AVAILABLE", "Appointment.slot[0]");
+    assert!(d.contains(&schedule_path) && d.contains("inactive"), "{d}");
+    assert_eq!(w.slot_status(&slot).await, "free");
+    assert_eq!(state(&w.referral_now(&id).await), "NOT_BOOKED");
+
+    // The service made inactive: neither its slots nor a deferral to it.
+    redefine(&w, &c, &schedule_path, |s| s["active"] = json!(true)).await;
+    redefine(&w, &c, &service, |s| s["active"] = json!(false)).await;
+    let r = w.book(&id, &slot).await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Appointment.slot[0]");
+    assert!(d.contains(&service) && d.contains("not active"), "{d}");
+    let deferral = json!({
+        "resourceType": "Appointment",
+        "status": "proposed",
+        "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+        "reasonCode": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/eRS-ReviewReason", "code": "NO_SLOTS_AT_SERVICE"}]}],
+        "participant": [{"actor": {"reference": service}, "status": "needs-action"}],
+    });
+    let r = w.rc("POST", "Appointment", None, Some(&deferral)).await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Appointment.participant");
+    assert!(d.contains("not active"), "{d}");
+
+    // Active again, but commissioned by QZS alone: a referral of Hannah's practice (R69, part
+    // of QZN) may no longer use it.
+    redefine(&w, &c, &service, |s| {
+        s["active"] = json!(true);
+        let mut extensions = s["extension"].as_array().cloned().unwrap_or_default();
+        extensions.push(json!({"url": COMMISSIONED_BY,
+            "valueIdentifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "QZS"}}));
+        s["extension"] = json!(extensions);
+    })
+    .await;
+    let r = w.book(&id, &slot).await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("SHORTLISTED_SERVICE_NOT_IN_RESULTS", "Appointment.slot[0]");
+    assert!(d.contains("QZN") && d.contains("QZS"), "{d}");
+    assert_eq!(w.slot_status(&slot).await, "free");
+
+    // Open to every commissioner again: booked.
+    redefine(&w, &c, &service, |s| {
+        let extensions = s["extension"].as_array_mut().expect("extensions");
+        extensions.retain(|e| e["url"] != COMMISSIONED_BY);
+        if extensions.is_empty() {
+            s.as_object_mut()
+                .expect("service")
+                .shift_remove("extension");
+        }
+    })
+    .await;
+    let r = w.book(&id, &slot).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(w.slot_status(&slot).await, "busy");
 }

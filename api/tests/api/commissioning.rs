@@ -258,17 +258,17 @@ async fn a_referral_may_use_only_the_services_commissioned_for_it() {
     r.assert_issue("INVALID_VALUE", "NHSD-eRS-Comm-Rule-Org");
     // The same search as a batch entry: the request's header narrows it as it does on its own,
     // and only the Slot search (the Patient read beside it is answered whatever the header).
-    let w = &w;
+    let world = &w;
     let batch = |header: &'static str| {
         let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
             {"request": {"method": "GET", "url": format!("Slot?schedule.actor:HealthcareService={}&status=free", south.service)}},
             {"request": {"method": "GET", "url": format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{HANNAH}")}},
         ]});
-        let r = w
+        let r = world
             .as_rc("POST", "/FHIR/R4")
             .insert_header(("NHSD-eRS-Comm-Rule-Org", header));
         let body = body.to_string().into_bytes();
-        async move { w.app.send(r, Some(body)).await }
+        async move { world.app.send(r, Some(body)).await }
     };
     for (header, total) in [("QZN", 0), ("QZS", 2)] {
         let r = batch(header).await;

@@ -29,6 +29,12 @@ pub fn check(r: &Value) -> Result<Checked, Vec<Issue>> {
     finish(Checked::default(), issues)
 }
 
+/// Whether the schedule's slots are offered (it is not inactive): they count as availability
+/// in the Directory of Services search and may be booked.
+pub fn is_active(schedule: &Value) -> bool {
+    schedule.get("active").and_then(Value::as_bool) != Some(false)
+}
+
 /// The schedule's first actor of `res_type` (`HealthcareService`, `Practitioner`, `Location`),
 /// as its reference `Type/id`.
 pub fn actor<'a>(schedule: &'a Value, res_type: &str) -> Option<&'a str> {
