@@ -1756,8 +1756,19 @@ async fn a_slot_or_service_the_directory_no_longer_offers_is_not_booked() {
     let id = w.new_referral(&[&c.service], "ROUTINE").await;
     let schedule_path = format!("Schedule/{schedule}");
 
-    // Its schedule made inactive: the slot is no longer offered, and not booked.
+    // Its schedule made inactive: the slot is no longer offered, and not booked. It keeps its
+    // status; a slot search leaves it out with `schedule.active=true`.
+    let offered = format!(
+        "Slot?schedule.actor=HealthcareService/{}&status=free&schedule.active=true&_count=100",
+        c.service
+    );
+    assert!(match_ids(&w.app.search(&offered).await).contains(&slot));
     redefine(&w, &c, &schedule_path, |s| s["active"] = json!(false)).await;
+    assert!(!match_ids(&w.app.search(&offered).await).contains(&slot));
+    assert!(free_slots(&w, &c.service, "ROUTINE")
+        .await
+        .iter()
+        .any(|(id, _)| *id == slot));
     let r = w.book(&id, &slot).await;
     let d = r.assert_outcome(409, "conflict");
     r.assert_issue("SLOT_NOT_AVAILABLE", "Appointment.slot[0]");
