@@ -71,21 +71,25 @@ pub(crate) async fn free_slots(w: &World, service: &str, priority: &str) -> Vec<
 /// Creates a Directory of Services resource at the clinic's organisation, as its service definer;
 /// returns its id.
 pub(crate) async fn define(w: &World, c: &Clinic, res_type: &str, body: Value) -> String {
+    let r = as_definer(w, c, "POST", res_type, &body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// A request as the clinic's service definer.
+async fn as_definer(w: &World, c: &Clinic, method: &str, path: &str, body: &Value) -> Reply {
     let definer = sign(&claims(
         "555031998110",
         &[("SERVICE_DEFINER", c.ods.as_str())],
     ));
-    let r = w
-        .send_as(
-            (&definer, "SERVICE_DEFINER", &c.ods),
-            "POST",
-            res_type,
-            None,
-            Some(&body),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_str().expect("id").to_owned()
+    w.send_as(
+        (&definer, "SERVICE_DEFINER", &c.ods),
+        method,
+        path,
+        None,
+        Some(body),
+    )
+    .await
 }
 
 /// A free 30-minute ROUTINE slot of a schedule at 10:00 UTC, `days` from today.
@@ -1719,24 +1723,12 @@ async fn a_referral_prints_its_information_and_the_patients_letter() {
     }
 }
 
-/// As the clinic's service definer, sets a Directory of Services resource's `active`, or
-/// (`commissioners`) the commissioners a service lists.
+/// As the clinic's service definer, changes a Directory of Services resource (`path`) by
+/// `change`.
 async fn redefine(w: &World, c: &Clinic, path: &str, change: impl Fn(&mut Value)) {
-    let definer = sign(&claims(
-        "555031998110",
-        &[("SERVICE_DEFINER", c.ods.as_str())],
-    ));
     let mut body = w.app.get(path).await.json();
     change(&mut body);
-    let r = w
-        .send_as(
-            (&definer, "SERVICE_DEFINER", &c.ods),
-            "PUT",
-            path,
-            None,
-            Some(&body),
-        )
-        .await;
+    let r = as_definer(w, c, "PUT", path, &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
