@@ -157,6 +157,19 @@ fn bookable_slot(
         slot_not_available(slot, &format!("its service ({service}) no longer exists"))
     })?;
     open_to(&facts, &service, referral, at)?;
+    if !facts.directly_bookable {
+        let why = if facts.flows.iter().any(|f| f == "BOOKABLE") {
+            "it is indirectly bookable: its appointments are arranged with the provider and recorded with start, end and the service as a participant, without a slot"
+        } else {
+            "it does not take appointment requests (a triage or advice service)"
+        };
+        return Err(invalid(
+            at,
+            "INAPPROPRIATE_VALUE",
+            "business-rule",
+            format!("'service' ({service}) of 'slot' ({slot}) is not directly bookable: {why}"),
+        ));
+    }
     let named = actor("Practitioner");
     if named.as_deref() != clinician {
         return Err(invalid(
@@ -778,7 +791,9 @@ fn indirect_booking(
     service: &str,
     facts: &referral_svc::ServiceFacts,
 ) -> Result<Draft> {
-    if !facts.bookable.iter().any(|b| b == "INDIRECTLY_BOOKABLE") {
+    // Reached for a service with the BOOKABLE request flow: not directly bookable is
+    // indirectly bookable.
+    if facts.directly_bookable {
         return Err(invalid(
             "Appointment.slot",
             "MISSING_VALUE",

@@ -168,11 +168,12 @@ fn refusal(r: Refusal, action: ReferralAction, ubrn: &str) -> ServiceError {
     }
 }
 
-/// What a shortlisted service supports: its request flows, priorities and bookable type.
+/// What a shortlisted service supports: its request flows, priorities and how it is booked.
 pub(super) struct ServiceFacts {
     pub flows: Vec<String>,
     pub priorities: Vec<String>,
-    pub bookable: Vec<String>,
+    /// Its slots are booked through the API (`healthcare_service::is_directly_bookable`).
+    pub directly_bookable: bool,
     pub active: bool,
     /// The commissioners it lists (none: open to every commissioner).
     pub commissioners: Vec<String>,
@@ -228,7 +229,7 @@ pub(super) fn service_facts(c: &mut DbConnection, reference: &str) -> Result<Opt
     Ok(Some(ServiceFacts {
         flows: codes(REQUEST_FLOW_SYSTEM),
         priorities: codes(PRIORITY_SYSTEM),
-        bookable: codes(hs::BOOKABLE_TYPE_SYSTEM),
+        directly_bookable: hs::is_directly_bookable(&v),
         active: hs::is_active(&v),
         commissioners: hs::commissioners(&v)
             .into_iter()

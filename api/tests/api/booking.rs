@@ -1429,6 +1429,20 @@ async fn an_indirectly_bookable_service_is_booked_with_its_times() {
     )
     .await
     .assert_outcome(422, "value");
+    // A slot of it (a schedule its definer gave it) is not how it is booked.
+    let schedule = define(
+        &w,
+        &c,
+        "Schedule",
+        json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": format!("HealthcareService/{ibs}")}]}),
+    )
+    .await;
+    let slot = define(&w, &c, "Slot", routine_slot(&schedule, 3)).await;
+    let r = w.book(&id, &slot).await;
+    let d = r.assert_outcome(422, "business-rule");
+    r.assert_issue("INAPPROPRIATE_VALUE", "Appointment.slot[0]");
+    assert!(d.contains("indirectly bookable"), "{d}");
+    assert_eq!(w.slot_status(&slot).await, "free");
     let r = w
         .rc(
             "POST",
