@@ -1763,14 +1763,31 @@ async fn a_slot_or_service_the_directory_no_longer_offers_is_not_booked() {
     let schedule_path = format!("Schedule/{schedule}");
 
     // Its schedule made inactive: the slot is no longer offered, and not booked. It keeps its
-    // status; a slot search leaves it out with `schedule.active=true`.
+    // status; a slot search leaves it out with `schedule.active:not=false` (which keeps the
+    // slots of schedules that do not say).
     let offered = format!(
-        "Slot?schedule.actor=HealthcareService/{}&status=free&schedule.active=true&_count=100",
+        "Slot?schedule.actor=HealthcareService/{}&status=free&schedule.active:not=false&_count=100",
         c.service
     );
-    assert!(match_ids(&w.app.search(&offered).await).contains(&slot));
+    let silent = define(
+        &w,
+        &c,
+        "Schedule",
+        json!({"resourceType": "Schedule", "actor": [{"reference": service}]}),
+    )
+    .await;
+    let silent_slot = define(&w, &c, "Slot", routine_slot(&silent, 4)).await;
+    let found = match_ids(&w.app.search(&offered).await);
+    assert!(
+        found.contains(&slot) && found.contains(&silent_slot),
+        "{found:?}"
+    );
     redefine(&w, &c, &schedule_path, |s| s["active"] = json!(false)).await;
-    assert!(!match_ids(&w.app.search(&offered).await).contains(&slot));
+    let found = match_ids(&w.app.search(&offered).await);
+    assert!(
+        !found.contains(&slot) && found.contains(&silent_slot),
+        "{found:?}"
+    );
     assert!(free_slots(&w, &c.service, "ROUTINE")
         .await
         .iter()
