@@ -123,8 +123,8 @@ impl Projection {
 /// Of these services, each one's earliest free slot (live, not deleted) starting from `from`
 /// at one of `priorities` (e-RS priority codes): one statement, a correlated `MIN` per service
 /// that each database answers from the partial index of free slots (`report_slots_free`:
-/// service, start) by reading from `from` until a slot of one of the priorities. A service
-/// with none is left out.
+/// service, start) by reading from `from` until a slot of one of the priorities; on
+/// PostgreSQL kept prepared (`pg_rows::EarliestFree`). A service with none is left out.
 pub fn earliest_free_slots(
     conn: &mut DbConnection,
     services: &[&str],
@@ -134,21 +134,32 @@ pub fn earliest_free_slots(
     if services.is_empty() || priorities.is_empty() {
         return Ok(Vec::new());
     }
-    if let DbConnection::Postgresql(pg) = conn {
-        let rows: Vec<(String, Option<NaiveDateTime>)> =
-            crate::pg_rows::EarliestFree::new(services, priorities, from).load(pg)?;
-        return Ok(rows
-            .into_iter()
-            .filter_map(|(service, start)| Some((service, start?)))
-            .collect());
-    }
-    // SQLite plans in-process and cheaply: the moment and the codes as text.
+    let rows: Vec<(String, Option<NaiveDateTime>)> = match conn {
+        DbConnection::Postgresql(pg) => {
+            crate::pg_rows::EarliestFree::new(services, priorities, from).load(pg)?
+        }
+        _ => earliest_free_slots_as_text(conn, services, priorities, from)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(service, start)| Some((service, start?)))
+        .collect())
+}
+
+/// `earliest_free_slots` with the moment and the priority codes written into its text: SQLite
+/// plans in-process, cheaply, each time.
+fn earliest_free_slots_as_text(
+    conn: &mut DbConnection,
+    services: &[&str],
+    priorities: &[&str],
+    from: NaiveDateTime,
+) -> QResult<Vec<(String, Option<NaiveDateTime>)>> {
     let codes: Vec<String> = priorities
         .iter()
         .filter(|p| p.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
         .map(|p| format!("'{p}'"))
         .collect();
-    if services.is_empty() || codes.is_empty() {
+    if codes.is_empty() {
         return Ok(Vec::new());
     }
     // Priority codes checked above and a timestamp Rust formats: no client text reaches this
@@ -160,7 +171,7 @@ pub fn earliest_free_slots(
         from.format("%Y-%m-%d %H:%M:%S%.6f"),
         codes.join(", ")
     );
-    let rows: Vec<(String, Option<NaiveDateTime>)> = resources::table
+    resources::table
         .filter(resources::res_type.eq("HealthcareService"))
         .filter(resources::id.eq_any(services))
         .select((
@@ -169,11 +180,7 @@ pub fn earliest_free_slots(
                 &earliest,
             ),
         ))
-        .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(service, start)| Some((service, start?)))
-        .collect())
+        .load(conn)
 }
 
 /// The slots of `schedule` now belong to `service_id` (of `provider_org`, in `specialty`):

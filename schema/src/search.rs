@@ -265,10 +265,9 @@ impl QueryFragment<MultiBackend> for SqlPredicate {
     }
 }
 
-/// A free slot `fs` in the projection whose schedule is still the service's and not inactive
-/// (`live`): the terms of the partial index `report_slots_free`, written as they are so that
-/// SQLite uses it.
-/// A bookable slot's row, as `report_slots fs`: free, live (its schedule active), not deleted.
+/// A bookable slot's row, as `report_slots fs`: free, not deleted, and live (its schedule still
+/// the service's and not inactive). The terms of the partial index `report_slots_free`,
+/// written as they are so that SQLite uses it.
 pub(crate) const FREE_SLOT: &str = "fs.status = 'free' AND fs.deleted = 0 AND fs.live = 1";
 
 fn like_escape(s: &str) -> String {

@@ -1848,4 +1848,25 @@ async fn a_slot_or_service_the_directory_no_longer_offers_is_not_booked() {
     let r = w.book(&id, &slot).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(w.slot_status(&slot).await, "busy");
+
+    // A change of slot reads the directory too: the other schedule made inactive, its slot is
+    // not taken, and the appointment keeps its own.
+    let appointment = r.json()["id"].as_str().expect("id").to_owned();
+    redefine(&w, &c, &format!("Schedule/{silent}"), |s| {
+        s["active"] = json!(false)
+    })
+    .await;
+    let r = w
+        .rc(
+            "POST",
+            &format!("Appointment/{appointment}/$ers.changeAppointment"),
+            Some(1),
+            Some(&json!({"resourceType": "Parameters", "parameter": [
+                {"name": "slot", "valueReference": {"reference": format!("Slot/{silent_slot}")}}]})),
+        )
+        .await;
+    let d = r.assert_outcome(409, "conflict");
+    assert!(d.contains(&format!("Schedule/{silent}")), "{d}");
+    assert_eq!(w.slot_status(&silent_slot).await, "free");
+    assert_eq!(w.slot_status(&slot).await, "busy");
 }
